@@ -1,0 +1,18 @@
+# The two commands a new user needs: `make demo` and `make test`. Both install what is missing first.
+.PHONY: setup demo test bench lint
+
+setup:
+	./scripts/setup.sh
+
+demo: setup
+	.venv/bin/tessera demo
+
+test: setup
+	.venv/bin/python -m pytest -q
+
+lint: setup
+	.venv/bin/ruff check src tests bench
+
+bench: setup
+	.venv/bin/python bench/gas.py
+	.venv/bin/python bench/workload_overhead.py

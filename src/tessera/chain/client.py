@@ -1,0 +1,208 @@
+"""The one place that talks to a chain: typed contract handles, calls, sends, and readable errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import requests
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted
+from web3.types import TxReceipt
+
+from tessera.chain.compiler import compile_contract
+from tessera.chain.network import Network
+
+T = TypeVar("T")
+
+
+class ChainError(Exception):
+    """A chain operation failed; the message is meant for the user."""
+
+
+class RpcUnavailable(ChainError):
+    """The RPC endpoint cannot be reached."""
+
+
+class TxRefused(ChainError):
+    """The chain refused a transaction (a revert); nothing was sent or it changed nothing."""
+
+
+def _revert_reason(exc: Exception) -> str:
+    message = str(getattr(exc, "message", None) or exc)
+    for prefix in ("execution reverted: ", "execution reverted"):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    return message.strip() or "reverted without a reason"
+
+
+class Chain:
+    """A connection to one network, optionally with a signing account."""
+
+    def __init__(self, network: Network, account: LocalAccount | None = None, timeout: float = 10):
+        self.network = network
+        self.account = account
+        self.w3 = Web3(Web3.HTTPProvider(network.rpc_url, request_kwargs={"timeout": timeout}))
+        self._contracts: dict[str, Contract] = {}
+        self._nonce_lock = threading.Lock()
+        self._next_nonce: int | None = None
+
+    # -- reading -------------------------------------------------------------------------
+    def contract(self, name: str) -> Contract:
+        if name not in self._contracts:
+            artifact = compile_contract(name)
+            address = Web3.to_checksum_address(self.network.address(name))
+            self._contracts[name] = self.w3.eth.contract(address=address, abi=artifact.abi)
+        return self._contracts[name]
+
+    @property
+    def market(self) -> Contract:
+        return self.contract("Market")
+
+    @property
+    def registry(self) -> Contract:
+        return self.contract("ProviderRegistry")
+
+    @property
+    def payment_token(self) -> Contract:
+        return self.contract("PaymentToken")
+
+    @property
+    def stake_token(self) -> Contract:
+        return self.contract("StakeToken")
+
+    @property
+    def address(self) -> str:
+        if self.account is None:
+            raise ChainError("this command needs an account (--account devnet:N or keystore:NAME)")
+        return self.account.address
+
+    def rpc(self, action: Callable[[], T], what: str = "RPC call") -> T:
+        """Run a read against the node, turning connection failures into RpcUnavailable."""
+        try:
+            return action()
+        except (requests.ConnectionError, requests.Timeout, ConnectionError) as exc:
+            raise RpcUnavailable(
+                f"cannot reach the chain's RPC at {self.network.rpc_url} during {what}: "
+                f"{type(exc).__name__}"
+            ) from None
+
+    def call(self, fn: ContractFunction) -> Any:
+        try:
+            return self.rpc(fn.call, what=fn.fn_name)
+        except (ContractLogicError, ContractCustomError) as exc:
+            raise TxRefused(f"{fn.fn_name} refused: {_revert_reason(exc)}") from None
+
+    def check_connected(self) -> int:
+        chain_id = self.rpc(lambda: self.w3.eth.chain_id, what="chain id check")
+        if chain_id != self.network.chain_id:
+            raise ChainError(
+                f"RPC {self.network.rpc_url} serves chain {chain_id}, but the network file says "
+                f"{self.network.chain_id}"
+            )
+        return chain_id
+
+    def block_timestamp(self, block: str | int = "latest") -> int:
+        return self.rpc(lambda: self.w3.eth.get_block(block)["timestamp"], what="get block")
+
+    def block_number(self) -> int:
+        return self.rpc(lambda: self.w3.eth.block_number, what="block number")
+
+    # -- writing -------------------------------------------------------------------------
+    def _take_nonce(self) -> int:
+        with self._nonce_lock:
+            pending = self.w3.eth.get_transaction_count(self.address, "pending")
+            nonce = pending if self._next_nonce is None else max(pending, self._next_nonce)
+            self._next_nonce = nonce + 1
+            return nonce
+
+    def _reset_nonce(self) -> None:
+        with self._nonce_lock:
+            self._next_nonce = None
+
+    def send(self, fn: ContractFunction, *, wait: bool = True, timeout: float = 60) -> TxReceipt:
+        """Estimate (refusing reverts before anything is sent), sign locally, send, and wait."""
+        account = self.account
+        if account is None:
+            raise ChainError("this command needs an account (--account devnet:N or keystore:NAME)")
+        try:
+            gas = self.rpc(lambda: fn.estimate_gas({"from": account.address}), what=fn.fn_name)
+        except (ContractLogicError, ContractCustomError) as exc:
+            raise TxRefused(f"{fn.fn_name} refused: {_revert_reason(exc)}") from None
+        for attempt in range(2):
+            tx = fn.build_transaction(
+                {
+                    "from": account.address,
+                    "nonce": self.rpc(self._take_nonce, what="nonce"),
+                    "gas": int(gas * 1.2) + 10_000,
+                    "chainId": self.network.chain_id,
+                }
+            )
+            signed = account.sign_transaction(tx)
+            try:
+                tx_hash = self.rpc(
+                    lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction),
+                    what=fn.fn_name,
+                )
+                break
+            except ValueError as exc:
+                if "nonce" in str(exc).lower() and attempt == 0:
+                    self._reset_nonce()
+                    continue
+                raise ChainError(f"{fn.fn_name} was not accepted by the node: {exc}") from None
+        if not wait:
+            return {"transactionHash": tx_hash}  # type: ignore[return-value]
+        try:
+            receipt = self.rpc(
+                lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout),
+                what=f"{fn.fn_name} receipt",
+            )
+        except TimeExhausted:
+            raise ChainError(f"{fn.fn_name} ({tx_hash.hex()}) not mined within {timeout}s") from None
+        if receipt["status"] != 1:
+            raise TxRefused(f"{fn.fn_name} reverted on chain in tx 0x{tx_hash.hex()}")
+        return receipt
+
+    def events(
+        self, contract: str, event: str, from_block: int, to_block: int | str = "latest",
+        argument_filters: dict | None = None, chunk: int = 5_000,
+    ) -> list:
+        """Decoded logs of one event over a block range, fetched in chunks."""
+        handle = getattr(self.contract(contract).events, event)
+        end = self.block_number() if to_block == "latest" else int(to_block)
+        logs: list = []
+        start = from_block
+        while start <= end:
+            stop = min(start + chunk - 1, end)
+            logs.extend(
+                self.rpc(
+                    lambda s=start, e=stop: handle.get_logs(
+                        from_block=s, to_block=e, argument_filters=argument_filters
+                    ),
+                    what=f"{event} logs",
+                )
+            )
+            start = stop + 1
+        return logs
+
+
+def retry(action: Callable[[], T], *, attempts: int = 8, base_delay: float = 0.25,
+          max_delay: float = 5.0, on_retry: Callable[[Exception, float], None] | None = None) -> T:
+    """Call `action`, retrying with exponential backoff while the RPC is unreachable."""
+    delay = base_delay
+    for attempt in range(attempts):
+        try:
+            return action()
+        except RpcUnavailable as exc:
+            if attempt == attempts - 1:
+                raise
+            if on_retry:
+                on_retry(exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay)
+    raise AssertionError("unreachable")

@@ -1,0 +1,64 @@
+"""Compile the Vyper contracts, caching results by the hash of every source involved."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import vyper
+from vyper.compiler import compile_from_file_input
+from vyper.compiler.input_bundle import FilesystemInputBundle
+
+CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
+CONTRACT_NAMES = ("StakeToken", "PaymentToken", "ProviderRegistry", "Market")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    abi: list
+    bytecode: str
+
+
+def _snekmate_root() -> Path:
+    spec = importlib.util.find_spec("snekmate")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("snekmate is not installed: run the project's setup script")
+    return Path(list(spec.submodule_search_locations)[0]).parent
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tessera" / "vyper"
+
+
+def _sources_digest() -> str:
+    digest = hashlib.sha256(vyper.__version__.encode())
+    roots = [CONTRACTS_DIR, _snekmate_root() / "snekmate"]
+    for root in roots:
+        for path in sorted(root.rglob("*.vy*")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:24]
+
+
+def compile_contract(name: str) -> Artifact:
+    """Return the ABI and deploy bytecode of contract `name`, compiling only on a cache miss."""
+    if name not in CONTRACT_NAMES:
+        raise ValueError(f"unknown contract {name!r}; known: {', '.join(CONTRACT_NAMES)}")
+    cache_file = _cache_dir() / _sources_digest() / f"{name}.json"
+    if cache_file.exists():
+        cached = json.loads(cache_file.read_text())
+        return Artifact(name, cached["abi"], cached["bytecode"])
+    bundle = FilesystemInputBundle([CONTRACTS_DIR, _snekmate_root()])
+    file_input = bundle.load_file(CONTRACTS_DIR / f"{name}.vy")
+    out = compile_from_file_input(file_input, input_bundle=bundle, output_formats=["abi", "bytecode"])
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"abi": out["abi"], "bytecode": out["bytecode"]}))
+    os.replace(tmp, cache_file)
+    return Artifact(name, out["abi"], out["bytecode"])

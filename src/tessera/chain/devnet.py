@@ -1,0 +1,145 @@
+"""A local chain for development: anvil plus freshly deployed contracts and funded test accounts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from web3 import Web3
+
+from tessera.chain.accounts import DEVNET_ACCOUNT_COUNT, devnet_account, tessera_home
+from tessera.chain.client import Chain
+from tessera.chain.deploy import PAYMENT_DECIMALS, STAKE_DECIMALS, DeployParams, deploy_all
+from tessera.chain.network import Network, save_network
+
+DEVNET_CHAIN_ID = 31337
+FUND_PAYMENT = 100_000 * 10**PAYMENT_DECIMALS
+FUND_STAKE = 10_000 * 10**STAKE_DECIMALS
+# Who is who on the devnet (indexes into anvil's published test keys).
+DEPLOYER, TREASURY = 0, 1
+
+
+class DevnetError(Exception):
+    pass
+
+
+def find_anvil() -> str:
+    """Locate anvil: $TESSERA_ANVIL, the project-local npm install, then PATH."""
+    explicit = os.environ.get("TESSERA_ANVIL")
+    if explicit:
+        return explicit
+    here = Path(__file__).resolve()
+    for base in [Path.cwd(), *Path.cwd().parents, *here.parents]:
+        candidate = base / ".tools" / "node_modules" / ".bin" / "anvil"
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("anvil")
+    if found:
+        return found
+    raise DevnetError(
+        "anvil not found: run `./scripts/setup.sh` (installs @foundry-rs/anvil into .tools/) "
+        "or set TESSERA_ANVIL to its path"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Devnet:
+    """Files of one devnet live under `home`: anvil.pid, anvil.log and network.json."""
+
+    home: Path
+
+    @classmethod
+    def default(cls) -> Devnet:
+        return cls(tessera_home() / "devnet")
+
+    @property
+    def network_file(self) -> Path:
+        return self.home / "network.json"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "anvil.pid"
+
+    def pid(self) -> int | None:
+        if not self.pid_file.exists():
+            return None
+        pid = int(self.pid_file.read_text())
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def up(self, port: int = 8545, block_time: int | None = None) -> Network:
+        if self.pid() is not None:
+            raise DevnetError(f"a devnet is already running (pid {self.pid()}); `tessera devnet down` first")
+        self.home.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                raise DevnetError(f"port {port} is already in use; pick another with --port")
+        cmd = [find_anvil(), "--host", "127.0.0.1", "--port", str(port),
+               "--chain-id", str(DEVNET_CHAIN_ID), "--accounts", str(DEVNET_ACCOUNT_COUNT)]
+        if block_time:
+            cmd += ["--block-time", str(block_time)]
+        log = open(self.home / "anvil.log", "wb")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid_file.write_text(str(proc.pid))
+        rpc_url = f"http://127.0.0.1:{port}"
+        w3 = Web3(Web3.HTTPProvider(rpc_url))
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise DevnetError(f"anvil exited with {proc.returncode}; see {self.home / 'anvil.log'}")
+            try:
+                if w3.is_connected():
+                    break
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise DevnetError("anvil did not answer within 30 s")
+            time.sleep(0.05)
+        deployer = devnet_account(DEPLOYER)
+        network = deploy_all(w3, deployer, DeployParams(treasury=devnet_account(TREASURY).address),
+                             name="devnet")
+        fund_devnet_accounts(Chain(network, deployer))
+        save_network(network, self.network_file)
+        return network
+
+    def down(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def fund_devnet_accounts(chain: Chain) -> None:
+    """Mint payment and stake tokens to every devnet account (the deployer is the minter)."""
+    for index in range(DEVNET_ACCOUNT_COUNT):
+        address = devnet_account(index).address
+        chain.send(chain.payment_token.functions.mint(address, FUND_PAYMENT))
+        chain.send(chain.stake_token.functions.mint(address, FUND_STAKE))

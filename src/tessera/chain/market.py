@@ -1,0 +1,211 @@
+"""Typed access to Tessera's contracts: registry, market and tokens, over one Chain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from web3 import Web3
+from web3.types import TxReceipt
+
+from tessera.chain.client import Chain, ChainError
+from tessera.protocol.matching import ProviderOffer
+from tessera.protocol.money import format_amount
+from tessera.protocol.wire import BidMessage
+
+PAYMENT_SYMBOL, PAYMENT_DECIMALS = "TUSD", 6
+STAKE_SYMBOL, STAKE_DECIMALS = "TSTK", 18
+
+
+class InsufficientFunds(ChainError):
+    """Not enough tokens for what was asked; raised before any transaction is sent."""
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: int
+    tenant: str
+    spec_hash: bytes
+    gpu_model: str
+    min_gpus: int
+    min_gpu_memory_mb: int
+    max_price_per_gpu_hour: int
+    duration: int
+    nodes: int
+    deposit: int
+    allocated: int
+    leases_made: int
+    open: bool
+
+
+@dataclass(frozen=True)
+class Lease:
+    lease_id: int
+    order_id: int
+    tenant: str
+    provider: str
+    price_per_gpu_hour: int
+    gpus: int
+    start: int
+    budget: int
+    paid: int
+    closed_at: int
+    result_hash: bytes
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at == 0
+
+
+def _named(fn_abi: dict, value: Any) -> dict:
+    """Name the fields of a struct returned by a getter, whatever order the contract uses."""
+    outputs = fn_abi["outputs"]
+    if len(outputs) == 1 and outputs[0].get("components"):
+        names = [c["name"] for c in outputs[0]["components"]]
+    else:
+        names = [o["name"] for o in outputs]
+        value = value if len(outputs) > 1 else (value,)
+    return dict(zip(names, value, strict=True))
+
+
+def _event_arg(receipt: TxReceipt, contract, event: str, arg: str) -> Any:
+    logs = getattr(contract.events, event)().process_receipt(receipt, errors=())
+    if not logs:
+        raise ChainError(f"transaction 0x{receipt['transactionHash'].hex()} emitted no {event}")
+    return logs[0]["args"][arg]
+
+
+def tx_hash(receipt: TxReceipt) -> str:
+    return "0x" + receipt["transactionHash"].hex().removeprefix("0x")
+
+
+class Market:
+    """What tenants and providers do on chain, with errors in words."""
+
+    def __init__(self, chain: Chain):
+        self.chain = chain
+        self.market = chain.market
+        self.registry = chain.registry
+
+    def _struct(self, contract, getter: str, key: Any) -> dict:
+        fn = getattr(contract.functions, getter)
+        return _named(fn(key).abi, self.chain.call(fn(key)))
+
+    # -- providers -----------------------------------------------------------------------
+    def provider_addresses(self) -> list[str]:
+        count = self.chain.call(self.registry.functions.provider_count())
+        return [self.chain.call(self.registry.functions.provider_at(i)) for i in range(count)]
+
+    def provider_offer(self, address: str) -> ProviderOffer | None:
+        record = self._struct(self.registry, "providers", Web3.to_checksum_address(address))
+        if record["registered_at"] == 0:
+            return None
+        return ProviderOffer(
+            address=Web3.to_checksum_address(address),
+            active=self.chain.call(self.registry.functions.is_active(address)),
+            gpu_model=record["gpu_model"], gpu_count=record["gpu_count"],
+            gpu_memory_mb=record["gpu_memory_mb"], benchmark_score=record["benchmark_score"],
+            endpoint=record["endpoint"], price_floor=record["price_floor"],
+        )
+
+    def provider_record(self, address: str) -> dict:
+        return self._struct(self.registry, "providers", Web3.to_checksum_address(address))
+
+    def register_provider(self, stake: int, gpu_model: str, gpu_count: int, gpu_memory_mb: int,
+                          benchmark_score: int, endpoint: str, price_floor: int) -> TxReceipt:
+        self.require_balance(self.chain.stake_token, stake, "stake", STAKE_SYMBOL, STAKE_DECIMALS)
+        self.ensure_allowance(self.chain.stake_token, self.registry.address, stake)
+        return self.chain.send(self.registry.functions.register(
+            stake, gpu_model, gpu_count, gpu_memory_mb, benchmark_score, endpoint, price_floor))
+
+    def update_offer(self, gpu_model: str, gpu_count: int, gpu_memory_mb: int,
+                     benchmark_score: int, endpoint: str, price_floor: int) -> TxReceipt:
+        return self.chain.send(self.registry.functions.update_offer(
+            gpu_model, gpu_count, gpu_memory_mb, benchmark_score, endpoint, price_floor))
+
+    # -- tokens --------------------------------------------------------------------------
+    def require_balance(self, token, amount: int, purpose: str, symbol: str, decimals: int) -> None:
+        have = self.chain.call(token.functions.balanceOf(self.chain.address))
+        if have < amount:
+            raise InsufficientFunds(
+                f"not enough {symbol} for {purpose}: {self.chain.address} holds "
+                f"{format_amount(have, decimals, symbol)}, needs {format_amount(amount, decimals, symbol)}"
+            )
+
+    def ensure_allowance(self, token, spender: str, amount: int) -> TxReceipt | None:
+        allowance = self.chain.call(token.functions.allowance(self.chain.address, spender))
+        if allowance >= amount:
+            return None
+        return self.chain.send(token.functions.approve(spender, amount))
+
+    def payment_balance(self, address: str) -> int:
+        return self.chain.call(self.chain.payment_token.functions.balanceOf(address))
+
+    # -- orders and leases ---------------------------------------------------------------
+    def create_order(self, spec_hash: bytes, gpu_model: str, min_gpus: int, min_gpu_memory_mb: int,
+                     max_price_per_gpu_hour: int, duration: int, nodes: int,
+                     deposit: int) -> tuple[int, list[TxReceipt]]:
+        token = self.chain.payment_token
+        self.require_balance(token, deposit, "the order's escrow", PAYMENT_SYMBOL, PAYMENT_DECIMALS)
+        receipts = []
+        approval = self.ensure_allowance(token, self.market.address, deposit)
+        if approval is not None:
+            receipts.append(approval)
+        receipt = self.chain.send(self.market.functions.create_order(
+            spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour,
+            duration, nodes, deposit))
+        receipts.append(receipt)
+        return _event_arg(receipt, self.market, "OrderCreated", "order_id"), receipts
+
+    def order(self, order_id: int) -> Order:
+        record = self._struct(self.market, "orders", order_id)
+        if record["tenant"] == "0x" + "0" * 40:
+            raise ChainError(f"order {order_id} does not exist")
+        return Order(order_id=order_id, **{k: record[k] for k in Order.__dataclass_fields__
+                                          if k != "order_id"})
+
+    def lease(self, lease_id: int) -> Lease:
+        record = self._struct(self.market, "leases", lease_id)
+        if record["tenant"] == "0x" + "0" * 40:
+            raise ChainError(f"lease {lease_id} does not exist")
+        return Lease(lease_id=lease_id, **{k: record[k] for k in Lease.__dataclass_fields__
+                                          if k != "lease_id"})
+
+    def earned(self, lease_id: int) -> int:
+        return self.chain.call(self.market.functions.earned(lease_id))
+
+    def accept_bid(self, bid: BidMessage) -> tuple[int, TxReceipt]:
+        receipt = self.chain.send(self.market.functions.accept_bid(
+            bid.order_id, Web3.to_checksum_address(bid.provider), bid.price_per_gpu_hour,
+            bid.nonce, bid.expiry, bytes.fromhex(bid.signature.removeprefix("0x"))))
+        return _event_arg(receipt, self.market, "LeaseCreated", "lease_id"), receipt
+
+    def withdraw(self, lease_id: int) -> TxReceipt:
+        return self.chain.send(self.market.functions.withdraw(lease_id))
+
+    def close_lease(self, lease_id: int) -> TxReceipt:
+        return self.chain.send(self.market.functions.close_lease(lease_id))
+
+    def cancel_order(self, order_id: int) -> TxReceipt:
+        return self.chain.send(self.market.functions.cancel_order(order_id))
+
+    def top_up(self, lease_id: int, amount: int) -> list[TxReceipt]:
+        token = self.chain.payment_token
+        self.require_balance(token, amount, "the top-up", PAYMENT_SYMBOL, PAYMENT_DECIMALS)
+        approval = self.ensure_allowance(token, self.market.address, amount)
+        receipt = self.chain.send(self.market.functions.top_up(lease_id, amount))
+        return [r for r in (approval, receipt) if r is not None]
+
+    def commit_result(self, lease_id: int, result_hash: bytes) -> TxReceipt:
+        return self.chain.send(self.market.functions.commit_result(lease_id, result_hash))
+
+    def fee_bps(self) -> int:
+        return self.chain.call(self.market.functions.fee_bps())
+
+    def lease_closed_event(self, receipt: TxReceipt) -> dict:
+        logs = self.market.events.LeaseClosed().process_receipt(receipt, errors=())
+        return dict(logs[0]["args"]) if logs else {}
+
+    def withdrawn_event(self, receipt: TxReceipt) -> dict:
+        logs = self.market.events.Withdrawn().process_receipt(receipt, errors=())
+        return dict(logs[0]["args"]) if logs else {}

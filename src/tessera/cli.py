@@ -1,0 +1,268 @@
+"""`tessera`: thin commands over the chain, provider, tenant and demo modules."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tessera.chain.accounts import (
+    AccountError,
+    devnet_account,
+    keystore_address,
+    list_keystores,
+    resolve_account,
+    save_keystore,
+)
+from tessera.chain.client import Chain, ChainError
+from tessera.chain.devnet import Devnet, DevnetError
+from tessera.chain.market import (
+    PAYMENT_DECIMALS,
+    PAYMENT_SYMBOL,
+    STAKE_DECIMALS,
+    STAKE_SYMBOL,
+)
+from tessera.chain.network import NetworkError, load_network
+from tessera.protocol.jobspec import SpecError
+from tessera.protocol.money import format_amount
+
+app = typer.Typer(help="Tessera: rent GPUs through on-chain contracts.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+devnet_app = typer.Typer(help="A local chain (anvil) with Tessera's contracts deployed.",
+                         no_args_is_help=True)
+wallet_app = typer.Typer(help="Encrypted keystores and devnet test accounts.", no_args_is_help=True)
+provider_app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
+job_app = typer.Typer(help="Submit and manage jobs as a tenant.", no_args_is_help=True)
+app.add_typer(devnet_app, name="devnet")
+app.add_typer(wallet_app, name="wallet")
+app.add_typer(provider_app, name="provider")
+app.add_typer(job_app, name="job")
+
+console = Console()
+err = Console(stderr=True)
+
+USER_ERRORS = (ChainError, NetworkError, SpecError, AccountError, DevnetError, ValueError)
+
+NetworkOption = typer.Option(None, "--network", help="network file (default: the devnet's)")
+AccountOption = typer.Option("devnet:5", "--account",
+                             help="devnet:N (anvil's public test keys), keystore:NAME, or 0x key")
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def run_guarded(action):
+    """Run a command body, turning expected failures into one readable line and exit code 1."""
+    from tessera.tenant.client import TenantError
+
+    try:
+        return action()
+    except (*USER_ERRORS, TenantError) as exc:
+        fail(str(exc))
+
+
+def connect(network: Path | None, account: str | None) -> Chain:
+    net = load_network(network or Devnet.default().network_file)
+    chain = Chain(net, resolve_account(account) if account else None)
+    chain.check_connected()
+    return chain
+
+
+# -- devnet -------------------------------------------------------------------------------
+@devnet_app.command("up")
+def devnet_up(port: int = typer.Option(8545, help="RPC port on 127.0.0.1")) -> None:
+    """Start anvil, deploy the contracts, fund the test accounts, write the network file."""
+    devnet = Devnet.default()
+    network = run_guarded(lambda: devnet.up(port=port))
+    console.print(f"devnet up: chain {network.chain_id} at {network.rpc_url}")
+    for name, address in network.contracts.items():
+        console.print(f"  {name:<17} {address}")
+    console.print(f"network file: {devnet.network_file}")
+
+
+@devnet_app.command("down")
+def devnet_down() -> None:
+    """Stop the devnet's anvil."""
+    stopped = Devnet.default().down()
+    console.print("devnet stopped" if stopped else "no devnet was running")
+
+
+@devnet_app.command("status")
+def devnet_status() -> None:
+    """Is the devnet running, and where are its contracts?"""
+    devnet = Devnet.default()
+    pid = devnet.pid()
+    if pid is None:
+        console.print("devnet: not running")
+        raise typer.Exit(1)
+    chain = run_guarded(lambda: connect(devnet.network_file, None))
+    console.print(f"devnet: running (pid {pid}), chain {chain.network.chain_id}, "
+                  f"block {chain.block_number()}, {chain.network.rpc_url}")
+    for name, address in chain.network.contracts.items():
+        console.print(f"  {name:<17} {address}")
+
+
+# -- wallet -------------------------------------------------------------------------------
+def _ask_password(confirm: bool) -> str:
+    import os
+
+    if "TESSERA_PASSWORD" in os.environ:
+        return os.environ["TESSERA_PASSWORD"]
+    password = getpass.getpass("password: ")
+    if confirm and getpass.getpass("again: ") != password:
+        fail("passwords differ")
+    return password
+
+
+@wallet_app.command("new")
+def wallet_new(name: str) -> None:
+    """Create a new key in an encrypted keystore."""
+    from eth_account import Account
+
+    account = Account.create()
+    path = run_guarded(lambda: save_keystore(name, account.key, _ask_password(confirm=True)))
+    console.print(f"wallet {name}: {account.address}\nkeystore: {path}")
+
+
+@wallet_app.command("import")
+def wallet_import(name: str) -> None:
+    """Import a private key (read from standard input) into an encrypted keystore."""
+    key = sys.stdin.readline().strip() if not sys.stdin.isatty() else getpass.getpass("key: ")
+    account = run_guarded(lambda: resolve_account(key if key.startswith("0x") else "0x" + key))
+    path = run_guarded(lambda: save_keystore(name, account.key, _ask_password(confirm=True)))
+    console.print(f"wallet {name}: {account.address}\nkeystore: {path}")
+
+
+def _address_of(spec: str) -> tuple[str, str]:
+    if spec.startswith("devnet:"):
+        account = resolve_account(spec)
+        return account.address, "anvil's published test key: public, never hold real value"
+    if spec.startswith("0x") and len(spec) == 42:
+        return spec, "address"
+    name = spec.removeprefix("keystore:")
+    return keystore_address(name), f"keystore {name}"
+
+
+@wallet_app.command("show")
+def wallet_show(spec: str = typer.Argument(..., help="devnet:N, NAME or an address")) -> None:
+    """Show an account's address and where its key comes from."""
+    address, origin = run_guarded(lambda: _address_of(spec))
+    console.print(f"{address}  ({origin})")
+
+
+@wallet_app.command("list")
+def wallet_list() -> None:
+    """List keystores and the devnet test accounts."""
+    for name in list_keystores():
+        console.print(f"{name:<12} {keystore_address(name)}  keystore")
+    for index in range(10):
+        console.print(f"devnet:{index:<5} {devnet_account(index).address}  anvil test key (public)")
+
+
+@wallet_app.command("balance")
+def wallet_balance(spec: str = typer.Argument(..., help="devnet:N, NAME or an address"),
+                   network: Path = NetworkOption) -> None:
+    """Native, payment-token and stake-token balances of an account."""
+    def body():
+        address, _ = _address_of(spec)
+        chain = connect(network, None)
+        eth = chain.w3.eth.get_balance(address)
+        pay = chain.call(chain.payment_token.functions.balanceOf(address))
+        stake = chain.call(chain.stake_token.functions.balanceOf(address))
+        return address, eth, pay, stake
+    address, eth, pay, stake = run_guarded(body)
+    console.print(address)
+    console.print(f"  {format_amount(eth, 18, 'ETH')}")
+    console.print(f"  {format_amount(pay, PAYMENT_DECIMALS, PAYMENT_SYMBOL)}")
+    console.print(f"  {format_amount(stake, STAKE_DECIMALS, STAKE_SYMBOL)}")
+
+
+# -- provider -----------------------------------------------------------------------------
+@provider_app.command("run")
+def provider_run(config: Path = typer.Option(..., "--config", help="provider.toml")) -> None:
+    """Register (staking if needed), then bid on orders and run leased work until stopped."""
+    from tessera.provider.config import load_provider_config
+    from tessera.provider.service import run_provider
+
+    cfg = run_guarded(lambda: load_provider_config(config))
+    run_guarded(lambda: run_provider(cfg))
+
+
+# -- jobs ---------------------------------------------------------------------------------
+@job_app.command("submit")
+def job_submit(spec: Path = typer.Argument(..., help="job.toml"), network: Path = NetworkOption,
+               account: str = AccountOption,
+               follow: bool = typer.Option(True, help="follow progress, fetch and check results"),
+               close: bool = typer.Option(True, help="close the lease once results are checked")):
+    """Post an order with escrow, collect bids, lease the best one, run the job."""
+    from tessera.tenant.flow import submit_job
+
+    run_guarded(lambda: submit_job(spec, network, account, follow=follow, close=close,
+                                   console=console))
+
+
+@job_app.command("status")
+def job_status(lease_id: int, network: Path = NetworkOption, account: str = AccountOption):
+    """Progress of a lease's job, as its provider reports it, and the lease on chain."""
+    from tessera.tenant.flow import show_status
+
+    run_guarded(lambda: show_status(lease_id, network, account, console))
+
+
+@job_app.command("logs")
+def job_logs(lease_id: int, network: Path = NetworkOption, account: str = AccountOption):
+    """The job's progress lines."""
+    from tessera.tenant.flow import tenant_for
+
+    tenant = run_guarded(lambda: tenant_for(network, account))
+    for line in run_guarded(lambda: tenant.logs(lease_id)):
+        console.print(json.dumps(line))
+
+
+@job_app.command("results")
+def job_results(lease_id: int, out: Path = typer.Option(None, help="download folder"),
+                network: Path = NetworkOption, account: str = AccountOption):
+    """Download the artifacts, check them by hash against the chain, recompute the loss."""
+    from tessera.tenant.flow import fetch_and_check
+
+    run_guarded(lambda: fetch_and_check(lease_id, out, network, account, console))
+
+
+@job_app.command("close")
+def job_close(lease_id: int, network: Path = NetworkOption, account: str = AccountOption):
+    """Close the lease: pay the provider what it earned, refund the rest to you."""
+    from tessera.tenant.flow import close_lease
+
+    run_guarded(lambda: close_lease(lease_id, network, account, console))
+
+
+# -- demo ---------------------------------------------------------------------------------
+@app.command("demo")
+def demo(as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+         steps: int = typer.Option(None, help="training steps (default: the demo job's)")):
+    """A whole rental on a local chain: 3 providers bid, one trains a model, the lease settles."""
+    from tessera.demo import run_demo
+
+    summary = run_guarded(lambda: run_demo(console=err if as_json else console, steps=steps))
+    if as_json:
+        print(json.dumps(summary, indent=2))
+
+
+def _print_table(title: str, columns: list[str], rows: list[list]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[str(cell) for cell in row])
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,286 @@
+# pragma version ~=0.4.3
+"""
+@title Tessera provider registry
+@license GNU Affero General Public License v3.0 or later
+@notice Providers stake the stake token and publish their hardware offer.
+        Stake can be unbonded (released after `unbonding_period`) and slashed
+        by addresses holding the slasher role; slashing reaches the unbonding
+        bucket too, so unbonding cannot dodge a penalty.
+"""
+
+from ethereum.ercs import IERC20
+
+from snekmate.auth import ownable
+initializes: ownable
+
+exports: (ownable.owner, ownable.transfer_ownership, ownable.renounce_ownership)
+
+
+struct Provider:
+    stake: uint256
+    unbonding: uint256
+    unbond_release: uint256
+    gpu_model: String[64]
+    gpu_count: uint32
+    gpu_memory_mb: uint32
+    benchmark_score: uint256
+    endpoint: String[256]
+    price_floor: uint256
+    registered_at: uint256
+    jailed_until: uint256
+    slashed_total: uint256
+
+
+event ProviderRegistered:
+    provider: indexed(address)
+    stake: uint256
+    gpu_model: String[64]
+    gpu_count: uint32
+    gpu_memory_mb: uint32
+    benchmark_score: uint256
+    endpoint: String[256]
+    price_floor: uint256
+
+
+event OfferUpdated:
+    provider: indexed(address)
+    gpu_model: String[64]
+    gpu_count: uint32
+    gpu_memory_mb: uint32
+    benchmark_score: uint256
+    endpoint: String[256]
+    price_floor: uint256
+
+
+event StakeAdded:
+    provider: indexed(address)
+    amount: uint256
+    total_stake: uint256
+
+
+event UnbondRequested:
+    provider: indexed(address)
+    amount: uint256
+    unbonding_total: uint256
+    release_at: uint256
+
+
+event StakeWithdrawn:
+    provider: indexed(address)
+    amount: uint256
+
+
+event Slashed:
+    provider: indexed(address)
+    amount: uint256
+    recipient: indexed(address)
+    slasher: indexed(address)
+
+
+event Jailed:
+    provider: indexed(address)
+    until: uint256
+    by: indexed(address)
+
+
+event SlasherSet:
+    slasher: indexed(address)
+    enabled: bool
+
+
+stake_token: public(immutable(address))
+min_stake: public(immutable(uint256))
+unbonding_period: public(immutable(uint256))
+
+providers: public(HashMap[address, Provider])
+is_slasher: public(HashMap[address, bool])
+provider_count: public(uint256)
+_provider_list: HashMap[uint256, address]
+
+
+@deploy
+def __init__(stake_token_: address, min_stake_: uint256, unbonding_period_: uint256):
+    assert stake_token_ != empty(address), "registry: zero stake token"
+    ownable.__init__()
+    stake_token = stake_token_
+    min_stake = min_stake_
+    unbonding_period = unbonding_period_
+
+
+@internal
+@view
+def _check_registered(provider: address):
+    assert self.providers[provider].registered_at != 0, "registry: not registered"
+
+
+@internal
+def _check_offer(gpu_count: uint32, endpoint: String[256]):
+    assert gpu_count > 0, "registry: gpu_count must be positive"
+    assert len(endpoint) > 0, "registry: endpoint required"
+
+
+@external
+@nonreentrant
+def register(
+    stake: uint256,
+    gpu_model: String[64],
+    gpu_count: uint32,
+    gpu_memory_mb: uint32,
+    benchmark_score: uint256,
+    endpoint: String[256],
+    price_floor: uint256,
+):
+    assert self.providers[msg.sender].registered_at == 0, "registry: already registered"
+    assert stake >= min_stake and stake > 0, "registry: stake below minimum"
+    self._check_offer(gpu_count, endpoint)
+
+    self.providers[msg.sender] = Provider(
+        stake=stake,
+        unbonding=0,
+        unbond_release=0,
+        gpu_model=gpu_model,
+        gpu_count=gpu_count,
+        gpu_memory_mb=gpu_memory_mb,
+        benchmark_score=benchmark_score,
+        endpoint=endpoint,
+        price_floor=price_floor,
+        registered_at=block.timestamp,
+        jailed_until=0,
+        slashed_total=0,
+    )
+    self._provider_list[self.provider_count] = msg.sender
+    self.provider_count += 1
+    log ProviderRegistered(
+        provider=msg.sender,
+        stake=stake,
+        gpu_model=gpu_model,
+        gpu_count=gpu_count,
+        gpu_memory_mb=gpu_memory_mb,
+        benchmark_score=benchmark_score,
+        endpoint=endpoint,
+        price_floor=price_floor,
+    )
+    assert extcall IERC20(stake_token).transferFrom(msg.sender, self, stake, default_return_value=True), "registry: stake transfer failed"
+
+
+@external
+def update_offer(
+    gpu_model: String[64],
+    gpu_count: uint32,
+    gpu_memory_mb: uint32,
+    benchmark_score: uint256,
+    endpoint: String[256],
+    price_floor: uint256,
+):
+    self._check_registered(msg.sender)
+    self._check_offer(gpu_count, endpoint)
+    p: Provider = self.providers[msg.sender]
+    p.gpu_model = gpu_model
+    p.gpu_count = gpu_count
+    p.gpu_memory_mb = gpu_memory_mb
+    p.benchmark_score = benchmark_score
+    p.endpoint = endpoint
+    p.price_floor = price_floor
+    self.providers[msg.sender] = p
+    log OfferUpdated(
+        provider=msg.sender,
+        gpu_model=gpu_model,
+        gpu_count=gpu_count,
+        gpu_memory_mb=gpu_memory_mb,
+        benchmark_score=benchmark_score,
+        endpoint=endpoint,
+        price_floor=price_floor,
+    )
+
+
+@external
+@nonreentrant
+def add_stake(amount: uint256):
+    self._check_registered(msg.sender)
+    assert amount > 0, "registry: amount must be positive"
+    self.providers[msg.sender].stake += amount
+    log StakeAdded(provider=msg.sender, amount=amount, total_stake=self.providers[msg.sender].stake)
+    assert extcall IERC20(stake_token).transferFrom(msg.sender, self, amount, default_return_value=True), "registry: stake transfer failed"
+
+
+@external
+def request_unbond(amount: uint256):
+    self._check_registered(msg.sender)
+    assert amount > 0, "registry: amount must be positive"
+    assert amount <= self.providers[msg.sender].stake, "registry: amount exceeds stake"
+    self.providers[msg.sender].stake -= amount
+    self.providers[msg.sender].unbonding += amount
+    release: uint256 = block.timestamp + unbonding_period
+    self.providers[msg.sender].unbond_release = release
+    log UnbondRequested(
+        provider=msg.sender, amount=amount, unbonding_total=self.providers[msg.sender].unbonding, release_at=release
+    )
+
+
+@external
+@nonreentrant
+def withdraw_unbonded():
+    self._check_registered(msg.sender)
+    amount: uint256 = self.providers[msg.sender].unbonding
+    assert amount > 0, "registry: nothing to withdraw"
+    assert block.timestamp >= self.providers[msg.sender].unbond_release, "registry: still unbonding"
+    self.providers[msg.sender].unbonding = 0
+    self.providers[msg.sender].unbond_release = 0
+    log StakeWithdrawn(provider=msg.sender, amount=amount)
+    assert extcall IERC20(stake_token).transfer(msg.sender, amount, default_return_value=True), "registry: transfer failed"
+
+
+@external
+@nonreentrant
+def slash(provider: address, amount: uint256, recipient: address) -> uint256:
+    assert self.is_slasher[msg.sender], "registry: caller is not a slasher"
+    self._check_registered(provider)
+    assert recipient != empty(address), "registry: zero recipient"
+    p: Provider = self.providers[provider]
+    from_stake: uint256 = min(amount, p.stake)
+    from_unbonding: uint256 = min(amount - from_stake, p.unbonding)
+    total: uint256 = from_stake + from_unbonding
+    p.stake -= from_stake
+    p.unbonding -= from_unbonding
+    p.slashed_total += total
+    self.providers[provider] = p
+    log Slashed(provider=provider, amount=total, recipient=recipient, slasher=msg.sender)
+    if total > 0:
+        assert extcall IERC20(stake_token).transfer(recipient, total, default_return_value=True), "registry: transfer failed"
+    return total
+
+
+@external
+def jail(provider: address, until: uint256):
+    assert self.is_slasher[msg.sender] or msg.sender == ownable.owner, "registry: caller cannot jail"
+    self._check_registered(provider)
+    self.providers[provider].jailed_until = until
+    log Jailed(provider=provider, until=until, by=msg.sender)
+
+
+@external
+def set_slasher(slasher: address, enabled: bool):
+    assert msg.sender == ownable.owner, "registry: caller is not the owner"
+    assert slasher != empty(address), "registry: zero address"
+    self.is_slasher[slasher] = enabled
+    log SlasherSet(slasher=slasher, enabled=enabled)
+
+
+@external
+@view
+def is_active(provider: address) -> bool:
+    p: Provider = self.providers[provider]
+    return p.registered_at != 0 and p.stake >= min_stake and p.stake > 0 and block.timestamp >= p.jailed_until
+
+
+@external
+@view
+def is_registered(provider: address) -> bool:
+    return self.providers[provider].registered_at != 0
+
+
+@external
+@view
+def provider_at(i: uint256) -> address:
+    assert i < self.provider_count, "registry: index out of range"
+    return self._provider_list[i]

@@ -1,0 +1,199 @@
+"""`tessera demo`: a whole rental on a local chain, with three real provider processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import tomli_w
+from rich.console import Console
+from rich.table import Table
+
+from tessera.chain.accounts import devnet_account
+from tessera.chain.client import Chain
+from tessera.chain.devnet import TREASURY, Devnet, free_port
+from tessera.protocol.jobspec import JobSpec
+from tessera.protocol.money import format_amount
+from tessera.tenant.client import Tenant, TenantError
+from tessera.tenant.flow import load_dataset, money, run_rental
+
+TENANT = 5
+
+
+@dataclass(frozen=True)
+class DemoProvider:
+    name: str
+    account: int
+    price: str      # TUSD per device-hour
+    threads: int    # the CPU slice it sells; its measured benchmark follows from it
+
+
+PROVIDERS = (
+    DemoProvider("alpha", 2, "1.80", 2),
+    DemoProvider("beta", 3, "1.20", 1),
+    DemoProvider("gamma", 4, "4.00", 2),  # floor above the order's maximum: it will not bid
+)
+
+DEMO_JOB = {
+    "name": "demo-charlm",
+    "order": {"max_price_per_gpu_hour": "3.00", "duration": "15m", "min_gpus": 1,
+              "nodes": 1, "bid_window": "4s"},
+    "dataset": {"source": "builtin:stdlib", "max_bytes": 1 << 20},
+    "workload": {"kind": "train-charlm"},
+}
+
+
+def provider_config(p: DemoProvider, home: Path, network_file: Path, port: int) -> dict:
+    return {
+        "provider": {"account": f"devnet:{p.account}", "network": str(network_file),
+                     "port": port, "state_dir": str(home / f"provider-{p.name}"), "stake": "100"},
+        "pricing": {"price_per_gpu_hour": p.price},
+        "limits": {"threads": p.threads, "memory_limit_mb": 4096, "max_job_seconds": 1800},
+    }
+
+
+def start_provider(p: DemoProvider, home: Path, network_file: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    config_file = home / f"provider-{p.name}.toml"
+    config_file.write_text(tomli_w.dumps(provider_config(p, home, network_file, port)))
+    log = open(home / f"provider-{p.name}.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "tessera.cli", "provider", "run",
+                             "--config", str(config_file)], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "TESSERA_HOME": str(home)})
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_healthy(procs: dict, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    pending = dict(procs)
+    while pending:
+        for name, (proc, url) in list(pending.items()):
+            if proc.poll() is not None:
+                raise TenantError(f"provider {name} exited with {proc.returncode}; see its log")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    del pending[name]
+            except httpx.HTTPError:
+                pass
+        if time.monotonic() > deadline:
+            raise TenantError(f"providers {', '.join(pending)} did not come up in {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_demo(console: Console, steps: int | None = None, home: Path | None = None) -> dict:
+    home = Path(home or tempfile.mkdtemp(prefix="tessera-demo-"))
+    os.environ["TESSERA_HOME"] = str(home)
+    devnet = Devnet(home / "devnet")
+    console.print(f"[bold]Tessera demo[/] (state in {home})")
+    network = devnet.up(port=free_port())
+    console.print(f"local chain {network.chain_id} at {network.rpc_url}; contracts deployed: "
+                  + ", ".join(f"{k} {v}" for k, v in network.contracts.items()))
+    procs: dict = {}
+    try:
+        for p in PROVIDERS:
+            procs[p.name] = start_provider(p, home, devnet.network_file)
+        console.print("starting 3 provider processes (detect hardware, stake, register) ...")
+        wait_healthy(procs)
+        chain = Chain(network, devnet_account(TENANT))
+        tenant = Tenant(chain)
+        providers_table(console, tenant, procs)
+        job = dict(DEMO_JOB)
+        if steps:
+            job["workload"] = {**job["workload"], "steps": steps}
+        spec = JobSpec.model_validate(job)
+        dataset = load_dataset(spec.dataset)
+        treasury = devnet_account(TREASURY).address
+        treasury_before = tenant.market.payment_balance(treasury)
+        summary = run_rental(tenant, spec, dataset, console, follow=True, close=True,
+                             results_dir=home / "results")
+        summary["treasury_received"] = tenant.market.payment_balance(treasury) - treasury_before
+        summary["network"] = network.model_dump()
+        summary["providers"] = {p.name: {"account": devnet_account(p.account).address,
+                                         "floor": p.price, "threads": p.threads,
+                                         "endpoint": procs[p.name][1]} for p in PROVIDERS}
+        print_summary(console, summary)
+        return summary
+    finally:
+        for proc, _ in procs.values():
+            stop(proc)
+        devnet.down()
+
+
+def providers_table(console: Console, tenant: Tenant, procs: dict) -> None:
+    table = Table(title="providers on chain")
+    for column in ("name", "address", "device", "benchmark", "floor / GPU-h", "endpoint"):
+        table.add_column(column)
+    for p in PROVIDERS:
+        offer = tenant.market.provider_offer(devnet_account(p.account).address)
+        table.add_row(p.name, offer.address, f"{offer.gpu_model} ({p.threads} threads)",
+                      f"{offer.benchmark_score:,} MFLOP/s", money(offer.price_floor), offer.endpoint)
+    console.print(table)
+
+
+def sparkline(values: list[float]) -> str:
+    bars = "▁▂▃▄▅▆▇█"
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    return "".join(bars[int((v - lo) / span * (len(bars) - 1))] for v in values)
+
+
+def print_summary(console: Console, s: dict) -> None:
+    console.rule("[bold]summary")
+    bids = Table(title=f"bids for order {s['order_id']}")
+    for column in ("provider", "device", "price / GPU-h", "verdict"):
+        bids.add_column(column)
+    for b in sorted(s["bids"], key=lambda b: b["price_per_gpu_hour"]):
+        verdict = "won" if b["provider"] == s["winner"]["provider"] else (
+            "valid" if b["valid"] else "rejected: " + "; ".join(b["problems"]))
+        bids.add_row(b["provider"], str(b["device"]), money(b["price_per_gpu_hour"]), verdict)
+    console.print(bids)
+    bidders = {b["provider"] for b in s["bids"]}
+    silent = [name for name, p in s["providers"].items() if p["account"] not in bidders]
+    if silent:
+        console.print(f"no bid from: {', '.join(silent)} (floor above the order's maximum)")
+    console.print(f"rule: {s['selection_rule']}")
+    history = [h for h in s["loss_history"] if h.get("train_loss") is not None]
+    losses = [h["train_loss"] for h in history]
+    m = s["metrics"]
+    console.print(f"ran: byte-level transformer, {history[-1]['step'] if history else 0} steps on "
+                  f"{m.get('device')} with {m.get('threads')} thread(s), "
+                  f"{m.get('tokens_per_s', 0):,.0f} tokens/s")
+    console.print(f"training loss {losses[0]:.3f} -> {losses[-1]:.3f}  {sparkline(losses)}")
+    console.print(f"held-out loss {m.get('final_val_loss'):.4f}; result {s['result_hash']}")
+    st = s["settlement"]
+    paid = st["provider"] + st["provider_withdrawn_earlier"]["amount"]
+    fee = st["fee"] + st["provider_withdrawn_earlier"]["fee"]
+    pay = Table(title=f"settlement of lease {s['lease_id']}")
+    pay.add_column("to")
+    pay.add_column("amount", justify="right")
+    pay.add_row(f"provider {s['winner']['provider']}", money(paid))
+    pay.add_row("protocol fee -> treasury", money(fee))
+    pay.add_row(f"refund -> tenant {s['tenant']}", money(st["refund"]))
+    pay.add_row("tenant's net cost", money(s["tenant_spent"]))
+    console.print(pay)
+    console.print("transactions:")
+    for name, value in s["transactions"].items():
+        for h in value if isinstance(value, list) else [value]:
+            console.print(f"  {name:<7} {h}")
+    for h in st["provider_withdrawn_earlier"]["txs"]:
+        console.print(f"  {'withdraw':<7} {h}")
+    console.print(f"order to active lease: {s['order_to_lease_s']} s (includes the bid window)")
+    console.print(f"[bold green]verified and settled[/]: {len(s['checks'])} checks passed; "
+                  f"treasury received {format_amount(s['treasury_received'], 6, 'TUSD')}")

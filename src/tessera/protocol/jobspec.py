@@ -1,0 +1,113 @@
+"""A tenant's job: what hardware it needs, what it pays, what data and workload it runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from tessera.protocol.money import lease_budget, parse_amount, parse_duration
+from tessera.protocol.workload import TrainingWorkload
+
+PAYMENT_DECIMALS = 6
+BUILTIN_CORPUS = "builtin:stdlib"
+
+
+class SpecError(ValueError):
+    """A job spec or config is invalid; the message names the file and field."""
+
+
+def _to_base_units(value: object) -> object:
+    return parse_amount(value, PAYMENT_DECIMALS) if isinstance(value, str) else value
+
+
+def _to_seconds(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+PaymentAmount = Annotated[int, BeforeValidator(_to_base_units), Field(ge=0)]
+Seconds = Annotated[int, BeforeValidator(_to_seconds), Field(gt=0)]
+
+
+class OrderSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gpu_model: str = Field("", max_length=64, description='required device model, "" for any')
+    min_gpus: int = Field(1, ge=1, le=1024)
+    min_gpu_memory_mb: int = Field(0, ge=0)
+    max_price_per_gpu_hour: PaymentAmount = Field(description="TUSD per GPU-hour, e.g. '3.00'")
+    duration: Seconds = Field(description="longest the lease may run, e.g. '15m'")
+    nodes: int = Field(1, ge=1, le=64)
+    bid_window: Seconds = 5
+    deposit: PaymentAmount | None = None
+
+    @model_validator(mode="after")
+    def _deposit_covers_worst_case(self) -> OrderSpec:
+        if self.max_price_per_gpu_hour == 0:
+            raise ValueError("max_price_per_gpu_hour must be above zero")
+        if self.deposit is not None and self.deposit < self.worst_case_cost:
+            raise ValueError(
+                f"deposit {self.deposit} is below the worst-case cost {self.worst_case_cost} "
+                "(max price x gpus x nodes x duration)"
+            )
+        return self
+
+    @property
+    def worst_case_cost(self) -> int:
+        return lease_budget(self.max_price_per_gpu_hour, self.min_gpus, self.duration) * self.nodes
+
+    @property
+    def escrow(self) -> int:
+        return self.deposit if self.deposit is not None else self.worst_case_cost
+
+
+class DatasetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(BUILTIN_CORPUS, description=f'"{BUILTIN_CORPUS}" or a path to a file')
+    max_bytes: int = Field(1 << 20, ge=4096, le=1 << 30)
+
+
+class JobSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("job", min_length=1, max_length=64)
+    order: OrderSpec
+    dataset: DatasetSpec = DatasetSpec()
+    workload: TrainingWorkload
+
+    def spec_hash(self) -> bytes:
+        """sha256 of the canonical JSON of the spec: what the order commits to on chain."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).digest()
+
+
+def describe_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"{where}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def parse_toml_model(model: type[BaseModel], path: Path):
+    """Load a TOML file into a pydantic model, raising SpecError that names file and field."""
+    path = Path(path)
+    if not path.exists():
+        raise SpecError(f"{path}: file not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"{path}: {describe_errors(exc)}") from None
+
+
+def load_job_spec(path: Path) -> JobSpec:
+    return parse_toml_model(JobSpec, path)

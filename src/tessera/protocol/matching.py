@@ -1,0 +1,98 @@
+"""Choosing among bids: the rule a tenant applies, written down so it can be shown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SELECTION_RULE = (
+    "cheapest valid bid; a bid is valid if its signature recovers to the bidding provider, it has "
+    "not expired, its price is within the order's maximum and at or above the provider's floor, "
+    "and the provider is active (staked, not jailed) with hardware that meets the order; ties go "
+    "to the higher benchmark score, then the lower address"
+)
+
+
+@dataclass(frozen=True)
+class ProviderOffer:
+    """What the registry says about a provider."""
+
+    address: str
+    active: bool
+    gpu_model: str
+    gpu_count: int
+    gpu_memory_mb: int
+    benchmark_score: int
+    endpoint: str
+    price_floor: int
+
+
+@dataclass(frozen=True)
+class Bid:
+    order_id: int
+    provider: str
+    price_per_gpu_hour: int
+    nonce: int
+    expiry: int
+    signature: str
+
+
+@dataclass(frozen=True)
+class OrderRequirements:
+    order_id: int
+    gpu_model: str
+    min_gpus: int
+    min_gpu_memory_mb: int
+    max_price_per_gpu_hour: int
+
+
+@dataclass
+class BidVerdict:
+    bid: Bid
+    offer: ProviderOffer | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+
+def hardware_problems(order: OrderRequirements, offer: ProviderOffer) -> list[str]:
+    problems = []
+    if offer.gpu_count < order.min_gpus:
+        problems.append(f"has {offer.gpu_count} devices, order needs {order.min_gpus}")
+    if offer.gpu_memory_mb < order.min_gpu_memory_mb:
+        problems.append(f"has {offer.gpu_memory_mb} MB, order needs {order.min_gpu_memory_mb} MB")
+    if order.gpu_model and offer.gpu_model != order.gpu_model:
+        problems.append(f"device {offer.gpu_model!r} is not {order.gpu_model!r}")
+    return problems
+
+
+def judge_bid(order: OrderRequirements, bid: Bid, offer: ProviderOffer | None,
+              signer: str | None, now: int) -> BidVerdict:
+    verdict = BidVerdict(bid, offer)
+    problems = verdict.problems
+    if bid.order_id != order.order_id:
+        problems.append(f"bid is for order {bid.order_id}")
+    if signer is None or signer.lower() != bid.provider.lower():
+        problems.append("signature does not recover to the provider")
+    if bid.expiry < now:
+        problems.append("bid expired")
+    if bid.price_per_gpu_hour > order.max_price_per_gpu_hour:
+        problems.append("price above the order's maximum")
+    if offer is None:
+        problems.append("provider is not registered")
+        return verdict
+    if not offer.active:
+        problems.append("provider is not active (stake, jail)")
+    if bid.price_per_gpu_hour < offer.price_floor:
+        problems.append("price below the provider's registered floor")
+    problems.extend(hardware_problems(order, offer))
+    return verdict
+
+
+def rank(verdicts: list[BidVerdict]) -> list[BidVerdict]:
+    """Valid bids, best first, by SELECTION_RULE."""
+    valid = [v for v in verdicts if v.valid]
+    return sorted(valid, key=lambda v: (v.bid.price_per_gpu_hour,
+                                        -(v.offer.benchmark_score if v.offer else 0),
+                                        v.bid.provider.lower()))

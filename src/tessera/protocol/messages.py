@@ -1,0 +1,73 @@
+"""EIP-712 messages exchanged off chain: bids (provider -> tenant) and manifests (tenant -> provider).
+
+Every signed message names its chain and contract (the EIP-712 domain), a nonce and an expiry.
+"""
+
+from __future__ import annotations
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+
+DOMAIN_NAME = "TesseraMarket"
+DOMAIN_VERSION = "1"
+
+_DOMAIN_TYPE = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+BID_TYPE = [
+    {"name": "orderId", "type": "uint256"},
+    {"name": "provider", "type": "address"},
+    {"name": "pricePerGpuHour", "type": "uint256"},
+    {"name": "nonce", "type": "uint256"},
+    {"name": "expiry", "type": "uint256"},
+]
+MANIFEST_TYPE = [
+    {"name": "leaseId", "type": "uint256"},
+    {"name": "manifestHash", "type": "bytes32"},
+    {"name": "nonce", "type": "uint256"},
+    {"name": "expiry", "type": "uint256"},
+]
+
+
+def _typed(primary: str, fields: list, message: dict, chain_id: int, market: str) -> dict:
+    return {
+        "types": {"EIP712Domain": _DOMAIN_TYPE, primary: fields},
+        "primaryType": primary,
+        "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION,
+                   "chainId": chain_id, "verifyingContract": market},
+        "message": message,
+    }
+
+
+def bid_typed_data(chain_id: int, market: str, order_id: int, provider: str,
+                   price_per_gpu_hour: int, nonce: int, expiry: int) -> dict:
+    return _typed("Bid", BID_TYPE, {
+        "orderId": order_id, "provider": provider, "pricePerGpuHour": price_per_gpu_hour,
+        "nonce": nonce, "expiry": expiry,
+    }, chain_id, market)
+
+
+def manifest_typed_data(chain_id: int, market: str, lease_id: int, manifest_hash: bytes,
+                        nonce: int, expiry: int) -> dict:
+    return _typed("Manifest", MANIFEST_TYPE, {
+        "leaseId": lease_id, "manifestHash": manifest_hash, "nonce": nonce, "expiry": expiry,
+    }, chain_id, market)
+
+
+def digest(typed: dict) -> bytes:
+    signable = encode_typed_data(full_message=typed)
+    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
+def sign(account: LocalAccount, typed: dict) -> str:
+    return "0x" + account.sign_typed_data(full_message=typed).signature.hex().removeprefix("0x")
+
+
+def recover(typed: dict, signature: str) -> str:
+    """The address that signed `typed`; raises ValueError for a malformed signature."""
+    return Account.recover_message(encode_typed_data(full_message=typed), signature=signature)

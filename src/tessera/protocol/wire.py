@@ -1,0 +1,65 @@
+"""Messages that cross HTTP between tenant and provider, validated on arrival."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tessera.protocol.workload import TrainingWorkload
+
+HEX64 = r"^[0-9a-f]{64}$"
+ADDRESS = r"^0x[0-9a-fA-F]{40}$"
+SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
+
+
+class BidMessage(BaseModel):
+    """A provider's signed offer for one order (EIP-712 `Bid`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: int = Field(ge=1)
+    provider: str = Field(pattern=ADDRESS)
+    price_per_gpu_hour: int = Field(gt=0)
+    nonce: int = Field(ge=0)
+    expiry: int = Field(gt=0)
+    signature: str = Field(pattern=SIGNATURE)
+
+
+class Manifest(BaseModel):
+    """What the tenant asks the provider to run in one lease."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lease_id: int = Field(ge=1)
+    workload: TrainingWorkload
+    dataset_sha256: str = Field(pattern=HEX64)
+    dataset_size: int = Field(gt=0, le=1 << 30)
+
+    def digest(self) -> bytes:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).digest()
+
+
+class SignedManifest(BaseModel):
+    """A manifest with the lease tenant's EIP-712 signature over (lease, digest, nonce, expiry)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    manifest: Manifest
+    nonce: int = Field(ge=0)
+    expiry: int = Field(gt=0)
+    signature: str = Field(pattern=SIGNATURE)
+
+
+class LeaseStatus(BaseModel):
+    lease_id: int
+    status: str
+    detail: str = ""
+    step: int = 0
+    steps: int = 0
+    train_loss: float | None = None
+    val_loss: float | None = None
+    tokens_per_s: float | None = None
+    result_hash: str | None = None

@@ -1,0 +1,69 @@
+"""The provider's configuration file (provider.toml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tessera.protocol.jobspec import PaymentAmount, Seconds, parse_toml_model
+from tessera.protocol.money import parse_amount
+
+STAKE_DECIMALS = 18
+
+
+class NodeSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account: str = Field(description="devnet:N, keystore:NAME or a 0x private key")
+    network: Path | None = Field(None, description="network file; default: the running devnet's")
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    public_url: str | None = Field(None, description="endpoint registered on chain")
+    state_dir: Path
+    stake: str = Field("100", description="TSTK staked at registration")
+
+    @property
+    def endpoint(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def stake_base_units(self) -> int:
+        return parse_amount(self.stake, STAKE_DECIMALS)
+
+
+class PricingSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    price_per_gpu_hour: PaymentAmount = Field(description="floor, TUSD per device-hour")
+    bid_validity: Seconds = 600
+    max_concurrent_leases: int = Field(1, ge=1, le=64)
+
+
+class LimitsSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threads: int = Field(1, ge=1, le=256, description="CPU threads given to each job")
+    memory_limit_mb: int = Field(8192, ge=256)
+    max_job_seconds: Seconds = 3600
+
+
+class HardwareSection(BaseModel):
+    """Optional overrides of detected hardware (e.g. to advertise fewer devices than present)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpu_count: int | None = Field(None, ge=1)
+
+
+class ProviderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: NodeSection
+    pricing: PricingSection
+    limits: LimitsSection = LimitsSection()
+    hardware: HardwareSection = HardwareSection()
+
+
+def load_provider_config(path: Path) -> ProviderConfig:
+    return parse_toml_model(ProviderConfig, path)

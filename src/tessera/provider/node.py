@@ -1,0 +1,349 @@
+"""The provider node's logic: register, watch the chain, bid, accept manifests, run and settle leases.
+
+HTTP handlers (api.py) and the chain watcher thread both call into one ProviderNode; its durable
+state lives in SQLite (state.py), so a restarted node picks up every lease where it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+from tessera.chain.accounts import resolve_account
+from tessera.chain.client import Chain, ChainError, RpcUnavailable, retry
+from tessera.chain.devnet import Devnet
+from tessera.chain.market import Market
+from tessera.chain.network import load_network
+from tessera.logs import EventLog
+from tessera.protocol import messages
+from tessera.protocol.matching import OrderRequirements, ProviderOffer
+from tessera.protocol.wire import BidMessage, LeaseStatus, SignedManifest
+from tessera.provider.config import ProviderConfig
+from tessera.provider.hardware import Hardware, detect_hardware
+from tessera.provider.jobs import JobSupervisor
+from tessera.provider.pricing import decide_bid
+from tessera.provider.state import ACTIVE_STATUSES, ProviderState
+
+
+class Refused(Exception):
+    """A request the node will not serve; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class ProviderNode:
+    def __init__(self, config: ProviderConfig, log: EventLog | None = None):
+        self.config = config
+        self.log = log or EventLog("provider")
+        self.account = resolve_account(config.provider.account)
+        network_file = config.provider.network or Devnet.default().network_file
+        self.chain = Chain(load_network(network_file), self.account)
+        self.market = Market(self.chain)
+        self.state_dir = Path(config.provider.state_dir)
+        self.state = ProviderState(self.state_dir / "provider.db")
+        self.jobs = JobSupervisor(self.state_dir, threads=config.limits.threads,
+                                  memory_limit_mb=config.limits.memory_limit_mb,
+                                  timeout_s=config.limits.max_job_seconds)
+        self.hardware: Hardware | None = None
+        self.stop_event = threading.Event()
+        self._lock = threading.RLock()
+        self.metrics = CollectorRegistry()
+        self.m_bids = Counter("tessera_provider_bids", "bids signed", registry=self.metrics)
+        self.m_leases = Counter("tessera_provider_leases", "leases won", registry=self.metrics)
+        self.m_refused = Counter("tessera_provider_requests_refused", "requests refused",
+                                 ["reason"], registry=self.metrics)
+        self.m_jobs = Counter("tessera_provider_jobs_finished", "jobs finished", ["outcome"],
+                              registry=self.metrics)
+        self.m_withdrawn = Counter("tessera_provider_withdrawn_base_units",
+                                   "payment token withdrawn (base units)", registry=self.metrics)
+        self.m_block = Gauge("tessera_provider_last_block", "last block processed",
+                             registry=self.metrics)
+        self.m_active = Gauge("tessera_provider_active_leases", "active leases",
+                              registry=self.metrics)
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+    # -- start-up ------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Connect (retrying), detect hardware, and register or refresh the on-chain offer."""
+        retry(self.chain.check_connected, attempts=20,
+              on_retry=lambda exc, delay: self.log("rpc-retry", "warning", error=str(exc), delay=delay))
+        self.hardware, note = detect_hardware(self.config.limits.threads,
+                                              self.config.hardware.gpu_count)
+        if note:
+            self.log("hardware-note", "warning", note=note)
+        hw, cfg = self.hardware, self.config
+        self.log("hardware", gpu_model=hw.gpu_model, gpu_count=hw.gpu_count,
+                 memory_mb=hw.gpu_memory_mb, benchmark_mflops=hw.benchmark_score)
+        offer_args = (hw.gpu_model, hw.gpu_count, hw.gpu_memory_mb, hw.benchmark_score,
+                      cfg.provider.endpoint, cfg.pricing.price_per_gpu_hour)
+        current = self.market.provider_offer(self.address)
+        if current is None:
+            receipt = self.market.register_provider(cfg.provider.stake_base_units, *offer_args)
+            self.log("registered", tx="0x" + receipt["transactionHash"].hex().removeprefix("0x"),
+                     stake=cfg.provider.stake_base_units)
+        elif (current.gpu_model, current.gpu_count, current.gpu_memory_mb, current.endpoint,
+              current.price_floor) != (offer_args[0], offer_args[1], offer_args[2], offer_args[4],
+                                       offer_args[5]):
+            self.market.update_offer(*offer_args)
+            self.log("offer-updated")
+        if self.state.get("last_block") is None:
+            self.state.put("last_block", str(self.chain.network.deploy_block - 1))
+        self.jobs.recover(self.state.leases(("running",)))
+
+    def offer(self) -> ProviderOffer:
+        offer = self.market.provider_offer(self.address)
+        if offer is None:
+            raise ChainError("this provider is not registered")
+        return offer
+
+    # -- the chain watcher -----------------------------------------------------------------
+    def watch(self, interval: float = 0.25) -> None:
+        delay = interval
+        while not self.stop_event.is_set():
+            try:
+                self.poll_once()
+                delay = interval
+            except RpcUnavailable as exc:
+                delay = min(delay * 2, 10.0)
+                self.log("rpc-unavailable", "warning", error=str(exc), retry_in=delay)
+            except Exception as exc:  # keep the daemon alive; the error is logged
+                self.log("watch-error", "error", error=f"{type(exc).__name__}: {exc}")
+                delay = min(delay * 2, 10.0)
+            self.stop_event.wait(delay)
+
+    def poll_once(self) -> None:
+        with self._lock:
+            start = int(self.state.get("last_block")) + 1
+            head = self.chain.block_number()
+            if head >= start:
+                for log in self.chain.events("Market", "OrderCreated", start, head):
+                    self._on_order(log["args"])
+                for log in self.chain.events("Market", "LeaseCreated", start, head,
+                                             argument_filters={"provider": self.address}):
+                    self._on_lease(log["args"])
+                for log in self.chain.events("Market", "LeaseClosed", start, head):
+                    self._on_lease_closed(log["args"]["lease_id"])
+                self.state.put("last_block", str(head))
+                self.m_block.set(head)
+            self._advance_jobs()
+            self.m_active.set(len(self.state.leases(ACTIVE_STATUSES)))
+
+    def _on_order(self, args) -> None:
+        order_id = args["order_id"]
+        if self.state.bid(order_id) is not None:
+            return
+        order = self.market.order(order_id)
+        requirements = OrderRequirements(order_id, order.gpu_model, order.min_gpus,
+                                         order.min_gpu_memory_mb, order.max_price_per_gpu_hour)
+        decision = decide_bid(requirements, self.offer(), len(self.state.leases(ACTIVE_STATUSES)),
+                              self.config.pricing.max_concurrent_leases)
+        if decision.price_per_gpu_hour is None or not order.open:
+            self.log("no-bid", order_id=order_id, reason=decision.reason)
+            return
+        nonce = secrets.randbits(64)
+        expiry = int(time.time()) + self.config.pricing.bid_validity
+        typed = messages.bid_typed_data(self.chain.network.chain_id, self.market.market.address,
+                                        order_id, self.address, decision.price_per_gpu_hour,
+                                        nonce, expiry)
+        bid = BidMessage(order_id=order_id, provider=self.address,
+                         price_per_gpu_hour=decision.price_per_gpu_hour, nonce=nonce,
+                         expiry=expiry, signature=messages.sign(self.account, typed))
+        self.state.save_bid(order_id, bid.model_dump())
+        self.m_bids.inc()
+        self.log("bid", order_id=order_id, price_per_gpu_hour=bid.price_per_gpu_hour,
+                 reason=decision.reason)
+
+    def _on_lease(self, args) -> None:
+        if self.state.add_lease(args["lease_id"], args["order_id"], args["tenant"]):
+            self.m_leases.inc()
+            self.log("lease-won", lease_id=args["lease_id"], order_id=args["order_id"],
+                     tenant=args["tenant"])
+
+    def _on_lease_closed(self, lease_id: int) -> None:
+        record = self.state.lease(lease_id)
+        if record is None or record.status == "closed":
+            return
+        if record.status == "running":
+            self.jobs.stop(lease_id)
+        self.state.update_lease(lease_id, status="closed",
+                                detail=f"closed on chain while {record.status}")
+        self.log("lease-closed", lease_id=lease_id, was=record.status)
+
+    def _advance_jobs(self) -> None:
+        for record in self.state.leases(("running",)):
+            outcome = self.jobs.outcome(record.lease_id)
+            if outcome is None:
+                continue
+            if outcome.succeeded:
+                receipt = self.market.commit_result(record.lease_id, bytes.fromhex(outcome.result_hash))
+                self.state.update_lease(record.lease_id, status="succeeded",
+                                        result_hash=outcome.result_hash,
+                                        detail="result committed in 0x"
+                                        + receipt["transactionHash"].hex().removeprefix("0x"))
+                self.m_jobs.labels("succeeded").inc()
+                self.log("job-succeeded", lease_id=record.lease_id, result_hash=outcome.result_hash)
+                self.withdraw(record.lease_id)
+            else:
+                self.state.update_lease(record.lease_id, status="failed", detail=outcome.detail)
+                self.m_jobs.labels("failed").inc()
+                self.log("job-failed", "error", lease_id=record.lease_id, detail=outcome.detail)
+
+    def withdraw(self, lease_id: int) -> int:
+        lease = self.market.lease(lease_id)
+        if not lease.is_open or self.market.earned(lease_id) <= lease.paid:
+            return 0
+        receipt = self.market.withdraw(lease_id)
+        amount = self.market.withdrawn_event(receipt).get("amount_to_provider", 0)
+        self.m_withdrawn.inc(amount)
+        self.log("withdrew", lease_id=lease_id, amount=amount,
+                 tx="0x" + receipt["transactionHash"].hex().removeprefix("0x"))
+        return amount
+
+    # -- requests from tenants -------------------------------------------------------------
+    def bid_for(self, order_id: int) -> BidMessage:
+        body = self.state.bid(order_id)
+        if body is None:
+            raise Refused(404, f"no bid for order {order_id} (not seen yet, or it does not fit)")
+        return BidMessage.model_validate(body)
+
+    def _my_open_lease(self, lease_id: int):
+        try:
+            lease = self.market.lease(lease_id)
+        except ChainError as exc:
+            raise Refused(404, str(exc)) from None
+        if lease.provider.lower() != self.address.lower():
+            raise Refused(404, f"lease {lease_id} belongs to another provider")
+        if not lease.is_open:
+            raise Refused(409, f"lease {lease_id} is closed")
+        return lease
+
+    def accept_manifest(self, signed: SignedManifest) -> dict:
+        manifest = signed.manifest
+        lease_id = manifest.lease_id
+        with self._lock:
+            lease = self._my_open_lease(lease_id)
+            typed = messages.manifest_typed_data(
+                self.chain.network.chain_id, self.market.market.address, lease_id,
+                manifest.digest(), signed.nonce, signed.expiry)
+            try:
+                signer = messages.recover(typed, signed.signature)
+            except Exception:
+                signer = None
+            if signer is None or signer.lower() != lease.tenant.lower():
+                self.m_refused.labels("manifest-signer").inc()
+                self.log("manifest-refused", "warning", lease_id=lease_id, signer=signer,
+                         tenant=lease.tenant)
+                raise Refused(403, f"manifest for lease {lease_id} is not signed by its tenant "
+                                   f"{lease.tenant}")
+            if signed.expiry < time.time():
+                raise Refused(400, "manifest signature has expired")
+            if self.state.lease(lease_id) is None:  # the watcher has not seen the event yet
+                self.state.add_lease(lease_id, lease.order_id, lease.tenant)
+            record = self.state.lease(lease_id)
+            if record.manifest is not None:
+                if record.manifest == manifest.model_dump(mode="json"):
+                    return {"lease_id": lease_id, "status": record.status,
+                            "needs": self._missing_inputs(manifest.dataset_sha256)}
+                raise Refused(409, f"lease {lease_id} already has a different manifest")
+            self.state.update_lease(lease_id, manifest=manifest.model_dump(mode="json"),
+                                    manifest_nonce=signed.nonce, status="awaiting-inputs")
+            self.log("manifest-accepted", lease_id=lease_id, dataset=manifest.dataset_sha256)
+            self._start_if_ready(lease_id)
+            record = self.state.lease(lease_id)
+            return {"lease_id": lease_id, "status": record.status,
+                    "needs": self._missing_inputs(manifest.dataset_sha256)}
+
+    def _blob_path(self, sha256: str) -> Path:
+        return self.state_dir / "blobs" / sha256
+
+    def _missing_inputs(self, sha256: str) -> list[str]:
+        return [] if self._blob_path(sha256).exists() else [sha256]
+
+    def accept_blob(self, lease_id: int, sha256: str, body: bytes) -> dict:
+        with self._lock:
+            self._my_open_lease(lease_id)
+            record = self.state.lease(lease_id)
+            if record is None or record.manifest is None:
+                raise Refused(409, f"send the signed manifest for lease {lease_id} first")
+            if record.manifest["dataset_sha256"] != sha256:
+                raise Refused(403, f"blob {sha256} is not named by lease {lease_id}'s manifest")
+            if hashlib.sha256(body).hexdigest() != sha256:
+                raise Refused(400, "blob content does not hash to its name")
+            path = self._blob_path(sha256)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(body)
+            tmp.replace(path)
+            self._start_if_ready(lease_id)
+            return {"lease_id": lease_id, "status": self.state.lease(lease_id).status}
+
+    def _start_if_ready(self, lease_id: int) -> None:
+        record = self.state.lease(lease_id)
+        if record.status != "awaiting-inputs":
+            return
+        dataset = self._blob_path(record.manifest["dataset_sha256"])
+        if not dataset.exists():
+            return
+        self.jobs.start(lease_id, record.manifest, dataset)
+        self.state.update_lease(lease_id, status="running", detail="")
+        self.log("job-started", lease_id=lease_id)
+
+    def lease_status(self, lease_id: int) -> LeaseStatus:
+        record = self.state.lease(lease_id)
+        if record is None:
+            raise Refused(404, f"lease {lease_id} is unknown to this provider")
+        status = LeaseStatus(lease_id=lease_id, status=record.status, detail=record.detail,
+                             result_hash=record.result_hash)
+        progress = self.jobs.progress(lease_id)
+        last = next((p for p in reversed(progress) if "step" in p), None)
+        if last:
+            status.step = last.get("step", 0)
+            status.steps = last.get("steps", 0)
+            status.train_loss = last.get("train_loss")
+            status.val_loss = last.get("val_loss")
+            status.tokens_per_s = last.get("tokens_per_s")
+        return status
+
+    def lease_logs(self, lease_id: int, since: int = 0) -> list[dict]:
+        if self.state.lease(lease_id) is None:
+            raise Refused(404, f"lease {lease_id} is unknown to this provider")
+        return self.jobs.progress(lease_id)[since:]
+
+    def lease_artifacts(self, lease_id: int) -> dict:
+        record = self.state.lease(lease_id)
+        if record is None:
+            raise Refused(404, f"lease {lease_id} is unknown to this provider")
+        if record.status != "succeeded":
+            raise Refused(409, f"lease {lease_id} has no results yet (status {record.status})")
+        return {"lease_id": lease_id, "result_hash": record.result_hash,
+                "artifacts": self.jobs.artifacts(lease_id)}
+
+    def artifact_path(self, sha256: str) -> Path:
+        path = self.jobs.find_artifact(sha256)
+        if path is None:
+            raise Refused(404, f"no artifact with sha256 {sha256}")
+        return path
+
+    def health(self) -> dict:
+        return {"status": "ok", "provider": self.address,
+                "chain_id": self.chain.network.chain_id,
+                "last_block": int(self.state.get("last_block") or 0),
+                "active_leases": len(self.state.leases(ACTIVE_STATUSES)),
+                "hardware": self.hardware.__dict__ if self.hardware else None}
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        self.jobs.stop_all()
+
+

@@ -1,0 +1,114 @@
+"""The provider's durable memory (SQLite): what it bid, which leases it holds, how far it has read."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS bids (
+    order_id INTEGER PRIMARY KEY, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    lease_id INTEGER PRIMARY KEY,
+    order_id INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    status TEXT NOT NULL,
+    manifest TEXT,
+    manifest_nonce INTEGER,
+    result_hash TEXT,
+    detail TEXT NOT NULL DEFAULT ''
+);
+"""
+
+# Lease lifecycle on the provider: awaiting-manifest -> awaiting-inputs -> running
+#   -> succeeded | failed; any state -> closed when the lease closes on chain.
+ACTIVE_STATUSES = ("awaiting-manifest", "awaiting-inputs", "running")
+
+
+@dataclass
+class LeaseRecord:
+    lease_id: int
+    order_id: int
+    tenant: str
+    status: str
+    manifest: dict | None
+    manifest_nonce: int | None
+    result_hash: str | None
+    detail: str
+
+
+class ProviderState:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def put(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, value))
+
+    def save_bid(self, order_id: int, body: dict) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO bids VALUES (?, ?)", (order_id, json.dumps(body)))
+
+    def bid(self, order_id: int) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT body FROM bids WHERE order_id=?", (order_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def add_lease(self, lease_id: int, order_id: int, tenant: str) -> bool:
+        """Record a new lease; False when it was already known (events are re-read on restart)."""
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO leases (lease_id, order_id, tenant, status) VALUES (?,?,?,?)",
+                (lease_id, order_id, tenant, "awaiting-manifest"),
+            )
+        return cursor.rowcount == 1
+
+    def update_lease(self, lease_id: int, **fields) -> None:
+        if "manifest" in fields and fields["manifest"] is not None:
+            fields["manifest"] = json.dumps(fields["manifest"])
+        columns = ", ".join(f"{name}=?" for name in fields)
+        with self._lock:
+            self._db.execute(f"UPDATE leases SET {columns} WHERE lease_id=?",
+                             (*fields.values(), lease_id))
+
+    def lease(self, lease_id: int) -> LeaseRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT lease_id, order_id, tenant, status, manifest, manifest_nonce, result_hash,"
+                " detail FROM leases WHERE lease_id=?", (lease_id,)).fetchone()
+        return self._record(row) if row else None
+
+    def leases(self, statuses: tuple[str, ...] | None = None) -> list[LeaseRecord]:
+        query = ("SELECT lease_id, order_id, tenant, status, manifest, manifest_nonce, result_hash,"
+                 " detail FROM leases")
+        args: tuple = ()
+        if statuses:
+            query += f" WHERE status IN ({','.join('?' * len(statuses))})"
+            args = statuses
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY lease_id", args).fetchall()
+        return [self._record(row) for row in rows]
+
+    @staticmethod
+    def _record(row) -> LeaseRecord:
+        lease_id, order_id, tenant, status, manifest, nonce, result_hash, detail = row
+        return LeaseRecord(lease_id, order_id, tenant, status,
+                           json.loads(manifest) if manifest else None, nonce, result_hash, detail)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

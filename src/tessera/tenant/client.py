@@ -1,0 +1,258 @@
+"""The tenant's side of a rental, as a Python SDK: order, bids, lease, manifest, results, settlement."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from web3 import Web3
+
+from tessera.chain.client import Chain, ChainError
+from tessera.chain.market import Lease, Market, tx_hash
+from tessera.protocol import messages
+from tessera.protocol.jobspec import JobSpec
+from tessera.protocol.matching import BidVerdict, OrderRequirements, judge_bid, rank
+from tessera.protocol.wire import BidMessage, LeaseStatus, Manifest, SignedManifest
+
+MANIFEST_VALIDITY_S = 600
+TERMINAL = ("succeeded", "failed", "closed")
+
+
+class TenantError(Exception):
+    """Something the tenant asked for could not be done; the message says what and why."""
+
+
+@dataclass
+class Settlement:
+    lease_id: int
+    provider_amount: int
+    fee: int
+    refund: int
+    tx: str
+
+
+@dataclass
+class Results:
+    lease_id: int
+    result_hash: str
+    directory: Path
+    artifacts: dict
+    metrics: dict
+    loss_history: list
+    recomputed_val_loss: float | None
+    checks: list[str] = field(default_factory=list)
+
+
+class Tenant:
+    def __init__(self, chain: Chain, on_event: Callable[[str, dict], None] | None = None,
+                 http_timeout: float = 30):
+        self.chain = chain
+        self.market = Market(chain)
+        self.http = httpx.Client(timeout=http_timeout)
+        self.emit = on_event or (lambda event, data: None)
+
+    # -- ordering ------------------------------------------------------------------------
+    def post_order(self, spec: JobSpec) -> tuple[int, list[str]]:
+        order = spec.order
+        order_id, receipts = self.market.create_order(
+            spec.spec_hash(), order.gpu_model, order.min_gpus, order.min_gpu_memory_mb,
+            order.max_price_per_gpu_hour, order.duration, order.nodes, order.escrow)
+        hashes = [tx_hash(r) for r in receipts]
+        self.emit("order-posted", {"order_id": order_id, "escrow": order.escrow, "txs": hashes})
+        return order_id, hashes
+
+    def collect_bids(self, order_id: int, window_s: float, poll_s: float = 0.25) -> list[BidVerdict]:
+        """Ask every registered provider's endpoint for its bid until the window closes."""
+        order = self.market.order(order_id)
+        requirements = OrderRequirements(order_id, order.gpu_model, order.min_gpus,
+                                         order.min_gpu_memory_mb, order.max_price_per_gpu_hour)
+        offers = {a: self.market.provider_offer(a) for a in self.market.provider_addresses()}
+        bids: dict[str, BidMessage] = {}
+        deadline = time.monotonic() + window_s
+        while True:
+            for address, offer in offers.items():
+                if address in bids or offer is None:
+                    continue
+                bid = self._fetch_bid(offer.endpoint, order_id)
+                if bid is not None:
+                    bids[address] = bid
+            if time.monotonic() >= deadline or len(bids) == len(offers):
+                break
+            time.sleep(poll_s)
+        now = int(time.time())
+        verdicts = []
+        for bid in bids.values():
+            typed = messages.bid_typed_data(self.chain.network.chain_id, self.market.market.address,
+                                            bid.order_id, bid.provider, bid.price_per_gpu_hour,
+                                            bid.nonce, bid.expiry)
+            try:
+                signer = messages.recover(typed, bid.signature)
+            except Exception:
+                signer = None
+            offer = offers.get(Web3.to_checksum_address(bid.provider))
+            verdicts.append(judge_bid(requirements, _as_bid(bid), offer, signer, now))
+        self.emit("bids-collected", {"order_id": order_id, "count": len(verdicts),
+                                     "providers_asked": len(offers)})
+        return verdicts
+
+    def _fetch_bid(self, endpoint: str, order_id: int) -> BidMessage | None:
+        try:
+            response = self.http.get(f"{endpoint}/orders/{order_id}/bid", timeout=2)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            return BidMessage.model_validate(response.json())
+        except ValueError:
+            return None
+
+    def accept(self, verdict: BidVerdict) -> tuple[int, str]:
+        bid = verdict.bid
+        message = BidMessage(order_id=bid.order_id, provider=bid.provider,
+                             price_per_gpu_hour=bid.price_per_gpu_hour, nonce=bid.nonce,
+                             expiry=bid.expiry, signature=bid.signature)
+        lease_id, receipt = self.market.accept_bid(message)
+        self.emit("lease-created", {"lease_id": lease_id, "provider": bid.provider,
+                                    "tx": tx_hash(receipt)})
+        return lease_id, tx_hash(receipt)
+
+    # -- running -------------------------------------------------------------------------
+    def endpoint(self, lease: Lease) -> str:
+        offer = self.market.provider_offer(lease.provider)
+        if offer is None:
+            raise TenantError(f"provider {lease.provider} is no longer registered")
+        return offer.endpoint
+
+    def send_manifest(self, lease_id: int, spec: JobSpec, dataset: bytes) -> dict:
+        lease = self._own_lease(lease_id)
+        manifest = Manifest(lease_id=lease_id, workload=spec.workload,
+                            dataset_sha256=hashlib.sha256(dataset).hexdigest(),
+                            dataset_size=len(dataset))
+        nonce, expiry = secrets.randbits(64), int(time.time()) + MANIFEST_VALIDITY_S
+        typed = messages.manifest_typed_data(self.chain.network.chain_id,
+                                             self.market.market.address, lease_id,
+                                             manifest.digest(), nonce, expiry)
+        signed = SignedManifest(manifest=manifest, nonce=nonce, expiry=expiry,
+                                signature=messages.sign(self.chain.account, typed))
+        endpoint = self.endpoint(lease)
+        answer = self._request("POST", f"{endpoint}/leases/{lease_id}/manifest",
+                               json=signed.model_dump(mode="json"))
+        if manifest.dataset_sha256 in answer.get("needs", []):
+            answer = self._request("PUT",
+                                   f"{endpoint}/leases/{lease_id}/blobs/{manifest.dataset_sha256}",
+                                   content=dataset)
+        self.emit("manifest-sent", {"lease_id": lease_id, "dataset": manifest.dataset_sha256,
+                                    "bytes": len(dataset)})
+        return answer
+
+    def _request(self, method: str, url: str, **kwargs) -> dict:
+        try:
+            response = self.http.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise TenantError(f"provider at {url} did not answer: {type(exc).__name__}") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text
+            raise TenantError(f"provider refused {method} {url}: {detail}")
+        return response.json()
+
+    def status(self, lease_id: int) -> LeaseStatus:
+        lease = self.market.lease(lease_id)
+        return LeaseStatus.model_validate(
+            self._request("GET", f"{self.endpoint(lease)}/leases/{lease_id}"))
+
+    def logs(self, lease_id: int, since: int = 0) -> list[dict]:
+        lease = self.market.lease(lease_id)
+        return self._request("GET", f"{self.endpoint(lease)}/leases/{lease_id}/logs",
+                             params={"since": since})
+
+    def follow(self, lease_id: int, on_progress: Callable[[LeaseStatus], None] | None = None,
+               poll_s: float = 0.5, timeout_s: float = 3600) -> LeaseStatus:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.status(lease_id)
+            if on_progress:
+                on_progress(status)
+            if status.status in TERMINAL:
+                return status
+            if time.monotonic() > deadline:
+                raise TenantError(f"lease {lease_id} did not finish within {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+    # -- results and settlement ----------------------------------------------------------
+    def fetch_results(self, lease_id: int, directory: Path, dataset: bytes | None) -> Results:
+        """Download every artifact, check each against its sha256 and the result hash committed
+        on chain, and recompute the model's held-out loss from the dataset when it is given."""
+        from tessera.compute.evaluate import evaluate_model
+        from tessera.compute.train import result_hash_of
+
+        lease = self.market.lease(lease_id)
+        listing = self._request("GET", f"{self.endpoint(lease)}/leases/{lease_id}/artifacts")
+        committed = "0x" + bytes(lease.result_hash).hex()
+        checks = []
+        if committed.removeprefix("0x") != listing["result_hash"]:
+            raise TenantError(f"provider reports result {listing['result_hash']} but committed "
+                              f"{committed} on chain")
+        checks.append(f"result hash matches the on-chain commitment {committed}")
+        artifacts = listing["artifacts"]
+        if result_hash_of(artifacts) != listing["result_hash"]:
+            raise TenantError("artifact list does not hash to the committed result")
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, meta in artifacts.items():
+            response = self.http.get(f"{self.endpoint(lease)}/artifacts/{meta['sha256']}")
+            if response.status_code != 200:
+                raise TenantError(f"artifact {name} could not be downloaded: {response.status_code}")
+            if hashlib.sha256(response.content).hexdigest() != meta["sha256"]:
+                raise TenantError(f"artifact {name} does not match its sha256")
+            (directory / name).write_bytes(response.content)
+        checks.append(f"{len(artifacts)} artifacts downloaded, each matching its sha256")
+        metrics = json.loads((directory / "metrics.json").read_text())
+        history = json.loads((directory / "loss_history.json").read_text())
+        recomputed = None
+        if dataset is not None:
+            recomputed = evaluate_model(directory / "model.pt", dataset)
+            reported = metrics["final_val_loss"]
+            if abs(recomputed - reported) > 1e-3 * max(1.0, abs(reported)):
+                raise TenantError(f"reported held-out loss {reported:.4f} does not reproduce: "
+                                  f"recomputed {recomputed:.4f}")
+            checks.append(f"held-out loss recomputed locally: {recomputed:.4f} "
+                          f"(reported {reported:.4f})")
+        self.emit("results-verified", {"lease_id": lease_id, "checks": checks})
+        return Results(lease_id, listing["result_hash"], directory, artifacts, metrics, history,
+                       recomputed, checks)
+
+    def close(self, lease_id: int) -> Settlement:
+        self._own_lease(lease_id)
+        receipt = self.market.close_lease(lease_id)
+        event = self.market.lease_closed_event(receipt)
+        settlement = Settlement(lease_id, event["provider_amount"], event["fee"], event["refund"],
+                                tx_hash(receipt))
+        self.emit("lease-closed", settlement.__dict__)
+        return settlement
+
+    def _own_lease(self, lease_id: int) -> Lease:
+        lease = self.market.lease(lease_id)
+        if lease.tenant.lower() != self.chain.address.lower():
+            raise TenantError(f"lease {lease_id} belongs to {lease.tenant}, not {self.chain.address}")
+        if not lease.is_open:
+            raise TenantError(f"lease {lease_id} is already closed")
+        return lease
+
+
+def _as_bid(message: BidMessage):
+    from tessera.protocol.matching import Bid
+
+    return Bid(message.order_id, Web3.to_checksum_address(message.provider),
+               message.price_per_gpu_hour, message.nonce, message.expiry, message.signature)
+
+
+__all__ = ["Tenant", "TenantError", "Results", "Settlement", "ChainError"]

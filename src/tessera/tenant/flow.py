@@ -1,0 +1,216 @@
+"""The tenant's commands as flows a person watches: what `tessera job ...` runs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tessera.chain.accounts import resolve_account, tessera_home
+from tessera.chain.client import Chain
+from tessera.chain.devnet import Devnet
+from tessera.chain.market import PAYMENT_DECIMALS, PAYMENT_SYMBOL
+from tessera.chain.network import load_network
+from tessera.protocol.jobspec import BUILTIN_CORPUS, DatasetSpec, JobSpec, load_job_spec
+from tessera.protocol.matching import SELECTION_RULE, rank
+from tessera.protocol.money import format_amount
+from tessera.protocol.wire import LeaseStatus
+from tessera.tenant.client import Tenant, TenantError
+
+
+def money(amount: int) -> str:
+    return format_amount(amount, PAYMENT_DECIMALS, PAYMENT_SYMBOL)
+
+
+def load_dataset(spec: DatasetSpec, relative_to: Path | None = None) -> bytes:
+    from tessera.compute.corpus import build_stdlib_corpus
+
+    if spec.source == BUILTIN_CORPUS:
+        return build_stdlib_corpus(spec.max_bytes)
+    path = Path(spec.source)
+    if not path.is_absolute() and relative_to is not None:
+        path = relative_to / path
+    if not path.is_file():
+        raise TenantError(f"dataset.source: file {path} not found")
+    data = path.read_bytes()[: spec.max_bytes]
+    if len(data) < 4096:
+        raise TenantError(f"dataset.source: {path} has {len(data)} bytes; at least 4096 needed")
+    return data
+
+
+def jobs_dir() -> Path:
+    return tessera_home() / "jobs"
+
+
+def remember_job(lease_id: int, spec: JobSpec, dataset: bytes) -> None:
+    """Keep what later commands need to check results: the spec and the dataset."""
+    import hashlib
+
+    folder = jobs_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    sha = hashlib.sha256(dataset).hexdigest()
+    (folder / f"{sha}.data").write_bytes(dataset)
+    (folder / f"lease-{lease_id}.json").write_text(json.dumps(
+        {"spec": spec.model_dump(mode="json"), "dataset_sha256": sha}))
+
+
+def remembered_dataset(lease_id: int) -> bytes | None:
+    record = jobs_dir() / f"lease-{lease_id}.json"
+    if not record.exists():
+        return None
+    sha = json.loads(record.read_text())["dataset_sha256"]
+    path = jobs_dir() / f"{sha}.data"
+    return path.read_bytes() if path.exists() else None
+
+
+def tenant_for(network: Path | None, account: str, on_event=None) -> Tenant:
+    chain = Chain(load_network(network or Devnet.default().network_file), resolve_account(account))
+    chain.check_connected()
+    return Tenant(chain, on_event=on_event)
+
+
+def progress_printer(console: Console):
+    """A rich progress bar fed by LeaseStatus updates; returns (progress, callback)."""
+    progress = Progress(TextColumn("[bold]training"), BarColumn(), TextColumn("{task.completed}/"
+                        "{task.total} steps"), TextColumn("{task.fields[loss]}"),
+                        TimeElapsedColumn(), console=console, transient=False)
+    task = progress.add_task("train", total=None, loss="")
+
+    def update(status: LeaseStatus) -> None:
+        loss = f"loss {status.train_loss:.3f}" if status.train_loss is not None else status.status
+        progress.update(task, completed=status.step, total=status.steps or None, loss=loss)
+    return progress, update
+
+
+def submit_job(spec_path: Path, network: Path | None, account: str, *, follow: bool, close: bool,
+               console: Console) -> dict:
+    spec = load_job_spec(spec_path)  # bad input fails here, before any connection or transaction
+    dataset = load_dataset(spec.dataset, relative_to=spec_path.parent)
+    tenant = tenant_for(network, account)
+    summary = run_rental(tenant, spec, dataset, console, follow=follow, close=close,
+                         results_dir=jobs_dir() / "results")
+    return summary
+
+
+def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, *, follow: bool,
+               close: bool, results_dir: Path) -> dict:
+    """Order -> bids -> lease -> manifest -> progress -> verified results -> settlement."""
+    summary: dict = {"job": spec.name, "tenant": tenant.chain.address, "transactions": {}}
+    txs = summary["transactions"]
+    start_balance = tenant.market.payment_balance(tenant.chain.address)
+    t0 = time.monotonic()
+    order_id, order_txs = tenant.post_order(spec)
+    txs["order"] = order_txs
+    console.print(f"order {order_id} posted with {money(spec.order.escrow)} in escrow "
+                  f"(tx {order_txs[-1]})")
+    console.print(f"collecting bids for {spec.order.bid_window} s ...")
+    verdicts = tenant.collect_bids(order_id, spec.order.bid_window)
+    ranked = rank(verdicts)
+    summary["order_id"] = order_id
+    summary["bids"] = [{"provider": v.bid.provider, "price_per_gpu_hour": v.bid.price_per_gpu_hour,
+                        "device": v.offer.gpu_model if v.offer else None,
+                        "benchmark_mflops": v.offer.benchmark_score if v.offer else None,
+                        "valid": v.valid, "problems": v.problems} for v in verdicts]
+    summary["selection_rule"] = SELECTION_RULE
+    for v in sorted(verdicts, key=lambda v: v.bid.price_per_gpu_hour):
+        state = "valid" if v.valid else "rejected: " + "; ".join(v.problems)
+        console.print(f"  bid {money(v.bid.price_per_gpu_hour)}/GPU-h from {v.bid.provider} "
+                      f"({v.offer.gpu_model if v.offer else '?'}): {state}")
+    if not ranked:
+        cancel = tenant.market.cancel_order(order_id)
+        txs["cancel"] = "0x" + cancel["transactionHash"].hex().removeprefix("0x")
+        raise TenantError(f"no valid bid for order {order_id}; the order was cancelled and its "
+                          f"escrow refunded (tx {txs['cancel']})")
+    best = ranked[0]
+    console.print(f"rule: {SELECTION_RULE}")
+    lease_id, accept_tx = tenant.accept(best)
+    txs["accept"] = accept_tx
+    summary["order_to_lease_s"] = round(time.monotonic() - t0, 3)
+    summary["lease_id"] = lease_id
+    summary["winner"] = {"provider": best.bid.provider, "endpoint": best.offer.endpoint,
+                         "price_per_gpu_hour": best.bid.price_per_gpu_hour}
+    console.print(f"lease {lease_id} with {best.bid.provider} at "
+                  f"{money(best.bid.price_per_gpu_hour)}/GPU-h (tx {accept_tx})")
+    tenant.send_manifest(lease_id, spec, dataset)
+    remember_job(lease_id, spec, dataset)
+    console.print(f"signed manifest and {len(dataset):,}-byte dataset sent to {best.offer.endpoint}")
+    if not follow:
+        return summary
+    progress, update = progress_printer(console)
+    with progress:
+        final = tenant.follow(lease_id, on_progress=update)
+    summary["job_status"] = final.status
+    if final.status != "succeeded":
+        raise TenantError(f"job on lease {lease_id} ended {final.status}: {final.detail}; "
+                          f"`tessera job close {lease_id}` recovers the unspent escrow")
+    results = tenant.fetch_results(lease_id, results_dir / f"lease-{lease_id}", dataset)
+    summary["result_hash"] = results.result_hash
+    summary["artifacts"] = {name: meta["sha256"] for name, meta in results.artifacts.items()}
+    summary["results_dir"] = str(results.directory)
+    summary["loss_history"] = results.loss_history
+    summary["metrics"] = results.metrics
+    summary["checks"] = results.checks
+    for check in results.checks:
+        console.print(f"  [green]ok[/] {check}")
+    if close:
+        settlement = tenant.close(lease_id)
+        txs["close"] = settlement.tx
+        summary["settlement"] = {"provider": settlement.provider_amount, "fee": settlement.fee,
+                                 "refund": settlement.refund}
+        withdrawn = _withdrawn_to_provider(tenant, lease_id)
+        summary["settlement"]["provider_withdrawn_earlier"] = withdrawn
+        end_balance = tenant.market.payment_balance(tenant.chain.address)
+        summary["tenant_spent"] = start_balance - end_balance
+        console.print(f"lease {lease_id} closed (tx {settlement.tx}): provider "
+                      f"{money(settlement.provider_amount + withdrawn['amount'])}, fee "
+                      f"{money(settlement.fee + withdrawn['fee'])}, refund {money(settlement.refund)}")
+    return summary
+
+
+def _withdrawn_to_provider(tenant: Tenant, lease_id: int) -> dict:
+    """What the provider withdrew before the close, read from the chain's Withdrawn events."""
+    logs = tenant.chain.events("Market", "Withdrawn", tenant.chain.network.deploy_block,
+                               argument_filters={"lease_id": lease_id})
+    return {"amount": sum(log["args"]["amount_to_provider"] for log in logs),
+            "fee": sum(log["args"]["fee"] for log in logs),
+            "txs": ["0x" + log["transactionHash"].hex().removeprefix("0x") for log in logs]}
+
+
+def show_status(lease_id: int, network: Path | None, account: str, console: Console) -> None:
+    tenant = tenant_for(network, account)
+    lease = tenant.market.lease(lease_id)
+    console.print(f"lease {lease_id}: provider {lease.provider}, "
+                  f"{money(lease.price_per_gpu_hour)}/GPU-h x {lease.gpus}, budget "
+                  f"{money(lease.budget)}, earned {money(tenant.market.earned(lease_id))}, "
+                  f"{'open' if lease.is_open else 'closed'}")
+    try:
+        status = tenant.status(lease_id)
+    except TenantError as exc:
+        console.print(f"provider: {exc}")
+        return
+    loss = f", loss {status.train_loss:.4f}" if status.train_loss is not None else ""
+    console.print(f"job: {status.status}, step {status.step}/{status.steps}{loss} {status.detail}")
+
+
+def fetch_and_check(lease_id: int, out: Path | None, network: Path | None, account: str,
+                    console: Console) -> None:
+    tenant = tenant_for(network, account)
+    dataset = remembered_dataset(lease_id)
+    results = tenant.fetch_results(lease_id, out or jobs_dir() / "results" / f"lease-{lease_id}",
+                                   dataset)
+    for check in results.checks:
+        console.print(f"ok: {check}")
+    if dataset is None:
+        console.print("note: the dataset is not on this machine, so the loss was not recomputed")
+    console.print(f"artifacts in {results.directory}")
+
+
+def close_lease(lease_id: int, network: Path | None, account: str, console: Console) -> None:
+    tenant = tenant_for(network, account)
+    settlement = tenant.close(lease_id)
+    console.print(f"lease {lease_id} closed (tx {settlement.tx}): provider paid "
+                  f"{money(settlement.provider_amount)}, fee {money(settlement.fee)}, refund "
+                  f"{money(settlement.refund)}")

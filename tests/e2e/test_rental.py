@@ -1,0 +1,127 @@
+"""A rental against real processes: anvil, a provider daemon over HTTP, the tenant SDK."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+import pytest
+from rich.console import Console
+
+from tessera.chain.accounts import devnet_account
+from tessera.chain.client import Chain
+from tessera.protocol import messages
+from tessera.protocol.jobspec import JobSpec
+from tessera.protocol.wire import Manifest, SignedManifest
+from tessera.tenant.client import Tenant
+from tessera.tenant.flow import load_dataset, run_rental
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.e2e
+
+SMALL_JOB = {
+    "name": "e2e",
+    "order": {"max_price_per_gpu_hour": "3.00", "duration": "10m", "bid_window": "3s"},
+    "dataset": {"source": "builtin:stdlib", "max_bytes": 65536},
+    "workload": {"kind": "train-charlm", "steps": 30, "eval_every": 10, "checkpoint_every": 10,
+                 "threads": 1},
+}
+
+
+def lease_for(tenant: Tenant, spec: JobSpec) -> int:
+    order_id, _ = tenant.post_order(spec)
+    verdicts = tenant.collect_bids(order_id, spec.order.bid_window)
+    valid = [v for v in verdicts if v.valid]
+    assert valid, [v.problems for v in verdicts]
+    lease_id, _ = tenant.accept(valid[0])
+    return lease_id
+
+
+def test_full_rental_settles_and_conserves_money(provider, tenant_chain, tessera_home):
+    tenant = Tenant(tenant_chain)
+    spec = JobSpec.model_validate(SMALL_JOB)
+    dataset = load_dataset(spec.dataset)
+    market = tenant.market
+    treasury = tenant_chain.call(market.market.functions.treasury())
+    before = {a: market.payment_balance(a) for a in (tenant_chain.address, provider.address,
+                                                      treasury, market.market.address)}
+    summary = run_rental(tenant, spec, dataset, Console(quiet=True), follow=True, close=True,
+                         results_dir=tessera_home / "e2e-results")
+    after = {a: market.payment_balance(a) for a in before}
+    st = summary["settlement"]
+    paid = st["provider"] + st["provider_withdrawn_earlier"]["amount"]
+    fee = st["fee"] + st["provider_withdrawn_earlier"]["fee"]
+    assert summary["job_status"] == "succeeded"
+    assert paid > 0 and st["refund"] > 0
+    assert after[provider.address] - before[provider.address] == paid
+    assert after[treasury] - before[treasury] == fee
+    assert before[tenant_chain.address] - after[tenant_chain.address] == paid + fee
+    assert after[market.market.address] == before[market.market.address]
+    assert any("recomputed" in check for check in summary["checks"])
+    lease = market.lease(summary["lease_id"])
+    assert not lease.is_open
+    assert bytes(lease.result_hash).hex() == summary["result_hash"]
+
+
+def test_manifest_signed_by_someone_else_is_refused(provider, tenant_chain):
+    tenant = Tenant(tenant_chain)
+    spec = JobSpec.model_validate(SMALL_JOB)
+    lease_id = lease_for(tenant, spec)
+    dataset = load_dataset(spec.dataset)
+    manifest = Manifest(lease_id=lease_id, workload=spec.workload,
+                        dataset_sha256=hashlib.sha256(dataset).hexdigest(),
+                        dataset_size=len(dataset))
+    intruder = devnet_account(7)
+    typed = messages.manifest_typed_data(tenant_chain.network.chain_id,
+                                         tenant.market.market.address, lease_id,
+                                         manifest.digest(), 1, 2**40)
+    signed = SignedManifest(manifest=manifest, nonce=1, expiry=2**40,
+                            signature=messages.sign(intruder, typed))
+    response = httpx.post(f"{provider.url}/leases/{lease_id}/manifest",
+                          json=signed.model_dump(mode="json"))
+    assert response.status_code == 403
+    assert "not signed by its tenant" in response.json()["detail"]
+    status = httpx.get(f"{provider.url}/leases/{lease_id}").json()
+    assert status["status"] == "awaiting-manifest"
+    settlement = tenant.close(lease_id)
+    assert settlement.refund > 0
+
+
+def test_provider_killed_mid_job_loses_no_money_and_remembers_its_lease(
+        tessera_home, devnet, network):
+    from .conftest import ProviderProcess
+
+    node = ProviderProcess(tessera_home, devnet.network_file, account=3, price="0.50",
+                           name="p-crash")
+    node.start()
+    try:
+        tenant = Tenant(Chain(network, devnet_account(6)))
+        job = {**SMALL_JOB, "workload": {**SMALL_JOB["workload"], "steps": 2000}}
+        spec = JobSpec.model_validate(job)
+        lease_id = lease_for(tenant, spec)
+        assert tenant.market.lease(lease_id).provider == node.address
+        tenant.send_manifest(lease_id, spec, load_dataset(spec.dataset))
+        wait_until(lambda: tenant.status(lease_id).step > 0, timeout=120, what="training steps")
+        node.kill()
+        node.start()
+        status = tenant.status(lease_id)
+        assert status.status in ("running", "succeeded")
+        before = tenant.market.payment_balance(tenant.chain.address)
+        lease = tenant.market.lease(lease_id)
+        settlement = tenant.close(lease_id)
+        assert settlement.refund > 0
+        assert settlement.provider_amount + settlement.fee + settlement.refund + lease.paid \
+            == lease.budget
+        assert tenant.market.payment_balance(tenant.chain.address) - before == settlement.refund
+        wait_until(lambda: tenant.status(lease_id).status == "closed", timeout=30,
+                   what="provider to see the close")
+    finally:
+        node.stop()
+
+
+def test_metrics_and_health_are_served(provider):
+    health = httpx.get(f"{provider.url}/healthz").json()
+    assert health["status"] == "ok" and health["provider"] == provider.address
+    metrics = httpx.get(f"{provider.url}/metrics").text
+    assert "tessera_provider_last_block" in metrics

@@ -1,0 +1,49 @@
+import pytest
+
+from tessera.protocol.jobspec import SpecError, load_job_spec
+
+GOOD = """
+name = "t"
+[order]
+max_price_per_gpu_hour = "3.00"
+duration = "10m"
+[workload]
+kind = "train-charlm"
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "job.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_spec_parses_money_and_durations(tmp_path):
+    spec = load_job_spec(write(tmp_path, GOOD))
+    assert spec.order.max_price_per_gpu_hour == 3_000_000
+    assert spec.order.duration == 600
+    assert spec.order.escrow == 3_000_000 * 600 // 3600
+    assert len(spec.spec_hash()) == 32
+
+
+@pytest.mark.parametrize("text,field", [
+    (GOOD.replace('duration = "10m"', ""), "order.duration"),
+    (GOOD.replace('"3.00"', '"3.0000001"'), "order.max_price_per_gpu_hour"),
+    (GOOD.replace('"3.00"', '"0"'), "max_price_per_gpu_hour"),
+    (GOOD + "\n[dataset]\nsauce = 'x'\n", "dataset.sauce"),
+    (GOOD.replace("[order]", "[order]\nnodes = 0"), "order.nodes"),
+    (GOOD.replace("[order]", "[order]\ndeposit = '0.01'"), "deposit"),
+    (GOOD.replace('kind = "train-charlm"', 'kind = "mine-bitcoin"'), "workload.kind"),
+])
+def test_bad_spec_names_the_field(tmp_path, text, field):
+    with pytest.raises(SpecError) as info:
+        load_job_spec(write(tmp_path, text))
+    assert field in str(info.value)
+    assert "job.toml" in str(info.value)
+
+
+def test_missing_file_and_bad_toml_name_the_file(tmp_path):
+    with pytest.raises(SpecError, match="nope.toml: file not found"):
+        load_job_spec(tmp_path / "nope.toml")
+    with pytest.raises(SpecError, match="not valid TOML"):
+        load_job_spec(write(tmp_path, "[order\n"))

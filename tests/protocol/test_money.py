@@ -1,0 +1,56 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tessera.protocol.money import (
+    earned,
+    format_amount,
+    lease_budget,
+    parse_amount,
+    parse_duration,
+    protocol_fee,
+)
+
+
+def test_parse_amount_is_exact():
+    assert parse_amount("2.5", 6) == 2_500_000
+    assert parse_amount("0.000001", 6) == 1
+    assert parse_amount(3, 6) == 3_000_000
+
+
+@pytest.mark.parametrize("bad", ["0.0000001", "-1", "abc", "nan", "inf", 1.5, True])
+def test_parse_amount_refuses(bad):
+    with pytest.raises(ValueError):
+        parse_amount(bad, 6)
+
+
+@given(st.integers(min_value=0, max_value=10**30))
+def test_format_then_parse_round_trips(units):
+    text = format_amount(units, 6).replace(",", "")
+    assert parse_amount(text, 6) == units
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("15m", 900), ("2h", 7200), ("1d", 86400),
+                                          ("42", 42), (7, 7)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "10x", "m", "-5s", 0, "0s"])
+def test_parse_duration_refuses(bad):
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+@given(price=st.integers(1, 10**12), gpus=st.integers(1, 64), duration=st.integers(1, 10**7),
+       t=st.integers(0, 2 * 10**7))
+def test_earned_never_exceeds_budget_and_grows(price, gpus, duration, t):
+    budget = lease_budget(price, gpus, duration)
+    now = earned(price, gpus, budget, 1000, 1000 + t)
+    later = earned(price, gpus, budget, 1000, 1000 + t + 1)
+    assert 0 <= now <= later <= budget
+
+
+def test_fee_rounds_down():
+    assert protocol_fee(399, 250) == 9
+    assert protocol_fee(10_000, 250) == 250
