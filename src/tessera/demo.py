@@ -46,7 +46,7 @@ DEMO_JOB = {
     "order": {"max_price_per_gpu_hour": "3.00", "duration": "15m", "min_gpus": 1,
               "nodes": 1, "bid_window": "4s"},
     "dataset": {"source": "builtin:stdlib", "max_bytes": 1 << 20},
-    "workload": {"kind": "train-charlm"},
+    "workload": {"kind": "train-charlm", "steps": 500, "eval_every": 50},
 }
 
 
@@ -107,10 +107,11 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
                   + ", ".join(f"{k} {v}" for k, v in network.contracts.items()))
     procs: dict = {}
     try:
+        console.print("starting 3 provider processes, one after another so that each "
+                      "measures its benchmark alone (detect hardware, stake, register) ...")
         for p in PROVIDERS:
             procs[p.name] = start_provider(p, home, devnet.network_file)
-        console.print("starting 3 provider processes (detect hardware, stake, register) ...")
-        wait_healthy(procs)
+            wait_healthy({p.name: procs[p.name]})
         chain = Chain(network, devnet_account(TENANT))
         tenant = Tenant(chain)
         providers_table(console, tenant, procs)
@@ -142,13 +143,21 @@ def providers_table(console: Console, tenant: Tenant, procs: dict) -> None:
         table.add_column(column)
     for p in PROVIDERS:
         offer = tenant.market.provider_offer(devnet_account(p.account).address)
-        table.add_row(p.name, offer.address, f"{offer.gpu_model} ({p.threads} threads)",
+        table.add_row(p.name, short(offer.address), f"{offer.gpu_model} ({p.threads} threads)",
                       f"{offer.benchmark_score:,} MFLOP/s", money(offer.price_floor), offer.endpoint)
     console.print(table)
 
 
-def sparkline(values: list[float]) -> str:
+def short(address: str) -> str:
+    return f"{address[:6]}…{address[-4:]}"
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
     bars = "▁▂▃▄▅▆▇█"
+    if len(values) > width:  # mean of equal buckets
+        size = len(values) / width
+        values = [sum(chunk) / len(chunk) for i in range(width)
+                  if (chunk := values[int(i * size):int((i + 1) * size)] or values[-1:])]
     lo, hi = min(values), max(values)
     span = (hi - lo) or 1.0
     return "".join(bars[int((v - lo) / span * (len(bars) - 1))] for v in values)
@@ -162,7 +171,7 @@ def print_summary(console: Console, s: dict) -> None:
     for b in sorted(s["bids"], key=lambda b: b["price_per_gpu_hour"]):
         verdict = "won" if b["provider"] == s["winner"]["provider"] else (
             "valid" if b["valid"] else "rejected: " + "; ".join(b["problems"]))
-        bids.add_row(b["provider"], str(b["device"]), money(b["price_per_gpu_hour"]), verdict)
+        bids.add_row(short(b["provider"]), str(b["device"]), money(b["price_per_gpu_hour"]), verdict)
     console.print(bids)
     bidders = {b["provider"] for b in s["bids"]}
     silent = [name for name, p in s["providers"].items() if p["account"] not in bidders]
@@ -185,15 +194,16 @@ def print_summary(console: Console, s: dict) -> None:
     pay.add_column("amount", justify="right")
     pay.add_row(f"provider {s['winner']['provider']}", money(paid))
     pay.add_row("protocol fee -> treasury", money(fee))
-    pay.add_row(f"refund -> tenant {s['tenant']}", money(st["refund"]))
-    pay.add_row("tenant's net cost", money(s["tenant_spent"]))
+    pay.add_row(f"refund at close -> tenant {s['tenant']}", money(st["refund"]))
+    pay.add_row("unallocated escrow refunded after accept", money(s.get("unallocated_refund", 0)))
+    pay.add_row("tenant's net cost (= provider + fee)", money(s["tenant_spent"]))
     console.print(pay)
     console.print("transactions:")
     for name, value in s["transactions"].items():
         for h in value if isinstance(value, list) else [value]:
-            console.print(f"  {name:<7} {h}")
+            console.print(f"  {name:<9} {h}")
     for h in st["provider_withdrawn_earlier"]["txs"]:
-        console.print(f"  {'withdraw':<7} {h}")
+        console.print(f"  {'withdraw':<9} {h}")
     console.print(f"order to active lease: {s['order_to_lease_s']} s (includes the bid window)")
     console.print(f"[bold green]verified and settled[/]: {len(s['checks'])} checks passed; "
                   f"treasury received {format_amount(s['treasury_received'], 6, 'TUSD')}")

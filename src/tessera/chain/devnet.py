@@ -76,11 +76,7 @@ class Devnet:
         if not self.pid_file.exists():
             return None
         pid = int(self.pid_file.read_text())
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return pid if _alive(pid) else None
 
     def up(self, port: int = 8545, block_time: int | None = None) -> Network:
         if self.pid() is not None:
@@ -126,15 +122,28 @@ class Devnet:
         os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if not _alive(pid):
                 break
             time.sleep(0.05)
         else:
             os.killpg(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs; reaps it first when it is our own exited child (a zombie)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def fund_devnet_accounts(chain: Chain) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from web3 import Web3
+from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from tessera.chain.client import Chain, ChainError
@@ -69,7 +70,7 @@ def _named(fn_abi: dict, value: Any) -> dict:
 
 
 def _event_arg(receipt: TxReceipt, contract, event: str, arg: str) -> Any:
-    logs = getattr(contract.events, event)().process_receipt(receipt, errors=())
+    logs = getattr(contract.events, event)().process_receipt(receipt, errors=DISCARD)
     if not logs:
         raise ChainError(f"transaction 0x{receipt['transactionHash'].hex()} emitted no {event}")
     return logs[0]["args"][arg]
@@ -203,9 +204,9 @@ class Market:
         return self.chain.call(self.market.functions.fee_bps())
 
     def lease_closed_event(self, receipt: TxReceipt) -> dict:
-        logs = self.market.events.LeaseClosed().process_receipt(receipt, errors=())
+        logs = self.market.events.LeaseClosed().process_receipt(receipt, errors=DISCARD)
         return dict(logs[0]["args"]) if logs else {}
 
     def withdrawn_event(self, receipt: TxReceipt) -> dict:
-        logs = self.market.events.Withdrawn().process_receipt(receipt, errors=())
+        logs = self.market.events.Withdrawn().process_receipt(receipt, errors=DISCARD)
         return dict(logs[0]["args"]) if logs else {}

@@ -26,7 +26,7 @@ from tessera.protocol.matching import OrderRequirements, ProviderOffer
 from tessera.protocol.wire import BidMessage, LeaseStatus, SignedManifest
 from tessera.provider.config import ProviderConfig
 from tessera.provider.hardware import Hardware, detect_hardware
-from tessera.provider.jobs import JobSupervisor
+from tessera.provider.runner import JobSupervisor
 from tessera.provider.pricing import decide_bid
 from tessera.provider.state import ACTIVE_STATUSES, ProviderState
 
@@ -257,7 +257,7 @@ class ProviderNode:
                             "needs": self._missing_inputs(manifest.dataset_sha256)}
                 raise Refused(409, f"lease {lease_id} already has a different manifest")
             self.state.update_lease(lease_id, manifest=manifest.model_dump(mode="json"),
-                                    manifest_nonce=signed.nonce, status="awaiting-inputs")
+                                    manifest_nonce=str(signed.nonce), status="awaiting-inputs")
             self.log("manifest-accepted", lease_id=lease_id, dataset=manifest.dataset_sha256)
             self._start_if_ready(lease_id)
             record = self.state.lease(lease_id)

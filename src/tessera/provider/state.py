@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS leases (
     tenant TEXT NOT NULL,
     status TEXT NOT NULL,
     manifest TEXT,
-    manifest_nonce INTEGER,
+    manifest_nonce TEXT,
     result_hash TEXT,
     detail TEXT NOT NULL DEFAULT ''
 );
@@ -37,7 +37,7 @@ class LeaseRecord:
     tenant: str
     status: str
     manifest: dict | None
-    manifest_nonce: int | None
+    manifest_nonce: str | None
     result_hash: str | None
     detail: str
 

@@ -103,7 +103,9 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
     start_balance = tenant.market.payment_balance(tenant.chain.address)
     t0 = time.monotonic()
     order_id, order_txs = tenant.post_order(spec)
-    txs["order"] = order_txs
+    if len(order_txs) > 1:
+        txs["approve"] = order_txs[0]
+    txs["order"] = order_txs[-1]
     console.print(f"order {order_id} posted with {money(spec.order.escrow)} in escrow "
                   f"(tx {order_txs[-1]})")
     console.print(f"collecting bids for {spec.order.bid_window} s ...")
@@ -134,6 +136,13 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
                          "price_per_gpu_hour": best.bid.price_per_gpu_hour}
     console.print(f"lease {lease_id} with {best.bid.provider} at "
                   f"{money(best.bid.price_per_gpu_hour)}/GPU-h (tx {accept_tx})")
+    order = tenant.market.order(order_id)
+    if order.deposit > order.allocated:  # escrow beyond the accepted price comes back now
+        receipt = tenant.market.cancel_order(order_id)
+        txs["refund"] = "0x" + receipt["transactionHash"].hex().removeprefix("0x")
+        summary["unallocated_refund"] = order.deposit - order.allocated
+        console.print(f"unallocated escrow {money(order.deposit - order.allocated)} refunded "
+                      f"(tx {txs['refund_unallocated']})")
     tenant.send_manifest(lease_id, spec, dataset)
     remember_job(lease_id, spec, dataset)
     console.print(f"signed manifest and {len(dataset):,}-byte dataset sent to {best.offer.endpoint}")

@@ -1,0 +1,158 @@
+"""The training loop that runs inside a lease: replayable, checkpointed, resumable.
+
+Replayable: parameters are initialised from `seed`, batches come from a generator seeded from
+`seed` whose state is checkpointed, deterministic algorithms are on and the thread count is
+fixed, so the same workload on the same data gives bitwise-identical weights on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tessera.compute.corpus import sha256_hex
+from tessera.compute.model import ByteGPT
+from tessera.protocol.workload import TrainingWorkload
+
+CHECKPOINT = "checkpoint.pt"
+ARTIFACT_NAMES = ("model.pt", "loss_history.json", "metrics.json", CHECKPOINT)
+EVAL_SEED_OFFSET = 1_000_003
+
+
+@dataclass
+class TrainResult:
+    result_hash: str
+    metrics: dict
+    artifacts: dict
+
+
+def configure_determinism(workload: TrainingWorkload) -> torch.device:
+    """Pick the device and make every kernel deterministic; call before any CUDA work."""
+    if workload.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("workload.device is 'cuda' but no CUDA device is available")
+    use_cuda = workload.device == "cuda" or (workload.device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(workload.threads)
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+def split(data: bytes, workload: TrainingWorkload) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(data) < workload.min_dataset_bytes():
+        raise ValueError(f"dataset has {len(data)} bytes; this workload needs at least "
+                         f"{workload.min_dataset_bytes()}")
+    tokens = torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
+    n_val = int(len(tokens) * workload.val_fraction)
+    return tokens[:-n_val], tokens[-n_val:]
+
+
+def batch(tokens: torch.Tensor, workload: TrainingWorkload, gen: torch.Generator,
+          device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    starts = torch.randint(len(tokens) - workload.block_size - 1, (workload.batch_size,),
+                           generator=gen)
+    offsets = torch.arange(workload.block_size)
+    x = tokens[starts[:, None] + offsets]
+    y = tokens[starts[:, None] + offsets + 1]
+    return x.to(device), y.to(device)
+
+
+@torch.no_grad()
+def held_out_loss(model: ByteGPT, val: torch.Tensor, workload: TrainingWorkload,
+                  device: torch.device) -> float:
+    """Mean loss over a fixed set of held-out batches (the same ones on every call)."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(workload.seed + EVAL_SEED_OFFSET)
+    losses = [model(*batch(val, workload, gen, device))[1].item()
+              for _ in range(workload.eval_batches)]
+    model.train(was_training)
+    return sum(losses) / len(losses)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def result_hash_of(artifacts: dict) -> str:
+    """sha256 of the canonical JSON of an artifacts manifest: what a provider commits on chain."""
+    canonical = json.dumps(artifacts, sort_keys=True, separators=(",", ":")).encode()
+    return sha256_hex(canonical)
+
+
+def train(workload: TrainingWorkload, data: bytes, out_dir: Path,
+          on_progress: Callable[[dict], None] | None = None, resume: bool = True) -> TrainResult:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = configure_determinism(workload)
+    train_tokens, val_tokens = split(data, workload)
+    torch.manual_seed(workload.seed)
+    model = ByteGPT(workload).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=workload.learning_rate,
+                                  weight_decay=workload.weight_decay)
+    gen = torch.Generator().manual_seed(workload.seed)
+    history: list[dict] = []
+    step = 0
+    checkpoint_path = out_dir / CHECKPOINT
+    if resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        history, step = state["history"], state["step"]
+    tokens_per_step = workload.batch_size * workload.block_size
+    started, steps_this_run = time.perf_counter(), 0
+    model.train()
+    while step < workload.steps:
+        x, y = batch(train_tokens, workload, gen, device)
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        steps_this_run += 1
+        record = {"step": step, "train_loss": loss.item()}
+        if step % workload.eval_every == 0 or step == workload.steps:
+            record["val_loss"] = held_out_loss(model, val_tokens, workload, device)
+        history.append(record)
+        if step % workload.checkpoint_every == 0 or step == workload.steps:
+            _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "generator": gen.get_state(), "history": history, "step": step},
+                         checkpoint_path)
+        if on_progress:
+            elapsed = time.perf_counter() - started
+            on_progress({**record, "steps": workload.steps,
+                         "tokens_per_s": steps_this_run * tokens_per_step / max(elapsed, 1e-9)})
+    wall = time.perf_counter() - started
+    final_val = next(h["val_loss"] for h in reversed(history) if "val_loss" in h)
+    _atomic_save({"model": model.state_dict(), "workload": workload.model_dump()},
+                 out_dir / "model.pt")
+    metrics = {
+        "steps": workload.steps, "final_train_loss": history[-1]["train_loss"],
+        "final_val_loss": final_val, "tokens_per_s": steps_this_run * tokens_per_step / max(wall, 1e-9),
+        "wall_s": wall, "steps_this_run": steps_this_run, "device": str(device),
+        "threads": workload.threads, "seed": workload.seed, "torch": torch.__version__,
+        "dataset_sha256": sha256_hex(data),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    _atomic_write(out_dir / "loss_history.json", json.dumps(history))
+    _atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    artifacts = {name: {"sha256": sha256_hex((out_dir / name).read_bytes()),
+                        "size": (out_dir / name).stat().st_size} for name in ARTIFACT_NAMES}
+    _atomic_write(out_dir / "artifacts.json", json.dumps(artifacts, sort_keys=True, indent=2))
+    return TrainResult(result_hash_of(artifacts), metrics, artifacts)

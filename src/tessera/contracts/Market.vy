@@ -1,0 +1,581 @@
+# pragma version ~=0.4.3
+"""
+@title Tessera compute market
+@license GNU Affero General Public License v3.0 or later
+@notice Tenants post orders and fund escrow in the payment token; providers
+        sign EIP-712 bids off chain; the tenant accepts one bid per node, which
+        creates a lease whose budget streams to the provider by elapsed time.
+        A protocol fee (basis points) goes to the treasury on every payout; the
+        unspent part of every order and lease always goes back to the tenant.
+@dev Escrow invariant: payment_token.balanceOf(self) ==
+        sum(order.deposit - order.allocated for open orders)
+      + sum(lease.budget - lease.paid for open leases).
+"""
+
+from ethereum.ercs import IERC20
+
+from snekmate.auth import ownable
+initializes: ownable
+
+from snekmate.utils import ecdsa
+
+from snekmate.utils import eip712_domain_separator
+initializes: eip712_domain_separator
+
+exports: (
+    ownable.owner,
+    ownable.transfer_ownership,
+    ownable.renounce_ownership,
+    eip712_domain_separator.eip712Domain,
+)
+
+
+interface IERC20Permit:
+    def permit(owner: address, spender: address, amount: uint256, deadline: uint256, v: uint8, r: bytes32, s: bytes32): nonpayable
+
+
+# Same layout as ProviderRegistry.Provider (the `providers` getter's return value).
+struct ProviderInfo:
+    stake: uint256
+    unbonding: uint256
+    unbond_release: uint256
+    gpu_model: String[64]
+    gpu_count: uint32
+    gpu_memory_mb: uint32
+    benchmark_score: uint256
+    endpoint: String[256]
+    price_floor: uint256
+    registered_at: uint256
+    jailed_until: uint256
+    slashed_total: uint256
+
+
+interface IProviderRegistry:
+    def is_active(provider: address) -> bool: view
+    def providers(provider: address) -> ProviderInfo: view
+
+
+struct Order:
+    tenant: address
+    spec_hash: bytes32
+    gpu_model: String[64]
+    min_gpus: uint32
+    min_gpu_memory_mb: uint32
+    max_price_per_gpu_hour: uint256
+    duration: uint256
+    nodes: uint32
+    deposit: uint256
+    allocated: uint256
+    leases_made: uint32
+    open: bool
+    created_at: uint256
+
+
+struct Lease:
+    order_id: uint256
+    tenant: address
+    provider: address
+    price_per_gpu_hour: uint256
+    gpus: uint32
+    start: uint256
+    budget: uint256
+    paid: uint256
+    closed_at: uint256
+    result_hash: bytes32
+
+
+event OrderCreated:
+    order_id: indexed(uint256)
+    tenant: indexed(address)
+    spec_hash: indexed(bytes32)
+    gpu_model: String[64]
+    min_gpus: uint32
+    min_gpu_memory_mb: uint32
+    max_price_per_gpu_hour: uint256
+    duration: uint256
+    nodes: uint32
+    deposit: uint256
+
+
+event OrderCancelled:
+    order_id: indexed(uint256)
+    tenant: indexed(address)
+    refund: uint256
+
+
+event LeaseCreated:
+    lease_id: indexed(uint256)
+    order_id: uint256
+    tenant: indexed(address)
+    provider: indexed(address)
+    price_per_gpu_hour: uint256
+    gpus: uint32
+    budget: uint256
+    start: uint256
+
+
+event LeaseToppedUp:
+    lease_id: indexed(uint256)
+    tenant: indexed(address)
+    amount: uint256
+    budget: uint256
+
+
+event Withdrawn:
+    lease_id: indexed(uint256)
+    provider: indexed(address)
+    amount_to_provider: uint256
+    fee: uint256
+
+
+event LeaseClosed:
+    lease_id: indexed(uint256)
+    closed_by: indexed(address)
+    provider_amount: uint256
+    fee: uint256
+    refund: uint256
+
+
+event ResultCommitted:
+    lease_id: indexed(uint256)
+    provider: indexed(address)
+    result_hash: bytes32
+
+
+event BidNonceCancelled:
+    provider: indexed(address)
+    nonce: indexed(uint256)
+
+
+event FeeChanged:
+    old_fee_bps: uint256
+    new_fee_bps: uint256
+
+
+event TreasuryChanged:
+    old_treasury: indexed(address)
+    new_treasury: indexed(address)
+
+
+BID_TYPEHASH: public(constant(bytes32)) = keccak256(
+    "Bid(uint256 orderId,address provider,uint256 pricePerGpuHour,uint256 nonce,uint256 expiry)"
+)
+MAX_FEE_BPS: public(constant(uint256)) = 1_000
+BPS: constant(uint256) = 10_000
+SECONDS_PER_HOUR: constant(uint256) = 3_600
+# secp256k1n / 2: signatures with a larger `s` are malleable copies (EIP-2).
+_MAX_S: constant(uint256) = 57_896_044_618_658_097_711_785_492_504_343_953_926_418_782_139_537_452_191_302_581_570_759_080_747_168
+
+payment_token: public(immutable(address))
+registry: public(immutable(address))
+
+treasury: public(address)
+fee_bps: public(uint256)
+
+orders: public(HashMap[uint256, Order])
+leases: public(HashMap[uint256, Lease])
+next_order_id: public(uint256)
+next_lease_id: public(uint256)
+
+# provider => nonce => used (accepted or cancelled)
+bid_nonce_used: public(HashMap[address, HashMap[uint256, bool]])
+# order_id => provider => lease_id (0 = none)
+lease_of: public(HashMap[uint256, HashMap[address, uint256]])
+
+
+@deploy
+def __init__(payment_token_: address, registry_: address, treasury_: address, fee_bps_: uint256):
+    assert payment_token_ != empty(address), "market: zero payment token"
+    assert registry_ != empty(address), "market: zero registry"
+    assert treasury_ != empty(address), "market: zero treasury"
+    assert fee_bps_ <= MAX_FEE_BPS, "market: fee too high"
+    ownable.__init__()
+    eip712_domain_separator.__init__("TesseraMarket", "1")
+    payment_token = payment_token_
+    registry = registry_
+    self.treasury = treasury_
+    self.fee_bps = fee_bps_
+    self.next_order_id = 1
+    self.next_lease_id = 1
+    log FeeChanged(old_fee_bps=0, new_fee_bps=fee_bps_)
+    log TreasuryChanged(old_treasury=empty(address), new_treasury=treasury_)
+
+
+# ---------------------------------------------------------------- admin
+
+
+@external
+def set_fee_bps(new_fee_bps: uint256):
+    assert msg.sender == ownable.owner, "market: caller is not the owner"
+    assert new_fee_bps <= MAX_FEE_BPS, "market: fee too high"
+    log FeeChanged(old_fee_bps=self.fee_bps, new_fee_bps=new_fee_bps)
+    self.fee_bps = new_fee_bps
+
+
+@external
+def set_treasury(new_treasury: address):
+    assert msg.sender == ownable.owner, "market: caller is not the owner"
+    assert new_treasury != empty(address), "market: zero treasury"
+    log TreasuryChanged(old_treasury=self.treasury, new_treasury=new_treasury)
+    self.treasury = new_treasury
+
+
+# ---------------------------------------------------------------- token helpers
+
+
+@internal
+def _pull(sender: address, amount: uint256):
+    assert extcall IERC20(payment_token).transferFrom(sender, self, amount, default_return_value=True), "market: transfer failed"
+
+
+@internal
+def _push(to: address, amount: uint256):
+    if amount > 0:
+        assert extcall IERC20(payment_token).transfer(to, amount, default_return_value=True), "market: transfer failed"
+
+
+# ---------------------------------------------------------------- orders
+
+
+@internal
+def _create_order(
+    tenant: address,
+    spec_hash: bytes32,
+    gpu_model: String[64],
+    min_gpus: uint32,
+    min_gpu_memory_mb: uint32,
+    max_price_per_gpu_hour: uint256,
+    duration: uint256,
+    nodes: uint32,
+    deposit: uint256,
+) -> uint256:
+    assert nodes > 0, "market: nodes must be positive"
+    assert duration > 0, "market: duration must be positive"
+    assert max_price_per_gpu_hour > 0, "market: max price must be positive"
+    assert min_gpus > 0, "market: min_gpus must be positive"
+    worst_case: uint256 = (
+        max_price_per_gpu_hour * convert(min_gpus, uint256) * convert(nodes, uint256) * duration // SECONDS_PER_HOUR
+    )
+    assert deposit > 0 and deposit >= worst_case, "market: deposit too small"
+
+    order_id: uint256 = self.next_order_id
+    self.next_order_id = order_id + 1
+    self.orders[order_id] = Order(
+        tenant=tenant,
+        spec_hash=spec_hash,
+        gpu_model=gpu_model,
+        min_gpus=min_gpus,
+        min_gpu_memory_mb=min_gpu_memory_mb,
+        max_price_per_gpu_hour=max_price_per_gpu_hour,
+        duration=duration,
+        nodes=nodes,
+        deposit=deposit,
+        allocated=0,
+        leases_made=0,
+        open=True,
+        created_at=block.timestamp,
+    )
+    log OrderCreated(
+        order_id=order_id,
+        tenant=tenant,
+        spec_hash=spec_hash,
+        gpu_model=gpu_model,
+        min_gpus=min_gpus,
+        min_gpu_memory_mb=min_gpu_memory_mb,
+        max_price_per_gpu_hour=max_price_per_gpu_hour,
+        duration=duration,
+        nodes=nodes,
+        deposit=deposit,
+    )
+    self._pull(tenant, deposit)
+    return order_id
+
+
+@external
+@nonreentrant
+def create_order(
+    spec_hash: bytes32,
+    gpu_model: String[64],
+    min_gpus: uint32,
+    min_gpu_memory_mb: uint32,
+    max_price_per_gpu_hour: uint256,
+    duration: uint256,
+    nodes: uint32,
+    deposit: uint256,
+) -> uint256:
+    """
+    @notice Post an order and escrow `deposit` (pulled with transferFrom; approve first).
+            `gpu_model` "" accepts any model. Returns the order id (ids start at 1).
+    """
+    return self._create_order(
+        msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes, deposit
+    )
+
+
+@external
+@nonreentrant
+def create_order_with_permit(
+    spec_hash: bytes32,
+    gpu_model: String[64],
+    min_gpus: uint32,
+    min_gpu_memory_mb: uint32,
+    max_price_per_gpu_hour: uint256,
+    duration: uint256,
+    nodes: uint32,
+    deposit: uint256,
+    permit_deadline: uint256,
+    v: uint8,
+    r: bytes32,
+    s: bytes32,
+) -> uint256:
+    """
+    @notice Same as `create_order`, but first applies the tenant's EIP-2612 permit
+            (owner = caller, spender = this market, value = deposit).
+    """
+    extcall IERC20Permit(payment_token).permit(msg.sender, self, deposit, permit_deadline, v, r, s)
+    return self._create_order(
+        msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes, deposit
+    )
+
+
+@external
+@nonreentrant
+def cancel_order(order_id: uint256):
+    """
+    @notice Tenant closes the order for new bids and gets back the unallocated deposit.
+    """
+    order: Order = self.orders[order_id]
+    assert order.tenant != empty(address), "market: unknown order"
+    assert msg.sender == order.tenant, "market: caller is not the tenant"
+    assert order.open, "market: order not open"
+    refund: uint256 = order.deposit - order.allocated
+    self.orders[order_id].open = False
+    log OrderCancelled(order_id=order_id, tenant=order.tenant, refund=refund)
+    self._push(order.tenant, refund)
+
+
+# ---------------------------------------------------------------- bids
+
+
+@internal
+@view
+def _bid_digest(order_id: uint256, provider: address, price: uint256, nonce: uint256, expiry: uint256) -> bytes32:
+    struct_hash: bytes32 = keccak256(abi_encode(BID_TYPEHASH, order_id, provider, price, nonce, expiry))
+    return eip712_domain_separator._hash_typed_data_v4(struct_hash)
+
+
+@external
+@view
+def bid_digest(order_id: uint256, provider: address, price_per_gpu_hour: uint256, nonce: uint256, expiry: uint256) -> bytes32:
+    """
+    @notice The EIP-712 digest a provider signs for a bid; for cross-checking off-chain hashing.
+    """
+    return self._bid_digest(order_id, provider, price_per_gpu_hour, nonce, expiry)
+
+
+@external
+@view
+def DOMAIN_SEPARATOR() -> bytes32:
+    return eip712_domain_separator._domain_separator_v4()
+
+
+@external
+def cancel_bid_nonce(nonce: uint256):
+    """
+    @notice A provider invalidates one of its own unused bids.
+    """
+    assert not self.bid_nonce_used[msg.sender][nonce], "market: bid already used"
+    self.bid_nonce_used[msg.sender][nonce] = True
+    log BidNonceCancelled(provider=msg.sender, nonce=nonce)
+
+
+@external
+@nonreentrant
+def accept_bid(
+    order_id: uint256,
+    provider: address,
+    price_per_gpu_hour: uint256,
+    nonce: uint256,
+    expiry: uint256,
+    signature: Bytes[65],
+) -> uint256:
+    """
+    @notice The order's tenant accepts a provider's signed bid; a lease starts now.
+            Returns the lease id (ids start at 1).
+    """
+    order: Order = self.orders[order_id]
+    assert order.tenant != empty(address), "market: unknown order"
+    assert msg.sender == order.tenant, "market: caller is not the tenant"
+    assert order.open, "market: order not open"
+    assert order.leases_made < order.nodes, "market: order fully leased"
+    assert block.timestamp <= expiry, "market: bid expired"
+    assert price_per_gpu_hour <= order.max_price_per_gpu_hour, "market: price above order max"
+
+    # Shape checks first, so that malformed signatures read as a market error rather than
+    # snekmate's generic "ecdsa: ..." message (which remains for unrecoverable points).
+    assert len(signature) == 65, "market: bad bid signature"
+    sig_v: uint256 = convert(slice(signature, 64, 1), uint256)
+    sig_s: uint256 = extract32(signature, 32, output_type=uint256)
+    assert (sig_v == 27 or sig_v == 28) and sig_s <= _MAX_S, "market: bad bid signature"
+    signer: address = ecdsa._recover_sig(
+        self._bid_digest(order_id, provider, price_per_gpu_hour, nonce, expiry), signature
+    )
+    assert signer != empty(address) and signer == provider, "market: bad bid signature"
+    assert not self.bid_nonce_used[provider][nonce], "market: bid already used"
+    self.bid_nonce_used[provider][nonce] = True
+
+    assert staticcall IProviderRegistry(registry).is_active(provider), "market: provider not active"
+    info: ProviderInfo = staticcall IProviderRegistry(registry).providers(provider)
+    assert info.gpu_count >= order.min_gpus, "market: provider has too few gpus"
+    assert info.gpu_memory_mb >= order.min_gpu_memory_mb, "market: provider gpu memory too small"
+    assert len(order.gpu_model) == 0 or keccak256(order.gpu_model) == keccak256(info.gpu_model), "market: gpu model mismatch"
+    assert price_per_gpu_hour >= info.price_floor, "market: price below provider floor"
+    assert self.lease_of[order_id][provider] == 0, "market: provider already leased this order"
+
+    budget: uint256 = price_per_gpu_hour * convert(order.min_gpus, uint256) * order.duration // SECONDS_PER_HOUR
+    assert budget > 0, "market: lease budget is zero"
+    assert budget <= order.deposit - order.allocated, "market: deposit exhausted"
+
+    lease_id: uint256 = self.next_lease_id
+    self.next_lease_id = lease_id + 1
+    self.orders[order_id].allocated = order.allocated + budget
+    self.orders[order_id].leases_made = order.leases_made + 1
+    self.lease_of[order_id][provider] = lease_id
+    self.leases[lease_id] = Lease(
+        order_id=order_id,
+        tenant=order.tenant,
+        provider=provider,
+        price_per_gpu_hour=price_per_gpu_hour,
+        gpus=order.min_gpus,
+        start=block.timestamp,
+        budget=budget,
+        paid=0,
+        closed_at=0,
+        result_hash=empty(bytes32),
+    )
+    log LeaseCreated(
+        lease_id=lease_id,
+        order_id=order_id,
+        tenant=order.tenant,
+        provider=provider,
+        price_per_gpu_hour=price_per_gpu_hour,
+        gpus=order.min_gpus,
+        budget=budget,
+        start=block.timestamp,
+    )
+    return lease_id
+
+
+# ---------------------------------------------------------------- leases
+
+
+@internal
+@view
+def _earned(lease: Lease) -> uint256:
+    if lease.tenant == empty(address):
+        return 0
+    t: uint256 = block.timestamp
+    if lease.closed_at != 0:
+        t = lease.closed_at
+    accrued: uint256 = lease.price_per_gpu_hour * convert(lease.gpus, uint256) * (t - lease.start) // SECONDS_PER_HOUR
+    return min(accrued, lease.budget)
+
+
+@external
+@view
+def earned(lease_id: uint256) -> uint256:
+    """
+    @notice Gross amount (fee included) the provider has earned so far, paid or not.
+    """
+    return self._earned(self.leases[lease_id])
+
+
+@external
+@view
+def order_count() -> uint256:
+    return self.next_order_id - 1
+
+
+@external
+@view
+def lease_count() -> uint256:
+    return self.next_lease_id - 1
+
+
+@internal
+def _pay_provider(provider: address, amount: uint256) -> (uint256, uint256):
+    fee: uint256 = amount * self.fee_bps // BPS
+    net: uint256 = amount - fee
+    self._push(self.treasury, fee)
+    self._push(provider, net)
+    return net, fee
+
+
+@external
+@nonreentrant
+def withdraw(lease_id: uint256):
+    """
+    @notice Provider takes what it has earned so far, minus the protocol fee.
+    """
+    lease: Lease = self.leases[lease_id]
+    assert lease.tenant != empty(address), "market: unknown lease"
+    assert msg.sender == lease.provider, "market: caller is not the provider"
+    amount: uint256 = self._earned(lease) - lease.paid
+    assert amount > 0, "market: nothing to withdraw"
+    self.leases[lease_id].paid = lease.paid + amount
+    fee: uint256 = amount * self.fee_bps // BPS
+    log Withdrawn(lease_id=lease_id, provider=lease.provider, amount_to_provider=amount - fee, fee=fee)
+    self._pay_provider(lease.provider, amount)
+
+
+@external
+@nonreentrant
+def top_up(lease_id: uint256, amount: uint256):
+    """
+    @notice Tenant adds `amount` to an open, not yet exhausted lease's budget.
+    """
+    lease: Lease = self.leases[lease_id]
+    assert lease.tenant != empty(address), "market: unknown lease"
+    assert msg.sender == lease.tenant, "market: caller is not the tenant"
+    assert lease.closed_at == 0, "market: lease closed"
+    assert amount > 0, "market: amount must be positive"
+    assert self._earned(lease) < lease.budget, "market: lease exhausted"
+    new_budget: uint256 = lease.budget + amount
+    self.leases[lease_id].budget = new_budget
+    log LeaseToppedUp(lease_id=lease_id, tenant=lease.tenant, amount=amount, budget=new_budget)
+    self._pull(lease.tenant, amount)
+
+
+@external
+@nonreentrant
+def close_lease(lease_id: uint256):
+    """
+    @notice Tenant or provider ends the lease now: the provider gets what is owed
+            (minus fee), the tenant gets the unspent budget back.
+    """
+    lease: Lease = self.leases[lease_id]
+    assert lease.tenant != empty(address), "market: unknown lease"
+    assert msg.sender == lease.tenant or msg.sender == lease.provider, "market: caller is not a lease party"
+    assert lease.closed_at == 0, "market: lease closed"
+    lease.closed_at = block.timestamp
+    total: uint256 = self._earned(lease)
+    owed: uint256 = total - lease.paid
+    refund: uint256 = lease.budget - total
+    self.leases[lease_id].closed_at = lease.closed_at
+    self.leases[lease_id].paid = total
+    fee: uint256 = owed * self.fee_bps // BPS
+    log LeaseClosed(lease_id=lease_id, closed_by=msg.sender, provider_amount=owed - fee, fee=fee, refund=refund)
+    self._pay_provider(lease.provider, owed)
+    self._push(lease.tenant, refund)
+
+
+@external
+def commit_result(lease_id: uint256, result_hash: bytes32):
+    """
+    @notice Provider records the content address (sha256) of the lease's result.
+    """
+    lease: Lease = self.leases[lease_id]
+    assert lease.tenant != empty(address), "market: unknown lease"
+    assert msg.sender == lease.provider, "market: caller is not the provider"
+    self.leases[lease_id].result_hash = result_hash
+    log ResultCommitted(lease_id=lease_id, provider=msg.sender, result_hash=result_hash)

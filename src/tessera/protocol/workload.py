@@ -1,0 +1,38 @@
+"""The training workload a tenant asks for: a small byte-level transformer language model."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class TrainingWorkload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["train-charlm"] = "train-charlm"
+    n_layer: int = Field(2, ge=1, le=48)
+    n_head: int = Field(4, ge=1, le=64)
+    n_embd: int = Field(64, ge=8, le=4096)
+    block_size: int = Field(64, ge=8, le=4096)
+    batch_size: int = Field(16, ge=1, le=4096)
+    steps: int = Field(300, ge=1, le=1_000_000)
+    learning_rate: float = Field(3e-3, gt=0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0, le=1.0)
+    eval_every: int = Field(50, ge=1)
+    eval_batches: int = Field(8, ge=1, le=1000)
+    checkpoint_every: int = Field(50, ge=1)
+    seed: int = Field(1234, ge=0, lt=2**63)
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(1, ge=1, le=256, description="torch intra-op threads, fixed and recorded")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TrainingWorkload:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        return self
+
+    def min_dataset_bytes(self) -> int:
+        """Both splits must hold at least one block plus its next-byte target."""
+        return int((self.block_size + 2) / self.val_fraction) + 1

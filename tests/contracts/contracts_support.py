@@ -1,0 +1,141 @@
+"""Shared helpers for the contract tests: constants, test keys, EIP-712 bid signing, System."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import boa
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_account.signers.local import LocalAccount
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACTS_DIR = ROOT / "src" / "tessera" / "contracts"
+CONTRACT_NAMES = ("PaymentToken", "StakeToken", "ProviderRegistry", "Market")
+
+PAYMENT_DECIMALS = 6
+STAKE_DECIMALS = 18
+USD = 10**PAYMENT_DECIMALS
+TSTK = 10**STAKE_DECIMALS
+MIN_STAKE = 100 * TSTK
+UNBONDING_PERIOD = 3600
+FEE_BPS = 250
+HOUR = 3600
+
+
+def snekmate_search_root() -> Path:
+    """The site-packages folder that holds the `snekmate` package (a namespace package)."""
+    spec = importlib.util.find_spec("snekmate")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("snekmate is not installed")
+    return Path(list(spec.submodule_search_locations)[0]).parent
+
+
+def key_account(i: int) -> LocalAccount:
+    """Deterministic test key number `i` (test-only keys, never funded anywhere real)."""
+    return Account.from_key((0x7E55E7A000 + i).to_bytes(32, "big"))
+
+
+# -- EIP-712 helpers (the same typed data as tessera.protocol.messages) ----------------
+
+DOMAIN_TYPE = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+BID_TYPE = [
+    {"name": "orderId", "type": "uint256"},
+    {"name": "provider", "type": "address"},
+    {"name": "pricePerGpuHour", "type": "uint256"},
+    {"name": "nonce", "type": "uint256"},
+    {"name": "expiry", "type": "uint256"},
+]
+
+
+def bid_typed_data(chain_id, market, order_id, provider, price, nonce, expiry) -> dict:
+    return {
+        "types": {"EIP712Domain": DOMAIN_TYPE, "Bid": BID_TYPE},
+        "primaryType": "Bid",
+        "domain": {"name": "TesseraMarket", "version": "1", "chainId": chain_id,
+                   "verifyingContract": str(market)},
+        "message": {"orderId": order_id, "provider": str(provider), "pricePerGpuHour": price,
+                    "nonce": nonce, "expiry": expiry},
+    }
+
+
+def sign_typed(account: LocalAccount, typed: dict):
+    return account.sign_typed_data(full_message=typed)
+
+
+def typed_digest(typed: dict) -> bytes:
+    from eth_utils import keccak
+
+    s = encode_typed_data(full_message=typed)
+    return keccak(b"\x19" + s.version + s.header + s.body)
+
+
+@dataclass
+class System:
+    owner: str
+    treasury: str
+    slasher: str
+    outsider: LocalAccount
+    tenant: LocalAccount
+    tenant2: LocalAccount
+    providers: list[LocalAccount]
+    usd: object
+    stake: object
+    registry: object
+    market: object
+
+    @property
+    def chain_id(self) -> int:
+        return boa.env.evm.patch.chain_id
+
+    def sign_bid(self, signer: LocalAccount, order_id: int, price: int, nonce: int = 0,
+                 expiry: int | None = None, provider: str | None = None,
+                 chain_id: int | None = None, market: str | None = None) -> bytes:
+        expiry = boa.env.timestamp + HOUR if expiry is None else expiry
+        typed = bid_typed_data(chain_id or self.chain_id, market or self.market.address, order_id,
+                               provider or signer.address, price, nonce, expiry)
+        return bytes(sign_typed(signer, typed).signature)
+
+    def create_order(self, tenant: LocalAccount | None = None, *, gpu_model="", min_gpus=1,
+                     min_mem=0, max_price=2 * USD, duration=10 * HOUR, nodes=1,
+                     deposit=None, spec_hash=b"\x11" * 32) -> int:
+        tenant = tenant or self.tenant
+        if deposit is None:
+            deposit = max_price * min_gpus * nodes * duration // HOUR
+        with boa.env.prank(tenant.address):
+            return self.market.create_order(spec_hash, gpu_model, min_gpus, min_mem, max_price,
+                                            duration, nodes, deposit)
+
+    def accept(self, order_id: int, provider: LocalAccount, price: int, nonce: int = 0,
+               tenant: LocalAccount | None = None, expiry: int | None = None) -> int:
+        expiry = boa.env.timestamp + HOUR if expiry is None else expiry
+        sig = self.sign_bid(provider, order_id, price, nonce, expiry)
+        with boa.env.prank((tenant or self.tenant).address):
+            return self.market.accept_bid(order_id, provider.address, price, nonce, expiry, sig)
+
+    def held(self) -> int:
+        """What the market should hold, computed from its order and lease records."""
+        total = 0
+        for oid in range(1, self.market.next_order_id()):
+            o = self.market.orders(oid)
+            if o.open:
+                total += o.deposit - o.allocated
+        for lid in range(1, self.market.next_lease_id()):
+            lease = self.market.leases(lid)
+            if lease.closed_at == 0:
+                total += lease.budget - lease.paid
+        return total
+
+
+
+
+def events(contract, name: str) -> list:
+    """Decoded events called `name` from the last transaction (call right after it)."""
+    return [e for e in contract.get_logs() if type(e).__name__ == name]
