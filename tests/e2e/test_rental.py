@@ -12,6 +12,7 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
+from tessera.protocol.matching import rank
 from tessera.protocol.wire import Manifest, SignedManifest
 from tessera.tenant.client import Tenant
 from tessera.tenant.flow import load_dataset, run_rental
@@ -32,9 +33,9 @@ SMALL_JOB = {
 def lease_for(tenant: Tenant, spec: JobSpec) -> int:
     order_id, _ = tenant.post_order(spec)
     verdicts = tenant.collect_bids(order_id, spec.order.bid_window)
-    valid = [v for v in verdicts if v.valid]
-    assert valid, [v.problems for v in verdicts]
-    lease_id, _ = tenant.accept(valid[0])
+    ranked = rank(verdicts)
+    assert ranked, [v.problems for v in verdicts]
+    lease_id, _ = tenant.accept(ranked[0])
     return lease_id
 
 
@@ -82,8 +83,10 @@ def test_manifest_signed_by_someone_else_is_refused(provider, tenant_chain):
                           json=signed.model_dump(mode="json"))
     assert response.status_code == 403
     assert "not signed by its tenant" in response.json()["detail"]
-    status = httpx.get(f"{provider.url}/leases/{lease_id}").json()
-    assert status["status"] == "awaiting-manifest"
+    lease_url = f"{provider.url}/leases/{lease_id}"
+    wait_until(lambda: httpx.get(lease_url).status_code == 200, timeout=30,
+               what="the provider to see the lease")
+    assert httpx.get(lease_url).json()["status"] == "awaiting-manifest"
     settlement = tenant.close(lease_id)
     assert settlement.refund > 0
 

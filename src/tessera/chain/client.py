@@ -19,6 +19,7 @@ from tessera.chain.compiler import compile_contract
 from tessera.chain.network import Network
 
 T = TypeVar("T")
+GAS_MARGIN = 150_000
 
 
 class ChainError(Exception):
@@ -139,7 +140,9 @@ class Chain:
                 {
                     "from": account.address,
                     "nonce": self.rpc(self._take_nonce, what="nonce"),
-                    "gas": int(gas * 1.2) + 10_000,
+                    # Time moves between estimate and mining, and a payout that was zero at
+                    # estimate time adds token transfers: keep a margin (unused gas is not paid).
+                    "gas": int(gas * 1.25) + GAS_MARGIN,
                     "chainId": self.network.chain_id,
                 }
             )

@@ -144,11 +144,13 @@ class ProviderNode:
         if self.state.bid(order_id) is not None:
             return
         order = self.market.order(order_id)
+        if not order.open:
+            return
         requirements = OrderRequirements(order_id, order.gpu_model, order.min_gpus,
                                          order.min_gpu_memory_mb, order.max_price_per_gpu_hour)
         decision = decide_bid(requirements, self.offer(), len(self.state.leases(ACTIVE_STATUSES)),
                               self.config.pricing.max_concurrent_leases)
-        if decision.price_per_gpu_hour is None or not order.open:
+        if decision.price_per_gpu_hour is None:
             self.log("no-bid", order_id=order_id, reason=decision.reason)
             return
         nonce = secrets.randbits(64)

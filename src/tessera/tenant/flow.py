@@ -142,7 +142,7 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
         txs["refund"] = "0x" + receipt["transactionHash"].hex().removeprefix("0x")
         summary["unallocated_refund"] = order.deposit - order.allocated
         console.print(f"unallocated escrow {money(order.deposit - order.allocated)} refunded "
-                      f"(tx {txs['refund_unallocated']})")
+                      f"(tx {txs['refund']})")
     tenant.send_manifest(lease_id, spec, dataset)
     remember_job(lease_id, spec, dataset)
     console.print(f"signed manifest and {len(dataset):,}-byte dataset sent to {best.offer.endpoint}")
