@@ -183,7 +183,7 @@ def print_summary(console: Console, s: dict) -> None:
     m = s["metrics"]
     console.print(f"ran: byte-level transformer, {history[-1]['step'] if history else 0} steps on "
                   f"{m.get('device')} with {m.get('threads')} thread(s), "
-                  f"{m.get('tokens_per_s', 0):,.0f} tokens/s")
+                  f"{s.get('tokens_per_s') or 0:,.0f} tokens/s")
     console.print(f"training loss {losses[0]:.3f} -> {losses[-1]:.3f}  {sparkline(losses)}")
     console.print(f"held-out loss {m.get('final_val_loss'):.4f}; result {s['result_hash']}")
     st = s["settlement"]

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # reported to the provider, which marks the lease's job failed
         emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
         return 1
-    emit({"event": "done", "result_hash": result.result_hash, "metrics": result.metrics})
+    emit({"event": "done", "result_hash": result.result_hash, "metrics": result.metrics,
+          "timing": result.timing})
     return 0
 
 

@@ -28,8 +28,9 @@ EVAL_SEED_OFFSET = 1_000_003
 @dataclass
 class TrainResult:
     result_hash: str
-    metrics: dict
+    metrics: dict   # deterministic: part of the committed result
     artifacts: dict
+    timing: dict    # wall time and throughput of this run: reported, never hashed
 
 
 def configure_determinism(workload: TrainingWorkload) -> torch.device:
@@ -144,15 +145,15 @@ def train(workload: TrainingWorkload, data: bytes, out_dir: Path,
                  out_dir / "model.pt")
     metrics = {
         "steps": workload.steps, "final_train_loss": history[-1]["train_loss"],
-        "final_val_loss": final_val, "tokens_per_s": steps_this_run * tokens_per_step / max(wall, 1e-9),
-        "wall_s": wall, "steps_this_run": steps_this_run, "device": str(device),
-        "threads": workload.threads, "seed": workload.seed, "torch": torch.__version__,
-        "dataset_sha256": sha256_hex(data),
+        "final_val_loss": final_val, "device": str(device), "threads": workload.threads,
+        "seed": workload.seed, "torch": torch.__version__, "dataset_sha256": sha256_hex(data),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+    timing = {"wall_s": wall, "steps_this_run": steps_this_run,
+              "tokens_per_s": steps_this_run * tokens_per_step / max(wall, 1e-9)}
     _atomic_write(out_dir / "loss_history.json", json.dumps(history))
     _atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     artifacts = {name: {"sha256": sha256_hex((out_dir / name).read_bytes()),
                         "size": (out_dir / name).stat().st_size} for name in ARTIFACT_NAMES}
     _atomic_write(out_dir / "artifacts.json", json.dumps(artifacts, sort_keys=True, indent=2))
-    return TrainResult(result_hash_of(artifacts), metrics, artifacts)
+    return TrainResult(result_hash_of(artifacts), metrics, artifacts, timing)

@@ -152,6 +152,7 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
     with progress:
         final = tenant.follow(lease_id, on_progress=update)
     summary["job_status"] = final.status
+    summary["tokens_per_s"] = final.tokens_per_s
     if final.status != "succeeded":
         raise TenantError(f"job on lease {lease_id} ended {final.status}: {final.detail}; "
                           f"`tessera job close {lease_id}` recovers the unspent escrow")
