@@ -1,0 +1,33 @@
+"""`tessera demo` itself, as a user runs it: a separate process, JSON summary on stdout."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_json_reports_a_verified_settled_rental(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tessera.cli", "demo", "--json",
+                             "--steps", "60"], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    prices = {b["provider"]: b["price_per_gpu_hour"] for b in summary["bids"]}
+    assert len(prices) == 2  # gamma's floor is above the order's maximum: it does not bid
+    assert summary["winner"]["price_per_gpu_hour"] == min(prices.values())
+    assert summary["job_status"] == "succeeded"
+    assert len(summary["checks"]) == 3
+    settlement = summary["settlement"]
+    paid = settlement["provider"] + settlement["provider_withdrawn_earlier"]["amount"]
+    fee = settlement["fee"] + settlement["provider_withdrawn_earlier"]["fee"]
+    assert paid > 0 and settlement["refund"] > 0
+    assert summary["tenant_spent"] == paid + fee
+    assert summary["treasury_received"] == fee
+    history = [h["train_loss"] for h in summary["loss_history"]]
+    assert history[-1] < history[0]
+    assert all(tx.startswith("0x") for tx in (summary["transactions"]["accept"],
+                                              summary["transactions"]["close"]))
