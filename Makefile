@@ -8,6 +8,7 @@ demo: setup
 	.venv/bin/tessera demo
 
 test: setup
+	.venv/bin/ruff check src tests bench
 	.venv/bin/python -m pytest -q
 
 lint: setup

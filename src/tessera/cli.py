@@ -9,7 +9,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from tessera.chain.accounts import (
     AccountError,
@@ -253,15 +252,6 @@ def demo(as_json: bool = typer.Option(False, "--json", help="print the summary a
     summary = run_guarded(lambda: run_demo(console=err if as_json else console, steps=steps))
     if as_json:
         print(json.dumps(summary, indent=2))
-
-
-def _print_table(title: str, columns: list[str], rows: list[list]) -> None:
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*[str(cell) for cell in row])
-    console.print(table)
 
 
 if __name__ == "__main__":

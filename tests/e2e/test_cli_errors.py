@@ -115,3 +115,26 @@ def test_wallet_new_show_and_balance(tmp_path, devnet, tessera_home):
     balance = tessera("wallet", "balance", "devnet:5", "--network", str(devnet.network_file),
                       home=tessera_home)
     assert balance.returncode == 0 and "TUSD" in balance.stdout
+
+
+def test_job_commands_follow_a_lease_from_submit_to_close(tmp_path, devnet, provider, tessera_home):
+    spec = tmp_path / "job.toml"
+    spec.write_text('name = "cli"\n[order]\nmax_price_per_gpu_hour = "3.00"\nduration = "10m"\n'
+                    'bid_window = "2s"\n[dataset]\nmax_bytes = 65536\n'
+                    '[workload]\nsteps = 20\neval_every = 10\n')
+    net = ["--network", str(devnet.network_file), "--account", "devnet:8"]
+    submitted = tessera("job", "submit", str(spec), "--no-close", *net, home=tessera_home)
+    assert submitted.returncode == 0, submitted.stderr
+    lease_id = submitted.stdout.split("lease ", 1)[1].split()[0]
+    status = tessera("job", "status", lease_id, *net, home=tessera_home)
+    assert status.returncode == 0 and "succeeded" in status.stdout and "open" in status.stdout
+    logs = tessera("job", "logs", lease_id, *net, home=tessera_home)
+    assert '"event": "done"' in logs.stdout
+    results = tessera("job", "results", lease_id, "--out", str(tmp_path / "out"), *net,
+                      home=tessera_home)
+    assert results.returncode == 0 and "recomputed" in results.stdout
+    assert (tmp_path / "out" / "model.pt").exists()
+    closed = tessera("job", "close", lease_id, *net, home=tessera_home)
+    assert closed.returncode == 0 and "refund" in closed.stdout
+    again = tessera("job", "close", lease_id, *net, home=tessera_home)
+    assert again.returncode == 1 and "already closed" in again.stderr

@@ -149,7 +149,7 @@ class Chain:
             signed = account.sign_transaction(tx)
             try:
                 tx_hash = self.rpc(
-                    lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction),
+                    lambda raw=signed.raw_transaction: self.w3.eth.send_raw_transaction(raw),
                     what=fn.fn_name,
                 )
                 break

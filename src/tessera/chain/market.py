@@ -76,7 +76,8 @@ def _event_arg(receipt: TxReceipt, contract, event: str, arg: str) -> Any:
     return logs[0]["args"][arg]
 
 
-def tx_hash(receipt: TxReceipt) -> str:
+def tx_hash(receipt) -> str:
+    """0x-prefixed hash of the transaction behind a receipt or a log."""
     return "0x" + receipt["transactionHash"].hex().removeprefix("0x")
 
 

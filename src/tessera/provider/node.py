@@ -14,11 +14,10 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-
 from tessera.chain.accounts import resolve_account
 from tessera.chain.client import Chain, ChainError, RpcUnavailable, retry
 from tessera.chain.devnet import Devnet
-from tessera.chain.market import Market
+from tessera.chain.market import Market, tx_hash
 from tessera.chain.network import load_network
 from tessera.logs import EventLog
 from tessera.protocol import messages
@@ -26,9 +25,15 @@ from tessera.protocol.matching import OrderRequirements, ProviderOffer
 from tessera.protocol.wire import BidMessage, LeaseStatus, SignedManifest
 from tessera.provider.config import ProviderConfig
 from tessera.provider.hardware import Hardware, detect_hardware
-from tessera.provider.runner import JobSupervisor
 from tessera.provider.pricing import decide_bid
+from tessera.provider.runner import JobSupervisor
 from tessera.provider.state import ACTIVE_STATUSES, ProviderState
+
+
+def _listing(offer: ProviderOffer) -> tuple:
+    """The parts of an offer that matter to tenants (the benchmark varies run to run)."""
+    return (offer.gpu_model, offer.gpu_count, offer.gpu_memory_mb, offer.endpoint,
+            offer.price_floor)
 
 
 class Refused(Exception):
@@ -85,18 +90,18 @@ class ProviderNode:
         hw, cfg = self.hardware, self.config
         self.log("hardware", gpu_model=hw.gpu_model, gpu_count=hw.gpu_count,
                  memory_mb=hw.gpu_memory_mb, benchmark_mflops=hw.benchmark_score)
-        offer_args = (hw.gpu_model, hw.gpu_count, hw.gpu_memory_mb, hw.benchmark_score,
-                      cfg.provider.endpoint, cfg.pricing.price_per_gpu_hour)
+        wanted = ProviderOffer(self.address, True, hw.gpu_model, hw.gpu_count, hw.gpu_memory_mb,
+                               hw.benchmark_score, cfg.provider.endpoint,
+                               cfg.pricing.price_per_gpu_hour)
+        offer_args = (wanted.gpu_model, wanted.gpu_count, wanted.gpu_memory_mb,
+                      wanted.benchmark_score, wanted.endpoint, wanted.price_floor)
         current = self.market.provider_offer(self.address)
         if current is None:
             receipt = self.market.register_provider(cfg.provider.stake_base_units, *offer_args)
-            self.log("registered", tx="0x" + receipt["transactionHash"].hex().removeprefix("0x"),
-                     stake=cfg.provider.stake_base_units)
-        elif (current.gpu_model, current.gpu_count, current.gpu_memory_mb, current.endpoint,
-              current.price_floor) != (offer_args[0], offer_args[1], offer_args[2], offer_args[4],
-                                       offer_args[5]):
-            self.market.update_offer(*offer_args)
-            self.log("offer-updated")
+            self.log("registered", tx=tx_hash(receipt), stake=cfg.provider.stake_base_units)
+        elif _listing(current) != _listing(wanted):
+            receipt = self.market.update_offer(*offer_args)
+            self.log("offer-updated", tx=tx_hash(receipt))
         if self.state.get("last_block") is None:
             self.state.put("last_block", str(self.chain.network.deploy_block - 1))
         self.jobs.recover(self.state.leases(("running",)))
@@ -191,8 +196,7 @@ class ProviderNode:
                 receipt = self.market.commit_result(record.lease_id, bytes.fromhex(outcome.result_hash))
                 self.state.update_lease(record.lease_id, status="succeeded",
                                         result_hash=outcome.result_hash,
-                                        detail="result committed in 0x"
-                                        + receipt["transactionHash"].hex().removeprefix("0x"))
+                                        detail=f"result committed in {tx_hash(receipt)}")
                 self.m_jobs.labels("succeeded").inc()
                 self.log("job-succeeded", lease_id=record.lease_id, result_hash=outcome.result_hash)
                 self.withdraw(record.lease_id)
@@ -209,7 +213,7 @@ class ProviderNode:
         amount = self.market.withdrawn_event(receipt).get("amount_to_provider", 0)
         self.m_withdrawn.inc(amount)
         self.log("withdrew", lease_id=lease_id, amount=amount,
-                 tx="0x" + receipt["transactionHash"].hex().removeprefix("0x"))
+                 tx=tx_hash(receipt))
         return amount
 
     # -- requests from tenants -------------------------------------------------------------

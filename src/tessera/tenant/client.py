@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 from web3 import Web3
 
-from tessera.chain.client import Chain, ChainError
+from tessera.chain.client import Chain
 from tessera.chain.market import Lease, Market, tx_hash
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
-from tessera.protocol.matching import BidVerdict, OrderRequirements, judge_bid, rank
+from tessera.protocol.matching import Bid, BidVerdict, OrderRequirements, judge_bid
 from tessera.protocol.wire import BidMessage, LeaseStatus, Manifest, SignedManifest
 
 MANIFEST_VALIDITY_S = 600
@@ -248,11 +248,7 @@ class Tenant:
         return lease
 
 
-def _as_bid(message: BidMessage):
-    from tessera.protocol.matching import Bid
-
+def _as_bid(message: BidMessage) -> Bid:
     return Bid(message.order_id, Web3.to_checksum_address(message.provider),
                message.price_per_gpu_hour, message.nonce, message.expiry, message.signature)
 
-
-__all__ = ["Tenant", "TenantError", "Results", "Settlement", "ChainError"]

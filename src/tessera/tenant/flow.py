@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from tessera.chain.accounts import resolve_account, tessera_home
 from tessera.chain.client import Chain
 from tessera.chain.devnet import Devnet
-from tessera.chain.market import PAYMENT_DECIMALS, PAYMENT_SYMBOL
+from tessera.chain.market import PAYMENT_DECIMALS, PAYMENT_SYMBOL, tx_hash
 from tessera.chain.network import load_network
 from tessera.protocol.jobspec import BUILTIN_CORPUS, DatasetSpec, JobSpec, load_job_spec
 from tessera.protocol.matching import SELECTION_RULE, rank
@@ -123,7 +123,7 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
                       f"({v.offer.gpu_model if v.offer else '?'}): {state}")
     if not ranked:
         cancel = tenant.market.cancel_order(order_id)
-        txs["cancel"] = "0x" + cancel["transactionHash"].hex().removeprefix("0x")
+        txs["cancel"] = tx_hash(cancel)
         raise TenantError(f"no valid bid for order {order_id}; the order was cancelled and its "
                           f"escrow refunded (tx {txs['cancel']})")
     best = ranked[0]
@@ -139,7 +139,7 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
     order = tenant.market.order(order_id)
     if order.deposit > order.allocated:  # escrow beyond the accepted price comes back now
         receipt = tenant.market.cancel_order(order_id)
-        txs["refund"] = "0x" + receipt["transactionHash"].hex().removeprefix("0x")
+        txs["refund"] = tx_hash(receipt)
         summary["unallocated_refund"] = order.deposit - order.allocated
         console.print(f"unallocated escrow {money(order.deposit - order.allocated)} refunded "
                       f"(tx {txs['refund']})")
@@ -186,7 +186,7 @@ def _withdrawn_to_provider(tenant: Tenant, lease_id: int) -> dict:
                                argument_filters={"lease_id": lease_id})
     return {"amount": sum(log["args"]["amount_to_provider"] for log in logs),
             "fee": sum(log["args"]["fee"] for log in logs),
-            "txs": ["0x" + log["transactionHash"].hex().removeprefix("0x") for log in logs]}
+            "txs": [tx_hash(log) for log in logs]}
 
 
 def show_status(lease_id: int, network: Path | None, account: str, console: Console) -> None:
