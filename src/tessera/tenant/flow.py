@@ -165,6 +165,7 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
     summary["checks"] = results.checks
     for check in results.checks:
         console.print(f"  [green]ok[/] {check}")
+    console.print(f"artifacts in {results.directory}")
     if close:
         settlement = tenant.close(lease_id)
         txs["close"] = settlement.tx
