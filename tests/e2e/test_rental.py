@@ -128,3 +128,20 @@ def test_metrics_and_health_are_served(provider):
     assert health["status"] == "ok" and health["provider"] == provider.address
     metrics = httpx.get(f"{provider.url}/metrics").text
     assert "tessera_provider_last_block" in metrics
+
+
+def test_job_that_fails_is_closed_by_the_provider_and_refunded(provider, network):
+    tenant = Tenant(Chain(network, devnet_account(9)))
+    too_big = {**SMALL_JOB, "workload": {**SMALL_JOB["workload"], "n_layer": 48, "n_embd": 4096,
+                                         "n_head": 32}}
+    spec = JobSpec.model_validate(too_big)
+    lease_id = lease_for(tenant, spec)
+    before = tenant.market.payment_balance(tenant.chain.address)
+    tenant.send_manifest(lease_id, spec, load_dataset(spec.dataset))
+    final = tenant.follow(lease_id, poll_s=0.2, timeout_s=120)
+    assert final.status == "failed" and "exit code" in final.detail
+    wait_until(lambda: not tenant.market.lease(lease_id).is_open, timeout=30,
+               what="the provider to close the failed lease")
+    lease = tenant.market.lease(lease_id)
+    refund = tenant.market.payment_balance(tenant.chain.address) - before
+    assert refund > 0 and refund + lease.paid == lease.budget

@@ -22,7 +22,10 @@ from tessera.protocol.workload import TrainingWorkload
 
 CHECKPOINT = "checkpoint.pt"
 ARTIFACT_NAMES = ("model.pt", "loss_history.json", "metrics.json", CHECKPOINT)
+MANIFEST = "artifacts.json"
+TIMING = "timing.json"  # wall time and throughput of the last run: a report, not an artifact
 EVAL_SEED_OFFSET = 1_000_003
+CUBLAS_WORKSPACE = ":4096:8"
 
 
 @dataclass
@@ -34,13 +37,19 @@ class TrainResult:
 
 
 def configure_determinism(workload: TrainingWorkload) -> torch.device:
-    """Pick the device and make every kernel deterministic; call before any CUDA work."""
+    """Pick the device and make every kernel deterministic; call before any CUDA work.
+
+    `CUBLAS_WORKSPACE_CONFIG` is set before the first `torch.cuda` call (cuBLAS reads it when
+    its handle is created); `job.py` also sets it before importing torch at all."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     if workload.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("workload.device is 'cuda' but no CUDA device is available")
     use_cuda = workload.device == "cuda" or (workload.device == "auto" and torch.cuda.is_available())
     if use_cuda:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(workload.threads)
     return torch.device("cuda" if use_cuda else "cpu")
@@ -115,7 +124,7 @@ def train(workload: TrainingWorkload, data: bytes, out_dir: Path,
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
-        history, step = state["history"], state["step"]
+        history, step = json.loads(state["history"]), state["completed_steps"]
     tokens_per_step = workload.batch_size * workload.block_size
     started, steps_this_run = time.perf_counter(), 0
     model.train()
@@ -132,9 +141,12 @@ def train(workload: TrainingWorkload, data: bytes, out_dir: Path,
             record["val_loss"] = held_out_loss(model, val_tokens, workload, device)
         history.append(record)
         if step % workload.checkpoint_every == 0 or step == workload.steps:
+            # Same bytes after a resume as in an uninterrupted run: pickle's memo follows object
+            # identity, so the history goes in as JSON text and no top-level key repeats a key
+            # of the optimizer's state (its "step" strings come from the unpickler on resume).
             _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "generator": gen.get_state(), "history": history, "step": step},
-                         checkpoint_path)
+                          "generator": gen.get_state(), "history": json.dumps(history),
+                          "completed_steps": step}, checkpoint_path)
         if on_progress:
             elapsed = time.perf_counter() - started
             on_progress({**record, "steps": workload.steps,
@@ -150,10 +162,30 @@ def train(workload: TrainingWorkload, data: bytes, out_dir: Path,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     timing = {"wall_s": wall, "steps_this_run": steps_this_run,
-              "tokens_per_s": steps_this_run * tokens_per_step / max(wall, 1e-9)}
+              "tokens_per_s": steps_this_run * tokens_per_step / max(wall, 1e-9),
+              "device": str(device), "threads": workload.threads}
     _atomic_write(out_dir / "loss_history.json", json.dumps(history))
     _atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2))
-    artifacts = {name: {"sha256": sha256_hex((out_dir / name).read_bytes()),
-                        "size": (out_dir / name).stat().st_size} for name in ARTIFACT_NAMES}
-    _atomic_write(out_dir / "artifacts.json", json.dumps(artifacts, sort_keys=True, indent=2))
+    _atomic_write(out_dir / TIMING, json.dumps(timing, indent=2))
+    artifacts = manifest_of(out_dir)
+    _atomic_write(out_dir / MANIFEST, json.dumps(artifacts, sort_keys=True, indent=2))
     return TrainResult(result_hash_of(artifacts), metrics, artifacts, timing)
+
+
+def manifest_of(out_dir: Path, names: tuple[str, ...] = ARTIFACT_NAMES) -> dict:
+    """`{name: {sha256, size}}` for the artifacts in `out_dir`, read from the files themselves."""
+    return {name: {"sha256": sha256_hex((Path(out_dir) / name).read_bytes()),
+                   "size": (Path(out_dir) / name).stat().st_size} for name in names}
+
+
+def verify_artifacts(out_dir: Path) -> str:
+    """Check every file listed in `out_dir/artifacts.json` against its sha256 and size; returns
+    the result hash. Raises ValueError naming the first artifact that does not match."""
+    listing = json.loads((Path(out_dir) / MANIFEST).read_text())
+    for name, meta in listing.items():
+        path = Path(out_dir) / name
+        if not path.exists():
+            raise ValueError(f"artifact {name} is listed but missing")
+        if sha256_hex(path.read_bytes()) != meta["sha256"] or path.stat().st_size != meta["size"]:
+            raise ValueError(f"artifact {name} does not match its sha256")
+    return result_hash_of(listing)

@@ -192,18 +192,27 @@ class ProviderNode:
             outcome = self.jobs.outcome(record.lease_id)
             if outcome is None:
                 continue
+            lease_open = self.market.lease(record.lease_id).is_open
             if outcome.succeeded:
-                receipt = self.market.commit_result(record.lease_id, bytes.fromhex(outcome.result_hash))
+                detail = "finished after the lease closed; result not committed"
+                if lease_open:
+                    receipt = self.market.commit_result(record.lease_id,
+                                                        bytes.fromhex(outcome.result_hash))
+                    detail = f"result committed in {tx_hash(receipt)}"
                 self.state.update_lease(record.lease_id, status="succeeded",
-                                        result_hash=outcome.result_hash,
-                                        detail=f"result committed in {tx_hash(receipt)}")
+                                        result_hash=outcome.result_hash, detail=detail)
                 self.m_jobs.labels("succeeded").inc()
                 self.log("job-succeeded", lease_id=record.lease_id, result_hash=outcome.result_hash)
-                self.withdraw(record.lease_id)
+                if lease_open:
+                    self.withdraw(record.lease_id)
             else:
                 self.state.update_lease(record.lease_id, status="failed", detail=outcome.detail)
                 self.m_jobs.labels("failed").inc()
                 self.log("job-failed", "error", lease_id=record.lease_id, detail=outcome.detail)
+                if lease_open:  # stop charging for work that will not come: the tenant is refunded
+                    receipt = self.market.close_lease(record.lease_id)
+                    self.log("lease-closed-after-failure", lease_id=record.lease_id,
+                             tx=tx_hash(receipt))
 
     def withdraw(self, lease_id: int) -> int:
         lease = self.market.lease(lease_id)
@@ -330,8 +339,8 @@ class ProviderNode:
         record = self.state.lease(lease_id)
         if record is None:
             raise Refused(404, f"lease {lease_id} is unknown to this provider")
-        if record.status != "succeeded":
-            raise Refused(409, f"lease {lease_id} has no results yet (status {record.status})")
+        if record.result_hash is None:
+            raise Refused(409, f"lease {lease_id} has no results (status {record.status})")
         return {"lease_id": lease_id, "result_hash": record.result_hash,
                 "artifacts": self.jobs.artifacts(lease_id)}
 
