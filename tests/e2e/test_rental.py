@@ -119,6 +119,9 @@ def test_provider_killed_mid_job_loses_no_money_and_remembers_its_lease(
         assert tenant.market.payment_balance(tenant.chain.address) - before == settlement.refund
         wait_until(lambda: tenant.status(lease_id).status == "closed", timeout=30,
                    what="provider to see the close")
+        node.stop()  # SIGTERM: a clean shutdown
+        assert node.proc.returncode == 0
+        assert '"event": "stopped"' in (tessera_home / "p-crash.log").read_text()
     finally:
         node.stop()
 

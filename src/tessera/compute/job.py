@@ -8,18 +8,30 @@ carrying the result hash. Exit codes: 0 done, 2 bad input, 1 training failed.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from pathlib import Path
+import os
 
-from pydantic import ValidationError
+# before torch is imported, so that cuBLAS can never start without it (determinism on CUDA)
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-from tessera.compute.corpus import sha256_hex
-from tessera.compute.train import train
-from tessera.protocol.workload import TrainingWorkload
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from pydantic import ValidationError  # noqa: E402
+
+from tessera.compute.corpus import sha256_hex  # noqa: E402
+from tessera.compute.train import train  # noqa: E402
+from tessera.protocol.workload import TrainingWorkload  # noqa: E402
 
 PROGRESS_FILE = "progress.jsonl"
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per problem, each naming its field: `n_embd: must be divisible by n_head`."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'workload'}: {e['msg']}"
+                     for e in exc.errors())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    log = open(args.out / PROGRESS_FILE, "a")
+    path = args.out / PROGRESS_FILE
+    log = open(path, "a")
+    if path.stat().st_size:
+        with open(path, "rb") as previous:
+            previous.seek(-1, os.SEEK_END)
+            if previous.read(1) != b"\n":
+                log.write("\n")  # a previous run was killed mid-line: end its line first
 
     def emit(event: dict) -> None:
         line = json.dumps(event)
@@ -40,23 +58,29 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         workload = TrainingWorkload.model_validate_json(args.workload.read_text())
-    except (OSError, ValidationError) as exc:
-        emit({"event": "error", "message": f"invalid workload {args.workload}: {exc}"})
-        return 2
-    data = args.dataset.read_bytes() if args.dataset.exists() else None
-    if data is None or sha256_hex(data) != args.dataset_sha256:
-        emit({"event": "error", "message": f"dataset {args.dataset} is missing or does not hash "
-                                           f"to {args.dataset_sha256}"})
-        return 2
+    except OSError as exc:
+        emit({"event": "error", "message": f"cannot read workload {args.workload}: {exc}"})
+        return EXIT_BAD_INPUT
+    except ValidationError as exc:
+        emit({"event": "error", "message": f"invalid workload {args.workload}: {describe(exc)}"})
+        return EXIT_BAD_INPUT
+    if not args.dataset.is_file():
+        emit({"event": "error", "message": f"dataset {args.dataset} is missing"})
+        return EXIT_BAD_INPUT
+    data = args.dataset.read_bytes()
+    if (actual := sha256_hex(data)) != args.dataset_sha256.lower().removeprefix("0x"):
+        emit({"event": "error", "message": f"dataset {args.dataset} does not hash to "
+                                           f"{args.dataset_sha256} (its sha256 is {actual})"})
+        return EXIT_BAD_INPUT
     emit({"event": "start", "steps": workload.steps, "threads": workload.threads})
     try:
         result = train(workload, data, args.out, on_progress=lambda p: emit({"event": "progress", **p}))
     except Exception as exc:  # reported to the provider, which marks the lease's job failed
         emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
-        return 1
+        return EXIT_FAILED
     emit({"event": "done", "result_hash": result.result_hash, "metrics": result.metrics,
           "timing": result.timing})
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 
 import uvicorn
@@ -11,17 +13,32 @@ from tessera.provider.config import ProviderConfig
 from tessera.provider.node import ProviderNode
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its own shutdown, which would skip ours; we handle the
+    signals ourselves and exit normally."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
 def run_provider(config: ProviderConfig) -> None:
     node = ProviderNode(config)
     node.prepare()
     watcher = threading.Thread(target=node.watch, name="chain-watcher", daemon=True)
-    server = uvicorn.Server(uvicorn.Config(create_app(node), host=config.provider.host,
-                                           port=config.provider.port, log_level="warning",
-                                           lifespan="off"))
+    server = _Server(uvicorn.Config(create_app(node), host=config.provider.host,
+                                    port=config.provider.port, log_level="warning", lifespan="off"))
+
+    def request_exit(signum, _frame):
+        node.log("signal", name=signal.Signals(signum).name)
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, request_exit)
+    signal.signal(signal.SIGINT, request_exit)
     watcher.start()
     node.log("serving", endpoint=config.provider.endpoint, address=node.address)
     try:
-        server.run()  # returns on SIGINT/SIGTERM (uvicorn installs the handlers)
+        server.run()
     finally:
         node.shutdown()
         watcher.join(timeout=10)
