@@ -104,7 +104,7 @@ def test_provider_killed_mid_job_loses_no_money_and_remembers_its_lease(
         spec = JobSpec.model_validate(job)
         lease_id = lease_for(tenant, spec)
         assert tenant.market.lease(lease_id).provider == node.address
-        tenant.send_manifest(lease_id, spec, load_dataset(spec.dataset))
+        tenant.send_manifest(lease_id, spec.workload, load_dataset(spec.dataset))
         wait_until(lambda: tenant.status(lease_id).step > 0, timeout=120, what="training steps")
         node.kill()
         node.start()
@@ -140,7 +140,7 @@ def test_job_that_fails_is_closed_by_the_provider_and_refunded(provider, network
     spec = JobSpec.model_validate(too_big)
     lease_id = lease_for(tenant, spec)
     before = tenant.market.payment_balance(tenant.chain.address)
-    tenant.send_manifest(lease_id, spec, load_dataset(spec.dataset))
+    tenant.send_manifest(lease_id, spec.workload, load_dataset(spec.dataset))
     final = tenant.follow(lease_id, poll_s=0.2, timeout_s=120)
     assert final.status == "failed" and "exit code" in final.detail
     wait_until(lambda: not tenant.market.lease(lease_id).is_open, timeout=30,

@@ -47,3 +47,20 @@ def test_missing_file_and_bad_toml_name_the_file(tmp_path):
         load_job_spec(tmp_path / "nope.toml")
     with pytest.raises(SpecError, match="not valid TOML"):
         load_job_spec(write(tmp_path, "[order\n"))
+
+
+def test_several_nodes_need_diloco_mode(tmp_path):
+    with pytest.raises(SpecError, match='mode = "diloco"'):
+        load_job_spec(write(tmp_path, GOOD.replace("[order]", "[order]\nnodes = 3")))
+    spec = load_job_spec(write(tmp_path, 'mode = "diloco"\n' + GOOD.replace(
+        "[order]", "[order]\nnodes = 3") + "\n[diloco]\ninner_steps = 20\nrounds = 4\n"))
+    assert spec.order.nodes == 3 and spec.diloco.inner_steps == 20
+    assert spec.order.escrow == 3 * 3_000_000 * 600 // 3600
+
+
+def test_example_specs_parse():
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    for name in ("job.toml", "diloco.toml"):
+        load_job_spec(examples / name)

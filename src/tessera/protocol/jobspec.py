@@ -6,7 +6,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -72,13 +72,33 @@ class DatasetSpec(BaseModel):
     max_bytes: int = Field(1 << 20, ge=4096, le=1 << 30)
 
 
+class DilocoSpec(BaseModel):
+    """How a multi-node job trains: DiLoCo rounds of `inner_steps` local steps per worker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inner_steps: int = Field(50, ge=1, le=100_000)
+    rounds: int = Field(10, ge=1, le=100_000)
+    compression: Literal["none", "int8"] = "int8"
+    aggregation: Literal["mean", "median", "trimmed_mean"] = "mean"
+    round_timeout: Seconds = 600
+
+
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("job", min_length=1, max_length=64)
+    mode: Literal["single", "diloco"] = "single"
     order: OrderSpec
     dataset: DatasetSpec = DatasetSpec()
     workload: TrainingWorkload
+    diloco: DilocoSpec = DilocoSpec()
+
+    @model_validator(mode="after")
+    def _mode_fits_nodes(self) -> JobSpec:
+        if self.mode == "single" and self.order.nodes != 1:
+            raise ValueError('order.nodes > 1 needs mode = "diloco"')
+        return self
 
     def spec_hash(self) -> bytes:
         """sha256 of the canonical JSON of the spec: what the order commits to on chain."""

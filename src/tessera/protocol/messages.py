@@ -32,6 +32,19 @@ MANIFEST_TYPE = [
     {"name": "nonce", "type": "uint256"},
     {"name": "expiry", "type": "uint256"},
 ]
+ROUND_TYPE = [
+    {"name": "leaseId", "type": "uint256"},
+    {"name": "round", "type": "uint256"},
+    {"name": "paramsHash", "type": "bytes32"},
+    {"name": "nonce", "type": "uint256"},
+    {"name": "expiry", "type": "uint256"},
+]
+ROUND_RESULT_TYPE = [
+    {"name": "leaseId", "type": "uint256"},
+    {"name": "round", "type": "uint256"},
+    {"name": "paramsHash", "type": "bytes32"},
+    {"name": "resultHash", "type": "bytes32"},
+]
 
 
 def _typed(primary: str, fields: list, message: dict, chain_id: int, market: str) -> dict:
@@ -56,6 +69,24 @@ def manifest_typed_data(chain_id: int, market: str, lease_id: int, manifest_hash
                         nonce: int, expiry: int) -> dict:
     return _typed("Manifest", MANIFEST_TYPE, {
         "leaseId": lease_id, "manifestHash": manifest_hash, "nonce": nonce, "expiry": expiry,
+    }, chain_id, market)
+
+
+def round_typed_data(chain_id: int, market: str, lease_id: int, round_index: int,
+                     params_hash: bytes, nonce: int, expiry: int) -> dict:
+    """The tenant's order to a DiLoCo worker: run this round from these global parameters."""
+    return _typed("Round", ROUND_TYPE, {
+        "leaseId": lease_id, "round": round_index, "paramsHash": params_hash, "nonce": nonce,
+        "expiry": expiry,
+    }, chain_id, market)
+
+
+def round_result_typed_data(chain_id: int, market: str, lease_id: int, round_index: int,
+                            params_hash: bytes, result_hash: bytes) -> dict:
+    """A worker's statement: from these parameters, this round produced this pseudo-gradient."""
+    return _typed("RoundResult", ROUND_RESULT_TYPE, {
+        "leaseId": lease_id, "round": round_index, "paramsHash": params_hash,
+        "resultHash": result_hash,
     }, chain_id, market)
 
 

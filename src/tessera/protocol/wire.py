@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tessera.protocol.workload import TrainingWorkload
+from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
+
+Workload = Annotated[TrainingWorkload | DilocoWorkerWorkload, Field(discriminator="kind")]
 
 HEX64 = r"^[0-9a-f]{64}$"
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
@@ -33,7 +36,7 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lease_id: int = Field(ge=1)
-    workload: TrainingWorkload
+    workload: Workload
     dataset_sha256: str = Field(pattern=HEX64)
     dataset_size: int = Field(gt=0, le=1 << 30)
 
@@ -63,3 +66,18 @@ class LeaseStatus(BaseModel):
     val_loss: float | None = None
     tokens_per_s: float | None = None
     result_hash: str | None = None
+
+
+class RoundResult(BaseModel):
+    """A DiLoCo worker's answer for one round, signed by the provider (EIP-712 `RoundResult`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lease_id: int
+    round: int
+    params_sha256: str = Field(pattern=HEX64)
+    sha256: str = Field(pattern=HEX64)
+    size: int
+    inner_loss: float
+    compute_s: float
+    signature: str = Field(pattern=SIGNATURE)

@@ -36,3 +36,23 @@ class TrainingWorkload(BaseModel):
     def min_dataset_bytes(self) -> int:
         """Both splits must hold at least one block plus its next-byte target."""
         return int((self.block_size + 2) / self.val_fraction) + 1
+
+
+class DilocoWorkerWorkload(BaseModel):
+    """One worker's share of a DiLoCo job: inner AdamW steps on its own shard, round by round,
+    from global parameters the coordinator sends; pseudo-gradients go back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["diloco-worker"] = "diloco-worker"
+    model: TrainingWorkload
+    inner_steps: int = Field(50, ge=1, le=100_000)
+    worker: int = Field(ge=0)
+    workers: int = Field(ge=1, le=64)
+    compression: Literal["none", "int8"] = "int8"
+
+    @model_validator(mode="after")
+    def _worker_in_range(self) -> DilocoWorkerWorkload:
+        if self.worker >= self.workers:
+            raise ValueError(f"worker index {self.worker} must be below workers ({self.workers})")
+        return self

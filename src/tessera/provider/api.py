@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from prometheus_client import generate_latest
 
@@ -47,7 +48,35 @@ def create_app(node: ProviderNode) -> FastAPI:
         length = int(request.headers.get("content-length") or 0)
         if length > MAX_BLOB_BYTES:
             raise Refused(413, f"blob is larger than {MAX_BLOB_BYTES} bytes")
-        return node.accept_blob(lease_id, sha256, await request.body())
+        return await run_in_threadpool(node.accept_blob, lease_id, sha256, await request.body())
+
+    @app.put("/leases/{lease_id}/rounds/{round_index}")
+    async def submit_round(lease_id: int, round_index: int, request: Request) -> dict:
+        try:
+            nonce = int(request.headers["x-tessera-nonce"])
+            expiry = int(request.headers["x-tessera-expiry"])
+            signature = request.headers["x-tessera-signature"]
+        except (KeyError, ValueError):
+            raise Refused(400, "a round needs X-Tessera-Nonce, X-Tessera-Expiry and "
+                               "X-Tessera-Signature headers") from None
+        length = int(request.headers.get("content-length") or 0)
+        if length > MAX_BLOB_BYTES:
+            raise Refused(413, f"parameters are larger than {MAX_BLOB_BYTES} bytes")
+        body = await request.body()
+        return await run_in_threadpool(node.accept_round, lease_id, round_index, body, nonce,
+                                       expiry, signature)
+
+    @app.get("/leases/{lease_id}/rounds/{round_index}")
+    def round_result(lease_id: int, round_index: int):
+        result = node.round_result(lease_id, round_index)
+        if result is None:
+            return JSONResponse(status_code=202, content={"status": "running"})
+        return result
+
+    @app.get("/leases/{lease_id}/rounds/{round_index}/pseudo-gradient")
+    def round_payload(lease_id: int, round_index: int) -> FileResponse:
+        return FileResponse(node.round_payload(lease_id, round_index),
+                            media_type="application/octet-stream")
 
     @app.get("/leases/{lease_id}")
     def status(lease_id: int) -> LeaseStatus:

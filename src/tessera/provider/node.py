@@ -22,7 +22,7 @@ from tessera.chain.network import load_network
 from tessera.logs import EventLog
 from tessera.protocol import messages
 from tessera.protocol.matching import OrderRequirements, ProviderOffer
-from tessera.protocol.wire import BidMessage, LeaseStatus, SignedManifest
+from tessera.protocol.wire import BidMessage, LeaseStatus, RoundResult, SignedManifest
 from tessera.provider.config import ProviderConfig
 from tessera.provider.hardware import Hardware, detect_hardware
 from tessera.provider.pricing import decide_bid
@@ -313,6 +313,59 @@ class ProviderNode:
         self.jobs.start(lease_id, record.manifest, dataset)
         self.state.update_lease(lease_id, status="running", detail="")
         self.log("job-started", lease_id=lease_id)
+
+    # -- DiLoCo rounds -----------------------------------------------------------------------
+    def accept_round(self, lease_id: int, round_index: int, params: bytes, nonce: int,
+                     expiry: int, signature: str) -> dict:
+        """Queue a round whose global parameters the lease's tenant signed."""
+        with self._lock:
+            lease = self._my_open_lease(lease_id)
+            record = self.state.lease(lease_id)
+            if record is None or record.manifest is None or \
+                    record.manifest["workload"]["kind"] != "diloco-worker":
+                raise Refused(409, f"lease {lease_id} is not running a DiLoCo worker")
+            if record.status != "running":
+                raise Refused(409, f"lease {lease_id}'s worker is {record.status}: {record.detail}")
+            params_sha256 = hashlib.sha256(params).hexdigest()
+            typed = messages.round_typed_data(self.chain.network.chain_id,
+                                              self.market.market.address, lease_id, round_index,
+                                              bytes.fromhex(params_sha256), nonce, expiry)
+            try:
+                signer = messages.recover(typed, signature)
+            except Exception:
+                signer = None
+            if signer is None or signer.lower() != lease.tenant.lower():
+                self.m_refused.labels("round-signer").inc()
+                raise Refused(403, f"round {round_index} of lease {lease_id} is not signed by its "
+                                   f"tenant {lease.tenant}")
+            if expiry < time.time():
+                raise Refused(400, "round signature has expired")
+            if not self.jobs.submit_round(lease_id, round_index, params, params_sha256):
+                raise Refused(409, f"round {round_index} was already started from other parameters")
+            return {"lease_id": lease_id, "round": round_index, "params_sha256": params_sha256}
+
+    def round_result(self, lease_id: int, round_index: int) -> RoundResult | None:
+        """The signed answer for a round, or None while the worker is still on it."""
+        if self.state.lease(lease_id) is None:
+            raise Refused(404, f"lease {lease_id} is unknown to this provider")
+        result = self.jobs.round_result(lease_id, round_index)
+        if result is None:
+            return None
+        if "error" in result:
+            raise Refused(422, result["error"])
+        typed = messages.round_result_typed_data(
+            self.chain.network.chain_id, self.market.market.address, lease_id, round_index,
+            bytes.fromhex(result["params_sha256"]), bytes.fromhex(result["sha256"]))
+        return RoundResult(lease_id=lease_id, round=round_index,
+                           params_sha256=result["params_sha256"], sha256=result["sha256"],
+                           size=result["size"], inner_loss=result["inner_loss"],
+                           compute_s=result["compute_s"],
+                           signature=messages.sign(self.account, typed))
+
+    def round_payload(self, lease_id: int, round_index: int) -> Path:
+        if self.jobs.round_result(lease_id, round_index) is None:
+            raise Refused(404, f"round {round_index} of lease {lease_id} has no result yet")
+        return self.jobs.round_payload(lease_id, round_index)
 
     def lease_status(self, lease_id: int) -> LeaseStatus:
         record = self.state.lease(lease_id)

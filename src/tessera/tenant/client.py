@@ -19,6 +19,7 @@ from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.matching import Bid, BidVerdict, OrderRequirements, judge_bid
 from tessera.protocol.wire import BidMessage, LeaseStatus, Manifest, SignedManifest
+from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
 
 MANIFEST_VALIDITY_S = 600
 TERMINAL = ("succeeded", "failed", "closed")
@@ -130,9 +131,10 @@ class Tenant:
             raise TenantError(f"provider {lease.provider} is no longer registered")
         return offer.endpoint
 
-    def send_manifest(self, lease_id: int, spec: JobSpec, dataset: bytes) -> dict:
+    def send_manifest(self, lease_id: int, workload: TrainingWorkload | DilocoWorkerWorkload,
+                      dataset: bytes) -> dict:
         lease = self._own_lease(lease_id)
-        manifest = Manifest(lease_id=lease_id, workload=spec.workload,
+        manifest = Manifest(lease_id=lease_id, workload=workload,
                             dataset_sha256=hashlib.sha256(dataset).hexdigest(),
                             dataset_size=len(dataset))
         nonce, expiry = secrets.randbits(64), int(time.time()) + MANIFEST_VALIDITY_S

@@ -90,17 +90,18 @@ def submit_job(spec_path: Path, network: Path | None, account: str, *, follow: b
     spec = load_job_spec(spec_path)  # bad input fails here, before any connection or transaction
     dataset = load_dataset(spec.dataset, relative_to=spec_path.parent)
     tenant = tenant_for(network, account)
-    summary = run_rental(tenant, spec, dataset, console, follow=follow, close=close,
-                         results_dir=jobs_dir() / "results")
-    return summary
+    if spec.mode == "diloco":
+        from tessera.tenant.multinode import run_diloco_job
+
+        return run_diloco_job(tenant, spec, dataset, console, results_dir=jobs_dir() / "results")
+    return run_rental(tenant, spec, dataset, console, follow=follow, close=close,
+                      results_dir=jobs_dir() / "results")
 
 
-def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, *, follow: bool,
-               close: bool, results_dir: Path) -> dict:
-    """Order -> bids -> lease -> manifest -> progress -> verified results -> settlement."""
-    summary: dict = {"job": spec.name, "tenant": tenant.chain.address, "transactions": {}}
+def lease_nodes(tenant: Tenant, spec: JobSpec, console: Console, summary: dict) -> list:
+    """Order with escrow, collect and judge bids, accept the best `order.nodes` of them (one per
+    provider), and take back the escrow no lease needed. Returns [(lease_id, verdict)]."""
     txs = summary["transactions"]
-    start_balance = tenant.market.payment_balance(tenant.chain.address)
     t0 = time.monotonic()
     order_id, order_txs = tenant.post_order(spec)
     if len(order_txs) > 1:
@@ -126,24 +127,41 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
         txs["cancel"] = tx_hash(cancel)
         raise TenantError(f"no valid bid for order {order_id}; the order was cancelled and its "
                           f"escrow refunded (tx {txs['cancel']})")
-    best = ranked[0]
+    chosen = ranked[:spec.order.nodes]
+    if len(chosen) < spec.order.nodes:
+        console.print(f"only {len(chosen)} valid bid(s) for {spec.order.nodes} node(s): "
+                      "going on with those")
     console.print(f"rule: {SELECTION_RULE}")
-    lease_id, accept_tx = tenant.accept(best)
-    txs["accept"] = accept_tx
+    leases = []
+    for verdict in chosen:
+        lease_id, accept_tx = tenant.accept(verdict)
+        txs.setdefault("accept", []).append(accept_tx)
+        leases.append((lease_id, verdict))
+        console.print(f"lease {lease_id} with {verdict.bid.provider} at "
+                      f"{money(verdict.bid.price_per_gpu_hour)}/GPU-h (tx {accept_tx})")
     summary["order_to_lease_s"] = round(time.monotonic() - t0, 3)
-    summary["lease_id"] = lease_id
-    summary["winner"] = {"provider": best.bid.provider, "endpoint": best.offer.endpoint,
-                         "price_per_gpu_hour": best.bid.price_per_gpu_hour}
-    console.print(f"lease {lease_id} with {best.bid.provider} at "
-                  f"{money(best.bid.price_per_gpu_hour)}/GPU-h (tx {accept_tx})")
     order = tenant.market.order(order_id)
-    if order.deposit > order.allocated:  # escrow beyond the accepted price comes back now
+    if order.deposit > order.allocated:  # escrow beyond the accepted prices comes back now
         receipt = tenant.market.cancel_order(order_id)
         txs["refund"] = tx_hash(receipt)
         summary["unallocated_refund"] = order.deposit - order.allocated
         console.print(f"unallocated escrow {money(order.deposit - order.allocated)} refunded "
                       f"(tx {txs['refund']})")
-    tenant.send_manifest(lease_id, spec, dataset)
+    return leases
+
+
+def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, *, follow: bool,
+               close: bool, results_dir: Path) -> dict:
+    """Order -> bids -> lease -> manifest -> progress -> verified results -> settlement."""
+    summary: dict = {"job": spec.name, "tenant": tenant.chain.address, "transactions": {}}
+    txs = summary["transactions"]
+    start_balance = tenant.market.payment_balance(tenant.chain.address)
+    [(lease_id, best)] = lease_nodes(tenant, spec, console, summary)
+    txs["accept"] = txs["accept"][0]
+    summary["lease_id"] = lease_id
+    summary["winner"] = {"provider": best.bid.provider, "endpoint": best.offer.endpoint,
+                         "price_per_gpu_hour": best.bid.price_per_gpu_hour}
+    tenant.send_manifest(lease_id, spec.workload, dataset)
     remember_job(lease_id, spec, dataset)
     console.print(f"signed manifest and {len(dataset):,}-byte dataset sent to {best.offer.endpoint}")
     if not follow:
