@@ -16,4 +16,6 @@ lint: setup
 
 bench: setup
 	.venv/bin/python bench/gas.py
-	.venv/bin/python bench/workload_overhead.py
+	.venv/bin/python bench/workload_overhead.py --provider
+	.venv/bin/python bench/indexer.py
+	.venv/bin/python bench/diloco.py

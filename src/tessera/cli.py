@@ -245,14 +245,22 @@ def job_close(lease_id: int, network: Path = NetworkOption, account: str = Accou
 # -- demo ---------------------------------------------------------------------------------
 @app.command("demo")
 def demo(as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
-         steps: int = typer.Option(None, help="training steps (default: the demo job's)")):
-    """A whole rental on a local chain: 3 providers bid, one trains a model, the lease settles."""
+         steps: int = typer.Option(None, help="training steps (default: the demo job's)"),
+         nodes: int = typer.Option(1, min=1, max=3,
+                                   help="train on this many providers with DiLoCo (1: one lease)")):
+    """A whole rental on a local chain: 3 providers bid, one trains a model, the lease settles.
+    With --nodes 3, one model is trained across all three providers with DiLoCo."""
     from tessera.demo import run_demo
 
-    summary = run_guarded(lambda: run_demo(console=err if as_json else console, steps=steps))
+    summary = run_guarded(lambda: run_demo(console=err if as_json else console, steps=steps,
+                                           nodes=nodes))
     if as_json:
         print(json.dumps(summary, indent=2))
 
+
+from tessera.explorer.cli import register as register_explorer  # noqa: E402
+
+register_explorer(app)
 
 if __name__ == "__main__":
     app()

@@ -23,6 +23,7 @@ from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.money import format_amount
 from tessera.tenant.client import Tenant, TenantError
 from tessera.tenant.flow import load_dataset, money, run_rental
+from tessera.tenant.multinode import run_diloco_job
 
 TENANT = 5
 
@@ -97,7 +98,17 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def run_demo(console: Console, steps: int | None = None, home: Path | None = None) -> dict:
+DILOCO_JOB = {
+    "name": "demo-diloco", "mode": "diloco",
+    "order": {"max_price_per_gpu_hour": "5.00", "duration": "15m", "bid_window": "4s"},
+    "dataset": {"source": "builtin:stdlib", "max_bytes": 1 << 20},
+    "workload": {"kind": "train-charlm"},
+    "diloco": {"inner_steps": 25, "rounds": 8, "compression": "int8"},
+}
+
+
+def run_demo(console: Console, steps: int | None = None, home: Path | None = None,
+             nodes: int = 1) -> dict:
     home = Path(home or tempfile.mkdtemp(prefix="tessera-demo-"))
     os.environ["TESSERA_HOME"] = str(home)
     devnet = Devnet(home / "devnet")
@@ -115,13 +126,20 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
         chain = Chain(network, devnet_account(TENANT))
         tenant = Tenant(chain)
         providers_table(console, tenant, procs)
+        treasury = devnet_account(TREASURY).address
+        treasury_before = tenant.market.payment_balance(treasury)
+        if nodes > 1:
+            job = {**DILOCO_JOB, "order": {**DILOCO_JOB["order"], "nodes": nodes}}
+            spec = JobSpec.model_validate(job)
+            summary = run_diloco_job(tenant, spec, load_dataset(spec.dataset), console,
+                                     results_dir=home / "results")
+            summary["treasury_received"] = tenant.market.payment_balance(treasury) - treasury_before
+            return summary
         job = dict(DEMO_JOB)
         if steps:
             job["workload"] = {**job["workload"], "steps": steps}
         spec = JobSpec.model_validate(job)
         dataset = load_dataset(spec.dataset)
-        treasury = devnet_account(TREASURY).address
-        treasury_before = tenant.market.payment_balance(treasury)
         summary = run_rental(tenant, spec, dataset, console, follow=True, close=True,
                              results_dir=home / "results")
         summary["treasury_received"] = tenant.market.payment_balance(treasury) - treasury_before

@@ -185,5 +185,5 @@ class DilocoCoordinator:
         tmp.replace(self.checkpoint)
 
     def save_model(self, path: Path) -> None:
-        torch.save({"model": self.coordinator.global_state(),
+        torch.save({"model": self.coordinator.eval_model().state_dict(),
                     "workload": self.config.workload.model_dump()}, path)

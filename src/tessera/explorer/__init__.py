@@ -1,0 +1,1 @@
+"""Explorer: index chain events, compute figures anyone can recompute, audit them against the chain."""

@@ -1,0 +1,246 @@
+"""Explorer commands: `tessera explorer index`, `tessera audit`, `tessera stats`.
+
+Registered by tessera.cli (see docs/explorer.md); also runnable alone as
+`python -m tessera.explorer.cli {explorer index|audit|stats}`.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tessera.chain.client import Chain, ChainError
+from tessera.chain.devnet import Devnet
+from tessera.chain.market import PAYMENT_DECIMALS, PAYMENT_SYMBOL, STAKE_DECIMALS, STAKE_SYMBOL
+from tessera.chain.network import NetworkError, load_network
+from tessera.explorer.figures import ALL, Figures, ratio
+from tessera.protocol.money import format_amount
+
+explorer_app = typer.Typer(help="Index the chain's events into a database for figures and audits.",
+                           no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+NetworkOption = typer.Option(None, "--network", help="network file (default: the devnet's)")
+DatabaseOption = typer.Option(None, "--database",
+                              help="SQLAlchemy URL (default: sqlite:///$TESSERA_HOME/explorer.db)")
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(1)
+
+
+def _chain(network: Path | None) -> Chain:
+    try:
+        chain = Chain(load_network(network or Devnet.default().network_file), timeout=60)
+        chain.check_connected()
+        return chain
+    except (ChainError, NetworkError) as exc:
+        _fail(str(exc))
+
+
+@explorer_app.command("index")
+def index(
+    network: Path | None = NetworkOption,
+    database: str | None = DatabaseOption,
+    confirmations: int = typer.Option(12, "--confirmations", min=0,
+                                      help="index only blocks at least this deep (head - N)"),
+    batch_blocks: int = typer.Option(500, "--batch-blocks", min=1, help="blocks per transaction"),
+    follow: bool = typer.Option(False, "--follow", help="keep indexing new final blocks"),
+    poll: float = typer.Option(2.0, "--poll", help="seconds between polls with --follow"),
+) -> None:
+    """Copy final Market and ProviderRegistry events into the database (resumable, reorg-safe)."""
+    from tessera.explorer.db import make_engine
+    from tessera.explorer.indexer import Indexer, SyncReport
+
+    chain = _chain(network)
+    try:
+        indexer = Indexer(chain, make_engine(database), confirmations=confirmations,
+                          batch_blocks=batch_blocks)
+    except ValueError as exc:
+        _fail(str(exc))
+
+    def show(report: SyncReport) -> None:
+        if report.reorg_rolled_back_to is not None:
+            console.print(f"reorg: rolled back to block {report.reorg_rolled_back_to} and re-indexed")
+        if report.batches:
+            console.print(f"indexed blocks {report.from_block}..{report.to_block}: "
+                          f"{report.events} events in {report.batches} batches "
+                          f"(head {report.head}, final up to {report.safe_head})")
+        elif not follow:
+            console.print(f"up to date (head {report.head}, final up to {report.safe_head})")
+
+    try:
+        if follow:
+            stopping = {"now": False}
+            signal.signal(signal.SIGTERM, lambda *_: stopping.update(now=True))
+            try:
+                indexer.follow(poll=poll, on_sync=show, stop=lambda: stopping["now"])
+            except KeyboardInterrupt:
+                pass
+        else:
+            show(indexer.sync())
+    except ChainError as exc:
+        _fail(str(exc))
+
+
+def audit(
+    network: Path | None = NetworkOption,
+    database: str | None = DatabaseOption,
+    show_figures: bool = typer.Option(False, "--figures", help="also list every figure"),
+) -> None:
+    """Recompute every figure from the chain's logs (no database) and compare with the database."""
+    from tessera.explorer.audit import audit as run_audit
+    from tessera.explorer.db import make_engine
+
+    chain = _chain(network)
+    try:
+        report = run_audit(chain, make_engine(database))
+    except ChainError as exc:
+        _fail(str(exc))
+    console.print(f"audited {report.figures} figures from {report.events} events, blocks up to "
+                  f"{report.to_block} (read from the chain in {report.chain_seconds:.2f} s)")
+    if show_figures:
+        for (name, key), fig in sorted(report.chain_figures.items()):
+            console.print(f"  {name}[{key}] = {fig.value}  ({len(fig.txs)} txs)", markup=False)
+    if report.agrees:
+        console.print("[bold green]agree:[/] the database's figures equal the chain's, to the base unit")
+        return
+    console.print(f"[bold red]{len(report.problems)} differences:[/]")
+    for problem in report.problems:
+        console.print(f"  {problem}", markup=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _money(value: int) -> str:
+    return format_amount(value, PAYMENT_DECIMALS, PAYMENT_SYMBOL)
+
+
+def _stake(value: int) -> str:
+    return format_amount(value, STAKE_DECIMALS, STAKE_SYMBOL)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _keys(figures: Figures, name: str) -> list[str]:
+    return sorted(key for n, key in figures if n == name)
+
+
+def _value(figures: Figures, name: str, key: str = ALL) -> int:
+    fig = figures.get((name, key))
+    return fig.value if fig else 0
+
+
+def render(figures: Figures, to_block: int, as_of: int) -> None:
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(as_of, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    v = lambda name, key=ALL: _value(figures, name, key)  # noqa: E731
+    overview = Table(title=f"Tessera overview: final block {to_block} ({when})")
+    overview.add_column("figure")
+    overview.add_column("value", justify="right")
+    overview.add_column("txs", justify="right")
+    rows = [
+        ("providers registered", str(v("providers.total.count")), "providers.total.count"),
+        ("orders", str(v("orders.total.count")), "orders.total.count"),
+        ("leases", str(v("leases.total.count")), "leases.total.count"),
+        ("leases active", str(v("leases.active.count")), "leases.active.count"),
+        ("GPUs leased now", str(v("leases.active.gpus")), "leases.active.gpus"),
+        ("tenant payments", _money(v("revenue.total.tenant_paid")), "revenue.total.tenant_paid"),
+        ("provider income", _money(v("revenue.total.provider_income")), "revenue.total.provider_income"),
+        ("protocol fees", _money(v("revenue.total.protocol_fees")), "revenue.total.protocol_fees"),
+        ("utilization", _pct(ratio(figures, "total", ALL)), "utilization.total.leased_gpu_seconds"),
+        ("stake (active)", _stake(v("stake.total.active")), "stake.total.active"),
+        ("stake (unbonding)", _stake(v("stake.total.unbonding")), "stake.total.unbonding"),
+        ("slashed", f"{_stake(v('stake.total.slashed'))} in {v('slashes.total.count')} slashes",
+         "slashes.total.count"),
+    ]
+    for label, value, name in rows:
+        fig = figures.get((name, ALL))
+        overview.add_row(label, value, str(len(fig.txs)) if fig else "0")
+    console.print(overview)
+
+    revenue = Table(title="Revenue per day (UTC)")
+    for col in ("day", "tenant payments", "provider income", "protocol fees", "txs"):
+        revenue.add_column(col, justify="left" if col == "day" else "right")
+    for day in _keys(figures, "revenue.by_day.tenant_paid"):
+        revenue.add_row(day, _money(v("revenue.by_day.tenant_paid", day)),
+                        _money(v("revenue.by_day.provider_income", day)),
+                        _money(v("revenue.by_day.protocol_fees", day)),
+                        str(len(figures[("revenue.by_day.tenant_paid", day)].txs)))
+    console.print(revenue)
+
+    providers = Table(title="Providers")
+    for col in ("provider", "leases", "income", "fees", "stake", "unbonding", "slashed"):
+        providers.add_column(col, justify="left" if col == "provider" else "right")
+    for address in _keys(figures, "stake.by_provider.active"):
+        providers.add_row(address, str(v("leases.by_provider.count", address)),
+                          _money(v("revenue.by_provider.provider_income", address)),
+                          _money(v("revenue.by_provider.protocol_fees", address)),
+                          _stake(v("stake.by_provider.active", address)),
+                          _stake(v("stake.by_provider.unbonding", address)),
+                          _stake(v("stake.by_provider.slashed", address)))
+    console.print(providers)
+
+    util = Table(title="GPU utilization (leased / registered GPU-hours)")
+    for col in ("day / model", "leased GPU-h", "registered GPU-h", "utilization"):
+        util.add_column(col, justify="left" if col == "day / model" else "right")
+    for scope in ("by_day", "by_model"):
+        for key in _keys(figures, f"utilization.{scope}.registered_gpu_seconds"):
+            util.add_row(key, f"{v(f'utilization.{scope}.leased_gpu_seconds', key) / 3600:.2f}",
+                         f"{v(f'utilization.{scope}.registered_gpu_seconds', key) / 3600:.2f}",
+                         _pct(ratio(figures, scope, key)))
+    console.print(util)
+
+    prices = Table(title="Price per GPU-hour by model (accepted bids)")
+    for col in ("model", "leases", "min", "p25", "median", "p75", "max"):
+        prices.add_column(col, justify="left" if col == "model" else "right")
+    for model in _keys(figures, "price.by_model.count"):
+        prices.add_row(model or "(any)", str(v("price.by_model.count", model)),
+                       *(_money(v(f"price.by_model.{p}", model))
+                         for p in ("min", "p25", "median", "p75", "max")))
+    console.print(prices)
+
+
+def stats(
+    database: str | None = DatabaseOption,
+    as_json: bool = typer.Option(False, "--json", help="every figure with its tx hashes, as JSON"),
+) -> None:
+    """Overview figures from the indexed database: revenue, utilization, prices, stake."""
+    from tessera.explorer.db import make_engine
+    from tessera.explorer.indexer import IndexerError, database_figures
+
+    try:
+        figures, cursor = database_figures(make_engine(database))
+    except IndexerError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps({
+            "block": cursor.last_block, "block_hash": cursor.last_hash, "as_of": cursor.last_timestamp,
+            "figures": [{"name": f.name, "key": f.key, "value": str(f.value), "txs": list(f.txs)}
+                        for _, f in sorted(figures.items())]}, indent=1))
+        return
+    render(figures, cursor.last_block, cursor.last_timestamp)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the explorer's commands to the main `tessera` app."""
+    app.add_typer(explorer_app, name="explorer")
+    app.command("audit")(audit)
+    app.command("stats")(stats)
+
+
+app = typer.Typer(help="Tessera explorer (standalone entry point).", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+register(app)
+
+if __name__ == "__main__":
+    app()

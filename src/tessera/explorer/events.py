@@ -1,0 +1,171 @@
+"""Every Market and ProviderRegistry event over a block range, as plain JSON-safe records.
+
+One `eth_getLogs` per chunk for both contracts (filtered by address), decoded by topic0 with the
+compiled ABIs, plus one JSON-RPC batch of `eth_getBlockByNumber` for the timestamps. Only standard
+JSON-RPC is used, so this runs against any EVM node.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from eth_utils import event_abi_to_log_topic
+from web3 import Web3
+
+from tessera.chain.client import Chain, ChainError
+
+CONTRACTS = ("Market", "ProviderRegistry")
+BLOCK_BATCH = 200  # blocks per JSON-RPC batch when fetching timestamps
+
+
+class ReorgDuringFetch(ChainError):
+    """A log's block hash differs from the block fetched for its timestamp: the range moved."""
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    block_number: int
+    block_hash: str
+    timestamp: int
+    tx_hash: str
+    log_index: int
+    contract: str
+    event: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return (self.block_number, self.log_index)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict) -> EventRecord:
+        return cls(**raw)
+
+
+def hex0x(value: bytes) -> str:
+    return "0x" + bytes(value).hex()
+
+
+def json_safe(value: Any) -> Any:
+    """ints stay Python ints, bytes become 0x-hex, addresses stay checksummed strings."""
+    if isinstance(value, bool | int | str) or value is None:
+        return value if not isinstance(value, bool) else bool(value)
+    if isinstance(value, bytes | bytearray):
+        return hex0x(value)
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    raise TypeError(f"cannot make {type(value).__name__} JSON-safe")
+
+
+def args_json(args: dict) -> str:
+    """Canonical JSON text of an event's args (sorted keys): the form stored in the database."""
+    return json.dumps(args, sort_keys=True, separators=(",", ":"))
+
+
+class EventReader:
+    """Reads and decodes Tessera's events from one chain."""
+
+    def __init__(self, chain: Chain, chunk: int = 5_000):
+        self.chain = chain
+        self.w3 = chain.w3
+        self.chunk = chunk
+        self.addresses: dict[str, str] = {}
+        self.by_topic: dict[tuple[str, bytes], tuple[str, Any]] = {}
+        for name in CONTRACTS:
+            contract = chain.contract(name)
+            address = Web3.to_checksum_address(contract.address)
+            self.addresses[address.lower()] = name
+            for abi in contract.abi:
+                if abi.get("type") == "event":
+                    topic = event_abi_to_log_topic(abi)
+                    self.by_topic[(address.lower(), topic)] = (
+                        name, getattr(contract.events, abi["name"])())
+
+    def head(self) -> int:
+        return self.chain.block_number()
+
+    def blocks(self, numbers: Iterable[int]) -> dict[int, tuple[str, int]]:
+        """{number: (hash, timestamp)} for the given blocks, in JSON-RPC batches; missing ones absent."""
+        numbers = sorted(set(numbers))
+        found: dict[int, tuple[str, int]] = {}
+        for i in range(0, len(numbers), BLOCK_BATCH):
+            part = numbers[i:i + BLOCK_BATCH]
+
+            def fetch(part=part):
+                if len(part) == 1:
+                    return [self.w3.eth.get_block(part[0])]
+                with self.w3.batch_requests() as batch:
+                    for n in part:
+                        batch.add(self.w3.eth.get_block(n))
+                    return batch.execute()
+
+            try:
+                results = self.chain.rpc(fetch, what="get blocks")
+            except Exception as exc:  # a block past the head: fetch one by one
+                if "not found" not in str(exc).lower() and "BlockNotFound" not in type(exc).__name__:
+                    raise
+                results = []
+                for n in part:
+                    try:
+                        results.append(self.w3.eth.get_block(n))
+                    except Exception:
+                        results.append(None)
+            for n, block in zip(part, results, strict=True):
+                if block:
+                    found[n] = (hex0x(block["hash"]), int(block["timestamp"]))
+        return found
+
+    def block(self, number: int) -> tuple[str, int] | None:
+        return self.blocks([number]).get(number)
+
+    def logs(self, from_block: int, to_block: int) -> list:
+        logs: list = []
+        start = from_block
+        while start <= to_block:
+            stop = min(start + self.chunk - 1, to_block)
+            logs.extend(self.chain.rpc(lambda s=start, e=stop: self.w3.eth.get_logs({
+                "fromBlock": s, "toBlock": e, "address": list(map(Web3.to_checksum_address,
+                                                                  self.addresses))}),
+                what="get logs"))
+            start = stop + 1
+        return logs
+
+    def decode(self, log, blocks: dict[int, tuple[str, int]]) -> EventRecord | None:
+        topics = log["topics"]
+        if not topics:
+            return None
+        key = (log["address"].lower(), bytes(topics[0]))
+        if key not in self.by_topic:
+            return None
+        contract, event = self.by_topic[key]
+        decoded = event.process_log(log)
+        number = int(log["blockNumber"])
+        block_hash, timestamp = blocks[number]
+        if block_hash != hex0x(log["blockHash"]):
+            raise ReorgDuringFetch(f"block {number} changed while reading its logs")
+        return EventRecord(
+            block_number=number, block_hash=block_hash, timestamp=timestamp,
+            tx_hash=hex0x(log["transactionHash"]), log_index=int(log["logIndex"]),
+            contract=contract, event=decoded["event"], args=json_safe(dict(decoded["args"])))
+
+    def events(self, from_block: int, to_block: int) -> list[EventRecord]:
+        """All Market and ProviderRegistry events in [from_block, to_block], in chain order."""
+        if to_block < from_block:
+            return []
+        logs = self.logs(from_block, to_block)
+        blocks = self.blocks(int(log["blockNumber"]) for log in logs)
+        records = [r for r in (self.decode(log, blocks) for log in logs) if r is not None]
+        records.sort(key=lambda r: r.order)
+        return records
+
+
+def read_events(chain: Chain, from_block: int, to_block: int) -> list[EventRecord]:
+    return EventReader(chain).events(from_block, to_block)

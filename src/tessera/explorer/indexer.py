@@ -1,0 +1,287 @@
+"""`tessera explorer index`: copy final chain events into a database, with derived tables.
+
+Rules (docs/explorer.md):
+- only blocks at depth >= confirmations are indexed: never past head - confirmations;
+- each batch of blocks is written in one database transaction together with the cursor, so a
+  killed indexer resumes exactly where the last committed batch ended;
+- the hash of every indexed block that holds events, and of each batch's last block, is kept;
+  before each run the cursor block's hash is compared with the chain's, and on a difference
+  the indexer rolls back to the newest stored block whose hash still matches and re-indexes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+from web3 import Web3
+
+from tessera.chain.client import Chain, ChainError
+from tessera.explorer import db
+from tessera.explorer.events import EventReader, EventRecord, ReorgDuringFetch, args_json
+from tessera.explorer.figures import ALL, Figure, Figures, compute_figures, day_of
+
+
+class IndexerError(ChainError):
+    pass
+
+
+@dataclass
+class SyncReport:
+    batches: int = 0
+    events: int = 0
+    from_block: int = 0
+    to_block: int = 0
+    reorg_rolled_back_to: int | None = None
+    head: int = 0
+    safe_head: int = 0
+
+
+def apply_event(session: Session, r: EventRecord) -> None:
+    """Update the derived tables (providers, leases, payments) with one event, in chain order."""
+    a = r.args
+    if r.contract == "ProviderRegistry":
+        if r.event == "ProviderRegistered":
+            session.add(db.Provider(
+                address=a["provider"], gpu_model=a["gpu_model"], gpu_count=a["gpu_count"],
+                gpu_memory_mb=a["gpu_memory_mb"], endpoint=a["endpoint"], price_floor=a["price_floor"],
+                registered_at=r.timestamp, registered_tx=r.tx_hash, stake=a["stake"], unbonding=0,
+                slashed=0, withdrawn=0, jailed_until=0))
+            return
+        p = session.get(db.Provider, a["provider"]) if "provider" in a else None
+        if p is None:
+            return
+        if r.event == "OfferUpdated":
+            p.gpu_model, p.gpu_count, p.gpu_memory_mb = a["gpu_model"], a["gpu_count"], a["gpu_memory_mb"]
+            p.endpoint, p.price_floor = a["endpoint"], a["price_floor"]
+        elif r.event == "StakeAdded":
+            p.stake = p.stake + a["amount"]
+        elif r.event == "UnbondRequested":
+            p.stake, p.unbonding = p.stake - a["amount"], p.unbonding + a["amount"]
+        elif r.event == "StakeWithdrawn":
+            p.unbonding, p.withdrawn = p.unbonding - a["amount"], p.withdrawn + a["amount"]
+        elif r.event == "Slashed":
+            from_stake = min(a["amount"], p.stake)
+            p.stake, p.unbonding = p.stake - from_stake, p.unbonding - (a["amount"] - from_stake)
+            p.slashed = p.slashed + a["amount"]
+        elif r.event == "Jailed":
+            p.jailed_until = a["until"]
+        return
+    if r.event == "LeaseCreated":
+        p = session.get(db.Provider, a["provider"])
+        session.add(db.Lease(
+            lease_id=a["lease_id"], order_id=a["order_id"], tenant=a["tenant"], provider=a["provider"],
+            gpu_model=p.gpu_model if p else "", price_per_gpu_hour=a["price_per_gpu_hour"],
+            gpus=a["gpus"], budget=a["budget"], start=a["start"], closed_at=None, earned=0,
+            provider_income=0, fees=0, refund=0, created_tx=r.tx_hash))
+        return
+    lease = session.get(db.Lease, a["lease_id"]) if "lease_id" in a else None
+    if lease is None:
+        return
+    if r.event == "LeaseToppedUp":
+        lease.budget = a["budget"]
+    elif r.event == "ResultCommitted":
+        lease.result_hash = a["result_hash"]
+    elif r.event in ("Withdrawn", "LeaseClosed"):
+        income = a["amount_to_provider"] if r.event == "Withdrawn" else a["provider_amount"]
+        fee = a["fee"]
+        lease.earned = lease.earned + income + fee
+        lease.provider_income = lease.provider_income + income
+        lease.fees = lease.fees + fee
+        if r.event == "LeaseClosed":
+            lease.closed_at, lease.closed_tx, lease.refund = r.timestamp, r.tx_hash, a["refund"]
+        if income + fee > 0:
+            session.add(db.Payment(
+                tx_hash=r.tx_hash, log_index=r.log_index, block_number=r.block_number,
+                lease_id=lease.lease_id, provider=lease.provider, timestamp=r.timestamp,
+                day=day_of(r.timestamp), kind="withdraw" if r.event == "Withdrawn" else "close",
+                provider_amount=income, fee=fee))
+
+
+def record_of(row: db.Event) -> EventRecord:
+    return EventRecord(block_number=row.block_number, block_hash=row.block_hash,
+                       timestamp=row.timestamp, tx_hash=row.tx_hash, log_index=row.log_index,
+                       contract=row.contract, event=row.event, args=json.loads(row.args))
+
+
+def stored_records(session: Session) -> list[EventRecord]:
+    rows = session.scalars(select(db.Event).order_by(db.Event.block_number, db.Event.log_index))
+    return [record_of(row) for row in rows]
+
+
+class Indexer:
+    def __init__(self, chain: Chain, engine: Engine, confirmations: int = 12, batch_blocks: int = 500):
+        if confirmations < 0:
+            raise ValueError("confirmations must be >= 0")
+        if batch_blocks < 1:
+            raise ValueError("batch_blocks must be >= 1")
+        self.chain = chain
+        self.engine = engine
+        self.confirmations = confirmations
+        self.batch_blocks = batch_blocks
+        self.reader = EventReader(chain)
+        # Test hook: called inside each batch's transaction just before commit.
+        self.before_commit: Callable[[Session, int], None] | None = None
+
+    # -- cursor ----------------------------------------------------------------------------
+    def _cursor(self, session: Session) -> db.Cursor:
+        cursor = session.get(db.Cursor, 1)
+        market = Web3.to_checksum_address(self.chain.network.address("Market"))
+        registry = Web3.to_checksum_address(self.chain.network.address("ProviderRegistry"))
+        if cursor is None:
+            first = self.chain.network.deploy_block
+            cursor = db.Cursor(id=1, chain_id=self.chain.network.chain_id, market=market,
+                               registry_address=registry, first_block=first, last_block=first - 1,
+                               last_hash=None, last_timestamp=None)
+            session.add(cursor)
+            session.flush()
+        elif (cursor.chain_id, cursor.market) != (self.chain.network.chain_id, market):
+            raise IndexerError(
+                f"this database indexes Market {cursor.market} on chain {cursor.chain_id}, not "
+                f"{market} on chain {self.chain.network.chain_id}: use another --database")
+        return cursor
+
+    # -- reorgs ----------------------------------------------------------------------------
+    def check_reorg(self) -> int | None:
+        """Roll back to the newest stored block whose hash the chain still has; return it (or None)."""
+        with Session(self.engine) as session, session.begin():
+            cursor = self._cursor(session)
+            if cursor.last_hash is None:
+                return None
+            now = self.reader.block(cursor.last_block)
+            if now is not None and now[0] == cursor.last_hash:
+                return None
+            stored = session.execute(select(db.Block.number, db.Block.hash)
+                                     .order_by(db.Block.number.desc())).all()
+            keep, keep_hash, keep_ts = cursor.first_block - 1, None, None
+            for i in range(0, len(stored), 200):
+                part = stored[i:i + 200]
+                chain_blocks = self.reader.blocks(n for n, _ in part)
+                match = next(((n, h) for n, h in part if chain_blocks.get(n, (None,))[0] == h), None)
+                if match:
+                    keep, keep_hash, keep_ts = match[0], match[1], chain_blocks[match[0]][1]
+                    break
+            self._rollback(session, cursor, keep, keep_hash, keep_ts)
+            return keep
+
+    def _rollback(self, session: Session, cursor: db.Cursor, keep: int, keep_hash: str | None,
+                  keep_ts: int | None) -> None:
+        session.execute(delete(db.Event).where(db.Event.block_number > keep))
+        session.execute(delete(db.Block).where(db.Block.number > keep))
+        for table in db.DERIVED:
+            session.execute(delete(table))
+        session.flush()
+        for record in stored_records(session):
+            apply_event(session, record)
+        cursor.last_block, cursor.last_hash, cursor.last_timestamp = keep, keep_hash, keep_ts
+
+    # -- syncing ---------------------------------------------------------------------------
+    def sync(self, max_batches: int | None = None,
+             progress: Callable[[SyncReport], None] | None = None) -> SyncReport:
+        report = SyncReport()
+        report.reorg_rolled_back_to = self.check_reorg()
+        report.head = self.reader.head()
+        report.safe_head = report.head - self.confirmations
+        with Session(self.engine) as session:
+            report.from_block = self._cursor(session).last_block + 1
+            session.commit()
+        retries = 0
+        while max_batches is None or report.batches < max_batches:
+            with Session(self.engine) as session, session.begin():
+                cursor = self._cursor(session)
+                start = cursor.last_block + 1
+                if start > report.safe_head:
+                    break
+                end = min(start + self.batch_blocks - 1, report.safe_head)
+                try:
+                    records = self.reader.events(start, end)
+                except ReorgDuringFetch:
+                    retries += 1
+                    if retries > 5:
+                        raise
+                    continue
+                blocks = self.reader.blocks([end, *([cursor.last_block] if cursor.last_hash else [])])
+                if cursor.last_hash and blocks.get(cursor.last_block, (None,))[0] != cursor.last_hash:
+                    break  # the chain moved below us: the next run's reorg check handles it
+                for r in records:
+                    session.add(db.Event(
+                        block_number=r.block_number, block_hash=r.block_hash, timestamp=r.timestamp,
+                        tx_hash=r.tx_hash, log_index=r.log_index, contract=r.contract,
+                        event=r.event, args=args_json(r.args)))
+                    apply_event(session, r)
+                seen = {r.block_number: (r.block_hash, r.timestamp) for r in records}
+                seen[end] = blocks[end]
+                for number, (block_hash, timestamp) in seen.items():
+                    session.merge(db.Block(number=number, hash=block_hash, timestamp=timestamp))
+                cursor.last_block, (cursor.last_hash, cursor.last_timestamp) = end, blocks[end]
+                if self.before_commit:
+                    self.before_commit(session, report.batches)
+            report.batches += 1
+            report.events += len(records)
+            report.to_block = end
+            if progress:
+                progress(report)
+        return report
+
+    def follow(self, poll: float = 2.0, on_sync: Callable[[SyncReport], None] | None = None,
+               stop: Callable[[], bool] = lambda: False) -> None:
+        while not stop():
+            report = self.sync()
+            if on_sync:
+                on_sync(report)
+            if report.batches == 0:
+                time.sleep(poll)
+
+
+# -- figures from the database ------------------------------------------------------------
+def indexed_state(engine: Engine) -> db.Cursor | None:
+    with Session(engine) as session:
+        cursor = session.get(db.Cursor, 1)
+        if cursor is not None:
+            session.expunge(cursor)
+        return cursor
+
+
+def database_figures(engine: Engine) -> tuple[Figures, db.Cursor]:
+    """The figures from the database's raw events, as of the last indexed (final) block."""
+    with Session(engine) as session:
+        cursor = session.get(db.Cursor, 1)
+        if cursor is None or cursor.last_timestamp is None:
+            raise IndexerError("nothing indexed yet: run `tessera explorer index` first")
+        figures = compute_figures(stored_records(session), cursor.last_timestamp)
+        session.expunge(cursor)
+        return figures, cursor
+
+
+def table_figures(engine: Engine) -> Figures:
+    """The figures that the derived tables hold (payments, providers, leases), same names."""
+    out: dict[tuple[str, str], list] = {}
+
+    def put(name: str, key: str, value: int, txs) -> None:
+        slot = out.setdefault((name, key), [0, set()])
+        slot[0] += value
+        slot[1].update(t for t in txs if t)
+
+    with Session(engine) as session:
+        for pay in session.scalars(select(db.Payment)):
+            for scope, key in (("by_day", pay.day), ("by_provider", pay.provider), ("total", ALL)):
+                put(f"revenue.{scope}.tenant_paid", key, pay.provider_amount + pay.fee, [pay.tx_hash])
+                put(f"revenue.{scope}.provider_income", key, pay.provider_amount, [pay.tx_hash])
+                put(f"revenue.{scope}.protocol_fees", key, pay.fee, [pay.tx_hash])
+        for p in session.scalars(select(db.Provider)):
+            put("stake.by_provider.slashed", p.address, p.slashed, [])
+            put("stake.by_provider.active", p.address, p.stake, [])
+            put("stake.by_provider.unbonding", p.address, p.unbonding, [])
+            put("stake.by_provider.withdrawn", p.address, p.withdrawn, [])
+        for lease in session.scalars(select(db.Lease)):
+            put("leases.total.count", ALL, 1, [lease.created_tx])
+            put("leases.by_provider.count", lease.provider, 1, [lease.created_tx])
+            if lease.closed_at is not None:
+                put("leases.closed.count", ALL, 1, [lease.closed_tx])
+                put("leases.closed.refunds", ALL, lease.refund, [lease.closed_tx])
+    return {k: Figure(k[0], k[1], v, tuple(sorted(t))) for k, (v, t) in out.items()}

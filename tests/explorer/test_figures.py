@@ -1,0 +1,75 @@
+"""The figure definitions on hand-made events (no chain)."""
+
+from __future__ import annotations
+
+import itertools
+
+from tessera.explorer.events import EventRecord, json_safe
+from tessera.explorer.figures import (
+    compare,
+    compute_figures,
+    day_of,
+    exhausted_at,
+    nearest_rank,
+    split_by_day,
+)
+from tessera.protocol.money import earned
+
+D0 = 1_767_225_600  # 2026-01-01 00:00:00 UTC
+_log = itertools.count()
+
+
+def ev(event: str, ts: int, contract: str = "Market", **args) -> EventRecord:
+    n = next(_log)
+    return EventRecord(block_number=n, block_hash=f"0x{n:064x}", timestamp=ts, tx_hash=f"0x{n:064x}",
+                       log_index=0, contract=contract, event=event, args=args)
+
+
+def test_helpers():
+    assert day_of(D0) == "2026-01-01" and day_of(D0 - 1) == "2025-12-31"
+    assert list(split_by_day(D0 - 10, D0 + 5)) == [("2025-12-31", 10), ("2026-01-01", 5)]
+    assert nearest_rank([1, 2, 3, 4], 50) == 2 and nearest_rank([1, 2, 3, 4], 75) == 3
+    assert nearest_rank([5], 0) == 5 and nearest_rank([1, 2, 3], 100) == 3
+    assert json_safe({"a": b"\x01\xff", "b": [1, True]}) == {"a": "0x01ff", "b": [1, True]}
+    # exhausted_at is the first second at which the contract's `earned` reaches the budget.
+    for price, gpus, budget in [(1_000_000, 1, 500_000), (3_333_333, 3, 7_777_777), (7, 1, 1)]:
+        t = exhausted_at(0, budget, price, gpus)
+        assert earned(price, gpus, budget, 0, t) == budget
+        assert price * gpus * (t - 1) // 3600 < budget
+
+
+def test_revenue_utilization_and_stake():
+    alice = "0x" + "a" * 40
+    reg = "ProviderRegistry"
+    events = [
+        ev("ProviderRegistered", D0 - 3600, reg, provider=alice, stake=200, gpu_model="H100",
+           gpu_count=2, gpu_memory_mb=1, benchmark_score=1, endpoint="x", price_floor=1),
+        ev("LeaseCreated", D0 - 1800, lease_id=1, order_id=1, tenant="0xt", provider=alice,
+           price_per_gpu_hour=3600, gpus=1, budget=3600, start=D0 - 1800),
+        ev("Withdrawn", D0 - 900, lease_id=1, provider=alice, amount_to_provider=880, fee=20),
+        ev("LeaseClosed", D0 + 900, lease_id=1, closed_by=alice, provider_amount=1760, fee=40,
+           refund=900),
+        ev("Slashed", D0 + 1000, reg, provider=alice, amount=200, recipient="0xr", slasher="0xs"),
+    ]
+    # The slash (all 200 active) empties the stake, so capacity ends at D0 + 1000.
+    figs = compute_figures(events, as_of=D0 + 3600)
+    v = {k: f.value for k, f in figs.items()}
+    assert v[("revenue.by_day.tenant_paid", "2025-12-31")] == 900
+    assert v[("revenue.by_day.tenant_paid", "2026-01-01")] == 1800
+    assert v[("revenue.by_provider.provider_income", alice)] == 2640
+    assert v[("revenue.total.protocol_fees", "all")] == 60
+    assert v[("utilization.by_day.leased_gpu_seconds", "2025-12-31")] == 1800
+    assert v[("utilization.by_day.leased_gpu_seconds", "2026-01-01")] == 900
+    assert v[("utilization.by_day.registered_gpu_seconds", "2025-12-31")] == 2 * 3600
+    assert v[("utilization.by_day.registered_gpu_seconds", "2026-01-01")] == 2 * 1000
+    assert v[("stake.by_provider.active", alice)] == 0
+    assert v[("stake.by_provider.unbonding", alice)] == 0
+    assert v[("stake.by_provider.slashed", alice)] == 200
+    assert v[("leases.active.count", "all")] == 0
+    assert figs[("revenue.total.tenant_paid", "all")].txs == (events[2].tx_hash, events[3].tx_hash)
+    assert v[("price.by_model.median", "H100")] == 3600
+    assert compare(figs, figs) == []
+    other = dict(figs)
+    key = ("revenue.total.tenant_paid", "all")
+    other[key] = type(figs[key])(key[0], key[1], figs[key].value + 1, figs[key].txs)
+    assert compare(figs, other) == [f"{key[0]}[all]: 2700 != 2701 (diff 1)"]
