@@ -1,0 +1,208 @@
+"""Pseudo-gradient compression and the wire format that carries tensors between nodes.
+
+int8 quantization: each tensor is flattened and cut into chunks of `chunk` elements (the last one
+may be shorter); each chunk gets a float32 scale = absmax / 127 and its values are sent as
+round(x / scale), clamped to [-127, 127]. The reconstruction error of every element is at most
+scale / 2. `ErrorFeedback` keeps what quantization lost (the residual) and adds it to the next
+tensor it compresses, so the cumulative sum of what was transmitted tracks the cumulative sum of
+the true values to within one step's quantization error.
+
+Wire format (`serialize` / `deserialize`), little-endian, no pickle:
+
+    b"TSRW"  magic (4 bytes)
+    u32      length L of the header
+    L bytes  UTF-8 JSON: {"v": 1, "meta": {...}, "tensors": [{"name", "dtype", "shape"}, ...]}
+    ...      the raw buffers, in header order, back to back
+
+Only float32 and int8 tensors are accepted. `deserialize` refuses anything malformed (bad magic,
+truncated or trailing bytes, unknown dtype, bad shape, duplicate names) with `WireFormatError`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import sys
+from dataclasses import dataclass
+
+import torch
+
+MAGIC = b"TSRW"
+VERSION = 1
+MAX_HEADER_BYTES = 1 << 20
+MAX_TENSORS = 100_000
+DEFAULT_CHUNK = 4096
+SCALE_SUFFIX = "::scale"
+DTYPES = {"float32": torch.float32, "int8": torch.int8}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+ITEMSIZE = {"float32": 4, "int8": 1}
+
+
+class WireFormatError(ValueError):
+    """Bytes that are not a well-formed tensor payload."""
+
+
+# ---------------------------------------------------------------------------------------------
+# int8 quantization
+
+
+@dataclass(frozen=True)
+class Quantized:
+    q: torch.Tensor       # int8, the original shape
+    scales: torch.Tensor  # float32, (ceil(numel / chunk),)
+    chunk: int
+
+
+def _chunk_index(numel: int, chunk: int) -> torch.Tensor:
+    return torch.arange(numel) // chunk
+
+
+def quantize_int8(x: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> Quantized:
+    """Per-chunk absmax int8 quantization; |x - dequantize(q)| <= scale / 2 elementwise."""
+    if chunk < 1:
+        raise ValueError("chunk must be >= 1")
+    flat = x.detach().to(torch.float32).reshape(-1)
+    n = flat.numel()
+    n_chunks = max(1, math.ceil(n / chunk))
+    padded = torch.zeros(n_chunks * chunk, dtype=torch.float32)
+    padded[:n] = flat
+    absmax = padded.view(n_chunks, chunk).abs().amax(dim=1)
+    scales = absmax / 127.0
+    safe = torch.where(scales > 0, scales, torch.ones_like(scales))
+    idx = _chunk_index(n, chunk)
+    q = torch.round(flat / safe[idx]).clamp_(-127, 127).to(torch.int8)
+    return Quantized(q.view(x.shape), scales, chunk)
+
+
+def dequantize_int8(qt: Quantized) -> torch.Tensor:
+    flat = qt.q.reshape(-1).to(torch.float32)
+    return (flat * qt.scales[_chunk_index(flat.numel(), qt.chunk)]).view(qt.q.shape)
+
+
+class ErrorFeedback:
+    """Compress a stream of tensor dicts, carrying each step's quantization residual forward."""
+
+    def __init__(self, chunk: int = DEFAULT_CHUNK):
+        self.chunk = chunk
+        self.residual: dict[str, torch.Tensor] = {}
+
+    def compress(self, tensors: dict[str, torch.Tensor]) -> dict[str, Quantized]:
+        out = {}
+        for name, t in tensors.items():
+            x = t.detach().to(torch.float32)
+            if name in self.residual:
+                x = x + self.residual[name]
+            qt = quantize_int8(x, self.chunk)
+            self.residual[name] = x - dequantize_int8(qt)
+            out[name] = qt
+        return out
+
+    def state_dict(self) -> dict:
+        return {"chunk": self.chunk, "residual": {k: v.clone() for k, v in self.residual.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.chunk = state["chunk"]
+        self.residual = {k: v.clone() for k, v in state["residual"].items()}
+
+
+def pack_int8(quantized: dict[str, Quantized]) -> dict[str, torch.Tensor]:
+    """Flatten quantized tensors into plain tensors for `serialize`: name -> int8, name::scale."""
+    out = {}
+    for name, qt in quantized.items():
+        out[name] = qt.q
+        out[name + SCALE_SUFFIX] = qt.scales
+    return out
+
+
+def unpack_int8(tensors: dict[str, torch.Tensor], chunk: int) -> dict[str, torch.Tensor]:
+    """Inverse of `pack_int8` followed by dequantization; refuses inconsistent payloads."""
+    out = {}
+    for name, t in tensors.items():
+        if name.endswith(SCALE_SUFFIX):
+            if name[: -len(SCALE_SUFFIX)] not in tensors:
+                raise WireFormatError(f"scale {name!r} has no tensor")
+            continue
+        if t.dtype != torch.int8:
+            raise WireFormatError(f"{name!r}: expected int8, got {t.dtype}")
+        scales = tensors.get(name + SCALE_SUFFIX)
+        if scales is None:
+            raise WireFormatError(f"{name!r} has no {SCALE_SUFFIX} tensor")
+        want = (max(1, math.ceil(t.numel() / chunk)),)
+        if scales.dtype != torch.float32 or tuple(scales.shape) != want:
+            raise WireFormatError(f"{name + SCALE_SUFFIX!r}: expected float32 of shape {want}, "
+                                  f"got {scales.dtype} {tuple(scales.shape)}")
+        if not torch.isfinite(scales).all() or (scales < 0).any():
+            raise WireFormatError(f"{name + SCALE_SUFFIX!r}: scales must be finite and >= 0")
+        out[name] = dequantize_int8(Quantized(t, scales, chunk))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# wire format
+
+
+def serialize(tensors: dict[str, torch.Tensor], meta: dict | None = None) -> bytes:
+    if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
+        raise RuntimeError("the wire format is little-endian")
+    entries, buffers = [], []
+    for name, t in tensors.items():
+        dtype = DTYPE_NAMES.get(t.dtype)
+        if dtype is None:
+            raise ValueError(f"{name!r}: dtype {t.dtype} is not supported on the wire")
+        entries.append({"name": name, "dtype": dtype, "shape": list(t.shape)})
+        buffers.append(t.detach().contiguous().cpu().numpy().tobytes())
+    header = json.dumps({"v": VERSION, "meta": meta or {}, "tensors": entries},
+                        separators=(",", ":")).encode()
+    return b"".join([MAGIC, struct.pack("<I", len(header)), header, *buffers])
+
+
+def deserialize(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
+    """Parse `serialize`'s output; returns (tensors, meta) or raises WireFormatError."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise WireFormatError("payload must be bytes")
+    data = bytes(data)
+    if len(data) < 8 or data[:4] != MAGIC:
+        raise WireFormatError("bad magic: not a tensor payload")
+    (hlen,) = struct.unpack("<I", data[4:8])
+    if hlen > MAX_HEADER_BYTES or 8 + hlen > len(data):
+        raise WireFormatError(f"header length {hlen} does not fit in {len(data)} bytes")
+    try:
+        header = json.loads(data[8:8 + hlen].decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WireFormatError(f"header is not JSON: {e}") from None
+    if not isinstance(header, dict) or header.get("v") != VERSION:
+        raise WireFormatError(f"header must be an object with v={VERSION}")
+    meta, entries = header.get("meta", {}), header.get("tensors")
+    if not isinstance(meta, dict) or not isinstance(entries, list) or len(entries) > MAX_TENSORS:
+        raise WireFormatError("header needs a 'meta' object and a 'tensors' list")
+    out: dict[str, torch.Tensor] = {}
+    pos = 8 + hlen
+    for e in entries:
+        if not isinstance(e, dict) or set(e) != {"name", "dtype", "shape"}:
+            raise WireFormatError(f"bad tensor entry {e!r}")
+        name, dtype, shape = e["name"], e["dtype"], e["shape"]
+        if not isinstance(name, str) or name in out:
+            raise WireFormatError(f"bad or duplicate tensor name {name!r}")
+        if dtype not in DTYPES:
+            raise WireFormatError(f"{name!r}: unsupported dtype {dtype!r}")
+        if (not isinstance(shape, list) or len(shape) > 16
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40
+                           for d in shape)):
+            raise WireFormatError(f"{name!r}: bad shape {shape!r}")
+        nbytes = math.prod(shape) * ITEMSIZE[dtype]
+        if pos + nbytes > len(data):
+            raise WireFormatError(f"{name!r}: payload truncated ({len(data) - pos} bytes left, "
+                                  f"{nbytes} needed)")
+        buf = bytearray(data[pos:pos + nbytes])
+        t = torch.frombuffer(buf, dtype=DTYPES[dtype]) if nbytes else torch.empty(0, dtype=DTYPES[dtype])
+        out[name] = t.reshape(shape)
+        pos += nbytes
+    if pos != len(data):
+        raise WireFormatError(f"{len(data) - pos} trailing bytes after the last tensor")
+    return out, meta
+
+
+def analytic_bytes(numel: int, compression: str, chunk: int = DEFAULT_CHUNK) -> int:
+    """Bytes of one payload counted as parameters x bytes per element (int8 scales excluded)."""
+    return numel * (1 if compression == "int8" else 4)

@@ -1,0 +1,508 @@
+"""DiLoCo: one model trained across many loosely connected workers (Douillard et al. 2023).
+
+Each round, every worker starts from the global parameters, takes H inner AdamW steps on its own
+data shard (keeping its AdamW state from round to round), and sends its pseudo-gradient
+`global_at_round_start - worker_params_at_round_end`. The coordinator aggregates the
+pseudo-gradients (mean, or a robust rule) and takes one outer step with SGD + Nesterov momentum
+(lr 0.7, momentum 0.9 by default).
+
+Downlink: the coordinator keeps the outer optimizer's exact parameters (`shadow`) and the
+parameters every worker holds (`published`). After the outer step it broadcasts
+`delta = shadow - published` (int8-quantized when `compression="int8"`) and sets
+`published += dequantize(delta)`; workers apply the same broadcast with `apply_broadcast`, so
+every node holds bitwise the same `published` parameters and needs no outer-optimizer state.
+Whatever quantization lost stays in `shadow - published` and is sent next round (error feedback).
+
+Replayable: batches of worker w in round r come from a generator seeded by
+`derive_seed(job_seed, r, w)`; deterministic algorithms and a fixed thread count are set by
+`configure_determinism`; aggregation is independent of arrival order. Pure torch: no I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from tessera.compute.aggregate import aggregate
+from tessera.compute.compress import (
+    DEFAULT_CHUNK,
+    ErrorFeedback,
+    WireFormatError,
+    analytic_bytes,
+    deserialize,
+    pack_int8,
+    serialize,
+    unpack_int8,
+)
+from tessera.compute.model import ByteGPT
+from tessera.compute.train import batch, configure_determinism, held_out_loss, split
+from tessera.protocol.workload import TrainingWorkload
+
+State = dict[str, torch.Tensor]
+SYNC_PURPOSE = "sync"
+
+
+class DilocoConfig(BaseModel):
+    """A DiLoCo job. Model and inner-optimizer hyperparameters come from `workload`
+    (its `steps`, `eval_every` and `checkpoint_every` are not used: a DiLoCo job runs
+    `rounds * inner_steps` inner steps per worker)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workload: TrainingWorkload
+    workers: int = Field(4, ge=1, le=4096)
+    inner_steps: int = Field(50, ge=1, le=1_000_000, description="H: inner AdamW steps per round")
+    rounds: int = Field(10, ge=1, le=1_000_000)
+    outer_lr: float = Field(0.7, gt=0, le=10.0)
+    outer_momentum: float = Field(0.9, ge=0, lt=1.0)
+    nesterov: bool = True
+    compression: Literal["none", "int8"] = "none"
+    chunk: int = Field(DEFAULT_CHUNK, ge=1, le=1 << 24, description="int8: elements per scale")
+    aggregation: Literal["mean", "median", "trimmed_mean"] = "mean"
+    trim_fraction: float = Field(0.25, ge=0, lt=0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def derive_seed(job_seed: int, round: int, worker: int, purpose: str = "inner") -> int:
+    """A 63-bit seed from (job seed, round, worker): anyone can replay one worker's round."""
+    digest = hashlib.sha256(f"tessera-diloco/{purpose}/{job_seed}/{round}/{worker}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def shard_for(tokens: torch.Tensor, worker: int, workers: int) -> torch.Tensor:
+    """The contiguous, disjoint slice of the training split that `worker` trains on."""
+    if not 0 <= worker < workers:
+        raise ValueError(f"worker {worker} is not in [0, {workers})")
+    n = len(tokens)
+    return tokens[n * worker // workers: n * (worker + 1) // workers]
+
+
+def parameter_state(model: torch.nn.Module) -> State:
+    """Detached copies of the model's parameters by name (tied weights appear once)."""
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def load_parameters(model: torch.nn.Module, state: State) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(state[name])
+
+
+def zero_pseudo_gradient(reference: State) -> State:
+    """What a worker that joined mid-round contributes: no change."""
+    return {k: torch.zeros_like(v, dtype=torch.float32) for k, v in reference.items()}
+
+
+def validate_pseudo_gradient(pg: object, reference: State) -> str | None:
+    """Why `pg` cannot be aggregated against `reference` (None when it can)."""
+    if not isinstance(pg, dict):
+        return f"expected a dict of tensors, got {type(pg).__name__}"
+    missing, extra = sorted(set(reference) - set(pg)), sorted(set(pg) - set(reference))
+    if missing:
+        return f"missing tensors: {missing}"
+    if extra:
+        return f"unexpected tensors: {extra}"
+    for name, ref in reference.items():
+        t = pg[name]
+        if not isinstance(t, torch.Tensor):
+            return f"{name}: expected a tensor, got {type(t).__name__}"
+        if t.dtype != torch.float32:
+            return f"{name}: expected dtype float32, got {t.dtype}"
+        if t.shape != ref.shape:
+            return f"{name}: expected shape {tuple(ref.shape)}, got {tuple(t.shape)}"
+        if not torch.isfinite(t).all():
+            return f"{name}: contains NaN or inf"
+    return None
+
+
+def layout_id(reference: State) -> str:
+    """Names, shapes and order of a tensor dict, hashed: both ends must agree on it."""
+    spec = [[name, list(t.shape)] for name, t in reference.items()]
+    return hashlib.sha256(json.dumps(spec, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def flatten(tensors: State) -> torch.Tensor:
+    return torch.cat([t.detach().reshape(-1).to(torch.float32) for t in tensors.values()])
+
+
+def unflatten(flat: torch.Tensor, reference: State) -> State:
+    out, pos = {}, 0
+    for name, ref in reference.items():
+        out[name] = flat[pos:pos + ref.numel()].view(ref.shape).clone()
+        pos += ref.numel()
+    return out
+
+
+def encode_tensors(tensors: State, compression: str, chunk: int, meta: dict,
+                   feedback: ErrorFeedback | None = None) -> bytes:
+    """Serialize a tensor dict as ONE flat vector (int8-quantized with `feedback`'s residual
+    if asked); names and shapes are not sent, only `layout_id`, which the receiver checks."""
+    flat = {"flat": flatten(tensors)}
+    if compression == "int8":
+        fb = feedback if feedback is not None else ErrorFeedback(chunk)
+        flat = pack_int8(fb.compress(flat))
+    return serialize(flat, {**meta, "compression": compression, "chunk": chunk,
+                            "layout": layout_id(tensors)})
+
+
+def decode_tensors(payload: bytes, reference: State, compression: str, chunk: int,
+                   kind: str) -> State:
+    """Inverse of `encode_tensors`, validated against `reference`; raises ValueError."""
+    tensors, meta = deserialize(payload)
+    if meta.get("kind") != kind:
+        raise WireFormatError(f"expected a {kind!r} payload, got {meta.get('kind')!r}")
+    if meta.get("compression") != compression or meta.get("chunk") != chunk:
+        raise WireFormatError(f"payload uses compression={meta.get('compression')!r} "
+                              f"chunk={meta.get('chunk')!r}; the job uses {compression!r} {chunk}")
+    if meta.get("layout") != layout_id(reference):
+        raise WireFormatError("payload was made for a different set of tensor names/shapes")
+    if compression == "int8":
+        tensors = unpack_int8(tensors, chunk)
+    numel = sum(t.numel() for t in reference.values())
+    flat = tensors.get("flat")
+    if set(tensors) != {"flat"} or flat is None or flat.dtype != torch.float32 or flat.shape != (numel,):
+        raise WireFormatError(f"expected one float32 vector 'flat' of {numel} elements")
+    out = unflatten(flat, reference)
+    reason = validate_pseudo_gradient(out, reference)
+    if reason:
+        raise WireFormatError(reason)
+    return out
+
+
+def apply_broadcast(state: State, payload: bytes, config: DilocoConfig) -> State:
+    """What a worker does with the coordinator's broadcast: published += delta."""
+    delta = decode_tensors(payload, state, config.compression, config.chunk, "outer_update")
+    return {k: v + delta[k] for k, v in state.items()}
+
+
+def new_model(workload: TrainingWorkload, device: torch.device | str = "cpu") -> ByteGPT:
+    torch.manual_seed(workload.seed)
+    return ByteGPT(workload).to(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# worker
+
+
+@dataclass
+class PseudoGradient:
+    worker: int
+    round: int
+    tensors: State            # float32: global at round start - worker params at round end
+    mean_inner_loss: float
+    last_inner_loss: float
+    steps: int
+    tokens: int
+    compute_s: float
+
+
+class Worker:
+    """One provider node's share of a DiLoCo job: its model copy, its AdamW state, its shard."""
+
+    def __init__(self, config: DilocoConfig, worker: int, train_tokens: torch.Tensor,
+                 device: torch.device | str = "cpu"):
+        self.config, self.worker, self.device = config, worker, torch.device(device)
+        w = config.workload
+        self.shard = shard_for(train_tokens, worker, config.workers)
+        if len(self.shard) < w.block_size + 2:
+            raise ValueError(f"worker {worker}'s shard has {len(self.shard)} tokens; "
+                             f"need at least {w.block_size + 2}")
+        self.model = ByteGPT(w).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=w.learning_rate,
+                                           weight_decay=w.weight_decay)
+        self.feedback = ErrorFeedback(config.chunk) if config.compression == "int8" else None
+
+    def run_round(self, global_state: State, round: int) -> PseudoGradient:
+        w = self.config.workload
+        started = time.perf_counter()
+        load_parameters(self.model, global_state)
+        gen = torch.Generator().manual_seed(derive_seed(w.seed, round, self.worker))
+        self.model.train()
+        losses = []
+        for _ in range(self.config.inner_steps):
+            x, y = batch(self.shard, w, gen, self.device)
+            _, loss = self.model(x, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.detach())
+        with torch.no_grad():
+            pg = {name: (global_state[name].to(self.device) - p).to(torch.float32).cpu()
+                  for name, p in self.model.named_parameters()}
+        losses_t = torch.stack(losses).cpu()
+        return PseudoGradient(self.worker, round, pg, losses_t.mean().item(), losses_t[-1].item(),
+                              self.config.inner_steps,
+                              self.config.inner_steps * w.batch_size * w.block_size,
+                              time.perf_counter() - started)
+
+    def encode(self, tensors: State, round: int) -> bytes:
+        """The bytes this worker sends: int8 with this worker's error feedback, or fp32."""
+        return encode_tensors(tensors, self.config.compression, self.config.chunk,
+                              {"kind": "pseudo_gradient", "round": round, "worker": self.worker},
+                              self.feedback)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "feedback": self.feedback.state_dict() if self.feedback else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.feedback is not None and state["feedback"] is not None:
+            self.feedback.load_state_dict(state["feedback"])
+
+
+# ---------------------------------------------------------------------------------------------
+# coordinator
+
+
+@dataclass
+class OuterUpdate:
+    round: int
+    broadcast: bytes          # what every worker receives: serialized (int8 or fp32) delta
+    contributors: int
+    update_norm: float
+
+
+class Coordinator:
+    """The global model and the outer optimizer (SGD, Nesterov momentum)."""
+
+    def __init__(self, config: DilocoConfig, device: torch.device | str = "cpu"):
+        self.config, self.device = config, torch.device(device)
+        self.model = new_model(config.workload, self.device)   # `shadow`: the outer optimizer's
+        self.published = parameter_state(self.model)           # what every worker holds
+        nesterov = config.nesterov and config.outer_momentum > 0
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.outer_lr,
+                                         momentum=config.outer_momentum, nesterov=nesterov)
+        self.round = 0
+
+    def global_state(self) -> State:
+        """The parameters workers start the next round from (copies)."""
+        return {k: v.clone() for k, v in self.published.items()}
+
+    def eval_model(self) -> ByteGPT:
+        model = ByteGPT(self.config.workload).to(self.device)
+        load_parameters(model, self.published)
+        return model
+
+    def decode(self, payload: bytes) -> State:
+        """A worker's bytes -> validated float32 pseudo-gradient; raises ValueError if refused."""
+        return decode_tensors(payload, self.published, self.config.compression, self.config.chunk,
+                              "pseudo_gradient")
+
+    def apply(self, pseudo_grads: Sequence[State]) -> OuterUpdate:
+        """Aggregate the round's pseudo-gradients, take the outer step, build the broadcast."""
+        if not pseudo_grads:
+            raise ValueError("no pseudo-gradients to apply")
+        for i, pg in enumerate(pseudo_grads):
+            reason = validate_pseudo_gradient(pg, self.published)
+            if reason:
+                raise ValueError(f"pseudo-gradient {i}: {reason}")
+        agg = aggregate(list(pseudo_grads), self.config.aggregation, self.config.trim_fraction)
+        for name, p in self.model.named_parameters():
+            p.grad = agg[name].to(p.device)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            delta = {name: p.detach() - self.published[name]
+                     for name, p in self.model.named_parameters()}
+        meta = {"kind": "outer_update", "round": self.round}
+        if self.config.compression == "int8":
+            # a fresh ErrorFeedback: the residual lives on as shadow - published
+            broadcast = encode_tensors(delta, "int8", self.config.chunk, meta)
+        else:
+            broadcast = encode_tensors(delta, "none", self.config.chunk, meta)
+        self.published = apply_broadcast(self.published, broadcast, self.config)
+        norm = torch.sqrt(sum((a ** 2).sum() for a in agg.values())).item()
+        self.round += 1
+        return OuterUpdate(self.round - 1, broadcast, len(pseudo_grads), norm)
+
+    def state_dict(self) -> dict:
+        return {"config": self.config.model_dump(), "round": self.round,
+                "shadow": parameter_state(self.model),
+                "published": self.global_state(),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+
+    def load_state_dict(self, state: dict) -> None:
+        if DilocoConfig.model_validate(state["config"]) != self.config:
+            raise ValueError("checkpoint was made for a different DilocoConfig")
+        load_parameters(self.model, state["shadow"])
+        self.published = {k: v.clone() for k, v in state["published"].items()}
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.round = state["round"]
+
+
+# ---------------------------------------------------------------------------------------------
+# simulations (all workers in one process, one after the other)
+
+
+@dataclass
+class DilocoResult:
+    final_val_loss: float
+    global_state: State
+    history: list[dict]
+    parameters: int
+    rounds: int
+    tokens: int                       # training tokens seen, all workers together
+    bytes_up: int                     # serialized, workers -> coordinator
+    bytes_down: int                   # serialized, coordinator -> workers (one copy per receiver)
+    bytes_up_analytic: int
+    bytes_down_analytic: int
+    bytes_join: int = 0               # full-state downloads by joining workers (serialized)
+    compute_s: float = 0.0            # sum over rounds of the slowest worker's compute
+    worker_compute_s: float = 0.0     # sum over all workers' compute
+    inner_step_s: float = 0.0         # mean seconds per inner step, one worker
+    round_bytes_per_worker: list[int] = field(default_factory=list)  # max(up + down) per round
+
+
+Membership = Callable[[int], Sequence[int]]
+Tamper = Callable[[int, int, State], State]
+
+
+def run_diloco(config: DilocoConfig, data: bytes, *, membership: Membership | None = None,
+               join_policy: Literal["zero", "skip"] = "zero", tamper: Tamper | None = None,
+               eval_every_rounds: int = 0,
+               on_round: Callable[[dict], None] | None = None) -> DilocoResult:
+    """Simulate a DiLoCo job. `membership(round)` lists the workers taking part in a round
+    (default: all). A worker taking part for the first time after round 0 is a joiner: it
+    downloads the global state and, with join_policy="zero", contributes a zero pseudo-gradient
+    that round (the others do not wait for it); with "skip" it is left out of that round's
+    aggregate. `tamper(worker, round, pg)` replaces what a worker sends (a lying worker).
+    Payloads the coordinator refuses (wrong layout, NaN/inf, ...) are left out and recorded in
+    the round's history entry under "refused"."""
+    w = config.workload
+    device = configure_determinism(w)
+    train_tokens, val_tokens = split(data, w)
+    coordinator = Coordinator(config, device)
+    view = coordinator.global_state()  # what workers hold, rebuilt from the broadcasts
+    workers = {i: Worker(config, i, train_tokens, device) for i in range(config.workers)}
+    n_params = sum(v.numel() for v in view.values())
+    full_state_bytes = len(encode_tensors(view, "none", config.chunk, {"kind": "state"}))
+    seen: set[int] = set()
+    history: list[dict] = []
+    res = DilocoResult(0.0, {}, history, n_params, config.rounds, 0, 0, 0, 0, 0)
+    steps_total = 0
+    for r in range(config.rounds):
+        members = sorted(membership(r)) if membership else list(range(config.workers))
+        payloads, losses, round_compute, up_max = [], [], 0.0, 0
+        for i in members:
+            joiner = r > 0 and i not in seen
+            seen.add(i)
+            if joiner:
+                res.bytes_join += full_state_bytes
+                if join_policy == "skip":
+                    continue
+                tensors = zero_pseudo_gradient(view)
+            else:
+                pg = workers[i].run_round(view, r)
+                round_compute = max(round_compute, pg.compute_s)
+                res.worker_compute_s += pg.compute_s
+                res.tokens += pg.tokens
+                steps_total += pg.steps
+                losses.append(pg.mean_inner_loss)
+                tensors = pg.tensors
+            if tamper is not None:
+                tensors = tamper(i, r, tensors)
+            payload = workers[i].encode(tensors, r)
+            res.bytes_up += len(payload)
+            res.bytes_up_analytic += analytic_bytes(n_params, config.compression)
+            up_max = max(up_max, len(payload))
+            payloads.append((i, payload))
+        accepted, refused = [], []
+        for i, p in payloads:
+            try:
+                accepted.append(coordinator.decode(p))
+            except ValueError as e:  # refused contributions are left out of the aggregate
+                refused.append({"worker": i, "reason": str(e)})
+        record = {"round": r, "workers": len(members), "contributors": len(accepted),
+                  "refused": refused,
+                  "mean_inner_loss": sum(losses) / len(losses) if losses else None}
+        res.compute_s += round_compute
+        if accepted:
+            update = coordinator.apply(accepted)
+            receivers = len(members)
+            res.bytes_down += receivers * len(update.broadcast)
+            res.bytes_down_analytic += receivers * analytic_bytes(n_params, config.compression)
+            res.round_bytes_per_worker.append(up_max + len(update.broadcast))
+            view = apply_broadcast(view, update.broadcast, config)
+            record["update_norm"] = update.update_norm
+        else:  # nothing usable this round: the global model stays as it is
+            res.round_bytes_per_worker.append(up_max)
+        if eval_every_rounds and ((r + 1) % eval_every_rounds == 0 or r == config.rounds - 1):
+            record["val_loss"] = held_out_loss(coordinator.eval_model(), val_tokens, w, device)
+        history.append(record)
+        if on_round:
+            on_round(record)
+    assert all(torch.equal(view[k], coordinator.published[k]) for k in view)
+    res.global_state = coordinator.global_state()
+    res.final_val_loss = (history[-1]["val_loss"] if "val_loss" in history[-1]
+                          else held_out_loss(coordinator.eval_model(), val_tokens, w, device))
+    res.inner_step_s = res.worker_compute_s / max(steps_total, 1)
+    return res
+
+
+@dataclass
+class SyncResult:
+    final_val_loss: float
+    global_state: State
+    history: list[dict]
+    parameters: int
+    steps: int
+    tokens: int
+    bytes_analytic: int               # steps x workers x (up + down) x parameters x 4
+    bytes_serialized: int             # the same with each fp32 gradient serialized
+    wall_s: float
+
+
+def run_sync_baseline(config: DilocoConfig, data: bytes, steps: int | None = None,
+                      eval_every: int = 0,
+                      on_step: Callable[[dict], None] | None = None) -> SyncResult:
+    """Synchronous data parallelism: every step each worker computes the gradient of its own
+    batch (from its own shard) and the gradients are averaged, then ONE AdamW steps. The
+    worker batches have equal size, so the gradient of the mean loss over their concatenation
+    is exactly their average gradient; that is how it is computed here (one forward pass).
+    Default `steps` = rounds * inner_steps: the same training tokens as the DiLoCo job."""
+    w = config.workload
+    device = configure_determinism(w)
+    train_tokens, val_tokens = split(data, w)
+    steps = steps if steps is not None else config.rounds * config.inner_steps
+    model = new_model(w, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=w.learning_rate, weight_decay=w.weight_decay)
+    shards = [shard_for(train_tokens, i, config.workers) for i in range(config.workers)]
+    gens = [torch.Generator().manual_seed(derive_seed(w.seed, 0, i, SYNC_PURPOSE))
+            for i in range(config.workers)]
+    history: list[dict] = []
+    started = time.perf_counter()
+    model.train()
+    for s in range(steps):
+        xs, ys = zip(*(batch(shards[i], w, gens[i], device) for i in range(config.workers)), strict=True)
+        _, loss = model(torch.cat(xs), torch.cat(ys))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        record = {"step": s, "train_loss": loss.item()}
+        if eval_every and ((s + 1) % eval_every == 0 or s == steps - 1):
+            record["val_loss"] = held_out_loss(model, val_tokens, w, device)
+        history.append(record)
+        if on_step:
+            on_step(record)
+    wall = time.perf_counter() - started
+    state = parameter_state(model)
+    n_params = sum(v.numel() for v in state.values())
+    per_grad = len(encode_tensors(state, "none", config.chunk, {"kind": "gradient", "step": 0}))
+    final = (history[-1]["val_loss"] if "val_loss" in history[-1]
+             else held_out_loss(model, val_tokens, w, device))
+    return SyncResult(final, state, history, n_params, steps,
+                      steps * config.workers * w.batch_size * w.block_size,
+                      steps * config.workers * 2 * n_params * 4,
+                      steps * config.workers * 2 * per_grad, wall)
