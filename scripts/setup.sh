@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing for Tessera, idempotently: a Python virtual environment in .venv with the
-# project and its test tools, and anvil (npm package @foundry-rs/anvil) in .tools/.
+# project and its test tools, anvil (npm package @foundry-rs/anvil) in .tools/, and Debian's
+# chromium (/usr/bin/chromium) for the web explorer's browser tests (Playwright never downloads one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,10 +11,13 @@ ANVIL_VERSION=1.7.1
 need_apt=()
 command -v "$PYTHON" >/dev/null || need_apt+=(python3 python3-venv)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need_apt[@]}"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o=Dpkg::Use-Pty=0 "${need_apt[@]}" \
+    >/dev/null
 fi
 
 "$PYTHON" - <<'PY'

@@ -1,7 +1,7 @@
-"""Explorer commands: `tessera explorer index`, `tessera audit`, `tessera stats`.
+"""Explorer commands: `tessera explorer index`, `tessera explorer serve`, `tessera audit`, `tessera stats`.
 
 Registered by tessera.cli (see docs/explorer.md); also runnable alone as
-`python -m tessera.explorer.cli {explorer index|audit|stats}`.
+`python -m tessera.explorer.cli {explorer index|explorer serve|audit|stats}`.
 """
 
 from __future__ import annotations
@@ -88,6 +88,23 @@ def index(
             show(indexer.sync())
     except ChainError as exc:
         _fail(str(exc))
+
+
+@explorer_app.command("serve")
+def serve(
+    database: str | None = DatabaseOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    port: int = typer.Option(8080, "--port", min=0, max=65535, help="TCP port"),
+) -> None:
+    """Serve the web explorer (HTML pages and a JSON API, /openapi.json) over the indexed database."""
+    import uvicorn
+
+    from tessera.explorer.db import make_engine
+    from tessera.explorer.web import create_app
+
+    app = create_app(make_engine(database))
+    console.print(f"explorer: http://{host}:{port}/  (API: /api/overview, schema: /openapi.json)")
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 def audit(
