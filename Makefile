@@ -7,7 +7,8 @@ setup:
 demo: setup
 	.venv/bin/tessera demo
 
-test: setup
+test:
+	./scripts/setup.sh --tests
 	.venv/bin/ruff check src tests bench
 	.venv/bin/python -m pytest -q
 

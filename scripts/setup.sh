@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing for Tessera, idempotently: a Python virtual environment in .venv with the
-# project and its test tools, anvil (npm package @foundry-rs/anvil) in .tools/, and Debian's
-# chromium (/usr/bin/chromium) for the web explorer's browser tests (Playwright never downloads one).
+# project and its test tools, anvil (npm package @foundry-rs/anvil) in .tools/, and, with --tests,
+# Debian's chromium (/usr/bin/chromium) for the explorer's browser tests (Playwright never
+# downloads a browser of its own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +12,9 @@ ANVIL_VERSION=1.7.1
 need_apt=()
 command -v "$PYTHON" >/dev/null || need_apt+=(python3 python3-venv)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
-[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+if [ "${1:-}" = "--tests" ]; then
+  [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
