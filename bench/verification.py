@@ -1,0 +1,190 @@
+"""Verification overhead vs the chance of catching a worker that fakes 10% of its segments.
+
+One DiLoCo worker's job as in bench/diloco.py (same model, 1 thread, H = 100 inner steps,
+25 rounds = 2,500 inner steps; every worker's job is the same size, so one worker is measured).
+For each commitment interval k the worker trains the whole job with CommittingWorker (hashing
+parameters + AdamW state every k steps); then a verifier replays Q segments drawn over the
+job (Q = the fewest that catch a 10% faker with probability >= 99%, exact without replacement)
+and every replay is checked against the commitment (Merkle proofs, start hash, end hash).
+
+  analytic overhead = replayed inner steps / inner steps trained
+  measured overhead = verifier wall time (open + replay + hash + proofs) / worker's training wall
+  commit overhead   = time spent copying + hashing states / the rest of the training time
+                      (the wall-clock difference to a plain Worker run is in the JSON; it is
+                      noisier on a shared machine)
+
+Also measured: the honest replay distance (max |param difference|) at threads 1 vs 1,
+1 vs 2 and 2 vs 2.
+
+The sample is drawn before training only so that the worker can keep just the states the
+verifier will ask for (memory); the protocol draws it after the commitment is posted.
+
+Reproduce: .venv/bin/python bench/verification.py [--quick]; writes bench/results/verification.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from eth_utils import keccak
+
+from tessera.compute.corpus import build_stdlib_corpus
+from tessera.compute.diloco import DilocoConfig, Worker, new_model, parameter_state
+from tessera.compute.replay import CommittingWorker, open_segment, segment_bounds, verify_segment
+from tessera.compute.train import configure_determinism, split
+from tessera.protocol import sampling as smp
+from tessera.protocol.workload import TrainingWorkload
+
+F, TARGET = 0.10, 0.99
+OVERHEAD_GOAL = 0.05
+
+
+def workload(threads: int = 1) -> TrainingWorkload:
+    return TrainingWorkload(n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=8,
+                            learning_rate=3e-3, device="cpu", threads=threads, seed=1000)
+
+
+def run_job(worker_cls, cfg, tokens, global_state, k=None, keep=None):
+    """One worker's whole job (all rounds from the same global state: the outer step does not
+    change the cost); returns traces (or None) and wall time."""
+    w = worker_cls(cfg, 1, tokens)
+    traces, started = [], time.perf_counter()
+    for r in range(cfg.rounds):
+        if k is None:
+            w.run_round(global_state, r)
+        else:
+            traces.append(w.run_round_committed(global_state, r, k, keep_states=keep.get(r, ())))
+    return traces, time.perf_counter() - started
+
+
+def replay_distance(cfg, tokens, global_state, trace_threads, replay_threads, k, segments):
+    torch.set_num_threads(trace_threads)
+    trace = CommittingWorker(cfg, 1, tokens).run_round_committed(global_state, 0, k)
+    torch.set_num_threads(replay_threads)
+    c = trace.commitment
+    worst, bitwise = 0.0, 0
+    for s in segments:
+        v = verify_segment(cfg, 1, 0, c.root, c.n_leaves, k, open_segment(trace, s), tokens,
+                           tolerance=1.0)
+        worst = max(worst, v.max_abs_diff)
+        bitwise += v.reason == "bitwise"
+    torch.set_num_threads(1)
+    return {"trace_threads": trace_threads, "replay_threads": replay_threads, "k": k,
+            "segments": len(segments), "bitwise": bitwise, "max_abs_diff": worst}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="5 rounds instead of 25")
+    args = ap.parse_args()
+    rounds = 5 if args.quick else 25
+    wl = workload()
+    cfg = DilocoConfig(workload=wl, workers=4, inner_steps=100, rounds=rounds)
+    configure_determinism(wl)
+    tokens, _ = split(build_stdlib_corpus(1 << 20), wl)
+    global_state = parameter_state(new_model(wl))
+    n_params = sum(t.numel() for t in global_state.values())
+    steps = cfg.rounds * cfg.inner_steps
+
+    _, plain_s = run_job(Worker, cfg, tokens, global_state)
+    print(f"plain worker: {steps} inner steps in {plain_s:.2f} s ({plain_s / steps * 1e3:.2f} ms/step), "
+          f"{n_params:,} parameters")
+
+    rows = []
+    for k in (1, 2, 4, 10, 25, 100):
+        n_round = len(segment_bounds(cfg.inner_steps, k)) - 1
+        n_job = n_round * cfg.rounds
+        q = smp.segments_needed(F, TARGET, n_job)
+        picks = smp.select_segments(keccak(f"bench/{k}".encode()), n_job, q)
+        keep: dict[int, set[int]] = {}
+        for g in picks:
+            keep.setdefault(g // n_round, set()).update({g % n_round, g % n_round + 1})
+        traces, train_s = run_job(CommittingWorker, cfg, tokens, global_state, k, keep)
+        commit_s = sum(t.commit_s for t in traces)
+        verify_started = time.perf_counter()
+        ok = 0
+        for g in picks:
+            r, s = divmod(g, n_round)
+            c = traces[r].commitment
+            v = verify_segment(cfg, 1, r, c.root, c.n_leaves, k, open_segment(traces[r], s), tokens)
+            ok += v.ok and v.reason == "bitwise"
+        verify_s = time.perf_counter() - verify_started
+        replayed_steps = sum(min(k, cfg.inner_steps - (g % n_round) * k) for g in picks)
+        q_round = next(q for q in range(1, n_round + 1)
+                       if smp.job_detection_probability(F, q, n_round, cfg.rounds) >= TARGET)
+        row = {
+            "k": k, "segments_per_round": n_round, "segments_per_job": n_job, "Q": q,
+            "detection_exact": smp.detection_probability(F, q, n_job),
+            "detection_1_minus_1_minus_f_to_Q": smp.detection_probability(F, q),
+            "replayed_steps": replayed_steps, "all_honest_replays_bitwise": ok == q,
+            "overhead_analytic": replayed_steps / steps,
+            "overhead_measured": verify_s / train_s,
+            "verify_s": verify_s, "train_s": train_s, "commit_s": commit_s,
+            "commit_overhead": commit_s / (train_s - commit_s),
+            "commit_overhead_wall_vs_plain": (train_s - plain_s) / plain_s,
+            "bytes_opened": q * 3 * n_params * 4,
+            "per_round_q": q_round,
+            "per_round_detection": smp.job_detection_probability(F, q_round, n_round, cfg.rounds),
+            "per_round_overhead_analytic": q_round * k / cfg.inner_steps if k <= cfg.inner_steps else 1.0,
+        }
+        rows.append(row)
+        print(f"k={k}: Q={q} replayed in {verify_s:.2f} s vs {train_s:.2f} s training", flush=True)
+
+    # honest replay distance: same and different thread counts
+    seg = list(range(5))
+    distances = [replay_distance(cfg, tokens, global_state, a, b, 20, seg)
+                 for a, b in ((1, 1), (1, 2), (2, 1), (2, 2))]
+    torch.set_num_threads(1)
+
+    # a Q sweep at k = 2 (analytic; the per-step replay cost is measured above)
+    n2 = (cfg.inner_steps // 2) * cfg.rounds
+    sweep = [{"Q": q, "overhead_analytic": q * 2 / steps,
+              "detection_exact": smp.detection_probability(F, q, n2),
+              "detection_approx": smp.detection_probability(F, q)}
+             for q in (1, 5, 10, 22, 30, 44, 66, 100)]
+
+    print()
+    print(f"worker job: {cfg.rounds} rounds x H={cfg.inner_steps} = {steps} inner steps; faker share "
+          f"f={F}; Q = fewest checks over the job for >= {TARGET:.0%} (exact, without replacement)")
+    hdr = ("| k | segments/job | Q | P(catch) exact | 1-(1-f)^Q | replayed steps | overhead analytic "
+           "| overhead measured | commit overhead | bitwise | per-round q | its overhead |")
+    print(hdr)
+    print("|" + " ---: |" * 12)
+    for r in rows:
+        print(f"| {r['k']} | {r['segments_per_job']} | {r['Q']} | {r['detection_exact']:.4f} | "
+              f"{r['detection_1_minus_1_minus_f_to_Q']:.4f} | {r['replayed_steps']} | "
+              f"{r['overhead_analytic']:.2%} | {r['overhead_measured']:.2%} | {r['commit_overhead']:+.1%} | "
+              f"{'yes' if r['all_honest_replays_bitwise'] else 'NO'} | {r['per_round_q']} | "
+              f"{r['per_round_overhead_analytic']:.1%} |")
+    print()
+    print("| trace threads | replay threads | segments bitwise | max abs diff |")
+    print("| ---: | ---: | ---: | ---: |")
+    for d in distances:
+        print(f"| {d['trace_threads']} | {d['replay_threads']} | {d['bitwise']}/{d['segments']} | "
+              f"{d['max_abs_diff']:.3g} |")
+    print()
+    print("| Q (k=2) | overhead | P(catch) exact | 1-(1-f)^Q |")
+    print("| ---: | ---: | ---: | ---: |")
+    for s in sweep:
+        print(f"| {s['Q']} | {s['overhead_analytic']:.2%} | {s['detection_exact']:.4f} | "
+              f"{s['detection_approx']:.4f} |")
+
+    out = Path(__file__).parent / "results" / "verification.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "config": {"rounds": cfg.rounds, "inner_steps": cfg.inner_steps, "f": F, "target": TARGET,
+                   "workload": wl.model_dump(), "parameters": n_params},
+        "machine": {"torch": torch.__version__, "python": platform.python_version(),
+                    "cpu": platform.processor() or platform.machine()},
+        "plain_train_s": plain_s, "rows": rows, "replay_distance": distances, "q_sweep_k2": sweep,
+    }, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
