@@ -70,6 +70,10 @@ class Chain:
         return self.contract("ProviderRegistry")
 
     @property
+    def uptime(self) -> Contract:
+        return self.contract("Uptime")
+
+    @property
     def payment_token(self) -> Contract:
         return self.contract("PaymentToken")
 

@@ -20,6 +20,7 @@ class DeployParams:
     min_stake: int = 100 * 10**STAKE_DECIMALS
     unbonding_period: int = 3600
     fee_bps: int = 250
+    epoch_length: int = 60  # seconds per uptime epoch (docs/uptime.md)
 
 
 def _deploy(w3: Web3, deployer: LocalAccount, name: str, *args) -> tuple[str, int]:
@@ -47,11 +48,12 @@ def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str
     registry, _ = _deploy(w3, deployer, "ProviderRegistry", stake, params.min_stake,
                           params.unbonding_period)
     market, _ = _deploy(w3, deployer, "Market", payment, registry, params.treasury, params.fee_bps)
+    uptime, _ = _deploy(w3, deployer, "Uptime", registry, params.epoch_length)
     return Network(
         name=name,
         chain_id=w3.eth.chain_id,
         rpc_url=w3.provider.endpoint_uri,  # type: ignore[attr-defined]
         contracts={"StakeToken": stake, "PaymentToken": payment,
-                   "ProviderRegistry": registry, "Market": market},
+                   "ProviderRegistry": registry, "Market": market, "Uptime": uptime},
         deploy_block=first_block,
     )

@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from web3 import Web3
@@ -78,7 +78,10 @@ class Devnet:
         pid = int(self.pid_file.read_text())
         return pid if _alive(pid) else None
 
-    def up(self, port: int = 8545, block_time: int | None = None) -> Network:
+    def up(self, port: int = 8545, block_time: int | None = None,
+           epoch_length: int | None = None) -> Network:
+        """Start anvil and deploy. `epoch_length` (uptime epoch, seconds) defaults to
+        $TESSERA_EPOCH_LENGTH, else DeployParams' default (60 s)."""
         if self.pid() is not None:
             raise DevnetError(f"a devnet is already running (pid {self.pid()}); `tessera devnet down` first")
         self.home.mkdir(parents=True, exist_ok=True)
@@ -108,8 +111,11 @@ class Devnet:
                 raise DevnetError("anvil did not answer within 30 s")
             time.sleep(0.05)
         deployer = devnet_account(DEPLOYER)
-        network = deploy_all(w3, deployer, DeployParams(treasury=devnet_account(TREASURY).address),
-                             name="devnet")
+        params = DeployParams(treasury=devnet_account(TREASURY).address)
+        epoch_length = epoch_length or int(os.environ.get("TESSERA_EPOCH_LENGTH") or 0)
+        if epoch_length:
+            params = replace(params, epoch_length=epoch_length)
+        network = deploy_all(w3, deployer, params, name="devnet")
         fund_devnet_accounts(Chain(network, deployer))
         save_network(network, self.network_file)
         return network

@@ -119,6 +119,9 @@ def compute_figures(records: Iterable[EventRecord], as_of: int) -> Figures:
     providers: dict[str, _Provider] = {}
     leases: dict[int, _Lease] = {}
     prices: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    uptime_clock: tuple[int, int] | None = None                 # (genesis, epoch_length)
+    heartbeats: dict[str, dict[int, str]] = defaultdict(dict)   # provider -> {epoch: tx}
+    registered_at: dict[str, tuple[int, str]] = {}              # provider -> (timestamp, tx)
 
     def close_capacity(p: _Provider, now: int) -> None:
         """Book the provider's registered GPU-seconds for [p.since, now) and start a new segment."""
@@ -141,9 +144,16 @@ def compute_figures(records: Iterable[EventRecord], as_of: int) -> Figures:
 
     for e in events:
         a, ts, tx = e.args, e.timestamp, e.tx_hash
+        if e.contract == "Uptime":
+            if e.event == "UptimeStarted":
+                uptime_clock = (a["genesis"], a["epoch_length"])
+            elif e.event == "Heartbeat":
+                heartbeats[a["provider"]].setdefault(a["epoch"], tx)
+            continue
         if e.contract == "ProviderRegistry":
             addr = a.get("provider")
             if e.event == "ProviderRegistered":
+                registered_at.setdefault(addr, (ts, tx))
                 p = providers[addr] = _Provider(addr, since=ts)
                 p.gpu_model, p.gpu_count, p.stake = a["gpu_model"], a["gpu_count"], a["stake"]
                 p.txs.add(tx)
@@ -268,7 +278,35 @@ def compute_figures(records: Iterable[EventRecord], as_of: int) -> Figures:
         for label, pct in PERCENTILES.items():
             book.add(f"price.by_model.{label}", model, nearest_rank(values, pct), txs)
 
+    if uptime_clock is not None:
+        _uptime_figures(book, uptime_clock, registered_at, heartbeats, as_of)
+
     return book.figures()
+
+
+def epoch_at(timestamp: int, genesis: int, epoch_length: int) -> int:
+    """The Uptime contract's epoch at a timestamp (epoch 0 before genesis)."""
+    return max(timestamp - genesis, 0) // epoch_length
+
+
+def _uptime_figures(book: _Book, clock: tuple[int, int], registered_at: dict[str, tuple[int, str]],
+                    heartbeats: dict[str, dict[int, str]], as_of: int) -> None:
+    """uptime.by_provider.{epochs,heartbeats,bps}: docs/uptime.md.
+
+    Epochs owed run from the registration's epoch to the one before `as_of`'s epoch, plus
+    `as_of`'s own epoch once it holds a heartbeat (an epoch still running is not held against
+    a provider until it ends)."""
+    genesis, length = clock
+    now = epoch_at(as_of, genesis, length)
+    for addr, (ts, reg_tx) in registered_at.items():
+        first = epoch_at(ts, genesis, length)
+        beats = {ep: t for ep, t in heartbeats.get(addr, {}).items() if first <= ep <= now}
+        owed = max(now - first, 0) + (1 if now in beats else 0)
+        txs = sorted(beats.values())
+        book.add("uptime.by_provider.epochs", addr, owed, reg_tx)
+        book.add("uptime.by_provider.heartbeats", addr, len(beats), txs)
+        if owed:
+            book.add("uptime.by_provider.bps", addr, len(beats) * 10_000 // owed, txs)
 
 
 def compare(expected: Figures, actual: Figures, check_txs: bool = True) -> list[str]:

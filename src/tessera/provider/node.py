@@ -73,6 +73,12 @@ class ProviderNode:
                              registry=self.metrics)
         self.m_active = Gauge("tessera_provider_active_leases", "active leases",
                               registry=self.metrics)
+        self.m_heartbeats = Counter("tessera_provider_heartbeats", "uptime heartbeats sent",
+                                    ["outcome"], registry=self.metrics)
+        self.m_heartbeat_epoch = Gauge("tessera_provider_heartbeat_epoch",
+                                       "last uptime epoch with a heartbeat", registry=self.metrics)
+        self._beat_epoch: int | None = None   # last epoch known to hold our heartbeat
+        self._beat_retry_at = 0.0             # monotonic time before which a refused beat waits
 
     @property
     def address(self) -> str:
@@ -143,6 +149,41 @@ class ProviderNode:
                 self.m_block.set(head)
             self._advance_jobs()
             self.m_active.set(len(self.state.leases(ACTIVE_STATUSES)))
+        self.heartbeat()
+
+    def heartbeat(self) -> int | None:
+        """Prove liveness for the current uptime epoch once (docs/uptime.md); the epoch or None.
+
+        A refused heartbeat (epoch turned, hash too old, not registered) is logged and retried
+        after a pause; it never stops the watcher. RpcUnavailable propagates to `watch`."""
+        if time.monotonic() < self._beat_retry_at:
+            return None
+        uptime = self.chain.uptime
+        epoch = self.chain.call(uptime.functions.current_epoch())
+        if epoch == self._beat_epoch:
+            return None
+        if self.chain.call(uptime.functions.beats(self.address, epoch)):
+            self._beat_epoch = epoch
+            return None
+        try:
+            latest = self.chain.rpc(lambda: self.chain.w3.eth.get_block("latest"), what="get block")
+            # Name the latest block's parent: some nodes (anvil) estimate gas in the latest
+            # block's own context, where BLOCKHASH(latest) is not yet known.
+            number, block_hash = latest["number"] - 1, bytes(latest["parentHash"])
+            receipt = self.chain.send(uptime.functions.heartbeat(epoch, number, block_hash))
+        except RpcUnavailable:
+            raise
+        except ChainError as exc:
+            self.m_heartbeats.labels("refused").inc()
+            self._beat_retry_at = time.monotonic() + 2.0
+            self.log("heartbeat-refused", "warning", epoch=epoch, error=str(exc))
+            return None
+        self._beat_epoch = epoch
+        self.m_heartbeats.labels("sent").inc()
+        self.m_heartbeat_epoch.set(epoch)
+        self.log("heartbeat", epoch=epoch, block=number, tx=tx_hash(receipt),
+                 gas=receipt["gasUsed"])
+        return epoch
 
     def _on_order(self, args) -> None:
         order_id = args["order_id"]

@@ -1,0 +1,101 @@
+"""Uptime end to end: a provider process heartbeats every epoch, is stopped for a few epochs,
+comes back, and the explorer's figures (indexer and audit alike) show exactly the gap."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from web3 import Web3
+
+from tessera.chain.client import Chain
+from tessera.chain.devnet import Devnet, free_port
+from tessera.explorer import db
+from tessera.explorer.audit import audit
+from tessera.explorer.figures import epoch_at
+from tessera.explorer.indexer import Indexer, database_figures
+
+from .conftest import ProviderProcess, wait_until
+
+EPOCH = 30   # seconds; time is moved with evm_increaseTime, so the test does not wait for it
+STOPPED_EPOCHS = 3
+
+
+@pytest.fixture
+def short_epoch_devnet(tmp_path):
+    devnet = Devnet(tmp_path / "devnet")
+    network = devnet.up(port=free_port(), epoch_length=EPOCH)
+    yield devnet, network
+    devnet.down()
+
+
+def next_epoch(w3: Web3) -> None:
+    w3.provider.make_request("evm_increaseTime", [EPOCH])
+    w3.provider.make_request("evm_mine", [])
+
+
+def test_provider_uptime_is_recomputable(short_epoch_devnet, tmp_path):
+    devnet, network = short_epoch_devnet
+    chain = Chain(network)
+    uptime, w3 = chain.uptime, chain.w3
+    assert uptime.functions.epoch_length().call() == EPOCH
+    node = ProviderProcess(tmp_path, devnet.network_file, account=3, price="1.00", name="p-up")
+
+    def current() -> int:
+        return uptime.functions.current_epoch().call()
+
+    def beat_now() -> bool:
+        return uptime.functions.beats(node.address, current()).call()
+
+    node.start()
+    try:
+        for _ in range(3):
+            wait_until(beat_now, timeout=60, what="a heartbeat in the current epoch")
+            next_epoch(w3)
+        wait_until(beat_now, timeout=60, what="a heartbeat in the current epoch")
+        metrics = httpx.get(f"{node.url}/metrics", timeout=5).text
+        assert 'tessera_provider_heartbeats_total{outcome="sent"}' in metrics
+        node.stop()
+        stopped_from = current() + 1
+        for _ in range(STOPPED_EPOCHS + 1):  # down for STOPPED_EPOCHS whole epochs, back in the next
+            next_epoch(w3)
+        assert not beat_now()
+        resumed = current()
+        node.start()
+        wait_until(beat_now, timeout=60, what="a heartbeat after the restart")
+        next_epoch(w3)
+        wait_until(beat_now, timeout=60, what="a heartbeat in the epoch after the restart")
+    finally:
+        node.stop()
+
+    # What the contract itself says, epoch by epoch.
+    genesis = uptime.functions.genesis().call()
+    registered = chain.registry.functions.providers(node.address).call()[9]  # registered_at
+    first, now = epoch_at(registered, genesis, EPOCH), current()
+    beaten = [e for e in range(first, now + 1) if uptime.functions.beats(node.address, e).call()]
+    missed = [e for e in range(first, now + 1) if e not in beaten]
+    # Stopped for STOPPED_EPOCHS warped epochs; wall-clock time can add one more.
+    assert STOPPED_EPOCHS <= len(missed) <= STOPPED_EPOCHS + 1
+    assert all(stopped_from - 1 <= e < resumed for e in missed)
+
+    # The explorer: index everything (no confirmations needed on a devnet), then audit.
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'explorer.db'}")
+    Indexer(chain, engine, confirmations=0).sync()
+    figures, cursor = database_figures(engine)
+    assert epoch_at(cursor.last_timestamp, genesis, EPOCH) == now
+    epochs = figures[("uptime.by_provider.epochs", node.address)].value
+    beats = figures[("uptime.by_provider.heartbeats", node.address)]
+    bps = figures[("uptime.by_provider.bps", node.address)].value
+    assert epochs == now - first + 1 and beats.value == len(beaten)
+    assert epochs - beats.value == len(missed)
+    assert bps == len(beaten) * 10_000 // epochs
+    logs = chain.events("Uptime", "Heartbeat", network.deploy_block,
+                        argument_filters={"provider": node.address})
+    assert sorted("0x" + log["transactionHash"].hex().removeprefix("0x") for log in logs) == \
+        list(beats.txs)
+    report = audit(chain, engine)
+    assert report.agrees, report.problems
+
+    # Gas per heartbeat, from the receipts (docs/uptime.md).
+    gas = [w3.eth.get_transaction_receipt(log["transactionHash"])["gasUsed"] for log in logs]
+    print(f"heartbeat gasUsed per tx: {gas}")
+    assert max(gas) <= 60_000 and max(gas[1:]) <= 45_000
