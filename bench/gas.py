@@ -1,5 +1,6 @@
-"""Gas of a whole rental, gas of accepting a bid with 1, 10 and 100 bidders, and the time from
-order posted to lease active, all on a fresh local anvil chain in one run.
+"""Gas of a whole rental, gas of accepting a bid with 1, 10 and 100 bidders, gas of the uptime
+penalties (claim_downtime for 1 and 10 missed epochs, report_outage), and the time from order
+posted to lease active, all on a fresh local anvil chain in one run.
 
     .venv/bin/python bench/gas.py [--bidders 1,10,100] [--repeats 5]
 """
@@ -81,6 +82,47 @@ def post_order(market: Market) -> tuple[int, dict]:
     return order_id, receipts[-1]
 
 
+def advance(market: Market, seconds: int) -> None:
+    market.chain.w3.provider.make_request("evm_increaseTime", [seconds])
+    market.chain.w3.provider.make_request("evm_mine", [])
+
+
+def measure_penalties(network, tenant: Market, providers: list) -> dict[str, tuple[int, str]]:
+    """Receipts of claim_downtime (the lease's first claim of 1 epoch, a later one of 1 epoch,
+    then one of 10, on a lease whose provider sends no heartbeats) and of report_outage
+    (jail_after missed epochs), on the devnet's parameters."""
+    uptime = tenant.chain.uptime
+    length = tenant.chain.call(uptime.functions.epoch_length())
+    jail_after = tenant.chain.call(uptime.functions.jail_after())
+    provider = providers[0]  # signed_bids prices a list's first provider at its floor
+    order_id, _ = post_order(tenant)
+    bid = signed_bids(network, tenant.market.address, order_id, [provider])[0]
+    lease_id, _ = tenant.accept_bid(bid)
+    advance(tenant, 14 * length)
+    epochs = tenant.missed_epochs(tenant.lease(lease_id))
+    claims = [tenant.claim_downtime(lease_id, part)
+              for part in (epochs[:1], epochs[1:2], epochs[2:12])]
+    gas_first, gas_later, gas_ten = (tenant.chain.w3.eth.get_transaction_receipt(c.tx)["gasUsed"]
+                                     for c in claims)
+    # A provider registered earlier and silent since: report its first jail_after whole epochs.
+    reported = providers[-1]
+    registered_at = tenant.provider_record(reported.address)["registered_at"]
+    genesis = tenant.chain.call(uptime.functions.genesis())
+    first = -(-(registered_at - genesis) // length)
+    now = tenant.chain.call(uptime.functions.current_epoch())
+    if now - first > 2 * jail_after:  # the report must be recent: take the latest stretch
+        first = now - jail_after
+    elif now - first < jail_after:
+        advance(tenant, (jail_after - (now - first)) * length)
+    receipt = tenant.chain.send(uptime.functions.report_outage(reported.address, first))
+    return {"claim_downtime, 1 epoch, lease's first": (gas_first, "refund + stake slash to tenant"),
+            "claim_downtime, 1 epoch, later": (gas_later, "refund + stake slash to tenant"),
+            "claim_downtime, 10 epochs": (gas_ten,
+                                          f"{(gas_ten - gas_later) / 9:,.0f} per extra epoch"),
+            f"report_outage (jail_after = {jail_after})": (receipt["gasUsed"],
+                                                           "jails through the registry")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bidders", default="1,10,100")
@@ -121,6 +163,7 @@ def main() -> None:
         rental = {"create_order": order_receipt["gasUsed"], "accept_bid": accept_receipt["gasUsed"],
                   "withdraw": withdraw_receipt["gasUsed"], "close_lease": close_receipt["gasUsed"]}
         rental["total"] = sum(rental.values())
+        penalties = measure_penalties(network, tenant, providers)
 
         # Order posted -> lease active, with bids already signed (no bid window): chain latency.
         latencies = []
@@ -142,6 +185,8 @@ def main() -> None:
                       f"off-chain selection {select_s[n] * 1000:.0f} ms")
     for step, gas in rental.items():
         table.add_row(f"rental: {step}", f"{gas:,}", "register not counted; approve not counted")
+    for step, (gas, note) in penalties.items():
+        table.add_row(step, f"{gas:,}", note)
     table.add_row("order posted -> lease active", "",
                   f"median {statistics.median(latencies) * 1000:.0f} ms over {len(latencies)} "
                   "(10 signed bids, automine)")
@@ -152,6 +197,7 @@ def main() -> None:
     RESULTS.write_text(json.dumps({
         "accept_gas_by_bidders": accept_gas, "offchain_selection_s": select_s,
         "rental_gas": rental, "order_to_lease_s": latencies,
+        "penalty_gas": {step: gas for step, (gas, _) in penalties.items()},
         "order_to_lease_median_s": statistics.median(latencies), "accept_gas_ratio": ratio,
     }, indent=2))
     console.print(f"written to {RESULTS}")

@@ -207,6 +207,16 @@ def job_submit(spec: Path = typer.Argument(..., help="job.toml"), network: Path 
                                    console=console))
 
 
+@job_app.command("resume")
+def job_resume(job_dir: Path = typer.Argument(..., help="the DiLoCo job's folder, as "
+                                              "`job submit` printed it (holds job.json)"),
+               network: Path = NetworkOption, account: str = AccountOption):
+    """Continue a DiLoCo job whose tenant process stopped, from its last finished round."""
+    from tessera.tenant.multinode import resume_job
+
+    run_guarded(lambda: resume_job(job_dir, network, account, console))
+
+
 @job_app.command("status")
 def job_status(lease_id: int, network: Path = NetworkOption, account: str = AccountOption):
     """Progress of a lease's job, as its provider reports it, and the lease on chain."""
@@ -261,6 +271,10 @@ def demo(as_json: bool = typer.Option(False, "--json", help="print the summary a
 from tessera.explorer.cli import register as register_explorer  # noqa: E402
 
 register_explorer(app)
+
+from tessera.validator.cli import register_validator  # noqa: E402
+
+register_validator(app)
 
 if __name__ == "__main__":
     app()

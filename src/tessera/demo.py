@@ -22,7 +22,7 @@ from tessera.chain.devnet import TREASURY, Devnet, free_port
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.money import format_amount
 from tessera.tenant.client import Tenant, TenantError
-from tessera.tenant.flow import load_dataset, money, run_rental
+from tessera.tenant.flow import load_dataset, money, reliability_text, run_rental
 from tessera.tenant.multinode import run_diloco_job
 
 TENANT = 5
@@ -184,12 +184,13 @@ def sparkline(values: list[float], width: int = 40) -> str:
 def print_summary(console: Console, s: dict) -> None:
     console.rule("[bold]summary")
     bids = Table(title=f"bids for order {s['order_id']}")
-    for column in ("provider", "device", "price / GPU-h", "verdict"):
+    for column in ("provider", "device", "price / GPU-h", "reliability", "verdict"):
         bids.add_column(column)
     for b in sorted(s["bids"], key=lambda b: b["price_per_gpu_hour"]):
         verdict = "won" if b["provider"] == s["winner"]["provider"] else (
             "valid" if b["valid"] else "rejected: " + "; ".join(b["problems"]))
-        bids.add_row(short(b["provider"]), str(b["device"]), money(b["price_per_gpu_hour"]), verdict)
+        bids.add_row(short(b["provider"]), str(b["device"]), money(b["price_per_gpu_hour"]),
+                     reliability_text(b["reliability"]), verdict)
     console.print(bids)
     bidders = {b["provider"] for b in s["bids"]}
     silent = [name for name, p in s["providers"].items() if p["account"] not in bidders]

@@ -1,10 +1,12 @@
 """DiLoCo: pseudo-gradients, outer step, compression, wire format, robust aggregation, resume."""
 
+import hashlib
 import io
 import itertools
 import json
 import math
 import struct
+import time
 
 import pytest
 import torch
@@ -35,8 +37,9 @@ from tessera.compute.diloco import (
     validate_pseudo_gradient,
     zero_pseudo_gradient,
 )
-from tessera.compute.train import batch, split
-from tessera.protocol.workload import TrainingWorkload
+from tessera.compute.diloco_worker import GLOBAL_STATE_KIND, config_of, pending_round
+from tessera.compute.train import batch, configure_determinism, split
+from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
 
 TINY = TrainingWorkload(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4,
                         eval_batches=4, device="cpu", learning_rate=3e-3)
@@ -402,3 +405,120 @@ def test_sync_baseline_is_one_adamw_on_averaged_worker_gradients(corpus):
         torch.testing.assert_close(result.global_state[k], v, atol=1e-5, rtol=0)
     assert result.tokens == 2 * 3 * TINY.batch_size * TINY.block_size
     assert result.bytes_analytic == 2 * 3 * 2 * 4 * result.parameters
+
+
+# --- the worker process: rounds through files, as the provider serves them ----------------------
+
+
+def test_pending_round_counts_an_answer_to_replaced_parameters_as_pending(tmp_path):
+    folder = tmp_path / "rounds" / "3"
+    folder.mkdir(parents=True)
+    (folder / "request.json").write_text(json.dumps({"params_sha256": "b" * 64}))
+    assert pending_round(tmp_path) == 3
+    (folder / "result.json").write_text(json.dumps({"params_sha256": "a" * 64}))
+    assert pending_round(tmp_path) == 3        # an answer to other parameters does not count
+    (folder / "result.json").write_text(json.dumps({"params_sha256": "b" * 64}))
+    assert pending_round(tmp_path) is None
+    assert pending_round(tmp_path, since=4) is None
+
+
+def test_worker_process_reruns_a_resent_round_from_the_state_before_it(tmp_path, corpus):
+    """A restarted coordinator re-sends round 1 as the full state: the worker process (real, run
+    by the provider's JobSupervisor) answers exactly what it answered to the broadcast, because
+    it starts the round again from its saved state after round 0, not from after round 1."""
+    from tessera.provider.runner import JobSupervisor
+
+    workload = DilocoWorkerWorkload(model=TINY, inner_steps=5, worker=1, workers=2,
+                                    compression="int8")
+    cfg = config_of(workload)
+    dataset = tmp_path / "data.bin"
+    dataset.write_bytes(corpus)
+    jobs = JobSupervisor(tmp_path / "provider", threads=1, memory_limit_mb=4096, timeout_s=300)
+    jobs.start(1, {"workload": workload.model_dump(mode="json"),
+                   "dataset_sha256": hashlib.sha256(corpus).hexdigest()}, dataset)
+    coord = Coordinator(cfg)
+
+    def full_state() -> bytes:
+        return encode_tensors(coord.global_state(), "none", cfg.chunk,
+                              {"kind": GLOBAL_STATE_KIND, "round": coord.round})
+
+    def answer(r: int, params: bytes) -> bytes:
+        sha = hashlib.sha256(params).hexdigest()
+        if not jobs.submit_round(1, r, params, sha):  # other params queued: what the node does
+            (jobs.round_folder(1, r) / "request.json").unlink()
+            assert jobs.submit_round(1, r, params, sha)
+        deadline = time.monotonic() + 120
+        while (result := jobs.round_result(1, r)) is None or result["params_sha256"] != sha:
+            assert time.monotonic() < deadline, jobs.progress(1)
+            time.sleep(0.02)
+        assert "error" not in result, result
+        return jobs.round_payload(1, r).read_bytes()
+
+    try:
+        a0 = answer(0, full_state())
+        update = coord.apply([coord.decode(a0)])
+        a1 = answer(1, update.broadcast)
+        a1_again = answer(1, full_state())       # same parameters, sent as the full state
+    finally:
+        jobs.stop_all()
+    assert a1_again == a1
+    # the same answers from an in-process worker; and running round 1 twice would differ
+    configure_determinism(TINY)
+    train_tokens, _ = split(corpus, TINY)
+    reference = Worker(cfg, 1, train_tokens)
+    assert reference.encode(reference.run_round(parameter_state(new_model(TINY)), 0).tensors, 0) == a0
+    assert reference.encode(reference.run_round(coord.global_state(), 1).tensors, 1) == a1
+    assert reference.encode(reference.run_round(coord.global_state(), 1).tensors, 1) != a1
+
+
+# --- the tenant's job: replacement choice, spec options -------------------------------------
+
+
+def _verdict(provider: str, price: int, problems: list[str] | None = None):
+    from tessera.protocol.matching import Bid, BidVerdict, ProviderOffer
+
+    offer = ProviderOffer(provider, True, "cpu", 1, 0, 1000, "http://x", 1)
+    return BidVerdict(Bid(1, provider, price, 0, 2**40, "0x"), offer, problems or [])
+
+
+def test_a_replacement_prefers_new_providers_and_never_one_whose_answer_was_refused():
+    from tessera.tenant.coordinator import WorkerLease
+    from tessera.tenant.multinode import pick_replacement
+
+    new, late, liar, active = "0x" + "1" * 40, "0x" + "2" * 40, "0x" + "3" * 40, "0x" + "4" * 40
+    job = [WorkerLease(1, late, "", active=False, fault="late"),
+           WorkerLease(2, liar, "", active=False, fault="bad-payload"),
+           WorkerLease(3, active, "")]
+    bids = [_verdict(liar, 1), _verdict(late, 2), _verdict(active, 3), _verdict(new, 9),
+            _verdict("0x" + "5" * 40, 0, ["bid expired"])]
+    assert pick_replacement(bids, job).bid.provider == new           # new to the job, not cheapest
+    assert pick_replacement(bids[:3], job).bid.provider == late      # else the cheapest allowed
+    assert pick_replacement([bids[0], bids[4]], job) is None         # a liar or an invalid bid: none
+
+
+def test_job_spec_diloco_replacement_options():
+    from tessera.protocol.jobspec import JobSpec
+
+    base = {"mode": "diloco", "order": {"max_price_per_gpu_hour": "1", "duration": "1m",
+                                        "nodes": 3}, "workload": {}}
+    spec = JobSpec.model_validate(base)
+    assert spec.diloco.replace_dropped is True and spec.diloco.max_replacements is None
+    spec = JobSpec.model_validate({**base, "diloco": {"replace_dropped": False,
+                                                      "max_replacements": 0}})
+    assert spec.diloco.replace_dropped is False and spec.diloco.max_replacements == 0
+    for bad in ({"max_replacements": -1}, {"replace_dropped": "sometimes"}, {"replace": True}):
+        with pytest.raises(ValidationError) as info:
+            JobSpec.model_validate({**base, "diloco": bad})
+        assert f"diloco.{next(iter(bad))}" in str(info.value).replace("\n", ".")
+
+
+def test_job_resume_refuses_a_folder_that_holds_no_job(tmp_path):
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+
+    (tmp_path / "job.json").write_text('{"version": 99}')
+    for folder, words in ((tmp_path / "nope", "no job.json"), (tmp_path, "not a version 1")):
+        result = CliRunner().invoke(app, ["job", "resume", str(folder)])
+        assert result.exit_code == 1
+        assert words in " ".join(result.output.split())

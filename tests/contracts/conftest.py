@@ -11,9 +11,14 @@ from __future__ import annotations
 import boa
 import pytest
 from contracts_support import (
+    CLAIM_WINDOW,
     CONTRACT_NAMES,
     CONTRACTS_DIR,
+    DOWNTIME_SLASH,
+    EPOCH,
     FEE_BPS,
+    JAIL_AFTER,
+    JAIL_PERIOD,
     MIN_STAKE,
     PAYMENT_DECIMALS,
     STAKE_DECIMALS,
@@ -57,8 +62,12 @@ def system(factories) -> System:
     stake = factories["StakeToken"].deploy("Tessera Stake", "TSTK", STAKE_DECIMALS,
                                            "Tessera Stake", "1")
     registry = factories["ProviderRegistry"].deploy(stake.address, MIN_STAKE, UNBONDING_PERIOD)
-    market = factories["Market"].deploy(usd.address, registry.address, treasury, FEE_BPS)
+    uptime = factories["Uptime"].deploy(registry.address, EPOCH, JAIL_AFTER, JAIL_PERIOD)
+    market = factories["Market"].deploy(usd.address, registry.address, uptime.address, treasury,
+                                        FEE_BPS, DOWNTIME_SLASH, CLAIM_WINDOW)
     registry.set_slasher(slasher, True)
+    registry.set_slasher(uptime.address, True)
+    registry.set_slasher(market.address, True)
 
     for who in (tenant, tenant2, outsider):
         usd.mint(who.address, 1_000_000 * USD)
@@ -76,7 +85,7 @@ def system(factories) -> System:
     with boa.env.prank(outsider.address):
         stake.approve(registry.address, 2**256 - 1)
     return System(owner, treasury, slasher, outsider, tenant, tenant2, providers,
-                  usd, stake, registry, market)
+                  usd, stake, registry, market, uptime)
 
 
 @pytest.fixture(scope="session")

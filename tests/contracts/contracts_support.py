@@ -23,6 +23,11 @@ MIN_STAKE = 100 * TSTK
 UNBONDING_PERIOD = 3600
 FEE_BPS = 250
 HOUR = 3600
+EPOCH = 60              # Uptime epoch (seconds)
+JAIL_AFTER = 5          # consecutive missed epochs that can be reported
+JAIL_PERIOD = 2 * HOUR  # seconds jailed per reported outage
+DOWNTIME_SLASH = TSTK   # stake slashed to the tenant per claimed epoch
+CLAIM_WINDOW = HOUR     # seconds after a close during which downtime can still be claimed
 
 
 def snekmate_search_root() -> Path:
@@ -90,6 +95,7 @@ class System:
     stake: object
     registry: object
     market: object
+    uptime: object = None
 
     @property
     def chain_id(self) -> int:
@@ -130,10 +136,39 @@ class System:
         for lid in range(1, self.market.next_lease_id()):
             lease = self.market.leases(lid)
             if lease.closed_at == 0:
-                total += lease.budget - lease.paid
+                total += lease.budget - lease.paid - lease.downtime_refunded
         return total
 
 
+
+
+HISTORY = 256  # blocks BLOCKHASH answers for
+
+
+def set_history() -> None:
+    """Give the last 256 blocks distinct, known hashes (py-evm's default history is zeros)."""
+    from eth_utils import keccak
+
+    number = boa.env.evm.patch.block_number
+    boa.env.evm.patch.prev_hashes = [keccak(b"block %d" % (number - 1 - i)) for i in range(HISTORY)]
+
+
+def recent(depth: int = 1) -> tuple[int, bytes]:
+    """A block `depth` back and its hash (after `set_history`)."""
+    from eth_utils import keccak
+
+    set_history()
+    number = boa.env.evm.patch.block_number - depth
+    return number, keccak(b"block %d" % number)
+
+
+def heartbeat(uptime, who: str, epoch: int | None = None, depth: int = 1,
+              block_hash: bytes | None = None) -> None:
+    """`who` sends its Uptime heartbeat for `epoch` (default: the current one)."""
+    number, good = recent(depth)
+    with boa.env.prank(who):
+        uptime.heartbeat(uptime.current_epoch() if epoch is None else epoch, number,
+                         good if block_hash is None else block_hash)
 
 
 def events(contract, name: str) -> list:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import boa
 import pytest
 from contracts_support import (
+    CLAIM_WINDOW,
+    DOWNTIME_SLASH,
+    EPOCH,
     FEE_BPS,
     HOUR,
     USD,
@@ -23,9 +26,19 @@ def test_constructor_and_views(system, factories):
     assert m.treasury() == system.treasury and m.fee_bps() == FEE_BPS
     assert m.order_count() == 0 and m.lease_count() == 0 and m.next_order_id() == 1
     assert m.MAX_FEE_BPS() == 1000
-    with boa.reverts("market: fee too high"):
-        factories["Market"].deploy(system.usd.address, system.registry.address, system.treasury,
-                                   1001)
+    assert m.uptime() == system.uptime.address
+    assert (m.epoch_genesis(), m.epoch_length()) == (system.uptime.genesis(), EPOCH)
+    assert (m.downtime_slash(), m.claim_window()) == (DOWNTIME_SLASH, CLAIM_WINDOW)
+    zero = "0x" + "00" * 20
+    args = [system.usd.address, system.registry.address, system.uptime.address, system.treasury,
+            FEE_BPS, DOWNTIME_SLASH, CLAIM_WINDOW]
+    for index, value, message in [(4, 1001, "market: fee too high"),
+                                  (0, zero, "market: zero payment token"),
+                                  (1, zero, "market: zero registry"),
+                                  (2, zero, "market: zero uptime"),
+                                  (3, zero, "market: zero treasury")]:
+        with boa.reverts(message):
+            factories["Market"].deploy(*args[:index], value, *args[index + 1:])
     fields, name, version, chain_id, contract, _, _ = m.eip712Domain()
     assert (name, version, chain_id, contract) == ("TesseraMarket", "1", system.chain_id,
                                                    m.address)

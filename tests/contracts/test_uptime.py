@@ -1,37 +1,27 @@
-"""Uptime heartbeats: only registered providers, only the current epoch, once, with a recent hash."""
+"""Uptime heartbeats (only registered providers, only the current epoch, once, with a recent
+hash) and outage reports (jail after `jail_after` whole epochs without a heartbeat)."""
 
 from __future__ import annotations
 
 import boa
 import pytest
+from contracts_support import (
+    EPOCH,
+    JAIL_AFTER,
+    JAIL_PERIOD,
+    MIN_STAKE,
+    events,
+    heartbeat,
+)
 from eth_utils import keccak
 
-EPOCH = 60
-HISTORY = 256
+beat = heartbeat
 
 
 @pytest.fixture
-def uptime(system, factories):
-    return factories["Uptime"].deploy(system.registry.address, EPOCH)
-
-
-def set_history() -> None:
-    """Give the last 256 blocks distinct, known hashes (py-evm's default history is zeros)."""
-    number = boa.env.evm.patch.block_number
-    boa.env.evm.patch.prev_hashes = [keccak(b"block %d" % (number - 1 - i)) for i in range(HISTORY)]
-
-
-def recent(depth: int = 1) -> tuple[int, bytes]:
-    set_history()
-    number = boa.env.evm.patch.block_number - depth
-    return number, keccak(b"block %d" % number)
-
-
-def beat(uptime, who: str, epoch: int | None = None, depth: int = 1, block_hash: bytes | None = None):
-    number, good = recent(depth)
-    with boa.env.prank(who):
-        uptime.heartbeat(uptime.current_epoch() if epoch is None else epoch, number,
-                         good if block_hash is None else block_hash)
+def uptime(system):
+    """The session's Uptime (deployed before the Market; holds the registry's slasher role)."""
+    return system.uptime
 
 
 def advance(seconds: int) -> None:
@@ -111,3 +101,137 @@ def test_gas_per_heartbeat(system, uptime):
     first, later = gas[0], gas[1]
     print(f"heartbeat execution gas: first in a 256-epoch word {first}, later {later}")
     assert later < first <= 50_000
+
+
+def test_constructor_checks_and_views(system, factories, uptime):
+    assert (uptime.jail_after(), uptime.jail_period(), uptime.MAX_JAIL_AFTER()) == \
+        (JAIL_AFTER, JAIL_PERIOD, 1024)
+    registry = system.registry.address
+    for args, message in [((registry, 0, 5, 60), "uptime: zero epoch length"),
+                          ((registry, 60, 0, 60), "uptime: jail_after out of range"),
+                          ((registry, 60, 1025, 60), "uptime: jail_after out of range"),
+                          ((registry, 60, 5, 0), "uptime: zero jail period"),
+                          (("0x" + "00" * 20, 60, 5, 60), "uptime: zero registry")]:
+        with boa.reverts(message):
+            factories["Uptime"].deploy(*args)
+    fresh = factories["Uptime"].deploy(registry, 60, 1024, 1)
+    (started,) = [e for e in fresh.get_logs() if type(e).__name__ == "UptimeStarted"]
+    assert (started.epoch_length, started.jail_after, started.jail_period) == (60, 1024, 1)
+
+
+def test_beat_word_is_the_bitmap(system, uptime):
+    provider = system.providers[0].address
+    for epoch in (3, 7, 300):
+        advance(uptime.epoch_start(epoch) - boa.env.timestamp)
+        beat(uptime, provider)
+    assert uptime.beat_word(provider, 0) == (1 << 3) | (1 << 7)
+    assert uptime.beat_word(provider, 1) == 1 << (300 - 256)
+    assert uptime.beat_word(provider, 2) == 0
+
+
+def to_epoch(uptime, epoch: int) -> None:
+    """Move time to the start of `epoch` (a little into it, so that it is clearly current)."""
+    advance(uptime.epoch_start(epoch) - boa.env.timestamp + 1)
+
+
+def report(uptime, reporter: str, provider: str, first_epoch: int):
+    with boa.env.prank(reporter):
+        uptime.report_outage(provider, first_epoch)
+
+
+def test_outage_report_jails_for_the_period(system, uptime):
+    provider, reporter = system.providers[1].address, system.outsider.address
+    registry = system.registry
+    to_epoch(uptime, JAIL_AFTER)
+    assert registry.is_active(provider)
+    report(uptime, reporter, provider, 0)
+    (reported,) = events(uptime, "OutageReported")
+    until = boa.env.timestamp + JAIL_PERIOD
+    assert (reported.provider, reported.first_epoch, reported.last_epoch, reported.jailed_until,
+            reported.reporter) == (provider, 0, JAIL_AFTER - 1, until, reporter)
+    (jailed,) = events(uptime, "Jailed")  # the registry's log, from the same transaction
+    assert (jailed.provider, jailed.until, jailed.by) == (provider, until, uptime.address)
+    assert registry.providers(provider).jailed_until == until
+    assert not registry.is_active(provider)
+    assert uptime.reported_until(provider) == JAIL_AFTER
+    advance(JAIL_PERIOD - 1)
+    assert not registry.is_active(provider)
+    advance(1)
+    assert registry.is_active(provider)
+
+
+def test_outage_refusals(system, uptime):
+    p0, p1, p2 = (p.address for p in system.providers[:3])
+    reporter = system.outsider.address
+    to_epoch(uptime, JAIL_AFTER - 1)  # epochs 0 .. JAIL_AFTER - 2 have ended, not JAIL_AFTER - 1
+    beat(uptime, p1)                  # p1 is up in epoch JAIL_AFTER - 1
+    with boa.reverts("uptime: outage epochs not ended"):
+        report(uptime, reporter, p0, 0)
+    with boa.reverts("uptime: outage epochs not ended"):
+        report(uptime, reporter, p0, 2**256 - 1)
+    to_epoch(uptime, JAIL_AFTER)
+    with boa.reverts("uptime: not registered"):
+        report(uptime, reporter, system.outsider.address, 0)
+    with boa.reverts("uptime: provider beat in that stretch"):
+        report(uptime, reporter, p1, 0)
+    report(uptime, reporter, p0, 0)
+    # Overlapping or repeated reports of the same stretch jail nobody twice.
+    to_epoch(uptime, 2 * JAIL_AFTER - 1)
+    for first in (0, 1, JAIL_AFTER - 1):
+        with boa.reverts("uptime: outage already reported"):
+            report(uptime, reporter, p0, first)
+    # Too old: the stretch must end at most `jail_after` epochs before the current one.
+    to_epoch(uptime, 2 * JAIL_AFTER + 1)
+    with boa.reverts("uptime: outage too old to report"):
+        report(uptime, reporter, p2, 0)
+    report(uptime, reporter, p2, 1)
+    # Nothing changed by the refusals: p1 was never jailed.
+    assert system.registry.providers(p1).jailed_until == 0
+
+
+def test_epochs_before_registration_do_not_count(system, uptime):
+    newcomer = system.outsider
+    to_epoch(uptime, 3)
+    advance(EPOCH // 2)  # register in the middle of epoch 3
+    with boa.env.prank(newcomer.address):
+        system.registry.register(MIN_STAKE, "H100", 1, 1, 1, "https://new.example", 1)
+    to_epoch(uptime, 4 + JAIL_AFTER)
+    with boa.reverts("uptime: epoch before registration"):
+        report(uptime, newcomer.address, newcomer.address, 3)
+    report(uptime, newcomer.address, newcomer.address, 4)  # anyone may report, even itself
+
+
+def test_a_continuing_outage_is_jailed_again_and_a_jail_is_never_shortened(system, uptime):
+    provider, reporter, registry = system.providers[0].address, system.outsider.address, \
+        system.registry
+    to_epoch(uptime, JAIL_AFTER)
+    report(uptime, reporter, provider, 0)
+    first_until = registry.providers(provider).jailed_until
+    to_epoch(uptime, 2 * JAIL_AFTER)
+    report(uptime, reporter, provider, JAIL_AFTER)  # the next stretch of the same outage
+    second_until = registry.providers(provider).jailed_until
+    assert second_until == boa.env.timestamp + JAIL_PERIOD > first_until
+    registry.jail(provider, second_until + 10 * JAIL_PERIOD)  # the owner's longer jail
+    to_epoch(uptime, 3 * JAIL_AFTER)
+    report(uptime, reporter, provider, 2 * JAIL_AFTER)
+    assert registry.providers(provider).jailed_until == second_until + 10 * JAIL_PERIOD
+    (reported,) = events(uptime, "OutageReported")
+    assert reported.jailed_until == second_until + 10 * JAIL_PERIOD
+
+
+def test_outage_report_needs_the_slasher_role(system, factories):
+    lone = factories["Uptime"].deploy(system.registry.address, EPOCH, JAIL_AFTER, JAIL_PERIOD)
+    provider = system.providers[0].address
+    to_epoch(lone, JAIL_AFTER)
+    with boa.reverts("registry: caller cannot jail"):
+        report(lone, system.outsider.address, provider, 0)
+    assert lone.reported_until(provider) == 0
+
+
+def test_gas_of_an_outage_report(system, uptime):
+    """titanoboa's execution gas; the anvil receipt figure is measured by bench/gas.py."""
+    to_epoch(uptime, JAIL_AFTER)
+    report(uptime, system.outsider.address, system.providers[0].address, 0)
+    gas = uptime._computation.get_gas_used()
+    print(f"report_outage execution gas (jail_after={JAIL_AFTER}): {gas}")
+    assert gas < 100_000

@@ -1,26 +1,34 @@
-"""One model trained by DiLoCo across several real provider processes, one of which dies."""
+"""One model trained by DiLoCo across real provider processes: a worker dies and is replaced; the
+tenant's coordinator is killed and resumed."""
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import subprocess
+import sys
+
 import pytest
+import tomli_w
 from rich.console import Console
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
+from tessera.logs import EventLog
 from tessera.protocol.jobspec import JobSpec
-from tessera.protocol.workload import DilocoWorkerWorkload
 from tessera.tenant.client import Tenant
 from tessera.tenant.coordinator import DilocoCoordinator, WorkerLease
 from tessera.tenant.flow import lease_nodes, load_dataset
-from tessera.tenant.multinode import diloco_config, wait_running
+from tessera.tenant.multinode import Replacer, diloco_config, wait_started, worker_workload
 
-from .conftest import ProviderProcess
+from .conftest import ProviderProcess, wait_until
 
 pytestmark = pytest.mark.e2e
 
 JOB = {
     "name": "diloco-e2e", "mode": "diloco",
-    "order": {"max_price_per_gpu_hour": "3.00", "duration": "10m", "nodes": 3, "bid_window": "3s"},
+    "order": {"max_price_per_gpu_hour": "3.00", "duration": "10m", "nodes": 2, "bid_window": "2s"},
     "dataset": {"source": "builtin:stdlib", "max_bytes": 65536},
     "workload": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
                  "eval_batches": 2},
@@ -28,50 +36,129 @@ JOB = {
 }
 
 
-def test_three_workers_one_dies_the_job_finishes(tessera_home, devnet, network, provider,
-                                                 tmp_path):
+@pytest.fixture(scope="module")
+def providers(tessera_home, devnet, provider) -> dict[str, ProviderProcess]:
+    """Three live providers: the two cheapest win a 2-node order, the third is spare."""
     extra = [ProviderProcess(tessera_home, devnet.network_file, account=a, price=p, name=n)
              for a, p, n in ((4, "0.80", "w-two"), (7, "0.90", "w-three"))]
     for node in extra:
         node.start()
+    yield {node.address: node for node in (provider, *extra)}
+    for node in extra:
+        node.stop()
+
+
+def test_a_killed_worker_is_replaced_and_the_replacement_trains(network, providers, tmp_path):
+    tenant = Tenant(Chain(network, devnet_account(6)))
+    spec = JobSpec.model_validate(JOB)
+    dataset = load_dataset(spec.dataset)
+    out = io.StringIO()
+    console = Console(file=out, width=250)
+    summary: dict = {"transactions": {}}
+    workers = []
+    for index, (lease_id, verdict) in enumerate(lease_nodes(tenant, spec, console, summary)):
+        tenant.send_manifest(lease_id, worker_workload(spec, index, 2), dataset)
+        workers.append(WorkerLease(lease_id, verdict.bid.provider, verdict.offer.endpoint,
+                                   index=index, order_id=summary["order_id"]))
+    assert len(workers) == 2
+    assert all(s.status == "running" for s in wait_started(tenant, [w.lease_id for w in workers])
+               .values())
+    dead = workers[0]
+    victim = providers[dead.provider]
+
+    def kill_after_first_round(report) -> None:
+        if report.round == 0:
+            victim.kill()
+
+    coordinator = DilocoCoordinator.start(
+        tenant, diloco_config(spec, 2), dataset, workers, tmp_path / "job", round_timeout_s=60,
+        on_round=kill_after_first_round, log=EventLog("coordinator", stream=io.StringIO()),
+        replace=Replacer(tenant, spec, dataset, 2, console), max_replacements=2)
+    reports = coordinator.run()
+    assert [r.contributors for r in reports] == [2, 1, 2, 2]
+    assert not dead.active and dead.fault == "unreachable"
+    assert not tenant.market.lease(dead.lease_id).is_open   # dropped: it stops costing money
+    replacement = coordinator.workers[2]
+    assert replacement.index == dead.index and replacement.active
+    assert replacement.provider not in {w.provider for w in workers[:2]}
+    line = (f"lease {dead.lease_id} replaced by lease {replacement.lease_id} "
+            f"(provider {replacement.provider})")
+    assert reports[2].replaced == [line] and line in out.getvalue()
+    # the replacement trained the dead worker's shard in rounds 2 and 3
+    logs = tenant.logs(replacement.lease_id)
+    assert next(e for e in logs if e["event"] == "start")["worker"] == dead.index
+    assert [e["round"] for e in logs if e["event"] == "progress"] == [2, 3]
+    assert reports[-1].val_loss < reports[0].val_loss
+    for worker in coordinator.workers:
+        if worker.active:
+            tenant.close(worker.lease_id)
+
+
+def _read_state(job_dir) -> dict | None:
     try:
-        tenant = Tenant(Chain(network, devnet_account(6)))
-        spec = JobSpec.model_validate(JOB)
-        dataset = load_dataset(spec.dataset)
-        summary: dict = {"transactions": {}}
-        leases = lease_nodes(tenant, spec, Console(quiet=True), summary)
-        assert len(leases) == 3
-        workers = []
-        for index, (lease_id, verdict) in enumerate(leases):
-            tenant.send_manifest(lease_id, DilocoWorkerWorkload(
-                model=spec.workload, inner_steps=spec.diloco.inner_steps, worker=index,
-                workers=3, compression="int8"), dataset)
-            workers.append(WorkerLease(lease_id, verdict.bid.provider, verdict.offer.endpoint))
-        wait_running(tenant, [w.lease_id for w in workers])
-        victim = next(n for n in extra if n.address == workers[0].provider) \
-            if any(n.address == workers[0].provider for n in extra) else extra[0]
+        return json.loads((job_dir / "job.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
-        def kill_after_first_round(report):
-            if report.round == 0:
-                victim.kill()
 
-        coordinator = DilocoCoordinator(tenant, diloco_config(spec, 3), dataset, workers,
-                                        tmp_path / "coordinator.pt", round_timeout_s=60,
-                                        on_round=kill_after_first_round)
-        reports = coordinator.run()
-        assert [r.contributors for r in reports] == [3, 2, 2, 2]
-        assert reports[-1].val_loss < reports[0].val_loss
-        dead = next(w for w in workers if w.provider == victim.address)
-        assert not dead.active and "lease" not in dead.reason.lower() or dead.reason
-        assert not tenant.market.lease(dead.lease_id).is_open  # dropped: it stops costing money
-        assert all(r.bytes_up > 0 and r.bytes_down > 0 for r in reports)
-        # a restarted coordinator resumes from its checkpoint instead of starting over
-        again = DilocoCoordinator(tenant, diloco_config(spec, 3), dataset, workers,
-                                  tmp_path / "coordinator.pt")
-        assert again.coordinator.round == 4 and len(again.reports) == 4
-        for worker in workers:
-            if worker.active:
-                tenant.close(worker.lease_id)
+def test_a_killed_coordinator_resumes_and_loses_no_finished_round(
+        tessera_home, devnet, providers, network, tmp_path):
+    job = {**JOB, "diloco": {**JOB["diloco"], "inner_steps": 150}}  # rounds long enough to kill in
+    (tmp_path / "job.toml").write_text(tomli_w.dumps(job))
+    cli = [sys.executable, "-m", "tessera.cli"]
+    where = ["--network", str(devnet.network_file), "--account", "devnet:8"]
+    env = {**os.environ, "TESSERA_HOME": str(tessera_home)}
+    results = tessera_home / "jobs" / "results"
+    before = set(results.glob("diloco-order-*"))
+    with open(tmp_path / "submit.log", "wb") as log:
+        submit = subprocess.Popen([*cli, "job", "submit", str(tmp_path / "job.toml"), *where],
+                                  stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        job_dir = wait_until(lambda: next(iter(set(results.glob("diloco-order-*")) - before),
+                                          None), timeout=120, what="the job folder")
+
+        def round_two_sent() -> dict | None:
+            """After round 1 is committed, the coordinator sends round 2 to every worker."""
+            state = _read_state(job_dir)
+            if submit.poll() is not None:
+                pytest.fail((tmp_path / "submit.log").read_text())
+            if state is None or len(state["reports"]) < 2:
+                return None
+            requests = {w["lease_id"]: providers[w["provider"]].home / providers[w["provider"]].name
+                        / "leases" / str(w["lease_id"]) / "rounds" / "2" / "request.json"
+                        for w in state["workers"]}
+            if not all(path.exists() for path in requests.values()):
+                return None
+            return {lease: json.loads(path.read_text()) for lease, path in requests.items()}
+
+        sent = wait_until(round_two_sent, timeout=180, what="round 2 sent", interval=0.01)
+        submit.kill()
+        submit.wait()
     finally:
-        for node in extra:
-            node.stop()
+        if submit.poll() is None:
+            submit.kill()
+    at_kill = _read_state(job_dir)
+    finished_rounds = len(at_kill["reports"])
+    assert not at_kill["finished"] and finished_rounds >= 2
+
+    resumed = subprocess.run([*cli, "job", "resume", str(job_dir), *where], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"at round {finished_rounds + 1}/4" in resumed.stdout
+    final = _read_state(job_dir)
+    assert final["finished"] and len(final["reports"]) == 4
+    assert final["reports"][:finished_rounds] == at_kill["reports"]   # no finished round lost
+    assert [r["contributors"] for r in final["reports"]] == [2, 2, 2, 2]  # nobody wedged
+    if finished_rounds == 2:  # round 2 was in flight: the workers ran it again from the full state
+        for lease_id, request in sent.items():
+            worker = next(w for w in final["workers"] if w["lease_id"] == lease_id)
+            node = providers[worker["provider"]]
+            now = json.loads((node.home / node.name / "leases" / str(lease_id) / "rounds" / "2"
+                              / "request.json").read_text())
+            assert now["params_sha256"] != request["params_sha256"]
+    tenant = Tenant(Chain(network, devnet_account(8)))
+    assert all(not tenant.market.lease(w["lease_id"]).is_open for w in final["workers"])
+    assert (job_dir / "model.pt").exists()
+    again = subprocess.run([*cli, "job", "resume", str(job_dir), *where], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "has finished" in " ".join((again.stdout + again.stderr).split())

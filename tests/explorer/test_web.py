@@ -61,6 +61,17 @@ def served(market_run, tmp_path_factory):
               bytes.fromhex(signature[2:]))
     lease = work._logs(work.mine(), work.market, "LeaseCreated")[0]
     work.mine(60)
+    # Heartbeats from that provider in 7 of 10 epochs, for the uptime chart.
+    uptime = Chain(network).contract("Uptime")
+    genesis, length = uptime.functions.genesis().call(), uptime.functions.epoch_length().call()
+    beats = []
+    for i in range(10):
+        latest = work.w3.eth.get_block("latest")
+        epoch = (work.now + length - genesis) // length      # the epoch of the block mine() makes
+        if i % 3 != 2:
+            work.send(p.address, uptime, "heartbeat", epoch, latest["number"], latest["hash"])
+            beats.append(epoch)
+        work.mine(length)
 
     url = f"sqlite:///{tmp_path_factory.mktemp('web')}/explorer.db"
     engine = make_engine(url)
@@ -76,7 +87,7 @@ def served(market_run, tmp_path_factory):
     base = f"http://127.0.0.1:{server.config.port}"
     try:
         yield {"base": base, "engine": engine, "url": url, "xss_provider": p.address,
-               "xss_lease": lease["lease_id"]}
+               "xss_lease": lease["lease_id"], "beats": beats}
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -265,3 +276,86 @@ def test_serve_command_serves_the_api(served):
         proc.terminate()
         proc.wait(timeout=10)
 
+
+
+REL = "reliability.by_provider"
+
+
+def _pct_bps(value: int | str) -> str:
+    return f"{int(value) / 100:.2f}%"
+
+
+def test_api_serves_uptime_reliability_and_recent_epochs(served):
+    figures, _ = database_figures(served["engine"])
+    address, beats = served["xss_provider"], served["beats"]
+    with httpx.Client(base_url=served["base"], timeout=30) as client:
+        overview = client.get("/api/overview").json()
+        scores = overview["provider_scores"]
+        assert [s["address"] for s in scores] == _keys(figures, f"{REL}.bps")
+        assert len(scores) == len(_keys(figures, "stake.by_provider.active"))
+        _assert_figures_match(scores, figures)
+        detail = client.get(f"/api/providers/{address}").json()
+        assert _assert_figures_match(detail["reliability"], figures) == 10
+        assert detail["uptime"]["heartbeats"]["value"] == str(len(beats))
+        assert detail["uptime"]["bps"] == {
+            "name": "uptime.by_provider.bps", "key": address,
+            "value": str(figures[("uptime.by_provider.bps", address)].value),
+            "txs": list(figures[("uptime.by_provider.bps", address)].txs)}
+        strip = detail["recent_epochs"]
+        owed = figures[("uptime.by_provider.epochs", address)].value
+        assert strip["last_owed"] - strip["first_owed"] + 1 == owed
+        assert len(strip["epochs"]) == min(owed, 120)
+        last, shown_count = strip["last_owed"], len(strip["epochs"])
+        assert [ep["epoch"] for ep in strip["epochs"]] == list(range(last - shown_count + 1, last + 1))
+        shown = {ep["epoch"]: ep["heartbeat_tx"] for ep in strip["epochs"] if ep["heartbeat_tx"]}
+        assert sorted(shown) == beats
+        assert set(shown.values()) <= set(figures[("uptime.by_provider.heartbeats", address)].txs)
+
+
+def test_uptime_and_reliability_pages_in_a_browser(served, page):
+    figures, _ = database_figures(served["engine"])
+    base, address, beats = served["base"], served["xss_provider"], served["beats"]
+
+    # The overview's per-provider table: one row per provider, the score links to its figure.
+    page.goto(base + "/")
+    rows = page.locator("table.reliability tbody tr")
+    providers = _keys(figures, f"{REL}.bps")
+    assert rows.count() == len(providers)
+    for i in range(rows.count()):
+        row_address = rows.nth(i).locator("a.provider").inner_text()
+        expected = _pct_bps(figures[(f"{REL}.bps", row_address)].value)
+        assert rows.nth(i).locator(".score a.fig").inner_text() == expected
+    rows.first.locator(".score a.fig").click()
+    page.wait_for_url("**/figure?*")
+    first = figures[(f"{REL}.bps", providers[0])]
+    assert page.locator("#value").inner_text() == str(first.value)
+    assert page.locator("table.txs a.tx").count() == len(first.txs) > 0
+
+    # The provider page: uptime, the epoch chart, the reliability parts.
+    page.goto(f"{base}/providers/{address}")
+    uptime_bps = figures[("uptime.by_provider.bps", address)].value
+    assert page.locator("#uptime").inner_text() == _pct_bps(uptime_bps)
+    assert page.locator("#reliability").inner_text() == _pct_bps(figures[(f"{REL}.bps", address)].value)
+    assert page.locator("table.score-parts tbody tr").count() == 5
+    chart = page.locator("svg#uptime-chart")
+    box = chart.bounding_box()
+    assert box and box["width"] > 100 and box["height"] > 40
+    owed = figures[("uptime.by_provider.epochs", address)].value
+    assert chart.locator("rect.epoch").count() == min(owed, 120)
+    assert chart.locator("rect.beat").count() == len(beats)
+    assert chart.locator("rect.missed").count() == min(owed, 120) - len(beats)
+    assert all(chart.locator("rect.beat").nth(i).bounding_box()["width"] > 0 for i in range(len(beats)))
+    assert [int(x) for x in chart.locator("rect.beat").evaluate_all(
+        "els => els.map(el => el.dataset.epoch)")] == beats
+    # A heartbeat cell leads to its transaction, which holds that epoch's Heartbeat event.
+    chart.locator("a").first.click()
+    page.wait_for_url("**/tx/0x*")
+    events = page.locator("table.events").inner_text()
+    assert "Heartbeat" in events and f'"epoch": {beats[0]}' in events
+    # A part of the score leads to the transactions behind it.
+    page.goto(f"{base}/providers/{address}")
+    page.locator("table.score-parts tr", has_text="uptime (smoothed)").locator("a.fig").click()
+    page.wait_for_url("**/figure?*")
+    up = figures[(f"{REL}.uptime_bps", address)]
+    assert page.locator("#value").inner_text() == str(up.value)
+    assert page.locator("table.txs a.tx").count() == len(up.txs) == len(beats) + 1   # + registration

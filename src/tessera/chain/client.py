@@ -74,6 +74,14 @@ class Chain:
         return self.contract("Uptime")
 
     @property
+    def validators(self) -> Contract:
+        return self.contract("Validators")
+
+    @property
+    def probes(self) -> Contract:
+        return self.contract("Probes")
+
+    @property
     def payment_token(self) -> Contract:
         return self.contract("PaymentToken")
 

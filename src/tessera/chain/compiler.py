@@ -14,7 +14,8 @@ from vyper.compiler import compile_from_file_input
 from vyper.compiler.input_bundle import FilesystemInputBundle
 
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
-CONTRACT_NAMES = ("StakeToken", "PaymentToken", "ProviderRegistry", "Market", "Uptime")
+CONTRACT_NAMES = ("StakeToken", "PaymentToken", "ProviderRegistry", "Market", "Uptime",
+                  "Validators", "Probes", "Verification")
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from tessera.chain.compiler import compile_contract
 from tessera.chain.network import Network
+from tessera.chain.verification import VerificationParams
 
 PAYMENT_DECIMALS = 6
 STAKE_DECIMALS = 18
@@ -21,6 +22,13 @@ class DeployParams:
     unbonding_period: int = 3600
     fee_bps: int = 250
     epoch_length: int = 60  # seconds per uptime epoch (docs/uptime.md)
+    jail_after: int = 10  # consecutive epochs without a heartbeat that anyone may report
+    jail_period: int = 86_400  # seconds a reported outage jails the provider
+    downtime_slash: int = 1 * 10**STAKE_DECIMALS  # stake to the tenant per claimed missed epoch
+    claim_window: int = 86_400  # seconds after a lease closes during which downtime is claimable
+    validator_min_stake: int = 100 * 10**STAKE_DECIMALS  # docs/validators.md
+    probe_report_delay: int = 32  # epochs a validator has to post a probe report
+    verification: VerificationParams = field(default_factory=VerificationParams)  # docs/verification.md
 
 
 def _deploy(w3: Web3, deployer: LocalAccount, name: str, *args) -> tuple[str, int]:
@@ -40,6 +48,17 @@ def _deploy(w3: Web3, deployer: LocalAccount, name: str, *args) -> tuple[str, in
     return receipt["contractAddress"], receipt["blockNumber"]
 
 
+def _grant_slasher(w3: Web3, deployer: LocalAccount, registry: str, slasher: str) -> None:
+    """The deployer owns the registry: let `slasher` (a contract) slash and jail providers."""
+    contract = w3.eth.contract(address=registry, abi=compile_contract("ProviderRegistry").abi)
+    tx = contract.functions.set_slasher(slasher, True).build_transaction(
+        {"from": deployer.address, "chainId": w3.eth.chain_id,
+         "nonce": w3.eth.get_transaction_count(deployer.address, "pending")})
+    tx_hash = w3.eth.send_raw_transaction(deployer.sign_transaction(tx).raw_transaction)
+    if w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)["status"] != 1:
+        raise RuntimeError(f"granting the slasher role to {slasher} reverted (tx 0x{tx_hash.hex()})")
+
+
 def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str) -> Network:
     stake, first_block = _deploy(w3, deployer, "StakeToken", "Tessera Stake", "TSTK",
                                  STAKE_DECIMALS, "Tessera Stake", "1")
@@ -47,13 +66,24 @@ def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str
                          PAYMENT_DECIMALS, "Tessera USD", "1")
     registry, _ = _deploy(w3, deployer, "ProviderRegistry", stake, params.min_stake,
                           params.unbonding_period)
-    market, _ = _deploy(w3, deployer, "Market", payment, registry, params.treasury, params.fee_bps)
-    uptime, _ = _deploy(w3, deployer, "Uptime", registry, params.epoch_length)
+    uptime, _ = _deploy(w3, deployer, "Uptime", registry, params.epoch_length, params.jail_after,
+                        params.jail_period)
+    market, _ = _deploy(w3, deployer, "Market", payment, registry, uptime, params.treasury,
+                        params.fee_bps, params.downtime_slash, params.claim_window)
+    _grant_slasher(w3, deployer, registry, uptime)  # jails after a reported outage
+    _grant_slasher(w3, deployer, registry, market)  # slashes per claimed missed epoch
+    validators, _ = _deploy(w3, deployer, "Validators", stake, params.validator_min_stake,
+                            params.unbonding_period)
+    probes, _ = _deploy(w3, deployer, "Probes", validators, uptime, params.probe_report_delay)
+    verification, _ = _deploy(w3, deployer, "Verification", market, registry, validators,
+                              *params.verification.constructor_args())
+    _grant_slasher(w3, deployer, registry, verification)
     return Network(
         name=name,
         chain_id=w3.eth.chain_id,
         rpc_url=w3.provider.endpoint_uri,  # type: ignore[attr-defined]
         contracts={"StakeToken": stake, "PaymentToken": payment,
-                   "ProviderRegistry": registry, "Market": market, "Uptime": uptime},
+                   "ProviderRegistry": registry, "Market": market, "Uptime": uptime,
+                   "Validators": validators, "Probes": probes, "Verification": verification},
         deploy_block=first_block,
     )

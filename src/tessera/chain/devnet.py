@@ -115,8 +115,12 @@ class Devnet:
         epoch_length = epoch_length or int(os.environ.get("TESSERA_EPOCH_LENGTH") or 0)
         if epoch_length:
             params = replace(params, epoch_length=epoch_length)
-        network = deploy_all(w3, deployer, params, name="devnet")
-        fund_devnet_accounts(Chain(network, deployer))
+        try:
+            network = deploy_all(w3, deployer, params, name="devnet")
+            fund_devnet_accounts(Chain(network, deployer))
+        except BaseException:
+            self.down()  # no anvil left running behind a failed deploy
+            raise
         save_network(network, self.network_file)
         return network
 

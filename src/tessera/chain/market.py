@@ -52,10 +52,35 @@ class Lease:
     paid: int
     closed_at: int
     result_hash: bytes
+    downtime: int = 0            # pay (gross) for claimed epochs without a heartbeat
+    downtime_refunded: int = 0   # the part of it already sent back to the tenant
 
     @property
     def is_open(self) -> bool:
         return self.closed_at == 0
+
+
+@dataclass(frozen=True)
+class DowntimeClaim:
+    """One `claim_downtime` transaction, from its DowntimeClaimed event."""
+    epochs: list[int]
+    amount: int          # the lease's pay for those epochs (gross)
+    refund: int          # sent to the tenant now (the rest is netted at close)
+    stake_slashed: int   # stake-token base units slashed from the provider to the tenant
+    tx: str
+
+
+def claimable_epochs(lease: Lease, genesis: int, epoch_length: int, now: int) -> range:
+    """Uptime epochs that may be claimed for a lease (before checking heartbeats): wholly inside
+    [start, close or now), starting before the budget ran out. Mirrors Market.claim_downtime."""
+    end = lease.closed_at or now
+    first = -(-(lease.start - genesis) // epoch_length)
+    ended = (end - genesis) // epoch_length
+    rate = lease.price_per_gpu_hour * lease.gpus
+    if rate > 0:  # epochs that begin before the stream reaches the budget
+        exhausted = lease.start + -(-lease.budget * 3600 // rate)
+        ended = min(ended, max(-(-(exhausted - genesis) // epoch_length), first))
+    return range(first, max(ended, first))
 
 
 def _named(fn_abi: dict, value: Any) -> dict:
@@ -175,6 +200,33 @@ class Market:
 
     def earned(self, lease_id: int) -> int:
         return self.chain.call(self.market.functions.earned(lease_id))
+
+    # -- downtime (docs/uptime.md) ---------------------------------------------------------
+    def missed_epochs(self, lease: Lease) -> list[int]:
+        """Claimable epochs of a lease without a heartbeat and not yet claimed: one Uptime and
+        one Market call per 256 epochs."""
+        uptime = self.chain.uptime
+        genesis = self.chain.call(uptime.functions.genesis())
+        length = self.chain.call(uptime.functions.epoch_length())
+        epochs = claimable_epochs(lease, genesis, length, self.chain.block_timestamp())
+        missed: list[int] = []
+        for index in range(epochs.start >> 8, ((epochs.stop - 1) >> 8) + 1 if epochs else 0):
+            beats = self.chain.call(uptime.functions.beat_word(lease.provider, index))
+            claimed = self.chain.call(self.market.functions.claimed_word(lease.lease_id, index))
+            taken = beats | claimed
+            missed += [e for e in range(max(index << 8, epochs.start),
+                                        min((index + 1) << 8, epochs.stop))
+                       if not taken >> (e & 255) & 1]
+        return missed
+
+    def claim_downtime(self, lease_id: int, epochs: list[int]) -> DowntimeClaim:
+        receipt = self.chain.send(self.market.functions.claim_downtime(lease_id, epochs))
+        logs = self.market.events.DowntimeClaimed().process_receipt(receipt, errors=DISCARD)
+        if not logs:
+            raise ChainError(f"transaction {tx_hash(receipt)} emitted no DowntimeClaimed")
+        args = logs[0]["args"]
+        return DowntimeClaim(list(args["epochs"]), args["amount"], args["refund"],
+                             args["stake_slashed"], tx_hash(receipt))
 
     def accept_bid(self, bid: BidMessage) -> tuple[int, TxReceipt]:
         receipt = self.chain.send(self.market.functions.accept_bid(

@@ -171,8 +171,11 @@ def decode_tensors(payload: bytes, reference: State, compression: str, chunk: in
         tensors = unpack_int8(tensors, chunk)
     numel = sum(t.numel() for t in reference.values())
     flat = tensors.get("flat")
-    if set(tensors) != {"flat"} or flat is None or flat.dtype != torch.float32 or flat.shape != (numel,):
-        raise WireFormatError(f"expected one float32 vector 'flat' of {numel} elements")
+    if set(tensors) != {"flat"} or flat is None:
+        raise WireFormatError(f"expected one tensor 'flat', got {sorted(tensors)}")
+    if flat.dtype != torch.float32 or flat.shape != (numel,):
+        raise WireFormatError(f"'flat': expected float32 of shape ({numel},), got {flat.dtype} "
+                              f"of shape {tuple(flat.shape)}")
     out = unflatten(flat, reference)
     reason = validate_pseudo_gradient(out, reference)
     if reason:

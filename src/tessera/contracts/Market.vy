@@ -7,9 +7,13 @@
         creates a lease whose budget streams to the provider by elapsed time.
         A protocol fee (basis points) goes to the treasury on every payout; the
         unspent part of every order and lease always goes back to the tenant.
+        Pay is for live time only: anyone may claim, for the tenant, the lease's pay
+        for whole epochs in which the provider sent no Uptime heartbeat
+        (`claim_downtime`); it is refunded from that lease's escrow and the provider's
+        stake is slashed per epoch to the tenant (docs/uptime.md).
 @dev Escrow invariant: payment_token.balanceOf(self) ==
         sum(order.deposit - order.allocated for open orders)
-      + sum(lease.budget - lease.paid for open leases).
+      + sum(lease.budget - lease.paid - lease.downtime_refunded for open leases).
 """
 
 from ethereum.ercs import IERC20
@@ -53,6 +57,14 @@ struct ProviderInfo:
 interface IProviderRegistry:
     def is_active(provider: address) -> bool: view
     def providers(provider: address) -> ProviderInfo: view
+    def is_slasher(account: address) -> bool: view
+    def slash(provider: address, amount: uint256, recipient: address) -> uint256: nonpayable
+
+
+interface IUptime:
+    def genesis() -> uint256: view
+    def epoch_length() -> uint256: view
+    def beat_word(provider: address, index: uint256) -> uint256: view
 
 
 struct Order:
@@ -82,6 +94,10 @@ struct Lease:
     paid: uint256
     closed_at: uint256
     result_hash: bytes32
+    # Pay (gross) for claimed epochs without a heartbeat; no longer the provider's.
+    downtime: uint256
+    # The part of `downtime` already sent back to the tenant (the rest is netted at close).
+    downtime_refunded: uint256
 
 
 event OrderCreated:
@@ -142,6 +158,18 @@ event ResultCommitted:
     result_hash: bytes32
 
 
+event DowntimeClaimed:
+    lease_id: indexed(uint256)
+    tenant: indexed(address)
+    provider: indexed(address)
+    epochs: DynArray[uint256, MAX_CLAIM_EPOCHS]
+    amount: uint256
+    refund: uint256
+    overdrawn: uint256
+    stake_slashed: uint256
+    claimed_by: address
+
+
 event BidNonceCancelled:
     provider: indexed(address)
     nonce: indexed(uint256)
@@ -161,6 +189,7 @@ BID_TYPEHASH: public(constant(bytes32)) = keccak256(
     "Bid(uint256 orderId,address provider,uint256 pricePerGpuHour,uint256 nonce,uint256 expiry)"
 )
 MAX_FEE_BPS: public(constant(uint256)) = 1_000
+MAX_CLAIM_EPOCHS: public(constant(uint256)) = 256
 BPS: constant(uint256) = 10_000
 SECONDS_PER_HOUR: constant(uint256) = 3_600
 # secp256k1n / 2: signatures with a larger `s` are malleable copies (EIP-2).
@@ -168,6 +197,14 @@ _MAX_S: constant(uint256) = 57_896_044_618_658_097_711_785_492_504_343_953_926_4
 
 payment_token: public(immutable(address))
 registry: public(immutable(address))
+uptime: public(immutable(address))
+# Uptime's epoch clock, copied at deploy (both immutable there too).
+epoch_genesis: public(immutable(uint256))
+epoch_length: public(immutable(uint256))
+# Stake (stake-token base units) slashed to the tenant per claimed epoch of downtime.
+downtime_slash: public(immutable(uint256))
+# Seconds after a lease closes during which its downtime can still be claimed.
+claim_window: public(immutable(uint256))
 
 treasury: public(address)
 fee_bps: public(uint256)
@@ -181,18 +218,35 @@ next_lease_id: public(uint256)
 bid_nonce_used: public(HashMap[address, HashMap[uint256, bool]])
 # order_id => provider => lease_id (0 = none)
 lease_of: public(HashMap[uint256, HashMap[address, uint256]])
+# lease_id => epoch // 256 => bitmap of the epochs whose downtime was claimed
+_claimed: HashMap[uint256, HashMap[uint256, uint256]]
 
 
 @deploy
-def __init__(payment_token_: address, registry_: address, treasury_: address, fee_bps_: uint256):
+def __init__(
+    payment_token_: address,
+    registry_: address,
+    uptime_: address,
+    treasury_: address,
+    fee_bps_: uint256,
+    downtime_slash_: uint256,
+    claim_window_: uint256,
+):
     assert payment_token_ != empty(address), "market: zero payment token"
     assert registry_ != empty(address), "market: zero registry"
+    assert uptime_ != empty(address), "market: zero uptime"
     assert treasury_ != empty(address), "market: zero treasury"
     assert fee_bps_ <= MAX_FEE_BPS, "market: fee too high"
     ownable.__init__()
     eip712_domain_separator.__init__("TesseraMarket", "1")
     payment_token = payment_token_
     registry = registry_
+    uptime = uptime_
+    epoch_genesis = staticcall IUptime(uptime_).genesis()
+    epoch_length = staticcall IUptime(uptime_).epoch_length()
+    assert epoch_length > 0 and epoch_genesis <= block.timestamp, "market: uptime clock invalid"
+    downtime_slash = downtime_slash_
+    claim_window = claim_window_
     self.treasury = treasury_
     self.fee_bps = fee_bps_
     self.next_order_id = 1
@@ -452,6 +506,8 @@ def accept_bid(
         paid=0,
         closed_at=0,
         result_hash=empty(bytes32),
+        downtime=0,
+        downtime_refunded=0,
     )
     log LeaseCreated(
         lease_id=lease_id,
@@ -471,23 +527,106 @@ def accept_bid(
 
 @internal
 @view
-def _earned(lease: Lease) -> uint256:
+def _accrued_at(lease: Lease, t: uint256) -> uint256:
+    """
+    @dev The stream: pay (gross) for [start, t), capped at the budget. Every amount of pay,
+         streamed or claimed back, is a difference of this one rounding rule.
+    """
+    if t <= lease.start:
+        return 0
+    return min(
+        lease.price_per_gpu_hour * convert(lease.gpus, uint256) * (t - lease.start) // SECONDS_PER_HOUR,
+        lease.budget,
+    )
+
+
+@internal
+@view
+def _end(lease: Lease) -> uint256:
+    if lease.closed_at != 0:
+        return lease.closed_at
+    return block.timestamp
+
+
+@internal
+@view
+def _accrued(lease: Lease) -> uint256:
     if lease.tenant == empty(address):
         return 0
-    t: uint256 = block.timestamp
-    if lease.closed_at != 0:
-        t = lease.closed_at
-    accrued: uint256 = lease.price_per_gpu_hour * convert(lease.gpus, uint256) * (t - lease.start) // SECONDS_PER_HOUR
-    return min(accrued, lease.budget)
+    return self._accrued_at(lease, self._end(lease))
+
+
+@internal
+@view
+def _earned(lease: Lease) -> uint256:
+    """
+    @dev Pay for live time: the stream less claimed downtime (zero if downtime exceeds it).
+    """
+    accrued: uint256 = self._accrued(lease)
+    if accrued <= lease.downtime:
+        return 0
+    return accrued - lease.downtime
+
+
+@internal
+@view
+def _held(lease: Lease) -> uint256:
+    """
+    @dev Tokens this lease still holds in escrow (zero once closed: all of it was paid out).
+    """
+    if lease.tenant == empty(address) or lease.closed_at != 0:
+        return 0
+    return lease.budget - lease.paid - lease.downtime_refunded
+
+
+@external
+@view
+def accrued(lease_id: uint256) -> uint256:
+    """
+    @notice Gross amount streamed by time so far (capped at the budget), downtime included.
+    """
+    return self._accrued(self.leases[lease_id])
 
 
 @external
 @view
 def earned(lease_id: uint256) -> uint256:
     """
-    @notice Gross amount (fee included) the provider has earned so far, paid or not.
+    @notice Gross amount (fee included) the provider has earned for live time so far,
+            paid or not: the stream less claimed downtime.
     """
     return self._earned(self.leases[lease_id])
+
+
+@external
+@view
+def shortfall(lease_id: uint256) -> uint256:
+    """
+    @notice What the provider was paid beyond its pay for live time: downtime claimed after
+            the provider had withdrawn that time. While the lease is open the future stream
+            nets it; once closed it is final (it is not taken from other leases' escrow).
+    """
+    lease: Lease = self.leases[lease_id]
+    earned: uint256 = self._earned(lease)
+    if lease.paid <= earned:
+        return 0
+    return lease.paid - earned
+
+
+@external
+@view
+def downtime_claimed(lease_id: uint256, epoch: uint256) -> bool:
+    return (self._claimed[lease_id][epoch >> 8] >> (epoch & 255)) & 1 == 1
+
+
+@external
+@view
+def claimed_word(lease_id: uint256, index: uint256) -> uint256:
+    """
+    @notice Claimed epochs 256*index .. 256*index+255 of a lease as a bitmap (like
+            Uptime.beat_word), so that a client finds unclaimed epochs in one call per 256.
+    """
+    return self._claimed[lease_id][index]
 
 
 @external
@@ -520,8 +659,9 @@ def withdraw(lease_id: uint256):
     lease: Lease = self.leases[lease_id]
     assert lease.tenant != empty(address), "market: unknown lease"
     assert msg.sender == lease.provider, "market: caller is not the provider"
-    amount: uint256 = self._earned(lease) - lease.paid
-    assert amount > 0, "market: nothing to withdraw"
+    earned: uint256 = self._earned(lease)
+    assert earned > lease.paid, "market: nothing to withdraw"
+    amount: uint256 = earned - lease.paid
     self.leases[lease_id].paid = lease.paid + amount
     fee: uint256 = amount * self.fee_bps // BPS
     log Withdrawn(lease_id=lease_id, provider=lease.provider, amount_to_provider=amount - fee, fee=fee)
@@ -539,7 +679,7 @@ def top_up(lease_id: uint256, amount: uint256):
     assert msg.sender == lease.tenant, "market: caller is not the tenant"
     assert lease.closed_at == 0, "market: lease closed"
     assert amount > 0, "market: amount must be positive"
-    assert self._earned(lease) < lease.budget, "market: lease exhausted"
+    assert self._accrued(lease) < lease.budget, "market: lease exhausted"
     new_budget: uint256 = lease.budget + amount
     self.leases[lease_id].budget = new_budget
     log LeaseToppedUp(lease_id=lease_id, tenant=lease.tenant, amount=amount, budget=new_budget)
@@ -550,19 +690,24 @@ def top_up(lease_id: uint256, amount: uint256):
 @nonreentrant
 def close_lease(lease_id: uint256):
     """
-    @notice Tenant or provider ends the lease now: the provider gets what is owed
-            (minus fee), the tenant gets the unspent budget back.
+    @notice Tenant or provider ends the lease now: the provider gets what it earned for
+            live time and was not yet paid (minus fee), the tenant gets the rest of the
+            lease's escrow back (unspent budget and claimed downtime not yet refunded).
     """
     lease: Lease = self.leases[lease_id]
     assert lease.tenant != empty(address), "market: unknown lease"
     assert msg.sender == lease.tenant or msg.sender == lease.provider, "market: caller is not a lease party"
     assert lease.closed_at == 0, "market: lease closed"
+    held: uint256 = self._held(lease)
     lease.closed_at = block.timestamp
-    total: uint256 = self._earned(lease)
-    owed: uint256 = total - lease.paid
-    refund: uint256 = lease.budget - total
+    earned: uint256 = self._earned(lease)
+    owed: uint256 = 0
+    if earned > lease.paid:
+        owed = earned - lease.paid
+    # owed <= budget - downtime - paid <= held, since downtime_refunded <= downtime.
+    refund: uint256 = held - owed
     self.leases[lease_id].closed_at = lease.closed_at
-    self.leases[lease_id].paid = total
+    self.leases[lease_id].paid = lease.paid + owed
     fee: uint256 = owed * self.fee_bps // BPS
     log LeaseClosed(lease_id=lease_id, closed_by=msg.sender, provider_amount=owed - fee, fee=fee, refund=refund)
     self._pay_provider(lease.provider, owed)
@@ -579,3 +724,75 @@ def commit_result(lease_id: uint256, result_hash: bytes32):
     assert msg.sender == lease.provider, "market: caller is not the provider"
     self.leases[lease_id].result_hash = result_hash
     log ResultCommitted(lease_id=lease_id, provider=msg.sender, result_hash=result_hash)
+
+
+@external
+@nonreentrant
+def claim_downtime(lease_id: uint256, epochs: DynArray[uint256, MAX_CLAIM_EPOCHS]):
+    """
+    @notice Anyone claims, for the lease's tenant, the pay for Uptime epochs in which the
+            lease's provider sent no heartbeat. Each epoch (strictly increasing) must lie
+            wholly inside the lease (from its start to now, or to its close), start before
+            the budget ran out, and not be claimed before. The pay stops being the
+            provider's; as much of it as the lease still holds goes to the tenant now, the
+            rest is netted against the provider's later stream (`shortfall` if it cannot
+            be). The provider's stake is slashed by `downtime_slash` per epoch, to the
+            tenant. A closed lease can be claimed on for `claim_window` seconds.
+    """
+    lease: Lease = self.leases[lease_id]
+    assert lease.tenant != empty(address), "market: unknown lease"
+    assert len(epochs) > 0, "market: no epochs"
+    if lease.closed_at != 0:
+        assert block.timestamp <= lease.closed_at + claim_window, "market: claim window over"
+    # Epochs ending at or before `end` have ended (and, for a closed lease, ended before the close).
+    ended: uint256 = (self._end(lease) - epoch_genesis) // epoch_length
+    amount: uint256 = 0
+    previous: uint256 = 0
+    beat_index: uint256 = 0
+    beat_word: uint256 = 0
+    for i: uint256 in range(MAX_CLAIM_EPOCHS):
+        if i == len(epochs):
+            break
+        epoch: uint256 = epochs[i]
+        assert i == 0 or epoch > previous, "market: epochs not in increasing order"
+        previous = epoch
+        assert epoch < ended, "market: epoch not ended inside the lease"
+        begin: uint256 = epoch_genesis + epoch * epoch_length
+        assert begin >= lease.start, "market: epoch starts before the lease"
+        before: uint256 = self._accrued_at(lease, begin)
+        assert before < lease.budget, "market: epoch after the budget ran out"
+        if i == 0 or epoch >> 8 != beat_index:
+            beat_index = epoch >> 8
+            beat_word = staticcall IUptime(uptime).beat_word(lease.provider, beat_index)
+        bit: uint256 = 1 << (epoch & 255)
+        assert beat_word & bit == 0, "market: provider was up in that epoch"
+        claimed: uint256 = self._claimed[lease_id][beat_index]
+        assert claimed & bit == 0, "market: epoch already claimed"
+        self._claimed[lease_id][beat_index] = claimed | bit
+        amount += self._accrued_at(lease, begin + epoch_length) - before
+    refund: uint256 = min(amount, self._held(lease))
+    lease.downtime += amount
+    lease.downtime_refunded += refund
+    self.leases[lease_id].downtime = lease.downtime
+    self.leases[lease_id].downtime_refunded = lease.downtime_refunded
+    earned: uint256 = self._earned(lease)
+    overdrawn: uint256 = 0
+    if lease.paid > earned:
+        overdrawn = lease.paid - earned
+    slashed: uint256 = 0
+    if downtime_slash > 0 and staticcall IProviderRegistry(registry).is_slasher(self):
+        slashed = extcall IProviderRegistry(registry).slash(
+            lease.provider, len(epochs) * downtime_slash, lease.tenant
+        )
+    log DowntimeClaimed(
+        lease_id=lease_id,
+        tenant=lease.tenant,
+        provider=lease.provider,
+        epochs=epochs,
+        amount=amount,
+        refund=refund,
+        overdrawn=overdrawn,
+        stake_slashed=slashed,
+        claimed_by=msg.sender,
+    )
+    self._push(lease.tenant, refund)

@@ -6,18 +6,40 @@
         (number and hash, checked with BLOCKHASH). Epoch = (block.timestamp - genesis) //
         epoch_length, genesis = deploy time. One storage write per heartbeat: a bit in the
         provider's 256-epoch bitmap word. Uptime is recomputed off chain from `Heartbeat` logs
-        (docs/uptime.md).
+        (docs/uptime.md). Anyone may report `jail_after` consecutive whole epochs without a
+        heartbeat: the provider is jailed through the registry (this contract holds the
+        slasher role) for `jail_period` seconds, once per reported stretch of epochs.
 """
+
+
+# Same layout as ProviderRegistry.Provider (the `providers` getter's return value).
+struct ProviderInfo:
+    stake: uint256
+    unbonding: uint256
+    unbond_release: uint256
+    gpu_model: String[64]
+    gpu_count: uint32
+    gpu_memory_mb: uint32
+    benchmark_score: uint256
+    endpoint: String[256]
+    price_floor: uint256
+    registered_at: uint256
+    jailed_until: uint256
+    slashed_total: uint256
 
 
 interface IProviderRegistry:
     def is_registered(provider: address) -> bool: view
+    def providers(provider: address) -> ProviderInfo: view
+    def jail(provider: address, until: uint256): nonpayable
 
 
 event UptimeStarted:
     registry: indexed(address)
     genesis: uint256
     epoch_length: uint256
+    jail_after: uint256
+    jail_period: uint256
 
 
 event Heartbeat:
@@ -26,22 +48,47 @@ event Heartbeat:
     block_number: uint256
 
 
+event OutageReported:
+    provider: indexed(address)
+    first_epoch: uint256
+    last_epoch: uint256
+    jailed_until: uint256
+    reporter: indexed(address)
+
+
+# Upper bound of the loop in `report_outage` (Vyper loops need a constant bound).
+MAX_JAIL_AFTER: public(constant(uint256)) = 1_024
+
 registry: public(immutable(address))
 genesis: public(immutable(uint256))
 epoch_length: public(immutable(uint256))
+jail_after: public(immutable(uint256))
+jail_period: public(immutable(uint256))
 
 # provider -> epoch // 256 -> bitmap of the epochs with a heartbeat
 _beats: HashMap[address, HashMap[uint256, uint256]]
+# provider -> first epoch not covered by an already reported outage
+reported_until: public(HashMap[address, uint256])
 
 
 @deploy
-def __init__(registry_: address, epoch_length_: uint256):
+def __init__(registry_: address, epoch_length_: uint256, jail_after_: uint256, jail_period_: uint256):
     assert registry_ != empty(address), "uptime: zero registry"
     assert epoch_length_ > 0, "uptime: zero epoch length"
+    assert jail_after_ > 0 and jail_after_ <= MAX_JAIL_AFTER, "uptime: jail_after out of range"
+    assert jail_period_ > 0, "uptime: zero jail period"
     registry = registry_
     genesis = block.timestamp
     epoch_length = epoch_length_
-    log UptimeStarted(registry=registry_, genesis=block.timestamp, epoch_length=epoch_length_)
+    jail_after = jail_after_
+    jail_period = jail_period_
+    log UptimeStarted(
+        registry=registry_,
+        genesis=block.timestamp,
+        epoch_length=epoch_length_,
+        jail_after=jail_after_,
+        jail_period=jail_period_,
+    )
 
 
 @internal
@@ -69,6 +116,16 @@ def beats(provider: address, epoch: uint256) -> bool:
 
 
 @external
+@view
+def beat_word(provider: address, index: uint256) -> uint256:
+    """
+    @notice Heartbeats of epochs 256*index .. 256*index+255 as a bitmap (bit i = epoch
+            256*index + i), so that a range of epochs costs one call per 256.
+    """
+    return self._beats[provider][index]
+
+
+@external
 def heartbeat(epoch: uint256, recent_block_number: uint256, recent_block_hash: bytes32):
     assert epoch == self._current_epoch(), "uptime: not the current epoch"
     assert recent_block_number < block.number, "uptime: block not in the past"
@@ -80,3 +137,35 @@ def heartbeat(epoch: uint256, recent_block_number: uint256, recent_block_hash: b
     assert word & bit == 0, "uptime: already beat this epoch"
     self._beats[msg.sender][epoch >> 8] = word | bit
     log Heartbeat(provider=msg.sender, epoch=epoch, block_number=recent_block_number)
+
+
+@external
+def report_outage(provider: address, first_epoch: uint256):
+    """
+    @notice Anyone reports that `provider` sent no heartbeat in the `jail_after` consecutive
+            epochs starting at `first_epoch`; the registry jails it until `jail_period` seconds
+            from now (never shortening a longer jail). The epochs must all have ended, lie
+            wholly after the registration, and not overlap an outage already reported.
+    """
+    info: ProviderInfo = staticcall IProviderRegistry(registry).providers(provider)
+    assert info.registered_at != 0, "uptime: not registered"
+    now_epoch: uint256 = self._current_epoch()
+    assert first_epoch <= now_epoch and now_epoch - first_epoch >= jail_after, "uptime: outage epochs not ended"
+    end: uint256 = first_epoch + jail_after
+    assert now_epoch - end <= jail_after, "uptime: outage too old to report"
+    assert genesis + first_epoch * epoch_length >= info.registered_at, "uptime: epoch before registration"
+    assert first_epoch >= self.reported_until[provider], "uptime: outage already reported"
+    word: uint256 = 0
+    for i: uint256 in range(MAX_JAIL_AFTER):
+        if i == jail_after:
+            break
+        epoch: uint256 = first_epoch + i
+        if i == 0 or epoch & 255 == 0:
+            word = self._beats[provider][epoch >> 8]
+        assert (word >> (epoch & 255)) & 1 == 0, "uptime: provider beat in that stretch"
+    self.reported_until[provider] = end
+    until: uint256 = max(block.timestamp + jail_period, info.jailed_until)
+    log OutageReported(
+        provider=provider, first_epoch=first_epoch, last_epoch=end - 1, jailed_until=until, reporter=msg.sender
+    )
+    extcall IProviderRegistry(registry).jail(provider, until)

@@ -147,6 +147,10 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _bps(value: int) -> str:
+    return f"{value:,} ({value / 100:.2f}%)"
+
+
 def _keys(figures: Figures, name: str) -> list[str]:
     return sorted(key for n, key in figures if n == name)
 
@@ -207,6 +211,21 @@ def render(figures: Figures, to_block: int, as_of: int) -> None:
                           _stake(v("stake.by_provider.slashed", address)))
     console.print(providers)
 
+    scores = Table(title="Uptime and reliability (basis points: 10000 = 100%; docs/explorer.md)")
+    for col in ("provider", "heartbeats / epochs", "uptime", "finished", "failed", "slashes",
+                "jailings", "age (d)", "reliability"):
+        scores.add_column(col, justify="left" if col == "provider" else "right")
+    rel = "reliability.by_provider"
+    for address in _keys(figures, f"{rel}.bps"):
+        uptime = figures.get(("uptime.by_provider.bps", address))
+        scores.add_row(address, f"{v('uptime.by_provider.heartbeats', address)} / "
+                                f"{v('uptime.by_provider.epochs', address)}",
+                       _bps(uptime.value) if uptime else "-",
+                       *(str(v(f"{rel}.{part}", address)) for part in ("finished", "failed", "slashes",
+                                                                      "jails")),
+                       f"{v(f'{rel}.age_seconds', address) / 86_400:,.1f}", _bps(v(f"{rel}.bps", address)))
+    console.print(scores)
+
     util = Table(title="GPU utilization (leased / registered GPU-hours)")
     for col in ("day / model", "leased GPU-h", "registered GPU-h", "utilization"):
         util.add_column(col, justify="left" if col == "day / model" else "right")
@@ -231,7 +250,8 @@ def stats(
     database: str | None = DatabaseOption,
     as_json: bool = typer.Option(False, "--json", help="every figure with its tx hashes, as JSON"),
 ) -> None:
-    """Overview figures from the indexed database: revenue, utilization, prices, stake."""
+    """Overview figures from the indexed database: revenue, utilization, prices, stake, uptime and
+    reliability per provider."""
     from tessera.explorer.db import make_engine
     from tessera.explorer.indexer import IndexerError, database_figures
 

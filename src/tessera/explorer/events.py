@@ -1,6 +1,6 @@
-"""Every Market, ProviderRegistry and Uptime event over a block range, as plain JSON-safe records.
+"""Every event of Tessera's contracts (CONTRACTS) over a block range, as plain JSON-safe records.
 
-One `eth_getLogs` per chunk for both contracts (filtered by address), decoded by topic0 with the
+One `eth_getLogs` per chunk for all of them (filtered by address), decoded by topic0 with the
 compiled ABIs, plus one JSON-RPC batch of `eth_getBlockByNumber` for the timestamps. Only standard
 JSON-RPC is used, so this runs against any EVM node.
 """
@@ -17,7 +17,7 @@ from web3 import Web3
 
 from tessera.chain.client import Chain, ChainError
 
-CONTRACTS = ("Market", "ProviderRegistry", "Uptime")
+CONTRACTS = ("Market", "ProviderRegistry", "Uptime", "Validators", "Probes")
 BLOCK_BATCH = 200  # blocks per JSON-RPC batch when fetching timestamps
 
 
@@ -157,7 +157,7 @@ class EventReader:
             contract=contract, event=decoded["event"], args=json_safe(dict(decoded["args"])))
 
     def events(self, from_block: int, to_block: int) -> list[EventRecord]:
-        """All Market, ProviderRegistry and Uptime events in [from_block, to_block], in chain order."""
+        """All events of CONTRACTS in [from_block, to_block], in chain order."""
         if to_block < from_block:
             return []
         logs = self.logs(from_block, to_block)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tessera.explorer.events import EventRecord
+from tessera.explorer.reliability import reliability_figures
 
 DAY = 86_400
 HOUR = 3_600
@@ -149,6 +150,10 @@ def compute_figures(records: Iterable[EventRecord], as_of: int) -> Figures:
                 uptime_clock = (a["genesis"], a["epoch_length"])
             elif e.event == "Heartbeat":
                 heartbeats[a["provider"]].setdefault(a["epoch"], tx)
+            elif e.event == "OutageReported":  # the registry's Jailed event counts the jail
+                book.add("outages.by_provider.count", a["provider"], 1, tx)
+                book.add("outages.by_provider.epochs", a["provider"],
+                         a["last_epoch"] - a["first_epoch"] + 1, tx)
             continue
         if e.contract == "ProviderRegistry":
             addr = a.get("provider")
@@ -237,6 +242,14 @@ def compute_figures(records: Iterable[EventRecord], as_of: int) -> Figures:
             book.add("leases.closed.refunds", ALL, a["refund"], tx)
         elif e.event == "ResultCommitted":
             book.add("results.total.count", ALL, 1, tx)
+        elif e.event == "DowntimeClaimed":
+            # Pay for epochs without a heartbeat: a refund to the tenant, never provider income
+            # (income counts only Withdrawn and LeaseClosed payouts). docs/uptime.md.
+            book.add("downtime.total.claims", ALL, 1, tx)
+            book.add("downtime.total.refunds", ALL, a["refund"], tx)
+            for scope, key in (("by_provider", a["provider"]), ("total", ALL)):
+                book.add(f"downtime.{scope}.epochs", key, len(a["epochs"]), tx)
+                book.add(f"downtime.{scope}.forfeited", key, a["amount"], tx)
 
     # Registered capacity up to `as_of`.
     for p in providers.values():
@@ -281,6 +294,11 @@ def compute_figures(records: Iterable[EventRecord], as_of: int) -> Figures:
     if uptime_clock is not None:
         _uptime_figures(book, uptime_clock, registered_at, heartbeats, as_of)
 
+    # Reliability per provider (explorer/reliability.py), from the uptime figures just booked.
+    for name, key, value, txs in reliability_figures(events, as_of, book.acc):
+        book.add(name, key, value, txs)
+
+    _probe_figures(book, events)
     return book.figures()
 
 
@@ -336,3 +354,14 @@ def ratio(figures: Figures, name: str, key: str) -> float | None:
     if not registered or registered.value == 0:
         return None
     return (leased.value if leased else 0) / registered.value
+
+
+def _probe_figures(book: _Book, events: list[EventRecord]) -> None:
+    """probes.by_provider.{answered,missed}: validators' probe counts summed over every posted
+    report, each with the report transactions that carry it (docs/validators.md). A count is the
+    posting validator's word, summed across validators as posted."""
+    for e in events:
+        if e.contract == "Probes" and e.event == "ProbeTally":
+            provider = e.args["provider"]
+            book.add("probes.by_provider.answered", provider, e.args["answered"], e.tx_hash)
+            book.add("probes.by_provider.missed", provider, e.args["missed"], e.tx_hash)

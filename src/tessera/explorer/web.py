@@ -32,12 +32,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from web3 import Web3
 
 from tessera.chain.market import PAYMENT_DECIMALS, PAYMENT_SYMBOL, STAKE_DECIMALS, STAKE_SYMBOL
-from tessera.explorer import db
-from tessera.explorer.figures import ALL, PERCENTILES, Figure, Figures, exhausted_at, ratio
+from tessera.explorer import db, reliability
+from tessera.explorer.figures import ALL, PERCENTILES, Figure, Figures, epoch_at, exhausted_at, ratio
 from tessera.explorer.indexer import IndexerError, database_figures, record_of
 from tessera.protocol.money import format_amount
 
 LEASE_EVENTS = ("LeaseCreated", "LeaseToppedUp", "Withdrawn", "LeaseClosed", "ResultCommitted")
+STRIP_EPOCHS = 120   # epochs drawn in a provider's uptime chart
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; script-src 'none'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
@@ -102,6 +103,35 @@ class Units(BaseModel):
     stake_decimals: int = STAKE_DECIMALS
 
 
+class UptimeOut(BaseModel):
+    """Heartbeats against epochs owed since registration (docs/uptime.md)."""
+
+    epochs: FigureOut = Field(description="epochs owed since the registration's epoch")
+    heartbeats: FigureOut
+    bps: FigureOut | None = Field(description="heartbeats * 10000 // epochs; null while no epoch is owed")
+
+
+class ReliabilityOut(BaseModel):
+    """The reliability score (basis points) and the parts it is made of (docs/explorer.md)."""
+
+    bps: FigureOut = Field(description="the score, 0..10000")
+    uptime_bps: FigureOut = Field(description="heartbeat share smoothed towards the prior")
+    completion_bps: FigureOut = Field(description="finished share of decided leases, smoothed")
+    tenure_bps: FigureOut = Field(description="age as a share of 90 days")
+    penalty_bps: FigureOut = Field(description="subtracted for slashes and jailings")
+    finished: FigureOut
+    failed: FigureOut
+    slashes: FigureOut
+    jails: FigureOut
+    age_seconds: FigureOut
+
+
+class ProviderScore(BaseModel):
+    address: str
+    uptime: UptimeOut | None = Field(description="null on a network without the Uptime contract")
+    reliability: ReliabilityOut
+
+
 class Overview(BaseModel):
     block: int = Field(description="last final block indexed: every figure is as of this block")
     block_hash: str | None
@@ -117,6 +147,7 @@ class Overview(BaseModel):
     prices: list[PriceRow]
     stake: StakeOut
     leases: LeaseTotals
+    provider_scores: list[ProviderScore] = Field(description="uptime and reliability per provider")
 
 
 class ProviderOut(BaseModel):
@@ -138,6 +169,8 @@ class ProviderOut(BaseModel):
     tenant_paid: FigureOut
     provider_income: FigureOut
     protocol_fees: FigureOut
+    uptime: UptimeOut | None = Field(description="null on a network without the Uptime contract")
+    reliability: ReliabilityOut
 
 
 class PaymentOut(BaseModel):
@@ -186,9 +219,27 @@ class LeaseOut(BaseModel):
     closed_tx: str | None
 
 
+class EpochOut(BaseModel):
+    epoch: int
+    start: int = Field(description="timestamp at which the epoch starts")
+    heartbeat_tx: str | None = Field(description="the heartbeat's transaction; null: missed")
+
+
+class EpochStrip(BaseModel):
+    """The most recent epochs owed (up to 120), oldest first: what the uptime chart draws."""
+
+    genesis: int
+    epoch_length: int
+    first_owed: int = Field(description="first epoch owed (the registration's)")
+    last_owed: int = Field(description="last epoch owed as of the block")
+    epochs: list[EpochOut]
+
+
 class ProviderDetail(ProviderOut):
     lease_list: list[LeaseOut]
     payments: list[PaymentOut]
+    recent_epochs: EpochStrip | None = Field(description="null without the Uptime contract or "
+                                                         "before any epoch is owed")
 
 
 class LeaseDetail(LeaseOut):
@@ -274,6 +325,30 @@ class Explorer:
             session.expunge_all()
             return row, events, payments
 
+    def uptime_clock(self) -> tuple[int, int] | None:
+        """(genesis, epoch length) from the indexed `UptimeStarted` log; None without one."""
+        with Session(self.engine) as session:
+            row = session.scalars(select(db.Event).where(db.Event.contract == "Uptime",
+                                                         db.Event.event == "UptimeStarted")
+                                  .order_by(db.Event.block_number, db.Event.log_index)).first()
+        if row is None:
+            return None
+        args = json.loads(row.args)
+        return args["genesis"], args["epoch_length"]
+
+    def heartbeats(self, address: str, since: int) -> dict[int, str]:
+        """{epoch: tx} of the provider's indexed heartbeats in blocks at or after `since`."""
+        with Session(self.engine) as session:
+            rows = session.scalars(select(db.Event).where(
+                db.Event.contract == "Uptime", db.Event.event == "Heartbeat",
+                db.Event.timestamp >= since, db.Event.args.like(f'%"provider":"{address}"%')))
+            beats = {}
+            for row in rows:
+                args = json.loads(row.args)
+                if args["provider"] == address:
+                    beats.setdefault(args["epoch"], row.tx_hash)
+        return beats
+
     def tx(self, tx_hash: str) -> list[db.Event]:
         with Session(self.engine) as session:
             rows = list(session.scalars(select(db.Event).where(db.Event.tx_hash == tx_hash)
@@ -352,7 +427,45 @@ def overview(snap: Snapshot) -> Overview:
                            active_gpus=_out(_fig(f, "leases.active.gpus")),
                            closed=_out(_fig(f, "leases.closed.count")),
                            closed_refunds=_out(_fig(f, "leases.closed.refunds")),
-                           top_ups=_out(_fig(f, "leases.total.top_ups"))))
+                           top_ups=_out(_fig(f, "leases.total.top_ups"))),
+        provider_scores=provider_scores(f))
+
+
+def uptime_out(figures: Figures, address: str) -> UptimeOut | None:
+    epochs = figures.get(("uptime.by_provider.epochs", address))
+    if epochs is None:
+        return None
+    bps = figures.get(("uptime.by_provider.bps", address))
+    beats = _fig(figures, "uptime.by_provider.heartbeats", address)
+    return UptimeOut(epochs=_out(epochs), heartbeats=_out(beats), bps=_out(bps) if bps else None)
+
+
+def reliability_out(figures: Figures, address: str) -> ReliabilityOut:
+    return ReliabilityOut(**{part: _out(_fig(figures, f"{reliability.NAME}.{part}", address))
+                             for part in ReliabilityOut.model_fields})
+
+
+def provider_scores(figures: Figures) -> list[ProviderScore]:
+    return [ProviderScore(address=a, uptime=uptime_out(figures, a), reliability=reliability_out(figures, a))
+            for a in _keys(figures, f"{reliability.NAME}.bps")]
+
+
+def epoch_strip(snap: Snapshot, explorer: Explorer, address: str) -> EpochStrip | None:
+    """The last STRIP_EPOCHS epochs owed, each with the heartbeat the uptime figure counts, if any."""
+    owed = snap.figures.get(("uptime.by_provider.epochs", address))
+    clock = explorer.uptime_clock()
+    if owed is None or owed.value == 0 or clock is None:
+        return None
+    genesis, length = clock
+    now = epoch_at(snap.as_of, genesis, length)
+    counted = set(_fig(snap.figures, "uptime.by_provider.heartbeats", address).txs)
+    since = genesis + max(now - STRIP_EPOCHS, 0) * length
+    beats = {ep: tx for ep, tx in explorer.heartbeats(address, since).items() if tx in counted}
+    last = now if now in beats else now - 1      # the running epoch is owed once it has a beat
+    first = last - owed.value + 1
+    return EpochStrip(genesis=genesis, epoch_length=length, first_owed=first, last_owed=last,
+                      epochs=[EpochOut(epoch=ep, start=genesis + ep * length, heartbeat_tx=beats.get(ep))
+                              for ep in range(max(first, last - STRIP_EPOCHS + 1), last + 1)])
 
 
 def provider_out(snap: Snapshot, p: db.Provider) -> ProviderOut:
@@ -369,7 +482,8 @@ def provider_out(snap: Snapshot, p: db.Provider) -> ProviderOut:
         leases_active=_out(_fig(f, "leases.active_by_provider.count", a)),
         tenant_paid=_out(_fig(f, "revenue.by_provider.tenant_paid", a)),
         provider_income=_out(_fig(f, "revenue.by_provider.provider_income", a)),
-        protocol_fees=_out(_fig(f, "revenue.by_provider.protocol_fees", a)))
+        protocol_fees=_out(_fig(f, "revenue.by_provider.protocol_fees", a)),
+        uptime=uptime_out(f, a), reliability=reliability_out(f, a))
 
 
 def lease_out(snap: Snapshot, row: db.Lease) -> LeaseOut:
@@ -414,6 +528,7 @@ code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word
 .chart h3{margin:0 0 4px;font-size:14px}svg text{font-size:10px;fill:#556}
 svg .bar{fill:#3b6fd8}svg a:hover .bar{fill:#1d3f8f}svg .line{fill:none;stroke:#d9822b;stroke-width:2}
 svg .point{fill:#d9822b}svg .axis{stroke:#889;stroke-width:1}svg .grid{stroke:#e3e6ec;stroke-width:1}
+svg .beat{fill:#2e9e5b}svg .missed{fill:#e8b4b4}
 .muted{color:#778}.err{background:#fff3f3;border:1px solid #e0b4b4;padding:12px}
 pre{background:#fff;border:1px solid #dde;padding:6px;margin:0;white-space:pre-wrap;word-break:break-all}
 """
@@ -550,6 +665,80 @@ def line_chart(chart_id: str, title: str, items: list[tuple[str, float, str, Fig
             f'viewBox="0 0 {W} {H}" role="img" aria-label="{e(title)}">{line}{"".join(parts)}</svg></div>')
 
 
+def bps_text(value: int | str) -> str:
+    return f"{int(value) / 100:.2f}%"
+
+
+def epoch_chart(strip: EpochStrip) -> str:
+    """One cell per epoch owed (oldest left): green with a link to the heartbeat's tx, or red."""
+    h, top, bottom = 86, 8, 30
+    plot_w = W - 16
+    cell = plot_w / len(strip.epochs)
+    parts = []
+    for i, ep in enumerate(strip.epochs):
+        kind = "beat" if ep.heartbeat_tx else "missed"
+        label = (f"epoch {ep.epoch} ({when(ep.start)} UTC): "
+                 + (f"heartbeat in {ep.heartbeat_tx}" if ep.heartbeat_tx else "no heartbeat"))
+        rect = (f'<rect class="epoch {kind}" data-epoch="{ep.epoch}" x="{8 + i * cell:.2f}" y="{top}" '
+                f'width="{max(cell - (1 if cell > 3 else 0), 0.5):.2f}" height="{h - top - bottom}">'
+                f"<title>{e(label)}</title></rect>")
+        parts.append(f'<a href="{href("/tx/" + quote(ep.heartbeat_tx))}">{rect}</a>' if ep.heartbeat_tx
+                     else rect)
+    first, last = strip.epochs[0], strip.epochs[-1]
+    parts.append(f'<text x="8" y="{h - bottom + 14}">epoch {first.epoch} · {e(when(first.start))}</text>'
+                 f'<text x="{W - 8}" y="{h - bottom + 14}" text-anchor="end">epoch {last.epoch} · '
+                 f"{e(when(last.start))}</text>")
+    shown = len(strip.epochs)
+    owed = strip.last_owed - strip.first_owed + 1
+    title = (f"Heartbeats in the last {shown} of {owed} epochs owed ({strip.epoch_length} s each; "
+             "green: heartbeat, red: missed)")
+    return (f'<div class="chart"><h3>{e(title)}</h3><svg id="uptime-chart" width="{W}" height="{h}" '
+            f'viewBox="0 0 {W} {h}" role="img" aria-label="{e(title)}">{"".join(parts)}</svg></div>')
+
+
+def beats_of(u: UptimeOut) -> str:
+    return fig_link(u.heartbeats, u.heartbeats.value) + " / " + fig_link(u.epochs, u.epochs.value)
+
+
+def scores_table(scores: list[ProviderScore]) -> str:
+    """Uptime and reliability per provider; every value links to its figure's transactions."""
+    rows = []
+    for s in scores:
+        r, u = s.reliability, s.uptime
+        uptime_cells = ["-", "-"]
+        if u:
+            uptime_cells = [beats_of(u), fig_link(u.bps, bps_text(u.bps.value)) if u.bps else "-"]
+        rows.append([provider_link(s.address), *uptime_cells,
+                     fig_link(r.finished, r.finished.value), fig_link(r.failed, r.failed.value),
+                     fig_link(r.slashes, r.slashes.value), fig_link(r.jails, r.jails.value),
+                     fig_link(r.age_seconds, f"{int(r.age_seconds.value) / 86_400:,.1f} d"),
+                     '<span class="score">' + fig_link(r.bps, bps_text(r.bps.value)) + "</span>"])
+    return table(["provider", "heartbeats / epochs owed", "uptime", "leases finished", "leases failed",
+                  "slashes", "jailings", "age", "reliability"], rows, {1, 2, 3, 4, 5, 6, 7, 8}, "reliability")
+
+
+def reliability_html(r: ReliabilityOut) -> str:
+    """The score and each part with its weight, as docs/explorer.md defines them."""
+    weights = reliability.WEIGHT_UPTIME + reliability.WEIGHT_COMPLETION + reliability.WEIGHT_TENURE
+    rows = [
+        ["uptime (smoothed)", fig_link(r.uptime_bps, bps_text(r.uptime_bps.value)),
+         e(f"× {reliability.WEIGHT_UPTIME}/{weights}")],
+        ["lease completion (smoothed): " + fig_link(r.finished, f"{r.finished.value} finished") + ", "
+         + fig_link(r.failed, f"{r.failed.value} failed"),
+         fig_link(r.completion_bps, bps_text(r.completion_bps.value)),
+         e(f"× {reliability.WEIGHT_COMPLETION}/{weights}")],
+        ["tenure: " + fig_link(r.age_seconds, f"{int(r.age_seconds.value) / 86_400:,.1f} days registered"),
+         fig_link(r.tenure_bps, bps_text(r.tenure_bps.value)), e(f"× {reliability.WEIGHT_TENURE}/{weights}")],
+        ["penalty: " + fig_link(r.slashes, f"{r.slashes.value} slashes") + ", "
+         + fig_link(r.jails, f"{r.jails.value} jailings"),
+         fig_link(r.penalty_bps, "−" + bps_text(r.penalty_bps.value)),
+         e(f"{reliability.SLASH_PENALTY_BPS} bps per slash, {reliability.JAIL_PENALTY_BPS} per jailing")],
+        ["<b>reliability</b>", f'<b id="reliability">{fig_link(r.bps, bps_text(r.bps.value))}</b>',
+         e(f"a new provider scores {bps_text(reliability.NEW_PROVIDER_BPS)}")],
+    ]
+    return table(["part", "value", "weight"], rows, {1}, "score-parts")
+
+
 def overview_html(snap: Snapshot, providers: list[db.Provider]) -> str:
     o = overview(snap)
     v = lambda f: int(f.value)  # noqa: E731
@@ -609,7 +798,8 @@ def overview_html(snap: Snapshot, providers: list[db.Provider]) -> str:
             + f"<h2>Price per GPU-hour by model ({PAYMENT_SYMBOL}, accepted bids)</h2>"
             + table(["GPU model", "leases", *PERCENTILES, "spread (max-min)"], price_rows,
                     {1, 2, 3, 4, 5, 6, 7}, "prices")
-            + "<h2>Providers</h2>" + providers_table(snap, providers))
+            + "<h2>Providers</h2>" + providers_table(snap, providers)
+            + "<h2>Uptime and reliability per provider</h2>" + scores_table(o.provider_scores))
 
 
 def providers_table(snap: Snapshot, providers: list[db.Provider]) -> str:
@@ -657,7 +847,7 @@ def events_table(events: list[db.Event], with_tx: bool = True) -> str:
 def create_app(engine: Engine) -> FastAPI:
     explorer = Explorer(engine)
     app = FastAPI(title="Tessera explorer", version="1",
-                  description="Figures recomputed from the indexed Market and ProviderRegistry events, "
+                  description="Figures recomputed from the indexed events of Tessera's contracts, "
                               "each with the transactions behind it (docs/explorer.md).",
                   docs_url=None, redoc_url=None)   # the stock docs pages load from a CDN
     app.state.explorer = explorer
@@ -690,7 +880,8 @@ def create_app(engine: Engine) -> FastAPI:
         p, leases, payments = explorer.provider(_address(address))
         return ProviderDetail(**provider_out(snap, p).model_dump(),
                               lease_list=[lease_out(snap, row) for row in leases],
-                              payments=[payment_out(x) for x in payments])
+                              payments=[payment_out(x) for x in payments],
+                              recent_epochs=epoch_strip(snap, explorer, p.address))
 
     @app.get("/api/leases/{lease_id}", response_model=LeaseDetail, tags=["api"],
              responses={404: {"description": "unknown lease"}})
@@ -727,7 +918,8 @@ def create_app(engine: Engine) -> FastAPI:
     @app.get("/providers", response_class=HTMLResponse, include_in_schema=False)
     def providers_page():
         snap = explorer.snapshot()
-        return page("Providers", providers_table(snap, explorer.providers()), snap)
+        return page("Providers", providers_table(snap, explorer.providers())
+                    + "<h2>Uptime and reliability</h2>" + scores_table(provider_scores(snap.figures)), snap)
 
     @app.get("/providers/{address}", response_class=HTMLResponse, include_in_schema=False)
     def provider_page(address: str):
@@ -753,7 +945,19 @@ def create_app(engine: Engine) -> FastAPI:
             ("income", fig_link(out.provider_income, money(n(out.provider_income)))),
             ("protocol fees", fig_link(out.protocol_fees, money(n(out.protocol_fees)))),
         ])
-        body = (facts + "<h2>Leases</h2>" + leases_table(snap, leases)
+        u = out.uptime
+        uptime = kv([
+            ("uptime", '<span id="uptime">' + (fig_link(u.bps, bps_text(u.bps.value)) if u.bps else "-")
+             + "</span>"),
+            ("heartbeats / epochs owed", beats_of(u)),
+        ]) if u else "<p class='muted'>This network has no Uptime contract.</p>"
+        strip = epoch_strip(snap, explorer, p.address)
+        chart = f'<div class="charts">{epoch_chart(strip)}</div>' if strip else ""
+        body = (facts + "<h2>Uptime</h2>" + uptime + chart
+                + "<h2>Reliability</h2>" + reliability_html(out.reliability)
+                + "<p class='muted'>Computed only from on-chain events; definition and weights in "
+                  "docs/explorer.md.</p>"
+                + "<h2>Leases</h2>" + leases_table(snap, leases)
                 + "<h2>Payouts</h2>" + payments_table(payments))
         return page(f"Provider {p.address}", body, snap)
 

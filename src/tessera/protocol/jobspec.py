@@ -82,6 +82,9 @@ class DilocoSpec(BaseModel):
     compression: Literal["none", "int8"] = "int8"
     aggregation: Literal["mean", "median", "trimmed_mean"] = "mean"
     round_timeout: Seconds = 600
+    replace_dropped: bool = Field(True, description="lease a replacement for a dropped worker")
+    max_replacements: int | None = Field(None, ge=0, le=1024,
+                                         description="replacements per job; default order.nodes")
 
 
 class JobSpec(BaseModel):

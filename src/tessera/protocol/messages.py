@@ -90,6 +90,30 @@ def round_result_typed_data(chain_id: int, market: str, lease_id: int, round_ind
     }, chain_id, market)
 
 
+PROBES_DOMAIN_NAME = "TesseraProbes"
+PROBE_RECEIPT_TYPE = [
+    {"name": "provider", "type": "address"},
+    {"name": "validator", "type": "address"},
+    {"name": "epoch", "type": "uint256"},
+    {"name": "challenge", "type": "bytes32"},
+    {"name": "deadline", "type": "uint256"},
+]
+
+
+def probe_receipt_typed_data(chain_id: int, probes: str, provider: str, validator: str, epoch: int,
+                             challenge: bytes, deadline: int) -> dict:
+    """A provider's answer to a validator's liveness probe (domain: the Probes contract).
+    The random `challenge` is the nonce, `deadline` the expiry (docs/validators.md)."""
+    return {
+        "types": {"EIP712Domain": _DOMAIN_TYPE, "ProbeReceipt": PROBE_RECEIPT_TYPE},
+        "primaryType": "ProbeReceipt",
+        "domain": {"name": PROBES_DOMAIN_NAME, "version": DOMAIN_VERSION,
+                   "chainId": chain_id, "verifyingContract": probes},
+        "message": {"provider": provider, "validator": validator, "epoch": epoch,
+                    "challenge": challenge, "deadline": deadline},
+    }
+
+
 def digest(typed: dict) -> bytes:
     signable = encode_typed_data(full_message=typed)
     return keccak(b"\x19" + signable.version + signable.header + signable.body)

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from prometheus_client import generate_latest
 
+from tessera.protocol.probes import ProbeReceipt, ProbeRequest
 from tessera.protocol.wire import BidMessage, LeaseStatus, SignedManifest
 from tessera.provider.node import ProviderNode, Refused
 
@@ -30,6 +31,10 @@ def create_app(node: ProviderNode) -> FastAPI:
     @app.get("/metrics")
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(node.metrics).decode())
+
+    @app.post("/probe")
+    def probe(request: ProbeRequest) -> ProbeReceipt:
+        return node.answer_probe(request)
 
     @app.get("/orders/{order_id}/bid")
     def bid(order_id: int) -> BidMessage:

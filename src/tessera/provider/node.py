@@ -7,12 +7,14 @@ state lives in SQLite (state.py), so a restarted node picks up every lease where
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import threading
 import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from web3 import Web3
 
 from tessera.chain.accounts import resolve_account
 from tessera.chain.client import Chain, ChainError, RpcUnavailable, retry
@@ -22,6 +24,7 @@ from tessera.chain.network import load_network
 from tessera.logs import EventLog
 from tessera.protocol import messages
 from tessera.protocol.matching import OrderRequirements, ProviderOffer
+from tessera.protocol.probes import ProbeReceipt, ProbeRequest, receipt_typed_data
 from tessera.protocol.wire import BidMessage, LeaseStatus, RoundResult, SignedManifest
 from tessera.provider.config import ProviderConfig
 from tessera.provider.hardware import Hardware, detect_hardware
@@ -34,6 +37,16 @@ def _listing(offer: ProviderOffer) -> tuple:
     """The parts of an offer that matter to tenants (the benchmark varies run to run)."""
     return (offer.gpu_model, offer.gpu_count, offer.gpu_memory_mb, offer.endpoint,
             offer.price_floor)
+
+
+ROUND_REQUEST_SIGNED = "tenant_request.json"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 class Refused(Exception):
@@ -77,6 +90,15 @@ class ProviderNode:
                                     ["outcome"], registry=self.metrics)
         self.m_heartbeat_epoch = Gauge("tessera_provider_heartbeat_epoch",
                                        "last uptime epoch with a heartbeat", registry=self.metrics)
+        self.m_probes = Counter("tessera_provider_probes", "validator probes", ["outcome"],
+                                registry=self.metrics)
+        self.m_jailed_until = Gauge("tessera_provider_jailed_until",
+                                    "end of the provider's jail (unix s; 0 = not jailed)",
+                                    registry=self.metrics)
+        self.m_registry_active = Gauge("tessera_provider_registry_active",
+                                       "1 while the registry lets tenants lease this provider",
+                                       registry=self.metrics)
+        self._standing: tuple[bool, int] | None = None  # (registry is_active, jailed until)
         self._beat_epoch: int | None = None   # last epoch known to hold our heartbeat
         self._beat_retry_at = 0.0             # monotonic time before which a refused beat waits
 
@@ -147,6 +169,7 @@ class ProviderNode:
                     self._on_lease_closed(log["args"]["lease_id"])
                 self.state.put("last_block", str(head))
                 self.m_block.set(head)
+                self.check_standing()
             self._advance_jobs()
             self.m_active.set(len(self.state.leases(ACTIVE_STATUSES)))
         self.heartbeat()
@@ -185,9 +208,37 @@ class ProviderNode:
                  gas=receipt["gasUsed"])
         return epoch
 
+    def check_standing(self) -> tuple[bool, int]:
+        """(registry is_active, jailed until or 0): logged and exported when it changes.
+
+        A jail comes from `Uptime.report_outage` (or the owner); stake below the minimum (for
+        example after downtime slashes) also makes the provider inactive. Either way tenants
+        cannot lease it, so the node does not bid (docs/uptime.md)."""
+        record = self.market.provider_record(self.address)
+        now = self.chain.block_timestamp()
+        until = record["jailed_until"] if record["jailed_until"] > now else 0
+        active = bool(self.chain.call(self.chain.registry.functions.is_active(self.address)))
+        self.m_jailed_until.set(until)
+        self.m_registry_active.set(1 if active else 0)
+        standing, before = (active, until), self._standing
+        self._standing = standing
+        if standing != (before if before is not None else (True, 0)):
+            if until:
+                self.log("jailed", "warning", until=until, seconds_left=until - now)
+            elif not active:
+                self.log("inactive", "warning", stake=record["stake"],
+                         reason="stake below the registry's minimum")
+            else:
+                self.log("active-again")
+        return standing
+
     def _on_order(self, args) -> None:
         order_id = args["order_id"]
         if self.state.bid(order_id) is not None:
+            return
+        _, jailed_until = self.check_standing()
+        if jailed_until:
+            self.log("no-bid", order_id=order_id, reason=f"jailed until {jailed_until}")
             return
         order = self.market.order(order_id)
         if not order.open:
@@ -381,15 +432,40 @@ class ProviderNode:
                                    f"tenant {lease.tenant}")
             if expiry < time.time():
                 raise Refused(400, "round signature has expired")
+            folder = self.jobs.round_folder(lease_id, round_index)
+            queued = _read_json(folder / ROUND_REQUEST_SIGNED) or {}
             if not self.jobs.submit_round(lease_id, round_index, params, params_sha256):
-                raise Refused(409, f"round {round_index} was already started from other parameters")
+                # The tenant re-sent the round with other parameters (its coordinator restarted):
+                # the newer signed request wins and the worker runs the round again from it.
+                if expiry <= queued.get("expiry", 0):
+                    raise Refused(409, f"round {round_index} of lease {lease_id} already runs from "
+                                       "other parameters signed later")
+                (folder / "request.json").unlink(missing_ok=True)
+                self.jobs.submit_round(lease_id, round_index, params, params_sha256)
+                self.log("round-restarted", lease_id=lease_id, round=round_index,
+                         params_sha256=params_sha256)
+            if expiry > queued.get("expiry", 0):  # evidence of what the tenant asked for
+                tmp = folder / (ROUND_REQUEST_SIGNED + ".tmp")
+                tmp.write_text(json.dumps({"params_sha256": params_sha256, "nonce": nonce,
+                                           "expiry": expiry, "signature": signature}))
+                tmp.replace(folder / ROUND_REQUEST_SIGNED)
             return {"lease_id": lease_id, "round": round_index, "params_sha256": params_sha256}
+
+    def _current_round_result(self, lease_id: int, round_index: int) -> dict | None:
+        """The worker's answer for the parameters now queued for the round (None while it works,
+        or while an answer to parameters the tenant has since replaced is all there is)."""
+        result = self.jobs.round_result(lease_id, round_index)
+        request = _read_json(self.jobs.round_folder(lease_id, round_index) / "request.json")
+        if result is None or request is None or \
+                result.get("params_sha256") != request.get("params_sha256"):
+            return None
+        return result
 
     def round_result(self, lease_id: int, round_index: int) -> RoundResult | None:
         """The signed answer for a round, or None while the worker is still on it."""
         if self.state.lease(lease_id) is None:
             raise Refused(404, f"lease {lease_id} is unknown to this provider")
-        result = self.jobs.round_result(lease_id, round_index)
+        result = self._current_round_result(lease_id, round_index)
         if result is None:
             return None
         if "error" in result:
@@ -404,7 +480,7 @@ class ProviderNode:
                            signature=messages.sign(self.account, typed))
 
     def round_payload(self, lease_id: int, round_index: int) -> Path:
-        if self.jobs.round_result(lease_id, round_index) is None:
+        if self._current_round_result(lease_id, round_index) is None:
             raise Refused(404, f"round {round_index} of lease {lease_id} has no result yet")
         return self.jobs.round_payload(lease_id, round_index)
 
@@ -443,6 +519,33 @@ class ProviderNode:
         if path is None:
             raise Refused(404, f"no artifact with sha256 {sha256}")
         return path
+
+    # -- liveness probes from validators (docs/validators.md) -------------------------------
+    def answer_probe(self, request: ProbeRequest) -> ProbeReceipt:
+        """Sign a ProbeReceipt for a registered validator's probe of the current epoch whose
+        deadline (unix seconds) has not passed; refuse anything else without signing."""
+        probes = self.chain.probes
+        if request.deadline <= time.time():
+            self.m_probes.labels("late").inc()
+            raise Refused(400, f"probe deadline {request.deadline} has passed")
+        validator = Web3.to_checksum_address(request.validator)
+        try:
+            epoch = self.chain.call(probes.functions.current_epoch())
+            is_validator = self.chain.call(self.chain.validators.functions.is_validator(validator))
+        except ChainError as exc:
+            raise Refused(503, f"cannot check the probe against the chain: {exc}") from None
+        if request.epoch != epoch:
+            self.m_probes.labels("wrong-epoch").inc()
+            raise Refused(409, f"probe names epoch {request.epoch}; the current epoch is {epoch}")
+        if not is_validator:
+            self.m_probes.labels("not-validator").inc()
+            raise Refused(403, f"{validator} is not a registered validator")
+        typed = receipt_typed_data(self.chain.network.chain_id, probes.address, self.address,
+                                   validator, request.epoch, request.challenge, request.deadline)
+        self.m_probes.labels("answered").inc()
+        return ProbeReceipt(provider=self.address, validator=validator, epoch=request.epoch,
+                            challenge=request.challenge, deadline=request.deadline,
+                            signature=messages.sign(self.account, typed))
 
     def health(self) -> dict:
         return {"status": "ok", "provider": self.address,

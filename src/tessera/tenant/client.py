@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 from web3 import Web3
 
-from tessera.chain.client import Chain
-from tessera.chain.market import Lease, Market, tx_hash
+from tessera.chain.client import Chain, TxRefused
+from tessera.chain.market import DowntimeClaim, Lease, Market, tx_hash
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.matching import Bid, BidVerdict, OrderRequirements, judge_bid
@@ -23,6 +23,7 @@ from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
 
 MANIFEST_VALIDITY_S = 600
 TERMINAL = ("succeeded", "failed", "closed")
+MAX_CLAIM_EPOCHS = 256  # Market.MAX_CLAIM_EPOCHS: epochs per claim_downtime transaction
 
 
 class TenantError(Exception):
@@ -32,10 +33,14 @@ class TenantError(Exception):
 @dataclass
 class Settlement:
     lease_id: int
-    provider_amount: int
+    provider_amount: int   # paid to the provider by the close (net of fee)
     fee: int
-    refund: int
+    refund: int            # back to the tenant by the close
     tx: str
+    downtime_epochs: list[int] = field(default_factory=list)  # claimed just before the close
+    downtime_refund: int = 0   # back to the tenant by those claims (payment token)
+    stake_slashed: int = 0     # provider stake sent to the tenant by those claims (stake token)
+    downtime_txs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -232,12 +237,36 @@ class Tenant:
         return Results(lease_id, listing["result_hash"], directory, artifacts, metrics, history,
                        recomputed, checks)
 
+    def claim_downtime(self, lease_id: int) -> list[DowntimeClaim]:
+        """Claim every epoch of the lease so far in which its provider sent no heartbeat (one
+        transaction per 256 epochs; none when there are none). docs/uptime.md."""
+        claims = []
+        for attempt in range(2):
+            epochs = self.market.missed_epochs(self.market.lease(lease_id))
+            try:
+                for i in range(0, len(epochs), MAX_CLAIM_EPOCHS):
+                    claims.append(self.market.claim_downtime(lease_id,
+                                                             epochs[i:i + MAX_CLAIM_EPOCHS]))
+                break
+            except TxRefused:  # someone else claimed some of them first: look again, once
+                if attempt:
+                    raise
+        for claim in claims:
+            self.emit("downtime-claimed", {"lease_id": lease_id, **claim.__dict__})
+        return claims
+
     def close(self, lease_id: int) -> Settlement:
+        """Claim the lease's downtime, then close it: the provider is paid for live time only."""
         self._own_lease(lease_id)
+        claims = self.claim_downtime(lease_id)
         receipt = self.market.close_lease(lease_id)
         event = self.market.lease_closed_event(receipt)
-        settlement = Settlement(lease_id, event["provider_amount"], event["fee"], event["refund"],
-                                tx_hash(receipt))
+        settlement = Settlement(
+            lease_id, event["provider_amount"], event["fee"], event["refund"], tx_hash(receipt),
+            downtime_epochs=[e for c in claims for e in c.epochs],
+            downtime_refund=sum(c.refund for c in claims),
+            stake_slashed=sum(c.stake_slashed for c in claims),
+            downtime_txs=[c.tx for c in claims])
         self.emit("lease-closed", settlement.__dict__)
         return settlement
 

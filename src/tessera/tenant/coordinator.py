@@ -8,19 +8,29 @@ Each round, for every worker lease: PUT the round's parameters (the full global 
 time a worker is seen, afterwards the outer-step broadcast), signed by the tenant; poll for the
 worker's signed answer until the round's deadline; download the pseudo-gradient, check its hash
 and the provider's signature, decode and validate it. Whoever answered in time and passed the
-checks is aggregated; the outer step is taken; the coordinator checkpoints. A worker that misses
-the deadline or sends something refused is dropped from the job and its lease is closed, so it
-stops costing money; the job goes on with the others.
+checks is aggregated; the outer step is taken; the round is committed (below). A worker that
+misses the deadline, cannot be reached, or sends something refused is dropped from the job, its
+lease is closed so it stops costing money, the drop is logged as a structured line, and the job
+goes on with the others; a `replace` callback (the tenant's flow) may lease a replacement that
+trains the dropped worker's shard from the next round on.
+
+Commit: the outer optimizer's state goes to `coordinator-{round}.pt`, then `job.json` (workers,
+reports, the checkpoint's name) replaces the previous one atomically; a round is finished when
+its `job.json` is. `DilocoCoordinator.resume` reloads the last commit, and every worker gets the
+full global state again (what it holds is unknown after a crash).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import os
 import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -29,11 +39,27 @@ import torch
 from tessera.compute.diloco import Coordinator, DilocoConfig, encode_tensors
 from tessera.compute.diloco_worker import GLOBAL_STATE_KIND
 from tessera.compute.train import configure_determinism, held_out_loss, split
+from tessera.logs import EventLog
 from tessera.protocol import messages
 from tessera.protocol.wire import RoundResult
-from tessera.tenant.client import Tenant
+from tessera.tenant.client import Tenant, TenantError
 
 ROUND_SIGNATURE_VALIDITY_S = 600
+STATE_FILE = "job.json"
+STATE_VERSION = 1
+POLL_S = 0.02                   # how often a worker is asked for its answer
+PAYLOAD_SLACK_BYTES = 1 << 16   # headers and int8 scales on top of an fp32 pseudo-gradient
+# Faults found in an answer that arrived: the worker or its provider is broken or lying.
+RESULT_FAULTS = frozenset({"bad-answer", "bad-signature", "hash-mismatch", "bad-payload"})
+
+
+class WorkerFault(Exception):
+    """Why a worker's round was not used. `kind`: unreachable, refused (the provider refused the
+    round), late, worker-error (the worker reported an error), or one of RESULT_FAULTS."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass
@@ -41,9 +67,13 @@ class WorkerLease:
     lease_id: int
     provider: str
     endpoint: str
-    synced: bool = False       # holds the coordinator's published state (gets deltas)
+    index: int = 0              # the data shard it trains (its manifest's worker index)
+    order_id: int = 0
+    synced: bool = False        # holds the coordinator's published state (gets deltas)
     active: bool = True
+    fault: str = ""             # WorkerFault.kind once dropped
     reason: str = ""
+    replaced: bool = False      # a replacement was leased for it, or tried and failed
 
 
 @dataclass
@@ -56,25 +86,95 @@ class RoundReport:
     bytes_down: int
     seconds: float
     dropped: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)   # replacements that joined this round
+    worker_compute_s: float = 0.0   # the contributors' own report of their compute time, summed
+
+
+# (dropped worker, every worker of the job so far) -> a running replacement for its shard
+Replacer = Callable[[WorkerLease, list[WorkerLease]], WorkerLease]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_job_state(state_dir: Path) -> dict:
+    path = Path(state_dir) / STATE_FILE
+    if not path.is_file():
+        raise TenantError(f"{state_dir}: no {STATE_FILE} here; give the folder that "
+                          "`tessera job submit` printed for the job")
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise TenantError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(saved, dict) or saved.get("version") != STATE_VERSION:
+        raise TenantError(f"{path}: not a version {STATE_VERSION} DiLoCo job state")
+    return saved
 
 
 class DilocoCoordinator:
-    def __init__(self, tenant: Tenant, config: DilocoConfig, data: bytes, workers: list[WorkerLease],
-                 checkpoint: Path, round_timeout_s: float = 600,
-                 on_round: Callable[[RoundReport], None] | None = None):
+    def __init__(self, tenant: Tenant, config: DilocoConfig, data: bytes,
+                 workers: list[WorkerLease], state_dir: Path, *, job: dict | None = None,
+                 round_timeout_s: float = 600,
+                 on_round: Callable[[RoundReport], None] | None = None,
+                 log: EventLog | None = None, replace: Replacer | None = None,
+                 max_replacements: int = 0):
         self.tenant, self.config, self.workers = tenant, config, workers
-        self.checkpoint, self.round_timeout_s = checkpoint, round_timeout_s
+        self.state_dir, self.job = Path(state_dir), job or {}
+        self.round_timeout_s = round_timeout_s
         self.on_round = on_round or (lambda report: None)
+        self.log = log or EventLog("coordinator")
+        self.replace, self.max_replacements = replace, max_replacements
+        self.replacements = 0
+        self.finished = False
         self.device = configure_determinism(config.workload)
         self.coordinator = Coordinator(config, self.device)
+        self.dataset_sha256 = hashlib.sha256(data).hexdigest()
         _, self.val_tokens = split(data, config.workload)
         self.http = httpx.Client(timeout=60)
         self.broadcast: bytes | None = None
         self.reports: list[RoundReport] = []
-        if checkpoint.exists():  # a restarted coordinator resumes from its last finished round
-            saved = torch.load(checkpoint, weights_only=False)
-            self.coordinator.load_state_dict(saved["coordinator"])
-            self.reports = [RoundReport(**r) for r in saved["reports"]]
+        self.max_payload = len(encode_tensors(self.coordinator.published, "none",
+                                              config.chunk, {})) + PAYLOAD_SLACK_BYTES
+
+    @classmethod
+    def start(cls, tenant: Tenant, config: DilocoConfig, data: bytes, workers: list[WorkerLease],
+              state_dir: Path, **options) -> DilocoCoordinator:
+        """A new job, committed at once so that it can be resumed from its very start.
+        `job=` is whatever the tenant's flow needs to rebuild the job on resume (saved as is)."""
+        if (Path(state_dir) / STATE_FILE).exists():
+            raise TenantError(f"{state_dir} already holds a job; resume it with "
+                              f"`tessera job resume {state_dir}`")
+        self = cls(tenant, config, data, workers, state_dir, **options)
+        self._save()
+        return self
+
+    @classmethod
+    def resume(cls, tenant: Tenant, state_dir: Path, data: bytes, **options) -> DilocoCoordinator:
+        """The job committed in `state_dir`, at its last finished round."""
+        saved = read_job_state(state_dir)
+        if saved["tenant"].lower() != tenant.chain.address.lower():
+            raise TenantError(f"the job in {state_dir} belongs to tenant {saved['tenant']}, "
+                              f"not {tenant.chain.address}")
+        if hashlib.sha256(data).hexdigest() != saved["dataset_sha256"]:
+            raise TenantError(f"the dataset does not match the job's ({saved['dataset_sha256']})")
+        workers = [WorkerLease(**w) for w in saved["workers"]]
+        self = cls(tenant, DilocoConfig.model_validate(saved["config"]), data, workers, state_dir,
+                   job=saved["job"], **options)
+        checkpoint = torch.load(self.state_dir / saved["checkpoint"], weights_only=True)
+        self.coordinator.load_state_dict(checkpoint)
+        self.reports = [RoundReport(**r) for r in saved["reports"]]
+        self.replacements, self.finished = saved["replacements"], saved["finished"]
+        for worker in self.workers:  # what they hold after the crash is unknown: full state
+            worker.synced = False
+        self.log("resumed", round=self.coordinator.round,
+                 workers=[w.lease_id for w in self.workers if w.active])
+        return self
 
     # -- one worker, one round -----------------------------------------------------------
     def _body_for(self, worker: WorkerLease) -> bytes:
@@ -89,44 +189,119 @@ class DilocoCoordinator:
         typed = messages.round_typed_data(chain.network.chain_id, self.tenant.market.market.address,
                                           worker.lease_id, round_index,
                                           hashlib.sha256(body).digest(), nonce, expiry)
-        response = self.http.put(
-            f"{worker.endpoint}/leases/{worker.lease_id}/rounds/{round_index}", content=body,
-            headers={"x-tessera-nonce": str(nonce), "x-tessera-expiry": str(expiry),
-                     "x-tessera-signature": messages.sign(chain.account, typed)})
+        try:
+            response = self.http.put(
+                f"{worker.endpoint}/leases/{worker.lease_id}/rounds/{round_index}", content=body,
+                headers={"x-tessera-nonce": str(nonce), "x-tessera-expiry": str(expiry),
+                         "x-tessera-signature": messages.sign(chain.account, typed)})
+        except httpx.HTTPError as exc:
+            raise WorkerFault("unreachable", f"{type(exc).__name__}: {exc}") from None
         if response.status_code != 200:
-            raise RuntimeError(f"round refused: {response.json().get('detail')}")
+            raise WorkerFault("refused", f"provider refused round {round_index}: "
+                                         f"{_detail(response)}")
 
     def _collect(self, worker: WorkerLease, round_index: int, body: bytes,
-                 deadline: float) -> tuple[dict, int]:
+                 deadline: float) -> tuple[dict, int, float]:
         url = f"{worker.endpoint}/leases/{worker.lease_id}/rounds/{round_index}"
         while True:
-            response = self.http.get(url)
+            try:
+                response = self.http.get(url)
+            except httpx.HTTPError as exc:
+                raise WorkerFault("unreachable", f"{type(exc).__name__}: {exc}") from None
             if response.status_code == 200:
                 break
             if response.status_code != 202:
-                raise RuntimeError(f"worker answered {response.status_code}: {response.text[:200]}")
+                raise WorkerFault("worker-error", f"worker answered {response.status_code}: "
+                                                  f"{_detail(response)}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no answer within {self.round_timeout_s:.0f} s")
-            time.sleep(0.05)
-        result = RoundResult.model_validate(response.json())
+                raise WorkerFault("late", f"no answer within {self.round_timeout_s:.0f} s")
+            time.sleep(POLL_S)
+        try:
+            result = RoundResult.model_validate(response.json())
+        except ValueError as exc:
+            raise WorkerFault("bad-answer", f"answer is not a RoundResult: {str(exc)[:300]}") from None
         if result.params_sha256 != hashlib.sha256(body).hexdigest():
-            raise RuntimeError("answer names other parameters than the ones sent")
+            raise WorkerFault("bad-answer", "answer names other parameters than the ones sent")
         typed = messages.round_result_typed_data(
             self.tenant.chain.network.chain_id, self.tenant.market.market.address, worker.lease_id,
             round_index, bytes.fromhex(result.params_sha256), bytes.fromhex(result.sha256))
-        if messages.recover(typed, result.signature).lower() != worker.provider.lower():
-            raise RuntimeError("answer is not signed by the lease's provider")
-        payload = self.http.get(f"{url}/pseudo-gradient").content
+        try:
+            signer = messages.recover(typed, result.signature)
+        except Exception:
+            signer = None
+        if signer is None or signer.lower() != worker.provider.lower():
+            raise WorkerFault("bad-signature", f"answer is signed by {signer}, not by the lease's "
+                                               f"provider {worker.provider}")
+        payload = self._download(f"{url}/pseudo-gradient")
         if hashlib.sha256(payload).hexdigest() != result.sha256:
-            raise RuntimeError("pseudo-gradient does not match its signed hash")
-        return self.coordinator.decode(payload), len(payload)  # ValueError if malformed
+            raise WorkerFault("hash-mismatch", "pseudo-gradient does not match its signed hash "
+                                               f"{result.sha256}")
+        try:
+            return self.coordinator.decode(payload), len(payload), result.compute_s
+        except ValueError as exc:
+            raise WorkerFault("bad-payload", f"pseudo-gradient refused: {exc}") from None
 
-    def _drop(self, worker: WorkerLease, reason: str) -> None:
-        worker.active, worker.reason = False, reason
+    def _download(self, url: str) -> bytes:
+        """The body at `url`, refusing more than the largest pseudo-gradient this job can have."""
+        chunks, size = [], 0
+        try:
+            with self.http.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise WorkerFault("worker-error", f"pseudo-gradient download answered "
+                                                      f"{response.status_code}")
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > self.max_payload:
+                        raise WorkerFault("bad-payload", f"pseudo-gradient is larger than "
+                                                         f"{self.max_payload} bytes")
+                    chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise WorkerFault("unreachable", f"{type(exc).__name__}: {exc}") from None
+        return b"".join(chunks)
+
+    def _drop(self, worker: WorkerLease, round_index: int, fault: WorkerFault) -> str:
+        worker.active, worker.fault, worker.reason = False, fault.kind, str(fault)
+        closed = True
         try:
             self.tenant.close(worker.lease_id)
         except Exception as exc:  # already closed (e.g. by the provider): nothing left to refund
+            closed = False
             worker.reason += f" (close: {exc})"
+        event = "result-refused" if fault.kind in RESULT_FAULTS else "worker-dropped"
+        self.log(event, "warning", round=round_index, lease_id=worker.lease_id,
+                 provider=worker.provider, worker=worker.index, kind=fault.kind,
+                 reason=str(fault), lease_closed=closed)
+        return f"lease {worker.lease_id} ({fault.kind}): {worker.reason}"
+
+    def _replace_dropped(self) -> list[str]:
+        """Lease a replacement for each worker dropped since the last round (up to the cap);
+        each is committed at once, so a crash right after does not forget its lease."""
+        lines = []
+        for worker in [w for w in self.workers if not w.active and not w.replaced]:
+            worker.replaced = True
+            if self.replace is None:
+                continue
+            if self.replacements >= self.max_replacements:
+                lines.append(f"lease {worker.lease_id} not replaced: the job's "
+                             f"{self.max_replacements} replacement(s) are used up")
+                self.log("replacement-skipped", lease_id=worker.lease_id, reason="cap reached")
+                continue
+            try:
+                new = self.replace(worker, list(self.workers))
+            except Exception as exc:
+                lines.append(f"lease {worker.lease_id} not replaced: {exc}")
+                self.log("replacement-failed", "warning", lease_id=worker.lease_id,
+                         error=f"{type(exc).__name__}: {exc}")
+                continue
+            new.index, new.synced, new.active = worker.index, False, True
+            self.workers.append(new)
+            self.replacements += 1
+            lines.append(f"lease {worker.lease_id} replaced by lease {new.lease_id} "
+                         f"(provider {new.provider})")
+            self.log("worker-replaced", lease_id=worker.lease_id, replacement=new.lease_id,
+                     provider=new.provider, worker=new.index)
+            self._save()
+        return lines
 
     # -- the job ---------------------------------------------------------------------------
     def run(self) -> list[RoundReport]:
@@ -134,16 +309,20 @@ class DilocoCoordinator:
             self.step()
         return self.reports
 
-    def step(self) -> RoundReport:
+    def step(self) -> RoundReport | None:
+        """One round. None when no worker's answer could be used: nothing is applied, and the
+        round runs again (with replacements for the dropped) on the next call."""
         round_index = self.coordinator.round
         started = time.monotonic()
+        replaced = self._replace_dropped()
         active = [w for w in self.workers if w.active]
         if not active:
-            raise RuntimeError("no worker left in the job")
+            self._save()
+            raise TenantError(f"round {round_index}: no worker left in the job")
         bodies = {w.lease_id: self._body_for(w) for w in active}
         deadline = time.monotonic() + self.round_timeout_s
-        results: dict[int, tuple[dict, int]] = {}
-        errors: dict[int, str] = {}
+        results: dict[int, tuple[dict, int, float]] = {}
+        faults: dict[int, WorkerFault] = {}
 
         def one(worker: WorkerLease) -> None:
             try:
@@ -151,39 +330,65 @@ class DilocoCoordinator:
                 worker.synced = True
                 results[worker.lease_id] = self._collect(worker, round_index,
                                                          bodies[worker.lease_id], deadline)
-            except Exception as exc:
-                errors[worker.lease_id] = f"{type(exc).__name__}: {exc}"
+            except WorkerFault as fault:
+                faults[worker.lease_id] = fault
+            except Exception as exc:  # anything else is this worker's problem, not the job's
+                faults[worker.lease_id] = WorkerFault("worker-error", f"{type(exc).__name__}: {exc}")
 
         with ThreadPoolExecutor(max_workers=len(active)) as pool:
             list(pool.map(one, active))
-        dropped = []
-        for worker in active:
-            if worker.lease_id in errors:
-                self._drop(worker, errors[worker.lease_id])
-                dropped.append(f"lease {worker.lease_id}: {worker.reason}")
+        dropped = [self._drop(w, round_index, faults[w.lease_id])
+                   for w in active if w.lease_id in faults]
         pseudo_grads = [results[w.lease_id][0] for w in active if w.lease_id in results]
         if not pseudo_grads:
-            raise RuntimeError(f"round {round_index}: no worker answered: {errors}")
+            self.log("round-empty", "warning", round=round_index, dropped=dropped)
+            self._save()
+            return None
         update = self.coordinator.apply(pseudo_grads)
         self.broadcast = update.broadcast
         val = held_out_loss(self.coordinator.eval_model(), self.val_tokens, self.config.workload,
                             self.device)
         report = RoundReport(round_index, len(active), len(pseudo_grads), val,
-                             sum(size for _, size in results.values()),
+                             sum(size for _, size, _ in results.values()),
                              sum(len(b) for b in bodies.values()), time.monotonic() - started,
-                             dropped)
+                             dropped, replaced, sum(c for _, _, c in results.values()))
         self.reports.append(report)
         self._save()
+        self.log("round", **asdict(report))
         self.on_round(report)
         return report
 
+    def finish(self) -> None:
+        """Mark the job done (its leases are settled by the caller): resume will refuse it."""
+        self.finished = True
+        self._save()
+
+    # -- persistence -------------------------------------------------------------------------
     def _save(self) -> None:
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
-        torch.save({"coordinator": self.coordinator.state_dict(),
-                    "reports": [r.__dict__ for r in self.reports]}, tmp)
-        tmp.replace(self.checkpoint)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        name = f"coordinator-{self.coordinator.round}.pt"
+        buffer = io.BytesIO()
+        torch.save(self.coordinator.state_dict(), buffer)
+        _write_atomic(self.state_dir / name, buffer.getvalue())
+        state = {"version": STATE_VERSION, "tenant": self.tenant.chain.address,
+                 "dataset_sha256": self.dataset_sha256,
+                 "config": self.config.model_dump(mode="json"), "job": self.job,
+                 "round": self.coordinator.round, "checkpoint": name,
+                 "workers": [asdict(w) for w in self.workers],
+                 "reports": [asdict(r) for r in self.reports],
+                 "replacements": self.replacements, "finished": self.finished}
+        _write_atomic(self.state_dir / STATE_FILE, json.dumps(state, indent=1).encode())
+        for old in self.state_dir.glob("coordinator-*.pt"):
+            if old.name != name:
+                old.unlink()
 
     def save_model(self, path: Path) -> None:
         torch.save({"model": self.coordinator.eval_model().state_dict(),
                     "workload": self.config.workload.model_dump()}, path)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail"))[:300]
+    except (ValueError, AttributeError):
+        return response.text[:300]

@@ -10,10 +10,19 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tessera.chain.accounts import resolve_account, tessera_home
-from tessera.chain.client import Chain
+from tessera.chain.client import Chain, ChainError
 from tessera.chain.devnet import Devnet
-from tessera.chain.market import PAYMENT_DECIMALS, PAYMENT_SYMBOL, tx_hash
-from tessera.chain.network import load_network
+from tessera.chain.market import (
+    PAYMENT_DECIMALS,
+    PAYMENT_SYMBOL,
+    STAKE_DECIMALS,
+    STAKE_SYMBOL,
+    tx_hash,
+)
+from tessera.chain.network import NetworkError, load_network
+from tessera.explorer.events import EventReader
+from tessera.explorer.figures import compute_figures
+from tessera.explorer.reliability import NAME as RELIABILITY
 from tessera.protocol.jobspec import BUILTIN_CORPUS, DatasetSpec, JobSpec, load_job_spec
 from tessera.protocol.matching import SELECTION_RULE, rank
 from tessera.protocol.money import format_amount
@@ -98,6 +107,36 @@ def submit_job(spec_path: Path, network: Path | None, account: str, *, follow: b
                       results_dir=jobs_dir() / "results")
 
 
+def bid_reliability(chain: Chain, console: Console) -> dict[str, dict[str, int]]:
+    """{lower-case address: {part: value}} of every provider's `reliability.by_provider.*` figures,
+    recomputed now from the chain's logs since the deploy block with the explorer's own definition
+    (docs/explorer.md); nothing is cached. A chain that cannot answer leaves the column empty, not
+    the rental."""
+    try:
+        reader = EventReader(chain)
+        head = reader.head()
+        block = reader.block(head)
+        if block is None:
+            raise ChainError(f"block {head} vanished while reading it")
+        figures = compute_figures(reader.events(chain.network.deploy_block, head), block[1])
+    except (ChainError, NetworkError) as exc:
+        console.print(f"reliability scores unavailable: {exc}")
+        return {}
+    scores: dict[str, dict[str, int]] = {}
+    for (name, address), figure in figures.items():
+        if name.startswith(f"{RELIABILITY}."):
+            scores.setdefault(address.lower(), {})[name.removeprefix(f"{RELIABILITY}.")] = figure.value
+    return scores
+
+
+def reliability_text(score: dict[str, int] | None) -> str:
+    """'72.40% (uptime 95.00%, 3 finished / 1 failed, 0 slashes)' for a bid line; '?' if unknown."""
+    if not score:
+        return "?"
+    return (f"{score['bps'] / 100:.2f}% (uptime {score['uptime_bps'] / 100:.2f}%, "
+            f"{score['finished']} finished / {score['failed']} failed, {score['slashes']} slashes)")
+
+
 def lease_nodes(tenant: Tenant, spec: JobSpec, console: Console, summary: dict) -> list:
     """Order with escrow, collect and judge bids, accept the best `order.nodes` of them (one per
     provider), and take back the escrow no lease needed. Returns [(lease_id, verdict)]."""
@@ -113,15 +152,18 @@ def lease_nodes(tenant: Tenant, spec: JobSpec, console: Console, summary: dict) 
     verdicts = tenant.collect_bids(order_id, spec.order.bid_window)
     ranked = rank(verdicts)
     summary["order_id"] = order_id
+    scores = bid_reliability(tenant.chain, console)
     summary["bids"] = [{"provider": v.bid.provider, "price_per_gpu_hour": v.bid.price_per_gpu_hour,
                         "device": v.offer.gpu_model if v.offer else None,
                         "benchmark_mflops": v.offer.benchmark_score if v.offer else None,
+                        "reliability": scores.get(v.bid.provider.lower()),
                         "valid": v.valid, "problems": v.problems} for v in verdicts]
     summary["selection_rule"] = SELECTION_RULE
     for v in sorted(verdicts, key=lambda v: v.bid.price_per_gpu_hour):
         state = "valid" if v.valid else "rejected: " + "; ".join(v.problems)
         console.print(f"  bid {money(v.bid.price_per_gpu_hour)}/GPU-h from {v.bid.provider} "
-                      f"({v.offer.gpu_model if v.offer else '?'}): {state}")
+                      f"({v.offer.gpu_model if v.offer else '?'}, reliability "
+                      f"{reliability_text(scores.get(v.bid.provider.lower()))}): {state}")
     if not ranked:
         cancel = tenant.market.cancel_order(order_id)
         txs["cancel"] = tx_hash(cancel)
@@ -131,7 +173,7 @@ def lease_nodes(tenant: Tenant, spec: JobSpec, console: Console, summary: dict) 
     if len(chosen) < spec.order.nodes:
         console.print(f"only {len(chosen)} valid bid(s) for {spec.order.nodes} node(s): "
                       "going on with those")
-    console.print(f"rule: {SELECTION_RULE}")
+    console.print(f"rule: {SELECTION_RULE} (reliability is shown, not used)")
     leases = []
     for verdict in chosen:
         lease_id, accept_tx = tenant.accept(verdict)
@@ -188,7 +230,9 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
         settlement = tenant.close(lease_id)
         txs["close"] = settlement.tx
         summary["settlement"] = {"provider": settlement.provider_amount, "fee": settlement.fee,
-                                 "refund": settlement.refund}
+                                 "refund": settlement.refund,
+                                 "downtime_epochs": len(settlement.downtime_epochs),
+                                 "downtime_refund": settlement.downtime_refund}
         withdrawn = _withdrawn_to_provider(tenant, lease_id)
         summary["settlement"]["provider_withdrawn_earlier"] = withdrawn
         end_balance = tenant.market.payment_balance(tenant.chain.address)
@@ -240,6 +284,11 @@ def fetch_and_check(lease_id: int, out: Path | None, network: Path | None, accou
 def close_lease(lease_id: int, network: Path | None, account: str, console: Console) -> None:
     tenant = tenant_for(network, account)
     settlement = tenant.close(lease_id)
+    if settlement.downtime_epochs:
+        console.print(f"provider missed {len(settlement.downtime_epochs)} epoch(s) of the lease: "
+                      f"downtime refund {money(settlement.downtime_refund)}, stake slashed to you "
+                      f"{format_amount(settlement.stake_slashed, STAKE_DECIMALS, STAKE_SYMBOL)} "
+                      f"(tx {', '.join(settlement.downtime_txs)})")
     console.print(f"lease {lease_id} closed (tx {settlement.tx}): provider paid "
                   f"{money(settlement.provider_amount)}, fee {money(settlement.fee)}, refund "
                   f"{money(settlement.refund)}")

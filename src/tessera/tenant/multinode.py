@@ -1,7 +1,14 @@
-"""A DiLoCo job on several leased providers, as `tessera job submit` runs it for mode = "diloco"."""
+"""A DiLoCo job on several leased providers: what `tessera job submit` runs for mode = "diloco",
+and what `tessera job resume DIR` runs to continue one whose tenant process stopped.
+
+The job's folder (printed at the start) holds `job.json` (the coordinator's committed state:
+leases, round reports, the spec), the coordinator checkpoint, a copy of the dataset, the
+coordinator's structured log (`coordinator.log`) and, at the end, `model.pt` and `summary.json`.
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -9,11 +16,24 @@ from rich.console import Console
 
 from tessera.compute.diloco import DilocoConfig
 from tessera.compute.evaluate import evaluate_model
+from tessera.logs import EventLog
 from tessera.protocol.jobspec import JobSpec
+from tessera.protocol.matching import BidVerdict, rank
+from tessera.protocol.money import lease_budget
+from tessera.protocol.wire import LeaseStatus
 from tessera.protocol.workload import DilocoWorkerWorkload
 from tessera.tenant.client import Tenant, TenantError
-from tessera.tenant.coordinator import DilocoCoordinator, RoundReport, WorkerLease
-from tessera.tenant.flow import lease_nodes, money
+from tessera.tenant.coordinator import (
+    RESULT_FAULTS,
+    DilocoCoordinator,
+    RoundReport,
+    WorkerLease,
+    read_job_state,
+)
+from tessera.tenant.flow import lease_nodes, money, tenant_for
+
+DATASET_FILE, LOG_FILE, MODEL_FILE, SUMMARY_FILE = (
+    "dataset.bin", "coordinator.log", "model.pt", "summary.json")
 
 
 def diloco_config(spec: JobSpec, workers: int) -> DilocoConfig:
@@ -22,61 +42,202 @@ def diloco_config(spec: JobSpec, workers: int) -> DilocoConfig:
                         rounds=d.rounds, compression=d.compression, aggregation=d.aggregation)
 
 
-def wait_running(tenant: Tenant, lease_ids: list[int], timeout_s: float = 120) -> None:
+def worker_workload(spec: JobSpec, index: int, workers: int) -> DilocoWorkerWorkload:
+    return DilocoWorkerWorkload(model=spec.workload, inner_steps=spec.diloco.inner_steps,
+                                worker=index, workers=workers, compression=spec.diloco.compression)
+
+
+def wait_started(tenant: Tenant, lease_ids: list[int],
+                 timeout_s: float = 120) -> dict[int, LeaseStatus | None]:
+    """Each lease's job status once it runs or has ended (None if its provider did not answer
+    in time). Never raises: a worker that did not start is dropped by the coordinator's first
+    round, which its provider refuses."""
     deadline = time.monotonic() + timeout_s
+    statuses: dict[int, LeaseStatus | None] = {}
     for lease_id in lease_ids:
-        while (status := tenant.status(lease_id)).status != "running":
-            if status.status in ("failed", "closed") or time.monotonic() > deadline:
-                raise TenantError(f"worker on lease {lease_id} did not start: {status.status} "
-                                  f"{status.detail}")
+        status = None
+        while time.monotonic() <= deadline:
+            try:
+                status = tenant.status(lease_id)
+            except TenantError:
+                status = None
+            if status is not None and status.status not in ("awaiting-manifest", "awaiting-inputs"):
+                break
             time.sleep(0.1)
+        statuses[lease_id] = status
+    return statuses
+
+
+def pick_replacement(verdicts: list[BidVerdict], job: list[WorkerLease]) -> BidVerdict | None:
+    """The best valid bid from a provider new to the job, else from any provider whose answers
+    were never refused (one dropped for lateness may have recovered)."""
+    refused = {w.provider.lower() for w in job if w.fault in RESULT_FAULTS}
+    seen = {w.provider.lower() for w in job}
+    allowed = [v for v in rank(verdicts) if v.bid.provider.lower() not in refused]
+    fresh = [v for v in allowed if v.bid.provider.lower() not in seen]
+    return (fresh or allowed or [None])[0]
+
+
+class Replacer:
+    """Leases a one-node order for a dropped worker and starts its shard there."""
+
+    def __init__(self, tenant: Tenant, spec: JobSpec, dataset: bytes, workers: int,
+                 console: Console):
+        self.tenant, self.spec, self.dataset, self.workers = tenant, spec, dataset, workers
+        self.console = console
+
+    def __call__(self, dropped: WorkerLease, job: list[WorkerLease]) -> WorkerLease:
+        o, market = self.spec.order, self.tenant.market
+        self.console.print(f"leasing a replacement for lease {dropped.lease_id} "
+                           f"(worker {dropped.index}) ...")
+        order_id, _ = market.create_order(
+            self.spec.spec_hash(), o.gpu_model, o.min_gpus, o.min_gpu_memory_mb,
+            o.max_price_per_gpu_hour, o.duration, 1,
+            lease_budget(o.max_price_per_gpu_hour, o.min_gpus, o.duration))
+        try:
+            verdict = pick_replacement(self.tenant.collect_bids(order_id, o.bid_window), job)
+            if verdict is None:
+                raise TenantError(f"no acceptable bid for replacement order {order_id}")
+            lease_id, _ = self.tenant.accept(verdict)
+        finally:  # escrow no lease needed comes back at once
+            order = market.order(order_id)
+            if order.open and order.deposit > order.allocated:
+                market.cancel_order(order_id)
+        new = WorkerLease(lease_id, verdict.bid.provider, verdict.offer.endpoint,
+                          index=dropped.index, order_id=order_id)
+        try:
+            self.tenant.send_manifest(lease_id, worker_workload(self.spec, dropped.index,
+                                                                self.workers), self.dataset)
+            status = wait_started(self.tenant, [lease_id])[lease_id]
+            if status is None or status.status != "running":
+                raise TenantError(f"replacement lease {lease_id} did not start: "
+                                  f"{status.status + ' ' + status.detail if status else 'no answer'}")
+        except Exception:
+            self.tenant.close(lease_id)
+            raise
+        self.console.print(f"lease {dropped.lease_id} replaced by lease {lease_id} "
+                           f"(provider {new.provider}) at {money(verdict.bid.price_per_gpu_hour)}"
+                           "/GPU-h; it joins at the next round with the full global state")
+        return new
+
+
+def coordinator_options(tenant: Tenant, spec: JobSpec, dataset: bytes, workers: int,
+                        job_dir: Path, console: Console) -> dict:
+    """What the coordinator needs from the spec and the console, on submit and on resume."""
+    d = spec.diloco
+
+    def show(report: RoundReport) -> None:
+        console.print(f"round {report.round + 1}/{d.rounds}: {report.contributors}/"
+                      f"{report.workers} workers, held-out loss {report.val_loss:.4f}, "
+                      f"{report.bytes_up + report.bytes_down:,} bytes moved, {report.seconds:.1f} s")
+        for line in report.dropped:
+            console.print(f"  [yellow]dropped[/] {line}")
+
+    return {"round_timeout_s": d.round_timeout, "on_round": show,
+            "log": EventLog("coordinator", stream=open(job_dir / LOG_FILE, "a")),
+            "replace": Replacer(tenant, spec, dataset, workers, console) if d.replace_dropped
+            else None,
+            "max_replacements": d.max_replacements if d.max_replacements is not None
+            else spec.order.nodes}
 
 
 def run_diloco_job(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console,
                    results_dir: Path) -> dict:
     summary: dict = {"job": spec.name, "mode": "diloco", "tenant": tenant.chain.address,
                      "transactions": {}}
-    start_balance = tenant.market.payment_balance(tenant.chain.address)
+    balance_before = tenant.market.payment_balance(tenant.chain.address)
     leases = lease_nodes(tenant, spec, console, summary)
-    workers = []
-    for index, (lease_id, verdict) in enumerate(leases):
-        workload = DilocoWorkerWorkload(model=spec.workload, inner_steps=spec.diloco.inner_steps,
-                                        worker=index, workers=len(leases),
-                                        compression=spec.diloco.compression)
-        tenant.send_manifest(lease_id, workload, dataset)
-        workers.append(WorkerLease(lease_id, verdict.bid.provider, verdict.offer.endpoint))
-    wait_running(tenant, [w.lease_id for w in workers])
-    console.print(f"{len(workers)} workers running; coordinator (this process) starts "
-                  f"{spec.diloco.rounds} rounds of {spec.diloco.inner_steps} inner steps")
-
-    def show(report: RoundReport) -> None:
-        console.print(f"round {report.round + 1}/{spec.diloco.rounds}: {report.contributors}/"
-                      f"{report.workers} workers, held-out loss {report.val_loss:.4f}, "
-                      f"{report.bytes_up + report.bytes_down:,} bytes moved, {report.seconds:.1f} s")
-        for line in report.dropped:
-            console.print(f"  [yellow]dropped[/] {line}")
-
-    config = diloco_config(spec, len(workers))
     job_dir = results_dir / f"diloco-order-{summary['order_id']}"
-    coordinator = DilocoCoordinator(tenant, config, dataset, workers, job_dir / "coordinator.pt",
-                                    round_timeout_s=spec.diloco.round_timeout, on_round=show)
-    reports = coordinator.run()
-    coordinator.save_model(job_dir / "model.pt")
-    recomputed = evaluate_model(job_dir / "model.pt", dataset)
-    settlements = []
+    if job_dir.exists():  # a job of another chain (a devnet started afresh) used this order id
+        job_dir = job_dir.with_name(f"{job_dir.name}-{summary['transactions']['order'][2:10]}")
+    job_dir.mkdir(parents=True)
+    (job_dir / DATASET_FILE).write_bytes(dataset)
+    workers = [WorkerLease(lease_id, verdict.bid.provider, verdict.offer.endpoint, index=index,
+                           order_id=summary["order_id"])
+               for index, (lease_id, verdict) in enumerate(leases)]
+    job = {"spec": spec.model_dump(mode="json"), "summary": summary,
+           "balance_before": balance_before}
+    coordinator = DilocoCoordinator.start(  # committed before anything else can fail
+        tenant, diloco_config(spec, len(workers)), dataset, workers, job_dir, job=job,
+        **coordinator_options(tenant, spec, dataset, len(workers), job_dir, console))
+    console.print(f"job state in {job_dir}; if this process stops, "
+                  f"`tessera job resume {job_dir}` continues from the last finished round")
+    sent = []
     for worker in workers:
+        try:
+            tenant.send_manifest(worker.lease_id, worker_workload(spec, worker.index,
+                                                                  len(workers)), dataset)
+            sent.append(worker.lease_id)
+        except TenantError as exc:  # its provider will refuse round 0: dropped, replaced
+            console.print(f"[yellow]manifest for lease {worker.lease_id} not accepted[/]: {exc}")
+    for lease_id, status in wait_started(tenant, sent).items():
+        if status is None or status.status != "running":
+            console.print(f"[yellow]worker on lease {lease_id} did not start[/]: "
+                          f"{status.status if status else 'no answer'}")
+    console.print(f"{len(workers)} workers leased; coordinator (this process) starts "
+                  f"{spec.diloco.rounds} rounds of {spec.diloco.inner_steps} inner steps")
+    return finish_job(tenant, spec, dataset, coordinator, console)
+
+
+def resume_diloco_job(tenant: Tenant, job_dir: Path, console: Console) -> dict:
+    saved = read_job_state(job_dir)
+    if saved["finished"]:
+        raise TenantError(f"the job in {job_dir} has finished ({len(saved['reports'])} rounds); "
+                          f"its model is {job_dir / MODEL_FILE}")
+    if "spec" not in saved["job"]:
+        raise TenantError(f"the job in {job_dir} was not started by `tessera job submit`")
+    spec = JobSpec.model_validate(saved["job"]["spec"])
+    if not (job_dir / DATASET_FILE).is_file():
+        raise TenantError(f"{job_dir / DATASET_FILE} is missing: the job's dataset copy is needed")
+    dataset = (job_dir / DATASET_FILE).read_bytes()
+    workers = saved["config"]["workers"]
+    coordinator = DilocoCoordinator.resume(
+        tenant, job_dir, dataset,
+        **coordinator_options(tenant, spec, dataset, workers, job_dir, console))
+    active = [w for w in coordinator.workers if w.active]
+    console.print(f"resuming {spec.name} at round {coordinator.coordinator.round + 1}/"
+                  f"{spec.diloco.rounds} with {len(active)} worker(s) (leases "
+                  f"{', '.join(str(w.lease_id) for w in active)}); each gets the full global "
+                  "state again")
+    return finish_job(tenant, spec, dataset, coordinator, console)
+
+
+def resume_job(job_dir: Path, network: Path | None, account: str, console: Console) -> dict:
+    """`tessera job resume DIR`: bad input is refused before any connection is made."""
+    read_job_state(job_dir)
+    return resume_diloco_job(tenant_for(network, account), job_dir, console)
+
+
+def finish_job(tenant: Tenant, spec: JobSpec, dataset: bytes, coordinator: DilocoCoordinator,
+               console: Console) -> dict:
+    """Run the remaining rounds, save and check the model, close the leases still open."""
+    reports = coordinator.run()
+    job_dir = coordinator.state_dir
+    coordinator.save_model(job_dir / MODEL_FILE)
+    recomputed = evaluate_model(job_dir / MODEL_FILE, dataset)
+    settlements = []
+    for worker in coordinator.workers:
         if worker.active:
-            settlement = tenant.close(worker.lease_id)
-            settlements.append(settlement.__dict__)
-    summary.update({
-        "workers": [{"lease_id": w.lease_id, "provider": w.provider, "finished": w.active,
-                     "dropped_because": w.reason} for w in workers],
+            try:
+                settlements.append(tenant.close(worker.lease_id).__dict__)
+            except Exception as exc:  # closed meanwhile (by its provider): nothing to refund
+                settlements.append({"lease_id": worker.lease_id, "error": str(exc)})
+    coordinator.finish()
+    job = coordinator.job
+    summary = {**job["summary"], **{
+        "workers": [{"lease_id": w.lease_id, "order_id": w.order_id, "provider": w.provider,
+                     "worker": w.index, "finished": w.active, "dropped_because": w.reason}
+                    for w in coordinator.workers],
+        "replacements": coordinator.replacements,
         "rounds": [r.__dict__ for r in reports], "final_val_loss": recomputed,
         "bytes_moved": sum(r.bytes_up + r.bytes_down for r in reports),
-        "model": str(job_dir / "model.pt"), "settlements": settlements,
-        "tenant_spent": start_balance - tenant.market.payment_balance(tenant.chain.address),
-    })
+        "model": str(job_dir / MODEL_FILE), "job_dir": str(job_dir), "settlements": settlements,
+        "tenant_spent": job["balance_before"]
+        - tenant.market.payment_balance(tenant.chain.address)}}
+    summary["transactions"]["close"] = [s["tx"] for s in settlements if "tx" in s]
+    (job_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str))
     console.print(f"final held-out loss {recomputed:.4f} (recomputed from the saved model); "
                   f"{summary['bytes_moved']:,} bytes moved in {len(reports)} rounds; "
-                  f"tenant paid {money(summary['tenant_spent'])}; model at {job_dir / 'model.pt'}")
+                  f"tenant paid {money(summary['tenant_spent'])}; model at {job_dir / MODEL_FILE}")
     return summary
+

@@ -1,0 +1,213 @@
+"""Typed access to Verification.vy: post a round root, challenge a commitment, answer, vote,
+resolve, claim; and the contract's parameters with the defaults chosen in docs/verification.md."""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+from enum import IntEnum
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from tessera.chain.client import Chain, ChainError
+from tessera.chain.market import STAKE_DECIMALS, STAKE_SYMBOL, Market, _event_arg, _named
+from tessera.protocol import commitment as cm
+
+TSTK = 10**STAKE_DECIMALS
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class VerificationParams:
+    """Constructor arguments after (market, registry, validators), in order; immutable once
+    deployed. Why these values: docs/verification.md, "Parameters"."""
+
+    challenge_window: int = 3_600       # seconds after a root during which it can be challenged
+    vote_period: int = 3_600            # seconds validators have to reach a quorum
+    min_bond: int = 10 * TSTK           # challenger's bond, in stake-token base units
+    slash_amount: int = 100 * TSTK      # taken from a provider proven to cheat (= registry min stake)
+    challenger_bps: int = 2_500         # of the slash after voter rewards, to the challenger
+    tenant_bps: int = 5_000             # ... to the tenant; the rest is burned
+    voter_reward: int = 5 * TSTK        # shared by the quorum that made the verdict, either way
+    quorum_bps: int = 6_667             # of the eligible validators (must be a majority)
+    min_quorum: int = 3
+    jail_period: int = 7 * DAY
+
+    def constructor_args(self) -> tuple:
+        return astuple(self)
+
+
+class Outcome(IntEnum):
+    UNKNOWN = 0
+    OPEN = 1
+    UPHELD = 2
+    REJECTED = 3
+    EXPIRED = 4
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    tree: bytes  # keccak256(abi_encode(root, n_leaves)), cm.RoundTree.tree_hash
+    posted_at: int
+    open_challenges: int
+
+
+@dataclass(frozen=True)
+class ChallengeRecord:
+    challenge_id: int
+    job: int
+    round_index: int
+    lease_id: int
+    provider: str
+    tenant: str
+    challenger: str
+    bond: int
+    deadline: int
+    validator_snapshot: int
+    quorum: int
+    guilty_votes: int
+    innocent_votes: int
+    status: Outcome
+    reward_per_voter: int
+    answer: bytes
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The token movements of one resolved challenge (the ChallengeResolved event)."""
+
+    challenge_id: int
+    outcome: Outcome
+    slashed: int
+    to_challenger: int
+    to_tenant: int
+    to_voters: int
+    burned: int
+    bond_to_provider: int
+    bond_returned: int
+    receipt: TxReceipt
+
+
+class Verification:
+    """What coordinators, challengers, providers and validators do on Verification.vy."""
+
+    def __init__(self, chain: Chain):
+        self.chain = chain
+        self.contract = chain.contract("Verification")
+        self._market = Market(chain)
+        self._validator_index: dict[str, int] = {}
+
+    @property
+    def address(self) -> str:
+        return self.contract.address
+
+    # -- commitments ---------------------------------------------------------------------
+    def leaf(self, c: cm.Commitment) -> bytes:
+        return cm.leaf(self.chain.network.chain_id, self.address, c)
+
+    def sign_commitment(self, account: LocalAccount, c: cm.Commitment) -> cm.SignedCommitment:
+        return cm.sign(account, self.chain.network.chain_id, self.address, c)
+
+    def round_tree(self, signed: list[cm.SignedCommitment]) -> cm.RoundTree:
+        """The coordinator's tree; every signature is checked first, so a bad one is named."""
+        for s in signed:
+            try:
+                who = cm.signer(self.chain.network.chain_id, self.address, s)
+            except ValueError as exc:
+                raise ChainError(f"lease {s.commitment.lease_id}: malformed signature ({exc})") from None
+            if who.lower() != s.commitment.provider.lower():
+                raise ChainError(f"lease {s.commitment.lease_id}: commitment signed by {who}, "
+                                 f"not by its provider {s.commitment.provider}")
+        return cm.round_tree([self.leaf(s.commitment) for s in signed])
+
+    # -- coordinator ---------------------------------------------------------------------
+    def post_root(self, job: int, round_index: int, tree: cm.RoundTree) -> TxReceipt:
+        return self.chain.send(self.contract.functions.post_root(job, round_index, tree.root,
+                                                                 tree.n_leaves))
+
+    # -- challenger ----------------------------------------------------------------------
+    def open_challenge(self, signed: cm.SignedCommitment, tree: cm.RoundTree, segment: int,
+                       evidence: bytes, bond: int | None = None) -> tuple[int, list[TxReceipt]]:
+        """Challenge `signed` (a leaf of `tree`) at `segment`; approves the bond if needed.
+        Returns the challenge id and the receipts (approval, challenge)."""
+        bond = self.chain.call(self.contract.functions.min_bond()) if bond is None else bond
+        index = tree.index_of(self.leaf(signed.commitment))
+        token = self.chain.stake_token
+        self._market.require_balance(token, bond, "the challenge bond", STAKE_SYMBOL, STAKE_DECIMALS)
+        receipts = [r for r in [self._market.ensure_allowance(token, self.address, bond)] if r]
+        receipt = self.chain.send(self.contract.functions.open_challenge(
+            signed.commitment.as_contract_tuple(), bytes.fromhex(signed.signature[2:]), tree.root,
+            tree.n_leaves, index, list(tree.proofs[index]), segment, evidence, bond,
+            self.inactive_validators()))
+        receipts.append(receipt)
+        return _event_arg(receipt, self.contract, "ChallengeOpened", "challenge_id"), receipts
+
+    # -- provider ------------------------------------------------------------------------
+    def answer(self, challenge_id: int, opening_hash: bytes) -> TxReceipt:
+        return self.chain.send(self.contract.functions.answer(challenge_id, opening_hash))
+
+    # -- validators ----------------------------------------------------------------------
+    def validator_index(self, address: str) -> int:
+        """The position of `address` in the Validators list (what `vote` must name)."""
+        address = Web3.to_checksum_address(address)
+        if address not in self._validator_index:
+            validators = self.chain.validators
+            count = self.chain.call(validators.functions.validator_count())
+            for i in range(len(self._validator_index), count):
+                self._validator_index[self.chain.call(validators.functions.validator_at(i))] = i
+        if address not in self._validator_index:
+            raise ChainError(f"{address} is not in the Validators list")
+        return self._validator_index[address]
+
+    def inactive_validators(self) -> list[int]:
+        """Indexes of listed addresses that are no longer validators (one call per entry)."""
+        validators = self.chain.validators
+        count = self.chain.call(validators.functions.validator_count())
+        addresses = [self.chain.call(validators.functions.validator_at(i)) for i in range(count)]
+        return [i for i, a in enumerate(addresses)
+                if not self.chain.call(validators.functions.is_validator(a))]
+
+    def vote(self, challenge_id: int, guilty: bool) -> TxReceipt:
+        index = self.validator_index(self.chain.address)
+        return self.chain.send(self.contract.functions.vote(challenge_id, guilty, index))
+
+    def claim_reward(self, challenge_id: int) -> TxReceipt:
+        return self.chain.send(self.contract.functions.claim_reward(challenge_id))
+
+    # -- anyone --------------------------------------------------------------------------
+    def resolve(self, challenge_id: int) -> Resolution:
+        receipt = self.chain.send(self.contract.functions.resolve(challenge_id))
+        logs = self.contract.events.ChallengeResolved().process_receipt(receipt, errors=DISCARD)
+        if not logs:
+            raise ChainError(f"resolve of challenge {challenge_id} emitted no ChallengeResolved")
+        args = dict(logs[0]["args"])
+        args["outcome"] = Outcome(args["outcome"])
+        return Resolution(receipt=receipt, **args)
+
+    def round(self, job: int, round_index: int) -> RoundRecord:
+        fn = self.contract.functions.rounds(job, round_index)
+        return RoundRecord(**_named(fn.abi, self.chain.call(fn)))
+
+    def challenge(self, challenge_id: int) -> ChallengeRecord:
+        fn = self.contract.functions.challenges(challenge_id)
+        record = _named(fn.abi, self.chain.call(fn))
+        if record["status"] == 0:
+            raise ChainError(f"challenge {challenge_id} does not exist")
+        record["status"] = Outcome(record["status"])
+        return ChallengeRecord(challenge_id=challenge_id, **record)
+
+    def verdict(self, challenge_id: int) -> Outcome:
+        return Outcome(self.chain.call(self.contract.functions.verdict(challenge_id)))
+
+    def round_finalized(self, job: int, round_index: int) -> bool:
+        return self.chain.call(self.contract.functions.round_finalized(job, round_index))
+
+    def proven(self, job: int, round_index: int, lease_id: int) -> bool:
+        return self.chain.call(self.contract.functions.proven(job, round_index, lease_id))
+
+    def params(self) -> VerificationParams:
+        fns = self.contract.functions
+        return VerificationParams(**{name: self.chain.call(getattr(fns, name)())
+                                     for name in VerificationParams.__dataclass_fields__})

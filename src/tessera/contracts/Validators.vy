@@ -1,0 +1,214 @@
+# pragma version ~=0.4.3
+"""
+@title Tessera validator registry
+@license GNU Affero General Public License v3.0 or later
+@notice Anyone may become a validator by staking at least `min_stake` of the stake token.
+        Stake is unbonded through a bucket released after `unbonding_period`, and can be
+        slashed by addresses holding the slasher role (set by the owner); slashing reaches
+        the unbonding bucket too, so unbonding cannot dodge a penalty. Other contracts ask
+        `is_validator` before accepting a validator's word (probe reports, challenges).
+        A validator may publish an endpoint where it serves its probe receipts.
+"""
+
+from ethereum.ercs import IERC20
+
+from snekmate.auth import ownable
+initializes: ownable
+
+exports: (ownable.owner, ownable.transfer_ownership, ownable.renounce_ownership)
+
+
+struct Validator:
+    stake: uint256
+    unbonding: uint256
+    unbond_release: uint256
+    registered_at: uint256
+    slashed_total: uint256
+    endpoint: String[256]
+
+
+event ValidatorRegistered:
+    validator: indexed(address)
+    stake: uint256
+
+
+event ValidatorStakeAdded:
+    validator: indexed(address)
+    amount: uint256
+    total_stake: uint256
+
+
+event ValidatorUnbondRequested:
+    validator: indexed(address)
+    amount: uint256
+    unbonding_total: uint256
+    release_at: uint256
+
+
+event ValidatorStakeWithdrawn:
+    validator: indexed(address)
+    amount: uint256
+
+
+event ValidatorSlashed:
+    validator: indexed(address)
+    amount: uint256
+    recipient: indexed(address)
+    slasher: indexed(address)
+
+
+event ValidatorEndpointSet:
+    validator: indexed(address)
+    endpoint: String[256]
+
+
+event ValidatorSlasherSet:
+    slasher: indexed(address)
+    enabled: bool
+
+
+stake_token: public(immutable(address))
+min_stake: public(immutable(uint256))
+unbonding_period: public(immutable(uint256))
+
+validators: public(HashMap[address, Validator])
+is_slasher: public(HashMap[address, bool])
+_count: uint256
+_list: HashMap[uint256, address]
+
+
+@deploy
+def __init__(stake_token_: address, min_stake_: uint256, unbonding_period_: uint256):
+    assert stake_token_ != empty(address), "validators: zero stake token"
+    assert min_stake_ > 0, "validators: zero minimum stake"
+    ownable.__init__()
+    stake_token = stake_token_
+    min_stake = min_stake_
+    unbonding_period = unbonding_period_
+
+
+@internal
+@view
+def _check_registered(validator: address):
+    assert self.validators[validator].registered_at != 0, "validators: not registered"
+
+
+@external
+@nonreentrant
+def register(stake_amount: uint256):
+    assert self.validators[msg.sender].registered_at == 0, "validators: already registered"
+    assert stake_amount >= min_stake, "validators: stake below minimum"
+    self.validators[msg.sender] = Validator(
+        stake=stake_amount,
+        unbonding=0,
+        unbond_release=0,
+        registered_at=block.timestamp,
+        slashed_total=0,
+        endpoint="",
+    )
+    self._list[self._count] = msg.sender
+    self._count += 1
+    log ValidatorRegistered(validator=msg.sender, stake=stake_amount)
+    assert extcall IERC20(stake_token).transferFrom(msg.sender, self, stake_amount, default_return_value=True), "validators: stake transfer failed"
+
+
+@external
+@nonreentrant
+def add_stake(amount: uint256):
+    self._check_registered(msg.sender)
+    assert amount > 0, "validators: amount must be positive"
+    self.validators[msg.sender].stake += amount
+    log ValidatorStakeAdded(validator=msg.sender, amount=amount, total_stake=self.validators[msg.sender].stake)
+    assert extcall IERC20(stake_token).transferFrom(msg.sender, self, amount, default_return_value=True), "validators: stake transfer failed"
+
+
+@external
+def set_endpoint(endpoint: String[256]):
+    self._check_registered(msg.sender)
+    self.validators[msg.sender].endpoint = endpoint
+    log ValidatorEndpointSet(validator=msg.sender, endpoint=endpoint)
+
+
+@external
+def request_unbond(amount: uint256):
+    """@notice Move `amount` from active stake to the unbonding bucket; every request
+               restarts the bucket's release clock."""
+    self._check_registered(msg.sender)
+    assert amount > 0, "validators: amount must be positive"
+    assert amount <= self.validators[msg.sender].stake, "validators: amount exceeds stake"
+    self.validators[msg.sender].stake -= amount
+    self.validators[msg.sender].unbonding += amount
+    release: uint256 = block.timestamp + unbonding_period
+    self.validators[msg.sender].unbond_release = release
+    log ValidatorUnbondRequested(
+        validator=msg.sender, amount=amount, unbonding_total=self.validators[msg.sender].unbonding, release_at=release
+    )
+
+
+@external
+@nonreentrant
+def withdraw_unbonded():
+    self._check_registered(msg.sender)
+    amount: uint256 = self.validators[msg.sender].unbonding
+    assert amount > 0, "validators: nothing to withdraw"
+    assert block.timestamp >= self.validators[msg.sender].unbond_release, "validators: still unbonding"
+    self.validators[msg.sender].unbonding = 0
+    self.validators[msg.sender].unbond_release = 0
+    log ValidatorStakeWithdrawn(validator=msg.sender, amount=amount)
+    assert extcall IERC20(stake_token).transfer(msg.sender, amount, default_return_value=True), "validators: transfer failed"
+
+
+@external
+@nonreentrant
+def slash(validator: address, amount: uint256, recipient: address) -> uint256:
+    """@notice Take up to `amount` from the validator, active stake first, then the
+               unbonding bucket; returns what was taken."""
+    assert self.is_slasher[msg.sender], "validators: caller is not a slasher"
+    self._check_registered(validator)
+    assert recipient != empty(address), "validators: zero recipient"
+    v: Validator = self.validators[validator]
+    from_stake: uint256 = min(amount, v.stake)
+    from_unbonding: uint256 = min(amount - from_stake, v.unbonding)
+    total: uint256 = from_stake + from_unbonding
+    v.stake -= from_stake
+    v.unbonding -= from_unbonding
+    v.slashed_total += total
+    self.validators[validator] = v
+    log ValidatorSlashed(validator=validator, amount=total, recipient=recipient, slasher=msg.sender)
+    if total > 0:
+        assert extcall IERC20(stake_token).transfer(recipient, total, default_return_value=True), "validators: transfer failed"
+    return total
+
+
+@external
+def set_slasher(slasher: address, enabled: bool):
+    assert msg.sender == ownable.owner, "validators: caller is not the owner"
+    assert slasher != empty(address), "validators: zero address"
+    self.is_slasher[slasher] = enabled
+    log ValidatorSlasherSet(slasher=slasher, enabled=enabled)
+
+
+@external
+@view
+def is_validator(addr: address) -> bool:
+    v: Validator = self.validators[addr]
+    return v.registered_at != 0 and v.stake >= min_stake
+
+
+@external
+@view
+def validator_count() -> uint256:
+    return self._count
+
+
+@external
+@view
+def validator_at(i: uint256) -> address:
+    assert i < self._count, "validators: index out of range"
+    return self._list[i]
+
+
+@external
+@view
+def stake_of(addr: address) -> uint256:
+    return self.validators[addr].stake

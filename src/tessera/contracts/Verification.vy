@@ -1,0 +1,664 @@
+# pragma version ~=0.4.3
+"""
+@title Tessera verification: round commitments, bonded challenges, validator votes, slashing
+@license GNU Affero General Public License v3.0 or later
+@notice A job is a Market order. For each training round the order's tenant (the job's
+        coordinator) posts ONE Merkle root over the workers' signed commitments. Within
+        `challenge_window` seconds after that, a staked validator or the tenant may challenge
+        one commitment: it opens the leaf (the provider's EIP-712 signature plus the Merkle
+        proof that the leaf is under the round root) and posts a bond in the stake token.
+        The provider may answer (the hash of its opening). Validators registered before the
+        challenge opened vote, one transaction each, until `vote_period` has passed; a verdict
+        needs `quorum` votes (more than half of the eligible validators, so two verdicts can
+        never both reach it). Anyone then resolves:
+          guilty   -> the provider is slashed `slash_amount` through the ProviderRegistry and
+                      jailed; the slash pays the winning voters' reward, then `challenger_bps`
+                      to the challenger, `tenant_bps` to the tenant, and the rest is burned
+                      (StakeToken.burn: the supply shrinks); the challenger gets its bond back.
+          innocent -> the winning voters' reward comes out of the bond, the rest of the bond
+                      goes to the provider; nobody is slashed.
+          no quorum by the deadline -> the bond goes back to the challenger; nobody is slashed.
+        Voters pull their reward with `claim_reward`. `round_finalized` tells a payer when a
+        round's window has closed with no challenge open. See docs/verification.md.
+@dev Token invariant (stake token): balanceOf(self) == sum(bond of open challenges)
+        + sum(unclaimed voter rewards).
+"""
+
+from ethereum.ercs import IERC20
+
+from snekmate.utils import ecdsa
+
+from snekmate.utils import eip712_domain_separator
+initializes: eip712_domain_separator
+
+exports: eip712_domain_separator.eip712Domain
+
+
+interface IStakeToken:
+    def burn(amount: uint256): nonpayable
+
+
+interface IProviderRegistry:
+    def slash(provider: address, amount: uint256, recipient: address) -> uint256: nonpayable
+    def jail(provider: address, until: uint256): nonpayable
+    def is_registered(provider: address) -> bool: view
+    def stake_token() -> address: view
+
+
+interface IValidators:
+    def is_validator(addr: address) -> bool: view
+    def validator_count() -> uint256: view
+    def validator_at(i: uint256) -> address: view
+    def stake_token() -> address: view
+
+
+# Same layouts as Market.Order and Market.Lease (the `orders` / `leases` getters).
+struct MarketOrder:
+    tenant: address
+    spec_hash: bytes32
+    gpu_model: String[64]
+    min_gpus: uint32
+    min_gpu_memory_mb: uint32
+    max_price_per_gpu_hour: uint256
+    duration: uint256
+    nodes: uint32
+    deposit: uint256
+    allocated: uint256
+    leases_made: uint32
+    open: bool
+    created_at: uint256
+
+
+struct MarketLease:
+    order_id: uint256
+    tenant: address
+    provider: address
+    price_per_gpu_hour: uint256
+    gpus: uint32
+    start: uint256
+    budget: uint256
+    paid: uint256
+    closed_at: uint256
+    result_hash: bytes32
+
+
+interface IMarket:
+    def orders(order_id: uint256) -> MarketOrder: view
+    def leases(lease_id: uint256) -> MarketLease: view
+
+
+# What a worker signs for one round (EIP-712, domain "TesseraVerification" / "1"); its digest
+# is the worker's leaf in the round's Merkle tree. (job, round, lease_id) is the nonce: a
+# lease commits once per round. `expiry`: the commitment only counts in a root posted by then.
+struct Commitment:
+    job: uint256
+    round_index: uint256
+    lease_id: uint256
+    provider: address
+    result_hash: bytes32
+    checkpoint_root: bytes32
+    checkpoints: uint256
+    expiry: uint256
+
+
+struct Round:
+    # keccak256(abi_encode(root, n_leaves)): the root and the tree size its proofs need, in one
+    # storage slot (the round's most frequent write); both are in the RootPosted event.
+    tree: bytes32
+    posted_at: uint256
+    open_challenges: uint256
+
+
+struct Challenge:
+    job: uint256
+    round_index: uint256
+    lease_id: uint256
+    provider: address
+    tenant: address
+    challenger: address
+    bond: uint256
+    deadline: uint256
+    validator_snapshot: uint256
+    quorum: uint256
+    guilty_votes: uint256
+    innocent_votes: uint256
+    status: uint8
+    reward_per_voter: uint256
+    answer: bytes32
+
+
+event RootPosted:
+    job: indexed(uint256)
+    round_index: indexed(uint256)
+    root: bytes32
+    n_leaves: uint256
+    coordinator: indexed(address)
+
+
+event ChallengeOpened:
+    challenge_id: indexed(uint256)
+    job: indexed(uint256)
+    round_index: uint256
+    lease_id: indexed(uint256)
+    provider: address
+    challenger: address
+    result_hash: bytes32
+    checkpoint_root: bytes32
+    checkpoints: uint256
+    segment: uint256
+    evidence: bytes32
+    bond: uint256
+    quorum: uint256
+    deadline: uint256
+
+
+event ChallengeAnswered:
+    challenge_id: indexed(uint256)
+    provider: indexed(address)
+    opening_hash: bytes32
+
+
+event Voted:
+    challenge_id: indexed(uint256)
+    validator: indexed(address)
+    guilty: bool
+
+
+event ChallengeResolved:
+    challenge_id: indexed(uint256)
+    outcome: uint8
+    slashed: uint256
+    to_challenger: uint256
+    to_tenant: uint256
+    to_voters: uint256
+    burned: uint256
+    bond_to_provider: uint256
+    bond_returned: uint256
+
+
+event RewardClaimed:
+    challenge_id: indexed(uint256)
+    voter: indexed(address)
+    amount: uint256
+
+
+COMMITMENT_TYPEHASH: public(constant(bytes32)) = keccak256(
+    "Commitment(uint256 job,uint256 round,uint256 leaseId,address provider,bytes32 resultHash,bytes32 checkpointRoot,uint256 checkpoints,uint256 expiry)"
+)
+BPS: constant(uint256) = 10_000
+MAX_PROOF: constant(uint256) = 32
+MAX_INACTIVE: constant(uint256) = 128
+# secp256k1n / 2: signatures with a larger `s` are malleable copies (EIP-2).
+_MAX_S: constant(uint256) = 57_896_044_618_658_097_711_785_492_504_343_953_926_418_782_139_537_452_191_302_581_570_759_080_747_168
+
+# Challenge.status values (0 = no such challenge).
+OPEN: public(constant(uint8)) = 1
+UPHELD: public(constant(uint8)) = 2
+REJECTED: public(constant(uint8)) = 3
+EXPIRED: public(constant(uint8)) = 4
+
+# votes[challenge][validator] values.
+_GUILTY: constant(uint8) = 1
+_INNOCENT: constant(uint8) = 2
+_CLAIMED: constant(uint8) = 3
+
+market: public(immutable(address))
+registry: public(immutable(address))
+validators: public(immutable(address))
+stake_token: public(immutable(address))
+challenge_window: public(immutable(uint256))
+vote_period: public(immutable(uint256))
+min_bond: public(immutable(uint256))
+slash_amount: public(immutable(uint256))
+challenger_bps: public(immutable(uint256))
+tenant_bps: public(immutable(uint256))
+voter_reward: public(immutable(uint256))
+quorum_bps: public(immutable(uint256))
+min_quorum: public(immutable(uint256))
+jail_period: public(immutable(uint256))
+
+job_tenant: public(HashMap[uint256, address])
+rounds_posted: public(HashMap[uint256, uint256])
+rounds: public(HashMap[uint256, HashMap[uint256, Round]])
+challenges: public(HashMap[uint256, Challenge])
+next_challenge_id: public(uint256)
+# job -> round -> lease -> the open challenge's id (0 = none)
+open_challenge_of: public(HashMap[uint256, HashMap[uint256, HashMap[uint256, uint256]]])
+# job -> round -> lease -> a cheat was proven
+proven: public(HashMap[uint256, HashMap[uint256, HashMap[uint256, bool]]])
+votes: public(HashMap[uint256, HashMap[address, uint8]])
+
+
+@deploy
+def __init__(
+    market_: address,
+    registry_: address,
+    validators_: address,
+    challenge_window_: uint256,
+    vote_period_: uint256,
+    min_bond_: uint256,
+    slash_amount_: uint256,
+    challenger_bps_: uint256,
+    tenant_bps_: uint256,
+    voter_reward_: uint256,
+    quorum_bps_: uint256,
+    min_quorum_: uint256,
+    jail_period_: uint256,
+):
+    assert market_ != empty(address) and registry_ != empty(address) and validators_ != empty(address), "verification: zero address"
+    assert challenge_window_ > 0 and vote_period_ > 0, "verification: zero period"
+    assert min_bond_ > 0, "verification: zero bond"
+    assert voter_reward_ <= min_bond_, "verification: voter reward above the bond"
+    assert slash_amount_ > 0, "verification: zero slash"
+    assert challenger_bps_ + tenant_bps_ <= BPS, "verification: shares above 100%"
+    assert quorum_bps_ > BPS // 2 and quorum_bps_ <= BPS, "verification: quorum must be a majority"
+    assert min_quorum_ > 0, "verification: zero quorum"
+    token: address = staticcall IProviderRegistry(registry_).stake_token()
+    assert token == staticcall IValidators(validators_).stake_token(), "verification: stake tokens differ"
+    eip712_domain_separator.__init__("TesseraVerification", "1")
+    market = market_
+    registry = registry_
+    validators = validators_
+    stake_token = token
+    challenge_window = challenge_window_
+    vote_period = vote_period_
+    min_bond = min_bond_
+    slash_amount = slash_amount_
+    challenger_bps = challenger_bps_
+    tenant_bps = tenant_bps_
+    voter_reward = voter_reward_
+    quorum_bps = quorum_bps_
+    min_quorum = min_quorum_
+    jail_period = jail_period_
+    self.next_challenge_id = 1
+
+
+# ---------------------------------------------------------------- commitments and roots
+
+
+@internal
+@view
+def _commitment_digest(c: Commitment) -> bytes32:
+    struct_hash: bytes32 = keccak256(abi_encode(
+        COMMITMENT_TYPEHASH, c.job, c.round_index, c.lease_id, c.provider, c.result_hash,
+        c.checkpoint_root, c.checkpoints, c.expiry
+    ))
+    return eip712_domain_separator._hash_typed_data_v4(struct_hash)
+
+
+@external
+@view
+def commitment_digest(c: Commitment) -> bytes32:
+    """
+    @notice The EIP-712 digest a worker signs for its round commitment; it is also the
+            worker's leaf in the round's Merkle tree.
+    """
+    return self._commitment_digest(c)
+
+
+@external
+@view
+def DOMAIN_SEPARATOR() -> bytes32:
+    return eip712_domain_separator._domain_separator_v4()
+
+
+@internal
+@pure
+def _merkle_verify(root: bytes32, leaf: bytes32, index: uint256, proof: DynArray[bytes32, MAX_PROOF], n_leaves: uint256) -> bool:
+    # The rule of tessera.protocol.merkle: H0(leaf) = keccak(0x00 ++ leaf),
+    # H1(l, r) = keccak(0x01 ++ l ++ r), an odd level's last node is carried up unpaired.
+    if index >= n_leaves:
+        return False
+    node: bytes32 = keccak256(concat(x"00", leaf))
+    i: uint256 = index
+    width: uint256 = n_leaves
+    used: uint256 = 0
+    for _level: uint256 in range(64):
+        if width <= 1:
+            break
+        if i % 2 == 1:
+            if used >= len(proof):
+                return False
+            node = keccak256(concat(x"01", proof[used], node))
+            used += 1
+        elif i + 1 < width:
+            if used >= len(proof):
+                return False
+            node = keccak256(concat(x"01", node, proof[used]))
+            used += 1
+        i = i // 2
+        width = (width + 1) // 2
+    return used == len(proof) and node == root
+
+
+@internal
+@pure
+def _tree_hash(root: bytes32, n_leaves: uint256) -> bytes32:
+    return keccak256(abi_encode(root, n_leaves))
+
+
+@external
+def post_root(job: uint256, round_index: uint256, root: bytes32, n_leaves: uint256):
+    """
+    @notice The job's tenant posts the Merkle root over round `round_index`'s worker
+            commitments (`n_leaves` of them). Rounds are posted in order, once each.
+    """
+    tenant: address = self.job_tenant[job]
+    if tenant == empty(address):
+        tenant = (staticcall IMarket(market).orders(job)).tenant
+        assert tenant != empty(address), "verification: unknown job"
+        self.job_tenant[job] = tenant
+    assert msg.sender == tenant, "verification: caller is not the job's tenant"
+    posted: uint256 = self.rounds_posted[job]
+    assert round_index >= posted, "verification: root already posted for this round"
+    assert round_index == posted, "verification: rounds must be posted in order"
+    assert root != empty(bytes32), "verification: empty root"
+    assert n_leaves > 0 and n_leaves <= 2**MAX_PROOF, "verification: bad leaf count"
+    self.rounds[job][round_index] = Round(
+        tree=self._tree_hash(root, n_leaves), posted_at=block.timestamp, open_challenges=0
+    )
+    self.rounds_posted[job] = posted + 1
+    log RootPosted(job=job, round_index=round_index, root=root, n_leaves=n_leaves, coordinator=msg.sender)
+
+
+@external
+@view
+def round_finalized(job: uint256, round_index: uint256) -> bool:
+    """
+    @notice True once the round's root is posted, its challenge window has closed and no
+            challenge against it is still open: the point where its pay may be released
+            (a lease with `proven(job, round, lease)` must not be paid for it).
+    """
+    r: Round = self.rounds[job][round_index]
+    return r.posted_at != 0 and block.timestamp >= r.posted_at + challenge_window and r.open_challenges == 0
+
+
+# ---------------------------------------------------------------- challenges
+
+
+@internal
+@view
+def _check_signature(digest: bytes32, signer: address, signature: Bytes[65]):
+    # Shape first, so that malformed signatures read as our error, not snekmate's.
+    assert len(signature) == 65, "verification: bad commitment signature"
+    sig_v: uint256 = convert(slice(signature, 64, 1), uint256)
+    sig_s: uint256 = extract32(signature, 32, output_type=uint256)
+    assert (sig_v == 27 or sig_v == 28) and sig_s <= _MAX_S, "verification: bad commitment signature"
+    recovered: address = ecdsa._recover_sig(digest, signature)
+    assert recovered != empty(address) and recovered == signer, "verification: bad commitment signature"
+
+
+@internal
+@view
+def _counts(who: address) -> uint256:
+    if staticcall IValidators(validators).is_validator(who):
+        return 1
+    return 0
+
+
+@internal
+@view
+def _count_inactive(inactive: DynArray[uint256, MAX_INACTIVE], snapshot: uint256) -> uint256:
+    previous: uint256 = 0
+    for k: uint256 in range(len(inactive), bound=MAX_INACTIVE):
+        i: uint256 = inactive[k]
+        assert i < snapshot and (k == 0 or i > previous), "verification: inactive indexes must ascend within the list"
+        who: address = staticcall IValidators(validators).validator_at(i)
+        assert not staticcall IValidators(validators).is_validator(who), "verification: a validator named inactive is active"
+        previous = i
+    return len(inactive)
+
+
+@external
+@nonreentrant
+def open_challenge(
+    commitment: Commitment,
+    signature: Bytes[65],
+    round_root: bytes32,
+    n_leaves: uint256,
+    leaf_index: uint256,
+    proof: DynArray[bytes32, MAX_PROOF],
+    segment: uint256,
+    evidence: bytes32,
+    bond: uint256,
+    inactive: DynArray[uint256, MAX_INACTIVE],
+) -> uint256:
+    """
+    @notice Challenge one worker's commitment, leaf `leaf_index` of the round's tree
+            (`round_root` and `n_leaves` as posted): segment `segment` (checkpoint `segment` to
+            `segment + 1`) did not replay. `evidence` is the hash of the challenger's replay
+            report, served off chain. Pulls `bond` of the stake token (approve first).
+            `inactive`: the ascending Validators indexes of listed addresses that are no longer
+            validators (so that the quorum counts only those who can vote).
+            Returns the challenge id (ids start at 1).
+    """
+    c: Commitment = commitment
+    r: Round = self.rounds[c.job][c.round_index]
+    assert r.posted_at != 0, "verification: no root for this round"
+    assert block.timestamp < r.posted_at + challenge_window, "verification: challenge window closed"
+    assert bond >= min_bond, "verification: bond too small"
+    tenant: address = self.job_tenant[c.job]
+    assert msg.sender == tenant or staticcall IValidators(validators).is_validator(msg.sender), "verification: caller is not a validator or the tenant"
+    assert msg.sender != c.provider, "verification: a provider cannot challenge itself"
+    leaf: bytes32 = self._commitment_digest(c)
+    self._check_signature(leaf, c.provider, signature)
+    assert r.posted_at <= c.expiry, "verification: commitment expired before the root was posted"
+    assert self._tree_hash(round_root, n_leaves) == r.tree, "verification: not the posted round root"
+    assert self._merkle_verify(round_root, leaf, leaf_index, proof, n_leaves), "verification: commitment not in the round root"
+    lease: MarketLease = staticcall IMarket(market).leases(c.lease_id)
+    assert lease.order_id == c.job and lease.provider == c.provider, "verification: lease is not the provider's in this job"
+    assert c.checkpoints >= 2 and segment < c.checkpoints - 1, "verification: no such segment"
+    assert not self.proven[c.job][c.round_index][c.lease_id], "verification: cheat already proven for this lease and round"
+    assert self.open_challenge_of[c.job][c.round_index][c.lease_id] == 0, "verification: a challenge is already open for this lease and round"
+
+    # Who may vote: validators listed before now, except the three parties and those named
+    # inactive (each checked). Parties are counted only while active, so the two never overlap.
+    snapshot: uint256 = staticcall IValidators(validators).validator_count()
+    excluded: uint256 = self._counts(msg.sender) + self._counts(c.provider)
+    if tenant != msg.sender and tenant != c.provider:
+        excluded += self._counts(tenant)
+    excluded += self._count_inactive(inactive, snapshot)
+    eligible: uint256 = snapshot - excluded
+    quorum: uint256 = max(min_quorum, (eligible * quorum_bps + BPS - 1) // BPS)
+    assert quorum <= eligible, "verification: too few validators to reach a quorum"
+
+    challenge_id: uint256 = self.next_challenge_id
+    self.next_challenge_id = challenge_id + 1
+    deadline: uint256 = block.timestamp + vote_period
+    self.challenges[challenge_id] = Challenge(
+        job=c.job,
+        round_index=c.round_index,
+        lease_id=c.lease_id,
+        provider=c.provider,
+        tenant=tenant,
+        challenger=msg.sender,
+        bond=bond,
+        deadline=deadline,
+        validator_snapshot=snapshot,
+        quorum=quorum,
+        guilty_votes=0,
+        innocent_votes=0,
+        status=OPEN,
+        reward_per_voter=0,
+        answer=empty(bytes32),
+    )
+    self.rounds[c.job][c.round_index].open_challenges = r.open_challenges + 1
+    self.open_challenge_of[c.job][c.round_index][c.lease_id] = challenge_id
+    log ChallengeOpened(
+        challenge_id=challenge_id,
+        job=c.job,
+        round_index=c.round_index,
+        lease_id=c.lease_id,
+        provider=c.provider,
+        challenger=msg.sender,
+        result_hash=c.result_hash,
+        checkpoint_root=c.checkpoint_root,
+        checkpoints=c.checkpoints,
+        segment=segment,
+        evidence=evidence,
+        bond=bond,
+        quorum=quorum,
+        deadline=deadline,
+    )
+    assert extcall IERC20(stake_token).transferFrom(msg.sender, self, bond, default_return_value=True), "verification: bond transfer failed"
+    return challenge_id
+
+
+@internal
+@view
+def _open_challenge(challenge_id: uint256) -> Challenge:
+    ch: Challenge = self.challenges[challenge_id]
+    assert ch.status != 0, "verification: unknown challenge"
+    assert ch.status == OPEN, "verification: challenge already resolved"
+    return ch
+
+
+@external
+def answer(challenge_id: uint256, opening_hash: bytes32):
+    """
+    @notice The challenged provider records the hash of its opening (the segment's start
+            state, end hashes and proofs, served off chain) before the vote deadline.
+    """
+    ch: Challenge = self._open_challenge(challenge_id)
+    assert msg.sender == ch.provider, "verification: caller is not the challenged provider"
+    assert block.timestamp < ch.deadline, "verification: voting closed"
+    assert ch.answer == empty(bytes32), "verification: already answered"
+    assert opening_hash != empty(bytes32), "verification: empty answer"
+    self.challenges[challenge_id].answer = opening_hash
+    log ChallengeAnswered(challenge_id=challenge_id, provider=msg.sender, opening_hash=opening_hash)
+
+
+@internal
+@view
+def _verdict(ch: Challenge) -> uint8:
+    if ch.guilty_votes >= ch.quorum:
+        return UPHELD
+    if ch.innocent_votes >= ch.quorum:
+        return REJECTED
+    if block.timestamp >= ch.deadline:
+        return EXPIRED
+    return OPEN
+
+
+@external
+@view
+def verdict(challenge_id: uint256) -> uint8:
+    """
+    @notice What `resolve` would do now: OPEN (undecided), UPHELD, REJECTED or EXPIRED;
+            0 for an unknown challenge. A resolved challenge reports its outcome.
+    """
+    ch: Challenge = self.challenges[challenge_id]
+    if ch.status != OPEN:
+        return ch.status
+    return self._verdict(ch)
+
+
+@external
+def vote(challenge_id: uint256, guilty: bool, validator_index: uint256):
+    """
+    @notice A validator votes once. `validator_index` is the caller's position in the
+            Validators list; it must be below the count when the challenge opened.
+    """
+    # Field by field rather than the whole struct: a vote reads 9 of its 15 slots.
+    status: uint8 = self.challenges[challenge_id].status
+    assert status != 0, "verification: unknown challenge"
+    assert status == OPEN, "verification: challenge already resolved"
+    assert block.timestamp < self.challenges[challenge_id].deadline, "verification: voting closed"
+    quorum: uint256 = self.challenges[challenge_id].quorum
+    guilty_votes: uint256 = self.challenges[challenge_id].guilty_votes
+    innocent_votes: uint256 = self.challenges[challenge_id].innocent_votes
+    assert guilty_votes < quorum and innocent_votes < quorum, "verification: already decided"
+    assert staticcall IValidators(validators).is_validator(msg.sender), "verification: caller is not a validator"
+    assert validator_index < self.challenges[challenge_id].validator_snapshot and staticcall IValidators(validators).validator_at(validator_index) == msg.sender, "verification: validator joined after the challenge opened"
+    assert msg.sender != self.challenges[challenge_id].challenger and msg.sender != self.challenges[challenge_id].provider and msg.sender != self.challenges[challenge_id].tenant, "verification: a party cannot vote"
+    assert self.votes[challenge_id][msg.sender] == 0, "verification: already voted"
+    if guilty:
+        self.votes[challenge_id][msg.sender] = _GUILTY
+        self.challenges[challenge_id].guilty_votes = guilty_votes + 1
+    else:
+        self.votes[challenge_id][msg.sender] = _INNOCENT
+        self.challenges[challenge_id].innocent_votes = innocent_votes + 1
+    log Voted(challenge_id=challenge_id, validator=msg.sender, guilty=guilty)
+
+
+@internal
+def _push(to: address, amount: uint256):
+    if amount > 0:
+        assert extcall IERC20(stake_token).transfer(to, amount, default_return_value=True), "verification: transfer failed"
+
+
+@external
+@nonreentrant
+def resolve(challenge_id: uint256):
+    """
+    @notice Carry out a decided challenge (a verdict has its quorum, or the vote period is
+            over). Anyone may call it: the outcome is fixed by the votes and the clock.
+    """
+    ch: Challenge = self._open_challenge(challenge_id)
+    outcome: uint8 = self._verdict(ch)
+    assert outcome != OPEN, "verification: not decided yet"
+    self.challenges[challenge_id].status = outcome
+    self.rounds[ch.job][ch.round_index].open_challenges -= 1
+    self.open_challenge_of[ch.job][ch.round_index][ch.lease_id] = 0
+
+    slashed: uint256 = 0
+    to_challenger: uint256 = 0
+    to_tenant: uint256 = 0
+    to_voters: uint256 = 0
+    burned: uint256 = 0
+    bond_to_provider: uint256 = 0
+    bond_returned: uint256 = 0
+    per_voter: uint256 = 0
+    if outcome == UPHELD:
+        self.proven[ch.job][ch.round_index][ch.lease_id] = True
+        slashed = extcall IProviderRegistry(registry).slash(ch.provider, slash_amount, self)
+        extcall IProviderRegistry(registry).jail(ch.provider, block.timestamp + jail_period)
+        per_voter = min(voter_reward, slashed) // ch.quorum
+        to_voters = per_voter * ch.quorum
+        rest: uint256 = slashed - to_voters
+        to_challenger = rest * challenger_bps // BPS
+        to_tenant = rest * tenant_bps // BPS
+        burned = rest - to_challenger - to_tenant
+        bond_returned = ch.bond
+    elif outcome == REJECTED:
+        per_voter = voter_reward // ch.quorum
+        to_voters = per_voter * ch.quorum
+        bond_to_provider = ch.bond - to_voters
+    else:
+        bond_returned = ch.bond
+    self.challenges[challenge_id].reward_per_voter = per_voter
+    log ChallengeResolved(
+        challenge_id=challenge_id,
+        outcome=outcome,
+        slashed=slashed,
+        to_challenger=to_challenger,
+        to_tenant=to_tenant,
+        to_voters=to_voters,
+        burned=burned,
+        bond_to_provider=bond_to_provider,
+        bond_returned=bond_returned,
+    )
+    self._push(ch.challenger, bond_returned + to_challenger)
+    self._push(ch.tenant, to_tenant)
+    self._push(ch.provider, bond_to_provider)
+    if burned > 0:
+        extcall IStakeToken(stake_token).burn(burned)
+
+
+@external
+@nonreentrant
+def claim_reward(challenge_id: uint256):
+    """
+    @notice A validator whose vote made the verdict takes its share of the voter reward.
+    """
+    ch: Challenge = self.challenges[challenge_id]
+    assert ch.status == UPHELD or ch.status == REJECTED, "verification: challenge not decided"
+    cast: uint8 = self.votes[challenge_id][msg.sender]
+    assert cast != _CLAIMED, "verification: reward already claimed"
+    winning: uint8 = _GUILTY
+    if ch.status == REJECTED:
+        winning = _INNOCENT
+    assert cast == winning, "verification: no reward for this caller"
+    self.votes[challenge_id][msg.sender] = _CLAIMED
+    log RewardClaimed(challenge_id=challenge_id, voter=msg.sender, amount=ch.reward_per_voter)
+    self._push(msg.sender, ch.reward_per_voter)

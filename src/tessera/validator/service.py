@@ -1,0 +1,48 @@
+"""`tessera validator run`: the validator's HTTP server and probe loop in one process."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+import uvicorn
+
+from tessera.validator.api import create_app
+from tessera.validator.config import ValidatorConfig
+from tessera.validator.node import ValidatorNode
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its own shutdown, which would skip ours; we handle the
+    signals ourselves and exit normally."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+def run_validator(config: ValidatorConfig) -> None:
+    node = ValidatorNode(config)
+    node.prepare()
+    watcher = threading.Thread(target=node.watch, name="probe-loop", daemon=True)
+    server = _Server(uvicorn.Config(create_app(node), host=config.validator.host,
+                                    port=config.validator.port, log_level="warning",
+                                    lifespan="off"))
+
+    def request_exit(signum, _frame):
+        node.log("signal", name=signal.Signals(signum).name)
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, request_exit)
+    signal.signal(signal.SIGINT, request_exit)
+    watcher.start()
+    node.log("serving", endpoint=config.validator.endpoint, address=node.address)
+    try:
+        server.run()
+    finally:
+        node.stop_event.set()
+        watcher.join(timeout=10)
+        node.shutdown()  # lets probes in flight finish (each within its timeout)
+        node.store.close()
+        node.log("stopped")

@@ -1,0 +1,31 @@
+"""validator.toml: the example parses; a bad field is named in the error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tessera.protocol.jobspec import SpecError
+from tessera.validator.config import load_validator_config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "validator.toml"
+
+
+def test_example_parses():
+    cfg = load_validator_config(EXAMPLE)
+    assert cfg.validator.stake_base_units == 100 * 10**18
+    assert cfg.validator.endpoint == "http://127.0.0.1:7101"
+    assert cfg.probes.per_epoch == 1 and cfg.probes.timeout_s == 3.0
+
+
+@pytest.mark.parametrize(("line", "field"), [
+    ("[probes]\ntimeout_s = 0", "probes.timeout_s"),
+    ("[probes]\nper_epoch = 100", "probes.per_epoch"),
+    ("[probes]\nsurprise = 1", "probes.surprise"),
+])
+def test_bad_fields_are_named(tmp_path, line, field):
+    path = tmp_path / "v.toml"
+    path.write_text(EXAMPLE.read_text().split("[probes]")[0] + line + "\n")
+    with pytest.raises(SpecError, match=field.replace(".", r"\.")):
+        load_validator_config(path)
