@@ -19,6 +19,7 @@ from rich.table import Table
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import TREASURY, Devnet, free_port
+from tessera.explorer.recap import index_and_audit
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.money import format_amount
 from tessera.tenant.client import Tenant, TenantError
@@ -134,6 +135,7 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
             summary = run_diloco_job(tenant, spec, load_dataset(spec.dataset), console,
                                      results_dir=home / "results")
             summary["treasury_received"] = tenant.market.payment_balance(treasury) - treasury_before
+            summary["explorer"] = explore(console, chain, home)
             return summary
         job = dict(DEMO_JOB)
         if steps:
@@ -148,11 +150,32 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
                                          "floor": p.price, "threads": p.threads,
                                          "endpoint": procs[p.name][1]} for p in PROVIDERS}
         print_summary(console, summary)
+        summary["explorer"] = explore(console, chain, home)
         return summary
     finally:
         for proc, _ in procs.values():
             stop(proc)
         devnet.down()
+
+
+def explore(console: Console, chain: Chain, home: Path) -> dict:
+    """Index the run, audit it against the chain's logs, and say how to browse it later."""
+    recap = index_and_audit(chain, home / "explorer.db")
+    verdict = ("[bold green]agrees to the base unit[/]" if recap["audit_agrees"]
+               else f"[bold red]{len(recap['audit_problems'])} differences[/]")
+    console.rule("[bold]explorer")
+    console.print(f"{recap['events']} events indexed into {recap['database']}; `tessera audit` "
+                  f"recomputed {recap['figures']} figures from the chain's logs: {verdict}")
+    utilization = recap["utilization"]
+    console.print(f"revenue: tenants paid {money(recap['tenant_paid'])} = providers "
+                  f"{money(recap['provider_income'])} + fees {money(recap['protocol_fees'])}; "
+                  f"utilization {'-' if utilization is None else f'{utilization:.1%}'} of registered "
+                  "GPU-hours")
+    for address, u in recap["uptime"].items():
+        console.print(f"uptime {short(address)}: {u['heartbeats']}/{u['epochs']} epochs "
+                      f"({u['bps'] / 100:.2f} %)")
+    console.print(f"browse this run: TESSERA_HOME={home} tessera explorer serve")
+    return recap
 
 
 def providers_table(console: Console, tenant: Tenant, procs: dict) -> None:

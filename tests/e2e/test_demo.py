@@ -31,3 +31,13 @@ def test_demo_json_reports_a_verified_settled_rental(tmp_path):
     assert history[-1] < history[0]
     assert all(tx.startswith("0x") for tx in (summary["transactions"]["accept"],
                                               summary["transactions"]["close"]))
+    # The run as the explorer sees it: indexed, audited against the chain's logs, kept on disk.
+    explorer = summary["explorer"]
+    assert explorer["audit_agrees"], explorer["audit_problems"]
+    assert explorer["tenant_paid"] == summary["tenant_spent"]
+    assert explorer["protocol_fees"] == fee
+    assert 0 < explorer["utilization"] <= 1
+    assert set(explorer["uptime"]) == {p["account"] for p in summary["providers"].values()}
+    assert all(u["heartbeats"] >= 1 for u in explorer["uptime"].values())
+    assert os.path.exists(explorer["database"])
+    assert all("reliability" in b for b in summary["bids"])

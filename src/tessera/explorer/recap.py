@@ -1,0 +1,42 @@
+"""The explorer's view of one chain, indexed and audited in one call: what `tessera demo` ends with.
+
+The demo's chain is thrown away when the demo ends, but its explorer database is kept, so the run
+can still be browsed with `tessera explorer serve` afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tessera.chain.client import Chain
+from tessera.explorer.audit import audit
+from tessera.explorer.db import make_engine
+from tessera.explorer.figures import ALL, ratio
+from tessera.explorer.indexer import Indexer
+
+
+def index_and_audit(chain: Chain, database: Path) -> dict:
+    """Index every event of `chain` into SQLite at `database` (a devnet: no confirmations to
+    wait for), audit it against the chain's logs, and return the headline figures."""
+    engine = make_engine(f"sqlite:///{database}")
+    sync = Indexer(chain, engine, confirmations=0).sync()
+    report = audit(chain, engine)
+    figures = report.chain_figures
+
+    def value(name: str, key: str = ALL) -> int:
+        figure = figures.get((name, key))
+        return figure.value if figure else 0
+
+    uptime = {key: {"bps": value("uptime.by_provider.bps", key),
+                    "heartbeats": value("uptime.by_provider.heartbeats", key),
+                    "epochs": value("uptime.by_provider.epochs", key)}
+              for (name, key) in figures if name == "uptime.by_provider.epochs"}
+    utilization = ratio(figures, "total", ALL)
+    return {
+        "database": str(database), "events": sync.events, "to_block": report.to_block,
+        "figures": report.figures, "audit_agrees": report.agrees, "audit_problems": report.problems,
+        "tenant_paid": value("revenue.total.tenant_paid"),
+        "provider_income": value("revenue.total.provider_income"),
+        "protocol_fees": value("revenue.total.protocol_fees"),
+        "utilization": utilization,
+        "uptime": uptime,
+    }
