@@ -20,3 +20,5 @@ bench: setup
 	.venv/bin/python bench/workload_overhead.py --provider
 	.venv/bin/python bench/indexer.py
 	.venv/bin/python bench/diloco.py
+	.venv/bin/python bench/verification.py
+	.venv/bin/python bench/verification_gas.py

@@ -20,6 +20,13 @@ The sample is drawn before training only so that the worker can keep just the st
 verifier will ask for (memory); the protocol draws it after the commitment is posted.
 
 Reproduce: .venv/bin/python bench/verification.py [--quick]; writes bench/results/verification.json.
+
+`--worker-overhead` measures instead what verification costs in the real job path, side by side
+in one run: a DiLoCo worker process's round (bench model, H = 50 as in examples/diloco.toml)
+plain vs committing every k steps AND writing every checkpoint's full state to disk as the
+provider keeps it (`diloco_worker.WorkerProcess.keep_checkpoints`), rounds interleaved; and the
+tenant's spot check of one segment (state decode + `verify_segment`). Writes
+bench/results/verification_worker.json.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +44,16 @@ from eth_utils import keccak
 
 from tessera.compute.corpus import build_stdlib_corpus
 from tessera.compute.diloco import DilocoConfig, Worker, new_model, parameter_state
-from tessera.compute.replay import CommittingWorker, open_segment, segment_bounds, verify_segment
+from tessera.compute.diloco_worker import WorkerProcess, checkpoint_path
+from tessera.compute.replay import (
+    CommittingWorker,
+    SegmentOpening,
+    decode_state,
+    open_segment,
+    parameter_names,
+    segment_bounds,
+    verify_segment,
+)
 from tessera.compute.train import configure_determinism, split
 from tessera.protocol import sampling as smp
 from tessera.protocol.workload import TrainingWorkload
@@ -78,10 +96,89 @@ def replay_distance(cfg, tokens, global_state, trace_threads, replay_threads, k,
             "segments": len(segments), "bitwise": bitwise, "max_abs_diff": worst}
 
 
+def worker_overhead(rounds: int) -> None:
+    """Commit + keep overhead of the worker process and the tenant's spot-check cost."""
+    from tessera.protocol.workload import DilocoWorkerWorkload
+
+    wl = workload()
+    h = 50
+    data = build_stdlib_corpus(1 << 20)
+    configure_determinism(wl)
+    rows = []
+    for k in (2, 5, 10, 25, 50):
+        spec = DilocoWorkerWorkload(model=wl, inner_steps=h, worker=1, workers=4,
+                                    compression="int8", checkpoint_every=k)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            proc = WorkerProcess(spec, data, folder)
+            cfg, tokens = proc.config, proc.train_tokens
+            plain, committing = Worker(cfg, 1, tokens), CommittingWorker(cfg, 1, tokens)
+            global_state = parameter_state(new_model(wl))
+            plain_s, commit_s, hash_s, checks = [], [], [], []
+            for r in range(rounds):
+                t0 = time.perf_counter()
+                plain.encode(plain.run_round(global_state, r).tensors, r)
+                plain_s.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                trace = proc.run_committed(committing, global_state, r)
+                committing.encode(trace.pseudo_gradient.tensors, r)
+                kept = proc.keep_checkpoints(folder, trace)
+                commit_s.append(time.perf_counter() - t0)
+                hash_s.append(kept["commit_s"])
+                c = trace.commitment
+                s = r % c.n_segments   # the tenant's check: decode the served state, replay
+                t0 = time.perf_counter()
+                params, opt = decode_state(checkpoint_path(folder, s).read_bytes(),
+                                           parameter_names(cfg))
+                opening = SegmentOpening(s, params, opt, c.proof(s),
+                                         c.checkpoints[s + 1], c.proof(s + 1))
+                v = verify_segment(cfg, 1, r, c.root, c.n_leaves, k, opening, tokens)
+                checks.append(time.perf_counter() - t0)
+                assert v.reason == "bitwise", v.reason
+            per_round = [c / p - 1 for p, c in zip(plain_s, commit_s, strict=True)]
+            n_leaves = len(segment_bounds(h, k))
+            rows.append({
+                "k": k, "inner_steps": h, "checkpoints": n_leaves, "rounds": rounds,
+                "plain_round_s_median": statistics.median(plain_s),
+                "committing_round_s_median": statistics.median(commit_s),
+                "overhead_wall_median": statistics.median(per_round),
+                "overhead_wall_min": min(per_round), "overhead_wall_max": max(per_round),
+                "commit_and_keep_s_median": statistics.median(hash_s),
+                "overhead_commit_share": statistics.median(hash_s) / statistics.median(plain_s),
+                "kept_bytes_per_round": sum(checkpoint_path(folder, i).stat().st_size
+                                            for i in range(n_leaves)),
+                "spot_check_s_median": statistics.median(checks),
+                "spot_check_over_round": statistics.median(checks) / statistics.median(plain_s),
+            })
+        print(f"k={k}: done", flush=True)
+    print(f"\nworker round, bench model, H={h}, {rounds} rounds interleaved (median; min..max)")
+    print("| k | checkpoints | plain round ms | committing round ms | overhead wall | "
+          "hash+copy+write share | kept MB/round | spot check ms | spot check / round |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['k']} | {r['checkpoints']} | {r['plain_round_s_median'] * 1e3:.1f} | "
+              f"{r['committing_round_s_median'] * 1e3:.1f} | {r['overhead_wall_median']:+.1%} "
+              f"({r['overhead_wall_min']:+.1%}..{r['overhead_wall_max']:+.1%}) | "
+              f"{r['overhead_commit_share']:.1%} | {r['kept_bytes_per_round'] / 1e6:.2f} | "
+              f"{r['spot_check_s_median'] * 1e3:.1f} | {r['spot_check_over_round']:.1%} |")
+    out = Path(__file__).parent / "results" / "verification_worker.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "workload": wl.model_dump(), "rows": rows,
+        "machine": {"torch": torch.__version__, "python": platform.python_version(),
+                    "cpu": platform.processor() or platform.machine()}}, indent=2))
+    print(f"\nwrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="5 rounds instead of 25")
+    ap.add_argument("--worker-overhead", action="store_true",
+                    help="the worker process's commit overhead and the tenant's spot check")
     args = ap.parse_args()
+    if args.worker_overhead:
+        worker_overhead(rounds=6 if args.quick else 20)
+        return
     rounds = 5 if args.quick else 25
     wl = workload()
     cfg = DilocoConfig(workload=wl, workers=4, inner_steps=100, rounds=rounds)

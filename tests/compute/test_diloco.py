@@ -522,3 +522,77 @@ def test_job_resume_refuses_a_folder_that_holds_no_job(tmp_path):
         result = CliRunner().invoke(app, ["job", "resume", str(folder)])
         assert result.exit_code == 1
         assert words in " ".join(result.output.split())
+
+
+def test_worker_process_commits_keeps_its_states_and_a_cheat_does_not_replay(tmp_path, corpus):
+    """With `checkpoint_every`, the worker process (real, run by the provider's JobSupervisor)
+    answers bitwise what a plain worker answers, lists checkpoint hashes that rebuild its
+    commitment, and keeps full states that open every segment. The TEST-ONLY skip-steps cheat
+    (what a provider's `[testing] cheat` writes into the lease folder) commits states that look
+    right at the start of the round but fail every segment's replay."""
+    from tessera.compute.diloco_worker import TESTING_FILE, checkpoint_path
+    from tessera.compute.replay import (
+        Checkpoint,
+        RoundCommitment,
+        SegmentOpening,
+        decode_state,
+        parameter_names,
+        tensor_hash,
+        verify_segment,
+    )
+    from tessera.provider.runner import JobSupervisor
+
+    h, k = 8, 2
+    workload = DilocoWorkerWorkload(model=TINY, inner_steps=h, worker=1, workers=2,
+                                    compression="int8", checkpoint_every=k)
+    cfg = config_of(workload)
+    dataset = tmp_path / "data.bin"
+    dataset.write_bytes(corpus)
+    jobs = JobSupervisor(tmp_path / "provider", threads=1, memory_limit_mb=4096, timeout_s=300)
+    (jobs.folder(2)).mkdir(parents=True)
+    (jobs.folder(2) / TESTING_FILE).write_text(json.dumps({"cheat": "skip-steps"}))
+    manifest = {"workload": workload.model_dump(mode="json"),
+                "dataset_sha256": hashlib.sha256(corpus).hexdigest()}
+    coord = Coordinator(cfg)
+    params = encode_tensors(coord.global_state(), "none", cfg.chunk,
+                            {"kind": GLOBAL_STATE_KIND, "round": 0})
+    sha = hashlib.sha256(params).hexdigest()
+    results = {}
+    try:
+        for lease in (1, 2):  # 1 honest, 2 cheats
+            jobs.start(lease, manifest, dataset)
+            assert jobs.submit_round(lease, 0, params, sha)
+        deadline = time.monotonic() + 120
+        while len(results) < 2:
+            for lease in (1, 2):
+                if lease not in results and (r := jobs.round_result(lease, 0)) is not None:
+                    results[lease] = r
+            assert time.monotonic() < deadline, jobs.progress(1) + jobs.progress(2)
+            time.sleep(0.02)
+    finally:
+        jobs.stop_all()
+    configure_determinism(TINY)
+    train_tokens, _ = split(corpus, TINY)
+    reference = Worker(cfg, 1, train_tokens)
+    assert jobs.round_payload(1, 0).read_bytes() == \
+        reference.encode(reference.run_round(coord.global_state(), 0).tensors, 0)
+    verdicts = {}
+    for lease, result in results.items():
+        assert result["checkpoint_every"] == k and result["threads"] == 1
+        commitment = RoundCommitment(0, 1, h, k, [
+            Checkpoint(c["step"], bytes.fromhex(c["params_hash"]), bytes.fromhex(c["optimizer_hash"]))
+            for c in result["checkpoints"]])
+        assert commitment.root.hex() == result["checkpoint_root"]
+        # both start from the published parameters: no check without a replay tells them apart
+        assert commitment.checkpoints[0].params_hash == tensor_hash(coord.global_state())
+        folder = jobs.round_folder(lease, 0)
+        verdicts[lease] = []
+        for s in range(commitment.n_segments):
+            params, optimizer = decode_state(checkpoint_path(folder, s).read_bytes(),
+                                             parameter_names(cfg))
+            opening = SegmentOpening(s, params, optimizer, commitment.proof(s),
+                                     commitment.checkpoints[s + 1], commitment.proof(s + 1))
+            verdicts[lease].append(verify_segment(cfg, 1, 0, commitment.root, commitment.n_leaves,
+                                                  k, opening, train_tokens).reason)
+    assert verdicts[1] == ["bitwise"] * (h // k)
+    assert verdicts[2] == ["replay does not reach the committed end state"] * (h // k)

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from web3 import Web3
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
@@ -64,14 +65,16 @@ def served(market_run, tmp_path_factory):
     # Heartbeats from that provider in 7 of 10 epochs, for the uptime chart.
     uptime = Chain(network).contract("Uptime")
     genesis, length = uptime.functions.genesis().call(), uptime.functions.epoch_length().call()
-    beats = []
+    beats, epochs = [], []
     for i in range(10):
         latest = work.w3.eth.get_block("latest")
         epoch = (work.now + length - genesis) // length      # the epoch of the block mine() makes
+        epochs.append(epoch)
         if i % 3 != 2:
             work.send(p.address, uptime, "heartbeat", epoch, latest["number"], latest["hash"])
             beats.append(epoch)
         work.mine(length)
+    liveness = probes_outage_and_downtime(work, network, p, lease, epochs, beats)
 
     url = f"sqlite:///{tmp_path_factory.mktemp('web')}/explorer.db"
     engine = make_engine(url)
@@ -87,10 +90,45 @@ def served(market_run, tmp_path_factory):
     base = f"http://127.0.0.1:{server.config.port}"
     try:
         yield {"base": base, "engine": engine, "url": url, "xss_provider": p.address,
-               "xss_lease": lease["lease_id"], "beats": beats}
+               "xss_lease": lease["lease_id"], "beats": beats, **liveness}
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def probes_outage_and_downtime(work, network, p, lease, epochs: list[int], beats: list[int]) -> dict:
+    """Real transactions for the liveness figures: a validator (devnet account 1, the treasury, in
+    no other role here) posts one probe report per ended epoch, (1 answered) for provider `p` where
+    it beat and (1 missed) elsewhere, and (1 missed) for a silent provider `q`; anyone reports q's
+    outage of `jail_after` epochs; the tenant claims p's missed epochs of its lease as downtime.
+    The reports' roots are placeholders: the explorer counts tallies as posted, never leaves."""
+    chain = Chain(network)
+    uptime, probes, validators = chain.uptime, chain.probes, chain.validators
+    validator = devnet_account(1).address
+    work.send(validator, work.stake, "approve", validators.address, 100 * 10**18)
+    work.send(validator, validators, "register", 100 * 10**18)
+    work.mine()
+    q = next(x.address for x in work.providers.values() if x.address != p.address)
+    ended = epochs[:-1]                      # the last one is still running
+    for epoch in ended:
+        answered = int(epoch in beats)
+        tallies = sorted([(p.address, answered, 1 - answered), (q, 0, 1)], key=lambda t: int(t[0], 16))
+        work.send(validator, probes, "report", epoch, Web3.keccak(text=f"root {epoch}"), 2, tallies)
+    genesis, length = uptime.functions.genesis().call(), uptime.functions.epoch_length().call()
+    jail_after = uptime.functions.jail_after().call()
+    first = (work.now + 1 - genesis) // length - jail_after   # the stretch that ends as the block starts
+    work.send(work.deployer, uptime, "report_outage", q, first)
+    missed = sorted(set(ended) - set(beats))
+    work.send(work.tenants[0], work.market, "claim_downtime", lease["lease_id"], missed)
+    receipts = work.mine()
+    by_sender = {}
+    for r in receipts:
+        by_sender.setdefault(Web3.to_checksum_address(r["from"]), []).append(r["transactionHash"])
+    return {"report_txs": sorted(by_sender[validator]), "answered": len(set(ended) & set(beats)),
+            "missed": len(set(ended) - set(beats)), "reports": len(ended), "silent": q,
+            "outage_tx": by_sender[work.deployer][0], "outage": (first, first + jail_after - 1),
+            "downtime_tx": by_sender[Web3.to_checksum_address(work.tenants[0])][0],
+            "downtime_epochs": missed}
 
 
 @pytest.fixture(scope="module")
@@ -359,3 +397,121 @@ def test_uptime_and_reliability_pages_in_a_browser(served, page):
     up = figures[(f"{REL}.uptime_bps", address)]
     assert page.locator("#value").inner_text() == str(up.value)
     assert page.locator("table.txs a.tx").count() == len(up.txs) == len(beats) + 1   # + registration
+
+
+def _liveness(scores: list[dict], address: str) -> dict:
+    return next(s["liveness"] for s in scores if s["address"] == address)
+
+
+def test_api_serves_probes_outages_and_downtime(served):
+    figures, _ = database_figures(served["engine"])
+    p, q = served["xss_provider"], served["silent"]
+    first, last = served["outage"]
+    with httpx.Client(base_url=served["base"], timeout=30) as client:
+        overview = client.get("/api/overview").json()
+        scores = overview["provider_scores"]
+        mine = _liveness(scores, p)
+        assert (mine["probes_answered"]["value"], mine["probes_missed"]["value"]) == \
+            (str(served["answered"]), str(served["missed"]))
+        assert mine["probes_answered"]["txs"] == mine["probes_missed"]["txs"] == served["report_txs"]
+        assert mine["downtime_epochs"]["value"] == str(len(served["downtime_epochs"]))
+        assert mine["downtime_epochs"]["txs"] == [served["downtime_tx"]]
+        assert mine["outages"]["value"] == "0" and mine["outages"]["txs"] == []
+        silent = _liveness(scores, q)
+        assert silent["probes_missed"]["value"] == str(served["reports"])
+        assert silent["outages"] == {"name": "outages.by_provider.count", "key": q, "value": "1",
+                                     "txs": [served["outage_tx"]]}
+        assert silent["outage_epochs"]["value"] == str(last - first + 1)
+        assert overview["downtime"]["epochs"]["txs"] == [served["downtime_tx"]]
+        assert overview["downtime"]["forfeited"]["value"] == mine["downtime_forfeited"]["value"] != "0"
+        _assert_figures_match(overview["downtime"], figures)
+
+        providers = {x["address"]: x for x in client.get("/api/providers").json()}
+        assert providers[q]["liveness"] == silent and providers[p]["liveness"] == mine
+        detail = client.get(f"/api/providers/{q}").json()
+        [report] = detail["outage_reports"]
+        assert (report["first_epoch"], report["last_epoch"], report["tx_hash"]) == \
+            (first, last, served["outage_tx"])
+        assert report["reporter"] == devnet_account(0).address
+        assert report["jailed_until"] == detail["jailed_until"] > 0
+        assert client.get(f"/api/providers/{p}").json()["outage_reports"] == []
+
+
+def _open_figure_then_tx(page, link, figure, expected_tx: str | None = None) -> str:
+    """Click a figure link; the figure page shows its value and its txs; open one of them."""
+    link.click()
+    page.wait_for_url("**/figure?*")
+    assert page.locator("#value").inner_text() == str(figure.value)
+    txs = page.locator("table.txs a.tx")
+    assert sorted(txs.nth(i).inner_text() for i in range(txs.count())) == list(figure.txs)
+    tx = expected_tx or figure.txs[0]
+    page.locator("table.txs a.tx", has_text=tx).click()
+    page.wait_for_url(f"**/tx/{tx}")
+    return page.locator("table.events").inner_text()
+
+
+def test_probes_outages_and_downtime_in_a_browser(served, page):
+    figures, _ = database_figures(served["engine"])
+    base, p, q = served["base"], served["xss_provider"], served["silent"]
+    first, last = served["outage"]
+
+    # The overview's per-provider table: probes, outages and downtime, each linking to its txs.
+    page.goto(base + "/")
+    row = page.locator("table.reliability tbody tr", has_text=p)
+    assert row.locator(".probes").inner_text() == f"{served['answered']} / {served['missed']}"
+    assert row.locator(".outages").inner_text() == "0 (0 epochs)"
+    events = _open_figure_then_tx(page, row.locator(".probes a.fig").first,
+                                  figures[("probes.by_provider.answered", p)])
+    assert "ProbeTally" in events and "ProbeReport" in events
+
+    page.goto(base + "/")
+    row = page.locator("table.reliability tbody tr", has_text=q)
+    assert row.locator(".outages").inner_text() == f"1 ({last - first + 1} epochs)"
+    assert row.locator(".probes").inner_text() == f"0 / {served['reports']}"
+    events = _open_figure_then_tx(page, row.locator(".outages a.fig").first,
+                                  figures[("outages.by_provider.count", q)], served["outage_tx"])
+    assert "OutageReported" in events and "Jailed" in events
+
+    # The silent provider's page lists the outage report, linking to its transaction.
+    page.goto(f"{base}/providers/{q}")
+    reports = page.locator("table.outage-reports tbody tr")
+    assert reports.count() == 1
+    cells = reports.first.locator("td")
+    assert (cells.nth(0).inner_text(), cells.nth(1).inner_text()) == (str(first), str(last))
+    assert cells.nth(3).inner_text() == devnet_account(0).address
+    reports.first.locator("a.tx").click()
+    page.wait_for_url(f"**/tx/{served['outage_tx']}")
+    assert f'"first_epoch": {first}' in page.locator("table.events").inner_text()
+
+    # The probed provider's page: downtime claimed on its lease, linking to the claim.
+    page.goto(f"{base}/providers/{p}")
+    downtime = page.locator("main .downtime")
+    epochs = figures[("downtime.by_provider.epochs", p)]
+    assert downtime.inner_text().startswith(f"{len(served['downtime_epochs'])} epochs, ")
+    assert page.locator("table.outage-reports tbody tr").inner_text() == "none"
+    events = _open_figure_then_tx(page, downtime.locator("a.fig").first, epochs, served["downtime_tx"])
+    assert "DowntimeClaimed" in events
+
+
+def test_stats_prints_probes_outages_and_downtime(served, monkeypatch):
+    from rich.console import Console
+
+    from tessera.explorer import cli
+
+    figures, cursor = database_figures(served["engine"])
+    out = Console(record=True, width=250)
+    monkeypatch.setattr(cli, "console", out)
+    cli.render(figures, cursor.last_block, cursor.last_timestamp)
+    text = out.export_text()
+    table = text[text.index("Probes, outages and downtime"):]
+    table = table[:table.index("└")]
+    rows = {cells[0]: cells[1:] for line in table.splitlines()
+            if len(cells := [c.strip() for c in line.split("│")[1:-1]]) == 7}
+    p, q = served["xss_provider"], served["silent"]
+    first, last = served["outage"]
+    forfeited = figures[("downtime.by_provider.forfeited", p)].value
+    assert rows[p][:5] == [str(served["answered"]), str(served["missed"]), "0", "0",
+                           str(len(served["downtime_epochs"]))]
+    assert rows[p][5] == cli._money(forfeited)
+    assert rows[q][:4] == ["0", str(served["reports"]), "1", str(last - first + 1)]
+    assert sorted(rows) == _keys(figures, f"{REL}.bps")              # one row per provider

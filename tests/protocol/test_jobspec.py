@@ -64,3 +64,19 @@ def test_example_specs_parse():
     examples = Path(__file__).resolve().parents[2] / "examples"
     for name in ("job.toml", "diloco.toml"):
         load_job_spec(examples / name)
+
+
+def test_verification_is_on_by_default_and_its_table_is_checked(tmp_path):
+    spec = load_job_spec(write(tmp_path, GOOD))
+    v = spec.verification
+    assert v.enabled and v.checkpoint_every == 10 and v.spot_check_probability == 0.25
+    assert v.replay_tolerance == 0.0 and v.challenge
+    off = load_job_spec(write(tmp_path, GOOD + "\n[verification]\nenabled = false\n"))
+    assert not off.verification.enabled and off.spec_hash() != spec.spec_hash()
+    for bad, field in (("checkpoint_every = 0", "verification.checkpoint_every"),
+                       ("spot_check_probability = 1.5", "verification.spot_check_probability"),
+                       ("replay_tolerance = -1", "verification.replay_tolerance"),
+                       ("sample = 3", "verification.sample")):
+        with pytest.raises(SpecError) as info:
+            load_job_spec(write(tmp_path, GOOD + f"\n[verification]\n{bad}\n"))
+        assert field in str(info.value)

@@ -201,6 +201,10 @@ class Verification:
     def verdict(self, challenge_id: int) -> Outcome:
         return Outcome(self.chain.call(self.contract.functions.verdict(challenge_id)))
 
+    def rounds_posted(self, job: int) -> int:
+        """How many round roots the job has on chain (the next round to post)."""
+        return self.chain.call(self.contract.functions.rounds_posted(job))
+
     def round_finalized(self, job: int, round_index: int) -> bool:
         return self.chain.call(self.contract.functions.round_finalized(job, round_index))
 

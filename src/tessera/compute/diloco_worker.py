@@ -8,6 +8,13 @@ full global state, or the coordinator's outer-step broadcast to apply to the sta
 takes H inner steps on its shard and writes `rounds/r/pseudo_gradient.bin`, then
 `rounds/r/result.json` naming the parameters it answered.
 
+With `checkpoint_every = k` in the workload (verification on), the worker commits to its state
+every k inner steps (`compute.replay.CommittingWorker`): `result.json` also carries the
+checkpoint hashes, their Merkle root and the thread count, and the full state behind every
+checkpoint is kept in `rounds/r/checkpoints/{i}.bin` (parameters + AdamW state in the tensor
+wire format, `replay.encode_state`: what a verifier needs to replay segment i) for `RETAIN_S`;
+the provider signs the commitment and serves those files (docs/verification.md).
+
 A round is pending while its request has no result for exactly the requested parameters, so a
 round the tenant re-sends with other parameters (a restarted coordinator) is run again. Every
 round starts from the worker's state after the round before (`state/after-{r}.pt`: the
@@ -35,19 +42,33 @@ from tessera.compute.corpus import sha256_hex
 from tessera.compute.diloco import (
     DilocoConfig,
     State,
-    Worker,
     apply_broadcast,
     decode_tensors,
     new_model,
     parameter_state,
 )
 from tessera.compute.job import PROGRESS_FILE
+from tessera.compute.replay import (
+    Checkpoint,
+    CommittingWorker,
+    RoundCommitment,
+    RoundTrace,
+    encode_state,
+    segment_bounds,
+)
 from tessera.compute.train import configure_determinism, split
 from tessera.protocol.workload import DilocoWorkerWorkload
 
 STATE_DIR = "state"
+CHECKPOINT_DIR = "checkpoints"
 GLOBAL_STATE_KIND = "global_state"
 POLL_S = 0.02
+# How long a round's checkpoint states are kept: a commitment may be posted up to 2 h after it
+# is signed (provider), then challenged for 1 h and voted on for 1 h (Verification defaults).
+RETAIN_S = 8 * 3600
+# TEST ONLY: written by a provider whose config has `[testing] cheat = ...` (never in production)
+TESTING_FILE = "testing.json"
+CHEATS = ("skip-steps",)
 
 
 def config_of(workload: DilocoWorkerWorkload) -> DilocoConfig:
@@ -100,12 +121,48 @@ def read_request(folder: Path) -> tuple[str, bytes] | None:
     return request["params_sha256"], params
 
 
+def checkpoint_path(round_folder: Path, index: int) -> Path:
+    """Where the full state behind checkpoint `index` of a round is kept."""
+    return round_folder / CHECKPOINT_DIR / f"{index}.bin"
+
+
+def prune_checkpoints(out: Path, retain_s: float = RETAIN_S) -> None:
+    """Drop the checkpoint states of rounds answered more than `retain_s` ago."""
+    cutoff = time.time() - retain_s
+    for folder in (out / "rounds").glob(f"*/{CHECKPOINT_DIR}"):
+        result = folder.parent / "result.json"
+        if result.exists() and result.stat().st_mtime < cutoff:
+            for f in folder.iterdir():
+                f.unlink(missing_ok=True)
+            folder.rmdir()
+
+
+def skip_steps_round(worker: CommittingWorker, start: State, round_index: int,
+                     k: int) -> RoundTrace:
+    """TEST ONLY (`[testing] cheat = "skip-steps"` in the provider's config): train half of
+    every segment's steps and commit those states as if every step had been taken, so that a
+    replay of any segment misses its committed end. Needs an even k that divides H."""
+    honest = worker.config
+    h = honest.inner_steps
+    if k % 2 or h % k:
+        raise ValueError(f"the skip-steps cheat needs an even k dividing H (k={k}, H={h})")
+    worker.config = honest.model_copy(update={"inner_steps": h // 2})
+    try:
+        trace = worker.run_round_committed(start, round_index, k // 2)
+    finally:
+        worker.config = honest
+    claimed = [Checkpoint(step, c.params_hash, c.optimizer_hash) for step, c in
+               zip(segment_bounds(h, k), trace.commitment.checkpoints, strict=True)]
+    trace.commitment = RoundCommitment(round_index, worker.worker, h, k, claimed)
+    return trace
+
+
 @dataclass
 class Held:
     """A worker's state between rounds: the parameters it holds and its optimizer/residual."""
     round: int          # the last round this state includes; -1 before the first
     params: State
-    worker: Worker
+    worker: CommittingWorker
 
 
 class WorkerProcess:
@@ -116,6 +173,9 @@ class WorkerProcess:
         self.config = config_of(workload)
         self.device = configure_determinism(workload.model)
         self.train_tokens, _ = split(data, workload.model)
+        self.cheat = (_read_json(out / TESTING_FILE) or {}).get("cheat")
+        if self.cheat is not None and self.cheat not in CHEATS:
+            raise ValueError(f"unknown test-only cheat {self.cheat!r}; known: {CHEATS}")
         self.states = out / STATE_DIR
         self.states.mkdir(exist_ok=True)
         self.held = self._load(self.saved_rounds()[-1]) if self.saved_rounds() else self._fresh()
@@ -125,11 +185,13 @@ class WorkerProcess:
 
     def _fresh(self) -> Held:
         return Held(-1, parameter_state(new_model(self.workload.model)),
-                    Worker(self.config, self.workload.worker, self.train_tokens, self.device))
+                    CommittingWorker(self.config, self.workload.worker, self.train_tokens,
+                                     self.device))
 
     def _load(self, round_index: int) -> Held:
         saved = torch.load(self.states / f"after-{round_index}.pt", weights_only=True)
-        worker = Worker(self.config, self.workload.worker, self.train_tokens, self.device)
+        worker = CommittingWorker(self.config, self.workload.worker, self.train_tokens,
+                                  self.device)
         worker.load_state_dict(saved["worker"])
         return Held(round_index, saved["held"], worker)
 
@@ -160,6 +222,30 @@ class WorkerProcess:
                              f"{round_index - 1}, and this worker has none: send the full state")
         return apply_broadcast(base.params, params, self.config)
 
+    @property
+    def k(self) -> int:
+        return self.workload.checkpoint_every
+
+    def run_committed(self, worker: CommittingWorker, start: State, round_index: int) -> RoundTrace:
+        if self.cheat == "skip-steps":
+            return skip_steps_round(worker, start, round_index, self.k)
+        return worker.run_round_committed(start, round_index, self.k)
+
+    def keep_checkpoints(self, folder: Path, trace: RoundTrace) -> dict:
+        """Write every checkpoint's full state; what result.json says about the commitment."""
+        started = time.perf_counter()
+        (folder / CHECKPOINT_DIR).mkdir(exist_ok=True)
+        names = self.held.worker.parameter_names()
+        for i, (params, opt) in enumerate(zip(trace.params, trace.optimizer_states, strict=True)):
+            _write_atomic(checkpoint_path(folder, i), encode_state(params, opt, names))
+        c = trace.commitment
+        return {"checkpoint_every": c.k, "checkpoint_root": c.root.hex(),
+                "checkpoints": [{"step": cp.step, "params_hash": cp.params_hash.hex(),
+                                 "optimizer_hash": cp.optimizer_hash.hex()}
+                                for cp in c.checkpoints],
+                "threads": torch.get_num_threads(),
+                "commit_s": trace.commit_s + time.perf_counter() - started}
+
     def serve(self, emit) -> None:
         while True:
             r = pending_round(self.out, since=max(self.held.round, 0))
@@ -178,8 +264,9 @@ class WorkerProcess:
                     {"error": message, "params_sha256": params_sha256}).encode())
                 emit({"event": "error", "message": message})
                 continue
-            pg = base.worker.run_round(start, r)   # advances base.worker's AdamW state
-            payload = base.worker.encode(pg.tensors, r)
+            trace = self.run_committed(base.worker, start, r) if self.k else None
+            pg = trace.pseudo_gradient if trace else base.worker.run_round(start, r)
+            payload = base.worker.encode(pg.tensors, r)   # (both advance the AdamW state)
             current = _read_json(folder / "request.json")
             if current is None or current.get("params_sha256") != params_sha256:
                 # re-sent with other parameters while we computed: forget this answer
@@ -187,12 +274,16 @@ class WorkerProcess:
                 self.held = self.stored_before(r)
                 continue
             _write_atomic(folder / "pseudo_gradient.bin", payload)
+            result = {"params_sha256": params_sha256, "sha256": sha256_hex(payload),
+                      "size": len(payload), "inner_loss": pg.mean_inner_loss,
+                      "compute_s": pg.compute_s}
+            if trace is not None:
+                result.update(self.keep_checkpoints(folder, trace))
             self.held = Held(r, start, base.worker)
             self._save(self.held)
-            _write_atomic(folder / "result.json", json.dumps({
-                "params_sha256": params_sha256, "sha256": sha256_hex(payload),
-                "size": len(payload), "inner_loss": pg.mean_inner_loss,
-                "compute_s": pg.compute_s}).encode())
+            _write_atomic(folder / "result.json", json.dumps(result).encode())
+            if trace is not None:
+                prune_checkpoints(self.out)
             emit({"event": "progress", "round": r, "step": r + 1,
                   "train_loss": pg.last_inner_loss,
                   "tokens_per_s": pg.tokens / max(pg.compute_s, 1e-9)})

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import torch
 from eth_utils import keccak
 
+from tessera.compute.compress import deserialize, serialize
 from tessera.compute.diloco import (
     DilocoConfig,
     PseudoGradient,
@@ -58,6 +59,7 @@ from tessera.protocol import merkle
 
 TENSOR_DOMAIN = b"tessera/tensors/v1"
 CHECKPOINT_DOMAIN = b"tessera/checkpoint/v1"
+STATE_KIND = "checkpoint_state"
 
 if sys.byteorder != "little":  # pragma: no cover - every platform torch ships for is little-endian
     raise ImportError("tessera.compute.replay hashes raw tensor bytes and assumes a little-endian host")
@@ -101,6 +103,36 @@ def clone_optimizer_state(state: Mapping) -> dict:
     return {"state": {idx: {key: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
                             for key, v in st.items()} for idx, st in state["state"].items()},
             "param_groups": copy.deepcopy(state.get("param_groups", []))}
+
+
+def encode_state(params: Mapping[str, torch.Tensor], optimizer_state: Mapping,
+                 names: Sequence[str]) -> bytes:
+    """A checkpoint's full state (parameters + AdamW per-parameter state) in the tensor wire
+    format of `compute.compress` (no pickle: what a verifier downloads from a provider)."""
+    tensors = {f"param/{name}": t for name, t in params.items()}
+    tensors.update({f"adamw/{name}": t for name, t in
+                    optimizer_tensors(optimizer_state, names).items()})
+    return serialize(tensors, {"kind": STATE_KIND})
+
+
+def decode_state(data: bytes, names: Sequence[str]) -> tuple[State, dict]:
+    """(parameters, AdamW `state_dict`) from `encode_state`'s bytes; ValueError if malformed
+    (whether they are the committed state is for `checkpoint_of` to say)."""
+    tensors, meta = deserialize(data)
+    if meta.get("kind") != STATE_KIND:
+        raise ValueError(f"expected a {STATE_KIND!r} payload, got {meta.get('kind')!r}")
+    index = {name: i for i, name in enumerate(names)}
+    params: State = {}
+    state: dict[int, dict] = {}
+    for key, t in tensors.items():
+        if key.startswith("param/"):
+            params[key.removeprefix("param/")] = t
+            continue
+        name, _, slot = key.removeprefix("adamw/").rpartition("/")
+        if not key.startswith("adamw/") or name not in index or not slot:
+            raise ValueError(f"unexpected tensor {key!r} in a checkpoint state")
+        state.setdefault(index[name], {})[slot] = t
+    return params, {"state": state, "param_groups": []}
 
 
 def _u256(x: int) -> bytes:

@@ -183,6 +183,8 @@ def render(figures: Figures, to_block: int, as_of: int) -> None:
         ("stake (unbonding)", _stake(v("stake.total.unbonding")), "stake.total.unbonding"),
         ("slashed", f"{_stake(v('stake.total.slashed'))} in {v('slashes.total.count')} slashes",
          "slashes.total.count"),
+        ("downtime claimed", f"{v('downtime.total.epochs')} epochs, "
+         f"{_money(v('downtime.total.forfeited'))} forfeited", "downtime.total.epochs"),
     ]
     for label, value, name in rows:
         fig = figures.get((name, ALL))
@@ -210,6 +212,17 @@ def render(figures: Figures, to_block: int, as_of: int) -> None:
                           _stake(v("stake.by_provider.unbonding", address)),
                           _stake(v("stake.by_provider.slashed", address)))
     console.print(providers)
+
+    liveness = Table(title="Probes, outages and downtime (docs/validators.md, docs/uptime.md)")
+    for col in ("provider", "probes answered", "probes missed", "outages reported", "outage epochs",
+                "downtime epochs", "pay forfeited"):
+        liveness.add_column(col, justify="left" if col == "provider" else "right")
+    for address in _keys(figures, "reliability.by_provider.bps"):
+        liveness.add_row(address, *(str(v(name, address)) for name in (
+            "probes.by_provider.answered", "probes.by_provider.missed", "outages.by_provider.count",
+            "outages.by_provider.epochs", "downtime.by_provider.epochs")),
+            _money(v("downtime.by_provider.forfeited", address)))
+    console.print(liveness)
 
     scores = Table(title="Uptime and reliability (basis points: 10000 = 100%; docs/explorer.md)")
     for col in ("provider", "heartbeats / epochs", "uptime", "finished", "failed", "slashes",
@@ -250,8 +263,8 @@ def stats(
     database: str | None = DatabaseOption,
     as_json: bool = typer.Option(False, "--json", help="every figure with its tx hashes, as JSON"),
 ) -> None:
-    """Overview figures from the indexed database: revenue, utilization, prices, stake, uptime and
-    reliability per provider."""
+    """Overview figures from the indexed database: revenue, utilization, prices, stake, uptime,
+    probes, outages, downtime and reliability per provider."""
     from tessera.explorer.db import make_engine
     from tessera.explorer.indexer import IndexerError, database_figures
 

@@ -126,10 +126,29 @@ class ReliabilityOut(BaseModel):
     age_seconds: FigureOut
 
 
+class LivenessOut(BaseModel):
+    """Validators' probes, reported outages and claimed downtime (docs/validators.md, docs/uptime.md)."""
+
+    probes_answered: FigureOut = Field(description="probes answered, summed over validators' reports")
+    probes_missed: FigureOut = Field(description="probes missed, as the validators posted them")
+    outages: FigureOut = Field(description="outages reported (Uptime.report_outage), each a jailing")
+    outage_epochs: FigureOut = Field(description="epochs those reports cover")
+    downtime_epochs: FigureOut = Field(description="epochs of its leases claimed as downtime")
+    downtime_forfeited: FigureOut = Field(description="pay for those epochs, payment base units")
+
+
 class ProviderScore(BaseModel):
     address: str
     uptime: UptimeOut | None = Field(description="null on a network without the Uptime contract")
+    liveness: LivenessOut
     reliability: ReliabilityOut
+
+
+class DowntimeTotals(BaseModel):
+    claims: FigureOut = Field(description="Market.claim_downtime transactions")
+    epochs: FigureOut
+    forfeited: FigureOut = Field(description="pay for the claimed epochs, payment base units")
+    refunds: FigureOut = Field(description="refunded to tenants at once, payment base units")
 
 
 class Overview(BaseModel):
@@ -147,7 +166,9 @@ class Overview(BaseModel):
     prices: list[PriceRow]
     stake: StakeOut
     leases: LeaseTotals
-    provider_scores: list[ProviderScore] = Field(description="uptime and reliability per provider")
+    downtime: DowntimeTotals
+    provider_scores: list[ProviderScore] = Field(
+        description="uptime, probes, outages, downtime and reliability per provider")
 
 
 class ProviderOut(BaseModel):
@@ -170,6 +191,7 @@ class ProviderOut(BaseModel):
     provider_income: FigureOut
     protocol_fees: FigureOut
     uptime: UptimeOut | None = Field(description="null on a network without the Uptime contract")
+    liveness: LivenessOut
     reliability: ReliabilityOut
 
 
@@ -235,9 +257,21 @@ class EpochStrip(BaseModel):
     epochs: list[EpochOut]
 
 
+class OutageOut(BaseModel):
+    """One `OutageReported` event: the epochs without a heartbeat and the jail it set."""
+
+    first_epoch: int
+    last_epoch: int
+    jailed_until: int
+    reporter: str
+    tx_hash: str
+    timestamp: int
+
+
 class ProviderDetail(ProviderOut):
     lease_list: list[LeaseOut]
     payments: list[PaymentOut]
+    outage_reports: list[OutageOut]
     recent_epochs: EpochStrip | None = Field(description="null without the Uptime contract or "
                                                          "before any epoch is owed")
 
@@ -349,6 +383,22 @@ class Explorer:
                     beats.setdefault(args["epoch"], row.tx_hash)
         return beats
 
+    def outages(self, address: str) -> list[OutageOut]:
+        """The provider's indexed `OutageReported` events, oldest first."""
+        with Session(self.engine) as session:
+            rows = session.scalars(select(db.Event).where(
+                db.Event.contract == "Uptime", db.Event.event == "OutageReported",
+                db.Event.args.like(f'%"provider":"{address}"%'))
+                .order_by(db.Event.block_number, db.Event.log_index))
+            out = []
+            for row in rows:
+                args = json.loads(row.args)
+                if args["provider"] == address:
+                    out.append(OutageOut(first_epoch=args["first_epoch"], last_epoch=args["last_epoch"],
+                                         jailed_until=args["jailed_until"], reporter=args["reporter"],
+                                         tx_hash=row.tx_hash, timestamp=row.timestamp))
+        return out
+
     def tx(self, tx_hash: str) -> list[db.Event]:
         with Session(self.engine) as session:
             rows = list(session.scalars(select(db.Event).where(db.Event.tx_hash == tx_hash)
@@ -428,6 +478,8 @@ def overview(snap: Snapshot) -> Overview:
                            closed=_out(_fig(f, "leases.closed.count")),
                            closed_refunds=_out(_fig(f, "leases.closed.refunds")),
                            top_ups=_out(_fig(f, "leases.total.top_ups"))),
+        downtime=DowntimeTotals(**{part: _out(_fig(f, f"downtime.total.{part}"))
+                                   for part in DowntimeTotals.model_fields}),
         provider_scores=provider_scores(f))
 
 
@@ -440,13 +492,24 @@ def uptime_out(figures: Figures, address: str) -> UptimeOut | None:
     return UptimeOut(epochs=_out(epochs), heartbeats=_out(beats), bps=_out(bps) if bps else None)
 
 
+def liveness_out(figures: Figures, address: str) -> LivenessOut:
+    return LivenessOut(
+        probes_answered=_out(_fig(figures, "probes.by_provider.answered", address)),
+        probes_missed=_out(_fig(figures, "probes.by_provider.missed", address)),
+        outages=_out(_fig(figures, "outages.by_provider.count", address)),
+        outage_epochs=_out(_fig(figures, "outages.by_provider.epochs", address)),
+        downtime_epochs=_out(_fig(figures, "downtime.by_provider.epochs", address)),
+        downtime_forfeited=_out(_fig(figures, "downtime.by_provider.forfeited", address)))
+
+
 def reliability_out(figures: Figures, address: str) -> ReliabilityOut:
     return ReliabilityOut(**{part: _out(_fig(figures, f"{reliability.NAME}.{part}", address))
                              for part in ReliabilityOut.model_fields})
 
 
 def provider_scores(figures: Figures) -> list[ProviderScore]:
-    return [ProviderScore(address=a, uptime=uptime_out(figures, a), reliability=reliability_out(figures, a))
+    return [ProviderScore(address=a, uptime=uptime_out(figures, a), liveness=liveness_out(figures, a),
+                          reliability=reliability_out(figures, a))
             for a in _keys(figures, f"{reliability.NAME}.bps")]
 
 
@@ -483,7 +546,7 @@ def provider_out(snap: Snapshot, p: db.Provider) -> ProviderOut:
         tenant_paid=_out(_fig(f, "revenue.by_provider.tenant_paid", a)),
         provider_income=_out(_fig(f, "revenue.by_provider.provider_income", a)),
         protocol_fees=_out(_fig(f, "revenue.by_provider.protocol_fees", a)),
-        uptime=uptime_out(f, a), reliability=reliability_out(f, a))
+        uptime=uptime_out(f, a), liveness=liveness_out(f, a), reliability=reliability_out(f, a))
 
 
 def lease_out(snap: Snapshot, row: db.Lease) -> LeaseOut:
@@ -528,7 +591,7 @@ code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word
 .chart h3{margin:0 0 4px;font-size:14px}svg text{font-size:10px;fill:#556}
 svg .bar{fill:#3b6fd8}svg a:hover .bar{fill:#1d3f8f}svg .line{fill:none;stroke:#d9822b;stroke-width:2}
 svg .point{fill:#d9822b}svg .axis{stroke:#889;stroke-width:1}svg .grid{stroke:#e3e6ec;stroke-width:1}
-svg .beat{fill:#2e9e5b}svg .missed{fill:#e8b4b4}
+svg .beat{fill:#2e9e5b}svg .missed{fill:#e8b4b4}.probes,.outages,.downtime{white-space:nowrap}
 .muted{color:#778}.err{background:#fff3f3;border:1px solid #e0b4b4;padding:12px}
 pre{background:#fff;border:1px solid #dde;padding:6px;margin:0;white-space:pre-wrap;word-break:break-all}
 """
@@ -700,21 +763,59 @@ def beats_of(u: UptimeOut) -> str:
     return fig_link(u.heartbeats, u.heartbeats.value) + " / " + fig_link(u.epochs, u.epochs.value)
 
 
+def probes_of(lv: LivenessOut) -> str:
+    return ('<span class="probes">' + fig_link(lv.probes_answered, lv.probes_answered.value) + " / "
+            + fig_link(lv.probes_missed, lv.probes_missed.value) + "</span>")
+
+
+def outages_of(lv: LivenessOut) -> str:
+    return ('<span class="outages">' + fig_link(lv.outages, lv.outages.value) + " ("
+            + fig_link(lv.outage_epochs, f"{lv.outage_epochs.value} epochs") + ")</span>")
+
+
+def downtime_of(lv: LivenessOut) -> str:
+    return ('<span class="downtime">' + fig_link(lv.downtime_epochs, f"{lv.downtime_epochs.value} epochs")
+            + ", " + fig_link(lv.downtime_forfeited, money(int(lv.downtime_forfeited.value))) + "</span>")
+
+
 def scores_table(scores: list[ProviderScore]) -> str:
-    """Uptime and reliability per provider; every value links to its figure's transactions."""
+    """Uptime, probes, outages, downtime and reliability per provider; every value links to its
+    figure's transactions."""
     rows = []
     for s in scores:
-        r, u = s.reliability, s.uptime
+        r, u, lv = s.reliability, s.uptime, s.liveness
         uptime_cells = ["-", "-"]
         if u:
             uptime_cells = [beats_of(u), fig_link(u.bps, bps_text(u.bps.value)) if u.bps else "-"]
-        rows.append([provider_link(s.address), *uptime_cells,
+        rows.append([provider_link(s.address), *uptime_cells, probes_of(lv), outages_of(lv), downtime_of(lv),
                      fig_link(r.finished, r.finished.value), fig_link(r.failed, r.failed.value),
                      fig_link(r.slashes, r.slashes.value), fig_link(r.jails, r.jails.value),
                      fig_link(r.age_seconds, f"{int(r.age_seconds.value) / 86_400:,.1f} d"),
                      '<span class="score">' + fig_link(r.bps, bps_text(r.bps.value)) + "</span>"])
-    return table(["provider", "heartbeats / epochs owed", "uptime", "leases finished", "leases failed",
-                  "slashes", "jailings", "age", "reliability"], rows, {1, 2, 3, 4, 5, 6, 7, 8}, "reliability")
+    return table(["provider", "heartbeats / epochs owed", "uptime", "probes answered / missed",
+                  "outages reported", "downtime claimed", "leases finished", "leases failed", "slashes",
+                  "jailings", "age", "reliability"], rows, set(range(1, 12)), "reliability")
+
+
+def outages_table(outages: list[OutageOut]) -> str:
+    rows = [[e(o.first_epoch), e(o.last_epoch), e(when(o.jailed_until)),
+             f'<span class="mono">{e(o.reporter)}</span>', e(when(o.timestamp)), tx_link(o.tx_hash)]
+            for o in outages]
+    return table(["first epoch", "last epoch", "jailed until (UTC)", "reported by", "time (UTC)", "tx"], rows,
+                 {0, 1}, "outage-reports")
+
+
+def liveness_html(lv: LivenessOut, outages: list[OutageOut]) -> str:
+    """Probes by validators, outages reported (each a jailing) and downtime claimed by tenants."""
+    facts = kv([
+        ("probes answered / missed", probes_of(lv)),
+        ("outages reported", outages_of(lv)),
+        ("downtime claimed on its leases", downtime_of(lv)),
+    ])
+    return (facts + "<p class='muted'>Probes are the validators' word, summed as posted "
+            "(docs/validators.md); an outage is <code>jail_after</code> epochs without a heartbeat, "
+            "reported by anyone; downtime is pay for missed epochs refunded to tenants "
+            "(docs/uptime.md).</p>" + outages_table(outages))
 
 
 def reliability_html(r: ReliabilityOut) -> str:
@@ -761,6 +862,10 @@ def overview_html(snap: Snapshot, providers: list[db.Provider]) -> str:
         ("slashed", fig_link(o.stake.slashes_amount, stake_amount(v(o.stake.slashes_amount)))
          + " in " + fig_link(o.stake.slashes_count, f"{o.stake.slashes_count.value} slashes")),
         ("jails", fig_link(o.stake.jails_count, o.stake.jails_count.value)),
+        ("downtime claimed", fig_link(o.downtime.epochs, f"{o.downtime.epochs.value} epochs") + " in "
+         + fig_link(o.downtime.claims, f"{o.downtime.claims.value} claims") + ": "
+         + fig_link(o.downtime.forfeited, money(v(o.downtime.forfeited))) + " forfeited, "
+         + fig_link(o.downtime.refunds, money(v(o.downtime.refunds))) + " refunded at once"),
     ]
     revenue_items = [(r.key, v(r.tenant_paid) / 10**PAYMENT_DECIMALS, money(v(r.tenant_paid)), r.tenant_paid)
                      for r in o.revenue_by_day]
@@ -799,7 +904,8 @@ def overview_html(snap: Snapshot, providers: list[db.Provider]) -> str:
             + table(["GPU model", "leases", *PERCENTILES, "spread (max-min)"], price_rows,
                     {1, 2, 3, 4, 5, 6, 7}, "prices")
             + "<h2>Providers</h2>" + providers_table(snap, providers)
-            + "<h2>Uptime and reliability per provider</h2>" + scores_table(o.provider_scores))
+            + "<h2>Uptime, probes, outages and reliability per provider</h2>"
+            + scores_table(o.provider_scores))
 
 
 def providers_table(snap: Snapshot, providers: list[db.Provider]) -> str:
@@ -881,6 +987,7 @@ def create_app(engine: Engine) -> FastAPI:
         return ProviderDetail(**provider_out(snap, p).model_dump(),
                               lease_list=[lease_out(snap, row) for row in leases],
                               payments=[payment_out(x) for x in payments],
+                              outage_reports=explorer.outages(p.address),
                               recent_epochs=epoch_strip(snap, explorer, p.address))
 
     @app.get("/api/leases/{lease_id}", response_model=LeaseDetail, tags=["api"],
@@ -919,7 +1026,8 @@ def create_app(engine: Engine) -> FastAPI:
     def providers_page():
         snap = explorer.snapshot()
         return page("Providers", providers_table(snap, explorer.providers())
-                    + "<h2>Uptime and reliability</h2>" + scores_table(provider_scores(snap.figures)), snap)
+                    + "<h2>Uptime, probes, outages and reliability</h2>"
+                    + scores_table(provider_scores(snap.figures)), snap)
 
     @app.get("/providers/{address}", response_class=HTMLResponse, include_in_schema=False)
     def provider_page(address: str):
@@ -954,6 +1062,8 @@ def create_app(engine: Engine) -> FastAPI:
         strip = epoch_strip(snap, explorer, p.address)
         chart = f'<div class="charts">{epoch_chart(strip)}</div>' if strip else ""
         body = (facts + "<h2>Uptime</h2>" + uptime + chart
+                + "<h2>Probes, outages and downtime</h2>"
+                + liveness_html(out.liveness, explorer.outages(p.address))
                 + "<h2>Reliability</h2>" + reliability_html(out.reliability)
                 + "<p class='muted'>Computed only from on-chain events; definition and weights in "
                   "docs/explorer.md.</p>"

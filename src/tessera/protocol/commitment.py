@@ -28,6 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tessera.protocol import merkle
 
+# How long after signing a provider lets its commitment be posted in a round root (the
+# coordinator posts right after the round's last answer, so this covers the round timeout).
+VALIDITY_S = 2 * 3600
+
 DOMAIN_NAME = "TesseraVerification"
 DOMAIN_VERSION = "1"
 UINT256_MAX = 2**256 - 1

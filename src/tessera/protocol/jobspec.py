@@ -87,6 +87,25 @@ class DilocoSpec(BaseModel):
                                          description="replacements per job; default order.nodes")
 
 
+class VerificationSpec(BaseModel):
+    """Verifiable DiLoCo rounds (docs/verification.md): every worker commits to its state every
+    `checkpoint_every` inner steps and signs the commitment; the tenant posts one root per
+    round on chain and replays one committed segment of a worker's round with probability
+    `spot_check_probability`, challenging on chain when it does not match."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    checkpoint_every: int = Field(10, ge=1, le=100_000, description="k: inner steps per "
+                                  "committed segment")
+    spot_check_probability: float = Field(0.25, ge=0.0, le=1.0, description="p: chance that "
+                                          "the tenant replays one segment of a worker's round")
+    replay_tolerance: float = Field(0.0, ge=0.0, le=1.0, description="max |parameter "
+                                    "difference| accepted in a replay; 0: bitwise (CPU)")
+    challenge: bool = Field(True, description="open an on-chain challenge (with a bond) "
+                            "against a commitment that fails a spot check")
+
+
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -96,6 +115,7 @@ class JobSpec(BaseModel):
     dataset: DatasetSpec = DatasetSpec()
     workload: TrainingWorkload
     diloco: DilocoSpec = DilocoSpec()
+    verification: VerificationSpec = VerificationSpec()
 
     @model_validator(mode="after")
     def _mode_fits_nodes(self) -> JobSpec:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tessera.protocol.commitment import SignedCommitment
 from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
 
 Workload = Annotated[TrainingWorkload | DilocoWorkerWorkload, Field(discriminator="kind")]
@@ -68,8 +69,26 @@ class LeaseStatus(BaseModel):
     result_hash: str | None = None
 
 
+class CheckpointHashes(BaseModel):
+    """One committed checkpoint of a worker's round (`compute.replay.Checkpoint`): the sha256
+    of its parameters and of its AdamW state after `step` inner steps."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: int = Field(ge=0)
+    params_hash: str = Field(pattern=HEX64)
+    optimizer_hash: str = Field(pattern=HEX64)
+
+
+MAX_CHECKPOINTS = 100_001  # H <= 100,000 inner steps, k >= 1
+
+
 class RoundResult(BaseModel):
-    """A DiLoCo worker's answer for one round, signed by the provider (EIP-712 `RoundResult`)."""
+    """A DiLoCo worker's answer for one round, signed by the provider (EIP-712 `RoundResult`).
+
+    With verification on, it also carries the provider's signed EIP-712 `Commitment` (whose
+    `checkpointRoot` is the Merkle root over `checkpoints`, docs/verification.md) and the
+    number of CPU threads the worker trained with (a bitwise replay needs the same)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -81,3 +100,6 @@ class RoundResult(BaseModel):
     inner_loss: float
     compute_s: float
     signature: str = Field(pattern=SIGNATURE)
+    commitment: SignedCommitment | None = None
+    checkpoints: list[CheckpointHashes] | None = Field(None, max_length=MAX_CHECKPOINTS)
+    threads: int | None = Field(None, ge=1, le=256)

@@ -50,6 +50,8 @@ class DilocoWorkerWorkload(BaseModel):
     worker: int = Field(ge=0)
     workers: int = Field(ge=1, le=64)
     compression: Literal["none", "int8"] = "int8"
+    checkpoint_every: int = Field(0, ge=0, le=100_000, description="commit to the worker's "
+                                  "state every k inner steps (docs/verification.md); 0: never")
 
     @model_validator(mode="after")
     def _worker_in_range(self) -> DilocoWorkerWorkload:

@@ -83,6 +83,11 @@ def create_app(node: ProviderNode) -> FastAPI:
         return FileResponse(node.round_payload(lease_id, round_index),
                             media_type="application/octet-stream")
 
+    @app.get("/leases/{lease_id}/rounds/{round_index}/checkpoints/{index}")
+    def round_checkpoint(lease_id: int, round_index: int, index: int) -> FileResponse:
+        return FileResponse(node.round_checkpoint(lease_id, round_index, index),
+                            media_type="application/octet-stream")
+
     @app.get("/leases/{lease_id}")
     def status(lease_id: int) -> LeaseStatus:
         return node.lease_status(lease_id)

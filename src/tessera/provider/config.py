@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,6 +57,18 @@ class HardwareSection(BaseModel):
     gpu_count: int | None = Field(None, ge=1)
 
 
+class TestingSection(BaseModel):
+    """TEST ONLY: fault injection for end-to-end tests of verification. A real provider cannot
+    be made to cheat, so a test sets `cheat` and this node's DiLoCo workers cheat in the named
+    way ("skip-steps": train half the inner steps of every committed segment). Never set it
+    on a node that earns money: a spot check or a validator catches it and its stake is
+    slashed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cheat: Literal["skip-steps"] | None = None
+
+
 class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,6 +76,7 @@ class ProviderConfig(BaseModel):
     pricing: PricingSection
     limits: LimitsSection = LimitsSection()
     hardware: HardwareSection = HardwareSection()
+    testing: TestingSection = TestingSection()
 
 
 def load_provider_config(path: Path) -> ProviderConfig:

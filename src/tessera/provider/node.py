@@ -21,11 +21,20 @@ from tessera.chain.client import Chain, ChainError, RpcUnavailable, retry
 from tessera.chain.devnet import Devnet
 from tessera.chain.market import Market, tx_hash
 from tessera.chain.network import load_network
+from tessera.chain.verification import Verification
+from tessera.compute.diloco_worker import checkpoint_path
 from tessera.logs import EventLog
+from tessera.protocol import commitment as cm
 from tessera.protocol import messages
 from tessera.protocol.matching import OrderRequirements, ProviderOffer
 from tessera.protocol.probes import ProbeReceipt, ProbeRequest, receipt_typed_data
-from tessera.protocol.wire import BidMessage, LeaseStatus, RoundResult, SignedManifest
+from tessera.protocol.wire import (
+    BidMessage,
+    CheckpointHashes,
+    LeaseStatus,
+    RoundResult,
+    SignedManifest,
+)
 from tessera.provider.config import ProviderConfig
 from tessera.provider.hardware import Hardware, detect_hardware
 from tessera.provider.pricing import decide_bid
@@ -40,6 +49,8 @@ def _listing(offer: ProviderOffer) -> tuple:
 
 
 ROUND_REQUEST_SIGNED = "tenant_request.json"
+ROUND_COMMITMENT = "commitment.json"       # the provider's signed Commitment for the round
+TESTING_FILE = "testing.json"              # TEST ONLY: the cheat a test asked for (config.testing)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -99,6 +110,10 @@ class ProviderNode:
                                        "1 while the registry lets tenants lease this provider",
                                        registry=self.metrics)
         self._standing: tuple[bool, int] | None = None  # (registry is_active, jailed until)
+        self._verification: Verification | None = None
+        if config.testing.cheat:
+            self.log("testing-cheat", "warning", cheat=config.testing.cheat,
+                     note="TEST ONLY: this node's DiLoCo workers cheat; it will be slashed")
         self._beat_epoch: int | None = None   # last epoch known to hold our heartbeat
         self._beat_retry_at = 0.0             # monotonic time before which a refused beat waits
 
@@ -402,6 +417,10 @@ class ProviderNode:
         dataset = self._blob_path(record.manifest["dataset_sha256"])
         if not dataset.exists():
             return
+        if self.config.testing.cheat:  # TEST ONLY, see ProviderConfig.testing
+            folder = self.jobs.folder(lease_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / TESTING_FILE).write_text(json.dumps({"cheat": self.config.testing.cheat}))
         self.jobs.start(lease_id, record.manifest, dataset)
         self.state.update_lease(lease_id, status="running", detail="")
         self.log("job-started", lease_id=lease_id)
@@ -473,11 +492,61 @@ class ProviderNode:
         typed = messages.round_result_typed_data(
             self.chain.network.chain_id, self.market.market.address, lease_id, round_index,
             bytes.fromhex(result["params_sha256"]), bytes.fromhex(result["sha256"]))
-        return RoundResult(lease_id=lease_id, round=round_index,
-                           params_sha256=result["params_sha256"], sha256=result["sha256"],
-                           size=result["size"], inner_loss=result["inner_loss"],
-                           compute_s=result["compute_s"],
-                           signature=messages.sign(self.account, typed))
+        answer = RoundResult(lease_id=lease_id, round=round_index,
+                             params_sha256=result["params_sha256"], sha256=result["sha256"],
+                             size=result["size"], inner_loss=result["inner_loss"],
+                             compute_s=result["compute_s"],
+                             signature=messages.sign(self.account, typed))
+        if "checkpoint_root" in result:  # verification on: the signed commitment goes with it
+            answer.commitment = self._round_commitment(lease_id, round_index, result)
+            answer.checkpoints = [CheckpointHashes(**c) for c in result["checkpoints"]]
+            answer.threads = result["threads"]
+        return answer
+
+    def _round_commitment(self, lease_id: int, round_index: int,
+                          result: dict) -> cm.SignedCommitment:
+        """The EIP-712 Commitment to the worker's answer (docs/verification.md), signed once and
+        kept so that its expiry does not move; signed again only if the answer changed (a round
+        re-run from other parameters)."""
+        path = self.jobs.round_folder(lease_id, round_index) / ROUND_COMMITMENT
+        result_hash, root = "0x" + result["sha256"], "0x" + result["checkpoint_root"]
+        with self._lock:
+            saved = _read_json(path)
+            if saved is not None:
+                signed = cm.SignedCommitment.model_validate(saved)
+                if (signed.commitment.result_hash, signed.commitment.checkpoint_root) == \
+                        (result_hash, root):
+                    return signed
+            if self._verification is None:
+                self._verification = Verification(self.chain)
+            lease = self.market.lease(lease_id)
+            commitment = cm.Commitment(
+                job=lease.order_id, round=round_index, lease_id=lease_id, provider=self.address,
+                result_hash=result_hash, checkpoint_root=root,
+                checkpoints=len(result["checkpoints"]),
+                expiry=self.chain.block_timestamp() + cm.VALIDITY_S)
+            signed = self._verification.sign_commitment(self.account, commitment)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(signed.model_dump_json())
+            tmp.replace(path)
+            self.log("round-committed", lease_id=lease_id, round=round_index, job=lease.order_id,
+                     checkpoint_root=root, checkpoints=commitment.checkpoints)
+            return signed
+
+    def round_checkpoint(self, lease_id: int, round_index: int, index: int) -> Path:
+        """The full state (parameters + AdamW) behind checkpoint `index` of a committed round,
+        served to whoever verifies it (the tenant, validators) while it is kept; the verifier
+        checks it against the signed commitment, so it needs no authentication."""
+        if self.state.lease(lease_id) is None:
+            raise Refused(404, f"lease {lease_id} is unknown to this provider")
+        folder = self.jobs.round_folder(lease_id, round_index)
+        if not (folder / ROUND_COMMITMENT).exists():
+            raise Refused(404, f"round {round_index} of lease {lease_id} has no commitment")
+        path = checkpoint_path(folder, index)
+        if index < 0 or not path.is_file():
+            raise Refused(404, f"checkpoint {index} of round {round_index} of lease {lease_id} "
+                               "is not kept (no such checkpoint, or past its retention)")
+        return path
 
     def round_payload(self, lease_id: int, round_index: int) -> Path:
         if self._current_round_result(lease_id, round_index) is None:

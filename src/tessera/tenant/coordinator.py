@@ -14,6 +14,17 @@ lease is closed so it stops costing money, the drop is logged as a structured li
 goes on with the others; a `replace` callback (the tenant's flow) may lease a replacement that
 trains the dropped worker's shard from the next round on.
 
+Verification (a `VerifyTerms`, docs/verification.md): every answer must carry the provider's
+signed commitment to its checkpoints, checked field by field (`tenant.verify`); after the
+answers are in, ONE transaction posts the Merkle root over the accepted commitments of the job's
+own leases (`Verification.post_root`); a block hash from the block holding that root decides,
+per worker, whether the tenant replays one committed segment (probability p); a worker whose
+segment does not replay is dropped before the outer step (its pseudo-gradient never counts), its
+lease closed, and an on-chain challenge with a bond opened against its leaf. The round's root
+transaction, spot checks and challenges are in its `RoundReport`; the signed commitments of each
+round in `verification/round-{r}.json`, the replay reports (whose hash is the challenge's
+evidence) beside them.
+
 Commit: the outer optimizer's state goes to `coordinator-{round}.pt`, then `job.json` (workers,
 reports, the checkpoint's name) replaces the previous one atomically; a round is finished when
 its `job.json` is. `DilocoCoordinator.resume` reloads the last commit, and every worker gets the
@@ -35,27 +46,48 @@ from pathlib import Path
 
 import httpx
 import torch
+from eth_utils import keccak
 
+from tessera.chain.client import ChainError
+from tessera.chain.market import tx_hash
+from tessera.chain.verification import Verification
 from tessera.compute.diloco import Coordinator, DilocoConfig, encode_tensors
 from tessera.compute.diloco_worker import GLOBAL_STATE_KIND
+from tessera.compute.replay import RoundCommitment, tensor_hash
 from tessera.compute.train import configure_determinism, held_out_loss, split
 from tessera.logs import EventLog
+from tessera.protocol import commitment as cm
 from tessera.protocol import messages
 from tessera.protocol.wire import RoundResult
 from tessera.tenant.client import Tenant, TenantError
+from tessera.tenant.verify import (
+    CommitmentError,
+    SpotCheck,
+    VerifyTerms,
+    check_commitment,
+    draw_spot_check,
+    max_state_bytes,
+    spot_check,
+    spot_check_seed,
+)
 
 ROUND_SIGNATURE_VALIDITY_S = 600
 STATE_FILE = "job.json"
 STATE_VERSION = 1
 POLL_S = 0.02                   # how often a worker is asked for its answer
 PAYLOAD_SLACK_BYTES = 1 << 16   # headers and int8 scales on top of an fp32 pseudo-gradient
+MIN_COMMITMENT_LIFE_S = 600     # a commitment must stay postable this long after a round starts
+VERIFICATION_DIR = "verification"
 # Faults found in an answer that arrived: the worker or its provider is broken or lying.
-RESULT_FAULTS = frozenset({"bad-answer", "bad-signature", "hash-mismatch", "bad-payload"})
+RESULT_FAULTS = frozenset({"bad-answer", "bad-signature", "hash-mismatch", "bad-payload",
+                           "bad-commitment", "spot-check"})
 
 
 class WorkerFault(Exception):
     """Why a worker's round was not used. `kind`: unreachable, refused (the provider refused the
-    round), late, worker-error (the worker reported an error), or one of RESULT_FAULTS."""
+    round), late, worker-error (the worker reported an error), or one of RESULT_FAULTS
+    (bad-commitment: its signed commitment is missing or wrong; spot-check: a committed segment
+    did not replay)."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -88,6 +120,21 @@ class RoundReport:
     dropped: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)   # replacements that joined this round
     worker_compute_s: float = 0.0   # the contributors' own report of their compute time, summed
+    root: str = ""                  # the round's Merkle root over the commitments, when posted
+    root_tx: str = ""               # the post_root transaction ("" if not posted by this run)
+    spot_checks: list[dict] = field(default_factory=list)   # tenant.verify.SpotCheck fields
+    challenges: list[dict] = field(default_factory=list)    # lease, segment, challenge id, tx
+
+
+@dataclass
+class Answer:
+    """A worker's round that passed every check."""
+
+    pseudo_gradient: dict
+    size: int
+    compute_s: float
+    result: RoundResult
+    commitment: RoundCommitment | None = None   # with verification on
 
 
 # (dropped worker, every worker of the job so far) -> a running replacement for its shard
@@ -123,7 +170,7 @@ class DilocoCoordinator:
                  round_timeout_s: float = 600,
                  on_round: Callable[[RoundReport], None] | None = None,
                  log: EventLog | None = None, replace: Replacer | None = None,
-                 max_replacements: int = 0):
+                 max_replacements: int = 0, verify: VerifyTerms | None = None):
         self.tenant, self.config, self.workers = tenant, config, workers
         self.state_dir, self.job = Path(state_dir), job or {}
         self.round_timeout_s = round_timeout_s
@@ -135,12 +182,17 @@ class DilocoCoordinator:
         self.device = configure_determinism(config.workload)
         self.coordinator = Coordinator(config, self.device)
         self.dataset_sha256 = hashlib.sha256(data).hexdigest()
-        _, self.val_tokens = split(data, config.workload)
+        self.train_tokens, self.val_tokens = split(data, config.workload)
         self.http = httpx.Client(timeout=60)
         self.broadcast: bytes | None = None
         self.reports: list[RoundReport] = []
         self.max_payload = len(encode_tensors(self.coordinator.published, "none",
                                               config.chunk, {})) + PAYLOAD_SLACK_BYTES
+        self.verify = verify
+        self.verification = Verification(tenant.chain) if verify else None
+        self.max_state = max_state_bytes(sum(t.numel() for t in self.coordinator.published.values()))
+        self.previous: dict[int, RoundCommitment] = {}   # lease -> its last accepted commitment
+        self._start_hash, self._min_expiry = b"", 0       # the round's, for check_commitment
 
     @classmethod
     def start(cls, tenant: Tenant, config: DilocoConfig, data: bytes, workers: list[WorkerLease],
@@ -201,7 +253,7 @@ class DilocoCoordinator:
                                          f"{_detail(response)}")
 
     def _collect(self, worker: WorkerLease, round_index: int, body: bytes,
-                 deadline: float) -> tuple[dict, int, float]:
+                 deadline: float) -> Answer:
         url = f"{worker.endpoint}/leases/{worker.lease_id}/rounds/{round_index}"
         while True:
             try:
@@ -236,10 +288,26 @@ class DilocoCoordinator:
         if hashlib.sha256(payload).hexdigest() != result.sha256:
             raise WorkerFault("hash-mismatch", "pseudo-gradient does not match its signed hash "
                                                f"{result.sha256}")
+        commitment = self._check_commitment(worker, round_index, result) if self.verify else None
         try:
-            return self.coordinator.decode(payload), len(payload), result.compute_s
+            pg = self.coordinator.decode(payload)
         except ValueError as exc:
             raise WorkerFault("bad-payload", f"pseudo-gradient refused: {exc}") from None
+        return Answer(pg, len(payload), result.compute_s, result, commitment)
+
+    def _check_commitment(self, worker: WorkerLease, round_index: int,
+                          result: RoundResult) -> RoundCommitment:
+        chain = self.tenant.chain
+        try:
+            return check_commitment(
+                result, chain_id=chain.network.chain_id, verification=self.verification.address,
+                job=worker.order_id, round_index=round_index, lease_id=worker.lease_id,
+                provider=worker.provider, worker=worker.index,
+                inner_steps=self.config.inner_steps, k=self.verify.checkpoint_every,
+                start_params_hash=self._start_hash, min_expiry=self._min_expiry,
+                previous=self.previous.get(worker.lease_id))
+        except CommitmentError as exc:
+            raise WorkerFault("bad-commitment", str(exc)) from None
 
     def _download(self, url: str) -> bytes:
         """The body at `url`, refusing more than the largest pseudo-gradient this job can have."""
@@ -320,8 +388,11 @@ class DilocoCoordinator:
             self._save()
             raise TenantError(f"round {round_index}: no worker left in the job")
         bodies = {w.lease_id: self._body_for(w) for w in active}
+        if self.verify:  # every worker starts from the published parameters
+            self._start_hash = tensor_hash(self.coordinator.published)
+            self._min_expiry = self.tenant.chain.block_timestamp() + MIN_COMMITMENT_LIFE_S
         deadline = time.monotonic() + self.round_timeout_s
-        results: dict[int, tuple[dict, int, float]] = {}
+        results: dict[int, Answer] = {}
         faults: dict[int, WorkerFault] = {}
 
         def one(worker: WorkerLease) -> None:
@@ -339,7 +410,18 @@ class DilocoCoordinator:
             list(pool.map(one, active))
         dropped = [self._drop(w, round_index, faults[w.lease_id])
                    for w in active if w.lease_id in faults]
-        pseudo_grads = [results[w.lease_id][0] for w in active if w.lease_id in results]
+        checked: dict = {"root": "", "root_tx": "", "spot_checks": [], "challenges": []}
+        accepted = [w for w in active if w.lease_id in results]
+        if self.verify and accepted:
+            checked, caught = self._verify_round(round_index, accepted, results)
+            dropped += caught
+            for w in accepted:
+                if w.active:
+                    self.previous[w.lease_id] = results[w.lease_id].commitment
+                else:
+                    del results[w.lease_id]
+        pseudo_grads = [results[w.lease_id].pseudo_gradient for w in active
+                        if w.lease_id in results]
         if not pseudo_grads:
             self.log("round-empty", "warning", round=round_index, dropped=dropped)
             self._save()
@@ -349,14 +431,112 @@ class DilocoCoordinator:
         val = held_out_loss(self.coordinator.eval_model(), self.val_tokens, self.config.workload,
                             self.device)
         report = RoundReport(round_index, len(active), len(pseudo_grads), val,
-                             sum(size for _, size, _ in results.values()),
+                             sum(a.size for a in results.values()),
                              sum(len(b) for b in bodies.values()), time.monotonic() - started,
-                             dropped, replaced, sum(c for _, _, c in results.values()))
+                             dropped, replaced, sum(a.compute_s for a in results.values()),
+                             **checked)
         self.reports.append(report)
         self._save()
         self.log("round", **asdict(report))
         self.on_round(report)
         return report
+
+    # -- verification --------------------------------------------------------------------
+    def _verify_round(self, round_index: int, accepted: list[WorkerLease],
+                      answers: dict[int, Answer]) -> tuple[dict, list[str]]:
+        """Post the round's root, spot-check, drop and challenge whoever fails. Returns the
+        report's verification fields and the drop lines."""
+        tree, root_tx, block_hash = self._post_root(round_index, accepted, answers)
+        checks, challenges, dropped = [], [], []
+        for worker in accepted:
+            answer = answers[worker.lease_id]
+            seed = spot_check_seed(block_hash, self.verify.job, round_index, worker.lease_id)
+            segment = draw_spot_check(seed, self.verify.spot_check_probability,
+                                      answer.commitment.n_segments)
+            if segment is None:
+                continue
+            check = spot_check(self.http, worker.endpoint, worker.lease_id, self.config,
+                               worker.index, answer.commitment, segment, answer.result.threads,
+                               self.train_tokens, self.max_state, self.verify.replay_tolerance)
+            checks.append(asdict(check))
+            self.log("spot-check", "info" if check.ok else "warning", round=round_index,
+                     provider=worker.provider, worker=worker.index, **asdict(check))
+            if not check.ok:
+                dropped.append(self._drop(worker, round_index, WorkerFault(
+                    "spot-check", f"segment {segment} did not replay: {check.reason}")))
+                challenges.append(self._challenge(round_index, worker, answer, tree, check))
+        root = "0x" + tree.root.hex() if tree else ""
+        return ({"root": root, "root_tx": root_tx, "spot_checks": checks,
+                 "challenges": challenges}, dropped)
+
+    def _post_root(self, round_index: int, accepted: list[WorkerLease],
+                   answers: dict[int, Answer]) -> tuple[cm.RoundTree | None, str, bytes]:
+        """ONE transaction: the root over the accepted commitments of the job's own leases (a
+        replacement's lease belongs to another order, which the contract would not accept for
+        this job). Returns the tree as on chain (None: none is), the transaction hash ("" when
+        not sent by this call) and the hash of a block from after the root."""
+        job = self.verify.job
+        signed = [answers[w.lease_id].result.commitment for w in accepted if w.order_id == job]
+        tree = self.verification.round_tree(signed) if signed else None
+        tx, block_hash = "", b""
+        try:
+            if tree is None:
+                self.log("root-skipped", "warning", round=round_index,
+                         reason="no accepted commitment from a lease of the job's own order")
+            elif self.verification.rounds_posted(job) > round_index:  # posted before a restart
+                if self.verification.round(job, round_index).tree != tree.tree_hash:
+                    self.log("root-differs", "warning", round=round_index,
+                             reason="this round's root was posted before with other commitments")
+                    tree = None
+            else:
+                receipt = self.verification.post_root(job, round_index, tree)
+                tx, block_hash = tx_hash(receipt), bytes(receipt["blockHash"])
+                self.log("root-posted", round=round_index, job=job, root="0x" + tree.root.hex(),
+                         leaves=tree.n_leaves, tx=tx, gas=receipt["gasUsed"])
+        except ChainError as exc:
+            self.log("root-not-posted", "warning", round=round_index, error=str(exc))
+            tree = None
+        if not block_hash:  # the root (if any) is older than the latest block
+            chain = self.tenant.chain
+            block_hash = bytes(chain.rpc(lambda: chain.w3.eth.get_block("latest"),
+                                         what="get block")["hash"])
+        folder = self.state_dir / VERIFICATION_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"job": job, "round": round_index, "root_tx": tx,
+                  "root": "0x" + tree.root.hex() if tree else None,
+                  "n_leaves": tree.n_leaves if tree else 0,
+                  "commitments": [s.model_dump() for s in signed]}
+        _write_atomic(folder / f"round-{round_index}.json", json.dumps(record, indent=1).encode())
+        return tree, tx, block_hash
+
+    def _challenge(self, round_index: int, worker: WorkerLease, answer: Answer,
+                   tree: cm.RoundTree | None, check: SpotCheck) -> dict:
+        """Open an on-chain challenge against the worker's leaf; the evidence is the hash of the
+        replay report written beside the round's commitments."""
+        entry = {"lease_id": worker.lease_id, "provider": worker.provider,
+                 "segment": check.segment}
+        if not self.verify.challenge:
+            entry["skipped"] = "challenges are off for this job"
+        elif tree is None or worker.order_id != self.verify.job:
+            entry["skipped"] = "its commitment is not in a root this job has on chain"
+        if "skipped" in entry:
+            self.log("challenge-skipped", "warning", round=round_index, **entry)
+            return entry
+        report = json.dumps({"job": self.verify.job, "round": round_index,
+                             "commitment": answer.result.commitment.model_dump(),
+                             "spot_check": asdict(check)}, sort_keys=True).encode()
+        _write_atomic(self.state_dir / VERIFICATION_DIR /
+                      f"replay-{round_index}-{worker.lease_id}.json", report)
+        try:
+            challenge_id, receipts = self.verification.open_challenge(
+                answer.result.commitment, tree, check.segment, keccak(report))
+        except (ChainError, ValueError) as exc:
+            entry["error"] = str(exc)
+            self.log("challenge-failed", "warning", round=round_index, **entry)
+            return entry
+        entry.update(challenge_id=challenge_id, tx=tx_hash(receipts[-1]))
+        self.log("challenge-opened", "warning", round=round_index, **entry)
+        return entry
 
     def finish(self) -> None:
         """Mark the job done (its leases are settled by the caller): resume will refuse it."""

@@ -31,6 +31,7 @@ from tessera.tenant.coordinator import (
     read_job_state,
 )
 from tessera.tenant.flow import lease_nodes, money, tenant_for
+from tessera.tenant.verify import VerifyTerms
 
 DATASET_FILE, LOG_FILE, MODEL_FILE, SUMMARY_FILE = (
     "dataset.bin", "coordinator.log", "model.pt", "summary.json")
@@ -43,8 +44,20 @@ def diloco_config(spec: JobSpec, workers: int) -> DilocoConfig:
 
 
 def worker_workload(spec: JobSpec, index: int, workers: int) -> DilocoWorkerWorkload:
+    v = spec.verification
     return DilocoWorkerWorkload(model=spec.workload, inner_steps=spec.diloco.inner_steps,
-                                worker=index, workers=workers, compression=spec.diloco.compression)
+                                worker=index, workers=workers, compression=spec.diloco.compression,
+                                checkpoint_every=v.checkpoint_every if v.enabled else 0)
+
+
+def verify_terms(spec: JobSpec, order_id: int) -> VerifyTerms | None:
+    """The coordinator's verification settings for the job posted as `order_id` (None: off)."""
+    v = spec.verification
+    if not v.enabled:
+        return None
+    return VerifyTerms(job=order_id, checkpoint_every=v.checkpoint_every,
+                       spot_check_probability=v.spot_check_probability,
+                       replay_tolerance=v.replay_tolerance, challenge=v.challenge)
 
 
 def wait_started(tenant: Tenant, lease_ids: list[int],
@@ -122,7 +135,7 @@ class Replacer:
 
 
 def coordinator_options(tenant: Tenant, spec: JobSpec, dataset: bytes, workers: int,
-                        job_dir: Path, console: Console) -> dict:
+                        job_dir: Path, console: Console, order_id: int) -> dict:
     """What the coordinator needs from the spec and the console, on submit and on resume."""
     d = spec.diloco
 
@@ -130,15 +143,26 @@ def coordinator_options(tenant: Tenant, spec: JobSpec, dataset: bytes, workers: 
         console.print(f"round {report.round + 1}/{d.rounds}: {report.contributors}/"
                       f"{report.workers} workers, held-out loss {report.val_loss:.4f}, "
                       f"{report.bytes_up + report.bytes_down:,} bytes moved, {report.seconds:.1f} s")
+        if report.root_tx:
+            console.print(f"  round root {report.root[:18]}… on chain (tx {report.root_tx})")
+        for check in report.spot_checks:
+            console.print(f"  spot check of lease {check['lease_id']} segment {check['segment']}: "
+                          + ("[green]replayed[/]" if check["ok"] else f"[red]failed[/] "
+                             f"({check['reason']})"))
         for line in report.dropped:
             console.print(f"  [yellow]dropped[/] {line}")
+        for c in report.challenges:
+            console.print(f"  [red]challenged[/] lease {c['lease_id']} on chain: "
+                          + (f"challenge {c['challenge_id']} (tx {c['tx']})" if "tx" in c
+                             else c.get("error") or c.get("skipped", "")))
 
     return {"round_timeout_s": d.round_timeout, "on_round": show,
             "log": EventLog("coordinator", stream=open(job_dir / LOG_FILE, "a")),
             "replace": Replacer(tenant, spec, dataset, workers, console) if d.replace_dropped
             else None,
             "max_replacements": d.max_replacements if d.max_replacements is not None
-            else spec.order.nodes}
+            else spec.order.nodes,
+            "verify": verify_terms(spec, order_id)}
 
 
 def run_diloco_job(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console,
@@ -159,7 +183,8 @@ def run_diloco_job(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Conso
            "balance_before": balance_before}
     coordinator = DilocoCoordinator.start(  # committed before anything else can fail
         tenant, diloco_config(spec, len(workers)), dataset, workers, job_dir, job=job,
-        **coordinator_options(tenant, spec, dataset, len(workers), job_dir, console))
+        **coordinator_options(tenant, spec, dataset, len(workers), job_dir, console,
+                              summary["order_id"]))
     console.print(f"job state in {job_dir}; if this process stops, "
                   f"`tessera job resume {job_dir}` continues from the last finished round")
     sent = []
@@ -193,7 +218,8 @@ def resume_diloco_job(tenant: Tenant, job_dir: Path, console: Console) -> dict:
     workers = saved["config"]["workers"]
     coordinator = DilocoCoordinator.resume(
         tenant, job_dir, dataset,
-        **coordinator_options(tenant, spec, dataset, workers, job_dir, console))
+        **coordinator_options(tenant, spec, dataset, workers, job_dir, console,
+                              saved["job"]["summary"]["order_id"]))
     active = [w for w in coordinator.workers if w.active]
     console.print(f"resuming {spec.name} at round {coordinator.coordinator.round + 1}/"
                   f"{spec.diloco.rounds} with {len(active)} worker(s) (leases "

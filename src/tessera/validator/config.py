@@ -42,11 +42,19 @@ class ProbeSection(BaseModel):
     concurrency: int = Field(8, ge=1, le=256, description="probes in flight at once")
 
 
+class OutageSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    report: bool = Field(True, description="send Uptime.report_outage for unreported outages "
+                                           "(docs/uptime.md); costs gas, earns nothing")
+
+
 class ValidatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     validator: ValidatorSection
     probes: ProbeSection = ProbeSection()
+    outages: OutageSection = OutageSection()
 
 
 def load_validator_config(path: Path) -> ValidatorConfig:

@@ -1,9 +1,10 @@
 """The validator's loop: each epoch, probe every active provider at random moments; once the
 epoch is over and its probes are all in, post one report (root + per-provider tallies).
 
-The watcher thread schedules and fires probes (a thread pool sends them) and posts reports; the
-HTTP API reads the same SQLite store. Epochs are the chain's (Probes.current_epoch, latest
-block); probe deadlines are unix seconds on the wall clock (docs/validators.md)."""
+The watcher thread schedules and fires probes (a thread pool sends them) and posts reports; a
+second thread reports outages (validator/outages.py); the HTTP API reads the same SQLite store.
+Epochs are the chain's (Probes.current_epoch, latest block); probe deadlines are unix seconds on
+the wall clock (docs/validators.md)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from tessera.chain.market import Market, tx_hash
 from tessera.chain.network import load_network
 from tessera.logs import EventLog
 from tessera.validator.config import ValidatorConfig
+from tessera.validator.outages import OutageReporter
 from tessera.validator.probe import new_request, probe
 from tessera.validator.report import build_report, receipts_document
 from tessera.validator.stake import ensure_validator
@@ -72,6 +74,7 @@ class ValidatorNode:
         self.m_epoch = Gauge("tessera_validator_epoch", "current epoch", registry=self.metrics)
         self.m_posted = Gauge("tessera_validator_last_posted_epoch", "last epoch reported",
                               registry=self.metrics)
+        self.outages = OutageReporter(self.chain, self.log, self.metrics)
 
     @property
     def address(self) -> str:
@@ -93,22 +96,33 @@ class ValidatorNode:
         self.genesis = self.chain.call(probes.functions.genesis())
         self.epoch_length = self.chain.call(probes.functions.epoch_length())
         self.max_providers = self.chain.call(probes.functions.MAX_PROVIDERS())
+        self.outages.prepare()
         self.log("ready", validator=self.address, genesis=self.genesis,
-                 epoch_length=self.epoch_length, endpoint=cfg.endpoint)
+                 epoch_length=self.epoch_length, endpoint=cfg.endpoint,
+                 report_outages=self.config.outages.report, jail_after=self.outages.jail_after)
 
     # -- the loop --------------------------------------------------------------------------
     def watch(self, interval: float = 0.2) -> None:
+        """The probe loop: schedule, fire, post reports."""
+        self._loop(self.poll_once, interval, "watch-error")
+
+    def watch_outages(self, interval: float = 0.5) -> None:
+        """The outage loop, in its own thread so that checking many providers never delays a
+        probe past its epoch (sends share the account's nonce lock in `Chain`)."""
+        self._loop(self.outages.poll_once, interval, "outage-check-error")
+
+    def _loop(self, step, interval: float, error_event: str) -> None:
         delay = interval
         while not self.stop_event.is_set():
             try:
-                self.poll_once()
+                step()
                 delay = interval
             except RpcUnavailable as exc:
                 delay = min(delay * 2, 10.0)
                 self.log("rpc-unavailable", "warning", error=str(exc), retry_in=delay)
             except Exception as exc:  # keep the daemon alive; the error is logged
                 delay = min(delay * 2, 10.0)
-                self.log("watch-error", "error", error=f"{type(exc).__name__}: {exc}")
+                self.log(error_event, "error", error=f"{type(exc).__name__}: {exc}")
             self.stop_event.wait(delay)
 
     def poll_once(self) -> None:
@@ -243,7 +257,8 @@ class ValidatorNode:
                 "chain_id": self.chain.network.chain_id, "epoch": self.epoch,
                 "scheduled_epoch": self.scheduled_epoch, "pending_probes": pending,
                 "last_probed_epoch": self.store.last_probed_epoch(),
-                "last_posted_epoch": self.store.last_posted_epoch()}
+                "last_posted_epoch": self.store.last_posted_epoch(),
+                "outages_checked_epoch": self.outages.checked_epoch}
 
     def shutdown(self) -> None:
         self.stop_event.set()

@@ -25,7 +25,9 @@ class _Server(uvicorn.Server):
 def run_validator(config: ValidatorConfig) -> None:
     node = ValidatorNode(config)
     node.prepare()
-    watcher = threading.Thread(target=node.watch, name="probe-loop", daemon=True)
+    threads = [threading.Thread(target=node.watch, name="probe-loop", daemon=True)]
+    if config.outages.report:
+        threads.append(threading.Thread(target=node.watch_outages, name="outage-loop", daemon=True))
     server = _Server(uvicorn.Config(create_app(node), host=config.validator.host,
                                     port=config.validator.port, log_level="warning",
                                     lifespan="off"))
@@ -36,13 +38,15 @@ def run_validator(config: ValidatorConfig) -> None:
 
     signal.signal(signal.SIGTERM, request_exit)
     signal.signal(signal.SIGINT, request_exit)
-    watcher.start()
+    for thread in threads:
+        thread.start()
     node.log("serving", endpoint=config.validator.endpoint, address=node.address)
     try:
         server.run()
     finally:
         node.stop_event.set()
-        watcher.join(timeout=10)
+        for thread in threads:
+            thread.join(timeout=10)
         node.shutdown()  # lets probes in flight finish (each within its timeout)
         node.store.close()
         node.log("stopped")

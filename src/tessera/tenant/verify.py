@@ -1,0 +1,205 @@
+"""The tenant's checks of a worker's round when verification is on (docs/verification.md).
+
+1. `check_commitment`: the answer carries the provider's signed EIP-712 `Commitment` naming this
+   job (the Market order), round, lease and provider, the payload's sha256 as its result hash,
+   and a checkpoint root that the listed checkpoint hashes rebuild; the round starts from the
+   parameters the coordinator published (and, when known, from the AdamW state the worker's
+   previous round ended with). No replay: this is cheap and runs on every answer.
+2. `draw_spot_check`: after the round's root is on chain, a block hash the worker could not know
+   when it signed (the block that holds the root) decides, per worker, whether the tenant
+   replays one of its segments (probability p) and which one (uniform).
+3. `spot_check`: download the committed start state of that segment from the provider, replay
+   the segment on this machine (`compute.replay.verify_segment`, with the worker's thread count)
+   and compare with the committed end checkpoint.
+
+The data a replay needs is not downloaded: the tenant holds the dataset, the worker's shard
+follows from its index, and its batches from (job seed, round, worker).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+import torch
+from eth_utils import keccak
+
+from tessera.compute.diloco import DilocoConfig
+from tessera.compute.replay import (
+    Checkpoint,
+    RoundCommitment,
+    SegmentOpening,
+    decode_state,
+    parameter_names,
+    segment_bounds,
+    verify_segment,
+)
+from tessera.protocol import commitment as cm
+from tessera.protocol import sampling
+from tessera.protocol.wire import RoundResult
+
+DOWNLOAD_ATTEMPTS = 3
+STATE_SLACK_BYTES = 1 << 20   # the wire format's header (names, shapes) on top of 3 copies of θ
+SPOT_CHECK_DOMAIN = b"tessera/spot-check/v1"
+
+
+@dataclass(frozen=True)
+class VerifyTerms:
+    """A job's verification settings as the coordinator uses them (from JobSpec.verification)."""
+
+    job: int                          # the Market order whose rounds get roots on chain
+    checkpoint_every: int             # k
+    spot_check_probability: float     # p
+    replay_tolerance: float = 0.0
+    challenge: bool = True
+
+
+class CommitmentError(ValueError):
+    """Why a worker's commitment is refused (the message names the field)."""
+
+
+def check_commitment(result: RoundResult, *, chain_id: int, verification: str, job: int,
+                     round_index: int, lease_id: int, provider: str, worker: int,
+                     inner_steps: int, k: int, start_params_hash: bytes, min_expiry: int,
+                     previous: RoundCommitment | None = None) -> RoundCommitment:
+    """The worker's checkpoint commitment, once every field of its signed `Commitment` checks
+    out; raises CommitmentError naming the first that does not."""
+    signed = result.commitment
+    if signed is None or result.checkpoints is None or result.threads is None:
+        raise CommitmentError("answer carries no commitment (verification is on for this job)")
+    try:
+        who = cm.signer(chain_id, verification, signed)
+    except Exception as exc:  # malformed signature: eth_account raises several types
+        raise CommitmentError(f"commitment signature is malformed: {exc}") from None
+    c = signed.commitment
+    expected = {"signer": (who.lower(), provider.lower()), "job": (c.job, job),
+                "round": (c.round, round_index), "lease_id": (c.lease_id, lease_id),
+                "provider": (c.provider.lower(), provider.lower()),
+                "result_hash": (c.result_hash, "0x" + result.sha256),
+                "checkpoints": (c.checkpoints, len(segment_bounds(inner_steps, k)))}
+    for name, (got, want) in expected.items():
+        if got != want:
+            raise CommitmentError(f"commitment {name} is {got}, expected {want}")
+    if c.expiry < min_expiry:
+        raise CommitmentError(f"commitment expires at {c.expiry}, before {min_expiry} "
+                              "(too soon to post and challenge it)")
+    if len(result.checkpoints) != c.checkpoints:
+        raise CommitmentError(f"answer lists {len(result.checkpoints)} checkpoints, its "
+                              f"commitment {c.checkpoints}")
+    try:
+        commitment = RoundCommitment(round_index, worker, inner_steps, k, [
+            Checkpoint(h.step, bytes.fromhex(h.params_hash), bytes.fromhex(h.optimizer_hash))
+            for h in result.checkpoints])
+    except ValueError as exc:
+        raise CommitmentError(f"checkpoints: {exc}") from None
+    if "0x" + commitment.root.hex() != c.checkpoint_root:
+        raise CommitmentError("the listed checkpoints do not rebuild the committed checkpoint root")
+    if commitment.checkpoints[0].params_hash != start_params_hash:
+        raise CommitmentError("round does not start from the published global parameters")
+    if previous is not None and previous.round + 1 == round_index and \
+            commitment.checkpoints[0].optimizer_hash != previous.checkpoints[-1].optimizer_hash:
+        raise CommitmentError("AdamW state at round start is not the one its previous round "
+                              "ended with")
+    return commitment
+
+
+def spot_check_seed(block_hash: bytes, job: int, round_index: int, lease_id: int) -> bytes:
+    """`sampling.challenge_seed` for one lease's round (job as a uint256)."""
+    return sampling.challenge_seed(block_hash, job.to_bytes(32, "big"), round_index, lease_id)
+
+
+def draw_spot_check(seed: bytes, probability: float, n_segments: int) -> int | None:
+    """The segment to replay, or None: checked with `probability` (keccak of the seed against
+    p·2²⁵⁶), the segment uniform (`sampling.select_segments`)."""
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"probability must be in [0, 1], got {probability}")
+    draw = int.from_bytes(keccak(SPOT_CHECK_DOMAIN + seed), "big")
+    if draw >= int(probability * 2.0**256):
+        return None
+    return sampling.select_segments(seed, n_segments, 1)[0]
+
+
+@dataclass
+class SpotCheck:
+    lease_id: int
+    segment: int
+    ok: bool
+    reason: str          # "bitwise", "within tolerance", or why it failed
+    seconds: float       # download + replay + hashes
+    bytes: int           # state downloaded
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Replay with the thread count the worker trained with (a bitwise replay needs it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def download_state(http: httpx.Client, url: str, limit: int,
+                   names: list[str]) -> tuple[dict, dict, int]:
+    """(parameters, AdamW state_dict, bytes) of a served checkpoint (`replay.encode_state`);
+    raises ValueError."""
+    last: Exception | None = None
+    for _ in range(DOWNLOAD_ATTEMPTS):
+        try:
+            chunks, size = [], 0
+            with http.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise ValueError(f"{url} answered {response.status_code}")
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise ValueError(f"{url} is larger than {limit} bytes")
+                    chunks.append(chunk)
+            break
+        except httpx.HTTPError as exc:
+            last = exc
+    else:
+        raise ValueError(f"{url}: {type(last).__name__}: {last}")
+    try:
+        params, optimizer = decode_state(b"".join(chunks), names)
+    except ValueError as exc:
+        raise ValueError(f"{url} is not a checkpoint state: {exc}") from None
+    return params, optimizer, size
+
+
+def spot_check(http: httpx.Client, endpoint: str, lease_id: int, config: DilocoConfig,
+               worker: int, commitment: RoundCommitment, segment: int, threads: int,
+               train_tokens: torch.Tensor, limit: int, tolerance: float = 0.0) -> SpotCheck:
+    """Replay `segment` of a worker's committed round from its served start state. A state
+    that cannot be fetched, does not parse, or is not the committed one fails the check, like
+    a replay that misses the committed end: the provider promised to open any segment."""
+    started = time.perf_counter()
+    base = f"{endpoint}/leases/{lease_id}/rounds/{commitment.round}/checkpoints"
+    moved, names = 0, parameter_names(config)
+    try:
+        params, optimizer, size = download_state(http, f"{base}/{segment}", limit, names)
+        moved += size
+        end_params = None
+        if tolerance > 0:
+            end_params, _, size = download_state(http, f"{base}/{segment + 1}", limit, names)
+            moved += size
+        opening = SegmentOpening(segment, params, optimizer, commitment.proof(segment),
+                                 commitment.checkpoints[segment + 1],
+                                 commitment.proof(segment + 1), end_params)
+        with torch_threads(threads):
+            verdict = verify_segment(config, worker, commitment.round, commitment.root,
+                                     commitment.n_leaves, commitment.k, opening, train_tokens,
+                                     tolerance)
+        ok, reason = verdict.ok, verdict.reason
+    except Exception as exc:  # a malformed opening is the provider's failure to open
+        ok, reason = False, f"could not open segment {segment}: {exc}"[:500]
+    return SpotCheck(lease_id, segment, ok, reason, time.perf_counter() - started, moved)
+
+
+def max_state_bytes(n_params: int) -> int:
+    """The most a served checkpoint may take: parameters and two AdamW moments in fp32."""
+    return 3 * 4 * n_params + STATE_SLACK_BYTES

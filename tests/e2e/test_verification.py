@@ -1,0 +1,135 @@
+"""Verifiable DiLoCo rounds end to end: commitments in every round, one root per round on chain,
+the tenant's spot checks, and an on-chain challenge against a worker that cheats.
+
+Everything is real: a fresh anvil with the deployed contracts, two `tessera provider run`
+processes, real leases, signed rounds over HTTP, the provider-signed EIP-712 commitments, the
+tenant's replay on this machine, real `post_root` and `open_challenge` transactions.
+
+The one fault-injection: a real provider cannot be made to cheat, so the cheating provider's
+config carries the TEST-ONLY `[testing] cheat = "skip-steps"` table (provider/config.py): its
+worker trains half of every committed segment's inner steps and commits those states as if it
+had trained them all. The provider process itself is unchanged and signs what its worker
+committed, as an honest node would.
+"""
+
+from __future__ import annotations
+
+import io
+import tomllib
+
+import pytest
+import tomli_w
+from eth_utils import keccak
+from rich.console import Console
+
+from tessera.chain.accounts import devnet_account
+from tessera.chain.client import Chain
+from tessera.chain.devnet import Devnet, free_port
+from tessera.chain.market import Market
+from tessera.chain.network import load_network
+from tessera.chain.verification import Outcome, Verification
+from tessera.protocol.jobspec import JobSpec
+from tessera.tenant.client import Tenant
+from tessera.tenant.flow import load_dataset
+from tessera.tenant.multinode import run_diloco_job
+
+from .conftest import ProviderProcess
+
+pytestmark = pytest.mark.e2e
+
+TENANT, HONEST, CHEATER = 5, 1, 3
+VALIDATORS = (7, 8, 9)   # a challenge needs a quorum of 3 eligible validators to exist
+STAKE = 100 * 10**18
+ROUNDS = 2
+JOB = {
+    "name": "verified-diloco", "mode": "diloco",
+    "order": {"max_price_per_gpu_hour": "3.00", "duration": "10m", "nodes": 2, "bid_window": "2s"},
+    "dataset": {"source": "builtin:stdlib", "max_bytes": 65536},
+    "workload": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
+                 "eval_batches": 2},
+    "diloco": {"inner_steps": 8, "rounds": ROUNDS, "compression": "int8", "round_timeout": "60s",
+               "replace_dropped": False},
+    "verification": {"checkpoint_every": 2, "spot_check_probability": 1.0},
+}
+
+
+@pytest.fixture(scope="module")
+def chain_home(tmp_path_factory):
+    """A devnet of its own: nothing another test did (jails, slashes, validators) leaks in."""
+    home = tmp_path_factory.mktemp("verification-e2e")
+    devnet = Devnet(home / "devnet")
+    devnet.up(port=free_port())
+    yield devnet, home
+    devnet.down()
+
+
+@pytest.fixture(scope="module")
+def nodes(chain_home):
+    devnet, home = chain_home
+    honest = ProviderProcess(home, devnet.network_file, HONEST, "0.60", "honest")
+    cheater = ProviderProcess(home, devnet.network_file, CHEATER, "0.50", "cheater")
+    config = tomllib.loads(cheater.config.read_text())
+    config["testing"] = {"cheat": "skip-steps"}   # TEST ONLY fault injection, see the docstring
+    cheater.config.write_text(tomli_w.dumps(config))
+    for node in (honest, cheater):
+        node.start()
+    yield honest, cheater
+    for node in (honest, cheater):
+        node.stop()
+
+
+def register_validators(network) -> None:
+    for account in VALIDATORS:
+        chain = Chain(network, devnet_account(account))
+        Market(chain).ensure_allowance(chain.stake_token, chain.validators.address, STAKE)
+        chain.send(chain.validators.functions.register(STAKE))
+
+
+def test_cheater_is_caught_by_a_spot_check_and_challenged_on_chain(chain_home, nodes, tmp_path):
+    devnet, _ = chain_home
+    honest, cheater = nodes
+    network = load_network(devnet.network_file)
+    register_validators(network)
+    tenant = Tenant(Chain(network, devnet_account(TENANT)))
+    spec = JobSpec.model_validate(JOB)
+    out = io.StringIO()
+    summary = run_diloco_job(tenant, spec, load_dataset(spec.dataset), Console(file=out, width=250),
+                             tmp_path)
+    job = summary["order_id"]
+    leases = {w["provider"]: w["lease_id"] for w in summary["workers"]}
+    assert set(leases) == {honest.address, cheater.address}
+    rounds = summary["rounds"]
+    assert [r["contributors"] for r in rounds] == [1, 1]
+
+    # round 0: both commitments accepted and posted; the cheater's segment did not replay
+    first = rounds[0]
+    checks = {c["lease_id"]: c for c in first["spot_checks"]}
+    assert checks[leases[honest.address]]["ok"] and checks[leases[honest.address]]["reason"] == "bitwise"
+    assert not checks[leases[cheater.address]]["ok"]
+    assert "does not reach the committed end state" in checks[leases[cheater.address]]["reason"]
+    assert any(f"lease {leases[cheater.address]} (spot-check)" in line for line in first["dropped"])
+    assert not tenant.market.lease(leases[cheater.address]).is_open   # dropped: stops paying
+
+    # one root per round on chain, each the tree the round report names
+    ver = Verification(tenant.chain)
+    assert ver.rounds_posted(job) == ROUNDS
+    for report, leaves in zip(rounds, (2, 1), strict=True):
+        record = ver.round(job, report["round"])
+        assert report["root_tx"] and record.posted_at > 0
+        root = bytes.fromhex(report["root"][2:])
+        assert record.tree == keccak(root + leaves.to_bytes(32, "big"))
+
+    # the cheater's leaf is challenged on chain by the tenant; the honest worker never is
+    [challenge] = first["challenges"]
+    assert challenge["lease_id"] == leases[cheater.address] and "tx" in challenge
+    record = ver.challenge(challenge["challenge_id"])
+    assert (record.job, record.round_index, record.lease_id) == (job, 0, leases[cheater.address])
+    assert record.provider == cheater.address and record.challenger == tenant.chain.address
+    assert record.status == Outcome.OPEN and record.bond == ver.params().min_bond
+    assert ver.chain.call(ver.contract.functions.next_challenge_id()) == 2   # only that one
+    for r in range(ROUNDS):
+        assert ver.chain.call(ver.contract.functions.open_challenge_of(
+            job, r, leases[honest.address])) == 0
+    second = rounds[1]
+    assert [c["ok"] for c in second["spot_checks"]] == [True] and second["challenges"] == []
+    assert "challenged" in out.getvalue() and "spot check" in out.getvalue()

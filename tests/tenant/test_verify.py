@@ -1,0 +1,130 @@
+"""The tenant's checks of a worker's committed round: every field of the signed commitment,
+and the spot-check draw (rate p, uniform segment, deterministic from the block hash)."""
+
+from __future__ import annotations
+
+import pytest
+from eth_account import Account
+from eth_utils import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tessera.compute.replay import Checkpoint, RoundCommitment
+from tessera.protocol import commitment as cm
+from tessera.protocol.sampling import binomial_two_sided_pvalue
+from tessera.protocol.wire import CheckpointHashes, RoundResult
+from tessera.tenant.verify import (
+    CommitmentError,
+    check_commitment,
+    draw_spot_check,
+    spot_check_seed,
+)
+
+CHAIN_ID, VERIFICATION = 31337, "0x" + "ab" * 20
+PROVIDER, STRANGER = Account.from_key(b"\x21" * 32), Account.from_key(b"\x22" * 32)  # test keys
+JOB, ROUND, LEASE, WORKER, H, K = 4, 2, 9, 1, 8, 2
+START = keccak(b"published parameters")
+PAYLOAD_SHA = "c" * 64
+NOW = 1_900_000_000
+
+
+def checkpoints(start: bytes = START, first_opt: bytes = b"\x05" * 32) -> list[Checkpoint]:
+    return [Checkpoint(step, start if i == 0 else keccak(b"p%d" % i),
+                       first_opt if i == 0 else keccak(b"o%d" % i))
+            for i, step in enumerate(range(0, H + 1, K))]
+
+
+def answer(*, signer=PROVIDER, cps: list[Checkpoint] | None = None, listed=None,
+           **fields) -> RoundResult:
+    cps = cps or checkpoints()
+    tree = RoundCommitment(ROUND, WORKER, H, K, cps)
+    c = {"job": JOB, "round": ROUND, "lease_id": LEASE, "provider": PROVIDER.address,
+         "result_hash": "0x" + PAYLOAD_SHA, "checkpoint_root": cm.hex32(tree.root),
+         "checkpoints": len(cps), "expiry": NOW + 7200, **fields}
+    commitment = cm.Commitment(**c)
+    signed = cm.SignedCommitment(commitment=commitment, signature="0x" + bytes(
+        signer.sign_typed_data(full_message=cm.typed_data(CHAIN_ID, VERIFICATION, commitment))
+        .signature).hex())
+    hashes = [CheckpointHashes(step=cp.step, params_hash=cp.params_hash.hex(),
+                               optimizer_hash=cp.optimizer_hash.hex()) for cp in cps]
+    return RoundResult(lease_id=LEASE, round=ROUND, params_sha256="a" * 64, sha256=PAYLOAD_SHA,
+                       size=1, inner_loss=1.0, compute_s=0.1, signature="0x" + "00" * 65,
+                       commitment=signed, checkpoints=hashes if listed is None else listed,
+                       threads=1)
+
+
+def check(result: RoundResult, previous: RoundCommitment | None = None) -> RoundCommitment:
+    return check_commitment(result, chain_id=CHAIN_ID, verification=VERIFICATION, job=JOB,
+                            round_index=ROUND, lease_id=LEASE, provider=PROVIDER.address,
+                            worker=WORKER, inner_steps=H, k=K, start_params_hash=START,
+                            min_expiry=NOW + 600, previous=previous)
+
+
+def test_an_honest_commitment_gives_the_checkpoint_tree():
+    commitment = check(answer())
+    assert commitment.n_leaves == H // K + 1 and commitment.root == RoundCommitment(
+        ROUND, WORKER, H, K, checkpoints()).root
+    previous = RoundCommitment(ROUND - 1, WORKER, H, K, checkpoints(first_opt=b"\x01" * 32)[:-1]
+                               + [Checkpoint(H, b"\x02" * 32, b"\x05" * 32)])
+    assert check(answer(), previous).root == commitment.root   # AdamW state carried over
+
+
+@pytest.mark.parametrize("result,words", [
+    (answer(job=JOB + 1), "job is 5, expected 4"),
+    (answer(round=ROUND + 1), "round is 3, expected 2"),
+    (answer(lease_id=LEASE + 1), "lease_id is 10, expected 9"),
+    (answer(signer=STRANGER), "signer is"),
+    (answer(signer=STRANGER, provider=STRANGER.address), "signer is"),
+    (answer(result_hash="0x" + "d" * 64), "result_hash is"),
+    (answer(checkpoints=3), "checkpoints is 3, expected 5"),
+    (answer(expiry=NOW + 60), "expires at"),
+    (answer(cps=checkpoints(start=keccak(b"other parameters"))),
+     "does not start from the published global parameters"),
+])
+def test_each_wrong_field_is_named(result, words):
+    with pytest.raises(CommitmentError, match=words):
+        check(result)
+
+
+def test_listed_checkpoints_must_rebuild_the_signed_root():
+    honest = answer()
+    tampered = list(honest.checkpoints)
+    tampered[2] = CheckpointHashes(step=4, params_hash="e" * 64, optimizer_hash="e" * 64)
+    with pytest.raises(CommitmentError, match="do not rebuild the committed checkpoint root"):
+        check(answer(listed=tampered))
+    with pytest.raises(CommitmentError, match="lists 4 checkpoints, its commitment 5"):
+        check(answer(listed=tampered[:4]))
+    wrong_steps = [CheckpointHashes(step=c.step + 1, params_hash=c.params_hash,
+                                    optimizer_hash=c.optimizer_hash) for c in tampered]
+    with pytest.raises(CommitmentError, match="checkpoint steps"):
+        check(answer(listed=wrong_steps))
+
+
+def test_missing_commitment_and_broken_adamw_link_are_refused():
+    with pytest.raises(CommitmentError, match="carries no commitment"):
+        check(answer().model_copy(update={"commitment": None}))
+    previous = RoundCommitment(ROUND - 1, WORKER, H, K, checkpoints()[:-1]
+                               + [Checkpoint(H, b"\x02" * 32, b"\x06" * 32)])
+    with pytest.raises(CommitmentError, match="AdamW state at round start"):
+        check(answer(), previous)
+
+
+def test_spot_check_rate_matches_p():
+    """4,000 independent seeds: the share drawn for a check is p (exact binomial p-value)."""
+    for p in (0.1, 0.25, 0.5):
+        drawn = sum(draw_spot_check(spot_check_seed(keccak(b"block %d" % i), JOB, ROUND, LEASE),
+                                    p, 4) is not None for i in range(4000))
+        assert binomial_two_sided_pvalue(drawn, 4000, p) > 1e-4, (p, drawn)
+
+
+@settings(max_examples=200, deadline=None)
+@given(block=st.binary(min_size=32, max_size=32), n=st.integers(1, 500),
+       lease=st.integers(1, 2**64), p=st.floats(0.0, 1.0))
+def test_spot_check_draw_is_deterministic_in_range_and_certain_at_the_ends(block, n, lease, p):
+    seed = spot_check_seed(block, JOB, ROUND, lease)
+    segment = draw_spot_check(seed, p, n)
+    assert segment == draw_spot_check(seed, p, n)
+    assert segment is None or 0 <= segment < n
+    assert draw_spot_check(seed, 1.0, n) is not None and draw_spot_check(seed, 0.0, n) is None
+    with pytest.raises(ValueError, match="probability"):
+        draw_spot_check(seed, 1.5, n)
