@@ -7,30 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tessera.daemon_config import DaemonSection
 from tessera.protocol.jobspec import PaymentAmount, Seconds, parse_toml_model
-from tessera.protocol.money import parse_amount
-
-STAKE_DECIMALS = 18
-
-
-class NodeSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    account: str = Field(description="devnet:N, keystore:NAME or a 0x private key")
-    network: Path | None = Field(None, description="network file; default: the running devnet's")
-    host: str = "127.0.0.1"
-    port: int = Field(ge=1, le=65535)
-    public_url: str | None = Field(None, description="endpoint registered on chain")
-    state_dir: Path
-    stake: str = Field("100", description="TSTK staked at registration")
-
-    @property
-    def endpoint(self) -> str:
-        return self.public_url or f"http://{self.host}:{self.port}"
-
-    @property
-    def stake_base_units(self) -> int:
-        return parse_amount(self.stake, STAKE_DECIMALS)
 
 
 class PricingSection(BaseModel):
@@ -72,7 +50,7 @@ class TestingSection(BaseModel):
 class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    provider: NodeSection
+    provider: DaemonSection
     pricing: PricingSection
     limits: LimitsSection = LimitsSection()
     hardware: HardwareSection = HardwareSection()

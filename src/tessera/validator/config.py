@@ -6,30 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tessera.daemon_config import DaemonSection
 from tessera.protocol.jobspec import parse_toml_model
-from tessera.protocol.money import parse_amount
-
-STAKE_DECIMALS = 18
-
-
-class ValidatorSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    account: str = Field(description="devnet:N, keystore:NAME or a 0x private key")
-    network: Path | None = Field(None, description="network file; default: the running devnet's")
-    host: str = "127.0.0.1"
-    port: int = Field(ge=1, le=65535)
-    public_url: str | None = Field(None, description="where receipts are served; set on chain")
-    state_dir: Path
-    stake: str = Field("100", description="TSTK staked at registration")
-
-    @property
-    def endpoint(self) -> str:
-        return self.public_url or f"http://{self.host}:{self.port}"
-
-    @property
-    def stake_base_units(self) -> int:
-        return parse_amount(self.stake, STAKE_DECIMALS)
 
 
 class ProbeSection(BaseModel):
@@ -52,7 +30,7 @@ class OutageSection(BaseModel):
 class ValidatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    validator: ValidatorSection
+    validator: DaemonSection
     probes: ProbeSection = ProbeSection()
     outages: OutageSection = OutageSection()
 
