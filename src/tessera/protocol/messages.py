@@ -114,6 +114,53 @@ def probe_receipt_typed_data(chain_id: int, probes: str, provider: str, validato
     }
 
 
+HARDWARE_CHALLENGE_TYPE = [
+    {"name": "provider", "type": "address"},
+    {"name": "validator", "type": "address"},
+    {"name": "seed", "type": "bytes32"},
+    {"name": "size", "type": "uint256"},
+    {"name": "deadlineMs", "type": "uint256"},
+]
+HARDWARE_ANSWER_TYPE = [
+    {"name": "provider", "type": "address"},
+    {"name": "validator", "type": "address"},
+    {"name": "seed", "type": "bytes32"},
+    {"name": "size", "type": "uint256"},
+    {"name": "deadlineMs", "type": "uint256"},
+    {"name": "fingerprintsHash", "type": "bytes32"},
+]
+
+
+def hardware_challenge_typed_data(chain_id: int, probes: str, provider: str, validator: str,
+                                  seed: bytes, size: int, deadline_ms: int) -> dict:
+    """A validator's hardware challenge to one provider (domain: the Probes contract), signed so
+    that nobody else can make the provider compute; the seed is the nonce, `deadlineMs` the
+    expiry (docs/hardware.md)."""
+    return {
+        "types": {"EIP712Domain": _DOMAIN_TYPE, "HardwareChallenge": HARDWARE_CHALLENGE_TYPE},
+        "primaryType": "HardwareChallenge",
+        "domain": {"name": PROBES_DOMAIN_NAME, "version": DOMAIN_VERSION,
+                   "chainId": chain_id, "verifyingContract": probes},
+        "message": {"provider": provider, "validator": validator, "seed": seed, "size": size,
+                    "deadlineMs": deadline_ms},
+    }
+
+
+def hardware_answer_typed_data(chain_id: int, probes: str, provider: str, validator: str,
+                               seed: bytes, size: int, deadline_ms: int,
+                               fingerprints_hash: bytes) -> dict:
+    """A provider's answer to a validator's hardware challenge (domain: the Probes contract).
+    The random `seed` is the nonce, `deadlineMs` the expiry (docs/hardware.md)."""
+    return {
+        "types": {"EIP712Domain": _DOMAIN_TYPE, "HardwareAnswer": HARDWARE_ANSWER_TYPE},
+        "primaryType": "HardwareAnswer",
+        "domain": {"name": PROBES_DOMAIN_NAME, "version": DOMAIN_VERSION,
+                   "chainId": chain_id, "verifyingContract": probes},
+        "message": {"provider": provider, "validator": validator, "seed": seed, "size": size,
+                    "deadlineMs": deadline_ms, "fingerprintsHash": fingerprints_hash},
+    }
+
+
 def digest(typed: dict) -> bytes:
     signable = encode_typed_data(full_message=typed)
     return keccak(b"\x19" + signable.version + signable.header + signable.body)

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from prometheus_client import generate_latest
 
+from tessera.protocol.hardware_challenge import HardwareChallengeAnswer, HardwareChallengeRequest
 from tessera.protocol.probes import ProbeReceipt, ProbeRequest
 from tessera.protocol.wire import BidMessage, LeaseStatus, SignedManifest
 from tessera.provider.node import ProviderNode, Refused
@@ -35,6 +36,10 @@ def create_app(node: ProviderNode) -> FastAPI:
     @app.post("/probe")
     def probe(request: ProbeRequest) -> ProbeReceipt:
         return node.answer_probe(request)
+
+    @app.post("/hardware-challenge")
+    def hardware_challenge(request: HardwareChallengeRequest) -> HardwareChallengeAnswer:
+        return node.answer_hardware_challenge(request)
 
     @app.get("/orders/{order_id}/bid")
     def bid(order_id: int) -> BidMessage:

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from web3 import Web3
 
@@ -25,6 +26,7 @@ from tessera.chain.verification import Verification
 from tessera.compute.diloco_worker import checkpoint_path
 from tessera.logs import EventLog
 from tessera.protocol import commitment as cm
+from tessera.protocol import hardware_challenge as hc
 from tessera.protocol import messages
 from tessera.protocol.matching import OrderRequirements, ProviderOffer
 from tessera.protocol.probes import ProbeReceipt, ProbeRequest, receipt_typed_data
@@ -109,6 +111,11 @@ class ProviderNode:
         self.m_registry_active = Gauge("tessera_provider_registry_active",
                                        "1 while the registry lets tenants lease this provider",
                                        registry=self.metrics)
+        self.m_hw_challenges = Counter("tessera_provider_hardware_challenges",
+                                       "validator hardware challenges", ["outcome"],
+                                       registry=self.metrics)
+        self._hw_lock = threading.Lock()
+        self._hw_seen: dict[str, int] = {}  # challenge seeds answered -> their deadline (ms)
         self._standing: tuple[bool, int] | None = None  # (registry is_active, jailed until)
         self._verification: Verification | None = None
         if config.testing.cheat:
@@ -615,6 +622,73 @@ class ProviderNode:
         return ProbeReceipt(provider=self.address, validator=validator, epoch=request.epoch,
                             challenge=request.challenge, deadline=request.deadline,
                             signature=messages.sign(self.account, typed))
+
+    # -- hardware challenges from validators (docs/hardware.md) -----------------------------
+    def answer_hardware_challenge(self, request: hc.HardwareChallengeRequest
+                                  ) -> hc.HardwareChallengeAnswer:
+        """Compute a registered validator's matrix product on this node's device and sign the
+        row fingerprints, unless the deadline (unix ms) passes first: then refuse, unsigned.
+        Only challenges signed by a registered validator, naming this provider, each seed once;
+        one at a time (a second is refused with 429), with the benchmark's thread count."""
+        if request.deadline_ms <= time.time() * 1000:
+            self.m_hw_challenges.labels("late").inc()
+            raise Refused(400, f"challenge deadline {request.deadline_ms} ms has passed")
+        if request.provider.lower() != self.address.lower():
+            raise Refused(400, f"challenge names provider {request.provider}, not {self.address}")
+        validator = Web3.to_checksum_address(request.validator)
+        probes = self.chain.probes.address
+        signer = hc.request_signer(request, self.chain.network.chain_id, probes)
+        if signer is None or signer.lower() != validator.lower():
+            self.m_hw_challenges.labels("bad-signature").inc()
+            raise Refused(403, f"challenge is signed by {signer}, not by {validator}")
+        try:
+            is_validator = self.chain.call(self.chain.validators.functions.is_validator(validator))
+        except ChainError as exc:
+            raise Refused(503, f"cannot check the challenge against the chain: {exc}") from None
+        if not is_validator:
+            self.m_hw_challenges.labels("not-validator").inc()
+            raise Refused(403, f"{validator} is not a registered validator")
+        if 3 * 4 * request.size**2 > self.hardware.gpu_memory_mb * 2**20 // 2:
+            raise Refused(413, f"size {request.size} needs more than half this device's memory")
+        if not self._hw_lock.acquire(blocking=False):
+            self.m_hw_challenges.labels("busy").inc()
+            raise Refused(429, "busy with another hardware challenge")
+        try:
+            now_ms = time.time() * 1000
+            self._hw_seen = {s: d for s, d in self._hw_seen.items() if d > now_ms}
+            if request.seed in self._hw_seen:
+                raise Refused(409, "this challenge seed was already answered")
+            self._hw_seen[request.seed] = request.deadline_ms
+            return self._run_hardware_challenge(request, validator, probes)
+        finally:
+            self._hw_lock.release()
+
+    def _run_hardware_challenge(self, request: hc.HardwareChallengeRequest, validator: str,
+                                probes: str) -> hc.HardwareChallengeAnswer:
+        device = "cuda" if self.hardware.is_gpu else "cpu"
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.config.limits.threads)
+        start = time.perf_counter()
+        try:
+            values = hc.compute_fingerprints(
+                request.seed, request.size, device,
+                give_up_at=lambda: time.time() * 1000 > request.deadline_ms)
+        except hc.DeadlinePassed as exc:
+            self.m_hw_challenges.labels("gave-up").inc()
+            self.log("hardware-challenge-late", "warning", size=request.size, detail=str(exc))
+            raise Refused(408, f"deadline passed before the product was done ({exc})") from None
+        finally:
+            torch.set_num_threads(threads)
+        compute_ms = round((time.perf_counter() - start) * 1000, 1)
+        fingerprints = hc.pack_fingerprints(values)
+        typed = hc.answer_typed_data(self.chain.network.chain_id, probes, self.address, validator,
+                                     request.seed, request.size, request.deadline_ms, fingerprints)
+        self.m_hw_challenges.labels("answered").inc()
+        self.log("hardware-challenge", size=request.size, device=device, compute_ms=compute_ms)
+        return hc.HardwareChallengeAnswer(
+            provider=self.address, validator=validator, seed=request.seed, size=request.size,
+            deadline_ms=request.deadline_ms, fingerprints=fingerprints, device=device,
+            compute_ms=compute_ms, signature=messages.sign(self.account, typed))
 
     def health(self) -> dict:
         return {"status": "ok", "provider": self.address,

@@ -27,12 +27,39 @@ class OutageSection(BaseModel):
                                            "(docs/uptime.md); costs gas, earns nothing")
 
 
+class HardwareSection(BaseModel):
+    """Timed matrix-product challenges of each provider's registered benchmark (docs/hardware.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="challenge every active provider's hardware claim")
+    every_epochs: int = Field(1, ge=1, description="challenge in epochs divisible by this")
+    target_s: float = Field(0.5, gt=0, le=60, description="product time at the claimed benchmark")
+    slack: float = Field(4.0, ge=1, le=100, description="deadline = slack * expected + allowance")
+    allowance_s: float = Field(1.0, ge=0, le=60, description="network and set-up allowance")
+    rows_checked: int = Field(16, ge=1, le=256, description="rows of the product recomputed")
+
+
+class ChallengeSection(BaseModel):
+    """Deciding Verification challenges by replay (docs/verification.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vote: bool = Field(False, description="replay challenged segments and vote, resolve, claim")
+    open_grace_s: int = Field(600, ge=0, description="chain seconds a challenged provider has "
+                              "to serve its commitment before an unopened one is voted guilty")
+    datasets_dir: Path | None = Field(None, description="datasets named by sha256, for jobs "
+                                      "whose data is not the built-in corpus")
+
+
 class ValidatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     validator: DaemonSection
     probes: ProbeSection = ProbeSection()
     outages: OutageSection = OutageSection()
+    challenges: ChallengeSection = ChallengeSection()
+    hardware: HardwareSection = HardwareSection()
 
 
 def load_validator_config(path: Path) -> ValidatorConfig:

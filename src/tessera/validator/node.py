@@ -27,7 +27,9 @@ from tessera.chain.devnet import Devnet
 from tessera.chain.market import Market, tx_hash
 from tessera.chain.network import load_network
 from tessera.logs import EventLog
+from tessera.validator.challenges import ChallengeVoter
 from tessera.validator.config import ValidatorConfig
+from tessera.validator.hardware import HardwareChallenger
 from tessera.validator.outages import OutageReporter
 from tessera.validator.probe import new_request, probe
 from tessera.validator.report import build_report, receipts_document
@@ -75,6 +77,13 @@ class ValidatorNode:
         self.m_posted = Gauge("tessera_validator_last_posted_epoch", "last epoch reported",
                               registry=self.metrics)
         self.outages = OutageReporter(self.chain, self.log, self.metrics)
+        c = config.challenges
+        self.challenges = ChallengeVoter(
+            self.chain, self.log, self.metrics, Path(config.validator.state_dir),
+            datasets_dir=c.datasets_dir, open_grace_s=c.open_grace_s) if c.vote else None
+        self.hardware = HardwareChallenger(self.chain, config.hardware,
+                                           Path(config.validator.state_dir) / "validator.db",
+                                           self.log, self.metrics)
 
     @property
     def address(self) -> str:
@@ -110,6 +119,16 @@ class ValidatorNode:
         """The outage loop, in its own thread so that checking many providers never delays a
         probe past its epoch (sends share the account's nonce lock in `Chain`)."""
         self._loop(self.outages.poll_once, interval, "outage-check-error")
+
+    def watch_hardware(self, interval: float = 0.5) -> None:
+        """The hardware-challenge loop (docs/hardware.md), in its own thread: a challenge takes
+        up to its deadline and must not hold up probes or reports."""
+        self._loop(self.hardware.poll_once, interval, "hardware-check-error")
+
+    def watch_challenges(self, interval: float = 0.5) -> None:
+        """The challenge loop (validator/challenges.py), in its own thread: a replay takes as
+        long as the challenged segment's k steps and must not hold up probes."""
+        self._loop(self.challenges.poll_once, interval, "challenge-error")
 
     def _loop(self, step, interval: float, error_event: str) -> None:
         delay = interval
@@ -258,7 +277,8 @@ class ValidatorNode:
                 "scheduled_epoch": self.scheduled_epoch, "pending_probes": pending,
                 "last_probed_epoch": self.store.last_probed_epoch(),
                 "last_posted_epoch": self.store.last_posted_epoch(),
-                "outages_checked_epoch": self.outages.checked_epoch}
+                "outages_checked_epoch": self.outages.checked_epoch,
+                "hardware_checked_epoch": self.hardware.checked_epoch}
 
     def shutdown(self) -> None:
         self.stop_event.set()

@@ -9,6 +9,7 @@ import threading
 import uvicorn
 
 from tessera.validator.api import create_app
+from tessera.validator.challenges import router as challenge_routes
 from tessera.validator.config import ValidatorConfig
 from tessera.validator.node import ValidatorNode
 
@@ -28,7 +29,15 @@ def run_validator(config: ValidatorConfig) -> None:
     threads = [threading.Thread(target=node.watch, name="probe-loop", daemon=True)]
     if config.outages.report:
         threads.append(threading.Thread(target=node.watch_outages, name="outage-loop", daemon=True))
-    server = _Server(uvicorn.Config(create_app(node), host=config.validator.host,
+    if config.hardware.enabled:
+        threads.append(threading.Thread(target=node.watch_hardware, name="hardware-loop",
+                                        daemon=True))
+    app = create_app(node)
+    if node.challenges is not None:
+        threads.append(threading.Thread(target=node.watch_challenges, name="challenge-loop",
+                                        daemon=True))
+        app.include_router(challenge_routes(node.challenges))
+    server = _Server(uvicorn.Config(app, host=config.validator.host,
                                     port=config.validator.port, log_level="warning",
                                     lifespan="off"))
 
@@ -49,4 +58,7 @@ def run_validator(config: ValidatorConfig) -> None:
             thread.join(timeout=10)
         node.shutdown()  # lets probes in flight finish (each within its timeout)
         node.store.close()
+        if node.challenges is not None:
+            node.challenges.close()
+        node.hardware.store.close()
         node.log("stopped")

@@ -1,0 +1,472 @@
+"""The validator decides Verification challenges by itself (docs/verification.md, "Validators
+decide challenges").
+
+1. **Watch** `ChallengeOpened` on chain; track every challenge until it is resolved and, where
+   this validator voted with the verdict, its reward is claimed.
+2. **Case.** What a replay needs beyond the chain is pushed to each validator's
+   `POST /challenges/{id}/case` (anyone may push it; nothing in it is trusted): the job spec,
+   which must hash to the order's on-chain `spec_hash`, and the manifest of the challenged lease,
+   which must carry its tenant's EIP-712 signature and agree with the spec (model, H, k,
+   compression, at most `order.nodes` workers). The dataset is rebuilt from the spec (the
+   built-in corpus) or read from `datasets_dir/<sha256>`, and must hash to the manifest's.
+3. **Replay.** From the provider's public endpoints: its signed round answer (checkpoint hashes
+   and thread count), which must rebuild the challenged `checkpoint_root`, then the challenged
+   segment's start state, replayed on this machine (`tessera.segment_check.spot_check`, the
+   tenant's own spot check).
+4. **Vote** guilty when the replay misses the committed end checkpoint, or when the provider
+   still has not opened its commitment `open_grace_s` after the challenge opened; innocent when
+   the replay reproduces it. Never on a challenge where this validator is a party (challenger,
+   provider, tenant) or was listed after it opened; never without a case, nor with two
+   conflicting tenant-signed manifests for one lease (the tenant equivocated: abstain).
+5. **Resolve** once `verdict` is decided (quorum reached, or the deadline passed), and **claim**
+   the voter's share when this validator voted with the verdict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import torch
+from fastapi import APIRouter, HTTPException
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from pydantic import BaseModel, ConfigDict, ValidationError
+from web3 import Web3
+
+from tessera.chain.client import Chain, ChainError, TxRefused
+from tessera.chain.market import Market, tx_hash
+from tessera.chain.verification import Outcome, Verification
+from tessera.compute.corpus import build_stdlib_corpus
+from tessera.compute.diloco_worker import config_of
+from tessera.compute.model import ByteGPT
+from tessera.compute.replay import Checkpoint, RoundCommitment, segment_bounds
+from tessera.compute.train import configure_determinism, split
+from tessera.logs import EventLog
+from tessera.protocol import messages
+from tessera.protocol.jobspec import BUILTIN_CORPUS, JobSpec
+from tessera.protocol.wire import RoundResult, SignedManifest
+from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
+from tessera.segment_check import OPEN_FAILURE, max_state_bytes, spot_check
+
+NOT_VOTED, GUILTY, INNOCENT, CLAIMED = 0, 1, 2, 3   # Verification.votes(id, voter)
+HTTP_TIMEOUT_S = 30.0
+OPEN_RETRY_S = 5.0   # wall seconds between attempts to fetch an unopened commitment
+
+
+class ChallengeCase(BaseModel):
+    """What a validator needs, beyond the chain, to replay a challenged segment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: JobSpec
+    manifest: SignedManifest
+
+
+class CaseError(ValueError):
+    """Why a pushed case is refused (the message names the check that failed)."""
+
+
+@dataclass
+class Tracked:
+    """One challenge as this validator follows it (the chain holds the rest)."""
+
+    challenge_id: int
+    event: dict                      # the ChallengeOpened arguments
+    case: ChallengeCase | None = None
+    conflict: str = ""               # set when two different valid manifests arrived
+    skip: str = ""                   # why this validator does not vote on it
+    retry_at: float = 0.0            # time.monotonic() of the next attempt to open
+    decision: dict = field(default_factory=dict)
+    logged: set[str] = field(default_factory=set)
+
+
+def why_not_vote(me: str, record, index: int | None) -> str:
+    """Why validator `me` (at Validators position `index`, None: not listed) must not vote on a
+    challenge ("" when it may): parties never vote, nor validators listed after it opened."""
+    if me.lower() in {record.challenger.lower(), record.provider.lower(), record.tenant.lower()}:
+        return "party: this validator is the challenger, the provider or the tenant"
+    if index is None:
+        return "not-listed: this validator is not in the Validators list"
+    if index >= record.validator_snapshot:
+        return "late: listed after the challenge opened"
+    return ""
+
+
+def load_dataset_for(spec: JobSpec, sha256: str, datasets_dir: Path | None) -> bytes:
+    """The job's dataset: the built-in corpus rebuilt from the spec, or a file named by its
+    sha256 in `datasets_dir`; raises CaseError when it is neither or does not hash right."""
+    if spec.dataset.source == BUILTIN_CORPUS:
+        data = build_stdlib_corpus(spec.dataset.max_bytes)
+    elif datasets_dir is not None and (datasets_dir / sha256).is_file():
+        data = (datasets_dir / sha256).read_bytes()
+    else:
+        raise CaseError(f"dataset {sha256} is not the built-in corpus and not in this "
+                        "validator's datasets_dir")
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise CaseError(f"the dataset this validator builds from the spec hashes to "
+                        f"{hashlib.sha256(data).hexdigest()}, not the manifest's {sha256}")
+    return data
+
+
+def check_case(chain: Chain, market: Market, lease_id: int, job: int,
+               case: ChallengeCase) -> DilocoWorkerWorkload:
+    """The challenged lease's workload once the case is bound to the chain: the spec hashes to
+    the order's `spec_hash`, the manifest is the lease tenant's and fits the spec."""
+    signed, spec = case.manifest, case.spec
+    manifest = signed.manifest
+    if manifest.lease_id != lease_id:
+        raise CaseError(f"manifest names lease {manifest.lease_id}, the challenge lease {lease_id}")
+    order = market.order(job)
+    if spec.spec_hash() != bytes(order.spec_hash):
+        raise CaseError(f"spec does not hash to order {job}'s spec_hash")
+    lease = market.lease(lease_id)
+    typed = messages.manifest_typed_data(chain.network.chain_id, market.market.address, lease_id,
+                                         manifest.digest(), signed.nonce, signed.expiry)
+    try:
+        signer = messages.recover(typed, signed.signature)
+    except Exception as exc:  # malformed signature: eth_account raises several types
+        raise CaseError(f"manifest signature is malformed: {exc}") from None
+    if signer.lower() != lease.tenant.lower():
+        raise CaseError(f"manifest is signed by {signer}, not by lease {lease_id}'s tenant "
+                        f"{lease.tenant}")
+    w = manifest.workload
+    if not isinstance(w, DilocoWorkerWorkload):
+        raise CaseError("manifest workload is not a DiLoCo worker's")
+    expected = {"model": (w.model, spec.workload),
+                "inner_steps": (w.inner_steps, spec.diloco.inner_steps),
+                "checkpoint_every": (w.checkpoint_every, spec.verification.checkpoint_every),
+                "compression": (w.compression, spec.diloco.compression)}
+    for name, (got, want) in expected.items():
+        if got != want:
+            raise CaseError(f"manifest workload.{name} is {got}, the spec says {want}")
+    if w.workers > spec.order.nodes:
+        raise CaseError(f"manifest names {w.workers} workers, the spec orders {spec.order.nodes}")
+    if not spec.verification.enabled or w.checkpoint_every < 1:
+        raise CaseError("the job has no checkpoint commitments to replay")
+    return w
+
+
+class ChallengeVoter:
+    """The validator's challenge loop (`poll_once`) and its case intake (`submit_case`)."""
+
+    def __init__(self, chain: Chain, log: EventLog, metrics: CollectorRegistry, state_dir: Path,
+                 *, datasets_dir: Path | None = None, open_grace_s: int = 600):
+        self.chain = chain
+        self.log = log
+        self.verification = Verification(chain)
+        self.market = Market(chain)
+        self.folder = state_dir / "challenges"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.datasets_dir = datasets_dir
+        self.open_grace_s = open_grace_s
+        self.http = httpx.Client(timeout=HTTP_TIMEOUT_S)
+        self.tracked: dict[int, Tracked] = {}
+        self.next_block = chain.network.deploy_block
+        self._datasets: dict[str, bytes] = {}
+        self._vote_period: int | None = None
+        self.m_seen = Counter("tessera_validator_challenges_seen", "ChallengeOpened events seen",
+                              registry=metrics)
+        self.m_cases = Counter("tessera_validator_challenge_cases", "cases pushed to this "
+                               "validator", ["outcome"], registry=metrics)
+        self.m_votes = Counter("tessera_validator_challenge_votes", "votes cast", ["vote"],
+                               registry=metrics)
+        self.m_skipped = Counter("tessera_validator_challenge_skipped", "challenges this "
+                                 "validator does not vote on", ["reason"], registry=metrics)
+        self.m_resolved = Counter("tessera_validator_challenges_resolved", "resolve sent by this "
+                                  "validator", ["outcome"], registry=metrics)
+        self.m_claims = Counter("tessera_validator_challenge_claims", "voter rewards claimed",
+                                registry=metrics)
+        self.m_gas = Counter("tessera_validator_challenge_gas", "gas used by challenge "
+                             "transactions", ["tx"], registry=metrics)
+        self.m_replay = Histogram("tessera_validator_challenge_replay_seconds", "download + "
+                                  "replay of one challenged segment", registry=metrics)
+
+    # -- intake ----------------------------------------------------------------------------
+    def _case_path(self, challenge_id: int) -> Path:
+        return self.folder / f"case-{challenge_id}.json"
+
+    def submit_case(self, challenge_id: int, case: ChallengeCase) -> dict:
+        """Check a pushed case against the chain and keep it; raises CaseError (nothing kept)."""
+        try:
+            record = self.verification.challenge(challenge_id)
+        except ChainError as exc:
+            raise CaseError(str(exc)) from None
+        check_case(self.chain, self.market, record.lease_id, record.job, case)
+        kept = self._load_case(challenge_id)
+        if kept is not None and kept.manifest.manifest.digest() != case.manifest.manifest.digest():
+            tracked = self.tracked.get(challenge_id)
+            if tracked is not None:
+                tracked.conflict = "two different tenant-signed manifests for the lease"
+            (self.folder / f"conflict-{challenge_id}.json").write_text(case.model_dump_json())
+            self.m_cases.labels("conflict").inc()
+            self.log("challenge-case-conflict", "warning", challenge_id=challenge_id)
+            return {"challenge_id": challenge_id, "status": "conflict"}
+        if kept is None:
+            tmp = self._case_path(challenge_id).with_suffix(".tmp")
+            tmp.write_text(case.model_dump_json())
+            tmp.replace(self._case_path(challenge_id))
+            self.m_cases.labels("accepted").inc()
+            self.log("challenge-case", challenge_id=challenge_id, lease_id=record.lease_id)
+        return {"challenge_id": challenge_id, "status": "accepted"}
+
+    def _load_case(self, challenge_id: int) -> ChallengeCase | None:
+        path = self._case_path(challenge_id)
+        if not path.is_file():
+            return None
+        return ChallengeCase.model_validate_json(path.read_text())
+
+    # -- the loop --------------------------------------------------------------------------
+    def poll_once(self) -> None:
+        head = self.chain.block_number()
+        if head >= self.next_block:
+            for log in self.chain.events("Verification", "ChallengeOpened", self.next_block, head):
+                args = dict(log["args"])
+                cid = args["challenge_id"]
+                if cid not in self.tracked:
+                    self.tracked[cid] = Tracked(cid, args)
+                    self.m_seen.inc()
+                    self.log("challenge-seen", challenge_id=cid, lease_id=args["lease_id"],
+                             provider=args["provider"], segment=args["segment"])
+            self.next_block = head + 1
+        for cid in sorted(self.tracked):
+            if self._step(self.tracked[cid]):
+                del self.tracked[cid]
+
+    def _once(self, t: Tracked, key: str, event: str, level: str = "info", **fields) -> None:
+        if key not in t.logged:
+            t.logged.add(key)
+            self.log(event, level, challenge_id=t.challenge_id, **fields)
+
+    def _step(self, t: Tracked) -> bool:
+        """Advance one challenge; True when this validator has nothing left to do on it."""
+        cid = t.challenge_id
+        record = self.verification.challenge(cid)
+        mine = self.chain.call(self.verification.contract.functions.votes(cid, self.chain.address))
+        if record.status != Outcome.OPEN:
+            return self._claim_if_due(t, record.status, mine)
+        if self.verification.verdict(cid) != Outcome.OPEN:
+            self._resolve(t)
+            return False
+        if mine == NOT_VOTED and not t.skip:
+            t.skip = self._why_not_vote(record)
+            if t.skip:
+                self.m_skipped.labels(t.skip.split(":")[0]).inc()
+                self._once(t, "skip", "challenge-not-voted", reason=t.skip)
+                return False
+            self._decide(t, record)
+        return False
+
+    def _why_not_vote(self, record) -> str:
+        try:
+            index = self.verification.validator_index(self.chain.address)
+        except ChainError:
+            index = None
+        return why_not_vote(self.chain.address, record, index)
+
+    def _decide(self, t: Tracked, record) -> None:
+        if t.case is None:
+            t.case = self._load_case(t.challenge_id)
+        if (self.folder / f"conflict-{t.challenge_id}.json").is_file():
+            t.conflict = "two different tenant-signed manifests for the lease"
+        if t.conflict:
+            self._once(t, "conflict", "challenge-abstained", "warning", reason=t.conflict)
+            return
+        if t.case is None:
+            self._once(t, "no-case", "challenge-awaiting-case")
+            return
+        if time.monotonic() < t.retry_at:
+            return
+        try:
+            guilty, reason, detail = self._judge(t)
+        except CaseError as exc:   # the kept case does not fit this commitment: it never will
+            t.skip = f"case: {exc}"
+            self.m_skipped.labels("case").inc()
+            self.log("challenge-abstained", "warning", challenge_id=t.challenge_id,
+                     reason=str(exc))
+            return
+        if guilty is None:   # the provider has not opened yet: ask again later
+            opened = record.deadline - self._period()
+            if self.chain.block_timestamp() < opened + self.open_grace_s:
+                t.retry_at = time.monotonic() + OPEN_RETRY_S
+                self._once(t, "open-wait", "challenge-open-pending", "warning", reason=reason)
+                return
+            guilty, reason = True, f"provider did not open its commitment within " \
+                                   f"{self.open_grace_s} s: {reason}"
+        t.decision = {"guilty": guilty, "reason": reason, **detail}
+        try:
+            receipt = self.verification.vote(t.challenge_id, guilty)
+        except TxRefused as exc:   # decided or closed between our read and our vote
+            self._once(t, "vote-refused", "challenge-vote-refused", "warning", error=str(exc))
+            t.skip = "refused: " + str(exc)
+            return
+        self.m_votes.labels("guilty" if guilty else "innocent").inc()
+        self.m_gas.labels("vote").inc(receipt["gasUsed"])
+        self.log("challenge-voted", "warning" if guilty else "info", challenge_id=t.challenge_id,
+                 guilty=guilty, reason=reason, tx=tx_hash(receipt), gas=receipt["gasUsed"],
+                 **detail)
+
+    def _period(self) -> int:
+        if self._vote_period is None:
+            self._vote_period = self.chain.call(self.verification.contract.functions.vote_period())
+        return self._vote_period
+
+    def _judge(self, t: Tracked) -> tuple[bool | None, str, dict]:
+        """(guilty, why, figures): None for guilty while the provider has not opened its
+        commitment (which becomes guilty after the grace period)."""
+        ev, case = t.event, t.case
+        workload = check_case(self.chain, self.market, ev["lease_id"], ev["job"], case)
+        data = self._dataset(case)
+        k, steps = workload.checkpoint_every, workload.inner_steps
+        if len(segment_bounds(steps, k)) != ev["checkpoints"]:
+            raise CaseError(f"the job's H = {steps}, k = {k} give {len(segment_bounds(steps, k))} "
+                            f"checkpoints, the commitment {ev['checkpoints']}")
+        offer = self.market.provider_offer(ev["provider"])
+        if offer is None or not offer.endpoint:
+            return None, "the provider publishes no endpoint", {}
+        result, why = self._round_result(offer.endpoint, ev)
+        if result is None:
+            return None, why, {}
+        commitment = RoundCommitment(ev["round_index"], workload.worker, steps, k, [
+            Checkpoint(c.step, bytes.fromhex(c.params_hash), bytes.fromhex(c.optimizer_hash))
+            for c in result.checkpoints])
+        if commitment.root != bytes(ev["checkpoint_root"]):
+            return None, "the served checkpoint hashes do not rebuild the challenged root", {}
+        config = config_of(workload)
+        configure_determinism(workload.model)
+        train_tokens, _ = split(data, workload.model)
+        n_params = _param_count(workload.model)
+        check = spot_check(self.http, offer.endpoint, ev["lease_id"], config, workload.worker,
+                           commitment, ev["segment"], result.threads, train_tokens,
+                           max_state_bytes(n_params), case.spec.verification.replay_tolerance)
+        self.m_replay.observe(check.seconds)
+        detail = {"segment": check.segment, "replay_s": round(check.seconds, 4),
+                  "bytes": check.bytes}
+        if not check.ok and check.reason.startswith(OPEN_FAILURE):
+            return None, check.reason, detail
+        return (not check.ok), check.reason, detail
+
+    def _round_result(self, endpoint: str, ev: dict) -> tuple[RoundResult | None, str]:
+        url = f"{endpoint}/leases/{ev['lease_id']}/rounds/{ev['round_index']}"
+        try:
+            response = self.http.get(url)
+        except httpx.HTTPError as exc:
+            return None, f"{url}: {type(exc).__name__}"
+        if response.status_code != 200:
+            return None, f"{url} answered {response.status_code}"
+        try:
+            result = RoundResult.model_validate(response.json())
+        except (ValidationError, ValueError) as exc:
+            return None, f"{url} is not a round answer: {str(exc)[:200]}"
+        c = result.commitment.commitment if result.commitment else None
+        if c is None or result.checkpoints is None or result.threads is None:
+            return None, f"{url} carries no commitment"
+        served = (c.lease_id, c.round, c.checkpoint_root.lower(), c.result_hash.lower(),
+                  c.checkpoints, c.provider.lower())
+        challenged = (ev["lease_id"], ev["round_index"], "0x" + bytes(ev["checkpoint_root"]).hex(),
+                      "0x" + bytes(ev["result_hash"]).hex(), ev["checkpoints"],
+                      ev["provider"].lower())
+        if served != challenged:
+            return None, f"{url} serves another commitment than the challenged one"
+        return result, ""
+
+    def _dataset(self, case: ChallengeCase) -> bytes:
+        sha = case.manifest.manifest.dataset_sha256
+        if sha not in self._datasets:
+            self._datasets[sha] = load_dataset_for(case.spec, sha, self.datasets_dir)
+        return self._datasets[sha]
+
+    # -- resolve and claim -----------------------------------------------------------------
+    def _resolve(self, t: Tracked) -> None:
+        try:
+            resolution = self.verification.resolve(t.challenge_id)
+        except TxRefused as exc:   # another validator (or anyone) resolved it first
+            self._once(t, "resolve-refused", "challenge-resolve-refused", error=str(exc))
+            return
+        receipt = resolution.receipt
+        self.m_resolved.labels(resolution.outcome.name.lower()).inc()
+        self.m_gas.labels("resolve").inc(receipt["gasUsed"])
+        fields = {k: v for k, v in asdict(resolution).items() if k not in ("receipt", "outcome")}
+        self.log("challenge-resolved", outcome=resolution.outcome.name, tx=tx_hash(receipt),
+                 gas=receipt["gasUsed"], **fields)
+
+    def _claim_if_due(self, t: Tracked, status: Outcome, mine: int) -> bool:
+        winning = {Outcome.UPHELD: GUILTY, Outcome.REJECTED: INNOCENT}.get(status)
+        if winning is None or mine != winning:
+            self._once(t, "done", "challenge-done", outcome=status.name, my_vote=mine)
+            return True
+        before = self.chain.call(self.chain.stake_token.functions.balanceOf(self.chain.address))
+        receipt = self.verification.claim_reward(t.challenge_id)
+        after = self.chain.call(self.chain.stake_token.functions.balanceOf(self.chain.address))
+        self.m_claims.inc()
+        self.m_gas.labels("claim").inc(receipt["gasUsed"])
+        self.log("challenge-reward-claimed", challenge_id=t.challenge_id, outcome=status.name,
+                 amount=after - before, tx=tx_hash(receipt), gas=receipt["gasUsed"])
+        return True
+
+    def status(self) -> list[dict]:
+        return [{"challenge_id": t.challenge_id, "lease_id": t.event["lease_id"],
+                 "provider": t.event["provider"], "has_case": t.case is not None
+                 or self._case_path(t.challenge_id).is_file(), "skip": t.skip,
+                 "conflict": t.conflict, "decision": t.decision}
+                for t in list(self.tracked.values())]
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _param_count(workload: TrainingWorkload) -> int:
+    with torch.random.fork_rng(devices=[]):
+        return sum(p.numel() for p in ByteGPT(workload).parameters())
+
+
+def router(voter: ChallengeVoter) -> APIRouter:
+    """`POST /challenges/{id}/case` (the material for a replay; checked, never trusted) and
+    `GET /challenges` (what this validator is following)."""
+    api = APIRouter()
+
+    @api.post("/challenges/{challenge_id}/case")
+    def submit(challenge_id: int, case: ChallengeCase) -> dict:
+        try:
+            return voter.submit_case(challenge_id, case)
+        except CaseError as exc:
+            voter.m_cases.labels("refused").inc()
+            raise HTTPException(400, str(exc)) from None
+
+    @api.get("/challenges")
+    def challenges() -> list[dict]:
+        return voter.status()
+
+    return api
+
+
+def validator_endpoints(chain: Chain) -> list[str]:
+    """The published endpoints of the active validators (where a case is pushed)."""
+    validators = chain.validators
+    out = []
+    for i in range(chain.call(validators.functions.validator_count())):
+        who = chain.call(validators.functions.validator_at(i))
+        if chain.call(validators.functions.is_validator(who)):
+            endpoint = chain.call(validators.functions.validators(Web3.to_checksum_address(who)))[5]
+            if endpoint:
+                out.append(endpoint)
+    return out
+
+
+def publish_case(chain: Chain, challenge_id: int, case: ChallengeCase,
+                 http: httpx.Client) -> dict[str, str]:
+    """Push a case to every active validator; returns endpoint -> "accepted", "conflict" or
+    why it failed (the challenger's step after `open_challenge`)."""
+    body = json.loads(case.model_dump_json())
+    answers = {}
+    for endpoint in validator_endpoints(chain):
+        try:
+            response = http.post(f"{endpoint}/challenges/{challenge_id}/case", json=body)
+            answers[endpoint] = (response.json().get("status", "?") if response.status_code == 200
+                                 else f"{response.status_code}: {response.text[:300]}")
+        except httpx.HTTPError as exc:
+            answers[endpoint] = f"unreachable: {type(exc).__name__}"
+    return answers

@@ -1,0 +1,241 @@
+"""Hardware challenges: test each active provider's registered benchmark with a timed matrix
+product (protocol/hardware_challenge.py; rules and numbers in docs/hardware.md).
+
+Once per challenge epoch (`[hardware] every_epochs`), in its own thread, for every active provider:
+pick n from its registered MFLOP/s, POST a fresh seed to its /hardware-challenge, time the answer
+with this process's clock, check the signature and `rows_checked` random rows of the product,
+and record the outcome (SQLite table `hardware_challenges` beside the probes, and /metrics).
+Outcomes: passed; late (after the deadline, or the provider gave up); wrong (a fingerprint,
+field or signature does not hold); no-answer (unreachable, HTTP error, not JSON)."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from eth_account.signers.local import LocalAccount
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import ValidationError
+
+from tessera.chain.client import Chain
+from tessera.chain.market import Market
+from tessera.logs import EventLog
+from tessera.protocol import hardware_challenge as hc
+from tessera.protocol import messages
+from tessera.validator.config import HardwareSection
+
+OUTCOMES = ("passed", "late", "wrong", "no-answer")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS hardware_challenges (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    epoch INTEGER NOT NULL,
+    provider TEXT NOT NULL,
+    benchmark_mflops INTEGER NOT NULL,
+    seed TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    expected_s REAL NOT NULL,
+    deadline_s REAL NOT NULL,
+    elapsed_s REAL,
+    outcome TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    challenged_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hardware_epoch ON hardware_challenges (epoch, id);
+"""
+
+
+@dataclass(frozen=True)
+class HardwareOutcome:
+    provider: str
+    benchmark_mflops: int
+    seed: str
+    plan: hc.ChallengePlan
+    elapsed_s: float | None
+    outcome: str        # one of OUTCOMES
+    reason: str
+    signature: str      # the provider's, when it answered with a valid signature
+
+
+@dataclass(frozen=True)
+class HardwareRecord:
+    id: int
+    epoch: int
+    provider: str
+    benchmark_mflops: int
+    seed: str
+    size: int
+    expected_s: float
+    deadline_s: float
+    elapsed_s: float | None
+    outcome: str
+    reason: str
+    signature: str
+    challenged_at: float
+
+
+def judge_answer(request: hc.HardwareChallengeRequest, plan: hc.ChallengePlan, provider: str,
+                 body: object, elapsed_s: float, chain_id: int, probes: str,
+                 rows: list[int]) -> tuple[str, str, str]:
+    """(outcome, reason, signature) for a provider's reply, timed by the validator."""
+    try:
+        answer = hc.HardwareChallengeAnswer.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return "wrong", f"malformed answer: {first['loc']} {first['msg']}", ""
+    asked = (provider.lower(), request.validator.lower(), request.seed, request.size,
+             request.deadline_ms)
+    got = (answer.provider.lower(), answer.validator.lower(), answer.seed, answer.size,
+           answer.deadline_ms)
+    if got != asked:
+        return "wrong", "answer names other fields than the challenge", ""
+    signer = hc.answer_signer(answer, chain_id, probes)
+    if signer is None or signer.lower() != provider.lower():
+        return "wrong", f"answer signed by {signer}, not by the provider", ""
+    bad = hc.wrong_rows(request.seed, request.size, answer.fingerprint_values(), rows)
+    if bad:
+        return "wrong", f"rows {bad} of the product are wrong", answer.signature
+    if not hc.in_time(elapsed_s, plan):
+        return ("late", f"answered in {elapsed_s:.3f} s; deadline {plan.deadline_s:.3f} s "
+                        f"(expected {plan.expected_s:.3f} s at the claimed benchmark)",
+                answer.signature)
+    return "passed", f"{elapsed_s:.3f} s of {plan.deadline_s:.3f} s", answer.signature
+
+
+def challenge_provider(session: requests.Session, endpoint: str, provider: str,
+                       validator: LocalAccount, benchmark_mflops: int, cfg: HardwareSection,
+                       chain_id: int, probes: str, rng: random.Random) -> HardwareOutcome:
+    """Send one challenge sized for `benchmark_mflops` and judge it. Never raises for the
+    provider's faults."""
+    plan = hc.plan_challenge(benchmark_mflops, cfg.target_s, cfg.slack, cfg.allowance_s)
+    seed = "0x" + secrets.token_hex(32)
+
+    def result(outcome: str, reason: str, elapsed: float | None = None,
+               signature: str = "") -> HardwareOutcome:
+        return HardwareOutcome(provider, benchmark_mflops, seed, plan, elapsed, outcome, reason,
+                               signature)
+
+    deadline_ms = int(time.time() * 1000 + plan.deadline_s * 1000) + 1
+    typed = hc.request_typed_data(chain_id, probes, provider, validator.address, seed, plan.size,
+                                  deadline_ms)
+    request = hc.HardwareChallengeRequest(
+        provider=provider, validator=validator.address, seed=seed, size=plan.size,
+        deadline_ms=deadline_ms, signature=messages.sign(validator, typed))
+    start = time.monotonic()
+    try:
+        reply = session.post(endpoint.rstrip("/") + "/hardware-challenge",
+                             json=request.model_dump(), timeout=plan.deadline_s + 1.0)
+    except requests.Timeout:
+        return result("late", f"no answer within {plan.deadline_s + 1.0:.3f} s")
+    except requests.RequestException as exc:
+        return result("no-answer", f"unreachable: {type(exc).__name__}")
+    elapsed = time.monotonic() - start
+    if reply.status_code == 408:  # the provider saw its deadline pass and gave up, unsigned
+        return result("late", f"provider gave up: {reply.text[:200]}", elapsed)
+    if reply.status_code != 200:
+        return result("no-answer", f"HTTP {reply.status_code}: {reply.text[:200]}", elapsed)
+    try:
+        body = reply.json()
+    except ValueError:
+        return result("no-answer", "answer is not JSON", elapsed)
+    rows = rng.sample(range(plan.size), min(cfg.rows_checked, plan.size))
+    outcome, reason, signature = judge_answer(request, plan, provider, body, elapsed, chain_id,
+                                              probes, rows)
+    return result(outcome, reason, elapsed, signature)
+
+
+class HardwareStore:
+    """The `hardware_challenges` table, in the validator's SQLite file beside the probes."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                   timeout=30)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.executescript(SCHEMA)
+
+    def add(self, epoch: int, o: HardwareOutcome, at: float) -> int:
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO hardware_challenges (epoch, provider, benchmark_mflops, seed, size, "
+                "expected_s, deadline_s, elapsed_s, outcome, reason, signature, challenged_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (epoch, o.provider, o.benchmark_mflops, o.seed, o.plan.size, o.plan.expected_s,
+                 o.plan.deadline_s, o.elapsed_s, o.outcome, o.reason, o.signature, at))
+            return int(cur.lastrowid)
+
+    def records(self, epoch: int | None = None) -> list[HardwareRecord]:
+        query, args = "SELECT * FROM hardware_challenges", ()
+        if epoch is not None:
+            query, args = query + " WHERE epoch=?", (epoch,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id", args).fetchall()
+        return [HardwareRecord(*row) for row in rows]
+
+    def has_epoch(self, epoch: int) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM hardware_challenges WHERE epoch=? LIMIT 1",
+                                    (epoch,)).fetchone() is not None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class HardwareChallenger:
+    """The validator's hardware duty: one round of challenges per challenge epoch."""
+
+    def __init__(self, chain: Chain, cfg: HardwareSection, store_path: Path, log: EventLog,
+                 metrics: CollectorRegistry):
+        self.chain, self.cfg, self.log = chain, cfg, log
+        self.store = HardwareStore(store_path)
+        self.checked_epoch: int | None = None
+        self._rng = random.SystemRandom()
+        self._session = requests.Session()
+        self.m_challenges = Counter("tessera_validator_hardware_challenges",
+                                    "hardware challenges sent", ["outcome"], registry=metrics)
+        for outcome in OUTCOMES:
+            self.m_challenges.labels(outcome)
+        self.m_epoch = Gauge("tessera_validator_hardware_checked_epoch",
+                             "last epoch whose hardware challenges are done", registry=metrics)
+
+    def poll_once(self) -> None:
+        epoch = self.chain.call(self.chain.probes.functions.current_epoch())
+        if epoch == self.checked_epoch:
+            return
+        if epoch % self.cfg.every_epochs == 0 and not self.store.has_epoch(epoch):
+            self.challenge_all(epoch)
+        self.checked_epoch = epoch
+        self.m_epoch.set(epoch)
+
+    def challenge_all(self, epoch: int) -> list[HardwareOutcome]:
+        """Challenge every active provider in turn (one at a time, so that the validator's own
+        checks never slow a provider it is timing)."""
+        market = Market(self.chain)
+        offers = [market.provider_offer(a) for a in market.provider_addresses()]
+        outcomes = []
+        for offer in offers:
+            if offer is None or not offer.active or offer.benchmark_score <= 0:
+                continue
+            outcome = challenge_provider(
+                self._session, offer.endpoint, offer.address, self.chain.account,
+                offer.benchmark_score, self.cfg, self.chain.network.chain_id,
+                self.chain.probes.address, self._rng)
+            self.store.add(epoch, outcome, time.time())
+            self.m_challenges.labels(outcome.outcome).inc()
+            self.log("hardware-challenge", "info" if outcome.outcome == "passed" else "warning",
+                     epoch=epoch, provider=offer.address, benchmark_mflops=offer.benchmark_score,
+                     size=outcome.plan.size, expected_s=round(outcome.plan.expected_s, 3),
+                     deadline_s=round(outcome.plan.deadline_s, 3),
+                     elapsed_s=None if outcome.elapsed_s is None else round(outcome.elapsed_s, 3),
+                     outcome=outcome.outcome, reason=outcome.reason)
+            outcomes.append(outcome)
+        return outcomes

@@ -1,0 +1,336 @@
+"""Validators decide challenges by themselves, end to end.
+
+Real parts: a fresh anvil with the deployed contracts, two `tessera provider run` processes (one
+honest, one cheating), three `tessera validator run` processes with `[challenges] vote = true`,
+the tenant's DiLoCo job with its spot checks and on-chain challenge (tenant/multinode.py), and
+the case pushed over HTTP to the validators' published endpoints (`publish_case`, the step the
+tenant takes after opening a challenge). Each validator fetches the provider's signed round answer
+and the segment's start state over HTTP, replays it with PyTorch, votes, resolves and claims.
+
+The one fault-injection: the cheating provider's TEST-ONLY `[testing] cheat = "skip-steps"`
+table (as in test_verification.py): its worker trains half of every segment's steps and commits
+those states as if it had trained them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import secrets
+import time
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import tomli_w
+from rich.console import Console
+
+from tessera.chain.accounts import devnet_account
+from tessera.chain.client import Chain
+from tessera.chain.devnet import Devnet, free_port
+from tessera.chain.market import Market
+from tessera.chain.network import load_network
+from tessera.chain.verification import Outcome, Verification
+from tessera.demo import stop
+from tessera.protocol import commitment as cm
+from tessera.protocol import messages
+from tessera.protocol.jobspec import JobSpec
+from tessera.protocol.wire import Manifest, SignedManifest
+from tessera.tenant.client import Tenant
+from tessera.tenant.flow import load_dataset
+from tessera.tenant.multinode import run_diloco_job, worker_workload
+from tessera.validator.challenges import CLAIMED, ChallengeCase, publish_case, why_not_vote
+from tessera.validator.config import ValidatorConfig
+
+from .conftest import ProviderProcess, wait_until
+from .test_probes import ValidatorProcess
+from .test_verification import JOB
+
+pytestmark = pytest.mark.e2e
+
+TENANT, HONEST, CHEATER = 5, 1, 3
+VALIDATORS = (7, 8, 9)
+
+
+class VotingValidator(ValidatorProcess):
+    """A validator process that decides challenges (and, for a quiet test, reports no outages
+    and runs no hardware challenges: neither is what this test is about)."""
+
+    def __init__(self, home: Path, network_file: Path, account: int):
+        super().__init__(home, network_file, account)
+        config = tomllib.loads(self.config.read_text())
+        config["challenges"] = {"vote": True}
+        config["outages"] = {"report": False}
+        if "hardware" in ValidatorConfig.model_fields:
+            config["hardware"] = {"enabled": False}
+        self.config.write_text(tomli_w.dumps(config))
+        self.address = devnet_account(account).address
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Devnet, two providers, three voting validators, and the tenant's finished job."""
+    home = tmp_path_factory.mktemp("challenge-votes")
+    devnet = Devnet(home / "devnet")
+    devnet.up(port=free_port())
+    honest = ProviderProcess(home, devnet.network_file, HONEST, "0.60", "honest")
+    cheater = ProviderProcess(home, devnet.network_file, CHEATER, "0.50", "cheater")
+    config = tomllib.loads(cheater.config.read_text())
+    config["testing"] = {"cheat": "skip-steps"}   # TEST ONLY fault injection, see the docstring
+    cheater.config.write_text(tomli_w.dumps(config))
+    validators = []
+    for account in VALIDATORS:
+        folder = home / f"validator-{account}"
+        folder.mkdir()
+        validators.append(VotingValidator(folder, devnet.network_file, account))
+    started = []
+    try:
+        for process in (honest, cheater, *validators):
+            process.start()
+            started.append(process)
+        network = load_network(devnet.network_file)
+        tenant = Tenant(Chain(network, devnet_account(TENANT)))
+        spec = JobSpec.model_validate(JOB)
+        out = io.StringIO()
+        results = home / "results"
+        summary = run_diloco_job(tenant, spec, load_dataset(spec.dataset),
+                                 Console(file=out, width=250), results)
+        yield {"tenant": tenant, "spec": spec, "summary": summary, "honest": honest,
+               "cheater": cheater, "validators": validators, "results": results}
+    finally:
+        for process in reversed(started):
+            process.stop()
+        devnet.down()
+
+
+def signed_manifest(tenant: Tenant, spec: JobSpec, lease_id: int, worker: int,
+                    workers: int) -> SignedManifest:
+    """The manifest the tenant sent for `lease_id`, signed again by the tenant's key (the same
+    content, so the same digest, as `Tenant.send_manifest` signed)."""
+    dataset = load_dataset(spec.dataset)
+    manifest = Manifest(lease_id=lease_id, workload=worker_workload(spec, worker, workers),
+                        dataset_sha256=hashlib.sha256(dataset).hexdigest(),
+                        dataset_size=len(dataset))
+    nonce, expiry = secrets.randbits(64), int(time.time()) + 600
+    chain = tenant.chain
+    typed = messages.manifest_typed_data(chain.network.chain_id, tenant.market.market.address,
+                                         lease_id, manifest.digest(), nonce, expiry)
+    return SignedManifest(manifest=manifest, nonce=nonce, expiry=expiry,
+                          signature=messages.sign(chain.account, typed))
+
+
+def case_for(world, provider: str) -> ChallengeCase:
+    workers = world["summary"]["workers"]
+    [w] = [w for w in workers if w["provider"] == provider]
+    return ChallengeCase(spec=world["spec"], manifest=signed_manifest(
+        world["tenant"], world["spec"], w["lease_id"], w["worker"], len(workers)))
+
+
+def stake_balance(chain: Chain, who: str) -> int:
+    return chain.call(chain.stake_token.functions.balanceOf(who))
+
+
+def decided_and_claimed(ver: Verification, challenge_id: int, validators, outcome: Outcome):
+    record = ver.challenge(challenge_id)
+    if record.status == Outcome.OPEN:
+        return False
+    assert record.status == outcome
+    return all(ver.chain.call(ver.contract.functions.votes(challenge_id, v.address)) == CLAIMED
+               for v in validators)
+
+
+def logged(v: VotingValidator, event: str, cid: int) -> list[dict]:
+    lines = (json.loads(line) for line in v.log.read_text().splitlines() if line.startswith("{"))
+    return [x for x in lines if x.get("event") == event and x.get("challenge_id") == cid]
+
+
+def challenge_gas(ver: Verification, challenge_id: int) -> dict[str, list[int]]:
+    """Gas of every validator transaction on the challenge, read from the receipts."""
+    chain = ver.chain
+    gas: dict[str, list[int]] = {}
+    for name, event in (("vote", "Voted"), ("resolve", "ChallengeResolved"),
+                        ("claim_reward", "RewardClaimed")):
+        for log in chain.events("Verification", event, chain.network.deploy_block,
+                                argument_filters={"challenge_id": challenge_id}):
+            receipt = chain.w3.eth.get_transaction_receipt(log["transactionHash"])
+            gas.setdefault(name, []).append(receipt["gasUsed"])
+    return gas
+
+
+def test_validators_replay_and_slash_the_cheater(world):
+    tenant, summary, validators = world["tenant"], world["summary"], world["validators"]
+    cheater, honest = world["cheater"], world["honest"]
+    chain, ver, market = tenant.chain, Verification(tenant.chain), Market(tenant.chain)
+    params = ver.params()
+    [challenge] = summary["rounds"][0]["challenges"]
+    cid = challenge["challenge_id"]
+    assert ver.challenge(cid).status == Outcome.OPEN
+    assert ver.challenge(cid).quorum == len(VALIDATORS)
+
+    # the validators see the challenge but have no case yet: none votes
+    wait_until(lambda: all(v.metric("tessera_validator_challenges_seen_total") >= 1
+                           for v in validators), timeout=30, what="challenge seen")
+    assert ver.challenge(cid).guilty_votes == 0
+
+    # a case that does not bind to the chain is refused, names why, and changes nothing
+    good = case_for(world, cheater.address)
+    other_lease = case_for(world, honest.address)
+    other_spec = good.model_copy(update={"spec": good.spec.model_copy(update={"name": "other"})})
+    manifest = good.manifest.manifest
+    forged = good.model_copy(update={"manifest": SignedManifest(
+        manifest=manifest, nonce=1, expiry=2, signature=messages.sign(devnet_account(CHEATER),
+        messages.manifest_typed_data(chain.network.chain_id, tenant.market.market.address,
+                                     manifest.lease_id, manifest.digest(), 1, 2)))})
+    for bad, words in ((other_lease, "names lease"), (other_spec, "spec_hash"),
+                       (forged, "not by lease")):
+        reply = httpx.post(f"{validators[0].url}/challenges/{cid}/case",
+                           json=json.loads(bad.model_dump_json()), timeout=10)
+        assert reply.status_code == 400 and words in reply.json()["detail"], reply.text
+    reply = httpx.post(f"{validators[0].url}/challenges/999/case",
+                       json=json.loads(good.model_dump_json()), timeout=10)
+    assert reply.status_code == 400 and "does not exist" in reply.json()["detail"]
+
+    supply_before = chain.call(chain.stake_token.functions.totalSupply())
+    tenant_before = stake_balance(chain, tenant.chain.address)
+    voters_before = [stake_balance(chain, v.address) for v in validators]
+    stake_before = market.provider_record(cheater.address)["stake"]
+    with httpx.Client(timeout=30) as http:
+        answers = publish_case(chain, cid, good, http)
+    assert sorted(answers) == sorted(v.url for v in validators)
+    assert set(answers.values()) == {"accepted"}
+
+    wait_until(lambda: decided_and_claimed(ver, cid, validators, Outcome.UPHELD), timeout=120,
+               what="guilty verdict and claimed rewards")
+    record = ver.challenge(cid)
+    assert (record.guilty_votes, record.innocent_votes) == (len(VALIDATORS), 0)
+    [resolved] = chain.events("Verification", "ChallengeResolved", chain.network.deploy_block,
+                              argument_filters={"challenge_id": cid})
+    r = resolved["args"]
+
+    # the provider: slashed and jailed; the round is proven against its lease
+    after = market.provider_record(cheater.address)
+    assert r["slashed"] == min(params.slash_amount, stake_before) > 0
+    assert after["stake"] == stake_before - r["slashed"]
+    assert after["jailed_until"] > chain.block_timestamp()
+    assert ver.proven(summary["order_id"], 0, challenge["lease_id"])
+    # the split: voters first, then challenger and tenant shares, the rest burned
+    per_voter = min(params.voter_reward, r["slashed"]) // record.quorum
+    assert r["to_voters"] == per_voter * record.quorum
+    rest = r["slashed"] - r["to_voters"]
+    assert r["to_challenger"] == rest * params.challenger_bps // 10_000
+    assert r["to_tenant"] == rest * params.tenant_bps // 10_000
+    assert r["burned"] == rest - r["to_challenger"] - r["to_tenant"] > 0
+    # the tenant is the challenger here: its bond back plus both shares
+    assert r["bond_returned"] == params.min_bond
+    assert stake_balance(chain, tenant.chain.address) - tenant_before == \
+        params.min_bond + r["to_challenger"] + r["to_tenant"]
+    assert [stake_balance(chain, v.address) - b for v, b in zip(validators, voters_before,
+                                                                strict=True)] == \
+        [per_voter] * len(validators)
+    assert chain.call(chain.stake_token.functions.totalSupply()) == supply_before - r["burned"]
+    assert market.provider_record(honest.address)["slashed_total"] == 0
+
+    # every validator logged and counted its guilty vote and its claim; one of them resolved
+    for v in validators:
+        assert v.metric('tessera_validator_challenge_votes_total{vote="guilty"}') == 1
+        assert v.metric("tessera_validator_challenge_claims_total") == 1
+        assert v.metric("tessera_validator_challenge_cases_total") >= 1
+    assert sum(v.metric("tessera_validator_challenges_resolved_total") for v in validators) == 1
+    assert validators[0].metric('tessera_validator_challenge_cases_total{outcome="refused"}') == 4
+    for v in validators:   # each replayed the segment itself
+        [vote] = logged(v, "challenge-voted", cid)
+        assert vote["guilty"] and vote["reason"] == "replay does not reach the committed end state"
+    gas = challenge_gas(ver, cid)
+    assert len(gas["vote"]) == 3 and len(gas["resolve"]) == 1 and len(gas["claim_reward"]) == 3
+    print("gas, upheld challenge:", json.dumps(gas))
+
+
+def test_a_false_challenge_is_rejected_and_the_bond_goes_to_the_provider(world):
+    tenant, summary, validators = world["tenant"], world["summary"], world["validators"]
+    honest = world["honest"]
+    chain, ver, market = tenant.chain, Verification(tenant.chain), Market(tenant.chain)
+    params = ver.params()
+    # the round-0 commitments as the coordinator posted them
+    [job_dir] = world["results"].glob(f"diloco-order-{summary['order_id']}*")
+    saved = json.loads((job_dir / "verification" / "round-0.json").read_text())
+    signed = [cm.SignedCommitment.model_validate(s) for s in saved["commitments"]]
+    tree = ver.round_tree(signed)
+    [honest_commitment] = [s for s in signed if s.commitment.provider == honest.address]
+    # a challenge without a case: the honest segment replays
+    cid, _ = ver.open_challenge(honest_commitment, tree, segment=1, evidence=b"\x00" * 32)
+    tenant_before = stake_balance(chain, chain.address)
+    provider_before = stake_balance(chain, honest.address)
+    stake_before = market.provider_record(honest.address)["stake"]
+    with httpx.Client(timeout=30) as http:
+        answers = publish_case(chain, cid, case_for(world, honest.address), http)
+    assert set(answers.values()) == {"accepted"}
+
+    wait_until(lambda: decided_and_claimed(ver, cid, validators, Outcome.REJECTED), timeout=120,
+               what="innocent verdict and claimed rewards")
+    record = ver.challenge(cid)
+    assert (record.guilty_votes, record.innocent_votes) == (0, len(VALIDATORS))
+    per_voter = params.voter_reward // record.quorum
+    assert stake_balance(chain, honest.address) - provider_before == \
+        params.min_bond - per_voter * record.quorum
+    assert stake_balance(chain, chain.address) == tenant_before   # the bond is gone
+    after = market.provider_record(honest.address)
+    assert after["stake"] == stake_before and after["slashed_total"] == 0
+    assert after["jailed_until"] <= chain.block_timestamp()
+    assert not ver.proven(summary["order_id"], 0, honest_commitment.commitment.lease_id)
+    for v in validators:
+        assert v.metric('tessera_validator_challenge_votes_total{vote="innocent"}') == 1
+        [vote] = logged(v, "challenge-voted", cid)
+        assert not vote["guilty"] and vote["reason"] == "bitwise"
+    print("gas, rejected challenge:", json.dumps(challenge_gas(ver, cid)))
+
+
+def test_a_provider_that_does_not_open_its_commitment_is_voted_guilty_after_the_grace(world):
+    """Runs last: it stops the honest provider and slashes it (it does not serve its states)."""
+    tenant, summary, validators = world["tenant"], world["summary"], world["validators"]
+    honest = world["honest"]
+    chain, ver, market = tenant.chain, Verification(tenant.chain), Market(tenant.chain)
+    [job_dir] = world["results"].glob(f"diloco-order-{summary['order_id']}*")
+    saved = json.loads((job_dir / "verification" / "round-1.json").read_text())
+    [signed] = [cm.SignedCommitment.model_validate(s) for s in saved["commitments"]]
+    assert signed.commitment.provider == honest.address
+    cid, _ = ver.open_challenge(signed, ver.round_tree([signed]), segment=0,
+                                evidence=b"\x00" * 32)
+    honest.stop()
+    with httpx.Client(timeout=30) as http:   # the case checks need the chain, not the provider
+        assert set(publish_case(chain, cid, case_for(world, honest.address), http).values()) \
+            == {"accepted"}
+    wait_until(lambda: all(logged(v, "challenge-open-pending", cid) for v in validators),
+               timeout=60, what="validators waiting for the provider to open")
+    assert ver.challenge(cid).guilty_votes == 0     # no vote inside the grace period
+    grace = ValidatorConfig.model_fields["challenges"].default.open_grace_s
+    chain.w3.provider.make_request("evm_increaseTime", [grace + 1])
+    chain.w3.provider.make_request("evm_mine", [])
+    wait_until(lambda: decided_and_claimed(ver, cid, validators, Outcome.UPHELD), timeout=120,
+               what="guilty verdict for an unopened commitment")
+    for v in validators:
+        [vote] = logged(v, "challenge-voted", cid)
+        assert vote["guilty"] and vote["reason"].startswith("provider did not open its commitment")
+    assert market.provider_record(honest.address)["slashed_total"] > 0
+
+
+def test_parties_and_late_validators_never_vote():
+    me, other = "0x" + "aa" * 20, "0x" + "bb" * 20
+    record = SimpleNamespace(challenger=other, provider=other, tenant=other, validator_snapshot=3)
+    assert why_not_vote(me, record, 2) == ""
+    for role in ("challenger", "provider", "tenant"):
+        party = SimpleNamespace(**{**vars(record), role: me.upper().replace("0X", "0x")})
+        assert why_not_vote(me, party, 0).startswith("party")
+    assert why_not_vote(me, record, 3).startswith("late")
+    assert why_not_vote(me, record, None).startswith("not-listed")
