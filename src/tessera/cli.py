@@ -257,13 +257,17 @@ def job_close(lease_id: int, network: Path = NetworkOption, account: str = Accou
 def demo(as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
          steps: int = typer.Option(None, help="training steps (default: the demo job's)"),
          nodes: int = typer.Option(1, min=1, max=3,
-                                   help="train on this many providers with DiLoCo (1: one lease)")):
+                                   help="train on this many providers with DiLoCo (1: one lease)"),
+         cheater: bool = typer.Option(True, "--cheater/--no-cheater",
+                                      help="end with a cheating provider caught and slashed")):
     """A whole rental on a local chain: 3 providers bid, one trains a model, the lease settles.
-    With --nodes 3, one model is trained across all three providers with DiLoCo."""
+    With --nodes 3, one model is trained across all three providers with DiLoCo. Then a
+    cheating provider joins a verified job, is caught by a spot check, and three staked
+    validators replay its work, vote and slash it (--no-cheater skips this act)."""
     from tessera.demo import run_demo
 
     summary = run_guarded(lambda: run_demo(console=err if as_json else console, steps=steps,
-                                           nodes=nodes))
+                                           nodes=nodes, cheater=cheater))
     if as_json:
         print(json.dumps(summary, indent=2))
 

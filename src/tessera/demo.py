@@ -1,4 +1,5 @@
-"""`tessera demo`: a whole rental on a local chain, with three real provider processes."""
+"""`tessera demo`: a whole rental on a local chain, with three real provider processes, then a
+cheating provider caught and slashed by staked validators (demo_cheater.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from rich.table import Table
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import TREASURY, Devnet, free_port
+from tessera.demo_cheater import run_cheater_act, settle_held_pay
 from tessera.explorer.recap import index_and_audit
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.money import format_amount
@@ -27,6 +29,9 @@ from tessera.tenant.flow import load_dataset, money, reliability_text, run_renta
 from tessera.tenant.multinode import run_diloco_job
 
 TENANT = 5
+# The demo chain is deployed with a 30 s challenge window (default 1 h) so that a verified
+# round's held pay is released while you watch; providers sweep their held pay every 5 s.
+CHALLENGE_WINDOW_S, PAYOUT_SWEEP_S = 30, 5
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ def provider_config(p: DemoProvider, home: Path, network_file: Path, port: int) 
                      "port": port, "state_dir": str(home / f"provider-{p.name}"), "stake": "100"},
         "pricing": {"price_per_gpu_hour": p.price},
         "limits": {"threads": p.threads, "memory_limit_mb": 4096, "max_job_seconds": 1800},
+        "payouts": {"sweep_every": PAYOUT_SWEEP_S},
     }
 
 
@@ -78,14 +84,14 @@ def wait_healthy(procs: dict, timeout: float = 90) -> None:
     while pending:
         for name, (proc, url) in list(pending.items()):
             if proc.poll() is not None:
-                raise TenantError(f"provider {name} exited with {proc.returncode}; see its log")
+                raise TenantError(f"{name} exited with {proc.returncode}; see its log")
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     del pending[name]
             except httpx.HTTPError:
                 pass
         if time.monotonic() > deadline:
-            raise TenantError(f"providers {', '.join(pending)} did not come up in {timeout:.0f} s")
+            raise TenantError(f"{', '.join(pending)} did not come up in {timeout:.0f} s")
         time.sleep(0.2)
 
 
@@ -109,12 +115,12 @@ DILOCO_JOB = {
 
 
 def run_demo(console: Console, steps: int | None = None, home: Path | None = None,
-             nodes: int = 1) -> dict:
+             nodes: int = 1, cheater: bool = True) -> dict:
     home = Path(home or tempfile.mkdtemp(prefix="tessera-demo-"))
     os.environ["TESSERA_HOME"] = str(home)
     devnet = Devnet(home / "devnet")
     console.print(f"[bold]Tessera demo[/] (state in {home})")
-    network = devnet.up(port=free_port())
+    network = devnet.up(port=free_port(), challenge_window=CHALLENGE_WINDOW_S)
     console.print(f"local chain {network.chain_id} at {network.rpc_url}; contracts deployed: "
                   + ", ".join(f"{k} {v}" for k, v in network.contracts.items()))
     procs: dict = {}
@@ -134,7 +140,11 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
             spec = JobSpec.model_validate(job)
             summary = run_diloco_job(tenant, spec, load_dataset(spec.dataset), console,
                                      results_dir=home / "results")
+            summary["pay"] = settle_held_pay(console, chain, summary, procs)
             summary["treasury_received"] = tenant.market.payment_balance(treasury) - treasury_before
+            if cheater:
+                summary["verification"] = run_cheater_act(console, chain, home, procs,
+                                                          wait_healthy)
             summary["explorer"] = explore(console, chain, home)
             return summary
         job = dict(DEMO_JOB)
@@ -150,6 +160,8 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
                                          "floor": p.price, "threads": p.threads,
                                          "endpoint": procs[p.name][1]} for p in PROVIDERS}
         print_summary(console, summary)
+        if cheater:
+            summary["verification"] = run_cheater_act(console, chain, home, procs, wait_healthy)
         summary["explorer"] = explore(console, chain, home)
         return summary
     finally:

@@ -112,13 +112,13 @@ class System:
 
     def create_order(self, tenant: LocalAccount | None = None, *, gpu_model="", min_gpus=1,
                      min_mem=0, max_price=2 * USD, duration=10 * HOUR, nodes=1,
-                     deposit=None, spec_hash=b"\x11" * 32) -> int:
+                     deposit=None, spec_hash=b"\x11" * 32, verified=False) -> int:
         tenant = tenant or self.tenant
         if deposit is None:
             deposit = max_price * min_gpus * nodes * duration // HOUR
         with boa.env.prank(tenant.address):
             return self.market.create_order(spec_hash, gpu_model, min_gpus, min_mem, max_price,
-                                            duration, nodes, deposit)
+                                            duration, nodes, deposit, verified)
 
     def accept(self, order_id: int, provider: LocalAccount, price: int, nonce: int = 0,
                tenant: LocalAccount | None = None, expiry: int | None = None) -> int:
@@ -136,7 +136,10 @@ class System:
                 total += o.deposit - o.allocated
         for lid in range(1, self.market.next_lease_id()):
             lease = self.market.leases(lid)
-            if lease.closed_at == 0:
+            if self.market.verified(lease.order_id):  # open or closed: docs/verification.md
+                total += (lease.budget - lease.paid - lease.downtime_refunded
+                          - self.market.releases(lid).refunded)
+            elif lease.closed_at == 0:
                 total += lease.budget - lease.paid - lease.downtime_refunded
         return total
 

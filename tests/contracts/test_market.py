@@ -117,7 +117,7 @@ def test_create_order_with_permit(system):
                                                  "value": 20 * USD, "nonce": 0,
                                                  "deadline": deadline})
     v, r, s = _vrs(newbie, typed)
-    args = (b"\x22" * 32, "", 1, 0, 2 * USD, 10 * HOUR, 1, 20 * USD, deadline, v, r, s)
+    args = (b"\x22" * 32, "", 1, 0, 2 * USD, 10 * HOUR, 1, 20 * USD, False, deadline, v, r, s)
     with boa.env.prank(system.outsider.address), boa.reverts("erc20: invalid signature"):
         m.create_order_with_permit(*args)  # someone else cannot use the newbie's permit
     with boa.env.prank(newbie.address):

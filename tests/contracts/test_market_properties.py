@@ -162,7 +162,7 @@ def _run(system, ops):
                 continue
             with boa.env.prank(tenant.address):
                 oid = m.create_order(b"\x01" * 32, "", min_gpus, 0, max_price, duration, nodes,
-                                     deposit)
+                                     deposit, False)
             orders[oid] = {"tenant": tenant, "min_gpus": min_gpus, "max_price": max_price,
                            "duration": duration, "nodes": nodes, "deposit": deposit,
                            "allocated": 0, "made": 0, "open": True, "providers": set()}

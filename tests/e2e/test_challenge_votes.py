@@ -2,10 +2,11 @@
 
 Real parts: a fresh anvil with the deployed contracts, two `tessera provider run` processes (one
 honest, one cheating), three `tessera validator run` processes with `[challenges] vote = true`,
-the tenant's DiLoCo job with its spot checks and on-chain challenge (tenant/multinode.py), and
-the case pushed over HTTP to the validators' published endpoints (`publish_case`, the step the
-tenant takes after opening a challenge). Each validator fetches the provider's signed round answer
-and the segment's start state over HTTP, replays it with PyTorch, votes, resolves and claims.
+the tenant's DiLoCo job with its spot checks and on-chain challenge (tenant/multinode.py), which
+pushes the case over HTTP to the validators' published endpoints right after opening it
+(`publish_case`). Each validator fetches the provider's signed round answer, the manifest the
+provider accepted and the segment's start state over HTTP, replays it with PyTorch, votes,
+resolves and claims. The later challenges are opened and their cases pushed by the test itself.
 
 The one fault-injection: the cheating provider's TEST-ONLY `[testing] cheat = "skip-steps"`
 table (as in test_verification.py): its worker trains half of every segment's steps and commits
@@ -38,11 +39,12 @@ from tessera.demo import stop
 from tessera.protocol import commitment as cm
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
-from tessera.protocol.wire import Manifest, SignedManifest
+from tessera.protocol.wire import ChallengeCase, Manifest, SignedManifest
 from tessera.tenant.client import Tenant
 from tessera.tenant.flow import load_dataset
 from tessera.tenant.multinode import run_diloco_job, worker_workload
-from tessera.validator.challenges import CLAIMED, ChallengeCase, publish_case, why_not_vote
+from tessera.tenant.verify import publish_case
+from tessera.validator.challenges import CLAIMED, why_not_vote
 from tessera.validator.config import ValidatorConfig
 
 from .conftest import ProviderProcess, wait_until
@@ -105,10 +107,16 @@ def world(tmp_path_factory):
         spec = JobSpec.model_validate(JOB)
         out = io.StringIO()
         results = home / "results"
+        chain = tenant.chain
+        before = {"supply": chain.call(chain.stake_token.functions.totalSupply()),
+                  "tenant": stake_balance(chain, chain.address),
+                  "voters": [stake_balance(chain, v.address) for v in validators],
+                  "cheater_stake": Market(chain).provider_record(cheater.address)["stake"]}
         summary = run_diloco_job(tenant, spec, load_dataset(spec.dataset),
                                  Console(file=out, width=250), results)
         yield {"tenant": tenant, "spec": spec, "summary": summary, "honest": honest,
-               "cheater": cheater, "validators": validators, "results": results}
+               "cheater": cheater, "validators": validators, "results": results,
+               "before": before, "console": out.getvalue()}
     finally:
         for process in reversed(started):
             process.stop()
@@ -117,8 +125,9 @@ def world(tmp_path_factory):
 
 def signed_manifest(tenant: Tenant, spec: JobSpec, lease_id: int, worker: int,
                     workers: int) -> SignedManifest:
-    """The manifest the tenant sent for `lease_id`, signed again by the tenant's key (the same
-    content, so the same digest, as `Tenant.send_manifest` signed)."""
+    """The manifest the tenant sent for `lease_id` when `worker` is the lease's worker index,
+    signed again by the tenant's key (the same content, so the same digest, as
+    `Tenant.send_manifest` signed); another index makes a second, different manifest."""
     dataset = load_dataset(spec.dataset)
     manifest = Manifest(lease_id=lease_id, workload=worker_workload(spec, worker, workers),
                         dataset_sha256=hashlib.sha256(dataset).hexdigest(),
@@ -179,12 +188,11 @@ def test_validators_replay_and_slash_the_cheater(world):
     assert ver.challenge(cid).status == Outcome.OPEN
     assert ver.challenge(cid).quorum == len(VALIDATORS)
 
-    # the validators see the challenge but have no case yet: none votes
-    wait_until(lambda: all(v.metric("tessera_validator_challenges_seen_total") >= 1
-                           for v in validators), timeout=30, what="challenge seen")
-    assert ver.challenge(cid).guilty_votes == 0
+    # the coordinator pushed the case to every validator right after opening the challenge
+    assert sorted(challenge["case"]) == sorted(v.url for v in validators)
+    assert set(challenge["case"].values()) == {"accepted"}
 
-    # a case that does not bind to the chain is refused, names why, and changes nothing
+    # a case that does not bind to the chain is refused and names why
     good = case_for(world, cheater.address)
     other_lease = case_for(world, honest.address)
     other_spec = good.model_copy(update={"spec": good.spec.model_copy(update={"name": "other"})})
@@ -202,15 +210,6 @@ def test_validators_replay_and_slash_the_cheater(world):
                        json=json.loads(good.model_dump_json()), timeout=10)
     assert reply.status_code == 400 and "does not exist" in reply.json()["detail"]
 
-    supply_before = chain.call(chain.stake_token.functions.totalSupply())
-    tenant_before = stake_balance(chain, tenant.chain.address)
-    voters_before = [stake_balance(chain, v.address) for v in validators]
-    stake_before = market.provider_record(cheater.address)["stake"]
-    with httpx.Client(timeout=30) as http:
-        answers = publish_case(chain, cid, good, http)
-    assert sorted(answers) == sorted(v.url for v in validators)
-    assert set(answers.values()) == {"accepted"}
-
     wait_until(lambda: decided_and_claimed(ver, cid, validators, Outcome.UPHELD), timeout=120,
                what="guilty verdict and claimed rewards")
     record = ver.challenge(cid)
@@ -220,6 +219,9 @@ def test_validators_replay_and_slash_the_cheater(world):
     r = resolved["args"]
 
     # the provider: slashed and jailed; the round is proven against its lease
+    before = world["before"]
+    supply_before, tenant_before = before["supply"], before["tenant"]
+    voters_before, stake_before = before["voters"], before["cheater_stake"]
     after = market.provider_record(cheater.address)
     assert r["slashed"] == min(params.slash_amount, stake_before) > 0
     assert after["stake"] == stake_before - r["slashed"]
@@ -232,10 +234,10 @@ def test_validators_replay_and_slash_the_cheater(world):
     assert r["to_challenger"] == rest * params.challenger_bps // 10_000
     assert r["to_tenant"] == rest * params.tenant_bps // 10_000
     assert r["burned"] == rest - r["to_challenger"] - r["to_tenant"] > 0
-    # the tenant is the challenger here: its bond back plus both shares
+    # the tenant is the challenger here: its bond (paid during the job) back plus both shares
     assert r["bond_returned"] == params.min_bond
     assert stake_balance(chain, tenant.chain.address) - tenant_before == \
-        params.min_bond + r["to_challenger"] + r["to_tenant"]
+        r["to_challenger"] + r["to_tenant"]
     assert [stake_balance(chain, v.address) - b for v, b in zip(validators, voters_before,
                                                                 strict=True)] == \
         [per_voter] * len(validators)
@@ -294,6 +296,40 @@ def test_a_false_challenge_is_rejected_and_the_bond_goes_to_the_provider(world):
         [vote] = logged(v, "challenge-voted", cid)
         assert not vote["guilty"] and vote["reason"] == "bitwise"
     print("gas, rejected challenge:", json.dumps(challenge_gas(ver, cid)))
+
+
+def test_a_tenant_that_signed_two_manifests_gets_no_vote(world):
+    """The tenant signs a second manifest for the honest lease (another worker index, so an
+    honest replay of it fails) and pushes only that one: without the provider's copy the
+    validators would vote the honest provider guilty. They fetch the manifest the provider
+    accepted, see two tenant-signed manifests for one lease, and abstain."""
+    tenant, summary, validators = world["tenant"], world["summary"], world["validators"]
+    honest = world["honest"]
+    chain, ver, market = tenant.chain, Verification(tenant.chain), Market(tenant.chain)
+    [job_dir] = world["results"].glob(f"diloco-order-{summary['order_id']}*")
+    saved = json.loads((job_dir / "verification" / "round-0.json").read_text())
+    [signed] = [cm.SignedCommitment.model_validate(s) for s in saved["commitments"]
+                if s["commitment"]["provider"] == honest.address]
+    tree = ver.round_tree([cm.SignedCommitment.model_validate(s) for s in saved["commitments"]])
+    workers = summary["workers"]
+    [mine] = [w for w in workers if w["provider"] == honest.address]
+    [other] = [w for w in workers if w["provider"] != honest.address]
+    served = httpx.get(f"{honest.url}/leases/{mine['lease_id']}/manifest", timeout=10).json()
+    assert served["manifest"]["workload"]["worker"] == mine["worker"]
+    cid, _ = ver.open_challenge(signed, tree, segment=0, evidence=b"\x00" * 32)
+    forged = ChallengeCase(spec=world["spec"], manifest=signed_manifest(
+        tenant, world["spec"], mine["lease_id"], other["worker"], len(workers)))
+    with httpx.Client(timeout=30) as http:
+        assert set(publish_case(chain, cid, forged, http).values()) == {"accepted"}
+    wait_until(lambda: all(logged(v, "challenge-abstained", cid) for v in validators),
+               timeout=60, what="validators abstaining")
+    for v in validators:
+        [line] = logged(v, "challenge-abstained", cid)
+        assert line["reason"].startswith("tenant equivocated"), line
+    record = ver.challenge(cid)
+    assert (record.guilty_votes, record.innocent_votes) == (0, 0)
+    assert record.status == Outcome.OPEN
+    assert market.provider_record(honest.address)["slashed_total"] == 0
 
 
 def test_a_provider_that_does_not_open_its_commitment_is_voted_guilty_after_the_grace(world):

@@ -31,13 +31,33 @@ def test_demo_json_reports_a_verified_settled_rental(tmp_path):
     assert history[-1] < history[0]
     assert all(tx.startswith("0x") for tx in (summary["transactions"]["accept"],
                                               summary["transactions"]["close"]))
+    # The verification act: the cheating provider is caught, challenged, voted guilty by the
+    # three validators after their own replays, slashed and jailed; the honest worker finishes.
+    act = summary["verification"]
+    [challenge] = act["challenges"]
+    assert challenge["outcome"] == "UPHELD"
+    assert set(challenge["case"].values()) == {"accepted"} and len(challenge["case"]) == 3
+    assert len(challenge["vote_txs"]) == 3 and challenge["resolve_tx"].startswith("0x")
+    assert challenge["slashed"] > 0
+    assert act["stake_after"] == act["stake_before"] - challenge["slashed"]
+    assert act["jailed_until"] > 0
+    # the verified job's pay waited for its rounds to be final: the cheater's bad round went
+    # back to the tenant, the honest worker was paid for its rounds
+    pay = {p["provider"]: p for p in act["pay"]}
+    assert pay[act["cheater"]]["refunded_rounds"] == [0] and pay[act["cheater"]]["refunded"] > 0
+    assert [(p["released"] > 0, p["refunded"]) for who, p in pay.items()
+            if who != act["cheater"]] == [(True, 0)]
+    workers = {w["provider"]: w for w in act["job"]["workers"]}
+    assert workers[act["cheater"]]["fault"] == "spot-check"
+    assert [w["finished"] for p, w in workers.items() if p != act["cheater"]] == [True]
     # The run as the explorer sees it: indexed, audited against the chain's logs, kept on disk.
     explorer = summary["explorer"]
     assert explorer["audit_agrees"], explorer["audit_problems"]
-    assert explorer["tenant_paid"] == summary["tenant_spent"]
-    assert explorer["protocol_fees"] == fee
+    assert explorer["tenant_paid"] == summary["tenant_spent"] + act["tenant_spent"]
+    assert explorer["protocol_fees"] == fee + act["treasury_received"]
     assert 0 < explorer["utilization"] <= 1
-    assert set(explorer["uptime"]) == {p["account"] for p in summary["providers"].values()}
+    assert set(explorer["uptime"]) == {p["account"] for p in summary["providers"].values()} | \
+        {act["cheater"]}
     assert all(u["heartbeats"] >= 1 for u in explorer["uptime"].values())
     assert os.path.exists(explorer["database"])
     assert all("reliability" in b for b in summary["bids"])

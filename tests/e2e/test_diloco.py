@@ -73,7 +73,8 @@ def test_a_killed_worker_is_replaced_and_the_replacement_trains(network, provide
     coordinator = DilocoCoordinator.start(
         tenant, diloco_config(spec, 2), dataset, workers, tmp_path / "job", round_timeout_s=60,
         on_round=kill_after_first_round, log=EventLog("coordinator", stream=io.StringIO()),
-        replace=Replacer(tenant, spec, dataset, 2, console), max_replacements=2)
+        replace=Replacer(tenant, spec, dataset, 2, console, tmp_path / "job"),
+        max_replacements=2)
     reports = coordinator.run()
     assert [r.contributors for r in reports] == [2, 1, 2, 2]
     assert not dead.active and dead.fault == "unreachable"

@@ -73,3 +73,28 @@ def test_revenue_utilization_and_stake():
     key = ("revenue.total.tenant_paid", "all")
     other[key] = type(figs[key])(key[0], key[1], figs[key].value + 1, figs[key].txs)
     assert compare(figs, other) == [f"{key[0]}[all]: 2700 != 2701 (diff 1)"]
+
+
+def test_verified_lease_release_and_proven_refund():
+    """A verified lease (docs/verification.md): released pay is not income until withdrawn,
+    also after the close; a proven round's pay goes back to the tenant."""
+    alice = "0x" + "b" * 40
+    events = [
+        ev("LeaseCreated", D0, lease_id=1, order_id=1, tenant="0xt", provider=alice,
+           price_per_gpu_hour=3600, gpus=1, budget=7200, start=D0),
+        ev("LeaseClosed", D0 + 2000, lease_id=1, closed_by="0xt", provider_amount=0, fee=0,
+           refund=5200),
+        ev("RoundRefunded", D0 + 6000, lease_id=1, tenant="0xt", round_index=1, amount=800,
+           refund=800),
+        ev("PayReleased", D0 + 6000, lease_id=1, provider=alice, from_round=0, to_round=2,
+           released_until=D0 + 2000, amount=1200, withheld=800, refund=800),
+        ev("Withdrawn", D0 + 6100, lease_id=1, provider=alice, amount_to_provider=1170, fee=30),
+    ]
+    v = {k: f.value for k, f in compute_figures(events, as_of=D0 + 7000).items()}
+    assert v[("verified.total.released", "all")] == 1200
+    assert v[("verified.total.withheld", "all")] == 800
+    assert v[("verified.total.refunds", "all")] == 800
+    assert v[("verified.total.proven_rounds", "all")] == 1
+    assert v[("revenue.by_provider.provider_income", alice)] == 1170
+    assert v[("revenue.total.tenant_paid", "all")] == 1200
+    assert v[("leases.closed.refunds", "all")] == 5200

@@ -41,7 +41,7 @@ def branch(work: Workload, blocks: int, tag: int) -> None:
             work.send(provider.address, work.registry, "add_stake", (tag * 10 + i + 1) * TSTK)
         else:
             work.send(work.tenants[0], work.market, "create_order", bytes([tag, i]) * 16, "", 1, 0,
-                      TUSD, 3600, 1, TUSD + i)
+                      TUSD, 3600, 1, TUSD + i, False)
         work.mine(7 + tag)
 
 

@@ -52,7 +52,7 @@ def served(market_run, tmp_path_factory):
               p.floor)
     work.mine()
     tenant = work.tenants[0]
-    work.send(tenant, work.market, "create_order", b"\x01" * 32, "", 1, 0, 5 * TUSD, 3600, 1, 5 * TUSD)
+    work.send(tenant, work.market, "create_order", b"\x01" * 32, "", 1, 0, 5 * TUSD, 3600, 1, 5 * TUSD, False)
     order = work._logs(work.mine(), work.market, "OrderCreated")[0]
     nonce = next(work.nonce_counter)
     typed = messages.bid_typed_data(work.chain_id, work.market.address, order["order_id"], p.address,

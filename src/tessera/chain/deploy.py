@@ -29,6 +29,9 @@ class DeployParams:
     validator_min_stake: int = 100 * 10**STAKE_DECIMALS  # docs/validators.md
     probe_report_delay: int = 32  # epochs a validator has to post a probe report
     verification: VerificationParams = field(default_factory=VerificationParams)  # docs/verification.md
+    # Seconds after Verification's challenge window before pay for time no root covers is
+    # released anyway (docs/verification.md, "Market: pay waits for verified rounds").
+    root_grace: int = 3_600
 
 
 def _deploy(w3: Web3, deployer: LocalAccount, name: str, *args) -> tuple[str, int]:
@@ -48,15 +51,20 @@ def _deploy(w3: Web3, deployer: LocalAccount, name: str, *args) -> tuple[str, in
     return receipt["contractAddress"], receipt["blockNumber"]
 
 
-def _grant_slasher(w3: Web3, deployer: LocalAccount, registry: str, slasher: str) -> None:
-    """The deployer owns the registry: let `slasher` (a contract) slash and jail providers."""
-    contract = w3.eth.contract(address=registry, abi=compile_contract("ProviderRegistry").abi)
-    tx = contract.functions.set_slasher(slasher, True).build_transaction(
+def _owner_call(w3: Web3, deployer: LocalAccount, name: str, address: str, fn: str, *args) -> None:
+    """The deployer owns contract `name` at `address`: call its owner-only `fn`."""
+    contract = w3.eth.contract(address=address, abi=compile_contract(name).abi)
+    tx = getattr(contract.functions, fn)(*args).build_transaction(
         {"from": deployer.address, "chainId": w3.eth.chain_id,
          "nonce": w3.eth.get_transaction_count(deployer.address, "pending")})
     tx_hash = w3.eth.send_raw_transaction(deployer.sign_transaction(tx).raw_transaction)
     if w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)["status"] != 1:
-        raise RuntimeError(f"granting the slasher role to {slasher} reverted (tx 0x{tx_hash.hex()})")
+        raise RuntimeError(f"{name}.{fn}{args} reverted (tx 0x{tx_hash.hex()})")
+
+
+def _grant_slasher(w3: Web3, deployer: LocalAccount, registry: str, slasher: str) -> None:
+    """The deployer owns the registry: let `slasher` (a contract) slash and jail providers."""
+    _owner_call(w3, deployer, "ProviderRegistry", registry, "set_slasher", slasher, True)
 
 
 def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str) -> Network:
@@ -78,6 +86,8 @@ def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str
     verification, _ = _deploy(w3, deployer, "Verification", market, registry, validators,
                               *params.verification.constructor_args())
     _grant_slasher(w3, deployer, registry, verification)
+    # Verified orders' pay waits for its rounds (set once; it takes the Market's address).
+    _owner_call(w3, deployer, "Market", market, "set_verification", verification, params.root_grace)
     return Network(
         name=name,
         chain_id=w3.eth.chain_id,

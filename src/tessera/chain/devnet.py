@@ -79,10 +79,12 @@ class Devnet:
         return pid if _alive(pid) else None
 
     def up(self, port: int = 8545, block_time: int | None = None,
-           epoch_length: int | None = None, jail_after: int | None = None) -> Network:
+           epoch_length: int | None = None, jail_after: int | None = None,
+           challenge_window: int | None = None) -> Network:
         """Start anvil and deploy. `epoch_length` (uptime epoch, seconds) defaults to
         $TESSERA_EPOCH_LENGTH, else DeployParams' default (60 s); `jail_after` (epochs without a
-        heartbeat before an outage can be reported) to DeployParams' default."""
+        heartbeat before an outage can be reported) and `challenge_window` (seconds a round root
+        can be challenged, so also how long verified pay waits) to DeployParams' defaults."""
         if self.pid() is not None:
             raise DevnetError(f"a devnet is already running (pid {self.pid()}); `tessera devnet down` first")
         self.home.mkdir(parents=True, exist_ok=True)
@@ -118,6 +120,9 @@ class Devnet:
             params = replace(params, epoch_length=epoch_length)
         if jail_after:
             params = replace(params, jail_after=jail_after)
+        if challenge_window:
+            params = replace(params, verification=replace(params.verification,
+                                                          challenge_window=challenge_window))
         try:
             network = deploy_all(w3, deployer, params, name="devnet")
             fund_devnet_accounts(Chain(network, deployer))

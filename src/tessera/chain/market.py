@@ -9,7 +9,7 @@ from web3 import Web3
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from tessera.chain.client import Chain, ChainError
+from tessera.chain.client import Chain, ChainError, TxRefused
 from tessera.protocol.matching import ProviderOffer
 from tessera.protocol.money import format_amount
 from tessera.protocol.wire import BidMessage
@@ -37,6 +37,7 @@ class Order:
     allocated: int
     leases_made: int
     open: bool
+    verified: bool = False  # leases paid only for final Verification rounds (`release`)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,40 @@ class Lease:
     @property
     def is_open(self) -> bool:
         return self.closed_at == 0
+
+
+@dataclass(frozen=True)
+class Release:
+    """A verified lease's release state (`Market.releases`; all zero for other leases)."""
+    next_round: int   # the next round of the job to walk
+    until: int        # pay for [start, until) is released (0: nothing yet)
+    proven: int       # gross pay of rounds proven to cheat: never the provider's
+    refunded: int     # sent back to the tenant besides downtime (proven rounds, the close)
+
+
+@dataclass(frozen=True)
+class PayRelease:
+    """One `release` transaction, from its PayReleased event."""
+    from_round: int
+    to_round: int
+    released_until: int
+    amount: int     # gross pay newly payable to the provider
+    withheld: int   # gross pay of the proven rounds walked
+    refund: int     # the part of it sent back to the tenant now
+    tx: str
+
+
+# What each refusal of Market.release means, for whoever reads the error.
+RELEASE_REFUSALS = {
+    "market: round not final": "a round in the range is inside its challenge window or has a "
+                               "challenge open (Verification.round_finalized is false); retry later",
+    "market: round not posted": "the job has fewer round roots on chain than asked for",
+    "market: nothing to release": "every posted final round and all time older than the "
+                                  "release delay are released already",
+    "market: too many rounds at once": "at most MAX_RELEASE_ROUNDS (64) rounds per transaction",
+    "market: lease not verified": "the lease's order is not verified: its pay streams by time",
+    "market: unknown lease": "no such lease",
+}
 
 
 @dataclass(frozen=True)
@@ -171,7 +206,9 @@ class Market:
     # -- orders and leases ---------------------------------------------------------------
     def create_order(self, spec_hash: bytes, gpu_model: str, min_gpus: int, min_gpu_memory_mb: int,
                      max_price_per_gpu_hour: int, duration: int, nodes: int,
-                     deposit: int) -> tuple[int, list[TxReceipt]]:
+                     deposit: int, *, verified: bool = False) -> tuple[int, list[TxReceipt]]:
+        """Post an order; `verified`: its leases are paid only for final Verification rounds
+        (the Market must know its Verification contract: deploy_all wires it)."""
         token = self.chain.payment_token
         self.require_balance(token, deposit, "the order's escrow", PAYMENT_SYMBOL, PAYMENT_DECIMALS)
         receipts = []
@@ -180,7 +217,7 @@ class Market:
             receipts.append(approval)
         receipt = self.chain.send(self.market.functions.create_order(
             spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour,
-            duration, nodes, deposit))
+            duration, nodes, deposit, verified))
         receipts.append(receipt)
         return _event_arg(receipt, self.market, "OrderCreated", "order_id"), receipts
 
@@ -188,8 +225,10 @@ class Market:
         record = self._struct(self.market, "orders", order_id)
         if record["tenant"] == "0x" + "0" * 40:
             raise ChainError(f"order {order_id} does not exist")
-        return Order(order_id=order_id, **{k: record[k] for k in Order.__dataclass_fields__
-                                          if k != "order_id"})
+        verified = self.chain.call(self.market.functions.verified(order_id))
+        return Order(order_id=order_id, verified=verified,
+                     **{k: record[k] for k in Order.__dataclass_fields__
+                        if k not in ("order_id", "verified")})
 
     def lease(self, lease_id: int) -> Lease:
         record = self._struct(self.market, "leases", lease_id)
@@ -200,6 +239,64 @@ class Market:
 
     def earned(self, lease_id: int) -> int:
         return self.chain.call(self.market.functions.earned(lease_id))
+
+    def withdrawable(self, lease_id: int) -> int:
+        """Gross amount `withdraw` would pay now (a verified lease: released pay only)."""
+        return self.chain.call(self.market.functions.withdrawable(lease_id))
+
+    # -- verified leases: pay waits for final rounds (docs/verification.md) ----------------
+    def is_verified(self, order_id: int) -> bool:
+        return self.chain.call(self.market.functions.verified(order_id))
+
+    def releases(self, lease_id: int) -> Release:
+        return Release(**self._struct(self.market, "releases", lease_id))
+
+    def final_rounds(self, lease_id: int, job: int) -> int:
+        """The end (exclusive) of the run of final rounds from the lease's next round to
+        release, at most MAX_RELEASE_ROUNDS of them: the `up_to_round` that `release` accepts."""
+        verification = self.chain.contract("Verification")
+        start = self.releases(lease_id).next_round
+        posted = self.chain.call(verification.functions.rounds_posted(job))
+        end = start
+        while end < min(posted, start + 64) and self.chain.call(
+                verification.functions.round_finalized(job, end)):
+            end += 1
+        return end
+
+    def release(self, lease_id: int, up_to_round: int | None = None) -> PayRelease:
+        """Release a verified lease's pay for its job's final rounds before `up_to_round` (by
+        default: as far as they are final) and, past the last posted root, for time older than
+        the release delay. Refusals are explained (RELEASE_REFUSALS)."""
+        if up_to_round is None:
+            up_to_round = self.final_rounds(lease_id, self.lease(lease_id).order_id)
+        try:
+            receipt = self.chain.send(self.market.functions.release(lease_id, up_to_round))
+        except TxRefused as exc:
+            reason = next((f"{r} ({why})" for r, why in RELEASE_REFUSALS.items() if r in str(exc)),
+                          None)
+            if reason is None:
+                raise
+            raise TxRefused(f"release of lease {lease_id} up to round {up_to_round} refused: "
+                            f"{reason}") from None
+        logs = self.market.events.PayReleased().process_receipt(receipt, errors=DISCARD)
+        if not logs:
+            raise ChainError(f"transaction {tx_hash(receipt)} emitted no PayReleased")
+        args = logs[0]["args"]
+        return PayRelease(args["from_round"], args["to_round"], args["released_until"],
+                          args["amount"], args["withheld"], args["refund"], tx_hash(receipt))
+
+    def release_ready(self, lease_id: int) -> PayRelease | None:
+        """`release` as far as possible; None when there is nothing to release (or the lease is
+        not verified), so a provider can call it before every withdrawal."""
+        lease = self.lease(lease_id)
+        if not self.is_verified(lease.order_id):
+            return None
+        try:
+            return self.release(lease_id)
+        except TxRefused as exc:
+            if "market: nothing to release" in str(exc):
+                return None
+            raise
 
     # -- downtime (docs/uptime.md) ---------------------------------------------------------
     def missed_epochs(self, lease: Lease) -> list[int]:

@@ -11,9 +11,14 @@
         for whole epochs in which the provider sent no Uptime heartbeat
         (`claim_downtime`); it is refunded from that lease's escrow and the provider's
         stake is slashed per epoch to the tenant (docs/uptime.md).
+        A `verified` order's leases accrue the same way, but the provider is paid only
+        for time whose training round is final in `Verification` (`release`); the pay of a
+        round proven to cheat goes back to the tenant (docs/verification.md).
 @dev Escrow invariant: payment_token.balanceOf(self) ==
         sum(order.deposit - order.allocated for open orders)
-      + sum(lease.budget - lease.paid - lease.downtime_refunded for open leases).
+      + sum(lease.budget - lease.paid - lease.downtime_refunded for open unverified leases)
+      + sum(lease.budget - lease.paid - lease.downtime_refunded - releases[lease].refunded
+            for verified leases, open or closed).
 """
 
 from ethereum.ercs import IERC20
@@ -67,6 +72,22 @@ interface IUptime:
     def beat_word(provider: address, index: uint256) -> uint256: view
 
 
+# Same layout as Verification.Round (the `rounds` getter's return value).
+struct VerificationRound:
+    tree: bytes32
+    posted_at: uint256
+    open_challenges: uint256
+
+
+interface IVerification:
+    def market() -> address: view
+    def challenge_window() -> uint256: view
+    def rounds_posted(job: uint256) -> uint256: view
+    def rounds(job: uint256, round_index: uint256) -> VerificationRound: view
+    def round_finalized(job: uint256, round_index: uint256) -> bool: view
+    def proven(job: uint256, round_index: uint256, lease_id: uint256) -> bool: view
+
+
 struct Order:
     tenant: address
     spec_hash: bytes32
@@ -100,6 +121,18 @@ struct Lease:
     downtime_refunded: uint256
 
 
+# A verified lease's release state (all zero for unverified leases).
+struct Release:
+    # The next Verification round (of the job = the order) to walk.
+    next_round: uint256
+    # Pay for [start, until) is released (0 = nothing yet).
+    until: uint256
+    # Gross pay of the rounds proven to cheat: never the provider's.
+    proven: uint256
+    # Tokens sent back to the tenant besides `downtime_refunded` (proven rounds, the close).
+    refunded: uint256
+
+
 event OrderCreated:
     order_id: indexed(uint256)
     tenant: indexed(address)
@@ -111,6 +144,7 @@ event OrderCreated:
     duration: uint256
     nodes: uint32
     deposit: uint256
+    verified: bool
 
 
 event OrderCancelled:
@@ -170,6 +204,33 @@ event DowntimeClaimed:
     claimed_by: address
 
 
+event VerificationSet:
+    verification: indexed(address)
+    challenge_window: uint256
+    root_grace: uint256
+
+
+event PayReleased:
+    lease_id: indexed(uint256)
+    provider: indexed(address)
+    from_round: uint256
+    to_round: uint256
+    released_until: uint256
+    # Gross pay by time newly payable (downtime, if any was claimed, is netted at withdrawal).
+    amount: uint256
+    # Gross pay of the proven rounds walked, and the part of it sent to the tenant now.
+    withheld: uint256
+    refund: uint256
+
+
+event RoundRefunded:
+    lease_id: indexed(uint256)
+    tenant: indexed(address)
+    round_index: indexed(uint256)
+    amount: uint256
+    refund: uint256
+
+
 event BidNonceCancelled:
     provider: indexed(address)
     nonce: indexed(uint256)
@@ -190,6 +251,7 @@ BID_TYPEHASH: public(constant(bytes32)) = keccak256(
 )
 MAX_FEE_BPS: public(constant(uint256)) = 1_000
 MAX_CLAIM_EPOCHS: public(constant(uint256)) = 256
+MAX_RELEASE_ROUNDS: public(constant(uint256)) = 64
 BPS: constant(uint256) = 10_000
 SECONDS_PER_HOUR: constant(uint256) = 3_600
 # secp256k1n / 2: signatures with a larger `s` are malleable copies (EIP-2).
@@ -208,6 +270,12 @@ claim_window: public(immutable(uint256))
 
 treasury: public(address)
 fee_bps: public(uint256)
+# Set once by the owner (Verification is deployed after the Market: it takes its address).
+verification: public(address)
+root_grace: public(uint256)
+# Verification's challenge_window + root_grace: pay for time after the last posted root is
+# released once it is this old, so a tenant who stops posting roots cannot freeze pay.
+release_delay: public(uint256)
 
 orders: public(HashMap[uint256, Order])
 leases: public(HashMap[uint256, Lease])
@@ -220,6 +288,9 @@ bid_nonce_used: public(HashMap[address, HashMap[uint256, bool]])
 lease_of: public(HashMap[uint256, HashMap[address, uint256]])
 # lease_id => epoch // 256 => bitmap of the epochs whose downtime was claimed
 _claimed: HashMap[uint256, HashMap[uint256, uint256]]
+# order_id => the order's leases are paid by verified round (fixed at creation)
+verified: public(HashMap[uint256, bool])
+releases: public(HashMap[uint256, Release])
 
 
 @deploy
@@ -274,6 +345,23 @@ def set_treasury(new_treasury: address):
     self.treasury = new_treasury
 
 
+@external
+def set_verification(verification_: address, root_grace_: uint256):
+    """
+    @notice Owner, once: the Verification contract whose rounds release verified leases' pay,
+            and the grace (seconds) after its challenge window for time no root covers.
+    """
+    assert msg.sender == ownable.owner, "market: caller is not the owner"
+    assert self.verification == empty(address), "market: verification already set"
+    assert verification_ != empty(address), "market: zero verification"
+    assert staticcall IVerification(verification_).market() == self, "market: verification is for another market"
+    window: uint256 = staticcall IVerification(verification_).challenge_window()
+    self.verification = verification_
+    self.root_grace = root_grace_
+    self.release_delay = window + root_grace_
+    log VerificationSet(verification=verification_, challenge_window=window, root_grace=root_grace_)
+
+
 # ---------------------------------------------------------------- token helpers
 
 
@@ -302,6 +390,7 @@ def _create_order(
     duration: uint256,
     nodes: uint32,
     deposit: uint256,
+    verified: bool,
 ) -> uint256:
     assert nodes > 0, "market: nodes must be positive"
     assert duration > 0, "market: duration must be positive"
@@ -311,6 +400,7 @@ def _create_order(
         max_price_per_gpu_hour * convert(min_gpus, uint256) * convert(nodes, uint256) * duration // SECONDS_PER_HOUR
     )
     assert deposit > 0 and deposit >= worst_case, "market: deposit too small"
+    assert not verified or self.verification != empty(address), "market: verification not set"
 
     order_id: uint256 = self.next_order_id
     self.next_order_id = order_id + 1
@@ -329,6 +419,8 @@ def _create_order(
         open=True,
         created_at=block.timestamp,
     )
+    if verified:
+        self.verified[order_id] = True
     log OrderCreated(
         order_id=order_id,
         tenant=tenant,
@@ -340,6 +432,7 @@ def _create_order(
         duration=duration,
         nodes=nodes,
         deposit=deposit,
+        verified=verified,
     )
     self._pull(tenant, deposit)
     return order_id
@@ -356,13 +449,16 @@ def create_order(
     duration: uint256,
     nodes: uint32,
     deposit: uint256,
+    verified: bool,
 ) -> uint256:
     """
     @notice Post an order and escrow `deposit` (pulled with transferFrom; approve first).
             `gpu_model` "" accepts any model. Returns the order id (ids start at 1).
+            `verified`: its leases are paid only for final Verification rounds (`release`).
     """
     return self._create_order(
-        msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes, deposit
+        msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes, deposit,
+        verified
     )
 
 
@@ -377,6 +473,7 @@ def create_order_with_permit(
     duration: uint256,
     nodes: uint32,
     deposit: uint256,
+    verified: bool,
     permit_deadline: uint256,
     v: uint8,
     r: bytes32,
@@ -388,7 +485,8 @@ def create_order_with_permit(
     """
     extcall IERC20Permit(payment_token).permit(msg.sender, self, deposit, permit_deadline, v, r, s)
     return self._create_order(
-        msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes, deposit
+        msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes, deposit,
+        verified
     )
 
 
@@ -558,14 +656,45 @@ def _accrued(lease: Lease) -> uint256:
 
 @internal
 @view
-def _earned(lease: Lease) -> uint256:
+def _earned(lease: Lease, proven: uint256) -> uint256:
     """
-    @dev Pay for live time: the stream less claimed downtime (zero if downtime exceeds it).
+    @dev Pay for live time: the stream less claimed downtime and the pay of rounds proven
+         to cheat (zero if those exceed it).
     """
     accrued: uint256 = self._accrued(lease)
-    if accrued <= lease.downtime:
+    if accrued <= lease.downtime + proven:
         return 0
-    return accrued - lease.downtime
+    return accrued - lease.downtime - proven
+
+
+@internal
+@view
+def _released_earned(lease: Lease, rel: Release) -> uint256:
+    """
+    @dev A verified lease's pay for released, unproven, live time: all it may be paid so far.
+    """
+    gross: uint256 = self._accrued_at(lease, rel.until)
+    if gross <= rel.proven + lease.downtime:
+        return 0
+    return gross - rel.proven - lease.downtime
+
+
+@internal
+@view
+def _excess(lease: Lease, rel: Release) -> uint256:
+    """
+    @dev What a verified lease holds beyond the most its provider could still be paid (all of
+         its time released unproven: up to the close, or the whole budget while open). Every
+         refund of a verified lease is capped by it, so the provider's claims stay covered;
+         the subtraction reverting would mean the escrow does not cover them.
+    """
+    horizon: uint256 = lease.budget
+    if lease.closed_at != 0:
+        horizon = self._accrued_at(lease, lease.closed_at)
+    reserve: uint256 = 0
+    if horizon > rel.proven + lease.downtime + lease.paid:
+        reserve = horizon - rel.proven - lease.downtime - lease.paid
+    return lease.budget - lease.paid - lease.downtime_refunded - rel.refunded - reserve
 
 
 @internal
@@ -595,7 +724,22 @@ def earned(lease_id: uint256) -> uint256:
     @notice Gross amount (fee included) the provider has earned for live time so far,
             paid or not: the stream less claimed downtime.
     """
-    return self._earned(self.leases[lease_id])
+    return self._earned(self.leases[lease_id], self.releases[lease_id].proven)
+
+
+@external
+@view
+def withdrawable(lease_id: uint256) -> uint256:
+    """
+    @notice Gross amount `withdraw` would pay now; for a verified lease only released pay.
+    """
+    lease: Lease = self.leases[lease_id]
+    earned: uint256 = self._earned(lease, 0)
+    if self.verified[lease.order_id]:
+        earned = self._released_earned(lease, self.releases[lease_id])
+    if earned <= lease.paid:
+        return 0
+    return earned - lease.paid
 
 
 @external
@@ -607,7 +751,7 @@ def shortfall(lease_id: uint256) -> uint256:
             nets it; once closed it is final (it is not taken from other leases' escrow).
     """
     lease: Lease = self.leases[lease_id]
-    earned: uint256 = self._earned(lease)
+    earned: uint256 = self._earned(lease, self.releases[lease_id].proven)
     if lease.paid <= earned:
         return 0
     return lease.paid - earned
@@ -654,12 +798,17 @@ def _pay_provider(provider: address, amount: uint256) -> (uint256, uint256):
 @nonreentrant
 def withdraw(lease_id: uint256):
     """
-    @notice Provider takes what it has earned so far, minus the protocol fee.
+    @notice Provider takes what it has earned so far, minus the protocol fee. For a
+            verified lease: what `release` has released (also after the lease closed).
     """
     lease: Lease = self.leases[lease_id]
     assert lease.tenant != empty(address), "market: unknown lease"
     assert msg.sender == lease.provider, "market: caller is not the provider"
-    earned: uint256 = self._earned(lease)
+    earned: uint256 = 0
+    if self.verified[lease.order_id]:
+        earned = self._released_earned(lease, self.releases[lease_id])
+    else:
+        earned = self._earned(lease, 0)
     assert earned > lease.paid, "market: nothing to withdraw"
     amount: uint256 = earned - lease.paid
     self.leases[lease_id].paid = lease.paid + amount
@@ -693,14 +842,19 @@ def close_lease(lease_id: uint256):
     @notice Tenant or provider ends the lease now: the provider gets what it earned for
             live time and was not yet paid (minus fee), the tenant gets the rest of the
             lease's escrow back (unspent budget and claimed downtime not yet refunded).
+            A verified lease pays only released pay now and keeps the pay accrued but not
+            yet released in escrow, for `release` (then `withdraw`) or a refund later.
     """
     lease: Lease = self.leases[lease_id]
     assert lease.tenant != empty(address), "market: unknown lease"
     assert msg.sender == lease.tenant or msg.sender == lease.provider, "market: caller is not a lease party"
     assert lease.closed_at == 0, "market: lease closed"
+    if self.verified[lease.order_id]:
+        self._close_verified(lease_id, lease)
+        return
     held: uint256 = self._held(lease)
     lease.closed_at = block.timestamp
-    earned: uint256 = self._earned(lease)
+    earned: uint256 = self._earned(lease, 0)
     owed: uint256 = 0
     if earned > lease.paid:
         owed = earned - lease.paid
@@ -711,6 +865,95 @@ def close_lease(lease_id: uint256):
     fee: uint256 = owed * self.fee_bps // BPS
     log LeaseClosed(lease_id=lease_id, closed_by=msg.sender, provider_amount=owed - fee, fee=fee, refund=refund)
     self._pay_provider(lease.provider, owed)
+    self._push(lease.tenant, refund)
+
+
+@internal
+def _close_verified(lease_id: uint256, lease: Lease):
+    rel: Release = self.releases[lease_id]
+    lease.closed_at = block.timestamp
+    earned: uint256 = self._released_earned(lease, rel)
+    owed: uint256 = 0
+    if earned > lease.paid:
+        owed = earned - lease.paid
+    lease.paid += owed
+    refund: uint256 = self._excess(lease, rel)
+    self.leases[lease_id].closed_at = lease.closed_at
+    self.leases[lease_id].paid = lease.paid
+    self.releases[lease_id].refunded = rel.refunded + refund
+    fee: uint256 = owed * self.fee_bps // BPS
+    log LeaseClosed(lease_id=lease_id, closed_by=msg.sender, provider_amount=owed - fee, fee=fee, refund=refund)
+    self._pay_provider(lease.provider, owed)
+    self._push(lease.tenant, refund)
+
+
+@external
+@nonreentrant
+def release(lease_id: uint256, up_to_round: uint256):
+    """
+    @notice Anyone releases a verified lease's pay, round by round of its job (the order),
+            from `releases(lease).next_round` up to, not including, `up_to_round` (at most
+            MAX_RELEASE_ROUNDS at once). Each round whose interval holds pay of this lease
+            (from the previous round's root, or the lease start, to this round's root,
+            clamped to the close) must be final in Verification; its pay becomes the
+            provider's, or, if `proven` for this lease, goes back to the tenant now (capped
+            by what the lease holds beyond the provider's claims). Once every posted round is
+            walked, pay for time older than `release_delay` is released too: a tenant who
+            stops posting roots cannot freeze pay. Withdraw with `withdraw`.
+    """
+    lease: Lease = self.leases[lease_id]
+    assert lease.tenant != empty(address), "market: unknown lease"
+    assert self.verified[lease.order_id], "market: lease not verified"
+    rel: Release = self.releases[lease_id]
+    job: uint256 = lease.order_id
+    ver: address = self.verification
+    posted: uint256 = staticcall IVerification(ver).rounds_posted(job)
+    assert up_to_round <= posted, "market: round not posted"
+    assert up_to_round <= rel.next_round + MAX_RELEASE_ROUNDS, "market: too many rounds at once"
+    end: uint256 = self._end(lease)
+    until: uint256 = max(rel.until, lease.start)
+    before: uint256 = until
+    released: uint256 = 0
+    withheld: uint256 = 0
+    refund: uint256 = 0
+    first: uint256 = rel.next_round
+    for i: uint256 in range(MAX_RELEASE_ROUNDS):
+        r: uint256 = first + i
+        if r >= up_to_round:
+            break
+        t: uint256 = min((staticcall IVerification(ver).rounds(job, r)).posted_at, end)
+        if t > until:
+            assert staticcall IVerification(ver).round_finalized(job, r), "market: round not final"
+            amount: uint256 = self._accrued_at(lease, t) - self._accrued_at(lease, until)
+            if staticcall IVerification(ver).proven(job, r, lease_id):
+                rel.proven += amount
+                back: uint256 = min(amount, self._excess(lease, rel))
+                rel.refunded += back
+                withheld += amount
+                refund += back
+                log RoundRefunded(lease_id=lease_id, tenant=lease.tenant, round_index=r, amount=amount, refund=back)
+            else:
+                released += amount
+            until = t
+    rel.next_round = max(first, up_to_round)
+    if rel.next_round == posted and block.timestamp > self.release_delay:
+        tail: uint256 = min(end, block.timestamp - self.release_delay)
+        if tail > until:
+            released += self._accrued_at(lease, tail) - self._accrued_at(lease, until)
+            until = tail
+    rel.until = until
+    assert rel.next_round > first or until > before, "market: nothing to release"
+    self.releases[lease_id] = rel
+    log PayReleased(
+        lease_id=lease_id,
+        provider=lease.provider,
+        from_round=first,
+        to_round=rel.next_round,
+        released_until=until,
+        amount=released,
+        withheld=withheld,
+        refund=refund,
+    )
     self._push(lease.tenant, refund)
 
 
@@ -770,12 +1013,19 @@ def claim_downtime(lease_id: uint256, epochs: DynArray[uint256, MAX_CLAIM_EPOCHS
         assert claimed & bit == 0, "market: epoch already claimed"
         self._claimed[lease_id][beat_index] = claimed | bit
         amount += self._accrued_at(lease, begin + epoch_length) - before
-    refund: uint256 = min(amount, self._held(lease))
     lease.downtime += amount
+    refund: uint256 = 0
+    proven: uint256 = 0
+    if self.verified[lease.order_id]:
+        rel: Release = self.releases[lease_id]
+        proven = rel.proven
+        refund = min(amount, self._excess(lease, rel))
+    else:
+        refund = min(amount, self._held(lease))
     lease.downtime_refunded += refund
     self.leases[lease_id].downtime = lease.downtime
     self.leases[lease_id].downtime_refunded = lease.downtime_refunded
-    earned: uint256 = self._earned(lease)
+    earned: uint256 = self._earned(lease, proven)
     overdrawn: uint256 = 0
     if lease.paid > earned:
         overdrawn = lease.paid - earned

@@ -242,6 +242,14 @@ def compute_figures(records: Iterable[EventRecord], as_of: int) -> Figures:
             book.add("leases.closed.refunds", ALL, a["refund"], tx)
         elif e.event == "ResultCommitted":
             book.add("results.total.count", ALL, 1, tx)
+        elif e.event == "PayReleased":
+            # A verified lease's pay made withdrawable by final rounds (income counts only when
+            # withdrawn); `withheld`: pay of proven rounds, never the provider's.
+            book.add("verified.total.released", ALL, a["amount"], tx)
+            book.add("verified.total.withheld", ALL, a["withheld"], tx)
+        elif e.event == "RoundRefunded":
+            book.add("verified.total.proven_rounds", ALL, 1, tx)
+            book.add("verified.total.refunds", ALL, a["refund"], tx)
         elif e.event == "DowntimeClaimed":
             # Pay for epochs without a heartbeat: a refund to the tenant, never provider income
             # (income counts only Withdrawn and LeaseClosed payouts). docs/uptime.md.

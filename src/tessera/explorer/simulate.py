@@ -210,7 +210,7 @@ class Workload:
             deposit = max_price * min_gpus * nodes * duration // 3600 + rng.randint(0, 3) * TUSD
             spec_hash = rng.randbytes(32)
             self.send(tenant, self.market, "create_order", spec_hash, model, min_gpus, 0, max_price,
-                      duration, nodes, deposit)
+                      duration, nodes, deposit, False)
             specs.append((tenant, model, min_gpus, nodes))
         created = self._logs(self.mine(), self.market, "OrderCreated")
         t = self.now + 1

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from tessera.protocol.commitment import SignedCommitment
+from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
 
 Workload = Annotated[TrainingWorkload | DilocoWorkerWorkload, Field(discriminator="kind")]
@@ -55,6 +56,17 @@ class SignedManifest(BaseModel):
     nonce: int = Field(ge=0)
     expiry: int = Field(gt=0)
     signature: str = Field(pattern=SIGNATURE)
+
+
+class ChallengeCase(BaseModel):
+    """What a validator needs, beyond the chain, to replay a challenged segment: the job spec
+    (it must hash to the order's `spec_hash`) and the challenged lease's tenant-signed manifest.
+    Anyone may push it; nothing in it is trusted (validator.challenges.check_case)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: JobSpec
+    manifest: SignedManifest
 
 
 class LeaseStatus(BaseModel):

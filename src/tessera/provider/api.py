@@ -51,6 +51,10 @@ def create_app(node: ProviderNode) -> FastAPI:
             raise Refused(400, f"manifest names lease {signed.manifest.lease_id}, not {lease_id}")
         return node.accept_manifest(signed)
 
+    @app.get("/leases/{lease_id}/manifest")
+    def accepted_manifest(lease_id: int) -> SignedManifest:
+        return node.signed_manifest(lease_id)
+
     @app.put("/leases/{lease_id}/blobs/{sha256}")
     async def blob(lease_id: int, sha256: str, request: Request) -> dict:
         if not SHA256.match(sha256):

@@ -35,16 +35,28 @@ class HardwareSection(BaseModel):
     gpu_count: int | None = Field(None, ge=1)
 
 
+class PayoutsSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sweep_every: Seconds = Field(60, description="how often held pay of verified leases is "
+                                 "released (as their rounds become final) and withdrawn")
+
+
 class TestingSection(BaseModel):
     """TEST ONLY: fault injection for end-to-end tests of verification. A real provider cannot
     be made to cheat, so a test sets `cheat` and this node's DiLoCo workers cheat in the named
-    way ("skip-steps": train half the inner steps of every committed segment). Never set it
-    on a node that earns money: a spot check or a validator catches it and its stake is
+    way (compute/diloco_worker.py): "skip-steps" trains half the inner steps of every committed
+    segment; "random-pseudo-gradient" trains nothing and commits states made up towards a
+    random pseudo-gradient; "wrong-shard" trains on the next worker's shard; "wrong-round"
+    uses the next round's batches; "copy-worker" submits a sibling lease's round (fetched from
+    its provider) as its own, or trains honestly and logs it when none answers in time. Never
+    set it on a node that earns money: a spot check or a validator catches it and its stake is
     slashed."""
 
     model_config = ConfigDict(extra="forbid")
 
-    cheat: Literal["skip-steps"] | None = None
+    cheat: Literal["skip-steps", "random-pseudo-gradient", "wrong-shard", "wrong-round",
+                   "copy-worker"] | None = None
 
 
 class ProviderConfig(BaseModel):
@@ -54,6 +66,7 @@ class ProviderConfig(BaseModel):
     pricing: PricingSection
     limits: LimitsSection = LimitsSection()
     hardware: HardwareSection = HardwareSection()
+    payouts: PayoutsSection = PayoutsSection()
     testing: TestingSection = TestingSection()
 
 

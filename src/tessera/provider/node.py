@@ -86,6 +86,10 @@ class ProviderNode:
         self.hardware: Hardware | None = None
         self.stop_event = threading.Event()
         self._lock = threading.RLock()
+        # Verified leases' pay is held until their rounds are final, also after they close:
+        # swept every config.payouts.sweep_every until released and withdrawn (docs/verification.md).
+        self._next_sweep = 0.0
+        self._settled: set[int] = set()
         self.metrics = CollectorRegistry()
         self.m_bids = Counter("tessera_provider_bids", "bids signed", registry=self.metrics)
         self.m_leases = Counter("tessera_provider_leases", "leases won", registry=self.metrics)
@@ -193,6 +197,7 @@ class ProviderNode:
                 self.m_block.set(head)
                 self.check_standing()
             self._advance_jobs()
+            self._collect_verified_pay()
             self.m_active.set(len(self.state.leases(ACTIVE_STATUSES)))
         self.heartbeat()
 
@@ -328,9 +333,37 @@ class ProviderNode:
                     self.log("lease-closed-after-failure", lease_id=record.lease_id,
                              tx=tx_hash(receipt))
 
+    def _collect_verified_pay(self) -> None:
+        """Release and withdraw verified leases' pay as their rounds become final; a lease is
+        settled once closed, released up to its close and withdrawn."""
+        if time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + self.config.payouts.sweep_every
+        for record in self.state.leases():
+            if record.lease_id in self._settled:
+                continue
+            lease = self.market.lease(record.lease_id)
+            if not self.market.is_verified(lease.order_id):
+                self._settled.add(record.lease_id)
+                continue
+            self.withdraw(record.lease_id)
+            released_to = max(self.market.releases(record.lease_id).until, lease.start)
+            if not lease.is_open and released_to >= lease.closed_at and \
+                    self.market.withdrawable(record.lease_id) == 0:
+                self._settled.add(record.lease_id)
+
     def withdraw(self, lease_id: int) -> int:
+        """Take the lease's pay. A verified lease's pay is released first (its final rounds;
+        it stays in escrow until then, also after the lease closed)."""
         lease = self.market.lease(lease_id)
-        if not lease.is_open or self.market.earned(lease_id) <= lease.paid:
+        if self.market.is_verified(lease.order_id):
+            released = self.market.release_ready(lease_id)
+            if released is not None:
+                self.log("released", lease_id=lease_id, amount=released.amount,
+                         withheld=released.withheld, to_round=released.to_round, tx=released.tx)
+        elif not lease.is_open:
+            return 0
+        if self.market.withdrawable(lease_id) == 0:
             return 0
         receipt = self.market.withdraw(lease_id)
         amount = self.market.withdrawn_event(receipt).get("amount_to_provider", 0)
@@ -385,6 +418,10 @@ class ProviderNode:
                     return {"lease_id": lease_id, "status": record.status,
                             "needs": self._missing_inputs(manifest.dataset_sha256)}
                 raise Refused(409, f"lease {lease_id} already has a different manifest")
+            kept = self._signed_manifest_path(lease_id)   # served to validators on a challenge
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.with_suffix(".tmp").write_text(signed.model_dump_json())
+            kept.with_suffix(".tmp").replace(kept)
             self.state.update_lease(lease_id, manifest=manifest.model_dump(mode="json"),
                                     manifest_nonce=str(signed.nonce), status="awaiting-inputs")
             self.log("manifest-accepted", lease_id=lease_id, dataset=manifest.dataset_sha256)
@@ -392,6 +429,18 @@ class ProviderNode:
             record = self.state.lease(lease_id)
             return {"lease_id": lease_id, "status": record.status,
                     "needs": self._missing_inputs(manifest.dataset_sha256)}
+
+    def _signed_manifest_path(self, lease_id: int) -> Path:
+        return self.state_dir / "manifests" / f"{lease_id}.json"
+
+    def signed_manifest(self, lease_id: int) -> SignedManifest:
+        """The tenant-signed manifest this node accepted for the lease. Public: it is what the
+        lease's work must be replayed against, and a second, different one signed by the same
+        tenant proves the tenant equivocated (validators then abstain on its challenge)."""
+        path = self._signed_manifest_path(lease_id)
+        if not path.is_file():
+            raise Refused(404, f"no manifest accepted for lease {lease_id}")
+        return SignedManifest.model_validate_json(path.read_text())
 
     def _blob_path(self, sha256: str) -> Path:
         return self.state_dir / "blobs" / sha256
@@ -427,10 +476,29 @@ class ProviderNode:
         if self.config.testing.cheat:  # TEST ONLY, see ProviderConfig.testing
             folder = self.jobs.folder(lease_id)
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / TESTING_FILE).write_text(json.dumps({"cheat": self.config.testing.cheat}))
+            testing = {"cheat": self.config.testing.cheat}
+            if testing["cheat"] == "copy-worker":
+                testing["siblings"] = self._sibling_workers(lease_id)
+            (folder / TESTING_FILE).write_text(json.dumps(testing))
         self.jobs.start(lease_id, record.manifest, dataset)
         self.state.update_lease(lease_id, status="running", detail="")
         self.log("job-started", lease_id=lease_id)
+
+    def _sibling_workers(self, lease_id: int) -> list[dict]:
+        """TEST ONLY (the copy-worker cheat): the other leases of this lease's Market order and
+        their providers' endpoints, all public on chain, for the worker to copy from."""
+        order_id = self.market.lease(lease_id).order_id
+        created = self.chain.events("Market", "LeaseCreated", self.chain.network.deploy_block)
+        siblings = []
+        for log in created:
+            args = log["args"]
+            if args["order_id"] != order_id or args["lease_id"] == lease_id:
+                continue
+            offer = self.market.provider_offer(args["provider"])
+            if offer is not None:
+                siblings.append({"lease_id": args["lease_id"], "endpoint": offer.endpoint})
+        self.log("testing-cheat-siblings", "warning", lease_id=lease_id, siblings=siblings)
+        return siblings
 
     # -- DiLoCo rounds -----------------------------------------------------------------------
     def accept_round(self, lease_id: int, round_index: int, params: bytes, nonce: int,

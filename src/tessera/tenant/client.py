@@ -64,11 +64,13 @@ class Tenant:
         self.emit = on_event or (lambda event, data: None)
 
     # -- ordering ------------------------------------------------------------------------
-    def post_order(self, spec: JobSpec) -> tuple[int, list[str]]:
+    def post_order(self, spec: JobSpec, *, verified: bool = False) -> tuple[int, list[str]]:
+        """`verified`: providers are paid only for final Verification rounds (docs/verification.md)."""
         order = spec.order
         order_id, receipts = self.market.create_order(
             spec.spec_hash(), order.gpu_model, order.min_gpus, order.min_gpu_memory_mb,
-            order.max_price_per_gpu_hour, order.duration, order.nodes, order.escrow)
+            order.max_price_per_gpu_hour, order.duration, order.nodes, order.escrow,
+            verified=verified)
         hashes = [tx_hash(r) for r in receipts]
         self.emit("order-posted", {"order_id": order_id, "escrow": order.escrow, "txs": hashes})
         return order_id, hashes
@@ -137,7 +139,10 @@ class Tenant:
         return offer.endpoint
 
     def send_manifest(self, lease_id: int, workload: TrainingWorkload | DilocoWorkerWorkload,
-                      dataset: bytes) -> dict:
+                      dataset: bytes, keep_in: Path | None = None) -> dict:
+        """Sign the lease's manifest, send it and upload the dataset if the provider lacks it.
+        `keep_in`: a folder where the signed manifest is kept as `lease-<id>.json` before it is
+        sent (a challenge of the lease's work needs it later, across restarts)."""
         lease = self._own_lease(lease_id)
         manifest = Manifest(lease_id=lease_id, workload=workload,
                             dataset_sha256=hashlib.sha256(dataset).hexdigest(),
@@ -148,6 +153,11 @@ class Tenant:
                                              manifest.digest(), nonce, expiry)
         signed = SignedManifest(manifest=manifest, nonce=nonce, expiry=expiry,
                                 signature=messages.sign(self.chain.account, typed))
+        if keep_in is not None:
+            keep_in.mkdir(parents=True, exist_ok=True)
+            kept = keep_in / f"lease-{lease_id}.json"
+            kept.with_suffix(".tmp").write_text(signed.model_dump_json())
+            kept.with_suffix(".tmp").replace(kept)
         endpoint = self.endpoint(lease)
         answer = self._request("POST", f"{endpoint}/leases/{lease_id}/manifest",
                                json=signed.model_dump(mode="json"))

@@ -23,7 +23,9 @@ segment does not replay is dropped before the outer step (its pseudo-gradient ne
 lease closed, and an on-chain challenge with a bond opened against its leaf. The round's root
 transaction, spot checks and challenges are in its `RoundReport`; the signed commitments of each
 round in `verification/round-{r}.json`, the replay reports (whose hash is the challenge's
-evidence) beside them.
+evidence) beside them. Right after a challenge opens, its case (the job spec and the lease's
+signed manifest, kept in `manifests/` when it was sent) is pushed to every active validator,
+which replays the segment itself and votes (`validator.challenges`).
 
 Commit: the outer optimizer's state goes to `coordinator-{round}.pt`, then `job.json` (workers,
 reports, the checkpoint's name) replaces the previous one atomically; a round is finished when
@@ -58,7 +60,8 @@ from tessera.compute.train import configure_determinism, held_out_loss, split
 from tessera.logs import EventLog
 from tessera.protocol import commitment as cm
 from tessera.protocol import messages
-from tessera.protocol.wire import RoundResult
+from tessera.protocol.jobspec import JobSpec
+from tessera.protocol.wire import ChallengeCase, RoundResult, SignedManifest
 from tessera.tenant.client import Tenant, TenantError
 from tessera.tenant.verify import (
     CommitmentError,
@@ -67,6 +70,7 @@ from tessera.tenant.verify import (
     check_commitment,
     draw_spot_check,
     max_state_bytes,
+    publish_case,
     spot_check,
     spot_check_seed,
 )
@@ -78,6 +82,7 @@ POLL_S = 0.02                   # how often a worker is asked for its answer
 PAYLOAD_SLACK_BYTES = 1 << 16   # headers and int8 scales on top of an fp32 pseudo-gradient
 MIN_COMMITMENT_LIFE_S = 600     # a commitment must stay postable this long after a round starts
 VERIFICATION_DIR = "verification"
+MANIFESTS_DIR = "manifests"     # the signed manifest of every lease, as sent (Tenant.send_manifest)
 # Faults found in an answer that arrived: the worker or its provider is broken or lying.
 RESULT_FAULTS = frozenset({"bad-answer", "bad-signature", "hash-mismatch", "bad-payload",
                            "bad-commitment", "spot-check"})
@@ -536,7 +541,24 @@ class DilocoCoordinator:
             return entry
         entry.update(challenge_id=challenge_id, tx=tx_hash(receipts[-1]))
         self.log("challenge-opened", "warning", round=round_index, **entry)
+        entry["case"] = self._publish_case(challenge_id, worker.lease_id)
         return entry
+
+    def _publish_case(self, challenge_id: int, lease_id: int) -> dict[str, str]:
+        """Push the challenge's case to the validators: endpoint -> "accepted" or why not.
+        Without it validators abstain and the challenge ends without a verdict (bond back)."""
+        path = self.state_dir / MANIFESTS_DIR / f"lease-{lease_id}.json"
+        if "spec" not in self.job or not path.is_file():
+            answers = {"": f"no case: the job keeps no spec or no signed manifest for lease "
+                           f"{lease_id}"}
+        else:
+            case = ChallengeCase(spec=JobSpec.model_validate(self.job["spec"]),
+                                 manifest=SignedManifest.model_validate_json(path.read_text()))
+            answers = publish_case(self.tenant.chain, challenge_id, case, self.http)
+        accepted = sum(answer == "accepted" for answer in answers.values())
+        self.log("challenge-case-published", "info" if accepted else "warning",
+                 challenge_id=challenge_id, accepted=accepted, answers=answers)
+        return answers
 
     def finish(self) -> None:
         """Mark the job done (its leases are settled by the caller): resume will refuse it."""

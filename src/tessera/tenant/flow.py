@@ -142,7 +142,9 @@ def lease_nodes(tenant: Tenant, spec: JobSpec, console: Console, summary: dict) 
     provider), and take back the escrow no lease needed. Returns [(lease_id, verdict)]."""
     txs = summary["transactions"]
     t0 = time.monotonic()
-    order_id, order_txs = tenant.post_order(spec)
+    # a verified job's pay waits for its rounds to be final (docs/verification.md)
+    order_id, order_txs = tenant.post_order(
+        spec, verified=spec.mode == "diloco" and spec.verification.enabled)
     if len(order_txs) > 1:
         txs["approve"] = order_txs[0]
     txs["order"] = order_txs[-1]

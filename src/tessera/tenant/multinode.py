@@ -24,6 +24,7 @@ from tessera.protocol.wire import LeaseStatus
 from tessera.protocol.workload import DilocoWorkerWorkload
 from tessera.tenant.client import Tenant, TenantError
 from tessera.tenant.coordinator import (
+    MANIFESTS_DIR,
     RESULT_FAULTS,
     DilocoCoordinator,
     RoundReport,
@@ -95,9 +96,9 @@ class Replacer:
     """Leases a one-node order for a dropped worker and starts its shard there."""
 
     def __init__(self, tenant: Tenant, spec: JobSpec, dataset: bytes, workers: int,
-                 console: Console):
+                 console: Console, job_dir: Path):
         self.tenant, self.spec, self.dataset, self.workers = tenant, spec, dataset, workers
-        self.console = console
+        self.console, self.job_dir = console, job_dir
 
     def __call__(self, dropped: WorkerLease, job: list[WorkerLease]) -> WorkerLease:
         o, market = self.spec.order, self.tenant.market
@@ -120,7 +121,8 @@ class Replacer:
                           index=dropped.index, order_id=order_id)
         try:
             self.tenant.send_manifest(lease_id, worker_workload(self.spec, dropped.index,
-                                                                self.workers), self.dataset)
+                                                                self.workers), self.dataset,
+                                      keep_in=self.job_dir / MANIFESTS_DIR)
             status = wait_started(self.tenant, [lease_id])[lease_id]
             if status is None or status.status != "running":
                 raise TenantError(f"replacement lease {lease_id} did not start: "
@@ -155,11 +157,15 @@ def coordinator_options(tenant: Tenant, spec: JobSpec, dataset: bytes, workers: 
             console.print(f"  [red]challenged[/] lease {c['lease_id']} on chain: "
                           + (f"challenge {c['challenge_id']} (tx {c['tx']})" if "tx" in c
                              else c.get("error") or c.get("skipped", "")))
+            if "case" in c:
+                accepted = sum(answer == "accepted" for answer in c["case"].values())
+                console.print(f"  case sent to the validators: {accepted}/{len(c['case'])} "
+                              "accepted; they replay the segment and vote")
 
     return {"round_timeout_s": d.round_timeout, "on_round": show,
             "log": EventLog("coordinator", stream=open(job_dir / LOG_FILE, "a")),
-            "replace": Replacer(tenant, spec, dataset, workers, console) if d.replace_dropped
-            else None,
+            "replace": (Replacer(tenant, spec, dataset, workers, console, job_dir)
+                        if d.replace_dropped else None),
             "max_replacements": d.max_replacements if d.max_replacements is not None
             else spec.order.nodes,
             "verify": verify_terms(spec, order_id)}
@@ -191,7 +197,8 @@ def run_diloco_job(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Conso
     for worker in workers:
         try:
             tenant.send_manifest(worker.lease_id, worker_workload(spec, worker.index,
-                                                                  len(workers)), dataset)
+                                                                  len(workers)), dataset,
+                                 keep_in=job_dir / MANIFESTS_DIR)
             sent.append(worker.lease_id)
         except TenantError as exc:  # its provider will refuse round 0: dropped, replaced
             console.print(f"[yellow]manifest for lease {worker.lease_id} not accepted[/]: {exc}")
@@ -252,7 +259,8 @@ def finish_job(tenant: Tenant, spec: JobSpec, dataset: bytes, coordinator: Diloc
     job = coordinator.job
     summary = {**job["summary"], **{
         "workers": [{"lease_id": w.lease_id, "order_id": w.order_id, "provider": w.provider,
-                     "worker": w.index, "finished": w.active, "dropped_because": w.reason}
+                     "worker": w.index, "finished": w.active, "fault": w.fault,
+                     "dropped_because": w.reason}
                     for w in coordinator.workers],
         "replacements": coordinator.replacements,
         "rounds": [r.__dict__ for r in reports], "final_val_loss": recomputed,

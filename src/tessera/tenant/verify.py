@@ -12,6 +12,8 @@
    download the committed start state of that segment from the provider, replay the segment on
    this machine (`compute.replay.verify_segment`, with the worker's thread count) and compare
    with the committed end checkpoint.
+4. `publish_case`: after a failed check becomes an on-chain challenge, push what a replay
+   needs (the spec and the lease's signed manifest) to every active validator.
 
 The data a replay needs is not downloaded: the tenant holds the dataset, the worker's shard
 follows from its index, and its batches from (job seed, round, worker).
@@ -19,14 +21,18 @@ follows from its index, and its batches from (job seed, round, worker).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
+import httpx
 from eth_utils import keccak
+from web3 import Web3
 
+from tessera.chain.client import Chain
 from tessera.compute.replay import Checkpoint, RoundCommitment, segment_bounds
 from tessera.protocol import commitment as cm
 from tessera.protocol import sampling
-from tessera.protocol.wire import RoundResult
+from tessera.protocol.wire import ChallengeCase, RoundResult
 
 # The download-and-replay step is shared with the validator's challenge votes.
 from tessera.segment_check import SpotCheck as SpotCheck
@@ -110,3 +116,32 @@ def draw_spot_check(seed: bytes, probability: float, n_segments: int) -> int | N
     if draw >= int(probability * 2.0**256):
         return None
     return sampling.select_segments(seed, n_segments, 1)[0]
+
+
+def validator_endpoints(chain: Chain) -> list[str]:
+    """The published endpoints of the active validators (where a case is pushed)."""
+    validators = chain.validators
+    out = []
+    for i in range(chain.call(validators.functions.validator_count())):
+        who = chain.call(validators.functions.validator_at(i))
+        if chain.call(validators.functions.is_validator(who)):
+            endpoint = chain.call(validators.functions.validators(Web3.to_checksum_address(who)))[5]
+            if endpoint:
+                out.append(endpoint)
+    return out
+
+
+def publish_case(chain: Chain, challenge_id: int, case: ChallengeCase,
+                 http: httpx.Client) -> dict[str, str]:
+    """Push a case to every active validator; returns endpoint -> "accepted", "conflict" or
+    why it failed (the challenger's step after `open_challenge`)."""
+    body = json.loads(case.model_dump_json())
+    answers = {}
+    for endpoint in validator_endpoints(chain):
+        try:
+            response = http.post(f"{endpoint}/challenges/{challenge_id}/case", json=body)
+            answers[endpoint] = (response.json().get("status", "?") if response.status_code == 200
+                                 else f"{response.status_code}: {response.text[:300]}")
+        except httpx.HTTPError as exc:
+            answers[endpoint] = f"unreachable: {type(exc).__name__}"
+    return answers

@@ -17,7 +17,9 @@ decide challenges").
    still has not opened its commitment `open_grace_s` after the challenge opened; innocent when
    the replay reproduces it. Never on a challenge where this validator is a party (challenger,
    provider, tenant) or was listed after it opened; never without a case, nor with two
-   conflicting tenant-signed manifests for one lease (the tenant equivocated: abstain).
+   conflicting tenant-signed manifests for one lease (the tenant equivocated: abstain), whether
+   both were pushed or one is the manifest the provider serves as the one it accepted
+   (`GET /leases/{id}/manifest`).
 5. **Resolve** once `verdict` is decided (quorum reached, or the deadline passed), and **claim**
    the voter's share when this validator voted with the verdict.
 """
@@ -25,7 +27,6 @@ decide challenges").
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,8 +35,7 @@ import httpx
 import torch
 from fastapi import APIRouter, HTTPException
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from pydantic import BaseModel, ConfigDict, ValidationError
-from web3 import Web3
+from pydantic import ValidationError
 
 from tessera.chain.client import Chain, ChainError, TxRefused
 from tessera.chain.market import Market, tx_hash
@@ -48,22 +48,13 @@ from tessera.compute.train import configure_determinism, split
 from tessera.logs import EventLog
 from tessera.protocol import messages
 from tessera.protocol.jobspec import BUILTIN_CORPUS, JobSpec
-from tessera.protocol.wire import RoundResult, SignedManifest
+from tessera.protocol.wire import ChallengeCase, RoundResult, SignedManifest
 from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
 from tessera.segment_check import OPEN_FAILURE, max_state_bytes, spot_check
 
 NOT_VOTED, GUILTY, INNOCENT, CLAIMED = 0, 1, 2, 3   # Verification.votes(id, voter)
 HTTP_TIMEOUT_S = 30.0
 OPEN_RETRY_S = 5.0   # wall seconds between attempts to fetch an unopened commitment
-
-
-class ChallengeCase(BaseModel):
-    """What a validator needs, beyond the chain, to replay a challenged segment."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    spec: JobSpec
-    manifest: SignedManifest
 
 
 class CaseError(ValueError):
@@ -112,6 +103,17 @@ def load_dataset_for(spec: JobSpec, sha256: str, datasets_dir: Path | None) -> b
     return data
 
 
+def manifest_signer(chain: Chain, market: Market, signed: SignedManifest) -> str:
+    """Who signed a manifest (EIP-712, the Market's domain); raises CaseError when malformed."""
+    m = signed.manifest
+    typed = messages.manifest_typed_data(chain.network.chain_id, market.market.address,
+                                         m.lease_id, m.digest(), signed.nonce, signed.expiry)
+    try:
+        return messages.recover(typed, signed.signature)
+    except Exception as exc:  # malformed signature: eth_account raises several types
+        raise CaseError(f"manifest signature is malformed: {exc}") from None
+
+
 def check_case(chain: Chain, market: Market, lease_id: int, job: int,
                case: ChallengeCase) -> DilocoWorkerWorkload:
     """The challenged lease's workload once the case is bound to the chain: the spec hashes to
@@ -124,12 +126,7 @@ def check_case(chain: Chain, market: Market, lease_id: int, job: int,
     if spec.spec_hash() != bytes(order.spec_hash):
         raise CaseError(f"spec does not hash to order {job}'s spec_hash")
     lease = market.lease(lease_id)
-    typed = messages.manifest_typed_data(chain.network.chain_id, market.market.address, lease_id,
-                                         manifest.digest(), signed.nonce, signed.expiry)
-    try:
-        signer = messages.recover(typed, signed.signature)
-    except Exception as exc:  # malformed signature: eth_account raises several types
-        raise CaseError(f"manifest signature is malformed: {exc}") from None
+    signer = manifest_signer(chain, market, signed)
     if signer.lower() != lease.tenant.lower():
         raise CaseError(f"manifest is signed by {signer}, not by lease {lease_id}'s tenant "
                         f"{lease.tenant}")
@@ -327,6 +324,7 @@ class ChallengeVoter:
         offer = self.market.provider_offer(ev["provider"])
         if offer is None or not offer.endpoint:
             return None, "the provider publishes no endpoint", {}
+        self._check_provider_manifest(offer.endpoint, ev["lease_id"], case)
         result, why = self._round_result(offer.endpoint, ev)
         if result is None:
             return None, why, {}
@@ -348,6 +346,30 @@ class ChallengeVoter:
         if not check.ok and check.reason.startswith(OPEN_FAILURE):
             return None, check.reason, detail
         return (not check.ok), check.reason, detail
+
+    def _check_provider_manifest(self, endpoint: str, lease_id: int, case: ChallengeCase) -> None:
+        """Raise CaseError (abstain) when the provider serves a tenant-signed manifest for the
+        lease that differs from the case's: the tenant signed two, and a tenant could otherwise
+        push the one that makes an honest replay fail (e.g. another worker index). A provider
+        that serves nothing, or a manifest its tenant did not sign, changes nothing."""
+        url = f"{endpoint}/leases/{lease_id}/manifest"
+        try:
+            response = self.http.get(url)
+            served = SignedManifest.model_validate(response.json()) \
+                if response.status_code == 200 else None
+        except (httpx.HTTPError, ValidationError, ValueError):
+            served = None
+        if served is None or served.manifest.digest() == case.manifest.manifest.digest():
+            return
+        try:
+            signer = manifest_signer(self.chain, self.market, served)
+        except CaseError:
+            return
+        if served.manifest.lease_id == lease_id and \
+                signer.lower() == self.market.lease(lease_id).tenant.lower():
+            raise CaseError(f"tenant equivocated: the provider runs another manifest for lease "
+                            f"{lease_id} signed by the tenant ({served.manifest.digest().hex()[:16]}"
+                            f"…), not the case's ({case.manifest.manifest.digest().hex()[:16]}…)")
 
     def _round_result(self, endpoint: str, ev: dict) -> tuple[RoundResult | None, str]:
         url = f"{endpoint}/leases/{ev['lease_id']}/rounds/{ev['round_index']}"
@@ -441,32 +463,3 @@ def router(voter: ChallengeVoter) -> APIRouter:
         return voter.status()
 
     return api
-
-
-def validator_endpoints(chain: Chain) -> list[str]:
-    """The published endpoints of the active validators (where a case is pushed)."""
-    validators = chain.validators
-    out = []
-    for i in range(chain.call(validators.functions.validator_count())):
-        who = chain.call(validators.functions.validator_at(i))
-        if chain.call(validators.functions.is_validator(who)):
-            endpoint = chain.call(validators.functions.validators(Web3.to_checksum_address(who)))[5]
-            if endpoint:
-                out.append(endpoint)
-    return out
-
-
-def publish_case(chain: Chain, challenge_id: int, case: ChallengeCase,
-                 http: httpx.Client) -> dict[str, str]:
-    """Push a case to every active validator; returns endpoint -> "accepted", "conflict" or
-    why it failed (the challenger's step after `open_challenge`)."""
-    body = json.loads(case.model_dump_json())
-    answers = {}
-    for endpoint in validator_endpoints(chain):
-        try:
-            response = http.post(f"{endpoint}/challenges/{challenge_id}/case", json=body)
-            answers[endpoint] = (response.json().get("status", "?") if response.status_code == 200
-                                 else f"{response.status_code}: {response.text[:300]}")
-        except httpx.HTTPError as exc:
-            answers[endpoint] = f"unreachable: {type(exc).__name__}"
-    return answers

@@ -1,0 +1,252 @@
+"""The demo's verification act: a cheating provider is caught by a spot check and slashed by a
+quorum of staked validators, every transaction shown.
+
+Real parts: three `tessera validator run` processes that stake and vote, a fourth provider
+process whose DiLoCo workers cheat, a verified two-node DiLoCo job run by the tenant with the
+real coordinator (commitments, one root per round, spot-check replays, an on-chain challenge,
+its case pushed to the validators), and the validators' own replays, votes, resolve and claims.
+
+The cheat is the provider's TEST-ONLY `[testing] cheat = "skip-steps"` setting: its worker trains
+half of every committed segment's steps and commits to the states as if it had trained them
+all. The demo checks every worker's round (spot-check probability 1.0, the job default is 0.25)
+so that the catch happens in the first round; docs/verification.md gives the odds for p < 1.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import tomli_w
+from rich.console import Console
+from rich.table import Table
+
+from tessera.chain.accounts import devnet_account
+from tessera.chain.client import Chain
+from tessera.chain.devnet import TREASURY, free_port
+from tessera.chain.market import STAKE_DECIMALS, STAKE_SYMBOL, Market
+from tessera.chain.verification import Outcome, Verification
+from tessera.protocol.jobspec import JobSpec
+from tessera.protocol.money import format_amount
+from tessera.tenant.client import Tenant, TenantError
+from tessera.tenant.flow import load_dataset, money
+from tessera.tenant.multinode import run_diloco_job
+
+CHEATER_ACCOUNT, CHEATER_PRICE = 6, "0.90"   # cheaper than every honest provider: it wins a seat
+VALIDATOR_ACCOUNTS = (7, 8, 9)               # three: the contract's minimum quorum
+VERDICT_TIMEOUT_S = 180.0
+
+VERIFIED_JOB = {
+    "name": "demo-verified", "mode": "diloco",
+    "order": {"max_price_per_gpu_hour": "3.00", "duration": "10m", "nodes": 2, "bid_window": "4s"},
+    "dataset": {"source": "builtin:stdlib", "max_bytes": 65536},
+    "workload": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
+                 "eval_batches": 2},
+    "diloco": {"inner_steps": 8, "rounds": 2, "compression": "int8", "round_timeout": "60s",
+               "replace_dropped": False},
+    "verification": {"checkpoint_every": 2, "spot_check_probability": 1.0},
+}
+
+
+def _spawn(home: Path, name: str, kind: str, config: dict) -> tuple[subprocess.Popen, str]:
+    config_file = home / f"{name}.toml"
+    config_file.write_text(tomli_w.dumps(config))
+    proc = subprocess.Popen([sys.executable, "-m", "tessera.cli", kind, "run", "--config",
+                             str(config_file)], stdout=open(home / f"{name}.log", "wb"),
+                            stderr=subprocess.STDOUT, env={**os.environ, "TESSERA_HOME": str(home)})
+    return proc, f"http://127.0.0.1:{config[kind]['port']}"
+
+
+def start_validators(home: Path, network_file: Path) -> dict:
+    """Three validator processes that stake on start and vote on challenges. Hardware challenges
+    are off here: the demo's CPU providers share one machine with everything else, and a timed
+    challenge measured under that load is not what this act shows."""
+    procs = {}
+    for account in VALIDATOR_ACCOUNTS:
+        name = f"validator-{account}"
+        procs[name] = _spawn(home, name, "validator", {
+            "validator": {"account": f"devnet:{account}", "network": str(network_file),
+                          "port": free_port(), "state_dir": str(home / name), "stake": "100"},
+            "probes": {"per_epoch": 1, "timeout_s": 3.0, "max_delay_s": 2.0},
+            "challenges": {"vote": True},
+            "hardware": {"enabled": False},
+        })
+    return procs
+
+
+def start_cheater(home: Path, network_file: Path) -> dict:
+    name = "provider-delta"
+    return {name: _spawn(home, name, "provider", {
+        "provider": {"account": f"devnet:{CHEATER_ACCOUNT}", "network": str(network_file),
+                     "port": free_port(), "state_dir": str(home / name), "stake": "100"},
+        "pricing": {"price_per_gpu_hour": CHEATER_PRICE},
+        "limits": {"threads": 1, "memory_limit_mb": 4096, "max_job_seconds": 1800},
+        "payouts": {"sweep_every": 5},
+        "testing": {"cheat": "skip-steps"},
+    })}
+
+
+def wait_verdict(verification: Verification, challenge_id: int, procs: dict) -> Outcome:
+    deadline = time.monotonic() + VERDICT_TIMEOUT_S
+    while (status := verification.challenge(challenge_id).status) == Outcome.OPEN:
+        for name, (proc, _) in procs.items():
+            if proc.poll() is not None:
+                raise TenantError(f"{name} exited with {proc.returncode}; see its log")
+        if time.monotonic() > deadline:
+            raise TenantError(f"challenge {challenge_id} has no verdict after "
+                              f"{VERDICT_TIMEOUT_S:.0f} s; see the validator logs")
+        time.sleep(0.5)
+    return status
+
+
+def wait_claims(verification: Verification, challenge_id: int, timeout: float = 20.0) -> None:
+    """Give the winning voters a moment to claim their rewards (they do it on their own)."""
+    chain, deadline = verification.chain, time.monotonic() + timeout
+    record = verification.challenge(challenge_id)
+    winners = record.guilty_votes if record.status == Outcome.UPHELD else record.innocent_votes
+    while time.monotonic() < deadline and len(chain.events(
+            "Verification", "RewardClaimed", chain.network.deploy_block,
+            argument_filters={"challenge_id": challenge_id})) < winners:
+        time.sleep(0.5)
+
+
+def run_cheater_act(console: Console, chain: Chain, home: Path, procs: dict,
+                    wait_healthy) -> dict:
+    """Run the act; `procs` (name -> (process, url)) gains the new processes, which the caller
+    stops. Returns what happened, transactions included."""
+    network_file = home / "devnet" / "network.json"
+    console.rule("[bold]verification: a cheating provider")
+    console.print("starting 3 validators (stake 100 TSTK each, replay challenged work and vote) "
+                  f"and provider delta at {CHEATER_PRICE} TUSD/GPU-h, which [red]cheats[/]: it "
+                  "trains half the steps it commits to ...")
+    new = {**start_validators(home, network_file), **start_cheater(home, network_file)}
+    procs.update(new)
+    wait_healthy(new)
+    tenant = Tenant(chain)
+    market, verification = Market(chain), Verification(chain)
+    cheater = devnet_account(CHEATER_ACCOUNT).address
+    stake_before = market.provider_record(cheater)["stake"]
+    spec = JobSpec.model_validate(VERIFIED_JOB)
+    console.print("the tenant runs a verified 2-node DiLoCo job: each worker signs a commitment "
+                  "to its states every 2 steps, one Merkle root per round goes on chain, and "
+                  "the tenant replays one committed segment of every worker's round")
+    treasury = devnet_account(TREASURY).address
+    treasury_before = market.payment_balance(treasury)
+    tenant_before = market.payment_balance(chain.address)
+    summary = run_diloco_job(tenant, spec, load_dataset(spec.dataset), console,
+                             results_dir=home / "results")
+    challenges = [c for r in summary["rounds"] for c in r["challenges"] if "challenge_id" in c]
+    act = {"job": summary, "cheater": cheater, "stake_before": stake_before, "challenges": []}
+    if not challenges:
+        console.print("[red]the cheater was not challenged[/]: see the coordinator log in "
+                      f"{summary['job_dir']}")
+        return act
+    for c in challenges:
+        outcome = wait_verdict(verification, c["challenge_id"], procs)
+        wait_claims(verification, c["challenge_id"])
+        act["challenges"].append(_challenge_record(chain, verification, c, outcome))
+    act["stake_after"] = market.provider_record(cheater)["stake"]
+    act["jailed_until"] = market.provider_record(cheater)["jailed_until"]
+    print_act(console, act)
+    act["pay"] = settle_held_pay(console, chain, summary, procs)
+    act["tenant_spent"] = tenant_before - market.payment_balance(chain.address)
+    act["treasury_received"] = market.payment_balance(treasury) - treasury_before
+    console.print(f"the tenant paid {money(act['tenant_spent'])} for the verified job in the "
+                  "end (its escrow less the unused budget and the cheater's refunded round)")
+    return act
+
+
+def settle_held_pay(console: Console, chain: Chain, job: dict, procs: dict) -> list[dict]:
+    """Wait for the job's rounds to be final, release every lease's held pay (anyone may; the
+    providers' own sweeps race for it, harmlessly), let the providers withdraw, and list per
+    lease what was released to the provider and what a proven round sent back to the tenant."""
+    market, verification = Market(chain), Verification(chain)
+    order_id, since = job["order_id"], chain.network.deploy_block
+    rounds = verification.rounds_posted(order_id)
+    window = verification.params().challenge_window
+    console.print(f"the job's pay is held until each round is final ({window} s challenge "
+                  "window on this demo chain, 1 h by default, and no challenge open) ...")
+    deadline = time.monotonic() + window + VERDICT_TIMEOUT_S
+    while not all(verification.round_finalized(order_id, r) for r in range(rounds)):
+        if time.monotonic() > deadline:
+            raise TenantError(f"the rounds of job {order_id} are not final after {window} s")
+        chain.w3.provider.make_request("evm_mine", [])   # devnet: a block carries the time
+        time.sleep(1.0)
+    leases = [w for w in job["workers"] if w["order_id"] == order_id]
+    for w in leases:
+        market.release_ready(w["lease_id"])
+    deadline = time.monotonic() + 60
+    while any(market.withdrawable(w["lease_id"]) for w in leases):
+        if time.monotonic() > deadline:
+            raise TenantError("providers did not withdraw their released pay within 60 s")
+        for name, (proc, _) in procs.items():
+            if proc.poll() is not None:
+                raise TenantError(f"{name} exited with {proc.returncode}; see its log")
+        time.sleep(0.5)
+    out = []
+    for w in leases:
+        lease_filter = {"lease_id": w["lease_id"]}
+        released = chain.events("Market", "PayReleased", since, argument_filters=lease_filter)
+        refunded = chain.events("Market", "RoundRefunded", since, argument_filters=lease_filter)
+        out.append({"lease_id": w["lease_id"], "provider": w["provider"],
+                    "released": sum(e["args"]["amount"] for e in released),
+                    "refunded_rounds": [e["args"]["round_index"] for e in refunded],
+                    "refunded": sum(e["args"]["refund"] for e in refunded),
+                    "txs": sorted({"0x" + bytes(e["transactionHash"]).hex()
+                                   for e in released + refunded})})
+        line = (f"lease {w['lease_id']} ({w['provider']}): "
+                f"{money(out[-1]['released'])} released to the provider")
+        if refunded:
+            line += (f"; round(s) {out[-1]['refunded_rounds']} proven bad: "
+                     f"{money(out[-1]['refunded'])} back to the tenant")
+        console.print(line + f" (tx {', '.join(out[-1]['txs'])})")
+    return out
+
+
+def _challenge_record(chain: Chain, verification: Verification, opened: dict,
+                      outcome: Outcome) -> dict:
+    cid = opened["challenge_id"]
+    since = chain.network.deploy_block
+
+    def txs(event: str) -> list[str]:
+        return ["0x" + bytes(log["transactionHash"]).hex() for log in chain.events(
+            "Verification", event, since, argument_filters={"challenge_id": cid})]
+
+    [resolved] = chain.events("Verification", "ChallengeResolved", since,
+                              argument_filters={"challenge_id": cid})
+    r = dict(resolved["args"])
+    return {"challenge_id": cid, "lease_id": opened["lease_id"], "segment": opened["segment"],
+            "outcome": outcome.name, "open_tx": opened["tx"], "vote_txs": txs("Voted"),
+            "resolve_tx": "0x" + bytes(resolved["transactionHash"]).hex(),
+            "claim_txs": txs("RewardClaimed"), "case": opened.get("case", {}),
+            **{k: r[k] for k in ("slashed", "to_challenger", "to_tenant", "to_voters", "burned")}}
+
+
+def print_act(console: Console, act: dict) -> None:
+    def tstk(amount: int) -> str:
+        return format_amount(amount, STAKE_DECIMALS, STAKE_SYMBOL)
+
+    for c in act["challenges"]:
+        table = Table(title=f"challenge {c['challenge_id']}: lease {c['lease_id']}, segment "
+                            f"{c['segment']} -> [bold]{c['outcome']}[/]")
+        table.add_column("step")
+        table.add_column("transaction(s)", overflow="fold")
+        table.add_row("opened by the tenant (bond 10 TSTK)", c["open_tx"])
+        accepted = sum(v == "accepted" for v in c["case"].values())
+        table.add_row("case pushed to validators", f"{accepted}/{len(c['case'])} accepted (HTTP)")
+        table.add_row(f"votes ({len(c['vote_txs'])}, each after its own replay)",
+                      "\n".join(c["vote_txs"]))
+        table.add_row("resolved", c["resolve_tx"])
+        table.add_row("voters' rewards claimed", "\n".join(c["claim_txs"]))
+        console.print(table)
+        console.print(f"slashed {tstk(c['slashed'])} from provider {act['cheater']}: "
+                      f"{tstk(c['to_voters'])} to the voters, {tstk(c['to_challenger'])} to "
+                      f"the challenger, {tstk(c['to_tenant'])} to the tenant, "
+                      f"{tstk(c['burned'])} burned")
+    if "stake_after" in act:
+        console.print(f"cheater's stake {tstk(act['stake_before'])} -> "
+                      f"{tstk(act['stake_after'])}; jailed until block time "
+                      f"{act['jailed_until']} (no new leases for 7 days)")
