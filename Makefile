@@ -21,4 +21,5 @@ bench: setup
 	.venv/bin/python bench/indexer.py
 	.venv/bin/python bench/diloco.py
 	.venv/bin/python bench/verification.py
+	.venv/bin/python bench/verification.py --honest-runs 100
 	.venv/bin/python bench/verification_gas.py

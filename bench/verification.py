@@ -21,6 +21,10 @@ verifier will ask for (memory); the protocol draws it after the commitment is po
 
 Reproduce: .venv/bin/python bench/verification.py [--quick]; writes bench/results/verification.json.
 
+`--honest-runs 100` checks the other half of the goal: no honest provider is ever failed. 100
+honest jobs (own seed, worker index, 1 or 2 threads), every round spot-checked; any replay that
+is not bitwise is a false guilty vote. Writes bench/results/verification_honest.json.
+
 `--worker-overhead` measures instead what verification costs in the real job path, side by side
 in one run: a DiLoCo worker process's round (bench model, H = 50 as in examples/diloco.toml)
 plain vs committing every k steps AND writing every checkpoint's full state to disk as the
@@ -170,14 +174,65 @@ def worker_overhead(rounds: int) -> None:
     print(f"\nwrote {out}")
 
 
+def honest_runs(n: int, q_per_round: int = 2, k: int = 2) -> None:
+    """No false slash: n honest jobs, each with its own seed, worker index and thread count
+    (1 or 2), 2 rounds of H = 20; in every round q segments are drawn from fresh randomness and
+    replayed exactly as the tenant's spot check and each validator's vote replay them
+    (`verify_segment`, bitwise, same thread count). A failed replay would be a false guilty
+    vote; the bench counts them and exits non-zero if there is one."""
+    tokens, _ = split(build_stdlib_corpus(1 << 20), workload())   # the seed does not enter
+    checks = failures = 0
+    started = time.perf_counter()
+    for run in range(n):
+        wl = workload(threads=1 + run % 2).model_copy(update={"seed": 2000 + run})
+        cfg = DilocoConfig(workload=wl, workers=4, inner_steps=20, rounds=2)
+        configure_determinism(wl)
+        worker, global_state = run % 4, parameter_state(new_model(wl))
+        committing = CommittingWorker(cfg, worker, tokens)
+        n_round = len(segment_bounds(cfg.inner_steps, k)) - 1
+        for r in range(cfg.rounds):
+            picks = smp.select_segments(keccak(f"bench/honest/{run}/{r}".encode()), n_round,
+                                        q_per_round)
+            trace = committing.run_round_committed(global_state, r, k,
+                                                   keep_states={p + d for p in picks for d in (0, 1)})
+            c = trace.commitment
+            for segment in picks:
+                verdict = verify_segment(cfg, worker, r, c.root, c.n_leaves, k,
+                                         open_segment(trace, segment), tokens)
+                checks += 1
+                if not (verdict.ok and verdict.reason == "bitwise"):
+                    failures += 1
+                    print(f"run {run} round {r} segment {segment}: {verdict.reason}", flush=True)
+    seconds = time.perf_counter() - started
+    torch.set_num_threads(1)
+    print(f"| honest runs | rounds | replays (q = {q_per_round}, k = {k}) | failed replays "
+          "(false guilty votes) | wall s |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {n} | {2 * n} | {checks} | {failures} | {seconds:.1f} |")
+    out = Path(__file__).parent / "results" / "verification_honest.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"runs": n, "rounds_per_run": 2, "inner_steps": 20, "k": k,
+                               "q_per_round": q_per_round, "replays": checks,
+                               "failures": failures, "seconds": seconds,
+                               "torch": torch.__version__}, indent=2))
+    print(f"wrote {out}")
+    if failures:
+        raise SystemExit(f"{failures} honest replays failed: an honest provider could be slashed")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="5 rounds instead of 25")
     ap.add_argument("--worker-overhead", action="store_true",
                     help="the worker process's commit overhead and the tenant's spot check")
+    ap.add_argument("--honest-runs", type=int, metavar="N",
+                    help="N honest jobs, every sampled replay must be bitwise (no false slash)")
     args = ap.parse_args()
     if args.worker_overhead:
         worker_overhead(rounds=6 if args.quick else 20)
+        return
+    if args.honest_runs:
+        honest_runs(args.honest_runs)
         return
     rounds = 5 if args.quick else 25
     wl = workload()

@@ -252,6 +252,14 @@ def job_close(lease_id: int, network: Path = NetworkOption, account: str = Accou
     run_guarded(lambda: close_lease(lease_id, network, account, console))
 
 
+@job_app.command("release")
+def job_release(lease_id: int, network: Path = NetworkOption, account: str = AccountOption):
+    """A verified lease: release its pay for final rounds; proven rounds are refunded to you."""
+    from tessera.tenant.flow import release_pay
+
+    run_guarded(lambda: release_pay(lease_id, network, account, console))
+
+
 # -- demo ---------------------------------------------------------------------------------
 @app.command("demo")
 def demo(as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),

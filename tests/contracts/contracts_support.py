@@ -14,7 +14,7 @@ from eth_account.signers.local import LocalAccount
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = ROOT / "src" / "tessera" / "contracts"
 CONTRACT_NAMES = ("PaymentToken", "StakeToken", "ProviderRegistry", "Market", "Uptime",
-                  "Validators", "Probes", "Verification")
+                  "Validators", "Probes", "Verification", "HardwareReports")
 
 PAYMENT_DECIMALS = 6
 STAKE_DECIMALS = 18

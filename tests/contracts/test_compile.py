@@ -28,6 +28,8 @@ def test_compiles_with_plain_vyper(name, vyper_compile):
         "Probes": {"report", "reported", "receipt_digest", "current_epoch"},
         "Verification": {"post_root", "round_finalized", "open_challenge", "answer", "vote",
                          "resolve", "claim_reward"},
+        "HardwareReports": {"report", "claim", "quorum", "report_count", "HardwareReported",
+                            "HardwareSlashed"},
     }[name]
     assert expected <= names
 

@@ -205,6 +205,26 @@ def test_release_pays_final_rounds_only(system, ver):
     assert system.usd.balanceOf(system.market.address) == system.held()
 
 
+def test_a_skipped_round_counts_as_part_of_the_next_posted_one(system, ver):
+    """A replacement worker's one-node order gets its first root at the round it joins: the
+    rounds before it are skipped, never posted, and release walks past them."""
+    job = new_job(system, ver)
+    lease = job.leases[0]
+    start = system.market.leases(lease).start
+    wait(HOUR)
+    rnd = job.post_round()
+    assert rnd == 0
+    with boa.env.prank(system.tenant.address):   # skip round 1: post round 2's root
+        job.ver.post_root(job.order_id, 2, job.trees[0].root, job.trees[0].n_leaves)
+    t2 = boa.env.timestamp
+    assert job.ver.rounds_posted(job.order_id) == 3
+    wait(WINDOW)
+    ev = release(system, lease, 3)   # rounds 0, 1 (skipped, empty) and 2
+    assert (ev.from_round, ev.to_round, ev.released_until) == (0, 3, t2)
+    assert ev.amount == accrued(system, lease, t2) and t2 > start
+    assert system.usd.balanceOf(system.market.address) == system.held()
+
+
 def test_release_refusals(system, ver):
     job = new_job(system, ver, nodes=1)
     plain = system.create_order()

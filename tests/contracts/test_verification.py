@@ -256,15 +256,20 @@ def test_post_root_refusals(env):
     with boa.env.prank(env.tenant.address):
         with boa.reverts("verification: unknown job"):
             env.ver.post_root(999, 0, root, 2)
-        with boa.reverts("verification: rounds must be posted in order"):
-            env.ver.post_root(env.order_id, 1, root, 2)
         with boa.reverts("verification: empty root"):
             env.ver.post_root(env.order_id, 0, b"\x00" * 32, 2)
         with boa.reverts("verification: bad leaf count"):
             env.ver.post_root(env.order_id, 0, root, 0)
         env.ver.post_root(env.order_id, 0, root, 2)
-        with boa.reverts("verification: root already posted for this round"):
+        with boa.reverts("verification: round already posted or skipped"):
             env.ver.post_root(env.order_id, 0, keccak(b"other root"), 2)
+        # a round may be skipped (a replacement's order starts where it joins); never posted later
+        env.ver.post_root(env.order_id, 2, root, 2)
+        assert env.ver.rounds_posted(env.order_id) == 3
+        assert env.ver.rounds(env.order_id, 1).posted_at == 0
+        assert not env.ver.round_finalized(env.order_id, 1)
+        with boa.reverts("verification: round already posted or skipped"):
+            env.ver.post_root(env.order_id, 1, root, 2)
     assert env.ver.rounds(env.order_id, 0).tree == keccak(root + (2).to_bytes(32, "big"))  # first stands
     # a refused post changed nothing: the job's tenant is still unknown for order 999
     assert env.ver.job_tenant(999) == "0x" + "00" * 20

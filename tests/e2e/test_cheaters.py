@@ -21,7 +21,8 @@ honest provider's public endpoints (found on chain) and submits them as its own.
 
 Claiming a GPU on a CPU is not repeated here: tests/e2e/test_hardware_challenge.py runs a real
 provider registered as an H100 on a CPU against a real validator, which records it "late" in
-every epoch (off chain: nothing slashes a hardware claim yet, docs/hardware.md).
+every epoch; tests/e2e/test_hardware_slashing.py has three validators report it on chain
+(HardwareReports), where it is slashed and jailed (docs/hardware.md).
 """
 
 from __future__ import annotations

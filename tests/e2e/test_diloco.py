@@ -15,12 +15,14 @@ from rich.console import Console
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
+from tessera.chain.verification import Verification
 from tessera.logs import EventLog
 from tessera.protocol.jobspec import JobSpec
 from tessera.tenant.client import Tenant
 from tessera.tenant.coordinator import DilocoCoordinator, WorkerLease
 from tessera.tenant.flow import lease_nodes, load_dataset
 from tessera.tenant.multinode import Replacer, diloco_config, wait_started, worker_workload
+from tessera.tenant.verify import VerifyTerms
 
 from .conftest import ProviderProcess, wait_until
 
@@ -74,7 +76,10 @@ def test_a_killed_worker_is_replaced_and_the_replacement_trains(network, provide
         tenant, diloco_config(spec, 2), dataset, workers, tmp_path / "job", round_timeout_s=60,
         on_round=kill_after_first_round, log=EventLog("coordinator", stream=io.StringIO()),
         replace=Replacer(tenant, spec, dataset, 2, console, tmp_path / "job"),
-        max_replacements=2)
+        max_replacements=2,
+        verify=VerifyTerms(job=summary["order_id"],
+                           checkpoint_every=spec.verification.checkpoint_every,
+                           spot_check_probability=1.0))
     reports = coordinator.run()
     assert [r.contributors for r in reports] == [2, 1, 2, 2]
     assert not dead.active and dead.fault == "unreachable"
@@ -90,6 +95,16 @@ def test_a_killed_worker_is_replaced_and_the_replacement_trains(network, provide
     assert next(e for e in logs if e["event"] == "start")["worker"] == dead.index
     assert [e["round"] for e in logs if e["event"] == "progress"] == [2, 3]
     assert reports[-1].val_loss < reports[0].val_loss
+    # verified: every answer was spot-checked; the replacement's lease sits in its own order,
+    # whose rounds get their own root, so its work is challengeable like the others'
+    assert [len(r.spot_checks) for r in reports] == [2, 1, 2, 2]
+    assert all(c["ok"] for r in reports for c in r.spot_checks)
+    ver = Verification(tenant.chain)
+    assert ver.rounds_posted(summary["order_id"]) == 4
+    assert [[x["order_id"] for x in r.replacement_roots] for r in reports] == \
+        [[], [], [replacement.order_id], [replacement.order_id]]
+    assert ver.rounds_posted(replacement.order_id) == 4   # rounds 2 and 3: its first is round 2
+    assert tenant.market.is_verified(replacement.order_id)
     for worker in coordinator.workers:
         if worker.active:
             tenant.close(worker.lease_id)

@@ -15,6 +15,9 @@ committed, as an honest node would.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -133,3 +136,38 @@ def test_cheater_is_caught_by_a_spot_check_and_challenged_on_chain(chain_home, n
     second = rounds[1]
     assert [c["ok"] for c in second["spot_checks"]] == [True] and second["challenges"] == []
     assert "challenged" in out.getvalue() and "spot check" in out.getvalue()
+
+    # the order is verified: the leases are closed, but their pay waits for final rounds
+    market, chain = tenant.market, tenant.chain
+    assert market.is_verified(job)
+    honest_lease = leases[honest.address]
+    assert all(market.withdrawable(lease) == 0 for lease in leases.values())
+    assert market.releases(honest_lease).next_round == 0
+    chain.w3.provider.make_request("evm_increaseTime", [ver.params().challenge_window + 1])
+    chain.w3.provider.make_request("evm_mine", [])
+
+    def release(lease_id: int) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "tessera.cli", "job", "release", str(lease_id), "--network",
+             str(devnet.network_file), "--account", f"devnet:{TENANT}"],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "TESSERA_HOME": str(chain_home[1])})
+
+    # round 0 has a challenge open (on the cheater's leaf): finality is per round, so no lease's
+    # round 0 is final yet, the honest one's included; the command says so and moves nothing
+    for lease_id in leases.values():
+        waiting = release(lease_id)
+        assert waiting.returncode == 0, waiting.stdout + waiting.stderr
+        assert "nothing to release" in waiting.stdout, waiting.stdout
+        assert market.releases(lease_id).next_round == 0
+    # nobody votes here (the validators are only registered): after the vote period the
+    # challenge ends without a verdict, the bond goes back, and both rounds are final
+    chain.w3.provider.make_request("evm_increaseTime", [ver.params().vote_period + 1])
+    chain.w3.provider.make_request("evm_mine", [])
+    assert ver.resolve(challenge["challenge_id"]).outcome == Outcome.EXPIRED
+    assert ver.round_finalized(job, 0) and ver.round_finalized(job, 1)
+    # released by the tenant's command, or by the provider's own sweep if it wins the race
+    done = release(honest_lease)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "released" in done.stdout or "nothing to release" in done.stdout, done.stdout
+    assert market.releases(honest_lease).next_round == ROUNDS

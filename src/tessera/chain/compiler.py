@@ -15,7 +15,7 @@ from vyper.compiler.input_bundle import FilesystemInputBundle
 
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
 CONTRACT_NAMES = ("StakeToken", "PaymentToken", "ProviderRegistry", "Market", "Uptime",
-                  "Validators", "Probes", "Verification")
+                  "Validators", "Probes", "Verification", "HardwareReports")
 
 
 @dataclass(frozen=True)

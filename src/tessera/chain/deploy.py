@@ -8,6 +8,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from tessera.chain.compiler import compile_contract
+from tessera.chain.hardware import HardwareReportsParams
 from tessera.chain.network import Network
 from tessera.chain.verification import VerificationParams
 
@@ -29,6 +30,7 @@ class DeployParams:
     validator_min_stake: int = 100 * 10**STAKE_DECIMALS  # docs/validators.md
     probe_report_delay: int = 32  # epochs a validator has to post a probe report
     verification: VerificationParams = field(default_factory=VerificationParams)  # docs/verification.md
+    hardware: HardwareReportsParams = field(default_factory=HardwareReportsParams)  # docs/hardware.md
     # Seconds after Verification's challenge window before pay for time no root covers is
     # released anyway (docs/verification.md, "Market: pay waits for verified rounds").
     root_grace: int = 3_600
@@ -86,6 +88,9 @@ def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str
     verification, _ = _deploy(w3, deployer, "Verification", market, registry, validators,
                               *params.verification.constructor_args())
     _grant_slasher(w3, deployer, registry, verification)
+    hardware, _ = _deploy(w3, deployer, "HardwareReports", uptime, validators,
+                          *params.hardware.constructor_args())
+    _grant_slasher(w3, deployer, registry, hardware)  # slashes on a quorum of failed challenges
     # Verified orders' pay waits for its rounds (set once; it takes the Market's address).
     _owner_call(w3, deployer, "Market", market, "set_verification", verification, params.root_grace)
     return Network(
@@ -94,6 +99,7 @@ def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str
         rpc_url=w3.provider.endpoint_uri,  # type: ignore[attr-defined]
         contracts={"StakeToken": stake, "PaymentToken": payment,
                    "ProviderRegistry": registry, "Market": market, "Uptime": uptime,
-                   "Validators": validators, "Probes": probes, "Verification": verification},
+                   "Validators": validators, "Probes": probes, "Verification": verification,
+                   "HardwareReports": hardware},
         deploy_block=first_block,
     )

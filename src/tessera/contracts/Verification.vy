@@ -341,7 +341,9 @@ def _tree_hash(root: bytes32, n_leaves: uint256) -> bytes32:
 def post_root(job: uint256, round_index: uint256, root: bytes32, n_leaves: uint256):
     """
     @notice The job's tenant posts the Merkle root over round `round_index`'s worker
-            commitments (`n_leaves` of them). Rounds are posted in order, once each.
+            commitments (`n_leaves` of them). Rounds are posted in increasing order, once
+            each; a round may be skipped (a replacement worker's one-node order starts at the
+            round it joins) and can then never be posted.
     """
     tenant: address = self.job_tenant[job]
     if tenant == empty(address):
@@ -349,15 +351,13 @@ def post_root(job: uint256, round_index: uint256, root: bytes32, n_leaves: uint2
         assert tenant != empty(address), "verification: unknown job"
         self.job_tenant[job] = tenant
     assert msg.sender == tenant, "verification: caller is not the job's tenant"
-    posted: uint256 = self.rounds_posted[job]
-    assert round_index >= posted, "verification: root already posted for this round"
-    assert round_index == posted, "verification: rounds must be posted in order"
+    assert round_index >= self.rounds_posted[job], "verification: round already posted or skipped"
     assert root != empty(bytes32), "verification: empty root"
     assert n_leaves > 0 and n_leaves <= 2**MAX_PROOF, "verification: bad leaf count"
     self.rounds[job][round_index] = Round(
         tree=self._tree_hash(root, n_leaves), posted_at=block.timestamp, open_challenges=0
     )
-    self.rounds_posted[job] = posted + 1
+    self.rounds_posted[job] = round_index + 1
     log RootPosted(job=job, round_index=round_index, root=root, n_leaves=n_leaves, coordinator=msg.sender)
 
 

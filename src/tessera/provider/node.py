@@ -697,7 +697,8 @@ class ProviderNode:
         """Compute a registered validator's matrix product on this node's device and sign the
         row fingerprints, unless the deadline (unix ms) passes first: then refuse, unsigned.
         Only challenges signed by a registered validator, naming this provider, each seed once;
-        one at a time (a second is refused with 429), with the benchmark's thread count."""
+        one at a time (a second is refused with 429), with the benchmark's thread count; none
+        while a lease's job runs (423 naming the lease, which the validator checks on chain)."""
         if request.deadline_ms <= time.time() * 1000:
             self.m_hw_challenges.labels("late").inc()
             raise Refused(400, f"challenge deadline {request.deadline_ms} ms has passed")
@@ -718,6 +719,10 @@ class ProviderNode:
             raise Refused(403, f"{validator} is not a registered validator")
         if 3 * 4 * request.size**2 > self.hardware.gpu_memory_mb * 2**20 // 2:
             raise Refused(413, f"size {request.size} needs more than half this device's memory")
+        running = self.state.leases(("running",))
+        if running:   # the device is the tenant's now: a timed product would be late, and slow it
+            self.m_hw_challenges.labels("leased").inc()
+            raise Refused(423, f"serving lease {running[0].lease_id}")
         if not self._hw_lock.acquire(blocking=False):
             self.m_hw_challenges.labels("busy").inc()
             raise Refused(429, "busy with another hardware challenge")

@@ -17,12 +17,13 @@ trains the dropped worker's shard from the next round on.
 Verification (a `VerifyTerms`, docs/verification.md): every answer must carry the provider's
 signed commitment to its checkpoints, checked field by field (`tenant.verify`); after the
 answers are in, ONE transaction posts the Merkle root over the accepted commitments of the job's
-own leases (`Verification.post_root`); a block hash from the block holding that root decides,
-per worker, whether the tenant replays one committed segment (probability p); a worker whose
-segment does not replay is dropped before the outer step (its pseudo-gradient never counts), its
-lease closed, and an on-chain challenge with a bond opened against its leaf. The round's root
-transaction, spot checks and challenges are in its `RoundReport`; the signed commitments of each
-round in `verification/round-{r}.json`, the replay reports (whose hash is the challenge's
+own leases (`Verification.post_root`), plus one per replacement worker's one-node order; the
+hash of the block holding the last root decides, per worker, whether the tenant replays one
+committed segment (probability p); a worker whose segment does not replay is dropped before the
+outer step (its pseudo-gradient never counts), its lease closed, and an on-chain challenge with
+a bond opened against its leaf. The round's root transactions, spot checks and challenges are
+in its `RoundReport`; the signed commitments of each round in `verification/round-{r}.json`
+(a replacement order's in `round-{r}-order-{o}.json`), the replay reports (whose hash is the challenge's
 evidence) beside them. Right after a challenge opens, its case (the job spec and the lease's
 signed manifest, kept in `manifests/` when it was sent) is pushed to every active validator,
 which replays the segment itself and votes (`validator.challenges`).
@@ -129,6 +130,8 @@ class RoundReport:
     root_tx: str = ""               # the post_root transaction ("" if not posted by this run)
     spot_checks: list[dict] = field(default_factory=list)   # tenant.verify.SpotCheck fields
     challenges: list[dict] = field(default_factory=list)    # lease, segment, challenge id, tx
+    replacement_roots: list[dict] = field(default_factory=list)  # order, root, tx: one per
+    #                                 replacement order (its lease is not in the job's order)
 
 
 @dataclass
@@ -415,7 +418,8 @@ class DilocoCoordinator:
             list(pool.map(one, active))
         dropped = [self._drop(w, round_index, faults[w.lease_id])
                    for w in active if w.lease_id in faults]
-        checked: dict = {"root": "", "root_tx": "", "spot_checks": [], "challenges": []}
+        checked: dict = {"root": "", "root_tx": "", "spot_checks": [], "challenges": [],
+                         "replacement_roots": []}
         accepted = [w for w in active if w.lease_id in results]
         if self.verify and accepted:
             checked, caught = self._verify_round(round_index, accepted, results)
@@ -449,13 +453,18 @@ class DilocoCoordinator:
     # -- verification --------------------------------------------------------------------
     def _verify_round(self, round_index: int, accepted: list[WorkerLease],
                       answers: dict[int, Answer]) -> tuple[dict, list[str]]:
-        """Post the round's root, spot-check, drop and challenge whoever fails. Returns the
+        """Post the round's roots, spot-check, drop and challenge whoever fails. Returns the
         report's verification fields and the drop lines."""
-        tree, root_tx, block_hash = self._post_root(round_index, accepted, answers)
+        orders = sorted({w.order_id for w in accepted}, key=lambda o: (o != self.verify.job, o))
+        trees, txs = {}, {}
+        for order_id in orders:
+            trees[order_id], txs[order_id] = self._post_root(
+                round_index, order_id, [w for w in accepted if w.order_id == order_id], answers)
+        block_hash = self._block_after_roots(txs)
         checks, challenges, dropped = [], [], []
         for worker in accepted:
             answer = answers[worker.lease_id]
-            seed = spot_check_seed(block_hash, self.verify.job, round_index, worker.lease_id)
+            seed = spot_check_seed(block_hash, worker.order_id, round_index, worker.lease_id)
             segment = draw_spot_check(seed, self.verify.spot_check_probability,
                                       answer.commitment.n_segments)
             if segment is None:
@@ -469,50 +478,64 @@ class DilocoCoordinator:
             if not check.ok:
                 dropped.append(self._drop(worker, round_index, WorkerFault(
                     "spot-check", f"segment {segment} did not replay: {check.reason}")))
-                challenges.append(self._challenge(round_index, worker, answer, tree, check))
-        root = "0x" + tree.root.hex() if tree else ""
-        return ({"root": root, "root_tx": root_tx, "spot_checks": checks,
-                 "challenges": challenges}, dropped)
+                challenges.append(self._challenge(round_index, worker, answer,
+                                                  trees[worker.order_id], check))
+        job_tree = trees.get(self.verify.job)
+        return ({"root": "0x" + job_tree.root.hex() if job_tree else "",
+                 "root_tx": txs.get(self.verify.job, ""), "spot_checks": checks,
+                 "challenges": challenges,
+                 "replacement_roots": [{"order_id": o, "root": "0x" + trees[o].root.hex(),
+                                        "tx": txs[o]}
+                                       for o in orders if o != self.verify.job and trees[o]]},
+                dropped)
 
-    def _post_root(self, round_index: int, accepted: list[WorkerLease],
-                   answers: dict[int, Answer]) -> tuple[cm.RoundTree | None, str, bytes]:
-        """ONE transaction: the root over the accepted commitments of the job's own leases (a
-        replacement's lease belongs to another order, which the contract would not accept for
-        this job). Returns the tree as on chain (None: none is), the transaction hash ("" when
-        not sent by this call) and the hash of a block from after the root."""
-        job = self.verify.job
-        signed = [answers[w.lease_id].result.commitment for w in accepted if w.order_id == job]
-        tree = self.verification.round_tree(signed) if signed else None
-        tx, block_hash = "", b""
+    def _block_after_roots(self, txs: dict[int, str]) -> bytes:
+        """The spot checks' randomness: the hash of the block holding the last root sent now, or
+        of the latest block (every root posted earlier is older)."""
+        chain = self.tenant.chain
+        sent = [tx for tx in txs.values() if tx]
+        if sent:
+            receipt = chain.rpc(lambda: chain.w3.eth.get_transaction_receipt(sent[-1]),
+                                what="get receipt")
+            return bytes(receipt["blockHash"])
+        return bytes(chain.rpc(lambda: chain.w3.eth.get_block("latest"),
+                               what="get block")["hash"])
+
+    def _post_root(self, round_index: int, order_id: int, workers: list[WorkerLease],
+                   answers: dict[int, Answer]) -> tuple[cm.RoundTree | None, str]:
+        """ONE transaction per order per round: the root over the accepted commitments of the
+        order's leases. The job's own order holds every original worker; a replacement's lease
+        sits in its own one-node order (the contract binds a leaf to its lease's order), which
+        gets its own root. Returns the tree as on chain (None: none is) and the transaction hash
+        ("" when not sent by this call)."""
+        signed = [answers[w.lease_id].result.commitment for w in workers]
+        tree = self.verification.round_tree(signed)
+        tx = ""
         try:
-            if tree is None:
-                self.log("root-skipped", "warning", round=round_index,
-                         reason="no accepted commitment from a lease of the job's own order")
-            elif self.verification.rounds_posted(job) > round_index:  # posted before a restart
-                if self.verification.round(job, round_index).tree != tree.tree_hash:
-                    self.log("root-differs", "warning", round=round_index,
+            if self.verification.rounds_posted(order_id) > round_index:  # before a restart
+                if self.verification.round(order_id, round_index).tree != tree.tree_hash:
+                    self.log("root-differs", "warning", round=round_index, job=order_id,
                              reason="this round's root was posted before with other commitments")
                     tree = None
             else:
-                receipt = self.verification.post_root(job, round_index, tree)
-                tx, block_hash = tx_hash(receipt), bytes(receipt["blockHash"])
-                self.log("root-posted", round=round_index, job=job, root="0x" + tree.root.hex(),
-                         leaves=tree.n_leaves, tx=tx, gas=receipt["gasUsed"])
+                receipt = self.verification.post_root(order_id, round_index, tree)
+                tx = tx_hash(receipt)
+                self.log("root-posted", round=round_index, job=order_id,
+                         root="0x" + tree.root.hex(), leaves=tree.n_leaves, tx=tx,
+                         gas=receipt["gasUsed"])
         except ChainError as exc:
-            self.log("root-not-posted", "warning", round=round_index, error=str(exc))
+            self.log("root-not-posted", "warning", round=round_index, job=order_id, error=str(exc))
             tree = None
-        if not block_hash:  # the root (if any) is older than the latest block
-            chain = self.tenant.chain
-            block_hash = bytes(chain.rpc(lambda: chain.w3.eth.get_block("latest"),
-                                         what="get block")["hash"])
         folder = self.state_dir / VERIFICATION_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        record = {"job": job, "round": round_index, "root_tx": tx,
+        record = {"job": order_id, "round": round_index, "root_tx": tx,
                   "root": "0x" + tree.root.hex() if tree else None,
                   "n_leaves": tree.n_leaves if tree else 0,
                   "commitments": [s.model_dump() for s in signed]}
-        _write_atomic(folder / f"round-{round_index}.json", json.dumps(record, indent=1).encode())
-        return tree, tx, block_hash
+        name = f"round-{round_index}.json" if order_id == self.verify.job else \
+            f"round-{round_index}-order-{order_id}.json"
+        _write_atomic(folder / name, json.dumps(record, indent=1).encode())
+        return tree, tx
 
     def _challenge(self, round_index: int, worker: WorkerLease, answer: Answer,
                    tree: cm.RoundTree | None, check: SpotCheck) -> dict:
@@ -522,8 +545,8 @@ class DilocoCoordinator:
                  "segment": check.segment}
         if not self.verify.challenge:
             entry["skipped"] = "challenges are off for this job"
-        elif tree is None or worker.order_id != self.verify.job:
-            entry["skipped"] = "its commitment is not in a root this job has on chain"
+        elif tree is None:
+            entry["skipped"] = "its commitment is not in a root on chain"
         if "skipped" in entry:
             self.log("challenge-skipped", "warning", round=round_index, **entry)
             return entry

@@ -294,3 +294,24 @@ def close_lease(lease_id: int, network: Path | None, account: str, console: Cons
     console.print(f"lease {lease_id} closed (tx {settlement.tx}): provider paid "
                   f"{money(settlement.provider_amount)}, fee {money(settlement.fee)}, refund "
                   f"{money(settlement.refund)}")
+    if tenant.market.is_verified(tenant.market.lease(lease_id).order_id):
+        console.print("this lease is verified: what it accrued but is not released yet stays in "
+                      "escrow until its rounds are final; `tessera job release "
+                      f"{lease_id}` then pays the provider and refunds any proven round to you")
+
+
+def release_pay(lease_id: int, network: Path | None, account: str, console: Console) -> None:
+    """`tessera job release`: release a verified lease's pay as far as its rounds are final;
+    the pay of a round proven bad comes back to the tenant (anyone may send it)."""
+    tenant = tenant_for(network, account)
+    market = tenant.market
+    if not market.is_verified(market.lease(lease_id).order_id):
+        raise TenantError(f"lease {lease_id} is not verified: its pay streams, nothing is held")
+    released = market.release_ready(lease_id)
+    if released is None:
+        console.print(f"lease {lease_id}: nothing to release now (the next round is not final "
+                      "yet, or everything is released)")
+        return
+    console.print(f"lease {lease_id}: rounds {released.from_round}..{released.to_round - 1} "
+                  f"released (tx {released.tx}): {money(released.amount)} payable to the "
+                  f"provider, {money(released.refund)} of proven rounds refunded to the tenant")

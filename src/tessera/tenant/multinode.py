@@ -107,7 +107,8 @@ class Replacer:
         order_id, _ = market.create_order(
             self.spec.spec_hash(), o.gpu_model, o.min_gpus, o.min_gpu_memory_mb,
             o.max_price_per_gpu_hour, o.duration, 1,
-            lease_budget(o.max_price_per_gpu_hour, o.min_gpus, o.duration))
+            lease_budget(o.max_price_per_gpu_hour, o.min_gpus, o.duration),
+            verified=self.spec.verification.enabled)   # its rounds get roots of their own
         try:
             verdict = pick_replacement(self.tenant.collect_bids(order_id, o.bid_window), job)
             if verdict is None:

@@ -38,6 +38,10 @@ class HardwareSection(BaseModel):
     slack: float = Field(4.0, ge=1, le=100, description="deadline = slack * expected + allowance")
     allowance_s: float = Field(1.0, ge=0, le=60, description="network and set-up allowance")
     rows_checked: int = Field(16, ge=1, le=256, description="rows of the product recomputed")
+    report: bool = Field(True, description="report failed challenges on chain "
+                                           "(HardwareReports.report; a quorum slashes)")
+    busy_retries: int = Field(4, ge=0, le=32, description="retries, after a random wait, of a "
+                              "provider busy with another validator's challenge (HTTP 429)")
 
 
 class ChallengeSection(BaseModel):

@@ -6,11 +6,17 @@ pick n from its registered MFLOP/s, POST a fresh seed to its /hardware-challenge
 with this process's clock, check the signature and `rows_checked` random rows of the product,
 and record the outcome (SQLite table `hardware_challenges` beside the probes, and /metrics).
 Outcomes: passed; late (after the deadline, or the provider gave up); wrong (a fingerprint,
-field or signature does not hold); no-answer (unreachable, HTTP error, not JSON)."""
+field or signature does not hold); no-answer (unreachable, HTTP error, not JSON). A provider busy
+with another validator's challenge (HTTP 429) is retried `busy_retries` times after a random
+wait before it counts as no-answer. A failure (but not an unreachable provider: `reportable`) is
+reported on chain (HardwareReports.report, once per provider per epoch, `[hardware] report`); a
+quorum of validators' reports slashes."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import re
 import secrets
 import sqlite3
 import threading
@@ -23,14 +29,18 @@ from eth_account.signers.local import LocalAccount
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from tessera.chain.client import Chain
+from tessera.chain.client import Chain, ChainError, TxRefused
+from tessera.chain.hardware import HardwareReports, evidence_digest
 from tessera.chain.market import Market
 from tessera.logs import EventLog
 from tessera.protocol import hardware_challenge as hc
 from tessera.protocol import messages
 from tessera.validator.config import HardwareSection
 
-OUTCOMES = ("passed", "late", "wrong", "no-answer")
+OUTCOMES = ("passed", "late", "wrong", "no-answer", "leased")
+# sent: accepted; slashed: this report completed the quorum; refused: the contract said no
+# (already reported / slashed, epoch too old, ...); error: the chain could not be reached.
+REPORT_RESULTS = ("sent", "slashed", "refused", "error")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hardware_challenges (
@@ -62,6 +72,8 @@ class HardwareOutcome:
     outcome: str        # one of OUTCOMES
     reason: str
     signature: str      # the provider's, when it answered with a valid signature
+    request_signature: str = ""  # this validator's signature of the request
+    deadline_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,17 +129,18 @@ def challenge_provider(session: requests.Session, endpoint: str, provider: str,
     plan = hc.plan_challenge(benchmark_mflops, cfg.target_s, cfg.slack, cfg.allowance_s)
     seed = "0x" + secrets.token_hex(32)
 
-    def result(outcome: str, reason: str, elapsed: float | None = None,
-               signature: str = "") -> HardwareOutcome:
-        return HardwareOutcome(provider, benchmark_mflops, seed, plan, elapsed, outcome, reason,
-                               signature)
-
     deadline_ms = int(time.time() * 1000 + plan.deadline_s * 1000) + 1
     typed = hc.request_typed_data(chain_id, probes, provider, validator.address, seed, plan.size,
                                   deadline_ms)
     request = hc.HardwareChallengeRequest(
         provider=provider, validator=validator.address, seed=seed, size=plan.size,
         deadline_ms=deadline_ms, signature=messages.sign(validator, typed))
+
+    def result(outcome: str, reason: str, elapsed: float | None = None,
+               signature: str = "") -> HardwareOutcome:
+        return HardwareOutcome(provider, benchmark_mflops, seed, plan, elapsed, outcome, reason,
+                               signature, request.signature, deadline_ms)
+
     start = time.monotonic()
     try:
         reply = session.post(endpoint.rstrip("/") + "/hardware-challenge",
@@ -149,6 +162,51 @@ def challenge_provider(session: requests.Session, endpoint: str, provider: str,
     outcome, reason, signature = judge_answer(request, plan, provider, body, elapsed, chain_id,
                                               probes, rows)
     return result(outcome, reason, elapsed, signature)
+
+
+def is_busy(o: HardwareOutcome) -> bool:
+    """The provider refused because another challenge runs (another validator's): a collision,
+    not a failure, unless it lasts through every retry."""
+    return o.outcome == "no-answer" and o.reason.startswith("HTTP 429")
+
+
+def reportable(o: HardwareOutcome) -> bool:
+    """A failure that goes on chain. Not a provider that could not be reached at all: that is an
+    outage, which Uptime and the probes already judge (and jail); slashing it here too would take
+    50 TSTK per epoch of downtime. Not a provider serving an open lease (`leased`, checked on
+    chain): its device is busy with the tenant's job. A provider that answers anything else but
+    a good, timely product is reported."""
+    return o.outcome not in ("passed", "leased") and not o.reason.startswith("unreachable")
+
+
+LEASED = re.compile(r"serving lease (\d+)")
+
+
+def serving_lease(o: HardwareOutcome, market: Market) -> HardwareOutcome:
+    """A 423 "serving lease N" refusal becomes `leased` when lease N is open on chain with this
+    provider; otherwise it stays `no-answer` (a provider cannot dodge with a made-up lease)."""
+    match = LEASED.search(o.reason) if o.reason.startswith("HTTP 423") else None
+    if match is None:
+        return o
+    try:
+        lease = market.lease(int(match.group(1)))
+    except ChainError:
+        return o
+    if lease.is_open and lease.provider.lower() == o.provider.lower():
+        return dataclasses.replace(o, outcome="leased",
+                                   reason=f"serving open lease {lease.lease_id}")
+    return dataclasses.replace(o, reason=o.reason + " (no such open lease of this provider)")
+
+
+def evidence_record(o: HardwareOutcome, epoch: int, validator: str, chain_id: int,
+                    probes: str) -> dict:
+    """What a report's evidence hash commits to: the signed request and this validator's timing."""
+    return {"chain_id": chain_id, "contract": probes, "epoch": epoch, "provider": o.provider,
+            "validator": validator, "seed": o.seed, "size": o.plan.size,
+            "deadline_ms": o.deadline_ms, "request_signature": o.request_signature,
+            "benchmark_mflops": o.benchmark_mflops, "deadline_s": o.plan.deadline_s,
+            "elapsed_s": o.elapsed_s, "outcome": o.outcome, "reason": o.reason,
+            "answer_signature": o.signature}
 
 
 class HardwareStore:
@@ -206,6 +264,12 @@ class HardwareChallenger:
             self.m_challenges.labels(outcome)
         self.m_epoch = Gauge("tessera_validator_hardware_checked_epoch",
                              "last epoch whose hardware challenges are done", registry=metrics)
+        self.m_reports = Counter("tessera_validator_hardware_reports",
+                                 "failed challenges reported on chain", ["result"],
+                                 registry=metrics)
+        for result in REPORT_RESULTS:
+            self.m_reports.labels(result)
+        self._reports = HardwareReports(chain) if cfg.report else None
 
     def poll_once(self) -> None:
         epoch = self.chain.call(self.chain.probes.functions.current_epoch())
@@ -225,10 +289,7 @@ class HardwareChallenger:
         for offer in offers:
             if offer is None or not offer.active or offer.benchmark_score <= 0:
                 continue
-            outcome = challenge_provider(
-                self._session, offer.endpoint, offer.address, self.chain.account,
-                offer.benchmark_score, self.cfg, self.chain.network.chain_id,
-                self.chain.probes.address, self._rng)
+            outcome = self._challenge(offer)
             self.store.add(epoch, outcome, time.time())
             self.m_challenges.labels(outcome.outcome).inc()
             self.log("hardware-challenge", "info" if outcome.outcome == "passed" else "warning",
@@ -238,4 +299,50 @@ class HardwareChallenger:
                      elapsed_s=None if outcome.elapsed_s is None else round(outcome.elapsed_s, 3),
                      outcome=outcome.outcome, reason=outcome.reason)
             outcomes.append(outcome)
+            if reportable(outcome) and self._reports is not None:
+                self.report(epoch, outcome)
         return outcomes
+
+    def _challenge(self, offer) -> HardwareOutcome:
+        """One challenge; a provider busy with another validator's is retried after a random
+        wait of up to one of its deadlines (the other challenge is over by then)."""
+        def once() -> HardwareOutcome:
+            return challenge_provider(
+                self._session, offer.endpoint, offer.address, self.chain.account,
+                offer.benchmark_score, self.cfg, self.chain.network.chain_id,
+                self.chain.probes.address, self._rng)
+
+        outcome = once()
+        for _ in range(self.cfg.busy_retries):
+            if not is_busy(outcome):
+                break
+            time.sleep(self._rng.uniform(0.25, 1.0) * (outcome.plan.deadline_s + 1.0))
+            outcome = once()
+        return serving_lease(outcome, Market(self.chain))
+
+    def report(self, epoch: int, o: HardwareOutcome) -> str:
+        """Send HardwareReports.report for a failed challenge; returns one of REPORT_RESULTS.
+        A refusal (already reported or slashed: another validator's report completed the
+        quorum first) is logged and counted, not raised: the loop must go on."""
+        evidence = evidence_digest(evidence_record(o, epoch, self.chain.address,
+                                                   self.chain.network.chain_id,
+                                                   self.chain.probes.address))
+        try:
+            done = self._reports.report(o.provider, epoch, o.outcome, evidence)
+        except TxRefused as exc:
+            result, fields = "refused", {"reason": str(exc)}
+        except ChainError as exc:
+            result, fields = "error", {"reason": str(exc)}
+        else:
+            result = "sent" if done.slashing is None else "slashed"
+            fields = {"tx": "0x" + bytes(done.receipt["transactionHash"]).hex(),
+                      "reports": done.reports, "quorum": done.quorum,
+                      "gas": done.receipt["gasUsed"]}
+            if done.slashing is not None:
+                fields.update(slashed=done.slashing.slashed, burned=done.slashing.burned,
+                              jailed_until=done.slashing.jailed_until)
+        self.m_reports.labels(result).inc()
+        self.log("hardware-report", "warning" if result == "error" else "info", epoch=epoch,
+                 provider=o.provider, outcome=o.outcome, evidence="0x" + evidence.hex(),
+                 result=result, **fields)
+        return result
