@@ -199,5 +199,5 @@ def test_wrapper_refuses_bad_input_before_sending(network, scene, providers):
         ver.open_challenge(ver.sign_commitment(providers[0], other), tree, 0, keccak(b"x"))
     with pytest.raises(TxRefused, match="caller is not the job's tenant"):
         Verification(Chain(network, validators[0])).post_root(order_id, 1, tree)
-    with pytest.raises(TxRefused, match="root already posted"):
+    with pytest.raises(TxRefused, match="round already posted or skipped"):
         ver.post_root(order_id, 0, tree)

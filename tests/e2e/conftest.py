@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import tomli_w
+from eth_account import Account
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
@@ -55,18 +56,22 @@ def tenant_chain(network) -> Chain:
 class ProviderProcess:
     """One `tessera provider run` process; restartable with the same state directory."""
 
-    def __init__(self, home: Path, network_file: Path, account: int, price: str, name: str):
+    def __init__(self, home: Path, network_file: Path, account: int | str, price: str,
+                 name: str):
+        """`account`: a devnet account index, or a raw 0x private key."""
         self.home, self.name = home, name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = home / f"{name}.toml"
         self.config.write_text(tomli_w.dumps({
-            "provider": {"account": f"devnet:{account}", "network": str(network_file),
+            "provider": {"account": account if isinstance(account, str) else f"devnet:{account}",
+                         "network": str(network_file),
                          "port": self.port, "state_dir": str(home / name), "stake": "100"},
             "pricing": {"price_per_gpu_hour": price},
             "limits": {"threads": 1, "memory_limit_mb": 4096, "max_job_seconds": 600},
         }))
-        self.address = devnet_account(account).address
+        self.address = (Account.from_key(account) if isinstance(account, str)
+                        else devnet_account(account)).address
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:

@@ -7,7 +7,12 @@ signed rounds and commitments over HTTP, the tenant's replay, real `post_root` a
 cheap check (it is dropped by the spot check, not as `bad-commitment`), its segment does not
 replay, it is dropped before the outer step, its lease is closed and a challenge naming its
 lease is open on chain; the honest worker is checked every round, always passes bitwise and is
-never dropped nor challenged. The slash itself (validators voting) is test_challenge_votes.py's.
+never dropped nor challenged. Then the slash: three real `tessera validator run` processes
+(`[challenges] vote = true`) receive the case the coordinator pushes, replay the segment
+themselves and vote it guilty; the cheater (a fresh staked account per strategy, since one
+proven fault takes a minimum stake) is slashed and jailed on chain. Last, the money: the
+job's order is verified, so once each round is final (a 20 s challenge window on this chain)
+every cheater's bad round is refunded to the tenant (`RoundRefunded`).
 
 Also: an honest pair run for several rounds at p = 1 is never caught, and at p < 1 the spot
 checks the tenant ran are exactly those its randomness (the hash of the block that holds each
@@ -28,17 +33,18 @@ every epoch; tests/e2e/test_hardware_slashing.py has three validators report it 
 from __future__ import annotations
 
 import io
+import time
 import tomllib
 
 import httpx
 import pytest
 import tomli_w
+from eth_account import Account
 from rich.console import Console
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import Devnet, free_port
-from tessera.chain.market import Market
 from tessera.chain.network import load_network
 from tessera.chain.verification import Outcome, Verification
 from tessera.protocol.jobspec import JobSpec
@@ -47,13 +53,15 @@ from tessera.tenant.flow import load_dataset
 from tessera.tenant.multinode import run_diloco_job
 from tessera.tenant.verify import draw_spot_check, spot_check_seed
 
-from .conftest import ProviderProcess
+from .conftest import ProviderProcess, wait_until
+from .test_challenge_votes import VotingValidator, decided_and_claimed
 
 pytestmark = pytest.mark.e2e
 
 TENANT, HONEST, CHEATER = 5, 1, 3
 VALIDATORS = (7, 8, 9)   # a challenge needs a quorum of 3 eligible validators to exist
 STAKE = 100 * 10**18
+WINDOW = 20              # seconds: this chain's challenge window, so that rounds become final
 H, K = 8, 2
 STRATEGIES = ("random-pseudo-gradient", "skip-steps", "wrong-shard", "wrong-round", "copy-worker")
 FAILS = "replay does not reach the committed end state"
@@ -73,51 +81,77 @@ def job(rounds: int, p: float) -> JobSpec:
 
 
 class Nodes:
-    """The honest provider (always up) and the second provider, restarted whenever the test
-    asks it for another cheat (None: it runs honestly)."""
+    """The honest provider (always up), a second provider that runs honestly for the honest
+    tests, and one cheating provider per strategy, each with a fresh funded account."""
 
-    def __init__(self, home, network_file):
+    def __init__(self, home, network):
+        self.home, self.network = home, network
+        network_file = home / "devnet" / "network.json"
         self.honest = ProviderProcess(home, network_file, HONEST, "0.60", "honest")
-        self.other = ProviderProcess(home, network_file, CHEATER, "0.50", "cheater")
+        self.other = ProviderProcess(home, network_file, CHEATER, "0.50", "other")
         for node in (self.honest, self.other):  # one job after the other: never at capacity
-            config = tomllib.loads(node.config.read_text())
-            config["pricing"]["max_concurrent_leases"] = 8
-            node.config.write_text(tomli_w.dumps(config))
-        self.cheat: str | None = None
+            self._more_leases(node)
+        self.cheater: ProviderProcess | None = None
 
-    def play(self, cheat: str | None) -> ProviderProcess:
-        if cheat != self.cheat:
-            self.other.stop()
-            config = tomllib.loads(self.other.config.read_text())
-            config.pop("testing", None)
-            if cheat is not None:
-                config["testing"] = {"cheat": cheat}   # TEST ONLY fault injection, see above
-            self.other.config.write_text(tomli_w.dumps(config))
-            self.other.start()
-            self.cheat = cheat
-        return self.other
+    @staticmethod
+    def _more_leases(node: ProviderProcess) -> None:
+        config = tomllib.loads(node.config.read_text())
+        config["pricing"]["max_concurrent_leases"] = 8
+        node.config.write_text(tomli_w.dumps(config))
+
+    def play(self, cheat: str) -> ProviderProcess:
+        """A new provider that cheats as named (the honest second provider stops: the job's two
+        cheapest are then the cheater and the honest one)."""
+        self.other.stop()
+        if self.cheater is not None:
+            self.cheater.stop()
+        key = fund_fresh_account(self.network)
+        self.cheater = ProviderProcess(self.home, self.home / "devnet" / "network.json", key,
+                                       "0.50", f"cheater-{cheat}")
+        config = tomllib.loads(self.cheater.config.read_text())
+        config["testing"] = {"cheat": cheat}   # TEST ONLY fault injection, see above
+        self.cheater.config.write_text(tomli_w.dumps(config))
+        self.cheater.start()
+        return self.cheater
+
+    def stop(self) -> None:
+        for node in (self.honest, self.other, self.cheater):
+            if node is not None:
+                node.stop()
+
+
+def fund_fresh_account(network) -> str:
+    """A new key with gas (anvil_setBalance) and the minimum stake (minted by the deployer)."""
+    account = Account.create()
+    deployer = Chain(network, devnet_account(0))
+    deployer.w3.provider.make_request("anvil_setBalance", [account.address, hex(10**20)])
+    deployer.send(deployer.stake_token.functions.mint(account.address, STAKE))
+    return "0x" + account.key.hex().removeprefix("0x")
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """One devnet for the file (each job is its own order; the cheater's challenges stay open
-    and unvoted, which touches nothing a later job uses), three registered validators."""
+    """One devnet for the file with a 20 s challenge window (each job is its own order), three
+    voting validators, the providers, and the bad rounds the strategy tests leave behind."""
     home = tmp_path_factory.mktemp("cheaters-e2e")
     devnet = Devnet(home / "devnet")
-    devnet.up(port=free_port())
+    devnet.up(port=free_port(), challenge_window=WINDOW)
     network = load_network(devnet.network_file)
-    for account in VALIDATORS:
-        chain = Chain(network, devnet_account(account))
-        Market(chain).ensure_allowance(chain.stake_token, chain.validators.address, STAKE)
-        chain.send(chain.validators.functions.register(STAKE))
-    nodes = Nodes(home, devnet.network_file)
-    nodes.honest.start()
-    nodes.other.start()   # honest until a test asks it to cheat (the honest tests come first)
+    validators = []
+    nodes = Nodes(home, network)
     try:
-        yield network, nodes
+        for account in VALIDATORS:
+            folder = home / f"validator-{account}"
+            folder.mkdir()
+            validators.append(VotingValidator(folder, devnet.network_file, account))
+            validators[-1].start()
+        nodes.honest.start()
+        nodes.other.start()   # honest; the strategy tests replace it with a cheater
+        yield {"network": network, "nodes": nodes, "validators": validators, "bad_rounds": []}
     finally:
-        nodes.honest.stop()
-        nodes.other.stop()
+        nodes.stop()
+        for v in validators:
+            v.stop()
         devnet.down()
 
 
@@ -140,8 +174,8 @@ def assert_honest_never_caught(summary: dict, lease: int, ver: Verification) -> 
 
 
 def test_honest_providers_are_never_caught_over_many_rounds(world, tmp_path):
-    network, nodes = world
-    other = nodes.play(None)
+    network, nodes = world["network"], world["nodes"]
+    other = nodes.other
     rounds = 5
     tenant, summary, _ = run_job(network, job(rounds=rounds, p=1.0), tmp_path)
     ver = Verification(tenant.chain)
@@ -153,8 +187,7 @@ def test_honest_providers_are_never_caught_over_many_rounds(world, tmp_path):
 
 
 def test_spot_checks_at_p_below_one_are_the_ones_the_randomness_draws(world, tmp_path):
-    network, nodes = world
-    nodes.play(None)
+    network = world["network"]
     p, rounds = 0.5, 8
     tenant, summary, _ = run_job(network, job(rounds=rounds, p=p), tmp_path)
     leases = [w["lease_id"] for w in summary["workers"]]
@@ -173,8 +206,8 @@ def test_spot_checks_at_p_below_one_are_the_ones_the_randomness_draws(world, tmp
 
 
 @pytest.mark.parametrize("cheat", STRATEGIES)
-def test_a_cheating_provider_is_caught_dropped_and_challenged(world, cheat, tmp_path):
-    network, nodes = world
+def test_a_cheating_provider_is_caught_challenged_and_slashed(world, cheat, tmp_path):
+    network, nodes, validators = world["network"], world["nodes"], world["validators"]
     cheater = nodes.play(cheat)
     tenant, summary, console = run_job(network, job(rounds=2, p=1.0), tmp_path)
     leases = {w["provider"]: w["lease_id"] for w in summary["workers"]}
@@ -201,7 +234,41 @@ def test_a_cheating_provider_is_caught_dropped_and_challenged(world, cheat, tmp_
     record = ver.challenge(challenge["challenge_id"])
     assert (record.job, record.round_index, record.lease_id) == (summary["order_id"], 0, bad)
     assert record.provider == cheater.address and record.challenger == tenant.chain.address
-    assert record.status == Outcome.OPEN and record.bond == ver.params().min_bond
+    assert record.bond == ver.params().min_bond
     assert "challenged" in console
+    assert set(challenge["case"].values()) == {"accepted"}   # pushed to the three validators
 
     assert_honest_never_caught(summary, good, ver)
+
+    # the validators replay the segment themselves and vote it guilty: slashed and jailed
+    wait_until(lambda: decided_and_claimed(ver, challenge["challenge_id"], validators,
+                                           Outcome.UPHELD), timeout=120, what="guilty verdict")
+    record = ver.challenge(challenge["challenge_id"])
+    assert (record.guilty_votes, record.innocent_votes) == (len(VALIDATORS), 0)
+    provider = tenant.market.provider_record(cheater.address)
+    assert provider["slashed_total"] == STAKE and provider["stake"] == 0
+    assert provider["jailed_until"] > tenant.chain.block_timestamp()
+    assert ver.proven(summary["order_id"], 0, bad)
+    assert tenant.market.provider_record(nodes.honest.address)["slashed_total"] == 0
+    world["bad_rounds"].append((cheat, summary["order_id"], bad))
+
+
+def test_the_tenant_gets_its_money_back_for_every_bad_round(world):
+    """Runs after the strategies: once each job's rounds are final, releasing a cheater's lease
+    refunds its proven round 0 to the tenant (by the tenant here; the jailed cheater's own
+    sweep may come first, which changes nothing but the sender)."""
+    assert [cheat for cheat, _, _ in world["bad_rounds"]] == list(STRATEGIES)
+    tenant = Tenant(Chain(world["network"], devnet_account(TENANT)))
+    market, ver = tenant.market, Verification(tenant.chain)
+    for cheat, order_id, lease_id in world["bad_rounds"]:
+        deadline = time.monotonic() + 3 * WINDOW + 30
+        while not ver.round_finalized(order_id, 0):
+            assert time.monotonic() < deadline, f"{cheat}: round 0 never became final"
+            tenant.chain.w3.provider.make_request("evm_mine", [])  # a block carries the time
+            time.sleep(1)
+        market.release_ready(lease_id)
+        [refund] = tenant.chain.events("Market", "RoundRefunded", tenant.chain.network.deploy_block,
+                                       argument_filters={"lease_id": lease_id})
+        assert refund["args"]["round_index"] == 0 and refund["args"]["tenant"] == tenant.chain.address
+        assert refund["args"]["refund"] == refund["args"]["amount"] > 0, cheat
+        assert market.releases(lease_id).proven == refund["args"]["amount"]
