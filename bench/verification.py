@@ -21,6 +21,10 @@ verifier will ask for (memory); the protocol draws it after the commitment is po
 
 Reproduce: .venv/bin/python bench/verification.py [--quick]; writes bench/results/verification.json.
 
+`--replay-device cuda` (on a GPU machine) measures the honest replay distance of a CUDA trace
+replayed on the same GPU and on the CPU: the figure a CUDA `replay_tolerance` needs. Writes
+bench/results/verification_device.json.
+
 `--honest-runs 100` checks the other half of the goal: no honest provider is ever failed. 100
 honest jobs (own seed, worker index, 1 or 2 threads), every round spot-checked; any replay that
 is not bitwise is a false guilty vote. Writes bench/results/verification_honest.json.
@@ -220,6 +224,41 @@ def honest_runs(n: int, q_per_round: int = 2, k: int = 2) -> None:
         raise SystemExit(f"{failures} honest replays failed: an honest provider could be slashed")
 
 
+def device_replay(device: str, segments: int = 10, k: int = 20) -> None:
+    """Honest replay distance for a trace trained on `device` (cuda on a GPU machine): replayed
+    on the same device (bitwise expected with `configure_determinism`) and on the CPU (not
+    bitwise: other kernels; the distance is what a cross-hardware `replay_tolerance` must
+    cover). Writes bench/results/verification_device.json."""
+    wl = workload().model_copy(update={"device": device})
+    configure_determinism(wl)
+    cfg = DilocoConfig(workload=wl, workers=4, inner_steps=segments * k, rounds=1)
+    tokens, _ = split(build_stdlib_corpus(1 << 20), wl)
+    global_state = parameter_state(new_model(wl))
+    trace = CommittingWorker(cfg, 1, tokens, device).run_round_committed(global_state, 0, k)
+    c = trace.commitment
+    rows = []
+    for replay_device in dict.fromkeys((device, "cpu")):
+        verdicts = [verify_segment(cfg, 1, 0, c.root, c.n_leaves, k, open_segment(trace, s),
+                                   tokens, tolerance=1.0, device=replay_device)
+                    for s in range(segments)]
+        rows.append({"trace_device": device, "replay_device": replay_device, "k": k,
+                     "segments": segments,
+                     "bitwise": sum(v.reason == "bitwise" for v in verdicts),
+                     "max_abs_diff": max(v.max_abs_diff or 0.0 for v in verdicts)})
+    name = torch.cuda.get_device_name() if device == "cuda" else platform.processor()
+    print(f"device: {name or device}; torch {torch.__version__}")
+    print("| trace device | replay device | segments bitwise | max abs diff |")
+    print("| --- | --- | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['trace_device']} | {r['replay_device']} | {r['bitwise']}/{r['segments']} | "
+              f"{r['max_abs_diff']:.3g} |")
+    out = Path(__file__).parent / "results" / "verification_device.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"device": name, "torch": torch.__version__, "rows": rows},
+                              indent=2))
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="5 rounds instead of 25")
@@ -227,7 +266,13 @@ def main() -> None:
                     help="the worker process's commit overhead and the tenant's spot check")
     ap.add_argument("--honest-runs", type=int, metavar="N",
                     help="N honest jobs, every sampled replay must be bitwise (no false slash)")
+    ap.add_argument("--replay-device", choices=("cpu", "cuda"),
+                    help="only the honest replay distance of a trace trained on this device "
+                         "(same device and CPU); run with cuda on a GPU machine")
     args = ap.parse_args()
+    if args.replay_device:
+        device_replay(args.replay_device)
+        return
     if args.worker_overhead:
         worker_overhead(rounds=6 if args.quick else 20)
         return
