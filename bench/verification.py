@@ -128,7 +128,7 @@ def worker_overhead(rounds: int) -> None:
                 plain.encode(plain.run_round(global_state, r).tensors, r)
                 plain_s.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                trace = proc.run_committed(committing, global_state, r)
+                trace = proc.run_committed(committing, global_state, r, emit=lambda event: None)
                 committing.encode(trace.pseudo_gradient.tensors, r)
                 kept = proc.keep_checkpoints(folder, trace)
                 commit_s.append(time.perf_counter() - t0)

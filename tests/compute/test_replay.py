@@ -1,6 +1,8 @@
 """Commitments to a DiLoCo worker's intermediate states, replay of segments, and four cheaters."""
 
 import copy
+import hashlib
+import struct
 
 import pytest
 import torch
@@ -134,6 +136,33 @@ def test_tensor_hash_is_canonical():
         {"x": a["x"]},                                                  # a tensor fewer
     ]
     assert len({tensor_hash(v) for v in variants} | {tensor_hash(a)}) == len(variants) + 1
+
+
+def _tensor_hash_as_specified(tensors) -> bytes:
+    """The canonical form of the module docstring, written plainly (one copy per tensor)."""
+    h = hashlib.sha256(b"tessera/tensors/v1")
+    h.update(struct.pack("<Q", len(tensors)))
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous()
+        name_b, dtype_b = name.encode(), str(t.dtype).removeprefix("torch.").encode()
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()
+        h.update(struct.pack("<I", len(name_b)) + name_b + struct.pack("<I", len(dtype_b)) + dtype_b
+                 + struct.pack("<I", t.dim()) + b"".join(struct.pack("<Q", d) for d in t.shape)
+                 + struct.pack("<Q", len(raw)) + raw)
+    return h.digest()
+
+
+def test_tensor_hash_matches_its_specification():
+    """The fast path (cached headers, bytes hashed in place) hashes exactly the specified bytes,
+    for every kind of tensor a state holds or a worker could send."""
+    cases = {"weights": torch.randn(3, 4), "scalar_step": torch.tensor(5.0),
+             "ints": torch.arange(10), "transposed": torch.randn(4, 3).t(),
+             "empty": torch.zeros(0, 3), "bf16": torch.ones(2, dtype=torch.bfloat16),
+             "bools": torch.tensor([True, False]), "f64": torch.randn(2, 2, dtype=torch.float64),
+             "with_grad": torch.randn(5, requires_grad=True)}
+    for name, t in cases.items():
+        assert tensor_hash({name: t}) == _tensor_hash_as_specified({name: t}), name
+    assert tensor_hash(cases) == _tensor_hash_as_specified(cases)
 
 
 def test_worker_that_cannot_open_its_commitment_fails(setup):
