@@ -324,7 +324,8 @@ def network_main(args) -> None:
     from tessera.chain.accounts import devnet_account
     from tessera.chain.client import Chain
     from tessera.chain.devnet import Devnet, free_port
-    from tessera.demo import DemoProvider, start_provider, stop, wait_healthy
+    from tessera.daemons import stop, wait_healthy
+    from tessera.demo import DemoProvider, start_provider
     from tessera.protocol.jobspec import JobSpec
     from tessera.tenant.client import Tenant
     from tessera.tenant.flow import load_dataset

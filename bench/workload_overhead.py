@@ -175,7 +175,8 @@ def start_lease_stack(home: Path, threads: int, teardown: list):
     from tessera.chain.client import Chain
     from tessera.chain.devnet import Devnet, free_port
     from tessera.chain.network import load_network
-    from tessera.demo import DemoProvider, start_provider, stop, wait_healthy
+    from tessera.daemons import stop, wait_healthy
+    from tessera.demo import DemoProvider, start_provider
     from tessera.tenant.client import Tenant
 
     devnet = Devnet(home / "devnet")

@@ -4,27 +4,23 @@ cheating provider caught and slashed by staked validators (demo_cheater.py)."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import tomli_w
 from rich.console import Console
 from rich.table import Table
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import TREASURY, Devnet, free_port
+from tessera.daemons import spawn, stop, wait_healthy
 from tessera.demo_cheater import run_cheater_act, settle_held_pay
 from tessera.explorer.recap import index_and_audit
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.money import format_amount
-from tessera.tenant.client import Tenant, TenantError
+from tessera.tenant.client import Tenant
 from tessera.tenant.flow import load_dataset, money, reliability_text, run_rental
 from tessera.tenant.multinode import run_diloco_job
 
@@ -68,41 +64,8 @@ def provider_config(p: DemoProvider, home: Path, network_file: Path, port: int) 
 
 
 def start_provider(p: DemoProvider, home: Path, network_file: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    config_file = home / f"provider-{p.name}.toml"
-    config_file.write_text(tomli_w.dumps(provider_config(p, home, network_file, port)))
-    log = open(home / f"provider-{p.name}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "tessera.cli", "provider", "run",
-                             "--config", str(config_file)], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TESSERA_HOME": str(home)})
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def wait_healthy(procs: dict, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    pending = dict(procs)
-    while pending:
-        for name, (proc, url) in list(pending.items()):
-            if proc.poll() is not None:
-                raise TenantError(f"{name} exited with {proc.returncode}; see its log")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    del pending[name]
-            except httpx.HTTPError:
-                pass
-        if time.monotonic() > deadline:
-            raise TenantError(f"{', '.join(pending)} did not come up in {timeout:.0f} s")
-        time.sleep(0.2)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return spawn(home, f"provider-{p.name}", "provider",
+                 provider_config(p, home, network_file, free_port()))
 
 
 DILOCO_JOB = {
@@ -143,8 +106,7 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
             summary["pay"] = settle_held_pay(console, chain, summary, procs)
             summary["treasury_received"] = tenant.market.payment_balance(treasury) - treasury_before
             if cheater:
-                summary["verification"] = run_cheater_act(console, chain, home, procs,
-                                                          wait_healthy)
+                summary["verification"] = run_cheater_act(console, chain, home, procs)
             summary["explorer"] = explore(console, chain, home)
             return summary
         job = dict(DEMO_JOB)
@@ -161,7 +123,7 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
                                          "endpoint": procs[p.name][1]} for p in PROVIDERS}
         print_summary(console, summary)
         if cheater:
-            summary["verification"] = run_cheater_act(console, chain, home, procs, wait_healthy)
+            summary["verification"] = run_cheater_act(console, chain, home, procs)
         summary["explorer"] = explore(console, chain, home)
         return summary
     finally:

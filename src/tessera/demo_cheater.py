@@ -14,21 +14,18 @@ so that the catch happens in the first round; docs/verification.md gives the odd
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import tomli_w
 from rich.console import Console
 from rich.table import Table
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import TREASURY, free_port
-from tessera.chain.market import STAKE_DECIMALS, STAKE_SYMBOL, Market
+from tessera.chain.market import STAKE_DECIMALS, STAKE_SYMBOL, Market, tx_hash
 from tessera.chain.verification import Outcome, Verification
+from tessera.daemons import Daemons, raise_if_exited, spawn, wait_healthy
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.money import format_amount
 from tessera.tenant.client import Tenant, TenantError
@@ -51,15 +48,6 @@ VERIFIED_JOB = {
 }
 
 
-def _spawn(home: Path, name: str, kind: str, config: dict) -> tuple[subprocess.Popen, str]:
-    config_file = home / f"{name}.toml"
-    config_file.write_text(tomli_w.dumps(config))
-    proc = subprocess.Popen([sys.executable, "-m", "tessera.cli", kind, "run", "--config",
-                             str(config_file)], stdout=open(home / f"{name}.log", "wb"),
-                            stderr=subprocess.STDOUT, env={**os.environ, "TESSERA_HOME": str(home)})
-    return proc, f"http://127.0.0.1:{config[kind]['port']}"
-
-
 def start_validators(home: Path, network_file: Path) -> dict:
     """Three validator processes that stake on start and vote on challenges. Hardware challenges
     are off here: the demo's CPU providers share one machine with everything else, and a timed
@@ -67,7 +55,7 @@ def start_validators(home: Path, network_file: Path) -> dict:
     procs = {}
     for account in VALIDATOR_ACCOUNTS:
         name = f"validator-{account}"
-        procs[name] = _spawn(home, name, "validator", {
+        procs[name] = spawn(home, name, "validator", {
             "validator": {"account": f"devnet:{account}", "network": str(network_file),
                           "port": free_port(), "state_dir": str(home / name), "stake": "100"},
             "probes": {"per_epoch": 1, "timeout_s": 3.0, "max_delay_s": 2.0},
@@ -79,7 +67,7 @@ def start_validators(home: Path, network_file: Path) -> dict:
 
 def start_cheater(home: Path, network_file: Path) -> dict:
     name = "provider-delta"
-    return {name: _spawn(home, name, "provider", {
+    return {name: spawn(home, name, "provider", {
         "provider": {"account": f"devnet:{CHEATER_ACCOUNT}", "network": str(network_file),
                      "port": free_port(), "state_dir": str(home / name), "stake": "100"},
         "pricing": {"price_per_gpu_hour": CHEATER_PRICE},
@@ -89,12 +77,10 @@ def start_cheater(home: Path, network_file: Path) -> dict:
     })}
 
 
-def wait_verdict(verification: Verification, challenge_id: int, procs: dict) -> Outcome:
+def wait_verdict(verification: Verification, challenge_id: int, procs: Daemons) -> Outcome:
     deadline = time.monotonic() + VERDICT_TIMEOUT_S
     while (status := verification.challenge(challenge_id).status) == Outcome.OPEN:
-        for name, (proc, _) in procs.items():
-            if proc.poll() is not None:
-                raise TenantError(f"{name} exited with {proc.returncode}; see its log")
+        raise_if_exited(procs)
         if time.monotonic() > deadline:
             raise TenantError(f"challenge {challenge_id} has no verdict after "
                               f"{VERDICT_TIMEOUT_S:.0f} s; see the validator logs")
@@ -113,8 +99,7 @@ def wait_claims(verification: Verification, challenge_id: int, timeout: float = 
         time.sleep(0.5)
 
 
-def run_cheater_act(console: Console, chain: Chain, home: Path, procs: dict,
-                    wait_healthy) -> dict:
+def run_cheater_act(console: Console, chain: Chain, home: Path, procs: Daemons) -> dict:
     """Run the act; `procs` (name -> (process, url)) gains the new processes, which the caller
     stops. Returns what happened, transactions included."""
     network_file = home / "devnet" / "network.json"
@@ -159,7 +144,7 @@ def run_cheater_act(console: Console, chain: Chain, home: Path, procs: dict,
     return act
 
 
-def settle_held_pay(console: Console, chain: Chain, job: dict, procs: dict) -> list[dict]:
+def settle_held_pay(console: Console, chain: Chain, job: dict, procs: Daemons) -> list[dict]:
     """Wait for the job's rounds to be final, release every lease's held pay (anyone may; the
     providers' own sweeps race for it, harmlessly), let the providers withdraw, and list per
     lease what was released to the provider and what a proven round sent back to the tenant."""
@@ -182,9 +167,7 @@ def settle_held_pay(console: Console, chain: Chain, job: dict, procs: dict) -> l
     while any(market.withdrawable(w["lease_id"]) for w in leases):
         if time.monotonic() > deadline:
             raise TenantError("providers did not withdraw their released pay within 60 s")
-        for name, (proc, _) in procs.items():
-            if proc.poll() is not None:
-                raise TenantError(f"{name} exited with {proc.returncode}; see its log")
+        raise_if_exited(procs)
         time.sleep(0.5)
     out = []
     for w in leases:
@@ -195,8 +178,7 @@ def settle_held_pay(console: Console, chain: Chain, job: dict, procs: dict) -> l
                     "released": sum(e["args"]["amount"] for e in released),
                     "refunded_rounds": [e["args"]["round_index"] for e in refunded],
                     "refunded": sum(e["args"]["refund"] for e in refunded),
-                    "txs": sorted({"0x" + bytes(e["transactionHash"]).hex()
-                                   for e in released + refunded})})
+                    "txs": sorted({tx_hash(e) for e in released + refunded})})
         line = (f"lease {w['lease_id']} ({w['provider']}): "
                 f"{money(out[-1]['released'])} released to the provider")
         if refunded:
@@ -212,7 +194,7 @@ def _challenge_record(chain: Chain, verification: Verification, opened: dict,
     since = chain.network.deploy_block
 
     def txs(event: str) -> list[str]:
-        return ["0x" + bytes(log["transactionHash"]).hex() for log in chain.events(
+        return [tx_hash(log) for log in chain.events(
             "Verification", event, since, argument_filters={"challenge_id": cid})]
 
     [resolved] = chain.events("Verification", "ChallengeResolved", since,
@@ -220,7 +202,7 @@ def _challenge_record(chain: Chain, verification: Verification, opened: dict,
     r = dict(resolved["args"])
     return {"challenge_id": cid, "lease_id": opened["lease_id"], "segment": opened["segment"],
             "outcome": outcome.name, "open_tx": opened["tx"], "vote_txs": txs("Voted"),
-            "resolve_tx": "0x" + bytes(resolved["transactionHash"]).hex(),
+            "resolve_tx": tx_hash(resolved),
             "claim_txs": txs("RewardClaimed"), "case": opened.get("case", {}),
             **{k: r[k] for k in ("slashed", "to_challenger", "to_tenant", "to_voters", "burned")}}
 

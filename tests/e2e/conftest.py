@@ -16,7 +16,7 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import Devnet, free_port
 from tessera.chain.network import Network
-from tessera.demo import stop
+from tessera.daemons import stop
 
 TENANT = 5
 

@@ -35,7 +35,7 @@ from tessera.chain.devnet import Devnet, free_port
 from tessera.chain.market import Market
 from tessera.chain.network import load_network
 from tessera.chain.verification import Outcome, Verification
-from tessera.demo import stop
+from tessera.daemons import stop
 from tessera.protocol import commitment as cm
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec

@@ -24,7 +24,7 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import Devnet, free_port
 from tessera.chain.market import Market
-from tessera.demo import stop
+from tessera.daemons import stop
 from tessera.protocol import hardware_challenge as hc
 from tessera.protocol import messages
 from tessera.validator.hardware import HardwareStore

@@ -23,7 +23,7 @@ from tessera.chain.client import Chain
 from tessera.chain.devnet import Devnet, free_port
 from tessera.chain.hardware import HardwareReports
 from tessera.chain.market import Market
-from tessera.demo import stop
+from tessera.daemons import stop
 from tessera.validator.hardware import HardwareStore
 
 from .conftest import ProviderProcess, wait_until

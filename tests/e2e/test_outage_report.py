@@ -21,7 +21,7 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import Devnet, free_port
 from tessera.chain.market import Market, tx_hash
-from tessera.demo import stop
+from tessera.daemons import stop
 from tessera.explorer import db
 from tessera.explorer.audit import audit
 from tessera.explorer.indexer import Indexer, database_figures

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from tessera.chain.client import Chain, ChainError, TxRefused
 from tessera.chain.hardware import HardwareReports, evidence_digest
-from tessera.chain.market import Market
+from tessera.chain.market import Market, tx_hash
 from tessera.logs import EventLog
 from tessera.protocol import hardware_challenge as hc
 from tessera.protocol import messages
@@ -335,7 +335,7 @@ class HardwareChallenger:
             result, fields = "error", {"reason": str(exc)}
         else:
             result = "sent" if done.slashing is None else "slashed"
-            fields = {"tx": "0x" + bytes(done.receipt["transactionHash"]).hex(),
+            fields = {"tx": tx_hash(done.receipt),
                       "reports": done.reports, "quorum": done.quorum,
                       "gas": done.receipt["gasUsed"]}
             if done.slashing is not None:
