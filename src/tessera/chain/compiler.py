@@ -13,6 +13,8 @@ import vyper
 from vyper.compiler import compile_from_file_input
 from vyper.compiler.input_bundle import FilesystemInputBundle
 
+from tessera.files import write_atomic
+
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
 CONTRACT_NAMES = ("StakeToken", "PaymentToken", "ProviderRegistry", "Market", "Uptime",
                   "Validators", "Probes", "Verification", "HardwareReports")
@@ -59,7 +61,5 @@ def compile_contract(name: str) -> Artifact:
     file_input = bundle.load_file(CONTRACTS_DIR / f"{name}.vy")
     out = compile_from_file_input(file_input, input_bundle=bundle, output_formats=["abi", "bytecode"])
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"abi": out["abi"], "bytecode": out["bytecode"]}))
-    os.replace(tmp, cache_file)
+    write_atomic(cache_file, json.dumps({"abi": out["abi"], "bytecode": out["bytecode"]}))
     return Artifact(name, out["abi"], out["bytecode"])

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tessera.chain.compiler import CONTRACT_NAMES
+from tessera.files import write_atomic
 
 
 class NetworkError(Exception):
@@ -55,6 +56,4 @@ def load_network(path: Path) -> Network:
 def save_network(network: Network, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(network.model_dump_json(indent=2))
-    tmp.replace(path)
+    write_atomic(path, network.model_dump_json(indent=2))

@@ -7,6 +7,8 @@ import hashlib
 import sysconfig
 from pathlib import Path
 
+from tessera.files import write_atomic
+
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -31,7 +33,5 @@ def write_dataset(data: bytes, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / sha256_hex(data)
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        write_atomic(path, data)
     return path

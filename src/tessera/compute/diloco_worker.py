@@ -29,7 +29,6 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -66,6 +65,7 @@ from tessera.compute.replay import (
     tensor_hash,
 )
 from tessera.compute.train import batch, configure_determinism, split
+from tessera.files import write_atomic
 from tessera.protocol.workload import DilocoWorkerWorkload
 
 STATE_DIR = "state"
@@ -94,12 +94,6 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def pending_round(out: Path, since: int = 0) -> int | None:
@@ -312,7 +306,7 @@ class WorkerProcess:
         buffer = io.BytesIO()
         torch.save({"held": held.params, "worker": held.worker.state_dict(), "round": held.round},
                    buffer)
-        _write_atomic(self.states / f"after-{held.round}.pt", buffer.getvalue())
+        write_atomic(self.states / f"after-{held.round}.pt", buffer.getvalue())
         for r in self.saved_rounds():
             if r < held.round - 1:
                 (self.states / f"after-{r}.pt").unlink(missing_ok=True)
@@ -374,7 +368,7 @@ class WorkerProcess:
         (folder / CHECKPOINT_DIR).mkdir(exist_ok=True)
         names = self.held.worker.parameter_names()
         for i, (params, opt) in enumerate(zip(trace.params, trace.optimizer_states, strict=True)):
-            _write_atomic(checkpoint_path(folder, i), encode_state(params, opt, names))
+            write_atomic(checkpoint_path(folder, i), encode_state(params, opt, names))
         c = trace.commitment
         return {"checkpoint_every": c.k, "checkpoint_root": c.root.hex(),
                 "checkpoints": [{"step": cp.step, "params_hash": cp.params_hash.hex(),
@@ -397,7 +391,7 @@ class WorkerProcess:
                 start = self.start_params(base, r, params)
             except ValueError as exc:
                 message = f"round {r} parameters refused: {exc}"
-                _write_atomic(folder / "result.json", json.dumps(
+                write_atomic(folder / "result.json", json.dumps(
                     {"error": message, "params_sha256": params_sha256}).encode())
                 emit({"event": "error", "message": message})
                 continue
@@ -410,7 +404,7 @@ class WorkerProcess:
                 emit({"event": "round-superseded", "round": r})
                 self.held = self.stored_before(r)
                 continue
-            _write_atomic(folder / "pseudo_gradient.bin", payload)
+            write_atomic(folder / "pseudo_gradient.bin", payload)
             result = {"params_sha256": params_sha256, "sha256": sha256_hex(payload),
                       "size": len(payload), "inner_loss": pg.mean_inner_loss,
                       "compute_s": pg.compute_s}
@@ -418,7 +412,7 @@ class WorkerProcess:
                 result.update(self.keep_checkpoints(folder, trace))
             self.held = Held(r, start, base.worker)
             self._save(self.held)
-            _write_atomic(folder / "result.json", json.dumps(result).encode())
+            write_atomic(folder / "result.json", json.dumps(result).encode())
             if trace is not None:
                 prune_checkpoints(self.out)
             emit({"event": "progress", "round": r, "step": r + 1,

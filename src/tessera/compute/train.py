@@ -18,6 +18,7 @@ import torch
 
 from tessera.compute.corpus import sha256_hex
 from tessera.compute.model import ByteGPT
+from tessera.files import write_atomic
 from tessera.protocol.workload import TrainingWorkload
 
 CHECKPOINT = "checkpoint.pt"
@@ -93,12 +94,6 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def result_hash_of(artifacts: dict) -> str:
     """sha256 of the canonical JSON of an artifacts manifest: what a provider commits on chain."""
     canonical = json.dumps(artifacts, sort_keys=True, separators=(",", ":")).encode()
@@ -164,11 +159,11 @@ def train(workload: TrainingWorkload, data: bytes, out_dir: Path,
     timing = {"wall_s": wall, "steps_this_run": steps_this_run,
               "tokens_per_s": steps_this_run * tokens_per_step / max(wall, 1e-9),
               "device": str(device), "threads": workload.threads}
-    _atomic_write(out_dir / "loss_history.json", json.dumps(history))
-    _atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2))
-    _atomic_write(out_dir / TIMING, json.dumps(timing, indent=2))
+    write_atomic(out_dir / "loss_history.json", json.dumps(history))
+    write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    write_atomic(out_dir / TIMING, json.dumps(timing, indent=2))
     artifacts = manifest_of(out_dir)
-    _atomic_write(out_dir / MANIFEST, json.dumps(artifacts, sort_keys=True, indent=2))
+    write_atomic(out_dir / MANIFEST, json.dumps(artifacts, sort_keys=True, indent=2))
     return TrainResult(result_hash_of(artifacts), metrics, artifacts, timing)
 
 

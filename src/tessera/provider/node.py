@@ -24,6 +24,7 @@ from tessera.chain.market import Market, tx_hash
 from tessera.chain.network import load_network
 from tessera.chain.verification import Verification
 from tessera.compute.diloco_worker import checkpoint_path
+from tessera.files import write_atomic
 from tessera.logs import EventLog
 from tessera.protocol import commitment as cm
 from tessera.protocol import hardware_challenge as hc
@@ -420,8 +421,7 @@ class ProviderNode:
                 raise Refused(409, f"lease {lease_id} already has a different manifest")
             kept = self._signed_manifest_path(lease_id)   # served to validators on a challenge
             kept.parent.mkdir(parents=True, exist_ok=True)
-            kept.with_suffix(".tmp").write_text(signed.model_dump_json())
-            kept.with_suffix(".tmp").replace(kept)
+            write_atomic(kept, signed.model_dump_json())
             self.state.update_lease(lease_id, manifest=manifest.model_dump(mode="json"),
                                     manifest_nonce=str(signed.nonce), status="awaiting-inputs")
             self.log("manifest-accepted", lease_id=lease_id, dataset=manifest.dataset_sha256)
@@ -460,9 +460,7 @@ class ProviderNode:
                 raise Refused(400, "blob content does not hash to its name")
             path = self._blob_path(sha256)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(body)
-            tmp.replace(path)
+            write_atomic(path, body)
             self._start_if_ready(lease_id)
             return {"lease_id": lease_id, "status": self.state.lease(lease_id).status}
 
@@ -539,10 +537,9 @@ class ProviderNode:
                 self.log("round-restarted", lease_id=lease_id, round=round_index,
                          params_sha256=params_sha256)
             if expiry > queued.get("expiry", 0):  # evidence of what the tenant asked for
-                tmp = folder / (ROUND_REQUEST_SIGNED + ".tmp")
-                tmp.write_text(json.dumps({"params_sha256": params_sha256, "nonce": nonce,
-                                           "expiry": expiry, "signature": signature}))
-                tmp.replace(folder / ROUND_REQUEST_SIGNED)
+                write_atomic(folder / ROUND_REQUEST_SIGNED,
+                             json.dumps({"params_sha256": params_sha256, "nonce": nonce,
+                                         "expiry": expiry, "signature": signature}))
             return {"lease_id": lease_id, "round": round_index, "params_sha256": params_sha256}
 
     def _current_round_result(self, lease_id: int, round_index: int) -> dict | None:
@@ -601,9 +598,7 @@ class ProviderNode:
                 checkpoints=len(result["checkpoints"]),
                 expiry=self.chain.block_timestamp() + cm.VALIDITY_S)
             signed = self._verification.sign_commitment(self.account, commitment)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(signed.model_dump_json())
-            tmp.replace(path)
+            write_atomic(path, signed.model_dump_json())
             self.log("round-committed", lease_id=lease_id, round=round_index, job=lease.order_id,
                      checkpoint_root=root, checkpoints=commitment.checkpoints)
             return signed

@@ -43,6 +43,7 @@ from typing import Literal
 
 from tessera.compute.job import PROGRESS_FILE
 from tessera.compute.train import MANIFEST, result_hash_of
+from tessera.files import write_atomic
 from tessera.protocol.workload import TrainingWorkload
 
 PR_SET_PDEATHSIG = 1
@@ -406,12 +407,9 @@ class JobSupervisor:
         if request.exists():
             return json.loads(request.read_text())["params_sha256"] == params_sha256
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "params.bin.tmp"
-        tmp.write_bytes(params)
-        os.replace(tmp, folder / "params.bin")
-        tmp = folder / "request.json.tmp"  # written last: the worker starts on its appearance
-        tmp.write_text(json.dumps({"params_sha256": params_sha256}))
-        os.replace(tmp, request)
+        write_atomic(folder / "params.bin", params)
+        # written last: the worker starts on its appearance
+        write_atomic(request, json.dumps({"params_sha256": params_sha256}))
         return True
 
     def round_result(self, lease_id: int, round_index: int) -> dict | None:

@@ -15,6 +15,7 @@ from web3 import Web3
 
 from tessera.chain.client import Chain, TxRefused
 from tessera.chain.market import DowntimeClaim, Lease, Market, tx_hash
+from tessera.files import write_atomic
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.matching import Bid, BidVerdict, OrderRequirements, judge_bid
@@ -155,9 +156,7 @@ class Tenant:
                                 signature=messages.sign(self.chain.account, typed))
         if keep_in is not None:
             keep_in.mkdir(parents=True, exist_ok=True)
-            kept = keep_in / f"lease-{lease_id}.json"
-            kept.with_suffix(".tmp").write_text(signed.model_dump_json())
-            kept.with_suffix(".tmp").replace(kept)
+            write_atomic(keep_in / f"lease-{lease_id}.json", signed.model_dump_json())
         endpoint = self.endpoint(lease)
         answer = self._request("POST", f"{endpoint}/leases/{lease_id}/manifest",
                                json=signed.model_dump(mode="json"))

@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -58,6 +57,7 @@ from tessera.compute.diloco import Coordinator, DilocoConfig, encode_tensors
 from tessera.compute.diloco_worker import GLOBAL_STATE_KIND
 from tessera.compute.replay import RoundCommitment, tensor_hash
 from tessera.compute.train import configure_determinism, held_out_loss, split
+from tessera.files import write_atomic
 from tessera.logs import EventLog
 from tessera.protocol import commitment as cm
 from tessera.protocol import messages
@@ -147,15 +147,6 @@ class Answer:
 
 # (dropped worker, every worker of the job so far) -> a running replacement for its shard
 Replacer = Callable[[WorkerLease, list[WorkerLease]], WorkerLease]
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_job_state(state_dir: Path) -> dict:
@@ -456,11 +447,15 @@ class DilocoCoordinator:
         """Post the round's roots, spot-check, drop and challenge whoever fails. Returns the
         report's verification fields and the drop lines."""
         orders = sorted({w.order_id for w in accepted}, key=lambda o: (o != self.verify.job, o))
-        trees, txs = {}, {}
+        trees, txs, block_hash = {}, {}, b""
         for order_id in orders:
-            trees[order_id], txs[order_id] = self._post_root(
+            trees[order_id], txs[order_id], posted_in = self._post_root(
                 round_index, order_id, [w for w in accepted if w.order_id == order_id], answers)
-        block_hash = self._block_after_roots(txs)
+            block_hash = posted_in or block_hash
+        if not block_hash:  # every root is older than the latest block (posted before a restart)
+            chain = self.tenant.chain
+            block_hash = bytes(chain.rpc(lambda: chain.w3.eth.get_block("latest"),
+                                         what="get block")["hash"])
         checks, challenges, dropped = [], [], []
         for worker in accepted:
             answer = answers[worker.lease_id]
@@ -489,28 +484,16 @@ class DilocoCoordinator:
                                        for o in orders if o != self.verify.job and trees[o]]},
                 dropped)
 
-    def _block_after_roots(self, txs: dict[int, str]) -> bytes:
-        """The spot checks' randomness: the hash of the block holding the last root sent now, or
-        of the latest block (every root posted earlier is older)."""
-        chain = self.tenant.chain
-        sent = [tx for tx in txs.values() if tx]
-        if sent:
-            receipt = chain.rpc(lambda: chain.w3.eth.get_transaction_receipt(sent[-1]),
-                                what="get receipt")
-            return bytes(receipt["blockHash"])
-        return bytes(chain.rpc(lambda: chain.w3.eth.get_block("latest"),
-                               what="get block")["hash"])
-
     def _post_root(self, round_index: int, order_id: int, workers: list[WorkerLease],
-                   answers: dict[int, Answer]) -> tuple[cm.RoundTree | None, str]:
+                   answers: dict[int, Answer]) -> tuple[cm.RoundTree | None, str, bytes]:
         """ONE transaction per order per round: the root over the accepted commitments of the
         order's leases. The job's own order holds every original worker; a replacement's lease
         sits in its own one-node order (the contract binds a leaf to its lease's order), which
-        gets its own root. Returns the tree as on chain (None: none is) and the transaction hash
-        ("" when not sent by this call)."""
+        gets its own root. Returns the tree as on chain (None: none is), the transaction hash
+        and the hash of the block that holds it ("" and b"" when not sent by this call)."""
         signed = [answers[w.lease_id].result.commitment for w in workers]
         tree = self.verification.round_tree(signed)
-        tx = ""
+        tx, block_hash = "", b""
         try:
             if self.verification.rounds_posted(order_id) > round_index:  # before a restart
                 if self.verification.round(order_id, round_index).tree != tree.tree_hash:
@@ -519,7 +502,7 @@ class DilocoCoordinator:
                     tree = None
             else:
                 receipt = self.verification.post_root(order_id, round_index, tree)
-                tx = tx_hash(receipt)
+                tx, block_hash = tx_hash(receipt), bytes(receipt["blockHash"])
                 self.log("root-posted", round=round_index, job=order_id,
                          root="0x" + tree.root.hex(), leaves=tree.n_leaves, tx=tx,
                          gas=receipt["gasUsed"])
@@ -534,8 +517,8 @@ class DilocoCoordinator:
                   "commitments": [s.model_dump() for s in signed]}
         name = f"round-{round_index}.json" if order_id == self.verify.job else \
             f"round-{round_index}-order-{order_id}.json"
-        _write_atomic(folder / name, json.dumps(record, indent=1).encode())
-        return tree, tx
+        write_atomic(folder / name, json.dumps(record, indent=1).encode(), durable=True)
+        return tree, tx, block_hash
 
     def _challenge(self, round_index: int, worker: WorkerLease, answer: Answer,
                    tree: cm.RoundTree | None, check: SpotCheck) -> dict:
@@ -553,8 +536,8 @@ class DilocoCoordinator:
         report = json.dumps({"job": self.verify.job, "round": round_index,
                              "commitment": answer.result.commitment.model_dump(),
                              "spot_check": asdict(check)}, sort_keys=True).encode()
-        _write_atomic(self.state_dir / VERIFICATION_DIR /
-                      f"replay-{round_index}-{worker.lease_id}.json", report)
+        write_atomic(self.state_dir / VERIFICATION_DIR /
+                     f"replay-{round_index}-{worker.lease_id}.json", report, durable=True)
         try:
             challenge_id, receipts = self.verification.open_challenge(
                 answer.result.commitment, tree, check.segment, keccak(report))
@@ -594,7 +577,7 @@ class DilocoCoordinator:
         name = f"coordinator-{self.coordinator.round}.pt"
         buffer = io.BytesIO()
         torch.save(self.coordinator.state_dict(), buffer)
-        _write_atomic(self.state_dir / name, buffer.getvalue())
+        write_atomic(self.state_dir / name, buffer.getvalue(), durable=True)
         state = {"version": STATE_VERSION, "tenant": self.tenant.chain.address,
                  "dataset_sha256": self.dataset_sha256,
                  "config": self.config.model_dump(mode="json"), "job": self.job,
@@ -602,7 +585,8 @@ class DilocoCoordinator:
                  "workers": [asdict(w) for w in self.workers],
                  "reports": [asdict(r) for r in self.reports],
                  "replacements": self.replacements, "finished": self.finished}
-        _write_atomic(self.state_dir / STATE_FILE, json.dumps(state, indent=1).encode())
+        write_atomic(self.state_dir / STATE_FILE, json.dumps(state, indent=1).encode(),
+                     durable=True)
         for old in self.state_dir.glob("coordinator-*.pt"):
             if old.name != name:
                 old.unlink()

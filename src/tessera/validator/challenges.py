@@ -45,6 +45,7 @@ from tessera.compute.diloco_worker import config_of
 from tessera.compute.model import ByteGPT
 from tessera.compute.replay import Checkpoint, RoundCommitment, segment_bounds
 from tessera.compute.train import configure_determinism, split
+from tessera.files import write_atomic
 from tessera.logs import EventLog
 from tessera.protocol import messages
 from tessera.protocol.jobspec import BUILTIN_CORPUS, JobSpec
@@ -203,9 +204,7 @@ class ChallengeVoter:
             self.log("challenge-case-conflict", "warning", challenge_id=challenge_id)
             return {"challenge_id": challenge_id, "status": "conflict"}
         if kept is None:
-            tmp = self._case_path(challenge_id).with_suffix(".tmp")
-            tmp.write_text(case.model_dump_json())
-            tmp.replace(self._case_path(challenge_id))
+            write_atomic(self._case_path(challenge_id), case.model_dump_json())
             self.m_cases.labels("accepted").inc()
             self.log("challenge-case", challenge_id=challenge_id, lease_id=record.lease_id)
         return {"challenge_id": challenge_id, "status": "accepted"}
