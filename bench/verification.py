@@ -88,20 +88,25 @@ def run_job(worker_cls, cfg, tokens, global_state, k=None, keep=None):
     return traces, time.perf_counter() - started
 
 
-def replay_distance(cfg, tokens, global_state, trace_threads, replay_threads, k, segments):
+def replay_distance(cfg, tokens, global_state, trace_threads, replay_threads, k, segments,
+                    trace_device="cpu", replay_devices=("cpu",)):
+    """One honest trace (on `trace_device`, `trace_threads`), its `segments` replayed on each of
+    `replay_devices` with `replay_threads`: segments bitwise and the largest |difference|."""
     torch.set_num_threads(trace_threads)
-    trace = CommittingWorker(cfg, 1, tokens).run_round_committed(global_state, 0, k)
+    trace = CommittingWorker(cfg, 1, tokens, trace_device).run_round_committed(global_state, 0, k)
     torch.set_num_threads(replay_threads)
     c = trace.commitment
-    worst, bitwise = 0.0, 0
-    for s in segments:
-        v = verify_segment(cfg, 1, 0, c.root, c.n_leaves, k, open_segment(trace, s), tokens,
-                           tolerance=1.0)
-        worst = max(worst, v.max_abs_diff)
-        bitwise += v.reason == "bitwise"
+    rows = []
+    for device in replay_devices:
+        verdicts = [verify_segment(cfg, 1, 0, c.root, c.n_leaves, k, open_segment(trace, s),
+                                   tokens, tolerance=1.0, device=device) for s in segments]
+        rows.append({"trace_threads": trace_threads, "replay_threads": replay_threads,
+                     "trace_device": trace_device, "replay_device": device, "k": k,
+                     "segments": len(segments),
+                     "bitwise": sum(v.reason == "bitwise" for v in verdicts),
+                     "max_abs_diff": max(v.max_abs_diff for v in verdicts)})
     torch.set_num_threads(1)
-    return {"trace_threads": trace_threads, "replay_threads": replay_threads, "k": k,
-            "segments": len(segments), "bitwise": bitwise, "max_abs_diff": worst}
+    return rows
 
 
 def worker_overhead(rounds: int) -> None:
@@ -234,17 +239,8 @@ def device_replay(device: str, segments: int = 10, k: int = 20) -> None:
     cfg = DilocoConfig(workload=wl, workers=4, inner_steps=segments * k, rounds=1)
     tokens, _ = split(build_stdlib_corpus(1 << 20), wl)
     global_state = parameter_state(new_model(wl))
-    trace = CommittingWorker(cfg, 1, tokens, device).run_round_committed(global_state, 0, k)
-    c = trace.commitment
-    rows = []
-    for replay_device in dict.fromkeys((device, "cpu")):
-        verdicts = [verify_segment(cfg, 1, 0, c.root, c.n_leaves, k, open_segment(trace, s),
-                                   tokens, tolerance=1.0, device=replay_device)
-                    for s in range(segments)]
-        rows.append({"trace_device": device, "replay_device": replay_device, "k": k,
-                     "segments": segments,
-                     "bitwise": sum(v.reason == "bitwise" for v in verdicts),
-                     "max_abs_diff": max(v.max_abs_diff or 0.0 for v in verdicts)})
+    rows = replay_distance(cfg, tokens, global_state, 1, 1, k, range(segments), device,
+                           tuple(dict.fromkeys((device, "cpu"))))
     name = torch.cuda.get_device_name() if device == "cuda" else platform.processor()
     print(f"device: {name or device}; torch {torch.__version__}")
     print("| trace device | replay device | segments bitwise | max abs diff |")
@@ -334,8 +330,8 @@ def main() -> None:
 
     # honest replay distance: same and different thread counts
     seg = list(range(5))
-    distances = [replay_distance(cfg, tokens, global_state, a, b, 20, seg)
-                 for a, b in ((1, 1), (1, 2), (2, 1), (2, 2))]
+    distances = [row for a, b in ((1, 1), (1, 2), (2, 1), (2, 2))
+                 for row in replay_distance(cfg, tokens, global_state, a, b, 20, seg)]
     torch.set_num_threads(1)
 
     # a Q sweep at k = 2 (analytic; the per-step replay cost is measured above)
