@@ -42,7 +42,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from tessera.compute.corpus import build_stdlib_corpus, sha256_hex
-from tessera.compute.diloco import DilocoConfig, run_diloco, run_sync_baseline
+from tessera.compute.diloco import DilocoConfig
+from tessera.compute.diloco_simulation import run_diloco, run_sync_baseline
 from tessera.logs import EventLog
 from tessera.protocol.workload import TrainingWorkload
 
@@ -278,12 +279,12 @@ def network_job(tenant, spec, dataset, rate: float | None, workdir: Path) -> dic
     """One DiLoCo job over real leases; links paced to `rate` bytes/s (None: plain loopback)."""
     from rich.console import Console as QuietConsole
 
+    from tessera.tenant.bidding import lease_nodes
     from tessera.tenant.coordinator import DilocoCoordinator, WorkerLease
-    from tessera.tenant.flow import lease_nodes
     from tessera.tenant.multinode import diloco_config, wait_started, worker_workload
 
-    summary: dict = {"transactions": {}}
-    leases = lease_nodes(tenant, spec, QuietConsole(quiet=True), summary)
+    leasing = lease_nodes(tenant, spec, QuietConsole(quiet=True))
+    leases = leasing.leases
     if len(leases) != spec.order.nodes:
         raise SystemExit(f"only {len(leases)} of {spec.order.nodes} providers bid")
     workers, links = [], []

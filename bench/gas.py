@@ -22,8 +22,10 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import Devnet, free_port
 from tessera.chain.market import Market
+from tessera.chain.registry import ProviderRegistry
+from tessera.chain.uptime import Uptime
 from tessera.protocol import messages
-from tessera.protocol.matching import Bid, OrderRequirements, judge_bid, rank
+from tessera.protocol.matching import OrderRequirements, judge_bid, rank
 from tessera.protocol.wire import BidMessage
 
 RESULTS = Path(__file__).parent / "results" / "gas.json"
@@ -40,7 +42,7 @@ def register_providers(network, count: int) -> list:
         funder.w3.eth.wait_for_transaction_receipt(funder.w3.eth.send_transaction(
             {"from": funder.address, "to": account.address, "value": 10**18}))
     for i, account in enumerate(accounts):
-        Market(Chain(network, account)).register_provider(
+        ProviderRegistry(Chain(network, account)).register(
             100 * 10**18, "cpu-x86_64", 1, 8192, 1000 + i, f"http://127.0.0.1:{10000 + i}",
             1_000_000 + i * 1000)
     return accounts
@@ -66,11 +68,10 @@ def best_bid(market: Market, order_id: int, bids: list[BidMessage]) -> BidMessag
                             order.max_price_per_gpu_hour)
     verdicts = []
     for b in bids:
-        typed = messages.bid_typed_data(market.chain.network.chain_id, market.market.address,
+        typed = messages.bid_typed_data(market.chain.network.chain_id, market.address,
                                         b.order_id, b.provider, b.price_per_gpu_hour, b.nonce,
                                         b.expiry)
-        bid = Bid(b.order_id, b.provider, b.price_per_gpu_hour, b.nonce, b.expiry, b.signature)
-        verdicts.append(judge_bid(req, bid, market.provider_offer(b.provider),
+        verdicts.append(judge_bid(req, b, market.registry.provider_offer(b.provider),
                                   messages.recover(typed, b.signature), int(time.time())))
     winner = rank(verdicts)[0].bid
     return next(b for b in bids if b.provider == winner.provider)
@@ -91,12 +92,11 @@ def measure_penalties(network, tenant: Market, providers: list) -> dict[str, tup
     """Receipts of claim_downtime (the lease's first claim of 1 epoch, a later one of 1 epoch,
     then one of 10, on a lease whose provider sends no heartbeats) and of report_outage
     (jail_after missed epochs), on the devnet's parameters."""
-    uptime = tenant.chain.uptime
-    length = tenant.chain.call(uptime.functions.epoch_length())
-    jail_after = tenant.chain.call(uptime.functions.jail_after())
+    uptime = Uptime(tenant.chain)
+    length, jail_after = uptime.epoch_length(), uptime.jail_after()
     provider = providers[0]  # signed_bids prices a list's first provider at its floor
     order_id, _ = post_order(tenant)
-    bid = signed_bids(network, tenant.market.address, order_id, [provider])[0]
+    bid = signed_bids(network, tenant.address, order_id, [provider])[0]
     lease_id, _ = tenant.accept_bid(bid)
     advance(tenant, 14 * length)
     epochs = tenant.missed_epochs(tenant.lease(lease_id))
@@ -106,15 +106,15 @@ def measure_penalties(network, tenant: Market, providers: list) -> dict[str, tup
                                      for c in claims)
     # A provider registered earlier and silent since: report its first jail_after whole epochs.
     reported = providers[-1]
-    registered_at = tenant.provider_record(reported.address)["registered_at"]
-    genesis = tenant.chain.call(uptime.functions.genesis())
+    registered_at = tenant.registry.provider_record(reported.address)["registered_at"]
+    genesis = uptime.genesis()
     first = -(-(registered_at - genesis) // length)
-    now = tenant.chain.call(uptime.functions.current_epoch())
+    now = uptime.current_epoch()
     if now - first > 2 * jail_after:  # the report must be recent: take the latest stretch
         first = now - jail_after
     elif now - first < jail_after:
         advance(tenant, (jail_after - (now - first)) * length)
-    receipt = tenant.chain.send(uptime.functions.report_outage(reported.address, first))
+    receipt, _ = uptime.report_outage(reported.address, first)
     return {"claim_downtime, 1 epoch, lease's first": (gas_first, "refund + stake slash to tenant"),
             "claim_downtime, 1 epoch, later": (gas_later, "refund + stake slash to tenant"),
             "claim_downtime, 10 epochs": (gas_ten,
@@ -137,12 +137,12 @@ def main() -> None:
         console.print(f"registering {max(counts)} providers on a fresh anvil ...")
         providers = register_providers(network, max(counts))
         tenant = Market(Chain(network, devnet_account(5)))
-        tenant.ensure_allowance(tenant.chain.payment_token, tenant.market.address, 10**30)
+        tenant.payment_token.ensure_allowance(tenant.address, 10**30)
 
         accept_gas, select_s = {}, {}
         for n in counts:
             order_id, _ = post_order(tenant)
-            bids = signed_bids(network, tenant.market.address, order_id, providers[:n])
+            bids = signed_bids(network, tenant.address, order_id, providers[:n])
             t0 = time.perf_counter()
             bid = best_bid(tenant, order_id, bids)
             select_s[n] = time.perf_counter() - t0
@@ -153,7 +153,7 @@ def main() -> None:
         provider = providers[0]
         provider_market = Market(Chain(network, provider))
         order_id, order_receipt = post_order(tenant)
-        bid = signed_bids(network, tenant.market.address, order_id, [provider])[0]
+        bid = signed_bids(network, tenant.address, order_id, [provider])[0]
         lease_id, accept_receipt = tenant.accept_bid(bid)
         tenant.chain.w3.provider.make_request("evm_increaseTime", [600])
         tenant.chain.w3.provider.make_request("evm_mine", [])
@@ -170,7 +170,7 @@ def main() -> None:
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             order_id, _ = post_order(tenant)
-            bids = signed_bids(network, tenant.market.address, order_id, providers[:10])
+            bids = signed_bids(network, tenant.address, order_id, providers[:10])
             tenant.accept_bid(best_bid(tenant, order_id, bids))
             latencies.append(time.perf_counter() - t0)
     finally:

@@ -50,16 +50,15 @@ from pathlib import Path
 import torch
 from eth_utils import keccak
 
+from tessera.compute.checkpoints import decode_state, segment_bounds
 from tessera.compute.corpus import build_stdlib_corpus
 from tessera.compute.diloco import DilocoConfig, Worker, new_model, parameter_state
 from tessera.compute.diloco_worker import WorkerProcess, checkpoint_path
 from tessera.compute.replay import (
     CommittingWorker,
     SegmentOpening,
-    decode_state,
     open_segment,
     parameter_names,
-    segment_bounds,
     verify_segment,
 )
 from tessera.compute.train import configure_determinism, split

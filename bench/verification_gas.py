@@ -27,6 +27,9 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import DEPLOYER, Devnet, free_port
 from tessera.chain.market import Market
+from tessera.chain.registry import ProviderRegistry
+from tessera.chain.tokens import StakeToken
+from tessera.chain.validators import Validators
 from tessera.chain.verification import Verification
 from tessera.protocol import commitment as cm
 from tessera.protocol import messages
@@ -55,7 +58,7 @@ def lease_job(network, tenant: Market, providers: list) -> tuple[int, list[int]]
     expiry = tenant.chain.block_timestamp() + 3600
     leases = []
     for account in providers:
-        typed = messages.bid_typed_data(network.chain_id, tenant.market.address, order_id,
+        typed = messages.bid_typed_data(network.chain_id, tenant.address, order_id,
                                         account.address, PRICE, order_id, expiry)
         bid = BidMessage(order_id=order_id, provider=account.address, price_per_gpu_hour=PRICE,
                          nonce=order_id, expiry=expiry, signature=messages.sign(account, typed))
@@ -86,16 +89,14 @@ def advance(chain: Chain, seconds: int) -> None:
 def measure(network) -> dict:
     providers = fresh_accounts(network, 2)
     for i, account in enumerate(providers):
-        Market(Chain(network, account)).register_provider(
+        ProviderRegistry(Chain(network, account)).register(
             STAKE * 5, "cpu-x86_64", 1, 8192, 1000, f"http://127.0.0.1:{21000 + i}", PRICE)
     validators = fresh_accounts(network, 5)
     for account in validators:
-        chain = Chain(network, account)
-        Market(chain).ensure_allowance(chain.stake_token, chain.validators.address, STAKE)
-        chain.send(chain.validators.functions.register(STAKE))
+        Validators(Chain(network, account)).register(STAKE)
     vals = [Verification(Chain(network, v)) for v in validators]
     for v in vals:  # approvals are not part of the figures
-        Market(v.chain).ensure_allowance(v.chain.stake_token, v.address, 10**24)
+        StakeToken(v.chain).ensure_allowance(v.address, 10**24)
     tenant = Market(Chain(network, devnet_account(TENANT)))
     ver = Verification(tenant.chain)
     order_id, leases = lease_job(network, tenant, providers)

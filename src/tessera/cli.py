@@ -11,24 +11,24 @@ import typer
 from rich.console import Console
 
 from tessera.chain.accounts import (
-    AccountError,
     devnet_account,
     keystore_address,
     list_keystores,
     resolve_account,
     save_keystore,
 )
-from tessera.chain.client import Chain, ChainError
-from tessera.chain.devnet import Devnet, DevnetError
-from tessera.chain.market import (
+from tessera.chain.client import Chain
+from tessera.chain.devnet import Devnet
+from tessera.chain.network import load_network
+from tessera.chain.tokens import PaymentToken, StakeToken
+from tessera.errors import AccountError, ChainError, DevnetError, NetworkError, SpecError
+from tessera.protocol.money import (
     PAYMENT_DECIMALS,
     PAYMENT_SYMBOL,
     STAKE_DECIMALS,
     STAKE_SYMBOL,
+    format_amount,
 )
-from tessera.chain.network import NetworkError, load_network
-from tessera.protocol.jobspec import SpecError
-from tessera.protocol.money import format_amount
 
 app = typer.Typer(help="Tessera: rent GPUs through on-chain contracts.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -59,7 +59,7 @@ def fail(message: str, code: int = 1) -> None:
 
 def run_guarded(action):
     """Run a command body, turning expected failures into one readable line and exit code 1."""
-    from tessera.tenant.client import TenantError
+    from tessera.errors import TenantError
 
     try:
         return action()
@@ -68,7 +68,7 @@ def run_guarded(action):
 
 
 def connect(network: Path | None, account: str | None) -> Chain:
-    net = load_network(network or Devnet.default().network_file)
+    net = load_network(network)
     chain = Chain(net, resolve_account(account) if account else None)
     chain.check_connected()
     return chain
@@ -173,8 +173,8 @@ def wallet_balance(spec: str = typer.Argument(..., help="devnet:N, NAME or an ad
         address, _ = _address_of(spec)
         chain = connect(network, None)
         eth = chain.w3.eth.get_balance(address)
-        pay = chain.call(chain.payment_token.functions.balanceOf(address))
-        stake = chain.call(chain.stake_token.functions.balanceOf(address))
+        pay = PaymentToken(chain).balance_of(address)
+        stake = StakeToken(chain).balance_of(address)
         return address, eth, pay, stake
     address, eth, pay, stake = run_guarded(body)
     console.print(address)
@@ -228,7 +228,7 @@ def job_status(lease_id: int, network: Path = NetworkOption, account: str = Acco
 @job_app.command("logs")
 def job_logs(lease_id: int, network: Path = NetworkOption, account: str = AccountOption):
     """The job's progress lines."""
-    from tessera.tenant.flow import tenant_for
+    from tessera.tenant.client import tenant_for
 
     tenant = run_guarded(lambda: tenant_for(network, account))
     for line in run_guarded(lambda: tenant.logs(lease_id)):

@@ -13,17 +13,20 @@ from pathlib import Path
 import httpx
 import tomli_w
 
-from tessera.tenant.client import TenantError
+from tessera.errors import TenantError
 
 Daemons = dict[str, tuple[subprocess.Popen, str]]   # name -> (process, its endpoint URL)
 
 
-def spawn(home: Path, name: str, kind: str, config: dict) -> tuple[subprocess.Popen, str]:
-    """Write `config` to `home/<name>.toml` and run `tessera <kind> run` on it, logging to
-    `home/<name>.log`; returns the process and its endpoint (config[kind]["port"])."""
+def spawn(home: Path, name: str, kind: str, config: dict,
+          command: list[str] | None = None) -> tuple[subprocess.Popen, str]:
+    """Write `config` to `home/<name>.toml` and run `tessera <kind> run` on it (or `python
+    -m <command...>`, which takes the same --config), logging to `home/<name>.log`; returns
+    the process and its endpoint (config[kind]["port"])."""
     config_file = home / f"{name}.toml"
     config_file.write_text(tomli_w.dumps(config))
-    proc = subprocess.Popen([sys.executable, "-m", "tessera.cli", kind, "run", "--config",
+    command = command or ["tessera.cli", kind, "run"]
+    proc = subprocess.Popen([sys.executable, "-m", *command, "--config",
                              str(config_file)], stdout=open(home / f"{name}.log", "wb"),
                             stderr=subprocess.STDOUT, env={**os.environ, "TESSERA_HOME": str(home)})
     return proc, f"http://127.0.0.1:{config[kind]['port']}"

@@ -20,8 +20,9 @@ from tessera.demo_cheater import run_cheater_act, settle_held_pay
 from tessera.explorer.recap import index_and_audit
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.money import format_amount
+from tessera.tenant.bidding import money, reliability_text
 from tessera.tenant.client import Tenant
-from tessera.tenant.flow import load_dataset, money, reliability_text, run_rental
+from tessera.tenant.flow import load_dataset, run_rental
 from tessera.tenant.multinode import run_diloco_job
 
 TENANT = 5
@@ -97,14 +98,14 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
         tenant = Tenant(chain)
         providers_table(console, tenant, procs)
         treasury = devnet_account(TREASURY).address
-        treasury_before = tenant.market.payment_balance(treasury)
+        treasury_before = tenant.market.payment_token.balance_of(treasury)
         if nodes > 1:
             job = {**DILOCO_JOB, "order": {**DILOCO_JOB["order"], "nodes": nodes}}
             spec = JobSpec.model_validate(job)
             summary = run_diloco_job(tenant, spec, load_dataset(spec.dataset), console,
                                      results_dir=home / "results")
             summary["pay"] = settle_held_pay(console, chain, summary, procs)
-            summary["treasury_received"] = tenant.market.payment_balance(treasury) - treasury_before
+            summary["treasury_received"] = tenant.market.payment_token.balance_of(treasury) - treasury_before
             if cheater:
                 summary["verification"] = run_cheater_act(console, chain, home, procs)
             summary["explorer"] = explore(console, chain, home)
@@ -116,7 +117,7 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
         dataset = load_dataset(spec.dataset)
         summary = run_rental(tenant, spec, dataset, console, follow=True, close=True,
                              results_dir=home / "results")
-        summary["treasury_received"] = tenant.market.payment_balance(treasury) - treasury_before
+        summary["treasury_received"] = tenant.market.payment_token.balance_of(treasury) - treasury_before
         summary["network"] = network.model_dump()
         summary["providers"] = {p.name: {"account": devnet_account(p.account).address,
                                          "floor": p.price, "threads": p.threads,
@@ -157,7 +158,7 @@ def providers_table(console: Console, tenant: Tenant, procs: dict) -> None:
     for column in ("name", "address", "device", "benchmark", "floor / GPU-h", "endpoint"):
         table.add_column(column)
     for p in PROVIDERS:
-        offer = tenant.market.provider_offer(devnet_account(p.account).address)
+        offer = tenant.market.registry.provider_offer(devnet_account(p.account).address)
         table.add_row(p.name, short(offer.address), f"{offer.gpu_model} ({p.threads} threads)",
                       f"{offer.benchmark_score:,} MFLOP/s", money(offer.price_floor), offer.endpoint)
     console.print(table)

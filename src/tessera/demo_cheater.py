@@ -6,10 +6,12 @@ process whose DiLoCo workers cheat, a verified two-node DiLoCo job run by the te
 real coordinator (commitments, one root per round, spot-check replays, an on-chain challenge,
 its case pushed to the validators), and the validators' own replays, votes, resolve and claims.
 
-The cheat is the provider's TEST-ONLY `[testing] cheat = "skip-steps"` setting: its worker trains
-half of every committed segment's steps and commits to the states as if it had trained them
-all. The demo checks every worker's round (spot-check probability 1.0, the job default is 0.25)
-so that the catch happens in the first round; docs/verification.md gives the odds for p < 1.
+The cheater is an ordinary provider config run through the TEST-ONLY entry point
+`python -m tessera.testing.cheating_provider --cheat skip-steps` (a production provider has no
+such setting): its worker trains half of every committed segment's steps and commits to the
+states as if it had trained them all. The demo checks every worker's round (spot-check
+probability 1.0, the job default is 0.25) so that the catch happens in the first round;
+docs/verification.md gives the odds for p < 1.
 """
 
 from __future__ import annotations
@@ -21,15 +23,17 @@ from rich.console import Console
 from rich.table import Table
 
 from tessera.chain.accounts import devnet_account
-from tessera.chain.client import Chain
+from tessera.chain.client import Chain, tx_hash
 from tessera.chain.devnet import TREASURY, free_port
-from tessera.chain.market import STAKE_DECIMALS, STAKE_SYMBOL, Market, tx_hash
+from tessera.chain.market import Market
 from tessera.chain.verification import Outcome, Verification
 from tessera.daemons import Daemons, raise_if_exited, spawn, wait_healthy
+from tessera.errors import TenantError
 from tessera.protocol.jobspec import JobSpec
-from tessera.protocol.money import format_amount
-from tessera.tenant.client import Tenant, TenantError
-from tessera.tenant.flow import load_dataset, money
+from tessera.protocol.money import STAKE_DECIMALS, STAKE_SYMBOL, format_amount
+from tessera.tenant.bidding import money
+from tessera.tenant.client import Tenant
+from tessera.tenant.flow import load_dataset
 from tessera.tenant.multinode import run_diloco_job
 
 CHEATER_ACCOUNT, CHEATER_PRICE = 6, "0.90"   # cheaper than every honest provider: it wins a seat
@@ -73,8 +77,7 @@ def start_cheater(home: Path, network_file: Path) -> dict:
         "pricing": {"price_per_gpu_hour": CHEATER_PRICE},
         "limits": {"threads": 1, "memory_limit_mb": 4096, "max_job_seconds": 1800},
         "payouts": {"sweep_every": 5},
-        "testing": {"cheat": "skip-steps"},
-    })}
+    }, command=["tessera.testing.cheating_provider", "--cheat", "skip-steps"])}
 
 
 def wait_verdict(verification: Verification, challenge_id: int, procs: Daemons) -> Outcome:
@@ -113,14 +116,14 @@ def run_cheater_act(console: Console, chain: Chain, home: Path, procs: Daemons) 
     tenant = Tenant(chain)
     market, verification = Market(chain), Verification(chain)
     cheater = devnet_account(CHEATER_ACCOUNT).address
-    stake_before = market.provider_record(cheater)["stake"]
+    stake_before = market.registry.provider_record(cheater)["stake"]
     spec = JobSpec.model_validate(VERIFIED_JOB)
     console.print("the tenant runs a verified 2-node DiLoCo job: each worker signs a commitment "
                   "to its states every 2 steps, one Merkle root per round goes on chain, and "
                   "the tenant replays one committed segment of every worker's round")
     treasury = devnet_account(TREASURY).address
-    treasury_before = market.payment_balance(treasury)
-    tenant_before = market.payment_balance(chain.address)
+    treasury_before = market.payment_token.balance_of(treasury)
+    tenant_before = market.payment_token.balance_of(chain.address)
     summary = run_diloco_job(tenant, spec, load_dataset(spec.dataset), console,
                              results_dir=home / "results")
     challenges = [c for r in summary["rounds"] for c in r["challenges"] if "challenge_id" in c]
@@ -133,12 +136,12 @@ def run_cheater_act(console: Console, chain: Chain, home: Path, procs: Daemons) 
         outcome = wait_verdict(verification, c["challenge_id"], procs)
         wait_claims(verification, c["challenge_id"])
         act["challenges"].append(_challenge_record(chain, verification, c, outcome))
-    act["stake_after"] = market.provider_record(cheater)["stake"]
-    act["jailed_until"] = market.provider_record(cheater)["jailed_until"]
+    act["stake_after"] = market.registry.provider_record(cheater)["stake"]
+    act["jailed_until"] = market.registry.provider_record(cheater)["jailed_until"]
     print_act(console, act)
     act["pay"] = settle_held_pay(console, chain, summary, procs)
-    act["tenant_spent"] = tenant_before - market.payment_balance(chain.address)
-    act["treasury_received"] = market.payment_balance(treasury) - treasury_before
+    act["tenant_spent"] = tenant_before - market.payment_token.balance_of(chain.address)
+    act["treasury_received"] = market.payment_token.balance_of(treasury) - treasury_before
     console.print(f"the tenant paid {money(act['tenant_spent'])} for the verified job in the "
                   "end (its escrow less the unused budget and the cheater's refunded round)")
     return act

@@ -9,10 +9,13 @@ from eth_account import Account
 from eth_utils import keccak
 
 from tessera.chain.accounts import devnet_account
-from tessera.chain.client import Chain, ChainError, TxRefused
-from tessera.chain.devnet import DEPLOYER, Devnet, free_port
+from tessera.chain.client import Chain
+from tessera.chain.devnet import DEPLOYER
 from tessera.chain.market import Market
+from tessera.chain.registry import ProviderRegistry
+from tessera.chain.tokens import StakeToken
 from tessera.chain.verification import Outcome, Verification
+from tessera.errors import ChainError, TxRefused
 from tessera.protocol import commitment as cm
 from tessera.protocol import messages
 from tessera.protocol.wire import BidMessage
@@ -24,11 +27,9 @@ PRICE = 1_000_000
 
 
 @pytest.fixture(scope="module")
-def network(tmp_path_factory):
-    devnet = Devnet(tmp_path_factory.mktemp("verification") / "devnet")
-    network = devnet.up(port=free_port())
-    yield network
-    devnet.down()
+def network(tmp_path_factory, private_devnet):
+    with private_devnet(tmp_path_factory.mktemp("verification")) as (_, network):
+        yield network
 
 
 def fresh_accounts(network, count: int) -> list:
@@ -49,7 +50,7 @@ def lease_job(network, tenant: Market, providers: list) -> tuple[int, list[int]]
     expiry = tenant.chain.block_timestamp() + 3600
     leases = []
     for account in providers:
-        typed = messages.bid_typed_data(network.chain_id, tenant.market.address, order_id,
+        typed = messages.bid_typed_data(network.chain_id, tenant.address, order_id,
                                         account.address, PRICE, order_id, expiry)
         bid = BidMessage(order_id=order_id, provider=account.address, price_per_gpu_hour=PRICE,
                          nonce=order_id, expiry=expiry, signature=messages.sign(account, typed))
@@ -62,7 +63,7 @@ def scene(network):
     validators = fresh_accounts(network, VALIDATOR_COUNT)
     for account in validators:
         chain = Chain(network, account)
-        Market(chain).ensure_allowance(chain.stake_token, chain.validators.address, STAKE)
+        StakeToken(chain).ensure_allowance(chain.validators.address, STAKE)
         chain.send(chain.validators.functions.register(STAKE))
     tenant = Market(Chain(network, devnet_account(TENANT)))
     return validators, tenant
@@ -73,7 +74,7 @@ def providers(network):
     """Two newly registered providers per test (a test may slash and jail one)."""
     accounts = fresh_accounts(network, 2)
     for i, account in enumerate(accounts):
-        Market(Chain(network, account)).register_provider(
+        ProviderRegistry(Chain(network, account)).register(
             STAKE * 3, "cpu-x86_64", 1, 8192, 1000, f"http://127.0.0.1:{20000 + i}", PRICE)
     return accounts
 
@@ -128,7 +129,7 @@ def test_upheld_on_anvil(network, scene, providers):
     chain = tenant.chain
     before = {a: stake_balance(chain, a) for a in (validators[0].address, tenant.chain.address)}
     supply = chain.call(chain.stake_token.functions.totalSupply())
-    stake_before = Market(chain).provider_record(providers[1].address)["stake"]
+    stake_before = ProviderRegistry(chain).provider_record(providers[1].address)["stake"]
     result = Verification(Chain(network, devnet_account(9))).resolve(cid)  # anyone resolves
     assert result.outcome == Outcome.UPHELD and result.slashed == params.slash_amount
     assert result.slashed == result.to_challenger + result.to_tenant + result.to_voters + result.burned
@@ -136,7 +137,7 @@ def test_upheld_on_anvil(network, scene, providers):
         before[validators[0].address] + params.min_bond + result.to_challenger
     assert stake_balance(chain, tenant.chain.address) == before[tenant.chain.address] + result.to_tenant
     assert chain.call(chain.stake_token.functions.totalSupply()) == supply - result.burned
-    record = Market(chain).provider_record(providers[1].address)
+    record = ProviderRegistry(chain).provider_record(providers[1].address)
     assert record["stake"] == stake_before - params.slash_amount
     assert record["jailed_until"] > chain.block_timestamp()
     assert ver.proven(order_id, 0, leases[1]) and not ver.proven(order_id, 0, leases[0])

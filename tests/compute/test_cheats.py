@@ -1,4 +1,4 @@
-"""The TEST-ONLY cheats of `compute/diloco_worker.py` (a provider's `[testing] cheat`): each
+"""The TEST-ONLY cheats of `tessera/testing/cheats.py` (a cheating provider's `--cheat`): each
 commits states whose cheap checks pass (leaf 0 is the published θ and the AdamW state the round
 should start from, the pseudo-gradient is θ − the committed end) and whose every segment fails
 the replay, as docs/verification.md's table of cheating strategies says. The same harness
@@ -11,14 +11,14 @@ import hashlib
 import json
 import threading
 import time
-import typing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
+from tests.support.compute import TINY
 
 from tessera.chain.devnet import free_port
-from tessera.compute.corpus import build_stdlib_corpus
+from tessera.compute.checkpoints import encode_state
 from tessera.compute.diloco import (
     Coordinator,
     DilocoConfig,
@@ -27,11 +27,23 @@ from tessera.compute.diloco import (
     new_model,
     parameter_state,
 )
-from tessera.compute.diloco_worker import (
+from tessera.compute.diloco_worker import GLOBAL_STATE_KIND, config_of
+from tessera.compute.replay import (
+    CommittingWorker,
+    RoundTrace,
+    SegmentOpening,
+    check_round_links,
+    pseudo_gradient_matches,
+    verify_segment,
+)
+from tessera.compute.train import configure_determinism, split
+from tessera.errors import SpecError
+from tessera.protocol.workload import DilocoWorkerWorkload
+from tessera.provider.config import load_provider_config
+from tessera.testing.cheating_provider import CHEATING_WORKER, build_parser
+from tessera.testing.cheats import (
     CHEATS,
-    GLOBAL_STATE_KIND,
     TESTING_FILE,
-    config_of,
     copied_round,
     fetch_sibling_round,
     random_pseudo_gradient_round,
@@ -39,29 +51,10 @@ from tessera.compute.diloco_worker import (
     wrong_round_round,
     wrong_shard_round,
 )
-from tessera.compute.replay import (
-    CommittingWorker,
-    RoundTrace,
-    SegmentOpening,
-    check_round_links,
-    encode_state,
-    pseudo_gradient_matches,
-    verify_segment,
-)
-from tessera.compute.train import configure_determinism, split
-from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
-from tessera.provider import config as provider_config
 
-TINY = TrainingWorkload(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4,
-                        eval_batches=4, device="cpu", learning_rate=3e-3, threads=1)
 H, K, WORKER = 8, 2, 1
 CFG = DilocoConfig(workload=TINY, workers=2, inner_steps=H, rounds=2)
 FAILS = "replay does not reach the committed end state"
-
-
-@pytest.fixture(scope="module")
-def corpus() -> bytes:
-    return build_stdlib_corpus(64 * 1024)
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +86,17 @@ def assert_cheap_checks_pass(trace: RoundTrace, theta, previous=None) -> None:
 
 
 def test_the_config_offers_exactly_the_cheats_the_worker_knows():
-    literal, _none = typing.get_args(provider_config.TestingSection.model_fields["cheat"].annotation)
-    assert typing.get_args(literal) == CHEATS
+    """The cheating provider's `--cheat` (the only way to ask for one) offers exactly these."""
+    [option] = [a for a in build_parser()._actions if "--cheat" in a.option_strings]
+    assert tuple(option.choices) == CHEATS
+
+
+def test_the_production_provider_config_has_no_cheat(tmp_path):
+    config = tmp_path / "provider.toml"
+    config.write_text('[provider]\naccount = "devnet:1"\nport = 8000\nstate_dir = "s"\n'
+                      '[pricing]\nprice_per_gpu_hour = "1"\n[testing]\ncheat = "skip-steps"\n')
+    with pytest.raises(SpecError, match="testing: Extra inputs are not permitted"):
+        load_provider_config(config)
 
 
 def test_the_harness_passes_an_honest_round(tokens, theta):
@@ -212,7 +214,8 @@ def test_the_worker_process_without_a_sibling_answer_trains_honestly_and_says_so
     cfg = config_of(workload)
     dataset = tmp_path / "data.bin"
     dataset.write_bytes(corpus)
-    jobs = JobSupervisor(tmp_path / "provider", threads=1, memory_limit_mb=4096, timeout_s=300)
+    jobs = JobSupervisor(tmp_path / "provider", threads=1, memory_limit_mb=4096, timeout_s=300,
+                         modules=CHEATING_WORKER)   # what a cheating provider's jobs run
     jobs.folder(1).mkdir(parents=True)
     (jobs.folder(1) / TESTING_FILE).write_text(json.dumps({
         "cheat": "copy-worker", "copy_wait_s": 0.5,

@@ -11,18 +11,17 @@ import time
 import pytest
 import torch
 from pydantic import ValidationError
+from tests.support.compute import TINY
 
 from tessera.compute import aggregate as agg
 from tessera.compute.compress import (
     MAGIC,
     ErrorFeedback,
-    WireFormatError,
     dequantize_int8,
     deserialize,
     quantize_int8,
     serialize,
 )
-from tessera.compute.corpus import build_stdlib_corpus
 from tessera.compute.diloco import (
     Coordinator,
     DilocoConfig,
@@ -32,26 +31,19 @@ from tessera.compute.diloco import (
     encode_tensors,
     new_model,
     parameter_state,
-    run_diloco,
     shard_for,
     validate_pseudo_gradient,
     zero_pseudo_gradient,
 )
+from tessera.compute.diloco_simulation import run_diloco
 from tessera.compute.diloco_worker import GLOBAL_STATE_KIND, config_of, pending_round
 from tessera.compute.train import batch, configure_determinism, split
-from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
-
-TINY = TrainingWorkload(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4,
-                        eval_batches=4, device="cpu", learning_rate=3e-3)
+from tessera.errors import WireFormatError
+from tessera.protocol.workload import DilocoWorkerWorkload
 
 
 def config(**kw) -> DilocoConfig:
     return DilocoConfig(**{"workload": TINY, "workers": 4, "inner_steps": 5, "rounds": 3, **kw})
-
-
-@pytest.fixture(scope="module")
-def corpus() -> bytes:
-    return build_stdlib_corpus(64 * 1024)
 
 
 def random_state(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -381,7 +373,7 @@ def test_config_refuses_unknown_fields():
 
 
 def test_sync_baseline_is_one_adamw_on_averaged_worker_gradients(corpus):
-    from tessera.compute.diloco import SYNC_PURPOSE, run_sync_baseline
+    from tessera.compute.diloco_simulation import SYNC_PURPOSE, run_sync_baseline
 
     cfg = config(workers=3)
     result = run_sync_baseline(cfg, corpus, steps=2)
@@ -475,10 +467,13 @@ def test_worker_process_reruns_a_resent_round_from_the_state_before_it(tmp_path,
 
 
 def _verdict(provider: str, price: int, problems: list[str] | None = None):
-    from tessera.protocol.matching import Bid, BidVerdict, ProviderOffer
+    from tessera.protocol.matching import BidVerdict, ProviderOffer
+    from tessera.protocol.wire import BidMessage
 
     offer = ProviderOffer(provider, True, "cpu", 1, 0, 1000, "http://x", 1)
-    return BidVerdict(Bid(1, provider, price, 0, 2**40, "0x"), offer, problems or [])
+    bid = BidMessage.model_construct(order_id=1, provider=provider, price_per_gpu_hour=price,
+                                     nonce=0, expiry=2**40, signature="0x")  # never checked here
+    return BidVerdict(bid, offer, problems or [])
 
 
 def test_a_replacement_prefers_new_providers_and_never_one_whose_answer_was_refused():
@@ -528,19 +523,14 @@ def test_worker_process_commits_keeps_its_states_and_a_cheat_does_not_replay(tmp
     """With `checkpoint_every`, the worker process (real, run by the provider's JobSupervisor)
     answers bitwise what a plain worker answers, lists checkpoint hashes that rebuild its
     commitment, and keeps full states that open every segment. The TEST-ONLY skip-steps cheat
-    (what a provider's `[testing] cheat` writes into the lease folder) commits states that look
+    (what the TEST-ONLY cheating provider runs and writes into the lease folder) commits states that look
     right at the start of the round but fail every segment's replay."""
-    from tessera.compute.diloco_worker import TESTING_FILE, checkpoint_path
-    from tessera.compute.replay import (
-        Checkpoint,
-        RoundCommitment,
-        SegmentOpening,
-        decode_state,
-        parameter_names,
-        tensor_hash,
-        verify_segment,
-    )
+    from tessera.compute.checkpoints import Checkpoint, RoundCommitment, decode_state, tensor_hash
+    from tessera.compute.diloco_worker import checkpoint_path
+    from tessera.compute.replay import SegmentOpening, parameter_names, verify_segment
     from tessera.provider.runner import JobSupervisor
+    from tessera.testing.cheating_provider import CHEATING_WORKER
+    from tessera.testing.cheats import TESTING_FILE
 
     h, k = 8, 2
     workload = DilocoWorkerWorkload(model=TINY, inner_steps=h, worker=1, workers=2,
@@ -549,6 +539,8 @@ def test_worker_process_commits_keeps_its_states_and_a_cheat_does_not_replay(tmp
     dataset = tmp_path / "data.bin"
     dataset.write_bytes(corpus)
     jobs = JobSupervisor(tmp_path / "provider", threads=1, memory_limit_mb=4096, timeout_s=300)
+    cheating = JobSupervisor(tmp_path / "provider", threads=1, memory_limit_mb=4096,
+                             timeout_s=300, modules=CHEATING_WORKER)   # lease 2's jobs
     (jobs.folder(2)).mkdir(parents=True)
     (jobs.folder(2) / TESTING_FILE).write_text(json.dumps({"cheat": "skip-steps"}))
     manifest = {"workload": workload.model_dump(mode="json"),
@@ -560,7 +552,7 @@ def test_worker_process_commits_keeps_its_states_and_a_cheat_does_not_replay(tmp
     results = {}
     try:
         for lease in (1, 2):  # 1 honest, 2 cheats
-            jobs.start(lease, manifest, dataset)
+            (jobs if lease == 1 else cheating).start(lease, manifest, dataset)
             assert jobs.submit_round(lease, 0, params, sha)
         deadline = time.monotonic() + 120
         while len(results) < 2:
@@ -571,6 +563,7 @@ def test_worker_process_commits_keeps_its_states_and_a_cheat_does_not_replay(tmp
             time.sleep(0.02)
     finally:
         jobs.stop_all()
+        cheating.stop_all()
     configure_determinism(TINY)
     train_tokens, _ = split(corpus, TINY)
     reference = Worker(cfg, 1, train_tokens)

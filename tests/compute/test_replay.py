@@ -6,39 +6,33 @@ import struct
 
 import pytest
 import torch
+from tests.support.compute import TINY
 
-from tessera.compute.corpus import build_stdlib_corpus
+from tessera.compute.checkpoints import RoundCommitment, optimizer_tensors, segment_bounds, tensor_hash
 from tessera.compute.diloco import DilocoConfig, Worker, new_model, parameter_state
 from tessera.compute.replay import (
     CommittingWorker,
-    RoundCommitment,
     SegmentOpening,
     check_round_links,
     commitment_from_states,
     open_segment,
-    optimizer_tensors,
     parameter_names,
     pseudo_gradient_matches,
     replay_segment,
-    segment_bounds,
-    tensor_hash,
     verify_segment,
 )
 from tessera.compute.train import configure_determinism, split
 from tessera.protocol import merkle
 from tessera.protocol.sampling import select_segments
-from tessera.protocol.workload import TrainingWorkload
 
-TINY = TrainingWorkload(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4,
-                        eval_batches=4, device="cpu", learning_rate=3e-3, threads=1)
 H, K, WORKER = 8, 2, 1          # 4 segments of 2 inner steps, 5 checkpoints
 CFG = DilocoConfig(workload=TINY, workers=4, inner_steps=H, rounds=2)
 
 
 @pytest.fixture(scope="module")
-def setup():
+def setup(corpus):
     configure_determinism(TINY)
-    train_tokens, _ = split(build_stdlib_corpus(64 * 1024), TINY)
+    train_tokens, _ = split(corpus, TINY)
     global_state = parameter_state(new_model(TINY))
     worker = CommittingWorker(CFG, WORKER, train_tokens)
     traces = [worker.run_round_committed(global_state, r, K) for r in range(2)]

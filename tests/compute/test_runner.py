@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tessera.compute.corpus import build_stdlib_corpus, write_dataset
+from tessera.compute.corpus import write_dataset
 from tessera.compute.train import train
 from tessera.protocol.workload import TrainingWorkload
 from tessera.provider.runner import JobSupervisor, WorkloadRunner, read_progress
@@ -18,11 +18,6 @@ from tessera.provider.runner import JobSupervisor, WorkloadRunner, read_progress
 TINY = dict(n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=8, steps=20,
             eval_every=10, checkpoint_every=5, eval_batches=2, device="cpu")
 LONG = {**TINY, "steps": 1_000_000}
-
-
-@pytest.fixture(scope="module")
-def corpus() -> bytes:
-    return build_stdlib_corpus(64 * 1024)
 
 
 @pytest.fixture

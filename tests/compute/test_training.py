@@ -14,11 +14,6 @@ TINY = dict(n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=8, steps=4
             eval_every=10, checkpoint_every=10, eval_batches=2, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def corpus() -> bytes:
-    return build_stdlib_corpus(64 * 1024)
-
-
 def weights(path):
     return torch.load(path, weights_only=True)["model"]
 

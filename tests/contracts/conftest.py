@@ -92,3 +92,9 @@ def system(factories) -> System:
 def vyper_compile():
     """The `compile_vyper` helper, for tests (do not import conftest by name)."""
     return compile_vyper
+
+
+@pytest.fixture(scope="session")
+def partials(factories):  # `factories` has set the search paths (snekmate)
+    return {name: boa.load_partial(str(CONTRACTS_DIR / f"{name}.vy"))
+            for name in ("Validators", "Verification")}

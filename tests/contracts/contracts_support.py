@@ -11,13 +11,13 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 
+from tessera.protocol.money import PAYMENT_DECIMALS, STAKE_DECIMALS
+
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = ROOT / "src" / "tessera" / "contracts"
 CONTRACT_NAMES = ("PaymentToken", "StakeToken", "ProviderRegistry", "Market", "Uptime",
                   "Validators", "Probes", "Verification", "HardwareReports")
 
-PAYMENT_DECIMALS = 6
-STAKE_DECIMALS = 18
 USD = 10**PAYMENT_DECIMALS
 TSTK = 10**STAKE_DECIMALS
 MIN_STAKE = 100 * TSTK
@@ -178,3 +178,63 @@ def heartbeat(uptime, who: str, epoch: int | None = None, depth: int = 1,
 def events(contract, name: str) -> list:
     """Decoded events called `name` from the last transaction (call right after it)."""
     return [e for e in contract.get_logs() if type(e).__name__ == name]
+
+
+# -- EIP-2612 permits (test_tokens, test_market) --------------------------------------
+PERMIT_TYPE = [
+    {"name": "owner", "type": "address"},
+    {"name": "spender", "type": "address"},
+    {"name": "value", "type": "uint256"},
+    {"name": "nonce", "type": "uint256"},
+    {"name": "deadline", "type": "uint256"},
+]
+
+
+def _domain(token) -> dict:
+    return {"name": "Tessera USD", "version": "1", "chainId": boa.env.evm.patch.chain_id,
+            "verifyingContract": token.address}
+
+
+def _typed(token, primary: str, fields: list, message: dict) -> dict:
+    return {"types": {"EIP712Domain": DOMAIN_TYPE, primary: fields}, "primaryType": primary,
+            "domain": _domain(token), "message": message}
+
+
+def _vrs(account, typed):
+    sig = account.sign_typed_data(full_message=typed)
+    return sig.v, sig.r.to_bytes(32, "big"), sig.s.to_bytes(32, "big")
+
+
+# -- Verification deployments (test_verification, test_market_verified) ---------------
+WINDOW = HOUR
+VOTE_PERIOD = HOUR
+BOND = 10 * TSTK
+SLASH = 100 * TSTK
+CHALLENGER_BPS, TENANT_BPS = 2_500, 5_000
+VOTER_REWARD = 6 * TSTK
+QUORUM_BPS = 6_667
+MIN_QUORUM = 2
+JAIL = 7 * 24 * HOUR
+CHECKPOINTS = 51  # H = 100 inner steps, k = 2
+OPEN, UPHELD, REJECTED, EXPIRED = 1, 2, 3, 4
+
+VALIDATORS = [key_account(60 + i) for i in range(5)]
+LATE_VALIDATOR = key_account(70)
+
+
+def deployer(n: int) -> str:
+    """A dedicated deployer per use, so that every address this file deploys to always holds
+    the same contract: titanoboa keeps storage traces per address across its rollbacks and
+    decodes them with the current contract's layout when it describes a revert."""
+    return key_account(80 + n).address
+
+
+def deploy_verification(system, partials, vals, by: int = 0, **overrides):
+    args = dict(market_=system.market.address, registry_=system.registry.address,
+                validators_=vals.address, challenge_window_=WINDOW, vote_period_=VOTE_PERIOD,
+                min_bond_=BOND, slash_amount_=SLASH, challenger_bps_=CHALLENGER_BPS,
+                tenant_bps_=TENANT_BPS, voter_reward_=VOTER_REWARD, quorum_bps_=QUORUM_BPS,
+                min_quorum_=MIN_QUORUM, jail_period_=JAIL)
+    args.update(overrides)
+    with boa.env.prank(deployer(by)):
+        return partials["Verification"].deploy(*args.values())

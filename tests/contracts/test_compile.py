@@ -1,8 +1,15 @@
 """Every contract compiles with plain vyper and an explicit FilesystemInputBundle."""
 
+import re
+
 import pytest
 import vyper
-from contracts_support import CONTRACT_NAMES
+from contracts_support import CONTRACT_NAMES, CONTRACTS_DIR
+from vyper.ast import nodes as vy_ast
+from vyper.ast import parse_to_ast
+
+# Every contract and every shared interface (`interfaces/*.vyi`, imported relatively).
+SOURCES = sorted(path for path in CONTRACTS_DIR.rglob("*.vy*") if path.suffix in (".vy", ".vyi"))
 
 
 def test_vyper_version_pinned():
@@ -38,3 +45,29 @@ def test_every_deployed_contract_is_tested_here():
     from tessera.chain.compiler import CONTRACT_NAMES as DEPLOYED
 
     assert set(DEPLOYED) == set(CONTRACT_NAMES)
+
+
+def test_shared_interfaces_are_vyi_files():
+    assert {path.name for path in (CONTRACTS_DIR / "interfaces").glob("*.vyi")} >= {
+        "IProviderRegistry.vyi", "IValidators.vyi", "IUptime.vyi", "IStakeToken.vyi", "IVerification.vyi"}
+    for path in SOURCES:
+        assert not re.search(r"^interface I(ProviderRegistry|Validators|Uptime|StakeToken|Verification):",
+                             path.read_text(), re.MULTILINE), f"{path.name} re-declares a shared interface"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda path: path.name)
+def test_natspec_on_every_external_function(path):
+    """As snekmate does: a @notice, a @param per parameter and a @return for a return value on
+    every external function and constructor (the parse only: no compilation)."""
+    module = parse_to_ast(path.read_text(), is_interface=path.suffix == ".vyi")
+    assert "@title" in module.doc_string.value and "@notice" in module.doc_string.value
+    for fn in module.get_children(vy_ast.FunctionDef):
+        decorators = {d.id for d in fn.decorator_list if isinstance(d, vy_ast.Name)}
+        if not decorators & {"external", "deploy"}:
+            continue
+        where = f"{path.name}: {fn.name}"
+        assert fn.doc_string is not None, f"{where} has no docstring"
+        doc = fn.doc_string.value
+        assert "@notice" in doc, f"{where} has no @notice"
+        assert re.findall(r"@param (\w+)", doc) == [arg.arg for arg in fn.args.args], f"{where}: @param"
+        assert ("@return" in doc) == (fn.returns is not None), f"{where}: @return"

@@ -108,7 +108,7 @@ def test_create_order_needs_allowance(system):
 
 
 def test_create_order_with_permit(system):
-    from test_tokens import PERMIT_TYPE, _typed, _vrs
+    from contracts_support import PERMIT_TYPE, _typed, _vrs
 
     m, usd, newbie = system.market, system.usd, key_account(60)
     usd.mint(newbie.address, 100 * USD)  # no approve: permit does it in the same transaction

@@ -11,11 +11,23 @@ from types import SimpleNamespace
 import boa
 import pytest
 from boa.contracts.base_evm_contract import BoaError
-from contracts_support import EPOCH, FEE_BPS, HOUR, MIN_STAKE, TSTK, UNBONDING_PERIOD, USD, events
+from contracts_support import (
+    EPOCH,
+    FEE_BPS,
+    HOUR,
+    MIN_STAKE,
+    TSTK,
+    UNBONDING_PERIOD,
+    USD,
+    VALIDATORS,
+    WINDOW,
+    deploy_verification,
+    deployer,
+    events,
+)
 from eth_utils import keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_verification import VALIDATORS, WINDOW, deploy_verification, deployer, partials  # noqa: F401
 
 from tessera.protocol import commitment as cm
 

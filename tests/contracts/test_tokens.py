@@ -6,16 +6,9 @@ import os
 
 import boa
 import pytest
-from contracts_support import DOMAIN_TYPE, USD, events, key_account, typed_digest
+from contracts_support import PERMIT_TYPE, USD, _typed, _vrs, events, key_account, typed_digest
 from eth_account import Account
 
-PERMIT_TYPE = [
-    {"name": "owner", "type": "address"},
-    {"name": "spender", "type": "address"},
-    {"name": "value", "type": "uint256"},
-    {"name": "nonce", "type": "uint256"},
-    {"name": "deadline", "type": "uint256"},
-]
 AUTH_FIELDS = [
     {"name": "from", "type": "address"},
     {"name": "to", "type": "address"},
@@ -28,21 +21,6 @@ CANCEL_TYPE = [
     {"name": "authorizer", "type": "address"},
     {"name": "nonce", "type": "bytes32"},
 ]
-
-
-def _domain(token) -> dict:
-    return {"name": "Tessera USD", "version": "1", "chainId": boa.env.evm.patch.chain_id,
-            "verifyingContract": token.address}
-
-
-def _typed(token, primary: str, fields: list, message: dict) -> dict:
-    return {"types": {"EIP712Domain": DOMAIN_TYPE, primary: fields}, "primaryType": primary,
-            "domain": _domain(token), "message": message}
-
-
-def _vrs(account, typed):
-    sig = account.sign_typed_data(full_message=typed)
-    return sig.v, sig.r.to_bytes(32, "big"), sig.s.to_bytes(32, "big")
 
 
 def _auth(token, signer, to, value, after, before, nonce, primary="TransferWithAuthorization"):

@@ -12,52 +12,38 @@ from dataclasses import dataclass, field
 import boa
 import pytest
 from boa.contracts.base_evm_contract import BoaError
-from contracts_support import CONTRACTS_DIR, HOUR, MIN_STAKE, TSTK, UNBONDING_PERIOD, USD, events, key_account
+from contracts_support import (
+    BOND,
+    CHALLENGER_BPS,
+    CHECKPOINTS,
+    CONTRACTS_DIR,
+    EXPIRED,
+    HOUR,
+    JAIL,
+    LATE_VALIDATOR,
+    MIN_STAKE,
+    OPEN,
+    REJECTED,
+    SLASH,
+    TENANT_BPS,
+    TSTK,
+    UNBONDING_PERIOD,
+    UPHELD,
+    USD,
+    VALIDATORS,
+    VOTE_PERIOD,
+    VOTER_REWARD,
+    WINDOW,
+    deploy_verification,
+    deployer,
+    events,
+)
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tessera.protocol import commitment as cm
-
-WINDOW = HOUR
-VOTE_PERIOD = HOUR
-BOND = 10 * TSTK
-SLASH = 100 * TSTK
-CHALLENGER_BPS, TENANT_BPS = 2_500, 5_000
-VOTER_REWARD = 6 * TSTK
-QUORUM_BPS = 6_667
-MIN_QUORUM = 2
-JAIL = 7 * 24 * HOUR
-CHECKPOINTS = 51  # H = 100 inner steps, k = 2
-OPEN, UPHELD, REJECTED, EXPIRED = 1, 2, 3, 4
-
-VALIDATORS = [key_account(60 + i) for i in range(5)]
-LATE_VALIDATOR = key_account(70)
-
-
-@pytest.fixture(scope="session")
-def partials(factories):  # `factories` has set the search paths (snekmate)
-    return {name: boa.load_partial(str(CONTRACTS_DIR / f"{name}.vy"))
-            for name in ("Validators", "Verification")}
-
-
-def deployer(n: int) -> str:
-    """A dedicated deployer per use, so that every address this file deploys to always holds
-    the same contract: titanoboa keeps storage traces per address across its rollbacks and
-    decodes them with the current contract's layout when it describes a revert."""
-    return key_account(80 + n).address
-
-
-def deploy_verification(system, partials, vals, by: int = 0, **overrides):
-    args = dict(market_=system.market.address, registry_=system.registry.address,
-                validators_=vals.address, challenge_window_=WINDOW, vote_period_=VOTE_PERIOD,
-                min_bond_=BOND, slash_amount_=SLASH, challenger_bps_=CHALLENGER_BPS,
-                tenant_bps_=TENANT_BPS, voter_reward_=VOTER_REWARD, quorum_bps_=QUORUM_BPS,
-                min_quorum_=MIN_QUORUM, jail_period_=JAIL)
-    args.update(overrides)
-    with boa.env.prank(deployer(by)):
-        return partials["Verification"].deploy(*args.values())
 
 
 @dataclass

@@ -8,9 +8,10 @@ pushes the case over HTTP to the validators' published endpoints right after ope
 provider accepted and the segment's start state over HTTP, replays it with PyTorch, votes,
 resolves and claims. The later challenges are opened and their cases pushed by the test itself.
 
-The one fault-injection: the cheating provider's TEST-ONLY `[testing] cheat = "skip-steps"`
-table (as in test_verification.py): its worker trains half of every segment's steps and commits
-those states as if it had trained them all.
+The one fault-injection: the cheating provider runs through the TEST-ONLY
+`python -m tessera.testing.cheating_provider --cheat skip-steps` (as in test_verification.py):
+its worker trains half of every segment's steps and commits those states as if it had trained
+them all.
 """
 
 from __future__ import annotations
@@ -20,22 +21,20 @@ import io
 import json
 import secrets
 import time
-import tomllib
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
 import pytest
-import tomli_w
 from rich.console import Console
+from tests.support.challenges import decided_and_claimed
+from tests.support.jobs import VERIFIED_DILOCO_JOB as JOB
+from tests.support.processes import ProviderProcess, VotingValidator, wait_until
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
-from tessera.chain.devnet import Devnet, free_port
 from tessera.chain.market import Market
-from tessera.chain.network import load_network
+from tessera.chain.registry import ProviderRegistry
 from tessera.chain.verification import Outcome, Verification
-from tessera.daemons import stop
 from tessera.protocol import commitment as cm
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
@@ -44,12 +43,8 @@ from tessera.tenant.client import Tenant
 from tessera.tenant.flow import load_dataset
 from tessera.tenant.multinode import run_diloco_job, worker_workload
 from tessera.tenant.verify import publish_case
-from tessera.validator.challenges import CLAIMED, why_not_vote
+from tessera.validator.challenges import why_not_vote
 from tessera.validator.config import ValidatorConfig
-
-from .conftest import ProviderProcess, wait_until
-from .test_probes import ValidatorProcess
-from .test_verification import JOB
 
 pytestmark = pytest.mark.e2e
 
@@ -57,70 +52,41 @@ TENANT, HONEST, CHEATER = 5, 1, 3
 VALIDATORS = (7, 8, 9)
 
 
-class VotingValidator(ValidatorProcess):
-    """A validator process that decides challenges (and, for a quiet test, reports no outages
-    and runs no hardware challenges: neither is what this test is about)."""
-
-    def __init__(self, home: Path, network_file: Path, account: int):
-        super().__init__(home, network_file, account)
-        config = tomllib.loads(self.config.read_text())
-        config["challenges"] = {"vote": True}
-        config["outages"] = {"report": False}
-        if "hardware" in ValidatorConfig.model_fields:
-            config["hardware"] = {"enabled": False}
-        self.config.write_text(tomli_w.dumps(config))
-        self.address = devnet_account(account).address
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-
-    def metric(self, name: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name + " ") or line.startswith(name + "{"))
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, private_devnet):
     """Devnet, two providers, three voting validators, and the tenant's finished job."""
     home = tmp_path_factory.mktemp("challenge-votes")
-    devnet = Devnet(home / "devnet")
-    devnet.up(port=free_port())
-    honest = ProviderProcess(home, devnet.network_file, HONEST, "0.60", "honest")
-    cheater = ProviderProcess(home, devnet.network_file, CHEATER, "0.50", "cheater")
-    config = tomllib.loads(cheater.config.read_text())
-    config["testing"] = {"cheat": "skip-steps"}   # TEST ONLY fault injection, see the docstring
-    cheater.config.write_text(tomli_w.dumps(config))
-    validators = []
-    for account in VALIDATORS:
-        folder = home / f"validator-{account}"
-        folder.mkdir()
-        validators.append(VotingValidator(folder, devnet.network_file, account))
-    started = []
-    try:
-        for process in (honest, cheater, *validators):
-            process.start()
-            started.append(process)
-        network = load_network(devnet.network_file)
-        tenant = Tenant(Chain(network, devnet_account(TENANT)))
-        spec = JobSpec.model_validate(JOB)
-        out = io.StringIO()
-        results = home / "results"
-        chain = tenant.chain
-        before = {"supply": chain.call(chain.stake_token.functions.totalSupply()),
-                  "tenant": stake_balance(chain, chain.address),
-                  "voters": [stake_balance(chain, v.address) for v in validators],
-                  "cheater_stake": Market(chain).provider_record(cheater.address)["stake"]}
-        summary = run_diloco_job(tenant, spec, load_dataset(spec.dataset),
-                                 Console(file=out, width=250), results)
-        yield {"tenant": tenant, "spec": spec, "summary": summary, "honest": honest,
-               "cheater": cheater, "validators": validators, "results": results,
-               "before": before, "console": out.getvalue()}
-    finally:
-        for process in reversed(started):
-            process.stop()
-        devnet.down()
+    with private_devnet(home) as (devnet, network):
+        honest = ProviderProcess(home, devnet.network_file, HONEST, "0.60", "honest")
+        cheater = ProviderProcess(home, devnet.network_file, CHEATER, "0.50", "cheater",
+                                  cheat="skip-steps")   # TEST ONLY fault injection, see the docstring
+        validators = []
+        for account in VALIDATORS:
+            folder = home / f"validator-{account}"
+            folder.mkdir()
+            validators.append(VotingValidator(folder, devnet.network_file, account))
+        started = []
+        try:
+            for process in (honest, cheater, *validators):
+                process.start()
+                started.append(process)
+            tenant = Tenant(Chain(network, devnet_account(TENANT)))
+            spec = JobSpec.model_validate(JOB)
+            out = io.StringIO()
+            results = home / "results"
+            chain = tenant.chain
+            before = {"supply": chain.call(chain.stake_token.functions.totalSupply()),
+                      "tenant": stake_balance(chain, chain.address),
+                      "voters": [stake_balance(chain, v.address) for v in validators],
+                      "cheater_stake": ProviderRegistry(chain).provider_record(cheater.address)["stake"]}
+            summary = run_diloco_job(tenant, spec, load_dataset(spec.dataset),
+                                     Console(file=out, width=250), results)
+            yield {"tenant": tenant, "spec": spec, "summary": summary, "honest": honest,
+                   "cheater": cheater, "validators": validators, "results": results,
+                   "before": before, "console": out.getvalue()}
+        finally:
+            for process in reversed(started):
+                process.stop()
 
 
 def signed_manifest(tenant: Tenant, spec: JobSpec, lease_id: int, worker: int,
@@ -134,7 +100,7 @@ def signed_manifest(tenant: Tenant, spec: JobSpec, lease_id: int, worker: int,
                         dataset_size=len(dataset))
     nonce, expiry = secrets.randbits(64), int(time.time()) + 600
     chain = tenant.chain
-    typed = messages.manifest_typed_data(chain.network.chain_id, tenant.market.market.address,
+    typed = messages.manifest_typed_data(chain.network.chain_id, tenant.market.address,
                                          lease_id, manifest.digest(), nonce, expiry)
     return SignedManifest(manifest=manifest, nonce=nonce, expiry=expiry,
                           signature=messages.sign(chain.account, typed))
@@ -149,15 +115,6 @@ def case_for(world, provider: str) -> ChallengeCase:
 
 def stake_balance(chain: Chain, who: str) -> int:
     return chain.call(chain.stake_token.functions.balanceOf(who))
-
-
-def decided_and_claimed(ver: Verification, challenge_id: int, validators, outcome: Outcome):
-    record = ver.challenge(challenge_id)
-    if record.status == Outcome.OPEN:
-        return False
-    assert record.status == outcome
-    return all(ver.chain.call(ver.contract.functions.votes(challenge_id, v.address)) == CLAIMED
-               for v in validators)
 
 
 def logged(v: VotingValidator, event: str, cid: int) -> list[dict]:
@@ -199,7 +156,7 @@ def test_validators_replay_and_slash_the_cheater(world):
     manifest = good.manifest.manifest
     forged = good.model_copy(update={"manifest": SignedManifest(
         manifest=manifest, nonce=1, expiry=2, signature=messages.sign(devnet_account(CHEATER),
-        messages.manifest_typed_data(chain.network.chain_id, tenant.market.market.address,
+        messages.manifest_typed_data(chain.network.chain_id, tenant.market.address,
                                      manifest.lease_id, manifest.digest(), 1, 2)))})
     for bad, words in ((other_lease, "names lease"), (other_spec, "spec_hash"),
                        (forged, "not by lease")):
@@ -222,7 +179,7 @@ def test_validators_replay_and_slash_the_cheater(world):
     before = world["before"]
     supply_before, tenant_before = before["supply"], before["tenant"]
     voters_before, stake_before = before["voters"], before["cheater_stake"]
-    after = market.provider_record(cheater.address)
+    after = market.registry.provider_record(cheater.address)
     assert r["slashed"] == min(params.slash_amount, stake_before) > 0
     assert after["stake"] == stake_before - r["slashed"]
     assert after["jailed_until"] > chain.block_timestamp()
@@ -242,7 +199,7 @@ def test_validators_replay_and_slash_the_cheater(world):
                                                                 strict=True)] == \
         [per_voter] * len(validators)
     assert chain.call(chain.stake_token.functions.totalSupply()) == supply_before - r["burned"]
-    assert market.provider_record(honest.address)["slashed_total"] == 0
+    assert market.registry.provider_record(honest.address)["slashed_total"] == 0
 
     # every validator logged and counted its guilty vote and its claim; one of them resolved
     for v in validators:
@@ -274,7 +231,7 @@ def test_a_false_challenge_is_rejected_and_the_bond_goes_to_the_provider(world):
     cid, _ = ver.open_challenge(honest_commitment, tree, segment=1, evidence=b"\x00" * 32)
     tenant_before = stake_balance(chain, chain.address)
     provider_before = stake_balance(chain, honest.address)
-    stake_before = market.provider_record(honest.address)["stake"]
+    stake_before = market.registry.provider_record(honest.address)["stake"]
     with httpx.Client(timeout=30) as http:
         answers = publish_case(chain, cid, case_for(world, honest.address), http)
     assert set(answers.values()) == {"accepted"}
@@ -287,7 +244,7 @@ def test_a_false_challenge_is_rejected_and_the_bond_goes_to_the_provider(world):
     assert stake_balance(chain, honest.address) - provider_before == \
         params.min_bond - per_voter * record.quorum
     assert stake_balance(chain, chain.address) == tenant_before   # the bond is gone
-    after = market.provider_record(honest.address)
+    after = market.registry.provider_record(honest.address)
     assert after["stake"] == stake_before and after["slashed_total"] == 0
     assert after["jailed_until"] <= chain.block_timestamp()
     assert not ver.proven(summary["order_id"], 0, honest_commitment.commitment.lease_id)
@@ -329,7 +286,7 @@ def test_a_tenant_that_signed_two_manifests_gets_no_vote(world):
     record = ver.challenge(cid)
     assert (record.guilty_votes, record.innocent_votes) == (0, 0)
     assert record.status == Outcome.OPEN
-    assert market.provider_record(honest.address)["slashed_total"] == 0
+    assert market.registry.provider_record(honest.address)["slashed_total"] == 0
 
 
 def test_a_provider_that_does_not_open_its_commitment_is_voted_guilty_after_the_grace(world):
@@ -358,7 +315,7 @@ def test_a_provider_that_does_not_open_its_commitment_is_voted_guilty_after_the_
     for v in validators:
         [vote] = logged(v, "challenge-voted", cid)
         assert vote["guilty"] and vote["reason"].startswith("provider did not open its commitment")
-    assert market.provider_record(honest.address)["slashed_total"] > 0
+    assert market.registry.provider_record(honest.address)["slashed_total"] > 0
 
 
 def test_parties_and_late_validators_never_vote():

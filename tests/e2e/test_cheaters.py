@@ -18,10 +18,11 @@ Also: an honest pair run for several rounds at p = 1 is never caught, and at p <
 checks the tenant ran are exactly those its randomness (the hash of the block that holds each
 round's root) predicts.
 
-The one fault-injection: a real provider cannot be made to cheat, so the cheating provider's
-config carries the TEST-ONLY `[testing] cheat` table (provider/config.py); its worker process
-(compute/diloco_worker.py) plays the named cheat, and the provider signs what it committed as an
-honest node would. "copy-worker" fetches the honest sibling lease's answer and states from the
+The one fault-injection: a real provider cannot be made to cheat, so the cheating provider is
+started through the TEST-ONLY entry point `python -m tessera.testing.cheating_provider --cheat
+NAME` with an ordinary config; its worker process (tessera.testing.cheating_worker) plays the
+named cheat (tessera/testing/cheats.py), and the provider signs what it committed as an honest
+node would. "copy-worker" fetches the honest sibling lease's answer and states from the
 honest provider's public endpoints (found on chain) and submits them as its own.
 
 Claiming a GPU on a CPU is not repeated here: tests/e2e/test_hardware_challenge.py runs a real
@@ -41,20 +42,17 @@ import pytest
 import tomli_w
 from eth_account import Account
 from rich.console import Console
+from tests.support.challenges import decided_and_claimed
+from tests.support.processes import ProviderProcess, VotingValidator, wait_until
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
-from tessera.chain.devnet import Devnet, free_port
-from tessera.chain.network import load_network
 from tessera.chain.verification import Outcome, Verification
 from tessera.protocol.jobspec import JobSpec
 from tessera.tenant.client import Tenant
 from tessera.tenant.flow import load_dataset
 from tessera.tenant.multinode import run_diloco_job
 from tessera.tenant.verify import draw_spot_check, spot_check_seed
-
-from .conftest import ProviderProcess, wait_until
-from .test_challenge_votes import VotingValidator, decided_and_claimed
 
 pytestmark = pytest.mark.e2e
 
@@ -107,10 +105,7 @@ class Nodes:
             self.cheater.stop()
         key = fund_fresh_account(self.network)
         self.cheater = ProviderProcess(self.home, self.home / "devnet" / "network.json", key,
-                                       "0.50", f"cheater-{cheat}")
-        config = tomllib.loads(self.cheater.config.read_text())
-        config["testing"] = {"cheat": cheat}   # TEST ONLY fault injection, see above
-        self.cheater.config.write_text(tomli_w.dumps(config))
+                                       "0.50", f"cheater-{cheat}", cheat=cheat)  # see above
         self.cheater.start()
         return self.cheater
 
@@ -130,13 +125,18 @@ def fund_fresh_account(network) -> str:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """One devnet for the file with a 20 s challenge window (each job is its own order), three
-    voting validators, the providers, and the bad rounds the strategy tests leave behind."""
+def cheaters_devnet(tmp_path_factory, private_devnet):
+    """One devnet for the file with a 20 s challenge window (each job is its own order)."""
     home = tmp_path_factory.mktemp("cheaters-e2e")
-    devnet = Devnet(home / "devnet")
-    devnet.up(port=free_port(), challenge_window=WINDOW)
-    network = load_network(devnet.network_file)
+    with private_devnet(home, challenge_window=WINDOW) as (devnet, network):
+        yield home, devnet, network
+
+
+@pytest.fixture(scope="module")
+def world(cheaters_devnet):
+    """On the file's devnet: three voting validators, the providers, and the bad rounds the
+    strategy tests leave behind."""
+    home, devnet, network = cheaters_devnet
     validators = []
     nodes = Nodes(home, network)
     try:
@@ -152,7 +152,6 @@ def world(tmp_path_factory):
         nodes.stop()
         for v in validators:
             v.stop()
-        devnet.down()
 
 
 def run_job(network, spec: JobSpec, results) -> tuple[Tenant, dict, str]:
@@ -245,11 +244,11 @@ def test_a_cheating_provider_is_caught_challenged_and_slashed(world, cheat, tmp_
                                            Outcome.UPHELD), timeout=120, what="guilty verdict")
     record = ver.challenge(challenge["challenge_id"])
     assert (record.guilty_votes, record.innocent_votes) == (len(VALIDATORS), 0)
-    provider = tenant.market.provider_record(cheater.address)
+    provider = tenant.market.registry.provider_record(cheater.address)
     assert provider["slashed_total"] == STAKE and provider["stake"] == 0
     assert provider["jailed_until"] > tenant.chain.block_timestamp()
     assert ver.proven(summary["order_id"], 0, bad)
-    assert tenant.market.provider_record(nodes.honest.address)["slashed_total"] == 0
+    assert tenant.market.registry.provider_record(nodes.honest.address)["slashed_total"] == 0
     world["bad_rounds"].append((cheat, summary["order_id"], bad))
 
 

@@ -11,10 +11,11 @@ import pytest
 from eth_account import Account
 
 from tessera.chain.accounts import devnet_account
-from tessera.chain.client import Chain, RpcUnavailable, retry
+from tessera.chain.client import Chain, retry
 from tessera.chain.devnet import free_port
-from tessera.chain.market import InsufficientFunds, Market
+from tessera.chain.market import Market
 from tessera.chain.network import Network
+from tessera.errors import InsufficientFunds, RpcUnavailable
 
 pytestmark = pytest.mark.e2e
 
@@ -47,12 +48,12 @@ def test_impossible_job_finds_no_bid_and_refunds(tmp_path, devnet, provider, ten
     spec = tmp_path / "job.toml"
     spec.write_text('[order]\nmax_price_per_gpu_hour = "3.00"\nduration = "10m"\n'
                     'min_gpus = 64\nbid_window = "2s"\n[workload]\nkind = "train-charlm"\n')
-    before = Market(tenant_chain).payment_balance(tenant_chain.address)
+    before = Market(tenant_chain).payment_token.balance_of(tenant_chain.address)
     result = tessera("job", "submit", str(spec), "--network", str(devnet.network_file),
                      home=tessera_home)
     assert result.returncode == 1
     assert "no valid bid" in result.stderr and "refunded" in result.stderr
-    assert Market(tenant_chain).payment_balance(tenant_chain.address) == before
+    assert Market(tenant_chain).payment_token.balance_of(tenant_chain.address) == before
 
 
 def test_unknown_network_file_is_named(tmp_path, tessera_home):

@@ -12,19 +12,19 @@ import sys
 import pytest
 import tomli_w
 from rich.console import Console
+from tests.support.processes import ProviderProcess, wait_until
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.verification import Verification
 from tessera.logs import EventLog
 from tessera.protocol.jobspec import JobSpec
+from tessera.tenant.bidding import lease_nodes
 from tessera.tenant.client import Tenant
 from tessera.tenant.coordinator import DilocoCoordinator, WorkerLease
-from tessera.tenant.flow import lease_nodes, load_dataset
+from tessera.tenant.flow import load_dataset
 from tessera.tenant.multinode import Replacer, diloco_config, wait_started, worker_workload
 from tessera.tenant.verify import VerifyTerms
-
-from .conftest import ProviderProcess, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -56,12 +56,12 @@ def test_a_killed_worker_is_replaced_and_the_replacement_trains(network, provide
     dataset = load_dataset(spec.dataset)
     out = io.StringIO()
     console = Console(file=out, width=250)
-    summary: dict = {"transactions": {}}
+    leasing = lease_nodes(tenant, spec, console)
     workers = []
-    for index, (lease_id, verdict) in enumerate(lease_nodes(tenant, spec, console, summary)):
+    for index, (lease_id, verdict) in enumerate(leasing.leases):
         tenant.send_manifest(lease_id, worker_workload(spec, index, 2), dataset)
         workers.append(WorkerLease(lease_id, verdict.bid.provider, verdict.offer.endpoint,
-                                   index=index, order_id=summary["order_id"]))
+                                   index=index, order_id=leasing.order_id))
     assert len(workers) == 2
     assert all(s.status == "running" for s in wait_started(tenant, [w.lease_id for w in workers])
                .values())
@@ -77,7 +77,7 @@ def test_a_killed_worker_is_replaced_and_the_replacement_trains(network, provide
         on_round=kill_after_first_round, log=EventLog("coordinator", stream=io.StringIO()),
         replace=Replacer(tenant, spec, dataset, 2, console, tmp_path / "job"),
         max_replacements=2,
-        verify=VerifyTerms(job=summary["order_id"],
+        verify=VerifyTerms(job=leasing.order_id,
                            checkpoint_every=spec.verification.checkpoint_every,
                            spot_check_probability=1.0))
     reports = coordinator.run()
@@ -100,7 +100,7 @@ def test_a_killed_worker_is_replaced_and_the_replacement_trains(network, provide
     assert [len(r.spot_checks) for r in reports] == [2, 1, 2, 2]
     assert all(c["ok"] for r in reports for c in r.spot_checks)
     ver = Verification(tenant.chain)
-    assert ver.rounds_posted(summary["order_id"]) == 4
+    assert ver.rounds_posted(leasing.order_id) == 4
     assert [[x["order_id"] for x in r.replacement_roots] for r in reports] == \
         [[], [], [replacement.order_id], [replacement.order_id]]
     assert ver.rounds_posted(replacement.order_id) == 4   # rounds 2 and 3: its first is round 2

@@ -28,7 +28,7 @@ from eth_account import Account
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import DEPLOYER
-from tessera.chain.market import STAKE_DECIMALS, Market
+from tessera.chain.registry import ProviderRegistry
 from tessera.compute.compress import serialize
 from tessera.compute.diloco import (
     Coordinator,
@@ -42,6 +42,7 @@ from tessera.compute.diloco import (
 from tessera.logs import EventLog
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
+from tessera.protocol.money import STAKE_DECIMALS
 from tessera.protocol.wire import BidMessage
 from tessera.tenant.client import Tenant
 from tessera.tenant.coordinator import DilocoCoordinator, WorkerLease
@@ -167,7 +168,7 @@ def register_fake_provider(network, endpoint_port_holder: DishonestWorkers):
         "anvil_setBalance", [account.address, hex(10**20)]), what="fund the fake provider")
     stake = 100 * 10**STAKE_DECIMALS
     deployer.send(deployer.stake_token.functions.mint(account.address, stake))
-    Market(Chain(network, account)).register_provider(
+    ProviderRegistry(Chain(network, account)).register(
         stake, "fake-cpu", 1, 0, 1000, endpoint_port_holder.url, 1)
     return account
 
@@ -179,7 +180,7 @@ def lease_from(tenant: Tenant, spec: JobSpec, account) -> tuple[int, int]:
                                              o.duration, 1, o.escrow // o.nodes)
     nonce, expiry = secrets.randbits(64), int(time.time()) + 600
     price = o.max_price_per_gpu_hour
-    typed = messages.bid_typed_data(tenant.chain.network.chain_id, tenant.market.market.address,
+    typed = messages.bid_typed_data(tenant.chain.network.chain_id, tenant.market.address,
                                     order_id, account.address, price, nonce, expiry)
     lease_id, _ = tenant.market.accept_bid(BidMessage(
         order_id=order_id, provider=account.address, price_per_gpu_hour=price, nonce=nonce,
@@ -194,7 +195,7 @@ def faulty_job(network, provider, tmp_path_factory):
     config = diloco_config(spec, WORKERS)
     dataset = load_dataset(spec.dataset)
     tenant = Tenant(Chain(network, devnet_account(TENANT)))
-    fake = DishonestWorkers(None, network.chain_id, tenant.market.market.address, config)
+    fake = DishonestWorkers(None, network.chain_id, tenant.market.address, config)
     threading.Thread(target=fake.serve_forever, daemon=True).start()
     try:
         fake.account = register_fake_provider(network, fake)

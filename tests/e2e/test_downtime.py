@@ -13,23 +13,20 @@ import sys
 
 import httpx
 import pytest
+from tests.support.jobs import SMALL_JOB, lease_for
+from tests.support.processes import ProviderProcess, wait_until
 from web3 import Web3
 from web3.logs import DISCARD
 
 from tessera.chain.accounts import devnet_account
-from tessera.chain.client import Chain
-from tessera.chain.devnet import Devnet, free_port
-from tessera.chain.market import tx_hash
+from tessera.chain.client import Chain, tx_hash
 from tessera.explorer import db
 from tessera.explorer.audit import audit
-from tessera.explorer.figures import ALL
 from tessera.explorer.indexer import Indexer, database_figures
+from tessera.protocol.figures import ALL
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.money import format_amount
 from tessera.tenant.client import Tenant
-
-from .conftest import ProviderProcess, wait_until
-from .test_rental import SMALL_JOB, lease_for
 
 pytestmark = pytest.mark.e2e
 
@@ -40,11 +37,9 @@ JOB = {**SMALL_JOB, "order": {**SMALL_JOB["order"], "duration": "30m"}}
 
 
 @pytest.fixture
-def short_epoch_devnet(tmp_path):
-    devnet = Devnet(tmp_path / "devnet")
-    network = devnet.up(port=free_port(), epoch_length=EPOCH)
-    yield devnet, network
-    devnet.down()
+def short_epoch_devnet(tmp_path, private_devnet):
+    with private_devnet(tmp_path, epoch_length=EPOCH) as (devnet, network):
+        yield devnet, network
 
 
 def next_epoch(w3: Web3, epochs: int = 1) -> None:
@@ -110,7 +105,7 @@ def test_stopped_provider_loses_exactly_the_missed_epochs(short_epoch_devnet, tm
         assert pay > 0
 
         # The tenant closes from the command line: downtime claimed first, then the close.
-        usd_before = tenant.market.payment_balance(chain.address)
+        usd_before = tenant.market.payment_token.balance_of(chain.address)
         tstk_before = chain.call(chain.stake_token.functions.balanceOf(chain.address))
         result = subprocess.run(
             [sys.executable, "-m", "tessera.cli", "job", "close", str(lease_id), "--network",
@@ -132,7 +127,7 @@ def test_stopped_provider_loses_exactly_the_missed_epochs(short_epoch_devnet, tm
         assert claim["amount"] == claim["refund"] == pay
         assert claim["stake_slashed"] == len(missed) * 10**18
         refund = closed["args"]["refund"]
-        assert tenant.market.payment_balance(chain.address) - usd_before == pay + refund
+        assert tenant.market.payment_token.balance_of(chain.address) - usd_before == pay + refund
         assert chain.call(chain.stake_token.functions.balanceOf(chain.address)) - tstk_before \
             == len(missed) * 10**18
         lease = tenant.market.lease(lease_id)

@@ -11,68 +11,35 @@ repeat a seed or are malformed, without computing or signing."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-import tomli_w
+from tests.support.processes import ProviderProcess, ValidatorProcess, wait_until
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
-from tessera.chain.devnet import Devnet, free_port
 from tessera.chain.market import Market
-from tessera.daemons import stop
+from tessera.compute.hardware_challenge import wrong_rows
 from tessera.protocol import hardware_challenge as hc
 from tessera.protocol import messages
 from tessera.validator.hardware import HardwareStore
-
-from .conftest import ProviderProcess, wait_until
 
 EPOCH = 60
 HONEST, POSER, VALIDATOR, STRANGER = 3, 4, 7, 8
 INFLATION = 20          # the poser claims 20x what its CPU measured
 ROUNDS = 3              # challenge epochs
 HARDWARE = {"target_s": 0.5, "slack": 4.0, "allowance_s": 1.0, "rows_checked": 16}
+# the validator: quick probes, no outage reports, hardware challenges as above
+VALIDATOR_TABLES = {"probes": {"max_delay_s": 0.5}, "outages": {"report": False},
+                    "hardware": HARDWARE}
 
 
 @pytest.fixture(scope="module")
-def hw_devnet(tmp_path_factory):
+def hw_devnet(tmp_path_factory, private_devnet):
     home = tmp_path_factory.mktemp("hardware")
-    devnet = Devnet(home / "devnet")
-    network = devnet.up(port=free_port(), epoch_length=EPOCH)
-    yield home, devnet, network
-    devnet.down()
-
-
-def start_validator(home: Path, network_file: Path) -> tuple[subprocess.Popen, str, Path]:
-    port = free_port()
-    config = home / "validator.toml"
-    config.write_text(tomli_w.dumps({
-        "validator": {"account": f"devnet:{VALIDATOR}", "network": str(network_file),
-                      "port": port, "state_dir": str(home / "validator"), "stake": "100"},
-        "probes": {"max_delay_s": 0.5},
-        "outages": {"report": False},
-        "hardware": HARDWARE,
-    }))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tessera.cli", "validator", "run", "--config", str(config)],
-        stdout=open(home / "validator.log", "ab"), stderr=subprocess.STDOUT,
-        env={**os.environ, "TESSERA_HOME": str(home)})
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError("validator exited: " + (home / "validator.log").read_text()[-3000:])
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(healthy, timeout=60, what="validator healthy")
-    return proc, url, home / "validator" / "validator.db"
+    with private_devnet(home, epoch_length=EPOCH) as (devnet, network):
+        yield home, devnet, network
 
 
 def jump_to_next_epoch(chain: Chain) -> int:
@@ -116,7 +83,7 @@ def refusals(chain: Chain, provider: ProviderProcess) -> None:
     answer = hc.HardwareChallengeAnswer.model_validate(first.json())
     assert hc.answer_signer(answer, chain.network.chain_id, chain.probes.address) == \
         provider.address
-    assert hc.wrong_rows(good["seed"], 128, answer.fingerprint_values(), list(range(128))) == []
+    assert wrong_rows(good["seed"], 128, answer.fingerprint_values(), list(range(128))) == []
     again = httpx.post(url, json=good, timeout=30)
     assert again.status_code == 409 and "already answered" in again.text
 
@@ -131,15 +98,16 @@ def test_honest_cpu_passes_and_cpu_posing_as_gpu_fails(hw_devnet):
     validator = None
     try:
         market = Market(Chain(network, devnet_account(POSER)))
-        measured = market.provider_offer(poser.address)
-        market.update_offer("NVIDIA H100 80GB HBM3", 1, 81559,
+        measured = market.registry.provider_offer(poser.address)
+        market.registry.update_offer("NVIDIA H100 80GB HBM3", 1, 81559,
                             INFLATION * measured.benchmark_score, measured.endpoint,
                             measured.price_floor)
-        claimed = market.provider_offer(poser.address).benchmark_score
+        claimed = market.registry.provider_offer(poser.address).benchmark_score
         assert claimed == INFLATION * measured.benchmark_score
 
-        validator, url, db_path = start_validator(home, devnet.network_file)
-        store = HardwareStore(db_path)
+        validator = ValidatorProcess(home, devnet.network_file, VALIDATOR, tables=VALIDATOR_TABLES)
+        validator.start()
+        store = HardwareStore(validator.state_dir / "validator.db")
         epochs = []
         for round_index in range(ROUNDS):
             epoch = chain.probes.functions.current_epoch().call() if round_index == 0 \
@@ -149,14 +117,14 @@ def test_honest_cpu_passes_and_cpu_posing_as_gpu_fails(hw_devnet):
             epochs.append(epoch)
         records = [r for e in epochs for r in store.records(e)]
         refusals(chain, honest)  # now, while the validator waits for the next epoch
-        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+        metrics = httpx.get(f"{validator.url}/metrics", timeout=5).text
         store.close()
     finally:
         if validator is not None:
-            stop(validator)
+            validator.stop()
         honest.stop()
         poser.stop()
-    assert validator.returncode == 0
+    assert validator.proc.returncode == 0
 
     mine = {p.address: [r for r in records if r.provider == p.address] for p in (honest, poser)}
     assert [r.outcome for r in mine[honest.address]] == ["passed"] * ROUNDS, mine[honest.address]

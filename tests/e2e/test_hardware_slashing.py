@@ -9,24 +9,17 @@ slashed or jailed. A reporter then claims its reward."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
-import tomli_w
+from tests.support.processes import ProviderProcess, ValidatorProcess, wait_until
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
-from tessera.chain.devnet import Devnet, free_port
 from tessera.chain.hardware import HardwareReports
 from tessera.chain.market import Market
-from tessera.daemons import stop
 from tessera.validator.hardware import HardwareStore
-
-from .conftest import ProviderProcess, wait_until
 
 EPOCH = 60
 HONEST, POSER = 3, 4
@@ -40,43 +33,16 @@ EVERY = 5  # challenge epochs are multiples of this: validators start in between
 # slack 8 the honest deadline is ~4.8 s and the poser (20x) still needs ~10 s.
 HARDWARE = {"target_s": 0.5, "slack": 8.0, "allowance_s": 1.0, "rows_checked": 16,
             "every_epochs": EVERY}
+# the validators: quick probes, no outage reports, hardware challenges as above
+VALIDATOR_TABLES = {"probes": {"max_delay_s": 0.5}, "outages": {"report": False},
+                    "hardware": HARDWARE}
 
 
 @pytest.fixture(scope="module")
-def hw_devnet(tmp_path_factory):
+def hw_devnet(tmp_path_factory, private_devnet):
     home = tmp_path_factory.mktemp("hardware-slash")
-    devnet = Devnet(home / "devnet")
-    network = devnet.up(port=free_port(), epoch_length=EPOCH)
-    yield home, devnet, network
-    devnet.down()
-
-
-def start_validator(home: Path, network_file: Path, account: int) -> tuple[subprocess.Popen, str]:
-    port, name = free_port(), f"validator-{account}"
-    config = home / f"{name}.toml"
-    config.write_text(tomli_w.dumps({
-        "validator": {"account": f"devnet:{account}", "network": str(network_file),
-                      "port": port, "state_dir": str(home / name), "stake": "100"},
-        "probes": {"max_delay_s": 0.5},
-        "outages": {"report": False},
-        "hardware": HARDWARE,
-    }))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tessera.cli", "validator", "run", "--config", str(config)],
-        stdout=open(home / f"{name}.log", "ab"), stderr=subprocess.STDOUT,
-        env={**os.environ, "TESSERA_HOME": str(home)})
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited: " + (home / f"{name}.log").read_text()[-3000:])
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(healthy, timeout=90, what=f"{name} healthy")
-    return proc, url
+    with private_devnet(home, epoch_length=EPOCH) as (devnet, network):
+        yield home, devnet, network
 
 
 def jump_to_epoch(chain: Chain, epoch: int) -> None:
@@ -101,18 +67,20 @@ def test_quorum_of_validators_slashes_the_poser_not_the_honest(hw_devnet):
     poser = ProviderProcess(home, devnet.network_file, account=POSER, price="1.00", name="poser")
     honest.start()
     poser.start()
-    validators: list[tuple[subprocess.Popen, str]] = []
+    validators: list[ValidatorProcess] = []
     try:
         market = Market(Chain(network, devnet_account(POSER)))
-        measured = market.provider_offer(poser.address)
-        market.update_offer("NVIDIA H100 80GB HBM3", 1, 81559,
+        measured = market.registry.provider_offer(poser.address)
+        market.registry.update_offer("NVIDIA H100 80GB HBM3", 1, 81559,
                             INFLATION * measured.benchmark_score, measured.endpoint,
                             measured.price_floor)
         # start between challenge epochs, so that no validator challenges before all run
         start = chain.probes.functions.current_epoch().call() + 1
         jump_to_epoch(chain, start + 1 if start % EVERY == 0 else start)
         for account in VALIDATORS:
-            validators.append(start_validator(home, devnet.network_file, account))
+            validators.append(ValidatorProcess(home, devnet.network_file, account,
+                                               name=f"validator-{account}", tables=VALIDATOR_TABLES))
+            validators[-1].start(timeout=90)
         now = chain.probes.functions.current_epoch().call()
         assert now % EVERY != 0, "validators started in a challenge epoch: the test is too slow"
         epoch = now - now % EVERY + EVERY
@@ -126,13 +94,13 @@ def test_quorum_of_validators_slashes_the_poser_not_the_honest(hw_devnet):
         records = [r for s in stores for r in s.records(epoch)]
         for s in stores:
             s.close()
-        metrics = [httpx.get(f"{url}/metrics", timeout=5).text for _, url in validators]
+        metrics = [httpx.get(f"{v.url}/metrics", timeout=5).text for v in validators]
     finally:
-        for proc, _ in validators:
-            stop(proc)
+        for v in validators:
+            v.stop()
         honest.stop()
         poser.stop()
-    assert all(proc.returncode == 0 for proc, _ in validators)
+    assert all(v.proc.returncode == 0 for v in validators)
 
     outcomes = {p: sorted(r.outcome for r in records if r.provider == p)
                 for p in (honest.address, poser.address)}

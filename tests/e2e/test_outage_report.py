@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
+from tests.support.processes import ProviderProcess, ValidatorProcess, wait_until
 from web3.logs import DISCARD
 
 from tessera.chain.accounts import devnet_account
-from tessera.chain.client import Chain
-from tessera.chain.devnet import Devnet, free_port
-from tessera.chain.market import Market, tx_hash
+from tessera.chain.client import Chain, tx_hash
+from tessera.chain.registry import ProviderRegistry
 from tessera.daemons import stop
 from tessera.explorer import db
 from tessera.explorer.audit import audit
@@ -33,9 +33,6 @@ from tessera.validator.outages import (
     reportable_from,
 )
 
-from .conftest import ProviderProcess, wait_until
-from .test_probes import ValidatorProcess
-
 pytestmark = pytest.mark.e2e
 
 EPOCH = 60
@@ -46,12 +43,10 @@ REFUSED = 'tessera_validator_outage_reports_total{outcome="refused"}'
 
 
 @pytest.fixture(scope="module")
-def outage_devnet(tmp_path_factory):
+def outage_devnet(tmp_path_factory, private_devnet):
     home = tmp_path_factory.mktemp("outages")
-    devnet = Devnet(home / "devnet")
-    network = devnet.up(port=free_port(), epoch_length=EPOCH, jail_after=JAIL_AFTER)
-    yield home, devnet, network
-    devnet.down()
+    with private_devnet(home, epoch_length=EPOCH, jail_after=JAIL_AFTER) as (devnet, network):
+        yield home, devnet, network
 
 
 def jump_to_next_epoch(chain: Chain) -> int:
@@ -167,7 +162,7 @@ def test_a_report_that_lost_the_race_is_refused_logged_and_counted(outage_devnet
     _, _, network = outage_devnet
     chain = Chain(network)
     silent = devnet_account(SILENT).address
-    Market(Chain(network, devnet_account(SILENT))).register_provider(
+    ProviderRegistry(Chain(network, devnet_account(SILENT))).register(
         100 * 10**18, "CPU", 1, 1024, 1, "http://127.0.0.1:9", 1)   # never heartbeats
 
     def reporter(account: int) -> tuple[OutageReporter, io.StringIO, CollectorRegistry]:

@@ -7,23 +7,20 @@ counts, in the indexer and in the audit. Also measures the gas of a report."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
-import tomli_w
+from tests.support.processes import ProviderProcess, ValidatorProcess, wait_until
 from web3 import Web3
 
 from tessera.chain.accounts import devnet_account
-from tessera.chain.client import Chain
-from tessera.chain.devnet import Devnet, free_port
-from tessera.chain.market import Market, tx_hash
+from tessera.chain.client import Chain, tx_hash
+from tessera.chain.registry import ProviderRegistry
 from tessera.daemons import stop
 from tessera.explorer import db
 from tessera.explorer.audit import audit
@@ -31,50 +28,10 @@ from tessera.explorer.indexer import Indexer, database_figures
 from tessera.protocol import messages
 from tessera.protocol.probes import ProbeRequest, check_receipt_entry, receipt_typed_data
 
-from .conftest import ProviderProcess, wait_until
-
 EPOCH = 60          # seconds of chain time; the test jumps from epoch to epoch
 STAKE = 100 * 10**18
 PROVIDER, FORGER, WRONG_KEY, VALIDATOR, GAS_VALIDATOR = 3, 4, 8, 7, 9
 EXTRA_PROVIDERS = (2, 5, 6)  # registered on chain only (gas per provider covered)
-
-
-class ValidatorProcess:
-    """One `tessera validator run` process."""
-
-    def __init__(self, home: Path, network_file: Path, account: int):
-        self.home = home
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = home / "validator.log"
-        self.config = home / "validator.toml"
-        self.config.write_text(tomli_w.dumps({
-            "validator": {"account": f"devnet:{account}", "network": str(network_file),
-                          "port": self.port, "state_dir": str(home / "validator"), "stake": "100"},
-            "probes": {"per_epoch": 1, "timeout_s": 3.0, "max_delay_s": 0.5},
-        }))
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tessera.cli", "validator", "run", "--config", str(self.config)],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-            env={**os.environ, "TESSERA_HOME": str(self.home)})
-        wait_until(lambda: self.health() is not None, timeout=60, what="validator healthy")
-
-    def health(self) -> dict | None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"validator exited {self.proc.returncode}: "
-                               + self.log.read_text()[-3000:])
-        try:
-            reply = httpx.get(f"{self.url}/healthz", timeout=1)
-        except httpx.HTTPError:
-            return None
-        return reply.json() if reply.status_code == 200 else None
-
-    def receipts(self, epoch: int) -> dict | None:
-        reply = httpx.get(f"{self.url}/receipts/{epoch}", timeout=5)
-        return reply.json() if reply.status_code == 200 else None
 
 
 class Forger:
@@ -116,17 +73,15 @@ class Forger:
 
 
 @pytest.fixture(scope="module")
-def probe_devnet(tmp_path_factory):
+def probe_devnet(tmp_path_factory, private_devnet):
     home = tmp_path_factory.mktemp("probes")
-    devnet = Devnet(home / "devnet")
-    network = devnet.up(port=free_port(), epoch_length=EPOCH)
-    yield home, devnet, network
-    devnet.down()
+    with private_devnet(home, epoch_length=EPOCH) as (devnet, network):
+        yield home, devnet, network
 
 
 def register_provider(chain: Chain, account: int, endpoint: str) -> None:
     """Register a devnet account as a provider straight on chain (no daemon)."""
-    Market(Chain(chain.network, devnet_account(account))).register_provider(
+    ProviderRegistry(Chain(chain.network, devnet_account(account))).register(
         STAKE, "CPU", 1, 1024, 1, endpoint, 1)
 
 

@@ -7,36 +7,18 @@ import hashlib
 import httpx
 import pytest
 from rich.console import Console
+from tests.support.jobs import SMALL_JOB, lease_for
+from tests.support.processes import ProviderProcess, wait_until
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
-from tessera.protocol.matching import rank
 from tessera.protocol.wire import Manifest, SignedManifest
 from tessera.tenant.client import Tenant
 from tessera.tenant.flow import load_dataset, run_rental
 
-from .conftest import wait_until
-
 pytestmark = pytest.mark.e2e
-
-SMALL_JOB = {
-    "name": "e2e",
-    "order": {"max_price_per_gpu_hour": "3.00", "duration": "10m", "bid_window": "3s"},
-    "dataset": {"source": "builtin:stdlib", "max_bytes": 65536},
-    "workload": {"kind": "train-charlm", "steps": 30, "eval_every": 10, "checkpoint_every": 10,
-                 "threads": 1},
-}
-
-
-def lease_for(tenant: Tenant, spec: JobSpec) -> int:
-    order_id, _ = tenant.post_order(spec)
-    verdicts = tenant.collect_bids(order_id, spec.order.bid_window)
-    ranked = rank(verdicts)
-    assert ranked, [v.problems for v in verdicts]
-    lease_id, _ = tenant.accept(ranked[0])
-    return lease_id
 
 
 def test_full_rental_settles_and_conserves_money(provider, tenant_chain, tessera_home):
@@ -44,12 +26,12 @@ def test_full_rental_settles_and_conserves_money(provider, tenant_chain, tessera
     spec = JobSpec.model_validate(SMALL_JOB)
     dataset = load_dataset(spec.dataset)
     market = tenant.market
-    treasury = tenant_chain.call(market.market.functions.treasury())
-    before = {a: market.payment_balance(a) for a in (tenant_chain.address, provider.address,
-                                                      treasury, market.market.address)}
+    treasury = tenant_chain.call(market.contract.functions.treasury())
+    before = {a: market.payment_token.balance_of(a) for a in (tenant_chain.address, provider.address,
+                                                      treasury, market.address)}
     summary = run_rental(tenant, spec, dataset, Console(quiet=True), follow=True, close=True,
                          results_dir=tessera_home / "e2e-results")
-    after = {a: market.payment_balance(a) for a in before}
+    after = {a: market.payment_token.balance_of(a) for a in before}
     st = summary["settlement"]
     paid = st["provider"] + st["provider_withdrawn_earlier"]["amount"]
     fee = st["fee"] + st["provider_withdrawn_earlier"]["fee"]
@@ -58,7 +40,7 @@ def test_full_rental_settles_and_conserves_money(provider, tenant_chain, tessera
     assert after[provider.address] - before[provider.address] == paid
     assert after[treasury] - before[treasury] == fee
     assert before[tenant_chain.address] - after[tenant_chain.address] == paid + fee
-    assert after[market.market.address] == before[market.market.address]
+    assert after[market.address] == before[market.address]
     assert any("recomputed" in check for check in summary["checks"])
     lease = market.lease(summary["lease_id"])
     assert not lease.is_open
@@ -75,7 +57,7 @@ def test_manifest_signed_by_someone_else_is_refused(provider, tenant_chain):
                         dataset_size=len(dataset))
     intruder = devnet_account(7)
     typed = messages.manifest_typed_data(tenant_chain.network.chain_id,
-                                         tenant.market.market.address, lease_id,
+                                         tenant.market.address, lease_id,
                                          manifest.digest(), 1, 2**40)
     signed = SignedManifest(manifest=manifest, nonce=1, expiry=2**40,
                             signature=messages.sign(intruder, typed))
@@ -93,8 +75,6 @@ def test_manifest_signed_by_someone_else_is_refused(provider, tenant_chain):
 
 def test_provider_killed_mid_job_loses_no_money_and_remembers_its_lease(
         tessera_home, devnet, network):
-    from .conftest import ProviderProcess
-
     node = ProviderProcess(tessera_home, devnet.network_file, account=3, price="0.50",
                            name="p-crash")
     node.start()
@@ -110,13 +90,13 @@ def test_provider_killed_mid_job_loses_no_money_and_remembers_its_lease(
         node.start()
         status = tenant.status(lease_id)
         assert status.status in ("running", "succeeded")
-        before = tenant.market.payment_balance(tenant.chain.address)
+        before = tenant.market.payment_token.balance_of(tenant.chain.address)
         lease = tenant.market.lease(lease_id)
         settlement = tenant.close(lease_id)
         assert settlement.refund > 0
         assert settlement.provider_amount + settlement.fee + settlement.refund + lease.paid \
             == lease.budget
-        assert tenant.market.payment_balance(tenant.chain.address) - before == settlement.refund
+        assert tenant.market.payment_token.balance_of(tenant.chain.address) - before == settlement.refund
         wait_until(lambda: tenant.status(lease_id).status == "closed", timeout=30,
                    what="provider to see the close")
         node.stop()  # SIGTERM: a clean shutdown
@@ -139,12 +119,12 @@ def test_job_that_fails_is_closed_by_the_provider_and_refunded(provider, network
                                          "n_head": 32}}
     spec = JobSpec.model_validate(too_big)
     lease_id = lease_for(tenant, spec)
-    before = tenant.market.payment_balance(tenant.chain.address)
+    before = tenant.market.payment_token.balance_of(tenant.chain.address)
     tenant.send_manifest(lease_id, spec.workload, load_dataset(spec.dataset))
     final = tenant.follow(lease_id, poll_s=0.2, timeout_s=120)
     assert final.status == "failed" and "exit code" in final.detail
     wait_until(lambda: not tenant.market.lease(lease_id).is_open, timeout=30,
                what="the provider to close the failed lease")
     lease = tenant.market.lease(lease_id)
-    refund = tenant.market.payment_balance(tenant.chain.address) - before
+    refund = tenant.market.payment_token.balance_of(tenant.chain.address) - before
     assert refund > 0 and refund + lease.paid == lease.budget

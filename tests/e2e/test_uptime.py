@@ -5,27 +5,23 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from tests.support.processes import ProviderProcess, wait_until
 from web3 import Web3
 
 from tessera.chain.client import Chain
-from tessera.chain.devnet import Devnet, free_port
 from tessera.explorer import db
 from tessera.explorer.audit import audit
-from tessera.explorer.figures import epoch_at
 from tessera.explorer.indexer import Indexer, database_figures
-
-from .conftest import ProviderProcess, wait_until
+from tessera.protocol.figures import epoch_at
 
 EPOCH = 30   # seconds; time is moved with evm_increaseTime, so the test does not wait for it
 STOPPED_EPOCHS = 3
 
 
 @pytest.fixture
-def short_epoch_devnet(tmp_path):
-    devnet = Devnet(tmp_path / "devnet")
-    network = devnet.up(port=free_port(), epoch_length=EPOCH)
-    yield devnet, network
-    devnet.down()
+def short_epoch_devnet(tmp_path, private_devnet):
+    with private_devnet(tmp_path, epoch_length=EPOCH) as (devnet, network):
+        yield devnet, network
 
 
 def next_epoch(w3: Web3) -> None:

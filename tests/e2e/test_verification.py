@@ -5,8 +5,8 @@ Everything is real: a fresh anvil with the deployed contracts, two `tessera prov
 processes, real leases, signed rounds over HTTP, the provider-signed EIP-712 commitments, the
 tenant's replay on this machine, real `post_root` and `open_challenge` transactions.
 
-The one fault-injection: a real provider cannot be made to cheat, so the cheating provider's
-config carries the TEST-ONLY `[testing] cheat = "skip-steps"` table (provider/config.py): its
+The one fault-injection: a real provider cannot be made to cheat, so the cheating provider is
+started through the TEST-ONLY `python -m tessera.testing.cheating_provider --cheat skip-steps`: its
 worker trains half of every committed segment's inner steps and commits those states as if it
 had trained them all. The provider process itself is unchanged and signs what its worker
 committed, as an honest node would.
@@ -18,62 +18,45 @@ import io
 import os
 import subprocess
 import sys
-import tomllib
 
 import pytest
-import tomli_w
 from eth_utils import keccak
 from rich.console import Console
+from tests.support.jobs import VERIFIED_DILOCO_JOB as JOB
+from tests.support.jobs import VERIFIED_ROUNDS as ROUNDS
+from tests.support.processes import ProviderProcess
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
-from tessera.chain.devnet import Devnet, free_port
-from tessera.chain.market import Market
 from tessera.chain.network import load_network
+from tessera.chain.tokens import StakeToken
 from tessera.chain.verification import Outcome, Verification
 from tessera.protocol.jobspec import JobSpec
 from tessera.tenant.client import Tenant
 from tessera.tenant.flow import load_dataset
 from tessera.tenant.multinode import run_diloco_job
 
-from .conftest import ProviderProcess
-
 pytestmark = pytest.mark.e2e
 
 TENANT, HONEST, CHEATER = 5, 1, 3
 VALIDATORS = (7, 8, 9)   # a challenge needs a quorum of 3 eligible validators to exist
 STAKE = 100 * 10**18
-ROUNDS = 2
-JOB = {
-    "name": "verified-diloco", "mode": "diloco",
-    "order": {"max_price_per_gpu_hour": "3.00", "duration": "10m", "nodes": 2, "bid_window": "2s"},
-    "dataset": {"source": "builtin:stdlib", "max_bytes": 65536},
-    "workload": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
-                 "eval_batches": 2},
-    "diloco": {"inner_steps": 8, "rounds": ROUNDS, "compression": "int8", "round_timeout": "60s",
-               "replace_dropped": False},
-    "verification": {"checkpoint_every": 2, "spot_check_probability": 1.0},
-}
 
 
 @pytest.fixture(scope="module")
-def chain_home(tmp_path_factory):
+def chain_home(tmp_path_factory, private_devnet):
     """A devnet of its own: nothing another test did (jails, slashes, validators) leaks in."""
     home = tmp_path_factory.mktemp("verification-e2e")
-    devnet = Devnet(home / "devnet")
-    devnet.up(port=free_port())
-    yield devnet, home
-    devnet.down()
+    with private_devnet(home) as (devnet, _):
+        yield devnet, home
 
 
 @pytest.fixture(scope="module")
 def nodes(chain_home):
     devnet, home = chain_home
     honest = ProviderProcess(home, devnet.network_file, HONEST, "0.60", "honest")
-    cheater = ProviderProcess(home, devnet.network_file, CHEATER, "0.50", "cheater")
-    config = tomllib.loads(cheater.config.read_text())
-    config["testing"] = {"cheat": "skip-steps"}   # TEST ONLY fault injection, see the docstring
-    cheater.config.write_text(tomli_w.dumps(config))
+    cheater = ProviderProcess(home, devnet.network_file, CHEATER, "0.50", "cheater",
+                              cheat="skip-steps")   # TEST ONLY fault injection, see the docstring
     for node in (honest, cheater):
         node.start()
     yield honest, cheater
@@ -84,7 +67,7 @@ def nodes(chain_home):
 def register_validators(network) -> None:
     for account in VALIDATORS:
         chain = Chain(network, devnet_account(account))
-        Market(chain).ensure_allowance(chain.stake_token, chain.validators.address, STAKE)
+        StakeToken(chain).ensure_allowance(chain.validators.address, STAKE)
         chain.send(chain.validators.functions.register(STAKE))
 
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import itertools
 
-from tessera.explorer.events import EventRecord, json_safe
-from tessera.explorer.figures import (
+from tessera.protocol.events import EventRecord, json_safe
+from tessera.protocol.figures import (
     compare,
     compute_figures,
     day_of,
-    exhausted_at,
     nearest_rank,
     split_by_day,
 )
-from tessera.protocol.money import earned
+from tessera.protocol.lease import accrued_at, exhausted_at
 
 D0 = 1_767_225_600  # 2026-01-01 00:00:00 UTC
 _log = itertools.count()
@@ -34,7 +33,7 @@ def test_helpers():
     # exhausted_at is the first second at which the contract's `earned` reaches the budget.
     for price, gpus, budget in [(1_000_000, 1, 500_000), (3_333_333, 3, 7_777_777), (7, 1, 1)]:
         t = exhausted_at(0, budget, price, gpus)
-        assert earned(price, gpus, budget, 0, t) == budget
+        assert accrued_at(price, gpus, budget, 0, t) == budget
         assert price * gpus * (t - 1) // 3600 < budget
 
 

@@ -11,13 +11,13 @@ import time
 import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
-from tests.explorer.conftest import dump
+from tests.support.explorer import dump
 
 from tessera.explorer import db
 from tessera.explorer.audit import audit
 from tessera.explorer.db import make_engine
-from tessera.explorer.figures import compare
 from tessera.explorer.indexer import Indexer, database_figures, indexed_state
+from tessera.protocol.figures import compare
 
 
 def test_indexer_and_audit_agree_and_match_contract_state(market_run, chain, tmp_path):

@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from tessera.chain.client import Chain
-from tessera.chain.devnet import Devnet, free_port
 from tessera.explorer.audit import audit
 from tessera.explorer.db import make_engine
-from tessera.explorer.events import EventRecord
-from tessera.explorer.figures import compute_figures
 from tessera.explorer.indexer import Indexer, database_figures
-from tessera.explorer.reliability import (
+from tessera.explorer.simulate import TSTK, Workload
+from tessera.protocol.events import EventRecord
+from tessera.protocol.figures import compute_figures
+from tessera.protocol.reliability import (
     BPS,
     NEW_PROVIDER_BPS,
     PRIOR_BPS,
@@ -28,8 +28,7 @@ from tessera.explorer.reliability import (
     evidence,
     score,
 )
-from tessera.explorer.simulate import TSTK, Workload
-from tessera.tenant.flow import bid_reliability, reliability_text
+from tessera.tenant.bidding import bid_reliability, reliability_text
 
 REL = "reliability.by_provider"
 D0 = 1_767_225_600  # 2026-01-01 00:00:00 UTC
@@ -216,13 +215,11 @@ EPOCH = 600
 
 
 @pytest.fixture(scope="module")
-def scored_run(tmp_path_factory):
+def scored_run(tmp_path_factory, private_devnet):
     """A seeded market over 10-minute uptime epochs: leases, results, closes by either party,
     slashes, jailings, and heartbeats that each provider sends in a different share of epochs."""
     home = tmp_path_factory.mktemp("reliability")
-    devnet = Devnet(home / "devnet")
-    network = devnet.up(port=free_port(), epoch_length=EPOCH)
-    try:
+    with private_devnet(home, epoch_length=EPOCH) as (devnet, network):
         work = Workload(network, seed=11)
         work.run(leases=24, orders_per_round=8, advance=(600, 6_000))
         chain = Chain(network)
@@ -252,8 +249,6 @@ def scored_run(tmp_path_factory):
         work.send(claim[0].tenant, work.market, "claim_downtime", claim[0].lease_id, [claim[1]])
         work.mine()
         yield home, devnet, network, work, claim[0].lease_id
-    finally:
-        devnet.down()
 
 
 def test_indexer_audit_and_tenant_agree_on_reliability(scored_run, tmp_path):
@@ -313,7 +308,7 @@ def test_indexer_audit_and_tenant_agree_on_reliability(scored_run, tmp_path):
 
 
 def report_records(chain: Chain, cursor) -> list[EventRecord]:
-    from tessera.explorer.events import EventReader
+    from tessera.chain.events import EventReader
 
     return EventReader(chain).events(cursor.first_block, cursor.last_block)
 

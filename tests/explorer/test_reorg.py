@@ -6,31 +6,25 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from tests.explorer.conftest import dump
+from tests.support.explorer import dump
 
 from tessera.chain.client import Chain
-from tessera.chain.devnet import Devnet, free_port
 from tessera.explorer import db
 from tessera.explorer.audit import audit
 from tessera.explorer.db import make_engine
-from tessera.explorer.figures import compare
 from tessera.explorer.indexer import Indexer, database_figures, indexed_state
 from tessera.explorer.simulate import TSTK, TUSD, Workload
+from tessera.protocol.figures import compare
 
 K = 5  # confirmations
 
 
 @pytest.fixture(scope="module")
-def small_market(tmp_path_factory):
-    home = tmp_path_factory.mktemp("reorg")
-    devnet = Devnet(home / "devnet")
-    network = devnet.up(port=free_port())
-    try:
+def small_market(tmp_path_factory, private_devnet):
+    with private_devnet(tmp_path_factory.mktemp("reorg")) as (_, network):
         work = Workload(network, seed=11)
         work.run(leases=12, orders_per_round=4)
         yield Chain(network), work
-    finally:
-        devnet.down()
 
 
 def branch(work: Workload, blocks: int, tag: int) -> None:

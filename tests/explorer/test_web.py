@@ -23,11 +23,11 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import free_port
 from tessera.explorer.db import make_engine
-from tessera.explorer.figures import ALL
 from tessera.explorer.indexer import Indexer, database_figures
 from tessera.explorer.simulate import TUSD
 from tessera.explorer.web import create_app
 from tessera.protocol import messages
+from tessera.protocol.figures import ALL
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -215,6 +215,7 @@ def test_api_answers_the_figures_of_the_database(served):
         for path, words in (("/api/providers/0x000000000000000000000000000000000000dEaD", "no provider"),
                             ("/api/providers/not-an-address", "not an address"),
                             ("/api/leases/999999", "no lease 999999"),
+                            ("/api/leases/" + "9" * 23, "no lease"),  # past SQLite's integers
                             ("/api/tx/0x" + "ab" * 32, "no indexed event")):
             reply = client.get(path)
             assert reply.status_code == 404 and words in reply.json()["detail"], path

@@ -1,6 +1,8 @@
 import pytest
 
-from tessera.protocol.jobspec import SpecError, load_job_spec
+from tessera.errors import SpecError
+from tessera.files import read_text
+from tessera.protocol.jobspec import parse_job_spec
 
 GOOD = """
 name = "t"
@@ -10,6 +12,11 @@ duration = "10m"
 [workload]
 kind = "train-charlm"
 """
+
+
+def load_job_spec(path):
+    """What `tessera job submit` does with a spec file: read it, then parse it (protocol is pure)."""
+    return parse_job_spec(read_text(path, SpecError), path)
 
 
 def write(tmp_path, text):

@@ -1,12 +1,12 @@
 from tessera.chain.accounts import devnet_account
 from tessera.protocol import messages
 from tessera.protocol.matching import (
-    Bid,
     OrderRequirements,
     ProviderOffer,
     judge_bid,
     rank,
 )
+from tessera.protocol.wire import BidMessage
 from tessera.provider.pricing import decide_bid
 
 MARKET = "0x" + "ab" * 20
@@ -22,7 +22,8 @@ def offer(index, floor=1_000_000, score=100, active=True, memory=4000, model="cp
 def signed_bid(index, price, order_id=7, expiry=10**10, chain_id=31337):
     account = devnet_account(index)
     typed = messages.bid_typed_data(chain_id, MARKET, order_id, account.address, price, 1, expiry)
-    return Bid(order_id, account.address, price, 1, expiry, messages.sign(account, typed))
+    return BidMessage(order_id=order_id, provider=account.address, price_per_gpu_hour=price, nonce=1,
+                      expiry=expiry, signature=messages.sign(account, typed))
 
 
 def verdict(bid, provider_offer, now=1000):
@@ -58,8 +59,7 @@ def test_invalid_bids_are_rejected_with_reasons():
 
 def test_forged_signature_does_not_recover_to_provider():
     bid = signed_bid(3, 1_000_000)
-    forged = Bid(bid.order_id, devnet_account(2).address, bid.price_per_gpu_hour, bid.nonce,
-                 bid.expiry, bid.signature)
+    forged = bid.model_copy(update={"provider": devnet_account(2).address})
     assert "signature does not recover to the provider" in verdict(forged, offer(2)).problems
 
 

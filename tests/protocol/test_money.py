@@ -2,14 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tessera.protocol.money import (
-    earned,
-    format_amount,
-    lease_budget,
-    parse_amount,
-    parse_duration,
-    protocol_fee,
-)
+from tessera.protocol.lease import accrued_at, lease_budget, protocol_fee
+from tessera.protocol.money import format_amount, parse_amount, parse_duration
 
 
 def test_parse_amount_is_exact():
@@ -46,8 +40,8 @@ def test_parse_duration_refuses(bad):
        t=st.integers(0, 2 * 10**7))
 def test_earned_never_exceeds_budget_and_grows(price, gpus, duration, t):
     budget = lease_budget(price, gpus, duration)
-    now = earned(price, gpus, budget, 1000, 1000 + t)
-    later = earned(price, gpus, budget, 1000, 1000 + t + 1)
+    now = accrued_at(price, gpus, budget, 1000, 1000 + t)
+    later = accrued_at(price, gpus, budget, 1000, 1000 + t + 1)
     assert 0 <= now <= later <= budget
 
 

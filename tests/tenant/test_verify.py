@@ -9,16 +9,12 @@ from eth_utils import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tessera.compute.replay import Checkpoint, RoundCommitment
+from tessera.compute.checkpoints import Checkpoint, RoundCommitment
+from tessera.errors import CommitmentError
 from tessera.protocol import commitment as cm
 from tessera.protocol.sampling import binomial_two_sided_pvalue
 from tessera.protocol.wire import CheckpointHashes, RoundResult
-from tessera.tenant.verify import (
-    CommitmentError,
-    check_commitment,
-    draw_spot_check,
-    spot_check_seed,
-)
+from tessera.tenant.verify import check_commitment, draw_spot_check, spot_check_seed
 
 CHAIN_ID, VERIFICATION = 31337, "0x" + "ab" * 20
 PROVIDER, STRANGER = Account.from_key(b"\x21" * 32), Account.from_key(b"\x22" * 32)  # test keys

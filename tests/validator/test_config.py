@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tessera.protocol.jobspec import SpecError
+from tessera.errors import SpecError
 from tessera.validator.config import load_validator_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "validator.toml"

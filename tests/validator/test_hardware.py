@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from tessera.chain.accounts import devnet_account
+from tessera.compute import hardware_challenge as hw
 from tessera.protocol import hardware_challenge as hc
 from tessera.protocol import messages
 from tessera.validator.config import HardwareSection
@@ -30,7 +31,7 @@ def _seed() -> str:
 
 # -- derivation ------------------------------------------------------------------------------
 def test_entries_are_small_integers_spread_evenly():
-    a = hc.derive_matrix(SEED, "A", 256)
+    a = hw.derive_matrix(SEED, "A", 256)
     assert a.dtype == torch.float32 and a.shape == (256, 256)
     values, counts = torch.unique(a, return_counts=True)
     assert values.tolist() == [float(v) for v in range(-8, 8)]
@@ -40,57 +41,57 @@ def test_entries_are_small_integers_spread_evenly():
 
 def test_derivation_is_deterministic_and_blockwise_consistent():
     size = 320  # not a multiple of BLOCK_ROWS, so the last block is short
-    whole = hc.derive_matrix(SEED, "B", size)
-    assert torch.equal(whole, hc.derive_matrix(SEED, "B", size))
-    assert torch.equal(whole[37:301], hc.derive_rows(SEED, "B", size, 37, 301))
-    assert not torch.equal(whole, hc.derive_matrix(SEED, "A", size))
-    assert not torch.equal(whole, hc.derive_matrix(_seed(), "B", size))
+    whole = hw.derive_matrix(SEED, "B", size)
+    assert torch.equal(whole, hw.derive_matrix(SEED, "B", size))
+    assert torch.equal(whole[37:301], hw.derive_rows(SEED, "B", size, 37, 301))
+    assert not torch.equal(whole, hw.derive_matrix(SEED, "A", size))
+    assert not torch.equal(whole, hw.derive_matrix(_seed(), "B", size))
 
 
 def test_derivation_refuses_bad_arguments():
     with pytest.raises(ValueError, match="'A' or 'B'"):
-        hc.derive_rows(SEED, "C", 64, 0, 1)
+        hw.derive_rows(SEED, "C", 64, 0, 1)
     with pytest.raises(ValueError, match="outside"):
-        hc.derive_rows(SEED, "A", 64, 10, 65)
+        hw.derive_rows(SEED, "A", 64, 10, 65)
     with pytest.raises(ValueError, match="32 bytes"):
-        hc.derive_rows("0x1234", "A", 64, 0, 1)
+        hw.derive_rows("0x1234", "A", 64, 0, 1)
 
 
 def test_float32_product_is_exact_in_any_order():
     """What lets a CPU validator check a GPU's answer bit for bit: every partial sum is an
     integer below 2**24, so float32 in any summation order equals the float64 truth."""
     size = 512
-    a, b = hc.derive_matrix(SEED, "A", size), hc.derive_matrix(SEED, "B", size)
+    a, b = hw.derive_matrix(SEED, "A", size), hw.derive_matrix(SEED, "B", size)
     truth = a.double() @ b.double()
     assert torch.equal((a @ b).double(), truth)
     assert torch.equal((b.T @ a.T).T.double(), truth)  # another kernel, another order
     halves = a[:, :256] @ b[:256] + a[:, 256:] @ b[256:]
     assert torch.equal(halves.double(), truth)
-    assert torch.equal(hc.compute_fingerprints(SEED, size),
-                       hc.row_fingerprints(SEED, hc.expected_rows(SEED, size, list(range(size)))))
+    assert torch.equal(hw.compute_fingerprints(SEED, size),
+                       hw.row_fingerprints(SEED, hw.expected_rows(SEED, size, list(range(size)))))
 
 
 # -- the sampled-row check -------------------------------------------------------------------
 def test_honest_answer_passes_and_one_wrong_entry_is_caught():
     size = 128
     seed = _seed()
-    c = hc.derive_matrix(seed, "A", size) @ hc.derive_matrix(seed, "B", size)
-    honest = hc.row_fingerprints(seed, c).tolist()
-    assert hc.wrong_rows(seed, size, honest, list(range(size))) == []
+    c = hw.derive_matrix(seed, "A", size) @ hw.derive_matrix(seed, "B", size)
+    honest = hw.row_fingerprints(seed, c).tolist()
+    assert hw.wrong_rows(seed, size, honest, list(range(size))) == []
     c[17, 99] += 1  # one entry off by one
-    forged = hc.row_fingerprints(seed, c).tolist()
-    assert hc.wrong_rows(seed, size, forged, [3, 17, 64]) == [17]
-    assert hc.wrong_rows(seed, size, forged, [3, 64]) == []  # an unsampled row is not seen
+    forged = hw.row_fingerprints(seed, c).tolist()
+    assert hw.wrong_rows(seed, size, forged, [3, 17, 64]) == [17]
+    assert hw.wrong_rows(seed, size, forged, [3, 64]) == []  # an unsampled row is not seen
 
 
 def test_fingerprint_is_not_a_linear_sketch():
     """C @ v can be had from A @ (B @ v) without C; the fingerprint must not be one of those."""
     seed = _seed()
-    c = hc.derive_matrix(seed, "A", 64) @ hc.derive_matrix(seed, "B", 64)
+    c = hw.derive_matrix(seed, "A", 64) @ hw.derive_matrix(seed, "B", 64)
     d = torch.zeros_like(c)
     d[0, 0], d[0, 1] = 1, -1  # the row sum stays the same
-    assert hc.row_fingerprints(seed, c)[0] != hc.row_fingerprints(seed, c + d)[0]
-    assert hc.row_fingerprints(seed, 2 * c)[0] != 2 * hc.row_fingerprints(seed, c)[0]
+    assert hw.row_fingerprints(seed, c)[0] != hw.row_fingerprints(seed, c + d)[0]
+    assert hw.row_fingerprints(seed, 2 * c)[0] != 2 * hw.row_fingerprints(seed, c)[0]
 
 
 def test_lazy_provider_passes_at_the_predicted_rate():
@@ -99,17 +100,17 @@ def test_lazy_provider_passes_at_the_predicted_rate():
     size, k, trials = 64, 4, 1500
     seed = _seed()
     rng = random.Random(7)
-    honest = hc.compute_fingerprints(seed, size).tolist()
+    honest = hw.compute_fingerprints(seed, size).tolist()
     skipped = set(rng.sample(range(size), size // 4))  # f = 0.25
     lazy = [v + 1 if r in skipped else v for r, v in enumerate(honest)]
-    truth = set(hc.wrong_rows(seed, size, lazy, list(range(size))))
+    truth = set(hw.wrong_rows(seed, size, lazy, list(range(size))))
     assert truth == skipped
     passed = sum(not (set(rng.sample(range(size), k)) & truth) for _ in range(trials))
     # the validator samples rows without replacement: C(48, 4) / C(64, 4)
     exact = (48 * 47 * 46 * 45) / (64 * 63 * 62 * 61)
     assert exact <= hc.pass_probability(0.25, k)  # the with-replacement bound is the looser one
     assert abs(passed / trials - exact) < 0.04, (passed / trials, exact)
-    assert hc.wrong_rows(seed, size, lazy, sorted(skipped)[:2]) == sorted(skipped)[:2]
+    assert hw.wrong_rows(seed, size, lazy, sorted(skipped)[:2]) == sorted(skipped)[:2]
 
 
 # -- sizes and the deadline rule ---------------------------------------------------------------
@@ -178,7 +179,7 @@ def test_request_signature_names_chain_contract_and_every_field():
 
 def _answer(request: hc.HardwareChallengeRequest, signer=PROVIDER, chain_id=CHAIN_ID,
             fingerprints: list[int] | None = None) -> dict:
-    values = fingerprints or hc.compute_fingerprints(request.seed, request.size).tolist()
+    values = fingerprints or hw.compute_fingerprints(request.seed, request.size).tolist()
     packed = hc.pack_fingerprints(values)
     typed = hc.answer_typed_data(chain_id, PROBES, PROVIDER.address, request.validator,
                                  request.seed, request.size, request.deadline_ms, packed)
@@ -209,7 +210,7 @@ def test_judge_fails_late_wrong_and_forged_answers(challenge):
     request, plan = challenge
     body = _answer(request)
     assert _judge(challenge, body, elapsed=plan.deadline_s + 0.01)[0] == "late"
-    values = hc.compute_fingerprints(request.seed, request.size).tolist()
+    values = hw.compute_fingerprints(request.seed, request.size).tolist()
     values[5] ^= 1
     outcome, reason, _ = _judge(challenge, _answer(request, fingerprints=values))
     assert (outcome, reason) == ("wrong", "rows [5] of the product are wrong")

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tessera.chain.client import ChainError
 from tessera.chain.hardware import Failure, evidence_digest
+from tessera.errors import ChainError
 from tessera.protocol import hardware_challenge as hc
 from tessera.validator.hardware import (
     HardwareOutcome,

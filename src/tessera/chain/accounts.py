@@ -16,14 +16,12 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from tessera.errors import AccountError
+
 # Anvil's default mnemonic, published in Foundry's documentation. Every key derived from it
 # is public: anyone can spend from these addresses on any chain.
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 DEVNET_ACCOUNT_COUNT = 10
-
-
-class AccountError(Exception):
-    """An account spec or keystore could not be resolved; the message says why."""
 
 
 def tessera_home() -> Path:

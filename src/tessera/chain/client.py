@@ -17,21 +17,15 @@ from web3.types import TxReceipt
 
 from tessera.chain.compiler import compile_contract
 from tessera.chain.network import Network
+from tessera.errors import ChainError, RpcUnavailable, TxRefused
 
 T = TypeVar("T")
 GAS_MARGIN = 150_000
 
 
-class ChainError(Exception):
-    """A chain operation failed; the message is meant for the user."""
-
-
-class RpcUnavailable(ChainError):
-    """The RPC endpoint cannot be reached."""
-
-
-class TxRefused(ChainError):
-    """The chain refused a transaction (a revert); nothing was sent or it changed nothing."""
+def tx_hash(receipt) -> str:
+    """0x-prefixed hash of the transaction behind a receipt or a log."""
+    return "0x" + receipt["transactionHash"].hex().removeprefix("0x")
 
 
 def _revert_reason(exc: Exception) -> str:

@@ -1,4 +1,10 @@
-"""Compile the Vyper contracts, caching results by the hash of every source involved."""
+"""Compile the Vyper contracts, caching results by the hash of every source involved.
+
+Search paths: the contracts folder and the site-packages folder that holds snekmate. The shared
+interfaces (`contracts/interfaces/*.vyi`) are imported relatively (`from .interfaces import ...`),
+so they resolve from the importing file wherever the contracts are compiled from (titanoboa
+included); they are part of the cache key like every other source.
+"""
 
 from __future__ import annotations
 

@@ -11,9 +11,7 @@ from tessera.chain.compiler import compile_contract
 from tessera.chain.hardware import HardwareReportsParams
 from tessera.chain.network import Network
 from tessera.chain.verification import VerificationParams
-
-PAYMENT_DECIMALS = 6
-STAKE_DECIMALS = 18
+from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, STAKE_DECIMALS, STAKE_SYMBOL
 
 
 @dataclass(frozen=True)
@@ -70,9 +68,9 @@ def _grant_slasher(w3: Web3, deployer: LocalAccount, registry: str, slasher: str
 
 
 def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str) -> Network:
-    stake, first_block = _deploy(w3, deployer, "StakeToken", "Tessera Stake", "TSTK",
+    stake, first_block = _deploy(w3, deployer, "StakeToken", "Tessera Stake", STAKE_SYMBOL,
                                  STAKE_DECIMALS, "Tessera Stake", "1")
-    payment, _ = _deploy(w3, deployer, "PaymentToken", "Tessera USD", "TUSD",
+    payment, _ = _deploy(w3, deployer, "PaymentToken", "Tessera USD", PAYMENT_SYMBOL,
                          PAYMENT_DECIMALS, "Tessera USD", "1")
     registry, _ = _deploy(w3, deployer, "ProviderRegistry", stake, params.min_stake,
                           params.unbonding_period)

@@ -13,20 +13,18 @@ from pathlib import Path
 
 from web3 import Web3
 
-from tessera.chain.accounts import DEVNET_ACCOUNT_COUNT, devnet_account, tessera_home
+from tessera.chain.accounts import DEVNET_ACCOUNT_COUNT, devnet_account
 from tessera.chain.client import Chain
-from tessera.chain.deploy import PAYMENT_DECIMALS, STAKE_DECIMALS, DeployParams, deploy_all
-from tessera.chain.network import Network, save_network
+from tessera.chain.deploy import DeployParams, deploy_all
+from tessera.chain.network import Network, devnet_network_file, save_network
+from tessera.errors import DevnetError
+from tessera.protocol.money import PAYMENT_DECIMALS, STAKE_DECIMALS
 
 DEVNET_CHAIN_ID = 31337
 FUND_PAYMENT = 100_000 * 10**PAYMENT_DECIMALS
 FUND_STAKE = 10_000 * 10**STAKE_DECIMALS
 # Who is who on the devnet (indexes into anvil's published test keys).
 DEPLOYER, TREASURY = 0, 1
-
-
-class DevnetError(Exception):
-    pass
 
 
 def find_anvil() -> str:
@@ -62,7 +60,7 @@ class Devnet:
 
     @classmethod
     def default(cls) -> Devnet:
-        return cls(tessera_home() / "devnet")
+        return cls(devnet_network_file().parent)
 
     @property
     def network_file(self) -> Path:

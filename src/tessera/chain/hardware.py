@@ -11,7 +11,8 @@ from eth_utils import keccak
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from tessera.chain.client import Chain, ChainError
+from tessera.chain.contract import ContractWrapper
+from tessera.errors import ChainError
 
 TSTK = 10**18
 DAY = 86_400
@@ -75,16 +76,10 @@ class ReportResult:
     slashing: Slashing | None
 
 
-class HardwareReports:
+class HardwareReports(ContractWrapper):
     """What validators do on HardwareReports.vy."""
 
-    def __init__(self, chain: Chain):
-        self.chain = chain
-        self.contract = chain.contract("HardwareReports")
-
-    @property
-    def address(self) -> str:
-        return self.contract.address
+    NAME = "HardwareReports"
 
     def report(self, provider: str, epoch: int, outcome: str, evidence: bytes) -> ReportResult:
         """Report `provider`'s failed challenge in `epoch`. A refusal (already reported, already

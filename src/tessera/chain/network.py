@@ -7,12 +7,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from tessera.chain.accounts import tessera_home
 from tessera.chain.compiler import CONTRACT_NAMES
+from tessera.errors import NetworkError
 from tessera.files import write_atomic
-
-
-class NetworkError(Exception):
-    """A network file is missing or malformed; the message names the file."""
 
 
 class Network(BaseModel):
@@ -31,8 +29,15 @@ class Network(BaseModel):
             raise NetworkError(f"network {self.name!r} has no {contract} address") from None
 
 
-def load_network(path: Path) -> Network:
-    path = Path(path)
+def devnet_network_file() -> Path:
+    """Where `tessera devnet up` writes the local chain's network file. Every command that is
+    given no --network (or no `network` in its config) uses it: this is that default's one home."""
+    return tessera_home() / "devnet" / "network.json"
+
+
+def load_network(path: Path | None) -> Network:
+    """The network file at `path`, or the local devnet's when `path` is None."""
+    path = Path(path) if path is not None else devnet_network_file()
     if not path.exists():
         raise NetworkError(
             f"network file {path} not found: start a local chain with `tessera devnet up` "

@@ -11,11 +11,14 @@ from web3 import Web3
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from tessera.chain.client import Chain, ChainError
-from tessera.chain.market import STAKE_DECIMALS, STAKE_SYMBOL, Market, _event_arg, _named
+from tessera.chain.client import Chain
+from tessera.chain.contract import ContractWrapper
+from tessera.chain.tokens import StakeToken
+from tessera.chain.validators import Validators
+from tessera.errors import ChainError
 from tessera.protocol import commitment as cm
 
-TSTK = 10**STAKE_DECIMALS
+TSTK = 10**StakeToken.DECIMALS
 DAY = 86_400
 
 
@@ -90,18 +93,14 @@ class Resolution:
     receipt: TxReceipt
 
 
-class Verification:
+class Verification(ContractWrapper):
     """What coordinators, challengers, providers and validators do on Verification.vy."""
 
-    def __init__(self, chain: Chain):
-        self.chain = chain
-        self.contract = chain.contract("Verification")
-        self._market = Market(chain)
-        self._validator_index: dict[str, int] = {}
+    NAME = "Verification"
 
-    @property
-    def address(self) -> str:
-        return self.contract.address
+    def __init__(self, chain: Chain):
+        super().__init__(chain)
+        self._validator_index: dict[str, int] = {}
 
     # -- commitments ---------------------------------------------------------------------
     def leaf(self, c: cm.Commitment) -> bytes:
@@ -134,15 +133,13 @@ class Verification:
         Returns the challenge id and the receipts (approval, challenge)."""
         bond = self.chain.call(self.contract.functions.min_bond()) if bond is None else bond
         index = tree.index_of(self.leaf(signed.commitment))
-        token = self.chain.stake_token
-        self._market.require_balance(token, bond, "the challenge bond", STAKE_SYMBOL, STAKE_DECIMALS)
-        receipts = [r for r in [self._market.ensure_allowance(token, self.address, bond)] if r]
+        receipts = StakeToken(self.chain).fund(self.address, bond, "the challenge bond")
         receipt = self.chain.send(self.contract.functions.open_challenge(
             signed.commitment.as_contract_tuple(), bytes.fromhex(signed.signature[2:]), tree.root,
             tree.n_leaves, index, list(tree.proofs[index]), segment, evidence, bond,
             self.inactive_validators()))
         receipts.append(receipt)
-        return _event_arg(receipt, self.contract, "ChallengeOpened", "challenge_id"), receipts
+        return self._event(receipt, "ChallengeOpened")["challenge_id"], receipts
 
     # -- provider ------------------------------------------------------------------------
     def answer(self, challenge_id: int, opening_hash: bytes) -> TxReceipt:
@@ -153,21 +150,16 @@ class Verification:
         """The position of `address` in the Validators list (what `vote` must name)."""
         address = Web3.to_checksum_address(address)
         if address not in self._validator_index:
-            validators = self.chain.validators
-            count = self.chain.call(validators.functions.validator_count())
-            for i in range(len(self._validator_index), count):
-                self._validator_index[self.chain.call(validators.functions.validator_at(i))] = i
+            for i, who in enumerate(Validators(self.chain).addresses()):
+                self._validator_index.setdefault(who, i)
         if address not in self._validator_index:
             raise ChainError(f"{address} is not in the Validators list")
         return self._validator_index[address]
 
     def inactive_validators(self) -> list[int]:
         """Indexes of listed addresses that are no longer validators (one call per entry)."""
-        validators = self.chain.validators
-        count = self.chain.call(validators.functions.validator_count())
-        addresses = [self.chain.call(validators.functions.validator_at(i)) for i in range(count)]
-        return [i for i, a in enumerate(addresses)
-                if not self.chain.call(validators.functions.is_validator(a))]
+        validators = Validators(self.chain)
+        return [i for i, a in enumerate(validators.addresses()) if not validators.is_validator(a)]
 
     def vote(self, challenge_id: int, guilty: bool) -> TxReceipt:
         index = self.validator_index(self.chain.address)
@@ -187,12 +179,10 @@ class Verification:
         return Resolution(receipt=receipt, **args)
 
     def round(self, job: int, round_index: int) -> RoundRecord:
-        fn = self.contract.functions.rounds(job, round_index)
-        return RoundRecord(**_named(fn.abi, self.chain.call(fn)))
+        return RoundRecord(**self._struct("rounds", job, round_index))
 
     def challenge(self, challenge_id: int) -> ChallengeRecord:
-        fn = self.contract.functions.challenges(challenge_id)
-        record = _named(fn.abi, self.chain.call(fn))
+        record = self._struct("challenges", challenge_id)
         if record["status"] == 0:
             raise ChainError(f"challenge {challenge_id} does not exist")
         record["status"] = Outcome(record["status"])
@@ -200,6 +190,13 @@ class Verification:
 
     def verdict(self, challenge_id: int) -> Outcome:
         return Outcome(self.chain.call(self.contract.functions.verdict(challenge_id)))
+
+    def vote_of(self, challenge_id: int, validator: str) -> int:
+        """How `validator` voted on a challenge (0: not yet; the contract's vote codes)."""
+        return self._call("votes", challenge_id, validator)
+
+    def vote_period(self) -> int:
+        return self._call("vote_period")
 
     def rounds_posted(self, job: int) -> int:
         """How many round roots the job has on chain (the next round to post)."""

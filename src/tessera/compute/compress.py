@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tessera.errors import WireFormatError
+
 MAGIC = b"TSRW"
 VERSION = 1
 MAX_HEADER_BYTES = 1 << 20
@@ -37,10 +39,6 @@ SCALE_SUFFIX = "::scale"
 DTYPES = {"float32": torch.float32, "int8": torch.int8}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 ITEMSIZE = {"float32": 4, "int8": 1}
-
-
-class WireFormatError(ValueError):
-    """Bytes that are not a well-formed tensor payload."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,40 +31,26 @@ import io
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import torch
 
+from tessera.compute.checkpoints import encode_state
 from tessera.compute.compress import deserialize
 from tessera.compute.corpus import sha256_hex
 from tessera.compute.diloco import (
     DilocoConfig,
-    PseudoGradient,
     State,
     apply_broadcast,
     decode_tensors,
-    derive_seed,
-    load_parameters,
     new_model,
     parameter_state,
-    shard_for,
 )
 from tessera.compute.job import PROGRESS_FILE
-from tessera.compute.replay import (
-    Checkpoint,
-    CommittingWorker,
-    RoundCommitment,
-    RoundTrace,
-    clone_optimizer_state,
-    commitment_from_states,
-    decode_state,
-    encode_state,
-    segment_bounds,
-    tensor_hash,
-)
-from tessera.compute.train import batch, configure_determinism, split
+from tessera.compute.replay import CommittingWorker, RoundTrace
+from tessera.compute.train import configure_determinism, split
 from tessera.files import write_atomic
 from tessera.protocol.workload import DilocoWorkerWorkload
 
@@ -75,12 +61,6 @@ POLL_S = 0.02
 # How long a round's checkpoint states are kept: a commitment may be posted up to 2 h after it
 # is signed (provider), then challenged for 1 h and voted on for 1 h (Verification defaults).
 RETAIN_S = 8 * 3600
-# TEST ONLY: written by a provider whose config has `[testing] cheat = ...` (never in production)
-TESTING_FILE = "testing.json"
-CHEATS = ("skip-steps", "random-pseudo-gradient", "wrong-shard", "wrong-round", "copy-worker")
-# TEST ONLY: how long the copy-worker cheat waits for a sibling's answer (a sibling's first
-# round includes its worker's start; inside a job's usual round_timeout)
-COPY_WAIT_S = 30.0
 
 
 def config_of(workload: DilocoWorkerWorkload) -> DilocoConfig:
@@ -143,124 +123,17 @@ def prune_checkpoints(out: Path, retain_s: float = RETAIN_S) -> None:
             folder.rmdir()
 
 
-def skip_steps_round(worker: CommittingWorker, start: State, round_index: int,
-                     k: int) -> RoundTrace:
-    """TEST ONLY (`[testing] cheat = "skip-steps"` in the provider's config): train half of
-    every segment's steps and commit those states as if every step had been taken, so that a
-    replay of any segment misses its committed end. Needs an even k that divides H."""
-    honest = worker.config
-    h = honest.inner_steps
-    if k % 2 or h % k:
-        raise ValueError(f"the skip-steps cheat needs an even k dividing H (k={k}, H={h})")
-    worker.config = honest.model_copy(update={"inner_steps": h // 2})
-    try:
-        trace = worker.run_round_committed(start, round_index, k // 2)
-    finally:
-        worker.config = honest
-    claimed = [Checkpoint(step, c.params_hash, c.optimizer_hash) for step, c in
-               zip(segment_bounds(h, k), trace.commitment.checkpoints, strict=True)]
-    trace.commitment = RoundCommitment(round_index, worker.worker, h, k, claimed)
-    return trace
+Emit = Callable[[dict], None]   # writes one event to the worker's progress log
+# How a worker process plays a committed round: (process, worker, start, round, emit) -> its
+# trace. `honest_round` unless `main(play_round=...)` says otherwise, which only the TEST-ONLY
+# cheating worker of tessera.testing does (a production provider cannot reach it).
+PlayRound = Callable[["WorkerProcess", CommittingWorker, State, int, Emit], RoundTrace]
 
 
-def random_pseudo_gradient_round(worker: CommittingWorker, start: State, round_index: int,
-                                 k: int, scale: float = 1e-3) -> RoundTrace:
-    """TEST ONLY (`cheat = "random-pseudo-gradient"`): train nothing; make up an end state
-    θ_H = θ − Δ (Δ random), send θ − θ_H and commit states interpolated from θ to θ_H, each with
-    the AdamW state the round started with. The hashes are real hashes of the made-up states,
-    so every check without a replay passes (leaf 0 is θ and the previous round's AdamW state);
-    the replay of any segment misses its committed end."""
-    started = time.perf_counter()
-    w, h = worker.config.workload, worker.config.inner_steps
-    gen = torch.Generator().manual_seed(derive_seed(w.seed, round_index, worker.worker, "cheat"))
-    end = {n: t - scale * torch.randn(t.shape, generator=gen) for n, t in start.items()}
-    states = [{n: start[n] + (end[n] - start[n]) * (step / h) for n in start}
-              for step in segment_bounds(h, k)]
-    states[0], states[-1] = start, end
-    opts = [clone_optimizer_state(worker.optimizer.state_dict())] * len(states)
-    commitment = commitment_from_states(round_index, worker.worker, h, k, states, opts,
-                                        worker.parameter_names())
-    load_parameters(worker.model, start)
-    with torch.no_grad():  # one forward pass, so the reported loss looks like a real one
-        _, loss = worker.model(*batch(worker.shard, w, gen, worker.device))
-    pg = PseudoGradient(worker.worker, round_index, {n: start[n] - end[n] for n in start},
-                        loss.item(), loss.item(), h, h * w.batch_size * w.block_size,
-                        time.perf_counter() - started)
-    return RoundTrace(pg, commitment, states, opts, 0.0)
-
-
-def wrong_shard_round(worker: CommittingWorker, start: State, round_index: int, k: int,
-                      train_tokens: torch.Tensor) -> RoundTrace:
-    """TEST ONLY (`cheat = "wrong-shard"`): train every step, but on the next worker's shard,
-    and commit the real trajectory under this worker's index."""
-    workers = worker.config.workers
-    if workers < 2:
-        raise ValueError("the wrong-shard cheat needs another worker's shard (workers >= 2)")
-    own = worker.shard
-    worker.shard = shard_for(train_tokens, (worker.worker + 1) % workers, workers)
-    try:
-        return worker.run_round_committed(start, round_index, k)
-    finally:
-        worker.shard = own
-
-
-def wrong_round_round(worker: CommittingWorker, start: State, round_index: int,
-                      k: int) -> RoundTrace:
-    """TEST ONLY (`cheat = "wrong-round"`): train every step on its own shard, but with the
-    batches of the next round's generator, and commit the real trajectory as this round's."""
-    trace = worker.run_round_committed(start, round_index + 1, k)
-    trace.commitment = RoundCommitment(round_index, worker.worker, worker.config.inner_steps, k,
-                                       trace.commitment.checkpoints)
-    trace.pseudo_gradient.round = round_index
-    return trace
-
-
-def fetch_sibling_round(siblings: list[dict], round_index: int, n_checkpoints: int,
-                        wait_s: float) -> tuple[dict, list[bytes]] | None:
-    """TEST ONLY (copy-worker cheat): the first sibling worker's signed round answer and every
-    checkpoint state behind it, from its provider's public endpoints; None if no sibling has
-    a complete answer within `wait_s`."""
-    deadline = time.monotonic() + wait_s
-    with httpx.Client(timeout=5) as http:
-        while True:
-            for sibling in siblings:
-                base = f"{sibling['endpoint']}/leases/{sibling['lease_id']}/rounds/{round_index}"
-                try:
-                    answer = http.get(base)
-                    if answer.status_code != 200 or \
-                            len(answer.json().get("checkpoints") or []) != n_checkpoints:
-                        continue
-                    states = [http.get(f"{base}/checkpoints/{i}") for i in range(n_checkpoints)]
-                except httpx.HTTPError:
-                    continue
-                if all(r.status_code == 200 for r in states):
-                    return answer.json(), [r.content for r in states]
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.1)
-
-
-def copied_round(worker: CommittingWorker, start: State, round_index: int, k: int,
-                 answer: dict, states: list[bytes]) -> RoundTrace | None:
-    """TEST ONLY (`cheat = "copy-worker"`): a sibling's round presented as this worker's: its
-    checkpoint states committed under this worker's index and its pseudo-gradient θ − θ_H
-    (with fp32 compression bitwise the sibling's payload; int8 uses this worker's residual).
-    The AdamW state carried into the next round is the copied end state, so the next round's
-    links hold too. None if the sibling's round does not start from `start`."""
-    names = worker.parameter_names()
-    decoded = [decode_state(data, names) for data in states]
-    params, opts = [p for p, _ in decoded], [o for _, o in decoded]
-    if tensor_hash(params[0]) != tensor_hash(start):
-        return None
-    h, w = worker.config.inner_steps, worker.config.workload
-    commitment = commitment_from_states(round_index, worker.worker, h, k, params, opts, names)
-    optimizer = worker.optimizer.state_dict()
-    worker.optimizer.load_state_dict({**optimizer, "state": opts[-1]["state"]})
-    pg = PseudoGradient(worker.worker, round_index,
-                        {n: start[n] - params[-1][n] for n in start}, answer["inner_loss"],
-                        answer["inner_loss"], h, h * w.batch_size * w.block_size,
-                        answer["compute_s"])
-    return RoundTrace(pg, commitment, params, opts, 0.0)
+def honest_round(process: WorkerProcess, worker: CommittingWorker, start: State,
+                 round_index: int, emit: Emit) -> RoundTrace:
+    """A committed round as the workload asks: H inner steps, a checkpoint every k."""
+    return worker.run_round_committed(start, round_index, process.k)
 
 
 @dataclass
@@ -274,15 +147,13 @@ class Held:
 class WorkerProcess:
     """One lease's worker: serves its rounds from `out` (see the module docstring)."""
 
-    def __init__(self, workload: DilocoWorkerWorkload, data: bytes, out: Path):
+    def __init__(self, workload: DilocoWorkerWorkload, data: bytes, out: Path,
+                 play_round: PlayRound | None = None):
         self.workload, self.out = workload, out
         self.config = config_of(workload)
         self.device = configure_determinism(workload.model)
         self.train_tokens, _ = split(data, workload.model)
-        self.testing = _read_json(out / TESTING_FILE) or {}   # TEST ONLY
-        self.cheat = self.testing.get("cheat")
-        if self.cheat is not None and self.cheat not in CHEATS:
-            raise ValueError(f"unknown test-only cheat {self.cheat!r}; known: {CHEATS}")
+        self.play_round = play_round or honest_round
         self.states = out / STATE_DIR
         self.states.mkdir(exist_ok=True)
         self.held = self._load(self.saved_rounds()[-1]) if self.saved_rounds() else self._fresh()
@@ -334,33 +205,8 @@ class WorkerProcess:
         return self.workload.checkpoint_every
 
     def run_committed(self, worker: CommittingWorker, start: State, round_index: int,
-                      emit) -> RoundTrace:
-        if self.cheat is not None:
-            return self.cheat_round(worker, start, round_index, emit)
-        return worker.run_round_committed(start, round_index, self.k)
-
-    def cheat_round(self, worker: CommittingWorker, start: State, round_index: int,
-                    emit) -> RoundTrace:
-        """TEST ONLY: the round as this lease's `[testing] cheat` plays it."""
-        if self.cheat == "skip-steps":
-            return skip_steps_round(worker, start, round_index, self.k)
-        if self.cheat == "random-pseudo-gradient":
-            return random_pseudo_gradient_round(worker, start, round_index, self.k)
-        if self.cheat == "wrong-shard":
-            return wrong_shard_round(worker, start, round_index, self.k, self.train_tokens)
-        if self.cheat == "wrong-round":
-            return wrong_round_round(worker, start, round_index, self.k)
-        n = len(segment_bounds(self.config.inner_steps, self.k))
-        fetched = fetch_sibling_round(self.testing.get("siblings", []), round_index, n,
-                                      self.testing.get("copy_wait_s", COPY_WAIT_S))
-        trace = copied_round(worker, start, round_index, self.k, *fetched) if fetched else None
-        if trace is None:
-            emit({"event": "cheat-copy-fallback", "round": round_index,
-                  "reason": "no sibling answer from these parameters in time: trains honestly"})
-            return worker.run_round_committed(start, round_index, self.k)
-        emit({"event": "cheat-copied", "round": round_index,
-              "from_lease": fetched[0]["lease_id"]})
-        return trace
+                      emit: Emit) -> RoundTrace:
+        return self.play_round(self, worker, start, round_index, emit)
 
     def keep_checkpoints(self, folder: Path, trace: RoundTrace) -> dict:
         """Write every checkpoint's full state; what result.json says about the commitment."""
@@ -420,7 +266,7 @@ class WorkerProcess:
                   "tokens_per_s": pg.tokens / max(pg.compute_s, 1e-9)})
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, play_round: PlayRound | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tessera.compute.diloco_worker")
     parser.add_argument("--workload", type=Path, required=True)
     parser.add_argument("--dataset", type=Path, required=True)
@@ -438,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     if sha256_hex(data) != args.dataset_sha256:
         emit({"event": "error", "message": "dataset does not hash to its name"})
         return 2
-    process = WorkerProcess(workload, data, args.out)
+    process = WorkerProcess(workload, data, args.out, play_round)
     emit({"event": "start", "worker": workload.worker, "workers": workload.workers,
           "inner_steps": workload.inner_steps, "resumed_after_round": process.held.round})
     process.serve(emit)

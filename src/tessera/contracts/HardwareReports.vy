@@ -14,44 +14,10 @@
         alone cannot slash anyone; a quorum of colluding validators can (docs/hardware.md).
 """
 
-
-interface IStakeToken:
-    def burn(amount: uint256): nonpayable
-    def transfer(to: address, amount: uint256) -> bool: nonpayable
-
-
-# Same layout as ProviderRegistry.Provider (the `providers` getter's return value).
-struct ProviderInfo:
-    stake: uint256
-    unbonding: uint256
-    unbond_release: uint256
-    gpu_model: String[64]
-    gpu_count: uint32
-    gpu_memory_mb: uint32
-    benchmark_score: uint256
-    endpoint: String[256]
-    price_floor: uint256
-    registered_at: uint256
-    jailed_until: uint256
-    slashed_total: uint256
-
-
-interface IProviderRegistry:
-    def slash(provider: address, amount: uint256, recipient: address) -> uint256: nonpayable
-    def jail(provider: address, until: uint256): nonpayable
-    def is_registered(provider: address) -> bool: view
-    def providers(provider: address) -> ProviderInfo: view
-    def stake_token() -> address: view
-
-
-interface IValidators:
-    def is_validator(addr: address) -> bool: view
-    def validator_count() -> uint256: view
-
-
-interface IUptime:
-    def current_epoch() -> uint256: view
-    def registry() -> address: view
+from .interfaces import IProviderRegistry
+from .interfaces import IStakeToken
+from .interfaces import IUptime
+from .interfaces import IValidators
 
 
 event HardwareReported:
@@ -120,6 +86,17 @@ def __init__(
     quorum_bps_: uint256,
     jail_period_: uint256,
 ):
+    """
+    @notice The registry and stake token are read from Uptime. Grant this contract the
+            registry's slasher role so that a quorum can slash and jail.
+    @param uptime_ The Uptime contract (its epochs, and its registry).
+    @param validators_ The Validators registry (who may report; the quorum's base).
+    @param hardware_slash_ Stake slashed per (provider, epoch) reaching the quorum (more than zero).
+    @param reporter_reward_ The most each reporter of a slashing quorum may claim.
+    @param min_reports_ The least number of reports that slash (at least 2).
+    @param quorum_bps_ The quorum as a share of the validator list, in basis points (<= 10000).
+    @param jail_period_ Seconds a slashed provider is jailed for (more than zero).
+    """
     assert uptime_ != empty(address), "hardware: zero uptime"
     assert validators_ != empty(address), "hardware: zero validators"
     assert hardware_slash_ > 0, "hardware: zero slash"
@@ -147,7 +124,10 @@ def _quorum() -> uint256:
 @external
 @view
 def quorum() -> uint256:
-    """@notice Distinct reports that slash, with the validator list as it is now."""
+    """
+    @notice Distinct reports that slash, with the validator list as it is now.
+    @return uint256 max(min_reports, ceil(quorum_bps * validator_count / 10000)).
+    """
     return self._quorum()
 
 
@@ -157,6 +137,11 @@ def report(provider: address, epoch: uint256, outcome: uint8, evidence: bytes32)
     """
     @notice The caller, a validator, says `provider` failed its hardware challenge in
             `epoch`; `evidence` is the hash of its signed request and timing record.
+            The report that completes the quorum slashes and jails the provider.
+    @param provider The provider reported (registered, not the caller).
+    @param epoch The Uptime epoch of the challenge: the current or the previous one.
+    @param outcome How the challenge failed: LATE, WRONG or NO_ANSWER.
+    @param evidence The hash of the validator's signed request and timing record (not zero).
     """
     assert staticcall IValidators(validators).is_validator(msg.sender), "hardware: caller is not a validator"
     assert provider != msg.sender, "hardware: a validator cannot report itself"
@@ -203,7 +188,11 @@ def report(provider: address, epoch: uint256, outcome: uint8, evidence: bytes32)
 @external
 @nonreentrant
 def claim(provider: address, epoch: uint256):
-    """@notice A validator whose report was part of a slashing quorum takes its reward."""
+    """
+    @notice A validator whose report was part of a slashing quorum takes its reward, once.
+    @param provider The slashed provider.
+    @param epoch The epoch it was slashed for.
+    """
     assert self.slashed_in[provider][epoch], "hardware: not slashed"
     state: uint8 = self.reported[msg.sender][provider][epoch]
     assert state != _CLAIMED, "hardware: reward already claimed"

@@ -23,6 +23,12 @@
 
 from ethereum.ercs import IERC20
 
+from snekmate.tokens.interfaces import IERC20Permit
+
+from .interfaces import IProviderRegistry
+from .interfaces import IUptime
+from .interfaces import IVerification
+
 from snekmate.auth import ownable
 initializes: ownable
 
@@ -37,55 +43,6 @@ exports: (
     ownable.renounce_ownership,
     eip712_domain_separator.eip712Domain,
 )
-
-
-interface IERC20Permit:
-    def permit(owner: address, spender: address, amount: uint256, deadline: uint256, v: uint8, r: bytes32, s: bytes32): nonpayable
-
-
-# Same layout as ProviderRegistry.Provider (the `providers` getter's return value).
-struct ProviderInfo:
-    stake: uint256
-    unbonding: uint256
-    unbond_release: uint256
-    gpu_model: String[64]
-    gpu_count: uint32
-    gpu_memory_mb: uint32
-    benchmark_score: uint256
-    endpoint: String[256]
-    price_floor: uint256
-    registered_at: uint256
-    jailed_until: uint256
-    slashed_total: uint256
-
-
-interface IProviderRegistry:
-    def is_active(provider: address) -> bool: view
-    def providers(provider: address) -> ProviderInfo: view
-    def is_slasher(account: address) -> bool: view
-    def slash(provider: address, amount: uint256, recipient: address) -> uint256: nonpayable
-
-
-interface IUptime:
-    def genesis() -> uint256: view
-    def epoch_length() -> uint256: view
-    def beat_word(provider: address, index: uint256) -> uint256: view
-
-
-# Same layout as Verification.Round (the `rounds` getter's return value).
-struct VerificationRound:
-    tree: bytes32
-    posted_at: uint256
-    open_challenges: uint256
-
-
-interface IVerification:
-    def market() -> address: view
-    def challenge_window() -> uint256: view
-    def rounds_posted(job: uint256) -> uint256: view
-    def rounds(job: uint256, round_index: uint256) -> VerificationRound: view
-    def round_finalized(job: uint256, round_index: uint256) -> bool: view
-    def proven(job: uint256, round_index: uint256, lease_id: uint256) -> bool: view
 
 
 struct Order:
@@ -254,8 +211,6 @@ MAX_CLAIM_EPOCHS: public(constant(uint256)) = 256
 MAX_RELEASE_ROUNDS: public(constant(uint256)) = 64
 BPS: constant(uint256) = 10_000
 SECONDS_PER_HOUR: constant(uint256) = 3_600
-# secp256k1n / 2: signatures with a larger `s` are malleable copies (EIP-2).
-_MAX_S: constant(uint256) = 57_896_044_618_658_097_711_785_492_504_343_953_926_418_782_139_537_452_191_302_581_570_759_080_747_168
 
 payment_token: public(immutable(address))
 registry: public(immutable(address))
@@ -303,6 +258,19 @@ def __init__(
     downtime_slash_: uint256,
     claim_window_: uint256,
 ):
+    """
+    @notice The deployer becomes the owner. The epoch clock is copied from Uptime. Grant
+            this contract the registry's slasher role for downtime slashes (without it,
+            downtime is still refunded but nobody is slashed). The EIP-712 domain of bids
+            is ("TesseraMarket", "1", chain id, this contract).
+    @param payment_token_ The ERC-20 orders are paid in (with EIP-2612 permit).
+    @param registry_ The ProviderRegistry (who may be leased, and slashed for downtime).
+    @param uptime_ The Uptime contract whose heartbeats decide downtime.
+    @param treasury_ Where the protocol fee goes.
+    @param fee_bps_ The protocol fee, in basis points of every payout (at most MAX_FEE_BPS).
+    @param downtime_slash_ Stake slashed to the tenant per claimed epoch of downtime.
+    @param claim_window_ Seconds after a lease closes during which downtime can be claimed.
+    """
     assert payment_token_ != empty(address), "market: zero payment token"
     assert registry_ != empty(address), "market: zero registry"
     assert uptime_ != empty(address), "market: zero uptime"
@@ -331,6 +299,11 @@ def __init__(
 
 @external
 def set_fee_bps(new_fee_bps: uint256):
+    """
+    @notice The owner sets the protocol fee; it applies to every later payout, of open
+            leases too.
+    @param new_fee_bps The fee, in basis points (at most MAX_FEE_BPS).
+    """
     assert msg.sender == ownable.owner, "market: caller is not the owner"
     assert new_fee_bps <= MAX_FEE_BPS, "market: fee too high"
     log FeeChanged(old_fee_bps=self.fee_bps, new_fee_bps=new_fee_bps)
@@ -339,6 +312,10 @@ def set_fee_bps(new_fee_bps: uint256):
 
 @external
 def set_treasury(new_treasury: address):
+    """
+    @notice The owner sets where the protocol fee goes.
+    @param new_treasury The treasury (not the zero address).
+    """
     assert msg.sender == ownable.owner, "market: caller is not the owner"
     assert new_treasury != empty(address), "market: zero treasury"
     log TreasuryChanged(old_treasury=self.treasury, new_treasury=new_treasury)
@@ -350,6 +327,8 @@ def set_verification(verification_: address, root_grace_: uint256):
     """
     @notice Owner, once: the Verification contract whose rounds release verified leases' pay,
             and the grace (seconds) after its challenge window for time no root covers.
+    @param verification_ The Verification contract (deployed for this market).
+    @param root_grace_ Seconds added to its challenge window to make `release_delay`.
     """
     assert msg.sender == ownable.owner, "market: caller is not the owner"
     assert self.verification == empty(address), "market: verification already set"
@@ -455,6 +434,16 @@ def create_order(
     @notice Post an order and escrow `deposit` (pulled with transferFrom; approve first).
             `gpu_model` "" accepts any model. Returns the order id (ids start at 1).
             `verified`: its leases are paid only for final Verification rounds (`release`).
+    @param spec_hash The hash of the job specification (not checked on chain).
+    @param gpu_model The GPU model required ("" for any).
+    @param min_gpus GPUs per node (more than zero); every lease pays for this many.
+    @param min_gpu_memory_mb The least memory per GPU, in MiB.
+    @param max_price_per_gpu_hour The highest bid price accepted (more than zero).
+    @param duration Seconds each lease's budget covers (more than zero).
+    @param nodes How many leases (providers) the order takes (more than zero).
+    @param deposit The escrow, at least max price * min_gpus * nodes * duration / 3600.
+    @param verified Whether leases are paid by verified round.
+    @return uint256 The order id.
     """
     return self._create_order(
         msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes, deposit,
@@ -482,6 +471,20 @@ def create_order_with_permit(
     """
     @notice Same as `create_order`, but first applies the tenant's EIP-2612 permit
             (owner = caller, spender = this market, value = deposit).
+    @param spec_hash The hash of the job specification (not checked on chain).
+    @param gpu_model The GPU model required ("" for any).
+    @param min_gpus GPUs per node (more than zero); every lease pays for this many.
+    @param min_gpu_memory_mb The least memory per GPU, in MiB.
+    @param max_price_per_gpu_hour The highest bid price accepted (more than zero).
+    @param duration Seconds each lease's budget covers (more than zero).
+    @param nodes How many leases (providers) the order takes (more than zero).
+    @param deposit The escrow, at least max price * min_gpus * nodes * duration / 3600.
+    @param verified Whether leases are paid by verified round.
+    @param permit_deadline The permit's deadline.
+    @param v The permit signature's `v`.
+    @param r The permit signature's `r`.
+    @param s The permit signature's `s`.
+    @return uint256 The order id (ids start at 1).
     """
     extcall IERC20Permit(payment_token).permit(msg.sender, self, deposit, permit_deadline, v, r, s)
     return self._create_order(
@@ -495,6 +498,8 @@ def create_order_with_permit(
 def cancel_order(order_id: uint256):
     """
     @notice Tenant closes the order for new bids and gets back the unallocated deposit.
+            Its leases go on.
+    @param order_id The open order.
     """
     order: Order = self.orders[order_id]
     assert order.tenant != empty(address), "market: unknown order"
@@ -521,6 +526,12 @@ def _bid_digest(order_id: uint256, provider: address, price: uint256, nonce: uin
 def bid_digest(order_id: uint256, provider: address, price_per_gpu_hour: uint256, nonce: uint256, expiry: uint256) -> bytes32:
     """
     @notice The EIP-712 digest a provider signs for a bid; for cross-checking off-chain hashing.
+    @param order_id The order bid on.
+    @param provider The bidding provider.
+    @param price_per_gpu_hour The price, in payment-token base units per GPU-hour.
+    @param nonce The provider's bid nonce (each usable once).
+    @param expiry The last timestamp the bid can be accepted.
+    @return bytes32 The digest of the `Bid`.
     """
     return self._bid_digest(order_id, provider, price_per_gpu_hour, nonce, expiry)
 
@@ -528,6 +539,10 @@ def bid_digest(order_id: uint256, provider: address, price_per_gpu_hour: uint256
 @external
 @view
 def DOMAIN_SEPARATOR() -> bytes32:
+    """
+    @notice The EIP-712 domain separator of bids, for the current chain.
+    @return bytes32 The domain separator.
+    """
     return eip712_domain_separator._domain_separator_v4()
 
 
@@ -535,6 +550,7 @@ def DOMAIN_SEPARATOR() -> bytes32:
 def cancel_bid_nonce(nonce: uint256):
     """
     @notice A provider invalidates one of its own unused bids.
+    @param nonce The bid nonce to invalidate.
     """
     assert not self.bid_nonce_used[msg.sender][nonce], "market: bid already used"
     self.bid_nonce_used[msg.sender][nonce] = True
@@ -553,7 +569,16 @@ def accept_bid(
 ) -> uint256:
     """
     @notice The order's tenant accepts a provider's signed bid; a lease starts now.
-            Returns the lease id (ids start at 1).
+            The provider must be active and match the order's hardware; the lease's
+            budget (price * min_gpus * duration / 3600) is allocated from the deposit.
+    @param order_id The open order.
+    @param provider The provider that signed the bid.
+    @param price_per_gpu_hour The signed price, between the provider's floor and the
+           order's maximum.
+    @param nonce The signed nonce (unused).
+    @param expiry The signed expiry (not passed).
+    @param signature The provider's 65-byte EIP-712 signature of the bid.
+    @return uint256 The lease id (ids start at 1).
     """
     order: Order = self.orders[order_id]
     assert order.tenant != empty(address), "market: unknown order"
@@ -564,11 +589,13 @@ def accept_bid(
     assert price_per_gpu_hour <= order.max_price_per_gpu_hour, "market: price above order max"
 
     # Shape checks first, so that malformed signatures read as a market error rather than
-    # snekmate's generic "ecdsa: ..." message (which remains for unrecoverable points).
+    # snekmate's generic "ecdsa: ..." message (which remains for unrecoverable points). The
+    # `s` bound is snekmate's own malleability threshold (EIP-2: s <= secp256k1n / 2), which
+    # `_recover_sig` asserts again.
     assert len(signature) == 65, "market: bad bid signature"
     sig_v: uint256 = convert(slice(signature, 64, 1), uint256)
     sig_s: uint256 = extract32(signature, 32, output_type=uint256)
-    assert (sig_v == 27 or sig_v == 28) and sig_s <= _MAX_S, "market: bad bid signature"
+    assert (sig_v == 27 or sig_v == 28) and sig_s <= ecdsa._MALLEABILITY_THRESHOLD, "market: bad bid signature"
     signer: address = ecdsa._recover_sig(
         self._bid_digest(order_id, provider, price_per_gpu_hour, nonce, expiry), signature
     )
@@ -577,7 +604,7 @@ def accept_bid(
     self.bid_nonce_used[provider][nonce] = True
 
     assert staticcall IProviderRegistry(registry).is_active(provider), "market: provider not active"
-    info: ProviderInfo = staticcall IProviderRegistry(registry).providers(provider)
+    info: IProviderRegistry.Provider = staticcall IProviderRegistry(registry).providers(provider)
     assert info.gpu_count >= order.min_gpus, "market: provider has too few gpus"
     assert info.gpu_memory_mb >= order.min_gpu_memory_mb, "market: provider gpu memory too small"
     assert len(order.gpu_model) == 0 or keccak256(order.gpu_model) == keccak256(info.gpu_model), "market: gpu model mismatch"
@@ -713,6 +740,8 @@ def _held(lease: Lease) -> uint256:
 def accrued(lease_id: uint256) -> uint256:
     """
     @notice Gross amount streamed by time so far (capped at the budget), downtime included.
+    @param lease_id The lease (an unknown one gives 0).
+    @return uint256 The amount, in payment-token base units.
     """
     return self._accrued(self.leases[lease_id])
 
@@ -722,7 +751,9 @@ def accrued(lease_id: uint256) -> uint256:
 def earned(lease_id: uint256) -> uint256:
     """
     @notice Gross amount (fee included) the provider has earned for live time so far,
-            paid or not: the stream less claimed downtime.
+            paid or not: the stream less claimed downtime and the pay of rounds proven to cheat.
+    @param lease_id The lease (an unknown one gives 0).
+    @return uint256 The amount, in payment-token base units.
     """
     return self._earned(self.leases[lease_id], self.releases[lease_id].proven)
 
@@ -732,6 +763,8 @@ def earned(lease_id: uint256) -> uint256:
 def withdrawable(lease_id: uint256) -> uint256:
     """
     @notice Gross amount `withdraw` would pay now; for a verified lease only released pay.
+    @param lease_id The lease.
+    @return uint256 The amount, fee included, in payment-token base units.
     """
     lease: Lease = self.leases[lease_id]
     earned: uint256 = self._earned(lease, 0)
@@ -749,6 +782,8 @@ def shortfall(lease_id: uint256) -> uint256:
     @notice What the provider was paid beyond its pay for live time: downtime claimed after
             the provider had withdrawn that time. While the lease is open the future stream
             nets it; once closed it is final (it is not taken from other leases' escrow).
+    @param lease_id The lease.
+    @return uint256 The amount overpaid, in payment-token base units.
     """
     lease: Lease = self.leases[lease_id]
     earned: uint256 = self._earned(lease, self.releases[lease_id].proven)
@@ -760,6 +795,12 @@ def shortfall(lease_id: uint256) -> uint256:
 @external
 @view
 def downtime_claimed(lease_id: uint256, epoch: uint256) -> bool:
+    """
+    @notice Whether the downtime of `epoch` was claimed on the lease.
+    @param lease_id The lease.
+    @param epoch The Uptime epoch.
+    @return bool True if it was.
+    """
     return (self._claimed[lease_id][epoch >> 8] >> (epoch & 255)) & 1 == 1
 
 
@@ -769,6 +810,9 @@ def claimed_word(lease_id: uint256, index: uint256) -> uint256:
     """
     @notice Claimed epochs 256*index .. 256*index+255 of a lease as a bitmap (like
             Uptime.beat_word), so that a client finds unclaimed epochs in one call per 256.
+    @param lease_id The lease.
+    @param index The 256-epoch word's index (epoch >> 8).
+    @return uint256 The bitmap.
     """
     return self._claimed[lease_id][index]
 
@@ -776,12 +820,20 @@ def claimed_word(lease_id: uint256, index: uint256) -> uint256:
 @external
 @view
 def order_count() -> uint256:
+    """
+    @notice How many orders were created (ids run from 1 to this).
+    @return uint256 The count.
+    """
     return self.next_order_id - 1
 
 
 @external
 @view
 def lease_count() -> uint256:
+    """
+    @notice How many leases were created (ids run from 1 to this).
+    @return uint256 The count.
+    """
     return self.next_lease_id - 1
 
 
@@ -800,6 +852,7 @@ def withdraw(lease_id: uint256):
     """
     @notice Provider takes what it has earned so far, minus the protocol fee. For a
             verified lease: what `release` has released (also after the lease closed).
+    @param lease_id The caller's lease.
     """
     lease: Lease = self.leases[lease_id]
     assert lease.tenant != empty(address), "market: unknown lease"
@@ -821,7 +874,10 @@ def withdraw(lease_id: uint256):
 @nonreentrant
 def top_up(lease_id: uint256, amount: uint256):
     """
-    @notice Tenant adds `amount` to an open, not yet exhausted lease's budget.
+    @notice Tenant adds `amount` to an open, not yet exhausted lease's budget (pulled
+            with transferFrom: approve first).
+    @param lease_id The open lease.
+    @param amount The amount, more than zero, in payment-token base units.
     """
     lease: Lease = self.leases[lease_id]
     assert lease.tenant != empty(address), "market: unknown lease"
@@ -844,6 +900,7 @@ def close_lease(lease_id: uint256):
             lease's escrow back (unspent budget and claimed downtime not yet refunded).
             A verified lease pays only released pay now and keeps the pay accrued but not
             yet released in escrow, for `release` (then `withdraw`) or a refund later.
+    @param lease_id The open lease.
     """
     lease: Lease = self.leases[lease_id]
     assert lease.tenant != empty(address), "market: unknown lease"
@@ -900,6 +957,8 @@ def release(lease_id: uint256, up_to_round: uint256):
             by what the lease holds beyond the provider's claims). Once every posted round is
             walked, pay for time older than `release_delay` is released too: a tenant who
             stops posting roots cannot freeze pay. Withdraw with `withdraw`.
+    @param lease_id The verified lease.
+    @param up_to_round The first round not walked (at most Verification's `rounds_posted(job)`).
     """
     lease: Lease = self.leases[lease_id]
     assert lease.tenant != empty(address), "market: unknown lease"
@@ -960,7 +1019,10 @@ def release(lease_id: uint256, up_to_round: uint256):
 @external
 def commit_result(lease_id: uint256, result_hash: bytes32):
     """
-    @notice Provider records the content address (sha256) of the lease's result.
+    @notice Provider records the content address (sha256) of the lease's result; a
+            later call replaces it.
+    @param lease_id The caller's lease.
+    @param result_hash The sha256 of the result.
     """
     lease: Lease = self.leases[lease_id]
     assert lease.tenant != empty(address), "market: unknown lease"
@@ -981,6 +1043,8 @@ def claim_downtime(lease_id: uint256, epochs: DynArray[uint256, MAX_CLAIM_EPOCHS
             rest is netted against the provider's later stream (`shortfall` if it cannot
             be). The provider's stake is slashed by `downtime_slash` per epoch, to the
             tenant. A closed lease can be claimed on for `claim_window` seconds.
+    @param lease_id The lease.
+    @param epochs The epochs without a heartbeat, strictly increasing (1 .. MAX_CLAIM_EPOCHS).
     """
     lease: Lease = self.leases[lease_id]
     assert lease.tenant != empty(address), "market: unknown lease"

@@ -54,6 +54,14 @@ event AuthorizationCanceled:
 
 @deploy
 def __init__(name_: String[25], symbol_: String[5], decimals_: uint8, name_eip712_: String[50], version_eip712_: String[20]):
+    """
+    @notice The deployer becomes the owner and a minter; no tokens exist yet.
+    @param name_ The token name (ERC-20 `name`).
+    @param symbol_ The token symbol (ERC-20 `symbol`).
+    @param decimals_ The token decimals.
+    @param name_eip712_ The EIP-712 domain name (permit and EIP-3009).
+    @param version_eip712_ The EIP-712 domain version.
+    """
     ow.__init__()
     erc20.__init__(name_, symbol_, decimals_, name_eip712_, version_eip712_)
 
@@ -100,6 +108,15 @@ def transferWithAuthorization(
     """
     @notice EIP-3009: anyone may submit `_from`'s signed authorization to move
             `amount` to `to`, valid strictly between `validAfter` and `validBefore`.
+    @param _from The authorizer, whose tokens move (the signer).
+    @param to The payee.
+    @param amount The amount, in base units.
+    @param validAfter The authorization is valid strictly after this timestamp.
+    @param validBefore The authorization is valid strictly before this timestamp.
+    @param nonce A unique 32-byte nonce chosen by the authorizer.
+    @param v The secp256k1 1-byte signature parameter `v`.
+    @param r The secp256k1 32-byte signature parameter `r`.
+    @param s The secp256k1 32-byte signature parameter `s`.
     """
     self._use_authorization(
         TRANSFER_WITH_AUTHORIZATION_TYPEHASH, _from, to, amount, validAfter, validBefore, nonce, v, r, s
@@ -121,6 +138,15 @@ def receiveWithAuthorization(
     """
     @notice EIP-3009: like `transferWithAuthorization`, but only the payee `to`
             may submit it (protects against front-running a deposit call).
+    @param _from The authorizer, whose tokens move (the signer).
+    @param to The payee.
+    @param amount The amount, in base units.
+    @param validAfter The authorization is valid strictly after this timestamp.
+    @param validBefore The authorization is valid strictly before this timestamp.
+    @param nonce A unique 32-byte nonce chosen by the authorizer.
+    @param v The secp256k1 1-byte signature parameter `v`.
+    @param r The secp256k1 32-byte signature parameter `r`.
+    @param s The secp256k1 32-byte signature parameter `s`.
     """
     assert msg.sender == to, "token: caller must be the payee"
     self._use_authorization(
@@ -132,6 +158,11 @@ def receiveWithAuthorization(
 def cancelAuthorization(authorizer: address, nonce: bytes32, v: uint8, r: bytes32, s: bytes32):
     """
     @notice EIP-3009: the authorizer cancels an unused authorization by signature.
+    @param authorizer The authorizer (the signer).
+    @param nonce The nonce of the authorization to cancel.
+    @param v The secp256k1 1-byte signature parameter `v`.
+    @param r The secp256k1 32-byte signature parameter `r`.
+    @param s The secp256k1 32-byte signature parameter `s`.
     """
     assert not self.authorizationState[authorizer][nonce], "token: authorization used or canceled"
     struct_hash: bytes32 = keccak256(abi_encode(CANCEL_AUTHORIZATION_TYPEHASH, authorizer, nonce))

@@ -17,19 +17,9 @@ initializes: eip712_domain_separator
 
 exports: eip712_domain_separator.eip712Domain
 
-
-interface IValidators:
-    def is_validator(addr: address) -> bool: view
-
-
-interface IUptime:
-    def registry() -> address: view
-    def genesis() -> uint256: view
-    def epoch_length() -> uint256: view
-
-
-interface IProviderRegistry:
-    def is_registered(provider: address) -> bool: view
+from .interfaces import IProviderRegistry
+from .interfaces import IUptime
+from .interfaces import IValidators
 
 
 struct Tally:
@@ -86,6 +76,14 @@ _reported: HashMap[address, HashMap[uint256, uint256]]
 
 @deploy
 def __init__(validators_: address, uptime_: address, max_report_delay_: uint256):
+    """
+    @notice The registry and the epoch clock are read from Uptime. The EIP-712 domain of
+            probe receipts is ("TesseraProbes", "1", chain id, this contract).
+    @param validators_ The Validators registry (who may report).
+    @param uptime_ The Uptime contract.
+    @param max_report_delay_ How many epochs after an epoch its report is still accepted
+           (more than zero).
+    """
     assert validators_ != empty(address), "probes: zero validators"
     assert uptime_ != empty(address), "probes: zero uptime"
     assert max_report_delay_ > 0, "probes: zero report delay"
@@ -115,19 +113,37 @@ def _current_epoch() -> uint256:
 @external
 @view
 def current_epoch() -> uint256:
+    """
+    @notice The epoch the current block's timestamp falls in (Uptime's epochs).
+    @return uint256 (block.timestamp - genesis) // epoch_length.
+    """
     return self._current_epoch()
 
 
 @external
 @view
 def reported(validator: address, epoch: uint256) -> bool:
+    """
+    @notice Whether `validator` has posted its report for `epoch`.
+    @param validator The validator's address.
+    @param epoch The epoch.
+    @return bool True if it has.
+    """
     return (self._reported[validator][epoch >> 8] >> (epoch & 255)) & 1 == 1
 
 
 @external
 @view
 def receipt_digest(provider: address, validator: address, epoch: uint256, challenge: bytes32, deadline: uint256) -> bytes32:
-    """@notice The EIP-712 digest a provider signs to answer a probe (for cross-checking)."""
+    """
+    @notice The EIP-712 digest a provider signs to answer a probe (for cross-checking).
+    @param provider The provider probed.
+    @param validator The validator probing.
+    @param epoch The epoch of the probe.
+    @param challenge The validator's random challenge.
+    @param deadline The timestamp by which the answer was due.
+    @return bytes32 The digest of the `ProbeReceipt`.
+    """
     return eip712_domain_separator._hash_typed_data_v4(
         keccak256(abi_encode(PROBE_RECEIPT_TYPEHASH, provider, validator, epoch, challenge, deadline))
     )
@@ -135,10 +151,17 @@ def receipt_digest(provider: address, validator: address, epoch: uint256, challe
 
 @external
 def report(epoch: uint256, receipts_root: bytes32, receipt_count: uint256, tallies: DynArray[Tally, MAX_PROVIDERS]):
-    """@notice Post this validator's probe results for a finished epoch. `tallies` must be
-               sorted by provider address, strictly increasing (no duplicates), each naming a
-               registered provider with at least one probe; `receipt_count` (the number of
-               leaves under `receipts_root`) must equal the probes counted."""
+    """
+    @notice Post this validator's probe results for a finished epoch, once per epoch,
+            at most `max_report_delay` epochs after it.
+    @param epoch The finished epoch reported.
+    @param receipts_root The Merkle root of the validator's receipts (not zero).
+    @param receipt_count The number of leaves under `receipts_root`: it must equal the
+           probes counted in `tallies`.
+    @param tallies Answered and missed probes per provider, sorted by provider address,
+           strictly increasing (no duplicates), each naming a registered provider with at
+           least one probe; not empty.
+    """
     assert staticcall IValidators(validators).is_validator(msg.sender), "probes: not a validator"
     current: uint256 = self._current_epoch()
     assert epoch < current, "probes: epoch not over"

@@ -10,25 +10,13 @@
 
 from ethereum.ercs import IERC20
 
+from .interfaces import IProviderRegistry
+implements: IProviderRegistry
+
 from snekmate.auth import ownable
 initializes: ownable
 
 exports: (ownable.owner, ownable.transfer_ownership, ownable.renounce_ownership)
-
-
-struct Provider:
-    stake: uint256
-    unbonding: uint256
-    unbond_release: uint256
-    gpu_model: String[64]
-    gpu_count: uint32
-    gpu_memory_mb: uint32
-    benchmark_score: uint256
-    endpoint: String[256]
-    price_floor: uint256
-    registered_at: uint256
-    jailed_until: uint256
-    slashed_total: uint256
 
 
 event ProviderRegistered:
@@ -92,7 +80,9 @@ stake_token: public(immutable(address))
 min_stake: public(immutable(uint256))
 unbonding_period: public(immutable(uint256))
 
-providers: public(HashMap[address, Provider])
+# One record per provider; the struct lives in the interface, so that every contract decoding
+# the `providers` getter uses this very layout.
+providers: public(HashMap[address, IProviderRegistry.Provider])
 is_slasher: public(HashMap[address, bool])
 provider_count: public(uint256)
 _provider_list: HashMap[uint256, address]
@@ -100,6 +90,12 @@ _provider_list: HashMap[uint256, address]
 
 @deploy
 def __init__(stake_token_: address, min_stake_: uint256, unbonding_period_: uint256):
+    """
+    @notice The deployer becomes the owner (it grants the slasher role).
+    @param stake_token_ The ERC-20 providers stake.
+    @param min_stake_ The least active stake for a provider to be active.
+    @param unbonding_period_ Seconds between an unbond request and the withdrawal.
+    """
     assert stake_token_ != empty(address), "registry: zero stake token"
     ownable.__init__()
     stake_token = stake_token_
@@ -130,11 +126,22 @@ def register(
     endpoint: String[256],
     price_floor: uint256,
 ):
+    """
+    @notice Register the caller as a provider with an initial `stake` (pulled with
+            transferFrom: approve first) and its hardware offer. Once per address.
+    @param stake The initial stake, at least `min_stake` and more than zero.
+    @param gpu_model The GPU model offered (e.g. "H100"), matched exactly by orders that name one.
+    @param gpu_count How many GPUs are offered (more than zero).
+    @param gpu_memory_mb Memory per GPU, in MiB.
+    @param benchmark_score The provider's own benchmark figure (not checked on chain).
+    @param endpoint The URL where the provider serves bids and jobs (not empty).
+    @param price_floor The lowest price per GPU-hour it accepts, in payment-token base units.
+    """
     assert self.providers[msg.sender].registered_at == 0, "registry: already registered"
     assert stake >= min_stake and stake > 0, "registry: stake below minimum"
     self._check_offer(gpu_count, endpoint)
 
-    self.providers[msg.sender] = Provider(
+    self.providers[msg.sender] = IProviderRegistry.Provider(
         stake=stake,
         unbonding=0,
         unbond_release=0,
@@ -172,9 +179,18 @@ def update_offer(
     endpoint: String[256],
     price_floor: uint256,
 ):
+    """
+    @notice A registered provider replaces its whole hardware offer (stake is unchanged).
+    @param gpu_model The GPU model offered.
+    @param gpu_count How many GPUs are offered (more than zero).
+    @param gpu_memory_mb Memory per GPU, in MiB.
+    @param benchmark_score The provider's own benchmark figure (not checked on chain).
+    @param endpoint The URL where the provider serves bids and jobs (not empty).
+    @param price_floor The lowest price per GPU-hour it accepts, in payment-token base units.
+    """
     self._check_registered(msg.sender)
     self._check_offer(gpu_count, endpoint)
-    p: Provider = self.providers[msg.sender]
+    p: IProviderRegistry.Provider = self.providers[msg.sender]
     p.gpu_model = gpu_model
     p.gpu_count = gpu_count
     p.gpu_memory_mb = gpu_memory_mb
@@ -196,6 +212,11 @@ def update_offer(
 @external
 @nonreentrant
 def add_stake(amount: uint256):
+    """
+    @notice A registered provider adds `amount` to its active stake (pulled with
+            transferFrom: approve first).
+    @param amount The stake to add, more than zero.
+    """
     self._check_registered(msg.sender)
     assert amount > 0, "registry: amount must be positive"
     self.providers[msg.sender].stake += amount
@@ -205,6 +226,12 @@ def add_stake(amount: uint256):
 
 @external
 def request_unbond(amount: uint256):
+    """
+    @notice Move `amount` from active stake to the unbonding bucket, withdrawable after
+            `unbonding_period`; every request restarts the bucket's release clock.
+            Unbonding stake can still be slashed.
+    @param amount The stake to unbond, more than zero and at most the active stake.
+    """
     self._check_registered(msg.sender)
     assert amount > 0, "registry: amount must be positive"
     assert amount <= self.providers[msg.sender].stake, "registry: amount exceeds stake"
@@ -220,6 +247,10 @@ def request_unbond(amount: uint256):
 @external
 @nonreentrant
 def withdraw_unbonded():
+    """
+    @notice Once the release time has passed, send the whole unbonding bucket back to
+            the caller. The provider stays registered.
+    """
     self._check_registered(msg.sender)
     amount: uint256 = self.providers[msg.sender].unbonding
     assert amount > 0, "registry: nothing to withdraw"
@@ -233,10 +264,18 @@ def withdraw_unbonded():
 @external
 @nonreentrant
 def slash(provider: address, amount: uint256, recipient: address) -> uint256:
+    """
+    @notice A slasher takes up to `amount` from a registered provider, active stake
+            first, then the unbonding bucket, and sends it to `recipient`.
+    @param provider The provider to slash.
+    @param amount The most to take, in stake-token base units.
+    @param recipient Who receives what was taken (not the zero address).
+    @return uint256 What was taken (less than `amount` if the provider had less).
+    """
     assert self.is_slasher[msg.sender], "registry: caller is not a slasher"
     self._check_registered(provider)
     assert recipient != empty(address), "registry: zero recipient"
-    p: Provider = self.providers[provider]
+    p: IProviderRegistry.Provider = self.providers[provider]
     from_stake: uint256 = min(amount, p.stake)
     from_unbonding: uint256 = min(amount - from_stake, p.unbonding)
     total: uint256 = from_stake + from_unbonding
@@ -252,6 +291,12 @@ def slash(provider: address, amount: uint256, recipient: address) -> uint256:
 
 @external
 def jail(provider: address, until: uint256):
+    """
+    @notice A slasher or the owner jails a registered provider: it is not active before
+            `until`. The value replaces the previous one, longer or not.
+    @param provider The provider to jail.
+    @param until The timestamp the jail ends.
+    """
     assert self.is_slasher[msg.sender] or msg.sender == ownable.owner, "registry: caller cannot jail"
     self._check_registered(provider)
     self.providers[provider].jailed_until = until
@@ -260,6 +305,11 @@ def jail(provider: address, until: uint256):
 
 @external
 def set_slasher(slasher: address, enabled: bool):
+    """
+    @notice The owner grants or revokes the slasher role (slash and jail).
+    @param slasher The address (not the zero address).
+    @param enabled True to grant, False to revoke.
+    """
     assert msg.sender == ownable.owner, "registry: caller is not the owner"
     assert slasher != empty(address), "registry: zero address"
     self.is_slasher[slasher] = enabled
@@ -269,18 +319,34 @@ def set_slasher(slasher: address, enabled: bool):
 @external
 @view
 def is_active(provider: address) -> bool:
-    p: Provider = self.providers[provider]
+    """
+    @notice Whether `provider` may take leases now: registered, active stake at least
+            `min_stake` and above zero, and not jailed.
+    @param provider The provider's address.
+    @return bool True if it is active.
+    """
+    p: IProviderRegistry.Provider = self.providers[provider]
     return p.registered_at != 0 and p.stake >= min_stake and p.stake > 0 and block.timestamp >= p.jailed_until
 
 
 @external
 @view
 def is_registered(provider: address) -> bool:
+    """
+    @notice Whether `provider` has registered (jailed, slashed or unbonded providers included).
+    @param provider The provider's address.
+    @return bool True once it has registered.
+    """
     return self.providers[provider].registered_at != 0
 
 
 @external
 @view
 def provider_at(i: uint256) -> address:
+    """
+    @notice The `i`-th registered provider, in registration order (for enumeration).
+    @param i The index, below `provider_count`.
+    @return address The provider's address.
+    """
     assert i < self.provider_count, "registry: index out of range"
     return self._provider_list[i]

@@ -11,27 +11,10 @@
         slasher role) for `jail_period` seconds, once per reported stretch of epochs.
 """
 
+from .interfaces import IProviderRegistry
 
-# Same layout as ProviderRegistry.Provider (the `providers` getter's return value).
-struct ProviderInfo:
-    stake: uint256
-    unbonding: uint256
-    unbond_release: uint256
-    gpu_model: String[64]
-    gpu_count: uint32
-    gpu_memory_mb: uint32
-    benchmark_score: uint256
-    endpoint: String[256]
-    price_floor: uint256
-    registered_at: uint256
-    jailed_until: uint256
-    slashed_total: uint256
-
-
-interface IProviderRegistry:
-    def is_registered(provider: address) -> bool: view
-    def providers(provider: address) -> ProviderInfo: view
-    def jail(provider: address, until: uint256): nonpayable
+from .interfaces import IUptime
+implements: IUptime
 
 
 event UptimeStarted:
@@ -73,6 +56,14 @@ reported_until: public(HashMap[address, uint256])
 
 @deploy
 def __init__(registry_: address, epoch_length_: uint256, jail_after_: uint256, jail_period_: uint256):
+    """
+    @notice Epoch 0 starts now. Grant this contract the registry's slasher role so that
+            `report_outage` can jail.
+    @param registry_ The ProviderRegistry whose providers send heartbeats.
+    @param epoch_length_ Seconds per epoch (more than zero).
+    @param jail_after_ Consecutive missed epochs that can be reported (1 .. MAX_JAIL_AFTER).
+    @param jail_period_ Seconds a reported provider is jailed for (more than zero).
+    """
     assert registry_ != empty(address), "uptime: zero registry"
     assert epoch_length_ > 0, "uptime: zero epoch length"
     assert jail_after_ > 0 and jail_after_ <= MAX_JAIL_AFTER, "uptime: jail_after out of range"
@@ -100,18 +91,33 @@ def _current_epoch() -> uint256:
 @external
 @view
 def current_epoch() -> uint256:
+    """
+    @notice The epoch the current block's timestamp falls in.
+    @return uint256 (block.timestamp - genesis) // epoch_length.
+    """
     return self._current_epoch()
 
 
 @external
 @view
 def epoch_start(epoch: uint256) -> uint256:
+    """
+    @notice The timestamp `epoch` starts.
+    @param epoch The epoch.
+    @return uint256 genesis + epoch * epoch_length.
+    """
     return genesis + epoch * epoch_length
 
 
 @external
 @view
 def beats(provider: address, epoch: uint256) -> bool:
+    """
+    @notice Whether `provider` sent a heartbeat in `epoch`.
+    @param provider The provider's address.
+    @param epoch The epoch.
+    @return bool True if it did.
+    """
     return (self._beats[provider][epoch >> 8] >> (epoch & 255)) & 1 == 1
 
 
@@ -121,12 +127,22 @@ def beat_word(provider: address, index: uint256) -> uint256:
     """
     @notice Heartbeats of epochs 256*index .. 256*index+255 as a bitmap (bit i = epoch
             256*index + i), so that a range of epochs costs one call per 256.
+    @param provider The provider's address.
+    @param index The 256-epoch word's index (epoch >> 8).
+    @return uint256 The bitmap.
     """
     return self._beats[provider][index]
 
 
 @external
 def heartbeat(epoch: uint256, recent_block_number: uint256, recent_block_hash: bytes32):
+    """
+    @notice A registered provider proves it is live in the current epoch by naming one of
+            the last 256 blocks by number and hash. Once per epoch.
+    @param epoch The current epoch (a heartbeat for any other epoch reverts).
+    @param recent_block_number A block before this one, at most 256 blocks back.
+    @param recent_block_hash That block's hash (checked with BLOCKHASH).
+    """
     assert epoch == self._current_epoch(), "uptime: not the current epoch"
     assert recent_block_number < block.number, "uptime: block not in the past"
     assert block.number - recent_block_number <= 256, "uptime: block too old"
@@ -146,8 +162,10 @@ def report_outage(provider: address, first_epoch: uint256):
             epochs starting at `first_epoch`; the registry jails it until `jail_period` seconds
             from now (never shortening a longer jail). The epochs must all have ended, lie
             wholly after the registration, and not overlap an outage already reported.
+    @param provider The provider reported.
+    @param first_epoch The first of the `jail_after` epochs without a heartbeat.
     """
-    info: ProviderInfo = staticcall IProviderRegistry(registry).providers(provider)
+    info: IProviderRegistry.Provider = staticcall IProviderRegistry(registry).providers(provider)
     assert info.registered_at != 0, "uptime: not registered"
     now_epoch: uint256 = self._current_epoch()
     assert first_epoch <= now_epoch and now_epoch - first_epoch >= jail_after, "uptime: outage epochs not ended"

@@ -12,6 +12,9 @@
 
 from ethereum.ercs import IERC20
 
+from .interfaces import IValidators
+implements: IValidators
+
 from snekmate.auth import ownable
 initializes: ownable
 
@@ -79,6 +82,12 @@ _list: HashMap[uint256, address]
 
 @deploy
 def __init__(stake_token_: address, min_stake_: uint256, unbonding_period_: uint256):
+    """
+    @notice The deployer becomes the owner (it grants the slasher role).
+    @param stake_token_ The ERC-20 validators stake.
+    @param min_stake_ The least active stake (more than zero) for `is_validator`.
+    @param unbonding_period_ Seconds between an unbond request and the withdrawal.
+    """
     assert stake_token_ != empty(address), "validators: zero stake token"
     assert min_stake_ > 0, "validators: zero minimum stake"
     ownable.__init__()
@@ -96,6 +105,11 @@ def _check_registered(validator: address):
 @external
 @nonreentrant
 def register(stake_amount: uint256):
+    """
+    @notice Register the caller as a validator with `stake_amount` (pulled with
+            transferFrom: approve first). Once per address.
+    @param stake_amount The initial stake, at least `min_stake`.
+    """
     assert self.validators[msg.sender].registered_at == 0, "validators: already registered"
     assert stake_amount >= min_stake, "validators: stake below minimum"
     self.validators[msg.sender] = Validator(
@@ -115,6 +129,11 @@ def register(stake_amount: uint256):
 @external
 @nonreentrant
 def add_stake(amount: uint256):
+    """
+    @notice A registered validator adds `amount` to its active stake (pulled with
+            transferFrom: approve first).
+    @param amount The stake to add, more than zero.
+    """
     self._check_registered(msg.sender)
     assert amount > 0, "validators: amount must be positive"
     self.validators[msg.sender].stake += amount
@@ -124,6 +143,11 @@ def add_stake(amount: uint256):
 
 @external
 def set_endpoint(endpoint: String[256]):
+    """
+    @notice A registered validator publishes (or clears, with "") the URL where it serves
+            its probe receipts.
+    @param endpoint The URL.
+    """
     self._check_registered(msg.sender)
     self.validators[msg.sender].endpoint = endpoint
     log ValidatorEndpointSet(validator=msg.sender, endpoint=endpoint)
@@ -131,8 +155,11 @@ def set_endpoint(endpoint: String[256]):
 
 @external
 def request_unbond(amount: uint256):
-    """@notice Move `amount` from active stake to the unbonding bucket; every request
-               restarts the bucket's release clock."""
+    """
+    @notice Move `amount` from active stake to the unbonding bucket, withdrawable after
+            `unbonding_period`; every request restarts the bucket's release clock.
+    @param amount The stake to unbond, more than zero and at most the active stake.
+    """
     self._check_registered(msg.sender)
     assert amount > 0, "validators: amount must be positive"
     assert amount <= self.validators[msg.sender].stake, "validators: amount exceeds stake"
@@ -148,6 +175,10 @@ def request_unbond(amount: uint256):
 @external
 @nonreentrant
 def withdraw_unbonded():
+    """
+    @notice Once the release time has passed, send the whole unbonding bucket back to
+            the caller. The validator stays registered.
+    """
     self._check_registered(msg.sender)
     amount: uint256 = self.validators[msg.sender].unbonding
     assert amount > 0, "validators: nothing to withdraw"
@@ -161,8 +192,14 @@ def withdraw_unbonded():
 @external
 @nonreentrant
 def slash(validator: address, amount: uint256, recipient: address) -> uint256:
-    """@notice Take up to `amount` from the validator, active stake first, then the
-               unbonding bucket; returns what was taken."""
+    """
+    @notice A slasher takes up to `amount` from a registered validator, active stake
+            first, then the unbonding bucket, and sends it to `recipient`.
+    @param validator The validator to slash.
+    @param amount The most to take, in stake-token base units.
+    @param recipient Who receives what was taken (not the zero address).
+    @return uint256 What was taken (less than `amount` if the validator had less).
+    """
     assert self.is_slasher[msg.sender], "validators: caller is not a slasher"
     self._check_registered(validator)
     assert recipient != empty(address), "validators: zero recipient"
@@ -182,6 +219,11 @@ def slash(validator: address, amount: uint256, recipient: address) -> uint256:
 
 @external
 def set_slasher(slasher: address, enabled: bool):
+    """
+    @notice The owner grants or revokes the slasher role.
+    @param slasher The address (not the zero address).
+    @param enabled True to grant, False to revoke.
+    """
     assert msg.sender == ownable.owner, "validators: caller is not the owner"
     assert slasher != empty(address), "validators: zero address"
     self.is_slasher[slasher] = enabled
@@ -191,6 +233,12 @@ def set_slasher(slasher: address, enabled: bool):
 @external
 @view
 def is_validator(addr: address) -> bool:
+    """
+    @notice Whether `addr` is registered and its active stake is at least `min_stake`:
+            whether other contracts accept its word.
+    @param addr The address asked about.
+    @return bool True if it is a validator now.
+    """
     v: Validator = self.validators[addr]
     return v.registered_at != 0 and v.stake >= min_stake
 
@@ -198,12 +246,21 @@ def is_validator(addr: address) -> bool:
 @external
 @view
 def validator_count() -> uint256:
+    """
+    @notice How many addresses ever registered (active or not): the length of the list.
+    @return uint256 The count.
+    """
     return self._count
 
 
 @external
 @view
 def validator_at(i: uint256) -> address:
+    """
+    @notice The `i`-th registered validator, in registration order.
+    @param i The index, below `validator_count()`.
+    @return address The validator's address.
+    """
     assert i < self._count, "validators: index out of range"
     return self._list[i]
 
@@ -211,4 +268,9 @@ def validator_at(i: uint256) -> address:
 @external
 @view
 def stake_of(addr: address) -> uint256:
+    """
+    @notice A validator's active stake (the unbonding bucket excluded).
+    @param addr The validator's address.
+    @return uint256 The stake, in stake-token base units.
+    """
     return self.validators[addr].stake

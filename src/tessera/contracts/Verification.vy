@@ -33,26 +33,16 @@ initializes: eip712_domain_separator
 
 exports: eip712_domain_separator.eip712Domain
 
+from .interfaces import IProviderRegistry
+from .interfaces import IStakeToken
+from .interfaces import IValidators
 
-interface IStakeToken:
-    def burn(amount: uint256): nonpayable
-
-
-interface IProviderRegistry:
-    def slash(provider: address, amount: uint256, recipient: address) -> uint256: nonpayable
-    def jail(provider: address, until: uint256): nonpayable
-    def is_registered(provider: address) -> bool: view
-    def stake_token() -> address: view
+from .interfaces import IVerification
+implements: IVerification
 
 
-interface IValidators:
-    def is_validator(addr: address) -> bool: view
-    def validator_count() -> uint256: view
-    def validator_at(i: uint256) -> address: view
-    def stake_token() -> address: view
-
-
-# Same layouts as Market.Order and Market.Lease (the `orders` / `leases` getters).
+# Same layout as Market.Order (the `orders` getter), and the first ten fields of Market.Lease
+# (the `leases` getter returns a static tuple, so its prefix decodes).
 struct MarketOrder:
     tenant: address
     spec_hash: bytes32
@@ -99,14 +89,6 @@ struct Commitment:
     checkpoint_root: bytes32
     checkpoints: uint256
     expiry: uint256
-
-
-struct Round:
-    # keccak256(abi_encode(root, n_leaves)): the root and the tree size its proofs need, in one
-    # storage slot (the round's most frequent write); both are in the RootPosted event.
-    tree: bytes32
-    posted_at: uint256
-    open_challenges: uint256
 
 
 struct Challenge:
@@ -188,8 +170,6 @@ COMMITMENT_TYPEHASH: public(constant(bytes32)) = keccak256(
 BPS: constant(uint256) = 10_000
 MAX_PROOF: constant(uint256) = 32
 MAX_INACTIVE: constant(uint256) = 128
-# secp256k1n / 2: signatures with a larger `s` are malleable copies (EIP-2).
-_MAX_S: constant(uint256) = 57_896_044_618_658_097_711_785_492_504_343_953_926_418_782_139_537_452_191_302_581_570_759_080_747_168
 
 # Challenge.status values (0 = no such challenge).
 OPEN: public(constant(uint8)) = 1
@@ -219,7 +199,7 @@ jail_period: public(immutable(uint256))
 
 job_tenant: public(HashMap[uint256, address])
 rounds_posted: public(HashMap[uint256, uint256])
-rounds: public(HashMap[uint256, HashMap[uint256, Round]])
+rounds: public(HashMap[uint256, HashMap[uint256, IVerification.Round]])
 challenges: public(HashMap[uint256, Challenge])
 next_challenge_id: public(uint256)
 # job -> round -> lease -> the open challenge's id (0 = none)
@@ -245,6 +225,25 @@ def __init__(
     min_quorum_: uint256,
     jail_period_: uint256,
 ):
+    """
+    @notice Bond, stake and rewards are in the registry's stake token, which must be the
+            validators' too. Grant this contract the registry's slasher role; the Market's
+            owner then calls `Market.set_verification` with this address. The EIP-712 domain
+            of commitments is ("TesseraVerification", "1", chain id, this contract).
+    @param market_ The Market whose orders are the jobs.
+    @param registry_ The ProviderRegistry that slashes and jails.
+    @param validators_ The Validators registry (who may challenge and vote).
+    @param challenge_window_ Seconds after a root is posted during which it can be challenged.
+    @param vote_period_ Seconds a challenge stays open for votes.
+    @param min_bond_ The least bond a challenger stakes (at least `voter_reward_`).
+    @param slash_amount_ Stake slashed from a provider whose cheat is proven (more than zero).
+    @param challenger_bps_ The challenger's share of the slash after voter rewards, in basis points.
+    @param tenant_bps_ The tenant's share of the slash after voter rewards, in basis points.
+    @param voter_reward_ The reward shared by the quorum of voters who made the verdict.
+    @param quorum_bps_ The quorum as a share of eligible validators, in basis points (a majority).
+    @param min_quorum_ The least number of votes that decide (more than zero).
+    @param jail_period_ Seconds a provider whose cheat is proven is jailed for.
+    """
     assert market_ != empty(address) and registry_ != empty(address) and validators_ != empty(address), "verification: zero address"
     assert challenge_window_ > 0 and vote_period_ > 0, "verification: zero period"
     assert min_bond_ > 0, "verification: zero bond"
@@ -292,6 +291,8 @@ def commitment_digest(c: Commitment) -> bytes32:
     """
     @notice The EIP-712 digest a worker signs for its round commitment; it is also the
             worker's leaf in the round's Merkle tree.
+    @param c The commitment.
+    @return bytes32 Its EIP-712 digest.
     """
     return self._commitment_digest(c)
 
@@ -299,6 +300,10 @@ def commitment_digest(c: Commitment) -> bytes32:
 @external
 @view
 def DOMAIN_SEPARATOR() -> bytes32:
+    """
+    @notice The EIP-712 domain separator of commitments, for the current chain.
+    @return bytes32 The domain separator.
+    """
     return eip712_domain_separator._domain_separator_v4()
 
 
@@ -344,6 +349,10 @@ def post_root(job: uint256, round_index: uint256, root: bytes32, n_leaves: uint2
             commitments (`n_leaves` of them). Rounds are posted in increasing order, once
             each; a round may be skipped (a replacement worker's one-node order starts at the
             round it joins) and can then never be posted.
+    @param job The job (a Market order id); the first root binds its tenant here.
+    @param round_index The round, at least `rounds_posted(job)`.
+    @param root The Merkle root of the round's commitments (not zero).
+    @param n_leaves How many commitments are under `root` (1 .. 2**MAX_PROOF).
     """
     tenant: address = self.job_tenant[job]
     if tenant == empty(address):
@@ -354,7 +363,7 @@ def post_root(job: uint256, round_index: uint256, root: bytes32, n_leaves: uint2
     assert round_index >= self.rounds_posted[job], "verification: round already posted or skipped"
     assert root != empty(bytes32), "verification: empty root"
     assert n_leaves > 0 and n_leaves <= 2**MAX_PROOF, "verification: bad leaf count"
-    self.rounds[job][round_index] = Round(
+    self.rounds[job][round_index] = IVerification.Round(
         tree=self._tree_hash(root, n_leaves), posted_at=block.timestamp, open_challenges=0
     )
     self.rounds_posted[job] = round_index + 1
@@ -368,8 +377,11 @@ def round_finalized(job: uint256, round_index: uint256) -> bool:
     @notice True once the round's root is posted, its challenge window has closed and no
             challenge against it is still open: the point where its pay may be released
             (a lease with `proven(job, round, lease)` must not be paid for it).
+    @param job The job (a Market order id).
+    @param round_index The round.
+    @return bool True once the round is final.
     """
-    r: Round = self.rounds[job][round_index]
+    r: IVerification.Round = self.rounds[job][round_index]
     return r.posted_at != 0 and block.timestamp >= r.posted_at + challenge_window and r.open_challenges == 0
 
 
@@ -379,11 +391,12 @@ def round_finalized(job: uint256, round_index: uint256) -> bool:
 @internal
 @view
 def _check_signature(digest: bytes32, signer: address, signature: Bytes[65]):
-    # Shape first, so that malformed signatures read as our error, not snekmate's.
+    # Shape first, so that malformed signatures read as our error, not snekmate's: its own
+    # malleability bound (EIP-2: s <= secp256k1n / 2), which `_recover_sig` asserts again.
     assert len(signature) == 65, "verification: bad commitment signature"
     sig_v: uint256 = convert(slice(signature, 64, 1), uint256)
     sig_s: uint256 = extract32(signature, 32, output_type=uint256)
-    assert (sig_v == 27 or sig_v == 28) and sig_s <= _MAX_S, "verification: bad commitment signature"
+    assert (sig_v == 27 or sig_v == 28) and sig_s <= ecdsa._MALLEABILITY_THRESHOLD, "verification: bad commitment signature"
     recovered: address = ecdsa._recover_sig(digest, signature)
     assert recovered != empty(address) and recovered == signer, "verification: bad commitment signature"
 
@@ -430,10 +443,21 @@ def open_challenge(
             report, served off chain. Pulls `bond` of the stake token (approve first).
             `inactive`: the ascending Validators indexes of listed addresses that are no longer
             validators (so that the quorum counts only those who can vote).
-            Returns the challenge id (ids start at 1).
+            The caller is a validator or the job's tenant, not the provider.
+    @param commitment The worker's commitment (its digest is the leaf).
+    @param signature The provider's 65-byte signature of the commitment.
+    @param round_root The round's Merkle root, as posted.
+    @param n_leaves The round's leaf count, as posted.
+    @param leaf_index The commitment's leaf index in the round's tree.
+    @param proof The Merkle proof of the leaf.
+    @param segment The segment that did not replay (below `checkpoints - 1`).
+    @param evidence The hash of the challenger's replay report.
+    @param bond The bond, at least `min_bond`, in stake-token base units.
+    @param inactive Ascending Validators indexes of listed addresses no longer validators.
+    @return uint256 The challenge id (ids start at 1).
     """
     c: Commitment = commitment
-    r: Round = self.rounds[c.job][c.round_index]
+    r: IVerification.Round = self.rounds[c.job][c.round_index]
     assert r.posted_at != 0, "verification: no root for this round"
     assert block.timestamp < r.posted_at + challenge_window, "verification: challenge window closed"
     assert bond >= min_bond, "verification: bond too small"
@@ -517,7 +541,9 @@ def _open_challenge(challenge_id: uint256) -> Challenge:
 def answer(challenge_id: uint256, opening_hash: bytes32):
     """
     @notice The challenged provider records the hash of its opening (the segment's start
-            state, end hashes and proofs, served off chain) before the vote deadline.
+            state, end hashes and proofs, served off chain) before the vote deadline. Once.
+    @param challenge_id The open challenge against the caller.
+    @param opening_hash The hash of the opening (not zero).
     """
     ch: Challenge = self._open_challenge(challenge_id)
     assert msg.sender == ch.provider, "verification: caller is not the challenged provider"
@@ -546,6 +572,8 @@ def verdict(challenge_id: uint256) -> uint8:
     """
     @notice What `resolve` would do now: OPEN (undecided), UPHELD, REJECTED or EXPIRED;
             0 for an unknown challenge. A resolved challenge reports its outcome.
+    @param challenge_id The challenge.
+    @return uint8 The verdict.
     """
     ch: Challenge = self.challenges[challenge_id]
     if ch.status != OPEN:
@@ -558,6 +586,10 @@ def vote(challenge_id: uint256, guilty: bool, validator_index: uint256):
     """
     @notice A validator votes once. `validator_index` is the caller's position in the
             Validators list; it must be below the count when the challenge opened.
+            The challenger, the provider and the tenant cannot vote.
+    @param challenge_id The open, undecided challenge.
+    @param guilty True: the segment did not replay (the provider cheated).
+    @param validator_index The caller's index in the Validators list.
     """
     # Field by field rather than the whole struct: a vote reads 9 of its 15 slots.
     status: uint8 = self.challenges[challenge_id].status
@@ -593,6 +625,10 @@ def resolve(challenge_id: uint256):
     """
     @notice Carry out a decided challenge (a verdict has its quorum, or the vote period is
             over). Anyone may call it: the outcome is fixed by the votes and the clock.
+            UPHELD: the provider is slashed and jailed, the round proven for its lease, the
+            bond returned; REJECTED: the bond, less the voters' reward, goes to the
+            provider; EXPIRED: the bond is returned.
+    @param challenge_id The open challenge.
     """
     ch: Challenge = self._open_challenge(challenge_id)
     outcome: uint8 = self._verdict(ch)
@@ -649,7 +685,8 @@ def resolve(challenge_id: uint256):
 @nonreentrant
 def claim_reward(challenge_id: uint256):
     """
-    @notice A validator whose vote made the verdict takes its share of the voter reward.
+    @notice A validator whose vote made the verdict takes its share of the voter reward, once.
+    @param challenge_id The upheld or rejected challenge.
     """
     ch: Challenge = self.challenges[challenge_id]
     assert ch.status == UPHELD or ch.status == REJECTED, "verification: challenge not decided"

@@ -16,10 +16,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from tessera.chain.client import Chain
+from tessera.chain.events import EventReader
+from tessera.errors import IndexerError
 from tessera.explorer import db
-from tessera.explorer.events import EventReader
-from tessera.explorer.figures import Figures, compare, compute_figures
-from tessera.explorer.indexer import IndexerError, database_figures, table_figures
+from tessera.explorer.indexer import database_figures, table_figures
+from tessera.protocol.figures import Figures, compare, compute_figures
 
 
 @dataclass

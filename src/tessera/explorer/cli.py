@@ -14,12 +14,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tessera.chain.client import Chain, ChainError
-from tessera.chain.devnet import Devnet
-from tessera.chain.market import PAYMENT_DECIMALS, PAYMENT_SYMBOL, STAKE_DECIMALS, STAKE_SYMBOL
-from tessera.chain.network import NetworkError, load_network
-from tessera.explorer.figures import ALL, Figures, ratio
-from tessera.protocol.money import format_amount
+from tessera.chain.client import Chain
+from tessera.chain.network import load_network
+from tessera.errors import ChainError, NetworkError
+from tessera.protocol.figures import ALL, Figures, ratio
+from tessera.protocol.money import (
+    PAYMENT_DECIMALS,
+    PAYMENT_SYMBOL,
+    STAKE_DECIMALS,
+    STAKE_SYMBOL,
+    format_amount,
+)
 
 explorer_app = typer.Typer(help="Index the chain's events into a database for figures and audits.",
                            no_args_is_help=True)
@@ -38,7 +43,7 @@ def _fail(message: str) -> None:
 
 def _chain(network: Path | None) -> Chain:
     try:
-        chain = Chain(load_network(network or Devnet.default().network_file), timeout=60)
+        chain = Chain(load_network(network), timeout=60)
         chain.check_connected()
         return chain
     except (ChainError, NetworkError) as exc:
@@ -265,8 +270,9 @@ def stats(
 ) -> None:
     """Overview figures from the indexed database: revenue, utilization, prices, stake, uptime,
     probes, outages, downtime and reliability per provider."""
+    from tessera.errors import IndexerError
     from tessera.explorer.db import make_engine
-    from tessera.explorer.indexer import IndexerError, database_figures
+    from tessera.explorer.indexer import database_figures
 
     try:
         figures, cursor = database_figures(make_engine(database))

@@ -21,14 +21,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from web3 import Web3
 
-from tessera.chain.client import Chain, ChainError
+from tessera.chain.client import Chain
+from tessera.chain.events import EventReader
+from tessera.errors import IndexerError, ReorgDuringFetch
 from tessera.explorer import db
-from tessera.explorer.events import EventReader, EventRecord, ReorgDuringFetch, args_json
-from tessera.explorer.figures import ALL, Figure, Figures, compute_figures, day_of
-
-
-class IndexerError(ChainError):
-    pass
+from tessera.protocol.events import EventRecord, args_json
+from tessera.protocol.figures import ALL, Figure, Figures, compute_figures, day_of
 
 
 @dataclass

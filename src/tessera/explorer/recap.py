@@ -10,8 +10,8 @@ from pathlib import Path
 from tessera.chain.client import Chain
 from tessera.explorer.audit import audit
 from tessera.explorer.db import make_engine
-from tessera.explorer.figures import ALL, ratio
 from tessera.explorer.indexer import Indexer
+from tessera.protocol.figures import ALL, ratio
 
 
 def index_and_audit(chain: Chain, database: Path) -> dict:

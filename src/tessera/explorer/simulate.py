@@ -20,17 +20,16 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import DEPLOYER
 from tessera.chain.network import Network
+from tessera.errors import WorkloadError
 from tessera.protocol import messages
+from tessera.protocol.lease import accrued_at, order_deposit
+from tessera.protocol.money import PAYMENT_DECIMALS, STAKE_DECIMALS
 
 MODELS = ("H100", "A100", "RTX4090")
-TUSD = 10**6
-TSTK = 10**18
+TUSD = 10**PAYMENT_DECIMALS
+TSTK = 10**STAKE_DECIMALS
 GAS = 900_000
 MAX_UINT = 2**256 - 1
-
-
-class WorkloadError(Exception):
-    pass
 
 
 @dataclass
@@ -46,7 +45,7 @@ class SimLease:
     closed: bool = False
 
     def earned(self, t: int) -> int:
-        return min(self.budget, self.price * self.gpus * (t - self.start) // 3600)
+        return accrued_at(self.price, self.gpus, self.budget, self.start, t)
 
 
 @dataclass
@@ -207,7 +206,7 @@ class Workload:
             nodes = rng.randint(1, 3)
             duration = rng.randint(1800, 6 * 3600)
             max_price = 5 * TUSD
-            deposit = max_price * min_gpus * nodes * duration // 3600 + rng.randint(0, 3) * TUSD
+            deposit = order_deposit(max_price, min_gpus, nodes, duration) + rng.randint(0, 3) * TUSD
             spec_hash = rng.randbytes(32)
             self.send(tenant, self.market, "create_order", spec_hash, model, min_gpus, 0, max_price,
                       duration, nodes, deposit, False)

@@ -8,7 +8,7 @@ A worker signs, per round, EIP-712 typed data ``Commitment`` in the domain
 
 ``job`` is the Market order id, ``resultHash`` the sha256 of the round's result (the
 pseudo-gradient payload), ``checkpointRoot`` the Merkle root (``protocol.merkle``) over the
-``checkpoints`` checkpoint leaves of ``compute.replay`` (``ceil(H / k) + 1``), and ``expiry``
+``checkpoints`` checkpoint leaves of ``compute.checkpoints`` (``ceil(H / k) + 1``), and ``expiry``
 the last time at which a round root containing it may be posted. (job, round, leaseId) is the
 nonce: a lease commits once per round. The EIP-712 digest is the worker's *leaf*: the
 coordinator posts ``merkle.root`` over the round's leaves on chain, and a challenger opens a

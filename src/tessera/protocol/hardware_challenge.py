@@ -1,11 +1,13 @@
 """Hardware challenges: a timed matrix product that only the claimed device class finishes in time.
 
-Pure (no I/O; PyTorch only as the arithmetic both sides share). A validator sends a fresh random
-32-byte `seed` and a size `n`; from the seed both sides derive two n x n matrices A and B whose
-entries are small integers in [-8, 7] (a counter-based hash, the same bits on every device). The
-provider computes C = A @ B in float32 on its device: every product is at most 64 and every
-partial sum at most 64 n < 2**24, so float32 (and TF32, and any summation order) is exact and a
-GPU and a CPU produce the same integers bit for bit; no rounding tolerance is needed.
+Pure (no I/O, no torch): the messages, the integer hash both sides derive the matrices and the
+fingerprints from, the size and deadline rules. The arithmetic itself runs on a device in
+`compute/hardware_challenge.py`. A validator sends a fresh random 32-byte `seed` and a size `n`;
+from the seed both sides derive two n x n matrices A and B whose entries are small integers in
+[-8, 7] (a counter-based hash, the same bits on every device). The provider computes C = A @ B
+in float32 on its device: every product is at most 64 and every partial sum at most 64 n < 2**24,
+so float32 (and TF32, and any summation order) is exact and a GPU and a CPU produce the same
+integers bit for bit; no rounding tolerance is needed.
 
 The provider answers with one fingerprint per row of C, a sum over the row of a nonlinear hash of
 (column, value): it needs every entry of the row, so it needs the whole product. The validator
@@ -22,9 +24,10 @@ measured by its own clock from sending to receiving (docs/hardware.md).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal, TypeVar
 
-import torch
 from eth_utils import keccak, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -37,7 +40,6 @@ SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
 MIN_SIZE = 64
 MAX_SIZE = 16384   # 1 GiB per float32 matrix; above that the O(n**2) parts dominate anyway
 SIZE_STEP = 64
-BLOCK_ROWS = 256   # rows derived or multiplied at once (bounds the int64 temporaries)
 FINGERPRINT_BYTES = 8
 
 MASK32 = 0xFFFFFFFF
@@ -119,19 +121,29 @@ def in_time(elapsed_s: float, plan: ChallengePlan) -> bool:
     return elapsed_s <= plan.deadline_s
 
 
-# -- derivation --------------------------------------------------------------------------------
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+def pass_probability(skipped_share: float, checked_rows: int) -> float:
+    """Chance that a provider which left a share of rows wrong passes `checked_rows` checks."""
+    return (1 - skipped_share) ** checked_rows
+
+
+# -- derivation: the integer hash ----------------------------------------------------------------
+# Written with operators only, so the same functions run on a Python int and, elementwise, on an
+# int64 tensor holding values in [0, 2**32) (compute/hardware_challenge.py): one definition.
+Word = TypeVar("Word")
+
+
+def mul32(x: Word, c: int) -> Word:
     """(x * c) mod 2**32 for 0 <= x < 2**32 in int64 without overflow (split c in 16-bit halves)."""
     lo, hi = c & 0xFFFF, c >> 16
     return (x * lo + (((x * hi) & 0xFFFF) << 16)) & MASK32
 
 
-def _fmix32(x: torch.Tensor) -> torch.Tensor:
+def fmix32(x: Word) -> Word:
     """MurmurHash3's 32-bit finalizer: a bijection on [0, 2**32) that mixes every bit."""
     x = x ^ (x >> 16)
-    x = _mul32(x, 0x85EBCA6B)
+    x = mul32(x, 0x85EBCA6B)
     x = x ^ (x >> 13)
-    x = _mul32(x, 0xC2B2AE35)
+    x = mul32(x, 0xC2B2AE35)
     return x ^ (x >> 16)
 
 
@@ -142,98 +154,25 @@ def _seed_words(seed: str) -> list[int]:
     return [int.from_bytes(raw[i:i + 4], "big") for i in range(0, 32, 4)]
 
 
-def derive_rows(seed: str, which: str, size: int, start: int, stop: int,
-                device: str | torch.device = "cpu") -> torch.Tensor:
-    """Rows [start, stop) of matrix `which` ("A" or "B") as float32 on `device`.
-
-    Word k = fmix32(fmix32(k ^ w0) ^ w1), with (w0, w1) two 32-bit words of the seed for that
-    matrix, gives the 8 entries 8k .. 8k + 7 of the row-major matrix: nibble m of the word,
-    minus 8 (so entries lie in [-8, 7]). n is a multiple of 8, so a row is whole words."""
+def matrix_key(seed: str, which: Literal["A", "B"]) -> tuple[int, int]:
+    """(w0, w1): the two 32-bit words of the seed for matrix `which`. Word k of the row-major
+    matrix is fmix32(fmix32(k ^ w0) ^ w1); its nibble m, minus 8, is entry 8k + m."""
     if which not in ("A", "B"):
         raise ValueError(f"matrix must be 'A' or 'B', not {which!r}")
-    if not 0 <= start <= stop <= size or size % 8:
-        raise ValueError(f"rows [{start}, {stop}) are outside 0..{size} (or n is not a multiple "
-                         "of 8)")
     words = _seed_words(seed)
-    w0, w1 = (words[0] ^ _SALT_A, words[1]) if which == "A" else (words[2] ^ _SALT_B, words[3])
-    idx = torch.arange(start * size // 8, stop * size // 8, dtype=torch.int64, device=device)
-    h = _fmix32(_fmix32(idx ^ w0) ^ w1)
-    shifts = torch.arange(0, 32, 4, dtype=torch.int64, device=device)
-    nibbles = (h.unsqueeze(1) >> shifts) & 15
-    return (nibbles - 8).to(torch.float32).reshape(stop - start, size)
+    return (words[0] ^ _SALT_A, words[1]) if which == "A" else (words[2] ^ _SALT_B, words[3])
 
 
-def derive_matrix(seed: str, which: str, size: int,
-                  device: str | torch.device = "cpu") -> torch.Tensor:
-    out = torch.empty(size, size, dtype=torch.float32, device=device)
-    for start in range(0, size, BLOCK_ROWS):
-        stop = min(size, start + BLOCK_ROWS)
-        out[start:stop] = derive_rows(seed, which, size, start, stop, device)
-    return out
+def column_key(seed: str) -> int:
+    """The word a column index is xored with before hashing: col_j = fmix32(j ^ column_key)."""
+    return _seed_words(seed)[4] ^ _SALT_F
 
 
-def row_fingerprints(seed: str, rows: torch.Tensor) -> torch.Tensor:
-    """One int64 per row of C: the sum over j of fmix32((c_ij mod 2**32) ^ col_j), with col_j a
-    per-column hash of (seed, j). Nonlinear in every entry, so it cannot be had from a few
-    products with C (as C @ v = A @ (B @ v) could); below 2**50 for n <= 2**18, so the int64
-    sum is exact."""
-    words = _seed_words(seed)
-    size = rows.shape[1]
-    cols = _fmix32(torch.arange(size, dtype=torch.int64, device=rows.device) ^ words[4] ^ _SALT_F)
-    values = torch.round(rows).to(torch.int64) & MASK32
-    return _fmix32(values ^ cols).sum(dim=1)
-
-
-def pack_fingerprints(values: torch.Tensor | list[int]) -> str:
-    ints = values.tolist() if isinstance(values, torch.Tensor) else values
+def pack_fingerprints(values: Iterable[int]) -> str:
+    """Row fingerprints as the answer's hex string (n big-endian uint64). `values`: ints, or an
+    array of them (a tensor: converted with its `tolist()`, not element by element)."""
+    ints = values.tolist() if hasattr(values, "tolist") else values
     return "0x" + b"".join(int(v).to_bytes(FINGERPRINT_BYTES, "big") for v in ints).hex()
-
-
-# -- the provider's side -----------------------------------------------------------------------
-class DeadlinePassed(Exception):
-    """The product was not done before the deadline; the provider stops and does not sign."""
-
-
-def compute_fingerprints(seed: str, size: int, device: str | torch.device = "cpu",
-                         give_up_at=None) -> torch.Tensor:
-    """The honest answer: derive A and B on `device`, multiply, fingerprint every row of C.
-    `give_up_at()` (optional) is asked between row blocks; True stops with DeadlinePassed."""
-    a = derive_matrix(seed, "A", size, device)
-    b = derive_matrix(seed, "B", size, device)
-    out = torch.empty(size, dtype=torch.int64, device=device)
-    for start in range(0, size, BLOCK_ROWS):
-        if give_up_at is not None and give_up_at():
-            raise DeadlinePassed(f"stopped at row {start} of {size}")
-        stop = min(size, start + BLOCK_ROWS)
-        out[start:stop] = row_fingerprints(seed, a[start:stop] @ b)
-    return out.cpu()
-
-
-# -- the validator's side ----------------------------------------------------------------------
-def expected_rows(seed: str, size: int, rows: list[int]) -> torch.Tensor:
-    """Rows `rows` of C = A @ B on the CPU, exactly (float64), streaming B in row blocks so that
-    memory stays O(len(rows) * n + BLOCK_ROWS * n): cost len(rows) * n**2 multiply-adds."""
-    if not rows or any(not 0 <= r < size for r in rows):
-        raise ValueError(f"rows must be a non-empty list within 0..{size - 1}")
-    a_rows = torch.cat([derive_rows(seed, "A", size, r, r + 1) for r in rows]).to(torch.float64)
-    out = torch.zeros(len(rows), size, dtype=torch.float64)
-    for start in range(0, size, BLOCK_ROWS):
-        stop = min(size, start + BLOCK_ROWS)
-        out += a_rows[:, start:stop] @ derive_rows(seed, "B", size, start, stop).to(torch.float64)
-    return out
-
-
-def wrong_rows(seed: str, size: int, fingerprints: list[int], rows: list[int]) -> list[int]:
-    """The sampled rows whose claimed fingerprint differs from the true one (empty: it holds)."""
-    if len(fingerprints) != size:
-        raise ValueError(f"{len(fingerprints)} fingerprints for {size} rows")
-    truth = row_fingerprints(seed, expected_rows(seed, size, rows)).tolist()
-    return [r for r, t in zip(rows, truth, strict=True) if fingerprints[r] != t]
-
-
-def pass_probability(skipped_share: float, checked_rows: int) -> float:
-    """Chance that a provider which left a share of rows wrong passes `checked_rows` checks."""
-    return (1 - skipped_share) ** checked_rows
 
 
 # -- the signed answer -------------------------------------------------------------------------

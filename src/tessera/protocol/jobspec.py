@@ -10,15 +10,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from tessera.protocol.money import lease_budget, parse_amount, parse_duration
+from tessera.errors import SpecError
+from tessera.protocol.lease import order_deposit
+from tessera.protocol.money import PAYMENT_DECIMALS, parse_amount, parse_duration
 from tessera.protocol.workload import TrainingWorkload
 
-PAYMENT_DECIMALS = 6
 BUILTIN_CORPUS = "builtin:stdlib"
-
-
-class SpecError(ValueError):
-    """A job spec or config is invalid; the message names the file and field."""
 
 
 def _to_base_units(value: object) -> object:
@@ -58,7 +55,7 @@ class OrderSpec(BaseModel):
 
     @property
     def worst_case_cost(self) -> int:
-        return lease_budget(self.max_price_per_gpu_hour, self.min_gpus, self.duration) * self.nodes
+        return order_deposit(self.max_price_per_gpu_hour, self.min_gpus, self.nodes, self.duration)
 
     @property
     def escrow(self) -> int:
@@ -137,20 +134,20 @@ def describe_errors(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def parse_toml_model(model: type[BaseModel], path: Path):
-    """Load a TOML file into a pydantic model, raising SpecError that names file and field."""
-    path = Path(path)
-    if not path.exists():
-        raise SpecError(f"{path}: file not found")
+def parse_toml_model(model: type[BaseModel], text: str, source: str | Path):
+    """TOML text into a pydantic model, raising SpecError that names `source` (the file it was
+    read from) and the field. Pure: the caller reads the file (`tessera.files.read_text`)."""
+    source = Path(source)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: not valid TOML: {exc}") from None
+        raise SpecError(f"{source}: not valid TOML: {exc}") from None
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(f"{path}: {describe_errors(exc)}") from None
+        raise SpecError(f"{source}: {describe_errors(exc)}") from None
 
 
-def load_job_spec(path: Path) -> JobSpec:
-    return parse_toml_model(JobSpec, path)
+def parse_job_spec(text: str, source: str | Path) -> JobSpec:
+    """A job spec from the text of its TOML file (`source`: that file, named in errors)."""
+    return parse_toml_model(JobSpec, text, source)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tessera.protocol.wire import BidMessage
+
 SELECTION_RULE = (
     "cheapest valid bid; a bid is valid if its signature recovers to the bidding provider, it has "
     "not expired, its price is within the order's maximum and at or above the provider's floor, "
@@ -27,16 +29,6 @@ class ProviderOffer:
 
 
 @dataclass(frozen=True)
-class Bid:
-    order_id: int
-    provider: str
-    price_per_gpu_hour: int
-    nonce: int
-    expiry: int
-    signature: str
-
-
-@dataclass(frozen=True)
 class OrderRequirements:
     order_id: int
     gpu_model: str
@@ -47,7 +39,7 @@ class OrderRequirements:
 
 @dataclass
 class BidVerdict:
-    bid: Bid
+    bid: BidMessage
     offer: ProviderOffer | None
     problems: list[str] = field(default_factory=list)
 
@@ -67,7 +59,7 @@ def hardware_problems(order: OrderRequirements, offer: ProviderOffer) -> list[st
     return problems
 
 
-def judge_bid(order: OrderRequirements, bid: Bid, offer: ProviderOffer | None,
+def judge_bid(order: OrderRequirements, bid: BidMessage, offer: ProviderOffer | None,
               signer: str | None, now: int) -> BidVerdict:
     verdict = BidVerdict(bid, offer)
     problems = verdict.problems

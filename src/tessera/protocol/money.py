@@ -1,11 +1,15 @@
-"""Money as integers in base units, with exact parsing and formatting of human amounts."""
+"""Money as integers in base units: the tokens' units, exact parsing and formatting of human amounts.
+
+The lease's pay rules (stream, budget, fee, downtime epochs) live in protocol/lease.py."""
 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-SECONDS_PER_HOUR = 3600
-BPS_DENOMINATOR = 10_000
+# The tokens' symbols and decimals: the deploy passes these to the token constructors, so this
+# is their one definition (tests/contracts/test_lease_rules.py checks the deployed tokens agree).
+PAYMENT_SYMBOL, PAYMENT_DECIMALS = "TUSD", 6
+STAKE_SYMBOL, STAKE_DECIMALS = "TSTK", 18
 
 
 def parse_amount(text: str | int, decimals: int) -> int:
@@ -30,21 +34,6 @@ def format_amount(base_units: int, decimals: int, symbol: str = "") -> str:
     frac_text = f"{frac:0{decimals}d}".rstrip("0").ljust(2, "0")[:decimals] if decimals else ""
     text = f"{sign}{whole:,}" + (f".{frac_text}" if frac_text else "")
     return f"{text} {symbol}".rstrip()
-
-
-def lease_budget(price_per_gpu_hour: int, gpus: int, duration_s: int) -> int:
-    """Escrow a lease needs to run `duration_s` seconds (same rounding as Market.vy)."""
-    return price_per_gpu_hour * gpus * duration_s // SECONDS_PER_HOUR
-
-
-def earned(price_per_gpu_hour: int, gpus: int, budget: int, start: int, until: int) -> int:
-    """Gross amount a lease has streamed to its provider by time `until` (as Market.earned)."""
-    elapsed = max(0, until - start)
-    return min(budget, price_per_gpu_hour * gpus * elapsed // SECONDS_PER_HOUR)
-
-
-def protocol_fee(amount: int, fee_bps: int) -> int:
-    return amount * fee_bps // BPS_DENOMINATOR
 
 
 def parse_duration(text: str | int) -> int:

@@ -82,7 +82,7 @@ class LeaseStatus(BaseModel):
 
 
 class CheckpointHashes(BaseModel):
-    """One committed checkpoint of a worker's round (`compute.replay.Checkpoint`): the sha256
+    """One committed checkpoint of a worker's round (`compute.checkpoints.Checkpoint`): the sha256
     of its parameters and of its AdamW state after `step` inner steps."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -9,10 +9,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from prometheus_client import generate_latest
 
+from tessera.errors import Refused
 from tessera.protocol.hardware_challenge import HardwareChallengeAnswer, HardwareChallengeRequest
 from tessera.protocol.probes import ProbeReceipt, ProbeRequest
 from tessera.protocol.wire import BidMessage, LeaseStatus, SignedManifest
-from tessera.provider.node import ProviderNode, Refused
+from tessera.provider.node import ProviderNode
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_BLOB_BYTES = 1 << 30

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tessera.daemon_config import DaemonSection
+from tessera.errors import SpecError
+from tessera.files import read_text
+from tessera.protocol.daemon_config import DaemonSection
 from tessera.protocol.jobspec import PaymentAmount, Seconds, parse_toml_model
 
 
@@ -42,23 +43,6 @@ class PayoutsSection(BaseModel):
                                  "released (as their rounds become final) and withdrawn")
 
 
-class TestingSection(BaseModel):
-    """TEST ONLY: fault injection for end-to-end tests of verification. A real provider cannot
-    be made to cheat, so a test sets `cheat` and this node's DiLoCo workers cheat in the named
-    way (compute/diloco_worker.py): "skip-steps" trains half the inner steps of every committed
-    segment; "random-pseudo-gradient" trains nothing and commits states made up towards a
-    random pseudo-gradient; "wrong-shard" trains on the next worker's shard; "wrong-round"
-    uses the next round's batches; "copy-worker" submits a sibling lease's round (fetched from
-    its provider) as its own, or trains honestly and logs it when none answers in time. Never
-    set it on a node that earns money: a spot check or a validator catches it and its stake is
-    slashed."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    cheat: Literal["skip-steps", "random-pseudo-gradient", "wrong-shard", "wrong-round",
-                   "copy-worker"] | None = None
-
-
 class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -67,8 +51,7 @@ class ProviderConfig(BaseModel):
     limits: LimitsSection = LimitsSection()
     hardware: HardwareSection = HardwareSection()
     payouts: PayoutsSection = PayoutsSection()
-    testing: TestingSection = TestingSection()
 
 
 def load_provider_config(path: Path) -> ProviderConfig:
-    return parse_toml_model(ProviderConfig, path)
+    return parse_toml_model(ProviderConfig, read_text(path, SpecError), path)

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -52,7 +53,8 @@ WORKLOAD_FILE, INPUTS_FILE, PID_FILE, LOG_FILE = (
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 # The process each workload kind runs in: a one-shot training job, or a DiLoCo worker that
-# serves rounds (all take --workload/--dataset/--dataset-sha256/--out).
+# serves rounds (all take --workload/--dataset/--dataset-sha256/--out). A runner may be given
+# other modules for some kinds (`modules`); only the test-only cheating provider does that.
 JOB_MODULES = {"train-charlm": "tessera.compute.job",
                "diloco-worker": "tessera.compute.diloco_worker"}
 State = Literal["running", "succeeded", "failed", "killed", "interrupted"]
@@ -243,11 +245,12 @@ class WorkloadRun:
 class WorkloadRunner:
     """Starts jobs in separate, limited processes. `threads`, when given, overrides the
     workload's own (the provider sells a slice of its CPU); `memory_rlimit` is "data"
-    (default, see the module docstring) or "as"."""
+    (default, see the module docstring) or "as"; `modules` overrides JOB_MODULES per kind."""
 
     def __init__(self, *, timeout_s: float | None = None, memory_limit_mb: int | None = None,
                  memory_rlimit: Literal["data", "as"] = "data", threads: int | None = None,
-                 grace_s: float = 5.0):
+                 grace_s: float = 5.0, modules: Mapping[str, str] | None = None):
+        self.modules = {**JOB_MODULES, **(modules or {})}
         self.timeout_s = timeout_s
         self.memory_limit_mb = memory_limit_mb
         self.memory_rlimit = memory_rlimit
@@ -265,7 +268,7 @@ class WorkloadRunner:
         if self.threads is not None:
             _model_fields(fields)["threads"] = self.threads
         (out_dir / WORKLOAD_FILE).write_text(json.dumps(fields))
-        module = JOB_MODULES.get(fields.get("kind", "train-charlm"), JOB_MODULES["train-charlm"])
+        module = self.modules.get(fields.get("kind", "train-charlm"), self.modules["train-charlm"])
         (out_dir / INPUTS_FILE).write_text(json.dumps(
             {"dataset": str(Path(dataset_path).resolve()), "dataset_sha256": dataset_sha256,
              "module": module}))
@@ -328,8 +331,12 @@ def _is_job_in(pid: int, out_dir: Path) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return any(m.encode() in argv for m in JOB_MODULES.values()) and \
-        str(out_dir).encode() in argv
+    modules = set(JOB_MODULES.values())
+    try:  # the module this folder's run was started in (a runner may be given others)
+        modules.add(json.loads((out_dir / INPUTS_FILE).read_text())["module"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return any(m.encode() in argv for m in modules) and str(out_dir).encode() in argv
 
 
 # -- the provider node's per-lease view --------------------------------------------------------
@@ -345,10 +352,11 @@ class JobSupervisor:
     """The provider node's jobs, one folder `leases/<id>/` per lease under its state dir."""
 
     def __init__(self, state_dir: Path, threads: int, memory_limit_mb: int, timeout_s: int,
-                 memory_rlimit: Literal["data", "as"] = "data"):
+                 memory_rlimit: Literal["data", "as"] = "data",
+                 modules: Mapping[str, str] | None = None):
         self.root = Path(state_dir) / "leases"
         self.runner = WorkloadRunner(timeout_s=timeout_s, memory_limit_mb=memory_limit_mb,
-                                     memory_rlimit=memory_rlimit, threads=threads)
+                                     memory_rlimit=memory_rlimit, threads=threads, modules=modules)
         self.runs: dict[int, WorkloadRun] = {}
 
     def folder(self, lease_id: int) -> Path:

@@ -22,8 +22,9 @@ class _Server(uvicorn.Server):
         yield
 
 
-def run_provider(config: ProviderConfig) -> None:
-    node = ProviderNode(config)
+def run_provider(config: ProviderConfig, node: ProviderNode | None = None) -> None:
+    """Serve `node` (by default the node `config` describes) until SIGTERM or SIGINT."""
+    node = node or ProviderNode(config)
     node.prepare()
     watcher = threading.Thread(target=node.watch, name="chain-watcher", daemon=True)
     server = _Server(uvicorn.Config(create_app(node), host=config.provider.host,

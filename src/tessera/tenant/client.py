@@ -13,22 +13,20 @@ from pathlib import Path
 import httpx
 from web3 import Web3
 
-from tessera.chain.client import Chain, TxRefused
-from tessera.chain.market import DowntimeClaim, Lease, Market, tx_hash
+from tessera.chain.accounts import resolve_account
+from tessera.chain.client import Chain, tx_hash
+from tessera.chain.market import DowntimeClaim, Lease, Market
+from tessera.chain.network import load_network
+from tessera.errors import TenantError, TxRefused
 from tessera.files import write_atomic
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
-from tessera.protocol.matching import Bid, BidVerdict, OrderRequirements, judge_bid
+from tessera.protocol.matching import BidVerdict, OrderRequirements, judge_bid
 from tessera.protocol.wire import BidMessage, LeaseStatus, Manifest, SignedManifest
 from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
 
 MANIFEST_VALIDITY_S = 600
 TERMINAL = ("succeeded", "failed", "closed")
-MAX_CLAIM_EPOCHS = 256  # Market.MAX_CLAIM_EPOCHS: epochs per claim_downtime transaction
-
-
-class TenantError(Exception):
-    """Something the tenant asked for could not be done; the message says what and why."""
 
 
 @dataclass
@@ -63,6 +61,7 @@ class Tenant:
         self.market = Market(chain)
         self.http = httpx.Client(timeout=http_timeout)
         self.emit = on_event or (lambda event, data: None)
+        self._endpoints: dict[int, str] = {}   # lease -> its provider's endpoint (registry)
 
     # -- ordering ------------------------------------------------------------------------
     def post_order(self, spec: JobSpec, *, verified: bool = False) -> tuple[int, list[str]]:
@@ -81,7 +80,8 @@ class Tenant:
         order = self.market.order(order_id)
         requirements = OrderRequirements(order_id, order.gpu_model, order.min_gpus,
                                          order.min_gpu_memory_mb, order.max_price_per_gpu_hour)
-        offers = {a: self.market.provider_offer(a) for a in self.market.provider_addresses()}
+        registry = self.market.registry
+        offers = {a: registry.provider_offer(a) for a in registry.provider_addresses()}
         bids: dict[str, BidMessage] = {}
         deadline = time.monotonic() + window_s
         while True:
@@ -97,7 +97,7 @@ class Tenant:
         now = int(time.time())
         verdicts = []
         for bid in bids.values():
-            typed = messages.bid_typed_data(self.chain.network.chain_id, self.market.market.address,
+            typed = messages.bid_typed_data(self.chain.network.chain_id, self.market.address,
                                             bid.order_id, bid.provider, bid.price_per_gpu_hour,
                                             bid.nonce, bid.expiry)
             try:
@@ -105,7 +105,8 @@ class Tenant:
             except Exception:
                 signer = None
             offer = offers.get(Web3.to_checksum_address(bid.provider))
-            verdicts.append(judge_bid(requirements, _as_bid(bid), offer, signer, now))
+            bid = bid.model_copy(update={"provider": Web3.to_checksum_address(bid.provider)})
+            verdicts.append(judge_bid(requirements, bid, offer, signer, now))
         self.emit("bids-collected", {"order_id": order_id, "count": len(verdicts),
                                      "providers_asked": len(offers)})
         return verdicts
@@ -124,20 +125,23 @@ class Tenant:
 
     def accept(self, verdict: BidVerdict) -> tuple[int, str]:
         bid = verdict.bid
-        message = BidMessage(order_id=bid.order_id, provider=bid.provider,
-                             price_per_gpu_hour=bid.price_per_gpu_hour, nonce=bid.nonce,
-                             expiry=bid.expiry, signature=bid.signature)
-        lease_id, receipt = self.market.accept_bid(message)
+        lease_id, receipt = self.market.accept_bid(bid)
         self.emit("lease-created", {"lease_id": lease_id, "provider": bid.provider,
                                     "tx": tx_hash(receipt)})
         return lease_id, tx_hash(receipt)
 
     # -- running -------------------------------------------------------------------------
-    def endpoint(self, lease: Lease) -> str:
-        offer = self.market.provider_offer(lease.provider)
-        if offer is None:
-            raise TenantError(f"provider {lease.provider} is no longer registered")
-        return offer.endpoint
+    def endpoint(self, lease_id: int, provider: str | None = None) -> str:
+        """The endpoint of the lease's provider, read from the registry once per lease (and
+        again after the provider could not be reached there, in case it moved). `provider`:
+        the lease's provider when the caller has just read the lease."""
+        if lease_id not in self._endpoints:
+            provider = provider or self.market.lease(lease_id).provider
+            offer = self.market.registry.provider_offer(provider)
+            if offer is None:
+                raise TenantError(f"provider {provider} is no longer registered")
+            self._endpoints[lease_id] = offer.endpoint
+        return self._endpoints[lease_id]
 
     def send_manifest(self, lease_id: int, workload: TrainingWorkload | DilocoWorkerWorkload,
                       dataset: bytes, keep_in: Path | None = None) -> dict:
@@ -150,28 +154,29 @@ class Tenant:
                             dataset_size=len(dataset))
         nonce, expiry = secrets.randbits(64), int(time.time()) + MANIFEST_VALIDITY_S
         typed = messages.manifest_typed_data(self.chain.network.chain_id,
-                                             self.market.market.address, lease_id,
+                                             self.market.address, lease_id,
                                              manifest.digest(), nonce, expiry)
         signed = SignedManifest(manifest=manifest, nonce=nonce, expiry=expiry,
                                 signature=messages.sign(self.chain.account, typed))
         if keep_in is not None:
             keep_in.mkdir(parents=True, exist_ok=True)
             write_atomic(keep_in / f"lease-{lease_id}.json", signed.model_dump_json())
-        endpoint = self.endpoint(lease)
-        answer = self._request("POST", f"{endpoint}/leases/{lease_id}/manifest",
+        endpoint = self.endpoint(lease_id, lease.provider)
+        answer = self._request("POST", f"{endpoint}/leases/{lease_id}/manifest", lease_id,
                                json=signed.model_dump(mode="json"))
         if manifest.dataset_sha256 in answer.get("needs", []):
             answer = self._request("PUT",
                                    f"{endpoint}/leases/{lease_id}/blobs/{manifest.dataset_sha256}",
-                                   content=dataset)
+                                   lease_id, content=dataset)
         self.emit("manifest-sent", {"lease_id": lease_id, "dataset": manifest.dataset_sha256,
                                     "bytes": len(dataset)})
         return answer
 
-    def _request(self, method: str, url: str, **kwargs) -> dict:
+    def _request(self, method: str, url: str, lease_id: int, **kwargs) -> dict:
         try:
             response = self.http.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
+            self._endpoints.pop(lease_id, None)   # look the endpoint up again next time
             raise TenantError(f"provider at {url} did not answer: {type(exc).__name__}") from None
         if response.status_code >= 400:
             try:
@@ -182,13 +187,11 @@ class Tenant:
         return response.json()
 
     def status(self, lease_id: int) -> LeaseStatus:
-        lease = self.market.lease(lease_id)
         return LeaseStatus.model_validate(
-            self._request("GET", f"{self.endpoint(lease)}/leases/{lease_id}"))
+            self._request("GET", f"{self.endpoint(lease_id)}/leases/{lease_id}", lease_id))
 
     def logs(self, lease_id: int, since: int = 0) -> list[dict]:
-        lease = self.market.lease(lease_id)
-        return self._request("GET", f"{self.endpoint(lease)}/leases/{lease_id}/logs",
+        return self._request("GET", f"{self.endpoint(lease_id)}/leases/{lease_id}/logs", lease_id,
                              params={"since": since})
 
     def follow(self, lease_id: int, on_progress: Callable[[LeaseStatus], None] | None = None,
@@ -212,7 +215,8 @@ class Tenant:
         from tessera.compute.train import result_hash_of
 
         lease = self.market.lease(lease_id)
-        listing = self._request("GET", f"{self.endpoint(lease)}/leases/{lease_id}/artifacts")
+        endpoint = self.endpoint(lease_id, lease.provider)
+        listing = self._request("GET", f"{endpoint}/leases/{lease_id}/artifacts", lease_id)
         committed = "0x" + bytes(lease.result_hash).hex()
         checks = []
         if committed.removeprefix("0x") != listing["result_hash"]:
@@ -224,7 +228,7 @@ class Tenant:
             raise TenantError("artifact list does not hash to the committed result")
         directory.mkdir(parents=True, exist_ok=True)
         for name, meta in artifacts.items():
-            response = self.http.get(f"{self.endpoint(lease)}/artifacts/{meta['sha256']}")
+            response = self.http.get(f"{endpoint}/artifacts/{meta['sha256']}")
             if response.status_code != 200:
                 raise TenantError(f"artifact {name} could not be downloaded: {response.status_code}")
             if hashlib.sha256(response.content).hexdigest() != meta["sha256"]:
@@ -248,14 +252,15 @@ class Tenant:
 
     def claim_downtime(self, lease_id: int) -> list[DowntimeClaim]:
         """Claim every epoch of the lease so far in which its provider sent no heartbeat (one
-        transaction per 256 epochs; none when there are none). docs/uptime.md."""
+        transaction per Market.MAX_CLAIM_EPOCHS; none when there are none). docs/uptime.md."""
         claims = []
         for attempt in range(2):
             epochs = self.market.missed_epochs(self.market.lease(lease_id))
             try:
-                for i in range(0, len(epochs), MAX_CLAIM_EPOCHS):
+                per_tx = self.market.max_claim_epochs()
+                for i in range(0, len(epochs), per_tx):
                     claims.append(self.market.claim_downtime(lease_id,
-                                                             epochs[i:i + MAX_CLAIM_EPOCHS]))
+                                                             epochs[i:i + per_tx]))
                 break
             except TxRefused:  # someone else claimed some of them first: look again, once
                 if attempt:
@@ -288,7 +293,7 @@ class Tenant:
         return lease
 
 
-def _as_bid(message: BidMessage) -> Bid:
-    return Bid(message.order_id, Web3.to_checksum_address(message.provider),
-               message.price_per_gpu_hour, message.nonce, message.expiry, message.signature)
-
+def tenant_for(network: Path | None, account: str, on_event=None) -> Tenant:
+    chain = Chain(load_network(network), resolve_account(account))
+    chain.check_connected()
+    return Tenant(chain, on_event=on_event)

@@ -3,35 +3,24 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tessera.chain.accounts import resolve_account, tessera_home
-from tessera.chain.client import Chain, ChainError
-from tessera.chain.devnet import Devnet
-from tessera.chain.market import (
-    PAYMENT_DECIMALS,
-    PAYMENT_SYMBOL,
+from tessera.chain.accounts import tessera_home
+from tessera.chain.client import tx_hash
+from tessera.errors import SpecError, TenantError
+from tessera.files import read_text
+from tessera.protocol.jobspec import BUILTIN_CORPUS, DatasetSpec, JobSpec, parse_job_spec
+from tessera.protocol.money import (
     STAKE_DECIMALS,
     STAKE_SYMBOL,
-    tx_hash,
+    format_amount,
 )
-from tessera.chain.network import NetworkError, load_network
-from tessera.explorer.events import EventReader
-from tessera.explorer.figures import compute_figures
-from tessera.explorer.reliability import NAME as RELIABILITY
-from tessera.protocol.jobspec import BUILTIN_CORPUS, DatasetSpec, JobSpec, load_job_spec
-from tessera.protocol.matching import SELECTION_RULE, rank
-from tessera.protocol.money import format_amount
 from tessera.protocol.wire import LeaseStatus
-from tessera.tenant.client import Tenant, TenantError
-
-
-def money(amount: int) -> str:
-    return format_amount(amount, PAYMENT_DECIMALS, PAYMENT_SYMBOL)
+from tessera.tenant.bidding import lease_nodes, money
+from tessera.tenant.client import Tenant, tenant_for
 
 
 def load_dataset(spec: DatasetSpec, relative_to: Path | None = None) -> bytes:
@@ -75,12 +64,6 @@ def remembered_dataset(lease_id: int) -> bytes | None:
     return path.read_bytes() if path.exists() else None
 
 
-def tenant_for(network: Path | None, account: str, on_event=None) -> Tenant:
-    chain = Chain(load_network(network or Devnet.default().network_file), resolve_account(account))
-    chain.check_connected()
-    return Tenant(chain, on_event=on_event)
-
-
 def progress_printer(console: Console):
     """A rich progress bar fed by LeaseStatus updates; returns (progress, callback)."""
     progress = Progress(TextColumn("[bold]training"), BarColumn(), TextColumn("{task.completed}/"
@@ -96,7 +79,8 @@ def progress_printer(console: Console):
 
 def submit_job(spec_path: Path, network: Path | None, account: str, *, follow: bool, close: bool,
                console: Console) -> dict:
-    spec = load_job_spec(spec_path)  # bad input fails here, before any connection or transaction
+    # bad input fails here, before any connection or transaction
+    spec = parse_job_spec(read_text(spec_path, SpecError), spec_path)
     dataset = load_dataset(spec.dataset, relative_to=spec_path.parent)
     tenant = tenant_for(network, account)
     if spec.mode == "diloco":
@@ -107,100 +91,14 @@ def submit_job(spec_path: Path, network: Path | None, account: str, *, follow: b
                       results_dir=jobs_dir() / "results")
 
 
-def bid_reliability(chain: Chain, console: Console) -> dict[str, dict[str, int]]:
-    """{lower-case address: {part: value}} of every provider's `reliability.by_provider.*` figures,
-    recomputed now from the chain's logs since the deploy block with the explorer's own definition
-    (docs/explorer.md); nothing is cached. A chain that cannot answer leaves the column empty, not
-    the rental."""
-    try:
-        reader = EventReader(chain)
-        head = reader.head()
-        block = reader.block(head)
-        if block is None:
-            raise ChainError(f"block {head} vanished while reading it")
-        figures = compute_figures(reader.events(chain.network.deploy_block, head), block[1])
-    except (ChainError, NetworkError) as exc:
-        console.print(f"reliability scores unavailable: {exc}")
-        return {}
-    scores: dict[str, dict[str, int]] = {}
-    for (name, address), figure in figures.items():
-        if name.startswith(f"{RELIABILITY}."):
-            scores.setdefault(address.lower(), {})[name.removeprefix(f"{RELIABILITY}.")] = figure.value
-    return scores
-
-
-def reliability_text(score: dict[str, int] | None) -> str:
-    """'72.40% (uptime 95.00%, 3 finished / 1 failed, 0 slashes)' for a bid line; '?' if unknown."""
-    if not score:
-        return "?"
-    return (f"{score['bps'] / 100:.2f}% (uptime {score['uptime_bps'] / 100:.2f}%, "
-            f"{score['finished']} finished / {score['failed']} failed, {score['slashes']} slashes)")
-
-
-def lease_nodes(tenant: Tenant, spec: JobSpec, console: Console, summary: dict) -> list:
-    """Order with escrow, collect and judge bids, accept the best `order.nodes` of them (one per
-    provider), and take back the escrow no lease needed. Returns [(lease_id, verdict)]."""
-    txs = summary["transactions"]
-    t0 = time.monotonic()
-    # a verified job's pay waits for its rounds to be final (docs/verification.md)
-    order_id, order_txs = tenant.post_order(
-        spec, verified=spec.mode == "diloco" and spec.verification.enabled)
-    if len(order_txs) > 1:
-        txs["approve"] = order_txs[0]
-    txs["order"] = order_txs[-1]
-    console.print(f"order {order_id} posted with {money(spec.order.escrow)} in escrow "
-                  f"(tx {order_txs[-1]})")
-    console.print(f"collecting bids for {spec.order.bid_window} s ...")
-    verdicts = tenant.collect_bids(order_id, spec.order.bid_window)
-    ranked = rank(verdicts)
-    summary["order_id"] = order_id
-    scores = bid_reliability(tenant.chain, console)
-    summary["bids"] = [{"provider": v.bid.provider, "price_per_gpu_hour": v.bid.price_per_gpu_hour,
-                        "device": v.offer.gpu_model if v.offer else None,
-                        "benchmark_mflops": v.offer.benchmark_score if v.offer else None,
-                        "reliability": scores.get(v.bid.provider.lower()),
-                        "valid": v.valid, "problems": v.problems} for v in verdicts]
-    summary["selection_rule"] = SELECTION_RULE
-    for v in sorted(verdicts, key=lambda v: v.bid.price_per_gpu_hour):
-        state = "valid" if v.valid else "rejected: " + "; ".join(v.problems)
-        console.print(f"  bid {money(v.bid.price_per_gpu_hour)}/GPU-h from {v.bid.provider} "
-                      f"({v.offer.gpu_model if v.offer else '?'}, reliability "
-                      f"{reliability_text(scores.get(v.bid.provider.lower()))}): {state}")
-    if not ranked:
-        cancel = tenant.market.cancel_order(order_id)
-        txs["cancel"] = tx_hash(cancel)
-        raise TenantError(f"no valid bid for order {order_id}; the order was cancelled and its "
-                          f"escrow refunded (tx {txs['cancel']})")
-    chosen = ranked[:spec.order.nodes]
-    if len(chosen) < spec.order.nodes:
-        console.print(f"only {len(chosen)} valid bid(s) for {spec.order.nodes} node(s): "
-                      "going on with those")
-    console.print(f"rule: {SELECTION_RULE} (reliability is shown, not used)")
-    leases = []
-    for verdict in chosen:
-        lease_id, accept_tx = tenant.accept(verdict)
-        txs.setdefault("accept", []).append(accept_tx)
-        leases.append((lease_id, verdict))
-        console.print(f"lease {lease_id} with {verdict.bid.provider} at "
-                      f"{money(verdict.bid.price_per_gpu_hour)}/GPU-h (tx {accept_tx})")
-    summary["order_to_lease_s"] = round(time.monotonic() - t0, 3)
-    order = tenant.market.order(order_id)
-    if order.deposit > order.allocated:  # escrow beyond the accepted prices comes back now
-        receipt = tenant.market.cancel_order(order_id)
-        txs["refund"] = tx_hash(receipt)
-        summary["unallocated_refund"] = order.deposit - order.allocated
-        console.print(f"unallocated escrow {money(order.deposit - order.allocated)} refunded "
-                      f"(tx {txs['refund']})")
-    return leases
-
-
 def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, *, follow: bool,
                close: bool, results_dir: Path) -> dict:
     """Order -> bids -> lease -> manifest -> progress -> verified results -> settlement."""
-    summary: dict = {"job": spec.name, "tenant": tenant.chain.address, "transactions": {}}
+    start_balance = tenant.market.payment_token.balance_of(tenant.chain.address)
+    leasing = lease_nodes(tenant, spec, console)
+    summary: dict = {"job": spec.name, "tenant": tenant.chain.address, **leasing.summary()}
     txs = summary["transactions"]
-    start_balance = tenant.market.payment_balance(tenant.chain.address)
-    [(lease_id, best)] = lease_nodes(tenant, spec, console, summary)
+    [(lease_id, best)] = leasing.leases
     txs["accept"] = txs["accept"][0]
     summary["lease_id"] = lease_id
     summary["winner"] = {"provider": best.bid.provider, "endpoint": best.offer.endpoint,
@@ -237,7 +135,7 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
                                  "downtime_refund": settlement.downtime_refund}
         withdrawn = _withdrawn_to_provider(tenant, lease_id)
         summary["settlement"]["provider_withdrawn_earlier"] = withdrawn
-        end_balance = tenant.market.payment_balance(tenant.chain.address)
+        end_balance = tenant.market.payment_token.balance_of(tenant.chain.address)
         summary["tenant_spent"] = start_balance - end_balance
         console.print(f"lease {lease_id} closed (tx {settlement.tx}): provider "
                       f"{money(settlement.provider_amount + withdrawn['amount'])}, fee "

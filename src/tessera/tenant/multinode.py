@@ -16,22 +16,23 @@ from rich.console import Console
 
 from tessera.compute.diloco import DilocoConfig
 from tessera.compute.evaluate import evaluate_model
+from tessera.errors import TenantError
 from tessera.logs import EventLog
 from tessera.protocol.jobspec import JobSpec
+from tessera.protocol.lease import lease_budget
 from tessera.protocol.matching import BidVerdict, rank
-from tessera.protocol.money import lease_budget
 from tessera.protocol.wire import LeaseStatus
 from tessera.protocol.workload import DilocoWorkerWorkload
-from tessera.tenant.client import Tenant, TenantError
+from tessera.tenant.bidding import lease_nodes, money
+from tessera.tenant.client import Tenant, tenant_for
 from tessera.tenant.coordinator import (
-    MANIFESTS_DIR,
     RESULT_FAULTS,
     DilocoCoordinator,
     RoundReport,
     WorkerLease,
     read_job_state,
 )
-from tessera.tenant.flow import lease_nodes, money, tenant_for
+from tessera.tenant.round_checks import MANIFESTS_DIR
 from tessera.tenant.verify import VerifyTerms
 
 DATASET_FILE, LOG_FILE, MODEL_FILE, SUMMARY_FILE = (
@@ -174,24 +175,25 @@ def coordinator_options(tenant: Tenant, spec: JobSpec, dataset: bytes, workers: 
 
 def run_diloco_job(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console,
                    results_dir: Path) -> dict:
+    balance_before = tenant.market.payment_token.balance_of(tenant.chain.address)
+    leasing = lease_nodes(tenant, spec, console)
     summary: dict = {"job": spec.name, "mode": "diloco", "tenant": tenant.chain.address,
-                     "transactions": {}}
-    balance_before = tenant.market.payment_balance(tenant.chain.address)
-    leases = lease_nodes(tenant, spec, console, summary)
-    job_dir = results_dir / f"diloco-order-{summary['order_id']}"
+                     **leasing.summary()}
+    leases = leasing.leases
+    job_dir = results_dir / f"diloco-order-{leasing.order_id}"
     if job_dir.exists():  # a job of another chain (a devnet started afresh) used this order id
-        job_dir = job_dir.with_name(f"{job_dir.name}-{summary['transactions']['order'][2:10]}")
+        job_dir = job_dir.with_name(f"{job_dir.name}-{leasing.transactions['order'][2:10]}")
     job_dir.mkdir(parents=True)
     (job_dir / DATASET_FILE).write_bytes(dataset)
     workers = [WorkerLease(lease_id, verdict.bid.provider, verdict.offer.endpoint, index=index,
-                           order_id=summary["order_id"])
+                           order_id=leasing.order_id)
                for index, (lease_id, verdict) in enumerate(leases)]
     job = {"spec": spec.model_dump(mode="json"), "summary": summary,
            "balance_before": balance_before}
     coordinator = DilocoCoordinator.start(  # committed before anything else can fail
         tenant, diloco_config(spec, len(workers)), dataset, workers, job_dir, job=job,
         **coordinator_options(tenant, spec, dataset, len(workers), job_dir, console,
-                              summary["order_id"]))
+                              leasing.order_id))
     console.print(f"job state in {job_dir}; if this process stops, "
                   f"`tessera job resume {job_dir}` continues from the last finished round")
     sent = []
@@ -268,7 +270,7 @@ def finish_job(tenant: Tenant, spec: JobSpec, dataset: bytes, coordinator: Diloc
         "bytes_moved": sum(r.bytes_up + r.bytes_down for r in reports),
         "model": str(job_dir / MODEL_FILE), "job_dir": str(job_dir), "settlements": settlements,
         "tenant_spent": job["balance_before"]
-        - tenant.market.payment_balance(tenant.chain.address)}}
+        - tenant.market.payment_token.balance_of(tenant.chain.address)}}
     summary["transactions"]["close"] = [s["tx"] for s in settlements if "tx" in s]
     (job_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str))
     console.print(f"final held-out loss {recomputed:.4f} (recomputed from the saved model); "

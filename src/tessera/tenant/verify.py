@@ -8,7 +8,7 @@
 2. `draw_spot_check`: after the round's root is on chain, a block hash the worker could not know
    when it signed (the block that holds the root) decides, per worker, whether the tenant
    replays one of its segments (probability p) and which one (uniform).
-3. `spot_check` (`tessera.segment_check`, shared with the validator's challenge votes):
+3. `spot_check` (`tessera.compute.segment_check`, shared with the validator's challenge votes):
    download the committed start state of that segment from the provider, replay the segment on
    this machine (`compute.replay.verify_segment`, with the worker's thread count) and compare
    with the committed end checkpoint.
@@ -26,18 +26,16 @@ from dataclasses import dataclass
 
 import httpx
 from eth_utils import keccak
-from web3 import Web3
 
 from tessera.chain.client import Chain
-from tessera.compute.replay import Checkpoint, RoundCommitment, segment_bounds
+from tessera.chain.validators import Validators
+from tessera.compute.checkpoints import Checkpoint, RoundCommitment, segment_bounds
+from tessera.errors import CommitmentError
+
+# The download-and-replay step is shared with the validator's challenge votes.
 from tessera.protocol import commitment as cm
 from tessera.protocol import sampling
 from tessera.protocol.wire import ChallengeCase, RoundResult
-
-# The download-and-replay step is shared with the validator's challenge votes.
-from tessera.segment_check import SpotCheck as SpotCheck
-from tessera.segment_check import max_state_bytes as max_state_bytes
-from tessera.segment_check import spot_check as spot_check
 
 SPOT_CHECK_DOMAIN = b"tessera/spot-check/v1"
 
@@ -51,10 +49,6 @@ class VerifyTerms:
     spot_check_probability: float     # p
     replay_tolerance: float = 0.0
     challenge: bool = True
-
-
-class CommitmentError(ValueError):
-    """Why a worker's commitment is refused (the message names the field)."""
 
 
 def check_commitment(result: RoundResult, *, chain_id: int, verification: str, job: int,
@@ -120,15 +114,7 @@ def draw_spot_check(seed: bytes, probability: float, n_segments: int) -> int | N
 
 def validator_endpoints(chain: Chain) -> list[str]:
     """The published endpoints of the active validators (where a case is pushed)."""
-    validators = chain.validators
-    out = []
-    for i in range(chain.call(validators.functions.validator_count())):
-        who = chain.call(validators.functions.validator_at(i))
-        if chain.call(validators.functions.is_validator(who)):
-            endpoint = chain.call(validators.functions.validators(Web3.to_checksum_address(who)))[5]
-            if endpoint:
-                out.append(endpoint)
-    return out
+    return Validators(chain).active_endpoints()
 
 
 def publish_case(chain: Chain, challenge_id: int, case: ChallengeCase,

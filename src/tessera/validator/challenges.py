@@ -11,8 +11,8 @@ decide challenges").
    built-in corpus) or read from `datasets_dir/<sha256>`, and must hash to the manifest's.
 3. **Replay.** From the provider's public endpoints: its signed round answer (checkpoint hashes
    and thread count), which must rebuild the challenged `checkpoint_root`, then the challenged
-   segment's start state, replayed on this machine (`tessera.segment_check.spot_check`, the
-   tenant's own spot check).
+   segment's start state, replayed on this machine (`tessera.compute.segment_check.spot_check`,
+   the tenant's own spot check).
 4. **Vote** guilty when the replay misses the committed end checkpoint, or when the provider
    still has not opened its commitment `open_grace_s` after the challenge opened; innocent when
    the replay reproduces it. Never on a challenge where this validator is a party (challenger,
@@ -37,29 +37,27 @@ from fastapi import APIRouter, HTTPException
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 
-from tessera.chain.client import Chain, ChainError, TxRefused
-from tessera.chain.market import Market, tx_hash
+from tessera.chain.client import Chain, tx_hash
+from tessera.chain.market import Market
+from tessera.chain.tokens import StakeToken
 from tessera.chain.verification import Outcome, Verification
+from tessera.compute.checkpoints import Checkpoint, RoundCommitment, segment_bounds
 from tessera.compute.corpus import build_stdlib_corpus
 from tessera.compute.diloco_worker import config_of
 from tessera.compute.model import ByteGPT
-from tessera.compute.replay import Checkpoint, RoundCommitment, segment_bounds
+from tessera.compute.segment_check import OPEN_FAILURE, max_state_bytes, spot_check
 from tessera.compute.train import configure_determinism, split
+from tessera.errors import CaseError, ChainError, TxRefused
 from tessera.files import write_atomic
 from tessera.logs import EventLog
 from tessera.protocol import messages
 from tessera.protocol.jobspec import BUILTIN_CORPUS, JobSpec
 from tessera.protocol.wire import ChallengeCase, RoundResult, SignedManifest
 from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
-from tessera.segment_check import OPEN_FAILURE, max_state_bytes, spot_check
 
 NOT_VOTED, GUILTY, INNOCENT, CLAIMED = 0, 1, 2, 3   # Verification.votes(id, voter)
 HTTP_TIMEOUT_S = 30.0
 OPEN_RETRY_S = 5.0   # wall seconds between attempts to fetch an unopened commitment
-
-
-class CaseError(ValueError):
-    """Why a pushed case is refused (the message names the check that failed)."""
 
 
 @dataclass
@@ -107,7 +105,7 @@ def load_dataset_for(spec: JobSpec, sha256: str, datasets_dir: Path | None) -> b
 def manifest_signer(chain: Chain, market: Market, signed: SignedManifest) -> str:
     """Who signed a manifest (EIP-712, the Market's domain); raises CaseError when malformed."""
     m = signed.manifest
-    typed = messages.manifest_typed_data(chain.network.chain_id, market.market.address,
+    typed = messages.manifest_typed_data(chain.network.chain_id, market.address,
                                          m.lease_id, m.digest(), signed.nonce, signed.expiry)
     try:
         return messages.recover(typed, signed.signature)
@@ -241,7 +239,7 @@ class ChallengeVoter:
         """Advance one challenge; True when this validator has nothing left to do on it."""
         cid = t.challenge_id
         record = self.verification.challenge(cid)
-        mine = self.chain.call(self.verification.contract.functions.votes(cid, self.chain.address))
+        mine = self.verification.vote_of(cid, self.chain.address)
         if record.status != Outcome.OPEN:
             return self._claim_if_due(t, record.status, mine)
         if self.verification.verdict(cid) != Outcome.OPEN:
@@ -307,7 +305,7 @@ class ChallengeVoter:
 
     def _period(self) -> int:
         if self._vote_period is None:
-            self._vote_period = self.chain.call(self.verification.contract.functions.vote_period())
+            self._vote_period = self.verification.vote_period()
         return self._vote_period
 
     def _judge(self, t: Tracked) -> tuple[bool | None, str, dict]:
@@ -320,7 +318,7 @@ class ChallengeVoter:
         if len(segment_bounds(steps, k)) != ev["checkpoints"]:
             raise CaseError(f"the job's H = {steps}, k = {k} give {len(segment_bounds(steps, k))} "
                             f"checkpoints, the commitment {ev['checkpoints']}")
-        offer = self.market.provider_offer(ev["provider"])
+        offer = self.market.registry.provider_offer(ev["provider"])
         if offer is None or not offer.endpoint:
             return None, "the provider publishes no endpoint", {}
         self._check_provider_manifest(offer.endpoint, ev["lease_id"], case)
@@ -419,9 +417,10 @@ class ChallengeVoter:
         if winning is None or mine != winning:
             self._once(t, "done", "challenge-done", outcome=status.name, my_vote=mine)
             return True
-        before = self.chain.call(self.chain.stake_token.functions.balanceOf(self.chain.address))
+        stake_token = StakeToken(self.chain)
+        before = stake_token.balance_of(self.chain.address)
         receipt = self.verification.claim_reward(t.challenge_id)
-        after = self.chain.call(self.chain.stake_token.functions.balanceOf(self.chain.address))
+        after = stake_token.balance_of(self.chain.address)
         self.m_claims.inc()
         self.m_gas.labels("claim").inc(receipt["gasUsed"])
         self.log("challenge-reward-claimed", challenge_id=t.challenge_id, outcome=status.name,

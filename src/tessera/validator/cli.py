@@ -9,13 +9,12 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from tessera.chain.accounts import AccountError, resolve_account
-from tessera.chain.client import Chain, ChainError
-from tessera.chain.devnet import Devnet, DevnetError
-from tessera.chain.market import STAKE_DECIMALS, STAKE_SYMBOL
-from tessera.chain.network import NetworkError, load_network
-from tessera.protocol.jobspec import SpecError
-from tessera.protocol.money import format_amount, parse_amount
+from tessera.chain.accounts import resolve_account
+from tessera.chain.client import Chain
+from tessera.chain.network import load_network
+from tessera.chain.validators import Validators
+from tessera.errors import AccountError, ChainError, DevnetError, NetworkError, SpecError
+from tessera.protocol.money import STAKE_DECIMALS, STAKE_SYMBOL, format_amount, parse_amount
 
 validator_app = typer.Typer(help="Stake as a validator and probe providers' liveness.",
                             no_args_is_help=True)
@@ -43,11 +42,11 @@ def register(
     from tessera.validator.stake import ensure_validator
 
     def body():
-        chain = Chain(load_network(network or Devnet.default().network_file),
+        chain = Chain(load_network(network),
                       resolve_account(account))
         chain.check_connected()
         sent = ensure_validator(chain, parse_amount(stake, STAKE_DECIMALS), endpoint)
-        total = chain.call(chain.validators.functions.stake_of(chain.address))
+        total = Validators(chain).stake_of(chain.address)
         return chain.address, sent, total
 
     address, sent, total = _guarded(body)

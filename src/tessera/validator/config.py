@@ -6,7 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tessera.daemon_config import DaemonSection
+from tessera.errors import SpecError
+from tessera.files import read_text
+from tessera.protocol.daemon_config import DaemonSection
 from tessera.protocol.jobspec import parse_toml_model
 
 
@@ -67,4 +69,4 @@ class ValidatorConfig(BaseModel):
 
 
 def load_validator_config(path: Path) -> ValidatorConfig:
-    return parse_toml_model(ValidatorConfig, path)
+    return parse_toml_model(ValidatorConfig, read_text(path, SpecError), path)

@@ -29,9 +29,13 @@ from eth_account.signers.local import LocalAccount
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from tessera.chain.client import Chain, ChainError, TxRefused
+from tessera.chain.client import Chain, tx_hash
 from tessera.chain.hardware import HardwareReports, evidence_digest
-from tessera.chain.market import Market, tx_hash
+from tessera.chain.market import Market
+from tessera.chain.probes import Probes
+from tessera.chain.registry import ProviderRegistry
+from tessera.compute.hardware_challenge import wrong_rows
+from tessera.errors import ChainError, TxRefused
 from tessera.logs import EventLog
 from tessera.protocol import hardware_challenge as hc
 from tessera.protocol import messages
@@ -111,7 +115,7 @@ def judge_answer(request: hc.HardwareChallengeRequest, plan: hc.ChallengePlan, p
     signer = hc.answer_signer(answer, chain_id, probes)
     if signer is None or signer.lower() != provider.lower():
         return "wrong", f"answer signed by {signer}, not by the provider", ""
-    bad = hc.wrong_rows(request.seed, request.size, answer.fingerprint_values(), rows)
+    bad = wrong_rows(request.seed, request.size, answer.fingerprint_values(), rows)
     if bad:
         return "wrong", f"rows {bad} of the product are wrong", answer.signature
     if not hc.in_time(elapsed_s, plan):
@@ -270,9 +274,10 @@ class HardwareChallenger:
         for result in REPORT_RESULTS:
             self.m_reports.labels(result)
         self._reports = HardwareReports(chain) if cfg.report else None
+        self.probes = Probes(chain)
 
     def poll_once(self) -> None:
-        epoch = self.chain.call(self.chain.probes.functions.current_epoch())
+        epoch = self.probes.current_epoch()
         if epoch == self.checked_epoch:
             return
         if epoch % self.cfg.every_epochs == 0 and not self.store.has_epoch(epoch):
@@ -283,8 +288,8 @@ class HardwareChallenger:
     def challenge_all(self, epoch: int) -> list[HardwareOutcome]:
         """Challenge every active provider in turn (one at a time, so that the validator's own
         checks never slow a provider it is timing)."""
-        market = Market(self.chain)
-        offers = [market.provider_offer(a) for a in market.provider_addresses()]
+        registry = ProviderRegistry(self.chain)
+        offers = [registry.provider_offer(a) for a in registry.provider_addresses()]
         outcomes = []
         for offer in offers:
             if offer is None or not offer.active or offer.benchmark_score <= 0:
@@ -310,7 +315,7 @@ class HardwareChallenger:
             return challenge_provider(
                 self._session, offer.endpoint, offer.address, self.chain.account,
                 offer.benchmark_score, self.cfg, self.chain.network.chain_id,
-                self.chain.probes.address, self._rng)
+                self.probes.address, self._rng)
 
         outcome = once()
         for _ in range(self.cfg.busy_retries):
@@ -326,7 +331,7 @@ class HardwareChallenger:
         quorum first) is logged and counted, not raised: the loop must go on."""
         evidence = evidence_digest(evidence_record(o, epoch, self.chain.address,
                                                    self.chain.network.chain_id,
-                                                   self.chain.probes.address))
+                                                   self.probes.address))
         try:
             done = self._reports.report(o.provider, epoch, o.outcome, evidence)
         except TxRefused as exc:

@@ -22,10 +22,11 @@ import requests
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from tessera.chain.accounts import resolve_account
-from tessera.chain.client import Chain, RpcUnavailable, TxRefused, retry
-from tessera.chain.devnet import Devnet
-from tessera.chain.market import Market, tx_hash
+from tessera.chain.client import Chain, retry, tx_hash
 from tessera.chain.network import load_network
+from tessera.chain.probes import Probes
+from tessera.chain.registry import ProviderRegistry
+from tessera.errors import RpcUnavailable, TxRefused
 from tessera.logs import EventLog
 from tessera.validator.challenges import ChallengeVoter
 from tessera.validator.config import ValidatorConfig
@@ -53,8 +54,9 @@ class ValidatorNode:
         self.config = config
         self.log = log or EventLog("validator")
         self.account = resolve_account(config.validator.account)
-        network_file = config.validator.network or Devnet.default().network_file
-        self.chain = Chain(load_network(network_file), self.account)
+        self.chain = Chain(load_network(config.validator.network), self.account)
+        self.probes = Probes(self.chain)
+        self.registry = ProviderRegistry(self.chain)
         self.store = ValidatorStore(Path(config.validator.state_dir) / "validator.db")
         self.stop_event = threading.Event()
         self.executor = ThreadPoolExecutor(max_workers=config.probes.concurrency,
@@ -91,7 +93,7 @@ class ValidatorNode:
 
     @property
     def probes_address(self) -> str:
-        return self.chain.probes.address
+        return self.probes.address
 
     # -- start-up ------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -101,10 +103,9 @@ class ValidatorNode:
         cfg = self.config.validator
         for what, tx in ensure_validator(self.chain, cfg.stake_base_units, cfg.endpoint):
             self.log(what, tx=tx)
-        probes = self.chain.probes
-        self.genesis = self.chain.call(probes.functions.genesis())
-        self.epoch_length = self.chain.call(probes.functions.epoch_length())
-        self.max_providers = self.chain.call(probes.functions.MAX_PROVIDERS())
+        self.genesis = self.probes.genesis()
+        self.epoch_length = self.probes.epoch_length()
+        self.max_providers = self.probes.max_providers()
         self.outages.prepare()
         self.log("ready", validator=self.address, genesis=self.genesis,
                  epoch_length=self.epoch_length, endpoint=cfg.endpoint,
@@ -145,7 +146,7 @@ class ValidatorNode:
             self.stop_event.wait(delay)
 
     def poll_once(self) -> None:
-        epoch = self.chain.call(self.chain.probes.functions.current_epoch())
+        epoch = self.probes.current_epoch()
         self.epoch = epoch
         self.m_epoch.set(epoch)
         if epoch != self.scheduled_epoch:
@@ -158,8 +159,7 @@ class ValidatorNode:
                 self.post_report(finished)
 
     def _active_providers(self) -> list[tuple[str, str]]:
-        market = Market(self.chain)
-        offers = (market.provider_offer(a) for a in market.provider_addresses())
+        offers = (self.registry.provider_offer(a) for a in self.registry.provider_addresses())
         return [(o.address, o.endpoint) for o in offers if o is not None and o.active]
 
     def _schedule(self, epoch: int) -> None:
@@ -235,14 +235,12 @@ class ValidatorNode:
         report = build_report(records, self.chain.network.chain_id, self.probes_address,
                               self.address)
         root = "0x" + report.root.hex()
-        probes = self.chain.probes
-        if self.chain.call(probes.functions.reported(self.address, epoch)):
+        if self.probes.reported(self.address, epoch):
             self.store.save_report(epoch, "posted", root, report.receipt_count,
                                    detail="found on chain (sent before a restart)")
             return
         try:
-            receipt = self.chain.send(probes.functions.report(
-                epoch, report.root, report.receipt_count, report.tallies))
+            receipt = self.probes.report(epoch, report.root, report.receipt_count, report.tallies)
         except TxRefused as exc:
             self.store.save_report(epoch, "refused", root, report.receipt_count, detail=str(exc))
             self.m_reports.labels("refused").inc()

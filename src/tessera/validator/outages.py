@@ -11,14 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from web3.logs import DISCARD
 
-from tessera.chain.client import Chain, TxRefused
-from tessera.chain.market import Market, tx_hash
+from tessera.chain.client import Chain, tx_hash
+from tessera.chain.registry import ProviderRegistry
+from tessera.chain.uptime import Uptime
+from tessera.errors import TxRefused
 from tessera.logs import EventLog
-
-# ProviderRegistry.providers(...) tuple positions (ProviderInfo in Uptime.vy has the same layout).
-STAKE, REGISTERED_AT = 0, 9
 
 
 def beat_in(words: Mapping[int, int], epoch: int) -> bool:
@@ -62,6 +60,8 @@ class OutageReporter:
 
     def __init__(self, chain: Chain, log: EventLog, metrics: CollectorRegistry):
         self.chain = chain
+        self.uptime = Uptime(chain)
+        self.registry = ProviderRegistry(chain)
         self.log = log
         self.genesis = self.epoch_length = self.jail_after = self.min_stake = 0
         self.checked_epoch: int | None = None
@@ -74,15 +74,14 @@ class OutageReporter:
                                registry=metrics)
 
     def prepare(self) -> None:
-        uptime = self.chain.uptime
-        self.genesis = self.chain.call(uptime.functions.genesis())
-        self.epoch_length = self.chain.call(uptime.functions.epoch_length())
-        self.jail_after = self.chain.call(uptime.functions.jail_after())
-        self.min_stake = self.chain.call(self.chain.registry.functions.min_stake())
+        self.genesis = self.uptime.genesis()
+        self.epoch_length = self.uptime.epoch_length()
+        self.jail_after = self.uptime.jail_after()
+        self.min_stake = self.registry.min_stake()
 
     def poll_once(self) -> None:
         """Check once per new epoch (a failed check is retried on the next poll)."""
-        now = self.chain.call(self.chain.uptime.functions.current_epoch())
+        now = self.uptime.current_epoch()
         if now == self.checked_epoch:
             return
         for outage in self.find_all(now):
@@ -92,7 +91,7 @@ class OutageReporter:
 
     def find_all(self, now: int) -> list[Outage]:
         found = []
-        for provider in Market(self.chain).provider_addresses():
+        for provider in self.registry.provider_addresses():
             outage = self.find(provider, now)
             if outage is not None:
                 found.append(outage)
@@ -101,16 +100,14 @@ class OutageReporter:
     def find(self, provider: str, now: int) -> Outage | None:
         """The earliest unreported outage of a provider that can still be leased (now or after
         its jail): one below the minimum stake is skipped, reporting it would protect nobody."""
-        record = self.chain.call(self.chain.registry.functions.providers(provider))
-        if record[REGISTERED_AT] == 0 or record[STAKE] < self.min_stake:
+        record = self.registry.provider_record(provider)
+        if record["registered_at"] == 0 or record["stake"] < self.min_stake:
             return None
-        uptime = self.chain.uptime
-        lo = reportable_from(now, self.jail_after,
-                             self.chain.call(uptime.functions.reported_until(provider)),
-                             first_whole_epoch(record[REGISTERED_AT], self.genesis, self.epoch_length))
+        lo = reportable_from(now, self.jail_after, self.uptime.reported_until(provider),
+                             first_whole_epoch(record["registered_at"], self.genesis, self.epoch_length))
         if now - lo < self.jail_after:
             return None
-        words = {i: self.chain.call(uptime.functions.beat_word(provider, i))
+        words = {i: self.uptime.beat_word(provider, i)
                  for i in range(lo >> 8, ((now - 1) >> 8) + 1)}
         first = first_reportable(words, lo, now, self.jail_after)
         if first is None:
@@ -122,17 +119,15 @@ class OutageReporter:
         """Send the report; a refusal (say, another validator reported first) is logged and
         counted, never raised. Returns the receipt when the report went through."""
         try:
-            receipt = self.chain.send(self.chain.uptime.functions.report_outage(
-                outage.provider, outage.first_epoch))
+            receipt, event = self.uptime.report_outage(outage.provider, outage.first_epoch)
         except TxRefused as exc:
             self.m_reports.labels("refused").inc()
             self.log("outage-report-refused", "warning", provider=outage.provider,
                      first_epoch=outage.first_epoch, last_epoch=outage.last_epoch, error=str(exc))
             return None
-        [event] = self.chain.uptime.events.OutageReported().process_receipt(receipt, errors=DISCARD)
         self.m_reports.labels("sent").inc()
         self.log("outage-reported", "warning", provider=outage.provider,
                  first_epoch=outage.first_epoch, last_epoch=outage.last_epoch,
-                 jailed_until=event["args"]["jailed_until"], tx=tx_hash(receipt),
+                 jailed_until=event["jailed_until"], tx=tx_hash(receipt),
                  gas=receipt["gasUsed"])
         return receipt

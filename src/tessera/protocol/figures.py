@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from tessera.explorer.events import EventRecord
-from tessera.explorer.reliability import reliability_figures
+from tessera.protocol.events import EventRecord
+from tessera.protocol.lease import exhausted_at
+from tessera.protocol.reliability import reliability_figures
 
 DAY = 86_400
-HOUR = 3_600
 ALL = "all"
 PERCENTILES = {"min": 0, "p25": 25, "median": 50, "p75": 75, "max": 100}
 
@@ -52,14 +52,6 @@ def split_by_day(start: int, end: int) -> Iterable[tuple[str, int]]:
         piece_end = min(boundary, end)
         yield day_of(t), piece_end - t
         t = piece_end
-
-
-def exhausted_at(start: int, budget: int, price: int, gpus: int) -> int:
-    """First second at which `Market.earned` reaches `budget`: start + ceil(budget·3600 / (price·gpus))."""
-    rate = price * gpus
-    if rate <= 0:
-        return start
-    return start + -(-budget * HOUR // rate)
 
 
 @dataclass
@@ -302,7 +294,7 @@ def compute_figures(records: Iterable[EventRecord], as_of: int) -> Figures:
     if uptime_clock is not None:
         _uptime_figures(book, uptime_clock, registered_at, heartbeats, as_of)
 
-    # Reliability per provider (explorer/reliability.py), from the uptime figures just booked.
+    # Reliability per provider (protocol/reliability.py), from the uptime figures just booked.
     for name, key, value, txs in reliability_figures(events, as_of, book.acc):
         book.add(name, key, value, txs)
 

@@ -12,14 +12,9 @@ from dataclasses import dataclass
 import httpx
 import torch
 
+from tessera.compute.checkpoints import RoundCommitment, decode_state
 from tessera.compute.diloco import DilocoConfig
-from tessera.compute.replay import (
-    RoundCommitment,
-    SegmentOpening,
-    decode_state,
-    parameter_names,
-    verify_segment,
-)
+from tessera.compute.replay import SegmentOpening, parameter_names, verify_segment
 
 DOWNLOAD_ATTEMPTS = 3
 STATE_SLACK_BYTES = 1 << 20   # the wire format's header (names, shapes) on top of 3 copies of θ
@@ -49,7 +44,7 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 def download_state(http: httpx.Client, url: str, limit: int,
                    names: list[str]) -> tuple[dict, dict, int]:
-    """(parameters, AdamW state_dict, bytes) of a served checkpoint (`replay.encode_state`);
+    """(parameters, AdamW state_dict, bytes) of a served checkpoint (`checkpoints.encode_state`);
     raises ValueError."""
     last: Exception | None = None
     for _ in range(DOWNLOAD_ATTEMPTS):

@@ -7,9 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tessera.protocol.money import parse_amount
-
-STAKE_DECIMALS = 18
+from tessera.protocol.money import STAKE_DECIMALS, parse_amount
 
 
 class DaemonSection(BaseModel):

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from tessera.explorer.events import EventRecord
+from tessera.protocol.events import EventRecord
 
 BPS = 10_000
 PRIOR_BPS = 5_000               # what no evidence says: neither good nor bad

@@ -1,0 +1,47 @@
+"""Validators.vy: validators' stake and published receipt endpoints."""
+
+from __future__ import annotations
+
+from web3 import Web3
+from web3.types import TxReceipt
+
+from tessera.chain.contract import ContractWrapper
+from tessera.chain.tokens import StakeToken
+
+
+class Validators(ContractWrapper):
+    NAME = "Validators"
+
+    def min_stake(self) -> int:
+        return self._call("min_stake")
+
+    def record(self, address: str) -> dict:
+        """The `Validator` struct by field name (registered_at 0: never registered)."""
+        return self._struct("validators", Web3.to_checksum_address(address))
+
+    def is_validator(self, address: str) -> bool:
+        return bool(self._call("is_validator", Web3.to_checksum_address(address)))
+
+    def stake_of(self, address: str) -> int:
+        return self._call("stake_of", Web3.to_checksum_address(address))
+
+    def addresses(self) -> list[str]:
+        """Every validator ever registered, active or not."""
+        return [self._call("validator_at", i) for i in range(self._call("validator_count"))]
+
+    def active_endpoints(self) -> list[str]:
+        """The published endpoints of the active validators."""
+        return [endpoint for who in self.addresses() if self.is_validator(who)
+                for endpoint in [self.record(who)["endpoint"]] if endpoint]
+
+    def register(self, stake: int) -> TxReceipt:
+        """Stake `stake` (approving the stake token first if needed) and become a validator."""
+        StakeToken(self.chain).fund(self.address, stake, "staking")
+        return self._send("register", stake)
+
+    def add_stake(self, amount: int) -> TxReceipt:
+        StakeToken(self.chain).fund(self.address, amount, "staking")
+        return self._send("add_stake", amount)
+
+    def set_endpoint(self, endpoint: str) -> TxReceipt:
+        return self._send("set_endpoint", endpoint)

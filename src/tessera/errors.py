@@ -1,0 +1,106 @@
+"""Every exception Tessera raises, in one module (as web3.exceptions is for web3.py).
+
+Each names what went wrong in words a user can act on; the layer that raises it is noted."""
+
+from __future__ import annotations
+
+
+# raised in tessera.chain.client
+class ChainError(Exception):
+    """A chain operation failed; the message is meant for the user."""
+
+
+# raised in tessera.chain.client
+class RpcUnavailable(ChainError):
+    """The RPC endpoint cannot be reached."""
+
+
+# raised in tessera.chain.client
+class TxRefused(ChainError):
+    """The chain refused a transaction (a revert); nothing was sent or it changed nothing."""
+
+
+# raised in tessera.chain.tokens
+class InsufficientFunds(ChainError):
+    """Not enough tokens for what was asked; raised before any transaction is sent."""
+
+
+# raised in tessera.chain.events
+class ReorgDuringFetch(ChainError):
+    """A log's block hash differs from the block fetched for its timestamp: the range moved."""
+
+
+# raised in tessera.explorer.indexer
+class IndexerError(ChainError):
+    pass
+
+
+# raised in tessera.chain.network
+class NetworkError(Exception):
+    """A network file is missing or malformed; the message names the file."""
+
+
+# raised in tessera.chain.accounts
+class AccountError(Exception):
+    """An account spec or keystore could not be resolved; the message says why."""
+
+
+# raised in tessera.chain.devnet
+class DevnetError(Exception):
+    pass
+
+
+# raised in tessera.protocol.jobspec
+class SpecError(ValueError):
+    """A job spec or config is invalid; the message names the file and field."""
+
+
+# raised in tessera.compute.compress
+class WireFormatError(ValueError):
+    """Bytes that are not a well-formed tensor payload."""
+
+
+# raised in tessera.tenant.verify
+class CommitmentError(ValueError):
+    """Why a worker's commitment is refused (the message names the field)."""
+
+
+# raised in tessera.validator.challenges
+class CaseError(ValueError):
+    """Why a pushed case is refused (the message names the check that failed)."""
+
+
+# raised in tessera.tenant.client
+class TenantError(Exception):
+    """Something the tenant asked for could not be done; the message says what and why."""
+
+
+# raised in tessera.tenant.worker_rounds
+class WorkerFault(Exception):
+    """Why a worker's round was not used. `kind`: unreachable, refused (the provider refused the
+    round), late, worker-error (the worker reported an error), or one of RESULT_FAULTS
+    (bad-commitment: its signed commitment is missing or wrong; spot-check: a committed segment
+    did not replay)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+# raised in tessera.provider (its HTTP API answers with the status)
+class Refused(Exception):
+    """A request the node will not serve; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+# raised in tessera.compute.hardware_challenge
+class DeadlinePassed(Exception):
+    """The product was not done before the deadline; the provider stops and does not sign."""
+
+
+# raised in tessera.explorer.simulate
+class WorkloadError(Exception):
+    pass

@@ -1,0 +1,258 @@
+"""The explorer's JSON API models: they define the answers of `/api/...` and make `/openapi.json`.
+
+Every figure travels as a `FigureOut` (exact integer as decimal text, with the sorted tx hashes that
+make it up); definitions in docs/explorer.md.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, STAKE_DECIMALS, STAKE_SYMBOL
+
+
+class FigureOut(BaseModel):
+    """One figure: an exact integer with the sorted hashes of the transactions that make it up."""
+
+    name: str = Field(description="figure name, e.g. revenue.by_day.tenant_paid (docs/explorer.md)")
+    key: str = Field(description="day, provider address, GPU model, day/model, or 'all'")
+    value: str = Field(description="exact integer as decimal text (base units or seconds; may exceed 2^53)")
+    txs: list[str] = Field(description="sorted tx hashes behind the figure")
+
+
+class RevenueRow(BaseModel):
+    key: str
+    tenant_paid: FigureOut
+    provider_income: FigureOut
+    protocol_fees: FigureOut
+
+
+class UtilizationRow(BaseModel):
+    key: str
+    leased_gpu_seconds: FigureOut
+    registered_gpu_seconds: FigureOut
+    utilization: float | None = Field(description="leased / registered, for display only")
+
+
+class PriceRow(BaseModel):
+    model: str
+    count: FigureOut
+    min: FigureOut
+    p25: FigureOut
+    median: FigureOut
+    p75: FigureOut
+    max: FigureOut
+    spread: str = Field(description="max - min in base units (display; both parts are figures)")
+
+
+class StakeOut(BaseModel):
+    active: FigureOut
+    unbonding: FigureOut
+    slashed: FigureOut
+    slashes_count: FigureOut
+    slashes_amount: FigureOut
+    jails_count: FigureOut
+
+
+class LeaseTotals(BaseModel):
+    total: FigureOut
+    active: FigureOut
+    active_gpus: FigureOut
+    closed: FigureOut
+    closed_refunds: FigureOut
+    top_ups: FigureOut
+
+
+class Units(BaseModel):
+    payment_symbol: str = PAYMENT_SYMBOL
+    payment_decimals: int = PAYMENT_DECIMALS
+    stake_symbol: str = STAKE_SYMBOL
+    stake_decimals: int = STAKE_DECIMALS
+
+
+class UptimeOut(BaseModel):
+    """Heartbeats against epochs owed since registration (docs/uptime.md)."""
+
+    epochs: FigureOut = Field(description="epochs owed since the registration's epoch")
+    heartbeats: FigureOut
+    bps: FigureOut | None = Field(description="heartbeats * 10000 // epochs; null while no epoch is owed")
+
+
+class ReliabilityOut(BaseModel):
+    """The reliability score (basis points) and the parts it is made of (docs/explorer.md)."""
+
+    bps: FigureOut = Field(description="the score, 0..10000")
+    uptime_bps: FigureOut = Field(description="heartbeat share smoothed towards the prior")
+    completion_bps: FigureOut = Field(description="finished share of decided leases, smoothed")
+    tenure_bps: FigureOut = Field(description="age as a share of 90 days")
+    penalty_bps: FigureOut = Field(description="subtracted for slashes and jailings")
+    finished: FigureOut
+    failed: FigureOut
+    slashes: FigureOut
+    jails: FigureOut
+    age_seconds: FigureOut
+
+
+class LivenessOut(BaseModel):
+    """Validators' probes, reported outages and claimed downtime (docs/validators.md, docs/uptime.md)."""
+
+    probes_answered: FigureOut = Field(description="probes answered, summed over validators' reports")
+    probes_missed: FigureOut = Field(description="probes missed, as the validators posted them")
+    outages: FigureOut = Field(description="outages reported (Uptime.report_outage), each a jailing")
+    outage_epochs: FigureOut = Field(description="epochs those reports cover")
+    downtime_epochs: FigureOut = Field(description="epochs of its leases claimed as downtime")
+    downtime_forfeited: FigureOut = Field(description="pay for those epochs, payment base units")
+
+
+class ProviderScore(BaseModel):
+    address: str
+    uptime: UptimeOut | None = Field(description="null on a network without the Uptime contract")
+    liveness: LivenessOut
+    reliability: ReliabilityOut
+
+
+class DowntimeTotals(BaseModel):
+    claims: FigureOut = Field(description="Market.claim_downtime transactions")
+    epochs: FigureOut
+    forfeited: FigureOut = Field(description="pay for the claimed epochs, payment base units")
+    refunds: FigureOut = Field(description="refunded to tenants at once, payment base units")
+
+
+class Overview(BaseModel):
+    block: int = Field(description="last final block indexed: every figure is as of this block")
+    block_hash: str | None
+    as_of: int = Field(description="timestamp of that block")
+    units: Units
+    providers: FigureOut
+    orders: FigureOut
+    revenue: RevenueRow
+    revenue_by_day: list[RevenueRow]
+    utilization: UtilizationRow
+    utilization_by_day: list[UtilizationRow]
+    utilization_by_model: list[UtilizationRow]
+    prices: list[PriceRow]
+    stake: StakeOut
+    leases: LeaseTotals
+    downtime: DowntimeTotals
+    provider_scores: list[ProviderScore] = Field(
+        description="uptime, probes, outages, downtime and reliability per provider")
+
+
+class ProviderOut(BaseModel):
+    address: str
+    gpu_model: str
+    gpu_count: int
+    gpu_memory_mb: int
+    endpoint: str
+    price_floor: str = Field(description="offer's floor price per GPU-hour, payment base units")
+    registered_at: int
+    registered_tx: str
+    jailed_until: int
+    stake_active: FigureOut
+    stake_unbonding: FigureOut
+    stake_slashed: FigureOut
+    stake_withdrawn: FigureOut
+    leases: FigureOut
+    leases_active: FigureOut
+    tenant_paid: FigureOut
+    provider_income: FigureOut
+    protocol_fees: FigureOut
+    uptime: UptimeOut | None = Field(description="null on a network without the Uptime contract")
+    liveness: LivenessOut
+    reliability: ReliabilityOut
+
+
+class PaymentOut(BaseModel):
+    tx_hash: str
+    log_index: int
+    block_number: int
+    timestamp: int
+    day: str
+    kind: str
+    lease_id: int
+    provider: str
+    provider_amount: str
+    fee: str
+
+
+class EventOut(BaseModel):
+    block_number: int
+    block_hash: str
+    timestamp: int
+    tx_hash: str
+    log_index: int
+    contract: str
+    event: str
+    args: dict
+
+
+class LeaseOut(BaseModel):
+    lease_id: int
+    order_id: int
+    tenant: str
+    provider: str
+    gpu_model: str
+    price_per_gpu_hour: str
+    gpus: int
+    budget: str
+    start: int
+    exhausts_at: int = Field(description="first second at which earned reaches the budget")
+    closed_at: int | None
+    status: str = Field(description="'closed', 'exhausted' or 'active' as of the last indexed block")
+    earned: str
+    provider_income: str
+    fees: str
+    refund: str
+    result_hash: str | None
+    created_tx: str
+    closed_tx: str | None
+
+
+class EpochOut(BaseModel):
+    epoch: int
+    start: int = Field(description="timestamp at which the epoch starts")
+    heartbeat_tx: str | None = Field(description="the heartbeat's transaction; null: missed")
+
+
+class EpochStrip(BaseModel):
+    """The most recent epochs owed (up to 120), oldest first: what the uptime chart draws."""
+
+    genesis: int
+    epoch_length: int
+    first_owed: int = Field(description="first epoch owed (the registration's)")
+    last_owed: int = Field(description="last epoch owed as of the block")
+    epochs: list[EpochOut]
+
+
+class OutageOut(BaseModel):
+    """One `OutageReported` event: the epochs without a heartbeat and the jail it set."""
+
+    first_epoch: int
+    last_epoch: int
+    jailed_until: int
+    reporter: str
+    tx_hash: str
+    timestamp: int
+
+
+class ProviderDetail(ProviderOut):
+    lease_list: list[LeaseOut]
+    payments: list[PaymentOut]
+    outage_reports: list[OutageOut]
+    recent_epochs: EpochStrip | None = Field(description="null without the Uptime contract or "
+                                                         "before any epoch is owed")
+
+
+class LeaseDetail(LeaseOut):
+    events: list[EventOut]
+    payments: list[PaymentOut]
+
+
+class TxOut(BaseModel):
+    tx_hash: str
+    events: list[EventOut]
+
+
+class FigureTxs(BaseModel):
+    figure: FigureOut
+    block: int

@@ -1,0 +1,192 @@
+"""Figures and database rows shaped into the API models; the HTML pages format the same models.
+
+Nothing is defined here: every number is a figure selected by name and key (docs/explorer.md).
+"""
+
+from __future__ import annotations
+
+from tessera.explorer import db
+from tessera.explorer.indexer import record_of
+from tessera.explorer.web.models import (
+    DowntimeTotals,
+    EpochOut,
+    EpochStrip,
+    EventOut,
+    FigureOut,
+    LeaseOut,
+    LeaseTotals,
+    LivenessOut,
+    Overview,
+    PaymentOut,
+    PriceRow,
+    ProviderOut,
+    ProviderScore,
+    ReliabilityOut,
+    RevenueRow,
+    StakeOut,
+    Units,
+    UptimeOut,
+    UtilizationRow,
+)
+from tessera.explorer.web.queries import Explorer, Snapshot
+from tessera.protocol import reliability
+from tessera.protocol.figures import ALL, PERCENTILES, Figure, Figures, epoch_at, ratio
+from tessera.protocol.lease import exhausted_at
+
+STRIP_EPOCHS = 120   # epochs drawn in a provider's uptime chart
+
+
+def _fig(figures: Figures, name: str, key: str = ALL) -> Figure:
+    """The figure, or a zero with no transactions where nothing booked it."""
+    return figures.get((name, key)) or Figure(name, key, 0, ())
+
+
+def figure_out(f: Figure) -> FigureOut:
+    return FigureOut(name=f.name, key=f.key, value=str(f.value), txs=list(f.txs))
+
+
+def _keys(figures: Figures, name: str) -> list[str]:
+    return sorted(key for n, key in figures if n == name)
+
+
+
+def revenue_row(figures: Figures, scope: str, key: str) -> RevenueRow:
+    return RevenueRow(key=key, **{part: figure_out(_fig(figures, f"revenue.{scope}.{part}", key))
+                                  for part in ("tenant_paid", "provider_income", "protocol_fees")})
+
+
+def utilization_row(figures: Figures, scope: str, key: str) -> UtilizationRow:
+    return UtilizationRow(
+        key=key, leased_gpu_seconds=figure_out(_fig(figures, f"utilization.{scope}.leased_gpu_seconds", key)),
+        registered_gpu_seconds=figure_out(_fig(figures, f"utilization.{scope}.registered_gpu_seconds", key)),
+        utilization=ratio(figures, scope, key))
+
+
+def overview(snap: Snapshot) -> Overview:
+    f = snap.figures
+    prices = []
+    for model in _keys(f, "price.by_model.count"):
+        parts = {label: figure_out(_fig(f, f"price.by_model.{label}", model)) for label in PERCENTILES}
+        spread = _fig(f, "price.by_model.max", model).value - _fig(f, "price.by_model.min", model).value
+        prices.append(PriceRow(model=model, count=figure_out(_fig(f, "price.by_model.count", model)),
+                               spread=str(spread), **parts))
+    return Overview(
+        block=snap.block, block_hash=snap.block_hash, as_of=snap.as_of, units=Units(),
+        providers=figure_out(_fig(f, "providers.total.count")),
+        orders=figure_out(_fig(f, "orders.total.count")),
+        revenue=revenue_row(f, "total", ALL),
+        revenue_by_day=[revenue_row(f, "by_day", d) for d in _keys(f, "revenue.by_day.tenant_paid")],
+        utilization=utilization_row(f, "total", ALL),
+        utilization_by_day=[utilization_row(f, "by_day", d)
+                            for d in _keys(f, "utilization.by_day.registered_gpu_seconds")],
+        utilization_by_model=[utilization_row(f, "by_model", m)
+                              for m in _keys(f, "utilization.by_model.registered_gpu_seconds")],
+        prices=prices,
+        stake=StakeOut(active=figure_out(_fig(f, "stake.total.active")),
+                       unbonding=figure_out(_fig(f, "stake.total.unbonding")),
+                       slashed=figure_out(_fig(f, "stake.total.slashed")),
+                       slashes_count=figure_out(_fig(f, "slashes.total.count")),
+                       slashes_amount=figure_out(_fig(f, "slashes.total.amount")),
+                       jails_count=figure_out(_fig(f, "jails.total.count"))),
+        leases=LeaseTotals(total=figure_out(_fig(f, "leases.total.count")),
+                           active=figure_out(_fig(f, "leases.active.count")),
+                           active_gpus=figure_out(_fig(f, "leases.active.gpus")),
+                           closed=figure_out(_fig(f, "leases.closed.count")),
+                           closed_refunds=figure_out(_fig(f, "leases.closed.refunds")),
+                           top_ups=figure_out(_fig(f, "leases.total.top_ups"))),
+        downtime=DowntimeTotals(**{part: figure_out(_fig(f, f"downtime.total.{part}"))
+                                   for part in DowntimeTotals.model_fields}),
+        provider_scores=provider_scores(f))
+
+
+def uptime_out(figures: Figures, address: str) -> UptimeOut | None:
+    epochs = figures.get(("uptime.by_provider.epochs", address))
+    if epochs is None:
+        return None
+    bps = figures.get(("uptime.by_provider.bps", address))
+    beats = _fig(figures, "uptime.by_provider.heartbeats", address)
+    return UptimeOut(epochs=figure_out(epochs), heartbeats=figure_out(beats),
+                     bps=figure_out(bps) if bps else None)
+
+
+def liveness_out(figures: Figures, address: str) -> LivenessOut:
+    return LivenessOut(
+        probes_answered=figure_out(_fig(figures, "probes.by_provider.answered", address)),
+        probes_missed=figure_out(_fig(figures, "probes.by_provider.missed", address)),
+        outages=figure_out(_fig(figures, "outages.by_provider.count", address)),
+        outage_epochs=figure_out(_fig(figures, "outages.by_provider.epochs", address)),
+        downtime_epochs=figure_out(_fig(figures, "downtime.by_provider.epochs", address)),
+        downtime_forfeited=figure_out(_fig(figures, "downtime.by_provider.forfeited", address)))
+
+
+def reliability_out(figures: Figures, address: str) -> ReliabilityOut:
+    return ReliabilityOut(**{part: figure_out(_fig(figures, f"{reliability.NAME}.{part}", address))
+                             for part in ReliabilityOut.model_fields})
+
+
+def provider_scores(figures: Figures) -> list[ProviderScore]:
+    return [ProviderScore(address=a, uptime=uptime_out(figures, a), liveness=liveness_out(figures, a),
+                          reliability=reliability_out(figures, a))
+            for a in _keys(figures, f"{reliability.NAME}.bps")]
+
+
+def epoch_strip(snap: Snapshot, explorer: Explorer, address: str) -> EpochStrip | None:
+    """The last STRIP_EPOCHS epochs owed, each with the heartbeat the uptime figure counts, if any."""
+    owed = snap.figures.get(("uptime.by_provider.epochs", address))
+    clock = explorer.uptime_clock()
+    if owed is None or owed.value == 0 or clock is None:
+        return None
+    genesis, length = clock
+    now = epoch_at(snap.as_of, genesis, length)
+    counted = set(_fig(snap.figures, "uptime.by_provider.heartbeats", address).txs)
+    since = genesis + max(now - STRIP_EPOCHS, 0) * length
+    beats = {ep: tx for ep, tx in explorer.heartbeats(address, since).items() if tx in counted}
+    last = now if now in beats else now - 1      # the running epoch is owed once it has a beat
+    first = last - owed.value + 1
+    return EpochStrip(genesis=genesis, epoch_length=length, first_owed=first, last_owed=last,
+                      epochs=[EpochOut(epoch=ep, start=genesis + ep * length, heartbeat_tx=beats.get(ep))
+                              for ep in range(max(first, last - STRIP_EPOCHS + 1), last + 1)])
+
+
+def provider_out(snap: Snapshot, p: db.Provider) -> ProviderOut:
+    f, a = snap.figures, p.address
+    return ProviderOut(
+        address=a, gpu_model=p.gpu_model, gpu_count=p.gpu_count, gpu_memory_mb=p.gpu_memory_mb,
+        endpoint=p.endpoint, price_floor=str(p.price_floor), registered_at=p.registered_at,
+        registered_tx=p.registered_tx, jailed_until=p.jailed_until,
+        stake_active=figure_out(_fig(f, "stake.by_provider.active", a)),
+        stake_unbonding=figure_out(_fig(f, "stake.by_provider.unbonding", a)),
+        stake_slashed=figure_out(_fig(f, "stake.by_provider.slashed", a)),
+        stake_withdrawn=figure_out(_fig(f, "stake.by_provider.withdrawn", a)),
+        leases=figure_out(_fig(f, "leases.by_provider.count", a)),
+        leases_active=figure_out(_fig(f, "leases.active_by_provider.count", a)),
+        tenant_paid=figure_out(_fig(f, "revenue.by_provider.tenant_paid", a)),
+        provider_income=figure_out(_fig(f, "revenue.by_provider.provider_income", a)),
+        protocol_fees=figure_out(_fig(f, "revenue.by_provider.protocol_fees", a)),
+        uptime=uptime_out(f, a), liveness=liveness_out(f, a), reliability=reliability_out(f, a))
+
+
+def lease_out(snap: Snapshot, row: db.Lease) -> LeaseOut:
+    exhausts = exhausted_at(row.start, row.budget, row.price_per_gpu_hour, row.gpus)
+    status = "closed" if row.closed_at is not None else ("active" if exhausts > snap.as_of else "exhausted")
+    return LeaseOut(
+        lease_id=row.lease_id, order_id=row.order_id, tenant=row.tenant, provider=row.provider,
+        gpu_model=row.gpu_model, price_per_gpu_hour=str(row.price_per_gpu_hour), gpus=row.gpus,
+        budget=str(row.budget), start=row.start, exhausts_at=exhausts, closed_at=row.closed_at,
+        status=status, earned=str(row.earned), provider_income=str(row.provider_income),
+        fees=str(row.fees), refund=str(row.refund), result_hash=row.result_hash,
+        created_tx=row.created_tx, closed_tx=row.closed_tx)
+
+
+def payment_out(p: db.Payment) -> PaymentOut:
+    return PaymentOut(tx_hash=p.tx_hash, log_index=p.log_index, block_number=p.block_number,
+                      timestamp=p.timestamp, day=p.day, kind=p.kind, lease_id=p.lease_id,
+                      provider=p.provider, provider_amount=str(p.provider_amount), fee=str(p.fee))
+
+
+def event_out(e: db.Event) -> EventOut:
+    r = record_of(e)
+    return EventOut(block_number=r.block_number, block_hash=r.block_hash, timestamp=r.timestamp,
+                    tx_hash=r.tx_hash, log_index=r.log_index, contract=r.contract, event=r.event,
+                    args=r.args)
+

@@ -1,0 +1,163 @@
+"""DiLoCo rounds of a lease's worker: queue the global parameters the tenant signed, answer
+with the worker's signed pseudo-gradient and, with verification on, the signed commitment to
+its checkpoints, whose full states are served to whoever verifies them (docs/diloco.md,
+docs/verification.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from tessera.chain.verification import Verification
+from tessera.compute.diloco_worker import checkpoint_path
+from tessera.errors import Refused
+from tessera.files import write_atomic
+from tessera.protocol import commitment as cm
+from tessera.protocol import messages
+from tessera.protocol.wire import CheckpointHashes, RoundResult
+from tessera.provider.context import NodeContext
+
+ROUND_REQUEST_SIGNED = "tenant_request.json"
+ROUND_COMMITMENT = "commitment.json"       # the provider's signed Commitment for the round
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+class Rounds:
+    def __init__(self, ctx: NodeContext):
+        self.ctx = ctx
+        self._verification: Verification | None = None
+
+    def accept(self, lease_id: int, round_index: int, params: bytes, nonce: int,
+               expiry: int, signature: str) -> dict:
+        """Queue a round whose global parameters the lease's tenant signed."""
+        ctx, jobs = self.ctx, self.ctx.jobs
+        with ctx.lock:
+            lease = ctx.my_open_lease(lease_id)
+            record = ctx.state.lease(lease_id)
+            if record is None or record.manifest is None or \
+                    record.manifest["workload"]["kind"] != "diloco-worker":
+                raise Refused(409, f"lease {lease_id} is not running a DiLoCo worker")
+            if record.status != "running":
+                raise Refused(409, f"lease {lease_id}'s worker is {record.status}: {record.detail}")
+            params_sha256 = hashlib.sha256(params).hexdigest()
+            typed = messages.round_typed_data(ctx.chain.network.chain_id,
+                                              ctx.market.address, lease_id, round_index,
+                                              bytes.fromhex(params_sha256), nonce, expiry)
+            try:
+                signer = messages.recover(typed, signature)
+            except Exception:
+                signer = None
+            if signer is None or signer.lower() != lease.tenant.lower():
+                ctx.metrics.refused.labels("round-signer").inc()
+                raise Refused(403, f"round {round_index} of lease {lease_id} is not signed by its "
+                                   f"tenant {lease.tenant}")
+            if expiry < time.time():
+                raise Refused(400, "round signature has expired")
+            folder = jobs.round_folder(lease_id, round_index)
+            queued = _read_json(folder / ROUND_REQUEST_SIGNED) or {}
+            if not jobs.submit_round(lease_id, round_index, params, params_sha256):
+                # The tenant re-sent the round with other parameters (its coordinator restarted):
+                # the newer signed request wins and the worker runs the round again from it.
+                if expiry <= queued.get("expiry", 0):
+                    raise Refused(409, f"round {round_index} of lease {lease_id} already runs from "
+                                       "other parameters signed later")
+                (folder / "request.json").unlink(missing_ok=True)
+                jobs.submit_round(lease_id, round_index, params, params_sha256)
+                ctx.log("round-restarted", lease_id=lease_id, round=round_index,
+                        params_sha256=params_sha256)
+            if expiry > queued.get("expiry", 0):  # evidence of what the tenant asked for
+                write_atomic(folder / ROUND_REQUEST_SIGNED,
+                             json.dumps({"params_sha256": params_sha256, "nonce": nonce,
+                                         "expiry": expiry, "signature": signature}))
+            return {"lease_id": lease_id, "round": round_index, "params_sha256": params_sha256}
+
+    def _current_result(self, lease_id: int, round_index: int) -> dict | None:
+        """The worker's answer for the parameters now queued for the round (None while it works,
+        or while an answer to parameters the tenant has since replaced is all there is)."""
+        jobs = self.ctx.jobs
+        result = jobs.round_result(lease_id, round_index)
+        request = _read_json(jobs.round_folder(lease_id, round_index) / "request.json")
+        if result is None or request is None or \
+                result.get("params_sha256") != request.get("params_sha256"):
+            return None
+        return result
+
+    def result(self, lease_id: int, round_index: int) -> RoundResult | None:
+        """The signed answer for a round, or None while the worker is still on it."""
+        ctx = self.ctx
+        if ctx.state.lease(lease_id) is None:
+            raise Refused(404, f"lease {lease_id} is unknown to this provider")
+        result = self._current_result(lease_id, round_index)
+        if result is None:
+            return None
+        if "error" in result:
+            raise Refused(422, result["error"])
+        typed = messages.round_result_typed_data(
+            ctx.chain.network.chain_id, ctx.market.address, lease_id, round_index,
+            bytes.fromhex(result["params_sha256"]), bytes.fromhex(result["sha256"]))
+        answer = RoundResult(lease_id=lease_id, round=round_index,
+                             params_sha256=result["params_sha256"], sha256=result["sha256"],
+                             size=result["size"], inner_loss=result["inner_loss"],
+                             compute_s=result["compute_s"],
+                             signature=messages.sign(ctx.account, typed))
+        if "checkpoint_root" in result:  # verification on: the signed commitment goes with it
+            answer.commitment = self._commitment(lease_id, round_index, result)
+            answer.checkpoints = [CheckpointHashes(**c) for c in result["checkpoints"]]
+            answer.threads = result["threads"]
+        return answer
+
+    def _commitment(self, lease_id: int, round_index: int, result: dict) -> cm.SignedCommitment:
+        """The EIP-712 Commitment to the worker's answer (docs/verification.md), signed once and
+        kept so that its expiry does not move; signed again only if the answer changed (a round
+        re-run from other parameters)."""
+        ctx = self.ctx
+        path = ctx.jobs.round_folder(lease_id, round_index) / ROUND_COMMITMENT
+        result_hash, root = "0x" + result["sha256"], "0x" + result["checkpoint_root"]
+        with ctx.lock:
+            saved = _read_json(path)
+            if saved is not None:
+                signed = cm.SignedCommitment.model_validate(saved)
+                if (signed.commitment.result_hash, signed.commitment.checkpoint_root) == \
+                        (result_hash, root):
+                    return signed
+            if self._verification is None:
+                self._verification = Verification(ctx.chain)
+            lease = ctx.market.lease(lease_id)
+            commitment = cm.Commitment(
+                job=lease.order_id, round=round_index, lease_id=lease_id, provider=ctx.address,
+                result_hash=result_hash, checkpoint_root=root,
+                checkpoints=len(result["checkpoints"]),
+                expiry=ctx.chain.block_timestamp() + cm.VALIDITY_S)
+            signed = self._verification.sign_commitment(ctx.account, commitment)
+            write_atomic(path, signed.model_dump_json())
+            ctx.log("round-committed", lease_id=lease_id, round=round_index, job=lease.order_id,
+                    checkpoint_root=root, checkpoints=commitment.checkpoints)
+            return signed
+
+    def checkpoint(self, lease_id: int, round_index: int, index: int) -> Path:
+        """The full state (parameters + AdamW) behind checkpoint `index` of a committed round,
+        served to whoever verifies it (the tenant, validators) while it is kept; the verifier
+        checks it against the signed commitment, so it needs no authentication."""
+        if self.ctx.state.lease(lease_id) is None:
+            raise Refused(404, f"lease {lease_id} is unknown to this provider")
+        folder = self.ctx.jobs.round_folder(lease_id, round_index)
+        if not (folder / ROUND_COMMITMENT).exists():
+            raise Refused(404, f"round {round_index} of lease {lease_id} has no commitment")
+        path = checkpoint_path(folder, index)
+        if index < 0 or not path.is_file():
+            raise Refused(404, f"checkpoint {index} of round {round_index} of lease {lease_id} "
+                               "is not kept (no such checkpoint, or past its retention)")
+        return path
+
+    def payload(self, lease_id: int, round_index: int) -> Path:
+        if self._current_result(lease_id, round_index) is None:
+            raise Refused(404, f"round {round_index} of lease {lease_id} has no result yet")
+        return self.ctx.jobs.round_payload(lease_id, round_index)

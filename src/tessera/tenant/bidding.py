@@ -1,0 +1,130 @@
+"""Leasing nodes for a job: post the order with escrow, collect and judge bids (shown with each
+provider's reliability score, recomputed from chain logs), accept the best, refund the rest.
+
+Shared by the single-node rental (tenant/flow.py) and the DiLoCo job (tenant/multinode.py)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from rich.console import Console
+
+from tessera.chain.client import Chain, tx_hash
+from tessera.chain.events import EventReader
+from tessera.errors import ChainError, NetworkError, TenantError
+from tessera.protocol.figures import compute_figures
+from tessera.protocol.jobspec import JobSpec
+from tessera.protocol.matching import SELECTION_RULE, BidVerdict, rank
+from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, format_amount
+from tessera.protocol.reliability import NAME as RELIABILITY
+from tessera.tenant.client import Tenant
+
+
+def money(amount: int) -> str:
+    return format_amount(amount, PAYMENT_DECIMALS, PAYMENT_SYMBOL)
+
+
+def bid_reliability(chain: Chain, console: Console) -> dict[str, dict[str, int]]:
+    """{lower-case address: {part: value}} of every provider's `reliability.by_provider.*` figures,
+    recomputed now from the chain's logs since the deploy block with the explorer's own definition
+    (docs/explorer.md); nothing is cached. A chain that cannot answer leaves the column empty, not
+    the rental."""
+    try:
+        reader = EventReader(chain)
+        head = reader.head()
+        block = reader.block(head)
+        if block is None:
+            raise ChainError(f"block {head} vanished while reading it")
+        figures = compute_figures(reader.events(chain.network.deploy_block, head), block[1])
+    except (ChainError, NetworkError) as exc:
+        console.print(f"reliability scores unavailable: {exc}")
+        return {}
+    scores: dict[str, dict[str, int]] = {}
+    for (name, address), figure in figures.items():
+        if name.startswith(f"{RELIABILITY}."):
+            scores.setdefault(address.lower(), {})[name.removeprefix(f"{RELIABILITY}.")] = figure.value
+    return scores
+
+
+def reliability_text(score: dict[str, int] | None) -> str:
+    """'72.40% (uptime 95.00%, 3 finished / 1 failed, 0 slashes)' for a bid line; '?' if unknown."""
+    if not score:
+        return "?"
+    return (f"{score['bps'] / 100:.2f}% (uptime {score['uptime_bps'] / 100:.2f}%, "
+            f"{score['finished']} finished / {score['failed']} failed, {score['slashes']} slashes)")
+
+
+@dataclass
+class Leasing:
+    """What leasing a job's nodes did: the order, the leases with the bids they came from, the
+    transactions by step, every bid as judged, and the escrow no lease needed."""
+
+    order_id: int
+    leases: list[tuple[int, BidVerdict]]
+    transactions: dict[str, str | list[str]]
+    bids: list[dict]
+    order_to_lease_s: float
+    unallocated_refund: int | None = None
+
+    def summary(self) -> dict:
+        """The fields a job summary shows about it (`tessera job submit --json`), in order."""
+        out = {"transactions": self.transactions, "order_id": self.order_id, "bids": self.bids,
+               "selection_rule": SELECTION_RULE, "order_to_lease_s": self.order_to_lease_s}
+        if self.unallocated_refund is not None:
+            out["unallocated_refund"] = self.unallocated_refund
+        return out
+
+
+def lease_nodes(tenant: Tenant, spec: JobSpec, console: Console) -> Leasing:
+    """Order with escrow, collect and judge bids, accept the best `order.nodes` of them (one per
+    provider), and take back the escrow no lease needed."""
+    txs: dict = {}
+    t0 = time.monotonic()
+    # a verified job's pay waits for its rounds to be final (docs/verification.md)
+    order_id, order_txs = tenant.post_order(
+        spec, verified=spec.mode == "diloco" and spec.verification.enabled)
+    if len(order_txs) > 1:
+        txs["approve"] = order_txs[0]
+    txs["order"] = order_txs[-1]
+    console.print(f"order {order_id} posted with {money(spec.order.escrow)} in escrow "
+                  f"(tx {order_txs[-1]})")
+    console.print(f"collecting bids for {spec.order.bid_window} s ...")
+    verdicts = tenant.collect_bids(order_id, spec.order.bid_window)
+    ranked = rank(verdicts)
+    scores = bid_reliability(tenant.chain, console)
+    bids = [{"provider": v.bid.provider, "price_per_gpu_hour": v.bid.price_per_gpu_hour,
+             "device": v.offer.gpu_model if v.offer else None,
+             "benchmark_mflops": v.offer.benchmark_score if v.offer else None,
+             "reliability": scores.get(v.bid.provider.lower()),
+             "valid": v.valid, "problems": v.problems} for v in verdicts]
+    for v in sorted(verdicts, key=lambda v: v.bid.price_per_gpu_hour):
+        state = "valid" if v.valid else "rejected: " + "; ".join(v.problems)
+        console.print(f"  bid {money(v.bid.price_per_gpu_hour)}/GPU-h from {v.bid.provider} "
+                      f"({v.offer.gpu_model if v.offer else '?'}, reliability "
+                      f"{reliability_text(scores.get(v.bid.provider.lower()))}): {state}")
+    if not ranked:
+        cancel = tenant.market.cancel_order(order_id)
+        raise TenantError(f"no valid bid for order {order_id}; the order was cancelled and its "
+                          f"escrow refunded (tx {tx_hash(cancel)})")
+    chosen = ranked[:spec.order.nodes]
+    if len(chosen) < spec.order.nodes:
+        console.print(f"only {len(chosen)} valid bid(s) for {spec.order.nodes} node(s): "
+                      "going on with those")
+    console.print(f"rule: {SELECTION_RULE} (reliability is shown, not used)")
+    leases = []
+    for verdict in chosen:
+        lease_id, accept_tx = tenant.accept(verdict)
+        txs.setdefault("accept", []).append(accept_tx)
+        leases.append((lease_id, verdict))
+        console.print(f"lease {lease_id} with {verdict.bid.provider} at "
+                      f"{money(verdict.bid.price_per_gpu_hour)}/GPU-h (tx {accept_tx})")
+    leasing = Leasing(order_id, leases, txs, bids, round(time.monotonic() - t0, 3))
+    order = tenant.market.order(order_id)
+    if order.deposit > order.allocated:  # escrow beyond the accepted prices comes back now
+        receipt = tenant.market.cancel_order(order_id)
+        txs["refund"] = tx_hash(receipt)
+        leasing.unallocated_refund = order.deposit - order.allocated
+        console.print(f"unallocated escrow {money(order.deposit - order.allocated)} refunded "
+                      f"(tx {txs['refund']})")
+    return leasing

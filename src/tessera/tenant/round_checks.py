@@ -1,0 +1,199 @@
+"""The tenant's verification of a DiLoCo round (docs/verification.md): check each answer's
+signed commitment field by field, post ONE root per order over the accepted commitments, draw
+the spot checks from the root's block hash, replay the drawn segments, and drop and challenge
+on chain whoever fails, pushing the case to the validators.
+
+Everything it writes (the round's commitments, replay reports) goes under the job's folder in
+`verification/`, durably, before the chain hears of it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import httpx
+from eth_utils import keccak
+
+from tessera.chain.client import tx_hash
+from tessera.chain.verification import Verification
+from tessera.compute.checkpoints import RoundCommitment, tensor_hash
+from tessera.compute.diloco import DilocoConfig
+from tessera.compute.segment_check import SpotCheck, spot_check
+from tessera.errors import ChainError, CommitmentError, WorkerFault
+from tessera.files import write_atomic
+from tessera.logs import EventLog
+from tessera.protocol import commitment as cm
+from tessera.protocol.jobspec import JobSpec
+from tessera.protocol.wire import ChallengeCase, RoundResult, SignedManifest
+from tessera.tenant.client import Tenant
+from tessera.tenant.verify import (
+    VerifyTerms,
+    check_commitment,
+    draw_spot_check,
+    publish_case,
+    spot_check_seed,
+)
+from tessera.tenant.worker_rounds import Answer, WorkerLease
+
+MIN_COMMITMENT_LIFE_S = 600     # a commitment must stay postable this long after a round starts
+VERIFICATION_DIR = "verification"
+MANIFESTS_DIR = "manifests"     # the signed manifest of every lease, as sent (Tenant.send_manifest)
+
+
+class RoundVerifier:
+    """One job's verification state: its terms, the Verification contract, and each lease's
+    last accepted commitment (the next one must link to it)."""
+
+    def __init__(self, tenant: Tenant, config: DilocoConfig, verify: VerifyTerms, state_dir: Path,
+                 job: dict, http: httpx.Client, log: EventLog, train_tokens, max_state: int):
+        self.tenant, self.config, self.verify = tenant, config, verify
+        self.state_dir, self.job, self.http, self.log = state_dir, job, http, log
+        self.train_tokens, self.max_state = train_tokens, max_state
+        self.verification = Verification(tenant.chain)
+        self.previous: dict[int, RoundCommitment] = {}   # lease -> its last accepted commitment
+        self._start_hash, self._min_expiry = b"", 0       # the round's, for check_commitment
+
+    def begin_round(self, published: dict) -> None:
+        """Every worker starts the round from the published parameters."""
+        self._start_hash = tensor_hash(published)
+        self._min_expiry = self.tenant.chain.block_timestamp() + MIN_COMMITMENT_LIFE_S
+
+    def check_commitment(self, worker: WorkerLease, round_index: int,
+                         result: RoundResult) -> RoundCommitment:
+        chain = self.tenant.chain
+        try:
+            return check_commitment(
+                result, chain_id=chain.network.chain_id, verification=self.verification.address,
+                job=worker.order_id, round_index=round_index, lease_id=worker.lease_id,
+                provider=worker.provider, worker=worker.index,
+                inner_steps=self.config.inner_steps, k=self.verify.checkpoint_every,
+                start_params_hash=self._start_hash, min_expiry=self._min_expiry,
+                previous=self.previous.get(worker.lease_id))
+        except CommitmentError as exc:
+            raise WorkerFault("bad-commitment", str(exc)) from None
+
+    def verify_round(self, round_index: int, accepted: list[WorkerLease], answers: dict[int, Answer],
+                     drop: Callable[[WorkerLease, int, WorkerFault], str]) -> tuple[dict, list[str]]:
+        """Post the round's roots, spot-check, drop and challenge whoever fails. Returns the
+        report's verification fields and the drop lines."""
+        orders = sorted({w.order_id for w in accepted}, key=lambda o: (o != self.verify.job, o))
+        trees, txs, block_hash = {}, {}, b""
+        for order_id in orders:
+            trees[order_id], txs[order_id], posted_in = self._post_root(
+                round_index, order_id, [w for w in accepted if w.order_id == order_id], answers)
+            block_hash = posted_in or block_hash
+        if not block_hash:  # every root is older than the latest block (posted before a restart)
+            chain = self.tenant.chain
+            block_hash = bytes(chain.rpc(lambda: chain.w3.eth.get_block("latest"),
+                                         what="get block")["hash"])
+        checks, challenges, dropped = [], [], []
+        for worker in accepted:
+            answer = answers[worker.lease_id]
+            seed = spot_check_seed(block_hash, worker.order_id, round_index, worker.lease_id)
+            segment = draw_spot_check(seed, self.verify.spot_check_probability,
+                                      answer.commitment.n_segments)
+            if segment is None:
+                continue
+            check = spot_check(self.http, worker.endpoint, worker.lease_id, self.config,
+                               worker.index, answer.commitment, segment, answer.result.threads,
+                               self.train_tokens, self.max_state, self.verify.replay_tolerance)
+            checks.append(asdict(check))
+            self.log("spot-check", "info" if check.ok else "warning", round=round_index,
+                     provider=worker.provider, worker=worker.index, **asdict(check))
+            if not check.ok:
+                dropped.append(drop(worker, round_index, WorkerFault(
+                    "spot-check", f"segment {segment} did not replay: {check.reason}")))
+                challenges.append(self._challenge(round_index, worker, answer,
+                                                  trees[worker.order_id], check))
+        job_tree = trees.get(self.verify.job)
+        return ({"root": "0x" + job_tree.root.hex() if job_tree else "",
+                 "root_tx": txs.get(self.verify.job, ""), "spot_checks": checks,
+                 "challenges": challenges,
+                 "replacement_roots": [{"order_id": o, "root": "0x" + trees[o].root.hex(),
+                                        "tx": txs[o]}
+                                       for o in orders if o != self.verify.job and trees[o]]},
+                dropped)
+
+    def _post_root(self, round_index: int, order_id: int, workers: list[WorkerLease],
+                   answers: dict[int, Answer]) -> tuple[cm.RoundTree | None, str, bytes]:
+        """ONE transaction per order per round: the root over the accepted commitments of the
+        order's leases. The job's own order holds every original worker; a replacement's lease
+        sits in its own one-node order (the contract binds a leaf to its lease's order), which
+        gets its own root. Returns the tree as on chain (None: none is), the transaction hash
+        and the hash of the block that holds it ("" and b"" when not sent by this call)."""
+        signed = [answers[w.lease_id].result.commitment for w in workers]
+        tree = self.verification.round_tree(signed)
+        tx, block_hash = "", b""
+        try:
+            if self.verification.rounds_posted(order_id) > round_index:  # before a restart
+                if self.verification.round(order_id, round_index).tree != tree.tree_hash:
+                    self.log("root-differs", "warning", round=round_index, job=order_id,
+                             reason="this round's root was posted before with other commitments")
+                    tree = None
+            else:
+                receipt = self.verification.post_root(order_id, round_index, tree)
+                tx, block_hash = tx_hash(receipt), bytes(receipt["blockHash"])
+                self.log("root-posted", round=round_index, job=order_id,
+                         root="0x" + tree.root.hex(), leaves=tree.n_leaves, tx=tx,
+                         gas=receipt["gasUsed"])
+        except ChainError as exc:
+            self.log("root-not-posted", "warning", round=round_index, job=order_id, error=str(exc))
+            tree = None
+        folder = self.state_dir / VERIFICATION_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"job": order_id, "round": round_index, "root_tx": tx,
+                  "root": "0x" + tree.root.hex() if tree else None,
+                  "n_leaves": tree.n_leaves if tree else 0,
+                  "commitments": [s.model_dump() for s in signed]}
+        name = f"round-{round_index}.json" if order_id == self.verify.job else \
+            f"round-{round_index}-order-{order_id}.json"
+        write_atomic(folder / name, json.dumps(record, indent=1).encode(), durable=True)
+        return tree, tx, block_hash
+
+    def _challenge(self, round_index: int, worker: WorkerLease, answer: Answer,
+                   tree: cm.RoundTree | None, check: SpotCheck) -> dict:
+        """Open an on-chain challenge against the worker's leaf; the evidence is the hash of the
+        replay report written beside the round's commitments."""
+        entry = {"lease_id": worker.lease_id, "provider": worker.provider,
+                 "segment": check.segment}
+        if not self.verify.challenge:
+            entry["skipped"] = "challenges are off for this job"
+        elif tree is None:
+            entry["skipped"] = "its commitment is not in a root on chain"
+        if "skipped" in entry:
+            self.log("challenge-skipped", "warning", round=round_index, **entry)
+            return entry
+        report = json.dumps({"job": self.verify.job, "round": round_index,
+                             "commitment": answer.result.commitment.model_dump(),
+                             "spot_check": asdict(check)}, sort_keys=True).encode()
+        write_atomic(self.state_dir / VERIFICATION_DIR /
+                     f"replay-{round_index}-{worker.lease_id}.json", report, durable=True)
+        try:
+            challenge_id, receipts = self.verification.open_challenge(
+                answer.result.commitment, tree, check.segment, keccak(report))
+        except (ChainError, ValueError) as exc:
+            entry["error"] = str(exc)
+            self.log("challenge-failed", "warning", round=round_index, **entry)
+            return entry
+        entry.update(challenge_id=challenge_id, tx=tx_hash(receipts[-1]))
+        self.log("challenge-opened", "warning", round=round_index, **entry)
+        entry["case"] = self._publish_case(challenge_id, worker.lease_id)
+        return entry
+
+    def _publish_case(self, challenge_id: int, lease_id: int) -> dict[str, str]:
+        """Push the challenge's case to the validators: endpoint -> "accepted" or why not.
+        Without it validators abstain and the challenge ends without a verdict (bond back)."""
+        path = self.state_dir / MANIFESTS_DIR / f"lease-{lease_id}.json"
+        if "spec" not in self.job or not path.is_file():
+            answers = {"": f"no case: the job keeps no spec or no signed manifest for lease "
+                           f"{lease_id}"}
+        else:
+            case = ChallengeCase(spec=JobSpec.model_validate(self.job["spec"]),
+                                 manifest=SignedManifest.model_validate_json(path.read_text()))
+            answers = publish_case(self.tenant.chain, challenge_id, case, self.http)
+        accepted = sum(answer == "accepted" for answer in answers.values())
+        self.log("challenge-case-published", "info" if accepted else "warning",
+                 challenge_id=challenge_id, accepted=accepted, answers=answers)
+        return answers
