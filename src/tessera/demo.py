@@ -29,6 +29,10 @@ TENANT = 5
 # The demo chain is deployed with a 30 s challenge window (default 1 h) so that a verified
 # round's held pay is released while you watch; providers sweep their held pay every 5 s.
 CHALLENGE_WINDOW_S, PAYOUT_SWEEP_S = 30, 5
+# Pay for a verified lease's time after its job's last root (up to the close) is released once
+# the challenge window plus this grace has passed (1 h by default): none on the demo chain, so
+# that the demo settles every verified lease in full before it shows the figures.
+ROOT_GRACE_S = 0
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,8 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
     os.environ["TESSERA_HOME"] = str(home)
     devnet = Devnet(home / "devnet")
     console.print(f"[bold]Tessera demo[/] (state in {home})")
-    network = devnet.up(port=free_port(), challenge_window=CHALLENGE_WINDOW_S)
+    network = devnet.up(port=free_port(), challenge_window=CHALLENGE_WINDOW_S,
+                        root_grace=ROOT_GRACE_S)
     console.print(f"local chain {network.chain_id} at {network.rpc_url}; contracts deployed: "
                   + ", ".join(f"{k} {v}" for k, v in network.contracts.items()))
     procs: dict = {}

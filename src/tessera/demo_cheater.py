@@ -164,8 +164,19 @@ def settle_held_pay(console: Console, chain: Chain, job: dict, procs: Daemons) -
         chain.w3.provider.make_request("evm_mine", [])   # devnet: a block carries the time
         time.sleep(1.0)
     leases = [w for w in job["workers"] if w["order_id"] == order_id]
-    for w in leases:
-        market.release_ready(w["lease_id"])
+    # Release each lease up to its close: the rounds' pay, then the time after the last root
+    # (releasable once it is older than the window plus the chain's root grace).
+    deadline = time.monotonic() + market.release_delay() + VERDICT_TIMEOUT_S
+    while True:
+        for w in leases:
+            market.release_ready(w["lease_id"])
+        if all(market.releases(w["lease_id"]).until >= market.lease(w["lease_id"]).closed_at
+               for w in leases):
+            break
+        if time.monotonic() > deadline:
+            raise TenantError(f"the pay of job {order_id} is not released up to its leases' close")
+        chain.w3.provider.make_request("evm_mine", [])   # devnet: a block carries the time
+        time.sleep(1.0)
     deadline = time.monotonic() + 60
     while any(market.withdrawable(w["lease_id"]) for w in leases):
         if time.monotonic() > deadline:

@@ -78,11 +78,12 @@ class Devnet:
 
     def up(self, port: int = 8545, block_time: int | None = None,
            epoch_length: int | None = None, jail_after: int | None = None,
-           challenge_window: int | None = None) -> Network:
+           challenge_window: int | None = None, root_grace: int | None = None) -> Network:
         """Start anvil and deploy. `epoch_length` (uptime epoch, seconds) defaults to
         $TESSERA_EPOCH_LENGTH, else DeployParams' default (60 s); `jail_after` (epochs without a
         heartbeat before an outage can be reported) and `challenge_window` (seconds a round root
-        can be challenged, so also how long verified pay waits) to DeployParams' defaults."""
+        can be challenged, so also how long verified pay waits) and `root_grace` (seconds after
+        the window before pay for time no root covers is released) to DeployParams' defaults."""
         if self.pid() is not None:
             raise DevnetError(f"a devnet is already running (pid {self.pid()}); `tessera devnet down` first")
         self.home.mkdir(parents=True, exist_ok=True)
@@ -121,6 +122,8 @@ class Devnet:
         if challenge_window:
             params = replace(params, verification=replace(params.verification,
                                                           challenge_window=challenge_window))
+        if root_grace is not None:
+            params = replace(params, root_grace=root_grace)
         try:
             network = deploy_all(w3, deployer, params, name="devnet")
             fund_devnet_accounts(Chain(network, deployer))

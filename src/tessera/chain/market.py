@@ -150,6 +150,11 @@ class Market(ContractWrapper):
     def is_verified(self, order_id: int) -> bool:
         return self._call("verified", order_id)
 
+    def release_delay(self) -> int:
+        """Seconds (challenge window + root grace) after which pay for time that no round root
+        covers is released anyway."""
+        return self._call("release_delay")
+
     def releases(self, lease_id: int) -> Release:
         return Release(**self._struct("releases", lease_id))
 
