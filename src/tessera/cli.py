@@ -21,7 +21,7 @@ from tessera.chain.client import Chain
 from tessera.chain.devnet import Devnet
 from tessera.chain.network import load_network
 from tessera.chain.tokens import PaymentToken, StakeToken
-from tessera.errors import AccountError, ChainError, DevnetError, NetworkError, SpecError
+from tessera.errors import AccountError, ChainError, DaemonError, DevnetError, NetworkError, SpecError
 from tessera.protocol.money import (
     PAYMENT_DECIMALS,
     PAYMENT_SYMBOL,
@@ -45,7 +45,7 @@ app.add_typer(job_app, name="job")
 console = Console()
 err = Console(stderr=True)
 
-USER_ERRORS = (ChainError, NetworkError, SpecError, AccountError, DevnetError, ValueError)
+USER_ERRORS = (ChainError, NetworkError, SpecError, AccountError, DevnetError, DaemonError, ValueError)
 
 NetworkOption = typer.Option(None, "--network", help="network file (default: the devnet's)")
 AccountOption = typer.Option("devnet:5", "--account",

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import tomli_w
 
-from tessera.errors import TenantError
+from tessera.errors import DaemonError
 
 Daemons = dict[str, tuple[subprocess.Popen, str]]   # name -> (process, its endpoint URL)
 
@@ -35,7 +35,7 @@ def spawn(home: Path, name: str, kind: str, config: dict,
 def raise_if_exited(procs: Daemons) -> None:
     for name, (proc, _) in procs.items():
         if proc.poll() is not None:
-            raise TenantError(f"{name} exited with {proc.returncode}; see its log")
+            raise DaemonError(f"{name} exited with {proc.returncode}; see its log")
 
 
 def wait_healthy(procs: Daemons, timeout: float = 90) -> None:
@@ -50,7 +50,7 @@ def wait_healthy(procs: Daemons, timeout: float = 90) -> None:
             except httpx.HTTPError:
                 pass
         if time.monotonic() > deadline:
-            raise TenantError(f"{', '.join(pending)} did not come up in {timeout:.0f} s")
+            raise DaemonError(f"{', '.join(pending)} did not come up in {timeout:.0f} s")
         time.sleep(0.2)
 
 

@@ -104,3 +104,8 @@ class DeadlinePassed(Exception):
 # raised in tessera.explorer.simulate
 class WorkloadError(Exception):
     pass
+
+
+# raised in tessera.daemons
+class DaemonError(Exception):
+    """A provider or validator process exited, or did not come up in time; names it and its log."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from web3 import Web3
 from web3.types import TxReceipt
@@ -110,7 +111,11 @@ class Market(ContractWrapper):
         super().__init__(chain)
         self.payment_token = PaymentToken(chain)   # escrow is paid in it
         self.registry = ProviderRegistry(chain)    # who may bid, and their offers
-        self.max_release_rounds = self._call("MAX_RELEASE_ROUNDS")
+
+    @cached_property
+    def max_release_rounds(self) -> int:
+        """Rounds one `release` transaction may walk (Market.MAX_RELEASE_ROUNDS)."""
+        return self._call("MAX_RELEASE_ROUNDS")
 
     # -- orders and leases ---------------------------------------------------------------
     def create_order(self, spec_hash: bytes, gpu_model: str, min_gpus: int, min_gpu_memory_mb: int,
