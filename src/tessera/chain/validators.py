@@ -25,9 +25,16 @@ class Validators(ContractWrapper):
     def stake_of(self, address: str) -> int:
         return self._call("stake_of", Web3.to_checksum_address(address))
 
+    def count(self) -> int:
+        """How many addresses the list holds (validators ever registered, active or not)."""
+        return self._call("validator_count")
+
+    def at(self, index: int) -> str:
+        return self._call("validator_at", index)
+
     def addresses(self) -> list[str]:
         """Every validator ever registered, active or not."""
-        return [self._call("validator_at", i) for i in range(self._call("validator_count"))]
+        return [self.at(i) for i in range(self.count())]
 
     def active_endpoints(self) -> list[str]:
         """The published endpoints of the active validators."""

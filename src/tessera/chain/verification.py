@@ -150,8 +150,9 @@ class Verification(ContractWrapper):
         """The position of `address` in the Validators list (what `vote` must name)."""
         address = Web3.to_checksum_address(address)
         if address not in self._validator_index:
-            for i, who in enumerate(Validators(self.chain).addresses()):
-                self._validator_index.setdefault(who, i)
+            validators = Validators(self.chain)   # the list only grows: read its new entries
+            for i in range(len(self._validator_index), validators.count()):
+                self._validator_index[validators.at(i)] = i
         if address not in self._validator_index:
             raise ChainError(f"{address} is not in the Validators list")
         return self._validator_index[address]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from tessera.chain.client import tx_hash
+from tessera.chain.market import Lease
 from tessera.provider.context import NodeContext
 
 
@@ -31,19 +32,20 @@ class Payouts:
             if not ctx.market.is_verified(lease.order_id):
                 self._settled.add(record.lease_id)
                 continue
-            self.withdraw(record.lease_id)
+            self.withdraw(record.lease_id, lease)
             released_to = max(ctx.market.releases(record.lease_id).until, lease.start)
             if not lease.is_open and released_to >= lease.closed_at and \
                     ctx.market.withdrawable(record.lease_id) == 0:
                 self._settled.add(record.lease_id)
 
-    def withdraw(self, lease_id: int) -> int:
+    def withdraw(self, lease_id: int, lease: Lease | None = None) -> int:
         """Take the lease's pay. A verified lease's pay is released first (its final rounds;
-        it stays in escrow until then, also after the lease closed)."""
+        it stays in escrow until then, also after the lease closed). `lease`: the lease as
+        the caller has just read it, to save reading it again."""
         ctx = self.ctx
-        lease = ctx.market.lease(lease_id)
+        lease = lease or ctx.market.lease(lease_id)
         if ctx.market.is_verified(lease.order_id):
-            released = ctx.market.release_ready(lease_id)
+            released = ctx.market.release_ready(lease_id, lease)
             if released is not None:
                 ctx.log("released", lease_id=lease_id, amount=released.amount,
                         withheld=released.withheld, to_round=released.to_round, tx=released.tx)
