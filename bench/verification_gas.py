@@ -46,7 +46,7 @@ def fresh_accounts(network, count: int) -> list:
     funder = Chain(network, devnet_account(DEPLOYER))
     accounts = [Account.create() for _ in range(count)]
     for account in accounts:
-        funder.send(funder.stake_token.functions.mint(account.address, 1_000 * 10**18))
+        funder.send(funder.stake_token.functions.transfer(account.address, 1_000 * 10**18))
         funder.w3.eth.wait_for_transaction_receipt(funder.w3.eth.send_transaction(
             {"from": funder.address, "to": account.address, "value": 10**18}))
     return accounts

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tessera.chain.accounts import (
     devnet_account,
@@ -53,7 +54,8 @@ AccountOption = typer.Option("devnet:5", "--account",
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+    # escaped: a message may quote input ('[/x]' in a spec's key is not rich markup)
+    err.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -199,12 +201,17 @@ def provider_run(config: Path = typer.Option(..., "--config", help="provider.tom
 def job_submit(spec: Path = typer.Argument(..., help="job.toml"), network: Path = NetworkOption,
                account: str = AccountOption,
                follow: bool = typer.Option(True, help="follow progress, fetch and check results"),
-               close: bool = typer.Option(True, help="close the lease once results are checked")):
+               close: bool = typer.Option(True, help="close the lease once results are checked"),
+               provider_grace: str = typer.Option(
+                   "5m", "--provider-grace",
+                   help="while following: how long the provider may stay unreachable (retried "
+                        "with backoff) before the lease is closed and its epochs without a "
+                        "heartbeat are claimed, e.g. 90s, 5m")):
     """Post an order with escrow, collect bids, lease the best one, run the job."""
     from tessera.tenant.flow import submit_job
 
     run_guarded(lambda: submit_job(spec, network, account, follow=follow, close=close,
-                                   console=console))
+                                   console=console, provider_grace=provider_grace))
 
 
 @job_app.command("resume")

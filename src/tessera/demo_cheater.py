@@ -26,6 +26,7 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain, tx_hash
 from tessera.chain.devnet import TREASURY, free_port
 from tessera.chain.market import Market
+from tessera.chain.settlement import Settlement
 from tessera.chain.verification import Outcome, Verification
 from tessera.daemons import Daemons, raise_if_exited, spawn, wait_healthy
 from tessera.errors import TenantError
@@ -37,7 +38,7 @@ from tessera.tenant.flow import load_dataset
 from tessera.tenant.multinode import run_diloco_job
 
 CHEATER_ACCOUNT, CHEATER_PRICE = 6, "0.90"   # cheaper than every honest provider: it wins a seat
-VALIDATOR_ACCOUNTS = (7, 8, 9)               # three: the contract's minimum quorum
+VALIDATOR_ACCOUNTS = (7, 8, 9)               # three equal stakes: a verdict needs all of them
 VERDICT_TIMEOUT_S = 180.0
 
 VERIFIED_JOB = {
@@ -166,11 +167,12 @@ def settle_held_pay(console: Console, chain: Chain, job: dict, procs: Daemons) -
     leases = [w for w in job["workers"] if w["order_id"] == order_id]
     # Release each lease up to its close: the rounds' pay, then the time after the last root
     # (releasable once it is older than the window plus the chain's root grace).
-    deadline = time.monotonic() + market.release_delay() + VERDICT_TIMEOUT_S
+    settlement = Settlement(chain)
+    deadline = time.monotonic() + settlement.release_delay() + VERDICT_TIMEOUT_S
     while True:
         for w in leases:
-            market.release_ready(w["lease_id"])
-        if all(market.releases(w["lease_id"]).until >= market.lease(w["lease_id"]).closed_at
+            settlement.release_ready(w["lease_id"], order_id)
+        if all(settlement.releases(w["lease_id"]).until >= market.lease(w["lease_id"]).closed_at
                for w in leases):
             break
         if time.monotonic() > deadline:
@@ -186,8 +188,8 @@ def settle_held_pay(console: Console, chain: Chain, job: dict, procs: Daemons) -
     out = []
     for w in leases:
         lease_filter = {"lease_id": w["lease_id"]}
-        released = chain.events("Market", "PayReleased", since, argument_filters=lease_filter)
-        refunded = chain.events("Market", "RoundRefunded", since, argument_filters=lease_filter)
+        released = chain.events("Settlement", "PayReleased", since, argument_filters=lease_filter)
+        refunded = chain.events("Settlement", "RoundRefunded", since, argument_filters=lease_filter)
         out.append({"lease_id": w["lease_id"], "provider": w["provider"],
                     "released": sum(e["args"]["amount"] for e in released),
                     "refunded_rounds": [e["args"]["round_index"] for e in refunded],

@@ -75,6 +75,28 @@ class TenantError(Exception):
     """Something the tenant asked for could not be done; the message says what and why."""
 
 
+# raised in tessera.tenant.client; retried by tessera.tenant.follow
+class ProviderUnreachable(TenantError):
+    """A provider did not answer a request usefully: connection refused or reset, a timeout, a
+    5xx/408/429 status, an answer that is not what the route promises, or the provider is no
+    longer registered. Transient: the tenant's follow loop retries it. `url`: what was asked
+    (its scheme and host are the provider's endpoint); `reason`: why it failed, in words."""
+
+    def __init__(self, url: str, reason: str):
+        super().__init__(f"provider at {url} did not answer: {reason}")
+        self.url, self.reason = url, reason
+
+
+# raised in tessera.tenant.client (Tenant.follow)
+class ProviderGone(TenantError):
+    """A lease's provider stayed unreachable past the follow loop's grace, so the tenant gave up
+    on it: `settlement` (a tenant.client.LeaseClose) is the close and the downtime claimed."""
+
+    def __init__(self, message: str, settlement):
+        super().__init__(message)
+        self.settlement = settlement
+
+
 # raised in tessera.tenant.worker_rounds
 class WorkerFault(Exception):
     """Why a worker's round was not used. `kind`: unreachable, refused (the provider refused the

@@ -37,7 +37,7 @@ def fresh_accounts(network, count: int) -> list:
     funder = Chain(network, devnet_account(DEPLOYER))
     accounts = [Account.create() for _ in range(count)]
     for account in accounts:
-        funder.send(funder.stake_token.functions.mint(account.address, 1_000 * 10**18))
+        funder.send(funder.stake_token.functions.transfer(account.address, 1_000 * 10**18))
         funder.w3.eth.wait_for_transaction_receipt(funder.w3.eth.send_transaction(
             {"from": funder.address, "to": account.address, "value": 10**18}))
     return accounts
@@ -116,7 +116,10 @@ def test_upheld_on_anvil(network, scene, providers):
     cid, receipts = challenger.open_challenge(signed[1], tree, segment=4, evidence=keccak(b"report"))
     assert len(receipts) == 2  # approval + challenge
     record = challenger.challenge(cid)
-    assert (record.provider, record.quorum, record.status) == (providers[1].address, 3, Outcome.OPEN)
+    # 2/3 of the stake of the four validators who are not the challenger: three votes
+    quorum = (4 * STAKE * params.quorum_bps + 9_999) // 10_000
+    assert (record.provider, record.quorum, record.status) == \
+        (providers[1].address, quorum, Outcome.OPEN)
 
     answered = Verification(Chain(network, providers[1])).answer(cid, keccak(b"opening"))
     assert answered["status"] == 1

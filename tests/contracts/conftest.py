@@ -97,4 +97,4 @@ def vyper_compile():
 @pytest.fixture(scope="session")
 def partials(factories):  # `factories` has set the search paths (snekmate)
     return {name: boa.load_partial(str(CONTRACTS_DIR / f"{name}.vy"))
-            for name in ("Validators", "Verification")}
+            for name in ("Validators", "Verification", "Settlement")}

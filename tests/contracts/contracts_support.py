@@ -16,7 +16,8 @@ from tessera.protocol.money import PAYMENT_DECIMALS, STAKE_DECIMALS
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = ROOT / "src" / "tessera" / "contracts"
 CONTRACT_NAMES = ("PaymentToken", "StakeToken", "ProviderRegistry", "Market", "Uptime",
-                  "Validators", "Probes", "Verification", "HardwareReports")
+                  "Validators", "Probes", "Verification", "Settlement", "HardwareReports",
+                  "Timelock")
 
 USD = 10**PAYMENT_DECIMALS
 TSTK = 10**STAKE_DECIMALS
@@ -97,6 +98,7 @@ class System:
     registry: object
     market: object
     uptime: object = None
+    settlement: object = None   # deployed by the verified tests (test_market_verified)
 
     @property
     def chain_id(self) -> int:
@@ -138,7 +140,7 @@ class System:
             lease = self.market.leases(lid)
             if self.market.verified(lease.order_id):  # open or closed: docs/verification.md
                 total += (lease.budget - lease.paid - lease.downtime_refunded
-                          - self.market.releases(lid).refunded)
+                          - self.settlement.releases(lid).refunded)
             elif lease.closed_at == 0:
                 total += lease.budget - lease.paid - lease.downtime_refunded
         return total
@@ -213,7 +215,6 @@ SLASH = 100 * TSTK
 CHALLENGER_BPS, TENANT_BPS = 2_500, 5_000
 VOTER_REWARD = 6 * TSTK
 QUORUM_BPS = 6_667
-MIN_QUORUM = 2
 JAIL = 7 * 24 * HOUR
 CHECKPOINTS = 51  # H = 100 inner steps, k = 2
 OPEN, UPHELD, REJECTED, EXPIRED = 1, 2, 3, 4
@@ -234,7 +235,14 @@ def deploy_verification(system, partials, vals, by: int = 0, **overrides):
                 validators_=vals.address, challenge_window_=WINDOW, vote_period_=VOTE_PERIOD,
                 min_bond_=BOND, slash_amount_=SLASH, challenger_bps_=CHALLENGER_BPS,
                 tenant_bps_=TENANT_BPS, voter_reward_=VOTER_REWARD, quorum_bps_=QUORUM_BPS,
-                min_quorum_=MIN_QUORUM, jail_period_=JAIL)
+                jail_period_=JAIL)
     args.update(overrides)
     with boa.env.prank(deployer(by)):
-        return partials["Verification"].deploy(*args.values())
+        ver = partials["Verification"].deploy(*args.values())
+    if hasattr(vals, "set_slasher"):  # a real Validators: Verification locks voters' stake
+        with boa.env.prank(vals.owner()):
+            vals.set_slasher(ver.address, True)
+    # Votes weigh stake at the block before a challenge opens: start a new block (same time),
+    # so that validators registered so far have weight.
+    boa.env.evm.patch.block_number += 1
+    return ver

@@ -107,25 +107,52 @@ def test_create_order_needs_allowance(system):
         system.create_order()
 
 
-def test_create_order_with_permit(system):
+def _newbie_permit(system, value=20 * USD):
+    """A tenant with tokens and no allowance, and its signed permit for the Market."""
     from contracts_support import PERMIT_TYPE, _typed, _vrs
 
     m, usd, newbie = system.market, system.usd, key_account(60)
     usd.mint(newbie.address, 100 * USD)  # no approve: permit does it in the same transaction
     deadline = boa.env.timestamp + 600
     typed = _typed(usd, "Permit", PERMIT_TYPE, {"owner": newbie.address, "spender": m.address,
-                                                 "value": 20 * USD, "nonce": 0,
+                                                 "value": value, "nonce": 0,
                                                  "deadline": deadline})
     v, r, s = _vrs(newbie, typed)
-    args = (b"\x22" * 32, "", 1, 0, 2 * USD, 10 * HOUR, 1, 20 * USD, False, deadline, v, r, s)
-    with boa.env.prank(system.outsider.address), boa.reverts("erc20: invalid signature"):
-        m.create_order_with_permit(*args)  # someone else cannot use the newbie's permit
+    args = (b"\x22" * 32, "", 1, 0, 2 * USD, 10 * HOUR, 1, value, False, deadline, v, r, s)
+    return newbie, deadline, (v, r, s), args
+
+
+def test_create_order_with_permit(system):
+    m, usd = system.market, system.usd
+    newbie, _, _, args = _newbie_permit(system)
+    stranger = key_account(61)  # no allowance of its own: the newbie's permit does not help it
+    with boa.env.prank(stranger.address), boa.reverts(
+            "market: permit failed and the allowance is too small"):
+        m.create_order_with_permit(*args)
     with boa.env.prank(newbie.address):
         oid = m.create_order_with_permit(*args)
     assert m.orders(oid).tenant == newbie.address
     assert usd.balanceOf(newbie.address) == 80 * USD and usd.balanceOf(m.address) == 20 * USD
-    with boa.env.prank(newbie.address), boa.reverts("erc20: invalid signature"):
-        m.create_order_with_permit(*args)  # replayed permit
+    with boa.env.prank(newbie.address), boa.reverts(
+            "market: permit failed and the allowance is too small"):
+        m.create_order_with_permit(*args)  # replayed permit: spent, and no allowance left
+
+
+def test_front_run_permit_does_not_block_the_order(system):
+    """The attack: a watcher copies the tenant's permit out of the mempool and submits it to
+    the token first, which spends its nonce, so the tenant's own create_order_with_permit
+    would revert. The Market accepts the allowance that permit already set."""
+    m, usd = system.market, system.usd
+    newbie, deadline, (v, r, s), args = _newbie_permit(system)
+    with boa.env.prank(system.outsider.address):
+        usd.permit(newbie.address, m.address, 20 * USD, deadline, v, r, s)
+    assert usd.allowance(newbie.address, m.address) == 20 * USD
+    with boa.env.prank(newbie.address):
+        oid = m.create_order_with_permit(*args)
+    assert m.orders(oid).tenant == newbie.address and m.orders(oid).deposit == 20 * USD
+    assert usd.balanceOf(m.address) == 20 * USD == system.held()
+    # the front-runner gained nothing: the allowance is the Market's, and it is used up
+    assert usd.allowance(newbie.address, m.address) == 0
 
 
 def test_cancel_order(system):
@@ -543,19 +570,44 @@ def test_close_unknown_lease(system):
         system.market.close_lease(5)
 
 
-def test_fee_zero_and_max(system, lease):
-    m, usd, p = system.market, system.usd, system.providers[0]
-    m.set_fee_bps(0)
+def _lease_at_fee(system, fee_bps: int, nonce: int) -> int:
+    system.market.set_fee_bps(fee_bps)
+    oid = system.create_order(min_gpus=4, max_price=3 * USD, duration=10 * HOUR,
+                              deposit=200 * USD)
+    return system.accept(oid, system.providers[3 * nonce], price=2 * USD, nonce=nonce)
+
+
+def test_fee_zero_and_max(system):
+    m, usd = system.market, system.usd
+    free, dear = _lease_at_fee(system, 0, 0), _lease_at_fee(system, 1000, 1)
+    assert (m.leases(free).fee_bps, m.leases(dear).fee_bps) == (0, 1000)
     boa.env.time_travel(seconds=HOUR)
     tre = usd.balanceOf(system.treasury)
-    with boa.env.prank(p.address):
-        m.withdraw(lease)
+    with boa.env.prank(m.leases(free).provider):
+        m.withdraw(free)
     assert usd.balanceOf(system.treasury) == tre
-    m.set_fee_bps(1000)
+    with boa.env.prank(m.leases(dear).provider):
+        m.withdraw(dear)
+    assert usd.balanceOf(system.treasury) == tre + 8 * USD // 10
+
+
+def test_fee_change_does_not_touch_existing_leases(system, lease):
+    """The attack: the owner raises the fee to the maximum on pay already earned. A lease keeps
+    the fee it was created with; only leases created after the change pay the new one."""
+    m, usd, p = system.market, system.usd, system.providers[0]
+    assert m.leases(lease).fee_bps == FEE_BPS
     boa.env.time_travel(seconds=HOUR)
+    m.set_fee_bps(1000)
+    (ev,) = events(m, "FeeChanged")
+    assert (ev.old_fee_bps, ev.new_fee_bps) == (FEE_BPS, 1000)
+    tre, before = usd.balanceOf(system.treasury), usd.balanceOf(p.address)
     with boa.env.prank(p.address):
         m.withdraw(lease)
-    assert usd.balanceOf(system.treasury) == tre + 8 * USD // 10
+    assert usd.balanceOf(system.treasury) - tre == 8 * USD * FEE_BPS // 10_000
+    assert usd.balanceOf(p.address) - before == 8 * USD - 8 * USD * FEE_BPS // 10_000
+    assert m.leases(lease).fee_bps == FEE_BPS
+    with boa.env.prank(system.outsider.address), boa.reverts("market: caller is not the owner"):
+        m.set_fee_bps(0)
 
 
 def test_commit_result(system, lease):

@@ -13,6 +13,7 @@ from contracts_support import (
     FEE_BPS,
     HOUR,
     TSTK,
+    UNBONDING_PERIOD,
     USD,
     events,
     heartbeat,
@@ -33,13 +34,14 @@ def to_time(t: int) -> None:
 
 
 def new_lease(system, provider_index: int = 0, offset: int = EPOCH // 2, price: int = PRICE,
-              gpus: int = GPUS, duration: int = HOUR, tenant=None) -> tuple[int, int]:
+              gpus: int = GPUS, duration: int = HOUR, tenant=None,
+              nonce: int | None = None) -> tuple[int, int]:
     """A lease that starts `offset` seconds into the next epoch; returns (lease id, its epoch)."""
     epoch = system.uptime.current_epoch() + 1
     to_time(epoch_start(system, epoch) + offset)
     oid = system.create_order(tenant, min_gpus=gpus, max_price=2 * USD, duration=duration)
     lease_id = system.accept(oid, system.providers[provider_index], price, tenant=tenant,
-                             nonce=1000 + provider_index)
+                             nonce=1000 + provider_index if nonce is None else nonce)
     return lease_id, epoch
 
 
@@ -161,8 +163,9 @@ def test_claim_refusals_change_nothing(system, case, message):
 
 
 def test_late_claim_is_netted_from_this_lease_only(system):
-    """The provider withdrew the time before the claim: the refund comes out of this lease's
-    remaining escrow, the provider works it off, and another lease's escrow is untouched."""
+    """The provider withdrew the time before the claim: nothing of it is left in escrow, so
+    nothing is refunded now (the tenant's unspent budget is not the provider's to give back);
+    the provider works it off from its later pay, and another lease's escrow is untouched."""
     m, provider = system.market, system.providers[0]
     other_id, _ = new_lease(system, provider_index=1, tenant=system.tenant2, offset=1)
     lease_id, k = new_lease(system)
@@ -172,7 +175,7 @@ def test_late_claim_is_netted_from_this_lease_only(system):
     paid = m.leases(lease_id).paid
     other = m.leases(other_id)
     ev = claim(system, lease_id, [k + 1, k + 2])
-    assert (ev.amount, ev.refund, ev.overdrawn) == (2 * PER_EPOCH, 2 * PER_EPOCH, 2 * PER_EPOCH)
+    assert (ev.amount, ev.refund, ev.overdrawn) == (2 * PER_EPOCH, 0, 2 * PER_EPOCH)
     assert m.shortfall(lease_id) == 2 * PER_EPOCH       # for now: the future stream nets it
     assert m.leases(other_id) == other
     assert system.usd.balanceOf(m.address) == system.held()
@@ -188,8 +191,9 @@ def test_late_claim_is_netted_from_this_lease_only(system):
 
 
 def test_shortfall_when_the_lease_cannot_absorb_the_claim(system):
-    """The budget is almost all withdrawn: only what the lease still holds is refunded; the
-    rest is recorded as the lease's shortfall, and the close moves nothing more."""
+    """The budget is almost all withdrawn: none of the provider's pay is left to refund, so the
+    claim is all shortfall; the close gives the tenant its unspent budget back and nothing
+    more (the stake slash per epoch is its compensation)."""
     m, provider, tenant = system.market, system.providers[0], system.tenant.address
     lease_id, k = new_lease(system, offset=0)  # starts on an epoch boundary: 60 whole epochs
     run_epochs(system, provider.address, k, [False, False] + [True] * 57)
@@ -198,22 +202,23 @@ def test_shortfall_when_the_lease_cannot_absorb_the_claim(system):
     paid = m.leases(lease_id).paid
     assert 59 * PER_EPOCH < paid < BUDGET
     ev = claim(system, lease_id, [k, k + 1])
-    assert (ev.amount, ev.refund) == (2 * PER_EPOCH, BUDGET - paid)
+    assert (ev.amount, ev.refund) == (2 * PER_EPOCH, 0)
     to_time(epoch_start(system, k + 61))  # the budget has run out
     assert m.earned(lease_id) == 58 * PER_EPOCH
     assert m.shortfall(lease_id) == paid - 58 * PER_EPOCH
     with boa.env.prank(tenant):
         m.close_lease(lease_id)
     (closed,) = events(m, "LeaseClosed")
-    assert (closed.provider_amount, closed.fee, closed.refund) == (0, 0, 0)
+    assert (closed.provider_amount, closed.fee, closed.refund) == (0, 0, BUDGET - paid)
     assert m.shortfall(lease_id) == paid - 58 * PER_EPOCH
     assert system.usd.balanceOf(m.address) == system.held()
 
 
 def test_close_after_a_partly_refunded_claim_takes_nothing_from_other_escrow(system):
-    """Withdrawn through epoch 50 of 60, then 20 epochs claimed: only the 10 epochs the lease
-    still holds go back; a close before the budget runs out owes the provider nothing and has
-    nothing left to refund, while another tenant's lease keeps every token of its escrow."""
+    """Withdrawn through epoch 50 of 60, then 20 epochs claimed: the provider's pay is all
+    withdrawn, so nothing is refunded now; a close before the budget runs out owes the provider
+    nothing and gives the tenant exactly its unspent budget, while another tenant's lease keeps
+    every token of its escrow."""
     m, provider, tenant = system.market, system.providers[0], system.tenant.address
     other_id, _ = new_lease(system, provider_index=1, tenant=system.tenant2, offset=1)
     lease_id, k = new_lease(system, offset=0)
@@ -222,15 +227,15 @@ def test_close_after_a_partly_refunded_claim_takes_nothing_from_other_escrow(sys
         m.withdraw(lease_id)
     paid = m.leases(lease_id).paid
     ev = claim(system, lease_id, list(range(k, k + 20)))
-    assert (ev.amount, ev.refund) == (20 * PER_EPOCH, BUDGET - paid)
+    assert (ev.amount, ev.refund) == (20 * PER_EPOCH, 0)
     other = m.leases(other_id)
     to_time(epoch_start(system, k + 55))
     usd_before = system.usd.balanceOf(tenant)
     with boa.env.prank(tenant):
         m.close_lease(lease_id)
     (closed,) = events(m, "LeaseClosed")
-    assert (closed.provider_amount, closed.fee, closed.refund) == (0, 0, 0)
-    assert system.usd.balanceOf(tenant) == usd_before
+    assert (closed.provider_amount, closed.fee, closed.refund) == (0, 0, BUDGET - paid)
+    assert system.usd.balanceOf(tenant) == usd_before + BUDGET - paid
     assert m.shortfall(lease_id) == paid - (55 * PER_EPOCH - 20 * PER_EPOCH)
     assert m.leases(other_id) == other
     assert system.usd.balanceOf(m.address) == system.held()
@@ -335,3 +340,85 @@ def test_gas_of_a_claim(system):
     nine = system.market._computation.get_gas_used()
     print(f"claim_downtime execution gas: 1 epoch {one}, 9 epochs {nine}")
     assert nine < 9 * one
+
+
+# ---------------------------------------------------------------- stake held while it can be slashed
+
+
+def _unbond_all(system, provider) -> None:
+    reg = system.registry
+    with boa.env.prank(provider.address):
+        reg.request_unbond(reg.providers(provider.address).stake)
+
+
+def test_provider_cannot_unbond_out_of_a_downtime_slash(system):
+    """The attack: a provider goes dark on an open lease, unbonds its whole stake and withdraws
+    it after the unbonding period, so that the tenant's downtime claim slashes nothing. While a
+    lease is open the Market holds the stake; after the close it stays locked for the claim
+    window; a claim in that time slashes what the provider unbonded."""
+    m, reg, provider = system.market, system.registry, system.providers[0]
+    lease_id, k = new_lease(system)
+    assert reg.holds(provider.address) == 1
+    run_epochs(system, provider.address, k + 1, [False, False])
+    _unbond_all(system, provider)
+    to_time(boa.env.timestamp + UNBONDING_PERIOD + 1)
+    with boa.env.prank(provider.address), boa.reverts("registry: stake backs an open lease"):
+        reg.withdraw_unbonded()
+    with boa.env.prank(provider.address):
+        m.close_lease(lease_id)  # the provider closes first: the claim window still holds it
+    closed_at = m.leases(lease_id).closed_at
+    assert reg.holds(provider.address) == 0 and reg.locked_until(provider.address) == closed_at + CLAIM_WINDOW
+    with boa.env.prank(provider.address), boa.reverts(
+            "registry: stake locked by a claim window or challenge"):
+        reg.withdraw_unbonded()
+    tstk = system.stake.balanceOf(system.tenant.address)
+    ev = claim(system, lease_id, [k + 1, k + 2])
+    assert ev.stake_slashed == 2 * DOWNTIME_SLASH  # taken from the unbonding bucket
+    assert system.stake.balanceOf(system.tenant.address) == tstk + 2 * DOWNTIME_SLASH
+    to_time(closed_at + CLAIM_WINDOW)
+    left = reg.providers(provider.address).unbonding
+    before = system.stake.balanceOf(provider.address)
+    with boa.env.prank(provider.address):
+        reg.withdraw_unbonded()  # honest exit: the window is over, the rest is its own
+    assert system.stake.balanceOf(provider.address) == before + left
+
+
+def test_holds_count_every_open_lease(system):
+    m, reg, provider = system.market, system.registry, system.providers[0]
+    first, _ = new_lease(system)
+    second, _ = new_lease(system, tenant=system.tenant2, nonce=7)
+    assert reg.holds(provider.address) == 2
+    with boa.env.prank(system.tenant.address):
+        m.close_lease(first)
+    assert reg.holds(provider.address) == 1
+    with boa.env.prank(system.tenant2.address):
+        m.close_lease(second)
+    assert reg.holds(provider.address) == 0
+
+
+def test_a_revoked_market_still_closes_and_releases_its_holds(system):
+    """Every wei has a way out: the registry owner revoking the Market's slasher role must not
+    freeze a lease (close still works) nor the provider's stake (the Market's hold is released)."""
+    m, reg, provider = system.market, system.registry, system.providers[0]
+    lease_id, _ = new_lease(system)
+    reg.set_slasher(m.address, False)
+    with boa.env.prank(system.tenant.address):
+        m.close_lease(lease_id)
+    assert reg.holds(provider.address) == 0
+    # and a Market without the role opens no hold at all
+    plain, _ = new_lease(system, tenant=system.tenant2, nonce=7)
+    assert reg.holds(provider.address) == 0 and m.leases(plain).tenant == system.tenant2.address
+
+
+def test_only_a_holder_or_slasher_can_hold_or_lock(system):
+    """The attack: a stranger locks a provider's stake forever (a griefing lock). hold and lock
+    need the slasher role; release_hold only undoes the caller's own holds."""
+    reg, provider, outsider = system.registry, system.providers[0].address, system.outsider.address
+    with boa.env.prank(outsider), boa.reverts("registry: caller is not a slasher"):
+        reg.hold(provider)
+    with boa.env.prank(outsider), boa.reverts("registry: caller is not a slasher"):
+        reg.lock(provider, 2**255)
+    lease_id, _ = new_lease(system)
+    with boa.env.prank(outsider):
+        reg.release_hold(provider, 2**255)  # not its hold: nothing changes
+    assert reg.holds(provider) == 1 and reg.locked_until(provider) == 0

@@ -275,7 +275,10 @@ def _run(system, ops):
                 amount += pay
                 if begin < lease["paid_through"]:
                     late += pay
-            refund = min(amount, held(lease))
+            # Only the provider's pay still in escrow is refunded, never the tenant's unspent
+            # budget (which the close returns anyway).
+            unspent = 0 if lease["closed_at"] else lease["budget"] - accrued(lease)
+            refund = min(amount, max(0, held(lease) - unspent))
             lease["downtime"] += amount
             lease["refunded"] += refund
             lease["claimed"].update(epochs)

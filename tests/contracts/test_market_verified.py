@@ -45,8 +45,9 @@ class Job:
         self.trees: dict[int, cm.RoundTree] = {}
         self.signed: dict[int, list[cm.SignedCommitment]] = {}
 
-    def post_round(self) -> int:
-        rnd = self.ver.rounds_posted(self.order_id)
+    def post_round(self, gap: int = 0) -> int:
+        """Post the next round, or `gap` rounds after it (the first root: round `gap`)."""
+        rnd = self.ver.rounds_posted(self.order_id) + gap
         signed = []
         for lease_id, worker in zip(self.leases, self.workers, strict=True):
             c = cm.Commitment(job=self.order_id, round=rnd, lease_id=lease_id,
@@ -69,11 +70,11 @@ class Job:
             cid = self.ver.open_challenge(signed.commitment.as_contract_tuple(),
                                           bytes.fromhex(signed.signature[2:]), tree.root,
                                           tree.n_leaves, worker, list(tree.proofs[worker]), 1,
-                                          keccak(b"report"), 10 * TSTK, [])
+                                          keccak(b"report"), 10 * TSTK)
         if guilty is not None:
-            for i, v in enumerate(VALIDATORS[:4]):
+            for v in VALIDATORS[:4]:
                 with boa.env.prank(v.address):
-                    self.ver.vote(cid, guilty, i)
+                    self.ver.vote(cid, guilty)
         return cid
 
     def resolve(self, cid: int) -> None:
@@ -99,10 +100,17 @@ def bare(system, partials):  # noqa: F811
     return ver
 
 
+def deploy_settlement(system, partials, ver, by: int = 9, grace: int = GRACE):  # noqa: F811
+    with boa.env.prank(deployer(by)):
+        return partials["Settlement"].deploy(system.market.address, ver.address, grace)
+
+
 @pytest.fixture
-def ver(system, bare):
+def ver(system, bare, partials):  # noqa: F811
+    """Verification wired: the Market knows its Settlement (system.settlement)."""
+    system.settlement = deploy_settlement(system, partials, bare)
     with boa.env.prank(system.owner):
-        system.market.set_verification(bare.address, GRACE)
+        system.market.set_settlement(system.settlement.address)
     return bare
 
 
@@ -127,8 +135,8 @@ def wait(seconds: int) -> None:
 def release(system, lease_id: int, up_to_round: int, refunds: list | None = None):
     """Anyone releases; returns the PayReleased event, and appends RoundRefunded ones."""
     with boa.env.prank(system.outsider.address):
-        system.market.release(lease_id, up_to_round)
-    logs = system.market.get_logs()
+        system.settlement.release(lease_id, up_to_round)
+    logs = system.settlement.get_logs()
     if refunds is not None:
         refunds += [e for e in logs if type(e).__name__ == "RoundRefunded"]
     (ev,) = [e for e in logs if type(e).__name__ == "PayReleased"]
@@ -148,32 +156,43 @@ def net(gross: int) -> int:
 
 
 def held_by(system, lease_id: int) -> int:
-    lease, rel = system.market.leases(lease_id), system.market.releases(lease_id)
+    lease, rel = system.market.leases(lease_id), system.settlement.releases(lease_id)
     return lease.budget - lease.paid - lease.downtime_refunded - rel.refunded
 
 
 # ---------------------------------------------------------------- wiring and the order flag
 
 
-def test_set_verification_once_by_the_owner(system, bare, partials):  # noqa: F811
+def test_set_settlement_once_by_the_owner(system, bare, partials):  # noqa: F811
     m = system.market
-    with boa.env.prank(system.tenant.address), boa.reverts("market: verification not set"):
+    settlement = deploy_settlement(system, partials, bare)
+    assert (settlement.verification(), settlement.root_grace(), settlement.release_delay()) == (
+        bare.address, GRACE, DELAY)
+    with boa.env.prank(system.tenant.address), boa.reverts("market: settlement not set"):
         m.create_order(b"\x01" * 32, "", 1, 0, USD, HOUR, 1, USD, True)
     with boa.env.prank(system.outsider.address), boa.reverts("market: caller is not the owner"):
-        m.set_verification(bare.address, GRACE)
-    with boa.reverts("market: zero verification"):
-        m.set_verification("0x" + "00" * 20, GRACE)
-    # a Verification deployed for another market
+        m.set_settlement(settlement.address)
+    with boa.reverts("market: zero settlement"):
+        m.set_settlement("0x" + "00" * 20)
+    # a Verification (and so a Settlement) deployed for another market
     vals = SimpleNamespace(address=bare.validators())
     other = deploy_verification(system, partials, vals, by=7, market_=system.usd.address)
-    with boa.reverts("market: verification is for another market"):
-        m.set_verification(other.address, GRACE)
-    m.set_verification(bare.address, GRACE)
-    (ev,) = events(m, "VerificationSet")
-    assert (ev.verification, ev.challenge_window, ev.root_grace) == (bare.address, WINDOW, GRACE)
-    assert (m.verification(), m.root_grace(), m.release_delay()) == (bare.address, GRACE, DELAY)
-    with boa.reverts("market: verification already set"):
-        m.set_verification(bare.address, GRACE)
+    with boa.reverts("settlement: verification is for another market"):
+        deploy_settlement(system, partials, other, by=10)
+    with boa.env.prank(deployer(11)):
+        foreign = partials["Settlement"].deploy(system.usd.address, other.address, GRACE)
+    with boa.reverts("market: settlement is for another market"):
+        m.set_settlement(foreign.address)
+    m.set_settlement(settlement.address)
+    (ev,) = events(m, "SettlementSet")
+    assert ev.settlement == settlement.address and m.settlement() == settlement.address
+    with boa.reverts("market: settlement already set"):
+        m.set_settlement(settlement.address)
+    # only the Market may take a close refund, only the Settlement may refund a tenant
+    with boa.env.prank(system.outsider.address), boa.reverts("settlement: caller is not the market"):
+        settlement.close_refund(1)
+    with boa.env.prank(system.outsider.address), boa.reverts("market: caller is not the settlement"):
+        m.refund_tenant(1, 1)
 
 
 def test_verified_flag_is_part_of_the_order(system, ver):
@@ -197,9 +216,9 @@ def test_release_pays_final_rounds_only(system, ver):
     assert system.market.withdrawable(lease) == 0
     with boa.env.prank(job.workers[0].address), boa.reverts("market: nothing to withdraw"):
         system.market.withdraw(lease)
-    with boa.reverts("market: round not final"):
+    with boa.reverts("settlement: round not final"):
         release(system, lease, 1)
-    with boa.reverts("market: round not posted"):
+    with boa.reverts("settlement: round not posted"):
         release(system, lease, 2)
     wait(WINDOW)
     ev = release(system, lease, 1)
@@ -207,7 +226,7 @@ def test_release_pays_final_rounds_only(system, ver):
     assert pay == PRICE and t0 - start == HOUR
     assert (ev.lease_id, ev.provider, ev.from_round, ev.to_round, ev.released_until, ev.amount,
             ev.withheld, ev.refund) == (lease, job.workers[0].address, 0, 1, t0, pay, 0, 0)
-    with boa.reverts("market: nothing to release"):  # double release
+    with boa.reverts("settlement: nothing to release"):  # double release
         release(system, lease, 1)
     assert system.market.withdrawable(lease) == pay
     assert withdraw(system, lease) == net(pay)
@@ -241,17 +260,17 @@ def test_release_refusals(system, ver):
     job = new_job(system, ver, nodes=1)
     plain = system.create_order()
     plain_lease = system.accept(plain, system.providers[2], price=USD // 10, nonce=1)
-    with boa.reverts("market: lease not verified"):
+    with boa.reverts("settlement: lease not verified"):
         release(system, plain_lease, 0)
-    with boa.reverts("market: unknown lease"):
+    with boa.reverts("settlement: unknown lease"):
         release(system, 999, 0)
-    with boa.reverts("market: nothing to release"):  # no root, nothing older than the delay
+    with boa.reverts("settlement: nothing to release"):  # no root, nothing older than the delay
         release(system, job.leases[0], 0)
     wait(60)
     for _ in range(66):
         job.post_round()
     wait(WINDOW)
-    with boa.reverts("market: too many rounds at once"):
+    with boa.reverts("settlement: too many rounds at once"):
         release(system, job.leases[0], 65)
     assert release(system, job.leases[0], 64).to_round == 64
 
@@ -267,7 +286,7 @@ def test_proven_round_goes_back_to_the_tenant(system, ver):
     t1 = boa.env.timestamp
     cid = job.challenge(1, 0, guilty=True)
     wait(WINDOW)
-    with boa.reverts("market: round not final"):  # the challenge is still open
+    with boa.reverts("settlement: round not final"):  # the challenge is still open
         release(system, cheat, 2)
     job.resolve(cid)
     assert ver.proven(job.order_id, 1, cheat)
@@ -280,7 +299,7 @@ def test_proven_round_goes_back_to_the_tenant(system, ver):
             refunded.refund) == (cheat, system.tenant.address, 1, round1, round1)
     assert (ev.amount, ev.withheld, ev.refund) == (accrued(system, cheat, t0), round1, round1)
     assert system.usd.balanceOf(system.tenant.address) == tenant_before + round1
-    assert system.market.releases(cheat).proven == round1
+    assert system.settlement.releases(cheat).proven == round1
     assert system.market.withdrawable(cheat) == accrued(system, cheat, t0)  # round 0 only
     assert withdraw(system, cheat) == net(accrued(system, cheat, t0))
     # the honest lease of the same job is paid both rounds
@@ -329,7 +348,7 @@ def test_close_keeps_unreleased_pay_then_release_and_withdraw(system, ver):
     assert (ev.amount, ev.released_until) == (a_close - PRICE, tc)
     assert withdraw(system, lease) == net(a_close - PRICE)
     assert held_by(system, lease) == 0
-    with boa.reverts("market: nothing to release"):
+    with boa.reverts("settlement: nothing to release"):
         release(system, lease, 2)
 
 
@@ -357,7 +376,7 @@ def test_grace_releases_time_no_root_covers(system, ver):
     lease = job.leases[0]
     start = system.market.leases(lease).start
     wait(DELAY)
-    with boa.reverts("market: nothing to release"):  # exactly the delay: nothing older yet
+    with boa.reverts("settlement: nothing to release"):  # exactly the delay: nothing older yet
         release(system, lease, 0)
     wait(HOUR)
     ev = release(system, lease, 0)
@@ -379,7 +398,7 @@ def test_non_verified_lease_streams_as_before(system, ver):
     wait(HOUR)
     assert system.market.withdrawable(lease) == PRICE
     assert withdraw(system, lease) == net(PRICE)
-    assert system.market.releases(lease) == (0, 0, 0, 0)
+    assert system.settlement.releases(lease) == (0, 0, 0, 0)
 
 
 def test_downtime_claim_on_a_verified_lease(system, ver):
@@ -422,6 +441,50 @@ def test_downtime_claim_on_a_verified_lease(system, ver):
     assert held_by(system, lease) == 0
 
 
+# ---------------------------------------------------------------- the round-gap freeze
+
+
+def test_a_tenant_cannot_freeze_pay_by_skipping_rounds(system, ver):
+    """The attack (issue 10): post round 0, then round 2**255, so that a release must walk
+    2**255 empty rounds before the time after the last root is released: the rest of the
+    budget would sit in the Market with no way out. Roots may skip at most MAX_ROUND_GAP
+    rounds, so the walk grows with the roots posted and every wei comes out."""
+    job = new_job(system, ver, nodes=1)
+    lease = job.leases[0]
+    gap = ver.MAX_ROUND_GAP()
+    job.post_round()
+    for bad in (2**255, gap + 1):
+        with boa.env.prank(system.tenant.address), boa.reverts("verification: too many rounds skipped"):
+            job.post_round(bad)
+    wait(600)
+    assert job.post_round(gap) == gap + 1  # a bounded gap is allowed (a round whose root failed)
+    with boa.env.prank(system.tenant.address), boa.reverts("verification: round already posted or skipped"):
+        job.ver.post_root(job.order_id, gap, b"\x01" * 32, 1)  # a skipped round stays skipped
+    wait(600)
+    with boa.env.prank(system.tenant.address):
+        system.market.close_lease(lease)
+    wait(DELAY + 1)
+    release(system, lease, ver.rounds_posted(job.order_id))  # one transaction walks it all
+    assert system.settlement.releases(lease).until == system.market.leases(lease).closed_at
+    withdraw(system, lease)
+    assert held_by(system, lease) == 0
+    assert system.usd.balanceOf(system.market.address) == system.held()
+
+
+def test_a_replacement_order_starts_at_its_first_round(system, ver):
+    """A replacement worker's one-node order posts its first root at the round it joined
+    (any round): releases start there, not at round 0."""
+    job = new_job(system, ver, nodes=1)
+    lease = job.leases[0]
+    first = 10**30
+    wait(600)
+    assert job.post_round(first) == first
+    assert (ver.first_round(job.order_id), ver.rounds_posted(job.order_id)) == (first, first + 1)
+    wait(WINDOW + 1)
+    ev = release(system, lease, first + 1)
+    assert (ev.from_round, ev.to_round) == (first, first + 1) and ev.amount > 0
+
+
 # ---------------------------------------------------------------- property: conservation
 
 op = st.one_of(
@@ -430,6 +493,8 @@ op = st.one_of(
     st.tuples(st.just("time"), st.sampled_from([EPOCH, 600, WINDOW // 2, WINDOW, DELAY])),
     st.tuples(st.just("root"), st.integers(0, 2)),
     st.tuples(st.just("root"), st.integers(0, 2)),
+    # a tenant skipping rounds to freeze its leases' pay: small gaps are allowed, huge refused
+    st.tuples(st.just("root"), st.integers(0, 2), st.sampled_from([1, 8, 9, 2**200])),
     st.tuples(st.just("challenge"), st.integers(0, 2), st.integers(0, 1),
               st.sampled_from([True, True, False, None])),
     st.tuples(st.just("resolve"),),
@@ -443,9 +508,9 @@ op = st.one_of(
 ops = st.builds(lambda first, rest: [first, *rest], st.tuples(st.just("job"), st.integers(1, 2)),
                 st.lists(op, min_size=10, max_size=28))
 
-ALLOWED = ("market: nothing to release", "market: round not final", "market: nothing to withdraw",
+ALLOWED = ("settlement: nothing to release", "settlement: round not final", "market: nothing to withdraw",
            "market: lease exhausted", "market: lease closed", "market: epoch",
-           "market: claim window over", "market: provider was up", "market: round not posted",
+           "market: claim window over", "market: provider was up", "settlement: round not posted",
            "verification: ")
 
 
@@ -466,7 +531,7 @@ def test_payment_token_conserved_and_proven_rounds_never_paid(system, ver, steps
 
 def _lease_checks(system, lease_id: int) -> None:
     m = system.market
-    lease, rel = m.leases(lease_id), m.releases(lease_id)
+    lease, rel = m.leases(lease_id), system.settlement.releases(lease_id)
     assert lease.paid + rel.proven <= accrued(system, lease_id, max(rel.until, lease.start))
     end = lease.closed_at or None
     horizon = accrued(system, lease_id, end) if end else lease.budget
@@ -502,7 +567,8 @@ def _run(system, ver, steps):
         elif kind == "time":
             wait(step[1])
         elif kind == "root" and jobs:
-            jobs[step[1] % len(jobs)].post_round()
+            job, gap = jobs[step[1] % len(jobs)], step[2] if len(step) > 2 else 0
+            attempt(lambda job=job, gap=gap: job.post_round(gap))
         elif kind == "challenge" and jobs:
             job = jobs[step[1] % len(jobs)]
             posted = ver.rounds_posted(job.order_id)
@@ -520,7 +586,7 @@ def _run(system, ver, steps):
                     pass  # not decided yet
         elif kind == "release" and leases:
             job, lid = leases[step[1] % len(leases)]
-            rel_next = m.releases(lid).next_round
+            rel_next = max(system.settlement.releases(lid).next_round, ver.first_round(job.order_id))
             posted = ver.rounds_posted(job.order_id)
             up_to = {"one": rel_next + 1, "all": posted, "far": posted + 1}[step[2]]
             attempt(lambda lid=lid, up_to=up_to: _release_checked(system, ver, lid, up_to,
@@ -565,15 +631,21 @@ def _run(system, ver, steps):
     for cid in challenges:
         next(j for j in jobs if j.order_id == ver.challenges(cid).job).resolve(cid)
     for job, lid in leases:
-        while m.releases(lid).next_round < ver.rounds_posted(job.order_id) or \
-                max(m.releases(lid).until, m.leases(lid).start) < m.leases(lid).closed_at:
-            up_to = min(ver.rounds_posted(job.order_id), m.releases(lid).next_round + 64)
-            _release_checked(system, ver, lid, up_to, proven_refunds)
+        # Bounded: the rounds walked are at most MAX_ROUND_GAP + 1 per root posted.
+        posted = ver.rounds_posted(job.order_id)
+        walk = posted - ver.first_round(job.order_id)
+        calls = 0
+        while max(system.settlement.releases(lid).next_round, ver.first_round(job.order_id)) < posted \
+                or max(system.settlement.releases(lid).until, m.leases(lid).start) < m.leases(lid).closed_at:
+            start = max(system.settlement.releases(lid).next_round, ver.first_round(job.order_id))
+            _release_checked(system, ver, lid, min(posted, start + 64), proven_refunds)
+            calls += 1
+            assert calls <= walk // 64 + 2, "release does not end"
         if m.withdrawable(lid):
             withdraw(system, lid)
         assert held_by(system, lid) == 0
         _lease_checks(system, lid)
-        assert m.releases(lid).proven == proven_refunds.get(lid, 0)
+        assert system.settlement.releases(lid).proven == proven_refunds.get(lid, 0)
     assert sum(usd.balanceOf(p) for p in parties) == total
     assert usd.balanceOf(m.address) == system.held()
 
@@ -581,13 +653,14 @@ def _run(system, ver, steps):
 def _release_checked(system, ver, lease_id: int, up_to: int, proven_refunds: dict[int, int]) -> None:
     """Release, and check each proven round's refund event against the round's own pay."""
     m = system.market
-    before = m.releases(lease_id)
+    before = system.settlement.releases(lease_id)
     lease = m.leases(lease_id)
+    start = max(before.next_round, ver.first_round(lease.order_id))
     refunded: list = []
     release(system, lease_id, up_to, refunded)
     for ev in refunded:
         proven_refunds[lease_id] = proven_refunds.get(lease_id, 0) + ev.amount
-    if up_to == before.next_round + 1 and refunded:  # one round walked: its interval is known
+    if up_to == start + 1 and refunded:  # one round walked: its interval is known
         (ev,) = refunded
         posted_at = ver.rounds(lease.order_id, ev.round_index).posted_at
         end = lease.closed_at or boa.env.timestamp

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import boa
-import pytest
 from contracts_support import MIN_STAKE, TSTK, UNBONDING_PERIOD, events
 
 
@@ -174,19 +173,28 @@ def test_slash_unregistered_refused(system):
         system.registry.slash(system.outsider.address, 1, system.treasury)
 
 
-@pytest.mark.parametrize("jailer", ["slasher", "owner"])
-def test_jail(system, jailer):
+def test_jail(system):
+    """Only slashers jail (contracts that proved a fault). The attack this closes: an owner
+    (or a stolen owner key) jailing any provider for any length. The owner may still grant
+    itself the slasher role, but only through the Timelock's delay, in the open
+    (test_timelock.py)."""
     reg, p0 = system.registry, system.providers[0]
-    who = getattr(system, jailer)
     until = boa.env.timestamp + 1000
-    with boa.env.prank(system.outsider.address), boa.reverts("registry: caller cannot jail"):
+    for caller in (system.outsider.address, p0.address, system.owner):
+        with boa.env.prank(caller), boa.reverts("registry: caller cannot jail"):
+            reg.jail(p0.address, until)
+    assert reg.owner() == system.owner and not reg.is_slasher(system.owner)
+    with boa.env.prank(system.slasher):
         reg.jail(p0.address, until)
-    with boa.env.prank(p0.address), boa.reverts("registry: caller cannot jail"):
-        reg.jail(p0.address, 0)
-    with boa.env.prank(who):
-        reg.jail(p0.address, until)
+    (ev,) = events(reg, "Jailed")
+    assert (ev.provider, ev.until, ev.by) == (p0.address, until, system.slasher)
     assert reg.providers(p0.address).jailed_until == until
     assert not reg.is_active(p0.address)
+    # a jail never shortens: a slasher cannot unjail, nor cut another's jail short
+    with boa.env.prank(system.slasher):
+        reg.jail(p0.address, 0)
+        reg.jail(p0.address, until - 500)
+    assert reg.providers(p0.address).jailed_until == until
     boa.env.time_travel(seconds=1000)
     assert reg.is_active(p0.address)
 

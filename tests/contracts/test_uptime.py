@@ -211,7 +211,8 @@ def test_a_continuing_outage_is_jailed_again_and_a_jail_is_never_shortened(syste
     report(uptime, reporter, provider, JAIL_AFTER)  # the next stretch of the same outage
     second_until = registry.providers(provider).jailed_until
     assert second_until == boa.env.timestamp + JAIL_PERIOD > first_until
-    registry.jail(provider, second_until + 10 * JAIL_PERIOD)  # the owner's longer jail
+    with boa.env.prank(system.slasher):  # another slasher's longer jail
+        registry.jail(provider, second_until + 10 * JAIL_PERIOD)
     to_epoch(uptime, 3 * JAIL_AFTER)
     report(uptime, reporter, provider, 2 * JAIL_AFTER)
     assert registry.providers(provider).jailed_until == second_until + 10 * JAIL_PERIOD

@@ -1,5 +1,7 @@
-"""Validators: permissionless staked registry, unbonding delay, slasher role, and a property
-test that the contract always holds exactly the stake its records say it holds."""
+"""Validators: permissionless staked registry, unbonding delay, slasher role, stake weights
+checkpointed per block, locks on voters' stake, and property tests: the contract always holds
+exactly the stake its records say it holds, every past block's weights read back as they were,
+and splitting stake over addresses never adds weight."""
 
 from __future__ import annotations
 
@@ -28,6 +30,12 @@ def vals(system, validators_factory):
 
 
 VALIDATORS = [key_account(50 + i) for i in range(3)]
+
+
+def next_block() -> int:
+    """End the current block (same time) and return its number: its weights are final."""
+    boa.env.evm.patch.block_number += 1
+    return boa.env.evm.patch.block_number - 1
 
 
 def _register(vals, who, amount=MIN_STAKE):
@@ -246,6 +254,7 @@ def _run(system, vals, ops):
     parties = [v.address for v in VALIDATORS] + [system.treasury]
     total = sum(token.balanceOf(a) for a in parties) + token.balanceOf(vals.address)
     model = {v.address: [0, 0, 0] for v in VALIDATORS}  # stake, unbonding, release
+    history: list[tuple[int, dict]] = []  # (block, weights at its end)
     for step in ops:
         kind = step[0]
         who = VALIDATORS[step[1]].address if kind != "time" else None
@@ -291,3 +300,116 @@ def _run(system, vals, ops):
         held = sum(s + u for s, u, _ in model.values())
         assert token.balanceOf(vals.address) == held
         assert sum(token.balanceOf(a) for a in parties) + held == total
+        weights = {a: (m[0] if m[0] >= MIN_STAKE else 0) for a, m in model.items()}
+        assert all(vals.weight_of(a) == w for a, w in weights.items())
+        assert vals.total_stake() == sum(weights.values())
+        history.append((next_block(), weights))
+    # every past block reads back as it was (binary search over the checkpoints)
+    for block, weights in history:
+        assert vals.total_stake_at(block) == sum(weights.values())
+        for a, w in weights.items():
+            assert vals.stake_at(a, block) == w
+
+
+# -- weights at past blocks, locks, splitting ------------------------------------------------
+
+
+def test_weights_are_read_at_past_blocks_only(system, vals):
+    """A quorum reads stake at the block before a round opened. The attack: add stake (or
+    register) and open or vote in the same block. Weights of the current block cannot be read,
+    and a later change never rewrites a past block's weight."""
+    v0, v1 = VALIDATORS[:2]
+    before = next_block()
+    _register(vals, v0)
+    with boa.reverts("validators: block not yet final"):
+        vals.stake_at(v0.address, boa.env.evm.patch.block_number)
+    with boa.reverts("validators: block not yet final"):
+        vals.total_stake_at(boa.env.evm.patch.block_number)
+    with boa.env.prank(v0.address):
+        vals.add_stake(50 * TSTK)  # same block: one checkpoint, the block's last value
+    first = next_block()
+    _register(vals, v1, MIN_STAKE + 1)
+    with boa.env.prank(v0.address):
+        vals.request_unbond(60 * TSTK)  # 90 left: below the minimum, no weight
+    second = next_block()
+    assert vals.checkpoint_count(v0.address) == 2
+    assert (vals.stake_at(v0.address, before), vals.total_stake_at(before)) == (0, 0)
+    assert vals.stake_at(v0.address, first) == MIN_STAKE + 50 * TSTK
+    assert vals.total_stake_at(first) == MIN_STAKE + 50 * TSTK
+    assert (vals.stake_at(v0.address, second), vals.stake_at(v1.address, second)) == \
+        (0, MIN_STAKE + 1)
+    assert vals.total_stake_at(second) == vals.total_stake() == MIN_STAKE + 1
+    assert vals.weight_of(v0.address) == 0 and vals.stake_of(v0.address) == 90 * TSTK
+    with boa.env.prank(system.slasher):
+        vals.slash(v1.address, 2, system.treasury)  # a slash below the minimum ends its weight
+    third = next_block()
+    assert vals.stake_at(v1.address, third) == 0 and vals.total_stake_at(third) == 0
+    assert vals.stake_at(v1.address, second) == MIN_STAKE + 1  # the past is kept
+    with boa.reverts("validators: zero address"):
+        vals.stake_at("0x" + "00" * 20, second)
+
+
+def test_lock_keeps_a_voter_from_withdrawing(system, vals):
+    """The attack: vote (or report), then unbond and withdraw before the verdict, so that the
+    stake behind the vote is out of reach. A slasher (Verification, HardwareReports) locks it;
+    withdraw_unbonded waits for the lock, which never shortens and is bounded by MAX_LOCK."""
+    v0 = VALIDATORS[0]
+    _register(vals, v0)
+    until = boa.env.timestamp + 3 * UNBONDING_PERIOD
+    for caller in (system.outsider.address, system.owner, v0.address):
+        with boa.env.prank(caller), boa.reverts("validators: caller is not a slasher"):
+            vals.lock(v0.address, until)
+    with boa.env.prank(system.slasher):
+        with boa.reverts("validators: not registered"):
+            vals.lock(system.outsider.address, until)
+        with boa.reverts("validators: lock too long"):
+            vals.lock(v0.address, boa.env.timestamp + vals.MAX_LOCK() + 1)
+        vals.lock(v0.address, until)
+        (ev,) = events(vals, "ValidatorLocked")
+        assert (ev.validator, ev.locked_until, ev.by) == (v0.address, until, system.slasher)
+        vals.lock(v0.address, until - 100)  # never shortens
+    assert vals.locked_until(v0.address) == until
+    with boa.env.prank(v0.address):
+        vals.request_unbond(MIN_STAKE)
+    boa.env.time_travel(seconds=UNBONDING_PERIOD)
+    with boa.env.prank(v0.address), boa.reverts("validators: stake locked by an undecided vote"):
+        vals.withdraw_unbonded()
+    with boa.env.prank(system.slasher):  # still slashable meanwhile
+        assert vals.slash(v0.address, TSTK, system.treasury) == TSTK
+    boa.env.time_travel(seconds=2 * UNBONDING_PERIOD)
+    bal = system.stake.balanceOf(v0.address)
+    with boa.env.prank(v0.address):
+        vals.withdraw_unbonded()
+    assert system.stake.balanceOf(v0.address) == bal + MIN_STAKE - TSTK
+
+
+SPLITTERS = [key_account(200 + i) for i in range(6)]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(st.integers(MIN_STAKE // 2, 3 * MIN_STAKE), min_size=1, max_size=6))
+def test_splitting_stake_never_adds_weight(system, vals, parts):
+    """The attack: stake the same tokens from many addresses to count more. Weight is the
+    stake itself (0 below the minimum), so the parts together weigh exactly what one address
+    staking their sum weighs, or less when a part is below the minimum."""
+    with boa.env.anchor():
+        for who, amount in zip(SPLITTERS, parts, strict=False):
+            system.stake.mint(who.address, amount)
+            with boa.env.prank(who.address):
+                system.stake.approve(vals.address, amount)
+                if amount >= MIN_STAKE:
+                    vals.register(amount)
+                else:
+                    with boa.reverts("validators: stake below minimum"):
+                        vals.register(amount)
+        whole = VALIDATORS[0]
+        one_address = MIN_STAKE <= sum(parts) <= 1_000 * TSTK
+        if one_address:
+            _register(vals, whole, sum(parts))
+        block = next_block()
+        split = sum(vals.stake_at(w.address, block) for w in SPLITTERS[:len(parts)])
+        assert split == sum(p for p in parts if p >= MIN_STAKE) <= sum(parts)
+        if one_address:
+            assert vals.stake_at(whole.address, block) == sum(parts) >= split
+        assert vals.total_stake_at(block) == split + vals.stake_at(whole.address, block)

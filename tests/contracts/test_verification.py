@@ -23,6 +23,7 @@ from contracts_support import (
     LATE_VALIDATOR,
     MIN_STAKE,
     OPEN,
+    QUORUM_BPS,
     REJECTED,
     SLASH,
     TENANT_BPS,
@@ -93,8 +94,7 @@ class Env:
     def challenge(self, rnd: int, worker: int, challenger: str, *, bond: int = BOND,
                   segment: int = 3, signed: cm.SignedCommitment | None = None,
                   index: int | None = None, proof: list[bytes] | None = None,
-                  root: bytes | None = None, n_leaves: int | None = None,
-                  inactive: list[int] | None = None) -> int:
+                  root: bytes | None = None, n_leaves: int | None = None) -> int:
         signed = signed or self.signed[rnd][worker]
         tree = self.trees[rnd]
         index = worker if index is None else index
@@ -104,14 +104,11 @@ class Env:
                                            bytes.fromhex(signed.signature[2:]),
                                            tree.root if root is None else root,
                                            tree.n_leaves if n_leaves is None else n_leaves,
-                                           index, proof, segment, keccak(b"replay report"), bond,
-                                           inactive or [])
+                                           index, proof, segment, keccak(b"replay report"), bond)
 
-    def vote(self, challenge_id: int, who: LocalAccount, guilty: bool, index: int | None = None):
-        if index is None:
-            index = VALIDATORS.index(who) if who in VALIDATORS else 0
+    def vote(self, challenge_id: int, who: LocalAccount, guilty: bool):
         with boa.env.prank(who.address):
-            self.ver.vote(challenge_id, guilty, index)
+            self.ver.vote(challenge_id, guilty)
 
     def resolve(self, challenge_id: int, caller: str | None = None):
         with boa.env.prank(caller or self.system.outsider.address):
@@ -148,6 +145,16 @@ def ended(seconds: int) -> None:
     boa.env.time_travel(seconds=seconds)
 
 
+def next_block() -> None:
+    """Start a new block at the same time: stake changed so far is final (weights are read at
+    the block before a challenge opens)."""
+    boa.env.evm.patch.block_number += 1
+
+
+def quorum_of(eligible: int) -> int:
+    return (eligible * QUORUM_BPS + 9_999) // 10_000
+
+
 # ---------------------------------------------------------------- encoding and deploy
 
 
@@ -173,13 +180,13 @@ def test_constructor_refusals(system, partials, env):
         ({"market_": zero}, "verification: zero address"),
         ({"challenge_window_": 0}, "verification: zero period"),
         ({"vote_period_": 0}, "verification: zero period"),
+        ({"vote_period_": 15 * 86_400 + 1}, "verification: vote period above 15 days"),
         ({"min_bond_": 0}, "verification: zero bond"),
         ({"voter_reward_": BOND + 1}, "verification: voter reward above the bond"),
         ({"slash_amount_": 0}, "verification: zero slash"),
         ({"challenger_bps_": 6_000, "tenant_bps_": 4_001}, "verification: shares above 100%"),
         ({"quorum_bps_": 5_000}, "verification: quorum must be a majority"),
         ({"quorum_bps_": 10_001}, "verification: quorum must be a majority"),
-        ({"min_quorum_": 0}, "verification: zero quorum"),
     ]
     for overrides, reason in cases:
         with boa.reverts(reason):
@@ -271,15 +278,20 @@ def test_open_challenge_records_pulls_bond_and_logs(env):
     cid = env.challenge(0, 1, v0, bond=BOND + 3)
     (ev,) = events(env.ver, "ChallengeOpened")
     assert cid == 1 and env.ver.next_challenge_id() == 2
+    # 5 validators of 100 TSTK, the challenger's stake cannot vote: a quorum of 2/3 of 400 TSTK
     assert (ev.challenge_id, ev.job, ev.round_index, ev.lease_id, ev.provider, ev.challenger,
             ev.segment, ev.bond, ev.quorum) == \
-        (1, env.order_id, 0, env.leases[1], env.workers[1].address, v0, 3, BOND + 3, 3)
+        (1, env.order_id, 0, env.leases[1], env.workers[1].address, v0, 3, BOND + 3,
+         quorum_of(4 * MIN_STAKE))
     assert env.stake.balanceOf(v0) == before - BOND - 3
     assert env.stake.balanceOf(env.ver.address) == BOND + 3
     ch = env.ver.challenges(cid)
-    # 5 validators, the challenger cannot vote: 4 eligible, quorum ceil(4 * 2/3) = 3
-    assert (ch.status, ch.quorum, ch.validator_snapshot, ch.deadline, ch.tenant) == \
-        (OPEN, 3, 5, boa.env.timestamp + VOTE_PERIOD, env.tenant.address)
+    assert (ch.status, ch.quorum, ch.snapshot, ch.deadline, ch.tenant) == \
+        (OPEN, quorum_of(4 * MIN_STAKE), boa.env.evm.patch.block_number - 1,
+         boa.env.timestamp + VOTE_PERIOD, env.tenant.address)
+    # the provider's stake is locked until the verdict can be carried out
+    assert env.system.registry.locked_until(env.workers[1].address) == \
+        boa.env.timestamp + 2 * VOTE_PERIOD
     assert env.ver.rounds(env.order_id, 0).open_challenges == 1
     assert env.ver.open_challenge_of(env.order_id, 0, env.leases[1]) == cid
     assert env.ver.verdict(cid) == OPEN
@@ -288,14 +300,19 @@ def test_open_challenge_records_pulls_bond_and_logs(env):
 def test_tenant_may_challenge_and_quorum_counts_all_validators(env):
     env.post_round(0)
     cid = env.challenge(0, 0, env.tenant.address)
-    assert env.ver.challenges(cid).quorum == 4  # 5 eligible: ceil(5 * 2/3)
+    assert env.ver.challenges(cid).quorum == quorum_of(5 * MIN_STAKE)  # 3 votes would not do
+    for v in VALIDATORS[:3]:
+        env.vote(cid, v, True)
+    assert env.ver.verdict(cid) == OPEN
+    env.vote(cid, VALIDATORS[3], True)
+    assert env.ver.verdict(cid) == UPHELD
 
 
 def test_open_challenge_refusals(env):
     v0 = VALIDATORS[0].address
     with boa.reverts("verification: no root for this round"):
         env.ver.open_challenge(env.commitment(0, 0).as_contract_tuple(), b"\x00" * 65,
-                               b"\x00" * 32, 1, 0, [], 0, b"\x00" * 32, BOND, [])
+                               b"\x00" * 32, 1, 0, [], 0, b"\x00" * 32, BOND)
     env.post_round(0)
     with boa.reverts("verification: bond too small"):
         env.challenge(0, 0, v0, bond=BOND - 1)
@@ -378,24 +395,18 @@ def test_one_open_challenge_per_lease_and_round(env):
     assert env.ver.rounds(env.order_id, 0).open_challenges == 1
 
 
-def test_inactive_validators_leave_the_quorum(env):
-    """Two listed validators unbond below the minimum. Not named, they still count and the
-    quorum (4 of 5) is out of reach of the 3 active ones; named (and checked) as inactive,
-    they leave the count and the 3 active ones decide (ceil(3 x 66.67%) = 3)."""
+def test_unbonded_validators_leave_the_quorum(env):
+    """Two validators unbond below the minimum: their stake no longer weighs, so the quorum is
+    2/3 of the 300 TSTK left and the 3 active validators decide (no list to pass any more)."""
     for v in VALIDATORS[3:]:
         with boa.env.prank(v.address):
             env.vals.request_unbond(1)
+    next_block()
     env.post_round(0)
-    tenant = env.tenant.address
-    unnamed = env.challenge(0, 0, tenant)
-    assert env.ver.challenges(unnamed).quorum == 4
-    for bad in ([2, 3], [4, 3], [3, 3], [3, 5]):
-        reason = ("verification: a validator named inactive is active" if bad[0] == 2 else
-                  "verification: inactive indexes must ascend within the list")
-        with boa.reverts(reason):
-            env.challenge(0, 1, tenant, inactive=bad)
-    cid = env.challenge(0, 1, tenant, inactive=[3, 4])
-    assert env.ver.challenges(cid).quorum == 3
+    cid = env.challenge(0, 1, env.tenant.address)
+    assert env.ver.challenges(cid).quorum == quorum_of(3 * MIN_STAKE)
+    with boa.reverts("verification: caller is not a validator"):
+        env.vote(cid, VALIDATORS[3], True)
     for v in VALIDATORS[:3]:
         env.vote(cid, v, True)
     assert env.ver.verdict(cid) == UPHELD
@@ -410,9 +421,11 @@ def test_too_few_validators_refused(system, partials, env):
     ver = deploy_verification(system, partials, vals, by=3)
     lone = Env(system, vals, ver, env.order_id, env.leases, env.workers)
     lone.post_round(0)
-    # a tenant challenge: 1 eligible validator, min_quorum 2
+    # the only validator challenges: no stake is left to vote
+    with boa.env.prank(VALIDATORS[0].address):
+        system.stake.approve(ver.address, 2**256 - 1)
     with boa.reverts("verification: too few validators to reach a quorum"):
-        lone.challenge(0, 0, system.tenant.address)
+        lone.challenge(0, 0, VALIDATORS[0].address)
 
 
 # ---------------------------------------------------------------- answering and voting
@@ -455,9 +468,7 @@ def test_vote_refusals(env, system):
         env.stake.approve(env.vals.address, 2**256 - 1)
         env.vals.register(MIN_STAKE)
     with boa.reverts("verification: validator joined after the challenge opened"):
-        env.vote(cid, LATE_VALIDATOR, True, index=5)
-    with boa.reverts("verification: validator joined after the challenge opened"):
-        env.vote(cid, LATE_VALIDATOR, True, index=1)  # someone else's index
+        env.vote(cid, LATE_VALIDATOR, True)
     with boa.reverts("verification: a party cannot vote"):
         env.vote(cid, challenger, True)
     env.vote(cid, VALIDATORS[1], True)
@@ -484,14 +495,15 @@ def test_parties_that_are_validators_cannot_vote(env, system):
         with boa.env.prank(who.address):
             env.stake.approve(env.vals.address, 2**256 - 1)
             env.vals.register(MIN_STAKE)
+    next_block()
     env.post_round(0)
     cid = env.challenge(0, 0, VALIDATORS[0].address)
     ch = env.ver.challenges(cid)
-    assert (ch.validator_snapshot, ch.quorum) == (7, 3)  # 7 - 3 parties = 4 eligible
+    assert ch.quorum == quorum_of(4 * MIN_STAKE)  # 7 staked, the 3 parties' stake left out
     with boa.reverts("verification: a party cannot vote"):
-        env.vote(cid, env.tenant, False, index=5)
+        env.vote(cid, env.tenant, False)
     with boa.reverts("verification: a party cannot vote"):
-        env.vote(cid, env.workers[0], False, index=6)
+        env.vote(cid, env.workers[0], False)
 
 
 def test_no_votes_after_a_verdict_and_resolve_rules(env):
@@ -530,13 +542,13 @@ def test_upheld_slashes_jails_and_splits(env, system):
     env.vote(cid, VALIDATORS[4], True)
     ev = env.resolve(cid, caller=env.system.outsider.address)  # anyone may carry it out
 
-    per_voter = VOTER_REWARD // 3
-    rest = SLASH - 3 * per_voter
+    per_voter = VOTER_REWARD // 3  # three winners of equal stake share the pool
+    rest = SLASH - VOTER_REWARD
     to_challenger, to_tenant = rest * CHALLENGER_BPS // 10_000, rest * TENANT_BPS // 10_000
     burned = rest - to_challenger - to_tenant
     assert (ev.outcome, ev.slashed, ev.to_voters, ev.to_challenger, ev.to_tenant, ev.burned,
             ev.bond_returned, ev.bond_to_provider) == \
-        (UPHELD, SLASH, 3 * per_voter, to_challenger, to_tenant, burned, BOND, 0)
+        (UPHELD, SLASH, VOTER_REWARD, to_challenger, to_tenant, burned, BOND, 0)
     assert ev.slashed == ev.to_challenger + ev.to_tenant + ev.to_voters + ev.burned
     assert system.registry.providers(provider).stake == stake_before - SLASH
     assert system.registry.providers(provider).jailed_until == boa.env.timestamp + JAIL
@@ -547,7 +559,7 @@ def test_upheld_slashes_jails_and_splits(env, system):
     assert env.ver.proven(env.order_id, 0, env.leases[1])
     assert env.ver.challenges(cid).status == UPHELD
     assert env.ver.open_challenge_of(env.order_id, 0, env.leases[1]) == 0
-    assert env.stake.balanceOf(env.ver.address) == 3 * per_voter  # the voters' unclaimed rewards
+    assert env.stake.balanceOf(env.ver.address) == VOTER_REWARD  # the voters' unclaimed rewards
 
     # voters pull their rewards once; the dissenter and outsiders get nothing
     for v in (VALIDATORS[1], VALIDATORS[3], VALIDATORS[4]):
@@ -581,8 +593,8 @@ def test_rejected_pays_the_bond_to_provider_and_voters(env, system):
     ev = env.resolve(cid)
     per_voter = VOTER_REWARD // 3
     assert (ev.outcome, ev.slashed, ev.to_voters, ev.bond_to_provider, ev.bond_returned, ev.burned) == \
-        (REJECTED, 0, 3 * per_voter, BOND + 5 - 3 * per_voter, 0, 0)
-    assert env.balances(provider, v0) == [provider_before + BOND + 5 - 3 * per_voter, v0_before]
+        (REJECTED, 0, VOTER_REWARD, BOND + 5 - VOTER_REWARD, 0, 0)
+    assert env.balances(provider, v0) == [provider_before + BOND + 5 - VOTER_REWARD, v0_before]
     assert system.registry.providers(provider).stake == stake_before
     assert system.registry.is_active(provider)
     assert env.stake.totalSupply() == supply
@@ -708,7 +720,7 @@ def _run_conservation(env, system, steps):
     others0 = supply0 - sum(stake.balanceOf(h) for h in holders)  # minted to other accounts
     stakes0 = {w.address: registry.providers(w.address).stake for w in env.workers}
     model_bonds: dict[int, int] = {}   # open challenge -> bond
-    model_rewards: dict[int, tuple[int, set[str]]] = {}  # challenge -> (per voter, unclaimed)
+    model_rewards: dict[int, list] = {}  # challenge -> [left to claim, unclaimed voters]
     guilty_voters: dict[int, set[str]] = {}
     innocent_voters: dict[int, set[str]] = {}
     burned = slashed = 0
@@ -744,14 +756,14 @@ def _run_conservation(env, system, steps):
                 if ev.slashed:
                     assert ev.outcome == UPHELD
                 if ev.outcome == UPHELD:
-                    assert len(guilty_voters[cid]) >= ch.quorum
                     assert ev.slashed == ev.to_challenger + ev.to_tenant + ev.to_voters + ev.burned
                     assert ev.bond_returned == model_bonds[cid]
-                    model_rewards[cid] = (ch.reward_per_voter, set(guilty_voters[cid]))
+                    assert ch.guilty_stake >= ch.quorum
+                    model_rewards[cid] = [ev.to_voters, set(guilty_voters[cid])]
                 elif ev.outcome == REJECTED:
-                    assert len(innocent_voters[cid]) >= ch.quorum
                     assert ev.bond_to_provider + ev.to_voters == model_bonds[cid]
-                    model_rewards[cid] = (ch.reward_per_voter, set(innocent_voters[cid]))
+                    assert ch.innocent_stake >= ch.quorum
+                    model_rewards[cid] = [ev.to_voters, set(innocent_voters[cid])]
                 else:
                     assert ev.bond_returned == model_bonds[cid] and ev.to_voters == 0
                 del model_bonds[cid]
@@ -762,11 +774,17 @@ def _run_conservation(env, system, steps):
                 cid = ids[-1 - pick % len(ids)]
                 with boa.env.prank(VALIDATORS[voter].address):
                     ver.claim_reward(cid)
+                (claimed,) = events(ver, "RewardClaimed")
+                ch = ver.challenges(cid)
+                winning = ch.guilty_stake if ch.status == UPHELD else ch.innocent_stake
+                assert claimed.amount == ch.voter_pool * ver.vote_weight(
+                    cid, VALIDATORS[voter].address) // winning
                 model_rewards[cid][1].remove(VALIDATORS[voter].address)
+                model_rewards[cid][0] -= claimed.amount
         except BoaError:
             pass  # a refused step must change nothing: the checks below see to that
         assert stake.totalSupply() == supply0 - burned
         assert sum(stake.balanceOf(h) for h in holders) + others0 == supply0 - burned
         assert stake.balanceOf(ver.address) == sum(model_bonds.values()) + sum(
-            per * len(left) for per, left in model_rewards.values())
+            left for left, _ in model_rewards.values())
         assert sum(stakes0[a] - registry.providers(a).stake for a in stakes0) == slashed

@@ -47,6 +47,7 @@ from tests.support.processes import ProviderProcess, VotingValidator, wait_until
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
+from tessera.chain.settlement import Settlement
 from tessera.chain.verification import Outcome, Verification
 from tessera.protocol.jobspec import JobSpec
 from tessera.tenant.client import Tenant
@@ -120,7 +121,7 @@ def fund_fresh_account(network) -> str:
     account = Account.create()
     deployer = Chain(network, devnet_account(0))
     deployer.w3.provider.make_request("anvil_setBalance", [account.address, hex(10**20)])
-    deployer.send(deployer.stake_token.functions.mint(account.address, STAKE))
+    deployer.send(deployer.stake_token.functions.transfer(account.address, STAKE))
     return "0x" + account.key.hex().removeprefix("0x")
 
 
@@ -258,16 +259,16 @@ def test_the_tenant_gets_its_money_back_for_every_bad_round(world):
     sweep may come first, which changes nothing but the sender)."""
     assert [cheat for cheat, _, _ in world["bad_rounds"]] == list(STRATEGIES)
     tenant = Tenant(Chain(world["network"], devnet_account(TENANT)))
-    market, ver = tenant.market, Verification(tenant.chain)
+    ver, settlement = Verification(tenant.chain), Settlement(tenant.chain)
     for cheat, order_id, lease_id in world["bad_rounds"]:
         deadline = time.monotonic() + 3 * WINDOW + 30
         while not ver.round_finalized(order_id, 0):
             assert time.monotonic() < deadline, f"{cheat}: round 0 never became final"
             tenant.chain.w3.provider.make_request("evm_mine", [])  # a block carries the time
             time.sleep(1)
-        market.release_ready(lease_id)
-        [refund] = tenant.chain.events("Market", "RoundRefunded", tenant.chain.network.deploy_block,
+        settlement.release_ready(lease_id, order_id)
+        [refund] = tenant.chain.events("Settlement", "RoundRefunded", tenant.chain.network.deploy_block,
                                        argument_filters={"lease_id": lease_id})
         assert refund["args"]["round_index"] == 0 and refund["args"]["tenant"] == tenant.chain.address
         assert refund["args"]["refund"] == refund["args"]["amount"] > 0, cheat
-        assert market.releases(lease_id).proven == refund["args"]["amount"]
+        assert settlement.releases(lease_id).proven == refund["args"]["amount"]

@@ -167,7 +167,7 @@ def register_fake_provider(network, endpoint_port_holder: DishonestWorkers):
     deployer.rpc(lambda: deployer.w3.provider.make_request(
         "anvil_setBalance", [account.address, hex(10**20)]), what="fund the fake provider")
     stake = 100 * 10**STAKE_DECIMALS
-    deployer.send(deployer.stake_token.functions.mint(account.address, stake))
+    deployer.send(deployer.stake_token.functions.transfer(account.address, stake))
     ProviderRegistry(Chain(network, account)).register(
         stake, "fake-cpu", 1, 0, 1000, endpoint_port_holder.url, 1)
     return account

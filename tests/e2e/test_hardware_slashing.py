@@ -2,9 +2,13 @@
 real provider processes in the same epoch on a real anvil. The poser is a CPU re-registered as
 an H100 with INFLATION times its measured benchmark (written with its own key: a fake on
 purpose, as in test_hardware_challenge.py); each validator finds it late and sends
-HardwareReports.report, and the third report slashes and jails it. The honest provider passes
-every challenge (a collision between validators is retried, not reported) and is never reported,
-slashed or jailed. A reporter then claims its reward."""
+HardwareReports.report. The report that brings the reported stake to the quorum opens the
+dispute period; the poser's daemon disputes at once (as every provider daemon does), so any
+validator that had not reported yet judges it afresh as a juror and finds it late again. Once
+the vote is over (time moved on anvil) a validator executes the round: the poser is slashed
+and jailed, and the reporters claim their shares. The honest provider passes every challenge
+(a collision between validators is retried, not reported) and is never reported, slashed or
+jailed."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from tests.support.processes import ProviderProcess, ValidatorProcess, wait_unti
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
-from tessera.chain.hardware import HardwareReports
+from tessera.chain.hardware import HardwareReports, RoundStatus
 from tessera.chain.market import Market
 from tessera.validator.hardware import HardwareStore
 
@@ -58,6 +62,11 @@ def report_lines(home: Path, account: int) -> list[dict]:
             if e.get("event") == "hardware-report"]
 
 
+def claims(chain: Chain, network, provider: str) -> list:
+    return chain.events("HardwareReports", "HardwareRewardClaimed", network.deploy_block,
+                        argument_filters={"provider": provider})
+
+
 def test_quorum_of_validators_slashes_the_poser_not_the_honest(hw_devnet):
     home, devnet, network = hw_devnet
     chain = Chain(network)
@@ -90,10 +99,29 @@ def test_quorum_of_validators_slashes_the_poser_not_the_honest(hw_devnet):
         wait_until(lambda: all(len(s.records(epoch)) == 2 for s in stores), timeout=90,
                    what=f"every validator's challenges of epoch {epoch}")
         wait_until(lambda: sum(len(report_lines(home, a)) for a in VALIDATORS) >= 3, timeout=30,
-                   what="three hardware reports")
+                   what="three hardware reports (or refusals)")
         records = [r for s in stores for r in s.records(epoch)]
         for s in stores:
             s.close()
+        hw = HardwareReports(chain)
+        wait_until(lambda: hw.round(poser.address, epoch).status == RoundStatus.DISPUTED,
+                   timeout=30, what="the poser's daemon disputing the quorum")
+        jurors = [a for a in VALIDATORS
+                  if not hw.has_reported(devnet_account(a).address, poser.address, epoch)]
+        wait_until(lambda: all(hw.has_voted(devnet_account(a).address, poser.address, epoch)
+                               for a in jurors), timeout=60, what="the jurors' votes")
+        # past the vote, into an epoch in which nobody challenges (not a multiple of EVERY)
+        genesis = chain.probes.functions.genesis().call()
+        after = hw.round(poser.address, epoch).vote_deadline + 1
+        if ((after - genesis) // EPOCH) % EVERY == 0:
+            after += EPOCH
+        chain.w3.provider.make_request("evm_setNextBlockTimestamp", [after])
+        chain.w3.provider.make_request("evm_mine", [])
+        wait_until(lambda: hw.slashed_in(poser.address, epoch), timeout=30,
+                   what="a validator executing the slash")
+        reporters = [a for a in VALIDATORS if a not in jurors]
+        wait_until(lambda: len(claims(chain, network, poser.address)) == len(reporters),
+                   timeout=30, what="the reporters claiming their rewards")
         metrics = [httpx.get(f"{v.url}/metrics", timeout=5).text for v in validators]
     finally:
         for v in validators:
@@ -106,10 +134,11 @@ def test_quorum_of_validators_slashes_the_poser_not_the_honest(hw_devnet):
                 for p in (honest.address, poser.address)}
     assert outcomes == {honest.address: ["passed"] * 3, poser.address: ["late"] * 3}, outcomes
 
-    hw = HardwareReports(chain)
     tstk = 10**18
     params = hw.params()
-    assert hw.report_count(poser.address, epoch) == 3 and hw.slashed_in(poser.address, epoch)
+    r = hw.round(poser.address, epoch)
+    assert r.status == RoundStatus.SLASHED and r.reporters == len(reporters) >= 2
+    assert r.reported >= r.quorum and r.pass_stake == 0   # every juror found it late
     p = registry.functions.providers(poser.address).call()
     stake, slashed_total, jailed_until = p[0], p[11], p[10]
     assert slashed_total == params.hardware_slash == 50 * tstk
@@ -121,18 +150,17 @@ def test_quorum_of_validators_slashes_the_poser_not_the_honest(hw_devnet):
     h = registry.functions.providers(honest.address).call()
     assert (h[11], h[10]) == (0, 0) and registry.functions.is_active(honest.address).call()
 
-    lines = [e for a in VALIDATORS for e in report_lines(home, a)]
-    assert sorted(e["result"] for e in lines) == ["sent", "sent", "slashed"], lines
+    lines = [e for a in VALIDATORS for e in report_lines(home, a) if e["epoch"] == epoch]
+    results = sorted(e["result"] for e in lines)
+    assert results.count("quorum") == 1 and results.count("sent") == len(reporters) - 1, lines
     assert all(e["provider"] == poser.address and e["outcome"] == "late" for e in lines)
-    slashing = next(e for e in lines if e["result"] == "slashed")
-    assert slashing["burned"] == params.hardware_slash - 3 * params.reporter_reward
-    total = {r: sum(f'tessera_validator_hardware_reports_total{{result="{r}"}} 1.0' in m
-                    for m in metrics) for r in ("sent", "slashed")}
-    assert total == {"sent": 2, "slashed": 1}
-    print("report gas:", sorted((e["result"], e["gas"]) for e in lines))
-
-    reporter = Chain(network, devnet_account(VALIDATORS[0]))
-    before = reporter.call(chain.stake_token.functions.balanceOf(reporter.address))
-    HardwareReports(reporter).claim(poser.address, epoch)
-    after = reporter.call(chain.stake_token.functions.balanceOf(reporter.address))
-    assert after - before == params.reporter_reward
+    for e in lines:   # a refused report came after the dispute had fixed the jury
+        assert e["result"] != "refused" or "round disputed" in e["reason"], e
+    assert sum('tessera_validator_hardware_reports_total{result="quorum"} 1.0' in m
+               for m in metrics) == 1
+    print("report gas:", sorted((e["result"], e.get("gas")) for e in lines))
+    assert "hardware-disputed" in (home / "poser.log").read_text()
+    # each reporter got its share of the reward pool, by stake (equal stakes: equal shares)
+    paid = {c["args"]["validator"]: c["args"]["amount"] for c in claims(chain, network, poser.address)}
+    assert paid == {devnet_account(a).address: params.reporter_reward // len(reporters)
+                    for a in reporters}

@@ -7,6 +7,7 @@ counts, in the indexer and in the audit. Also measures the gas of a report."""
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 import threading
@@ -26,7 +27,12 @@ from tessera.explorer import db
 from tessera.explorer.audit import audit
 from tessera.explorer.indexer import Indexer, database_figures
 from tessera.protocol import messages
-from tessera.protocol.probes import ProbeRequest, check_receipt_entry, receipt_typed_data
+from tessera.protocol.probes import (
+    ProbeRequest,
+    check_receipt_entry,
+    receipt_typed_data,
+    request_typed_data,
+)
 
 EPOCH = 60          # seconds of chain time; the test jumps from epoch to epoch
 STAKE = 100 * 10**18
@@ -97,19 +103,31 @@ def jump_to_next_epoch(chain: Chain) -> int:
 
 
 def refusals_answered_by(provider: ProviderProcess, chain: Chain) -> None:
-    """The provider signs nothing for a past deadline, another epoch, a non-validator, or a
-    malformed body, and says why."""
-    good = {"validator": devnet_account(VALIDATOR).address,
-            "epoch": chain.probes.functions.current_epoch().call(),
-            "challenge": "0x" + "5a" * 32, "deadline": int(time.time()) + 30}
-    cases = [({"deadline": int(time.time()) - 1}, 400, "has passed"),
-             ({"epoch": good["epoch"] + 1}, 409, "current epoch"),
-             ({"validator": devnet_account(WRONG_KEY).address.lower()}, 403,
-              "not a registered validator"),
-             ({"challenge": "0x1234"}, 422, "challenge")]
-    for change, status, words in cases:
-        reply = httpx.post(f"{provider.url}/probe", json={**good, **change}, timeout=10)
-        assert reply.status_code == status and words in reply.text, (change, reply.text)
+    """The provider signs nothing for a past deadline, another epoch, a non-validator, a
+    request its validator did not sign, or a malformed body, and says why."""
+    epoch = chain.probes.functions.current_epoch().call()
+
+    def signed(signer: int = VALIDATOR, **change) -> dict:
+        body = {"provider": provider.address, "validator": devnet_account(signer).address,
+                "epoch": epoch, "challenge": "0x" + secrets.token_hex(32),
+                "deadline": int(time.time()) + 30, **change}
+        typed = request_typed_data(chain.network.chain_id, chain.probes.address,
+                                   body["provider"], body["validator"], body["epoch"],
+                                   body["challenge"], body["deadline"])
+        return {**body, "signature": messages.sign(devnet_account(signer), typed)}
+
+    unsigned = {k: v for k, v in signed().items() if k != "signature"}
+    cases = [(signed(deadline=int(time.time()) - 1), 400, "has passed"),
+             (signed(epoch=epoch + 1), 409, "current epoch"),
+             (signed(WRONG_KEY), 403, "not a registered validator"),
+             ({**signed(WRONG_KEY), "validator": devnet_account(VALIDATOR).address}, 403,
+              "not by the validator"),
+             (unsigned, 422, "signature"),
+             ({**signed(), "challenge": "0x1234"}, 422, "challenge")]
+    for body, status, words in cases:
+        reply = httpx.post(f"{provider.url}/probe", json=body, timeout=10)
+        assert reply.status_code == status and words in reply.text, (body, reply.text)
+    good = signed()
     reply = httpx.post(f"{provider.url}/probe", json=good, timeout=10)
     assert reply.status_code == 200 and reply.json()["challenge"] == good["challenge"]
 

@@ -29,6 +29,7 @@ from tests.support.processes import ProviderProcess
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.network import load_network
+from tessera.chain.settlement import Settlement
 from tessera.chain.tokens import StakeToken
 from tessera.chain.verification import Outcome, Verification
 from tessera.protocol.jobspec import JobSpec
@@ -122,10 +123,11 @@ def test_cheater_is_caught_by_a_spot_check_and_challenged_on_chain(chain_home, n
 
     # the order is verified: the leases are closed, but their pay waits for final rounds
     market, chain = tenant.market, tenant.chain
+    settlement = Settlement(chain)
     assert market.is_verified(job)
     honest_lease = leases[honest.address]
     assert all(market.withdrawable(lease) == 0 for lease in leases.values())
-    assert market.releases(honest_lease).next_round == 0
+    assert settlement.releases(honest_lease).next_round == 0
     chain.w3.provider.make_request("evm_increaseTime", [ver.params().challenge_window + 1])
     chain.w3.provider.make_request("evm_mine", [])
 
@@ -142,7 +144,7 @@ def test_cheater_is_caught_by_a_spot_check_and_challenged_on_chain(chain_home, n
         waiting = release(lease_id)
         assert waiting.returncode == 0, waiting.stdout + waiting.stderr
         assert "nothing to release" in waiting.stdout, waiting.stdout
-        assert market.releases(lease_id).next_round == 0
+        assert settlement.releases(lease_id).next_round == 0
     # nobody votes here (the validators are only registered): after the vote period the
     # challenge ends without a verdict, the bond goes back, and both rounds are final
     chain.w3.provider.make_request("evm_increaseTime", [ver.params().vote_period + 1])
@@ -153,4 +155,4 @@ def test_cheater_is_caught_by_a_spot_check_and_challenged_on_chain(chain_home, n
     done = release(honest_lease)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "released" in done.stdout or "nothing to release" in done.stdout, done.stdout
-    assert market.releases(honest_lease).next_round == ROUNDS
+    assert settlement.releases(honest_lease).next_round == ROUNDS

@@ -16,6 +16,7 @@ from tessera.protocol.probes import (
     probe_leaf,
     receipt_signer,
     receipt_typed_data,
+    request_signer,
 )
 from tessera.validator.probe import judge, new_request
 from tessera.validator.report import build_report, receipts_document
@@ -35,31 +36,53 @@ def answer(request: ProbeRequest, provider, signer=None, **changes) -> dict:
     return {**body, **changes}
 
 
+def ask(epoch: int, timeout_s: float, provider=PROVIDERS[0]) -> ProbeRequest:
+    return new_request(VALIDATOR, provider.address, epoch, timeout_s, CHAIN_ID, PROBES)
+
+
 def test_new_request_is_fresh_and_valid():
-    a, b = new_request(VALIDATOR.address, 4, 3.0), new_request(VALIDATOR.address, 4, 3.0)
+    a, b = ask(4, 3.0), ask(4, 3.0)
     assert a.challenge != b.challenge and len(bytes.fromhex(a.challenge[2:])) == 32
     assert time.time() + 3 <= a.deadline <= time.time() + 5
 
 
 def test_request_refuses_bad_fields():
-    good = new_request(VALIDATOR.address, 1, 3).model_dump()
+    good = ask(1, 3).model_dump()
     for field, bad in (("validator", "0x12"), ("epoch", -1), ("challenge", "0x" + "00" * 31),
-                       ("deadline", 0)):
+                       ("deadline", 0), ("provider", "0x12"), ("signature", "0x12"),
+                       ("epoch", 2**64), ("deadline", 2**256)):
         with pytest.raises(ValueError, match=field):
             ProbeRequest.model_validate({**good, field: bad})
     with pytest.raises(ValueError, match="extra"):
         ProbeRequest.model_validate({**good, "more": 1})
 
 
+def test_new_request_is_signed_by_the_validator_for_one_provider_and_chain():
+    """The signature binds the provider, the validator, the chain and the Probes contract:
+    replayed to another provider, chain or deployment, or with a field changed, it recovers
+    to someone else (the provider then refuses it, provider/probes.py)."""
+    req = ask(7, 3)
+    assert req.provider == PROVIDERS[0].address and req.validator == VALIDATOR.address
+    assert request_signer(req, CHAIN_ID, PROBES) == VALIDATOR.address
+    assert request_signer(req, CHAIN_ID + 1, PROBES) != VALIDATOR.address
+    assert request_signer(req, CHAIN_ID, "0x" + "cd" * 20) != VALIDATOR.address
+    for change in ({"provider": PROVIDERS[1].address}, {"epoch": 8},
+                   {"deadline": req.deadline + 1}, {"challenge": "0x" + "00" * 32}):
+        other = req.model_copy(update=change)
+        assert request_signer(other, CHAIN_ID, PROBES) != VALIDATOR.address, change
+    assert request_signer(req.model_copy(update={"signature": "0x" + "00" * 65}), CHAIN_ID,
+                          PROBES) is None
+
+
 def test_judge_accepts_the_providers_own_signature():
-    req, p = new_request(VALIDATOR.address, 7, 3), PROVIDERS[0]
+    req, p = ask(7, 3), PROVIDERS[0]
     body = answer(req, p)
     assert judge(req, p.address, body, CHAIN_ID, PROBES, time.time()) == (True, body["signature"], "ok")
     assert receipt_signer(Receipt.model_validate(body), CHAIN_ID, PROBES) == p.address
 
 
 def test_judge_refuses_forgeries_mismatches_and_late_answers():
-    req, p = new_request(VALIDATOR.address, 7, 3), PROVIDERS[0]
+    req, p = ask(7, 3), PROVIDERS[0]
     cases = {
         "signed by": answer(req, p, signer=PROVIDERS[1]),                  # wrong key
         "other fields": answer(req, p, challenge="0x" + "00" * 32),        # another challenge
@@ -79,7 +102,7 @@ def test_judge_refuses_forgeries_mismatches_and_late_answers():
 
 
 def test_leaf_binds_every_field():
-    req, p = new_request(VALIDATOR.address, 7, 3), PROVIDERS[0]
+    req, p = ask(7, 3), PROVIDERS[0]
     sig = answer(req, p)["signature"]
     base = (CHAIN_ID, PROBES, p.address, VALIDATOR.address, 7, req.challenge, req.deadline, True, sig)
     leaf = probe_leaf(*base)
@@ -99,7 +122,7 @@ def _records(tmp_path, epoch: int) -> list[ProbeRecord]:
     outcomes = [(PROVIDERS[2], True), (PROVIDERS[0], False), (PROVIDERS[2], False),
                 (PROVIDERS[1], True)]
     for p, ok in outcomes:
-        req = new_request(VALIDATOR.address, epoch, 3)
+        req = new_request(VALIDATOR, p.address, epoch, 3, CHAIN_ID, PROBES)
         sig = answer(req, p)["signature"] if ok else ""
         store.add_probe(epoch, p.address, "http://x", req.challenge, req.deadline, ok, sig,
                         "ok" if ok else "unreachable", 1.0, time.time())

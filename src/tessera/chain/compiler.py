@@ -23,7 +23,8 @@ from tessera.files import write_atomic
 
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
 CONTRACT_NAMES = ("StakeToken", "PaymentToken", "ProviderRegistry", "Market", "Uptime",
-                  "Validators", "Probes", "Verification", "HardwareReports")
+                  "Validators", "Probes", "Verification", "Settlement", "HardwareReports",
+                  "Timelock")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,27 @@ class DeployParams:
     # Seconds after Verification's challenge window before pay for time no root covers is
     # released anyway (docs/verification.md, "Market: pay waits for verified rounds").
     root_grace: int = 3_600
+    # Seconds between scheduling and executing an owner action on the ProviderRegistry or the
+    # Validators (a slasher grant): their owner is the Timelock (docs/contracts.md, "Owner
+    # powers"). Devnet tests may pass a short one.
+    timelock_delay: int = 2 * 86_400
+    # The stake token's whole supply, minted once to the deployer at deploy (it funds validators
+    # and providers from it); the mint role then goes to the Timelock with the ownership, so
+    # that nobody can mint stake (and outvote a stake-weighted quorum) without a public delay.
+    stake_supply: int = 10**9 * 10**STAKE_DECIMALS
+
+    def __post_init__(self) -> None:
+        # After a lease closes the Market keeps the provider's stake locked for claim_window
+        # (ProviderRegistry.release_hold). A verified lease's last rounds can still get a root
+        # (root_grace) and be challenged (challenge_window) and voted on (vote_period) after
+        # the close: the lock must outlast that, or a cheater unbonds out of its slash.
+        v = self.verification
+        late = v.challenge_window + self.root_grace + v.vote_period
+        if self.claim_window < late:
+            raise ValueError(
+                f"claim_window ({self.claim_window} s) must be at least challenge_window + "
+                f"root_grace + vote_period ({late} s): the provider's stake is locked for "
+                "claim_window after a close, and a late challenge must still find it")
 
 
 def _deploy(w3: Web3, deployer: LocalAccount, name: str, *args) -> tuple[str, int]:
@@ -67,6 +88,21 @@ def _grant_slasher(w3: Web3, deployer: LocalAccount, registry: str, slasher: str
     _owner_call(w3, deployer, "ProviderRegistry", registry, "set_slasher", slasher, True)
 
 
+def _hand_to_timelock(w3: Web3, deployer: LocalAccount, delay: int, registry: str,
+                      validators: str, market: str, stake: str) -> str:
+    """Deploy the Timelock (the deployer proposes, cancels and executes; the timelock
+    administers itself) and make it the owner of the ProviderRegistry, the Validators, the
+    Market and the StakeToken (its mint role moves with the ownership), after every deploy-time
+    role grant and setting: from now on a slasher grant, a fee or treasury change, or a stake
+    mint waits `delay` seconds, in the open (CallScheduled). Returns its address."""
+    timelock, _ = _deploy(w3, deployer, "Timelock", delay, [deployer.address], [deployer.address],
+                          "0x" + "00" * 20)
+    for name, address in (("ProviderRegistry", registry), ("Validators", validators),
+                          ("Market", market), ("StakeToken", stake)):
+        _owner_call(w3, deployer, name, address, "transfer_ownership", timelock)
+    return timelock
+
+
 def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str) -> Network:
     stake, first_block = _deploy(w3, deployer, "StakeToken", "Tessera Stake", STAKE_SYMBOL,
                                  STAKE_DECIMALS, "Tessera Stake", "1")
@@ -86,11 +122,19 @@ def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str
     verification, _ = _deploy(w3, deployer, "Verification", market, registry, validators,
                               *params.verification.constructor_args())
     _grant_slasher(w3, deployer, registry, verification)
+    # Verification locks voters' stake until their verdict can be carried out
+    _owner_call(w3, deployer, "Validators", validators, "set_slasher", verification, True)
     hardware, _ = _deploy(w3, deployer, "HardwareReports", uptime, validators,
                           *params.hardware.constructor_args())
     _grant_slasher(w3, deployer, registry, hardware)  # slashes on a quorum of failed challenges
-    # Verified orders' pay waits for its rounds (set once; it takes the Market's address).
-    _owner_call(w3, deployer, "Market", market, "set_verification", verification, params.root_grace)
+    # ... and locks the reporters' and jurors' stake until the round is decided
+    _owner_call(w3, deployer, "Validators", validators, "set_slasher", hardware, True)
+    # Verified orders' pay waits for its rounds: Settlement walks them (set once in the Market).
+    settlement, _ = _deploy(w3, deployer, "Settlement", market, verification, params.root_grace)
+    _owner_call(w3, deployer, "Market", market, "set_settlement", settlement)
+    _owner_call(w3, deployer, "StakeToken", stake, "mint", deployer.address, params.stake_supply)
+    timelock = _hand_to_timelock(w3, deployer, params.timelock_delay, registry, validators, market,
+                                 stake)
     return Network(
         name=name,
         chain_id=w3.eth.chain_id,
@@ -98,6 +142,6 @@ def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str
         contracts={"StakeToken": stake, "PaymentToken": payment,
                    "ProviderRegistry": registry, "Market": market, "Uptime": uptime,
                    "Validators": validators, "Probes": probes, "Verification": verification,
-                   "HardwareReports": hardware},
+                   "Settlement": settlement, "HardwareReports": hardware, "Timelock": timelock},
         deploy_block=first_block,
     )

@@ -166,8 +166,10 @@ def _alive(pid: int) -> bool:
 
 
 def fund_devnet_accounts(chain: Chain) -> None:
-    """Mint payment and stake tokens to every devnet account (the deployer is the minter)."""
+    """Give every devnet account payment and stake tokens: payment tokens are minted (the
+    deployer mints the devnet's stand-in stablecoin), stake comes from the deployer's supply
+    (stake can only be minted through the Timelock: chain/deploy.py)."""
     for index in range(DEVNET_ACCOUNT_COUNT):
         address = devnet_account(index).address
         chain.send(chain.payment_token.functions.mint(address, FUND_PAYMENT))
-        chain.send(chain.stake_token.functions.mint(address, FUND_STAKE))
+        chain.send(chain.stake_token.functions.transfer(address, FUND_STAKE))

@@ -17,7 +17,7 @@ from tessera.chain.client import Chain
 from tessera.errors import ReorgDuringFetch
 from tessera.protocol.events import EventRecord, hex0x, json_safe
 
-CONTRACTS = ("Market", "ProviderRegistry", "Uptime", "Validators", "Probes")
+CONTRACTS = ("Market", "Settlement", "ProviderRegistry", "Uptime", "Validators", "Probes")
 BLOCK_BATCH = 200  # blocks per JSON-RPC batch when fetching timestamps
 
 

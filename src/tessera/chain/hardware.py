@@ -1,5 +1,7 @@
-"""Typed access to HardwareReports.vy: a validator reports a failed hardware challenge, a quorum
-of reports slashes and jails the provider, reporters claim their reward (docs/hardware.md)."""
+"""Typed access to HardwareReports.vy: a validator reports a failed hardware challenge; a
+stake-weighted quorum of reports opens a dispute period; the provider may dispute, and the
+validators who did not report then vote on a fresh timed challenge; anyone executes the outcome
+(slash and jail, or nothing); reporters claim their reward (docs/hardware.md)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,14 @@ from dataclasses import astuple, dataclass
 from enum import IntEnum
 
 from eth_utils import keccak
-from web3.logs import DISCARD
+from web3 import Web3
 from web3.types import TxReceipt
 
 from tessera.chain.contract import ContractWrapper
 from tessera.errors import ChainError
 
 TSTK = 10**18
+HOUR = 3_600
 DAY = 86_400
 
 
@@ -24,13 +27,26 @@ class HardwareReportsParams:
     Why these values: docs/hardware.md, "On chain: HardwareReports.vy"."""
 
     hardware_slash: int = 50 * TSTK    # taken from a provider a quorum found failing
-    reporter_reward: int = 5 * TSTK    # claimable by each reporter of the slashing quorum
-    min_reports: int = 3               # distinct validators, at least
-    quorum_bps: int = 3_334            # ... and at least this share of the listed validators
+    reporter_reward: int = 15 * TSTK   # shared by the slash's reporters, by stake
+    quorum_bps: int = 3_334            # reported share of the validator stake that opens a dispute
     jail_period: int = DAY
+    dispute_period: int = HOUR         # seconds the reported provider has to dispute
+    dispute_vote_period: int = HOUR    # seconds the jury (non-reporters) has to vote
+    jury_quorum_bps: int = 5_000       # share of the jury's stake whose pass votes clear it
 
     def constructor_args(self) -> tuple:
         return astuple(self)
+
+
+class RoundStatus(IntEnum):
+    """HardwareReports.Round.status."""
+
+    NONE = 0
+    OPEN = 1        # reports below the quorum
+    PENDING = 2     # quorum reached: the provider may dispute until dispute_deadline
+    DISPUTED = 3    # the jury votes until vote_deadline
+    SLASHED = 4
+    CLEARED = 5
 
 
 class Failure(IntEnum):
@@ -57,12 +73,12 @@ def evidence_digest(record: dict) -> bytes:
 
 @dataclass(frozen=True)
 class Slashing:
-    """The HardwareSlashed event of the report that completed a quorum."""
+    """The HardwareSlashed event of an executed round."""
 
     provider: str
     epoch: int
     slashed: int
-    reward_per_reporter: int
+    reward_pool: int
     reporters: int
     burned: int
     jailed_until: int
@@ -71,35 +87,81 @@ class Slashing:
 @dataclass(frozen=True)
 class ReportResult:
     receipt: TxReceipt
-    reports: int            # distinct reports for (provider, epoch) after this one
+    weight: int                 # this report's stake weight
+    reported: int               # the round's reported weight after it
+    quorum: int                 # the round's quorum (stake)
+    dispute_deadline: int | None  # set when this report reached the quorum
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One (provider, epoch) round of HardwareReports (the `rounds` getter)."""
+
+    snapshot: int
     quorum: int
-    slashing: Slashing | None
+    reported: int
+    reporters_stake: int
+    reporters: int
+    status: RoundStatus
+    dispute_deadline: int
+    vote_deadline: int
+    jury_quorum: int
+    pass_stake: int
+    fail_stake: int
+    reward_pool: int
 
 
 class HardwareReports(ContractWrapper):
-    """What validators do on HardwareReports.vy."""
+    """What validators and providers do on HardwareReports.vy."""
 
     NAME = "HardwareReports"
 
     def report(self, provider: str, epoch: int, outcome: str, evidence: bytes) -> ReportResult:
-        """Report `provider`'s failed challenge in `epoch`. A refusal (already reported, already
-        slashed, epoch too old, not a validator, ...) raises TxRefused naming the reason."""
+        """Report `provider`'s failed challenge in `epoch`. A refusal (already reported, round
+        disputed, epoch too old, not a validator, ...) raises TxRefused naming the reason."""
         code = Failure.of(outcome)
         if len(evidence) != 32:
             raise ValueError(f"evidence must be a 32-byte hash, got {len(evidence)} bytes")
         receipt = self.chain.send(self.contract.functions.report(provider, epoch, int(code),
                                                                  evidence))
-        reported = self.contract.events.HardwareReported().process_receipt(receipt,
-                                                                           errors=DISCARD)
-        if not reported:
-            raise ChainError(f"report on {provider} emitted no HardwareReported")
-        slashed = self.contract.events.HardwareSlashed().process_receipt(receipt, errors=DISCARD)
-        slashing = Slashing(**dict(slashed[0]["args"])) if slashed else None
-        args = reported[0]["args"]
-        return ReportResult(receipt, args["reports"], args["quorum"], slashing)
+        args = self._event(receipt, "HardwareReported")
+        reached = self._events(receipt, "HardwareQuorumReached")
+        return ReportResult(receipt, args["weight"], args["reported"], args["quorum"],
+                            reached[0]["dispute_deadline"] if reached else None)
+
+    def dispute(self, epoch: int) -> tuple[TxReceipt, int]:
+        """The calling provider disputes the quorum reported against it for `epoch`; returns
+        the receipt and the chain time the jury's vote ends."""
+        receipt = self.chain.send(self.contract.functions.dispute(epoch))
+        return receipt, self._event(receipt, "HardwareDisputed")["vote_deadline"]
+
+    def vote_dispute(self, provider: str, epoch: int, passed: bool) -> TxReceipt:
+        """A juror (a validator that did not report) says whether `provider` passed its fresh
+        timed challenge."""
+        return self.chain.send(self.contract.functions.vote_dispute(provider, epoch, passed))
+
+    def execute(self, provider: str, epoch: int) -> Slashing | None:
+        """Carry out a decided round: the Slashing, or None when the jury cleared the provider."""
+        receipt = self.chain.send(self.contract.functions.execute(provider, epoch))
+        slashed = self._events(receipt, "HardwareSlashed")
+        if slashed:
+            return Slashing(**slashed[0])
+        if not self._events(receipt, "HardwareCleared"):
+            raise ChainError(f"execute on {provider} emitted neither HardwareSlashed nor "
+                             "HardwareCleared")
+        return None
 
     def claim(self, provider: str, epoch: int) -> TxReceipt:
         return self.chain.send(self.contract.functions.claim(provider, epoch))
+
+    def round(self, provider: str, epoch: int) -> RoundRecord:
+        record = self._struct("rounds", Web3.to_checksum_address(provider), epoch)
+        record["status"] = RoundStatus(record["status"])
+        return RoundRecord(**record)
+
+    def decision(self, provider: str, epoch: int) -> RoundStatus:
+        """What `execute` would do now (SLASHED / CLEARED), or the round's undecided status."""
+        return RoundStatus(self._call("decision", Web3.to_checksum_address(provider), epoch))
 
     def quorum(self) -> int:
         return self.chain.call(self.contract.functions.quorum())
@@ -112,6 +174,14 @@ class HardwareReports(ContractWrapper):
 
     def has_reported(self, validator: str, provider: str, epoch: int) -> bool:
         return self.chain.call(self.contract.functions.reported(validator, provider, epoch)) != 0
+
+    def has_voted(self, validator: str, provider: str, epoch: int) -> bool:
+        return self._call("jury_votes", Web3.to_checksum_address(validator),
+                          Web3.to_checksum_address(provider), epoch) != 0
+
+    def reward_of(self, validator: str, provider: str, epoch: int) -> int:
+        return self._call("reward_of", Web3.to_checksum_address(validator),
+                          Web3.to_checksum_address(provider), epoch)
 
     def params(self) -> HardwareReportsParams:
         fns = self.contract.functions

@@ -1,9 +1,9 @@
-"""Market.vy: orders, escrow, leases, pay streams, verified release and downtime claims."""
+"""Market.vy: orders, escrow, leases, pay streams and downtime claims (a verified lease's pay is
+released by Settlement.vy: chain/settlement.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 from web3 import Web3
 from web3.types import TxReceipt
@@ -13,8 +13,7 @@ from tessera.chain.contract import ZERO_ADDRESS, ContractWrapper
 from tessera.chain.registry import ProviderRegistry
 from tessera.chain.tokens import PaymentToken
 from tessera.chain.uptime import Uptime
-from tessera.chain.verification import Verification
-from tessera.errors import ChainError, TxRefused
+from tessera.errors import ChainError
 from tessera.protocol.lease import claimable_epochs
 from tessera.protocol.wire import BidMessage
 
@@ -34,7 +33,7 @@ class Order:
     allocated: int
     leases_made: int
     open: bool
-    verified: bool = False  # leases paid only for final Verification rounds (`release`)
+    verified: bool = False  # leases paid only for final Verification rounds (Settlement)
 
 
 @dataclass(frozen=True)
@@ -52,44 +51,11 @@ class Lease:
     result_hash: bytes
     downtime: int = 0            # pay (gross) for claimed epochs without a heartbeat
     downtime_refunded: int = 0   # the part of it already sent back to the tenant
+    fee_bps: int = 0             # the protocol fee of its payouts, fixed at its creation
 
     @property
     def is_open(self) -> bool:
         return self.closed_at == 0
-
-
-@dataclass(frozen=True)
-class Release:
-    """A verified lease's release state (`Market.releases`; all zero for other leases)."""
-    next_round: int   # the next round of the job to walk
-    until: int        # pay for [start, until) is released (0: nothing yet)
-    proven: int       # gross pay of rounds proven to cheat: never the provider's
-    refunded: int     # sent back to the tenant besides downtime (proven rounds, the close)
-
-
-@dataclass(frozen=True)
-class PayRelease:
-    """One `release` transaction, from its PayReleased event."""
-    from_round: int
-    to_round: int
-    released_until: int
-    amount: int     # gross pay newly payable to the provider
-    withheld: int   # gross pay of the proven rounds walked
-    refund: int     # the part of it sent back to the tenant now
-    tx: str
-
-
-# What each refusal of Market.release means, for whoever reads the error.
-RELEASE_REFUSALS = {
-    "market: round not final": "a round in the range is inside its challenge window or has a "
-                               "challenge open (Verification.round_finalized is false); retry later",
-    "market: round not posted": "the job has fewer round roots on chain than asked for",
-    "market: nothing to release": "every posted final round and all time older than the "
-                                  "release delay are released already",
-    "market: too many rounds at once": "at most MAX_RELEASE_ROUNDS rounds per transaction",
-    "market: lease not verified": "the lease's order is not verified: its pay streams by time",
-    "market: unknown lease": "no such lease",
-}
 
 
 @dataclass(frozen=True)
@@ -112,17 +78,12 @@ class Market(ContractWrapper):
         self.payment_token = PaymentToken(chain)   # escrow is paid in it
         self.registry = ProviderRegistry(chain)    # who may bid, and their offers
 
-    @cached_property
-    def max_release_rounds(self) -> int:
-        """Rounds one `release` transaction may walk (Market.MAX_RELEASE_ROUNDS)."""
-        return self._call("MAX_RELEASE_ROUNDS")
-
     # -- orders and leases ---------------------------------------------------------------
     def create_order(self, spec_hash: bytes, gpu_model: str, min_gpus: int, min_gpu_memory_mb: int,
                      max_price_per_gpu_hour: int, duration: int, nodes: int,
                      deposit: int, *, verified: bool = False) -> tuple[int, list[TxReceipt]]:
         """Post an order; `verified`: its leases are paid only for final Verification rounds
-        (the Market must know its Verification contract: deploy_all wires it)."""
+        (the Market must know its Settlement contract: deploy_all wires it)."""
         receipts = self.payment_token.fund(self.address, deposit, "the order's escrow")
         receipt = self._send("create_order", spec_hash, gpu_model, min_gpus, min_gpu_memory_mb,
                              max_price_per_gpu_hour, duration, nodes, deposit, verified)
@@ -151,64 +112,9 @@ class Market(ContractWrapper):
         """Gross amount `withdraw` would pay now (a verified lease: released pay only)."""
         return self._call("withdrawable", lease_id)
 
-    # -- verified leases: pay waits for final rounds (docs/verification.md) ----------------
+    # -- verified leases: pay waits for final rounds (Settlement, docs/verification.md) ------
     def is_verified(self, order_id: int) -> bool:
         return self._call("verified", order_id)
-
-    def release_delay(self) -> int:
-        """Seconds (challenge window + root grace) after which pay for time that no round root
-        covers is released anyway."""
-        return self._call("release_delay")
-
-    def releases(self, lease_id: int) -> Release:
-        return Release(**self._struct("releases", lease_id))
-
-    def final_rounds(self, lease_id: int, job: int) -> int:
-        """The end (exclusive) of the run of final rounds from the lease's next round to
-        release, at most MAX_RELEASE_ROUNDS of them: the `up_to_round` that `release` accepts."""
-        verification = Verification(self.chain)
-        start = self.releases(lease_id).next_round
-        posted = verification.rounds_posted(job)
-        end = start
-        while end < min(posted, start + self.max_release_rounds) and \
-                verification.round_finalized(job, end):
-            end += 1
-        return end
-
-    def release(self, lease_id: int, up_to_round: int | None = None, *,
-                lease: Lease | None = None) -> PayRelease:
-        """Release a verified lease's pay for its job's final rounds before `up_to_round` (by
-        default: as far as they are final) and, past the last posted root, for time older than
-        the release delay. Refusals are explained (RELEASE_REFUSALS)."""
-        if up_to_round is None:
-            order_id = (lease or self.lease(lease_id)).order_id
-            up_to_round = self.final_rounds(lease_id, order_id)
-        try:
-            receipt = self._send("release", lease_id, up_to_round)
-        except TxRefused as exc:
-            reason = next((f"{r} ({why})" for r, why in RELEASE_REFUSALS.items() if r in str(exc)),
-                          None)
-            if reason is None:
-                raise
-            raise TxRefused(f"release of lease {lease_id} up to round {up_to_round} refused: "
-                            f"{reason}") from None
-        args = self._event(receipt, "PayReleased")
-        return PayRelease(args["from_round"], args["to_round"], args["released_until"],
-                          args["amount"], args["withheld"], args["refund"], tx_hash(receipt))
-
-    def release_ready(self, lease_id: int, lease: Lease | None = None) -> PayRelease | None:
-        """`release` as far as possible; None when there is nothing to release (or the lease is
-        not verified), so a provider can call it before every withdrawal. `lease`: the lease
-        as just read, to save reading it again."""
-        lease = lease or self.lease(lease_id)
-        if not self.is_verified(lease.order_id):
-            return None
-        try:
-            return self.release(lease_id, lease=lease)
-        except TxRefused as exc:
-            if "market: nothing to release" in str(exc):
-                return None
-            raise
 
     # -- downtime (docs/uptime.md) ---------------------------------------------------------
     def missed_epochs(self, lease: Lease) -> list[int]:

@@ -1,4 +1,5 @@
-"""Validators.vy: validators' stake and published receipt endpoints."""
+"""Validators.vy: validators' stake (and its weight, checkpointed per block, that quorums
+count), locks on voters' stake, and published receipt endpoints."""
 
 from __future__ import annotations
 
@@ -24,6 +25,24 @@ class Validators(ContractWrapper):
 
     def stake_of(self, address: str) -> int:
         return self._call("stake_of", Web3.to_checksum_address(address))
+
+    def weight_of(self, address: str) -> int:
+        """The weight a vote would carry now: active stake if at least the minimum, else 0."""
+        return self._call("weight_of", Web3.to_checksum_address(address))
+
+    def stake_at(self, address: str, block: int) -> int:
+        """`address`'s weight at the end of past block `block` (a round's snapshot)."""
+        return self._call("stake_at", Web3.to_checksum_address(address), block)
+
+    def total_stake(self) -> int:
+        return self._call("total_stake")
+
+    def total_stake_at(self, block: int) -> int:
+        return self._call("total_stake_at", block)
+
+    def locked_until(self, address: str) -> int:
+        """Before this time `withdraw_unbonded` is refused: a vote the stake backs is undecided."""
+        return self._call("locked_until", Web3.to_checksum_address(address))
 
     def count(self) -> int:
         """How many addresses the list holds (validators ever registered, active or not)."""
@@ -52,3 +71,9 @@ class Validators(ContractWrapper):
 
     def set_endpoint(self, endpoint: str) -> TxReceipt:
         return self._send("set_endpoint", endpoint)
+
+    def request_unbond(self, amount: int) -> TxReceipt:
+        return self._send("request_unbond", amount)
+
+    def withdraw_unbonded(self) -> TxReceipt:
+        return self._send("withdraw_unbonded")

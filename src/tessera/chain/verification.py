@@ -11,7 +11,6 @@ from web3 import Web3
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from tessera.chain.client import Chain
 from tessera.chain.contract import ContractWrapper
 from tessera.chain.tokens import StakeToken
 from tessera.chain.validators import Validators
@@ -33,9 +32,8 @@ class VerificationParams:
     slash_amount: int = 100 * TSTK      # taken from a provider proven to cheat (= registry min stake)
     challenger_bps: int = 2_500         # of the slash after voter rewards, to the challenger
     tenant_bps: int = 5_000             # ... to the tenant; the rest is burned
-    voter_reward: int = 5 * TSTK        # shared by the quorum that made the verdict, either way
-    quorum_bps: int = 6_667             # of the eligible validators (must be a majority)
-    min_quorum: int = 3
+    voter_reward: int = 5 * TSTK        # shared by stake by the voters who made the verdict
+    quorum_bps: int = 6_667             # of the eligible validator stake (must be a majority)
     jail_period: int = 7 * DAY
 
     def constructor_args(self) -> tuple:
@@ -68,12 +66,14 @@ class ChallengeRecord:
     challenger: str
     bond: int
     deadline: int
-    validator_snapshot: int
-    quorum: int
-    guilty_votes: int
+    snapshot: int           # the block whose validator stake weighs the votes
+    quorum: int             # stake a verdict needs
+    guilty_votes: int       # voters, for display
     innocent_votes: int
+    guilty_stake: int       # what decides
+    innocent_stake: int
     status: Outcome
-    reward_per_voter: int
+    voter_pool: int         # the winning voters' reward, shared by stake
     answer: bytes
 
 
@@ -97,10 +97,6 @@ class Verification(ContractWrapper):
     """What coordinators, challengers, providers and validators do on Verification.vy."""
 
     NAME = "Verification"
-
-    def __init__(self, chain: Chain):
-        super().__init__(chain)
-        self._validator_index: dict[str, int] = {}
 
     # -- commitments ---------------------------------------------------------------------
     def leaf(self, c: cm.Commitment) -> bytes:
@@ -136,8 +132,7 @@ class Verification(ContractWrapper):
         receipts = StakeToken(self.chain).fund(self.address, bond, "the challenge bond")
         receipt = self.chain.send(self.contract.functions.open_challenge(
             signed.commitment.as_contract_tuple(), bytes.fromhex(signed.signature[2:]), tree.root,
-            tree.n_leaves, index, list(tree.proofs[index]), segment, evidence, bond,
-            self.inactive_validators()))
+            tree.n_leaves, index, list(tree.proofs[index]), segment, evidence, bond))
         receipts.append(receipt)
         return self._event(receipt, "ChallengeOpened")["challenge_id"], receipts
 
@@ -146,25 +141,19 @@ class Verification(ContractWrapper):
         return self.chain.send(self.contract.functions.answer(challenge_id, opening_hash))
 
     # -- validators ----------------------------------------------------------------------
-    def validator_index(self, address: str) -> int:
-        """The position of `address` in the Validators list (what `vote` must name)."""
-        address = Web3.to_checksum_address(address)
-        if address not in self._validator_index:
-            validators = Validators(self.chain)   # the list only grows: read its new entries
-            for i in range(len(self._validator_index), validators.count()):
-                self._validator_index[validators.at(i)] = i
-        if address not in self._validator_index:
-            raise ChainError(f"{address} is not in the Validators list")
-        return self._validator_index[address]
-
-    def inactive_validators(self) -> list[int]:
-        """Indexes of listed addresses that are no longer validators (one call per entry)."""
+    def weight_at_snapshot(self, record: ChallengeRecord, address: str) -> int:
+        """What `address`'s vote on the challenge would weigh (its stake at the snapshot block,
+        or now if less): 0 when it may not vote (registered later, unbonded)."""
         validators = Validators(self.chain)
-        return [i for i, a in enumerate(validators.addresses()) if not validators.is_validator(a)]
+        return min(validators.weight_of(address), validators.stake_at(address, record.snapshot))
 
     def vote(self, challenge_id: int, guilty: bool) -> TxReceipt:
-        index = self.validator_index(self.chain.address)
-        return self.chain.send(self.contract.functions.vote(challenge_id, guilty, index))
+        """Vote; the vote weighs this validator's stake at the challenge's snapshot block, and
+        locks its stake until the verdict can be carried out."""
+        return self.chain.send(self.contract.functions.vote(challenge_id, guilty))
+
+    def vote_weight(self, challenge_id: int, validator: str) -> int:
+        return self._call("vote_weight", challenge_id, Web3.to_checksum_address(validator))
 
     def claim_reward(self, challenge_id: int) -> TxReceipt:
         return self.chain.send(self.contract.functions.claim_reward(challenge_id))
@@ -202,6 +191,11 @@ class Verification(ContractWrapper):
     def rounds_posted(self, job: int) -> int:
         """How many round roots the job has on chain (the next round to post)."""
         return self.chain.call(self.contract.functions.rounds_posted(job))
+
+    def first_round(self, job: int) -> int:
+        """The round of the job's first root (0 before any): a replacement's order starts at
+        the round it joined."""
+        return self.chain.call(self.contract.functions.first_round(job))
 
     def round_finalized(self, job: int, round_index: int) -> bool:
         return self.chain.call(self.contract.functions.round_finalized(job, round_index))

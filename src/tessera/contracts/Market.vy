@@ -7,27 +7,35 @@
         creates a lease whose budget streams to the provider by elapsed time.
         A protocol fee (basis points) goes to the treasury on every payout; the
         unspent part of every order and lease always goes back to the tenant.
+        The fee of a lease is fixed when it is created.
         Pay is for live time only: anyone may claim, for the tenant, the lease's pay
         for whole epochs in which the provider sent no Uptime heartbeat
-        (`claim_downtime`); it is refunded from that lease's escrow and the provider's
-        stake is slashed per epoch to the tenant (docs/uptime.md).
+        (`claim_downtime`); it is refunded from the provider's pay still in escrow (never
+        from the tenant's unspent budget), the rest is netted against the provider's later
+        pay, and the provider's stake is slashed per epoch to the tenant (docs/uptime.md).
+        While a lease is open the Market holds the provider's stake in the registry, and
+        for `claim_window` after it closes, so that unbonding cannot dodge those slashes.
         A `verified` order's leases accrue the same way, but the provider is paid only
-        for time whose training round is final in `Verification` (`release`); the pay of a
+        for time whose training round is final in `Verification`: the `Settlement`
+        contract walks the rounds and tells the Market what is released; the pay of a
         round proven to cheat goes back to the tenant (docs/verification.md).
 @dev Escrow invariant: payment_token.balanceOf(self) ==
         sum(order.deposit - order.allocated for open orders)
       + sum(lease.budget - lease.paid - lease.downtime_refunded for open unverified leases)
-      + sum(lease.budget - lease.paid - lease.downtime_refunded - releases[lease].refunded
-            for verified leases, open or closed).
+      + sum(lease.budget - lease.paid - lease.downtime_refunded
+            - Settlement.releases(lease).refunded for verified leases, open or closed).
 """
 
 from ethereum.ercs import IERC20
 
-from snekmate.tokens.interfaces import IERC20Permit
-
 from .interfaces import IProviderRegistry
+from .interfaces import ISettlement
 from .interfaces import IUptime
-from .interfaces import IVerification
+
+from .interfaces import IMarket
+implements: IMarket
+
+import lease_stream
 
 from snekmate.auth import ownable
 initializes: ownable
@@ -61,35 +69,6 @@ struct Order:
     created_at: uint256
 
 
-struct Lease:
-    order_id: uint256
-    tenant: address
-    provider: address
-    price_per_gpu_hour: uint256
-    gpus: uint32
-    start: uint256
-    budget: uint256
-    paid: uint256
-    closed_at: uint256
-    result_hash: bytes32
-    # Pay (gross) for claimed epochs without a heartbeat; no longer the provider's.
-    downtime: uint256
-    # The part of `downtime` already sent back to the tenant (the rest is netted at close).
-    downtime_refunded: uint256
-
-
-# A verified lease's release state (all zero for unverified leases).
-struct Release:
-    # The next Verification round (of the job = the order) to walk.
-    next_round: uint256
-    # Pay for [start, until) is released (0 = nothing yet).
-    until: uint256
-    # Gross pay of the rounds proven to cheat: never the provider's.
-    proven: uint256
-    # Tokens sent back to the tenant besides `downtime_refunded` (proven rounds, the close).
-    refunded: uint256
-
-
 event OrderCreated:
     order_id: indexed(uint256)
     tenant: indexed(address)
@@ -119,6 +98,7 @@ event LeaseCreated:
     gpus: uint32
     budget: uint256
     start: uint256
+    fee_bps: uint256
 
 
 event LeaseToppedUp:
@@ -161,31 +141,8 @@ event DowntimeClaimed:
     claimed_by: address
 
 
-event VerificationSet:
-    verification: indexed(address)
-    challenge_window: uint256
-    root_grace: uint256
-
-
-event PayReleased:
-    lease_id: indexed(uint256)
-    provider: indexed(address)
-    from_round: uint256
-    to_round: uint256
-    released_until: uint256
-    # Gross pay by time newly payable (downtime, if any was claimed, is netted at withdrawal).
-    amount: uint256
-    # Gross pay of the proven rounds walked, and the part of it sent to the tenant now.
-    withheld: uint256
-    refund: uint256
-
-
-event RoundRefunded:
-    lease_id: indexed(uint256)
-    tenant: indexed(address)
-    round_index: indexed(uint256)
-    amount: uint256
-    refund: uint256
+event SettlementSet:
+    settlement: indexed(address)
 
 
 event BidNonceCancelled:
@@ -208,7 +165,6 @@ BID_TYPEHASH: public(constant(bytes32)) = keccak256(
 )
 MAX_FEE_BPS: public(constant(uint256)) = 1_000
 MAX_CLAIM_EPOCHS: public(constant(uint256)) = 256
-MAX_RELEASE_ROUNDS: public(constant(uint256)) = 64
 BPS: constant(uint256) = 10_000
 SECONDS_PER_HOUR: constant(uint256) = 3_600
 
@@ -225,15 +181,11 @@ claim_window: public(immutable(uint256))
 
 treasury: public(address)
 fee_bps: public(uint256)
-# Set once by the owner (Verification is deployed after the Market: it takes its address).
-verification: public(address)
-root_grace: public(uint256)
-# Verification's challenge_window + root_grace: pay for time after the last posted root is
-# released once it is this old, so a tenant who stops posting roots cannot freeze pay.
-release_delay: public(uint256)
+# Set once by the owner (Settlement is deployed after the Market: it takes its address).
+settlement: public(address)
 
 orders: public(HashMap[uint256, Order])
-leases: public(HashMap[uint256, Lease])
+leases: public(HashMap[uint256, IMarket.Lease])
 next_order_id: public(uint256)
 next_lease_id: public(uint256)
 
@@ -245,7 +197,6 @@ lease_of: public(HashMap[uint256, HashMap[address, uint256]])
 _claimed: HashMap[uint256, HashMap[uint256, uint256]]
 # order_id => the order's leases are paid by verified round (fixed at creation)
 verified: public(HashMap[uint256, bool])
-releases: public(HashMap[uint256, Release])
 
 
 @deploy
@@ -300,8 +251,8 @@ def __init__(
 @external
 def set_fee_bps(new_fee_bps: uint256):
     """
-    @notice The owner sets the protocol fee; it applies to every later payout, of open
-            leases too.
+    @notice The owner sets the protocol fee of leases created from now on; a lease keeps
+            the fee it was created with.
     @param new_fee_bps The fee, in basis points (at most MAX_FEE_BPS).
     """
     assert msg.sender == ownable.owner, "market: caller is not the owner"
@@ -323,22 +274,18 @@ def set_treasury(new_treasury: address):
 
 
 @external
-def set_verification(verification_: address, root_grace_: uint256):
+def set_settlement(settlement_: address):
     """
-    @notice Owner, once: the Verification contract whose rounds release verified leases' pay,
-            and the grace (seconds) after its challenge window for time no root covers.
-    @param verification_ The Verification contract (deployed for this market).
-    @param root_grace_ Seconds added to its challenge window to make `release_delay`.
+    @notice Owner, once: the Settlement contract that releases verified leases' pay. Until it
+            is set, no verified order can be created.
+    @param settlement_ The Settlement contract (deployed for this market).
     """
     assert msg.sender == ownable.owner, "market: caller is not the owner"
-    assert self.verification == empty(address), "market: verification already set"
-    assert verification_ != empty(address), "market: zero verification"
-    assert staticcall IVerification(verification_).market() == self, "market: verification is for another market"
-    window: uint256 = staticcall IVerification(verification_).challenge_window()
-    self.verification = verification_
-    self.root_grace = root_grace_
-    self.release_delay = window + root_grace_
-    log VerificationSet(verification=verification_, challenge_window=window, root_grace=root_grace_)
+    assert self.settlement == empty(address), "market: settlement already set"
+    assert settlement_ != empty(address), "market: zero settlement"
+    assert staticcall ISettlement(settlement_).market() == self, "market: settlement is for another market"
+    self.settlement = settlement_
+    log SettlementSet(settlement=settlement_)
 
 
 # ---------------------------------------------------------------- token helpers
@@ -379,7 +326,7 @@ def _create_order(
         max_price_per_gpu_hour * convert(min_gpus, uint256) * convert(nodes, uint256) * duration // SECONDS_PER_HOUR
     )
     assert deposit > 0 and deposit >= worst_case, "market: deposit too small"
-    assert not verified or self.verification != empty(address), "market: verification not set"
+    assert not verified or self.settlement != empty(address), "market: settlement not set"
 
     order_id: uint256 = self.next_order_id
     self.next_order_id = order_id + 1
@@ -470,7 +417,10 @@ def create_order_with_permit(
 ) -> uint256:
     """
     @notice Same as `create_order`, but first applies the tenant's EIP-2612 permit
-            (owner = caller, spender = this market, value = deposit).
+            (owner = caller, spender = this market, value = deposit). If the permit fails
+            (for example because someone submitted it first, which spends its nonce), the
+            order goes ahead on the allowance already there, so a front-run permit cannot
+            block the order.
     @param spec_hash The hash of the job specification (not checked on chain).
     @param gpu_model The GPU model required ("" for any).
     @param min_gpus GPUs per node (more than zero); every lease pays for this many.
@@ -486,7 +436,15 @@ def create_order_with_permit(
     @param s The permit signature's `s`.
     @return uint256 The order id (ids start at 1).
     """
-    extcall IERC20Permit(payment_token).permit(msg.sender, self, deposit, permit_deadline, v, r, s)
+    permitted: bool = raw_call(
+        payment_token,
+        abi_encode(
+            msg.sender, self, deposit, permit_deadline, v, r, s,
+            method_id=method_id("permit(address,address,uint256,uint256,uint8,bytes32,bytes32)"),
+        ),
+        revert_on_failure=False,
+    )
+    assert permitted or staticcall IERC20(payment_token).allowance(msg.sender, self) >= deposit, "market: permit failed and the allowance is too small"
     return self._create_order(
         msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes, deposit,
         verified
@@ -501,14 +459,15 @@ def cancel_order(order_id: uint256):
             Its leases go on.
     @param order_id The open order.
     """
-    order: Order = self.orders[order_id]
-    assert order.tenant != empty(address), "market: unknown order"
-    assert msg.sender == order.tenant, "market: caller is not the tenant"
-    assert order.open, "market: order not open"
-    refund: uint256 = order.deposit - order.allocated
+    # Field by field: the whole record would copy its gpu_model string for nothing.
+    tenant: address = self.orders[order_id].tenant
+    assert tenant != empty(address), "market: unknown order"
+    assert msg.sender == tenant, "market: caller is not the tenant"
+    assert self.orders[order_id].open, "market: order not open"
+    refund: uint256 = self.orders[order_id].deposit - self.orders[order_id].allocated
     self.orders[order_id].open = False
-    log OrderCancelled(order_id=order_id, tenant=order.tenant, refund=refund)
-    self._push(order.tenant, refund)
+    log OrderCancelled(order_id=order_id, tenant=tenant, refund=refund)
+    self._push(tenant, refund)
 
 
 # ---------------------------------------------------------------- bids
@@ -603,11 +562,11 @@ def accept_bid(
     assert not self.bid_nonce_used[provider][nonce], "market: bid already used"
     self.bid_nonce_used[provider][nonce] = True
 
-    assert staticcall IProviderRegistry(registry).is_active(provider), "market: provider not active"
-    info: IProviderRegistry.Provider = staticcall IProviderRegistry(registry).providers(provider)
+    info: IProviderRegistry.Offer = staticcall IProviderRegistry(registry).offer(provider)
+    assert info.active, "market: provider not active"
     assert info.gpu_count >= order.min_gpus, "market: provider has too few gpus"
     assert info.gpu_memory_mb >= order.min_gpu_memory_mb, "market: provider gpu memory too small"
-    assert len(order.gpu_model) == 0 or keccak256(order.gpu_model) == keccak256(info.gpu_model), "market: gpu model mismatch"
+    assert len(order.gpu_model) == 0 or keccak256(order.gpu_model) == info.gpu_model_hash, "market: gpu model mismatch"
     assert price_per_gpu_hour >= info.price_floor, "market: price below provider floor"
     assert self.lease_of[order_id][provider] == 0, "market: provider already leased this order"
 
@@ -620,7 +579,8 @@ def accept_bid(
     self.orders[order_id].allocated = order.allocated + budget
     self.orders[order_id].leases_made = order.leases_made + 1
     self.lease_of[order_id][provider] = lease_id
-    self.leases[lease_id] = Lease(
+    fee: uint256 = self.fee_bps
+    self.leases[lease_id] = IMarket.Lease(
         order_id=order_id,
         tenant=order.tenant,
         provider=provider,
@@ -633,6 +593,7 @@ def accept_bid(
         result_hash=empty(bytes32),
         downtime=0,
         downtime_refunded=0,
+        fee_bps=fee,
     )
     log LeaseCreated(
         lease_id=lease_id,
@@ -643,7 +604,11 @@ def accept_bid(
         gpus=order.min_gpus,
         budget=budget,
         start=block.timestamp,
+        fee_bps=fee,
     )
+    # The provider's stake cannot be withdrawn while the lease is open (close releases it).
+    if staticcall IProviderRegistry(registry).is_slasher(self):
+        extcall IProviderRegistry(registry).hold(provider)
     return lease_id
 
 
@@ -652,38 +617,30 @@ def accept_bid(
 
 @internal
 @view
-def _accrued_at(lease: Lease, t: uint256) -> uint256:
-    """
-    @dev The stream: pay (gross) for [start, t), capped at the budget. Every amount of pay,
-         streamed or claimed back, is a difference of this one rounding rule.
-    """
-    if t <= lease.start:
-        return 0
-    return min(
-        lease.price_per_gpu_hour * convert(lease.gpus, uint256) * (t - lease.start) // SECONDS_PER_HOUR,
-        lease.budget,
-    )
+def _read(lease_id: uint256) -> IMarket.Lease:
+    # One copy of the record's read, shared by every function (each inline copy costs code).
+    return self.leases[lease_id]
 
 
 @internal
 @view
-def _end(lease: Lease) -> uint256:
-    if lease.closed_at != 0:
-        return lease.closed_at
-    return block.timestamp
+def _lease(lease_id: uint256) -> IMarket.Lease:
+    lease: IMarket.Lease = self._read(lease_id)
+    assert lease.tenant != empty(address), "market: unknown lease"
+    return lease
 
 
 @internal
 @view
-def _accrued(lease: Lease) -> uint256:
+def _accrued(lease: IMarket.Lease) -> uint256:
     if lease.tenant == empty(address):
         return 0
-    return self._accrued_at(lease, self._end(lease))
+    return lease_stream.accrued_at(lease, lease_stream.end(lease))
 
 
 @internal
 @view
-def _earned(lease: Lease, proven: uint256) -> uint256:
+def _earned(lease: IMarket.Lease, proven: uint256) -> uint256:
     """
     @dev Pay for live time: the stream less claimed downtime and the pay of rounds proven
          to cheat (zero if those exceed it).
@@ -696,43 +653,25 @@ def _earned(lease: Lease, proven: uint256) -> uint256:
 
 @internal
 @view
-def _released_earned(lease: Lease, rel: Release) -> uint256:
+def _release(lease_id: uint256, lease: IMarket.Lease) -> ISettlement.Release:
     """
-    @dev A verified lease's pay for released, unproven, live time: all it may be paid so far.
+    @dev A verified lease's release state in Settlement (all zero for other leases).
     """
-    gross: uint256 = self._accrued_at(lease, rel.until)
-    if gross <= rel.proven + lease.downtime:
-        return 0
-    return gross - rel.proven - lease.downtime
+    if not self.verified[lease.order_id]:
+        return empty(ISettlement.Release)
+    return staticcall ISettlement(self.settlement).releases(lease_id)
 
 
 @internal
 @view
-def _excess(lease: Lease, rel: Release) -> uint256:
+def _payable(lease_id: uint256, lease: IMarket.Lease) -> uint256:
     """
-    @dev What a verified lease holds beyond the most its provider could still be paid (all of
-         its time released unproven: up to the close, or the whole budget while open). Every
-         refund of a verified lease is capped by it, so the provider's claims stay covered;
-         the subtraction reverting would mean the escrow does not cover them.
+    @dev Gross pay the provider may have by now, paid or not: for a verified lease only
+         released pay (Settlement), for others its pay for live time.
     """
-    horizon: uint256 = lease.budget
-    if lease.closed_at != 0:
-        horizon = self._accrued_at(lease, lease.closed_at)
-    reserve: uint256 = 0
-    if horizon > rel.proven + lease.downtime + lease.paid:
-        reserve = horizon - rel.proven - lease.downtime - lease.paid
-    return lease.budget - lease.paid - lease.downtime_refunded - rel.refunded - reserve
-
-
-@internal
-@view
-def _held(lease: Lease) -> uint256:
-    """
-    @dev Tokens this lease still holds in escrow (zero once closed: all of it was paid out).
-    """
-    if lease.tenant == empty(address) or lease.closed_at != 0:
-        return 0
-    return lease.budget - lease.paid - lease.downtime_refunded
+    if self.verified[lease.order_id]:
+        return staticcall ISettlement(self.settlement).released_earned(lease_id)
+    return self._earned(lease, 0)
 
 
 @external
@@ -743,7 +682,7 @@ def accrued(lease_id: uint256) -> uint256:
     @param lease_id The lease (an unknown one gives 0).
     @return uint256 The amount, in payment-token base units.
     """
-    return self._accrued(self.leases[lease_id])
+    return self._accrued(self._read(lease_id))
 
 
 @external
@@ -755,7 +694,8 @@ def earned(lease_id: uint256) -> uint256:
     @param lease_id The lease (an unknown one gives 0).
     @return uint256 The amount, in payment-token base units.
     """
-    return self._earned(self.leases[lease_id], self.releases[lease_id].proven)
+    lease: IMarket.Lease = self._read(lease_id)
+    return self._earned(lease, self._release(lease_id, lease).proven)
 
 
 @external
@@ -766,10 +706,10 @@ def withdrawable(lease_id: uint256) -> uint256:
     @param lease_id The lease.
     @return uint256 The amount, fee included, in payment-token base units.
     """
-    lease: Lease = self.leases[lease_id]
-    earned: uint256 = self._earned(lease, 0)
-    if self.verified[lease.order_id]:
-        earned = self._released_earned(lease, self.releases[lease_id])
+    lease: IMarket.Lease = self._read(lease_id)
+    if lease.tenant == empty(address):
+        return 0
+    earned: uint256 = self._payable(lease_id, lease)
     if earned <= lease.paid:
         return 0
     return earned - lease.paid
@@ -781,12 +721,13 @@ def shortfall(lease_id: uint256) -> uint256:
     """
     @notice What the provider was paid beyond its pay for live time: downtime claimed after
             the provider had withdrawn that time. While the lease is open the future stream
-            nets it; once closed it is final (it is not taken from other leases' escrow).
+            nets it; once closed it is final (it is not taken from other leases' escrow, nor
+            from the tenant's; the stake slash per epoch is the tenant's compensation).
     @param lease_id The lease.
     @return uint256 The amount overpaid, in payment-token base units.
     """
-    lease: Lease = self.leases[lease_id]
-    earned: uint256 = self._earned(lease, self.releases[lease_id].proven)
+    lease: IMarket.Lease = self._read(lease_id)
+    earned: uint256 = self._earned(lease, self._release(lease_id, lease).proven)
     if lease.paid <= earned:
         return 0
     return lease.paid - earned
@@ -838,36 +779,34 @@ def lease_count() -> uint256:
 
 
 @internal
-def _pay_provider(provider: address, amount: uint256) -> (uint256, uint256):
-    fee: uint256 = amount * self.fee_bps // BPS
-    net: uint256 = amount - fee
+def _pay_provider(lease: IMarket.Lease, amount: uint256) -> uint256:
+    """
+    @dev Pays `amount` (gross) of the lease to its provider less the lease's fee, which goes
+         to the treasury. Returns the fee.
+    """
+    fee: uint256 = amount * lease.fee_bps // BPS
     self._push(self.treasury, fee)
-    self._push(provider, net)
-    return net, fee
+    self._push(lease.provider, amount - fee)
+    return fee
 
 
 @external
 @nonreentrant
 def withdraw(lease_id: uint256):
     """
-    @notice Provider takes what it has earned so far, minus the protocol fee. For a
-            verified lease: what `release` has released (also after the lease closed).
+    @notice Provider takes what it has earned so far, minus the lease's protocol fee. For a
+            verified lease: what Settlement has released (also after the lease closed).
     @param lease_id The caller's lease.
     """
-    lease: Lease = self.leases[lease_id]
-    assert lease.tenant != empty(address), "market: unknown lease"
+    lease: IMarket.Lease = self._lease(lease_id)
     assert msg.sender == lease.provider, "market: caller is not the provider"
-    earned: uint256 = 0
-    if self.verified[lease.order_id]:
-        earned = self._released_earned(lease, self.releases[lease_id])
-    else:
-        earned = self._earned(lease, 0)
+    earned: uint256 = self._payable(lease_id, lease)
     assert earned > lease.paid, "market: nothing to withdraw"
     amount: uint256 = earned - lease.paid
-    self.leases[lease_id].paid = lease.paid + amount
-    fee: uint256 = amount * self.fee_bps // BPS
+    self.leases[lease_id].paid = earned
+    fee: uint256 = amount * lease.fee_bps // BPS
     log Withdrawn(lease_id=lease_id, provider=lease.provider, amount_to_provider=amount - fee, fee=fee)
-    self._pay_provider(lease.provider, amount)
+    self._pay_provider(lease, amount)
 
 
 @external
@@ -879,8 +818,7 @@ def top_up(lease_id: uint256, amount: uint256):
     @param lease_id The open lease.
     @param amount The amount, more than zero, in payment-token base units.
     """
-    lease: Lease = self.leases[lease_id]
-    assert lease.tenant != empty(address), "market: unknown lease"
+    lease: IMarket.Lease = self._lease(lease_id)
     assert msg.sender == lease.tenant, "market: caller is not the tenant"
     assert lease.closed_at == 0, "market: lease closed"
     assert amount > 0, "market: amount must be positive"
@@ -899,121 +837,49 @@ def close_lease(lease_id: uint256):
             live time and was not yet paid (minus fee), the tenant gets the rest of the
             lease's escrow back (unspent budget and claimed downtime not yet refunded).
             A verified lease pays only released pay now and keeps the pay accrued but not
-            yet released in escrow, for `release` (then `withdraw`) or a refund later.
+            yet released in escrow, for `Settlement.release` (then `withdraw`) or a refund
+            later. The provider's stake stays locked for `claim_window` more.
     @param lease_id The open lease.
     """
-    lease: Lease = self.leases[lease_id]
-    assert lease.tenant != empty(address), "market: unknown lease"
+    lease: IMarket.Lease = self._lease(lease_id)
     assert msg.sender == lease.tenant or msg.sender == lease.provider, "market: caller is not a lease party"
     assert lease.closed_at == 0, "market: lease closed"
-    if self.verified[lease.order_id]:
-        self._close_verified(lease_id, lease)
-        return
-    held: uint256 = self._held(lease)
+    verified: bool = self.verified[lease.order_id]
+    held: uint256 = lease.budget - lease.paid - lease.downtime_refunded
+    earned: uint256 = self._payable(lease_id, lease)
     lease.closed_at = block.timestamp
-    earned: uint256 = self._earned(lease, 0)
+    if not verified:
+        earned = self._earned(lease, 0)
     owed: uint256 = 0
     if earned > lease.paid:
         owed = earned - lease.paid
-    # owed <= budget - downtime - paid <= held, since downtime_refunded <= downtime.
-    refund: uint256 = held - owed
     self.leases[lease_id].closed_at = lease.closed_at
     self.leases[lease_id].paid = lease.paid + owed
-    fee: uint256 = owed * self.fee_bps // BPS
+    refund: uint256 = 0
+    if verified:
+        # Settlement reads the lease as just recorded and keeps its claims covered.
+        refund = extcall ISettlement(self.settlement).close_refund(lease_id)
+    else:
+        # owed <= budget - downtime - paid <= held, since downtime_refunded <= downtime.
+        refund = held - owed
+    fee: uint256 = owed * lease.fee_bps // BPS
     log LeaseClosed(lease_id=lease_id, closed_by=msg.sender, provider_amount=owed - fee, fee=fee, refund=refund)
-    self._pay_provider(lease.provider, owed)
-    self._push(lease.tenant, refund)
-
-
-@internal
-def _close_verified(lease_id: uint256, lease: Lease):
-    rel: Release = self.releases[lease_id]
-    lease.closed_at = block.timestamp
-    earned: uint256 = self._released_earned(lease, rel)
-    owed: uint256 = 0
-    if earned > lease.paid:
-        owed = earned - lease.paid
-    lease.paid += owed
-    refund: uint256 = self._excess(lease, rel)
-    self.leases[lease_id].closed_at = lease.closed_at
-    self.leases[lease_id].paid = lease.paid
-    self.releases[lease_id].refunded = rel.refunded + refund
-    fee: uint256 = owed * self.fee_bps // BPS
-    log LeaseClosed(lease_id=lease_id, closed_by=msg.sender, provider_amount=owed - fee, fee=fee, refund=refund)
-    self._pay_provider(lease.provider, owed)
+    extcall IProviderRegistry(registry).release_hold(lease.provider, block.timestamp + claim_window)
+    self._pay_provider(lease, owed)
     self._push(lease.tenant, refund)
 
 
 @external
 @nonreentrant
-def release(lease_id: uint256, up_to_round: uint256):
+def refund_tenant(lease_id: uint256, amount: uint256):
     """
-    @notice Anyone releases a verified lease's pay, round by round of its job (the order),
-            from `releases(lease).next_round` up to, not including, `up_to_round` (at most
-            MAX_RELEASE_ROUNDS at once). Each round whose interval holds pay of this lease
-            (from the previous round's root, or the lease start, to this round's root,
-            clamped to the close) must be final in Verification; its pay becomes the
-            provider's, or, if `proven` for this lease, goes back to the tenant now (capped
-            by what the lease holds beyond the provider's claims). Once every posted round is
-            walked, pay for time older than `release_delay` is released too: a tenant who
-            stops posting roots cannot freeze pay. Withdraw with `withdraw`.
+    @notice Settlement sends `amount` of a verified lease's escrow back to its tenant: the
+            pay of rounds proven to cheat (Settlement caps it and records it).
     @param lease_id The verified lease.
-    @param up_to_round The first round not walked (at most Verification's `rounds_posted(job)`).
+    @param amount The amount, in payment-token base units.
     """
-    lease: Lease = self.leases[lease_id]
-    assert lease.tenant != empty(address), "market: unknown lease"
-    assert self.verified[lease.order_id], "market: lease not verified"
-    rel: Release = self.releases[lease_id]
-    job: uint256 = lease.order_id
-    ver: address = self.verification
-    posted: uint256 = staticcall IVerification(ver).rounds_posted(job)
-    assert up_to_round <= posted, "market: round not posted"
-    assert up_to_round <= rel.next_round + MAX_RELEASE_ROUNDS, "market: too many rounds at once"
-    end: uint256 = self._end(lease)
-    until: uint256 = max(rel.until, lease.start)
-    before: uint256 = until
-    released: uint256 = 0
-    withheld: uint256 = 0
-    refund: uint256 = 0
-    first: uint256 = rel.next_round
-    for i: uint256 in range(MAX_RELEASE_ROUNDS):
-        r: uint256 = first + i
-        if r >= up_to_round:
-            break
-        t: uint256 = min((staticcall IVerification(ver).rounds(job, r)).posted_at, end)
-        if t > until:
-            assert staticcall IVerification(ver).round_finalized(job, r), "market: round not final"
-            amount: uint256 = self._accrued_at(lease, t) - self._accrued_at(lease, until)
-            if staticcall IVerification(ver).proven(job, r, lease_id):
-                rel.proven += amount
-                back: uint256 = min(amount, self._excess(lease, rel))
-                rel.refunded += back
-                withheld += amount
-                refund += back
-                log RoundRefunded(lease_id=lease_id, tenant=lease.tenant, round_index=r, amount=amount, refund=back)
-            else:
-                released += amount
-            until = t
-    rel.next_round = max(first, up_to_round)
-    if rel.next_round == posted and block.timestamp > self.release_delay:
-        tail: uint256 = min(end, block.timestamp - self.release_delay)
-        if tail > until:
-            released += self._accrued_at(lease, tail) - self._accrued_at(lease, until)
-            until = tail
-    rel.until = until
-    assert rel.next_round > first or until > before, "market: nothing to release"
-    self.releases[lease_id] = rel
-    log PayReleased(
-        lease_id=lease_id,
-        provider=lease.provider,
-        from_round=first,
-        to_round=rel.next_round,
-        released_until=until,
-        amount=released,
-        withheld=withheld,
-        refund=refund,
-    )
-    self._push(lease.tenant, refund)
+    assert msg.sender == self.settlement and msg.sender != empty(address), "market: caller is not the settlement"
+    self._push(self.leases[lease_id].tenant, amount)
 
 
 @external
@@ -1024,8 +890,7 @@ def commit_result(lease_id: uint256, result_hash: bytes32):
     @param lease_id The caller's lease.
     @param result_hash The sha256 of the result.
     """
-    lease: Lease = self.leases[lease_id]
-    assert lease.tenant != empty(address), "market: unknown lease"
+    lease: IMarket.Lease = self._lease(lease_id)
     assert msg.sender == lease.provider, "market: caller is not the provider"
     self.leases[lease_id].result_hash = result_hash
     log ResultCommitted(lease_id=lease_id, provider=msg.sender, result_hash=result_hash)
@@ -1039,20 +904,20 @@ def claim_downtime(lease_id: uint256, epochs: DynArray[uint256, MAX_CLAIM_EPOCHS
             lease's provider sent no heartbeat. Each epoch (strictly increasing) must lie
             wholly inside the lease (from its start to now, or to its close), start before
             the budget ran out, and not be claimed before. The pay stops being the
-            provider's; as much of it as the lease still holds goes to the tenant now, the
-            rest is netted against the provider's later stream (`shortfall` if it cannot
-            be). The provider's stake is slashed by `downtime_slash` per epoch, to the
-            tenant. A closed lease can be claimed on for `claim_window` seconds.
+            provider's. It is refunded to the tenant now out of the provider's pay still in
+            escrow (never out of the tenant's unspent budget); the rest is netted against the
+            provider's later pay (`shortfall` if it cannot be). The provider's stake is slashed
+            by `downtime_slash` per epoch, to the tenant. A closed lease can be claimed on for
+            `claim_window` seconds.
     @param lease_id The lease.
     @param epochs The epochs without a heartbeat, strictly increasing (1 .. MAX_CLAIM_EPOCHS).
     """
-    lease: Lease = self.leases[lease_id]
-    assert lease.tenant != empty(address), "market: unknown lease"
+    lease: IMarket.Lease = self._lease(lease_id)
     assert len(epochs) > 0, "market: no epochs"
     if lease.closed_at != 0:
         assert block.timestamp <= lease.closed_at + claim_window, "market: claim window over"
     # Epochs ending at or before `end` have ended (and, for a closed lease, ended before the close).
-    ended: uint256 = (self._end(lease) - epoch_genesis) // epoch_length
+    ended: uint256 = (lease_stream.end(lease) - epoch_genesis) // epoch_length
     amount: uint256 = 0
     previous: uint256 = 0
     beat_index: uint256 = 0
@@ -1066,7 +931,7 @@ def claim_downtime(lease_id: uint256, epochs: DynArray[uint256, MAX_CLAIM_EPOCHS
         assert epoch < ended, "market: epoch not ended inside the lease"
         begin: uint256 = epoch_genesis + epoch * epoch_length
         assert begin >= lease.start, "market: epoch starts before the lease"
-        before: uint256 = self._accrued_at(lease, begin)
+        before: uint256 = lease_stream.accrued_at(lease, begin)
         assert before < lease.budget, "market: epoch after the budget ran out"
         if i == 0 or epoch >> 8 != beat_index:
             beat_index = epoch >> 8
@@ -1076,20 +941,25 @@ def claim_downtime(lease_id: uint256, epochs: DynArray[uint256, MAX_CLAIM_EPOCHS
         claimed: uint256 = self._claimed[lease_id][beat_index]
         assert claimed & bit == 0, "market: epoch already claimed"
         self._claimed[lease_id][beat_index] = claimed | bit
-        amount += self._accrued_at(lease, begin + epoch_length) - before
+        amount += lease_stream.accrued_at(lease, begin + epoch_length) - before
     lease.downtime += amount
-    refund: uint256 = 0
-    proven: uint256 = 0
-    if self.verified[lease.order_id]:
-        rel: Release = self.releases[lease_id]
-        proven = rel.proven
-        refund = min(amount, self._excess(lease, rel))
-    else:
-        refund = min(amount, self._held(lease))
-    lease.downtime_refunded += refund
     self.leases[lease_id].downtime = lease.downtime
+    # The provider's pay still in escrow: what the lease holds less the tenant's unspent budget.
+    rel: ISettlement.Release = self._release(lease_id, lease)
+    held: uint256 = 0
+    if self.verified[lease.order_id] or lease.closed_at == 0:
+        held = lease.budget - lease.paid - lease.downtime_refunded - rel.refunded
+    unspent: uint256 = 0
+    if lease.closed_at == 0:
+        unspent = lease.budget - self._accrued(lease)
+    refund: uint256 = 0
+    if held > unspent:
+        refund = min(amount, held - unspent)
+    if self.verified[lease.order_id]:
+        refund = min(refund, staticcall ISettlement(self.settlement).excess(lease_id))
+    lease.downtime_refunded += refund
     self.leases[lease_id].downtime_refunded = lease.downtime_refunded
-    earned: uint256 = self._earned(lease, proven)
+    earned: uint256 = self._earned(lease, rel.proven)
     overdrawn: uint256 = 0
     if lease.paid > earned:
         overdrawn = lease.paid - earned

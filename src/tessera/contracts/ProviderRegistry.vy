@@ -5,7 +5,10 @@
 @notice Providers stake the stake token and publish their hardware offer.
         Stake can be unbonded (released after `unbonding_period`) and slashed
         by addresses holding the slasher role; slashing reaches the unbonding
-        bucket too, so unbonding cannot dodge a penalty.
+        bucket too, so unbonding cannot dodge a penalty. Nor can withdrawing: while
+        the stake backs something a slash may still come from (an open lease, a
+        lease's downtime claim window, an open challenge), slashers hold or lock it
+        (`hold`, `release_hold`, `lock`) and `withdraw_unbonded` waits.
 """
 
 from ethereum.ercs import IERC20
@@ -71,6 +74,13 @@ event Jailed:
     by: indexed(address)
 
 
+event StakeHeld:
+    provider: indexed(address)
+    holds: uint256
+    locked_until: uint256
+    by: indexed(address)
+
+
 event SlasherSet:
     slasher: indexed(address)
     enabled: bool
@@ -85,6 +95,13 @@ unbonding_period: public(immutable(uint256))
 providers: public(HashMap[address, IProviderRegistry.Provider])
 is_slasher: public(HashMap[address, bool])
 provider_count: public(uint256)
+# Open obligations (leases) the stake backs; withdraw_unbonded waits for none.
+holds: public(HashMap[address, uint256])
+# provider => holder => the holds that holder opened (it alone can release them, also after its
+# slasher role is revoked, so that a revoked role never freezes a provider's stake)
+held_by: public(HashMap[address, HashMap[address, uint256]])
+# withdraw_unbonded waits for this time too (claim windows, votes).
+locked_until: public(HashMap[address, uint256])
 _provider_list: HashMap[uint256, address]
 
 
@@ -255,6 +272,8 @@ def withdraw_unbonded():
     amount: uint256 = self.providers[msg.sender].unbonding
     assert amount > 0, "registry: nothing to withdraw"
     assert block.timestamp >= self.providers[msg.sender].unbond_release, "registry: still unbonding"
+    assert self.holds[msg.sender] == 0, "registry: stake backs an open lease"
+    assert block.timestamp >= self.locked_until[msg.sender], "registry: stake locked by a claim window or challenge"
     self.providers[msg.sender].unbonding = 0
     self.providers[msg.sender].unbond_release = 0
     log StakeWithdrawn(provider=msg.sender, amount=amount)
@@ -290,23 +309,79 @@ def slash(provider: address, amount: uint256, recipient: address) -> uint256:
 
 
 @external
+def hold(provider: address):
+    """
+    @notice A slasher marks the provider's stake as backing one more open obligation (the
+            Market, when a lease starts): none of it can be withdrawn while any hold is open.
+    @param provider The registered provider.
+    """
+    assert self.is_slasher[msg.sender], "registry: caller is not a slasher"
+    self._check_registered(provider)
+    holds: uint256 = self.holds[provider] + 1
+    self.holds[provider] = holds
+    self.held_by[provider][msg.sender] += 1
+    log StakeHeld(provider=provider, holds=holds, locked_until=self.locked_until[provider], by=msg.sender)
+
+
+@external
+def release_hold(provider: address, until: uint256):
+    """
+    @notice The holder ends one hold it opened (the Market, when a lease closes), keeping the
+            stake locked until `until`: the end of what can still be claimed against it. A
+            caller with no open hold on the provider changes nothing (a Market that had no
+            slasher role when the lease started).
+    @param provider The provider.
+    @param until The timestamp before which the stake stays locked (merged by max).
+    """
+    mine: uint256 = self.held_by[provider][msg.sender]
+    if mine == 0:
+        return
+    holds: uint256 = self.holds[provider] - 1
+    locked: uint256 = max(self.locked_until[provider], until)
+    self.held_by[provider][msg.sender] = mine - 1
+    self.holds[provider] = holds
+    self.locked_until[provider] = locked
+    log StakeHeld(provider=provider, holds=holds, locked_until=locked, by=msg.sender)
+
+
+@external
+def lock(provider: address, until: uint256):
+    """
+    @notice A slasher keeps the provider's stake from being withdrawn before `until`
+            (Verification, while a challenge against it is open). A lock never shortens.
+    @param provider The registered provider.
+    @param until The timestamp.
+    """
+    assert self.is_slasher[msg.sender], "registry: caller is not a slasher"
+    self._check_registered(provider)
+    locked: uint256 = max(self.locked_until[provider], until)
+    self.locked_until[provider] = locked
+    log StakeHeld(provider=provider, holds=self.holds[provider], locked_until=locked, by=msg.sender)
+
+
+@external
 def jail(provider: address, until: uint256):
     """
-    @notice A slasher or the owner jails a registered provider: it is not active before
-            `until`. The value replaces the previous one, longer or not.
+    @notice A slasher (a contract that proved a fault: Uptime, Verification, HardwareReports)
+            jails a registered provider: it is not active before `until`. Only slashers jail:
+            the owner cannot. A jail never shortens (merged by max), so no slasher can cut
+            short another's jail, nor unjail anyone.
     @param provider The provider to jail.
-    @param until The timestamp the jail ends.
+    @param until The timestamp the jail ends (the later of it and the current one is kept).
     """
-    assert self.is_slasher[msg.sender] or msg.sender == ownable.owner, "registry: caller cannot jail"
+    assert self.is_slasher[msg.sender], "registry: caller cannot jail"
     self._check_registered(provider)
-    self.providers[provider].jailed_until = until
-    log Jailed(provider=provider, until=until, by=msg.sender)
+    jailed: uint256 = max(self.providers[provider].jailed_until, until)
+    self.providers[provider].jailed_until = jailed
+    log Jailed(provider=provider, until=jailed, by=msg.sender)
 
 
 @external
 def set_slasher(slasher: address, enabled: bool):
     """
-    @notice The owner grants or revokes the slasher role (slash and jail).
+    @notice The owner grants or revokes the slasher role (slash, jail, hold and lock). After
+            deployment the owner is the Timelock, so a grant waits its delay, in the open
+            (docs/contracts.md, "Owner powers").
     @param slasher The address (not the zero address).
     @param enabled True to grant, False to revoke.
     """
@@ -327,6 +402,26 @@ def is_active(provider: address) -> bool:
     """
     p: IProviderRegistry.Provider = self.providers[provider]
     return p.registered_at != 0 and p.stake >= min_stake and p.stake > 0 and block.timestamp >= p.jailed_until
+
+
+@external
+@view
+def offer(provider: address) -> IProviderRegistry.Offer:
+    """
+    @notice Whether the provider may take leases now (`is_active`) and its offer, with the GPU
+            model as its keccak256 hash (what the Market checks before a lease).
+    @param provider The provider's address.
+    @return IProviderRegistry.Offer Its activity, GPU model hash, GPU count, memory per GPU
+            and price floor.
+    """
+    p: IProviderRegistry.Provider = self.providers[provider]
+    return IProviderRegistry.Offer(
+        active=p.registered_at != 0 and p.stake >= min_stake and p.stake > 0 and block.timestamp >= p.jailed_until,
+        gpu_model_hash=keccak256(p.gpu_model),
+        gpu_count=p.gpu_count,
+        gpu_memory_mb=p.gpu_memory_mb,
+        price_floor=p.price_floor,
+    )
 
 
 @external

@@ -7,12 +7,16 @@
         `challenge_window` seconds after that, a staked validator or the tenant may challenge
         one commitment: it opens the leaf (the provider's EIP-712 signature plus the Merkle
         proof that the leaf is under the round root) and posts a bond in the stake token.
-        The provider may answer (the hash of its opening). Validators registered before the
-        challenge opened vote, one transaction each, until `vote_period` has passed; a verdict
-        needs `quorum` votes (more than half of the eligible validators, so two verdicts can
-        never both reach it). Anyone then resolves:
+        The provider may answer (the hash of its opening); its stake in the registry is
+        locked until the verdict can be carried out (`registry.lock`). Validators vote, one
+        transaction each, until `vote_period` has passed; a vote weighs the voter's stake at
+        the block before the challenge opened (Validators.stake_at; stake added later does not
+        count, so validators registered later cannot vote), and a verdict needs `quorum`: a
+        `quorum_bps` share (a majority, so two verdicts can never both reach it) of the total
+        validator stake at that block, less the parties' own. A voter's stake is locked
+        (Validators.lock) until the verdict can be carried out. Anyone then resolves:
           guilty   -> the provider is slashed `slash_amount` through the ProviderRegistry and
-                      jailed; the slash pays the winning voters' reward, then `challenger_bps`
+                      jailed; the slash pays the winning voters' reward (shared by stake), then `challenger_bps`
                       to the challenger, `tenant_bps` to the tenant, and the rest is burned
                       (StakeToken.burn: the supply shrinks); the challenger gets its bond back.
           innocent -> the winning voters' reward comes out of the bond, the rest of the bond
@@ -21,7 +25,10 @@
         Voters pull their reward with `claim_reward`. `round_finalized` tells a payer when a
         round's window has closed with no challenge open. See docs/verification.md.
 @dev Token invariant (stake token): balanceOf(self) == sum(bond of open challenges)
-        + sum(unclaimed voter rewards).
+        + sum over decided challenges of (voter_pool - claimed). Shares are rounded on the
+        running total of claimed weight (each claim pays pool * (claimed + w) // W - pool *
+        claimed // W), so the winning voters' shares add up to the pool exactly: no base unit
+        of rounding is left without an owner.
 """
 
 from ethereum.ercs import IERC20
@@ -100,12 +107,14 @@ struct Challenge:
     challenger: address
     bond: uint256
     deadline: uint256
-    validator_snapshot: uint256
-    quorum: uint256
-    guilty_votes: uint256
+    snapshot: uint256           # the block whose stake weighs the votes (the one before opening)
+    quorum: uint256             # stake weight a verdict needs
+    guilty_votes: uint256       # voters (for display; verdicts count stake)
     innocent_votes: uint256
+    guilty_stake: uint256
+    innocent_stake: uint256
     status: uint8
-    reward_per_voter: uint256
+    voter_pool: uint256         # the winning voters' reward, shared by stake
     answer: bytes32
 
 
@@ -144,6 +153,7 @@ event Voted:
     challenge_id: indexed(uint256)
     validator: indexed(address)
     guilty: bool
+    weight: uint256
 
 
 event ChallengeResolved:
@@ -169,7 +179,8 @@ COMMITMENT_TYPEHASH: public(constant(bytes32)) = keccak256(
 )
 BPS: constant(uint256) = 10_000
 MAX_PROOF: constant(uint256) = 32
-MAX_INACTIVE: constant(uint256) = 128
+# The most rounds a root may skip after the job's first root (post_root).
+MAX_ROUND_GAP: public(constant(uint256)) = 8
 
 # Challenge.status values (0 = no such challenge).
 OPEN: public(constant(uint8)) = 1
@@ -194,11 +205,12 @@ challenger_bps: public(immutable(uint256))
 tenant_bps: public(immutable(uint256))
 voter_reward: public(immutable(uint256))
 quorum_bps: public(immutable(uint256))
-min_quorum: public(immutable(uint256))
 jail_period: public(immutable(uint256))
 
 job_tenant: public(HashMap[uint256, address])
 rounds_posted: public(HashMap[uint256, uint256])
+# job -> the round of its first root (rounds below it belong to no root of this job)
+first_round: public(HashMap[uint256, uint256])
 rounds: public(HashMap[uint256, HashMap[uint256, IVerification.Round]])
 challenges: public(HashMap[uint256, Challenge])
 next_challenge_id: public(uint256)
@@ -206,7 +218,11 @@ next_challenge_id: public(uint256)
 open_challenge_of: public(HashMap[uint256, HashMap[uint256, HashMap[uint256, uint256]]])
 # job -> round -> lease -> a cheat was proven
 proven: public(HashMap[uint256, HashMap[uint256, HashMap[uint256, bool]]])
+# challenge -> the winning weight whose reward was claimed so far (for exact rounding)
+claimed_weight: public(HashMap[uint256, uint256])
 votes: public(HashMap[uint256, HashMap[address, uint8]])
+# challenge -> voter -> the stake its vote weighed
+vote_weight: public(HashMap[uint256, HashMap[address, uint256]])
 
 
 @deploy
@@ -222,36 +238,37 @@ def __init__(
     tenant_bps_: uint256,
     voter_reward_: uint256,
     quorum_bps_: uint256,
-    min_quorum_: uint256,
     jail_period_: uint256,
 ):
     """
     @notice Bond, stake and rewards are in the registry's stake token, which must be the
-            validators' too. Grant this contract the registry's slasher role; the Market's
+            validators' too. Grant this contract the registry's and the Validators' slasher
+            roles (it slashes and locks providers, and locks voters); the Market's
             owner then calls `Market.set_verification` with this address. The EIP-712 domain
             of commitments is ("TesseraVerification", "1", chain id, this contract).
     @param market_ The Market whose orders are the jobs.
     @param registry_ The ProviderRegistry that slashes and jails.
     @param validators_ The Validators registry (who may challenge and vote).
     @param challenge_window_ Seconds after a root is posted during which it can be challenged.
-    @param vote_period_ Seconds a challenge stays open for votes.
+    @param vote_period_ Seconds a challenge stays open for votes (at most 15 days: a voter's
+           stake is locked for two vote periods).
     @param min_bond_ The least bond a challenger stakes (at least `voter_reward_`).
     @param slash_amount_ Stake slashed from a provider whose cheat is proven (more than zero).
     @param challenger_bps_ The challenger's share of the slash after voter rewards, in basis points.
     @param tenant_bps_ The tenant's share of the slash after voter rewards, in basis points.
-    @param voter_reward_ The reward shared by the quorum of voters who made the verdict.
-    @param quorum_bps_ The quorum as a share of eligible validators, in basis points (a majority).
-    @param min_quorum_ The least number of votes that decide (more than zero).
+    @param voter_reward_ The reward shared, by stake, by the voters who made the verdict.
+    @param quorum_bps_ The quorum as a share of the eligible validator stake, in basis points (a majority).
     @param jail_period_ Seconds a provider whose cheat is proven is jailed for.
     """
     assert market_ != empty(address) and registry_ != empty(address) and validators_ != empty(address), "verification: zero address"
     assert challenge_window_ > 0 and vote_period_ > 0, "verification: zero period"
+    # a voter is locked until deadline + vote_period: within Validators.MAX_LOCK (30 days)
+    assert 2 * vote_period_ <= 30 * 86_400, "verification: vote period above 15 days"
     assert min_bond_ > 0, "verification: zero bond"
     assert voter_reward_ <= min_bond_, "verification: voter reward above the bond"
     assert slash_amount_ > 0, "verification: zero slash"
     assert challenger_bps_ + tenant_bps_ <= BPS, "verification: shares above 100%"
     assert quorum_bps_ > BPS // 2 and quorum_bps_ <= BPS, "verification: quorum must be a majority"
-    assert min_quorum_ > 0, "verification: zero quorum"
     token: address = staticcall IProviderRegistry(registry_).stake_token()
     assert token == staticcall IValidators(validators_).stake_token(), "verification: stake tokens differ"
     eip712_domain_separator.__init__("TesseraVerification", "1")
@@ -267,7 +284,6 @@ def __init__(
     tenant_bps = tenant_bps_
     voter_reward = voter_reward_
     quorum_bps = quorum_bps_
-    min_quorum = min_quorum_
     jail_period = jail_period_
     self.next_challenge_id = 1
 
@@ -347,10 +363,15 @@ def post_root(job: uint256, round_index: uint256, root: bytes32, n_leaves: uint2
     """
     @notice The job's tenant posts the Merkle root over round `round_index`'s worker
             commitments (`n_leaves` of them). Rounds are posted in increasing order, once
-            each; a round may be skipped (a replacement worker's one-node order starts at the
-            round it joins) and can then never be posted.
+            each. The first root may name any round (a replacement worker's one-node order
+            starts at the round it joins): it becomes `first_round(job)`. After it, at most
+            MAX_ROUND_GAP rounds may be skipped at once (a round whose root could not be
+            posted), and a skipped round can never be posted. The bound keeps the rounds a
+            payer walks (Settlement.release) proportional to the roots posted: a tenant
+            cannot post round 0 and then round 2**255 to freeze its leases' pay.
     @param job The job (a Market order id); the first root binds its tenant here.
-    @param round_index The round, at least `rounds_posted(job)`.
+    @param round_index The round: any for the first root, then from `rounds_posted(job)` to
+           `rounds_posted(job) + MAX_ROUND_GAP`.
     @param root The Merkle root of the round's commitments (not zero).
     @param n_leaves How many commitments are under `root` (1 .. 2**MAX_PROOF).
     """
@@ -360,7 +381,12 @@ def post_root(job: uint256, round_index: uint256, root: bytes32, n_leaves: uint2
         assert tenant != empty(address), "verification: unknown job"
         self.job_tenant[job] = tenant
     assert msg.sender == tenant, "verification: caller is not the job's tenant"
-    assert round_index >= self.rounds_posted[job], "verification: round already posted or skipped"
+    posted: uint256 = self.rounds_posted[job]
+    if posted == 0:
+        self.first_round[job] = round_index
+    else:
+        assert round_index >= posted, "verification: round already posted or skipped"
+        assert round_index <= posted + MAX_ROUND_GAP, "verification: too many rounds skipped"
     assert root != empty(bytes32), "verification: empty root"
     assert n_leaves > 0 and n_leaves <= 2**MAX_PROOF, "verification: bad leaf count"
     self.rounds[job][round_index] = IVerification.Round(
@@ -403,23 +429,8 @@ def _check_signature(digest: bytes32, signer: address, signature: Bytes[65]):
 
 @internal
 @view
-def _counts(who: address) -> uint256:
-    if staticcall IValidators(validators).is_validator(who):
-        return 1
-    return 0
-
-
-@internal
-@view
-def _count_inactive(inactive: DynArray[uint256, MAX_INACTIVE], snapshot: uint256) -> uint256:
-    previous: uint256 = 0
-    for k: uint256 in range(len(inactive), bound=MAX_INACTIVE):
-        i: uint256 = inactive[k]
-        assert i < snapshot and (k == 0 or i > previous), "verification: inactive indexes must ascend within the list"
-        who: address = staticcall IValidators(validators).validator_at(i)
-        assert not staticcall IValidators(validators).is_validator(who), "verification: a validator named inactive is active"
-        previous = i
-    return len(inactive)
+def _weight_at(who: address, snapshot: uint256) -> uint256:
+    return staticcall IValidators(validators).stake_at(who, snapshot)
 
 
 @external
@@ -434,16 +445,16 @@ def open_challenge(
     segment: uint256,
     evidence: bytes32,
     bond: uint256,
-    inactive: DynArray[uint256, MAX_INACTIVE],
 ) -> uint256:
     """
     @notice Challenge one worker's commitment, leaf `leaf_index` of the round's tree
             (`round_root` and `n_leaves` as posted): segment `segment` (checkpoint `segment` to
             `segment + 1`) did not replay. `evidence` is the hash of the challenger's replay
             report, served off chain. Pulls `bond` of the stake token (approve first).
-            `inactive`: the ascending Validators indexes of listed addresses that are no longer
-            validators (so that the quorum counts only those who can vote).
-            The caller is a validator or the job's tenant, not the provider.
+            The caller is a validator or the job's tenant, not the provider. The quorum is
+            `quorum_bps` of the validators' total stake at the block before this one, less the
+            parties' stake then; the provider's registry stake is locked until the verdict can
+            be carried out (deadline + vote_period), so it cannot unbond out of reach.
     @param commitment The worker's commitment (its digest is the leaf).
     @param signature The provider's 65-byte signature of the commitment.
     @param round_root The round's Merkle root, as posted.
@@ -453,7 +464,6 @@ def open_challenge(
     @param segment The segment that did not replay (below `checkpoints - 1`).
     @param evidence The hash of the challenger's replay report.
     @param bond The bond, at least `min_bond`, in stake-token base units.
-    @param inactive Ascending Validators indexes of listed addresses no longer validators.
     @return uint256 The challenge id (ids start at 1).
     """
     c: Commitment = commitment
@@ -475,16 +485,15 @@ def open_challenge(
     assert not self.proven[c.job][c.round_index][c.lease_id], "verification: cheat already proven for this lease and round"
     assert self.open_challenge_of[c.job][c.round_index][c.lease_id] == 0, "verification: a challenge is already open for this lease and round"
 
-    # Who may vote: validators listed before now, except the three parties and those named
-    # inactive (each checked). Parties are counted only while active, so the two never overlap.
-    snapshot: uint256 = staticcall IValidators(validators).validator_count()
-    excluded: uint256 = self._counts(msg.sender) + self._counts(c.provider)
+    # Who may vote, and with what weight: stake at the block before this one (final, so it
+    # cannot be raised in this transaction's block), the three parties' excluded.
+    snapshot: uint256 = block.number - 1
+    excluded: uint256 = self._weight_at(msg.sender, snapshot) + self._weight_at(c.provider, snapshot)
     if tenant != msg.sender and tenant != c.provider:
-        excluded += self._counts(tenant)
-    excluded += self._count_inactive(inactive, snapshot)
-    eligible: uint256 = snapshot - excluded
-    quorum: uint256 = max(min_quorum, (eligible * quorum_bps + BPS - 1) // BPS)
-    assert quorum <= eligible, "verification: too few validators to reach a quorum"
+        excluded += self._weight_at(tenant, snapshot)
+    eligible: uint256 = staticcall IValidators(validators).total_stake_at(snapshot) - excluded
+    quorum: uint256 = (eligible * quorum_bps + BPS - 1) // BPS
+    assert quorum > 0, "verification: too few validators to reach a quorum"
 
     challenge_id: uint256 = self.next_challenge_id
     self.next_challenge_id = challenge_id + 1
@@ -498,12 +507,14 @@ def open_challenge(
         challenger=msg.sender,
         bond=bond,
         deadline=deadline,
-        validator_snapshot=snapshot,
+        snapshot=snapshot,
         quorum=quorum,
         guilty_votes=0,
         innocent_votes=0,
+        guilty_stake=0,
+        innocent_stake=0,
         status=OPEN,
-        reward_per_voter=0,
+        voter_pool=0,
         answer=empty(bytes32),
     )
     self.rounds[c.job][c.round_index].open_challenges = r.open_challenges + 1
@@ -524,6 +535,8 @@ def open_challenge(
         quorum=quorum,
         deadline=deadline,
     )
+    # the verdict is fixed by the deadline; one more vote period to carry it out
+    extcall IProviderRegistry(registry).lock(c.provider, deadline + vote_period)
     assert extcall IERC20(stake_token).transferFrom(msg.sender, self, bond, default_return_value=True), "verification: bond transfer failed"
     return challenge_id
 
@@ -557,9 +570,9 @@ def answer(challenge_id: uint256, opening_hash: bytes32):
 @internal
 @view
 def _verdict(ch: Challenge) -> uint8:
-    if ch.guilty_votes >= ch.quorum:
+    if ch.guilty_stake >= ch.quorum:
         return UPHELD
-    if ch.innocent_votes >= ch.quorum:
+    if ch.innocent_stake >= ch.quorum:
         return REJECTED
     if block.timestamp >= ch.deadline:
         return EXPIRED
@@ -582,35 +595,44 @@ def verdict(challenge_id: uint256) -> uint8:
 
 
 @external
-def vote(challenge_id: uint256, guilty: bool, validator_index: uint256):
+def vote(challenge_id: uint256, guilty: bool):
     """
-    @notice A validator votes once. `validator_index` is the caller's position in the
-            Validators list; it must be below the count when the challenge opened.
-            The challenger, the provider and the tenant cannot vote.
+    @notice A validator votes once, weighing its stake at the challenge's snapshot block
+            (the one before it opened) or its stake now, whichever is less: stake added after
+            the challenge opened does not count, stake unbonded since does not either, and a
+            validator registered later weighs nothing. Its stake is then locked until the
+            verdict can be carried out (Validators.lock), so it cannot vote and unbond out of
+            reach. The challenger, the provider and the tenant cannot vote.
     @param challenge_id The open, undecided challenge.
     @param guilty True: the segment did not replay (the provider cheated).
-    @param validator_index The caller's index in the Validators list.
     """
-    # Field by field rather than the whole struct: a vote reads 9 of its 15 slots.
+    # Field by field rather than the whole struct: a vote reads few of its slots.
     status: uint8 = self.challenges[challenge_id].status
     assert status != 0, "verification: unknown challenge"
     assert status == OPEN, "verification: challenge already resolved"
-    assert block.timestamp < self.challenges[challenge_id].deadline, "verification: voting closed"
+    deadline: uint256 = self.challenges[challenge_id].deadline
+    assert block.timestamp < deadline, "verification: voting closed"
     quorum: uint256 = self.challenges[challenge_id].quorum
-    guilty_votes: uint256 = self.challenges[challenge_id].guilty_votes
-    innocent_votes: uint256 = self.challenges[challenge_id].innocent_votes
-    assert guilty_votes < quorum and innocent_votes < quorum, "verification: already decided"
-    assert staticcall IValidators(validators).is_validator(msg.sender), "verification: caller is not a validator"
-    assert validator_index < self.challenges[challenge_id].validator_snapshot and staticcall IValidators(validators).validator_at(validator_index) == msg.sender, "verification: validator joined after the challenge opened"
+    guilty_stake: uint256 = self.challenges[challenge_id].guilty_stake
+    innocent_stake: uint256 = self.challenges[challenge_id].innocent_stake
+    assert guilty_stake < quorum and innocent_stake < quorum, "verification: already decided"
+    now_weight: uint256 = staticcall IValidators(validators).weight_of(msg.sender)
+    assert now_weight > 0, "verification: caller is not a validator"
+    weight: uint256 = min(now_weight, self._weight_at(msg.sender, self.challenges[challenge_id].snapshot))
+    assert weight > 0, "verification: validator joined after the challenge opened"
     assert msg.sender != self.challenges[challenge_id].challenger and msg.sender != self.challenges[challenge_id].provider and msg.sender != self.challenges[challenge_id].tenant, "verification: a party cannot vote"
     assert self.votes[challenge_id][msg.sender] == 0, "verification: already voted"
+    self.vote_weight[challenge_id][msg.sender] = weight
     if guilty:
         self.votes[challenge_id][msg.sender] = _GUILTY
-        self.challenges[challenge_id].guilty_votes = guilty_votes + 1
+        self.challenges[challenge_id].guilty_stake = guilty_stake + weight
+        self.challenges[challenge_id].guilty_votes += 1
     else:
         self.votes[challenge_id][msg.sender] = _INNOCENT
-        self.challenges[challenge_id].innocent_votes = innocent_votes + 1
-    log Voted(challenge_id=challenge_id, validator=msg.sender, guilty=guilty)
+        self.challenges[challenge_id].innocent_stake = innocent_stake + weight
+        self.challenges[challenge_id].innocent_votes += 1
+    log Voted(challenge_id=challenge_id, validator=msg.sender, guilty=guilty, weight=weight)
+    extcall IValidators(validators).lock(msg.sender, deadline + vote_period)
 
 
 @internal
@@ -644,25 +666,22 @@ def resolve(challenge_id: uint256):
     burned: uint256 = 0
     bond_to_provider: uint256 = 0
     bond_returned: uint256 = 0
-    per_voter: uint256 = 0
     if outcome == UPHELD:
         self.proven[ch.job][ch.round_index][ch.lease_id] = True
         slashed = extcall IProviderRegistry(registry).slash(ch.provider, slash_amount, self)
         extcall IProviderRegistry(registry).jail(ch.provider, block.timestamp + jail_period)
-        per_voter = min(voter_reward, slashed) // ch.quorum
-        to_voters = per_voter * ch.quorum
+        to_voters = min(voter_reward, slashed)
         rest: uint256 = slashed - to_voters
         to_challenger = rest * challenger_bps // BPS
         to_tenant = rest * tenant_bps // BPS
         burned = rest - to_challenger - to_tenant
         bond_returned = ch.bond
     elif outcome == REJECTED:
-        per_voter = voter_reward // ch.quorum
-        to_voters = per_voter * ch.quorum
+        to_voters = voter_reward
         bond_to_provider = ch.bond - to_voters
     else:
         bond_returned = ch.bond
-    self.challenges[challenge_id].reward_per_voter = per_voter
+    self.challenges[challenge_id].voter_pool = to_voters
     log ChallengeResolved(
         challenge_id=challenge_id,
         outcome=outcome,
@@ -685,7 +704,10 @@ def resolve(challenge_id: uint256):
 @nonreentrant
 def claim_reward(challenge_id: uint256):
     """
-    @notice A validator whose vote made the verdict takes its share of the voter reward, once.
+    @notice A validator whose vote made the verdict takes its share of the voter reward,
+            once: its vote's weight's share of voter_pool (by stake, so splitting stake over
+            addresses earns no more), rounded on the running total of claimed weight so that
+            the shares add up to the pool exactly.
     @param challenge_id The upheld or rejected challenge.
     """
     ch: Challenge = self.challenges[challenge_id]
@@ -693,9 +715,15 @@ def claim_reward(challenge_id: uint256):
     cast: uint8 = self.votes[challenge_id][msg.sender]
     assert cast != _CLAIMED, "verification: reward already claimed"
     winning: uint8 = _GUILTY
+    winning_stake: uint256 = ch.guilty_stake
     if ch.status == REJECTED:
         winning = _INNOCENT
+        winning_stake = ch.innocent_stake
     assert cast == winning, "verification: no reward for this caller"
     self.votes[challenge_id][msg.sender] = _CLAIMED
-    log RewardClaimed(challenge_id=challenge_id, voter=msg.sender, amount=ch.reward_per_voter)
-    self._push(msg.sender, ch.reward_per_voter)
+    before: uint256 = self.claimed_weight[challenge_id]
+    after: uint256 = before + self.vote_weight[challenge_id][msg.sender]
+    self.claimed_weight[challenge_id] = after
+    amount: uint256 = ch.voter_pool * after // winning_stake - ch.voter_pool * before // winning_stake
+    log RewardClaimed(challenge_id=challenge_id, voter=msg.sender, amount=amount)
+    self._push(msg.sender, amount)

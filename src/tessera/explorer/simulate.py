@@ -180,7 +180,13 @@ class Workload:
             self.send(tenant, self.payment, "approve", self.market.address, MAX_UINT)
             self.send(self.deployer, self.payment, "mint", tenant, 10_000_000 * TUSD)
         if slasher:
-            self.send(self.deployer, self.registry, "set_slasher", self.deployer, True)
+            # The deployer stands in for a slashing contract. The registry's owner is the
+            # Timelock (a grant waits two days, tested in tests/contracts/test_timelock.py);
+            # this devnet-only workload speaks as the timelock through anvil instead.
+            owner = self.network.address("Timelock")
+            self._rpc("anvil_impersonateAccount", [owner])
+            self._rpc("anvil_setBalance", [owner, hex(10**18)])
+            self.send(owner, self.registry, "set_slasher", self.deployer, True)
         for i in self.provider_ids:
             address = devnet_account(i).address
             p = SimProvider(i, address, self.rng.choice(MODELS), self.rng.randint(1, 8),

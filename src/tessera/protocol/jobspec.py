@@ -4,30 +4,88 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tessera.errors import SpecError
 from tessera.protocol.lease import order_deposit
-from tessera.protocol.money import PAYMENT_DECIMALS, parse_amount, parse_duration
+from tessera.protocol.money import (
+    MAX_PRICE_PER_GPU_HOUR,
+    MAX_UINT256,
+    PAYMENT_DECIMALS,
+    PAYMENT_SYMBOL,
+    format_amount,
+    parse_amount,
+    parse_duration,
+    shown,
+)
 from tessera.protocol.workload import TrainingWorkload
 
 BUILTIN_CORPUS = "builtin:stdlib"
+# A spec or config is a short hand-written file: longer text, or tables and arrays nested deeper
+# than this, is refused before (or right after) TOML parsing, so no input can exhaust the
+# parser's recursion (tomllib recurses per level) or make an error message of megabytes.
+MAX_SPEC_CHARS = 1 << 20
+MAX_NESTING = 16
+# Linux's PATH_MAX: a longer path cannot be opened.
+MAX_PATH_BYTES = 4096
+MAX_UINT32 = 2**32 - 1
 
 
-def _to_base_units(value: object) -> object:
-    return parse_amount(value, PAYMENT_DECIMALS) if isinstance(value, str) else value
+def _amount_in(maximum: int):
+    """A payment-token amount: a string counts TUSD ('3.00'); an integer counts base units
+    (what model_dump writes, so a saved spec reads back unchanged). A float is refused: it is
+    not exact. Either way the result is an int in 0..`maximum` base units."""
+    def check(value: object) -> int:
+        if isinstance(value, str):
+            return parse_amount(value, PAYMENT_DECIMALS, maximum, PAYMENT_SYMBOL)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("write an amount as a string like '3.00' (TUSD); an integer counts "
+                             f"base units (10^-{PAYMENT_DECIMALS} TUSD); got {type(value).__name__}")
+        if value > maximum:
+            raise ValueError(f"amount {shown(value)} base units is above the limit of "
+                             f"{format_amount(maximum, PAYMENT_DECIMALS, PAYMENT_SYMBOL)}")
+        return parse_amount(value, 0, maximum)    # refuses negatives
+    return check
 
 
-def _to_seconds(value: object) -> object:
-    return parse_duration(value) if isinstance(value, str) else value
+def _to_seconds(value: object) -> int:
+    """'90s', '15m', '2h', '1d' or an integer of seconds, at most MAX_DURATION (money.py)."""
+    return parse_duration(value)    # refuses floats, bools and anything else by name
 
 
-PaymentAmount = Annotated[int, BeforeValidator(_to_base_units), Field(ge=0)]
-Seconds = Annotated[int, BeforeValidator(_to_seconds), Field(gt=0)]
+def check_path_text(value: object) -> object:
+    """A local path given as text: not empty, no NUL byte (the OS cannot take one: it would fail
+    at first use, far from the config), at most MAX_PATH_BYTES."""
+    if isinstance(value, str | Path):
+        text = str(value)
+        if not text.strip():
+            raise ValueError("a path must not be empty")
+        if "\x00" in text:
+            raise ValueError("a path must not contain a NUL byte")
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+            raise ValueError(f"a path must be at most {MAX_PATH_BYTES} bytes (PATH_MAX)")
+    return value
+
+
+# An amount of TUSD up to uint256 (escrow, deposits); a price per GPU-hour up to
+# MAX_PRICE_PER_GPU_HOUR; a duration in seconds up to MAX_DURATION; a local path.
+PaymentAmount = Annotated[int, BeforeValidator(_amount_in(MAX_UINT256))]
+Price = Annotated[int, BeforeValidator(_amount_in(MAX_PRICE_PER_GPU_HOUR))]
+Seconds = Annotated[int, BeforeValidator(_to_seconds)]
+LocalPath = Annotated[Path, BeforeValidator(check_path_text)]
 
 
 class OrderSpec(BaseModel):
@@ -35,12 +93,19 @@ class OrderSpec(BaseModel):
 
     gpu_model: str = Field("", max_length=64, description='required device model, "" for any')
     min_gpus: int = Field(1, ge=1, le=1024)
-    min_gpu_memory_mb: int = Field(0, ge=0)
-    max_price_per_gpu_hour: PaymentAmount = Field(description="TUSD per GPU-hour, e.g. '3.00'")
+    min_gpu_memory_mb: int = Field(0, ge=0, le=MAX_UINT32, description="uint32 on chain")
+    max_price_per_gpu_hour: Price = Field(description="TUSD per GPU-hour, e.g. '3.00'")
     duration: Seconds = Field(description="longest the lease may run, e.g. '15m'")
     nodes: int = Field(1, ge=1, le=64)
     bid_window: Seconds = 5
     deposit: PaymentAmount | None = None
+
+    @field_validator("gpu_model")
+    @classmethod
+    def _model_fits_on_chain(cls, value: str) -> str:
+        if len(value.encode()) > 64:    # Market.vy: String[64] counts bytes, not characters
+            raise ValueError("must be at most 64 bytes in UTF-8 (String[64] on chain)")
+        return value
 
     @model_validator(mode="after")
     def _deposit_covers_worst_case(self) -> OrderSpec:
@@ -65,7 +130,8 @@ class OrderSpec(BaseModel):
 class DatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(BUILTIN_CORPUS, description=f'"{BUILTIN_CORPUS}" or a path to a file')
+    source: Annotated[str, BeforeValidator(check_path_text)] = Field(
+        BUILTIN_CORPUS, description=f'"{BUILTIN_CORPUS}" or a path to a file')
     max_bytes: int = Field(1 << 20, ge=4096, le=1 << 30)
 
 
@@ -126,22 +192,118 @@ class JobSpec(BaseModel):
         return hashlib.sha256(canonical.encode()).digest()
 
 
+def _loc_part(part: object) -> str:
+    """One step of an error's location; a key from the file is shown escaped and cut short when
+    it is not plain printable text (no terminal control sequences from a hostile file)."""
+    text = str(part)
+    if text.isprintable() and 0 < len(text) <= 64:
+        return text
+    return shown(text)
+
+
+MAX_ERRORS_SHOWN = 10
+
+
 def describe_errors(exc: ValidationError) -> str:
+    errors = exc.errors()
     lines = []
-    for err in exc.errors():
-        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    for err in errors[:MAX_ERRORS_SHOWN]:
+        where = ".".join(_loc_part(part) for part in err["loc"]) or "(top level)"
         lines.append(f"{where}: {err['msg']}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        lines.append(f"and {len(errors) - MAX_ERRORS_SHOWN} more errors")
     return "; ".join(lines)
+
+
+def _too_deep(raw: object) -> list[str] | None:
+    """The key path to the first table or array nested more than MAX_NESTING levels below the
+    top of the document (the top is level 0), found without recursion; None when none is."""
+    stack: list[tuple[object, int, list[str]]] = [(raw, 0, [])]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > MAX_NESTING:
+            return path
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        stack.extend((child, depth + 1, [*path, str(key)]) for key, child in items
+                     if isinstance(child, dict | list))
+    return None
+
+
+def _code(text: str):
+    """(index, bracket depth, line, table, key) for each character of TOML `text` outside strings
+    and comments: a scan that finds the place of an error tomllib reports without one."""
+    depth, line, start, key, table, i, n = 0, 1, 0, "", "", 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":
+            i = text.find("\n", i) % (n + 1)       # to the newline, or the end
+            continue
+        if c in "\"'":
+            quote = c * 3 if text.startswith(c * 3, i) else c
+            i += len(quote)
+            while i < n and not text.startswith(quote, i):
+                line += text[i] == "\n"
+                i += 2 if c == '"' and text[i] == "\\" else 1
+            i += len(quote)
+            continue
+        if c == "[" and depth == 0 and not text[start:i].strip():      # a [table] header
+            close = text.find("]", i) % (n + 1)
+            table, key, i = text[i:close].strip("[] "), "", close + 1
+            continue
+        if c == "=" and depth == 0:
+            key = text[start:i].strip()
+        depth += c in "[{"
+        yield i, depth, line, table, key
+        depth = max(0, depth - (c in "]}"))
+        if c == "\n":
+            line += 1
+            start = i + 1 if depth == 0 else start
+        i += 1
+
+
+_LONG_TOKEN = re.compile(r"[0-9A-Za-z_+-]{4300,}")
+
+
+def _place(text: str, found) -> str:
+    """'line N (table.key)' of the first character of `text` where `found(index, depth)`."""
+    for index, depth, line, table, key in _code(text):
+        if found(index, depth):
+            where = ".".join(_loc_part(part) for part in (table, key) if part)
+            return f"line {line}" + (f" ({where})" if where else "")
+    return "somewhere"
+
+
+def _long_token_at(text: str, index: int) -> bool:
+    return (index == 0 or not text[index - 1].isalnum()) and bool(_LONG_TOKEN.match(text, index))
 
 
 def parse_toml_model(model: type[BaseModel], text: str, source: str | Path):
     """TOML text into a pydantic model, raising SpecError that names `source` (the file it was
-    read from) and the field. Pure: the caller reads the file (`tessera.files.read_text`)."""
+    read from) and the field. Pure: the caller reads the file (`tessera.files.read_text`).
+
+    Whatever the text, the result is the model or a SpecError, never another exception: text
+    over MAX_SPEC_CHARS, nesting past MAX_NESTING (tomllib recurses once per level, so a deep
+    enough file would raise RecursionError) and integers over Python's 4300-digit conversion
+    limit (tomllib raises a plain ValueError) are refused with the file named."""
     source = Path(source)
+    if len(text) > MAX_SPEC_CHARS:
+        raise SpecError(f"{source}: longer than {MAX_SPEC_CHARS} characters; a spec or config "
+                        "is a short file")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:
+        where = _place(text, lambda _, depth: depth > MAX_NESTING)
+        raise SpecError(f"{source}: {where}: tables or arrays nested too deeply (the limit is "
+                        f"{MAX_NESTING} levels)") from None
+    except ValueError:      # an integer longer than int() takes (4300 digits)
+        where = _place(text, lambda index, _: _long_token_at(text, index))
+        raise SpecError(f"{source}: {where}: a number of more than 4300 digits") from None
+    deep = _too_deep(raw)
+    if deep is not None:
+        raise SpecError(f"{source}: {'.'.join(_loc_part(part) for part in deep)}: tables or "
+                        f"arrays nested too deeply (the limit is {MAX_NESTING} levels)")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

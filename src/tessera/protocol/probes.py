@@ -1,9 +1,13 @@
 """Liveness probes: the HTTP bodies, the signed receipt, and the Merkle leaf of one probe.
 
 Pure: no I/O. A validator sends a `ProbeRequest` (a fresh random 32-byte challenge, the
-current epoch and a deadline in unix seconds); the provider answers with a `ProbeReceipt`,
-its EIP-712 signature over (chain id, Probes contract, provider, validator, epoch, challenge,
-deadline). Every probe, answered or missed, becomes one leaf of the validator's per-epoch
+current epoch and a deadline in unix seconds), signed by the validator: its EIP-712 signature
+over (chain id, Probes contract, provider, validator, epoch, challenge, deadline), so that only
+the validator it names can ask, and only this provider, on this chain and deployment, before
+the deadline (the challenge is the nonce; a provider refuses a deadline more than
+`MAX_PROBE_AHEAD_S` ahead, and a challenge it has answered). The provider answers with a
+`ProbeReceipt`, its EIP-712 signature over the same fields (another type name: one cannot
+pass for the other). Every probe, answered or missed, becomes one leaf of the validator's per-epoch
 Merkle tree (tessera.protocol.merkle):
 
     leaf = keccak256(abi.encode(bytes32 receipt_digest, bool answered, bytes32 keccak256(signature)))
@@ -15,6 +19,7 @@ signature bytes for an answered probe and empty for a missed one (docs/validator
 from __future__ import annotations
 
 from eth_abi import encode
+from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,15 +30,36 @@ BYTES32 = r"^0x[0-9a-f]{64}$"
 SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
 
 
+UINT64 = 2**64 - 1    # far past any epoch or unix second; well inside the uint256 the ABI takes
+MAX_PROBE_AHEAD_S = 120   # a provider refuses a deadline further ahead than this (timeout_s <= 60)
+
+PROBE_REQUEST_TYPE = [
+    {"name": "provider", "type": "address"},
+    {"name": "validator", "type": "address"},
+    {"name": "epoch", "type": "uint256"},
+    {"name": "challenge", "type": "bytes32"},
+    {"name": "deadline", "type": "uint256"},
+]
+_DOMAIN_TYPE = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+
+
 class ProbeRequest(BaseModel):
-    """What a validator POSTs to a provider's /probe."""
+    """What a validator POSTs to a provider's /probe, signed by the validator."""
 
     model_config = ConfigDict(extra="forbid")
 
+    provider: str = Field(pattern=ADDRESS, description="the provider asked; no other may answer")
     validator: str = Field(pattern=ADDRESS)
-    epoch: int = Field(ge=0)
+    epoch: int = Field(ge=0, le=UINT64)
     challenge: str = Field(pattern=BYTES32, description="32 random bytes, 0x + lowercase hex")
-    deadline: int = Field(gt=0, description="unix seconds after which the provider must not sign")
+    deadline: int = Field(gt=0, le=UINT64,
+                          description="unix seconds after which the provider must not sign")
+    signature: str = Field(pattern=SIGNATURE, description="the validator's EIP-712 signature")
 
 
 class ProbeReceipt(BaseModel):
@@ -47,6 +73,41 @@ class ProbeReceipt(BaseModel):
     challenge: str = Field(pattern=BYTES32)
     deadline: int = Field(gt=0)
     signature: str = Field(pattern=SIGNATURE)
+
+
+def request_typed_data(chain_id: int, probes: str, provider: str, validator: str, epoch: int,
+                       challenge: str, deadline: int) -> dict:
+    """EIP-712 `ProbeRequest` in the Probes contract's domain (the receipt's domain)."""
+    return {
+        "types": {"EIP712Domain": _DOMAIN_TYPE, "ProbeRequest": PROBE_REQUEST_TYPE},
+        "primaryType": "ProbeRequest",
+        "domain": {"name": messages.PROBES_DOMAIN_NAME, "version": messages.DOMAIN_VERSION,
+                   "chainId": chain_id, "verifyingContract": to_checksum_address(probes)},
+        "message": {"provider": to_checksum_address(provider),
+                    "validator": to_checksum_address(validator), "epoch": epoch,
+                    "challenge": bytes.fromhex(challenge.removeprefix("0x")),
+                    "deadline": deadline},
+    }
+
+
+def signed_request(account: LocalAccount, chain_id: int, probes: str, provider: str, epoch: int,
+                   challenge: str, deadline: int) -> ProbeRequest:
+    """A ProbeRequest from `account` (the validator) to `provider`, signed."""
+    typed = request_typed_data(chain_id, probes, provider, account.address, epoch, challenge,
+                               deadline)
+    return ProbeRequest(provider=to_checksum_address(provider), validator=account.address,
+                        epoch=epoch, challenge=challenge, deadline=deadline,
+                        signature=messages.sign(account, typed))
+
+
+def request_signer(request: ProbeRequest, chain_id: int, probes: str) -> str | None:
+    """The address that signed `request`, or None when the signature is unusable."""
+    typed = request_typed_data(chain_id, probes, request.provider, request.validator,
+                               request.epoch, request.challenge, request.deadline)
+    try:
+        return messages.recover(typed, request.signature)
+    except Exception:  # eth-account raises several types for malformed signatures
+        return None
 
 
 def receipt_typed_data(chain_id: int, probes: str, provider: str, validator: str, epoch: int,

@@ -1,26 +1,77 @@
-"""The provider's HTTP API: bids, manifests, inputs, progress, artifacts, health and metrics."""
+"""The provider's HTTP API: bids, manifests, inputs, progress, artifacts, health and metrics.
+
+Every request passes `http_limits.RequestGuard` first (bodies capped while they stream, JSON
+with NaN or Infinity refused, numbers in paths bounded). The two routes that take a raw
+upload, a lease's dataset (blobs) and a DiLoCo round's parameters, check who is sending
+before they read a byte of it, then read at most what that sender may send."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from prometheus_client import generate_latest
 
 from tessera.errors import Refused
+from tessera.http_limits import PathInt, QueryInt, RequestGuard, read_body, validation_error
 from tessera.protocol.hardware_challenge import HardwareChallengeAnswer, HardwareChallengeRequest
 from tessera.protocol.probes import ProbeReceipt, ProbeRequest
 from tessera.protocol.wire import BidMessage, LeaseStatus, SignedManifest
 from tessera.provider.node import ProviderNode
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-MAX_BLOB_BYTES = 1 << 30
+MAX_BLOB_BYTES = 1 << 30       # a manifest's dataset_size is at most this (protocol/wire.py)
+MAX_ROUND_BYTES = 1 << 30      # a DiLoCo round's global parameters
+UINT256 = 2**256 - 1
+# The routes that read a raw upload themselves, and the most any request to them may send.
+STREAMED = ((re.compile(r"^/leases/[0-9]+/blobs/[^/]+$"), MAX_BLOB_BYTES),
+            (re.compile(r"^/leases/[0-9]+/rounds/[0-9]+$"), MAX_ROUND_BYTES))
+
+
+def expected_blob_size(node: ProviderNode, lease_id: int, sha256: str) -> int:
+    """How many bytes the blob `sha256` of `lease_id` may have, checked before any is read:
+    only the dataset its tenant's accepted manifest names, while the lease is open, and at
+    most the `dataset_size` that manifest gives. Refused otherwise.
+
+    The upload itself is not signed (the content is checked against its name), so a stranger
+    who read the manifest (GET /leases/{id}/manifest is public) can still make the node read
+    `dataset_size` bytes before the hash refuses them; no more, and only for a lease whose
+    tenant has accepted that size."""
+    record = node.state.lease(lease_id)
+    if record is None or record.manifest is None:
+        raise Refused(409, f"send the signed manifest for lease {lease_id} first")
+    if record.manifest["dataset_sha256"] != sha256:
+        raise Refused(403, f"blob {sha256} is not named by lease {lease_id}'s manifest")
+    node.ctx.my_open_lease(lease_id)
+    return int(record.manifest.get("dataset_size", MAX_BLOB_BYTES))
+
+
+def round_headers(request: Request) -> tuple[int, int, str, str]:
+    """(nonce, expiry, signature, params sha256) from a round's headers; Refused if any is
+    missing or malformed."""
+    try:
+        nonce = int(request.headers["x-tessera-nonce"])
+        expiry = int(request.headers["x-tessera-expiry"])
+        signature = request.headers["x-tessera-signature"]
+        params_sha256 = request.headers["x-tessera-params-sha256"]
+    except (KeyError, ValueError):
+        raise Refused(400, "a round needs X-Tessera-Nonce, X-Tessera-Expiry, X-Tessera-Signature "
+                           "and X-Tessera-Params-Sha256 headers") from None
+    if not (0 <= nonce <= UINT256 and 0 <= expiry <= UINT256):
+        raise Refused(400, "X-Tessera-Nonce and X-Tessera-Expiry must be in 0 .. 2**256-1")
+    if not SHA256.match(params_sha256):
+        raise Refused(400, "X-Tessera-Params-Sha256 must be a lowercase hex sha256")
+    return nonce, expiry, signature, params_sha256
 
 
 def create_app(node: ProviderNode) -> FastAPI:
     app = FastAPI(title="Tessera provider", version="1")
+    app.add_middleware(RequestGuard, streamed=STREAMED)
+    app.add_exception_handler(RequestValidationError, validation_error)
 
     @app.exception_handler(Refused)
     async def _refused(_request: Request, exc: Refused):
@@ -43,71 +94,69 @@ def create_app(node: ProviderNode) -> FastAPI:
         return node.answer_hardware_challenge(request)
 
     @app.get("/orders/{order_id}/bid")
-    def bid(order_id: int) -> BidMessage:
+    def bid(order_id: PathInt) -> BidMessage:
         return node.bid_for(order_id)
 
     @app.post("/leases/{lease_id}/manifest")
-    def manifest(lease_id: int, signed: SignedManifest) -> dict:
+    def manifest(lease_id: PathInt, signed: SignedManifest) -> dict:
         if signed.manifest.lease_id != lease_id:
             raise Refused(400, f"manifest names lease {signed.manifest.lease_id}, not {lease_id}")
         return node.accept_manifest(signed)
 
     @app.get("/leases/{lease_id}/manifest")
-    def accepted_manifest(lease_id: int) -> SignedManifest:
+    def accepted_manifest(lease_id: PathInt) -> SignedManifest:
         return node.signed_manifest(lease_id)
 
     @app.put("/leases/{lease_id}/blobs/{sha256}")
-    async def blob(lease_id: int, sha256: str, request: Request) -> dict:
+    async def blob(lease_id: PathInt, sha256: str, request: Request) -> dict:
         if not SHA256.match(sha256):
             raise Refused(400, "blob name must be a lowercase hex sha256")
-        length = int(request.headers.get("content-length") or 0)
-        if length > MAX_BLOB_BYTES:
-            raise Refused(413, f"blob is larger than {MAX_BLOB_BYTES} bytes")
-        return await run_in_threadpool(node.accept_blob, lease_id, sha256, await request.body())
+        size = await run_in_threadpool(expected_blob_size, node, lease_id, sha256)
+        body = await read_body(request, size, f"blob {sha256} (the manifest's dataset_size)")
+        return await run_in_threadpool(node.accept_blob, lease_id, sha256, body)
 
     @app.put("/leases/{lease_id}/rounds/{round_index}")
-    async def submit_round(lease_id: int, round_index: int, request: Request) -> dict:
-        try:
-            nonce = int(request.headers["x-tessera-nonce"])
-            expiry = int(request.headers["x-tessera-expiry"])
-            signature = request.headers["x-tessera-signature"]
-        except (KeyError, ValueError):
-            raise Refused(400, "a round needs X-Tessera-Nonce, X-Tessera-Expiry and "
-                               "X-Tessera-Signature headers") from None
-        length = int(request.headers.get("content-length") or 0)
-        if length > MAX_BLOB_BYTES:
-            raise Refused(413, f"parameters are larger than {MAX_BLOB_BYTES} bytes")
-        body = await request.body()
+    async def submit_round(lease_id: PathInt, round_index: PathInt, request: Request) -> dict:
+        """The tenant's signature (over the parameters' hash, sent as a header) is checked
+        before the parameters are read; the body must then hash to what was signed. Someone
+        who captured a tenant's headers can resend them until they expire and make the node
+        read up to MAX_ROUND_BYTES of other bytes, which the hash then refuses."""
+        nonce, expiry, signature, params_sha256 = round_headers(request)
+        await run_in_threadpool(node.rounds.authorize, lease_id, round_index, params_sha256,
+                                nonce, expiry, signature)
+        body = await read_body(request, MAX_ROUND_BYTES, "the round's parameters")
+        if hashlib.sha256(body).hexdigest() != params_sha256:
+            raise Refused(400, "the round's parameters do not hash to X-Tessera-Params-Sha256")
         return await run_in_threadpool(node.accept_round, lease_id, round_index, body, nonce,
                                        expiry, signature)
 
     @app.get("/leases/{lease_id}/rounds/{round_index}")
-    def round_result(lease_id: int, round_index: int):
+    def round_result(lease_id: PathInt, round_index: PathInt):
         result = node.round_result(lease_id, round_index)
         if result is None:
             return JSONResponse(status_code=202, content={"status": "running"})
         return result
 
     @app.get("/leases/{lease_id}/rounds/{round_index}/pseudo-gradient")
-    def round_payload(lease_id: int, round_index: int) -> FileResponse:
+    def round_payload(lease_id: PathInt, round_index: PathInt) -> FileResponse:
         return FileResponse(node.round_payload(lease_id, round_index),
                             media_type="application/octet-stream")
 
     @app.get("/leases/{lease_id}/rounds/{round_index}/checkpoints/{index}")
-    def round_checkpoint(lease_id: int, round_index: int, index: int) -> FileResponse:
+    def round_checkpoint(lease_id: PathInt, round_index: PathInt, index: PathInt) -> FileResponse:
         return FileResponse(node.round_checkpoint(lease_id, round_index, index),
                             media_type="application/octet-stream")
 
     @app.get("/leases/{lease_id}")
-    def status(lease_id: int) -> LeaseStatus:
+    def status(lease_id: PathInt) -> LeaseStatus:
         return node.lease_status(lease_id)
 
     @app.get("/leases/{lease_id}/logs")
-    def logs(lease_id: int, since: int = 0) -> list[dict]:
+    def logs(lease_id: PathInt, since: QueryInt = 0) -> list[dict]:
         return node.lease_logs(lease_id, since)
 
     @app.get("/leases/{lease_id}/artifacts")
-    def artifacts(lease_id: int) -> dict:
+    def artifacts(lease_id: PathInt) -> dict:
         return node.lease_artifacts(lease_id)
 
     @app.get("/artifacts/{sha256}")

@@ -9,13 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from tessera.errors import SpecError
 from tessera.files import read_text
 from tessera.protocol.daemon_config import DaemonSection
-from tessera.protocol.jobspec import PaymentAmount, Seconds, parse_toml_model
+from tessera.protocol.jobspec import Price, Seconds, parse_toml_model
 
 
 class PricingSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    price_per_gpu_hour: PaymentAmount = Field(description="floor, TUSD per device-hour")
+    price_per_gpu_hour: Price = Field(description="floor, TUSD per device-hour, at most "
+                                      "MAX_PRICE_PER_GPU_HOUR (protocol/money.py)")
     bid_validity: Seconds = 600
     max_concurrent_leases: int = Field(1, ge=1, le=64)
 
@@ -24,7 +25,8 @@ class LimitsSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     threads: int = Field(1, ge=1, le=256, description="CPU threads given to each job")
-    memory_limit_mb: int = Field(8192, ge=256)
+    # at most 16 TiB: the limit becomes a byte count for setrlimit, which takes 64 bits
+    memory_limit_mb: int = Field(8192, ge=256, le=1 << 24)
     max_job_seconds: Seconds = 3600
 
 
@@ -33,7 +35,8 @@ class HardwareSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    gpu_count: int | None = Field(None, ge=1)
+    gpu_count: int | None = Field(None, ge=1, le=1024, description="at most an order's "
+                                  "min_gpus limit")
 
 
 class PayoutsSection(BaseModel):

@@ -13,6 +13,7 @@ from eth_account.signers.local import LocalAccount
 from tessera.chain.client import Chain
 from tessera.chain.market import Market
 from tessera.chain.probes import Probes
+from tessera.chain.settlement import Settlement
 from tessera.chain.uptime import Uptime
 from tessera.chain.validators import Validators
 from tessera.errors import ChainError, Refused
@@ -55,6 +56,10 @@ class NodeContext:
     @cached_property
     def probes(self) -> Probes:
         return Probes(self.chain)
+
+    @cached_property
+    def settlement(self) -> Settlement:
+        return Settlement(self.chain)
 
     @property
     def state_dir(self) -> Path:

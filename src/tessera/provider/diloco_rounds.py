@@ -35,32 +35,52 @@ class Rounds:
         self.ctx = ctx
         self._verification: Verification | None = None
 
+    def _diloco_record(self, lease_id: int):
+        """This node's record of a DiLoCo worker's lease; Refused for an unknown lease (404) or
+        one with no manifest yet or another kind of job (409: it has no rounds)."""
+        record = self.ctx.state.lease(lease_id)
+        if record is None:
+            raise Refused(404, f"lease {lease_id} is unknown to this provider")
+        if record.manifest is None:
+            raise Refused(409, f"lease {lease_id} has no manifest yet, so no rounds")
+        kind = record.manifest["workload"]["kind"]
+        if kind != "diloco-worker":
+            raise Refused(409, f"lease {lease_id} runs a {kind} job, not a DiLoCo worker: "
+                               "it has no rounds")
+        return record
+
+    def authorize(self, lease_id: int, round_index: int, params_sha256: str, nonce: int,
+                  expiry: int, signature: str):
+        """The open lease, if its tenant signed this round's parameters (by their sha256),
+        the signature has not expired and the lease's DiLoCo worker is running; else Refused.
+        Cheap checks first, the chain last: the API calls it before reading the parameters."""
+        ctx = self.ctx
+        record = self._diloco_record(lease_id)
+        if record.status != "running":
+            raise Refused(409, f"lease {lease_id}'s worker is {record.status}: {record.detail}")
+        if expiry < time.time():
+            raise Refused(400, "round signature has expired")
+        typed = messages.round_typed_data(ctx.chain.network.chain_id, ctx.market.address,
+                                          lease_id, round_index, bytes.fromhex(params_sha256),
+                                          nonce, expiry)
+        try:
+            signer = messages.recover(typed, signature)
+        except Exception:  # eth-account raises several types for malformed signatures
+            signer = None
+        lease = ctx.my_open_lease(lease_id)
+        if signer is None or signer.lower() != lease.tenant.lower():
+            ctx.metrics.refused.labels("round-signer").inc()
+            raise Refused(403, f"round {round_index} of lease {lease_id} is not signed by its "
+                               f"tenant {lease.tenant}")
+        return lease
+
     def accept(self, lease_id: int, round_index: int, params: bytes, nonce: int,
                expiry: int, signature: str) -> dict:
         """Queue a round whose global parameters the lease's tenant signed."""
         ctx, jobs = self.ctx, self.ctx.jobs
         with ctx.lock:
-            lease = ctx.my_open_lease(lease_id)
-            record = ctx.state.lease(lease_id)
-            if record is None or record.manifest is None or \
-                    record.manifest["workload"]["kind"] != "diloco-worker":
-                raise Refused(409, f"lease {lease_id} is not running a DiLoCo worker")
-            if record.status != "running":
-                raise Refused(409, f"lease {lease_id}'s worker is {record.status}: {record.detail}")
             params_sha256 = hashlib.sha256(params).hexdigest()
-            typed = messages.round_typed_data(ctx.chain.network.chain_id,
-                                              ctx.market.address, lease_id, round_index,
-                                              bytes.fromhex(params_sha256), nonce, expiry)
-            try:
-                signer = messages.recover(typed, signature)
-            except Exception:
-                signer = None
-            if signer is None or signer.lower() != lease.tenant.lower():
-                ctx.metrics.refused.labels("round-signer").inc()
-                raise Refused(403, f"round {round_index} of lease {lease_id} is not signed by its "
-                                   f"tenant {lease.tenant}")
-            if expiry < time.time():
-                raise Refused(400, "round signature has expired")
+            self.authorize(lease_id, round_index, params_sha256, nonce, expiry, signature)
             folder = jobs.round_folder(lease_id, round_index)
             queued = _read_json(folder / ROUND_REQUEST_SIGNED) or {}
             if not jobs.submit_round(lease_id, round_index, params, params_sha256):
@@ -93,8 +113,7 @@ class Rounds:
     def result(self, lease_id: int, round_index: int) -> RoundResult | None:
         """The signed answer for a round, or None while the worker is still on it."""
         ctx = self.ctx
-        if ctx.state.lease(lease_id) is None:
-            raise Refused(404, f"lease {lease_id} is unknown to this provider")
+        self._diloco_record(lease_id)
         result = self._current_result(lease_id, round_index)
         if result is None:
             return None
@@ -146,8 +165,7 @@ class Rounds:
         """The full state (parameters + AdamW) behind checkpoint `index` of a committed round,
         served to whoever verifies it (the tenant, validators) while it is kept; the verifier
         checks it against the signed commitment, so it needs no authentication."""
-        if self.ctx.state.lease(lease_id) is None:
-            raise Refused(404, f"lease {lease_id} is unknown to this provider")
+        self._diloco_record(lease_id)
         folder = self.ctx.jobs.round_folder(lease_id, round_index)
         if not (folder / ROUND_COMMITMENT).exists():
             raise Refused(404, f"round {round_index} of lease {lease_id} has no commitment")
@@ -158,6 +176,7 @@ class Rounds:
         return path
 
     def payload(self, lease_id: int, round_index: int) -> Path:
+        self._diloco_record(lease_id)
         if self._current_result(lease_id, round_index) is None:
             raise Refused(404, f"round {round_index} of lease {lease_id} has no result yet")
         return self.ctx.jobs.round_payload(lease_id, round_index)

@@ -1,5 +1,11 @@
 """Hardware challenges from validators (docs/hardware.md): a timed matrix product on this node's
-device, its row fingerprints signed, to show the advertised hardware is there."""
+device, its row fingerprints signed, to show the advertised hardware is there.
+
+Disputes: when a stake-weighted quorum of validators reports this provider (a
+HardwareQuorumReached event naming it, seen by the chain watcher), the node disputes at once
+(HardwareReports.dispute): the validators who did not report then time it afresh and vote, and
+an honest node passes and is not slashed. While its dispute is being voted on, it answers
+challenges even when a lease's job runs (a 423 "serving lease" would count as a failure)."""
 
 from __future__ import annotations
 
@@ -9,8 +15,10 @@ import time
 import torch
 from web3 import Web3
 
+from tessera.chain.client import tx_hash
+from tessera.chain.hardware import HardwareReports
 from tessera.compute.hardware_challenge import compute_fingerprints
-from tessera.errors import ChainError, DeadlinePassed, Refused
+from tessera.errors import ChainError, DeadlinePassed, Refused, TxRefused
 from tessera.protocol import hardware_challenge as hc
 from tessera.protocol import messages
 from tessera.provider.context import NodeContext
@@ -21,6 +29,26 @@ class HardwareChallenges:
         self.ctx = ctx
         self._lock = threading.Lock()
         self._seen: dict[str, int] = {}  # challenge seeds answered -> their deadline (ms)
+        self.disputed_until = 0          # chain time the latest dispute's vote ends
+
+    def on_quorum(self, args: dict) -> None:
+        """A quorum of validators reported this node for `args["epoch"]`: dispute it (an honest
+        node passes the jury's fresh challenges). A refusal (too late, already disputed) or a
+        chain error is logged, never raised: the watcher must go on."""
+        epoch = args["epoch"]
+        try:
+            receipt, vote_deadline = HardwareReports(self.ctx.chain).dispute(epoch)
+        except ChainError as exc:   # TxRefused included
+            level = "warning" if isinstance(exc, TxRefused) else "error"
+            self.ctx.log("hardware-dispute-failed", level, epoch=epoch, error=str(exc))
+            return
+        self.disputed_until = max(self.disputed_until, vote_deadline)
+        self.ctx.log("hardware-disputed", "warning", epoch=epoch, reported=args["reported"],
+                     quorum=args["quorum"], vote_deadline=vote_deadline, tx=tx_hash(receipt))
+
+    def _in_dispute(self) -> bool:
+        return self.disputed_until > 0 and \
+            self.ctx.chain.block_timestamp() < self.disputed_until
 
     def answer(self, request: hc.HardwareChallengeRequest) -> hc.HardwareChallengeAnswer:
         """Compute a registered validator's matrix product on this node's device and sign the
@@ -50,7 +78,9 @@ class HardwareChallenges:
         if 3 * 4 * request.size**2 > ctx.hardware.gpu_memory_mb * 2**20 // 2:
             raise Refused(413, f"size {request.size} needs more than half this device's memory")
         running = ctx.state.leases(("running",))
-        if running:   # the device is the tenant's now: a timed product would be late, and slow it
+        # the device is the tenant's now: a timed product would be late, and slow it; but not
+        # while a dispute is voted on: refusing would count as failing, and cost the stake
+        if running and not self._in_dispute():
             metric.labels("leased").inc()
             raise Refused(423, f"serving lease {running[0].lease_id}")
         if not self._lock.acquire(blocking=False):

@@ -134,6 +134,9 @@ class ProviderNode:
                     self.leases.on_lease(log["args"])
                 for log in self.chain.events("Market", "LeaseClosed", start, head):
                     self.leases.on_lease_closed(log["args"]["lease_id"])
+                for log in self.chain.events("HardwareReports", "HardwareQuorumReached", start,
+                                             head, argument_filters={"provider": self.address}):
+                    self.hardware_challenges.on_quorum(log["args"])   # dispute it
                 self.state.put("last_block", str(head))
                 meters.block.set(head)
                 self.standing.check()

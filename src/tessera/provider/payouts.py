@@ -33,7 +33,7 @@ class Payouts:
                 self._settled.add(record.lease_id)
                 continue
             self.withdraw(record.lease_id, lease)
-            released_to = max(ctx.market.releases(record.lease_id).until, lease.start)
+            released_to = max(ctx.settlement.releases(record.lease_id).until, lease.start)
             if not lease.is_open and released_to >= lease.closed_at and \
                     ctx.market.withdrawable(record.lease_id) == 0:
                 self._settled.add(record.lease_id)
@@ -45,7 +45,7 @@ class Payouts:
         ctx = self.ctx
         lease = lease or ctx.market.lease(lease_id)
         if ctx.market.is_verified(lease.order_id):
-            released = ctx.market.release_ready(lease_id, lease)
+            released = ctx.settlement.release_ready(lease_id, lease.order_id)
             if released is not None:
                 ctx.log("released", lease_id=lease_id, amount=released.amount,
                         withheld=released.withheld, to_round=released.to_round, tx=released.tx)

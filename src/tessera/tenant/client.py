@@ -17,20 +17,30 @@ from tessera.chain.accounts import resolve_account
 from tessera.chain.client import Chain, tx_hash
 from tessera.chain.market import DowntimeClaim, Lease, Market
 from tessera.chain.network import load_network
-from tessera.errors import TenantError, TxRefused
+from tessera.errors import ProviderGone, ProviderUnreachable, TenantError, TxRefused
 from tessera.files import write_atomic
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.matching import BidVerdict, OrderRequirements, judge_bid
 from tessera.protocol.wire import BidMessage, LeaseStatus, Manifest, SignedManifest
 from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
+from tessera.tenant.follow import (
+    DEFAULT_GRACE_S,
+    STATUS_TIMEOUT_S,
+    Backoff,
+    Outage,
+    follow_lease,
+    gone_lines,
+)
 
 MANIFEST_VALIDITY_S = 600
-TERMINAL = ("succeeded", "failed", "closed")
+# transient provider failures: the follow loop retries them (tenant/follow.py)
+RETRY_STATUSES = (408, 429)
 
 
 @dataclass
-class Settlement:
+class LeaseClose:
+    """What closing a lease moved (and the downtime claimed just before it)."""
     lease_id: int
     provider_amount: int   # paid to the provider by the close (net of fee)
     fee: int
@@ -139,7 +149,8 @@ class Tenant:
             provider = provider or self.market.lease(lease_id).provider
             offer = self.market.registry.provider_offer(provider)
             if offer is None:
-                raise TenantError(f"provider {provider} is no longer registered")
+                raise ProviderUnreachable("the registry",
+                                          f"provider {provider} is no longer registered")
             self._endpoints[lease_id] = offer.endpoint
         return self._endpoints[lease_id]
 
@@ -173,39 +184,61 @@ class Tenant:
         return answer
 
     def _request(self, method: str, url: str, lease_id: int, **kwargs) -> dict:
+        """One HTTP call to a lease's provider, its JSON answer. ProviderUnreachable for what may
+        pass (no connection, timeout, 5xx/408/429, an answer that is not JSON), TenantError for a
+        refusal (any other 4xx)."""
         try:
             response = self.http.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
             self._endpoints.pop(lease_id, None)   # look the endpoint up again next time
-            raise TenantError(f"provider at {url} did not answer: {type(exc).__name__}") from None
+            raise ProviderUnreachable(url, f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text
+            except (ValueError, AttributeError):
+                detail = response.text[:200]
+            if response.status_code >= 500 or response.status_code in RETRY_STATUSES:
+                raise ProviderUnreachable(url, f"HTTP {response.status_code}: {detail}")
             raise TenantError(f"provider refused {method} {url}: {detail}")
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise ProviderUnreachable(url, "the answer is not JSON") from None
 
-    def status(self, lease_id: int) -> LeaseStatus:
-        return LeaseStatus.model_validate(
-            self._request("GET", f"{self.endpoint(lease_id)}/leases/{lease_id}", lease_id))
+    def status(self, lease_id: int, timeout: float | None = None) -> LeaseStatus:
+        """The job's status as its provider reports it; `timeout`: seconds for this request
+        (default: the client's)."""
+        url = f"{self.endpoint(lease_id)}/leases/{lease_id}"
+        extra = {} if timeout is None else {"timeout": timeout}
+        answer = self._request("GET", url, lease_id, **extra)
+        try:
+            return LeaseStatus.model_validate(answer)
+        except ValueError:
+            raise ProviderUnreachable(url, "the answer is not a job status") from None
 
     def logs(self, lease_id: int, since: int = 0) -> list[dict]:
         return self._request("GET", f"{self.endpoint(lease_id)}/leases/{lease_id}/logs", lease_id,
                              params={"since": since})
 
     def follow(self, lease_id: int, on_progress: Callable[[LeaseStatus], None] | None = None,
-               poll_s: float = 0.5, timeout_s: float = 3600) -> LeaseStatus:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            status = self.status(lease_id)
-            if on_progress:
-                on_progress(status)
-            if status.status in TERMINAL:
-                return status
-            if time.monotonic() > deadline:
-                raise TenantError(f"lease {lease_id} did not finish within {timeout_s:.0f} s")
-            time.sleep(poll_s)
+               poll_s: float = 0.5, timeout_s: float = 3600, *,
+               grace_s: float = DEFAULT_GRACE_S, on_notice: Callable[[str], None] | None = None,
+               backoff: Backoff = Backoff()) -> LeaseStatus:
+        """Poll the job until it ends. An unreachable provider is retried with backoff, each
+        try told to `on_notice`; after `grace_s` seconds of it the lease is given up
+        (`abandon`) and ProviderGone raised, saying what was refunded and slashed
+        (tenant/follow.py)."""
+        provider = self.market.lease(lease_id).provider
+
+        def give_up(outage: Outage) -> ProviderGone:
+            settlement = self.abandon(lease_id)
+            lines = gone_lines(lease_id, provider, outage, grace_s, settlement)
+            return ProviderGone("; ".join(lines), settlement)
+
+        return follow_lease(lambda: self.status(lease_id, timeout=STATUS_TIMEOUT_S),
+                            lease_id=lease_id, provider=provider, give_up=give_up,
+                            on_progress=on_progress, notice=on_notice, poll_s=poll_s,
+                            timeout_s=timeout_s, grace_s=grace_s, backoff=backoff)
 
     # -- results and settlement ----------------------------------------------------------
     def fetch_results(self, lease_id: int, directory: Path, dataset: bytes | None) -> Results:
@@ -269,13 +302,13 @@ class Tenant:
             self.emit("downtime-claimed", {"lease_id": lease_id, **claim.__dict__})
         return claims
 
-    def close(self, lease_id: int) -> Settlement:
+    def close(self, lease_id: int) -> LeaseClose:
         """Claim the lease's downtime, then close it: the provider is paid for live time only."""
         self._own_lease(lease_id)
         claims = self.claim_downtime(lease_id)
         receipt = self.market.close_lease(lease_id)
         event = self.market.lease_closed_event(receipt)
-        settlement = Settlement(
+        settlement = LeaseClose(
             lease_id, event["provider_amount"], event["fee"], event["refund"], tx_hash(receipt),
             downtime_epochs=[e for c in claims for e in c.epochs],
             downtime_refund=sum(c.refund for c in claims),
@@ -284,11 +317,28 @@ class Tenant:
         self.emit("lease-closed", settlement.__dict__)
         return settlement
 
-    def _own_lease(self, lease_id: int) -> Lease:
+    def abandon(self, lease_id: int) -> LeaseClose:
+        """Give up on a lease whose provider is gone: claim its epochs without a heartbeat and
+        close it (`close`), then claim any epoch that ended between the two. Claiming first
+        matters: the close pays the provider all it earned by then, so a claim after it finds
+        the lease empty. A lease its provider already closed is only claimed on (tx '')."""
+        if self.market.lease(lease_id).is_open:
+            settlement = self.close(lease_id)
+        else:
+            self._own_lease(lease_id, closed_ok=True)
+            settlement = LeaseClose(lease_id, 0, 0, 0, "")
+        for claim in self.claim_downtime(lease_id):
+            settlement.downtime_epochs += claim.epochs
+            settlement.downtime_refund += claim.refund
+            settlement.stake_slashed += claim.stake_slashed
+            settlement.downtime_txs.append(claim.tx)
+        return settlement
+
+    def _own_lease(self, lease_id: int, closed_ok: bool = False) -> Lease:
         lease = self.market.lease(lease_id)
         if lease.tenant.lower() != self.chain.address.lower():
             raise TenantError(f"lease {lease_id} belongs to {lease.tenant}, not {self.chain.address}")
-        if not lease.is_open:
+        if not lease.is_open and not closed_ok:
             raise TenantError(f"lease {lease_id} is already closed")
         return lease
 

@@ -10,17 +10,20 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tessera.chain.accounts import tessera_home
 from tessera.chain.client import tx_hash
-from tessera.errors import SpecError, TenantError
+from tessera.chain.settlement import Settlement
+from tessera.errors import ProviderGone, SpecError, TenantError
 from tessera.files import read_text
 from tessera.protocol.jobspec import BUILTIN_CORPUS, DatasetSpec, JobSpec, parse_job_spec
 from tessera.protocol.money import (
     STAKE_DECIMALS,
     STAKE_SYMBOL,
     format_amount,
+    parse_duration,
 )
 from tessera.protocol.wire import LeaseStatus
 from tessera.tenant.bidding import lease_nodes, money
 from tessera.tenant.client import Tenant, tenant_for
+from tessera.tenant.follow import DEFAULT_GRACE_S, MAX_GRACE_S
 
 
 def load_dataset(spec: DatasetSpec, relative_to: Path | None = None) -> bytes:
@@ -77,9 +80,24 @@ def progress_printer(console: Console):
     return progress, update
 
 
+def parse_grace(text: str | int) -> int:
+    """`--provider-grace`: '90s', '5m', ... or seconds; positive and at most MAX_GRACE_S."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise ValueError(f"--provider-grace: {exc}") from None
+    if seconds > MAX_GRACE_S:
+        raise ValueError(f"--provider-grace: {seconds} s is longer than the limit of "
+                         f"{MAX_GRACE_S} s (a day)")
+    return seconds
+
+
 def submit_job(spec_path: Path, network: Path | None, account: str, *, follow: bool, close: bool,
-               console: Console) -> dict:
+               console: Console, provider_grace: str | int = int(DEFAULT_GRACE_S)) -> dict:
+    """`provider_grace`: how long the provider may stay unreachable while the job is followed
+    before the lease is closed and its epochs without a heartbeat are claimed (single-node)."""
     # bad input fails here, before any connection or transaction
+    grace_s = parse_grace(provider_grace)
     spec = parse_job_spec(read_text(spec_path, SpecError), spec_path)
     dataset = load_dataset(spec.dataset, relative_to=spec_path.parent)
     tenant = tenant_for(network, account)
@@ -88,12 +106,14 @@ def submit_job(spec_path: Path, network: Path | None, account: str, *, follow: b
 
         return run_diloco_job(tenant, spec, dataset, console, results_dir=jobs_dir() / "results")
     return run_rental(tenant, spec, dataset, console, follow=follow, close=close,
-                      results_dir=jobs_dir() / "results")
+                      results_dir=jobs_dir() / "results", grace_s=grace_s)
 
 
 def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, *, follow: bool,
-               close: bool, results_dir: Path) -> dict:
-    """Order -> bids -> lease -> manifest -> progress -> verified results -> settlement."""
+               close: bool, results_dir: Path, grace_s: float = DEFAULT_GRACE_S) -> dict:
+    """Order -> bids -> lease -> manifest -> progress -> verified results -> settlement.
+    A provider unreachable while followed is retried, each try printed; after `grace_s` s
+    the lease is closed, its dead epochs claimed and ProviderGone raised (tenant/follow.py)."""
     start_balance = tenant.market.payment_token.balance_of(tenant.chain.address)
     leasing = lease_nodes(tenant, spec, console)
     summary: dict = {"job": spec.name, "tenant": tenant.chain.address, **leasing.summary()}
@@ -110,7 +130,15 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
         return summary
     progress, update = progress_printer(console)
     with progress:
-        final = tenant.follow(lease_id, on_progress=update)
+        try:
+            final = tenant.follow(lease_id, on_progress=update, grace_s=grace_s,
+                                  on_notice=lambda line: console.print(line, style="yellow",
+                                                                        markup=False))
+        except ProviderGone:
+            raise   # the lease is closed and its downtime claimed; the message says so
+        except TenantError as exc:   # a refusal or the timeout: the lease is still open
+            raise TenantError(f"{exc}; lease {lease_id} is still open: `tessera job close "
+                              f"{lease_id}` settles it") from None
     summary["job_status"] = final.status
     summary["tokens_per_s"] = final.tokens_per_s
     if final.status != "succeeded":
@@ -203,9 +231,10 @@ def release_pay(lease_id: int, network: Path | None, account: str, console: Cons
     the pay of a round proven bad comes back to the tenant (anyone may send it)."""
     tenant = tenant_for(network, account)
     market = tenant.market
-    if not market.is_verified(market.lease(lease_id).order_id):
+    order_id = market.lease(lease_id).order_id
+    if not market.is_verified(order_id):
         raise TenantError(f"lease {lease_id} is not verified: its pay streams, nothing is held")
-    released = market.release_ready(lease_id)
+    released = Settlement(tenant.chain).release_ready(lease_id, order_id)
     if released is None:
         console.print(f"lease {lease_id}: nothing to release now (the next round is not final "
                       "yet, or everything is released)")

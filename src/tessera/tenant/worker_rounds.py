@@ -78,7 +78,8 @@ class WorkerChannel:
             response = self.http.put(
                 f"{worker.endpoint}/leases/{worker.lease_id}/rounds/{round_index}", content=body,
                 headers={"x-tessera-nonce": str(nonce), "x-tessera-expiry": str(expiry),
-                         "x-tessera-signature": messages.sign(chain.account, typed)})
+                         "x-tessera-signature": messages.sign(chain.account, typed),
+                         "x-tessera-params-sha256": hashlib.sha256(body).hexdigest()})
         except httpx.HTTPError as exc:
             raise WorkerFault("unreachable", f"{type(exc).__name__}: {exc}") from None
         if response.status_code != 200:

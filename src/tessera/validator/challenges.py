@@ -49,6 +49,7 @@ from tessera.compute.segment_check import OPEN_FAILURE, max_state_bytes, spot_ch
 from tessera.compute.train import configure_determinism, split
 from tessera.errors import CaseError, ChainError, TxRefused
 from tessera.files import write_atomic
+from tessera.http_limits import PathInt
 from tessera.logs import EventLog
 from tessera.protocol import messages
 from tessera.protocol.jobspec import BUILTIN_CORPUS, JobSpec
@@ -74,15 +75,14 @@ class Tracked:
     logged: set[str] = field(default_factory=set)
 
 
-def why_not_vote(me: str, record, index: int | None) -> str:
-    """Why validator `me` (at Validators position `index`, None: not listed) must not vote on a
-    challenge ("" when it may): parties never vote, nor validators listed after it opened."""
+def why_not_vote(me: str, record, weight: int) -> str:
+    """Why validator `me`, whose vote would weigh `weight` (its stake at the challenge's
+    snapshot block, or now if less), must not vote on a challenge ("" when it may): parties
+    never vote, nor validators without stake when it opened (registered later, or unbonded)."""
     if me.lower() in {record.challenger.lower(), record.provider.lower(), record.tenant.lower()}:
         return "party: this validator is the challenger, the provider or the tenant"
-    if index is None:
-        return "not-listed: this validator is not in the Validators list"
-    if index >= record.validator_snapshot:
-        return "late: listed after the challenge opened"
+    if weight <= 0:
+        return "late: no stake when the challenge opened (registered later, or unbonded)"
     return ""
 
 
@@ -255,11 +255,8 @@ class ChallengeVoter:
         return False
 
     def _why_not_vote(self, record) -> str:
-        try:
-            index = self.verification.validator_index(self.chain.address)
-        except ChainError:
-            index = None
-        return why_not_vote(self.chain.address, record, index)
+        return why_not_vote(self.chain.address, record,
+                            self.verification.weight_at_snapshot(record, self.chain.address))
 
     def _decide(self, t: Tracked, record) -> None:
         if t.case is None:
@@ -449,7 +446,7 @@ def router(voter: ChallengeVoter) -> APIRouter:
     api = APIRouter()
 
     @api.post("/challenges/{challenge_id}/case")
-    def submit(challenge_id: int, case: ChallengeCase) -> dict:
+    def submit(challenge_id: PathInt, case: ChallengeCase) -> dict:
         try:
             return voter.submit_case(challenge_id, case)
         except CaseError as exc:

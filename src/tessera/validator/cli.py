@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tessera.chain.accounts import resolve_account
 from tessera.chain.client import Chain
@@ -27,7 +28,7 @@ def _guarded(action):
     try:
         return action()
     except USER_ERRORS as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")  # a key like "[/x]" is not markup
         raise typer.Exit(1) from None
 
 

@@ -9,21 +9,23 @@ from pydantic import BaseModel, ConfigDict, Field
 from tessera.errors import SpecError
 from tessera.files import read_text
 from tessera.protocol.daemon_config import DaemonSection
-from tessera.protocol.jobspec import parse_toml_model
+from tessera.protocol.jobspec import LocalPath, parse_toml_model
+from tessera.protocol.money import MAX_DURATION
 
 
 class ProbeSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     per_epoch: int = Field(1, ge=1, le=16, description="probes per provider per epoch")
     timeout_s: float = Field(3.0, gt=0, le=60, description="answer within this, or it is missed")
     max_delay_s: float | None = Field(
-        None, gt=0, description="cap on the random wait before a probe (default: the epoch)")
+        None, gt=0, le=MAX_DURATION,
+        description="cap on the random wait before a probe (default: the epoch)")
     concurrency: int = Field(8, ge=1, le=256, description="probes in flight at once")
 
 
 class OutageSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     report: bool = Field(True, description="send Uptime.report_outage for unreported outages "
                                            "(docs/uptime.md); costs gas, earns nothing")
@@ -32,10 +34,11 @@ class OutageSection(BaseModel):
 class HardwareSection(BaseModel):
     """Timed matrix-product challenges of each provider's registered benchmark (docs/hardware.md)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(True, description="challenge every active provider's hardware claim")
-    every_epochs: int = Field(1, ge=1, description="challenge in epochs divisible by this")
+    every_epochs: int = Field(1, ge=1, le=1_000_000,
+                              description="challenge in epochs divisible by this")
     target_s: float = Field(0.5, gt=0, le=60, description="product time at the claimed benchmark")
     slack: float = Field(4.0, ge=1, le=100, description="deadline = slack * expected + allowance")
     allowance_s: float = Field(1.0, ge=0, le=60, description="network and set-up allowance")
@@ -49,17 +52,18 @@ class HardwareSection(BaseModel):
 class ChallengeSection(BaseModel):
     """Deciding Verification challenges by replay (docs/verification.md)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     vote: bool = Field(False, description="replay challenged segments and vote, resolve, claim")
-    open_grace_s: int = Field(600, ge=0, description="chain seconds a challenged provider has "
-                              "to serve its commitment before an unopened one is voted guilty")
-    datasets_dir: Path | None = Field(None, description="datasets named by sha256, for jobs "
-                                      "whose data is not the built-in corpus")
+    open_grace_s: int = Field(600, ge=0, le=MAX_DURATION, description="chain seconds a "
+                              "challenged provider has to serve its commitment before an "
+                              "unopened one is voted guilty")
+    datasets_dir: LocalPath | None = Field(None, description="datasets named by sha256, for "
+                                           "jobs whose data is not the built-in corpus")
 
 
 class ValidatorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     validator: DaemonSection
     probes: ProbeSection = ProbeSection()

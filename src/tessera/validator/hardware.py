@@ -10,7 +10,8 @@ field or signature does not hold); no-answer (unreachable, HTTP error, not JSON)
 with another validator's challenge (HTTP 429) is retried `busy_retries` times after a random
 wait before it counts as no-answer. A failure (but not an unreachable provider: `reportable`) is
 reported on chain (HardwareReports.report, once per provider per epoch, `[hardware] report`); a
-quorum of validators' reports slashes."""
+stake-weighted quorum of reports opens a dispute period. What follows (jury duty when a reported
+provider disputes, executing decided rounds, claiming rewards) is validator/hardware_rounds.py."""
 
 from __future__ import annotations
 
@@ -40,11 +41,12 @@ from tessera.logs import EventLog
 from tessera.protocol import hardware_challenge as hc
 from tessera.protocol import messages
 from tessera.validator.config import HardwareSection
+from tessera.validator.hardware_rounds import HardwareRounds
 
 OUTCOMES = ("passed", "late", "wrong", "no-answer", "leased")
-# sent: accepted; slashed: this report completed the quorum; refused: the contract said no
-# (already reported / slashed, epoch too old, ...); error: the chain could not be reached.
-REPORT_RESULTS = ("sent", "slashed", "refused", "error")
+# sent: accepted; quorum: this report completed the quorum (a dispute period opens); refused:
+# the contract said no (already reported, disputed, epoch too old, ...); error: no chain.
+REPORT_RESULTS = ("sent", "quorum", "refused", "error")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hardware_challenges (
@@ -275,8 +277,11 @@ class HardwareChallenger:
             self.m_reports.labels(result)
         self._reports = HardwareReports(chain) if cfg.report else None
         self.probes = Probes(chain)
+        self.rounds = HardwareRounds(chain, self._challenge, log, metrics) if cfg.report else None
 
     def poll_once(self) -> None:
+        if self.rounds is not None:
+            self.rounds.poll_once()   # disputes to judge, decided rounds to execute and claim
         epoch = self.probes.current_epoch()
         if epoch == self.checked_epoch:
             return
@@ -339,13 +344,13 @@ class HardwareChallenger:
         except ChainError as exc:
             result, fields = "error", {"reason": str(exc)}
         else:
-            result = "sent" if done.slashing is None else "slashed"
-            fields = {"tx": tx_hash(done.receipt),
-                      "reports": done.reports, "quorum": done.quorum,
+            result = "sent" if done.dispute_deadline is None else "quorum"
+            fields = {"tx": tx_hash(done.receipt), "weight": done.weight,
+                      "reported": done.reported, "quorum": done.quorum,
                       "gas": done.receipt["gasUsed"]}
-            if done.slashing is not None:
-                fields.update(slashed=done.slashing.slashed, burned=done.slashing.burned,
-                              jailed_until=done.slashing.jailed_until)
+            if done.dispute_deadline is not None:
+                fields["dispute_deadline"] = done.dispute_deadline
+            self.rounds.track(o.provider, epoch, reporter=True)
         self.m_reports.labels(result).inc()
         self.log("hardware-report", "warning" if result == "error" else "info", epoch=epoch,
                  provider=o.provider, outcome=o.outcome, evidence="0x" + evidence.hex(),

@@ -210,7 +210,9 @@ class ValidatorNode:
 
     def _probe_one(self, item: Scheduled) -> None:
         try:
-            request = new_request(self.address, item.epoch, self.config.probes.timeout_s)
+            request = new_request(self.account, item.provider, item.epoch,
+                                  self.config.probes.timeout_s, self.chain.network.chain_id,
+                                  self.probes_address)
             outcome = probe(self._session(), item.endpoint, item.provider, request,
                             self.config.probes.timeout_s, self.chain.network.chain_id,
                             self.probes_address)
