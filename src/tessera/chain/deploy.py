@@ -32,9 +32,9 @@ class DeployParams:
     # Seconds after Verification's challenge window before pay for time no root covers is
     # released anyway (docs/verification.md, "Market: pay waits for verified rounds").
     root_grace: int = 3_600
-    # Seconds between scheduling and executing an owner action on the ProviderRegistry or the
-    # Validators (a slasher grant): their owner is the Timelock (docs/contracts.md, "Owner
-    # powers"). Devnet tests may pass a short one.
+    # Seconds between scheduling and executing an owner action on the ProviderRegistry, the
+    # Validators, the Market or the StakeToken (a slasher grant, a fee, a mint): their owner is
+    # the Timelock (docs/contracts.md, "Owner powers"). Devnet tests may pass a short one.
     timelock_delay: int = 2 * 86_400
     # The stake token's whole supply, minted once to the deployer at deploy (it funds validators
     # and providers from it); the mint role then goes to the Timelock with the ownership, so

@@ -171,7 +171,9 @@ def release(lease_id: uint256, up_to_round: uint256):
     posted: uint256 = staticcall IVerification(verification).rounds_posted(job)
     first: uint256 = max(rel.next_round, staticcall IVerification(verification).first_round(job))
     assert up_to_round <= posted, "settlement: round not posted"
-    assert up_to_round <= first + MAX_RELEASE_ROUNDS, "settlement: too many rounds at once"
+    # (first <= Verification.MAX_FIRST_ROUND + posts * MAX_ROUND_GAP: no overflow; written as a
+    # difference anyway.)
+    assert up_to_round <= first or up_to_round - first <= MAX_RELEASE_ROUNDS, "settlement: too many rounds at once"
     end: uint256 = lease_stream.end(lease)
     until: uint256 = max(rel.until, lease.start)
     before: uint256 = until

@@ -2,10 +2,11 @@
 """
 @title Tessera timelock
 @license GNU Affero General Public License v3.0 or later
-@notice snekmate's TimelockController, initialized: it owns the ProviderRegistry and the
-        Validators after deployment (docs/contracts.md, "Owner powers"), so every owner action
-        that touches a party's money (granting or revoking a slasher, which may slash, jail,
-        hold and lock stake) is first scheduled in the open (`CallScheduled`, with its
+@notice snekmate's TimelockController, initialized: it owns the ProviderRegistry, the
+        Validators, the Market and the StakeToken after deployment (docs/contracts.md, "Owner
+        powers"), so every owner action that touches a party's money (granting or revoking a
+        slasher, which may slash, jail, hold and lock stake; the fee of new leases; minting
+        stake) is first scheduled in the open (`CallScheduled`, with its
         payload) and can be executed (`CallExecuted`) only after `get_minimum_delay` seconds:
         time for providers and validators to see it coming and leave. Proposers (who also
         cancel) and executors are set here; the timelock administers itself (a role change or

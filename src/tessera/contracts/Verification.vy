@@ -181,6 +181,8 @@ BPS: constant(uint256) = 10_000
 MAX_PROOF: constant(uint256) = 32
 # The most rounds a root may skip after the job's first root (post_root).
 MAX_ROUND_GAP: public(constant(uint256)) = 8
+# The highest round a job's first root may name.
+MAX_FIRST_ROUND: public(constant(uint256)) = 2**64
 
 # Challenge.status values (0 = no such challenge).
 OPEN: public(constant(uint8)) = 1
@@ -244,7 +246,7 @@ def __init__(
     @notice Bond, stake and rewards are in the registry's stake token, which must be the
             validators' too. Grant this contract the registry's and the Validators' slasher
             roles (it slashes and locks providers, and locks voters); the Market's
-            owner then calls `Market.set_verification` with this address. The EIP-712 domain
+            Settlement is then deployed for this contract and the Market (`Market.set_settlement`). The EIP-712 domain
             of commitments is ("TesseraVerification", "1", chain id, this contract).
     @param market_ The Market whose orders are the jobs.
     @param registry_ The ProviderRegistry that slashes and jails.
@@ -383,6 +385,9 @@ def post_root(job: uint256, round_index: uint256, root: bytes32, n_leaves: uint2
     assert msg.sender == tenant, "verification: caller is not the job's tenant"
     posted: uint256 = self.rounds_posted[job]
     if posted == 0:
+        # Far from uint256's end, so that no round arithmetic (here, in Settlement) can overflow:
+        # a first root at 2**256 - 2 would make every later release revert.
+        assert round_index <= MAX_FIRST_ROUND, "verification: round index too large"
         self.first_round[job] = round_index
     else:
         assert round_index >= posted, "verification: round already posted or skipped"
@@ -668,8 +673,29 @@ def resolve(challenge_id: uint256):
     bond_returned: uint256 = 0
     if outcome == UPHELD:
         self.proven[ch.job][ch.round_index][ch.lease_id] = True
-        slashed = extcall IProviderRegistry(registry).slash(ch.provider, slash_amount, self)
-        extcall IProviderRegistry(registry).jail(ch.provider, block.timestamp + jail_period)
+        # Neither call may block the verdict: if this contract lost the registry's slasher role
+        # (a timelocked owner action), the round must still become final and the bond go back,
+        # or the job's pay would wait on this challenge for good. Then nothing is slashed.
+        ok: bool = False
+        out: Bytes[32] = b""
+        ok, out = raw_call(
+            registry,
+            abi_encode(ch.provider, slash_amount, self, method_id=method_id("slash(address,uint256,address)")),
+            max_outsize=32,
+            revert_on_failure=False,
+        )
+        if ok and len(out) == 32:
+            slashed = convert(out, uint256)
+        else:
+            # Only a lost role excuses a failed slash: a resolver who starves the call of gas
+            # (63/64 rule) to spare the provider gets a revert instead.
+            assert not staticcall IProviderRegistry(registry).is_slasher(self), "verification: slash failed"
+        ok = raw_call(
+            registry,
+            abi_encode(ch.provider, block.timestamp + jail_period, method_id=method_id("jail(address,uint256)")),
+            revert_on_failure=False,
+        )
+        assert ok or not staticcall IProviderRegistry(registry).is_slasher(self), "verification: jail failed"
         to_voters = min(voter_reward, slashed)
         rest: uint256 = slashed - to_voters
         to_challenger = rest * challenger_bps // BPS
