@@ -390,6 +390,25 @@ def test_an_honest_provider_that_disputes_and_passes_is_not_slashed(env):
     assert registry.locked_until(p) == unlocked_at
 
 
+def test_a_lost_validators_role_does_not_silence_the_jury(env):
+    """Found by the outside review: when the timelock revoked HardwareReports' slasher role in
+    Validators, every jury vote reverted (it locks the juror), so a disputed round had no votes
+    and was slashed: an honest provider would have paid. Votes now go through without the lock
+    once the role is really gone, and the honest provider is cleared."""
+    system, vals, hw = env
+    p = system.providers[0].address
+    epoch = reach_quorum(hw, p)
+    dispute(hw, p, epoch)
+    with boa.env.prank(vals.owner()):
+        vals.set_slasher(hw.address, False)
+    for v in VALIDATORS[2:5]:
+        jury_vote(hw, v, p, epoch, True)
+    boa.env.time_travel(seconds=VOTE)
+    assert hw.decision(p, epoch) == CLEARED
+    execute(hw, p, epoch)
+    assert system.registry.providers(p).slashed_total == 0
+
+
 @pytest.mark.parametrize("jury", ["fail", "nobody", "too-few-pass"])
 def test_a_disputed_provider_that_fails_or_gets_no_answer_is_slashed(env, jury):
     """After a dispute the slash goes ahead unless enough of the jury's stake says pass: when

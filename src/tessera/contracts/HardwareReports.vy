@@ -255,7 +255,15 @@ def slashed_in(provider: address, epoch: uint256) -> bool:
 
 @internal
 def _lock_validator(who: address, until: uint256):
-    extcall IValidators(validators).lock(who, until)
+    # A lost role (a timelocked owner action) must not stop reports or jury votes: without
+    # votes a disputed round is slashed, so an honest provider would pay for it. A call that
+    # fails while the role is held (a caller starving it of gas) reverts instead.
+    ok: bool = raw_call(
+        validators,
+        abi_encode(who, until, method_id=method_id("lock(address,uint256)")),
+        revert_on_failure=False,
+    )
+    assert ok or not staticcall IValidators(validators).is_slasher(self), "hardware: lock failed"
 
 
 @external
