@@ -199,9 +199,12 @@ def test_validators_replay_and_slash_the_cheater(world):
     assert r["bond_returned"] == params.min_bond
     assert stake_balance(chain, tenant.chain.address) - tenant_before == \
         r["to_challenger"] + r["to_tenant"]
-    assert [stake_balance(chain, v.address) - b for v, b in zip(validators, voters_before,
-                                                                strict=True)] == \
-        [per_voter] * len(validators)
+    # equal stakes: a third each, to the base unit; rounded on the running total of claimed
+    # weight, so together they are the whole pool (no dust left in Verification)
+    shares = [stake_balance(chain, v.address) - b
+              for v, b in zip(validators, voters_before, strict=True)]
+    assert all(per_voter <= share <= per_voter + 1 for share in shares), shares
+    assert sum(shares) == r["to_voters"]
     assert chain.call(chain.stake_token.functions.totalSupply()) == supply_before - r["burned"]
     assert market.registry.provider_record(honest.address)["slashed_total"] == 0
 
