@@ -191,10 +191,7 @@ def request_signer(request: HardwareChallengeRequest, chain_id: int, probes: str
     """The address that signed `request`, or None when the signature is unusable."""
     typed = request_typed_data(chain_id, probes, request.provider, request.validator,
                                request.seed, request.size, request.deadline_ms)
-    try:
-        return messages.recover(typed, request.signature)
-    except Exception:  # eth-account raises several types for malformed signatures
-        return None
+    return messages.signer_or_none(typed, request.signature)
 
 
 def answer_typed_data(chain_id: int, probes: str, provider: str, validator: str, seed: str,
@@ -209,7 +206,4 @@ def answer_signer(answer: HardwareChallengeAnswer, chain_id: int, probes: str) -
     """The address that signed `answer`, or None when the signature is unusable."""
     typed = answer_typed_data(chain_id, probes, answer.provider, answer.validator, answer.seed,
                               answer.size, answer.deadline_ms, answer.fingerprints)
-    try:
-        return messages.recover(typed, answer.signature)
-    except Exception:  # eth-account raises several types for malformed signatures
-        return None
+    return messages.signer_or_none(typed, answer.signature)

@@ -173,3 +173,11 @@ def sign(account: LocalAccount, typed: dict) -> str:
 def recover(typed: dict, signature: str) -> str:
     """The address that signed `typed`; raises ValueError for a malformed signature."""
     return Account.recover_message(encode_typed_data(full_message=typed), signature=signature)
+
+
+def signer_or_none(typed: dict, signature: str) -> str | None:
+    """The address that signed `typed`, or None when the signature is unusable."""
+    try:
+        return recover(typed, signature)
+    except Exception:  # eth-account raises several types for malformed signatures
+        return None

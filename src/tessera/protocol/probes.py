@@ -104,10 +104,7 @@ def request_signer(request: ProbeRequest, chain_id: int, probes: str) -> str | N
     """The address that signed `request`, or None when the signature is unusable."""
     typed = request_typed_data(chain_id, probes, request.provider, request.validator,
                                request.epoch, request.challenge, request.deadline)
-    try:
-        return messages.recover(typed, request.signature)
-    except Exception:  # eth-account raises several types for malformed signatures
-        return None
+    return messages.signer_or_none(typed, request.signature)
 
 
 def receipt_typed_data(chain_id: int, probes: str, provider: str, validator: str, epoch: int,
@@ -121,10 +118,7 @@ def receipt_signer(receipt: ProbeReceipt, chain_id: int, probes: str) -> str | N
     """The address that signed `receipt`, or None when the signature is unusable."""
     typed = receipt_typed_data(chain_id, probes, receipt.provider, receipt.validator, receipt.epoch,
                                receipt.challenge, receipt.deadline)
-    try:
-        return messages.recover(typed, receipt.signature)
-    except Exception:  # eth-account raises several types for malformed signatures
-        return None
+    return messages.signer_or_none(typed, receipt.signature)
 
 
 def probe_leaf(chain_id: int, probes: str, provider: str, validator: str, epoch: int,
