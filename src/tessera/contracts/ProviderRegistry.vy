@@ -391,6 +391,13 @@ def set_slasher(slasher: address, enabled: bool):
     log SlasherSet(slasher=slasher, enabled=enabled)
 
 
+@internal
+@view
+def _is_active(p: IProviderRegistry.Provider) -> bool:
+    # The one rule of who may take leases (is_active, offer).
+    return p.registered_at != 0 and p.stake >= min_stake and p.stake > 0 and block.timestamp >= p.jailed_until
+
+
 @external
 @view
 def is_active(provider: address) -> bool:
@@ -401,7 +408,7 @@ def is_active(provider: address) -> bool:
     @return bool True if it is active.
     """
     p: IProviderRegistry.Provider = self.providers[provider]
-    return p.registered_at != 0 and p.stake >= min_stake and p.stake > 0 and block.timestamp >= p.jailed_until
+    return self._is_active(p)
 
 
 @external
@@ -416,7 +423,7 @@ def offer(provider: address) -> IProviderRegistry.Offer:
     """
     p: IProviderRegistry.Provider = self.providers[provider]
     return IProviderRegistry.Offer(
-        active=p.registered_at != 0 and p.stake >= min_stake and p.stake > 0 and block.timestamp >= p.jailed_until,
+        active=self._is_active(p),
         gpu_model_hash=keccak256(p.gpu_model),
         gpu_count=p.gpu_count,
         gpu_memory_mb=p.gpu_memory_mb,
