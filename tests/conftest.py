@@ -10,6 +10,11 @@ import pytest
 
 from tessera.chain.devnet import Devnet, free_port
 from tessera.chain.network import Network
+from tessera.compute import numerics
+
+# As every tessera process does at its start (the CLI, the worker process): before the first
+# torch op, so that in-process spot checks and replays run the profile verified work signs.
+numerics.pin()
 
 # The shared helpers' asserts report their values, as a test module's do.
 pytest.register_assert_rewrite("tests.support")

@@ -22,6 +22,7 @@ from tessera.chain.client import Chain
 from tessera.chain.devnet import Devnet
 from tessera.chain.network import load_network
 from tessera.chain.tokens import PaymentToken, StakeToken
+from tessera.compute import numerics
 from tessera.errors import AccountError, ChainError, DaemonError, DevnetError, NetworkError, SpecError
 from tessera.protocol.money import (
     PAYMENT_DECIMALS,
@@ -42,6 +43,13 @@ app.add_typer(devnet_app, name="devnet")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(provider_app, name="provider")
 app.add_typer(job_app, name="job")
+
+
+@app.callback()
+def _start() -> None:
+    """Runs before every command, so before the process's first torch op: a verified job's
+    training and replays use one numerics profile whatever this CPU would pick."""
+    numerics.pin()
 
 console = Console()
 err = Console(stderr=True)

@@ -1,4 +1,4 @@
-"""The demo's verification act: a cheating provider is caught by a spot check and slashed by a
+"""The demo's verification act: a cheating provider is caught by the payload check and slashed by a
 quorum of staked validators, every transaction shown.
 
 Real parts: three `tessera validator run` processes that stake and vote, a fourth provider
@@ -7,11 +7,13 @@ real coordinator (commitments, one root per round, spot-check replays, an on-cha
 its case pushed to the validators), and the validators' own replays, votes, resolve and claims.
 
 The cheater is an ordinary provider config run through the TEST-ONLY entry point
-`python -m tessera.testing.cheating_provider --cheat skip-steps` (a production provider has no
-such setting): its worker trains half of every committed segment's steps and commits to the
-states as if it had trained them all. The demo checks every worker's round (spot-check
-probability 1.0, the job default is 0.25) so that the catch happens in the first round;
-docs/verification.md gives the odds for p < 1.
+`python -m tessera.testing.cheating_provider --cheat poisoned-payload` (a production provider has
+no such setting): its worker trains honestly, so every committed segment replays, and sends
+-10 times its real update, the model-poisoning attack that a check of the segments alone never
+caught. The job runs with the verification defaults a user gets (`[verification]` left out):
+the payload of every worker is checked against its last committed state every round, so the
+catch is certain in the first round; docs/verification.md gives the odds of the sampled
+segment replays (p = 0.4) for cheats that fake the training instead.
 """
 
 from __future__ import annotations
@@ -49,8 +51,7 @@ VERIFIED_JOB = {
                  "eval_batches": 2},
     "diloco": {"inner_steps": 8, "rounds": 2, "compression": "int8", "round_timeout": "60s",
                "replace_dropped": False},
-    "verification": {"checkpoint_every": 2, "spot_check_probability": 1.0},
-}
+}   # [verification]: the defaults (on, k = 5, p = 0.4, every payload checked every round)
 
 
 def start_validators(home: Path, network_file: Path) -> dict:
@@ -78,7 +79,7 @@ def start_cheater(home: Path, network_file: Path) -> dict:
         "pricing": {"price_per_gpu_hour": CHEATER_PRICE},
         "limits": {"threads": 1, "memory_limit_mb": 4096, "max_job_seconds": 1800},
         "payouts": {"sweep_every": 5},
-    }, command=["tessera.testing.cheating_provider", "--cheat", "skip-steps"])}
+    }, command=["tessera.testing.cheating_provider", "--cheat", "poisoned-payload"])}
 
 
 def wait_verdict(verification: Verification, challenge_id: int, procs: Daemons) -> Outcome:
@@ -110,7 +111,7 @@ def run_cheater_act(console: Console, chain: Chain, home: Path, procs: Daemons) 
     console.rule("[bold]verification: a cheating provider")
     console.print("starting 3 validators (stake 100 TSTK each, replay challenged work and vote) "
                   f"and provider delta at {CHEATER_PRICE} TUSD/GPU-h, which [red]cheats[/]: it "
-                  "trains half the steps it commits to ...")
+                  "trains honestly but sends -10x its update, to poison the model ...")
     new = {**start_validators(home, network_file), **start_cheater(home, network_file)}
     procs.update(new)
     wait_healthy(new)
@@ -119,9 +120,12 @@ def run_cheater_act(console: Console, chain: Chain, home: Path, procs: Daemons) 
     cheater = devnet_account(CHEATER_ACCOUNT).address
     stake_before = market.registry.provider_record(cheater)["stake"]
     spec = JobSpec.model_validate(VERIFIED_JOB)
-    console.print("the tenant runs a verified 2-node DiLoCo job: each worker signs a commitment "
-                  "to its states every 2 steps, one Merkle root per round goes on chain, and "
-                  "the tenant replays one committed segment of every worker's round")
+    v = spec.verification
+    console.print("the tenant runs a verified 2-node DiLoCo job with the default checks: each "
+                  f"worker signs a commitment to its states every {v.checkpoint_every} steps and "
+                  "to the update it sends, one Merkle root per round goes on chain, the tenant "
+                  "recomputes every worker's update from its last committed state every round, "
+                  f"and replays one committed segment with probability {v.spot_check_probability}")
     treasury = devnet_account(TREASURY).address
     treasury_before = market.payment_token.balance_of(treasury)
     tenant_before = market.payment_token.balance_of(chain.address)
@@ -217,6 +221,7 @@ def _challenge_record(chain: Chain, verification: Verification, opened: dict,
                               argument_filters={"challenge_id": cid})
     r = dict(resolved["args"])
     return {"challenge_id": cid, "lease_id": opened["lease_id"], "segment": opened["segment"],
+            "kind": opened.get("kind", "replay"),
             "outcome": outcome.name, "open_tx": opened["tx"], "vote_txs": txs("Voted"),
             "resolve_tx": tx_hash(resolved),
             "claim_txs": txs("RewardClaimed"), "case": opened.get("case", {}),
@@ -228,14 +233,15 @@ def print_act(console: Console, act: dict) -> None:
         return format_amount(amount, STAKE_DECIMALS, STAKE_SYMBOL)
 
     for c in act["challenges"]:
-        table = Table(title=f"challenge {c['challenge_id']}: lease {c['lease_id']}, segment "
-                            f"{c['segment']} -> [bold]{c['outcome']}[/]")
+        what = "its payload" if c["kind"] == "payload" else f"segment {c['segment']}"
+        table = Table(title=f"challenge {c['challenge_id']}: lease {c['lease_id']}, {what} "
+                            f"-> [bold]{c['outcome']}[/]")
         table.add_column("step")
         table.add_column("transaction(s)", overflow="fold")
         table.add_row("opened by the tenant (bond 10 TSTK)", c["open_tx"])
         accepted = sum(v == "accepted" for v in c["case"].values())
         table.add_row("case pushed to validators", f"{accepted}/{len(c['case'])} accepted (HTTP)")
-        table.add_row(f"votes ({len(c['vote_txs'])}, each after its own replay)",
+        table.add_row(f"votes ({len(c['vote_txs'])}, each after its own check)",
                       "\n".join(c["vote_txs"]))
         table.add_row("resolved", c["resolve_tx"])
         table.add_row("voters' rewards claimed", "\n".join(c["claim_txs"]))

@@ -205,3 +205,20 @@ def test_wrapper_refuses_bad_input_before_sending(network, scene, providers):
         Verification(Chain(network, validators[0])).post_root(order_id, 1, tree)
     with pytest.raises(TxRefused, match="round already posted or skipped"):
         ver.post_root(order_id, 0, tree)
+
+
+def test_the_spot_check_randomness_of_a_posted_round_is_its_roots_block(network, scene, providers):
+    """What `tessera job resume` draws from for a round whose root was posted before the
+    restart: the block that holds that root, not the latest one (which a restarted tenant
+    could pick by choosing when to restart)."""
+    _, tenant = scene
+    order_id, leases = lease_job(network, tenant, providers)
+    ver = Verification(tenant.chain)
+    post_round(network, tenant, providers, order_id, leases, rnd=0)
+    [posted] = tenant.chain.events("Verification", "RootPosted", 0,
+                                   argument_filters={"job": order_id, "round_index": 0})
+    advance(tenant.chain, 5)   # later blocks
+    assert ver.root_block_hash(order_id, 0) == bytes(posted["blockHash"])
+    assert ver.root_block_hash(order_id, 0) != bytes(tenant.chain.w3.eth.get_block("latest")["hash"])
+    with pytest.raises(ChainError, match="no root of round 1"):
+        ver.root_block_hash(order_id, 1)

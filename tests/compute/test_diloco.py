@@ -70,6 +70,7 @@ def test_one_worker_outer_lr_1_no_momentum_is_plain_local_training(corpus, round
             _, loss = model(*batch(shard, TINY, gen, torch.device("cpu")))
             opt.zero_grad()
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), TINY.max_grad_norm)
             opt.step()
     local = parameter_state(model)
     # g - (g - l) is l up to float rounding (about one ulp per round); later AdamW steps then
@@ -390,6 +391,7 @@ def test_sync_baseline_is_one_adamw_on_averaged_worker_gradients(corpus):
             grads.append([p.grad.clone() for p in model.parameters()])
         for p, *gs in zip(model.parameters(), *grads, strict=True):
             p.grad = sum(gs) / 3
+        torch.nn.utils.clip_grad_norm_(model.parameters(), TINY.max_grad_norm)
         opt.step()
     # equal up to float summation order; Adam turns tiny gradient differences into up to
     # ~1e-6 weight differences (a step is lr = 3e-3)
@@ -525,7 +527,14 @@ def test_worker_process_commits_keeps_its_states_and_a_cheat_does_not_replay(tmp
     commitment, and keeps full states that open every segment. The TEST-ONLY skip-steps cheat
     (what the TEST-ONLY cheating provider runs and writes into the lease folder) commits states that look
     right at the start of the round but fail every segment's replay."""
-    from tessera.compute.checkpoints import Checkpoint, RoundCommitment, decode_state, tensor_hash
+    from tessera.compute import numerics
+    from tessera.compute.checkpoints import (
+        Checkpoint,
+        PayloadLeaf,
+        RoundCommitment,
+        decode_state,
+        tensor_hash,
+    )
     from tessera.compute.diloco_worker import checkpoint_path
     from tessera.compute.replay import SegmentOpening, parameter_names, verify_segment
     from tessera.provider.runner import JobSupervisor
@@ -571,10 +580,16 @@ def test_worker_process_commits_keeps_its_states_and_a_cheat_does_not_replay(tmp
         reference.encode(reference.run_round(coord.global_state(), 0).tensors, 0)
     verdicts = {}
     for lease, result in results.items():
-        assert result["checkpoint_every"] == k and result["threads"] == 1
+        assert result["checkpoint_every"] == k and result["payload"]["threads"] == 1
+        # the worker process pins the numerics profile a verifier replays under
+        assert result["payload"]["profile"] == numerics.PROFILE
+        leaf = PayloadLeaf(bytes.fromhex(result["sha256"]),
+                           bytes.fromhex(result["payload"]["residual_in_hash"]),
+                           bytes.fromhex(result["payload"]["residual_out_hash"]),
+                           result["payload"]["threads"], result["payload"]["profile"])
         commitment = RoundCommitment(0, 1, h, k, [
             Checkpoint(c["step"], bytes.fromhex(c["params_hash"]), bytes.fromhex(c["optimizer_hash"]))
-            for c in result["checkpoints"]])
+            for c in result["checkpoints"]], leaf)
         assert commitment.root.hex() == result["checkpoint_root"]
         # both start from the published parameters: no check without a replay tells them apart
         assert commitment.checkpoints[0].params_hash == tensor_hash(coord.global_state())

@@ -9,7 +9,7 @@ import torch
 from tests.support.compute import TINY
 
 from tessera.compute.checkpoints import RoundCommitment, optimizer_tensors, segment_bounds, tensor_hash
-from tessera.compute.diloco import DilocoConfig, Worker, new_model, parameter_state
+from tessera.compute.diloco import DilocoConfig, PseudoGradient, Worker, new_model, parameter_state
 from tessera.compute.replay import (
     CommittingWorker,
     SegmentOpening,
@@ -18,6 +18,7 @@ from tessera.compute.replay import (
     open_segment,
     parameter_names,
     pseudo_gradient_matches,
+    pseudo_gradient_of,
     replay_segment,
     verify_segment,
 )
@@ -25,14 +26,18 @@ from tessera.compute.train import configure_determinism, split
 from tessera.protocol import merkle
 from tessera.protocol.sampling import select_segments
 
-H, K, WORKER = 8, 2, 1          # 4 segments of 2 inner steps, 5 checkpoints
+H, K, WORKER = 8, 2, 1          # 4 segments of 2 inner steps, 5 checkpoints + the payload leaf
 CFG = DilocoConfig(workload=TINY, workers=4, inner_steps=H, rounds=2)
+
+
+TOKENS: dict = {}
 
 
 @pytest.fixture(scope="module")
 def setup(corpus):
     configure_determinism(TINY)
     train_tokens, _ = split(corpus, TINY)
+    TOKENS["train"] = train_tokens
     global_state = parameter_state(new_model(TINY))
     worker = CommittingWorker(CFG, WORKER, train_tokens)
     traces = [worker.run_round_committed(global_state, r, K) for r in range(2)]
@@ -85,7 +90,7 @@ def test_honest_segments_replay_bitwise(setup):
     tokens, _, traces = setup
     for trace in traces:  # round 0 starts from an empty AdamW state, round 1 from a carried one
         c = trace.commitment
-        assert c.n_segments == 4 and c.n_leaves == 5
+        assert c.n_segments == 4 and c.n_leaves == 6 and c.payload_segment == 4
         for s in range(c.n_segments):
             v = verify(open_segment(trace, s), c, tokens)
             assert v.ok and v.reason == "bitwise" and v.max_abs_diff == 0.0, (trace.commitment.round, s)
@@ -108,8 +113,8 @@ def test_round_links_and_pseudo_gradient_binding(setup):
     assert check_round_links(c1, global_state, c0) == []
     assert pseudo_gradient_matches(global_state, traces[1].params[-1], traces[1].pseudo_gradient.tensors)
     # a worker that resets its AdamW state between rounds, or starts elsewhere, is seen without replay
-    reset = commitment_from_states(1, WORKER, H, K, [global_state, *traces[1].params[1:]],
-                                   [{"state": {}}, *traces[1].optimizer_states[1:]], parameter_names(CFG))
+    reset = commit_as([global_state, *traces[1].params[1:]],
+                      [{"state": {}}, *traces[1].optimizer_states[1:]], round=1)
     assert any("AdamW" in p for p in check_round_links(reset, global_state, c0))
     moved = {n: t + 1e-3 for n, t in global_state.items()}
     assert check_round_links(c0, moved)
@@ -185,10 +190,9 @@ def test_tolerance_path(setup):
     tolerance when the opened end parameters match the committed hash, refused beyond it."""
     tokens, _, traces = setup
     trace = traces[0]
-    names = parameter_names(CFG)
     params = [dict(p) for p in trace.params]
     params[2] = {n: t + 1e-7 * torch.sign(t) for n, t in params[2].items()}
-    c = commitment_from_states(0, WORKER, H, K, params, trace.optimizer_states, names)
+    c = commit_as(params, trace.optimizer_states)
     op = opening_from(params, trace.optimizer_states, c, 1)
     assert not verify(op, c, tokens).ok
     v = verify(op, c, tokens, tolerance=1e-5)
@@ -202,7 +206,11 @@ def test_tolerance_path(setup):
 
 
 def commit_as(states, opts, round=0, worker=WORKER) -> RoundCommitment:
-    return commitment_from_states(round, worker, H, K, states, opts, parameter_names(CFG))
+    """What a worker that did not train commits to: these states, and the payload its last state
+    gives (so only a replay can tell)."""
+    w = CommittingWorker(CFG, worker, TOKENS["train"])
+    pg = PseudoGradient(worker, round, pseudo_gradient_of(states[0], states[-1]), 0.0, 0.0, H, 0, 0.0)
+    return commitment_from_states(w, round, K, states, opts, pg).commitment
 
 
 def test_cheater_a_random_pseudo_gradient(setup):

@@ -161,3 +161,20 @@ def test_job_refuses_an_invalid_workload_naming_the_field(tmp_path, dataset):
     message = json.loads(result.stdout.splitlines()[-1])["message"]
     assert "colour: Extra inputs are not permitted" in message
     assert "steps: Input should be greater than or equal to 1" in message
+
+
+def test_the_provider_thread_limit_overrides_a_job_but_not_a_verified_workers(tmp_path, dataset):
+    """A verified DiLoCo worker signs the thread count it trains with and its replays use the
+    job's: the provider may not change it (it refuses the manifest instead when the job asks
+    more than its limit); a plain job gets the provider's slice of the CPU."""
+    from tessera.protocol.workload import DilocoWorkerWorkload
+
+    runner = WorkloadRunner(timeout_s=5, threads=3)
+    model = {**TINY, "threads": 2}
+    for checkpoint_every, kept in ((0, 3), (2, 2)):
+        worker = DilocoWorkerWorkload(model=TrainingWorkload(**model), worker=0, workers=2,
+                                      checkpoint_every=checkpoint_every)
+        out = tmp_path / f"k{checkpoint_every}"
+        run = runner.start(worker.model_dump(), dataset, "0" * 64, out)   # (wrong hash: it stops)
+        run.wait(60)
+        assert json.loads((out / "workload.json").read_text())["model"]["threads"] == kept

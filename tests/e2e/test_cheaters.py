@@ -1,29 +1,52 @@
-"""Every cheating strategy of docs/verification.md run as a real provider against the real
-protocol, and caught: a fresh anvil with the deployed contracts (one chain for the whole file),
-one honest and one cheating `tessera provider run` process, a tenant DiLoCo job with
-verification on and `spot_check_probability = 1.0` (so the catch is certain), real leases,
-signed rounds and commitments over HTTP, the tenant's replay, real `post_root` and
-`open_challenge` transactions. Checked per strategy: the cheater's commitment passes every
-cheap check (it is dropped by the spot check, not as `bad-commitment`), its segment does not
-replay, it is dropped before the outer step, its lease is closed and a challenge naming its
-lease is open on chain; the honest worker is checked every round, always passes bitwise and is
-never dropped nor challenged. Then the slash: three real `tessera validator run` processes
-(`[challenges] vote = true`) receive the case the coordinator pushes, replay the segment
+"""The cheating strategies of docs/verification.md whose catch is certain, run as real
+providers against the real protocol, and caught: a fresh anvil with the deployed contracts (one
+chain for the whole file), an honest provider process and a cheating one per strategy, a tenant
+DiLoCo job with verification on and `spot_check_probability = 1.0`, real leases, signed rounds
+and commitments over HTTP, the tenant's checks, real `post_root` and `open_challenge`
+transactions. The strategies run in groups (GROUPS): one job per group, whose workers are the
+honest provider and one cheater per strategy of the group, all caught in the same round.
+
+Every round the tenant checks every worker's payload segment (what it sent derives from its
+committed last state, which must be in the AdamW bounds), then replays one drawn training
+segment (p = 1: always). Its `spot_checks` list holds, per worker and round, first the payload
+check, then the drawn segment; a worker whose payload check fails has only that entry.
+
+Checked per strategy: the cheater's commitment passes every cheap check (it is dropped by the
+checks, not as `bad-commitment`); its payload check (poisoned-payload; jump, whose last state
+is out of bounds) or its drawn segment's replay (every other strategy here) fails in round 0;
+it is dropped before the outer step, its lease is closed and a challenge naming its lease and
+that segment is open on chain; the honest worker passes both checks every round and is never
+dropped nor challenged. Then the slash: three real `tessera validator run` processes
+(`[challenges] vote = true`) receive the case the coordinator pushes, check the segment
 themselves and vote it guilty; the cheater (a fresh staked account per strategy, since one
 proven fault takes a minimum stake) is slashed and jailed on chain. Last, the money: the
 job's order is verified, so once each round is final (a 20 s challenge window on this chain)
 every cheater's bad round is refunded to the tenant (`RoundRefunded`).
 
-Also: an honest pair run for several rounds at p = 1 is never caught, and at p < 1 the spot
-checks the tenant ran are exactly those its randomness (the hash of the block that holds each
-round's root) predicts.
+Here: every strategy caught with certainty at p = 1 in a 2-round job, i.e. one that fails
+every training segment (random-pseudo-gradient, skip-steps, wrong-shard, wrong-round,
+copy-worker, free-ride, lower-precision, half-batch, fewer-threads; jump-and-return, whose
+segment 0 misses its replay and whose segments 1..n-1 start from an out-of-bounds AdamW state)
+or the payload check (poisoned-payload; jump, whose last state is out of bounds). Not here: the
+partial strategies (stop-half-way, fake-last-segment, fake-10-percent) fail only some of a
+round's segments, so one drawn segment per round catches them with probability m/n < 1, not
+with certainty in 2 rounds. Their per-round failure patterns are measured in
+tests/compute/test_cheats.py, their catch rates over many jobs in
+bench/verification_adversary.py.
+
+Also: an honest pair run for several rounds at p = 1 is never caught, and at p < 1 the training
+segments the tenant replayed are exactly those its randomness (the hash of the block that holds
+each round's root) predicts, while every payload is checked every round.
 
 The one fault-injection: a real provider cannot be made to cheat, so the cheating provider is
 started through the TEST-ONLY entry point `python -m tessera.testing.cheating_provider --cheat
 NAME` with an ordinary config; its worker process (tessera.testing.cheating_worker) plays the
 named cheat (tessera/testing/cheats.py), and the provider signs what it committed as an honest
-node would. "copy-worker" fetches the honest sibling lease's answer and states from the
-honest provider's public endpoints (found on chain) and submits them as its own.
+node would. "copy-worker" gets the honest sibling lease's answer and states by collusion
+(`--collude-with` the honest provider's state directory on this machine: it reads that
+lease's job folder): the provider's HTTP API serves a round's states only to the lease's tenant
+and validators. "fewer-threads" needs a job with threads = 2, so that job's providers give
+each job 2 threads (`[limits] threads`).
 
 Claiming a GPU on a CPU is not repeated here: tests/e2e/test_hardware_challenge.py runs a real
 provider registered as an H100 on a CPU against a real validator, which records it "late" in
@@ -36,6 +59,7 @@ from __future__ import annotations
 import io
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -62,20 +86,38 @@ VALIDATORS = (7, 8, 9)   # a challenge needs a quorum of 3 eligible validators t
 STAKE = 100 * 10**18
 WINDOW = 20              # seconds: this chain's challenge window, so that rounds become final
 H, K = 8, 2
-STRATEGIES = ("random-pseudo-gradient", "skip-steps", "wrong-shard", "wrong-round", "copy-worker")
+N_SEGMENTS = H // K      # training segments 0..3; the payload segment is index 4
+PAYLOAD = N_SEGMENTS
+# The strategies, a group per job: each cheater of a group is its own provider process with a
+# lease in the same job (one job per strategy would double this file's time). No group holds
+# two names one of which contains the other, so `pytest -k NAME` selects NAME's group.
+GROUPS = (("random-pseudo-gradient", "skip-steps", "wrong-shard", "wrong-round"),
+          ("copy-worker", "free-ride", "lower-precision", "half-batch"),
+          ("poisoned-payload", "jump-and-return"),
+          ("jump", "fewer-threads"))
+STRATEGIES = tuple(cheat for group in GROUPS for cheat in group)
+THREADS = {"fewer-threads": 2}   # a job's (and its providers') thread count; else 1
 FAILS = "replay does not reach the committed end state"
+OUT_OF_BOUNDS = "start state out of bounds: AdamW"   # a drawn segment that starts degenerate
+PAYLOAD_OK = "payload derives from the committed last state"
+# strategies the payload check catches, and how its reason begins
+CAUGHT_BY_PAYLOAD = {"poisoned-payload": "the payload sent is not the one its committed last "
+                                         "state gives",
+                     "jump": "last state out of bounds: AdamW"}
 
 
-def job(rounds: int, p: float) -> JobSpec:
+def job(rounds: int, p: float, threads: int = 1, nodes: int = 2) -> JobSpec:
+    """A verified DiLoCo job. Its round timeout is generous: round 0 includes the start of every
+    worker process (up to 5 here, on a 2-core CI machine), and nothing here is meant to be late."""
     return JobSpec.model_validate({
         "name": "cheaters", "mode": "diloco",
-        "order": {"max_price_per_gpu_hour": "3.00", "duration": "10m", "nodes": 2,
+        "order": {"max_price_per_gpu_hour": "3.00", "duration": "10m", "nodes": nodes,
                   "bid_window": "2s"},
         "dataset": {"source": "builtin:stdlib", "max_bytes": 65536},
         "workload": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
-                     "eval_batches": 2},
+                     "eval_batches": 2, "threads": threads},
         "diloco": {"inner_steps": H, "rounds": rounds, "compression": "int8",
-                   "round_timeout": "60s", "replace_dropped": False},
+                   "round_timeout": "180s", "replace_dropped": False},
         "verification": {"checkpoint_every": K, "spot_check_probability": p}})
 
 
@@ -89,31 +131,50 @@ class Nodes:
         self.honest = ProviderProcess(home, network_file, HONEST, "0.60", "honest")
         self.other = ProviderProcess(home, network_file, CHEATER, "0.50", "other")
         for node in (self.honest, self.other):  # one job after the other: never at capacity
-            self._more_leases(node)
-        self.cheater: ProviderProcess | None = None
+            self._configure(node, threads=1)
+        self.cheaters: list[ProviderProcess] = []
 
     @staticmethod
-    def _more_leases(node: ProviderProcess) -> None:
+    def _configure(node: ProviderProcess, threads: int) -> bool:
+        """Room for one job after the other, and `threads` per job; whether it changed."""
         config = tomllib.loads(node.config.read_text())
-        config["pricing"]["max_concurrent_leases"] = 8
+        before = dict(config)
+        config["pricing"] = {**config["pricing"], "max_concurrent_leases": 8}
+        config["limits"] = {**config["limits"], "threads": threads}
         node.config.write_text(tomli_w.dumps(config))
+        return config != before
 
-    def play(self, cheat: str) -> ProviderProcess:
-        """A new provider that cheats as named (the honest second provider stops: the job's two
-        cheapest are then the cheater and the honest one)."""
+    @staticmethod
+    def state_dir(node: ProviderProcess) -> str:
+        return tomllib.loads(node.config.read_text())["provider"]["state_dir"]
+
+    def play(self, cheats: tuple[str, ...], threads: int) -> list[ProviderProcess]:
+        """New providers that cheat as named, one each (the honest second provider stops: the
+        job's cheapest are then the cheaters and the honest one), all giving a job `threads`
+        (the honest one restarts when that changes)."""
         self.other.stop()
-        if self.cheater is not None:
-            self.cheater.stop()
-        key = fund_fresh_account(self.network)
-        self.cheater = ProviderProcess(self.home, self.home / "devnet" / "network.json", key,
-                                       "0.50", f"cheater-{cheat}", cheat=cheat)  # see above
-        self.cheater.start()
-        return self.cheater
+        for node in self.cheaters:
+            node.stop()
+        if self._configure(self.honest, threads):
+            self.honest.stop()
+            self.honest.start()
+        self.cheaters = []
+        for cheat in cheats:
+            key = fund_fresh_account(self.network)
+            args = ["--collude-with", self.state_dir(self.honest)] if cheat == "copy-worker" \
+                else []
+            node = ProviderProcess(self.home, self.home / "devnet" / "network.json", key,
+                                   "0.50", f"cheater-{cheat}", cheat=cheat,
+                                   cheat_args=args)  # see the module docstring
+            self._configure(node, threads)
+            self.cheaters.append(node)
+        with ThreadPoolExecutor(len(self.cheaters)) as pool:   # each waits for its health
+            list(pool.map(ProviderProcess.start, self.cheaters))
+        return self.cheaters
 
     def stop(self) -> None:
-        for node in (self.honest, self.other, self.cheater):
-            if node is not None:
-                node.stop()
+        for node in (self.honest, self.other, *self.cheaters):
+            node.stop()
 
 
 def fund_fresh_account(network) -> str:
@@ -164,8 +225,11 @@ def run_job(network, spec: JobSpec, results) -> tuple[Tenant, dict, str]:
 
 
 def assert_honest_never_caught(summary: dict, lease: int, ver: Verification) -> None:
+    """Every round: its payload check, then its drawn segment's replay (p = 1), both passed."""
     for report in summary["rounds"]:
-        [check] = [c for c in report["spot_checks"] if c["lease_id"] == lease]
+        payload, check = [c for c in report["spot_checks"] if c["lease_id"] == lease]
+        assert payload["ok"] and payload["reason"] == PAYLOAD_OK, payload
+        assert payload["segment"] == PAYLOAD and 0 <= check["segment"] < N_SEGMENTS, check
         assert check["ok"] and check["reason"] == "bitwise", check
         assert not any(f"lease {lease} " in line for line in report["dropped"])
         assert all(c["lease_id"] != lease for c in report["challenges"])
@@ -183,7 +247,7 @@ def test_honest_providers_are_never_caught_over_many_rounds(world, tmp_path):
     for provider in (nodes.honest, other):
         lease = next(w["lease_id"] for w in summary["workers"] if w["provider"] == provider.address)
         assert_honest_never_caught(summary, lease, ver)
-    assert sum(len(r["spot_checks"]) for r in summary["rounds"]) == 2 * rounds
+    assert sum(len(r["spot_checks"]) for r in summary["rounds"]) == 2 * 2 * rounds
 
 
 def test_spot_checks_at_p_below_one_are_the_ones_the_randomness_draws(world, tmp_path):
@@ -197,60 +261,89 @@ def test_spot_checks_at_p_below_one_are_the_ones_the_randomness_draws(world, tmp
         block_hash = bytes(w3.eth.get_transaction_receipt(report["root_tx"])["blockHash"])
         for lease in leases:
             seed = spot_check_seed(block_hash, summary["order_id"], report["round"], lease)
-            segment = draw_spot_check(seed, p, H // K)
+            segment = draw_spot_check(seed, p, N_SEGMENTS)
             if segment is not None:
                 predicted.append((report["round"], lease, segment))
-        ran += [(report["round"], c["lease_id"], c["segment"]) for c in report["spot_checks"]]
+        payloads = [c for c in report["spot_checks"] if c["segment"] == PAYLOAD]
+        assert sorted(c["lease_id"] for c in payloads) == sorted(leases)   # every round, all
+        ran += [(report["round"], c["lease_id"], c["segment"]) for c in report["spot_checks"]
+                if c["segment"] != PAYLOAD]
         assert all(c["ok"] for c in report["spot_checks"])
     assert ran == predicted
 
 
-@pytest.mark.parametrize("cheat", STRATEGIES)
-def test_a_cheating_provider_is_caught_challenged_and_slashed(world, cheat, tmp_path):
+@pytest.mark.parametrize("group", GROUPS, ids="+".join)
+def test_cheating_providers_are_caught_challenged_and_slashed(world, group, tmp_path):
     network, nodes, validators = world["network"], world["nodes"], world["validators"]
-    cheater = nodes.play(cheat)
-    tenant, summary, console = run_job(network, job(rounds=2, p=1.0), tmp_path)
+    threads = max(THREADS.get(cheat, 1) for cheat in group)
+    cheaters = nodes.play(group, threads)
+    tenant, summary, console = run_job(
+        network, job(rounds=2, p=1.0, threads=threads, nodes=len(group) + 1), tmp_path)
     leases = {w["provider"]: w["lease_id"] for w in summary["workers"]}
-    assert set(leases) == {nodes.honest.address, cheater.address}
-    bad, good = leases[cheater.address], leases[nodes.honest.address]
+    assert set(leases) == {nodes.honest.address} | {c.address for c in cheaters}
+    good = leases[nodes.honest.address]
     first, second = summary["rounds"]
-    if cheat == "copy-worker":  # it did copy (a fallback would have trained honestly)
-        logs = httpx.get(f"{cheater.url}/leases/{bad}/logs", timeout=5).json()
-        assert [e["from_lease"] for e in logs if e.get("event") == "cheat-copied"] == [good], logs
-
-    # round 0: the commitment passed every cheap check (else it would be `bad-commitment`,
-    # without a spot check); the replay of its drawn segment did not reach its committed end
-    [check] = [c for c in first["spot_checks"] if c["lease_id"] == bad]
-    assert not check["ok"] and check["reason"] == FAILS, check
-    [drop] = [line for line in first["dropped"] if f"lease {bad} " in line]
-    assert "(spot-check)" in drop, drop
-    assert first["contributors"] == 1 and second["workers"] == 1   # its update never counted
-    assert not tenant.market.lease(bad).is_open
-
-    # a challenge against the cheater's leaf is open on chain, opened by the tenant
+    assert first["contributors"] == 1 and second["workers"] == 1   # no cheater's update counted
     ver = Verification(tenant.chain)
-    [challenge] = first["challenges"]
-    assert challenge["lease_id"] == bad and challenge["segment"] == check["segment"]
-    record = ver.challenge(challenge["challenge_id"])
-    assert (record.job, record.round_index, record.lease_id) == (summary["order_id"], 0, bad)
-    assert record.provider == cheater.address and record.challenger == tenant.chain.address
-    assert record.bond == ver.params().min_bond
     assert "challenged" in console
-    assert set(challenge["case"].values()) == {"accepted"}   # pushed to the three validators
+    challenges = {c["lease_id"]: c for c in first["challenges"]}
+    assert len(challenges) == len(group)
+    for cheat, cheater in zip(group, cheaters, strict=True):
+        bad = leases[cheater.address]
+        challenge = challenges[bad]
+        assert_caught(cheat, cheater, bad, good, first, challenge)
+        # a challenge against the cheater's leaf is open on chain, opened by the tenant
+        record = ver.challenge(challenge["challenge_id"])
+        assert (record.job, record.round_index, record.lease_id) == (summary["order_id"], 0, bad)
+        assert record.provider == cheater.address and record.challenger == tenant.chain.address
+        assert record.bond == ver.params().min_bond
+        assert set(challenge["case"].values()) == {"accepted"}   # pushed to the 3 validators
+        assert not tenant.market.lease(bad).is_open
 
     assert_honest_never_caught(summary, good, ver)
 
-    # the validators replay the segment themselves and vote it guilty: slashed and jailed
-    wait_until(lambda: decided_and_claimed(ver, challenge["challenge_id"], validators,
-                                           Outcome.UPHELD), timeout=120, what="guilty verdict")
-    record = ver.challenge(challenge["challenge_id"])
-    assert (record.guilty_votes, record.innocent_votes) == (len(VALIDATORS), 0)
-    provider = tenant.market.registry.provider_record(cheater.address)
-    assert provider["slashed_total"] == STAKE and provider["stake"] == 0
-    assert provider["jailed_until"] > tenant.chain.block_timestamp()
-    assert ver.proven(summary["order_id"], 0, bad)
+    # the validators check each segment themselves and vote it guilty: slashed and jailed
+    for cheat, cheater in zip(group, cheaters, strict=True):
+        bad = leases[cheater.address]
+        challenge_id = challenges[bad]["challenge_id"]
+        wait_until(lambda c=challenge_id: decided_and_claimed(ver, c, validators, Outcome.UPHELD),
+                   timeout=120, what=f"guilty verdict on {cheat}")
+        record = ver.challenge(challenge_id)
+        assert (record.guilty_votes, record.innocent_votes) == (len(VALIDATORS), 0), cheat
+        provider = tenant.market.registry.provider_record(cheater.address)
+        assert provider["slashed_total"] == STAKE and provider["stake"] == 0, cheat
+        assert provider["jailed_until"] > tenant.chain.block_timestamp(), cheat
+        assert ver.proven(summary["order_id"], 0, bad), cheat
+        world["bad_rounds"].append((cheat, summary["order_id"], bad))
     assert tenant.market.registry.provider_record(nodes.honest.address)["slashed_total"] == 0
-    world["bad_rounds"].append((cheat, summary["order_id"], bad))
+
+
+def assert_caught(cheat: str, cheater: ProviderProcess, bad: int, good: int, first: dict,
+                  challenge: dict) -> None:
+    """Round 0 of one cheater: its commitment passed every cheap check (else it would be
+    `bad-commitment`, without any check); its payload check failed, or it passed and the
+    replay of its drawn segment did not reach its committed end; it was dropped and its lease
+    challenged on the segment that failed."""
+    if cheat == "copy-worker":  # it did copy, by collusion (a fallback trains honestly)
+        logs = httpx.get(f"{cheater.url}/leases/{bad}/logs", timeout=5).json()
+        assert [(e["from_lease"], e["source"]) for e in logs
+                if e.get("event") == "cheat-copied"] == [(good, "folder")], logs
+    checks = [c for c in first["spot_checks"] if c["lease_id"] == bad]
+    if cheat in CAUGHT_BY_PAYLOAD:
+        [check] = checks
+        assert check["segment"] == PAYLOAD and not check["ok"], (cheat, check)
+        assert check["reason"].startswith(CAUGHT_BY_PAYLOAD[cheat]), (cheat, check)
+    else:
+        payload, check = checks
+        assert payload["ok"] and payload["reason"] == PAYLOAD_OK, (cheat, payload)
+        assert check["segment"] < N_SEGMENTS and not check["ok"], (cheat, check)
+        # jump-and-return: segment 0 jumps, segments 1..3 start from the jumped state
+        bounded = cheat == "jump-and-return" and check["segment"] > 0
+        assert check["reason"] == FAILS or bounded and check["reason"].startswith(
+            OUT_OF_BOUNDS), (cheat, check)
+    [drop] = [line for line in first["dropped"] if f"lease {bad} " in line]
+    assert "(spot-check)" in drop, (cheat, drop)
+    assert challenge["segment"] == check["segment"], (cheat, challenge)
 
 
 def test_the_tenant_gets_its_money_back_for_every_bad_round(world):

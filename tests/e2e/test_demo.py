@@ -31,11 +31,13 @@ def test_demo_json_reports_a_verified_settled_rental(tmp_path):
     assert history[-1] < history[0]
     assert all(tx.startswith("0x") for tx in (summary["transactions"]["accept"],
                                               summary["transactions"]["close"]))
-    # The verification act: the cheating provider is caught, challenged, voted guilty by the
-    # three validators after their own replays, slashed and jailed; the honest worker finishes.
+    # The verification act, at the default verification settings: the cheating provider (it
+    # trains honestly and sends a poisoned update) is caught by the payload check, challenged,
+    # voted guilty by the three validators after their own checks, slashed and jailed; the
+    # honest worker finishes.
     act = summary["verification"]
     [challenge] = act["challenges"]
-    assert challenge["outcome"] == "UPHELD"
+    assert challenge["outcome"] == "UPHELD" and challenge["kind"] == "payload"
     assert set(challenge["case"].values()) == {"accepted"} and len(challenge["case"]) == 3
     assert len(challenge["vote_txs"]) == 3 and challenge["resolve_tx"].startswith("0x")
     assert challenge["slashed"] > 0

@@ -95,9 +95,10 @@ def test_a_killed_worker_is_replaced_and_the_replacement_trains(network, provide
     assert next(e for e in logs if e["event"] == "start")["worker"] == dead.index
     assert [e["round"] for e in logs if e["event"] == "progress"] == [2, 3]
     assert reports[-1].val_loss < reports[0].val_loss
-    # verified: every answer was spot-checked; the replacement's lease sits in its own order,
-    # whose rounds get their own root, so its work is challengeable like the others'
-    assert [len(r.spot_checks) for r in reports] == [2, 1, 2, 2]
+    # verified: every answer was checked (its payload, and at p = 1 one replayed segment); the
+    # replacement's lease sits in its own order, whose rounds get their own root, so its work is
+    # challengeable like the others'
+    assert [len(r.spot_checks) for r in reports] == [4, 2, 4, 4]   # payload + drawn segment
     assert all(c["ok"] for r in reports for c in r.spot_checks)
     ver = Verification(tenant.chain)
     assert ver.rounds_posted(leasing.order_id) == 4

@@ -88,12 +88,17 @@ def test_cheater_is_caught_by_a_spot_check_and_challenged_on_chain(chain_home, n
     rounds = summary["rounds"]
     assert [r["contributors"] for r in rounds] == [1, 1]
 
-    # round 0: both commitments accepted and posted; the cheater's segment did not replay
+    # round 0: both commitments accepted and posted; both payloads derive from their last
+    # committed states (the cheater sends what its states give); the cheater's segment did not
+    # replay
     first = rounds[0]
-    checks = {c["lease_id"]: c for c in first["spot_checks"]}
-    assert checks[leases[honest.address]]["ok"] and checks[leases[honest.address]]["reason"] == "bitwise"
-    assert not checks[leases[cheater.address]]["ok"]
-    assert "does not reach the committed end state" in checks[leases[cheater.address]]["reason"]
+    checks = {lease: [c for c in first["spot_checks"] if c["lease_id"] == lease]
+              for lease in leases.values()}
+    assert [c["reason"] for c in checks[leases[honest.address]]] == [
+        "payload derives from the committed last state", "bitwise"]
+    payload, replay = checks[leases[cheater.address]]
+    assert payload["ok"] and not replay["ok"]
+    assert "does not reach the committed end state" in replay["reason"]
     assert any(f"lease {leases[cheater.address]} (spot-check)" in line for line in first["dropped"])
     assert not tenant.market.lease(leases[cheater.address]).is_open   # dropped: stops paying
 
@@ -118,7 +123,7 @@ def test_cheater_is_caught_by_a_spot_check_and_challenged_on_chain(chain_home, n
         assert ver.chain.call(ver.contract.functions.open_challenge_of(
             job, r, leases[honest.address])) == 0
     second = rounds[1]
-    assert [c["ok"] for c in second["spot_checks"]] == [True] and second["challenges"] == []
+    assert [c["ok"] for c in second["spot_checks"]] == [True, True] and second["challenges"] == []
     assert "challenged" in out.getvalue() and "spot check" in out.getvalue()
 
     # the order is verified: the leases are closed, but their pay waits for final rounds

@@ -76,7 +76,7 @@ def test_example_specs_parse():
 def test_verification_is_on_by_default_and_its_table_is_checked(tmp_path):
     spec = load_job_spec(write(tmp_path, GOOD))
     v = spec.verification
-    assert v.enabled and v.checkpoint_every == 10 and v.spot_check_probability == 0.25
+    assert v.enabled and v.checkpoint_every == 5 and v.spot_check_probability == 0.4
     assert v.replay_tolerance == 0.0 and v.challenge
     off = load_job_spec(write(tmp_path, GOOD + "\n[verification]\nenabled = false\n"))
     assert not off.verification.enabled and off.spec_hash() != spec.spec_hash()
@@ -87,3 +87,35 @@ def test_verification_is_on_by_default_and_its_table_is_checked(tmp_path):
         with pytest.raises(SpecError) as info:
             load_job_spec(write(tmp_path, GOOD + f"\n[verification]\n{bad}\n"))
         assert field in str(info.value)
+
+
+DILOCO = 'mode = "diloco"\n' + GOOD.replace("[order]", "[order]\nnodes = 2")
+
+
+def test_verified_diloco_job_trains_on_the_cpu(tmp_path):
+    """Segments are replayed bitwise on CPUs (compute/numerics.py): "auto" becomes "cpu" before
+    the spec is hashed, and the hash is that of a spec saying "cpu"."""
+    spec = load_job_spec(write(tmp_path, DILOCO))
+    assert spec.verification.enabled and spec.workload.device == "cpu"
+    explicit = load_job_spec(write(tmp_path, DILOCO + 'device = "cpu"\n'))
+    assert explicit.spec_hash() == spec.spec_hash()
+    again = type(spec).model_validate(spec.model_dump(mode="json"))
+    assert again.workload.device == "cpu" and again.spec_hash() == spec.spec_hash()
+
+
+def test_verified_diloco_job_refuses_cuda_and_says_why(tmp_path):
+    with pytest.raises(SpecError) as info:
+        load_job_spec(write(tmp_path, DILOCO + 'device = "cuda"\n'))
+    message = str(info.value)
+    assert 'workload.device = "cuda" cannot be verified' in message
+    assert "no CUDA replay profile" in message and "enabled = false" in message
+
+
+def test_unverified_or_single_jobs_keep_their_device(tmp_path):
+    off = load_job_spec(write(tmp_path, DILOCO + 'device = "cuda"\n'
+                              "[verification]\nenabled = false\n"))
+    assert off.workload.device == "cuda"
+    assert load_job_spec(write(tmp_path, DILOCO + "[verification]\nenabled = false\n")
+                         ).workload.device == "auto"
+    assert load_job_spec(write(tmp_path, GOOD)).workload.device == "auto"
+    assert load_job_spec(write(tmp_path, GOOD + 'device = "cuda"\n')).workload.device == "cuda"

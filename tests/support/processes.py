@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -38,10 +39,10 @@ class ProviderProcess:
     """One `tessera provider run` process; restartable with the same state directory."""
 
     def __init__(self, home: Path, network_file: Path, account: int | str, price: str,
-                 name: str, cheat: str | None = None):
+                 name: str, cheat: str | None = None, cheat_args: Sequence[str] = ()):
         """`account`: a devnet account index, or a raw 0x private key. `cheat`: TEST ONLY, run
-        it as `python -m tessera.testing.cheating_provider --cheat CHEAT` instead."""
-        self.home, self.name, self.cheat = home, name, cheat
+        it as `python -m tessera.testing.cheating_provider --cheat CHEAT *cheat_args` instead."""
+        self.home, self.name, self.cheat, self.cheat_args = home, name, cheat, list(cheat_args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = home / f"{name}.toml"
@@ -59,7 +60,7 @@ class ProviderProcess:
     def start(self) -> None:
         log = open(self.home / f"{self.name}.log", "ab")
         entry = ["tessera.cli", "provider", "run"] if self.cheat is None else \
-            ["tessera.testing.cheating_provider", "--cheat", self.cheat]
+            ["tessera.testing.cheating_provider", "--cheat", self.cheat, *self.cheat_args]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *entry, "--config", str(self.config)],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TESSERA_HOME": str(self.home)})

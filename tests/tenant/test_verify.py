@@ -9,11 +9,12 @@ from eth_utils import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tessera.compute.checkpoints import Checkpoint, RoundCommitment
+from tessera.compute import numerics
+from tessera.compute.checkpoints import Checkpoint, PayloadLeaf, RoundCommitment
 from tessera.errors import CommitmentError
 from tessera.protocol import commitment as cm
 from tessera.protocol.sampling import binomial_two_sided_pvalue
-from tessera.protocol.wire import CheckpointHashes, RoundResult
+from tessera.protocol.wire import CheckpointHashes, PayloadHashes, RoundResult
 from tessera.tenant.verify import check_commitment, draw_spot_check, spot_check_seed
 
 CHAIN_ID, VERIFICATION = 31337, "0x" + "ab" * 20
@@ -22,6 +23,16 @@ JOB, ROUND, LEASE, WORKER, H, K = 4, 2, 9, 1, 8, 2
 START = keccak(b"published parameters")
 PAYLOAD_SHA = "c" * 64
 NOW = 1_900_000_000
+RESIDUAL_IN, RESIDUAL_OUT = b"\x07" * 32, b"\x08" * 32
+THREADS = 2
+
+
+def payload_leaf(residual_in=RESIDUAL_IN, threads=THREADS, profile=numerics.PROFILE) -> PayloadLeaf:
+    return PayloadLeaf(bytes.fromhex(PAYLOAD_SHA), residual_in, RESIDUAL_OUT, threads, profile)
+
+
+def tree_of(cps, leaf=None, round=ROUND) -> RoundCommitment:
+    return RoundCommitment(round, WORKER, H, K, cps, leaf or payload_leaf())
 
 
 def checkpoints(start: bytes = START, first_opt: bytes = b"\x05" * 32) -> list[Checkpoint]:
@@ -31,12 +42,13 @@ def checkpoints(start: bytes = START, first_opt: bytes = b"\x05" * 32) -> list[C
 
 
 def answer(*, signer=PROVIDER, cps: list[Checkpoint] | None = None, listed=None,
-           **fields) -> RoundResult:
+           leaf: PayloadLeaf | None = None, **fields) -> RoundResult:
     cps = cps or checkpoints()
-    tree = RoundCommitment(ROUND, WORKER, H, K, cps)
+    leaf = leaf or payload_leaf()
+    tree = tree_of(cps, leaf)
     c = {"job": JOB, "round": ROUND, "lease_id": LEASE, "provider": PROVIDER.address,
          "result_hash": "0x" + PAYLOAD_SHA, "checkpoint_root": cm.hex32(tree.root),
-         "checkpoints": len(cps), "expiry": NOW + 7200, **fields}
+         "checkpoints": len(cps) + 1, "expiry": NOW + 7200, **fields}
     commitment = cm.Commitment(**c)
     signed = cm.SignedCommitment(commitment=commitment, signature="0x" + bytes(
         signer.sign_typed_data(full_message=cm.typed_data(CHAIN_ID, VERIFICATION, commitment))
@@ -46,23 +58,26 @@ def answer(*, signer=PROVIDER, cps: list[Checkpoint] | None = None, listed=None,
     return RoundResult(lease_id=LEASE, round=ROUND, params_sha256="a" * 64, sha256=PAYLOAD_SHA,
                        size=1, inner_loss=1.0, compute_s=0.1, signature="0x" + "00" * 65,
                        commitment=signed, checkpoints=hashes if listed is None else listed,
-                       threads=1)
+                       payload=PayloadHashes(residual_in_hash=leaf.residual_in_hash.hex(),
+                                             residual_out_hash=leaf.residual_out_hash.hex(),
+                                             threads=leaf.threads, profile=leaf.profile))
 
 
 def check(result: RoundResult, previous: RoundCommitment | None = None) -> RoundCommitment:
     return check_commitment(result, chain_id=CHAIN_ID, verification=VERIFICATION, job=JOB,
                             round_index=ROUND, lease_id=LEASE, provider=PROVIDER.address,
-                            worker=WORKER, inner_steps=H, k=K, start_params_hash=START,
+                            worker=WORKER, inner_steps=H, k=K, threads=THREADS,
+                            start_params_hash=START,
                             min_expiry=NOW + 600, previous=previous)
 
 
 def test_an_honest_commitment_gives_the_checkpoint_tree():
     commitment = check(answer())
-    assert commitment.n_leaves == H // K + 1 and commitment.root == RoundCommitment(
-        ROUND, WORKER, H, K, checkpoints()).root
-    previous = RoundCommitment(ROUND - 1, WORKER, H, K, checkpoints(first_opt=b"\x01" * 32)[:-1]
-                               + [Checkpoint(H, b"\x02" * 32, b"\x05" * 32)])
-    assert check(answer(), previous).root == commitment.root   # AdamW state carried over
+    assert commitment.n_leaves == H // K + 2 and commitment.root == tree_of(checkpoints()).root
+    carried = PayloadLeaf(b"\x09" * 32, b"\x00" * 32, RESIDUAL_IN, THREADS, numerics.PROFILE)
+    previous = tree_of(checkpoints(first_opt=b"\x01" * 32)[:-1]
+                       + [Checkpoint(H, b"\x02" * 32, b"\x05" * 32)], carried, ROUND - 1)
+    assert check(answer(), previous).root == commitment.root   # AdamW state, residual carried over
 
 
 @pytest.mark.parametrize("result,words", [
@@ -72,7 +87,9 @@ def test_an_honest_commitment_gives_the_checkpoint_tree():
     (answer(signer=STRANGER), "signer is"),
     (answer(signer=STRANGER, provider=STRANGER.address), "signer is"),
     (answer(result_hash="0x" + "d" * 64), "result_hash is"),
-    (answer(checkpoints=3), "checkpoints is 3, expected 5"),
+    (answer(checkpoints=3), "checkpoints is 3, expected 6"),
+    (answer(leaf=payload_leaf(threads=1)), "threads is 1, expected 2"),
+    (answer(leaf=payload_leaf(profile="unpinned: capability=DEFAULT")), "numerics profile is"),
     (answer(expiry=NOW + 60), "expires at"),
     (answer(cps=checkpoints(start=keccak(b"other parameters"))),
      "does not start from the published global parameters"),
@@ -88,7 +105,7 @@ def test_listed_checkpoints_must_rebuild_the_signed_root():
     tampered[2] = CheckpointHashes(step=4, params_hash="e" * 64, optimizer_hash="e" * 64)
     with pytest.raises(CommitmentError, match="do not rebuild the committed checkpoint root"):
         check(answer(listed=tampered))
-    with pytest.raises(CommitmentError, match="lists 4 checkpoints, its commitment 5"):
+    with pytest.raises(CommitmentError, match="lists 4 checkpoints and a payload leaf, its commitment 6"):
         check(answer(listed=tampered[:4]))
     wrong_steps = [CheckpointHashes(step=c.step + 1, params_hash=c.params_hash,
                                     optimizer_hash=c.optimizer_hash) for c in tampered]
@@ -99,9 +116,14 @@ def test_listed_checkpoints_must_rebuild_the_signed_root():
 def test_missing_commitment_and_broken_adamw_link_are_refused():
     with pytest.raises(CommitmentError, match="carries no commitment"):
         check(answer().model_copy(update={"commitment": None}))
-    previous = RoundCommitment(ROUND - 1, WORKER, H, K, checkpoints()[:-1]
-                               + [Checkpoint(H, b"\x02" * 32, b"\x06" * 32)])
+    previous = tree_of(checkpoints()[:-1] + [Checkpoint(H, b"\x02" * 32, b"\x06" * 32)],
+                       round=ROUND - 1)
     with pytest.raises(CommitmentError, match="AdamW state at round start"):
+        check(answer(), previous)
+    carried_other = PayloadLeaf(b"\x09" * 32, b"\x00" * 32, b"\x0a" * 32, THREADS, numerics.PROFILE)
+    previous = tree_of(checkpoints()[:-1] + [Checkpoint(H, b"\x02" * 32, b"\x05" * 32)],
+                       carried_other, ROUND - 1)
+    with pytest.raises(CommitmentError, match="residual at round start"):
         check(answer(), previous)
 
 

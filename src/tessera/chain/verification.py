@@ -188,6 +188,22 @@ class Verification(ContractWrapper):
     def vote_period(self) -> int:
         return self._call("vote_period")
 
+    def root_block_hash(self, job: int, round_index: int, from_block: int = 0) -> bytes:
+        """The hash of the block that holds the round's root (its `RootPosted` log): the spot
+        check's randomness, which a worker could not know when it signed. ChainError if the
+        root is not on chain."""
+        logs = self.chain.events("Verification", "RootPosted", from_block,
+                                 argument_filters={"job": job, "round_index": round_index})
+        if not logs:
+            raise ChainError(f"no root of round {round_index} of job {job} on chain")
+        return bytes(logs[0]["blockHash"])
+
+    def open_challenge_of(self, job: int, round_index: int, lease_id: int) -> int:
+        """The id of the open challenge on `lease_id`'s round of `job`, 0 when none (cleared
+        when the challenge is resolved)."""
+        return self.chain.call(self.contract.functions.open_challenge_of(job, round_index,
+                                                                         lease_id))
+
     def rounds_posted(self, job: int) -> int:
         """How many round roots the job has on chain (the next round to post)."""
         return self.chain.call(self.contract.functions.rounds_posted(job))

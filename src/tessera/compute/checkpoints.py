@@ -19,6 +19,15 @@ Hashes, exactly:
 * leaf = keccak256(``b"tessera/checkpoint/v1"`` || uint256_be(round) || uint256_be(worker) ||
   uint256_be(step) || params_hash || optimizer_hash), so a contract can recompute a leaf from
   its opened fields (the tensor hashes themselves are sha256, computed off chain).
+* the round's LAST leaf is the payload leaf (``PayloadLeaf``): keccak256(``b"tessera/payload/v1"``
+  || uint256_be(round) || uint256_be(worker) || result_hash (sha256 of the payload bytes sent)
+  || residual_in_hash || residual_out_hash (tensor_hash of the int8 error-feedback residual
+  before and after this round; of ``{}`` for fp32) || uint256_be(threads) ||
+  keccak256(numerics profile, utf-8)). It binds what the worker sends to its last committed
+  state: the payload is ``diloco.encode_pseudo_gradient(θ − θ_H, residual_in)``, which anyone
+  holding θ_H and the residual recomputes bitwise (the "payload segment", from the last state
+  leaf to the payload leaf). It also signs the thread count and numerics profile the worker
+  trained with, which a bitwise replay needs.
 
 A checkpoint's full state travels in the tensor wire format of ``compute/compress.py``
 (``encode_state`` / ``decode_state``). Pure torch, no I/O.
@@ -40,10 +49,13 @@ from eth_utils import keccak
 from tessera.compute.compress import deserialize, serialize
 from tessera.compute.diloco import State
 from tessera.protocol import merkle
+from tessera.protocol.wire import RoundResult
 
 TENSOR_DOMAIN = b"tessera/tensors/v1"
 CHECKPOINT_DOMAIN = b"tessera/checkpoint/v1"
+PAYLOAD_DOMAIN = b"tessera/payload/v1"
 STATE_KIND = "checkpoint_state"
+RESIDUAL_KIND = "residual_state"
 
 if sys.byteorder != "little":  # pragma: no cover - every platform torch ships for is little-endian
     raise ImportError("tessera.compute.checkpoints hashes raw tensor bytes and assumes a little-endian host")
@@ -134,6 +146,18 @@ def decode_state(data: bytes, names: Sequence[str]) -> tuple[State, dict]:
     return params, {"state": state, "param_groups": []}
 
 
+def encode_residual(residual: Mapping[str, torch.Tensor]) -> bytes:
+    """The int8 error-feedback residual a round started with (the payload segment's opening)."""
+    return serialize(dict(residual), {"kind": RESIDUAL_KIND})
+
+
+def decode_residual(data: bytes) -> dict[str, torch.Tensor]:
+    tensors, meta = deserialize(data)
+    if meta.get("kind") != RESIDUAL_KIND:
+        raise ValueError(f"expected a {RESIDUAL_KIND!r} payload, got {meta.get('kind')!r}")
+    return tensors
+
+
 def _u256(x: int) -> bytes:
     return int(x).to_bytes(32, "big")
 
@@ -149,6 +173,22 @@ class Checkpoint:
                       + self.params_hash + self.optimizer_hash)
 
 
+@dataclass(frozen=True)
+class PayloadLeaf:
+    """The last leaf of a round: what the worker sent, bound to its last state (module doc)."""
+
+    result_hash: bytes        # sha256 of the payload bytes
+    residual_in_hash: bytes   # tensor_hash of the error-feedback residual the round started with
+    residual_out_hash: bytes  # ... and of the one it carries into the next round
+    threads: int              # torch intra-op threads it trained with
+    profile: str              # numerics profile it trained under (compute.numerics)
+
+    def leaf(self, round: int, worker: int) -> bytes:
+        return keccak(PAYLOAD_DOMAIN + _u256(round) + _u256(worker) + self.result_hash
+                      + self.residual_in_hash + self.residual_out_hash + _u256(self.threads)
+                      + keccak(self.profile.encode()))
+
+
 def checkpoint_of(step: int, params: State, optimizer_state: Mapping, names: Sequence[str]) -> Checkpoint:
     return Checkpoint(step, tensor_hash(params), tensor_hash(optimizer_tensors(optimizer_state, names)))
 
@@ -160,16 +200,25 @@ def segment_bounds(inner_steps: int, k: int) -> list[int]:
     return [*range(0, inner_steps, k), inner_steps]
 
 
+def n_leaves_for(inner_steps: int, k: int) -> int:
+    """Leaves of a round's tree: one per checkpoint, then the payload leaf."""
+    return len(segment_bounds(inner_steps, k)) + 1
+
+
 @dataclass
 class RoundCommitment:
-    """What a worker publishes for one round: every checkpoint's hashes and their Merkle root
-    (the root goes on chain; `len(checkpoints)` is the tree's leaf count)."""
+    """What a worker publishes for one round: every checkpoint's hashes, the payload leaf, and
+    their Merkle root (the root goes on chain; `n_leaves` is the tree's leaf count).
+
+    Segments 0 .. n_segments-1 are training segments (checkpoint s to s+1, replayed);
+    `payload_segment` (= n_segments) goes from the last checkpoint to the payload leaf."""
 
     round: int
     worker: int
     inner_steps: int
     k: int
     checkpoints: list[Checkpoint]
+    payload: PayloadLeaf
     leaves: list[bytes] = field(init=False)
     root: bytes = field(init=False)
     _proofs: list[list[bytes]] | None = field(default=None, init=False, repr=False, compare=False)
@@ -179,17 +228,38 @@ class RoundCommitment:
         if steps != segment_bounds(self.inner_steps, self.k):
             raise ValueError(f"checkpoint steps {steps} are not those of H={self.inner_steps}, k={self.k}")
         self.leaves = [c.leaf(self.round, self.worker) for c in self.checkpoints]
+        self.leaves.append(self.payload.leaf(self.round, self.worker))
         self.root = merkle.root(self.leaves)
 
     @property
     def n_segments(self) -> int:
+        """Training segments (what a spot check draws from)."""
+        return len(self.checkpoints) - 1
+
+    @property
+    def payload_segment(self) -> int:
         return len(self.checkpoints) - 1
 
     @property
     def n_leaves(self) -> int:
-        return len(self.checkpoints)
+        return len(self.checkpoints) + 1
 
     def proof(self, index: int) -> list[bytes]:
         if self._proofs is None:
             self._proofs = merkle.proofs(self.leaves)
         return list(self._proofs[index])
+
+
+def commitment_from_answer(result: RoundResult, round: int, worker: int, inner_steps: int,
+                           k: int) -> RoundCommitment:
+    """The round commitment a worker's answer lists (its checkpoint hashes and payload leaf);
+    ValueError naming what is missing or does not fit H and k. Whether it is the signed one is
+    for the caller to check (its root against the commitment's `checkpointRoot`)."""
+    if result.checkpoints is None or result.payload is None:
+        raise ValueError("the answer lists no checkpoints or no payload leaf")
+    leaf = PayloadLeaf(bytes.fromhex(result.sha256), bytes.fromhex(result.payload.residual_in_hash),
+                       bytes.fromhex(result.payload.residual_out_hash), result.payload.threads,
+                       result.payload.profile)
+    return RoundCommitment(round, worker, inner_steps, k, [
+        Checkpoint(h.step, bytes.fromhex(h.params_hash), bytes.fromhex(h.optimizer_hash))
+        for h in result.checkpoints], leaf)

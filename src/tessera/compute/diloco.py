@@ -42,7 +42,7 @@ from tessera.compute.compress import (
     unpack_int8,
 )
 from tessera.compute.model import ByteGPT
-from tessera.compute.train import batch
+from tessera.compute.train import batch, inner_step
 from tessera.errors import WireFormatError
 from tessera.protocol.workload import TrainingWorkload
 
@@ -182,6 +182,21 @@ def decode_tensors(payload: bytes, reference: State, compression: str, chunk: in
     return out
 
 
+def encode_pseudo_gradient(tensors: State, residual: State, config: DilocoConfig, round: int,
+                           worker: int) -> tuple[bytes, State]:
+    """(the bytes a worker sends for a round's pseudo-gradient, the int8 residual it carries into
+    the next round). A pure function of its arguments: whoever holds a worker's committed end
+    parameters and incoming residual recomputes its payload bitwise, which is how a payload is
+    bound to the work (docs/verification.md, "the payload segment")."""
+    feedback = None
+    if config.compression == "int8":
+        feedback = ErrorFeedback(config.chunk)
+        feedback.residual = {k: v.clone() for k, v in residual.items()}
+    payload = encode_tensors(tensors, config.compression, config.chunk,
+                             {"kind": "pseudo_gradient", "round": round, "worker": worker}, feedback)
+    return payload, (feedback.residual if feedback is not None else {})
+
+
 def apply_broadcast(state: State, payload: bytes, config: DilocoConfig) -> State:
     """What a worker does with the coordinator's broadcast: published += delta."""
     delta = decode_tensors(payload, state, config.compression, config.chunk, "outer_update")
@@ -234,11 +249,7 @@ class Worker:
         losses = []
         for _ in range(self.config.inner_steps):
             x, y = batch(self.shard, w, gen, self.device)
-            _, loss = self.model(x, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            losses.append(loss.detach())
+            losses.append(inner_step(self.model, self.optimizer, x, y, w.max_grad_norm))
         with torch.no_grad():
             pg = {name: (global_state[name].to(self.device) - p).to(torch.float32).cpu()
                   for name, p in self.model.named_parameters()}
@@ -248,11 +259,18 @@ class Worker:
                               self.config.inner_steps * w.batch_size * w.block_size,
                               time.perf_counter() - started)
 
+    def residual(self) -> State:
+        """A copy of the int8 error-feedback residual this worker carries (empty for fp32)."""
+        return {k: v.clone() for k, v in self.feedback.residual.items()} if self.feedback else {}
+
     def encode(self, tensors: State, round: int) -> bytes:
-        """The bytes this worker sends: int8 with this worker's error feedback, or fp32."""
-        return encode_tensors(tensors, self.config.compression, self.config.chunk,
-                              {"kind": "pseudo_gradient", "round": round, "worker": self.worker},
-                              self.feedback)
+        """The bytes this worker sends: int8 with this worker's error feedback, or fp32; the
+        residual moves on to what `encode_pseudo_gradient` says."""
+        payload, residual = encode_pseudo_gradient(tensors, self.residual(), self.config, round,
+                                                   self.worker)
+        if self.feedback is not None:
+            self.feedback.residual = residual
+        return payload
 
     def state_dict(self) -> dict:
         return {"optimizer": copy.deepcopy(self.optimizer.state_dict()),

@@ -29,7 +29,7 @@ from tessera.compute.diloco import (
     shard_for,
     zero_pseudo_gradient,
 )
-from tessera.compute.train import batch, configure_determinism, held_out_loss, split
+from tessera.compute.train import batch, configure_determinism, held_out_loss, inner_step, split
 
 SYNC_PURPOSE = "sync"
 
@@ -174,10 +174,7 @@ def run_sync_baseline(config: DilocoConfig, data: bytes, steps: int | None = Non
     model.train()
     for s in range(steps):
         xs, ys = zip(*(batch(shards[i], w, gens[i], device) for i in range(config.workers)), strict=True)
-        _, loss = model(torch.cat(xs), torch.cat(ys))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = inner_step(model, optimizer, torch.cat(xs), torch.cat(ys), w.max_grad_norm)
         record = {"step": s, "train_loss": loss.item()}
         if eval_every and ((s + 1) % eval_every == 0 or s == steps - 1):
             record["val_loss"] = held_out_loss(model, val_tokens, w, device)

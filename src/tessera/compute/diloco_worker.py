@@ -10,9 +10,11 @@ takes H inner steps on its shard and writes `rounds/r/pseudo_gradient.bin`, then
 
 With `checkpoint_every = k` in the workload (verification on), the worker commits to its state
 every k inner steps (`compute.replay.CommittingWorker`): `result.json` also carries the
-checkpoint hashes, their Merkle root and the thread count, and the full state behind every
-checkpoint is kept in `rounds/r/checkpoints/{i}.bin` (parameters + AdamW state in the tensor
-wire format, `replay.encode_state`: what a verifier needs to replay segment i) for `RETAIN_S`;
+checkpoint hashes, their Merkle root and the payload leaf's fields (residual hashes, threads,
+numerics profile), and the full state behind every checkpoint is kept in
+`rounds/r/checkpoints/{i}.bin` (parameters + AdamW state in the tensor wire format,
+`checkpoints.encode_state`: what a verifier needs to replay segment i; after the last one, the
+residual the round started with, which the payload segment needs) for `RETAIN_S`;
 the provider signs the commitment and serves those files (docs/verification.md).
 
 A round is pending while its request has no result for exactly the requested parameters, so a
@@ -37,7 +39,8 @@ from pathlib import Path
 
 import torch
 
-from tessera.compute.checkpoints import encode_state
+from tessera.compute import numerics
+from tessera.compute.checkpoints import encode_residual, encode_state
 from tessera.compute.compress import deserialize
 from tessera.compute.corpus import sha256_hex
 from tessera.compute.diloco import (
@@ -209,18 +212,22 @@ class WorkerProcess:
         return self.play_round(self, worker, start, round_index, emit)
 
     def keep_checkpoints(self, folder: Path, trace: RoundTrace) -> dict:
-        """Write every checkpoint's full state; what result.json says about the commitment."""
+        """Write every checkpoint's full state, then (at index `payload_segment + 1`) the
+        residual the round started with; what result.json says about the commitment."""
         started = time.perf_counter()
         (folder / CHECKPOINT_DIR).mkdir(exist_ok=True)
         names = self.held.worker.parameter_names()
         for i, (params, opt) in enumerate(zip(trace.params, trace.optimizer_states, strict=True)):
             write_atomic(checkpoint_path(folder, i), encode_state(params, opt, names))
         c = trace.commitment
+        write_atomic(checkpoint_path(folder, c.payload_segment + 1), encode_residual(trace.residual_in))
         return {"checkpoint_every": c.k, "checkpoint_root": c.root.hex(),
                 "checkpoints": [{"step": cp.step, "params_hash": cp.params_hash.hex(),
                                  "optimizer_hash": cp.optimizer_hash.hex()}
                                 for cp in c.checkpoints],
-                "threads": torch.get_num_threads(),
+                "payload": {"residual_in_hash": c.payload.residual_in_hash.hex(),
+                            "residual_out_hash": c.payload.residual_out_hash.hex(),
+                            "threads": c.payload.threads, "profile": c.payload.profile},
                 "commit_s": trace.commit_s + time.perf_counter() - started}
 
     def serve(self, emit) -> None:
@@ -241,9 +248,12 @@ class WorkerProcess:
                     {"error": message, "params_sha256": params_sha256}).encode())
                 emit({"event": "error", "message": message})
                 continue
-            trace = self.run_committed(base.worker, start, r, emit) if self.k else None
-            pg = trace.pseudo_gradient if trace else base.worker.run_round(start, r)
-            payload = base.worker.encode(pg.tensors, r)   # (both advance the AdamW state)
+            if self.k:   # (both paths advance the AdamW state and the residual)
+                trace = self.run_committed(base.worker, start, r, emit)
+                pg, payload = trace.pseudo_gradient, trace.payload
+            else:
+                trace, pg = None, base.worker.run_round(start, r)
+                payload = base.worker.encode(pg.tensors, r)
             current = _read_json(folder / "request.json")
             if current is None or current.get("params_sha256") != params_sha256:
                 # re-sent with other parameters while we computed: forget this answer
@@ -273,6 +283,7 @@ def main(argv: list[str] | None = None, play_round: PlayRound | None = None) -> 
     parser.add_argument("--dataset-sha256", required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    numerics.pin()   # before the first torch op: the kernels a verifier's replay uses too
     log = open(args.out / PROGRESS_FILE, "a")
 
     def emit(event: dict) -> None:

@@ -15,14 +15,17 @@ line for line (tested bitwise against it) because diloco.py has no per-step hook
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from tessera.compute import numerics
 from tessera.compute.checkpoints import (
     Checkpoint,
+    PayloadLeaf,
     RoundCommitment,
     checkpoint_of,
     clone_optimizer_state,
@@ -35,12 +38,13 @@ from tessera.compute.diloco import (
     State,
     Worker,
     derive_seed,
+    encode_pseudo_gradient,
     load_parameters,
     parameter_state,
     shard_for,
 )
 from tessera.compute.model import ByteGPT
-from tessera.compute.train import batch
+from tessera.compute.train import batch, inner_step
 from tessera.protocol import merkle
 
 
@@ -54,6 +58,8 @@ class RoundTrace:
     params: list[State | None] | None            # parameters at each checkpoint (None: not kept)
     optimizer_states: list[dict | None] | None   # AdamW state_dict at each checkpoint
     commit_s: float                       # time spent copying and hashing states
+    payload: bytes                        # what the worker sends (the payload leaf's result)
+    residual_in: State                    # the error-feedback residual the round started with
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,11 +112,7 @@ class CommittingWorker(Worker):
         next_cp = 1
         for step in range(self.config.inner_steps):
             x, y = batch(self.shard, w, gen, self.device)
-            _, loss = self.model(x, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            losses.append(loss.detach())
+            losses.append(inner_step(self.model, self.optimizer, x, y, w.max_grad_norm))
             if step + 1 == bounds[next_cp]:
                 t0 = time.perf_counter()
                 checkpoints.append(self._checkpoint(step + 1, names, keep(next_cp), params, opts))
@@ -124,22 +126,81 @@ class CommittingWorker(Worker):
                                 self.config.inner_steps,
                                 self.config.inner_steps * w.batch_size * w.block_size,
                                 time.perf_counter() - started)
-        commitment = RoundCommitment(round, self.worker, self.config.inner_steps, k, checkpoints)
         kept_any = keep_states is not False
-        return RoundTrace(result, commitment, params if kept_any else None,
-                          opts if kept_any else None, commit_s)
+        return self.seal(round, k, checkpoints, result, params if kept_any else None,
+                         opts if kept_any else None, commit_s)
+
+    def seal(self, round: int, k: int, checkpoints: list[Checkpoint], pg: PseudoGradient,
+             params: list | None, opts: list | None, commit_s: float = 0.0,
+             threads: int | None = None) -> RoundTrace:
+        """Encode the round's payload with this worker's residual (which moves on), and commit
+        to the checkpoints plus the payload leaf that binds the payload to the last of them
+        (`threads`: what it signs it trained with; the live thread count unless told)."""
+        residual_in = self.residual()
+        payload, residual_out = encode_pseudo_gradient(pg.tensors, residual_in, self.config,
+                                                       round, self.worker)
+        if self.feedback is not None:
+            self.feedback.residual = residual_out
+        leaf = PayloadLeaf(hashlib.sha256(payload).digest(), tensor_hash(residual_in),
+                           tensor_hash(residual_out), threads or torch.get_num_threads(),
+                           numerics.active_profile(self.device.type))
+        commitment = RoundCommitment(round, self.worker, self.config.inner_steps, k, checkpoints,
+                                     leaf)
+        return RoundTrace(pg, commitment, params, opts, commit_s, payload, residual_in)
 
 
-def commitment_from_states(round: int, worker: int, inner_steps: int, k: int,
+def commitment_from_states(worker: CommittingWorker, round: int, k: int,
                            params: Sequence[State], optimizer_states: Sequence[Mapping],
-                           names: Sequence[str]) -> RoundCommitment:
-    """Commit to a list of states (what a cheater that did not train would have to do)."""
-    steps = segment_bounds(inner_steps, k)
+                           pg: PseudoGradient) -> RoundTrace:
+    """Commit to a list of states and send `pg` (what a cheater that did not train does)."""
+    steps = segment_bounds(worker.config.inner_steps, k)
     if len(params) != len(steps) or len(optimizer_states) != len(steps):
         raise ValueError(f"need {len(steps)} states, got {len(params)} and {len(optimizer_states)}")
-    return RoundCommitment(round, worker, inner_steps, k,
-                           [checkpoint_of(s, p, o, names) for s, p, o in
-                            zip(steps, params, optimizer_states, strict=True)])
+    names = worker.parameter_names()
+    checkpoints = [checkpoint_of(s, p, o, names)
+                   for s, p, o in zip(steps, params, optimizer_states, strict=True)]
+    return worker.seal(round, k, checkpoints, pg, list(params), list(optimizer_states))
+
+
+# ---------------------------------------------------------------------------------------------
+# bounds every honest state obeys
+
+BOUND_SLACK = 1e-3   # relative: float32 rounding of the moments' updates stays far below this
+
+
+def state_bounds(optimizer_state: Mapping, max_grad_norm: float) -> str | None:
+    """Why this AdamW state cannot come from training whose every gradient was clipped to
+    global L2 norm c = `max_grad_norm` (`train.inner_step`), or None when it can.
+
+    AdamW's moments are exponential averages from zero: m_t = β1·m + (1−β1)·g_t and
+    v_t = β2·v + (1−β2)·g_t², weights summing to less than 1. With ‖g_t‖₂ ≤ c at every step,
+    ‖m_t‖₂ ≤ c and Σᵢ v_t,i ≤ c² (triangle inequality; induction). Why it matters: a worker
+    that jumps to huge moments (|m| ~ 1e15, v ~ 1e30) makes every later gradient vanish in
+    float32, so it can "train" the rest of its round, bitwise replayable, without computing a
+    single gradient. Such a state fails here wherever it is opened (a spot-checked segment's
+    start, and the round's last state, which the payload check opens every round)."""
+    c = float(max_grad_norm)
+    v_sum, m_sq, steps = 0.0, 0.0, set()
+    for slots in optimizer_state.get("state", {}).values():
+        m, v, step = slots.get("exp_avg"), slots.get("exp_avg_sq"), slots.get("step")
+        if m is None or v is None:
+            return "AdamW state lacks exp_avg or exp_avg_sq"
+        if not (torch.isfinite(m).all() and torch.isfinite(v).all()):
+            return "AdamW state holds a NaN or an infinity"
+        if (v < 0).any():
+            return "AdamW second moment is negative"
+        v_sum += v.double().sum().item()
+        m_sq += m.double().pow(2).sum().item()
+        steps.add(float(step) if step is not None else None)
+    if len(steps) > 1:
+        return f"AdamW step counts differ between parameters: {sorted(map(str, steps))}"
+    if v_sum > c * c * (1 + BOUND_SLACK):
+        return (f"AdamW second moments sum to {v_sum:.4g}, above the {c * c:.4g} that gradients "
+                f"clipped to norm {c:g} allow")
+    if m_sq ** 0.5 > c * (1 + BOUND_SLACK):
+        return (f"AdamW first moment has norm {m_sq ** 0.5:.4g}, above the {c:g} that gradients "
+                f"clipped to norm {c:g} allow")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,10 +270,7 @@ def replay_segment(config: DilocoConfig, worker: int, round: int, start_state: S
     model.train()
     for _ in range(start, end):
         x, y = batch(shard, w, gen, device)
-        _, loss = model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        inner_step(model, optimizer, x, y, w.max_grad_norm)
     with torch.no_grad():
         end_params = parameter_state(model)
     end_opt = clone_optimizer_state(optimizer.state_dict())
@@ -274,8 +332,10 @@ def verify_segment(config: DilocoConfig, worker: int, round: int, root: bytes, n
        parameters match the committed hash and lie within `tolerance` (max abs) of the replay."""
     s = opening.segment
     bounds = segment_bounds(config.inner_steps, k)
-    if n_leaves != len(bounds) or not 0 <= s < n_leaves - 1:
-        return Verdict(False, f"segment {s} / {n_leaves} leaves do not fit H={config.inner_steps}, k={k}")
+    out_of_bounds = state_bounds(opening.start_optimizer_state, config.workload.max_grad_norm)
+    if n_leaves != len(bounds) + 1 or not 0 <= s < len(bounds) - 1:
+        return Verdict(False, f"segment {s} / {n_leaves} leaves do not fit H={config.inner_steps}, "
+                              f"k={k} (training segments are 0 .. {len(bounds) - 2})")
     names = parameter_names(config)
     start_cp = checkpoint_of(bounds[s], opening.start_params, opening.start_optimizer_state, names)
     if not merkle.verify(root, start_cp.leaf(round, worker), s, opening.start_proof, n_leaves):
@@ -284,6 +344,8 @@ def verify_segment(config: DilocoConfig, worker: int, round: int, root: bytes, n
     if end_cp.step != bounds[s + 1] or not merkle.verify(root, end_cp.leaf(round, worker), s + 1,
                                                          opening.end_proof, n_leaves):
         return Verdict(False, "end checkpoint is not the committed one")
+    if out_of_bounds:
+        return Verdict(False, f"start state out of bounds: {out_of_bounds}")
     rep = replay_segment(config, worker, round, opening.start_params, opening.start_optimizer_state,
                          s, k=k, train_tokens=train_tokens, claimed_end_state=opening.end_params,
                          device=device)
@@ -296,6 +358,81 @@ def verify_segment(config: DilocoConfig, worker: int, round: int, root: bytes, n
         if rep.max_abs_diff is not None and rep.max_abs_diff <= tolerance:
             return Verdict(True, "within tolerance", rep.max_abs_diff, rep)
     return Verdict(False, "replay does not reach the committed end state", rep.max_abs_diff, rep)
+
+
+# ---------------------------------------------------------------------------------------------
+# the payload segment: what the worker sent, recomputed from its last committed state
+
+
+@dataclass
+class PayloadOpening:
+    """What a worker hands over for its payload segment: the last checkpoint's full state, the
+    residual its round started with, the payload leaf, and the proofs. The round's start
+    parameters are the verifier's (the published θ, or checkpoint 0 as served), checked
+    against `start_checkpoint`."""
+
+    start_checkpoint: Checkpoint
+    start_proof: list[bytes]
+    end_params: State
+    end_optimizer_state: dict
+    end_proof: list[bytes]
+    payload: PayloadLeaf
+    payload_proof: list[bytes]
+    residual_in: State
+
+
+def open_payload(trace: RoundTrace) -> PayloadOpening:
+    """The honest answer to a check of the payload segment (needs the last state kept)."""
+    c, last = trace.commitment, trace.commitment.payload_segment
+    if trace.params is None or trace.params[last] is None or trace.optimizer_states[last] is None:
+        raise ValueError("this trace did not keep its last state; it cannot open its payload")
+    return PayloadOpening(c.checkpoints[0], c.proof(0), trace.params[last],
+                          trace.optimizer_states[last], c.proof(last), c.payload,
+                          c.proof(last + 1), trace.residual_in)
+
+
+def verify_payload(config: DilocoConfig, worker: int, round: int, root: bytes, n_leaves: int,
+                   k: int, result_hash: bytes, start_params: State,
+                   opening: PayloadOpening) -> Verdict:
+    """Check the payload segment against a committed round root: the opened last state and the
+    payload leaf are under `root`, the payload leaf names `result_hash` (the signed commitment's),
+    and `diloco.encode_pseudo_gradient(θ − θ_H, residual_in)` gives exactly that payload and the
+    committed outgoing residual. A worker that trained honestly and sent something else (a
+    poisoned update, another worker's result) fails here on every round it does so."""
+    bounds = segment_bounds(config.inner_steps, k)
+    last = len(bounds) - 1
+    if n_leaves != len(bounds) + 1:
+        return Verdict(False, f"{n_leaves} leaves do not fit H={config.inner_steps}, k={k}")
+    leaf = opening.payload
+    if leaf.result_hash != result_hash:
+        return Verdict(False, "the payload leaf names another result than the signed commitment")
+    start = opening.start_checkpoint
+    if start.step != 0 or tensor_hash(start_params) != start.params_hash or not merkle.verify(
+            root, start.leaf(round, worker), 0, opening.start_proof, n_leaves):
+        return Verdict(False, "round start parameters are not the committed checkpoint 0")
+    names = parameter_names(config)
+    end = checkpoint_of(bounds[-1], opening.end_params, opening.end_optimizer_state, names)
+    if not merkle.verify(root, end.leaf(round, worker), last, opening.end_proof, n_leaves):
+        return Verdict(False, "opened last state does not match the committed checkpoint")
+    if not merkle.verify(root, leaf.leaf(round, worker), last + 1, opening.payload_proof,
+                         n_leaves):
+        return Verdict(False, "payload leaf is not the committed one")
+    if tensor_hash(opening.residual_in) != leaf.residual_in_hash:
+        return Verdict(False, "opened residual is not the committed one")
+    out_of_bounds = state_bounds(opening.end_optimizer_state, config.workload.max_grad_norm)
+    if out_of_bounds:
+        return Verdict(False, f"last state out of bounds: {out_of_bounds}")
+    if set(opening.end_params) != set(start_params) or any(
+            opening.end_params[n].shape != start_params[n].shape for n in start_params):
+        return Verdict(False, "last state's parameters do not have the model's layout")
+    payload, residual_out = encode_pseudo_gradient(
+        pseudo_gradient_of(start_params, opening.end_params), opening.residual_in, config,
+        round, worker)
+    if hashlib.sha256(payload).digest() != result_hash:
+        return Verdict(False, "the payload sent is not the one its committed last state gives")
+    if tensor_hash(residual_out) != leaf.residual_out_hash:
+        return Verdict(False, "the residual carried on is not the one this payload leaves")
+    return Verdict(True, "payload derives from the committed last state")
 
 
 _NAMES_CACHE: dict[str, list[str]] = {}
@@ -333,8 +470,13 @@ def check_round_links(commitment: RoundCommitment, global_state: State,
     if previous is not None:
         if previous.worker != commitment.worker or previous.round + 1 != commitment.round:
             problems.append("previous commitment is not this worker's previous round")
-        elif first.optimizer_hash != previous.checkpoints[-1].optimizer_hash:
-            problems.append("AdamW state at round start is not the one the previous round ended with")
+        else:
+            if first.optimizer_hash != previous.checkpoints[-1].optimizer_hash:
+                problems.append("AdamW state at round start is not the one the previous round "
+                                "ended with")
+            if commitment.payload.residual_in_hash != previous.payload.residual_out_hash:
+                problems.append("residual at round start is not the one the previous round "
+                                "carried on")
     return problems
 
 

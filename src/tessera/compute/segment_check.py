@@ -1,6 +1,11 @@
-"""Replay one committed segment of a worker's round from the state its provider serves
-(`GET /leases/{id}/rounds/{r}/checkpoints/{i}`), on this machine: what the tenant's spot check
-and a validator's challenge vote both do (docs/verification.md)."""
+"""Check one committed segment of a worker's round from the states its provider serves
+(`GET /leases/{id}/rounds/{r}/checkpoints/{i}`), on this machine: what the tenant's checks and a
+validator's challenge vote both do (docs/verification.md). A training segment is replayed; the
+payload segment (the last) is recomputed from the last state and the residual.
+
+A check is only judged where this machine runs the numerics profile the worker signed
+(`compute.numerics`); elsewhere it answers `ok = None` (cannot judge here), never "failed":
+an honest worker on other hardware is never failed by a replayer that differs from it."""
 
 from __future__ import annotations
 
@@ -12,21 +17,32 @@ from dataclasses import dataclass
 import httpx
 import torch
 
-from tessera.compute.checkpoints import RoundCommitment, decode_state
-from tessera.compute.diloco import DilocoConfig
-from tessera.compute.replay import SegmentOpening, parameter_names, verify_segment
+from tessera.compute import numerics
+from tessera.compute.checkpoints import RoundCommitment, decode_residual, decode_state
+from tessera.compute.diloco import DilocoConfig, State
+from tessera.compute.replay import (
+    PayloadOpening,
+    SegmentOpening,
+    parameter_names,
+    verify_payload,
+    verify_segment,
+)
 
-DOWNLOAD_ATTEMPTS = 3
+DOWNLOAD_ATTEMPTS = 4
+DOWNLOAD_BACKOFF_S = (0.5, 1.0, 2.0)   # between attempts: a slow or briefly unreachable honest
+                                      # provider is not failed for one dropped connection
 STATE_SLACK_BYTES = 1 << 20   # the wire format's header (names, shapes) on top of 3 copies of θ
 OPEN_FAILURE = "could not open segment"   # how a failed check that never reached replay begins
+CANNOT_JUDGE = "cannot judge here"        # how a check this machine cannot make begins
 
 
 @dataclass
 class SpotCheck:
     lease_id: int
     segment: int
-    ok: bool
-    reason: str          # "bitwise", "within tolerance", or why it failed
+    kind: str            # "payload" (recomputed from the last state) or "replay"
+    ok: bool | None      # None: this machine cannot judge it (another numerics profile)
+    reason: str          # "bitwise", "within tolerance", "payload derives ...", or why not
     seconds: float       # download + replay + hashes
     bytes: int           # state downloaded
 
@@ -42,12 +58,14 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def download_state(http: httpx.Client, url: str, limit: int,
-                   names: list[str]) -> tuple[dict, dict, int]:
-    """(parameters, AdamW state_dict, bytes) of a served checkpoint (`checkpoints.encode_state`);
-    raises ValueError."""
+def download(http: httpx.Client, url: str, limit: int) -> bytes:
+    """A served file of at most `limit` bytes (`DOWNLOAD_ATTEMPTS` tries with backoff on
+    connection errors; an HTTP error status or an oversized file fails at once); raises
+    ValueError."""
     last: Exception | None = None
-    for _ in range(DOWNLOAD_ATTEMPTS):
+    for attempt in range(DOWNLOAD_ATTEMPTS):
+        if attempt:
+            time.sleep(DOWNLOAD_BACKOFF_S[min(attempt, len(DOWNLOAD_BACKOFF_S)) - 1])
         try:
             chunks, size = [], 0
             with http.stream("GET", url) as response:
@@ -58,45 +76,79 @@ def download_state(http: httpx.Client, url: str, limit: int,
                     if size > limit:
                         raise ValueError(f"{url} is larger than {limit} bytes")
                     chunks.append(chunk)
-            break
+            return b"".join(chunks)
         except httpx.HTTPError as exc:
             last = exc
-    else:
-        raise ValueError(f"{url}: {type(last).__name__}: {last}")
+    raise ValueError(f"{url}: {type(last).__name__}: {last}")
+
+
+def download_state(http: httpx.Client, url: str, limit: int,
+                   names: list[str]) -> tuple[dict, dict, int]:
+    """(parameters, AdamW state_dict, bytes) of a served checkpoint (`checkpoints.encode_state`);
+    raises ValueError."""
+    data = download(http, url, limit)
     try:
-        params, optimizer = decode_state(b"".join(chunks), names)
+        params, optimizer = decode_state(data, names)
     except ValueError as exc:
         raise ValueError(f"{url} is not a checkpoint state: {exc}") from None
-    return params, optimizer, size
+    return params, optimizer, len(data)
 
 
 def spot_check(http: httpx.Client, endpoint: str, lease_id: int, config: DilocoConfig,
-               worker: int, commitment: RoundCommitment, segment: int, threads: int,
-               train_tokens: torch.Tensor, limit: int, tolerance: float = 0.0) -> SpotCheck:
-    """Replay `segment` of a worker's committed round from its served start state. A state
-    that cannot be fetched, does not parse, or is not the committed one fails the check, like
-    a replay that misses the committed end: the provider promised to open any segment."""
+               worker: int, commitment: RoundCommitment, segment: int,
+               train_tokens: torch.Tensor, limit: int, tolerance: float = 0.0,
+               start_params: State | None = None) -> SpotCheck:
+    """Check `segment` of a worker's committed round from its served states: replay a training
+    segment with the thread count the worker signed, or recompute the payload segment
+    (`start_params`: the round's published parameters when the caller has them, else
+    checkpoint 0 is downloaded). A state that cannot be fetched, does not parse, or is not the
+    committed one fails the check, like a replay that misses the committed end: the provider
+    promised to open any segment. Judged only where this machine runs the signed profile."""
     started = time.perf_counter()
+    signed = commitment.payload.profile
+    kind = "payload" if segment == commitment.payload_segment else "replay"
+    if not numerics.can_replay(signed):
+        return SpotCheck(lease_id, segment, kind, None,
+                         f"{CANNOT_JUDGE}: the worker signed numerics profile {signed!r}, this "
+                         f"machine runs {numerics.active_profile()!r}", 0.0, 0)
     base = f"{endpoint}/leases/{lease_id}/rounds/{commitment.round}/checkpoints"
     moved, names = 0, parameter_names(config)
     try:
-        params, optimizer, size = download_state(http, f"{base}/{segment}", limit, names)
-        moved += size
-        end_params = None
-        if tolerance > 0:
-            end_params, _, size = download_state(http, f"{base}/{segment + 1}", limit, names)
+        if kind == "payload":
+            if start_params is None:
+                start_params, _, size = download_state(http, f"{base}/0", limit, names)
+                moved += size
+            params, optimizer, size = download_state(http, f"{base}/{segment}", limit, names)
+            residual_bytes = download(http, f"{base}/{segment + 1}", limit)
+            moved += size + len(residual_bytes)
+            try:
+                residual = decode_residual(residual_bytes)
+            except ValueError as exc:
+                raise ValueError(f"{base}/{segment + 1} is not a residual: {exc}") from None
+            opening = PayloadOpening(commitment.checkpoints[0], commitment.proof(0), params,
+                                     optimizer, commitment.proof(segment), commitment.payload,
+                                     commitment.proof(segment + 1), residual)
+            verdict = verify_payload(config, worker, commitment.round, commitment.root,
+                                     commitment.n_leaves, commitment.k,
+                                     commitment.payload.result_hash, start_params, opening)
+        else:
+            params, optimizer, size = download_state(http, f"{base}/{segment}", limit, names)
             moved += size
-        opening = SegmentOpening(segment, params, optimizer, commitment.proof(segment),
-                                 commitment.checkpoints[segment + 1],
-                                 commitment.proof(segment + 1), end_params)
-        with torch_threads(threads):
-            verdict = verify_segment(config, worker, commitment.round, commitment.root,
-                                     commitment.n_leaves, commitment.k, opening, train_tokens,
-                                     tolerance)
+            end_params = None
+            if tolerance > 0:
+                end_params, _, size = download_state(http, f"{base}/{segment + 1}", limit, names)
+                moved += size
+            opening = SegmentOpening(segment, params, optimizer, commitment.proof(segment),
+                                     commitment.checkpoints[segment + 1],
+                                     commitment.proof(segment + 1), end_params)
+            with torch_threads(commitment.payload.threads):
+                verdict = verify_segment(config, worker, commitment.round, commitment.root,
+                                         commitment.n_leaves, commitment.k, opening,
+                                         train_tokens, tolerance)
         ok, reason = verdict.ok, verdict.reason
     except Exception as exc:  # a malformed opening is the provider's failure to open
         ok, reason = False, f"{OPEN_FAILURE} {segment}: {exc}"[:500]
-    return SpotCheck(lease_id, segment, ok, reason, time.perf_counter() - started, moved)
+    return SpotCheck(lease_id, segment, kind, ok, reason, time.perf_counter() - started, moved)
 
 
 def max_state_bytes(n_params: int) -> int:

@@ -75,6 +75,19 @@ def batch(tokens: torch.Tensor, workload: TrainingWorkload, gen: torch.Generator
     return x.to(device), y.to(device)
 
 
+def inner_step(model: ByteGPT, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               max_grad_norm: float) -> torch.Tensor:
+    """One training step, the same in every loop (single-node training, DiLoCo workers, the
+    synchronous baseline, a verifier's replay): forward, backward, the gradient's global L2 norm
+    clipped to `max_grad_norm`, AdamW. Returns the loss (detached)."""
+    _, loss = model(x, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    return loss.detach()
+
+
 @torch.no_grad()
 def held_out_loss(model: ByteGPT, val: torch.Tensor, workload: TrainingWorkload,
                   device: torch.device) -> float:
@@ -125,10 +138,7 @@ def train(workload: TrainingWorkload, data: bytes, out_dir: Path,
     model.train()
     while step < workload.steps:
         x, y = batch(train_tokens, workload, gen, device)
-        _, loss = model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = inner_step(model, optimizer, x, y, workload.max_grad_norm)
         step += 1
         steps_this_run += 1
         record = {"step": step, "train_loss": loss.item()}

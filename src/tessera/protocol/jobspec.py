@@ -152,16 +152,26 @@ class DilocoSpec(BaseModel):
 
 class VerificationSpec(BaseModel):
     """Verifiable DiLoCo rounds (docs/verification.md): every worker commits to its state every
-    `checkpoint_every` inner steps and signs the commitment; the tenant posts one root per
-    round on chain and replays one committed segment of a worker's round with probability
-    `spot_check_probability`, challenging on chain when it does not match."""
+    `checkpoint_every` inner steps and to the payload it sends, and signs the commitment; the
+    tenant posts one root per round on chain, checks every worker's payload against its last
+    committed state every round, and replays one committed segment of a worker's round with
+    probability `spot_check_probability`, challenging on chain what does not match.
+
+    Defaults (k = 5, p = 0.4): a worker whose every segment is wrong is caught with probability
+    1 − 0.6^R over R rounds (0.994 for the 10 rounds of examples/diloco.toml), at a replay
+    cost of p·k/H of its compute (4 % at H = 50); docs/verification.md gives the odds for
+    partial fakes and why they do not pay.
+
+    A replay is compared bitwise, so a verified DiLoCo job trains on the CPU, under the numerics
+    profile that validators replay with (compute/numerics.py): its `workload.device` "auto"
+    becomes "cpu", and "cuda" is refused (`JobSpec._verified_jobs_train_on_cpu`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    checkpoint_every: int = Field(10, ge=1, le=100_000, description="k: inner steps per "
+    checkpoint_every: int = Field(5, ge=1, le=100_000, description="k: inner steps per "
                                   "committed segment")
-    spot_check_probability: float = Field(0.25, ge=0.0, le=1.0, description="p: chance that "
+    spot_check_probability: float = Field(0.4, ge=0.0, le=1.0, description="p: chance that "
                                           "the tenant replays one segment of a worker's round")
     replay_tolerance: float = Field(0.0, ge=0.0, le=1.0, description="max |parameter "
                                     "difference| accepted in a replay; 0: bitwise (CPU)")
@@ -184,6 +194,26 @@ class JobSpec(BaseModel):
     def _mode_fits_nodes(self) -> JobSpec:
         if self.mode == "single" and self.order.nodes != 1:
             raise ValueError('order.nodes > 1 needs mode = "diloco"')
+        return self
+
+    @model_validator(mode="after")
+    def _verified_jobs_train_on_cpu(self) -> JobSpec:
+        """A DiLoCo job with verification on trains on the CPU: its segments are replayed
+        bitwise by tenants and validators on CPUs under one numerics profile, and no CUDA
+        profile exists yet (a CPU replay of CUDA training does not reproduce its bits, nor does
+        one GPU model replay another's). So `workload.device = "auto"` becomes "cpu" here
+        (before `spec_hash`: the order commits to "cpu") and "cuda" is refused."""
+        if self.mode != "diloco" or not self.verification.enabled:
+            return self
+        if self.workload.device == "cuda":
+            raise ValueError(
+                'workload.device = "cuda" cannot be verified: a verified DiLoCo job trains on '
+                "the CPU, because its segments are replayed bitwise on CPUs and no CUDA replay "
+                "profile exists yet (a CPU replay of CUDA training gives other bits, so honest "
+                'workers would fail their checks); use device = "cpu" or "auto", or turn '
+                "verification off ([verification] enabled = false)")
+        if self.workload.device == "auto":
+            self.workload = self.workload.model_copy(update={"device": "cpu"})
         return self
 
     def spec_hash(self) -> bytes:

@@ -45,6 +45,11 @@ ROUND_RESULT_TYPE = [
     {"name": "paramsHash", "type": "bytes32"},
     {"name": "resultHash", "type": "bytes32"},
 ]
+READ_GRANT_TYPE = [
+    {"name": "leaseId", "type": "uint256"},
+    {"name": "reader", "type": "address"},
+    {"name": "expiry", "type": "uint256"},
+]
 
 
 def _typed(primary: str, fields: list, message: dict, chain_id: int, market: str) -> dict:
@@ -87,6 +92,15 @@ def round_result_typed_data(chain_id: int, market: str, lease_id: int, round_ind
     return _typed("RoundResult", ROUND_RESULT_TYPE, {
         "leaseId": lease_id, "round": round_index, "paramsHash": params_hash,
         "resultHash": result_hash,
+    }, chain_id, market)
+
+
+def read_grant_typed_data(chain_id: int, market: str, lease_id: int, reader: str,
+                          expiry: int) -> dict:
+    """A reader's request to download a lease's round results and checkpoint states until
+    `expiry` (no nonce: reads change nothing; tessera.protocol.read_grant)."""
+    return _typed("ReadGrant", READ_GRANT_TYPE, {
+        "leaseId": lease_id, "reader": reader, "expiry": expiry,
     }, chain_id, market)
 
 

@@ -92,6 +92,19 @@ class CheckpointHashes(BaseModel):
     optimizer_hash: str = Field(pattern=HEX64)
 
 
+class PayloadHashes(BaseModel):
+    """The payload leaf of a worker's round (`compute.checkpoints.PayloadLeaf`) less the result
+    hash, which is the answer's `sha256`: the error-feedback residual before and after the round,
+    and the thread count and numerics profile the worker trained with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    residual_in_hash: str = Field(pattern=HEX64)
+    residual_out_hash: str = Field(pattern=HEX64)
+    threads: int = Field(ge=1, le=256)
+    profile: str = Field(min_length=1, max_length=120)
+
+
 MAX_CHECKPOINTS = 100_001  # H <= 100,000 inner steps, k >= 1
 
 
@@ -99,8 +112,9 @@ class RoundResult(BaseModel):
     """A DiLoCo worker's answer for one round, signed by the provider (EIP-712 `RoundResult`).
 
     With verification on, it also carries the provider's signed EIP-712 `Commitment` (whose
-    `checkpointRoot` is the Merkle root over `checkpoints`, docs/verification.md) and the
-    number of CPU threads the worker trained with (a bitwise replay needs the same)."""
+    `checkpointRoot` is the Merkle root over `checkpoints` and the payload leaf,
+    docs/verification.md) and the payload leaf's fields (`payload`: residual hashes, and the
+    thread count and numerics profile the worker trained with, which a bitwise replay needs)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -114,4 +128,4 @@ class RoundResult(BaseModel):
     signature: str = Field(pattern=SIGNATURE)
     commitment: SignedCommitment | None = None
     checkpoints: list[CheckpointHashes] | None = Field(None, max_length=MAX_CHECKPOINTS)
-    threads: int | None = Field(None, ge=1, le=256)
+    payload: PayloadHashes | None = None

@@ -19,6 +19,9 @@ class TrainingWorkload(BaseModel):
     steps: int = Field(300, ge=1, le=1_000_000)
     learning_rate: float = Field(3e-3, gt=0, le=1.0)
     weight_decay: float = Field(0.01, ge=0, le=1.0)
+    max_grad_norm: float = Field(1.0, gt=0, le=1e6, description="every step clips the gradient's "
+                                 "global L2 norm to this (it also bounds the AdamW moments a "
+                                 "verifier accepts: compute.replay.state_bounds)")
     eval_every: int = Field(50, ge=1)
     eval_batches: int = Field(8, ge=1, le=1000)
     checkpoint_every: int = Field(50, ge=1)

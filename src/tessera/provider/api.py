@@ -3,7 +3,9 @@
 Every request passes `http_limits.RequestGuard` first (bodies capped while they stream, JSON
 with NaN or Infinity refused, numbers in paths bounded). The two routes that take a raw
 upload, a lease's dataset (blobs) and a DiLoCo round's parameters, check who is sending
-before they read a byte of it, then read at most what that sender may send."""
+before they read a byte of it, then read at most what that sender may send. A round's
+pseudo-gradient and checkpoint states are served only against a read grant (X-Tessera-Reader,
+X-Tessera-Expiry, X-Tessera-Signature; provider/read_access.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from tessera.protocol.hardware_challenge import HardwareChallengeAnswer, Hardwar
 from tessera.protocol.probes import ProbeReceipt, ProbeRequest
 from tessera.protocol.wire import BidMessage, LeaseStatus, SignedManifest
 from tessera.provider.node import ProviderNode
+from tessera.provider.read_access import authorize_read
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_BLOB_BYTES = 1 << 30       # a manifest's dataset_size is at most this (protocol/wire.py)
@@ -137,15 +140,20 @@ def create_app(node: ProviderNode) -> FastAPI:
             return JSONResponse(status_code=202, content={"status": "running"})
         return result
 
+    # A worker's result and states: only for the holder of a read grant that may read them
+    # (provider/read_access.py); the lease and the file are looked up first (404/409).
     @app.get("/leases/{lease_id}/rounds/{round_index}/pseudo-gradient")
-    def round_payload(lease_id: PathInt, round_index: PathInt) -> FileResponse:
-        return FileResponse(node.round_payload(lease_id, round_index),
-                            media_type="application/octet-stream")
+    def round_payload(lease_id: PathInt, round_index: PathInt, request: Request) -> FileResponse:
+        path = node.round_payload(lease_id, round_index)
+        authorize_read(node.ctx, lease_id, round_index, request.headers)
+        return FileResponse(path, media_type="application/octet-stream")
 
     @app.get("/leases/{lease_id}/rounds/{round_index}/checkpoints/{index}")
-    def round_checkpoint(lease_id: PathInt, round_index: PathInt, index: PathInt) -> FileResponse:
-        return FileResponse(node.round_checkpoint(lease_id, round_index, index),
-                            media_type="application/octet-stream")
+    def round_checkpoint(lease_id: PathInt, round_index: PathInt, index: PathInt,
+                         request: Request) -> FileResponse:
+        path = node.round_checkpoint(lease_id, round_index, index)
+        authorize_read(node.ctx, lease_id, round_index, request.headers)
+        return FileResponse(path, media_type="application/octet-stream")
 
     @app.get("/leases/{lease_id}")
     def status(lease_id: PathInt) -> LeaseStatus:

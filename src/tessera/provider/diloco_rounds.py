@@ -16,7 +16,7 @@ from tessera.errors import Refused
 from tessera.files import write_atomic
 from tessera.protocol import commitment as cm
 from tessera.protocol import messages
-from tessera.protocol.wire import CheckpointHashes, RoundResult
+from tessera.protocol.wire import CheckpointHashes, PayloadHashes, RoundResult
 from tessera.provider.context import NodeContext
 
 ROUND_REQUEST_SIGNED = "tenant_request.json"
@@ -130,7 +130,7 @@ class Rounds:
         if "checkpoint_root" in result:  # verification on: the signed commitment goes with it
             answer.commitment = self._commitment(lease_id, round_index, result)
             answer.checkpoints = [CheckpointHashes(**c) for c in result["checkpoints"]]
-            answer.threads = result["threads"]
+            answer.payload = PayloadHashes(**result["payload"])
         return answer
 
     def _commitment(self, lease_id: int, round_index: int, result: dict) -> cm.SignedCommitment:
@@ -153,7 +153,7 @@ class Rounds:
             commitment = cm.Commitment(
                 job=lease.order_id, round=round_index, lease_id=lease_id, provider=ctx.address,
                 result_hash=result_hash, checkpoint_root=root,
-                checkpoints=len(result["checkpoints"]),
+                checkpoints=len(result["checkpoints"]) + 1,   # and the payload leaf
                 expiry=ctx.chain.block_timestamp() + cm.VALIDITY_S)
             signed = self._verification.sign_commitment(ctx.account, commitment)
             write_atomic(path, signed.model_dump_json())
@@ -163,8 +163,8 @@ class Rounds:
 
     def checkpoint(self, lease_id: int, round_index: int, index: int) -> Path:
         """The full state (parameters + AdamW) behind checkpoint `index` of a committed round,
-        served to whoever verifies it (the tenant, validators) while it is kept; the verifier
-        checks it against the signed commitment, so it needs no authentication."""
+        served to whoever verifies it (the tenant, validators) while it is kept, against a read
+        grant (provider/read_access.py); the verifier checks it against the signed commitment."""
         self._diloco_record(lease_id)
         folder = self.ctx.jobs.round_folder(lease_id, round_index)
         if not (folder / ROUND_COMMITMENT).exists():

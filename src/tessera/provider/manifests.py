@@ -45,6 +45,12 @@ class Manifests:
                                    f"{lease.tenant}")
             if signed.expiry < time.time():
                 raise Refused(400, "manifest signature has expired")
+            workload, limit = manifest.workload, ctx.config.limits.threads
+            if getattr(workload, "checkpoint_every", 0) and workload.model.threads > limit:
+                raise Refused(409, f"lease {lease_id}'s verified job trains with "
+                                   f"{workload.model.threads} threads (part of what its worker "
+                                   f"signs and its replays use); this provider gives a job at "
+                                   f"most {limit} ([limits] threads)")
             if ctx.state.lease(lease_id) is None:  # the watcher has not seen the event yet
                 ctx.state.add_lease(lease_id, lease.order_id, lease.tenant)
             record = ctx.state.lease(lease_id)

@@ -244,8 +244,9 @@ class WorkloadRun:
 
 class WorkloadRunner:
     """Starts jobs in separate, limited processes. `threads`, when given, overrides the
-    workload's own (the provider sells a slice of its CPU); `memory_rlimit` is "data"
-    (default, see the module docstring) or "as"; `modules` overrides JOB_MODULES per kind."""
+    workload's own (the provider sells a slice of its CPU), except a verified DiLoCo worker's;
+    `memory_rlimit` is "data" (default, see the module docstring) or "as"; `modules` overrides
+    JOB_MODULES per kind."""
 
     def __init__(self, *, timeout_s: float | None = None, memory_limit_mb: int | None = None,
                  memory_rlimit: Literal["data", "as"] = "data", threads: int | None = None,
@@ -265,7 +266,10 @@ class WorkloadRunner:
         out_dir.mkdir(parents=True, exist_ok=True)
         fields = workload.model_dump() if isinstance(workload, TrainingWorkload) else \
             json.loads(json.dumps(workload))
-        if self.threads is not None:
+        verified = fields.get("kind") == "diloco-worker" and fields.get("checkpoint_every")
+        if self.threads is not None and not verified:
+            # a verified job keeps its own: its worker signs them and replays use them (the
+            # manifest was refused if they exceed the provider's limit)
             _model_fields(fields)["threads"] = self.threads
         (out_dir / WORKLOAD_FILE).write_text(json.dumps(fields))
         module = self.modules.get(fields.get("kind", "train-charlm"), self.modules["train-charlm"])

@@ -17,6 +17,7 @@ from tessera.chain.accounts import resolve_account
 from tessera.chain.client import Chain, tx_hash
 from tessera.chain.market import DowntimeClaim, Lease, Market
 from tessera.chain.network import load_network
+from tessera.chain.read_grant import ReadGrantAuth
 from tessera.errors import ProviderGone, ProviderUnreachable, TenantError, TxRefused
 from tessera.files import write_atomic
 from tessera.protocol import messages
@@ -69,7 +70,7 @@ class Tenant:
                  http_timeout: float = 30):
         self.chain = chain
         self.market = Market(chain)
-        self.http = httpx.Client(timeout=http_timeout)
+        self.http = httpx.Client(timeout=http_timeout, auth=ReadGrantAuth(chain))
         self.emit = on_event or (lambda event, data: None)
         self._endpoints: dict[int, str] = {}   # lease -> its provider's endpoint (registry)
 

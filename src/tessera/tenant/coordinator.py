@@ -48,6 +48,7 @@ from pathlib import Path
 import httpx
 import torch
 
+from tessera.chain.read_grant import ReadGrantAuth
 from tessera.compute.diloco import Coordinator, DilocoConfig, encode_tensors
 from tessera.compute.diloco_worker import GLOBAL_STATE_KIND
 from tessera.compute.segment_check import max_state_bytes
@@ -122,7 +123,7 @@ class DilocoCoordinator:
         self.coordinator = Coordinator(config, self.device)
         self.dataset_sha256 = hashlib.sha256(data).hexdigest()
         self.train_tokens, self.val_tokens = split(data, config.workload)
-        self.http = httpx.Client(timeout=60)
+        self.http = httpx.Client(timeout=60, auth=ReadGrantAuth(tenant.chain))
         self.broadcast: bytes | None = None
         self.reports: list[RoundReport] = []
         self.max_payload = len(encode_tensors(self.coordinator.published, "none",

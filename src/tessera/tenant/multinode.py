@@ -150,9 +150,13 @@ def coordinator_options(tenant: Tenant, spec: JobSpec, dataset: bytes, workers: 
         if report.root_tx:
             console.print(f"  round root {report.root[:18]}… on chain (tx {report.root_tx})")
         for check in report.spot_checks:
-            console.print(f"  spot check of lease {check['lease_id']} segment {check['segment']}: "
-                          + ("[green]replayed[/]" if check["ok"] else f"[red]failed[/] "
-                             f"({check['reason']})"))
+            what = (f"payload check of lease {check['lease_id']}" if check["kind"] == "payload"
+                    else f"spot check of lease {check['lease_id']} segment {check['segment']}")
+            verdict = {True: "[green]matches its committed state[/]" if check["kind"] == "payload"
+                       else "[green]replayed[/]", None: "[yellow]not judged here[/]",
+                       False: "[red]failed[/]"}[check["ok"]]
+            console.print(f"  {what}: {verdict}"
+                          + ("" if check["ok"] else f" ({check['reason']})"))
         for line in report.dropped:
             console.print(f"  [yellow]dropped[/] {line}")
         for c in report.challenges:

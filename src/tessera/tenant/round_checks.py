@@ -53,10 +53,12 @@ class RoundVerifier:
         self.train_tokens, self.max_state = train_tokens, max_state
         self.verification = Verification(tenant.chain)
         self.previous: dict[int, RoundCommitment] = {}   # lease -> its last accepted commitment
+        self._published: dict = {}                        # the round's start parameters
         self._start_hash, self._min_expiry = b"", 0       # the round's, for check_commitment
 
     def begin_round(self, published: dict) -> None:
         """Every worker starts the round from the published parameters."""
+        self._published = published
         self._start_hash = tensor_hash(published)
         self._min_expiry = self.tenant.chain.block_timestamp() + MIN_COMMITMENT_LIFE_S
 
@@ -69,7 +71,8 @@ class RoundVerifier:
                 job=worker.order_id, round_index=round_index, lease_id=worker.lease_id,
                 provider=worker.provider, worker=worker.index,
                 inner_steps=self.config.inner_steps, k=self.verify.checkpoint_every,
-                start_params_hash=self._start_hash, min_expiry=self._min_expiry,
+                threads=self.config.workload.threads, start_params_hash=self._start_hash,
+                min_expiry=self._min_expiry,
                 previous=self.previous.get(worker.lease_id))
         except CommitmentError as exc:
             raise WorkerFault("bad-commitment", str(exc)) from None
@@ -79,34 +82,21 @@ class RoundVerifier:
         """Post the round's roots, spot-check, drop and challenge whoever fails. Returns the
         report's verification fields and the drop lines."""
         orders = sorted({w.order_id for w in accepted}, key=lambda o: (o != self.verify.job, o))
-        trees, txs, block_hash = {}, {}, b""
+        trees, txs, blocks = {}, {}, {}
         for order_id in orders:
-            trees[order_id], txs[order_id], posted_in = self._post_root(
+            trees[order_id], txs[order_id], blocks[order_id] = self._post_root(
                 round_index, order_id, [w for w in accepted if w.order_id == order_id], answers)
-            block_hash = posted_in or block_hash
-        if not block_hash:  # every root is older than the latest block (posted before a restart)
-            chain = self.tenant.chain
-            block_hash = bytes(chain.rpc(lambda: chain.w3.eth.get_block("latest"),
-                                         what="get block")["hash"])
         checks, challenges, dropped = [], [], []
         for worker in accepted:
             answer = answers[worker.lease_id]
-            seed = spot_check_seed(block_hash, worker.order_id, round_index, worker.lease_id)
-            segment = draw_spot_check(seed, self.verify.spot_check_probability,
-                                      answer.commitment.n_segments)
-            if segment is None:
+            check = self._check(round_index, worker, answer, blocks[worker.order_id], checks)
+            if check is None or check.ok is not False:
                 continue
-            check = spot_check(self.http, worker.endpoint, worker.lease_id, self.config,
-                               worker.index, answer.commitment, segment, answer.result.threads,
-                               self.train_tokens, self.max_state, self.verify.replay_tolerance)
-            checks.append(asdict(check))
-            self.log("spot-check", "info" if check.ok else "warning", round=round_index,
-                     provider=worker.provider, worker=worker.index, **asdict(check))
-            if not check.ok:
-                dropped.append(drop(worker, round_index, WorkerFault(
-                    "spot-check", f"segment {segment} did not replay: {check.reason}")))
-                challenges.append(self._challenge(round_index, worker, answer,
-                                                  trees[worker.order_id], check))
+            what = "payload" if check.kind == "payload" else f"segment {check.segment}"
+            dropped.append(drop(worker, round_index, WorkerFault(
+                "spot-check", f"{what} did not check out: {check.reason}")))
+            challenges.append(self._challenge(round_index, worker, answer,
+                                              trees[worker.order_id], check))
         job_tree = trees.get(self.verify.job)
         return ({"root": "0x" + job_tree.root.hex() if job_tree else "",
                  "root_tx": txs.get(self.verify.job, ""), "spot_checks": checks,
@@ -115,6 +105,44 @@ class RoundVerifier:
                                         "tx": txs[o]}
                                        for o in orders if o != self.verify.job and trees[o]]},
                 dropped)
+
+    def _check(self, round_index: int, worker: WorkerLease, answer: Answer, block_hash: bytes,
+               checks: list[dict]) -> SpotCheck | None:
+        """Every round: the payload segment (what the worker sent derives from its committed
+        last state). Then, with probability p drawn from the block that holds the root, one
+        training segment replayed. Returns the first check that did not pass (None: all did);
+        every check made is appended to `checks`."""
+        c = answer.commitment
+        segments = [c.payload_segment]
+        seed_block = block_hash or self._root_block(worker.order_id, round_index)
+        if seed_block:
+            seed = spot_check_seed(seed_block, worker.order_id, round_index, worker.lease_id)
+            drawn = draw_spot_check(seed, self.verify.spot_check_probability, c.n_segments)
+            if drawn is not None:
+                segments.append(drawn)
+        for segment in segments:
+            check = spot_check(self.http, worker.endpoint, worker.lease_id, self.config,
+                               worker.index, c, segment, self.train_tokens, self.max_state,
+                               self.verify.replay_tolerance, start_params=self._published)
+            checks.append(asdict(check))
+            level = "info" if check.ok else "warning"
+            self.log("spot-check" if check.kind == "replay" else "payload-check", level,
+                     round=round_index, provider=worker.provider, worker=worker.index,
+                     **asdict(check))
+            if check.ok is not True:
+                return check
+        return None
+
+    def _root_block(self, order_id: int, round_index: int) -> bytes:
+        """The block that holds a root posted before a restart: the same randomness as the run
+        that posted it drew from (the latest block would let a restarted tenant redraw).
+        b"" when no root of this order's round is on chain (no training segment is drawn)."""
+        try:
+            return self.verification.root_block_hash(order_id, round_index)
+        except ChainError as exc:
+            self.log("spot-check-not-drawn", "warning", round=round_index, job=order_id,
+                     reason=str(exc))
+            return b""
 
     def _post_root(self, round_index: int, order_id: int, workers: list[WorkerLease],
                    answers: dict[int, Answer]) -> tuple[cm.RoundTree | None, str, bytes]:
@@ -157,7 +185,7 @@ class RoundVerifier:
         """Open an on-chain challenge against the worker's leaf; the evidence is the hash of the
         replay report written beside the round's commitments."""
         entry = {"lease_id": worker.lease_id, "provider": worker.provider,
-                 "segment": check.segment}
+                 "segment": check.segment, "kind": check.kind}
         if not self.verify.challenge:
             entry["skipped"] = "challenges are off for this job"
         elif tree is None:

@@ -5,14 +5,17 @@
    and a checkpoint root that the listed checkpoint hashes rebuild; the round starts from the
    parameters the coordinator published (and, when known, from the AdamW state the worker's
    previous round ended with). No replay: this is cheap and runs on every answer.
-2. `draw_spot_check`: after the round's root is on chain, a block hash the worker could not know
+2. The payload check, on every answer after the round's root is on chain
+   (`compute.segment_check.spot_check` on the payload segment): what the worker sent must be
+   what its committed last state and residual give; a poisoned or copied update fails it.
+3. `draw_spot_check`: after the round's root is on chain, a block hash the worker could not know
    when it signed (the block that holds the root) decides, per worker, whether the tenant
    replays one of its segments (probability p) and which one (uniform).
-3. `spot_check` (`tessera.compute.segment_check`, shared with the validator's challenge votes):
+4. `spot_check` (`tessera.compute.segment_check`, shared with the validator's challenge votes):
    download the committed start state of that segment from the provider, replay the segment on
    this machine (`compute.replay.verify_segment`, with the worker's thread count) and compare
    with the committed end checkpoint.
-4. `publish_case`: after a failed check becomes an on-chain challenge, push what a replay
+5. `publish_case`: after a failed check becomes an on-chain challenge, push what a replay
    needs (the spec and the lease's signed manifest) to every active validator.
 
 The data a replay needs is not downloaded: the tenant holds the dataset, the worker's shard
@@ -29,7 +32,8 @@ from eth_utils import keccak
 
 from tessera.chain.client import Chain
 from tessera.chain.validators import Validators
-from tessera.compute.checkpoints import Checkpoint, RoundCommitment, segment_bounds
+from tessera.compute import numerics
+from tessera.compute.checkpoints import RoundCommitment, commitment_from_answer, n_leaves_for
 from tessera.errors import CommitmentError
 
 # The download-and-replay step is shared with the validator's challenge votes.
@@ -53,12 +57,14 @@ class VerifyTerms:
 
 def check_commitment(result: RoundResult, *, chain_id: int, verification: str, job: int,
                      round_index: int, lease_id: int, provider: str, worker: int,
-                     inner_steps: int, k: int, start_params_hash: bytes, min_expiry: int,
-                     previous: RoundCommitment | None = None) -> RoundCommitment:
+                     inner_steps: int, k: int, threads: int, start_params_hash: bytes,
+                     min_expiry: int, previous: RoundCommitment | None = None) -> RoundCommitment:
     """The worker's checkpoint commitment, once every field of its signed `Commitment` checks
-    out; raises CommitmentError naming the first that does not."""
+    out; raises CommitmentError naming the first that does not. Also checks the payload leaf's
+    signed facts: the thread count is the job's, the numerics profile the one verified jobs
+    train under, and the residual the round starts from is the one the previous round left."""
     signed = result.commitment
-    if signed is None or result.checkpoints is None or result.threads is None:
+    if signed is None or result.checkpoints is None or result.payload is None:
         raise CommitmentError("answer carries no commitment (verification is on for this job)")
     try:
         who = cm.signer(chain_id, verification, signed)
@@ -69,30 +75,33 @@ def check_commitment(result: RoundResult, *, chain_id: int, verification: str, j
                 "round": (c.round, round_index), "lease_id": (c.lease_id, lease_id),
                 "provider": (c.provider.lower(), provider.lower()),
                 "result_hash": (c.result_hash, "0x" + result.sha256),
-                "checkpoints": (c.checkpoints, len(segment_bounds(inner_steps, k)))}
+                "checkpoints": (c.checkpoints, n_leaves_for(inner_steps, k)),
+                "threads": (result.payload.threads, threads),
+                "numerics profile": (result.payload.profile, numerics.PROFILE)}
     for name, (got, want) in expected.items():
         if got != want:
             raise CommitmentError(f"commitment {name} is {got}, expected {want}")
     if c.expiry < min_expiry:
         raise CommitmentError(f"commitment expires at {c.expiry}, before {min_expiry} "
                               "(too soon to post and challenge it)")
-    if len(result.checkpoints) != c.checkpoints:
-        raise CommitmentError(f"answer lists {len(result.checkpoints)} checkpoints, its "
-                              f"commitment {c.checkpoints}")
+    if len(result.checkpoints) + 1 != c.checkpoints:
+        raise CommitmentError(f"answer lists {len(result.checkpoints)} checkpoints and a payload "
+                              f"leaf, its commitment {c.checkpoints} leaves")
     try:
-        commitment = RoundCommitment(round_index, worker, inner_steps, k, [
-            Checkpoint(h.step, bytes.fromhex(h.params_hash), bytes.fromhex(h.optimizer_hash))
-            for h in result.checkpoints])
+        commitment = commitment_from_answer(result, round_index, worker, inner_steps, k)
     except ValueError as exc:
         raise CommitmentError(f"checkpoints: {exc}") from None
     if "0x" + commitment.root.hex() != c.checkpoint_root:
         raise CommitmentError("the listed checkpoints do not rebuild the committed checkpoint root")
     if commitment.checkpoints[0].params_hash != start_params_hash:
         raise CommitmentError("round does not start from the published global parameters")
-    if previous is not None and previous.round + 1 == round_index and \
-            commitment.checkpoints[0].optimizer_hash != previous.checkpoints[-1].optimizer_hash:
-        raise CommitmentError("AdamW state at round start is not the one its previous round "
-                              "ended with")
+    if previous is not None and previous.round + 1 == round_index:
+        if commitment.checkpoints[0].optimizer_hash != previous.checkpoints[-1].optimizer_hash:
+            raise CommitmentError("AdamW state at round start is not the one its previous round "
+                                  "ended with")
+        if commitment.payload.residual_in_hash != previous.payload.residual_out_hash:
+            raise CommitmentError("residual at round start is not the one its previous round "
+                                  "carried on")
     return commitment
 
 

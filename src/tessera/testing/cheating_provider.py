@@ -1,13 +1,19 @@
 """TEST ONLY: a provider daemon whose DiLoCo workers cheat, for the end-to-end tests of
 verification and the demo's cheater act.
 
-    python -m tessera.testing.cheating_provider --cheat NAME --config provider.toml
+    python -m tessera.testing.cheating_provider --cheat NAME --config provider.toml \
+        [--collude-with OTHER_PROVIDER_STATE_DIR ...]
 
 The same daemon as `tessera provider run --config provider.toml` (same config, HTTP API, chain
 transactions and signatures: it signs what its worker committed as an honest node would), but
 its DiLoCo workers run `tessera.testing.cheating_worker`, which plays the named cheat
 (cheats.py). Never run it with a stake you want back: a spot check or a validator catches it
 and its stake is slashed.
+
+`--collude-with` (copy-worker): the state directory of another provider on this machine whose
+leases the cheat copies from disk (`<state_dir>/leases/<lease id>/`, the provider's job
+folders): a colluding sibling, since a provider's HTTP API serves a round's states only to the
+lease's tenant and validators.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 import typer
 
 from tessera.cli import run_guarded
+from tessera.compute import numerics
 from tessera.provider.config import ProviderConfig, load_provider_config
 from tessera.provider.node import ProviderNode
 from tessera.provider.service import run_provider
@@ -31,10 +38,11 @@ CHEATING_WORKER = {"diloco-worker": "tessera.testing.cheating_worker"}   # job_m
 class CheatingProvider:
     """Builds the ordinary ProviderNode with the cheat plugged into its jobs."""
 
-    def __init__(self, cheat: str):
+    def __init__(self, cheat: str, collude_with: list[Path] | None = None):
         if cheat not in CHEATS:
-            raise ValueError(f"unknown test-only cheat {cheat!r}; known: {CHEATS}")
+            raise ValueError(f"unknown test-only cheat {cheat!r}; known: {tuple(CHEATS)}")
         self.cheat = cheat
+        self.collude_with = [Path(p) for p in collude_with or []]
         self.node: ProviderNode | None = None
 
     def build(self, config: ProviderConfig) -> ProviderNode:
@@ -53,7 +61,8 @@ class CheatingProvider:
 
     def sibling_workers(self, lease_id: int) -> list[dict]:
         """The copy-worker cheat's victims: the other leases of this lease's Market order and
-        their providers' endpoints, all public on chain."""
+        their providers' endpoints, all public on chain, and where a colluding provider keeps
+        each lease's job folder (one entry per `--collude-with` directory)."""
         node = self.node
         order_id = node.market.lease(lease_id).order_id
         created = node.chain.events("Market", "LeaseCreated", node.chain.network.deploy_block)
@@ -63,8 +72,11 @@ class CheatingProvider:
             if args["order_id"] != order_id or args["lease_id"] == lease_id:
                 continue
             offer = node.market.registry.provider_offer(args["provider"])
-            if offer is not None:
-                siblings.append({"lease_id": args["lease_id"], "endpoint": offer.endpoint})
+            if offer is None:
+                continue
+            sibling = {"lease_id": args["lease_id"], "endpoint": offer.endpoint}
+            siblings += [{**sibling, "folder": str(d / "leases" / str(args["lease_id"]))}
+                         for d in self.collude_with] or [sibling]
         node.log("testing-cheat-siblings", "warning", lease_id=lease_id, siblings=siblings)
         return siblings
 
@@ -72,14 +84,18 @@ class CheatingProvider:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tessera.testing.cheating_provider",
                                      description="TEST ONLY: a provider whose DiLoCo workers cheat")
-    parser.add_argument("--cheat", required=True, choices=CHEATS)
+    parser.add_argument("--cheat", required=True, choices=tuple(CHEATS))
+    parser.add_argument("--collude-with", type=Path, action="append", default=[],
+                        metavar="STATE_DIR", help="copy-worker: a colluding provider's state "
+                        "directory on this machine (repeatable)")
     parser.add_argument("--config", type=Path, required=True, help="provider.toml")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    numerics.pin()   # before the first torch op (hardware checks), as `tessera provider run`
     args = build_parser().parse_args(argv)
-    plugin = CheatingProvider(args.cheat)
+    plugin = CheatingProvider(args.cheat, args.collude_with)
     try:
         config = run_guarded(lambda: load_provider_config(args.config))
         run_guarded(lambda: run_provider(config, plugin.build(config)))

@@ -9,10 +9,14 @@ decide challenges").
    which must carry its tenant's EIP-712 signature and agree with the spec (model, H, k,
    compression, at most `order.nodes` workers). The dataset is rebuilt from the spec (the
    built-in corpus) or read from `datasets_dir/<sha256>`, and must hash to the manifest's.
-3. **Replay.** From the provider's public endpoints: its signed round answer (checkpoint hashes
-   and thread count), which must rebuild the challenged `checkpoint_root`, then the challenged
-   segment's start state, replayed on this machine (`tessera.compute.segment_check.spot_check`,
-   the tenant's own spot check).
+3. **Replay.** From the provider's endpoints: its signed round answer (checkpoint hashes and
+   payload leaf: threads, numerics profile), which must rebuild the challenged
+   `checkpoint_root`, then (with a read grant: a provider serves states to a validator only while
+   a challenge on that round is open) the challenged segment's start state, replayed on this
+   machine, or
+   for the payload segment the last state and residual, from which the payload is recomputed
+   (`tessera.compute.segment_check.spot_check`, the tenant's own check). A validator whose
+   machine does not run the signed numerics profile abstains.
 4. **Vote** guilty when the replay misses the committed end checkpoint, or when the provider
    still has not opened its commitment `open_grace_s` after the challenge opened; innocent when
    the replay reproduces it. Never on a challenge where this validator is a party (challenger,
@@ -39,9 +43,10 @@ from pydantic import ValidationError
 
 from tessera.chain.client import Chain, tx_hash
 from tessera.chain.market import Market
+from tessera.chain.read_grant import ReadGrantAuth
 from tessera.chain.tokens import StakeToken
 from tessera.chain.verification import Outcome, Verification
-from tessera.compute.checkpoints import Checkpoint, RoundCommitment, segment_bounds
+from tessera.compute.checkpoints import commitment_from_answer, n_leaves_for
 from tessera.compute.corpus import build_stdlib_corpus
 from tessera.compute.diloco_worker import config_of
 from tessera.compute.model import ByteGPT
@@ -159,7 +164,7 @@ class ChallengeVoter:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.datasets_dir = datasets_dir
         self.open_grace_s = open_grace_s
-        self.http = httpx.Client(timeout=HTTP_TIMEOUT_S)
+        self.http = httpx.Client(timeout=HTTP_TIMEOUT_S, auth=ReadGrantAuth(chain))
         self.tracked: dict[int, Tracked] = {}
         self.next_block = chain.network.deploy_block
         self._datasets: dict[str, bytes] = {}
@@ -312,9 +317,9 @@ class ChallengeVoter:
         workload = check_case(self.chain, self.market, ev["lease_id"], ev["job"], case)
         data = self._dataset(case)
         k, steps = workload.checkpoint_every, workload.inner_steps
-        if len(segment_bounds(steps, k)) != ev["checkpoints"]:
-            raise CaseError(f"the job's H = {steps}, k = {k} give {len(segment_bounds(steps, k))} "
-                            f"checkpoints, the commitment {ev['checkpoints']}")
+        if n_leaves_for(steps, k) != ev["checkpoints"]:
+            raise CaseError(f"the job's H = {steps}, k = {k} give {n_leaves_for(steps, k)} "
+                            f"leaves, the commitment {ev['checkpoints']}")
         offer = self.market.registry.provider_offer(ev["provider"])
         if offer is None or not offer.endpoint:
             return None, "the provider publishes no endpoint", {}
@@ -322,9 +327,11 @@ class ChallengeVoter:
         result, why = self._round_result(offer.endpoint, ev)
         if result is None:
             return None, why, {}
-        commitment = RoundCommitment(ev["round_index"], workload.worker, steps, k, [
-            Checkpoint(c.step, bytes.fromhex(c.params_hash), bytes.fromhex(c.optimizer_hash))
-            for c in result.checkpoints])
+        try:
+            commitment = commitment_from_answer(result, ev["round_index"], workload.worker,
+                                                steps, k)
+        except ValueError as exc:
+            return None, f"the served answer does not fit the job: {exc}", {}
         if commitment.root != bytes(ev["checkpoint_root"]):
             return None, "the served checkpoint hashes do not rebuild the challenged root", {}
         config = config_of(workload)
@@ -332,11 +339,13 @@ class ChallengeVoter:
         train_tokens, _ = split(data, workload.model)
         n_params = _param_count(workload.model)
         check = spot_check(self.http, offer.endpoint, ev["lease_id"], config, workload.worker,
-                           commitment, ev["segment"], result.threads, train_tokens,
+                           commitment, ev["segment"], train_tokens,
                            max_state_bytes(n_params), case.spec.verification.replay_tolerance)
         self.m_replay.observe(check.seconds)
         detail = {"segment": check.segment, "replay_s": round(check.seconds, 4),
                   "bytes": check.bytes}
+        if check.ok is None:   # another numerics profile: this machine abstains, for good
+            raise CaseError(check.reason)
         if not check.ok and check.reason.startswith(OPEN_FAILURE):
             return None, check.reason, detail
         return (not check.ok), check.reason, detail
@@ -378,7 +387,7 @@ class ChallengeVoter:
         except (ValidationError, ValueError) as exc:
             return None, f"{url} is not a round answer: {str(exc)[:200]}"
         c = result.commitment.commitment if result.commitment else None
-        if c is None or result.checkpoints is None or result.threads is None:
+        if c is None or result.checkpoints is None or result.payload is None:
             return None, f"{url} carries no commitment"
         served = (c.lease_id, c.round, c.checkpoint_root.lower(), c.result_hash.lower(),
                   c.checkpoints, c.provider.lower())
