@@ -58,6 +58,7 @@ import math  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -84,6 +85,7 @@ from verification_adversary_checks import (  # noqa: E402
     LEASE_ID,
     check_round,
     measure_overhead,
+    profile_cost,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -366,7 +368,6 @@ def e2e(names: list[str]) -> dict:
     test. The file plays strategies in groups (one job per group), so the selected tests are
     collected first and each one runs once; a strategy passes when every test selecting it
     passed. Returns that per name, and the summary for the JSON under "_summary"."""
-    import subprocess
 
     def pytest(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -406,6 +407,28 @@ def hetero() -> dict:
                                                    else "")}
 
 
+def overhead_only(quick: bool) -> None:
+    """Re-measure only overhead_total (and the profile's cost) into the existing JSON, with
+    nothing else running: the strategy rows take long and their figures do not depend on
+    timing."""
+    data = json.loads(OUT.read_text())
+    spec = load_spec()
+    job = Job(spec)
+    load = [round(x, 2) for x in os.getloadavg()]
+    overhead = {"default_model": measure_overhead(spec, spec.workload, job, repeats=3)}
+    overhead["default_model"]["numerics_profile_cost"] = profile_cost(
+        spec.workload, spec.diloco.inner_steps)
+    if not quick:
+        big = spec.workload.model_copy(update=BIG_MODEL)
+        overhead["model_10m"] = measure_overhead(spec, big, job)
+        overhead["model_10m"]["numerics_profile_cost"] = profile_cost(big, 5, repeats=1)
+    overhead["measured_at"] = {"when": time.strftime("%Y-%m-%d %H:%M:%S"),
+                               "load_average_start": load,
+                               "load_average_end": [round(x, 2) for x in os.getloadavg()]}
+    data["overhead_total"] = overhead
+    OUT.write_text(json.dumps(data, indent=1))
+
+
 def update(e2e_too: bool) -> None:
     """Without re-measuring: refresh the copied heterogeneous figures and, with --e2e, the
     e2e column of the existing JSON."""
@@ -428,10 +451,14 @@ def main() -> None:
                     "heterogeneous figures (and with --e2e the e2e column) of the existing JSON")
     ap.add_argument("--only", nargs="*", help="(development) play only these strategies")
     ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--overhead-only", action="store_true", help="re-measure only "
+                    "overhead_total and the numerics profile's cost into the existing JSON")
     args = ap.parse_args()
     names = [n for n in cheats.CHEATS if not args.only or n in args.only]
     if args.update:
         return update(args.e2e)
+    if args.overhead_only:
+        return overhead_only(args.quick)
     started, load_start = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
 
     def log(message: str) -> None:

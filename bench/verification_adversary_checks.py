@@ -5,8 +5,12 @@ and what verification costs per worker-round. Imported after `numerics.pin()`.""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +19,7 @@ import httpx
 import torch
 from eth_account import Account
 
-from tessera.compute import replay
+from tessera.compute import numerics, replay
 from tessera.compute.checkpoints import decode_state, tensor_hash
 from tessera.compute.diloco import (
     decode_tensors,
@@ -274,3 +278,46 @@ def job_for(job, spec: JobSpec):
     clone = object.__new__(type(job))
     clone.__dict__.update(job.__dict__, spec=spec, config=diloco_config(spec, job.workers))
     return clone
+
+
+PROFILE_SPEED_SNIPPET = """
+import json, sys, time, torch
+from tessera.compute.corpus import build_stdlib_corpus
+from tessera.compute.diloco import DilocoConfig, Worker, new_model, parameter_state
+from tessera.compute.train import configure_determinism, split
+from tessera.protocol.workload import TrainingWorkload
+w = TrainingWorkload.model_validate_json(sys.argv[1])
+configure_determinism(w)
+tokens, _ = split(build_stdlib_corpus(1 << 20), w)
+cfg = DilocoConfig(workload=w, workers=3, inner_steps=int(sys.argv[2]))
+start, worker = parameter_state(new_model(w)), None
+worker = Worker(cfg, 0, tokens)
+worker.run_round(start, 0)
+t = time.perf_counter()
+worker.run_round(start, 1)
+print(json.dumps({"tokens_per_s": cfg.inner_steps * w.batch_size * w.block_size
+                  / (time.perf_counter() - t)}))
+"""
+
+
+def profile_cost(model, inner_steps: int, repeats: int = 2) -> dict:
+    """Training speed under the pinned numerics profile against the same training unpinned, in
+    fresh processes one after another (uncontended: run nothing else meanwhile), interleaved.
+    The profile is what every verified job trains under, so its slowdown is a cost of
+    verification the per-round parts above do not include."""
+    runs: dict[str, list[float]] = {"unpinned": [], "pinned": []}
+    clean = {k: v for k, v in os.environ.items() if k not in numerics.PROFILE_ENV}
+    for _ in range(repeats):
+        for name, env in (("unpinned", clean), ("pinned", {**clean, **numerics.PROFILE_ENV})):
+            out = subprocess.run([sys.executable, "-c", PROFILE_SPEED_SNIPPET,
+                                  model.model_dump_json(), str(inner_steps)],
+                                 capture_output=True, text=True, env=env, check=True)
+            runs[name].append(json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_s"])
+    speed = {k: statistics.median(v) for k, v in runs.items()}
+    return {"tokens_per_s": {k: round(v) for k, v in speed.items()},
+            "samples": {k: [round(x) for x in v] for k, v in runs.items()},
+            "pinned_vs_unpinned": round(speed["pinned"] / speed["unpinned"], 3),
+            "extra_compute_fraction": round(speed["unpinned"] / speed["pinned"] - 1, 3),
+            "method": f"one warm-up round then one timed round of {inner_steps} inner steps, "
+                      f"1 worker, the model's threads, median of {repeats}, processes run one "
+                      "after another"}

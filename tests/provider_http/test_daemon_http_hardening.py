@@ -299,3 +299,28 @@ def test_the_probe_client_signs_what_the_provider_checks(world):
     assert reply.status_code in (200, 409), reply.text   # 409 only if the epoch just turned
     if reply.status_code == 200:
         assert reply.json()["validator"] == devnet_account(VALIDATOR).address
+
+
+def test_a_verified_worker_asking_more_threads_than_the_provider_gives_is_refused(world):
+    """Issue 11: a verified DiLoCo worker signs the thread count it trains with and every replay
+    uses the job's, so the provider may not quietly train it with its own `[limits] threads`
+    (the honest worker would then fail every check): it refuses the manifest, 409, naming both.
+    (This provider's limit is the config default, 1; the lease is the world's, whose tenant
+    signs a second manifest: the thread check comes before the one-manifest-per-lease rule.)"""
+    from tessera.protocol.workload import DilocoWorkerWorkload
+
+    tenant_chain, network, lease_id = world["tenant_chain"], world["network"], world["lease_id"]
+    model = JobSpec.model_validate(SMALL_JOB).workload.model_copy(update={"threads": 2})
+    worker = DilocoWorkerWorkload(model=model, worker=0, workers=1, checkpoint_every=2)
+    manifest = Manifest(lease_id=lease_id, workload=worker,
+                        dataset_sha256=hashlib.sha256(DATASET).hexdigest(),
+                        dataset_size=len(DATASET))
+    nonce, expiry = 1, int(time.time()) + 3600
+    typed = messages.manifest_typed_data(network.chain_id, tenant_chain.market.address, lease_id,
+                                         manifest.digest(), nonce, expiry)
+    signed = SignedManifest(manifest=manifest, nonce=nonce, expiry=expiry,
+                            signature=messages.sign(tenant_chain.account, typed))
+    reply = httpx.post(f"{world['provider'].url}/leases/{lease_id}/manifest",
+                       json=signed.model_dump(mode="json"), timeout=30)
+    assert reply.status_code == 409, reply.text
+    assert "trains with 2 threads" in reply.text and "at most 1" in reply.text

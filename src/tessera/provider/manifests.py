@@ -46,7 +46,8 @@ class Manifests:
             if signed.expiry < time.time():
                 raise Refused(400, "manifest signature has expired")
             workload, limit = manifest.workload, ctx.config.limits.threads
-            if getattr(workload, "checkpoint_every", 0) and workload.model.threads > limit:
+            if workload.kind == "diloco-worker" and workload.checkpoint_every and \
+                    workload.model.threads > limit:
                 raise Refused(409, f"lease {lease_id}'s verified job trains with "
                                    f"{workload.model.threads} threads (part of what its worker "
                                    f"signs and its replays use); this provider gives a job at "
