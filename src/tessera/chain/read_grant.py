@@ -1,6 +1,7 @@
 """Read grants over HTTP (tessera.protocol.read_grant): `ReadGrantAuth` signs one for every
-request to a round's pseudo-gradient or checkpoint states, with the chain's account; and the
-provider's on-chain question, whether a challenge on a lease's round is open.
+request to a round's pseudo-gradient or checkpoint states, with the chain's account. (Whether
+a challenge on a lease's round is open, the provider's other question, is
+`Verification.open_challenge_of`.)
 
 Here, not in a role, because both the tenant (its coordinator's spot checks and downloads) and
 the validator (its challenge replays) sign them, and signing needs the account a `Chain` holds.

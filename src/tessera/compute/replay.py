@@ -137,12 +137,9 @@ class CommittingWorker(Worker):
         to the checkpoints plus the payload leaf that binds the payload to the last of them
         (`threads`: what it signs it trained with; the live thread count unless told)."""
         residual_in = self.residual()
-        payload, residual_out = encode_pseudo_gradient(pg.tensors, residual_in, self.config,
-                                                       round, self.worker)
-        if self.feedback is not None:
-            self.feedback.residual = residual_out
+        payload = self.encode(pg.tensors, round)
         leaf = PayloadLeaf(hashlib.sha256(payload).digest(), tensor_hash(residual_in),
-                           tensor_hash(residual_out), threads or torch.get_num_threads(),
+                           tensor_hash(self.residual()), threads or torch.get_num_threads(),
                            numerics.active_profile(self.device.type))
         commitment = RoundCommitment(round, self.worker, self.config.inner_steps, k, checkpoints,
                                      leaf)

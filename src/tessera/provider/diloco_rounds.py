@@ -63,10 +63,7 @@ class Rounds:
         typed = messages.round_typed_data(ctx.chain.network.chain_id, ctx.market.address,
                                           lease_id, round_index, bytes.fromhex(params_sha256),
                                           nonce, expiry)
-        try:
-            signer = messages.recover(typed, signature)
-        except Exception:  # eth-account raises several types for malformed signatures
-            signer = None
+        signer = messages.signer_or_none(typed, signature)
         lease = ctx.my_open_lease(lease_id)
         if signer is None or signer.lower() != lease.tenant.lower():
             ctx.metrics.refused.labels("round-signer").inc()

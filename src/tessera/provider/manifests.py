@@ -33,10 +33,7 @@ class Manifests:
             typed = messages.manifest_typed_data(
                 ctx.chain.network.chain_id, ctx.market.address, lease_id,
                 manifest.digest(), signed.nonce, signed.expiry)
-            try:
-                signer = messages.recover(typed, signed.signature)
-            except Exception:
-                signer = None
+            signer = messages.signer_or_none(typed, signed.signature)
             if signer is None or signer.lower() != lease.tenant.lower():
                 ctx.metrics.refused.labels("manifest-signer").inc()
                 ctx.log("manifest-refused", "warning", lease_id=lease_id, signer=signer,

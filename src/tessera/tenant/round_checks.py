@@ -84,8 +84,9 @@ class RoundVerifier:
         orders = sorted({w.order_id for w in accepted}, key=lambda o: (o != self.verify.job, o))
         trees, txs, blocks = {}, {}, {}
         for order_id in orders:
-            trees[order_id], txs[order_id], blocks[order_id] = self._post_root(
+            trees[order_id], txs[order_id], posted_in = self._post_root(
                 round_index, order_id, [w for w in accepted if w.order_id == order_id], answers)
+            blocks[order_id] = posted_in or self._root_block(order_id, round_index)
         checks, challenges, dropped = [], [], []
         for worker in accepted:
             answer = answers[worker.lease_id]
@@ -109,14 +110,13 @@ class RoundVerifier:
     def _check(self, round_index: int, worker: WorkerLease, answer: Answer, block_hash: bytes,
                checks: list[dict]) -> SpotCheck | None:
         """Every round: the payload segment (what the worker sent derives from its committed
-        last state). Then, with probability p drawn from the block that holds the root, one
-        training segment replayed. Returns the first check that did not pass (None: all did);
-        every check made is appended to `checks`."""
+        last state). Then, with probability p drawn from `block_hash` (the block that holds the
+        order's root), one training segment replayed. Returns the first check that did not pass
+        (None: all did); every check made is appended to `checks`."""
         c = answer.commitment
         segments = [c.payload_segment]
-        seed_block = block_hash or self._root_block(worker.order_id, round_index)
-        if seed_block:
-            seed = spot_check_seed(seed_block, worker.order_id, round_index, worker.lease_id)
+        if block_hash:   # b"": no root of this order's round on chain, no segment is drawn
+            seed = spot_check_seed(block_hash, worker.order_id, round_index, worker.lease_id)
             drawn = draw_spot_check(seed, self.verify.spot_check_probability, c.n_segments)
             if drawn is not None:
                 segments.append(drawn)
