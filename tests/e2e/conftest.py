@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from tests.support.processes import ProviderProcess
+from tests.support.processes import tessera_home as tessera_home_env
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
@@ -18,14 +18,8 @@ TENANT = 5
 
 @pytest.fixture(scope="session")
 def tessera_home(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("tessera-home")
-    previous = os.environ.get("TESSERA_HOME")
-    os.environ["TESSERA_HOME"] = str(home)
-    yield home
-    if previous is None:
-        os.environ.pop("TESSERA_HOME", None)
-    else:
-        os.environ["TESSERA_HOME"] = previous
+    with tessera_home_env(tmp_path_factory.mktemp("tessera-home")) as home:
+        yield home
 
 
 @pytest.fixture(scope="session")

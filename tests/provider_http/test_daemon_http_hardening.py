@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import time
 
@@ -25,7 +24,7 @@ import httpx
 import pytest
 from tests.provider_http.raw import upload
 from tests.support.jobs import SMALL_JOB, lease_for
-from tests.support.processes import ProviderProcess, VotingValidator, wait_until
+from tests.support.processes import ProviderProcess, VotingValidator, tessera_home, wait_until
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
@@ -45,9 +44,7 @@ DATASET = b"tessera hardening dataset\n" * 1500      # named by the manifest, ne
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, private_devnet):
     home = tmp_path_factory.mktemp("hardening")
-    previous = os.environ.get("TESSERA_HOME")
-    os.environ["TESSERA_HOME"] = str(home)
-    with private_devnet(home) as (devnet, network):
+    with tessera_home(home), private_devnet(home) as (devnet, network):
         provider = ProviderProcess(home, devnet.network_file, account=PROVIDER, price="1.00",
                                    name="p-hardening")
         validator = VotingValidator(home, devnet.network_file, account=VALIDATOR)
@@ -75,10 +72,6 @@ def world(tmp_path_factory, private_devnet):
         finally:
             validator.stop()
             provider.stop()
-    if previous is None:
-        os.environ.pop("TESSERA_HOME", None)
-    else:
-        os.environ["TESSERA_HOME"] = previous
 
 
 def rss_mb(pid: int) -> float:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import time
 
 import httpx
 import pytest
 from rich.console import Console
 from tests.support.jobs import VERIFIED_DILOCO_JOB
-from tests.support.processes import ProviderProcess
+from tests.support.processes import ProviderProcess, tessera_home
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
@@ -43,9 +42,7 @@ JOB = {**VERIFIED_DILOCO_JOB, "name": "read-grant",
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, private_devnet):
     home = tmp_path_factory.mktemp("read-grant")
-    previous = os.environ.get("TESSERA_HOME")
-    os.environ["TESSERA_HOME"] = str(home)
-    with private_devnet(home) as (devnet, network):
+    with tessera_home(home), private_devnet(home) as (devnet, network):
         provider = ProviderProcess(home, devnet.network_file, account=PROVIDER, price="1.00",
                                    name="p-read-grant")
         provider.start()
@@ -63,10 +60,6 @@ def world(tmp_path_factory, private_devnet):
                    "validator_chain": validator_chain}
         finally:
             provider.stop()
-    if previous is None:
-        os.environ.pop("TESSERA_HOME", None)
-    else:
-        os.environ["TESSERA_HOME"] = previous
 
 
 def base(world, round_index: int = 0) -> str:

@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,21 @@ from tessera.daemons import stop
 
 # Probes once per epoch with short timeouts: what a validator in a test runs unless told otherwise.
 QUICK_PROBES = {"probes": {"per_epoch": 1, "timeout_s": 3.0, "max_delay_s": 0.5}}
+
+
+@contextmanager
+def tessera_home(home: Path) -> Iterator[Path]:
+    """TESSERA_HOME set to `home` for what runs inside (the CLI and daemons this process starts
+    read it), then put back as it was."""
+    previous = os.environ.get("TESSERA_HOME")
+    os.environ["TESSERA_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if previous is None:
+            os.environ.pop("TESSERA_HOME", None)
+        else:
+            os.environ["TESSERA_HOME"] = previous
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
