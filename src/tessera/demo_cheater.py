@@ -128,8 +128,8 @@ def run_cheater_act(console: Console, chain: Chain, home: Path, procs: Daemons) 
                   f"and replays one committed segment with probability {v.spot_check_probability}")
     rounds = spec.diloco.rounds
     console.print(f"at these defaults, over this job's {rounds} rounds: a poisoned or copied "
-                  "update is caught in the round it is sent (probability 1); a worker whose "
-                  "every segment is faked in "
+                  "update is caught in the round it is sent (probability 1); a worker that "
+                  "fakes every segment is caught in "
                   f"{1 - (1 - v.spot_check_probability) ** rounds:.0%} of such jobs "
                   "(docs/verification.md has the odds for partial fakes)")
     treasury = devnet_account(TREASURY).address
