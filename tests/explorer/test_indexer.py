@@ -132,3 +132,20 @@ def test_cli_index_audit_stats_and_tampering(market_run, tmp_path):
     assert "revenue.total.protocol_fees[all]" in result.output
     result = runner.invoke(app, ["stats", "--database", f"sqlite:///{tmp_path}/empty.db"])
     assert result.exit_code == 1 and "nothing indexed" in result.output
+
+
+def test_every_event_of_every_deployed_contract_is_read(chain):
+    """Issue 12: the reader decodes every event in the ABI of every contract the network file
+    names (a contract or event added later and not read fails here)."""
+    from eth_utils import event_abi_to_log_topic
+
+    from tessera.chain.events import EventReader
+
+    reader = EventReader(chain)
+    deployed = set(chain.network.contracts)
+    assert set(reader.addresses.values()) == deployed
+    for name in deployed:
+        contract = chain.contract(name)
+        for abi in (a for a in contract.abi if a.get("type") == "event"):
+            key = (contract.address.lower(), event_abi_to_log_topic(abi))
+            assert key in reader.by_topic, f"{name}.{abi['name']} is not read by the indexer"

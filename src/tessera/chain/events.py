@@ -1,4 +1,7 @@
-"""Every event of Tessera's contracts (CONTRACTS) over a block range, as plain JSON-safe records.
+"""Every event of every deployed Tessera contract over a block range, as plain JSON-safe records.
+
+CONTRACTS is every contract `deploy_all` deploys (the compiler's CONTRACT_NAMES): the two tokens'
+transfers are read too, so what each contract holds is recomputable from logs alone.
 
 One `eth_getLogs` per chunk for all of them (filtered by address), decoded by topic0 with the
 compiled ABIs, plus one JSON-RPC batch of `eth_getBlockByNumber` for the timestamps. Only standard
@@ -14,10 +17,11 @@ from eth_utils import event_abi_to_log_topic
 from web3 import Web3
 
 from tessera.chain.client import Chain
+from tessera.chain.compiler import CONTRACT_NAMES
 from tessera.errors import ReorgDuringFetch
 from tessera.protocol.events import EventRecord, hex0x, json_safe
 
-CONTRACTS = ("Market", "Settlement", "ProviderRegistry", "Uptime", "Validators", "Probes")
+CONTRACTS = CONTRACT_NAMES
 BLOCK_BATCH = 200  # blocks per JSON-RPC batch when fetching timestamps
 
 
