@@ -48,3 +48,13 @@ def test_earned_never_exceeds_budget_and_grows(price, gpus, duration, t):
 def test_fee_rounds_down():
     assert protocol_fee(399, 250) == 9
     assert protocol_fee(10_000, 250) == 250
+
+
+def test_show_amount_rounds_for_people_and_marks_it():
+    from tessera.protocol.money import show_amount
+    assert show_amount(4_999_999_999_999_999_998, 18, "TSTK") == "≈5.00 TSTK"
+    assert show_amount(5 * 10**18, 18, "TSTK") == "5.00 TSTK"
+    assert show_amount(334, 6, "TUSD") == "0.000334 TUSD"           # 6 decimals: exact
+    assert show_amount(123_456_789, 18, "TSTK") == "<0.000001 TSTK"  # never '0' for a non-zero
+    assert show_amount(-1_500_000, 6, "TUSD") == "-1.50 TUSD"
+    assert show_amount(1_234_567_500_000_000_000, 18) == "≈1.234568"

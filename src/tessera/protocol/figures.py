@@ -36,6 +36,11 @@ def day_of(timestamp: int) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
 
 
+def format_time(timestamp: int) -> str:
+    """A block time for a person to read: '2026-12-05 09:12:00 UTC'."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def nearest_rank(sorted_values: list[int], percentile: int) -> int:
     """Nearest-rank percentile: the smallest value with at least p% of values at or below it."""
     if percentile <= 0:

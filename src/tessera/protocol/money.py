@@ -88,6 +88,21 @@ def format_amount(base_units: int, decimals: int, symbol: str = "") -> str:
     return f"{text} {symbol}".rstrip()
 
 
+def show_amount(base_units: int, decimals: int, symbol: str = "", places: int = 6) -> str:
+    """An amount for a person to read: at most `places` decimals, rounded half up, marked
+    with '≈' when rounding changed it ('≈5 TSTK' for 4.999999999999999998 TSTK). Exact
+    values (JSON, audit) use format_amount or base units with the unit named."""
+    if places >= decimals:
+        return format_amount(base_units, decimals, symbol)
+    step = 10 ** (decimals - places)
+    sign = -1 if base_units < 0 else 1
+    rounded = sign * ((abs(base_units) + step // 2) // step) * step
+    if rounded == 0 and base_units != 0:
+        return ("-" if sign < 0 else "") + "<" + format_amount(step, decimals, symbol)
+    text = format_amount(rounded, decimals, symbol)
+    return text if rounded == base_units else "≈" + text
+
+
 def format_duration(seconds: int) -> str:
     """The largest whole unit: 94608000 -> '1095d', 5400 -> '90m'."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
