@@ -15,6 +15,7 @@ from typing import Any
 
 from eth_utils import event_abi_to_log_topic
 from web3 import Web3
+from web3.exceptions import Web3RPCError
 
 from tessera.chain.client import Chain
 from tessera.chain.compiler import CONTRACT_NAMES
@@ -25,16 +26,27 @@ CONTRACTS = CONTRACT_NAMES
 BLOCK_BATCH = 200  # blocks per JSON-RPC batch when fetching timestamps
 
 
+# How nodes say a log query asks too much (geth, erigon, Alchemy, Infura, QuickNode, Ankr...).
+_RANGE_REFUSALS = ("range", "more than", "too many", "limit exceeded", "response size",
+                   "too large", "exceed")
+
+
+def _range_refused(exc: Exception) -> bool:
+    return any(word in str(exc).lower() for word in _RANGE_REFUSALS)
+
+
 class EventReader:
     """Reads and decodes Tessera's events from one chain."""
 
-    def __init__(self, chain: Chain, chunk: int = 5_000):
+    def __init__(self, chain: Chain, chunk: int = 5_000, contracts: tuple[str, ...] = CONTRACTS):
+        """`contracts`: the ones to read (default every deployed one; a reader that needs a few,
+        such as the tenant's bid scores, reads only those and skips the tokens' transfers)."""
         self.chain = chain
         self.w3 = chain.w3
         self.chunk = chunk
         self.addresses: dict[str, str] = {}
         self.by_topic: dict[tuple[str, bytes], tuple[str, Any]] = {}
-        for name in CONTRACTS:
+        for name in contracts:
             contract = chain.contract(name)
             address = Web3.to_checksum_address(contract.address)
             self.addresses[address.lower()] = name
@@ -82,14 +94,22 @@ class EventReader:
         return self.blocks([number]).get(number)
 
     def logs(self, from_block: int, to_block: int) -> list:
+        """Every log of the reader's contracts in [from_block, to_block], `self.chunk` blocks per
+        `eth_getLogs`. Public RPCs cap a query's block range or result count; when the node says
+        so, the window halves (and stays smaller for later calls) down to one block."""
         logs: list = []
+        addresses = list(map(Web3.to_checksum_address, self.addresses))
         start = from_block
         while start <= to_block:
             stop = min(start + self.chunk - 1, to_block)
-            logs.extend(self.chain.rpc(lambda s=start, e=stop: self.w3.eth.get_logs({
-                "fromBlock": s, "toBlock": e, "address": list(map(Web3.to_checksum_address,
-                                                                  self.addresses))}),
-                what="get logs"))
+            try:
+                logs.extend(self.chain.rpc(lambda s=start, e=stop: self.w3.eth.get_logs({
+                    "fromBlock": s, "toBlock": e, "address": addresses}), what="get logs"))
+            except Web3RPCError as exc:
+                if stop == start or not _range_refused(exc):
+                    raise
+                self.chunk = max(1, (stop - start + 1) // 2)
+                continue
             start = stop + 1
         return logs
 
@@ -112,7 +132,7 @@ class EventReader:
             contract=contract, event=decoded["event"], args=json_safe(dict(decoded["args"])))
 
     def events(self, from_block: int, to_block: int) -> list[EventRecord]:
-        """All events of CONTRACTS in [from_block, to_block], in chain order."""
+        """All events of the reader's contracts in [from_block, to_block], in chain order."""
         if to_block < from_block:
             return []
         logs = self.logs(from_block, to_block)
