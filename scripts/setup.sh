@@ -2,7 +2,8 @@
 # Installs what is missing for Tessera, idempotently: a Python virtual environment in .venv with the
 # project and its test tools, anvil (npm package @foundry-rs/anvil) in .tools/, and, with --tests,
 # Debian's chromium (/usr/bin/chromium) for the explorer's browser tests (Playwright never
-# downloads a browser of its own).
+# downloads a browser of its own) and Debian's postgresql, whose initdb/pg_ctl the explorer's tests
+# use to start a throwaway cluster (tests/support/postgres.py; no service is started here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,10 @@ command -v "$PYTHON" >/dev/null || need_apt+=(python3 python3-venv)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ "${1:-}" = "--tests" ]; then
   [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+  # Debian keeps the server binaries off PATH, in /usr/lib/postgresql/<version>/bin.
+  if ! command -v initdb >/dev/null && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    need_apt+=(postgresql)
+  fi
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"

@@ -29,3 +29,76 @@ def market_run(tmp_path_factory, private_devnet):
 @pytest.fixture
 def chain(market_run) -> Chain:
     return Chain(market_run[2])
+
+
+@pytest.fixture(scope="module")
+def verified_market_run(tmp_path_factory, private_devnet):
+    """A devnet with the verified scenario (tessera.explorer.simulate_verified): validators,
+    round roots, an upheld, a rejected and an expired challenge, Settlement releases and a
+    refunded round, hardware reports slashed and cleared, every lease closed and withdrawn.
+    Yields (home, devnet, network, workload, scenario); `scenario` names the leases, providers,
+    challenges and validators (VerifiedScenario)."""
+    from tessera.explorer.simulate_verified import VerifiedWorkload
+
+    home: Path = tmp_path_factory.mktemp("explorer-verified")
+    with private_devnet(home) as (devnet, network):
+        work = VerifiedWorkload(network, seed=11)
+        scenario = work.verified()
+        for _ in range(3):
+            work.mine()
+        yield home, devnet, network, work, scenario
+
+
+# -- the explorer's database on SQLite and on PostgreSQL (H4, issue 12) ----------------------------
+EXPLORER_BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """The session's throwaway PostgreSQL cluster (tests/support/postgres.py), started on first use
+    and stopped at the session's end, also after failures. Without PostgreSQL the tests that need
+    it fail with how to get it, unless TESSERA_SKIP_POSTGRES=1 skips them."""
+    from tests.support.postgres import SKIP_ENV, Cluster, skip_requested, why_unavailable
+
+    if skip_requested():
+        pytest.skip(f"{SKIP_ENV}=1: the PostgreSQL variant is skipped")
+    problem = why_unavailable()
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    cluster = Cluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _databases(request, folder: Path):
+    from tests.support.postgres import Databases
+
+    cluster = request.getfixturevalue("postgres_cluster") if request.param == "postgresql" else None
+    return Databases(request.param, folder, cluster)
+
+
+@pytest.fixture(params=EXPLORER_BACKENDS)
+def explorer_db(request, tmp_path):
+    """Fresh, empty explorer databases on one backend; the test runs once per backend.
+    `explorer_db("name")` gives a new database's URL (`explorer_db.backend` says which backend);
+    the PostgreSQL ones are dropped after the test."""
+    databases = _databases(request, tmp_path)
+    yield databases
+    databases.close()
+
+
+@pytest.fixture
+def explorer_db_url(explorer_db) -> str:
+    """One fresh, empty explorer database URL, once per backend."""
+    return explorer_db("explorer")
+
+
+@pytest.fixture(scope="module", params=EXPLORER_BACKENDS)
+def explorer_module_db(request, tmp_path_factory):
+    """As `explorer_db`, for module-scoped fixtures (a served database): every test of the module
+    that uses it runs once per backend."""
+    databases = _databases(request, tmp_path_factory.mktemp(f"db-{request.param}"))
+    yield databases
+    databases.close()
