@@ -1,9 +1,17 @@
-"""`tessera audit`: recompute every figure straight from the chain's logs and compare.
+"""`tessera audit`: recompute every figure straight from the chain's logs and compare; and check
+that every token each contract holds has a way out.
 
 No database is trusted: the events are read again over JSON-RPC from the deploy block up to the
 block the database calls final, the figures are computed with the same pure functions, and the
 result is compared with (1) the figures from the database's stored events and (2) the figures
 its derived tables hold. Agreement is exact, to the base unit and to the tx hash.
+
+Money (protocol/ledger.py): every lease's budget must add up to what went out and what its
+claims still hold (a closed lease holds nothing in escrow; what it holds for Settlement is
+claimable); every contract must hold, by its tokens' Transfer logs, exactly what parties can
+still claim by its own events (no surplus: money with no way out; no shortfall); and what the
+Transfer logs say it holds must equal the token's `balanceOf` at the audited block, an
+independent reading.
 """
 
 from __future__ import annotations
@@ -14,13 +22,24 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from web3 import Web3
 
 from tessera.chain.client import Chain
 from tessera.chain.events import EventReader
 from tessera.errors import IndexerError
 from tessera.explorer import db
 from tessera.explorer.indexer import database_figures, table_figures
+from tessera.protocol.events import EventRecord
 from tessera.protocol.figures import Figures, compare, compute_figures
+from tessera.protocol.ledger import (
+    TOKENS,
+    Holding,
+    LeaseLedger,
+    holding_problems,
+    holdings,
+    lease_ledgers,
+    lease_problems,
+)
 
 
 @dataclass
@@ -32,10 +51,57 @@ class AuditReport:
     problems: list[str] = field(default_factory=list)
     chain_seconds: float = 0.0
     chain_figures: Figures = field(default_factory=dict)
+    ledgers: dict[int, LeaseLedger] = field(default_factory=dict)
+    holdings: list[Holding] = field(default_factory=list)
+    # (contract, token) -> the token's balanceOf(contract) at `to_block`
+    balances: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def agrees(self) -> bool:
         return not self.problems
+
+
+def money_audit(chain: Chain, reader: EventReader, records: list[EventRecord], block: int,
+                as_of: int) -> tuple[dict[int, LeaseLedger], list[Holding],
+                                     dict[tuple[str, str], int], list[str]]:
+    """The money checks of the audit over `records` (every event up to `block`): lease
+    ledgers, holdings, balanceOf at `block`, and a line per problem."""
+    addresses = {name: Web3.to_checksum_address(address)
+                 for address, name in reader.addresses.items()}
+    ledgers = lease_ledgers(records, as_of)
+    rows = holdings(records, addresses, as_of, ledgers)
+    problems = lease_problems(ledgers) + holding_problems(rows)
+    balances = balances_at(chain, [(h.token, h.address) for h in rows], block)
+    for h in rows:
+        balance = balances[(h.token, h.address)]
+        if balance != h.held:
+            problems.append(
+                f"{h.contract} ({h.address}): {TOKENS[h.token][0]} balanceOf at block {block} is "
+                f"{h.show(balance)} but its Transfer logs add up to {h.show(h.held)}: "
+                f"{h.show(balance - h.held)} unaccounted by the logs")
+    balances = {(h.contract, h.token): balances[(h.token, h.address)] for h in rows}
+    return ledgers, rows, balances, problems
+
+
+BALANCE_OF = "0x70a08231"   # the selector of ERC-20 balanceOf(address)
+
+
+def balances_at(chain: Chain, pairs: list[tuple[str, str]], block: int) -> dict[tuple[str, str], int]:
+    """{(token contract name, holder): token.balanceOf(holder) at `block`}, in one JSON-RPC batch
+    (eth_call at that block: an independent reading of what the logs add up to)."""
+    calls = [(token, holder, {"to": chain.contract(token).address,
+                              "data": BALANCE_OF + holder.lower().removeprefix("0x").rjust(64, "0")})
+             for token, holder in pairs]
+
+    def fetch():
+        with chain.w3.batch_requests() as batch:
+            for _, _, tx in calls:
+                batch.add(chain.w3.eth.call(tx, block))
+            return batch.execute()
+
+    results = chain.rpc(fetch, what="balanceOf") if calls else []
+    return {(token, holder): int.from_bytes(bytes(raw), "big")
+            for (token, holder, _), raw in zip(calls, results, strict=True)}
 
 
 def audit(chain: Chain, engine: Engine) -> AuditReport:
@@ -50,6 +116,7 @@ def audit(chain: Chain, engine: Engine) -> AuditReport:
     records = reader.events(cursor.first_block, cursor.last_block)
     as_of = cursor.last_timestamp
     chain_figs = compute_figures(records, as_of)
+    ledgers, rows, balances, money = money_audit(chain, reader, records, cursor.last_block, as_of)
     elapsed = time.perf_counter() - started
     problems += [f"events vs database: {p}" for p in compare(chain_figs, db_figs)]
     tables = table_figures(engine)
@@ -61,9 +128,10 @@ def audit(chain: Chain, engine: Engine) -> AuditReport:
         stored = session.scalar(select(func.count()).select_from(db.Event)) or 0
     if stored != len(records):
         problems.append(f"event count: chain has {len(records)}, database has {stored}")
+    problems += [f"money: {p}" for p in money]
     return AuditReport(to_block=cursor.last_block, as_of=as_of, events=len(records),
                        figures=len(chain_figs), problems=problems, chain_seconds=elapsed,
-                       chain_figures=chain_figs)
+                       chain_figures=chain_figs, ledgers=ledgers, holdings=rows, balances=balances)
 
 
-__all__ = ["AuditReport", "IndexerError", "audit"]
+__all__ = ["AuditReport", "IndexerError", "audit", "money_audit"]

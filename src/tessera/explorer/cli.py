@@ -17,13 +17,14 @@ from rich.table import Table
 from tessera.chain.client import Chain
 from tessera.chain.network import load_network
 from tessera.errors import ChainError, NetworkError
-from tessera.protocol.figures import ALL, Figures, ratio
+from tessera.protocol.figures import ALL, Figures, figure_unit, ratio
 from tessera.protocol.money import (
     PAYMENT_DECIMALS,
     PAYMENT_SYMBOL,
     STAKE_DECIMALS,
     STAKE_SYMBOL,
     format_amount,
+    show_amount,
 )
 
 explorer_app = typer.Typer(help="Index the chain's events into a database for figures and audits.",
@@ -116,28 +117,94 @@ def audit(
     network: Path | None = NetworkOption,
     database: str | None = DatabaseOption,
     show_figures: bool = typer.Option(False, "--figures", help="also list every figure"),
+    as_json: bool = typer.Option(False, "--json", help="the report as JSON (amounts with units)"),
 ) -> None:
-    """Recompute every figure from the chain's logs (no database) and compare with the database."""
+    """Recompute every figure from the chain's logs (no database) and compare with the database;
+    check that every lease adds up and that every token each contract holds has a way out."""
     from tessera.explorer.audit import audit as run_audit
     from tessera.explorer.db import make_engine
+    from tessera.protocol.figures import format_time
 
     chain = _chain(network)
     try:
         report = run_audit(chain, make_engine(database))
     except ChainError as exc:
         _fail(str(exc))
+    if as_json:
+        print(json.dumps(audit_json(report, show_figures), indent=1))
+        if not report.agrees:
+            raise typer.Exit(1)
+        return
     console.print(f"audited {report.figures} figures from {report.events} events, blocks up to "
-                  f"{report.to_block} (read from the chain in {report.chain_seconds:.2f} s)")
+                  f"{report.to_block} ({format_time(report.as_of)}; read from the chain in "
+                  f"{report.chain_seconds:.2f} s)")
     if show_figures:
         for (name, key), fig in sorted(report.chain_figures.items()):
-            console.print(f"  {name}[{key}] = {fig.value}  ({len(fig.txs)} txs)", markup=False)
+            console.print(f"  {name}[{key}] = {figure_text(name, fig.value)}  ({len(fig.txs)} txs)",
+                          markup=False)
+    adding = sum(lease.adds_up for lease in report.ledgers.values())
+    console.print(f"money: {adding} of {len(report.ledgers)} leases add up to their budget")
+    for h in report.holdings:
+        if h.held or h.owed:
+            show = lambda amount, h=h: show_amount(amount, h.decimals, h.symbol)  # noqa: E731
+            parts = ", ".join(f"{kind} {show(v)}" for kind, v in sorted(h.breakdown().items()))
+            console.print(f"  {h.contract} holds {show(h.held)}; claimable {show(h.owed)}"
+                          + (f" ({parts})" if parts else ""), markup=False, soft_wrap=True)
     if report.agrees:
-        console.print("[bold green]agree:[/] the database's figures equal the chain's, to the base unit")
+        console.print("[bold green]agree:[/] the database's figures equal the chain's, to the base "
+                      "unit, and every token the contracts hold is claimable by someone")
         return
-    console.print(f"[bold red]{len(report.problems)} differences:[/]")
+    count = len(report.problems)
+    console.print(f"[bold red]{count} problem{'s' if count > 1 else ''}:[/]")
     for problem in report.problems:
         console.print(f"  {problem}", markup=False, soft_wrap=True)
     raise typer.Exit(1)
+
+
+def audit_json(report, with_figures: bool = False) -> dict:
+    """The audit as JSON: amounts as {"amount": "2.2 TUSD", "base_units": 2200000}."""
+    out = {"agrees": report.agrees, "block": report.to_block, "as_of": report.as_of,
+           "events": report.events, "figures": report.figures,
+           "chain_seconds": round(report.chain_seconds, 3), "problems": report.problems,
+           "leases": len(report.ledgers),
+           "leases_adding_up": sum(lease.adds_up for lease in report.ledgers.values()),
+           "holdings": [{**h.to_json(), "balance_of": _amount_json(
+               report.balances.get((h.contract, h.token)), h.token)} for h in report.holdings],
+           "lease_ledgers": [lease.to_json() for _, lease in sorted(report.ledgers.items())]}
+    if with_figures:
+        out["figure_values"] = [figure_json(f) for _, f in sorted(report.chain_figures.items())]
+    return out
+
+
+def _amount_json(value: int | None, token: str) -> dict | None:
+    from tessera.protocol.ledger import amount_json
+
+    return None if value is None else amount_json(value, token)
+
+
+# What each figure counts, by its name (protocol/figures.py; docs/explorer.md).
+def figure_text(name: str, value: int) -> str:
+    unit = figure_unit(name)
+    if unit == PAYMENT_SYMBOL:
+        return _money(value)
+    if unit == STAKE_SYMBOL:
+        return _stake(value)
+    return f"{value} {unit}" if unit in ("seconds", "GPU-seconds", "bps") else str(value)
+
+
+def figure_json(f) -> dict:
+    """One figure for JSON: money as an exact amount with its symbol and in named base units."""
+    from tessera.protocol.ledger import exact_amount
+
+    unit = figure_unit(f.name)
+    out = {"name": f.name, "key": f.key, "unit": unit}
+    if unit in (PAYMENT_SYMBOL, STAKE_SYMBOL):
+        token = "PaymentToken" if unit == PAYMENT_SYMBOL else "StakeToken"
+        out.update(value=exact_amount(f.value, token), base_units=f.value)
+    else:
+        out["value"] = f.value
+    out["txs"] = list(f.txs)
+    return out
 
 
 def _money(value: int) -> str:
@@ -281,8 +348,7 @@ def stats(
     if as_json:
         print(json.dumps({
             "block": cursor.last_block, "block_hash": cursor.last_hash, "as_of": cursor.last_timestamp,
-            "figures": [{"name": f.name, "key": f.key, "value": str(f.value), "txs": list(f.txs)}
-                        for _, f in sorted(figures.items())]}, indent=1))
+            "figures": [figure_json(f) for _, f in sorted(figures.items())]}, indent=1))
         return
     render(figures, cursor.last_block, cursor.last_timestamp)
 

@@ -12,6 +12,8 @@ from tessera.explorer.audit import audit
 from tessera.explorer.db import make_engine
 from tessera.explorer.indexer import Indexer
 from tessera.protocol.figures import ALL, ratio
+from tessera.protocol.ledger import exact_amount
+from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL
 
 
 def index_and_audit(chain: Chain, database: Path) -> dict:
@@ -31,12 +33,20 @@ def index_and_audit(chain: Chain, database: Path) -> dict:
                     "epochs": value("uptime.by_provider.epochs", key)}
               for (name, key) in figures if name == "uptime.by_provider.epochs"}
     utilization = ratio(figures, "total", ALL)
+    money = {name: value(f"revenue.total.{name}") for name in ("tenant_paid", "provider_income",
+                                                               "protocol_fees")}
     return {
         "database": str(database), "events": sync.events, "to_block": report.to_block,
         "figures": report.figures, "audit_agrees": report.agrees, "audit_problems": report.problems,
-        "tenant_paid": value("revenue.total.tenant_paid"),
-        "provider_income": value("revenue.total.provider_income"),
-        "protocol_fees": value("revenue.total.protocol_fees"),
+        # tenant_paid, provider_income, protocol_fees: TUSD base units (named in "units"; the
+        # same amounts, exact with their symbol, in "amounts")
+        **money,
+        "units": {name: f"{PAYMENT_SYMBOL} base units (10^-{PAYMENT_DECIMALS} {PAYMENT_SYMBOL})"
+                  for name in money},
+        "amounts": {name: exact_amount(v) for name, v in money.items()},
+        "leases": len(report.ledgers),
+        "leases_adding_up": sum(lease.adds_up for lease in report.ledgers.values()),
+        "holdings": [h.to_json() for h in report.holdings if h.held or h.owed],
         "utilization": utilization,
         "uptime": uptime,
     }

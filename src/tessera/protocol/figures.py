@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from tessera.protocol.events import EventRecord
 from tessera.protocol.lease import exhausted_at
+from tessera.protocol.money import PAYMENT_SYMBOL, STAKE_SYMBOL
 from tessera.protocol.reliability import reliability_figures
 
 DAY = 86_400
@@ -57,6 +58,31 @@ def split_by_day(start: int, end: int) -> Iterable[tuple[str, int]]:
         piece_end = min(boundary, end)
         yield day_of(t), piece_end - t
         t = piece_end
+
+
+# The unit of each figure, by name (the one home: explorer pages, API and `stats --json`).
+_TUSD_FIGURES = ("revenue.", "price.by_model.min", "price.by_model.p25", "price.by_model.median",
+                 "price.by_model.p75", "price.by_model.max", "orders.total.deposits",
+                 "orders.cancelled.refunds",
+                 "leases.closed.refunds", "leases.total.top_ups", "downtime.by_provider.forfeited",
+                 "downtime.total.forfeited", "downtime.total.refunds", "verified.total.released",
+                 "verified.total.withheld", "verified.total.refunds")
+_TSTK_FIGURES = ("stake.", "slashes.total.amount")
+
+
+def figure_unit(name: str) -> str:
+    """'TUSD', 'TSTK', 'GPU-seconds', 'seconds', 'bps' or 'count' for a figure name."""
+    if name.startswith(_TUSD_FIGURES):
+        return PAYMENT_SYMBOL
+    if name.startswith(_TSTK_FIGURES):
+        return STAKE_SYMBOL
+    if name.endswith("gpu_seconds"):
+        return "GPU-seconds"
+    if name.endswith("_seconds"):
+        return "seconds"
+    if name.endswith("bps"):
+        return "bps"
+    return "count"
 
 
 @dataclass
