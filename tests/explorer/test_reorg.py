@@ -44,9 +44,9 @@ def tx_hashes(engine) -> set[str]:
         return set(session.scalars(select(db.Event.tx_hash)))
 
 
-def test_shallow_reorg_changes_nothing_final(small_market, tmp_path):
+def test_shallow_reorg_changes_nothing_final(small_market, explorer_db_url):
     chain, work = small_market
-    engine = make_engine(f"sqlite:///{tmp_path}/shallow.db")
+    engine = make_engine(explorer_db_url)
     snapshot = work._rpc("evm_snapshot", [])
     branch(work, K - 2, tag=1)                 # K-2 blocks that will be orphaned
     Indexer(chain, engine, confirmations=K, batch_blocks=3).sync()
@@ -65,9 +65,9 @@ def test_shallow_reorg_changes_nothing_final(small_market, tmp_path):
     assert audit(chain, engine).agrees
 
 
-def test_deep_reorg_is_detected_and_reindexed(small_market, tmp_path):
+def test_deep_reorg_is_detected_and_reindexed(small_market, explorer_db):
     chain, work = small_market
-    engine = make_engine(f"sqlite:///{tmp_path}/deep.db")
+    engine = make_engine(explorer_db("deep"))
     snapshot = work._rpc("evm_snapshot", [])
     fork_point = chain.block_number()
     branch(work, K + 4, tag=5)                 # K+4 blocks; the indexer takes 4 of them as final
@@ -88,7 +88,7 @@ def test_deep_reorg_is_detected_and_reindexed(small_market, tmp_path):
     gone = orphaned - now
     assert gone, "the orphaned branch's events should be gone"
     # The database equals one built from scratch on the new chain.
-    fresh = make_engine(f"sqlite:///{tmp_path}/fresh.db")
+    fresh = make_engine(explorer_db("fresh"))
     Indexer(chain, fresh, confirmations=K, batch_blocks=2).sync()
     assert compare(database_figures(fresh)[0], database_figures(engine)[0]) == []
     assert dump(fresh)["explorer_events"] == dump(engine)["explorer_events"]

@@ -8,10 +8,12 @@ GPU model and endpoint carry HTML must show them as text.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -26,8 +28,11 @@ from tessera.explorer.db import make_engine
 from tessera.explorer.indexer import Indexer, database_figures
 from tessera.explorer.simulate import TUSD
 from tessera.explorer.web import create_app
+from tessera.explorer.web.charts import bar_chart, line_chart, nice_ticks
+from tessera.explorer.web.models import FigureOut
 from tessera.protocol import messages
 from tessera.protocol.figures import ALL
+from tessera.protocol.money import format_amount, show_amount
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -41,8 +46,9 @@ def _keys(figures, name: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def served(market_run, tmp_path_factory):
-    """The seeded market over more days, a provider with HTML in its offer and a lease on it, served."""
+def web_chain(market_run):
+    """The seeded market over more days, a provider with HTML in its offer and a lease on it,
+    heartbeats, probes, an outage and a downtime claim (once per module: both backends index it)."""
     _, _, network, work = market_run
     for _ in range(3):   # the seeded market fits in one UTC day: spread payouts over a few more
         work.round(4, 86_400)
@@ -75,22 +81,34 @@ def served(market_run, tmp_path_factory):
             beats.append(epoch)
         work.mine(length)
     liveness = probes_outage_and_downtime(work, network, p, lease, epochs, beats)
+    return network, {"xss_provider": p.address, "xss_lease": lease["lease_id"], "beats": beats, **liveness}
 
-    url = f"sqlite:///{tmp_path_factory.mktemp('web')}/explorer.db"
+
+@pytest.fixture(scope="module")
+def served(web_chain, explorer_module_db):
+    """`web_chain` indexed into a fresh database (SQLite, then PostgreSQL) and served by uvicorn."""
+    network, facts = web_chain
+    url = explorer_module_db("web")
     engine = make_engine(url)
     Indexer(Chain(network), engine, confirmations=0).sync()
-    server = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=free_port(),
-                                           log_level="warning", lifespan="off"))
+    with serve(create_app(engine)) as base:
+        yield {"base": base, "engine": engine, "url": url, **facts}
+    engine.dispose()
+
+
+@contextmanager
+def serve(app):
+    """`app` served by uvicorn in a thread on a free port; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
+                                           lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    base = f"http://127.0.0.1:{server.config.port}"
     try:
-        yield {"base": base, "engine": engine, "url": url, "xss_provider": p.address,
-               "xss_lease": lease["lease_id"], "beats": beats, **liveness}
+        yield f"http://127.0.0.1:{server.config.port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -160,7 +178,7 @@ def page(browser):
 def _figure_dicts(node):
     """Every figure object ({name, key, value, txs}) anywhere in a JSON document."""
     if isinstance(node, dict):
-        if set(node) == {"name", "key", "value", "txs"}:
+        if set(node) == {"name", "key", "value", "unit", "decimals", "txs"}:
             yield node
         else:
             for value in node.values():
@@ -268,7 +286,7 @@ def test_overview_charts_and_links_in_a_browser(served, page):
     page.locator("table.revenue a.fig").first.click()
     page.wait_for_url("**/figure?*")
     expected = figures[("revenue.by_day.tenant_paid", days[0])]
-    assert page.locator("#value").inner_text() == str(expected.value)
+    assert page.locator("#value").get_attribute("data-value") == str(expected.value)
     tx_links = page.locator("table.txs a.tx")
     assert tx_links.count() == len(expected.txs)
     tx = tx_links.first.inner_text()
@@ -338,7 +356,7 @@ def test_api_serves_uptime_reliability_and_recent_epochs(served):
         assert detail["uptime"]["heartbeats"]["value"] == str(len(beats))
         assert detail["uptime"]["bps"] == {
             "name": "uptime.by_provider.bps", "key": address,
-            "value": str(figures[("uptime.by_provider.bps", address)].value),
+            "value": str(figures[("uptime.by_provider.bps", address)].value), "unit": "bps", "decimals": 0,
             "txs": list(figures[("uptime.by_provider.bps", address)].txs)}
         strip = detail["recent_epochs"]
         owed = figures[("uptime.by_provider.epochs", address)].value
@@ -367,7 +385,7 @@ def test_uptime_and_reliability_pages_in_a_browser(served, page):
     rows.first.locator(".score a.fig").click()
     page.wait_for_url("**/figure?*")
     first = figures[(f"{REL}.bps", providers[0])]
-    assert page.locator("#value").inner_text() == str(first.value)
+    assert page.locator("#value").get_attribute("data-value") == str(first.value)
     assert page.locator("table.txs a.tx").count() == len(first.txs) > 0
 
     # The provider page: uptime, the epoch chart, the reliability parts.
@@ -390,13 +408,13 @@ def test_uptime_and_reliability_pages_in_a_browser(served, page):
     chart.locator("a").first.click()
     page.wait_for_url("**/tx/0x*")
     events = page.locator("table.events").inner_text()
-    assert "Heartbeat" in events and f'"epoch": {beats[0]}' in events
+    assert "Heartbeat" in events and f"epoch: {beats[0]}" in events
     # A part of the score leads to the transactions behind it.
     page.goto(f"{base}/providers/{address}")
     page.locator("table.score-parts tr", has_text="uptime (smoothed)").locator("a.fig").click()
     page.wait_for_url("**/figure?*")
     up = figures[(f"{REL}.uptime_bps", address)]
-    assert page.locator("#value").inner_text() == str(up.value)
+    assert page.locator("#value").get_attribute("data-value") == str(up.value)
     assert page.locator("table.txs a.tx").count() == len(up.txs) == len(beats) + 1   # + registration
 
 
@@ -421,7 +439,7 @@ def test_api_serves_probes_outages_and_downtime(served):
         silent = _liveness(scores, q)
         assert silent["probes_missed"]["value"] == str(served["reports"])
         assert silent["outages"] == {"name": "outages.by_provider.count", "key": q, "value": "1",
-                                     "txs": [served["outage_tx"]]}
+                                     "unit": "count", "decimals": 0, "txs": [served["outage_tx"]]}
         assert silent["outage_epochs"]["value"] == str(last - first + 1)
         assert overview["downtime"]["epochs"]["txs"] == [served["downtime_tx"]]
         assert overview["downtime"]["forfeited"]["value"] == mine["downtime_forfeited"]["value"] != "0"
@@ -442,7 +460,7 @@ def _open_figure_then_tx(page, link, figure, expected_tx: str | None = None) -> 
     """Click a figure link; the figure page shows its value and its txs; open one of them."""
     link.click()
     page.wait_for_url("**/figure?*")
-    assert page.locator("#value").inner_text() == str(figure.value)
+    assert page.locator("#value").get_attribute("data-value") == str(figure.value)
     txs = page.locator("table.txs a.tx")
     assert sorted(txs.nth(i).inner_text() for i in range(txs.count())) == list(figure.txs)
     tx = expected_tx or figure.txs[0]
@@ -482,7 +500,7 @@ def test_probes_outages_and_downtime_in_a_browser(served, page):
     assert cells.nth(3).inner_text() == devnet_account(0).address
     reports.first.locator("a.tx").click()
     page.wait_for_url(f"**/tx/{served['outage_tx']}")
-    assert f'"first_epoch": {first}' in page.locator("table.events").inner_text()
+    assert f"first_epoch: {first}" in page.locator("table.events").inner_text()
 
     # The probed provider's page: downtime claimed on its lease, linking to the claim.
     page.goto(f"{base}/providers/{p}")
@@ -516,3 +534,130 @@ def test_stats_prints_probes_outages_and_downtime(served, monkeypatch):
     assert rows[p][5] == cli._money(forfeited)
     assert rows[q][:4] == ["0", str(served["reports"]), "1", str(last - first + 1)]
     assert sorted(rows) == _keys(figures, f"{REL}.bps")              # one row per provider
+
+
+# -- lists, time left, units, charts (issue 12) ------------------------------------------------------
+UNIX_TIME = re.compile(r"\b1[0-9]{9}\b")       # a Unix time of 2001..2286 written out
+RAW_BASE_UNITS = re.compile(r"\b[0-9]{13,}\b")  # base units of an 18-decimal token (>= 0.00001 TSTK)
+
+
+def _visible(html: str) -> str:
+    """The text of a page's <main> (tags, hence tooltips and data attributes, removed)."""
+    return re.sub(r"<[^>]+>", " ", html.split("<main>", 1)[1])
+
+
+def test_lists_paging_time_left_and_junk_ids(served):
+    figures, cursor = database_figures(served["engine"])
+    total = figures[("leases.total.count", ALL)].value
+    with httpx.Client(base_url=served["base"], timeout=30) as client:
+        leases = client.get("/api/leases").json()
+        ids = [x["lease_id"] for x in leases["leases"]]
+        assert (leases["total"], leases["page"], leases["pages"]) == (total, 1, -(-total // 50))
+        assert ids == sorted(ids, reverse=True)[:50] and ids[0] == total
+        assert leases["leases"][0]["token"] == "TUSD" and leases["leases"][0]["decimals"] == 6
+        assert client.get("/api/challenges").json() == {"page": 1, "pages": 1, "total": 0, "challenges": []}
+        validators = client.get("/api/validators").json()
+        assert [v["address"] for v in validators] == [devnet_account(1).address]
+        assert validators[0]["stake_base_units"] == str(100 * 10**18) and validators[0]["token"] == "TSTK"
+
+        # The open lease: time left until its budget runs out, on the API and the page.
+        lease = client.get(f"/api/leases/{served['xss_lease']}").json()
+        assert lease["status"] == "active"
+        assert lease["time_left_s"] == lease["exhausts_at"] - cursor.last_timestamp > 0
+        assert lease["ledger"]["adds_up"] and int(lease["ledger"]["escrow_base_units"]) > 0
+        html = client.get(f"/leases/{served['xss_lease']}").text
+        assert 'id="time-left"' in html and "the budget runs out at" in html
+        assert 'id="adds-up"' in html and "adds up to the budget" in html
+
+        for path in ("/leases/abc", "/leases/-1", "/leases/" + "9" * 30, "/leases?page=0", "/leases?page=x",
+                     "/leases?page=999", "/challenges?page=2", "/challenges/1", "/validators/nope",
+                     f"/validators/{served['xss_provider']}", "/providers/0x12", "/tx/0x12", "/figure",
+                     "/figure?name=nope", "/api/leases?page=0", "/api/leases?page=999", "/api/challenges/1",
+                     "/api/validators/0x" + "0" * 40, "/api/figure?name=nope", "/nope"):
+            reply = client.get(path)
+            assert 400 <= reply.status_code < 500, (path, reply.status_code)
+
+
+def test_list_pages_page_newest_first(served):
+    """Seven leases a page: each page holds the next older seven, linked both ways."""
+    figures, _ = database_figures(served["engine"])
+    total = figures[("leases.total.count", ALL)].value
+    with serve(create_app(served["engine"], page_size=7)) as base, httpx.Client(base_url=base) as client:
+        pages = -(-total // 7)
+        seen = []
+        for n in range(1, pages + 1):
+            reply = client.get(f"/api/leases?page={n}").json()
+            assert reply["pages"] == pages
+            seen += [x["lease_id"] for x in reply["leases"]]
+            html = client.get(f"/leases?page={n}").text
+            assert ('class="older"' in html) == (n < pages) and ('class="newer"' in html) == (n > 1)
+        assert seen == list(range(total, 0, -1))
+        assert client.get(f"/leases?page={pages + 1}").status_code == 404
+
+
+def test_amounts_and_times_are_for_people(served):
+    """No page shows a Unix time or raw base units; amounts carry their token, exact in the tooltip."""
+    address = served["xss_provider"]
+    with httpx.Client(base_url=served["base"], timeout=30) as client:
+        detail = client.get(f"/api/providers/{address}").json()
+        slashed = next(p for p in client.get("/api/providers").json() if p["stake_slashed"]["value"] != "0")
+        slash = client.get(f"/api/providers/{slashed['address']}").json()["slashes"][0]
+        paths = ["/", "/providers", f"/providers/{address}", f"/providers/{slashed['address']}", "/leases",
+                 f"/leases/{served['xss_lease']}", "/validators", f"/validators/{devnet_account(1).address}",
+                 f"/tx/{slash['tx_hash']}", f"/tx/{served['outage_tx']}", f"/tx/{served['downtime_tx']}",
+                 "/figure?name=stake.total.active&key=all", "/figure?name=revenue.total.tenant_paid&key=all",
+                 f"/figure?name=uptime.by_provider.epochs&key={address}"]
+        for path in paths:
+            html = client.get(path).text
+            text = _visible(html)
+            assert not UNIX_TIME.search(text), (path, UNIX_TIME.search(text))
+            assert not RAW_BASE_UNITS.search(text), (path, RAW_BASE_UNITS.search(text))
+            assert "block time" not in text, path
+        amount = int(slash["amount_base_units"])
+        html = client.get(f"/tx/{slash['tx_hash']}").text
+        assert (f'title="{format_amount(amount, 18, "TSTK")}" data-base-units="{amount}">'
+                f'{show_amount(amount, 18, "TSTK")}<') in html
+        stake = client.get("/figure?name=stake.total.active&key=all").text
+        assert 'data-value="' in stake and " TSTK" in _visible(stake)
+        assert detail["gpu_memory_mb"] == 81920 and detail["is_cpu"] is False
+        assert "GPU memory" in client.get(f"/providers/{address}").text
+
+
+def test_nice_ticks_are_distinct_and_cover_the_top():
+    for top in (0.01, 0.0125, 0.019, 0.000334, 0.15, 1, 3.7, 99.9, 123_456, 10**6, 1e-6, 0):
+        ticks, decimals = nice_ticks(top)
+        labels = [f"{t:,.{decimals}f}" for t in ticks]
+        assert len(set(labels)) == len(labels) >= 2, (top, labels)
+        assert ticks[0] == 0 and ticks[-1] >= top * (1 - 1e-9) and len(ticks) <= 6, (top, ticks)
+
+
+def test_charts_read_with_one_day_or_a_hundred():
+    f = FigureOut(name="revenue.by_day.tenant_paid", key="2026-01-01", value="12500", unit="TUSD", decimals=6,
+                  txs=[])
+    for n in (1, 2, 100):
+        items = [(f"2026-01-{i % 28 + 1:02d}", 0.0125 * (i + 1) / n, f"{i} TUSD", f) for i in range(n)]
+        for svg in (bar_chart("b", "bars", items), line_chart("u", "line", items)):
+            ticks = re.findall(r'<text class="tick"[^>]*>([^<]*)</text>', svg)
+            assert len(ticks) == len(set(ticks)) >= 2, (n, ticks)
+            assert svg.count("<title>") == n
+            labels = re.findall(r'<text class="label"[^>]*>([^<]*)</text>', svg)
+            assert len(labels) == (n if n <= 14 else 0)           # values written on few bars or points
+            assert len(re.findall(r'<text x=[^>]*>\d\d-\d\d</text>', svg)) <= 8   # x labels stay legible
+    one = line_chart("u", "line", [("2026-01-01", 0.034, "3.4%", f)])
+    assert ">3.4%</text>" in one and "polyline" not in one
+
+
+def test_new_pages_show_onchain_strings_as_text(served, page):
+    base = served["base"]
+    for path in ("/leases", "/validators", "/challenges", f"/tx/{served['downtime_tx']}"):
+        page.goto(base + path)
+        assert page.locator("script").count() == 0 and page.locator("img").count() == 0, path
+        assert page.evaluate("window.__xss === undefined && window.__xss2 === undefined"), path
+    page.goto(base + "/")
+    ticks = page.locator("svg#revenue-chart text.tick").evaluate_all("els => els.map(el => el.textContent)")
+    assert len(ticks) == len(set(ticks)) >= 2
+    page.locator("header a", has_text="validators").click()
+    page.wait_for_url("**/validators")
+    page.locator("table.validators a.validator").first.click()
+    page.wait_for_url(f"**/validators/{devnet_account(1).address}")
+    assert page.locator("#address").inner_text() == devnet_account(1).address

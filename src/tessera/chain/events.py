@@ -13,8 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from eth_abi import encoding
+from eth_abi.codec import ABICodec
+from eth_abi.decoding import StringDecoder
+from eth_abi.registry import BaseEquals
+from eth_abi.registry import registry as _default_registry
 from eth_utils import event_abi_to_log_topic
 from web3 import Web3
+from web3._utils.events import get_event_data
 from web3.exceptions import Web3RPCError
 
 from tessera.chain.client import Chain
@@ -25,6 +31,20 @@ from tessera.protocol.events import EventRecord, hex0x, json_safe
 CONTRACTS = CONTRACT_NAMES
 BLOCK_BATCH = 200  # blocks per JSON-RPC batch when fetching timestamps
 
+
+class _LenientString(StringDecoder):
+    """On-chain strings are bytes anyone picks (a provider's GPU model, a validator's endpoint):
+    bytes that are not UTF-8 read as \\xNN instead of stopping every reader of the chain."""
+
+    @staticmethod
+    def decoder_fn(data, handle_string_errors="strict"):
+        return data.decode("utf-8", "backslashreplace")
+
+
+_registry = _default_registry.copy()
+_registry.unregister("string")
+_registry.register(BaseEquals("string"), encoding.TextStringEncoder, _LenientString, label="string")
+CODEC = ABICodec(_registry)
 
 # How nodes say a log query asks too much (geth, erigon, Alchemy, Infura, QuickNode, Ankr...).
 _RANGE_REFUSALS = ("range", "more than", "too many", "limit exceeded", "response size",
@@ -121,7 +141,7 @@ class EventReader:
         if key not in self.by_topic:
             return None
         contract, event = self.by_topic[key]
-        decoded = event.process_log(log)
+        decoded = get_event_data(CODEC, event.abi, log)
         number = int(log["blockNumber"])
         block_hash, timestamp = blocks[number]
         if block_hash != hex0x(log["blockHash"]):

@@ -2,7 +2,11 @@
 
 SQLAlchemy 2; SQLite by default, any SQLAlchemy URL (PostgreSQL included) accepted. Amounts can
 exceed 64 bits (stake has 18 decimals), so every money column is a `BigAmount`: decimal text in
-the database, a Python int in code.
+the database, a Python int in code. Values a caller chooses freely (a job's round index, a root's
+leaf count) are `BigAmount` too: a uint256 must never stop the indexer.
+
+The derived tables (`DERIVED`) are a pure function of the raw events in chain order
+(`explorer/derive.py`): a reorg rollback deletes them all and replays the events that remain.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     ForeignKey,
     Index,
     Integer,
@@ -22,10 +27,12 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy import inspect as sql_inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tessera.chain.accounts import tessera_home
+from tessera.errors import IndexerError
 
 
 class BigAmount(TypeDecorator):
@@ -39,6 +46,17 @@ class BigAmount(TypeDecorator):
 
     def process_result_value(self, value, dialect):
         return None if value is None else int(value)
+
+
+class ChainText(TypeDecorator):
+    """A string someone put on chain (a GPU model, an endpoint): NUL, which PostgreSQL's text
+    refuses, is stored as U+FFFD on every backend, so both hold the same rows."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else str(value).replace("\x00", "\ufffd")
 
 
 class Base(DeclarativeBase):
@@ -79,15 +97,19 @@ class Event(Base):
     contract: Mapped[str] = mapped_column(String(32))
     event: Mapped[str] = mapped_column(String(64))
     args: Mapped[str] = mapped_column(Text)
+    # The lease the event is about (its `lease_id` arg, or the lease of the challenge it names),
+    # and the provider it names: a lease's or a provider's events are one indexed query.
+    lease_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    provider: Mapped[str | None] = mapped_column(String(42), nullable=True, index=True)
 
 
 class Provider(Base):
     __tablename__ = "explorer_providers"
     address: Mapped[str] = mapped_column(String(42), primary_key=True)
-    gpu_model: Mapped[str] = mapped_column(String(64))
-    gpu_count: Mapped[int] = mapped_column(Integer)
-    gpu_memory_mb: Mapped[int] = mapped_column(Integer)
-    endpoint: Mapped[str] = mapped_column(String(256))
+    gpu_model: Mapped[str] = mapped_column(ChainText(64))
+    gpu_count: Mapped[int] = mapped_column(BigInteger)          # uint32: past PostgreSQL's int4
+    gpu_memory_mb: Mapped[int] = mapped_column(BigInteger)
+    endpoint: Mapped[str] = mapped_column(ChainText(256))
     price_floor: Mapped[int] = mapped_column(BigAmount)
     registered_at: Mapped[int] = mapped_column(BigInteger)
     registered_tx: Mapped[str] = mapped_column(String(66))
@@ -96,6 +118,21 @@ class Provider(Base):
     slashed: Mapped[int] = mapped_column(BigAmount, default=0)
     withdrawn: Mapped[int] = mapped_column(BigAmount, default=0)
     jailed_until: Mapped[int] = mapped_column(BigInteger, default=0)
+    locked_until: Mapped[int] = mapped_column(BigInteger, default=0)   # StakeHeld: no unbond before
+
+
+class Order(Base):
+    """A Market order (`OrderCreated`): a verified order is a Verification job of the same id."""
+
+    __tablename__ = "explorer_orders"
+    order_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    tenant: Mapped[str] = mapped_column(String(42))
+    verified: Mapped[bool] = mapped_column(Boolean)
+    deposit: Mapped[int] = mapped_column(BigAmount)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    created_tx: Mapped[str] = mapped_column(String(66))
+    created_log_index: Mapped[int] = mapped_column(Integer)
+    cancelled_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
 
 
 class Lease(Base):
@@ -104,9 +141,9 @@ class Lease(Base):
     order_id: Mapped[int] = mapped_column(BigInteger)
     tenant: Mapped[str] = mapped_column(String(42))
     provider: Mapped[str] = mapped_column(String(42), index=True)
-    gpu_model: Mapped[str] = mapped_column(String(64))
+    gpu_model: Mapped[str] = mapped_column(ChainText(64))
     price_per_gpu_hour: Mapped[int] = mapped_column(BigAmount)
-    gpus: Mapped[int] = mapped_column(Integer)
+    gpus: Mapped[int] = mapped_column(BigInteger)
     budget: Mapped[int] = mapped_column(BigAmount)
     start: Mapped[int] = mapped_column(BigInteger)
     closed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -117,6 +154,7 @@ class Lease(Base):
     result_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     created_tx: Mapped[str] = mapped_column(String(66))
     closed_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Payment(Base):
@@ -137,7 +175,178 @@ class Payment(Base):
     fee: Mapped[int] = mapped_column(BigAmount)
 
 
-DERIVED = (Payment, Lease, Provider)
+class Round(Base):
+    """One Verification round root (`RootPosted`): a job is a Market order, so a lease's rounds
+    are those of its order."""
+
+    __tablename__ = "explorer_rounds"
+    job: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    round_index: Mapped[int] = mapped_column(BigAmount, primary_key=True)
+    root: Mapped[str] = mapped_column(String(66))
+    n_leaves: Mapped[int] = mapped_column(BigAmount)
+    coordinator: Mapped[str] = mapped_column(String(42))
+    posted_at: Mapped[int] = mapped_column(BigInteger)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+
+
+class Challenge(Base):
+    """A challenge of one lease's commitment in one round, from opening to verdict."""
+
+    __tablename__ = "explorer_challenges"
+    challenge_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    job: Mapped[int] = mapped_column(BigInteger, index=True)
+    round_index: Mapped[int] = mapped_column(BigAmount)
+    lease_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    provider: Mapped[str] = mapped_column(String(42), index=True)
+    challenger: Mapped[str] = mapped_column(String(42))
+    result_hash: Mapped[str] = mapped_column(String(66))
+    evidence: Mapped[str] = mapped_column(String(66))
+    bond: Mapped[int] = mapped_column(BigAmount)
+    quorum: Mapped[int] = mapped_column(BigAmount)
+    deadline: Mapped[int] = mapped_column(BigInteger)
+    opened_at: Mapped[int] = mapped_column(BigInteger)
+    opened_tx: Mapped[str] = mapped_column(String(66))
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open|upheld|rejected|expired
+    answer: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    answered_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    guilty_votes: Mapped[int] = mapped_column(Integer, default=0)
+    innocent_votes: Mapped[int] = mapped_column(Integer, default=0)
+    guilty_stake: Mapped[int] = mapped_column(BigAmount, default=0)
+    innocent_stake: Mapped[int] = mapped_column(BigAmount, default=0)
+    slashed: Mapped[int] = mapped_column(BigAmount, default=0)
+    to_challenger: Mapped[int] = mapped_column(BigAmount, default=0)
+    to_tenant: Mapped[int] = mapped_column(BigAmount, default=0)
+    to_voters: Mapped[int] = mapped_column(BigAmount, default=0)
+    burned: Mapped[int] = mapped_column(BigAmount, default=0)
+    bond_to_provider: Mapped[int] = mapped_column(BigAmount, default=0)
+    bond_returned: Mapped[int] = mapped_column(BigAmount, default=0)
+    rewards_claimed: Mapped[int] = mapped_column(BigAmount, default=0)
+    resolved_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    resolved_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+
+
+class Vote(Base):
+    """One validator's vote on a challenge (`Voted`), with the reward it claimed, if any."""
+
+    __tablename__ = "explorer_votes"
+    challenge_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    validator: Mapped[str] = mapped_column(String(42), primary_key=True, index=True)
+    guilty: Mapped[bool] = mapped_column(Boolean)
+    weight: Mapped[int] = mapped_column(BigAmount)
+    voted_at: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    reward: Mapped[int] = mapped_column(BigAmount, default=0)
+    reward_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+
+
+class Settlement(Base):
+    """One Settlement event of a verified lease: `PayReleased` (kind 'release': the rounds
+    [from_round, to_round) walked) or `RoundRefunded` (kind 'refund': one proven round)."""
+
+    __tablename__ = "explorer_settlements"
+    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_settlement_tx_log"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+    lease_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    from_round: Mapped[int | None] = mapped_column(BigAmount, nullable=True)
+    to_round: Mapped[int | None] = mapped_column(BigAmount, nullable=True)
+    round_index: Mapped[int | None] = mapped_column(BigAmount, nullable=True)
+    released_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    amount: Mapped[int] = mapped_column(BigAmount)     # release: pay released; refund: the round's pay
+    withheld: Mapped[int] = mapped_column(BigAmount, default=0)
+    refund: Mapped[int] = mapped_column(BigAmount, default=0)
+
+
+class Validator(Base):
+    __tablename__ = "explorer_validators"
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    registered_at: Mapped[int] = mapped_column(BigInteger)
+    registered_tx: Mapped[str] = mapped_column(String(66))
+    stake: Mapped[int] = mapped_column(BigAmount, default=0)
+    unbonding: Mapped[int] = mapped_column(BigAmount, default=0)
+    release_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    withdrawn: Mapped[int] = mapped_column(BigAmount, default=0)
+    slashed: Mapped[int] = mapped_column(BigAmount, default=0)
+    slashes: Mapped[int] = mapped_column(Integer, default=0)
+    endpoint: Mapped[str] = mapped_column(ChainText(256), default="")
+    locked_until: Mapped[int] = mapped_column(BigInteger, default=0)
+    votes: Mapped[int] = mapped_column(Integer, default=0)
+    reports: Mapped[int] = mapped_column(Integer, default=0)     # hardware reports filed
+
+
+class HardwareCase(Base):
+    """The hardware reports against one provider for one epoch, and their outcome."""
+
+    __tablename__ = "explorer_hardware_cases"
+    provider: Mapped[str] = mapped_column(String(42), primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open|pending|disputed|slashed|cleared
+    first_at: Mapped[int] = mapped_column(BigInteger)
+    first_tx: Mapped[str] = mapped_column(String(66))
+    reporters: Mapped[int] = mapped_column(Integer, default=0)
+    reported: Mapped[int] = mapped_column(BigAmount, default=0)
+    quorum: Mapped[int] = mapped_column(BigAmount, default=0)
+    dispute_deadline: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    vote_deadline: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    jury_quorum: Mapped[int] = mapped_column(BigAmount, default=0)
+    pass_stake: Mapped[int] = mapped_column(BigAmount, default=0)
+    fail_stake: Mapped[int] = mapped_column(BigAmount, default=0)
+    slashed: Mapped[int] = mapped_column(BigAmount, default=0)
+    reward_pool: Mapped[int] = mapped_column(BigAmount, default=0)
+    burned: Mapped[int] = mapped_column(BigAmount, default=0)
+    jailed_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    resolved_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    resolved_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+
+
+class HardwareEntry(Base):
+    """One HardwareReports action on a case: a validator's report, a juror's vote, a reward claim."""
+
+    __tablename__ = "explorer_hardware_entries"
+    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_hardware_tx_log"),
+                      Index("ix_hardware_entry_case", "provider", "epoch"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(42))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    validator: Mapped[str] = mapped_column(String(42), index=True)
+    kind: Mapped[str] = mapped_column(String(8))            # report|vote|reward
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    outcome: Mapped[int | None] = mapped_column(Integer, nullable=True)   # report: 1 late, 2 wrong, 3 none
+    passed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)     # vote
+    evidence: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    amount: Mapped[int] = mapped_column(BigAmount, default=0)               # weight, or reward
+
+
+class Slash(Base):
+    """One `Slashed` (provider) or `ValidatorSlashed` event, with its cause: the challenge, the
+    hardware case or the downtime claim in the same transaction, else a direct slash."""
+
+    __tablename__ = "explorer_slashes"
+    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_slash_tx_log"),
+                      Index("ix_slash_cause", "cause", "cause_ref"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(9))             # provider|validator
+    address: Mapped[str] = mapped_column(String(42), index=True)
+    amount: Mapped[int] = mapped_column(BigAmount)
+    recipient: Mapped[str] = mapped_column(String(42))
+    slasher: Mapped[str] = mapped_column(String(42))
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    cause: Mapped[str] = mapped_column(String(9), default="direct")   # challenge|hardware|downtime|direct
+    cause_ref: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+DERIVED = (Payment, Lease, Order, Provider, Round, Challenge, Vote, Settlement, Validator, HardwareCase,
+           HardwareEntry, Slash)
 
 
 def default_url() -> str:
@@ -157,4 +366,18 @@ def make_engine(url: str | None = None) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
     Base.metadata.create_all(engine)
+    _check_columns(engine)
     return engine
+
+
+def _check_columns(engine: Engine) -> None:
+    """Refuse a database an older explorer made (create_all adds tables, never columns)."""
+    found = sql_inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in found.get_columns(table.name)}
+        missing = sorted(c.name for c in table.columns if c.name not in have)
+        if missing:
+            raise IndexerError(
+                f"the explorer database {engine.url.render_as_string(hide_password=True)} was made by "
+                f"an older explorer: table {table.name} lacks {', '.join(missing)}; delete it (or use "
+                "another --database) and run `tessera explorer index` again")

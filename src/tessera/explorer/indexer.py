@@ -11,7 +11,6 @@ Rules (docs/explorer.md):
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +24,12 @@ from tessera.chain.client import Chain
 from tessera.chain.events import EventReader
 from tessera.errors import IndexerError, ReorgDuringFetch
 from tessera.explorer import db
+from tessera.explorer.derive import apply_event, event_keys, record_of
 from tessera.protocol.events import EventRecord, args_json
-from tessera.protocol.figures import ALL, Figure, Figures, compute_figures, day_of
+from tessera.protocol.figures import ALL, Figure, Figures, compute_figures
+
+__all__ = ["Indexer", "SyncReport", "apply_event", "database_figures", "indexed_state", "record_of",
+           "stored_records", "table_figures"]
 
 
 @dataclass
@@ -38,73 +41,6 @@ class SyncReport:
     reorg_rolled_back_to: int | None = None
     head: int = 0
     safe_head: int = 0
-
-
-def apply_event(session: Session, r: EventRecord) -> None:
-    """Update the derived tables (providers, leases, payments) with one event, in chain order."""
-    a = r.args
-    if r.contract == "ProviderRegistry":
-        if r.event == "ProviderRegistered":
-            session.add(db.Provider(
-                address=a["provider"], gpu_model=a["gpu_model"], gpu_count=a["gpu_count"],
-                gpu_memory_mb=a["gpu_memory_mb"], endpoint=a["endpoint"], price_floor=a["price_floor"],
-                registered_at=r.timestamp, registered_tx=r.tx_hash, stake=a["stake"], unbonding=0,
-                slashed=0, withdrawn=0, jailed_until=0))
-            return
-        p = session.get(db.Provider, a["provider"]) if "provider" in a else None
-        if p is None:
-            return
-        if r.event == "OfferUpdated":
-            p.gpu_model, p.gpu_count, p.gpu_memory_mb = a["gpu_model"], a["gpu_count"], a["gpu_memory_mb"]
-            p.endpoint, p.price_floor = a["endpoint"], a["price_floor"]
-        elif r.event == "StakeAdded":
-            p.stake = p.stake + a["amount"]
-        elif r.event == "UnbondRequested":
-            p.stake, p.unbonding = p.stake - a["amount"], p.unbonding + a["amount"]
-        elif r.event == "StakeWithdrawn":
-            p.unbonding, p.withdrawn = p.unbonding - a["amount"], p.withdrawn + a["amount"]
-        elif r.event == "Slashed":
-            from_stake = min(a["amount"], p.stake)
-            p.stake, p.unbonding = p.stake - from_stake, p.unbonding - (a["amount"] - from_stake)
-            p.slashed = p.slashed + a["amount"]
-        elif r.event == "Jailed":
-            p.jailed_until = a["until"]
-        return
-    if r.event == "LeaseCreated":
-        p = session.get(db.Provider, a["provider"])
-        session.add(db.Lease(
-            lease_id=a["lease_id"], order_id=a["order_id"], tenant=a["tenant"], provider=a["provider"],
-            gpu_model=p.gpu_model if p else "", price_per_gpu_hour=a["price_per_gpu_hour"],
-            gpus=a["gpus"], budget=a["budget"], start=a["start"], closed_at=None, earned=0,
-            provider_income=0, fees=0, refund=0, created_tx=r.tx_hash))
-        return
-    lease = session.get(db.Lease, a["lease_id"]) if "lease_id" in a else None
-    if lease is None:
-        return
-    if r.event == "LeaseToppedUp":
-        lease.budget = a["budget"]
-    elif r.event == "ResultCommitted":
-        lease.result_hash = a["result_hash"]
-    elif r.event in ("Withdrawn", "LeaseClosed"):
-        income = a["amount_to_provider"] if r.event == "Withdrawn" else a["provider_amount"]
-        fee = a["fee"]
-        lease.earned = lease.earned + income + fee
-        lease.provider_income = lease.provider_income + income
-        lease.fees = lease.fees + fee
-        if r.event == "LeaseClosed":
-            lease.closed_at, lease.closed_tx, lease.refund = r.timestamp, r.tx_hash, a["refund"]
-        if income + fee > 0:
-            session.add(db.Payment(
-                tx_hash=r.tx_hash, log_index=r.log_index, block_number=r.block_number,
-                lease_id=lease.lease_id, provider=lease.provider, timestamp=r.timestamp,
-                day=day_of(r.timestamp), kind="withdraw" if r.event == "Withdrawn" else "close",
-                provider_amount=income, fee=fee))
-
-
-def record_of(row: db.Event) -> EventRecord:
-    return EventRecord(block_number=row.block_number, block_hash=row.block_hash,
-                       timestamp=row.timestamp, tx_hash=row.tx_hash, log_index=row.log_index,
-                       contract=row.contract, event=row.event, args=json.loads(row.args))
 
 
 def stored_records(session: Session) -> list[EventRecord]:
@@ -207,10 +143,11 @@ class Indexer:
                 if cursor.last_hash and blocks.get(cursor.last_block, (None,))[0] != cursor.last_hash:
                     break  # the chain moved below us: the next run's reorg check handles it
                 for r in records:
+                    lease_id, provider = event_keys(session, r)
                     session.add(db.Event(
                         block_number=r.block_number, block_hash=r.block_hash, timestamp=r.timestamp,
                         tx_hash=r.tx_hash, log_index=r.log_index, contract=r.contract,
-                        event=r.event, args=args_json(r.args)))
+                        event=r.event, args=args_json(r.args), lease_id=lease_id, provider=provider))
                     apply_event(session, r)
                 seen = {r.block_number: (r.block_hash, r.timestamp) for r in records}
                 seen[end] = blocks[end]

@@ -1,11 +1,21 @@
-"""The JSON API (`/api/...`): each answer is an API model from `models.py`, so `/openapi.json`
-describes it. Unknown providers, leases, transactions and figures are 404s."""
+"""The JSON API (`/api/...`): each answer is an API model from `models.py` or `models_cases.py`, so
+`/openapi.json` describes it. Unknown providers, leases, challenges, validators, transactions and
+figures are 404s; lists are paged, newest first."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 
-from tessera.explorer.web.models import FigureTxs, LeaseDetail, Overview, ProviderDetail, ProviderOut, TxOut
+from tessera.explorer.web.models import FigureTxs, Overview, ProviderOut, TxOut
+from tessera.explorer.web.models_cases import (
+    ChallengeDetail,
+    ChallengePage,
+    LeaseDetail,
+    LeasePage,
+    ProviderDetail,
+    ValidatorDetail,
+    ValidatorOut,
+)
 from tessera.explorer.web.outputs import (
     epoch_strip,
     event_out,
@@ -15,7 +25,17 @@ from tessera.explorer.web.outputs import (
     payment_out,
     provider_out,
 )
+from tessera.explorer.web.outputs_cases import (
+    challenge_detail,
+    challenge_out,
+    hardware_case_out,
+    lease_detail,
+    slash_out,
+    validator_out,
+    vote_out,
+)
 from tessera.explorer.web.queries import Explorer, parse_address, parse_tx_hash
+from tessera.explorer.web.site import MAX_PAGE
 from tessera.protocol.figures import ALL
 
 
@@ -36,23 +56,66 @@ def api_router(explorer: Explorer) -> APIRouter:
     @router.get("/api/providers/{address}", response_model=ProviderDetail,
                 responses={404: {"description": "unknown provider"}})
     def api_provider(address: str) -> ProviderDetail:
-        """One provider with its leases and payouts."""
+        """One provider with its leases, payouts, slashes (each with its cause), challenges and
+        hardware reports."""
         snap = explorer.snapshot()
         p, leases, payments = explorer.provider(parse_address(address))
+        slashes, challenges, cases = explorer.provider_cases(p.address)
         return ProviderDetail(**provider_out(snap, p).model_dump(),
                               lease_list=[lease_out(snap, row) for row in leases],
                               payments=[payment_out(x) for x in payments],
                               outage_reports=explorer.outages(p.address),
-                              recent_epochs=epoch_strip(snap, explorer, p.address))
+                              recent_epochs=epoch_strip(snap, explorer, p.address),
+                              slashes=[slash_out(s) for s in slashes],
+                              challenges=[challenge_out(c) for c in challenges],
+                              hardware_cases=[hardware_case_out(h) for h in cases])
+
+    @router.get("/api/leases", response_model=LeasePage, responses={404: {"description": "no such page"}})
+    def api_leases(page: int = Query(1, ge=1, le=MAX_PAGE)) -> LeasePage:
+        """Leases, newest first (50 a page unless the server says otherwise)."""
+        snap = explorer.snapshot()
+        rows, total = explorer.leases_page(page)
+        return LeasePage(page=page, pages=explorer.pages(total, page, "leases"), total=total,
+                         leases=[lease_out(snap, row) for row in rows])
 
     @router.get("/api/leases/{lease_id}", response_model=LeaseDetail,
                 responses={404: {"description": "unknown lease"}})
     def api_lease(lease_id: int) -> LeaseDetail:
-        """One lease: terms, money, status, and every event that touched it."""
+        """One lease: terms, status, time left, its ledger (budget = every part), its job's rounds
+        and their settlement, its challenges with votes and verdicts, every event that touched it."""
         snap = explorer.snapshot()
-        row, events, payments = explorer.lease(lease_id)
-        return LeaseDetail(**lease_out(snap, row).model_dump(), events=[event_out(x) for x in events],
-                           payments=[payment_out(x) for x in payments])
+        return lease_detail(snap, explorer.lease(lease_id))
+
+    @router.get("/api/challenges", response_model=ChallengePage,
+                responses={404: {"description": "no such page"}})
+    def api_challenges(page: int = Query(1, ge=1, le=MAX_PAGE)) -> ChallengePage:
+        """Challenges of training rounds, newest first (50 a page unless the server says otherwise)."""
+        explorer.snapshot()
+        rows, total = explorer.challenges_page(page)
+        return ChallengePage(page=page, pages=explorer.pages(total, page, "challenges"), total=total,
+                             challenges=[challenge_out(c) for c in rows])
+
+    @router.get("/api/challenges/{challenge_id}", response_model=ChallengeDetail,
+                responses={404: {"description": "unknown challenge"}})
+    def api_challenge(challenge_id: int) -> ChallengeDetail:
+        """One challenge: its votes, verdict, the money it moved, the slash it caused, its events."""
+        explorer.snapshot()
+        return challenge_detail(explorer.challenge(challenge_id))
+
+    @router.get("/api/validators", response_model=list[ValidatorOut])
+    def api_validators() -> list[ValidatorOut]:
+        """Every registered validator: stake, unbonding, slashes, endpoint, lock, votes, reports."""
+        explorer.snapshot()
+        return [validator_out(v) for v in explorer.validators()]
+
+    @router.get("/api/validators/{address}", response_model=ValidatorDetail,
+                responses={404: {"description": "unknown validator"}})
+    def api_validator(address: str) -> ValidatorDetail:
+        """One validator with its votes and slashes."""
+        explorer.snapshot()
+        v, votes, _entries, slashes = explorer.validator(parse_address(address, "validator"))
+        return ValidatorDetail(**validator_out(v).model_dump(), vote_list=[vote_out(x) for x in votes],
+                               slash_list=[slash_out(s) for s in slashes])
 
     @router.get("/api/tx/{tx_hash}", response_model=TxOut,
                 responses={404: {"description": "no indexed event in that transaction"}})
@@ -67,7 +130,7 @@ def api_router(explorer: Explorer) -> APIRouter:
         snap = explorer.snapshot()
         f = snap.figures.get((name, key))
         if f is None:
-            raise HTTPException(404, f"no figure {name}[{key}]")
+            raise HTTPException(404, f"no figure {name[:200]}[{key[:200]}]")
         return FigureTxs(figure=figure_out(f), block=snap.block)
 
     return router

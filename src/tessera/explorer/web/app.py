@@ -10,12 +10,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tessera.explorer.web.api import api_router
 from tessera.explorer.web.markup import e, page
-from tessera.explorer.web.queries import Explorer
+from tessera.explorer.web.queries import PAGE_SIZE, Explorer
 from tessera.explorer.web.site import site_router
 
 
-def create_app(engine: Engine) -> FastAPI:
-    explorer = Explorer(engine)
+def create_app(engine: Engine, page_size: int = PAGE_SIZE) -> FastAPI:
+    """The app over `engine`; `page_size`: rows per page of the list pages (and their API)."""
+    explorer = Explorer(engine, page_size)
     app = FastAPI(title="Tessera explorer", version="1",
                   description="Figures recomputed from the indexed events of Tessera's contracts, "
                               "each with the transactions behind it (docs/explorer.md).",

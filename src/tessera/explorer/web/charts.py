@@ -5,66 +5,104 @@ Each bar, point and epoch cell links to the transactions behind it.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from urllib.parse import quote
 
 from tessera.explorer.web.markup import e, href, pct, when
 from tessera.explorer.web.models import EpochStrip, FigureOut
 
-W, H, PAD_L, PAD_B, PAD_T = 560, 220, 64, 34, 12
+W, H, PAD_L, PAD_B, PAD_T = 560, 220, 64, 34, 16
+LABELS_UP_TO = 14    # bars or points: each gets its value written on it when there are at most this many
 
 
-def bar_chart(chart_id: str, title: str, items: list[tuple[str, float, str, FigureOut]]) -> str:
-    """Bars of (label, value, value text, figure); each bar links to its figure's transactions."""
-    top = max((v for _, v, _, _ in items), default=0) or 1
+def nice_ticks(top: float, count: int = 4) -> tuple[list[float], int]:
+    """Axis ticks 0, s, 2s, ... up to at least `top`, with s a 1, 2, 2.5 or 5 times a power of ten
+    (about `count` steps), and the decimals that tell every tick apart."""
+    top = top if top > 0 else 1.0
+    raw = top / count
+    exp = math.floor(math.log10(raw))
+    step = next(m * 10.0**exp for m in (1, 2, 2.5, 5, 10) if raw <= m * 10.0**exp * (1 + 1e-9))
+    steps = max(1, math.ceil(top / step - 1e-9))
+    decimals = next((d for d in range(0, 12) if abs(round(step, d) - step) <= step * 1e-9), 12)
+    return [i * step for i in range(steps + 1)], decimals
+
+
+def _axis(ticks: list[float], decimals: int, plot_h: float, suffix: str = "") -> list[str]:
+    top = ticks[-1]
+    parts = []
+    for tick in ticks:
+        y = PAD_T + plot_h * (1 - tick / top)
+        parts.append(f'<line class="{"axis" if tick == 0 else "grid"}" x1="{PAD_L}" y1="{y:.1f}" '
+                     f'x2="{W - 8}" y2="{y:.1f}"/><text class="tick" x="{PAD_L - 4}" y="{y + 3:.1f}" '
+                     f'text-anchor="end">{e(f"{tick:,.{decimals}f}{suffix}")}</text>')
+    return parts
+
+
+def _x_label(label: str) -> str:
+    return label[5:] if len(label) == 10 else label        # a day: 'MM-DD'
+
+
+def _frame(chart_id: str, title: str, parts: list[str], height: int = H) -> str:
+    return (f'<div class="chart"><h3>{e(title)}</h3><svg id="{e(chart_id)}" width="{W}" height="{height}" '
+            f'viewBox="0 0 {W} {height}" role="img" aria-label="{e(title)}">{"".join(parts)}</svg></div>')
+
+
+def bar_chart(chart_id: str, title: str, items: list[tuple[str, float, str, FigureOut]],
+              short: Callable[[float], str] | None = None) -> str:
+    """Bars of (label, value, value text, figure); each bar links to its figure's transactions and
+    shows its value on hover, and on the bar itself when there are few. `short` writes a value for
+    the bar's label (default: the axis's decimals)."""
+    ticks, decimals = nice_ticks(max((v for _, v, _, _ in items), default=0))
+    top = ticks[-1]
     plot_w, plot_h = W - PAD_L - 8, H - PAD_B - PAD_T
     step = plot_w / max(len(items), 1)
-    parts = [f'<line class="axis" x1="{PAD_L}" y1="{PAD_T + plot_h}" x2="{W - 8}" y2="{PAD_T + plot_h}"/>']
-    for frac in (0.5, 1.0):
-        y = PAD_T + plot_h * (1 - frac)
-        tick = e(f"{top * frac:,.2f}")
-        parts.append(f'<line class="grid" x1="{PAD_L}" y1="{y:.1f}" x2="{W - 8}" y2="{y:.1f}"/>'
-                     f'<text x="{PAD_L - 4}" y="{y + 3:.1f}" text-anchor="end">{tick}</text>')
-    every = max(1, len(items) // 8)
+    parts = _axis(ticks, decimals, plot_h)
+    every = max(1, math.ceil(len(items) / 8))
     for i, (label, value, text, f) in enumerate(items):
         h = plot_h * value / top
         if value > 0:
             h = max(h, 1.0)
-        x = PAD_L + i * step + step * 0.12
+        width = min(max(step * 0.76, 1), 48)           # one day is a bar, not a wall
+        x = PAD_L + i * step + (step - width) / 2
         parts.append(f'<a href="{href("/figure", name=f.name, key=f.key)}">'
                      f'<rect class="bar" data-key="{e(label)}" x="{x:.1f}" y="{PAD_T + plot_h - h:.1f}" '
-                     f'width="{max(step * 0.76, 1):.1f}" height="{h:.1f}">'
+                     f'width="{width:.1f}" height="{h:.1f}">'
                      f"<title>{e(label)}: {e(text)}</title></rect></a>")
+        if len(items) <= LABELS_UP_TO:
+            written = short(value) if short else f"{value:,.{decimals}f}"
+            parts.append(f'<text class="label" x="{x + width / 2:.1f}" y="{PAD_T + plot_h - h - 3:.1f}" '
+                         f'text-anchor="middle">{e(written)}</text>')
         if i % every == 0:
-            parts.append(f'<text x="{x + step * 0.38:.1f}" y="{H - PAD_B + 14}" '
-                         f'text-anchor="middle">{e(label[5:] if len(label) == 10 else label)}</text>')
-    return (f'<div class="chart"><h3>{e(title)}</h3><svg id="{e(chart_id)}" width="{W}" height="{H}" '
-            f'viewBox="0 0 {W} {H}" role="img" aria-label="{e(title)}">{"".join(parts)}</svg></div>')
+            parts.append(f'<text x="{x + width / 2:.1f}" y="{H - PAD_B + 14}" '
+                         f'text-anchor="middle">{e(_x_label(label))}</text>')
+    return _frame(chart_id, title, parts)
 
 
 def line_chart(chart_id: str, title: str, items: list[tuple[str, float, str, FigureOut]]) -> str:
-    """A line through (label, value in 0..n) points; each point links to its figure's transactions."""
-    top = max(1.0, max((v for _, v, _, _ in items), default=0))
+    """A line through (label, share 0..n) points drawn in percent; each point links to its figure's
+    transactions and shows its value on hover, and beside it when there are few (one point
+    included: a lone point still reads as a value)."""
+    ticks, decimals = nice_ticks(max((100 * v for _, v, _, _ in items), default=0))
+    top = ticks[-1]
     plot_w, plot_h = W - PAD_L - 8, H - PAD_B - PAD_T
     step = plot_w / max(len(items), 1)
-    parts = [f'<line class="axis" x1="{PAD_L}" y1="{PAD_T + plot_h}" x2="{W - 8}" y2="{PAD_T + plot_h}"/>']
-    for frac in (0.5, 1.0):
-        y = PAD_T + plot_h * (1 - frac)
-        parts.append(f'<line class="grid" x1="{PAD_L}" y1="{y:.1f}" x2="{W - 8}" y2="{y:.1f}"/>'
-                     f'<text x="{PAD_L - 4}" y="{y + 3:.1f}" text-anchor="end">{e(pct(top * frac))}</text>')
-    points, every = [], max(1, len(items) // 8)
+    parts = _axis(ticks, decimals, plot_h, "%")
+    points, every = [], max(1, math.ceil(len(items) / 8))
     for i, (label, value, text, f) in enumerate(items):
-        x, y = PAD_L + (i + 0.5) * step, PAD_T + plot_h * (1 - value / top)
+        x, y = PAD_L + (i + 0.5) * step, PAD_T + plot_h * (1 - 100 * value / top)
         points.append(f"{x:.1f},{y:.1f}")
         parts.append(f'<a href="{href("/figure", name=f.name, key=f.key)}"><circle class="point" '
                      f'data-key="{e(label)}" cx="{x:.1f}" cy="{y:.1f}" r="3.5">'
                      f"<title>{e(label)}: {e(text)}</title></circle></a>")
+        if len(items) <= LABELS_UP_TO:
+            parts.append(f'<text class="label" x="{x:.1f}" y="{max(y - 7, PAD_T - 4):.1f}" '
+                         f'text-anchor="middle">{e(pct(value))}</text>')
         if i % every == 0:
             parts.append(f'<text x="{x:.1f}" y="{H - PAD_B + 14}" '
-                         f'text-anchor="middle">{e(label[5:] if len(label) == 10 else label)}</text>')
-    line = f'<polyline class="line" points="{" ".join(points)}"/>' if points else ""
-    return (f'<div class="chart"><h3>{e(title)}</h3><svg id="{e(chart_id)}" width="{W}" height="{H}" '
-            f'viewBox="0 0 {W} {H}" role="img" aria-label="{e(title)}">{line}{"".join(parts)}</svg></div>')
-
+                         f'text-anchor="middle">{e(_x_label(label))}</text>')
+    line = f'<polyline class="line" points="{" ".join(points)}"/>' if len(points) > 1 else ""
+    return _frame(chart_id, title, [line, *parts])
 
 
 def epoch_chart(strip: EpochStrip) -> str:
@@ -75,7 +113,7 @@ def epoch_chart(strip: EpochStrip) -> str:
     parts = []
     for i, ep in enumerate(strip.epochs):
         kind = "beat" if ep.heartbeat_tx else "missed"
-        label = (f"epoch {ep.epoch} ({when(ep.start)} UTC): "
+        label = (f"epoch {ep.epoch} ({when(ep.start)}): "
                  + (f"heartbeat in {ep.heartbeat_tx}" if ep.heartbeat_tx else "no heartbeat"))
         rect = (f'<rect class="epoch {kind}" data-epoch="{ep.epoch}" x="{8 + i * cell:.2f}" y="{top}" '
                 f'width="{max(cell - (1 if cell > 3 else 0), 0.5):.2f}" height="{h - top - bottom}">'

@@ -2,11 +2,12 @@
 
 Every value is HTML-escaped (on-chain strings such as GPU models and endpoints are attacker-chosen);
 pages carry inline CSS only and a Content-Security-Policy that allows no script at all.
+Amounts are shown with `show_amount` (at most 6 decimals) and the exact `format_amount` as the
+tooltip; times with `format_time` (UTC).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from html import escape
 from urllib.parse import quote, urlencode
 
@@ -14,14 +15,12 @@ from fastapi.responses import HTMLResponse
 
 from tessera.explorer.web.models import FigureOut
 from tessera.explorer.web.queries import Snapshot
-from tessera.protocol.figures import Figure
-from tessera.protocol.money import (
-    PAYMENT_DECIMALS,
-    PAYMENT_SYMBOL,
-    STAKE_DECIMALS,
-    STAKE_SYMBOL,
-    format_amount,
-)
+from tessera.explorer.web.units import DECIMALS, TSTK, TUSD, figure_unit
+from tessera.protocol.figures import Figure, format_time
+from tessera.protocol.money import format_amount, show_amount
+
+NAV = (("providers", "/providers"), ("leases", "/leases"), ("challenges", "/challenges"),
+       ("validators", "/validators"))
 
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; script-src 'none'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -45,6 +44,9 @@ svg .point{fill:#d9822b}svg .axis{stroke:#889;stroke-width:1}svg .grid{stroke:#e
 svg .beat{fill:#2e9e5b}svg .missed{fill:#e8b4b4}.probes,.outages,.downtime{white-space:nowrap}
 .muted{color:#778}.err{background:#fff3f3;border:1px solid #e0b4b4;padding:12px}
 pre{background:#fff;border:1px solid #dde;padding:6px;margin:0;white-space:pre-wrap;word-break:break-all}
+.args{margin:0;font-size:12px}.args div{white-space:nowrap}.args b{font-weight:600;color:#445}
+.ok{color:#1f7a43;font-weight:600}.bad{color:#b3261e;font-weight:600}.pager a{margin:0 2px}
+svg .label{font-size:10px;fill:#1d2330}.amt{white-space:nowrap}
 """
 
 
@@ -58,15 +60,70 @@ def href(path: str, **query: str) -> str:
 
 
 def money(value: int) -> str:
-    return format_amount(value, PAYMENT_DECIMALS, PAYMENT_SYMBOL)
+    """A payment-token amount for a person (text): at most 6 decimals."""
+    return show_amount(value, DECIMALS[TUSD], TUSD)
 
 
 def stake_amount(value: int) -> str:
-    return format_amount(value, STAKE_DECIMALS, STAKE_SYMBOL)
+    """A stake-token amount for a person (text): at most 6 decimals, '≈' when rounded."""
+    return show_amount(value, DECIMALS[TSTK], TSTK)
+
+
+def amount(value: int | None, token: str = TUSD, cls: str = "amt") -> str:
+    """HTML: the amount shown for a person, exact in the tooltip and in `data-base-units`."""
+    if value is None:
+        return "-"
+    decimals = DECIMALS[token]
+    return (f'<span class="{e(cls)}" title="{e(format_amount(value, decimals, token))}" '
+            f'data-base-units="{int(value)}">{e(show_amount(value, decimals, token))}</span>')
+
+
+def tusd(value: int | None) -> str:
+    return amount(value, TUSD)
+
+
+def tstk(value: int | None) -> str:
+    return amount(value, TSTK)
 
 
 def when(ts: int | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    """A block time for a person: '2026-12-05 09:12:00 UTC' ('-' for none; a value no calendar
+    holds, which an event arg may carry, as the number it is)."""
+    if ts is None:
+        return "-"
+    try:
+        return format_time(ts)
+    except (OverflowError, ValueError, OSError):
+        return f"{ts} (not a date)"
+
+
+def span(seconds: int) -> str:
+    """A duration for a person: '2 d 3 h', '3 h 12 min', '45 s'."""
+    seconds = max(int(seconds), 0)
+    days, rest = divmod(seconds, 86_400)
+    hours_, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days:,} d {hours_} h"
+    if hours_:
+        return f"{hours_} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {secs} s"
+    return f"{secs} s"
+
+
+def figure_text(f: Figure | FigureOut) -> tuple[str, str | None]:
+    """(the value for a person, the exact value or None) by the figure's unit."""
+    value, unit = int(f.value), figure_unit(f.name)
+    if unit in DECIMALS:
+        return show_amount(value, DECIMALS[unit], unit), format_amount(value, DECIMALS[unit], unit)
+    if unit == "GPU-seconds":
+        return hours(value), f"{value:,} GPU-seconds"
+    if unit == "seconds":
+        return span(value), f"{value:,} s"
+    if unit == "bps":
+        return bps_text(value), f"{value:,} basis points"
+    return f"{value:,}", None
 
 
 def pct(value: float | None) -> str:
@@ -74,14 +131,22 @@ def pct(value: float | None) -> str:
 
 
 def hours(seconds: int) -> str:
+    """GPU-seconds for a person, in the unit that shows a small amount as more than 0.0."""
+    if seconds < 60:
+        return f"{seconds:,} GPU-s"
+    if seconds < 3600:
+        return f"{seconds / 60:,.1f} GPU-min"
     return f"{seconds / 3600:,.1f} GPU-h"
 
 
-def fig_link(f: Figure | FigureOut, text: str) -> str:
-    """The figure's value, linking to the list of its transactions."""
+def fig_link(f: Figure | FigureOut, text: str | None = None) -> str:
+    """The figure's value (`text`, or the value in its unit), linking to the list of its
+    transactions; the tooltip holds the exact value and the figure's name."""
     count = len(f.txs)
+    shown, exact = figure_text(f)
+    tip = (f"{exact} · " if exact else "") + f"{f.name}[{f.key}]: {count} transaction{'s' * (count != 1)}"
     return (f'<a class="fig" href="{href("/figure", name=f.name, key=f.key)}" '
-            f'title="{e(f.name)}[{e(f.key)}]: {count} transaction{"s" * (count != 1)}">{e(text)}</a>')
+            f'title="{e(tip)}">{e(shown if text is None else text)}</a>')
 
 
 def tx_link(tx: str | None, short: bool = True) -> str:
@@ -95,16 +160,53 @@ def provider_link(address: str) -> str:
     return f'<a class="provider mono" href="{href("/providers/" + quote(address))}">{e(address)}</a>'
 
 
-def lease_link(lease_id: int) -> str:
+def lease_link(lease_id: int | None) -> str:
+    if lease_id is None:
+        return "-"
     return f'<a class="lease" href="{href(f"/leases/{int(lease_id)}")}">#{int(lease_id)}</a>'
 
 
+def challenge_link(challenge_id: int | None) -> str:
+    if challenge_id is None:
+        return "-"
+    return (f'<a class="challenge" href="{href(f"/challenges/{int(challenge_id)}")}">'
+            f"challenge #{int(challenge_id)}</a>")
+
+
+def validator_link(address: str) -> str:
+    return f'<a class="validator mono" href="{href("/validators/" + quote(address))}">{e(address)}</a>'
+
+
+def address_text(address: str | None) -> str:
+    return "-" if not address else f'<span class="mono">{e(address)}</span>'
+
+
+def short_hash(value: str | None) -> str:
+    """A 32-byte hash as '0x1234…abcd', the whole in the tooltip."""
+    if not value:
+        return "-"
+    text = f"{value[:10]}…{value[-6:]}" if len(value) > 20 else value
+    return f'<span class="mono" title="{e(value)}">{e(text)}</span>'
+
+
+def pager(path: str, page_no: int, pages: int, total: int, what: str) -> str:
+    """'page 2 of 9 (412 leases) · newer · older' with links that keep to existing pages."""
+    links = []
+    if page_no > 1:
+        links.append(f'<a class="newer" href="{href(path, page=str(page_no - 1))}">newer</a>')
+    if page_no < pages:
+        links.append(f'<a class="older" href="{href(path, page=str(page_no + 1))}">older</a>')
+    return (f'<p class="pager">page {page_no} of {max(pages, 1)} ({total:,} {e(what)}, newest first)'
+            + "".join(f" · {link}" for link in links) + "</p>")
+
+
 def page(title: str, body: str, snap: Snapshot | None = None, status: int = 200) -> HTMLResponse:
-    state = (f"<small>as of block {e(snap.block)} · {e(when(snap.as_of))} UTC</small>" if snap else "")
+    state = (f"<small>as of block {e(snap.block)} · {e(when(snap.as_of))}</small>" if snap else "")
+    nav = "".join(f'<a href="{href(path)}">{e(label)}</a>' for label, path in NAV)
     text = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>{e(title)} · Tessera explorer</title><style>{STYLE}</style></head><body>"
-            f'<header><a href="/">Tessera explorer</a><a href="/providers">providers</a>{state}</header>'
+            f'<header><a href="/">Tessera explorer</a>{nav}{state}</header>'
             f"<main><h1>{e(title)}</h1>{body}</main></body></html>")
     return HTMLResponse(text, status_code=status, headers={"Content-Security-Policy": CSP})
 

@@ -1,7 +1,11 @@
 """The explorer's JSON API models: they define the answers of `/api/...` and make `/openapi.json`.
 
-Every figure travels as a `FigureOut` (exact integer as decimal text, with the sorted tx hashes that
-make it up); definitions in docs/explorer.md.
+Every figure travels as a `FigureOut` (exact integer as decimal text in base units of its `unit`,
+with the sorted tx hashes that make it up); definitions in docs/explorer.md.
+
+Units: every amount outside a figure is a `*_base_units` field (exact integer as decimal text) on a
+model that names its `token` and `decimals` (TUSD: 6, TSTK: 18); times are Unix seconds (UTC);
+an event's `arg_units` names the unit of each of its args that has one.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ class FigureOut(BaseModel):
 
     name: str = Field(description="figure name, e.g. revenue.by_day.tenant_paid (docs/explorer.md)")
     key: str = Field(description="day, provider address, GPU model, day/model, or 'all'")
-    value: str = Field(description="exact integer as decimal text (base units or seconds; may exceed 2^53)")
+    value: str = Field(description="exact integer as decimal text, in base units of `unit` (may exceed 2^53)")
+    unit: str = Field(description="TUSD or TSTK (token base units), GPU-seconds, seconds, bps or count")
+    decimals: int = Field(description="the token's decimals (value / 10^decimals tokens); 0 for other units")
     txs: list[str] = Field(description="sorted tx hashes behind the figure")
 
 
@@ -140,14 +146,18 @@ class Overview(BaseModel):
 
 class ProviderOut(BaseModel):
     address: str
-    gpu_model: str
+    gpu_model: str = Field(description="'cpu-<arch>' for a provider without a GPU")
+    is_cpu: bool = Field(description="a CPU provider: gpu_memory_mb is its system memory")
     gpu_count: int
     gpu_memory_mb: int
     endpoint: str
-    price_floor: str = Field(description="offer's floor price per GPU-hour, payment base units")
+    token: str = Field(PAYMENT_SYMBOL, description="the token of price_floor_base_units")
+    decimals: int = PAYMENT_DECIMALS
+    price_floor_base_units: str = Field(description="offer's floor price per GPU-hour")
     registered_at: int
     registered_tx: str
     jailed_until: int
+    locked_until: int = Field(description="its stake cannot be withdrawn before (StakeHeld)")
     stake_active: FigureOut
     stake_unbonding: FigureOut
     stake_slashed: FigureOut
@@ -171,8 +181,10 @@ class PaymentOut(BaseModel):
     kind: str
     lease_id: int
     provider: str
-    provider_amount: str
-    fee: str
+    token: str = PAYMENT_SYMBOL
+    decimals: int = PAYMENT_DECIMALS
+    provider_amount_base_units: str
+    fee_base_units: str
 
 
 class EventOut(BaseModel):
@@ -183,26 +195,33 @@ class EventOut(BaseModel):
     log_index: int
     contract: str
     event: str
-    args: dict
+    args: dict = Field(description="decoded args: token amounts as exact decimal text in base units, other "
+                                   "integers as numbers, bytes as 0x hex, addresses checksummed")
+    arg_units: dict[str, str] = Field(description="the unit of each arg that has one: TUSD, TSTK or ETH "
+                                                  "(base units), time (Unix seconds), seconds, bps")
 
 
 class LeaseOut(BaseModel):
     lease_id: int
-    order_id: int
+    order_id: int = Field(description="the Market order; for a verified lease also its Verification job")
+    verified: bool
     tenant: str
     provider: str
     gpu_model: str
-    price_per_gpu_hour: str
+    token: str = PAYMENT_SYMBOL
+    decimals: int = PAYMENT_DECIMALS
+    price_per_gpu_hour_base_units: str
     gpus: int
-    budget: str
+    budget_base_units: str = Field(description="after every top-up")
     start: int
     exhausts_at: int = Field(description="first second at which earned reaches the budget")
+    time_left_s: int | None = Field(description="seconds until exhausts_at for an active lease, else null")
     closed_at: int | None
     status: str = Field(description="'closed', 'exhausted' or 'active' as of the last indexed block")
-    earned: str
-    provider_income: str
-    fees: str
-    refund: str
+    earned_base_units: str = Field(description="gross paid out of escrow so far (provider + fees)")
+    provider_income_base_units: str
+    fees_base_units: str
+    refund_base_units: str = Field(description="LeaseClosed.refund")
     result_hash: str | None
     created_tx: str
     closed_tx: str | None
@@ -233,19 +252,6 @@ class OutageOut(BaseModel):
     reporter: str
     tx_hash: str
     timestamp: int
-
-
-class ProviderDetail(ProviderOut):
-    lease_list: list[LeaseOut]
-    payments: list[PaymentOut]
-    outage_reports: list[OutageOut]
-    recent_epochs: EpochStrip | None = Field(description="null without the Uptime contract or "
-                                                         "before any epoch is owed")
-
-
-class LeaseDetail(LeaseOut):
-    events: list[EventOut]
-    payments: list[PaymentOut]
 
 
 class TxOut(BaseModel):

@@ -6,7 +6,7 @@ Nothing is defined here: every number is a figure selected by name and key (docs
 from __future__ import annotations
 
 from tessera.explorer import db
-from tessera.explorer.indexer import record_of
+from tessera.explorer.derive import record_of
 from tessera.explorer.web.models import (
     DowntimeTotals,
     EpochOut,
@@ -29,6 +29,7 @@ from tessera.explorer.web.models import (
     UtilizationRow,
 )
 from tessera.explorer.web.queries import Explorer, Snapshot
+from tessera.explorer.web.units import DECIMALS, arg_unit, figure_unit
 from tessera.protocol import reliability
 from tessera.protocol.figures import ALL, PERCENTILES, Figure, Figures, epoch_at, ratio
 from tessera.protocol.lease import exhausted_at
@@ -42,7 +43,9 @@ def _fig(figures: Figures, name: str, key: str = ALL) -> Figure:
 
 
 def figure_out(f: Figure) -> FigureOut:
-    return FigureOut(name=f.name, key=f.key, value=str(f.value), txs=list(f.txs))
+    unit = figure_unit(f.name)
+    return FigureOut(name=f.name, key=f.key, value=str(f.value), unit=unit, decimals=DECIMALS.get(unit, 0),
+                     txs=list(f.txs))
 
 
 def _keys(figures: Figures, name: str) -> list[str]:
@@ -151,9 +154,10 @@ def epoch_strip(snap: Snapshot, explorer: Explorer, address: str) -> EpochStrip 
 def provider_out(snap: Snapshot, p: db.Provider) -> ProviderOut:
     f, a = snap.figures, p.address
     return ProviderOut(
-        address=a, gpu_model=p.gpu_model, gpu_count=p.gpu_count, gpu_memory_mb=p.gpu_memory_mb,
-        endpoint=p.endpoint, price_floor=str(p.price_floor), registered_at=p.registered_at,
-        registered_tx=p.registered_tx, jailed_until=p.jailed_until,
+        address=a, gpu_model=p.gpu_model, is_cpu=is_cpu(p.gpu_model), gpu_count=p.gpu_count,
+        gpu_memory_mb=p.gpu_memory_mb, endpoint=p.endpoint, price_floor_base_units=str(p.price_floor),
+        registered_at=p.registered_at, registered_tx=p.registered_tx, jailed_until=p.jailed_until,
+        locked_until=p.locked_until or 0,
         stake_active=figure_out(_fig(f, "stake.by_provider.active", a)),
         stake_unbonding=figure_out(_fig(f, "stake.by_provider.unbonding", a)),
         stake_slashed=figure_out(_fig(f, "stake.by_provider.slashed", a)),
@@ -166,27 +170,39 @@ def provider_out(snap: Snapshot, p: db.Provider) -> ProviderOut:
         uptime=uptime_out(f, a), liveness=liveness_out(f, a), reliability=reliability_out(f, a))
 
 
+def is_cpu(model: str) -> bool:
+    """A provider without a GPU registers its model as 'cpu-<arch>' (provider/hardware.py)."""
+    return model.strip().lower().startswith("cpu")
+
+
 def lease_out(snap: Snapshot, row: db.Lease) -> LeaseOut:
     exhausts = exhausted_at(row.start, row.budget, row.price_per_gpu_hour, row.gpus)
     status = "closed" if row.closed_at is not None else ("active" if exhausts > snap.as_of else "exhausted")
     return LeaseOut(
-        lease_id=row.lease_id, order_id=row.order_id, tenant=row.tenant, provider=row.provider,
-        gpu_model=row.gpu_model, price_per_gpu_hour=str(row.price_per_gpu_hour), gpus=row.gpus,
-        budget=str(row.budget), start=row.start, exhausts_at=exhausts, closed_at=row.closed_at,
-        status=status, earned=str(row.earned), provider_income=str(row.provider_income),
-        fees=str(row.fees), refund=str(row.refund), result_hash=row.result_hash,
+        lease_id=row.lease_id, order_id=row.order_id, verified=bool(row.verified), tenant=row.tenant,
+        provider=row.provider, gpu_model=row.gpu_model,
+        price_per_gpu_hour_base_units=str(row.price_per_gpu_hour), gpus=row.gpus,
+        budget_base_units=str(row.budget), start=row.start, exhausts_at=exhausts,
+        time_left_s=exhausts - snap.as_of if status == "active" else None, closed_at=row.closed_at,
+        status=status, earned_base_units=str(row.earned), provider_income_base_units=str(row.provider_income),
+        fees_base_units=str(row.fees), refund_base_units=str(row.refund), result_hash=row.result_hash,
         created_tx=row.created_tx, closed_tx=row.closed_tx)
 
 
 def payment_out(p: db.Payment) -> PaymentOut:
     return PaymentOut(tx_hash=p.tx_hash, log_index=p.log_index, block_number=p.block_number,
                       timestamp=p.timestamp, day=p.day, kind=p.kind, lease_id=p.lease_id,
-                      provider=p.provider, provider_amount=str(p.provider_amount), fee=str(p.fee))
+                      provider=p.provider, provider_amount_base_units=str(p.provider_amount),
+                      fee_base_units=str(p.fee))
 
 
 def event_out(e: db.Event) -> EventOut:
     r = record_of(e)
+    units = {name: unit for name in r.args if (unit := arg_unit(r.contract, r.event, name))}
+    # Token amounts as exact decimal text (base units): 100 TSTK is 10^20, past a double's 2^53.
+    args = {name: str(value) if units.get(name) in DECIMALS and isinstance(value, int) else value
+            for name, value in r.args.items()}
     return EventOut(block_number=r.block_number, block_hash=r.block_hash, timestamp=r.timestamp,
                     tx_hash=r.tx_hash, log_index=r.log_index, contract=r.contract, event=r.event,
-                    args=r.args)
+                    args=args, arg_units=units)
 

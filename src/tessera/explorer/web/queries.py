@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 
 from fastapi import HTTPException
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from web3 import Web3
@@ -23,7 +23,34 @@ from tessera.explorer.indexer import database_figures
 from tessera.explorer.web.models import OutageOut
 from tessera.protocol.figures import Figures
 
-LEASE_EVENTS = ("LeaseCreated", "LeaseToppedUp", "Withdrawn", "LeaseClosed", "ResultCommitted")
+PAGE_SIZE = 50          # rows per page of the list pages
+MAX_ID = 2**63 - 1      # the database's integers: a larger id names nothing
+
+
+@dataclass
+class LeaseView:
+    """Everything the lease page shows: the lease row, its events (one indexed query on
+    `Event.lease_id`), payouts, its job's round roots, settlement, challenges and their votes."""
+
+    lease: db.Lease
+    events: list[db.Event]
+    payments: list[db.Payment]
+    rounds: list[db.Round]
+    settlements: list[db.Settlement]
+    challenges: list[db.Challenge]
+    votes: dict[int, list[db.Vote]]
+    slashes: dict[int, list[db.Slash]]     # challenge id -> the slashes it caused
+    order: db.Order | None
+    order_event: db.Event | None           # its OrderCreated: says whether the lease is verified
+
+
+@dataclass
+class ChallengeView:
+    challenge: db.Challenge
+    votes: list[db.Vote]
+    slashes: list[db.Slash]
+    events: list[db.Event]
+    lease: db.Lease | None
 
 
 @dataclass
@@ -39,8 +66,11 @@ class Snapshot:
 class Explorer:
     """Figures cached per indexed cursor (block number and hash): recomputed once per new batch."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, page_size: int = PAGE_SIZE):
+        if page_size < 1:
+            raise ValueError("page_size must be >= 1")
         self.engine = engine
+        self.page_size = page_size
         self._lock = threading.Lock()
         self._cache: tuple[tuple, Snapshot] | None = None
 
@@ -80,22 +110,129 @@ class Explorer:
             session.expunge_all()
             return row, leases, payments
 
-    def lease(self, lease_id: int) -> tuple[db.Lease, list[db.Event], list[db.Payment]]:
-        if not 0 <= lease_id < 2**63:  # SQLite's integers: a larger id cannot be a lease
+    def lease(self, lease_id: int) -> LeaseView:
+        if not 0 <= lease_id <= MAX_ID:  # SQLite's integers: a larger id cannot be a lease
             raise HTTPException(404, f"no lease {lease_id} in the explorer database")
         with Session(self.engine) as session:
             row = session.get(db.Lease, lease_id)
             if row is None:
                 raise HTTPException(404, f"no lease {lease_id} in the explorer database")
-            candidates = session.scalars(
-                select(db.Event).where(db.Event.contract == "Market", db.Event.event.in_(LEASE_EVENTS),
-                                       db.Event.args.like(f'%"lease_id":{lease_id}%'))
-                .order_by(db.Event.block_number, db.Event.log_index))
-            events = [e for e in candidates if json.loads(e.args).get("lease_id") == lease_id]
+            events = list(session.scalars(select(db.Event).where(db.Event.lease_id == lease_id)
+                                          .order_by(db.Event.block_number, db.Event.log_index)))
             payments = list(session.scalars(select(db.Payment).where(db.Payment.lease_id == lease_id)
                                             .order_by(db.Payment.block_number, db.Payment.log_index)))
+            rounds = sorted(session.scalars(select(db.Round).where(db.Round.job == row.order_id)),
+                            key=lambda r: r.round_index)
+            settlements = list(session.scalars(
+                select(db.Settlement).where(db.Settlement.lease_id == lease_id)
+                .order_by(db.Settlement.block_number, db.Settlement.log_index)))
+            challenges = list(session.scalars(select(db.Challenge).where(db.Challenge.lease_id == lease_id)
+                                              .order_by(db.Challenge.challenge_id)))
+            ids = [c.challenge_id for c in challenges]
+            votes: dict[int, list[db.Vote]] = {i: [] for i in ids}
+            for vote in session.scalars(select(db.Vote).where(db.Vote.challenge_id.in_(ids))
+                                        .order_by(db.Vote.voted_at, db.Vote.validator)):
+                votes[vote.challenge_id].append(vote)
+            slashes: dict[int, list[db.Slash]] = {i: [] for i in ids}
+            for slash in session.scalars(select(db.Slash).where(
+                    db.Slash.cause == "challenge", db.Slash.cause_ref.in_([str(i) for i in ids]))):
+                slashes[int(slash.cause_ref)].append(slash)
+            order = session.get(db.Order, row.order_id)
+            order_event = session.scalars(select(db.Event).where(
+                db.Event.tx_hash == order.created_tx, db.Event.log_index == order.created_log_index)
+            ).first() if order else None
             session.expunge_all()
-            return row, events, payments
+        return LeaseView(row, events, payments, rounds, settlements, challenges, votes, slashes, order,
+                         order_event)
+
+    def pages(self, total: int, page_no: int, what: str) -> int:
+        """How many pages `total` rows make; a 404 for a page past the last (page 1 always exists)."""
+        pages = max(1, -(-total // self.page_size))
+        if page_no > pages:
+            raise HTTPException(404, f"no page {page_no} of {what}: there are {pages}")
+        return pages
+
+    def leases_page(self, page_no: int) -> tuple[list[db.Lease], int]:
+        """Leases newest first, one page; and how many there are."""
+        size = self.page_size
+        with Session(self.engine) as session:
+            total = session.scalar(select(func.count()).select_from(db.Lease)) or 0
+            rows = list(session.scalars(select(db.Lease).order_by(db.Lease.lease_id.desc())
+                                        .offset((page_no - 1) * size).limit(size)))
+            session.expunge_all()
+        return rows, total
+
+    def challenges_page(self, page_no: int) -> tuple[list[db.Challenge], int]:
+        """Challenges newest first, one page; and how many there are."""
+        size = self.page_size
+        with Session(self.engine) as session:
+            total = session.scalar(select(func.count()).select_from(db.Challenge)) or 0
+            rows = list(session.scalars(select(db.Challenge).order_by(db.Challenge.challenge_id.desc())
+                                        .offset((page_no - 1) * size).limit(size)))
+            session.expunge_all()
+        return rows, total
+
+    def challenge(self, challenge_id: int) -> ChallengeView:
+        if not 0 <= challenge_id <= MAX_ID:
+            raise HTTPException(404, f"no challenge {challenge_id} in the explorer database")
+        with Session(self.engine) as session:
+            row = session.get(db.Challenge, challenge_id)
+            if row is None:
+                raise HTTPException(404, f"no challenge {challenge_id} in the explorer database")
+            votes = list(session.scalars(select(db.Vote).where(db.Vote.challenge_id == challenge_id)
+                                         .order_by(db.Vote.voted_at, db.Vote.validator)))
+            slashes = list(session.scalars(select(db.Slash).where(db.Slash.cause == "challenge",
+                                                                  db.Slash.cause_ref == str(challenge_id))))
+            candidates = session.scalars(select(db.Event).where(
+                db.Event.lease_id == row.lease_id, db.Event.contract == "Verification")
+                .order_by(db.Event.block_number, db.Event.log_index))
+            events = [ev for ev in candidates if json.loads(ev.args).get("challenge_id") == challenge_id]
+            if row.resolved_tx:   # the slash and the jailing happen in the verdict's transaction
+                events += session.scalars(select(db.Event).where(
+                    db.Event.tx_hash == row.resolved_tx, db.Event.contract == "ProviderRegistry")
+                    .order_by(db.Event.log_index))
+                events.sort(key=lambda ev: (ev.block_number, ev.log_index))
+            lease = session.get(db.Lease, row.lease_id)
+            session.expunge_all()
+        return ChallengeView(row, votes, slashes, events, lease)
+
+    def validators(self) -> list[db.Validator]:
+        with Session(self.engine) as session:
+            rows = list(session.scalars(select(db.Validator).order_by(db.Validator.registered_at,
+                                                                      db.Validator.address)))
+            session.expunge_all()
+            return rows
+
+    def validator(self, address: str) -> tuple[db.Validator, list[db.Vote], list[db.HardwareEntry],
+                                                list[db.Slash]]:
+        with Session(self.engine) as session:
+            row = session.get(db.Validator, address)
+            if row is None:
+                raise HTTPException(404, f"no validator {address} in the explorer database")
+            votes = list(session.scalars(select(db.Vote).where(db.Vote.validator == address)
+                                         .order_by(db.Vote.voted_at.desc())))
+            entries = list(session.scalars(
+                select(db.HardwareEntry).where(db.HardwareEntry.validator == address)
+                .order_by(db.HardwareEntry.timestamp.desc())))
+            slashes = list(session.scalars(select(db.Slash).where(db.Slash.kind == "validator",
+                                                                  db.Slash.address == address)
+                                           .order_by(db.Slash.block_number, db.Slash.log_index)))
+            session.expunge_all()
+            return row, votes, entries, slashes
+
+    def provider_cases(self, address: str) -> tuple[list[db.Slash], list[db.Challenge],
+                                                     list[db.HardwareCase]]:
+        """A provider's slashes (each with its cause), the challenges against it and its hardware cases."""
+        with Session(self.engine) as session:
+            slashes = list(session.scalars(select(db.Slash).where(db.Slash.kind == "provider",
+                                                                  db.Slash.address == address)
+                                           .order_by(db.Slash.block_number, db.Slash.log_index)))
+            challenges = list(session.scalars(select(db.Challenge).where(db.Challenge.provider == address)
+                                              .order_by(db.Challenge.challenge_id)))
+            cases = list(session.scalars(select(db.HardwareCase).where(db.HardwareCase.provider == address)
+                                         .order_by(db.HardwareCase.epoch)))
+            session.expunge_all()
+            return slashes, challenges, cases
 
     def uptime_clock(self) -> tuple[int, int] | None:
         """(genesis, epoch length) from the indexed `UptimeStarted` log; None without one."""
@@ -112,8 +249,8 @@ class Explorer:
         """{epoch: tx} of the provider's indexed heartbeats in blocks at or after `since`."""
         with Session(self.engine) as session:
             rows = session.scalars(select(db.Event).where(
-                db.Event.contract == "Uptime", db.Event.event == "Heartbeat",
-                db.Event.timestamp >= since, db.Event.args.like(f'%"provider":"{address}"%')))
+                db.Event.provider == address, db.Event.contract == "Uptime", db.Event.event == "Heartbeat",
+                db.Event.timestamp >= since))
             beats = {}
             for row in rows:
                 args = json.loads(row.args)
@@ -125,8 +262,8 @@ class Explorer:
         """The provider's indexed `OutageReported` events, oldest first."""
         with Session(self.engine) as session:
             rows = session.scalars(select(db.Event).where(
-                db.Event.contract == "Uptime", db.Event.event == "OutageReported",
-                db.Event.args.like(f'%"provider":"{address}"%'))
+                db.Event.provider == address, db.Event.contract == "Uptime",
+                db.Event.event == "OutageReported")
                 .order_by(db.Event.block_number, db.Event.log_index))
             out = []
             for row in rows:
@@ -164,18 +301,18 @@ class Explorer:
         return by_tx
 
 
-def parse_address(text: str) -> str:
-    """A provider address from a path, checksummed (any letter case); 404 if it is not one."""
+def parse_address(text: str, what: str = "provider") -> str:
+    """An address from a path, checksummed (any letter case); 404 if it is not one."""
     try:
         return Web3.to_checksum_address(text)
     except (ValueError, TypeError) as exc:
-        raise HTTPException(404, f"no provider {text!r}: not an address") from exc
+        raise HTTPException(404, f"no {what} {text[:100]!r}: not an address") from exc
 
 
 def parse_tx_hash(text: str) -> str:
     """A transaction hash from a path, lower-cased; 404 if it is not 32 bytes of hex."""
     value = text.lower()
     if len(value) != 66 or not value.startswith("0x") or any(c not in "0123456789abcdef" for c in value[2:]):
-        raise HTTPException(404, f"no transaction {text!r}: not a 32-byte hex hash")
+        raise HTTPException(404, f"no transaction {text[:100]!r}: not a 32-byte hex hash")
     return value
 

@@ -4,8 +4,6 @@ per-provider scores, and the liveness and reliability breakdowns. Every value li
 
 from __future__ import annotations
 
-import json
-
 from tessera.explorer import db
 from tessera.explorer.web.markup import (
     bps_text,
@@ -13,10 +11,9 @@ from tessera.explorer.web.markup import (
     fig_link,
     kv,
     lease_link,
-    money,
     provider_link,
-    stake_amount,
     table,
+    tusd,
     tx_link,
     when,
 )
@@ -42,7 +39,7 @@ def outages_of(lv: LivenessOut) -> str:
 
 def downtime_of(lv: LivenessOut) -> str:
     return ('<span class="downtime">' + fig_link(lv.downtime_epochs, f"{lv.downtime_epochs.value} epochs")
-            + ", " + fig_link(lv.downtime_forfeited, money(int(lv.downtime_forfeited.value))) + "</span>")
+            + ", " + fig_link(lv.downtime_forfeited) + "</span>")
 
 
 def scores_table(scores: list[ProviderScore]) -> str:
@@ -59,7 +56,7 @@ def scores_table(scores: list[ProviderScore]) -> str:
                      fig_link(r.slashes, r.slashes.value), fig_link(r.jails, r.jails.value),
                      fig_link(r.age_seconds, f"{int(r.age_seconds.value) / 86_400:,.1f} d"),
                      '<span class="score">' + fig_link(r.bps, bps_text(r.bps.value)) + "</span>"])
-    return table(["provider", "heartbeats / epochs owed", "uptime", "probes answered / missed",
+    return table(["provider", "heartbeats / epochs owed", "uptime (not smoothed)", "probes answered / missed",
                   "outages reported", "downtime claimed", "leases finished", "leases failed", "slashes",
                   "jailings", "age", "reliability"], rows, set(range(1, 12)), "reliability")
 
@@ -68,7 +65,7 @@ def outages_table(outages: list[OutageOut]) -> str:
     rows = [[e(o.first_epoch), e(o.last_epoch), e(when(o.jailed_until)),
              f'<span class="mono">{e(o.reporter)}</span>', e(when(o.timestamp)), tx_link(o.tx_hash)]
             for o in outages]
-    return table(["first epoch", "last epoch", "jailed until (UTC)", "reported by", "time (UTC)", "tx"], rows,
+    return table(["first epoch", "last epoch", "jailed until", "reported by", "time", "tx"], rows,
                  {0, 1}, "outage-reports")
 
 
@@ -112,11 +109,9 @@ def providers_table(snap: Snapshot, providers: list[db.Provider]) -> str:
     for p in providers:
         out = provider_out(snap, p)
         rows.append([provider_link(p.address), e(p.gpu_model), e(p.gpu_count),
-                     e(money(p.price_floor)), fig_link(out.leases, out.leases.value),
-                     fig_link(out.provider_income, money(int(out.provider_income.value))),
-                     fig_link(out.stake_active, stake_amount(int(out.stake_active.value))),
-                     fig_link(out.stake_slashed, stake_amount(int(out.stake_slashed.value)))])
-    return table(["provider", "GPU model", "GPUs", "floor / GPU-h", "leases", "income", "stake", "slashed"],
+                     tusd(p.price_floor), fig_link(out.leases), fig_link(out.provider_income),
+                     fig_link(out.stake_active), fig_link(out.stake_slashed)])
+    return table(["provider", "model", "GPUs", "floor / GPU-h", "leases", "income", "stake", "slashed"],
                  rows, {2, 3, 4, 5, 6, 7}, "providers")
 
 
@@ -125,26 +120,14 @@ def leases_table(snap: Snapshot, leases: list[db.Lease]) -> str:
     for row in leases:
         out = lease_out(snap, row)
         rows.append([lease_link(row.lease_id), e(out.status), e(row.gpu_model), e(row.gpus),
-                     e(money(row.price_per_gpu_hour)), e(money(row.budget)), e(money(row.earned)),
+                     tusd(row.price_per_gpu_hour), tusd(row.budget), tusd(row.earned),
                      e(when(row.start)), tx_link(row.created_tx)])
-    return table(["lease", "status", "GPU model", "GPUs", "price / GPU-h", "budget", "paid out",
-                  "start (UTC)", "created in"], rows, {3, 4, 5, 6}, "leases")
+    return table(["lease", "status", "model", "GPUs", "price / GPU-h", "budget", "paid out",
+                  "start", "created in"], rows, {3, 4, 5, 6}, "leases")
 
 
 def payments_table(payments: list[db.Payment]) -> str:
     rows = [[tx_link(p.tx_hash), e(p.block_number), e(when(p.timestamp)), e(p.kind), lease_link(p.lease_id),
-             e(money(p.provider_amount)), e(money(p.fee))] for p in payments]
-    return table(["tx", "block", "time (UTC)", "kind", "lease", "to provider", "fee"], rows, {1, 5, 6},
+             tusd(p.provider_amount), tusd(p.fee)] for p in payments]
+    return table(["tx", "block", "time", "kind", "lease", "to provider", "fee"], rows, {1, 5, 6},
                  "payments")
-
-
-def events_table(events: list[db.Event], with_tx: bool = True) -> str:
-    rows = []
-    for ev in events:
-        args = json.dumps(json.loads(ev.args), indent=1, sort_keys=True)
-        rows.append([*([tx_link(ev.tx_hash)] if with_tx else []), e(ev.block_number), e(ev.log_index),
-                     e(when(ev.timestamp)), e(ev.contract), e(ev.event), f"<pre>{e(args)}</pre>"])
-    return table([*(["tx"] if with_tx else []), "block", "log", "time (UTC)", "contract", "event", "args"],
-                 rows, set(), "events")
-
-

@@ -1,22 +1,26 @@
-"""The HTML pages (left out of `/openapi.json`): each route reads its rows, lets `pages.py` build
-the body and wraps it in the page frame. Unknown things are 404 pages."""
+"""The HTML pages (left out of `/openapi.json`): each route reads its rows, lets `pages.py` or
+`pages_cases.py` build the body and wraps it in the page frame. Unknown things are 404 pages; a
+junk page number or id is a 4xx (FastAPI's 422 for what is not an integer in range)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
 from tessera.explorer.web.markup import page
-from tessera.explorer.web.pages import (
-    figure_html,
+from tessera.explorer.web.pages import figure_html, overview_html, provider_html, providers_html, tx_html
+from tessera.explorer.web.pages_cases import (
+    challenge_html,
+    challenges_list_html,
     lease_html,
-    overview_html,
-    provider_html,
-    providers_html,
-    tx_html,
+    leases_list_html,
+    validator_html,
+    validators_html,
 )
 from tessera.explorer.web.queries import Explorer, parse_address, parse_tx_hash
 from tessera.protocol.figures import ALL
+
+MAX_PAGE = 10**9
 
 
 def site_router(explorer: Explorer) -> APIRouter:
@@ -38,11 +42,42 @@ def site_router(explorer: Explorer) -> APIRouter:
         p, leases, payments = explorer.provider(parse_address(address))
         return page(f"Provider {p.address}", provider_html(snap, explorer, p, leases, payments), snap)
 
+    @router.get("/leases")
+    def leases_page(page_no: int = Query(1, alias="page", ge=1, le=MAX_PAGE)):
+        snap = explorer.snapshot()
+        rows, total = explorer.leases_page(page_no)
+        pages = explorer.pages(total, page_no, "leases")
+        return page("Leases", leases_list_html(snap, rows, page_no, pages, total), snap)
+
     @router.get("/leases/{lease_id}")
     def lease_page(lease_id: int):
         snap = explorer.snapshot()
-        row, events, payments = explorer.lease(lease_id)
-        return page(f"Lease #{row.lease_id}", lease_html(snap, row, events, payments), snap)
+        view = explorer.lease(lease_id)
+        return page(f"Lease #{view.lease.lease_id}", lease_html(snap, view), snap)
+
+    @router.get("/challenges")
+    def challenges_page(page_no: int = Query(1, alias="page", ge=1, le=MAX_PAGE)):
+        snap = explorer.snapshot()
+        rows, total = explorer.challenges_page(page_no)
+        pages = explorer.pages(total, page_no, "challenges")
+        return page("Challenges", challenges_list_html(rows, page_no, pages, total), snap)
+
+    @router.get("/challenges/{challenge_id}")
+    def challenge_page(challenge_id: int):
+        snap = explorer.snapshot()
+        view = explorer.challenge(challenge_id)
+        return page(f"Challenge #{challenge_id}", challenge_html(view), snap)
+
+    @router.get("/validators")
+    def validators_page():
+        snap = explorer.snapshot()
+        return page("Validators", validators_html(explorer.validators()), snap)
+
+    @router.get("/validators/{address}")
+    def validator_page(address: str):
+        snap = explorer.snapshot()
+        v, votes, entries, slashes = explorer.validator(parse_address(address, "validator"))
+        return page(f"Validator {v.address}", validator_html(v, votes, entries, slashes), snap)
 
     @router.get("/tx/{tx_hash}")
     def tx_page(tx_hash: str):
@@ -56,7 +91,7 @@ def site_router(explorer: Explorer) -> APIRouter:
         snap = explorer.snapshot()
         f = snap.figures.get((name, key))
         if f is None:
-            raise HTTPException(404, f"no figure {name}[{key}] as of block {snap.block}")
+            raise HTTPException(404, f"no figure {name[:200]}[{key[:200]}] as of block {snap.block}")
         return page(f"Figure {name}[{key}]", figure_html(f, explorer.tx_summaries(f.txs)), snap)
 
     return router

@@ -1,0 +1,307 @@
+"""The explorer's derived tables, updated one event at a time in chain order.
+
+`apply_event` is the only writer of the tables in `db.DERIVED`; they are a pure function of the raw
+events, so a reorg rollback deletes them and replays what remains (indexer.Indexer._rollback).
+Events of contracts nobody derives a table from (tokens, Probes, Uptime, Timelock) are kept raw.
+
+Every amount is an integer in base units; the tables say what each event did, never a figure
+(figures are `protocol.figures.compute_figures` over the raw events).
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from tessera.explorer import db
+from tessera.protocol.events import EventRecord
+from tessera.protocol.figures import day_of
+
+# Verification.ChallengeResolved.outcome and HardwareReports' round states (the contracts' constants).
+CHALLENGE_STATUS = {1: "open", 2: "upheld", 3: "rejected", 4: "expired"}
+HARDWARE_OUTCOMES = {1: "late", 2: "wrong", 3: "no answer"}
+# The events whose transaction explains a registry `Slashed` in it, and what they point at.
+SLASH_CAUSES = {("Verification", "ChallengeResolved"): "challenge",
+                ("HardwareReports", "HardwareSlashed"): "hardware",
+                ("Market", "DowntimeClaimed"): "downtime"}
+MAX_ID = 2**63 - 1     # a BigInteger column: larger ids are not ours (no counter gets there)
+
+
+def _id(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID else None
+
+
+def record_of(row: db.Event) -> EventRecord:
+    """A stored event as the record it was made from."""
+    return EventRecord(block_number=row.block_number, block_hash=row.block_hash,
+                       timestamp=row.timestamp, tx_hash=row.tx_hash, log_index=row.log_index,
+                       contract=row.contract, event=row.event, args=json.loads(row.args))
+
+
+def event_keys(session: Session, r: EventRecord) -> tuple[int | None, str | None]:
+    """(lease id, provider) an event is about, for `db.Event`'s indexed columns: its own `lease_id`
+    and `provider` args, or those of the challenge it names (votes, answers, verdicts)."""
+    a = r.args
+    lease_id, provider = _id(a.get("lease_id")), a.get("provider")
+    if lease_id is None and r.contract == "Verification" and _id(a.get("challenge_id")) is not None:
+        challenge = session.get(db.Challenge, a["challenge_id"])
+        if challenge is not None:
+            lease_id, provider = challenge.lease_id, provider or challenge.provider
+    return lease_id, provider if isinstance(provider, str) and len(provider) == 42 else None
+
+
+def cause_of(r: EventRecord) -> str | None:
+    """'challenge:<id>', 'hardware:<provider>/<epoch>' or 'downtime:<lease id>' for an event that
+    explains a slash in its transaction; None for any other event."""
+    kind = SLASH_CAUSES.get((r.contract, r.event))
+    if kind == "challenge":
+        return f"challenge:{r.args['challenge_id']}" if r.args.get("slashed") else None
+    if kind == "hardware":
+        return f"hardware:{r.args['provider']}/{r.args['epoch']}"
+    if kind == "downtime":
+        return f"downtime:{r.args['lease_id']}" if r.args.get("stake_slashed") else None
+    return None
+
+
+def apply_event(session: Session, r: EventRecord) -> None:
+    """Update the derived tables with one event, in chain order."""
+    handler = _HANDLERS.get(r.contract)
+    if handler is not None:
+        handler(session, r)
+    cause = cause_of(r)
+    if cause is not None:    # the slash came earlier in this transaction
+        session.execute(update(db.Slash).where(db.Slash.tx_hash == r.tx_hash, db.Slash.kind == "provider",
+                                               db.Slash.cause == "direct")
+                        .values(cause=cause.split(":", 1)[0], cause_ref=cause.split(":", 1)[1]))
+
+
+def _slash(session: Session, r: EventRecord, kind: str, address: str) -> None:
+    """A slash row; its cause is an event of the same transaction seen already (or set later)."""
+    a = r.args
+    cause = None
+    if kind == "provider":
+        rows = session.scalars(select(db.Event).where(db.Event.tx_hash == r.tx_hash)
+                               .order_by(db.Event.log_index))
+        cause = next((c for c in (cause_of(record_of(row)) for row in rows) if c), None)
+    what, ref = cause.split(":", 1) if cause else ("direct", None)
+    session.add(db.Slash(
+        tx_hash=r.tx_hash, log_index=r.log_index, kind=kind, address=address, amount=a["amount"],
+        recipient=a["recipient"], slasher=a["slasher"], block_number=r.block_number, timestamp=r.timestamp,
+        cause=what, cause_ref=ref))
+
+
+def _registry(session: Session, r: EventRecord) -> None:
+    a = r.args
+    if r.event == "ProviderRegistered":
+        session.add(db.Provider(
+            address=a["provider"], gpu_model=a["gpu_model"], gpu_count=a["gpu_count"],
+            gpu_memory_mb=a["gpu_memory_mb"], endpoint=a["endpoint"], price_floor=a["price_floor"],
+            registered_at=r.timestamp, registered_tx=r.tx_hash, stake=a["stake"], unbonding=0,
+            slashed=0, withdrawn=0, jailed_until=0, locked_until=0))
+        return
+    p = session.get(db.Provider, a["provider"]) if "provider" in a else None
+    if p is None:
+        return
+    if r.event == "OfferUpdated":
+        p.gpu_model, p.gpu_count, p.gpu_memory_mb = a["gpu_model"], a["gpu_count"], a["gpu_memory_mb"]
+        p.endpoint, p.price_floor = a["endpoint"], a["price_floor"]
+    elif r.event == "StakeAdded":
+        p.stake = p.stake + a["amount"]
+    elif r.event == "UnbondRequested":
+        p.stake, p.unbonding = p.stake - a["amount"], p.unbonding + a["amount"]
+    elif r.event == "StakeWithdrawn":
+        p.unbonding, p.withdrawn = p.unbonding - a["amount"], p.withdrawn + a["amount"]
+    elif r.event == "Slashed":
+        from_stake = min(a["amount"], p.stake)
+        p.stake, p.unbonding = p.stake - from_stake, p.unbonding - (a["amount"] - from_stake)
+        p.slashed = p.slashed + a["amount"]
+        _slash(session, r, "provider", p.address)
+    elif r.event == "Jailed":
+        p.jailed_until = a["until"]
+    elif r.event == "StakeHeld":
+        p.locked_until = a["locked_until"]
+
+
+def _market(session: Session, r: EventRecord) -> None:
+    a = r.args
+    if r.event == "OrderCreated":
+        session.add(db.Order(order_id=a["order_id"], tenant=a["tenant"], verified=bool(a["verified"]),
+                             deposit=a["deposit"], created_at=r.timestamp, created_tx=r.tx_hash,
+                             created_log_index=r.log_index))
+        return
+    if r.event == "OrderCancelled":
+        order = session.get(db.Order, a["order_id"])
+        if order is not None:
+            order.cancelled_tx = r.tx_hash
+        return
+    if r.event == "LeaseCreated":
+        p = session.get(db.Provider, a["provider"])
+        order = session.get(db.Order, a["order_id"])
+        session.add(db.Lease(
+            lease_id=a["lease_id"], order_id=a["order_id"], tenant=a["tenant"], provider=a["provider"],
+            gpu_model=p.gpu_model if p else "", price_per_gpu_hour=a["price_per_gpu_hour"],
+            gpus=a["gpus"], budget=a["budget"], start=a["start"], closed_at=None, earned=0,
+            provider_income=0, fees=0, refund=0, created_tx=r.tx_hash,
+            verified=bool(order and order.verified)))
+        return
+    lease = session.get(db.Lease, a["lease_id"]) if "lease_id" in a else None
+    if lease is None:
+        return
+    if r.event == "LeaseToppedUp":
+        lease.budget = a["budget"]
+    elif r.event == "ResultCommitted":
+        lease.result_hash = a["result_hash"]
+    elif r.event in ("Withdrawn", "LeaseClosed"):
+        income = a["amount_to_provider"] if r.event == "Withdrawn" else a["provider_amount"]
+        fee = a["fee"]
+        lease.earned = lease.earned + income + fee
+        lease.provider_income = lease.provider_income + income
+        lease.fees = lease.fees + fee
+        if r.event == "LeaseClosed":
+            lease.closed_at, lease.closed_tx, lease.refund = r.timestamp, r.tx_hash, a["refund"]
+        if income + fee > 0:
+            session.add(db.Payment(
+                tx_hash=r.tx_hash, log_index=r.log_index, block_number=r.block_number,
+                lease_id=lease.lease_id, provider=lease.provider, timestamp=r.timestamp,
+                day=day_of(r.timestamp), kind="withdraw" if r.event == "Withdrawn" else "close",
+                provider_amount=income, fee=fee))
+
+
+def _verification(session: Session, r: EventRecord) -> None:
+    a = r.args
+    if r.event == "RootPosted":
+        if _id(a["job"]) is not None:
+            session.merge(db.Round(job=a["job"], round_index=a["round_index"], root=a["root"],
+                                   n_leaves=a["n_leaves"], coordinator=a["coordinator"],
+                                   posted_at=r.timestamp, block_number=r.block_number, tx_hash=r.tx_hash))
+        return
+    if r.event == "ChallengeOpened":
+        session.add(db.Challenge(
+            challenge_id=a["challenge_id"], job=a["job"], round_index=a["round_index"],
+            lease_id=a["lease_id"], provider=a["provider"], challenger=a["challenger"],
+            result_hash=a["result_hash"], evidence=a["evidence"], bond=a["bond"], quorum=a["quorum"],
+            deadline=a["deadline"],
+            opened_at=r.timestamp, opened_tx=r.tx_hash, status="open", guilty_votes=0, innocent_votes=0,
+            guilty_stake=0, innocent_stake=0, slashed=0, to_challenger=0, to_tenant=0, to_voters=0, burned=0,
+            bond_to_provider=0, bond_returned=0, rewards_claimed=0))
+        return
+    c = session.get(db.Challenge, a["challenge_id"]) if _id(a.get("challenge_id")) is not None else None
+    if c is None:
+        return
+    if r.event == "ChallengeAnswered":
+        c.answer, c.answered_tx = a["opening_hash"], r.tx_hash
+    elif r.event == "Voted":
+        if a["guilty"]:
+            c.guilty_votes, c.guilty_stake = c.guilty_votes + 1, c.guilty_stake + a["weight"]
+        else:
+            c.innocent_votes, c.innocent_stake = c.innocent_votes + 1, c.innocent_stake + a["weight"]
+        session.add(db.Vote(challenge_id=c.challenge_id, validator=a["validator"], guilty=bool(a["guilty"]),
+                            weight=a["weight"], voted_at=r.timestamp, tx_hash=r.tx_hash, reward=0))
+        v = session.get(db.Validator, a["validator"])
+        if v is not None:
+            v.votes += 1
+    elif r.event == "ChallengeResolved":
+        c.status = CHALLENGE_STATUS.get(a["outcome"], f"outcome {a['outcome']}")
+        for part in ("slashed", "to_challenger", "to_tenant", "to_voters", "burned", "bond_to_provider",
+                     "bond_returned"):
+            setattr(c, part, a[part])
+        c.resolved_at, c.resolved_tx = r.timestamp, r.tx_hash
+    elif r.event == "RewardClaimed":
+        c.rewards_claimed = c.rewards_claimed + a["amount"]
+        vote = session.get(db.Vote, (c.challenge_id, a["voter"]))
+        if vote is not None:
+            vote.reward, vote.reward_tx = vote.reward + a["amount"], r.tx_hash
+
+
+def _settlement(session: Session, r: EventRecord) -> None:
+    a = r.args
+    if r.event not in ("PayReleased", "RoundRefunded"):
+        return
+    release = r.event == "PayReleased"
+    session.add(db.Settlement(
+        tx_hash=r.tx_hash, log_index=r.log_index, lease_id=a["lease_id"],
+        kind="release" if release else "refund", block_number=r.block_number, timestamp=r.timestamp,
+        from_round=a["from_round"] if release else None, to_round=a["to_round"] if release else None,
+        round_index=None if release else a["round_index"],
+        released_until=a["released_until"] if release else None, amount=a["amount"],
+        withheld=a["withheld"] if release else 0, refund=a["refund"]))
+
+
+def _validators(session: Session, r: EventRecord) -> None:
+    a = r.args
+    if r.event == "ValidatorRegistered":
+        session.add(db.Validator(address=a["validator"], registered_at=r.timestamp, registered_tx=r.tx_hash,
+                                 stake=a["stake"], unbonding=0, release_at=0, withdrawn=0, slashed=0,
+                                 slashes=0, endpoint="", locked_until=0, votes=0, reports=0))
+        return
+    v = session.get(db.Validator, a["validator"]) if "validator" in a else None
+    if v is None:
+        return
+    if r.event == "ValidatorStakeAdded":
+        v.stake = v.stake + a["amount"]
+    elif r.event == "ValidatorUnbondRequested":
+        v.stake, v.unbonding, v.release_at = v.stake - a["amount"], v.unbonding + a["amount"], a["release_at"]
+    elif r.event == "ValidatorStakeWithdrawn":
+        v.unbonding, v.withdrawn = v.unbonding - a["amount"], v.withdrawn + a["amount"]
+    elif r.event == "ValidatorSlashed":
+        from_stake = min(a["amount"], v.stake)      # the Validators contract's own order
+        v.stake, v.unbonding = v.stake - from_stake, max(v.unbonding - (a["amount"] - from_stake), 0)
+        v.slashed, v.slashes = v.slashed + a["amount"], v.slashes + 1
+        _slash(session, r, "validator", v.address)
+    elif r.event == "ValidatorEndpointSet":
+        v.endpoint = a["endpoint"]
+    elif r.event == "ValidatorLocked":
+        v.locked_until = a["locked_until"]
+
+
+def _hardware(session: Session, r: EventRecord) -> None:
+    a = r.args
+    if "provider" not in a or _id(a.get("epoch")) is None:
+        return
+    key = (a["provider"], a["epoch"])
+    case = session.get(db.HardwareCase, key)
+    if r.event == "HardwareReported":
+        if case is None:
+            case = db.HardwareCase(provider=key[0], epoch=key[1], status="open", first_at=r.timestamp,
+                                   first_tx=r.tx_hash, reporters=0, reported=0, quorum=0, jury_quorum=0,
+                                   pass_stake=0, fail_stake=0, slashed=0, reward_pool=0, burned=0)
+            session.add(case)
+        case.reporters, case.reported, case.quorum = case.reporters + 1, a["reported"], a["quorum"]
+        session.add(db.HardwareEntry(tx_hash=r.tx_hash, log_index=r.log_index, provider=key[0], epoch=key[1],
+                                     validator=a["validator"], kind="report", timestamp=r.timestamp,
+                                     outcome=a["outcome"], evidence=a["evidence"], amount=a["weight"]))
+        v = session.get(db.Validator, a["validator"])
+        if v is not None:
+            v.reports += 1
+        return
+    if case is None:
+        return
+    if r.event == "HardwareQuorumReached":
+        case.status, case.dispute_deadline = "pending", a["dispute_deadline"]
+    elif r.event == "HardwareDisputed":
+        case.status, case.vote_deadline, case.jury_quorum = "disputed", a["vote_deadline"], a["jury_quorum"]
+    elif r.event == "HardwareDisputeVoted":
+        if a["passed"]:
+            case.pass_stake = case.pass_stake + a["weight"]
+        else:
+            case.fail_stake = case.fail_stake + a["weight"]
+        session.add(db.HardwareEntry(tx_hash=r.tx_hash, log_index=r.log_index, provider=key[0], epoch=key[1],
+                                     validator=a["validator"], kind="vote", timestamp=r.timestamp,
+                                     passed=bool(a["passed"]), amount=a["weight"]))
+    elif r.event == "HardwareCleared":
+        case.status, case.pass_stake, case.fail_stake = "cleared", a["pass_stake"], a["fail_stake"]
+        case.resolved_at, case.resolved_tx = r.timestamp, r.tx_hash
+    elif r.event == "HardwareSlashed":
+        case.status, case.slashed, case.reward_pool = "slashed", a["slashed"], a["reward_pool"]
+        case.burned, case.jailed_until = a["burned"], a["jailed_until"]
+        case.resolved_at, case.resolved_tx = r.timestamp, r.tx_hash
+    elif r.event == "HardwareRewardClaimed":
+        session.add(db.HardwareEntry(tx_hash=r.tx_hash, log_index=r.log_index, provider=key[0], epoch=key[1],
+                                     validator=a["validator"], kind="reward", timestamp=r.timestamp,
+                                     amount=a["amount"]))
+
+
+_HANDLERS = {"ProviderRegistry": _registry, "Market": _market, "Verification": _verification,
+             "Settlement": _settlement, "Validators": _validators, "HardwareReports": _hardware}

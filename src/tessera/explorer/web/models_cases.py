@@ -1,0 +1,207 @@
+"""API models of verification, settlement, validators, hardware reports and slashes, and the
+detail and list answers that hold them (the rest is in `models.py`; units are named the same way:
+`*_base_units` with the model's `token` and `decimals`, times in Unix seconds)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from tessera.explorer.web.models import EpochStrip, EventOut, LeaseOut, OutageOut, PaymentOut, ProviderOut
+from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, STAKE_DECIMALS, STAKE_SYMBOL
+
+
+class RoundOut(BaseModel):
+    """A round root of the lease's job (Verification `RootPosted`) and what became of its pay."""
+
+    round_index: str = Field(description="decimal text: the tenant chooses it (uint256)")
+    root: str
+    n_leaves: str
+    coordinator: str
+    posted_at: int
+    tx_hash: str
+    settlement: str = Field(description="for this lease: 'released', 'refunded' (proven to cheat) "
+                                        "or 'pending'")
+    settlement_tx: str | None
+    challenge_ids: list[int]
+
+
+class SettlementOut(BaseModel):
+    """A Settlement event of the lease: `release` (PayReleased) or `refund` (RoundRefunded)."""
+
+    kind: str
+    tx_hash: str
+    log_index: int
+    timestamp: int
+    from_round: str | None = Field(description="release: the first round walked")
+    to_round: str | None = Field(description="release: the first round not walked")
+    round_index: str | None = Field(description="refund: the round proven to cheat")
+    released_until: int | None
+    token: str = PAYMENT_SYMBOL
+    decimals: int = PAYMENT_DECIMALS
+    amount_base_units: str = Field(description="release: gross pay released; refund: the round's gross pay")
+    withheld_base_units: str
+    refund_base_units: str = Field(description="sent back to the tenant now")
+
+
+class ClaimOut(BaseModel):
+    kind: str
+    party: str
+    address: str
+    amount_base_units: str
+    call: str = Field(description="the call that pays it out")
+
+
+class LedgerOut(BaseModel):
+    """The lease's budget to the base unit (protocol/ledger.py): budget = provider_paid + fees +
+    refunded + downtime_refunded + round_refunded + held + escrow when `adds_up`."""
+
+    token: str = PAYMENT_SYMBOL
+    decimals: int = PAYMENT_DECIMALS
+    budget_base_units: str
+    provider_paid_base_units: str
+    fees_base_units: str
+    refunded_base_units: str
+    downtime_refunded_base_units: str
+    round_refunded_base_units: str
+    held_base_units: str = Field(description="verified: streamed pay Settlement has yet to release or refund")
+    escrow_base_units: str = Field(description="open lease: the rest of its escrow in the Market")
+    unaccounted_base_units: str = Field(description="budget less all of the above: 0 when it adds up")
+    adds_up: bool
+    as_of: int
+    claims: list[ClaimOut]
+
+
+class VoteOut(BaseModel):
+    validator: str
+    guilty: bool
+    token: str = STAKE_SYMBOL
+    decimals: int = STAKE_DECIMALS
+    weight_base_units: str = Field(description="the voter's stake at the challenge's snapshot block")
+    reward_base_units: str = Field(description="claimed reward (RewardClaimed)")
+    voted_at: int
+    tx_hash: str
+    reward_tx: str | None
+
+
+class SlashOut(BaseModel):
+    """A `Slashed` (provider) or `ValidatorSlashed` event and its cause in the same transaction."""
+
+    kind: str = Field(description="provider or validator")
+    address: str
+    token: str = STAKE_SYMBOL
+    decimals: int = STAKE_DECIMALS
+    amount_base_units: str
+    recipient: str
+    slasher: str
+    cause: str = Field(description="challenge, hardware, downtime or direct (a slasher's own call)")
+    cause_ref: str | None = Field(description="challenge id, '<provider>/<epoch>' or lease id")
+    timestamp: int
+    tx_hash: str
+
+
+class ChallengeOut(BaseModel):
+    challenge_id: int
+    job: int
+    round_index: str
+    lease_id: int
+    provider: str
+    challenger: str
+    status: str = Field(description="open, upheld (guilty), rejected (innocent) or expired (no quorum)")
+    token: str = STAKE_SYMBOL
+    decimals: int = STAKE_DECIMALS
+    bond_base_units: str
+    quorum_base_units: str = Field(description="stake weight a verdict needs")
+    guilty_votes: int
+    innocent_votes: int
+    guilty_stake_base_units: str
+    innocent_stake_base_units: str
+    slashed_base_units: str
+    to_challenger_base_units: str
+    to_tenant_base_units: str
+    to_voters_base_units: str
+    burned_base_units: str
+    bond_to_provider_base_units: str
+    bond_returned_base_units: str
+    deadline: int
+    opened_at: int
+    opened_tx: str
+    answered_tx: str | None
+    resolved_at: int | None
+    resolved_tx: str | None
+
+
+class ChallengeDetail(ChallengeOut):
+    votes: list[VoteOut]
+    slashes: list[SlashOut]
+    events: list[EventOut]
+
+
+class HardwareCaseOut(BaseModel):
+    provider: str
+    epoch: int
+    status: str = Field(description="open, pending (quorum reached), disputed, slashed or cleared")
+    reporters: int
+    token: str = STAKE_SYMBOL
+    decimals: int = STAKE_DECIMALS
+    reported_base_units: str
+    quorum_base_units: str
+    slashed_base_units: str
+    first_at: int
+    first_tx: str
+    resolved_tx: str | None
+
+
+class ValidatorOut(BaseModel):
+    address: str
+    token: str = STAKE_SYMBOL
+    decimals: int = STAKE_DECIMALS
+    stake_base_units: str
+    unbonding_base_units: str
+    withdrawn_base_units: str
+    slashed_base_units: str
+    slashes: int
+    endpoint: str
+    locked_until: int
+    votes: int
+    hardware_reports: int
+    registered_at: int
+    registered_tx: str
+
+
+class ValidatorDetail(ValidatorOut):
+    vote_list: list[VoteOut]
+    slash_list: list[SlashOut]
+
+
+class LeaseDetail(LeaseOut):
+    ledger: LedgerOut | None = Field(description="null only when the lease's events are incomplete")
+    rounds: list[RoundOut]
+    settlements: list[SettlementOut]
+    challenges: list[ChallengeDetail]
+    events: list[EventOut]
+    payments: list[PaymentOut]
+
+
+class ProviderDetail(ProviderOut):
+    lease_list: list[LeaseOut]
+    payments: list[PaymentOut]
+    outage_reports: list[OutageOut]
+    recent_epochs: EpochStrip | None = Field(description="null without the Uptime contract or "
+                                                         "before any epoch is owed")
+    slashes: list[SlashOut]
+    challenges: list[ChallengeOut]
+    hardware_cases: list[HardwareCaseOut]
+
+
+class Page(BaseModel):
+    page: int
+    pages: int
+    total: int
+
+
+class LeasePage(Page):
+    leases: list[LeaseOut] = Field(description="newest first")
+
+
+class ChallengePage(Page):
+    challenges: list[ChallengeOut] = Field(description="newest first")

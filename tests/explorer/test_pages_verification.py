@@ -1,0 +1,316 @@
+"""The explorer's verification side: round roots, challenges, votes, verdicts, slashes with their
+causes, Settlement's releases and refunds, validators and hardware reports, on the verified scenario
+(`verified_market_run`: tessera.explorer.simulate_verified) indexed from a real anvil devnet, and
+each lease's money adding up to its budget as the contracts hold it.
+
+One browser test follows the cheater as a newcomer would: lease list -> its lease -> the challenge
+-> the provider's slash. The derive rules are also checked on hand-made events (no chain).
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from tests.explorer.test_web import browser, page, serve  # noqa: F401  (fixtures reused)
+from tests.support.explorer import dump
+from web3 import Web3
+
+from tessera.chain.client import Chain
+from tessera.chain.events import EventReader
+from tessera.chain.market import Market
+from tessera.chain.registry import ProviderRegistry
+from tessera.chain.settlement import Settlement
+from tessera.chain.validators import Validators
+from tessera.chain.verification import Outcome, Verification
+from tessera.explorer import db
+from tessera.explorer.db import make_engine
+from tessera.explorer.derive import apply_event, event_keys
+from tessera.explorer.indexer import Indexer
+from tessera.explorer.web import create_app
+from tessera.protocol.events import EventRecord, args_json
+from tessera.protocol.money import format_amount, show_amount
+
+VERDICT = {Outcome.UPHELD: "upheld", Outcome.REJECTED: "rejected", Outcome.EXPIRED: "expired"}
+UNIX_TIME = re.compile(r"\b1[0-9]{9}\b")       # a Unix time of 2001..2286 written out
+RAW_STAKE = re.compile(r"\b[0-9]{16,}\b")       # base units of an 18-decimal token
+
+
+@pytest.fixture(scope="module")
+def verified(verified_market_run, explorer_module_db):
+    """The verified scenario indexed into a fresh database (SQLite, then PostgreSQL) and served."""
+    _home, _devnet, network, _work, scenario = verified_market_run
+    engine = make_engine(explorer_module_db("verified"))
+    chain = Chain(network)
+    Indexer(chain, engine, confirmations=0, batch_blocks=7).sync()
+    with serve(create_app(engine)) as base:
+        yield {"base": base, "engine": engine, "chain": chain, "s": scenario}
+    engine.dispose()
+
+
+def test_every_event_is_indexed_and_named_by_its_lease(verified):
+    chain, engine = verified["chain"], verified["engine"]
+    records = EventReader(chain).events(chain.network.deploy_block, chain.block_number())
+    with Session(engine) as session:
+        rows = session.execute(select(db.Event.tx_hash, db.Event.log_index, db.Event.lease_id)).all()
+        challenges = {c.challenge_id: c.lease_id for c in session.scalars(select(db.Challenge))}
+    assert {(tx, log) for tx, log, _ in rows} == {(r.tx_hash, r.log_index) for r in records}
+    lease_of = {(tx, log): lease for tx, log, lease in rows}
+    for r in records:        # a lease's events are one indexed query: every event that names one
+        expected = r.args.get("lease_id", challenges.get(r.args.get("challenge_id"))
+                              if r.contract == "Verification" else None)
+        assert lease_of[(r.tx_hash, r.log_index)] == expected, (r.contract, r.event)
+
+
+def test_challenges_votes_and_slashes_match_the_contracts(verified):
+    chain, s = verified["chain"], verified["s"]
+    ver, registry, validators = Verification(chain), ProviderRegistry(chain), Validators(chain)
+    with httpx.Client(base_url=verified["base"], timeout=30) as client:
+        listed = client.get("/api/challenges").json()
+        assert [c["challenge_id"] for c in listed["challenges"]] == sorted(s.challenges, reverse=True)
+        for cid in s.challenges:
+            record, got = ver.challenge(cid), client.get(f"/api/challenges/{cid}").json()
+            assert got["status"] == VERDICT[record.status]
+            votes = (got["guilty_votes"], got["innocent_votes"])
+            assert votes == (record.guilty_votes, record.innocent_votes)
+            assert got["guilty_stake_base_units"] == str(record.guilty_stake)
+            assert got["innocent_stake_base_units"] == str(record.innocent_stake)
+            assert (got["lease_id"], got["provider"]) == (record.lease_id, record.provider)
+            assert got["token"] == "TSTK"
+            assert len(got["votes"]) == record.guilty_votes + record.innocent_votes
+        upheld = client.get(f"/api/challenges/{s.upheld}").json()
+        [slash] = upheld["slashes"]
+        assert (slash["address"], slash["cause"]) == (s.cheater, "challenge")
+        assert slash["cause_ref"] == str(s.upheld)
+        assert int(slash["amount_base_units"]) == int(upheld["slashed_base_units"]) > 0
+        assert {e["event"] for e in upheld["events"]} >= {
+            "ChallengeOpened", "Voted", "ChallengeResolved", "Slashed", "RewardClaimed"}
+
+        # Every slash of the scenario says why: a verdict, hardware reports, or a slasher's own call.
+        cheater = client.get(f"/api/providers/{s.cheater}").json()
+        assert [(x["cause"], x["cause_ref"]) for x in cheater["slashes"]] == [("challenge", str(s.upheld))]
+        slashed_total = registry.provider_record(s.cheater)["slashed_total"]
+        assert int(cheater["slashes"][0]["amount_base_units"]) == slashed_total
+        hw = client.get(f"/api/providers/{s.hw_slashed}").json()
+        assert [(x["cause"], x["cause_ref"]) for x in hw["slashes"]] == [
+            ("hardware", f"{s.hw_slashed}/{s.hw_epoch}")]
+        assert [c["status"] for c in hw["hardware_cases"]] == ["slashed"]
+        cleared = client.get(f"/api/providers/{s.hw_cleared}").json()
+        assert cleared["slashes"] == [] and [c["status"] for c in cleared["hardware_cases"]] == ["cleared"]
+        assert client.get(f"/api/providers/{s.accused}").json()["slashes"] == []
+
+        listed = {v["address"]: v for v in client.get("/api/validators").json()}
+        assert set(listed) == set(s.validators)
+        for address, v in listed.items():
+            record = validators.record(address)
+            got = (int(v["stake_base_units"]), int(v["unbonding_base_units"]), int(v["slashed_base_units"]))
+            assert got == (record["stake"], record["unbonding"], record["slashed_total"]), address
+            assert v["endpoint"] == record["endpoint"]
+        slashed = [a for a, v in listed.items() if v["slashes"]]
+        assert len(slashed) == 1
+        detail = client.get(f"/api/validators/{slashed[0]}").json()
+        assert [x["cause"] for x in detail["slash_list"]] == ["direct"]
+
+
+def test_every_lease_adds_up_to_its_budget_as_the_contracts_hold_it(verified):
+    chain, s = verified["chain"], verified["s"]
+    market, settlement = Market(chain), Settlement(chain)
+    with httpx.Client(base_url=verified["base"], timeout=30) as client:
+        for lid in s.leases:
+            lease, release = market.lease(lid), settlement.releases(lid)
+            got = client.get(f"/api/leases/{lid}").json()
+            ledger = {k: int(v) for k, v in got["ledger"].items() if k.endswith("_base_units")}
+            assert got["ledger"]["adds_up"] and ledger["unaccounted_base_units"] == 0, lid
+            assert ledger["budget_base_units"] == lease.budget == int(got["budget_base_units"])
+            assert ledger["provider_paid_base_units"] + ledger["fees_base_units"] == lease.paid
+            assert ledger["downtime_refunded_base_units"] == lease.downtime_refunded
+            assert ledger["refunded_base_units"] + ledger["round_refunded_base_units"] == release.refunded
+            still_held = lease.budget - lease.paid - lease.downtime_refunded - release.refunded
+            assert ledger["held_base_units"] + ledger["escrow_base_units"] == still_held
+            parts = [v for k, v in ledger.items() if k not in ("budget_base_units", "unaccounted_base_units")]
+            assert sum(parts) == lease.budget
+            assert got["verified"] and got["status"] == "closed" and got["time_left_s"] is None
+
+        cheat = client.get(f"/api/leases/{s.cheater_lease}").json()
+        assert [r["round_index"] for r in cheat["rounds"]] == [str(i) for i in range(s.rounds)]
+        assert {r["round_index"]: r["settlement"] for r in cheat["rounds"]} == {
+            str(i): "refunded" if i == s.bad_round else "released" for i in range(s.rounds)}
+        assert cheat["rounds"][s.bad_round]["challenge_ids"] == [s.upheld]
+        [refund] = [x for x in cheat["settlements"] if x["kind"] == "refund"]
+        assert refund["round_index"] == str(s.bad_round)
+        assert int(refund["refund_base_units"]) == int(cheat["ledger"]["round_refunded_base_units"]) > 0
+        [challenge] = cheat["challenges"]
+        assert challenge["challenge_id"] == s.upheld and challenge["status"] == "upheld"
+        assert {v["validator"] for v in challenge["votes"]} <= set(s.validators)
+        assert {e["contract"] for e in cheat["events"]} >= {"Market", "Settlement", "Verification"}
+        assert all(e["arg_units"].get("amount") in (None, "TUSD", "TSTK") for e in cheat["events"])
+        partner = client.get(f"/api/leases/{s.partner_lease}").json()
+        assert {r["settlement"] for r in partner["rounds"]} == {"released"} and partner["challenges"] == []
+
+
+def test_pages_show_people_numbers_and_junk_is_4xx(verified):
+    s = verified["s"]
+    with httpx.Client(base_url=verified["base"], timeout=30) as client:
+        for path in ("/leases", f"/leases/{s.cheater_lease}", "/challenges", f"/challenges/{s.upheld}",
+                     "/validators", f"/validators/{s.validators[0]}", f"/providers/{s.cheater}",
+                     f"/providers/{s.hw_slashed}", "/figure?name=slashes.total.amount&key=all"):
+            reply = client.get(path)
+            assert reply.status_code == 200, path
+            text = re.sub(r"<[^>]+>", " ", reply.text.split("<main>")[1])
+            assert not UNIX_TIME.search(text), (path, UNIX_TIME.search(text).group())
+            assert not RAW_STAKE.search(text), (path, RAW_STAKE.search(text).group())
+            assert "block time" not in text and ("TSTK" in text or "TUSD" in text), path
+        for path in ("/challenges/0", "/challenges/999", "/challenges/-1", "/challenges/x",
+                     "/challenges?page=0", "/challenges?page=2", "/api/challenges/999",
+                     "/api/challenges?page=x", "/validators/0xnope",
+                     "/validators/0x000000000000000000000000000000000000dEaD", "/api/validators/12",
+                     f"/challenges/{2**64}", "/leases?page=-3", "/api/leases?page=99"):
+            reply = client.get(path)
+            assert 400 <= reply.status_code < 500, (path, reply.status_code)
+
+
+def test_follow_the_cheater_in_a_browser(verified, page):  # noqa: F811
+    chain, s, base = verified["chain"], verified["s"], verified["base"]
+    lease, release = Market(chain).lease(s.cheater_lease), Settlement(chain).releases(s.cheater_lease)
+    page.goto(base + "/")
+    page.locator("header a", has_text="leases").click()
+    page.wait_for_url("**/leases")
+    page.locator("table.lease-list a.lease", has_text=f"#{s.cheater_lease}").first.click()
+    page.wait_for_url(f"**/leases/{s.cheater_lease}")
+
+    # Money: every part as the contracts hold it, adding up to the budget.
+    def part(name: str) -> int:
+        return int(page.locator(f"table.ledger [data-part={name}] .amt").get_attribute("data-base-units"))
+    budget = page.locator("table.ledger tr", has_text="budget").first.locator(".amt")
+    assert int(budget.get_attribute("data-base-units")) == lease.budget
+    assert budget.inner_text() == show_amount(lease.budget, 6, "TUSD")
+    assert budget.get_attribute("title") == format_amount(lease.budget, 6, "TUSD")
+    assert part("provider_paid") + part("fees") == lease.paid
+    assert part("refunded") + part("round_refunded") == release.refunded and part("round_refunded") > 0
+    assert page.locator("#adds-up").inner_text() == "adds up to the budget"
+
+    # Rounds: the bad one refunded, the others released; the challenge with its votes and verdict.
+    rows = page.locator("table.rounds tbody tr")
+    assert rows.count() == s.rounds
+    assert rows.nth(s.bad_round).locator(".settled").inner_text() == "refunded"
+    assert [rows.nth(i).locator(".settled").inner_text() for i in range(s.rounds) if i != s.bad_round] == \
+        ["released"] * (s.rounds - 1)
+    record = Verification(chain).challenge(s.upheld)
+    votes = page.locator("table.votes").first.locator("tbody tr")
+    assert votes.count() == record.guilty_votes + record.innocent_votes
+    assert sorted(votes.locator(".vote").all_inner_texts()) == \
+        sorted(["guilty"] * record.guilty_votes + ["innocent"] * record.innocent_votes)
+    assert "RoundRefunded" in page.locator("table.events").inner_text()
+
+    # The challenge: verdict, votes, the slash, the provider.
+    rows.nth(s.bad_round).locator("a.challenge").click()
+    page.wait_for_url(f"**/challenges/{s.upheld}")
+    assert page.locator(".verdict").first.inner_text() == "guilty (upheld)"
+    assert page.locator("table.votes tbody tr").count() == record.guilty_votes + record.innocent_votes
+    slashed = ProviderRegistry(chain).provider_record(s.cheater)["slashed_total"]
+    slash_row = page.locator("table.slashes tbody tr")
+    assert slash_row.count() == 1
+    assert int(slash_row.locator(".amt").get_attribute("data-base-units")) == slashed
+    page.locator("main table a.provider", has_text=s.cheater).first.click()
+    page.wait_for_url(f"**/providers/{s.cheater}")
+
+    # The provider page says why it was slashed, and links back to the verdict.
+    cause = page.locator("table.slashes tbody tr .cause")
+    assert cause.inner_text() == f"verdict of challenge #{s.upheld}"
+    assert page.locator("#slashed a.fig").inner_text() == show_amount(slashed, 18, "TSTK")
+    cause.locator("a").click()
+    page.wait_for_url(f"**/challenges/{s.upheld}")
+
+
+def test_rollback_rebuilds_the_derived_tables(verified, tmp_path):
+    """Rebuilding the derived tables from the stored events (what a reorg rollback does) gives the
+    rows indexing gave, and rolling back to a middle block gives what indexing up to it gave."""
+    chain, engine, s = verified["chain"], verified["engine"], verified["s"]
+    derived = {t.__tablename__ for t in db.DERIVED}
+
+    def tables(e) -> dict:
+        return {name: rows for name, rows in dump(e).items() if name in derived}
+
+    before = tables(engine)
+    assert all(before[t.__tablename__] for t in (db.Round, db.Challenge, db.Vote, db.Settlement, db.Validator,
+                                                  db.HardwareCase, db.HardwareEntry, db.Slash, db.Order))
+    middle = (s.first_block + s.last_block) // 2
+    copy = make_engine(f"sqlite:///{tmp_path}/copy.db")
+    Indexer(chain, copy, confirmations=chain.block_number() - middle, batch_blocks=5).sync()
+    indexer = Indexer(chain, engine, confirmations=0)
+    with Session(engine) as session, session.begin():
+        cursor = session.get(db.Cursor, 1)
+        indexer._rollback(session, cursor, cursor.last_block, cursor.last_hash, cursor.last_timestamp)
+    assert tables(engine) == before
+    with Session(engine) as session, session.begin():
+        cursor = session.get(db.Cursor, 1)
+        indexer._rollback(session, cursor, middle, None, None)
+    assert tables(engine) == tables(copy)
+    indexer.sync()          # back to the head for the other tests of the module
+    assert tables(engine) == before
+
+
+# -- derive rules on hand-made events (no chain) -----------------------------------------------------
+A, B, V, CHALLENGER = (Web3.to_checksum_address("0x" + c * 40) for c in "abcd")
+
+
+def _record(n: int, contract: str, event: str, tx: str, **args) -> EventRecord:
+    return EventRecord(block_number=n, block_hash="0x" + f"{n:064x}", timestamp=1_800_000_000 + 60 * n,
+                       tx_hash=tx, log_index=n, contract=contract, event=event, args=args)
+
+
+def _index(engine, records: list[EventRecord]) -> None:
+    with Session(engine) as session, session.begin():
+        session.add(db.Cursor(id=1, chain_id=1, market=A, registry_address=A, first_block=0,
+                              last_block=records[-1].block_number, last_hash=records[-1].block_hash,
+                              last_timestamp=records[-1].timestamp))
+        for r in records:
+            lease_id, provider = event_keys(session, r)
+            session.add(db.Event(block_number=r.block_number, block_hash=r.block_hash, timestamp=r.timestamp,
+                                 tx_hash=r.tx_hash, log_index=r.log_index, contract=r.contract, event=r.event,
+                                 args=args_json(r.args), lease_id=lease_id, provider=provider))
+            apply_event(session, r)
+
+
+def test_slash_causes_either_order_and_cpu_words(tmp_path):
+    tx = ["0x" + f"{i:064x}" for i in range(10)]
+    registered = dict(stake=200 * 10**18, gpu_count=1, gpu_memory_mb=64_000, benchmark_score=1,
+                      endpoint="http://x", price_floor=10**6)
+    records = [
+        _record(1, "ProviderRegistry", "ProviderRegistered", tx[1], provider=A, gpu_model="cpu-x86_64",
+                **registered),
+        _record(2, "ProviderRegistry", "ProviderRegistered", tx[2], provider=B, gpu_model="H100",
+                **registered),
+        # The verdict's slash comes before the verdict in its transaction ...
+        _record(3, "ProviderRegistry", "Slashed", tx[3], provider=A, amount=10**20, recipient=V, slasher=V),
+        _record(4, "Verification", "ChallengeResolved", tx[3], challenge_id=7, outcome=2, slashed=10**20,
+                to_challenger=0, to_tenant=0, to_voters=0, burned=10**20, bond_to_provider=0,
+                bond_returned=0),
+        # ... a downtime claim's after it; a slash alone is the slasher's own.
+        _record(5, "Market", "DowntimeClaimed", tx[5], lease_id=3, tenant=CHALLENGER, provider=B, epochs=[1],
+                amount=5, refund=5, overdrawn=0, stake_slashed=10**18, claimed_by=CHALLENGER),
+        _record(6, "ProviderRegistry", "Slashed", tx[5], provider=B, amount=10**18, recipient=CHALLENGER,
+                slasher=A),
+        _record(7, "ProviderRegistry", "Slashed", tx[7], provider=B, amount=1, recipient=V, slasher=V),
+    ]
+    engine = make_engine(f"sqlite:///{tmp_path}/hand.db")
+    _index(engine, records)
+    with Session(engine) as session:
+        slashes = session.scalars(select(db.Slash).order_by(db.Slash.id))
+        causes = [(x.address, x.cause, x.cause_ref) for x in slashes]
+        providers = {p.address: p for p in session.scalars(select(db.Provider))}
+    assert causes == [(A, "challenge", "7"), (B, "downtime", "3"), (B, "direct", None)]
+    assert providers[B].slashed == 10**18 + 1
+    with serve(create_app(engine)) as base, httpx.Client(base_url=base, timeout=30) as client:
+        cpu = client.get(f"/providers/{A}").text
+        assert ">memory<" in cpu and "GPU memory" not in cpu and ">CPU model<" in cpu
+        assert "verdict of" in cpu and 'href="/challenges/7"' in cpu
+        gpu = client.get(f"/providers/{B}").text
+        assert ">GPU memory<" in gpu and "downtime claimed on lease" in gpu and "direct slash by" in gpu
+        assert client.get(f"/api/providers/{A}").json()["is_cpu"] is True
+        tx_page = client.get(f"/tx/{tx[3]}").text
+        assert "100.00 TSTK" in tx_page and 'title="100.00 TSTK"' in tx_page and str(10**20) not in \
+            re.sub(r'data-base-units="\d+"', "", tx_page)
