@@ -81,3 +81,24 @@ def test_markup_and_deep_nesting_in_a_spec_are_plain_errors(tmp_path, home):
             "nested too deeply")
     spec.write_text('"[/x]" = 1\n' + JOB)
     refused(tessera("job", "submit", str(spec), home=home), "[/x]: Extra inputs are not permitted")
+
+
+@pytest.mark.parametrize("amount, problem", [
+    ("abc", "'abc' is not an amount"), ("0", "must be above zero"),
+    ("1.0000001", "more than 6 decimal places"), ("1e3", "is not an amount")])
+def test_job_top_up_refuses_a_bad_amount_before_connecting(home, amount, problem):
+    # no devnet exists here: an amount that got past parsing would fail on the network file
+    refused(tessera("job", "top-up", "1", amount, home=home), "top-up amount", problem)
+
+
+def test_job_list_and_status_refuse_a_bad_warn_within(home):
+    refused(tessera("job", "list", "--warn-within", "soon", home=home), "--warn-within")
+    refused(tessera("job", "status", "1", "--warn-within", "0s", home=home),
+            "--warn-within", "must be positive")
+
+
+def test_an_escrow_top_up_without_a_ceiling_is_refused_naming_the_field(tmp_path, home):
+    spec = tmp_path / "job.toml"
+    spec.write_text(JOB + '[escrow]\ntop_up = "1.00"\n')
+    refused(tessera("job", "submit", str(spec), home=home), f"{spec}: escrow",
+            "top_up needs top_up_ceiling")

@@ -24,12 +24,14 @@ from tessera.chain.network import load_network
 from tessera.chain.tokens import PaymentToken, StakeToken
 from tessera.compute import numerics
 from tessera.errors import AccountError, ChainError, DaemonError, DevnetError, NetworkError, SpecError
+from tessera.protocol.jobspec import DEFAULT_WARN_WITHIN
 from tessera.protocol.money import (
     PAYMENT_DECIMALS,
     PAYMENT_SYMBOL,
     STAKE_DECIMALS,
     STAKE_SYMBOL,
-    format_amount,
+    format_duration,
+    show_amount,
 )
 
 app = typer.Typer(help="Tessera: rent GPUs through on-chain contracts.", no_args_is_help=True,
@@ -86,10 +88,19 @@ def connect(network: Path | None, account: str | None) -> Chain:
 
 # -- devnet -------------------------------------------------------------------------------
 @devnet_app.command("up")
-def devnet_up(port: int = typer.Option(8545, help="RPC port on 127.0.0.1")) -> None:
+def devnet_up(port: int = typer.Option(8545, help="RPC port on 127.0.0.1"),
+              block_time: int = typer.Option(
+                  1, "--block-time", min=0, max=3600,
+                  help="also mine a block every N seconds (transactions still land at once), so "
+                       "that chain time follows the clock while nothing is sent: an uptime epoch "
+                       "without a block cannot hold a heartbeat, and the epochs of a quiet job "
+                       "would be claimed against its honest provider; 0: a block per "
+                       "transaction only")) -> None:
     """Start anvil, deploy the contracts, fund the test accounts, write the network file."""
     devnet = Devnet.default()
-    network = run_guarded(lambda: devnet.up(port=port))
+    network = run_guarded(lambda: devnet.up(port=port, block_time=block_time or None))
+    if block_time:
+        console.print(f"mining a block every {block_time} s, and one per transaction")
     console.print(f"devnet up: chain {network.chain_id} at {network.rpc_url}")
     for name, address in network.contracts.items():
         console.print(f"  {name:<17} {address}")
@@ -178,7 +189,7 @@ def wallet_list() -> None:
 @wallet_app.command("balance")
 def wallet_balance(spec: str = typer.Argument(..., help="devnet:N, NAME or an address"),
                    network: Path = NetworkOption) -> None:
-    """Native, payment-token and stake-token balances of an account."""
+    """An account's whole balances (gas coin, TUSD, TSTK): what it holds, not what it earned."""
     def body():
         address, _ = _address_of(spec)
         chain = connect(network, None)
@@ -187,10 +198,10 @@ def wallet_balance(spec: str = typer.Argument(..., help="devnet:N, NAME or an ad
         stake = StakeToken(chain).balance_of(address)
         return address, eth, pay, stake
     address, eth, pay, stake = run_guarded(body)
-    console.print(address)
-    console.print(f"  {format_amount(eth, 18, 'ETH')}")
-    console.print(f"  {format_amount(pay, PAYMENT_DECIMALS, PAYMENT_SYMBOL)}")
-    console.print(f"  {format_amount(stake, STAKE_DECIMALS, STAKE_SYMBOL)}")
+    console.print(f"{address} holds (whole balances, not earnings):")
+    console.print(f"  {show_amount(eth, 18, 'ETH')}")
+    console.print(f"  {show_amount(pay, PAYMENT_DECIMALS, PAYMENT_SYMBOL)}")
+    console.print(f"  {show_amount(stake, STAKE_DECIMALS, STAKE_SYMBOL)}")
 
 
 # -- provider -----------------------------------------------------------------------------
@@ -232,12 +243,39 @@ def job_resume(job_dir: Path = typer.Argument(..., help="the DiLoCo job's folder
     run_guarded(lambda: resume_job(job_dir, network, account, console))
 
 
-@job_app.command("status")
-def job_status(lease_id: int, network: Path = NetworkOption, account: str = AccountOption):
-    """Progress of a lease's job, as its provider reports it, and the lease on chain."""
-    from tessera.tenant.flow import show_status
+WarnWithinOption = typer.Option(
+    format_duration(DEFAULT_WARN_WITHIN), "--warn-within",
+    help="warn about a lease whose escrow runs out within this, e.g. 30m, 2h (a job spec's "
+         "\\[escrow] warn_within does the same while it is followed)")
 
-    run_guarded(lambda: show_status(lease_id, network, account, console))
+
+@job_app.command("status")
+def job_status(lease_id: int, network: Path = NetworkOption, account: str = AccountOption,
+               warn_within: str = WarnWithinOption):
+    """A lease on chain (state, time left, its whole money) and its job's progress (rounds for DiLoCo)."""
+    from tessera.tenant.lease_views import show_status
+
+    run_guarded(lambda: show_status(lease_id, network, account, console, warn_within))
+
+
+@job_app.command("list")
+def job_list(network: Path = NetworkOption, account: str = AccountOption,
+             warn_within: str = WarnWithinOption,
+             as_json: bool = typer.Option(False, "--json", help="as JSON (money in base units, "
+                                          "named; times in Unix seconds)")):
+    """Your leases as tenant, open ones first (soonest to run out first), with time left."""
+    from tessera.tenant.lease_views import list_leases
+
+    run_guarded(lambda: list_leases(network, account, console, warn_within, as_json))
+
+
+@job_app.command("top-up")
+def job_top_up(lease_id: int, amount: str = typer.Argument(..., help="TUSD to add, e.g. 0.50"),
+               network: Path = NetworkOption, account: str = AccountOption):
+    """Add TUSD to an open lease's escrow so that it runs longer (not after it has run out)."""
+    from tessera.tenant.lease_views import top_up_lease
+
+    run_guarded(lambda: top_up_lease(lease_id, amount, network, account, console))
 
 
 @job_app.command("logs")
@@ -261,8 +299,8 @@ def job_results(lease_id: int, out: Path = typer.Option(None, help="download fol
 
 @job_app.command("close")
 def job_close(lease_id: int, network: Path = NetworkOption, account: str = AccountOption):
-    """Close the lease: pay the provider what it earned, refund the rest to you."""
-    from tessera.tenant.flow import close_lease
+    """Close the lease: pay the provider what it earned, refund the rest; show the lease's money."""
+    from tessera.tenant.lease_views import close_lease
 
     run_guarded(lambda: close_lease(lease_id, network, account, console))
 
@@ -277,7 +315,8 @@ def job_release(lease_id: int, network: Path = NetworkOption, account: str = Acc
 
 # -- demo ---------------------------------------------------------------------------------
 @app.command("demo")
-def demo(as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+def demo(as_json: bool = typer.Option(False, "--json", help="print the summary as JSON (money "
+                                      "in integer base units: its \"units\" entry says which)"),
          steps: int = typer.Option(None, help="training steps (default: the demo job's)"),
          nodes: int = typer.Option(1, min=1, max=3,
                                    help="train on this many providers with DiLoCo (1: one lease)"),

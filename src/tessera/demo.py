@@ -19,8 +19,7 @@ from tessera.daemons import spawn, stop, wait_healthy
 from tessera.demo_cheater import run_cheater_act, settle_held_pay
 from tessera.explorer.recap import index_and_audit
 from tessera.protocol.jobspec import JobSpec
-from tessera.protocol.money import format_amount
-from tessera.tenant.bidding import money, reliability_text
+from tessera.tenant.bidding import device_text, money, reliability_text
 from tessera.tenant.client import Tenant
 from tessera.tenant.flow import load_dataset, run_rental
 from tessera.tenant.multinode import run_diloco_job
@@ -160,11 +159,11 @@ def explore(console: Console, chain: Chain, home: Path) -> dict:
 
 def providers_table(console: Console, tenant: Tenant, procs: dict) -> None:
     table = Table(title="providers on chain")
-    for column in ("name", "address", "device", "benchmark", "floor / GPU-h", "endpoint"):
+    for column in ("name", "address", "device", "benchmark", "floor / device-h", "endpoint"):
         table.add_column(column)
     for p in PROVIDERS:
         offer = tenant.market.registry.provider_offer(devnet_account(p.account).address)
-        table.add_row(p.name, short(offer.address), f"{offer.gpu_model} ({p.threads} threads)",
+        table.add_row(p.name, short(offer.address), f"{device_text(offer)} ({p.threads} threads)",
                       f"{offer.benchmark_score:,} MFLOP/s", money(offer.price_floor), offer.endpoint)
     console.print(table)
 
@@ -187,12 +186,13 @@ def sparkline(values: list[float], width: int = 40) -> str:
 def print_summary(console: Console, s: dict) -> None:
     console.rule("[bold]summary")
     bids = Table(title=f"bids for order {s['order_id']}")
-    for column in ("provider", "device", "price / GPU-h", "reliability", "verdict"):
+    for column in ("provider", "device", "price / device-h", "reliability", "verdict"):
         bids.add_column(column)
     for b in sorted(s["bids"], key=lambda b: b["price_per_gpu_hour"]):
         verdict = "won" if b["provider"] == s["winner"]["provider"] else (
             "valid" if b["valid"] else "rejected: " + "; ".join(b["problems"]))
-        bids.add_row(short(b["provider"]), str(b["device"]), money(b["price_per_gpu_hour"]),
+        bids.add_row(short(b["provider"]), str(b.get("device_memory") or b["device"]),
+                     money(b["price_per_gpu_hour"]),
                      reliability_text(b["reliability"]), verdict)
     console.print(bids)
     bidders = {b["provider"] for b in s["bids"]}
@@ -208,16 +208,21 @@ def print_summary(console: Console, s: dict) -> None:
                   f"{s.get('tokens_per_s') or 0:,.0f} tokens/s")
     console.print(f"training loss {losses[0]:.3f} -> {losses[-1]:.3f}  {sparkline(losses)}")
     console.print(f"held-out loss {m.get('final_val_loss'):.4f}; result {s['result_hash']}")
-    st = s["settlement"]
-    paid = st["provider"] + st["provider_withdrawn_earlier"]["amount"]
-    fee = st["fee"] + st["provider_withdrawn_earlier"]["fee"]
-    pay = Table(title=f"settlement of lease {s['lease_id']}")
+    st, lm = s["settlement"], s["lease_money"]
+    pay = Table(title=f"lease {s['lease_id']}: where its budget went")
     pay.add_column("to")
     pay.add_column("amount", justify="right")
-    pay.add_row(f"provider {s['winner']['provider']}", money(paid))
-    pay.add_row("protocol fee -> treasury", money(fee))
-    pay.add_row(f"refund at close -> tenant {s['tenant']}", money(st["refund"]))
-    pay.add_row("unallocated escrow refunded after accept", money(s.get("unallocated_refund", 0)))
+    pay.add_row(f"provider {s['winner']['provider']}: withdrawn after its result",
+                money(lm["provider_withdrawn"]))
+    pay.add_row("provider: paid by the close", money(lm["provider_paid_at_close"]))
+    pay.add_row("protocol fee -> treasury", money(lm["fees"]))
+    pay.add_row(f"refund at close -> tenant {s['tenant']}", money(lm["refunded_at_close"]))
+    if lm["downtime_refunded"]:
+        pay.add_row("downtime refund -> tenant", money(lm["downtime_refunded"]))
+    pay.add_row("= the lease's budget" + ("" if lm["adds_up"] else " ([red]does NOT add up[/])"),
+                money(lm["budget"]))
+    pay.add_row("the order's unallocated escrow, refunded after accept",
+                money(s.get("unallocated_refund", 0)))
     pay.add_row("tenant's net cost (= provider + fee)", money(s["tenant_spent"]))
     console.print(pay)
     console.print("transactions:")
@@ -228,4 +233,4 @@ def print_summary(console: Console, s: dict) -> None:
         console.print(f"  {'withdraw':<9} {h}")
     console.print(f"order to active lease: {s['order_to_lease_s']} s (includes the bid window)")
     console.print(f"[bold green]verified and settled[/]: {len(s['checks'])} checks passed; "
-                  f"treasury received {format_amount(s['treasury_received'], 6, 'TUSD')}")
+                  f"treasury received {money(s['treasury_received'])}")

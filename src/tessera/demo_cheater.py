@@ -32,11 +32,12 @@ from tessera.chain.settlement import Settlement
 from tessera.chain.verification import Outcome, Verification
 from tessera.daemons import Daemons, raise_if_exited, spawn, wait_healthy
 from tessera.errors import TenantError
+from tessera.protocol.figures import format_time
 from tessera.protocol.jobspec import JobSpec
-from tessera.protocol.money import STAKE_DECIMALS, STAKE_SYMBOL, format_amount
-from tessera.tenant.bidding import money
+from tessera.tenant.bidding import money, tstk
 from tessera.tenant.client import Tenant
 from tessera.tenant.flow import load_dataset
+from tessera.tenant.lease_money import job_cost_line, lease_money, money_json, short_line
 from tessera.tenant.multinode import run_diloco_job
 
 CHEATER_ACCOUNT, CHEATER_PRICE = 6, "0.90"   # cheaper than every honest provider: it wins a seat
@@ -153,8 +154,15 @@ def run_cheater_act(console: Console, chain: Chain, home: Path, procs: Daemons) 
     act["pay"] = settle_held_pay(console, chain, summary, procs)
     act["tenant_spent"] = tenant_before - market.payment_token.balance_of(chain.address)
     act["treasury_received"] = market.payment_token.balance_of(treasury) - treasury_before
-    console.print(f"the tenant paid {money(act['tenant_spent'])} for the verified job in the "
-                  "end (its escrow less the unused budget and the cheater's refunded round)")
+    moneys = [lease_money(chain, w["lease_id"]) for w in summary["workers"]]
+    console.print(job_cost_line(moneys) + " (its order's escrow less the unallocated part, "
+                  "each lease's refund at close and the cheater's proven round)",
+                  markup=False, highlight=False)
+    ledger_cost = sum(m.tenant_cost for m in moneys)
+    if ledger_cost != act["tenant_spent"]:   # the tenant's TUSD moved for something else too
+        console.print(f"[red]the tenant's balance moved by {money(act['tenant_spent'])}, "
+                      f"{money(act['tenant_spent'] - ledger_cost)} more than its leases "
+                      "account for[/]")
     return act
 
 
@@ -200,17 +208,20 @@ def settle_held_pay(console: Console, chain: Chain, job: dict, procs: Daemons) -
         lease_filter = {"lease_id": w["lease_id"]}
         released = chain.events("Settlement", "PayReleased", since, argument_filters=lease_filter)
         refunded = chain.events("Settlement", "RoundRefunded", since, argument_filters=lease_filter)
+        m = lease_money(chain, w["lease_id"])
         out.append({"lease_id": w["lease_id"], "provider": w["provider"],
                     "released": sum(e["args"]["amount"] for e in released),
                     "refunded_rounds": [e["args"]["round_index"] for e in refunded],
                     "refunded": sum(e["args"]["refund"] for e in refunded),
-                    "txs": sorted({tx_hash(e) for e in released + refunded})})
+                    "txs": sorted({tx_hash(e) for e in released + refunded}),
+                    "money": money_json(m)})
         line = (f"lease {w['lease_id']} ({w['provider']}): "
                 f"{money(out[-1]['released'])} released to the provider")
         if refunded:
             line += (f"; round(s) {out[-1]['refunded_rounds']} proven bad: "
                      f"{money(out[-1]['refunded'])} back to the tenant")
         console.print(line + f" (tx {', '.join(out[-1]['txs'])})")
+        console.print("  " + short_line(m), markup=False, highlight=False)
     return out
 
 
@@ -235,9 +246,6 @@ def _challenge_record(chain: Chain, verification: Verification, opened: dict,
 
 
 def print_act(console: Console, act: dict) -> None:
-    def tstk(amount: int) -> str:
-        return format_amount(amount, STAKE_DECIMALS, STAKE_SYMBOL)
-
     for c in act["challenges"]:
         what = "its payload" if c["kind"] == "payload" else f"segment {c['segment']}"
         table = Table(title=f"challenge {c['challenge_id']}: lease {c['lease_id']}, {what} "
@@ -258,5 +266,5 @@ def print_act(console: Console, act: dict) -> None:
                       f"{tstk(c['burned'])} burned")
     if "stake_after" in act:
         console.print(f"cheater's stake {tstk(act['stake_before'])} -> "
-                      f"{tstk(act['stake_after'])}; jailed until block time "
-                      f"{act['jailed_until']} (no new leases for 7 days)")
+                      f"{tstk(act['stake_after'])}; jailed until "
+                      f"{format_time(act['jailed_until'])} (no new leases for 7 days)")

@@ -92,8 +92,8 @@ class Devnet:
                 raise DevnetError(f"port {port} is already in use; pick another with --port")
         cmd = [find_anvil(), "--host", "127.0.0.1", "--port", str(port),
                "--chain-id", str(DEVNET_CHAIN_ID), "--accounts", str(DEVNET_ACCOUNT_COUNT)]
-        if block_time:
-            cmd += ["--block-time", str(block_time)]
+        if block_time:   # a block every N s besides one per transaction (which lands at once)
+            cmd += ["--block-time", str(block_time), "--mixed-mining"]
         log = open(self.home / "anvil.log", "wb")
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.pid_file.write_text(str(proc.pid))

@@ -179,6 +179,60 @@ class VerificationSpec(BaseModel):
                             "against a commitment that fails a spot check")
 
 
+# How soon before a lease's escrow runs out the tenant is warned (job spec [escrow] warn_within,
+# `tessera job status` / `job list --warn-within`): long enough to top up by hand, short enough
+# that a 15-minute devnet lease is not flagged from its first second.
+DEFAULT_WARN_WITHIN = 300
+
+
+class EscrowSpec(BaseModel):
+    """The tenant's watch over its leases' escrow while it follows the job (tenant/escrow.py):
+    a warning when a lease will run out within `warn_within`, and, if `top_up` is set, an
+    automatic top-up of that amount whenever a lease has less than `top_up_when_left` left,
+    never taking the job's top-ups (every top-up of its leases, by hand too, as the chain's
+    `LeaseToppedUp` events say) past `top_up_ceiling`. Not part of the order: `spec_hash`
+    leaves it out (it is the tenant's own policy, not the job)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    warn_within: Seconds = Field(DEFAULT_WARN_WITHIN, description="warn when a lease's escrow "
+                                 "will run out within this, e.g. '5m'")
+    top_up: PaymentAmount | None = Field(None, description="TUSD added per automatic top-up, "
+                                         "e.g. '0.50'; unset: no automatic top-up")
+    top_up_when_left: Seconds | None = Field(None, description="top up when less than this is "
+                                             "left (default: warn_within)")
+    top_up_ceiling: PaymentAmount | None = Field(None, description="the most all top-ups of "
+                                                 "the job's leases may add, e.g. '5.00'")
+
+    @model_validator(mode="after")
+    def _top_up_has_a_ceiling(self) -> EscrowSpec:
+        if self.top_up is None:
+            stray = [name for name in ("top_up_ceiling", "top_up_when_left")
+                     if getattr(self, name) is not None]   # (a saved spec writes None back)
+            if stray:
+                raise ValueError(f"{' and '.join(stray)} without top_up does nothing: set "
+                                 "top_up (the amount of each automatic top-up) or remove it")
+            return self
+        if self.top_up == 0:
+            raise ValueError("top_up must be above zero (leave it out for no automatic top-up)")
+        if self.top_up_ceiling is None:
+            raise ValueError("top_up needs top_up_ceiling: an automatic top-up without a "
+                             "ceiling could spend your whole balance")
+        if self.top_up_ceiling < self.top_up:
+            raise ValueError(f"top_up_ceiling {_tusd(self.top_up_ceiling)} is below top_up "
+                             f"{_tusd(self.top_up)}: no top-up would fit under it")
+        return self
+
+    @property
+    def top_up_below(self) -> int:
+        """Seconds left under which a lease is topped up."""
+        return self.top_up_when_left if self.top_up_when_left is not None else self.warn_within
+
+
+def _tusd(amount: int) -> str:
+    return format_amount(amount, PAYMENT_DECIMALS, PAYMENT_SYMBOL)
+
+
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -189,6 +243,7 @@ class JobSpec(BaseModel):
     workload: TrainingWorkload
     diloco: DilocoSpec = DilocoSpec()
     verification: VerificationSpec = VerificationSpec()
+    escrow: EscrowSpec = EscrowSpec()
 
     @model_validator(mode="after")
     def _mode_fits_nodes(self) -> JobSpec:
@@ -217,8 +272,11 @@ class JobSpec(BaseModel):
         return self
 
     def spec_hash(self) -> bytes:
-        """sha256 of the canonical JSON of the spec: what the order commits to on chain."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """sha256 of the canonical JSON of the spec: what the order commits to on chain. The
+        [escrow] section is left out: it is the tenant's policy, not the job, and a spec
+        without it hashes as it did before the section existed."""
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"escrow"}), sort_keys=True,
+                               separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).digest()
 
 

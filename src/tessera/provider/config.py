@@ -4,12 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tessera.chain.accounts import tessera_home
 from tessera.errors import SpecError
 from tessera.files import read_text
 from tessera.protocol.daemon_config import DaemonSection
-from tessera.protocol.jobspec import Price, Seconds, parse_toml_model
+from tessera.protocol.jobspec import LocalPath, Price, Seconds, parse_toml_model
+
+
+class ProviderSection(DaemonSection):
+    """[provider]: the shared daemon section, with `state_dir` optional: left out, the node
+    keeps its state under TESSERA_HOME (`provider-<port>`), so running a provider from a
+    source checkout leaves nothing in the work tree."""
+
+    state_dir: LocalPath | None = Field(None, description="SQLite state, inputs, job outputs; "
+                                        "default: $TESSERA_HOME/provider-<port>")
+
+    @model_validator(mode="after")
+    def _state_under_home(self) -> ProviderSection:
+        if self.state_dir is None:
+            self.state_dir = tessera_home() / f"provider-{self.port}"
+        return self
 
 
 class PricingSection(BaseModel):
@@ -49,7 +65,7 @@ class PayoutsSection(BaseModel):
 class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    provider: DaemonSection
+    provider: ProviderSection
     pricing: PricingSection
     limits: LimitsSection = LimitsSection()
     hardware: HardwareSection = HardwareSection()

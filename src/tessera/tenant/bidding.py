@@ -15,21 +15,38 @@ from tessera.chain.events import EventReader
 from tessera.errors import ChainError, NetworkError, TenantError
 from tessera.protocol.figures import compute_figures
 from tessera.protocol.jobspec import JobSpec
-from tessera.protocol.matching import SELECTION_RULE, BidVerdict, rank
-from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, format_amount
+from tessera.protocol.matching import SELECTION_RULE, BidVerdict, ProviderOffer, rank
+from tessera.protocol.money import (
+    PAYMENT_DECIMALS,
+    PAYMENT_SYMBOL,
+    STAKE_DECIMALS,
+    STAKE_SYMBOL,
+    show_amount,
+)
 from tessera.protocol.reliability import NAME as RELIABILITY
 from tessera.tenant.client import Tenant
 
 
 def money(amount: int) -> str:
-    return format_amount(amount, PAYMENT_DECIMALS, PAYMENT_SYMBOL)
+    """A payment-token amount for a person (exact: TUSD has 6 decimals)."""
+    return show_amount(amount, PAYMENT_DECIMALS, PAYMENT_SYMBOL)
+
+
+def tstk(amount: int) -> str:
+    """A stake-token amount for a person: at most 6 decimals, '≈' when rounded
+    ('≈5.00 TSTK', not '4.999999999999999998 TSTK')."""
+    return show_amount(amount, STAKE_DECIMALS, STAKE_SYMBOL)
+
+
+UPTIME = "uptime.by_provider"
 
 
 def bid_reliability(chain: Chain, console: Console) -> dict[str, dict[str, int]]:
     """{lower-case address: {part: value}} of every provider's `reliability.by_provider.*` figures,
-    recomputed now from the chain's logs since the deploy block with the explorer's own definition
-    (docs/explorer.md); nothing is cached. A chain that cannot answer leaves the column empty, not
-    the rental."""
+    plus `heartbeats` and `epochs` (the explorer's `uptime.by_provider.*`: the measured uptime its
+    provider page shows, before the score's smoothing), recomputed now from the chain's logs
+    since the deploy block with the explorer's own definition (docs/explorer.md); nothing is
+    cached. A chain that cannot answer leaves the column empty, not the rental."""
     try:
         reader = EventReader(chain)
         head = reader.head()
@@ -44,15 +61,45 @@ def bid_reliability(chain: Chain, console: Console) -> dict[str, dict[str, int]]
     for (name, address), figure in figures.items():
         if name.startswith(f"{RELIABILITY}."):
             scores.setdefault(address.lower(), {})[name.removeprefix(f"{RELIABILITY}.")] = figure.value
+    for (name, address), figure in figures.items():
+        part = name.removeprefix(f"{UPTIME}.")
+        if part in ("heartbeats", "epochs") and address.lower() in scores:
+            scores[address.lower()][part] = figure.value
     return scores
 
 
+def uptime_text(score: dict[str, int]) -> str:
+    """The uptime part of a bid line, two figures, each named: the measured share of epochs with
+    a heartbeat (`uptime.by_provider.bps`, what the explorer's provider page shows) and the
+    smoothed one the score uses, which 24 pseudo-epochs at 50 % pull towards the middle while
+    evidence is thin (protocol/reliability.py): a provider with a heartbeat in its one epoch
+    shows 'uptime 100.00% = 1/1 epochs, 52.00% smoothed'."""
+    smoothed = f"{score['uptime_bps'] / 100:.2f}% smoothed"
+    epochs = score.get("epochs")
+    if epochs is None:
+        return f"uptime {smoothed}"
+    if epochs == 0:
+        return f"uptime: no epoch owed yet, {smoothed}"
+    beats = score.get("heartbeats", 0)
+    return f"uptime {beats * 10_000 // epochs / 100:.2f}% = {beats}/{epochs} epochs, {smoothed}"
+
+
 def reliability_text(score: dict[str, int] | None) -> str:
-    """'72.40% (uptime 95.00%, 3 finished / 1 failed, 0 slashes)' for a bid line; '?' if unknown."""
+    """'40.80% (uptime 100.00% = 1/1 epochs, 52.00% smoothed; 0 finished / 0 failed,
+    0 slashes)' for a bid line; '?' if unknown."""
     if not score:
         return "?"
-    return (f"{score['bps'] / 100:.2f}% (uptime {score['uptime_bps'] / 100:.2f}%, "
+    return (f"{score['bps'] / 100:.2f}% ({uptime_text(score)}; "
             f"{score['finished']} finished / {score['failed']} failed, {score['slashes']} slashes)")
+
+
+def device_text(offer: ProviderOffer | None) -> str:
+    """A provider's registered device and its memory, named for what it is: a CPU provider
+    registers its system memory in the registry's `gpu_memory_mb` (provider/hardware.py)."""
+    if offer is None:
+        return "?"
+    kind = "system memory" if offer.gpu_model.lower().startswith("cpu") else "GPU memory"
+    return f"{offer.gpu_model}, {offer.gpu_memory_mb:,} MB {kind}"
 
 
 @dataclass
@@ -95,13 +142,14 @@ def lease_nodes(tenant: Tenant, spec: JobSpec, console: Console) -> Leasing:
     scores = bid_reliability(tenant.chain, console)
     bids = [{"provider": v.bid.provider, "price_per_gpu_hour": v.bid.price_per_gpu_hour,
              "device": v.offer.gpu_model if v.offer else None,
+             "device_memory": device_text(v.offer) if v.offer else None,
              "benchmark_mflops": v.offer.benchmark_score if v.offer else None,
              "reliability": scores.get(v.bid.provider.lower()),
              "valid": v.valid, "problems": v.problems} for v in verdicts]
     for v in sorted(verdicts, key=lambda v: v.bid.price_per_gpu_hour):
         state = "valid" if v.valid else "rejected: " + "; ".join(v.problems)
         console.print(f"  bid {money(v.bid.price_per_gpu_hour)}/GPU-h from {v.bid.provider} "
-                      f"({v.offer.gpu_model if v.offer else '?'}, reliability "
+                      f"({device_text(v.offer)}; reliability "
                       f"{reliability_text(scores.get(v.bid.provider.lower()))}): {state}")
     if not ranked:
         cancel = tenant.market.cancel_order(order_id)

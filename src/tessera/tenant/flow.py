@@ -9,21 +9,18 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tessera.chain.accounts import tessera_home
-from tessera.chain.client import tx_hash
 from tessera.chain.settlement import Settlement
 from tessera.errors import ProviderGone, SpecError, TenantError
 from tessera.files import read_text
 from tessera.protocol.jobspec import BUILTIN_CORPUS, DatasetSpec, JobSpec, parse_job_spec
-from tessera.protocol.money import (
-    STAKE_DECIMALS,
-    STAKE_SYMBOL,
-    format_amount,
-    parse_duration,
-)
+from tessera.protocol.money import parse_duration
 from tessera.protocol.wire import LeaseStatus
 from tessera.tenant.bidding import lease_nodes, money
 from tessera.tenant.client import Tenant, tenant_for
+from tessera.tenant.escrow import EscrowWatch
 from tessera.tenant.follow import DEFAULT_GRACE_S, MAX_GRACE_S
+from tessera.tenant.lease_money import UNITS, money_json
+from tessera.tenant.lease_views import close_lines
 
 
 def load_dataset(spec: DatasetSpec, relative_to: Path | None = None) -> bytes:
@@ -116,7 +113,8 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
     the lease is closed, its dead epochs claimed and ProviderGone raised (tenant/follow.py)."""
     start_balance = tenant.market.payment_token.balance_of(tenant.chain.address)
     leasing = lease_nodes(tenant, spec, console)
-    summary: dict = {"job": spec.name, "tenant": tenant.chain.address, **leasing.summary()}
+    summary: dict = {"job": spec.name, "tenant": tenant.chain.address, "units": UNITS,
+                     **leasing.summary()}
     txs = summary["transactions"]
     [(lease_id, best)] = leasing.leases
     txs["accept"] = txs["accept"][0]
@@ -129,16 +127,26 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
     if not follow:
         return summary
     progress, update = progress_printer(console)
+
+    def notice(line: str) -> None:
+        console.print(line, style="yellow", markup=False)
+
+    watch = EscrowWatch(tenant, spec.escrow, notice)   # warnings and top-ups ([escrow])
+
+    def on_progress(status: LeaseStatus) -> None:
+        update(status)
+        watch.check([lease_id])
+
     with progress:
         try:
-            final = tenant.follow(lease_id, on_progress=update, grace_s=grace_s,
-                                  on_notice=lambda line: console.print(line, style="yellow",
-                                                                        markup=False))
+            final = tenant.follow(lease_id, on_progress=on_progress, grace_s=grace_s,
+                                  on_notice=notice)
         except ProviderGone:
             raise   # the lease is closed and its downtime claimed; the message says so
         except TenantError as exc:   # a refusal or the timeout: the lease is still open
             raise TenantError(f"{exc}; lease {lease_id} is still open: `tessera job close "
                               f"{lease_id}` settles it") from None
+    summary["escrow"] = watch.summary()
     summary["job_status"] = final.status
     summary["tokens_per_s"] = final.tokens_per_s
     if final.status != "succeeded":
@@ -161,39 +169,15 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
                                  "refund": settlement.refund,
                                  "downtime_epochs": len(settlement.downtime_epochs),
                                  "downtime_refund": settlement.downtime_refund}
-        withdrawn = _withdrawn_to_provider(tenant, lease_id)
-        summary["settlement"]["provider_withdrawn_earlier"] = withdrawn
+        lines, m = close_lines(tenant, settlement)
+        summary["settlement"]["provider_withdrawn_earlier"] = {
+            "amount": m.withdrawn, "fee": m.withdrawn_fee, "txs": list(m.withdraw_txs)}
+        summary["lease_money"] = money_json(m)
         end_balance = tenant.market.payment_token.balance_of(tenant.chain.address)
         summary["tenant_spent"] = start_balance - end_balance
-        console.print(f"lease {lease_id} closed (tx {settlement.tx}): provider "
-                      f"{money(settlement.provider_amount + withdrawn['amount'])}, fee "
-                      f"{money(settlement.fee + withdrawn['fee'])}, refund {money(settlement.refund)}")
+        for line in lines:
+            console.print(line, markup=False, highlight=False)
     return summary
-
-
-def _withdrawn_to_provider(tenant: Tenant, lease_id: int) -> dict:
-    """What the provider withdrew before the close, read from the chain's Withdrawn events."""
-    logs = tenant.chain.events("Market", "Withdrawn", tenant.chain.network.deploy_block,
-                               argument_filters={"lease_id": lease_id})
-    return {"amount": sum(log["args"]["amount_to_provider"] for log in logs),
-            "fee": sum(log["args"]["fee"] for log in logs),
-            "txs": [tx_hash(log) for log in logs]}
-
-
-def show_status(lease_id: int, network: Path | None, account: str, console: Console) -> None:
-    tenant = tenant_for(network, account)
-    lease = tenant.market.lease(lease_id)
-    console.print(f"lease {lease_id}: provider {lease.provider}, "
-                  f"{money(lease.price_per_gpu_hour)}/GPU-h x {lease.gpus}, budget "
-                  f"{money(lease.budget)}, earned {money(tenant.market.earned(lease_id))}, "
-                  f"{'open' if lease.is_open else 'closed'}")
-    try:
-        status = tenant.status(lease_id)
-    except TenantError as exc:
-        console.print(f"provider: {exc}")
-        return
-    loss = f", loss {status.train_loss:.4f}" if status.train_loss is not None else ""
-    console.print(f"job: {status.status}, step {status.step}/{status.steps}{loss} {status.detail}")
 
 
 def fetch_and_check(lease_id: int, out: Path | None, network: Path | None, account: str,
@@ -207,23 +191,6 @@ def fetch_and_check(lease_id: int, out: Path | None, network: Path | None, accou
     if dataset is None:
         console.print("note: the dataset is not on this machine, so the loss was not recomputed")
     console.print(f"artifacts in {results.directory}")
-
-
-def close_lease(lease_id: int, network: Path | None, account: str, console: Console) -> None:
-    tenant = tenant_for(network, account)
-    settlement = tenant.close(lease_id)
-    if settlement.downtime_epochs:
-        console.print(f"provider missed {len(settlement.downtime_epochs)} epoch(s) of the lease: "
-                      f"downtime refund {money(settlement.downtime_refund)}, stake slashed to you "
-                      f"{format_amount(settlement.stake_slashed, STAKE_DECIMALS, STAKE_SYMBOL)} "
-                      f"(tx {', '.join(settlement.downtime_txs)})")
-    console.print(f"lease {lease_id} closed (tx {settlement.tx}): provider paid "
-                  f"{money(settlement.provider_amount)}, fee {money(settlement.fee)}, refund "
-                  f"{money(settlement.refund)}")
-    if tenant.market.is_verified(tenant.market.lease(lease_id).order_id):
-        console.print("this lease is verified: what it accrued but is not released yet stays in "
-                      "escrow until its rounds are final; `tessera job release "
-                      f"{lease_id}` then pays the provider and refunds any proven round to you")
 
 
 def release_pay(lease_id: int, network: Path | None, account: str, console: Console) -> None:

@@ -42,7 +42,7 @@ from tessera.protocol.money import (
     PAYMENT_SYMBOL,
     STAKE_DECIMALS,
     STAKE_SYMBOL,
-    format_amount,
+    show_amount,
 )
 from tessera.protocol.wire import LeaseStatus
 
@@ -127,7 +127,7 @@ def follow_lease(poll: Callable[[], LeaseStatus], *, lease_id: int, provider: st
 
 
 def _money(amount: int) -> str:
-    return format_amount(amount, PAYMENT_DECIMALS, PAYMENT_SYMBOL)
+    return show_amount(amount, PAYMENT_DECIMALS, PAYMENT_SYMBOL)
 
 
 def _span(epochs: list[int]) -> str:
@@ -151,7 +151,7 @@ def gone_lines(lease_id: int, provider: str, outage: Outage, grace_s: float,
         lines.append(f"claimed {len(settlement.downtime_epochs)} epoch(s) without a heartbeat "
                      f"({_span(settlement.downtime_epochs)}): downtime refund "
                      f"{_money(settlement.downtime_refund)}, provider stake slashed to you "
-                     f"{format_amount(settlement.stake_slashed, STAKE_DECIMALS, STAKE_SYMBOL)} "
+                     f"{show_amount(settlement.stake_slashed, STAKE_DECIMALS, STAKE_SYMBOL)} "
                      f"(tx {', '.join(settlement.downtime_txs)})")
     else:
         lines.append("no whole uptime epoch of the lease passed without a heartbeat, so no "

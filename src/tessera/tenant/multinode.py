@@ -32,6 +32,8 @@ from tessera.tenant.coordinator import (
     WorkerLease,
     read_job_state,
 )
+from tessera.tenant.escrow import EscrowWatch
+from tessera.tenant.lease_money import UNITS, job_cost_line, lease_money, money_json, short_line
 from tessera.tenant.round_checks import MANIFESTS_DIR
 from tessera.tenant.verify import VerifyTerms
 
@@ -177,6 +179,24 @@ def coordinator_options(tenant: Tenant, spec: JobSpec, dataset: bytes, workers: 
             "verify": verify_terms(spec, order_id)}
 
 
+def watch_escrow(tenant: Tenant, spec: JobSpec, coordinator: DilocoCoordinator,
+                 console: Console) -> EscrowWatch:
+    """Once a round, after its report: warn about the job's leases that run out of escrow soon
+    and top them up as the job spec's [escrow] says (tenant/escrow.py). Every lease the job
+    ever had is passed (closed ones are skipped), so the ceiling counts all their top-ups."""
+    watch = EscrowWatch(tenant, spec.escrow,
+                        lambda line: console.print(line, style="yellow", markup=False))
+    show = coordinator.on_round
+
+    def on_round(report: RoundReport) -> None:
+        show(report)
+        watch.check([w.lease_id for w in coordinator.workers], force=True)
+
+    coordinator.on_round = on_round
+    watch.check([w.lease_id for w in coordinator.workers], force=True)
+    return watch
+
+
 def run_diloco_job(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console,
                    results_dir: Path) -> dict:
     balance_before = tenant.market.payment_token.balance_of(tenant.chain.address)
@@ -215,7 +235,8 @@ def run_diloco_job(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Conso
                           f"{status.status if status else 'no answer'}")
     console.print(f"{len(workers)} workers leased; coordinator (this process) starts "
                   f"{spec.diloco.rounds} rounds of {spec.diloco.inner_steps} inner steps")
-    return finish_job(tenant, spec, dataset, coordinator, console)
+    watch = watch_escrow(tenant, spec, coordinator, console)
+    return finish_job(tenant, spec, dataset, coordinator, console, watch)
 
 
 def resume_diloco_job(tenant: Tenant, job_dir: Path, console: Console) -> dict:
@@ -239,7 +260,8 @@ def resume_diloco_job(tenant: Tenant, job_dir: Path, console: Console) -> dict:
                   f"{spec.diloco.rounds} with {len(active)} worker(s) (leases "
                   f"{', '.join(str(w.lease_id) for w in active)}); each gets the full global "
                   "state again")
-    return finish_job(tenant, spec, dataset, coordinator, console)
+    watch = watch_escrow(tenant, spec, coordinator, console)
+    return finish_job(tenant, spec, dataset, coordinator, console, watch)
 
 
 def resume_job(job_dir: Path, network: Path | None, account: str, console: Console) -> dict:
@@ -249,8 +271,10 @@ def resume_job(job_dir: Path, network: Path | None, account: str, console: Conso
 
 
 def finish_job(tenant: Tenant, spec: JobSpec, dataset: bytes, coordinator: DilocoCoordinator,
-               console: Console) -> dict:
-    """Run the remaining rounds, save and check the model, close the leases still open."""
+               console: Console, watch: EscrowWatch) -> dict:
+    """Run the remaining rounds, save and check the model, close the leases still open, and
+    say what the job's leases cost, every part of each budget named (a verified lease's pay
+    is still held for Settlement then: released to its provider as rounds become final)."""
     reports = coordinator.run()
     job_dir = coordinator.state_dir
     coordinator.save_model(job_dir / MODEL_FILE)
@@ -276,9 +300,16 @@ def finish_job(tenant: Tenant, spec: JobSpec, dataset: bytes, coordinator: Diloc
         "tenant_spent": job["balance_before"]
         - tenant.market.payment_token.balance_of(tenant.chain.address)}}
     summary["transactions"]["close"] = [s["tx"] for s in settlements if "tx" in s]
+    moneys = [lease_money(tenant.chain, w.lease_id) for w in coordinator.workers]
+    summary["lease_money"] = [money_json(m) for m in moneys]
+    summary["escrow"] = watch.summary()
+    summary["units"] = UNITS
     (job_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str))
     console.print(f"final held-out loss {recomputed:.4f} (recomputed from the saved model); "
-                  f"{summary['bytes_moved']:,} bytes moved in {len(reports)} rounds; "
-                  f"tenant paid {money(summary['tenant_spent'])}; model at {job_dir / MODEL_FILE}")
+                  f"{summary['bytes_moved']:,} bytes moved in {len(reports)} rounds; model at "
+                  f"{job_dir / MODEL_FILE}")
+    for m in moneys:
+        console.print(short_line(m), markup=False, highlight=False)
+    console.print(job_cost_line(moneys), markup=False, highlight=False)
     return summary
 

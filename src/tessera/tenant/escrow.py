@@ -1,0 +1,288 @@
+"""A lease's escrow over time, for the tenant: how long each lease has left, a warning before one
+runs out, and top-ups, by hand (`tessera job top-up`) or automatic with a ceiling while a job is
+followed (job spec `[escrow]`, protocol/jobspec.EscrowSpec).
+
+Time left is one rule: a lease's stream reaches its budget at `protocol.lease.exhausted_at`
+(what Market.vy pays by), measured against the chain's clock (the latest block's timestamp),
+not this machine's. After that second the provider earns nothing more and `Market.top_up` refuses
+("lease exhausted"), so a top-up must come before it: the watch tops up once a lease has less
+than `top_up_when_left` left.
+
+The ceiling is counted from the chain, not from this process's memory: before every automatic
+top-up the watch sums the `LeaseToppedUp` events of the job's leases (top-ups by hand included),
+and tops up at most what is left under the ceiling. A tenant process that restarts, or a second
+one following the same job, cannot take the total past it (two racing at the very same moment
+could each add one top-up; the ceiling bounds what either sees before it sends).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from tessera.chain.client import tx_hash
+from tessera.chain.market import Lease
+from tessera.errors import ChainError, TenantError
+from tessera.protocol.figures import format_time
+from tessera.protocol.jobspec import EscrowSpec
+from tessera.protocol.lease import exhausted_at
+from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, parse_amount, parse_duration
+from tessera.tenant.bidding import money
+from tessera.tenant.client import Tenant
+
+# The watch reads the chain at most this often while a job is followed (the follow loop polls
+# its provider every 0.5 s; escrow moves by the hour).
+CHECK_EVERY_S = 10.0
+
+
+@dataclass(frozen=True)
+class LeaseTime:
+    """Where a lease's escrow stands at chain time `now`."""
+
+    lease_id: int
+    provider: str
+    budget: int
+    rate: int                 # price per GPU-hour x GPUs: base units per hour
+    start: int
+    runs_out_at: int          # protocol.lease.exhausted_at: the stream reaches the budget
+    closed_at: int            # 0 while open
+    now: int
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at == 0
+
+    @property
+    def left_s(self) -> int:
+        """Seconds until the escrow runs out; 0 once it has, or the lease is closed."""
+        return max(self.runs_out_at - self.now, 0) if self.is_open else 0
+
+    @property
+    def state(self) -> str:
+        if not self.is_open:
+            return "closed"
+        return "open" if self.left_s > 0 else "ran out"
+
+    def runs_out_within(self, seconds: int) -> bool:
+        """An open lease whose escrow runs out within `seconds` (or already has)."""
+        return self.is_open and self.left_s <= seconds
+
+    def to_json(self) -> dict:
+        """JSON for `--json`: money in base units (named), times in Unix seconds (named)."""
+        return {"lease_id": self.lease_id, "provider": self.provider, "state": self.state,
+                "budget_base_units": self.budget, "rate_base_units_per_hour": self.rate,
+                "token": PAYMENT_SYMBOL, "decimals": PAYMENT_DECIMALS,
+                "start_unix": self.start, "runs_out_at_unix": self.runs_out_at,
+                "closed_at_unix": self.closed_at or None, "left_s": self.left_s,
+                "chain_time_unix": self.now}
+
+
+def lease_time(lease: Lease, now: int) -> LeaseTime:
+    return LeaseTime(lease.lease_id, lease.provider, lease.budget,
+                     lease.price_per_gpu_hour * lease.gpus, lease.start,
+                     exhausted_at(lease.start, lease.budget, lease.price_per_gpu_hour, lease.gpus),
+                     lease.closed_at, now)
+
+
+def duration_text(seconds: int) -> str:
+    """'2d 03h', '1h 04m', '12m 30s', '45s': two units at most, for a person."""
+    if seconds <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        if seconds >= size or parts:
+            parts.append(f"{seconds // size:0{2 if parts else 1}d}{unit}")
+            seconds %= size
+        if len(parts) == 2:
+            break
+    return " ".join(parts)
+
+
+def left_text(t: LeaseTime) -> str:
+    """What a person reads about a lease's time: left and when it runs out, or that it ended."""
+    if not t.is_open:
+        return f"closed at {format_time(t.closed_at)}"
+    if t.left_s == 0:
+        return f"escrow ran out at {format_time(t.runs_out_at)} (the provider earns no more)"
+    return f"{duration_text(t.left_s)} left (runs out at {format_time(t.runs_out_at)})"
+
+
+def warning_text(t: LeaseTime) -> str:
+    return (f"lease {t.lease_id} runs out of escrow in {duration_text(t.left_s)} "
+            f"(at {format_time(t.runs_out_at)}): `tessera job top-up {t.lease_id} AMOUNT` "
+            f"adds to it ({money(t.rate)} buys an hour)")
+
+
+def parse_warn_within(text: str | int) -> int:
+    """`--warn-within`: '30m', '2h', ... or seconds."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ValueError(f"--warn-within: {exc}") from None
+
+
+def parse_top_up(text: str) -> int:
+    """A top-up amount typed by a person, in TUSD ('0.50'): base units, above zero."""
+    try:
+        amount = parse_amount(text, PAYMENT_DECIMALS, symbol=PAYMENT_SYMBOL)
+    except ValueError as exc:
+        raise ValueError(f"top-up amount: {exc}") from None
+    if amount == 0:
+        raise ValueError("top-up amount must be above zero")
+    return amount
+
+
+# -- reading the tenant's leases ---------------------------------------------------------------
+def chain_now(tenant: Tenant) -> int:
+    return tenant.chain.block_timestamp()
+
+
+def lease_times(tenant: Tenant, lease_ids: Iterable[int]) -> list[LeaseTime]:
+    now = chain_now(tenant)
+    return [lease_time(tenant.market.lease(i), now) for i in lease_ids]
+
+
+def my_lease_ids(tenant: Tenant) -> list[int]:
+    """Every lease this account holds as tenant, from the Market's `LeaseCreated` events."""
+    chain = tenant.chain
+    logs = chain.events("Market", "LeaseCreated", chain.network.deploy_block,
+                        argument_filters={"tenant": chain.address})
+    return sorted({log["args"]["lease_id"] for log in logs})
+
+
+def listing_order(times: list[LeaseTime]) -> list[LeaseTime]:
+    """Open leases first, the soonest to run out first; then closed ones, the latest first."""
+    return sorted(times, key=lambda t: (0, t.runs_out_at, t.lease_id) if t.is_open
+                  else (1, -t.closed_at, -t.lease_id))
+
+
+def topped_up(tenant: Tenant, lease_ids: Iterable[int]) -> int:
+    """What the chain says this account has added to these leases by `top_up`, in total."""
+    wanted = set(lease_ids)
+    chain = tenant.chain
+    logs = chain.events("Market", "LeaseToppedUp", chain.network.deploy_block,
+                        argument_filters={"tenant": chain.address})
+    return sum(log["args"]["amount"] for log in logs if log["args"]["lease_id"] in wanted)
+
+
+# -- topping up ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TopUp:
+    lease_id: int
+    amount: int
+    budget: int               # the lease's budget after it
+    before: LeaseTime
+    after: LeaseTime
+    txs: list[str]
+
+    def text(self) -> str:
+        return (f"lease {self.lease_id} topped up by {money(self.amount)} (tx "
+                f"{', '.join(self.txs)}): budget {money(self.budget)}, "
+                f"{left_text(self.after)}")
+
+    def to_json(self) -> dict:
+        return {"lease_id": self.lease_id, "amount_base_units": self.amount,
+                "budget_base_units": self.budget, "token": PAYMENT_SYMBOL,
+                "decimals": PAYMENT_DECIMALS, "runs_out_at_unix": self.after.runs_out_at,
+                "left_s": self.after.left_s, "txs": self.txs}
+
+
+def top_up(tenant: Tenant, lease_id: int, amount: int) -> TopUp:
+    """Add `amount` base units to an open lease's escrow. Refused before any transaction, with
+    the reason, when the lease is not this account's, is closed or has run out, or the balance
+    is short (`Market.top_up` would refuse the same; the token's approval is the only other
+    transaction)."""
+    if amount <= 0:
+        raise TenantError("a top-up must be above zero")
+    lease = tenant.market.lease(lease_id)
+    if lease.tenant.lower() != tenant.chain.address.lower():
+        raise TenantError(f"lease {lease_id} belongs to {lease.tenant}, not {tenant.chain.address}")
+    before = lease_time(lease, chain_now(tenant))
+    if not before.is_open:
+        raise TenantError(f"lease {lease_id} is closed ({left_text(before)}): nothing to top up")
+    if before.left_s == 0:
+        raise TenantError(f"lease {lease_id}'s escrow ran out at {format_time(before.runs_out_at)}"
+                          ": the Market takes no top-up after that; close it and lease again")
+    receipts = tenant.market.top_up(lease_id, amount)
+    lease = tenant.market.lease(lease_id)
+    after = lease_time(lease, chain_now(tenant))
+    return TopUp(lease_id, amount, lease.budget, before, after, [tx_hash(r) for r in receipts])
+
+
+# -- the watch while a job is followed -----------------------------------------------------------
+@dataclass
+class EscrowWatch:
+    """Watches a job's leases while the tenant follows it: says once per lease (and again after
+    each top-up) when one will run out within `policy.warn_within`, and, if `policy.top_up` is
+    set, tops up any lease with less than `policy.top_up_below` left, by `policy.top_up` or
+    what is left under `policy.top_up_ceiling`, whichever is less (never past it).
+
+    `check` is cheap to call often: it reads the chain at most every `every_s` seconds. It never
+    raises for a chain or top-up failure: it says what failed and stops topping that lease up
+    (a failed top-up retried every ten seconds would spam the chain and the console)."""
+
+    tenant: Tenant
+    policy: EscrowSpec = field(default_factory=EscrowSpec)
+    notice: Callable[[str], None] = lambda line: None
+    every_s: float = CHECK_EVERY_S
+    clock: Callable[[], float] = time.monotonic
+    warned: dict[int, int] = field(default_factory=dict)     # lease -> runs_out_at warned about
+    stopped: set[int] = field(default_factory=set)           # leases not topped up any more
+    top_ups: list[TopUp] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    ceiling_told: bool = False
+    _last: float | None = None
+
+    def check(self, lease_ids: Iterable[int], *, force: bool = False) -> None:
+        now = self.clock()
+        if not force and self._last is not None and now - self._last < self.every_s:
+            return
+        self._last = now
+        lease_ids = list(lease_ids)
+        try:
+            times = lease_times(self.tenant, lease_ids)
+        except ChainError as exc:
+            self.notice(f"escrow check skipped: {exc}")
+            return
+        for t in times:
+            if self.policy.top_up is not None and t.is_open and t.left_s > 0 \
+                    and t.left_s < self.policy.top_up_below and t.lease_id not in self.stopped:
+                t = self._top_up(t, lease_ids)
+            if t.runs_out_within(self.policy.warn_within) and \
+                    self.warned.get(t.lease_id) != t.runs_out_at:
+                self.warned[t.lease_id] = t.runs_out_at
+                line = warning_text(t) if t.left_s else \
+                    f"lease {t.lease_id}: {left_text(t)}"
+                self.warnings.append(line)
+                self.notice(line)
+
+    def _top_up(self, t: LeaseTime, job_leases: list[int]) -> LeaseTime:
+        ceiling = self.policy.top_up_ceiling
+        try:
+            already = topped_up(self.tenant, job_leases)
+            amount = min(self.policy.top_up, ceiling - already)
+            if amount <= 0:
+                if not self.ceiling_told:
+                    self.ceiling_told = True
+                    self.notice(f"automatic top-ups stop: the job's leases have been topped up "
+                                f"by {money(already)}, the ceiling is {money(ceiling)}")
+                return t
+            done = top_up(self.tenant, t.lease_id, amount)
+        except (ChainError, TenantError) as exc:
+            self.stopped.add(t.lease_id)
+            self.notice(f"automatic top-up of lease {t.lease_id} failed, not retried: {exc}")
+            return t
+        self.top_ups.append(done)
+        self.notice(f"automatic top-up: {done.text()} ({money(already + amount)} of the "
+                    f"{money(ceiling)} ceiling used)")
+        return done.after
+
+    def summary(self) -> dict:
+        """What the watch did, for a job's summary (`--json`): amounts in base units, named."""
+        return {"warn_within_s": self.policy.warn_within,
+                "top_up_base_units": self.policy.top_up,
+                "top_up_ceiling_base_units": self.policy.top_up_ceiling,
+                "token": PAYMENT_SYMBOL, "decimals": PAYMENT_DECIMALS,
+                "top_ups": [u.to_json() for u in self.top_ups], "warnings": self.warnings}
+
