@@ -95,6 +95,27 @@ def test_tokens_sent_straight_to_the_market_fail_the_audit(market_run, chain, tm
                       if h["contract"] == "Market" and h["token"] == "PaymentToken")
         assert market["surplus"] == {"amount": "2.2 TUSD", "base_units": 2_200_000}
         assert not out["agrees"] and out["leases_adding_up"] == out["leases"]
+        # A plain transfer is told apart from a protocol call, with its tx, and a person who has
+        # checked it can accept exactly that much stuck money: anyone can strand 1 base unit for
+        # the price of a transfer, and an audit that stays red for ever would hide the next fault.
+        assert market["unsolicited"]["base_units"] == 2_200_000
+        assert "plain transfers" in problem and market["unsolicited_txs"][0] in problem
+        accept = ["--accept-stuck", "Market:TUSD:2.2"]
+        result = runner.invoke(app, ["audit", *net, *accept])
+        assert result.exit_code == 0, result.output
+        for wrong in ("Market:TUSD:2.1", "Market:TUSD:2.3"):      # not exactly what is stuck
+            assert runner.invoke(app, ["audit", *net, "--accept-stuck", wrong]).exit_code == 1
+        # ... and stuck money that comes later is still caught.
+        work.send(work.tenants[0], work.payment, "transfer", work.market.address, 1)
+        work.mine()
+        Indexer(chain, make_engine(url), confirmations=0).sync()
+        result = runner.invoke(app, ["audit", *net, *accept])
+        assert result.exit_code == 1 and "2.200001 TUSD" in result.output, result.output
+        for junk in ("Market:TUSD", "Nowhere:TUSD:1", "Market:ETH:1", "Market:TUSD:-1",
+                     "Market:TUSD:0.0000001"):
+            result = runner.invoke(app, ["audit", *net, "--accept-stuck", junk])
+            assert result.exit_code == 2 and "--accept-stuck" in result.output + str(
+                result.exception or ""), (junk, result.output)
 
 
 def test_stake_sent_straight_to_the_registry_fails_the_audit(market_run, chain, tmp_path):

@@ -62,15 +62,17 @@ class AuditReport:
 
 
 def money_audit(chain: Chain, reader: EventReader, records: list[EventRecord], block: int,
-                as_of: int) -> tuple[dict[int, LeaseLedger], list[Holding],
-                                     dict[tuple[str, str], int], list[str]]:
+                as_of: int, accepted_stuck: dict[tuple[str, str], int] | None = None,
+                ) -> tuple[dict[int, LeaseLedger], list[Holding], dict[tuple[str, str], int],
+                           list[str]]:
     """The money checks of the audit over `records` (every event up to `block`): lease
-    ledgers, holdings, balanceOf at `block`, and a line per problem."""
+    ledgers, holdings, balanceOf at `block`, and a line per problem (`accepted_stuck`: see
+    `ledger.holding_problems`)."""
     addresses = {name: Web3.to_checksum_address(address)
                  for address, name in reader.addresses.items()}
     ledgers = lease_ledgers(records, as_of)
     rows = holdings(records, addresses, as_of, ledgers)
-    problems = lease_problems(ledgers) + holding_problems(rows)
+    problems = lease_problems(ledgers) + holding_problems(rows, accepted_stuck)
     balances = balances_at(chain, [(h.token, h.address) for h in rows], block)
     for h in rows:
         balance = balances[(h.token, h.address)]
@@ -104,7 +106,10 @@ def balances_at(chain: Chain, pairs: list[tuple[str, str]], block: int) -> dict[
             for (token, holder, _), raw in zip(calls, results, strict=True)}
 
 
-def audit(chain: Chain, engine: Engine) -> AuditReport:
+def audit(chain: Chain, engine: Engine,
+          accepted_stuck: dict[tuple[str, str], int] | None = None) -> AuditReport:
+    """Every check of `tessera audit`; `accepted_stuck` {(contract, token symbol): base units}
+    is stuck money a person has accepted (see `ledger.holding_problems`)."""
     db_figs, cursor = database_figures(engine)
     started = time.perf_counter()
     reader = EventReader(chain)
@@ -116,7 +121,8 @@ def audit(chain: Chain, engine: Engine) -> AuditReport:
     records = reader.events(cursor.first_block, cursor.last_block)
     as_of = cursor.last_timestamp
     chain_figs = compute_figures(records, as_of)
-    ledgers, rows, balances, money = money_audit(chain, reader, records, cursor.last_block, as_of)
+    ledgers, rows, balances, money = money_audit(chain, reader, records, cursor.last_block, as_of,
+                                                   accepted_stuck)
     elapsed = time.perf_counter() - started
     problems += [f"events vs database: {p}" for p in compare(chain_figs, db_figs)]
     tables = table_figures(engine)

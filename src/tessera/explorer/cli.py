@@ -37,9 +37,9 @@ DatabaseOption = typer.Option(None, "--database",
                               help="SQLAlchemy URL (default: sqlite:///$TESSERA_HOME/explorer.db)")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 1) -> None:
     err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 def _chain(network: Path | None) -> Chain:
@@ -118,6 +118,10 @@ def audit(
     database: str | None = DatabaseOption,
     show_figures: bool = typer.Option(False, "--figures", help="also list every figure"),
     as_json: bool = typer.Option(False, "--json", help="the report as JSON (amounts with units)"),
+    accept_stuck: list[str] = typer.Option(
+        [], "--accept-stuck", metavar="CONTRACT:TOKEN:AMOUNT",
+        help="stuck money you have checked and accept, e.g. Market:TUSD:0.000001 (a plain "
+             "transfer nobody can undo); the audit still fails if the stuck amount differs"),
 ) -> None:
     """Recompute every figure from the chain's logs (no database) and compare with the database;
     check that every lease adds up and that every token each contract holds has a way out."""
@@ -125,9 +129,13 @@ def audit(
     from tessera.explorer.db import make_engine
     from tessera.protocol.figures import format_time
 
+    try:
+        accepted = parse_accepted_stuck(accept_stuck)
+    except ValueError as exc:
+        _fail(str(exc), code=2)
     chain = _chain(network)
     try:
-        report = run_audit(chain, make_engine(database))
+        report = run_audit(chain, make_engine(database), accepted)
     except ChainError as exc:
         _fail(str(exc))
     if as_json:
@@ -159,6 +167,35 @@ def audit(
     for problem in report.problems:
         console.print(f"  {problem}", markup=False, soft_wrap=True)
     raise typer.Exit(1)
+
+
+def parse_accepted_stuck(specs: list[str]) -> dict[tuple[str, str], int]:
+    """['Market:TUSD:0.000001'] -> {('Market', 'TUSD'): 1}; a clear ValueError otherwise."""
+    from tessera.chain.compiler import CONTRACT_NAMES
+    from tessera.protocol.ledger import TOKENS
+    from tessera.protocol.money import parse_amount
+
+    decimals = dict(TOKENS.values())
+    out: dict[tuple[str, str], int] = {}
+    for spec in specs:
+        parts = spec.split(":")
+        if len(parts) != 3:
+            raise ValueError(f"--accept-stuck {spec!r}: write CONTRACT:TOKEN:AMOUNT, e.g. "
+                             "Market:TUSD:0.000001")
+        contract, symbol, amount = parts
+        if contract not in CONTRACT_NAMES:
+            raise ValueError(f"--accept-stuck {spec!r}: unknown contract {contract!r}; known: "
+                             f"{', '.join(CONTRACT_NAMES)}")
+        if symbol not in decimals:
+            raise ValueError(f"--accept-stuck {spec!r}: unknown token {symbol!r}; known: "
+                             f"{', '.join(decimals)}")
+        if (contract, symbol) in out:
+            raise ValueError(f"--accept-stuck names {contract}:{symbol} twice")
+        try:
+            out[(contract, symbol)] = parse_amount(amount, decimals[symbol], symbol=symbol)
+        except ValueError as exc:
+            raise ValueError(f"--accept-stuck {spec!r}: {exc}") from None
+    return out
 
 
 def audit_json(report, with_figures: bool = False) -> dict:

@@ -147,6 +147,11 @@ class Holding:
     held: int = 0
     claims: list[Claim] = field(default_factory=list)
     transfers: int = 0          # Transfer logs in or out
+    # Plain transfers in: into the contract in a transaction where the contract itself emitted
+    # no event (a holder's `transfer`, not a protocol call). Listed so that a person can tell a
+    # donation (anyone can strand 1 base unit for the price of a transfer) from a stranding bug.
+    unsolicited: int = 0
+    unsolicited_txs: list[str] = field(default_factory=list)
 
     @property
     def symbol(self) -> str:
@@ -182,6 +187,8 @@ class Holding:
                 "symbol": self.symbol, "decimals": self.decimals, "transfers": self.transfers,
                 "held": amount_json(self.held, t), "owed": amount_json(self.owed, t),
                 "surplus": amount_json(self.surplus, t),
+                "unsolicited": amount_json(self.unsolicited, t),
+                "unsolicited_txs": list(self.unsolicited_txs),
                 "owed_by_kind": {k: amount_json(v, t) for k, v in sorted(self.breakdown().items())}}
 
 
@@ -339,6 +346,7 @@ def holdings(records: Iterable[EventRecord], addresses: dict[str, str],
     by_address = {addr.lower(): name for name, addr in addresses.items()}
     rows = {(name, token): Holding(name, addr, token)
             for name, addr in addresses.items() for token in TOKENS}
+    emitted = {(r.tx_hash, r.contract) for r in records}      # which contracts acted in a tx
     for r in records:
         if r.event != "Transfer" or r.contract not in TOKENS:
             continue
@@ -346,8 +354,12 @@ def holdings(records: Iterable[EventRecord], addresses: dict[str, str],
         for side, sign in (("sender", -1), ("receiver", 1)):
             name = by_address.get(str(r.args[side]).lower())
             if name is not None:
-                rows[(name, r.contract)].held += sign * value
-                rows[(name, r.contract)].transfers += 1
+                row = rows[(name, r.contract)]
+                row.held += sign * value
+                row.transfers += 1
+                if sign > 0 and value and (r.tx_hash, name) not in emitted:
+                    row.unsolicited += value
+                    row.unsolicited_txs.append(r.tx_hash)
     claims = _claims(records, ledgers)
     for (name, token), found in claims.items():
         if (name, token) in rows:
@@ -469,16 +481,37 @@ def lease_problems(ledgers: dict[int, LeaseLedger]) -> list[str]:
     return out
 
 
-def holding_problems(rows: Iterable[Holding]) -> list[str]:
-    """One line per contract and token whose holdings differ from what parties can claim."""
+def holding_problems(rows: Iterable[Holding],
+                     accepted: dict[tuple[str, str], int] | None = None) -> list[str]:
+    """One line per contract and token whose holdings differ from what parties can claim.
+
+    `accepted` ({(contract, token symbol): base units}) is stuck money a person has looked at and
+    accepted (a donation nobody can undo): a surplus of exactly that is not a problem, any other
+    surplus still is, so a later stranding is still caught."""
+    accepted = accepted or {}
     out = []
     for h in rows:
-        if h.surplus > 0:
+        known = accepted.get((h.contract, h.symbol), 0)
+        if h.surplus > 0 and h.surplus != known:
             claimable = (f"parties can claim only {h.show(h.owed)}" if h.owed
                          else "no party can claim any of it")
-            out.append(f"{h.contract} ({h.address}) holds {h.show(h.held)} but {claimable}: "
-                       f"{h.show(h.surplus)} has no way out")
+            line = (f"{h.contract} ({h.address}) holds {h.show(h.held)} but {claimable}: "
+                    f"{h.show(h.surplus)} has no way out")
+            if known:
+                line += f" ({h.show(known)} of it accepted as stuck)"
+            if h.unsolicited:
+                txs = ", ".join(h.unsolicited_txs[:3]) + (" ..." if len(h.unsolicited_txs) > 3 else "")
+                line += (f"; {h.show(h.unsolicited)} came in by plain transfers, not protocol calls "
+                         f"(tx {txs}): once checked, accept it with --accept-stuck "
+                         f"{h.contract}:{h.symbol}:{exact_amount(h.surplus, h.token).split()[0]}")
+            out.append(line)
         elif h.surplus < 0:
             out.append(f"{h.contract} ({h.address}) holds {h.show(h.held)} but owes "
                        f"{h.show(h.owed)}: a shortfall of {h.show(-h.surplus)}")
+        elif known and h.surplus == 0:
+            out.append(f"{h.contract}: {h.show(known)} accepted as stuck, but it holds no stuck "
+                       f"{h.symbol}: the acceptance is out of date")
+    for (contract, symbol), _ in accepted.items():
+        if not any(h.contract == contract and h.symbol == symbol for h in rows):
+            out.append(f"--accept-stuck names {contract}:{symbol}, which the audit does not hold")
     return out
