@@ -238,3 +238,26 @@ def test_offer_strings_that_are_not_utf8_do_not_stop_the_indexer(chain, hostile_
     assert audit(chain, engine).agrees
     with Session(engine) as session:
         assert "H100" in session.get(db.Provider, addresses["not UTF-8"]).gpu_model
+
+
+def test_token_transfers_are_read_only_when_a_tessera_contract_is_a_party(market_run, chain):
+    """Transfers between other holders are not Tessera's events (with a real stablecoin they would
+    be most of the chain, and zero-value transfers are free spam); transfers and approvals to or
+    from a Tessera contract are, since the audit's holdings are computed from them."""
+    from tessera.chain.events import EventReader
+    from tessera.explorer.simulate import TUSD
+
+    _, _, _, work = market_run
+    a, b = work.tenants[0], work.tenants[1]
+    start = chain.block_number() + 1
+    work.send(a, work.payment, "transfer", b, TUSD)                        # between holders
+    work.send(a, work.payment, "transfer", a, 0)                           # spam
+    work.send(a, work.payment, "approve", work.market.address, 5 * TUSD)   # the Market as spender
+    settlement = chain.contract("Settlement").address
+    work.send(a, work.payment, "transfer", settlement, 0)                  # to a Tessera contract
+    work.mine()
+    records = EventReader(chain).events(start, chain.block_number())
+    seen = [(r.event, r.args.get("receiver") or r.args.get("spender")) for r in records]
+    assert ("Approval", work.market.address) in seen
+    assert ("Transfer", settlement) in seen
+    assert not any(r.event == "Transfer" and r.args["receiver"] in (a, b) for r in records), seen

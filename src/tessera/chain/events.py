@@ -1,7 +1,11 @@
 """Every event of every deployed Tessera contract over a block range, as plain JSON-safe records.
 
-CONTRACTS is every contract `deploy_all` deploys (the compiler's CONTRACT_NAMES): the two tokens'
-transfers are read too, so what each contract holds is recomputable from logs alone.
+CONTRACTS is every contract `deploy_all` deploys (the compiler's CONTRACT_NAMES). Of the two
+tokens, the transfers and approvals that involve a Tessera contract (as sender, receiver, owner
+or spender) are read, so what each contract holds is recomputable from logs alone, and every
+other token event (ownership, minter role, EIP-3009 authorizations); transfers between other
+holders are not: with a real stablecoin as the payment token they would be most of the chain,
+and anyone could flood the index with zero-value transfers.
 
 One `eth_getLogs` per chunk for all of them (filtered by address), decoded by topic0 with the
 compiled ABIs, plus one JSON-RPC batch of `eth_getBlockByNumber` for the timestamps. Only standard
@@ -49,6 +53,10 @@ CODEC = ABICodec(_registry)
 # How nodes say a log query asks too much (geth, erigon, Alchemy, Infura, QuickNode, Ankr...).
 _RANGE_REFUSALS = ("range", "more than", "too many", "limit exceeded", "response size",
                    "too large", "exceed")
+
+
+TOKEN_CONTRACTS = ("PaymentToken", "StakeToken")
+HOLDER_EVENTS = ("Transfer", "Approval")   # token events read only when a Tessera contract is a party
 
 
 def _range_refused(exc: Exception) -> bool:
@@ -113,25 +121,48 @@ class EventReader:
     def block(self, number: int) -> tuple[str, int] | None:
         return self.blocks([number]).get(number)
 
+    def _queries(self) -> list[dict]:
+        """The `eth_getLogs` filters (without the block range) that together give every log the
+        reader wants: all events of the non-token contracts; the tokens' own events except
+        transfers and approvals; and transfers/approvals with a Tessera contract in the first
+        or the second indexed address (topics are ANDed across positions, so two filters)."""
+        tokens = [a for a, name in self.addresses.items() if name in TOKEN_CONTRACTS]
+        others = [a for a in self.addresses if a not in tokens]
+        queries = [{"address": [Web3.to_checksum_address(a) for a in others]}] if others else []
+        if tokens:
+            token_addresses = [Web3.to_checksum_address(a) for a in tokens]
+            holder, own = set(), set()
+            for (address, topic), (_, event) in self.by_topic.items():
+                if address in tokens:
+                    (holder if event.event_name in HOLDER_EVENTS else own).add("0x" + topic.hex())
+            parties = ["0x" + a.removeprefix("0x").rjust(64, "0") for a in self.addresses]
+            queries.append({"address": token_addresses, "topics": [sorted(own)]})
+            queries.append({"address": token_addresses, "topics": [sorted(holder), parties]})
+            queries.append({"address": token_addresses, "topics": [sorted(holder), None, parties]})
+        return queries
+
     def logs(self, from_block: int, to_block: int) -> list:
-        """Every log of the reader's contracts in [from_block, to_block], `self.chunk` blocks per
-        `eth_getLogs`. Public RPCs cap a query's block range or result count; when the node says
-        so, the window halves (and stays smaller for later calls) down to one block."""
-        logs: list = []
-        addresses = list(map(Web3.to_checksum_address, self.addresses))
+        """Every log the reader wants in [from_block, to_block] (see `_queries`), in chain order,
+        `self.chunk` blocks per `eth_getLogs`. Public RPCs cap a query's block range or result
+        count; when the node says so, the window halves (and stays smaller for later calls)
+        down to one block."""
+        queries = self._queries()
+        found: dict[tuple[bytes, int], Any] = {}
         start = from_block
         while start <= to_block:
             stop = min(start + self.chunk - 1, to_block)
             try:
-                logs.extend(self.chain.rpc(lambda s=start, e=stop: self.w3.eth.get_logs({
-                    "fromBlock": s, "toBlock": e, "address": addresses}), what="get logs"))
+                for query in queries:
+                    for log in self.chain.rpc(lambda s=start, e=stop, q=query: self.w3.eth.get_logs(
+                            {**q, "fromBlock": s, "toBlock": e}), what="get logs"):
+                        found[(bytes(log["transactionHash"]), int(log["logIndex"]))] = log
             except Web3RPCError as exc:
                 if stop == start or not _range_refused(exc):
                     raise
                 self.chunk = max(1, (stop - start + 1) // 2)
                 continue
             start = stop + 1
-        return logs
+        return sorted(found.values(), key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])))
 
     def decode(self, log, blocks: dict[int, tuple[str, int]]) -> EventRecord | None:
         topics = log["topics"]
