@@ -58,3 +58,10 @@ def test_show_amount_rounds_for_people_and_marks_it():
     assert show_amount(123_456_789, 18, "TSTK") == "<0.000001 TSTK"  # never '0' for a non-zero
     assert show_amount(-1_500_000, 6, "TUSD") == "-1.50 TUSD"
     assert show_amount(1_234_567_500_000_000_000, 18) == "≈1.234568"
+
+
+def test_format_time_never_raises_for_times_past_any_calendar():
+    from tessera.protocol.figures import format_time
+    assert format_time(1797032361) == "2026-12-11 23:39:21 UTC"
+    assert format_time(2**64).startswith("after 9999-12-31")
+    assert format_time(2**255).startswith("after 9999-12-31")

@@ -87,14 +87,8 @@ def tstk(value: int | None) -> str:
 
 
 def when(ts: int | None) -> str:
-    """A block time for a person: '2026-12-05 09:12:00 UTC' ('-' for none; a value no calendar
-    holds, which an event arg may carry, as the number it is)."""
-    if ts is None:
-        return "-"
-    try:
-        return format_time(ts)
-    except (OverflowError, ValueError, OSError):
-        return f"{ts} (not a date)"
+    """A block time for a person: '2026-12-05 09:12:00 UTC' ('-' for none)."""
+    return "-" if ts is None else format_time(ts)
 
 
 def span(seconds: int) -> str:

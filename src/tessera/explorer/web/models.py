@@ -48,7 +48,8 @@ class PriceRow(BaseModel):
     median: FigureOut
     p75: FigureOut
     max: FigureOut
-    spread: str = Field(description="max - min in base units (display; both parts are figures)")
+    spread_base_units: str = Field(description="max - min of the price per GPU-hour, in TUSD base "
+                                   "units (6 decimals; both parts are figures)")
 
 
 class StakeOut(BaseModel):

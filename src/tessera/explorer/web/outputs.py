@@ -72,7 +72,7 @@ def overview(snap: Snapshot) -> Overview:
         parts = {label: figure_out(_fig(f, f"price.by_model.{label}", model)) for label in PERCENTILES}
         spread = _fig(f, "price.by_model.max", model).value - _fig(f, "price.by_model.min", model).value
         prices.append(PriceRow(model=model, count=figure_out(_fig(f, "price.by_model.count", model)),
-                               spread=str(spread), **parts))
+                               spread_base_units=str(spread), **parts))
     return Overview(
         block=snap.block, block_hash=snap.block_hash, as_of=snap.as_of, units=Units(),
         providers=figure_out(_fig(f, "providers.total.count")),

@@ -81,7 +81,7 @@ def overview_html(snap: Snapshot, providers: list[db.Provider]) -> str:
     model_rows = [[e(u.key or "(any)"), fig_link(u.leased_gpu_seconds), fig_link(u.registered_gpu_seconds),
                    e(pct(u.utilization))] for u in o.utilization_by_model]
     price_rows = [[e(p.model or "(any)"), fig_link(p.count, p.count.value),
-                   *(fig_link(getattr(p, label)) for label in PERCENTILES), tusd(int(p.spread))]
+                   *(fig_link(getattr(p, label)) for label in PERCENTILES), tusd(int(p.spread_base_units))]
                   for p in o.prices]
     return (f"<p class='muted'>Every figure is recomputed from the indexed chain events up to final block "
             f"{e(o.block)} (<span class='mono'>{e(o.block_hash)}</span>); click a value to see its "

@@ -96,7 +96,7 @@ def reliability_html(r: ReliabilityOut) -> str:
          fig_link(r.tenure_bps, bps_text(r.tenure_bps.value)), e(f"× {reliability.WEIGHT_TENURE}/{weights}")],
         ["penalty: " + fig_link(r.slashes, f"{r.slashes.value} slashes") + ", "
          + fig_link(r.jails, f"{r.jails.value} jailings"),
-         fig_link(r.penalty_bps, "−" + bps_text(r.penalty_bps.value)),
+         fig_link(r.penalty_bps, ("−" if int(r.penalty_bps.value) else "") + bps_text(r.penalty_bps.value)),
          e(f"{reliability.SLASH_PENALTY_BPS} bps per slash, {reliability.JAIL_PENALTY_BPS} per jailing")],
         ["<b>reliability</b>", f'<b id="reliability">{fig_link(r.bps, bps_text(r.bps.value))}</b>',
          e(f"a new provider scores {bps_text(reliability.NEW_PROVIDER_BPS)}")],
