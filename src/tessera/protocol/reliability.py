@@ -97,6 +97,88 @@ class Evidence:
     jailed_until: int = 0
 
 
+class EvidenceBook:
+    """The evidence fold, resumable: `apply` events in chain order (after those applied so far),
+    read `evidence()` at any time without changing the book. `FigureBook` keeps one; its JSON
+    state is `to_json()` (docs/explorer.md, "Reliability")."""
+
+    def __init__(self) -> None:
+        self.providers: dict[str, Evidence] = {}
+        self.lease_provider: dict[int, str] = {}
+        self.first: dict[int, tuple[str, str]] = {}   # lease id -> (finished | failed | undecided, tx)
+        self.downtime: dict[int, set[str]] = {}
+        self.downtime_txs: set[str] = set()
+        # Slashes as (tx), per provider; whether one settles a downtime claim is decided at read
+        # time, since the claim's own event follows the slash in its transaction.
+
+    def apply(self, e: EventRecord) -> None:
+        a = e.args
+        if e.contract == "ProviderRegistry":
+            if e.event == "ProviderRegistered":
+                self.providers.setdefault(a["provider"], Evidence(e.timestamp, e.tx_hash))
+                return
+            p = self.providers.get(a.get("provider", ""))
+            if p is None:
+                return
+            if e.event == "Slashed":
+                p.slashes.append(e.tx_hash)
+            elif e.event == "Jailed":
+                if a["until"] > e.timestamp and p.jailed_until <= e.timestamp:
+                    p.jails.append(e.tx_hash)
+                p.jailed_until = a["until"]
+        elif e.contract == "Market":
+            lease_id = a.get("lease_id")
+            if e.event == "LeaseCreated":
+                self.lease_provider[lease_id] = a["provider"]
+            elif e.event == "DowntimeClaimed":
+                self.downtime.setdefault(lease_id, set()).add(e.tx_hash)
+                self.downtime_txs.add(e.tx_hash)
+            elif lease_id in self.lease_provider and lease_id not in self.first:
+                if e.event == "ResultCommitted":
+                    self.first[lease_id] = ("finished", e.tx_hash)
+                elif e.event == "LeaseClosed":
+                    by_provider = a["closed_by"].lower() == self.lease_provider[lease_id].lower()
+                    self.first[lease_id] = ("failed" if by_provider else "undecided", e.tx_hash)
+
+    def evidence(self) -> dict[str, Evidence]:
+        out = {addr: Evidence(p.registered_at, p.registered_tx,
+                              slashes=[t for t in p.slashes if t not in self.downtime_txs],
+                              jails=list(p.jails), jailed_until=p.jailed_until)
+               for addr, p in self.providers.items()}
+        for lease_id, provider in self.lease_provider.items():
+            p = out.get(provider)
+            if p is None:
+                continue
+            if lease_id in self.downtime:
+                p.failed[lease_id] = set(self.downtime[lease_id])
+            elif lease_id in self.first and self.first[lease_id][0] != "undecided":
+                kind, tx = self.first[lease_id]
+                (p.finished if kind == "finished" else p.failed)[lease_id] = {tx}
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "providers": {a: [p.registered_at, p.registered_tx, p.slashes, p.jails, p.jailed_until]
+                          for a, p in self.providers.items()},
+            "leases": [[i, prov] for i, prov in self.lease_provider.items()],
+            "first": [[i, k, t] for i, (k, t) in self.first.items()],
+            "downtime": [[i, sorted(txs)] for i, txs in self.downtime.items()],
+            "downtime_txs": sorted(self.downtime_txs),
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict) -> EvidenceBook:
+        book = cls()
+        for a, (at, tx, slashes, jails, until) in raw["providers"].items():
+            book.providers[a] = Evidence(at, tx, slashes=list(slashes), jails=list(jails),
+                                         jailed_until=until)
+        book.lease_provider = {int(i): prov for i, prov in raw["leases"]}
+        book.first = {int(i): (k, t) for i, k, t in raw["first"]}
+        book.downtime = {int(i): set(txs) for i, txs in raw["downtime"]}
+        book.downtime_txs = set(raw["downtime_txs"])
+        return book
+
+
 def evidence(events: Iterable[EventRecord]) -> dict[str, Evidence]:
     """Per registered provider, from events in chain order (docs/explorer.md, "Reliability").
 
@@ -111,63 +193,26 @@ def evidence(events: Iterable[EventRecord]) -> dict[str, Evidence]:
     would also let the claimer multiply the penalty by claiming epoch by epoch). A `Jailed`
     counts when the provider was not already jailed at that moment: an extension is the same
     episode and an `until` in the past is a release."""
-    events = list(events)
-    downtime_txs = {e.tx_hash for e in events if e.contract == "Market" and e.event == "DowntimeClaimed"}
-    providers: dict[str, Evidence] = {}
-    lease_provider: dict[int, str] = {}
-    first: dict[int, tuple[str, str]] = {}      # lease id -> (finished | failed | undecided, tx)
-    downtime: dict[int, set[str]] = {}
+    book = EvidenceBook()
     for e in events:
-        a = e.args
-        if e.contract == "ProviderRegistry":
-            if e.event == "ProviderRegistered":
-                providers.setdefault(a["provider"], Evidence(e.timestamp, e.tx_hash))
-                continue
-            p = providers.get(a.get("provider", ""))
-            if p is None:
-                continue
-            if e.event == "Slashed" and e.tx_hash not in downtime_txs:
-                p.slashes.append(e.tx_hash)
-            elif e.event == "Jailed":
-                if a["until"] > e.timestamp and p.jailed_until <= e.timestamp:
-                    p.jails.append(e.tx_hash)
-                p.jailed_until = a["until"]
-        elif e.contract == "Market":
-            lease_id = a.get("lease_id")
-            if e.event == "LeaseCreated":
-                lease_provider[lease_id] = a["provider"]
-            elif e.event == "DowntimeClaimed":
-                downtime.setdefault(lease_id, set()).add(e.tx_hash)
-            elif lease_id in lease_provider and lease_id not in first:
-                if e.event == "ResultCommitted":
-                    first[lease_id] = ("finished", e.tx_hash)
-                elif e.event == "LeaseClosed":
-                    by_provider = a["closed_by"].lower() == lease_provider[lease_id].lower()
-                    first[lease_id] = ("failed" if by_provider else "undecided", e.tx_hash)
-    for lease_id, provider in lease_provider.items():
-        p = providers.get(provider)
-        if p is None:
-            continue
-        if lease_id in downtime:
-            p.failed[lease_id] = downtime[lease_id]
-        elif lease_id in first and first[lease_id][0] != "undecided":
-            kind, tx = first[lease_id]
-            (p.finished if kind == "finished" else p.failed)[lease_id] = {tx}
-    return providers
+        book.apply(e)
+    return book.evidence()
 
 
 def _txs(source: Any) -> set[str]:
     return set(source.txs) if source is not None else set()
 
 
-def reliability_figures(events: Iterable[EventRecord], as_of: int,
+def reliability_figures(events: Iterable[EventRecord] | Mapping[str, Evidence], as_of: int,
                         uptime: Mapping[tuple[str, str], Any]) -> Iterator[tuple[str, str, int, set[str]]]:
     """(name, key, value, txs) of every `reliability.by_provider.*` figure.
 
     `uptime` maps (figure name, address) to the already computed `uptime.by_provider.*` figures
     (anything with `.value` and `.txs`); a network without the Uptime contract has none, and its
-    uptime part stays at the prior."""
-    for address, ev in evidence(events).items():
+    uptime part stays at the prior. `events` may also be evidence already folded
+    (`EvidenceBook.evidence()`)."""
+    found = events if isinstance(events, Mapping) else evidence(events)
+    for address, ev in found.items():
         beats = uptime.get(("uptime.by_provider.heartbeats", address))
         owed = uptime.get(("uptime.by_provider.epochs", address))
         inputs = Inputs(heartbeats=beats.value if beats else 0, epochs=owed.value if owed else 0,

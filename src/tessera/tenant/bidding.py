@@ -1,5 +1,5 @@
 """Leasing nodes for a job: post the order with escrow, collect and judge bids (shown with each
-provider's reliability score, recomputed from chain logs), accept the best, refund the rest.
+provider's reliability score, from the tenant's index of chain logs), accept the best, refund the rest.
 
 Shared by the single-node rental (tenant/flow.py) and the DiLoCo job (tenant/multinode.py)."""
 
@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from rich.console import Console
 
 from tessera.chain.client import Chain, tx_hash
-from tessera.chain.events import EventReader
 from tessera.errors import ChainError, NetworkError, TenantError
-from tessera.protocol.figures import compute_figures
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.matching import SELECTION_RULE, BidVerdict, ProviderOffer, rank
 from tessera.protocol.money import (
@@ -25,6 +23,7 @@ from tessera.protocol.money import (
 )
 from tessera.protocol.reliability import NAME as RELIABILITY
 from tessera.tenant.client import Tenant
+from tessera.tenant.reliability_index import ReliabilityIndex
 
 
 def money(amount: int) -> str:
@@ -44,17 +43,13 @@ UPTIME = "uptime.by_provider"
 def bid_reliability(chain: Chain, console: Console) -> dict[str, dict[str, int]]:
     """{lower-case address: {part: value}} of every provider's `reliability.by_provider.*` figures,
     plus `heartbeats` and `epochs` (the explorer's `uptime.by_provider.*`: the measured uptime its
-    provider page shows, before the score's smoothing), recomputed now from the chain's logs
-    since the deploy block with the explorer's own definition (docs/explorer.md); nothing is
-    cached. A chain that cannot answer leaves the column empty, not the rental."""
+    provider page shows, before the score's smoothing), as of the chain's head with the explorer's
+    own definition (docs/explorer.md). They come from the tenant's reliability index
+    (tenant/reliability_index.py): only the logs since the last rental are read. A chain that
+    cannot answer leaves the column empty, not the rental."""
     try:
-        reader = EventReader(chain)
-        head = reader.head()
-        block = reader.block(head)
-        if block is None:
-            raise ChainError(f"block {head} vanished while reading it")
-        figures = compute_figures(reader.events(chain.network.deploy_block, head), block[1])
-    except (ChainError, NetworkError) as exc:
+        figures = ReliabilityIndex(chain).figures(console)
+    except (ChainError, NetworkError, OSError) as exc:
         console.print(f"reliability scores unavailable: {exc}")
         return {}
     scores: dict[str, dict[str, int]] = {}

@@ -1,5 +1,5 @@
-"""The explorer's reads of the indexed database: figures cached per indexed cursor, and the rows
-behind the provider, lease, transaction and figure pages.
+"""The explorer's reads of the indexed database: figures kept per indexed cursor (updated from
+the new events only), and the rows behind the provider, lease, transaction and figure pages.
 
 Lookups that find nothing raise `HTTPException` (404, or 503 before anything is indexed), so the
 API and the pages answer a junk path with 4xx, never a 500.
@@ -17,10 +17,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from web3 import Web3
 
-from tessera.errors import IndexerError
 from tessera.explorer import db
-from tessera.explorer.indexer import database_figures
+from tessera.explorer.derive import record_of
 from tessera.explorer.web.models import OutageOut
+from tessera.protocol.figure_book import FigureBook
 from tessera.protocol.figures import Figures
 
 PAGE_SIZE = 50          # rows per page of the list pages
@@ -64,7 +64,10 @@ class Snapshot:
 
 
 class Explorer:
-    """Figures cached per indexed cursor (block number and hash): recomputed once per new batch."""
+    """Figures per indexed cursor (block number and hash), kept up to date incrementally: one
+    `FigureBook` in memory takes only the events after the block it last applied (one indexed
+    query, `block_number > last`), and is rebuilt from every stored event only when the cursor
+    moved back or the stored hash of that block changed (a reorg rolled it back)."""
 
     def __init__(self, engine: Engine, page_size: int = PAGE_SIZE):
         if page_size < 1:
@@ -73,6 +76,9 @@ class Explorer:
         self.page_size = page_size
         self._lock = threading.Lock()
         self._cache: tuple[tuple, Snapshot] | None = None
+        self._book: FigureBook | None = None
+        self._book_at: tuple[int, str | None] | None = None   # (block, hash) the book is up to
+        self.rebuilds = 0          # how many times the book was built from the first event
 
     def snapshot(self) -> Snapshot:
         with Session(self.engine) as session:
@@ -80,16 +86,35 @@ class Explorer:
             if cursor is None or cursor.last_timestamp is None:
                 raise HTTPException(503, "nothing indexed yet: run `tessera explorer index` first")
             mark = (cursor.last_block, cursor.last_hash, cursor.last_timestamp)
-        with self._lock:
-            if self._cache and self._cache[0] == mark:
-                return self._cache[1]
-            try:
-                figures, cursor = database_figures(self.engine)
-            except IndexerError as exc:
-                raise HTTPException(503, str(exc)) from exc
-            snap = Snapshot(figures, cursor.last_block, cursor.last_hash, cursor.last_timestamp)
-            self._cache = ((cursor.last_block, cursor.last_hash, cursor.last_timestamp), snap)
-            return snap
+            with self._lock:
+                if self._cache and self._cache[0] == mark:
+                    return self._cache[1]
+                book = self._advance(session, cursor.last_block)
+                self._book_at = (cursor.last_block, cursor.last_hash)
+                snap = Snapshot(book.figures(cursor.last_timestamp), cursor.last_block, cursor.last_hash,
+                                cursor.last_timestamp)
+                self._cache = (mark, snap)
+                return snap
+
+    def _advance(self, session: Session, last_block: int) -> FigureBook:
+        """The book up to `last_block`: the new events only, or every event after a reorg."""
+        query = select(db.Event).where(db.Event.block_number <= last_block)
+        book = self._book
+        if book is not None and self._book_at is not None:
+            at_block, at_hash = self._book_at
+            stored = session.get(db.Block, at_block)
+            if at_block <= last_block and stored is not None and stored.hash == at_hash:
+                query = query.where(db.Event.block_number > at_block)
+            else:
+                book = None
+        if book is None:
+            book = FigureBook()
+            self.rebuilds += 1
+        self._book = None     # half-applied books are never kept
+        rows = session.scalars(query.order_by(db.Event.block_number, db.Event.log_index))
+        book.apply(record_of(row) for row in rows)
+        self._book = book
+        return book
 
     def providers(self) -> list[db.Provider]:
         with Session(self.engine) as session:

@@ -1,0 +1,129 @@
+"""The tenant's reliability index: bid scores from the logs since the last rental, not since deployment.
+
+One small file per network, chain id and Market address under $TESSERA_HOME/reliability-index/
+holds a `FigureBook` state (protocol/figure_book.py) with the block it is folded up to and that
+block's hash. Each rental reads only the logs after that block (of the contracts the scores need),
+folds the blocks at least `confirmations` deep into the stored state, and the newer ones into
+the book in memory only, after saving. If the stored hash is no longer the chain's (a reorg),
+or the file is unreadable, of another chain or of another version, the index is rebuilt from the
+deploy block and the tenant is told so once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from tessera.chain.accounts import tessera_home
+from tessera.chain.client import Chain
+from tessera.chain.events import EventReader
+from tessera.errors import ChainError
+from tessera.files import write_atomic
+from tessera.protocol.figure_book import FigureBook
+from tessera.protocol.figures import Figures
+
+# What the scores and the measured uptime read (protocol/reliability.py): registrations, slashes
+# and jailings; leases, results, closes and downtime claims; the uptime clock and heartbeats.
+CONTRACTS = ("ProviderRegistry", "Market", "Uptime")
+INDEX_VERSION = 1
+CONFIRMATIONS = 6
+
+
+@dataclass
+class Refresh:
+    """What the last refresh read: for tests and for saying why it took what it took."""
+
+    from_block: int
+    to_block: int
+    stored_block: int
+    events_read: int
+    rebuilt: str | None        # why it started from the deploy block ("new": no index yet), or None
+
+
+def index_path(chain: Chain, home: Path | None = None) -> Path:
+    network = chain.network
+    market = network.address("Market").lower()
+    safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in network.name)[:64]
+    return (home or tessera_home()) / "reliability-index" / f"{safe_name}-{network.chain_id}-{market}.json"
+
+
+class ReliabilityIndex:
+    def __init__(self, chain: Chain, home: Path | None = None, confirmations: int = CONFIRMATIONS,
+                 chunk: int = 5_000):
+        if confirmations < 0:
+            raise ValueError("confirmations must be >= 0")
+        self.chain = chain
+        self.path = index_path(chain, home)
+        self.confirmations = confirmations
+        self.reader = EventReader(chain, chunk=chunk, contracts=CONTRACTS)
+        self.last: Refresh | None = None
+
+    def _identity(self) -> dict:
+        network = self.chain.network
+        return {"version": INDEX_VERSION, "chain_id": network.chain_id,
+                "market": network.address("Market").lower(), "contracts": list(CONTRACTS),
+                "deploy_block": network.deploy_block}
+
+    def _load(self) -> tuple[FigureBook | None, int, str | None, str | None]:
+        """(book, block, hash, why not) of the stored index; book None when it must be rebuilt."""
+        if not self.path.exists():
+            return None, 0, None, None
+        try:
+            raw = json.loads(self.path.read_text())
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            identity = self._identity()
+            for key, want in identity.items():
+                if raw.get(key) != want:
+                    return None, 0, None, (f"it was made for {key} {raw.get(key)!r}, "
+                                           f"this network has {want!r}")
+            book = FigureBook.from_json(raw["book"])
+            block, block_hash = int(raw["block"]), str(raw["block_hash"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return None, 0, None, f"it is unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+        found = self.reader.block(block)
+        if found is None or found[0] != block_hash:
+            return None, 0, None, f"block {block} is no longer the chain's (a reorg)"
+        return book, block, block_hash, None
+
+    def _save(self, book: FigureBook, block: int, block_hash: str) -> None:
+        state = {**self._identity(), "block": block, "block_hash": block_hash, "book": book.to_json()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, json.dumps(state, separators=(",", ":")))
+
+    def figures(self, console: Console | None = None) -> Figures:
+        """`uptime.by_provider.*` and `reliability.by_provider.*` as of the chain's head block,
+        equal to `compute_figures` over every log since the deploy block at that head."""
+        book, stored, stored_hash, why = self._load()
+        deploy = self.chain.network.deploy_block
+        if book is None:
+            if why and console is not None:
+                console.print(f"reliability index {self.path}: {why}; rebuilding it from the deploy "
+                              f"block {deploy}")
+            book, stored = FigureBook(), deploy - 1
+        head = self.reader.head()
+        head_block = self.reader.block(head)
+        if head_block is None:
+            raise ChainError(f"block {head} vanished while reading it")
+        safe = head - self.confirmations
+        start, read = stored + 1, 0
+        if safe >= start:
+            safe_block = self.reader.block(safe)
+            if safe_block is None:
+                raise ChainError(f"block {safe} vanished while reading it")
+            events = self.reader.events(start, safe)
+            read += len(events)
+            book.apply(events)
+            self._save(book, safe, safe_block[0])
+            stored = safe
+        tail = self.reader.events(stored + 1, head)    # not final yet: this read only, never saved
+        read += len(tail)
+        try:
+            book.apply(tail)
+        except ValueError as exc:   # the chain moved under the read: say so, never guess
+            raise ChainError(f"reliability index: {exc}") from exc
+        self.last = Refresh(start, head, stored, read, why or ("new" if start == deploy else None))
+        return book.provider_figures(head_block[1])
