@@ -7,14 +7,8 @@ import itertools
 import json
 
 from tessera.protocol.events import EventRecord
-from tessera.protocol.ledger import (
-    ZERO,
-    exact_amount,
-    holding_problems,
-    holdings,
-    lease_ledgers,
-    lease_problems,
-)
+from tessera.protocol.holdings import holding_problems, holdings
+from tessera.protocol.ledger import ZERO, exact_amount, lease_ledgers, lease_problems
 
 TENANT, PROVIDER, TREASURY = "0x" + "aa" * 20, "0x" + "bb" * 20, "0x" + "cc" * 20
 VALIDATOR, CHALLENGER = "0x" + "dd" * 20, "0x" + "ee" * 20

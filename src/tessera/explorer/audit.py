@@ -31,15 +31,8 @@ from tessera.explorer import db
 from tessera.explorer.indexer import database_figures, table_figures
 from tessera.protocol.events import EventRecord
 from tessera.protocol.figures import Figures, compare, compute_figures
-from tessera.protocol.ledger import (
-    TOKENS,
-    Holding,
-    LeaseLedger,
-    holding_problems,
-    holdings,
-    lease_ledgers,
-    lease_problems,
-)
+from tessera.protocol.holdings import Holding, holding_problems, holdings
+from tessera.protocol.ledger import TOKENS, LeaseLedger, lease_ledgers, lease_problems
 
 
 @dataclass
