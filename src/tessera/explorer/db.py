@@ -6,7 +6,9 @@ the database, a Python int in code. Values a caller chooses freely (a job's roun
 leaf count) are `BigAmount` too: a uint256 must never stop the indexer.
 
 The derived tables (`DERIVED`) are a pure function of the raw events in chain order
-(`explorer/derive.py`): a reorg rollback deletes them all and replays the events that remain.
+(`explorer/derive.py`). A reorg rollback deletes the per-event rows (`PER_EVENT`) of the removed
+transactions and rebuilds only the entity rows (`ENTITY_TABLES`) the removed events changed, from
+their own kept events, found through `Event.entity` and `Event.validator` (indexer._rollback).
 """
 
 from __future__ import annotations
@@ -101,6 +103,11 @@ class Event(Base):
     # and the provider it names: a lease's or a provider's events are one indexed query.
     lease_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     provider: Mapped[str | None] = mapped_column(String(42), nullable=True, index=True)
+    # The derived entity row the event changes ('lease:5', 'provider:0x..', 'challenge:2',
+    # 'hardware:0x..:7', ...: derive.entities_of), and the validator it names (a vote or a hardware
+    # report also counts on its validator's row): a rollback finds an entity's events by them.
+    entity: Mapped[str | None] = mapped_column(String(120), nullable=True, index=True)
+    validator: Mapped[str | None] = mapped_column(String(42), nullable=True, index=True)
 
 
 class Provider(Base):
@@ -347,6 +354,11 @@ class Slash(Base):
 
 DERIVED = (Payment, Lease, Order, Provider, Round, Challenge, Vote, Settlement, Validator, HardwareCase,
            HardwareEntry, Slash)
+# Rows one event writes once, keyed by its (tx_hash, log_index) and final with its transaction.
+PER_EVENT = (Payment, Settlement, Slash, HardwareEntry)
+# Rows several events change, by derive.entities_of's kind (a challenge's votes go with it).
+ENTITY_TABLES = {"provider": Provider, "order": Order, "lease": Lease, "round": Round, "challenge": Challenge,
+                 "validator": Validator, "hardware": HardwareCase}
 
 
 def default_url() -> str:

@@ -1,8 +1,22 @@
 """The explorer's derived tables, updated one event at a time in chain order.
 
 `apply_event` is the only writer of the tables in `db.DERIVED`; they are a pure function of the raw
-events, so a reorg rollback deletes them and replays what remains (indexer.Indexer._rollback).
-Events of contracts nobody derives a table from (tokens, Probes, Uptime, Timelock) are kept raw.
+events. Events of contracts nobody derives a table from (tokens, Probes, Uptime, Timelock) are kept raw.
+
+Two kinds of derived rows, so that a reorg rollback costs what the reorg removed, not the history
+(indexer.Indexer._rollback):
+- per-event rows (`db.PER_EVENT`: payments, settlements, slashes, hardware entries) are written once,
+  by one event, from that event and its own transaction: the rollback deletes those of the removed
+  transactions and never rewrites the others;
+- entity rows (a provider, an order, a lease, a round, a challenge with its votes, a validator, a
+  hardware case) change with several events. `entities_of` names the rows an event changes; every
+  event stores the first of them in `db.Event.entity` and a validator it names in `db.Event.validator`
+  (both indexed), so one entity's events are one indexed query. The rollback rebuilds only the rows
+  the removed events changed, replaying their kept events with a `Replay` scope: `apply_event`
+  then changes only those rows and writes no per-event row.
+The one read of another entity's changing state is a lease's GPU model (its provider's at
+LeaseCreated): a rebuilt lease whose LeaseCreated is kept keeps its row and is reset from that event
+(`_lease_fields`) rather than re-read from today's provider.
 
 Every amount is an integer in base units; the tables say what each event did, never a figure
 (figures are `protocol.figures.compute_figures` over the raw events).
@@ -40,6 +54,70 @@ def record_of(row: db.Event) -> EventRecord:
                        contract=row.contract, event=row.event, args=json.loads(row.args))
 
 
+def _address(value) -> str | None:
+    return value if isinstance(value, str) and len(value) == 42 else None
+
+
+Entity = tuple[str, object]     # (kind, key): ("lease", 5), ("hardware", (provider, epoch)), ...
+
+
+def entities_of(r: EventRecord) -> list[Entity]:
+    """The entity rows `apply_event` may change for this event (kinds of `db.ENTITY_TABLES`)."""
+    a, c, out = r.args, r.contract, []
+    if c == "ProviderRegistry" and _address(a.get("provider")):
+        out.append(("provider", a["provider"]))
+    elif c == "Market":
+        if r.event in ("OrderCreated", "OrderCancelled"):
+            if _id(a.get("order_id")) is not None:
+                out.append(("order", a["order_id"]))
+        elif _id(a.get("lease_id")) is not None:
+            out.append(("lease", a["lease_id"]))
+    elif c == "Verification":
+        if r.event == "RootPosted":
+            if _id(a.get("job")) is not None and "round_index" in a:
+                out.append(("round", (a["job"], a["round_index"])))
+        elif _id(a.get("challenge_id")) is not None:
+            out.append(("challenge", a["challenge_id"]))
+        if r.event == "Voted" and _address(a.get("validator")):
+            out.append(("validator", a["validator"]))
+    elif c == "Validators" and _address(a.get("validator")):
+        out.append(("validator", a["validator"]))
+    elif c == "HardwareReports":
+        if "provider" in a and _id(a.get("epoch")) is not None:
+            out.append(("hardware", (a["provider"], a["epoch"])))
+        if r.event == "HardwareReported" and _address(a.get("validator")):
+            out.append(("validator", a["validator"]))
+    return out
+
+
+def entity_key(entity: Entity) -> str:
+    """`db.Event.entity`'s text for an entity: 'lease:5', 'hardware:0xab..:7', 'round:3:0'."""
+    kind, key = entity
+    return ":".join([kind, *(str(k) for k in (key if isinstance(key, tuple) else (key,)))])
+
+
+def event_columns(session: Session, r: EventRecord) -> dict:
+    """`db.Event`'s indexed columns for an event: lease_id, provider, entity, validator."""
+    lease_id, provider = event_keys(session, r)
+    entities = entities_of(r)
+    return {"lease_id": lease_id, "provider": provider,
+            "entity": entity_key(entities[0]) if entities else None,
+            "validator": _address(r.args.get("validator"))}
+
+
+class Replay:
+    """A rollback's scope: the entity rows the removed events changed. `apply_event` with a Replay
+    changes only these rows and writes no per-event row (the kept ones are final)."""
+
+    def __init__(self, touched: set[Entity]):
+        self.touched = touched
+        self.applied = 0
+
+
+def _wants(scope: Replay | None, kind: str, key) -> bool:
+    return scope is None or (kind, key) in scope.touched
+
+
 def event_keys(session: Session, r: EventRecord) -> tuple[int | None, str | None]:
     """(lease id, provider) an event is about, for `db.Event`'s indexed columns: its own `lease_id`
     and `provider` args, or those of the challenge it names (votes, answers, verdicts)."""
@@ -65,11 +143,14 @@ def cause_of(r: EventRecord) -> str | None:
     return None
 
 
-def apply_event(session: Session, r: EventRecord) -> None:
-    """Update the derived tables with one event, in chain order."""
+def apply_event(session: Session, r: EventRecord, scope: Replay | None = None) -> None:
+    """Update the derived tables with one event, in chain order (with a `scope`: only its rows)."""
     handler = _HANDLERS.get(r.contract)
     if handler is not None:
-        handler(session, r)
+        handler(session, r, scope)
+    if scope is not None:
+        scope.applied += 1
+        return
     cause = cause_of(r)
     if cause is not None:    # the slash came earlier in this transaction
         session.execute(update(db.Slash).where(db.Slash.tx_hash == r.tx_hash, db.Slash.kind == "provider",
@@ -92,8 +173,10 @@ def _slash(session: Session, r: EventRecord, kind: str, address: str) -> None:
         cause=what, cause_ref=ref))
 
 
-def _registry(session: Session, r: EventRecord) -> None:
+def _registry(session: Session, r: EventRecord, scope: Replay | None) -> None:
     a = r.args
+    if "provider" not in a or not _wants(scope, "provider", a["provider"]):
+        return
     if r.event == "ProviderRegistered":
         session.add(db.Provider(
             address=a["provider"], gpu_model=a["gpu_model"], gpu_count=a["gpu_count"],
@@ -101,7 +184,7 @@ def _registry(session: Session, r: EventRecord) -> None:
             registered_at=r.timestamp, registered_tx=r.tx_hash, stake=a["stake"], unbonding=0,
             slashed=0, withdrawn=0, jailed_until=0, locked_until=0))
         return
-    p = session.get(db.Provider, a["provider"]) if "provider" in a else None
+    p = session.get(db.Provider, a["provider"])
     if p is None:
         return
     if r.event == "OfferUpdated":
@@ -117,15 +200,27 @@ def _registry(session: Session, r: EventRecord) -> None:
         from_stake = min(a["amount"], p.stake)
         p.stake, p.unbonding = p.stake - from_stake, p.unbonding - (a["amount"] - from_stake)
         p.slashed = p.slashed + a["amount"]
-        _slash(session, r, "provider", p.address)
+        if scope is None:
+            _slash(session, r, "provider", p.address)
     elif r.event == "Jailed":
         p.jailed_until = a["until"]
     elif r.event == "StakeHeld":
         p.locked_until = a["locked_until"]
 
 
-def _market(session: Session, r: EventRecord) -> None:
+def _lease_fields(r: EventRecord) -> dict:
+    """A lease row's columns as LeaseCreated sets them (all but those read from its provider/order)."""
     a = r.args
+    return dict(order_id=a["order_id"], tenant=a["tenant"], provider=a["provider"],
+                price_per_gpu_hour=a["price_per_gpu_hour"], gpus=a["gpus"], budget=a["budget"],
+                start=a["start"], closed_at=None, earned=0, provider_income=0, fees=0, refund=0,
+                result_hash=None, created_tx=r.tx_hash, closed_tx=None)
+
+
+def _market(session: Session, r: EventRecord, scope: Replay | None) -> None:
+    a = r.args
+    if r.event in ("OrderCreated", "OrderCancelled") and not _wants(scope, "order", a.get("order_id")):
+        return
     if r.event == "OrderCreated":
         session.add(db.Order(order_id=a["order_id"], tenant=a["tenant"], verified=bool(a["verified"]),
                              deposit=a["deposit"], created_at=r.timestamp, created_tx=r.tx_hash,
@@ -136,17 +231,20 @@ def _market(session: Session, r: EventRecord) -> None:
         if order is not None:
             order.cancelled_tx = r.tx_hash
         return
+    if "lease_id" not in a or not _wants(scope, "lease", a["lease_id"]):
+        return
     if r.event == "LeaseCreated":
+        lease = session.get(db.Lease, a["lease_id"]) if scope is not None else None
+        if lease is not None:      # a rollback's reset: the provider's GPU model then is kept
+            for column, value in _lease_fields(r).items():
+                setattr(lease, column, value)
+            return
         p = session.get(db.Provider, a["provider"])
         order = session.get(db.Order, a["order_id"])
-        session.add(db.Lease(
-            lease_id=a["lease_id"], order_id=a["order_id"], tenant=a["tenant"], provider=a["provider"],
-            gpu_model=p.gpu_model if p else "", price_per_gpu_hour=a["price_per_gpu_hour"],
-            gpus=a["gpus"], budget=a["budget"], start=a["start"], closed_at=None, earned=0,
-            provider_income=0, fees=0, refund=0, created_tx=r.tx_hash,
-            verified=bool(order and order.verified)))
+        session.add(db.Lease(lease_id=a["lease_id"], gpu_model=p.gpu_model if p else "",
+                             verified=bool(order and order.verified), **_lease_fields(r)))
         return
-    lease = session.get(db.Lease, a["lease_id"]) if "lease_id" in a else None
+    lease = session.get(db.Lease, a["lease_id"])
     if lease is None:
         return
     if r.event == "LeaseToppedUp":
@@ -161,7 +259,7 @@ def _market(session: Session, r: EventRecord) -> None:
         lease.fees = lease.fees + fee
         if r.event == "LeaseClosed":
             lease.closed_at, lease.closed_tx, lease.refund = r.timestamp, r.tx_hash, a["refund"]
-        if income + fee > 0:
+        if income + fee > 0 and scope is None:
             session.add(db.Payment(
                 tx_hash=r.tx_hash, log_index=r.log_index, block_number=r.block_number,
                 lease_id=lease.lease_id, provider=lease.provider, timestamp=r.timestamp,
@@ -169,15 +267,17 @@ def _market(session: Session, r: EventRecord) -> None:
                 provider_amount=income, fee=fee))
 
 
-def _verification(session: Session, r: EventRecord) -> None:
+def _verification(session: Session, r: EventRecord, scope: Replay | None) -> None:
     a = r.args
     if r.event == "RootPosted":
-        if _id(a["job"]) is not None:
+        if _id(a["job"]) is not None and _wants(scope, "round", (a["job"], a["round_index"])):
             session.merge(db.Round(job=a["job"], round_index=a["round_index"], root=a["root"],
                                    n_leaves=a["n_leaves"], coordinator=a["coordinator"],
                                    posted_at=r.timestamp, block_number=r.block_number, tx_hash=r.tx_hash))
         return
     if r.event == "ChallengeOpened":
+        if not _wants(scope, "challenge", a["challenge_id"]):
+            return
         session.add(db.Challenge(
             challenge_id=a["challenge_id"], job=a["job"], round_index=a["round_index"],
             lease_id=a["lease_id"], provider=a["provider"], challenger=a["challenger"],
@@ -190,18 +290,23 @@ def _verification(session: Session, r: EventRecord) -> None:
     c = session.get(db.Challenge, a["challenge_id"]) if _id(a.get("challenge_id")) is not None else None
     if c is None:
         return
-    if r.event == "ChallengeAnswered":
-        c.answer, c.answered_tx = a["opening_hash"], r.tx_hash
-    elif r.event == "Voted":
-        if a["guilty"]:
-            c.guilty_votes, c.guilty_stake = c.guilty_votes + 1, c.guilty_stake + a["weight"]
-        else:
-            c.innocent_votes, c.innocent_stake = c.innocent_votes + 1, c.innocent_stake + a["weight"]
-        session.add(db.Vote(challenge_id=c.challenge_id, validator=a["validator"], guilty=bool(a["guilty"]),
-                            weight=a["weight"], voted_at=r.timestamp, tx_hash=r.tx_hash, reward=0))
-        v = session.get(db.Validator, a["validator"])
+    if r.event == "Voted":
+        if _wants(scope, "challenge", c.challenge_id):
+            if a["guilty"]:
+                c.guilty_votes, c.guilty_stake = c.guilty_votes + 1, c.guilty_stake + a["weight"]
+            else:
+                c.innocent_votes, c.innocent_stake = c.innocent_votes + 1, c.innocent_stake + a["weight"]
+            session.add(db.Vote(challenge_id=c.challenge_id, validator=a["validator"],
+                                guilty=bool(a["guilty"]), weight=a["weight"], voted_at=r.timestamp,
+                                tx_hash=r.tx_hash, reward=0))
+        v = session.get(db.Validator, a["validator"]) if _wants(scope, "validator", a["validator"]) else None
         if v is not None:
             v.votes += 1
+        return
+    if not _wants(scope, "challenge", c.challenge_id):
+        return
+    if r.event == "ChallengeAnswered":
+        c.answer, c.answered_tx = a["opening_hash"], r.tx_hash
     elif r.event == "ChallengeResolved":
         c.status = CHALLENGE_STATUS.get(a["outcome"], f"outcome {a['outcome']}")
         for part in ("slashed", "to_challenger", "to_tenant", "to_voters", "burned", "bond_to_provider",
@@ -215,9 +320,9 @@ def _verification(session: Session, r: EventRecord) -> None:
             vote.reward, vote.reward_tx = vote.reward + a["amount"], r.tx_hash
 
 
-def _settlement(session: Session, r: EventRecord) -> None:
+def _settlement(session: Session, r: EventRecord, scope: Replay | None) -> None:
     a = r.args
-    if r.event not in ("PayReleased", "RoundRefunded"):
+    if r.event not in ("PayReleased", "RoundRefunded") or scope is not None:
         return
     release = r.event == "PayReleased"
     session.add(db.Settlement(
@@ -229,14 +334,16 @@ def _settlement(session: Session, r: EventRecord) -> None:
         withheld=a["withheld"] if release else 0, refund=a["refund"]))
 
 
-def _validators(session: Session, r: EventRecord) -> None:
+def _validators(session: Session, r: EventRecord, scope: Replay | None) -> None:
     a = r.args
+    if "validator" not in a or not _wants(scope, "validator", a["validator"]):
+        return
     if r.event == "ValidatorRegistered":
         session.add(db.Validator(address=a["validator"], registered_at=r.timestamp, registered_tx=r.tx_hash,
                                  stake=a["stake"], unbonding=0, release_at=0, withdrawn=0, slashed=0,
                                  slashes=0, endpoint="", locked_until=0, votes=0, reports=0))
         return
-    v = session.get(db.Validator, a["validator"]) if "validator" in a else None
+    v = session.get(db.Validator, a["validator"])
     if v is None:
         return
     if r.event == "ValidatorStakeAdded":
@@ -249,30 +356,35 @@ def _validators(session: Session, r: EventRecord) -> None:
         from_stake = min(a["amount"], v.stake)      # the Validators contract's own order
         v.stake, v.unbonding = v.stake - from_stake, max(v.unbonding - (a["amount"] - from_stake), 0)
         v.slashed, v.slashes = v.slashed + a["amount"], v.slashes + 1
-        _slash(session, r, "validator", v.address)
+        if scope is None:
+            _slash(session, r, "validator", v.address)
     elif r.event == "ValidatorEndpointSet":
         v.endpoint = a["endpoint"]
     elif r.event == "ValidatorLocked":
         v.locked_until = a["locked_until"]
 
 
-def _hardware(session: Session, r: EventRecord) -> None:
+def _hardware(session: Session, r: EventRecord, scope: Replay | None) -> None:
     a = r.args
     if "provider" not in a or _id(a.get("epoch")) is None:
         return
     key = (a["provider"], a["epoch"])
-    case = session.get(db.HardwareCase, key)
+    mine = _wants(scope, "hardware", key)
+    case = session.get(db.HardwareCase, key) if mine else None
     if r.event == "HardwareReported":
-        if case is None:
-            case = db.HardwareCase(provider=key[0], epoch=key[1], status="open", first_at=r.timestamp,
-                                   first_tx=r.tx_hash, reporters=0, reported=0, quorum=0, jury_quorum=0,
-                                   pass_stake=0, fail_stake=0, slashed=0, reward_pool=0, burned=0)
-            session.add(case)
-        case.reporters, case.reported, case.quorum = case.reporters + 1, a["reported"], a["quorum"]
-        session.add(db.HardwareEntry(tx_hash=r.tx_hash, log_index=r.log_index, provider=key[0], epoch=key[1],
-                                     validator=a["validator"], kind="report", timestamp=r.timestamp,
-                                     outcome=a["outcome"], evidence=a["evidence"], amount=a["weight"]))
-        v = session.get(db.Validator, a["validator"])
+        if mine:
+            if case is None:
+                case = db.HardwareCase(provider=key[0], epoch=key[1], status="open", first_at=r.timestamp,
+                                       first_tx=r.tx_hash, reporters=0, reported=0, quorum=0, jury_quorum=0,
+                                       pass_stake=0, fail_stake=0, slashed=0, reward_pool=0, burned=0)
+                session.add(case)
+            case.reporters, case.reported, case.quorum = case.reporters + 1, a["reported"], a["quorum"]
+        if scope is None:
+            session.add(db.HardwareEntry(
+                tx_hash=r.tx_hash, log_index=r.log_index, provider=key[0], epoch=key[1],
+                validator=a["validator"], kind="report", timestamp=r.timestamp, outcome=a["outcome"],
+                evidence=a["evidence"], amount=a["weight"]))
+        v = session.get(db.Validator, a["validator"]) if _wants(scope, "validator", a["validator"]) else None
         if v is not None:
             v.reports += 1
         return
@@ -287,9 +399,11 @@ def _hardware(session: Session, r: EventRecord) -> None:
             case.pass_stake = case.pass_stake + a["weight"]
         else:
             case.fail_stake = case.fail_stake + a["weight"]
-        session.add(db.HardwareEntry(tx_hash=r.tx_hash, log_index=r.log_index, provider=key[0], epoch=key[1],
-                                     validator=a["validator"], kind="vote", timestamp=r.timestamp,
-                                     passed=bool(a["passed"]), amount=a["weight"]))
+        if scope is None:
+            session.add(db.HardwareEntry(
+                tx_hash=r.tx_hash, log_index=r.log_index, provider=key[0], epoch=key[1],
+                validator=a["validator"], kind="vote", timestamp=r.timestamp, passed=bool(a["passed"]),
+                amount=a["weight"]))
     elif r.event == "HardwareCleared":
         case.status, case.pass_stake, case.fail_stake = "cleared", a["pass_stake"], a["fail_stake"]
         case.resolved_at, case.resolved_tx = r.timestamp, r.tx_hash
@@ -297,7 +411,7 @@ def _hardware(session: Session, r: EventRecord) -> None:
         case.status, case.slashed, case.reward_pool = "slashed", a["slashed"], a["reward_pool"]
         case.burned, case.jailed_until = a["burned"], a["jailed_until"]
         case.resolved_at, case.resolved_tx = r.timestamp, r.tx_hash
-    elif r.event == "HardwareRewardClaimed":
+    elif r.event == "HardwareRewardClaimed" and scope is None:
         session.add(db.HardwareEntry(tx_hash=r.tx_hash, log_index=r.log_index, provider=key[0], epoch=key[1],
                                      validator=a["validator"], kind="reward", timestamp=r.timestamp,
                                      amount=a["amount"]))

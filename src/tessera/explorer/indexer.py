@@ -6,7 +6,8 @@ Rules (docs/explorer.md):
   killed indexer resumes exactly where the last committed batch ended;
 - the hash of every indexed block that holds events, and of each batch's last block, is kept;
   before each run the cursor block's hash is compared with the chain's, and on a difference
-  the indexer rolls back to the newest stored block whose hash still matches and re-indexes.
+  the indexer rolls back to the newest stored block whose hash still matches and re-indexes;
+- a rollback costs what it removes, not the history (see `Indexer._rollback`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from web3 import Web3
@@ -24,12 +26,26 @@ from tessera.chain.client import Chain
 from tessera.chain.events import EventReader
 from tessera.errors import IndexerError, ReorgDuringFetch
 from tessera.explorer import db
-from tessera.explorer.derive import apply_event, event_keys, record_of
+from tessera.explorer.derive import Replay, apply_event, entities_of, entity_key, event_columns, record_of
 from tessera.protocol.events import EventRecord, args_json
 from tessera.protocol.figures import ALL, Figure, Figures, compute_figures
 
-__all__ = ["Indexer", "SyncReport", "apply_event", "database_figures", "indexed_state", "record_of",
-           "stored_records", "table_figures"]
+__all__ = ["Indexer", "RollbackStats", "SyncReport", "apply_event", "database_figures", "indexed_state",
+           "record_of", "rollback_to", "stored_records", "table_figures"]
+
+CHUNK = 500     # keys per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
+
+
+@dataclass
+class RollbackStats:
+    """What one rollback did: the events it removed, the entity rows they had changed, and the kept
+    events it re-applied to rebuild those rows (the old rollback re-applied every kept event)."""
+
+    keep: int
+    removed_events: int = 0
+    touched_rows: int = 0
+    replayed_events: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -39,6 +55,7 @@ class SyncReport:
     from_block: int = 0
     to_block: int = 0
     reorg_rolled_back_to: int | None = None
+    rollback: RollbackStats | None = None
     head: int = 0
     safe_head: int = 0
 
@@ -61,6 +78,7 @@ class Indexer:
         self.reader = EventReader(chain)
         # Test hook: called inside each batch's transaction just before commit.
         self.before_commit: Callable[[Session, int], None] | None = None
+        self.last_rollback: RollbackStats | None = None
 
     # -- cursor ----------------------------------------------------------------------------
     def _cursor(self, session: Session) -> db.Cursor:
@@ -90,35 +108,36 @@ class Indexer:
             now = self.reader.block(cursor.last_block)
             if now is not None and now[0] == cursor.last_hash:
                 return None
-            stored = session.execute(select(db.Block.number, db.Block.hash)
-                                     .order_by(db.Block.number.desc())).all()
             keep, keep_hash, keep_ts = cursor.first_block - 1, None, None
-            for i in range(0, len(stored), 200):
-                part = stored[i:i + 200]
+            below = cursor.last_block + 1
+            while True:     # newest stored blocks first, 200 at a time
+                part = session.execute(select(db.Block.number, db.Block.hash).where(db.Block.number < below)
+                                       .order_by(db.Block.number.desc()).limit(200)).all()
+                if not part:
+                    break
                 chain_blocks = self.reader.blocks(n for n, _ in part)
                 match = next(((n, h) for n, h in part if chain_blocks.get(n, (None,))[0] == h), None)
                 if match:
                     keep, keep_hash, keep_ts = match[0], match[1], chain_blocks[match[0]][1]
                     break
+                below = part[-1][0]
             self._rollback(session, cursor, keep, keep_hash, keep_ts)
             return keep
 
     def _rollback(self, session: Session, cursor: db.Cursor, keep: int, keep_hash: str | None,
-                  keep_ts: int | None) -> None:
-        session.execute(delete(db.Event).where(db.Event.block_number > keep))
-        session.execute(delete(db.Block).where(db.Block.number > keep))
-        for table in db.DERIVED:
-            session.execute(delete(table))
-        session.flush()
-        for record in stored_records(session):
-            apply_event(session, record)
+                  keep_ts: int | None) -> RollbackStats:
+        """Roll the database back to block `keep` (`rollback_to`) and point the cursor at it."""
+        self.last_rollback = rollback_to(session, keep)
         cursor.last_block, cursor.last_hash, cursor.last_timestamp = keep, keep_hash, keep_ts
+        return self.last_rollback
 
     # -- syncing ---------------------------------------------------------------------------
     def sync(self, max_batches: int | None = None,
              progress: Callable[[SyncReport], None] | None = None) -> SyncReport:
         report = SyncReport()
+        self.last_rollback = None
         report.reorg_rolled_back_to = self.check_reorg()
+        report.rollback = self.last_rollback
         report.head = self.reader.head()
         report.safe_head = report.head - self.confirmations
         with Session(self.engine) as session:
@@ -143,16 +162,14 @@ class Indexer:
                 if cursor.last_hash and blocks.get(cursor.last_block, (None,))[0] != cursor.last_hash:
                     break  # the chain moved below us: the next run's reorg check handles it
                 for r in records:
-                    lease_id, provider = event_keys(session, r)
                     session.add(db.Event(
                         block_number=r.block_number, block_hash=r.block_hash, timestamp=r.timestamp,
                         tx_hash=r.tx_hash, log_index=r.log_index, contract=r.contract,
-                        event=r.event, args=args_json(r.args), lease_id=lease_id, provider=provider))
+                        event=r.event, args=args_json(r.args), **event_columns(session, r)))
                     apply_event(session, r)
                 seen = {r.block_number: (r.block_hash, r.timestamp) for r in records}
                 seen[end] = blocks[end]
-                for number, (block_hash, timestamp) in seen.items():
-                    session.merge(db.Block(number=number, hash=block_hash, timestamp=timestamp))
+                _put_blocks(session, seen)
                 cursor.last_block, (cursor.last_hash, cursor.last_timestamp) = end, blocks[end]
                 if self.before_commit:
                     self.before_commit(session, report.batches)
@@ -171,6 +188,88 @@ class Indexer:
                 on_sync(report)
             if report.batches == 0:
                 time.sleep(poll)
+
+
+def rollback_to(session: Session, keep: int) -> RollbackStats:
+    """Make the database what indexing up to block `keep` made, in time that grows with the
+    events above `keep` and the rows they changed, not with the history (derive.py's docstring):
+
+    1. read the removed events (block > keep) and the entity rows they changed (`entities_of`);
+    2. delete them, their blocks, and the per-event rows of their transactions;
+    3. delete those entity rows (a challenge with its votes), except a lease whose LeaseCreated
+       is kept: its row stays, to be reset by that event (its GPU model is its provider's then);
+    4. re-apply, in chain order, only the kept events of those entities (`Event.entity` and
+       `Event.validator`: indexed), scoped to those rows (`derive.Replay`): an event also
+       changes other rows (a vote counts on its validator), which are right already.
+    """
+    started = time.perf_counter()
+    above = select(db.Event).where(db.Event.block_number > keep)
+    removed = [record_of(row) for row in session.scalars(above)]
+    touched = {entity for r in removed for entity in entities_of(r)}
+    new_leases = [key for r in removed for kind, key in entities_of(r)
+                  if kind == "lease" and (r.contract, r.event) == ("Market", "LeaseCreated")]
+    txs = sorted({r.tx_hash for r in removed})
+    session.execute(delete(db.Event).where(db.Event.block_number > keep))
+    session.execute(delete(db.Block).where(db.Block.number > keep))
+    for table in db.PER_EVENT:
+        for part in _chunks(txs):
+            session.execute(delete(table).where(table.tx_hash.in_(part)))
+    by_kind: dict[str, list] = {}
+    for kind, key in touched:
+        by_kind.setdefault(kind, []).append(key)
+    by_kind["lease"] = new_leases
+    for kind, keys in by_kind.items():
+        _delete_rows(session, kind, keys)
+    session.flush()
+
+    keys = sorted(entity_key(e) for e in touched if e[0] != "validator")
+    validators = sorted(key for kind, key in touched if kind == "validator")
+    rows: dict[int, db.Event] = {}
+    for column, values in ((db.Event.entity, keys), (db.Event.validator, validators)):
+        for part in _chunks(values):
+            found = session.scalars(select(db.Event).where(column.in_(part)))
+            rows.update((row.id, row) for row in found)
+    scope = Replay(touched)
+    for row in sorted(rows.values(), key=lambda row: (row.block_number, row.log_index)):
+        record = record_of(row)
+        if not touched.isdisjoint(entities_of(record)):   # not an unrelated event of a validator
+            apply_event(session, record, scope)
+    session.flush()
+    return RollbackStats(keep=keep, removed_events=len(removed), touched_rows=len(touched),
+                         replayed_events=scope.applied, seconds=round(time.perf_counter() - started, 6))
+
+
+def _chunks(values: list) -> list[list]:
+    return [values[i:i + CHUNK] for i in range(0, len(values), CHUNK)]
+
+
+def _delete_rows(session: Session, kind: str, keys: list) -> None:
+    """Delete the entity rows of one kind (derive.entities_of's keys); a challenge's votes go too."""
+    table = db.ENTITY_TABLES[kind]
+    columns = table.__mapper__.primary_key
+    for part in _chunks(keys):
+        if len(columns) == 1:
+            session.execute(delete(table).where(columns[0].in_(part)))
+        else:
+            match = (and_(*(c == v for c, v in zip(columns, key, strict=True))) for key in part)
+            session.execute(delete(table).where(or_(*match)))
+        if kind == "challenge":
+            session.execute(delete(db.Vote).where(db.Vote.challenge_id.in_(part)))
+
+
+def _put_blocks(session: Session, blocks: dict[int, tuple[str, int]]) -> None:
+    """A batch's block hashes in one INSERT .. ON CONFLICT statement (SQLite and PostgreSQL)."""
+    rows = [{"number": n, "hash": h, "timestamp": t} for n, (h, t) in sorted(blocks.items())]
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(session.get_bind().dialect.name)
+    if dialect is None:     # another backend: one merge a block
+        for row in rows:
+            session.merge(db.Block(**row))
+        return
+    for part in [rows[i:i + 5000] for i in range(0, len(rows), 5000)]:
+        stmt = dialect.insert(db.Block).values(part)
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=[db.Block.number],
+            set_={"hash": stmt.excluded.hash, "timestamp": stmt.excluded.timestamp}))
 
 
 # -- figures from the database ------------------------------------------------------------
