@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tessera.explorer import db
@@ -130,16 +130,18 @@ def event_keys(session: Session, r: EventRecord) -> tuple[int | None, str | None
     return lease_id, provider if isinstance(provider, str) and len(provider) == 42 else None
 
 
-def cause_of(r: EventRecord) -> str | None:
-    """'challenge:<id>', 'hardware:<provider>/<epoch>' or 'downtime:<lease id>' for an event that
-    explains a slash in its transaction; None for any other event."""
+def cause_of(session: Session, r: EventRecord) -> tuple[str, str, str | None] | None:
+    """(kind, ref, provider) for an event that explains a provider's slash in its transaction:
+    ('challenge', id, the challenged provider), ('hardware', '<provider>/<epoch>', provider) or
+    ('downtime', lease id, provider); None for any other event."""
     kind = SLASH_CAUSES.get((r.contract, r.event))
-    if kind == "challenge":
-        return f"challenge:{r.args['challenge_id']}" if r.args.get("slashed") else None
+    if kind == "challenge" and r.args.get("slashed"):
+        challenge = session.get(db.Challenge, _id(r.args["challenge_id"]) or 0)
+        return "challenge", str(r.args["challenge_id"]), challenge.provider if challenge else None
     if kind == "hardware":
-        return f"hardware:{r.args['provider']}/{r.args['epoch']}"
-    if kind == "downtime":
-        return f"downtime:{r.args['lease_id']}" if r.args.get("stake_slashed") else None
+        return "hardware", f"{r.args['provider']}/{r.args['epoch']}", r.args["provider"]
+    if kind == "downtime" and r.args.get("stake_slashed"):
+        return "downtime", str(r.args["lease_id"]), r.args["provider"]
     return None
 
 
@@ -151,22 +153,39 @@ def apply_event(session: Session, r: EventRecord, scope: Replay | None = None) -
     if scope is not None:
         scope.applied += 1
         return
-    cause = cause_of(r)
-    if cause is not None:    # the slash came earlier in this transaction
-        session.execute(update(db.Slash).where(db.Slash.tx_hash == r.tx_hash, db.Slash.kind == "provider",
-                                               db.Slash.cause == "direct")
-                        .values(cause=cause.split(":", 1)[0], cause_ref=cause.split(":", 1)[1]))
+    cause = cause_of(session, r)
+    if cause is not None:
+        # The contracts log the registry's Slashed before their own event: this explains the
+        # nearest earlier unexplained slash of the same provider in this transaction (one
+        # transaction may hold several slashes: two downtime claims, two resolves...).
+        kind, ref, provider = cause
+        query = select(db.Slash).where(
+            db.Slash.tx_hash == r.tx_hash, db.Slash.kind == "provider", db.Slash.cause == "direct",
+            db.Slash.log_index < r.log_index)
+        if provider is not None:        # None: a challenge this database never saw opened
+            query = query.where(db.Slash.address == provider)
+        slash = session.scalars(query.order_by(db.Slash.log_index.desc()).limit(1)).first()
+        if slash is not None:
+            slash.cause, slash.cause_ref = kind, ref
 
 
 def _slash(session: Session, r: EventRecord, kind: str, address: str) -> None:
-    """A slash row; its cause is an event of the same transaction seen already (or set later)."""
+    """A slash row, 'direct' until a later event of its transaction explains it (apply_event);
+    a cause logged before the slash (no contract does so today) explains it here: the nearest
+    earlier cause of the same provider that explains no other slash."""
     a = r.args
-    cause = None
+    what, ref = "direct", None
     if kind == "provider":
-        rows = session.scalars(select(db.Event).where(db.Event.tx_hash == r.tx_hash)
-                               .order_by(db.Event.log_index))
-        cause = next((c for c in (cause_of(record_of(row)) for row in rows) if c), None)
-    what, ref = cause.split(":", 1) if cause else ("direct", None)
+        rows = session.scalars(select(db.Event).where(db.Event.tx_hash == r.tx_hash,
+                                                      db.Event.log_index < r.log_index)
+                               .order_by(db.Event.log_index.desc()))
+        taken = {(s.cause, s.cause_ref) for s in session.scalars(
+            select(db.Slash).where(db.Slash.tx_hash == r.tx_hash))}
+        for row in rows:
+            cause = cause_of(session, record_of(row))
+            if cause and cause[2] in (address, None) and cause[:2] not in taken:
+                what, ref = cause[:2]
+                break
     session.add(db.Slash(
         tx_hash=r.tx_hash, log_index=r.log_index, kind=kind, address=address, amount=a["amount"],
         recipient=a["recipient"], slasher=a["slasher"], block_number=r.block_number, timestamp=r.timestamp,
