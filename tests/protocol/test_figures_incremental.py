@@ -12,30 +12,41 @@ from hypothesis import strategies as st
 from tessera.protocol.events import EventRecord
 from tessera.protocol.figure_book import FigureBook
 from tessera.protocol.figures import compare, compute_figures
+from tessera.protocol.reliability_book import ReliabilityBook
 
 D0 = 1_767_225_600  # 2026-01-01 00:00:00 UTC
 PROVIDERS = ["0x" + c * 40 for c in "abcd"]
 TENANTS = ["0x" + c * 40 for c in "ef"]
 EPOCH = 3_600
 REG, MKT, UP = "ProviderRegistry", "Market", "Uptime"
+CLAIM_WINDOW = 30_000
 
 
 @st.composite
-def market(draw) -> list[EventRecord]:
+def market(draw, chain_valid: bool = False) -> list[EventRecord]:
     """A random but plausible history: registrations, stake moves, offers, orders, leases with
     top-ups, payouts, results and closes by either party, downtime claims with their slash in the
     same transaction, jailings, heartbeats, outages, probe tallies and verified-pay events; some
-    transactions hold several events, blocks hold several transactions, days are crossed."""
+    transactions hold several events, blocks hold several transactions, days are crossed.
+
+    `chain_valid`: only what the contracts allow where the compact ReliabilityBook relies on it
+    (heartbeats from registered providers, for the current epoch, once; downtime claims on a
+    closed lease within CLAIM_WINDOW of its close); otherwise heartbeats also come late, twice
+    or from strangers, and claims come at any time."""
     n = draw(st.integers(1, 60))
     ts, block, out = D0 - 2 * 86_400 + draw(st.integers(0, 86_400)), 1, []
     leases: dict[int, str] = {}
+    closed_at: dict[int, int] = {}
+    registered: set[str] = set()
+    beat: set[tuple[str, int]] = set()
     next_lease = 1
 
     def emit(contract: str, event: str, tx: int, **args) -> None:
         out.append(EventRecord(block, f"0x{block:064x}", ts, f"0x{tx:064x}", len(out), contract,
                                event, args))
 
-    if draw(st.booleans()):
+    uptime = draw(st.booleans())
+    if uptime:
         emit(UP, "UptimeStarted", 0, registry=PROVIDERS[0], genesis=D0 - 2 * 86_400,
              epoch_length=EPOCH, jail_after=6, jail_period=3_600)
     for i in range(1, n + 1):
@@ -50,6 +61,7 @@ def market(draw) -> list[EventRecord]:
             emit(REG, "ProviderRegistered", i, provider=p, stake=draw(st.integers(0, 300)),
                  gpu_model=draw(st.sampled_from(["H100", "A100"])), gpu_count=draw(st.integers(0, 4)),
                  gpu_memory_mb=1, benchmark_score=1, endpoint="x", price_floor=1)
+            registered.add(p)
         elif kind == 2:
             event = draw(st.sampled_from(["StakeAdded", "UnbondRequested", "StakeWithdrawn"]))
             emit(REG, event, i, provider=p, amount=draw(st.integers(0, 100)))
@@ -77,10 +89,13 @@ def market(draw) -> list[EventRecord]:
                 emit(MKT, "Withdrawn", i, lease_id=lid, provider=owner, amount_to_provider=amount,
                      fee=amount // 50)
             elif what == "close":
+                closed_at.setdefault(lid, ts)
                 emit(MKT, "LeaseClosed", i, lease_id=lid, closed_by=draw(st.sampled_from([owner, t])),
                      provider_amount=amount, fee=amount // 50, refund=amount // 3)
             elif what == "result":
                 emit(MKT, "ResultCommitted", i, lease_id=lid, provider=owner, result_hash="0x11")
+            elif chain_valid and ts > closed_at.get(lid, ts) + CLAIM_WINDOW:
+                pass              # Market.claim_downtime: "claim window over"
             else:  # the Market slashes in the claim's transaction, before its own event
                 emit(REG, "Slashed", i, provider=owner, amount=draw(st.integers(0, 50)), recipient=t,
                      slasher=t)
@@ -92,8 +107,13 @@ def market(draw) -> list[EventRecord]:
                 emit(REG, "Jailed", i, provider=p, until=ts + draw(st.sampled_from([-1, 0, 600, 9_000])),
                      by=t)
         elif kind == 13:
-            emit(UP, "Heartbeat", i, provider=p, epoch=max((ts - D0 + 2 * 86_400) // EPOCH
-                                                          - draw(st.integers(0, 2)), 0), block_number=1)
+            now = (ts - D0 + 2 * 86_400) // EPOCH
+            if not chain_valid:
+                emit(UP, "Heartbeat", i, provider=p, epoch=max(now - draw(st.integers(0, 2)), 0),
+                     block_number=1)
+            elif uptime and p in registered and (p, now) not in beat:
+                beat.add((p, now))
+                emit(UP, "Heartbeat", i, provider=p, epoch=now, block_number=1)
             if draw(st.integers(0, 4)) == 0:
                 emit(UP, "OutageReported", i, provider=p, first_epoch=1, last_epoch=3,
                      jailed_until=ts + 600, reporter=t)
@@ -161,8 +181,113 @@ def test_out_of_order_and_repeated_records_are_refused():
 
 
 @pytest.mark.parametrize("state, words", [
-    ({"version": 99}, "version 1"), ([1, 2], "version 1"), ({"version": 1}, "corrupt FigureBook state"),
+    ({"version": 99}, "version 2"), ([1, 2], "version 2"), ({"version": 2}, "corrupt FigureBook state"),
 ])
 def test_bad_state_is_refused_by_name(state, words):
     with pytest.raises(ValueError, match=words):
         FigureBook.from_json(state)
+
+
+SCORE_FIGURES = ("uptime.by_provider.", "reliability.by_provider.")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(market(chain_valid=True), st.lists(st.integers(0, 80), max_size=4),
+       st.lists(st.integers(0, 10**6), max_size=2))
+def test_the_compact_book_gives_the_score_values_of_the_whole_fold(events, cuts, extra):
+    """ReliabilityBook (the tenant's index) keeps counts only, yet in any chunking and through its
+    JSON state its values are compute_figures' uptime and reliability values."""
+    last = events[-1].timestamp if events else D0
+    reads = sorted({last, last + 1, last + EPOCH * 5 + 17, last + 3 * 86_400, *(last + x for x in extra)})
+    book = ReliabilityBook(CLAIM_WINDOW)
+    bounds = sorted({0, len(events), *(min(c, len(events)) for c in cuts)})
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        chunk = events[lo:hi]
+        book.apply(chunk)
+        if chunk:   # a read in between changes nothing, and equals the fold up to there
+            assert book.values(chunk[-1].timestamp) == scores(events[:hi], chunk[-1].timestamp)
+        if hi < len(events):   # the reader saw blocks up to the next event's time: none before it
+            book.advance(events[hi].timestamp)
+        book = ReliabilityBook.from_json(json.loads(json.dumps(book.to_json())))
+    for t in reads:
+        assert book.values(t) == scores(events, t)
+    assert book.events == len(events)
+    # Only leases whose count can still change are kept: open, or closed within the window.
+    for lease in book.evidence.leases.values():
+        assert lease.closed_at is None or lease.closed_at + CLAIM_WINDOW >= last
+
+
+def scores(events: list[EventRecord], as_of: int) -> dict:
+    return {k: f.value for k, f in compute_figures(events, as_of).items()
+            if k[0].startswith(SCORE_FIGURES)}
+
+
+def rentals(leases: int, providers: int = 6) -> list[EventRecord]:
+    """A long, regular history: providers beat every hour; each hour one lease opens, gets a
+    result and closes (some by the provider, a few with a downtime claim and its slash)."""
+    out: list[EventRecord] = []
+    prov = [f"0x{i + 1:040x}" for i in range(providers)]
+
+    def emit(ts: int, contract: str, event: str, **args) -> None:
+        n = len(out)
+        out.append(EventRecord(n + 1, f"0x{n + 1:064x}", ts, f"0x{n + 1:064x}", 0, contract, event, args))
+
+    emit(D0, UP, "UptimeStarted", registry="0x1", genesis=D0, epoch_length=EPOCH, jail_after=6,
+         jail_period=3_600)
+    for p in prov:
+        emit(D0, REG, "ProviderRegistered", provider=p, stake=100, gpu_model="H100", gpu_count=1,
+             gpu_memory_mb=1, benchmark_score=1, endpoint="x", price_floor=1)
+    for i in range(1, leases + 1):
+        ts = D0 + i * EPOCH
+        p = prov[i % providers]
+        for q in prov:
+            emit(ts, UP, "Heartbeat", provider=q, epoch=i, block_number=1)
+        emit(ts + 1, MKT, "LeaseCreated", lease_id=i, order_id=i, tenant=TENANTS[0], provider=p,
+             price_per_gpu_hour=1, gpus=1, budget=10**6, start=ts + 1)
+        if i % 5:
+            emit(ts + 2, MKT, "ResultCommitted", lease_id=i, provider=p, result_hash="0x11")
+        emit(ts + 3, MKT, "LeaseClosed", lease_id=i, closed_by=p if i % 7 == 0 else TENANTS[0],
+             provider_amount=1, fee=0, refund=1)
+    return out
+
+
+def test_the_compact_state_does_not_grow_with_history():
+    """Size after 2,000 closed leases ~ after 4,000 (state: providers + leases still open to a
+    claim), while FigureBook's grows with every lease."""
+    history = rentals(4_000)
+    half = next(i for i, e in enumerate(history) if e.event == "LeaseClosed" and e.args["lease_id"] == 2_000)
+    sizes, full_sizes = [], []
+    for upto in (half + 1, len(history)):
+        book = ReliabilityBook(CLAIM_WINDOW).apply(history[:upto])
+        sizes.append(len(json.dumps(book.to_json())))
+        full_sizes.append(len(json.dumps(FigureBook().apply(history[:upto]).to_json())))
+        assert book.values(history[upto - 1].timestamp) == scores(history[:upto], history[upto - 1].timestamp)
+    # The same up to one lease entry (~90 bytes: 8 or 9 leases are within the window) and digits.
+    assert abs(sizes[1] - sizes[0]) <= 120 and sizes[1] < 4_000, sizes
+    assert len(book.evidence.leases) <= CLAIM_WINDOW // EPOCH + 1
+    assert full_sizes[1] > 1.8 * full_sizes[0]
+
+
+def test_the_compact_book_refuses_what_the_contracts_forbid():
+    history = rentals(3)
+    beat = next(e for e in history if e.event == "Heartbeat")
+    book = ReliabilityBook(CLAIM_WINDOW).apply(history)
+    late = EventRecord(99, "0x" + "9" * 64, history[-1].timestamp, "0x" + "8" * 64, 0, UP, "Heartbeat",
+                       {**beat.args})
+    with pytest.raises(ValueError, match="one heartbeat per epoch"):
+        book.apply([late])
+    stranger = EventRecord(99, "0x" + "9" * 64, history[-1].timestamp, "0x" + "8" * 64, 0, UP,
+                           "Heartbeat", {**beat.args, "provider": "0x" + "7" * 40})
+    with pytest.raises(ValueError, match="not registered"):
+        ReliabilityBook(CLAIM_WINDOW).apply(history).apply([stranger])
+    with pytest.raises(ValueError, match="reads forward only"):
+        book.values(history[-1].timestamp - 1)
+
+
+@pytest.mark.parametrize("state, words", [
+    ({"version": 99}, "version 1"), ([1, 2], "version 1"), ({"version": 1}, "corrupt ReliabilityBook"),
+    ({**ReliabilityBook(5).to_json(), "evidence": FigureBook().evidence.to_json()}, "not in compact mode"),
+])
+def test_bad_compact_state_is_refused_by_name(state, words):
+    with pytest.raises(ValueError, match=words):
+        ReliabilityBook.from_json(state)

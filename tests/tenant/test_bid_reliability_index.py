@@ -41,15 +41,15 @@ def full(chain: Chain) -> tuple[dict, float, int]:
     head = reader.head()
     events = reader.events(chain.network.deploy_block, head)
     figs = compute_figures(events, reader.block(head)[1])
-    return ({k: f for k, f in figs.items() if k[0].startswith(SCORES)}, time.perf_counter() - t0,
-            len(events))
+    return ({k: f.value for k, f in figs.items() if k[0].startswith(SCORES)},
+            time.perf_counter() - t0, len(events))
 
 
 def test_index_equals_a_full_recompute_and_reads_only_new_blocks(market_run, tmp_path):
     _, network, work = market_run
     chain = Chain(network)
     index = ReliabilityIndex(chain, home=tmp_path, confirmations=3)
-    first = index.figures()
+    first = index.values()
     expected, full_s, total = full(chain)
     assert first == expected and len(first) >= 10 * len(work.providers)
     assert index.last.rebuilt == "new" and index.last.events_read == total
@@ -60,7 +60,7 @@ def test_index_equals_a_full_recompute_and_reads_only_new_blocks(market_run, tmp
     work.mine()
     again = ReliabilityIndex(chain, home=tmp_path, confirmations=3)   # as a new process would
     t0 = time.perf_counter()
-    second = again.figures()
+    second = again.values()
     second_s = time.perf_counter() - t0
     expected, full_s, total = full(chain)
     assert second == expected
@@ -74,7 +74,7 @@ def test_index_equals_a_full_recompute_and_reads_only_new_blocks(market_run, tmp
 
     # Nothing new: the third call reads only the unconfirmed tail.
     third = ReliabilityIndex(chain, home=tmp_path, confirmations=3)
-    assert third.figures() == expected and third.last.from_block > stored["block"] + 1
+    assert third.values() == expected and third.last.from_block > stored["block"] + 1
 
 
 @pytest.mark.parametrize("damage, words", [
@@ -86,17 +86,17 @@ def test_index_equals_a_full_recompute_and_reads_only_new_blocks(market_run, tmp
 def test_a_damaged_or_foreign_index_is_rebuilt_and_said_once(market_run, tmp_path, damage, words):
     _, network, _ = market_run
     chain = Chain(network)
-    ReliabilityIndex(chain, home=tmp_path, confirmations=2).figures()
+    ReliabilityIndex(chain, home=tmp_path, confirmations=2).values()
     path = index_path(chain, tmp_path)
     path.write_text(damage(path.read_text()))
     out = Console(record=True, width=300)
     index = ReliabilityIndex(chain, home=tmp_path, confirmations=2)
-    assert index.figures(out) == full(chain)[0]
+    assert index.values(out) == full(chain)[0]
     assert words in index.last.rebuilt
     said = " ".join(out.export_text().split())
     assert said.count("rebuilding it from the deploy block") == 1 and words in said
     again = ReliabilityIndex(chain, home=tmp_path, confirmations=2)
-    again.figures(out)
+    again.values(out)
     assert again.last.rebuilt is None and "rebuilding" not in out.export_text()
 
 
@@ -109,13 +109,13 @@ def test_a_real_reorg_below_the_stored_block_rebuilds(market_run, tmp_path):
         for _ in range(4):
             work.mine()
         index = ReliabilityIndex(chain, home=tmp_path, confirmations=1)
-        index.figures()
+        index.values()
     finally:
         work.w3.provider.make_request("evm_revert", [snap])
     for _ in range(8):            # another history at the same heights
         work.mine()
     index = ReliabilityIndex(chain, home=tmp_path, confirmations=1)
-    assert index.figures() == full(chain)[0]
+    assert index.values() == full(chain)[0]
     assert "a reorg" in index.last.rebuilt
 
 
@@ -126,7 +126,55 @@ def test_bid_reliability_uses_the_index_under_tessera_home(market_run, tmp_path,
     scores = bid_reliability(chain, Console(quiet=True))
     assert index_path(chain).exists() and str(index_path(chain)).startswith(str(tmp_path))
     expected = full(chain)[0]
-    for (name, address), f in expected.items():
+    for (name, address), value in expected.items():
         part = name.split(".")[-1]
         if name.startswith("reliability.") or part in ("heartbeats", "epochs"):
-            assert scores[address.lower()][part] == f.value
+            assert scores[address.lower()][part] == value
+
+
+def close_all(work: Workload, chain: Chain) -> int:
+    """The tenant closes every lease still open on chain (the workload's own record can be off
+    after another test's evm_revert); how many it closed."""
+    events = EventReader(chain, contracts=("Market",)).events(chain.network.deploy_block,
+                                                               chain.block_number())
+    closed = {e.args["lease_id"] for e in events if e.event == "LeaseClosed"}
+    open_ = [e.args for e in events if e.event == "LeaseCreated" and e.args["lease_id"] not in closed]
+    for lease in open_:
+        work.send(lease["tenant"], work.market, "close_lease", lease["lease_id"])
+        if lease["lease_id"] in work.leases:
+            work.leases[lease["lease_id"]].closed = True
+    work.mine()
+    return len(open_)
+
+
+def test_the_index_file_does_not_grow_with_closed_leases(market_run, tmp_path):
+    """The stored state keeps counts per provider and only the leases a downtime claim can still
+    name: after twice as many closed leases (each batch closed and past the Market's claim
+    window) the file is the same size, give or take a few digits."""
+    _, network, work = market_run
+    chain = Chain(network)
+    snap = work.w3.provider.make_request("evm_snapshot", [])["result"]
+    try:
+        index = ReliabilityIndex(chain, home=tmp_path, confirmations=0)
+        window = index.claim_window()
+        sizes, closed, leases = [], [], []
+        for _ in range(2):        # N leases, then 2N, all closed
+            target = 2 * len(work.leases) if sizes else len(work.leases) + 20
+            for _ in range(40):
+                if len(work.leases) >= target:
+                    break
+                work.round(6, 600)
+            closed.append(close_all(work, chain))
+            work.mine(window + 1)
+            work.mine()
+            assert index.values() == full(chain)[0]
+            stored = json.loads(index_path(chain, tmp_path).read_text())
+            assert stored["book"]["evidence"]["leases"] == []       # all closed, window over
+            sizes.append(index_path(chain, tmp_path).stat().st_size)
+            leases.append(len(work.leases))
+        assert sum(closed) > 0 and leases[1] >= 1.9 * leases[0]
+        assert abs(sizes[1] - sizes[0]) <= 200 and sizes[1] < 400 * len(work.providers) + 1_000, sizes
+        print(f"\nindex file: {sizes[0]} bytes after {leases[0]} leases, {sizes[1]} bytes after "
+              f"{leases[1]} ({len(work.providers)} providers)")
+    finally:
+        work.w3.provider.make_request("evm_revert", [snap])

@@ -137,6 +137,10 @@ class Market(ContractWrapper):
         """Epochs one `claim_downtime` transaction may carry (Market.MAX_CLAIM_EPOCHS)."""
         return self._call("MAX_CLAIM_EPOCHS")
 
+    def claim_window(self) -> int:
+        """Seconds after a lease closes during which its downtime may still be claimed."""
+        return self._call("claim_window")
+
     def claim_downtime(self, lease_id: int, epochs: list[int]) -> DowntimeClaim:
         receipt = self._send("claim_downtime", lease_id, epochs)
         args = self._event(receipt, "DowntimeClaimed")

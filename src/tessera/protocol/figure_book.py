@@ -27,13 +27,16 @@ from tessera.protocol.figure_parts import (
     Figures,
     day_of,
     epoch_at,
+    in_chain_order,
     nearest_rank,
     split_by_day,
+    uptime_bps,
+    uptime_owed,
 )
 from tessera.protocol.lease import exhausted_at
 from tessera.protocol.reliability import EvidenceBook, reliability_figures
 
-STATE_VERSION = 1
+STATE_VERSION = 2   # 2: EvidenceBook counts as it folds (compact mode shares it)
 
 
 @dataclass
@@ -122,15 +125,7 @@ class FigureBook:
     def apply(self, records: Iterable[EventRecord]) -> FigureBook:
         """Fold `records` (any order among themselves) after everything applied so far; a record
         at or before the last applied (block, log index) is refused with a ValueError saying so."""
-        events = sorted(records, key=lambda r: r.order)
-        if events and self.last is not None and events[0].order <= self.last:
-            raise ValueError(f"event at block {events[0].block_number} log {events[0].log_index} is "
-                             f"not after the last applied (block {self.last[0]} log {self.last[1]}): "
-                             "a FigureBook only moves forward; rebuild it from the start instead")
-        for i in range(1, len(events)):
-            if events[i].order == events[i - 1].order:
-                raise ValueError(f"two events at block {events[i].block_number} log "
-                                 f"{events[i].log_index}")
+        events = in_chain_order(records, self.last, "FigureBook")
         for e in events:
             self._fold(e)
         if events:
@@ -378,12 +373,13 @@ class FigureBook:
             if cached is None or cached[0] != mark:
                 first = epoch_at(ts, genesis, length)
                 beats = {ep: t for ep, t in all_beats.items() if first <= ep <= now}
-                owed = max(now - first, 0) + (1 if now in beats else 0)
+                owed = uptime_owed(first, now, now in beats)
                 txs = tuple(sorted(set(beats.values())))
                 figs = [Figure("uptime.by_provider.epochs", addr, owed, (reg_tx,)),
                         Figure("uptime.by_provider.heartbeats", addr, len(beats), txs)]
-                if owed:
-                    figs.append(Figure("uptime.by_provider.bps", addr, len(beats) * 10_000 // owed, txs))
+                bps = uptime_bps(len(beats), owed)
+                if bps is not None:
+                    figs.append(Figure("uptime.by_provider.bps", addr, bps, txs))
                 cached = self._uptime_cache[addr] = (mark, figs)
             out.update(((f.name, f.key), f) for f in cached[1])
         return out

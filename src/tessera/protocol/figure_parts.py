@@ -48,3 +48,30 @@ def split_by_day(start: int, end: int) -> Iterable[tuple[str, int]]:
 def epoch_at(timestamp: int, genesis: int, epoch_length: int) -> int:
     """The Uptime contract's epoch at a timestamp (epoch 0 before genesis)."""
     return max(timestamp - genesis, 0) // epoch_length
+
+
+def uptime_owed(first: int, now: int, beat_now: bool) -> int:
+    """Epochs owed by a provider registered in epoch `first`, read in epoch `now`: those from its
+    registration's epoch to the one before `now`, plus `now` itself once it holds a heartbeat (an
+    epoch still running is not held against a provider until it ends). docs/uptime.md."""
+    return max(now - first, 0) + (1 if beat_now else 0)
+
+
+def uptime_bps(heartbeats: int, owed: int) -> int | None:
+    """Measured uptime in basis points (no smoothing); None while nothing is owed."""
+    return heartbeats * 10_000 // owed if owed else None
+
+
+def in_chain_order(records: Iterable, last: tuple[int, int] | None, what: str) -> list:
+    """`records` sorted by (block, log index), all after `last`; a ValueError naming the record if
+    one is at or before `last` or two share a place (a fold only moves forward)."""
+    events = sorted(records, key=lambda r: r.order)
+    if events and last is not None and events[0].order <= last:
+        raise ValueError(f"event at block {events[0].block_number} log {events[0].log_index} is "
+                         f"not after the last applied (block {last[0]} log {last[1]}): "
+                         f"a {what} only moves forward; rebuild it from the start instead")
+    for i in range(1, len(events)):
+        if events[i].order == events[i - 1].order:
+            raise ValueError(f"two events at block {events[i].block_number} log "
+                             f"{events[i].log_index}")
+    return events

@@ -48,18 +48,18 @@ def bid_reliability(chain: Chain, console: Console) -> dict[str, dict[str, int]]
     (tenant/reliability_index.py): only the logs since the last rental are read. A chain that
     cannot answer leaves the column empty, not the rental."""
     try:
-        figures = ReliabilityIndex(chain).figures(console)
+        values = ReliabilityIndex(chain).values(console)
     except (ChainError, NetworkError, OSError) as exc:
         console.print(f"reliability scores unavailable: {exc}")
         return {}
     scores: dict[str, dict[str, int]] = {}
-    for (name, address), figure in figures.items():
+    for (name, address), value in values.items():
         if name.startswith(f"{RELIABILITY}."):
-            scores.setdefault(address.lower(), {})[name.removeprefix(f"{RELIABILITY}.")] = figure.value
-    for (name, address), figure in figures.items():
+            scores.setdefault(address.lower(), {})[name.removeprefix(f"{RELIABILITY}.")] = value
+    for (name, address), value in values.items():
         part = name.removeprefix(f"{UPTIME}.")
         if part in ("heartbeats", "epochs") and address.lower() in scores:
-            scores[address.lower()][part] = figure.value
+            scores[address.lower()][part] = value
     return scores
 
 

@@ -1,8 +1,10 @@
 """The tenant's reliability index: bid scores from the logs since the last rental, not since deployment.
 
 One small file per network, chain id and Market address under $TESSERA_HOME/reliability-index/
-holds a `FigureBook` state (protocol/figure_book.py) with the block it is folded up to and that
-block's hash. Each rental reads only the logs after that block (of the contracts the scores need),
+holds a `ReliabilityBook` state (protocol/reliability_book.py: counts per provider and the leases
+a downtime claim can still name, no tx hashes; its size is O(providers + open leases + leases
+closed within the Market's claim window), not O(history)) with the block it is folded up to and
+that block's hash. Each rental reads only the logs after that block (of the contracts the scores need),
 folds the blocks at least `confirmations` deep into the stored state, and the newer ones into
 the book in memory only, after saving. If the stored hash is no longer the chain's (a reorg),
 or the file is unreadable, of another chain or of another version, the index is rebuilt from the
@@ -20,15 +22,15 @@ from rich.console import Console
 from tessera.chain.accounts import tessera_home
 from tessera.chain.client import Chain
 from tessera.chain.events import EventReader
+from tessera.chain.market import Market
 from tessera.errors import ChainError
 from tessera.files import write_atomic
-from tessera.protocol.figure_book import FigureBook
-from tessera.protocol.figures import Figures
+from tessera.protocol.reliability_book import ReliabilityBook, Values
 
 # What the scores and the measured uptime read (protocol/reliability.py): registrations, slashes
 # and jailings; leases, results, closes and downtime claims; the uptime clock and heartbeats.
 CONTRACTS = ("ProviderRegistry", "Market", "Uptime")
-INDEX_VERSION = 1
+INDEX_VERSION = 2     # 2: a compact ReliabilityBook (1 held a whole FigureBook)
 CONFIRMATIONS = 6
 
 
@@ -60,14 +62,22 @@ class ReliabilityIndex:
         self.confirmations = confirmations
         self.reader = EventReader(chain, chunk=chunk, contracts=CONTRACTS)
         self.last: Refresh | None = None
+        self._claim_window: int | None = None
+
+    def claim_window(self) -> int:
+        """The Market's claim window (immutable): how long after a close a downtime claim can
+        still turn a lease's count to failed, so how long the book keeps a closed lease."""
+        if self._claim_window is None:
+            self._claim_window = Market(self.chain).claim_window()
+        return self._claim_window
 
     def _identity(self) -> dict:
         network = self.chain.network
         return {"version": INDEX_VERSION, "chain_id": network.chain_id,
                 "market": network.address("Market").lower(), "contracts": list(CONTRACTS),
-                "deploy_block": network.deploy_block}
+                "deploy_block": network.deploy_block, "claim_window": self.claim_window()}
 
-    def _load(self) -> tuple[FigureBook | None, int, str | None, str | None]:
+    def _load(self) -> tuple[ReliabilityBook | None, int, str | None, str | None]:
         """(book, block, hash, why not) of the stored index; book None when it must be rebuilt."""
         if not self.path.exists():
             return None, 0, None, None
@@ -80,7 +90,7 @@ class ReliabilityIndex:
                 if raw.get(key) != want:
                     return None, 0, None, (f"it was made for {key} {raw.get(key)!r}, "
                                            f"this network has {want!r}")
-            book = FigureBook.from_json(raw["book"])
+            book = ReliabilityBook.from_json(raw["book"])
             block, block_hash = int(raw["block"]), str(raw["block_hash"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return None, 0, None, f"it is unreadable ({type(exc).__name__}: {str(exc)[:120]})"
@@ -89,21 +99,22 @@ class ReliabilityIndex:
             return None, 0, None, f"block {block} is no longer the chain's (a reorg)"
         return book, block, block_hash, None
 
-    def _save(self, book: FigureBook, block: int, block_hash: str) -> None:
+    def _save(self, book: ReliabilityBook, block: int, block_hash: str) -> None:
         state = {**self._identity(), "block": block, "block_hash": block_hash, "book": book.to_json()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path, json.dumps(state, separators=(",", ":")))
 
-    def figures(self, console: Console | None = None) -> Figures:
-        """`uptime.by_provider.*` and `reliability.by_provider.*` as of the chain's head block,
-        equal to `compute_figures` over every log since the deploy block at that head."""
+    def values(self, console: Console | None = None) -> Values:
+        """{(figure name, provider): value} of `uptime.by_provider.*` and
+        `reliability.by_provider.*` as of the chain's head block, equal to the values of
+        `compute_figures` over every log since the deploy block at that head."""
         book, stored, stored_hash, why = self._load()
         deploy = self.chain.network.deploy_block
         if book is None:
             if why and console is not None:
                 console.print(f"reliability index {self.path}: {why}; rebuilding it from the deploy "
                               f"block {deploy}")
-            book, stored = FigureBook(), deploy - 1
+            book, stored = ReliabilityBook(self.claim_window()), deploy - 1
         head = self.reader.head()
         head_block = self.reader.block(head)
         if head_block is None:
@@ -116,7 +127,11 @@ class ReliabilityIndex:
                 raise ChainError(f"block {safe} vanished while reading it")
             events = self.reader.events(start, safe)
             read += len(events)
-            book.apply(events)
+            try:
+                book.apply(events)
+            except ValueError as exc:   # a history the contracts cannot make: say so, never guess
+                raise ChainError(f"reliability index: {exc}") from exc
+            book.advance(safe_block[1])
             self._save(book, safe, safe_block[0])
             stored = safe
         tail = self.reader.events(stored + 1, head)    # not final yet: this read only, never saved
@@ -126,4 +141,4 @@ class ReliabilityIndex:
         except ValueError as exc:   # the chain moved under the read: say so, never guess
             raise ChainError(f"reliability index: {exc}") from exc
         self.last = Refresh(start, head, stored, read, why or ("new" if start == deploy else None))
-        return book.provider_figures(head_block[1])
+        return book.values(head_block[1])
