@@ -88,8 +88,15 @@ class Block(Base):
 
 class Event(Base):
     __tablename__ = "explorer_events"
+    # Composite indexes serve the pages' paged queries in chain order without a sort (and the
+    # equality lookups by their first column): a lease's events, a lease's money events by name,
+    # an entity's events (rollback, challenge page), a provider's events of one kind by time.
     __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_event_tx_log"),
-                      Index("ix_event_block_log", "block_number", "log_index"))
+                      Index("ix_event_block_log", "block_number", "log_index"),
+                      Index("ix_event_lease_chain", "lease_id", "block_number", "log_index"),
+                      Index("ix_event_lease_event", "lease_id", "event", "block_number", "log_index"),
+                      Index("ix_event_entity_chain", "entity", "block_number", "log_index"),
+                      Index("ix_event_provider_event", "provider", "event", "timestamp"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     block_number: Mapped[int] = mapped_column(BigInteger)
     block_hash: Mapped[str] = mapped_column(String(66))
@@ -101,12 +108,12 @@ class Event(Base):
     args: Mapped[str] = mapped_column(Text)
     # The lease the event is about (its `lease_id` arg, or the lease of the challenge it names),
     # and the provider it names: a lease's or a provider's events are one indexed query.
-    lease_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
-    provider: Mapped[str | None] = mapped_column(String(42), nullable=True, index=True)
+    lease_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    provider: Mapped[str | None] = mapped_column(String(42), nullable=True)
     # The derived entity row the event changes ('lease:5', 'provider:0x..', 'challenge:2',
     # 'hardware:0x..:7', ...: derive.entities_of), and the validator it names (a vote or a hardware
     # report also counts on its validator's row): a rollback finds an entity's events by them.
-    entity: Mapped[str | None] = mapped_column(String(120), nullable=True, index=True)
+    entity: Mapped[str | None] = mapped_column(String(120), nullable=True)
     validator: Mapped[str | None] = mapped_column(String(42), nullable=True, index=True)
 
 
@@ -144,10 +151,11 @@ class Order(Base):
 
 class Lease(Base):
     __tablename__ = "explorer_leases"
+    __table_args__ = (Index("ix_lease_provider_id", "provider", "lease_id"),)
     lease_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     order_id: Mapped[int] = mapped_column(BigInteger)
     tenant: Mapped[str] = mapped_column(String(42))
-    provider: Mapped[str] = mapped_column(String(42), index=True)
+    provider: Mapped[str] = mapped_column(String(42))
     gpu_model: Mapped[str] = mapped_column(ChainText(64))
     price_per_gpu_hour: Mapped[int] = mapped_column(BigAmount)
     gpus: Mapped[int] = mapped_column(BigInteger)
@@ -168,13 +176,15 @@ class Payment(Base):
     """One payout from escrow: a Withdrawn or a LeaseClosed that moved money to the provider."""
 
     __tablename__ = "explorer_payments"
-    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_payment_tx_log"),)
+    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_payment_tx_log"),
+                      Index("ix_payment_lease_chain", "lease_id", "block_number", "log_index"),
+                      Index("ix_payment_provider_chain", "provider", "block_number", "log_index"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tx_hash: Mapped[str] = mapped_column(String(66))
     log_index: Mapped[int] = mapped_column(Integer)
     block_number: Mapped[int] = mapped_column(BigInteger)
     lease_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("explorer_leases.lease_id"))
-    provider: Mapped[str] = mapped_column(String(42), index=True)
+    provider: Mapped[str] = mapped_column(String(42))
     timestamp: Mapped[int] = mapped_column(BigInteger)
     day: Mapped[str] = mapped_column(String(10), index=True)
     kind: Mapped[str] = mapped_column(String(8))          # "withdraw" | "close"
@@ -237,8 +247,10 @@ class Vote(Base):
     """One validator's vote on a challenge (`Voted`), with the reward it claimed, if any."""
 
     __tablename__ = "explorer_votes"
+    __table_args__ = (Index("ix_vote_challenge_time", "challenge_id", "voted_at", "validator"),
+                      Index("ix_vote_validator_time", "validator", "voted_at", "challenge_id"))
     challenge_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    validator: Mapped[str] = mapped_column(String(42), primary_key=True, index=True)
+    validator: Mapped[str] = mapped_column(String(42), primary_key=True)
     guilty: Mapped[bool] = mapped_column(Boolean)
     weight: Mapped[int] = mapped_column(BigAmount)
     voted_at: Mapped[int] = mapped_column(BigInteger)
@@ -252,11 +264,12 @@ class Settlement(Base):
     [from_round, to_round) walked) or `RoundRefunded` (kind 'refund': one proven round)."""
 
     __tablename__ = "explorer_settlements"
-    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_settlement_tx_log"),)
+    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_settlement_tx_log"),
+                      Index("ix_settlement_lease_chain", "lease_id", "block_number", "log_index"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tx_hash: Mapped[str] = mapped_column(String(66))
     log_index: Mapped[int] = mapped_column(Integer)
-    lease_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    lease_id: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(8))
     block_number: Mapped[int] = mapped_column(BigInteger)
     timestamp: Mapped[int] = mapped_column(BigInteger)
@@ -337,12 +350,13 @@ class Slash(Base):
 
     __tablename__ = "explorer_slashes"
     __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_slash_tx_log"),
-                      Index("ix_slash_cause", "cause", "cause_ref"))
+                      Index("ix_slash_cause", "cause", "cause_ref"),
+                      Index("ix_slash_address_chain", "address", "block_number", "log_index"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tx_hash: Mapped[str] = mapped_column(String(66))
     log_index: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(9))             # provider|validator
-    address: Mapped[str] = mapped_column(String(42), index=True)
+    address: Mapped[str] = mapped_column(String(42))
     amount: Mapped[int] = mapped_column(BigAmount)
     recipient: Mapped[str] = mapped_column(String(42))
     slasher: Mapped[str] = mapped_column(String(42))

@@ -22,6 +22,7 @@ from tessera.explorer.web.outputs import (
     figure_out,
     lease_out,
     overview,
+    paging_out,
     payment_out,
     provider_out,
 )
@@ -35,7 +36,7 @@ from tessera.explorer.web.outputs_cases import (
     vote_out,
 )
 from tessera.explorer.web.queries import Explorer, parse_address, parse_tx_hash
-from tessera.explorer.web.site import MAX_PAGE
+from tessera.explorer.web.site import MAX_PAGE, page_q
 from tessera.protocol.figures import ALL
 
 
@@ -55,20 +56,29 @@ def api_router(explorer: Explorer) -> APIRouter:
 
     @router.get("/api/providers/{address}", response_model=ProviderDetail,
                 responses={404: {"description": "unknown provider"}})
-    def api_provider(address: str) -> ProviderDetail:
-        """One provider with its leases, payouts, slashes (each with its cause), challenges and
-        hardware reports."""
+    def api_provider(address: str, leases_page: int = page_q("leases"),
+                     payments_page: int = page_q("payments"), slashes_page: int = page_q("slashes"),
+                     challenges_page: int = page_q("challenges"),
+                     cases_page: int = page_q("cases")) -> ProviderDetail:
+        """One provider with a page each of its leases, payouts, slashes (each with its cause),
+        challenges and hardware cases (`?leases=N&payments=N&slashes=N&challenges=N&cases=N`)."""
         snap = explorer.snapshot()
-        p, leases, payments = explorer.provider(parse_address(address))
-        slashes, challenges, cases = explorer.provider_cases(p.address)
+        p, leases, payments = explorer.provider(parse_address(address), leases_page, payments_page)
+        slashes, challenges, cases = explorer.provider_cases(p.address, slashes_page, challenges_page,
+                                                             cases_page)
         return ProviderDetail(**provider_out(snap, p).model_dump(),
-                              lease_list=[lease_out(snap, row) for row in leases],
-                              payments=[payment_out(x) for x in payments],
+                              lease_list=[lease_out(snap, row) for row in leases.rows],
+                              leases_paging=paging_out(leases),
+                              payments=[payment_out(x) for x in payments.rows],
+                              payments_paging=paging_out(payments),
                               outage_reports=explorer.outages(p.address),
                               recent_epochs=epoch_strip(snap, explorer, p.address),
-                              slashes=[slash_out(s) for s in slashes],
-                              challenges=[challenge_out(c) for c in challenges],
-                              hardware_cases=[hardware_case_out(h) for h in cases])
+                              slashes=[slash_out(s) for s in slashes.rows],
+                              slashes_paging=paging_out(slashes),
+                              challenges=[challenge_out(c) for c in challenges.rows],
+                              challenges_paging=paging_out(challenges),
+                              hardware_cases=[hardware_case_out(h) for h in cases.rows],
+                              cases_paging=paging_out(cases))
 
     @router.get("/api/leases", response_model=LeasePage, responses={404: {"description": "no such page"}})
     def api_leases(page: int = Query(1, ge=1, le=MAX_PAGE)) -> LeasePage:
@@ -80,11 +90,16 @@ def api_router(explorer: Explorer) -> APIRouter:
 
     @router.get("/api/leases/{lease_id}", response_model=LeaseDetail,
                 responses={404: {"description": "unknown lease"}})
-    def api_lease(lease_id: int) -> LeaseDetail:
-        """One lease: terms, status, time left, its ledger (budget = every part), its job's rounds
-        and their settlement, its challenges with votes and verdicts, every event that touched it."""
+    def api_lease(lease_id: int, page: int = page_q(), payments_page: int = page_q("payments"),
+                  settlements_page: int = page_q("settlements"),
+                  challenges_page: int = page_q("challenges")) -> LeaseDetail:
+        """One lease: terms, status, time left, its ledger (budget = every part, from all its money
+        events), its job's rounds and their settlement, its challenges with votes and verdicts, and
+        one page of the events that touched it (`?page=N`; payouts, settlement events and
+        challenges: `?payments=N`, `?settlements=N`, `?challenges=N`)."""
         snap = explorer.snapshot()
-        return lease_detail(snap, explorer.lease(lease_id))
+        return lease_detail(snap, explorer.lease(lease_id, page, payments_page, settlements_page,
+                                                 challenges_page))
 
     @router.get("/api/challenges", response_model=ChallengePage,
                 responses={404: {"description": "no such page"}})
@@ -97,10 +112,12 @@ def api_router(explorer: Explorer) -> APIRouter:
 
     @router.get("/api/challenges/{challenge_id}", response_model=ChallengeDetail,
                 responses={404: {"description": "unknown challenge"}})
-    def api_challenge(challenge_id: int) -> ChallengeDetail:
-        """One challenge: its votes, verdict, the money it moved, the slash it caused, its events."""
+    def api_challenge(challenge_id: int, page: int = page_q(),
+                      votes_page: int = page_q("votes")) -> ChallengeDetail:
+        """One challenge: a page of its votes (`?votes=N`), verdict, the money it moved, the slash it
+        caused, a page of its events (`?page=N`) and the registry's events of its verdict."""
         explorer.snapshot()
-        return challenge_detail(explorer.challenge(challenge_id))
+        return challenge_detail(explorer.challenge(challenge_id, page, votes_page))
 
     @router.get("/api/validators", response_model=list[ValidatorOut])
     def api_validators() -> list[ValidatorOut]:
@@ -110,27 +127,34 @@ def api_router(explorer: Explorer) -> APIRouter:
 
     @router.get("/api/validators/{address}", response_model=ValidatorDetail,
                 responses={404: {"description": "unknown validator"}})
-    def api_validator(address: str) -> ValidatorDetail:
-        """One validator with its votes and slashes."""
+    def api_validator(address: str, votes_page: int = page_q("votes"),
+                      slashes_page: int = page_q("slashes")) -> ValidatorDetail:
+        """One validator with a page of its votes and of its slashes, newest first
+        (`?votes=N&slashes=N`)."""
         explorer.snapshot()
-        v, votes, _entries, slashes = explorer.validator(parse_address(address, "validator"))
-        return ValidatorDetail(**validator_out(v).model_dump(), vote_list=[vote_out(x) for x in votes],
-                               slash_list=[slash_out(s) for s in slashes])
+        v, votes, _entries, slashes = explorer.validator(parse_address(address, "validator"), votes_page, 1,
+                                                         slashes_page)
+        return ValidatorDetail(**validator_out(v).model_dump(), vote_list=[vote_out(x) for x in votes.rows],
+                               votes_paging=paging_out(votes),
+                               slash_list=[slash_out(s) for s in slashes.rows],
+                               slashes_paging=paging_out(slashes))
 
     @router.get("/api/tx/{tx_hash}", response_model=TxOut,
                 responses={404: {"description": "no indexed event in that transaction"}})
-    def api_tx(tx_hash: str) -> TxOut:
-        """The indexed events of one transaction."""
+    def api_tx(tx_hash: str, page: int = page_q()) -> TxOut:
+        """One page of the indexed events of one transaction, log order (`?page=N`)."""
         tx = parse_tx_hash(tx_hash)
-        return TxOut(tx_hash=tx, events=[event_out(x) for x in explorer.tx(tx)])
+        events = explorer.tx(tx, page)
+        return TxOut(tx_hash=tx, events=[event_out(x) for x in events.rows], paging=paging_out(events))
 
     @router.get("/api/figure", response_model=FigureTxs, responses={404: {"description": "unknown figure"}})
-    def api_figure(name: str, key: str = ALL) -> FigureTxs:
-        """One figure by name and key, with its transactions."""
+    def api_figure(name: str, key: str = ALL, page: int = page_q()) -> FigureTxs:
+        """One figure by name and key, with one page of its transactions (`?page=N`, sorted)."""
         snap = explorer.snapshot()
         f = snap.figures.get((name, key))
         if f is None:
             raise HTTPException(404, f"no figure {name[:200]}[{key[:200]}]")
-        return FigureTxs(figure=figure_out(f), block=snap.block)
+        txs = explorer.figure_txs(f.txs, page)
+        return FigureTxs(figure=figure_out(f, txs.rows), txs_paging=paging_out(txs), block=snap.block)
 
     return router

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 from fastapi.responses import HTMLResponse
 
 from tessera.explorer.web.models import FigureOut
-from tessera.explorer.web.queries import Snapshot
+from tessera.explorer.web.queries import Paged, Snapshot
 from tessera.explorer.web.units import DECIMALS, TSTK, TUSD, figure_unit
 from tessera.protocol.figures import Figure, format_time
 from tessera.protocol.money import format_amount, show_amount
@@ -139,6 +139,8 @@ def fig_link(f: Figure | FigureOut, text: str | None = None) -> str:
     count = len(f.txs)
     shown, exact = figure_text(f)
     tip = (f"{exact} · " if exact else "") + f"{f.name}[{f.key}]: {count} transaction{'s' * (count != 1)}"
+    if count == 0 and int(f.value) == 0:      # nothing booked it: no transactions to list
+        return f'<span class="fig" title="{e(tip)}">{e(shown if text is None else text)}</span>'
     return (f'<a class="fig" href="{href("/figure", name=f.name, key=f.key)}" '
             f'title="{e(tip)}">{e(shown if text is None else text)}</a>')
 
@@ -184,7 +186,7 @@ def short_hash(value: str | None) -> str:
 
 
 def pager(path: str, page_no: int, pages: int, total: int, what: str) -> str:
-    """'page 2 of 9 (412 leases) · newer · older' with links that keep to existing pages."""
+    """'page 2 of 9 (412 leases, newest first) · newer · older' with links that keep to existing pages."""
     links = []
     if page_no > 1:
         links.append(f'<a class="newer" href="{href(path, page=str(page_no - 1))}">newer</a>')
@@ -192,6 +194,25 @@ def pager(path: str, page_no: int, pages: int, total: int, what: str) -> str:
         links.append(f'<a class="older" href="{href(path, page=str(page_no + 1))}">older</a>')
     return (f'<p class="pager">page {page_no} of {max(pages, 1)} ({total:,} {e(what)}, newest first)'
             + "".join(f" · {link}" for link in links) + "</p>")
+
+
+def list_pager(path: str, rows: Paged, what: str, param: str = "page", newest_first: bool = False) -> str:
+    """A detail page's list: 'events 51-100 of 4,502 (oldest first; page 2 of 91) · previous ·
+    next', the links on `?param=N` (each list of a page has its own) to the list's heading
+    (#param; none for the page's main list, `page`); nothing when it fits one page."""
+    if rows.pages <= 1:
+        return ""
+    back, forth = ("newer", "older") if newest_first else ("previous", "next")
+    first = (rows.page - 1) * rows.size + 1
+    join = "&" if "?" in path else "?"
+    links = []
+    for cls, to in ((back, rows.page - 1), (forth, rows.page + 1)):
+        if 1 <= to <= rows.pages:
+            link = e(f"{path}{join}{urlencode({param: to})}" + ("" if param == "page" else f"#{param}"))
+            links.append(f'<a class="{cls}" href="{link}">{cls}</a>')
+    return (f'<p class="pager" data-param="{e(param)}">{e(what)} {first:,}-{first + len(rows.rows) - 1:,} '
+            f"of {rows.total:,} ({'newest' if newest_first else 'oldest'} first; page {rows.page:,} of "
+            f"{rows.pages:,})" + "".join(f" · {link}" for link in links) + "</p>")
 
 
 def page(title: str, body: str, snap: Snapshot | None = None, status: int = 200) -> HTMLResponse:

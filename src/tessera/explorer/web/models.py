@@ -255,11 +255,24 @@ class OutageOut(BaseModel):
     timestamp: int
 
 
+class Paging(BaseModel):
+    """Which page of a list this answer holds: every list that anyone can grow (a lease's or a
+    transaction's events, a provider's leases, a figure's transactions, ...) is paged, each by its
+    own query parameter (`?page=`, `?leases=`, `?votes=`, ...), `size` rows a page."""
+
+    page: int
+    pages: int
+    total: int = Field(description="rows in the whole list")
+    size: int = Field(description="rows per page")
+
+
 class TxOut(BaseModel):
     tx_hash: str
-    events: list[EventOut]
+    events: list[EventOut] = Field(description="one page of its events, log order (`?page=N`)")
+    paging: Paging
 
 
 class FigureTxs(BaseModel):
-    figure: FigureOut
+    figure: FigureOut = Field(description="the figure; its `txs` here are one page (`?page=N`) of them")
+    txs_paging: Paging
     block: int

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from tessera.explorer.web.models import EpochStrip, EventOut, LeaseOut, OutageOut, PaymentOut, ProviderOut
+from tessera.explorer.web.models import (
+    EpochStrip,
+    EventOut,
+    LeaseOut,
+    OutageOut,
+    Paging,
+    PaymentOut,
+    ProviderOut,
+)
 from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, STAKE_DECIMALS, STAKE_SYMBOL
 
 
@@ -131,9 +139,14 @@ class ChallengeOut(BaseModel):
 
 
 class ChallengeDetail(ChallengeOut):
-    votes: list[VoteOut]
+    votes: list[VoteOut] = Field(description="one page of its votes (`?votes=N`)")
+    votes_paging: Paging
     slashes: list[SlashOut]
-    events: list[EventOut]
+    events: list[EventOut] = Field(description="one page of its Verification events, chain order "
+                                               "(`?page=N`); empty inside a lease's answer")
+    events_paging: Paging | None = None
+    verdict_events: list[EventOut] = Field(
+        default_factory=list, description="the registry's events (slash, jail) in the verdict's transaction")
 
 
 class HardwareCaseOut(BaseModel):
@@ -169,28 +182,41 @@ class ValidatorOut(BaseModel):
 
 
 class ValidatorDetail(ValidatorOut):
-    vote_list: list[VoteOut]
-    slash_list: list[SlashOut]
+    vote_list: list[VoteOut] = Field(description="one page of its votes, newest first (`?votes=N`)")
+    votes_paging: Paging
+    slash_list: list[SlashOut] = Field(description="one page of its slashes, newest first (`?slashes=N`)")
+    slashes_paging: Paging
 
 
 class LeaseDetail(LeaseOut):
-    ledger: LedgerOut | None = Field(description="null only when the lease's events are incomplete")
+    ledger: LedgerOut | None = Field(description="null only when the lease's events are incomplete; "
+                                                 "from every money event of the lease, whatever the page")
     rounds: list[RoundOut]
-    settlements: list[SettlementOut]
-    challenges: list[ChallengeDetail]
-    events: list[EventOut]
-    payments: list[PaymentOut]
+    settlements: list[SettlementOut] = Field(description="one page, chain order (`?settlements=N`)")
+    settlements_paging: Paging
+    challenges: list[ChallengeDetail] = Field(description="one page (`?challenges=N`), each with the "
+                                                          "first page of its votes")
+    challenges_paging: Paging
+    events: list[EventOut] = Field(description="one page of the lease's events, chain order (`?page=N`)")
+    events_paging: Paging
+    payments: list[PaymentOut] = Field(description="one page, chain order (`?payments=N`)")
+    payments_paging: Paging
 
 
 class ProviderDetail(ProviderOut):
-    lease_list: list[LeaseOut]
-    payments: list[PaymentOut]
-    outage_reports: list[OutageOut]
+    lease_list: list[LeaseOut] = Field(description="one page, newest first (`?leases=N`)")
+    leases_paging: Paging
+    payments: list[PaymentOut] = Field(description="one page, newest first (`?payments=N`)")
+    payments_paging: Paging
+    outage_reports: list[OutageOut] = Field(description="the latest (at most a page), oldest first")
     recent_epochs: EpochStrip | None = Field(description="null without the Uptime contract or "
                                                          "before any epoch is owed")
-    slashes: list[SlashOut]
-    challenges: list[ChallengeOut]
-    hardware_cases: list[HardwareCaseOut]
+    slashes: list[SlashOut] = Field(description="one page, newest first (`?slashes=N`)")
+    slashes_paging: Paging
+    challenges: list[ChallengeOut] = Field(description="one page, newest first (`?challenges=N`)")
+    challenges_paging: Paging
+    hardware_cases: list[HardwareCaseOut] = Field(description="one page, newest epoch first (`?cases=N`)")
+    cases_paging: Paging
 
 
 class Page(BaseModel):

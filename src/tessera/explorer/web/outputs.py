@@ -17,6 +17,7 @@ from tessera.explorer.web.models import (
     LeaseTotals,
     LivenessOut,
     Overview,
+    Paging,
     PaymentOut,
     PriceRow,
     ProviderOut,
@@ -28,7 +29,7 @@ from tessera.explorer.web.models import (
     UptimeOut,
     UtilizationRow,
 )
-from tessera.explorer.web.queries import Explorer, Snapshot
+from tessera.explorer.web.queries import Explorer, Paged, Snapshot
 from tessera.explorer.web.units import DECIMALS, arg_unit, figure_unit
 from tessera.protocol import reliability
 from tessera.protocol.figures import ALL, PERCENTILES, Figure, Figures, epoch_at, ratio
@@ -42,10 +43,15 @@ def _fig(figures: Figures, name: str, key: str = ALL) -> Figure:
     return figures.get((name, key)) or Figure(name, key, 0, ())
 
 
-def figure_out(f: Figure) -> FigureOut:
+def figure_out(f: Figure, txs: list[str] | None = None) -> FigureOut:
+    """The figure with its transactions (`txs`: one page of them instead)."""
     unit = figure_unit(f.name)
     return FigureOut(name=f.name, key=f.key, value=str(f.value), unit=unit, decimals=DECIMALS.get(unit, 0),
-                     txs=list(f.txs))
+                     txs=list(f.txs) if txs is None else txs)
+
+
+def paging_out(rows: Paged) -> Paging:
+    return Paging(page=rows.page, pages=rows.pages, total=rows.total, size=rows.size)
 
 
 def _keys(figures: Figures, name: str) -> list[str]:
@@ -136,14 +142,17 @@ def provider_scores(figures: Figures) -> list[ProviderScore]:
 def epoch_strip(snap: Snapshot, explorer: Explorer, address: str) -> EpochStrip | None:
     """The last STRIP_EPOCHS epochs owed, each with the heartbeat the uptime figure counts, if any."""
     owed = snap.figures.get(("uptime.by_provider.epochs", address))
+    if owed is None or owed.value == 0:
+        return None
     clock = explorer.uptime_clock()
-    if owed is None or owed.value == 0 or clock is None:
+    if clock is None:
         return None
     genesis, length = clock
     now = epoch_at(snap.as_of, genesis, length)
     counted = set(_fig(snap.figures, "uptime.by_provider.heartbeats", address).txs)
     since = genesis + max(now - STRIP_EPOCHS, 0) * length
-    beats = {ep: tx for ep, tx in explorer.heartbeats(address, since).items() if tx in counted}
+    beats = {ep: tx for ep, tx in explorer.heartbeats(address, since, 2 * STRIP_EPOCHS).items()
+             if tx in counted}
     last = now if now in beats else now - 1      # the running epoch is owed once it has a beat
     first = last - owed.value + 1
     return EpochStrip(genesis=genesis, epoch_length=length, first_owed=first, last_owed=last,

@@ -18,15 +18,15 @@ from tessera.explorer.web.models_cases import (
     ValidatorOut,
     VoteOut,
 )
-from tessera.explorer.web.outputs import event_out, lease_out, payment_out
+from tessera.explorer.web.outputs import event_out, lease_out, paging_out, payment_out
 from tessera.explorer.web.queries import ChallengeView, LeaseView, Snapshot
 from tessera.protocol.ledger import LeaseLedger, lease_ledgers
 
 
 def lease_ledger(view: LeaseView, as_of: int) -> LeaseLedger | None:
-    """The lease's ledger from its own events (and its order's OrderCreated, which says whether it
-    is verified), as of the indexed block."""
-    rows = ([view.order_event] if view.order_event is not None else []) + view.events
+    """The lease's ledger from its own money events, every one of them (and its order's
+    OrderCreated, which says whether it is verified), as of the indexed block."""
+    rows = ([view.order_event] if view.order_event is not None else []) + view.money_events
     return lease_ledgers([record_of(row) for row in rows], as_of).get(view.lease.lease_id)
 
 
@@ -60,7 +60,7 @@ def round_outs(view: LeaseView) -> list[RoundOut]:
         out.append(RoundOut(
             round_index=str(r.round_index), root=r.root, n_leaves=str(r.n_leaves), coordinator=r.coordinator,
             posted_at=r.posted_at, tx_hash=r.tx_hash, settlement=state, settlement_tx=tx,
-            challenge_ids=[c.challenge_id for c in view.challenges if c.round_index == r.round_index]))
+            challenge_ids=[c.challenge_id for c in view.challenges.rows if c.round_index == r.round_index]))
     return out
 
 
@@ -98,9 +98,11 @@ def challenge_out(c: db.Challenge) -> ChallengeOut:
 
 def challenge_detail(view: ChallengeView) -> ChallengeDetail:
     return ChallengeDetail(**challenge_out(view.challenge).model_dump(),
-                           votes=[vote_out(v) for v in view.votes],
+                           votes=[vote_out(v) for v in view.votes.rows], votes_paging=paging_out(view.votes),
                            slashes=[slash_out(s) for s in view.slashes],
-                           events=[event_out(ev) for ev in view.events])
+                           events=[event_out(ev) for ev in view.events.rows],
+                           events_paging=paging_out(view.events),
+                           verdict_events=[event_out(ev) for ev in view.verdict_events])
 
 
 def hardware_case_out(h: db.HardwareCase) -> HardwareCaseOut:
@@ -121,11 +123,16 @@ def validator_out(v: db.Validator) -> ValidatorOut:
 def lease_detail(snap: Snapshot, view: LeaseView) -> LeaseDetail:
     ledger = lease_ledger(view, snap.as_of)
     challenges = [ChallengeDetail(**challenge_out(c).model_dump(),
-                                  votes=[vote_out(v) for v in view.votes[c.challenge_id]],
+                                  votes=[vote_out(v) for v in view.votes[c.challenge_id].rows],
+                                  votes_paging=paging_out(view.votes[c.challenge_id]),
                                   slashes=[slash_out(s) for s in view.slashes[c.challenge_id]], events=[])
-                  for c in view.challenges]
+                  for c in view.challenges.rows]
     return LeaseDetail(**lease_out(snap, view.lease).model_dump(),
                        ledger=ledger_out(ledger) if ledger else None, rounds=round_outs(view),
-                       settlements=[settlement_out(s) for s in view.settlements], challenges=challenges,
-                       events=[event_out(ev) for ev in view.events],
-                       payments=[payment_out(p) for p in view.payments])
+                       settlements=[settlement_out(s) for s in view.settlement_page.rows],
+                       settlements_paging=paging_out(view.settlement_page),
+                       challenges=challenges, challenges_paging=paging_out(view.challenges),
+                       events=[event_out(ev) for ev in view.events.rows],
+                       events_paging=paging_out(view.events),
+                       payments=[payment_out(p) for p in view.payments.rows],
+                       payments_paging=paging_out(view.payments))

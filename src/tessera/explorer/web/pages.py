@@ -5,6 +5,8 @@ rows and wrap these in `markup.page`.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from tessera.explorer import db
 from tessera.explorer.web.charts import bar_chart, epoch_chart, line_chart
 from tessera.explorer.web.markup import (
@@ -14,6 +16,7 @@ from tessera.explorer.web.markup import (
     figure_text,
     hours,
     kv,
+    list_pager,
     money,
     pct,
     table,
@@ -22,7 +25,7 @@ from tessera.explorer.web.markup import (
     when,
 )
 from tessera.explorer.web.outputs import epoch_strip, is_cpu, overview, provider_out, provider_scores
-from tessera.explorer.web.queries import Explorer, Snapshot
+from tessera.explorer.web.queries import Explorer, Paged, Snapshot
 from tessera.explorer.web.sections import (
     beats_of,
     leases_table,
@@ -108,9 +111,12 @@ def providers_html(snap: Snapshot, providers: list[db.Provider]) -> str:
             + scores_table(provider_scores(snap.figures)))
 
 
-def provider_html(snap: Snapshot, explorer: Explorer, p: db.Provider, leases: list[db.Lease],
-                  payments: list[db.Payment]) -> str:
+def provider_html(snap: Snapshot, explorer: Explorer, p: db.Provider, leases: Paged, payments: Paged,
+                  cases: tuple[Paged, Paged, Paged]) -> str:
+    """Every list (leases, payouts, slashes, challenges, hardware cases) is one page of it, with
+    its own `?<list>=N` pager: anyone can grow them."""
     out = provider_out(snap, p)
+    path = f"/providers/{p.address}"
     cpu = is_cpu(p.gpu_model)     # a CPU provider registers its system memory, not a GPU's
     facts = kv([
         ("address", f'<span class="mono" id="address">{e(p.address)}</span>'),
@@ -140,11 +146,15 @@ def provider_html(snap: Snapshot, explorer: Explorer, p: db.Provider, leases: li
     ]) if u else "<p class='muted'>This network has no Uptime contract.</p>"
     strip = epoch_strip(snap, explorer, p.address)
     chart = f'<div class="charts">{epoch_chart(strip)}</div>' if strip else ""
-    slashes, challenges, cases = explorer.provider_cases(p.address)
+    slashes, challenges, hw = cases
     return (facts
-            + "<h2 id='slashes'>Slashes and why</h2>" + slashes_table(slashes)
-            + "<h2>Challenges of its training rounds</h2>" + challenges_table(challenges)
-            + "<h2>Hardware reports against it</h2>" + hardware_table(cases)
+            + "<h2 id='slashes'>Slashes and why</h2>" + list_pager(path, slashes, "slashes", "slashes", True)
+            + slashes_table(slashes.rows)
+            + "<h2 id='challenges'>Challenges of its training rounds</h2>"
+            + list_pager(path, challenges, "challenges", "challenges", True)
+            + challenges_table(challenges.rows)
+            + "<h2 id='cases'>Hardware reports against it</h2>"
+            + list_pager(path, hw, "hardware cases", "cases", True) + hardware_table(hw.rows)
             + "<h2>Uptime</h2>" + uptime + chart
             + "<h2>Probes, outages and downtime</h2>"
             + liveness_html(out.liveness, explorer.outages(p.address))
@@ -152,30 +162,37 @@ def provider_html(snap: Snapshot, explorer: Explorer, p: db.Provider, leases: li
             + "<p class='muted'>Computed only from on-chain events; definition and weights in "
               "docs/explorer.md. Its uptime part is smoothed towards 50 % (a newcomer's prior), so it "
               "differs from the uptime above.</p>"
-            + "<h2>Leases</h2>" + leases_table(snap, leases)
-            + "<h2>Payouts</h2>" + payments_table(payments))
+            + "<h2 id='leases'>Leases</h2>" + list_pager(path, leases, "leases", "leases", True)
+            + leases_table(snap, leases.rows)
+            + "<h2 id='payments'>Payouts</h2>" + list_pager(path, payments, "payouts", "payments", True)
+            + payments_table(payments.rows))
 
 
-def tx_html(events: list[db.Event]) -> str:
-    """Every decoded event of the transaction, in log order, args in their units."""
-    first = events[0]
+def tx_html(tx: str, events: Paged) -> str:
+    """One page of the transaction's decoded events, in log order, args in their units."""
+    first = events.rows[0]
+    count = f"{events.total:,} indexed event{'s' * (events.total != 1)}"
+    pager = list_pager(f"/tx/{tx}", events, "events")
     return (f'<p>Block {e(first.block_number)} (<span class="mono">{e(first.block_hash)}</span>), '
-            f"{e(when(first.timestamp))}: {len(events)} indexed event"
-            f"{'s' * (len(events) != 1)}.</p>" + events_table(events, with_tx=False))
+            f"{e(when(first.timestamp))}: {count}.</p>" + pager + events_table(events.rows, with_tx=False)
+            + pager)
 
 
-def figure_html(f: Figure, by_tx: dict[str, list]) -> str:
-    """`by_tx` is `Explorer.tx_summaries(f.txs)`: [block, timestamp, event names] per indexed tx."""
+def figure_html(f: Figure, txs: Paged, by_tx: dict[str, list]) -> str:
+    """`txs`: one page of the figure's transactions; `by_tx` is `Explorer.tx_summaries` of that
+    page: [block, timestamp, event names] per indexed tx."""
     table_rows = [[tx_link(tx, short=False), e(by_tx.get(tx, ["-"])[0]),
                    e(when(by_tx[tx][1]) if tx in by_tx else "-"),
-                   e(", ".join(by_tx[tx][2]) if tx in by_tx else "-")] for tx in f.txs]
+                   e(", ".join(by_tx[tx][2]) if tx in by_tx else "-")] for tx in txs.rows]
     shown, exact = figure_text(f)
     rounded = exact is not None and exact.split(" ")[0] != shown.split(" ")[0]
+    path = "/figure?" + urlencode({"name": f.name, "key": f.key})
+    pager = list_pager(path, txs, "transactions")
     return (kv([("figure", f"<code>{e(f.name)}</code>"), ("key", f"<code>{e(f.key)}</code>"),
                 ("value", f'<span id="value" data-value="{e(f.value)}" title="{e(exact or f.value)}">'
                           f"{e(shown)}</span>" + (f' <span class="muted">(exactly {e(exact)})</span>'
                                                   if rounded else "")),
                 ("unit", e(figure_unit(f.name))),
-                ("transactions", e(len(f.txs)))])
-            + "<p class='muted'>Definition: docs/explorer.md.</p>"
-            + table(["transaction", "block", "time", "events"], table_rows, {1}, "txs"))
+                ("transactions", e(f"{len(f.txs):,}"))])
+            + "<p class='muted'>Definition: docs/explorer.md. Transactions sorted by hash.</p>"
+            + pager + table(["transaction", "block", "time", "events"], table_rows, {1}, "txs") + pager)

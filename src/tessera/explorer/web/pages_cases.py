@@ -10,6 +10,7 @@ from tessera.explorer.web.markup import (
     e,
     kv,
     lease_link,
+    list_pager,
     pager,
     provider_link,
     short_hash,
@@ -22,7 +23,7 @@ from tessera.explorer.web.markup import (
 )
 from tessera.explorer.web.outputs import is_cpu, lease_out
 from tessera.explorer.web.outputs_cases import lease_ledger
-from tessera.explorer.web.queries import ChallengeView, LeaseView, Snapshot
+from tessera.explorer.web.queries import ChallengeView, LeaseView, Paged, Snapshot
 from tessera.explorer.web.sections import payments_table
 from tessera.explorer.web.tables import (
     challenges_table,
@@ -68,19 +69,30 @@ def lease_html(snap: Snapshot, view: LeaseView) -> str:
     ledger = lease_ledger(view, snap.as_of)
     money = (ledger_html(ledger) if ledger else
              "<p class='err'>This lease's events are incomplete: its money cannot be accounted.</p>")
+    path = f"/leases/{row.lease_id}"
     parts = [facts, "<h2 id='money'>Money</h2>", money]
-    if row.verified or view.rounds or view.challenges:
+    if row.verified or view.rounds or view.challenges.total:
         parts += ["<h2>Rounds</h2><p class='muted'>The job's round roots (Verification) and what became of "
                   "this lease's pay for each round (Settlement).</p>", rounds_table(view),
-                  "<h2>Settlement</h2>", settlements_table(view.settlements),
-                  "<h2>Challenges</h2>", challenges_table(view.challenges, with_lease=False)]
-        for c in view.challenges:
-            slashes = view.slashes[c.challenge_id]
-            parts += [f"<h3>{challenge_link(c.challenge_id)}: {verdict_html(c)}</h3>",
-                      votes_table(view.votes[c.challenge_id])]
+                  "<h2 id='settlements'>Settlement</h2>",
+                  list_pager(path, view.settlement_page, "settlement events", "settlements"),
+                  settlements_table(view.settlement_page.rows),
+                  "<h2 id='challenges'>Challenges</h2>",
+                  list_pager(path, view.challenges, "challenges", "challenges"),
+                  challenges_table(view.challenges.rows, with_lease=False)]
+        for c in view.challenges.rows:
+            slashes, votes = view.slashes[c.challenge_id], view.votes[c.challenge_id]
+            link = challenge_link(c.challenge_id)
+            parts += [f"<h3>{link}: {verdict_html(c)}</h3>", votes_table(votes.rows)]
+            if votes.pages > 1:
+                parts.append(f"<p class='pager'>the first {len(votes.rows):,} of {votes.total:,} votes: "
+                             f"all on {link}</p>")
             if slashes:
                 parts.append(slashes_table(slashes))
-    parts += ["<h2>Payouts</h2>", payments_table(view.payments), "<h2>Events</h2>", events_table(view.events)]
+    parts += ["<h2 id='payments'>Payouts</h2>", list_pager(path, view.payments, "payouts", "payments"),
+              payments_table(view.payments.rows),
+              "<h2 id='events'>Events</h2>", list_pager(path, view.events, "events"),
+              events_table(view.events.rows), list_pager(path, view.events, "events")]
     return "".join(parts)
 
 
@@ -106,10 +118,15 @@ def challenge_html(view: ChallengeView) -> str:
          if c.resolved_tx else "not yet"),
         *split,
     ])
-    return (facts + "<h2>Votes</h2>" + votes_table(view.votes)
+    path = f"/challenges/{c.challenge_id}"
+    return (facts + "<h2 id='votes'>Votes</h2>" + list_pager(path, view.votes, "votes", "votes")
+            + votes_table(view.votes.rows)
             + "<h2>Slash</h2>"
             + (slashes_table(view.slashes) if view.slashes else "<p class='muted'>none</p>")
-            + "<h2>Events</h2>" + events_table(view.events))
+            + "<h2 id='events'>Events</h2>" + list_pager(path, view.events, "events")
+            + events_table(view.events.rows) + list_pager(path, view.events, "events")
+            + ("<h2>The registry's events in the verdict's transaction</h2>"
+               + events_table(view.verdict_events) if view.verdict_events else ""))
 
 
 def leases_list_html(snap: Snapshot, rows: list[db.Lease], page_no: int, pages: int, total: int) -> str:
@@ -138,8 +155,9 @@ def validators_html(validators: list[db.Validator]) -> str:
             + validators_table(validators))
 
 
-def validator_html(v: db.Validator, votes: list[db.Vote], entries: list[db.HardwareEntry],
-                   slashes: list[db.Slash]) -> str:
+def validator_html(v: db.Validator, votes: Paged, entries: Paged, slashes: Paged) -> str:
+    """Its votes, hardware entries and slashes: one page each, newest first (`?votes=N`, ...)."""
+    path = f"/validators/{v.address}"
     facts = kv([
         ("address", f'<span class="mono" id="address">{e(v.address)}</span>'),
         ("stake", tstk(v.stake)), ("unbonding", tstk(v.unbonding)
@@ -152,9 +170,13 @@ def validator_html(v: db.Validator, votes: list[db.Vote], entries: list[db.Hardw
     rows = [[provider_link(h.provider), e(h.epoch), e(h.kind),
              e({1: "late", 2: "wrong", 3: "no answer"}.get(h.outcome, "-") if h.kind == "report"
                else ("pass" if h.passed else "fail") if h.kind == "vote" else "-"),
-             tstk(h.amount), e(when(h.timestamp)), tx_link(h.tx_hash)] for h in entries]
-    return (facts + "<h2>Votes on challenges</h2>" + votes_table(votes, with_challenge=True)
-            + "<h2>Hardware reports, jury votes and rewards</h2>"
+             tstk(h.amount), e(when(h.timestamp)), tx_link(h.tx_hash)] for h in entries.rows]
+    return (facts + "<h2 id='votes'>Votes on challenges</h2>"
+            + list_pager(path, votes, "votes", "votes", True)
+            + votes_table(votes.rows, with_challenge=True)
+            + "<h2 id='hardware'>Hardware reports, jury votes and rewards</h2>"
+            + list_pager(path, entries, "entries", "hardware", True)
             + table(["provider", "epoch", "action", "outcome", "weight or reward", "time", "tx"], rows,
                     {1, 4}, "hardware-entries")
-            + "<h2>Slashes</h2>" + slashes_table(slashes))
+            + "<h2 id='slashes'>Slashes</h2>" + list_pager(path, slashes, "slashes", "slashes", True)
+            + slashes_table(slashes.rows))

@@ -7,7 +7,6 @@ API and the pages answer a junk path with 4xx, never a 500.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 
@@ -18,27 +17,34 @@ from sqlalchemy.orm import Session
 from web3 import Web3
 
 from tessera.explorer import db
-from tessera.explorer.derive import record_of
-from tessera.explorer.web.models import OutageOut
+from tessera.explorer.derive import entity_key, record_of
+from tessera.explorer.web.paging import EventLists, Paged
 from tessera.protocol.figure_book import FigureBook
 from tessera.protocol.figures import Figures
 
-PAGE_SIZE = 50          # rows per page of the list pages
+PAGE_SIZE = 50          # rows per page of the list pages and of every list on a detail page
+# The events a lease's ledger adds up (protocol.ledger.lease_ledgers): fetched in full, by name, so
+# the money adds up however many other events (ResultCommitted, ...) the lease has.
+MONEY_EVENTS = ("LeaseCreated", "LeaseToppedUp", "Withdrawn", "LeaseClosed", "DowntimeClaimed",
+                "PayReleased", "RoundRefunded")
 MAX_ID = 2**63 - 1      # the database's integers: a larger id names nothing
 
 
 @dataclass
 class LeaseView:
-    """Everything the lease page shows: the lease row, its events (one indexed query on
-    `Event.lease_id`), payouts, its job's round roots, settlement, challenges and their votes."""
+    """Everything the lease page shows: the lease row, one page of its events (`Event.lease_id`
+    in chain order), its money events (every one: the ledger adds them up), payouts, its job's
+    round roots, settlement, challenges and the first page of each one's votes."""
 
     lease: db.Lease
-    events: list[db.Event]
-    payments: list[db.Payment]
+    events: Paged
+    money_events: list[db.Event]           # MONEY_EVENTS of the lease, chain order, all of them
+    payments: Paged
     rounds: list[db.Round]
-    settlements: list[db.Settlement]
-    challenges: list[db.Challenge]
-    votes: dict[int, list[db.Vote]]
+    settlements: list[db.Settlement]       # refunds and releases that walked rounds: each round's fate
+    settlement_page: Paged                 # one page of every Settlement event of the lease
+    challenges: Paged
+    votes: dict[int, Paged]                # challenge id -> the first page of its votes
     slashes: dict[int, list[db.Slash]]     # challenge id -> the slashes it caused
     order: db.Order | None
     order_event: db.Event | None           # its OrderCreated: says whether the lease is verified
@@ -47,9 +53,10 @@ class LeaseView:
 @dataclass
 class ChallengeView:
     challenge: db.Challenge
-    votes: list[db.Vote]
+    votes: Paged
     slashes: list[db.Slash]
-    events: list[db.Event]
+    events: Paged                          # its own Verification events (`Event.entity`)
+    verdict_events: list[db.Event]         # the registry's slash and jail in the verdict's tx
     lease: db.Lease | None
 
 
@@ -63,7 +70,7 @@ class Snapshot:
     as_of: int
 
 
-class Explorer:
+class Explorer(EventLists):
     """Figures per indexed cursor (block number and hash), kept up to date incrementally: one
     `FigureBook` in memory takes only the events after the block it last applied (one indexed
     query, `block_number > last`), and is rebuilt from every stored event only when the cursor
@@ -79,6 +86,7 @@ class Explorer:
         self._book: FigureBook | None = None
         self._book_at: tuple[int, str | None] | None = None   # (block, hash) the book is up to
         self.rebuilds = 0          # how many times the book was built from the first event
+        self._clock: tuple[int, int] | None = None     # Uptime's (genesis, epoch length)
 
     def snapshot(self) -> Snapshot:
         with Session(self.engine) as session:
@@ -123,41 +131,57 @@ class Explorer:
             session.expunge_all()
             return rows
 
-    def provider(self, address: str) -> tuple[db.Provider, list[db.Lease], list[db.Payment]]:
+    def provider(self, address: str, leases_page: int = 1, payments_page: int = 1) -> tuple[
+            db.Provider, Paged, Paged]:
+        """The provider, a page of its leases (newest first) and of its payouts (newest first)."""
         with Session(self.engine) as session:
             row = session.get(db.Provider, address)
             if row is None:
                 raise HTTPException(404, f"no provider {address} in the explorer database")
-            leases = list(session.scalars(select(db.Lease).where(db.Lease.provider == address)
-                                          .order_by(db.Lease.lease_id)))
-            payments = list(session.scalars(select(db.Payment).where(db.Payment.provider == address)
-                                            .order_by(db.Payment.block_number, db.Payment.log_index)))
+            leases = self.paged(session, select(db.Lease).where(db.Lease.provider == address)
+                                .order_by(db.Lease.lease_id.desc()), leases_page, "its leases")
+            payments = self.paged(session, select(db.Payment).where(db.Payment.provider == address)
+                                  .order_by(db.Payment.block_number.desc(), db.Payment.log_index.desc()),
+                                  payments_page, "its payouts")
             session.expunge_all()
             return row, leases, payments
 
-    def lease(self, lease_id: int) -> LeaseView:
+    def lease(self, lease_id: int, page_no: int = 1, payments_page: int = 1,
+              settlements_page: int = 1, challenges_page: int = 1) -> LeaseView:
         if not 0 <= lease_id <= MAX_ID:  # SQLite's integers: a larger id cannot be a lease
             raise HTTPException(404, f"no lease {lease_id} in the explorer database")
+        chain_order = (db.Event.block_number, db.Event.log_index)
         with Session(self.engine) as session:
             row = session.get(db.Lease, lease_id)
             if row is None:
                 raise HTTPException(404, f"no lease {lease_id} in the explorer database")
-            events = list(session.scalars(select(db.Event).where(db.Event.lease_id == lease_id)
-                                          .order_by(db.Event.block_number, db.Event.log_index)))
-            payments = list(session.scalars(select(db.Payment).where(db.Payment.lease_id == lease_id)
-                                            .order_by(db.Payment.block_number, db.Payment.log_index)))
+            events = self.paged(session, select(db.Event).where(db.Event.lease_id == lease_id)
+                                .order_by(*chain_order), page_no, "its events")
+            # No ORDER BY: it would draw SQLite to walk every event of the lease in chain order
+            # rather than look up the money events by name (they are few; sorted here).
+            money = sorted(session.scalars(select(db.Event).where(
+                db.Event.lease_id == lease_id, db.Event.event.in_(MONEY_EVENTS),
+                db.Event.contract.in_(("Market", "Settlement")))),
+                key=lambda ev: (ev.block_number, ev.log_index))
+            payments = self.paged(session, select(db.Payment).where(db.Payment.lease_id == lease_id)
+                                  .order_by(db.Payment.block_number, db.Payment.log_index),
+                                  payments_page, "its payouts")
             rounds = sorted(session.scalars(select(db.Round).where(db.Round.job == row.order_id)),
                             key=lambda r: r.round_index)
-            settlements = list(session.scalars(
-                select(db.Settlement).where(db.Settlement.lease_id == lease_id)
+            # What each round's pay became: refunds and the releases that walked rounds (an
+            # empty release, anyone's to call, walks none); the table of every settlement is paged.
+            settled = list(session.scalars(select(db.Settlement).where(
+                db.Settlement.lease_id == lease_id,
+                (db.Settlement.kind == "refund") | (db.Settlement.from_round != db.Settlement.to_round))
                 .order_by(db.Settlement.block_number, db.Settlement.log_index)))
-            challenges = list(session.scalars(select(db.Challenge).where(db.Challenge.lease_id == lease_id)
-                                              .order_by(db.Challenge.challenge_id)))
-            ids = [c.challenge_id for c in challenges]
-            votes: dict[int, list[db.Vote]] = {i: [] for i in ids}
-            for vote in session.scalars(select(db.Vote).where(db.Vote.challenge_id.in_(ids))
-                                        .order_by(db.Vote.voted_at, db.Vote.validator)):
-                votes[vote.challenge_id].append(vote)
+            settlements = self.paged(session, select(db.Settlement).where(db.Settlement.lease_id == lease_id)
+                                     .order_by(db.Settlement.block_number, db.Settlement.log_index),
+                                     settlements_page, "its settlement events")
+            challenges = self.paged(session, select(db.Challenge).where(db.Challenge.lease_id == lease_id)
+                                    .order_by(db.Challenge.challenge_id), challenges_page,
+                                    "its challenges")
+            ids = [c.challenge_id for c in challenges.rows]
+            votes = {i: self.paged(session, self._votes(i), 1, "votes") for i in ids}
             slashes: dict[int, list[db.Slash]] = {i: [] for i in ids}
             for slash in session.scalars(select(db.Slash).where(
                     db.Slash.cause == "challenge", db.Slash.cause_ref.in_([str(i) for i in ids]))):
@@ -167,15 +191,13 @@ class Explorer:
                 db.Event.tx_hash == order.created_tx, db.Event.log_index == order.created_log_index)
             ).first() if order else None
             session.expunge_all()
-        return LeaseView(row, events, payments, rounds, settlements, challenges, votes, slashes, order,
-                         order_event)
+        return LeaseView(row, events, money, payments, rounds, settled, settlements, challenges, votes,
+                         slashes, order, order_event)
 
-    def pages(self, total: int, page_no: int, what: str) -> int:
-        """How many pages `total` rows make; a 404 for a page past the last (page 1 always exists)."""
-        pages = max(1, -(-total // self.page_size))
-        if page_no > pages:
-            raise HTTPException(404, f"no page {page_no} of {what}: there are {pages}")
-        return pages
+    @staticmethod
+    def _votes(challenge_id: int):
+        return (select(db.Vote).where(db.Vote.challenge_id == challenge_id)
+                .order_by(db.Vote.voted_at, db.Vote.validator))
 
     def leases_page(self, page_no: int) -> tuple[list[db.Lease], int]:
         """Leases newest first, one page; and how many there are."""
@@ -197,29 +219,29 @@ class Explorer:
             session.expunge_all()
         return rows, total
 
-    def challenge(self, challenge_id: int) -> ChallengeView:
+    def challenge(self, challenge_id: int, page_no: int = 1, votes_page: int = 1) -> ChallengeView:
+        """The challenge, a page of its votes, a page of its own events (chain order) and the
+        registry's events of its verdict's transaction (the slash and the jailing)."""
         if not 0 <= challenge_id <= MAX_ID:
             raise HTTPException(404, f"no challenge {challenge_id} in the explorer database")
         with Session(self.engine) as session:
             row = session.get(db.Challenge, challenge_id)
             if row is None:
                 raise HTTPException(404, f"no challenge {challenge_id} in the explorer database")
-            votes = list(session.scalars(select(db.Vote).where(db.Vote.challenge_id == challenge_id)
-                                         .order_by(db.Vote.voted_at, db.Vote.validator)))
+            votes = self.paged(session, self._votes(challenge_id), votes_page, "its votes")
             slashes = list(session.scalars(select(db.Slash).where(db.Slash.cause == "challenge",
-                                                                  db.Slash.cause_ref == str(challenge_id))))
-            candidates = session.scalars(select(db.Event).where(
-                db.Event.lease_id == row.lease_id, db.Event.contract == "Verification")
-                .order_by(db.Event.block_number, db.Event.log_index))
-            events = [ev for ev in candidates if json.loads(ev.args).get("challenge_id") == challenge_id]
-            if row.resolved_tx:   # the slash and the jailing happen in the verdict's transaction
-                events += session.scalars(select(db.Event).where(
-                    db.Event.tx_hash == row.resolved_tx, db.Event.contract == "ProviderRegistry")
-                    .order_by(db.Event.log_index))
-                events.sort(key=lambda ev: (ev.block_number, ev.log_index))
+                                                                  db.Slash.cause_ref == str(challenge_id))
+                                           .order_by(db.Slash.block_number, db.Slash.log_index)
+                                           .limit(self.page_size)))
+            events = self.paged(session, select(db.Event).where(
+                db.Event.entity == entity_key(("challenge", challenge_id)))
+                .order_by(db.Event.block_number, db.Event.log_index), page_no, "its events")
+            verdict = list(session.scalars(select(db.Event).where(
+                db.Event.tx_hash == row.resolved_tx, db.Event.contract == "ProviderRegistry")
+                .order_by(db.Event.log_index).limit(self.page_size))) if row.resolved_tx else []
             lease = session.get(db.Lease, row.lease_id)
             session.expunge_all()
-        return ChallengeView(row, votes, slashes, events, lease)
+        return ChallengeView(row, votes, slashes, events, verdict, lease)
 
     def validators(self) -> list[db.Validator]:
         with Session(self.engine) as session:
@@ -228,103 +250,43 @@ class Explorer:
             session.expunge_all()
             return rows
 
-    def validator(self, address: str) -> tuple[db.Validator, list[db.Vote], list[db.HardwareEntry],
-                                                list[db.Slash]]:
+    def validator(self, address: str, votes_page: int = 1, entries_page: int = 1,
+                  slashes_page: int = 1) -> tuple[db.Validator, Paged, Paged, Paged]:
+        """The validator and a page each of its votes, hardware entries and slashes, newest first."""
         with Session(self.engine) as session:
             row = session.get(db.Validator, address)
             if row is None:
                 raise HTTPException(404, f"no validator {address} in the explorer database")
-            votes = list(session.scalars(select(db.Vote).where(db.Vote.validator == address)
-                                         .order_by(db.Vote.voted_at.desc())))
-            entries = list(session.scalars(
-                select(db.HardwareEntry).where(db.HardwareEntry.validator == address)
-                .order_by(db.HardwareEntry.timestamp.desc())))
-            slashes = list(session.scalars(select(db.Slash).where(db.Slash.kind == "validator",
-                                                                  db.Slash.address == address)
-                                           .order_by(db.Slash.block_number, db.Slash.log_index)))
+            votes = self.paged(session, select(db.Vote).where(db.Vote.validator == address)
+                               .order_by(db.Vote.voted_at.desc(), db.Vote.challenge_id.desc()),
+                               votes_page, "its votes")
+            entries = self.paged(session, select(db.HardwareEntry)
+                                 .where(db.HardwareEntry.validator == address)
+                                 .order_by(db.HardwareEntry.timestamp.desc(), db.HardwareEntry.id.desc()),
+                                 entries_page, "its hardware entries")
+            slashes = self.paged(session, select(db.Slash).where(db.Slash.kind == "validator",
+                                                                 db.Slash.address == address)
+                                 .order_by(db.Slash.block_number.desc(), db.Slash.log_index.desc()),
+                                 slashes_page, "its slashes")
             session.expunge_all()
             return row, votes, entries, slashes
 
-    def provider_cases(self, address: str) -> tuple[list[db.Slash], list[db.Challenge],
-                                                     list[db.HardwareCase]]:
-        """A provider's slashes (each with its cause), the challenges against it and its hardware cases."""
+    def provider_cases(self, address: str, slashes_page: int = 1, challenges_page: int = 1,
+                       cases_page: int = 1) -> tuple[Paged, Paged, Paged]:
+        """A page each of the provider's slashes (each with its cause), the challenges against it
+        and its hardware cases, newest first."""
         with Session(self.engine) as session:
-            slashes = list(session.scalars(select(db.Slash).where(db.Slash.kind == "provider",
-                                                                  db.Slash.address == address)
-                                           .order_by(db.Slash.block_number, db.Slash.log_index)))
-            challenges = list(session.scalars(select(db.Challenge).where(db.Challenge.provider == address)
-                                              .order_by(db.Challenge.challenge_id)))
-            cases = list(session.scalars(select(db.HardwareCase).where(db.HardwareCase.provider == address)
-                                         .order_by(db.HardwareCase.epoch)))
+            slashes = self.paged(session, select(db.Slash).where(db.Slash.kind == "provider",
+                                                                 db.Slash.address == address)
+                                 .order_by(db.Slash.block_number.desc(), db.Slash.log_index.desc()),
+                                 slashes_page, "its slashes")
+            challenges = self.paged(session, select(db.Challenge).where(db.Challenge.provider == address)
+                                    .order_by(db.Challenge.challenge_id.desc()), challenges_page,
+                                    "challenges against it")
+            cases = self.paged(session, select(db.HardwareCase).where(db.HardwareCase.provider == address)
+                               .order_by(db.HardwareCase.epoch.desc()), cases_page, "its hardware cases")
             session.expunge_all()
             return slashes, challenges, cases
-
-    def uptime_clock(self) -> tuple[int, int] | None:
-        """(genesis, epoch length) from the indexed `UptimeStarted` log; None without one."""
-        with Session(self.engine) as session:
-            row = session.scalars(select(db.Event).where(db.Event.contract == "Uptime",
-                                                         db.Event.event == "UptimeStarted")
-                                  .order_by(db.Event.block_number, db.Event.log_index)).first()
-        if row is None:
-            return None
-        args = json.loads(row.args)
-        return args["genesis"], args["epoch_length"]
-
-    def heartbeats(self, address: str, since: int) -> dict[int, str]:
-        """{epoch: tx} of the provider's indexed heartbeats in blocks at or after `since`."""
-        with Session(self.engine) as session:
-            rows = session.scalars(select(db.Event).where(
-                db.Event.provider == address, db.Event.contract == "Uptime", db.Event.event == "Heartbeat",
-                db.Event.timestamp >= since))
-            beats = {}
-            for row in rows:
-                args = json.loads(row.args)
-                if args["provider"] == address:
-                    beats.setdefault(args["epoch"], row.tx_hash)
-        return beats
-
-    def outages(self, address: str) -> list[OutageOut]:
-        """The provider's indexed `OutageReported` events, oldest first."""
-        with Session(self.engine) as session:
-            rows = session.scalars(select(db.Event).where(
-                db.Event.provider == address, db.Event.contract == "Uptime",
-                db.Event.event == "OutageReported")
-                .order_by(db.Event.block_number, db.Event.log_index))
-            out = []
-            for row in rows:
-                args = json.loads(row.args)
-                if args["provider"] == address:
-                    out.append(OutageOut(first_epoch=args["first_epoch"], last_epoch=args["last_epoch"],
-                                         jailed_until=args["jailed_until"], reporter=args["reporter"],
-                                         tx_hash=row.tx_hash, timestamp=row.timestamp))
-        return out
-
-    def tx(self, tx_hash: str) -> list[db.Event]:
-        with Session(self.engine) as session:
-            rows = list(session.scalars(select(db.Event).where(db.Event.tx_hash == tx_hash)
-                                        .order_by(db.Event.log_index)))
-            session.expunge_all()
-        if not rows:
-            raise HTTPException(404, f"no indexed event in transaction {tx_hash}")
-        return rows
-
-    def tx_summaries(self, txs: tuple[str, ...]) -> dict[str, list]:
-        """{tx: [block, timestamp, distinct event names in log order]} for the indexed ones of `txs`
-        (queried 500 hashes at a time: a figure may have thousands)."""
-        rows = []
-        with Session(self.engine) as session:
-            for i in range(0, len(txs), 500):
-                rows += session.execute(
-                    select(db.Event.tx_hash, db.Event.block_number, db.Event.timestamp, db.Event.event)
-                    .where(db.Event.tx_hash.in_(txs[i:i + 500]))
-                    .order_by(db.Event.block_number, db.Event.log_index)).all()
-        by_tx: dict[str, list] = {}
-        for tx, block, ts, event in rows:
-            slot = by_tx.setdefault(tx, [block, ts, []])
-            if event not in slot[2]:
-                slot[2].append(event)
-        return by_tx
-
 
 def parse_address(text: str, what: str = "provider") -> str:
     """An address from a path, checksummed (any letter case); 404 if it is not one."""

@@ -23,6 +23,11 @@ from tessera.protocol.figures import ALL
 MAX_PAGE = 10**9
 
 
+def page_q(name: str = "page"):
+    """A page number in the query string: 1..MAX_PAGE, anything else a 422 (never a 500)."""
+    return Query(1, alias=name, ge=1, le=MAX_PAGE)
+
+
 def site_router(explorer: Explorer) -> APIRouter:
     router = APIRouter(default_response_class=HTMLResponse, include_in_schema=False)
 
@@ -37,10 +42,14 @@ def site_router(explorer: Explorer) -> APIRouter:
         return page("Providers", providers_html(snap, explorer.providers()), snap)
 
     @router.get("/providers/{address}")
-    def provider_page(address: str):
+    def provider_page(address: str, leases_page: int = page_q("leases"),
+                      payments_page: int = page_q("payments"), slashes_page: int = page_q("slashes"),
+                      challenges_page: int = page_q("challenges"),
+                      cases_page: int = page_q("cases")):
         snap = explorer.snapshot()
-        p, leases, payments = explorer.provider(parse_address(address))
-        return page(f"Provider {p.address}", provider_html(snap, explorer, p, leases, payments), snap)
+        p, leases, payments = explorer.provider(parse_address(address), leases_page, payments_page)
+        cases = explorer.provider_cases(p.address, slashes_page, challenges_page, cases_page)
+        return page(f"Provider {p.address}", provider_html(snap, explorer, p, leases, payments, cases), snap)
 
     @router.get("/leases")
     def leases_page(page_no: int = Query(1, alias="page", ge=1, le=MAX_PAGE)):
@@ -50,9 +59,11 @@ def site_router(explorer: Explorer) -> APIRouter:
         return page("Leases", leases_list_html(snap, rows, page_no, pages, total), snap)
 
     @router.get("/leases/{lease_id}")
-    def lease_page(lease_id: int):
+    def lease_page(lease_id: int, page_no: int = page_q(), payments_page: int = page_q("payments"),
+                   settlements_page: int = page_q("settlements"),
+                   challenges_page: int = page_q("challenges")):
         snap = explorer.snapshot()
-        view = explorer.lease(lease_id)
+        view = explorer.lease(lease_id, page_no, payments_page, settlements_page, challenges_page)
         return page(f"Lease #{view.lease.lease_id}", lease_html(snap, view), snap)
 
     @router.get("/challenges")
@@ -63,9 +74,9 @@ def site_router(explorer: Explorer) -> APIRouter:
         return page("Challenges", challenges_list_html(rows, page_no, pages, total), snap)
 
     @router.get("/challenges/{challenge_id}")
-    def challenge_page(challenge_id: int):
+    def challenge_page(challenge_id: int, page_no: int = page_q(), votes_page: int = page_q("votes")):
         snap = explorer.snapshot()
-        view = explorer.challenge(challenge_id)
+        view = explorer.challenge(challenge_id, page_no, votes_page)
         return page(f"Challenge #{challenge_id}", challenge_html(view), snap)
 
     @router.get("/validators")
@@ -74,24 +85,28 @@ def site_router(explorer: Explorer) -> APIRouter:
         return page("Validators", validators_html(explorer.validators()), snap)
 
     @router.get("/validators/{address}")
-    def validator_page(address: str):
+    def validator_page(address: str, votes_page: int = page_q("votes"),
+                       entries_page: int = page_q("hardware"), slashes_page: int = page_q("slashes")):
         snap = explorer.snapshot()
-        v, votes, entries, slashes = explorer.validator(parse_address(address, "validator"))
+        v, votes, entries, slashes = explorer.validator(parse_address(address, "validator"), votes_page,
+                                                        entries_page, slashes_page)
         return page(f"Validator {v.address}", validator_html(v, votes, entries, slashes), snap)
 
     @router.get("/tx/{tx_hash}")
-    def tx_page(tx_hash: str):
+    def tx_page(tx_hash: str, page_no: int = page_q()):
         tx = parse_tx_hash(tx_hash)
-        events = explorer.tx(tx)      # a 404 for an unknown tx comes before a 503 for an empty database
+        events = explorer.tx(tx, page_no)   # a 404 for an unknown tx comes before a 503 for an empty database
         snap = explorer.snapshot()
-        return page(f"Transaction {tx}", tx_html(events), snap)
+        return page(f"Transaction {tx}", tx_html(tx, events), snap)
 
     @router.get("/figure")
-    def figure_page(name: str, key: str = ALL):
+    def figure_page(name: str, key: str = ALL, page_no: int = page_q()):
         snap = explorer.snapshot()
         f = snap.figures.get((name, key))
         if f is None:
             raise HTTPException(404, f"no figure {name[:200]}[{key[:200]}] as of block {snap.block}")
-        return page(f"Figure {name}[{key}]", figure_html(f, explorer.tx_summaries(f.txs)), snap)
+        txs = explorer.figure_txs(f.txs, page_no)
+        body = figure_html(f, txs, explorer.tx_summaries(tuple(txs.rows)))
+        return page(f"Figure {name}[{key}]", body, snap)
 
     return router

@@ -95,7 +95,7 @@ def rounds_table(view: LeaseView) -> str:
     for r in view.rounds:
         state, tx = round_settlement(view, r.round_index)
         cls = {"refunded": "bad", "released": "ok"}.get(state, "muted")
-        challenged = [c for c in view.challenges if c.round_index == r.round_index]
+        challenged = [c for c in view.challenges.rows if c.round_index == r.round_index]
         rows.append([e(r.round_index), short_hash(r.root), e(r.n_leaves), e(when(r.posted_at)),
                      tx_link(r.tx_hash),
                      f'<span class="{cls} settled">{e(state)}</span>' + (f" in {tx_link(tx)}" if tx else ""),
@@ -192,16 +192,25 @@ LEDGER_PARTS = (
 )
 
 
+LEDGER_TXS = 10     # tx links per ledger part: a lease may have a payout a block (the rest: events below)
+
+
+def _tx_links(txs: list[str]) -> str:
+    more = len(txs) - LEDGER_TXS
+    return " ".join(tx_link(t) for t in txs[:LEDGER_TXS]) + (
+        f' <span class="muted">and {more:,} more (the payouts and events below)</span>' if more > 0 else "")
+
+
 def ledger_html(ledger: LeaseLedger) -> str:
     """budget = each part (with the txs behind it) and whether it adds up, then who can claim
     what the Market still holds for the lease."""
     rows = [["<b>budget</b>", f'<b>{tusd(ledger.budget)}</b>', "LeaseCreated and top-ups",
-             " ".join(tx_link(t) for t in ledger.txs.get("budget", []))]]
+             _tx_links(ledger.txs.get("budget", []))]]
     for part, label, source in LEDGER_PARTS:
         value = getattr(ledger, part)
         rows.append([e(("= " if part == "provider_paid" else "+ ") + label),
                      f'<span data-part="{part}">{tusd(value)}</span>', e(source),
-                     " ".join(tx_link(t) for t in sorted(set(ledger.txs.get(part, []))))])
+                     _tx_links(sorted(set(ledger.txs.get(part, []))))])
     verdict = ('<span class="ok" id="adds-up">adds up to the budget</span>' if ledger.adds_up else
                f'<span class="bad" id="adds-up">does not add up: {tusd(ledger.unaccounted)} '
                "unaccounted</span>")
