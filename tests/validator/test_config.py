@@ -29,3 +29,15 @@ def test_bad_fields_are_named(tmp_path, line, field):
     path.write_text(EXAMPLE.read_text().split("[probes]")[0] + line + "\n")
     with pytest.raises(SpecError, match=field.replace(".", r"\.")):
         load_validator_config(path)
+
+
+def test_state_dir_defaults_under_tessera_home(tmp_path, monkeypatch):
+    """Left out, a validator keeps its state in $TESSERA_HOME/validator-<port>, as a provider
+    does, so running one from a source checkout leaves nothing in the work tree."""
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path / "home"))
+    cfg = load_validator_config(EXAMPLE)
+    assert Path(cfg.validator.state_dir) == tmp_path / "home" / "validator-7101"
+    path = tmp_path / "v.toml"
+    path.write_text(EXAMPLE.read_text().replace("port = 7101\n", f"port = 7101\nstate_dir = "
+                                                                 f'"{tmp_path / "mine"}"\n'))
+    assert Path(load_validator_config(path).validator.state_dir) == tmp_path / "mine"

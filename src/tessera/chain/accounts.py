@@ -28,6 +28,13 @@ def tessera_home() -> Path:
     return Path(os.environ.get("TESSERA_HOME") or Path.home() / ".tessera")
 
 
+def default_state_dir(role: str, port: int) -> Path:
+    """Where a daemon keeps its state when its config names no `state_dir`: under TESSERA_HOME
+    (`provider-7001`, `validator-7101`), so running one from a source checkout leaves nothing in
+    the work tree, and two daemons on one machine never share a folder (ports differ)."""
+    return tessera_home() / f"{role}-{port}"
+
+
 def keys_dir() -> Path:
     return tessera_home() / "keys"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tessera.chain.accounts import tessera_home
+from tessera.chain.accounts import default_state_dir
 from tessera.errors import SpecError
 from tessera.files import read_text
 from tessera.protocol.daemon_config import DaemonSection
@@ -24,7 +24,7 @@ class ProviderSection(DaemonSection):
     @model_validator(mode="after")
     def _state_under_home(self) -> ProviderSection:
         if self.state_dir is None:
-            self.state_dir = tessera_home() / f"provider-{self.port}"
+            self.state_dir = default_state_dir("provider", self.port)
         return self
 
 

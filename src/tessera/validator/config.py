@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tessera.chain.accounts import default_state_dir
 from tessera.errors import SpecError
 from tessera.files import read_text
 from tessera.protocol.daemon_config import DaemonSection
@@ -62,10 +63,24 @@ class ChallengeSection(BaseModel):
                                            "jobs whose data is not the built-in corpus")
 
 
+class ValidatorSection(DaemonSection):
+    """[validator]: the shared daemon section, with `state_dir` optional (default
+    $TESSERA_HOME/validator-<port>, as a provider's)."""
+
+    state_dir: LocalPath | None = Field(None, description="SQLite: every probe, report and case; "
+                                        "default: $TESSERA_HOME/validator-<port>")
+
+    @model_validator(mode="after")
+    def _state_under_home(self) -> ValidatorSection:
+        if self.state_dir is None:
+            self.state_dir = default_state_dir("validator", self.port)
+        return self
+
+
 class ValidatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    validator: DaemonSection
+    validator: ValidatorSection
     probes: ProbeSection = ProbeSection()
     outages: OutageSection = OutageSection()
     challenges: ChallengeSection = ChallengeSection()
