@@ -455,6 +455,8 @@ def test_spammed_lease_and_tx_pages_are_paged_fast_and_add_up(bloated, request):
         figure = client.get("/api/figure?name=revenue.total.tenant_paid&key=all&page=2").json()
         assert figure["txs_paging"] == {"page": 2, "pages": 2, "total": WITHDRAWALS, "size": 50}
         assert len(figure["figure"]["txs"]) == WITHDRAWALS - 50
+        overview = client.get("/api/overview").json()
+        assert overview["revenue"]["tenant_paid"]["tx_count"] == WITHDRAWALS
         provider = client.get(f"/api/providers/{A}?payments=2").json()
         assert provider["payments_paging"]["total"] == WITHDRAWALS and len(provider["payments"]) == 10
 
@@ -489,3 +491,15 @@ def test_every_list_pages_with_a_small_page_size(verified):
         assert f'href="/challenges/{s.upheld}?votes=2#votes"' in html and 'href="/challenges/' in html
         lease = client.get(f"/leases/{s.cheater_lease}").text
         assert "adds up to the budget" in lease and f'href="/leases/{s.cheater_lease}?page=2"' in lease
+
+
+def test_a_figure_inside_a_larger_answer_lists_its_first_transactions_and_counts_all():
+    """revenue.total.tenant_paid has a transaction per payment: the overview must not grow with
+    history, so a figure inline lists the first TXS_INLINE and counts them all."""
+    from tessera.explorer.web.outputs import TXS_INLINE, figure_out
+    from tessera.protocol.figures import Figure
+
+    txs = tuple(sorted("0x" + f"{i:064x}" for i in range(TXS_INLINE * 3)))
+    out = figure_out(Figure("revenue.total.tenant_paid", "all", 7, txs))
+    assert out.tx_count == len(txs) and out.txs == list(txs[:TXS_INLINE])
+    assert figure_out(Figure("revenue.total.tenant_paid", "all", 7, txs[:3])).txs == list(txs[:3])

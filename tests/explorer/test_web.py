@@ -175,10 +175,13 @@ def page(browser):
     context.close()
 
 
+from tessera.explorer.web.outputs import TXS_INLINE  # noqa: E402
+
+
 def _figure_dicts(node):
-    """Every figure object ({name, key, value, txs}) anywhere in a JSON document."""
+    """Every figure object ({name, key, value, txs, tx_count}) anywhere in a JSON document."""
     if isinstance(node, dict):
-        if set(node) == {"name", "key", "value", "unit", "decimals", "txs"}:
+        if set(node) == {"name", "key", "value", "unit", "decimals", "txs", "tx_count"}:
             yield node
         else:
             for value in node.values():
@@ -192,8 +195,10 @@ def _assert_figures_match(document, figures) -> int:
     count = 0
     for f in _figure_dicts(document):
         expected = figures.get((f["name"], f["key"]))
-        want = (str(expected.value), list(expected.txs)) if expected else ("0", [])
+        txs = list(expected.txs) if expected else []
+        want = (str(expected.value) if expected else "0", txs[:TXS_INLINE])
         assert (f["value"], f["txs"]) == want, f"{f['name']}[{f['key']}]"
+        assert f["tx_count"] == len(txs)
         count += 1
     return count
 
@@ -357,7 +362,8 @@ def test_api_serves_uptime_reliability_and_recent_epochs(served):
         assert detail["uptime"]["bps"] == {
             "name": "uptime.by_provider.bps", "key": address,
             "value": str(figures[("uptime.by_provider.bps", address)].value), "unit": "bps", "decimals": 0,
-            "txs": list(figures[("uptime.by_provider.bps", address)].txs)}
+            "txs": list(figures[("uptime.by_provider.bps", address)].txs[:TXS_INLINE]),
+            "tx_count": len(figures[("uptime.by_provider.bps", address)].txs)}
         strip = detail["recent_epochs"]
         owed = figures[("uptime.by_provider.epochs", address)].value
         assert strip["last_owed"] - strip["first_owed"] + 1 == owed
@@ -439,7 +445,8 @@ def test_api_serves_probes_outages_and_downtime(served):
         silent = _liveness(scores, q)
         assert silent["probes_missed"]["value"] == str(served["reports"])
         assert silent["outages"] == {"name": "outages.by_provider.count", "key": q, "value": "1",
-                                     "unit": "count", "decimals": 0, "txs": [served["outage_tx"]]}
+                                     "unit": "count", "decimals": 0, "txs": [served["outage_tx"]],
+                                     "tx_count": 1}
         assert silent["outage_epochs"]["value"] == str(last - first + 1)
         assert overview["downtime"]["epochs"]["txs"] == [served["downtime_tx"]]
         assert overview["downtime"]["forfeited"]["value"] == mine["downtime_forfeited"]["value"] != "0"
@@ -633,7 +640,7 @@ def test_nice_ticks_are_distinct_and_cover_the_top():
 
 def test_charts_read_with_one_day_or_a_hundred():
     f = FigureOut(name="revenue.by_day.tenant_paid", key="2026-01-01", value="12500", unit="TUSD", decimals=6,
-                  txs=[])
+                  txs=[], tx_count=0)
     for n in (1, 2, 100):
         items = [(f"2026-01-{i % 28 + 1:02d}", 0.0125 * (i + 1) / n, f"{i} TUSD", f) for i in range(n)]
         for svg in (bar_chart("b", "bars", items), line_chart("u", "line", items)):

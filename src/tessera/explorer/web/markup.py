@@ -136,7 +136,8 @@ def hours(seconds: int) -> str:
 def fig_link(f: Figure | FigureOut, text: str | None = None) -> str:
     """The figure's value (`text`, or the value in its unit), linking to the list of its
     transactions; the tooltip holds the exact value and the figure's name."""
-    count = len(f.txs)
+    count = getattr(f, "tx_count", None)
+    count = len(f.txs) if count is None else count      # a FigureOut lists only the first ones
     shown, exact = figure_text(f)
     tip = (f"{exact} · " if exact else "") + f"{f.name}[{f.key}]: {count} transaction{'s' * (count != 1)}"
     if count == 0 and int(f.value) == 0:      # nothing booked it: no transactions to list

@@ -23,7 +23,9 @@ class FigureOut(BaseModel):
     value: str = Field(description="exact integer as decimal text, in base units of `unit` (may exceed 2^53)")
     unit: str = Field(description="TUSD or TSTK (token base units), GPU-seconds, seconds, bps or count")
     decimals: int = Field(description="the token's decimals (value / 10^decimals tokens); 0 for other units")
-    txs: list[str] = Field(description="sorted tx hashes behind the figure")
+    txs: list[str] = Field(description="sorted tx hashes behind the figure: the first 100 (or "
+                           "the requested page on /api/figure); `tx_count` counts them all")
+    tx_count: int = Field(description="how many transactions make up the figure")
 
 
 class RevenueRow(BaseModel):

@@ -43,11 +43,17 @@ def _fig(figures: Figures, name: str, key: str = ALL) -> Figure:
     return figures.get((name, key)) or Figure(name, key, 0, ())
 
 
+# A figure inside a larger answer (overview, providers) lists at most this many of its
+# transactions: revenue.total.tenant_paid has one per payment, so the whole list would make the
+# overview grow with history; `tx_count` gives them all and /api/figure pages through them.
+TXS_INLINE = 100
+
+
 def figure_out(f: Figure, txs: list[str] | None = None) -> FigureOut:
-    """The figure with its transactions (`txs`: one page of them instead)."""
+    """The figure with its transactions: the first TXS_INLINE (`txs`: one page of them instead)."""
     unit = figure_unit(f.name)
     return FigureOut(name=f.name, key=f.key, value=str(f.value), unit=unit, decimals=DECIMALS.get(unit, 0),
-                     txs=list(f.txs) if txs is None else txs)
+                     txs=list(f.txs[:TXS_INLINE]) if txs is None else txs, tx_count=len(f.txs))
 
 
 def paging_out(rows: Paged) -> Paging:
