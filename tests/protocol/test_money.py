@@ -65,3 +65,10 @@ def test_format_time_never_raises_for_times_past_any_calendar():
     assert format_time(1797032361) == "2026-12-11 23:39:21 UTC"
     assert format_time(2**64).startswith("after 9999-12-31")
     assert format_time(2**255).startswith("after 9999-12-31")
+
+
+def test_slash_split_takes_active_stake_first():
+    from tessera.protocol.money import slash_split
+    assert slash_split(30, 100) == (30, 0)
+    assert slash_split(130, 100) == (100, 30)
+    assert slash_split(5, 0) == (0, 5)

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from tessera.explorer import db
 from tessera.protocol.events import EventRecord
 from tessera.protocol.figures import day_of
+from tessera.protocol.money import slash_split
 
 # Verification.ChallengeResolved.outcome and HardwareReports' round states (the contracts' constants).
 CHALLENGE_STATUS = {1: "open", 2: "upheld", 3: "rejected", 4: "expired"}
@@ -216,8 +217,8 @@ def _registry(session: Session, r: EventRecord, scope: Replay | None) -> None:
     elif r.event == "StakeWithdrawn":
         p.unbonding, p.withdrawn = p.unbonding - a["amount"], p.withdrawn + a["amount"]
     elif r.event == "Slashed":
-        from_stake = min(a["amount"], p.stake)
-        p.stake, p.unbonding = p.stake - from_stake, p.unbonding - (a["amount"] - from_stake)
+        from_stake, from_unbonding = slash_split(a["amount"], p.stake)
+        p.stake, p.unbonding = p.stake - from_stake, p.unbonding - from_unbonding
         p.slashed = p.slashed + a["amount"]
         if scope is None:
             _slash(session, r, "provider", p.address)
@@ -372,8 +373,8 @@ def _validators(session: Session, r: EventRecord, scope: Replay | None) -> None:
     elif r.event == "ValidatorStakeWithdrawn":
         v.unbonding, v.withdrawn = v.unbonding - a["amount"], v.withdrawn + a["amount"]
     elif r.event == "ValidatorSlashed":
-        from_stake = min(a["amount"], v.stake)      # the Validators contract's own order
-        v.stake, v.unbonding = v.stake - from_stake, max(v.unbonding - (a["amount"] - from_stake), 0)
+        from_stake, from_unbonding = slash_split(a["amount"], v.stake)
+        v.stake, v.unbonding = v.stake - from_stake, max(v.unbonding - from_unbonding, 0)
         v.slashed, v.slashes = v.slashed + a["amount"], v.slashes + 1
         if scope is None:
             _slash(session, r, "validator", v.address)

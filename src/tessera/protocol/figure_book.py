@@ -34,6 +34,7 @@ from tessera.protocol.figure_parts import (
     uptime_owed,
 )
 from tessera.protocol.lease import exhausted_at
+from tessera.protocol.money import slash_split
 from tessera.protocol.reliability import EvidenceBook, reliability_figures
 
 STATE_VERSION = 2   # 2: EvidenceBook counts as it folds (compact mode shares it)
@@ -200,9 +201,7 @@ class FigureBook:
             book.add("stake.by_provider.withdrawn", addr, a["amount"], tx)
         elif e.event == "Slashed":
             self._close_capacity(p, ts)
-            # The registry takes active stake first, then the unbonding bucket.
-            from_stake = min(a["amount"], p.stake)
-            from_unbonding = a["amount"] - from_stake
+            from_stake, from_unbonding = slash_split(a["amount"], p.stake)
             p.stake -= from_stake
             p.unbonding -= from_unbonding
             p.slashed += a["amount"]

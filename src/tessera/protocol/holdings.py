@@ -22,6 +22,7 @@ from tessera.protocol.ledger import (
     exact_amount,
     lease_ledgers,
 )
+from tessera.protocol.money import slash_split
 
 
 @dataclass
@@ -145,10 +146,10 @@ def _claims(records: list[EventRecord],
                 bucket[1] += amount
             elif action == "withdraw":
                 bucket[1] -= amount
-            else:                                    # active stake first, then unbonding
-                from_stake = min(amount, max(bucket[0], 0))
+            else:
+                from_stake, from_unbonding = slash_split(amount, bucket[0])
                 bucket[0] -= from_stake
-                bucket[1] -= amount - from_stake
+                bucket[1] -= from_unbonding
         elif key == ("Market", "OrderCreated"):
             orders[int(a["order_id"])] = [a["tenant"], int(a["deposit"]), 0, True]
         elif key == ("Market", "LeaseCreated") and int(a["order_id"]) in orders:

@@ -103,6 +103,13 @@ def show_amount(base_units: int, decimals: int, symbol: str = "", places: int = 
     return text if rounded == base_units else "≈" + text
 
 
+def slash_split(amount: int, active: int) -> tuple[int, int]:
+    """(from active stake, from the unbonding bucket) of a slash: ProviderRegistry.slash and
+    Validators.slash both take active stake first, then unbonding stake."""
+    from_active = min(amount, max(active, 0))
+    return from_active, amount - from_active
+
+
 def format_duration(seconds: int) -> str:
     """The largest whole unit: 94608000 -> '1095d', 5400 -> '90m'."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
