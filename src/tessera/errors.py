@@ -131,3 +131,14 @@ class WorkloadError(Exception):
 # raised in tessera.daemons
 class DaemonError(Exception):
     """A provider or validator process exited, or did not come up in time; names it and its log."""
+
+
+class PaymentRefused(ValueError):
+    """An agent's payment refused before anything is signed: it is over a limit of its budget
+    (per-payment cap, period budget), its grant is paused, revoked, expired or not started, or
+    its payee is not allowed. The message names the limit, as the contract's revert would."""
+
+
+class PaymentError(Exception):
+    """An x402 payment that could not be verified or settled (facilitator, network, asset,
+    payee or amount wrong, or the settlement transaction failed on chain)."""

@@ -42,6 +42,18 @@ def compile_vyper(name: str, output_formats=("abi", "bytecode")) -> dict:
     )
 
 
+@pytest.fixture(autouse=True)
+def _no_storage_record_from_earlier_tests():
+    """titanoboa records the storage slots written at each address, for the storage dump it
+    makes of a contract that reverts; an anchor rolls the chain back but not that record. A
+    contract deployed later at a reused address (another test's AgentBudget, with its nested
+    maps) was then dumped with the other contract's slots, and the dump itself crashed
+    (AttributeError in boa's StorageVar.get) instead of the expected revert. The record only
+    feeds that debug dump: each test starts without the earlier tests' entries."""
+    boa.env.sstore_trace.clear()
+    yield
+
+
 @pytest.fixture(scope="session")
 def factories():
     boa.interpret.set_search_paths([str(CONTRACTS_DIR), str(snekmate_search_root())])

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = ROOT / "src" / "tessera" / "contracts"
 CONTRACT_NAMES = ("PaymentToken", "StakeToken", "ProviderRegistry", "Market", "Uptime",
                   "Validators", "Probes", "Verification", "Settlement", "HardwareReports",
-                  "Timelock")
+                  "Timelock", "AgentBudget")
 
 USD = 10**PAYMENT_DECIMALS
 TSTK = 10**STAKE_DECIMALS

@@ -24,7 +24,7 @@ from tessera.files import write_atomic
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
 CONTRACT_NAMES = ("StakeToken", "PaymentToken", "ProviderRegistry", "Market", "Uptime",
                   "Validators", "Probes", "Verification", "Settlement", "HardwareReports",
-                  "Timelock")
+                  "Timelock", "AgentBudget")
 
 
 @dataclass(frozen=True)

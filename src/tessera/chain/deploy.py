@@ -133,6 +133,9 @@ def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str
     settlement, _ = _deploy(w3, deployer, "Settlement", market, verification, params.root_grace)
     _owner_call(w3, deployer, "Market", market, "set_settlement", settlement)
     _owner_call(w3, deployer, "StakeToken", stake, "mint", deployer.address, params.stake_supply)
+    # Agents' budgets: no owner powers at all (docs/contracts.md, "AgentBudget").
+    agent_budget, _ = _deploy(w3, deployer, "AgentBudget", payment, registry,
+                              "Tessera AgentBudget", "1")
     timelock = _hand_to_timelock(w3, deployer, params.timelock_delay, registry, validators, market,
                                  stake)
     return Network(
@@ -142,6 +145,7 @@ def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str
         contracts={"StakeToken": stake, "PaymentToken": payment,
                    "ProviderRegistry": registry, "Market": market, "Uptime": uptime,
                    "Validators": validators, "Probes": probes, "Verification": verification,
-                   "Settlement": settlement, "HardwareReports": hardware, "Timelock": timelock},
+                   "Settlement": settlement, "HardwareReports": hardware, "Timelock": timelock,
+                   "AgentBudget": agent_budget},
         deploy_block=first_block,
     )
