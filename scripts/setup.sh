@@ -2,13 +2,18 @@
 # Installs what is missing for Tessera, idempotently: a Python virtual environment in .venv with the
 # project and its test tools, anvil (npm package @foundry-rs/anvil) in .tools/, and, with --tests,
 # Debian's chromium (/usr/bin/chromium) for the explorer's browser tests (Playwright never
-# downloads a browser of its own) and Debian's postgresql, whose initdb/pg_ctl the explorer's tests
-# use to start a throwaway cluster (tests/support/postgres.py; no service is started here).
+# downloads a browser of its own), Debian's postgresql, whose initdb/pg_ctl the explorer's tests
+# use to start a throwaway cluster (tests/support/postgres.py; no service is started here), and the
+# official npm x402 client (@x402/fetch, @x402/evm and viem, about 95 MB) into .tools/ for the
+# interoperability test tests/payments/test_npm_client.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 ANVIL_VERSION=1.7.1
+# The npm x402 client for tests/payments/npm_pay.mjs (viem pinned too: @x402/evm only asks ^2.48).
+X402_NPM_VERSION=2.27.0
+VIEM_VERSION=2.58.8
 
 need_apt=()
 command -v "$PYTHON" >/dev/null || need_apt+=(python3 python3-venv)
@@ -51,3 +56,19 @@ if [ ! -x .tools/node_modules/.bin/anvil ]; then
   npm install --silent --no-audit --no-fund --prefix .tools "@foundry-rs/anvil@$ANVIL_VERSION"
 fi
 .tools/node_modules/.bin/anvil --version | head -1
+
+# Installed version of an npm package under .tools/ ("" when absent).
+npm_installed() {
+  node -e 'try { console.log(require(process.argv[1]).version) } catch { console.log("") }' \
+    "$PWD/.tools/node_modules/$1/package.json"
+}
+if [ "${1:-}" = "--tests" ]; then
+  if [ "$(npm_installed @x402/fetch)" != "$X402_NPM_VERSION" ] \
+     || [ "$(npm_installed @x402/evm)" != "$X402_NPM_VERSION" ] \
+     || [ "$(npm_installed viem)" != "$VIEM_VERSION" ]; then
+    echo "setup: installing @x402/fetch and @x402/evm $X402_NPM_VERSION (viem $VIEM_VERSION) from npm into .tools/"
+    npm install --silent --no-audit --no-fund --save-exact --prefix .tools \
+      "@x402/fetch@$X402_NPM_VERSION" "@x402/evm@$X402_NPM_VERSION" "viem@$VIEM_VERSION"
+  fi
+  echo "npm x402 client: @x402/fetch $(npm_installed @x402/fetch), @x402/evm $(npm_installed @x402/evm), viem $(npm_installed viem)"
+fi

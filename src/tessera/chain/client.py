@@ -28,7 +28,7 @@ def tx_hash(receipt) -> str:
     return "0x" + receipt["transactionHash"].hex().removeprefix("0x")
 
 
-def _revert_reason(exc: Exception) -> str:
+def revert_reason(exc: Exception) -> str:
     message = str(getattr(exc, "message", None) or exc)
     for prefix in ("execution reverted: ", "execution reverted"):
         if message.startswith(prefix):
@@ -103,7 +103,7 @@ class Chain:
         try:
             return self.rpc(fn.call, what=fn.fn_name)
         except (ContractLogicError, ContractCustomError) as exc:
-            raise TxRefused(f"{fn.fn_name} refused: {_revert_reason(exc)}") from None
+            raise TxRefused(f"{fn.fn_name} refused: {revert_reason(exc)}") from None
 
     def check_connected(self) -> int:
         chain_id = self.rpc(lambda: self.w3.eth.chain_id, what="chain id check")
@@ -140,7 +140,7 @@ class Chain:
         try:
             gas = self.rpc(lambda: fn.estimate_gas({"from": account.address}), what=fn.fn_name)
         except (ContractLogicError, ContractCustomError) as exc:
-            raise TxRefused(f"{fn.fn_name} refused: {_revert_reason(exc)}") from None
+            raise TxRefused(f"{fn.fn_name} refused: {revert_reason(exc)}") from None
         for attempt in range(2):
             tx = fn.build_transaction(
                 {

@@ -32,6 +32,9 @@ class ProviderRegistry(ContractWrapper):
             endpoint=record["endpoint"], price_floor=record["price_floor"],
         )
 
+    def is_registered(self, address: str) -> bool:
+        return bool(self._call("is_registered", Web3.to_checksum_address(address)))
+
     def is_active(self, address: str) -> bool:
         return bool(self._call("is_active", Web3.to_checksum_address(address)))
 
