@@ -5,7 +5,11 @@ tokens, the transfers and approvals that involve a Tessera contract (as sender, 
 or spender) are read, so what each contract holds is recomputable from logs alone, and every
 other token event (ownership, minter role, EIP-3009 authorizations); transfers between other
 holders are not: with a real stablecoin as the payment token they would be most of the chain,
-and anyone could flood the index with zero-value transfers.
+and anyone could flood the index with zero-value transfers. The one exception is an agent's
+x402 "exact" payment (EIP-3009, protocol/agent_payments.py): for every PaymentToken
+`AuthorizationUsed` in a chunk, the PaymentToken transfers *from that authorizer* in the same
+transaction are read too (one more `eth_getLogs` per chunk that holds authorizations, filtered
+by the authorizers as the sender topic, kept only where transaction and sender match).
 
 One `eth_getLogs` per chunk for all of them (filtered by address), decoded by topic0 with the
 compiled ABIs, plus one JSON-RPC batch of `eth_getBlockByNumber` for the timestamps. Only standard
@@ -57,6 +61,7 @@ _RANGE_REFUSALS = ("range", "more than", "too many", "limit exceeded", "response
 
 TOKEN_CONTRACTS = ("PaymentToken", "StakeToken")
 HOLDER_EVENTS = ("Transfer", "Approval")   # token events read only when a Tessera contract is a party
+AUTHORIZERS_PER_QUERY = 50                 # sender topics per eth_getLogs of EIP-3009 transfers
 
 
 def _range_refused(exc: Exception) -> bool:
@@ -74,6 +79,7 @@ class EventReader:
         self.chunk = chunk
         self.addresses: dict[str, str] = {}
         self.by_topic: dict[tuple[str, bytes], tuple[str, Any]] = {}
+        self.topics: dict[tuple[str, str], bytes] = {}     # (contract, event) -> topic0
         for name in contracts:
             contract = chain.contract(name)
             address = Web3.to_checksum_address(contract.address)
@@ -81,6 +87,7 @@ class EventReader:
             for abi in contract.abi:
                 if abi.get("type") == "event":
                     topic = event_abi_to_log_topic(abi)
+                    self.topics[(name, abi["name"])] = topic
                     self.by_topic[(address.lower(), topic)] = (
                         name, getattr(contract.events, abi["name"])())
 
@@ -151,18 +158,50 @@ class EventReader:
         start = from_block
         while start <= to_block:
             stop = min(start + self.chunk - 1, to_block)
+            chunk: dict[tuple[bytes, int], Any] = {}
             try:
                 for query in queries:
-                    for log in self.chain.rpc(lambda s=start, e=stop, q=query: self.w3.eth.get_logs(
-                            {**q, "fromBlock": s, "toBlock": e}), what="get logs"):
-                        found[(bytes(log["transactionHash"]), int(log["logIndex"]))] = log
+                    for log in self._get_logs(query, start, stop):
+                        chunk[(bytes(log["transactionHash"]), int(log["logIndex"]))] = log
+                for log in self._authorized_transfers(list(chunk.values()), start, stop):
+                    chunk[(bytes(log["transactionHash"]), int(log["logIndex"]))] = log
             except Web3RPCError as exc:
                 if stop == start or not _range_refused(exc):
                     raise
                 self.chunk = max(1, (stop - start + 1) // 2)
                 continue
+            found.update(chunk)
             start = stop + 1
         return sorted(found.values(), key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])))
+
+    def _get_logs(self, query: dict, start: int, stop: int) -> list:
+        return self.chain.rpc(lambda: self.w3.eth.get_logs(
+            {**query, "fromBlock": start, "toBlock": stop}), what="get logs")
+
+    def _authorized_transfers(self, logs: list, start: int, stop: int) -> list:
+        """The PaymentToken transfers that EIP-3009 authorizations in `logs` made: for each
+        `AuthorizationUsed(authorizer, nonce)`, the transfers from `authorizer` in the same
+        transaction (protocol/agent_payments.py pairs them). Transfers that involve a Tessera
+        contract are in `logs` already; the others are fetched here, by sender topic."""
+        auth_topic = self.topics.get(("PaymentToken", "AuthorizationUsed"))
+        transfer_topic = self.topics.get(("PaymentToken", "Transfer"))
+        if auth_topic is None or transfer_topic is None:
+            return []
+        token = next(a for a, name in self.addresses.items() if name == "PaymentToken")
+        wanted: set[tuple[bytes, bytes]] = set()        # (tx hash, authorizer topic)
+        for log in logs:
+            topics = log["topics"]
+            if log["address"].lower() == token and topics and bytes(topics[0]) == auth_topic:
+                wanted.add((bytes(log["transactionHash"]), bytes(topics[1])))
+        authorizers = sorted({who for _, who in wanted})
+        out = []
+        for i in range(0, len(authorizers), AUTHORIZERS_PER_QUERY):
+            part = ["0x" + who.hex() for who in authorizers[i:i + AUTHORIZERS_PER_QUERY]]
+            query = {"address": Web3.to_checksum_address(token),
+                     "topics": ["0x" + transfer_topic.hex(), part]}
+            out += [log for log in self._get_logs(query, start, stop)
+                    if (bytes(log["transactionHash"]), bytes(log["topics"][1])) in wanted]
+        return out
 
     def decode(self, log, blocks: dict[int, tuple[str, int]]) -> EventRecord | None:
         topics = log["topics"]

@@ -11,7 +11,10 @@ claims still hold (a closed lease holds nothing in escrow; what it holds for Set
 claimable); every contract must hold, by its tokens' Transfer logs, exactly what parties can
 still claim by its own events (no surplus: money with no way out; no shortfall); and what the
 Transfer logs say it holds must equal the token's `balanceOf` at the audited block, an
-independent reading.
+independent reading. The AgentBudget must hold exactly its owners' unspent deposits (deposits less
+withdrawals and payments: each owner's way out is `withdraw`), and every agent payment must have
+moved what its event says (an `AgentPaid` its Transfer from the AgentBudget, an EIP-3009
+`AuthorizationUsed` its Transfer from the payer).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from tessera.explorer import db
 from tessera.explorer.indexer import database_figures, table_figures
 from tessera.protocol.events import EventRecord
 from tessera.protocol.figures import Figures, compare, compute_figures
-from tessera.protocol.holdings import Holding, holding_problems, holdings
+from tessera.protocol.holdings import Holding, agent_payment_problems, holding_problems, holdings
 from tessera.protocol.ledger import TOKENS, LeaseLedger, lease_ledgers, lease_problems
 
 
@@ -65,7 +68,8 @@ def money_audit(chain: Chain, reader: EventReader, records: list[EventRecord], b
                  for address, name in reader.addresses.items()}
     ledgers = lease_ledgers(records, as_of)
     rows = holdings(records, addresses, as_of, ledgers)
-    problems = lease_problems(ledgers) + holding_problems(rows, accepted_stuck)
+    problems = (lease_problems(ledgers) + holding_problems(rows, accepted_stuck)
+                + agent_payment_problems(records, addresses))
     balances = balances_at(chain, [(h.token, h.address) for h in rows], block)
     for h in rows:
         balance = balances[(h.token, h.address)]

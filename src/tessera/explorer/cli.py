@@ -16,6 +16,7 @@ from rich.table import Table
 
 from tessera.chain.client import Chain
 from tessera.chain.network import load_network
+from tessera.command_errors import fail
 from tessera.errors import ChainError, NetworkError
 from tessera.protocol.figures import ALL, Figures, figure_unit, ratio
 from tessera.protocol.money import (
@@ -30,16 +31,10 @@ from tessera.protocol.money import (
 explorer_app = typer.Typer(help="Index the chain's events into a database for figures and audits.",
                            no_args_is_help=True)
 console = Console()
-err = Console(stderr=True)
 
 NetworkOption = typer.Option(None, "--network", help="network file (default: the devnet's)")
 DatabaseOption = typer.Option(None, "--database",
                               help="SQLAlchemy URL (default: sqlite:///$TESSERA_HOME/explorer.db)")
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
 
 
 def _chain(network: Path | None) -> Chain:
@@ -48,7 +43,7 @@ def _chain(network: Path | None) -> Chain:
         chain.check_connected()
         return chain
     except (ChainError, NetworkError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @explorer_app.command("index")
@@ -70,7 +65,7 @@ def index(
         indexer = Indexer(chain, make_engine(database), confirmations=confirmations,
                           batch_blocks=batch_blocks)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
     def show(report: SyncReport) -> None:
         if report.reorg_rolled_back_to is not None:
@@ -93,7 +88,7 @@ def index(
         else:
             show(indexer.sync())
     except ChainError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @explorer_app.command("serve")
@@ -132,12 +127,12 @@ def audit(
     try:
         accepted = parse_accepted_stuck(accept_stuck)
     except ValueError as exc:
-        _fail(str(exc), code=2)
+        fail(str(exc), code=2)
     chain = _chain(network)
     try:
         report = run_audit(chain, make_engine(database), accepted)
     except ChainError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         print(json.dumps(audit_json(report, show_figures), indent=1))
         if not report.agrees:
@@ -152,6 +147,12 @@ def audit(
                           markup=False)
     adding = sum(lease.adds_up for lease in report.ledgers.values())
     console.print(f"money: {adding} of {len(report.ledgers)} leases add up to their budget")
+    agents = report.chain_figures
+    count, amount = (agents.get((f"agent_payments.total.{p}", ALL)) for p in ("count", "amount"))
+    if count is not None:
+        console.print(f"agents: {count.value} payments to registered providers, "
+                      f"{_money(amount.value)} (self-payments not excluded); every agent payment "
+                      "is checked against its Transfer", soft_wrap=True)
     for h in report.holdings:
         if h.held or h.owed:
             show = lambda amount, h=h: show_amount(amount, h.decimals, h.symbol)  # noqa: E731
@@ -284,9 +285,12 @@ def render(figures: Figures, to_block: int, as_of: int) -> None:
         ("leases", str(v("leases.total.count")), "leases.total.count"),
         ("leases active", str(v("leases.active.count")), "leases.active.count"),
         ("GPUs leased now", str(v("leases.active.gpus")), "leases.active.gpus"),
-        ("tenant payments", _money(v("revenue.total.tenant_paid")), "revenue.total.tenant_paid"),
-        ("provider income", _money(v("revenue.total.provider_income")), "revenue.total.provider_income"),
+        ("tenant payments (leases)", _money(v("revenue.total.tenant_paid")), "revenue.total.tenant_paid"),
+        ("provider income (leases)", _money(v("revenue.total.provider_income")),
+         "revenue.total.provider_income"),
         ("protocol fees", _money(v("revenue.total.protocol_fees")), "revenue.total.protocol_fees"),
+        ("agent payments to providers*", f"{v('agent_payments.total.count')} payments, "
+         f"{_money(v('agent_payments.total.amount'))}", "agent_payments.total.count"),
         ("utilization", _pct(ratio(figures, "total", ALL)), "utilization.total.leased_gpu_seconds"),
         ("stake (active)", _stake(v("stake.total.active")), "stake.total.active"),
         ("stake (unbonding)", _stake(v("stake.total.unbonding")), "stake.total.unbonding"),
@@ -299,6 +303,7 @@ def render(figures: Figures, to_block: int, as_of: int) -> None:
         fig = figures.get((name, ALL))
         overview.add_row(label, value, str(len(fig.txs)) if fig else "0")
     console.print(overview)
+    console.print(f"* {AGENT_NOTE}", soft_wrap=True)
 
     revenue = Table(title="Revenue per day (UTC)")
     for col in ("day", "tenant payments", "provider income", "protocol fees", "txs"):
@@ -321,6 +326,7 @@ def render(figures: Figures, to_block: int, as_of: int) -> None:
                           _stake(v("stake.by_provider.unbonding", address)),
                           _stake(v("stake.by_provider.slashed", address)))
     console.print(providers)
+    _agents_table(figures)
 
     liveness = Table(title="Probes, outages and downtime (docs/validators.md, docs/uptime.md)")
     for col in ("provider", "probes answered", "probes missed", "outages reported", "outage epochs",
@@ -368,12 +374,38 @@ def render(figures: Figures, to_block: int, as_of: int) -> None:
     console.print(prices)
 
 
+AGENT_NOTE = ("agent payments: AgentBudget payments and x402 'exact' (EIP-3009) transfers to "
+              "registered providers, beside lease revenue, not in it; self-payments not excluded "
+              "(docs/explorer.md, \"Agent payments\")")
+
+
+def _agents_table(figures: Figures) -> None:
+    v = lambda name, key=ALL: _value(figures, name, key)  # noqa: E731
+    agents = Table(title="Agent payments per provider (beside lease revenue; self-payments not excluded)")
+    for col in ("provider", "payments", "amount", "distinct payers", "from its own address", "txs"):
+        agents.add_column(col, justify="left" if col == "provider" else "right")
+    for address in _keys(figures, "agent_payments.by_provider.count"):
+        agents.add_row(address, str(v("agent_payments.by_provider.count", address)),
+                       _money(v("agent_payments.by_provider.amount", address)),
+                       str(v("agent_payments.by_provider.payers", address)),
+                       f"{v('agent_payments.by_provider.self_count', address)} "
+                       f"({_money(v('agent_payments.by_provider.self_amount', address))})",
+                       str(len(figures[("agent_payments.by_provider.count", address)].txs)))
+    console.print(agents)
+    if any(name.startswith("agent_budget.") for name, _ in figures):
+        console.print(f"AgentBudget: deposits {_money(v('agent_budget.total.deposits'))}, withdrawals "
+                      f"{_money(v('agent_budget.total.withdrawals'))}, paid (any payee) "
+                      f"{_money(v('agent_budget.total.paid'))} in {v('agent_budget.total.payments')} "
+                      f"payments, balance {_money(v('agent_budget.total.balance'))}, "
+                      f"{v('agent_budget.total.grants')} grants", soft_wrap=True)
+
+
 def stats(
     database: str | None = DatabaseOption,
     as_json: bool = typer.Option(False, "--json", help="every figure with its tx hashes, as JSON"),
 ) -> None:
-    """Overview figures from the indexed database: revenue, utilization, prices, stake, uptime,
-    probes, outages, downtime and reliability per provider."""
+    """Overview figures from the indexed database: revenue, agent payments, utilization, prices,
+    stake, uptime, probes, outages, downtime and reliability per provider."""
     from tessera.errors import IndexerError
     from tessera.explorer.db import make_engine
     from tessera.explorer.indexer import database_figures
@@ -381,7 +413,7 @@ def stats(
     try:
         figures, cursor = database_figures(make_engine(database))
     except IndexerError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         print(json.dumps({
             "block": cursor.last_block, "block_hash": cursor.last_hash, "as_of": cursor.last_timestamp,

@@ -366,13 +366,76 @@ class Slash(Base):
     cause_ref: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
 
+class AgentPayment(Base):
+    """One agent payment (protocol/agent_payments.py): an AgentBudget `AgentPaid` (scheme
+    'budget') or an EIP-3009 PaymentToken Transfer (scheme 'exact'); `tx_hash`/`log_index` are
+    the log that moved the money. `to_provider`: the payee was a registered provider then (only
+    those count as agent revenue)."""
+
+    __tablename__ = "explorer_agent_payments"
+    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_agent_payment_tx_log"),
+                      Index("ix_agent_payment_payee_chain", "payee", "block_number", "log_index"),
+                      Index("ix_agent_payment_payer_chain", "payer", "block_number", "log_index"),
+                      Index("ix_agent_payment_grant_chain", "grant_id", "block_number", "log_index"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    day: Mapped[str] = mapped_column(String(10))
+    scheme: Mapped[str] = mapped_column(String(8))            # budget|exact
+    payer: Mapped[str] = mapped_column(String(42))            # budget: the owner; exact: the wallet
+    key: Mapped[str] = mapped_column(String(42))              # budget: the session key
+    payee: Mapped[str] = mapped_column(String(42))
+    amount: Mapped[int] = mapped_column(BigAmount)
+    grant_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    nonce: Mapped[str] = mapped_column(String(66))
+    to_provider: Mapped[bool] = mapped_column(Boolean)
+    self_paid: Mapped[bool] = mapped_column(Boolean)          # payer == payee
+
+
+class AgentGrant(Base):
+    """An AgentBudget grant: a session key's limits (`Granted`), its listed payees
+    (`PayeeAllowed`), paused or revoked. What it spent is summed from `AgentPayment`."""
+
+    __tablename__ = "explorer_agent_grants"
+    __table_args__ = (Index("ix_agent_grant_owner", "owner", "grant_id"),)
+    grant_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    owner: Mapped[str] = mapped_column(String(42))
+    key: Mapped[str] = mapped_column(String(42))
+    budget: Mapped[int] = mapped_column(BigAmount)
+    period: Mapped[int] = mapped_column(BigAmount)
+    cap: Mapped[int] = mapped_column(BigAmount)
+    start: Mapped[int] = mapped_column(BigAmount)
+    expiry: Mapped[int] = mapped_column(BigAmount)
+    any_provider: Mapped[bool] = mapped_column(Boolean)
+    payees: Mapped[int] = mapped_column(Integer, default=0)   # listed payees
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    granted_at: Mapped[int] = mapped_column(BigInteger)
+    granted_tx: Mapped[str] = mapped_column(String(66))
+    revoked_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+
+
+class AgentOwner(Base):
+    """An AgentBudget owner's deposits and withdrawals; its payments are `AgentPayment` rows."""
+
+    __tablename__ = "explorer_agent_owners"
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    deposited: Mapped[int] = mapped_column(BigAmount, default=0)
+    withdrawn: Mapped[int] = mapped_column(BigAmount, default=0)
+    first_at: Mapped[int] = mapped_column(BigInteger)
+    first_tx: Mapped[str] = mapped_column(String(66))
+
+
 DERIVED = (Payment, Lease, Order, Provider, Round, Challenge, Vote, Settlement, Validator, HardwareCase,
-           HardwareEntry, Slash)
+           HardwareEntry, Slash, AgentPayment, AgentGrant, AgentOwner)
 # Rows one event writes once, keyed by its (tx_hash, log_index) and final with its transaction.
-PER_EVENT = (Payment, Settlement, Slash, HardwareEntry)
+PER_EVENT = (Payment, Settlement, Slash, HardwareEntry, AgentPayment)
 # Rows several events change, by derive.entities_of's kind (a challenge's votes go with it).
 ENTITY_TABLES = {"provider": Provider, "order": Order, "lease": Lease, "round": Round, "challenge": Challenge,
-                 "validator": Validator, "hardware": HardwareCase}
+                 "validator": Validator, "hardware": HardwareCase, "grant": AgentGrant,
+                 "agent_owner": AgentOwner}
 
 
 def default_url() -> str:

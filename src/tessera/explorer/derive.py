@@ -1,7 +1,8 @@
 """The explorer's derived tables, updated one event at a time in chain order.
 
 `apply_event` is the only writer of the tables in `db.DERIVED`; they are a pure function of the raw
-events. Events of contracts nobody derives a table from (tokens, Probes, Uptime, Timelock) are kept raw.
+events. Events of contracts nobody derives a table from (Probes, Uptime, Timelock, the tokens but for
+agents' EIP-3009 payments) are kept raw. Agents' payments, grants and owners: `derive_agents.py`.
 
 Two kinds of derived rows, so that a reorg rollback costs what the reorg removed, not the history
 (indexer.Indexer._rollback):
@@ -30,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tessera.explorer import db
+from tessera.explorer.derive_agents import agent_budget, agent_entities, payment_token
 from tessera.protocol.events import EventRecord
 from tessera.protocol.figures import day_of
 from tessera.protocol.money import slash_split
@@ -88,6 +90,8 @@ def entities_of(r: EventRecord) -> list[Entity]:
             out.append(("hardware", (a["provider"], a["epoch"])))
         if r.event == "HardwareReported" and _address(a.get("validator")):
             out.append(("validator", a["validator"]))
+    elif c == "AgentBudget":
+        out += agent_entities(r)
     return out
 
 
@@ -438,4 +442,5 @@ def _hardware(session: Session, r: EventRecord, scope: Replay | None) -> None:
 
 
 _HANDLERS = {"ProviderRegistry": _registry, "Market": _market, "Verification": _verification,
-             "Settlement": _settlement, "Validators": _validators, "HardwareReports": _hardware}
+             "Settlement": _settlement, "Validators": _validators, "HardwareReports": _hardware,
+             "AgentBudget": agent_budget, "PaymentToken": payment_token}

@@ -293,7 +293,8 @@ def database_figures(engine: Engine) -> tuple[Figures, db.Cursor]:
 
 
 def table_figures(engine: Engine) -> Figures:
-    """The figures that the derived tables hold (payments, providers, leases), same names."""
+    """The figures that the derived tables hold (payments, providers, leases, agent payments,
+    owners and grants), same names."""
     out: dict[tuple[str, str], list] = {}
 
     def put(name: str, key: str, value: int, txs) -> None:
@@ -318,4 +319,31 @@ def table_figures(engine: Engine) -> Figures:
             if lease.closed_at is not None:
                 put("leases.closed.count", ALL, 1, [lease.closed_tx])
                 put("leases.closed.refunds", ALL, lease.refund, [lease.closed_tx])
+        _agent_table_figures(session, put)
     return {k: Figure(k[0], k[1], v, tuple(sorted(t))) for k, (v, t) in out.items()}
+
+
+def _agent_table_figures(session: Session, put) -> None:
+    """Agent payments to providers (count, amount, self-payments) and the AgentBudget's
+    deposits, withdrawals, payments and grants, from the agents' derived tables."""
+    for pay in session.scalars(select(db.AgentPayment)):
+        if pay.scheme == "budget":
+            put("agent_budget.total.paid", ALL, pay.amount, [pay.tx_hash])
+            put("agent_budget.total.payments", ALL, 1, [pay.tx_hash])
+        if not pay.to_provider:
+            continue
+        for scope, key in (("total", ALL), ("by_provider", pay.payee), ("by_scheme", pay.scheme),
+                           ("by_day", pay.day)):
+            put(f"agent_payments.{scope}.count", key, 1, [pay.tx_hash])
+            put(f"agent_payments.{scope}.amount", key, pay.amount, [pay.tx_hash])
+        for scope, key in (("total", ALL), ("by_provider", pay.payee)):
+            put(f"agent_payments.{scope}.self_count", key, int(pay.self_paid), [pay.tx_hash])
+            put(f"agent_payments.{scope}.self_amount", key, pay.amount if pay.self_paid else 0,
+                [pay.tx_hash])
+    for owner in session.scalars(select(db.AgentOwner)):
+        if owner.deposited:
+            put("agent_budget.total.deposits", ALL, owner.deposited, [])
+        if owner.withdrawn:
+            put("agent_budget.total.withdrawals", ALL, owner.withdrawn, [])
+    for grant in session.scalars(select(db.AgentGrant)):
+        put("agent_budget.total.grants", ALL, 1, [grant.granted_tx])

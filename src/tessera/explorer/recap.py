@@ -46,6 +46,24 @@ def index_and_audit(chain: Chain, database: Path) -> dict:
         "amounts": {name: exact_amount(v) for name, v in money.items()},
         "leases": len(report.ledgers),
         "leases_adding_up": sum(lease.adds_up for lease in report.ledgers.values()),
+        # Agent payments to registered providers, beside lease revenue (self-payments not
+        # excluded): amounts in TUSD base units, exact with their symbol in "amount".
+        "agent_payments": {
+            "count": value("agent_payments.total.count"),
+            "amount_base_units": value("agent_payments.total.amount"),
+            "amount": exact_amount(value("agent_payments.total.amount")),
+            "by_scheme": {s: {"count": value("agent_payments.by_scheme.count", s),
+                              "amount_base_units": value("agent_payments.by_scheme.amount", s)}
+                          for s in ("budget", "exact")},
+            "by_provider": {key: {"count": value("agent_payments.by_provider.count", key),
+                                  "amount_base_units": value("agent_payments.by_provider.amount", key),
+                                  "self_count": value("agent_payments.by_provider.self_count", key),
+                                  "txs": list(figures[(name, key)].txs)}
+                            for (name, key) in figures if name == "agent_payments.by_provider.count"},
+            "unit": f"{PAYMENT_SYMBOL} base units (10^-{PAYMENT_DECIMALS} {PAYMENT_SYMBOL})",
+            "includes": "AgentBudget payments and x402 exact (EIP-3009) transfers to registered "
+                        "providers; not in tenant_paid/provider_income; self-payments not excluded",
+        },
         "holdings": [h.to_json() for h in report.holdings if h.held or h.owed],
         "utilization": utilization,
         "uptime": uptime,

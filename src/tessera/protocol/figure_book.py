@@ -7,6 +7,9 @@ leases, uptime epochs, reliability) on the side, without changing the book, so `
 can persist it and resume. `protocol.figures.compute_figures(records, as_of)` is
 `FigureBook().apply(records).figures(as_of)`: one definition (docs/explorer.md).
 
+Agent payments and the AgentBudget's figures are folded by protocol/agent_payments.py
+(`AgentPayments.book`, its state under "agents"); AgentBudget and token events go nowhere else.
+
 A read costs what changed since the last read, plus one pass over the open leases and the
 providers: figures of the event-driven part are kept as built `Figure`s and rebuilt only for the
 keys an `apply` touched; a provider's uptime figures are rebuilt only when its heartbeats or the
@@ -19,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from tessera.protocol.agent_payments import AgentPayments
 from tessera.protocol.events import EventRecord
 from tessera.protocol.figure_parts import (
     ALL,
@@ -114,6 +118,7 @@ class FigureBook:
         self.heartbeats: dict[str, dict[int, str]] = defaultdict(dict)  # provider -> {epoch: tx}
         self.registered_at: dict[str, tuple[int, str]] = {}            # provider -> (timestamp, tx)
         self.evidence = EvidenceBook()
+        self.agents = AgentPayments()                                  # agent payments' fold
         self.last: tuple[int, int] | None = None                       # (block, log index) applied
         self.last_timestamp: int | None = None
         self.events = 0
@@ -139,6 +144,9 @@ class FigureBook:
         book = self.base
         a, tx = e.args, e.tx_hash
         self.evidence.apply(e)
+        self.agents.book(e, book.add)     # protocol/agent_payments.py: its figures and state
+        if e.contract in ("AgentBudget", "PaymentToken", "StakeToken"):
+            return                        # (AgentBudget's Withdrawn is not the Market's)
         if e.contract == "Uptime":
             if e.event == "UptimeStarted":
                 self.uptime_clock = (a["genesis"], a["epoch_length"])
@@ -410,6 +418,7 @@ def _state_of(self: FigureBook) -> dict:
         "heartbeats": {a: [[ep, t] for ep, t in beats.items()] for a, beats in self.heartbeats.items()},
         "registered_at": {a: list(v) for a, v in self.registered_at.items()},
         "evidence": self.evidence.to_json(),
+        "agents": self.agents.to_json(),
     }
 
 def _book_of(raw: dict) -> FigureBook:
@@ -437,6 +446,7 @@ def _book_of(raw: dict) -> FigureBook:
             book.heartbeats[addr] = {ep: t for ep, t in beats}
         book.registered_at = {a: (ts, tx) for a, (ts, tx) in raw["registered_at"].items()}
         book.evidence = EvidenceBook.from_json(raw["evidence"])
+        book.agents = AgentPayments.from_json(raw["agents"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"corrupt FigureBook state: {type(exc).__name__}: {exc}") from exc
     return book

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from tessera.protocol.agent_payments import AGENT_TUSD_PARTS
 from tessera.protocol.events import EventRecord
 from tessera.protocol.figure_book import FigureBook
 from tessera.protocol.figure_parts import (  # noqa: F401  (re-exported: the figures' one import)
@@ -52,6 +53,8 @@ def figure_unit(name: str) -> str:
     """'TUSD', 'TSTK', 'GPU-seconds', 'seconds', 'bps' or 'count' for a figure name."""
     if name.startswith(_TUSD_FIGURES):
         return PAYMENT_SYMBOL
+    if name.startswith(("agent_payments.", "agent_budget.")):
+        return PAYMENT_SYMBOL if name.rpartition(".")[2] in AGENT_TUSD_PARTS else "count"
     if name.startswith(_TSTK_FIGURES):
         return STAKE_SYMBOL
     if name.endswith("gpu_seconds"):

@@ -2,8 +2,10 @@
 
 `holdings` sets, per contract and token, `held` (Transfer logs in minus out) against `owed` (the
 claims its own events leave open, with the per-lease ledgers of protocol/ledger.py for the
-Market); `surplus` > 0 is money with no way out, < 0 a shortfall. `holding_problems` words both
-for the audit. The token flows behind every claim are listed in protocol/ledger.py.
+Market, and each owner's unspent deposit for the AgentBudget); `surplus` > 0 is money with no way
+out, < 0 a shortfall. `holding_problems` words both for the audit. The token flows behind every
+claim are listed in protocol/ledger.py. `agent_payment_problems` checks that every agent payment
+moved what its event says (protocol/agent_payments.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from tessera.protocol.agent_payments import EXACT, agent_payments
 from tessera.protocol.events import EventRecord
 from tessera.protocol.ledger import (
     TOKENS,
@@ -122,6 +125,8 @@ def _claims(records: list[EventRecord],
     bonds: dict[int, tuple[str, int]] = {}             # open challenge -> (challenger, bond)
     pools: dict[int, int] = {}                          # decided challenge -> voter pool left
     rewards: dict[tuple[str, int], int] = {}            # hardware (provider, epoch) -> pool left
+    deposits: dict[str, int] = defaultdict(int)        # AgentBudget owner -> unspent deposit
+    budget = {"Deposited": 1, "Withdrawn": -1, "AgentPaid": -1}
     staking = {("ProviderRegistry", "ProviderRegistered"): ("provider", "stake", "add"),
                ("ProviderRegistry", "StakeAdded"): ("provider", "amount", "add"),
                ("ProviderRegistry", "UnbondRequested"): ("provider", "amount", "unbond"),
@@ -135,7 +140,9 @@ def _claims(records: list[EventRecord],
     for r in records:
         a = r.args
         key = (r.contract, r.event)
-        if key in staking:
+        if r.contract == "AgentBudget" and r.event in budget:
+            deposits[a["owner"]] += budget[r.event] * int(a["amount"])
+        elif key in staking:
             who_field, amount_field, action = staking[key]
             bucket = stakes[r.contract][a[who_field]]
             amount = int(a[amount_field])
@@ -186,6 +193,11 @@ def _claims(records: list[EventRecord],
             if unbonding:
                 found.append(Claim(f"{who} unbonding", who, address, unbonding,
                                    f"{contract}.withdraw_unbonded (after the unbonding period)"))
+    agent_budget = out[("AgentBudget", "PaymentToken")]
+    for owner, unspent in sorted(deposits.items()):
+        if unspent:
+            agent_budget.append(Claim("agent budget deposit", "owner", owner, unspent,
+                                      "AgentBudget.withdraw(amount), by the owner, any time"))
     verification = out[("Verification", "StakeToken")]
     for cid, (challenger, bond) in sorted(bonds.items()):
         verification.append(Claim("challenge bond", "challenger (or provider, if rejected)",
@@ -235,4 +247,40 @@ def holding_problems(rows: Iterable[Holding],
     for (contract, symbol), _ in accepted.items():
         if not any(h.contract == contract and h.symbol == symbol for h in rows):
             out.append(f"--accept-stuck names {contract}:{symbol}, which the audit does not hold")
+    return out
+
+
+def agent_payment_problems(records: Iterable[EventRecord], addresses: dict[str, str]) -> list[str]:
+    """One line per agent payment that did not move what its event says: an `AgentPaid` without
+    a PaymentToken Transfer of its amount from the AgentBudget to its payee in the same
+    transaction, or an EIP-3009 `AuthorizationUsed` without the Transfer it made (a reader that
+    missed it would miss the payment)."""
+    records = sorted(records, key=lambda r: r.order)
+    budget = addresses.get("AgentBudget", "").lower()
+    sent: dict[str, list[tuple[str, int]]] = defaultdict(list)   # tx -> budget's (to, value)
+    authorizations: dict[str, list[EventRecord]] = defaultdict(list)
+    for r in records:
+        if r.contract == "PaymentToken" and r.event == "Transfer" and budget \
+                and str(r.args["sender"]).lower() == budget:
+            sent[r.tx_hash].append((str(r.args["receiver"]).lower(), int(r.args["value"])))
+        elif r.contract == "PaymentToken" and r.event == "AuthorizationUsed":
+            authorizations[r.tx_hash].append(r)
+    out = []
+    exact: dict[str, int] = defaultdict(int)
+    for p in agent_payments(records):
+        if p.scheme == EXACT:
+            exact[p.tx_hash] += 1
+            continue
+        match = (p.payee.lower(), p.amount)
+        if match in sent[p.tx_hash]:
+            sent[p.tx_hash].remove(match)
+        else:
+            out.append(f"AgentBudget: AgentPaid in tx {p.tx_hash} says {amount_text(p.amount)} to "
+                       f"{p.payee} (grant {p.grant_id}), but no Transfer of that amount from the "
+                       "AgentBudget to the payee is in that transaction")
+    for tx, found in sorted(authorizations.items()):
+        for r in found[exact[tx]:]:
+            out.append(f"PaymentToken: AuthorizationUsed by {r.args['authorizer']} in tx {tx} has no "
+                       "Transfer from the authorizer after it in that transaction: its payment was "
+                       "not read")
     return out

@@ -24,6 +24,12 @@ StakeToken (TSTK):
   HardwareReports   in: the registry's slash; out: burned at HardwareSlashed, reward_pool as
                     HardwareRewardClaimed.
   Timelock, Uptime, Probes hold no tokens.
+AgentBudget (TUSD; protocol/holdings.py, protocol/agent_payments.py):
+  in   owner -> AgentBudget   Deposited.amount (deposit)
+  out  AgentBudget -> owner   Withdrawn.amount (withdraw: the owner's way out, any time)
+       AgentBudget -> payee   AgentPaid.amount (pay, signed by a grant's session key)
+  An agent's x402 "exact" payment (EIP-3009) moves from its wallet to the payee and touches no
+  Tessera contract: the PaymentToken's AuthorizationUsed and the Transfer after it.
 
 `lease_ledgers` splits each lease's budget into what went out and what the Market still holds
 for it, and says who can claim the rest; `lease_problems` words what does not add up. What each

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Query
 
+from tessera.explorer.web.agents import agents_out, agents_view, provider_agent_payments, tx_agent_payments
 from tessera.explorer.web.models import FigureTxs, Overview, ProviderOut, TxOut
+from tessera.explorer.web.models_agents import AgentsOut
 from tessera.explorer.web.models_cases import (
     ChallengeDetail,
     ChallengePage,
@@ -17,6 +19,7 @@ from tessera.explorer.web.models_cases import (
     ValidatorOut,
 )
 from tessera.explorer.web.outputs import (
+    agent_payment_out,
     epoch_strip,
     event_out,
     figure_out,
@@ -59,14 +62,19 @@ def api_router(explorer: Explorer) -> APIRouter:
     def api_provider(address: str, leases_page: int = page_q("leases"),
                      payments_page: int = page_q("payments"), slashes_page: int = page_q("slashes"),
                      challenges_page: int = page_q("challenges"),
-                     cases_page: int = page_q("cases")) -> ProviderDetail:
-        """One provider with a page each of its leases, payouts, slashes (each with its cause),
-        challenges and hardware cases (`?leases=N&payments=N&slashes=N&challenges=N&cases=N`)."""
+                     cases_page: int = page_q("cases"),
+                     agent_page: int = page_q("agent_payments")) -> ProviderDetail:
+        """One provider with a page each of its leases, payouts, agent payments, slashes (each
+        with its cause), challenges and hardware cases
+        (`?leases=N&payments=N&agent_payments=N&slashes=N&challenges=N&cases=N`)."""
         snap = explorer.snapshot()
         p, leases, payments = explorer.provider(parse_address(address), leases_page, payments_page)
         slashes, challenges, cases = explorer.provider_cases(p.address, slashes_page, challenges_page,
                                                              cases_page)
+        agents = provider_agent_payments(explorer, p.address, agent_page)
         return ProviderDetail(**provider_out(snap, p).model_dump(),
+                              agent_payment_list=[agent_payment_out(x) for x in agents.rows],
+                              agent_payments_paging=paging_out(agents),
                               lease_list=[lease_out(snap, row) for row in leases.rows],
                               leases_paging=paging_out(leases),
                               payments=[payment_out(x) for x in payments.rows],
@@ -145,7 +153,17 @@ def api_router(explorer: Explorer) -> APIRouter:
         """One page of the indexed events of one transaction, log order (`?page=N`)."""
         tx = parse_tx_hash(tx_hash)
         events = explorer.tx(tx, page)
-        return TxOut(tx_hash=tx, events=[event_out(x) for x in events.rows], paging=paging_out(events))
+        return TxOut(tx_hash=tx, events=[event_out(x) for x in events.rows], paging=paging_out(events),
+                     agent_payments=[agent_payment_out(x) for x in tx_agent_payments(explorer, tx)])
+
+    @router.get("/api/agents", response_model=AgentsOut, responses={404: {"description": "no such page"}})
+    def api_agents(owners_page: int = page_q("owners"), grants_page: int = page_q("grants"),
+                   payments_page: int = page_q("payments")) -> AgentsOut:
+        """AgentBudget owners (deposited, withdrawn, paid, balance) and grants (limits, status,
+        spent), every agent payment, and the agent figures; each list paged newest first
+        (`?owners=N&grants=N&payments=N`)."""
+        snap = explorer.snapshot()
+        return agents_out(snap, agents_view(explorer, owners_page, grants_page, payments_page))
 
     @router.get("/api/figure", response_model=FigureTxs, responses={404: {"description": "unknown figure"}})
     def api_figure(name: str, key: str = ALL, page: int = page_q()) -> FigureTxs:

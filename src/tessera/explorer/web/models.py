@@ -127,6 +127,59 @@ class DowntimeTotals(BaseModel):
     refunds: FigureOut = Field(description="refunded to tenants at once, payment base units")
 
 
+class AgentPaymentsOut(BaseModel):
+    """Agent payments to a registered provider (or to all of them): AgentBudget payments and
+    x402 "exact" EIP-3009 transfers (docs/explorer.md, "Agent payments"). Self-payments are not
+    excluded: `self_*` counts those from the payee's own address; payments through another
+    address the provider controls cannot be told apart on chain."""
+
+    count: FigureOut
+    amount: FigureOut = Field(description="payment-token base units")
+    payers: FigureOut = Field(description="distinct payers (budget owners, EIP-3009 authorizers)")
+    self_count: FigureOut = Field(description="paid from the provider's own address")
+    self_amount: FigureOut
+
+
+class AgentTotals(AgentPaymentsOut):
+    """Agent payments to registered providers, by scheme, and the AgentBudget's own money."""
+
+    budget_count: FigureOut = Field(description="AgentBudget payments to providers (scheme 'budget')")
+    budget_amount: FigureOut
+    exact_count: FigureOut = Field(description="EIP-3009 transfers to providers (x402 'exact')")
+    exact_amount: FigureOut
+    deposits: FigureOut = Field(description="AgentBudget deposits (all owners)")
+    withdrawals: FigureOut
+    paid: FigureOut = Field(description="AgentBudget payments to any payee, providers or not")
+    balance: FigureOut = Field(description="deposits - withdrawals - paid: what owners can withdraw")
+    grants: FigureOut
+
+
+class AgentPaymentOut(BaseModel):
+    """One agent payment; `tx_hash`/`log_index` are the log that moved the money."""
+
+    tx_hash: str
+    log_index: int
+    block_number: int
+    timestamp: int
+    scheme: str = Field(description="'budget' (AgentBudget.pay) or 'exact' (EIP-3009 transfer)")
+    payer: str = Field(description="budget: the grant's owner; exact: the paying wallet")
+    key: str = Field(description="budget: the session key that signed; exact: the paying wallet")
+    payee: str
+    grant_id: int | None
+    nonce: str
+    to_provider: bool = Field(description="the payee was a registered provider: agent revenue")
+    self_paid: bool = Field(description="payer == payee")
+    token: str = PAYMENT_SYMBOL
+    decimals: int = PAYMENT_DECIMALS
+    amount_base_units: str
+
+
+REVENUE_INCLUDES = (
+    "revenue: tenants' lease payouts from the Market (Withdrawn, LeaseClosed: provider income + "
+    "protocol fees); agent_payments: AgentBudget payments and x402 'exact' EIP-3009 transfers to "
+    "registered providers, counted beside lease revenue, not in it; self-payments not excluded")
+
+
 class Overview(BaseModel):
     block: int = Field(description="last final block indexed: every figure is as of this block")
     block_hash: str | None
@@ -143,6 +196,9 @@ class Overview(BaseModel):
     stake: StakeOut
     leases: LeaseTotals
     downtime: DowntimeTotals
+    agent_payments: AgentTotals
+    revenue_includes: str = Field(REVENUE_INCLUDES, description="what `revenue` and "
+                                  "`agent_payments` count")
     provider_scores: list[ProviderScore] = Field(
         description="uptime, probes, outages, downtime and reliability per provider")
 
@@ -170,6 +226,7 @@ class ProviderOut(BaseModel):
     tenant_paid: FigureOut
     provider_income: FigureOut
     protocol_fees: FigureOut
+    agent_payments: AgentPaymentsOut = Field(description="agent payments to it, beside lease revenue")
     uptime: UptimeOut | None = Field(description="null on a network without the Uptime contract")
     liveness: LivenessOut
     reliability: ReliabilityOut
@@ -272,6 +329,8 @@ class TxOut(BaseModel):
     tx_hash: str
     events: list[EventOut] = Field(description="one page of its events, log order (`?page=N`)")
     paging: Paging
+    agent_payments: list[AgentPaymentOut] = Field(
+        default_factory=list, description="the agent payments this transaction made")
 
 
 class FigureTxs(BaseModel):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from tessera.explorer.web.models import (
+    AgentPaymentOut,
     EpochStrip,
     EventOut,
     LeaseOut,
@@ -208,6 +209,9 @@ class ProviderDetail(ProviderOut):
     leases_paging: Paging
     payments: list[PaymentOut] = Field(description="one page, newest first (`?payments=N`)")
     payments_paging: Paging
+    agent_payment_list: list[AgentPaymentOut] = Field(
+        description="agent payments to it, one page, newest first (`?agent_payments=N`)")
+    agent_payments_paging: Paging
     outage_reports: list[OutageOut] = Field(description="the latest (at most a page), oldest first")
     recent_epochs: EpochStrip | None = Field(description="null without the Uptime contract or "
                                                          "before any epoch is owed")

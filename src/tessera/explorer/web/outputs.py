@@ -8,6 +8,9 @@ from __future__ import annotations
 from tessera.explorer import db
 from tessera.explorer.derive import record_of
 from tessera.explorer.web.models import (
+    AgentPaymentOut,
+    AgentPaymentsOut,
+    AgentTotals,
     DowntimeTotals,
     EpochOut,
     EpochStrip,
@@ -70,6 +73,30 @@ def revenue_row(figures: Figures, scope: str, key: str) -> RevenueRow:
                                   for part in ("tenant_paid", "provider_income", "protocol_fees")})
 
 
+def agent_payments_out(figures: Figures, scope: str = "total", key: str = ALL) -> AgentPaymentsOut:
+    """Agent payments to registered providers: `scope` 'total' (key 'all') or 'by_provider'."""
+    return AgentPaymentsOut(**{part: figure_out(_fig(figures, f"agent_payments.{scope}.{part}", key))
+                               for part in AgentPaymentsOut.model_fields})
+
+
+def agent_totals(figures: Figures) -> AgentTotals:
+    f = figures
+    return AgentTotals(
+        **agent_payments_out(f).model_dump(),
+        **{f"{scheme}_{part}": figure_out(_fig(f, f"agent_payments.by_scheme.{part}", scheme))
+           for scheme in ("budget", "exact") for part in ("count", "amount")},
+        **{part: figure_out(_fig(f, f"agent_budget.total.{part}"))
+           for part in ("deposits", "withdrawals", "paid", "balance", "grants")})
+
+
+def agent_payment_out(p: db.AgentPayment) -> AgentPaymentOut:
+    return AgentPaymentOut(tx_hash=p.tx_hash, log_index=p.log_index, block_number=p.block_number,
+                           timestamp=p.timestamp, scheme=p.scheme, payer=p.payer, key=p.key,
+                           payee=p.payee, grant_id=p.grant_id, nonce=p.nonce,
+                           to_provider=bool(p.to_provider), self_paid=bool(p.self_paid),
+                           amount_base_units=str(p.amount))
+
+
 def utilization_row(figures: Figures, scope: str, key: str) -> UtilizationRow:
     return UtilizationRow(
         key=key, leased_gpu_seconds=figure_out(_fig(figures, f"utilization.{scope}.leased_gpu_seconds", key)),
@@ -111,6 +138,7 @@ def overview(snap: Snapshot) -> Overview:
                            top_ups=figure_out(_fig(f, "leases.total.top_ups"))),
         downtime=DowntimeTotals(**{part: figure_out(_fig(f, f"downtime.total.{part}"))
                                    for part in DowntimeTotals.model_fields}),
+        agent_payments=agent_totals(f),
         provider_scores=provider_scores(f))
 
 
@@ -182,6 +210,7 @@ def provider_out(snap: Snapshot, p: db.Provider) -> ProviderOut:
         tenant_paid=figure_out(_fig(f, "revenue.by_provider.tenant_paid", a)),
         provider_income=figure_out(_fig(f, "revenue.by_provider.provider_income", a)),
         protocol_fees=figure_out(_fig(f, "revenue.by_provider.protocol_fees", a)),
+        agent_payments=agent_payments_out(f, "by_provider", a),
         uptime=uptime_out(f, a), liveness=liveness_out(f, a), reliability=reliability_out(f, a))
 
 

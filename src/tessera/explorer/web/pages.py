@@ -8,6 +8,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from tessera.explorer import db
+from tessera.explorer.web.agents import provider_agents_html, totals_html, tx_agents_html
 from tessera.explorer.web.charts import bar_chart, epoch_chart, line_chart
 from tessera.explorer.web.markup import (
     bps_text,
@@ -53,6 +54,10 @@ def overview_html(snap: Snapshot, providers: list[db.Provider]) -> str:
         ("tenant payments", fig_link(o.revenue.tenant_paid)),
         ("provider income", fig_link(o.revenue.provider_income)),
         ("protocol fees", fig_link(o.revenue.protocol_fees)),
+        ("agent payments to providers", fig_link(o.agent_payments.count,
+                                                 f"{o.agent_payments.count.value} payments")
+         + ", " + fig_link(o.agent_payments.amount) + " (beside lease revenue; self-payments not "
+         "excluded: <a href='/agents'>agents</a>)"),
         ("leased GPU time", fig_link(o.utilization.leased_gpu_seconds)),
         ("registered GPU time", fig_link(o.utilization.registered_gpu_seconds)),
         ("utilization", e(pct(o.utilization.utilization))),
@@ -88,7 +93,7 @@ def overview_html(snap: Snapshot, providers: list[db.Provider]) -> str:
                   for p in o.prices]
     return (f"<p class='muted'>Every figure is recomputed from the indexed chain events up to final block "
             f"{e(o.block)} (<span class='mono'>{e(o.block_hash)}</span>); click a value to see its "
-            f"transactions.</p>"
+            f"transactions. Revenue counts: {e(o.revenue_includes)}.</p>"
             + kv(totals) + charts
             + "<h2>Revenue per day (UTC)</h2>"
             + table(["day", "tenant payments", "provider income", "protocol fees"], revenue_rows, {1, 2, 3},
@@ -100,6 +105,7 @@ def overview_html(snap: Snapshot, providers: list[db.Provider]) -> str:
             + f"<h2>Price per GPU-hour by model ({PAYMENT_SYMBOL}, accepted bids)</h2>"
             + table(["model", "leases", *PERCENTILES, "spread (max-min)"], price_rows,
                     {1, 2, 3, 4, 5, 6, 7}, "prices")
+            + "<h2>Agent payments (beside lease revenue)</h2>" + totals_html(o.agent_payments)
             + "<h2>Providers</h2>" + providers_table(snap, providers)
             + "<h2>Uptime, probes, outages and reliability per provider</h2>"
             + scores_table(o.provider_scores))
@@ -112,9 +118,9 @@ def providers_html(snap: Snapshot, providers: list[db.Provider]) -> str:
 
 
 def provider_html(snap: Snapshot, explorer: Explorer, p: db.Provider, leases: Paged, payments: Paged,
-                  cases: tuple[Paged, Paged, Paged]) -> str:
-    """Every list (leases, payouts, slashes, challenges, hardware cases) is one page of it, with
-    its own `?<list>=N` pager: anyone can grow them."""
+                  cases: tuple[Paged, Paged, Paged], agent_payments: Paged) -> str:
+    """Every list (leases, payouts, agent payments, slashes, challenges, hardware cases) is one
+    page of it, with its own `?<list>=N` pager: anyone can grow them."""
     out = provider_out(snap, p)
     path = f"/providers/{p.address}"
     cpu = is_cpu(p.gpu_model)     # a CPU provider registers its system memory, not a GPU's
@@ -137,6 +143,9 @@ def provider_html(snap: Snapshot, explorer: Explorer, p: db.Provider, leases: Pa
         ("tenant payments", fig_link(out.tenant_paid)),
         ("income", fig_link(out.provider_income)),
         ("protocol fees", fig_link(out.protocol_fees)),
+        ("agent payments (beside lease revenue)",
+         fig_link(out.agent_payments.count, f"{out.agent_payments.count.value} payments") + ", "
+         + fig_link(out.agent_payments.amount) + ' (<a href="#agent_payments">list</a>)'),
     ])
     u = out.uptime
     uptime = kv([
@@ -165,17 +174,19 @@ def provider_html(snap: Snapshot, explorer: Explorer, p: db.Provider, leases: Pa
             + "<h2 id='leases'>Leases</h2>" + list_pager(path, leases, "leases", "leases", True)
             + leases_table(snap, leases.rows)
             + "<h2 id='payments'>Payouts</h2>" + list_pager(path, payments, "payouts", "payments", True)
-            + payments_table(payments.rows))
+            + payments_table(payments.rows)
+            + provider_agents_html(path, out.agent_payments, agent_payments))
 
 
-def tx_html(tx: str, events: Paged) -> str:
-    """One page of the transaction's decoded events, in log order, args in their units."""
+def tx_html(tx: str, events: Paged, agent_payments: list[db.AgentPayment] = ()) -> str:
+    """One page of the transaction's decoded events, in log order, args in their units; first
+    the agent payments it made, if any."""
     first = events.rows[0]
     count = f"{events.total:,} indexed event{'s' * (events.total != 1)}"
     pager = list_pager(f"/tx/{tx}", events, "events")
     return (f'<p>Block {e(first.block_number)} (<span class="mono">{e(first.block_hash)}</span>), '
-            f"{e(when(first.timestamp))}: {count}.</p>" + pager + events_table(events.rows, with_tx=False)
-            + pager)
+            f"{e(when(first.timestamp))}: {count}.</p>" + tx_agents_html(list(agent_payments))
+            + "<h2>Events</h2>" + pager + events_table(events.rows, with_tx=False) + pager)
 
 
 def figure_html(f: Figure, txs: Paged, by_tx: dict[str, list]) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
+from tessera.explorer.web.agents import agents_html, agents_view, provider_agent_payments, tx_agent_payments
 from tessera.explorer.web.markup import page
 from tessera.explorer.web.pages import figure_html, overview_html, provider_html, providers_html, tx_html
 from tessera.explorer.web.pages_cases import (
@@ -45,11 +46,20 @@ def site_router(explorer: Explorer) -> APIRouter:
     def provider_page(address: str, leases_page: int = page_q("leases"),
                       payments_page: int = page_q("payments"), slashes_page: int = page_q("slashes"),
                       challenges_page: int = page_q("challenges"),
-                      cases_page: int = page_q("cases")):
+                      cases_page: int = page_q("cases"), agent_page: int = page_q("agent_payments")):
         snap = explorer.snapshot()
         p, leases, payments = explorer.provider(parse_address(address), leases_page, payments_page)
         cases = explorer.provider_cases(p.address, slashes_page, challenges_page, cases_page)
-        return page(f"Provider {p.address}", provider_html(snap, explorer, p, leases, payments, cases), snap)
+        agents = provider_agent_payments(explorer, p.address, agent_page)
+        return page(f"Provider {p.address}",
+                    provider_html(snap, explorer, p, leases, payments, cases, agents), snap)
+
+    @router.get("/agents")
+    def agents_page(owners_page: int = page_q("owners"), grants_page: int = page_q("grants"),
+                    payments_page: int = page_q("payments")):
+        snap = explorer.snapshot()
+        view = agents_view(explorer, owners_page, grants_page, payments_page)
+        return page("Agents: budgets, grants and payments", agents_html(snap, view), snap)
 
     @router.get("/leases")
     def leases_page(page_no: int = Query(1, alias="page", ge=1, le=MAX_PAGE)):
@@ -97,7 +107,7 @@ def site_router(explorer: Explorer) -> APIRouter:
         tx = parse_tx_hash(tx_hash)
         events = explorer.tx(tx, page_no)   # a 404 for an unknown tx comes before a 503 for an empty database
         snap = explorer.snapshot()
-        return page(f"Transaction {tx}", tx_html(tx, events), snap)
+        return page(f"Transaction {tx}", tx_html(tx, events, tx_agent_payments(explorer, tx)), snap)
 
     @router.get("/figure")
     def figure_page(name: str, key: str = ALL, page_no: int = page_q()):

@@ -32,11 +32,13 @@ AMOUNT_ARGS: dict[str, dict[str, str]] = {
     "PaymentToken": {"value": TUSD},
     "StakeToken": {"value": TSTK},
     "Timelock": {"amount": ETH},
+    "AgentBudget": dict.fromkeys(("amount", "budget", "cap"), TUSD),
 }
 # Arguments that are block times (Unix seconds), and durations (seconds).
 TIME_ARGS = {"start", "deadline", "release_at", "locked_until", "until", "jailed_until", "released_until",
-             "dispute_deadline", "vote_deadline", "genesis"}
-DURATION_ARGS = {"duration", "epoch_length", "jail_period", "delay", "old_duration", "new_duration"}
+             "dispute_deadline", "vote_deadline", "genesis", "expiry"}
+DURATION_ARGS = {"duration", "epoch_length", "jail_period", "delay", "old_duration", "new_duration",
+                 "period"}
 BPS_ARGS = {"fee_bps", "old_fee_bps", "new_fee_bps"}
 # Address arguments that name a provider or a validator (linked to their pages).
 PROVIDER_ARGS = {"provider"}
