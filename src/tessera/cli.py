@@ -9,7 +9,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from tessera.chain.accounts import (
     devnet_account,
@@ -22,8 +21,8 @@ from tessera.chain.client import Chain
 from tessera.chain.devnet import Devnet
 from tessera.chain.network import load_network
 from tessera.chain.tokens import PaymentToken, StakeToken
+from tessera.command_errors import err, fail, run_guarded
 from tessera.compute import numerics
-from tessera.errors import AccountError, ChainError, DaemonError, DevnetError, NetworkError, SpecError
 from tessera.protocol.jobspec import DEFAULT_WARN_WITHIN
 from tessera.protocol.money import (
     PAYMENT_DECIMALS,
@@ -54,29 +53,10 @@ def _start() -> None:
     numerics.pin()
 
 console = Console()
-err = Console(stderr=True)
-
-USER_ERRORS = (ChainError, NetworkError, SpecError, AccountError, DevnetError, DaemonError, ValueError)
 
 NetworkOption = typer.Option(None, "--network", help="network file (default: the devnet's)")
 AccountOption = typer.Option("devnet:5", "--account",
                              help="devnet:N (anvil's public test keys), keystore:NAME, or 0x key")
-
-
-def fail(message: str, code: int = 1) -> None:
-    # escaped: a message may quote input ('[/x]' in a spec's key is not rich markup)
-    err.print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(code)
-
-
-def run_guarded(action):
-    """Run a command body, turning expected failures into one readable line and exit code 1."""
-    from tessera.errors import TenantError
-
-    try:
-        return action()
-    except (*USER_ERRORS, TenantError) as exc:
-        fail(str(exc))
 
 
 def connect(network: Path | None, account: str | None) -> Chain:
@@ -341,6 +321,18 @@ register_explorer(app)
 from tessera.validator.cli import register_validator  # noqa: E402
 
 register_validator(app)
+
+from tessera.facilitator.cli import register_facilitator  # noqa: E402
+
+register_facilitator(app)
+
+from tessera.provider.inference_cli import register_serve_model  # noqa: E402
+
+register_serve_model(provider_app)
+
+from tessera.agent.cli import register_agent  # noqa: E402
+
+register_agent(app)
 
 if __name__ == "__main__":
     app()

@@ -16,6 +16,7 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import TREASURY, Devnet, free_port
 from tessera.daemons import spawn, stop, wait_healthy
+from tessera.demo_agent import run_agent_act
 from tessera.demo_cheater import run_cheater_act, settle_held_pay
 from tessera.explorer.recap import index_and_audit
 from tessera.protocol.jobspec import JobSpec
@@ -112,6 +113,7 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
             summary["treasury_received"] = tenant.market.payment_token.balance_of(treasury) - treasury_before
             if cheater:
                 summary["verification"] = run_cheater_act(console, chain, home, procs)
+            summary["agent"] = run_agent_act(console, chain, home, procs, summary)
             summary["explorer"] = explore(console, chain, home)
             return summary
         job = dict(DEMO_JOB)
@@ -129,6 +131,7 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
         print_summary(console, summary)
         if cheater:
             summary["verification"] = run_cheater_act(console, chain, home, procs)
+        summary["agent"] = run_agent_act(console, chain, home, procs, summary)
         summary["explorer"] = explore(console, chain, home)
         return summary
     finally:

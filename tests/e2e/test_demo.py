@@ -52,6 +52,21 @@ def test_demo_json_reports_a_verified_settled_rental(tmp_path):
     workers = {w["provider"]: w for w in act["job"]["workers"]}
     assert workers[act["cheater"]]["fault"] == "spot-check"
     assert [w["finished"] for p, w in workers.items() if p != act["cheater"]] == [True]
+    # The agent act: an agent holding only a session key buys three completions from the demo's
+    # model, served by the winning provider, each settled on chain from its owner's budget; a
+    # request priced over its cap is refused before signing, and nothing moves.
+    agent = summary["agent"]
+    price = agent["prices"]["per_request"] + 32 * agent["prices"]["per_token"]
+    assert agent["provider"] == summary["winner"]["provider"]
+    assert [(p["tokens"], p["amount"]) for p in agent["payments"]] == [(32, price)] * 3
+    assert all(p["tx"].startswith("0x") for p in agent["payments"])
+    assert len({p["tx"] for p in agent["payments"]}) == 3
+    assert agent["spent"] == 3 * price <= agent["budget"]
+    refusal = agent["refusal"]
+    assert refusal["limit"] == "over cap" and refusal["signatures"] == 0
+    assert refusal["price"] > agent["cap"] >= price
+    assert refusal["nothing_moved"] and refusal["balances_before"] == refusal["balances_after"]
+    assert refusal["balances_after"]["spent_in_period"] == agent["spent"]
     # The run as the explorer sees it: indexed, audited against the chain's logs, kept on disk.
     explorer = summary["explorer"]
     assert explorer["audit_agrees"], explorer["audit_problems"]

@@ -41,6 +41,11 @@ class Token(ContractWrapper):
             return None
         return self._send("approve", spender, amount)
 
+    def transfer(self, to: str, amount: int, purpose: str) -> TxReceipt:
+        """Send `amount` from this account to `to`, refused first when the account holds less."""
+        self.require_balance(amount, purpose)
+        return self._send("transfer", to, amount)
+
     def fund(self, spender: str, amount: int, purpose: str) -> list[TxReceipt]:
         """require_balance then ensure_allowance: what a deposit into `spender` needs first."""
         self.require_balance(amount, purpose)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import typer
 
-from tessera.cli import run_guarded
+from tessera.command_errors import run_guarded
 from tessera.compute import numerics
 from tessera.provider.config import ProviderConfig, load_provider_config
 from tessera.provider.node import ProviderNode

@@ -8,28 +8,18 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from tessera.chain.accounts import resolve_account
 from tessera.chain.client import Chain
 from tessera.chain.network import load_network
 from tessera.chain.validators import Validators
-from tessera.errors import AccountError, ChainError, DevnetError, NetworkError, SpecError
+from tessera.command_errors import run_guarded
 from tessera.protocol.money import STAKE_DECIMALS, STAKE_SYMBOL, format_amount, parse_amount
 
 validator_app = typer.Typer(help="Stake as a validator and probe providers' liveness.",
                             no_args_is_help=True)
 console = Console()
-err = Console(stderr=True)
-USER_ERRORS = (ChainError, NetworkError, SpecError, AccountError, DevnetError, ValueError)
 
-
-def _guarded(action):
-    try:
-        return action()
-    except USER_ERRORS as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")  # a key like "[/x]" is not markup
-        raise typer.Exit(1) from None
 
 
 @validator_app.command("register")
@@ -50,7 +40,7 @@ def register(
         total = Validators(chain).stake_of(chain.address)
         return chain.address, sent, total
 
-    address, sent, total = _guarded(body)
+    address, sent, total = run_guarded(body)
     for what, tx in sent:
         console.print(f"{what}: {tx}")
     console.print(f"validator {address}: {format_amount(total, STAKE_DECIMALS, STAKE_SYMBOL)} staked"
@@ -63,8 +53,8 @@ def run(config: Path = typer.Option(..., "--config", help="validator.toml")) -> 
     from tessera.validator.config import load_validator_config
     from tessera.validator.service import run_validator
 
-    cfg = _guarded(lambda: load_validator_config(config))
-    _guarded(lambda: run_validator(cfg))
+    cfg = run_guarded(lambda: load_validator_config(config))
+    run_guarded(lambda: run_validator(cfg))
 
 
 def register_validator(app: typer.Typer) -> None:
