@@ -23,3 +23,4 @@ bench: setup
 	.venv/bin/python bench/verification.py
 	.venv/bin/python bench/verification.py --honest-runs 100
 	.venv/bin/python bench/verification_gas.py
+	.venv/bin/python bench/agents.py
