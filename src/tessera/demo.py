@@ -153,6 +153,10 @@ def explore(console: Console, chain: Chain, home: Path) -> dict:
                   f"{money(recap['provider_income'])} + fees {money(recap['protocol_fees'])}; "
                   f"utilization {'-' if utilization is None else f'{utilization:.1%}'} of registered "
                   "GPU-hours")
+    agents = recap.get("agent_payments") or {}
+    if agents.get("count"):
+        console.print(f"agent payments to providers, beside lease revenue: {agents['count']} "
+                      f"for {money(agents['amount_base_units'])}, each linked to its transaction")
     for address, u in recap["uptime"].items():
         console.print(f"uptime {short(address)}: {u['heartbeats']}/{u['epochs']} epochs "
                       f"({u['bps'] / 100:.2f} %)")

@@ -73,6 +73,9 @@ def test_demo_json_reports_a_verified_settled_rental(tmp_path):
     assert explorer["tenant_paid"] == summary["tenant_spent"] + act["tenant_spent"]
     assert explorer["protocol_fees"] == fee + act["treasury_received"]
     assert 0 < explorer["utilization"] <= 1
+    # the agent's three payments are provider revenue beside the leases', each its transaction
+    assert explorer["agent_payments"]["count"] == 3
+    assert explorer["agent_payments"]["amount_base_units"] == agent["spent"]
     assert set(explorer["uptime"]) == {p["account"] for p in summary["providers"].values()} | \
         {act["cheater"]}
     assert all(u["heartbeats"] >= 1 for u in explorer["uptime"].values())
