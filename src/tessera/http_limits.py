@@ -131,10 +131,10 @@ class RequestGuard:
         cap = self.json_cap if ceiling is None else ceiling
         declared = _content_length(scope)
         if declared == -1:
-            await _refuse(scope, send, 400, "Content-Length is not a number of bytes")
+            await refuse(scope, send, 400, "Content-Length is not a number of bytes")
             return
         if declared is not None and declared > cap:
-            await _refuse(scope, send, 413, f"request body of {declared} bytes is larger than "
+            await refuse(scope, send, 413, f"request body of {declared} bytes is larger than "
                                             f"{cap} bytes")
             return
         if ceiling is None:
@@ -150,24 +150,15 @@ class RequestGuard:
                 return   # the client went away
             body += message.get("body", b"")
             if len(body) > cap:
-                await _refuse(scope, send, 413, f"request body is larger than {cap} bytes")
+                await refuse(scope, send, 413, f"request body is larger than {cap} bytes")
                 return
             if not message.get("more_body", False):
                 break
         problem = json_body_problem(bytes(body)) if body else None
         if problem is not None:
-            await _refuse(scope, send, 400, problem, close=False)
+            await refuse(scope, send, 400, problem, close=False)
             return
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(bytes(body), receive), send)
 
     async def _streamed(self, scope, receive, send, cap: int) -> None:
         seen, done = 0, False
@@ -203,7 +194,23 @@ def _content_length(scope) -> int | None:
     return None
 
 
-async def _refuse(scope, send, status: int, detail: str, close: bool = True) -> None:
+def replaying(body: bytes, receive):
+    """An ASGI `receive` that hands on `body`, already read from `receive`, as one message, and
+    then whatever `receive` says next (a disconnect): what a middleware that read the body
+    passes to the app behind it."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
+
+
+async def refuse(scope, send, status: int, detail: str, close: bool = True) -> None:
+    """Answer `status` with {"detail": detail} as JSON; `close`: and close the connection."""
     body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
 import re
 from contextvars import ContextVar
@@ -64,7 +63,13 @@ from x402.schemas import PaymentPayload
 from tessera.chain.x402_facilitator import SchemeSupport, X402Network, schemes
 from tessera.compute.generate import MAX_PROMPT_BYTES, MAX_TEMPERATURE, MAX_TOKENS, TextModel
 from tessera.errors import PaymentError
-from tessera.http_limits import RequestGuard, json_body_problem, validation_error
+from tessera.http_limits import (
+    RequestGuard,
+    json_body_problem,
+    refuse,
+    replaying,
+    validation_error,
+)
 
 GENERATE_ROUTE, MODEL_ROUTE = "/v1/generate", "/v1/model"
 PAYMENT_TIMEOUT_S = 300   # how long a signed payment stays valid (the SDK's maxTimeoutSeconds)
@@ -170,7 +175,8 @@ class _ValidateGenerate:
         if scope["path"] != GENERATE_ROUTE or scope["method"] != "POST":
             # a spelling the paywall would match but the router would not ("/V1/generate/",
             # "//v1/generate"): refused here, before anyone is asked to pay for a 404
-            await _answer(send, 404, {"detail": f"not found: the route is POST {GENERATE_ROUTE}"})
+            await refuse(scope, send, 404, f"not found: the route is POST {GENERATE_ROUTE}",
+                         close=False)
             return
         body = bytearray()
         while True:   # RequestGuard, outside, has already capped and buffered it
@@ -185,30 +191,21 @@ class _ValidateGenerate:
         except ValidationError as exc:
             problem = json_body_problem(bytes(body)) or "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-            await _answer(send, 422, {"detail": f"not a generate request: {problem}"})
+            await refuse(scope, send, 422, f"not a generate request: {problem}", close=False)
             return
         problem, key = payment_key(scope)
         if problem is not None:
-            await _answer(send, 400, {"detail": problem})
+            await refuse(scope, send, 400, problem, close=False)
             return
         if key is not None and key in self.in_use:
-            await _answer(send, 409, {"detail": "this payment is in use by a request in progress: "
-                                                "one payment pays for one request"})
+            await refuse(scope, send, 409, "this payment is in use by a request in progress: one "
+                         "payment pays for one request", close=False)
             return
         if key is not None:
             self.in_use.add(key)
         token = _CURRENT.set(request)
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
         try:
-            await self.app(scope, replay, send)
+            await self.app(scope, replaying(bytes(body), receive), send)
         finally:
             _CURRENT.reset(token)
             self.in_use.discard(key)
@@ -219,14 +216,6 @@ def _paywalled(scope) -> bool:
     ignores case, repeated and trailing slashes (x402HTTPServerBase._normalize_path)."""
     path = re.sub("/+", "/", scope["path"]).rstrip("/").lower()
     return scope["method"].upper() == "POST" and path == GENERATE_ROUTE
-
-
-async def _answer(send, status: int, content: dict) -> None:
-    data = json.dumps(content).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(data)).encode())]})
-    await send({"type": "http.response.body", "body": data})
 
 
 def _price_of_current(prices: InferencePrices):
