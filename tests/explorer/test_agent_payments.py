@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -18,7 +17,7 @@ from eth_account import Account
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
-from tests.support.explorer import dump
+from tests.support.explorer import dump, snapshot
 from typer.testing import CliRunner
 
 from tessera.chain.accounts import devnet_account
@@ -79,15 +78,6 @@ class Run:
     other_txs: list[str]   # the payments to the stranger
     plain_tx: str          # a transfer between two outsiders: never read
     amounts: dict[str, int]
-
-
-@contextmanager
-def snapshot(work: Workload):
-    snap = work._rpc("evm_snapshot", [])
-    try:
-        yield
-    finally:
-        work._rpc("evm_revert", [snap])
 
 
 @pytest.fixture(scope="module")

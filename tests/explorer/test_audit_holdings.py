@@ -6,11 +6,11 @@ property test drives random market actions and then takes every claim out, to th
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from tests.support.explorer import snapshot
 from typer.testing import CliRunner
 
 from tessera.chain.accounts import devnet_account
@@ -28,15 +28,6 @@ from tessera.protocol.lease import claimable_epochs, order_deposit
 MAX_PRICE = 5 * TUSD
 
 
-@contextmanager
-def snapshot(work: Workload):
-    """Whatever the block does, the chain (and the workload's clock) is as before afterwards."""
-    snap = work._rpc("evm_snapshot", [])
-    try:
-        yield
-    finally:
-        work._rpc("evm_revert", [snap])
-        work.now = int(work._rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
 
 
 def indexed_audit(chain: Chain, path):
