@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tessera.command_errors import err, run_guarded
-from tessera.protocol.money import format_duration
+from tessera.protocol.money import format_duration, parse_payment
 from tessera.tenant.bidding import money
 
 agent_app = typer.Typer(help="AI agents as customers: run one, and set the on-chain budget it "
@@ -148,12 +148,11 @@ def revoke(grant_id: int = typer.Argument(..., min=1), network: Path = NetworkOp
 def withdraw(amount: str = typer.Argument(..., help="TUSD to take back, e.g. 1.50"),
              network: Path = NetworkOption, account: str = OwnerOption):
     """Take back unspent deposit (any time; grants can then pay only from what is left)."""
-    from tessera.agent import owner
     from tessera.chain.client import tx_hash
 
     def body():
         budget = _owner_budget(network, account)
-        receipt = budget.withdraw(owner.tusd("amount", amount))
+        receipt = budget.withdraw(parse_payment(amount, "amount"))
         return tx_hash(receipt), budget.balance_of(budget.chain.address)
     tx, left = run_guarded(body)
     console.print(f"withdrew {amount} TUSD (tx {tx}); deposit left {money(left)}")

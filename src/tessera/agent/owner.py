@@ -15,7 +15,7 @@ from tessera.chain.agent_budget import AgentBudget
 from tessera.chain.client import tx_hash
 from tessera.errors import AccountError
 from tessera.protocol.agent_budget import Grant
-from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, parse_amount, parse_duration
+from tessera.protocol.money import parse_duration, parse_payment
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
@@ -32,13 +32,6 @@ def address_of(what: str, spec: str) -> str:
     except AccountError as exc:
         raise ValueError(f"{what}: {spec!r} is neither an address nor an account ({exc})") \
             from None
-
-
-def tusd(what: str, text: str) -> int:
-    try:
-        return parse_amount(text, PAYMENT_DECIMALS, symbol=PAYMENT_SYMBOL)
-    except ValueError as exc:
-        raise ValueError(f"{what}: {exc}") from None
 
 
 def seconds(what: str, text: str) -> int:
@@ -63,10 +56,10 @@ class GrantTerms:
     @classmethod
     def parse(cls, key: str, budget: str, period: str, cap: str, expiry: str,
               payees: list[str], any_provider: bool, deposit: str | None) -> GrantTerms:
-        terms = cls(address_of("--session-key", key), tusd("--budget", budget),
-                    seconds("--period", period), tusd("--cap", cap), seconds("--expiry", expiry),
+        terms = cls(address_of("--session-key", key), parse_payment(budget, "--budget"),
+                    seconds("--period", period), parse_payment(cap, "--cap"), seconds("--expiry", expiry),
                     tuple(address_of(f"--payee {p}", p) for p in payees), any_provider,
-                    tusd("--deposit", deposit) if deposit else 0)
+                    parse_payment(deposit, "--deposit") if deposit else 0)
         if terms.budget == 0 or terms.cap == 0:
             raise ValueError("--budget and --cap must be above zero")
         if terms.cap > terms.budget:

@@ -75,6 +75,15 @@ def parse_amount(text: str | int, decimals: int, maximum: int = MAX_UINT256, sym
     return units
 
 
+def parse_payment(text: str, what: str) -> int:
+    """A TUSD amount a person typed ('0.50') in base units; ValueError naming `what` (the option
+    or field) when it is not one."""
+    try:
+        return parse_amount(text, PAYMENT_DECIMALS, symbol=PAYMENT_SYMBOL)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
+
 def _above(what: str, maximum: int, decimals: int, symbol: str) -> str:
     why = " (uint256, the most a contract can hold)" if maximum == MAX_UINT256 else ""
     return f"amount {what} is above the limit of {format_amount(maximum, decimals, symbol)}{why}"

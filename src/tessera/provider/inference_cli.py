@@ -16,17 +16,10 @@ from tessera.chain.accounts import resolve_account
 from tessera.chain.client import Chain
 from tessera.chain.network import load_network
 from tessera.command_errors import err, run_guarded
-from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, format_amount, parse_amount
+from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, format_amount, parse_payment
 
 console = Console()
 
-
-
-def _tusd(text: str, option: str) -> int:
-    try:
-        return parse_amount(text, PAYMENT_DECIMALS, symbol=PAYMENT_SYMBOL)
-    except ValueError as exc:
-        raise ValueError(f"{option}: {exc}") from None
 
 
 def serve_model(
@@ -65,7 +58,8 @@ def serve_model(
 
     def build():
         provider = resolve_account(account)
-        prices = InferencePrices(_tusd(per_request, "--per-request"), _tusd(per_token, "--per-token"))
+        prices = InferencePrices(parse_payment(per_request, "--per-request"),
+                                 parse_payment(per_token, "--per-token"))
         if (model is None) == (lease is None):
             raise ValueError("give exactly one of --model PATH or --lease N (with --state-dir)")
         if lease is not None and state_dir is None:

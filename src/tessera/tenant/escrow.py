@@ -27,7 +27,12 @@ from tessera.errors import ChainError, TenantError
 from tessera.protocol.figures import format_time
 from tessera.protocol.jobspec import EscrowSpec
 from tessera.protocol.lease import exhausted_at
-from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, parse_amount, parse_duration
+from tessera.protocol.money import (
+    PAYMENT_DECIMALS,
+    PAYMENT_SYMBOL,
+    parse_duration,
+    parse_payment,
+)
 from tessera.tenant.bidding import money
 from tessera.tenant.client import Tenant
 
@@ -124,10 +129,7 @@ def parse_warn_within(text: str | int) -> int:
 
 def parse_top_up(text: str) -> int:
     """A top-up amount typed by a person, in TUSD ('0.50'): base units, above zero."""
-    try:
-        amount = parse_amount(text, PAYMENT_DECIMALS, symbol=PAYMENT_SYMBOL)
-    except ValueError as exc:
-        raise ValueError(f"top-up amount: {exc}") from None
+    amount = parse_payment(text, "top-up amount")
     if amount == 0:
         raise ValueError("top-up amount must be above zero")
     return amount
