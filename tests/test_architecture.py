@@ -19,11 +19,13 @@ LAYERS = {
     "protocol": 1,
     "chain": 2, "compute": 2,
     "provider": 3, "tenant": 3, "validator": 3, "explorer": 3, "facilitator": 3,
-    "cli": 4, "demo": 4, "demo_cheater": 4, "demo_agent": 4, "daemons": 4, "testing": 4, "agent": 4,
+    "relayer": 3,
+    "cli": 4, "demo": 4, "demo_cheater": 4, "demo_agent": 4, "demo_bridge": 4, "daemons": 4,
+    "testing": 4, "agent": 4,
 }
 # Parts of the same layer that must not import each other (siblings are independent).
 SIBLINGS = {2: {"chain", "compute"},
-            3: {"provider", "tenant", "validator", "explorer", "facilitator"}}
+            3: {"provider", "tenant", "validator", "explorer", "facilitator", "relayer"}}
 # Third-party modules that mean I/O or heavy compute: protocol (pure rules) imports none of them.
 PROTOCOL_FORBIDDEN = {"torch", "numpy", "httpx", "requests", "web3", "sqlalchemy", "fastapi",
                       "uvicorn", "subprocess", "socket", "sqlite3", "shutil", "os"}

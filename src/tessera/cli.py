@@ -75,15 +75,20 @@ def devnet_up(port: int = typer.Option(8545, help="RPC port on 127.0.0.1"),
                        "that chain time follows the clock while nothing is sent: an uptime epoch "
                        "without a block cannot hold a heartbeat, and the epochs of a quiet job "
                        "would be claimed against its honest provider; 0: a block per "
-                       "transaction only")) -> None:
+                       "transaction only"),
+              chains: int = typer.Option(1, "--chains", min=1, max=2,
+                                         help="2: also a second anvil (chain 31338, on --port + 1) "
+                                              "and the bridge between them")) -> None:
     """Start anvil, deploy the contracts, fund the test accounts, write the network file."""
     devnet = Devnet.default()
-    network = run_guarded(lambda: devnet.up(port=port, block_time=block_time or None))
+    network = run_guarded(lambda: devnet.up(port=port, block_time=block_time or None,
+                                            chains=chains))
     if block_time:
         console.print(f"mining a block every {block_time} s, and one per transaction")
-    console.print(f"devnet up: chain {network.chain_id} at {network.rpc_url}")
-    for name, address in network.contracts.items():
-        console.print(f"  {name:<17} {address}")
+    for net in network.chains():
+        console.print(f"devnet up: chain {net.chain_id} at {net.rpc_url}")
+        for name, address in net.contracts.items():
+            console.print(f"  {name:<17} {address}")
     console.print(f"network file: {devnet.network_file}")
 
 
@@ -102,11 +107,16 @@ def devnet_status() -> None:
     if pid is None:
         console.print("devnet: not running")
         raise typer.Exit(1)
-    chain = run_guarded(lambda: connect(devnet.network_file, None))
-    console.print(f"devnet: running (pid {pid}), chain {chain.network.chain_id}, "
-                  f"block {chain.block_number()}, {chain.network.rpc_url}")
-    for name, address in chain.network.contracts.items():
-        console.print(f"  {name:<17} {address}")
+    home = run_guarded(lambda: connect(devnet.network_file, None)).network
+    for net, net_pid in zip(home.chains(), (pid, devnet.peer_pid()), strict=False):
+        if net_pid is None:
+            console.print(f"devnet: chain {net.chain_id} is not running ({net.rpc_url})")
+            continue
+        chain = run_guarded(lambda net=net: Chain(net))
+        console.print(f"devnet: running (pid {net_pid}), chain {net.chain_id}, "
+                      f"block {run_guarded(chain.block_number)}, {net.rpc_url}")
+        for name, address in net.contracts.items():
+            console.print(f"  {name:<17} {address}")
 
 
 # -- wallet -------------------------------------------------------------------------------
@@ -301,15 +311,26 @@ def demo(as_json: bool = typer.Option(False, "--json", help="print the summary a
          nodes: int = typer.Option(1, min=1, max=3,
                                    help="train on this many providers with DiLoCo (1: one lease)"),
          cheater: bool = typer.Option(True, "--cheater/--no-cheater",
-                                      help="end with a cheating provider caught and slashed")):
+                                      help="end with a cheating provider caught and slashed"),
+         chains: int = typer.Option(1, "--chains", help="2: the tenant's TUSD is on a second "
+                                    "chain (31338) and crosses the bridge to pay for the lease"),
+         agent: bool = typer.Option(True, "--agent/--no-agent",
+                                    help="show an agent buying inference from the trained model")):
     """A whole rental on a local chain: 3 providers bid, one trains a model, the lease settles.
     With --nodes 3, one model is trained across all three providers with DiLoCo. Then a
     cheating provider joins a verified job, is caught by a spot check, and three staked
-    validators replay its work, vote and slash it (--no-cheater skips this act)."""
+    validators replay its work, vote and slash it (--no-cheater skips this act). An agent then
+    buys inference from the trained model (--no-agent skips it). With
+    --chains 2 the tenant bridges the deposit from a second chain and the unused part back."""
     from tessera.demo import run_demo
 
+    if chains not in (1, 2):
+        fail(f"--chains must be 1 or 2 (a home chain and at most one peer chain), not {chains}")
+    if chains == 2 and nodes > 1:
+        fail("--chains 2 shows one lease paid from the second chain: use it without --nodes")
     summary = run_guarded(lambda: run_demo(console=err if as_json else console, steps=steps,
-                                           nodes=nodes, cheater=cheater))
+                                           nodes=nodes, cheater=cheater, chains=chains,
+                                           agent=agent))
     if as_json:
         print(json.dumps(summary, indent=2))
 
@@ -333,6 +354,10 @@ register_serve_model(provider_app)
 from tessera.agent.cli import register_agent  # noqa: E402
 
 register_agent(app)
+
+from tessera.relayer.cli import register_bridge  # noqa: E402
+
+register_bridge(app)
 
 if __name__ == "__main__":
     app()

@@ -1,7 +1,7 @@
 """How every `tessera` command meets a mistake it expects: one readable line on stderr and exit
 code 1, never a traceback. The expected failures are the errors of tessera.errors that name
 something the user can fix (a bad file, key, network, spec or amount; an unreachable or refusing
-chain; a daemon that did not come up; a refused or failed payment) and ValueError."""
+chain; a daemon that did not come up; a refused or failed payment or bridge step) and ValueError."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from tessera.errors import (
     AccountError,
+    BridgeError,
     ChainError,
     DaemonError,
     DevnetError,
@@ -22,7 +23,7 @@ from tessera.errors import (
 )
 
 USER_ERRORS = (ChainError, NetworkError, SpecError, AccountError, DevnetError, DaemonError,
-               TenantError, PaymentError, PaymentRefused, ValueError)
+               TenantError, PaymentError, PaymentRefused, BridgeError, ValueError)
 err = Console(stderr=True)
 
 

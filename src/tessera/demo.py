@@ -17,6 +17,7 @@ from tessera.chain.client import Chain
 from tessera.chain.devnet import TREASURY, Devnet, free_port
 from tessera.daemons import spawn, stop, wait_healthy
 from tessera.demo_agent import run_agent_act
+from tessera.demo_bridge import CrossChainAct, devnet_options
 from tessera.demo_cheater import run_cheater_act, settle_held_pay
 from tessera.explorer.recap import index_and_audit
 from tessera.protocol.jobspec import JobSpec
@@ -83,12 +84,16 @@ DILOCO_JOB = {
 
 
 def run_demo(console: Console, steps: int | None = None, home: Path | None = None,
-             nodes: int = 1, cheater: bool = True) -> dict:
+             nodes: int = 1, cheater: bool = True, chains: int = 1, agent: bool = True) -> dict:
+    """`chains=2`: the tenant's TUSD is on a second chain and crosses the bridge (demo_bridge.py);
+    the one-lease rental only."""
+    if chains == 2 and nodes > 1:
+        raise ValueError("the two-chain demo pays for one lease from the second chain: nodes=1")
     home = Path(home or tempfile.mkdtemp(prefix="tessera-demo-"))
     os.environ["TESSERA_HOME"] = str(home)
     devnet = Devnet(home / "devnet")
     console.print(f"[bold]Tessera demo[/] (state in {home})")
-    network = devnet.up(port=free_port(), challenge_window=CHALLENGE_WINDOW_S,
+    network = devnet.up(**devnet_options(chains), challenge_window=CHALLENGE_WINDOW_S,
                         root_grace=ROOT_GRACE_S)
     console.print(f"local chain {network.chain_id} at {network.rpc_url}; contracts deployed: "
                   + ", ".join(f"{k} {v}" for k, v in network.contracts.items()))
@@ -102,6 +107,7 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
         chain = Chain(network, devnet_account(TENANT))
         tenant = Tenant(chain)
         providers_table(console, tenant, procs)
+        bridge = CrossChainAct.start(console, chain, home, procs) if chains == 2 else None
         treasury = devnet_account(TREASURY).address
         treasury_before = tenant.market.payment_token.balance_of(treasury)
         if nodes > 1:
@@ -113,7 +119,8 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
             summary["treasury_received"] = tenant.market.payment_token.balance_of(treasury) - treasury_before
             if cheater:
                 summary["verification"] = run_cheater_act(console, chain, home, procs)
-            summary["agent"] = run_agent_act(console, chain, home, procs, summary)
+            if agent:
+                summary["agent"] = run_agent_act(console, chain, home, procs, summary)
             summary["explorer"] = explore(console, chain, home)
             return summary
         job = dict(DEMO_JOB)
@@ -121,6 +128,8 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
             job["workload"] = {**job["workload"], "steps": steps}
         spec = JobSpec.model_validate(job)
         dataset = load_dataset(spec.dataset)
+        if bridge:
+            bridge.fund(spec.order.escrow)
         summary = run_rental(tenant, spec, dataset, console, follow=True, close=True,
                              results_dir=home / "results")
         summary["treasury_received"] = tenant.market.payment_token.balance_of(treasury) - treasury_before
@@ -129,9 +138,14 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
                                          "floor": p.price, "threads": p.threads,
                                          "endpoint": procs[p.name][1]} for p in PROVIDERS}
         print_summary(console, summary)
+        if bridge:
+            summary["cross_chain"] = bridge.finish(summary)
         if cheater:
+            if bridge:
+                bridge.release_validators(procs)
             summary["verification"] = run_cheater_act(console, chain, home, procs)
-        summary["agent"] = run_agent_act(console, chain, home, procs, summary)
+        if agent:
+            summary["agent"] = run_agent_act(console, chain, home, procs, summary)
         summary["explorer"] = explore(console, chain, home)
         return summary
     finally:

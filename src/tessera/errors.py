@@ -142,3 +142,9 @@ class PaymentRefused(ValueError):
 class PaymentError(Exception):
     """An x402 payment that could not be verified or settled (facilitator, network, asset,
     payee or amount wrong, or the settlement transaction failed on chain)."""
+
+
+class BridgeError(Exception):
+    """A cross-chain step that cannot go on: a route the network file does not name, a message
+    that is not (or no longer) emitted on its source, too few committee signatures for a
+    quorum, or a delivery the inbox refused (the message names which and why)."""

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = ROOT / "src" / "tessera" / "contracts"
 CONTRACT_NAMES = ("PaymentToken", "StakeToken", "ProviderRegistry", "Market", "Uptime",
                   "Validators", "Probes", "Verification", "Settlement", "HardwareReports",
-                  "Timelock", "AgentBudget")
+                  "Timelock", "AgentBudget", "BridgeOutbox", "BridgeInbox", "TokenBridge",
+                  "HyperlaneDispatcher")
 
 USD = 10**PAYMENT_DECIMALS
 TSTK = 10**STAKE_DECIMALS

@@ -55,7 +55,7 @@ class DeployParams:
                 "claim_window after a close, and a late challenge must still find it")
 
 
-def _deploy(w3: Web3, deployer: LocalAccount, name: str, *args) -> tuple[str, int]:
+def deploy_contract(w3: Web3, deployer: LocalAccount, name: str, *args) -> tuple[str, int]:
     artifact = compile_contract(name)
     factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
     tx = factory.constructor(*args).build_transaction(
@@ -72,7 +72,7 @@ def _deploy(w3: Web3, deployer: LocalAccount, name: str, *args) -> tuple[str, in
     return receipt["contractAddress"], receipt["blockNumber"]
 
 
-def _owner_call(w3: Web3, deployer: LocalAccount, name: str, address: str, fn: str, *args) -> None:
+def owner_call(w3: Web3, deployer: LocalAccount, name: str, address: str, fn: str, *args) -> None:
     """The deployer owns contract `name` at `address`: call its owner-only `fn`."""
     contract = w3.eth.contract(address=address, abi=compile_contract(name).abi)
     tx = getattr(contract.functions, fn)(*args).build_transaction(
@@ -85,7 +85,7 @@ def _owner_call(w3: Web3, deployer: LocalAccount, name: str, address: str, fn: s
 
 def _grant_slasher(w3: Web3, deployer: LocalAccount, registry: str, slasher: str) -> None:
     """The deployer owns the registry: let `slasher` (a contract) slash and jail providers."""
-    _owner_call(w3, deployer, "ProviderRegistry", registry, "set_slasher", slasher, True)
+    owner_call(w3, deployer, "ProviderRegistry", registry, "set_slasher", slasher, True)
 
 
 def _hand_to_timelock(w3: Web3, deployer: LocalAccount, delay: int, registry: str,
@@ -95,46 +95,46 @@ def _hand_to_timelock(w3: Web3, deployer: LocalAccount, delay: int, registry: st
     Market and the StakeToken (its mint role moves with the ownership), after every deploy-time
     role grant and setting: from now on a slasher grant, a fee or treasury change, or a stake
     mint waits `delay` seconds, in the open (CallScheduled). Returns its address."""
-    timelock, _ = _deploy(w3, deployer, "Timelock", delay, [deployer.address], [deployer.address],
+    timelock, _ = deploy_contract(w3, deployer, "Timelock", delay, [deployer.address], [deployer.address],
                           "0x" + "00" * 20)
     for name, address in (("ProviderRegistry", registry), ("Validators", validators),
                           ("Market", market), ("StakeToken", stake)):
-        _owner_call(w3, deployer, name, address, "transfer_ownership", timelock)
+        owner_call(w3, deployer, name, address, "transfer_ownership", timelock)
     return timelock
 
 
 def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str) -> Network:
-    stake, first_block = _deploy(w3, deployer, "StakeToken", "Tessera Stake", STAKE_SYMBOL,
+    stake, first_block = deploy_contract(w3, deployer, "StakeToken", "Tessera Stake", STAKE_SYMBOL,
                                  STAKE_DECIMALS, "Tessera Stake", "1")
-    payment, _ = _deploy(w3, deployer, "PaymentToken", "Tessera USD", PAYMENT_SYMBOL,
+    payment, _ = deploy_contract(w3, deployer, "PaymentToken", "Tessera USD", PAYMENT_SYMBOL,
                          PAYMENT_DECIMALS, "Tessera USD", "1")
-    registry, _ = _deploy(w3, deployer, "ProviderRegistry", stake, params.min_stake,
+    registry, _ = deploy_contract(w3, deployer, "ProviderRegistry", stake, params.min_stake,
                           params.unbonding_period)
-    uptime, _ = _deploy(w3, deployer, "Uptime", registry, params.epoch_length, params.jail_after,
+    uptime, _ = deploy_contract(w3, deployer, "Uptime", registry, params.epoch_length, params.jail_after,
                         params.jail_period)
-    market, _ = _deploy(w3, deployer, "Market", payment, registry, uptime, params.treasury,
+    market, _ = deploy_contract(w3, deployer, "Market", payment, registry, uptime, params.treasury,
                         params.fee_bps, params.downtime_slash, params.claim_window)
     _grant_slasher(w3, deployer, registry, uptime)  # jails after a reported outage
     _grant_slasher(w3, deployer, registry, market)  # slashes per claimed missed epoch
-    validators, _ = _deploy(w3, deployer, "Validators", stake, params.validator_min_stake,
+    validators, _ = deploy_contract(w3, deployer, "Validators", stake, params.validator_min_stake,
                             params.unbonding_period)
-    probes, _ = _deploy(w3, deployer, "Probes", validators, uptime, params.probe_report_delay)
-    verification, _ = _deploy(w3, deployer, "Verification", market, registry, validators,
+    probes, _ = deploy_contract(w3, deployer, "Probes", validators, uptime, params.probe_report_delay)
+    verification, _ = deploy_contract(w3, deployer, "Verification", market, registry, validators,
                               *params.verification.constructor_args())
     _grant_slasher(w3, deployer, registry, verification)
     # Verification locks voters' stake until their verdict can be carried out
-    _owner_call(w3, deployer, "Validators", validators, "set_slasher", verification, True)
-    hardware, _ = _deploy(w3, deployer, "HardwareReports", uptime, validators,
+    owner_call(w3, deployer, "Validators", validators, "set_slasher", verification, True)
+    hardware, _ = deploy_contract(w3, deployer, "HardwareReports", uptime, validators,
                           *params.hardware.constructor_args())
     _grant_slasher(w3, deployer, registry, hardware)  # slashes on a quorum of failed challenges
     # ... and locks the reporters' and jurors' stake until the round is decided
-    _owner_call(w3, deployer, "Validators", validators, "set_slasher", hardware, True)
+    owner_call(w3, deployer, "Validators", validators, "set_slasher", hardware, True)
     # Verified orders' pay waits for its rounds: Settlement walks them (set once in the Market).
-    settlement, _ = _deploy(w3, deployer, "Settlement", market, verification, params.root_grace)
-    _owner_call(w3, deployer, "Market", market, "set_settlement", settlement)
-    _owner_call(w3, deployer, "StakeToken", stake, "mint", deployer.address, params.stake_supply)
+    settlement, _ = deploy_contract(w3, deployer, "Settlement", market, verification, params.root_grace)
+    owner_call(w3, deployer, "Market", market, "set_settlement", settlement)
+    owner_call(w3, deployer, "StakeToken", stake, "mint", deployer.address, params.stake_supply)
     # Agents' budgets: no owner powers at all (docs/contracts.md, "AgentBudget").
-    agent_budget, _ = _deploy(w3, deployer, "AgentBudget", payment, registry,
+    agent_budget, _ = deploy_contract(w3, deployer, "AgentBudget", payment, registry,
                               "Tessera AgentBudget", "1")
     timelock = _hand_to_timelock(w3, deployer, params.timelock_delay, registry, validators, market,
                                  stake)

@@ -14,17 +14,27 @@ from pathlib import Path
 from web3 import Web3
 
 from tessera.chain.accounts import DEVNET_ACCOUNT_COUNT, devnet_account
+from tessera.chain.bridge_deploy import BridgeParams, deploy_bridge
 from tessera.chain.client import Chain
 from tessera.chain.deploy import DeployParams, deploy_all
 from tessera.chain.network import Network, devnet_network_file, save_network
-from tessera.errors import DevnetError
+from tessera.chain.validators import Validators
+from tessera.errors import BridgeError, DevnetError
+from tessera.protocol.bridge import DEFAULT_CONFIRMATIONS
 from tessera.protocol.money import PAYMENT_DECIMALS, STAKE_DECIMALS
 
 DEVNET_CHAIN_ID = 31337
+PEER_CHAIN_ID = 31338    # `devnet up --chains 2`: the second anvil, on the port after the first
 FUND_PAYMENT = 100_000 * 10**PAYMENT_DECIMALS
 FUND_STAKE = 10_000 * 10**STAKE_DECIMALS
 # Who is who on the devnet (indexes into anvil's published test keys).
 DEPLOYER, TREASURY = 0, 1
+# A two-chain devnet: the bridge's guardian, and the validators registered before the bridge is
+# deployed (its genesis committee is the home chain's staked validators: docs/bridge.md). They
+# are the demo's three validators; `tessera validator run` with these accounts attests.
+BRIDGE_GUARDIAN = 1
+BRIDGE_VALIDATORS = (7, 8, 9)
+BRIDGE_VALIDATOR_STAKE = 100 * 10**STAKE_DECIMALS
 
 
 def find_anvil() -> str:
@@ -70,48 +80,42 @@ class Devnet:
     def pid_file(self) -> Path:
         return self.home / "anvil.pid"
 
+    @property
+    def peer_pid_file(self) -> Path:
+        """The second anvil of a two-chain devnet (`up(chains=2)`)."""
+        return self.home / "anvil-peer.pid"
+
     def pid(self) -> int | None:
-        if not self.pid_file.exists():
-            return None
-        pid = int(self.pid_file.read_text())
-        return pid if _alive(pid) else None
+        return _pid_in(self.pid_file)
+
+    def peer_pid(self) -> int | None:
+        return _pid_in(self.peer_pid_file)
 
     def up(self, port: int = 8545, block_time: int | None = None,
            epoch_length: int | None = None, jail_after: int | None = None,
-           challenge_window: int | None = None, root_grace: int | None = None) -> Network:
+           challenge_window: int | None = None, root_grace: int | None = None,
+           chains: int = 1, bridge: BridgeParams | None = None) -> Network:
         """Start anvil and deploy. `epoch_length` (uptime epoch, seconds) defaults to
         $TESSERA_EPOCH_LENGTH, else DeployParams' default (60 s); `jail_after` (epochs without a
         heartbeat before an outage can be reported) and `challenge_window` (seconds a round root
         can be challenged, so also how long verified pay waits) and `root_grace` (seconds after
-        the window before pay for time no root covers is released) to DeployParams' defaults."""
-        if self.pid() is not None:
-            raise DevnetError(f"a devnet is already running (pid {self.pid()}); `tessera devnet down` first")
+        the window before pay for time no root covers is released) to DeployParams' defaults.
+        `chains=2` also starts a second anvil (chain PEER_CHAIN_ID, on `port + 1`) and deploys
+        the bridge between them (`bridge`: its limits, default BridgeParams with the devnet's
+        guardian); the network file then names it as a peer."""
+        if chains not in (1, 2):
+            raise DevnetError(f"a devnet has 1 or 2 chains, not {chains}")
+        running = self.pid() or self.peer_pid()
+        if running is not None:
+            raise DevnetError(f"a devnet is already running (pid {running}); `tessera devnet down` first")
         self.home.mkdir(parents=True, exist_ok=True)
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                raise DevnetError(f"port {port} is already in use; pick another with --port")
-        cmd = [find_anvil(), "--host", "127.0.0.1", "--port", str(port),
-               "--chain-id", str(DEVNET_CHAIN_ID), "--accounts", str(DEVNET_ACCOUNT_COUNT)]
-        if block_time:   # a block every N s besides one per transaction (which lands at once)
-            cmd += ["--block-time", str(block_time), "--mixed-mining"]
-        log = open(self.home / "anvil.log", "wb")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.pid_file.write_text(str(proc.pid))
-        rpc_url = f"http://127.0.0.1:{port}"
-        w3 = Web3(Web3.HTTPProvider(rpc_url))
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise DevnetError(f"anvil exited with {proc.returncode}; see {self.home / 'anvil.log'}")
-            try:
-                if w3.is_connected():
-                    break
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise DevnetError("anvil did not answer within 30 s")
-            time.sleep(0.05)
+        for p in range(port, port + chains):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", p)) == 0:
+                    raise DevnetError(f"port {p} is already in use; pick another with --port"
+                                      + (" (a two-chain devnet uses --port and the next one)"
+                                         if chains > 1 else ""))
+        w3 = self._start_anvil(port, DEVNET_CHAIN_ID, block_time, "anvil.log", self.pid_file)
         deployer = devnet_account(DEPLOYER)
         params = DeployParams(treasury=devnet_account(TREASURY).address)
         epoch_length = epoch_length or int(os.environ.get("TESSERA_EPOCH_LENGTH") or 0)
@@ -127,27 +131,85 @@ class Devnet:
         try:
             network = deploy_all(w3, deployer, params, name="devnet")
             fund_devnet_accounts(Chain(network, deployer))
+            if chains == 2:
+                network = self._add_peer(network, port + 1, block_time, bridge)
         except BaseException:
             self.down()  # no anvil left running behind a failed deploy
             raise
         save_network(network, self.network_file)
         return network
 
-    def down(self) -> bool:
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                break
+    def _start_anvil(self, port: int, chain_id: int, block_time: int | None, log_name: str,
+                     pid_file: Path) -> Web3:
+        cmd = [find_anvil(), "--host", "127.0.0.1", "--port", str(port),
+               "--chain-id", str(chain_id), "--accounts", str(DEVNET_ACCOUNT_COUNT)]
+        if block_time:   # a block every N s besides one per transaction (which lands at once)
+            cmd += ["--block-time", str(block_time), "--mixed-mining"]
+        log = open(self.home / log_name, "wb")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        pid_file.write_text(str(proc.pid))
+        w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}"))
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise DevnetError(f"anvil exited with {proc.returncode}; see {self.home / log_name}")
+            try:
+                if w3.is_connected():
+                    return w3
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise DevnetError("anvil did not answer within 30 s")
             time.sleep(0.05)
-        else:
-            os.killpg(pid, signal.SIGKILL)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+
+    def _add_peer(self, home: Network, port: int, block_time: int | None,
+                  bridge: BridgeParams | None) -> Network:
+        """The second chain: anvil, the validators that form the bridge's genesis committee,
+        the bridge, and the devnet accounts funded with the peer's TUSD."""
+        w3 = self._start_anvil(port, PEER_CHAIN_ID, block_time, "anvil-peer.log", self.peer_pid_file)
+        for index in BRIDGE_VALIDATORS:
+            validators = Validators(Chain(home, devnet_account(index)))
+            if validators.weight_of(devnet_account(index).address) == 0:
+                validators.register(BRIDGE_VALIDATOR_STAKE)
+        remote = Network(name="devnet-peer", chain_id=PEER_CHAIN_ID,
+                         rpc_url=w3.provider.endpoint_uri,  # type: ignore[attr-defined]
+                         contracts={})
+        params = bridge or BridgeParams(guardian=devnet_account(BRIDGE_GUARDIAN).address)
+        network = deploy_bridge(home, remote, devnet_account(DEPLOYER), params,
+                                peer_name="devnet-peer")
+        peer = Chain(network.peer(PEER_CHAIN_ID), devnet_account(DEPLOYER))
+        for index in range(DEVNET_ACCOUNT_COUNT):
+            peer.send(peer.payment_token.functions.mint(devnet_account(index).address, FUND_PAYMENT))
+        return network
+
+    def down(self) -> bool:
+        """Stop the devnet's anvil (both, on a two-chain devnet); False if none was running."""
+        stopped = [_stop(self.pid(), self.pid_file), _stop(self.peer_pid(), self.peer_pid_file)]
+        return any(stopped)
+
+
+def _pid_in(pid_file: Path) -> int | None:
+    if not pid_file.exists():
+        return None
+    pid = int(pid_file.read_text())
+    return pid if _alive(pid) else None
+
+
+def _stop(pid: int | None, pid_file: Path) -> bool:
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return False
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            break
+        time.sleep(0.05)
+    else:
+        os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True
 
 
 def _alive(pid: int) -> bool:
@@ -173,3 +235,20 @@ def fund_devnet_accounts(chain: Chain) -> None:
         address = devnet_account(index).address
         chain.send(chain.payment_token.functions.mint(address, FUND_PAYMENT))
         chain.send(chain.stake_token.functions.transfer(address, FUND_STAKE))
+
+
+def bridge_confirmations(network: Network, configured: int | None) -> int:
+    """Blocks a bridge message must be buried under before it is signed or carried: the
+    configured number, else, on the devnet's own chains only, protocol.bridge's devnet default.
+    Anywhere else the operator must name the source chain's finality: a signature on a message
+    that a reorg then removes is a provable forgery, and its value has no lock behind it."""
+    if configured is not None:
+        return configured
+    chain_ids = {net.chain_id for net in network.chains()}
+    if chain_ids <= {DEVNET_CHAIN_ID, PEER_CHAIN_ID}:
+        return DEFAULT_CONFIRMATIONS
+    raise BridgeError(
+        f"network {network.name!r} (chains {', '.join(map(str, sorted(chain_ids)))}) is not the "
+        "devnet: set the bridge's confirmations to the source chain's finality depth (the "
+        "validator's [bridge] confirmations, the relayer's --confirmations); the devnet "
+        f"default of {DEFAULT_CONFIRMATIONS} blocks would sign messages a reorg can remove")

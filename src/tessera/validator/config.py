@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tessera.chain.accounts import default_state_dir
 from tessera.errors import SpecError
 from tessera.files import read_text
+from tessera.protocol.bridge import DEFAULT_CONFIRMATIONS
 from tessera.protocol.daemon_config import DaemonSection
 from tessera.protocol.jobspec import LocalPath, parse_toml_model
 from tessera.protocol.money import MAX_DURATION
@@ -63,6 +64,21 @@ class ChallengeSection(BaseModel):
                                            "jobs whose data is not the built-in corpus")
 
 
+class BridgeSection(BaseModel):
+    """Attesting bridge messages (docs/bridge.md); only where the network names a peer chain."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    attest: bool = Field(True, description="sign every confirmed bridge message and serve the "
+                         "signatures at /bridge/attestations")
+    confirmations: int | None = Field(None, ge=0, le=100_000, description="blocks a message "
+                                      "must be buried under before it is signed: required off "
+                                      "the devnet (the source chain's finality: a signed "
+                                      "message that a reorg removes is a slashable forgery); "
+                                      f"on the devnet's chains {DEFAULT_CONFIRMATIONS}")
+    interval_s: float = Field(0.5, gt=0, le=60, description="seconds between reads of the chains")
+
+
 class ValidatorSection(DaemonSection):
     """[validator]: the shared daemon section, with `state_dir` optional (default
     $TESSERA_HOME/validator-<port>, as a provider's)."""
@@ -85,6 +101,7 @@ class ValidatorConfig(BaseModel):
     outages: OutageSection = OutageSection()
     challenges: ChallengeSection = ChallengeSection()
     hardware: HardwareSection = HardwareSection()
+    bridge: BridgeSection = BridgeSection()
 
 
 def load_validator_config(path: Path) -> ValidatorConfig:

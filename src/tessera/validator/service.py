@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from pathlib import Path
 
 import uvicorn
 
+from tessera.chain.devnet import bridge_confirmations
 from tessera.validator.api import create_app
+from tessera.validator.bridge_attester import BridgeAttester, attestation_routes
 from tessera.validator.challenges import router as challenge_routes
 from tessera.validator.config import ValidatorConfig
 from tessera.validator.node import ValidatorNode
@@ -23,6 +26,15 @@ class _Server(uvicorn.Server):
         yield
 
 
+def bridge_attester(node: ValidatorNode, config: ValidatorConfig) -> BridgeAttester | None:
+    """The bridge duty, where the network names a peer chain and the config does not opt out."""
+    if not config.bridge.attest or not node.chain.network.peers:
+        return None
+    confirmations = bridge_confirmations(node.chain.network, config.bridge.confirmations)
+    return BridgeAttester(node.account, node.chain.network, Path(config.validator.state_dir),
+                          node.log, confirmations)
+
+
 def run_validator(config: ValidatorConfig) -> None:
     node = ValidatorNode(config)
     node.prepare()
@@ -33,6 +45,12 @@ def run_validator(config: ValidatorConfig) -> None:
         threads.append(threading.Thread(target=node.watch_hardware, name="hardware-loop",
                                         daemon=True))
     app = create_app(node)
+    attester = bridge_attester(node, config)
+    if attester is not None:
+        threads.append(threading.Thread(
+            target=node._loop, args=(attester.poll_once, config.bridge.interval_s, "bridge-error"),
+            name="bridge-loop", daemon=True))
+        app.include_router(attestation_routes(attester))
     if node.challenges is not None:
         threads.append(threading.Thread(target=node.watch_challenges, name="challenge-loop",
                                         daemon=True))
@@ -61,4 +79,6 @@ def run_validator(config: ValidatorConfig) -> None:
         if node.challenges is not None:
             node.challenges.close()
         node.hardware.store.close()
+        if attester is not None:
+            attester.close()
         node.log("stopped")

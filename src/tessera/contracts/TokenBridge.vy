@@ -1,0 +1,307 @@
+# pragma version ~=0.4.3
+"""
+@title Tessera token bridge
+@license GNU Affero General Public License v3.0 or later
+@notice Moves TUSD between chains over the bridge (docs/bridge.md). In lock mode (chain B)
+        it holds the token: `send` locks, an incoming transfer unlocks. In mint mode (chain
+        A, a minter of the PaymentToken) `send` burns and an incoming transfer mints,
+        CCTP-style. It trusts one peer TokenBridge per chain, and only messages its inbox
+        delivers. A transfer the destination's guardian cancels comes back as a bounce
+        that refunds its sender here.
+        The owner (a Timelock) sets peers and per-route maximums, the guardian and
+        unpauses; the guardian pauses. Nobody can move the held tokens otherwise.
+@dev Conservation: lock side holds total_sent - total_received - total_bounced (plus
+     tokens sent to it directly); mint side's net supply change is total_received +
+     total_bounced - total_sent. The mint side burns toward a chain at most what it minted
+     from that chain (`backing`), so every burn has a lock behind it on the destination.
+"""
+
+from ethereum.ercs import IERC20
+
+from .interfaces import IBridgeOutbox
+
+from .interfaces import IBridgeReceiver
+implements: IBridgeReceiver
+
+from snekmate.auth import ownable
+initializes: ownable
+
+# No renounce_ownership: without an owner a paused bridge could never be unpaused.
+exports: (ownable.owner, ownable.transfer_ownership)
+
+
+interface IMintBurn:
+    def mint(owner: address, amount: uint256): nonpayable
+    def burn_from(owner: address, amount: uint256): nonpayable
+
+
+# A transfer sent from here, until its bounce (if any) comes back.
+struct Origin:
+    sender: address
+    amount: uint256
+    destination_chain: uint256
+    open: bool
+
+
+event PeerSet:
+    chain_id: indexed(uint256)
+    peer: address
+    max_transfer: uint256
+
+
+event TransferSent:
+    message_id: indexed(bytes32)
+    sender: indexed(address)
+    destination_chain: uint256
+    to: address
+    amount: uint256
+
+
+event TransferReceived:
+    message_id: indexed(bytes32)
+    source_chain: uint256
+    to: indexed(address)
+    amount: uint256
+
+
+event TransferCancelled:
+    message_id: indexed(bytes32)
+    bounce_id: bytes32
+
+
+event TransferBounced:
+    cancelled_id: indexed(bytes32)
+    to: indexed(address)
+    amount: uint256
+
+
+event Paused:
+    by: indexed(address)
+
+
+event Unpaused:
+    by: indexed(address)
+
+
+event GuardianSet:
+    guardian: indexed(address)
+
+
+KIND_TRANSFER: constant(uint8) = 1
+KIND_BOUNCE: constant(uint8) = 2
+MAX_PAYLOAD: constant(uint256) = 512
+
+token: public(immutable(address))
+outbox: public(immutable(address))
+inbox: public(immutable(address))
+mint_mode: public(immutable(bool))
+
+paused: public(bool)
+guardian: public(address)
+# chain id => the TokenBridge there (the only sender trusted from that chain)
+peer: public(HashMap[uint256, address])
+# chain id => most one transfer to it may carry
+max_transfer: public(HashMap[uint256, uint256])
+# message id => a transfer sent from here
+origins: public(HashMap[bytes32, Origin])
+# running totals, in base units (conservation audit)
+total_sent: public(uint256)
+total_received: public(uint256)
+total_bounced: public(uint256)
+# transfers cancelled at this chain's inbox and bounced back to their source
+total_cancelled: public(uint256)
+# Mint mode: chain id => what was minted here for tokens locked there and not yet sent back.
+# A send to that chain may burn at most this much: the token may have other minters (a faucet,
+# another bridge), and what they minted has nothing locked behind it on that chain, so it
+# would be burned here and never released there.
+backing: public(HashMap[uint256, uint256])
+
+
+@deploy
+def __init__(token_: address, outbox_: address, inbox_: address, mint_mode_: bool, guardian_: address):
+    """
+    @notice The deployer becomes the owner. In mint mode, the token's owner must then make
+            this contract a minter (`set_minter`).
+    @param token_ The bridged token (TUSD).
+    @param outbox_ This chain's BridgeOutbox.
+    @param inbox_ This chain's BridgeInbox.
+    @param mint_mode_ True: burn to send and mint to receive; False: lock and unlock.
+    @param guardian_ Who may pause (besides the owner).
+    """
+    assert token_ != empty(address), "zero token"
+    assert outbox_ != empty(address), "zero outbox"
+    assert inbox_ != empty(address), "zero inbox"
+    ownable.__init__()
+    token = token_
+    outbox = outbox_
+    inbox = inbox_
+    mint_mode = mint_mode_
+    self.guardian = guardian_
+    log GuardianSet(guardian=guardian_)
+
+
+@internal
+def _release(to: address, amount: uint256):
+    if mint_mode:
+        extcall IMintBurn(token).mint(to, amount)
+    else:
+        assert extcall IERC20(token).transfer(to, amount, default_return_value=True), "transfer failed"
+
+
+@external
+@nonreentrant
+def send(destination_chain: uint256, to: address, amount: uint256) -> bytes32:
+    """
+    @notice Send `amount` of the caller's tokens to `to` on `destination_chain` (approve
+            this contract first: lock mode pulls them, mint mode burns them).
+    @param destination_chain The chain id; its peer must be set.
+    @param to Who receives them there.
+    @param amount The amount, in base units (at most the route's max_transfer; in mint mode
+           also at most `backing[destination_chain]`, what was bridged in from there).
+    @return bytes32 The message id.
+    """
+    assert not self.paused, "paused"
+    peer_: address = self.peer[destination_chain]
+    assert peer_ != empty(address), "no route"
+    assert to != empty(address), "zero recipient"
+    # the peer would hold them with no owner's claim
+    assert to != peer_, "to is the bridge"
+    assert amount > 0, "zero amount"
+    assert amount <= self.max_transfer[destination_chain], "over max transfer"
+    if mint_mode:
+        assert amount <= self.backing[destination_chain], "over bridged supply"
+        self.backing[destination_chain] -= amount
+        extcall IMintBurn(token).burn_from(msg.sender, amount)
+    else:
+        assert extcall IERC20(token).transferFrom(msg.sender, self, amount, default_return_value=True), "transfer failed"
+    message_id: bytes32 = extcall IBridgeOutbox(outbox).send(
+        destination_chain, peer_, KIND_TRANSFER, amount, abi_encode(to, msg.sender)
+    )
+    self.origins[message_id] = Origin(sender=msg.sender, amount=amount, destination_chain=destination_chain, open=True)
+    self.total_sent += amount
+    log TransferSent(message_id=message_id, sender=msg.sender, destination_chain=destination_chain, to=to, amount=amount)
+    return message_id
+
+
+@internal
+@view
+def _check_caller(source_chain: uint256, sender: address):
+    assert msg.sender == inbox, "only inbox"
+    peer_: address = self.peer[source_chain]
+    # Nomad: an unset peer reads as the zero address, which must never match
+    assert peer_ != empty(address) and sender == peer_, "unknown peer"
+
+
+@external
+@nonreentrant
+def on_bridge_message(source_chain: uint256, sender: address, kind: uint8, amount: uint256, payload: Bytes[MAX_PAYLOAD], message_id: bytes32):
+    """
+    @notice The inbox delivers a transfer (kind 1: release `amount` to the payload's `to`)
+            or a bounce (kind 2: refund a transfer sent from here that the destination
+            cancelled) from the peer on `source_chain`.
+    @param source_chain The chain the message comes from.
+    @param sender The contract that sent it there (must be the peer).
+    @param kind 1 (transfer) or 2 (bounce).
+    @param amount The amount, in base units.
+    @param payload abi_encode(to, refund_to) for a transfer, abi_encode(cancelled id) for a bounce.
+    @param message_id The message id.
+    """
+    self._check_caller(source_chain, sender)
+    assert not self.paused, "paused"
+    if kind == KIND_TRANSFER:
+        to: address = empty(address)
+        refund_to: address = empty(address)
+        to, refund_to = abi_decode(payload, (address, address))
+        self.total_received += amount
+        if mint_mode:
+            self.backing[source_chain] += amount
+        log TransferReceived(message_id=message_id, source_chain=source_chain, to=to, amount=amount)
+        self._release(to, amount)
+    elif kind == KIND_BOUNCE:
+        cancelled_id: bytes32 = abi_decode(payload, bytes32)
+        o: Origin = self.origins[cancelled_id]
+        assert o.open, "not open"
+        # the peer bounces what it was sent, from where it was sent
+        assert o.destination_chain == source_chain and o.amount == amount, "bounce mismatch"
+        self.origins[cancelled_id].open = False
+        self.total_bounced += amount
+        if mint_mode:   # the send had taken it out of the route's backing: it never left
+            self.backing[source_chain] += amount
+        log TransferBounced(cancelled_id=cancelled_id, to=o.sender, amount=amount)
+        self._release(o.sender, amount)
+    else:
+        raise "unknown kind"
+
+
+@external
+@nonreentrant
+def on_bridge_cancelled(source_chain: uint256, sender: address, kind: uint8, amount: uint256, payload: Bytes[MAX_PAYLOAD], message_id: bytes32):
+    """
+    @notice The inbox's guardian cancelled a queued transfer from the peer on
+            `source_chain`: nothing was released here, so a bounce carries the amount back
+            to its sender there. A bounce itself cannot be cancelled (a refund must arrive).
+    @param source_chain The chain the cancelled message came from.
+    @param sender The contract that sent it there (must be the peer).
+    @param kind The cancelled message's kind (1).
+    @param amount Its amount, in base units.
+    @param payload Its payload.
+    @param message_id Its id (the bounce's payload).
+    """
+    self._check_caller(source_chain, sender)
+    assert kind != KIND_BOUNCE, "bounce cannot be cancelled"
+    assert kind == KIND_TRANSFER, "unknown kind"
+    bounce_id: bytes32 = extcall IBridgeOutbox(outbox).send(
+        source_chain, sender, KIND_BOUNCE, amount, abi_encode(message_id)
+    )
+    self.total_cancelled += amount
+    log TransferCancelled(message_id=message_id, bounce_id=bounce_id)
+
+
+@external
+def set_peer(chain_id: uint256, peer_: address, max_transfer_: uint256):
+    """
+    @notice The owner names the TokenBridge on `chain_id` and the most one transfer to it
+            may carry (at most the capacity of that chain's inbox bucket for this chain,
+            and of this chain's bucket for it, so that a bounce can always come back).
+    @param chain_id The other chain's id (not this chain).
+    @param peer_ The TokenBridge there.
+    @param max_transfer_ Most one transfer may carry, in base units (0 closes the route).
+    """
+    assert msg.sender == ownable.owner, "not owner"
+    assert chain_id != 0 and chain_id != chain.id, "same chain"
+    assert peer_ != empty(address), "zero peer"
+    self.peer[chain_id] = peer_
+    self.max_transfer[chain_id] = max_transfer_
+    log PeerSet(chain_id=chain_id, peer=peer_, max_transfer=max_transfer_)
+
+
+@external
+def pause():
+    """
+    @notice The guardian or the owner stops sending and receiving (cancellations still
+            send their bounce).
+    """
+    assert msg.sender == self.guardian or msg.sender == ownable.owner, "not guardian"
+    self.paused = True
+    log Paused(by=msg.sender)
+
+
+@external
+def unpause():
+    """
+    @notice The owner resumes sending and receiving.
+    """
+    assert msg.sender == ownable.owner, "not owner"
+    self.paused = False
+    log Unpaused(by=msg.sender)
+
+
+@external
+def set_guardian(guardian_: address):
+    """
+    @notice The owner names the guardian (zero: none).
+    @param guardian_ The new guardian.
+    """
+    assert msg.sender == ownable.owner, "not owner"
+    self.guardian = guardian_
+    log GuardianSet(guardian=guardian_)

@@ -1,0 +1,1 @@
+"""The bridge relayer (docs/bridge.md): carries messages and committee signatures between chains."""

@@ -1,0 +1,215 @@
+"""`tessera bridge ...`: relay messages between the chains of a network, move TUSD across, see
+every route's state, and (guardian, owner) cancel a queued transfer, pause and unpause.
+
+Registered by tessera.cli through `register_bridge(app)` (docs/bridge.md)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from web3 import Web3
+
+from tessera.chain.accounts import resolve_account
+from tessera.chain.bridge_inbox import BridgeInbox
+from tessera.chain.bridge_outbox import BridgeOutbox
+from tessera.chain.client import Chain, tx_hash
+from tessera.chain.devnet import bridge_confirmations
+from tessera.chain.network import Network, load_network
+from tessera.chain.token_bridge import TokenBridge
+from tessera.command_errors import run_guarded
+from tessera.errors import BridgeError
+from tessera.protocol.bridge import DEFAULT_CONFIRMATIONS
+from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, format_amount, parse_payment
+
+bridge_app = typer.Typer(help="Move TUSD between the chains of a network, and relay the bridge's "
+                              "messages.", no_args_is_help=True)
+console = Console()
+
+NetworkOption = typer.Option(None, "--network", help="network file (default: the devnet's)")
+ChainOption = typer.Option(..., "--chain", min=1, help="chain id whose bridge contracts to act on")
+
+
+def _tusd(amount: int) -> str:
+    return format_amount(amount, PAYMENT_DECIMALS, PAYMENT_SYMBOL)
+
+
+def _connect(network: Network, chain_id: int, account: str | None) -> Chain:
+    chain = Chain(network.chain(chain_id), resolve_account(account) if account else None)
+    chain.check_connected()
+    return chain
+
+
+def _address(what: str, value: str) -> str:
+    try:
+        return Web3.to_checksum_address(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"{what} is not an address: {value!r}") from None
+
+
+@bridge_app.command("relay")
+def relay(account: str = typer.Option(..., "--account", help="pays the gas of deliveries: "
+                                      "devnet:N, keystore:NAME or a 0x key"),
+          network: Path = NetworkOption,
+          state: Path = typer.Option(None, "--state", help="cursor and open messages (default: "
+                                     "$TESSERA_HOME/relayer/<network>-<chain>.json)"),
+          confirmations: int = typer.Option(None, min=0, max=100_000,
+                                            help="blocks a message must be buried under: the "
+                                            "source chain's finality (required off the devnet; "
+                                            f"{DEFAULT_CONFIRMATIONS} on the devnet's chains)"),
+          interval: float = typer.Option(0.5, min=0.05, max=60, help="seconds between polls"),
+          once: bool = typer.Option(False, "--once", help="one poll, then exit")) -> None:
+    """Carry every confirmed message, with a quorum of committee signatures, to its inbox;
+    execute queued ones after their delay. Restartable: nothing is lost or delivered twice."""
+    from tessera.relayer.relay import Relayer
+
+    def build() -> Relayer:
+        net = load_network(network)
+        for chain_net in net.chains():
+            Chain(chain_net).check_connected()
+        return Relayer(net, resolve_account(account), state,
+                       bridge_confirmations(net, confirmations))
+
+    relayer = run_guarded(build)
+    stop = threading.Event()
+    try:
+        if once:
+            run_guarded(relayer.poll_once)
+        else:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+            relayer.log("relaying", chains=list(relayer.chains), state=str(relayer.state_file))
+            run_guarded(lambda: relayer.run(stop, interval))
+    finally:
+        relayer.close()
+    done = relayer.state["done"]
+    console.print(f"open: {len(relayer.state['open'])}, done: {json.dumps(done)}")
+
+
+@bridge_app.command("send")
+def send(to_chain: int = typer.Option(..., "--to-chain", min=1, help="destination chain id"),
+         amount: str = typer.Option(..., "--amount", help=f"{PAYMENT_SYMBOL} to move, e.g. 12.50"),
+         recipient: str = typer.Option(None, "--recipient", help="who receives it there "
+                                       "(default: the sending account)"),
+         from_chain: int = typer.Option(None, "--from-chain", min=1, help="source chain id "
+                                        "(default: the other chain of a two-chain network)"),
+         network: Path = NetworkOption,
+         account: str = typer.Option("devnet:5", "--account", help="devnet:N, keystore:NAME "
+                                     "or a 0x key")) -> None:
+    """Move TUSD to another chain of the network (locked or burned here, released or minted
+    there once the committee has attested it and a relayer has delivered it)."""
+    def body():
+        units = parse_payment(amount, "--amount")
+        if units == 0:
+            raise ValueError("--amount must be above zero")
+        net = load_network(network)
+        ids = [c.chain_id for c in net.chains()]
+        if to_chain not in ids:
+            raise BridgeError(f"--to-chain {to_chain} is not a chain of network {net.name!r} "
+                              f"({', '.join(map(str, ids))})")
+        source = from_chain
+        if source is None:
+            others = [c for c in ids if c != to_chain]
+            if len(others) != 1:
+                raise BridgeError("--from-chain is needed: the network has more than two chains")
+            source = others[0]
+        if source == to_chain:
+            raise BridgeError("--from-chain and --to-chain are the same chain")
+        if source not in ids:
+            raise BridgeError(f"--from-chain {source} is not a chain of network {net.name!r}")
+        chain = _connect(net, source, account)
+        to = _address("--recipient", recipient) if recipient else chain.address
+        message_id, receipts = TokenBridge(chain).send(to_chain, to, units)
+        sent = BridgeOutbox(chain).sent_in(receipts[-1])
+        return source, to, units, message_id, sent[0].message.nonce if sent else None, receipts[-1]
+
+    source, to, units, message_id, nonce, receipt = run_guarded(body)
+    console.print(f"sent {_tusd(units)} from chain {source} to {to} on chain {to_chain}")
+    console.print(f"  message 0x{message_id.hex()} (nonce {nonce}), tx {tx_hash(receipt)}")
+    console.print("  it arrives once the committee has attested it and a relayer delivers it "
+                  "(`tessera bridge status`)")
+
+
+@bridge_app.command("status")
+def status(network: Path = NetworkOption,
+           as_json: bool = typer.Option(False, "--json", help="as JSON (amounts in TUSD base "
+                                        "units)")) -> None:
+    """Each route's messages (sent, attested, delivered, queued, cancelled) and bucket."""
+    from tessera.relayer.status import bridge_status
+
+    doc = run_guarded(lambda: bridge_status(load_network(network)))
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    for c in doc["chains"]:
+        flags = [w for w, on in (("inbox paused", c["inbox_paused"]),
+                                 ("token bridge paused", c["token_bridge_paused"])) if on]
+        console.print(f"chain {c['chain_id']} ({c['name']}): block {c['block']}, committee epoch "
+                      f"{c['epoch']}, {c['sent']} sent" + (f" [{', '.join(flags)}]" if flags else ""))
+    for r in doc["routes"]:
+        b = r["bucket"]
+        console.print(f"{r['source_chain']} -> {r['destination_chain']}: sent {r['sent']} "
+                      f"({_tusd(r['value_sent'])}), attested {r['attested']}, delivered "
+                      f"{r['delivered']}, queued {r['queued']}, cancelled {r['cancelled']}, "
+                      f"waiting {r['waiting']}")
+        console.print(f"  bucket: {_tusd(b['available'])} of {_tusd(b['capacity'])} available, "
+                      f"refills {_tusd(b['refill_per_s'])}/s; over {_tusd(b['large_threshold'])} "
+                      "waits the delay")
+
+
+@bridge_app.command("cancel")
+def cancel(chain_id: int = ChainOption,
+           source_chain: int = typer.Option(..., "--source-chain", min=1,
+                                            help="the chain the queued message came from"),
+           nonce: int = typer.Option(..., "--nonce", min=0, help="its nonce on that chain"),
+           network: Path = NetworkOption,
+           account: str = typer.Option(..., "--account", help="the guardian or the owner")) -> None:
+    """Guardian or owner: cancel a queued (large) transfer; its amount bounces back to the
+    sender on the source chain."""
+    def body():
+        net = load_network(network)
+        sent = BridgeOutbox(_connect(net, source_chain, None)).message(nonce)
+        if sent.message.destination_chain != chain_id:
+            raise BridgeError(f"message {nonce} of chain {source_chain} goes to chain "
+                              f"{sent.message.destination_chain}, not {chain_id}")
+        return sent, BridgeInbox(_connect(net, chain_id, account)).cancel(sent.message, sent.payload)
+
+    sent, receipt = run_guarded(body)
+    console.print(f"cancelled message 0x{sent.message.id.hex()} ({_tusd(sent.message.amount)}) on "
+                  f"chain {chain_id}: tx {tx_hash(receipt)}; its bounce is a new message")
+
+
+def _switch(chain_id: int, network: Path | None, account: str, pause: bool) -> None:
+    def body():
+        chain = _connect(load_network(network), chain_id, account)
+        inbox, token_bridge = BridgeInbox(chain), TokenBridge(chain)
+        if pause:
+            return [("inbox", inbox.pause()), ("token bridge", token_bridge.pause())]
+        return [("inbox", inbox.unpause()), ("token bridge", token_bridge.unpause())]
+
+    for what, receipt in run_guarded(body):
+        console.print(f"{what} on chain {chain_id} {'paused' if pause else 'unpaused'}: "
+                      f"tx {tx_hash(receipt)}")
+
+
+@bridge_app.command("pause")
+def pause(chain_id: int = ChainOption, network: Path = NetworkOption,
+          account: str = typer.Option(..., "--account", help="the guardian or the owner")) -> None:
+    """Guardian or owner: stop delivery (inbox) and sending (TokenBridge) on one chain."""
+    _switch(chain_id, network, account, pause=True)
+
+
+@bridge_app.command("unpause")
+def unpause(chain_id: int = ChainOption, network: Path = NetworkOption,
+            account: str = typer.Option(..., "--account", help="the owner")) -> None:
+    """Owner only: resume delivery and sending on one chain."""
+    _switch(chain_id, network, account, pause=False)
+
+
+def register_bridge(app: typer.Typer) -> None:
+    """Add `tessera bridge ...` to the main app."""
+    app.add_typer(bridge_app, name="bridge")

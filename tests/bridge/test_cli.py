@@ -1,0 +1,107 @@
+"""`tessera devnet up --chains 2`, then the bridge from the command line against it: three
+`tessera validator run` processes attest (their bridge duty), `tessera bridge relay` delivers,
+`tessera bridge send` moves TUSD and `tessera bridge status` shows it; bad input gets one
+readable line and exit code 1. TESSERA_HOME is a temporary folder and the ports are free ones.
+The daemons are real processes; one-shot commands run in-process (CliRunner), which spares a
+2-core machine a Python start per command."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+from tests.bridge.conftest import HOME, PEER, free_port_pair
+from tests.support.processes import QUICK_PROBES, ValidatorProcess, wait_until
+from typer.testing import CliRunner
+
+from tessera.chain.bridge_inbox import BridgeInbox
+from tessera.chain.client import Chain
+from tessera.chain.devnet import BRIDGE_VALIDATORS
+from tessera.chain.network import load_network
+from tessera.daemons import stop
+
+QUIET = {**QUICK_PROBES, "outages": {"report": False}, "hardware": {"enabled": False}}
+
+
+def tessera(home, *args: str):
+    """Run one `tessera` command in-process with TESSERA_HOME=home; (exit code, stdout, stderr)."""
+    from tessera.cli import app
+
+    result = CliRunner().invoke(app, list(args), env={"TESSERA_HOME": str(home)})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def start_all(daemons) -> None:
+    """Start every validator process, then wait for each: they come up side by side."""
+    for daemon in daemons:
+        daemon.proc = subprocess.Popen(
+            [sys.executable, "-m", "tessera.cli", "validator", "run", "--config", str(daemon.config)],
+            stdout=open(daemon.log, "ab"), stderr=subprocess.STDOUT,
+            env={**os.environ, "TESSERA_HOME": str(daemon.home)})
+    for daemon in daemons:
+        wait_until(lambda d=daemon: d.health() is not None, 120, f"{daemon.name} healthy")
+
+
+def test_two_chain_devnet_from_the_command_line(tmp_path):
+    home = tmp_path / "home"
+    port = free_port_pair()
+    code, out, err = tessera(home, "devnet", "up", "--chains", "2", "--port", str(port),
+                             "--block-time", "1")
+    assert code == 0, err
+    processes, relay = [], None
+    try:
+        assert f"chain {HOME} at http://127.0.0.1:{port}" in out
+        assert f"chain {PEER} at http://127.0.0.1:{port + 1}" in out
+        code, out, err = tessera(home, "devnet", "status")
+        assert code == 0 and f"chain {PEER}" in out, err
+        network_file = home / "devnet" / "network.json"
+        network = load_network(network_file)
+
+        processes = [ValidatorProcess(tmp_path, network_file, index, name=f"validator-{index}",
+                                      tables=QUIET) for index in BRIDGE_VALIDATORS]
+        start_all(processes)
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "tessera.cli", "bridge", "relay", "--account", "devnet:3"],
+            stdout=open(tmp_path / "relay.log", "ab"), stderr=subprocess.STDOUT,
+            env={**os.environ, "TESSERA_HOME": str(home)})
+
+        for args, said in [
+            (("--to-chain", "999", "--amount", "5"), "not a chain of network"),
+            (("--to-chain", str(HOME), "--amount", "-5"), "--amount"),
+            (("--to-chain", str(HOME), "--amount", "0"), "above zero"),
+            (("--to-chain", str(HOME), "--amount", "5", "--recipient", "nope"), "not an address"),
+            (("--to-chain", str(HOME), "--amount", "60000"), "over the route's limit"),
+            (("--to-chain", str(HOME), "--amount", "5", "--from-chain", str(HOME)), "same chain"),
+        ]:
+            code, out, err = tessera(home, "bridge", "send", *args)
+            assert code == 1 and said in err, (args, err)
+            assert "Traceback" not in err
+
+        code, out, err = tessera(home, "bridge", "send", "--to-chain", str(HOME), "--amount", "5")
+        mined = time.monotonic()
+        assert code == 0, err
+        message_id = bytes.fromhex(re.search(r"message 0x([0-9a-f]{64})", out).group(1))
+        inbox = BridgeInbox(Chain(network))
+        wait_until(lambda: inbox.delivered(message_id), 60, "the transfer delivered", interval=0.05)
+        print(f"source transaction to delivery: {time.monotonic() - mined:.2f} s")
+
+        code, out, err = tessera(home, "bridge", "status", "--json")
+        assert code == 0, err
+        routes = {(r["source_chain"], r["destination_chain"]): r
+                  for r in json.loads(out)["routes"]}
+        assert routes[(PEER, HOME)]["sent"] == 1 and routes[(PEER, HOME)]["delivered"] == 1
+        assert routes[(PEER, HOME)]["attested"] == 1 and routes[(HOME, PEER)]["sent"] == 0
+        code, out, err = tessera(home, "bridge", "status")
+        assert f"{PEER} -> {HOME}: sent 1" in out, err
+    finally:
+        if relay is not None:
+            stop(relay)
+        for validator in processes:
+            validator.stop()
+        code, out, err = tessera(home, "devnet", "down")
+    assert code == 0 and "devnet stopped" in out
+    assert tessera(home, "devnet", "status")[0] == 1

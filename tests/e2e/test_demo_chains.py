@@ -1,0 +1,80 @@
+"""`tessera demo --chains 2` as a user runs it (a separate process, JSON on stdout), lean: the
+verification and agent acts are skipped (test_demo.py covers them on one chain). The tenant's
+TUSD is on chain 31338; the deposit crosses to 31337 through real validator and relayer
+processes, the lease is paid there, and the unused part crosses back."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_two_chain_demo_pays_a_lease_from_the_second_chain(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tessera.cli", "demo", "--chains", "2",
+                             "--json", "--steps", "60", "--no-cheater", "--no-agent"],
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["job_status"] == "succeeded" and len(summary["checks"]) == 3
+    assert "verification" not in summary and "agent" not in summary
+    cc = summary["cross_chain"]
+    home, peer = cc["home_chain"], cc["peer_chain"]
+    assert (home, peer) == (31337, 31338) and cc["tenant"] == summary["tenant"]
+    deposit, back = cc["transfers"]["deposit"], cc["transfers"]["return"]
+    assert deposit["direction"] == f"{peer}->{home}" and back["direction"] == f"{home}->{peer}"
+    for t in (deposit, back):
+        assert t["delivered"] and t["message_id"] != "0x" + "0" * 64
+        assert t["source_tx"].startswith("0x") and t["delivery_tx"].startswith("0x")
+        assert t["source_tx"] != t["delivery_tx"]
+        # signed by the committee (2 of 3 equal stakes reach the 66.66 % threshold), and the
+        # delivery carried only committee signatures, ascending
+        assert {a["signer"] for a in t["attested_by"]} <= set(cc["committee"])
+        assert len(t["attested_by"]) >= 2
+        assert len(t["delivered_with"]) >= 2 and set(t["delivered_with"]) <= set(cc["committee"])
+        assert t["delivered_with"] == sorted(t["delivered_with"], key=lambda a: int(a, 16))
+        assert t["bucket"]["left_after_delivery"] <= t["bucket"]["capacity"] - t["amount"]
+        assert t["bucket"]["available"] <= t["bucket"]["capacity"]
+    # the lease's cost on chain A, from its settlement: what the provider got plus the fee
+    settlement = summary["settlement"]
+    cost = (settlement["provider"] + settlement["provider_withdrawn_earlier"]["amount"]
+            + settlement["fee"] + settlement["provider_withdrawn_earlier"]["fee"])
+    assert cost == summary["tenant_spent"] > 0
+    ledger, balances = cc["ledger"], cc["balances"]
+    assert ledger["locked_on_peer"] == ledger["minted_on_home"] == deposit["amount"]
+    assert ledger["paid_for_compute"] == cost
+    assert ledger["returned_to_peer"] == back["amount"] == deposit["amount"] - cost
+    assert balances["peer_after"] == balances["peer_before"] - cost
+    assert balances["home_after"] == balances["home_before"]
+    assert cc["adds_up"] and cc["conserved"]
+    # conservation at every step: locked on B = minted on A and outstanding + in flight
+    steps = cc["conservation"]
+    assert [s["step"] for s in steps] == [
+        "before", f"deposit sent ({peer} -> {home})", "deposit delivered",
+        f"return sent ({home} -> {peer})", "return delivered"]
+    assert all(s["locked_on_peer"] == s["minted_on_home"] + s["in_flight"] for s in steps)
+    assert [s["in_flight"] for s in steps] == [0, deposit["amount"], 0, back["amount"], 0]
+    assert steps[-1]["locked_on_peer"] == steps[-1]["minted_on_home"] == cost
+    assert cc["units"].startswith("integer base units of TUSD")
+    assert cc["stake"]["note"]
+    # the home chain's own audit still agrees to the base unit with the bridge's mints on it
+    explorer = summary["explorer"]
+    assert explorer["audit_agrees"], explorer["audit_problems"]
+    assert explorer["tenant_paid"] == summary["tenant_spent"]
+
+
+def test_demo_refuses_other_chain_counts_before_starting_anything():
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+
+    for args, said in ((["--chains", "3"], "--chains must be 1 or 2"),
+                       (["--chains", "0"], "--chains must be 1 or 2"),
+                       (["--chains", "2", "--nodes", "2"], "without --nodes")):
+        result = CliRunner().invoke(app, ["demo", *args])
+        assert result.exit_code == 1 and said in " ".join(result.stderr.split()), args
+        assert "Traceback" not in result.stderr
