@@ -13,7 +13,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted
-from web3.types import TxReceipt
+from web3.types import RPCEndpoint, TxReceipt
 
 from tessera.chain.compiler import compile_contract
 from tessera.chain.network import Network
@@ -42,7 +42,14 @@ class Chain:
     def __init__(self, network: Network, account: LocalAccount | None = None, timeout: float = 10):
         self.network = network
         self.account = account
-        self.w3 = Web3(Web3.HTTPProvider(network.rpc_url, request_kwargs={"timeout": timeout}))
+        # eth_chainId is asked once per thread, then answered from the provider's cache: web3's
+        # validation middleware asks it before every eth_call and eth_estimateGas, which made
+        # it half of an idle provider daemon's RPC calls (issue 15). A node does not change
+        # its chain id under a running process; `check_connected` compares the first answer
+        # with the network file.
+        self.w3 = Web3(Web3.HTTPProvider(network.rpc_url, request_kwargs={"timeout": timeout},
+                                         cache_allowed_requests=True,
+                                         cacheable_requests={RPCEndpoint("eth_chainId")}))
         self._contracts: dict[str, Contract] = {}
         self._nonce_lock = threading.Lock()
         self._next_nonce: int | None = None

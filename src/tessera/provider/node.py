@@ -11,12 +11,19 @@ state lives in SQLite (state.py), so a restarted node picks up every lease where
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+from eth_utils import keccak
+from web3 import Web3
+from web3._utils.events import get_event_data
 
 from tessera.chain.accounts import resolve_account
 from tessera.chain.client import Chain, retry
+from tessera.chain.events import CODEC, EventReader
 from tessera.chain.market import Market
 from tessera.chain.network import load_network
 from tessera.errors import Refused, RpcUnavailable
@@ -43,6 +50,20 @@ from tessera.provider.standing import Standing
 from tessera.provider.state import ACTIVE_STATUSES, ProviderState
 
 __all__ = ["ProviderNode", "Refused"]
+
+# How often the watcher reads the chain's head: one call, and one eth_getLogs more when new
+# blocks may hold a watched event (their bloom says so, or more than one block is new), so at
+# most 2 calls per 3 s however fast blocks come (issue 15: under 1 call a second when idle).
+# Bids do not wait for it (a tenant's request judges an unseen order at once: bidding.py);
+# heartbeats, closes and hardware quorums can wait seconds.
+CHAIN_EVERY_S = 3.0
+# With the node's websocket pushing new heads (HeadStream), a block costs no call to learn of
+# and is applied within `interval`; the head is then read only when no push came for this long.
+STREAM_QUIET_S = 15.0
+WATCHED = (("Market", ("OrderCreated", "LeaseCreated", "LeaseClosed")),
+           ("HardwareReports", ("HardwareQuorumReached",)),
+           ("ProviderRegistry", ("ProviderRegistered", "OfferUpdated", "StakeAdded",
+                                 "UnbondRequested", "StakeWithdrawn", "Slashed", "Jailed")))
 
 
 class ProviderNode:
@@ -77,6 +98,11 @@ class ProviderNode:
         self.manifests = Manifests(ctx, prepare_job)
         self.rounds = Rounds(ctx)
         self.hardware_challenges = HardwareChallenges(ctx)
+        self.feed = LogFeed(self.chain, WATCHED)
+        self.stream = HeadStream(self.chain.network.rpc_url, self.log)
+        self.chain_every_s = CHAIN_EVERY_S
+        self._next_chain_read = 0.0
+        self._head_number = -1             # the newest head applied
 
     @property
     def address(self) -> str:
@@ -107,6 +133,9 @@ class ProviderNode:
 
     # -- the chain watcher -----------------------------------------------------------------
     def watch(self, interval: float = 0.25) -> None:
+        """Local work (ended jobs) every `interval`; the chain as its new heads are pushed
+        (HeadStream), or every `chain_every_s` without them."""
+        self.stream.start(self.stop_event)
         delay = interval
         while not self.stop_event.is_set():
             try:
@@ -121,29 +150,55 @@ class ProviderNode:
             self.stop_event.wait(delay)
 
     def poll_once(self) -> None:
-        """Apply the chain's new events, settle ended jobs, sweep held pay, then heartbeat."""
+        """Settle ended jobs and sweep held pay; on a new head (pushed, or read every
+        `chain_every_s`), apply the events of the blocks since the last one handled, then
+        heartbeat."""
         meters = self.ctx.metrics
-        with self.ctx.lock:
-            start = int(self.state.get("last_block")) + 1
-            head = self.chain.block_number()
-            if head >= start:
-                for log in self.chain.events("Market", "OrderCreated", start, head):
-                    self.bidder.on_order(log["args"])
-                for log in self.chain.events("Market", "LeaseCreated", start, head,
-                                             argument_filters={"provider": self.address}):
-                    self.leases.on_lease(log["args"])
-                for log in self.chain.events("Market", "LeaseClosed", start, head):
-                    self.leases.on_lease_closed(log["args"]["lease_id"])
-                for log in self.chain.events("HardwareReports", "HardwareQuorumReached", start,
-                                             head, argument_filters={"provider": self.address}):
-                    self.hardware_challenges.on_quorum(log["args"])   # dispute it
-                self.state.put("last_block", str(head))
-                meters.block.set(head)
-                self.standing.check()
-            self.leases.advance_jobs()
-            self.payouts.sweep()
-            meters.active.set(len(self.state.leases(ACTIVE_STATUSES)))
-        self.heartbeat()
+        head = self.stream.take()
+        if head is not None and head["number"] < self._head_number:
+            head = None   # pushed before a head read since: nothing new in it
+        try:
+            with self.ctx.lock:
+                now = time.monotonic()
+                if head is None and now >= self._next_chain_read:
+                    head = self.feed.head()
+                if head is not None:
+                    quiet = STREAM_QUIET_S if self.stream.connected else self.chain_every_s
+                    self._next_chain_read = now + quiet
+                    self._head_number = max(self._head_number, int(head["number"]))
+                    self._apply(head)
+                self.leases.advance_jobs()
+                self.payouts.sweep()
+                meters.active.set(len(self.state.leases(ACTIVE_STATUSES)))
+        finally:   # an event that cannot be applied must not cost an epoch's heartbeat
+            if head is not None:
+                self.heartbeats.beat(head)
+
+    def _apply(self, head) -> None:
+        """The events of blocks last_block+1 .. head, in chain order: new orders, this node's
+        leases, closes, hardware quorums against it, and registry events naming it (its
+        standing is then read again). One eth_getLogs, skipped when the only new block's bloom
+        filter rules every watched event out."""
+        start, number = int(self.state.get("last_block")) + 1, int(head["number"])
+        self.standing.on_head(int(head["timestamp"]))
+        if number < start:
+            return
+        me = self.address.lower()
+        if number > start or self.feed.may_hold(head):
+            for contract, event, args in self.feed.logs(start, number):
+                if event == "OrderCreated":
+                    self.bidder.on_order(args)
+                elif event == "LeaseCreated" and args["provider"].lower() == me:
+                    self.leases.on_lease(args)
+                elif event == "LeaseClosed":
+                    self.leases.on_lease_closed(args["lease_id"])
+                elif event == "HardwareQuorumReached" and args["provider"].lower() == me:
+                    self.hardware_challenges.on_quorum(args)   # dispute it
+                elif contract == "ProviderRegistry" and args.get("provider", "").lower() == me:
+                    self.standing.mark_stale()
+        self.state.put("last_block", str(number))
+        self.ctx.metrics.block.set(number)
+        self.standing.check()
 
     def heartbeat(self) -> int | None:
         return self.heartbeats.beat()
@@ -210,3 +265,135 @@ class ProviderNode:
     def shutdown(self) -> None:
         self.stop_event.set()
         self.jobs.stop_all()
+
+
+def in_bloom(bloom: bytes, item: bytes) -> bool:
+    """Whether a block's 2048-bit logs bloom may hold `item` (an address or a topic): the three
+    bits the yellow paper's M3:2048 sets for it are all set."""
+    digest = keccak(item)
+    for i in (0, 2, 4):
+        bit = ((digest[i] << 8) | digest[i + 1]) & 2047
+        if not bloom[255 - bit // 8] & (1 << (bit % 8)):
+            return False
+    return True
+
+
+class LogFeed:
+    """The watcher's view of the chain at a few calls a minute: the head block (number, time,
+    parent hash and logs bloom in one call), and the logs of the watched events over a block
+    range in one eth_getLogs (all contracts and events together, 5,000 blocks a query),
+    decoded with chain/events.py's lenient codec (a junk string in an order cannot stop it)."""
+
+    CHUNK = 5_000
+
+    def __init__(self, chain: Chain, watched: tuple[tuple[str, tuple[str, ...]], ...]):
+        self.chain = chain
+        reader = EventReader(chain, contracts=tuple(name for name, _ in watched))
+        self.events: dict[tuple[str, bytes], tuple[str, object]] = {}
+        for name, events in watched:
+            address = Web3.to_checksum_address(chain.contract(name).address)
+            for event in events:
+                topic = reader.topics[(name, event)]
+                self.events[(address.lower(), topic)] = reader.by_topic[(address.lower(), topic)]
+        self.addresses = sorted({Web3.to_checksum_address(a) for a, _ in self.events})
+        self.topics = sorted({"0x" + t.hex() for _, t in self.events})
+
+    def head(self):
+        chain = self.chain
+        return chain.rpc(lambda: chain.w3.eth.get_block("latest"), what="get block")
+
+    def may_hold(self, block) -> bool:
+        """Whether `block`'s bloom filter leaves room for a watched event in it."""
+        bloom = bytes(block["logsBloom"])
+        return any(in_bloom(bloom, bytes.fromhex(address[2:])) and in_bloom(bloom, topic)
+                   for address, topic in self.events)
+
+    def logs(self, start: int, stop: int) -> Iterator[tuple[str, str, dict]]:
+        """(contract, event, args) of every watched event in blocks start..stop, in chain order."""
+        w3 = self.chain.w3
+        while start <= stop:
+            end = min(start + self.CHUNK - 1, stop)
+            query = {"address": self.addresses, "topics": [self.topics],
+                     "fromBlock": start, "toBlock": end}
+            found = self.chain.rpc(lambda q=query: w3.eth.get_logs(q), what="get logs")
+            for log in sorted(found, key=lambda g: (int(g["blockNumber"]), int(g["logIndex"]))):
+                key = (log["address"].lower(), bytes(log["topics"][0])) if log["topics"] else None
+                if key in self.events:
+                    contract, handle = self.events[key]
+                    decoded = get_event_data(CODEC, handle.abi, log)
+                    yield contract, decoded["event"], dict(decoded["args"])
+            start = end + 1
+
+
+def ws_url(rpc_url: str) -> str | None:
+    """The websocket URL a node usually serves beside its HTTP one (same host, port and path:
+    anvil, geth's --ws on the HTTP port, most providers' wss:// twins), or None."""
+    for http, ws in (("http://", "ws://"), ("https://", "wss://")):
+        if rpc_url.startswith(http):
+            return ws + rpc_url[len(http):]
+    return None
+
+
+class HeadStream:
+    """New block headers pushed by the node (`eth_subscribe newHeads` over its websocket), so
+    the watcher learns of each block at once without a call (issue 15: follow new blocks rather
+    than poll). Reconnects after a drop; given up after GIVE_UP_AFTER failed connections in a
+    row (an RPC that serves no websocket there), leaving the watcher to poll."""
+
+    GIVE_UP_AFTER = 3
+
+    def __init__(self, rpc_url: str, log: EventLog):
+        self.url, self.log = ws_url(rpc_url), log
+        self.connected = False
+        self._latest: dict | None = None
+        self._lock = threading.Lock()
+
+    def start(self, stop: threading.Event) -> None:
+        if self.url is not None:
+            threading.Thread(target=self._run, args=(stop,), name="head-stream", daemon=True).start()
+
+    def take(self) -> dict | None:
+        """The newest header pushed since the last take, or None."""
+        with self._lock:
+            head, self._latest = self._latest, None
+        return head
+
+    def _run(self, stop: threading.Event) -> None:
+        failures, error = 0, ""
+        while not stop.is_set() and failures < self.GIVE_UP_AFTER:
+            try:
+                self._follow(stop)
+                failures = 0
+            except Exception as exc:   # no websocket there, or it dropped: the watcher polls
+                failures += 1
+                error = f"{type(exc).__name__}: {exc}"[:200]
+            finally:
+                self.connected = False
+            if not stop.is_set():
+                stop.wait(5.0 * failures)
+        if failures >= self.GIVE_UP_AFTER:
+            self.log("head-stream-off", url=self.url, error=error,
+                     note=f"polling the head every {CHAIN_EVERY_S} s instead")
+
+    def _follow(self, stop: threading.Event) -> None:
+        from websockets.sync.client import connect
+
+        with connect(self.url, open_timeout=5, close_timeout=1, max_size=1 << 20) as ws:
+            ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
+                                "params": ["newHeads"]}))
+            if "result" not in json.loads(ws.recv(timeout=5)):
+                raise ValueError("eth_subscribe newHeads refused")
+            self.connected = True
+            while not stop.is_set():
+                try:
+                    message = json.loads(ws.recv(timeout=1))
+                except TimeoutError:
+                    continue
+                header = message["params"]["result"]
+                head = {"number": int(header["number"], 16),
+                        "timestamp": int(header["timestamp"], 16),
+                        "parentHash": bytes.fromhex(header["parentHash"][2:]),
+                        "logsBloom": bytes.fromhex(header["logsBloom"][2:])}
+                with self._lock:
+                    if self._latest is None or head["number"] >= self._latest["number"]:
+                        self._latest = head

@@ -22,6 +22,7 @@ from tessera.protocol.money import (
     show_amount,
 )
 from tessera.protocol.reliability import NAME as RELIABILITY
+from tessera.tenant.bid_collection import collect_bids
 from tessera.tenant.client import Tenant
 from tessera.tenant.reliability_index import ReliabilityIndex
 
@@ -132,7 +133,8 @@ def lease_nodes(tenant: Tenant, spec: JobSpec, console: Console) -> Leasing:
     console.print(f"order {order_id} posted with {money(spec.order.escrow)} in escrow "
                   f"(tx {order_txs[-1]})")
     console.print(f"collecting bids for {spec.order.bid_window} s ...")
-    verdicts = tenant.collect_bids(order_id, spec.order.bid_window)
+    # concurrently, from the providers whose offer can match only (tenant/bid_collection.py)
+    verdicts = collect_bids(tenant.market, order_id, spec.order.bid_window, emit=tenant.emit)
     ranked = rank(verdicts)
     scores = bid_reliability(tenant.chain, console)
     bids = [{"provider": v.bid.provider, "price_per_gpu_hour": v.bid.price_per_gpu_hour,

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from web3 import Web3
 
 from tessera.chain.accounts import resolve_account
 from tessera.chain.client import Chain, tx_hash
@@ -22,9 +21,10 @@ from tessera.errors import ProviderGone, ProviderUnreachable, TenantError, TxRef
 from tessera.files import write_atomic
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
-from tessera.protocol.matching import BidVerdict, OrderRequirements, judge_bid
-from tessera.protocol.wire import BidMessage, LeaseStatus, Manifest, SignedManifest
+from tessera.protocol.matching import BidVerdict
+from tessera.protocol.wire import LeaseStatus, Manifest, SignedManifest
 from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
+from tessera.tenant.bid_collection import collect_bids
 from tessera.tenant.follow import (
     DEFAULT_GRACE_S,
     STATUS_TIMEOUT_S,
@@ -86,53 +86,10 @@ class Tenant:
         self.emit("order-posted", {"order_id": order_id, "escrow": order.escrow, "txs": hashes})
         return order_id, hashes
 
-    def collect_bids(self, order_id: int, window_s: float, poll_s: float = 0.25) -> list[BidVerdict]:
-        """Ask every registered provider's endpoint for its bid until the window closes."""
-        order = self.market.order(order_id)
-        requirements = OrderRequirements(order_id, order.gpu_model, order.min_gpus,
-                                         order.min_gpu_memory_mb, order.max_price_per_gpu_hour)
-        registry = self.market.registry
-        offers = {a: registry.provider_offer(a) for a in registry.provider_addresses()}
-        bids: dict[str, BidMessage] = {}
-        deadline = time.monotonic() + window_s
-        while True:
-            for address, offer in offers.items():
-                if address in bids or offer is None:
-                    continue
-                bid = self._fetch_bid(offer.endpoint, order_id)
-                if bid is not None:
-                    bids[address] = bid
-            if time.monotonic() >= deadline or len(bids) == len(offers):
-                break
-            time.sleep(poll_s)
-        now = int(time.time())
-        verdicts = []
-        for bid in bids.values():
-            typed = messages.bid_typed_data(self.chain.network.chain_id, self.market.address,
-                                            bid.order_id, bid.provider, bid.price_per_gpu_hour,
-                                            bid.nonce, bid.expiry)
-            try:
-                signer = messages.recover(typed, bid.signature)
-            except Exception:
-                signer = None
-            offer = offers.get(Web3.to_checksum_address(bid.provider))
-            bid = bid.model_copy(update={"provider": Web3.to_checksum_address(bid.provider)})
-            verdicts.append(judge_bid(requirements, bid, offer, signer, now))
-        self.emit("bids-collected", {"order_id": order_id, "count": len(verdicts),
-                                     "providers_asked": len(offers)})
-        return verdicts
-
-    def _fetch_bid(self, endpoint: str, order_id: int) -> BidMessage | None:
-        try:
-            response = self.http.get(f"{endpoint}/orders/{order_id}/bid", timeout=2)
-        except httpx.HTTPError:
-            return None
-        if response.status_code != 200:
-            return None
-        try:
-            return BidMessage.model_validate(response.json())
-        except ValueError:
-            return None
+    def collect_bids(self, order_id: int, window_s: float) -> list[BidVerdict]:
+        """Ask the providers whose offers can match the order for their bids, all at once,
+        within `window_s` seconds, and judge them (tenant/bid_collection.py)."""
+        return collect_bids(self.market, order_id, window_s, emit=self.emit)
 
     def accept(self, verdict: BidVerdict) -> tuple[int, str]:
         bid = verdict.bid
