@@ -48,6 +48,20 @@ class BidVerdict:
         return not self.problems
 
 
+def provider_active(stake: int, min_stake: int, jailed_until: int, now: int) -> bool:
+    """ProviderRegistry._is_active on a provider's stake and jail: stake at least the minimum
+    (and above zero) and not jailed at `now` (a block's time)."""
+    return stake >= min_stake and stake > 0 and now >= jailed_until
+
+
+def can_match(order: OrderRequirements, offer: ProviderOffer) -> bool:
+    """Whether a bid from this provider could be valid for the order (what judge_bid checks of
+    the offer: active, hardware that fits, a floor at or below the order's maximum), so that
+    a tenant asks only those providers."""
+    return (offer.active and offer.price_floor <= order.max_price_per_gpu_hour
+            and not hardware_problems(order, offer))
+
+
 def hardware_problems(order: OrderRequirements, offer: ProviderOffer) -> list[str]:
     problems = []
     if offer.gpu_count < order.min_gpus:

@@ -34,9 +34,16 @@ from web3 import Web3
 
 from tessera.chain.market import Market
 from tessera.protocol import messages
-from tessera.protocol.matching import BidVerdict, OrderRequirements, ProviderOffer, judge_bid, rank
+from tessera.protocol.matching import (
+    BidVerdict,
+    OrderRequirements,
+    ProviderOffer,
+    can_match,
+    judge_bid,
+    rank,
+)
 from tessera.protocol.wire import BidMessage
-from tessera.tenant.offer_index import OfferIndex, can_match
+from tessera.tenant.offer_index import OfferIndex
 
 MAX_BID_BYTES = 16_384       # a bid is a few hundred bytes; more is not read
 MAX_IN_FLIGHT = 256

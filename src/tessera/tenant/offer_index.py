@@ -29,7 +29,7 @@ from tessera.chain.registry import ProviderRegistry
 from tessera.errors import ChainError
 from tessera.files import write_atomic
 from tessera.protocol.events import EventRecord
-from tessera.protocol.matching import OrderRequirements, ProviderOffer, hardware_problems
+from tessera.protocol.matching import ProviderOffer, provider_active
 from tessera.protocol.money import slash_split
 
 INDEX_VERSION = 1
@@ -84,13 +84,6 @@ def apply(listings: dict[str, Listing], events: list[EventRecord]) -> None:
             listing.stake -= slash_split(a["amount"], listing.stake)[0]
         elif e.event == "Jailed":
             listing.jailed_until = a["until"]
-
-
-def can_match(order: OrderRequirements, offer: ProviderOffer) -> bool:
-    """Whether a bid from this provider could be valid for the order (protocol/matching.py's
-    judge_bid: active, hardware that fits, a floor at or below the order's maximum)."""
-    return (offer.active and offer.price_floor <= order.max_price_per_gpu_hour
-            and not hardware_problems(order, offer))
 
 
 def index_path(chain: Chain, home: Path | None = None) -> Path:
@@ -182,7 +175,7 @@ class OfferIndex:
         now, minimum = head_block[1], self.min_stake()
         return {address: ProviderOffer(
                     address=address,
-                    active=v.stake >= minimum and v.stake > 0 and now >= v.jailed_until,
+                    active=provider_active(v.stake, minimum, v.jailed_until, now),
                     gpu_model=v.gpu_model, gpu_count=v.gpu_count, gpu_memory_mb=v.gpu_memory_mb,
                     benchmark_score=v.benchmark_score, endpoint=v.endpoint,
                     price_floor=v.price_floor)
