@@ -14,16 +14,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
+from tests.support.uvicorn_server import serve
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.bridge_inbox import BridgeInbox
@@ -54,25 +52,6 @@ def free_port_pair() -> int:
                 if sock.connect_ex(("127.0.0.1", port + 1)) != 0:
                     return port
     raise RuntimeError("no free pair of ports")
-
-
-@contextmanager
-def serve(app) -> Iterator[str]:
-    """`app` served by uvicorn in a daemon thread on a free port; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 class Proxy:

@@ -11,14 +11,12 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
+from tests.support.uvicorn_server import serve
 from web3 import Web3
 
 from tessera.chain.accounts import devnet_account
@@ -91,27 +89,9 @@ def served(web_chain, explorer_module_db):
     url = explorer_module_db("web")
     engine = make_engine(url)
     Indexer(Chain(network), engine, confirmations=0).sync()
-    with serve(create_app(engine)) as base:
+    with serve(create_app(engine), start_timeout=30) as base:
         yield {"base": base, "engine": engine, "url": url, **facts}
     engine.dispose()
-
-
-@contextmanager
-def serve(app):
-    """`app` served by uvicorn in a thread on a free port; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def probes_outage_and_downtime(work, network, p, lease, epochs: list[int], beats: list[int]) -> dict:

@@ -13,20 +13,18 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
-import uvicorn
 from eth_account import Account
 from tests.support.compute import CORPUS_BYTES, TINY
+from tests.support.uvicorn_server import serve
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
-from tessera.chain.devnet import free_port
 from tessera.chain.network import Network
 from tessera.chain.tokens import PaymentToken
 from tessera.chain.x402_facilitator import (
@@ -49,25 +47,6 @@ PAYER_ETH = 10**18
 
 def key_of(account) -> str:
     return "0x" + bytes(account.key).hex()
-
-
-@contextmanager
-def serve(app) -> Iterator[str]:
-    """`app` served by uvicorn in a daemon thread on a free port; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def new_payer(network: Network) -> str:
