@@ -18,19 +18,17 @@ registry itself before it is accepted (tenant/bid_collection.py), and the Market
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tessera.chain.accounts import tessera_home
 from tessera.chain.client import Chain
 from tessera.chain.events import EventReader
 from tessera.chain.registry import ProviderRegistry
 from tessera.errors import ChainError
-from tessera.files import write_atomic
 from tessera.protocol.events import EventRecord
 from tessera.protocol.matching import ProviderOffer, provider_active
 from tessera.protocol.money import slash_split
+from tessera.tenant.stored_index import index_file, read_index, write_index
 
 INDEX_VERSION = 1
 CONFIRMATIONS = 6
@@ -87,10 +85,7 @@ def apply(listings: dict[str, Listing], events: list[EventRecord]) -> None:
 
 
 def index_path(chain: Chain, home: Path | None = None) -> Path:
-    network = chain.network
-    registry = network.address("ProviderRegistry").lower()
-    safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in network.name)[:64]
-    return (home or tessera_home()) / "offer-index" / f"{safe_name}-{network.chain_id}-{registry}.json"
+    return index_file(chain, "offer-index", "ProviderRegistry", home)
 
 
 class OfferIndex:
@@ -119,30 +114,16 @@ class OfferIndex:
                 "deploy_block": network.deploy_block}
 
     def _load(self) -> tuple[dict[str, Listing] | None, int, str | None]:
-        """(listings, block, why not) of the stored index; listings None when it must be rebuilt."""
-        if not self.path.exists():
-            return None, 0, "new"
-        try:
-            raw = json.loads(self.path.read_text())
-            if not isinstance(raw, dict):
-                raise ValueError("not a JSON object")
-            for key, want in self._identity().items():
-                if raw.get(key) != want:
-                    return None, 0, f"it was made for {key} {raw.get(key)!r}, not {want!r}"
-            listings = {str(a): Listing.from_json(v) for a, v in raw["listings"].items()}
-            block, block_hash = int(raw["block"]), str(raw["block_hash"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            return None, 0, f"it is unreadable ({type(exc).__name__}: {str(exc)[:120]})"
-        found = self.reader.block(block)
-        if found is None or found[0] != block_hash:
-            return None, 0, f"block {block} is no longer the chain's (a reorg)"
-        return listings, block, None
+        """(listings, block, why not) of the stored index; listings None when it must be rebuilt
+        ("new" when there is none yet)."""
+        listings, block, _, why = read_index(
+            self.path, self._identity(), self.reader, "listings",
+            lambda raw: {str(a): Listing.from_json(v) for a, v in raw.items()})
+        return listings, block, why if listings is not None or why else "new"
 
     def _save(self, listings: dict[str, Listing], block: int, block_hash: str) -> None:
-        state = {**self._identity(), "block": block, "block_hash": block_hash,
-                 "listings": {a: v.to_json() for a, v in listings.items()}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, json.dumps(state, separators=(",", ":")))
+        write_index(self.path, self._identity(), block, block_hash, "listings",
+                    {a: v.to_json() for a, v in listings.items()})
 
     def offers(self) -> dict[str, ProviderOffer]:
         """{checksummed address: offer} of every registered provider as of the chain's head,

@@ -13,19 +13,17 @@ deploy block and the tenant is told so once.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
-from tessera.chain.accounts import tessera_home
 from tessera.chain.client import Chain
 from tessera.chain.events import EventReader
 from tessera.chain.market import Market
 from tessera.errors import ChainError
-from tessera.files import write_atomic
 from tessera.protocol.reliability_book import ReliabilityBook, Values
+from tessera.tenant.stored_index import index_file, read_index, write_index
 
 # What the scores and the measured uptime read (protocol/reliability.py): registrations, slashes
 # and jailings; leases, results, closes and downtime claims; the uptime clock and heartbeats.
@@ -46,10 +44,7 @@ class Refresh:
 
 
 def index_path(chain: Chain, home: Path | None = None) -> Path:
-    network = chain.network
-    market = network.address("Market").lower()
-    safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in network.name)[:64]
-    return (home or tessera_home()) / "reliability-index" / f"{safe_name}-{network.chain_id}-{market}.json"
+    return index_file(chain, "reliability-index", "Market", home)
 
 
 class ReliabilityIndex:
@@ -79,30 +74,11 @@ class ReliabilityIndex:
 
     def _load(self) -> tuple[ReliabilityBook | None, int, str | None, str | None]:
         """(book, block, hash, why not) of the stored index; book None when it must be rebuilt."""
-        if not self.path.exists():
-            return None, 0, None, None
-        try:
-            raw = json.loads(self.path.read_text())
-            if not isinstance(raw, dict):
-                raise ValueError("not a JSON object")
-            identity = self._identity()
-            for key, want in identity.items():
-                if raw.get(key) != want:
-                    return None, 0, None, (f"it was made for {key} {raw.get(key)!r}, "
-                                           f"this network has {want!r}")
-            book = ReliabilityBook.from_json(raw["book"])
-            block, block_hash = int(raw["block"]), str(raw["block_hash"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            return None, 0, None, f"it is unreadable ({type(exc).__name__}: {str(exc)[:120]})"
-        found = self.reader.block(block)
-        if found is None or found[0] != block_hash:
-            return None, 0, None, f"block {block} is no longer the chain's (a reorg)"
-        return book, block, block_hash, None
+        return read_index(self.path, self._identity(), self.reader, "book",
+                          ReliabilityBook.from_json)
 
     def _save(self, book: ReliabilityBook, block: int, block_hash: str) -> None:
-        state = {**self._identity(), "block": block, "block_hash": block_hash, "book": book.to_json()}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, json.dumps(state, separators=(",", ":")))
+        write_index(self.path, self._identity(), block, block_hash, "book", book.to_json())
 
     def values(self, console: Console | None = None) -> Values:
         """{(figure name, provider): value} of `uptime.by_provider.*` and
