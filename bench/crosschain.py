@@ -32,7 +32,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,7 +50,14 @@ from tessera.chain.bridge_deploy import BridgeParams
 from tessera.chain.bridge_inbox import BridgeInbox, sign_attestation, sign_rotation
 from tessera.chain.bridge_outbox import BridgeOutbox, SentMessage
 from tessera.chain.client import Chain
-from tessera.chain.devnet import BRIDGE_VALIDATORS, DEVNET_CHAIN_ID, PEER_CHAIN_ID, Devnet, free_port
+from tessera.chain.devnet import (
+    BRIDGE_VALIDATORS,
+    DEVNET_CHAIN_ID,
+    PEER_CHAIN_ID,
+    Devnet,
+    free_port,
+    free_port_pair,
+)
 from tessera.chain.network import Network, load_network
 from tessera.chain.token_bridge import TokenBridge
 from tessera.daemons import spawn, stop
@@ -127,16 +133,6 @@ def cpu_use(before: dict, after: dict, roots: list[int], wall_s: float) -> dict:
 # -- helpers --------------------------------------------------------------------------------
 def say(text: str) -> None:
     print(text, flush=True)
-
-
-def free_port_pair() -> int:
-    """A free port whose successor is free too (a two-chain devnet uses both)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as sock:
-            if port < 65535 and sock.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
-    raise SystemExit("no free pair of ports")
 
 
 def summary(values: list[float]) -> dict:

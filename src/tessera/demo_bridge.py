@@ -18,7 +18,6 @@ in flight either way. A check is read again until neither chain made a block whi
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.bridge_inbox import BridgeInbox, attestation_signer
 from tessera.chain.bridge_outbox import BridgeOutbox
 from tessera.chain.client import Chain, tx_hash
-from tessera.chain.devnet import TREASURY, free_port
+from tessera.chain.devnet import TREASURY, free_port, free_port_pair
 from tessera.chain.network import Network
 from tessera.chain.token_bridge import TokenBridge
 from tessera.chain.tokens import PaymentToken
@@ -59,16 +58,6 @@ def devnet_options(chains: int) -> dict:
     if chains == 1:
         return {"port": free_port()}
     return {"port": free_port_pair(), "chains": 2, "block_time": BLOCK_TIME_S}
-
-
-def free_port_pair() -> int:
-    """A free port whose successor is free too (the peer chain's anvil takes it)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as sock:
-            if port < 65535 and sock.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
-    raise BridgeError("no free pair of ports for a two-chain devnet")
 
 
 def delivery_signers(inbox: BridgeInbox, tx: str, message: Message) -> list[str]:

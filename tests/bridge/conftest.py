@@ -27,7 +27,7 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.bridge_inbox import BridgeInbox
 from tessera.chain.bridge_outbox import BridgeOutbox
 from tessera.chain.client import Chain
-from tessera.chain.devnet import BRIDGE_VALIDATORS, PEER_CHAIN_ID, Devnet, free_port
+from tessera.chain.devnet import BRIDGE_VALIDATORS, PEER_CHAIN_ID, Devnet, free_port_pair
 from tessera.chain.network import Network
 from tessera.chain.token_bridge import TokenBridge
 from tessera.chain.tokens import PaymentToken
@@ -40,18 +40,6 @@ HOME, PEER = 31337, PEER_CHAIN_ID
 TUSD = 10**6
 RELAYER, SENDER, OTHER, GUARDIAN, OWNER = 3, 5, 6, 1, 0
 CONFIRMATIONS = 2
-
-
-def free_port_pair() -> int:
-    """A free port whose successor is free too (a two-chain devnet uses both)."""
-    for _ in range(50):
-        port = free_port()
-        if port < 65535:
-            import socket
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port + 1)) != 0:
-                    return port
-    raise RuntimeError("no free pair of ports")
 
 
 class Proxy:

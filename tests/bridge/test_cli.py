@@ -14,13 +14,13 @@ import subprocess
 import sys
 import time
 
-from tests.bridge.conftest import HOME, PEER, free_port_pair
+from tests.bridge.conftest import HOME, PEER
 from tests.support.processes import QUICK_PROBES, ValidatorProcess, wait_until
 from typer.testing import CliRunner
 
 from tessera.chain.bridge_inbox import BridgeInbox
 from tessera.chain.client import Chain
-from tessera.chain.devnet import BRIDGE_VALIDATORS
+from tessera.chain.devnet import BRIDGE_VALIDATORS, free_port_pair
 from tessera.chain.network import load_network
 from tessera.daemons import stop
 

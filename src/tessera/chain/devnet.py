@@ -62,6 +62,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_port_pair() -> int:
+    """A free port whose successor is free too (`up(chains=2)` puts the peer chain there)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as sock:
+            if port < 65535 and sock.connect_ex(("127.0.0.1", port + 1)) != 0:
+                return port
+    raise DevnetError("no free pair of ports for a two-chain devnet")
+
+
 @dataclass
 class Devnet:
     """Files of one devnet live under `home`: anvil.pid, anvil.log and network.json."""
