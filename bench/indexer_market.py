@@ -25,7 +25,6 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
 from unittest import mock
 
@@ -101,7 +100,7 @@ def deploy(url: str, network_file: Path, epoch_length: int = EPOCH_LENGTH) -> Ne
     """Deploy every contract (uptime epoch `epoch_length` s) and fund the devnet accounts, as
     `Devnet.up(epoch_length=...)` does, on an anvil this module started."""
     w3 = Web3(Web3.HTTPProvider(url))
-    params = replace(DeployParams(treasury=devnet_account(TREASURY).address), epoch_length=epoch_length)
+    params = DeployParams(treasury=devnet_account(TREASURY).address).with_epoch(epoch_length)
     network = deploy_all(w3, devnet_account(DEPLOYER), params, name="devnet")
     fund_devnet_accounts(Chain(network, devnet_account(DEPLOYER)))
     save_network(network, network_file)

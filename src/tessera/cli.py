@@ -295,6 +295,14 @@ def job_close(lease_id: int, network: Path = NetworkOption, account: str = Accou
     run_guarded(lambda: close_lease(lease_id, network, account, console))
 
 
+@job_app.command("claim")
+def job_claim(lease_id: int, network: Path = NetworkOption, account: str = AccountOption):
+    """Claim back the pay of the lease's final epochs in which its provider was not up."""
+    from tessera.tenant.lease_views import claim_downtime
+
+    run_guarded(lambda: claim_downtime(lease_id, network, account, console))
+
+
 @job_app.command("release")
 def job_release(lease_id: int, network: Path = NetworkOption, account: str = AccountOption):
     """A verified lease: release its pay for final rounds; proven rounds are refunded to you."""

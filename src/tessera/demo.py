@@ -172,8 +172,9 @@ def explore(console: Console, chain: Chain, home: Path) -> dict:
         console.print(f"agent payments to providers, beside lease revenue: {agents['count']} "
                       f"for {money(agents['amount_base_units'])}, each linked to its transaction")
     for address, u in recap["uptime"].items():
-        console.print(f"uptime {short(address)}: {u['heartbeats']}/{u['epochs']} epochs "
-                      f"({u['bps'] / 100:.2f} %)")
+        console.print(f"uptime {short(address)}: {u['up']}/{u['epochs']} final epochs up "
+                      f"({u['bps'] / 100:.2f} %; {u['heartbeats']} by heartbeat tx, {u['reported']} "
+                      f"by validators' reports), {u['pending']} pending (not final yet)")
     console.print(f"browse this run: TESSERA_HOME={home} tessera explorer serve")
     return recap
 

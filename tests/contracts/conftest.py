@@ -15,10 +15,7 @@ from contracts_support import (
     CONTRACT_NAMES,
     CONTRACTS_DIR,
     DOWNTIME_SLASH,
-    EPOCH,
     FEE_BPS,
-    JAIL_AFTER,
-    JAIL_PERIOD,
     MIN_STAKE,
     PAYMENT_DECIMALS,
     STAKE_DECIMALS,
@@ -28,6 +25,7 @@ from contracts_support import (
     System,
     key_account,
     snekmate_search_root,
+    uptime_args,
 )
 from vyper.compiler import compile_from_file_input
 from vyper.compiler.input_bundle import FilesystemInputBundle
@@ -74,7 +72,9 @@ def system(factories) -> System:
     stake = factories["StakeToken"].deploy("Tessera Stake", "TSTK", STAKE_DECIMALS,
                                            "Tessera Stake", "1")
     registry = factories["ProviderRegistry"].deploy(stake.address, MIN_STAKE, UNBONDING_PERIOD)
-    uptime = factories["Uptime"].deploy(registry.address, EPOCH, JAIL_AFTER, JAIL_PERIOD)
+    validators = factories["Validators"].deploy(stake.address, MIN_STAKE, UNBONDING_PERIOD)
+    uptime = factories["Uptime"].deploy(*uptime_args(registry.address, validators.address))
+    validators.set_slasher(uptime.address, True)
     market = factories["Market"].deploy(usd.address, registry.address, uptime.address, treasury,
                                         FEE_BPS, DOWNTIME_SLASH, CLAIM_WINDOW)
     registry.set_slasher(slasher, True)
@@ -97,7 +97,7 @@ def system(factories) -> System:
     with boa.env.prank(outsider.address):
         stake.approve(registry.address, 2**256 - 1)
     return System(owner, treasury, slasher, outsider, tenant, tenant2, providers,
-                  usd, stake, registry, market, uptime)
+                  usd, stake, registry, market, uptime, validators=validators)
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,12 @@ JAIL_AFTER = 5          # consecutive missed epochs that can be reported
 JAIL_PERIOD = 2 * HOUR  # seconds jailed per reported outage
 DOWNTIME_SLASH = TSTK   # stake slashed to the tenant per claimed epoch
 CLAIM_WINDOW = HOUR     # seconds after a close during which downtime can still be claimed
+REPORT_DELAY = 1        # epochs after an epoch in which its liveness reports are accepted
+ANSWER_EPOCHS = 1       # epochs a late inclusion challenge has to be answered
+CHALLENGE_BOND = 10 * TSTK
+INCLUSION_SLASH = 50 * TSTK
+# An epoch's liveness is final (is_up stops presuming it up) this many epochs after it ends.
+SETTLE_EPOCHS = REPORT_DELAY + 1 + ANSWER_EPOCHS
 
 
 def snekmate_search_root() -> Path:
@@ -39,6 +45,13 @@ def snekmate_search_root() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("snekmate is not installed")
     return Path(list(spec.submodule_search_locations)[0]).parent
+
+
+def uptime_args(registry: str, validators: str, epoch: int = EPOCH, jail_after: int = JAIL_AFTER,
+                jail_period: int = JAIL_PERIOD) -> tuple:
+    """Uptime's constructor arguments with the test liveness rules."""
+    return (registry, validators, epoch, jail_after, jail_period, REPORT_DELAY, ANSWER_EPOCHS,
+            CHALLENGE_BOND, INCLUSION_SLASH)
 
 
 def key_account(i: int) -> LocalAccount:
@@ -100,6 +113,7 @@ class System:
     market: object
     uptime: object = None
     settlement: object = None   # deployed by the verified tests (test_market_verified)
+    validators: object = None   # Uptime's: who posts liveness reports, who is slashed
 
     @property
     def chain_id(self) -> int:

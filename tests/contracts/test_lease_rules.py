@@ -8,11 +8,12 @@ of each payout, and which downtime epochs can be claimed."""
 from __future__ import annotations
 
 import boa
-from contracts_support import EPOCH, HOUR, USD
+from contracts_support import ANSWER_EPOCHS, EPOCH, HOUR, REPORT_DELAY, USD
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tessera.protocol import lease as rules
+from tessera.protocol import liveness
 from tessera.protocol.money import PAYMENT_DECIMALS, STAKE_DECIMALS
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -106,4 +107,5 @@ def test_claimable_epochs_are_the_ones_the_market_takes(system, offset, price, g
                     taken = True
                 except boa.BoaError:
                     taken = False
-            assert taken == (e in claimable), (e, claimable)
+            assert taken == (e in claimable and liveness.is_final(
+                e, uptime.current_epoch(), REPORT_DELAY, ANSWER_EPOCHS)), (e, claimable)

@@ -1,6 +1,8 @@
-"""Market.claim_downtime: a lease's pay for whole epochs without a heartbeat goes back to the
-tenant (from that lease's escrow only), the provider's stake is slashed to the tenant, and every
-malformed or repeated claim is refused without changing anything."""
+"""Market.claim_downtime: a lease's pay for whole final epochs in which the provider was not up
+(`Uptime.is_up`: no heartbeat, no validator's report) goes back to the tenant (from that lease's
+escrow only), the provider's stake is slashed to the tenant, and every malformed, premature or
+repeated claim is refused without changing anything. Claims against validators' reports:
+test_liveness.py."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from contracts_support import (
     EPOCH,
     FEE_BPS,
     HOUR,
+    SETTLE_EPOCHS,
     TSTK,
     UNBONDING_PERIOD,
     USD,
@@ -45,13 +48,14 @@ def new_lease(system, provider_index: int = 0, offset: int = EPOCH // 2, price: 
     return lease_id, epoch
 
 
-def run_epochs(system, provider: str, first: int, up: list[bool]) -> None:
-    """Epoch `first + i` holds a heartbeat iff up[i]; time ends a little into the next epoch."""
+def run_epochs(system, provider: str, first: int, up: list[bool], settle: bool = True) -> None:
+    """Epoch `first + i` holds a heartbeat iff up[i]; time ends a little into the next epoch,
+    or (`settle`) into the first epoch in which they are all final (claimable)."""
     for i, alive in enumerate(up):
         to_time(epoch_start(system, first + i) + 1)
         if alive:
             heartbeat(system.uptime, provider)
-    to_time(epoch_start(system, first + len(up)) + 1)
+    to_time(epoch_start(system, first + len(up) + (SETTLE_EPOCHS if settle else 0)) + 1)
 
 
 def claim(system, lease_id: int, epochs: list[int], caller=None):
@@ -132,21 +136,24 @@ def test_anyone_may_claim_but_the_refund_goes_to_the_tenant(system):
     ("current epoch", "market: epoch not ended inside the lease"),
     ("future epoch", "market: epoch not ended inside the lease"),
     ("huge epoch", "market: epoch not ended inside the lease"),
-    ("epoch with a heartbeat", "market: provider was up in that epoch"),
+    ("ended epoch not final yet", "market: provider up (or epoch not final)"),
+    ("epoch with a heartbeat", "market: provider up (or epoch not final)"),
     ("repeated epoch", "market: epochs not in increasing order"),
     ("decreasing epochs", "market: epochs not in increasing order"),
     ("claimed before", "market: epoch already claimed"),
-    ("one bad epoch among good ones", "market: provider was up in that epoch"),
+    ("one bad epoch among good ones", "market: provider up (or epoch not final)"),
 ])
 def test_claim_refusals_change_nothing(system, case, message):
     m, tenant = system.market, system.tenant.address
     lease_id, k = new_lease(system)
     run_epochs(system, system.providers[0].address, k + 1, [False, True, False, False])
     claim(system, lease_id, [k + 4])
+    now = system.uptime.current_epoch()
     epochs = {
         "unknown lease": [k + 1], "no epochs": [],
         "epoch with the lease's start inside": [k], "epoch before the lease": [k - 1],
-        "current epoch": [k + 5], "future epoch": [k + 9], "huge epoch": [2**256 - 1],
+        "current epoch": [now], "future epoch": [now + 4], "huge epoch": [2**256 - 1],
+        "ended epoch not final yet": [now - SETTLE_EPOCHS],
         "epoch with a heartbeat": [k + 2], "repeated epoch": [k + 1, k + 1],
         "decreasing epochs": [k + 3, k + 1], "claimed before": [k + 4],
         "one bad epoch among good ones": [k + 1, k + 2, k + 3],
@@ -196,7 +203,7 @@ def test_shortfall_when_the_lease_cannot_absorb_the_claim(system):
     more (the stake slash per epoch is its compensation)."""
     m, provider, tenant = system.market, system.providers[0], system.tenant.address
     lease_id, k = new_lease(system, offset=0)  # starts on an epoch boundary: 60 whole epochs
-    run_epochs(system, provider.address, k, [False, False] + [True] * 57)
+    run_epochs(system, provider.address, k, [False, False] + [True] * 57, settle=False)
     with boa.env.prank(provider.address):
         m.withdraw(lease_id)
     paid = m.leases(lease_id).paid
@@ -222,7 +229,7 @@ def test_close_after_a_partly_refunded_claim_takes_nothing_from_other_escrow(sys
     m, provider, tenant = system.market, system.providers[0], system.tenant.address
     other_id, _ = new_lease(system, provider_index=1, tenant=system.tenant2, offset=1)
     lease_id, k = new_lease(system, offset=0)
-    run_epochs(system, provider.address, k, [False] * 20 + [True] * 30)
+    run_epochs(system, provider.address, k, [False] * 20 + [True] * 30, settle=False)
     with boa.env.prank(provider.address):
         m.withdraw(lease_id)
     paid = m.leases(lease_id).paid
@@ -246,7 +253,7 @@ def test_claims_after_close(system):
     dodge the slash by closing first); nothing is left to refund, so it is all shortfall."""
     m, provider, tenant = system.market, system.providers[0], system.tenant.address
     lease_id, k = new_lease(system)
-    run_epochs(system, provider.address, k + 1, [True, False, True])
+    run_epochs(system, provider.address, k + 1, [True, False, True], settle=False)
     to_time(epoch_start(system, k + 4) + 5)
     with boa.env.prank(provider.address):
         m.close_lease(lease_id)

@@ -17,6 +17,7 @@ from contracts_support import (
     EPOCH,
     HOUR,
     MIN_STAKE,
+    SETTLE_EPOCHS,
     TSTK,
     USD,
     heartbeat,
@@ -133,9 +134,11 @@ def _run(system, ops):
         if not epochs or (lease["closed_at"] and now > lease["closed_at"] + CLAIM_WINDOW):
             return False
         ended = ((lease["closed_at"] or now) - genesis) // EPOCH
+        current = (now - genesis) // EPOCH
         for i, e in enumerate(epochs):
             begin = genesis + e * EPOCH
             if (i and e <= epochs[i - 1]) or e >= ended or begin < lease["start"] \
+                    or current <= e + SETTLE_EPOCHS \
                     or accrued_at(lease, begin) >= lease["budget"] \
                     or (lease["pi"], e) in beats or e in lease["claimed"]:
                 return False

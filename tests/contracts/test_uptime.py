@@ -1,17 +1,24 @@
 """Uptime heartbeats (only registered providers, only the current epoch, once, with a recent
-hash) and outage reports (jail after `jail_after` whole epochs without a heartbeat)."""
+hash) and outage reports (jail after `jail_after` final epochs in which the provider was not
+up). Liveness reports, receipt claims and challenges: test_liveness.py."""
 
 from __future__ import annotations
 
 import boa
 import pytest
 from contracts_support import (
+    ANSWER_EPOCHS,
+    CHALLENGE_BOND,
     EPOCH,
+    INCLUSION_SLASH,
     JAIL_AFTER,
     JAIL_PERIOD,
     MIN_STAKE,
+    REPORT_DELAY,
+    SETTLE_EPOCHS,
     events,
     heartbeat,
+    uptime_args,
 )
 from eth_utils import keccak
 
@@ -103,20 +110,53 @@ def test_gas_per_heartbeat(system, uptime):
     assert later < first <= 50_000
 
 
-def test_constructor_checks_and_views(system, factories, uptime):
+ZERO = "0x" + "00" * 20
+
+
+@pytest.mark.parametrize("position, value, message", [
+    (0, ZERO, "uptime: zero registry"),
+    (1, ZERO, "uptime: zero validators"),
+    (2, 0, "uptime: zero epoch length"),
+    (3, 0, "uptime: jail_after out of range"),
+    (3, 1025, "uptime: jail_after out of range"),
+    (4, 0, "uptime: zero jail period"),
+    (5, 0, "uptime: report_delay out of range"),
+    (5, 65, "uptime: report_delay out of range"),
+    (6, 0, "uptime: answer_epochs out of range"),
+    (6, 65, "uptime: answer_epochs out of range"),
+    (7, 0, "uptime: zero challenge bond"),
+    # (report_delay + answer_epochs + 2) epochs must fit Validators.MAX_LOCK (30 days), or
+    # every challenge's lock reverts and a lying validator is never slashed
+    (2, 30 * 86_400 // (REPORT_DELAY + ANSWER_EPOCHS + 2) + 1,
+     "uptime: epochs too long for the challenge lock"),
+    (2, 2**255, "uptime: epochs too long for the challenge lock"),
+])
+def test_constructor_refuses_bad_arguments(system, factories, position, value, message):
+    args = list(uptime_args(system.registry.address, system.validators.address))
+    args[position] = value
+    with boa.reverts(message):
+        factories["Uptime"].deploy(*args)
+
+
+def test_constructor_views_and_events(system, factories, uptime):
     assert (uptime.jail_after(), uptime.jail_period(), uptime.MAX_JAIL_AFTER()) == \
         (JAIL_AFTER, JAIL_PERIOD, 1024)
-    registry = system.registry.address
-    for args, message in [((registry, 0, 5, 60), "uptime: zero epoch length"),
-                          ((registry, 60, 0, 60), "uptime: jail_after out of range"),
-                          ((registry, 60, 1025, 60), "uptime: jail_after out of range"),
-                          ((registry, 60, 5, 0), "uptime: zero jail period"),
-                          (("0x" + "00" * 20, 60, 5, 60), "uptime: zero registry")]:
-        with boa.reverts(message):
-            factories["Uptime"].deploy(*args)
-    fresh = factories["Uptime"].deploy(registry, 60, 1024, 1)
-    (started,) = [e for e in fresh.get_logs() if type(e).__name__ == "UptimeStarted"]
-    assert (started.epoch_length, started.jail_after, started.jail_period) == (60, 1024, 1)
+    assert (uptime.registry(), uptime.validators(), uptime.stake_token()) == (
+        system.registry.address, system.validators.address, system.stake.address)
+    assert (uptime.report_delay(), uptime.answer_epochs(), uptime.challenge_bond(),
+            uptime.inclusion_slash()) == (REPORT_DELAY, ANSWER_EPOCHS, CHALLENGE_BOND, INCLUSION_SLASH)
+    fresh = factories["Uptime"].deploy(system.registry.address, system.validators.address,
+                                       60, 1024, 1, 64, 64, 1, 0)
+    (started,) = events(fresh, "UptimeStarted")
+    assert (started.registry, started.epoch_length, started.jail_after, started.jail_period) == (
+        system.registry.address, 60, 1024, 1)
+    (rules,) = events(fresh, "LivenessRulesSet")
+    assert (rules.validators, rules.report_delay, rules.answer_epochs, rules.challenge_bond,
+            rules.inclusion_slash) == (system.validators.address, 64, 64, 1, 0)
+    longest = 30 * 86_400 // (REPORT_DELAY + ANSWER_EPOCHS + 2)  # the bound, inclusive
+    assert system.validators.MAX_LOCK() == 30 * 86_400
+    factories["Uptime"].deploy(*uptime_args(system.registry.address, system.validators.address,
+                                            epoch=longest))
 
 
 def test_beat_word_is_the_bitmap(system, uptime):
@@ -139,10 +179,14 @@ def report(uptime, reporter: str, provider: str, first_epoch: int):
         uptime.report_outage(provider, first_epoch)
 
 
+# The first epoch in which epochs 0 .. JAIL_AFTER - 1 are all final (no report can change them).
+FINAL = JAIL_AFTER + SETTLE_EPOCHS
+
+
 def test_outage_report_jails_for_the_period(system, uptime):
     provider, reporter = system.providers[1].address, system.outsider.address
     registry = system.registry
-    to_epoch(uptime, JAIL_AFTER)
+    to_epoch(uptime, FINAL)
     assert registry.is_active(provider)
     report(uptime, reporter, provider, 0)
     (reported,) = events(uptime, "OutageReported")
@@ -165,23 +209,25 @@ def test_outage_refusals(system, uptime):
     reporter = system.outsider.address
     to_epoch(uptime, JAIL_AFTER - 1)  # epochs 0 .. JAIL_AFTER - 2 have ended, not JAIL_AFTER - 1
     beat(uptime, p1)                  # p1 is up in epoch JAIL_AFTER - 1
-    with boa.reverts("uptime: outage epochs not ended"):
-        report(uptime, reporter, p0, 0)
-    with boa.reverts("uptime: outage epochs not ended"):
+    for current in (JAIL_AFTER - 1, FINAL - 1):  # not ended; ended but not final (reports due)
+        to_epoch(uptime, current)
+        with boa.reverts("uptime: outage epochs not final"):
+            report(uptime, reporter, p0, 0)
+    with boa.reverts("uptime: outage epochs not final"):
         report(uptime, reporter, p0, 2**256 - 1)
-    to_epoch(uptime, JAIL_AFTER)
+    to_epoch(uptime, FINAL)
     with boa.reverts("uptime: not registered"):
         report(uptime, reporter, system.outsider.address, 0)
-    with boa.reverts("uptime: provider beat in that stretch"):
+    with boa.reverts("uptime: provider was up in that stretch"):
         report(uptime, reporter, p1, 0)
     report(uptime, reporter, p0, 0)
     # Overlapping or repeated reports of the same stretch jail nobody twice.
-    to_epoch(uptime, 2 * JAIL_AFTER - 1)
+    to_epoch(uptime, FINAL + JAIL_AFTER - 1)
     for first in (0, 1, JAIL_AFTER - 1):
         with boa.reverts("uptime: outage already reported"):
             report(uptime, reporter, p0, first)
-    # Too old: the stretch must end at most `jail_after` epochs before the current one.
-    to_epoch(uptime, 2 * JAIL_AFTER + 1)
+    # Too old: the stretch must be final for at most `jail_after` epochs (+1).
+    to_epoch(uptime, FINAL + JAIL_AFTER + 1)
     with boa.reverts("uptime: outage too old to report"):
         report(uptime, reporter, p2, 0)
     report(uptime, reporter, p2, 1)
@@ -195,7 +241,7 @@ def test_epochs_before_registration_do_not_count(system, uptime):
     advance(EPOCH // 2)  # register in the middle of epoch 3
     with boa.env.prank(newcomer.address):
         system.registry.register(MIN_STAKE, "H100", 1, 1, 1, "https://new.example", 1)
-    to_epoch(uptime, 4 + JAIL_AFTER)
+    to_epoch(uptime, 4 + FINAL)
     with boa.reverts("uptime: epoch before registration"):
         report(uptime, newcomer.address, newcomer.address, 3)
     report(uptime, newcomer.address, newcomer.address, 4)  # anyone may report, even itself
@@ -204,16 +250,16 @@ def test_epochs_before_registration_do_not_count(system, uptime):
 def test_a_continuing_outage_is_jailed_again_and_a_jail_is_never_shortened(system, uptime):
     provider, reporter, registry = system.providers[0].address, system.outsider.address, \
         system.registry
-    to_epoch(uptime, JAIL_AFTER)
+    to_epoch(uptime, FINAL)
     report(uptime, reporter, provider, 0)
     first_until = registry.providers(provider).jailed_until
-    to_epoch(uptime, 2 * JAIL_AFTER)
+    to_epoch(uptime, FINAL + JAIL_AFTER)
     report(uptime, reporter, provider, JAIL_AFTER)  # the next stretch of the same outage
     second_until = registry.providers(provider).jailed_until
     assert second_until == boa.env.timestamp + JAIL_PERIOD > first_until
     with boa.env.prank(system.slasher):  # another slasher's longer jail
         registry.jail(provider, second_until + 10 * JAIL_PERIOD)
-    to_epoch(uptime, 3 * JAIL_AFTER)
+    to_epoch(uptime, FINAL + 2 * JAIL_AFTER)
     report(uptime, reporter, provider, 2 * JAIL_AFTER)
     assert registry.providers(provider).jailed_until == second_until + 10 * JAIL_PERIOD
     (reported,) = events(uptime, "OutageReported")
@@ -221,9 +267,10 @@ def test_a_continuing_outage_is_jailed_again_and_a_jail_is_never_shortened(syste
 
 
 def test_outage_report_needs_the_slasher_role(system, factories):
-    lone = factories["Uptime"].deploy(system.registry.address, EPOCH, JAIL_AFTER, JAIL_PERIOD)
+    lone = factories["Uptime"].deploy(*uptime_args(system.registry.address,
+                                                   system.validators.address))
     provider = system.providers[0].address
-    to_epoch(lone, JAIL_AFTER)
+    to_epoch(lone, FINAL)
     with boa.reverts("registry: caller cannot jail"):
         report(lone, system.outsider.address, provider, 0)
     assert lone.reported_until(provider) == 0
@@ -231,7 +278,7 @@ def test_outage_report_needs_the_slasher_role(system, factories):
 
 def test_gas_of_an_outage_report(system, uptime):
     """titanoboa's execution gas; the anvil receipt figure is measured by bench/gas.py."""
-    to_epoch(uptime, JAIL_AFTER)
+    to_epoch(uptime, FINAL)
     report(uptime, system.outsider.address, system.providers[0].address, 0)
     gas = uptime._computation.get_gas_used()
     print(f"report_outage execution gas (jail_after={JAIL_AFTER}): {gas}")

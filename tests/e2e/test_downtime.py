@@ -47,6 +47,11 @@ def next_epoch(w3: Web3, epochs: int = 1) -> None:
     w3.provider.make_request("evm_mine", [])
 
 
+def settle_epochs(uptime) -> int:
+    """Epochs after an epoch ends before it is final (Uptime.is_final)."""
+    return uptime.functions.report_delay().call() + 1 + uptime.functions.answer_epochs().call()
+
+
 def metric(node: ProviderProcess, name: str) -> float:
     for line in httpx.get(f"{node.url}/metrics", timeout=5).text.splitlines():
         if line.startswith(name + " "):
@@ -84,15 +89,18 @@ def test_stopped_provider_loses_exactly_the_missed_epochs(short_epoch_devnet, tm
         resumed = current()
         node.start()
         wait_until(beat_now, timeout=60, what="a heartbeat after the restart")
-        next_epoch(w3)
-        wait_until(beat_now, timeout=60, what="a heartbeat in the epoch after the restart")
+        # Up again until the stopped epochs are final (Uptime.is_final: reports, receipt claims
+        # and challenges over): only final epochs can be claimed.
+        for _ in range(settle_epochs(uptime)):
+            next_epoch(w3)
+            wait_until(beat_now, timeout=60, what="a heartbeat in an epoch after the restart")
 
         # What the contracts say: every whole epoch of the lease without a heartbeat, and its pay.
         lease = tenant.market.lease(lease_id)
         genesis = uptime.functions.genesis().call()
         first_whole = -(-(lease.start - genesis) // EPOCH)
         missed = [e for e in range(first_whole, current())
-                  if not uptime.functions.beats(node.address, e).call()]
+                  if not uptime.functions.is_up(node.address, e).call()]
         # Stopped for STOPPED_EPOCHS warped epochs; wall-clock time can add the ones at the edges.
         assert set(range(stopped_from, stopped_from + STOPPED_EPOCHS)) <= set(missed)
         assert set(missed) <= set(range(stopped_from - 1, resumed + 1))
@@ -116,6 +124,15 @@ def test_stopped_provider_loses_exactly_the_missed_epochs(short_epoch_devnet, tm
         said = " ".join(result.stdout.split())  # rich wraps long lines
         assert f"provider missed {len(missed)} epoch(s) of the lease: downtime refund " \
                f"{format_amount(pay, 6, 'TUSD')}" in said
+        assert f"claimable with `tessera job claim {lease_id}`" in said  # the last, not final
+        again = subprocess.run(
+            [sys.executable, "-m", "tessera.cli", "job", "claim", str(lease_id), "--network",
+             str(devnet.network_file), "--account", f"devnet:{TENANT}"],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "TESSERA_HOME": str(tmp_path)})
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "no final epoch without the provider up is left to claim" in " ".join(
+            again.stdout.split())
 
         start = network.deploy_block
         [claimed] = chain.events("Market", "DowntimeClaimed", start,
@@ -173,7 +190,7 @@ def test_long_outage_jails_the_provider_and_it_stops_bidding(short_epoch_devnet,
         assert metric(node, "tessera_provider_jailed_until") == 0
         node.stop()
         first = current() + 1
-        next_epoch(w3, jail_after + 1)
+        next_epoch(w3, jail_after + 1 + settle_epochs(uptime))  # the stretch is final
         receipt = reporter.send(uptime.functions.report_outage(node.address, first))
         [reported] = uptime.events.OutageReported().process_receipt(receipt, errors=DISCARD)
         until = reported["args"]["jailed_until"]

@@ -1,9 +1,11 @@
-"""Outage reports by the validator daemon: a real provider process is stopped, time is moved
-from epoch to epoch (evm_setNextBlockTimestamp), and a real `tessera validator run` process
-sends `Uptime.report_outage` once `jail_after` whole epochs have passed without a heartbeat,
-then again for the next stretch while the provider stays down. The test never reports anything
-itself. Also: a report that lost the race to another reporter is refused, logged and counted;
-and the stretch finder agrees with the contract's rules (hypothesis)."""
+"""Outage reports by the validator daemon: a real provider process proves it is up (a beat the
+real `tessera validator run` receipts and reports), is stopped, time is moved from epoch to
+epoch (evm_setNextBlockTimestamp), and the validator sends `Uptime.report_outage` once
+`jail_after` epochs without the provider have become final (report_delay + 1 + answer_epochs
+epochs after they end), then again for the next stretch while the provider stays down. The test
+never reports anything itself. Also: a report that lost the race to another reporter is
+refused, logged and counted; and the stretch finder agrees with the contract's rules
+(hypothesis), live bits and finality included."""
 
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ from tessera.explorer import db
 from tessera.explorer.audit import audit
 from tessera.explorer.indexer import Indexer, database_figures
 from tessera.logs import EventLog
+from tessera.protocol import liveness
 from tessera.validator.outages import (
     OutageReporter,
+    first_not_final,
     first_reportable,
     first_whole_epoch,
     reportable_from,
@@ -37,6 +41,7 @@ pytestmark = pytest.mark.e2e
 
 EPOCH = 60
 JAIL_AFTER = 3
+SETTLE = 3   # epochs after its end an epoch becomes final (report_delay 1 + 1 + answer_epochs 1)
 PROVIDER, SILENT, VALIDATOR, RACER_A, RACER_B = 3, 5, 7, 8, 9
 SENT = 'tessera_validator_outage_reports_total{outcome="sent"}'
 REFUSED = 'tessera_validator_outage_reports_total{outcome="refused"}'
@@ -63,6 +68,11 @@ def current(chain: Chain) -> int:
     return chain.uptime.functions.current_epoch().call()
 
 
+def proven(node: ProviderProcess, epoch: int) -> bool:
+    live = httpx.get(f"{node.url}/healthz", timeout=5).json()["liveness"]
+    return bool(live and live["epoch"] == epoch and live["proven"])
+
+
 def metric(url: str, line_start: str) -> float:
     for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
         if line.startswith(line_start + " "):
@@ -83,21 +93,26 @@ def test_validator_jails_a_stopped_provider(outage_devnet):
     def outages() -> list:
         return chain.events("Uptime", "OutageReported", network.deploy_block)
 
-    provider.start()
+    def reports(epoch: int) -> list:
+        return chain.events("Uptime", "LivenessReported", network.deploy_block,
+                            argument_filters={"epoch": epoch})
+
+    assert uptime.functions.report_delay().call() + 1 + \
+        uptime.functions.answer_epochs().call() == SETTLE
     validator.start()
+    provider.start()
     try:
-        wait_until(lambda: uptime.functions.beats(provider.address, current(chain)).call(),
-                   timeout=60, what="a heartbeat in the current epoch")
+        # The provider proves an epoch with a beat the validator receipts, then stops; the
+        # validator's report of that epoch is its last sign of life.
+        last_up = jump_to_next_epoch(chain)
+        wait_until(lambda: proven(provider, last_up), timeout=60,
+                   what=f"the provider to prove epoch {last_up}")
         provider.stop()
-        # Its last heartbeat is in this epoch, or the one before if wall-clock time just crossed
-        # a boundary; every later epoch is missed.
-        last_up = current(chain)
-        if not uptime.functions.beats(provider.address, last_up).call():
-            last_up -= 1
-        assert uptime.functions.beats(provider.address, last_up).call()
-        # Until jail_after epochs after the last heartbeat have ended, each new epoch is checked
+        jump_to_next_epoch(chain)
+        wait_until(lambda: reports(last_up), timeout=30, what=f"the report of epoch {last_up}")
+        # Until jail_after epochs after the last one up are final, each new epoch is checked
         # and holds nothing to report.
-        while current(chain) < last_up + JAIL_AFTER:
+        while current(chain) < last_up + JAIL_AFTER + SETTLE:
             epoch = jump_to_next_epoch(chain)
             wait_until(lambda e=epoch: validator.health()["outages_checked_epoch"] == e, timeout=30,
                        what=f"the validator to check epoch {epoch}")
@@ -105,7 +120,7 @@ def test_validator_jails_a_stopped_provider(outage_devnet):
         jump_to_next_epoch(chain)
         first = wait_until(outages, timeout=30, what="the validator's outage report")
         # Still down: the next stretch is reported too, extending the jail.
-        while current(chain) < last_up + 2 * JAIL_AFTER + 1:
+        while current(chain) < last_up + 2 * JAIL_AFTER + SETTLE + 1:
             jump_to_next_epoch(chain)
         both = wait_until(lambda: [logs for logs in [outages()] if len(logs) == 2], timeout=30,
                           what="a second outage report")[0]
@@ -117,6 +132,8 @@ def test_validator_jails_a_stopped_provider(outage_devnet):
             stop(validator.proc)
         provider.stop()
     assert validator.proc.returncode == 0, validator.log.read_text()[-2000:]
+    assert uptime.functions.is_up(provider.address, last_up).call()
+    assert not uptime.functions.beats(provider.address, last_up).call()   # up by the report
 
     assert first[0]["args"]["first_epoch"] == last_up + 1
     stretches = [(log["args"]["first_epoch"], log["args"]["last_epoch"]) for log in both]
@@ -174,9 +191,9 @@ def test_a_report_that_lost_the_race_is_refused_logged_and_counted(outage_devnet
     (a, _, metrics_a), (b, log_b, metrics_b) = reporter(RACER_A), reporter(RACER_B)
     registered_at = chain.registry.functions.providers(silent).call()[9]
     expected_first = first_whole_epoch(registered_at, a.genesis, a.epoch_length)
-    while (now := current(chain)) < expected_first + JAIL_AFTER:
+    while (now := current(chain)) < expected_first + JAIL_AFTER + SETTLE:
         jump_to_next_epoch(chain)
-    assert a.find(silent, now - 1) is None                 # the stretch had not ended then
+    assert a.find(silent, now - 1) is None                 # the stretch was not final then
     found_a, found_b = a.find(silent, now), b.find(silent, now)
     assert found_a == found_b and found_a.first_epoch == expected_first
     assert found_a.last_epoch == expected_first + JAIL_AFTER - 1
@@ -198,28 +215,37 @@ def test_a_report_that_lost_the_race_is_refused_logged_and_counted(outage_devnet
 
 
 # -- the stretch finder against the contract's rules (no chain) --------------------------------
-def contract_accepts(first: int, now: int, jail_after: int, reported_until: int,
-                     registered_epoch: int, beats: set[int]) -> bool:
-    """Uptime.report_outage's checks, restated (docs/uptime.md, "Jailing")."""
+def contract_accepts(first: int, now: int, jail_after: int, settle: int, reported_until: int,
+                     registered_epoch: int, up: set[int]) -> bool:
+    """Uptime.report_outage's checks, restated (docs/uptime.md, "Jailing"): every epoch of the
+    stretch final (now > epoch + settle) and not up, the last not more than jail_after + 1
+    epochs past its answer end, after the registration and any reported outage."""
     end = first + jail_after
-    return (now - first >= jail_after and now - end <= jail_after and first >= registered_epoch
-            and first >= reported_until and not beats & set(range(first, end)))
+    last_answer_end = end - 1 + settle
+    return (now > last_answer_end and now - last_answer_end <= jail_after + 1
+            and first >= registered_epoch and first >= reported_until
+            and not up & set(range(first, end)))
 
 
 @settings(max_examples=300, deadline=None)
 @given(jail_after=st.integers(1, 6), now=st.integers(0, 40), reported_until=st.integers(0, 40),
        registered_epoch=st.integers(0, 40), beats=st.sets(st.integers(0, 40), max_size=20),
-       offset=st.sampled_from([0, 250, 1 << 20]))
+       live=st.sets(st.integers(0, 40), max_size=20), report_delay=st.integers(1, 3),
+       answer_epochs=st.integers(1, 3), offset=st.sampled_from([0, 250, 1 << 20]))
 def test_first_reportable_is_the_earliest_stretch_the_contract_accepts(
-        jail_after, now, reported_until, registered_epoch, beats, offset):
+        jail_after, now, reported_until, registered_epoch, beats, live, report_delay,
+        answer_epochs, offset):
     shifted = {b + offset for b in beats}                  # cross a 256-epoch word boundary
     words: dict[int, int] = {}
     for epoch in shifted:
         words[epoch >> 8] = words.get(epoch >> 8, 0) | 1 << (epoch & 255)
-    lo = reportable_from(now + offset, jail_after, reported_until + offset, registered_epoch + offset)
-    got = first_reportable(words, lo, now + offset, jail_after)
-    valid = [f for f in range(now + 1) if contract_accepts(f, now, jail_after, reported_until,
-                                                           registered_epoch, beats)]
+    settle = liveness.answer_end(0, report_delay, answer_epochs)
+    end = first_not_final(now + offset, report_delay, answer_epochs)
+    lo = reportable_from(end, jail_after, reported_until + offset, registered_epoch + offset)
+    got = first_reportable(words, lo, end, jail_after, {e + offset for e in live})
+    valid = [f for f in range(now + 1) if contract_accepts(f, now, jail_after, settle,
+                                                           reported_until, registered_epoch,
+                                                           beats | live)]
     assert got == (valid[0] + offset if valid else None)
 
 

@@ -2,9 +2,10 @@
 the provider daemon, and the tenant's CLI as a subprocess (SIGKILL is the fault, nothing faked).
 
 - Killed for good: the follow loop retries, says so, and after a short grace closes the lease
-  and claims the epochs without a heartbeat; the command exits 1 with the refund and slash in
-  words and no traceback. Chain time is moved forward right after the kill
-  (evm_increaseTime) so that whole dead epochs exist without waiting for them.
+  and claims the final epochs the provider was not up in; the command exits 1 with the refund
+  and slash in words and no traceback. Chain time is moved forward right after the kill
+  (evm_increaseTime) so that whole dead epochs exist, and are final (Uptime.is_final: their
+  liveness reports and challenges are over), without waiting for them.
 - Killed and restarted within the grace: the loop resumes, the job completes and settles
   normally, and the honest provider is neither closed on early nor claimed against.
 
@@ -37,7 +38,8 @@ from tessera.tenant.client import Tenant
 pytestmark = pytest.mark.e2e
 
 EPOCH = 60       # the restart test must not span a whole epoch; the other moves time
-DEAD_EPOCHS = 4          # chain time moved forward after the kill
+DEAD_EPOCHS = 4          # dead epochs wanted final when the tenant claims
+SETTLE = 3               # an epoch is final this many epochs after it ends (devnet liveness rules)
 GRACE = "4s"
 
 
@@ -103,7 +105,7 @@ def test_dead_provider_is_closed_on_and_its_dead_epochs_claimed(chain_home):
         killed_in = uptime.current_epoch()
         usd_before = tenant.market.payment_token.balance_of(chain.address)
         tstk_before = chain.call(chain.stake_token.functions.balanceOf(chain.address))
-        chain.w3.provider.make_request("evm_increaseTime", [EPOCH * DEAD_EPOCHS])
+        chain.w3.provider.make_request("evm_increaseTime", [EPOCH * (DEAD_EPOCHS + SETTLE)])
         chain.w3.provider.make_request("evm_mine", [])
         proc.wait(timeout=90)
     finally:
@@ -125,11 +127,12 @@ def test_dead_provider_is_closed_on_and_its_dead_epochs_claimed(chain_home):
     lease = tenant.market.lease(lease_id)
     assert not lease.is_open and closed["args"]["closed_by"] == chain.address
 
-    # Every epoch the Market would take is taken, and the dead ones are among them.
+    # Every epoch the Market would take is taken (final, and the provider not up), and the
+    # dead ones are among them; the later ones are not final yet (is_up presumes them up).
     claimed = [e for c in claims for e in c["args"]["epochs"]]
     possible = claimable_epochs(lease.start, lease.closed_at, lease.price_per_gpu_hour,
                                 lease.gpus, lease.budget, uptime.genesis(), EPOCH)
-    expected = [e for e in possible if not uptime.beats(node.address, e)]
+    expected = [e for e in possible if not uptime.is_up(node.address, e)]
     assert claimed == expected
     assert set(range(killed_in + 1, killed_in + DEAD_EPOCHS)) <= set(claimed)
     market = chain.market.functions

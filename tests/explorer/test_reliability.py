@@ -43,19 +43,19 @@ def test_a_new_provider_gets_the_prior_neither_top_nor_bottom():
     assert new.bps == NEW_PROVIDER_BPS == 4_000
     assert (new.uptime_bps, new.completion_bps, new.tenure_bps, new.penalty_bps) == (
         PRIOR_BPS, PRIOR_BPS, 0, 0)
-    proven = score(Inputs(heartbeats=2_000, epochs=2_000, finished=30, age_seconds=TENURE_FULL_SECONDS))
-    faulty = score(Inputs(heartbeats=500, epochs=2_000, finished=5, failed=10, slashes=1,
+    proven = score(Inputs(up=2_000, epochs=2_000, finished=30, age_seconds=TENURE_FULL_SECONDS))
+    faulty = score(Inputs(up=500, epochs=2_000, finished=5, failed=10, slashes=1,
                           age_seconds=TENURE_FULL_SECONDS))
     assert faulty.bps < new.bps < proven.bps
     assert proven.bps >= 9_500
     # A few epochs or leases of evidence move a new provider only part of the way.
-    assert 4_000 < score(Inputs(heartbeats=3, epochs=3, finished=1, age_seconds=3_600)).bps < 5_000
+    assert 4_000 < score(Inputs(up=3, epochs=3, finished=1, age_seconds=3_600)).bps < 5_000
 
 
 def test_failures_slashes_and_jailings_lower_the_score():
-    base = Inputs(heartbeats=900, epochs=1_000, finished=20, age_seconds=30 * DAY)
+    base = Inputs(up=900, epochs=1_000, finished=20, age_seconds=30 * DAY)
     worse = [Inputs(**{**base.__dict__, **change}) for change in (
-        {"failed": 3}, {"slashes": 1}, {"jails": 1}, {"heartbeats": 600}, {"finished": 10},
+        {"failed": 3}, {"slashes": 1}, {"jails": 1}, {"up": 600}, {"finished": 10},
         {"age_seconds": DAY})]
     for inputs in worse:
         assert score(inputs).bps < score(base).bps, inputs
@@ -68,7 +68,7 @@ def test_failures_slashes_and_jailings_lower_the_score():
     ({"failed": -1}, "failed must be a non-negative integer"),
     ({"age_seconds": 1.5}, "age_seconds must be a non-negative integer"),
     ({"slashes": True}, "slashes must be a non-negative integer"),
-    ({"heartbeats": 5, "epochs": 4}, "heartbeats (5) exceeds epochs owed (4)"),
+    ({"up": 5, "epochs": 4}, "up (5) exceeds epochs owed (4)"),
 ])
 def test_bad_inputs_are_refused_by_name(bad, words):
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
@@ -81,7 +81,7 @@ counts = st.integers(0, 10**6)
 @st.composite
 def inputs(draw):
     epochs = draw(counts)
-    return Inputs(heartbeats=draw(st.integers(0, epochs)), epochs=epochs, finished=draw(counts),
+    return Inputs(up=draw(st.integers(0, epochs)), epochs=epochs, finished=draw(counts),
                   failed=draw(counts), slashes=draw(st.integers(0, 50)), jails=draw(st.integers(0, 50)),
                   age_seconds=draw(st.integers(0, 10 * TENURE_FULL_SECONDS)))
 
@@ -97,8 +97,7 @@ def test_score_is_an_integer_within_bounds(i):
 
 # change -> (the inputs after it, +1 if the score may only rise, -1 if it may only fall)
 CHANGES = {
-    "one more epoch owed, with a heartbeat": (lambda i: {"heartbeats": i.heartbeats + 1,
-                                                         "epochs": i.epochs + 1}, +1),
+    "one more epoch owed, up": (lambda i: {"up": i.up + 1, "epochs": i.epochs + 1}, +1),
     "one more epoch owed, missed": (lambda i: {"epochs": i.epochs + 1}, -1),
     "one more finished lease": (lambda i: {"finished": i.finished + 1}, +1),
     "one more failed lease": (lambda i: {"failed": i.failed + 1}, -1),
@@ -200,7 +199,9 @@ def test_uptime_part_uses_the_uptime_figures():
     beats = [ev("Heartbeat", D0 + ep * length + 5, "Uptime", provider=ALICE, epoch=ep, block_number=1)
              for ep in range(0, 40) if ep % 4]          # 30 of the 40 epochs owed
     figs = compute_figures(e + beats, as_of=D0 + 40 * length)
+    # A heartbeat-only Uptime (no LivenessRulesSet): an epoch is final once it has ended.
     assert figs[("uptime.by_provider.heartbeats", ALICE)].value == 30
+    assert figs[("uptime.by_provider.up", ALICE)].value == 30
     assert figs[("uptime.by_provider.epochs", ALICE)].value == 40
     up = figs[(f"{REL}.uptime_bps", ALICE)]
     assert up.value == (30 * BPS + PRIOR_BPS * 24) // (40 + 24)
@@ -239,13 +240,14 @@ def scored_run(tmp_path_factory, private_devnet):
         provider = next(iter(work.providers.values()))
         work.send(work.deployer, work.registry, "slash", provider.address, 5 * TSTK, work.deployer)
         work.mine()
-        # Last (the workload's model of `earned` ignores downtime): the tenant claims one epoch
-        # in which an open lease's provider sent no heartbeat; the Market slashes in that tx.
-        ended = (work.now + 1 - genesis) // EPOCH
+        # Last (the workload's model of `earned` ignores downtime): the tenant claims one final
+        # epoch in which an open lease's provider was not up; the Market slashes in that tx.
+        lag = uptime.functions.report_delay().call() + 1 + uptime.functions.answer_epochs().call()
+        final = (work.now + 1 - genesis) // EPOCH - lag      # epochs before it are final
         claim = next((lease, ep) for lease in work.leases.values() if not lease.closed
-                     for ep in range(-(-(lease.start - genesis) // EPOCH), ended)
+                     for ep in range(-(-(lease.start - genesis) // EPOCH), final)
                      if lease.earned(genesis + ep * EPOCH) < lease.budget
-                     and not uptime.functions.beats(lease.provider, ep).call())
+                     and not uptime.functions.is_up(lease.provider, ep).call())
         work.send(claim[0].tenant, work.market, "claim_downtime", claim[0].lease_id, [claim[1]])
         work.mine()
         yield home, devnet, network, work, claim[0].lease_id
@@ -266,7 +268,8 @@ def test_indexer_audit_and_tenant_agree_on_reliability(scored_run, explorer_db_u
 
     v = {k: f.value for k, f in figures.items()}
     for a in work.providers:
-        parts = Inputs(heartbeats=v[("uptime.by_provider.heartbeats", a)],
+        assert v[("uptime.by_provider.up", a)] == v[("uptime.by_provider.heartbeats", a)]
+        parts = Inputs(up=v[("uptime.by_provider.up", a)],
                        epochs=v[("uptime.by_provider.epochs", a)], finished=v[(f"{REL}.finished", a)],
                        failed=v[(f"{REL}.failed", a)], slashes=v[(f"{REL}.slashes", a)],
                        jails=v[(f"{REL}.jails", a)], age_seconds=v[(f"{REL}.age_seconds", a)])

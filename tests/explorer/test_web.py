@@ -30,6 +30,7 @@ from tessera.explorer.web.charts import bar_chart, line_chart, nice_ticks
 from tessera.explorer.web.models import FigureOut
 from tessera.protocol import messages
 from tessera.protocol.figures import ALL
+from tessera.protocol.liveness import words_of
 from tessera.protocol.money import format_amount, show_amount
 
 CHROMIUM = "/usr/bin/chromium"
@@ -46,7 +47,8 @@ def _keys(figures, name: str) -> list[str]:
 @pytest.fixture(scope="module")
 def web_chain(market_run):
     """The seeded market over more days, a provider with HTML in its offer and a lease on it,
-    heartbeats, probes, an outage and a downtime claim (once per module: both backends index it)."""
+    its liveness over 10 epochs by every kind of evidence, probes, an outage and a downtime claim
+    (once per module: both backends index it)."""
     _, _, network, work = market_run
     for _ in range(3):   # the seeded market fits in one UTC day: spread payouts over a few more
         work.round(4, 86_400)
@@ -66,10 +68,32 @@ def web_chain(market_run):
               bytes.fromhex(signature[2:]))
     lease = work._logs(work.mine(), work.market, "LeaseCreated")[0]
     work.mine(60)
-    # Heartbeats from that provider in 7 of 10 epochs, for the uptime chart.
-    uptime = Chain(network).contract("Uptime")
+    liveness = liveness_over_ten_epochs(work, network, p)
+    # Three more epochs, so that the last missed one is final (downtime claims wait for it).
+    for _ in range(3):
+        work.mine(liveness["epoch_length"])
+    facts = probes_outage_and_downtime(work, network, p, lease, liveness)
+    return network, {"xss_provider": p.address, "xss_lease": lease["lease_id"], **liveness, **facts}
+
+
+def liveness_over_ten_epochs(work, network, p) -> dict:
+    """Provider `p`'s liveness in 10 epochs, by every kind of evidence (docs/uptime.md): a
+    heartbeat in 7 (i % 3 != 2); in the other three, a validator (devnet account 1, the treasury,
+    in no other role here) reports it in the next epoch (i = 2: up by report), reports it and is
+    challenged, unanswered, then resolved (i = 5: revoked, the validator slashed), or nothing
+    (i = 8: down)."""
+    chain = Chain(network)
+    uptime, validators = chain.uptime, chain.validators
+    validator = devnet_account(1).address
+    work.send(validator, work.stake, "approve", validators.address, 200 * 10**18)
+    work.send(validator, validators, "register", 200 * 10**18)   # 150 left after the slash
+    work.send(work.deployer, work.stake, "approve", uptime.address, 10**24)   # challenge bonds
+    work.mine()
+    registry = chain.contract("ProviderRegistry")
+    words = words_of([registry.functions.index_of(p.address).call()],
+                     registry.functions.provider_count().call())
     genesis, length = uptime.functions.genesis().call(), uptime.functions.epoch_length().call()
-    beats, epochs = [], []
+    beats, epochs, report_txs = [], [], []
     for i in range(10):
         latest = work.w3.eth.get_block("latest")
         epoch = (work.now + length - genesis) // length      # the epoch of the block mine() makes
@@ -77,9 +101,20 @@ def web_chain(market_run):
         if i % 3 != 2:
             work.send(p.address, uptime, "heartbeat", epoch, latest["number"], latest["hash"])
             beats.append(epoch)
-        work.mine(length)
-    liveness = probes_outage_and_downtime(work, network, p, lease, epochs, beats)
-    return network, {"xss_provider": p.address, "xss_lease": lease["lease_id"], "beats": beats, **liveness}
+        elif i in (2, 5):
+            work.send(work.deployer, uptime, "open_epoch")          # beats sign the epoch's seed
+        if i in (3, 6):                                            # the report, the epoch after
+            work.send(validator, uptime, "report_liveness", epochs[i - 1], words)
+        if i == 7:                                                 # within report_delay + 1
+            work.send(work.deployer, uptime, "challenge_inclusion", validator, epochs[5], p.address, words)
+        if i == 9:                                                 # past the answer time
+            work.send(work.deployer, uptime, "resolve_challenge", 1)
+        receipts = work.mine(length)
+        report_txs += [r["transactionHash"] for r in receipts
+                       if Web3.to_checksum_address(r["from"]) == validator]
+    return {"beats": beats, "epochs": epochs, "reported": epochs[2], "revoked": epochs[5],
+            "down": epochs[8], "liveness_reports": report_txs, "validator": validator,
+            "epoch_length": length}
 
 
 @pytest.fixture(scope="module")
@@ -94,29 +129,28 @@ def served(web_chain, explorer_module_db):
     engine.dispose()
 
 
-def probes_outage_and_downtime(work, network, p, lease, epochs: list[int], beats: list[int]) -> dict:
-    """Real transactions for the liveness figures: a validator (devnet account 1, the treasury, in
-    no other role here) posts one probe report per ended epoch, (1 answered) for provider `p` where
-    it beat and (1 missed) elsewhere, and (1 missed) for a silent provider `q`; anyone reports q's
-    outage of `jail_after` epochs; the tenant claims p's missed epochs of its lease as downtime.
+def probes_outage_and_downtime(work, network, p, lease, liveness: dict) -> dict:
+    """Real transactions for the liveness figures: the validator posts one probe report per ended
+    epoch of the ten, (1 answered) for provider `p` where it beat and (1 missed) elsewhere, and
+    (1 missed) for a silent provider `q`; anyone reports q's outage of `jail_after` final epochs;
+    the tenant claims p's down epochs of its lease (revoked, and with no evidence) as downtime.
     The reports' roots are placeholders: the explorer counts tallies as posted, never leaves."""
     chain = Chain(network)
-    uptime, probes, validators = chain.uptime, chain.probes, chain.validators
-    validator = devnet_account(1).address
-    work.send(validator, work.stake, "approve", validators.address, 100 * 10**18)
-    work.send(validator, validators, "register", 100 * 10**18)
-    work.mine()
+    uptime, probes = chain.uptime, chain.probes
+    validator, epochs, beats = liveness["validator"], liveness["epochs"], liveness["beats"]
     q = next(x.address for x in work.providers.values() if x.address != p.address)
-    ended = epochs[:-1]                      # the last one is still running
+    ended = epochs[:-1]
     for epoch in ended:
         answered = int(epoch in beats)
         tallies = sorted([(p.address, answered, 1 - answered), (q, 0, 1)], key=lambda t: int(t[0], 16))
         work.send(validator, probes, "report", epoch, Web3.keccak(text=f"root {epoch}"), 2, tallies)
     genesis, length = uptime.functions.genesis().call(), uptime.functions.epoch_length().call()
     jail_after = uptime.functions.jail_after().call()
-    first = (work.now + 1 - genesis) // length - jail_after   # the stretch that ends as the block starts
+    lag = uptime.functions.report_delay().call() + 1 + uptime.functions.answer_epochs().call()
+    # The last stretch of final epochs as the block starts (final: more than `lag` epochs ago).
+    first = (work.now + 1 - genesis) // length - lag - jail_after
     work.send(work.deployer, uptime, "report_outage", q, first)
-    missed = sorted(set(ended) - set(beats))
+    missed = [liveness["revoked"], liveness["down"]]
     work.send(work.tenants[0], work.market, "claim_downtime", lease["lease_id"], missed)
     receipts = work.mine()
     by_sender = {}
@@ -338,21 +372,37 @@ def test_api_serves_uptime_reliability_and_recent_epochs(served):
         _assert_figures_match(scores, figures)
         detail = client.get(f"/api/providers/{address}").json()
         assert _assert_figures_match(detail["reliability"], figures) == 10
-        assert detail["uptime"]["heartbeats"]["value"] == str(len(beats))
+        assert _assert_figures_match(detail["uptime"], figures) == 8
+        u = {part: int(f["value"]) for part, f in detail["uptime"].items()}
+        # Up by 7 heartbeats and 1 validator's report; 1 report revoked (down); none claimed.
+        assert (u["heartbeats"], u["reported"], u["claimed"], u["revoked"]) == (len(beats), 1, 0, 1)
+        assert u["up"] == len(beats) + 1 and u["bps"] == u["up"] * 10_000 // u["epochs"]
         assert detail["uptime"]["bps"] == {
             "name": "uptime.by_provider.bps", "key": address,
             "value": str(figures[("uptime.by_provider.bps", address)].value), "unit": "bps", "decimals": 0,
             "txs": list(figures[("uptime.by_provider.bps", address)].txs[:TXS_INLINE]),
             "tx_count": len(figures[("uptime.by_provider.bps", address)].txs)}
         strip = detail["recent_epochs"]
-        owed = figures[("uptime.by_provider.epochs", address)].value
-        assert strip["last_owed"] - strip["first_owed"] + 1 == owed
-        assert len(strip["epochs"]) == min(owed, 120)
-        last, shown_count = strip["last_owed"], len(strip["epochs"])
+        last, shown_count = strip["last_epoch"], len(strip["epochs"])
+        assert shown_count == min(last - strip["first_epoch"] + 1, 120)
         assert [ep["epoch"] for ep in strip["epochs"]] == list(range(last - shown_count + 1, last + 1))
-        shown = {ep["epoch"]: ep["heartbeat_tx"] for ep in strip["epochs"] if ep["heartbeat_tx"]}
-        assert sorted(shown) == beats
-        assert set(shown.values()) <= set(figures[("uptime.by_provider.heartbeats", address)].txs)
+        states = {ep["epoch"]: ep for ep in strip["epochs"]}
+        by_state = lambda state: sorted(ep for ep, x in states.items() if x["state"] == state)  # noqa: E731
+        assert by_state("heartbeat") == beats
+        assert by_state("report") == [served["reported"]] and by_state("revoked") == [served["revoked"]]
+        assert served["down"] in by_state("down") and by_state("claim") == []
+        # Not final (the last report_delay + 1 + answer_epochs ended epochs and the running one)
+        # and no heartbeat yet: pending.
+        assert by_state("pending") == [ep for ep in range(strip["final_through"] + 1, last + 1)
+                                       if ep not in beats]
+        assert len(by_state("pending")) == u["pending"]
+        assert [states[ep]["up"] for ep in (beats[0], served["reported"], served["down"], last)] == \
+            [True, True, False, None]
+        heartbeat_txs = set(figures[("uptime.by_provider.heartbeats", address)].txs)
+        assert {states[ep]["tx"] for ep in beats} <= heartbeat_txs
+        assert states[served["reported"]]["tx"] in figures[("uptime.by_provider.reported", address)].txs
+        assert states[served["revoked"]]["tx"] in figures[("uptime.by_provider.revoked", address)].txs
+        assert states[served["down"]]["tx"] is None
 
 
 def test_uptime_and_reliability_pages_in_a_browser(served, page):
@@ -383,13 +433,18 @@ def test_uptime_and_reliability_pages_in_a_browser(served, page):
     chart = page.locator("svg#uptime-chart")
     box = chart.bounding_box()
     assert box and box["width"] > 100 and box["height"] > 40
-    owed = figures[("uptime.by_provider.epochs", address)].value
-    assert chart.locator("rect.epoch").count() == min(owed, 120)
-    assert chart.locator("rect.beat").count() == len(beats)
-    assert chart.locator("rect.missed").count() == min(owed, 120) - len(beats)
-    assert all(chart.locator("rect.beat").nth(i).bounding_box()["width"] > 0 for i in range(len(beats)))
-    assert [int(x) for x in chart.locator("rect.beat").evaluate_all(
+    cells = chart.locator("rect.epoch")
+    assert cells.count() == 120          # registered days ago: the last 120 epochs
+    assert chart.locator("rect.up.heartbeat").count() == len(beats)
+    assert chart.locator("rect.up.report").count() == 1 and chart.locator("rect.down.revoked").count() == 1
+    assert chart.locator("rect.pending").count() == figures[("uptime.by_provider.pending", address)].value
+    assert chart.locator("rect.up").count() + chart.locator("rect.down").count() + \
+        chart.locator("rect.pending").count() == 120
+    assert all(chart.locator("rect.heartbeat").nth(i).bounding_box()["width"] > 0 for i in range(len(beats)))
+    assert [int(x) for x in chart.locator("rect.heartbeat").evaluate_all(
         "els => els.map(el => el.dataset.epoch)")] == beats
+    assert "by validators' report" in page.locator("div.chart:has(svg#uptime-chart) h3").inner_text()
+    assert page.locator("#up").inner_text() == str(len(beats) + 1)
     # A heartbeat cell leads to its transaction, which holds that epoch's Heartbeat event.
     chart.locator("a").first.click()
     page.wait_for_url("**/tx/0x*")
@@ -401,7 +456,43 @@ def test_uptime_and_reliability_pages_in_a_browser(served, page):
     page.wait_for_url("**/figure?*")
     up = figures[(f"{REL}.uptime_bps", address)]
     assert page.locator("#value").get_attribute("data-value") == str(up.value)
-    assert page.locator("table.txs a.tx").count() == len(up.txs) == len(beats) + 1   # + registration
+    # Its heartbeats, the validator's report and the registration.
+    assert page.locator("table.txs a.tx").count() == len(up.txs) == len(beats) + 2
+    # The report's cell leads to the validator's LivenessReported, naming the provider.
+    page.goto(f"{base}/providers/{address}")
+    page.locator(f'svg#uptime-chart a:has(rect[data-epoch="{served["reported"]}"])').click()
+    page.wait_for_url("**/tx/0x*")
+    events = page.locator("table.events").inner_text()
+    assert "LivenessReported" in events and "1 providers named" in events
+
+
+def test_liveness_challenges_reports_and_the_validator_slash(served, page):
+    """The challenge of the report naming the provider, on its page and its validator's; the
+    validator's liveness reports; its slash, explained by the unanswered challenge."""
+    figures, _ = database_figures(served["engine"])
+    base, p, v = served["base"], served["xss_provider"], served["validator"]
+    with httpx.Client(base_url=base, timeout=30) as client:
+        [c] = client.get(f"/api/providers/{p}").json()["liveness_challenges"]
+        assert (c["challenge_id"], c["validator"], c["provider"], c["epoch"], c["status"]) == \
+            (1, v, p, str(served["revoked"]), "resolved")
+        assert c["slashed_base_units"] != "0" and c["answered_tx"] is None
+        assert c["opened_tx"] in figures[("uptime.by_provider.revoked", p)].txs  # revoked unanswered
+        validator = client.get(f"/api/validators/{v}").json()
+        reports = validator["liveness_reports"]
+        assert [r["epoch"] for r in reports] == [served["revoked"], served["reported"]]   # newest first
+        assert sorted(r["tx_hash"] for r in reports) == sorted(served["liveness_reports"])
+        assert [r["providers_named"] for r in reports] == [1, 1]
+        assert validator["liveness_challenges"] == [c]
+        [slash] = [x for x in validator["slash_list"] if x["cause"] == "liveness"]
+        assert (slash["cause_ref"], slash["tx_hash"], slash["amount_base_units"], slash["recipient"]) == \
+            ("1", c["resolved_tx"], c["slashed_base_units"], devnet_account(0).address)
+        assert client.get(f"/api/providers/{served['silent']}").json()["liveness_challenges"] == []
+    page.goto(f"{base}/providers/{p}")
+    row = page.locator("table.liveness-challenges tbody tr")
+    assert row.count() == 1 and "validator slashed" in row.inner_text()
+    page.goto(f"{base}/validators/{v}")
+    assert page.locator("table.liveness-reports tbody tr").count() == 2
+    assert "liveness inclusion challenge 1 left unanswered" in page.locator("table.slashes").inner_text()
 
 
 def _liveness(scores: list[dict], address: str) -> dict:
@@ -545,7 +636,10 @@ def test_lists_paging_time_left_and_junk_ids(served):
         assert client.get("/api/challenges").json() == {"page": 1, "pages": 1, "total": 0, "challenges": []}
         validators = client.get("/api/validators").json()
         assert [v["address"] for v in validators] == [devnet_account(1).address]
-        assert validators[0]["stake_base_units"] == str(100 * 10**18) and validators[0]["token"] == "TSTK"
+        # 200 staked, 50 slashed for an unanswered liveness challenge
+        assert (validators[0]["stake_base_units"], validators[0]["slashed_base_units"]) == \
+            (str(150 * 10**18), str(50 * 10**18))
+        assert validators[0]["token"] == "TSTK" and validators[0]["slashes"] == 1
 
         # The open lease: time left until its budget runs out, on the API and the page.
         lease = client.get(f"/api/leases/{served['xss_lease']}").json()

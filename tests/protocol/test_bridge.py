@@ -11,7 +11,7 @@ from eth_account.messages import encode_typed_data
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tessera.protocol import bridge
+from tessera.protocol import bridge, messages
 
 A, B = 31337, 31338
 OUTBOX = "0x" + "11" * 20
@@ -150,12 +150,12 @@ def test_a_malleated_twin_is_refused_as_the_inbox_refuses_it():
     key = Account.create()
     typed = bridge.attestation_typed_data(A, INBOX, message().id, 0)
     signature = key.sign_message(encode_typed_data(full_message=typed)).signature
-    assert bridge.signature_refusal(signature) is None
+    assert messages.signature_refusal(signature) is None
     s = int.from_bytes(signature[32:64], "big")
-    twin = signature[:32] + (bridge.SECP256K1_N - s).to_bytes(32, "big") \
+    twin = signature[:32] + (messages.SECP256K1_N - s).to_bytes(32, "big") \
         + bytes([55 - signature[64]])
     assert Account.recover_message(encode_typed_data(full_message=typed), signature=twin) \
         == key.address
-    assert "upper half" in bridge.signature_refusal(twin)
-    assert bridge.signature_refusal(signature[:64]) == "64 bytes, not 65"
-    assert "v is 0" in bridge.signature_refusal(signature[:64] + b"\x00")
+    assert "upper half" in messages.signature_refusal(twin)
+    assert messages.signature_refusal(signature[:64]) == "64 bytes, not 65"
+    assert "v is 0" in messages.signature_refusal(signature[:64] + b"\x00")

@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 from tessera.protocol.events import EventRecord
 from tessera.protocol.figure_book import FigureBook
 from tessera.protocol.figures import compare, compute_figures
+from tessera.protocol.liveness import words_of
 from tessera.protocol.reliability_book import ReliabilityBook
 
 D0 = 1_767_225_600  # 2026-01-01 00:00:00 UTC
 PROVIDERS = ["0x" + c * 40 for c in "abcd"]
 TENANTS = ["0x" + c * 40 for c in "ef"]
+VALIDATORS = ["0x" + c * 40 for c in "12"]
 EPOCH = 3_600
 REG, MKT, UP = "ProviderRegistry", "Market", "Uptime"
 CLAIM_WINDOW = 30_000
@@ -26,19 +28,25 @@ CLAIM_WINDOW = 30_000
 def market(draw, chain_valid: bool = False) -> list[EventRecord]:
     """A random but plausible history: registrations, stake moves, offers, orders, leases with
     top-ups, payouts, results and closes by either party, downtime claims with their slash in the
-    same transaction, jailings, heartbeats, outages, probe tallies and verified-pay events; some
-    transactions hold several events, blocks hold several transactions, days are crossed.
+    same transaction, jailings, heartbeats, validators' liveness reports, receipt claims,
+    inclusion challenges answered and resolved, outages, probe tallies and verified-pay events;
+    some transactions hold several events, blocks hold several transactions, days are crossed.
 
     `chain_valid`: only what the contracts allow where the compact ReliabilityBook relies on it
-    (heartbeats from registered providers, for the current epoch, once; downtime claims on a
-    closed lease within CLAIM_WINDOW of its close); otherwise heartbeats also come late, twice
-    or from strangers, and claims come at any time."""
+    (heartbeats from registered providers, for the current epoch, once; reports, receipt claims
+    and challenges within their windows (Uptime.vy); downtime claims on a closed lease within
+    CLAIM_WINDOW of its close); otherwise heartbeats, reports and claims also come late, twice
+    or naming strangers, challenges resolve at any time, and claims come at any time."""
     n = draw(st.integers(1, 60))
     ts, block, out = D0 - 2 * 86_400 + draw(st.integers(0, 86_400)), 1, []
     leases: dict[int, str] = {}
     closed_at: dict[int, int] = {}
     registered: set[str] = set()
+    order: list[str] = []                                # registry index -> provider
     beat: set[tuple[str, int]] = set()
+    reports: dict[tuple[str, int], list[int]] = {}      # (validator, epoch) -> words
+    challenges: dict[int, tuple[str, str, int]] = {}    # open id -> (validator, provider, epoch)
+    challenged: set[tuple[str, str, int]] = set()
     next_lease = 1
 
     def emit(contract: str, event: str, tx: int, **args) -> None:
@@ -46,14 +54,20 @@ def market(draw, chain_valid: bool = False) -> list[EventRecord]:
                                event, args))
 
     uptime = draw(st.booleans())
+    delay, answer = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    rules = uptime and draw(st.integers(0, 3)) > 0     # a heartbeat-only Uptime has no rules
     if uptime:
         emit(UP, "UptimeStarted", 0, registry=PROVIDERS[0], genesis=D0 - 2 * 86_400,
              epoch_length=EPOCH, jail_after=6, jail_period=3_600)
+        if rules:
+            emit(UP, "LivenessRulesSet", 0, validators=VALIDATORS[0], report_delay=delay,
+                 answer_epochs=answer, challenge_bond=10, inclusion_slash=50)
     for i in range(1, n + 1):
         if draw(st.integers(0, 3)) == 0:  # a new block, some time later
             block += 1
-            ts += draw(st.sampled_from([1, 60, 3_000, 20_000, 90_000]))
-        kind = draw(st.integers(0, 15))
+            ts += draw(st.sampled_from([1, 60, 3_000, 3_600, 20_000, 90_000]))
+        kind = draw(st.integers(0, 21))
+        now = (ts - D0 + 2 * 86_400) // EPOCH
         p = draw(st.sampled_from(PROVIDERS))
         t = draw(st.sampled_from(TENANTS))
         amount = draw(st.integers(0, 5_000))
@@ -62,6 +76,8 @@ def market(draw, chain_valid: bool = False) -> list[EventRecord]:
                  gpu_model=draw(st.sampled_from(["H100", "A100"])), gpu_count=draw(st.integers(0, 4)),
                  gpu_memory_mb=1, benchmark_score=1, endpoint="x", price_floor=1)
             registered.add(p)
+            if p not in order:
+                order.append(p)
         elif kind == 2:
             event = draw(st.sampled_from(["StakeAdded", "UnbondRequested", "StakeWithdrawn"]))
             emit(REG, event, i, provider=p, amount=draw(st.integers(0, 100)))
@@ -107,7 +123,6 @@ def market(draw, chain_valid: bool = False) -> list[EventRecord]:
                 emit(REG, "Jailed", i, provider=p, until=ts + draw(st.sampled_from([-1, 0, 600, 9_000])),
                      by=t)
         elif kind == 13:
-            now = (ts - D0 + 2 * 86_400) // EPOCH
             if not chain_valid:
                 emit(UP, "Heartbeat", i, provider=p, epoch=max(now - draw(st.integers(0, 2)), 0),
                      block_number=1)
@@ -117,6 +132,9 @@ def market(draw, chain_valid: bool = False) -> list[EventRecord]:
             if draw(st.integers(0, 4)) == 0:
                 emit(UP, "OutageReported", i, provider=p, first_epoch=1, last_epoch=3,
                      jailed_until=ts + 600, reporter=t)
+        elif kind >= 16:
+            liveness(draw, emit, i, kind, now, p, chain_valid, (uptime and rules, delay, answer),
+                     order, beat, reports, challenges, challenged)
         elif kind == 14:
             emit("Probes", "ProbeTally", i, provider=p, answered=draw(st.integers(0, 9)),
                  missed=draw(st.integers(0, 9)))
@@ -124,6 +142,67 @@ def market(draw, chain_valid: bool = False) -> list[EventRecord]:
             emit("Settlement", "PayReleased", i, lease_id=1, amount=amount, withheld=amount // 7)
             emit("Settlement", "RoundRefunded", i, lease_id=1, refund=amount // 9)
     return out
+
+
+def liveness(draw, emit, i, kind, now, p, chain_valid, rules, order, beat, reports, challenges,
+             challenged) -> None:
+    """One liveness event of `market`: a validator's report (kind 16, 17), a receipt claim (18), or
+    a challenge opened, answered or resolved (19 .. 21); within Uptime.vy's windows when
+    `chain_valid`."""
+    on, delay, answer = rules
+    v = draw(st.sampled_from(VALIDATORS))
+    if not chain_valid:
+        epoch = max(now - draw(st.integers(-1, 6)), 0)
+        if kind <= 17:
+            words = [draw(st.integers(0, 2**6 - 1))] * draw(st.integers(1, 2))
+            emit(UP, "LivenessReported", i, validator=v, epoch=epoch, words_hash="0x00", words=words)
+        elif kind == 18:
+            emit(UP, "BeatClaimed", i, provider=p, epoch=epoch, validator=v)
+        else:
+            emit(UP, "ChallengeResolved", i, challenge_id=i, validator=v, provider=p, epoch=epoch,
+                 slashed=5, bond_returned=10)
+        return
+    if not on or not order:
+        return
+    if kind <= 17:
+        epoch = now - draw(st.integers(1, delay))
+        if epoch >= 0 and (v, epoch) not in reports:
+            named = draw(st.sets(st.integers(0, len(order) - 1)))
+            words = reports[(v, epoch)] = words_of(named, len(order)) or [0]
+            emit(UP, "LivenessReported", i, validator=v, epoch=epoch, words_hash="0x00", words=words)
+    elif kind == 18:
+        epoch = now - draw(st.integers(1, delay + 1))
+        if epoch >= 0 and p in order and (p, epoch) not in beat:
+            beat.add((p, epoch))
+            emit(UP, "BeatClaimed", i, provider=p, epoch=epoch, validator=v)
+    elif challenges and draw(st.booleans()):        # answer or resolve an open challenge
+        cid = draw(st.sampled_from(sorted(challenges)))
+        cv, cp, epoch = challenges[cid]
+        if now <= epoch + delay + 1 + answer:
+            if draw(st.integers(0, 2)) > 0:          # most stay unanswered
+                return
+            del challenges[cid]
+            emit(UP, "ChallengeAnswered", i, challenge_id=cid, validator=cv, bond_to_validator=10,
+                 answered_by=cp)
+        elif draw(st.integers(0, 3)) > 0:            # or left unresolved for a while
+            del challenges[cid]
+            emit(UP, "ChallengeResolved", i, challenge_id=cid, validator=cv, provider=cp,
+                 epoch=epoch, slashed=50, bond_returned=10)
+    else:                                            # challenge an inclusion still in its window
+        open_ = sorted((cv, ep) for cv, ep in reports if ep < now <= ep + delay + 1)
+        if open_:
+            cv, epoch = draw(st.sampled_from(open_))
+            words = reports[(cv, epoch)]
+            named = [q for j, q in enumerate(order)
+                     if j // 256 < len(words) and (words[j // 256] >> (j % 256)) & 1]
+            if named:
+                q = draw(st.sampled_from(named))
+                if (cv, q, epoch) not in challenged:
+                    challenged.add((cv, q, epoch))
+                    challenges[i] = (cv, q, epoch)
+                    emit(UP, "InclusionChallenged", i, challenge_id=i, validator=cv, provider=q,
+                         epoch=epoch, challenger=TENANTS[0], bond=10,
+                         answer_by_epoch=epoch + delay + 1 + answer)
 
 
 def as_ofs(events: list[EventRecord], extra: list[int]) -> list[int]:
@@ -181,7 +260,7 @@ def test_out_of_order_and_repeated_records_are_refused():
 
 
 @pytest.mark.parametrize("state, words", [
-    ({"version": 99}, "version 2"), ([1, 2], "version 2"), ({"version": 2}, "corrupt FigureBook state"),
+    ({"version": 99}, "version 3"), ([1, 2], "version 3"), ({"version": 3}, "corrupt FigureBook state"),
 ])
 def test_bad_state_is_refused_by_name(state, words):
     with pytest.raises(ValueError, match=words):
@@ -285,7 +364,7 @@ def test_the_compact_book_refuses_what_the_contracts_forbid():
 
 
 @pytest.mark.parametrize("state, words", [
-    ({"version": 99}, "version 1"), ([1, 2], "version 1"), ({"version": 1}, "corrupt ReliabilityBook"),
+    ({"version": 99}, "version 2"), ([1, 2], "version 2"), ({"version": 2}, "corrupt ReliabilityBook"),
     ({**ReliabilityBook(5).to_json(), "evidence": FigureBook().evidence.to_json()}, "not in compact mode"),
 ])
 def test_bad_compact_state_is_refused_by_name(state, words):

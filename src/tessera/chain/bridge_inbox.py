@@ -26,8 +26,8 @@ from tessera.protocol.bridge import (
     attestation_typed_data,
     committee_refusal,
     rotation_typed_data,
-    signature_refusal,
 )
+from tessera.protocol.messages import signature_refusal
 
 # BridgeInbox's revert reasons (docs/bridge.md); `refusal` finds them in an error's text.
 REASONS = ("paused", "bad version", "wrong chain", "unknown outbox", "bad payload",
@@ -56,7 +56,7 @@ def sign_attestation(account: LocalAccount, destination_chain: int, inbox: str, 
 def attestation_signer(destination_chain: int, inbox: str, message_id: bytes, epoch: int,
                        signature: bytes) -> str | None:
     """Who signed this attestation (checksummed), or None when it is not a signature the inbox
-    would accept (protocol.bridge.signature_refusal: a high-s twin recovers off chain too)."""
+    would accept (protocol.messages.signature_refusal: a high-s twin recovers off chain too)."""
     if signature_refusal(bytes(signature)) is not None:
         return None
     typed = attestation_typed_data(destination_chain, inbox, message_id, epoch)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -27,6 +27,13 @@ class DeployParams:
     claim_window: int = 86_400  # seconds after a lease closes during which downtime is claimable
     validator_min_stake: int = 100 * 10**STAKE_DECIMALS  # docs/validators.md
     probe_report_delay: int = 32  # epochs a validator has to post a probe report
+    # Liveness reports (docs/uptime.md): reports of an epoch are accepted for this many epochs
+    # after it; a challenge opened at the last moment has `liveness_answer_epochs` to be
+    # answered; an epoch is final (downtime claimable, outages reportable) after both.
+    liveness_report_delay: int = 1
+    liveness_answer_epochs: int = 1
+    liveness_challenge_bond: int = 10 * 10**STAKE_DECIMALS  # a challenger's bond (stake token)
+    liveness_inclusion_slash: int = 50 * 10**STAKE_DECIMALS  # a validator's unanswered inclusion
     verification: VerificationParams = field(default_factory=VerificationParams)  # docs/verification.md
     hardware: HardwareReportsParams = field(default_factory=HardwareReportsParams)  # docs/hardware.md
     # Seconds after Verification's challenge window before pay for time no root covers is
@@ -46,6 +53,21 @@ class DeployParams:
         # (ProviderRegistry.release_hold). A verified lease's last rounds can still get a root
         # (root_grace) and be challenged (challenge_window) and voted on (vote_period) after
         # the close: the lock must outlast that, or a cheater unbonds out of its slash.
+        # A lease's last epochs are final (claimable) report_delay + 1 + answer_epochs epochs
+        # after they end: the claim window must reach that far past the close.
+        settle = (self.liveness_report_delay + self.liveness_answer_epochs + 2) * self.epoch_length
+        if self.claim_window < settle:
+            raise ValueError(
+                f"claim_window ({self.claim_window} s) must be at least (liveness_report_delay + "
+                f"liveness_answer_epochs + 2) epochs ({settle} s): a closed lease's last epochs "
+                "turn final only then")
+        # A validator may request unbonding right after reporting: its stake must still be
+        # there when a challenge of that report arrives (which then locks it).
+        if self.unbonding_period < (self.liveness_report_delay + 2) * self.epoch_length:
+            raise ValueError(
+                f"unbonding_period ({self.unbonding_period} s) must be at least "
+                f"(liveness_report_delay + 2) epochs: a validator could withdraw before its "
+                "liveness report can be challenged")
         v = self.verification
         late = v.challenge_window + self.root_grace + v.vote_period
         if self.claim_window < late:
@@ -53,6 +75,16 @@ class DeployParams:
                 f"claim_window ({self.claim_window} s) must be at least challenge_window + "
                 f"root_grace + vote_period ({late} s): the provider's stake is locked for "
                 "claim_window after a close, and a late challenge must still find it")
+
+
+    def with_epoch(self, epoch_length: int) -> DeployParams:
+        """These parameters with another uptime epoch, the claim window and the unbonding
+        period raised (never lowered) to what that epoch needs (the checks above)."""
+        settle = (self.liveness_report_delay + self.liveness_answer_epochs + 2) * epoch_length
+        return replace(self, epoch_length=epoch_length,
+                       claim_window=max(self.claim_window, settle),
+                       unbonding_period=max(self.unbonding_period,
+                                            (self.liveness_report_delay + 2) * epoch_length))
 
 
 def deploy_contract(w3: Web3, deployer: LocalAccount, name: str, *args) -> tuple[str, int]:
@@ -110,14 +142,18 @@ def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str
                          PAYMENT_DECIMALS, "Tessera USD", "1")
     registry, _ = deploy_contract(w3, deployer, "ProviderRegistry", stake, params.min_stake,
                           params.unbonding_period)
-    uptime, _ = deploy_contract(w3, deployer, "Uptime", registry, params.epoch_length, params.jail_after,
-                        params.jail_period)
+    validators, _ = deploy_contract(w3, deployer, "Validators", stake, params.validator_min_stake,
+                            params.unbonding_period)
+    uptime, _ = deploy_contract(w3, deployer, "Uptime", registry, validators, params.epoch_length,
+                        params.jail_after, params.jail_period, params.liveness_report_delay,
+                        params.liveness_answer_epochs, params.liveness_challenge_bond,
+                        params.liveness_inclusion_slash)
     market, _ = deploy_contract(w3, deployer, "Market", payment, registry, uptime, params.treasury,
                         params.fee_bps, params.downtime_slash, params.claim_window)
     _grant_slasher(w3, deployer, registry, uptime)  # jails after a reported outage
     _grant_slasher(w3, deployer, registry, market)  # slashes per claimed missed epoch
-    validators, _ = deploy_contract(w3, deployer, "Validators", stake, params.validator_min_stake,
-                            params.unbonding_period)
+    # slashes a validator whose challenged liveness report is unanswered (and locks it meanwhile)
+    owner_call(w3, deployer, "Validators", validators, "set_slasher", uptime, True)
     probes, _ = deploy_contract(w3, deployer, "Probes", validators, uptime, params.probe_report_delay)
     verification, _ = deploy_contract(w3, deployer, "Verification", market, registry, validators,
                               *params.verification.constructor_args())

@@ -130,7 +130,7 @@ class Devnet:
         params = DeployParams(treasury=devnet_account(TREASURY).address)
         epoch_length = epoch_length or int(os.environ.get("TESSERA_EPOCH_LENGTH") or 0)
         if epoch_length:
-            params = replace(params, epoch_length=epoch_length)
+            params = params.with_epoch(epoch_length)
         if jail_after:
             params = replace(params, jail_after=jail_after)
         if challenge_window:

@@ -14,6 +14,7 @@ from tessera.chain.registry import ProviderRegistry
 from tessera.chain.tokens import PaymentToken
 from tessera.chain.uptime import Uptime
 from tessera.errors import ChainError
+from tessera.protocol import liveness
 from tessera.protocol.lease import claimable_epochs
 from tessera.protocol.wire import BidMessage
 
@@ -118,20 +119,32 @@ class Market(ContractWrapper):
 
     # -- downtime (docs/uptime.md) ---------------------------------------------------------
     def missed_epochs(self, lease: Lease) -> list[int]:
-        """Claimable epochs of a lease without a heartbeat and not yet claimed: one Uptime and
-        one Market call per 256 epochs."""
+        """Claimable epochs of a lease in which its provider was not up and not yet claimed:
+        final epochs only (Uptime.is_up presumes a later one up), with no heartbeat (one Uptime
+        and one Market call per 256 epochs) and no validator's report naming the provider (one
+        call per epoch left). docs/uptime.md."""
         uptime = Uptime(self.chain)
         epochs = claimable_epochs(lease.start, lease.closed_at or self.chain.block_timestamp(),
                                   lease.price_per_gpu_hour, lease.gpus, lease.budget,
                                   uptime.genesis(), uptime.epoch_length())
-        missed: list[int] = []
+        if not epochs:
+            return []
+        report_delay, answer_epochs = uptime.liveness_rules()
+        current = uptime.current_epoch()
+        epochs = range(epochs.start, min(epochs.stop, max(
+            epochs.start, current - liveness.answer_end(0, report_delay, answer_epochs))))
+        candidates: list[int] = []
         for index in range(epochs.start >> 8, ((epochs.stop - 1) >> 8) + 1 if epochs else 0):
             taken = uptime.beat_word(lease.provider, index) | self._call(
                 "claimed_word", lease.lease_id, index)
-            missed += [e for e in range(max(index << 8, epochs.start),
-                                        min((index + 1) << 8, epochs.stop))
-                       if not taken >> (e & 255) & 1]
-        return missed
+            candidates += [e for e in range(max(index << 8, epochs.start),
+                                            min((index + 1) << 8, epochs.stop))
+                           if not taken >> (e & 255) & 1]
+        if not candidates:
+            return []
+        slot = ProviderRegistry(self.chain).index_of(lease.provider)
+        return [e for e in candidates
+                if not uptime.live_word(e, slot >> 8) >> (slot & 255) & 1]
 
     def max_claim_epochs(self) -> int:
         """Epochs one `claim_downtime` transaction may carry (Market.MAX_CLAIM_EPOCHS)."""

@@ -32,6 +32,14 @@ class ProviderRegistry(ContractWrapper):
             endpoint=record["endpoint"], price_floor=record["price_floor"],
         )
 
+    def provider_count(self) -> int:
+        return self._call("provider_count")
+
+    def index_of(self, address: str) -> int:
+        """Registration order, 0-based: the provider's bit in Uptime's liveness reports (0 for
+        an unregistered address too: check is_registered)."""
+        return self._call("index_of", Web3.to_checksum_address(address))
+
     def is_registered(self, address: str) -> bool:
         return bool(self._call("is_registered", Web3.to_checksum_address(address)))
 

@@ -57,7 +57,12 @@ class Validators(ContractWrapper):
 
     def active_endpoints(self) -> list[str]:
         """The published endpoints of the active validators."""
-        return [endpoint for who in self.addresses() if self.is_validator(who)
+        return [endpoint for _, endpoint in self.active_with_endpoints()]
+
+    def active_with_endpoints(self) -> list[tuple[str, str]]:
+        """(address, endpoint) of each active validator that publishes an endpoint (a
+        provider's beats go there, and the receipt must be signed by that address)."""
+        return [(who, endpoint) for who in self.addresses() if self.is_validator(who)
                 for endpoint in [self.record(who)["endpoint"]] if endpoint]
 
     def register(self, stake: int) -> TxReceipt:

@@ -9,8 +9,8 @@
         unspent part of every order and lease always goes back to the tenant.
         The fee of a lease is fixed when it is created.
         Pay is for live time only: anyone may claim, for the tenant, the lease's pay
-        for whole epochs in which the provider sent no Uptime heartbeat
-        (`claim_downtime`); it is refunded from the provider's pay still in escrow (never
+        for whole final epochs in which the provider was not up (`Uptime.is_up`: no
+        heartbeat, no validator's liveness report) (`claim_downtime`); it is refunded from the provider's pay still in escrow (never
         from the tenant's unspent budget), the rest is netted against the provider's later
         pay, and the provider's stake is slashed per epoch to the tenant (docs/uptime.md).
         While a lease is open the Market holds the provider's stake in the registry, and
@@ -216,7 +216,7 @@ def __init__(
             is ("TesseraMarket", "1", chain id, this contract).
     @param payment_token_ The ERC-20 orders are paid in (with EIP-2612 permit).
     @param registry_ The ProviderRegistry (who may be leased, and slashed for downtime).
-    @param uptime_ The Uptime contract whose heartbeats decide downtime.
+    @param uptime_ The Uptime contract whose `is_up` decides downtime.
     @param treasury_ Where the protocol fee goes.
     @param fee_bps_ The protocol fee, in basis points of every payout (at most MAX_FEE_BPS).
     @param downtime_slash_ Stake slashed to the tenant per claimed epoch of downtime.
@@ -900,8 +900,8 @@ def commit_result(lease_id: uint256, result_hash: bytes32):
 @nonreentrant
 def claim_downtime(lease_id: uint256, epochs: DynArray[uint256, MAX_CLAIM_EPOCHS]):
     """
-    @notice Anyone claims, for the lease's tenant, the pay for Uptime epochs in which the
-            lease's provider sent no heartbeat. Each epoch (strictly increasing) must lie
+    @notice Anyone claims, for the lease's tenant, the pay for final Uptime epochs in which
+            the lease's provider was not up (`Uptime.is_up`). Each epoch (strictly increasing) must lie
             wholly inside the lease (from its start to now, or to its close), start before
             the budget ran out, and not be claimed before. The pay stops being the
             provider's. It is refunded to the tenant now out of the provider's pay still in
@@ -910,7 +910,7 @@ def claim_downtime(lease_id: uint256, epochs: DynArray[uint256, MAX_CLAIM_EPOCHS
             by `downtime_slash` per epoch, to the tenant. A closed lease can be claimed on for
             `claim_window` seconds.
     @param lease_id The lease.
-    @param epochs The epochs without a heartbeat, strictly increasing (1 .. MAX_CLAIM_EPOCHS).
+    @param epochs The epochs the provider was down, strictly increasing (1 .. MAX_CLAIM_EPOCHS).
     """
     lease: IMarket.Lease = self._lease(lease_id)
     assert len(epochs) > 0, "market: no epochs"
@@ -920,8 +920,6 @@ def claim_downtime(lease_id: uint256, epochs: DynArray[uint256, MAX_CLAIM_EPOCHS
     ended: uint256 = (lease_stream.end(lease) - epoch_genesis) // epoch_length
     amount: uint256 = 0
     previous: uint256 = 0
-    beat_index: uint256 = 0
-    beat_word: uint256 = 0
     for i: uint256 in range(MAX_CLAIM_EPOCHS):
         if i == len(epochs):
             break
@@ -933,14 +931,11 @@ def claim_downtime(lease_id: uint256, epochs: DynArray[uint256, MAX_CLAIM_EPOCHS
         assert begin >= lease.start, "market: epoch starts before the lease"
         before: uint256 = lease_stream.accrued_at(lease, begin)
         assert before < lease.budget, "market: epoch after the budget ran out"
-        if i == 0 or epoch >> 8 != beat_index:
-            beat_index = epoch >> 8
-            beat_word = staticcall IUptime(uptime).beat_word(lease.provider, beat_index)
+        assert not staticcall IUptime(uptime).is_up(lease.provider, epoch), "market: provider up (or epoch not final)"
         bit: uint256 = 1 << (epoch & 255)
-        assert beat_word & bit == 0, "market: provider was up in that epoch"
-        claimed: uint256 = self._claimed[lease_id][beat_index]
+        claimed: uint256 = self._claimed[lease_id][epoch >> 8]
         assert claimed & bit == 0, "market: epoch already claimed"
-        self._claimed[lease_id][beat_index] = claimed | bit
+        self._claimed[lease_id][epoch >> 8] = claimed | bit
         amount += lease_stream.accrued_at(lease, begin + epoch_length) - before
     lease.downtime += amount
     self.leases[lease_id].downtime = lease.downtime

@@ -103,6 +103,9 @@ held_by: public(HashMap[address, HashMap[address, uint256]])
 # withdraw_unbonded waits for this time too (claim windows, votes).
 locked_until: public(HashMap[address, uint256])
 _provider_list: HashMap[uint256, address]
+# provider -> its index in registration order (0-based; what provider_at answers for it):
+# the bit Uptime's liveness reports give it (docs/uptime.md)
+index_of: public(HashMap[address, uint256])
 
 
 @deploy
@@ -172,6 +175,7 @@ def register(
         jailed_until=0,
         slashed_total=0,
     )
+    self.index_of[msg.sender] = self.provider_count
     self._provider_list[self.provider_count] = msg.sender
     self.provider_count += 1
     log ProviderRegistered(

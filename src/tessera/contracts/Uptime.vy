@@ -1,20 +1,51 @@
 # pragma version ~=0.4.3
 """
-@title Tessera uptime heartbeats
+@title Tessera uptime: heartbeats and validators' liveness reports
 @license GNU Affero General Public License v3.0 or later
-@notice A registered provider proves liveness once per epoch by naming a recent block
-        (number and hash, checked with BLOCKHASH). Epoch = (block.timestamp - genesis) //
-        epoch_length, genesis = deploy time. One storage write per heartbeat: a bit in the
-        provider's 256-epoch bitmap word. Uptime is recomputed off chain from `Heartbeat` logs
-        (docs/uptime.md). Anyone may report `jail_after` consecutive whole epochs without a
-        heartbeat: the provider is jailed through the registry (this contract holds the
-        slasher role) for `jail_period` seconds, once per reported stretch of epochs.
+@notice Whether a registered provider was live in an epoch (epoch = (block.timestamp -
+        genesis) // epoch_length, genesis = deploy time). Two ways in (docs/uptime.md):
+        - Liveness reports (the default at scale: chain cost grows with validators, not
+          providers). Anyone opens an epoch, fixing its seed (a block hash of that epoch). A
+          provider signs an EIP-712 `Beat(provider, epoch, seed)` off chain and hands it to
+          validators, who answer with a signed `BeatReceipt`. Once the epoch is over, each
+          validator posts ONE bitmap of registry indices whose beats it holds; the bitmaps are
+          OR-ed into the epoch's live bitmap (one storage word per 256 providers).
+          A validator that names a provider without its signature is challenged with a bond
+          and, unless anyone shows the signature in time, slashed; the bit is revoked (at
+          finality, whether or not anyone resolves the challenge). A
+          provider left out of a report despite a receipt claims its epoch with the receipt.
+        - A heartbeat transaction naming a recent block (number and hash, checked with
+          BLOCKHASH): one bit in the provider's 256-epoch bitmap word. Always accepted: the
+          fallback of a provider no validator answers.
+        An epoch is final `report_delay + 1 + answer_epochs` epochs after it ends; until then it
+        counts as up (`is_up`), so that downtime claims and outage reports wait for the reports.
+        Anyone may report `jail_after` consecutive final epochs in which a provider was not up:
+        it is jailed through the registry (this contract holds the slasher role) for
+        `jail_period` seconds, once per reported stretch of epochs.
 """
 
+from ethereum.ercs import IERC20
+from snekmate.utils import eip712_domain_separator
+initializes: eip712_domain_separator
+
+exports: eip712_domain_separator.eip712Domain
+
+import signature
 from .interfaces import IProviderRegistry
+from .interfaces import IValidators
 
 from .interfaces import IUptime
 implements: IUptime
+
+
+struct Challenge:
+    validator: address
+    provider: address
+    epoch: uint256
+    challenger: address
+    bond: uint256
+    # 0 none, 1 open, 2 answered, 3 resolved (validator slashed)
+    state: uint8
 
 
 event UptimeStarted:
@@ -23,6 +54,14 @@ event UptimeStarted:
     epoch_length: uint256
     jail_after: uint256
     jail_period: uint256
+
+
+event LivenessRulesSet:
+    validators: indexed(address)
+    report_delay: uint256
+    answer_epochs: uint256
+    challenge_bond: uint256
+    inclusion_slash: uint256
 
 
 event Heartbeat:
@@ -39,40 +78,153 @@ event OutageReported:
     reporter: indexed(address)
 
 
+event EpochOpened:
+    epoch: indexed(uint256)
+    seed: bytes32
+    opener: indexed(address)
+
+
+event LivenessReported:
+    validator: indexed(address)
+    epoch: indexed(uint256)
+    words_hash: bytes32
+    words: DynArray[uint256, MAX_LIVENESS_WORDS]
+
+
+event BeatClaimed:
+    provider: indexed(address)
+    epoch: indexed(uint256)
+    validator: indexed(address)
+
+
+event InclusionChallenged:
+    challenge_id: indexed(uint256)
+    validator: indexed(address)
+    provider: indexed(address)
+    epoch: uint256
+    challenger: address
+    bond: uint256
+    answer_by_epoch: uint256
+
+
+event ChallengeAnswered:
+    challenge_id: indexed(uint256)
+    validator: indexed(address)
+    bond_to_validator: uint256
+    answered_by: address
+
+
+event ChallengeResolved:
+    challenge_id: indexed(uint256)
+    validator: indexed(address)
+    provider: indexed(address)
+    epoch: uint256
+    slashed: uint256
+    bond_returned: uint256
+
+
 # Upper bound of the loop in `report_outage` (Vyper loops need a constant bound).
 MAX_JAIL_AFTER: public(constant(uint256)) = 1_024
+# A liveness report covers registry indices 0 .. 256 * MAX_LIVENESS_WORDS - 1 (131,072).
+MAX_LIVENESS_WORDS: public(constant(uint256)) = 512
+# Validators.MAX_LOCK (30 days): the longest lock a challenge may place on a validator's stake.
+MAX_CHALLENGE_LOCK: constant(uint256) = 30 * 86_400
+BEAT_TYPEHASH: public(constant(bytes32)) = keccak256("Beat(address provider,uint256 epoch,bytes32 seed)")
+BEAT_RECEIPT_TYPEHASH: public(constant(bytes32)) = keccak256(
+    "BeatReceipt(address provider,address validator,uint256 epoch)"
+)
+OPEN: constant(uint8) = 1
+ANSWERED: constant(uint8) = 2
+RESOLVED: constant(uint8) = 3
 
 registry: public(immutable(address))
+validators: public(immutable(address))
+stake_token: public(immutable(address))
 genesis: public(immutable(uint256))
 epoch_length: public(immutable(uint256))
 jail_after: public(immutable(uint256))
 jail_period: public(immutable(uint256))
+# reports (and receipt claims) for epoch e are accepted in epochs e+1 .. e+report_delay
+report_delay: public(immutable(uint256))
+# a challenge on epoch e is answered until the end of epoch e + report_delay + 1 + answer_epochs
+answer_epochs: public(immutable(uint256))
+challenge_bond: public(immutable(uint256))
+inclusion_slash: public(immutable(uint256))
 
-# provider -> epoch // 256 -> bitmap of the epochs with a heartbeat
+# provider -> epoch // 256 -> bitmap of the epochs with a heartbeat (or a claimed receipt)
 _beats: HashMap[address, HashMap[uint256, uint256]]
 # provider -> first epoch not covered by an already reported outage
 reported_until: public(HashMap[address, uint256])
+# epoch -> its seed (a block hash of that epoch), zero until opened
+seed: public(HashMap[uint256, bytes32])
+# epoch -> registry index // 256 -> OR of the validators' reports
+_live: HashMap[uint256, HashMap[uint256, uint256]]
+# epoch -> registry index // 256 -> providers whose inclusion was challenged ...
+_disputed: HashMap[uint256, HashMap[uint256, uint256]]
+# ... and those whose beat signature was then shown (an answered challenge). Once the epoch is
+# final, a disputed bit that is not proven is not live: revoked without waiting for anyone to
+# call resolve_challenge, so that is_up of a final epoch never changes.
+_proven: HashMap[uint256, HashMap[uint256, uint256]]
+# validator -> epoch -> keccak256(abi_encode(words)) of its report (zero: none)
+report_hash: public(HashMap[address, HashMap[uint256, bytes32]])
+challenges: public(HashMap[uint256, Challenge])
+challenge_count: public(uint256)
+# keccak256(validator, epoch, provider) -> an inclusion was already challenged
+_challenged: HashMap[bytes32, bool]
 
 
 @deploy
-def __init__(registry_: address, epoch_length_: uint256, jail_after_: uint256, jail_period_: uint256):
+def __init__(
+    registry_: address,
+    validators_: address,
+    epoch_length_: uint256,
+    jail_after_: uint256,
+    jail_period_: uint256,
+    report_delay_: uint256,
+    answer_epochs_: uint256,
+    challenge_bond_: uint256,
+    inclusion_slash_: uint256,
+):
     """
-    @notice Epoch 0 starts now. Grant this contract the registry's slasher role so that
-            `report_outage` can jail.
-    @param registry_ The ProviderRegistry whose providers send heartbeats.
+    @notice Epoch 0 starts now. Grant this contract the registry's slasher role (so that
+            `report_outage` can jail) and the Validators' slasher role (so that an unanswered
+            challenge slashes, and an open one locks the validator's stake). The EIP-712 domain
+            of beats and receipts is ("TesseraUptime", "1", chain id, this contract).
+    @param registry_ The ProviderRegistry whose providers are live or not.
+    @param validators_ The Validators registry (who may report, who is slashed).
     @param epoch_length_ Seconds per epoch (more than zero).
     @param jail_after_ Consecutive missed epochs that can be reported (1 .. MAX_JAIL_AFTER).
     @param jail_period_ Seconds a reported provider is jailed for (more than zero).
+    @param report_delay_ Epochs after an epoch in which its reports are accepted (1 .. 64).
+    @param answer_epochs_ Epochs a challenge opened at the last moment has to be answered (1 .. 64).
+    @param challenge_bond_ Stake-token bond of a challenge (more than zero).
+    @param inclusion_slash_ Stake taken from a validator whose challenged inclusion is unanswered.
     """
     assert registry_ != empty(address), "uptime: zero registry"
+    assert validators_ != empty(address), "uptime: zero validators"
     assert epoch_length_ > 0, "uptime: zero epoch length"
     assert jail_after_ > 0 and jail_after_ <= MAX_JAIL_AFTER, "uptime: jail_after out of range"
     assert jail_period_ > 0, "uptime: zero jail period"
+    assert report_delay_ > 0 and report_delay_ <= 64, "uptime: report_delay out of range"
+    assert answer_epochs_ > 0 and answer_epochs_ <= 64, "uptime: answer_epochs out of range"
+    # A challenge locks the validator's stake from (at the earliest) epoch e+1 to the start of
+    # epoch e + report_delay + 1 + answer_epochs + 2; Validators.lock refuses a lock longer
+    # than its MAX_LOCK, which would make every challenge revert (a liar never slashed).
+    assert epoch_length_ <= MAX_CHALLENGE_LOCK, "uptime: epochs too long for the challenge lock"
+    assert (report_delay_ + answer_epochs_ + 2) * epoch_length_ <= MAX_CHALLENGE_LOCK, "uptime: epochs too long for the challenge lock"
+    assert challenge_bond_ > 0, "uptime: zero challenge bond"
+    eip712_domain_separator.__init__("TesseraUptime", "1")
     registry = registry_
+    validators = validators_
+    stake_token = staticcall IValidators(validators_).stake_token()
     genesis = block.timestamp
     epoch_length = epoch_length_
     jail_after = jail_after_
     jail_period = jail_period_
+    report_delay = report_delay_
+    answer_epochs = answer_epochs_
+    challenge_bond = challenge_bond_
+    inclusion_slash = inclusion_slash_
     log UptimeStarted(
         registry=registry_,
         genesis=block.timestamp,
@@ -80,12 +232,86 @@ def __init__(registry_: address, epoch_length_: uint256, jail_after_: uint256, j
         jail_after=jail_after_,
         jail_period=jail_period_,
     )
+    log LivenessRulesSet(
+        validators=validators_,
+        report_delay=report_delay_,
+        answer_epochs=answer_epochs_,
+        challenge_bond=challenge_bond_,
+        inclusion_slash=inclusion_slash_,
+    )
 
 
 @internal
 @view
 def _current_epoch() -> uint256:
     return (block.timestamp - genesis) // epoch_length
+
+
+@internal
+@view
+def _answer_end(epoch: uint256) -> uint256:
+    # The last epoch in which a challenge on `epoch` may be answered.
+    return epoch + report_delay + 1 + answer_epochs
+
+
+@internal
+@view
+def _is_final(epoch: uint256) -> bool:
+    # Written so that no epoch overflows: is_up / is_final of a far-future epoch is an
+    # answer (not final), never a bare revert.
+    current: uint256 = self._current_epoch()
+    return epoch < current and current - epoch > report_delay + 1 + answer_epochs
+
+
+@internal
+@view
+def _live_word(epoch: uint256, index: uint256) -> uint256:
+    return self._live[epoch][index] & ~(self._disputed[epoch][index] & ~self._proven[epoch][index])
+
+
+@internal
+@view
+def _live_bit(provider: address, epoch: uint256) -> bool:
+    # Named by a validator's report, and not disputed or else proven (read for final epochs).
+    index: uint256 = staticcall IProviderRegistry(registry).index_of(provider)
+    if (self._live_word(epoch, index >> 8) >> (index & 255)) & 1 == 0:
+        return False
+    # index_of is 0 for an unregistered address too: the bit must be the caller's own
+    return index != 0 or staticcall IProviderRegistry(registry).is_registered(provider) and staticcall IProviderRegistry(registry).provider_at(0) == provider
+
+
+@internal
+@view
+def _is_up(provider: address, epoch: uint256) -> bool:
+    if not self._is_final(epoch):
+        return True
+    if (self._beats[provider][epoch >> 8] >> (epoch & 255)) & 1 == 1:
+        return True
+    return self._live_bit(provider, epoch)
+
+
+@internal
+@view
+def _beat_digest(provider: address, epoch: uint256) -> bytes32:
+    return eip712_domain_separator._hash_typed_data_v4(
+        keccak256(abi_encode(BEAT_TYPEHASH, provider, epoch, self.seed[epoch]))
+    )
+
+
+@internal
+@view
+def _receipt_digest(provider: address, validator: address, epoch: uint256) -> bytes32:
+    return eip712_domain_separator._hash_typed_data_v4(
+        keccak256(abi_encode(BEAT_RECEIPT_TYPEHASH, provider, validator, epoch))
+    )
+
+
+@internal
+def _set_beat(provider: address, epoch: uint256):
+    word: uint256 = self._beats[provider][epoch >> 8]
+    bit: uint256 = 1 << (epoch & 255)
+    assert word & bit == 0, "uptime: already beat this epoch"
+    self._beats[provider][epoch >> 8] = word | bit
 
 
 @external
@@ -113,7 +339,7 @@ def epoch_start(epoch: uint256) -> uint256:
 @view
 def beats(provider: address, epoch: uint256) -> bool:
     """
-    @notice Whether `provider` sent a heartbeat in `epoch`.
+    @notice Whether `provider` sent a heartbeat (or claimed a receipt) for `epoch`.
     @param provider The provider's address.
     @param epoch The epoch.
     @return bool True if it did.
@@ -135,6 +361,88 @@ def beat_word(provider: address, index: uint256) -> uint256:
 
 
 @external
+@view
+def live_word(epoch: uint256, index: uint256) -> uint256:
+    """
+    @notice The live bitmap of `epoch` for registry indices 256*index .. 256*index+255: the
+            OR of the validators' reports less the providers whose inclusion was challenged and
+            not (yet) answered: for a final epoch, what counts.
+    @param epoch The epoch.
+    @param index The 256-provider word's index (registry index >> 8).
+    @return uint256 The bitmap.
+    """
+    return self._live_word(epoch, index)
+
+
+@external
+@view
+def is_final(epoch: uint256) -> bool:
+    """
+    @notice Whether `epoch`'s liveness can no longer change: its reports, receipt claims and
+            challenges are all over.
+    @param epoch The epoch.
+    @return bool True once current_epoch > epoch + report_delay + 1 + answer_epochs.
+    """
+    return self._is_final(epoch)
+
+
+@external
+@view
+def is_up(provider: address, epoch: uint256) -> bool:
+    """
+    @notice Whether `provider` counts as up in `epoch`: a heartbeat, a claimed receipt or a
+            validator's unrevoked report; an epoch not yet final counts as up.
+    @param provider The provider's address.
+    @param epoch The epoch.
+    @return bool True if up (or not final).
+    """
+    return self._is_up(provider, epoch)
+
+
+@external
+@view
+def beat_digest(provider: address, epoch: uint256) -> bytes32:
+    """
+    @notice The EIP-712 digest a provider signs to beat in `epoch` (it names the epoch's seed,
+            so it cannot be made before the epoch is opened).
+    @param provider The provider.
+    @param epoch The epoch.
+    @return bytes32 The digest of `Beat(provider, epoch, seed(epoch))`.
+    """
+    return self._beat_digest(provider, epoch)
+
+
+@external
+@view
+def receipt_digest(provider: address, validator: address, epoch: uint256) -> bytes32:
+    """
+    @notice The EIP-712 digest a validator signs when it receives a provider's beat in time.
+    @param provider The provider.
+    @param validator The validator.
+    @param epoch The epoch.
+    @return bytes32 The digest of `BeatReceipt(provider, validator, epoch)`.
+    """
+    return self._receipt_digest(provider, validator, epoch)
+
+
+@external
+def open_epoch() -> bytes32:
+    """
+    @notice Anyone fixes the current epoch's seed (the previous block's hash) once; beats of
+            the epoch sign it. Idempotent.
+    @return bytes32 The epoch's seed.
+    """
+    epoch: uint256 = self._current_epoch()
+    current: bytes32 = self.seed[epoch]
+    if current != empty(bytes32):
+        return current
+    current = blockhash(block.number - 1)
+    self.seed[epoch] = current
+    log EpochOpened(epoch=epoch, seed=current, opener=msg.sender)
+    return current
+
+
+@external
 def heartbeat(epoch: uint256, recent_block_number: uint256, recent_block_hash: bytes32):
     """
     @notice A registered provider proves it is live in the current epoch by naming one of
@@ -148,39 +456,199 @@ def heartbeat(epoch: uint256, recent_block_number: uint256, recent_block_hash: b
     assert block.number - recent_block_number <= 256, "uptime: block too old"
     assert blockhash(recent_block_number) == recent_block_hash, "uptime: wrong block hash"
     assert staticcall IProviderRegistry(registry).is_registered(msg.sender), "uptime: not registered"
-    word: uint256 = self._beats[msg.sender][epoch >> 8]
-    bit: uint256 = 1 << (epoch & 255)
-    assert word & bit == 0, "uptime: already beat this epoch"
-    self._beats[msg.sender][epoch >> 8] = word | bit
+    self._set_beat(msg.sender, epoch)
     log Heartbeat(provider=msg.sender, epoch=epoch, block_number=recent_block_number)
+
+
+@external
+def report_liveness(epoch: uint256, words: DynArray[uint256, MAX_LIVENESS_WORDS]):
+    """
+    @notice A validator posts, once per finished epoch, the providers whose beats it holds:
+            bit i of words[j] is the provider with registry index 256*j + i. Accepted in
+            epochs epoch+1 .. epoch+report_delay, for an opened epoch.
+    @param epoch The finished epoch.
+    @param words The bitmap (no bit at or beyond the registry's provider_count; not empty).
+    """
+    assert staticcall IValidators(validators).is_validator(msg.sender), "uptime: not a validator"
+    current: uint256 = self._current_epoch()
+    assert epoch < current, "uptime: epoch not over"
+    assert current - epoch <= report_delay, "uptime: report too late"
+    assert self.seed[epoch] != empty(bytes32), "uptime: epoch never opened"
+    assert self.report_hash[msg.sender][epoch] == empty(bytes32), "uptime: already reported"
+    count: uint256 = len(words)
+    assert count > 0, "uptime: empty report"
+    providers: uint256 = staticcall IProviderRegistry(registry).provider_count()
+    assert (count - 1) * 256 < providers, "uptime: index beyond the registry"
+    in_last_word: uint256 = providers - (count - 1) * 256
+    assert in_last_word >= 256 or words[count - 1] >> in_last_word == 0, "uptime: index beyond the registry"
+    for j: uint256 in range(MAX_LIVENESS_WORDS):
+        if j == count:
+            break
+        w: uint256 = words[j]
+        if w != 0:
+            live: uint256 = self._live[epoch][j]
+            if live | w != live:
+                self._live[epoch][j] = live | w
+    words_hash: bytes32 = keccak256(abi_encode(words))
+    self.report_hash[msg.sender][epoch] = words_hash
+    log LivenessReported(validator=msg.sender, epoch=epoch, words_hash=words_hash, words=words)
+
+
+@external
+def claim_beat(epoch: uint256, validator: address, receipt_signature: Bytes[65], beat_signature: Bytes[65]):
+    """
+    @notice A provider whose beat a validator receipted but did not report counts the epoch
+            as up: the validator's receipt and the provider's own beat, until the end of epoch
+            epoch + report_delay + 1.
+    @param epoch The epoch.
+    @param validator The validator that signed the receipt (a validator now).
+    @param receipt_signature The validator's `BeatReceipt(msg.sender, validator, epoch)`.
+    @param beat_signature The caller's `Beat(msg.sender, epoch, seed(epoch))`.
+    """
+    current: uint256 = self._current_epoch()
+    assert epoch < current, "uptime: epoch not over"
+    assert current - epoch <= report_delay + 1, "uptime: claim too late"
+    assert self.seed[epoch] != empty(bytes32), "uptime: epoch never opened"
+    assert staticcall IProviderRegistry(registry).is_registered(msg.sender), "uptime: not registered"
+    assert staticcall IValidators(validators).is_validator(validator), "uptime: not a validator"
+    assert signature.recover(self._receipt_digest(msg.sender, validator, epoch), receipt_signature) == validator, "uptime: receipt not signed by the validator"
+    assert signature.recover(self._beat_digest(msg.sender, epoch), beat_signature) == msg.sender, "uptime: beat not signed by the provider"
+    self._set_beat(msg.sender, epoch)
+    log BeatClaimed(provider=msg.sender, epoch=epoch, validator=validator)
+
+
+@external
+def challenge_inclusion(
+    validator: address, epoch: uint256, provider: address, words: DynArray[uint256, MAX_LIVENESS_WORDS]
+) -> uint256:
+    """
+    @notice Anyone challenges a report that names `provider`: unless someone shows the
+            provider's beat signature by the end of epoch epoch + report_delay + 1 +
+            answer_epochs, the validator is slashed. Pulls `challenge_bond` stake tokens
+            (approve first) and locks the validator's stake until the challenge can be
+            resolved. Open until the end of epoch epoch + report_delay + 1; once per inclusion.
+    @param validator The reporting validator.
+    @param epoch The reported epoch.
+    @param provider The provider named.
+    @param words The validator's report, exactly as logged (checked against its hash).
+    @return uint256 The challenge id.
+    """
+    current: uint256 = self._current_epoch()
+    assert epoch < current and current - epoch <= report_delay + 1, "uptime: challenge out of its window"
+    stored: bytes32 = self.report_hash[validator][epoch]
+    assert stored != empty(bytes32), "uptime: no such report"
+    assert keccak256(abi_encode(words)) == stored, "uptime: words are not the report"
+    index: uint256 = staticcall IProviderRegistry(registry).index_of(provider)
+    assert staticcall IProviderRegistry(registry).is_registered(provider), "uptime: not registered"
+    assert index >> 8 < len(words) and (words[index >> 8] >> (index & 255)) & 1 == 1, "uptime: provider not in the report"
+    key: bytes32 = keccak256(abi_encode(validator, epoch, provider))
+    assert not self._challenged[key], "uptime: already challenged"
+    self._challenged[key] = True
+    self._disputed[epoch][index >> 8] |= 1 << (index & 255)
+    challenge_id: uint256 = self.challenge_count + 1
+    self.challenge_count = challenge_id
+    self.challenges[challenge_id] = Challenge(
+        validator=validator, provider=provider, epoch=epoch, challenger=msg.sender, bond=challenge_bond, state=OPEN
+    )
+    answer_by: uint256 = self._answer_end(epoch)
+    log InclusionChallenged(
+        challenge_id=challenge_id,
+        validator=validator,
+        provider=provider,
+        epoch=epoch,
+        challenger=msg.sender,
+        bond=challenge_bond,
+        answer_by_epoch=answer_by,
+    )
+    # Keep the validator from unbonding out of the slash: locked until the challenge resolves.
+    if staticcall IValidators(validators).is_slasher(self):
+        extcall IValidators(validators).lock(validator, genesis + (answer_by + 2) * epoch_length)
+    assert extcall IERC20(stake_token).transferFrom(msg.sender, self, challenge_bond, default_return_value=True), "uptime: bond transfer failed"
+    return challenge_id
+
+
+@external
+def answer_challenge(challenge_id: uint256, beat_signature: Bytes[65]):
+    """
+    @notice Anyone (the validator, the provider, another validator) answers an open
+            challenge with the provider's beat signature, in time; the bond goes to the
+            challenged validator.
+    @param challenge_id The challenge.
+    @param beat_signature The provider's `Beat(provider, epoch, seed(epoch))`.
+    """
+    c: Challenge = self.challenges[challenge_id]
+    assert c.state == OPEN, "uptime: challenge not open"
+    assert self._current_epoch() <= self._answer_end(c.epoch), "uptime: answer too late"
+    assert signature.recover(self._beat_digest(c.provider, c.epoch), beat_signature) == c.provider, "uptime: beat not signed by the provider"
+    self.challenges[challenge_id].state = ANSWERED
+    index: uint256 = staticcall IProviderRegistry(registry).index_of(c.provider)
+    self._proven[c.epoch][index >> 8] |= 1 << (index & 255)
+    log ChallengeAnswered(challenge_id=challenge_id, validator=c.validator, bond_to_validator=c.bond, answered_by=msg.sender)
+    assert extcall IERC20(stake_token).transfer(c.validator, c.bond, default_return_value=True), "uptime: bond transfer failed"
+
+
+@external
+def resolve_challenge(challenge_id: uint256):
+    """
+    @notice Anyone resolves a challenge left unanswered past its last answer epoch: the
+            validator is slashed `inclusion_slash` to the challenger, the bond goes back to
+            the challenger. (The provider's live bit of that epoch stopped counting when the
+            epoch became final, unanswered.) If the provider's beat was shown in time on
+            another challenge of the same provider and epoch, it is settled as answered instead.
+    @param challenge_id The challenge.
+    """
+    c: Challenge = self.challenges[challenge_id]
+    assert c.state == OPEN, "uptime: challenge not open"
+    assert self._current_epoch() > self._answer_end(c.epoch), "uptime: answer time not over"
+    # The provider's beat was shown in time on another challenge of the same inclusion (another
+    # validator's report): this inclusion is proven too, so it is settled as answered (the
+    # validator is not slashed for a beat the chain has seen, and the provider's bit stays).
+    index: uint256 = staticcall IProviderRegistry(registry).index_of(c.provider)
+    if (self._proven[c.epoch][index >> 8] >> (index & 255)) & 1 == 1:
+        self.challenges[challenge_id].state = ANSWERED
+        log ChallengeAnswered(challenge_id=challenge_id, validator=c.validator, bond_to_validator=c.bond, answered_by=msg.sender)
+        assert extcall IERC20(stake_token).transfer(c.validator, c.bond, default_return_value=True), "uptime: bond transfer failed"
+        return
+    self.challenges[challenge_id].state = RESOLVED
+    slashed: uint256 = 0
+    # Guarded like the Market's slash: a revoked slasher role must not strand the bond.
+    if inclusion_slash > 0 and staticcall IValidators(validators).is_slasher(self):
+        slashed = extcall IValidators(validators).slash(c.validator, inclusion_slash, c.challenger)
+    log ChallengeResolved(
+        challenge_id=challenge_id,
+        validator=c.validator,
+        provider=c.provider,
+        epoch=c.epoch,
+        slashed=slashed,
+        bond_returned=c.bond,
+    )
+    assert extcall IERC20(stake_token).transfer(c.challenger, c.bond, default_return_value=True), "uptime: bond transfer failed"
 
 
 @external
 def report_outage(provider: address, first_epoch: uint256):
     """
-    @notice Anyone reports that `provider` sent no heartbeat in the `jail_after` consecutive
-            epochs starting at `first_epoch`; the registry jails it until `jail_period` seconds
-            from now (never shortening a longer jail). The epochs must all have ended, lie
-            wholly after the registration, and not overlap an outage already reported.
+    @notice Anyone reports that `provider` was not up (`is_up`) in the `jail_after`
+            consecutive epochs starting at `first_epoch`; the registry jails it until
+            `jail_period` seconds from now (never shortening a longer jail). The epochs must
+            all be final, lie wholly after the registration, not overlap an outage already
+            reported, and the last of them be at most `jail_after` epochs from final.
     @param provider The provider reported.
     @param first_epoch The first of the `jail_after` epochs without a heartbeat.
     """
     info: IProviderRegistry.Provider = staticcall IProviderRegistry(registry).providers(provider)
     assert info.registered_at != 0, "uptime: not registered"
-    now_epoch: uint256 = self._current_epoch()
-    assert first_epoch <= now_epoch and now_epoch - first_epoch >= jail_after, "uptime: outage epochs not ended"
+    # first_epoch is checked before it is added to (a huge one reads "not final", not overflow)
+    assert first_epoch < self._current_epoch(), "uptime: outage epochs not final"
     end: uint256 = first_epoch + jail_after
-    assert now_epoch - end <= jail_after, "uptime: outage too old to report"
+    assert self._is_final(end - 1), "uptime: outage epochs not final"
+    assert self._current_epoch() - self._answer_end(end - 1) <= jail_after + 1, "uptime: outage too old to report"
     assert genesis + first_epoch * epoch_length >= info.registered_at, "uptime: epoch before registration"
     assert first_epoch >= self.reported_until[provider], "uptime: outage already reported"
-    word: uint256 = 0
     for i: uint256 in range(MAX_JAIL_AFTER):
         if i == jail_after:
             break
-        epoch: uint256 = first_epoch + i
-        if i == 0 or epoch & 255 == 0:
-            word = self._beats[provider][epoch >> 8]
-        assert (word >> (epoch & 255)) & 1 == 0, "uptime: provider beat in that stretch"
+        assert not self._is_up(provider, first_epoch + i), "uptime: provider was up in that stretch"
     self.reported_until[provider] = end
     until: uint256 = max(block.timestamp + jail_period, info.jailed_until)
     log OutageReported(

@@ -339,15 +339,21 @@ def render(figures: Figures, to_block: int, as_of: int) -> None:
             _money(v("downtime.by_provider.forfeited", address)))
     console.print(liveness)
 
-    scores = Table(title="Uptime and reliability (basis points: 10000 = 100%; docs/explorer.md)")
-    for col in ("provider", "heartbeats / epochs", "uptime", "finished", "failed", "slashes",
-                "jailings", "age (d)", "reliability"):
+    scores = Table(title="Uptime and reliability (basis points: 10000 = 100%; up = heartbeat tx, "
+                         "receipt claim or validators' report; pending = not final yet; "
+                         "docs/uptime.md, docs/explorer.md)")
+    for col in ("provider", "up / epochs owed", "by heartbeat / claim / report", "pending", "uptime",
+                "finished", "failed", "slashes", "jailings", "age (d)", "reliability"):
         scores.add_column(col, justify="left" if col == "provider" else "right")
-    rel = "reliability.by_provider"
+    rel, up = "reliability.by_provider", "uptime.by_provider"
     for address in _keys(figures, f"{rel}.bps"):
-        uptime = figures.get(("uptime.by_provider.bps", address))
-        scores.add_row(address, f"{v('uptime.by_provider.heartbeats', address)} / "
-                                f"{v('uptime.by_provider.epochs', address)}",
+        uptime = figures.get((f"{up}.bps", address))
+        revoked = v(f"{up}.revoked", address)
+        scores.add_row(address, f"{v(f'{up}.up', address)} / {v(f'{up}.epochs', address)}",
+                       f"{v(f'{up}.heartbeats', address)} / {v(f'{up}.claimed', address)} / "
+                       f"{v(f'{up}.reported', address)}"
+                       + (f" ({revoked} revoked)" if revoked else ""),
+                       str(v(f"{up}.pending", address)),
                        _bps(uptime.value) if uptime else "-",
                        *(str(v(f"{rel}.{part}", address)) for part in ("finished", "failed", "slashes",
                                                                       "jails")),

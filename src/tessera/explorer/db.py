@@ -96,7 +96,8 @@ class Event(Base):
                       Index("ix_event_lease_chain", "lease_id", "block_number", "log_index"),
                       Index("ix_event_lease_event", "lease_id", "event", "block_number", "log_index"),
                       Index("ix_event_entity_chain", "entity", "block_number", "log_index"),
-                      Index("ix_event_provider_event", "provider", "event", "timestamp"))
+                      Index("ix_event_provider_event", "provider", "event", "timestamp"),
+                      Index("ix_event_validator_event", "validator", "event", "block_number", "log_index"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     block_number: Mapped[int] = mapped_column(BigInteger)
     block_hash: Mapped[str] = mapped_column(String(66))
@@ -417,6 +418,32 @@ class AgentGrant(Base):
     revoked_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
 
 
+class LivenessChallenge(Base):
+    """An Uptime inclusion challenge of a validator's liveness report naming a provider, and its
+    outcome (answered with the beat, or resolved unanswered): derive_liveness.py."""
+
+    __tablename__ = "explorer_liveness_challenges"
+    __table_args__ = (Index("ix_liveness_challenge_provider", "provider", "challenge_id"),
+                      Index("ix_liveness_challenge_validator", "validator", "challenge_id"))
+    challenge_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    validator: Mapped[str] = mapped_column(String(42))
+    provider: Mapped[str] = mapped_column(String(42))
+    epoch: Mapped[int] = mapped_column(BigAmount)
+    challenger: Mapped[str] = mapped_column(String(42))
+    bond: Mapped[int] = mapped_column(BigAmount)
+    answer_by_epoch: Mapped[int] = mapped_column(BigAmount)
+    status: Mapped[str] = mapped_column(String(10))        # open | answered | resolved
+    opened_at: Mapped[int] = mapped_column(BigInteger)
+    opened_tx: Mapped[str] = mapped_column(String(66))
+    answered_by: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    answered_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    bond_to_validator: Mapped[int] = mapped_column(BigAmount, default=0)
+    resolved_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    resolved_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    slashed: Mapped[int] = mapped_column(BigAmount, default=0)
+    bond_returned: Mapped[int] = mapped_column(BigAmount, default=0)
+
+
 class AgentOwner(Base):
     """An AgentBudget owner's deposits and withdrawals; its payments are `AgentPayment` rows."""
 
@@ -429,13 +456,13 @@ class AgentOwner(Base):
 
 
 DERIVED = (Payment, Lease, Order, Provider, Round, Challenge, Vote, Settlement, Validator, HardwareCase,
-           HardwareEntry, Slash, AgentPayment, AgentGrant, AgentOwner)
+           HardwareEntry, Slash, AgentPayment, AgentGrant, AgentOwner, LivenessChallenge)
 # Rows one event writes once, keyed by its (tx_hash, log_index) and final with its transaction.
 PER_EVENT = (Payment, Settlement, Slash, HardwareEntry, AgentPayment)
 # Rows several events change, by derive.entities_of's kind (a challenge's votes go with it).
 ENTITY_TABLES = {"provider": Provider, "order": Order, "lease": Lease, "round": Round, "challenge": Challenge,
                  "validator": Validator, "hardware": HardwareCase, "grant": AgentGrant,
-                 "agent_owner": AgentOwner}
+                 "agent_owner": AgentOwner, "liveness": LivenessChallenge}
 
 
 def default_url() -> str:

@@ -1,8 +1,9 @@
 """The explorer's derived tables, updated one event at a time in chain order.
 
 `apply_event` is the only writer of the tables in `db.DERIVED`; they are a pure function of the raw
-events. Events of contracts nobody derives a table from (Probes, Uptime, Timelock, the tokens but for
-agents' EIP-3009 payments) are kept raw. Agents' payments, grants and owners: `derive_agents.py`.
+events. Events of contracts nobody derives a table from (Probes, Timelock, the tokens but for agents'
+EIP-3009 payments; Uptime's but for its inclusion challenges) are kept raw. Agents' payments, grants
+and owners: `derive_agents.py`; Uptime's inclusion challenges: `derive_liveness.py`.
 
 Two kinds of derived rows, so that a reorg rollback costs what the reorg removed, not the history
 (indexer.Indexer._rollback):
@@ -32,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from tessera.explorer import db
 from tessera.explorer.derive_agents import agent_budget, agent_entities, payment_token
+from tessera.explorer.derive_liveness import liveness_entities, uptime_challenges
 from tessera.protocol.events import EventRecord
 from tessera.protocol.figures import day_of
 from tessera.protocol.money import slash_split
@@ -39,10 +41,12 @@ from tessera.protocol.money import slash_split
 # Verification.ChallengeResolved.outcome and HardwareReports' round states (the contracts' constants).
 CHALLENGE_STATUS = {1: "open", 2: "upheld", 3: "rejected", 4: "expired"}
 HARDWARE_OUTCOMES = {1: "late", 2: "wrong", 3: "no answer"}
-# The events whose transaction explains a registry `Slashed` in it, and what they point at.
+# The events whose transaction explains a registry `Slashed` (or, for 'liveness', a Validators
+# `ValidatorSlashed`) in it, and what they point at.
 SLASH_CAUSES = {("Verification", "ChallengeResolved"): "challenge",
                 ("HardwareReports", "HardwareSlashed"): "hardware",
-                ("Market", "DowntimeClaimed"): "downtime"}
+                ("Market", "DowntimeClaimed"): "downtime",
+                ("Uptime", "ChallengeResolved"): "liveness"}
 MAX_ID = 2**63 - 1     # a BigInteger column: larger ids are not ours (no counter gets there)
 
 
@@ -92,6 +96,8 @@ def entities_of(r: EventRecord) -> list[Entity]:
             out.append(("validator", a["validator"]))
     elif c == "AgentBudget":
         out += agent_entities(r)
+    elif c == "Uptime":
+        out += liveness_entities(r)
     return out
 
 
@@ -138,7 +144,7 @@ def event_keys(session: Session, r: EventRecord) -> tuple[int | None, str | None
 def cause_of(session: Session, r: EventRecord) -> tuple[str, str, str | None] | None:
     """(kind, ref, provider) for an event that explains a provider's slash in its transaction:
     ('challenge', id, the challenged provider), ('hardware', '<provider>/<epoch>', provider) or
-    ('downtime', lease id, provider); None for any other event."""
+    ('downtime', lease id, provider); None for any other event (a validator's: `validator_cause`)."""
     kind = SLASH_CAUSES.get((r.contract, r.event))
     if kind == "challenge" and r.args.get("slashed"):
         challenge = session.get(db.Challenge, _id(r.args["challenge_id"]) or 0)
@@ -150,6 +156,14 @@ def cause_of(session: Session, r: EventRecord) -> tuple[str, str, str | None] | 
     return None
 
 
+def validator_cause(r: EventRecord) -> tuple[str, str, str] | None:
+    """('liveness', challenge id, validator) for an Uptime `ChallengeResolved` that slashed: it
+    explains the `ValidatorSlashed` logged before it in its transaction; None otherwise."""
+    if SLASH_CAUSES.get((r.contract, r.event)) == "liveness" and r.args.get("slashed"):
+        return "liveness", str(r.args["challenge_id"]), r.args["validator"]
+    return None
+
+
 def apply_event(session: Session, r: EventRecord, scope: Replay | None = None) -> None:
     """Update the derived tables with one event, in chain order (with a `scope`: only its rows)."""
     handler = _HANDLERS.get(r.contract)
@@ -158,6 +172,7 @@ def apply_event(session: Session, r: EventRecord, scope: Replay | None = None) -
     if scope is not None:
         scope.applied += 1
         return
+    _explain_validator_slash(session, r)
     cause = cause_of(session, r)
     if cause is not None:
         # The contracts log the registry's Slashed before their own event: this explains the
@@ -172,6 +187,20 @@ def apply_event(session: Session, r: EventRecord, scope: Replay | None = None) -
         slash = session.scalars(query.order_by(db.Slash.log_index.desc()).limit(1)).first()
         if slash is not None:
             slash.cause, slash.cause_ref = kind, ref
+
+
+def _explain_validator_slash(session: Session, r: EventRecord) -> None:
+    """Uptime logs ChallengeResolved after the Validators' ValidatorSlashed it caused: it
+    explains the nearest earlier unexplained slash of that validator in its transaction."""
+    cause = validator_cause(r)
+    if cause is None:
+        return
+    slash = session.scalars(select(db.Slash).where(
+        db.Slash.tx_hash == r.tx_hash, db.Slash.kind == "validator", db.Slash.cause == "direct",
+        db.Slash.address == cause[2], db.Slash.log_index < r.log_index)
+        .order_by(db.Slash.log_index.desc()).limit(1)).first()
+    if slash is not None:
+        slash.cause, slash.cause_ref = cause[0], cause[1]
 
 
 def _slash(session: Session, r: EventRecord, kind: str, address: str) -> None:
@@ -443,4 +472,4 @@ def _hardware(session: Session, r: EventRecord, scope: Replay | None) -> None:
 
 _HANDLERS = {"ProviderRegistry": _registry, "Market": _market, "Verification": _verification,
              "Settlement": _settlement, "Validators": _validators, "HardwareReports": _hardware,
-             "AgentBudget": agent_budget, "PaymentToken": payment_token}
+             "AgentBudget": agent_budget, "PaymentToken": payment_token, "Uptime": uptime_challenges}

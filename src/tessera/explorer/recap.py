@@ -15,6 +15,8 @@ from tessera.protocol.figures import ALL, ratio
 from tessera.protocol.ledger import exact_amount
 from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL
 
+UPTIME_PARTS = ("heartbeats", "claimed", "reported", "revoked", "pending")
+
 
 def index_and_audit(chain: Chain, database: Path) -> dict:
     """Index every event of `chain` into SQLite at `database` (a devnet: no confirmations to
@@ -28,9 +30,10 @@ def index_and_audit(chain: Chain, database: Path) -> dict:
         figure = figures.get((name, key))
         return figure.value if figure else 0
 
-    uptime = {key: {"bps": value("uptime.by_provider.bps", key),
-                    "heartbeats": value("uptime.by_provider.heartbeats", key),
-                    "epochs": value("uptime.by_provider.epochs", key)}
+    # Up epochs by their evidence (heartbeat tx, receipt claim, validators' report), those a
+    # resolved challenge revoked, and those not final yet (protocol/uptime_book.py).
+    uptime = {key: {part: value(f"uptime.by_provider.{part}", key)
+                    for part in ("bps", "up", "epochs", *UPTIME_PARTS)}
               for (name, key) in figures if name == "uptime.by_provider.epochs"}
     utilization = ratio(figures, "total", ALL)
     money = {name: value(f"revenue.total.{name}") for name in ("tenant_paid", "provider_income",

@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from eth_abi import decode, encode
-from eth_keys.constants import SECPK1_N as SECP256K1_N
 from eth_utils import keccak, to_checksum_address
 
 VERSION = 1
@@ -187,26 +186,6 @@ def quorum_reached(signers: Sequence[str], weights: Mapping[str, int], threshold
     return signed * BPS >= sum(members.values()) * threshold_bps
 
 
-
-
-def signature_refusal(signature: bytes) -> str | None:
-    """Why BridgeInbox would refuse this signature's form ("bad signature"), or None: exactly
-    65 bytes (r, s, v), v 27 or 28, r and s nonzero, s in the lower half of the curve order
-    (EIP-2). eth_account recovers a high-s twin (n - s, v flipped) to the same signer, so an
-    off-chain check without this rule counts a signature the contract then refuses: a member
-    serving one could block every delivery that includes it."""
-    if len(signature) != 65:
-        return f"{len(signature)} bytes, not 65"
-    r = int.from_bytes(signature[:32], "big")
-    s = int.from_bytes(signature[32:64], "big")
-    v = signature[64]
-    if v not in (27, 28):
-        return f"v is {v}, not 27 or 28"
-    if r == 0 or s == 0:
-        return "r or s is zero"
-    if s > SECP256K1_N // 2:
-        return "s is in the upper half of the curve order (a malleated signature)"
-    return None
 
 
 def sort_signatures(signed: Mapping[str, bytes]) -> list[bytes]:

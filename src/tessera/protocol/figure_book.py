@@ -10,10 +10,13 @@ can persist it and resume. `protocol.figures.compute_figures(records, as_of)` is
 Agent payments and the AgentBudget's figures are folded by protocol/agent_payments.py
 (`AgentPayments.book`, its state under "agents"); AgentBudget and token events go nowhere else.
 
+Uptime (heartbeats, validators' liveness reports, receipt claims, resolved challenges) is folded
+by protocol/uptime_book.py (`UptimeLog`, its state under "uptime").
+
 A read costs what changed since the last read, plus one pass over the open leases and the
 providers: figures of the event-driven part are kept as built `Figure`s and rebuilt only for the
-keys an `apply` touched; a provider's uptime figures are rebuilt only when its heartbeats or the
-epoch changed; a model's price percentiles only when it has a new lease.
+keys an `apply` touched; a provider's uptime figures are rebuilt only when its liveness evidence
+or the epoch changed; a model's price percentiles only when it has a new lease.
 """
 
 from __future__ import annotations
@@ -30,18 +33,16 @@ from tessera.protocol.figure_parts import (
     Figure,
     Figures,
     day_of,
-    epoch_at,
     in_chain_order,
     nearest_rank,
     split_by_day,
-    uptime_bps,
-    uptime_owed,
 )
 from tessera.protocol.lease import exhausted_at
 from tessera.protocol.money import slash_split
 from tessera.protocol.reliability import EvidenceBook, reliability_figures
+from tessera.protocol.uptime_book import UptimeLog
 
-STATE_VERSION = 2   # 2: EvidenceBook counts as it folds (compact mode shares it)
+STATE_VERSION = 3   # 3: uptime from heartbeats, validators' reports and receipt claims
 
 
 @dataclass
@@ -114,9 +115,7 @@ class FigureBook:
         self.providers: dict[str, _Provider] = {}
         self.leases: dict[int, _Lease] = {}
         self.prices: dict[str, list[tuple[int, str]]] = defaultdict(list)
-        self.uptime_clock: tuple[int, int] | None = None              # (genesis, epoch_length)
-        self.heartbeats: dict[str, dict[int, str]] = defaultdict(dict)  # provider -> {epoch: tx}
-        self.registered_at: dict[str, tuple[int, str]] = {}            # provider -> (timestamp, tx)
+        self.uptime = UptimeLog()                                      # liveness evidence
         self.evidence = EvidenceBook()
         self.agents = AgentPayments()                                  # agent payments' fold
         self.last: tuple[int, int] | None = None                       # (block, log index) applied
@@ -124,7 +123,6 @@ class FigureBook:
         self.events = 0
         # Read caches (not state: rebuilt on demand, never serialized).
         self._built: dict[tuple[str, str], Figure] = {}
-        self._uptime_cache: dict[str, tuple[tuple, list[Figure]]] = {}
         self._price_cache: dict[str, tuple[int, list[Figure]]] = {}
 
     # -- folding ---------------------------------------------------------------------------------
@@ -144,15 +142,12 @@ class FigureBook:
         book = self.base
         a, tx = e.args, e.tx_hash
         self.evidence.apply(e)
+        self.uptime.apply(e)
         self.agents.book(e, book.add)     # protocol/agent_payments.py: its figures and state
         if e.contract in ("AgentBudget", "PaymentToken", "StakeToken"):
             return                        # (AgentBudget's Withdrawn is not the Market's)
         if e.contract == "Uptime":
-            if e.event == "UptimeStarted":
-                self.uptime_clock = (a["genesis"], a["epoch_length"])
-            elif e.event == "Heartbeat":
-                self.heartbeats[a["provider"]].setdefault(a["epoch"], tx)
-            elif e.event == "OutageReported":  # the registry's Jailed event counts the jail
+            if e.event == "OutageReported":  # the registry's Jailed event counts the jail
                 book.add("outages.by_provider.count", a["provider"], 1, tx)
                 book.add("outages.by_provider.epochs", a["provider"],
                          a["last_epoch"] - a["first_epoch"] + 1, tx)
@@ -176,7 +171,6 @@ class FigureBook:
         book, a, ts, tx = self.base, e.args, e.timestamp, e.tx_hash
         addr = a.get("provider")
         if e.event == "ProviderRegistered":
-            self.registered_at.setdefault(addr, (ts, tx))
             p = self.providers[addr] = _Provider(addr, since=ts)
             p.gpu_model, p.gpu_count, p.stake = a["gpu_model"], a["gpu_count"], a["stake"]
             p.txs.add(tx)
@@ -276,7 +270,7 @@ class FigureBook:
             book.add("verified.total.proven_rounds", ALL, 1, tx)
             book.add("verified.total.refunds", ALL, a["refund"], tx)
         elif e.event == "DowntimeClaimed":
-            # Pay for epochs without a heartbeat: a refund to the tenant, never provider income
+            # Pay for final epochs the provider was not up: a refund to the tenant, never provider income
             # (income counts only Withdrawn and LeaseClosed payouts). docs/uptime.md.
             book.add("downtime.total.claims", ALL, 1, tx)
             book.add("downtime.total.refunds", ALL, a["refund"], tx)
@@ -340,9 +334,7 @@ class FigureBook:
         """Only `uptime.by_provider.*` and `reliability.by_provider.*` as of `as_of` (what a
         tenant's bid table shows), without building every other figure; equal to those of
         `figures(as_of)`."""
-        out: Figures = {}
-        if self.uptime_clock is not None:
-            out.update(self._uptime_figures(as_of))
+        out: Figures = self.uptime.figures(as_of)
         # Reliability per provider (protocol/reliability.py), from the uptime figures just built.
         rel = _Book()
         for name, key, value, txs in reliability_figures(self.evidence.evidence(), as_of, out):
@@ -363,33 +355,6 @@ class FigureBook:
                          for label, pct in PERCENTILES.items()]
                 cached = self._price_cache[model] = (len(entries), figs)
             yield cached[1]
-
-    def _uptime_figures(self, as_of: int) -> Figures:
-        """uptime.by_provider.{epochs,heartbeats,bps}: docs/uptime.md.
-
-        Epochs owed run from the registration's epoch to the one before `as_of`'s epoch, plus
-        `as_of`'s own epoch once it holds a heartbeat (an epoch still running is not held against
-        a provider until it ends)."""
-        genesis, length = self.uptime_clock
-        now = epoch_at(as_of, genesis, length)
-        out: Figures = {}
-        for addr, (ts, reg_tx) in self.registered_at.items():
-            all_beats = self.heartbeats.get(addr, {})
-            mark = (genesis, length, now, ts, reg_tx, len(all_beats))
-            cached = self._uptime_cache.get(addr)
-            if cached is None or cached[0] != mark:
-                first = epoch_at(ts, genesis, length)
-                beats = {ep: t for ep, t in all_beats.items() if first <= ep <= now}
-                owed = uptime_owed(first, now, now in beats)
-                txs = tuple(sorted(set(beats.values())))
-                figs = [Figure("uptime.by_provider.epochs", addr, owed, (reg_tx,)),
-                        Figure("uptime.by_provider.heartbeats", addr, len(beats), txs)]
-                bps = uptime_bps(len(beats), owed)
-                if bps is not None:
-                    figs.append(Figure("uptime.by_provider.bps", addr, bps, txs))
-                cached = self._uptime_cache[addr] = (mark, figs)
-            out.update(((f.name, f.key), f) for f in cached[1])
-        return out
 
     # -- state -----------------------------------------------------------------------------------
     def to_json(self) -> dict:
@@ -414,9 +379,7 @@ def _state_of(self: FigureBook) -> dict:
         "leases": [[x.lease_id, x.provider, x.gpu_model, x.price, x.gpus, x.start, x.budget,
                     x.closed_at, sorted(x.txs), x.created_tx] for x in self.leases.values()],
         "prices": {m: [list(e) for e in entries] for m, entries in self.prices.items()},
-        "uptime_clock": list(self.uptime_clock) if self.uptime_clock else None,
-        "heartbeats": {a: [[ep, t] for ep, t in beats.items()] for a, beats in self.heartbeats.items()},
-        "registered_at": {a: list(v) for a, v in self.registered_at.items()},
+        "uptime": self.uptime.to_json(),
         "evidence": self.evidence.to_json(),
         "agents": self.agents.to_json(),
     }
@@ -441,10 +404,7 @@ def _book_of(raw: dict) -> FigureBook:
                                       set(txs), created)
         for model, entries in raw["prices"].items():
             book.prices[model] = [(v, t) for v, t in entries]
-        book.uptime_clock = tuple(raw["uptime_clock"]) if raw["uptime_clock"] else None
-        for addr, beats in raw["heartbeats"].items():
-            book.heartbeats[addr] = {ep: t for ep, t in beats}
-        book.registered_at = {a: (ts, tx) for a, (ts, tx) in raw["registered_at"].items()}
+        book.uptime = UptimeLog.from_json(raw["uptime"])
         book.evidence = EvidenceBook.from_json(raw["evidence"])
         book.agents = AgentPayments.from_json(raw["agents"])
     except (KeyError, TypeError, ValueError) as exc:

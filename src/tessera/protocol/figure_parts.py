@@ -50,16 +50,10 @@ def epoch_at(timestamp: int, genesis: int, epoch_length: int) -> int:
     return max(timestamp - genesis, 0) // epoch_length
 
 
-def uptime_owed(first: int, now: int, beat_now: bool) -> int:
-    """Epochs owed by a provider registered in epoch `first`, read in epoch `now`: those from its
-    registration's epoch to the one before `now`, plus `now` itself once it holds a heartbeat (an
-    epoch still running is not held against a provider until it ends). docs/uptime.md."""
-    return max(now - first, 0) + (1 if beat_now else 0)
-
-
-def uptime_bps(heartbeats: int, owed: int) -> int | None:
-    """Measured uptime in basis points (no smoothing); None while nothing is owed."""
-    return heartbeats * 10_000 // owed if owed else None
+def uptime_bps(up: int, owed: int) -> int | None:
+    """Measured uptime in basis points (no smoothing): up epochs per epoch owed; None while
+    nothing is owed (protocol/uptime_book.py)."""
+    return up * 10_000 // owed if owed else None
 
 
 def in_chain_order(records: Iterable, last: tuple[int, int] | None, what: str) -> list:

@@ -123,6 +123,7 @@ def _claims(records: list[EventRecord],
     stakes = {"ProviderRegistry": defaultdict(lambda: [0, 0]),   # who -> [stake, unbonding]
               "Validators": defaultdict(lambda: [0, 0])}
     bonds: dict[int, tuple[str, int]] = {}             # open challenge -> (challenger, bond)
+    liveness_bonds: dict[int, tuple[str, int]] = {}    # open Uptime challenge -> (challenger, bond)
     pools: dict[int, int] = {}                          # decided challenge -> voter pool left
     rewards: dict[tuple[str, int], int] = {}            # hardware (provider, epoch) -> pool left
     deposits: dict[str, int] = defaultdict(int)        # AgentBudget owner -> unspent deposit
@@ -170,6 +171,10 @@ def _claims(records: list[EventRecord],
             pools[int(a["challenge_id"])] = int(a["to_voters"])
         elif key == ("Verification", "RewardClaimed"):
             pools[int(a["challenge_id"])] = pools.get(int(a["challenge_id"]), 0) - int(a["amount"])
+        elif key == ("Uptime", "InclusionChallenged"):
+            liveness_bonds[int(a["challenge_id"])] = (a["challenger"], int(a["bond"]))
+        elif key in (("Uptime", "ChallengeAnswered"), ("Uptime", "ChallengeResolved")):
+            liveness_bonds.pop(int(a["challenge_id"]), None)
         elif key == ("HardwareReports", "HardwareSlashed"):
             rewards[(a["provider"], int(a["epoch"]))] = int(a["reward_pool"])
         elif key == ("HardwareReports", "HardwareRewardClaimed"):
@@ -206,6 +211,10 @@ def _claims(records: list[EventRecord],
         if pool:
             verification.append(Claim("voter rewards", "winning voters", "", pool,
                                       f"Verification.claim_reward({cid})"))
+    uptime = out[("Uptime", "StakeToken")]
+    for cid, (challenger, bond) in sorted(liveness_bonds.items()):
+        uptime.append(Claim("liveness challenge bond", "challenger (or validator, if answered)",
+                            challenger, bond, f"Uptime.answer_challenge / resolve_challenge({cid})"))
     hardware = out[("HardwareReports", "StakeToken")]
     for (provider, epoch), pool in sorted(rewards.items()):
         if pool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
+from eth_keys.constants import SECPK1_N as SECP256K1_N
 from eth_utils import keccak
 
 DOMAIN_NAME = "TesseraMarket"
@@ -52,14 +53,19 @@ READ_GRANT_TYPE = [
 ]
 
 
-def _typed(primary: str, fields: list, message: dict, chain_id: int, market: str) -> dict:
+def typed_data(primary: str, fields: list, message: dict, chain_id: int, contract: str,
+               domain_name: str = DOMAIN_NAME) -> dict:
+    """EIP-712 typed data of one message in the domain (name, "1", chain id, contract)."""
     return {
         "types": {"EIP712Domain": _DOMAIN_TYPE, primary: fields},
         "primaryType": primary,
-        "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION,
-                   "chainId": chain_id, "verifyingContract": market},
+        "domain": {"name": domain_name, "version": DOMAIN_VERSION,
+                   "chainId": chain_id, "verifyingContract": contract},
         "message": message,
     }
+
+
+_typed = typed_data   # the Market's messages
 
 
 def bid_typed_data(chain_id: int, market: str, order_id: int, provider: str,
@@ -195,3 +201,24 @@ def signer_or_none(typed: dict, signature: str) -> str | None:
         return recover(typed, signature)
     except Exception:  # eth-account raises several types for malformed signatures
         return None
+
+
+def signature_refusal(signature: bytes) -> str | None:
+    """Why the contracts (signature.vy, BridgeInbox) would refuse this signature's form ("bad
+    signature"), or None: exactly 65 bytes (r, s, v), v 27 or 28, r and s nonzero, s in the
+    lower half of the curve order (EIP-2). eth_account recovers a high-s twin (n - s, v
+    flipped) to the same signer, so an off-chain check without this rule counts a signature the
+    contract then refuses: a bridge member serving one could block every delivery that
+    includes it; a validator's receipt in that form could not be claimed with."""
+    if len(signature) != 65:
+        return f"{len(signature)} bytes, not 65"
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    v = signature[64]
+    if v not in (27, 28):
+        return f"v is {v}, not 27 or 28"
+    if r == 0 or s == 0:
+        return "r or s is zero"
+    if s > SECP256K1_N // 2:
+        return "s is in the upper half of the curve order (a malleated signature)"
+    return None

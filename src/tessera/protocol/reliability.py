@@ -3,7 +3,8 @@
 score = clamp(
     (4·uptime + 4·completion + 2·tenure) // 10 − 2500·slashes − 1000·jailings, 0, 10000)
 
-- uptime     = (heartbeats·10⁴ + 5000·24) // (epochs owed + 24): heartbeat share, pulled
+- uptime     = (up·10⁴ + 5000·24) // (epochs owed + 24): the share of epochs owed that were up
+               (heartbeat, receipt claim or validators' report; protocol/uptime_book.py), pulled
                towards the prior by 24 pseudo-epochs so a few epochs cannot make it extreme;
 - completion = (finished·10⁴ + 5000·4) // (finished + failed + 4): the same, 4 pseudo-leases;
 - tenure     = min(age, 90 days)·10⁴ // 90 days: time since registration.
@@ -39,7 +40,7 @@ NAME = "reliability.by_provider"
 class Inputs:
     """What the chain says about one provider (counts and seconds)."""
 
-    heartbeats: int = 0
+    up: int = 0              # epochs owed that were up (uptime.by_provider.up)
     epochs: int = 0          # epochs owed (docs/uptime.md)
     finished: int = 0
     failed: int = 0
@@ -53,9 +54,9 @@ class Inputs:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"reliability input {f.name} must be a non-negative integer, "
                                  f"got {value!r}")
-        if self.heartbeats > self.epochs:
-            raise ValueError(f"reliability input heartbeats ({self.heartbeats}) exceeds epochs "
-                             f"owed ({self.epochs})")
+        if self.up > self.epochs:
+            raise ValueError(f"reliability input up ({self.up}) exceeds epochs owed "
+                             f"({self.epochs})")
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def smoothed(successes: int, trials: int, pseudo: int) -> int:
 
 
 def score(inputs: Inputs) -> Score:
-    uptime = smoothed(inputs.heartbeats, inputs.epochs, UPTIME_PSEUDO_EPOCHS)
+    uptime = smoothed(inputs.up, inputs.epochs, UPTIME_PSEUDO_EPOCHS)
     completion = smoothed(inputs.finished, inputs.finished + inputs.failed, LEASE_PSEUDO_COUNT)
     tenure = min(inputs.age_seconds, TENURE_FULL_SECONDS) * BPS // TENURE_FULL_SECONDS
     base = ((WEIGHT_UPTIME * uptime + WEIGHT_COMPLETION * completion + WEIGHT_TENURE * tenure)
@@ -346,13 +347,13 @@ def reliability_figures(events: Iterable[EventRecord] | Mapping[str, Evidence], 
     (`EvidenceBook.evidence()`)."""
     found = events if isinstance(events, Mapping) else evidence(events)
     for address, ev in found.items():
-        beats = uptime.get(("uptime.by_provider.heartbeats", address))
+        up = uptime.get(("uptime.by_provider.up", address))
         owed = uptime.get(("uptime.by_provider.epochs", address))
-        inputs = Inputs(heartbeats=beats.value if beats else 0, epochs=owed.value if owed else 0,
+        inputs = Inputs(up=up.value if up else 0, epochs=owed.value if owed else 0,
                         finished=len(ev.finished), failed=len(ev.failed), slashes=len(ev.slashes),
                         jails=len(ev.jails), age_seconds=max(as_of - ev.registered_at, 0))
         reg = {ev.registered_tx}
-        uptime_txs = _txs(beats) | reg
+        uptime_txs = _txs(up) | reg
         finished_txs = set().union(*ev.finished.values())
         failed_txs = set().union(*ev.failed.values())
         outcome_txs = finished_txs | failed_txs

@@ -2,27 +2,34 @@
 
 What a tenant's bid table needs is `reliability.by_provider.*` and the measured uptime
 (`uptime.by_provider.*`) per provider, values only. `FigureBook` gives them too, but keeps every
-figure's transaction hashes and every lease, so its state grows with history. This book keeps only
-what can still change a score:
+figure's transaction hashes, every lease and every epoch's liveness evidence, so its state grows
+with history. This book keeps only what can still change a score:
 
-- per registered provider: registration time, jail state, slash and jail counts, finished and
-  failed lease counts, counted heartbeats and the last heartbeat's epoch;
+- per registered provider: registration time and registry index, jail state, slash and jail
+  counts, finished and failed lease counts, and its final epochs counted by state (up by a
+  heartbeat, by a receipt claim, by validators' reports; revoked) (protocol/uptime_book.py
+  `UptimeCounts`);
+- the epochs not yet final in full (heartbeats, claims, the OR of the validators' report words,
+  revoked bits), the open inclusion challenges, and the counted reports an unanswered challenge
+  may still revoke;
 - per lease, only while its count can still change (`EvidenceBook` compact mode): open leases, and
   closed ones until the Market's `claim_window` after the close has passed; a lease that counts as
   failed is final and dropped at once;
-- the uptime clock, the place folded up to, and the transaction whose slashes still wait for a
-  possible downtime claim.
+- the uptime clock and liveness rules, the place folded up to, and the transaction whose slashes
+  still wait for a possible downtime claim.
 
-So its state is O(providers + open leases + leases closed within the last claim window),
-independent of how many events came before. The rules are the full fold's own (protocol/
-reliability.py `EvidenceBook`, `parts`; protocol/figure_parts.py `uptime_owed`, `uptime_bps`):
-tests/protocol/test_figures_incremental.py checks the values equal `compute_figures`'.
+So its state is O(providers + open leases + leases closed within the last claim window + open
+challenges), independent of how many events came before. The rules are the full fold's own
+(protocol/reliability.py `EvidenceBook`, `parts`; protocol/uptime_book.py): tests/protocol/
+test_figures_incremental.py checks the values equal `compute_figures`'.
 
 It relies on what the contracts guarantee, and refuses (ValueError) a history that breaks it rather
-than guess: heartbeats come only from registered providers after `UptimeStarted`, for the current
-epoch of their block, at most one per epoch (Uptime.heartbeat), so a provider's heartbeat epochs
-only grow; the uptime clock is set once; a transaction's events are consecutive; and it is read
-as of a time no earlier than the last event folded.
+than guess: heartbeats, receipt claims and reports come only after `UptimeStarted` (and
+`LivenessRulesSet`, logged with it), from or naming registered providers, within their windows
+(Uptime.heartbeat: the current epoch, once; claim_beat: report_delay + 1 epochs; report_liveness:
+report_delay epochs), so nothing names an epoch once it is final; the uptime clock and rules are
+set once; a transaction's events are consecutive; and it is read as of a time no earlier than
+the last event folded.
 """
 
 from __future__ import annotations
@@ -30,11 +37,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tessera.protocol.events import EventRecord
-from tessera.protocol.figure_parts import epoch_at, in_chain_order, uptime_bps, uptime_owed
+from tessera.protocol.figure_parts import epoch_at, in_chain_order
 from tessera.protocol.reliability import NAME, EvidenceBook, Inputs, parts
+from tessera.protocol.uptime_book import UPTIME, UptimeCounts
 
-STATE_VERSION = 1
-UPTIME = "uptime.by_provider"
+STATE_VERSION = 2     # 2: uptime from heartbeats, validators' reports and receipt claims
 
 Values = dict[tuple[str, str], int]
 
@@ -46,8 +53,7 @@ class ReliabilityBook:
 
     def __init__(self, claim_window: int | None) -> None:
         self.evidence = EvidenceBook(compact=True, claim_window=claim_window)
-        self.clock: tuple[int, int] | None = None         # (genesis, epoch_length)
-        self.beats: dict[str, list[int]] = {}             # provider -> [counted, last epoch]
+        self.uptime = UptimeCounts()
         self.last: tuple[int, int] | None = None          # (block, log index) applied
         self.last_timestamp: int | None = None
         self.events = 0
@@ -59,8 +65,7 @@ class ReliabilityBook:
                              f"{events[0].timestamp}, before the book's {self.last_timestamp}")
         for e in events:
             self.evidence.apply(e)
-            if e.contract == "Uptime":
-                self._uptime(e)
+            self.uptime.apply(e, lambda e=e: _where(e))
         if events:
             self.last = events[-1].order
             self.last_timestamp = events[-1].timestamp
@@ -74,29 +79,9 @@ class ReliabilityBook:
         if self.last_timestamp is None or timestamp > self.last_timestamp:
             self.last_timestamp = timestamp
             self.evidence.sweep(timestamp)
+            if self.uptime.clock is not None:
+                self.uptime.settle(epoch_at(timestamp, *self.uptime.clock))
         return self
-
-    def _uptime(self, e: EventRecord) -> None:
-        a = e.args
-        if e.event == "UptimeStarted":
-            clock = (a["genesis"], a["epoch_length"])
-            if self.clock is not None and self.clock != clock:
-                raise ValueError(f"a second UptimeStarted (block {e.block_number}) changes the "
-                                 f"uptime clock {self.clock} to {clock}: the contract sets it once")
-            self.clock = clock
-        elif e.event == "Heartbeat":
-            where = f"Heartbeat of {a['provider']} for epoch {a['epoch']} at block {e.block_number}"
-            if self.clock is None:
-                raise ValueError(f"{where} before UptimeStarted")
-            record = self.evidence.providers.get(a["provider"])
-            if record is None:
-                raise ValueError(f"{where} from a provider not registered")
-            counted, last = self.beats.get(a["provider"], (0, -1))
-            if a["epoch"] <= last or a["epoch"] > epoch_at(e.timestamp, *self.clock):
-                raise ValueError(f"{where}: the Uptime contract takes one heartbeat per epoch, for "
-                                 f"the current one only (last was epoch {last})")
-            first = epoch_at(record.registered_at, *self.clock)
-            self.beats[a["provider"]] = [counted + (a["epoch"] >= first), a["epoch"]]
 
     def values(self, as_of: int) -> Values:
         """{(figure name, provider): value} of `uptime.by_provider.*` (when the network has the
@@ -106,21 +91,15 @@ class ReliabilityBook:
             raise ValueError(f"as_of {as_of} is before the last event folded "
                              f"({self.last_timestamp}): a compact book reads forward only")
         out: Values = {}
+        uptime = self.uptime.values(as_of)
         for addr, counts in self.evidence.counts().items():
             registered_at = self.evidence.providers[addr].registered_at
-            beats = owed = 0
-            if self.clock is not None:
-                now = epoch_at(as_of, *self.clock)
-                beats, last = self.beats.get(addr, (0, -1))
-                owed = uptime_owed(epoch_at(registered_at, *self.clock), now, last == now)
-                out[(f"{UPTIME}.epochs", addr)] = owed
-                out[(f"{UPTIME}.heartbeats", addr)] = beats
-                bps = uptime_bps(beats, owed)
-                if bps is not None:
-                    out[(f"{UPTIME}.bps", addr)] = bps
-            inputs = Inputs(heartbeats=beats, epochs=owed, finished=counts.finished,
-                            failed=counts.failed, slashes=counts.slashes, jails=counts.jails,
-                            age_seconds=max(as_of - registered_at, 0))
+            measured = uptime.get(addr, {})
+            for part, value in measured.items():
+                out[(f"{UPTIME}.{part}", addr)] = value
+            inputs = Inputs(up=measured.get("up", 0), epochs=measured.get("epochs", 0),
+                            finished=counts.finished, failed=counts.failed, slashes=counts.slashes,
+                            jails=counts.jails, age_seconds=max(as_of - registered_at, 0))
             for part, value in parts(inputs).items():
                 out[(f"{NAME}.{part}", addr)] = value
         return out
@@ -129,8 +108,7 @@ class ReliabilityBook:
         """The whole state, JSON-safe and versioned (`from_json` reads it back)."""
         return {"version": STATE_VERSION, "last": list(self.last) if self.last else None,
                 "last_timestamp": self.last_timestamp, "events": self.events,
-                "clock": list(self.clock) if self.clock else None,
-                "beats": self.beats, "evidence": self.evidence.to_json()}
+                "uptime": self.uptime.to_json(), "evidence": self.evidence.to_json()}
 
     @classmethod
     def from_json(cls, raw: dict) -> ReliabilityBook:
@@ -148,8 +126,13 @@ class ReliabilityBook:
             book.last = tuple(raw["last"]) if raw["last"] else None
             book.last_timestamp = raw["last_timestamp"]
             book.events = int(raw["events"])
-            book.clock = tuple(raw["clock"]) if raw["clock"] else None
-            book.beats = {a: [int(c), int(e)] for a, (c, e) in raw["beats"].items()}
+            book.uptime = UptimeCounts.from_json(raw["uptime"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"corrupt ReliabilityBook state: {type(exc).__name__}: {exc}") from exc
         return book
+
+
+def _where(e: EventRecord) -> str:
+    a = e.args
+    who = a.get("provider") or a.get("validator") or "?"
+    return f"{e.event} of {who} for epoch {a.get('epoch')} at block {e.block_number}"

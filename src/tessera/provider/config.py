@@ -62,6 +62,21 @@ class PayoutsSection(BaseModel):
                                  "released (as their rounds become final) and withdrawn")
 
 
+class LivenessSection(BaseModel):
+    """How the node proves it is up each epoch (docs/uptime.md, provider/heartbeats.py)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    offchain: bool = Field(True, description="sign a beat and send it to the validators, with "
+                           "an on-chain heartbeat only when none receipts it; false: an "
+                           "on-chain heartbeat every epoch")
+    deadline_s: float | None = Field(None, gt=0, le=3600, description="fall back to the "
+                                     "on-chain heartbeat when no validator receipted the beat "
+                                     "this long after it was first sent (default: 10 s or a "
+                                     "quarter of the epoch, whichever is shorter)")
+    timeout_s: float = Field(3.0, gt=0, le=60, description="each POST to a validator")
+
+
 class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -70,6 +85,7 @@ class ProviderConfig(BaseModel):
     limits: LimitsSection = LimitsSection()
     hardware: HardwareSection = HardwareSection()
     payouts: PayoutsSection = PayoutsSection()
+    liveness: LivenessSection = LivenessSection()
 
 
 def load_provider_config(path: Path) -> ProviderConfig:

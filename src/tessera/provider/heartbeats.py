@@ -1,27 +1,188 @@
-"""Uptime heartbeats: one transaction per epoch naming a recent block hash (docs/uptime.md).
+"""Proving the node is up each uptime epoch (docs/uptime.md; the rules: protocol/liveness.py).
 
-The epoch is computed from the head block the watcher has just read, with Uptime's genesis and
-epoch length (immutable, read once): `(timestamp - genesis) // epoch_length` is what
-`Uptime.current_epoch` answers for that block, so no call is made for it (issue 15). Whether the
-epoch already holds this node's heartbeat is asked once per epoch."""
+Off chain first (issue 15: liveness must not cost a transaction per provider per epoch): once
+the epoch's seed is set on chain (`Uptime.open_epoch`: validators open it; when nobody has a
+few seconds into the epoch, this node does: one transaction for the whole network), the node
+signs `Beat(provider, epoch, seed)`, POSTs it to every active validator's `/liveness/beat`,
+and keeps the signed receipts (state.py). Validators name it in their one report per epoch.
+
+The on-chain heartbeat stays the fallback, so that an honest provider is never punished: with
+no validator publishing an endpoint, or none receipting the beat within the deadline
+(`[liveness] deadline_s`, default min(10 s, a quarter of the epoch)), the node sends
+`Uptime.heartbeat` in the same epoch. And when an epoch's reports are in (or the last epoch a
+claim is accepted in has come) without naming it, it claims the epoch with a receipt
+(`Uptime.claim_beat`).
+
+The work runs in its own thread (`start`), woken by each head the watcher reads (`on_head`):
+POSTs and transactions never hold up leases. The epoch is computed from that head with Uptime's
+genesis and epoch length (immutable, read once). Per epoch an idle node makes a handful of RPC
+calls: the validator count (the list itself again every VALIDATORS_REFRESH_S, or when it
+changes), the seed, and one `live_word` or two to know its report named it."""
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import httpx
+import pydantic_core
+from prometheus_client import Counter
+from pydantic import ValidationError
 
 from tessera.chain.client import tx_hash
-from tessera.errors import ChainError, RpcUnavailable
+from tessera.chain.registry import ProviderRegistry
+from tessera.errors import ChainError, RpcUnavailable, TxRefused
+from tessera.protocol import liveness, messages
 from tessera.provider.context import NodeContext
+
+OPEN_WAIT_S = (2.0, 5.0)      # random wait for someone else to open an epoch before we do
+RETRY_S = 1.0                 # between rounds of POSTs to validators that did not receipt yet
+HEARTBEAT_RETRY_S = 2.0       # after a refused heartbeat
+CLAIM_FIRST_CHECK_S = 5.0     # after an epoch ends, before asking whether a report named us
+VALIDATORS_REFRESH_S = 600.0  # the validators' endpoints are read again at least this often
+MAX_RECEIPT_BYTES = 16 << 10  # a receipt is ~300 bytes; more is read no further
+
+
+@dataclass
+class EpochBeat:
+    """This node's progress in one epoch."""
+
+    epoch: int
+    noticed: float                          # monotonic time it was first seen
+    open_at: float                          # monotonic time to open the epoch ourselves
+    done: str = ""                          # 'receipts' or 'heartbeat' once proven
+    seed: bytes | None = None
+    signature: str | None = None
+    validators: list[tuple[str, str]] = field(default_factory=list)
+    receipts: dict[str, str] = field(default_factory=dict)
+    deadline: float | None = None           # monotonic: heartbeat after this without receipts
+    retry_at: float = 0.0
+
+
+class BeatSender:
+    """Sends a node's beat to the validators and checks what they answer."""
+
+    def __init__(self, ctx: NodeContext):
+        self.ctx = ctx
+        self.settings = ctx.config.liveness
+        self._validators: tuple[int, float, list[tuple[str, str]]] | None = None
+        self._http: httpx.Client | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self.m_beats = Counter("tessera_provider_beats", "beats POSTed to validators",
+                               ["outcome"], registry=ctx.metrics.registry)
+
+    def forget_validators(self) -> None:
+        """Read the list again next time (an endpoint may have moved)."""
+        self._validators = None
+
+    def active_validators(self) -> list[tuple[str, str]]:
+        """(address, endpoint) of the validators to send beats to; the list is read again when
+        their count changes, after a failed epoch, and every VALIDATORS_REFRESH_S."""
+        validators = self.ctx.validators
+        count = validators.count()
+        cached = self._validators
+        if cached is None or cached[0] != count or time.monotonic() - cached[1] > VALIDATORS_REFRESH_S:
+            cached = self._validators = (count, time.monotonic(),
+                                         validators.active_with_endpoints() if count else [])
+        return list(cached[2])
+
+    def post(self, cur: EpochBeat) -> None:
+        """POST the beat to every validator that has not receipted it, at once."""
+        if self._http is None:
+            self._http = httpx.Client(timeout=self.settings.timeout_s)
+            self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="beat")
+        todo = [(v, url) for v, url in cur.validators if v not in cur.receipts]
+        body = liveness.SignedBeat(provider=self.ctx.address, epoch=cur.epoch,
+                                   signature=cur.signature).model_dump()
+        for (validator, url), (receipt, problem) in zip(
+                todo, self._pool.map(lambda t: self._send(t[0], t[1], cur.epoch, body), todo),
+                strict=True):
+            if receipt is not None:
+                cur.receipts[validator] = receipt
+                self.ctx.state.add_receipt(cur.epoch, validator, receipt)
+                self.m_beats.labels("receipted").inc()
+            else:
+                self.m_beats.labels(problem[0]).inc()
+                self.ctx.log("beat-not-receipted", "warning", epoch=cur.epoch,
+                             validator=validator, endpoint=url, reason=problem[1])
+
+    def _send(self, validator: str, url: str, epoch: int,
+              body: dict) -> tuple[str | None, tuple[str, str]]:
+        """(receipt signature, ('', '')) or (None, (outcome, reason)). Never raises."""
+        try:
+            with self._http.stream("POST", url.rstrip("/") + "/liveness/beat", json=body) as reply:
+                raw = bytearray()
+                for chunk in reply.iter_bytes():
+                    raw += chunk
+                    if len(raw) > MAX_RECEIPT_BYTES:
+                        return None, ("bad-receipt", f"answer over {MAX_RECEIPT_BYTES} bytes")
+        except Exception as exc:   # httpx errors, a junk URL a validator published
+            return None, ("unreachable", f"{type(exc).__name__}: {exc}"[:200])
+        if reply.status_code != 200:
+            return None, ("refused", f"HTTP {reply.status_code}: "
+                                     f"{raw[:300].decode(errors='replace')}")
+        try:
+            receipt = liveness.BeatReceipt.model_validate(pydantic_core.from_json(bytes(raw)))
+        except (ValueError, ValidationError) as exc:
+            return None, ("bad-receipt", f"not a BeatReceipt: {str(exc)[:200]}")
+        problem = self._receipt_problem(receipt, validator, epoch)
+        return (None, ("bad-receipt", problem)) if problem else (receipt.signature, ("", ""))
+
+    def _receipt_problem(self, receipt: liveness.BeatReceipt, validator: str,
+                         epoch: int) -> str | None:
+        """Why Uptime.claim_beat would refuse this receipt, or None."""
+        me = self.ctx.address
+        if (receipt.provider.lower(), receipt.validator.lower(), receipt.epoch) != \
+                (me.lower(), validator.lower(), epoch):
+            return "the receipt names another provider, validator or epoch"
+        form = messages.signature_refusal(bytes.fromhex(receipt.signature[2:]))
+        if form is not None:
+            return f"receipt signature: {form}"
+        typed = liveness.receipt_typed_data(self.ctx.chain.network.chain_id,
+                                            self.ctx.uptime.address, me, validator, epoch)
+        signer = messages.signer_or_none(typed, receipt.signature)
+        if signer is None or signer.lower() != validator.lower():
+            return f"the receipt is signed by {signer}, not by {validator}"
+        return None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._http is not None:
+            self._http.close()
 
 
 class Heartbeats:
+    """The node's liveness, epoch by epoch: beats, the heartbeat fallback, receipt claims."""
+
     def __init__(self, ctx: NodeContext):
         self.ctx = ctx
-        self._beat_epoch: int | None = None   # last epoch known to hold our heartbeat
-        self._beat_retry_at = 0.0             # monotonic time before which a refused beat waits
+        self.settings = ctx.config.liveness
         self._clock: tuple[int, int] | None = None   # Uptime (genesis, epoch_length)
+        self._rules: tuple[int, int] | None = None   # (report_delay, answer_epochs)
+        self._current: EpochBeat | None = None
+        self._started = False                        # an epoch was begun by this process
+        self._index: int | None = None               # this node's registry index
+        # epoch -> (monotonic time of the next check, the gap after it, last-chance check made)
+        self._claim_at: dict[int, tuple[float, float, bool]] = {}
+        self._head: Mapping | None = None
+        self._seeds: dict[int, bytes] = {}           # from the EpochOpened events the watcher read
+        self._lock = threading.Lock()                # one step at a time
+        self._wake = threading.Event()
+        self.sender = BeatSender(ctx)
+        registry = ctx.metrics.registry
+        self.m_epochs = Counter("tessera_provider_liveness_epochs", "epochs proven",
+                                ["how"], registry=registry)
+        self.m_claims = Counter("tessera_provider_beat_claims", "receipted epochs after their "
+                                "reports", ["outcome"], registry=registry)
+        self.m_opened = Counter("tessera_provider_epochs_opened", "open_epoch transactions",
+                                registry=registry)
 
+    # -- clock ---------------------------------------------------------------------------
     def epoch_of(self, timestamp: int) -> int:
         """The uptime epoch of a block with this timestamp (Uptime._current_epoch's rule)."""
         if self._clock is None:
@@ -30,39 +191,233 @@ class Heartbeats:
         genesis, length = self._clock
         return (timestamp - genesis) // length
 
-    def beat(self, head: Mapping | None = None) -> int | None:
-        """Prove liveness for the current uptime epoch once (docs/uptime.md); the epoch or None.
-        `head`: the latest block as the watcher just read it (read here when None).
+    @property
+    def rules(self) -> tuple[int, int]:
+        if self._rules is None:
+            self._rules = self.ctx.uptime.liveness_rules()
+        return self._rules
 
-        A refused heartbeat (epoch turned, hash too old, not registered) is logged and retried
-        after a pause; it never stops the watcher. RpcUnavailable propagates to `watch`."""
-        if time.monotonic() < self._beat_retry_at:
-            return None
-        chain, address = self.ctx.chain, self.ctx.address
+    def deadline_s(self) -> float:
+        if self.settings.deadline_s is not None:
+            return self.settings.deadline_s
+        return min(10.0, self._clock[1] / 4)
+
+    # -- driving -------------------------------------------------------------------------
+    def on_head(self, head: Mapping) -> None:
+        """The watcher read (or was pushed) a new head: step soon."""
+        if self._head is None or int(head["number"]) >= int(self._head["number"]):
+            self._head = head
+        self._wake.set()
+
+    def on_opened(self, epoch: int, seed: bytes) -> None:
+        """The watcher read an EpochOpened: the seed, without asking the chain for it."""
+        self._seeds[epoch] = seed
+        for old in [e for e in self._seeds if e < epoch]:
+            del self._seeds[old]
+        self._wake.set()
+
+    def start(self, stop: threading.Event) -> None:
+        threading.Thread(target=self._run, args=(stop,), name="liveness", daemon=True).start()
+
+    def _run(self, stop: threading.Event) -> None:
+        delay = RETRY_S
+        while not stop.is_set():
+            self._wake.wait(delay)
+            self._wake.clear()
+            if stop.is_set() or self._head is None:
+                continue
+            try:
+                self.step(self._head)
+                delay = RETRY_S
+            except RpcUnavailable as exc:
+                delay = min(delay * 2, 10.0)
+                self.ctx.log("rpc-unavailable", "warning", error=str(exc), retry_in=delay)
+            except Exception as exc:   # keep the thread alive; the error is logged
+                delay = min(delay * 2, 10.0)
+                self.ctx.log("liveness-error", "error", error=f"{type(exc).__name__}: {exc}")
+
+    def beat(self, head: Mapping | None = None) -> int | None:
+        """One step now (`head`: the latest block; read when None); the epoch if it is proven."""
         if head is None:
+            chain = self.ctx.chain
             head = chain.rpc(lambda: chain.w3.eth.get_block("latest"), what="get block")
-        epoch = self.epoch_of(head["timestamp"])
-        if epoch == self._beat_epoch:
-            return None
+        self.step(head)
+        current = self._current
+        return current.epoch if current is not None and current.done else None
+
+    def step(self, head: Mapping) -> None:
+        with self._lock:
+            epoch = self.epoch_of(int(head["timestamp"]))
+            if self._current is None or self._current.epoch < epoch:
+                self._current = self._begin(epoch)
+            if self._current.epoch == epoch:
+                self._advance(self._current, head)
+            self._claims(epoch)
+
+    def _begin(self, epoch: int) -> EpochBeat:
+        now = time.monotonic()
+        state = EpochBeat(epoch, now, now + random.uniform(*OPEN_WAIT_S))
+        known = self.ctx.state.beat(epoch)
+        if known is not None and known[1]:
+            state.done = known[1]
+        elif not self._started and self.ctx.uptime.beats(self.ctx.address, epoch):
+            state.done = "heartbeat"   # sent before a restart
+        self._started = True
+        return state
+
+    # -- this epoch ------------------------------------------------------------------------
+    def _advance(self, cur: EpochBeat, head: Mapping) -> None:
+        now = time.monotonic()
+        if cur.seed is None and cur.epoch in self._seeds:
+            cur.retry_at = 0.0   # the seed came with an EpochOpened: no need to wait
+        if cur.done or now < cur.retry_at:
+            return
+        if not self.settings.offchain:
+            return self._heartbeat(cur, head, "off-chain beats are turned off")
+        if not cur.validators:
+            cur.validators = self.sender.active_validators()
+            if not cur.validators:
+                return self._heartbeat(cur, head, "no validator publishes an endpoint")
+        if cur.seed is None and not self._find_seed(cur, now):
+            if now > cur.open_at + self.deadline_s():
+                self._heartbeat(cur, head, "the epoch's seed is still not set")
+            return
+        if cur.signature is None:
+            cur.signature = liveness.sign_beat(self.ctx.account, self.ctx.chain.network.chain_id,
+                                               self.ctx.uptime.address, cur.epoch, cur.seed)
+            self.ctx.state.save_beat(cur.epoch, cur.signature)
+        if cur.deadline is None:
+            cur.deadline = now + self.deadline_s()
+        self.sender.post(cur)
+        if cur.receipts:
+            cur.done = "receipts"
+            self.ctx.state.set_beat(cur.epoch, how="receipts")
+            self.m_epochs.labels("receipts").inc()
+            self.ctx.log("beat", epoch=cur.epoch, receipts=len(cur.receipts),
+                         validators=sorted(cur.receipts))
+        elif time.monotonic() >= cur.deadline:
+            self.sender.forget_validators()
+            self._heartbeat(cur, head, f"no validator receipted the beat within "
+                                       f"{self.deadline_s():g} s")
+        else:
+            cur.retry_at = time.monotonic() + RETRY_S
+
+    def _find_seed(self, cur: EpochBeat, now: float) -> bool:
+        """The seed, from the watcher's EpochOpened (no call), else read at `open_at` and, if
+        nobody has opened the epoch by then, opened by this node. True once set."""
         uptime = self.ctx.uptime
-        if uptime.beats(address, epoch):
-            self._beat_epoch = epoch
-            return None
+        seed = self._seeds.get(cur.epoch)
+        if seed is None:
+            if now < cur.open_at:
+                cur.retry_at = cur.open_at   # or an EpochOpened wakes us before
+                return False
+            seed = uptime.seed(cur.epoch)
+        if seed == bytes(32):
+            try:
+                receipt = uptime.open_epoch()
+            except ChainError as exc:
+                if isinstance(exc, RpcUnavailable):
+                    raise
+                self.ctx.log("open-epoch-refused", "warning", epoch=cur.epoch, error=str(exc))
+                cur.retry_at = now + HEARTBEAT_RETRY_S
+                return False
+            self.m_opened.inc()
+            self.ctx.log("epoch-opened", epoch=cur.epoch, tx=tx_hash(receipt),
+                         gas=receipt["gasUsed"])
+            seed = uptime.seed(cur.epoch)   # zero if the epoch turned before it was mined
+        if seed == bytes(32):   # the epoch turned before the open was mined
+            cur.retry_at = now + RETRY_S
+            return False
+        cur.seed = seed
+        return True
+
+    def _heartbeat(self, cur: EpochBeat, head: Mapping, reason: str) -> None:
+        """The on-chain heartbeat: the fallback (or the only way, with off-chain beats off)."""
         try:
             # Name the head's parent: some nodes (anvil) estimate gas in the latest block's
             # own context, where BLOCKHASH(latest) is not yet known.
-            number, block_hash = head["number"] - 1, bytes(head["parentHash"])
-            receipt = uptime.heartbeat(epoch, number, block_hash)
+            number, block_hash = int(head["number"]) - 1, bytes(head["parentHash"])
+            receipt = self.ctx.uptime.heartbeat(cur.epoch, number, block_hash)
         except RpcUnavailable:
             raise
         except ChainError as exc:
+            if "already beat" in str(exc):
+                cur.done = "heartbeat"
+                return
             self.ctx.metrics.heartbeats.labels("refused").inc()
-            self._beat_retry_at = time.monotonic() + 2.0
-            self.ctx.log("heartbeat-refused", "warning", epoch=epoch, error=str(exc))
-            return None
-        self._beat_epoch = epoch
+            cur.retry_at = time.monotonic() + HEARTBEAT_RETRY_S
+            self.ctx.log("heartbeat-refused", "warning", epoch=cur.epoch, error=str(exc))
+            return
+        cur.done = "heartbeat"
+        self.ctx.state.set_beat(cur.epoch, how="heartbeat", settled="heartbeat")
         self.ctx.metrics.heartbeats.labels("sent").inc()
-        self.ctx.metrics.heartbeat_epoch.set(epoch)
-        self.ctx.log("heartbeat", epoch=epoch, block=number, tx=tx_hash(receipt),
-                     gas=receipt["gasUsed"])
-        return epoch
+        self.ctx.metrics.heartbeat_epoch.set(cur.epoch)
+        self.m_epochs.labels("heartbeat").inc()
+        self.ctx.log("heartbeat", epoch=cur.epoch, block=number, tx=tx_hash(receipt),
+                     gas=receipt["gasUsed"], reason=reason)
+
+    # -- earlier epochs: was the node named, or must it claim? -------------------------------
+    def _claims(self, current: int) -> None:
+        """Check each receipted epoch after it ends: CLAIM_FIRST_CHECK_S in, then at doubling
+        intervals, and once at the start of the last epoch a claim is accepted in."""
+        report_delay, _ = self.rules
+        now = time.monotonic()
+        for epoch in self.ctx.state.unsettled_beats():
+            if epoch >= current:
+                continue
+            last = current >= epoch + report_delay + 1
+            at, gap, last_checked = self._claim_at.setdefault(
+                epoch, (now + CLAIM_FIRST_CHECK_S, CLAIM_FIRST_CHECK_S, False))
+            if last and not last_checked:
+                self._claim_at[epoch] = (at, gap, True)
+            elif now >= at:
+                self._claim_at[epoch] = (now + 2 * gap, 2 * gap, last_checked)
+            else:
+                continue
+            self._check(epoch, current, last)
+
+    def _check(self, epoch: int, current: int, last: bool) -> None:
+        report_delay, _ = self.rules
+        state, uptime = self.ctx.state, self.ctx.uptime
+        if self._index is None:
+            self._index = ProviderRegistry(self.ctx.chain).index_of(self.ctx.address)
+        if uptime.live_word(epoch, self._index >> 8) >> (self._index & 255) & 1:
+            return self._settle(epoch, "named")
+        if not liveness.claims_accepted(epoch, current, report_delay):
+            self.m_claims.labels("missed").inc()
+            self.ctx.log("beat-claim-missed", "warning", epoch=epoch, current=current)
+            return self._settle(epoch, "missed")
+        receipts = state.receipts(epoch)
+        if not last and any(uptime.report_hash(v, epoch) == bytes(32) for v in receipts):
+            return   # a receipting validator may still report it
+        signature = state.beat(epoch)[0]
+        for validator, receipt in receipts.items():
+            try:
+                tx = uptime.claim_beat(epoch, validator, bytes.fromhex(receipt[2:]),
+                                       bytes.fromhex(signature[2:]))
+            except TxRefused as exc:
+                self.ctx.log("beat-claim-refused", "warning", epoch=epoch, validator=validator,
+                             error=str(exc))
+                continue
+            self.m_claims.labels("claimed").inc()
+            self.ctx.log("beat-claimed", "warning", epoch=epoch, validator=validator,
+                         tx=tx_hash(tx), gas=tx["gasUsed"])
+            return self._settle(epoch, "claimed")
+        self.m_claims.labels("refused").inc()
+        self._settle(epoch, "claim-refused")
+
+    def _settle(self, epoch: int, how: str) -> None:
+        self.ctx.state.set_beat(epoch, settled=how)
+        self._claim_at.pop(epoch, None)
+        if how == "named":
+            self.m_claims.labels("named").inc()
+
+    # -- reads -----------------------------------------------------------------------------
+    def status(self) -> dict | None:
+        cur = self._current
+        if cur is None:
+            return None
+        return {"epoch": cur.epoch, "proven": cur.done or None, "receipts": sorted(cur.receipts)}
+
+    def close(self) -> None:
+        self.sender.close()

@@ -2,11 +2,12 @@
 HTTP handlers (api.py) and the chain watcher thread call into.
 
 Each part has one job: registration.py (the offer on chain), standing.py (active or jailed),
-heartbeats.py (uptime), bidding.py (signed bids), leases.py (the leases' lifecycle),
-manifests.py (signed manifests and inputs; starts the jobs), diloco_rounds.py (DiLoCo rounds
-and their commitments), payouts.py (release and withdraw pay), probes.py and
-hardware_challenges.py (validators' checks). They share a NodeContext (context.py). The durable
-state lives in SQLite (state.py), so a restarted node picks up every lease where it was.
+heartbeats.py (liveness: beats to validators, on-chain heartbeat as the fallback), bidding.py
+(signed bids), leases.py (the leases' lifecycle), manifests.py (signed manifests and inputs;
+starts the jobs), diloco_rounds.py (DiLoCo rounds and their commitments), payouts.py (release
+and withdraw pay), probes.py and hardware_challenges.py (validators' checks). They share a
+NodeContext (context.py). The durable state lives in SQLite (state.py), so a restarted node
+picks up every lease where it was.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ CHAIN_EVERY_S = 3.0
 STREAM_QUIET_S = 15.0
 WATCHED = (("Market", ("OrderCreated", "LeaseCreated", "LeaseClosed")),
            ("HardwareReports", ("HardwareQuorumReached",)),
+           ("Uptime", ("EpochOpened",)),
            ("ProviderRegistry", ("ProviderRegistered", "OfferUpdated", "StakeAdded",
                                  "UnbondRequested", "StakeWithdrawn", "Slashed", "Jailed")))
 
@@ -136,6 +138,7 @@ class ProviderNode:
         """Local work (ended jobs) every `interval`; the chain as its new heads are pushed
         (HeadStream), or every `chain_every_s` without them."""
         self.stream.start(self.stop_event)
+        self.heartbeats.start(self.stop_event)
         delay = interval
         while not self.stop_event.is_set():
             try:
@@ -152,7 +155,7 @@ class ProviderNode:
     def poll_once(self) -> None:
         """Settle ended jobs and sweep held pay; on a new head (pushed, or read every
         `chain_every_s`), apply the events of the blocks since the last one handled, then
-        heartbeat."""
+        hand the head to the liveness thread (heartbeats.py)."""
         meters = self.ctx.metrics
         head = self.stream.take()
         if head is not None and head["number"] < self._head_number:
@@ -170,15 +173,16 @@ class ProviderNode:
                 self.leases.advance_jobs()
                 self.payouts.sweep()
                 meters.active.set(len(self.state.leases(ACTIVE_STATUSES)))
-        finally:   # an event that cannot be applied must not cost an epoch's heartbeat
+        finally:   # an event that cannot be applied must not cost an epoch's liveness
             if head is not None:
-                self.heartbeats.beat(head)
+                self.heartbeats.on_head(head)
 
     def _apply(self, head) -> None:
         """The events of blocks last_block+1 .. head, in chain order: new orders, this node's
-        leases, closes, hardware quorums against it, and registry events naming it (its
-        standing is then read again). One eth_getLogs, skipped when the only new block's bloom
-        filter rules every watched event out."""
+        leases, closes, hardware quorums against it, epochs opened (their seed is what a beat
+        signs), and registry events naming it (its standing is then read again). One
+        eth_getLogs, skipped when the only new block's bloom filter rules every watched event
+        out."""
         start, number = int(self.state.get("last_block")) + 1, int(head["number"])
         self.standing.on_head(int(head["timestamp"]))
         if number < start:
@@ -194,6 +198,8 @@ class ProviderNode:
                     self.leases.on_lease_closed(args["lease_id"])
                 elif event == "HardwareQuorumReached" and args["provider"].lower() == me:
                     self.hardware_challenges.on_quorum(args)   # dispute it
+                elif event == "EpochOpened":
+                    self.heartbeats.on_opened(args["epoch"], bytes(args["seed"]))   # sign a beat
                 elif contract == "ProviderRegistry" and args.get("provider", "").lower() == me:
                     self.standing.mark_stale()
         self.state.put("last_block", str(number))
@@ -260,11 +266,13 @@ class ProviderNode:
                 "chain_id": self.chain.network.chain_id,
                 "last_block": int(self.state.get("last_block") or 0),
                 "active_leases": len(self.state.leases(ACTIVE_STATUSES)),
+                "liveness": self.heartbeats.status(),
                 "hardware": self.hardware.__dict__ if self.hardware else None}
 
     def shutdown(self) -> None:
         self.stop_event.set()
         self.jobs.stop_all()
+        self.heartbeats.close()
 
 
 def in_bloom(bloom: bytes, item: bytes) -> bool:

@@ -23,6 +23,18 @@ CREATE TABLE IF NOT EXISTS leases (
     result_hash TEXT,
     detail TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS beats (
+    epoch INTEGER PRIMARY KEY,
+    signature TEXT NOT NULL,
+    how TEXT NOT NULL DEFAULT '',
+    settled TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS beat_receipts (
+    epoch INTEGER NOT NULL,
+    validator TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    PRIMARY KEY (epoch, validator)
+);
 """
 
 # Lease lifecycle on the provider: awaiting-manifest -> awaiting-inputs -> running
@@ -108,6 +120,50 @@ class ProviderState:
         lease_id, order_id, tenant, status, manifest, nonce, result_hash, detail = row
         return LeaseRecord(lease_id, order_id, tenant, status,
                            json.loads(manifest) if manifest else None, nonce, result_hash, detail)
+
+    # -- liveness (provider/heartbeats.py) --------------------------------------------------
+    # beats: this node's signed Beat of an epoch; `how` the epoch was proven ('' not yet,
+    # 'receipts' or 'heartbeat'); `settled` once nothing is left to do for it ('' while a
+    # receipted epoch may still need a claim_beat). beat_receipts: validators' receipts.
+    def save_beat(self, epoch: int, signature: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO beats (epoch, signature) VALUES (?, ?)",
+                             (epoch, signature))
+
+    def beat(self, epoch: int) -> tuple[str, str, str] | None:
+        """(signature, how, settled) of this node's beat of `epoch`, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT signature, how, settled FROM beats WHERE epoch=?",
+                                   (epoch,)).fetchone()
+        return tuple(row) if row else None
+
+    def set_beat(self, epoch: int, *, how: str | None = None, settled: str | None = None) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO beats (epoch, signature) VALUES (?, '')",
+                             (epoch,))
+            if how is not None:
+                self._db.execute("UPDATE beats SET how=? WHERE epoch=?", (how, epoch))
+            if settled is not None:
+                self._db.execute("UPDATE beats SET settled=? WHERE epoch=?", (settled, epoch))
+
+    def add_receipt(self, epoch: int, validator: str, signature: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO beat_receipts VALUES (?, ?, ?)",
+                             (epoch, validator, signature))
+
+    def receipts(self, epoch: int) -> dict[str, str]:
+        """{validator: its receipt signature} for this node's beat of `epoch`."""
+        with self._lock:
+            rows = self._db.execute("SELECT validator, signature FROM beat_receipts WHERE epoch=?",
+                                    (epoch,)).fetchall()
+        return dict(rows)
+
+    def unsettled_beats(self) -> list[int]:
+        """Receipted epochs that may still need a claim, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT epoch FROM beats WHERE how='receipts' AND settled='' "
+                                    "ORDER BY epoch").fetchall()
+        return [row[0] for row in rows]
 
     def close(self) -> None:
         with self._lock:

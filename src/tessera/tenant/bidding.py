@@ -43,7 +43,7 @@ UPTIME = "uptime.by_provider"
 
 def bid_reliability(chain: Chain, console: Console) -> dict[str, dict[str, int]]:
     """{lower-case address: {part: value}} of every provider's `reliability.by_provider.*` figures,
-    plus `heartbeats` and `epochs` (the explorer's `uptime.by_provider.*`: the measured uptime its
+    plus `up` and `epochs` (the explorer's `uptime.by_provider.*`: the measured uptime its
     provider page shows, before the score's smoothing), as of the chain's head with the explorer's
     own definition (docs/explorer.md). They come from the tenant's reliability index
     (tenant/reliability_index.py): only the logs since the last rental are read. A chain that
@@ -59,7 +59,7 @@ def bid_reliability(chain: Chain, console: Console) -> dict[str, dict[str, int]]
             scores.setdefault(address.lower(), {})[name.removeprefix(f"{RELIABILITY}.")] = value
     for (name, address), value in values.items():
         part = name.removeprefix(f"{UPTIME}.")
-        if part in ("heartbeats", "epochs") and address.lower() in scores:
+        if part in ("up", "epochs") and address.lower() in scores:
             scores[address.lower()][part] = value
     return scores
 
@@ -76,7 +76,7 @@ def uptime_text(score: dict[str, int]) -> str:
         return f"uptime {smoothed}"
     if epochs == 0:
         return f"uptime: no epoch owed yet, {smoothed}"
-    beats = score.get("heartbeats", 0)
+    beats = score.get("up", 0)
     return f"uptime {beats * 10_000 // epochs / 100:.2f}% = {beats}/{epochs} epochs, {smoothed}"
 
 

@@ -33,6 +33,7 @@ from tessera.tenant.follow import (
     follow_lease,
     gone_lines,
 )
+from tessera.tenant.offer_index import OfferIndex
 
 MANIFEST_VALIDITY_S = 600
 # transient provider failures: the follow loop retries them (tenant/follow.py)
@@ -73,11 +74,18 @@ class Tenant:
         self.http = httpx.Client(timeout=http_timeout, auth=ReadGrantAuth(chain))
         self.emit = on_event or (lambda event, data: None)
         self._endpoints: dict[int, str] = {}   # lease -> its provider's endpoint (registry)
+        self._offers: OfferIndex | None = None  # the registry's offers, kept between orders
 
     # -- ordering ------------------------------------------------------------------------
     def post_order(self, spec: JobSpec, *, verified: bool = False) -> tuple[int, list[str]]:
         """`verified`: providers are paid only for final Verification rounds (docs/verification.md)."""
         order = spec.order
+        # Bring the offer index up to date before the order exists: a first build reads every
+        # registry event (about 7 s at 10,000 providers, bench/results/scale.json), which would
+        # otherwise eat the bid window; collect_bids then reads only the blocks since.
+        index = self.offer_index()
+        listed = index.offers()
+        self.emit("offers-indexed", {"providers": len(listed), "events_read": index.events_read})
         order_id, receipts = self.market.create_order(
             spec.spec_hash(), order.gpu_model, order.min_gpus, order.min_gpu_memory_mb,
             order.max_price_per_gpu_hour, order.duration, order.nodes, order.escrow,
@@ -89,7 +97,14 @@ class Tenant:
     def collect_bids(self, order_id: int, window_s: float) -> list[BidVerdict]:
         """Ask the providers whose offers can match the order for their bids, all at once,
         within `window_s` seconds, and judge them (tenant/bid_collection.py)."""
-        return collect_bids(self.market, order_id, window_s, emit=self.emit)
+        return collect_bids(self.market, order_id, window_s, offer_index=self.offer_index(),
+                            emit=self.emit)
+
+    def offer_index(self) -> OfferIndex:
+        """The tenant's index of the registry's offers (tenant/offer_index.py), one per Tenant."""
+        if self._offers is None:
+            self._offers = OfferIndex(self.chain)
+        return self._offers
 
     def accept(self, verdict: BidVerdict) -> tuple[int, str]:
         bid = verdict.bid

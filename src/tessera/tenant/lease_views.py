@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tessera.chain.accounts import tessera_home
+from tessera.chain.uptime import Uptime
 from tessera.errors import TenantError
 from tessera.protocol.figures import format_time
 from tessera.protocol.jobspec import DEFAULT_WARN_WITHIN
@@ -192,6 +193,37 @@ def close_lease(lease_id: int, network: Path | None, account: str, console: Cons
         say(console, line)
 
 
+def claim_downtime(lease_id: int, network: Path | None, account: str, console: Console) -> None:
+    """`tessera job claim`: claim the pay of the lease's final epochs in which its provider was
+    not up (open or closed lease, within the claim window); say when later epochs turn final."""
+    tenant = tenant_for(network, account)
+    lease = tenant.market.lease(lease_id)
+    if lease.tenant.lower() != tenant.chain.address.lower():
+        raise TenantError(f"lease {lease_id} belongs to {lease.tenant}, not {tenant.chain.address}")
+    claims = tenant.claim_downtime(lease_id)
+    for claim in claims:
+        say(console, f"claimed {len(claim.epochs)} epoch(s) the provider was down: refund "
+                     f"{money(claim.refund)}, stake slashed to you {tstk(claim.stake_slashed)} "
+                     f"(tx {claim.tx})")
+    if not claims:
+        say(console, f"lease {lease_id}: no final epoch without the provider up is left to claim")
+    say(console, pending_line(tenant, lease_id))
+
+
+def pending_line(tenant: Tenant, lease_id: int) -> str:
+    """When the lease's last epochs turn final (claimable): an epoch is final
+    report_delay + 1 + answer_epochs epochs after it ends (docs/uptime.md)."""
+    uptime = Uptime(tenant.chain)
+    report_delay, answer_epochs = uptime.liveness_rules()
+    lease = tenant.market.lease(lease_id)
+    end = lease.closed_at or tenant.chain.block_timestamp()
+    genesis, length = uptime.genesis(), uptime.epoch_length()
+    last = (end - genesis) // length - 1           # the lease's last whole epoch so far
+    final_at = genesis + (last + report_delay + 2 + answer_epochs) * length
+    return (f"epochs up to {last} are final at {format_time(final_at)}: downtime in them is "
+            f"claimable with `tessera job claim {lease_id}` until the claim window closes")
+
+
 def close_lines(tenant: Tenant, settlement: LeaseClose) -> tuple[list[str], LeaseMoney]:
     """What a close did, then the lease's whole money (as `job status` shows it); and that
     money."""
@@ -207,6 +239,7 @@ def close_lines(tenant: Tenant, settlement: LeaseClose) -> tuple[list[str], Leas
                  f"you {money(settlement.refund)}; the lease's money in all:")
     m = lease_money(tenant.chain, lease_id)
     lines += money_lines(m)
+    lines.append(pending_line(tenant, lease_id))
     if m.ledger.verified:
         lines.append("this lease is verified: what it accrued but is not released yet stays "
                      "held until its rounds are final; `tessera job release "

@@ -25,10 +25,12 @@ from tessera.errors import ChainError
 from tessera.protocol.reliability_book import ReliabilityBook, Values
 from tessera.tenant.stored_index import index_file, read_index, write_index
 
-# What the scores and the measured uptime read (protocol/reliability.py): registrations, slashes
-# and jailings; leases, results, closes and downtime claims; the uptime clock and heartbeats.
+# What the scores and the measured uptime read (protocol/reliability.py, protocol/uptime_book.py):
+# registrations (their order: the registry index a liveness report names), slashes and jailings;
+# leases, results, closes and downtime claims; the uptime clock, liveness rules, heartbeats,
+# validators' liveness reports, receipt claims and inclusion challenges.
 CONTRACTS = ("ProviderRegistry", "Market", "Uptime")
-INDEX_VERSION = 2     # 2: a compact ReliabilityBook (1 held a whole FigureBook)
+INDEX_VERSION = 3     # 3: uptime from reports and claims too (2: a compact ReliabilityBook)
 CONFIRMATIONS = 6
 
 

@@ -79,6 +79,22 @@ class BridgeSection(BaseModel):
     interval_s: float = Field(0.5, gt=0, le=60, description="seconds between reads of the chains")
 
 
+class LivenessSection(BaseModel):
+    """Receipting providers' off-chain beats and reporting them once per epoch (docs/uptime.md,
+    validator/liveness.py)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    enabled: bool = Field(True, description="serve POST /liveness/beat, post one liveness "
+                          "report per epoch, answer inclusion challenges")
+    interval_s: float = Field(1.0, gt=0, le=60, description="seconds between reads of the "
+                              "chain (epoch, seed, reports due)")
+    open_epochs: bool = Field(True, description="open each epoch (Uptime.open_epoch: one "
+                              "transaction for the whole network) unless someone did first")
+    open_within_s: float = Field(2.0, ge=0, le=600, description="open at a random moment "
+                                 "within this many seconds of seeing the epoch start")
+
+
 class ValidatorSection(DaemonSection):
     """[validator]: the shared daemon section, with `state_dir` optional (default
     $TESSERA_HOME/validator-<port>, as a provider's)."""
@@ -102,6 +118,7 @@ class ValidatorConfig(BaseModel):
     challenges: ChallengeSection = ChallengeSection()
     hardware: HardwareSection = HardwareSection()
     bridge: BridgeSection = BridgeSection()
+    liveness: LivenessSection = LivenessSection()
 
 
 def load_validator_config(path: Path) -> ValidatorConfig:

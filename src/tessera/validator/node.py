@@ -31,6 +31,7 @@ from tessera.logs import EventLog
 from tessera.validator.challenges import ChallengeVoter
 from tessera.validator.config import ValidatorConfig
 from tessera.validator.hardware import HardwareChallenger
+from tessera.validator.liveness import LivenessDuty
 from tessera.validator.outages import OutageReporter
 from tessera.validator.probe import new_request, probe
 from tessera.validator.report import build_report, receipts_document
@@ -86,6 +87,10 @@ class ValidatorNode:
         self.hardware = HardwareChallenger(self.chain, config.hardware,
                                            Path(config.validator.state_dir) / "validator.db",
                                            self.log, self.metrics)
+        lv = config.liveness
+        self.liveness = LivenessDuty(
+            self.chain, self.account, Path(config.validator.state_dir), self.log, self.metrics,
+            open_epochs=lv.open_epochs, open_within_s=lv.open_within_s) if lv.enabled else None
 
     @property
     def address(self) -> str:
@@ -107,9 +112,12 @@ class ValidatorNode:
         self.epoch_length = self.probes.epoch_length()
         self.max_providers = self.probes.max_providers()
         self.outages.prepare()
+        if self.liveness is not None:
+            self.liveness.prepare()
         self.log("ready", validator=self.address, genesis=self.genesis,
                  epoch_length=self.epoch_length, endpoint=cfg.endpoint,
-                 report_outages=self.config.outages.report, jail_after=self.outages.jail_after)
+                 report_outages=self.config.outages.report, jail_after=self.outages.jail_after,
+                 liveness=self.liveness is not None)
 
     # -- the loop --------------------------------------------------------------------------
     def watch(self, interval: float = 0.2) -> None:
@@ -130,6 +138,11 @@ class ValidatorNode:
         """The challenge loop (validator/challenges.py), in its own thread: a replay takes as
         long as the challenged segment's k steps and must not hold up probes."""
         self._loop(self.challenges.poll_once, interval, "challenge-error")
+
+    def watch_liveness(self) -> None:
+        """The liveness loop (validator/liveness.py), in its own thread: its reports and
+        answers are transactions that must not wait for probes, nor probes for them."""
+        self._loop(self.liveness.poll_once, self.config.liveness.interval_s, "liveness-error")
 
     def _loop(self, step, interval: float, error_event: str) -> None:
         delay = interval
@@ -278,7 +291,8 @@ class ValidatorNode:
                 "last_probed_epoch": self.store.last_probed_epoch(),
                 "last_posted_epoch": self.store.last_posted_epoch(),
                 "outages_checked_epoch": self.outages.checked_epoch,
-                "hardware_checked_epoch": self.hardware.checked_epoch}
+                "hardware_checked_epoch": self.hardware.checked_epoch,
+                "liveness": self.liveness.health() if self.liveness is not None else None}
 
     def shutdown(self) -> None:
         self.stop_event.set()

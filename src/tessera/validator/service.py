@@ -41,6 +41,9 @@ def run_validator(config: ValidatorConfig) -> None:
     threads = [threading.Thread(target=node.watch, name="probe-loop", daemon=True)]
     if config.outages.report:
         threads.append(threading.Thread(target=node.watch_outages, name="outage-loop", daemon=True))
+    if node.liveness is not None:
+        threads.append(threading.Thread(target=node.watch_liveness, name="liveness-loop",
+                                        daemon=True))
     if config.hardware.enabled:
         threads.append(threading.Thread(target=node.watch_hardware, name="hardware-loop",
                                         daemon=True))
@@ -79,6 +82,8 @@ def run_validator(config: ValidatorConfig) -> None:
         if node.challenges is not None:
             node.challenges.close()
         node.hardware.store.close()
+        if node.liveness is not None:
+            node.liveness.close()
         if attester is not None:
             attester.close()
         node.log("stopped")

@@ -7,6 +7,12 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Query
 
 from tessera.explorer.web.agents import agents_out, agents_view, provider_agent_payments, tx_agent_payments
+from tessera.explorer.web.liveness import (
+    liveness_challenge_out,
+    liveness_challenges,
+    liveness_report_out,
+    liveness_reports,
+)
 from tessera.explorer.web.models import FigureTxs, Overview, ProviderOut, TxOut
 from tessera.explorer.web.models_agents import AgentsOut
 from tessera.explorer.web.models_cases import (
@@ -63,16 +69,21 @@ def api_router(explorer: Explorer) -> APIRouter:
                      payments_page: int = page_q("payments"), slashes_page: int = page_q("slashes"),
                      challenges_page: int = page_q("challenges"),
                      cases_page: int = page_q("cases"),
-                     agent_page: int = page_q("agent_payments")) -> ProviderDetail:
+                     agent_page: int = page_q("agent_payments"),
+                     liveness_page: int = page_q("liveness")) -> ProviderDetail:
         """One provider with a page each of its leases, payouts, agent payments, slashes (each
-        with its cause), challenges and hardware cases
-        (`?leases=N&payments=N&agent_payments=N&slashes=N&challenges=N&cases=N`)."""
+        with its cause), challenges, hardware cases and inclusion challenges of liveness reports
+        naming it (`?leases=N&payments=N&agent_payments=N&slashes=N&challenges=N&cases=N&liveness=N`);
+        its uptime by evidence and its recent epochs."""
         snap = explorer.snapshot()
         p, leases, payments = explorer.provider(parse_address(address), leases_page, payments_page)
         slashes, challenges, cases = explorer.provider_cases(p.address, slashes_page, challenges_page,
                                                              cases_page)
         agents = provider_agent_payments(explorer, p.address, agent_page)
+        liveness = liveness_challenges(explorer, "provider", p.address, liveness_page)
         return ProviderDetail(**provider_out(snap, p).model_dump(),
+                              liveness_challenges=[liveness_challenge_out(c) for c in liveness.rows],
+                              liveness_paging=paging_out(liveness),
                               agent_payment_list=[agent_payment_out(x) for x in agents.rows],
                               agent_payments_paging=paging_out(agents),
                               lease_list=[lease_out(snap, row) for row in leases.rows],
@@ -136,16 +147,23 @@ def api_router(explorer: Explorer) -> APIRouter:
     @router.get("/api/validators/{address}", response_model=ValidatorDetail,
                 responses={404: {"description": "unknown validator"}})
     def api_validator(address: str, votes_page: int = page_q("votes"),
-                      slashes_page: int = page_q("slashes")) -> ValidatorDetail:
-        """One validator with a page of its votes and of its slashes, newest first
-        (`?votes=N&slashes=N`)."""
+                      slashes_page: int = page_q("slashes"), reports_page: int = page_q("reports"),
+                      liveness_page: int = page_q("liveness")) -> ValidatorDetail:
+        """One validator with a page each of its votes, slashes, liveness reports and the inclusion
+        challenges against them, newest first (`?votes=N&slashes=N&reports=N&liveness=N`)."""
         explorer.snapshot()
         v, votes, _entries, slashes = explorer.validator(parse_address(address, "validator"), votes_page, 1,
                                                          slashes_page)
+        reports = liveness_reports(explorer, v.address, reports_page)
+        liveness = liveness_challenges(explorer, "validator", v.address, liveness_page)
         return ValidatorDetail(**validator_out(v).model_dump(), vote_list=[vote_out(x) for x in votes.rows],
                                votes_paging=paging_out(votes),
                                slash_list=[slash_out(s) for s in slashes.rows],
-                               slashes_paging=paging_out(slashes))
+                               slashes_paging=paging_out(slashes),
+                               liveness_reports=[liveness_report_out(r) for r in reports.rows],
+                               reports_paging=paging_out(reports),
+                               liveness_challenges=[liveness_challenge_out(c) for c in liveness.rows],
+                               liveness_paging=paging_out(liveness))
 
     @router.get("/api/tx/{tx_hash}", response_model=TxOut,
                 responses={404: {"description": "no indexed event in that transaction"}})

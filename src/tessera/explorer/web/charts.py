@@ -105,30 +105,43 @@ def line_chart(chart_id: str, title: str, items: list[tuple[str, float, str, Fig
     return _frame(chart_id, title, [line, *parts])
 
 
+# What each epoch state is called on the chart (classes: "epoch up heartbeat", ...).
+EPOCH_WORDS = {"heartbeat": "up: heartbeat transaction", "claim": "up: receipt claim (BeatClaimed)",
+               "report": "up: validators' liveness report", "revoked": "down: report revoked by a "
+               "resolved challenge", "down": "down: no heartbeat, claim or report",
+               "pending": "pending: not final yet"}
+
+
 def epoch_chart(strip: EpochStrip) -> str:
-    """One cell per epoch owed (oldest left): green with a link to the heartbeat's tx, or red."""
+    """One cell per epoch (oldest left), coloured by its state, linked to the transaction that
+    decides it: green shades for up (heartbeat tx, receipt claim, validators' report), red for
+    down (darker: a report revoked), grey for pending (not final: still able to change)."""
     h, top, bottom = 86, 8, 30
     plot_w = W - 16
     cell = plot_w / len(strip.epochs)
     parts = []
+    counts = {state: 0 for state in EPOCH_WORDS}
     for i, ep in enumerate(strip.epochs):
-        kind = "beat" if ep.heartbeat_tx else "missed"
-        label = (f"epoch {ep.epoch} ({when(ep.start)}): "
-                 + (f"heartbeat in {ep.heartbeat_tx}" if ep.heartbeat_tx else "no heartbeat"))
+        counts[ep.state] = counts.get(ep.state, 0) + 1
+        kind = ("up " if ep.up else "down " if ep.up is False else "") + ep.state
+        words = EPOCH_WORDS.get(ep.state, ep.state)
+        if ep.state == "pending" and ep.txs:
+            words += ", reported"
+        label = f"epoch {ep.epoch} ({when(ep.start)}): {words}" + (f" ({ep.tx})" if ep.tx else "")
         rect = (f'<rect class="epoch {kind}" data-epoch="{ep.epoch}" x="{8 + i * cell:.2f}" y="{top}" '
                 f'width="{max(cell - (1 if cell > 3 else 0), 0.5):.2f}" height="{h - top - bottom}">'
                 f"<title>{e(label)}</title></rect>")
-        parts.append(f'<a href="{href("/tx/" + quote(ep.heartbeat_tx))}">{rect}</a>' if ep.heartbeat_tx
-                     else rect)
+        parts.append(f'<a href="{href("/tx/" + quote(ep.tx))}">{rect}</a>' if ep.tx else rect)
     first, last = strip.epochs[0], strip.epochs[-1]
     parts.append(f'<text x="8" y="{h - bottom + 14}">epoch {first.epoch} · {e(when(first.start))}</text>'
                  f'<text x="{W - 8}" y="{h - bottom + 14}" text-anchor="end">epoch {last.epoch} · '
                  f"{e(when(last.start))}</text>")
-    shown = len(strip.epochs)
-    owed = strip.last_owed - strip.first_owed + 1
-    title = (f"Heartbeats in the last {shown} of {owed} epochs owed ({strip.epoch_length} s each; "
-             "green: heartbeat, red: missed)")
+    up = counts["heartbeat"] + counts["claim"] + counts["report"]
+    title = (f"Up epochs in the last {len(strip.epochs)} epochs ({strip.epoch_length} s each): {up} up "
+             f"({counts['heartbeat']} by heartbeat tx, {counts['report']} by validators' report, "
+             f"{counts['claim']} by receipt claim), {counts['down'] + counts['revoked']} down "
+             f"({counts['revoked']} revoked), {counts['pending']} pending (final after epoch "
+             f"{strip.final_through}: dark green heartbeat, green report, teal claim, red down, grey "
+             "pending)")
     return (f'<div class="chart"><h3>{e(title)}</h3><svg id="uptime-chart" width="{W}" height="{h}" '
             f'viewBox="0 0 {W} {h}" role="img" aria-label="{e(title)}">{"".join(parts)}</svg></div>')
-
-

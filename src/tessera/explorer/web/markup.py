@@ -41,7 +41,9 @@ code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word
 .chart h3{margin:0 0 4px;font-size:14px}svg text{font-size:10px;fill:#556}
 svg .bar{fill:#3b6fd8}svg a:hover .bar{fill:#1d3f8f}svg .line{fill:none;stroke:#d9822b;stroke-width:2}
 svg .point{fill:#d9822b}svg .axis{stroke:#889;stroke-width:1}svg .grid{stroke:#e3e6ec;stroke-width:1}
-svg .beat{fill:#2e9e5b}svg .missed{fill:#e8b4b4}.probes,.outages,.downtime{white-space:nowrap}
+svg .heartbeat{fill:#1f7a43}svg .report{fill:#4cbf7a}svg .claim{fill:#2a9d8f}
+svg .down{fill:#e8b4b4}svg .revoked{fill:#b3261e}svg .pending{fill:#c9ccd3}
+.probes,.outages,.downtime{white-space:nowrap}
 .muted{color:#778}.err{background:#fff3f3;border:1px solid #e0b4b4;padding:12px}
 pre{background:#fff;border:1px solid #dde;padding:6px;margin:0;white-space:pre-wrap;word-break:break-all}
 .args{margin:0;font-size:12px}.args div{white-space:nowrap}.args b{font-weight:600;color:#445}

@@ -80,18 +80,27 @@ class Units(BaseModel):
 
 
 class UptimeOut(BaseModel):
-    """Heartbeats against epochs owed since registration (docs/uptime.md)."""
+    """Up epochs against epochs owed since registration, by their evidence (Uptime.is_up's rule,
+    from logs: protocol/uptime_book.py, docs/uptime.md)."""
 
-    epochs: FigureOut = Field(description="epochs owed since the registration's epoch")
-    heartbeats: FigureOut
-    bps: FigureOut | None = Field(description="heartbeats * 10000 // epochs; null while no epoch is owed")
+    epochs: FigureOut = Field(description="epochs owed since the registration's epoch: the final ones, "
+                                          "and those not final already up by a heartbeat bit")
+    up: FigureOut = Field(description="owed epochs that were up: heartbeats + claimed + reported")
+    heartbeats: FigureOut = Field(description="up by the provider's Heartbeat transaction")
+    claimed: FigureOut = Field(description="up by a receipt claim (BeatClaimed) a report left out")
+    reported: FigureOut = Field(description="up by validators' liveness reports (final, not revoked)")
+    revoked: FigureOut = Field(description="down: reported, but a resolved inclusion challenge "
+                                           "revoked it (ChallengeResolved)")
+    pending: FigureOut = Field(description="epochs not final yet and not up by a heartbeat bit: "
+                                           "neither up nor down yet")
+    bps: FigureOut | None = Field(description="up * 10000 // epochs; null while no epoch is owed")
 
 
 class ReliabilityOut(BaseModel):
     """The reliability score (basis points) and the parts it is made of (docs/explorer.md)."""
 
     bps: FigureOut = Field(description="the score, 0..10000")
-    uptime_bps: FigureOut = Field(description="heartbeat share smoothed towards the prior")
+    uptime_bps: FigureOut = Field(description="up share of epochs owed, smoothed towards the prior")
     completion_bps: FigureOut = Field(description="finished share of decided leases, smoothed")
     tenure_bps: FigureOut = Field(description="age as a share of 90 days")
     penalty_bps: FigureOut = Field(description="subtracted for slashes and jailings")
@@ -290,16 +299,26 @@ class LeaseOut(BaseModel):
 class EpochOut(BaseModel):
     epoch: int
     start: int = Field(description="timestamp at which the epoch starts")
-    heartbeat_tx: str | None = Field(description="the heartbeat's transaction; null: missed")
+    state: str = Field(description="heartbeat, claim or report (up, by that evidence), revoked or down "
+                                   "(final, not up), pending (not final yet)")
+    up: bool | None = Field(description="null while pending")
+    tx: str | None = Field(description="the transaction its cell links to: the heartbeat or receipt claim, "
+                                       "else the resolution that revoked it, else the first validator's "
+                                       "report naming it (also while pending); null: no evidence")
+    txs: list[str] = Field(description="every transaction of its evidence (heartbeat or claim, reports, "
+                                       "the revoking resolution)")
 
 
 class EpochStrip(BaseModel):
-    """The most recent epochs owed (up to 120), oldest first: what the uptime chart draws."""
+    """The provider's most recent epochs (up to 120) up to the block's, oldest first: what the uptime
+    chart draws."""
 
     genesis: int
     epoch_length: int
-    first_owed: int = Field(description="first epoch owed (the registration's)")
-    last_owed: int = Field(description="last epoch owed as of the block")
+    first_epoch: int = Field(description="the registration's epoch")
+    last_epoch: int = Field(description="the epoch of the block (still running)")
+    final_through: int = Field(description="the last final epoch: report_delay + 1 + answer_epochs "
+                                           "epochs before the block's; later ones can still change")
     epochs: list[EpochOut]
 
 

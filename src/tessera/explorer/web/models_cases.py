@@ -102,8 +102,10 @@ class SlashOut(BaseModel):
     amount_base_units: str
     recipient: str
     slasher: str
-    cause: str = Field(description="challenge, hardware, downtime or direct (a slasher's own call)")
-    cause_ref: str | None = Field(description="challenge id, '<provider>/<epoch>' or lease id")
+    cause: str = Field(description="challenge, hardware, downtime, liveness (an unanswered Uptime "
+                                   "inclusion challenge) or direct (a slasher's own call)")
+    cause_ref: str | None = Field(description="challenge id, '<provider>/<epoch>', lease id or Uptime "
+                                              "challenge id")
     timestamp: int
     tx_hash: str
 
@@ -182,11 +184,53 @@ class ValidatorOut(BaseModel):
     registered_tx: str
 
 
+class LivenessChallengeOut(BaseModel):
+    """An Uptime inclusion challenge: a validator's liveness report named the provider, someone bonded
+    that it held no beat signature (docs/uptime.md)."""
+
+    challenge_id: int
+    validator: str
+    provider: str
+    epoch: str
+    challenger: str
+    status: str = Field(description="open (answer by the end of `answer_by_epoch`), answered (the beat "
+                                    "shown: the report stands, the bond went to the validator) or "
+                                    "resolved (unanswered: validator slashed, the reported bit revoked)")
+    answer_by_epoch: str
+    token: str = STAKE_SYMBOL
+    decimals: int = STAKE_DECIMALS
+    bond_base_units: str
+    slashed_base_units: str
+    opened_at: int
+    opened_tx: str
+    answered_by: str | None
+    answered_tx: str | None
+    resolved_tx: str | None
+
+
+class LivenessReportOut(BaseModel):
+    """One `LivenessReported`: the registry indices whose beats the validator held for an epoch."""
+
+    validator: str
+    epoch: int
+    providers_named: int = Field(description="bits set in its words")
+    words_hash: str
+    block_number: int
+    timestamp: int
+    tx_hash: str
+
+
 class ValidatorDetail(ValidatorOut):
     vote_list: list[VoteOut] = Field(description="one page of its votes, newest first (`?votes=N`)")
     votes_paging: Paging
     slash_list: list[SlashOut] = Field(description="one page of its slashes, newest first (`?slashes=N`)")
     slashes_paging: Paging
+    liveness_reports: list[LivenessReportOut] = Field(
+        description="one page of its liveness reports, newest first (`?reports=N`)")
+    reports_paging: Paging
+    liveness_challenges: list[LivenessChallengeOut] = Field(
+        description="one page of the inclusion challenges against its reports, newest first (`?liveness=N`)")
+    liveness_paging: Paging
 
 
 class LeaseDetail(LeaseOut):
@@ -213,8 +257,10 @@ class ProviderDetail(ProviderOut):
         description="agent payments to it, one page, newest first (`?agent_payments=N`)")
     agent_payments_paging: Paging
     outage_reports: list[OutageOut] = Field(description="the latest (at most a page), oldest first")
-    recent_epochs: EpochStrip | None = Field(description="null without the Uptime contract or "
-                                                         "before any epoch is owed")
+    recent_epochs: EpochStrip | None = Field(description="null without the Uptime contract")
+    liveness_challenges: list[LivenessChallengeOut] = Field(
+        description="inclusion challenges of reports naming it, one page, newest first (`?liveness=N`)")
+    liveness_paging: Paging
     slashes: list[SlashOut] = Field(description="one page, newest first (`?slashes=N`)")
     slashes_paging: Paging
     challenges: list[ChallengeOut] = Field(description="one page, newest first (`?challenges=N`)")

@@ -37,6 +37,7 @@ from tessera.explorer.web.units import DECIMALS, arg_unit, figure_unit
 from tessera.protocol import reliability
 from tessera.protocol.figures import ALL, PERCENTILES, Figure, Figures, epoch_at, ratio
 from tessera.protocol.lease import exhausted_at
+from tessera.protocol.uptime_book import PENDING, REVOKED, UP_STATES
 
 STRIP_EPOCHS = 120   # epochs drawn in a provider's uptime chart
 
@@ -147,9 +148,9 @@ def uptime_out(figures: Figures, address: str) -> UptimeOut | None:
     if epochs is None:
         return None
     bps = figures.get(("uptime.by_provider.bps", address))
-    beats = _fig(figures, "uptime.by_provider.heartbeats", address)
-    return UptimeOut(epochs=figure_out(epochs), heartbeats=figure_out(beats),
-                     bps=figure_out(bps) if bps else None)
+    return UptimeOut(epochs=figure_out(epochs), bps=figure_out(bps) if bps else None,
+                     **{part: figure_out(_fig(figures, f"uptime.by_provider.{part}", address))
+                        for part in ("up", "heartbeats", "claimed", "reported", "revoked", "pending")})
 
 
 def liveness_out(figures: Figures, address: str) -> LivenessOut:
@@ -174,24 +175,19 @@ def provider_scores(figures: Figures) -> list[ProviderScore]:
 
 
 def epoch_strip(snap: Snapshot, explorer: Explorer, address: str) -> EpochStrip | None:
-    """The last STRIP_EPOCHS epochs owed, each with the heartbeat the uptime figure counts, if any."""
-    owed = snap.figures.get(("uptime.by_provider.epochs", address))
-    if owed is None or owed.value == 0:
+    """The provider's last STRIP_EPOCHS epochs up to the block's, each with its state and the
+    evidence the uptime figures count (the same fold: protocol/uptime_book.py)."""
+    found = explorer.uptime_strip(address, snap.as_of, STRIP_EPOCHS)
+    if found is None:
         return None
-    clock = explorer.uptime_clock()
-    if clock is None:
-        return None
-    genesis, length = clock
-    now = epoch_at(snap.as_of, genesis, length)
-    counted = set(_fig(snap.figures, "uptime.by_provider.heartbeats", address).txs)
-    since = genesis + max(now - STRIP_EPOCHS, 0) * length
-    beats = {ep: tx for ep, tx in explorer.heartbeats(address, since, 2 * STRIP_EPOCHS).items()
-             if tx in counted}
-    last = now if now in beats else now - 1      # the running epoch is owed once it has a beat
-    first = last - owed.value + 1
-    return EpochStrip(genesis=genesis, epoch_length=length, first_owed=first, last_owed=last,
-                      epochs=[EpochOut(epoch=ep, start=genesis + ep * length, heartbeat_tx=beats.get(ep))
-                              for ep in range(max(first, last - STRIP_EPOCHS + 1), last + 1)])
+    (genesis, length), first, final_through, states = found
+    return EpochStrip(genesis=genesis, epoch_length=length, first_epoch=first,
+                      last_epoch=epoch_at(snap.as_of, genesis, length), final_through=final_through,
+                      epochs=[EpochOut(epoch=s.epoch, start=genesis + s.epoch * length, state=s.state,
+                                       up=None if s.state == PENDING else s.state in UP_STATES,
+                                       tx=s.txs[-1] if s.state == REVOKED else (s.txs[0] if s.txs else None),
+                                       txs=list(s.txs))
+                              for s in states])
 
 
 def provider_out(snap: Snapshot, p: db.Provider) -> ProviderOut:

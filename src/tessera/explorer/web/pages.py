@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 from tessera.explorer import db
 from tessera.explorer.web.agents import provider_agents_html, totals_html, tx_agents_html
 from tessera.explorer.web.charts import bar_chart, epoch_chart, line_chart
+from tessera.explorer.web.liveness import provider_liveness_html, uptime_html
 from tessera.explorer.web.markup import (
-    bps_text,
     e,
     fig_link,
     figure_text,
@@ -28,7 +28,6 @@ from tessera.explorer.web.markup import (
 from tessera.explorer.web.outputs import epoch_strip, is_cpu, overview, provider_out, provider_scores
 from tessera.explorer.web.queries import Explorer, Paged, Snapshot
 from tessera.explorer.web.sections import (
-    beats_of,
     leases_table,
     liveness_html,
     payments_table,
@@ -118,9 +117,9 @@ def providers_html(snap: Snapshot, providers: list[db.Provider]) -> str:
 
 
 def provider_html(snap: Snapshot, explorer: Explorer, p: db.Provider, leases: Paged, payments: Paged,
-                  cases: tuple[Paged, Paged, Paged], agent_payments: Paged) -> str:
-    """Every list (leases, payouts, agent payments, slashes, challenges, hardware cases) is one
-    page of it, with its own `?<list>=N` pager: anyone can grow them."""
+                  cases: tuple[Paged, Paged, Paged], agent_payments: Paged, liveness: Paged) -> str:
+    """Every list (leases, payouts, agent payments, slashes, challenges, hardware cases, liveness
+    challenges) is one page of it, with its own `?<list>=N` pager: anyone can grow them."""
     out = provider_out(snap, p)
     path = f"/providers/{p.address}"
     cpu = is_cpu(p.gpu_model)     # a CPU provider registers its system memory, not a GPU's
@@ -147,12 +146,7 @@ def provider_html(snap: Snapshot, explorer: Explorer, p: db.Provider, leases: Pa
          fig_link(out.agent_payments.count, f"{out.agent_payments.count.value} payments") + ", "
          + fig_link(out.agent_payments.amount) + ' (<a href="#agent_payments">list</a>)'),
     ])
-    u = out.uptime
-    uptime = kv([
-        ("uptime (heartbeats / epochs owed, not smoothed)",
-         '<span id="uptime">' + (fig_link(u.bps, bps_text(u.bps.value)) if u.bps else "-") + "</span>"),
-        ("heartbeats / epochs owed", beats_of(u)),
-    ]) if u else "<p class='muted'>This network has no Uptime contract.</p>"
+    uptime = uptime_html(out.uptime)
     strip = epoch_strip(snap, explorer, p.address)
     chart = f'<div class="charts">{epoch_chart(strip)}</div>' if strip else ""
     slashes, challenges, hw = cases
@@ -164,7 +158,7 @@ def provider_html(snap: Snapshot, explorer: Explorer, p: db.Provider, leases: Pa
             + challenges_table(challenges.rows)
             + "<h2 id='cases'>Hardware reports against it</h2>"
             + list_pager(path, hw, "hardware cases", "cases", True) + hardware_table(hw.rows)
-            + "<h2>Uptime</h2>" + uptime + chart
+            + "<h2>Uptime</h2>" + uptime + chart + provider_liveness_html(path, liveness)
             + "<h2>Probes, outages and downtime</h2>"
             + liveness_html(out.liveness, explorer.outages(p.address))
             + "<h2>Reliability</h2>" + reliability_html(out.reliability)

@@ -4,6 +4,7 @@ a challenge, a validator, and the paged lists of leases, challenges and validato
 from __future__ import annotations
 
 from tessera.explorer import db
+from tessera.explorer.web.liveness import validator_liveness_html
 from tessera.explorer.web.markup import (
     address_text,
     challenge_link,
@@ -150,13 +151,16 @@ def challenges_list_html(rows: list[db.Challenge], page_no: int, pages: int, tot
 
 
 def validators_html(validators: list[db.Validator]) -> str:
-    return ("<p class='muted'>Validators stake TSTK to vote on challenges of training rounds and to report "
-            "providers' hardware (docs/validators.md); a vote locks their stake until the verdict.</p>"
+    return ("<p class='muted'>Validators stake TSTK to vote on challenges of training rounds, to report "
+            "providers' hardware (docs/validators.md) and providers' liveness (docs/uptime.md); a vote "
+            "or a challenged liveness report locks their stake until the verdict.</p>"
             + validators_table(validators))
 
 
-def validator_html(v: db.Validator, votes: Paged, entries: Paged, slashes: Paged) -> str:
-    """Its votes, hardware entries and slashes: one page each, newest first (`?votes=N`, ...)."""
+def validator_html(v: db.Validator, votes: Paged, entries: Paged, slashes: Paged,
+                   reports: Paged, liveness: Paged) -> str:
+    """Its votes, hardware entries, liveness reports, the inclusion challenges against them and its
+    slashes (an unanswered challenge's among them): one page each, newest first (`?votes=N`, ...)."""
     path = f"/validators/{v.address}"
     facts = kv([
         ("address", f'<span class="mono" id="address">{e(v.address)}</span>'),
@@ -178,5 +182,6 @@ def validator_html(v: db.Validator, votes: Paged, entries: Paged, slashes: Paged
             + list_pager(path, entries, "entries", "hardware", True)
             + table(["provider", "epoch", "action", "outcome", "weight or reward", "time", "tx"], rows,
                     {1, 4}, "hardware-entries")
+            + validator_liveness_html(path, reports, liveness)
             + "<h2 id='slashes'>Slashes</h2>" + list_pager(path, slashes, "slashes", "slashes", True)
             + slashes_table(slashes.rows))

@@ -1,5 +1,6 @@
 """Paging of the lists anyone can grow (`Paged`), and the explorer's reads of raw events: a
-transaction's events, a figure's transactions, a provider's heartbeats and outage reports.
+transaction's events, a figure's transactions, a provider's outage reports. (A provider's epochs,
+with their heartbeats, reports and claims, come from the figures' book: `Explorer.uptime_strip`.)
 
 `EventLists` is a part of `queries.Explorer` (it needs `engine` and `page_size`)."""
 
@@ -34,7 +35,6 @@ class EventLists:
 
     engine: Engine
     page_size: int
-    _clock: tuple[int, int] | None = None     # Uptime's (genesis, epoch length), once found
 
     def pages(self, total: int, page_no: int, what: str) -> int:
         """How many pages `total` rows make; a 404 for a page past the last (page 1 always exists)."""
@@ -50,35 +50,6 @@ class EventLists:
         pages = self.pages(total, page_no, what)
         rows = list(session.scalars(query.offset((page_no - 1) * self.page_size).limit(self.page_size)))
         return Paged(rows, page_no, pages, total, self.page_size)
-
-    def uptime_clock(self) -> tuple[int, int] | None:
-        """(genesis, epoch length) from the indexed `UptimeStarted` log; None without one. Kept
-        once found: it is logged once, at deployment (the lookup by event name has no index)."""
-        if self._clock is not None:
-            return self._clock
-        with Session(self.engine) as session:
-            row = session.scalars(select(db.Event).where(db.Event.contract == "Uptime",
-                                                         db.Event.event == "UptimeStarted")
-                                  .order_by(db.Event.block_number, db.Event.log_index)).first()
-        if row is None:
-            return None
-        args = json.loads(row.args)
-        self._clock = (args["genesis"], args["epoch_length"])
-        return self._clock
-
-    def heartbeats(self, address: str, since: int, limit: int) -> dict[int, str]:
-        """{epoch: tx} of the provider's indexed heartbeats in blocks at or after `since` (at most
-        `limit` rows: Uptime takes one heartbeat an epoch, so the caller's window bounds them)."""
-        with Session(self.engine) as session:
-            rows = session.scalars(select(db.Event).where(
-                db.Event.provider == address, db.Event.contract == "Uptime", db.Event.event == "Heartbeat",
-                db.Event.timestamp >= since).limit(limit))
-            beats = {}
-            for row in rows:
-                args = json.loads(row.args)
-                if args["provider"] == address:
-                    beats.setdefault(args["epoch"], row.tx_hash)
-        return beats
 
     def outages(self, address: str) -> list[OutageOut]:
         """The provider's latest indexed `OutageReported` events (a page size of them), oldest first.

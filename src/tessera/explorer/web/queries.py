@@ -20,7 +20,8 @@ from tessera.explorer import db
 from tessera.explorer.derive import entity_key, record_of
 from tessera.explorer.web.paging import EventLists, Paged
 from tessera.protocol.figure_book import FigureBook
-from tessera.protocol.figures import Figures
+from tessera.protocol.figures import Figures, epoch_at
+from tessera.protocol.uptime_book import EpochState
 
 PAGE_SIZE = 50          # rows per page of the list pages and of every list on a detail page
 # The events a lease's ledger adds up (protocol.ledger.lease_ledgers): fetched in full, by name, so
@@ -86,7 +87,6 @@ class Explorer(EventLists):
         self._book: FigureBook | None = None
         self._book_at: tuple[int, str | None] | None = None   # (block, hash) the book is up to
         self.rebuilds = 0          # how many times the book was built from the first event
-        self._clock: tuple[int, int] | None = None     # Uptime's (genesis, epoch length)
 
     def snapshot(self) -> Snapshot:
         with Session(self.engine) as session:
@@ -123,6 +123,22 @@ class Explorer(EventLists):
         book.apply(record_of(row) for row in rows)
         self._book = book
         return book
+
+    def uptime_strip(self, address: str, as_of: int, limit: int
+                     ) -> tuple[tuple[int, int], int, int, list[EpochState]] | None:
+        """((genesis, epoch length), the registration's epoch, the last final epoch, each of the
+        provider's last `limit` epochs up to `as_of`'s with its state and evidence), read from the
+        figures' own book (protocol/uptime_book.py: the same fold as the uptime figures, so the
+        strip and the figures agree); None without the Uptime clock or the provider. Call after
+        `snapshot()` (which brings the book up to the indexed cursor)."""
+        with self._lock:
+            log = self._book.uptime if self._book is not None else None
+            if log is None or log.clock is None or address not in log.registered:
+                return None
+            now = epoch_at(as_of, *log.clock)
+            first = epoch_at(log.registered[address][0], *log.clock)
+            states = log.epoch_states(address, max(first, now - limit + 1), now, as_of)
+            return log.clock, first, now - log.lag - 1, states
 
     def providers(self) -> list[db.Provider]:
         with Session(self.engine) as session:

@@ -24,7 +24,10 @@ from tessera.protocol import reliability
 
 
 def beats_of(u: UptimeOut) -> str:
-    return fig_link(u.heartbeats, u.heartbeats.value) + " / " + fig_link(u.epochs, u.epochs.value)
+    """'up / epochs owed' (+ pending), each linked to its figure."""
+    pending = int(u.pending.value)
+    return (fig_link(u.up, u.up.value) + " / " + fig_link(u.epochs, u.epochs.value)
+            + (" (" + fig_link(u.pending, f"{pending} pending") + ")" if pending else ""))
 
 
 def probes_of(lv: LivenessOut) -> str:
@@ -56,7 +59,7 @@ def scores_table(scores: list[ProviderScore]) -> str:
                      fig_link(r.slashes, r.slashes.value), fig_link(r.jails, r.jails.value),
                      fig_link(r.age_seconds, f"{int(r.age_seconds.value) / 86_400:,.1f} d"),
                      '<span class="score">' + fig_link(r.bps, bps_text(r.bps.value)) + "</span>"])
-    return table(["provider", "heartbeats / epochs owed", "uptime (not smoothed)", "probes answered / missed",
+    return table(["provider", "up / epochs owed", "uptime (not smoothed)", "probes answered / missed",
                   "outages reported", "downtime claimed", "leases finished", "leases failed", "slashes",
                   "jailings", "age", "reliability"], rows, set(range(1, 12)), "reliability")
 
@@ -77,8 +80,9 @@ def liveness_html(lv: LivenessOut, outages: list[OutageOut]) -> str:
         ("downtime claimed on its leases", downtime_of(lv)),
     ])
     return (facts + "<p class='muted'>Probes are the validators' word, summed as posted "
-            "(docs/validators.md); an outage is <code>jail_after</code> epochs without a heartbeat, "
-            "reported by anyone; downtime is pay for missed epochs refunded to tenants "
+            "(docs/validators.md); an outage is <code>jail_after</code> final epochs not up (no "
+            "heartbeat, receipt claim or unrevoked validators' report), reported by anyone; downtime "
+            "is pay for such epochs refunded to tenants "
             "(docs/uptime.md).</p>" + outages_table(outages))
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
 from tessera.explorer.web.agents import agents_html, agents_view, provider_agent_payments, tx_agent_payments
+from tessera.explorer.web.liveness import liveness_challenges, liveness_reports
 from tessera.explorer.web.markup import page
 from tessera.explorer.web.pages import figure_html, overview_html, provider_html, providers_html, tx_html
 from tessera.explorer.web.pages_cases import (
@@ -46,13 +47,15 @@ def site_router(explorer: Explorer) -> APIRouter:
     def provider_page(address: str, leases_page: int = page_q("leases"),
                       payments_page: int = page_q("payments"), slashes_page: int = page_q("slashes"),
                       challenges_page: int = page_q("challenges"),
-                      cases_page: int = page_q("cases"), agent_page: int = page_q("agent_payments")):
+                      cases_page: int = page_q("cases"), agent_page: int = page_q("agent_payments"),
+                      liveness_page: int = page_q("liveness")):
         snap = explorer.snapshot()
         p, leases, payments = explorer.provider(parse_address(address), leases_page, payments_page)
         cases = explorer.provider_cases(p.address, slashes_page, challenges_page, cases_page)
         agents = provider_agent_payments(explorer, p.address, agent_page)
+        liveness = liveness_challenges(explorer, "provider", p.address, liveness_page)
         return page(f"Provider {p.address}",
-                    provider_html(snap, explorer, p, leases, payments, cases, agents), snap)
+                    provider_html(snap, explorer, p, leases, payments, cases, agents, liveness), snap)
 
     @router.get("/agents")
     def agents_page(owners_page: int = page_q("owners"), grants_page: int = page_q("grants"),
@@ -96,11 +99,15 @@ def site_router(explorer: Explorer) -> APIRouter:
 
     @router.get("/validators/{address}")
     def validator_page(address: str, votes_page: int = page_q("votes"),
-                       entries_page: int = page_q("hardware"), slashes_page: int = page_q("slashes")):
+                       entries_page: int = page_q("hardware"), slashes_page: int = page_q("slashes"),
+                       reports_page: int = page_q("reports"), liveness_page: int = page_q("liveness")):
         snap = explorer.snapshot()
         v, votes, entries, slashes = explorer.validator(parse_address(address, "validator"), votes_page,
                                                         entries_page, slashes_page)
-        return page(f"Validator {v.address}", validator_html(v, votes, entries, slashes), snap)
+        reports = liveness_reports(explorer, v.address, reports_page)
+        liveness = liveness_challenges(explorer, "validator", v.address, liveness_page)
+        return page(f"Validator {v.address}",
+                    validator_html(v, votes, entries, slashes, reports, liveness), snap)
 
     @router.get("/tx/{tx_hash}")
     def tx_page(tx_hash: str, page_no: int = page_q()):

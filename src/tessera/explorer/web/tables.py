@@ -28,6 +28,7 @@ from tessera.explorer.web.outputs_cases import round_settlement
 from tessera.explorer.web.queries import LeaseView
 from tessera.explorer.web.units import DECIMALS, PROVIDER_ARGS, VALIDATOR_ARGS, arg_unit
 from tessera.protocol.ledger import LeaseLedger
+from tessera.protocol.liveness import indices_of
 
 VERDICTS = {"open": "open: voting", "upheld": "guilty (upheld)", "rejected": "innocent (rejected)",
             "expired": "no quorum (expired)"}
@@ -54,8 +55,8 @@ def arg_html(contract: str, event: str, name: str, value) -> str:
             return e(bps_text(value))
         if name == "lease_id":
             return lease_link(value)
-        if name == "challenge_id":
-            return challenge_link(value)
+        if name == "challenge_id" and contract == "Verification":
+            return challenge_link(value)       # Uptime's inclusion challenges are numbered apart
         if name == "outcome" and contract == "Verification":
             return e(f"{value}: {VERDICTS.get(CHALLENGE_STATUS.get(value, ''), '?')}")
         if name == "outcome" and contract == "HardwareReports":
@@ -70,6 +71,10 @@ def arg_html(contract: str, event: str, name: str, value) -> str:
             return address_text(value)
         if len(value) == 66:
             return short_hash(value)
+    if isinstance(value, list) and contract == "Uptime" and name == "words":
+        named = indices_of(v for v in value if _is_int(v))
+        shown = ", ".join(str(i) for i in named[:20]) + (", …" if len(named) > 20 else "")
+        return e(f"{len(named)} providers named (registry indices {shown or 'none'})")
     if isinstance(value, list):
         return e(", ".join(str(v) for v in value))
     return e(value)
@@ -155,6 +160,9 @@ def cause_html(s: db.Slash) -> str:
         return f"hardware reports for epoch {e(epoch)} (validators' quorum)"
     if s.cause == "downtime" and s.cause_ref:
         return "downtime claimed on lease " + lease_link(int(s.cause_ref))
+    if s.cause == "liveness" and s.cause_ref:
+        return (f"liveness inclusion challenge {e(s.cause_ref)} left unanswered (a report named a "
+                "provider without its beat)")
     return "direct slash by " + address_text(s.slasher)
 
 

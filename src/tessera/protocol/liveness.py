@@ -1,0 +1,149 @@
+"""Liveness by validators' reports (issue 15; docs/uptime.md): the beat a provider signs, the
+receipt a validator signs, the bitmap a validator posts, and when an epoch is final.
+
+Pure: no I/O. The rules are Uptime.vy's, in Python, so that daemons and the audit agree with
+the contract:
+
+- An epoch's *seed* is fixed on chain by `Uptime.open_epoch` (a block hash of that epoch). A
+  provider signs `Beat(provider, epoch, seed)` (EIP-712, domain: the Uptime contract): the
+  seed is the nonce (it cannot be known before the epoch starts), the epoch the expiry.
+- A validator that receives the beat during the epoch answers with `BeatReceipt(provider,
+  validator, epoch)`; with it, a provider a report left out claims its epoch on chain.
+- Once the epoch is over, a validator posts the registry indices of the beats it holds as
+  256-bit words: bit i of word j is the provider with registry index 256*j + i.
+- Reports are accepted in epochs e+1 .. e+report_delay; receipt claims and inclusion
+  challenges until e+report_delay+1; answers until e+report_delay+1+answer_epochs. The epoch
+  is *final* after that: only then does it count as down (downtime, outage reports).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from eth_account.signers.local import LocalAccount
+from pydantic import BaseModel, ConfigDict, Field
+
+from tessera.protocol import messages
+
+UPTIME_DOMAIN_NAME = "TesseraUptime"
+WORD_BITS = 256
+MAX_LIVENESS_WORDS = 512   # Uptime.MAX_LIVENESS_WORDS: one report covers 131,072 indices
+
+ADDRESS = r"^0x[0-9a-fA-F]{40}$"
+SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
+UINT64 = 2**64 - 1
+
+BEAT_TYPE = [
+    {"name": "provider", "type": "address"},
+    {"name": "epoch", "type": "uint256"},
+    {"name": "seed", "type": "bytes32"},
+]
+BEAT_RECEIPT_TYPE = [
+    {"name": "provider", "type": "address"},
+    {"name": "validator", "type": "address"},
+    {"name": "epoch", "type": "uint256"},
+]
+
+
+def _typed(primary: str, fields: list, message: dict, chain_id: int, uptime: str) -> dict:
+    return messages.typed_data(primary, fields, message, chain_id, uptime, UPTIME_DOMAIN_NAME)
+
+
+def beat_typed_data(chain_id: int, uptime: str, provider: str, epoch: int, seed: bytes) -> dict:
+    """A provider's beat for `epoch`: it names the epoch's on-chain seed."""
+    return _typed("Beat", BEAT_TYPE, {"provider": provider, "epoch": epoch, "seed": bytes(seed)},
+                  chain_id, uptime)
+
+
+def receipt_typed_data(chain_id: int, uptime: str, provider: str, validator: str,
+                       epoch: int) -> dict:
+    """A validator's receipt of a provider's beat, given during the epoch."""
+    return _typed("BeatReceipt", BEAT_RECEIPT_TYPE,
+                  {"provider": provider, "validator": validator, "epoch": epoch}, chain_id, uptime)
+
+
+def sign_beat(account: LocalAccount, chain_id: int, uptime: str, epoch: int, seed: bytes) -> str:
+    return messages.sign(account, beat_typed_data(chain_id, uptime, account.address, epoch, seed))
+
+
+def sign_receipt(account: LocalAccount, chain_id: int, uptime: str, provider: str,
+                 epoch: int) -> str:
+    return messages.sign(account, receipt_typed_data(chain_id, uptime, provider,
+                                                     account.address, epoch))
+
+
+class SignedBeat(BaseModel):
+    """What a provider POSTs to a validator's /liveness/beat."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(pattern=ADDRESS)
+    epoch: int = Field(ge=0, le=UINT64)
+    signature: str = Field(pattern=SIGNATURE, description="the provider's EIP-712 Beat")
+
+
+class BeatReceipt(BaseModel):
+    """A validator's answer: its signed receipt of the beat."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(pattern=ADDRESS)
+    validator: str = Field(pattern=ADDRESS)
+    epoch: int = Field(ge=0, le=UINT64)
+    signature: str = Field(pattern=SIGNATURE, description="the validator's EIP-712 BeatReceipt")
+
+
+def words_of(indices: Iterable[int], provider_count: int) -> list[int]:
+    """The report words naming these registry indices (each below `provider_count`), as short
+    as the highest index allows. ValueError for an index out of range or too many providers."""
+    chosen = sorted(set(indices))
+    if not chosen:
+        return []
+    if chosen[0] < 0 or chosen[-1] >= provider_count:
+        raise ValueError(f"registry index {chosen[-1] if chosen[0] >= 0 else chosen[0]} "
+                         f"is outside 0 .. {provider_count - 1}")
+    words = [0] * (chosen[-1] // WORD_BITS + 1)
+    if len(words) > MAX_LIVENESS_WORDS:
+        raise ValueError(f"index {chosen[-1]} is past what one report covers "
+                         f"({MAX_LIVENESS_WORDS * WORD_BITS} providers)")
+    for index in chosen:
+        words[index // WORD_BITS] |= 1 << (index % WORD_BITS)
+    return words
+
+
+def indices_of(words: Iterable[int]) -> list[int]:
+    """The registry indices a report's words name, ascending."""
+    out = []
+    for j, word in enumerate(words):
+        base = j * WORD_BITS
+        while word:
+            low = word & -word
+            out.append(base + low.bit_length() - 1)
+            word ^= low
+    return out
+
+
+def named(words: list[int], index: int) -> bool:
+    """Whether the report words name registry index `index`."""
+    j = index // WORD_BITS
+    return j < len(words) and (words[j] >> (index % WORD_BITS)) & 1 == 1
+
+
+def reports_accepted(epoch: int, current: int, report_delay: int) -> bool:
+    """Whether a report for `epoch` is accepted in epoch `current` (Uptime.report_liveness)."""
+    return epoch < current <= epoch + report_delay
+
+
+def claims_accepted(epoch: int, current: int, report_delay: int) -> bool:
+    """Whether a receipt claim or an inclusion challenge on `epoch` is accepted in `current`."""
+    return epoch < current <= epoch + report_delay + 1
+
+
+def answer_end(epoch: int, report_delay: int, answer_epochs: int) -> int:
+    """The last epoch in which a challenge on `epoch` may be answered."""
+    return epoch + report_delay + 1 + answer_epochs
+
+
+def is_final(epoch: int, current: int, report_delay: int, answer_epochs: int) -> bool:
+    """Uptime.is_final: nothing about `epoch`'s liveness can change any more."""
+    return current > answer_end(epoch, report_delay, answer_epochs)

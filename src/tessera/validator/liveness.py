@@ -1,0 +1,427 @@
+"""The validator's liveness duty (issue 15; docs/uptime.md; the rules: protocol/liveness.py).
+
+Providers no longer send a heartbeat transaction each epoch: each signs an off-chain
+`Beat(provider, epoch, seed)` and POSTs it to the validators' `/liveness/beat`. This duty
+
+- checks a beat (the current epoch only, its seed set on chain, signed by a registered
+  provider in the form Uptime's `signature.recover` accepts), keeps it in SQLite
+  (`liveness.db` in the state folder) before it answers, and answers with its signed
+  `BeatReceipt`, with which a provider a report left out claims its epoch on chain;
+- opens each epoch (`Uptime.open_epoch`, one transaction for the whole network) a moment
+  after it starts, unless someone did (`[liveness] open_epochs`);
+- once an epoch is over and its report window open, posts ONE `report_liveness` naming the
+  registry index of every provider whose beat it holds (nothing when it holds none; never
+  twice, a restart included: the chain's `report_hash` is asked first);
+- answers every `InclusionChallenged` against a report that names a beat it holds (its own
+  reports, and other validators': an honest answer costs a transaction and protects an honest
+  colleague) while the answer window is open.
+
+Beats are accepted and reports built under one lock, so that a beat receipted for an epoch is
+always in that epoch's report (a beat that arrives once the duty has seen the next epoch is
+refused as late)."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import ValidationError
+from web3 import Web3
+
+from tessera.chain.client import Chain, tx_hash
+from tessera.chain.registry import ProviderRegistry
+from tessera.chain.uptime import Uptime
+from tessera.errors import ChainError, Refused, TxRefused
+from tessera.http_limits import PathInt, read_body
+from tessera.logs import EventLog
+from tessera.protocol import liveness, messages
+
+BEAT_BODY_BYTES = 4 << 10          # a SignedBeat is about 250 bytes of JSON
+REFRESH_EVERY_S = 0.25             # on-demand reads of the epoch or seed, at most this often
+CHALLENGE_SCAN_S = 5.0             # InclusionChallenged logs are read this often
+OPEN = 1                           # Uptime's Challenge.state while it can be answered
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS beats (
+    epoch INTEGER NOT NULL,
+    provider TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (epoch, provider)
+);
+CREATE TABLE IF NOT EXISTS reports (
+    epoch INTEGER PRIMARY KEY,
+    status TEXT NOT NULL,
+    words TEXT NOT NULL,
+    tx TEXT,
+    gas_used INTEGER,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS answers (
+    challenge_id INTEGER PRIMARY KEY,
+    status TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, next_block INTEGER NOT NULL);
+"""
+# Report statuses: posted (ours on chain), skipped (no beats), refused (the chain said no),
+# missed (its window closed before it was sent). All final.
+
+
+class LivenessStore:
+    """The beats this validator receipted, its reports and its answers to challenges."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")   # a receipted beat survives a power cut
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def _all(self, query: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(query, args).fetchall()
+
+    def _do(self, query: str, args: tuple = ()) -> None:
+        with self._lock:
+            self._db.execute(query, args)
+
+    def add_beat(self, epoch: int, provider: str, signature: str) -> str:
+        """Keep the first beat of (epoch, provider); the signature kept."""
+        self._do("INSERT OR IGNORE INTO beats VALUES (?,?,?,?)",
+                 (epoch, provider, signature, time.time()))
+        return self.beat(epoch, provider)
+
+    def beat(self, epoch: int, provider: str) -> str | None:
+        rows = self._all("SELECT signature FROM beats WHERE epoch=? AND provider=?",
+                         (epoch, provider))
+        return rows[0][0] if rows else None
+
+    def providers(self, epoch: int) -> list[str]:
+        return [r[0] for r in self._all("SELECT provider FROM beats WHERE epoch=? ORDER BY "
+                                        "provider", (epoch,))]
+
+    def unreported(self, before: int) -> list[int]:
+        """Epochs before `before` that hold beats and no final report status."""
+        return [r[0] for r in self._all(
+            "SELECT DISTINCT b.epoch FROM beats b LEFT JOIN reports r ON r.epoch = b.epoch "
+            "WHERE b.epoch < ? AND r.epoch IS NULL ORDER BY b.epoch", (before,))]
+
+    def save_report(self, epoch: int, status: str, words: list[int], tx: str | None = None,
+                    gas_used: int | None = None, detail: str = "") -> None:
+        self._do("INSERT OR REPLACE INTO reports VALUES (?,?,?,?,?,?)",
+                 (epoch, status, json.dumps([str(w) for w in words]), tx, gas_used, detail))
+
+    def report(self, epoch: int) -> dict | None:
+        rows = self._all("SELECT status, words, tx, gas_used, detail FROM reports WHERE epoch=?",
+                         (epoch,))
+        if not rows:
+            return None
+        status, words, tx, gas_used, detail = rows[0]
+        return {"status": status, "words": [int(w) for w in json.loads(words)], "tx": tx,
+                "gas_used": gas_used, "detail": detail}
+
+    def last_reported(self) -> int | None:
+        return self._all("SELECT MAX(epoch) FROM reports WHERE status='posted'")[0][0]
+
+    def answered(self, challenge_id: int) -> bool:
+        return bool(self._all("SELECT 1 FROM answers WHERE challenge_id=?", (challenge_id,)))
+
+    def save_answer(self, challenge_id: int, status: str, detail: str = "") -> None:
+        self._do("INSERT OR REPLACE INTO answers VALUES (?,?,?)", (challenge_id, status, detail))
+
+    def next_block(self, default: int) -> int:
+        rows = self._all("SELECT next_block FROM cursor WHERE name='challenges'")
+        return rows[0][0] if rows else default
+
+    def set_next_block(self, block: int) -> None:
+        self._do("INSERT OR REPLACE INTO cursor VALUES ('challenges', ?)", (block,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class LivenessDuty:
+    """Receipts beats, opens epochs, reports once per epoch, answers challenges."""
+
+    def __init__(self, chain: Chain, account: LocalAccount, state_dir: Path, log: EventLog,
+                 metrics: CollectorRegistry, open_epochs: bool = True, open_within_s: float = 2.0):
+        self.chain, self.account, self.log = chain, account, log
+        self.uptime = Uptime(chain)
+        self.registry = ProviderRegistry(chain)
+        self.store = LivenessStore(Path(state_dir) / "liveness.db")
+        self.open_epochs, self.open_within_s = open_epochs, open_within_s
+        self.chain_id = chain.network.chain_id
+        self.report_delay = self.answer_epochs = 0
+        self.epoch: int | None = None        # the chain's current epoch, as last read
+        self._seeds: dict[int, bytes] = {}   # epochs whose seed is set
+        self._indices: dict[str, int] = {}   # registered providers' registry indices
+        self._lock = threading.Lock()        # accepting a beat vs closing its epoch
+        self._read_at: dict[str, float] = {}  # what -> monotonic time of the last on-demand read
+        self._open_at: tuple[int, float] | None = None   # (epoch, monotonic time to open it)
+        self._scan_at = 0.0
+        self.m_beats = Counter("tessera_validator_liveness_beats", "beats received",
+                               ["outcome"], registry=metrics)
+        self.m_reports = Counter("tessera_validator_liveness_reports", "liveness reports",
+                                 ["outcome"], registry=metrics)
+        self.m_answers = Counter("tessera_validator_liveness_answers",
+                                 "inclusion challenges answered", ["outcome"], registry=metrics)
+        self.m_opened = Counter("tessera_validator_epochs_opened", "open_epoch transactions",
+                                registry=metrics)
+        self.m_reported = Gauge("tessera_validator_liveness_reported_epoch",
+                                "last epoch whose liveness report this validator posted",
+                                registry=metrics)
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+    def prepare(self) -> None:
+        self.report_delay, self.answer_epochs = self.uptime.liveness_rules()
+        self.epoch = self.uptime.current_epoch()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def poll_once(self) -> None:
+        epoch = self._set_epoch(self.uptime.current_epoch())
+        self._maybe_open(epoch)
+        for finished in self.store.unreported(before=epoch):
+            self.report(finished, epoch)
+        if time.monotonic() >= self._scan_at:
+            self.answer_challenges(epoch)
+            self._scan_at = time.monotonic() + CHALLENGE_SCAN_S
+
+    def _set_epoch(self, epoch: int) -> int:
+        with self._lock:   # never backwards: a late read must not reopen a closed epoch
+            self.epoch = epoch if self.epoch is None else max(self.epoch, epoch)
+            return self.epoch
+
+    def _seed(self, epoch: int, fresh: bool = False) -> bytes | None:
+        """The epoch's seed, or None while it is zero (read again at most every
+        REFRESH_EVERY_S when `fresh`, so that junk requests cannot flood the RPC)."""
+        if epoch in self._seeds:
+            return self._seeds[epoch]
+        if fresh and not self._due("seed"):
+            return None
+        seed = self.uptime.seed(epoch)
+        if seed == bytes(32):
+            return None
+        self._seeds[epoch] = seed
+        for old in [e for e in self._seeds if e < epoch - self.report_delay - 2]:
+            del self._seeds[old]
+        return seed
+
+    def _due(self, what: str) -> bool:
+        now = time.monotonic()
+        if now - self._read_at.get(what, -1e9) < REFRESH_EVERY_S:
+            return False
+        self._read_at[what] = now
+        return True
+
+    def _maybe_open(self, epoch: int) -> None:
+        """Open the current epoch a random moment (within `open_within_s`) after first seeing
+        it, unless its seed is set by then or no provider is registered (validators race each
+        other; providers wait longer before they open it themselves)."""
+        if not self.open_epochs or epoch in self._seeds:
+            return
+        if self._open_at is None or self._open_at[0] != epoch:
+            self._open_at = (epoch, time.monotonic() + random.uniform(0, self.open_within_s))
+            return
+        if time.monotonic() < self._open_at[1] or self._seed(epoch) is not None:
+            return
+        if self.registry.provider_count() == 0:   # nobody to beat: save the gas
+            self._open_at = (epoch, float("inf"))
+            return
+        try:
+            receipt = self.uptime.open_epoch()
+        except TxRefused as exc:
+            self.log("open-epoch-refused", "warning", epoch=epoch, error=str(exc))
+            self._open_at = (epoch, time.monotonic() + 5.0)
+            return
+        self.m_opened.inc()
+        self.log("epoch-opened", epoch=epoch, tx=tx_hash(receipt), gas=receipt["gasUsed"])
+        self._seed(epoch)
+
+    # -- beats (the HTTP route) -------------------------------------------------------------
+    def accept(self, beat: liveness.SignedBeat) -> liveness.BeatReceipt:
+        """Check and keep a provider's beat; its receipt. Refused (4xx) with the reason."""
+        try:
+            return self._accept(beat)
+        except Refused as exc:
+            self.m_beats.labels(_REASON.get(exc.status, "refused")).inc()
+            raise
+
+    def _accept(self, beat: liveness.SignedBeat) -> liveness.BeatReceipt:
+        provider = Web3.to_checksum_address(beat.provider)
+        if beat.epoch != self.epoch and self._due("epoch"):
+            self._set_epoch(self.uptime.current_epoch())
+        if beat.epoch != self.epoch:
+            raise Refused(409, f"beat is for epoch {beat.epoch}, but the current epoch is "
+                               f"{self.epoch}: only the current epoch's beats are receipted")
+        seed = self._seed(beat.epoch, fresh=True)
+        if seed is None:
+            raise Refused(425, f"epoch {beat.epoch}'s seed is not set yet: call "
+                               "Uptime.open_epoch, or wait for someone to, then sign the beat")
+        signature = bytes.fromhex(beat.signature[2:])
+        problem = messages.signature_refusal(signature)
+        typed = liveness.beat_typed_data(self.chain_id, self.uptime.address, provider,
+                                         beat.epoch, seed)
+        signer = messages.signer_or_none(typed, beat.signature) if problem is None else None
+        if signer is None or signer != provider:
+            raise Refused(403, "bad signature: " + (problem or f"the beat is signed by {signer}, "
+                                                   f"not by {provider} (over this epoch's seed)"))
+        if provider not in self._indices:
+            if not self.registry.is_registered(provider):
+                raise Refused(403, f"provider {provider} is not registered")
+            self._indices[provider] = self.registry.index_of(provider)
+        with self._lock:
+            if beat.epoch != self.epoch:   # the epoch ended while this beat was checked
+                raise Refused(409, f"epoch {beat.epoch} is over: beats are receipted during "
+                                   "their epoch only")
+            self.store.add_beat(beat.epoch, provider, beat.signature)
+        self.m_beats.labels("receipted").inc()
+        return liveness.BeatReceipt(
+            provider=provider, validator=self.address, epoch=beat.epoch,
+            signature=liveness.sign_receipt(self.account, self.chain_id, self.uptime.address,
+                                            provider, beat.epoch))
+
+    # -- reports ---------------------------------------------------------------------------
+    def report(self, epoch: int, current: int) -> None:
+        """Post `epoch`'s report if its window is open (once; a refusal is final)."""
+        if current > epoch + self.report_delay:
+            self.store.save_report(epoch, "missed", [], detail=f"window closed (now {current})")
+            self.m_reports.labels("missed").inc()
+            self.log("liveness-report-missed", "error", epoch=epoch, current=current)
+            return
+        if not liveness.reports_accepted(epoch, current, self.report_delay):
+            return
+        with self._lock:   # no beat of `epoch` is accepted any more (self.epoch > epoch)
+            providers = self.store.providers(epoch)
+        indices = [self._index(p) for p in providers]
+        words = liveness.words_of(indices, self.registry.provider_count())
+        if not words:
+            self.store.save_report(epoch, "skipped", [], detail="no beats")
+            return
+        if self.uptime.report_hash(self.address, epoch) != bytes(32):
+            self.store.save_report(epoch, "posted", words,
+                                   detail="found on chain (sent before a restart)")
+            return
+        try:
+            receipt = self.uptime.report_liveness(epoch, words)
+        except TxRefused as exc:
+            if self.uptime.report_hash(self.address, epoch) != bytes(32):   # an earlier send
+                self.store.save_report(epoch, "posted", words, detail="mined after a retry")
+                return
+            self.store.save_report(epoch, "refused", words, detail=str(exc))
+            self.m_reports.labels("refused").inc()
+            self.log("liveness-report-refused", "error", epoch=epoch, error=str(exc))
+            return
+        self.store.save_report(epoch, "posted", words, tx_hash(receipt), receipt["gasUsed"])
+        self.m_reports.labels("posted").inc()
+        self.m_reported.set(epoch)
+        self.log("liveness-reported", epoch=epoch, providers=len(indices), words=len(words),
+                 tx=tx_hash(receipt), gas=receipt["gasUsed"])
+
+    def _index(self, provider: str) -> int:
+        if provider not in self._indices:
+            self._indices[provider] = self.registry.index_of(provider)
+        return self._indices[provider]
+
+    # -- inclusion challenges ----------------------------------------------------------------
+    def answer_challenges(self, current: int) -> None:
+        """Answer every new InclusionChallenged whose beat this validator holds."""
+        head = self.chain.block_number()
+        start = self.store.next_block(self.chain.network.deploy_block)
+        if head < start:
+            return
+        for log in self.chain.events("Uptime", "InclusionChallenged", start, head):
+            self._answer(dict(log["args"]), current)
+        self.store.set_next_block(head + 1)
+
+    def _answer(self, args: dict, current: int) -> None:
+        cid, epoch = args["challenge_id"], args["epoch"]
+        provider, validator = args["provider"], args["validator"]
+        if self.store.answered(cid):
+            return
+        mine = validator.lower() == self.address.lower()
+        signature = self.store.beat(epoch, Web3.to_checksum_address(provider))
+        if signature is None:
+            if mine:   # named without a beat we hold: nothing can save the stake now
+                self.log("liveness-challenge-unanswerable", "error", challenge_id=cid,
+                         epoch=epoch, provider=provider)
+                self.m_answers.labels("unanswerable").inc()
+                self.store.save_answer(cid, "unanswerable")
+            return
+        if current > liveness.answer_end(epoch, self.report_delay, self.answer_epochs):
+            self.store.save_answer(cid, "late", f"seen in epoch {current}")
+            self.m_answers.labels("late").inc()
+            self.log("liveness-challenge-late", "error", challenge_id=cid, epoch=epoch)
+            return
+        if self.uptime.challenge(cid)["state"] != OPEN:
+            self.store.save_answer(cid, "closed", "answered or resolved by someone else")
+            return
+        try:
+            receipt = self.uptime.answer_challenge(cid, bytes.fromhex(signature[2:]))
+        except TxRefused as exc:   # someone answered between the read and the send
+            self.store.save_answer(cid, "refused", str(exc))
+            self.m_answers.labels("refused").inc()
+            self.log("liveness-answer-refused", "warning", challenge_id=cid, error=str(exc))
+            return
+        self.store.save_answer(cid, "answered", tx_hash(receipt))
+        self.m_answers.labels("answered").inc()
+        self.log("liveness-challenge-answered", challenge_id=cid, epoch=epoch, provider=provider,
+                 validator=validator, mine=mine, tx=tx_hash(receipt), gas=receipt["gasUsed"])
+
+    # -- reads for the HTTP API ------------------------------------------------------------
+    def status(self, epoch: int) -> dict:
+        return {"epoch": epoch, "validator": self.address, "providers": self.store.providers(epoch),
+                "report": self.store.report(epoch)}
+
+    def health(self) -> dict:
+        return {"epoch": self.epoch, "reported_epoch": self.store.last_reported()}
+
+    def close(self) -> None:
+        self.store.close()
+
+
+_REASON = {403: "forbidden", 409: "wrong-epoch", 425: "too-early"}
+
+
+def liveness_routes(duty: LivenessDuty) -> APIRouter:
+    """`POST /liveness/beat` (a SignedBeat; its receipt, or 4xx with the reason) and
+    `GET /liveness/{epoch}` (the providers whose beats it holds, and its report)."""
+    router = APIRouter()
+
+    @router.post("/liveness/beat")
+    async def beat(request: Request) -> dict:
+        body = await read_body(request, BEAT_BODY_BYTES, "a beat")
+        try:
+            signed = liveness.SignedBeat.model_validate_json(bytes(body))
+        except ValidationError as exc:
+            duty.m_beats.labels("malformed").inc()
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise HTTPException(422, f"not a SignedBeat: {where}: {first['msg']}") from None
+        try:
+            receipt = await run_in_threadpool(duty.accept, signed)
+        except Refused as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        except ChainError as exc:   # the validator's RPC, not the caller: try again later
+            duty.m_beats.labels("unavailable").inc()
+            raise HTTPException(503, f"the validator cannot check the beat now: {exc}") from None
+        return receipt.model_dump()
+
+    @router.get("/liveness/{epoch}")
+    def status(epoch: PathInt) -> dict:
+        return duty.status(epoch)
+
+    return router
