@@ -84,6 +84,7 @@ from tessera.chain.registry import ProviderRegistry  # noqa: E402
 from tessera.chain.uptime import Uptime  # noqa: E402
 from tessera.explorer.simulate import MAX_UINT, Workload  # noqa: E402
 from tessera.protocol import liveness  # noqa: E402
+from tessera.tenant.offer_index import OfferIndex  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TUSD = 10**6
@@ -207,30 +208,33 @@ def liveness_part(ctx, args, watch: BlockWatch, lag: IndexerLag) -> dict:
 
 def bids_part(ctx, args) -> dict:
     """Collections at the full candidate count and, for the model's slope, at about a tenth of
-    it (a lower maximum price: only the cheapest floors can bid); the first builds the
-    tenant's offer index from the deploy block and is reported apart."""
+    it (a lower maximum price: only the cheapest floors can bid). Before each order the
+    tenant's offer index is brought up to date, as `Tenant.post_order` does: the first order
+    builds it from the deploy block (reported apart), the others read the new blocks only."""
     low = sorted(i.price for i in ctx.candidates)[len(ctx.candidates) // 10]
     floors = dict(zip(ctx.addresses, (i.price for i in ctx.candidates), strict=False))
     live_low = {a for a in ctx.live if floors[a] <= low}
     with CountingProxy(ctx.network.rpc_url) as proxy:
         market = Market(Chain(ctx.network.model_copy(update={"rpc_url": proxy.url}),
                               devnet_account(scale_bids.TENANT)))
-        first = collect(market, proxy, ctx.controls, ctx.live, MAX_PRICE, args.window)
-        full = [collect(market, proxy, ctx.controls, ctx.live, MAX_PRICE, args.window)
+        index = OfferIndex(market.chain, home=Path(tempfile.mkdtemp(prefix="tessera-offers-")))
+        first = collect(market, proxy, ctx.controls, ctx.live, MAX_PRICE, args.window, index)
+        full = [collect(market, proxy, ctx.controls, ctx.live, MAX_PRICE, args.window, index)
                 for _ in range(args.collections)]
-        few = [collect(market, proxy, ctx.controls, live_low, low, args.window)
+        few = [collect(market, proxy, ctx.controls, live_low, low, args.window, index)
                for _ in range(max(1, args.collections // 3))]
     secs = [r["collect_s"] for r in full]
     few_secs = [r["collect_s"] for r in few]
     return {"candidates": len(ctx.candidates), "dead": len(ctx.candidates) - len(ctx.live),
             "bid_collect_s_p50": round(statistics.median(secs), 3),
             "bid_collect_s_p95": round(percentile(secs, 0.95), 3), "collections": len(full),
+            "first_order_index_build_s": first["prebuild_s"],
+            "first_order_index_events": first["prebuild_events"],
             "first_collection_s": first["collect_s"],
-            "first_collection_index_events": first.get("index_events_read"),
-            "first_collection_index_s": first["index_s"],
             "first_collection_valid_bids": first["valid"],
             "first_collection_note": "a tenant without a stored offer index builds it from the "
-                                     "registry's events first, inside the order's bid window",
+                                     "registry's events before it posts its first order "
+                                     "(Tenant.post_order): a one-time wait, outside the bid window",
             "all_live_bids_valid_every_time": all(r["all_live_bids_valid"] for r in [*full, *few]),
             "gather_s_p50": round(statistics.median(r["gather_s"] for r in full), 3),
             "judge_s_p50": round(statistics.median(r["judge_s"] for r in full), 3),
@@ -290,7 +294,7 @@ def model(r: dict, args) -> dict:
             "liveness_gain": round(hb * p / gas, 1),
             "candidates_per_order": cands,
             "bid_collect_s_p95": round(a + b * cands, 2),
-            "offer_index_first_build_s": round(bids["first_collection_index_s"] * p / n, 1),
+            "offer_index_first_build_s": round(bids["first_order_index_build_s"] * p / n, 1),
             "idle_rpc_calls_per_s_all_providers": round((r["idle_rpc_per_s_per_provider"] or 0) * p),
             "indexer_events_per_epoch_liveness": v + 1, "indexer_events_per_epoch_heartbeats": p,
             "validator_beat_cpu_s_per_epoch": round(
@@ -303,9 +307,9 @@ def model(r: dict, args) -> dict:
     limits = {
         "bid collection over the 5 s goal (candidates grow with providers)":
             round((5.0 - a) / b / share) if b > 0 else None,
-        "a new tenant's first offer-index build over the bid window (once per tenant: the "
-        "index is stored)": round(n * args.window / bids["first_collection_index_s"])
-            if bids["first_collection_index_s"] else None,
+        "a new tenant's first order waiting over a minute for its offer index (once per "
+        "tenant: the index is stored)": round(n * 60 / bids["first_order_index_build_s"])
+            if bids["first_order_index_build_s"] else None,
         "one liveness report's word cap (Uptime: 512 words of 256 providers)": report_cap,
         "the first liveness report over one 30M block":
             round(words_per_block * liveness.WORD_BITS) if words_per_block else None,

@@ -230,10 +230,17 @@ def test_an_unanswered_challenge_slashes_returns_the_bond_and_revokes_the_bit(ne
             lambda: u.answer_challenge(cid2, net.beat(p2, E)))
     # Final and unanswered: neither bit counts any more, whether or not anyone resolves.
     assert not u.is_up(liar_target.address, E) and u.live_word(E, 0) == 0b0011
+    supply = net.stake.totalSupply()
     u.resolve_challenge(cid)
     (res,) = events(u, "ChallengeResolved")
-    assert (res.slashed, res.bond_returned) == (INCLUSION_SLASH, CHALLENGE_BOND)
-    assert net.stake.balanceOf(CHALLENGER.address) == before - CHALLENGE_BOND + INCLUSION_SLASH
+    # A fifth to the challenger, the rest burned: a liar front-running an honest challenge with
+    # its own (from a second address) still loses four fifths of the slash.
+    reward = INCLUSION_SLASH * u.CHALLENGER_SHARE_BPS() // 10_000
+    assert (res.slashed, res.to_challenger, res.burned, res.bond_returned) == (
+        INCLUSION_SLASH, reward, INCLUSION_SLASH - reward, CHALLENGE_BOND)
+    assert reward == INCLUSION_SLASH // 5
+    assert net.stake.totalSupply() == supply - (INCLUSION_SLASH - reward)
+    assert net.stake.balanceOf(CHALLENGER.address) == before - CHALLENGE_BOND + reward
     assert net.vals.stake_of(v0.address) == V_STAKE - INCLUSION_SLASH
     assert u.challenges(cid).state == RESOLVED
     assert not u.is_up(liar_target.address, E) and u.live_word(E, 0) == 0b0011
@@ -269,7 +276,8 @@ def test_a_challenged_validator_cannot_unbond_out_of_the_slash(system, factories
     net.at(liveness.answer_end(E, REPORT_DELAY, ANSWER_EPOCHS) + 1)
     before = system.stake.balanceOf(CHALLENGER.address)
     uptime.resolve_challenge(cid)
-    assert system.stake.balanceOf(CHALLENGER.address) == before + CHALLENGE_BOND + INCLUSION_SLASH
+    assert system.stake.balanceOf(CHALLENGER.address) == \
+        before + CHALLENGE_BOND + INCLUSION_SLASH * uptime.CHALLENGER_SHARE_BPS() // 10_000
     assert vals.validators(v0.address).unbonding == V_STAKE - INCLUSION_SLASH
 
 

@@ -125,7 +125,7 @@ def served(web_chain, explorer_module_db):
     engine = make_engine(url)
     Indexer(Chain(network), engine, confirmations=0).sync()
     with serve(create_app(engine), start_timeout=30) as base:
-        yield {"base": base, "engine": engine, "url": url, **facts}
+        yield {"base": base, "engine": engine, "url": url, "uptime": network.contracts["Uptime"], **facts}
     engine.dispose()
 
 
@@ -485,7 +485,7 @@ def test_liveness_challenges_reports_and_the_validator_slash(served, page):
         assert validator["liveness_challenges"] == [c]
         [slash] = [x for x in validator["slash_list"] if x["cause"] == "liveness"]
         assert (slash["cause_ref"], slash["tx_hash"], slash["amount_base_units"], slash["recipient"]) == \
-            ("1", c["resolved_tx"], c["slashed_base_units"], devnet_account(0).address)
+            ("1", c["resolved_tx"], c["slashed_base_units"], served["uptime"])  # shares it out
         assert client.get(f"/api/providers/{served['silent']}").json()["liveness_challenges"] == []
     page.goto(f"{base}/providers/{p}")
     row = page.locator("table.liveness-challenges tbody tr")

@@ -145,6 +145,28 @@ def test_an_unanswered_challenge_revokes_the_report_at_finality():
     assert parts(figs, BOB)["reported"] == 1              # answered: its report stands
 
 
+def test_a_late_answer_from_resolve_changes_nothing():
+    """resolve_challenge settles a challenge whose beat was shown on another one as answered,
+    after the epoch is final: the compact fold takes it (it used to refuse the history)."""
+    chain = Chain()
+    chain.at(0).register(ALICE)
+    chain.at(1)
+    chain.report(V1, 0, 0)
+    chain.report(V2, 0, 0)
+    chain.at(2)
+    for cid, v in ((1, V1), (2, V2)):
+        chain.emit("Uptime", "InclusionChallenged", challenge_id=cid, validator=v, provider=ALICE,
+                   epoch=0, challenger=CAROL, bond=10, answer_by_epoch=LAG)
+    chain.emit("Uptime", "ChallengeAnswered", challenge_id=1, validator=V1, bond_to_validator=10,
+               answered_by=ALICE)
+    before = parts(figures(chain, 5), ALICE)
+    chain.at(5, 100)
+    chain.emit("Uptime", "ChallengeAnswered", challenge_id=2, validator=V2, bond_to_validator=10,
+               answered_by=CAROL)
+    assert before["reported"] == 1
+    assert parts(figures(chain, 5), ALICE) == before
+
+
 def test_a_revoked_report_does_not_undo_a_heartbeat():
     chain = Chain()
     chain.at(0).register(ALICE)

@@ -32,6 +32,7 @@ exports: eip712_domain_separator.eip712Domain
 
 import signature
 from .interfaces import IProviderRegistry
+from .interfaces import IStakeToken
 from .interfaces import IValidators
 
 from .interfaces import IUptime
@@ -120,6 +121,8 @@ event ChallengeResolved:
     provider: indexed(address)
     epoch: uint256
     slashed: uint256
+    to_challenger: uint256
+    burned: uint256
     bond_returned: uint256
 
 
@@ -133,6 +136,10 @@ BEAT_TYPEHASH: public(constant(bytes32)) = keccak256("Beat(address provider,uint
 BEAT_RECEIPT_TYPEHASH: public(constant(bytes32)) = keccak256(
     "BeatReceipt(address provider,address validator,uint256 epoch)"
 )
+# The challenger's share of an unanswered inclusion's slash; the rest is burned, so that a lying
+# validator that front-runs an honest challenge with its own (from a second address) still
+# loses most of the slash (basis points).
+CHALLENGER_SHARE_BPS: public(constant(uint256)) = 2_000
 OPEN: constant(uint8) = 1
 ANSWERED: constant(uint8) = 2
 RESOLVED: constant(uint8) = 3
@@ -591,8 +598,8 @@ def answer_challenge(challenge_id: uint256, beat_signature: Bytes[65]):
 def resolve_challenge(challenge_id: uint256):
     """
     @notice Anyone resolves a challenge left unanswered past its last answer epoch: the
-            validator is slashed `inclusion_slash` to the challenger, the bond goes back to
-            the challenger. (The provider's live bit of that epoch stopped counting when the
+            validator is slashed `inclusion_slash`, CHALLENGER_SHARE_BPS of it to the
+            challenger with its bond, the rest burned. (The provider's live bit of that epoch stopped counting when the
             epoch became final, unanswered.) If the provider's beat was shown in time on
             another challenge of the same provider and epoch, it is settled as answered instead.
     @param challenge_id The challenge.
@@ -613,16 +620,21 @@ def resolve_challenge(challenge_id: uint256):
     slashed: uint256 = 0
     # Guarded like the Market's slash: a revoked slasher role must not strand the bond.
     if inclusion_slash > 0 and staticcall IValidators(validators).is_slasher(self):
-        slashed = extcall IValidators(validators).slash(c.validator, inclusion_slash, c.challenger)
+        slashed = extcall IValidators(validators).slash(c.validator, inclusion_slash, self)
+    reward: uint256 = slashed * CHALLENGER_SHARE_BPS // 10_000
     log ChallengeResolved(
         challenge_id=challenge_id,
         validator=c.validator,
         provider=c.provider,
         epoch=c.epoch,
         slashed=slashed,
+        to_challenger=reward,
+        burned=slashed - reward,
         bond_returned=c.bond,
     )
-    assert extcall IERC20(stake_token).transfer(c.challenger, c.bond, default_return_value=True), "uptime: bond transfer failed"
+    if slashed > reward:
+        extcall IStakeToken(stake_token).burn(slashed - reward)
+    assert extcall IERC20(stake_token).transfer(c.challenger, c.bond + reward, default_return_value=True), "uptime: bond transfer failed"
 
 
 @external

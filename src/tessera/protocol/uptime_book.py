@@ -330,7 +330,10 @@ class UptimeCounts(_Clock):
         self.settle(now)
         if e.event in ("ChallengeAnswered", "ChallengeResolved"):
             known = self.challenges.pop(a["challenge_id"], None)
-            if e.event == "ChallengeAnswered" and known is not None:
+            # An answer after its epoch is final comes only from resolve_challenge settling a
+            # challenge whose beat was shown on another one in time: already proven, no change.
+            if e.event == "ChallengeAnswered" and known is not None \
+                    and known[1] > self.final_through:
                 self._dispute(known[0], known[1], where).proven.add(self.index[known[0]])
             return
         epoch, provider = a["epoch"], a.get("provider")

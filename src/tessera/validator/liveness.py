@@ -194,11 +194,18 @@ class LivenessDuty:
     def poll_once(self) -> None:
         epoch = self._set_epoch(self.uptime.current_epoch())
         self._maybe_open(epoch)
-        for finished in self.store.unreported(before=epoch):
-            self.report(finished, epoch)
+        # Answers first: an answer's window is what protects this validator's stake, and a
+        # report that cannot be built (below) must never keep it from answering.
         if time.monotonic() >= self._scan_at:
             self.answer_challenges(epoch)
             self._scan_at = time.monotonic() + CHALLENGE_SCAN_S
+        for finished in self.store.unreported(before=epoch):
+            try:
+                self.report(finished, epoch)
+            except ValueError as exc:   # words_of: an index no report can carry
+                self.store.save_report(finished, "refused", [], detail=str(exc))
+                self.m_reports.labels("refused").inc()
+                self.log("liveness-report-refused", "error", epoch=finished, error=str(exc))
 
     def _set_epoch(self, epoch: int) -> int:
         with self._lock:   # never backwards: a late read must not reopen a closed epoch
@@ -283,6 +290,11 @@ class LivenessDuty:
             if not self.registry.is_registered(provider):
                 raise Refused(403, f"provider {provider} is not registered")
             self._indices[provider] = self.registry.index_of(provider)
+        if self._indices[provider] >= liveness.MAX_LIVENESS_WORDS * liveness.WORD_BITS:
+            # One report covers indices below this (Uptime.MAX_LIVENESS_WORDS): a receipt here
+            # could never be reported, so the provider is told to use its on-chain heartbeat.
+            raise Refused(409, f"registry index {self._indices[provider]} is past what one "
+                               "liveness report covers: send an on-chain heartbeat")
         with self._lock:
             if beat.epoch != self.epoch:   # the epoch ended while this beat was checked
                 raise Refused(409, f"epoch {beat.epoch} is over: beats are receipted during "
@@ -306,7 +318,8 @@ class LivenessDuty:
             return
         with self._lock:   # no beat of `epoch` is accepted any more (self.epoch > epoch)
             providers = self.store.providers(epoch)
-        indices = [self._index(p) for p in providers]
+        cap = liveness.MAX_LIVENESS_WORDS * liveness.WORD_BITS   # beats past it are refused
+        indices = [i for i in (self._index(p) for p in providers) if i < cap]
         words = liveness.words_of(indices, self.registry.provider_count())
         if not words:
             self.store.save_report(epoch, "skipped", [], detail="no beats")
