@@ -5,6 +5,8 @@ a `tessera validator run` and a `tessera provider run`. Chain time jumps from ep
 - With a validator up, the provider signs a beat each epoch and gets a receipt; it sends no
   heartbeat; the validator's one report per epoch names it; once final, the epoch is up.
 - The validator's /liveness/beat answers junk with 4xx.
+- A validator that named the provider challenges its own report from a second address (and
+  does not answer: it is stopped): the provider answers with its beat, and keeps the epoch.
 - The validator stopped: the provider falls back to the on-chain heartbeat in the same epoch,
   and claims the epoch the stopped validator receipted but never reported (Uptime.claim_beat)."""
 
@@ -19,14 +21,16 @@ import tomli_w
 from eth_account import Account
 from tests.support.processes import QUICK_PROBES, ProviderProcess, ValidatorProcess, wait_until
 
+from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.registry import ProviderRegistry
+from tessera.chain.tokens import StakeToken
 from tessera.chain.uptime import Uptime
 from tessera.protocol import liveness
 
 pytestmark = pytest.mark.e2e
 
-PROVIDER, VALIDATOR = 3, 7
+PROVIDER, VALIDATOR, CHALLENGER = 3, 7, 9
 QUIET = {**QUICK_PROBES, "hardware": {"enabled": False}, "outages": {"report": False}}
 
 
@@ -100,6 +104,19 @@ def test_beats_receipts_reports_and_the_heartbeat_fallback(tmp_path, private_dev
             # The validator stops (its report of `epoch` never comes): heartbeats from here on,
             # and the receipted, unreported epoch is claimed in the last epoch a claim can be.
             validator.stop()
+            # The stopped validator's second address challenges its report of `receipted` (the
+            # bond would go back to it, the slash to itself): only the provider can answer.
+            challenger = Chain(network, devnet_account(CHALLENGER))
+            StakeToken(challenger).fund(uptime.address, 10 * 10**18, "challenge bond")
+            [report] = reports(receipted)
+            _, challenge_id = Uptime(challenger).challenge_inclusion(
+                validator.address, receipted, node.address, list(report["args"]["words"]))
+            [answer] = wait_until(
+                lambda: chain.events("Uptime", "ChallengeAnswered", network.deploy_block,
+                                     argument_filters={"challenge_id": challenge_id}),
+                timeout=30, what="the provider's answer to the challenge")
+            assert answer["args"]["answered_by"] == node.address
+            assert uptime.live_word(receipted, index >> 8) >> (index & 255) & 1
             for _ in range(2):
                 later = jump(uptime)
                 wait_until(lambda e=later: uptime.beats(node.address, e), timeout=40,

@@ -74,7 +74,9 @@ class LivenessSection(BaseModel):
                                      "on-chain heartbeat when no validator receipted the beat "
                                      "this long after it was first sent (default: 10 s or a "
                                      "quarter of the epoch, whichever is shorter)")
-    timeout_s: float = Field(3.0, gt=0, le=60, description="each POST to a validator")
+    timeout_s: float = Field(3.0, gt=0, le=60, description="wall-clock deadline of each POST "
+                             "to a validator, all of it: connect, headers and body (a round "
+                             "of POSTs also ends at the fallback deadline)")
 
 
 class ProviderConfig(BaseModel):

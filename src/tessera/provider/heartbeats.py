@@ -3,21 +3,25 @@
 Off chain first (issue 15: liveness must not cost a transaction per provider per epoch): once
 the epoch's seed is set on chain (`Uptime.open_epoch`: validators open it; when nobody has a
 few seconds into the epoch, this node does: one transaction for the whole network), the node
-signs `Beat(provider, epoch, seed)`, POSTs it to every active validator's `/liveness/beat`,
-and keeps the signed receipts (state.py). Validators name it in their one report per epoch.
+signs `Beat(provider, epoch, seed)`, POSTs it to the active validators' `/liveness/beat` (up to
+64 of them: beat_sender.py, which also says why no validator can hold this up) and keeps the
+signed receipts (state.py). Validators name it in their one report per epoch.
 
 The on-chain heartbeat stays the fallback, so that an honest provider is never punished: with
 no validator publishing an endpoint, or none receipting the beat within the deadline
 (`[liveness] deadline_s`, default min(10 s, a quarter of the epoch)), the node sends
-`Uptime.heartbeat` in the same epoch. And when an epoch's reports are in (or the last epoch a
-claim is accepted in has come) without naming it, it claims the epoch with a receipt
-(`Uptime.claim_beat`).
+`Uptime.heartbeat` in the same epoch; a round of POSTs never runs past that deadline. When an
+epoch's reports are in (or the last epoch a claim is accepted in has come) without naming it,
+it claims the epoch with a receipt (`Uptime.claim_beat`). A receipted epoch is settled only
+once its claim window is over, and a challenge of the node's inclusion in a report is answered
+with the beat's signature until its answer window ends (inclusion_answers.py): a validator that
+named the node and then challenged its own report cannot take the epoch from it.
 
 The work runs in its own thread (`start`), woken by each head the watcher reads (`on_head`):
 POSTs and transactions never hold up leases. The epoch is computed from that head with Uptime's
 genesis and epoch length (immutable, read once). Per epoch an idle node makes a handful of RPC
-calls: the validator count (the list itself again every VALIDATORS_REFRESH_S, or when it
-changes), the seed, and one `live_word` or two to know its report named it."""
+calls: the validator count (the list itself again every 10 minutes, or when it changes), the
+seed, and a few `live_word`s to know that a report named it and still does."""
 
 from __future__ import annotations
 
@@ -25,26 +29,22 @@ import random
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import httpx
-import pydantic_core
 from prometheus_client import Counter
-from pydantic import ValidationError
 
 from tessera.chain.client import tx_hash
 from tessera.chain.registry import ProviderRegistry
 from tessera.errors import ChainError, RpcUnavailable, TxRefused
-from tessera.protocol import liveness, messages
+from tessera.protocol import liveness
+from tessera.provider.beat_sender import BeatSender
 from tessera.provider.context import NodeContext
+from tessera.provider.inclusion_answers import InclusionAnswers
 
 OPEN_WAIT_S = (2.0, 5.0)      # random wait for someone else to open an epoch before we do
 RETRY_S = 1.0                 # between rounds of POSTs to validators that did not receipt yet
 HEARTBEAT_RETRY_S = 2.0       # after a refused heartbeat
 CLAIM_FIRST_CHECK_S = 5.0     # after an epoch ends, before asking whether a report named us
-VALIDATORS_REFRESH_S = 600.0  # the validators' endpoints are read again at least this often
-MAX_RECEIPT_BYTES = 16 << 10  # a receipt is ~300 bytes; more is read no further
 
 
 @dataclass
@@ -61,99 +61,6 @@ class EpochBeat:
     receipts: dict[str, str] = field(default_factory=dict)
     deadline: float | None = None           # monotonic: heartbeat after this without receipts
     retry_at: float = 0.0
-
-
-class BeatSender:
-    """Sends a node's beat to the validators and checks what they answer."""
-
-    def __init__(self, ctx: NodeContext):
-        self.ctx = ctx
-        self.settings = ctx.config.liveness
-        self._validators: tuple[int, float, list[tuple[str, str]]] | None = None
-        self._http: httpx.Client | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self.m_beats = Counter("tessera_provider_beats", "beats POSTed to validators",
-                               ["outcome"], registry=ctx.metrics.registry)
-
-    def forget_validators(self) -> None:
-        """Read the list again next time (an endpoint may have moved)."""
-        self._validators = None
-
-    def active_validators(self) -> list[tuple[str, str]]:
-        """(address, endpoint) of the validators to send beats to; the list is read again when
-        their count changes, after a failed epoch, and every VALIDATORS_REFRESH_S."""
-        validators = self.ctx.validators
-        count = validators.count()
-        cached = self._validators
-        if cached is None or cached[0] != count or time.monotonic() - cached[1] > VALIDATORS_REFRESH_S:
-            cached = self._validators = (count, time.monotonic(),
-                                         validators.active_with_endpoints() if count else [])
-        return list(cached[2])
-
-    def post(self, cur: EpochBeat) -> None:
-        """POST the beat to every validator that has not receipted it, at once."""
-        if self._http is None:
-            self._http = httpx.Client(timeout=self.settings.timeout_s)
-            self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="beat")
-        todo = [(v, url) for v, url in cur.validators if v not in cur.receipts]
-        body = liveness.SignedBeat(provider=self.ctx.address, epoch=cur.epoch,
-                                   signature=cur.signature).model_dump()
-        for (validator, url), (receipt, problem) in zip(
-                todo, self._pool.map(lambda t: self._send(t[0], t[1], cur.epoch, body), todo),
-                strict=True):
-            if receipt is not None:
-                cur.receipts[validator] = receipt
-                self.ctx.state.add_receipt(cur.epoch, validator, receipt)
-                self.m_beats.labels("receipted").inc()
-            else:
-                self.m_beats.labels(problem[0]).inc()
-                self.ctx.log("beat-not-receipted", "warning", epoch=cur.epoch,
-                             validator=validator, endpoint=url, reason=problem[1])
-
-    def _send(self, validator: str, url: str, epoch: int,
-              body: dict) -> tuple[str | None, tuple[str, str]]:
-        """(receipt signature, ('', '')) or (None, (outcome, reason)). Never raises."""
-        try:
-            with self._http.stream("POST", url.rstrip("/") + "/liveness/beat", json=body) as reply:
-                raw = bytearray()
-                for chunk in reply.iter_bytes():
-                    raw += chunk
-                    if len(raw) > MAX_RECEIPT_BYTES:
-                        return None, ("bad-receipt", f"answer over {MAX_RECEIPT_BYTES} bytes")
-        except Exception as exc:   # httpx errors, a junk URL a validator published
-            return None, ("unreachable", f"{type(exc).__name__}: {exc}"[:200])
-        if reply.status_code != 200:
-            return None, ("refused", f"HTTP {reply.status_code}: "
-                                     f"{raw[:300].decode(errors='replace')}")
-        try:
-            receipt = liveness.BeatReceipt.model_validate(pydantic_core.from_json(bytes(raw)))
-        except (ValueError, ValidationError) as exc:
-            return None, ("bad-receipt", f"not a BeatReceipt: {str(exc)[:200]}")
-        problem = self._receipt_problem(receipt, validator, epoch)
-        return (None, ("bad-receipt", problem)) if problem else (receipt.signature, ("", ""))
-
-    def _receipt_problem(self, receipt: liveness.BeatReceipt, validator: str,
-                         epoch: int) -> str | None:
-        """Why Uptime.claim_beat would refuse this receipt, or None."""
-        me = self.ctx.address
-        if (receipt.provider.lower(), receipt.validator.lower(), receipt.epoch) != \
-                (me.lower(), validator.lower(), epoch):
-            return "the receipt names another provider, validator or epoch"
-        form = messages.signature_refusal(bytes.fromhex(receipt.signature[2:]))
-        if form is not None:
-            return f"receipt signature: {form}"
-        typed = liveness.receipt_typed_data(self.ctx.chain.network.chain_id,
-                                            self.ctx.uptime.address, me, validator, epoch)
-        signer = messages.signer_or_none(typed, receipt.signature)
-        if signer is None or signer.lower() != validator.lower():
-            return f"the receipt is signed by {signer}, not by {validator}"
-        return None
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._http is not None:
-            self._http.close()
 
 
 class Heartbeats:
@@ -174,6 +81,7 @@ class Heartbeats:
         self._lock = threading.Lock()                # one step at a time
         self._wake = threading.Event()
         self.sender = BeatSender(ctx)
+        self.answers = InclusionAnswers(ctx)
         registry = ctx.metrics.registry
         self.m_epochs = Counter("tessera_provider_liveness_epochs", "epochs proven",
                                 ["how"], registry=registry)
@@ -216,6 +124,11 @@ class Heartbeats:
             del self._seeds[old]
         self._wake.set()
 
+    def on_challenged(self, args: Mapping) -> None:
+        """The watcher read an InclusionChallenged: kept (state.py), answered by the next step."""
+        if self.answers.on_challenged(args):
+            self._wake.set()
+
     def start(self, stop: threading.Event) -> None:
         threading.Thread(target=self._run, args=(stop,), name="liveness", daemon=True).start()
 
@@ -252,6 +165,7 @@ class Heartbeats:
                 self._current = self._begin(epoch)
             if self._current.epoch == epoch:
                 self._advance(self._current, head)
+            self.answers.answer(epoch)
             self._claims(epoch)
 
     def _begin(self, epoch: int) -> EpochBeat:
@@ -275,7 +189,7 @@ class Heartbeats:
         if not self.settings.offchain:
             return self._heartbeat(cur, head, "off-chain beats are turned off")
         if not cur.validators:
-            cur.validators = self.sender.active_validators()
+            cur.validators = self.sender.targets()
             if not cur.validators:
                 return self._heartbeat(cur, head, "no validator publishes an endpoint")
         if cur.seed is None and not self._find_seed(cur, now):
@@ -288,7 +202,7 @@ class Heartbeats:
             self.ctx.state.save_beat(cur.epoch, cur.signature)
         if cur.deadline is None:
             cur.deadline = now + self.deadline_s()
-        self.sender.post(cur)
+        self.sender.post(cur, until=cur.deadline)   # back by the deadline, whatever they do
         if cur.receipts:
             cur.done = "receipts"
             self.ctx.state.set_beat(cur.epoch, how="receipts")
@@ -300,7 +214,7 @@ class Heartbeats:
             self._heartbeat(cur, head, f"no validator receipted the beat within "
                                        f"{self.deadline_s():g} s")
         else:
-            cur.retry_at = time.monotonic() + RETRY_S
+            cur.retry_at = min(time.monotonic() + RETRY_S, cur.deadline)
 
     def _find_seed(self, cur: EpochBeat, now: float) -> bool:
         """The seed, from the watcher's EpochOpened (no call), else read at `open_at` and, if
@@ -359,16 +273,22 @@ class Heartbeats:
     # -- earlier epochs: was the node named, or must it claim? -------------------------------
     def _claims(self, current: int) -> None:
         """Check each receipted epoch after it ends: CLAIM_FIRST_CHECK_S in, then at doubling
-        intervals, and once at the start of the last epoch a claim is accepted in."""
+        intervals until a report names the node, once at the start of the last epoch a claim
+        is accepted in, and once after that. Named is not settled before the claim window is
+        over: an inclusion can still be challenged until then (the challenge takes the bit
+        away until answered, and the last check claims the epoch if it is gone)."""
         report_delay, _ = self.rules
         now = time.monotonic()
         for epoch in self.ctx.state.unsettled_beats():
             if epoch >= current:
                 continue
-            last = current >= epoch + report_delay + 1
+            over = not liveness.claims_accepted(epoch, current, report_delay)
+            last = not over and current >= epoch + report_delay + 1
             at, gap, last_checked = self._claim_at.setdefault(
                 epoch, (now + CLAIM_FIRST_CHECK_S, CLAIM_FIRST_CHECK_S, False))
-            if last and not last_checked:
+            if over:
+                pass
+            elif last and not last_checked:
                 self._claim_at[epoch] = (at, gap, True)
             elif now >= at:
                 self._claim_at[epoch] = (now + 2 * gap, 2 * gap, last_checked)
@@ -381,9 +301,14 @@ class Heartbeats:
         state, uptime = self.ctx.state, self.ctx.uptime
         if self._index is None:
             self._index = ProviderRegistry(self.ctx.chain).index_of(self.ctx.address)
+        over = not liveness.claims_accepted(epoch, current, report_delay)
         if uptime.live_word(epoch, self._index >> 8) >> (self._index & 255) & 1:
-            return self._settle(epoch, "named")
-        if not liveness.claims_accepted(epoch, current, report_delay):
+            if over:
+                return self._settle(epoch, "named")
+            _, gap, last_checked = self._claim_at.get(epoch, (0.0, CLAIM_FIRST_CHECK_S, last))
+            self._claim_at[epoch] = (float("inf"), gap, last_checked)   # next: the last check
+            return
+        if over:
             self.m_claims.labels("missed").inc()
             self.ctx.log("beat-claim-missed", "warning", epoch=epoch, current=current)
             return self._settle(epoch, "missed")

@@ -63,7 +63,7 @@ CHAIN_EVERY_S = 3.0
 STREAM_QUIET_S = 15.0
 WATCHED = (("Market", ("OrderCreated", "LeaseCreated", "LeaseClosed")),
            ("HardwareReports", ("HardwareQuorumReached",)),
-           ("Uptime", ("EpochOpened",)),
+           ("Uptime", ("EpochOpened", "InclusionChallenged")),
            ("ProviderRegistry", ("ProviderRegistered", "OfferUpdated", "StakeAdded",
                                  "UnbondRequested", "StakeWithdrawn", "Slashed", "Jailed")))
 
@@ -180,7 +180,8 @@ class ProviderNode:
     def _apply(self, head) -> None:
         """The events of blocks last_block+1 .. head, in chain order: new orders, this node's
         leases, closes, hardware quorums against it, epochs opened (their seed is what a beat
-        signs), and registry events naming it (its standing is then read again). One
+        signs), challenges of its inclusion in a liveness report (kept before last_block moves
+        past them), and registry events naming it (its standing is then read again). One
         eth_getLogs, skipped when the only new block's bloom filter rules every watched event
         out."""
         start, number = int(self.state.get("last_block")) + 1, int(head["number"])
@@ -200,6 +201,8 @@ class ProviderNode:
                     self.hardware_challenges.on_quorum(args)   # dispute it
                 elif event == "EpochOpened":
                     self.heartbeats.on_opened(args["epoch"], bytes(args["seed"]))   # sign a beat
+                elif event == "InclusionChallenged" and args["provider"].lower() == me:
+                    self.heartbeats.on_challenged(args)   # answer it with the beat's signature
                 elif contract == "ProviderRegistry" and args.get("provider", "").lower() == me:
                     self.standing.mark_stale()
         self.state.put("last_block", str(number))

@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS beat_receipts (
     signature TEXT NOT NULL,
     PRIMARY KEY (epoch, validator)
 );
+CREATE TABLE IF NOT EXISTS inclusion_challenges (
+    challenge_id INTEGER PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    validator TEXT NOT NULL,
+    answer_by INTEGER NOT NULL,
+    outcome TEXT NOT NULL DEFAULT ''
+);
 """
 
 # Lease lifecycle on the provider: awaiting-manifest -> awaiting-inputs -> running
@@ -125,6 +132,8 @@ class ProviderState:
     # beats: this node's signed Beat of an epoch; `how` the epoch was proven ('' not yet,
     # 'receipts' or 'heartbeat'); `settled` once nothing is left to do for it ('' while a
     # receipted epoch may still need a claim_beat). beat_receipts: validators' receipts.
+    # Never deleted: a beat's signature answers challenges of its inclusion in a report
+    # (inclusion_challenges below), which may come until the epoch's answer window ends.
     def save_beat(self, epoch: int, signature: str) -> None:
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO beats (epoch, signature) VALUES (?, ?)",
@@ -157,6 +166,35 @@ class ProviderState:
             rows = self._db.execute("SELECT validator, signature FROM beat_receipts WHERE epoch=?",
                                     (epoch,)).fetchall()
         return dict(rows)
+
+    # inclusion_challenges: Uptime.InclusionChallenged events naming this node, kept from the
+    # moment the watcher reads them (before it moves last_block past them) until answered or
+    # past `answer_by` (the last epoch an answer is accepted in); `outcome` '' while open.
+    def add_challenge(self, challenge_id: int, epoch: int, validator: str,
+                      answer_by: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO inclusion_challenges (challenge_id, epoch, "
+                             "validator, answer_by) VALUES (?, ?, ?, ?)",
+                             (challenge_id, epoch, validator, answer_by))
+
+    def open_challenges(self) -> list[tuple[int, int, str, int]]:
+        """(challenge id, epoch, validator, answer_by) of each challenge not yet dealt with."""
+        with self._lock:
+            rows = self._db.execute("SELECT challenge_id, epoch, validator, answer_by FROM "
+                                    "inclusion_challenges WHERE outcome='' ORDER BY challenge_id"
+                                    ).fetchall()
+        return [tuple(row) for row in rows]
+
+    def set_challenge(self, challenge_id: int, outcome: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE inclusion_challenges SET outcome=? WHERE challenge_id=?",
+                             (outcome, challenge_id))
+
+    def challenge_outcome(self, challenge_id: int) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT outcome FROM inclusion_challenges WHERE "
+                                   "challenge_id=?", (challenge_id,)).fetchone()
+        return row[0] if row else None
 
     def unsettled_beats(self) -> list[int]:
         """Receipted epochs that may still need a claim, oldest first."""

@@ -1,0 +1,287 @@
+"""The provider's liveness against hostile validators (issue 15's security review), in process:
+local HTTP servers, a fake chain, the real state DB. Seconds, no anvil.
+
+- A validator endpoint that drips its answer (body or headers) a byte at a time, or never
+  answers, holds a round of POSTs no longer than the per-POST deadline or the round's own
+  deadline; the honest validator's receipt is kept; the liveness thread goes on.
+- With only such validators the on-chain heartbeat fallback goes out by its deadline.
+- A challenge of the node's inclusion in a report (a validator challenging its own report from
+  a second address) is answered with the node's stored beat signature while its answer window
+  is open, after a restart too; a receipted epoch is not settled while its claim window is
+  open, and claimed if its bit is gone at the last check."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import pytest
+from eth_account import Account
+
+from tessera.protocol import liveness
+from tessera.provider.beat_sender import MAX_TARGETS, BeatSender
+from tessera.provider.config import LivenessSection
+from tessera.provider.heartbeats import EpochBeat, Heartbeats
+from tessera.provider.metrics import ProviderMetrics
+from tessera.provider.state import ProviderState
+
+CHAIN_ID, UPTIME = 31337, "0x" + "11" * 20
+SEED = b"\x22" * 32
+EPOCH_LENGTH = 60
+TX = {"transactionHash": b"\x01" * 32, "gasUsed": 50_000}
+
+
+class SlowServer:
+    """A TCP server answering every connection the way `mode` says: 'body' (headers, then one
+    byte of body every `pace` s), 'headers' (one byte of the status line and headers every
+    `pace` s) or 'silent' (reads the request, says nothing)."""
+
+    def __init__(self, mode: str, pace: float = 0.1):
+        self.mode, self.pace = mode, pace
+        self.connections = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        status = b"HTTP/1.1 200 OK\r\nX-Slow: "
+        with conn:
+            try:
+                conn.settimeout(0.5)
+                conn.recv(65536)
+                if self.mode == "body":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                for i in range(100_000 if self.mode != "silent" else 0):
+                    if self.stop.wait(self.pace):
+                        return
+                    conn.sendall(b" " if self.mode == "body" else status[i:i + 1] or b"a")
+                self.stop.wait(30)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+class HonestValidator:
+    """A validator's /liveness/beat that receipts any beat at once."""
+
+    def __init__(self):
+        self.account = Account.create()
+        account = self.account
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):   # noqa: N802 (http.server's name)
+                beat = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                signature = liveness.sign_receipt(account, CHAIN_ID, UPTIME, beat["provider"],
+                                                  beat["epoch"])
+                body = json.dumps({"provider": beat["provider"], "validator": account.address,
+                                   "epoch": beat["epoch"], "signature": signature}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeUptime:
+    address = UPTIME
+
+    def __init__(self):
+        self.sent: list[tuple] = []     # (what, args...) of each transaction
+        self.live = 0                   # live_word(epoch, 0) for every epoch
+
+    def genesis(self): return 0
+    def epoch_length(self): return EPOCH_LENGTH
+    def liveness_rules(self): return 1, 1
+    def seed(self, epoch): return SEED
+    def beats(self, provider, epoch): return False
+    def live_word(self, epoch, index): return self.live
+    def report_hash(self, validator, epoch): return b"\x01" * 32
+
+    def heartbeat(self, epoch, number, block_hash):
+        self.sent.append(("heartbeat", epoch))
+        return TX
+
+    def claim_beat(self, epoch, validator, receipt_signature, beat_signature):
+        self.sent.append(("claim_beat", epoch, validator))
+        return TX
+
+    def answer_challenge(self, challenge_id, beat_signature):
+        self.sent.append(("answer_challenge", challenge_id, beat_signature))
+        return TX
+
+
+class Log:
+    def __init__(self):
+        self.lines: list[dict] = []
+
+    def __call__(self, event, level="info", **fields):
+        self.lines.append({"event": event, "level": level, **fields})
+
+    def named(self, event):
+        return [line for line in self.lines if line["event"] == event]
+
+
+def node_context(tmp_path, validators, account=None, **liveness_settings):
+    pairs = list(validators)
+    account = account or Account.create()
+    return SimpleNamespace(
+        config=SimpleNamespace(liveness=LivenessSection(**liveness_settings)), log=Log(),
+        account=account, address=account.address, uptime=FakeUptime(),
+        chain=SimpleNamespace(network=SimpleNamespace(chain_id=CHAIN_ID)),
+        state=ProviderState(tmp_path / "provider.db"), metrics=ProviderMetrics(),
+        validators=SimpleNamespace(count=lambda: len(pairs),
+                                   active_with_endpoints=lambda: list(pairs)))
+
+
+@pytest.fixture
+def hostile():
+    """Validators whose endpoints drip their body, drip their headers, or never answer."""
+    servers = [SlowServer("body"), SlowServer("headers"), SlowServer("silent")]
+    yield [(Account.create().address, s.url) for s in servers], servers
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def honest():
+    validator = HonestValidator()
+    yield validator
+    validator.close()
+
+
+def test_a_round_of_posts_ends_by_its_deadline_and_keeps_the_honest_receipt(tmp_path, hostile,
+                                                                            honest):
+    bad, servers = hostile
+    # each server sends a byte every 0.1 s: a per-read timeout (1.5 s here) never fires
+    ctx = node_context(tmp_path, [*bad, (honest.account.address, honest.url)], timeout_s=1.5)
+    sender = BeatSender(ctx)
+    try:
+        cur = EpochBeat(epoch=5, noticed=time.monotonic(), open_at=0.0)
+        cur.signature = liveness.sign_beat(ctx.account, CHAIN_ID, UPTIME, 5, SEED)
+        cur.validators = sender.targets()
+        started = time.monotonic()
+        sender.post(cur, until=started + 0.3)            # the round's deadline comes first
+        assert time.monotonic() - started < 1.0
+        assert cur.receipts.keys() == {honest.account.address}
+        assert ctx.state.receipts(5) == cur.receipts
+
+        sender.post(cur, until=started + 10)             # then each POST's own (1.5 s)
+        took = time.monotonic() - started
+        assert 1.5 <= took < 2.1, took
+        assert [s.connections for s in servers] == [1, 1, 1]   # not asked again while in flight
+        reasons = {line["endpoint"]: line["reason"] for line in ctx.log.named("beat-not-receipted")}
+        assert reasons == {s.url: "no whole answer within 1.5 s" for s in servers}
+    finally:
+        sender.close()
+
+
+def test_targets_are_capped_and_start_with_the_validators_that_receipted(tmp_path):
+    many = [(Account.create().address, f"http://127.0.0.1:{i}") for i in range(3 * MAX_TARGETS)]
+    sender = BeatSender(node_context(tmp_path, many))
+    sender._trusted = {many[7][0], many[100][0]}
+    targets = sender.targets()
+    assert len(targets) == MAX_TARGETS and len(set(targets)) == MAX_TARGETS
+    assert {v for v, _ in targets[:2]} == {many[7][0], many[100][0]}
+    assert sender.targets() != targets                # a new random sample each epoch
+
+
+def test_the_heartbeat_fallback_goes_out_by_its_deadline_whatever_the_validators_do(tmp_path,
+                                                                                   hostile):
+    bad, _ = hostile
+    # each POST may take 5 s, but the fallback deadline is 1.5 s: the round ends at 1.5 s
+    ctx = node_context(tmp_path, bad, timeout_s=5.0, deadline_s=1.5)
+    beats = Heartbeats(ctx)
+    head = {"number": 10, "timestamp": 5 * EPOCH_LENGTH + 1, "parentHash": b"\x00" * 32}
+    try:
+        beats.on_opened(5, SEED)
+        started = time.monotonic()
+        while not (beats._current and beats._current.done) and time.monotonic() - started < 5:
+            beats.step(head)
+            time.sleep(0.05)
+        took = time.monotonic() - started
+    finally:
+        beats.close()
+    assert beats._current.done == "heartbeat" and ctx.uptime.sent == [("heartbeat", 5)]
+    assert took < 2.5, took
+    assert "no validator receipted the beat within 1.5 s" in ctx.log.named("heartbeat")[0]["reason"]
+    assert ctx.state.beat(5)[0]   # the signature is kept: a report may name the node anyway
+
+
+def challenged(challenge_id, provider, epoch, answer_by, validator="0x" + "33" * 20):
+    return {"challenge_id": challenge_id, "validator": validator, "provider": provider,
+            "epoch": epoch, "challenger": "0x" + "44" * 20, "bond": 10**18,
+            "answer_by_epoch": answer_by}
+
+
+def test_a_challenge_of_our_inclusion_is_answered_with_our_beat_signature(tmp_path):
+    ctx = node_context(tmp_path, [])
+    signature = liveness.sign_beat(ctx.account, CHAIN_ID, UPTIME, 7, SEED)
+    ctx.state.save_beat(7, signature)
+    ctx.state.set_beat(7, how="receipts", settled="named")   # as a node before the fix had it
+    beats = Heartbeats(ctx)
+    beats.on_challenged(challenged(3, ctx.address, 7, answer_by=10))
+    beats.on_challenged(challenged(4, "0x" + "55" * 20, 7, answer_by=10))   # someone else's
+    beats.on_challenged(challenged(5, ctx.address, 8, answer_by=11))        # no beat that epoch
+    beats.on_challenged(challenged(6, ctx.address, 6, answer_by=8))         # window over
+    assert [c[0] for c in ctx.state.open_challenges()] == [3, 5, 6]
+
+    # a restart before the answer: the challenges were kept
+    ctx.state.close()
+    ctx = node_context(tmp_path, [], account=ctx.account)
+    beats = Heartbeats(ctx)
+    beats.answers.answer(current=9)
+    assert ctx.uptime.sent == [("answer_challenge", 3, bytes.fromhex(signature[2:]))]
+    assert [ctx.state.challenge_outcome(c) for c in (3, 4, 5, 6)] == \
+        ["answered", None, "no-beat", "too-late"]
+    beats.answers.answer(current=9)
+    assert len(ctx.uptime.sent) == 1 and not ctx.state.open_challenges()
+
+
+def test_a_receipted_epoch_is_not_settled_while_its_claim_window_is_open(tmp_path):
+    ctx = node_context(tmp_path, [])
+    ctx.state.save_beat(5, liveness.sign_beat(ctx.account, CHAIN_ID, UPTIME, 5, SEED))
+    ctx.state.set_beat(5, how="receipts")
+    ctx.state.add_receipt(5, "0x" + "33" * 20, "0x" + "ab" * 65)
+    beats = Heartbeats(ctx)
+    beats._index = 0
+    ctx.uptime.live = 1                          # a report names the node
+    beats._check(5, current=6, last=False)
+    assert ctx.state.unsettled_beats() == [5]    # named, but a challenge may still come
+    ctx.uptime.live = 0                          # challenged: the bit is gone until answered
+    beats._claims(7)                             # the last epoch a claim is accepted in
+    assert ctx.uptime.sent == [("claim_beat", 5, "0x" + "33" * 20)]
+    assert ctx.state.beat(5)[2] == "claimed"
+
+    ctx.state.set_beat(6, how="receipts")
+    ctx.uptime.live = 1
+    beats._claims(8)                             # epoch 6's last claim epoch: named, kept open
+    assert ctx.state.unsettled_beats() == [6]
+    beats._claims(9)                             # its claim window is over
+    assert ctx.state.beat(6)[2] == "named" and len(ctx.uptime.sent) == 1
