@@ -128,7 +128,7 @@ def test_bid_reliability_uses_the_index_under_tessera_home(market_run, tmp_path,
     expected = full(chain)[0]
     for (name, address), value in expected.items():
         part = name.split(".")[-1]
-        if name.startswith("reliability.") or part in ("heartbeats", "epochs"):
+        if name.startswith("reliability.") or part in ("up", "epochs"):
             assert scores[address.lower()][part] == value
 
 

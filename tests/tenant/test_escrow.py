@@ -219,6 +219,7 @@ def test_status_and_close_tell_the_same_whole_money(network):
     assert led.provider_paid == m.withdrawn + settlement.provider_amount
     assert led.budget == HOUR_BUDGET + 300_000 == (led.provider_paid + led.fees + led.refunded)
     assert "withdrawn by the provider" in " ".join(lines)
-    assert lines[-1].endswith("adds up to the budget")
+    assert lines[-2].endswith("adds up to the budget")
+    assert f"claimable with `tessera job claim {lease_id}`" in lines[-1]   # the last epochs
     assert closed.tenant_cost == led.provider_paid + led.fees
     assert lease_money(tenant.chain, lease_id).closed_by == tenant.chain.address

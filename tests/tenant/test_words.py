@@ -24,10 +24,10 @@ from tessera.tenant.lease_views import job_lines, single_job_line
 TENANT, PROVIDER = "0x" + "aa" * 20, "0x" + "bb" * 20
 
 
-def bid_score(heartbeats: int, epochs: int) -> dict[str, int]:
-    s = score(Inputs(heartbeats=heartbeats, epochs=epochs))
+def bid_score(up: int, epochs: int) -> dict[str, int]:
+    s = score(Inputs(up=up, epochs=epochs))
     return {"bps": s.bps, "uptime_bps": s.uptime_bps, "finished": 0, "failed": 0, "slashes": 0,
-            "heartbeats": heartbeats, "epochs": epochs}
+            "up": up, "epochs": epochs}
 
 
 def test_a_bid_shows_the_measured_uptime_and_names_the_smoothed_one():
