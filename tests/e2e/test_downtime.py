@@ -115,24 +115,21 @@ def test_stopped_provider_loses_exactly_the_missed_epochs(short_epoch_devnet, tm
         # The tenant closes from the command line: downtime claimed first, then the close.
         usd_before = tenant.market.payment_token.balance_of(chain.address)
         tstk_before = chain.call(chain.stake_token.functions.balanceOf(chain.address))
-        result = subprocess.run(
-            [sys.executable, "-m", "tessera.cli", "job", "close", str(lease_id), "--network",
-             str(devnet.network_file), "--account", f"devnet:{TENANT}"],
-            capture_output=True, text=True, timeout=120,
-            env={**os.environ, "TESSERA_HOME": str(tmp_path)})
-        assert result.returncode == 0, result.stdout + result.stderr
-        said = " ".join(result.stdout.split())  # rich wraps long lines
+        def job(command: str) -> str:
+            """`tessera job <command> <lease>` as the tenant; its output, unwrapped."""
+            run = subprocess.run(
+                [sys.executable, "-m", "tessera.cli", "job", command, str(lease_id), "--network",
+                 str(devnet.network_file), "--account", f"devnet:{TENANT}"],
+                capture_output=True, text=True, timeout=120,
+                env={**os.environ, "TESSERA_HOME": str(tmp_path)})
+            assert run.returncode == 0, run.stdout + run.stderr
+            return " ".join(run.stdout.split())  # rich wraps long lines
+
+        said = job("close")
         assert f"provider missed {len(missed)} epoch(s) of the lease: downtime refund " \
                f"{format_amount(pay, 6, 'TUSD')}" in said
         assert f"claimable with `tessera job claim {lease_id}`" in said  # the last, not final
-        again = subprocess.run(
-            [sys.executable, "-m", "tessera.cli", "job", "claim", str(lease_id), "--network",
-             str(devnet.network_file), "--account", f"devnet:{TENANT}"],
-            capture_output=True, text=True, timeout=120,
-            env={**os.environ, "TESSERA_HOME": str(tmp_path)})
-        assert again.returncode == 0, again.stdout + again.stderr
-        assert "no final epoch without the provider up is left to claim" in " ".join(
-            again.stdout.split())
+        assert "no final epoch without the provider up is left to claim" in job("claim")
 
         start = network.deploy_block
         [claimed] = chain.events("Market", "DowntimeClaimed", start,
