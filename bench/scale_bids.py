@@ -51,7 +51,12 @@ sys.path[:0] = [str(ROOT)]
 import httpx  # noqa: E402
 from eth_utils import keccak  # noqa: E402
 from tests.provider_http.rpc_counter import CountingProxy  # noqa: E402
-from tests.support.processes import ProviderProcess, tessera_home, wait_until  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    ProviderProcess,
+    ValidatorProcess,
+    tessera_home,
+    wait_until,
+)
 from tests.tenant.many_providers import Identity, refused_port, register  # noqa: E402
 
 from tessera.chain.accounts import devnet_account  # noqa: E402
@@ -66,6 +71,7 @@ RESULTS = ROOT / "bench" / "results"
 TUSD = 10**6
 MAX_PRICE = 3 * TUSD
 TENANT = 5
+IDLE_VALIDATOR = 7     # the validator the idle provider beats to (devnet account 7)
 NATIVE = "eth_keys.backends.native.NativeECCBackend"
 
 
@@ -128,30 +134,37 @@ def start_farms(ids: list[Identity], servers: int, network, home: Path) -> tuple
     return procs, [f"http://127.0.0.1:{p or refused_port()}" for p in ports], controls
 
 
+def collect_once(market: Market, proxy: CountingProxy, controls: list[int], live: set[str],
+                 max_price: int, window: float, offer_index=None) -> dict:
+    """Post one order at `max_price` (only providers whose floor is at or below it are
+    candidates), have the servers sign their bids ahead (not timed), then collect and judge
+    (timed) as the tenant's `collect_bids` does, with `offer_index` if given."""
+    order_id, _ = market.create_order(os.urandom(32), "H100", 1, 1, max_price, 600, 1,
+                                      order_deposit(max_price, 1, 1, 600))
+    for port in controls:
+        httpx.post(f"http://127.0.0.1:{port}/prepare/{order_id}", timeout=600)
+    events: list[dict] = []
+    proxy.window()
+    t0 = time.monotonic()
+    verdicts = collect_bids(market, order_id, window, offer_index=offer_index,
+                            emit=lambda e, d: events.append(d))
+    seconds = time.monotonic() - t0
+    calls, _ = proxy.snapshot()
+    valid = {v.bid.provider for v in verdicts if v.valid}
+    return {**events[0], "collect_s": round(seconds, 3), "valid": len(valid),
+            "rpc_calls": sum(calls.values()), "rpc_by_method": calls,
+            "all_live_bids_valid": valid == live}
+
+
 def collections(market: Market, proxy: CountingProxy, controls: list[int], live: set[str],
                 count: int, window: float) -> list[dict]:
     """`count` times: post an order, have the servers sign their bids ahead, collect (timed)."""
     runs = []
     for _ in range(count):
-        order_id, _ = market.create_order(
-            bytes([len(runs) % 256]) * 32, "H100", 1, 1, MAX_PRICE, 600, 1,
-            order_deposit(MAX_PRICE, 1, 1, 600))
-        for port in controls:
-            httpx.post(f"http://127.0.0.1:{port}/prepare/{order_id}", timeout=600)
-        events: list[dict] = []
-        proxy.window()
-        t0 = time.monotonic()
-        verdicts = collect_bids(market, order_id, window,
-                                emit=lambda e, d, out=events: out.append(d))
-        seconds = time.monotonic() - t0
-        calls, _ = proxy.snapshot()
-        valid = {v.bid.provider for v in verdicts if v.valid}
-        run = {**events[0], "collect_s": round(seconds, 3), "valid": len(valid),
-               "rpc_calls": sum(calls.values()), "rpc_by_method": calls,
-               "all_live_bids_valid": valid == live}
+        run = collect_once(market, proxy, controls, live, MAX_PRICE, window)
         runs.append(run)
-        say(f"collection {len(runs) - 1}: {seconds:.2f} s, {len(valid)}/{len(live)} live bids "
-            f"valid, {run['requests']} requests, {run['rpc_calls']} RPC calls (index "
+        say(f"collection {len(runs) - 1}: {run['collect_s']:.2f} s, {run['valid']}/{len(live)} "
+            f"live bids valid, {run['requests']} requests, {run['rpc_calls']} RPC calls (index "
             f"{run['index_s']} s, gather {run['gather_s']} s, judge {run['judge_s']} s, "
             f"confirm {run['confirm_s']} s)")
     return runs
@@ -261,32 +274,50 @@ def bench_baseline(network, proxy: CountingProxy, controls: list[int], providers
 
 # -- (B) idle provider RPC --------------------------------------------------------------------
 def idle_rate(home: Path, block_time: int, seconds: float, src: Path | None,
-              websocket: bool) -> dict:
+              websocket: bool, validator: bool = False) -> dict:
     """An idle registered provider's RPC calls per second, by method (`src`: run that code;
-    `websocket`: the proxy tunnels websockets, so new heads can be pushed to it)."""
+    `websocket`: the proxy tunnels websockets, so new heads can be pushed to it; `validator`: a
+    validator runs too (straight on the chain, not counted), so the provider beats to it over
+    HTTP instead of sending its fallback heartbeat transaction)."""
     home.mkdir(parents=True, exist_ok=True)
     devnet = Devnet(home / "devnet")
     network = devnet.up(port=free_port(), block_time=block_time)
     previous = os.environ.get("PYTHONPATH")
     if src is not None:
         os.environ["PYTHONPATH"] = str(src)
+    checker = ValidatorProcess(home, devnet.network_file, IDLE_VALIDATOR) if validator else None
     try:
         with tessera_home(home), CountingProxy(network.rpc_url, websocket=websocket) as proxy:
+            if checker is not None:
+                checker.start()
             proxied = proxy.network_file(devnet.network_file, home / "proxied.json")
             node = ProviderProcess(home, proxied, account=2, price="1.00", name="idle")
             node.start()
             try:
                 uptime = Uptime(Chain(network))
-                wait_until(lambda: uptime.beats(node.address, uptime.current_epoch()),
-                           timeout=120, what="the first heartbeat")
+
+                def receipted() -> int:
+                    """Epochs the validator holds the provider's beat of."""
+                    return sum(httpx.get(f"{checker.url}/liveness/{e}/beats/{node.address}",
+                                         timeout=5).status_code == 200
+                               for e in range(uptime.current_epoch() + 1))
+
+                if checker is None:
+                    wait_until(lambda: uptime.beats(node.address, uptime.current_epoch()),
+                               timeout=120, what="the first heartbeat")
+                else:
+                    wait_until(receipted, timeout=120, what="the first beat receipted")
                 proxy.window()
                 time.sleep(seconds)
                 total, per_method = proxy.rates()
                 beats = sum(uptime.beats(node.address, e)
                             for e in range(uptime.current_epoch() + 1))
+                receipts = receipted() if checker is not None else None
             finally:
                 node.stop()
     finally:
+        if checker is not None:
+            checker.stop()
         if src is not None:
             if previous is None:
                 os.environ.pop("PYTHONPATH", None)
@@ -294,7 +325,8 @@ def idle_rate(home: Path, block_time: int, seconds: float, src: Path | None,
                 os.environ["PYTHONPATH"] = previous
         devnet.down()
     return {"calls_per_s": round(total, 3), "per_method_per_s": per_method,
-            "window_s": seconds, "heartbeat_epochs_held": beats}
+            "window_s": seconds, "heartbeat_epochs_held": beats,
+            "beat_epochs_receipted": receipts}
 
 
 def bench_idle(args, home: Path) -> dict:

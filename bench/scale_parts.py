@@ -10,7 +10,6 @@ are signed raw transactions, sent concurrently, one thread per tenant.
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -19,9 +18,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import requests
 from eth_account import Account
+from scale_bids import collect_once
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from tests.provider_http.rpc_counter import CountingProxy
@@ -33,7 +32,6 @@ from tessera.explorer import db
 from tessera.explorer.indexer import indexed_state
 from tessera.protocol import liveness, messages
 from tessera.protocol.lease import order_deposit
-from tessera.tenant.bid_collection import collect_bids
 from tessera.tenant.offer_index import OfferIndex
 
 GWEI = 10**9
@@ -389,29 +387,15 @@ def order_burst(rpc: Rpc, watch: BlockWatch, chain: Chain, tenants: list[str], p
 # -- bid collection -------------------------------------------------------------------------
 def collect(market: Market, proxy: CountingProxy, controls: list[int], live: set[str],
             max_price: int, window: float, index: OfferIndex) -> dict:
-    """bench/scale_bids.collections' loop for one order, with the order's maximum price as a
-    parameter (only providers whose floor is at or below it are candidates), as the tenant's
-    `Tenant.post_order` then `collect_bids` do it: bring the offer index up to date (timed
-    apart: a new tenant's first build reads every registry event), post the order, have the
-    servers sign their bids ahead (not timed), collect and judge (timed)."""
+    """bench/scale_bids.collect_once as the tenant's `Tenant.post_order` then `collect_bids`
+    do it: bring the offer index up to date first (timed apart: a new tenant's first build
+    reads every registry event), then post, collect and judge (timed)."""
     t0 = time.monotonic()
     index.offers()
     prebuild = {"prebuild_s": round(time.monotonic() - t0, 3), "prebuild_events": index.events_read}
-    order_id, _ = market.create_order(os.urandom(32), "H100", 1, 1, max_price, 600, 1,
-                                      order_deposit(max_price, 1, 1, 600))
-    for port in controls:
-        httpx.post(f"http://127.0.0.1:{port}/prepare/{order_id}", timeout=600)
-    events: list[dict] = []
-    proxy.window()
-    t0 = time.monotonic()
-    verdicts = collect_bids(market, order_id, window, offer_index=index,
-                            emit=lambda e, d: events.append(d))
-    seconds = time.monotonic() - t0
-    calls, _ = proxy.snapshot()
-    valid = {v.bid.provider for v in verdicts if v.valid}
-    run = {**events[0], **prebuild, "collect_s": round(seconds, 3), "valid": len(valid),
-           "rpc_calls": sum(calls.values()), "all_live_bids_valid": valid == live}
-    say(f"  {run['providers_asked']} candidates: {seconds:.2f} s, {len(valid)}/{len(live)} live "
-        f"bids valid (index {run['index_s']} s, gather {run['gather_s']} s, judge "
-        f"{run['judge_s']} s)")
+    run = {**collect_once(market, proxy, controls, live, max_price, window, index), **prebuild}
+    run.pop("rpc_by_method")
+    say(f"  {run['providers_asked']} candidates: {run['collect_s']:.2f} s, {run['valid']}/"
+        f"{len(live)} live bids valid (index {run['index_s']} s, gather {run['gather_s']} s, "
+        f"judge {run['judge_s']} s)")
     return run

@@ -40,10 +40,13 @@ devnet_app = typer.Typer(help="A local chain (anvil) with Tessera's contracts de
 wallet_app = typer.Typer(help="Encrypted keystores and devnet test accounts.", no_args_is_help=True)
 provider_app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
 job_app = typer.Typer(help="Submit and manage jobs as a tenant.", no_args_is_help=True)
+network_app = typer.Typer(help="Tessera's contracts on any EVM chain (a public test network).",
+                          no_args_is_help=True)
 app.add_typer(devnet_app, name="devnet")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(provider_app, name="provider")
 app.add_typer(job_app, name="job")
+app.add_typer(network_app, name="network")
 
 
 @app.callback()
@@ -192,6 +195,36 @@ def wallet_balance(spec: str = typer.Argument(..., help="devnet:N, NAME or an ad
     console.print(f"  {show_amount(eth, 18, 'ETH')}")
     console.print(f"  {show_amount(pay, PAYMENT_DECIMALS, PAYMENT_SYMBOL)}")
     console.print(f"  {show_amount(stake, STAKE_DECIMALS, STAKE_SYMBOL)}")
+
+
+# -- network ------------------------------------------------------------------------------
+@network_app.command("deploy")
+def network_deploy(
+        rpc_url: str = typer.Option(..., "--rpc-url", help="the chain's JSON-RPC URL (http/https)"),
+        account: str = typer.Option(..., "--account", help="the deployer: keystore:NAME (password "
+                                    "from TESSERA_PASSWORD, else asked); devnet:N only on a devnet"),
+        out: Path = typer.Option(..., "--out", help="the network file to write, e.g. testnet.json"),
+        name: str = typer.Option(None, "--name", help="the network's name (default: --out's stem)"),
+        epoch_seconds: int = typer.Option(3600, "--epoch-seconds", min=1, max=7 * 86_400,
+                                          help="the uptime epoch; the claim window and unbonding "
+                                               "period are raised to what it needs"),
+        treasury: str = typer.Option(None, "--treasury",
+                                     help="receives the market's fee (default: the deployer)"),
+        yes: bool = typer.Option(False, "--yes", "-y", help="deploy without asking"),
+        force: bool = typer.Option(False, "--force", help="replace --out when it describes an "
+                                   "earlier deploy to the same chain")) -> None:
+    """Deploy the contracts to a chain by its RPC URL and write the network file that every
+    command takes with --network. Checks the RPC, the key and the deployer's gas first, shows
+    the plan and asks before sending anything; funds and mints nothing for test accounts."""
+    from tessera.chain.network_deploy import deploy_network
+
+    network = run_guarded(lambda: deploy_network(
+        rpc_url, account, out, name=name, epoch_seconds=epoch_seconds, treasury=treasury,
+        force=force, yes=yes, say=lambda line: console.print(line, markup=False, highlight=False),
+        confirm=lambda question: typer.confirm(question, default=False),
+        ask_password=lambda: _ask_password(confirm=False)))
+    if network is None:
+        raise typer.Exit(1)
 
 
 # -- provider -----------------------------------------------------------------------------

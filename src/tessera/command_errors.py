@@ -29,8 +29,9 @@ err = Console(stderr=True)
 
 def fail(message: str, code: int = 1) -> None:
     """Print `message` as an error and leave with `code`."""
-    # escaped: a message may quote input ('[/x]' in a spec's key is not rich markup)
-    err.print(f"[bold red]error:[/] {escape(message)}")
+    # escaped: a message may quote input ('[/x]' in a spec's key is not rich markup); one line,
+    # never wrapped by rich (a terminal wraps it; a log or a grep gets paths whole)
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -46,6 +46,9 @@ def test_quick_run_measures_every_figure(tmp_path):
     assert 0 < r["bid_collect_s_p95"] < r["config"]["window_s"] + 5
     assert r["bids"]["all_live_bids_valid_every_time"]
     assert 0 < r["idle_rpc_per_s_per_provider"] < 20
+    # measured while the provider beat to a validator over HTTP (no heartbeat transactions)
+    idle = r["idle"]["beats_to_a_validator"]
+    assert idle["beat_epochs_receipted"] >= 1 and idle["heartbeat_epochs_held"] == 0
     assert 0 <= r["indexer_lag_blocks_max"] < 100 and r["indexer_lag_s_p95"] >= 0
     model = r["model"]
     assert "MODEL" in model["label"] and set(model["at"]) == {"1000", "10000", "100000"}

@@ -105,7 +105,8 @@ def test_beats_receipts_reports_and_the_heartbeat_fallback(tmp_path, private_dev
             # and the receipted, unreported epoch is claimed in the last epoch a claim can be.
             validator.stop()
             # The stopped validator's second address challenges its report of `receipted` (the
-            # bond would go back to it, the slash to itself): only the provider can answer.
+            # slash would go to itself): only the provider can answer, and its answer takes the
+            # answerer's share of the bond (the griefer's pair loses it).
             challenger = Chain(network, devnet_account(CHALLENGER))
             StakeToken(challenger).fund(uptime.address, 10 * 10**18, "challenge bond")
             [report] = reports(receipted)
@@ -116,6 +117,8 @@ def test_beats_receipts_reports_and_the_heartbeat_fallback(tmp_path, private_dev
                                      argument_filters={"challenge_id": challenge_id}),
                 timeout=30, what="the provider's answer to the challenge")
             assert answer["args"]["answered_by"] == node.address
+            assert answer["args"]["to_answerer"] > 0
+            assert answer["args"]["to_answerer"] + answer["args"]["to_validator"] == 10 * 10**18
             assert uptime.live_word(receipted, index >> 8) >> (index & 255) & 1
             for _ in range(2):
                 later = jump(uptime)

@@ -182,8 +182,8 @@ def liveness(draw, emit, i, kind, now, p, chain_valid, rules, order, beat, repor
             if draw(st.integers(0, 2)) > 0:          # most stay unanswered
                 return
             del challenges[cid]
-            emit(UP, "ChallengeAnswered", i, challenge_id=cid, validator=cv, bond_to_validator=10,
-                 answered_by=cp)
+            emit(UP, "ChallengeAnswered", i, challenge_id=cid, validator=cv, answered_by=cp,
+                 to_answerer=5, to_validator=5)
         elif draw(st.integers(0, 3)) > 0:            # or left unresolved for a while
             del challenges[cid]
             emit(UP, "ChallengeResolved", i, challenge_id=cid, validator=cv, provider=cp,

@@ -126,8 +126,8 @@ def test_an_unanswered_challenge_revokes_the_report_at_finality():
                           provider=ALICE, epoch=0, challenger=CAROL, bond=10, answer_by_epoch=LAG)
     chain.emit("Uptime", "InclusionChallenged", challenge_id=2, validator=V1, provider=BOB, epoch=0,
                challenger=CAROL, bond=10, answer_by_epoch=LAG)
-    chain.emit("Uptime", "ChallengeAnswered", challenge_id=2, validator=V1, bond_to_validator=10,
-               answered_by=BOB)
+    chain.emit("Uptime", "ChallengeAnswered", challenge_id=2, validator=V1, answered_by=BOB,
+               to_answerer=5, to_validator=5)
     assert parts(figures(chain, 3), ALICE)["pending"] >= 1      # not final: neither up nor down
     # Final in epoch 4 with the challenge unanswered: revoked at once, as Uptime.is_up says,
     # whether or not anyone has called resolve_challenge yet.
@@ -157,12 +157,12 @@ def test_a_late_answer_from_resolve_changes_nothing():
     for cid, v in ((1, V1), (2, V2)):
         chain.emit("Uptime", "InclusionChallenged", challenge_id=cid, validator=v, provider=ALICE,
                    epoch=0, challenger=CAROL, bond=10, answer_by_epoch=LAG)
-    chain.emit("Uptime", "ChallengeAnswered", challenge_id=1, validator=V1, bond_to_validator=10,
-               answered_by=ALICE)
+    chain.emit("Uptime", "ChallengeAnswered", challenge_id=1, validator=V1, answered_by=ALICE,
+               to_answerer=5, to_validator=5)
     before = parts(figures(chain, 5), ALICE)
     chain.at(5, 100)
-    chain.emit("Uptime", "ChallengeAnswered", challenge_id=2, validator=V2, bond_to_validator=10,
-               answered_by=CAROL)
+    chain.emit("Uptime", "ChallengeAnswered", challenge_id=2, validator=V2, answered_by=CAROL,
+               to_answerer=0, to_validator=10)   # resolve_challenge: proven on challenge 1
     assert before["reported"] == 1
     assert parts(figures(chain, 5), ALICE) == before
 

@@ -8,7 +8,9 @@ local HTTP servers, a fake chain, the real state DB. Seconds, no anvil.
 - A challenge of the node's inclusion in a report (a validator challenging its own report from
   a second address) is answered with the node's stored beat signature while its answer window
   is open, after a restart too; a receipted epoch is not settled while its claim window is
-  open, and claimed if its bit is gone at the last check."""
+  open, and claimed if its bit is gone at the last check.
+- Reorgs: the node signs only a seed `confirmations` blocks deep (a reorg that re-mines the
+  open changes the seed), and falls back to the heartbeat at mid-epoch if it never is."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ from types import SimpleNamespace
 import pytest
 from eth_account import Account
 
-from tessera.protocol import liveness
+from tessera.chain.devnet import liveness_confirmations
+from tessera.protocol import liveness, messages
+from tessera.provider import heartbeats
 from tessera.provider.beat_sender import MAX_TARGETS, BeatSender
 from tessera.provider.config import LivenessSection
 from tessera.provider.heartbeats import EpochBeat, Heartbeats
@@ -119,7 +123,7 @@ class FakeUptime:
     def genesis(self): return 0
     def epoch_length(self): return EPOCH_LENGTH
     def liveness_rules(self): return 1, 1
-    def seed(self, epoch): return SEED
+    def seed(self, epoch, block_identifier="latest"): return SEED
     def beats(self, provider, epoch): return False
     def live_word(self, epoch, index): return self.live
     def report_hash(self, validator, epoch): return b"\x01" * 32
@@ -285,3 +289,79 @@ def test_a_receipted_epoch_is_not_settled_while_its_claim_window_is_open(tmp_pat
     assert ctx.state.unsettled_beats() == [6]
     beats._claims(9)                             # its claim window is over
     assert ctx.state.beat(6)[2] == "named" and len(ctx.uptime.sent) == 1
+
+
+class ReorgUptime(FakeUptime):
+    """An Uptime whose epoch-5 seed was set in block `opened_in` (zero before it)."""
+
+    def __init__(self, seed: bytes, opened_in: int):
+        super().__init__()
+        self.value, self.opened_in, self.reads = seed, opened_in, []
+
+    def seed(self, epoch, block_identifier="latest"):
+        self.reads.append(block_identifier)
+        if block_identifier == "latest" or block_identifier >= self.opened_in:
+            return self.value
+        return bytes(32)
+
+
+def head_at(number: int, second: int) -> dict:
+    return {"number": number, "timestamp": 5 * EPOCH_LENGTH + second, "parentHash": b"\0" * 32}
+
+
+def test_the_node_signs_only_a_seed_confirmations_deep_the_one_a_reorg_left(tmp_path, honest):
+    """Adversary (or bad luck): a reorg re-mines open_epoch in another block, so the seed the
+    node learnt from the first EpochOpened is gone; a beat over it could answer no challenge
+    and be claimed nowhere. The node reads the seed `confirmations` blocks below the head (once
+    per head) and signs only that one."""
+    ctx = node_context(tmp_path, [(honest.account.address, honest.url)], confirmations=3)
+    ctx.uptime = ReorgUptime(b"\x01" * 32, opened_in=10)
+    beats = Heartbeats(ctx)
+    try:
+        beats.on_opened(5, b"\x01" * 32)                        # the first open, block 10
+        beats.step(head_at(10, 1))
+        beats.step(head_at(10, 1))
+        assert ctx.uptime.reads == [7] and beats._current.signature is None
+        ctx.uptime.value, ctx.uptime.opened_in = SEED, 11        # the reorg: opened in 11
+        for number in (12, 13):
+            beats.step(head_at(number, 2))
+        assert beats._current.signature is None                 # 11 is not 3 deep yet
+        beats.step(head_at(14, 3))
+        assert beats._current.done == "receipts" and ctx.uptime.sent == []
+    finally:
+        beats.close()
+    typed = liveness.beat_typed_data(CHAIN_ID, UPTIME, ctx.address, 5, SEED)
+    assert messages.recover(typed, ctx.state.beat(5)[0]) == ctx.address
+
+
+def test_a_seed_never_deep_enough_falls_back_to_the_heartbeat_at_mid_epoch(tmp_path, honest,
+                                                                           monkeypatch):
+    """Waiting for confirmations must not cost the epoch: with the seed never deep (reorgs
+    keep moving it, or blocks are slow), the node waits while half the epoch's chain time is
+    left, then sends the on-chain heartbeat."""
+    monkeypatch.setattr(heartbeats, "OPEN_WAIT_S", (0.0, 0.0))
+    ctx = node_context(tmp_path, [(honest.account.address, honest.url)], confirmations=3,
+                       deadline_s=0.01)
+    ctx.uptime = ReorgUptime(SEED, opened_in=10**9)
+    beats = Heartbeats(ctx)
+    try:
+        beats.step(head_at(20, 1))
+        time.sleep(0.05)                                        # past open_at + deadline_s
+        beats.step(head_at(21, EPOCH_LENGTH // 2 - 1))
+        assert ctx.uptime.sent == []                            # half the epoch is left
+        beats.step(head_at(22, EPOCH_LENGTH // 2))
+        assert ctx.uptime.sent == [("heartbeat", 5)]
+        assert "not set 3 blocks deep" in ctx.log.named("heartbeat")[0]["reason"]
+    finally:
+        beats.close()
+
+
+def test_confirmations_default_to_zero_on_the_devnet_only():
+    """0 only where anvil mines a block per transaction and never reorgs (waiting there would
+    stall a quiet devnet); elsewhere protocol.liveness.CONFIRMATIONS unless configured."""
+    devnet, public = SimpleNamespace(chain_id=31337), SimpleNamespace(chain_id=8453)
+    assert liveness_confirmations(devnet, None) == 0
+    assert liveness_confirmations(public, None) == liveness.CONFIRMATIONS > 0
+    assert liveness_confirmations(public, 0) == 0 and liveness_confirmations(devnet, 5) == 5
+    with pytest.raises(ValueError):
+        LivenessSection(confirmations=-1)

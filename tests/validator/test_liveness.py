@@ -1,8 +1,11 @@
 """The validator's liveness duty in process (validator/liveness.py) against a real anvil: what
 `POST /liveness/beat` refuses and why (never a 500), the receipt it signs, the beats it keeps
 across a restart, the one report per epoch (never twice, a lost save included), and the
-answer to an inclusion challenge. Chain time is moved block by block (evm_setNextBlockTimestamp),
-so the module waits for nothing. The daemons end to end: tests/e2e/test_liveness.py."""
+answer to an inclusion challenge; reorgs (faked with evm_snapshot / evm_revert): a seed counts
+only once `confirmations` deep, and the challenge scan reads its last `confirmations` blocks
+again; pruning of liveness.db; the paged GET /liveness/{epoch} and GET of one beat. Chain time
+is moved block by block (evm_setNextBlockTimestamp), so the module waits for nothing. The
+daemons end to end: tests/e2e/test_liveness.py."""
 
 from __future__ import annotations
 
@@ -25,7 +28,17 @@ from tessera.http_limits import RequestGuard
 from tessera.logs import EventLog
 from tessera.protocol import liveness, messages
 from tessera.validator.api import STREAMED
-from tessera.validator.liveness import REFRESH_EVERY_S, LivenessDuty, liveness_routes
+from tessera.validator.liveness import (
+    MAX_PAGE,
+    REFRESH_EVERY_S,
+    LivenessDuty,
+    liveness_routes,
+)
+from tessera.validator.liveness_store import (
+    PRUNE_MARGIN_EPOCHS,
+    LivenessStore,
+    prune_before,
+)
 from tessera.validator.stake import ensure_validator
 
 VALIDATOR, PROVIDER, IDLE, CHALLENGER = 7, 3, 4, 9
@@ -44,11 +57,13 @@ def world(tmp_path_factory, private_devnet):
         yield home, network, chain
 
 
-def make_duty(world, open_epochs: bool = True) -> tuple[LivenessDuty, io.StringIO, TestClient]:
+def make_duty(world, open_epochs: bool = True,
+              confirmations: int = 0) -> tuple[LivenessDuty, io.StringIO, TestClient]:
     home, _, chain = world
     stream = io.StringIO()
     duty = LivenessDuty(chain, devnet_account(VALIDATOR), home / "state", EventLog("t", stream),
-                        CollectorRegistry(), open_epochs=open_epochs, open_within_s=0)
+                        CollectorRegistry(), open_epochs=open_epochs, open_within_s=0,
+                        confirmations=confirmations)
     duty.prepare()
     app = FastAPI()
     app.add_middleware(RequestGuard, streamed=STREAMED)
@@ -175,4 +190,176 @@ def test_one_report_per_epoch_is_final_and_an_inclusion_challenge_is_answered(wo
     assert uptime.is_up(provider.address, epoch) and not uptime.beats(provider.address, epoch)
     assert not uptime.is_up(devnet_account(IDLE).address, epoch)
     duty.poll_once()                                         # past every window: nothing to do
+    duty.close()
+
+
+def rpc(chain: Chain, method: str, *params):
+    return chain.w3.provider.make_request(method, list(params))["result"]
+
+
+def mine(chain: Chain, blocks: int) -> int:
+    for _ in range(blocks):
+        rpc(chain, "evm_mine")
+    return chain.block_number()
+
+
+def test_a_seed_counts_only_once_it_is_confirmations_deep_so_a_reorg_cannot_strand_beats(world):
+    """The seed is the hash of the block before open_epoch's. Adversary (or plain bad luck): a
+    reorg re-mines the open in another block, so the seed changes; had the validator receipted
+    beats over the first seed, every one of them would be unanswerable when challenged (the
+    challenger takes the slash) and unclaimable. So beats are refused (425) until the block that
+    set the seed is `confirmations` deep; a beat over the reorged-away seed is refused (403);
+    the beat over the seed that stuck is receipted."""
+    _, network, _ = world
+    duty, _, client = make_duty(world, open_epochs=False, confirmations=3)
+    uptime, provider = duty.uptime, devnet_account(PROVIDER)
+    epoch = next_epoch(uptime)
+    duty.poll_once()
+
+    def post(seed):
+        duty._read_at.clear()                 # no REFRESH_EVERY_S wait between the reads
+        return client.post("/liveness/beat", json=beat_body(provider, uptime, epoch, seed))
+
+    snapshot = rpc(duty.chain, "evm_snapshot")
+    Uptime(Chain(network, devnet_account(IDLE))).open_epoch()
+    first = uptime.seed(epoch)
+    assert first != bytes(32)
+    early = post(first)
+    assert early.status_code == 425 and "not yet 3 blocks deep" in early.json()["detail"]
+    assert rpc(duty.chain, "evm_revert", snapshot) is True      # the reorg: the open is undone
+    mine(duty.chain, 1)                                         # and lands a block later
+    receipt = Uptime(Chain(network, devnet_account(IDLE))).open_epoch()
+    second = uptime.seed(epoch)
+    assert second not in (first, bytes(32))
+    mine(duty.chain, 1)
+    assert post(second).status_code == 425                      # 2 blocks deep: not yet
+    assert mine(duty.chain, 1) == receipt["blockNumber"] + 2
+    assert post(second).status_code == 425
+    mine(duty.chain, 1)                                         # 3 deep
+    stale = post(first)
+    assert stale.status_code == 403 and "bad signature" in stale.text
+    good = post(second)
+    assert good.status_code == 200, good.text
+    assert duty.store.beat(epoch, provider.address) is not None
+    duty.close()
+
+
+def test_the_challenge_scan_reads_its_last_blocks_again_after_a_reorg(world):
+    """Adversary: a challenge that a reorg puts in a block the scan has already passed (the
+    scan's cursor stays past it) would never be answered, and the validator would be slashed
+    for a beat it holds. So each scan reads the last `confirmations` blocks again; a challenge
+    there that was answered is checked on chain again, and answered again when a reorg dropped
+    the answer. Also: a beat in the last epoch a challenge can be made is still held when the
+    answer window ends (pruning keeps it)."""
+    _, network, chain = world
+    duty, log, client = make_duty(world, confirmations=4)
+    uptime, provider = duty.uptime, devnet_account(PROVIDER)
+    epoch = next_epoch(uptime)
+    duty.poll_once()
+    duty.poll_once()                                            # opens it
+    mine(chain, 4)
+    duty._read_at.clear()
+    beat = client.post("/liveness/beat", json=beat_body(provider, uptime, epoch,
+                                                         uptime.seed(epoch)))
+    assert beat.status_code == 200, beat.text
+    next_epoch(uptime)
+    duty.poll_once()                                            # the report
+    words = duty.store.report(epoch)["words"]
+    report_delay, answer_epochs = uptime.liveness_rules()
+    while uptime.current_epoch() < epoch + report_delay + 1:   # the last challenge epoch:
+        next_epoch(uptime)                                      # the challenger waits
+
+    challenger = Chain(network, devnet_account(CHALLENGER))
+    StakeToken(challenger).fund(uptime.address, 10 * 10**18, "challenge bond")
+    current = uptime.current_epoch()
+    duty.answer_challenges(current)
+    snapshot = rpc(chain, "evm_snapshot")
+    passed = mine(chain, 3)
+    duty.answer_challenges(current)                             # the cursor passes 3 blocks
+    assert duty.store.next_block(0) == passed + 1
+    assert rpc(chain, "evm_revert", snapshot) is True           # the reorg
+    _, challenge_id = Uptime(challenger).challenge_inclusion(chain.address, epoch,
+                                                             provider.address, words)
+    assert mine(chain, 1) < passed                              # the challenge is behind it
+    before_answer = rpc(chain, "evm_snapshot")
+    duty.answer_challenges(current)
+    assert uptime.challenge(challenge_id)["state"] == 2         # answered
+    assert duty.store.answer_status(challenge_id) == "answered"
+
+    # A reorg drops the answer: the challenge is open again, its log in the re-read blocks.
+    assert rpc(chain, "evm_revert", before_answer) is True
+    chain._reset_nonce()                                        # the answer's nonce is free again
+    assert uptime.challenge(challenge_id)["state"] == 1
+    duty.answer_challenges(current)
+    assert uptime.challenge(challenge_id)["state"] == 2
+    assert log.getvalue().count("liveness-challenge-answered") == 2
+
+    # The answer window's last epoch: pruning keeps the beat that answers it.
+    while uptime.current_epoch() < liveness.answer_end(epoch, report_delay, answer_epochs):
+        next_epoch(uptime)
+    duty.poll_once()
+    assert duty.store.beat(epoch, provider.address) is not None
+    duty.close()
+
+
+def test_pruning_never_removes_what_can_still_answer_a_challenge(tmp_path):
+    """Adversary: a challenger that waits for the last epoch a challenge is accepted in, and
+    an answer that comes in the last epoch of its window. Every epoch `current` prunes with
+    prune_before(current): a beat, report and answer of an epoch whose answer window is open in
+    `current` are all kept; those of epochs final PRUNE_MARGIN_EPOCHS ago are gone (liveness.db
+    does not grow with the chain's age)."""
+    store = LivenessStore(tmp_path / "liveness.db")
+    report_delay, answer_epochs = 1, 1
+    for epoch in range(40):
+        store.add_beat(epoch, f"0x{epoch:040x}", "0x" + "ab" * 65)
+        store.save_report(epoch, "posted" if epoch < 3 else "skipped", [1])
+        store.save_answer(epoch, "answered", epoch=epoch)
+    for current in range(40):
+        store.prune(prune_before(current, report_delay, answer_epochs))
+        for epoch in range(40):
+            kept = store.beat(epoch, f"0x{epoch:040x}") is not None
+            if current <= liveness.answer_end(epoch, report_delay, answer_epochs):
+                assert kept and store.report(epoch) and store.answered(epoch), (current, epoch)
+            if current > liveness.answer_end(epoch, report_delay, answer_epochs) \
+                    + PRUNE_MARGIN_EPOCHS:
+                assert not kept and not store.answered(epoch), (current, epoch)
+    assert store.unreported(before=40) == []                # no epoch looks unreported
+    assert store.last_reported() == 2                        # the last posted report is kept
+    store.close()
+
+
+def test_get_liveness_is_paged_and_one_beat_is_served_and_junk_gets_4xx(world):
+    """GET /liveness/{epoch} once listed every provider of the epoch (up to 131,072 addresses:
+    an easy way to make a validator serialize megabytes per request); now counts and a page of
+    at most MAX_PAGE. GET /liveness/{epoch}/beats/{provider} serves what answers a challenge
+    (another validator's watcher asks it before challenging). Junk paths and queries: 4xx."""
+    duty, _, client = make_duty(world, open_epochs=False)
+    epoch = 10**9                                            # far from the live epochs
+    providers = sorted(Account.create().address for _ in range(5))
+    for p in providers:
+        duty.store.add_beat(epoch, p, "0x" + "cd" * 65)
+    first = client.get(f"/liveness/{epoch}", params={"limit": 2}).json()
+    assert (first["beats"], first["providers"], first["next"]) == (5, providers[:2], providers[1])
+    second = client.get(f"/liveness/{epoch}",
+                        params={"after": first["next"].lower(), "limit": 2}).json()
+    assert second["providers"] == providers[2:4]
+    last = client.get(f"/liveness/{epoch}", params={"after": second["next"]}).json()
+    assert (last["providers"], last["next"]) == (providers[4:], None)
+
+    reply = client.get(f"/liveness/{epoch}/beats/{providers[3].lower()}")
+    assert reply.status_code == 200
+    assert reply.json() == {"provider": providers[3], "epoch": epoch, "signature": "0x" + "cd" * 65}
+    missing = client.get(f"/liveness/{epoch + 1}/beats/{providers[3]}")
+    assert missing.status_code == 404 and "holds no beat" in missing.json()["detail"]
+    pruned = client.get(f"/liveness/0/beats/{providers[3]}")
+    assert pruned.status_code == 404 and "pruned" in pruned.json()["detail"]
+    junk = [f"/liveness/{epoch}?limit=0", f"/liveness/{epoch}?limit={MAX_PAGE + 1}",
+            f"/liveness/{epoch}?limit=x", f"/liveness/{epoch}?after=0x12",
+            f"/liveness/{epoch}?after=%00", "/liveness/-1", f"/liveness/{2**64}", "/liveness/x",
+            f"/liveness/{epoch}/beats/0x12", f"/liveness/x/beats/{providers[0]}",
+            f"/liveness/-1/beats/{providers[0]}", f"/liveness/{epoch}/beats/",
+            f"/liveness/{epoch}/beats/{providers[0]}/x", f"/liveness/{epoch}/beats/{'a' * 5000}"]
+    for path in junk:
+        status = client.get(path).status_code
+        assert 400 <= status < 500, (path, status)
     duty.close()

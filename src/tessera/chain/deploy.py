@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from eth_account.signers.local import LocalAccount
@@ -12,6 +13,9 @@ from tessera.chain.hardware import HardwareReportsParams
 from tessera.chain.network import Network
 from tessera.chain.verification import VerificationParams
 from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, STAKE_DECIMALS, STAKE_SYMBOL
+
+# Told one line after each confirmed transaction of a deploy (None: told nothing).
+Progress = Callable[[str], None] | None
 
 
 @dataclass(frozen=True)
@@ -115,65 +119,89 @@ def owner_call(w3: Web3, deployer: LocalAccount, name: str, address: str, fn: st
         raise RuntimeError(f"{name}.{fn}{args} reverted (tx 0x{tx_hash.hex()})")
 
 
-def _grant_slasher(w3: Web3, deployer: LocalAccount, registry: str, slasher: str) -> None:
+def _grant_slasher(w3: Web3, deployer: LocalAccount, registry: str, slasher: str,
+                   progress: Progress) -> None:
     """The deployer owns the registry: let `slasher` (a contract) slash and jail providers."""
-    owner_call(w3, deployer, "ProviderRegistry", registry, "set_slasher", slasher, True)
+    _owner_step(w3, deployer, "ProviderRegistry", registry, "set_slasher", progress, slasher, True)
+
+
+def _deploy_step(w3: Web3, deployer: LocalAccount, name: str, progress: Progress,
+                 *args) -> tuple[str, int]:
+    address, block = deploy_contract(w3, deployer, name, *args)
+    if progress is not None:
+        progress(f"deployed {name} at {address}")
+    return address, block
+
+
+def _owner_step(w3: Web3, deployer: LocalAccount, name: str, address: str, fn: str,
+                progress: Progress, *args) -> None:
+    owner_call(w3, deployer, name, address, fn, *args)
+    if progress is not None:
+        progress(f"{name}.{fn}({', '.join(map(str, args))})")
 
 
 def _hand_to_timelock(w3: Web3, deployer: LocalAccount, delay: int, registry: str,
-                      validators: str, market: str, stake: str) -> str:
+                      validators: str, market: str, stake: str, progress: Progress) -> str:
     """Deploy the Timelock (the deployer proposes, cancels and executes; the timelock
     administers itself) and make it the owner of the ProviderRegistry, the Validators, the
     Market and the StakeToken (its mint role moves with the ownership), after every deploy-time
     role grant and setting: from now on a slasher grant, a fee or treasury change, or a stake
     mint waits `delay` seconds, in the open (CallScheduled). Returns its address."""
-    timelock, _ = deploy_contract(w3, deployer, "Timelock", delay, [deployer.address], [deployer.address],
-                          "0x" + "00" * 20)
+    timelock, _ = _deploy_step(w3, deployer, "Timelock", progress, delay, [deployer.address],
+                               [deployer.address], "0x" + "00" * 20)
     for name, address in (("ProviderRegistry", registry), ("Validators", validators),
                           ("Market", market), ("StakeToken", stake)):
-        owner_call(w3, deployer, name, address, "transfer_ownership", timelock)
+        _owner_step(w3, deployer, name, address, "transfer_ownership", progress, timelock)
     return timelock
 
 
-def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str) -> Network:
-    stake, first_block = deploy_contract(w3, deployer, "StakeToken", "Tessera Stake", STAKE_SYMBOL,
-                                 STAKE_DECIMALS, "Tessera Stake", "1")
-    payment, _ = deploy_contract(w3, deployer, "PaymentToken", "Tessera USD", PAYMENT_SYMBOL,
-                         PAYMENT_DECIMALS, "Tessera USD", "1")
-    registry, _ = deploy_contract(w3, deployer, "ProviderRegistry", stake, params.min_stake,
-                          params.unbonding_period)
-    validators, _ = deploy_contract(w3, deployer, "Validators", stake, params.validator_min_stake,
-                            params.unbonding_period)
-    uptime, _ = deploy_contract(w3, deployer, "Uptime", registry, validators, params.epoch_length,
-                        params.jail_after, params.jail_period, params.liveness_report_delay,
-                        params.liveness_answer_epochs, params.liveness_challenge_bond,
-                        params.liveness_inclusion_slash)
-    market, _ = deploy_contract(w3, deployer, "Market", payment, registry, uptime, params.treasury,
-                        params.fee_bps, params.downtime_slash, params.claim_window)
-    _grant_slasher(w3, deployer, registry, uptime)  # jails after a reported outage
-    _grant_slasher(w3, deployer, registry, market)  # slashes per claimed missed epoch
+def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str,
+               progress: Progress = None) -> Network:
+    """Deploy every contract (the compiler's CONTRACT_NAMES), wire them, mint the stake supply to
+    the deployer and hand the owner powers to the Timelock. `progress`, if given, is called with
+    one line after each confirmed transaction (`tessera network deploy` prints them)."""
+    def deploy(contract: str, *args) -> tuple[str, int]:
+        return _deploy_step(w3, deployer, contract, progress, *args)
+
+    def own(contract: str, address: str, fn: str, *args) -> None:
+        _owner_step(w3, deployer, contract, address, fn, progress, *args)
+
+    stake, first_block = deploy("StakeToken", "Tessera Stake", STAKE_SYMBOL, STAKE_DECIMALS,
+                                "Tessera Stake", "1")
+    payment, _ = deploy("PaymentToken", "Tessera USD", PAYMENT_SYMBOL, PAYMENT_DECIMALS,
+                        "Tessera USD", "1")
+    registry, _ = deploy("ProviderRegistry", stake, params.min_stake, params.unbonding_period)
+    validators, _ = deploy("Validators", stake, params.validator_min_stake,
+                           params.unbonding_period)
+    uptime, _ = deploy("Uptime", registry, validators, params.epoch_length, params.jail_after,
+                       params.jail_period, params.liveness_report_delay,
+                       params.liveness_answer_epochs, params.liveness_challenge_bond,
+                       params.liveness_inclusion_slash)
+    market, _ = deploy("Market", payment, registry, uptime, params.treasury, params.fee_bps,
+                       params.downtime_slash, params.claim_window)
+    _grant_slasher(w3, deployer, registry, uptime, progress)  # jails after a reported outage
+    _grant_slasher(w3, deployer, registry, market, progress)  # slashes per claimed missed epoch
     # slashes a validator whose challenged liveness report is unanswered (and locks it meanwhile)
-    owner_call(w3, deployer, "Validators", validators, "set_slasher", uptime, True)
-    probes, _ = deploy_contract(w3, deployer, "Probes", validators, uptime, params.probe_report_delay)
-    verification, _ = deploy_contract(w3, deployer, "Verification", market, registry, validators,
-                              *params.verification.constructor_args())
-    _grant_slasher(w3, deployer, registry, verification)
+    own("Validators", validators, "set_slasher", uptime, True)
+    probes, _ = deploy("Probes", validators, uptime, params.probe_report_delay)
+    verification, _ = deploy("Verification", market, registry, validators,
+                             *params.verification.constructor_args())
+    _grant_slasher(w3, deployer, registry, verification, progress)
     # Verification locks voters' stake until their verdict can be carried out
-    owner_call(w3, deployer, "Validators", validators, "set_slasher", verification, True)
-    hardware, _ = deploy_contract(w3, deployer, "HardwareReports", uptime, validators,
-                          *params.hardware.constructor_args())
-    _grant_slasher(w3, deployer, registry, hardware)  # slashes on a quorum of failed challenges
+    own("Validators", validators, "set_slasher", verification, True)
+    hardware, _ = deploy("HardwareReports", uptime, validators,
+                         *params.hardware.constructor_args())
+    _grant_slasher(w3, deployer, registry, hardware, progress)  # slashes on a quorum of failed challenges
     # ... and locks the reporters' and jurors' stake until the round is decided
-    owner_call(w3, deployer, "Validators", validators, "set_slasher", hardware, True)
+    own("Validators", validators, "set_slasher", hardware, True)
     # Verified orders' pay waits for its rounds: Settlement walks them (set once in the Market).
-    settlement, _ = deploy_contract(w3, deployer, "Settlement", market, verification, params.root_grace)
-    owner_call(w3, deployer, "Market", market, "set_settlement", settlement)
-    owner_call(w3, deployer, "StakeToken", stake, "mint", deployer.address, params.stake_supply)
+    settlement, _ = deploy("Settlement", market, verification, params.root_grace)
+    own("Market", market, "set_settlement", settlement)
+    own("StakeToken", stake, "mint", deployer.address, params.stake_supply)
     # Agents' budgets: no owner powers at all (docs/contracts.md, "AgentBudget").
-    agent_budget, _ = deploy_contract(w3, deployer, "AgentBudget", payment, registry,
-                              "Tessera AgentBudget", "1")
+    agent_budget, _ = deploy("AgentBudget", payment, registry, "Tessera AgentBudget", "1")
     timelock = _hand_to_timelock(w3, deployer, params.timelock_delay, registry, validators, market,
-                                 stake)
+                                 stake, progress)
     return Network(
         name=name,
         chain_id=w3.eth.chain_id,

@@ -21,6 +21,7 @@ from tessera.chain.network import Network, devnet_network_file, save_network
 from tessera.chain.validators import Validators
 from tessera.errors import BridgeError, DevnetError
 from tessera.protocol.bridge import DEFAULT_CONFIRMATIONS
+from tessera.protocol.liveness import CONFIRMATIONS as LIVENESS_CONFIRMATIONS
 from tessera.protocol.money import PAYMENT_DECIMALS, STAKE_DECIMALS
 
 DEVNET_CHAIN_ID = 31337
@@ -245,6 +246,18 @@ def fund_devnet_accounts(chain: Chain) -> None:
         address = devnet_account(index).address
         chain.send(chain.payment_token.functions.mint(address, FUND_PAYMENT))
         chain.send(chain.stake_token.functions.transfer(address, FUND_STAKE))
+
+
+def liveness_confirmations(network: Network, configured: int | None) -> int:
+    """Blocks an epoch's seed must be buried under before beats sign it or are receipted: the
+    configured number, else 0 on the devnet's own chains (anvil mines a block per transaction:
+    waiting for more would stall a quiet devnet, and it never reorgs), else
+    protocol.liveness.CONFIRMATIONS (docs/uptime.md, "Reorgs")."""
+    if configured is not None:
+        return configured
+    if network.chain_id in (DEVNET_CHAIN_ID, PEER_CHAIN_ID):
+        return 0
+    return LIVENESS_CONFIRMATIONS
 
 
 def bridge_confirmations(network: Network, configured: int | None) -> int:

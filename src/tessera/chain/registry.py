@@ -40,6 +40,11 @@ class ProviderRegistry(ContractWrapper):
         an unregistered address too: check is_registered)."""
         return self._call("index_of", Web3.to_checksum_address(address))
 
+    def provider_at(self, index: int) -> str:
+        """The provider with registry index `index` (registration order; the inverse of
+        index_of)."""
+        return self._call("provider_at", index)
+
     def is_registered(self, address: str) -> bool:
         return bool(self._call("is_registered", Web3.to_checksum_address(address)))
 

@@ -27,6 +27,9 @@ class Token(ContractWrapper):
     def balance_of(self, address: str) -> int:
         return self._call("balanceOf", address)
 
+    def allowance(self, owner: str, spender: str) -> int:
+        return self._call("allowance", owner, spender)
+
     def require_balance(self, amount: int, purpose: str) -> None:
         """Refuse, before sending anything, when this account holds less than `amount`."""
         have = self.balance_of(self.chain.address)

@@ -3,6 +3,7 @@ inclusion challenges) and outage reports (docs/uptime.md)."""
 
 from __future__ import annotations
 
+from web3.exceptions import BadFunctionCallOutput
 from web3.types import TxReceipt
 
 from tessera.chain.contract import ContractWrapper
@@ -27,6 +28,10 @@ class Uptime(ContractWrapper):
         """(report_delay, answer_epochs): immutable, the windows of protocol.liveness."""
         return self._call("report_delay"), self._call("answer_epochs")
 
+    def challenge_rules(self) -> tuple[int, int]:
+        """(challenge_bond, inclusion_slash): immutable, in stake-token base units."""
+        return self._call("challenge_bond"), self._call("inclusion_slash")
+
     def beats(self, provider: str, epoch: int) -> bool:
         """A heartbeat transaction (or a claimed receipt) for `epoch`."""
         return bool(self._call("beats", provider, epoch))
@@ -46,9 +51,23 @@ class Uptime(ContractWrapper):
         """Registry indices 256·index .. 256·index+255 named live in `epoch` (less revoked)."""
         return self._call("live_word", epoch, index)
 
-    def seed(self, epoch: int) -> bytes:
-        """The epoch's seed (zero bytes until someone opens the epoch)."""
-        return bytes(self._call("seed", epoch))
+    def seed(self, epoch: int, block_identifier: int | str = "latest") -> bytes:
+        """The epoch's seed as of `block_identifier` (zero bytes until someone opens the epoch,
+        and at a block before Uptime existed). Daemons read it at head - confirmations: a seed
+        a reorg can still change must not be signed (docs/uptime.md, "Reorgs")."""
+        if block_identifier == "latest":
+            return bytes(self._call("seed", epoch))
+        fn = self.contract.functions.seed(epoch)
+        try:
+            return bytes(self.chain.rpc(lambda: fn.call(block_identifier=block_identifier),
+                                        what="seed"))
+        except BadFunctionCallOutput:   # no code at that block: not deployed yet
+            return bytes(32)
+
+    def opened_block(self, epoch: int) -> int:
+        """The block that opened `epoch` (0 if never): a receipt's validator counts for
+        `claim_beat` if it is one now or was one at the end of that block."""
+        return self._call("opened_block", epoch)
 
     def report_hash(self, validator: str, epoch: int) -> bytes:
         return bytes(self._call("report_hash", validator, epoch))
@@ -83,6 +102,8 @@ class Uptime(ContractWrapper):
         return receipt, self._event(receipt, "InclusionChallenged")["challenge_id"]
 
     def answer_challenge(self, challenge_id: int, beat_signature: bytes) -> TxReceipt:
+        """Show the provider's beat; ANSWERER_SHARE_BPS of the bond comes to this account, the
+        rest goes to the validator (ChallengeAnswered's to_answerer and to_validator)."""
         return self._send("answer_challenge", challenge_id, beat_signature)
 
     def resolve_challenge(self, challenge_id: int) -> TxReceipt:

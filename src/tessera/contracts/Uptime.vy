@@ -12,8 +12,10 @@
           OR-ed into the epoch's live bitmap (one storage word per 256 providers).
           A validator that names a provider without its signature is challenged with a bond
           and, unless anyone shows the signature in time, slashed; the bit is revoked (at
-          finality, whether or not anyone resolves the challenge). A
-          provider left out of a report despite a receipt claims its epoch with the receipt.
+          finality, whether or not anyone resolves the challenge); shown in time, the bond is
+          shared by whoever showed it and the validator. A provider left out of a report
+          despite a receipt (from a validator now, or when the epoch opened) claims its epoch
+          with the receipt.
         - A heartbeat transaction naming a recent block (number and hash, checked with
           BLOCKHASH): one bit in the provider's 256-epoch bitmap word. Always accepted: the
           fallback of a provider no validator answers.
@@ -108,11 +110,15 @@ event InclusionChallenged:
     answer_by_epoch: uint256
 
 
+# The bond is paid out: to_answerer to answered_by, to_validator to the validator (their sum
+# is the bond). A challenge settled by resolve_challenge because the beat was shown on another
+# challenge names its resolver as answered_by and pays it nothing.
 event ChallengeAnswered:
     challenge_id: indexed(uint256)
     validator: indexed(address)
-    bond_to_validator: uint256
     answered_by: address
+    to_answerer: uint256
+    to_validator: uint256
 
 
 event ChallengeResolved:
@@ -140,6 +146,16 @@ BEAT_RECEIPT_TYPEHASH: public(constant(bytes32)) = keccak256(
 # validator that front-runs an honest challenge with its own (from a second address) still
 # loses most of the slash (basis points).
 CHALLENGER_SHARE_BPS: public(constant(uint256)) = 2_000
+# The answerer's share of an answered challenge's bond; the rest goes to the validator. Paid to
+# the answerer so that a validator challenging its own honest report (from a second address)
+# loses the bond to the provider or colleague who has to answer it; not all of it, so that
+# anyone holding a beat signature (the provider, a validator, anyone once an answer made it
+# public) who challenges an honest report and answers it himself still pays the validator for
+# the lock the challenge puts on its stake (basis points).
+ANSWERER_SHARE_BPS: public(constant(uint256)) = 5_000
+# open_epoch stores seed = the previous block's hash with its low 64 bits replaced by the
+# number of the block it ran in (no second storage slot): claim_beat reads that block back.
+SEED_BLOCK_MASK: constant(uint256) = 2**64 - 1
 OPEN: constant(uint8) = 1
 ANSWERED: constant(uint8) = 2
 RESOLVED: constant(uint8) = 3
@@ -162,7 +178,8 @@ inclusion_slash: public(immutable(uint256))
 _beats: HashMap[address, HashMap[uint256, uint256]]
 # provider -> first epoch not covered by an already reported outage
 reported_until: public(HashMap[address, uint256])
-# epoch -> its seed (a block hash of that epoch), zero until opened
+# epoch -> its seed (the high 192 bits of a block hash of that epoch, then the number of the
+# block that opened it), zero until opened
 seed: public(HashMap[uint256, bytes32])
 # epoch -> registry index // 256 -> OR of the validators' reports
 _live: HashMap[uint256, HashMap[uint256, uint256]]
@@ -314,6 +331,47 @@ def _receipt_digest(provider: address, validator: address, epoch: uint256) -> by
 
 
 @internal
+@view
+def _opened_block(epoch: uint256) -> uint256:
+    return convert(self.seed[epoch], uint256) & SEED_BLOCK_MASK
+
+
+@internal
+@view
+def _may_receipt(validator: address, epoch: uint256) -> bool:
+    # A validator now, or at the end of the block that opened the epoch: a receipt stays good
+    # when its validator unbonds (or is slashed below the minimum) before the provider claims.
+    # The opening block is always in the past here (the epoch is over, and a later timestamp is
+    # a later block); the guard keeps stake_at's "block not yet final" out of reach anyway.
+    if staticcall IValidators(validators).is_validator(validator):
+        return True
+    opened: uint256 = self._opened_block(epoch)
+    if validator == empty(address) or opened >= block.number:
+        return False
+    return staticcall IValidators(validators).stake_at(validator, opened) > 0
+
+
+@internal
+def _pay_answered(challenge_id: uint256, c: Challenge, answerer: address, to_answerer: uint256):
+    # An answered challenge's bond: to_answerer to the answerer, the rest to the validator.
+    self.challenges[challenge_id].state = ANSWERED
+    to_validator: uint256 = c.bond - to_answerer
+    log ChallengeAnswered(
+        challenge_id=challenge_id,
+        validator=c.validator,
+        answered_by=answerer,
+        to_answerer=to_answerer,
+        to_validator=to_validator,
+    )
+    if answerer == c.validator:
+        to_validator = c.bond
+    elif to_answerer > 0:
+        assert extcall IERC20(stake_token).transfer(answerer, to_answerer, default_return_value=True), "uptime: bond transfer failed"
+    if to_validator > 0:
+        assert extcall IERC20(stake_token).transfer(c.validator, to_validator, default_return_value=True), "uptime: bond transfer failed"
+
+
+@internal
 def _set_beat(provider: address, epoch: uint256):
     word: uint256 = self._beats[provider][epoch >> 8]
     bit: uint256 = 1 << (epoch & 255)
@@ -433,17 +491,30 @@ def receipt_digest(provider: address, validator: address, epoch: uint256) -> byt
 
 
 @external
+@view
+def opened_block(epoch: uint256) -> uint256:
+    """
+    @notice The block in which `epoch` was opened (the low 64 bits of its seed): a receipt's
+            validator counts for `claim_beat` if it was one at the end of that block.
+    @param epoch The epoch.
+    @return uint256 The block number, zero if the epoch was never opened.
+    """
+    return self._opened_block(epoch)
+
+
+@external
 def open_epoch() -> bytes32:
     """
-    @notice Anyone fixes the current epoch's seed (the previous block's hash) once; beats of
-            the epoch sign it. Idempotent.
+    @notice Anyone fixes the current epoch's seed once: the previous block's hash with its low
+            64 bits replaced by this block's number. Beats of the epoch sign it. Idempotent.
     @return bytes32 The epoch's seed.
     """
     epoch: uint256 = self._current_epoch()
     current: bytes32 = self.seed[epoch]
     if current != empty(bytes32):
         return current
-    current = blockhash(block.number - 1)
+    # 192 bits of the hash are an unpredictable nonce; the block number is never zero here.
+    current = convert(convert(blockhash(block.number - 1), uint256) & ~SEED_BLOCK_MASK | block.number, bytes32)
     self.seed[epoch] = current
     log EpochOpened(epoch=epoch, seed=current, opener=msg.sender)
     return current
@@ -508,7 +579,8 @@ def claim_beat(epoch: uint256, validator: address, receipt_signature: Bytes[65],
             as up: the validator's receipt and the provider's own beat, until the end of epoch
             epoch + report_delay + 1.
     @param epoch The epoch.
-    @param validator The validator that signed the receipt (a validator now).
+    @param validator The validator that signed the receipt: a validator now, or at the end of
+           the block that opened the epoch (one that has unbonded since still counts).
     @param receipt_signature The validator's `BeatReceipt(msg.sender, validator, epoch)`.
     @param beat_signature The caller's `Beat(msg.sender, epoch, seed(epoch))`.
     """
@@ -517,7 +589,7 @@ def claim_beat(epoch: uint256, validator: address, receipt_signature: Bytes[65],
     assert current - epoch <= report_delay + 1, "uptime: claim too late"
     assert self.seed[epoch] != empty(bytes32), "uptime: epoch never opened"
     assert staticcall IProviderRegistry(registry).is_registered(msg.sender), "uptime: not registered"
-    assert staticcall IValidators(validators).is_validator(validator), "uptime: not a validator"
+    assert self._may_receipt(validator, epoch), "uptime: not a validator"
     assert signature.recover(self._receipt_digest(msg.sender, validator, epoch), receipt_signature) == validator, "uptime: receipt not signed by the validator"
     assert signature.recover(self._beat_digest(msg.sender, epoch), beat_signature) == msg.sender, "uptime: beat not signed by the provider"
     self._set_beat(msg.sender, epoch)
@@ -578,8 +650,9 @@ def challenge_inclusion(
 def answer_challenge(challenge_id: uint256, beat_signature: Bytes[65]):
     """
     @notice Anyone (the validator, the provider, another validator) answers an open
-            challenge with the provider's beat signature, in time; the bond goes to the
-            challenged validator.
+            challenge with the provider's beat signature, in time: ANSWERER_SHARE_BPS of the
+            bond goes to the caller, the rest to the challenged validator (all of it when the
+            validator answers).
     @param challenge_id The challenge.
     @param beat_signature The provider's `Beat(provider, epoch, seed(epoch))`.
     """
@@ -587,11 +660,9 @@ def answer_challenge(challenge_id: uint256, beat_signature: Bytes[65]):
     assert c.state == OPEN, "uptime: challenge not open"
     assert self._current_epoch() <= self._answer_end(c.epoch), "uptime: answer too late"
     assert signature.recover(self._beat_digest(c.provider, c.epoch), beat_signature) == c.provider, "uptime: beat not signed by the provider"
-    self.challenges[challenge_id].state = ANSWERED
     index: uint256 = staticcall IProviderRegistry(registry).index_of(c.provider)
     self._proven[c.epoch][index >> 8] |= 1 << (index & 255)
-    log ChallengeAnswered(challenge_id=challenge_id, validator=c.validator, bond_to_validator=c.bond, answered_by=msg.sender)
-    assert extcall IERC20(stake_token).transfer(c.validator, c.bond, default_return_value=True), "uptime: bond transfer failed"
+    self._pay_answered(challenge_id, c, msg.sender, c.bond * ANSWERER_SHARE_BPS // 10_000)
 
 
 @external
@@ -601,7 +672,8 @@ def resolve_challenge(challenge_id: uint256):
             validator is slashed `inclusion_slash`, CHALLENGER_SHARE_BPS of it to the
             challenger with its bond, the rest burned. (The provider's live bit of that epoch stopped counting when the
             epoch became final, unanswered.) If the provider's beat was shown in time on
-            another challenge of the same provider and epoch, it is settled as answered instead.
+            another challenge of the same provider and epoch, it is settled as answered instead:
+            nobody answered this one, so its whole bond goes to the validator.
     @param challenge_id The challenge.
     """
     c: Challenge = self.challenges[challenge_id]
@@ -612,9 +684,7 @@ def resolve_challenge(challenge_id: uint256):
     # validator is not slashed for a beat the chain has seen, and the provider's bit stays).
     index: uint256 = staticcall IProviderRegistry(registry).index_of(c.provider)
     if (self._proven[c.epoch][index >> 8] >> (index & 255)) & 1 == 1:
-        self.challenges[challenge_id].state = ANSWERED
-        log ChallengeAnswered(challenge_id=challenge_id, validator=c.validator, bond_to_validator=c.bond, answered_by=msg.sender)
-        assert extcall IERC20(stake_token).transfer(c.validator, c.bond, default_return_value=True), "uptime: bond transfer failed"
+        self._pay_answered(challenge_id, c, msg.sender, 0)
         return
     self.challenges[challenge_id].state = RESOLVED
     slashed: uint256 = 0

@@ -437,7 +437,8 @@ class LivenessChallenge(Base):
     opened_tx: Mapped[str] = mapped_column(String(66))
     answered_by: Mapped[str | None] = mapped_column(String(42), nullable=True)
     answered_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
-    bond_to_validator: Mapped[int] = mapped_column(BigAmount, default=0)
+    to_answerer: Mapped[int] = mapped_column(BigAmount, default=0)     # of the bond, if answered
+    to_validator: Mapped[int] = mapped_column(BigAmount, default=0)
     resolved_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     resolved_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
     slashed: Mapped[int] = mapped_column(BigAmount, default=0)

@@ -1,8 +1,9 @@
 """The derived rows of Uptime's inclusion challenges, one event at a time in chain order (called by
 `derive.apply_event`, whose rules they follow): one entity row per challenge (kind 'liveness',
-`db.LivenessChallenge`), opened by `InclusionChallenged`, closed by `ChallengeAnswered` or
-`ChallengeResolved`. Heartbeats, liveness reports and receipt claims make no rows: the uptime
-figures fold them (protocol/uptime_book.py), and the pages read them raw."""
+`db.LivenessChallenge`), opened by `InclusionChallenged`, closed by `ChallengeAnswered` (its bond
+split between `answered_by` and the validator) or `ChallengeResolved`. Heartbeats, liveness
+reports and receipt claims make no rows: the uptime figures fold them (protocol/uptime_book.py),
+and the pages read them raw."""
 
 from __future__ import annotations
 
@@ -37,15 +38,15 @@ def uptime_challenges(session: Session, r: EventRecord, scope) -> None:
         session.add(db.LivenessChallenge(
             challenge_id=key, validator=a["validator"], provider=a["provider"], epoch=a["epoch"],
             challenger=a["challenger"], bond=a["bond"], answer_by_epoch=a["answer_by_epoch"],
-            status="open", opened_at=r.timestamp, opened_tx=r.tx_hash, bond_to_validator=0,
-            slashed=0, bond_returned=0))
+            status="open", opened_at=r.timestamp, opened_tx=r.tx_hash, to_answerer=0,
+            to_validator=0, slashed=0, bond_returned=0))
         return
     c = session.get(db.LivenessChallenge, key)
     if c is None:
         return
     if r.event == "ChallengeAnswered":
         c.status, c.answered_by, c.answered_tx = "answered", a["answered_by"], r.tx_hash
-        c.bond_to_validator = a["bond_to_validator"]
+        c.to_answerer, c.to_validator = a["to_answerer"], a["to_validator"]
     else:
         c.status, c.resolved_at, c.resolved_tx = "resolved", r.timestamp, r.tx_hash
         c.slashed, c.bond_returned = a["slashed"], a["bond_returned"]

@@ -213,7 +213,7 @@ def _claims(records: list[EventRecord],
                                       f"Verification.claim_reward({cid})"))
     uptime = out[("Uptime", "StakeToken")]
     for cid, (challenger, bond) in sorted(liveness_bonds.items()):
-        uptime.append(Claim("liveness challenge bond", "challenger (or validator, if answered)",
+        uptime.append(Claim("liveness challenge bond", "challenger (if answered: answerer and validator)",
                             challenger, bond, f"Uptime.answer_challenge / resolve_challenge({cid})"))
     hardware = out[("HardwareReports", "StakeToken")]
     for (provider, epoch), pool in sorted(rewards.items()):

@@ -4,11 +4,13 @@ receipt a validator signs, the bitmap a validator posts, and when an epoch is fi
 Pure: no I/O. The rules are Uptime.vy's, in Python, so that daemons and the audit agree with
 the contract:
 
-- An epoch's *seed* is fixed on chain by `Uptime.open_epoch` (a block hash of that epoch). A
-  provider signs `Beat(provider, epoch, seed)` (EIP-712, domain: the Uptime contract): the
-  seed is the nonce (it cannot be known before the epoch starts), the epoch the expiry.
+- An epoch's *seed* is fixed on chain by `Uptime.open_epoch` (24 bytes of a block hash of that
+  epoch, then the number of the block that opened it). A provider signs `Beat(provider,
+  epoch, seed)` (EIP-712, domain: the Uptime contract): the seed is the nonce (it cannot be
+  known before the epoch starts), the epoch the expiry.
 - A validator that receives the beat during the epoch answers with `BeatReceipt(provider,
-  validator, epoch)`; with it, a provider a report left out claims its epoch on chain.
+  validator, epoch)`; with it, a provider a report left out claims its epoch on chain (the
+  signer must be a validator now, or have been one when the epoch opened).
 - Once the epoch is over, a validator posts the registry indices of the beats it holds as
   256-bit words: bit i of word j is the provider with registry index 256*j + i.
 - Reports are accepted in epochs e+1 .. e+report_delay; receipt claims and inclusion
@@ -28,6 +30,9 @@ from tessera.protocol import messages
 UPTIME_DOMAIN_NAME = "TesseraUptime"
 WORD_BITS = 256
 MAX_LIVENESS_WORDS = 512   # Uptime.MAX_LIVENESS_WORDS: one report covers 131,072 indices
+# Blocks the block that set an epoch's seed must be buried under before a provider signs it or
+# a validator receipts beats over it, off the devnet unless configured (docs/uptime.md, "Reorgs").
+CONFIRMATIONS = 12
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
@@ -147,3 +152,31 @@ def answer_end(epoch: int, report_delay: int, answer_epochs: int) -> int:
 def is_final(epoch: int, current: int, report_delay: int, answer_epochs: int) -> bool:
     """Uptime.is_final: nothing about `epoch`'s liveness can change any more."""
     return current > answer_end(epoch, report_delay, answer_epochs)
+
+
+def last_challenge_epoch(epoch: int, report_delay: int) -> int:
+    """The last epoch in which an inclusion on `epoch` may be challenged
+    (Uptime.challenge_inclusion: epoch < current <= epoch + report_delay + 1)."""
+    return epoch + report_delay + 1
+
+
+def watched_epoch(current: int, report_delay: int) -> int:
+    """The epoch whose reports are all in (its report window closed) and whose inclusions can
+    still be challenged in `current`: exactly one, `current - report_delay - 1` (negative
+    while there is none yet)."""
+    return current - report_delay - 1
+
+
+def beat_problem(chain_id: int, uptime: str, provider: str, epoch: int, seed: bytes,
+                 served: SignedBeat) -> str | None:
+    """Why `served` does not prove that `provider` beat in `epoch` (None: it does): another
+    provider or epoch named, or a signature that is not the provider's over this epoch's seed.
+    A high-s twin counts (eth_account recovers it; anyone turns it into the low-s form the
+    contract takes, so a challenge it answers would be lost)."""
+    if served.provider.lower() != provider.lower() or served.epoch != epoch:
+        return f"it names provider {served.provider}, epoch {served.epoch}"
+    typed = beat_typed_data(chain_id, uptime, provider, epoch, seed)
+    signer = messages.signer_or_none(typed, served.signature)
+    if signer is None or signer.lower() != provider.lower():
+        return f"signed by {signer}, not by {provider} over epoch {epoch}'s seed"
+    return None

@@ -11,6 +11,7 @@ from tessera.errors import SpecError
 from tessera.files import read_text
 from tessera.protocol.daemon_config import DaemonSection
 from tessera.protocol.jobspec import LocalPath, Price, Seconds, parse_toml_model
+from tessera.protocol.liveness import CONFIRMATIONS as LIVENESS_CONFIRMATIONS
 
 
 class ProviderSection(DaemonSection):
@@ -77,6 +78,11 @@ class LivenessSection(BaseModel):
     timeout_s: float = Field(3.0, gt=0, le=60, description="wall-clock deadline of each POST "
                              "to a validator, all of it: connect, headers and body (a round "
                              "of POSTs also ends at the fallback deadline)")
+    confirmations: int | None = Field(None, ge=0, le=100_000, description="blocks the block "
+                                      "that set an epoch's seed must be buried under before the "
+                                      "node signs a beat over it (a reorg can change an unburied "
+                                      "seed); default: 0 on the devnet, else "
+                                      f"{LIVENESS_CONFIRMATIONS} (docs/uptime.md, \"Reorgs\")")
 
 
 class ProviderConfig(BaseModel):

@@ -17,6 +17,9 @@ once its claim window is over, and a challenge of the node's inclusion in a repo
 with the beat's signature until its answer window ends (inclusion_answers.py): a validator that
 named the node and then challenged its own report cannot take the epoch from it.
 
+Reorgs: the node signs only a seed `confirmations` blocks deep (epoch_seeds.py, which also
+says how it knows mid-epoch has come on a chain that mines no block without a transaction).
+
 The work runs in its own thread (`start`), woken by each head the watcher reads (`on_head`):
 POSTs and transactions never hold up leases. The epoch is computed from that head with Uptime's
 genesis and epoch length (immutable, read once). Per epoch an idle node makes a handful of RPC
@@ -39,6 +42,7 @@ from tessera.errors import ChainError, RpcUnavailable, TxRefused
 from tessera.protocol import liveness
 from tessera.provider.beat_sender import BeatSender
 from tessera.provider.context import NodeContext
+from tessera.provider.epoch_seeds import EpochSeeds
 from tessera.provider.inclusion_answers import InclusionAnswers
 
 OPEN_WAIT_S = (2.0, 5.0)      # random wait for someone else to open an epoch before we do
@@ -77,18 +81,16 @@ class Heartbeats:
         # epoch -> (monotonic time of the next check, the gap after it, last-chance check made)
         self._claim_at: dict[int, tuple[float, float, bool]] = {}
         self._head: Mapping | None = None
-        self._seeds: dict[int, bytes] = {}           # from the EpochOpened events the watcher read
         self._lock = threading.Lock()                # one step at a time
         self._wake = threading.Event()
         self.sender = BeatSender(ctx)
         self.answers = InclusionAnswers(ctx)
+        self.seeds = EpochSeeds(ctx)
         registry = ctx.metrics.registry
         self.m_epochs = Counter("tessera_provider_liveness_epochs", "epochs proven",
                                 ["how"], registry=registry)
         self.m_claims = Counter("tessera_provider_beat_claims", "receipted epochs after their "
                                 "reports", ["outcome"], registry=registry)
-        self.m_opened = Counter("tessera_provider_epochs_opened", "open_epoch transactions",
-                                registry=registry)
 
     # -- clock ---------------------------------------------------------------------------
     def epoch_of(self, timestamp: int) -> int:
@@ -119,9 +121,7 @@ class Heartbeats:
 
     def on_opened(self, epoch: int, seed: bytes) -> None:
         """The watcher read an EpochOpened: the seed, without asking the chain for it."""
-        self._seeds[epoch] = seed
-        for old in [e for e in self._seeds if e < epoch]:
-            del self._seeds[old]
+        self.seeds.on_opened(epoch, seed)
         self._wake.set()
 
     def on_challenged(self, args: Mapping) -> None:
@@ -160,7 +160,8 @@ class Heartbeats:
 
     def step(self, head: Mapping) -> None:
         with self._lock:
-            epoch = self.epoch_of(int(head["timestamp"]))
+            epoch = self.epoch_of(int(head["timestamp"]))   # the head's: never a clock's
+            self.seeds.saw(head, time.monotonic())
             if self._current is None or self._current.epoch < epoch:
                 self._current = self._begin(epoch)
             if self._current.epoch == epoch:
@@ -182,7 +183,7 @@ class Heartbeats:
     # -- this epoch ------------------------------------------------------------------------
     def _advance(self, cur: EpochBeat, head: Mapping) -> None:
         now = time.monotonic()
-        if cur.seed is None and cur.epoch in self._seeds:
+        if cur.seed is None and self.seeds.opened(cur.epoch):
             cur.retry_at = 0.0   # the seed came with an EpochOpened: no need to wait
         if cur.done or now < cur.retry_at:
             return
@@ -192,9 +193,11 @@ class Heartbeats:
             cur.validators = self.sender.targets()
             if not cur.validators:
                 return self._heartbeat(cur, head, "no validator publishes an endpoint")
-        if cur.seed is None and not self._find_seed(cur, now):
-            if now > cur.open_at + self.deadline_s():
-                self._heartbeat(cur, head, "the epoch's seed is still not set")
+        if cur.seed is None and not self.seeds.find(cur, now, head):
+            if self.seeds.overdue(cur, now, head, self.deadline_s(), self._clock):
+                deep = self.seeds.confirmations
+                self._heartbeat(cur, head, "the epoch's seed is still not set"
+                                + (f" {deep} blocks deep" if deep else ""))
             return
         if cur.signature is None:
             cur.signature = liveness.sign_beat(self.ctx.account, self.ctx.chain.network.chain_id,
@@ -215,35 +218,6 @@ class Heartbeats:
                                        f"{self.deadline_s():g} s")
         else:
             cur.retry_at = min(time.monotonic() + RETRY_S, cur.deadline)
-
-    def _find_seed(self, cur: EpochBeat, now: float) -> bool:
-        """The seed, from the watcher's EpochOpened (no call), else read at `open_at` and, if
-        nobody has opened the epoch by then, opened by this node. True once set."""
-        uptime = self.ctx.uptime
-        seed = self._seeds.get(cur.epoch)
-        if seed is None:
-            if now < cur.open_at:
-                cur.retry_at = cur.open_at   # or an EpochOpened wakes us before
-                return False
-            seed = uptime.seed(cur.epoch)
-        if seed == bytes(32):
-            try:
-                receipt = uptime.open_epoch()
-            except ChainError as exc:
-                if isinstance(exc, RpcUnavailable):
-                    raise
-                self.ctx.log("open-epoch-refused", "warning", epoch=cur.epoch, error=str(exc))
-                cur.retry_at = now + HEARTBEAT_RETRY_S
-                return False
-            self.m_opened.inc()
-            self.ctx.log("epoch-opened", epoch=cur.epoch, tx=tx_hash(receipt),
-                         gas=receipt["gasUsed"])
-            seed = uptime.seed(cur.epoch)   # zero if the epoch turned before it was mined
-        if seed == bytes(32):   # the epoch turned before the open was mined
-            cur.retry_at = now + RETRY_S
-            return False
-        cur.seed = seed
-        return True
 
     def _heartbeat(self, cur: EpochBeat, head: Mapping, reason: str) -> None:
         """The on-chain heartbeat: the fallback (or the only way, with off-chain beats off)."""

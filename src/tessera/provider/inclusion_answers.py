@@ -4,15 +4,16 @@
 Why the node must: a report naming it counts only if every challenge of that inclusion is
 answered in time, and the only holders of its beat signature are the node and the validators
 it sent the beat to. A validator can report the node, then challenge its own report from a
-second address in the last block of the challenge window (an answer sends the bond to its own
-validator address; no answer sends the slash to the challenger, its own again): unanswered,
-the node's live bit of that epoch is revoked at finality, and a node that thought the epoch
-settled would never notice. So the watcher (node.py) hands every `InclusionChallenged` event
-naming this node here; it is stored at once (a restart keeps it: the watcher moves its
-last_block past the event only after this), and the liveness thread answers it while its
-answer window (protocol.liveness.answer_end: the event's `answer_by_epoch`) is open.
-Answering costs the node one transaction per challenge; the challenger's bond pays the
-validator, so a challenge of an honest inclusion costs its sender."""
+second address in the last block of the challenge window (no answer sends the slash to the
+challenger, its own again): unanswered, the node's live bit of that epoch is revoked at
+finality, and a node that thought the epoch settled would never notice. So the watcher
+(node.py) hands every `InclusionChallenged` event naming this node here; it is stored at once
+(a restart keeps it: the watcher moves its last_block past the event only after this), and
+the liveness thread answers it while its answer window (protocol.liveness.answer_end: the
+event's `answer_by_epoch`) is open.
+Answering costs the node one transaction per challenge, and pays it Uptime.ANSWERER_SHARE_BPS
+of the challenger's bond (the rest goes to the validator), so a challenge of an honest
+inclusion costs its sender."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from tessera.files import read_text
 from tessera.protocol.bridge import DEFAULT_CONFIRMATIONS
 from tessera.protocol.daemon_config import DaemonSection
 from tessera.protocol.jobspec import LocalPath, parse_toml_model
+from tessera.protocol.liveness import CONFIRMATIONS as LIVENESS_CONFIRMATIONS
 from tessera.protocol.money import MAX_DURATION
 
 
@@ -93,6 +94,25 @@ class LivenessSection(BaseModel):
                               "transaction for the whole network) unless someone did first")
     open_within_s: float = Field(2.0, ge=0, le=600, description="open at a random moment "
                                  "within this many seconds of seeing the epoch start")
+    confirmations: int | None = Field(None, ge=0, le=100_000, description="blocks the block "
+                                      "that set an epoch's seed must be buried under before "
+                                      "beats over it are receipted (425 until then), and the "
+                                      "blocks of InclusionChallenged logs read again each scan "
+                                      "(reorgs); default: 0 on the devnet, else "
+                                      f"{LIVENESS_CONFIRMATIONS} (docs/uptime.md, \"Reorgs\")")
+
+    watch: bool = Field(True, description="check other validators' liveness reports: ask the "
+                        "reporting validators for the beats this one lacks and challenge "
+                        "(bonded) an inclusion no one can show a beat for; resolve them "
+                        "(validator/liveness_watch.py)")
+    watch_max_challenges_per_epoch: int = Field(8, ge=1, le=1_000, description="challenge "
+                                                "bonds put at risk on one reported epoch")
+    watch_timeout_s: float = Field(3.0, gt=0, le=60, description="wall-clock limit of one GET "
+                                   "of a beat from a reporting validator")
+    watch_max_bonds_lost_per_day: int = Field(8, ge=1, le=10_000, description="challenge bonds "
+                                              "lost (answered) on the last day's epochs plus "
+                                              "bonds out now: none is sent past it "
+                                              "(validator/liveness_watch_bonds.py)")
 
 
 class ValidatorSection(DaemonSection):

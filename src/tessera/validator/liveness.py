@@ -3,9 +3,10 @@
 Providers no longer send a heartbeat transaction each epoch: each signs an off-chain
 `Beat(provider, epoch, seed)` and POSTs it to the validators' `/liveness/beat`. This duty
 
-- checks a beat (the current epoch only, its seed set on chain, signed by a registered
-  provider in the form Uptime's `signature.recover` accepts), keeps it in SQLite
-  (`liveness.db` in the state folder) before it answers, and answers with its signed
+- checks a beat (the current epoch only, its seed set on chain in a block at least
+  `confirmations` deep, signed by a registered provider in the form Uptime's
+  `signature.recover` accepts), keeps it in SQLite (`liveness.db` in the state folder:
+  liveness_store.py, pruned once per epoch) before it answers, and answers with its signed
   `BeatReceipt`, with which a provider a report left out claims its epoch on chain;
 - opens each epoch (`Uptime.open_epoch`, one transaction for the whole network) a moment
   after it starts, unless someone did (`[liveness] open_epochs`);
@@ -14,7 +15,13 @@ Providers no longer send a heartbeat transaction each epoch: each signs an off-c
   twice, a restart included: the chain's `report_hash` is asked first);
 - answers every `InclusionChallenged` against a report that names a beat it holds (its own
   reports, and other validators': an honest answer costs a transaction and protects an honest
-  colleague) while the answer window is open.
+  colleague) while the answer window is open; each scan reads the last `confirmations` blocks
+  again, since a reorg can put a challenge in a block the scan has passed.
+
+Reorgs (docs/uptime.md, "Reorgs"): the seed is the hash of the block before `open_epoch`'s; a
+reorg that mines that transaction in another block changes it, and a beat signed over the old
+one can neither answer a challenge nor be claimed. So a seed counts as set only once it can be
+read at `head - confirmations`; until then beats are refused with 425 (providers wait the same).
 
 Beats are accepted and reports built under one lock, so that a beat receipted for an epoch is
 always in that epoch's report (a beat that arrives once the duty has seen the next epoch is
@@ -22,15 +29,14 @@ refused as late)."""
 
 from __future__ import annotations
 
-import json
 import random
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
@@ -43,128 +49,33 @@ from tessera.errors import ChainError, Refused, TxRefused
 from tessera.http_limits import PathInt, read_body
 from tessera.logs import EventLog
 from tessera.protocol import liveness, messages
+from tessera.validator.liveness_store import LivenessStore, prune_before
 
 BEAT_BODY_BYTES = 4 << 10          # a SignedBeat is about 250 bytes of JSON
 REFRESH_EVERY_S = 0.25             # on-demand reads of the epoch or seed, at most this often
 CHALLENGE_SCAN_S = 5.0             # InclusionChallenged logs are read this often
 OPEN = 1                           # Uptime's Challenge.state while it can be answered
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS beats (
-    epoch INTEGER NOT NULL,
-    provider TEXT NOT NULL,
-    signature TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    PRIMARY KEY (epoch, provider)
-);
-CREATE TABLE IF NOT EXISTS reports (
-    epoch INTEGER PRIMARY KEY,
-    status TEXT NOT NULL,
-    words TEXT NOT NULL,
-    tx TEXT,
-    gas_used INTEGER,
-    detail TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS answers (
-    challenge_id INTEGER PRIMARY KEY,
-    status TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, next_block INTEGER NOT NULL);
-"""
-# Report statuses: posted (ours on chain), skipped (no beats), refused (the chain said no),
-# missed (its window closed before it was sent). All final.
-
-
-class LivenessStore:
-    """The beats this validator receipted, its reports and its answers to challenges."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")   # a receipted beat survives a power cut
-        self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
-
-    def _all(self, query: str, args: tuple = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(query, args).fetchall()
-
-    def _do(self, query: str, args: tuple = ()) -> None:
-        with self._lock:
-            self._db.execute(query, args)
-
-    def add_beat(self, epoch: int, provider: str, signature: str) -> str:
-        """Keep the first beat of (epoch, provider); the signature kept."""
-        self._do("INSERT OR IGNORE INTO beats VALUES (?,?,?,?)",
-                 (epoch, provider, signature, time.time()))
-        return self.beat(epoch, provider)
-
-    def beat(self, epoch: int, provider: str) -> str | None:
-        rows = self._all("SELECT signature FROM beats WHERE epoch=? AND provider=?",
-                         (epoch, provider))
-        return rows[0][0] if rows else None
-
-    def providers(self, epoch: int) -> list[str]:
-        return [r[0] for r in self._all("SELECT provider FROM beats WHERE epoch=? ORDER BY "
-                                        "provider", (epoch,))]
-
-    def unreported(self, before: int) -> list[int]:
-        """Epochs before `before` that hold beats and no final report status."""
-        return [r[0] for r in self._all(
-            "SELECT DISTINCT b.epoch FROM beats b LEFT JOIN reports r ON r.epoch = b.epoch "
-            "WHERE b.epoch < ? AND r.epoch IS NULL ORDER BY b.epoch", (before,))]
-
-    def save_report(self, epoch: int, status: str, words: list[int], tx: str | None = None,
-                    gas_used: int | None = None, detail: str = "") -> None:
-        self._do("INSERT OR REPLACE INTO reports VALUES (?,?,?,?,?,?)",
-                 (epoch, status, json.dumps([str(w) for w in words]), tx, gas_used, detail))
-
-    def report(self, epoch: int) -> dict | None:
-        rows = self._all("SELECT status, words, tx, gas_used, detail FROM reports WHERE epoch=?",
-                         (epoch,))
-        if not rows:
-            return None
-        status, words, tx, gas_used, detail = rows[0]
-        return {"status": status, "words": [int(w) for w in json.loads(words)], "tx": tx,
-                "gas_used": gas_used, "detail": detail}
-
-    def last_reported(self) -> int | None:
-        return self._all("SELECT MAX(epoch) FROM reports WHERE status='posted'")[0][0]
-
-    def answered(self, challenge_id: int) -> bool:
-        return bool(self._all("SELECT 1 FROM answers WHERE challenge_id=?", (challenge_id,)))
-
-    def save_answer(self, challenge_id: int, status: str, detail: str = "") -> None:
-        self._do("INSERT OR REPLACE INTO answers VALUES (?,?,?)", (challenge_id, status, detail))
-
-    def next_block(self, default: int) -> int:
-        rows = self._all("SELECT next_block FROM cursor WHERE name='challenges'")
-        return rows[0][0] if rows else default
-
-    def set_next_block(self, block: int) -> None:
-        self._do("INSERT OR REPLACE INTO cursor VALUES ('challenges', ?)", (block,))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+PAGE, MAX_PAGE = 100, 1000         # GET /liveness/{epoch}: providers per page, default and most
 
 
 class LivenessDuty:
     """Receipts beats, opens epochs, reports once per epoch, answers challenges."""
 
     def __init__(self, chain: Chain, account: LocalAccount, state_dir: Path, log: EventLog,
-                 metrics: CollectorRegistry, open_epochs: bool = True, open_within_s: float = 2.0):
+                 metrics: CollectorRegistry, open_epochs: bool = True, open_within_s: float = 2.0,
+                 confirmations: int = 0):
         self.chain, self.account, self.log = chain, account, log
         self.uptime = Uptime(chain)
         self.registry = ProviderRegistry(chain)
         self.store = LivenessStore(Path(state_dir) / "liveness.db")
         self.open_epochs, self.open_within_s = open_epochs, open_within_s
+        self.confirmations = confirmations
         self.chain_id = chain.network.chain_id
         self.report_delay = self.answer_epochs = 0
         self.epoch: int | None = None        # the chain's current epoch, as last read
-        self._seeds: dict[int, bytes] = {}   # epochs whose seed is set
+        self._seeds: dict[int, bytes] = {}   # epochs whose seed is set, `confirmations` deep
+        self._opened: int | None = None      # the last epoch seen opened (at the head)
+        self._pruned: int | None = None      # the epoch in which liveness.db was last pruned
         self._indices: dict[str, int] = {}   # registered providers' registry indices
         self._lock = threading.Lock()        # accepting a beat vs closing its epoch
         self._read_at: dict[str, float] = {}  # what -> monotonic time of the last on-demand read
@@ -206,6 +117,11 @@ class LivenessDuty:
                 self.store.save_report(finished, "refused", [], detail=str(exc))
                 self.m_reports.labels("refused").inc()
                 self.log("liveness-report-refused", "error", epoch=finished, error=str(exc))
+        if self._pruned != epoch:   # once per epoch
+            self._pruned = epoch
+            before = prune_before(epoch, self.report_delay, self.answer_epochs)
+            if (deleted := self.store.prune(before)):
+                self.log("liveness-pruned", epoch=epoch, before=before, beats=deleted)
 
     def _set_epoch(self, epoch: int) -> int:
         with self._lock:   # never backwards: a late read must not reopen a closed epoch
@@ -213,13 +129,18 @@ class LivenessDuty:
             return self.epoch
 
     def _seed(self, epoch: int, fresh: bool = False) -> bytes | None:
-        """The epoch's seed, or None while it is zero (read again at most every
-        REFRESH_EVERY_S when `fresh`, so that junk requests cannot flood the RPC)."""
+        """The epoch's seed as of `confirmations` blocks below the head, or None while it is
+        zero there (read again at most every REFRESH_EVERY_S when `fresh`, so that junk
+        requests cannot flood the RPC)."""
         if epoch in self._seeds:
             return self._seeds[epoch]
         if fresh and not self._due("seed"):
             return None
-        seed = self.uptime.seed(epoch)
+        if self.confirmations:
+            depth = max(self.chain.block_number() - self.confirmations, 0)
+            seed = self.uptime.seed(epoch, depth)
+        else:
+            seed = self.uptime.seed(epoch)
         if seed == bytes(32):
             return None
         self._seeds[epoch] = seed
@@ -238,12 +159,15 @@ class LivenessDuty:
         """Open the current epoch a random moment (within `open_within_s`) after first seeing
         it, unless its seed is set by then or no provider is registered (validators race each
         other; providers wait longer before they open it themselves)."""
-        if not self.open_epochs or epoch in self._seeds:
+        if not self.open_epochs or epoch in self._seeds or epoch == self._opened:
             return
         if self._open_at is None or self._open_at[0] != epoch:
             self._open_at = (epoch, time.monotonic() + random.uniform(0, self.open_within_s))
             return
-        if time.monotonic() < self._open_at[1] or self._seed(epoch) is not None:
+        if time.monotonic() < self._open_at[1]:
+            return
+        if self.uptime.seed(epoch) != bytes(32):   # opened (at the head: maybe not yet deep)
+            self._opened = epoch
             return
         if self.registry.provider_count() == 0:   # nobody to beat: save the gas
             self._open_at = (epoch, float("inf"))
@@ -256,6 +180,7 @@ class LivenessDuty:
             return
         self.m_opened.inc()
         self.log("epoch-opened", epoch=epoch, tx=tx_hash(receipt), gas=receipt["gasUsed"])
+        self._opened = epoch
         self._seed(epoch)
 
     # -- beats (the HTTP route) -------------------------------------------------------------
@@ -276,8 +201,10 @@ class LivenessDuty:
                                f"{self.epoch}: only the current epoch's beats are receipted")
         seed = self._seed(beat.epoch, fresh=True)
         if seed is None:
-            raise Refused(425, f"epoch {beat.epoch}'s seed is not set yet: call "
-                               "Uptime.open_epoch, or wait for someone to, then sign the beat")
+            deep = f", or not yet {self.confirmations} blocks deep" if self.confirmations else ""
+            raise Refused(425, f"epoch {beat.epoch}'s seed is not set yet{deep}: call "
+                               "Uptime.open_epoch, or wait for someone to (and for the blocks), "
+                               "then sign the beat")
         signature = bytes.fromhex(beat.signature[2:])
         problem = messages.signature_refusal(signature)
         typed = liveness.beat_typed_data(self.chain_id, self.uptime.address, provider,
@@ -351,53 +278,78 @@ class LivenessDuty:
 
     # -- inclusion challenges ----------------------------------------------------------------
     def answer_challenges(self, current: int) -> None:
-        """Answer every new InclusionChallenged whose beat this validator holds."""
+        """Answer every new InclusionChallenged whose beat this validator holds. The last
+        `confirmations` blocks already read are read again: a reorg can put a challenge (or
+        take an answer away) there; a challenge in them that has an outcome is checked on
+        chain again, one call, and answered if it is open again."""
         head = self.chain.block_number()
-        start = self.store.next_block(self.chain.network.deploy_block)
+        deploy = self.chain.network.deploy_block
+        start = max(self.store.next_block(deploy) - self.confirmations, deploy)
         if head < start:
             return
+        settled = head - self.confirmations   # logs in later blocks may still be reorged
         for log in self.chain.events("Uptime", "InclusionChallenged", start, head):
-            self._answer(dict(log["args"]), current)
+            self._answer(dict(log["args"]), current, recheck=log["blockNumber"] > settled)
         self.store.set_next_block(head + 1)
 
-    def _answer(self, args: dict, current: int) -> None:
+    def _answer(self, args: dict, current: int, recheck: bool = False) -> None:
         cid, epoch = args["challenge_id"], args["epoch"]
         provider, validator = args["provider"], args["validator"]
-        if self.store.answered(cid):
+        known = self.store.answer_status(cid)
+        if known is not None and not recheck:
             return
         mine = validator.lower() == self.address.lower()
         signature = self.store.beat(epoch, Web3.to_checksum_address(provider))
         if signature is None:
-            if mine:   # named without a beat we hold: nothing can save the stake now
+            if mine and known is None:   # named without a beat we hold: nothing can save it
                 self.log("liveness-challenge-unanswerable", "error", challenge_id=cid,
                          epoch=epoch, provider=provider)
                 self.m_answers.labels("unanswerable").inc()
-                self.store.save_answer(cid, "unanswerable")
+                self.store.save_answer(cid, "unanswerable", epoch=epoch)
             return
         if current > liveness.answer_end(epoch, self.report_delay, self.answer_epochs):
-            self.store.save_answer(cid, "late", f"seen in epoch {current}")
-            self.m_answers.labels("late").inc()
-            self.log("liveness-challenge-late", "error", challenge_id=cid, epoch=epoch)
+            if known is None:
+                self.store.save_answer(cid, "late", f"seen in epoch {current}", epoch=epoch)
+                self.m_answers.labels("late").inc()
+                self.log("liveness-challenge-late", "error", challenge_id=cid, epoch=epoch)
             return
         if self.uptime.challenge(cid)["state"] != OPEN:
-            self.store.save_answer(cid, "closed", "answered or resolved by someone else")
+            if known is None:
+                self.store.save_answer(cid, "closed", "answered or resolved by someone else",
+                                       epoch=epoch)
             return
         try:
             receipt = self.uptime.answer_challenge(cid, bytes.fromhex(signature[2:]))
         except TxRefused as exc:   # someone answered between the read and the send
-            self.store.save_answer(cid, "refused", str(exc))
+            self.store.save_answer(cid, "refused", str(exc), epoch=epoch)
             self.m_answers.labels("refused").inc()
             self.log("liveness-answer-refused", "warning", challenge_id=cid, error=str(exc))
             return
-        self.store.save_answer(cid, "answered", tx_hash(receipt))
+        self.store.save_answer(cid, "answered", tx_hash(receipt), epoch=epoch)
         self.m_answers.labels("answered").inc()
         self.log("liveness-challenge-answered", challenge_id=cid, epoch=epoch, provider=provider,
                  validator=validator, mine=mine, tx=tx_hash(receipt), gas=receipt["gasUsed"])
 
     # -- reads for the HTTP API ------------------------------------------------------------
-    def status(self, epoch: int) -> dict:
-        return {"epoch": epoch, "validator": self.address, "providers": self.store.providers(epoch),
+    def status(self, epoch: int, after: str | None = None, limit: int = PAGE) -> dict:
+        """How many beats of `epoch` it holds, a page of their providers (in address order,
+        after `after`; `next`: the `after` of the next page, None on the last) and its report."""
+        page = self.store.providers(epoch, after or "", limit + 1)
+        more = len(page) > limit
+        return {"epoch": epoch, "validator": self.address, "beats": self.store.beat_count(epoch),
+                "providers": page[:limit], "next": page[limit - 1] if more else None,
                 "report": self.store.report(epoch)}
+
+    def beat(self, epoch: int, provider: str) -> dict:
+        """The beat of `provider` it holds for `epoch` (what answers a challenge of its
+        inclusion); Refused(404) when it holds none."""
+        signature = self.store.beat(epoch, provider)
+        if signature is None:
+            kept = prune_before(self.epoch or 0, self.report_delay, self.answer_epochs)
+            why = f" (epochs before {kept} are pruned)" if epoch < kept else ""
+            raise Refused(404, f"this validator holds no beat of {provider} in epoch {epoch}"
+                               + why)
+        return {"provider": provider, "epoch": epoch, "signature": signature}
 
     def health(self) -> dict:
         return {"epoch": self.epoch, "reported_epoch": self.store.last_reported()}
@@ -410,8 +362,10 @@ _REASON = {403: "forbidden", 409: "wrong-epoch", 425: "too-early"}
 
 
 def liveness_routes(duty: LivenessDuty) -> APIRouter:
-    """`POST /liveness/beat` (a SignedBeat; its receipt, or 4xx with the reason) and
-    `GET /liveness/{epoch}` (the providers whose beats it holds, and its report)."""
+    """`POST /liveness/beat` (a SignedBeat; its receipt, or 4xx with the reason),
+    `GET /liveness/{epoch}?after=ADDRESS&limit=N` (how many beats it holds, a page of at most
+    MAX_PAGE of their providers, and its report) and `GET /liveness/{epoch}/beats/{provider}`
+    (`{"provider", "epoch", "signature"}`, or 404)."""
     router = APIRouter()
 
     @router.post("/liveness/beat")
@@ -434,7 +388,18 @@ def liveness_routes(duty: LivenessDuty) -> APIRouter:
         return receipt.model_dump()
 
     @router.get("/liveness/{epoch}")
-    def status(epoch: PathInt) -> dict:
-        return duty.status(epoch)
+    def status(epoch: PathInt,
+               after: str | None = Query(None, pattern=liveness.ADDRESS,
+                                         description="the last provider of the previous page"),
+               limit: int = Query(PAGE, ge=1, le=MAX_PAGE)) -> dict:
+        return duty.status(epoch, after and Web3.to_checksum_address(after), limit)
+
+    @router.get("/liveness/{epoch}/beats/{provider}")
+    def beat_of(epoch: PathInt,
+                provider: str = PathParam(pattern=liveness.ADDRESS)) -> dict:
+        try:
+            return duty.beat(epoch, Web3.to_checksum_address(provider))
+        except Refused as exc:
+            raise HTTPException(exc.status, str(exc)) from None
 
     return router

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from tessera.chain.accounts import resolve_account
 from tessera.chain.client import Chain, retry, tx_hash
+from tessera.chain.devnet import liveness_confirmations
 from tessera.chain.network import load_network
 from tessera.chain.probes import Probes
 from tessera.chain.registry import ProviderRegistry
@@ -32,6 +33,7 @@ from tessera.validator.challenges import ChallengeVoter
 from tessera.validator.config import ValidatorConfig
 from tessera.validator.hardware import HardwareChallenger
 from tessera.validator.liveness import LivenessDuty
+from tessera.validator.liveness_watch import LivenessWatch
 from tessera.validator.outages import OutageReporter
 from tessera.validator.probe import new_request, probe
 from tessera.validator.report import build_report, receipts_document
@@ -90,7 +92,14 @@ class ValidatorNode:
         lv = config.liveness
         self.liveness = LivenessDuty(
             self.chain, self.account, Path(config.validator.state_dir), self.log, self.metrics,
-            open_epochs=lv.open_epochs, open_within_s=lv.open_within_s) if lv.enabled else None
+            open_epochs=lv.open_epochs, open_within_s=lv.open_within_s,
+            confirmations=liveness_confirmations(self.chain.network, lv.confirmations),
+        ) if lv.enabled else None
+        self.liveness_watch = LivenessWatch(
+            self.chain, self.liveness.store, Path(config.validator.state_dir), self.log,
+            self.metrics, max_challenges=lv.watch_max_challenges_per_epoch,
+            timeout_s=lv.watch_timeout_s, max_bonds_lost_per_day=lv.watch_max_bonds_lost_per_day,
+            confirmations=self.liveness.confirmations) if lv.enabled and lv.watch else None
 
     @property
     def address(self) -> str:
@@ -114,6 +123,8 @@ class ValidatorNode:
         self.outages.prepare()
         if self.liveness is not None:
             self.liveness.prepare()
+        if self.liveness_watch is not None:
+            self.liveness_watch.prepare()
         self.log("ready", validator=self.address, genesis=self.genesis,
                  epoch_length=self.epoch_length, endpoint=cfg.endpoint,
                  report_outages=self.config.outages.report, jail_after=self.outages.jail_after,
@@ -143,6 +154,13 @@ class ValidatorNode:
         """The liveness loop (validator/liveness.py), in its own thread: its reports and
         answers are transactions that must not wait for probes, nor probes for them."""
         self._loop(self.liveness.poll_once, self.config.liveness.interval_s, "liveness-error")
+
+    def watch_liveness_reports(self) -> None:
+        """Other validators' liveness reports checked and challenged
+        (validator/liveness_watch.py), in its own thread: asking endpoints for beats takes
+        seconds that must not delay this validator's own reports and answers."""
+        self._loop(self.liveness_watch.poll_once, self.config.liveness.interval_s,
+                   "liveness-watch-error")
 
     def _loop(self, step, interval: float, error_event: str) -> None:
         delay = interval
@@ -292,7 +310,9 @@ class ValidatorNode:
                 "last_posted_epoch": self.store.last_posted_epoch(),
                 "outages_checked_epoch": self.outages.checked_epoch,
                 "hardware_checked_epoch": self.hardware.checked_epoch,
-                "liveness": self.liveness.health() if self.liveness is not None else None}
+                "liveness": self.liveness.health() if self.liveness is not None else None,
+                "liveness_watch": (self.liveness_watch.health()
+                                   if self.liveness_watch is not None else None)}
 
     def shutdown(self) -> None:
         self.stop_event.set()

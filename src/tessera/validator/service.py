@@ -44,6 +44,9 @@ def run_validator(config: ValidatorConfig) -> None:
     if node.liveness is not None:
         threads.append(threading.Thread(target=node.watch_liveness, name="liveness-loop",
                                         daemon=True))
+    if node.liveness_watch is not None:
+        threads.append(threading.Thread(target=node.watch_liveness_reports,
+                                        name="liveness-watch-loop", daemon=True))
     if config.hardware.enabled:
         threads.append(threading.Thread(target=node.watch_hardware, name="hardware-loop",
                                         daemon=True))
@@ -84,6 +87,8 @@ def run_validator(config: ValidatorConfig) -> None:
         node.hardware.store.close()
         if node.liveness is not None:
             node.liveness.close()
+        if node.liveness_watch is not None:
+            node.liveness_watch.close()
         if attester is not None:
             attester.close()
         node.log("stopped")

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from tessera.explorer import db
 from tessera.explorer.web.markup import (
+    address_text,
     bps_text,
     e,
     fig_link,
@@ -34,7 +35,7 @@ from tessera.explorer.web.queries import Explorer, Paged
 from tessera.protocol.liveness import indices_of
 
 STATUS_WORDS = {"open": "open: waiting for the beat signature",
-                "answered": "answered: the beat was shown, the report stands (bond to the validator)",
+                "answered": "answered: the beat was shown, the report stands",
                 "resolved": "unanswered: validator slashed, the provider's reported bit revoked"}
 
 
@@ -69,7 +70,8 @@ def liveness_challenge_out(c: db.LivenessChallenge) -> LivenessChallengeOut:
     return LivenessChallengeOut(
         challenge_id=c.challenge_id, validator=c.validator, provider=c.provider, epoch=str(c.epoch),
         challenger=c.challenger, status=c.status, answer_by_epoch=str(c.answer_by_epoch),
-        bond_base_units=str(c.bond), slashed_base_units=str(c.slashed), opened_at=c.opened_at,
+        bond_base_units=str(c.bond), to_answerer_base_units=str(c.to_answerer),
+        to_validator_base_units=str(c.to_validator), slashed_base_units=str(c.slashed), opened_at=c.opened_at,
         opened_tx=c.opened_tx, answered_by=c.answered_by, answered_tx=c.answered_tx,
         resolved_tx=c.resolved_tx)
 
@@ -109,13 +111,22 @@ def liveness_challenges_table(rows: list[db.LivenessChallenge], who: str = "vali
     for c in rows:
         cls = {"resolved": "bad", "answered": "ok"}.get(c.status, "muted")
         outcome = (f'<span class="{cls} liveness-status">{e(STATUS_WORDS.get(c.status, c.status))}</span>'
-                   + (f" (answer by the end of epoch {e(c.answer_by_epoch)})" if c.status == "open" else ""))
+                   + (f" (answer by the end of epoch {e(c.answer_by_epoch)})" if c.status == "open" else "")
+                   + (answer_paid(c) if c.status == "answered" else ""))
         body.append([e(c.challenge_id),
                      validator_link(c.validator) if who == "validator" else provider_link(c.provider),
                      e(c.epoch), outcome, tstk(c.bond), tstk(c.slashed) if c.slashed else "-",
                      e(when(c.opened_at)), tx_link(c.opened_tx), tx_link(c.answered_tx or c.resolved_tx)])
     return table(["challenge", who, "epoch", "outcome", "bond", "validator slashed", "opened", "tx",
                   "answered / resolved in"], body, {0, 2, 4, 5}, "liveness-challenges")
+
+
+def answer_paid(c: db.LivenessChallenge) -> str:
+    """Who the answered challenge's bond went to (ChallengeAnswered's to_answerer and to_validator)."""
+    if not c.to_answerer:
+        return f"; bond {tstk(c.to_validator)} to the validator"
+    return (f"; bond {tstk(c.to_answerer)} to the answerer <span class='answerer'>"
+            f"{address_text(c.answered_by)}</span>, {tstk(c.to_validator)} to the validator")
 
 
 def liveness_reports_table(rows: list[db.Event]) -> str:

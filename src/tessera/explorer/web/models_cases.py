@@ -194,12 +194,16 @@ class LivenessChallengeOut(BaseModel):
     epoch: str
     challenger: str
     status: str = Field(description="open (answer by the end of `answer_by_epoch`), answered (the beat "
-                                    "shown: the report stands, the bond went to the validator) or "
-                                    "resolved (unanswered: validator slashed, the reported bit revoked)")
+                                    "shown: the report stands, the bond paid to `answered_by` and the "
+                                    "validator) or resolved (unanswered: validator slashed, the reported "
+                                    "bit revoked)")
     answer_by_epoch: str
     token: str = STAKE_SYMBOL
     decimals: int = STAKE_DECIMALS
     bond_base_units: str
+    to_answerer_base_units: str = Field(description="of the bond, to `answered_by` (0 unless answered; 0 "
+                                                    "too when settled by a beat shown on another challenge)")
+    to_validator_base_units: str = Field(description="of the bond, to the validator (0 unless answered)")
     slashed_base_units: str
     opened_at: int
     opened_tx: str
