@@ -50,6 +50,10 @@ class DevnetError(Exception):
     pass
 
 
+class PortInUse(DevnetError):
+    """anvil could not bind its port: another process holds it (a caller may pick another)."""
+
+
 # raised in tessera.protocol.jobspec
 class SpecError(ValueError):
     """A job spec or config is invalid; the message names the file and field."""

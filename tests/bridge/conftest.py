@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,13 +24,22 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from tests.support.uvicorn_server import serve
+from web3 import Web3
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.bridge_inbox import BridgeInbox
 from tessera.chain.bridge_outbox import BridgeOutbox
 from tessera.chain.client import Chain
-from tessera.chain.devnet import BRIDGE_VALIDATORS, PEER_CHAIN_ID, Devnet, free_port_pair
+from tessera.chain.devnet import (
+    BRIDGE_VALIDATORS,
+    PEER_CHAIN_ID,
+    Devnet,
+    find_anvil,
+    free_port,
+    free_port_pair,
+)
 from tessera.chain.network import Network
+from tessera.chain.timelock import Timelock
 from tessera.chain.token_bridge import TokenBridge
 from tessera.chain.tokens import PaymentToken
 from tessera.chain.validators import Validators
@@ -90,6 +101,27 @@ def _served(indexes, proxies, urls):
         urls[index] = url
         with _served(rest, proxies, urls):
             yield
+
+
+@contextmanager
+def extra_anvil(tmp_path: Path, chain_id: int) -> Iterator[str]:
+    """One more bare anvil (chain `chain_id`) for the test; yields its RPC URL."""
+    port = free_port()
+    proc = subprocess.Popen([find_anvil(), "--host", "127.0.0.1", "--port", str(port),
+                             "--chain-id", str(chain_id)],
+                            stdout=open(tmp_path / f"anvil-{chain_id}.log", "wb"),
+                            stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        w3 = Web3(Web3.HTTPProvider(url))
+        deadline = time.monotonic() + 30
+        while not w3.is_connected():
+            assert time.monotonic() < deadline and proc.poll() is None, "anvil did not start"
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def rpc(network: Network, method: str, *params):
@@ -163,6 +195,19 @@ class Bridge:
 
     def token_bridge(self, chain_id: int, account: int | None = None) -> TokenBridge:
         return TokenBridge(self.chain(chain_id, account))
+
+    def timelock(self, chain_id: int, account: int = OWNER) -> Timelock:
+        """The chain's Timelock, which owns its bridge (the deployer proposes and executes)."""
+        return Timelock(self.chain(chain_id, account))
+
+    def owner_action(self, chain_id: int, contract: str, function: str, *args) -> None:
+        """An owner action the only way there is: scheduled through the chain's Timelock, the
+        delay warped past, executed."""
+        timelock = self.timelock(chain_id)
+        step, ready_at, _ = timelock.advance(contract, function, *args)
+        assert step == "scheduled"
+        self.warp(chain_id, ready_at - self.chain(chain_id).block_timestamp())
+        assert timelock.advance(contract, function, *args)[0] == "executed"
 
 
 @pytest.fixture

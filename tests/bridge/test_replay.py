@@ -6,11 +6,9 @@ name the third chain as its destination is refused too; nothing moves there."""
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import time
 
 import pytest
-from tests.bridge.conftest import HOME, OWNER, PEER, RELAYER, SENDER, TUSD
+from tests.bridge.conftest import HOME, OWNER, PEER, RELAYER, SENDER, TUSD, extra_anvil
 from web3 import Web3
 
 from tessera.chain.accounts import devnet_account
@@ -22,7 +20,6 @@ from tessera.chain.bridge_deploy import (
 )
 from tessera.chain.bridge_inbox import BridgeInbox, refusal
 from tessera.chain.client import Chain
-from tessera.chain.devnet import find_anvil, free_port
 from tessera.chain.network import Network
 from tessera.chain.tokens import PaymentToken
 from tessera.errors import BridgeError
@@ -32,31 +29,19 @@ THIRD = 31339
 
 @pytest.fixture
 def third_chain(bridge, tmp_path):
-    port = free_port()
-    proc = subprocess.Popen([find_anvil(), "--host", "127.0.0.1", "--port", str(port),
-                             "--chain-id", str(THIRD)],
-                            stdout=open(tmp_path / "anvil-third.log", "wb"), stderr=subprocess.STDOUT)
-    try:
-        w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}"))
-        deadline = time.monotonic() + 30
-        while not w3.is_connected():
-            assert time.monotonic() < deadline and proc.poll() is None, "anvil did not start"
-            time.sleep(0.05)
+    with extra_anvil(tmp_path, THIRD) as url:
+        w3 = Web3(Web3.HTTPProvider(url))
         deployer = devnet_account(OWNER)
         peer_inbox = bridge.inbox(PEER)
         committee = (peer_inbox.committee(0), list(peer_inbox.weights(0).values()))
         params = BridgeParams(guardian=devnet_account(1).address)
         tokens, _ = deploy_peer_tokens(w3, deployer)
         side, _ = deploy_bridge_side(w3, deployer, tokens["PaymentToken"], False, committee, params)
-        network = Network(name="third", chain_id=THIRD, rpc_url=f"http://127.0.0.1:{port}",
-                          contracts={**tokens, **side})
+        network = Network(name="third", chain_id=THIRD, rpc_url=url, contracts={**tokens, **side})
         link_route(Chain(network, deployer), HOME, bridge.network.contracts, params)
         owner = Chain(network, deployer)   # TUSD the third chain's TokenBridge could release
         owner.send(owner.payment_token.functions.mint(side["TokenBridge"], 1_000 * TUSD))
         yield network
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_message_for_the_peer_is_refused_on_a_third_chain(bridge, third_chain):

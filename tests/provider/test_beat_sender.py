@@ -127,6 +127,7 @@ class FakeUptime:
     def beats(self, provider, epoch): return False
     def live_word(self, epoch, index): return self.live
     def report_hash(self, validator, epoch): return b"\x01" * 32
+    def challenge(self, challenge_id): return {"state": 1}   # open
 
     def heartbeat(self, epoch, number, block_hash):
         self.sent.append(("heartbeat", epoch))
@@ -198,7 +199,9 @@ def test_a_round_of_posts_ends_by_its_deadline_and_keeps_the_honest_receipt(tmp_
 
         sender.post(cur, until=started + 10)             # then each POST's own (1.5 s)
         took = time.monotonic() - started
-        assert 1.5 <= took < 2.1, took
+        # the dripping servers would hold it up to the round's 10 s: 1.5 s plus scheduling slack
+        # (the suite runs two workers on two cores) shows the per-POST deadline cut them off
+        assert 1.5 <= took < 3.5, took
         assert [s.connections for s in servers] == [1, 1, 1]   # not asked again while in flight
         reasons = {line["endpoint"]: line["reason"] for line in ctx.log.named("beat-not-receipted")}
         assert reasons == {s.url: "no whole answer within 1.5 s" for s in servers}

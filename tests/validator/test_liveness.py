@@ -27,6 +27,7 @@ from tessera.chain.uptime import Uptime
 from tessera.http_limits import RequestGuard
 from tessera.logs import EventLog
 from tessera.protocol import liveness, messages
+from tessera.provider.node import WATCHED, LogFeed
 from tessera.validator.api import STREAMED
 from tessera.validator.liveness import (
     MAX_PAGE,
@@ -363,3 +364,58 @@ def test_get_liveness_is_paged_and_one_beat_is_served_and_junk_gets_4xx(world):
         status = client.get(path).status_code
         assert 400 <= status < 500, (path, status)
     duty.close()
+
+
+QUIET_EPOCH_S = 4
+
+
+def test_a_quiet_chain_gets_its_epoch_opened_by_the_wall_clock(tmp_path, private_devnet):
+    """anvil with automine only (no block without a transaction), like an L3 with no traffic:
+    once the chain's last block is mined, `current_epoch()` at the head stays in that block's
+    epoch however much time passes, so a duty that judged by the head alone never opened the
+    next epoch, no provider could beat, and every honest provider was down for it. The duty
+    judges by the wall clock too, and its `open_epoch` mines the block that moves the chain on;
+    the provider's watcher reads the seed from the EpochOpened log and its beat is receipted.
+
+    Adversary / bad luck: a wall clock far ahead of the chain's (skewed, or spoofed over NTP
+    to make the validator spend gas): `open_epoch` then only opens the head's epoch (a no-op
+    when someone did), at most once per wall-clock epoch, never in a loop."""
+    with private_devnet(tmp_path, epoch_length=QUIET_EPOCH_S) as (_, network):
+        ProviderRegistry(Chain(network, devnet_account(PROVIDER))).register(
+            STAKE, "CPU", 1, 1024, 1, "http://127.0.0.1:9", 1)
+        chain = Chain(network, devnet_account(VALIDATOR))
+        ensure_validator(chain, STAKE, "http://127.0.0.1:9")
+        duty, log, client = make_duty((tmp_path, network, chain))
+        uptime = duty.uptime
+        duty.poll_once()
+        head, block = uptime.current_epoch(), chain.block_number()
+        target = duty.opener.wall_epoch() + 1
+        while duty.opener.wall_epoch() < target:                   # no transaction meanwhile
+            time.sleep(0.1)
+        assert uptime.current_epoch() == head < target and chain.block_number() == block
+        duty.poll_once()                                     # sees the wall clock's epoch
+        duty.poll_once()                                     # opens it (open_within_s=0)
+        assert uptime.current_epoch() == target == duty.epoch
+        assert f'"epoch": {target}' in log.getvalue() and "quiet_chain" in log.getvalue()
+
+        # the provider's side: its watcher's feed brings the seed, its beat is receipted
+        feed = LogFeed(Chain(network), WATCHED)
+        [(epoch, seed)] = [(a["epoch"], bytes(a["seed"])) for _, e, a in
+                           feed.logs(block + 1, chain.block_number()) if e == "EpochOpened"]
+        assert (epoch, seed) == (target, uptime.seed(target))
+        reply = client.post("/liveness/beat",
+                            json=beat_body(devnet_account(PROVIDER), uptime, target, seed))
+        assert reply.status_code == 200, reply.text
+
+        # A wall clock epochs ahead: one transaction per wall-clock epoch, opening nothing new.
+        sent = chain.block_number()
+        duty.opener.wall = lambda: time.time() + 100 * QUIET_EPOCH_S
+        for _ in range(4):
+            duty.poll_once()
+        assert chain.block_number() == sent + 1              # the one open_epoch
+        assert "open-epoch-ahead-of-chain" in log.getvalue()   # the chain's epoch, not 100 on
+        duty.opener.wall = lambda: time.time() + 101 * QUIET_EPOCH_S
+        for _ in range(4):
+            duty.poll_once()
+        assert chain.block_number() == sent + 2
+        duty.close()

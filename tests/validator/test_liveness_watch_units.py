@@ -164,3 +164,46 @@ def test_the_back_off_doubles():
     assert backoff_until(0, -1) == 0
     assert [backoff_until(k, 100) for k in (1, 2, 3, 4)] == [102, 104, 108, 116]
     assert backoff_until(50, 100) == 100 + 2 ** MAX_BACKOFF_DOUBLINGS
+
+
+def test_name_lookups_never_stall_a_batch_nor_queue(monkeypatch, server):
+    """Review 2, findings 2 and 3: a liar's name server that never answers. A batch still
+    ends within 2 x timeout_s (the lookup runs on a thread nobody waits for) and its name is
+    silent for that pass only; the next pass starts no second lookup of it while the first
+    still runs (no queue of stalled lookups), and once MAX_LOOKUPS are stalled a new name is
+    silent rather than queued, while a name answered before is still served from the cache.
+    A name is looked up once and the GET goes to that address, named by the Host header:
+    a name server that answers the next lookup differently (DNS rebinding) is not asked.
+    Still open: MAX_LOOKUPS liar identities whose names all stall keep a new honest name
+    silent until one times out in the system resolver (cached names are unaffected)."""
+    url, seen = server
+    port = url.rsplit(":", 1)[1]
+    monkeypatch.setattr(beat_fetch, "_RESOLVER", beat_fetch._Resolver())
+    monkeypatch.setattr(beat_fetch, "MAX_LOOKUPS", 2)
+    calls: list[str] = []
+    release = threading.Event()
+
+    def resolve(host, *args, **kwargs):
+        calls.append(host)
+        if host.startswith("stall"):
+            release.wait(10)
+        address = "127.0.0.1" if calls.count(host) == 1 else "10.9.9.9"   # then rebinds
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, 0))]
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    try:
+        answers = fetch_all({"honest": f"http://honest.example:{port}/ok"}, 1.0)
+        assert answers["honest"] == (OK, b'{"ok": true}')
+        assert seen[-1]["Host"] == f"honest.example:{port}"
+        for _ in range(2):
+            started = time.monotonic()
+            answers = fetch_all({"stall": f"http://stall1.example:{port}/ok",
+                                 "honest": f"http://honest.example:{port}/ok"}, 0.3)
+            assert time.monotonic() - started < 0.9
+            assert answers["stall"][0] == SILENT and answers["honest"][0] == OK
+        assert calls.count("stall1.example") == 1 and calls.count("honest.example") == 1
+        answers = fetch_all({"stall": f"http://stall2.example:{port}/ok",
+                             "new": f"http://new.example:{port}/ok"}, 0.3)
+        assert answers["stall"][0] == SILENT
+        assert answers["new"][0] == SILENT and "no free name lookup" in answers["new"][1]
+    finally:
+        release.set()

@@ -13,9 +13,16 @@ The genesis committee is the home chain's active validators weighted by stake (o
 one, `committee=`); on a fresh devnet none is registered yet, so `tessera devnet up --chains 2`
 registers its validator accounts first (chain/devnet.py).
 
-Owner: the deployer owns the six bridge contracts. That is a known gap: the target is the home
-Timelock pattern of deploy.py (every owner action waits in the open), which needs a timelock
-on the peer chain too.
+Owner: the Timelock of each chain (docs/contracts.md, "Owner powers"), as deploy.py does for
+the home contracts. Once the routes are linked and the minter set, the home chain's three bridge
+contracts go to the home Timelock (deploy_all's); on the peer a Timelock with the same delay
+(the deployer proposes, cancels and executes) is deployed and takes the peer's three bridge
+contracts and the TUSD and TSTK deployed there (their mint role moves with the ownership; the
+devnet's peer TUSD supply, `peer_supply`, is minted to the deployer before). From then on a new
+limit, route, guardian or unpause waits the delay in the open (CallScheduled); the guardian,
+set at deploy, still pauses and cancels at once. A second peer reuses the home side, which the
+home Timelock already owns: its home half of the route is scheduled there (`schedule_route`)
+and made by `execute_route` after the delay.
 """
 
 from __future__ import annotations
@@ -26,12 +33,11 @@ from dataclasses import dataclass
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from tessera.chain.bridge_inbox import BridgeInbox
-from tessera.chain.bridge_outbox import BridgeOutbox
 from tessera.chain.client import Chain
-from tessera.chain.deploy import deploy_contract, owner_call
+from tessera.chain.compiler import BRIDGE_CONTRACT_NAMES
+from tessera.chain.deploy import deploy_contract, deploy_timelock, owner_call
 from tessera.chain.network import Network, PeerChain
-from tessera.chain.token_bridge import TokenBridge
+from tessera.chain.timelock import OwnerCall, Timelock
 from tessera.chain.validators import Validators
 from tessera.errors import BridgeError
 from tessera.protocol.bridge import (
@@ -103,8 +109,8 @@ def validator_committee(chain: Chain) -> Committee:
 
 
 def deploy_peer_tokens(w3: Web3, deployer: LocalAccount) -> tuple[dict[str, str], int]:
-    """The peer chain's TUSD (6 decimals; the deployer owns it and mints on the devnet) and
-    TSTK; returns their addresses and the first block."""
+    """The peer chain's TUSD (6 decimals) and TSTK, owned by the deployer until deploy_bridge
+    hands them to the peer's Timelock; returns their addresses and the first block."""
     payment, first = deploy_contract(w3, deployer, "PaymentToken", "Tessera USD", PAYMENT_SYMBOL,
                              PAYMENT_DECIMALS, "Tessera USD", "1")
     stake, _ = deploy_contract(w3, deployer, "StakeToken", "Tessera Stake", STAKE_SYMBOL, STAKE_DECIMALS,
@@ -125,25 +131,84 @@ def deploy_bridge_side(w3: Web3, deployer: LocalAccount, token: str, mint_mode: 
     return {"BridgeOutbox": outbox, "BridgeInbox": inbox, "TokenBridge": token_bridge}, first
 
 
+def route_actions(peer_chain_id: int, peer: dict[str, str],
+                  params: BridgeParams) -> list[tuple[str, str, tuple]]:
+    """The owner actions, (contract, function, args), that open the route from `peer` on one
+    chain: accept messages from the peer's outbox with the limits, let only the peer's
+    TokenBridge carry value on that route (anyone else's value message could empty the bucket
+    for free), name the peer's inbox, trust the peer's TokenBridge up to `max_transfer`."""
+    outbox, inbox, token_bridge = (Web3.to_checksum_address(peer[n]) for n in BRIDGE_CONTRACT_NAMES)
+    return [("BridgeInbox", "register_source", (peer_chain_id, outbox, params.capacity,
+                                                 params.refill_per_s, params.large_threshold)),
+            ("BridgeInbox", "set_value_sender", (peer_chain_id, token_bridge, True)),
+            ("BridgeOutbox", "set_inbox", (peer_chain_id, inbox)),
+            ("TokenBridge", "set_peer", (peer_chain_id, token_bridge, params.max_transfer))]
+
+
 def link_route(chain: Chain, peer_chain_id: int, peer: dict[str, str], params: BridgeParams) -> None:
-    """On `chain` (the deployer's account): accept messages from the peer's outbox with the
-    limits, let only the peer's TokenBridge carry value on that route (anyone else's value
-    message could empty the bucket for free), name the peer's inbox, trust the peer's
-    TokenBridge up to `max_transfer`."""
-    inbox = BridgeInbox(chain)
-    inbox.register_source(peer_chain_id, peer["BridgeOutbox"], params.capacity,
-                          params.refill_per_s, params.large_threshold)
-    inbox.set_value_sender(peer_chain_id, peer["TokenBridge"], True)
-    BridgeOutbox(chain).set_inbox(peer_chain_id, peer["BridgeInbox"])
-    TokenBridge(chain).set_peer(peer_chain_id, peer["TokenBridge"], params.max_transfer)
+    """On `chain`, whose bridge its account still owns (at deploy): open the route from `peer`."""
+    for name, function, args in route_actions(peer_chain_id, peer, params):
+        chain.send(getattr(chain.contract(name).functions, function)(*args))
+
+
+def route_calls(chain: Chain, peer_chain_id: int, peer: dict[str, str],
+                params: BridgeParams) -> list[OwnerCall]:
+    """The route's owner actions as calls for `chain`'s Timelock to make."""
+    timelock = Timelock(chain)
+    return [timelock.owner_call(name, function, *args)
+            for name, function, args in route_actions(peer_chain_id, peer, params)]
+
+
+def schedule_route(chain: Chain, peer_chain_id: int, peer: dict[str, str],
+                   params: BridgeParams) -> int:
+    """On `chain`, whose bridge its Timelock owns (`chain`'s account a proposer): schedule the
+    route's owner actions, in the open; returns when they can be executed (Unix seconds)."""
+    timelock = Timelock(chain)
+    calls = route_calls(chain, peer_chain_id, peer, params)
+    for call in calls:
+        timelock.schedule(call)
+    return timelock.ready_at(calls[0])
+
+
+def execute_route(chain: Chain, peer_chain_id: int, peer: dict[str, str],
+                  params: BridgeParams) -> None:
+    """After the delay: make the route's scheduled owner actions (the same `params`; refused
+    before the delay, or if they were never scheduled)."""
+    timelock = Timelock(chain)
+    for call in route_calls(chain, peer_chain_id, peer, params):
+        timelock.execute(call)
+
+
+def _hand_over(w3: Web3, deployer: LocalAccount, timelock: str, owned: dict[str, str]) -> None:
+    """Make `timelock` the owner of each contract in `owned` (name -> address)."""
+    for name, address in owned.items():
+        owner_call(w3, deployer, name, address, "transfer_ownership", timelock)
+
+
+def _home_owned_by_timelock(chain: Chain, side: dict[str, str]) -> bool:
+    """Whether the home bridge (of an earlier peer) belongs to the home Timelock already (True)
+    or still to the deployer, as bridges deployed before the hand-over existed do (False)."""
+    owners = {chain.call(chain.contract(n).functions.owner()) for n in side}
+    if owners == {chain.network.address("Timelock")}:
+        return True
+    if owners == {chain.address}:
+        return False
+    raise BridgeError(f"the home chain's bridge contracts are owned by {', '.join(sorted(owners))}"
+                      ", not by the deployer or the home Timelock alone: a route cannot be added")
 
 
 def deploy_bridge(home: Network, remote: Network, deployer: LocalAccount, params: BridgeParams,
-                  committee: Committee | None = None, peer_name: str = "peer") -> Network:
+                  committee: Committee | None = None, peer_name: str = "peer",
+                  peer_supply: int = 0) -> Network:
     """Deploy the bridge between `home` (deployed by deploy_all, its PaymentToken still owned
     by `deployer`) and `remote` (a chain with nothing of Tessera's yet: its contracts may be
-    empty; TUSD and TSTK are deployed there unless it names a PaymentToken). Returns `home`
-    with its bridge contracts added and `remote` as a peer."""
+    empty; TUSD and TSTK are deployed there unless it names a PaymentToken, and `peer_supply`
+    of that TUSD is minted to the deployer). Hands every bridge contract, and the tokens
+    deployed on the peer, to its chain's Timelock. Returns `home` with its bridge contracts
+    added and `remote` as a peer, naming its Timelock. If `home` already has a bridge owned by
+    its Timelock (a second peer), the home half of the new route is only scheduled:
+    `execute_route(Chain(home), remote's chain id, the peer's contracts, params)` after the
+    delay opens it."""
     if home.chain_id == remote.chain_id:
         raise BridgeError(f"home and remote are the same chain ({home.chain_id})")
     home_w3 = Web3(Web3.HTTPProvider(home.rpc_url))
@@ -157,12 +222,18 @@ def deploy_bridge(home: Network, remote: Network, deployer: LocalAccount, params
         raise BridgeError(f"the bridge committee is refused: {problem}")
     remote_contracts = dict(remote.contracts)
     first_remote = remote.deploy_block
+    peer_tokens: dict[str, str] = {}   # deployed here, so owned by the deployer until handed on
     if "PaymentToken" not in remote_contracts:
-        tokens, first_remote = deploy_peer_tokens(remote_w3, deployer)
-        remote_contracts.update(tokens)
-    reuse = all(name in home.contracts for name in ("BridgeOutbox", "BridgeInbox", "TokenBridge"))
+        peer_tokens, first_remote = deploy_peer_tokens(remote_w3, deployer)
+        remote_contracts.update(peer_tokens)
+    elif peer_supply:
+        raise BridgeError("peer_supply mints a TUSD deployed for the peer, but the remote chain "
+                          "names its own PaymentToken")
+    reuse = all(name in home.contracts for name in BRIDGE_CONTRACT_NAMES)
+    timelocked_home = False
     if reuse:   # a second peer: the home's bridge serves every route
-        home_side = {n: home.contracts[n] for n in ("BridgeOutbox", "BridgeInbox", "TokenBridge")}
+        home_side = {n: home.contracts[n] for n in BRIDGE_CONTRACT_NAMES}
+        timelocked_home = _home_owned_by_timelock(Chain(home, deployer), home_side)
     else:
         home_side, _ = deploy_bridge_side(home_w3, deployer, home.address("PaymentToken"), True,
                                           (members, list(weights)), params)
@@ -172,13 +243,25 @@ def deploy_bridge(home: Network, remote: Network, deployer: LocalAccount, params
     home_net = home.model_copy(update={"contracts": {**home.contracts, **home_side}})
     remote_net = Network(name=peer_name, chain_id=remote.chain_id, rpc_url=remote.rpc_url,
                          contracts={**remote_contracts, **remote_side}, deploy_block=first_remote)
-    link_route(Chain(home_net, deployer), remote.chain_id, remote_side, params)
+    if timelocked_home:
+        schedule_route(Chain(home_net, deployer), remote.chain_id, remote_side, params)
+    else:
+        link_route(Chain(home_net, deployer), remote.chain_id, remote_side, params)
     link_route(Chain(remote_net, deployer), home.chain_id, home_side, params)
     if not reuse:   # mint mode: the home TokenBridge mints what arrives, burns what leaves
         owner_call(home_w3, deployer, "PaymentToken", home.address("PaymentToken"),
                     "set_minter", home_side["TokenBridge"], True)
+    if peer_supply:
+        owner_call(remote_w3, deployer, "PaymentToken", peer_tokens["PaymentToken"], "mint",
+                   deployer.address, peer_supply)
+    if not timelocked_home:
+        _hand_over(home_w3, deployer, home.address("Timelock"), home_side)
+    peer_timelock = remote_contracts.get("Timelock") or deploy_timelock(
+        remote_w3, deployer, Timelock(Chain(home)).min_delay())
+    _hand_over(remote_w3, deployer, peer_timelock, {**remote_side, **peer_tokens})
     peer = PeerChain(name=peer_name, chain_id=remote.chain_id, rpc_url=remote.rpc_url,
-                     contracts=remote_net.contracts, deploy_block=first_remote)
+                     contracts={**remote_net.contracts, "Timelock": peer_timelock},
+                     deploy_block=first_remote)
     others = [p for p in home.peers if p.chain_id != remote.chain_id]
     return home_net.model_copy(update={"peers": [*others, peer]})
 

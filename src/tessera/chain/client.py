@@ -13,7 +13,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted
-from web3.types import RPCEndpoint, TxReceipt
+from web3.types import RPCEndpoint, RPCResponse, TxReceipt
 
 from tessera.chain.compiler import compile_contract
 from tessera.chain.network import Network
@@ -36,20 +36,36 @@ def revert_reason(exc: Exception) -> str:
     return message.strip() or "reverted without a reason"
 
 
+class _ChainIdOnce(Web3.HTTPProvider):
+    """An HTTP provider that asks eth_chainId once, whatever the thread: web3's validation
+    middleware asks it before every eth_call and eth_estimateGas, which made it half of an idle
+    provider daemon's RPC calls (issue 15), and web3's own request cache is per thread, so each
+    new HTTP worker thread (anyio's expire after 10 s idle: a validator's probe once an epoch)
+    asked again. A node does not change its chain id under a running process;
+    `Chain.check_connected` compares the first answer with the network file."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._chain_id: RPCResponse | None = None
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        if method != "eth_chainId":
+            return super().make_request(method, params)
+        answer = self._chain_id
+        if answer is None:
+            answer = super().make_request(method, params)
+            if "result" in answer and "error" not in answer:   # errors are asked again
+                self._chain_id = answer
+        return answer
+
+
 class Chain:
     """A connection to one network, optionally with a signing account."""
 
     def __init__(self, network: Network, account: LocalAccount | None = None, timeout: float = 10):
         self.network = network
         self.account = account
-        # eth_chainId is asked once per thread, then answered from the provider's cache: web3's
-        # validation middleware asks it before every eth_call and eth_estimateGas, which made
-        # it half of an idle provider daemon's RPC calls (issue 15). A node does not change
-        # its chain id under a running process; `check_connected` compares the first answer
-        # with the network file.
-        self.w3 = Web3(Web3.HTTPProvider(network.rpc_url, request_kwargs={"timeout": timeout},
-                                         cache_allowed_requests=True,
-                                         cacheable_requests={RPCEndpoint("eth_chainId")}))
+        self.w3 = Web3(_ChainIdOnce(network.rpc_url, request_kwargs={"timeout": timeout}))
         self._contracts: dict[str, Contract] = {}
         self._nonce_lock = threading.Lock()
         self._next_nonce: int | None = None

@@ -140,6 +140,16 @@ def _owner_step(w3: Web3, deployer: LocalAccount, name: str, address: str, fn: s
         progress(f"{name}.{fn}({', '.join(map(str, args))})")
 
 
+def deploy_timelock(w3: Web3, deployer: LocalAccount, delay: int,
+                    progress: Progress = None) -> str:
+    """A Timelock with minimum delay `delay`: the deployer proposes, cancels and executes; the
+    timelock administers itself (no admin), so a role or delay change waits the delay too.
+    The home chain's (below) and each bridge peer's (chain/bridge_deploy.py) are made here."""
+    timelock, _ = _deploy_step(w3, deployer, "Timelock", progress, delay, [deployer.address],
+                               [deployer.address], "0x" + "00" * 20)
+    return timelock
+
+
 def _hand_to_timelock(w3: Web3, deployer: LocalAccount, delay: int, registry: str,
                       validators: str, market: str, stake: str, progress: Progress) -> str:
     """Deploy the Timelock (the deployer proposes, cancels and executes; the timelock
@@ -147,8 +157,7 @@ def _hand_to_timelock(w3: Web3, deployer: LocalAccount, delay: int, registry: st
     Market and the StakeToken (its mint role moves with the ownership), after every deploy-time
     role grant and setting: from now on a slasher grant, a fee or treasury change, or a stake
     mint waits `delay` seconds, in the open (CallScheduled). Returns its address."""
-    timelock, _ = _deploy_step(w3, deployer, "Timelock", progress, delay, [deployer.address],
-                               [deployer.address], "0x" + "00" * 20)
+    timelock = deploy_timelock(w3, deployer, delay, progress)
     for name, address in (("ProviderRegistry", registry), ("Validators", validators),
                           ("Market", market), ("StakeToken", stake)):
         _owner_step(w3, deployer, name, address, "transfer_ownership", progress, timelock)

@@ -19,7 +19,7 @@ from tessera.chain.client import Chain
 from tessera.chain.deploy import DeployParams, deploy_all
 from tessera.chain.network import Network, devnet_network_file, save_network
 from tessera.chain.validators import Validators
-from tessera.errors import BridgeError, DevnetError
+from tessera.errors import BridgeError, DevnetError, PortInUse
 from tessera.protocol.bridge import DEFAULT_CONFIRMATIONS
 from tessera.protocol.liveness import CONFIRMATIONS as LIVENESS_CONFIRMATIONS
 from tessera.protocol.money import PAYMENT_DECIMALS, STAKE_DECIMALS
@@ -123,7 +123,7 @@ class Devnet:
         for p in range(port, port + chains):
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", p)) == 0:
-                    raise DevnetError(f"port {p} is already in use; pick another with --port"
+                    raise PortInUse(f"port {p} is already in use; pick another with --port"
                                       + (" (a two-chain devnet uses --port and the next one)"
                                          if chains > 1 else ""))
         w3 = self._start_anvil(port, DEVNET_CHAIN_ID, block_time, "anvil.log", self.pid_file)
@@ -163,9 +163,16 @@ class Devnet:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
+                text = (self.home / log_name).read_text(errors="replace")
+                if "Address already in use" in text:
+                    raise PortInUse(f"port {port} is already in use: pick another --port")
                 raise DevnetError(f"anvil exited with {proc.returncode}; see {self.home / log_name}")
+            # Connect only once OUR anvil says it listens: another process on the port (another
+            # test's anvil) would answer too, while ours is failing to bind.
+            listening = f"Listening on 127.0.0.1:{port}" in (self.home / log_name).read_text(
+                errors="replace")
             try:
-                if w3.is_connected():
+                if listening and w3.is_connected():
                     return w3
             except Exception:
                 pass
@@ -177,7 +184,8 @@ class Devnet:
     def _add_peer(self, home: Network, port: int, block_time: int | None,
                   bridge: BridgeParams | None) -> Network:
         """The second chain: anvil, the validators that form the bridge's genesis committee,
-        the bridge, and the devnet accounts funded with the peer's TUSD."""
+        the bridge, and the devnet accounts funded with the peer's TUSD (minted once to the
+        deployer: its mint role then goes to the peer's Timelock with the bridge)."""
         w3 = self._start_anvil(port, PEER_CHAIN_ID, block_time, "anvil-peer.log", self.peer_pid_file)
         for index in BRIDGE_VALIDATORS:
             validators = Validators(Chain(home, devnet_account(index)))
@@ -188,10 +196,13 @@ class Devnet:
                          contracts={})
         params = bridge or BridgeParams(guardian=devnet_account(BRIDGE_GUARDIAN).address)
         network = deploy_bridge(home, remote, devnet_account(DEPLOYER), params,
-                                peer_name="devnet-peer")
+                                peer_name="devnet-peer",
+                                peer_supply=DEVNET_ACCOUNT_COUNT * FUND_PAYMENT)
         peer = Chain(network.peer(PEER_CHAIN_ID), devnet_account(DEPLOYER))
         for index in range(DEVNET_ACCOUNT_COUNT):
-            peer.send(peer.payment_token.functions.mint(devnet_account(index).address, FUND_PAYMENT))
+            if index != DEPLOYER:
+                peer.send(peer.payment_token.functions.transfer(devnet_account(index).address,
+                                                                FUND_PAYMENT))
         return network
 
     def down(self) -> bool:

@@ -18,6 +18,8 @@ from tessera.errors import NetworkError
 from tessera.files import write_atomic
 
 # What a peer chain must name: its TUSD (locked there, minted on the home chain) and the bridge.
+# A peer deployed by chain/bridge_deploy.py also names its "Timelock" (the bridge's owner there);
+# it is not required, so that files written before the peer Timelock existed still load.
 PEER_CONTRACT_NAMES = ("PaymentToken", *BRIDGE_CONTRACT_NAMES)
 
 

@@ -1,7 +1,8 @@
-"""Timelock.vy (snekmate's TimelockController): the owner of the ProviderRegistry and the
-Validators after deployment. An owner action on them (a slasher grant or revocation) is
-scheduled here, visible to everyone as a CallScheduled event, and can be executed only once
-the minimum delay has passed (docs/contracts.md, "Owner powers")."""
+"""Timelock.vy (snekmate's TimelockController): the owner of the ProviderRegistry, the
+Validators, the Market, the StakeToken and the bridge (on each chain) after deployment. An
+owner action on them (a slasher grant or revocation, an unpause) is scheduled here, visible to
+everyone as a CallScheduled event, and can be executed only once the minimum delay has passed
+(docs/contracts.md, "Owner powers")."""
 
 from __future__ import annotations
 
@@ -57,6 +58,25 @@ class Timelock(ContractWrapper):
     def execute(self, call: OwnerCall) -> TxReceipt:
         """Execute a ready call (needs the executor role); refused before its time."""
         return self._send("execute", *call.args())
+
+    def advance(self, contract: str, function: str, *args) -> tuple[str, int, TxReceipt | None]:
+        """Move the owner action `contract.function(*args)` one step on: the first of its salts
+        0, 1, 2... not yet executed (an action repeated later, a second unpause, takes the next)
+        is scheduled if it is not, executed once ready. Returns (step, ready_at, receipt):
+        "scheduled" (a receipt), "waiting" (no receipt: run again from ready_at) or "executed"."""
+        salt = 0
+        while True:
+            call = self.owner_call(contract, function, *args, salt=salt.to_bytes(32, "big"))
+            ready_at = self.ready_at(call)
+            if ready_at != 1:   # 1: done
+                break
+            salt += 1
+        if ready_at == 0:
+            receipt = self.schedule(call)
+            return "scheduled", self.ready_at(call), receipt
+        if ready_at > self.chain.block_timestamp():
+            return "waiting", ready_at, None
+        return "executed", ready_at, self.execute(call)
 
     def cancel(self, call: OwnerCall) -> TxReceipt:
         return self._send("cancel", self.operation_id(call))

@@ -13,7 +13,13 @@ the liveness thread answers it while its answer window (protocol.liveness.answer
 event's `answer_by_epoch`) is open.
 Answering costs the node one transaction per challenge, and pays it Uptime.ANSWERER_SHARE_BPS
 of the challenger's bond (the rest goes to the validator), so a challenge of an honest
-inclusion costs its sender."""
+inclusion costs its sender.
+
+Repeats: the watcher hands over an event again when a reorg moved it to another block, or
+after a restart (it reads its last `confirmations` blocks again). A challenge already known is
+not kept twice; one the node saw answered is checked again (a reorg may have dropped the
+answer), and every answer is sent only after the chain says the challenge is still open: a
+repeat never costs a second transaction."""
 
 from __future__ import annotations
 
@@ -27,6 +33,8 @@ from tessera.errors import ChainError, RpcUnavailable
 from tessera.provider.context import NodeContext
 
 ANSWER_RETRY_S = 5.0   # after a refused answer that may pass later (an RPC hiccup, gas)
+OPEN = 1               # Uptime's Challenge.state while it can be answered
+RECHECKED = ("answered", "answered-by-another")   # outcomes a reorg can undo
 
 
 class InclusionAnswers:
@@ -35,6 +43,7 @@ class InclusionAnswers:
     def __init__(self, ctx: NodeContext):
         self.ctx = ctx
         self._retry_at: dict[int, float] = {}
+        self._rechecks: dict[int, str] = {}   # challenge id -> its outcome before a repeat
         self.m_answers = Counter("tessera_provider_inclusion_challenges", "challenges of this "
                                  "node's inclusion in a liveness report", ["outcome"],
                                  registry=ctx.metrics.registry)
@@ -45,6 +54,13 @@ class InclusionAnswers:
         if str(args["provider"]).lower() != self.ctx.address.lower():
             return False
         challenge_id, epoch = int(args["challenge_id"]), int(args["epoch"])
+        known = self.ctx.state.challenge_outcome(challenge_id)
+        if known is not None:   # a repeat (module docstring)
+            if known not in RECHECKED:
+                return False
+            self._rechecks[challenge_id] = known
+            self.ctx.state.set_challenge(challenge_id, "")   # open again: checked on chain
+            return True
         self.ctx.state.add_challenge(challenge_id, epoch, str(args["validator"]),
                                      int(args["answer_by_epoch"]))
         self.ctx.log("inclusion-challenged", "warning", challenge=challenge_id, epoch=epoch,
@@ -61,6 +77,9 @@ class InclusionAnswers:
         for challenge_id, epoch, validator, answer_by in self.ctx.state.open_challenges():
             if now < self._retry_at.get(challenge_id, 0.0):
                 continue
+            if current > answer_by and challenge_id in self._rechecks:   # nothing to redo
+                self.ctx.state.set_challenge(challenge_id, self._rechecks.pop(challenge_id))
+                continue
             if current > answer_by:
                 self._close(challenge_id, "too-late", "error", epoch=epoch, validator=validator,
                             note=f"its answer window ended with epoch {answer_by}")
@@ -70,6 +89,14 @@ class InclusionAnswers:
             if not signature:
                 self._close(challenge_id, "no-beat", "warning", epoch=epoch, validator=validator,
                             note="this node signed no beat in that epoch: the report was wrong")
+                continue
+            if self.ctx.uptime.challenge(challenge_id)["state"] != OPEN:
+                previous = self._rechecks.pop(challenge_id, None)
+                if previous is not None:   # a repeat: as it was
+                    self.ctx.state.set_challenge(challenge_id, previous)
+                else:
+                    self._close(challenge_id, "answered-by-another", "info", epoch=epoch,
+                                validator=validator)
                 continue
             try:
                 receipt = self.ctx.uptime.answer_challenge(challenge_id,
@@ -95,5 +122,6 @@ class InclusionAnswers:
     def _close(self, challenge_id: int, outcome: str, level: str, **fields) -> None:
         self.ctx.state.set_challenge(challenge_id, outcome)
         self._retry_at.pop(challenge_id, None)
+        self._rechecks.pop(challenge_id, None)
         self.m_answers.labels(outcome).inc()
         self.ctx.log("inclusion-challenge-" + outcome, level, challenge=challenge_id, **fields)

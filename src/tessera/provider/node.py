@@ -24,6 +24,7 @@ from web3._utils.events import get_event_data
 
 from tessera.chain.accounts import resolve_account
 from tessera.chain.client import Chain, retry
+from tessera.chain.devnet import liveness_confirmations
 from tessera.chain.events import CODEC, EventReader
 from tessera.chain.market import Market
 from tessera.chain.network import load_network
@@ -105,6 +106,11 @@ class ProviderNode:
         self.chain_every_s = CHAIN_EVERY_S
         self._next_chain_read = 0.0
         self._head_number = -1             # the newest head applied
+        # Reorgs: the blocks a reorg may still change are read again (see _apply)
+        self.confirmations = liveness_confirmations(self.chain.network,
+                                                    config.liveness.confirmations)
+        self._applied: tuple[int, bytes] | None = None   # (number, hash) of the last head applied
+        self._handled: dict[tuple[bytes, int], int] = {}  # (block hash, log index) -> block
 
     @property
     def address(self) -> str:
@@ -183,14 +189,31 @@ class ProviderNode:
         signs), challenges of its inclusion in a liveness report (kept before last_block moves
         past them), and registry events naming it (its standing is then read again). One
         eth_getLogs, skipped when the only new block's bloom filter rules every watched event
-        out."""
-        start, number = int(self.state.get("last_block")) + 1, int(head["number"])
+        out.
+
+        Reorgs: a reorg can put an event (a challenge to answer in time) in a block the cursor
+        has passed. So, with `[liveness] confirmations` > 0, the read starts that many blocks
+        before the cursor, unless the head is the one block after the last head applied, and
+        its child (then nothing before it changed). A log already handled (same block hash
+        and index) is not handled again, but for a challenge (its answer may be what a reorg
+        took away); one that a reorg moved to another block is, and every handler takes a
+        repeat: bids, leases and closes are kept by id, a seed is replaced, a challenge is
+        checked on chain before it is answered (inclusion_answers.py), and a second dispute
+        is refused by its gas estimate before anything is sent."""
+        last, number = int(self.state.get("last_block")), int(head["number"])
+        start = last + 1
         self.standing.on_head(int(head["timestamp"]))
         if number < start:
             return
         me = self.address.lower()
-        if number > start or self.feed.may_hold(head):
-            for contract, event, args in self.feed.logs(start, number):
+        child = self._applied is not None and self._applied[0] == last and \
+            bytes(head.get("parentHash") or b"") == self._applied[1]
+        first = start if child or not self.confirmations else \
+            max(start - self.confirmations, self.chain.network.deploy_block)
+        if first < start or number > start or self.feed.may_hold(head):
+            for key, block, contract, event, args in self.feed.entries(first, number):
+                if key in self._handled and event != "InclusionChallenged":
+                    continue   # a challenge's answer may have been reorged away: checked again
                 if event == "OrderCreated":
                     self.bidder.on_order(args)
                 elif event == "LeaseCreated" and args["provider"].lower() == me:
@@ -205,7 +228,13 @@ class ProviderNode:
                     self.heartbeats.on_challenged(args)   # answer it with the beat's signature
                 elif contract == "ProviderRegistry" and args.get("provider", "").lower() == me:
                     self.standing.mark_stale()
+                if self.confirmations:   # handled (an error above leaves it to the next read)
+                    self._handled[key] = block
+        for key in [k for k, block in self._handled.items()
+                    if block <= number - self.confirmations]:
+            del self._handled[key]   # out of reach of a reorg that confirmations allow for
         self.state.put("last_block", str(number))
+        self._applied = (number, bytes(head["hash"])) if head.get("hash") else None
         self.ctx.metrics.block.set(number)
         self.standing.check()
 
@@ -321,6 +350,12 @@ class LogFeed:
 
     def logs(self, start: int, stop: int) -> Iterator[tuple[str, str, dict]]:
         """(contract, event, args) of every watched event in blocks start..stop, in chain order."""
+        for _, _, contract, event, args in self.entries(start, stop):
+            yield contract, event, args
+
+    def entries(self, start: int, stop: int
+                ) -> Iterator[tuple[tuple[bytes, int], int, str, str, dict]]:
+        """`logs`, each with its identity (block hash, log index) and block number first."""
         w3 = self.chain.w3
         while start <= stop:
             end = min(start + self.CHUNK - 1, stop)
@@ -332,7 +367,9 @@ class LogFeed:
                 if key in self.events:
                     contract, handle = self.events[key]
                     decoded = get_event_data(CODEC, handle.abi, log)
-                    yield contract, decoded["event"], dict(decoded["args"])
+                    yield ((bytes(log["blockHash"]), int(log["logIndex"])),
+                           int(log["blockNumber"]), contract, decoded["event"],
+                           dict(decoded["args"]))
             start = end + 1
 
 
@@ -402,6 +439,7 @@ class HeadStream:
                     continue
                 header = message["params"]["result"]
                 head = {"number": int(header["number"], 16),
+                        "hash": bytes.fromhex(header["hash"][2:]) if header.get("hash") else None,
                         "timestamp": int(header["timestamp"], 16),
                         "parentHash": bytes.fromhex(header["parentHash"][2:]),
                         "logsBloom": bytes.fromhex(header["logsBloom"][2:])}

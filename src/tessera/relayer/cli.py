@@ -20,6 +20,7 @@ from tessera.chain.bridge_outbox import BridgeOutbox
 from tessera.chain.client import Chain, tx_hash
 from tessera.chain.devnet import bridge_confirmations
 from tessera.chain.network import Network, load_network
+from tessera.chain.timelock import Timelock
 from tessera.chain.token_bridge import TokenBridge
 from tessera.command_errors import run_guarded
 from tessera.errors import BridgeError
@@ -189,11 +190,24 @@ def _switch(chain_id: int, network: Path | None, account: str, pause: bool) -> N
         inbox, token_bridge = BridgeInbox(chain), TokenBridge(chain)
         if pause:
             return [("inbox", inbox.pause()), ("token bridge", token_bridge.pause())]
+        if "Timelock" in chain.network.contracts and inbox.owner() == Timelock(chain).address:
+            return [(what, Timelock(chain).advance(name, "unpause"))
+                    for what, name in (("inbox", "BridgeInbox"), ("token bridge", "TokenBridge"))]
         return [("inbox", inbox.unpause()), ("token bridge", token_bridge.unpause())]
 
-    for what, receipt in run_guarded(body):
-        console.print(f"{what} on chain {chain_id} {'paused' if pause else 'unpaused'}: "
-                      f"tx {tx_hash(receipt)}")
+    for what, done in run_guarded(body):
+        if not isinstance(done, tuple):
+            console.print(f"{what} on chain {chain_id} {'paused' if pause else 'unpaused'}: "
+                          f"tx {tx_hash(done)}")
+            continue
+        step, ready_at, receipt = done   # the owner is the chain's Timelock
+        tx = f": tx {tx_hash(receipt)}" if receipt else ""
+        console.print({"scheduled": f"{what} unpause on chain {chain_id} scheduled through its "
+                                    f"Timelock, executable from {ready_at} (Unix s): run "
+                                    f"`tessera bridge unpause` again then{tx}",
+                       "waiting": f"{what} unpause on chain {chain_id} waits its Timelock until "
+                                  f"{ready_at} (Unix s)",
+                       "executed": f"{what} on chain {chain_id} unpaused by its Timelock{tx}"}[step])
 
 
 @bridge_app.command("pause")
@@ -205,8 +219,10 @@ def pause(chain_id: int = ChainOption, network: Path = NetworkOption,
 
 @bridge_app.command("unpause")
 def unpause(chain_id: int = ChainOption, network: Path = NetworkOption,
-            account: str = typer.Option(..., "--account", help="the owner")) -> None:
-    """Owner only: resume delivery and sending on one chain."""
+            account: str = typer.Option(..., "--account", help="the owner, or its Timelock's "
+                                        "proposer and executor")) -> None:
+    """Owner only: resume delivery and sending on one chain. Where the owner is the chain's
+    Timelock, the first run schedules the unpause and a run after its delay executes it."""
     _switch(chain_id, network, account, pause=False)
 
 

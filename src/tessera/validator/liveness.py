@@ -9,7 +9,11 @@ Providers no longer send a heartbeat transaction each epoch: each signs an off-c
   liveness_store.py, pruned once per epoch) before it answers, and answers with its signed
   `BeatReceipt`, with which a provider a report left out claims its epoch on chain;
 - opens each epoch (`Uptime.open_epoch`, one transaction for the whole network) a moment
-  after it starts, unless someone did (`[liveness] open_epochs`);
+  after it starts, unless someone did (`[liveness] open_epochs`). The epoch is the head's, or
+  the wall clock's when that is ahead: a chain that mines only when there are transactions
+  (anvil's automine, a quiet L3) stays at its last block, so its head never shows the new
+  epoch; the open's own block does (once per wall-clock epoch: a wall clock ahead of the
+  chain's costs one wasted transaction an epoch at most);
 - once an epoch is over and its report window open, posts ONE `report_liveness` naming the
   registry index of every provider whose beat it holds (nothing when it holds none; never
   twice, a restart included: the chain's `report_hash` is asked first);
@@ -55,6 +59,8 @@ BEAT_BODY_BYTES = 4 << 10          # a SignedBeat is about 250 bytes of JSON
 REFRESH_EVERY_S = 0.25             # on-demand reads of the epoch or seed, at most this often
 CHALLENGE_SCAN_S = 5.0             # InclusionChallenged logs are read this often
 OPEN = 1                           # Uptime's Challenge.state while it can be answered
+WALL_MARGIN_S = 2.0                # the wall clock this far into an epoch the head has not
+                                   # reached (a quarter of the epoch at most) before opening it
 PAGE, MAX_PAGE = 100, 1000         # GET /liveness/{epoch}: providers per page, default and most
 
 
@@ -68,18 +74,15 @@ class LivenessDuty:
         self.uptime = Uptime(chain)
         self.registry = ProviderRegistry(chain)
         self.store = LivenessStore(Path(state_dir) / "liveness.db")
-        self.open_epochs, self.open_within_s = open_epochs, open_within_s
         self.confirmations = confirmations
         self.chain_id = chain.network.chain_id
         self.report_delay = self.answer_epochs = 0
         self.epoch: int | None = None        # the chain's current epoch, as last read
         self._seeds: dict[int, bytes] = {}   # epochs whose seed is set, `confirmations` deep
-        self._opened: int | None = None      # the last epoch seen opened (at the head)
         self._pruned: int | None = None      # the epoch in which liveness.db was last pruned
         self._indices: dict[str, int] = {}   # registered providers' registry indices
         self._lock = threading.Lock()        # accepting a beat vs closing its epoch
         self._read_at: dict[str, float] = {}  # what -> monotonic time of the last on-demand read
-        self._open_at: tuple[int, float] | None = None   # (epoch, monotonic time to open it)
         self._scan_at = 0.0
         self.m_beats = Counter("tessera_validator_liveness_beats", "beats received",
                                ["outcome"], registry=metrics)
@@ -87,8 +90,7 @@ class LivenessDuty:
                                  ["outcome"], registry=metrics)
         self.m_answers = Counter("tessera_validator_liveness_answers",
                                  "inclusion challenges answered", ["outcome"], registry=metrics)
-        self.m_opened = Counter("tessera_validator_epochs_opened", "open_epoch transactions",
-                                registry=metrics)
+        self.opener = EpochOpener(self, open_epochs, open_within_s, metrics)
         self.m_reported = Gauge("tessera_validator_liveness_reported_epoch",
                                 "last epoch whose liveness report this validator posted",
                                 registry=metrics)
@@ -104,7 +106,8 @@ class LivenessDuty:
     # -- the loop ----------------------------------------------------------------------------
     def poll_once(self) -> None:
         epoch = self._set_epoch(self.uptime.current_epoch())
-        self._maybe_open(epoch)
+        self.opener.maybe_open(epoch)
+        epoch = self.epoch   # moved on if an open for the wall clock's epoch mined a block
         # Answers first: an answer's window is what protects this validator's stake, and a
         # report that cannot be built (below) must never keep it from answering.
         if time.monotonic() >= self._scan_at:
@@ -154,34 +157,6 @@ class LivenessDuty:
             return False
         self._read_at[what] = now
         return True
-
-    def _maybe_open(self, epoch: int) -> None:
-        """Open the current epoch a random moment (within `open_within_s`) after first seeing
-        it, unless its seed is set by then or no provider is registered (validators race each
-        other; providers wait longer before they open it themselves)."""
-        if not self.open_epochs or epoch in self._seeds or epoch == self._opened:
-            return
-        if self._open_at is None or self._open_at[0] != epoch:
-            self._open_at = (epoch, time.monotonic() + random.uniform(0, self.open_within_s))
-            return
-        if time.monotonic() < self._open_at[1]:
-            return
-        if self.uptime.seed(epoch) != bytes(32):   # opened (at the head: maybe not yet deep)
-            self._opened = epoch
-            return
-        if self.registry.provider_count() == 0:   # nobody to beat: save the gas
-            self._open_at = (epoch, float("inf"))
-            return
-        try:
-            receipt = self.uptime.open_epoch()
-        except TxRefused as exc:
-            self.log("open-epoch-refused", "warning", epoch=epoch, error=str(exc))
-            self._open_at = (epoch, time.monotonic() + 5.0)
-            return
-        self.m_opened.inc()
-        self.log("epoch-opened", epoch=epoch, tx=tx_hash(receipt), gas=receipt["gasUsed"])
-        self._opened = epoch
-        self._seed(epoch)
 
     # -- beats (the HTTP route) -------------------------------------------------------------
     def accept(self, beat: liveness.SignedBeat) -> liveness.BeatReceipt:
@@ -356,6 +331,75 @@ class LivenessDuty:
 
     def close(self) -> None:
         self.store.close()
+
+
+class EpochOpener:
+    """The duty's `open_epoch`s (module docstring): the head's epoch, or the wall clock's on a
+    chain whose head lags it."""
+
+    def __init__(self, duty: LivenessDuty, open_epochs: bool, open_within_s: float,
+                 metrics: CollectorRegistry):
+        self.duty, self.open_epochs, self.open_within_s = duty, open_epochs, open_within_s
+        self._opened: int | None = None      # the last epoch seen opened (at the head)
+        self._open_at: tuple[int, float] | None = None   # (epoch, monotonic time to open it)
+        self._woken: int | None = None       # the last wall-clock epoch opened ahead of the head
+        self._clock: tuple[int, int] | None = None   # Uptime's (genesis, epoch_length)
+        self.wall = time.time                # the wall clock (a test's to set)
+        self.m_opened = Counter("tessera_validator_epochs_opened", "open_epoch transactions",
+                                registry=metrics)
+
+    def wall_epoch(self) -> int:
+        """The epoch the wall clock is WALL_MARGIN_S (or a quarter of an epoch) into, by
+        Uptime's rule ((timestamp - genesis) // epoch_length)."""
+        if self._clock is None:
+            self._clock = (self.duty.uptime.genesis(), self.duty.uptime.epoch_length())
+        genesis, length = self._clock
+        return max(int(self.wall() - min(WALL_MARGIN_S, length / 4)) - genesis, 0) // length
+
+    def maybe_open(self, epoch: int) -> None:
+        """Open the current epoch a random moment (within `open_within_s`) after first seeing
+        it, unless its seed is set by then or no provider is registered (validators race each
+        other; providers wait longer before they open it themselves). The current epoch is the
+        wall clock's when the head (`epoch`) lags it: no block since the epoch turned."""
+        if not self.open_epochs:
+            return
+        duty = self.duty
+        target, wall = epoch, self.wall_epoch()
+        if wall > epoch and wall != self._woken:
+            target = wall
+        if target in duty._seeds or target == self._opened:
+            return
+        if self._open_at is None or self._open_at[0] != target:
+            self._open_at = (target, time.monotonic() + random.uniform(0, self.open_within_s))
+            return
+        if time.monotonic() < self._open_at[1]:
+            return
+        if target == epoch and duty.uptime.seed(epoch) != bytes(32):   # opened (at the head)
+            self._opened = epoch
+            return
+        if duty.registry.provider_count() == 0:   # nobody to beat: save the gas
+            self._open_at = (target, float("inf"))
+            return
+        if target > epoch:   # once per wall-clock epoch, whatever comes of it
+            self._woken = target
+        try:
+            receipt = duty.uptime.open_epoch()
+        except TxRefused as exc:
+            duty.log("open-epoch-refused", "warning", epoch=target, error=str(exc))
+            self._open_at = (target, time.monotonic() + 5.0)
+            return
+        self.m_opened.inc()
+        if target > epoch:   # open_epoch opened the epoch of the block it was mined in
+            opened = duty._set_epoch(duty.uptime.current_epoch())
+            if opened < target:   # the wall clock runs ahead of the chain's
+                duty.log("open-epoch-ahead-of-chain", "warning", wall_epoch=target,
+                         chain_epoch=opened, tx=tx_hash(receipt))
+                return
+            target = opened
+        duty.log("epoch-opened", epoch=target, tx=tx_hash(receipt), gas=receipt["gasUsed"],
+                 quiet_chain=target > epoch)
+        self._opened = target
+        duty._seed(target)
 
 
 _REASON = {403: "forbidden", 409: "wrong-epoch", 425: "too-early"}

@@ -13,16 +13,20 @@ has closed while its inclusions can still be challenged (`watched_epoch`: one at
 - ASK FIRST: for the others it asks the validators that named the provider for the beat
   (`GET {endpoint}/liveness/{epoch}/beats/{provider}`, validator/beat_fetch.py: checked URLs,
   one bounded batch a pass) and checks the signature locally. One valid beat from anyone
-  settles the provider: a challenge would be answered and the bond lost. Providers named by
-  the fewest validators go first: a fabricated inclusion is typically its only one.
+  settles the provider: a challenge would be answered and the bond lost. The providers go in
+  an order drawn from os.urandom each pass, so a validator cannot arrange which of its
+  inclusions the limits below leave unchallenged (decoys: docs/validators.md).
 - No valid beat anywhere (404, junk, a forged or other-epoch beat, no usable endpoint) and no
   heartbeat on chain: it challenges the validators that named the provider, within the
-  limits of validator/liveness_watch_bonds.py (one a validator an epoch, a back-off against
-  validators that answered, a daily loss budget).
+  limits of validator/liveness_watch_bonds.py (`max_challenges` an epoch; one a validator an
+  epoch and a back-off only against validators that answered one before; a daily loss
+  budget).
 - SILENCE: an endpoint that does not answer is asked again every RETRY_EVERY_S until the
   last call, which is decided each pass from the time left in the window against what a pass
   can take (`is_last_call`). A validator silent for everything asked of it is one unit: one
-  request a pass, and none in the last call, which takes it at its silence.
+  request a pass, the last call's included; what it then leaves unanswered is taken at its
+  silence. In the last call a provider left unasked (the per-pass bounds) counts as no beat
+  too: nothing is left pending when the window closes.
 - Every challenge of its own is read each pass (answered ones count at once) and resolved
   once its answer window is over.
 
@@ -62,11 +66,12 @@ from tessera.validator.liveness_store import LivenessStore
 from tessera.validator.liveness_watch_bonds import WatchBonds
 from tessera.validator.liveness_watch_store import WatchStore
 
-MAX_CHECKS_PER_EPOCH = 1_024   # providers asked about per epoch (fewest reporters first)
+MAX_CHECKS_PER_EPOCH = 1_024   # providers asked about per epoch (in a random order)
 MAX_URLS_PER_PASS = 256        # GETs in one pass (the rest: the next pass, at once)
 MAX_ASKS_PER_VALIDATOR = 64    # GETs to one validator in one pass
 RETRY_EVERY_S = 5.0            # an endpoint that did not answer is asked again this often
 MARGIN_S = 5.0                 # kept free at the end of the window (the last block, clocks)
+_RANDOM = random.SystemRandom()   # os.urandom: an order no validator can predict
 
 
 def is_last_call(remaining_s: float, timeout_s: float, sends: int, send_s: float) -> bool:
@@ -215,8 +220,7 @@ class LivenessWatch:
                     named.setdefault(self._provider(index), []).append(validator)
         checks = self.store.checks(epoch)
         todo = [p for p in named if checks.get(p, ("", 0))[0] in ("", "pending")]
-        random.shuffle(todo)
-        todo.sort(key=lambda p: len(named[p]))   # stable: random among equals
+        _RANDOM.shuffle(todo)   # unpredictable: no decoy can be made to go first
         todo = todo[:max(0, MAX_CHECKS_PER_EPOCH - self.store.settled(epoch))]
         if not todo:
             self.examined_epoch = epoch
@@ -235,9 +239,10 @@ class LivenessWatch:
             self.store.save_check(epoch, provider, "skipped",
                                   "; ".join(f"{v}: {refusals[v]}" for v in named[provider]))
             self.m_checks.labels("skipped").inc()
-        sends = min(self.bonds.max_challenges, sum(1 for v in refusals if refusals[v] is None))
+        sends = min(self.bonds.max_challenges - self.store.at_risk(epoch),
+                    sum(1 for p in todo for v in named[p] if refusals[v] is None))
         last_call = self._last_call(epoch, sends)
-        said = self._ask(epoch, todo, named, last_call)
+        said = self._ask(epoch, todo, named)
         seed = self.uptime.seed(epoch)
         retry = set()
         for provider in todo:
@@ -251,10 +256,10 @@ class LivenessWatch:
         else:
             self.examined_epoch = epoch
 
-    def _ask(self, epoch: int, todo: list[str], named: dict, last_call: bool) -> dict:
+    def _ask(self, epoch: int, todo: list[str], named: dict) -> dict:
         """(validator, provider) -> (kind, body or why) for every reporter of `todo`: one
         batch of GETs, bounded per validator and per pass; a validator silent to everything
-        last pass gets one GET (none in the last call: its silence stands for all)."""
+        last pass gets one GET (in the last call too: its silence then stands for all)."""
         silent_before = self._silent.get(epoch, set())
         endpoints: dict[str, tuple[str, str | None]] = {}
         for validator in {v for p in todo for v in named[p]}:
@@ -266,8 +271,7 @@ class LivenessWatch:
             for validator in named[provider]:
                 endpoint, problem = endpoints[validator]
                 limit = 1 if validator in silent_before else MAX_ASKS_PER_VALIDATOR
-                if problem or (last_call and validator in silent_before) \
-                        or asks[validator] >= limit or len(urls) >= MAX_URLS_PER_PASS:
+                if problem or asks[validator] >= limit or len(urls) >= MAX_URLS_PER_PASS:
                     continue
                 asks[validator] += 1
                 urls[(validator, provider)] = beat_url(endpoint, epoch, provider)
@@ -310,7 +314,7 @@ class LivenessWatch:
         attempts = checks.get(provider, ("", 0))[1] + 1
         detail = "; ".join(f"{v}: {why}" for v, _, why in problems)
         kinds = {kind for _, kind, _ in problems}
-        if UNASKED in kinds or (SILENT in kinds and not last_call):
+        if (UNASKED in kinds or SILENT in kinds) and not last_call:   # the last call: no beat
             self.store.save_check(epoch, provider, "pending", detail, attempts)
             return UNASKED if UNASKED in kinds else SILENT
         if self.uptime.beats(provider, epoch):   # up by its own heartbeat: no refund at stake

@@ -116,7 +116,8 @@ class WatchStore:
                                  (epoch, validator, provider, "answered", challenge_id, ""))
                 self._db.execute(
                     "INSERT INTO answered_by VALUES (?,1,?) ON CONFLICT(validator) DO UPDATE "
-                    "SET answered=answered+1, last_epoch=MAX(last_epoch, excluded.last_epoch)",
+                    "SET answered=answered+(excluded.last_epoch > last_epoch), "
+                    "last_epoch=MAX(last_epoch, excluded.last_epoch)",
                     (validator, epoch))
                 self._db.execute("COMMIT")
                 return True
@@ -125,8 +126,9 @@ class WatchStore:
                 raise
 
     def answered_by(self, validator: str) -> tuple[int, int]:
-        """(challenges of ours `validator`'s inclusions that a beat answered, the reported
-        epoch of the last one); (0, -1) if none."""
+        """(reported epochs on which a beat answered a challenge of ours of `validator`'s
+        inclusions, the last of them); (0, -1) if none. An answer on an epoch before the last
+        one counted (noticed late) is not counted again."""
         rows = self._all("SELECT answered, last_epoch FROM answered_by WHERE validator=?",
                          (validator,))
         return rows[0] if rows else (0, -1)

@@ -1,0 +1,177 @@
+"""The provider daemon's event watcher (provider/node.py) across reorgs, in process against a
+real anvil: reorgs are faked with evm_snapshot / evm_revert (as tests/validator/test_liveness.py
+does for the validator's challenge scan), chain time is moved block by block.
+
+Adversary: a validator that reported the node challenges its own report from a second address,
+and a reorg (or a challenger that times its transaction with one) puts the InclusionChallenged
+in a block the watcher's cursor has already passed. Unanswered, the node's epoch is revoked at
+finality and the validator's own challenge takes the slash. So the watcher reads its last
+`confirmations` blocks again whenever the head is not the child of the last head it applied;
+and since that re-reads events, every repeat must be harmless: a challenge is kept once and
+answered once (the chain is asked whether it is still open before an answer is sent), after a
+restart too, and an answer that a reorg dropped is sent again."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from tessera.chain.accounts import devnet_account
+from tessera.chain.client import Chain
+from tessera.chain.registry import ProviderRegistry
+from tessera.chain.tokens import StakeToken
+from tessera.chain.uptime import Uptime
+from tessera.logs import EventLog
+from tessera.protocol import liveness
+from tessera.provider.config import ProviderConfig
+from tessera.provider.node import ProviderNode
+from tessera.validator.stake import ensure_validator
+
+PROVIDER, VALIDATOR, CHALLENGER, OPENER = 3, 7, 9, 4
+STAKE = 100 * 10**18
+CONFIRMATIONS = 8
+
+
+def rpc(chain: Chain, method: str, *params):
+    return chain.w3.provider.make_request(method, list(params))["result"]
+
+
+def mine(chain: Chain, blocks: int) -> int:
+    for _ in range(blocks):
+        rpc(chain, "evm_mine")
+    return chain.block_number()
+
+
+def next_epoch(uptime: Uptime) -> int:
+    epoch = uptime.current_epoch() + 1
+    rpc(uptime.chain, "evm_setNextBlockTimestamp", uptime.genesis() + epoch * uptime.epoch_length())
+    rpc(uptime.chain, "evm_mine")
+    return epoch
+
+
+def provider_node(tmp_path, network_file, from_block: int) -> tuple[ProviderNode, io.StringIO]:
+    """A provider daemon's node in process (its watcher driven by the test: no threads), its
+    cursor at `from_block`; a second call with the same folder is a restart."""
+    config = ProviderConfig.model_validate({
+        "provider": {"account": f"devnet:{PROVIDER}", "network": str(network_file), "port": 9,
+                     "state_dir": str(tmp_path / "provider")},
+        "pricing": {"price_per_gpu_hour": "1.00"},
+        "liveness": {"confirmations": CONFIRMATIONS}})
+    stream = io.StringIO()
+    node = ProviderNode(config, EventLog("provider", stream))
+    node.chain_every_s = 0                             # each poll reads the head
+    if node.state.get("last_block") is None:
+        node.state.put("last_block", str(from_block))
+    return node, stream
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, private_devnet):
+    """A registered provider whose beat of an epoch a validator reported."""
+    home = tmp_path_factory.mktemp("watcher")
+    with private_devnet(home) as (devnet, network):
+        provider = Chain(network, devnet_account(PROVIDER))
+        ProviderRegistry(provider).register(STAKE, "CPU", 1, 1024, 1, "http://127.0.0.1:9", 1)
+        validator = Chain(network, devnet_account(VALIDATOR))
+        ensure_validator(validator, STAKE, "http://127.0.0.1:9")
+        uptime = Uptime(validator)
+        epoch = next_epoch(uptime)
+        Uptime(Chain(network, devnet_account(OPENER))).open_epoch()
+        signature = liveness.sign_beat(provider.account, network.chain_id, uptime.address,
+                                       epoch, uptime.seed(epoch))
+        next_epoch(uptime)
+        registry = ProviderRegistry(validator)
+        words = liveness.words_of([registry.index_of(provider.address)], registry.provider_count())
+        uptime.report_liveness(epoch, words)
+        challenger = Chain(network, devnet_account(CHALLENGER))
+        StakeToken(challenger).fund(uptime.address, 10 * 10**18, "challenge bond")
+        state = {"snapshot": rpc(challenger, "evm_snapshot")}
+        yield home, devnet, network, epoch, signature, words, state
+
+
+@pytest.fixture
+def world_again(world):
+    """The world as the fixture left it (each test challenges the same report)."""
+    *values, state = world
+    chain = Chain(values[2])
+    assert rpc(chain, "evm_revert", state["snapshot"]) is True
+    state["snapshot"] = rpc(chain, "evm_snapshot")
+    return values
+
+
+def answers(chain: Chain, challenge_id: int) -> int:
+    return len(chain.events("Uptime", "ChallengeAnswered", chain.network.deploy_block,
+                            argument_filters={"challenge_id": challenge_id}))
+
+
+def test_a_challenge_a_reorg_puts_behind_the_cursor_is_answered_once(world_again, tmp_path):
+    home, devnet, network, epoch, signature, words = world_again
+    chain = Chain(network, devnet_account(CHALLENGER))
+    uptime = Uptime(chain)
+    node, log = provider_node(tmp_path, devnet.network_file, chain.block_number())
+    node.state.save_beat(epoch, signature)            # what its liveness thread had signed
+    node.poll_once()
+    snapshot = rpc(chain, "evm_snapshot")
+    passed = mine(chain, 3)
+    node.poll_once()                                   # the cursor passes 3 blocks
+    assert int(node.state.get("last_block")) == passed
+    assert rpc(chain, "evm_revert", snapshot) is True  # the reorg
+    _, challenge_id = uptime.challenge_inclusion(devnet_account(VALIDATOR).address, epoch,
+                                                 node.address, words)
+    challenged_in = chain.block_number()
+    assert challenged_in < passed                      # behind the cursor
+    mine(chain, passed + 1 - chain.block_number())     # the head: one past the cursor
+    node.poll_once()                                   # not the child of the head it applied
+    assert [c[0] for c in node.state.open_challenges()] == [challenge_id]
+    # A repeat in the same process: a head skipped, so the range is read again from
+    # `confirmations` blocks back (the challenge's log with it): handled once.
+    mine(chain, 2)
+    node.poll_once()
+    current = uptime.current_epoch()
+    node.heartbeats.answers.answer(current)
+    assert uptime.challenge(challenge_id)["state"] == 2 and answers(chain, challenge_id) == 1
+    assert log.getvalue().count("inclusion-challenged") == 1
+
+    # A restart: nothing remembered, its last `confirmations` blocks (the challenge's among
+    # them) are read again. The chain says answered: no second transaction.
+    node.shutdown()
+    again, log2 = provider_node(tmp_path, devnet.network_file, 0)
+    assert int(again.state.get("last_block")) - CONFIRMATIONS < challenged_in
+    nonce = chain.w3.eth.get_transaction_count(node.address)
+    again.poll_once()
+    assert again.state.challenge_outcome(challenge_id) == ""      # to be checked again
+    again.heartbeats.answers.answer(current)
+    assert answers(chain, challenge_id) == 1
+    assert chain.w3.eth.get_transaction_count(node.address) == nonce
+    assert again.state.challenge_outcome(challenge_id) == "answered"
+    assert "inclusion-challenge" not in log2.getvalue()             # nothing new to say
+    again.shutdown()
+
+
+def test_an_answer_a_reorg_dropped_is_sent_again(world_again, tmp_path):
+    """The challenge's block survives, the answer's does not (its transaction is lost, as
+    evm_revert loses it): the watcher re-reads the challenge's log once the head is not the
+    child of the last it applied, checks the chain, and answers again."""
+    home, devnet, network, epoch, signature, words = world_again
+    chain = Chain(network, devnet_account(CHALLENGER))
+    uptime = Uptime(chain)
+    _, challenge_id = uptime.challenge_inclusion(devnet_account(VALIDATOR).address, epoch,
+                                                 devnet_account(PROVIDER).address, words)
+    node, log = provider_node(tmp_path, devnet.network_file, chain.block_number() - 1)
+    node.state.save_beat(epoch, signature)
+    node.poll_once()
+    before_answer = rpc(chain, "evm_snapshot")
+    current = uptime.current_epoch()
+    node.heartbeats.answers.answer(current)
+    assert uptime.challenge(challenge_id)["state"] == 2
+    node.poll_once()                                   # the answer's block applied
+    assert rpc(chain, "evm_revert", before_answer) is True
+    node.chain._reset_nonce()                          # the answer's nonce is free again
+    assert uptime.challenge(challenge_id)["state"] == 1
+    mine(chain, 2)
+    node.poll_once()
+    node.heartbeats.answers.answer(current)
+    assert uptime.challenge(challenge_id)["state"] == 2
+    assert log.getvalue().count("inclusion-challenge-answered") == 2
+    node.shutdown()
