@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tessera.chain.devnet import Devnet, free_port
+from tessera.chain.devnet import Devnet
 from tessera.chain.network import Network
 from tessera.compute import numerics
-from tessera.errors import PortInUse
 
 # As every tessera process does at its start (the CLI, the worker process): before the first
 # torch op, so that in-process spot checks and replays run the profile verified work signs.
@@ -26,13 +25,7 @@ def _private_devnet(home: Path, **options) -> Iterator[tuple[Devnet, Network]]:
     """A fresh anvil on a free port with the contracts deployed, its files under `home/devnet`;
     stopped on exit, whatever happened inside."""
     devnet = Devnet(home / "devnet")
-    for attempt in range(3):
-        try:
-            network = devnet.up(port=free_port(), **options)
-            break
-        except PortInUse:   # another test's process took the free port first (two workers)
-            if attempt == 2:
-                raise
+    network = devnet.up_anywhere(**options)
     try:
         yield devnet, network
     finally:

@@ -93,7 +93,7 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
     os.environ["TESSERA_HOME"] = str(home)
     devnet = Devnet(home / "devnet")
     console.print(f"[bold]Tessera demo[/] (state in {home})")
-    network = devnet.up(**devnet_options(chains), challenge_window=CHALLENGE_WINDOW_S,
+    network = devnet.up_anywhere(**devnet_options(chains), challenge_window=CHALLENGE_WINDOW_S,
                         root_grace=ROOT_GRACE_S)
     console.print(f"local chain {network.chain_id} at {network.rpc_url}; contracts deployed: "
                   + ", ".join(f"{k} {v}" for k, v in network.contracts.items()))

@@ -32,7 +32,7 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.bridge_inbox import BridgeInbox, attestation_signer
 from tessera.chain.bridge_outbox import BridgeOutbox
 from tessera.chain.client import Chain, tx_hash
-from tessera.chain.devnet import TREASURY, free_port, free_port_pair
+from tessera.chain.devnet import TREASURY
 from tessera.chain.network import Network
 from tessera.chain.token_bridge import TokenBridge
 from tessera.chain.tokens import PaymentToken
@@ -53,11 +53,11 @@ UNITS = "integer base units of TUSD (10^-6 TUSD); *_s are seconds"
 
 
 def devnet_options(chains: int) -> dict:
-    """Devnet.up's options for `tessera demo --chains N`: one chain as before, or two on a pair
-    of free ports with a block timer."""
+    """Devnet.up_anywhere's options for `tessera demo --chains N`: one chain as before, or two
+    (on a pair of free ports) with a block timer."""
     if chains == 1:
-        return {"port": free_port()}
-    return {"port": free_port_pair(), "chains": 2, "block_time": BLOCK_TIME_S}
+        return {}
+    return {"chains": 2, "block_time": BLOCK_TIME_S}
 
 
 def delivery_signers(inbox: BridgeInbox, tx: str, message: Message) -> list[str]:

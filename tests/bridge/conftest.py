@@ -36,7 +36,6 @@ from tessera.chain.devnet import (
     Devnet,
     find_anvil,
     free_port,
-    free_port_pair,
 )
 from tessera.chain.network import Network
 from tessera.chain.timelock import Timelock
@@ -77,7 +76,7 @@ class BridgeEnv:
 def bridge_env(tmp_path_factory) -> Iterator[BridgeEnv]:
     home = tmp_path_factory.mktemp("bridge-devnet")
     devnet = Devnet(home / "devnet")
-    network = devnet.up(port=free_port_pair(), chains=2)
+    network = devnet.up_anywhere(chains=2)
     try:
         proxies, urls = {}, {}
         with _served(BRIDGE_VALIDATORS, proxies, urls):

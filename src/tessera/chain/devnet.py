@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -57,20 +58,35 @@ def find_anvil() -> str:
     )
 
 
-def free_port() -> int:
+# Ports for local servers are drawn below Linux's ephemeral range (32768-60999 by default): a
+# port from bind(0) lies inside it, where the kernel also picks the local ports of outgoing
+# connections, so another process's HTTP client could take it before our server binds it.
+LOCAL_PORTS = range(20_000, 32_768)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(count: int = 1) -> int:
+    """A port (the first of `count` consecutive ones) that nothing holds now, drawn at random
+    from LOCAL_PORTS (two test workers draw apart; a caller that still loses the race gets
+    PortInUse from `Devnet.up` and may draw again)."""
+    for _ in range(200):
+        port = random.randrange(LOCAL_PORTS.start, LOCAL_PORTS.stop - count + 1)
+        if all(_bindable(p) for p in range(port, port + count)):
+            return port
+    raise DevnetError(f"no {count} free consecutive port(s) in {LOCAL_PORTS}")
 
 
 def free_port_pair() -> int:
     """A free port whose successor is free too (`up(chains=2)` puts the peer chain there)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as sock:
-            if port < 65535 and sock.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
-    raise DevnetError("no free pair of ports for a two-chain devnet")
+    return free_port(2)
 
 
 @dataclass
@@ -204,6 +220,17 @@ class Devnet:
                 peer.send(peer.payment_token.functions.transfer(devnet_account(index).address,
                                                                 FUND_PAYMENT))
         return network
+
+    def up_anywhere(self, chains: int = 1, tries: int = 3, **options) -> Network:
+        """`up` on free ports (`free_port`), drawing again when another process takes them
+        first (PortInUse): what tests, benches and the demo use."""
+        for attempt in range(tries):
+            try:
+                return self.up(port=free_port(chains), chains=chains, **options)
+            except PortInUse:
+                if attempt == tries - 1:
+                    raise
+        raise DevnetError("unreachable: tries must be at least 1")
 
     def down(self) -> bool:
         """Stop the devnet's anvil (both, on a two-chain devnet); False if none was running."""
