@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 
 import pytest
+from tests.support.anvil import mine, rpc
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
@@ -31,16 +32,6 @@ from tessera.validator.stake import ensure_validator
 PROVIDER, VALIDATOR, CHALLENGER, OPENER = 3, 7, 9, 4
 STAKE = 100 * 10**18
 CONFIRMATIONS = 8
-
-
-def rpc(chain: Chain, method: str, *params):
-    return chain.w3.provider.make_request(method, list(params))["result"]
-
-
-def mine(chain: Chain, blocks: int) -> int:
-    for _ in range(blocks):
-        rpc(chain, "evm_mine")
-    return chain.block_number()
 
 
 def next_epoch(uptime: Uptime) -> int:

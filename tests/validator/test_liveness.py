@@ -18,6 +18,7 @@ from eth_keys.constants import SECPK1_N
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
+from tests.support.anvil import mine, rpc
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
@@ -192,16 +193,6 @@ def test_one_report_per_epoch_is_final_and_an_inclusion_challenge_is_answered(wo
     assert not uptime.is_up(devnet_account(IDLE).address, epoch)
     duty.poll_once()                                         # past every window: nothing to do
     duty.close()
-
-
-def rpc(chain: Chain, method: str, *params):
-    return chain.w3.provider.make_request(method, list(params))["result"]
-
-
-def mine(chain: Chain, blocks: int) -> int:
-    for _ in range(blocks):
-        rpc(chain, "evm_mine")
-    return chain.block_number()
 
 
 def test_a_seed_counts_only_once_it_is_confirmations_deep_so_a_reorg_cannot_strand_beats(world):

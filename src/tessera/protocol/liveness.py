@@ -33,6 +33,8 @@ MAX_LIVENESS_WORDS = 512   # Uptime.MAX_LIVENESS_WORDS: one report covers 131,07
 # Blocks the block that set an epoch's seed must be buried under before a provider signs it or
 # a validator receipts beats over it, off the devnet unless configured (docs/uptime.md, "Reorgs").
 CONFIRMATIONS = 12
+# Uptime.vy's Challenge.state: answerable, answered with the beat, resolved (slashed).
+CHALLENGE_OPEN, CHALLENGE_ANSWERED, CHALLENGE_RESOLVED = 1, 2, 3
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 SIGNATURE = r"^0x[0-9a-fA-F]{130}$"

@@ -30,10 +30,10 @@ from prometheus_client import Counter
 
 from tessera.chain.client import tx_hash
 from tessera.errors import ChainError, RpcUnavailable
+from tessera.protocol import liveness
 from tessera.provider.context import NodeContext
 
 ANSWER_RETRY_S = 5.0   # after a refused answer that may pass later (an RPC hiccup, gas)
-OPEN = 1               # Uptime's Challenge.state while it can be answered
 RECHECKED = ("answered", "answered-by-another")   # outcomes a reorg can undo
 
 
@@ -90,7 +90,7 @@ class InclusionAnswers:
                 self._close(challenge_id, "no-beat", "warning", epoch=epoch, validator=validator,
                             note="this node signed no beat in that epoch: the report was wrong")
                 continue
-            if self.ctx.uptime.challenge(challenge_id)["state"] != OPEN:
+            if self.ctx.uptime.challenge(challenge_id)["state"] != liveness.CHALLENGE_OPEN:
                 previous = self._rechecks.pop(challenge_id, None)
                 if previous is not None:   # a repeat: as it was
                     self.ctx.state.set_challenge(challenge_id, previous)

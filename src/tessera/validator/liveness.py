@@ -53,12 +53,12 @@ from tessera.errors import ChainError, Refused, TxRefused
 from tessera.http_limits import PathInt, read_body
 from tessera.logs import EventLog
 from tessera.protocol import liveness, messages
+from tessera.protocol.figure_parts import epoch_at
 from tessera.validator.liveness_store import LivenessStore, prune_before
 
 BEAT_BODY_BYTES = 4 << 10          # a SignedBeat is about 250 bytes of JSON
 REFRESH_EVERY_S = 0.25             # on-demand reads of the epoch or seed, at most this often
 CHALLENGE_SCAN_S = 5.0             # InclusionChallenged logs are read this often
-OPEN = 1                           # Uptime's Challenge.state while it can be answered
 WALL_MARGIN_S = 2.0                # the wall clock this far into an epoch the head has not
                                    # reached (a quarter of the epoch at most) before opening it
 PAGE, MAX_PAGE = 100, 1000         # GET /liveness/{epoch}: providers per page, default and most
@@ -288,7 +288,7 @@ class LivenessDuty:
                 self.m_answers.labels("late").inc()
                 self.log("liveness-challenge-late", "error", challenge_id=cid, epoch=epoch)
             return
-        if self.uptime.challenge(cid)["state"] != OPEN:
+        if self.uptime.challenge(cid)["state"] != liveness.CHALLENGE_OPEN:
             if known is None:
                 self.store.save_answer(cid, "closed", "answered or resolved by someone else",
                                        epoch=epoch)
@@ -350,11 +350,11 @@ class EpochOpener:
 
     def wall_epoch(self) -> int:
         """The epoch the wall clock is WALL_MARGIN_S (or a quarter of an epoch) into, by
-        Uptime's rule ((timestamp - genesis) // epoch_length)."""
+        Uptime's rule (protocol.figure_parts.epoch_at)."""
         if self._clock is None:
             self._clock = (self.duty.uptime.genesis(), self.duty.uptime.epoch_length())
         genesis, length = self._clock
-        return max(int(self.wall() - min(WALL_MARGIN_S, length / 4)) - genesis, 0) // length
+        return epoch_at(int(self.wall() - min(WALL_MARGIN_S, length / 4)), genesis, length)
 
     def maybe_open(self, epoch: int) -> None:
         """Open the current epoch a random moment (within `open_within_s`) after first seeing

@@ -337,14 +337,7 @@ class LivenessWatch:
         remaining = end - self.chain.block_timestamp()
         return is_last_call(remaining, self.timeout_s, sends, self.bonds.send_s)
 
-    # -- compatibility and status ---------------------------------------------------------
-    def resolve_due(self, current: int) -> None:
-        self.bonds.settle(current)
-
-    def challenge(self, epoch: int, validator: str, provider: str, words: list[int],
-                  why: str) -> None:
-        self.bonds.challenge(epoch, validator, provider, words, why)
-
+    # -- status --------------------------------------------------------------------------
     def health(self) -> dict:
         """For /healthz: no chain call (the epoch of the last pass)."""
         watched = liveness.watched_epoch(self._current, self.report_delay)

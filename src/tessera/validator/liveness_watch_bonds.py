@@ -41,7 +41,8 @@ from tessera.logs import EventLog
 from tessera.protocol import liveness
 from tessera.validator.liveness_watch_store import WatchStore
 
-OPEN, ANSWERED, RESOLVED = 1, 2, 3   # Uptime's Challenge.state
+OPEN, ANSWERED, RESOLVED = (liveness.CHALLENGE_OPEN, liveness.CHALLENGE_ANSWERED,
+                           liveness.CHALLENGE_RESOLVED)
 APPROVE_EPOCHS = 16                  # one approval covers this many epochs at the cap
 MAX_BACKOFF_DOUBLINGS = 12           # 4,096 epochs (2.8 days of 60 s epochs)
 DAY_S = 86_400
