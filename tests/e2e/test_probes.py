@@ -151,7 +151,7 @@ def test_validator_probes_reports_and_explorer_agrees(probe_devnet):
     provider.start()
     validator.start()
     try:
-        epoch = jump_to_next_epoch(chain)
+        epoch = first = jump_to_next_epoch(chain)
         phases = ("up", "up", "down", "down", "up")
         for i, phase in enumerate(phases):
             wait_until(lambda e=epoch: probed(e), timeout=60, what=f"probes of epoch {epoch}")
@@ -182,7 +182,11 @@ def test_validator_probes_reports_and_explorer_agrees(probe_devnet):
     # On chain: one report per probed epoch, with exactly the expected tallies.
     reports = {log["args"]["epoch"]: log for log in
                chain.events("Probes", "ProbeReport", network.deploy_block)}
-    assert sorted(reports) == sorted(up_epochs + down_epochs)
+    # The epoch the validator started in may be probed and reported too, when its random probe
+    # moment came before the first jump (a race with the start, not driven by this test);
+    # every driven epoch has exactly one report, and no other epoch has any.
+    assert sorted(e for e in reports if e >= first) == sorted(up_epochs + down_epochs)
+    assert {e for e in reports if e < first} <= {first - 1}
     tallies = chain.events("Probes", "ProbeTally", network.deploy_block)
     by = {(log["args"]["epoch"], log["args"]["provider"]): (log["args"]["answered"],
                                                             log["args"]["missed"]) for log in tallies}
