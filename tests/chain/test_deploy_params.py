@@ -24,13 +24,14 @@ def test_a_claim_window_shorter_than_a_late_challenge_is_refused():
 
 def test_liveness_needs_a_claim_window_and_an_unbonding_period_past_finality():
     """A closed lease's last epochs turn final (claimable) report_delay + 1 + answer_epochs
-    epochs after they end; a validator must not withdraw before its report can be challenged."""
+    epochs after they end; a validator must not withdraw before a challenge of its report can
+    be resolved (report_delay + answer_epochs + 3 epochs: challenges lock nothing)."""
     params = DeployParams(treasury="0x" + "11" * 20)
     with pytest.raises(ValueError, match="claim_window .* epochs"):
         replace(params, epoch_length=86_400)
-    with pytest.raises(ValueError, match="unbonding_period .* challenged"):
+    with pytest.raises(ValueError, match="unbonding_period .* resolved"):
         replace(params, epoch_length=3_600)
     daily = params.with_epoch(86_400)
     assert (daily.epoch_length, daily.claim_window, daily.unbonding_period) == \
-        (86_400, 4 * 86_400, 3 * 86_400)
+        (86_400, 4 * 86_400, 5 * 86_400)
     assert params.with_epoch(60) == params      # the devnet's defaults already suffice

@@ -8,7 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import boa
-from contracts_support import MIN_STAKE, TSTK, key_account, set_history, uptime_args
+from contracts_support import (
+    ANSWER_EPOCHS,
+    EPOCH,
+    MIN_STAKE,
+    REPORT_DELAY,
+    TSTK,
+    key_account,
+    set_history,
+    uptime_args,
+)
 
 from tessera.protocol import liveness
 
@@ -18,6 +27,7 @@ V_STAKE = 200 * TSTK
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 OPEN, ANSWERED, RESOLVED = 1, 2, 3
 E = 2  # the epoch most tests report on
+SHORTEST_UNBONDING = (REPORT_DELAY + ANSWER_EPOCHS + 3) * EPOCH   # Uptime's constructor check
 
 
 @dataclass
@@ -52,9 +62,23 @@ class Net:
         with boa.env.prank(validator.address):
             self.uptime.report_liveness(epoch, words)
 
-    def challenge(self, validator, epoch: int, provider, words, by=CHALLENGER) -> int:
+    def named(self, providers) -> list[int]:
+        """The bitmap naming `providers` (accounts), as challenge_inclusions takes it."""
+        reg = self.system.registry
+        return liveness.words_of([reg.index_of(p.address) for p in providers], reg.provider_count())
+
+    def challenge(self, validator, epoch: int, providers, words, by=CHALLENGER) -> int:
+        """Challenge `validator`'s report `words` on `epoch`, naming `providers` (accounts)."""
         with boa.env.prank(by.address):
-            return self.uptime.challenge_inclusion(validator.address, epoch, provider.address, words)
+            return self.uptime.challenge_inclusions(validator.address, epoch, words,
+                                                    self.named(providers))
+
+    def answer(self, cid: int, providers, epoch: int = E, by=None):
+        """Show `providers`' own beats of `epoch` on challenge `cid` (sent by `by`, an account
+        or address; boa's default sender if None)."""
+        sender = getattr(by, "address", by) or boa.env.eoa
+        return self.uptime.answer_challenge(cid, [p.address for p in providers],
+                                            [self.beat(p, epoch) for p in providers], sender=sender)
 
     def state(self, epoch: int = E) -> tuple:
         """Everything a liveness call may change (for 'a refused call changes nothing')."""
@@ -63,7 +87,7 @@ class Net:
                 [u.beats(p.address, epoch) for p in self.system.providers], u.challenge_count(),
                 [u.challenges(i) for i in range(1, u.challenge_count() + 1)],
                 [self.stake.balanceOf(a) for a in (u.address, CHALLENGER.address, *vs)],
-                [self.vals.stake_of(v) for v in vs], [self.vals.locked_until(v) for v in vs],
+                [self.vals.stake_of(v) for v in vs],
                 u.seed(epoch))
 
 
@@ -99,12 +123,13 @@ def lying_report(net: Net):
     return words
 
 
-def validators_with_fast_unbonding(system, factories, deployer: int = 720) -> tuple:
-    """A Validators with a one-second unbonding period and an Uptime on it (holding its slasher
-    role): stake can leave as soon as nothing locks it."""
+def validators_with_short_unbonding(system, factories, deployer: int = 720) -> tuple:
+    """A Validators whose unbonding period is the shortest Uptime takes ((report_delay +
+    answer_epochs + 3) epochs: a challenge does not lock the stake, so it must still be there
+    when the challenge can be resolved), and an Uptime on it (holding its slasher role)."""
     owner = key_account(deployer).address
     with boa.env.prank(owner):
-        vals = factories["Validators"].deploy(system.stake.address, MIN_STAKE, 1)
+        vals = factories["Validators"].deploy(system.stake.address, MIN_STAKE, SHORTEST_UNBONDING)
         uptime = factories["Uptime"].deploy(*uptime_args(system.registry.address, vals.address))
     vals.set_slasher(uptime.address, True, sender=owner)
     return vals, uptime

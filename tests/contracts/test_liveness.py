@@ -21,7 +21,7 @@ from contracts_support import (
     typed_digest,
 )
 from eth_utils import keccak
-from liveness_support import V_STAKE, VALS, E, Net, refused, setup_net, validators_with_fast_unbonding
+from liveness_support import V_STAKE, VALS, E, Net, refused, setup_net, validators_with_short_unbonding
 
 from tessera.protocol import liveness
 
@@ -168,18 +168,16 @@ def test_a_receipt_outlives_its_validators_unbonding(system, factories):
     epoch, and its tenant gets no downtime refund for it.
 
     The adversary is the provider's (or tenant's) side of a validator: receipting, then
-    leaving at once so that the receipt is void. Validators here unbond in one second."""
-    vals, uptime = validators_with_fast_unbonding(system, factories)
+    leaving at once so that the receipt is void. (It cannot withdraw before the claim window
+    ends: Uptime takes no Validators whose unbonding is that short.)"""
+    vals, uptime = validators_with_short_unbonding(system, factories)
     net = setup_net(system, vals, uptime)
     p1, p2 = system.providers[1], system.providers[2]
     held = {p.address: (net.receipt(v, p.address, E), net.beat(p, E))
             for v, p in ((VALS[1], p1), (VALS[2], p2))}
     net.at(E + 1)
-    with boa.env.prank(VALS[1].address):
+    with boa.env.prank(VALS[1].address):   # no active stake left: no longer a validator
         vals.request_unbond(V_STAKE)
-    boa.env.time_travel(seconds=2)
-    with boa.env.prank(VALS[1].address):
-        vals.withdraw_unbonded()
     owner = key_account(720).address
     vals.set_slasher(owner, True, sender=owner)
     vals.slash(VALS[2].address, 150 * TSTK, owner, sender=owner)   # 50 left, under the minimum
@@ -205,16 +203,14 @@ def test_a_receipt_from_no_validator_when_the_epoch_opened_is_refused(system, fa
     - the zero address (stake_at refuses it: the rule answers first).
     And a claim in the very block that opened the epoch (possible only where a test moves the
     clock without a block) uses `is_validator` alone instead of reverting in `stake_at`."""
-    vals, uptime = validators_with_fast_unbonding(system, factories)
+    vals, uptime = validators_with_short_unbonding(system, factories)
     net = setup_net(system, vals, uptime)
     p = system.providers
     joiner, stayer = key_account(730), key_account(731)
     net.at(E + 1)
-    with boa.env.prank(VALS[0].address):
+    with boa.env.prank(VALS[0].address):   # leaves (its stake unbonding: no active stake)
         vals.request_unbond(V_STAKE)
-    boa.env.time_travel(seconds=2)
-    with boa.env.prank(VALS[0].address):
-        vals.withdraw_unbonded()
+    boa.env.time_travel(seconds=2, block_delta=1)
     net.open()                                      # E + 1 opens after VALS[0] left ...
     boa.env.time_travel(seconds=2, block_delta=1)   # ... and two blocks before these two join
     for who in (joiner, stayer):

@@ -16,6 +16,7 @@ from contracts_support import (
     MIN_STAKE,
     REPORT_DELAY,
     SETTLE_EPOCHS,
+    UNBONDING_PERIOD,
     events,
     heartbeat,
     uptime_args,
@@ -125,11 +126,12 @@ ZERO = "0x" + "00" * 20
     (6, 0, "uptime: answer_epochs out of range"),
     (6, 65, "uptime: answer_epochs out of range"),
     (7, 0, "uptime: zero challenge bond"),
-    # (report_delay + answer_epochs + 2) epochs must fit Validators.MAX_LOCK (30 days), or
-    # every challenge's lock reverts and a lying validator is never slashed
-    (2, 30 * 86_400 // (REPORT_DELAY + ANSWER_EPOCHS + 2) + 1,
-     "uptime: epochs too long for the challenge lock"),
-    (2, 2**255, "uptime: epochs too long for the challenge lock"),
+    # (report_delay + answer_epochs + 3) epochs must fit the Validators' unbonding period, or a
+    # challenged validator withdraws before the challenge is resolved (nothing locks it)
+    (2, UNBONDING_PERIOD // (REPORT_DELAY + ANSWER_EPOCHS + 3) + 1,
+     "uptime: unbonding period shorter than a challenge"),
+    (2, 2**255, "uptime: unbonding period shorter than a challenge"),
+    (5, 64, "uptime: unbonding period shorter than a challenge"),
 ])
 def test_constructor_refuses_bad_arguments(system, factories, position, value, message):
     args = list(uptime_args(system.registry.address, system.validators.address))
@@ -146,15 +148,15 @@ def test_constructor_views_and_events(system, factories, uptime):
     assert (uptime.report_delay(), uptime.answer_epochs(), uptime.challenge_bond(),
             uptime.inclusion_slash()) == (REPORT_DELAY, ANSWER_EPOCHS, CHALLENGE_BOND, INCLUSION_SLASH)
     fresh = factories["Uptime"].deploy(system.registry.address, system.validators.address,
-                                       60, 1024, 1, 64, 64, 1, 0)
+                                       20, 1024, 1, 64, 64, 1, 0)
     (started,) = events(fresh, "UptimeStarted")
     assert (started.registry, started.epoch_length, started.jail_after, started.jail_period) == (
-        system.registry.address, 60, 1024, 1)
+        system.registry.address, 20, 1024, 1)
     (rules,) = events(fresh, "LivenessRulesSet")
     assert (rules.validators, rules.report_delay, rules.answer_epochs, rules.challenge_bond,
             rules.inclusion_slash) == (system.validators.address, 64, 64, 1, 0)
-    longest = 30 * 86_400 // (REPORT_DELAY + ANSWER_EPOCHS + 2)  # the bound, inclusive
-    assert system.validators.MAX_LOCK() == 30 * 86_400
+    longest = UNBONDING_PERIOD // (REPORT_DELAY + ANSWER_EPOCHS + 3)  # the bound, inclusive
+    assert system.validators.unbonding_period() == UNBONDING_PERIOD
     factories["Uptime"].deploy(*uptime_args(system.registry.address, system.validators.address,
                                             epoch=longest))
 

@@ -106,19 +106,25 @@ def test_beats_receipts_reports_and_the_heartbeat_fallback(tmp_path, private_dev
             validator.stop()
             # The stopped validator's second address challenges its report of `receipted` (the
             # slash would go to itself): only the provider can answer, and its answer takes the
-            # answerer's share of the bond (the griefer's pair loses it).
+            # fixed answer fee out of the bond (the griefer's pair pays the provider's gas).
             challenger = Chain(network, devnet_account(CHALLENGER))
             StakeToken(challenger).fund(uptime.address, 10 * 10**18, "challenge bond")
             [report] = reports(receipted)
-            _, challenge_id = Uptime(challenger).challenge_inclusion(
-                validator.address, receipted, node.address, list(report["args"]["words"]))
+            words = list(report["args"]["words"])
+            _, challenge_id = Uptime(challenger).challenge_inclusions(
+                validator.address, receipted, words,
+                liveness.words_of([index], ProviderRegistry(chain).provider_count()))
             [answer] = wait_until(
-                lambda: chain.events("Uptime", "ChallengeAnswered", network.deploy_block,
+                lambda: chain.events("Uptime", "InclusionAnswered", network.deploy_block,
                                      argument_filters={"challenge_id": challenge_id}),
                 timeout=30, what="the provider's answer to the challenge")
-            assert answer["args"]["answered_by"] == node.address
-            assert answer["args"]["to_answerer"] > 0
-            assert answer["args"]["to_answerer"] + answer["args"]["to_validator"] == 10 * 10**18
+            assert (answer["args"]["provider"], answer["args"]["answered_by"]) == \
+                (node.address, node.address)
+            assert answer["args"]["to_answerer"] == uptime.answer_fee() > 0
+            [settled] = chain.events("Uptime", "ChallengeResolved", network.deploy_block,
+                                     argument_filters={"challenge_id": challenge_id})
+            assert settled["args"]["unanswered"] == 0   # every named beat shown: settled at once
+            assert answer["args"]["to_answerer"] + settled["args"]["bond_returned"] == 10 * 10**18
             assert uptime.live_word(receipted, index >> 8) >> (index & 255) & 1
             for _ in range(2):
                 later = jump(uptime)

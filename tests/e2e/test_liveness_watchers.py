@@ -6,8 +6,9 @@ Validator B starts after the provider's first beat, so B lacks the beat of that 
 names the provider in its report. Once A's report window has closed, B's watch has to decide:
 it asks A for the beat (`GET /liveness/{epoch}/beats/{provider}`), finds it valid and sends no
 challenge. The adversary this guards against is B's own watch turning on an honest colleague
-(a false challenge costs B its bond and locks A's stake): with every report true, no
-`InclusionChallenged` may ever appear, and every epoch counts as up once final."""
+(a false challenge costs B an answer fee per beat, and A or the provider an answer
+transaction): with every report true, no `InclusionsChallenged` may ever appear, and every
+epoch counts as up once final."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def test_honest_watchers_fetch_the_beat_and_never_challenge(tmp_path, private_de
                        timeout=30, what=f"B's watch through epoch {first}")
             # B asked A for the beat and found it good (the check behind "no challenge")
             assert checks(b, "beat") >= 1 and checks(b, "unproven") == 0
-            assert chain.events("Uptime", "InclusionChallenged", network.deploy_block) == []
+            assert chain.events("Uptime", "InclusionsChallenged", network.deploy_block) == []
             assert uptime.is_final(first)
             assert all(uptime.is_up(node.address, e) for e in range(first, epoch)
                        if uptime.is_final(e))

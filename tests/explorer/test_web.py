@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.orm import Session
 from tests.support.uvicorn_server import serve
 from web3 import Web3
 
@@ -23,14 +24,15 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import free_port
 from tessera.explorer.db import make_engine
-from tessera.explorer.indexer import Indexer, database_figures
+from tessera.explorer.indexer import Indexer, database_figures, stored_records
 from tessera.explorer.simulate import TUSD
 from tessera.explorer.web import create_app
 from tessera.explorer.web.charts import bar_chart, line_chart, nice_ticks
 from tessera.explorer.web.models import FigureOut
 from tessera.protocol import messages
 from tessera.protocol.figures import ALL
-from tessera.protocol.liveness import words_of
+from tessera.protocol.holdings import holdings
+from tessera.protocol.liveness import sign_beat, words_of
 from tessera.protocol.money import format_amount, show_amount
 
 CHROMIUM = "/usr/bin/chromium"
@@ -79,9 +81,10 @@ def web_chain(market_run):
 def liveness_over_ten_epochs(work, network, p) -> dict:
     """Provider `p`'s liveness in 10 epochs, by every kind of evidence (docs/uptime.md): a
     heartbeat in 7 (i % 3 != 2); in the other three, a validator (devnet account 1, the treasury,
-    in no other role here) reports it in the next epoch (i = 2: up by report), reports it and is
-    challenged, unanswered, then resolved (i = 5: revoked, the validator slashed), or nothing
-    (i = 8: down)."""
+    in no other role here) reports it in the next epoch and is challenged (a set challenge naming
+    it), the provider shows its beat (i = 2: up by report; challenge 1, answered), reports it and
+    is challenged, unanswered, then resolved (i = 5: revoked, the validator slashed; challenge 2),
+    or nothing (i = 8: down)."""
     chain = Chain(network)
     uptime, validators = chain.uptime, chain.validators
     validator = devnet_account(1).address
@@ -105,10 +108,15 @@ def liveness_over_ten_epochs(work, network, p) -> dict:
             work.send(work.deployer, uptime, "open_epoch")          # beats sign the epoch's seed
         if i in (3, 6):                                            # the report, the epoch after
             work.send(validator, uptime, "report_liveness", epochs[i - 1], words)
-        if i == 7:                                                 # within report_delay + 1
-            work.send(work.deployer, uptime, "challenge_inclusion", validator, epochs[5], p.address, words)
+        if i in (4, 7):                                            # within report_delay + 1
+            work.send(work.deployer, uptime, "challenge_inclusions", validator, epochs[i - 2], words,
+                      words)
+        if i == 5:                                                 # the beat of epochs[2], in time
+            seed = uptime.functions.seed(epochs[2]).call()
+            beat = sign_beat(devnet_account(p.index), work.chain_id, uptime.address, epochs[2], seed)
+            work.send(p.address, uptime, "answer_challenge", 1, [p.address], [bytes.fromhex(beat[2:])])
         if i == 9:                                                 # past the answer time
-            work.send(work.deployer, uptime, "resolve_challenge", 1)
+            work.send(work.deployer, uptime, "resolve_challenge", 2)
         receipts = work.mine(length)
         report_txs += [r["transactionHash"] for r in receipts
                        if Web3.to_checksum_address(r["from"]) == validator]
@@ -467,32 +475,66 @@ def test_uptime_and_reliability_pages_in_a_browser(served, page):
 
 
 def test_liveness_challenges_reports_and_the_validator_slash(served, page):
-    """The challenge of the report naming the provider, on its page and its validator's; the
-    validator's liveness reports; its slash, explained by the unanswered challenge."""
+    """The challenges of the reports naming the provider, on its page and its validator's: one
+    answered by the provider's own beat (the answer fee to it, the rest of the bond back to the
+    challenger, the report stands), one unanswered (revoked, the validator slashed); the validator's liveness
+    reports; its slash, explained by the unanswered challenge; and the Uptime contract's stake
+    tokens, from the real Transfer logs, all paid out (the audit's holding)."""
     figures, _ = database_figures(served["engine"])
     base, p, v = served["base"], served["xss_provider"], served["validator"]
     with httpx.Client(base_url=base, timeout=30) as client:
-        [c] = client.get(f"/api/providers/{p}").json()["liveness_challenges"]
-        assert (c["challenge_id"], c["validator"], c["provider"], c["epoch"], c["status"]) == \
-            (1, v, p, str(served["revoked"]), "resolved")
-        assert c["slashed_base_units"] != "0" and c["answered_tx"] is None
+        c, answered = client.get(f"/api/providers/{p}").json()["liveness_challenges"]   # newest first
+        assert (c["challenge_id"], c["validator"], c["epoch"], c["status"], c["named_count"],
+                c["answered"], c["unanswered"]) == (2, v, str(served["revoked"]), "resolved", 1, 0, 1)
+        [named] = c["named"]
+        assert (named["provider"], named["answered_by"], named["shown_on_challenge"]) == (p, None, None)
+        assert c["slashed_base_units"] != "0" and c["token"] == "TSTK" and c["decimals"] == 18
+        assert int(c["to_challenger_base_units"]) + int(c["burned_base_units"]) == \
+            int(c["slashed_base_units"])
+        assert c["bond_returned_base_units"] == c["bond_base_units"] and c["paid_base_units"] == "0"
         assert c["opened_tx"] in figures[("uptime.by_provider.revoked", p)].txs  # revoked unanswered
+        # The answered one: the provider showed its beat and took the fixed answer fee
+        # (Uptime.answer_fee(): challenge_bond / 512); the rest back to the challenger, settled in
+        # the answer's own transaction; the report stands. Nothing goes to the validator.
+        assert (answered["challenge_id"], answered["epoch"], answered["status"], answered["answered"],
+                answered["unanswered"], answered["slashed_base_units"]) == (
+            1, str(served["reported"]), "answered", 1, 0, "0")
+        [shown] = answered["named"]
+        bond = int(answered["bond_base_units"])
+        fee = bond * 5_000 // 10_000 // 256           # one bond: the bond is challenge_bond
+        assert (shown["provider"], shown["answered_by"], shown["to_answerer_base_units"]) == (
+            p, p, str(fee))
+        assert (answered["paid_base_units"], answered["bond_returned_base_units"]) == (
+            str(fee), str(bond - fee))
+        assert "to_validator_base_units" not in answered
+        assert shown["answered_tx"] == answered["resolved_tx"]
+        assert figures[("uptime.by_provider.reported", p)].value == 1
         validator = client.get(f"/api/validators/{v}").json()
         reports = validator["liveness_reports"]
         assert [r["epoch"] for r in reports] == [served["revoked"], served["reported"]]   # newest first
         assert sorted(r["tx_hash"] for r in reports) == sorted(served["liveness_reports"])
         assert [r["providers_named"] for r in reports] == [1, 1]
-        assert validator["liveness_challenges"] == [c]
+        assert validator["liveness_challenges"] == [c, answered]
         [slash] = [x for x in validator["slash_list"] if x["cause"] == "liveness"]
         assert (slash["cause_ref"], slash["tx_hash"], slash["amount_base_units"], slash["recipient"]) == \
-            ("1", c["resolved_tx"], c["slashed_base_units"], served["uptime"])  # shares it out
+            ("2", c["resolved_tx"], c["slashed_base_units"], served["uptime"])  # shares it out
         assert client.get(f"/api/providers/{served['silent']}").json()["liveness_challenges"] == []
+    with Session(served["engine"]) as session:
+        [held] = [h for h in holdings(stored_records(session), {"Uptime": served["uptime"]})
+                  if h.token == "StakeToken"]
+    assert held.transfers == 7 and held.held == 0   # 2 bonds, 1 fee, 1 rest back, slash in, burn, payout
+    assert held.surplus == 0 and held.claims == []
     page.goto(f"{base}/providers/{p}")
-    row = page.locator("table.liveness-challenges tbody tr")
-    assert row.count() == 1 and "validator slashed" in row.inner_text()
+    rows = page.locator("table.liveness-challenges tbody tr")
+    assert rows.count() == 2 and "validator slashed" in rows.nth(0).inner_text()
+    assert "1 of 1 beats never shown" in rows.nth(0).inner_text() and "TSTK" in rows.nth(0).inner_text()
+    answered_row = rows.nth(1).inner_text()
+    assert "beat shown by" in answered_row and "back to the challenger" in answered_row
+    assert "to the validator" not in page.locator("table.liveness-challenges").inner_text()
     page.goto(f"{base}/validators/{v}")
     assert page.locator("table.liveness-reports tbody tr").count() == 2
-    assert "liveness inclusion challenge 1 left unanswered" in page.locator("table.slashes").inner_text()
+    assert f"{p}: beat not shown" in page.locator("table.liveness-challenges").inner_text()
+    assert "liveness inclusion challenge 2 left unanswered" in page.locator("table.slashes").inner_text()
 
 
 def _liveness(scores: list[dict], address: str) -> dict:

@@ -45,8 +45,9 @@ def market(draw, chain_valid: bool = False) -> list[EventRecord]:
     order: list[str] = []                                # registry index -> provider
     beat: set[tuple[str, int]] = set()
     reports: dict[tuple[str, int], list[int]] = {}      # (validator, epoch) -> words
-    challenges: dict[int, tuple[str, str, int]] = {}    # open id -> (validator, provider, epoch)
-    challenged: set[tuple[str, str, int]] = set()
+    challenges: dict[int, tuple[str, int, set[int]]] = {}   # open id -> (validator, epoch, named)
+    challenged: set[tuple[str, int, int]] = set()       # (validator, epoch, index) named once
+    proven: set[tuple[int, int]] = set()                # (epoch, index) whose beat was shown
     next_lease = 1
 
     def emit(contract: str, event: str, tx: int, **args) -> None:
@@ -134,7 +135,7 @@ def market(draw, chain_valid: bool = False) -> list[EventRecord]:
                      jailed_until=ts + 600, reporter=t)
         elif kind >= 16:
             liveness(draw, emit, i, kind, now, p, chain_valid, (uptime and rules, delay, answer),
-                     order, beat, reports, challenges, challenged)
+                     order, beat, reports, challenges, (challenged, proven))
         elif kind == 14:
             emit("Probes", "ProbeTally", i, provider=p, answered=draw(st.integers(0, 9)),
                  missed=draw(st.integers(0, 9)))
@@ -145,11 +146,13 @@ def market(draw, chain_valid: bool = False) -> list[EventRecord]:
 
 
 def liveness(draw, emit, i, kind, now, p, chain_valid, rules, order, beat, reports, challenges,
-             challenged) -> None:
+             named_proven) -> None:
     """One liveness event of `market`: a validator's report (kind 16, 17), a receipt claim (18), or
-    a challenge opened, answered or resolved (19 .. 21); within Uptime.vy's windows when
+    a challenge naming a set of a report's providers opened, answered (some of its providers, on
+    it; settled when all are) or resolved (19 .. 21); within Uptime.vy's windows when
     `chain_valid`."""
     on, delay, answer = rules
+    challenged, proven = named_proven
     v = draw(st.sampled_from(VALIDATORS))
     if not chain_valid:
         epoch = max(now - draw(st.integers(-1, 6)), 0)
@@ -158,9 +161,16 @@ def liveness(draw, emit, i, kind, now, p, chain_valid, rules, order, beat, repor
             emit(UP, "LivenessReported", i, validator=v, epoch=epoch, words_hash="0x00", words=words)
         elif kind == 18:
             emit(UP, "BeatClaimed", i, provider=p, epoch=epoch, validator=v)
+        elif kind == 19:
+            named = [draw(st.integers(0, 2**6 - 1))] * draw(st.integers(1, 2))
+            emit(UP, "InclusionsChallenged", i, challenge_id=i, validator=v, epoch=epoch,
+                 challenger=TENANTS[0], named_count=1, bond=10, answer_by_epoch=epoch + 3, named=named)
+        elif kind == 20:
+            emit(UP, "InclusionAnswered", i, challenge_id=i, validator=v, provider=p, epoch=epoch,
+                 answered_by=p, to_answerer=5)
         else:
-            emit(UP, "ChallengeResolved", i, challenge_id=i, validator=v, provider=p, epoch=epoch,
-                 slashed=5, bond_returned=10)
+            emit(UP, "ChallengeResolved", i, challenge_id=i, validator=v, epoch=epoch, unanswered=1,
+                 slashed=5, to_challenger=1, burned=4, bond_returned=10)
         return
     if not on or not order:
         return
@@ -177,32 +187,41 @@ def liveness(draw, emit, i, kind, now, p, chain_valid, rules, order, beat, repor
             emit(UP, "BeatClaimed", i, provider=p, epoch=epoch, validator=v)
     elif challenges and draw(st.booleans()):        # answer or resolve an open challenge
         cid = draw(st.sampled_from(sorted(challenges)))
-        cv, cp, epoch = challenges[cid]
+        cv, epoch, named = challenges[cid]        # named: not yet answered on this challenge
+        unproven = sorted(j for j in named if (epoch, j) not in proven)   # on any challenge
         if now <= epoch + delay + 1 + answer:
-            if draw(st.integers(0, 2)) > 0:          # most stay unanswered
+            if draw(st.integers(0, 2)) > 0 or not unproven:     # most stay unanswered
                 return
-            del challenges[cid]
-            emit(UP, "ChallengeAnswered", i, challenge_id=cid, validator=cv, answered_by=cp,
-                 to_answerer=5, to_validator=5)
+            shown = draw(st.lists(st.sampled_from(unproven), min_size=1, unique=True))
+            for j in shown:
+                proven.add((epoch, j))
+                named.discard(j)
+                emit(UP, "InclusionAnswered", i, challenge_id=cid, validator=cv, provider=order[j],
+                     epoch=epoch, answered_by=order[j], to_answerer=5)
+            if not named:                            # every named beat shown here: settled
+                del challenges[cid]
+                emit(UP, "ChallengeResolved", i, challenge_id=cid, validator=cv, epoch=epoch,
+                     unanswered=0, slashed=0, to_challenger=0, burned=0, bond_returned=5)
         elif draw(st.integers(0, 3)) > 0:            # or left unresolved for a while
             del challenges[cid]
-            emit(UP, "ChallengeResolved", i, challenge_id=cid, validator=cv, provider=cp,
-                 epoch=epoch, slashed=50, bond_returned=10)
-    else:                                            # challenge an inclusion still in its window
+            emit(UP, "ChallengeResolved", i, challenge_id=cid, validator=cv, epoch=epoch,
+                 unanswered=len(unproven), slashed=50 if unproven else 0, to_challenger=0,
+                 burned=0, bond_returned=10)
+    else:                                            # challenge inclusions still in their window
         open_ = sorted((cv, ep) for cv, ep in reports if ep < now <= ep + delay + 1)
         if open_:
             cv, epoch = draw(st.sampled_from(open_))
             words = reports[(cv, epoch)]
-            named = [q for j, q in enumerate(order)
-                     if j // 256 < len(words) and (words[j // 256] >> (j % 256)) & 1]
-            if named:
-                q = draw(st.sampled_from(named))
-                if (cv, q, epoch) not in challenged:
-                    challenged.add((cv, q, epoch))
-                    challenges[i] = (cv, q, epoch)
-                    emit(UP, "InclusionChallenged", i, challenge_id=i, validator=cv, provider=q,
-                         epoch=epoch, challenger=TENANTS[0], bond=10,
-                         answer_by_epoch=epoch + delay + 1 + answer)
+            free = [j for j in range(len(order)) if j // 256 < len(words)
+                    and (words[j // 256] >> (j % 256)) & 1 and (cv, epoch, j) not in challenged]
+            if free:
+                named = draw(st.sets(st.sampled_from(free), min_size=1))
+                challenged.update((cv, epoch, j) for j in named)
+                challenges[i] = (cv, epoch, set(named))
+                emit(UP, "InclusionsChallenged", i, challenge_id=i, validator=cv, epoch=epoch,
+                     challenger=TENANTS[0], named_count=len(named), bond=10,
+                     answer_by_epoch=epoch + delay + 1 + answer,
+                     named=words_of(named, len(order)))
 
 
 def as_ofs(events: list[EventRecord], extra: list[int]) -> list[int]:
@@ -260,7 +279,8 @@ def test_out_of_order_and_repeated_records_are_refused():
 
 
 @pytest.mark.parametrize("state, words", [
-    ({"version": 99}, "version 3"), ([1, 2], "version 3"), ({"version": 3}, "corrupt FigureBook state"),
+    ({"version": 99}, "version 4"), ([1, 2], "version 4"), ({"version": 4}, "corrupt FigureBook state"),
+    ({"version": 3}, "version 4"),       # before set challenges: refused, never misread
 ])
 def test_bad_state_is_refused_by_name(state, words):
     with pytest.raises(ValueError, match=words):
@@ -364,7 +384,8 @@ def test_the_compact_book_refuses_what_the_contracts_forbid():
 
 
 @pytest.mark.parametrize("state, words", [
-    ({"version": 99}, "version 2"), ([1, 2], "version 2"), ({"version": 2}, "corrupt ReliabilityBook"),
+    ({"version": 99}, "version 3"), ([1, 2], "version 3"), ({"version": 3}, "corrupt ReliabilityBook"),
+    ({"version": 2}, "version 3"),       # before set challenges: refused (the index is rebuilt)
     ({**ReliabilityBook(5).to_json(), "evidence": FigureBook().evidence.to_json()}, "not in compact mode"),
 ])
 def test_bad_compact_state_is_refused_by_name(state, words):

@@ -1,7 +1,7 @@
-"""Uptime figures from validators' liveness reports, receipt claims and resolved inclusion
-challenges (issue 15; protocol/uptime_book.py), on synthetic logs: what Uptime.is_up says, with
-the epochs not yet final counted as pending, in the full fold (FigureBook, with its evidence
-transactions) and in the compact one (ReliabilityBook) alike."""
+"""Uptime figures from validators' liveness reports, receipt claims and inclusion challenges
+naming sets of a report's providers (issue 15, session 25; protocol/uptime_book.py), on synthetic
+logs: what Uptime.is_up says, with the epochs not yet final counted as pending, in the full fold
+(FigureBook, with its evidence transactions) and in the compact one (ReliabilityBook) alike."""
 
 from __future__ import annotations
 
@@ -52,6 +52,22 @@ class Chain:
     def report(self, validator: str, epoch: int, *indices: int, count: int = 3) -> str:
         return self.emit("Uptime", "LivenessReported", validator=validator, epoch=epoch,
                          words_hash="0x00", words=words_of(indices, count) or [0])
+
+    def challenge(self, cid: int, validator: str, epoch: int, *indices: int, count: int = 3) -> str:
+        """Uptime.challenge_inclusions naming the registry `indices` of the report."""
+        return self.emit("Uptime", "InclusionsChallenged", challenge_id=cid, validator=validator,
+                         epoch=epoch, challenger=CAROL, named_count=len(indices),
+                         bond=10, answer_by_epoch=epoch + LAG, named=words_of(indices, count))
+
+    def answer(self, cid: int, validator: str, provider: str, epoch: int, by: str = V2) -> str:
+        return self.emit("Uptime", "InclusionAnswered", challenge_id=cid, validator=validator,
+                         provider=provider, epoch=epoch, answered_by=by, to_answerer=5)
+
+    def resolved(self, cid: int, validator: str, epoch: int, unanswered: int) -> str:
+        return self.emit("Uptime", "ChallengeResolved", challenge_id=cid, validator=validator,
+                         epoch=epoch, unanswered=unanswered, slashed=50 * unanswered,
+                         to_challenger=10 * unanswered, burned=40 * unanswered,
+                         bond_returned=5)   # bond - paid, to the challenger either way
 
 
 def figures(chain: Chain, epoch: int) -> dict:
@@ -117,54 +133,90 @@ def test_registry_indices_follow_registration_order_across_words():
 
 
 def test_an_unanswered_challenge_revokes_the_report_at_finality():
+    """One challenge names Alice and Bob; Bob's beat is shown, Alice's is not: Alice's reported
+    bit is revoked once final, Bob's report stands."""
     chain = Chain()
     chain.at(0).register(ALICE, BOB)
     chain.at(1)
     chain.report(V1, 0, 0, 1)
     chain.at(2)
-    disputed = chain.emit("Uptime", "InclusionChallenged", challenge_id=1, validator=V1,
-                          provider=ALICE, epoch=0, challenger=CAROL, bond=10, answer_by_epoch=LAG)
-    chain.emit("Uptime", "InclusionChallenged", challenge_id=2, validator=V1, provider=BOB, epoch=0,
-               challenger=CAROL, bond=10, answer_by_epoch=LAG)
-    chain.emit("Uptime", "ChallengeAnswered", challenge_id=2, validator=V1, answered_by=BOB,
-               to_answerer=5, to_validator=5)
+    disputed = chain.challenge(1, V1, 0, 0, 1)
+    chain.answer(1, V1, BOB, 0)
     assert parts(figures(chain, 3), ALICE)["pending"] >= 1      # not final: neither up nor down
-    # Final in epoch 4 with the challenge unanswered: revoked at once, as Uptime.is_up says,
-    # whether or not anyone has called resolve_challenge yet.
+    # Final in epoch 4 with Alice unanswered: revoked at once, as Uptime.is_up says, whether or
+    # not anyone has called resolve_challenge yet.
     expected = {"epochs": 1, "up": 0, "heartbeats": 0, "claimed": 0, "reported": 0,
                 "revoked": 1, "pending": 4, "bps": 0}
     figs = figures(chain, 4)
     assert parts(figs, ALICE) == expected
     assert figs[(f"{U}.revoked", ALICE)][1] == (disputed,)
     chain.at(4, 100)
-    chain.emit("Uptime", "ChallengeResolved", challenge_id=1, validator=V1, provider=ALICE,
-               epoch=0, slashed=50, bond_returned=10)
+    chain.resolved(1, V1, 0, unanswered=1)
     figs = figures(chain, 5)                                      # the resolution changes nothing
     assert parts(figs, ALICE) == {**expected, "epochs": 2, "pending": 4}
     assert disputed in figs[(f"{U}.bps", ALICE)][1]
-    assert parts(figs, BOB)["reported"] == 1              # answered: its report stands
+    assert parts(figs, BOB)["reported"] == 1 and parts(figs, BOB)["revoked"] == 0
 
 
-def test_a_late_answer_from_resolve_changes_nothing():
-    """resolve_challenge settles a challenge whose beat was shown on another one as answered,
-    after the epoch is final: the compact fold takes it (it used to refuse the history)."""
+def test_the_decoy_shield_is_gone():
+    """The attack the set challenge closes: a lying validator reports an offline provider (Alice)
+    among decoys of its own (Bob, Carol) whose beats it shows only on chain. The watcher names
+    every inclusion it could not verify in one challenge; the liar answers the decoys (the
+    contract pays it half the bond for them) and cannot answer Alice: her bit is revoked, and the
+    one ChallengeResolved says one provider went unanswered."""
+    chain = Chain()
+    chain.at(0).register(ALICE, BOB, CAROL)
+    chain.at(1)
+    chain.report(V1, 0, 0, 1, 2)
+    chain.at(2)
+    chain.challenge(1, V1, 0, 0, 1, 2)
+    chain.answer(1, V1, BOB, 0, by=V1)
+    chain.answer(1, V1, CAROL, 0, by=V1)
+    chain.at(4, 100)
+    chain.resolved(1, V1, 0, unanswered=1)
+    figs = figures(chain, 5)
+    assert [parts(figs, p)["revoked"] for p in (ALICE, BOB, CAROL)] == [1, 0, 0]
+    assert [parts(figs, p)["reported"] for p in (ALICE, BOB, CAROL)] == [0, 1, 1]
+
+
+def test_a_beat_shown_on_another_challenge_proves_the_epoch():
+    """Two validators reported Alice; each report is challenged; her beat is shown on the first
+    only (the contract refuses it on the second: "beat already shown"). resolve_challenge settles
+    the second as answered after the epoch is final: the compact fold takes it, nothing changes."""
     chain = Chain()
     chain.at(0).register(ALICE)
     chain.at(1)
     chain.report(V1, 0, 0)
     chain.report(V2, 0, 0)
     chain.at(2)
-    for cid, v in ((1, V1), (2, V2)):
-        chain.emit("Uptime", "InclusionChallenged", challenge_id=cid, validator=v, provider=ALICE,
-                   epoch=0, challenger=CAROL, bond=10, answer_by_epoch=LAG)
-    chain.emit("Uptime", "ChallengeAnswered", challenge_id=1, validator=V1, answered_by=ALICE,
-               to_answerer=5, to_validator=5)
+    chain.challenge(1, V1, 0, 0)
+    chain.challenge(2, V2, 0, 0)
+    chain.answer(1, V1, ALICE, 0, by=ALICE)
+    chain.resolved(1, V1, 0, unanswered=0)            # answered in full: settled in the same call
     before = parts(figures(chain, 5), ALICE)
     chain.at(5, 100)
-    chain.emit("Uptime", "ChallengeAnswered", challenge_id=2, validator=V2, answered_by=CAROL,
-               to_answerer=0, to_validator=10)   # resolve_challenge: proven on challenge 1
-    assert before["reported"] == 1
+    chain.resolved(2, V2, 0, unanswered=0)            # resolve_challenge: proven on challenge 1
+    assert before["reported"] == 1 and before["revoked"] == 0
     assert parts(figures(chain, 5), ALICE) == before
+
+
+def test_a_challenge_naming_nobody_reported_revokes_nothing():
+    """Uptime.is_up: a disputed bit that no report set is down anyway, not revoked; a named
+    index past the registry names nobody in the full fold (the contract refuses it)."""
+    chain = Chain()
+    chain.at(0).register(ALICE, BOB)
+    chain.at(1)
+    chain.report(V1, 0, 0)
+    chain.at(2)
+    chain.challenge(1, V1, 0, 1)                         # Bob: not in this (or any) report
+    figs = figures(chain, 5)
+    assert parts(figs, BOB)["revoked"] == 0 and parts(figs, ALICE)["reported"] == 1
+    chain.challenge(2, V1, 0, 2)                         # index 2: nobody registered
+    full = {k: f.value for k, f in compute_figures(chain.events, G + 6 * EPOCH - 1).items()
+            if k[0].startswith(U)}
+    assert full == {k: v for k, (v, _) in figs.items()}
+    with pytest.raises(ValueError, match="past the 2 providers registered"):
+        ReliabilityBook(None).apply(chain.events)
 
 
 def test_a_revoked_report_does_not_undo_a_heartbeat():
@@ -174,11 +226,9 @@ def test_a_revoked_report_does_not_undo_a_heartbeat():
     chain.at(1)
     chain.report(V1, 0, 0)
     chain.at(2)
-    chain.emit("Uptime", "InclusionChallenged", challenge_id=1, validator=V1, provider=ALICE, epoch=0,
-               challenger=CAROL, bond=10, answer_by_epoch=LAG)
+    chain.challenge(1, V1, 0, 0)
     chain.at(4)
-    chain.emit("Uptime", "ChallengeResolved", challenge_id=1, validator=V1, provider=ALICE, epoch=0,
-               slashed=50, bond_returned=10)
+    chain.resolved(1, V1, 0, unanswered=1)
     figs = figures(chain, 5)
     assert parts(figs, ALICE)["heartbeats"] == 1 and parts(figs, ALICE)["revoked"] == 0
     assert figs[(f"{U}.up", ALICE)][1] == (beat,)
@@ -244,4 +294,19 @@ def test_the_compact_book_refuses_reports_the_contract_would_refuse():
     chain.at(1)
     chain.report(V1, 0, 0, 1, count=2)                      # index 1: nobody registered
     with pytest.raises(ValueError, match="past the 1 providers registered"):
+        ReliabilityBook(None).apply(chain.events)
+
+
+def test_the_compact_book_refuses_an_answer_after_finality():
+    """answer_challenge ends with the answer window, which is when the epoch turns final: an
+    InclusionAnswered later would change a counted epoch, so the history is refused."""
+    chain = Chain()
+    chain.at(0).register(ALICE)
+    chain.at(1)
+    chain.report(V1, 0, 0)
+    chain.at(2)
+    chain.challenge(1, V1, 0, 0)
+    chain.at(4)                                              # epoch 0 is final in epoch 4
+    chain.answer(1, V1, ALICE, 0)
+    with pytest.raises(ValueError, match="only before their epoch"):
         ReliabilityBook(None).apply(chain.events)

@@ -5,10 +5,11 @@ local HTTP servers, a fake chain, the real state DB. Seconds, no anvil.
   answers, holds a round of POSTs no longer than the per-POST deadline or the round's own
   deadline; the honest validator's receipt is kept; the liveness thread goes on.
 - With only such validators the on-chain heartbeat fallback goes out by its deadline.
-- A challenge of the node's inclusion in a report (a validator challenging its own report from
-  a second address) is answered with the node's stored beat signature while its answer window
-  is open, after a restart too; a receipted epoch is not settled while its claim window is
-  open, and claimed if its bit is gone at the last check.
+- A challenge naming the node's inclusion in a report, among others (a validator challenging
+  its own report from a second address) is answered for the node alone with its stored beat
+  signature while its answer window is open and the beat not yet shown, after a restart too;
+  an unregistered node (index_of reads 0) keeps none. A receipted epoch is not settled while
+  its claim window is open, and claimed if its bit is gone at the last check.
 - Reorgs: the node signs only a seed `confirmations` blocks deep (a reorg that re-mines the
   open changes the seed), and falls back to the heartbeat at mid-epoch if it never is."""
 
@@ -25,8 +26,9 @@ import pytest
 from eth_account import Account
 
 from tessera.chain.devnet import liveness_confirmations
+from tessera.errors import TxRefused
 from tessera.protocol import liveness, messages
-from tessera.provider import heartbeats
+from tessera.provider import heartbeats, inclusion_answers
 from tessera.provider.beat_sender import MAX_TARGETS, BeatSender
 from tessera.provider.config import LivenessSection
 from tessera.provider.heartbeats import EpochBeat, Heartbeats
@@ -119,6 +121,8 @@ class FakeUptime:
     def __init__(self):
         self.sent: list[tuple] = []     # (what, args...) of each transaction
         self.live = 0                   # live_word(epoch, 0) for every epoch
+        self.proven = 0                 # proven_word(epoch, 0) for every epoch
+        self.refuse: str | None = None  # answer_challenge reverts with this reason
 
     def genesis(self): return 0
     def epoch_length(self): return EPOCH_LENGTH
@@ -128,6 +132,7 @@ class FakeUptime:
     def live_word(self, epoch, index): return self.live
     def report_hash(self, validator, epoch): return b"\x01" * 32
     def challenge(self, challenge_id): return {"state": 1}   # open
+    def proven_word(self, epoch, index): return self.proven
 
     def heartbeat(self, epoch, number, block_hash):
         self.sent.append(("heartbeat", epoch))
@@ -137,8 +142,10 @@ class FakeUptime:
         self.sent.append(("claim_beat", epoch, validator))
         return TX
 
-    def answer_challenge(self, challenge_id, beat_signature):
-        self.sent.append(("answer_challenge", challenge_id, beat_signature))
+    def answer_challenge(self, challenge_id, providers, beat_signatures):
+        if self.refuse:
+            raise TxRefused(f"answer_challenge reverted: {self.refuse}")
+        self.sent.append(("answer_challenge", challenge_id, providers, beat_signatures))
         return TX
 
 
@@ -241,34 +248,77 @@ def test_the_heartbeat_fallback_goes_out_by_its_deadline_whatever_the_validators
     assert ctx.state.beat(5)[0]   # the signature is kept: a report may name the node anyway
 
 
-def challenged(challenge_id, provider, epoch, answer_by, validator="0x" + "33" * 20):
-    return {"challenge_id": challenge_id, "validator": validator, "provider": provider,
-            "epoch": epoch, "challenger": "0x" + "44" * 20, "bond": 10**18,
-            "answer_by_epoch": answer_by}
+INDEX = 300   # this node's registry index in these tests: word 1, bit 44
 
 
-def test_a_challenge_of_our_inclusion_is_answered_with_our_beat_signature(tmp_path):
+def challenged(challenge_id, indices, epoch, answer_by, validator="0x" + "33" * 20):
+    """An InclusionsChallenged naming these registry indices (in a registry of 600)."""
+    named = liveness.words_of(indices, 600)
+    return {"challenge_id": challenge_id, "validator": validator, "epoch": epoch,
+            "challenger": "0x" + "44" * 20, "named_count": len(indices), "bond": 10**18,
+            "answer_by_epoch": answer_by, "named": named}
+
+
+def test_a_challenge_naming_us_among_others_is_answered_for_us_alone(tmp_path):
+    """One challenge names any set of a report's providers (the `named` bitmap): the node keeps
+    those whose bitmap holds its registry index and answers each with its own beat alone,
+    unless its beat was already shown (by the validator, or on another challenge), or is
+    shown while its answer is on its way (the chain refuses it: "shown already").
+
+    Adversary: a challenger hiding the node among many others (a bitmap spanning several
+    words; index 0, which an unregistered address reads as) must still be answered; one that
+    names the node's neighbours but not the node must not cost it a transaction."""
     ctx = node_context(tmp_path, [])
     signature = liveness.sign_beat(ctx.account, CHAIN_ID, UPTIME, 7, SEED)
     ctx.state.save_beat(7, signature)
     ctx.state.set_beat(7, how="receipts", settled="named")   # as a node before the fix had it
     beats = Heartbeats(ctx)
-    beats.on_challenged(challenged(3, ctx.address, 7, answer_by=10))
-    beats.on_challenged(challenged(4, "0x" + "55" * 20, 7, answer_by=10))   # someone else's
-    beats.on_challenged(challenged(5, ctx.address, 8, answer_by=11))        # no beat that epoch
-    beats.on_challenged(challenged(6, ctx.address, 6, answer_by=8))         # window over
+    beats.answers.index = INDEX
+    beats.on_challenged(challenged(3, [0, 5, INDEX, 599], 7, answer_by=10))   # us among others
+    beats.on_challenged(challenged(4, [0, INDEX - 1, INDEX + 1, 556], 7, answer_by=10))  # not us
+    beats.on_challenged(challenged(5, [INDEX], 8, answer_by=11))       # no beat that epoch
+    beats.on_challenged(challenged(6, [1, INDEX], 6, answer_by=8))     # window over
     assert [c[0] for c in ctx.state.open_challenges()] == [3, 5, 6]
 
     # a restart before the answer: the challenges were kept
     ctx.state.close()
     ctx = node_context(tmp_path, [], account=ctx.account)
     beats = Heartbeats(ctx)
+    beats.answers.index = INDEX
     beats.answers.answer(current=9)
-    assert ctx.uptime.sent == [("answer_challenge", 3, bytes.fromhex(signature[2:]))]
+    assert ctx.uptime.sent == [("answer_challenge", 3, [ctx.address],
+                                [bytes.fromhex(signature[2:])])]
     assert [ctx.state.challenge_outcome(c) for c in (3, 4, 5, 6)] == \
         ["answered", None, "no-beat", "too-late"]
     beats.answers.answer(current=9)
     assert len(ctx.uptime.sent) == 1 and not ctx.state.open_challenges()
+
+    # our beat already shown (the validator's batch came first): no transaction
+    beats.on_challenged(challenged(8, [2, INDEX], 7, answer_by=10))
+    ctx.uptime.proven = 1 << (INDEX - 256)
+    beats.answers.answer(current=9)
+    assert len(ctx.uptime.sent) == 1
+    assert ctx.state.challenge_outcome(8) == "answered-by-another"
+
+    # shown by someone between our read and our send: the chain skips it and refuses the call
+    # (no fee, nothing else to do), never tried again
+    ctx.uptime.proven = 0
+    ctx.uptime.refuse = "uptime: every beat given was shown already"
+    beats.on_challenged(challenged(9, [INDEX], 7, answer_by=10))
+    beats.answers.answer(current=9)
+    assert ctx.state.challenge_outcome(9) == "answered-by-another"
+    assert not ctx.state.open_challenges() and len(ctx.uptime.sent) == 1
+
+
+def test_an_unregistered_node_keeps_no_challenge(tmp_path, monkeypatch):
+    """index_of reads 0 for an address never registered: without the is_registered check the
+    node would take a challenge naming registry index 0 (another provider) for its own."""
+    registry = SimpleNamespace(is_registered=lambda address: False, index_of=lambda address: 0)
+    monkeypatch.setattr(inclusion_answers, "ProviderRegistry", lambda chain: registry)
+    ctx = node_context(tmp_path, [])
+    beats = Heartbeats(ctx)
+    assert not beats.answers.on_challenged(challenged(1, [0], 7, answer_by=10))
+    assert beats.answers.registry_index() is None and not ctx.state.open_challenges()
 
 
 def test_a_receipted_epoch_is_not_settled_while_its_claim_window_is_open(tmp_path):
@@ -277,7 +327,7 @@ def test_a_receipted_epoch_is_not_settled_while_its_claim_window_is_open(tmp_pat
     ctx.state.set_beat(5, how="receipts")
     ctx.state.add_receipt(5, "0x" + "33" * 20, "0x" + "ab" * 65)
     beats = Heartbeats(ctx)
-    beats._index = 0
+    beats.answers.index = 0
     ctx.uptime.live = 1                          # a report names the node
     beats._check(5, current=6, last=False)
     assert ctx.state.unsettled_beats() == [5]    # named, but a challenge may still come

@@ -3,13 +3,14 @@ real anvil: reorgs are faked with evm_snapshot / evm_revert (as tests/validator/
 does for the validator's challenge scan), chain time is moved block by block.
 
 Adversary: a validator that reported the node challenges its own report from a second address,
-and a reorg (or a challenger that times its transaction with one) puts the InclusionChallenged
+and a reorg (or a challenger that times its transaction with one) puts the InclusionsChallenged
 in a block the watcher's cursor has already passed. Unanswered, the node's epoch is revoked at
 finality and the validator's own challenge takes the slash. So the watcher reads its last
 `confirmations` blocks again whenever the head is not the child of the last head it applied;
 and since that re-reads events, every repeat must be harmless: a challenge is kept once and
 answered once (the chain is asked whether it is still open before an answer is sent), after a
-restart too, and an answer that a reorg dropped is sent again."""
+restart too, and an answer that a reorg dropped is sent again. A challenge names any set of a
+report's providers: the node answers one naming it among others, for itself alone."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from tessera.provider.config import ProviderConfig
 from tessera.provider.node import ProviderNode
 from tessera.validator.stake import ensure_validator
 
-PROVIDER, VALIDATOR, CHALLENGER, OPENER = 3, 7, 9, 4
+PROVIDER, VALIDATOR, CHALLENGER, OPENER, OTHER = 3, 7, 9, 4, 5
 STAKE = 100 * 10**18
 CONFIRMATIONS = 8
 
@@ -59,11 +60,14 @@ def provider_node(tmp_path, network_file, from_block: int) -> tuple[ProviderNode
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, private_devnet):
-    """A registered provider whose beat of an epoch a validator reported."""
+    """A registered provider (and another one) whose beat of an epoch a validator reported;
+    `words` is the report, `named` the bitmap naming the provider alone."""
     home = tmp_path_factory.mktemp("watcher")
     with private_devnet(home) as (devnet, network):
+        for account in (OTHER, PROVIDER):   # the node's registry index is not 0
+            ProviderRegistry(Chain(network, devnet_account(account))).register(
+                STAKE, "CPU", 1, 1024, 1, "http://127.0.0.1:9", 1)
         provider = Chain(network, devnet_account(PROVIDER))
-        ProviderRegistry(provider).register(STAKE, "CPU", 1, 1024, 1, "http://127.0.0.1:9", 1)
         validator = Chain(network, devnet_account(VALIDATOR))
         ensure_validator(validator, STAKE, "http://127.0.0.1:9")
         uptime = Uptime(validator)
@@ -73,12 +77,14 @@ def world(tmp_path_factory, private_devnet):
                                        epoch, uptime.seed(epoch))
         next_epoch(uptime)
         registry = ProviderRegistry(validator)
-        words = liveness.words_of([registry.index_of(provider.address)], registry.provider_count())
+        indices = [registry.index_of(devnet_account(a).address) for a in (PROVIDER, OTHER)]
+        words = liveness.words_of(indices, registry.provider_count())
+        named = liveness.words_of(indices[:1], registry.provider_count())
         uptime.report_liveness(epoch, words)
         challenger = Chain(network, devnet_account(CHALLENGER))
         StakeToken(challenger).fund(uptime.address, 10 * 10**18, "challenge bond")
         state = {"snapshot": rpc(challenger, "evm_snapshot")}
-        yield home, devnet, network, epoch, signature, words, state
+        yield home, devnet, network, epoch, signature, (words, named), state
 
 
 @pytest.fixture
@@ -92,12 +98,12 @@ def world_again(world):
 
 
 def answers(chain: Chain, challenge_id: int) -> int:
-    return len(chain.events("Uptime", "ChallengeAnswered", chain.network.deploy_block,
+    return len(chain.events("Uptime", "InclusionAnswered", chain.network.deploy_block,
                             argument_filters={"challenge_id": challenge_id}))
 
 
 def test_a_challenge_a_reorg_puts_behind_the_cursor_is_answered_once(world_again, tmp_path):
-    home, devnet, network, epoch, signature, words = world_again
+    home, devnet, network, epoch, signature, (words, named) = world_again
     chain = Chain(network, devnet_account(CHALLENGER))
     uptime = Uptime(chain)
     node, log = provider_node(tmp_path, devnet.network_file, chain.block_number())
@@ -108,8 +114,8 @@ def test_a_challenge_a_reorg_puts_behind_the_cursor_is_answered_once(world_again
     node.poll_once()                                   # the cursor passes 3 blocks
     assert int(node.state.get("last_block")) == passed
     assert rpc(chain, "evm_revert", snapshot) is True  # the reorg
-    _, challenge_id = uptime.challenge_inclusion(devnet_account(VALIDATOR).address, epoch,
-                                                 node.address, words)
+    _, challenge_id = uptime.challenge_inclusions(devnet_account(VALIDATOR).address, epoch,
+                                                  words, named)
     challenged_in = chain.block_number()
     assert challenged_in < passed                      # behind the cursor
     mine(chain, passed + 1 - chain.block_number())     # the head: one past the cursor
@@ -144,11 +150,11 @@ def test_an_answer_a_reorg_dropped_is_sent_again(world_again, tmp_path):
     """The challenge's block survives, the answer's does not (its transaction is lost, as
     evm_revert loses it): the watcher re-reads the challenge's log once the head is not the
     child of the last it applied, checks the chain, and answers again."""
-    home, devnet, network, epoch, signature, words = world_again
+    home, devnet, network, epoch, signature, (words, named) = world_again
     chain = Chain(network, devnet_account(CHALLENGER))
     uptime = Uptime(chain)
-    _, challenge_id = uptime.challenge_inclusion(devnet_account(VALIDATOR).address, epoch,
-                                                 devnet_account(PROVIDER).address, words)
+    _, challenge_id = uptime.challenge_inclusions(devnet_account(VALIDATOR).address, epoch,
+                                                  words, named)
     node, log = provider_node(tmp_path, devnet.network_file, chain.block_number() - 1)
     node.state.save_beat(epoch, signature)
     node.poll_once()
@@ -165,4 +171,32 @@ def test_an_answer_a_reorg_dropped_is_sent_again(world_again, tmp_path):
     node.heartbeats.answers.answer(current)
     assert uptime.challenge(challenge_id)["state"] == 2
     assert log.getvalue().count("inclusion-challenge-answered") == 2
+    node.shutdown()
+
+
+def test_a_challenge_naming_the_node_among_others_is_answered_for_the_node(world_again,
+                                                                         tmp_path):
+    """One challenge names the whole report (the node and another provider): the node answers
+    its own inclusion alone (its bit proven, the challenge still open for the other), and the
+    answer pays it the fixed answer fee (challenge_bond / 512). Adversary: a challenger hiding
+    the node among others, hoping it looks only for challenges of it alone."""
+    home, devnet, network, epoch, signature, (words, _) = world_again
+    chain = Chain(network, devnet_account(CHALLENGER))
+    uptime = Uptime(chain)
+    _, challenge_id = uptime.challenge_inclusions(devnet_account(VALIDATOR).address, epoch,
+                                                  words, words)
+    node, log = provider_node(tmp_path, devnet.network_file, chain.block_number() - 1)
+    node.state.save_beat(epoch, signature)
+    node.poll_once()
+    assert [c[0] for c in node.state.open_challenges()] == [challenge_id]
+    node.heartbeats.answers.answer(uptime.current_epoch())
+    [shown] = chain.events("Uptime", "InclusionAnswered", network.deploy_block,
+                           argument_filters={"challenge_id": challenge_id})
+    assert (shown["args"]["provider"], shown["args"]["answered_by"]) == (node.address,) * 2
+    assert shown["args"]["to_answerer"] == uptime.answer_fee() == 10 * 10**18 // 512
+    index = node.heartbeats.answers.registry_index()
+    assert index == 1 and uptime.proven_word(epoch, 0) == 1 << index
+    challenge = uptime.challenge(challenge_id)
+    assert (challenge["state"], challenge["named"], challenge["answered"]) == (1, 2, 1)
+    assert node.state.challenge_outcome(challenge_id) == "answered"
     node.shutdown()

@@ -1,11 +1,15 @@
 """The validator's liveness duty in process (validator/liveness.py) against a real anvil: what
 `POST /liveness/beat` refuses and why (never a 500), the receipt it signs, the beats it keeps
 across a restart, the one report per epoch (never twice, a lost save included), and the
-answer to an inclusion challenge; reorgs (faked with evm_snapshot / evm_revert): a seed counts
-only once `confirmations` deep, and the challenge scan reads its last `confirmations` blocks
-again; pruning of liveness.db; the paged GET /liveness/{epoch} and GET of one beat. Chain time
-is moved block by block (evm_setNextBlockTimestamp), so the module waits for nothing. The
-daemons end to end: tests/e2e/test_liveness.py."""
+answers to inclusion challenges of its reports (one challenge names a set of inclusions: the
+duty shows every held, unproven named beat in batches of MAX_ANSWERS, each paid the fixed
+answer fee; a batch wholly shown meanwhile by the providers is done, one partly shown lands
+for the rest; it resolves nothing, since the rest of a bond goes back to the challenger);
+reorgs (faked with evm_snapshot / evm_revert): a seed counts only once `confirmations` deep,
+and the challenge scan reads its last `confirmations` blocks again; pruning of liveness.db;
+the paged GET /liveness/{epoch} and GET of one beat. Chain time is moved block by block
+(evm_setNextBlockTimestamp), so the module waits for nothing. The daemons end to end:
+tests/e2e/test_liveness.py."""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from tessera.chain.client import Chain
 from tessera.chain.registry import ProviderRegistry
 from tessera.chain.tokens import StakeToken
 from tessera.chain.uptime import Uptime
+from tessera.chain.validators import Validators
 from tessera.http_limits import RequestGuard
 from tessera.logs import EventLog
 from tessera.protocol import liveness, messages
@@ -44,6 +49,9 @@ from tessera.validator.liveness_store import (
 from tessera.validator.stake import ensure_validator
 
 VALIDATOR, PROVIDER, IDLE, CHALLENGER = 7, 3, 4, 9
+OTHERS = (5, 6)    # two more providers: a challenge naming three of the validator's inclusions
+COLLEAGUE = 8      # a second validator
+BOND = 10 * 10**18   # the devnet's challenge_bond
 STAKE = 100 * 10**18
 
 
@@ -51,7 +59,7 @@ STAKE = 100 * 10**18
 def world(tmp_path_factory, private_devnet):
     home = tmp_path_factory.mktemp("liveness")
     with private_devnet(home) as (_, network):
-        for account in (PROVIDER, IDLE):
+        for account in (PROVIDER, IDLE, *OTHERS):
             ProviderRegistry(Chain(network, devnet_account(account))).register(
                 STAKE, "CPU", 1, 1024, 1, "http://127.0.0.1:9", 1)
         chain = Chain(network, devnet_account(VALIDATOR))
@@ -174,9 +182,8 @@ def test_one_report_per_epoch_is_final_and_an_inclusion_challenge_is_answered(wo
 
     # Anyone challenges the inclusion; the duty answers with the beat it holds.
     challenger = Chain(network, devnet_account(CHALLENGER))
-    StakeToken(challenger).fund(uptime.address, 10 * 10**18, "challenge bond")
-    _, challenge_id = Uptime(challenger).challenge_inclusion(chain.address, epoch,
-                                                             provider.address, words)
+    StakeToken(challenger).fund(uptime.address, BOND, "challenge bond")
+    _, challenge_id = Uptime(challenger).challenge_inclusions(chain.address, epoch, words, words)
     duty._scan_at = 0
     duty.poll_once()
     assert uptime.challenge(challenge_id)["state"] == 2      # answered
@@ -262,7 +269,7 @@ def test_the_challenge_scan_reads_its_last_blocks_again_after_a_reorg(world):
         next_epoch(uptime)                                      # the challenger waits
 
     challenger = Chain(network, devnet_account(CHALLENGER))
-    StakeToken(challenger).fund(uptime.address, 10 * 10**18, "challenge bond")
+    StakeToken(challenger).fund(uptime.address, BOND, "challenge bond")
     current = uptime.current_epoch()
     duty.answer_challenges(current)
     snapshot = rpc(chain, "evm_snapshot")
@@ -270,8 +277,8 @@ def test_the_challenge_scan_reads_its_last_blocks_again_after_a_reorg(world):
     duty.answer_challenges(current)                             # the cursor passes 3 blocks
     assert duty.store.next_block(0) == passed + 1
     assert rpc(chain, "evm_revert", snapshot) is True           # the reorg
-    _, challenge_id = Uptime(challenger).challenge_inclusion(chain.address, epoch,
-                                                             provider.address, words)
+    _, challenge_id = Uptime(challenger).challenge_inclusions(chain.address, epoch, words,
+                                                              words)
     assert mine(chain, 1) < passed                              # the challenge is behind it
     before_answer = rpc(chain, "evm_snapshot")
     duty.answer_challenges(current)
@@ -285,12 +292,213 @@ def test_the_challenge_scan_reads_its_last_blocks_again_after_a_reorg(world):
     duty.answer_challenges(current)
     assert uptime.challenge(challenge_id)["state"] == 2
     assert log.getvalue().count("liveness-challenge-answered") == 2
+    duty.answer_challenges(current)                             # read again, nothing to send
+    assert log.getvalue().count("liveness-challenge-answered") == 2
 
     # The answer window's last epoch: pruning keeps the beat that answers it.
     while uptime.current_epoch() < liveness.answer_end(epoch, report_delay, answer_epochs):
         next_epoch(uptime)
     duty.poll_once()
     assert duty.store.beat(epoch, provider.address) is not None
+    duty.close()
+
+
+def reported_epoch(world, accounts) -> tuple[LivenessDuty, io.StringIO, int, list[int]]:
+    """A fresh duty that receipted the beats of `accounts` in a new epoch and reported them:
+    (duty, its log, the epoch, the report's words)."""
+    _, network, chain = world
+    duty, log, client = make_duty(world)
+    uptime = duty.uptime
+    epoch = next_epoch(uptime)
+    duty.poll_once()
+    duty.poll_once()                                         # opens it
+    for account in accounts:
+        body = beat_body(devnet_account(account), uptime, epoch, uptime.seed(epoch))
+        assert client.post("/liveness/beat", json=body).status_code == 200
+    next_epoch(uptime)
+    duty.poll_once()                                         # the report
+    [report] = chain.events("Uptime", "LivenessReported", network.deploy_block,
+                            argument_filters={"epoch": epoch, "validator": chain.address})
+    return duty, log, epoch, list(report["args"]["words"])
+
+
+def named(chain: Chain, accounts) -> list[int]:
+    registry = ProviderRegistry(chain)
+    return liveness.words_of([registry.index_of(devnet_account(a).address) for a in accounts],
+                             registry.provider_count())
+
+
+def challenger_of(network) -> Uptime:
+    challenger = Chain(network, devnet_account(CHALLENGER))
+    StakeToken(challenger).fund(Uptime(challenger).address, 3 * BOND, "challenge bonds")
+    return Uptime(challenger)
+
+
+def test_a_challenge_naming_three_inclusions_is_answered_in_one_batch_for_the_fees(world):
+    """The validator shows the three named beats in one answer_challenge and is paid the fixed
+    answer fee for each (about its gas), nothing more: the rest of the bond goes back to the
+    challenger at once. Adversary: a challenger betting the validator answers one inclusion a
+    transaction (and gives up on gas, or runs out of time) gains nothing: one transaction
+    answers up to MAX_ANSWERS; and a validator hoping to earn by being challenged earns only
+    the fees."""
+    _, network, chain = world
+    accounts = (PROVIDER, *OTHERS)
+    duty, log, epoch, words = reported_epoch(world, accounts)
+    assert duty.answers.max_answers == 64                    # Uptime.MAX_ANSWERS, read once
+    challenger = challenger_of(network)
+    _, challenge_id = challenger.challenge_inclusions(chain.address, epoch, words,
+                                                      named(chain, accounts))
+    token = StakeToken(chain)
+    before, challenger_before = (token.balance_of(chain.address),
+                                 token.balance_of(challenger.chain.address))
+    duty.answer_challenges(duty.uptime.current_epoch())
+    shown = chain.events("Uptime", "InclusionAnswered", network.deploy_block,
+                         argument_filters={"challenge_id": challenge_id})
+    assert sorted(e["args"]["provider"] for e in shown) == \
+        sorted(devnet_account(a).address for a in accounts)
+    assert {e["transactionHash"] for e in shown} == {shown[0]["transactionHash"]}   # one tx
+    assert {e["args"]["answered_by"] for e in shown} == {chain.address}
+    fee = duty.uptime.answer_fee()
+    assert fee == BOND // 512 and {e["args"]["to_answerer"] for e in shown} == {fee}
+    [resolved] = chain.events("Uptime", "ChallengeResolved", network.deploy_block,
+                              argument_filters={"challenge_id": challenge_id})
+    assert (resolved["args"]["unanswered"], resolved["args"]["bond_returned"]) == (0, BOND - 3 * fee)
+    assert token.balance_of(chain.address) - before == 3 * fee
+    assert token.balance_of(challenger.chain.address) - challenger_before == BOND - 3 * fee
+    assert duty.uptime.challenge(challenge_id)["state"] == liveness.CHALLENGE_ANSWERED
+    assert duty.store.answer_status(challenge_id) == "answered"
+    assert "liveness-challenge-answered" in log.getvalue()
+    duty.close()
+
+
+def test_providers_answering_first_never_cost_the_validator_a_batch(world, monkeypatch):
+    """Providers answer their own inclusions first (as they should: their epochs are at
+    stake), landing between the validator's read of the proven words and its sends (made
+    stale here). Batches are MAX_ANSWERS (2 here) beats: the first, both of whose beats were
+    shown meanwhile, is refused ("every beat given was shown already") and simply done; the
+    second, one of whose two was shown, lands and shows the other (the shown one skipped,
+    unpaid). Adversary: anyone copying a batch's calldata and sending one of its beats first
+    (to void the batch, as under the old contract, where one shown beat reverted all of it):
+    that only skips the beat."""
+    _, network, chain = world
+    accounts = (PROVIDER, IDLE, *OTHERS)
+    duty, log, epoch, words = reported_epoch(world, accounts)
+    uptime = challenger_of(network)
+    _, challenge_id = uptime.challenge_inclusions(chain.address, epoch, words,
+                                                  named(chain, accounts))
+    registry = ProviderRegistry(chain)
+    ordered = sorted((devnet_account(a) for a in accounts),
+                     key=lambda a: registry.index_of(a.address))
+    for account in ordered[:3]:                              # both of batch 1, one of batch 2
+        signature = duty.store.beat(epoch, account.address)
+        Uptime(Chain(network, account)).answer_challenge(challenge_id, [account.address],
+                                                         [bytes.fromhex(signature[2:])])
+    duty.answers._max_answers = 2
+    monkeypatch.setattr(duty.answers, "_proven", lambda e, n: [0] * len(n))   # stale reads
+    token = StakeToken(chain)
+    before = token.balance_of(chain.address)
+    duty.answer_challenges(duty.uptime.current_epoch())
+    assert "shown already" not in log.getvalue()             # no refusal logged: nothing lost
+    shown = chain.events("Uptime", "InclusionAnswered", network.deploy_block,
+                         argument_filters={"challenge_id": challenge_id})
+    [mine] = [e for e in shown if e["args"]["answered_by"] == chain.address]
+    assert len(shown) == 4 and mine["args"]["provider"] == ordered[3].address
+    assert token.balance_of(chain.address) - before == duty.uptime.answer_fee()
+    assert duty.uptime.challenge(challenge_id)["state"] == liveness.CHALLENGE_ANSWERED
+    assert duty.store.answer_status(challenge_id) == "answered"
+    duty.close()
+
+
+def test_a_colleagues_challenge_is_answered_for_the_beats_this_validator_holds(world):
+    """P beat to this validator and to a colleague, then went offline. The colleague's report
+    is challenged naming P (by a griefer, or the colleague lies elsewhere and leaves it
+    unanswered): a disputed inclusion never proven revokes P's bit of the epoch whatever other
+    reports say, so this validator shows P's beat there (and is paid the answer fee).
+    A challenge naming only providers it did not report is not followed at all."""
+    _, network, chain = world
+    p, q = PROVIDER, OTHERS[0]
+    duty, log, epoch, words = reported_epoch(world, (p,))
+    colleague = Chain(network, devnet_account(COLLEAGUE))
+    ensure_validator(colleague, STAKE, "http://127.0.0.1:9")
+    theirs = named(chain, [p, q])
+    Uptime(colleague).report_liveness(epoch, theirs)
+    uptime = challenger_of(network)
+    _, only_q = uptime.challenge_inclusions(colleague.address, epoch, theirs, named(chain, [q]))
+    _, cid = uptime.challenge_inclusions(colleague.address, epoch, theirs, named(chain, [p]))
+    token = StakeToken(chain)
+    before = token.balance_of(chain.address)
+    duty.answer_challenges(duty.uptime.current_epoch())
+    [shown] = chain.events("Uptime", "InclusionAnswered", network.deploy_block,
+                           argument_filters={"challenge_id": cid})
+    assert (shown["args"]["provider"], shown["args"]["answered_by"]) == (
+        devnet_account(p).address, chain.address)
+    assert duty.uptime.challenge(cid)["state"] == liveness.CHALLENGE_ANSWERED
+    assert token.balance_of(chain.address) - before == shown["args"]["to_answerer"] > 0
+    assert duty.store.answer_status(only_q) is None          # nothing of ours named there
+    assert "liveness-colleague-challenged" in log.getvalue()
+    assert duty.store.answer_status(cid) == "answered"        # settled by its answer: closed
+    assert duty.store.open_answers() == []
+    duty.close()
+
+
+def test_beats_shown_elsewhere_are_left_for_anyone_to_settle_and_a_lost_one_is_not(world):
+    """P's beat is shown first on a challenge of a colleague's report (same epoch): it is not
+    shown again, so the challenge naming P and Q on this validator's report stays open after
+    its batch (Q). Once the window is over the duty closes it here without a transaction:
+    resolving it would only hand the challenger its bond less Q's fee back (nothing for the
+    validator), and no slash can come of a set whose every beat was shown; the challenger's
+    resolve settles it as answered. A challenge naming R, whose beat the validator lost, is
+    answered by nobody: the duty logs it and never resolves it (that would slash itself);
+    the challenger does, and the duty records the slash."""
+    _, network, chain = world
+    p, q, r = PROVIDER, *OTHERS
+    duty, log, epoch, words = reported_epoch(world, (p, q, r))
+    colleague = Chain(network, devnet_account(COLLEAGUE))
+    ensure_validator(colleague, STAKE, "http://127.0.0.1:9")
+    Uptime(colleague).report_liveness(epoch, named(chain, [p]))
+    uptime = challenger_of(network)
+    _, elsewhere = uptime.challenge_inclusions(colleague.address, epoch, named(chain, [p]),
+                                               named(chain, [p]))
+    provider = Chain(network, devnet_account(p))
+    signature = duty.store.beat(epoch, provider.address)
+    Uptime(provider).answer_challenge(elsewhere, [provider.address],
+                                      [bytes.fromhex(signature[2:])])
+    _, mixed = uptime.challenge_inclusions(chain.address, epoch, words, named(chain, [p, q]))
+    _, lost = uptime.challenge_inclusions(chain.address, epoch, words, named(chain, [r]))
+    duty.store._do("DELETE FROM beats WHERE epoch=? AND provider=?",
+                   (epoch, devnet_account(r).address))      # a lost database
+    duty.answer_challenges(duty.uptime.current_epoch())
+    assert duty.uptime.challenge(mixed)["answered"] == 1     # Q; P is proven already
+    assert duty.store.open_answers() == [(mixed, epoch), (lost, epoch)]
+    assert "liveness-challenge-unanswerable" in log.getvalue()
+
+    report_delay, answer_epochs = duty.uptime.liveness_rules()
+    while duty.uptime.current_epoch() <= liveness.answer_end(epoch, report_delay, answer_epochs):
+        next_epoch(duty.uptime)
+    token, stake = StakeToken(chain), Validators(chain).stake_of(chain.address)
+    before, sent = token.balance_of(chain.address), chain.w3.eth.get_transaction_count(
+        chain.address)
+    duty.answers._check_at.clear()                           # no WAITING_CHECK_S wait
+    duty.answer_challenges(duty.uptime.current_epoch())
+    assert chain.w3.eth.get_transaction_count(chain.address) == sent   # nothing sent
+    assert token.balance_of(chain.address) == before
+    assert duty.uptime.challenge(mixed)["state"] == liveness.CHALLENGE_OPEN   # not by us
+    assert duty.uptime.challenge(lost)["state"] == liveness.CHALLENGE_OPEN
+    assert (duty.store.answer_status(mixed), duty.store.answer_status(lost)) == \
+        ("answered", "open")
+    assert "liveness-challenge-unanswered" in log.getvalue()
+    assert Validators(chain).stake_of(chain.address) == stake
+    fee = duty.uptime.answer_fee()
+    uptime.resolve_challenge(mixed)                          # the challenger's: its bond back
+    [resolved] = chain.events("Uptime", "ChallengeResolved", network.deploy_block,
+                              argument_filters={"challenge_id": mixed})
+    assert (resolved["args"]["unanswered"], resolved["args"]["bond_returned"]) == (0, BOND - fee)
+    uptime.resolve_challenge(lost)                           # the challenger's resolve
+    duty.answers._check_at.clear()
+    duty.answer_challenges(duty.uptime.current_epoch())
+    assert duty.store.answer_status(lost) == "resolved" and duty.store.open_answers() == []
+    _, inclusion_slash = duty.uptime.challenge_rules()
+    assert Validators(chain).stake_of(chain.address) == stake - inclusion_slash
     duty.close()
 
 

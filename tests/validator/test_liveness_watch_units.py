@@ -1,7 +1,6 @@
 """The liveness watch's parts that need no chain: the HTTP fetching and URL checks
-(validator/beat_fetch.py), the last-call timing rule and the back-off
-(validator/liveness_watch.py, validator/liveness_watch_bonds.py). Real HTTP servers on
-127.0.0.1, no mocks of httpx.
+(validator/beat_fetch.py) and the last-call timing rule (validator/liveness_watch.py). Real
+HTTP servers on 127.0.0.1, no mocks of httpx.
 
 Adversary strategies, and where each is tested:
 - Publish an endpoint httpx cannot parse ('http://[::1', tabs, NULs) so that every fetch of a
@@ -17,8 +16,8 @@ Adversary strategies, and where each is tested:
   late (review finding r3): a batch never takes more than 2 x timeout_s, however many URLs
   queue behind one slot (test_a_batch_is_bounded_whatever_the_queue), and the last call is
   decided from the time left against two bounded passes (test_the_last_call_leaves_time).
-- Answer challenges to take the bonds, again and again (review finding r2): the back-off
-  doubles with each answer (test_the_back_off_doubles)."""
+(Answering challenges to take the bonds, review finding r2: the daily budget, in
+test_liveness_watch.py; the per-validator back-off is gone with the set challenges.)"""
 
 from __future__ import annotations
 
@@ -41,7 +40,6 @@ from tessera.validator.beat_fetch import (
     fetch_all,
 )
 from tessera.validator.liveness_watch import MARGIN_S, RETRY_EVERY_S, is_last_call
-from tessera.validator.liveness_watch_bonds import MAX_BACKOFF_DOUBLINGS, backoff_until
 
 
 @pytest.fixture(scope="module")
@@ -158,12 +156,6 @@ def test_the_last_call_leaves_time():
                         after = remaining - one_pass - RETRY_EVERY_S
                         assert after - one_pass >= MARGIN_S
     assert not is_last_call(60, 3.0, 1, 4.0) and is_last_call(30, 3.0, 1, 4.0)
-
-
-def test_the_back_off_doubles():
-    assert backoff_until(0, -1) == 0
-    assert [backoff_until(k, 100) for k in (1, 2, 3, 4)] == [102, 104, 108, 116]
-    assert backoff_until(50, 100) == 100 + 2 ** MAX_BACKOFF_DOUBLINGS
 
 
 def test_name_lookups_never_stall_a_batch_nor_queue(monkeypatch, server):

@@ -66,12 +66,13 @@ class DeployParams:
                 f"liveness_answer_epochs + 2) epochs ({settle} s): a closed lease's last epochs "
                 "turn final only then")
         # A validator may request unbonding right after reporting: its stake must still be
-        # there when a challenge of that report arrives (which then locks it).
-        if self.unbonding_period < (self.liveness_report_delay + 2) * self.epoch_length:
+        # there when a challenge of that report can be resolved (Uptime's constructor refuses
+        # less: the challenge does not lock it).
+        if self.unbonding_period < self.liveness_unbonding_floor(self.epoch_length):
             raise ValueError(
                 f"unbonding_period ({self.unbonding_period} s) must be at least "
-                f"(liveness_report_delay + 2) epochs: a validator could withdraw before its "
-                "liveness report can be challenged")
+                f"(liveness_report_delay + liveness_answer_epochs + 3) epochs: a validator "
+                "could withdraw before a challenge of its liveness report is resolved")
         v = self.verification
         late = v.challenge_window + self.root_grace + v.vote_period
         if self.claim_window < late:
@@ -81,6 +82,11 @@ class DeployParams:
                 "claim_window after a close, and a late challenge must still find it")
 
 
+    def liveness_unbonding_floor(self, epoch_length: int) -> int:
+        """The shortest unbonding period Uptime takes with these windows (its constructor's
+        check): a challenge is resolved from epoch e + report_delay + answer_epochs + 2 on."""
+        return (self.liveness_report_delay + self.liveness_answer_epochs + 3) * epoch_length
+
     def with_epoch(self, epoch_length: int) -> DeployParams:
         """These parameters with another uptime epoch, the claim window and the unbonding
         period raised (never lowered) to what that epoch needs (the checks above)."""
@@ -88,7 +94,7 @@ class DeployParams:
         return replace(self, epoch_length=epoch_length,
                        claim_window=max(self.claim_window, settle),
                        unbonding_period=max(self.unbonding_period,
-                                            (self.liveness_report_delay + 2) * epoch_length))
+                                            self.liveness_unbonding_floor(epoch_length)))
 
 
 def deploy_contract(w3: Web3, deployer: LocalAccount, name: str, *args) -> tuple[str, int]:

@@ -95,18 +95,72 @@ class Uptime(ContractWrapper):
         """This provider's epoch, with a validator's receipt that its report left out."""
         return self._send("claim_beat", epoch, validator, receipt_signature, beat_signature)
 
-    def challenge_inclusion(self, validator: str, epoch: int, provider: str,
-                            words: list[int]) -> tuple[TxReceipt, int]:
-        """Challenge a report naming `provider` (bond: approve the stake token first)."""
-        receipt = self._send("challenge_inclusion", validator, epoch, provider, words)
-        return receipt, self._event(receipt, "InclusionChallenged")["challenge_id"]
+    def max_answers(self) -> int:
+        """Uptime.MAX_ANSWERS: the most beats one answer_challenge call may show."""
+        return self._call("MAX_ANSWERS")
 
-    def answer_challenge(self, challenge_id: int, beat_signature: bytes) -> TxReceipt:
-        """Show the provider's beat; ANSWERER_SHARE_BPS of the bond comes to this account, the
-        rest goes to the validator (ChallengeAnswered's to_answerer and to_validator)."""
-        return self._send("answer_challenge", challenge_id, beat_signature)
+    def challenge_bond_for(self, named: int) -> int:
+        """The bond of a challenge naming `named` providers (challenge_bond per
+        Uptime.NAMED_PER_BOND of them, rounded up), in stake-token base units."""
+        return self._call("challenge_bond_for", named)
+
+    def answer_fee(self) -> int:
+        """The fixed fee each beat shown on a challenge pays its shower (InclusionAnswered's
+        to_answerer): challenge_bond * ANSWER_FEE_BPS / 10,000 / NAMED_PER_BOND, about one
+        batched answer's gas. A challenger loses at most this per named provider: the rest of
+        the bond always comes back to it."""
+        return self._call("answer_fee")
+
+    def named_per_bond(self) -> int:
+        """Uptime.NAMED_PER_BOND: the providers one challenge_bond covers."""
+        return self._call("NAMED_PER_BOND")
+
+    def named_word(self, challenge_id: int, index: int) -> int:
+        """The providers a challenge names, registry indices 256·index .. 256·index+255."""
+        return self._call("named_word", challenge_id, index)
+
+    def challenged_word(self, validator: str, epoch: int, index: int) -> int:
+        """Inclusions of `validator`'s report on `epoch` already named by a challenge."""
+        return self._call("challenged_word", validator, epoch, index)
+
+    def proven_word(self, epoch: int, index: int) -> int:
+        """Challenged providers whose beat of `epoch` was shown in time on a challenge."""
+        return self._call("proven_word", epoch, index)
+
+    def challenge_inclusions(self, validator: str, epoch: int, words: list[int],
+                             named: list[int]) -> tuple[TxReceipt, int]:
+        """Challenge the inclusions `named` (a bitmap of registry indices, a subset of the
+        report `words`) of `validator`'s report on `epoch`; those a challenge named already
+        are left out (refused only when none is left: "every provider named was challenged
+        already"). The bond is challenge_bond_for(the providers it names): approve the stake
+        token for challenge_bond_for(all of `named`) first. What it named:
+        `challenged_set(receipt)`."""
+        receipt = self._send("challenge_inclusions", validator, epoch, words, named)
+        return receipt, self._event(receipt, "InclusionsChallenged")["challenge_id"]
+
+    def challenged_set(self, receipt: TxReceipt) -> dict:
+        """The InclusionsChallenged of a `challenge_inclusions` receipt: its `named` bitmap
+        is what the challenge actually names, `bond` what it took."""
+        return self._event(receipt, "InclusionsChallenged")
+
+    def answer_challenge(self, challenge_id: int, providers: list[str],
+                         beat_signatures: list[bytes]) -> TxReceipt:
+        """Show named providers' beats (at most Uptime.MAX_ANSWERS a call); each pays this
+        account answer_fee() (InclusionAnswered's to_answerer). A provider whose beat was shown
+        already (on any challenge of the epoch) is skipped, unpaid; refused only when every one
+        given was ("every beat given was shown already"). Once every named beat is shown on
+        this challenge, the rest of the bond goes back to the challenger."""
+        return self._send("answer_challenge", challenge_id, providers, beat_signatures)
+
+    def answers_in(self, receipt: TxReceipt) -> list[dict]:
+        """The InclusionAnswered events of an `answer_challenge` receipt: the beats it showed
+        (those shown already were skipped)."""
+        return self._events(receipt, "InclusionAnswered")
 
     def resolve_challenge(self, challenge_id: int) -> TxReceipt:
+        """After the answer window: slash per unanswered named provider, or settle as answered;
+        either way the bond less the fees paid goes back to the challenger (the caller gains
+        nothing)."""
         return self._send("resolve_challenge", challenge_id)
 
     def report_outage(self, provider: str, first_epoch: int) -> tuple[TxReceipt, dict]:

@@ -10,10 +10,17 @@
           validators, who answer with a signed `BeatReceipt`. Once the epoch is over, each
           validator posts ONE bitmap of registry indices whose beats it holds; the bitmaps are
           OR-ed into the epoch's live bitmap (one storage word per 256 providers).
-          A validator that names a provider without its signature is challenged with a bond
-          and, unless anyone shows the signature in time, slashed; the bit is revoked (at
-          finality, whether or not anyone resolves the challenge); shown in time, the bond is
-          shared by whoever showed it and the validator. A provider left out of a report
+          Anyone challenges a report with a bond, naming any set of the providers it names (one
+          call may name all of them: a liar cannot hide a false inclusion among true ones that
+          it only shows on chain). Each named provider whose beat signature nobody shows in
+          time costs the validator `inclusion_slash`, and its bit is revoked (at finality,
+          whether or not anyone resolves the challenge); each beat shown in time pays its
+          shower a fixed answer fee from the bond (about one batched answer's gas), and the
+          rest of the bond goes back to the challenger. Nothing is paid to the validator: a
+          liar that withholds beats and answers them on chain earns its gas back, no more.
+          No lock either: the constructor requires the Validators' unbonding period to
+          outlast a challenge's answer window, so a challenged validator's stake is still
+          there (active or unbonding) when the challenge can be resolved. A provider left out of a report
           despite a receipt (from a validator now, or when the epoch opened) claims its epoch
           with the receipt.
         - A heartbeat transaction naming a recent block (number and hash, checked with
@@ -32,6 +39,7 @@ initializes: eip712_domain_separator
 
 exports: eip712_domain_separator.eip712Domain
 
+import bitcount
 import signature
 from .interfaces import IProviderRegistry
 from .interfaces import IStakeToken
@@ -43,11 +51,17 @@ implements: IUptime
 
 struct Challenge:
     validator: address
-    provider: address
     epoch: uint256
     challenger: address
     bond: uint256
-    # 0 none, 1 open, 2 answered, 3 resolved (validator slashed)
+    # providers named (their registry bits: named_word), and how many of them were answered here
+    named: uint256
+    answered: uint256
+    # answer fees paid so far (ANSWER_FEE_BPS of challenge_bond / NAMED_PER_BOND per beat)
+    paid: uint256
+    # registry words the named bitmap spans (named_word(id, j) for j < words)
+    words: uint256
+    # 0 none, 1 open, 2 answered (every named beat shown), 3 resolved (validator slashed)
     state: uint8
 
 
@@ -100,32 +114,40 @@ event BeatClaimed:
     validator: indexed(address)
 
 
-event InclusionChallenged:
+# `named` is a bitmap of registry indices like a report's words (bit i of named[j] is the
+# provider with index 256*j + i), a subset of the validator's report.
+event InclusionsChallenged:
+    challenge_id: indexed(uint256)
+    validator: indexed(address)
+    epoch: indexed(uint256)
+    challenger: address
+    named_count: uint256
+    bond: uint256
+    answer_by_epoch: uint256
+    named: DynArray[uint256, MAX_LIVENESS_WORDS]
+
+
+# One named provider's beat shown in time on this challenge: to_answerer of the bond (the
+# answer fee) to answered_by.
+event InclusionAnswered:
     challenge_id: indexed(uint256)
     validator: indexed(address)
     provider: indexed(address)
     epoch: uint256
-    challenger: address
-    bond: uint256
-    answer_by_epoch: uint256
-
-
-# The bond is paid out: to_answerer to answered_by, to_validator to the validator (their sum
-# is the bond). A challenge settled by resolve_challenge because the beat was shown on another
-# challenge names its resolver as answered_by and pays it nothing.
-event ChallengeAnswered:
-    challenge_id: indexed(uint256)
-    validator: indexed(address)
     answered_by: address
     to_answerer: uint256
-    to_validator: uint256
 
 
+# A challenge is over; the bond less the answer fees goes back to the challenger
+# (bond_returned). unanswered == 0: state ANSWERED (every named beat was shown, here or on
+# another challenge). Otherwise state RESOLVED: the validator is slashed inclusion_slash per
+# unanswered provider (slashed: what it had), CHALLENGER_SHARE_BPS of it to the challenger
+# (to_challenger), the remainder burned.
 event ChallengeResolved:
     challenge_id: indexed(uint256)
     validator: indexed(address)
-    provider: indexed(address)
-    epoch: uint256
+    epoch: indexed(uint256)
+    unanswered: uint256
     slashed: uint256
     to_challenger: uint256
     burned: uint256
@@ -136,8 +158,11 @@ event ChallengeResolved:
 MAX_JAIL_AFTER: public(constant(uint256)) = 1_024
 # A liveness report covers registry indices 0 .. 256 * MAX_LIVENESS_WORDS - 1 (131,072).
 MAX_LIVENESS_WORDS: public(constant(uint256)) = 512
-# Validators.MAX_LOCK (30 days): the longest lock a challenge may place on a validator's stake.
-MAX_CHALLENGE_LOCK: constant(uint256) = 30 * 86_400
+# One challenge_bond buys a challenge naming up to this many providers (the bond grows by one
+# challenge_bond per further NAMED_PER_BOND), so that the bond always covers the answer fees.
+NAMED_PER_BOND: public(constant(uint256)) = 256
+# Beats one answer_challenge call may show (a bound for its loop).
+MAX_ANSWERS: public(constant(uint256)) = 64
 BEAT_TYPEHASH: public(constant(bytes32)) = keccak256("Beat(address provider,uint256 epoch,bytes32 seed)")
 BEAT_RECEIPT_TYPEHASH: public(constant(bytes32)) = keccak256(
     "BeatReceipt(address provider,address validator,uint256 epoch)"
@@ -146,13 +171,12 @@ BEAT_RECEIPT_TYPEHASH: public(constant(bytes32)) = keccak256(
 # validator that front-runs an honest challenge with its own (from a second address) still
 # loses most of the slash (basis points).
 CHALLENGER_SHARE_BPS: public(constant(uint256)) = 2_000
-# The answerer's share of an answered challenge's bond; the rest goes to the validator. Paid to
-# the answerer so that a validator challenging its own honest report (from a second address)
-# loses the bond to the provider or colleague who has to answer it; not all of it, so that
-# anyone holding a beat signature (the provider, a validator, anyone once an answer made it
-# public) who challenges an honest report and answers it himself still pays the validator for
-# the lock the challenge puts on its stake (basis points).
-ANSWERER_SHARE_BPS: public(constant(uint256)) = 5_000
+# The answer fee: each beat shown on a challenge pays its shower challenge_bond *
+# ANSWER_FEE_BPS / 10_000 / NAMED_PER_BOND (at most half of any bond). Sized to one batched
+# answer's gas, not more: a validator (or its second address) answering beats it withheld
+# earns back its gas, so withholding them to drain challengers' bonds pays nothing; a
+# griefer naming an honest report's inclusions pays each answerer's gas (basis points).
+ANSWER_FEE_BPS: public(constant(uint256)) = 5_000
 # open_epoch stores seed = the previous block's hash with its low 64 bits replaced by the
 # number of the block it ran in (no second storage slot): claim_beat reads that block back.
 SEED_BLOCK_MASK: constant(uint256) = 2**64 - 1
@@ -193,8 +217,10 @@ _proven: HashMap[uint256, HashMap[uint256, uint256]]
 report_hash: public(HashMap[address, HashMap[uint256, bytes32]])
 challenges: public(HashMap[uint256, Challenge])
 challenge_count: public(uint256)
-# keccak256(validator, epoch, provider) -> an inclusion was already challenged
-_challenged: HashMap[bytes32, bool]
+# challenge id -> registry index // 256 -> the providers it names
+_named: HashMap[uint256, HashMap[uint256, uint256]]
+# validator -> epoch -> registry index // 256 -> inclusions already named by a challenge
+_challenged: HashMap[address, HashMap[uint256, HashMap[uint256, uint256]]]
 
 
 @deploy
@@ -212,7 +238,7 @@ def __init__(
     """
     @notice Epoch 0 starts now. Grant this contract the registry's slasher role (so that
             `report_outage` can jail) and the Validators' slasher role (so that an unanswered
-            challenge slashes, and an open one locks the validator's stake). The EIP-712 domain
+            challenge slashes). The EIP-712 domain
             of beats and receipts is ("TesseraUptime", "1", chain id, this contract).
     @param registry_ The ProviderRegistry whose providers are live or not.
     @param validators_ The Validators registry (who may report, who is slashed).
@@ -231,11 +257,13 @@ def __init__(
     assert jail_period_ > 0, "uptime: zero jail period"
     assert report_delay_ > 0 and report_delay_ <= 64, "uptime: report_delay out of range"
     assert answer_epochs_ > 0 and answer_epochs_ <= 64, "uptime: answer_epochs out of range"
-    # A challenge locks the validator's stake from (at the earliest) epoch e+1 to the start of
-    # epoch e + report_delay + 1 + answer_epochs + 2; Validators.lock refuses a lock longer
-    # than its MAX_LOCK, which would make every challenge revert (a liar never slashed).
-    assert epoch_length_ <= MAX_CHALLENGE_LOCK, "uptime: epochs too long for the challenge lock"
-    assert (report_delay_ + answer_epochs_ + 2) * epoch_length_ <= MAX_CHALLENGE_LOCK, "uptime: epochs too long for the challenge lock"
+    # A validator may request unbonding right after it reports (epoch e+1); a challenge of that
+    # report is resolved from epoch answer_end(e) + 1 = e + report_delay + answer_epochs + 2 on.
+    # Its stake must still be slashable then (active or unbonding), with one epoch to spare for
+    # the resolve: so no challenge needs to lock it (a lock anyone could renew every epoch would
+    # keep an honest validator from ever leaving).
+    # (Written as a division, so that a huge epoch length reads as this, not as an overflow.)
+    assert epoch_length_ <= staticcall IValidators(validators_).unbonding_period() // (report_delay_ + answer_epochs_ + 3), "uptime: unbonding period shorter than a challenge"
     assert challenge_bond_ > 0, "uptime: zero challenge bond"
     eip712_domain_separator.__init__("TesseraUptime", "1")
     registry = registry_
@@ -352,23 +380,40 @@ def _may_receipt(validator: address, epoch: uint256) -> bool:
 
 
 @internal
-def _pay_answered(challenge_id: uint256, c: Challenge, answerer: address, to_answerer: uint256):
-    # An answered challenge's bond: to_answerer to the answerer, the rest to the validator.
+@view
+def _bond_for(named: uint256) -> uint256:
+    return challenge_bond * ((named + NAMED_PER_BOND - 1) // NAMED_PER_BOND)
+
+
+@internal
+@view
+def _answer_fee() -> uint256:
+    # At most ANSWER_FEE_BPS of the bond in all, whatever the number named.
+    return challenge_bond * ANSWER_FEE_BPS // 10_000 // NAMED_PER_BOND
+
+
+@internal
+def _pay(to: address, amount: uint256):
+    if amount > 0:
+        assert extcall IERC20(stake_token).transfer(to, amount, default_return_value=True), "uptime: bond transfer failed"
+
+
+@internal
+def _settle_answered(challenge_id: uint256, c: Challenge):
+    # Every named beat was shown: the bond less the answer fees goes back to the challenger.
     self.challenges[challenge_id].state = ANSWERED
-    to_validator: uint256 = c.bond - to_answerer
-    log ChallengeAnswered(
+    rest: uint256 = c.bond - c.paid
+    log ChallengeResolved(
         challenge_id=challenge_id,
         validator=c.validator,
-        answered_by=answerer,
-        to_answerer=to_answerer,
-        to_validator=to_validator,
+        epoch=c.epoch,
+        unanswered=0,
+        slashed=0,
+        to_challenger=0,
+        burned=0,
+        bond_returned=rest,
     )
-    if answerer == c.validator:
-        to_validator = c.bond
-    elif to_answerer > 0:
-        assert extcall IERC20(stake_token).transfer(answerer, to_answerer, default_return_value=True), "uptime: bond transfer failed"
-    if to_validator > 0:
-        assert extcall IERC20(stake_token).transfer(c.validator, to_validator, default_return_value=True), "uptime: bond transfer failed"
+    self._pay(c.challenger, rest)
 
 
 @internal
@@ -503,6 +548,67 @@ def opened_block(epoch: uint256) -> uint256:
 
 
 @external
+@view
+def challenge_bond_for(named: uint256) -> uint256:
+    """
+    @notice The bond of a challenge naming `named` providers: challenge_bond per
+            NAMED_PER_BOND of them, rounded up.
+    @param named The number of providers named.
+    @return uint256 The bond in stake-token base units.
+    """
+    return self._bond_for(named)
+
+
+@external
+@view
+def answer_fee() -> uint256:
+    """
+    @notice What each beat shown on a challenge pays its shower, from the bond.
+    @return uint256 challenge_bond * ANSWER_FEE_BPS / 10_000 / NAMED_PER_BOND (stake-token base units).
+    """
+    return self._answer_fee()
+
+
+@external
+@view
+def named_word(challenge_id: uint256, index: uint256) -> uint256:
+    """
+    @notice The providers a challenge names, registry indices 256*index .. 256*index+255.
+    @param challenge_id The challenge.
+    @param index The 256-provider word's index (registry index >> 8).
+    @return uint256 The bitmap.
+    """
+    return self._named[challenge_id][index]
+
+
+@external
+@view
+def challenged_word(validator: address, epoch: uint256, index: uint256) -> uint256:
+    """
+    @notice The inclusions of `validator`'s report on `epoch` already named by a challenge
+            (none may be named again), registry indices 256*index .. 256*index+255.
+    @param validator The reporting validator.
+    @param epoch The reported epoch.
+    @param index The 256-provider word's index (registry index >> 8).
+    @return uint256 The bitmap.
+    """
+    return self._challenged[validator][epoch][index]
+
+
+@external
+@view
+def proven_word(epoch: uint256, index: uint256) -> uint256:
+    """
+    @notice The challenged providers whose beat of `epoch` was shown in time on a challenge,
+            registry indices 256*index .. 256*index+255.
+    @param epoch The epoch.
+    @param index The 256-provider word's index (registry index >> 8).
+    @return uint256 The bitmap.
+    """
+    return self._proven[epoch][index]
+
+
+@external
 def open_epoch() -> bytes32:
     """
     @notice Anyone fixes the current epoch's seed once: the previous block's hash with its low
@@ -597,19 +703,25 @@ def claim_beat(epoch: uint256, validator: address, receipt_signature: Bytes[65],
 
 
 @external
-def challenge_inclusion(
-    validator: address, epoch: uint256, provider: address, words: DynArray[uint256, MAX_LIVENESS_WORDS]
+def challenge_inclusions(
+    validator: address,
+    epoch: uint256,
+    words: DynArray[uint256, MAX_LIVENESS_WORDS],
+    named: DynArray[uint256, MAX_LIVENESS_WORDS],
 ) -> uint256:
     """
-    @notice Anyone challenges a report that names `provider`: unless someone shows the
-            provider's beat signature by the end of epoch epoch + report_delay + 1 +
-            answer_epochs, the validator is slashed. Pulls `challenge_bond` stake tokens
-            (approve first) and locks the validator's stake until the challenge can be
-            resolved. Open until the end of epoch epoch + report_delay + 1; once per inclusion.
+    @notice Anyone challenges a report's inclusions: for every provider in `named` whose beat
+            signature nobody shows by the end of epoch epoch + report_delay + 1 +
+            answer_epochs, the validator is slashed `inclusion_slash`. Inclusions another
+            challenge named already are left out (so naming one first cannot void a set:
+            front-running with a decoy only takes the decoy out); the rest is this challenge,
+            as logged. Pulls challenge_bond_for(its providers) stake tokens (approve first).
+            Open until the end of epoch epoch + report_delay + 1.
     @param validator The reporting validator.
     @param epoch The reported epoch.
-    @param provider The provider named.
     @param words The validator's report, exactly as logged (checked against its hash).
+    @param named The providers challenged, as a bitmap of registry indices like `words`: a
+           subset of the report with at least one not named before (challenged_word).
     @return uint256 The challenge id.
     """
     current: uint256 = self._current_epoch()
@@ -617,94 +729,154 @@ def challenge_inclusion(
     stored: bytes32 = self.report_hash[validator][epoch]
     assert stored != empty(bytes32), "uptime: no such report"
     assert keccak256(abi_encode(words)) == stored, "uptime: words are not the report"
-    index: uint256 = staticcall IProviderRegistry(registry).index_of(provider)
-    assert staticcall IProviderRegistry(registry).is_registered(provider), "uptime: not registered"
-    assert index >> 8 < len(words) and (words[index >> 8] >> (index & 255)) & 1 == 1, "uptime: provider not in the report"
-    key: bytes32 = keccak256(abi_encode(validator, epoch, provider))
-    assert not self._challenged[key], "uptime: already challenged"
-    self._challenged[key] = True
-    self._disputed[epoch][index >> 8] |= 1 << (index & 255)
+    assert len(named) <= len(words), "uptime: named words beyond the report"
     challenge_id: uint256 = self.challenge_count + 1
+    count: uint256 = 0
+    asked: bool = False
+    fresh: DynArray[uint256, MAX_LIVENESS_WORDS] = []
+    for j: uint256 in range(MAX_LIVENESS_WORDS):
+        if j == len(named):
+            break
+        w: uint256 = named[j]
+        if w != 0:
+            asked = True
+            assert w & ~words[j] == 0, "uptime: provider not in the report"
+            taken: uint256 = self._challenged[validator][epoch][j]
+            w = w & ~taken
+            if w != 0:
+                self._challenged[validator][epoch][j] = taken | w
+                self._disputed[epoch][j] |= w
+                self._named[challenge_id][j] = w
+                count += bitcount.count(w)
+        fresh.append(w)
+    assert asked, "uptime: no provider named"
+    assert count > 0, "uptime: every provider named was challenged already"
+    bond: uint256 = self._bond_for(count)
     self.challenge_count = challenge_id
     self.challenges[challenge_id] = Challenge(
-        validator=validator, provider=provider, epoch=epoch, challenger=msg.sender, bond=challenge_bond, state=OPEN
-    )
-    answer_by: uint256 = self._answer_end(epoch)
-    log InclusionChallenged(
-        challenge_id=challenge_id,
         validator=validator,
-        provider=provider,
         epoch=epoch,
         challenger=msg.sender,
-        bond=challenge_bond,
-        answer_by_epoch=answer_by,
+        bond=bond,
+        named=count,
+        answered=0,
+        paid=0,
+        words=len(fresh),
+        state=OPEN,
     )
-    # Keep the validator from unbonding out of the slash: locked until the challenge resolves.
-    if staticcall IValidators(validators).is_slasher(self):
-        extcall IValidators(validators).lock(validator, genesis + (answer_by + 2) * epoch_length)
-    assert extcall IERC20(stake_token).transferFrom(msg.sender, self, challenge_bond, default_return_value=True), "uptime: bond transfer failed"
+    answer_by: uint256 = self._answer_end(epoch)
+    log InclusionsChallenged(
+        challenge_id=challenge_id,
+        validator=validator,
+        epoch=epoch,
+        challenger=msg.sender,
+        named_count=count,
+        bond=bond,
+        answer_by_epoch=answer_by,
+        named=fresh,
+    )
+    assert extcall IERC20(stake_token).transferFrom(msg.sender, self, bond, default_return_value=True), "uptime: bond transfer failed"
     return challenge_id
 
 
 @external
-def answer_challenge(challenge_id: uint256, beat_signature: Bytes[65]):
+def answer_challenge(
+    challenge_id: uint256,
+    providers: DynArray[address, MAX_ANSWERS],
+    beat_signatures: DynArray[Bytes[65], MAX_ANSWERS],
+):
     """
-    @notice Anyone (the validator, the provider, another validator) answers an open
-            challenge with the provider's beat signature, in time: ANSWERER_SHARE_BPS of the
-            bond goes to the caller, the rest to the challenged validator (all of it when the
-            validator answers).
+    @notice Anyone (the validator, a provider, another validator) answers an open challenge
+            with named providers' beat signatures, in time. Each beat shown pays the caller
+            the answer fee; a provider whose beat was shown already (on any challenge: one
+            copied from this call's calldata and sent first, say) is skipped, unpaid, so that
+            nobody can void a batch. Once every named beat is shown here, the rest of the bond
+            goes back to the challenger.
     @param challenge_id The challenge.
-    @param beat_signature The provider's `Beat(provider, epoch, seed(epoch))`.
+    @param providers Named providers, at least one whose beat was not yet shown.
+    @param beat_signatures Each provider's `Beat(provider, epoch, seed(epoch))`, in order.
     """
     c: Challenge = self.challenges[challenge_id]
     assert c.state == OPEN, "uptime: challenge not open"
     assert self._current_epoch() <= self._answer_end(c.epoch), "uptime: answer too late"
-    assert signature.recover(self._beat_digest(c.provider, c.epoch), beat_signature) == c.provider, "uptime: beat not signed by the provider"
-    index: uint256 = staticcall IProviderRegistry(registry).index_of(c.provider)
-    self._proven[c.epoch][index >> 8] |= 1 << (index & 255)
-    self._pay_answered(challenge_id, c, msg.sender, c.bond * ANSWERER_SHARE_BPS // 10_000)
+    assert len(providers) > 0, "uptime: no provider given"
+    assert len(providers) == len(beat_signatures), "uptime: one signature per provider"
+    fee: uint256 = self._answer_fee()
+    shown: uint256 = 0
+    for i: uint256 in range(MAX_ANSWERS):
+        if i == len(providers):
+            break
+        provider: address = providers[i]
+        assert staticcall IProviderRegistry(registry).is_registered(provider), "uptime: not registered"
+        index: uint256 = staticcall IProviderRegistry(registry).index_of(provider)
+        bit: uint256 = 1 << (index & 255)
+        assert self._named[challenge_id][index >> 8] & bit != 0, "uptime: provider not named"
+        proven: uint256 = self._proven[c.epoch][index >> 8]
+        if proven & bit != 0:
+            continue
+        assert signature.recover(self._beat_digest(provider, c.epoch), beat_signatures[i]) == provider, "uptime: beat not signed by the provider"
+        self._proven[c.epoch][index >> 8] = proven | bit
+        log InclusionAnswered(
+            challenge_id=challenge_id,
+            validator=c.validator,
+            provider=provider,
+            epoch=c.epoch,
+            answered_by=msg.sender,
+            to_answerer=fee,
+        )
+        shown += 1
+    assert shown > 0, "uptime: every beat given was shown already"
+    c.answered += shown
+    c.paid += fee * shown
+    self.challenges[challenge_id].answered = c.answered
+    self.challenges[challenge_id].paid = c.paid
+    self._pay(msg.sender, fee * shown)
+    if c.answered == c.named:
+        self._settle_answered(challenge_id, c)
 
 
 @external
 def resolve_challenge(challenge_id: uint256):
     """
-    @notice Anyone resolves a challenge left unanswered past its last answer epoch: the
-            validator is slashed `inclusion_slash`, CHALLENGER_SHARE_BPS of it to the
-            challenger with its bond, the rest burned. (The provider's live bit of that epoch stopped counting when the
-            epoch became final, unanswered.) If the provider's beat was shown in time on
-            another challenge of the same provider and epoch, it is settled as answered instead:
-            nobody answered this one, so its whole bond goes to the validator.
+    @notice Anyone resolves a challenge after its last answer epoch. Every named provider whose
+            beat was not shown in time (here or on another challenge of the epoch) costs the
+            validator `inclusion_slash`: CHALLENGER_SHARE_BPS of what is slashed goes to the
+            challenger, the rest is burned. (Those providers' live bits stopped counting when
+            the epoch became final.) Either way the bond less the answer fees goes back to the
+            challenger.
     @param challenge_id The challenge.
     """
     c: Challenge = self.challenges[challenge_id]
     assert c.state == OPEN, "uptime: challenge not open"
     assert self._current_epoch() > self._answer_end(c.epoch), "uptime: answer time not over"
-    # The provider's beat was shown in time on another challenge of the same inclusion (another
-    # validator's report): this inclusion is proven too, so it is settled as answered (the
-    # validator is not slashed for a beat the chain has seen, and the provider's bit stays).
-    index: uint256 = staticcall IProviderRegistry(registry).index_of(c.provider)
-    if (self._proven[c.epoch][index >> 8] >> (index & 255)) & 1 == 1:
-        self._pay_answered(challenge_id, c, msg.sender, 0)
+    unanswered: uint256 = 0
+    for j: uint256 in range(MAX_LIVENESS_WORDS):
+        if j == c.words:
+            break
+        unanswered += bitcount.count(self._named[challenge_id][j] & ~self._proven[c.epoch][j])
+    if unanswered == 0:
+        self._settle_answered(challenge_id, c)
         return
     self.challenges[challenge_id].state = RESOLVED
     slashed: uint256 = 0
     # Guarded like the Market's slash: a revoked slasher role must not strand the bond.
     if inclusion_slash > 0 and staticcall IValidators(validators).is_slasher(self):
-        slashed = extcall IValidators(validators).slash(c.validator, inclusion_slash, self)
+        slashed = extcall IValidators(validators).slash(c.validator, inclusion_slash * unanswered, self)
     reward: uint256 = slashed * CHALLENGER_SHARE_BPS // 10_000
+    rest: uint256 = c.bond - c.paid
     log ChallengeResolved(
         challenge_id=challenge_id,
         validator=c.validator,
-        provider=c.provider,
         epoch=c.epoch,
+        unanswered=unanswered,
         slashed=slashed,
         to_challenger=reward,
         burned=slashed - reward,
-        bond_returned=c.bond,
+        bond_returned=rest,
     )
     if slashed > reward:
         extcall IStakeToken(stake_token).burn(slashed - reward)
-    assert extcall IERC20(stake_token).transfer(c.challenger, c.bond + reward, default_return_value=True), "uptime: bond transfer failed"
+    self._pay(c.challenger, rest + reward)
 
 
 @external

@@ -9,6 +9,8 @@ The derived tables (`DERIVED`) are a pure function of the raw events in chain or
 (`explorer/derive.py`). A reorg rollback deletes the per-event rows (`PER_EVENT`) of the removed
 transactions and rebuilds only the entity rows (`ENTITY_TABLES`) the removed events changed, from
 their own kept events, found through `Event.entity` and `Event.validator` (indexer._rollback).
+The base and column types are in db_base.py, Uptime's inclusion challenges' tables in
+db_liveness.py (both re-exported here).
 """
 
 from __future__ import annotations
@@ -24,45 +26,18 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     create_engine,
     event,
 )
 from sqlalchemy import inspect as sql_inspect
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from tessera.chain.accounts import tessera_home
 from tessera.errors import IndexerError
-
-
-class BigAmount(TypeDecorator):
-    """Unbounded integer stored as decimal text (portable across SQLite and PostgreSQL)."""
-
-    impl = String(80)
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        return None if value is None else str(int(value))
-
-    def process_result_value(self, value, dialect):
-        return None if value is None else int(value)
-
-
-class ChainText(TypeDecorator):
-    """A string someone put on chain (a GPU model, an endpoint): NUL, which PostgreSQL's text
-    refuses, is stored as U+FFFD on every backend, so both hold the same rows."""
-
-    impl = String
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        return None if value is None else str(value).replace("\x00", "\ufffd")
-
-
-class Base(DeclarativeBase):
-    pass
+from tessera.explorer.db_base import Base, BigAmount, ChainText
+from tessera.explorer.db_liveness import LivenessChallenge, LivenessNamed, RegistryIndex
 
 
 class Cursor(Base):
@@ -418,33 +393,6 @@ class AgentGrant(Base):
     revoked_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
 
 
-class LivenessChallenge(Base):
-    """An Uptime inclusion challenge of a validator's liveness report naming a provider, and its
-    outcome (answered with the beat, or resolved unanswered): derive_liveness.py."""
-
-    __tablename__ = "explorer_liveness_challenges"
-    __table_args__ = (Index("ix_liveness_challenge_provider", "provider", "challenge_id"),
-                      Index("ix_liveness_challenge_validator", "validator", "challenge_id"))
-    challenge_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    validator: Mapped[str] = mapped_column(String(42))
-    provider: Mapped[str] = mapped_column(String(42))
-    epoch: Mapped[int] = mapped_column(BigAmount)
-    challenger: Mapped[str] = mapped_column(String(42))
-    bond: Mapped[int] = mapped_column(BigAmount)
-    answer_by_epoch: Mapped[int] = mapped_column(BigAmount)
-    status: Mapped[str] = mapped_column(String(10))        # open | answered | resolved
-    opened_at: Mapped[int] = mapped_column(BigInteger)
-    opened_tx: Mapped[str] = mapped_column(String(66))
-    answered_by: Mapped[str | None] = mapped_column(String(42), nullable=True)
-    answered_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
-    to_answerer: Mapped[int] = mapped_column(BigAmount, default=0)     # of the bond, if answered
-    to_validator: Mapped[int] = mapped_column(BigAmount, default=0)
-    resolved_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    resolved_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
-    slashed: Mapped[int] = mapped_column(BigAmount, default=0)
-    bond_returned: Mapped[int] = mapped_column(BigAmount, default=0)
-
-
 class AgentOwner(Base):
     """An AgentBudget owner's deposits and withdrawals; its payments are `AgentPayment` rows."""
 
@@ -457,9 +405,10 @@ class AgentOwner(Base):
 
 
 DERIVED = (Payment, Lease, Order, Provider, Round, Challenge, Vote, Settlement, Validator, HardwareCase,
-           HardwareEntry, Slash, AgentPayment, AgentGrant, AgentOwner, LivenessChallenge)
-# Rows one event writes once, keyed by its (tx_hash, log_index) and final with its transaction.
-PER_EVENT = (Payment, Settlement, Slash, HardwareEntry, AgentPayment)
+           HardwareEntry, Slash, AgentPayment, AgentGrant, AgentOwner, LivenessChallenge, LivenessNamed,
+           RegistryIndex)
+# Rows one event writes once, final with its transaction (a rollback deletes them by tx_hash).
+PER_EVENT = (Payment, Settlement, Slash, HardwareEntry, AgentPayment, LivenessNamed, RegistryIndex)
 # Rows several events change, by derive.entities_of's kind (a challenge's votes go with it).
 ENTITY_TABLES = {"provider": Provider, "order": Order, "lease": Lease, "round": Round, "challenge": Challenge,
                  "validator": Validator, "hardware": HardwareCase, "grant": AgentGrant,
@@ -488,13 +437,18 @@ def make_engine(url: str | None = None) -> Engine:
 
 
 def _check_columns(engine: Engine) -> None:
-    """Refuse a database an older explorer made (create_all adds tables, never columns)."""
+    """Refuse a database another explorer version made (create_all adds tables, never columns):
+    a column missing, or one this explorer no longer has (a NOT NULL one would refuse its inserts)."""
     found = sql_inspect(engine)
     for table in Base.metadata.sorted_tables:
         have = {c["name"] for c in found.get_columns(table.name)}
         missing = sorted(c.name for c in table.columns if c.name not in have)
-        if missing:
+        extra = sorted(have - {c.name for c in table.columns})
+        if missing or extra:
+            what = "; ".join(part for part in (
+                f"lacks {', '.join(missing)}" if missing else "",
+                f"still has {', '.join(extra)}" if extra else "") if part)
             raise IndexerError(
                 f"the explorer database {engine.url.render_as_string(hide_password=True)} was made by "
-                f"an older explorer: table {table.name} lacks {', '.join(missing)}; delete it (or use "
+                f"another explorer version: table {table.name} {what}; delete it (or use "
                 "another --database) and run `tessera explorer index` again")

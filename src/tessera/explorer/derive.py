@@ -3,13 +3,15 @@
 `apply_event` is the only writer of the tables in `db.DERIVED`; they are a pure function of the raw
 events. Events of contracts nobody derives a table from (Probes, Timelock, the tokens but for agents'
 EIP-3009 payments; Uptime's but for its inclusion challenges) are kept raw. Agents' payments, grants
-and owners: `derive_agents.py`; Uptime's inclusion challenges: `derive_liveness.py`.
+and owners: `derive_agents.py`; Uptime's inclusion challenges and the registry indices they name:
+`derive_liveness.py`.
 
 Two kinds of derived rows, so that a reorg rollback costs what the reorg removed, not the history
 (indexer.Indexer._rollback):
-- per-event rows (`db.PER_EVENT`: payments, settlements, slashes, hardware entries) are written once,
-  by one event, from that event and its own transaction: the rollback deletes those of the removed
-  transactions and never rewrites the others;
+- per-event rows (`db.PER_EVENT`: payments, settlements, slashes, hardware entries, registry indices,
+  the providers a liveness challenge names) are written once, by one event, from that event, its own
+  transaction and earlier per-event rows (a challenge's named indices resolve through the registry
+  indices): the rollback deletes those of the removed transactions and never rewrites the others;
 - entity rows (a provider, an order, a lease, a round, a challenge with its votes, a validator, a
   hardware case) change with several events. `entities_of` names the rows an event changes; every
   event stores the first of them in `db.Event.entity` and a validator it names in `db.Event.validator`
@@ -33,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from tessera.explorer import db
 from tessera.explorer.derive_agents import agent_budget, agent_entities, payment_token
-from tessera.explorer.derive_liveness import liveness_entities, uptime_challenges
+from tessera.explorer.derive_liveness import liveness_entities, registry_index, uptime_challenges
 from tessera.protocol.events import EventRecord
 from tessera.protocol.figures import day_of
 from tessera.protocol.money import slash_split
@@ -228,6 +230,8 @@ def _slash(session: Session, r: EventRecord, kind: str, address: str) -> None:
 
 def _registry(session: Session, r: EventRecord, scope: Replay | None) -> None:
     a = r.args
+    if r.event == "ProviderRegistered" and scope is None:
+        registry_index(session, r)          # the bit liveness reports and challenges name
     if "provider" not in a or not _wants(scope, "provider", a["provider"]):
         return
     if r.event == "ProviderRegistered":

@@ -42,7 +42,7 @@ from tessera.protocol.money import slash_split
 from tessera.protocol.reliability import EvidenceBook, reliability_figures
 from tessera.protocol.uptime_book import UptimeLog
 
-STATE_VERSION = 3   # 3: uptime from heartbeats, validators' reports and receipt claims
+STATE_VERSION = 4   # 4: set challenges (InclusionsChallenged); 3: reports and receipt claims
 
 
 @dataclass

@@ -123,7 +123,8 @@ def _claims(records: list[EventRecord],
     stakes = {"ProviderRegistry": defaultdict(lambda: [0, 0]),   # who -> [stake, unbonding]
               "Validators": defaultdict(lambda: [0, 0])}
     bonds: dict[int, tuple[str, int]] = {}             # open challenge -> (challenger, bond)
-    liveness_bonds: dict[int, tuple[str, int]] = {}    # open Uptime challenge -> (challenger, bond)
+    liveness_bonds: dict[int, list] = {}               # open Uptime challenge -> [challenger,
+                                                       # bond left]
     pools: dict[int, int] = {}                          # decided challenge -> voter pool left
     rewards: dict[tuple[str, int], int] = {}            # hardware (provider, epoch) -> pool left
     deposits: dict[str, int] = defaultdict(int)        # AgentBudget owner -> unspent deposit
@@ -171,10 +172,12 @@ def _claims(records: list[EventRecord],
             pools[int(a["challenge_id"])] = int(a["to_voters"])
         elif key == ("Verification", "RewardClaimed"):
             pools[int(a["challenge_id"])] = pools.get(int(a["challenge_id"]), 0) - int(a["amount"])
-        elif key == ("Uptime", "InclusionChallenged"):
-            liveness_bonds[int(a["challenge_id"])] = (a["challenger"], int(a["bond"]))
-        elif key in (("Uptime", "ChallengeAnswered"), ("Uptime", "ChallengeResolved")):
-            liveness_bonds.pop(int(a["challenge_id"]), None)
+        elif key == ("Uptime", "InclusionsChallenged"):
+            liveness_bonds[int(a["challenge_id"])] = [a["challenger"], int(a["bond"])]
+        elif key == ("Uptime", "InclusionAnswered") and int(a["challenge_id"]) in liveness_bonds:
+            liveness_bonds[int(a["challenge_id"])][1] -= int(a["to_answerer"])   # paid out at once
+        elif key == ("Uptime", "ChallengeResolved"):
+            liveness_bonds.pop(int(a["challenge_id"]), None)   # the rest returned, the slash shared out
         elif key == ("HardwareReports", "HardwareSlashed"):
             rewards[(a["provider"], int(a["epoch"]))] = int(a["reward_pool"])
         elif key == ("HardwareReports", "HardwareRewardClaimed"):
@@ -212,9 +215,13 @@ def _claims(records: list[EventRecord],
             verification.append(Claim("voter rewards", "winning voters", "", pool,
                                       f"Verification.claim_reward({cid})"))
     uptime = out[("Uptime", "StakeToken")]
-    for cid, (challenger, bond) in sorted(liveness_bonds.items()):
-        uptime.append(Claim("liveness challenge bond", "challenger (if answered: answerer and validator)",
-                            challenger, bond, f"Uptime.answer_challenge / resolve_challenge({cid})"))
+    for cid, (challenger, left) in sorted(liveness_bonds.items()):
+        if left:
+            uptime.append(Claim(
+                "liveness challenge bond", "answerers (the answer fee per beat shown), then the "
+                "challenger (the rest, whatever the outcome)", challenger, left,
+                f"Uptime.answer_challenge({cid}, ...) until the answer window ends, then "
+                f"resolve_challenge({cid})"))
     hardware = out[("HardwareReports", "StakeToken")]
     for (provider, epoch), pool in sorted(rewards.items()):
         if pool:

@@ -14,7 +14,8 @@ the contract:
 - Once the epoch is over, a validator posts the registry indices of the beats it holds as
   256-bit words: bit i of word j is the provider with registry index 256*j + i.
 - Reports are accepted in epochs e+1 .. e+report_delay; receipt claims and inclusion
-  challenges until e+report_delay+1; answers until e+report_delay+1+answer_epochs. The epoch
+  challenges (each names a set of a report's inclusions, as the same words) until
+  e+report_delay+1; answers until e+report_delay+1+answer_epochs. The epoch
   is *final* after that: only then does it count as down (downtime, outage reports).
 """
 
@@ -33,7 +34,7 @@ MAX_LIVENESS_WORDS = 512   # Uptime.MAX_LIVENESS_WORDS: one report covers 131,07
 # Blocks the block that set an epoch's seed must be buried under before a provider signs it or
 # a validator receipts beats over it, off the devnet unless configured (docs/uptime.md, "Reorgs").
 CONFIRMATIONS = 12
-# Uptime.vy's Challenge.state: answerable, answered with the beat, resolved (slashed).
+# Uptime.vy's Challenge.state: answerable, answered (every named beat shown), resolved (slashed).
 CHALLENGE_OPEN, CHALLENGE_ANSWERED, CHALLENGE_RESOLVED = 1, 2, 3
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
@@ -158,7 +159,7 @@ def is_final(epoch: int, current: int, report_delay: int, answer_epochs: int) ->
 
 def last_challenge_epoch(epoch: int, report_delay: int) -> int:
     """The last epoch in which an inclusion on `epoch` may be challenged
-    (Uptime.challenge_inclusion: epoch < current <= epoch + report_delay + 1)."""
+    (Uptime.challenge_inclusions: epoch < current <= epoch + report_delay + 1)."""
     return epoch + report_delay + 1
 
 

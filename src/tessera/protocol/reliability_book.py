@@ -10,16 +10,15 @@ with history. This book keeps only what can still change a score:
   heartbeat, by a receipt claim, by validators' reports; revoked) (protocol/uptime_book.py
   `UptimeCounts`);
 - the epochs not yet final in full (heartbeats, claims, the OR of the validators' report words,
-  revoked bits), the open inclusion challenges, and the counted reports an unanswered challenge
-  may still revoke;
+  the registry indices inclusion challenges named and those whose beat was shown);
 - per lease, only while its count can still change (`EvidenceBook` compact mode): open leases, and
   closed ones until the Market's `claim_window` after the close has passed; a lease that counts as
   failed is final and dropped at once;
 - the uptime clock and liveness rules, the place folded up to, and the transaction whose slashes
   still wait for a possible downtime claim.
 
-So its state is O(providers + open leases + leases closed within the last claim window + open
-challenges), independent of how many events came before. The rules are the full fold's own
+So its state is O(providers + open leases + leases closed within the last claim window +
+epochs not final), independent of how many events came before. The rules are the full fold's own
 (protocol/reliability.py `EvidenceBook`, `parts`; protocol/uptime_book.py): tests/protocol/
 test_figures_incremental.py checks the values equal `compute_figures`'.
 
@@ -41,7 +40,7 @@ from tessera.protocol.figure_parts import epoch_at, in_chain_order
 from tessera.protocol.reliability import NAME, EvidenceBook, Inputs, parts
 from tessera.protocol.uptime_book import UPTIME, UptimeCounts
 
-STATE_VERSION = 2     # 2: uptime from heartbeats, validators' reports and receipt claims
+STATE_VERSION = 3     # 3: set challenges (InclusionsChallenged); 2: reports and receipt claims
 
 Values = dict[tuple[str, str], int]
 

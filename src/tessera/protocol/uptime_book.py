@@ -9,8 +9,9 @@ Provider p in epoch e is, by the evidence in the logs:
 - **up by validators' reports**: some validator's `LivenessReported` for e names p's registry
   index (bit i of words[j] = index 256*j + i; the index is p's place among `ProviderRegistered`
   events in chain order), e is final, and p's inclusion in e was not disputed, or was proven;
-- **revoked** (down): e is final, it was reported, an `InclusionChallenged` disputed (p, e) and
-  no `ChallengeAnswered` showed p's beat signature for it;
+- **revoked** (down): e is final, it was reported, an `InclusionsChallenged` named p's registry
+  index for e (its `named` bitmap, like a report's words) and no `InclusionAnswered` showed p's
+  beat signature for e (on any challenge of e: the contract takes one beat per (p, e));
 - **down**: e is final and none of the above;
 - **pending**: e is not final and has no heartbeat bit: reports, receipt claims and challenges
   can still change it, so it counts neither as up nor as down (Uptime.is_up calls it up;
@@ -18,8 +19,8 @@ Provider p in epoch e is, by the evidence in the logs:
 e is final once the current epoch is past e + report_delay + 1 + answer_epochs
 (`LivenessRulesSet`; protocol/liveness.is_final); an Uptime without those rules (heartbeats only)
 makes an epoch final once it has ended. Challenges are opened and answered only before their
-epoch is final, so a final epoch's state never changes (`ChallengeResolved`, later, only moves
-the bond and the validator's slash).
+epoch is final, so a final epoch's state never changes (`ChallengeResolved` only moves the bond
+and the validator's slash).
 
 Figures, per registered provider, from its registration's epoch r to the epoch n of `as_of`:
 `epochs` (owed: final epochs, plus epochs not final already up by a heartbeat bit), `up`
@@ -95,7 +96,8 @@ class _Clock:
         return True
 
     def named(self, words: list[int]) -> list[str]:
-        """The registered providers a report's words name (indices past the registry: none)."""
+        """The registered providers a bitmap names (a report's words, a challenge's named);
+        indices past the registry name none."""
         return [self.order[i] for i in indices_of(words) if i < len(self.order)]
 
     @property
@@ -110,8 +112,8 @@ class _Mark:
     beat: str = ""                 # HEARTBEAT or CLAIM (the first; the contract takes one)
     beat_tx: str = ""
     reports: list[str] = field(default_factory=list)      # LivenessReported txs naming it
-    revoked_tx: str = ""           # the first InclusionChallenged disputing its bit
-    proven: bool = False           # a ChallengeAnswered showed its beat signature
+    revoked_tx: str = ""           # the first InclusionsChallenged naming it
+    proven: bool = False           # an InclusionAnswered showed its beat signature
 
     @property
     def revoked(self) -> bool:
@@ -136,7 +138,6 @@ class UptimeLog(_Clock):
         super().__init__()
         self.registered: dict[str, tuple[int, str]] = {}          # provider -> (timestamp, tx)
         self.marks: dict[str, dict[int, _Mark]] = {}
-        self.challenges: dict[int, tuple[str, int]] = {}         # challenge id -> (provider, epoch)
         self._version: dict[str, int] = {}                        # cache keys, not state
         self._cache: dict[str, tuple[tuple, list[Figure]]] = {}
 
@@ -165,12 +166,12 @@ class UptimeLog(_Clock):
                 mark = self._mark(provider, a["epoch"])
                 if tx not in mark.reports:
                     mark.reports.append(tx)
-        elif e.event == "InclusionChallenged":
-            self.challenges[a["challenge_id"]] = (a["provider"], a["epoch"])
-            mark = self._mark(a["provider"], a["epoch"])
-            mark.revoked_tx = mark.revoked_tx or tx
-        elif e.event == "ChallengeAnswered" and a["challenge_id"] in self.challenges:
-            self._mark(*self.challenges[a["challenge_id"]]).proven = True
+        elif e.event == "InclusionsChallenged":
+            for provider in self.named(a["named"]):
+                mark = self._mark(provider, a["epoch"])
+                mark.revoked_tx = mark.revoked_tx or tx
+        elif e.event == "InclusionAnswered":
+            self._mark(a["provider"], a["epoch"]).proven = True
 
     def _states(self, provider: str, first: int, now: int) -> Iterable[tuple[int, str, _Mark]]:
         final_last = now - self.lag - 1
@@ -242,8 +243,7 @@ class UptimeLog(_Clock):
                 "rules": list(self.rules) if self.rules else None, "order": self.order,
                 "registered": {p: list(v) for p, v in self.registered.items()},
                 "marks": {p: [[ep, m.beat, m.beat_tx, m.reports, m.revoked_tx, m.proven]
-                              for ep, m in marks.items()] for p, marks in self.marks.items()},
-                "challenges": [[i, p, ep] for i, (p, ep) in self.challenges.items()]}
+                              for ep, m in marks.items()] for p, marks in self.marks.items()}}
 
     @classmethod
     def from_json(cls, raw: dict) -> UptimeLog:
@@ -256,7 +256,6 @@ class UptimeLog(_Clock):
         for p, marks in raw["marks"].items():
             log.marks[p] = {int(ep): _Mark(beat, beat_tx, list(reports), revoked, bool(proven))
                             for ep, beat, beat_tx, reports, revoked, proven in marks}
-        log.challenges = {int(i): (p, int(ep)) for i, p, ep in raw.get("challenges", [])}
         return log
 
 
@@ -280,11 +279,13 @@ class _Open:
 class UptimeCounts(_Clock):
     """The compact fold (the tenant's ReliabilityBook): per provider the counts of its final
     epochs by state, and only the epochs not yet final in full, so its state is O(providers +
-    open challenges), whatever the history. An epoch is folded into the counts once the time of
-    an event (or `settle`) makes it final; the contracts guarantee that no report, heartbeat or
-    claim names it afterwards, and it refuses (ValueError) a history that breaks that rather
-    than guess. Challenges are opened and answered before their epoch is final, so a disputed
-    report that nobody answered is `revoked` when it is folded."""
+    epochs not final), whatever the history. An epoch is folded into the counts once the time of
+    an event (or `settle`) makes it final; the contracts guarantee that no report, heartbeat,
+    claim, challenge or answer names it afterwards, and it refuses (ValueError) a history that
+    breaks that rather than guess. A challenge's named providers are disputed in its epoch's
+    slot, an answer proves (provider, epoch) whichever challenge it answered, so a disputed
+    report that nobody answered is `revoked` when it is folded. No challenge is kept: its
+    `ChallengeResolved` only moves money."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -292,7 +293,6 @@ class UptimeCounts(_Clock):
         self.counts: dict[str, list[int]] = {}              # provider -> [hb, claim, report, revoked]
         self.open: dict[int, _Open] = {}                    # epochs not final
         self.final_through: int = -1                        # every epoch <= it is final and folded
-        self.challenges: dict[int, tuple[str, int]] = {}    # open challenge id -> (provider, epoch)
 
     def first(self, provider: str) -> int:
         return epoch_at(self.registered_at[self.index[provider]], *self.clock)
@@ -321,31 +321,34 @@ class UptimeCounts(_Clock):
                                  "them once, at deployment")
             self.rules = rules
             return
-        if e.event not in ("Heartbeat", "BeatClaimed", "LivenessReported", "InclusionChallenged",
-                           "ChallengeAnswered", "ChallengeResolved"):
+        if e.event not in ("Heartbeat", "BeatClaimed", "LivenessReported", "InclusionsChallenged",
+                           "InclusionAnswered", "ChallengeResolved"):
             return
         if self.clock is None:
             raise ValueError(f"{where()} before UptimeStarted")
         now = epoch_at(e.timestamp, *self.clock)
         self.settle(now)
-        if e.event in ("ChallengeAnswered", "ChallengeResolved"):
-            known = self.challenges.pop(a["challenge_id"], None)
-            # An answer after its epoch is final comes only from resolve_challenge settling a
-            # challenge whose beat was shown on another one in time: already proven, no change.
-            if e.event == "ChallengeAnswered" and known is not None \
-                    and known[1] > self.final_through:
-                self._dispute(known[0], known[1], where).proven.add(self.index[known[0]])
-            return
+        if e.event == "ChallengeResolved":
+            return          # the bond and the slash; the epoch's bits were settled by now
         epoch, provider = a["epoch"], a.get("provider")
         if provider is not None and provider not in self.index:
             raise ValueError(f"{where()} names a provider not registered")
-        if e.event == "InclusionChallenged":
-            self.challenges[a["challenge_id"]] = (provider, epoch)
-            self._dispute(provider, epoch, where).disputed.add(self.index[provider])
+        if e.event == "InclusionsChallenged":
+            self._dispute(epoch, where).disputed.update(self._indices(a["named"], where))
+        elif e.event == "InclusionAnswered":
+            self._dispute(epoch, where).proven.add(self.index[provider])
         else:
             self._evidence(e, now, where)
 
-    def _dispute(self, provider: str, epoch: int, where: Callable[[], str]) -> _Open:
+    def _indices(self, words: list, where: Callable[[], str]) -> list[int]:
+        """The registry indices a bitmap names, all of registered providers (else ValueError)."""
+        named = indices_of([int(w) for w in words])
+        if named and named[-1] >= len(self.order):
+            raise ValueError(f"{where()} names registry index {named[-1]}, past the "
+                             f"{len(self.order)} providers registered")
+        return named
+
+    def _dispute(self, epoch: int, where: Callable[[], str]) -> _Open:
         if epoch <= self.final_through:
             raise ValueError(f"{where()}: the Uptime contract takes challenges and answers "
                              f"only before their epoch ({epoch}) is final")
@@ -369,10 +372,7 @@ class UptimeCounts(_Clock):
         slot = self.open.setdefault(epoch, _Open())
         if e.event == "LivenessReported":
             words = [int(w) for w in a["words"]]
-            named = indices_of(words)
-            if named and named[-1] >= len(self.order):
-                raise ValueError(f"{where()} names registry index {named[-1]}, past the "
-                                 f"{len(self.order)} providers registered")
+            self._indices(words, where)
             short, long_ = sorted((slot.live, words), key=len)
             slot.live = [w | (short[j] if j < len(short) else 0) for j, w in enumerate(long_)]
             return
@@ -442,8 +442,7 @@ class UptimeCounts(_Clock):
                 "order": [[p, t] for p, t in zip(self.order, self.registered_at, strict=True)],
                 "counts": self.counts, "final_through": self.final_through,
                 "open": [[ep, s.beats, [hex(w) for w in s.live], sorted(s.disputed),
-                          sorted(s.proven)] for ep, s in self.open.items()],
-                "challenges": [[i, p, ep] for i, (p, ep) in self.challenges.items()]}
+                          sorted(s.proven)] for ep, s in self.open.items()]}
 
     @classmethod
     def from_json(cls, raw: dict) -> UptimeCounts:
@@ -458,5 +457,4 @@ class UptimeCounts(_Clock):
         for ep, beats, live, disputed, proven in raw["open"]:
             book.open[int(ep)] = _Open(dict(beats), [int(w, 16) for w in live], set(disputed),
                                        set(proven))
-        book.challenges = {int(i): (p, int(ep)) for i, p, ep in raw["challenges"]}
         return book

@@ -13,9 +13,10 @@ no validator publishing an endpoint, or none receipting the beat within the dead
 `Uptime.heartbeat` in the same epoch; a round of POSTs never runs past that deadline. When an
 epoch's reports are in (or the last epoch a claim is accepted in has come) without naming it,
 it claims the epoch with a receipt (`Uptime.claim_beat`). A receipted epoch is settled only
-once its claim window is over, and a challenge of the node's inclusion in a report is answered
-with the beat's signature until its answer window ends (inclusion_answers.py): a validator that
-named the node and then challenged its own report cannot take the epoch from it.
+once its claim window is over, and a challenge naming the node's inclusion in a report (one
+challenge names any set of a report's providers) is answered with the beat's signature until
+its answer window ends, unless the beat was already shown (inclusion_answers.py): a validator
+that named the node and then challenged its own report cannot take the epoch from it.
 
 Reorgs: the node signs only a seed `confirmations` blocks deep (epoch_seeds.py, which also
 says how it knows mid-epoch has come on a chain that mines no block without a transaction).
@@ -37,7 +38,6 @@ from dataclasses import dataclass, field
 from prometheus_client import Counter
 
 from tessera.chain.client import tx_hash
-from tessera.chain.registry import ProviderRegistry
 from tessera.errors import ChainError, RpcUnavailable, TxRefused
 from tessera.protocol import liveness
 from tessera.provider.beat_sender import BeatSender
@@ -77,7 +77,6 @@ class Heartbeats:
         self._rules: tuple[int, int] | None = None   # (report_delay, answer_epochs)
         self._current: EpochBeat | None = None
         self._started = False                        # an epoch was begun by this process
-        self._index: int | None = None               # this node's registry index
         # epoch -> (monotonic time of the next check, the gap after it, last-chance check made)
         self._claim_at: dict[int, tuple[float, float, bool]] = {}
         self._head: Mapping | None = None
@@ -125,7 +124,8 @@ class Heartbeats:
         self._wake.set()
 
     def on_challenged(self, args: Mapping) -> None:
-        """The watcher read an InclusionChallenged: kept (state.py), answered by the next step."""
+        """The watcher read an InclusionsChallenged: kept if it names this node (state.py),
+        answered by the next step."""
         if self.answers.on_challenged(args):
             self._wake.set()
 
@@ -273,10 +273,9 @@ class Heartbeats:
     def _check(self, epoch: int, current: int, last: bool) -> None:
         report_delay, _ = self.rules
         state, uptime = self.ctx.state, self.ctx.uptime
-        if self._index is None:
-            self._index = ProviderRegistry(self.ctx.chain).index_of(self.ctx.address)
+        index = self.answers.registry_index()   # None: not registered, so never reported
         over = not liveness.claims_accepted(epoch, current, report_delay)
-        if uptime.live_word(epoch, self._index >> 8) >> (self._index & 255) & 1:
+        if index is not None and uptime.live_word(epoch, index >> 8) >> (index & 255) & 1:
             if over:
                 return self._settle(epoch, "named")
             _, gap, last_checked = self._claim_at.get(epoch, (0.0, CLAIM_FIRST_CHECK_S, last))

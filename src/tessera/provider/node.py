@@ -64,7 +64,7 @@ CHAIN_EVERY_S = 3.0
 STREAM_QUIET_S = 15.0
 WATCHED = (("Market", ("OrderCreated", "LeaseCreated", "LeaseClosed")),
            ("HardwareReports", ("HardwareQuorumReached",)),
-           ("Uptime", ("EpochOpened", "InclusionChallenged")),
+           ("Uptime", ("EpochOpened", "InclusionsChallenged")),
            ("ProviderRegistry", ("ProviderRegistered", "OfferUpdated", "StakeAdded",
                                  "UnbondRequested", "StakeWithdrawn", "Slashed", "Jailed")))
 
@@ -212,7 +212,7 @@ class ProviderNode:
             max(start - self.confirmations, self.chain.network.deploy_block)
         if first < start or number > start or self.feed.may_hold(head):
             for key, block, contract, event, args in self.feed.entries(first, number):
-                if key in self._handled and event != "InclusionChallenged":
+                if key in self._handled and event != "InclusionsChallenged":
                     continue   # a challenge's answer may have been reorged away: checked again
                 if event == "OrderCreated":
                     self.bidder.on_order(args)
@@ -224,7 +224,7 @@ class ProviderNode:
                     self.hardware_challenges.on_quorum(args)   # dispute it
                 elif event == "EpochOpened":
                     self.heartbeats.on_opened(args["epoch"], bytes(args["seed"]))   # sign a beat
-                elif event == "InclusionChallenged" and args["provider"].lower() == me:
+                elif event == "InclusionsChallenged":   # kept if its `named` bitmap holds us
                     self.heartbeats.on_challenged(args)   # answer it with the beat's signature
                 elif contract == "ProviderRegistry" and args.get("provider", "").lower() == me:
                     self.standing.mark_stale()

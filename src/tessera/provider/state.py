@@ -167,9 +167,11 @@ class ProviderState:
                                     (epoch,)).fetchall()
         return dict(rows)
 
-    # inclusion_challenges: Uptime.InclusionChallenged events naming this node, kept from the
-    # moment the watcher reads them (before it moves last_block past them) until answered or
-    # past `answer_by` (the last epoch an answer is accepted in); `outcome` '' while open.
+    # inclusion_challenges: Uptime.InclusionsChallenged events whose `named` bitmap holds this
+    # node's registry index (one row per challenge: the node answers for itself alone), kept
+    # from the moment the watcher reads them (before it moves last_block past them) until
+    # answered or past `answer_by` (the last epoch an answer is accepted in); `outcome` '' while
+    # open.
     def add_challenge(self, challenge_id: int, epoch: int, validator: str,
                       answer_by: int) -> None:
         with self._lock:

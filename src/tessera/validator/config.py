@@ -97,22 +97,34 @@ class LivenessSection(BaseModel):
     confirmations: int | None = Field(None, ge=0, le=100_000, description="blocks the block "
                                       "that set an epoch's seed must be buried under before "
                                       "beats over it are receipted (425 until then), and the "
-                                      "blocks of InclusionChallenged logs read again each scan "
+                                      "blocks of InclusionsChallenged logs read again each scan "
                                       "(reorgs); default: 0 on the devnet, else "
                                       f"{LIVENESS_CONFIRMATIONS} (docs/uptime.md, \"Reorgs\")")
 
     watch: bool = Field(True, description="check other validators' liveness reports: ask the "
                         "reporting validators for the beats this one lacks and challenge "
-                        "(bonded) an inclusion no one can show a beat for; resolve them "
-                        "(validator/liveness_watch.py)")
-    watch_max_challenges_per_epoch: int = Field(8, ge=1, le=1_000, description="challenge "
-                                                "bonds put at risk on one reported epoch")
+                        "(bonded), in one challenge per report, every inclusion no one can "
+                        "show a beat for; resolve them (validator/liveness_watch.py)")
     watch_timeout_s: float = Field(3.0, gt=0, le=60, description="wall-clock limit of one GET "
                                    "of a beat from a reporting validator")
-    watch_max_bonds_lost_per_day: int = Field(8, ge=1, le=10_000, description="challenge bonds "
-                                              "lost (answered) on the last day's epochs plus "
-                                              "bonds out now: none is sent past it "
-                                              "(validator/liveness_watch_bonds.py)")
+    watch_max_bonds_lost_per_day: int = Field(8, ge=1, le=10_000, description="in units of "
+                                              "Uptime.challenge_bond: what challenges of the "
+                                              "last day's epochs lost (the answer fees of "
+                                              "their answered beats, less slash shares) plus "
+                                              "what those out may still lose (answer_fee per "
+                                              "provider named); nothing is named past it, and "
+                                              "a report's challenge names a random part of its "
+                                              "unproven inclusions when the whole would go "
+                                              "past it (validator/liveness_watch_bonds.py)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and "watch_max_challenges_per_epoch" in data:
+            raise ValueError("watch_max_challenges_per_epoch was removed: one challenge now "
+                             "names every unproven inclusion of a report, and the bonds are "
+                             "bounded by watch_max_bonds_lost_per_day alone (docs/validators.md)")
+        return data
 
 
 class ValidatorSection(DaemonSection):

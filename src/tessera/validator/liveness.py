@@ -17,10 +17,14 @@ Providers no longer send a heartbeat transaction each epoch: each signs an off-c
 - once an epoch is over and its report window open, posts ONE `report_liveness` naming the
   registry index of every provider whose beat it holds (nothing when it holds none; never
   twice, a restart included: the chain's `report_hash` is asked first);
-- answers every `InclusionChallenged` against a report that names a beat it holds (its own
-  reports, and other validators': an honest answer costs a transaction and protects an honest
-  colleague) while the answer window is open; each scan reads the last `confirmations` blocks
-  again, since a reorg can put a challenge in a block the scan has passed.
+- answers every `InclusionsChallenged` of its own reports (one challenge names any set of a
+  report's inclusions) with the beats it holds, MAX_ANSWERS a transaction, skipping those
+  already shown (a provider may answer its own inclusion first), then colleagues' challenges
+  naming providers it reported (an unproven disputed inclusion revokes the provider's epoch
+  whatever other reports say); it resolves none (each beat shown pays it the fixed answer
+  fee, and the rest of a bond always goes back to the challenger: liveness_answers.py); each
+  scan reads the last `confirmations` blocks again, since a reorg can put a challenge in a
+  block the scan has passed.
 
 Reorgs (docs/uptime.md, "Reorgs"): the seed is the hash of the block before `open_epoch`'s; a
 reorg that mines that transaction in another block changes it, and a beat signed over the old
@@ -54,11 +58,12 @@ from tessera.http_limits import PathInt, read_body
 from tessera.logs import EventLog
 from tessera.protocol import liveness, messages
 from tessera.protocol.figure_parts import epoch_at
+from tessera.validator.liveness_answers import ChallengeAnswers
 from tessera.validator.liveness_store import LivenessStore, prune_before
 
 BEAT_BODY_BYTES = 4 << 10          # a SignedBeat is about 250 bytes of JSON
 REFRESH_EVERY_S = 0.25             # on-demand reads of the epoch or seed, at most this often
-CHALLENGE_SCAN_S = 5.0             # InclusionChallenged logs are read this often
+CHALLENGE_SCAN_S = 5.0             # InclusionsChallenged logs are read this often
 WALL_MARGIN_S = 2.0                # the wall clock this far into an epoch the head has not
                                    # reached (a quarter of the epoch at most) before opening it
 PAGE, MAX_PAGE = 100, 1000         # GET /liveness/{epoch}: providers per page, default and most
@@ -89,7 +94,9 @@ class LivenessDuty:
         self.m_reports = Counter("tessera_validator_liveness_reports", "liveness reports",
                                  ["outcome"], registry=metrics)
         self.m_answers = Counter("tessera_validator_liveness_answers",
-                                 "inclusion challenges answered", ["outcome"], registry=metrics)
+                                 "challenges of this validator's reports, by outcome",
+                                 ["outcome"], registry=metrics)
+        self.answers = ChallengeAnswers(self, metrics)
         self.opener = EpochOpener(self, open_epochs, open_within_s, metrics)
         self.m_reported = Gauge("tessera_validator_liveness_reported_epoch",
                                 "last epoch whose liveness report this validator posted",
@@ -253,57 +260,9 @@ class LivenessDuty:
 
     # -- inclusion challenges ----------------------------------------------------------------
     def answer_challenges(self, current: int) -> None:
-        """Answer every new InclusionChallenged whose beat this validator holds. The last
-        `confirmations` blocks already read are read again: a reorg can put a challenge (or
-        take an answer away) there; a challenge in them that has an outcome is checked on
-        chain again, one call, and answered if it is open again."""
-        head = self.chain.block_number()
-        deploy = self.chain.network.deploy_block
-        start = max(self.store.next_block(deploy) - self.confirmations, deploy)
-        if head < start:
-            return
-        settled = head - self.confirmations   # logs in later blocks may still be reorged
-        for log in self.chain.events("Uptime", "InclusionChallenged", start, head):
-            self._answer(dict(log["args"]), current, recheck=log["blockNumber"] > settled)
-        self.store.set_next_block(head + 1)
-
-    def _answer(self, args: dict, current: int, recheck: bool = False) -> None:
-        cid, epoch = args["challenge_id"], args["epoch"]
-        provider, validator = args["provider"], args["validator"]
-        known = self.store.answer_status(cid)
-        if known is not None and not recheck:
-            return
-        mine = validator.lower() == self.address.lower()
-        signature = self.store.beat(epoch, Web3.to_checksum_address(provider))
-        if signature is None:
-            if mine and known is None:   # named without a beat we hold: nothing can save it
-                self.log("liveness-challenge-unanswerable", "error", challenge_id=cid,
-                         epoch=epoch, provider=provider)
-                self.m_answers.labels("unanswerable").inc()
-                self.store.save_answer(cid, "unanswerable", epoch=epoch)
-            return
-        if current > liveness.answer_end(epoch, self.report_delay, self.answer_epochs):
-            if known is None:
-                self.store.save_answer(cid, "late", f"seen in epoch {current}", epoch=epoch)
-                self.m_answers.labels("late").inc()
-                self.log("liveness-challenge-late", "error", challenge_id=cid, epoch=epoch)
-            return
-        if self.uptime.challenge(cid)["state"] != liveness.CHALLENGE_OPEN:
-            if known is None:
-                self.store.save_answer(cid, "closed", "answered or resolved by someone else",
-                                       epoch=epoch)
-            return
-        try:
-            receipt = self.uptime.answer_challenge(cid, bytes.fromhex(signature[2:]))
-        except TxRefused as exc:   # someone answered between the read and the send
-            self.store.save_answer(cid, "refused", str(exc), epoch=epoch)
-            self.m_answers.labels("refused").inc()
-            self.log("liveness-answer-refused", "warning", challenge_id=cid, error=str(exc))
-            return
-        self.store.save_answer(cid, "answered", tx_hash(receipt), epoch=epoch)
-        self.m_answers.labels("answered").inc()
-        self.log("liveness-challenge-answered", challenge_id=cid, epoch=epoch, provider=provider,
-                 validator=validator, mine=mine, tx=tx_hash(receipt), gas=receipt["gasUsed"])
+        """Answer the challenges of this validator's reports (and colleagues' naming providers
+        it reported): liveness_answers.py."""
+        self.answers.scan(current)
 
     # -- reads for the HTTP API ------------------------------------------------------------
     def status(self, epoch: int, after: str | None = None, limit: int = PAGE) -> dict:

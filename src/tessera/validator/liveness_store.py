@@ -1,6 +1,7 @@
 """The validator's liveness database (`liveness.db` in the state folder; the duty:
-validator/liveness.py): the beats it receipted, its reports, its answers to inclusion
-challenges and its place in the chain's InclusionChallenged logs.
+validator/liveness.py): the beats it receipted, its reports, the challenges of its reports
+(answers: `open` while there is work left, then their outcome: liveness_answers.py) and its
+place in the chain's InclusionsChallenged logs.
 
 Pruned (`prune`) once per epoch: an epoch's beats, report and answers are kept until
 PRUNE_MARGIN_EPOCHS after the last epoch in which an inclusion challenge on it can be answered
@@ -125,6 +126,11 @@ class LivenessStore:
 
     def answered(self, challenge_id: int) -> bool:
         return self.answer_status(challenge_id) is not None
+
+    def open_answers(self) -> list[tuple[int, int]]:
+        """(challenge id, epoch) of each challenge of its reports still being worked on."""
+        return [(r[0], r[1]) for r in self._all(
+            "SELECT challenge_id, epoch FROM answers WHERE status='open' ORDER BY challenge_id")]
 
     def save_answer(self, challenge_id: int, status: str, detail: str = "", *,
                     epoch: int) -> None:

@@ -3,7 +3,7 @@ validators' reports"; the rules: protocol/liveness.py, Uptime.vy).
 
 A validator that names a provider in its report without holding the provider's beat (say, to
 spare an offline provider's tenant its downtime refund) is only caught when someone calls
-`Uptime.challenge_inclusion` with a bond. This duty does, for each epoch whose report window
+`Uptime.challenge_inclusions` with a bond. This duty does, for each epoch whose report window
 has closed while its inclusions can still be challenged (`watched_epoch`: one at a time):
 
 - it reads every `LivenessReported` of the epoch (a block cursor kept across restarts; the
@@ -13,27 +13,29 @@ has closed while its inclusions can still be challenged (`watched_epoch`: one at
 - ASK FIRST: for the others it asks the validators that named the provider for the beat
   (`GET {endpoint}/liveness/{epoch}/beats/{provider}`, validator/beat_fetch.py: checked URLs,
   one bounded batch a pass) and checks the signature locally. One valid beat from anyone
-  settles the provider: a challenge would be answered and the bond lost. The providers go in
-  an order drawn from os.urandom each pass, so a validator cannot arrange which of its
-  inclusions the limits below leave unchallenged (decoys: docs/validators.md).
-- No valid beat anywhere (404, junk, a forged or other-epoch beat, no usable endpoint) and no
-  heartbeat on chain: it challenges the validators that named the provider, within the
-  limits of validator/liveness_watch_bonds.py (`max_challenges` an epoch; one a validator an
-  epoch and a back-off only against validators that answered one before; a daily loss
-  budget).
+  settles the provider: a challenge naming it would be answered. A heartbeat or claimed
+  receipt on chain settles it too.
 - SILENCE: an endpoint that does not answer is asked again every RETRY_EVERY_S until the
   last call, which is decided each pass from the time left in the window against what a pass
   can take (`is_last_call`). A validator silent for everything asked of it is one unit: one
   request a pass, the last call's included; what it then leaves unanswered is taken at its
   silence. In the last call a provider left unasked (the per-pass bounds) counts as no beat
   too: nothing is left pending when the window closes.
+- Once every provider of the epoch is decided, ONE challenge per report names all of that
+  report's unproven inclusions no challenge named yet and no one proved on chain
+  (validator/liveness_watch_bonds.py: the bond, the daily loss budget, a random subset when
+  the budget or the balance is short). Decoys (inclusions the liar answers on chain but
+  refuses to serve) shield nothing: the challenge is settled as answered only if every named
+  beat is shown, and each answered decoy costs the watcher only the fixed answer fee (the
+  rest of the bond comes back). Sending them only then, not as each report is decided,
+  keeps a liar from spending the budget first with a quick report of decoys.
 - Every challenge of its own is read each pass (answered ones count at once) and resolved
-  once its answer window is over.
+  once its answer window is over (its bond less the fees comes back only then).
 
 What it sent is kept in SQLite (validator/liveness_watch_store.py), but the chain is the
-truth: a challenge is marked `sending` before it goes out, and a restart (or a refusal such
-as "already challenged") looks the inclusion's `InclusionChallenged` up before anything is
-sent again, so a crash between the send and the save never costs a second bond."""
+truth: a challenge is marked `sending` before it goes out, and a restart (or a refusal) looks
+the report's `InclusionsChallenged` up before anything is sent again, so a crash between the
+send and the save never costs a second bond."""
 
 from __future__ import annotations
 
@@ -66,7 +68,8 @@ from tessera.validator.liveness_store import LivenessStore
 from tessera.validator.liveness_watch_bonds import WatchBonds
 from tessera.validator.liveness_watch_store import WatchStore
 
-MAX_CHECKS_PER_EPOCH = 1_024   # providers asked about per epoch (in a random order)
+MAX_CHECKS_PER_EPOCH = 1_024   # providers asked about per epoch (in a random order; the
+                               # rest are neither asked about nor named)
 MAX_URLS_PER_PASS = 256        # GETs in one pass (the rest: the next pass, at once)
 MAX_ASKS_PER_VALIDATOR = 64    # GETs to one validator in one pass
 RETRY_EVERY_S = 5.0            # an endpoint that did not answer is asked again this often
@@ -87,14 +90,13 @@ class LivenessWatch:
     """Challenges inclusions no one can show a beat for, and resolves them (module docstring)."""
 
     def __init__(self, chain: Chain, beats: LivenessStore, state_dir: Path, log: EventLog,
-                 metrics: CollectorRegistry, max_challenges: int = 8, timeout_s: float = 3.0,
+                 metrics: CollectorRegistry, timeout_s: float = 3.0,
                  max_bonds_lost_per_day: int = 8, confirmations: int = 0):
         self.chain, self.beats, self.log = chain, beats, log
         self.uptime, self.registry = Uptime(chain), ProviderRegistry(chain)
         self.validators = Validators(chain)
         self.store = WatchStore(Path(state_dir) / "liveness_watch.db")
-        self.bonds = WatchBonds(chain, self.store, log, metrics, max_challenges,
-                                max_bonds_lost_per_day)
+        self.bonds = WatchBonds(chain, self.store, log, metrics, max_bonds_lost_per_day)
         self.timeout_s, self.confirmations = timeout_s, confirmations
         # Off the devnet's own chains, endpoints on this machine's networks are not asked.
         self.public_only = chain.network.chain_id not in (DEVNET_CHAIN_ID, PEER_CHAIN_ID)
@@ -146,14 +148,14 @@ class LivenessWatch:
 
     def _examine_due(self, current: int) -> None:
         watched = liveness.watched_epoch(current, self.report_delay)
-        if watched >= 0 and self.examined_epoch != watched \
+        if watched >= 0 and (self.examined_epoch != watched or self.store.unsent(watched)) \
                 and time.monotonic() >= self._retry_at.get(watched, 0.0):
             self.examine(watched, current)
 
     # -- reading the chain ---------------------------------------------------------------
     def scan(self, current: int | None = None) -> None:
         """Take in new LivenessReported logs (epochs still open to challenge) and this
-        validator's own InclusionChallenged (found again after a lost database). The last
+        validator's own InclusionsChallenged (found again after a lost database). The last
         `confirmations` blocks already read are read again (a reorg may have changed them)."""
         current = self.uptime.current_epoch() if current is None else current
         head = self.chain.block_number()
@@ -167,7 +169,7 @@ class LivenessWatch:
                 a = log["args"]
                 if current <= liveness.last_challenge_epoch(a["epoch"], self.report_delay):
                     self.store.add_report(a["epoch"], a["validator"], list(a["words"]))
-            for log in self.chain.events("Uptime", "InclusionChallenged", start, head):
+            for log in self.chain.events("Uptime", "InclusionsChallenged", start, head):
                 self.bonds.adopt(dict(log["args"]))
         self.store.set_next_block(max(head + 1, start))
         self._prune(current)
@@ -209,7 +211,8 @@ class LivenessWatch:
 
     # -- checking an epoch ---------------------------------------------------------------
     def examine(self, epoch: int, current: int) -> None:
-        """One pass over `epoch`'s providers not yet settled (see the module docstring)."""
+        """One pass over `epoch`'s providers not yet settled, then, once all are, one
+        challenge per report naming its unproven inclusions (the module docstring)."""
         reports = {v: w for v, w in self.store.reports(epoch).items()
                    if v.lower() != self.address.lower()}
         held = {self._index(p) for p in self.beats.providers(epoch)}
@@ -220,38 +223,36 @@ class LivenessWatch:
                     named.setdefault(self._provider(index), []).append(validator)
         checks = self.store.checks(epoch)
         todo = [p for p in named if checks.get(p, ("", 0))[0] in ("", "pending")]
-        _RANDOM.shuffle(todo)   # unpredictable: no decoy can be made to go first
+        _RANDOM.shuffle(todo)   # unpredictable: which ones a flood leaves unasked
         todo = todo[:max(0, MAX_CHECKS_PER_EPOCH - self.store.settled(epoch))]
-        if not todo:
-            self.examined_epoch = epoch
-            return
-        if self.bonds.budget_spent(epoch):   # no bond can go out: ask again later
+        if todo and self.bonds.budget_spent(epoch):   # nothing can be named: ask again later
             self._retry_at[epoch] = time.monotonic() + RETRY_EVERY_S
             return
-        if self.store.at_risk(epoch) >= self.bonds.max_challenges:
-            self.log("liveness-watch-cap-reached", "warning", epoch=epoch, unchecked=len(todo),
-                     cap=self.bonds.max_challenges)
-            self.examined_epoch = epoch   # no bond left this epoch: asking changes nothing
-            return
-        refusals = {v: self.bonds.refusal(epoch, v) for v in {v for p in todo for v in named[p]}}
-        for provider in [p for p in todo if all(refusals[v] for v in named[p])]:
-            todo.remove(provider)        # none of its reporters can be challenged: not asked
-            self.store.save_check(epoch, provider, "skipped",
-                                  "; ".join(f"{v}: {refusals[v]}" for v in named[provider]))
-            self.m_checks.labels("skipped").inc()
-        sends = min(self.bonds.max_challenges - self.store.at_risk(epoch),
-                    sum(1 for p in todo for v in named[p] if refusals[v] is None))
-        last_call = self._last_call(epoch, sends)
-        said = self._ask(epoch, todo, named)
-        seed = self.uptime.seed(epoch)
-        retry = set()
-        for provider in todo:
-            retry.add(self._decide(epoch, provider, {v: said[(v, provider)]
-                                                     for v in named[provider]},
-                                   seed, reports, last_call, checks))
-        if UNASKED in retry:
-            self._retry_at[epoch] = 0.0                              # the next pass, at once
-        elif SILENT in retry:
+        if todo:
+            sends = len({v for p in todo for v in named[p]})
+            last_call = self._last_call(epoch, sends)
+            said = self._ask(epoch, todo, named)
+            seed = self.uptime.seed(epoch)
+            retry = {self._decide(epoch, provider,
+                                  {v: said[(v, provider)] for v in named[provider]},
+                                  seed, last_call, checks) for provider in todo}
+            if UNASKED in retry:
+                self._retry_at[epoch] = 0.0                          # the next pass, at once
+                return
+            if SILENT in retry:
+                self._retry_at[epoch] = time.monotonic() + RETRY_EVERY_S
+                return
+        checks = self.store.checks(epoch)
+        due = {}
+        for validator, words in reports.items():
+            unproven = [i for i in liveness.indices_of(words) if i not in held
+                        and checks.get(self._provider(i), ("", 0))[0] == "unproven"]
+            if unproven:
+                due[validator] = (words, unproven)
+        if due:
+            self.bonds.challenge_all(epoch, due, "no beat served by any reporter, no "
+                                                 "heartbeat on chain")
+        if self.store.unsent(epoch) or self.store.tally(epoch).get("capped"):
             self._retry_at[epoch] = time.monotonic() + RETRY_EVERY_S
         else:
             self.examined_epoch = epoch
@@ -296,8 +297,8 @@ class LivenessWatch:
                 said[key] = answer
         return said
 
-    def _decide(self, epoch: int, provider: str, said: dict, seed: bytes, reports: dict,
-                last_call: bool, checks: dict) -> str:
+    def _decide(self, epoch: int, provider: str, said: dict, seed: bytes, last_call: bool,
+                checks: dict) -> str:
         """Settle one provider from what its reporters served: '' when settled, SILENT to ask
         again later, UNASKED to ask again at once."""
         problems = []
@@ -323,10 +324,6 @@ class LivenessWatch:
             return ""
         self.log("liveness-inclusion-unproven", "warning", epoch=epoch, provider=provider,
                  validators=[v for v, _, _ in problems], detail=detail[:1000])
-        for validator, _, why in problems:
-            self.bonds.challenge(epoch, validator, provider, reports[validator], why)
-        # Saved last: after a crash among the sends the provider is decided again, and each
-        # challenge marked 'sending' is looked up on chain before anything goes out again.
         self.store.save_check(epoch, provider, "unproven", detail, attempts)
         self.m_checks.labels("unproven").inc()
         return ""
@@ -341,8 +338,9 @@ class LivenessWatch:
     def health(self) -> dict:
         """For /healthz: no chain call (the epoch of the last pass)."""
         watched = liveness.watched_epoch(self._current, self.report_delay)
+        lost = self.bonds.lost_today(watched)
         return {"examined_epoch": self.examined_epoch, "challenges": self.store.tally(),
-                "bonds_lost_day": self.bonds.lost_today(watched),
+                "bonds_lost_day": round(lost / self.bond, 6) if self.bond else 0,
                 "max_bonds_lost_per_day": self.bonds.max_lost_per_day}
 
     def close(self) -> None:

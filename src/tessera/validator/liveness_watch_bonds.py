@@ -1,34 +1,39 @@
-"""The liveness watch's bonds: sending inclusion challenges within the limits below, finding
-them again on chain, noticing answered ones at once, and resolving the rest
-(validator/liveness_watch.py decides WHAT to challenge; docs/validators.md, "Watching other
-validators' reports").
+"""The liveness watch's bonds: one `Uptime.challenge_inclusions` per report naming every
+inclusion no one could show a beat for, within a daily loss budget; finding them again on
+chain, noticing answered ones at once, and resolving the rest (validator/liveness_watch.py
+decides WHAT is unproven; docs/validators.md, "Watching other validators' reports").
 
-The limits exist because of one strategy: a validator holding real beats (of its own sybil
-providers, which beat to it alone) names them, refuses to serve them to the watcher, lets it
-challenge, then answers each challenge and takes the whole bond (Uptime.ANSWERER_SHARE_BPS:
-all of it when the validator answers itself). Against it:
+Why all at once: a liar may name, next to a lie (an offline provider), decoys (its own sybil
+providers, whose beats it holds and answers on chain but refuses to serve the watcher). The
+watcher cannot tell them apart, so it names them all in one challenge, with one bond per
+Uptime.NAMED_PER_BOND named (`challenge_bond_for`): the decoys' answers cannot settle the
+challenge while the lie stays unanswered, so the liar is slashed for the lie whatever it adds.
+Inclusions already named by a challenge (anyone's: `challenged_word`) or whose beat was shown
+already (`proven_word`: the inclusion is true) are left out before anything is sent.
 
-- a validator no beat ever answered a challenge of ours on an EARLIER reported epoch is
-  challenged on every unproven inclusion, within the caps below: a first-time liar that
-  mixes decoys (inclusions of its sybils, which it answers) with a real lie loses the slash
-  for the lie, whichever it names (the order is random, liveness_watch.py);
-- once beats answered our challenges of validator V's inclusions on k reported epochs
-  (earlier ones), V gets one challenge per reported epoch, from reported epoch last + 2^k on (k counted up
-  to MAX_BACKOFF_DOUBLINGS), and never while another challenge of V is still out. A proven
-  griefer that names d decoys and one lie is then challenged on the lie with chance
-  1/(d + 1) an allowed epoch: this escape is what the contract's planned whole-report
-  challenge closes (docs/validators.md);
-- bonds lost (answered) on the last day's reported epochs plus bonds out now never exceed
-  `max_lost_per_day`: a challenge goes out only if, were every bond now out answered, the
-  day's losses would stay within it. Past it the watcher stops challenging (logged once an
-  epoch, metric) until the window moves on;
-- at most `max_challenges` bonds on one reported epoch.
+What a challenge can lose: each beat shown on it pays its shower the fixed
+`Uptime.answer_fee` (challenge_bond / 512), and the rest of the bond always comes back; a
+resolved one also pays 20 % of the slash. So its loss is paid - to_challenger, never below
+zero: the fees of its answered beats, at most named x answer_fee (a fully answered one loses
+exactly that), never the bond. The budget: what settled challenges of the last day's reported
+epochs lost, plus that worst case of every challenge out now, stays within
+`max_lost_per_day` x challenge_bond (8 x 10 TSTK on the devnet: 80 TSTK / 0.01953125 TSTK =
+4,096 named inclusions a day whose beats are all answered). Posting a bond takes the whole of
+it from the balance for a few epochs, so the balance bounds the bonds out too.
 
-Answers are noticed on every pass (one view call per challenge still out), not only when
-the answer window ends, so the back-off and the budget apply from the next challenge on."""
+When an epoch's challenges need more than the budget (in named providers) or the balance (in
+bonds) leaves, `share_named` hands out one bond's worth (NAMED_PER_BOND named) at a time to
+the reports in an order drawn from os.urandom (as many reports as possible get one), and a
+report given fewer than its full set names a random subset of that many
+(`liveness-challenge-capped`, with `named` and `unproven`). Random, because any order a liar
+can predict (index, size, time of answer) is one it can arrange its decoys by.
+
+No back-off per validator: a watcher that skipped a validator on known epochs (as before)
+would hand a liar that once answered a challenge epochs on which its lies are free."""
 
 from __future__ import annotations
 
+import random
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -43,31 +48,41 @@ from tessera.validator.liveness_watch_store import WatchStore
 
 OPEN, ANSWERED, RESOLVED = (liveness.CHALLENGE_OPEN, liveness.CHALLENGE_ANSWERED,
                            liveness.CHALLENGE_RESOLVED)
-APPROVE_EPOCHS = 16                  # one approval covers this many epochs at the cap
-MAX_BACKOFF_DOUBLINGS = 12           # 4,096 epochs (2.8 days of 60 s epochs)
+APPROVE_BUDGETS = 16                 # one approval covers this many daily budgets of bonds
 DAY_S = 86_400
 SEND_S = 4.0                         # a challenge transaction's time, until one is measured
+NOTHING_NEW = "challenged already"   # the refusal when every provider named was named before
+FINAL = ("open", "answered", "resolved", "refused", "taken")   # no second send for the report
+_RANDOM = random.SystemRandom()      # os.urandom: an order and a subset no liar can predict
 
 
-def backoff_until(answered: int, last_epoch: int) -> int:
-    """The first reported epoch on which a validator's inclusions may be challenged again
-    after beats answered our challenges of them on `answered` reported epochs, the last
-    `last_epoch`."""
-    if answered <= 0:
-        return 0
-    return last_epoch + 2 ** min(answered, MAX_BACKOFF_DOUBLINGS)
+def share_named(needs: list[int], slots: int, units: int, per_bond: int) -> list[int]:
+    """Providers each report may name (`needs[i]`: its whole unproven set), in the order given:
+    one bond's worth (up to `per_bond` named, one of `units` bonds the balance pays for) each in
+    turn, while `slots` (the named the loss budget still covers) and `units` last. So each
+    report's share takes ceil(share / per_bond) bonds, as challenge_bond_for does."""
+    given = [0] * len(needs)
+    while slots > 0 and units > 0 and any(g < n for g, n in zip(given, needs, strict=True)):
+        for i, need in enumerate(needs):
+            if slots > 0 and units > 0 and given[i] < need:
+                take = min(per_bond, need - given[i], slots)
+                given[i] += take
+                slots -= take
+                units -= 1
+    return given
 
 
 class WatchBonds:
-    """This validator's inclusion challenges: within the limits (module docstring), sent
-    once, settled."""
+    """This validator's inclusion challenges: within the budget (module docstring), sent
+    once per report, settled."""
 
     def __init__(self, chain: Chain, store: WatchStore, log: EventLog, metrics: CollectorRegistry,
-                 max_challenges: int, max_lost_per_day: int):
+                 max_lost_per_day: int):
         self.chain, self.store, self.log = chain, store, log
         self.uptime, self.token = Uptime(chain), StakeToken(chain)
-        self.max_challenges, self.max_lost_per_day = max_challenges, max_lost_per_day
-        self.bond = self.slash = self.report_delay = self.answer_epochs = 0
+        self.max_lost_per_day = max_lost_per_day
+        self.bond = self.slash = self.fee = self.report_delay = self.answer_epochs = 0
+        self.per_bond = 1                      # Uptime.NAMED_PER_BOND
         self.epochs_per_day = 1
         self.send_s = SEND_S                   # the slowest recent challenge transaction
         self._budget_logged: int | None = None
@@ -77,8 +92,8 @@ class WatchBonds:
         self.m_open = Gauge("tessera_validator_liveness_watch_open_challenges",
                             "this validator's challenges not yet settled", registry=metrics)
         self.m_lost = Gauge("tessera_validator_liveness_watch_bonds_lost_day",
-                            "bonds lost to answered challenges on the last day's epochs",
-                            registry=metrics)
+                            "what challenges of the last day's epochs lost (answer fees less "
+                            "slash shares), in units of challenge_bond", registry=metrics)
 
     @property
     def address(self) -> str:
@@ -87,158 +102,243 @@ class WatchBonds:
     def prepare(self) -> None:
         self.report_delay, self.answer_epochs = self.uptime.liveness_rules()
         self.bond, self.slash = self.uptime.challenge_rules()
+        self.fee, self.per_bond = self.uptime.answer_fee(), self.uptime.named_per_bond()
         self.epochs_per_day = max(1, -(-DAY_S // self.uptime.epoch_length()))
 
-    # -- the limits --------------------------------------------------------------------------
+    # -- the budget --------------------------------------------------------------------------
     def lost_today(self, epoch: int) -> int:
+        """Base units lost on settled challenges of the day of reported epochs up to `epoch`."""
         return self.store.lost_since(epoch - self.epochs_per_day + 1)
 
-    def refusal(self, epoch: int, validator: str) -> str | None:
-        """Why `validator`'s inclusions of `epoch` may not be challenged now (None: they may)."""
-        lost, out = self.lost_today(epoch), self.store.unsettled()
-        if lost + out >= self.max_lost_per_day:
-            return (f"daily loss budget: {lost} bond(s) lost on the last day's epochs and "
-                    f"{out} out, of {self.max_lost_per_day}")
-        if self.store.at_risk(epoch) >= self.max_challenges:
-            return f"{self.max_challenges} bonds on epoch {epoch} already"
-        answered, last = self.store.answered_by(validator)
-        if answered > 1 or (answered == 1 and last != epoch):   # on an earlier epoch
-            if self.store.at_risk(epoch, validator):
-                return "it answered before: one challenge of it per epoch"
-            if self.store.unsettled(validator):
-                return "it answered before: one challenge of it out at a time"
-            until = backoff_until(answered, last)
-            if epoch < until:
-                return f"it answered on {answered} epoch(s): backing off until epoch {until}"
-        return None
+    @property
+    def budget(self) -> int:
+        return self.max_lost_per_day * self.bond
 
-    def can_send(self, epoch: int, validator: str) -> bool:
-        return self.refusal(epoch, validator) is None
+    def at_risk(self) -> int:
+        """Base units the challenges out now may still lose: answer_fee for every provider
+        they name (the worst case, every named beat answered; the rest of each bond comes
+        back, so the bonds themselves are not at risk)."""
+        return self.store.named_out() * self.fee
+
+    def room(self, epoch: int) -> int:
+        """Base units new challenges on `epoch` may put at risk (named x answer_fee): the
+        budget less the day's losses and what the challenges out may still lose."""
+        return self.budget - self.lost_today(epoch) - self.at_risk()
 
     def budget_spent(self, epoch: int) -> bool:
-        spent = self.lost_today(epoch) + self.store.unsettled() >= self.max_lost_per_day
+        spent = self.room(epoch) < max(self.fee, 1)
         if spent and self._budget_logged != epoch:
             self._budget_logged = epoch
             self.m_challenges.labels("budget-spent").inc()
             self.log("liveness-watch-budget-spent", "warning", epoch=epoch,
-                     lost=self.lost_today(epoch), out=self.store.unsettled(),
-                     budget=self.max_lost_per_day)
+                     lost=self.lost_today(epoch), at_risk=self.at_risk(), budget=self.budget)
         return spent
 
     # -- sending -----------------------------------------------------------------------------
-    def challenge(self, epoch: int, validator: str, provider: str, words: list[int],
-                  why: str) -> None:
-        """Bond a challenge of `validator`'s inclusion of `provider` (once, within the limits)."""
-        key = (epoch, validator, provider)
-        known = self.store.challenge(*key)
-        if known is not None and known[0] not in ("sending", "retry"):
+    def challenge_all(self, epoch: int, due: dict[str, tuple[list[int], list[int]]],
+                      why: str) -> None:
+        """One challenge per report in `due` (validator -> (its report's words, the registry
+        indices of its unproven inclusions)), naming those no challenge named yet and whose
+        beat nobody showed, within the budget and the balance (module docstring). A report
+        whose challenge is settled, or found on chain after a crash, is not sent again; one
+        the budget or the balance left out ('capped') is tried again on the next call."""
+        left = []
+        for validator in due:
+            known = self.store.challenge(epoch, validator)
+            if known is not None and known["status"] in FINAL:
+                continue
+            if known is not None and known["status"] in ("sending", "retry") \
+                    and self.look_up(epoch, validator):   # sent before a crash: mined or not?
+                continue
+            left.append(validator)
+        if left and self.budget_spent(epoch):   # logged once an epoch; no chain reads
+            for validator in left:
+                self._capped(epoch, validator, due[validator][1], 0, self._why_capped(epoch))
             return
-        if known is not None and self.look_up(*key):   # sent before a crash: mined or not?
+        plans: dict[str, list[int]] = {}
+        for validator in left:
+            words, unproven = due[validator]
+            named = self._fresh(epoch, validator, words, unproven)
+            if named:
+                plans[validator] = named
+            else:
+                self._taken(epoch, validator, unproven)
+        if not plans:
             return
-        refusal = self.refusal(epoch, validator)
-        if refusal is not None:
-            self.store.save_challenge(*key, "capped", detail=f"{refusal}; {why}")
-            self.m_challenges.labels("capped").inc()
-            self.log("liveness-challenge-capped", "warning", epoch=epoch, validator=validator,
-                     provider=provider, reason=refusal)
+        order = list(plans)
+        _RANDOM.shuffle(order)
+        balance = self.token.balance_of(self.address)
+        slots = max(0, self.room(epoch)) // max(self.fee, 1)
+        given = share_named([len(plans[v]) for v in order], slots, balance // self.bond,
+                            self.per_bond)
+        for validator, share in zip(order, given, strict=True):
+            named, words = plans[validator], due[validator][0]
+            if share < len(named):
+                self._capped(epoch, validator, named, share, self._why_capped(epoch, balance))
+                if not share:
+                    continue
+                named = _RANDOM.sample(named, share)
+            self._send(epoch, validator, words, named, why)
+
+    def _why_capped(self, epoch: int, balance: int | None = None) -> str:
+        why = (f"daily loss budget: {self.lost_today(epoch)} lost on the last day's epochs "
+               f"and {self.at_risk()} at risk on challenges out, of {self.budget}")
+        return why if balance is None else f"{why}; balance {balance}, {self.bond} a bond"
+
+    def _capped(self, epoch: int, validator: str, unproven: list[int], named: int,
+                reason: str) -> None:
+        """The budget (or the balance) lets a challenge of this report name only `named` of
+        its `unproven` inclusions (none: the report is left 'capped', tried again on the next
+        call; logged once)."""
+        known = self.store.challenge(epoch, validator)
+        if known is not None and known["status"] == "capped" and not named:
             return
+        self.m_challenges.labels("trimmed" if named else "capped").inc()
+        self.log("liveness-challenge-capped", "warning", epoch=epoch, validator=validator,
+                 named=named, unproven=len(unproven), reason=reason)
+        if not named:
+            self.store.save_challenge(epoch, validator, "capped",
+                                      detail=f"{reason}; {len(unproven)} unproven")
+
+    def _fresh(self, epoch: int, validator: str, words: list[int],
+               unproven: list[int]) -> list[int]:
+        """`unproven` less what a challenge (anyone's) already named and what was proven (a
+        beat shown on any challenge of the epoch: the inclusion is true, and naming it would
+        only take budget): two view calls per 256-index word that holds some of it."""
+        left = set(unproven)
+        for j in sorted({i // liveness.WORD_BITS for i in unproven}):
+            gone = self.uptime.challenged_word(validator, epoch, j) \
+                | self.uptime.proven_word(epoch, j)
+            left.difference_update(j * liveness.WORD_BITS + i
+                                   for i in liveness.indices_of([gone]))
+        return sorted(left)
+
+    def _taken(self, epoch: int, validator: str, unproven: list[int]) -> None:
+        self.store.save_challenge(epoch, validator, "taken", named=unproven,
+                                  detail="every unproven inclusion already named by a "
+                                         "challenge, or its beat shown")
+        self.m_challenges.labels("taken").inc()
+
+    def _send(self, epoch: int, validator: str, words: list[int], named: list[int],
+              why: str) -> None:
+        bond = self.uptime.challenge_bond_for(len(named))   # at most: some may be left out
         try:
-            self.token.require_balance(self.bond, "an inclusion challenge's bond")
-            if self.token.allowance(self.address, self.uptime.address) < self.bond:
-                self.token.ensure_allowance(self.uptime.address,
-                                            self.bond * self.max_challenges * APPROVE_EPOCHS)
-        except InsufficientFunds as exc:
-            self.store.save_challenge(*key, "refused", detail=str(exc))
+            self.token.require_balance(bond, "an inclusion challenge's bond")
+            if self.token.allowance(self.address, self.uptime.address) < bond:
+                self.token.ensure_allowance(self.uptime.address, max(
+                    bond, self.bond * self.max_lost_per_day * APPROVE_BUDGETS))
+        except InsufficientFunds as exc:   # spent since the plan (a race): tried again
+            self.store.save_challenge(epoch, validator, "capped", named=named,
+                                      detail=str(exc))
             self.m_challenges.labels("no-funds").inc()
-            self.log("liveness-challenge-no-funds", "error", epoch=epoch, validator=validator,
-                     provider=provider, error=str(exc))
+            self.log("liveness-challenge-no-funds", "error", epoch=epoch,
+                     validator=validator, named=len(named), error=str(exc))
             return
-        self.store.save_challenge(*key, "sending", detail=why)
+        self.store.save_challenge(epoch, validator, "sending", named=named, bond=bond,
+                                  detail=why)
         started = time.monotonic()
+        bitmap = liveness.words_of(named, max(named) + 1)
         try:
-            receipt, cid = self.uptime.challenge_inclusion(validator, epoch, provider, words)
+            receipt, cid = self.uptime.challenge_inclusions(validator, epoch, words, bitmap)
         except TxRefused as exc:
-            if self.look_up(*key):   # "already challenged": by us before, or by someone else
+            if self.look_up(epoch, validator):   # ours after all (a retried send)
                 return
-            self.store.save_challenge(*key, "refused", detail=str(exc))
+            if NOTHING_NEW in str(exc):          # someone named all of them first
+                self._taken(epoch, validator, named)
+                return
+            self.store.save_challenge(epoch, validator, "refused", named=named,
+                                      detail=str(exc))
             self.m_challenges.labels("refused").inc()
-            self.log("liveness-challenge-refused", "warning", epoch=epoch, validator=validator,
-                     provider=provider, error=str(exc))
+            self.log("liveness-challenge-refused", "warning", epoch=epoch,
+                     validator=validator, named=len(named), error=str(exc))
             return
         self.send_s = max(self.send_s * 0.9, time.monotonic() - started, 0.5)
-        self.store.save_challenge(*key, "open", cid, why)
+        # What the contract named (those named meanwhile left out) and the bond it took.
+        event = self.uptime.challenged_set(receipt)
+        taken = liveness.indices_of(list(event["named"]))
+        self.store.save_challenge(epoch, validator, "open", cid, taken, event["bond"],
+                                  detail=why)
         self.m_challenges.labels("sent").inc()
-        self.log("liveness-challenged", epoch=epoch, validator=validator, provider=provider,
-                 challenge_id=cid, bond=self.bond, why=why, tx=tx_hash(receipt),
-                 gas=receipt["gasUsed"])
+        self.log("liveness-challenged", epoch=epoch, validator=validator, challenge_id=cid,
+                 named=len(taken), left_out=len(named) - len(taken), bond=event["bond"],
+                 why=why, tx=tx_hash(receipt), gas=receipt["gasUsed"])
 
     def adopt(self, args: dict) -> bool:
-        """Record an InclusionChallenged that settles (epoch, validator, provider): ours, to be
-        resolved, or someone else's (no bond of ours needed). True if it was ours or theirs."""
-        key = (args["epoch"], args["validator"], args["provider"])
-        known = self.store.challenge(*key)
-        if known is not None and known[0] not in ("sending", "retry", "refused", "capped"):
-            return True
-        mine = args["challenger"].lower() == self.address.lower()
-        if mine:
-            self.store.save_challenge(*key, "open", args["challenge_id"], "found on chain")
-        elif known is not None and known[0] in ("sending", "retry"):
-            self.store.save_challenge(*key, "taken", args["challenge_id"],
-                                      f"challenged by {args['challenger']}")
-        return mine or known is not None
+        """Record an InclusionsChallenged of ours (found by the scan or a look-up): True if it
+        is ours. Someone else's needs no row: its set is read (challenged_word) before ours
+        is sent."""
+        if args["challenger"].lower() != self.address.lower():
+            return False
+        known = self.store.challenge(args["epoch"], args["validator"])
+        if known is None or known["status"] in ("sending", "retry", "capped") \
+                or known["challenge_id"] != args["challenge_id"]:
+            self.store.save_challenge(args["epoch"], args["validator"], "open",
+                                      args["challenge_id"], liveness.indices_of(args["named"]),
+                                      args["bond"], detail="found on chain")
+        return True
 
-    def look_up(self, epoch: int, validator: str, provider: str) -> bool:
-        """Find the InclusionChallenged of this inclusion on chain (True if there is one): from
+    def look_up(self, epoch: int, validator: str) -> bool:
+        """Find our InclusionsChallenged of this report on chain (True if there is one): from
         the block that opened `epoch`, since no challenge of it can come earlier."""
         start = self.uptime.opened_block(epoch) or self.chain.network.deploy_block
-        logs = self.chain.events("Uptime", "InclusionChallenged", start,
-                                 argument_filters={"validator": validator, "provider": provider})
+        logs = self.chain.events("Uptime", "InclusionsChallenged", start,
+                                 argument_filters={"validator": validator, "epoch": epoch})
+        found = False
         for log in logs:
-            if log["args"]["epoch"] == epoch:
-                return self.adopt(dict(log["args"]))
-        return False
+            found = self.adopt(dict(log["args"])) or found
+        return found
 
     # -- settling ----------------------------------------------------------------------------
     def settle(self, current: int) -> None:
         """Read the state of every challenge of ours still out (answered ones are counted at
-        once) and resolve_challenge those whose answer window is over."""
-        for key in self.store.sending():   # left by a crash between the save and the send
-            if not self.look_up(*key):
-                self.store.save_challenge(*key, "retry", detail="not on chain after a restart")
-        out = self.store.open_challenges()
-        for epoch, validator, provider, cid in out:
-            key = (epoch, validator, provider)
-            state = self.uptime.challenge(cid)["state"]
-            due = current > liveness.answer_end(epoch, self.report_delay, self.answer_epochs)
-            if state == OPEN and due:
-                state = self._resolve(key, cid)
-            if state == RESOLVED:
-                self.store.save_challenge(*key, "resolved", cid)
+        once) and resolve_challenge those whose answer window is over (the bond less the fees
+        comes back only then: nobody else gains by resolving one whose beats were all shown)."""
+        for epoch, validator in self.store.sending():   # a crash between the save and the send
+            if not self.look_up(epoch, validator):
+                self.store.save_challenge(epoch, validator, "retry",
+                                          detail="not on chain after a restart")
+        for epoch, validator, cid, bond in self.store.open_challenges():
+            c = self.uptime.challenge(cid)
+            if c["challenger"].lower() != self.address.lower() or c["epoch"] != epoch \
+                    or c["validator"].lower() != validator.lower():   # a reorg took it away
+                self.store.save_challenge(epoch, validator, "retry",
+                                          detail=f"challenge {cid} is not ours on chain")
+                continue
+            state = c["state"]
+            if state == OPEN and current > liveness.answer_end(epoch, self.report_delay,
+                                                               self.answer_epochs):
+                state = self._resolve(epoch, validator, cid)
+            if state == RESOLVED and self.store.settle_challenge(
+                    epoch, validator, "resolved", lost := self._loss(epoch, cid, c)):
                 self.m_challenges.labels("resolved").inc()
-            elif state == ANSWERED:
-                self._lost(key, cid)
-        self.m_open.set(self.store.unsettled())
-        self.m_lost.set(self.lost_today(liveness.watched_epoch(current, self.report_delay)))
+                self.log("liveness-challenge-resolved", epoch=epoch, validator=validator,
+                         challenge_id=cid, named=c["named"], answered=c["answered"], lost=lost)
+            elif state == ANSWERED and self.store.settle_challenge(epoch, validator,
+                                                                   "answered", c["paid"]):
+                self.m_challenges.labels("answered").inc()
+                self.log("liveness-challenge-lost", "warning", epoch=epoch, validator=validator,
+                         challenge_id=cid, bond=bond, named=c["named"], lost=c["paid"])
+        tally = self.store.tally()
+        self.m_open.set(tally.get("open", 0) + tally.get("sending", 0))
+        watched = liveness.watched_epoch(current, self.report_delay)
+        self.m_lost.set(self.lost_today(watched) / self.bond if self.bond else 0)
 
-    def _resolve(self, key: tuple, cid: int) -> int:
-        before = self.token.balance_of(self.address)
+    def _loss(self, epoch: int, cid: int, c: dict) -> int:
+        """What a resolved challenge lost: the answer fees it paid less its share of the slash
+        (to_challenger of its ChallengeResolved), never below zero; the rest of the bond came
+        back (bond_returned = bond - paid)."""
+        start = self.uptime.opened_block(epoch) or self.chain.network.deploy_block
+        for log in self.chain.events("Uptime", "ChallengeResolved", start,
+                                     argument_filters={"challenge_id": cid}):
+            return max(0, c["paid"] - log["args"]["to_challenger"])
+        return c["paid"]   # not found (cannot happen once resolved): the fees, at most
+
+    def _resolve(self, epoch: int, validator: str, cid: int) -> int:
         try:
             receipt = self.uptime.resolve_challenge(cid)
         except TxRefused as exc:
             self.log("liveness-resolve-refused", "warning", challenge_id=cid, error=str(exc))
             return OPEN   # read again next time
-        state = self.uptime.challenge(cid)["state"]
-        self.log("liveness-challenge-resolved", epoch=key[0], validator=key[1],
-                 provider=key[2], challenge_id=cid, slashed=state == RESOLVED,
-                 received=self.token.balance_of(self.address) - before, tx=tx_hash(receipt),
-                 gas=receipt["gasUsed"])
-        return state
-
-    def _lost(self, key: tuple, cid: int) -> None:
-        if not self.store.mark_answered(*key, cid):
-            return
-        answered, last = self.store.answered_by(key[1])
-        self.m_challenges.labels("answered").inc()
-        self.log("liveness-challenge-lost", "warning", epoch=key[0], validator=key[1],
-                 provider=key[2], challenge_id=cid, bond=self.bond, answered_by_it=answered,
-                 next_challenge_from=backoff_until(answered, last))
+        self.log("liveness-resolve-sent", epoch=epoch, validator=validator, challenge_id=cid,
+                 tx=tx_hash(receipt), gas=receipt["gasUsed"])
+        return self.uptime.challenge(cid)["state"]

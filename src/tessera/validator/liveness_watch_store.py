@@ -1,6 +1,12 @@
 """The liveness watch's SQLite (`liveness_watch.db` in the state folder): reports seen,
-providers checked, this validator's challenges, and how often each validator answered one of
-them (validator/liveness_watch.py; docs/validators.md, "Watching other validators' reports")."""
+providers checked, and this validator's challenges, one per (reported epoch, validator), with
+the set it named (validator/liveness_watch.py; docs/validators.md, "Watching other validators'
+reports").
+
+Everything here can be read again from the chain (reports, our InclusionsChallenged) except
+the losses of challenges settled more than the scan's reach ago, which only the daily budget
+uses. A database written before the set challenges (SCHEMA_VERSION) is therefore dropped and
+rebuilt, not migrated: its per-provider challenge rows named another contract's challenges."""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+SCHEMA_VERSION = 2   # 1 (user_version 0): per-(epoch, validator, provider) challenges
+TABLES = ("reports", "checks", "challenges", "answered_by", "cursor")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
     epoch INTEGER NOT NULL, validator TEXT NOT NULL, words TEXT NOT NULL,
@@ -20,24 +28,26 @@ CREATE TABLE IF NOT EXISTS checks (
     PRIMARY KEY (epoch, provider)
 );
 CREATE TABLE IF NOT EXISTS challenges (
-    epoch INTEGER NOT NULL, validator TEXT NOT NULL, provider TEXT NOT NULL,
-    status TEXT NOT NULL, challenge_id INTEGER, detail TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (epoch, validator, provider)
-);
-CREATE TABLE IF NOT EXISTS answered_by (
-    validator TEXT PRIMARY KEY, answered INTEGER NOT NULL, last_epoch INTEGER NOT NULL
+    epoch INTEGER NOT NULL, validator TEXT NOT NULL, status TEXT NOT NULL,
+    challenge_id INTEGER, named TEXT NOT NULL DEFAULT '[]', bond TEXT NOT NULL DEFAULT '0',
+    lost TEXT NOT NULL DEFAULT '0', detail TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (epoch, validator)
 );
 CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, next_block INTEGER NOT NULL);
 """
-# checks.outcome: held (this validator has the beat), beat (a reporter served a valid one),
-# onchain (a heartbeat or claimed receipt), pending (not every reporter answered: ask again),
-# unproven (challenged, or capped), unchecked (the window closed before every reporter was
-# asked), skipped (no reporter of it could be challenged: not asked).
-# challenges.status: sending, open, answered (bond lost), resolved (slashed), taken (someone
-# else challenged it first), refused, capped, retry (a 'sending' not found on chain after a
-# restart: sent again if still due).
-AT_RISK = ("sending", "open", "answered", "resolved")
+# checks.outcome: beat (a reporter served a valid one), onchain (a heartbeat or claimed
+# receipt), pending (not every reporter answered: ask again), unproven (no beat anywhere: named
+# in the reporters' challenges).
+# challenges.status: sending, open, answered (every named beat shown: the answer fees lost),
+# resolved (some named beat never shown: slashed; lost: the fees less the slash share, never
+# below zero), taken (every unproven inclusion was already named by someone else's challenge,
+# or its beat shown), refused, capped (the daily budget or the balance left no bond: tried
+# again), retry (a 'sending' not found on chain after a restart, or an 'open' one a reorg
+# removed: sent again). `named`: what the challenge names on chain (those another named first
+# are left out). Token amounts (bond, lost) are decimal TEXT: 10**19 does not fit SQLite's
+# INTEGER.
 UNSETTLED = ("sending", "open")
+SETTLED = ("answered", "resolved")
 
 
 class WatchStore:
@@ -48,6 +58,10 @@ class WatchStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")   # 'sending' is saved before a bond goes
+        if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            for table in TABLES:   # an older layout: a cache of the chain, read again
+                self._db.execute(f"DROP TABLE IF EXISTS {table}")
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
 
@@ -90,80 +104,70 @@ class WatchStore:
                  (epoch, provider, outcome, detail[:500], attempts))
 
     # -- challenges ------------------------------------------------------------------------
-    def challenge(self, epoch: int, validator: str, provider: str) -> tuple[str, int | None] | None:
-        rows = self._all("SELECT status, challenge_id FROM challenges WHERE epoch=? AND "
-                         "validator=? AND provider=?", (epoch, validator, provider))
-        return rows[0] if rows else None
+    def challenge(self, epoch: int, validator: str) -> dict | None:
+        """Our challenge of `validator`'s report on `epoch`: status, challenge_id, named
+        (registry indices), bond, lost, detail; None if there is none."""
+        rows = self._all("SELECT status, challenge_id, named, bond, lost, detail FROM "
+                         "challenges WHERE epoch=? AND validator=?", (epoch, validator))
+        if not rows:
+            return None
+        status, cid, named, bond, lost, detail = rows[0]
+        return {"status": status, "challenge_id": cid, "named": json.loads(named),
+                "bond": int(bond), "lost": int(lost), "detail": detail}
 
-    def save_challenge(self, epoch: int, validator: str, provider: str, status: str,
-                       challenge_id: int | None = None, detail: str = "") -> None:
-        self._do("INSERT OR REPLACE INTO challenges VALUES (?,?,?,?,?,?)",
-                 (epoch, validator, provider, status, challenge_id, detail[:500]))
+    def save_challenge(self, epoch: int, validator: str, status: str,
+                       challenge_id: int | None = None, named: list[int] | None = None,
+                       bond: int = 0, lost: int = 0, detail: str = "") -> None:
+        self._do("INSERT OR REPLACE INTO challenges VALUES (?,?,?,?,?,?,?,?)",
+                 (epoch, validator, status, challenge_id, json.dumps(sorted(named or [])),
+                  str(bond), str(lost), detail[:500]))
 
-    def mark_answered(self, epoch: int, validator: str, provider: str, challenge_id: int) -> bool:
-        """Record that a beat answered this challenge (the bond is lost) and count it against
-        `validator` (the back-off), in one transaction; False if it was recorded before."""
+    def settle_challenge(self, epoch: int, validator: str, status: str, lost: int) -> bool:
+        """Mark an open challenge settled (answered or resolved) with what it lost, once:
+        False if it was not open any more."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = self._db.execute("SELECT status FROM challenges WHERE epoch=? AND "
-                                        "validator=? AND provider=?",
-                                        (epoch, validator, provider)).fetchall()
-                if rows and rows[0][0] == "answered":
-                    self._db.execute("ROLLBACK")
-                    return False
-                self._db.execute("INSERT OR REPLACE INTO challenges VALUES (?,?,?,?,?,?)",
-                                 (epoch, validator, provider, "answered", challenge_id, ""))
-                self._db.execute(
-                    "INSERT INTO answered_by VALUES (?,1,?) ON CONFLICT(validator) DO UPDATE "
-                    "SET answered=answered+(excluded.last_epoch > last_epoch), "
-                    "last_epoch=MAX(last_epoch, excluded.last_epoch)",
-                    (validator, epoch))
-                self._db.execute("COMMIT")
-                return True
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            cursor = self._db.execute(
+                "UPDATE challenges SET status=?, lost=? WHERE epoch=? AND validator=? AND "
+                "status='open'", (status, str(lost), epoch, validator))
+            return cursor.rowcount == 1
 
-    def answered_by(self, validator: str) -> tuple[int, int]:
-        """(reported epochs on which a beat answered a challenge of ours of `validator`'s
-        inclusions, the last of them); (0, -1) if none. An answer on an epoch before the last
-        one counted (noticed late) is not counted again."""
-        rows = self._all("SELECT answered, last_epoch FROM answered_by WHERE validator=?",
-                         (validator,))
-        return rows[0] if rows else (0, -1)
+    def unsent(self, epoch: int) -> int:
+        """Challenges of `epoch` still to be sent (or to be found on chain)."""
+        return self._all("SELECT COUNT(*) FROM challenges WHERE epoch=? AND status IN "
+                         "('sending','retry')", (epoch,))[0][0]
 
-    def at_risk(self, epoch: int, validator: str | None = None) -> int:
-        """Bonds this validator put (or is putting) on `epoch`'s inclusions."""
-        query = (f"SELECT COUNT(*) FROM challenges WHERE epoch=? AND status IN "
-                 f"({','.join('?' * len(AT_RISK))})")
-        args: tuple = (epoch, *AT_RISK)
-        if validator is not None:
-            query, args = query + " AND validator=?", (*args, validator)
-        return self._all(query, args)[0][0]
+    def out(self) -> int:
+        """Bonds out now (base units): challenges sent, or being sent, not yet settled."""
+        return sum(int(bond) for (bond,) in self._all(
+            "SELECT bond FROM challenges WHERE status IN (?,?)", UNSETTLED))
 
-    def unsettled(self, validator: str | None = None) -> int:
-        """Bonds out now: challenges sent (or being sent) that no answer or resolve settled."""
-        query, args = "SELECT COUNT(*) FROM challenges WHERE status IN (?,?)", UNSETTLED
-        if validator is not None:
-            query, args = query + " AND validator=?", (*args, validator)
-        return self._all(query, args)[0][0]
+    def named_out(self) -> int:
+        """Providers named by the challenges sent, or being sent, not yet settled (each may
+        still cost one answer fee)."""
+        return sum(len(json.loads(named)) for (named,) in self._all(
+            "SELECT named FROM challenges WHERE status IN (?,?)", UNSETTLED))
 
     def lost_since(self, epoch: int) -> int:
-        """Bonds lost to answers on challenges of reported epochs from `epoch` on."""
-        return self._all("SELECT COUNT(*) FROM challenges WHERE status='answered' AND epoch>=?",
-                         (epoch,))[0][0]
+        """Base units lost on settled challenges of reported epochs from `epoch` on."""
+        return sum(int(lost) for (lost,) in self._all(
+            "SELECT lost FROM challenges WHERE status IN (?,?) AND epoch>=?",
+            (*SETTLED, epoch)))
 
-    def sending(self) -> list[tuple[int, str, str]]:
-        return self._all("SELECT epoch, validator, provider FROM challenges "
-                         "WHERE status='sending'")
+    def sending(self) -> list[tuple[int, str]]:
+        return self._all("SELECT epoch, validator FROM challenges WHERE status='sending'")
 
-    def open_challenges(self) -> list[tuple[int, str, str, int]]:
-        return self._all("SELECT epoch, validator, provider, challenge_id FROM challenges "
-                         "WHERE status='open' ORDER BY challenge_id")
+    def open_challenges(self) -> list[tuple[int, str, int, int]]:
+        """(epoch, validator, challenge_id, bond) of every challenge still open."""
+        return [(e, v, cid, int(bond)) for e, v, cid, bond in self._all(
+            "SELECT epoch, validator, challenge_id, bond FROM challenges WHERE status='open' "
+            "ORDER BY challenge_id")]
 
-    def tally(self) -> dict[str, int]:
-        return dict(self._all("SELECT status, COUNT(*) FROM challenges GROUP BY status"))
+    def tally(self, epoch: int | None = None) -> dict[str, int]:
+        """Our challenges by status (of one reported epoch, or all)."""
+        if epoch is None:
+            return dict(self._all("SELECT status, COUNT(*) FROM challenges GROUP BY status"))
+        return dict(self._all("SELECT status, COUNT(*) FROM challenges WHERE epoch=? "
+                              "GROUP BY status", (epoch,)))
 
     # -- the block cursor, pruning ---------------------------------------------------------
     def next_block(self) -> int | None:
@@ -174,9 +178,9 @@ class WatchStore:
         self._do("INSERT OR REPLACE INTO cursor VALUES ('reports', ?)", (block,))
 
     def prune(self, checks_before: int, challenges_before: int) -> None:
-        """Forget reports and checks of epochs that can no longer be challenged, and settled
-        challenges of epochs before `challenges_before` (the daily loss budget's window; the
-        back-off counts live on in `answered_by`)."""
+        """Forget reports and checks of epochs that can no longer be challenged, and challenges
+        of epochs before `challenges_before` (the daily loss budget's window) unless still
+        out."""
         with self._lock:
             self._db.execute("DELETE FROM reports WHERE epoch < ?", (checks_before,))
             self._db.execute("DELETE FROM checks WHERE epoch < ?", (checks_before,))

@@ -97,8 +97,8 @@ class ValidatorNode:
         ) if lv.enabled else None
         self.liveness_watch = LivenessWatch(
             self.chain, self.liveness.store, Path(config.validator.state_dir), self.log,
-            self.metrics, max_challenges=lv.watch_max_challenges_per_epoch,
-            timeout_s=lv.watch_timeout_s, max_bonds_lost_per_day=lv.watch_max_bonds_lost_per_day,
+            self.metrics, timeout_s=lv.watch_timeout_s,
+            max_bonds_lost_per_day=lv.watch_max_bonds_lost_per_day,
             confirmations=self.liveness.confirmations) if lv.enabled and lv.watch else None
 
     @property

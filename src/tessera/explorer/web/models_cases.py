@@ -184,32 +184,55 @@ class ValidatorOut(BaseModel):
     registered_tx: str
 
 
+class LivenessNamedOut(BaseModel):
+    """A provider an inclusion challenge names, and whether its beat signature was shown."""
+
+    registry_index: int
+    provider: str | None = Field(description="null: an index no indexed registration has")
+    answered_by: str | None = Field(description="who showed its beat on this challenge (null: nobody)")
+    answered_tx: str | None
+    to_answerer_base_units: str = Field(description="of the bond, to `answered_by` for this beat")
+    shown_on_challenge: int | None = Field(
+        description="another challenge of the same epoch on which its beat was shown (it then counts "
+                    "as answered here too, without pay); null if none")
+
+
 class LivenessChallengeOut(BaseModel):
-    """An Uptime inclusion challenge: a validator's liveness report named the provider, someone bonded
-    that it held no beat signature (docs/uptime.md)."""
+    """An Uptime inclusion challenge: someone bonded that a validator's liveness report named a set
+    of providers without holding their beat signatures (docs/uptime.md). Each beat shown in time
+    pays its shower the answer fee from the bond; each one never shown costs the validator a slash;
+    the rest of the bond goes back to the challenger whatever the outcome."""
 
     challenge_id: int
     validator: str
-    provider: str
     epoch: str
     challenger: str
-    status: str = Field(description="open (answer by the end of `answer_by_epoch`), answered (the beat "
-                                    "shown: the report stands, the bond paid to `answered_by` and the "
-                                    "validator) or resolved (unanswered: validator slashed, the reported "
-                                    "bit revoked)")
+    status: str = Field(description="open (answer by the end of `answer_by_epoch`), answered (every "
+                                    "named beat shown, here or on another challenge: the reports stand) "
+                                    "or resolved (`unanswered` beats not shown: validator slashed, "
+                                    "those reported bits revoked)")
     answer_by_epoch: str
+    named_count: int
+    named: list[LivenessNamedOut] = Field(
+        description="named providers in registry order (on a provider's page: that provider), at most "
+                    "20; `named_more` are left out")
+    named_more: int
+    answered: int = Field(description="beats shown on this challenge")
+    unanswered: int = Field(description="named beats never shown (once resolved)")
     token: str = STAKE_SYMBOL
     decimals: int = STAKE_DECIMALS
     bond_base_units: str
-    to_answerer_base_units: str = Field(description="of the bond, to `answered_by` (0 unless answered; 0 "
-                                                    "too when settled by a beat shown on another challenge)")
-    to_validator_base_units: str = Field(description="of the bond, to the validator (0 unless answered)")
+    paid_base_units: str = Field(description="of the bond, to answerers (the answer fee per beat shown)")
+    bond_returned_base_units: str = Field(description="the rest of the bond (bond - paid), back to the "
+                                                      "challenger in either outcome (once settled)")
     slashed_base_units: str
+    to_challenger_base_units: str = Field(description="the challenger's share of the slash")
+    burned_base_units: str = Field(description="the rest of the slash, burned")
     opened_at: int
     opened_tx: str
-    answered_by: str | None
-    answered_tx: str | None
-    resolved_tx: str | None
+    resolved_at: int | None
+    resolved_tx: str | None = Field(description="the ChallengeResolved (for an answered one, the last "
+                                                "answer's transaction or resolve_challenge's)")
 
 
 class LivenessReportOut(BaseModel):

@@ -71,7 +71,7 @@ def arg_html(contract: str, event: str, name: str, value) -> str:
             return address_text(value)
         if len(value) == 66:
             return short_hash(value)
-    if isinstance(value, list) and contract == "Uptime" and name == "words":
+    if isinstance(value, list) and contract == "Uptime" and name in ("words", "named"):
         named = indices_of(v for v in value if _is_int(v))
         shown = ", ".join(str(i) for i in named[:20]) + (", …" if len(named) > 20 else "")
         return e(f"{len(named)} providers named (registry indices {shown or 'none'})")
@@ -161,8 +161,8 @@ def cause_html(s: db.Slash) -> str:
     if s.cause == "downtime" and s.cause_ref:
         return "downtime claimed on lease " + lease_link(int(s.cause_ref))
     if s.cause == "liveness" and s.cause_ref:
-        return (f"liveness inclusion challenge {e(s.cause_ref)} left unanswered (a report named a "
-                "provider without its beat)")
+        return (f"liveness inclusion challenge {e(s.cause_ref)} left unanswered (a report named "
+                "providers whose beats were never shown)")
     return "direct slash by " + address_text(s.slasher)
 
 

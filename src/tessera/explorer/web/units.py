@@ -33,8 +33,8 @@ AMOUNT_ARGS: dict[str, dict[str, str]] = {
     "StakeToken": {"value": TSTK},
     "Timelock": {"amount": ETH},
     "AgentBudget": dict.fromkeys(("amount", "budget", "cap"), TUSD),
-    "Uptime": dict.fromkeys(("challenge_bond", "inclusion_slash", "bond", "to_answerer", "to_validator",
-                             "slashed", "to_challenger", "burned", "bond_returned"), TSTK),
+    "Uptime": dict.fromkeys(("challenge_bond", "inclusion_slash", "bond", "to_answerer", "slashed",
+                             "to_challenger", "burned", "bond_returned"), TSTK),
 }
 # Arguments that are block times (Unix seconds), and durations (seconds).
 TIME_ARGS = {"start", "deadline", "release_at", "locked_until", "until", "jailed_until", "released_until",

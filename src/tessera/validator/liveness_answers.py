@@ -1,0 +1,280 @@
+"""The validator's answers to liveness inclusion challenges (the duty:
+validator/liveness.py; the rules: Uptime.vy, docs/uptime.md "Fabrication").
+
+One challenge (`Uptime.challenge_inclusions`) names any set of one report's inclusions, by
+registry index (`InclusionsChallenged.named`, a bitmap like the report's words). Each named
+provider whose beat nobody shows in time costs the validator `inclusion_slash`; each beat shown
+pays its shower the fixed `answer_fee` (about its gas), and the rest of the bond goes back to
+the challenger, however the challenge ends. So the validator's stake is what is at risk, and
+it gains nothing by settling a challenge: it shows the beats, and leaves the settling to
+anyone. For every challenge of its own reports (its status in liveness.db's answers table):
+
+- The scan of `InclusionsChallenged` logs (the last `confirmations`
+  blocks read again, since a reorg can put a challenge, or take an answer away, there) keeps
+  each new one as `open`; one already settled whose log is read again is opened again and
+  checked on chain (a reorg may have dropped the answer).
+- An open challenge is read from the chain, not from its log (a reorg can give its id to
+  another challenge): its state, its named words, and the epoch's proven words. The beat of
+  every named provider it holds that is not yet proven is shown, MAX_ANSWERS (read from Uptime
+  once) a transaction. A provider may answer its own inclusion first, and should: the chain
+  skips a beat shown meanwhile (unpaid) and refuses a batch only when every beat in it was
+  shown already ("every beat given was shown already"), so such a batch is simply done and
+  the next one sent; any other refusal leaves the rest to the next scan.
+- A named provider whose beat it does not hold (a lost database) is logged once as
+  unanswerable; the others are still shown (the slash is per unshown provider).
+- Answered in full on this challenge, the challenge settles at once. A named beat shown on
+  another challenge of the epoch (a provider answering a colleague's challenge first) is not
+  shown again, so such a challenge stays open on chain until someone resolves it after its
+  answer window (it is then settled as answered: nothing can be slashed for a fully shown
+  set). Meanwhile it is checked every WAITING_CHECK_S, since an answer elsewhere can be
+  reorged away too; once the window is over with every named beat shown it is closed here
+  (`answered`), with nothing left to do; with some never shown it waits for the challenger's
+  resolve (`resolved`: the slash), never resolving it itself.
+
+Other validators' challenges are answered too, for the named providers whose beats this
+validator holds (those its own report of the epoch names): an inclusion disputed on ANY report
+and never proven revokes the provider's bit of the epoch, so an honest provider that is
+offline when a colleague's report is challenged (or that a lying colleague leaves unanswered)
+keeps its epoch only if someone who holds its beat shows it. Its own challenges come first
+(a beat is shown once per epoch, on any challenge, and it is its own stake a missing beat
+slashes). Others' challenges are followed until their answer window ends, never resolved
+here. The provider also answers any challenge naming it (provider/inclusion_answers.py)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter
+from web3 import Web3
+
+from tessera.chain.client import tx_hash
+from tessera.errors import ChainError, RpcUnavailable, TxRefused
+from tessera.protocol import liveness
+
+WAITING_CHECK_S = 30.0   # an open challenge with nothing left to show: read again this often
+OPEN = "open"
+SHOWN_ALREADY = "shown already"   # a batch the chain refused as wholly shown: nothing to do
+# Final statuses (until a reorg reopens them): answered (settled as answered by the last
+# answer, or its window over with every named beat shown somewhere), resolved (slashed: some
+# named beat never shown, and someone resolved it), gone (no such challenge of this validator
+# on chain any more), followed (a colleague's challenge, over). An open challenge whose window
+# is over with beats unshown is looked at every WAITING_CHECK_S until someone resolves it (or
+# it is pruned with its epoch).
+
+
+class ChallengeAnswers:
+    """Answers the challenges naming this validator's inclusions (module docstring)."""
+
+    def __init__(self, duty, metrics: CollectorRegistry):
+        self.duty = duty
+        self._max_answers: int | None = None
+        self._providers: dict[int, str] = {}       # registry index -> provider address
+        self._warned: set[int] = set()             # challenges logged as unanswerable
+        self._unanswered: set[int] = set()         # ... and as over with beats unshown
+        self._rechecks: dict[int, str] = {}        # reopened challenge -> its status before
+        self._check_at: dict[int, float] = {}      # open challenge -> monotonic time to look
+        self._others: set[int] = set()             # challenges of colleagues' reports
+        self.m_shown = Counter("tessera_validator_liveness_beats_shown", "named beats shown on "
+                               "challenges of this validator's reports", registry=metrics)
+
+    @property
+    def max_answers(self) -> int:
+        if self._max_answers is None:
+            self._max_answers = self.duty.uptime.max_answers()
+        return self._max_answers
+
+    # -- the scan ------------------------------------------------------------------------------
+    def scan(self, current: int) -> None:
+        """Read new InclusionsChallenged logs of this validator's reports, then work on every
+        open challenge (`current`: the duty's epoch)."""
+        duty = self.duty
+        chain, store = duty.chain, duty.store
+        head = chain.block_number()
+        deploy = chain.network.deploy_block
+        start = max(store.next_block(deploy) - duty.confirmations, deploy)
+        if head >= start:
+            settled = head - duty.confirmations   # logs in later blocks may still be reorged
+            own, others = [], []
+            for log in chain.events("Uptime", "InclusionsChallenged", start, head):
+                mine = str(log["args"]["validator"]).lower() == duty.address.lower()
+                (own if mine else others).append(log)
+            for log in own:
+                self._found(log["args"], recheck=log["blockNumber"] > settled)
+            for log in others:
+                if self._holds_named(log["args"]):
+                    self._found(log["args"], recheck=log["blockNumber"] > settled, own=False)
+            store.set_next_block(head + 1)
+        now = time.monotonic()
+        open_ = store.open_answers()
+        # its own challenges first (a beat is shown once per epoch, on any challenge)
+        open_.sort(key=lambda row: row[0] in self._others)
+        for cid, epoch in open_:
+            if now < self._check_at.get(cid, 0.0):
+                continue
+            try:
+                self._follow(cid, epoch, current)
+            except RpcUnavailable:
+                raise
+            except ChainError as exc:   # not a refusal (a send that failed): next scan
+                duty.log("liveness-answer-error", "warning", challenge_id=cid, error=str(exc))
+
+    def _holds_named(self, args) -> bool:
+        """Whether a colleague's challenge names a provider this validator reported (holds the
+        beat of) in that epoch."""
+        report = self.duty.store.report(int(args["epoch"]))
+        return bool(report) and any(n & w for n, w in zip(args["named"], report["words"],
+                                                             strict=False))
+
+    def _found(self, args, recheck: bool, own: bool = True) -> None:
+        duty, cid, epoch = self.duty, int(args["challenge_id"]), int(args["epoch"])
+        known = duty.store.answer_status(cid)
+        if not own:
+            self._others.add(cid)
+        if known is None:
+            duty.store.save_answer(cid, OPEN, epoch=epoch)
+            duty.log("liveness-challenged" if own else "liveness-colleague-challenged",
+                     "warning" if own else "info", challenge_id=cid, epoch=epoch,
+                     validator=args["validator"], challenger=args["challenger"],
+                     named=int(args["named_count"]), bond=int(args["bond"]),
+                     answer_by_epoch=int(args["answer_by_epoch"]))
+        elif recheck and known != OPEN:   # a reorg may have undone its outcome: look again
+            self._rechecks[cid] = known
+            duty.store.save_answer(cid, OPEN, f"checked again (was {known})", epoch=epoch)
+            self._check_at.pop(cid, None)
+
+    # -- one challenge -------------------------------------------------------------------------
+    def _follow(self, cid: int, epoch: int, current: int) -> None:
+        uptime = self.duty.uptime
+        c = uptime.challenge(cid)
+        if c["state"] == 0:
+            return self._close(cid, epoch, "gone", "no such challenge on chain (a reorg took "
+                               "it)", "warning")
+        # The chain says whose it is (a reorg may have given the id to another challenge).
+        own = str(c["validator"]).lower() == self.duty.address.lower()
+        epoch = int(c["epoch"])
+        if not own:
+            return self._follow_other(cid, epoch, c, current)
+        if c["state"] == liveness.CHALLENGE_ANSWERED:
+            return self._close(cid, epoch, "answered", "every named beat was shown")
+        if c["state"] == liveness.CHALLENGE_RESOLVED:
+            return self._close(cid, epoch, "resolved", "resolved with named beats unshown: "
+                               "this validator was slashed", "error")
+        named = [uptime.named_word(cid, j) for j in range(int(c["words"]))]
+        if current > liveness.answer_end(epoch, self.duty.report_delay, self.duty.answer_epochs):
+            return self._over(cid, epoch, named)
+        self._answer(cid, epoch, named)
+
+    def _follow_other(self, cid: int, epoch: int, c: dict, current: int) -> None:
+        """A colleague's challenge: show the named beats it holds while the window is open."""
+        over = current > liveness.answer_end(epoch, self.duty.report_delay,
+                                             self.duty.answer_epochs)
+        if c["state"] != liveness.CHALLENGE_OPEN or over:
+            self._others.discard(cid)
+            return self._close(cid, epoch, "followed", "a colleague's challenge: over")
+        report = self.duty.store.report(epoch)
+        ours = report["words"] if report else []
+        named = [uptime_word & (ours[j] if j < len(ours) else 0) for j, uptime_word in
+                 enumerate(self.duty.uptime.named_word(cid, j) for j in range(int(c["words"])))]
+        self._answer(cid, epoch, named, own=False)
+
+    def _answer(self, cid: int, epoch: int, named: list[int], own: bool = True) -> None:
+        """Show every held, unproven named beat, in batches (module docstring); `named`: of a
+        colleague's challenge, only the providers this validator reported."""
+        duty = self.duty
+        indices = liveness.indices_of(named)
+        held = self._held(epoch, indices)
+        missing = [i for i in indices if i not in held]
+        if own and missing and cid not in self._warned:
+            self._warned.add(cid)
+            duty.m_answers.labels("unanswerable").inc()
+            duty.log("liveness-challenge-unanswerable", "error", challenge_id=cid, epoch=epoch,
+                     providers=len(missing), indices=missing[:20],
+                     note="named without a beat this validator holds: each costs a slash")
+        proven = self._proven(epoch, named)
+        todo = [i for i in indices if i in held and not liveness.named(proven, i)]
+        shown, refused = 0, None
+        for first in range(0, len(todo), self.max_answers):
+            batch = todo[first:first + self.max_answers]
+            try:
+                receipt = duty.uptime.answer_challenge(
+                    cid, [held[i][0] for i in batch],
+                    [bytes.fromhex(held[i][1][2:]) for i in batch])
+            except TxRefused as exc:
+                if SHOWN_ALREADY in str(exc):   # every one shown meanwhile (the providers)
+                    continue
+                refused = str(exc)              # over, or a send that may pass later
+                duty.m_answers.labels("refused").inc()
+                duty.log("liveness-answer-refused", "warning", challenge_id=cid, error=refused)
+                break
+            count = len(duty.uptime.answers_in(receipt))
+            shown += count
+            self.m_shown.inc(count)
+            duty.log("liveness-beats-shown", challenge_id=cid, epoch=epoch, providers=count,
+                     given=len(batch), tx=tx_hash(receipt), gas=receipt["gasUsed"])
+        state = duty.uptime.challenge(cid)["state"]
+        if state != liveness.CHALLENGE_OPEN:   # settled by our last batch (or someone's)
+            return self._close(cid, epoch, "answered" if state == liveness.CHALLENGE_ANSWERED
+                               else "resolved", f"{shown} beats shown by this validator",
+                               sent=shown > 0)
+        if refused is None:   # nothing left to show: only a reorg or the window's end
+            self._check_at[cid] = time.monotonic() + WAITING_CHECK_S
+        duty.store.save_answer(cid, OPEN, f"{shown} beats shown by this validator; "
+                               f"{len(missing)} not held" + (f"; refused: {refused}" if refused
+                                                             else ""), epoch=epoch)
+
+    def _over(self, cid: int, epoch: int, named: list[int]) -> None:
+        """The answer window is over and the challenge still open on chain: closed here if
+        every named beat was shown (somewhere: no slash can come of it, and resolving it
+        would only hand the challenger its bond back, at this validator's gas), else looked
+        at again until the challenger resolves it (the slash)."""
+        duty = self.duty
+        proven = self._proven(epoch, named)
+        unanswered = sum(bin(n & ~p).count("1") for n, p in zip(named, proven, strict=True))
+        if not unanswered:
+            return self._close(cid, epoch, "answered", "every named beat was shown (some on "
+                               "another challenge); left for anyone to resolve")
+        detail = f"{unanswered} named beats were never shown: the challenger may resolve it"
+        if cid not in self._unanswered:
+            self._unanswered.add(cid)
+            duty.m_answers.labels("unanswered").inc()
+            duty.log("liveness-challenge-unanswered", "error", challenge_id=cid,
+                     epoch=epoch, unanswered=unanswered, detail=detail)
+        self._check_at[cid] = time.monotonic() + WAITING_CHECK_S
+        duty.store.save_answer(cid, OPEN, detail, epoch=epoch)
+
+    def _close(self, cid: int, epoch: int, status: str, detail: str, level: str = "info",
+               sent: bool = False, **fields) -> None:
+        duty = self.duty
+        duty.store.save_answer(cid, status, detail, epoch=epoch)
+        self._check_at.pop(cid, None)
+        if self._rechecks.pop(cid, None) == status and not sent:
+            return   # checked again after a possible reorg: as it was
+        duty.m_answers.labels(status).inc()
+        duty.log(f"liveness-challenge-{status}", level, challenge_id=cid, epoch=epoch,
+                 detail=detail, **fields)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def _held(self, epoch: int, indices: list[int]) -> dict[int, tuple[str, str]]:
+        """{registry index: (provider, beat signature)} of the named beats it holds."""
+        out = {}
+        if any(i not in self._providers for i in indices):   # the duty's cache, reversed
+            self._providers.update({i: p for p, i in self.duty._indices.items()})
+        for index in indices:
+            provider = self._provider(index)
+            signature = self.duty.store.beat(epoch, provider)
+            if signature:
+                out[index] = (provider, signature)
+        return out
+
+    def _provider(self, index: int) -> str:
+        """The provider with this registry index (cached; else read once)."""
+        if index not in self._providers:
+            provider = Web3.to_checksum_address(self.duty.registry.provider_at(index))
+            self._providers[index] = provider
+            self.duty._indices[provider] = index
+        return self._providers[index]
+
+    def _proven(self, epoch: int, named: list[int]) -> list[int]:
+        """The epoch's proven words over the words `named` spans (only where it names some)."""
+        uptime = self.duty.uptime
+        return [uptime.proven_word(epoch, j) if word else 0 for j, word in enumerate(named)]
