@@ -248,7 +248,8 @@ def __init__(
     @param report_delay_ Epochs after an epoch in which its reports are accepted (1 .. 64).
     @param answer_epochs_ Epochs a challenge opened at the last moment has to be answered (1 .. 64).
     @param challenge_bond_ Stake-token bond of a challenge (more than zero).
-    @param inclusion_slash_ Stake taken from a validator whose challenged inclusion is unanswered.
+    @param inclusion_slash_ Stake taken from a validator per challenged inclusion left
+           unanswered (at most what it has: a huge value means all of it).
     """
     assert registry_ != empty(address), "uptime: zero registry"
     assert validators_ != empty(address), "uptime: zero validators"
@@ -861,7 +862,12 @@ def resolve_challenge(challenge_id: uint256):
     slashed: uint256 = 0
     # Guarded like the Market's slash: a revoked slasher role must not strand the bond.
     if inclusion_slash > 0 and staticcall IValidators(validators).is_slasher(self):
-        slashed = extcall IValidators(validators).slash(c.validator, inclusion_slash * unanswered, self)
+        # Saturating: an inclusion_slash meant as "all of it" (Validators.slash takes at most
+        # what the validator has) must not overflow and strand the bond.
+        amount: uint256 = max_value(uint256)
+        if inclusion_slash <= max_value(uint256) // unanswered:
+            amount = inclusion_slash * unanswered
+        slashed = extcall IValidators(validators).slash(c.validator, amount, self)
     reward: uint256 = slashed * CHALLENGER_SHARE_BPS // 10_000
     rest: uint256 = c.bond - c.paid
     log ChallengeResolved(

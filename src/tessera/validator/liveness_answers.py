@@ -190,11 +190,17 @@ class ChallengeAnswers:
             duty.log("liveness-challenge-unanswerable", "error", challenge_id=cid, epoch=epoch,
                      providers=len(missing), indices=missing[:20],
                      note="named without a beat this validator holds: each costs a slash")
-        proven = self._proven(epoch, named)
-        todo = [i for i in indices if i in held and not liveness.named(proven, i)]
+        todo = [i for i in indices if i in held]
         shown, refused = 0, None
-        for first in range(0, len(todo), self.max_answers):
-            batch = todo[first:first + self.max_answers]
+        while todo:
+            # The proven words read again before every batch: providers answer their own beats
+            # meanwhile, and a batch of beats shown already is wasted block space, which a
+            # challenge naming a large report at the last moment leaves little of.
+            proven = self._proven(epoch, named)
+            todo = [i for i in todo if not liveness.named(proven, i)]
+            batch, todo = todo[:self.max_answers], todo[self.max_answers:]
+            if not batch:
+                break
             try:
                 receipt = duty.uptime.answer_challenge(
                     cid, [held[i][0] for i in batch],
