@@ -137,7 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _match(self):
-        m = self.ROUND.match(self.path)
+        m = self.ROUND.match(self.path.partition("?")[0])   # routed on the path, as a real server
         if not m or int(m.group(1)) not in self.server.leases:
             self._reply(404, b'{"detail": "unknown"}')
             return None

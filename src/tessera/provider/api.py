@@ -23,6 +23,7 @@ from tessera.http_limits import PathInt, QueryInt, RequestGuard, read_body, vali
 from tessera.protocol.hardware_challenge import HardwareChallengeAnswer, HardwareChallengeRequest
 from tessera.protocol.probes import ProbeReceipt, ProbeRequest
 from tessera.protocol.wire import BidMessage, LeaseStatus, SignedManifest
+from tessera.provider.long_poll import RETRY_AFTER_S, Waiters, parse_wait, wait_for
 from tessera.provider.node import ProviderNode
 from tessera.provider.read_access import authorize_read
 
@@ -133,9 +134,32 @@ def create_app(node: ProviderNode) -> FastAPI:
         return await run_in_threadpool(node.accept_round, lease_id, round_index, body, nonce,
                                        expiry, signature)
 
+    waiters = Waiters()
+
     @app.get("/leases/{lease_id}/rounds/{round_index}")
-    def round_result(lease_id: PathInt, round_index: PathInt):
-        result = node.round_result(lease_id, round_index)
+    async def round_result(lease_id: PathInt, round_index: PathInt, request: Request,
+                           wait: str | None = None):
+        """The worker's signed answer, or 202 while it works; with `?wait=S` the request is
+        held until the answer exists or S seconds have passed (provider/long_poll.py)."""
+        wait_s = parse_wait(wait)
+
+        async def lookup():
+            return await run_in_threadpool(node.round_result, lease_id, round_index)
+
+        async def stop() -> bool:
+            return node.stop_event.is_set() or await request.is_disconnected()
+
+        result = await lookup()     # refuses a lease with no rounds here before a slot is taken
+        if result is None and wait_s > 0:
+            busy = waiters.enter(lease_id)
+            if busy is not None:
+                return JSONResponse(status_code=429, content={"detail": busy + ": ask without "
+                                                              "wait, or again later"},
+                                    headers={"Retry-After": str(RETRY_AFTER_S)})
+            try:
+                result = await wait_for(lookup, wait_s, stop)
+            finally:
+                waiters.leave(lease_id)
         if result is None:
             return JSONResponse(status_code=202, content={"status": "running"})
         return result

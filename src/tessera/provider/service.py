@@ -32,6 +32,7 @@ def run_provider(config: ProviderConfig, node: ProviderNode | None = None) -> No
 
     def request_exit(signum, _frame):
         node.log("signal", name=signal.Signals(signum).name)
+        node.stop_event.set()       # ends the round answers' long polls (provider/long_poll.py)
         server.should_exit = True
 
     signal.signal(signal.SIGTERM, request_exit)

@@ -1,6 +1,12 @@
 """One DiLoCo worker, one round, over HTTP: send the round's parameters signed by the tenant,
-poll for the worker's signed answer, download its pseudo-gradient and check everything that can
+wait for the worker's signed answer, download its pseudo-gradient and check everything that can
 be checked without replaying (hash, signature, size, commitment, payload).
+
+The answer is long-polled: each `GET .../rounds/{r}?wait=W` is held by the provider until the
+answer exists or W seconds have passed (provider/long_poll.py), so a round costs one request per
+LONG_POLL_S instead of one per POLL_S. A provider that answers 202 at once (one from before
+`wait`) is asked every POLL_S for the rest of the round; one that has no slot for another
+waiter (429) is asked every POLL_S until its Retry-After has passed.
 
 A worker whose round cannot be used raises `WorkerFault`; the coordinator (tenant/coordinator.py)
 drops it from the job."""
@@ -8,6 +14,7 @@ drops it from the job."""
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -22,7 +29,10 @@ from tessera.protocol.wire import RoundResult
 from tessera.tenant.client import Tenant
 
 ROUND_SIGNATURE_VALIDITY_S = 600
-POLL_S = 0.02                   # how often a worker is asked for its answer
+POLL_S = 0.02           # how often a provider that does not hold requests is asked for the answer
+LONG_POLL_S = 10.0      # how long one request asks to be held (provider/long_poll.py: <= 30)
+LONG_POLL_MARGIN_S = 5.0    # the read timeout of a held request beyond its wait
+MIN_WAIT_S = 0.05       # a shorter wait (the deadline is that close) is not asked for
 
 # Faults found in an answer that arrived: the worker or its provider is broken or lying.
 RESULT_FAULTS = frozenset({"bad-answer", "bad-signature", "hash-mismatch", "bad-payload",
@@ -89,19 +99,7 @@ class WorkerChannel:
     def collect(self, worker: WorkerLease, round_index: int, body: bytes,
                 deadline: float) -> Answer:
         url = f"{worker.endpoint}/leases/{worker.lease_id}/rounds/{round_index}"
-        while True:
-            try:
-                response = self.http.get(url)
-            except httpx.HTTPError as exc:
-                raise WorkerFault("unreachable", f"{type(exc).__name__}: {exc}") from None
-            if response.status_code == 200:
-                break
-            if response.status_code != 202:
-                raise WorkerFault("worker-error", f"worker answered {response.status_code}: "
-                                                  f"{_detail(response)}")
-            if time.monotonic() > deadline:
-                raise WorkerFault("late", f"no answer within {self.round_timeout_s:.0f} s")
-            time.sleep(POLL_S)
+        response = self.answer(url, deadline)
         try:
             result = RoundResult.model_validate(response.json())
         except ValueError as exc:
@@ -130,6 +128,45 @@ class WorkerChannel:
             raise WorkerFault("bad-payload", f"pseudo-gradient refused: {exc}") from None
         return Answer(pg, len(payload), result.compute_s, result, commitment)
 
+    def answer(self, url: str, deadline: float) -> httpx.Response:
+        """The provider's 200 for the round's answer at `url`, asked for until `deadline` (then
+        WorkerFault "late"): long polls of at most LONG_POLL_S that never wait past the
+        deadline, or polls every POLL_S while the provider does not hold requests."""
+        long_poll_from = 0.0        # monotonic time from which requests ask to be held
+        while True:
+            asked = time.monotonic()
+            wait_s = min(LONG_POLL_S, deadline - asked) if asked >= long_poll_from else 0.0
+            try:
+                if wait_s >= MIN_WAIT_S:
+                    response = self.http.get(url, params={"wait": f"{wait_s:.3f}"},
+                                             timeout=self._held(wait_s))
+                else:
+                    wait_s = 0.0
+                    response = self.http.get(url)
+            except httpx.HTTPError as exc:
+                raise WorkerFault("unreachable", f"{type(exc).__name__}: {exc}") from None
+            answered = time.monotonic()
+            if response.status_code == 200:
+                return response
+            if response.status_code == 429 and wait_s:     # no slot to wait in: poll a while
+                long_poll_from = answered + _retry_after(response)
+            elif response.status_code != 202:
+                raise WorkerFault("worker-error", f"worker answered {response.status_code}: "
+                                                  f"{_detail(response)}")
+            elif wait_s and answered - asked < wait_s / 2:  # not held: a provider from before
+                long_poll_from = math.inf
+            if answered > deadline:
+                raise WorkerFault("late", f"no answer within {self.round_timeout_s:.0f} s")
+            if not wait_s or answered < long_poll_from:
+                time.sleep(POLL_S)
+
+    def _held(self, wait_s: float) -> httpx.Timeout:
+        """The client's timeouts, with a read timeout that outlasts a `wait_s` long poll."""
+        base = self.http.timeout
+        read = None if base.read is None else max(base.read, wait_s + LONG_POLL_MARGIN_S)
+        return httpx.Timeout(base.connect, connect=base.connect, read=read, write=base.write,
+                             pool=base.pool)
+
     def download(self, url: str) -> bytes:
         """The body at `url`, refusing more than the largest pseudo-gradient this job can have."""
         chunks, size = [], 0
@@ -147,6 +184,15 @@ class WorkerChannel:
         except httpx.HTTPError as exc:
             raise WorkerFault("unreachable", f"{type(exc).__name__}: {exc}") from None
         return b"".join(chunks)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """A 429's Retry-After in seconds, kept within POLL_S .. LONG_POLL_S."""
+    try:
+        seconds = float(response.headers.get("retry-after", "1"))
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, POLL_S), LONG_POLL_S) if math.isfinite(seconds) else 1.0
 
 
 def _detail(response: httpx.Response) -> str:

@@ -1,0 +1,171 @@
+"""Issue 16: the tenant's coordinator long-polls each worker's round answer
+(`WorkerChannel.answer`, `?wait=`) instead of asking every 20 ms. A real WorkerChannel against
+the provider's real app served by uvicorn (tests/support/scripted_rounds.py: a scripted node
+decides when the answer appears), every GET of the round's answer counted on the client.
+
+Before: one GET per POLL_S (plus its round trip) for the whole round, ~40-50 per second.
+After: one GET per LONG_POLL_S of round time, and the answer taken within a few of the
+provider's local checks of its appearance.
+
+Adversary strategies, and what stops them:
+- a stranger fills the lease's long-poll slots so that the tenant's wait is refused (429) and
+  the worker is dropped as faulty: a 429 to a wait makes the tenant poll until Retry-After has
+  passed, and a poll without `wait` is never refused (test_a_stranger_holding_the_slots...);
+- a provider (or an old one) that ignores `wait` would turn each long poll into a busy loop:
+  a 202 much sooner than the wait makes the tenant poll every POLL_S for the rest of the round;
+- a provider holding the request past the round's deadline: the wait asked for never passes
+  the deadline, and the read timeout is the wait plus a margin.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import httpx
+import pytest
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from tests.support.scripted_rounds import PARAMS, PAYLOAD, PROVIDER, ScriptedNode, tenant_side
+from tests.support.uvicorn_server import serve
+
+from tessera.chain.read_grant import ReadGrantAuth
+from tessera.errors import WorkerFault
+from tessera.provider.api import create_app
+from tessera.provider.long_poll import MAX_WAITERS_PER_LEASE
+from tessera.tenant import worker_rounds
+from tessera.tenant.worker_rounds import LONG_POLL_S, POLL_S, WorkerChannel, WorkerLease
+
+ANSWER_PATH = re.compile(r"/leases/[0-9]+/rounds/[0-9]+$")
+PROMPT_S = 1.5      # "taken at once" on a loaded machine (a held request would take 10 s)
+
+
+def old_app(node: ScriptedNode) -> FastAPI:
+    """A provider from before `wait`: it answers at once whatever the query says."""
+    app = FastAPI()
+
+    @app.get("/leases/{lease_id}/rounds/{round_index}")
+    def round_result(lease_id: int, round_index: int):
+        result = node.round_result(lease_id, round_index)
+        return JSONResponse(status_code=202, content={"status": "running"}) if result is None \
+            else result
+
+    @app.get("/leases/{lease_id}/rounds/{round_index}/pseudo-gradient")
+    def payload(lease_id: int, round_index: int) -> Response:
+        return Response(PAYLOAD, media_type="application/octet-stream")
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def providers(tmp_path_factory):
+    """(node, url) of a provider that long-polls and of one from before."""
+    new, old = (ScriptedNode(tmp_path_factory.mktemp(name)) for name in ("new", "old"))
+    with serve(create_app(new)) as new_url, serve(old_app(old)) as old_url:
+        for url in (new_url, old_url):     # warm: the first request starts the thread pool
+            httpx.get(f"{url}/leases/1/rounds/0", timeout=30)
+        yield {"new": (new, new_url), "old": (old, old_url)}
+
+
+class Counted:
+    """A WorkerChannel over an httpx client whose GETs of a round's answer are counted. The
+    client's own timeout (1 s) is shorter than any wait: a held request must set its own."""
+
+    def __init__(self, url: str, round_timeout_s: float = 60):
+        self.gets = 0
+        self.http = httpx.Client(timeout=1.0, auth=ReadGrantAuth(tenant_side().chain),
+                                 event_hooks={"request": [self._count]})
+        self.channel = WorkerChannel(tenant_side(), self.http, lambda b: {"bytes": bytes(b)},
+                                     max_payload=1 << 20, round_timeout_s=round_timeout_s)
+        self.worker = WorkerLease(lease_id=1, provider=PROVIDER.address, endpoint=url)
+
+    def _count(self, request: httpx.Request) -> None:
+        if request.method == "GET" and ANSWER_PATH.search(request.url.path):
+            self.gets += 1
+
+    def collect(self, deadline_in: float = 60):
+        return self.channel.collect(self.worker, 0, PARAMS, time.monotonic() + deadline_in)
+
+
+def _round(providers, kind: str, round_s: float, **counted) -> tuple[Counted, float]:
+    """One round whose answer appears `round_s` from now, collected: the counter and how long
+    after the answer's appearance collect returned."""
+    node, url = providers[kind]
+    node.reset()
+    appears = time.monotonic() + round_s
+    node.answer_at(1, 0, at=appears)
+    tenant = Counted(url, **counted)
+    answer = tenant.collect()
+    assert answer.pseudo_gradient == {"bytes": PAYLOAD} and answer.result.round == 0
+    return tenant, time.monotonic() - appears
+
+
+def test_a_round_costs_one_request_per_long_poll(providers):
+    """A 2.5 s round: one GET (W = LONG_POLL_S = 10 s), and the answer is taken at once."""
+    round_s = 2.5
+    tenant, after = _round(providers, "new", round_s)
+    assert tenant.gets <= round_s / LONG_POLL_S + 3 and tenant.gets == 1, tenant.gets
+    assert after < PROMPT_S, after
+
+
+def test_waits_are_renewed_for_a_round_longer_than_one(providers, monkeypatch):
+    """With W = 0.5 s a 2.5 s round takes about 5 GETs, each held, none at once."""
+    monkeypatch.setattr(worker_rounds, "LONG_POLL_S", 0.5)
+    round_s = 2.5
+    tenant, after = _round(providers, "new", round_s)
+    assert 4 <= tenant.gets <= round_s / 0.5 + 3, tenant.gets
+    assert after < PROMPT_S, after
+
+
+def test_an_old_provider_is_polled_as_before(providers):
+    """A provider that ignores `wait` answers 202 at once: the tenant polls it every POLL_S
+    (what every round cost before) and still gets the answer."""
+    round_s = 1.5
+    tenant, after = _round(providers, "old", round_s)
+    assert tenant.gets >= 0.3 * round_s / POLL_S, tenant.gets   # polled, not stuck waiting
+    assert tenant.gets <= round_s / POLL_S + 3
+    assert after < PROMPT_S
+
+
+def test_a_late_round_is_late_at_its_deadline_not_after_a_wait(providers):
+    """No answer and a deadline 1.5 s away: the wait asked for is cut to the time left, so
+    WorkerFault("late") comes at the deadline, after about one GET."""
+    node, url = providers["new"]
+    node.reset()
+    tenant = Counted(url, round_timeout_s=1.5)
+    start = time.monotonic()
+    with pytest.raises(WorkerFault) as fault:
+        tenant.collect(deadline_in=1.5)
+    took = time.monotonic() - start
+    assert fault.value.kind == "late" and 1.5 <= took < 2.5, (fault.value, took)
+    assert tenant.gets <= 3, tenant.gets
+
+
+def test_a_stranger_holding_the_slots_does_not_fault_the_worker(providers):
+    """A stranger holds every long-poll slot of lease 1: the tenant's waits are refused (429),
+    so it polls while Retry-After lasts, and still takes the answer promptly."""
+    node, url = providers["new"]
+    node.reset()
+    codes: list[int] = []
+
+    def hold() -> None:
+        codes.append(httpx.get(f"{url}/leases/1/rounds/0", params={"wait": "20"},
+                               timeout=30).status_code)
+
+    holders = [threading.Thread(target=hold) for _ in range(MAX_WAITERS_PER_LEASE)]
+    for thread in holders:
+        thread.start()
+    deadline = time.monotonic() + 20
+    while node.lookups < 3 * MAX_WAITERS_PER_LEASE:
+        assert time.monotonic() < deadline, "the stranger's waits never came"
+        time.sleep(0.05)
+    appears = time.monotonic() + 1.5
+    node.answer_at(1, 0, at=appears)
+    tenant = Counted(url)
+    answer = tenant.collect()
+    assert answer.result.round == 0 and time.monotonic() - appears < PROMPT_S
+    assert tenant.gets > 3, tenant.gets     # refused waits, then polls
+    for thread in holders:
+        thread.join(timeout=10)
+    assert codes == [200] * MAX_WAITERS_PER_LEASE
