@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import resource
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,3 +46,25 @@ def private_devnet():
     The keyword options are `Devnet.up`'s deploy options (`epoch_length`, `jail_after`,
     `challenge_window`, ...)."""
     return _private_devnet
+
+
+# Where the suite's CPU goes (CI time is bounded): with TESSERA_CPU_LOG=PATH, one line per test
+# phase with its CPU seconds, this process's plus the children it waited for (the processes a
+# test starts and stops), appended to PATH. Off unless asked for.
+_CPU_LOG = os.environ.get("TESSERA_CPU_LOG")
+
+
+def _cpu_s() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not _CPU_LOG:
+        yield
+        return
+    cpu, wall = _cpu_s(), time.monotonic()
+    yield
+    with open(_CPU_LOG, "a") as out:
+        out.write(f"{_cpu_s() - cpu:.2f} {time.monotonic() - wall:.2f} {item.nodeid}\n")

@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 
 from tessera.chain.deploy import DeployParams
+from tessera.protocol import liveness
 
 
 def test_default_claim_window_outlasts_a_late_challenge():
@@ -35,3 +36,29 @@ def test_liveness_needs_a_claim_window_and_an_unbonding_period_past_finality():
     assert (daily.epoch_length, daily.claim_window, daily.unbonding_period) == \
         (86_400, 4 * 86_400, 5 * 86_400)
     assert params.with_epoch(60) == params      # the devnet's defaults already suffice
+
+
+def test_the_answer_window_holds_a_whole_reports_answers_on_the_chain_deployed_to():
+    """Issue 15 (G1b): a griefer names every inclusion of an honest report of the largest size
+    in the last block of the challenge window; its answers need MAX_LIVENESS_WORDS x 256 x
+    ANSWER_GAS_PER_BEAT gas within the answer-only epochs. Told the chain's gas a second,
+    DeployParams raises the answer epochs until that fits in ANSWER_GAS_SHARE_BPS of the
+    chain (and the claim window and unbonding period with them), refuses fewer, and refuses
+    epochs so short that Uptime's 64 answer epochs cannot hold it."""
+    params = DeployParams(treasury="0x" + "11" * 20)
+    full = liveness.MAX_LIVENESS_WORDS * liveness.WORD_BITS * liveness.ANSWER_GAS_PER_BEAT
+    for epoch_length, gas_per_s in ((600, 30_000_000 // 12), (3_600, 30_000_000 // 12),
+                                    (60, 30_000_000 // 2), (12, 60_000_000)):
+        sized = params.with_epoch(epoch_length, gas_per_s)
+        n = sized.liveness_answer_epochs
+        room = n * epoch_length * gas_per_s * liveness.ANSWER_GAS_SHARE_BPS // 10_000
+        assert room >= full and (n == 1 or room - epoch_length * gas_per_s // 2 < full)
+        assert sized.unbonding_period >= sized.liveness_unbonding_floor(epoch_length)
+        if n > 1:
+            with pytest.raises(ValueError, match=f"liveness_answer_epochs \\({n - 1}\\) must"):
+                replace(sized, liveness_answer_epochs=n - 1)
+    assert params.with_epoch(600, 30_000_000 // 12).liveness_answer_epochs == 3   # L1, 10 min
+    with pytest.raises(ValueError, match="epochs of 10 s are too short.*at least 28 s"):
+        params.with_epoch(10, 30_000_000 // 12)
+    assert params.with_epoch(60).liveness_answer_epochs == 1      # unknown chain: unchecked
+    assert params.with_epoch(60, 10**12).liveness_answer_epochs == 1   # an ample one

@@ -36,6 +36,7 @@ from tessera.chain.timelock import Timelock
 from tessera.chain.tokens import PaymentToken, StakeToken
 from tessera.chain.uptime import Uptime
 from tessera.cli import app
+from tessera.protocol import liveness
 
 CHAIN_ID = 424_242
 EPOCH = 600
@@ -86,6 +87,11 @@ def test_deploy_writes_a_network_whose_contracts_answer(anvil, tmp_path):
     for name, address in network.contracts.items():
         assert len(anvil.eth.get_code(address)) > 0, name
     assert Uptime(chain).epoch_length() == EPOCH
+    # the answer window is sized to the chain's gas a second (its block gas limit, one block a
+    # second at most): what the output says is what Uptime got, and it holds a whole report
+    answer_epochs = Uptime(chain).liveness_rules()[1]
+    assert f"answer window {answer_epochs} epoch(s)" in output
+    assert answer_epochs >= liveness.answer_epochs_for(EPOCH, anvil.eth.get_block(0)["gasLimit"])
     assert chain.call(chain.market.functions.treasury()) == Web3.to_checksum_address(TREASURY)
     # deploy_block is the block of the first contract: nothing of it exists before
     assert anvil.eth.get_code(network.address("StakeToken"), network.deploy_block - 1) == b""
@@ -179,6 +185,11 @@ def test_refusals_send_and_write_nothing(anvil, tmp_path, monkeypatch):
 
     code, output = deploy(anvil, key, tmp_path / "x.json", "--treasury", "0x1234", "--yes")
     assert code != 0 and "not a non-zero address" in output
+    # epochs so short that Uptime's 64 answer epochs cannot hold a whole report's answers on
+    # this chain (30 M gas, one block a second at most): refused, with the shortest that works
+    code, output = deploy(anvil, key, tmp_path / "x.json", "--epoch-seconds", "1", "--yes")
+    flat = " ".join(output.split())
+    assert code != 0 and "epochs of 1 s are too short" in flat and "use epochs of at least" in flat
     assert unchanged(anvil, key) == before
     assert not (tmp_path / "x.json").exists()
 

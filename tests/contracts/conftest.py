@@ -8,6 +8,8 @@ session-scoped deployment below is rolled back after each test.
 
 from __future__ import annotations
 
+import functools
+
 import boa
 import pytest
 from contracts_support import (
@@ -31,8 +33,10 @@ from vyper.compiler import compile_from_file_input
 from vyper.compiler.input_bundle import FilesystemInputBundle
 
 
-def compile_vyper(name: str, output_formats=("abi", "bytecode")) -> dict:
-    """Compile `src/tessera/contracts/<name>.vy` exactly as the lead's wrapper should."""
+@functools.cache
+def compile_vyper(name: str, output_formats=("abi", "bytecode", "bytecode_runtime")) -> dict:
+    """Compile `src/tessera/contracts/<name>.vy` exactly as the lead's wrapper should (once per
+    name in a test run: a compile of the larger contracts takes seconds)."""
     bundle = FilesystemInputBundle([CONTRACTS_DIR, snekmate_search_root()])
     file_input = bundle.load_file(CONTRACTS_DIR / f"{name}.vy")
     return compile_from_file_input(

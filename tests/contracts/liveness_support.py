@@ -133,3 +133,15 @@ def validators_with_short_unbonding(system, factories, deployer: int = 720) -> t
         uptime = factories["Uptime"].deploy(*uptime_args(system.registry.address, vals.address))
     vals.set_slasher(uptime.address, True, sender=owner)
     return vals, uptime
+
+
+def unbonding_liar(system, factories) -> tuple[Net, list[int]]:
+    """A net on a Validators of the shortest unbonding (validators_with_short_unbonding) where
+    VALS[0] has made its lying report and at once asked to unbond its whole stake (the liar
+    trying to leave before the slash); the report's words."""
+    vals, uptime = validators_with_short_unbonding(system, factories)
+    net = setup_net(system, vals, uptime)
+    words = lying_report(net)
+    with boa.env.prank(VALS[0].address):
+        vals.request_unbond(V_STAKE)
+    return net, words

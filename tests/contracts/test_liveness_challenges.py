@@ -42,7 +42,7 @@ from liveness_support import (
     lying_report,
     refused,
     setup_net,
-    validators_with_short_unbonding,
+    unbonding_liar,
 )
 
 from tessera.protocol import liveness
@@ -158,12 +158,8 @@ def test_a_challenged_validator_cannot_unbond_out_of_the_slash(system, factories
     unbonding outlasts a challenge's answer window by an epoch, so at resolve the stake is
     still in the unbonding bucket, and slashed there. (No lock, so that nobody can keep an
     honest validator from leaving by challenging it every epoch.)"""
-    vals, uptime = validators_with_short_unbonding(system, factories)
-    net = setup_net(system, vals, uptime)
-    v0 = VALS[0]
-    words = lying_report(net)
-    with boa.env.prank(v0.address):
-        vals.request_unbond(V_STAKE)
+    net, words = unbonding_liar(system, factories)
+    vals, uptime, v0 = net.vals, net.uptime, VALS[0]
     cid = net.challenge(v0, E, [system.providers[3]], words)
     assert vals.locked_until(v0.address) == 0
     net.at(answer_end() + 1)

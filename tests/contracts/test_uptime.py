@@ -23,6 +23,8 @@ from contracts_support import (
 )
 from eth_utils import keccak
 
+from tessera.protocol import liveness
+
 beat = heartbeat
 
 
@@ -124,7 +126,7 @@ ZERO = "0x" + "00" * 20
     (5, 0, "uptime: report_delay out of range"),
     (5, 65, "uptime: report_delay out of range"),
     (6, 0, "uptime: answer_epochs out of range"),
-    (6, 65, "uptime: answer_epochs out of range"),
+    (6, liveness.MAX_ANSWER_EPOCHS + 1, "uptime: answer_epochs out of range"),
     (7, 0, "uptime: zero challenge bond"),
     # (report_delay + answer_epochs + 3) epochs must fit the Validators' unbonding period, or a
     # challenged validator withdraws before the challenge is resolved (nothing locks it)
@@ -148,7 +150,7 @@ def test_constructor_views_and_events(system, factories, uptime):
     assert (uptime.report_delay(), uptime.answer_epochs(), uptime.challenge_bond(),
             uptime.inclusion_slash()) == (REPORT_DELAY, ANSWER_EPOCHS, CHALLENGE_BOND, INCLUSION_SLASH)
     fresh = factories["Uptime"].deploy(system.registry.address, system.validators.address,
-                                       20, 1024, 1, 64, 64, 1, 0)
+                                       20, 1024, 1, 64, liveness.MAX_ANSWER_EPOCHS, 1, 0)
     (started,) = events(fresh, "UptimeStarted")
     assert (started.registry, started.epoch_length, started.jail_after, started.jail_period) == (
         system.registry.address, 20, 1024, 1)

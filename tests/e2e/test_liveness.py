@@ -6,7 +6,9 @@ a `tessera validator run` and a `tessera provider run`. Chain time jumps from ep
   heartbeat; the validator's one report per epoch names it; once final, the epoch is up.
 - The validator's /liveness/beat answers junk with 4xx.
 - A validator that named the provider challenges its own report from a second address (and
-  does not answer: it is stopped): the provider answers with its beat, and keeps the epoch.
+  does not answer: it is stopped): the provider claims nothing for it, waits for the second
+  half of the answer-only epochs (the validators answer first), then answers with its beat,
+  and keeps the epoch.
 - The validator stopped: the provider falls back to the on-chain heartbeat in the same epoch,
   and claims the epoch the stopped validator receipted but never reported (Uptime.claim_beat)."""
 
@@ -114,10 +116,32 @@ def test_beats_receipts_reports_and_the_heartbeat_fallback(tmp_path, private_dev
             _, challenge_id = Uptime(challenger).challenge_inclusions(
                 validator.address, receipted, words,
                 liveness.words_of([index], ProviderRegistry(chain).provider_count()))
-            [answer] = wait_until(
-                lambda: chain.events("Uptime", "InclusionAnswered", network.deploy_block,
-                                     argument_filters={"challenge_id": challenge_id}),
-                timeout=30, what="the provider's answer to the challenge")
+
+            def shown() -> list:
+                return chain.events("Uptime", "InclusionAnswered", network.deploy_block,
+                                    argument_filters={"challenge_id": challenge_id})
+
+            wait_until(lambda: "inclusion-challenged" in (tmp_path / "p-live.log").read_text(),
+                       timeout=30, what="the provider keeping the challenge")
+            for _ in range(2):
+                later = jump(uptime)
+                wait_until(lambda e=later: uptime.beats(node.address, e), timeout=40,
+                           what=f"the fallback heartbeat in epoch {later}")
+                if later == epoch + 1:   # receipted's last claim epoch: its bit is disputed
+                    assert shown() == []   # the validators' half of the answer time
+            claims = wait_until(lambda: chain.events("Uptime", "BeatClaimed", network.deploy_block),
+                                timeout=30, what="the claim of the unreported epoch")
+            # receipted is not claimed (its challenge is being answered): only the unreported one
+            assert [(c["args"]["provider"], c["args"]["epoch"], c["args"]["validator"])
+                    for c in claims] == [(node.address, epoch, validator.address)]
+            report_delay, answer_epochs = uptime.liveness_rules()
+            moment = liveness.provider_answer_from(receipted, report_delay, answer_epochs,
+                                                   uptime.genesis(), uptime.epoch_length())
+            w3 = chain.w3
+            if w3.eth.get_block("latest")["timestamp"] < moment:   # mid-epoch receipted + 3
+                w3.provider.make_request("evm_setNextBlockTimestamp", [moment])
+                w3.provider.make_request("evm_mine", [])
+            [answer] = wait_until(shown, timeout=30, what="the provider's answer to the challenge")
             assert (answer["args"]["provider"], answer["args"]["answered_by"]) == \
                 (node.address, node.address)
             assert answer["args"]["to_answerer"] == uptime.answer_fee() > 0
@@ -126,14 +150,6 @@ def test_beats_receipts_reports_and_the_heartbeat_fallback(tmp_path, private_dev
             assert settled["args"]["unanswered"] == 0   # every named beat shown: settled at once
             assert answer["args"]["to_answerer"] + settled["args"]["bond_returned"] == 10 * 10**18
             assert uptime.live_word(receipted, index >> 8) >> (index & 255) & 1
-            for _ in range(2):
-                later = jump(uptime)
-                wait_until(lambda e=later: uptime.beats(node.address, e), timeout=40,
-                           what=f"the fallback heartbeat in epoch {later}")
-            claims = wait_until(lambda: chain.events("Uptime", "BeatClaimed", network.deploy_block),
-                                timeout=30, what="the claim of the unreported epoch")
-            assert [(c["args"]["provider"], c["args"]["epoch"], c["args"]["validator"])
-                    for c in claims] == [(node.address, epoch, validator.address)]
             heartbeats = chain.events("Uptime", "Heartbeat", network.deploy_block)
             assert [h["args"]["epoch"] for h in heartbeats] == [epoch + 1, epoch + 2]
         finally:

@@ -7,9 +7,10 @@ local HTTP servers, a fake chain, the real state DB. Seconds, no anvil.
 - With only such validators the on-chain heartbeat fallback goes out by its deadline.
 - A challenge naming the node's inclusion in a report, among others (a validator challenging
   its own report from a second address) is answered for the node alone with its stored beat
-  signature while its answer window is open and the beat not yet shown, after a restart too;
-  an unregistered node (index_of reads 0) keeps none. A receipted epoch is not settled while
-  its claim window is open, and claimed if its bit is gone at the last check.
+  signature from the second half of its answer-only epochs (the validators answer first:
+  tests/provider/test_inclusion_answer_timing.py) while the beat is not yet shown, after a
+  restart too; an unregistered node (index_of reads 0) keeps none. A receipted epoch is not
+  settled while its claim window is open, and claimed if its bit is gone at the last check.
 - Reorgs: the node signs only a seed `confirmations` blocks deep (a reorg that re-mines the
   open changes the seed), and falls back to the heartbeat at mid-epoch if it never is."""
 
@@ -123,6 +124,7 @@ class FakeUptime:
         self.live = 0                   # live_word(epoch, 0) for every epoch
         self.proven = 0                 # proven_word(epoch, 0) for every epoch
         self.refuse: str | None = None  # answer_challenge reverts with this reason
+        self.challenged = 0             # challenged_word(every validator, epoch, 1)
 
     def genesis(self): return 0
     def epoch_length(self): return EPOCH_LENGTH
@@ -133,6 +135,7 @@ class FakeUptime:
     def report_hash(self, validator, epoch): return b"\x01" * 32
     def challenge(self, challenge_id): return {"state": 1}   # open
     def proven_word(self, epoch, index): return self.proven
+    def challenged_word(self, validator, epoch, index): return self.challenged if index else 0
 
     def heartbeat(self, epoch, number, block_hash):
         self.sent.append(("heartbeat", epoch))
@@ -251,6 +254,20 @@ def test_the_heartbeat_fallback_goes_out_by_its_deadline_whatever_the_validators
 INDEX = 300   # this node's registry index in these tests: word 1, bit 44
 
 
+def at(second: int) -> dict:
+    """A head whose timestamp is `second` (FakeUptime's genesis is 0)."""
+    return {"number": second, "timestamp": second, "parentHash": b"\0" * 32}
+
+
+def node_beats(ctx) -> Heartbeats:
+    """A node's liveness whose answers judge chain time by the heads they are given (no wall
+    clock: FakeUptime's epochs are near 1970), registry index INDEX."""
+    beats = Heartbeats(ctx)
+    beats.answers.index = INDEX
+    beats.answers.wall = lambda: 0.0
+    return beats
+
+
 def challenged(challenge_id, indices, epoch, answer_by, validator="0x" + "33" * 20):
     """An InclusionsChallenged naming these registry indices (in a registry of 600)."""
     named = liveness.words_of(indices, 600)
@@ -272,8 +289,7 @@ def test_a_challenge_naming_us_among_others_is_answered_for_us_alone(tmp_path):
     signature = liveness.sign_beat(ctx.account, CHAIN_ID, UPTIME, 7, SEED)
     ctx.state.save_beat(7, signature)
     ctx.state.set_beat(7, how="receipts", settled="named")   # as a node before the fix had it
-    beats = Heartbeats(ctx)
-    beats.answers.index = INDEX
+    beats = node_beats(ctx)
     beats.on_challenged(challenged(3, [0, 5, INDEX, 599], 7, answer_by=10))   # us among others
     beats.on_challenged(challenged(4, [0, INDEX - 1, INDEX + 1, 556], 7, answer_by=10))  # not us
     beats.on_challenged(challenged(5, [INDEX], 8, answer_by=11))       # no beat that epoch
@@ -283,20 +299,20 @@ def test_a_challenge_naming_us_among_others_is_answered_for_us_alone(tmp_path):
     # a restart before the answer: the challenges were kept
     ctx.state.close()
     ctx = node_context(tmp_path, [], account=ctx.account)
-    beats = Heartbeats(ctx)
-    beats.answers.index = INDEX
-    beats.answers.answer(current=9)
+    beats = node_beats(ctx)
+    moment = liveness.provider_answer_from(7, 1, 1, 0, EPOCH_LENGTH)   # mid-epoch 10
+    beats.answers.answer(10, at(moment))
     assert ctx.uptime.sent == [("answer_challenge", 3, [ctx.address],
                                 [bytes.fromhex(signature[2:])])]
     assert [ctx.state.challenge_outcome(c) for c in (3, 4, 5, 6)] == \
         ["answered", None, "no-beat", "too-late"]
-    beats.answers.answer(current=9)
+    beats.answers.answer(10, at(moment))
     assert len(ctx.uptime.sent) == 1 and not ctx.state.open_challenges()
 
     # our beat already shown (the validator's batch came first): no transaction
     beats.on_challenged(challenged(8, [2, INDEX], 7, answer_by=10))
     ctx.uptime.proven = 1 << (INDEX - 256)
-    beats.answers.answer(current=9)
+    beats.answers.answer(10, at(moment))
     assert len(ctx.uptime.sent) == 1
     assert ctx.state.challenge_outcome(8) == "answered-by-another"
 
@@ -305,7 +321,7 @@ def test_a_challenge_naming_us_among_others_is_answered_for_us_alone(tmp_path):
     ctx.uptime.proven = 0
     ctx.uptime.refuse = "uptime: every beat given was shown already"
     beats.on_challenged(challenged(9, [INDEX], 7, answer_by=10))
-    beats.answers.answer(current=9)
+    beats.answers.answer(10, at(moment))
     assert ctx.state.challenge_outcome(9) == "answered-by-another"
     assert not ctx.state.open_challenges() and len(ctx.uptime.sent) == 1
 

@@ -10,7 +10,12 @@ finality and the validator's own challenge takes the slash. So the watcher reads
 and since that re-reads events, every repeat must be harmless: a challenge is kept once and
 answered once (the chain is asked whether it is still open before an answer is sent), after a
 restart too, and an answer that a reorg dropped is sent again. A challenge names any set of a
-report's providers: the node answers one naming it among others, for itself alone."""
+report's providers: the node answers one naming it among others, for itself alone.
+
+The node answers only from the second half of the answer-only epochs
+(protocol.liveness.provider_answer_from; the validators answer first): each test moves chain
+time there (`to_moment`) before it expects an answer, and a griefer's challenge of an honest
+report that the validator answers costs the node no transaction at all."""
 
 from __future__ import annotations
 
@@ -40,6 +45,16 @@ def next_epoch(uptime: Uptime) -> int:
     rpc(uptime.chain, "evm_setNextBlockTimestamp", uptime.genesis() + epoch * uptime.epoch_length())
     rpc(uptime.chain, "evm_mine")
     return epoch
+
+
+def to_moment(uptime: Uptime, epoch: int) -> int:
+    """Mine a block at the moment the provider answers challenges on `epoch`; its epoch."""
+    report_delay, answer_epochs = uptime.liveness_rules()
+    moment = liveness.provider_answer_from(epoch, report_delay, answer_epochs, uptime.genesis(),
+                                           uptime.epoch_length())
+    rpc(uptime.chain, "evm_setNextBlockTimestamp", moment)
+    rpc(uptime.chain, "evm_mine")
+    return uptime.current_epoch()
 
 
 def provider_node(tmp_path, network_file, from_block: int) -> tuple[ProviderNode, io.StringIO]:
@@ -125,7 +140,11 @@ def test_a_challenge_a_reorg_puts_behind_the_cursor_is_answered_once(world_again
     # `confirmations` blocks back (the challenge's log with it): handled once.
     mine(chain, 2)
     node.poll_once()
-    current = uptime.current_epoch()
+    nonce = chain.w3.eth.get_transaction_count(node.address)
+    node.heartbeats.answers.answer(uptime.current_epoch())   # the validators' half: nothing
+    assert chain.w3.eth.get_transaction_count(node.address) == nonce
+    current = to_moment(uptime, epoch)
+    node.poll_once()
     node.heartbeats.answers.answer(current)
     assert uptime.challenge(challenge_id)["state"] == 2 and answers(chain, challenge_id) == 1
     assert log.getvalue().count("inclusion-challenged") == 1
@@ -158,8 +177,8 @@ def test_an_answer_a_reorg_dropped_is_sent_again(world_again, tmp_path):
     node, log = provider_node(tmp_path, devnet.network_file, chain.block_number() - 1)
     node.state.save_beat(epoch, signature)
     node.poll_once()
+    current = to_moment(uptime, epoch)
     before_answer = rpc(chain, "evm_snapshot")
-    current = uptime.current_epoch()
     node.heartbeats.answers.answer(current)
     assert uptime.challenge(challenge_id)["state"] == 2
     node.poll_once()                                   # the answer's block applied
@@ -189,7 +208,7 @@ def test_a_challenge_naming_the_node_among_others_is_answered_for_the_node(world
     node.state.save_beat(epoch, signature)
     node.poll_once()
     assert [c[0] for c in node.state.open_challenges()] == [challenge_id]
-    node.heartbeats.answers.answer(uptime.current_epoch())
+    node.heartbeats.answers.answer(to_moment(uptime, epoch))
     [shown] = chain.events("Uptime", "InclusionAnswered", network.deploy_block,
                            argument_filters={"challenge_id": challenge_id})
     assert (shown["args"]["provider"], shown["args"]["answered_by"]) == (node.address,) * 2
@@ -199,4 +218,42 @@ def test_a_challenge_naming_the_node_among_others_is_answered_for_the_node(world
     challenge = uptime.challenge(challenge_id)
     assert (challenge["state"], challenge["named"], challenge["answered"]) == (1, 2, 1)
     assert node.state.challenge_outcome(challenge_id) == "answered"
+    node.shutdown()
+
+
+def test_a_griefers_challenge_the_validator_answers_costs_the_node_nothing(world_again, tmp_path):
+    """The griefing (issue 15, tests/contracts/test_liveness_attacks_2.py's strict xfail: a lone
+    answer costs 2.8-5.5 answer fees of gas): a griefer names every inclusion of an honest
+    report. The validator, which holds the beats, shows them at once in one batch (done here
+    with its key, as validator/liveness_answers.py does); the node waits for its moment, reads
+    the challenge once, records `answered-by-another`, and sends no transaction: its nonce
+    does not move, whatever the griefer pays. Adversary: a challenge sent in the last epoch of
+    the challenge window gives the node the same moment (tests/provider/
+    test_inclusion_answer_timing.py for the last second)."""
+    home, devnet, network, epoch, signature, (words, _) = world_again
+    chain = Chain(network, devnet_account(CHALLENGER))
+    uptime = Uptime(chain)
+    next_epoch(uptime)                                 # the last epoch of the challenge window
+    _, challenge_id = uptime.challenge_inclusions(devnet_account(VALIDATOR).address, epoch,
+                                                  words, words)
+    node, log = provider_node(tmp_path, devnet.network_file, chain.block_number() - 1)
+    node.state.save_beat(epoch, signature)
+    nonce = chain.w3.eth.get_transaction_count(node.address)
+    node.poll_once()
+    assert [c[0] for c in node.state.open_challenges()] == [challenge_id]
+    node.heartbeats.answers.answer(uptime.current_epoch())   # before the moment: nothing
+    # the validator's batch: both providers' beats (it holds them: it receipted them)
+    other = devnet_account(OTHER)
+    other_beat = liveness.sign_beat(other, network.chain_id, uptime.address, epoch,
+                                    uptime.seed(epoch))
+    Uptime(Chain(network, devnet_account(VALIDATOR))).answer_challenge(
+        challenge_id, [node.address, other.address],
+        [bytes.fromhex(signature[2:]), bytes.fromhex(other_beat[2:])])
+    assert uptime.challenge(challenge_id)["state"] == liveness.CHALLENGE_ANSWERED
+    current = to_moment(uptime, epoch)
+    node.poll_once()
+    node.heartbeats.answers.answer(current)
+    assert node.state.challenge_outcome(challenge_id) == "answered-by-another"
+    assert chain.w3.eth.get_transaction_count(node.address) == nonce
+    assert "inclusion-challenge-answered-by-another" in log.getvalue()
     node.shutdown()

@@ -12,7 +12,12 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted
+from web3.exceptions import (
+    ContractCustomError,
+    ContractLogicError,
+    TimeExhausted,
+    Web3RPCError,
+)
 from web3.types import RPCEndpoint, RPCResponse, TxReceipt
 
 from tessera.chain.compiler import compile_contract
@@ -140,6 +145,9 @@ class Chain:
     def block_timestamp(self, block: str | int = "latest") -> int:
         return self.rpc(lambda: self.w3.eth.get_block(block)["timestamp"], what="get block")
 
+    def block_gas_limit(self) -> int:
+        return self.rpc(lambda: self.w3.eth.get_block("latest")["gasLimit"], what="get block")
+
     def block_number(self) -> int:
         return self.rpc(lambda: self.w3.eth.block_number, what="block number")
 
@@ -156,7 +164,9 @@ class Chain:
             self._next_nonce = None
 
     def send(self, fn: ContractFunction, *, wait: bool = True, timeout: float = 60) -> TxReceipt:
-        """Estimate (refusing reverts before anything is sent), sign locally, send, and wait."""
+        """Estimate (refusing reverts before anything is sent), sign locally, send, and wait
+        (`wait_for`). With wait=False: {"transactionHash": ...} once the node took it, for
+        several transactions sent on consecutive nonces before any receipt is waited for."""
         account = self.account
         if account is None:
             raise ChainError("this command needs an account (--account devnet:N or keystore:NAME)")
@@ -165,39 +175,51 @@ class Chain:
         except (ContractLogicError, ContractCustomError) as exc:
             raise TxRefused(f"{fn.fn_name} refused: {revert_reason(exc)}") from None
         for attempt in range(2):
-            tx = fn.build_transaction(
-                {
+            nonce = self.rpc(self._take_nonce, what="nonce")
+            try:
+                tx = self.rpc(lambda n=nonce: fn.build_transaction({
                     "from": account.address,
-                    "nonce": self.rpc(self._take_nonce, what="nonce"),
+                    "nonce": n,
                     # Time moves between estimate and mining, and a payout that was zero at
                     # estimate time adds token transfers: keep a margin (unused gas is not paid).
                     "gas": int(gas * 1.25) + GAS_MARGIN,
                     "chainId": self.network.chain_id,
-                }
-            )
-            signed = account.sign_transaction(tx)
-            try:
-                tx_hash = self.rpc(
-                    lambda raw=signed.raw_transaction: self.w3.eth.send_raw_transaction(raw),
-                    what=fn.fn_name,
-                )
-                break
-            except ValueError as exc:
-                if "nonce" in str(exc).lower() and attempt == 0:
-                    self._reset_nonce()
-                    continue
-                raise ChainError(f"{fn.fn_name} was not accepted by the node: {exc}") from None
+                }), what=fn.fn_name)
+                signed = account.sign_transaction(tx)
+                try:
+                    sent = self.rpc(
+                        lambda raw=signed.raw_transaction: self.w3.eth.send_raw_transaction(raw),
+                        what=fn.fn_name,
+                    )
+                except (ValueError, Web3RPCError) as exc:   # the node's refusal
+                    if "nonce" in str(exc).lower() and attempt == 0:
+                        self._reset_nonce()
+                        continue
+                    raise ChainError(f"{fn.fn_name} was not accepted by the node: {exc}") from None
+            except BaseException:
+                # Not sent (or not known to be): the next send asks the node's count again, or
+                # every later transaction of this account would wait behind the gap for good.
+                self._reset_nonce()
+                raise
+            break
         if not wait:
-            return {"transactionHash": tx_hash}  # type: ignore[return-value]
+            return {"transactionHash": sent}  # type: ignore[return-value]
+        return self.wait_for(sent, fn.fn_name, timeout)
+
+    def wait_for(self, sent, what: str, timeout: float = 60) -> TxReceipt:
+        """The receipt of a transaction sent (its hash), once mined: ChainError if it is not
+        mined within `timeout` seconds, TxRefused if it reverted (`what`: the call, for the
+        messages)."""
+        name = Web3.to_hex(sent)
         try:
             receipt = self.rpc(
-                lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout),
-                what=f"{fn.fn_name} receipt",
+                lambda: self.w3.eth.wait_for_transaction_receipt(sent, timeout=timeout),
+                what=f"{what} receipt",
             )
         except TimeExhausted:
-            raise ChainError(f"{fn.fn_name} ({tx_hash.hex()}) not mined within {timeout}s") from None
+            raise ChainError(f"{what} ({name}) not mined within {timeout}s") from None
         if receipt["status"] != 1:
-            raise TxRefused(f"{fn.fn_name} reverted on chain in tx 0x{tx_hash.hex()}")
+            raise TxRefused(f"{what} reverted on chain in tx {name}")
         return receipt
 
     def events(

@@ -12,6 +12,7 @@ from tessera.chain.compiler import compile_contract
 from tessera.chain.hardware import HardwareReportsParams
 from tessera.chain.network import Network
 from tessera.chain.verification import VerificationParams
+from tessera.protocol import liveness
 from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, STAKE_DECIMALS, STAKE_SYMBOL
 
 # Told one line after each confirmed transaction of a deploy (None: told nothing).
@@ -37,6 +38,11 @@ class DeployParams:
     liveness_report_delay: int = 1
     liveness_answer_epochs: int = 1
     liveness_challenge_bond: int = 10 * 10**STAKE_DECIMALS  # a challenger's bond (stake token)
+    # The gas a second the target chain holds (block gas limit / block time), when known
+    # (`tessera network deploy` reads it): the answer window must then hold the answers to a
+    # challenge naming a whole report of the largest size (protocol.liveness.answer_epochs_for;
+    # docs/uptime.md, "The answer window"). None (the devnet: anvil mines at once): unchecked.
+    chain_gas_per_s: int | None = None
     liveness_inclusion_slash: int = 50 * 10**STAKE_DECIMALS  # a validator's unanswered inclusion
     verification: VerificationParams = field(default_factory=VerificationParams)  # docs/verification.md
     hardware: HardwareReportsParams = field(default_factory=HardwareReportsParams)  # docs/hardware.md
@@ -73,6 +79,8 @@ class DeployParams:
                 f"unbonding_period ({self.unbonding_period} s) must be at least "
                 f"(liveness_report_delay + liveness_answer_epochs + 3) epochs: a validator "
                 "could withdraw before a challenge of its liveness report is resolved")
+        if self.chain_gas_per_s is not None:
+            self._check_answer_window()
         v = self.verification
         late = v.challenge_window + self.root_grace + v.vote_period
         if self.claim_window < late:
@@ -82,19 +90,43 @@ class DeployParams:
                 "claim_window after a close, and a late challenge must still find it")
 
 
+    def _check_answer_window(self) -> None:
+        need = liveness.answer_epochs_for(self.epoch_length, self.chain_gas_per_s)
+        if need > liveness.MAX_ANSWER_EPOCHS:
+            shortest = -(-liveness.answer_epochs_for(1, self.chain_gas_per_s)
+                         // liveness.MAX_ANSWER_EPOCHS)
+            raise ValueError(
+                f"uptime epochs of {self.epoch_length} s are too short for a chain holding "
+                f"{self.chain_gas_per_s:,} gas a second: answering a challenge of a whole "
+                f"report needs {need} answer epochs, and Uptime takes at most "
+                f"{liveness.MAX_ANSWER_EPOCHS}; use epochs of at least {shortest} s")
+        if self.liveness_answer_epochs < need:
+            raise ValueError(
+                f"liveness_answer_epochs ({self.liveness_answer_epochs}) must be at least {need} "
+                f"on a chain holding {self.chain_gas_per_s:,} gas a second with {self.epoch_length} "
+                "s epochs: a challenge naming a whole report in the last block of its window "
+                "must be answerable in time (protocol.liveness.answer_epochs_for)")
+
     def liveness_unbonding_floor(self, epoch_length: int) -> int:
         """The shortest unbonding period Uptime takes with these windows (its constructor's
         check): a challenge is resolved from epoch e + report_delay + answer_epochs + 2 on."""
         return (self.liveness_report_delay + self.liveness_answer_epochs + 3) * epoch_length
 
-    def with_epoch(self, epoch_length: int) -> DeployParams:
-        """These parameters with another uptime epoch, the claim window and the unbonding
-        period raised (never lowered) to what that epoch needs (the checks above)."""
-        settle = (self.liveness_report_delay + self.liveness_answer_epochs + 2) * epoch_length
-        return replace(self, epoch_length=epoch_length,
+    def with_epoch(self, epoch_length: int, chain_gas_per_s: int | None = None) -> DeployParams:
+        """These parameters with another uptime epoch (and, when given, the chain's gas a
+        second), the answer epochs, the claim window and the unbonding period raised (never
+        lowered) to what they need (the checks above)."""
+        gas_per_s = chain_gas_per_s if chain_gas_per_s is not None else self.chain_gas_per_s
+        answer = self.liveness_answer_epochs
+        if gas_per_s is not None:
+            answer = max(answer, min(liveness.answer_epochs_for(epoch_length, gas_per_s),
+                                     liveness.MAX_ANSWER_EPOCHS + 1))   # past it: refused
+        settle = (self.liveness_report_delay + answer + 2) * epoch_length
+        unbonding = (self.liveness_report_delay + answer + 3) * epoch_length   # the floor
+        return replace(self, epoch_length=epoch_length, chain_gas_per_s=gas_per_s,
+                       liveness_answer_epochs=answer,
                        claim_window=max(self.claim_window, settle),
-                       unbonding_period=max(self.unbonding_period,
-                                            self.liveness_unbonding_floor(epoch_length)))
+                       unbonding_period=max(self.unbonding_period, unbonding))
 
 
 def deploy_contract(w3: Web3, deployer: LocalAccount, name: str, *args) -> tuple[str, int]:

@@ -34,6 +34,7 @@ from tessera.protocol.money import STAKE_DECIMALS, STAKE_SYMBOL, format_duration
 # with the gas a real deploy used.
 OWNER_CALLS_GAS = 1_000_000
 GWEI = 10**9
+BLOCK_TIME_SAMPLE = 64   # blocks whose mean time sizes the answer window (chain_gas_per_s)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,9 @@ class DeployPlan:
             "powers to the Timelock",
             f"estimated gas: about {self.gas:,} (at {self.gas_price / GWEI:,.3f} gwei: "
             f"{_eth(self.cost)}; a rollup's L1 data fee comes on top)",
-            f"uptime epoch {format_duration(p.epoch_length)}, claim window "
+            f"uptime epoch {format_duration(p.epoch_length)}, answer window "
+            f"{p.liveness_answer_epochs} epoch(s) (sized to {p.chain_gas_per_s or 0:,} gas a "
+            "second: a challenge of a whole liveness report stays answerable), claim window "
             f"{format_duration(p.claim_window)}, unbonding {format_duration(p.unbonding_period)}, "
             f"timelock delay {format_duration(p.timelock_delay)}",
             f"treasury (receives the market's fee) {p.treasury}",
@@ -107,9 +110,10 @@ def plan_deploy(rpc_url: str, account: str, out: Path, *, name: str, epoch_secon
         raise ValueError(f"--epoch-seconds must be at least 1, not {epoch_seconds}")
     password = ask_password() if ask_password and account.strip().startswith("keystore:") else None
     deployer = resolve_account(account, password)
-    params = DeployParams(treasury=_treasury(treasury, deployer)).with_epoch(epoch_seconds)
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
     chain_id = _read(rpc_url, "chain id", lambda: w3.eth.chain_id)
+    params = DeployParams(treasury=_treasury(treasury, deployer)).with_epoch(
+        epoch_seconds, chain_gas_per_s(w3, rpc_url))
     _check_key(deployer, chain_id)
     replaces = out.exists() and _check_replaceable(out, chain_id)
     balance = _read(rpc_url, "balance", lambda: w3.eth.get_balance(deployer.address))
@@ -212,6 +216,20 @@ def ownership(network: Network, plan: DeployPlan) -> list[str]:
                  "whole stake supply) and is the Timelock's proposer and executor; owner actions "
                  f"wait {format_duration(plan.params.timelock_delay)} in the open")
     return lines
+
+
+def chain_gas_per_s(w3: Web3, rpc_url: str) -> int:
+    """The gas a second the chain holds: the latest block's gas limit over the mean block time
+    of the last BLOCK_TIME_SAMPLE blocks (1 s when the chain is younger, or mines faster: a
+    devnet mining at once). What the answer window is sized to (DeployParams)."""
+    latest = _read(rpc_url, "latest block", lambda: w3.eth.get_block("latest"))
+    number = latest["number"]
+    if number == 0:
+        return int(latest["gasLimit"])
+    back = min(BLOCK_TIME_SAMPLE, number)
+    earlier = _read(rpc_url, "an earlier block", lambda: w3.eth.get_block(number - back))
+    block_s = max(1.0, (latest["timestamp"] - earlier["timestamp"]) / back)
+    return int(latest["gasLimit"] / block_s)
 
 
 def _read(rpc_url: str, what: str, action: Callable):

@@ -144,13 +144,15 @@ class Uptime(ContractWrapper):
         return self._event(receipt, "InclusionsChallenged")
 
     def answer_challenge(self, challenge_id: int, providers: list[str],
-                         beat_signatures: list[bytes]) -> TxReceipt:
+                         beat_signatures: list[bytes], wait: bool = True) -> TxReceipt:
         """Show named providers' beats (at most Uptime.MAX_ANSWERS a call); each pays this
         account answer_fee() (InclusionAnswered's to_answerer). A provider whose beat was shown
         already (on any challenge of the epoch) is skipped, unpaid; refused only when every one
         given was ("every beat given was shown already"). Once every named beat is shown on
-        this challenge, the rest of the bond goes back to the challenger."""
-        return self._send("answer_challenge", challenge_id, providers, beat_signatures)
+        this challenge, the rest of the bond goes back to the challenger. wait=False: sent,
+        not waited for (Chain.send); the receipt is `chain.wait_for`'s."""
+        fn = self.contract.functions.answer_challenge(challenge_id, providers, beat_signatures)
+        return self.chain.send(fn, wait=wait)
 
     def answers_in(self, receipt: TxReceipt) -> list[dict]:
         """The InclusionAnswered events of an `answer_challenge` receipt: the beats it showed

@@ -163,11 +163,55 @@ def last_challenge_epoch(epoch: int, report_delay: int) -> int:
     return epoch + report_delay + 1
 
 
+def epoch_start(epoch: int, genesis: int, epoch_length: int) -> int:
+    """Uptime.epoch_start: the timestamp `epoch` starts (`genesis`, `epoch_length`: Uptime's
+    immutables)."""
+    return genesis + epoch * epoch_length
+
+
+def provider_answer_from(epoch: int, report_delay: int, answer_epochs: int, genesis: int,
+                         epoch_length: int) -> int:
+    """The chain time (a block timestamp) from which a provider answers a challenge of its own
+    inclusion in a report of `epoch` (provider/inclusion_answers.py): the second half of the
+    answer-only epochs, those after the last one a challenge is accepted in and up to
+    `answer_end`. The validators answer first, at once and 64 beats a transaction, which the
+    answer fee pays for; a provider's lone answer costs it several fees of gas, so it is sent
+    only if its beat is still unshown by then. From Uptime's immutables only: a restart, or a
+    challenge seen late, does not move it, and a challenge sent in the last block of the
+    challenge window still leaves the provider the whole second half,
+    `answer_epochs * epoch_length // 2` seconds (at least half of the answer-only time)."""
+    end = epoch_start(answer_end(epoch, report_delay, answer_epochs) + 1, genesis, epoch_length)
+    return end - answer_epochs * epoch_length // 2
+
+
 def watched_epoch(current: int, report_delay: int) -> int:
     """The epoch whose reports are all in (its report window closed) and whose inclusions can
     still be challenged in `current`: exactly one, `current - report_delay - 1` (negative
     while there is none yet)."""
     return current - report_delay - 1
+
+
+# What answering costs the chain, to size the answer window (Uptime's answer_epochs) to it. A
+# model from measured gas: 16,743 a beat in a call of 64 (bench/results/liveness_challenge_gas.json,
+# anvil), rounded up; tests/contracts/test_liveness_attacks_2.py checks it against the bench.
+ANSWER_GAS_PER_BEAT = 17_000
+# The share of the chain's gas the answers to one report may count on within the answer window
+# (everyone else's traffic, the griefer's own included, takes the rest).
+ANSWER_GAS_SHARE_BPS = 5_000
+MAX_ANSWER_EPOCHS = 64   # Uptime's constructor: answer_epochs out of range beyond it
+
+
+def answer_epochs_for(epoch_length: int, chain_gas_per_s: int) -> int:
+    """The fewest answer epochs in which the answers to a challenge naming a whole report of
+    the largest size (MAX_LIVENESS_WORDS words of WORD_BITS providers) fit within
+    ANSWER_GAS_SHARE_BPS of a chain that holds `chain_gas_per_s` gas a second (its block gas
+    limit over its block time). A challenge may come in the last block of its window: the
+    answer-only epochs are all the time its answers are sure to have."""
+    if epoch_length < 1 or chain_gas_per_s < 1:
+        raise ValueError("epoch_length and chain_gas_per_s must be positive")
+    need = MAX_LIVENESS_WORDS * WORD_BITS * ANSWER_GAS_PER_BEAT * 10_000
+    per_epoch = chain_gas_per_s * epoch_length * ANSWER_GAS_SHARE_BPS
+    return max(1, -(-need // per_epoch))
 
 
 def beat_problem(chain_id: int, uptime: str, provider: str, epoch: int, seed: bytes,

@@ -14,9 +14,10 @@ no validator publishing an endpoint, or none receipting the beat within the dead
 epoch's reports are in (or the last epoch a claim is accepted in has come) without naming it,
 it claims the epoch with a receipt (`Uptime.claim_beat`). A receipted epoch is settled only
 once its claim window is over, and a challenge naming the node's inclusion in a report (one
-challenge names any set of a report's providers) is answered with the beat's signature until
-its answer window ends, unless the beat was already shown (inclusion_answers.py): a validator
-that named the node and then challenged its own report cannot take the epoch from it.
+challenge names any set of a report's providers) is answered with the beat's signature in the
+second half of its answer-only epochs, unless the beat was already shown (the validators answer
+first, in batches: inclusion_answers.py): a validator that named the node and then challenged
+its own report cannot take the epoch from it.
 
 Reorgs: the node signs only a seed `confirmations` blocks deep (epoch_seeds.py, which also
 says how it knows mid-epoch has come on a chain that mines no block without a transaction).
@@ -166,7 +167,7 @@ class Heartbeats:
                 self._current = self._begin(epoch)
             if self._current.epoch == epoch:
                 self._advance(self._current, head)
-            self.answers.answer(epoch)
+            self.answers.answer(epoch, head)
             self._claims(epoch)
 
     def _begin(self, epoch: int) -> EpochBeat:
@@ -275,7 +276,11 @@ class Heartbeats:
         state, uptime = self.ctx.state, self.ctx.uptime
         index = self.answers.registry_index()   # None: not registered, so never reported
         over = not liveness.claims_accepted(epoch, current, report_delay)
-        if index is not None and uptime.live_word(epoch, index >> 8) >> (index & 255) & 1:
+        # A challenge of the inclusion still to be answered (its bit is gone until then): the
+        # answer brings it back, so nothing to claim (inclusion_answers.answering, disputed).
+        if index is not None and (self.answers.answering(epoch)
+                                  or uptime.live_word(epoch, index >> 8) >> (index & 255) & 1
+                                  or self.answers.disputed(epoch, state.receipts(epoch))):
             if over:
                 return self._settle(epoch, "named")
             _, gap, last_checked = self._claim_at.get(epoch, (0.0, CLAIM_FIRST_CHECK_S, last))

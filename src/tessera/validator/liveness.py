@@ -60,6 +60,7 @@ from tessera.protocol import liveness, messages
 from tessera.protocol.figure_parts import epoch_at
 from tessera.validator.liveness_answers import ChallengeAnswers
 from tessera.validator.liveness_store import LivenessStore, prune_before
+from tessera.validator.registry_indices import RegistryIndices
 
 BEAT_BODY_BYTES = 4 << 10          # a SignedBeat is about 250 bytes of JSON
 REFRESH_EVERY_S = 0.25             # on-demand reads of the epoch or seed, at most this often
@@ -74,10 +75,12 @@ class LivenessDuty:
 
     def __init__(self, chain: Chain, account: LocalAccount, state_dir: Path, log: EventLog,
                  metrics: CollectorRegistry, open_epochs: bool = True, open_within_s: float = 2.0,
-                 confirmations: int = 0):
+                 confirmations: int = 0, indices: RegistryIndices | None = None):
         self.chain, self.account, self.log = chain, account, log
         self.uptime = Uptime(chain)
         self.registry = ProviderRegistry(chain)
+        # registry indices, shared with the watch (the node passes one: registry_indices.py)
+        self.indices = indices or RegistryIndices(self.registry)
         self.store = LivenessStore(Path(state_dir) / "liveness.db")
         self.confirmations = confirmations
         self.chain_id = chain.network.chain_id
@@ -85,7 +88,6 @@ class LivenessDuty:
         self.epoch: int | None = None        # the chain's current epoch, as last read
         self._seeds: dict[int, bytes] = {}   # epochs whose seed is set, `confirmations` deep
         self._pruned: int | None = None      # the epoch in which liveness.db was last pruned
-        self._indices: dict[str, int] = {}   # registered providers' registry indices
         self._lock = threading.Lock()        # accepting a beat vs closing its epoch
         self._read_at: dict[str, float] = {}  # what -> monotonic time of the last on-demand read
         self._scan_at = 0.0
@@ -195,14 +197,13 @@ class LivenessDuty:
         if signer is None or signer != provider:
             raise Refused(403, "bad signature: " + (problem or f"the beat is signed by {signer}, "
                                                    f"not by {provider} (over this epoch's seed)"))
-        if provider not in self._indices:
-            if not self.registry.is_registered(provider):
-                raise Refused(403, f"provider {provider} is not registered")
-            self._indices[provider] = self.registry.index_of(provider)
-        if self._indices[provider] >= liveness.MAX_LIVENESS_WORDS * liveness.WORD_BITS:
+        index = self.indices.index_of(provider)
+        if index is None:
+            raise Refused(403, f"provider {provider} is not registered")
+        if index >= liveness.MAX_LIVENESS_WORDS * liveness.WORD_BITS:
             # One report covers indices below this (Uptime.MAX_LIVENESS_WORDS): a receipt here
             # could never be reported, so the provider is told to use its on-chain heartbeat.
-            raise Refused(409, f"registry index {self._indices[provider]} is past what one "
+            raise Refused(409, f"registry index {index} is past what one "
                                "liveness report covers: send an on-chain heartbeat")
         with self._lock:
             if beat.epoch != self.epoch:   # the epoch ended while this beat was checked
@@ -228,7 +229,9 @@ class LivenessDuty:
         with self._lock:   # no beat of `epoch` is accepted any more (self.epoch > epoch)
             providers = self.store.providers(epoch)
         cap = liveness.MAX_LIVENESS_WORDS * liveness.WORD_BITS   # beats past it are refused
-        indices = [i for i in (self._index(p) for p in providers) if i < cap]
+        # None: not registered any more at the head (only a reorg can do that): never
+        # reported as the index 0 the contract says for it
+        indices = [i for i in map(self.indices.index_of, providers) if i is not None and i < cap]
         words = liveness.words_of(indices, self.registry.provider_count())
         if not words:
             self.store.save_report(epoch, "skipped", [], detail="no beats")
@@ -252,11 +255,6 @@ class LivenessDuty:
         self.m_reported.set(epoch)
         self.log("liveness-reported", epoch=epoch, providers=len(indices), words=len(words),
                  tx=tx_hash(receipt), gas=receipt["gasUsed"])
-
-    def _index(self, provider: str) -> int:
-        if provider not in self._indices:
-            self._indices[provider] = self.registry.index_of(provider)
-        return self._indices[provider]
 
     # -- inclusion challenges ----------------------------------------------------------------
     def answer_challenges(self, current: int) -> None:

@@ -14,12 +14,24 @@ anyone. For every challenge of its own reports (its status in liveness.db's answ
   each new one as `open`; one already settled whose log is read again is opened again and
   checked on chain (a reorg may have dropped the answer).
 - An open challenge is read from the chain, not from its log (a reorg can give its id to
-  another challenge): its state, its named words, and the epoch's proven words. The beat of
-  every named provider it holds that is not yet proven is shown, MAX_ANSWERS (read from Uptime
-  once) a transaction. A provider may answer its own inclusion first, and should: the chain
-  skips a beat shown meanwhile (unpaid) and refuses a batch only when every beat in it was
-  shown already ("every beat given was shown already"), so such a batch is simply done and
-  the next one sent; any other refusal leaves the rest to the next scan.
+  another challenge): its state and its named words. The beat of every named provider it
+  holds that is not yet proven is shown, MAX_ANSWERS (read from Uptime once) a transaction,
+  in groups of up to `group_batches()` transactions (half a block's gas): a group's batches
+  are sent one after the other on consecutive nonces without waiting, then their receipts
+  are read, so that a group
+  can land in one block (one batch a block, a challenge naming a whole large report in the
+  last block of the challenge window would outlast the answer window). Before each group
+  the epoch's proven words it spans are read again (a reorg, a provider or another answerer
+  may have shown beats meanwhile), only those. The chain skips a beat shown meanwhile
+  (unpaid) and refuses a batch only when every beat in it was shown already ("every beat
+  given was shown already"), so such a batch, refused at estimate time or reverted on chain
+  (a griefer that copies one batch of a group from the mempool and front-runs it voids only
+  that one), is simply done and the rest of the group stands; any other refusal or revert
+  stops the work on the challenge, the rest left to the next scan. A send that fails before
+  the node has it ends the group's sending, so no later nonce waits behind a gap. A reorg
+  that drops one transaction of a group (and, by nonce, those after it, until the node
+  includes them again) only makes its beats unshown again: the next scan's read shows them
+  so, and sends them again.
 - A named provider whose beat it does not hold (a lost database) is logged once as
   unanswerable; the others are still shown (the slash is per unshown provider).
 - Answered in full on this challenge, the challenge settles at once. A named beat shown on
@@ -45,13 +57,21 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter
-from web3 import Web3
 
 from tessera.chain.client import tx_hash
 from tessera.errors import ChainError, RpcUnavailable, TxRefused
 from tessera.protocol import liveness
 
 WAITING_CHECK_S = 30.0   # an open challenge with nothing left to show: read again this often
+# Answer transactions sent before any receipt is waited for (one group, consecutive nonces):
+# as many full batches as fill protocol.liveness.ANSWER_GAS_SHARE_BPS (half) of the chain's
+# block gas limit, the share the answer window is sized to (DeployParams), at most
+# PIPELINE_BATCHES (a node's per-account pending slots: geth's 16). On a 30 M-gas block: 13
+# batches of 64 beats, about 13.9 M gas used at 16,743 a beat, under the 15 M EIP-1559 target,
+# so a group fits one block beside other traffic; a 10,000-provider report named in full (157
+# batches) takes 13 groups.
+PIPELINE_BATCHES = 16
+RECEIPT_TIMEOUT_S = 60.0   # the longest wait for one answer's receipt (then: the next scan)
 OPEN = "open"
 SHOWN_ALREADY = "shown already"   # a batch the chain refused as wholly shown: nothing to do
 # Final statuses (until a reorg reopens them): answered (settled as answered by the last
@@ -68,7 +88,7 @@ class ChallengeAnswers:
     def __init__(self, duty, metrics: CollectorRegistry):
         self.duty = duty
         self._max_answers: int | None = None
-        self._providers: dict[int, str] = {}       # registry index -> provider address
+        self._fill: int | None = None              # full batches in a share of a block
         self._warned: set[int] = set()             # challenges logged as unanswerable
         self._unanswered: set[int] = set()         # ... and as over with beats unshown
         self._rechecks: dict[int, str] = {}        # reopened challenge -> its status before
@@ -82,6 +102,14 @@ class ChallengeAnswers:
         if self._max_answers is None:
             self._max_answers = self.duty.uptime.max_answers()
         return self._max_answers
+
+    def group_batches(self) -> int:
+        """Batches a group sends (module constants): those filling ANSWER_GAS_SHARE_BPS of a
+        block (the gas limit read once), at least 1, at most PIPELINE_BATCHES."""
+        if self._fill is None:
+            share = self.duty.chain.block_gas_limit() * liveness.ANSWER_GAS_SHARE_BPS // 10_000
+            self._fill = share // (self.max_answers * liveness.ANSWER_GAS_PER_BEAT)
+        return max(1, min(PIPELINE_BATCHES, self._fill))
 
     # -- the scan ------------------------------------------------------------------------------
     def scan(self, current: int) -> None:
@@ -192,31 +220,12 @@ class ChallengeAnswers:
                      note="named without a beat this validator holds: each costs a slash")
         todo = [i for i in indices if i in held]
         shown, refused = 0, None
-        while todo:
-            # The proven words read again before every batch: providers answer their own beats
-            # meanwhile, and a batch of beats shown already is wasted block space, which a
-            # challenge naming a large report at the last moment leaves little of.
-            proven = self._proven(epoch, named)
-            todo = [i for i in todo if not liveness.named(proven, i)]
-            batch, todo = todo[:self.max_answers], todo[self.max_answers:]
-            if not batch:
+        while todo and refused is None:
+            group, todo = self._next_group(epoch, todo)
+            if not group:
                 break
-            try:
-                receipt = duty.uptime.answer_challenge(
-                    cid, [held[i][0] for i in batch],
-                    [bytes.fromhex(held[i][1][2:]) for i in batch])
-            except TxRefused as exc:
-                if SHOWN_ALREADY in str(exc):   # every one shown meanwhile (the providers)
-                    continue
-                refused = str(exc)              # over, or a send that may pass later
-                duty.m_answers.labels("refused").inc()
-                duty.log("liveness-answer-refused", "warning", challenge_id=cid, error=refused)
-                break
-            count = len(duty.uptime.answers_in(receipt))
+            count, refused = self._send_group(cid, epoch, group, held)
             shown += count
-            self.m_shown.inc(count)
-            duty.log("liveness-beats-shown", challenge_id=cid, epoch=epoch, providers=count,
-                     given=len(batch), tx=tx_hash(receipt), gas=receipt["gasUsed"])
         state = duty.uptime.challenge(cid)["state"]
         if state != liveness.CHALLENGE_OPEN:   # settled by our last batch (or someone's)
             return self._close(cid, epoch, "answered" if state == liveness.CHALLENGE_ANSWERED
@@ -227,6 +236,59 @@ class ChallengeAnswers:
         duty.store.save_answer(cid, OPEN, f"{shown} beats shown by this validator; "
                                f"{len(missing)} not held" + (f"; refused: {refused}" if refused
                                                              else ""), epoch=epoch)
+
+    def _send_group(self, cid: int, epoch: int, group: list[list[int]],
+                    held: dict[int, tuple[str, str]]) -> tuple[int, str | None]:
+        """Send a group's batches one after the other without waiting (consecutive nonces),
+        then read their receipts in order: (beats shown, the refusal that ends this scan's
+        work on the challenge, or None). A batch refused at estimate time as wholly shown sends
+        nothing and is done; any other refusal stops the sending there (the rest: the next
+        scan). A send that fails before the node has it stops the sending too, so that no
+        later nonce is sent past it (Chain.send then reads the node's count again), and is
+        raised once the receipts of those sent are read; RpcUnavailable at once. A batch that
+        reverts on chain is done if every beat in it is shown now (a griefer copied it from
+        the mempool and front-ran it, or the providers answered meanwhile: the contract refuses
+        a batch only when nothing in it is new), else a refusal; the rest of the group is
+        still read (it is on chain either way)."""
+        duty = self.duty
+        sent, refused, failure = [], None, None
+        for batch in group:
+            try:
+                tx = duty.uptime.answer_challenge(
+                    cid, [held[i][0] for i in batch],
+                    [bytes.fromhex(held[i][1][2:]) for i in batch], wait=False)
+            except TxRefused as exc:
+                if SHOWN_ALREADY in str(exc):   # every one shown meanwhile (the providers)
+                    continue
+                refused = str(exc)              # over, or a send that may pass later
+                break
+            except RpcUnavailable:
+                raise
+            except ChainError as exc:           # not sent: nothing after it either
+                failure = exc
+                break
+            sent.append((batch, tx["transactionHash"]))
+        shown = 0
+        for batch, sent_hash in sent:
+            try:
+                receipt = duty.chain.wait_for(sent_hash, "answer_challenge", RECEIPT_TIMEOUT_S)
+            except TxRefused as exc:            # reverted on chain
+                if not self._unproven(epoch, batch):
+                    continue
+                refused = refused or str(exc)
+                continue
+            count = len(duty.uptime.answers_in(receipt))
+            shown += count
+            self.m_shown.inc(count)
+            duty.log("liveness-beats-shown", challenge_id=cid, epoch=epoch, providers=count,
+                     given=len(batch), group=len(sent), block=receipt["blockNumber"],
+                     tx=tx_hash(receipt), gas=receipt["gasUsed"])
+        if refused is not None:
+            duty.m_answers.labels("refused").inc()
+            duty.log("liveness-answer-refused", "warning", challenge_id=cid, error=refused)
+        if failure is not None:
+            raise failure
+        return shown, refused
 
     def _over(self, cid: int, epoch: int, named: list[int]) -> None:
         """The answer window is over and the challenge still open on chain: closed here if
@@ -263,22 +325,46 @@ class ChallengeAnswers:
     def _held(self, epoch: int, indices: list[int]) -> dict[int, tuple[str, str]]:
         """{registry index: (provider, beat signature)} of the named beats it holds."""
         out = {}
-        if any(i not in self._providers for i in indices):   # the duty's cache, reversed
-            self._providers.update({i: p for p, i in self.duty._indices.items()})
         for index in indices:
-            provider = self._provider(index)
-            signature = self.duty.store.beat(epoch, provider)
+            provider = self.duty.indices.provider_at(index)
+            signature = provider and self.duty.store.beat(epoch, provider)
             if signature:
                 out[index] = (provider, signature)
         return out
 
-    def _provider(self, index: int) -> str:
-        """The provider with this registry index (cached; else read once)."""
-        if index not in self._providers:
-            provider = Web3.to_checksum_address(self.duty.registry.provider_at(index))
-            self._providers[index] = provider
-            self.duty._indices[provider] = index
-        return self._providers[index]
+    def _next_group(self, epoch: int, todo: list[int]) -> tuple[list[list[int]], list[int]]:
+        """The next group: up to group_batches() disjoint batches of max_answers of `todo`,
+        in order, not proven yet, and what is left after it. The proven words are read once
+        for every group, only those it spans: providers answer their own beats meanwhile, and
+        a batch of beats shown already is wasted block space, which a challenge naming a
+        large report at the last moment leaves little of."""
+        words: dict[int, int] = {}   # word position -> the epoch's proven word, read now
+        group: list[list[int]] = []
+        batch: list[int] = []
+        for n, index in enumerate(todo):
+            if len(batch) == self.max_answers:
+                group.append(batch)
+                batch = []
+                if len(group) == self.group_batches():
+                    return group, todo[n:]
+            j, bit = divmod(index, liveness.WORD_BITS)
+            if j not in words:
+                words[j] = self.duty.uptime.proven_word(epoch, j)
+            if not (words[j] >> bit) & 1:
+                batch.append(index)
+        return group + ([batch] if batch else []), []
+
+    def _unproven(self, epoch: int, batch: list[int]) -> list[int]:
+        """The indices of `batch` whose beats of `epoch` are not shown yet, read now."""
+        words: dict[int, int] = {}
+        out = []
+        for index in batch:
+            j, bit = divmod(index, liveness.WORD_BITS)
+            if j not in words:
+                words[j] = self.duty.uptime.proven_word(epoch, j)
+            if not (words[j] >> bit) & 1:
+                out.append(index)
+        return out
 
     def _proven(self, epoch: int, named: list[int]) -> list[int]:
         """The epoch's proven words over the words `named` spans (only where it names some)."""

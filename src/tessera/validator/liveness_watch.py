@@ -8,8 +8,9 @@ has closed while its inclusions can still be challenged (`watched_epoch`: one at
 
 - it reads every `LivenessReported` of the epoch (a block cursor kept across restarts; the
   last `confirmations` blocks read again for reorgs) and takes the providers other
-  validators named, by registry index: an index whose beat this validator holds itself is
-  honest evidence, dropped before anything is looked up.
+  validators named, by registry index (validator/registry_indices.py: the cache it shares
+  with the duty): an index whose beat this validator holds itself is honest evidence,
+  dropped before anyone is asked.
 - ASK FIRST: for the others it asks the validators that named the provider for the beat
   (`GET {endpoint}/liveness/{epoch}/beats/{provider}`, validator/beat_fetch.py: checked URLs,
   one bounded batch a pass) and checks the signature locally. One valid beat from anyone
@@ -45,7 +46,6 @@ from collections import Counter as Tally
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter
-from web3 import Web3
 
 from tessera.chain.client import Chain
 from tessera.chain.devnet import DEVNET_CHAIN_ID, PEER_CHAIN_ID
@@ -67,6 +67,7 @@ from tessera.validator.beat_fetch import (
 from tessera.validator.liveness_store import LivenessStore
 from tessera.validator.liveness_watch_bonds import WatchBonds
 from tessera.validator.liveness_watch_store import WatchStore
+from tessera.validator.registry_indices import RegistryIndices
 
 MAX_CHECKS_PER_EPOCH = 1_024   # providers asked about per epoch (in a random order; the
                                # rest are neither asked about nor named)
@@ -91,9 +92,12 @@ class LivenessWatch:
 
     def __init__(self, chain: Chain, beats: LivenessStore, state_dir: Path, log: EventLog,
                  metrics: CollectorRegistry, timeout_s: float = 3.0,
-                 max_bonds_lost_per_day: int = 8, confirmations: int = 0):
+                 max_bonds_lost_per_day: int = 8, confirmations: int = 0,
+                 indices: RegistryIndices | None = None):
         self.chain, self.beats, self.log = chain, beats, log
-        self.uptime, self.registry = Uptime(chain), ProviderRegistry(chain)
+        self.uptime = Uptime(chain)
+        # registry indices, shared with the duty (the node passes one: registry_indices.py)
+        self.indices = indices or RegistryIndices(ProviderRegistry(chain))
         self.validators = Validators(chain)
         self.store = WatchStore(Path(state_dir) / "liveness_watch.db")
         self.bonds = WatchBonds(chain, self.store, log, metrics, max_bonds_lost_per_day)
@@ -102,8 +106,6 @@ class LivenessWatch:
         self.public_only = chain.network.chain_id not in (DEVNET_CHAIN_ID, PEER_CHAIN_ID)
         self.report_delay = self.genesis = self.epoch_length = 0
         self.examined_epoch: int | None = None   # the last epoch whose checks are all done
-        self._providers: dict[int, str] = {}      # registry index -> provider (never changes)
-        self._indices: dict[str, int] = {}        # provider -> registry index
         self._retry_at: dict[int, float] = {}     # epoch -> monotonic time to ask again
         self._silent: dict[int, set[str]] = {}    # epoch -> validators silent to every GET
         self._pruned: int | None = None
@@ -197,30 +199,20 @@ class LivenessWatch:
             for old in [e for e in table if e < watched]:
                 del table[old]
 
-    def _index(self, provider: str) -> int:
-        if provider not in self._indices:
-            index = self.registry.index_of(provider)
-            self._indices[provider] = index
-            self._providers.setdefault(index, Web3.to_checksum_address(provider))
-        return self._indices[provider]
-
-    def _provider(self, index: int) -> str:
-        if index not in self._providers:
-            self._providers[index] = Web3.to_checksum_address(self.registry.provider_at(index))
-        return self._providers[index]
-
     # -- checking an epoch ---------------------------------------------------------------
     def examine(self, epoch: int, current: int) -> None:
         """One pass over `epoch`'s providers not yet settled, then, once all are, one
         challenge per report naming its unproven inclusions (the module docstring)."""
         reports = {v: w for v, w in self.store.reports(epoch).items()
                    if v.lower() != self.address.lower()}
-        held = {self._index(p) for p in self.beats.providers(epoch)}
+        held = {self.indices.index_of(p) for p in self.beats.providers(epoch)}
         named: dict[str, list[str]] = {}     # provider -> validators that named it
         for validator, words in reports.items():
             for index in liveness.indices_of(words):
-                if index not in held:        # filtered by index: only unknown ones resolved
-                    named.setdefault(self._provider(index), []).append(validator)
+                # filtered by index: a held one is honest evidence, never asked about (None:
+                # past the registry, which Uptime refuses in a report)
+                if index not in held and (provider := self.indices.provider_at(index)):
+                    named.setdefault(provider, []).append(validator)
         checks = self.store.checks(epoch)
         todo = [p for p in named if checks.get(p, ("", 0))[0] in ("", "pending")]
         _RANDOM.shuffle(todo)   # unpredictable: which ones a flood leaves unasked
@@ -246,7 +238,7 @@ class LivenessWatch:
         due = {}
         for validator, words in reports.items():
             unproven = [i for i in liveness.indices_of(words) if i not in held
-                        and checks.get(self._provider(i), ("", 0))[0] == "unproven"]
+                        and checks.get(self.indices.provider_at(i), ("", 0))[0] == "unproven"]
             if unproven:
                 due[validator] = (words, unproven)
         if due:

@@ -136,11 +136,6 @@ class WatchStore:
         return self._all("SELECT COUNT(*) FROM challenges WHERE epoch=? AND status IN "
                          "('sending','retry')", (epoch,))[0][0]
 
-    def out(self) -> int:
-        """Bonds out now (base units): challenges sent, or being sent, not yet settled."""
-        return sum(int(bond) for (bond,) in self._all(
-            "SELECT bond FROM challenges WHERE status IN (?,?)", UNSETTLED))
-
     def named_out(self) -> int:
         """Providers named by the challenges sent, or being sent, not yet settled (each may
         still cost one answer fee)."""

@@ -36,6 +36,7 @@ from tessera.validator.liveness import LivenessDuty
 from tessera.validator.liveness_watch import LivenessWatch
 from tessera.validator.outages import OutageReporter
 from tessera.validator.probe import new_request, probe
+from tessera.validator.registry_indices import RegistryIndices
 from tessera.validator.report import build_report, receipts_document
 from tessera.validator.stake import ensure_validator
 from tessera.validator.store import ValidatorStore
@@ -90,16 +91,18 @@ class ValidatorNode:
                                            Path(config.validator.state_dir) / "validator.db",
                                            self.log, self.metrics)
         lv = config.liveness
+        indices = RegistryIndices(self.registry)   # one cache for the duty and the watch
         self.liveness = LivenessDuty(
             self.chain, self.account, Path(config.validator.state_dir), self.log, self.metrics,
             open_epochs=lv.open_epochs, open_within_s=lv.open_within_s,
             confirmations=liveness_confirmations(self.chain.network, lv.confirmations),
-        ) if lv.enabled else None
+            indices=indices) if lv.enabled else None
         self.liveness_watch = LivenessWatch(
             self.chain, self.liveness.store, Path(config.validator.state_dir), self.log,
             self.metrics, timeout_s=lv.watch_timeout_s,
             max_bonds_lost_per_day=lv.watch_max_bonds_lost_per_day,
-            confirmations=self.liveness.confirmations) if lv.enabled and lv.watch else None
+            confirmations=self.liveness.confirmations,
+            indices=indices) if lv.enabled and lv.watch else None
 
     @property
     def address(self) -> str:
