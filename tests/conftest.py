@@ -68,3 +68,15 @@ def pytest_runtest_protocol(item, nextitem):
     yield
     with open(_CPU_LOG, "a") as out:
         out.write(f"{_cpu_s() - cpu:.2f} {time.monotonic() - wall:.2f} {item.nodeid}\n")
+
+
+# The slowest files first: `make test` runs two workers with `--dist loadfile`, which hands out
+# whole files in collection order, so a long end-to-end file collected last ran alone on one
+# worker while the other had nothing left (minutes of CI's wall time). End-to-end and bench
+# files first, the rest (seconds each) after them to even out the end. A stable sort: the order
+# within each part, and so every worker's collection, stays the same.
+_SLOW_FIRST = ("tests/e2e/", "tests/bench/")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not item.nodeid.startswith(_SLOW_FIRST))

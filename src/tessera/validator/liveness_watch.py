@@ -22,8 +22,9 @@ has closed while its inclusions can still be challenged (`watched_epoch`: one at
   request a pass, the last call's included; what it then leaves unanswered is taken at its
   silence. In the last call a provider left unasked (the per-pass bounds) counts as no beat
   too: nothing is left pending when the window closes.
-- Once every provider of the epoch is decided, ONE challenge per report names all of that
-  report's unproven inclusions no challenge named yet and no one proved on chain
+- Once every provider of the epoch is decided, ONE challenge per report (and per 256
+  registry words of it, so that each fits a block) names all of that report's unproven
+  inclusions no challenge named yet and no one proved on chain
   (validator/liveness_watch_bonds.py: the bond, the daily loss budget, a random subset when
   the budget or the balance is short). Decoys (inclusions the liar answers on chain but
   refuses to serve) shield nothing: the challenge is settled as answered only if every named

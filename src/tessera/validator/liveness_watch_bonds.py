@@ -1,5 +1,6 @@
-"""The liveness watch's bonds: one `Uptime.challenge_inclusions` per report naming every
-inclusion no one could show a beat for, within a daily loss budget; finding them again on
+"""The liveness watch's bonds: one `Uptime.challenge_inclusions` per report (and part of the
+registry: WORDS_PER_CHALLENGE words, so that each fits a block) naming every inclusion no one
+could show a beat for, within a daily loss budget; finding them again on
 chain, noticing answered ones at once, and resolving the rest (validator/liveness_watch.py
 decides WHAT is unproven; docs/validators.md, "Watching other validators' reports").
 
@@ -54,6 +55,23 @@ SEND_S = 4.0                         # a challenge transaction's time, until one
 NOTHING_NEW = "challenged already"   # the refusal when every provider named was named before
 FINAL = ("open", "answered", "resolved", "refused", "taken")   # no second send for the report
 _RANDOM = random.SystemRandom()      # os.urandom: an order and a subset no liar can predict
+# Registry words one challenge names at most (a *part* of the report: words [p*W, (p+1)*W)):
+# a challenge costs about 295,000 gas plus 69,600 per further word it names
+# (bench/results/liveness_challenge_gas.json), so a liar whose decoys sit one per word made one
+# challenge of a report past ~425 words (~109,000 providers) more than a 30 M-gas block; 256
+# words is about 18 M gas. Below 65,536 providers a report is one part.
+WORDS_PER_CHALLENGE = 256
+
+
+def part_of(index: int) -> int:
+    """The part of the registry (one challenge's words) holding registry index `index`."""
+    return index // (liveness.WORD_BITS * WORDS_PER_CHALLENGE)
+
+
+def part_named(named_words: list[int]) -> int:
+    """The part a challenge's `named` bitmap is in (its first named word's)."""
+    first = next((j for j, w in enumerate(named_words) if w), 0)
+    return first // WORDS_PER_CHALLENGE
 
 
 def share_named(needs: list[int], slots: int, units: int, per_bond: int) -> list[int]:
@@ -138,47 +156,54 @@ class WatchBonds:
     def challenge_all(self, epoch: int, due: dict[str, tuple[list[int], list[int]]],
                       why: str) -> None:
         """One challenge per report in `due` (validator -> (its report's words, the registry
-        indices of its unproven inclusions)), naming those no challenge named yet and whose
-        beat nobody showed, within the budget and the balance (module docstring). A report
-        whose challenge is settled, or found on chain after a crash, is not sent again; one
-        the budget or the balance left out ('capped') is tried again on the next call."""
+        indices of its unproven inclusions)) and part of the registry (WORDS_PER_CHALLENGE),
+        naming those no challenge named yet and whose beat nobody showed, within the budget
+        and the balance (module docstring). A challenge settled, or found on chain after a
+        crash, is not sent again; one the budget or the balance left out ('capped') is tried
+        again on the next call."""
+        units: dict[tuple[str, int], list[int]] = {}   # (validator, part) -> its unproven
+        for validator, (_, unproven) in due.items():
+            for index in unproven:
+                units.setdefault((validator, part_of(index)), []).append(index)
         left = []
-        for validator in due:
-            known = self.store.challenge(epoch, validator)
+        for validator, part in units:
+            known = self.store.challenge(epoch, validator, part)
             if known is not None and known["status"] in FINAL:
                 continue
             if known is not None and known["status"] in ("sending", "retry") \
-                    and self.look_up(epoch, validator):   # sent before a crash: mined or not?
+                    and part in self.look_up(epoch, validator):   # sent before a crash
                 continue
-            left.append(validator)
+            left.append((validator, part))
         if left and self.budget_spent(epoch):   # logged once an epoch; no chain reads
-            for validator in left:
-                self._capped(epoch, validator, due[validator][1], 0, self._why_capped(epoch))
+            for validator, part in left:
+                self._capped(epoch, validator, units[validator, part], 0,
+                             self._why_capped(epoch), part)
             return
-        plans: dict[str, list[int]] = {}
-        for validator in left:
-            words, unproven = due[validator]
-            named = self._fresh(epoch, validator, words, unproven)
+        plans: dict[tuple[str, int], list[int]] = {}
+        for validator, part in left:
+            unproven = units[validator, part]
+            named = self._fresh(epoch, validator, unproven)
             if named:
-                plans[validator] = named
+                plans[validator, part] = named
             else:
-                self._taken(epoch, validator, unproven)
+                self._taken(epoch, validator, unproven, part)
         if not plans:
             return
         order = list(plans)
         _RANDOM.shuffle(order)
         balance = self.token.balance_of(self.address)
         slots = max(0, self.room(epoch)) // max(self.fee, 1)
-        given = share_named([len(plans[v]) for v in order], slots, balance // self.bond,
+        given = share_named([len(plans[u]) for u in order], slots, balance // self.bond,
                             self.per_bond)
-        for validator, share in zip(order, given, strict=True):
-            named, words = plans[validator], due[validator][0]
+        for (validator, part), share in zip(order, given, strict=True):
+            named, words = plans[validator, part], due[validator][0]
             if share < len(named):
-                self._capped(epoch, validator, named, share, self._why_capped(epoch, balance))
+                self._capped(epoch, validator, named, share,
+                             self._why_capped(epoch, balance), part)
                 if not share:
                     continue
                 named = _RANDOM.sample(named, share)
-            self._send(epoch, validator, words, named, why)
+            self._send(epoch, validator, words, named, why, part)
 
     def _why_capped(self, epoch: int, balance: int | None = None) -> str:
         why = (f"daily loss budget: {self.lost_today(epoch)} lost on the last day's epochs "
@@ -186,22 +211,21 @@ class WatchBonds:
         return why if balance is None else f"{why}; balance {balance}, {self.bond} a bond"
 
     def _capped(self, epoch: int, validator: str, unproven: list[int], named: int,
-                reason: str) -> None:
+                reason: str, part: int = 0) -> None:
         """The budget (or the balance) lets a challenge of this report name only `named` of
         its `unproven` inclusions (none: the report is left 'capped', tried again on the next
         call; logged once)."""
-        known = self.store.challenge(epoch, validator)
+        known = self.store.challenge(epoch, validator, part)
         if known is not None and known["status"] == "capped" and not named:
             return
         self.m_challenges.labels("trimmed" if named else "capped").inc()
         self.log("liveness-challenge-capped", "warning", epoch=epoch, validator=validator,
-                 named=named, unproven=len(unproven), reason=reason)
+                 part=part, named=named, unproven=len(unproven), reason=reason)
         if not named:
             self.store.save_challenge(epoch, validator, "capped",
-                                      detail=f"{reason}; {len(unproven)} unproven")
+                                      detail=f"{reason}; {len(unproven)} unproven", part=part)
 
-    def _fresh(self, epoch: int, validator: str, words: list[int],
-               unproven: list[int]) -> list[int]:
+    def _fresh(self, epoch: int, validator: str, unproven: list[int]) -> list[int]:
         """`unproven` less what a challenge (anyone's) already named and what was proven (a
         beat shown on any challenge of the epoch: the inclusion is true, and naming it would
         only take budget): two view calls per 256-index word that holds some of it."""
@@ -213,14 +237,14 @@ class WatchBonds:
                                    for i in liveness.indices_of([gone]))
         return sorted(left)
 
-    def _taken(self, epoch: int, validator: str, unproven: list[int]) -> None:
+    def _taken(self, epoch: int, validator: str, unproven: list[int], part: int = 0) -> None:
         self.store.save_challenge(epoch, validator, "taken", named=unproven,
                                   detail="every unproven inclusion already named by a "
-                                         "challenge, or its beat shown")
+                                         "challenge, or its beat shown", part=part)
         self.m_challenges.labels("taken").inc()
 
     def _send(self, epoch: int, validator: str, words: list[int], named: list[int],
-              why: str) -> None:
+              why: str, part: int = 0) -> None:
         bond = self.uptime.challenge_bond_for(len(named))   # at most: some may be left out
         try:
             self.token.require_balance(bond, "an inclusion challenge's bond")
@@ -229,25 +253,25 @@ class WatchBonds:
                     bond, self.bond * self.max_lost_per_day * APPROVE_BUDGETS))
         except InsufficientFunds as exc:   # spent since the plan (a race): tried again
             self.store.save_challenge(epoch, validator, "capped", named=named,
-                                      detail=str(exc))
+                                      detail=str(exc), part=part)
             self.m_challenges.labels("no-funds").inc()
             self.log("liveness-challenge-no-funds", "error", epoch=epoch,
                      validator=validator, named=len(named), error=str(exc))
             return
         self.store.save_challenge(epoch, validator, "sending", named=named, bond=bond,
-                                  detail=why)
+                                  detail=why, part=part)
         started = time.monotonic()
         bitmap = liveness.words_of(named, max(named) + 1)
         try:
             receipt, cid = self.uptime.challenge_inclusions(validator, epoch, words, bitmap)
         except TxRefused as exc:
-            if self.look_up(epoch, validator):   # ours after all (a retried send)
+            if part in self.look_up(epoch, validator):   # ours after all (a retried send)
                 return
             if NOTHING_NEW in str(exc):          # someone named all of them first
-                self._taken(epoch, validator, named)
+                self._taken(epoch, validator, named, part)
                 return
             self.store.save_challenge(epoch, validator, "refused", named=named,
-                                      detail=str(exc))
+                                      detail=str(exc), part=part)
             self.m_challenges.labels("refused").inc()
             self.log("liveness-challenge-refused", "warning", epoch=epoch,
                      validator=validator, named=len(named), error=str(exc))
@@ -257,7 +281,7 @@ class WatchBonds:
         event = self.uptime.challenged_set(receipt)
         taken = liveness.indices_of(list(event["named"]))
         self.store.save_challenge(epoch, validator, "open", cid, taken, event["bond"],
-                                  detail=why)
+                                  detail=why, part=part)
         self.m_challenges.labels("sent").inc()
         self.log("liveness-challenged", epoch=epoch, validator=validator, challenge_id=cid,
                  named=len(taken), left_out=len(named) - len(taken), bond=event["bond"],
@@ -269,52 +293,52 @@ class WatchBonds:
         is sent."""
         if args["challenger"].lower() != self.address.lower():
             return False
-        known = self.store.challenge(args["epoch"], args["validator"])
+        part = part_named(list(args["named"]))
+        known = self.store.challenge(args["epoch"], args["validator"], part)
         if known is None or known["status"] in ("sending", "retry", "capped") \
                 or known["challenge_id"] != args["challenge_id"]:
             self.store.save_challenge(args["epoch"], args["validator"], "open",
                                       args["challenge_id"], liveness.indices_of(args["named"]),
-                                      args["bond"], detail="found on chain")
+                                      args["bond"], detail="found on chain", part=part)
         return True
 
-    def look_up(self, epoch: int, validator: str) -> bool:
-        """Find our InclusionsChallenged of this report on chain (True if there is one): from
-        the block that opened `epoch`, since no challenge of it can come earlier."""
+    def look_up(self, epoch: int, validator: str) -> set[int]:
+        """Find our InclusionsChallenged of this report on chain, from the block that opened
+        `epoch` (no challenge of it can come earlier): the parts they are in."""
         start = self.uptime.opened_block(epoch) or self.chain.network.deploy_block
         logs = self.chain.events("Uptime", "InclusionsChallenged", start,
                                  argument_filters={"validator": validator, "epoch": epoch})
-        found = False
-        for log in logs:
-            found = self.adopt(dict(log["args"])) or found
-        return found
+        return {part_named(list(log["args"]["named"])) for log in logs
+                if self.adopt(dict(log["args"]))}
 
     # -- settling ----------------------------------------------------------------------------
     def settle(self, current: int) -> None:
         """Read the state of every challenge of ours still out (answered ones are counted at
         once) and resolve_challenge those whose answer window is over (the bond less the fees
         comes back only then: nobody else gains by resolving one whose beats were all shown)."""
-        for epoch, validator in self.store.sending():   # a crash between the save and the send
-            if not self.look_up(epoch, validator):
+        for epoch, validator, part in self.store.sending():   # a crash between save and send
+            if part not in self.look_up(epoch, validator):
                 self.store.save_challenge(epoch, validator, "retry",
-                                          detail="not on chain after a restart")
-        for epoch, validator, cid, bond in self.store.open_challenges():
+                                          detail="not on chain after a restart", part=part)
+        for epoch, validator, part, cid, bond in self.store.open_challenges():
             c = self.uptime.challenge(cid)
             if c["challenger"].lower() != self.address.lower() or c["epoch"] != epoch \
                     or c["validator"].lower() != validator.lower():   # a reorg took it away
                 self.store.save_challenge(epoch, validator, "retry",
-                                          detail=f"challenge {cid} is not ours on chain")
+                                          detail=f"challenge {cid} is not ours on chain",
+                                          part=part)
                 continue
             state = c["state"]
             if state == OPEN and current > liveness.answer_end(epoch, self.report_delay,
                                                                self.answer_epochs):
                 state = self._resolve(epoch, validator, cid)
             if state == RESOLVED and self.store.settle_challenge(
-                    epoch, validator, "resolved", lost := self._loss(epoch, cid, c)):
+                    epoch, validator, "resolved", lost := self._loss(epoch, cid, c), part):
                 self.m_challenges.labels("resolved").inc()
                 self.log("liveness-challenge-resolved", epoch=epoch, validator=validator,
                          challenge_id=cid, named=c["named"], answered=c["answered"], lost=lost)
-            elif state == ANSWERED and self.store.settle_challenge(epoch, validator,
-                                                                   "answered", c["paid"]):
+            elif state == ANSWERED and self.store.settle_challenge(
+                    epoch, validator, "answered", c["paid"], part):
                 self.m_challenges.labels("answered").inc()
                 self.log("liveness-challenge-lost", "warning", epoch=epoch, validator=validator,
                          challenge_id=cid, bond=bond, named=c["named"], lost=c["paid"])

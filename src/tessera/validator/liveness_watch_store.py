@@ -1,7 +1,8 @@
 """The liveness watch's SQLite (`liveness_watch.db` in the state folder): reports seen,
-providers checked, and this validator's challenges, one per (reported epoch, validator), with
-the set it named (validator/liveness_watch.py; docs/validators.md, "Watching other validators'
-reports").
+providers checked, and this validator's challenges, one per (reported epoch, validator, part),
+with the set it named (a part: the registry words one challenge may name,
+liveness_watch_bonds.WORDS_PER_CHALLENGE; a report of fewer than 65,536 providers is one part;
+validator/liveness_watch.py; docs/validators.md, "Watching other validators' reports").
 
 Everything here can be read again from the chain (reports, our InclusionsChallenged) except
 the losses of challenges settled more than the scan's reach ago, which only the daily budget
@@ -15,7 +16,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-SCHEMA_VERSION = 2   # 1 (user_version 0): per-(epoch, validator, provider) challenges
+SCHEMA_VERSION = 3   # 1 (user_version 0): per-(epoch, validator, provider); 2: no part
 TABLES = ("reports", "checks", "challenges", "answered_by", "cursor")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
@@ -28,10 +29,10 @@ CREATE TABLE IF NOT EXISTS checks (
     PRIMARY KEY (epoch, provider)
 );
 CREATE TABLE IF NOT EXISTS challenges (
-    epoch INTEGER NOT NULL, validator TEXT NOT NULL, status TEXT NOT NULL,
+    epoch INTEGER NOT NULL, validator TEXT NOT NULL, part INTEGER NOT NULL, status TEXT NOT NULL,
     challenge_id INTEGER, named TEXT NOT NULL DEFAULT '[]', bond TEXT NOT NULL DEFAULT '0',
     lost TEXT NOT NULL DEFAULT '0', detail TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (epoch, validator)
+    PRIMARY KEY (epoch, validator, part)
 );
 CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, next_block INTEGER NOT NULL);
 """
@@ -104,11 +105,12 @@ class WatchStore:
                  (epoch, provider, outcome, detail[:500], attempts))
 
     # -- challenges ------------------------------------------------------------------------
-    def challenge(self, epoch: int, validator: str) -> dict | None:
-        """Our challenge of `validator`'s report on `epoch`: status, challenge_id, named
-        (registry indices), bond, lost, detail; None if there is none."""
+    def challenge(self, epoch: int, validator: str, part: int = 0) -> dict | None:
+        """Our challenge of `validator`'s report on `epoch` (of that part of the registry):
+        status, challenge_id, named (registry indices), bond, lost, detail; None if none."""
         rows = self._all("SELECT status, challenge_id, named, bond, lost, detail FROM "
-                         "challenges WHERE epoch=? AND validator=?", (epoch, validator))
+                         "challenges WHERE epoch=? AND validator=? AND part=?",
+                         (epoch, validator, part))
         if not rows:
             return None
         status, cid, named, bond, lost, detail = rows[0]
@@ -117,18 +119,20 @@ class WatchStore:
 
     def save_challenge(self, epoch: int, validator: str, status: str,
                        challenge_id: int | None = None, named: list[int] | None = None,
-                       bond: int = 0, lost: int = 0, detail: str = "") -> None:
-        self._do("INSERT OR REPLACE INTO challenges VALUES (?,?,?,?,?,?,?,?)",
-                 (epoch, validator, status, challenge_id, json.dumps(sorted(named or [])),
-                  str(bond), str(lost), detail[:500]))
+                       bond: int = 0, lost: int = 0, detail: str = "", *,
+                       part: int = 0) -> None:
+        self._do("INSERT OR REPLACE INTO challenges VALUES (?,?,?,?,?,?,?,?,?)",
+                 (epoch, validator, part, status, challenge_id,
+                  json.dumps(sorted(named or [])), str(bond), str(lost), detail[:500]))
 
-    def settle_challenge(self, epoch: int, validator: str, status: str, lost: int) -> bool:
+    def settle_challenge(self, epoch: int, validator: str, status: str, lost: int,
+                         part: int = 0) -> bool:
         """Mark an open challenge settled (answered or resolved) with what it lost, once:
         False if it was not open any more."""
         with self._lock:
             cursor = self._db.execute(
                 "UPDATE challenges SET status=?, lost=? WHERE epoch=? AND validator=? AND "
-                "status='open'", (status, str(lost), epoch, validator))
+                "part=? AND status='open'", (status, str(lost), epoch, validator, part))
             return cursor.rowcount == 1
 
     def unsent(self, epoch: int) -> int:
@@ -148,14 +152,15 @@ class WatchStore:
             "SELECT lost FROM challenges WHERE status IN (?,?) AND epoch>=?",
             (*SETTLED, epoch)))
 
-    def sending(self) -> list[tuple[int, str]]:
-        return self._all("SELECT epoch, validator FROM challenges WHERE status='sending'")
+    def sending(self) -> list[tuple[int, str, int]]:
+        """(epoch, validator, part) of every challenge saved as being sent."""
+        return self._all("SELECT epoch, validator, part FROM challenges WHERE status='sending'")
 
-    def open_challenges(self) -> list[tuple[int, str, int, int]]:
-        """(epoch, validator, challenge_id, bond) of every challenge still open."""
-        return [(e, v, cid, int(bond)) for e, v, cid, bond in self._all(
-            "SELECT epoch, validator, challenge_id, bond FROM challenges WHERE status='open' "
-            "ORDER BY challenge_id")]
+    def open_challenges(self) -> list[tuple[int, str, int, int, int]]:
+        """(epoch, validator, part, challenge_id, bond) of every challenge still open."""
+        return [(e, v, part, cid, int(bond)) for e, v, part, cid, bond in self._all(
+            "SELECT epoch, validator, part, challenge_id, bond FROM challenges WHERE "
+            "status='open' ORDER BY challenge_id")]
 
     def tally(self, epoch: int | None = None) -> dict[str, int]:
         """Our challenges by status (of one reported epoch, or all)."""
