@@ -210,6 +210,10 @@ def network_deploy(
                                                "period are raised to what it needs"),
         treasury: str = typer.Option(None, "--treasury",
                                      help="receives the market's fee (default: the deployer)"),
+        block_gas_limit: int = typer.Option(None, "--block-gas-limit", help="the gas a block "
+                                            "really carries (default: the latest block's limit)"),
+        block_seconds: float = typer.Option(None, "--block-seconds", help="the chain's block "
+                                            "time (default: measured over its last 64 blocks)"),
         yes: bool = typer.Option(False, "--yes", "-y", help="deploy without asking"),
         force: bool = typer.Option(False, "--force", help="replace --out when it describes an "
                                    "earlier deploy to the same chain")) -> None:
@@ -220,7 +224,8 @@ def network_deploy(
 
     network = run_guarded(lambda: deploy_network(
         rpc_url, account, out, name=name, epoch_seconds=epoch_seconds, treasury=treasury,
-        force=force, yes=yes, say=lambda line: console.print(line, markup=False, highlight=False),
+        block_gas_limit=block_gas_limit, block_seconds=block_seconds, force=force, yes=yes,
+        say=lambda line: console.print(line, markup=False, highlight=False),
         confirm=lambda question: typer.confirm(question, default=False),
         ask_password=lambda: _ask_password(confirm=False)))
     if network is None:

@@ -39,26 +39,31 @@ def test_liveness_needs_a_claim_window_and_an_unbonding_period_past_finality():
 
 
 def test_the_answer_window_holds_a_whole_reports_answers_on_the_chain_deployed_to():
-    """Issue 15 (G1b): a griefer names every inclusion of an honest report of the largest size
-    in the last block of the challenge window; its answers need MAX_LIVENESS_WORDS x 256 x
-    ANSWER_GAS_PER_BEAT gas within the answer-only epochs. Told the chain's gas a second,
-    DeployParams raises the answer epochs until that fits in ANSWER_GAS_SHARE_BPS of the
-    chain (and the claim window and unbonding period with them), refuses fewer, and refuses
-    epochs so short that Uptime's 64 answer epochs cannot hold it."""
+    """Issue 15 (G1b, review 3): a griefer names every inclusion of an honest report of the
+    largest size in the last block of the challenge window. Told the chain's block gas limit
+    and block time, DeployParams raises the answer epochs until the validator alone, one group
+    of answer_batches_per_group batches every BLOCKS_PER_GROUP blocks, shows all of it (and the
+    claim window and unbonding period with them), refuses fewer, and refuses epochs so short
+    that Uptime's 64 answer epochs cannot hold it."""
     params = DeployParams(treasury="0x" + "11" * 20)
-    full = liveness.MAX_LIVENESS_WORDS * liveness.WORD_BITS * liveness.ANSWER_GAS_PER_BEAT
-    for epoch_length, gas_per_s in ((600, 30_000_000 // 12), (3_600, 30_000_000 // 12),
-                                    (60, 30_000_000 // 2), (12, 60_000_000)):
-        sized = params.with_epoch(epoch_length, gas_per_s)
+    beats = liveness.MAX_LIVENESS_WORDS * liveness.WORD_BITS
+    for epoch_length, block_gas, block_s in ((600, 30_000_000, 12), (3_600, 30_000_000, 12),
+                                             (60, 150_000_000, 2), (600, 45_000_000, 12)):
+        sized = params.with_epoch(epoch_length, (block_gas, block_s * 1000))
         n = sized.liveness_answer_epochs
-        room = n * epoch_length * gas_per_s * liveness.ANSWER_GAS_SHARE_BPS // 10_000
-        assert room >= full and (n == 1 or room - epoch_length * gas_per_s // 2 < full)
+        groups = n * epoch_length // block_s // liveness.BLOCKS_PER_GROUP
+        per_group = liveness.answer_batches_per_group(block_gas) * liveness.MAX_ANSWERS
+        assert groups * per_group >= beats                              # enough epochs
+        assert n == 1 or (n - 1) * epoch_length // block_s // liveness.BLOCKS_PER_GROUP \
+            * per_group < beats                                          # and no more
         assert sized.unbonding_period >= sized.liveness_unbonding_floor(epoch_length)
         if n > 1:
             with pytest.raises(ValueError, match=f"liveness_answer_epochs \\({n - 1}\\) must"):
                 replace(sized, liveness_answer_epochs=n - 1)
-    assert params.with_epoch(600, 30_000_000 // 12).liveness_answer_epochs == 3   # L1, 10 min
-    with pytest.raises(ValueError, match="epochs of 10 s are too short.*at least 28 s"):
-        params.with_epoch(10, 30_000_000 // 12)
+    assert params.with_epoch(600, (30_000_000, 12_000)).liveness_answer_epochs == 7   # L1
+    assert params.with_epoch(3_600, (30_000_000, 12_000)).liveness_answer_epochs == 2
+    with pytest.raises(ValueError, match="epochs of 10 s are too short.*at least 60 s"):
+        params.with_epoch(10, (30_000_000, 12_000))
+    with pytest.raises(ValueError, match="both or neither"):
+        replace(params, chain_block_gas=30_000_000)
     assert params.with_epoch(60).liveness_answer_epochs == 1      # unknown chain: unchecked
-    assert params.with_epoch(60, 10**12).liveness_answer_epochs == 1   # an ample one

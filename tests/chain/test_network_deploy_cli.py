@@ -61,9 +61,12 @@ def funded(w3: Web3, wei: int = 10**21) -> str:
     return account.key.to_0x_hex()
 
 
-def deploy(w3: Web3, key: str, out, *extra: str, input: str | None = None):
+def deploy(w3: Web3, key: str, out, *extra: str, input: str | None = None,
+           block_seconds: str | None = "1"):
+    """`tessera network deploy` on this anvil; told a block time (anvil mines on demand, so it
+    has none to measure) unless `block_seconds` is None."""
     args = ["network", "deploy", "--rpc-url", w3.provider.endpoint_uri, "--account", key,
-            "--out", str(out), *extra]
+            "--out", str(out), *extra] + (["--block-seconds", block_seconds] if block_seconds else [])
     result = CliRunner().invoke(app, args, input=input)
     return result.exit_code, " ".join(result.output.split())
 
@@ -91,7 +94,8 @@ def test_deploy_writes_a_network_whose_contracts_answer(anvil, tmp_path):
     # second at most): what the output says is what Uptime got, and it holds a whole report
     answer_epochs = Uptime(chain).liveness_rules()[1]
     assert f"answer window {answer_epochs} epoch(s)" in output
-    assert answer_epochs >= liveness.answer_epochs_for(EPOCH, anvil.eth.get_block(0)["gasLimit"])
+    assert answer_epochs == liveness.answer_epochs_for(EPOCH, anvil.eth.get_block(0)["gasLimit"],
+                                                       1000)
     assert chain.call(chain.market.functions.treasury()) == Web3.to_checksum_address(TREASURY)
     # deploy_block is the block of the first contract: nothing of it exists before
     assert anvil.eth.get_code(network.address("StakeToken"), network.deploy_block - 1) == b""
@@ -185,8 +189,11 @@ def test_refusals_send_and_write_nothing(anvil, tmp_path, monkeypatch):
 
     code, output = deploy(anvil, key, tmp_path / "x.json", "--treasury", "0x1234", "--yes")
     assert code != 0 and "not a non-zero address" in output
+    # a chain too young to measure its block time, not told it: refused, naming the flag
+    code, output = deploy(anvil, key, tmp_path / "x.json", "--yes", block_seconds=None)
+    assert code != 0 and "--block-seconds" in " ".join(output.split())
     # epochs so short that Uptime's 64 answer epochs cannot hold a whole report's answers on
-    # this chain (30 M gas, one block a second at most): refused, with the shortest that works
+    # this chain (30 M gas, a block a second): refused, with the shortest that works
     code, output = deploy(anvil, key, tmp_path / "x.json", "--epoch-seconds", "1", "--yes")
     flat = " ".join(output.split())
     assert code != 0 and "epochs of 1 s are too short" in flat and "use epochs of at least" in flat

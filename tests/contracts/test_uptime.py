@@ -145,6 +145,7 @@ def test_constructor_refuses_bad_arguments(system, factories, position, value, m
 def test_constructor_views_and_events(system, factories, uptime):
     assert (uptime.jail_after(), uptime.jail_period(), uptime.MAX_JAIL_AFTER()) == \
         (JAIL_AFTER, JAIL_PERIOD, 1024)
+    assert uptime.MAX_ANSWERS() == liveness.MAX_ANSWERS   # the answer window's sizing uses it
     assert (uptime.registry(), uptime.validators(), uptime.stake_token()) == (
         system.registry.address, system.validators.address, system.stake.address)
     assert (uptime.report_delay(), uptime.answer_epochs(), uptime.challenge_bond(),

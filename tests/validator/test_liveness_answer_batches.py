@@ -95,3 +95,18 @@ def test_beats_shown_before_a_group_are_skipped_and_the_group_filled_past_them(m
     assert answers._next_group(EPOCH, [3, 4]) == ([], [])   # all shown: nothing to send
     monkeypatch.setattr(liveness_answers, "PIPELINE_BATCHES", 3)
     assert answers_on(uptime, 2)._next_group(EPOCH, [1, 2, 5])[0] == [[1, 2], [5]]
+
+
+def test_validators_start_at_different_places():
+    """Review 3: every validator that reported the named providers answers the same challenge;
+    in the same registry order, their groups showed the same beats first (the chain skips a
+    beat shown already, unpaid: block space for nothing) instead of adding up. Each starts at
+    a place of its own (its address modulo the list), round to the start: every beat still
+    given once, in a different order."""
+    todo = list(range(100))
+    orders = []
+    for address in ("0x" + "01" * 20, "0x" + "02" * 20, "0x" + "ff" * 20):
+        order = liveness_answers.own_order(address, todo)
+        assert sorted(order) == todo and order[0] == int(address, 16) % 100
+        orders.append(order[0])
+    assert len(set(orders)) == 3 and liveness_answers.own_order("0x" + "01" * 20, []) == []

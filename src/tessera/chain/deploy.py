@@ -38,12 +38,14 @@ class DeployParams:
     liveness_report_delay: int = 1
     liveness_answer_epochs: int = 1
     liveness_challenge_bond: int = 10 * 10**STAKE_DECIMALS  # a challenger's bond (stake token)
-    # The gas a second the target chain holds (block gas limit / block time), when known
-    # (`tessera network deploy` reads it): the answer window must then hold the answers to a
-    # challenge naming a whole report of the largest size (protocol.liveness.answer_epochs_for;
-    # docs/uptime.md, "The answer window"). None (the devnet: anvil mines at once): unchecked.
-    chain_gas_per_s: int | None = None
     liveness_inclusion_slash: int = 50 * 10**STAKE_DECIMALS  # a validator's unanswered inclusion
+    # The target chain's block gas limit and block time (milliseconds), when known (`tessera
+    # network deploy` reads them, or is told): the answer window must then hold a validator's
+    # answers to a challenge naming a whole report of the largest size
+    # (protocol.liveness.answer_epochs_for; docs/uptime.md, "The answer window"). None (the
+    # devnet: anvil mines at once): unchecked.
+    chain_block_gas: int | None = None
+    chain_block_ms: int | None = None
     verification: VerificationParams = field(default_factory=VerificationParams)  # docs/verification.md
     hardware: HardwareReportsParams = field(default_factory=HardwareReportsParams)  # docs/hardware.md
     # Seconds after Verification's challenge window before pay for time no root covers is
@@ -79,7 +81,9 @@ class DeployParams:
                 f"unbonding_period ({self.unbonding_period} s) must be at least "
                 f"(liveness_report_delay + liveness_answer_epochs + 3) epochs: a validator "
                 "could withdraw before a challenge of its liveness report is resolved")
-        if self.chain_gas_per_s is not None:
+        if (self.chain_block_gas is None) != (self.chain_block_ms is None):
+            raise ValueError("chain_block_gas and chain_block_ms go together (both or neither)")
+        if self.chain_block_gas is not None:
             self._check_answer_window()
         v = self.verification
         late = v.challenge_window + self.root_grace + v.vote_period
@@ -91,40 +95,41 @@ class DeployParams:
 
 
     def _check_answer_window(self) -> None:
-        need = liveness.answer_epochs_for(self.epoch_length, self.chain_gas_per_s)
+        need = liveness.answer_epochs_for(self.epoch_length, self.chain_block_gas,
+                                          self.chain_block_ms)
+        chain = f"a chain of {self.chain_block_gas:,}-gas blocks every {self.chain_block_ms} ms"
         if need > liveness.MAX_ANSWER_EPOCHS:
-            shortest = -(-liveness.answer_epochs_for(1, self.chain_gas_per_s)
+            shortest = -(-liveness.answer_epochs_for(1, self.chain_block_gas, self.chain_block_ms)
                          // liveness.MAX_ANSWER_EPOCHS)
             raise ValueError(
-                f"uptime epochs of {self.epoch_length} s are too short for a chain holding "
-                f"{self.chain_gas_per_s:,} gas a second: answering a challenge of a whole "
-                f"report needs {need} answer epochs, and Uptime takes at most "
-                f"{liveness.MAX_ANSWER_EPOCHS}; use epochs of at least {shortest} s")
+                f"uptime epochs of {self.epoch_length} s are too short for {chain}: answering a "
+                f"challenge of a whole report needs {need} answer epochs, and Uptime takes at "
+                f"most {liveness.MAX_ANSWER_EPOCHS}; use epochs of at least {shortest} s")
         if self.liveness_answer_epochs < need:
             raise ValueError(
                 f"liveness_answer_epochs ({self.liveness_answer_epochs}) must be at least {need} "
-                f"on a chain holding {self.chain_gas_per_s:,} gas a second with {self.epoch_length} "
-                "s epochs: a challenge naming a whole report in the last block of its window "
-                "must be answerable in time (protocol.liveness.answer_epochs_for)")
+                f"on {chain} with {self.epoch_length} s epochs: a challenge naming a whole "
+                "report in the last block of its window must be answerable in time "
+                "(protocol.liveness.answer_epochs_for)")
 
     def liveness_unbonding_floor(self, epoch_length: int) -> int:
         """The shortest unbonding period Uptime takes with these windows (its constructor's
         check): a challenge is resolved from epoch e + report_delay + answer_epochs + 2 on."""
         return (self.liveness_report_delay + self.liveness_answer_epochs + 3) * epoch_length
 
-    def with_epoch(self, epoch_length: int, chain_gas_per_s: int | None = None) -> DeployParams:
-        """These parameters with another uptime epoch (and, when given, the chain's gas a
-        second), the answer epochs, the claim window and the unbonding period raised (never
-        lowered) to what they need (the checks above)."""
-        gas_per_s = chain_gas_per_s if chain_gas_per_s is not None else self.chain_gas_per_s
+    def with_epoch(self, epoch_length: int, chain: tuple[int, int] | None = None) -> DeployParams:
+        """These parameters with another uptime epoch (and, when given, the chain's block gas
+        limit and block time in ms), the answer epochs, the claim window and the unbonding
+        period raised (never lowered) to what they need (the checks above)."""
+        block_gas, block_ms = chain or (self.chain_block_gas, self.chain_block_ms)
         answer = self.liveness_answer_epochs
-        if gas_per_s is not None:
-            answer = max(answer, min(liveness.answer_epochs_for(epoch_length, gas_per_s),
+        if block_gas is not None and block_ms is not None:
+            answer = max(answer, min(liveness.answer_epochs_for(epoch_length, block_gas, block_ms),
                                      liveness.MAX_ANSWER_EPOCHS + 1))   # past it: refused
         settle = (self.liveness_report_delay + answer + 2) * epoch_length
         unbonding = (self.liveness_report_delay + answer + 3) * epoch_length   # the floor
-        return replace(self, epoch_length=epoch_length, chain_gas_per_s=gas_per_s,
-                       liveness_answer_epochs=answer,
+        return replace(self, epoch_length=epoch_length, chain_block_gas=block_gas,
+                       chain_block_ms=block_ms, liveness_answer_epochs=answer,
                        claim_window=max(self.claim_window, settle),
                        unbonding_period=max(self.unbonding_period, unbonding))
 

@@ -34,7 +34,8 @@ from tessera.protocol.money import STAKE_DECIMALS, STAKE_SYMBOL, format_duration
 # with the gas a real deploy used.
 OWNER_CALLS_GAS = 1_000_000
 GWEI = 10**9
-BLOCK_TIME_SAMPLE = 64   # blocks whose mean time sizes the answer window (chain_gas_per_s)
+BLOCK_TIME_SAMPLE = 64   # blocks whose mean time sizes the answer window (chain_blocks)
+MAX_PLAUSIBLE_BLOCK_GAS = 500_000_000   # a header's gas limit above this is not believed
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,9 @@ class DeployPlan:
             f"estimated gas: about {self.gas:,} (at {self.gas_price / GWEI:,.3f} gwei: "
             f"{_eth(self.cost)}; a rollup's L1 data fee comes on top)",
             f"uptime epoch {format_duration(p.epoch_length)}, answer window "
-            f"{p.liveness_answer_epochs} epoch(s) (sized to {p.chain_gas_per_s or 0:,} gas a "
-            "second: a challenge of a whole liveness report stays answerable), claim window "
+            f"{p.liveness_answer_epochs} epoch(s) (sized to {p.chain_block_gas or 0:,}-gas blocks "
+            f"every {(p.chain_block_ms or 0) / 1000:g} s: a challenge of a whole liveness report "
+            "stays answerable), claim window "
             f"{format_duration(p.claim_window)}, unbonding {format_duration(p.unbonding_period)}, "
             f"timelock delay {format_duration(p.timelock_delay)}",
             f"treasury (receives the market's fee) {p.treasury}",
@@ -96,7 +98,9 @@ def estimate_gas() -> int:
 
 def plan_deploy(rpc_url: str, account: str, out: Path, *, name: str, epoch_seconds: int,
                 treasury: str | None, force: bool,
-                ask_password: Callable[[], str] | None = None, timeout: float = 10) -> DeployPlan:
+                ask_password: Callable[[], str] | None = None, timeout: float = 10,
+                block_gas_limit: int | None = None,
+                block_seconds: float | None = None) -> DeployPlan:
     """Check everything a deploy needs and say what it will do; sends nothing. The local checks
     (URL, out file, key) come first, then the chain's."""
     if not rpc_url.startswith(("http://", "https://")):
@@ -113,7 +117,7 @@ def plan_deploy(rpc_url: str, account: str, out: Path, *, name: str, epoch_secon
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
     chain_id = _read(rpc_url, "chain id", lambda: w3.eth.chain_id)
     params = DeployParams(treasury=_treasury(treasury, deployer)).with_epoch(
-        epoch_seconds, chain_gas_per_s(w3, rpc_url))
+        epoch_seconds, chain_blocks(w3, rpc_url, block_gas_limit, block_seconds))
     _check_key(deployer, chain_id)
     replaces = out.exists() and _check_replaceable(out, chain_id)
     balance = _read(rpc_url, "balance", lambda: w3.eth.get_balance(deployer.address))
@@ -135,12 +139,15 @@ def plan_deploy(rpc_url: str, account: str, out: Path, *, name: str, epoch_secon
 def deploy_network(rpc_url: str, account: str, out: Path, *, name: str | None, epoch_seconds: int,
                    treasury: str | None, force: bool, yes: bool, say: Callable[[str], None],
                    confirm: Callable[[str], bool],
-                   ask_password: Callable[[], str] | None = None) -> Network | None:
+                   ask_password: Callable[[], str] | None = None,
+                   block_gas_limit: int | None = None,
+                   block_seconds: float | None = None) -> Network | None:
     """The whole command: plan, show, ask (unless `yes`), deploy with a line per transaction,
     write the file, show who owns what. None when the person declined (nothing was sent)."""
     out = Path(out)
     plan = plan_deploy(rpc_url, account, out, name=name or out.stem, epoch_seconds=epoch_seconds,
-                       treasury=treasury, force=force, ask_password=ask_password)
+                       treasury=treasury, force=force, ask_password=ask_password,
+                       block_gas_limit=block_gas_limit, block_seconds=block_seconds)
     for line in plan.describe():
         say(line)
     if not yes and not confirm(f"deploy to chain {plan.chain_id}?"):
@@ -218,18 +225,35 @@ def ownership(network: Network, plan: DeployPlan) -> list[str]:
     return lines
 
 
-def chain_gas_per_s(w3: Web3, rpc_url: str) -> int:
-    """The gas a second the chain holds: the latest block's gas limit over the mean block time
-    of the last BLOCK_TIME_SAMPLE blocks (1 s when the chain is younger, or mines faster: a
-    devnet mining at once). What the answer window is sized to (DeployParams)."""
+def chain_blocks(w3: Web3, rpc_url: str, block_gas_limit: int | None = None,
+                 block_seconds: float | None = None) -> tuple[int, int]:
+    """(block gas limit, block time in ms) of the chain, what the answer window is sized to
+    (DeployParams): each as told (`--block-gas-limit`, `--block-seconds`), else read: the
+    latest block's gas limit, refused past MAX_PLAUSIBLE_BLOCK_GAS (Arbitrum's headers say
+    2**50 while its sequencer carries about 7 M gas a second), and the mean time of the last
+    BLOCK_TIME_SAMPLE blocks, refused on a younger chain (a devnet mining on demand, say)."""
+    if block_gas_limit is not None and block_gas_limit < 1:
+        raise ValueError(f"--block-gas-limit must be positive, not {block_gas_limit}")
+    if block_seconds is not None and not 0 < block_seconds <= 3600:
+        raise ValueError(f"--block-seconds must be above 0 and at most 3600, not {block_seconds}")
     latest = _read(rpc_url, "latest block", lambda: w3.eth.get_block("latest"))
-    number = latest["number"]
-    if number == 0:
-        return int(latest["gasLimit"])
-    back = min(BLOCK_TIME_SAMPLE, number)
-    earlier = _read(rpc_url, "an earlier block", lambda: w3.eth.get_block(number - back))
-    block_s = max(1.0, (latest["timestamp"] - earlier["timestamp"]) / back)
-    return int(latest["gasLimit"] / block_s)
+    gas = block_gas_limit if block_gas_limit is not None else int(latest["gasLimit"])
+    if gas > MAX_PLAUSIBLE_BLOCK_GAS:
+        raise ChainError(
+            f"the chain's latest block says its gas limit is {gas:,}, more than a chain "
+            f"carries (more than {MAX_PLAUSIBLE_BLOCK_GAS:,}); pass --block-gas-limit with "
+            "the gas a block really carries (the answer window is sized to it)")
+    if block_seconds is not None:
+        return gas, max(1, round(block_seconds * 1000))
+    number = int(latest["number"])
+    if number < BLOCK_TIME_SAMPLE:
+        raise ChainError(
+            f"the chain has {number + 1} blocks, too few to measure its block time (the "
+            f"answer window is sized to it; {BLOCK_TIME_SAMPLE} needed): pass --block-seconds")
+    earlier = _read(rpc_url, "an earlier block",
+                    lambda: w3.eth.get_block(number - BLOCK_TIME_SAMPLE))
+    spent_ms = (int(latest["timestamp"]) - int(earlier["timestamp"])) * 1000
+    return gas, max(1, spent_ms // BLOCK_TIME_SAMPLE)
 
 
 def _read(rpc_url: str, what: str, action: Callable):

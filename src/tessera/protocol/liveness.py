@@ -191,27 +191,41 @@ def watched_epoch(current: int, report_delay: int) -> int:
     return current - report_delay - 1
 
 
-# What answering costs the chain, to size the answer window (Uptime's answer_epochs) to it. A
-# model from measured gas: 16,743 a beat in a call of 64 (bench/results/liveness_challenge_gas.json,
-# anvil), rounded up; tests/contracts/test_liveness_attacks_2.py checks it against the bench.
+# What answering costs the chain and how fast a validator answers, to size the answer window
+# (Uptime's answer_epochs) to the chain deployed to. ANSWER_GAS_PER_BEAT is a model from
+# measured gas: 16,743 a beat in a call of 64 (bench/results/liveness_challenge_gas.json, anvil),
+# rounded up; tests/contracts/test_liveness_attacks_2.py checks it against the bench.
 ANSWER_GAS_PER_BEAT = 17_000
-# The share of the chain's gas the answers to one report may count on within the answer window
-# (everyone else's traffic, the griefer's own included, takes the rest).
+MAX_ANSWERS = 64          # Uptime.MAX_ANSWERS: the beats one answer_challenge shows at most
+# The share of a block's gas the answers to one report may count on (everyone else's traffic,
+# the griefer's own included, takes the rest); a validator's group of answers fills it.
 ANSWER_GAS_SHARE_BPS = 5_000
-MAX_ANSWER_EPOCHS = 64   # Uptime's constructor: answer_epochs out of range beyond it
+MAX_GROUP_BATCHES = 16    # answers a validator sends before waiting: a node's per-account slots
+# A group is sent, then its receipts are read before the next is cut: at best one group a
+# block; the window counts one every BLOCKS_PER_GROUP blocks.
+BLOCKS_PER_GROUP = 2
+MAX_ANSWER_EPOCHS = 64    # Uptime's constructor: answer_epochs out of range beyond it
 
 
-def answer_epochs_for(epoch_length: int, chain_gas_per_s: int) -> int:
-    """The fewest answer epochs in which the answers to a challenge naming a whole report of
-    the largest size (MAX_LIVENESS_WORDS words of WORD_BITS providers) fit within
-    ANSWER_GAS_SHARE_BPS of a chain that holds `chain_gas_per_s` gas a second (its block gas
-    limit over its block time). A challenge may come in the last block of its window: the
+def answer_batches_per_group(block_gas_limit: int, max_answers: int = MAX_ANSWERS) -> int:
+    """The answer transactions (batches of `max_answers` beats) a validator sends as one group:
+    as many as fill ANSWER_GAS_SHARE_BPS of a block, at least 1, at most MAX_GROUP_BATCHES."""
+    share = block_gas_limit * ANSWER_GAS_SHARE_BPS // 10_000
+    return max(1, min(MAX_GROUP_BATCHES, share // (max_answers * ANSWER_GAS_PER_BEAT)))
+
+
+def answer_epochs_for(epoch_length: int, block_gas_limit: int, block_ms: int) -> int:
+    """The fewest answer epochs in which a validator answering alone, one group of
+    answer_batches_per_group every BLOCKS_PER_GROUP blocks of `block_ms` milliseconds, shows
+    every beat of a challenge naming a whole report of the largest size (MAX_LIVENESS_WORDS
+    words of WORD_BITS providers). A challenge may come in the last block of its window: the
     answer-only epochs are all the time its answers are sure to have."""
-    if epoch_length < 1 or chain_gas_per_s < 1:
-        raise ValueError("epoch_length and chain_gas_per_s must be positive")
-    need = MAX_LIVENESS_WORDS * WORD_BITS * ANSWER_GAS_PER_BEAT * 10_000
-    per_epoch = chain_gas_per_s * epoch_length * ANSWER_GAS_SHARE_BPS
-    return max(1, -(-need // per_epoch))
+    if epoch_length < 1 or block_gas_limit < 1 or block_ms < 1:
+        raise ValueError("epoch_length, block_gas_limit and block_ms must be positive")
+    batches = -(-MAX_LIVENESS_WORDS * WORD_BITS // MAX_ANSWERS)
+    groups = -(-batches // answer_batches_per_group(block_gas_limit))
+    need_ms = groups * BLOCKS_PER_GROUP * block_ms
+    return max(1, -(-need_ms // (epoch_length * 1000)))
 
 
 def beat_problem(chain_id: int, uptime: str, provider: str, epoch: int, seed: bytes,

@@ -64,14 +64,14 @@ from tessera.protocol import liveness
 
 WAITING_CHECK_S = 30.0   # an open challenge with nothing left to show: read again this often
 # Answer transactions sent before any receipt is waited for (one group, consecutive nonces):
-# as many full batches as fill protocol.liveness.ANSWER_GAS_SHARE_BPS (half) of the chain's
-# block gas limit, the share the answer window is sized to (DeployParams), at most
-# PIPELINE_BATCHES (a node's per-account pending slots: geth's 16). On a 30 M-gas block: 13
-# batches of 64 beats, about 13.9 M gas used at 16,743 a beat, under the 15 M EIP-1559 target,
-# so a group fits one block beside other traffic; a 10,000-provider report named in full (157
-# batches) takes 13 groups.
-PIPELINE_BATCHES = 16
+# protocol.liveness.answer_batches_per_group, the rate the answer window is sized to
+# (DeployParams): as many full batches as fill half a block, at most MAX_GROUP_BATCHES. On a
+# 30 M-gas block: 13 batches of 64 beats, about 13.9 M gas used at 16,743 a beat, under the
+# 15 M EIP-1559 target, so a group fits one block beside other traffic; a 10,000-provider
+# report named in full (157 batches) takes 13 groups. (A test's knob: a lower cap.)
+PIPELINE_BATCHES = liveness.MAX_GROUP_BATCHES
 RECEIPT_TIMEOUT_S = 60.0   # the longest wait for one answer's receipt (then: the next scan)
+PENDING_CHECK_S = 1.0      # a wait, at each scan, for an answer still pending after that
 OPEN = "open"
 SHOWN_ALREADY = "shown already"   # a batch the chain refused as wholly shown: nothing to do
 # Final statuses (until a reorg reopens them): answered (settled as answered by the last
@@ -88,7 +88,8 @@ class ChallengeAnswers:
     def __init__(self, duty, metrics: CollectorRegistry):
         self.duty = duty
         self._max_answers: int | None = None
-        self._fill: int | None = None              # full batches in a share of a block
+        self._fill: int | None = None              # batches a group sends (a block's share)
+        self._pending: dict[int, list] = {}        # challenge -> [(batch, tx hash)] not mined
         self._warned: set[int] = set()             # challenges logged as unanswerable
         self._unanswered: set[int] = set()         # ... and as over with beats unshown
         self._rechecks: dict[int, str] = {}        # reopened challenge -> its status before
@@ -107,8 +108,8 @@ class ChallengeAnswers:
         """Batches a group sends (module constants): those filling ANSWER_GAS_SHARE_BPS of a
         block (the gas limit read once), at least 1, at most PIPELINE_BATCHES."""
         if self._fill is None:
-            share = self.duty.chain.block_gas_limit() * liveness.ANSWER_GAS_SHARE_BPS // 10_000
-            self._fill = share // (self.max_answers * liveness.ANSWER_GAS_PER_BEAT)
+            self._fill = liveness.answer_batches_per_group(self.duty.chain.block_gas_limit(),
+                                                           self.max_answers)
         return max(1, min(PIPELINE_BATCHES, self._fill))
 
     # -- the scan ------------------------------------------------------------------------------
@@ -210,7 +211,7 @@ class ChallengeAnswers:
         colleague's challenge, only the providers this validator reported."""
         duty = self.duty
         indices = liveness.indices_of(named)
-        held = self._held(epoch, indices)
+        held = held_beats(self.duty, epoch, indices)
         missing = [i for i in indices if i not in held]
         if own and missing and cid not in self._warned:
             self._warned.add(cid)
@@ -218,8 +219,9 @@ class ChallengeAnswers:
             duty.log("liveness-challenge-unanswerable", "error", challenge_id=cid, epoch=epoch,
                      providers=len(missing), indices=missing[:20],
                      note="named without a beat this validator holds: each costs a slash")
-        todo = [i for i in indices if i in held]
-        shown, refused = 0, None
+        pending, shown = self._still_pending(cid, epoch)
+        todo = self._order([i for i in indices if i in held and i not in pending])
+        refused = None
         while todo and refused is None:
             group, todo = self._next_group(epoch, todo)
             if not group:
@@ -239,17 +241,12 @@ class ChallengeAnswers:
 
     def _send_group(self, cid: int, epoch: int, group: list[list[int]],
                     held: dict[int, tuple[str, str]]) -> tuple[int, str | None]:
-        """Send a group's batches one after the other without waiting (consecutive nonces),
-        then read their receipts in order: (beats shown, the refusal that ends this scan's
-        work on the challenge, or None). A batch refused at estimate time as wholly shown sends
-        nothing and is done; any other refusal stops the sending there (the rest: the next
-        scan). A send that fails before the node has it stops the sending too, so that no
-        later nonce is sent past it (Chain.send then reads the node's count again), and is
-        raised once the receipts of those sent are read; RpcUnavailable at once. A batch that
-        reverts on chain is done if every beat in it is shown now (a griefer copied it from
-        the mempool and front-ran it, or the providers answered meanwhile: the contract refuses
-        a batch only when nothing in it is new), else a refusal; the rest of the group is
-        still read (it is on chain either way)."""
+        """Send a group's batches without waiting (consecutive nonces), then read their
+        receipts in order (_receipt): (beats shown, the refusal ending this scan's work on the
+        challenge, or None). Refused at estimate as wholly shown: done; any other refusal, or a
+        send the node did not take (raised after the receipts; RpcUnavailable at once), stops
+        the sending there, so no nonce is sent past a gap. A receipt not in within
+        RECEIPT_TIMEOUT_S: it and the rest are kept as pending (_still_pending)."""
         duty = self.duty
         sent, refused, failure = [], None, None
         for batch in group:
@@ -269,20 +266,15 @@ class ChallengeAnswers:
                 break
             sent.append((batch, tx["transactionHash"]))
         shown = 0
-        for batch, sent_hash in sent:
-            try:
-                receipt = duty.chain.wait_for(sent_hash, "answer_challenge", RECEIPT_TIMEOUT_S)
-            except TxRefused as exc:            # reverted on chain
-                if not self._unproven(epoch, batch):
-                    continue
-                refused = refused or str(exc)
-                continue
-            count = len(duty.uptime.answers_in(receipt))
+        for n, (batch, sent_hash) in enumerate(sent):
+            count, why = self._receipt(cid, epoch, batch, sent_hash, len(sent),
+                                       RECEIPT_TIMEOUT_S)
+            if count is None:                   # not mined in time: pending, kept (below)
+                self._pending[cid] = sent[n:]
+                refused = refused or why
+                break
             shown += count
-            self.m_shown.inc(count)
-            duty.log("liveness-beats-shown", challenge_id=cid, epoch=epoch, providers=count,
-                     given=len(batch), group=len(sent), block=receipt["blockNumber"],
-                     tx=tx_hash(receipt), gas=receipt["gasUsed"])
+            refused = refused or why
         if refused is not None:
             duty.m_answers.labels("refused").inc()
             duty.log("liveness-answer-refused", "warning", challenge_id=cid, error=refused)
@@ -290,14 +282,53 @@ class ChallengeAnswers:
             raise failure
         return shown, refused
 
+    def _receipt(self, cid: int, epoch: int, batch: list[int], sent_hash, group: int,
+                 timeout: float) -> tuple[int | None, str | None]:
+        """An answer's outcome, waited for up to `timeout`: (beats shown, None) once mined;
+        (0, None) reverted with all its beats shown now (a griefer front-ran it from the
+        mempool, or the providers showed them: done); (0, why) reverted otherwise; (None, why)
+        not mined yet."""
+        duty = self.duty
+        try:
+            receipt = duty.chain.wait_for(sent_hash, "answer_challenge", timeout)
+        except TxRefused as exc:            # reverted on chain
+            return 0, (str(exc) if unproven(self.duty.uptime, epoch, batch) else None)
+        except RpcUnavailable:
+            raise
+        except ChainError as exc:           # not mined within the timeout: still pending
+            return None, str(exc)
+        count = len(duty.uptime.answers_in(receipt))
+        self.m_shown.inc(count)
+        duty.log("liveness-beats-shown", challenge_id=cid, epoch=epoch, providers=count,
+                 given=len(batch), group=group, block=receipt["blockNumber"],
+                 tx=tx_hash(receipt), gas=receipt["gasUsed"])
+        return count, None
+
+    def _still_pending(self, cid: int, epoch: int) -> tuple[set[int], int]:
+        """Answers of this challenge sent but not mined when last waited for (a receipt
+        timeout: a fee spike, a congested node): looked at again (PENDING_CHECK_S each), so that
+        their beats are not sent a second time behind them. (The indices still pending, the
+        beats shown by those mined since.)"""
+        left, shown, pending = [], 0, set()
+        for batch, sent_hash in self._pending.pop(cid, []):
+            count, _ = self._receipt(cid, epoch, batch, sent_hash, 1, PENDING_CHECK_S)
+            if count is None:
+                left.append((batch, sent_hash))
+                pending.update(batch)
+            else:
+                shown += count
+        if left:
+            self._pending[cid] = left
+        return pending, shown
+
     def _over(self, cid: int, epoch: int, named: list[int]) -> None:
         """The answer window is over and the challenge still open on chain: closed here if
         every named beat was shown (somewhere: no slash can come of it, and resolving it
         would only hand the challenger its bond back, at this validator's gas), else looked
         at again until the challenger resolves it (the slash)."""
         duty = self.duty
-        proven = self._proven(epoch, named)
-        unanswered = sum(bin(n & ~p).count("1") for n, p in zip(named, proven, strict=True))
+        shown = proven(self.duty.uptime, epoch, named)
+        unanswered = sum(bin(n & ~p).count("1") for n, p in zip(named, shown, strict=True))
         if not unanswered:
             return self._close(cid, epoch, "answered", "every named beat was shown (some on "
                                "another challenge); left for anyone to resolve")
@@ -322,15 +353,8 @@ class ChallengeAnswers:
                  detail=detail, **fields)
 
     # -- reads ---------------------------------------------------------------------------------
-    def _held(self, epoch: int, indices: list[int]) -> dict[int, tuple[str, str]]:
-        """{registry index: (provider, beat signature)} of the named beats it holds."""
-        out = {}
-        for index in indices:
-            provider = self.duty.indices.provider_at(index)
-            signature = provider and self.duty.store.beat(epoch, provider)
-            if signature:
-                out[index] = (provider, signature)
-        return out
+    def _order(self, todo: list[int]) -> list[int]:
+        return own_order(self.duty.address, todo)
 
     def _next_group(self, epoch: int, todo: list[int]) -> tuple[list[list[int]], list[int]]:
         """The next group: up to group_batches() disjoint batches of max_answers of `todo`,
@@ -354,19 +378,42 @@ class ChallengeAnswers:
                 batch.append(index)
         return group + ([batch] if batch else []), []
 
-    def _unproven(self, epoch: int, batch: list[int]) -> list[int]:
-        """The indices of `batch` whose beats of `epoch` are not shown yet, read now."""
-        words: dict[int, int] = {}
-        out = []
-        for index in batch:
-            j, bit = divmod(index, liveness.WORD_BITS)
-            if j not in words:
-                words[j] = self.duty.uptime.proven_word(epoch, j)
-            if not (words[j] >> bit) & 1:
-                out.append(index)
-        return out
 
-    def _proven(self, epoch: int, named: list[int]) -> list[int]:
-        """The epoch's proven words over the words `named` spans (only where it names some)."""
-        uptime = self.duty.uptime
-        return [uptime.proven_word(epoch, j) if word else 0 for j, word in enumerate(named)]
+def held_beats(duty, epoch: int, indices: list[int]) -> dict[int, tuple[str, str]]:
+    """{registry index: (provider, beat signature)} of the named beats the duty holds."""
+    out = {}
+    for index in indices:
+        provider = duty.indices.provider_at(index)
+        signature = provider and duty.store.beat(epoch, provider)
+        if signature:
+            out[index] = (provider, signature)
+    return out
+
+
+def own_order(address: str, todo: list[int]) -> list[int]:
+    """`todo` from a place of this validator's own (its address, modulo), round to the start:
+    validators that hold the same beats answer the same challenge from different places, so
+    that their groups add up instead of showing the same beats first (the chain skips a beat
+    shown already, unpaid: wasted block space)."""
+    if not todo:
+        return todo
+    start = int(address, 16) % len(todo)
+    return todo[start:] + todo[:start]
+
+
+def unproven(uptime, epoch: int, indices: list[int]) -> list[int]:
+    """The `indices` whose beats of `epoch` are not shown yet, read now (a word once)."""
+    words: dict[int, int] = {}
+    out = []
+    for index in indices:
+        j, bit = divmod(index, liveness.WORD_BITS)
+        if j not in words:
+            words[j] = uptime.proven_word(epoch, j)
+        if not (words[j] >> bit) & 1:
+            out.append(index)
+    return out
+
+
+def proven(uptime, epoch: int, named: list[int]) -> list[int]:
+    """The epoch's proven words over the words `named` spans (only where it names some)."""
+    return [uptime.proven_word(epoch, j) if word else 0 for j, word in enumerate(named)]
