@@ -10,7 +10,7 @@ demo: setup
 test:
 	./scripts/setup.sh --tests
 	.venv/bin/ruff check src tests bench
-	.venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=25
+	.venv/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 lint: setup
 	.venv/bin/ruff check src tests bench

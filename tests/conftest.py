@@ -70,11 +70,12 @@ def pytest_runtest_protocol(item, nextitem):
         out.write(f"{_cpu_s() - cpu:.2f} {time.monotonic() - wall:.2f} {item.nodeid}\n")
 
 
-# The slowest files first: `make test` runs two workers with `--dist loadfile`, which hands out
-# whole files in collection order, so a long end-to-end file collected last ran alone on one
-# worker while the other had nothing left (minutes of CI's wall time). End-to-end and bench
-# files first, the rest (seconds each) after them to even out the end. A stable sort: the order
-# within each part, and so every worker's collection, stays the same.
+# The slowest files first: `make test` runs two workers with `--dist loadfile
+# --no-loadscope-reorder`, which hands out whole files in collection order (xdist's default
+# order, by number of tests, put the long end-to-end files, which have few tests each, last,
+# where one ran alone on one worker while the other had nothing left: minutes of CI's wall
+# time). End-to-end and bench files first, the rest (seconds each) after them to even out the
+# end. A stable sort: the order within each part, and so every worker's collection, stays.
 _SLOW_FIRST = ("tests/e2e/", "tests/bench/")
 
 

@@ -15,12 +15,14 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import CollectorRegistry
 from tests.validator import test_liveness_pipeline as pipeline
+from tests.validator.test_registry_indices import address
 
 from tessera.chain import network_deploy
 from tessera.errors import ChainError
 from tessera.protocol import liveness
 from tessera.validator import liveness_answers
 from tessera.validator.liveness_answers import ChallengeAnswers
+from tessera.validator.registry_indices import RegistryIndices
 
 world, challenged = pipeline.world, pipeline.challenged   # the pipeline tests' anvil fixtures
 MAX_REPORT = liveness.MAX_LIVENESS_WORDS * liveness.WORD_BITS   # 131,072 providers
@@ -100,37 +102,55 @@ def test_the_window_is_never_sized_above_what_the_chain_can_carry():
             network_deploy.chain_blocks(measured, "http://rpc.example", gas, seconds)
 
 
-@pytest.mark.xfail(strict=True, reason="review 3: RegistryIndices keeps an index read at the "
-                   "head forever; a reorg that re-orders a registration leaves the validator "
-                   "naming another provider's bit (and unable to answer for it) until restart")
 def test_a_reorged_registration_does_not_leave_a_stale_index():
     """Property: after a reorg re-orders registrations, the shared cache gives each provider
-    the index the registry now gives it (validator/registry_indices.py admits the gap in its
-    docstring; this is what it costs).
+    the index the registry now gives it. FIXED (review 3, finding 4): with `confirmations`
+    > 0 every index is read that many blocks below the head, so the cache only ever holds
+    indices no reorg the node allows for can change; a registration still above that depth
+    reads as unregistered (its beats refused, its heartbeats on chain) until it is deep enough.
 
     Adversary: a griefer that sees provider P's registration in a block that a reorg drops
     (L1 one-block reorgs happen; on a rollup, a sequencer reorg) gets its own registration Q
-    mined before P's in the replacement chain (a higher tip on the re-broadcast, or a
-    conflicting tx that voids P's). Every validator that looked P up in between keeps P at
-    index i, which is now Q's: it receipts P's beats into bit i (Q counted live without a beat;
-    P's real bit never reported, so P must claim_beat every epoch), and when a watching
-    colleague asks it for Q's beat it has none, so bit i is challenged; its answer shows P's
-    beat, which Uptime refuses ("provider not named": P's index is i+1), and bit i is slashed
-    (inclusion_slash, CHALLENGER_SHARE_BPS of it to the griefer) - every epoch until the
-    validator restarts. Cost to the griefer: one registration and the luck of a reorg.
-    Fix: trust only indices read at `confirmations` depth (or check index_of against the
-    cache when an answer is refused as "provider not named")."""
-    from tests.validator.test_registry_indices import CountingRegistry, address
-
-    from tessera.validator.registry_indices import RegistryIndices
-
-    registry = CountingRegistry(3)
-    indices = RegistryIndices(registry)
+    mined before P's in the replacement chain. A validator that cached P at index i, now Q's,
+    receipted P's beats into bit i (Q counted live without a beat), could not answer for bit
+    i (Uptime refuses P's beat there: "provider not named") and was slashed every epoch until
+    it restarted."""
+    registry = DepthRegistry([address(1), address(2), address(3)])
+    indices = RegistryIndices(registry, confirmations=12, head=lambda: 100)
     victim, griefer = address(10), address(11)
-    registry.providers.append(victim)                 # P registered at index 3 (at the head)
-    assert indices.index_of(victim) == 3              # a beat of P arrives: cached
-    registry.providers[3:] = [griefer, victim]        # the reorg: Q at 3, P at 4
-    assert indices.index_of(victim) == registry.index_of(victim) == 4
+    registry.head.append(victim)                      # P registered, 0 blocks deep
+    assert indices.index_of(victim) is None           # not trusted yet: its beat is refused
+    assert registry.depths == {88}                    # read 12 below the head, never at it
+    registry.head[3:] = [griefer, victim]             # the reorg: Q at 3, P at 4
+    registry.confirmed = list(registry.head)          # ... and both deep enough now
+    assert indices.index_of(victim) == registry.head.index(victim) == 4
+    assert indices.provider_at(3) == griefer
+
+
+class DepthRegistry:
+    """ProviderRegistry's views at a block: `confirmed` below the head's last 12 blocks, `head`
+    at it (a reorg may still change the part of `head` past `confirmed`)."""
+
+    def __init__(self, providers: list[str]):
+        self.confirmed, self.head, self.depths = list(providers), list(providers), set()
+
+    def _at(self, block) -> list[str]:
+        self.depths.add(block)
+        return self.head if block == "latest" else self.confirmed
+
+    def provider_count(self, block="latest") -> int:
+        return len(self._at(block))
+
+    def provider_at(self, index: int, block="latest") -> str:
+        return self._at(block)[index]
+
+    def is_registered(self, provider: str, block="latest") -> bool:
+        return provider in self._at(block)
+
+    def index_of(self, provider: str, block="latest") -> int:
+        listed = self._at(block)
+        return listed.index(provider) if provider in listed else 0
+
 
 
 def test_a_concurrent_send_failing_mid_group_leaves_no_stuck_nonce(world, challenged,

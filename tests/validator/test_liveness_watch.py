@@ -683,7 +683,7 @@ def test_j_reorgs_are_read_again_and_held_indices_never_asked_about(world):
     looked_up = []
     registry = watch.indices.registry
     real = registry.provider_at
-    registry.provider_at = lambda index: looked_up.append(index) or real(index)
+    registry.provider_at = lambda index, **at: looked_up.append(index) or real(index, **at)
     world.jump(epoch + 2)
     watch.poll_once()
     assert watch.store.check(epoch, world.address(3)) is None and watch.examined_epoch == epoch

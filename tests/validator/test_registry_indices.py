@@ -116,3 +116,27 @@ def test_threads_sharing_it_agree_and_read_no_index_twice():
         thread.join()
     assert all(f == [i - 1 for i in range(1, 301, 7)] for f in found)
     assert registry.reads["provider_at"] + registry.reads["index_of"] <= 300 + 8
+
+
+def test_a_chain_younger_than_the_confirmations_has_no_provider_yet(tmp_path, private_devnet):
+    """Read `confirmations` below the head of a devnet younger than that, the registry has no
+    code yet: no provider is registered there (not an error that would stop the validator);
+    a registration reads once it is that deep, not before."""
+    from tessera.chain.accounts import devnet_account
+    from tessera.chain.client import Chain
+    from tessera.chain.registry import ProviderRegistry
+
+    with private_devnet(tmp_path) as (_, network):
+        chain = Chain(network)
+        provider = devnet_account(2)
+        ProviderRegistry(Chain(network, provider)).register(
+            100 * 10**18, "CPU", 1, 1024, 1, "http://127.0.0.1:9", 1)
+        young = RegistryIndices(ProviderRegistry(chain), 10**6, chain.block_number)
+        assert young.index_of(provider.address) is None and young.provider_at(0) is None
+        deep = RegistryIndices(ProviderRegistry(chain), 2, chain.block_number)
+        assert deep.index_of(provider.address) is None          # registered 0 blocks deep
+        for _ in range(2):
+            chain.w3.provider.make_request("evm_mine", [])
+        index = ProviderRegistry(chain).index_of(provider.address)
+        assert deep.index_of(provider.address) == index and deep.provider_at(index) == \
+            provider.address

@@ -54,6 +54,13 @@ class ContractWrapper:
     def _call(self, function: str, *args: Any) -> Any:
         return self.chain.call(getattr(self.contract.functions, function)(*args))
 
+    def _call_at(self, block: int | str, function: str, *args: Any) -> Any:
+        """A view as of `block` (a number, or "latest")."""
+        if block == "latest":
+            return self._call(function, *args)
+        fn = getattr(self.contract.functions, function)(*args)
+        return self.chain.rpc(lambda: fn.call(block_identifier=block), what=fn.fn_name)
+
     def _send(self, function: str, *args: Any) -> TxReceipt:
         return self.chain.send(getattr(self.contract.functions, function)(*args))
 

@@ -32,21 +32,21 @@ class ProviderRegistry(ContractWrapper):
             endpoint=record["endpoint"], price_floor=record["price_floor"],
         )
 
-    def provider_count(self) -> int:
-        return self._call("provider_count")
+    def provider_count(self, block: int | str = "latest") -> int:
+        return self._call_at(block, "provider_count")
 
-    def index_of(self, address: str) -> int:
+    def index_of(self, address: str, block: int | str = "latest") -> int:
         """Registration order, 0-based: the provider's bit in Uptime's liveness reports (0 for
         an unregistered address too: check is_registered)."""
-        return self._call("index_of", Web3.to_checksum_address(address))
+        return self._call_at(block, "index_of", Web3.to_checksum_address(address))
 
-    def provider_at(self, index: int) -> str:
+    def provider_at(self, index: int, block: int | str = "latest") -> str:
         """The provider with registry index `index` (registration order; the inverse of
         index_of)."""
-        return self._call("provider_at", index)
+        return self._call_at(block, "provider_at", index)
 
-    def is_registered(self, address: str) -> bool:
-        return bool(self._call("is_registered", Web3.to_checksum_address(address)))
+    def is_registered(self, address: str, block: int | str = "latest") -> bool:
+        return bool(self._call_at(block, "is_registered", Web3.to_checksum_address(address)))
 
     def is_active(self, address: str) -> bool:
         return bool(self._call("is_active", Web3.to_checksum_address(address)))

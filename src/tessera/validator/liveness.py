@@ -80,7 +80,8 @@ class LivenessDuty:
         self.uptime = Uptime(chain)
         self.registry = ProviderRegistry(chain)
         # registry indices, shared with the watch (the node passes one: registry_indices.py)
-        self.indices = indices or RegistryIndices(self.registry)
+        self.indices = indices or RegistryIndices(self.registry, confirmations,
+                                                  chain.block_number)
         self.store = LivenessStore(Path(state_dir) / "liveness.db")
         self.confirmations = confirmations
         self.chain_id = chain.network.chain_id
@@ -199,7 +200,8 @@ class LivenessDuty:
                                                    f"not by {provider} (over this epoch's seed)"))
         index = self.indices.index_of(provider)
         if index is None:
-            raise Refused(403, f"provider {provider} is not registered")
+            deep = f" {self.confirmations} blocks deep" if self.confirmations else ""
+            raise Refused(403, f"provider {provider} is not registered{deep}")
         if index >= liveness.MAX_LIVENESS_WORDS * liveness.WORD_BITS:
             # One report covers indices below this (Uptime.MAX_LIVENESS_WORDS): a receipt here
             # could never be reported, so the provider is told to use its on-chain heartbeat.

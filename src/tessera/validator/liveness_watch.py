@@ -98,7 +98,8 @@ class LivenessWatch:
         self.chain, self.beats, self.log = chain, beats, log
         self.uptime = Uptime(chain)
         # registry indices, shared with the duty (the node passes one: registry_indices.py)
-        self.indices = indices or RegistryIndices(ProviderRegistry(chain))
+        self.indices = indices or RegistryIndices(ProviderRegistry(chain), confirmations,
+                                                  chain.block_number)
         self.validators = Validators(chain)
         self.store = WatchStore(Path(state_dir) / "liveness_watch.db")
         self.bonds = WatchBonds(chain, self.store, log, metrics, max_bonds_lost_per_day)

@@ -91,12 +91,13 @@ class ValidatorNode:
                                            Path(config.validator.state_dir) / "validator.db",
                                            self.log, self.metrics)
         lv = config.liveness
-        indices = RegistryIndices(self.registry)   # one cache for the duty and the watch
+        confirmations = liveness_confirmations(self.chain.network, lv.confirmations)
+        # one cache for the duty and the watch, read as deep as they trust the chain
+        indices = RegistryIndices(self.registry, confirmations, self.chain.block_number)
         self.liveness = LivenessDuty(
             self.chain, self.account, Path(config.validator.state_dir), self.log, self.metrics,
             open_epochs=lv.open_epochs, open_within_s=lv.open_within_s,
-            confirmations=liveness_confirmations(self.chain.network, lv.confirmations),
-            indices=indices) if lv.enabled else None
+            confirmations=confirmations, indices=indices) if lv.enabled else None
         self.liveness_watch = LivenessWatch(
             self.chain, self.liveness.store, Path(config.validator.state_dir), self.log,
             self.metrics, timeout_s=lv.watch_timeout_s,

@@ -14,14 +14,20 @@ registry reads at most TAIL_READS of the tail in one lookup (a beat's HTTP reque
 it) and asks the contract about the address directly past that; the rest of the tail is read
 by the lookups that follow.
 
-Reorgs: the indices are read at the head, as before this cache (a registration a reorg drops
-and mines again in another order would leave an index stale until the process restarts)."""
+Reorgs: with `confirmations` > 0 every index is read `confirmations` blocks below the head, so
+a cached index is one no reorg the node allows for can change (an outside review's finding: a
+registration a reorg drops and mines again behind another one would leave the validator
+reporting one provider's beat under the other's index, and slashed for it, until it
+restarts). A provider registered less than `confirmations` blocks ago reads as unregistered
+meanwhile: its beats are refused (403) and it heartbeats on chain for those minutes."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from web3 import Web3
+from web3.exceptions import BadFunctionCallOutput
 
 from tessera.chain.registry import ProviderRegistry
 
@@ -32,8 +38,11 @@ class RegistryIndices:
     """provider <-> registry index, read from the registry once each (module docstring).
     Shared by threads: the HTTP beat route, the liveness loop and the watch loop."""
 
-    def __init__(self, registry: ProviderRegistry):
+    def __init__(self, registry: ProviderRegistry, confirmations: int = 0,
+                 head: Callable[[], int] | None = None):
         self.registry = registry
+        self.confirmations = confirmations
+        self.head = head                 # the chain's block number (needed with confirmations)
         self._at: dict[int, str] = {}    # registry index -> provider (checksummed)
         self._of: dict[str, int] = {}    # provider -> registry index
         self._count = 0                  # provider_count, as last read
@@ -45,15 +54,15 @@ class RegistryIndices:
         provider = Web3.to_checksum_address(provider)
         if (index := self._of.get(provider)) is not None:
             return index
-        count = self.registry.provider_count()
+        count = self._read("provider_count")
         with self._lock:
             self._count = max(self._count, count)
             self._read_tail()
             if (index := self._of.get(provider)) is not None or self._known_below >= count:
                 return index   # every registered provider is known: None means unregistered
-        if not self.registry.is_registered(provider):   # a long tail left to read
+        if not self._read("is_registered", provider):   # a long tail left to read
             return None
-        index = self.registry.index_of(provider)
+        index = self._read("index_of", provider)
         self._keep(index, provider)
         return index
 
@@ -62,12 +71,12 @@ class RegistryIndices:
         if (provider := self._at.get(index)) is not None:
             return provider
         if index >= self._count:
-            count = self.registry.provider_count()
+            count = self._read("provider_count")
             with self._lock:
                 self._count = max(self._count, count)
             if index >= count:
                 return None
-        provider = Web3.to_checksum_address(self.registry.provider_at(index))
+        provider = Web3.to_checksum_address(self._read("provider_at", index))
         self._keep(index, provider)
         return provider
 
@@ -77,9 +86,22 @@ class RegistryIndices:
         while self._known_below < self._count and reads < TAIL_READS:
             index = self._known_below
             if index not in self._at:
-                self._keep(index, Web3.to_checksum_address(self.registry.provider_at(index)))
+                self._keep(index, Web3.to_checksum_address(self._read("provider_at", index)))
                 reads += 1
             self._known_below += 1
+
+    def _read(self, view: str, *args):
+        """A registry view at the head, or `confirmations` blocks below it (where a chain
+        younger than that has no registry yet: no provider there)."""
+        if not self.confirmations:
+            return getattr(self.registry, view)(*args)
+        block = max(0, self.head() - self.confirmations)
+        try:
+            return getattr(self.registry, view)(*args, block=block)
+        except BadFunctionCallOutput:   # no code at that block: deployed later
+            if view in ("provider_count", "is_registered"):
+                return 0
+            raise
 
     def _keep(self, index: int, provider: str) -> None:
         self._at[index] = provider
