@@ -329,12 +329,36 @@ def test_a_challenge_naming_us_among_others_is_answered_for_us_alone(tmp_path):
 def test_an_unregistered_node_keeps_no_challenge(tmp_path, monkeypatch):
     """index_of reads 0 for an address never registered: without the is_registered check the
     node would take a challenge naming registry index 0 (another provider) for its own."""
-    registry = SimpleNamespace(is_registered=lambda address: False, index_of=lambda address: 0)
+    registry = SimpleNamespace(is_registered=lambda address, block="latest": False,
+                               index_of=lambda address, block="latest": 0)
     monkeypatch.setattr(inclusion_answers, "ProviderRegistry", lambda chain: registry)
     ctx = node_context(tmp_path, [])
     beats = Heartbeats(ctx)
     assert not beats.answers.on_challenged(challenged(1, [0], 7, answer_by=10))
     assert beats.answers.registry_index() is None and not ctx.state.open_challenges()
+
+
+def test_the_node_reads_its_index_as_deep_as_the_validators(tmp_path, monkeypatch):
+    """Review 3 (finding 4, the provider's side): the node's registry index is read
+    `confirmations` blocks below the head, as the validators read theirs, so a reorg that
+    re-orders two registrations cannot leave the node answering for another's bit; not
+    registered that deep yet: no index (it answers nothing, and nothing names it yet)."""
+    reads = []
+
+    def is_registered(address, block="latest"):
+        reads.append(block)
+        return block != 99
+
+    registry = SimpleNamespace(is_registered=is_registered,
+                               index_of=lambda address, block="latest": reads.append(block) or 4)
+    monkeypatch.setattr(inclusion_answers, "ProviderRegistry", lambda chain: registry)
+    monkeypatch.setattr(inclusion_answers, "liveness_confirmations", lambda network, n: 12)
+    ctx = node_context(tmp_path, [])
+    answers = Heartbeats(ctx).answers
+    ctx.chain.block_number = lambda: 111          # 12 below: 99, where it is not registered
+    assert answers.registry_index() is None and reads == [99]
+    ctx.chain.block_number = lambda: 112
+    assert answers.registry_index() == 4 and reads[1:] == [100, 100]
 
 
 def test_a_receipted_epoch_is_not_settled_while_its_claim_window_is_open(tmp_path):

@@ -66,8 +66,10 @@ import time
 from collections.abc import Iterable, Mapping
 
 from prometheus_client import Counter
+from web3.exceptions import BadFunctionCallOutput
 
 from tessera.chain.client import tx_hash
+from tessera.chain.devnet import liveness_confirmations
 from tessera.chain.registry import ProviderRegistry
 from tessera.errors import ChainError, RpcUnavailable
 from tessera.protocol import liveness
@@ -93,12 +95,20 @@ class InclusionAnswers:
                                  registry=ctx.metrics.registry)
 
     def registry_index(self) -> int | None:
-        """This node's registry index (its bit in reports and challenges), read once; None
-        while it is not registered (index_of says 0 then, another provider's index)."""
+        """This node's registry index (its bit in reports and challenges), read once, as deep
+        as the validators read it (`confirmations` below the head: a reorg cannot re-order it
+        then); None while it is not registered that deep (index_of says 0 then, another
+        provider's index)."""
         if self.index is None:
-            registry = ProviderRegistry(self.ctx.chain)
-            if registry.is_registered(self.ctx.address):
-                self.index = registry.index_of(self.ctx.address)
+            chain = self.ctx.chain
+            deep = liveness_confirmations(chain.network, self.ctx.config.liveness.confirmations)
+            block = max(0, chain.block_number() - deep) if deep else "latest"
+            registry = ProviderRegistry(chain)
+            try:
+                if registry.is_registered(self.ctx.address, block):
+                    self.index = registry.index_of(self.ctx.address, block)
+            except BadFunctionCallOutput:   # no registry yet that deep (a young chain)
+                return None
         return self.index
 
     def on_challenged(self, args: Mapping) -> bool:
