@@ -362,7 +362,7 @@ class ChallengeAnswers:
         for every group, only those it spans: providers answer their own beats meanwhile, and
         a batch of beats shown already is wasted block space, which a challenge naming a
         large report at the last moment leaves little of."""
-        words: dict[int, int] = {}   # word position -> the epoch's proven word, read now
+        shown = ShownBeats(self.duty.uptime, epoch)
         group: list[list[int]] = []
         batch: list[int] = []
         for n, index in enumerate(todo):
@@ -371,10 +371,7 @@ class ChallengeAnswers:
                 batch = []
                 if len(group) == self.group_batches():
                     return group, todo[n:]
-            j, bit = divmod(index, liveness.WORD_BITS)
-            if j not in words:
-                words[j] = self.duty.uptime.proven_word(epoch, j)
-            if not (words[j] >> bit) & 1:
+            if index not in shown:
                 batch.append(index)
         return group + ([batch] if batch else []), []
 
@@ -401,17 +398,25 @@ def own_order(address: str, todo: list[int]) -> list[int]:
     return todo[start:] + todo[:start]
 
 
+class ShownBeats:
+    """The registry indices whose beat of `epoch` was shown (Uptime.proven_word), each word
+    read once, when first asked about: `index in shown`."""
+
+    def __init__(self, uptime, epoch: int):
+        self.uptime, self.epoch = uptime, epoch
+        self.words: dict[int, int] = {}   # word position -> the epoch's proven word, read now
+
+    def __contains__(self, index: int) -> bool:
+        j, bit = divmod(index, liveness.WORD_BITS)
+        if j not in self.words:
+            self.words[j] = self.uptime.proven_word(self.epoch, j)
+        return (self.words[j] >> bit) & 1 == 1
+
+
 def unproven(uptime, epoch: int, indices: list[int]) -> list[int]:
     """The `indices` whose beats of `epoch` are not shown yet, read now (a word once)."""
-    words: dict[int, int] = {}
-    out = []
-    for index in indices:
-        j, bit = divmod(index, liveness.WORD_BITS)
-        if j not in words:
-            words[j] = uptime.proven_word(epoch, j)
-        if not (words[j] >> bit) & 1:
-            out.append(index)
-    return out
+    shown = ShownBeats(uptime, epoch)
+    return [index for index in indices if index not in shown]
 
 
 def proven(uptime, epoch: int, named: list[int]) -> list[int]:
