@@ -12,8 +12,9 @@ transaction are read too (one more `eth_getLogs` per chunk that holds authorizat
 by the authorizers as the sender topic, kept only where transaction and sender match).
 
 One `eth_getLogs` per chunk for all of them (filtered by address), decoded by topic0 with the
-compiled ABIs, plus one JSON-RPC batch of `eth_getBlockByNumber` for the timestamps. Only standard
-JSON-RPC is used, so this runs against any EVM node.
+compiled ABIs (chain/log_decode.py: web3's values, without its per-log overhead), plus one
+JSON-RPC batch of `eth_getBlockByNumber` for the timestamps. Only standard JSON-RPC is used, so
+this runs against any EVM node.
 """
 
 from __future__ import annotations
@@ -21,38 +22,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from eth_abi import encoding
-from eth_abi.codec import ABICodec
-from eth_abi.decoding import StringDecoder
-from eth_abi.registry import BaseEquals
-from eth_abi.registry import registry as _default_registry
 from eth_utils import event_abi_to_log_topic
 from web3 import Web3
-from web3._utils.events import get_event_data
 from web3.exceptions import Web3RPCError
 
 from tessera.chain.client import Chain
 from tessera.chain.compiler import CONTRACT_NAMES
+from tessera.chain.log_decode import EventShape, raw_log
 from tessera.errors import ReorgDuringFetch
 from tessera.protocol.events import EventRecord, hex0x, json_safe
 
 CONTRACTS = CONTRACT_NAMES
 BLOCK_BATCH = 200  # blocks per JSON-RPC batch when fetching timestamps
 
-
-class _LenientString(StringDecoder):
-    """On-chain strings are bytes anyone picks (a provider's GPU model, a validator's endpoint):
-    bytes that are not UTF-8 read as \\xNN instead of stopping every reader of the chain."""
-
-    @staticmethod
-    def decoder_fn(data, handle_string_errors="strict"):
-        return data.decode("utf-8", "backslashreplace")
-
-
-_registry = _default_registry.copy()
-_registry.unregister("string")
-_registry.register(BaseEquals("string"), encoding.TextStringEncoder, _LenientString, label="string")
-CODEC = ABICodec(_registry)
 
 # How nodes say a log query asks too much (geth, erigon, Alchemy, Infura, QuickNode, Ankr...).
 _RANGE_REFUSALS = ("range", "more than", "too many", "limit exceeded", "response size",
@@ -78,7 +60,7 @@ class EventReader:
         self.w3 = chain.w3
         self.chunk = chunk
         self.addresses: dict[str, str] = {}
-        self.by_topic: dict[tuple[str, bytes], tuple[str, Any]] = {}
+        self.by_topic: dict[tuple[str, bytes], tuple[str, EventShape]] = {}
         self.topics: dict[tuple[str, str], bytes] = {}     # (contract, event) -> topic0
         for name in contracts:
             contract = chain.contract(name)
@@ -88,8 +70,7 @@ class EventReader:
                 if abi.get("type") == "event":
                     topic = event_abi_to_log_topic(abi)
                     self.topics[(name, abi["name"])] = topic
-                    self.by_topic[(address.lower(), topic)] = (
-                        name, getattr(contract.events, abi["name"])())
+                    self.by_topic[(address.lower(), topic)] = (name, EventShape(abi))
 
     def head(self) -> int:
         return self.chain.block_number()
@@ -141,7 +122,7 @@ class EventReader:
             holder, own = set(), set()
             for (address, topic), (_, event) in self.by_topic.items():
                 if address in tokens:
-                    (holder if event.event_name in HOLDER_EVENTS else own).add("0x" + topic.hex())
+                    (holder if event.name in HOLDER_EVENTS else own).add("0x" + topic.hex())
             parties = ["0x" + a.removeprefix("0x").rjust(64, "0") for a in self.addresses]
             queries.append({"address": token_addresses, "topics": [sorted(own)]})
             queries.append({"address": token_addresses, "topics": [sorted(holder), parties]})
@@ -174,9 +155,15 @@ class EventReader:
             start = stop + 1
         return sorted(found.values(), key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])))
 
-    def _get_logs(self, query: dict, start: int, stop: int) -> list:
-        return self.chain.rpc(lambda: self.w3.eth.get_logs(
-            {**query, "fromBlock": start, "toBlock": stop}), what="get logs")
+    def _get_logs(self, query: dict, start: int, stop: int) -> list[dict]:
+        """One `eth_getLogs`, its logs as `log_decode.raw_log`s. Straight to the provider: web3's
+        middlewares (AttributeDicts) and result formatters cost a fifth of reading a long
+        history, and none of them changes a log query; an error is raised as web3 raises it."""
+        params = {**query, "fromBlock": hex(start), "toBlock": hex(stop)}
+        manager = self.w3.manager
+        found = self.chain.rpc(lambda: manager.formatted_response(
+            manager.provider.make_request("eth_getLogs", [params]), [params]), what="get logs")
+        return [raw_log(log) for log in found]
 
     def _authorized_transfers(self, logs: list, start: int, stop: int) -> list:
         """The PaymentToken transfers that EIP-3009 authorizations in `logs` made: for each
@@ -211,7 +198,7 @@ class EventReader:
         if key not in self.by_topic:
             return None
         contract, event = self.by_topic[key]
-        decoded = get_event_data(CODEC, event.abi, log)
+        args = event.decode_args(topics, log["data"])
         number = int(log["blockNumber"])
         block_hash, timestamp = blocks[number]
         if block_hash != hex0x(log["blockHash"]):
@@ -219,7 +206,7 @@ class EventReader:
         return EventRecord(
             block_number=number, block_hash=block_hash, timestamp=timestamp,
             tx_hash=hex0x(log["transactionHash"]), log_index=int(log["logIndex"]),
-            contract=contract, event=decoded["event"], args=json_safe(dict(decoded["args"])))
+            contract=contract, event=event.name, args=json_safe(args))
 
     def events(self, from_block: int, to_block: int) -> list[EventRecord]:
         """All events of the reader's contracts in [from_block, to_block], in chain order."""

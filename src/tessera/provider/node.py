@@ -20,12 +20,12 @@ from pathlib import Path
 
 from eth_utils import keccak
 from web3 import Web3
-from web3._utils.events import get_event_data
 
 from tessera.chain.accounts import resolve_account
 from tessera.chain.client import Chain, retry
 from tessera.chain.devnet import liveness_confirmations
-from tessera.chain.events import CODEC, EventReader
+from tessera.chain.events import EventReader
+from tessera.chain.log_decode import EventShape
 from tessera.chain.market import Market
 from tessera.chain.network import load_network
 from tessera.errors import Refused, RpcUnavailable
@@ -322,14 +322,14 @@ class LogFeed:
     """The watcher's view of the chain at a few calls a minute: the head block (number, time,
     parent hash and logs bloom in one call), and the logs of the watched events over a block
     range in one eth_getLogs (all contracts and events together, 5,000 blocks a query),
-    decoded with chain/events.py's lenient codec (a junk string in an order cannot stop it)."""
+    decoded with chain/log_decode.py's lenient codec (a junk string in an order cannot stop it)."""
 
     CHUNK = 5_000
 
     def __init__(self, chain: Chain, watched: tuple[tuple[str, tuple[str, ...]], ...]):
         self.chain = chain
         reader = EventReader(chain, contracts=tuple(name for name, _ in watched))
-        self.events: dict[tuple[str, bytes], tuple[str, object]] = {}
+        self.events: dict[tuple[str, bytes], tuple[str, EventShape]] = {}
         for name, events in watched:
             address = Web3.to_checksum_address(chain.contract(name).address)
             for event in events:
@@ -365,11 +365,10 @@ class LogFeed:
             for log in sorted(found, key=lambda g: (int(g["blockNumber"]), int(g["logIndex"]))):
                 key = (log["address"].lower(), bytes(log["topics"][0])) if log["topics"] else None
                 if key in self.events:
-                    contract, handle = self.events[key]
-                    decoded = get_event_data(CODEC, handle.abi, log)
+                    contract, shape = self.events[key]
                     yield ((bytes(log["blockHash"]), int(log["logIndex"])),
-                           int(log["blockNumber"]), contract, decoded["event"],
-                           dict(decoded["args"]))
+                           int(log["blockNumber"]), contract, shape.name,
+                           shape.decode_args(log["topics"], log["data"]))
             start = end + 1
 
 
