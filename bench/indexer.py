@@ -163,7 +163,7 @@ def page_paths(engine, client: TestClient, rng: random.Random, samples: int) -> 
     pages = sorted({1, lease_pages, *(rng.randint(1, lease_pages) for _ in range(samples - 2))})
     kinds: dict[str, list[str]] = {
         "overview": ["/"], "providers": ["/providers"], "leases": [f"/leases?page={n}" for n in pages],
-        "challenges": ["/challenges"], "validators": ["/validators"],
+        "challenges": ["/challenges"], "validators": ["/validators"], "agents": ["/agents"],
         "provider": [f"/providers/{a}" for a in pick(providers)],
         "lease": [f"/leases/{i}" for i in pick(leases)],
         "challenge": [f"/challenges/{i}" for i in pick(challenges)],

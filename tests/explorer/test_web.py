@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tests.support.uvicorn_server import serve
 from web3 import Web3
@@ -23,6 +24,7 @@ from web3 import Web3
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.devnet import free_port
+from tessera.explorer import db
 from tessera.explorer.db import make_engine
 from tessera.explorer.indexer import Indexer, database_figures, stored_records
 from tessera.explorer.simulate import TUSD
@@ -240,7 +242,9 @@ def test_api_answers_the_figures_of_the_database(served):
         assert overview["revenue"]["tenant_paid"]["value"] == str(total)
         assert int(overview["leases"]["active"]["value"]) >= 1
 
-        providers = client.get("/api/providers").json()
+        listed = client.get("/api/providers").json()
+        providers = listed["providers"]
+        assert (listed["page"], listed["pages"], listed["total"]) == (1, 1, len(providers))
         assert {p["address"] for p in providers} == set(_keys(figures, "stake.by_provider.active"))
         _assert_figures_match(providers, figures)
         address = served["xss_provider"]
@@ -373,9 +377,8 @@ def test_api_serves_uptime_reliability_and_recent_epochs(served):
     figures, _ = database_figures(served["engine"])
     address, beats = served["xss_provider"], served["beats"]
     with httpx.Client(base_url=served["base"], timeout=30) as client:
-        overview = client.get("/api/overview").json()
-        scores = overview["provider_scores"]
-        assert [s["address"] for s in scores] == _keys(figures, f"{REL}.bps")
+        scores = client.get("/api/providers").json()["providers"]
+        assert sorted(s["address"] for s in scores) == _keys(figures, f"{REL}.bps")
         assert len(scores) == len(_keys(figures, "stake.by_provider.active"))
         _assert_figures_match(scores, figures)
         detail = client.get(f"/api/providers/{address}").json()
@@ -547,7 +550,7 @@ def test_api_serves_probes_outages_and_downtime(served):
     first, last = served["outage"]
     with httpx.Client(base_url=served["base"], timeout=30) as client:
         overview = client.get("/api/overview").json()
-        scores = overview["provider_scores"]
+        scores = client.get("/api/providers").json()["providers"]
         mine = _liveness(scores, p)
         assert (mine["probes_answered"]["value"], mine["probes_missed"]["value"]) == \
             (str(served["answered"]), str(served["missed"]))
@@ -565,7 +568,7 @@ def test_api_serves_probes_outages_and_downtime(served):
         assert overview["downtime"]["forfeited"]["value"] == mine["downtime_forfeited"]["value"] != "0"
         _assert_figures_match(overview["downtime"], figures)
 
-        providers = {x["address"]: x for x in client.get("/api/providers").json()}
+        providers = {x["address"]: x for x in client.get("/api/providers").json()["providers"]}
         assert providers[q]["liveness"] == silent and providers[p]["liveness"] == mine
         detail = client.get(f"/api/providers/{q}").json()
         [report] = detail["outage_reports"]
@@ -718,12 +721,42 @@ def test_list_pages_page_newest_first(served):
         assert client.get(f"/leases?page={pages + 1}").status_code == 404
 
 
+def test_providers_page_in_registration_order(served):
+    """Anyone may register, so the providers list is paged too (two a page here): the pages
+    hold every provider once, in registration order, with their scores beside them; the
+    overview shows the first page and links to the rest."""
+    with Session(served["engine"]) as s:
+        order = list(s.scalars(select(db.Provider.address).order_by(db.Provider.registered_at,
+                                                                    db.Provider.address)))
+    assert len(order) > 2
+    with serve(create_app(served["engine"], page_size=2)) as base, httpx.Client(base_url=base) as client:
+        pages = -(-len(order) // 2)
+        seen = []
+        for n in range(1, pages + 1):
+            reply = client.get(f"/api/providers?page={n}").json()
+            assert (reply["page"], reply["pages"], reply["total"]) == (n, pages, len(order))
+            seen += [x["address"] for x in reply["providers"]]
+            html = client.get(f"/providers?page={n}").text
+            assert "oldest first" in html
+            assert ('class="next"' in html) == (n < pages) and ('class="previous"' in html) == (n > 1)
+            for x in reply["providers"]:     # both tables: offers, then the scores
+                assert html.count(f'href="/providers/{x["address"]}"') == 2
+        assert seen == order
+        home = client.get("/").text
+        assert f"The first 2 of {len(order)}" in home and "href='/providers?page=2'" in home
+        for path in (f"/providers?page={pages + 1}", f"/api/providers?page={pages + 1}"):
+            assert client.get(path).status_code == 404
+        for path in ("/providers?page=0", "/api/providers?page=x"):
+            assert client.get(path).status_code == 422
+
+
 def test_amounts_and_times_are_for_people(served):
     """No page shows a Unix time or raw base units; amounts carry their token, exact in the tooltip."""
     address = served["xss_provider"]
     with httpx.Client(base_url=served["base"], timeout=30) as client:
         detail = client.get(f"/api/providers/{address}").json()
-        slashed = next(p for p in client.get("/api/providers").json() if p["stake_slashed"]["value"] != "0")
+        slashed = next(p for p in client.get("/api/providers").json()["providers"]
+                       if p["stake_slashed"]["value"] != "0")
         slash = client.get(f"/api/providers/{slashed['address']}").json()["slashes"][0]
         paths = ["/", "/providers", f"/providers/{address}", f"/providers/{slashed['address']}", "/leases",
                  f"/leases/{served['xss_lease']}", "/validators", f"/validators/{devnet_account(1).address}",

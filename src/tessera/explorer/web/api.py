@@ -13,7 +13,7 @@ from tessera.explorer.web.liveness import (
     liveness_report_out,
     liveness_reports,
 )
-from tessera.explorer.web.models import FigureTxs, Overview, ProviderOut, TxOut
+from tessera.explorer.web.models import FigureTxs, Overview, TxOut
 from tessera.explorer.web.models_agents import AgentsOut
 from tessera.explorer.web.models_cases import (
     ChallengeDetail,
@@ -21,6 +21,7 @@ from tessera.explorer.web.models_cases import (
     LeaseDetail,
     LeasePage,
     ProviderDetail,
+    ProviderPage,
     ValidatorDetail,
     ValidatorOut,
 )
@@ -57,11 +58,15 @@ def api_router(explorer: Explorer) -> APIRouter:
         """Revenue, utilization, prices, stake and lease figures, each with its transactions."""
         return overview(explorer.snapshot())
 
-    @router.get("/api/providers", response_model=list[ProviderOut])
-    def api_providers() -> list[ProviderOut]:
-        """Every registered provider: current offer, stake, earnings and lease counts."""
+    @router.get("/api/providers", response_model=ProviderPage,
+                responses={404: {"description": "no such page"}})
+    def api_providers(page: int = Query(1, ge=1, le=MAX_PAGE)) -> ProviderPage:
+        """Registered providers in registration order (50 a page unless the server says
+        otherwise): current offer, stake, earnings, lease counts, uptime and reliability."""
         snap = explorer.snapshot()
-        return [provider_out(snap, p) for p in explorer.providers()]
+        rows, total = explorer.providers_page(page)
+        return ProviderPage(page=page, pages=explorer.pages(total, page, "providers"), total=total,
+                            providers=[provider_out(snap, p) for p in rows])
 
     @router.get("/api/providers/{address}", response_model=ProviderDetail,
                 responses={404: {"description": "unknown provider"}})

@@ -188,14 +188,16 @@ def short_hash(value: str | None) -> str:
     return f'<span class="mono" title="{e(value)}">{e(text)}</span>'
 
 
-def pager(path: str, page_no: int, pages: int, total: int, what: str) -> str:
-    """'page 2 of 9 (412 leases, newest first) · newer · older' with links that keep to existing pages."""
+def pager(path: str, page_no: int, pages: int, total: int, what: str, newest_first: bool = True) -> str:
+    """'page 2 of 9 (412 leases, newest first) · newer · older' with links that keep to existing
+    pages ('oldest first · previous · next' for a list in chain order)."""
+    back, forth, order = ("newer", "older", "newest") if newest_first else ("previous", "next", "oldest")
     links = []
     if page_no > 1:
-        links.append(f'<a class="newer" href="{href(path, page=str(page_no - 1))}">newer</a>')
+        links.append(f'<a class="{back}" href="{href(path, page=str(page_no - 1))}">{back}</a>')
     if page_no < pages:
-        links.append(f'<a class="older" href="{href(path, page=str(page_no + 1))}">older</a>')
-    return (f'<p class="pager">page {page_no} of {max(pages, 1)} ({total:,} {e(what)}, newest first)'
+        links.append(f'<a class="{forth}" href="{href(path, page=str(page_no + 1))}">{forth}</a>')
+    return (f'<p class="pager">page {page_no} of {max(pages, 1)} ({total:,} {e(what)}, {order} first)'
             + "".join(f" · {link}" for link in links) + "</p>")
 
 

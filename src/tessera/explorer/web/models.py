@@ -208,8 +208,6 @@ class Overview(BaseModel):
     agent_payments: AgentTotals
     revenue_includes: str = Field(REVENUE_INCLUDES, description="what `revenue` and "
                                   "`agent_payments` count")
-    provider_scores: list[ProviderScore] = Field(
-        description="uptime, probes, outages, downtime and reliability per provider")
 
 
 class ProviderOut(BaseModel):

@@ -306,5 +306,11 @@ class LeasePage(Page):
     leases: list[LeaseOut] = Field(description="newest first")
 
 
+class ProviderPage(Page):
+    providers: list[ProviderOut] = Field(
+        description="in registration order, each with its offer, stake, earnings, uptime, "
+                    "probes, outages, downtime and reliability")
+
+
 class ChallengePage(Page):
     challenges: list[ChallengeOut] = Field(description="newest first")

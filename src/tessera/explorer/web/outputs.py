@@ -139,8 +139,7 @@ def overview(snap: Snapshot) -> Overview:
                            top_ups=figure_out(_fig(f, "leases.total.top_ups"))),
         downtime=DowntimeTotals(**{part: figure_out(_fig(f, f"downtime.total.{part}"))
                                    for part in DowntimeTotals.model_fields}),
-        agent_payments=agent_totals(f),
-        provider_scores=provider_scores(f))
+        agent_payments=agent_totals(f))
 
 
 def uptime_out(figures: Figures, address: str) -> UptimeOut | None:
@@ -168,10 +167,10 @@ def reliability_out(figures: Figures, address: str) -> ReliabilityOut:
                              for part in ReliabilityOut.model_fields})
 
 
-def provider_scores(figures: Figures) -> list[ProviderScore]:
-    return [ProviderScore(address=a, uptime=uptime_out(figures, a), liveness=liveness_out(figures, a),
-                          reliability=reliability_out(figures, a))
-            for a in _keys(figures, f"{reliability.NAME}.bps")]
+def provider_score(out: ProviderOut) -> ProviderScore:
+    """A provider's uptime, probes, outages, downtime and reliability (from its `provider_out`)."""
+    return ProviderScore(address=out.address, uptime=out.uptime, liveness=out.liveness,
+                         reliability=out.reliability)
 
 
 def epoch_strip(snap: Snapshot, explorer: Explorer, address: str) -> EpochStrip | None:

@@ -19,13 +19,14 @@ from tessera.explorer.web.markup import (
     kv,
     list_pager,
     money,
+    pager,
     pct,
     table,
     tusd,
     tx_link,
     when,
 )
-from tessera.explorer.web.outputs import epoch_strip, is_cpu, overview, provider_out, provider_scores
+from tessera.explorer.web.outputs import epoch_strip, is_cpu, overview, provider_out, provider_score
 from tessera.explorer.web.queries import Explorer, Paged, Snapshot
 from tessera.explorer.web.sections import (
     leases_table,
@@ -41,7 +42,9 @@ from tessera.protocol.figures import PERCENTILES, Figure
 from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL
 
 
-def overview_html(snap: Snapshot, providers: list[db.Provider]) -> str:
+def overview_html(snap: Snapshot, providers: list[db.Provider], total: int) -> str:
+    """The totals, charts and per-day tables, and the first page of providers (`total` in all:
+    the rest on /providers)."""
     o = overview(snap)
     v = lambda f: int(f.value)  # noqa: E731
     totals = [
@@ -105,15 +108,27 @@ def overview_html(snap: Snapshot, providers: list[db.Provider]) -> str:
             + table(["model", "leases", *PERCENTILES, "spread (max-min)"], price_rows,
                     {1, 2, 3, 4, 5, 6, 7}, "prices")
             + "<h2>Agent payments (beside lease revenue)</h2>" + totals_html(o.agent_payments)
-            + "<h2>Providers</h2>" + providers_table(snap, providers)
-            + "<h2>Uptime, probes, outages and reliability per provider</h2>"
-            + scores_table(o.provider_scores))
+            + "<h2>Providers</h2>"
+            + (f"<p class='muted'>The first {len(providers)} of {total:,} in registration order: "
+               f"<a href='/providers?page=2'>more</a></p>" if total > len(providers) else "")
+            + _providers_tables(snap, providers, "Uptime, probes, outages and reliability per provider"))
 
 
 
-def providers_html(snap: Snapshot, providers: list[db.Provider]) -> str:
-    return (providers_table(snap, providers) + "<h2>Uptime, probes, outages and reliability</h2>"
-            + scores_table(provider_scores(snap.figures)))
+def providers_html(snap: Snapshot, providers: list[db.Provider], page_no: int, pages: int,
+                   total: int) -> str:
+    """One page of the providers (registration order): offers and stake, then the same
+    providers' uptime, probes, outages and reliability."""
+    return (pager("/providers", page_no, pages, total, "providers", newest_first=False)
+            + _providers_tables(snap, providers, "Uptime, probes, outages and reliability")
+            + pager("/providers", page_no, pages, total, "providers", newest_first=False))
+
+
+def _providers_tables(snap: Snapshot, providers: list[db.Provider], scores_title: str) -> str:
+    """A page of providers: their offers and stake, then their uptime, probes and reliability."""
+    outs = [provider_out(snap, p) for p in providers]
+    return (providers_table(providers, outs) + f"<h2>{e(scores_title)}</h2>"
+            + scores_table([provider_score(out) for out in outs]))
 
 
 def provider_html(snap: Snapshot, explorer: Explorer, p: db.Provider, leases: Paged, payments: Paged,

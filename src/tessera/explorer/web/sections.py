@@ -17,8 +17,15 @@ from tessera.explorer.web.markup import (
     tx_link,
     when,
 )
-from tessera.explorer.web.models import LivenessOut, OutageOut, ProviderScore, ReliabilityOut, UptimeOut
-from tessera.explorer.web.outputs import lease_out, provider_out
+from tessera.explorer.web.models import (
+    LivenessOut,
+    OutageOut,
+    ProviderOut,
+    ProviderScore,
+    ReliabilityOut,
+    UptimeOut,
+)
+from tessera.explorer.web.outputs import lease_out
 from tessera.explorer.web.queries import Snapshot
 from tessera.protocol import reliability
 
@@ -108,10 +115,10 @@ def reliability_html(r: ReliabilityOut) -> str:
     return table(["part", "value", "weight"], rows, {1}, "score-parts")
 
 
-def providers_table(snap: Snapshot, providers: list[db.Provider]) -> str:
+def providers_table(providers: list[db.Provider], outs: list[ProviderOut]) -> str:
+    """Offers and stake of `providers`, with their `provider_out`s (same order)."""
     rows = []
-    for p in providers:
-        out = provider_out(snap, p)
+    for p, out in zip(providers, outs, strict=True):
         rows.append([provider_link(p.address), e(p.gpu_model), e(p.gpu_count),
                      tusd(p.price_floor), fig_link(out.leases), fig_link(out.provider_income),
                      fig_link(out.stake_active), fig_link(out.stake_slashed)])
