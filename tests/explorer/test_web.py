@@ -363,6 +363,11 @@ def test_serve_command_serves_the_api(served):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    said = proc.stdout.read().decode()
+    # The figures are built before it listens: no visitor waits for the whole history.
+    built = re.search(r"figures as of block ([\d,]+) in [\d.]+ s", said)
+    assert built and said.index(built.group(0)) < said.index("explorer: http://"), said
+    assert int(built.group(1).replace(",", "")) == reply.json()["block"]
 
 
 

@@ -56,8 +56,14 @@ def _id(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID else None
 
 
+# The columns `record_of` reads: selecting them (rows, not ORM objects) reads a long history
+# about twice as fast (the figures' first build at a million events).
+RECORD_COLUMNS = (db.Event.block_number, db.Event.block_hash, db.Event.timestamp, db.Event.tx_hash,
+                  db.Event.log_index, db.Event.contract, db.Event.event, db.Event.args)
+
+
 def record_of(row: db.Event) -> EventRecord:
-    """A stored event as the record it was made from."""
+    """A stored event (an ORM row, or a row of RECORD_COLUMNS) as the record it was made from."""
     return EventRecord(block_number=row.block_number, block_hash=row.block_hash,
                        timestamp=row.timestamp, tx_hash=row.tx_hash, log_index=row.log_index,
                        contract=row.contract, event=row.event, args=json.loads(row.args))

@@ -26,7 +26,15 @@ from tessera.chain.client import Chain
 from tessera.chain.events import EventReader
 from tessera.errors import IndexerError, ReorgDuringFetch
 from tessera.explorer import db
-from tessera.explorer.derive import Replay, apply_event, entities_of, entity_key, event_columns, record_of
+from tessera.explorer.derive import (
+    RECORD_COLUMNS,
+    Replay,
+    apply_event,
+    entities_of,
+    entity_key,
+    event_columns,
+    record_of,
+)
 from tessera.protocol.events import EventRecord, args_json
 from tessera.protocol.figures import ALL, Figure, Figures, compute_figures
 
@@ -61,7 +69,8 @@ class SyncReport:
 
 
 def stored_records(session: Session) -> list[EventRecord]:
-    rows = session.scalars(select(db.Event).order_by(db.Event.block_number, db.Event.log_index))
+    rows = session.execute(select(*RECORD_COLUMNS).order_by(db.Event.block_number, db.Event.log_index)
+                           .execution_options(yield_per=10_000))
     return [record_of(row) for row in rows]
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from web3 import Web3
 
 from tessera.explorer import db
-from tessera.explorer.derive import entity_key, record_of
+from tessera.explorer.derive import RECORD_COLUMNS, entity_key, record_of
 from tessera.explorer.web.paging import EventLists, Paged
 from tessera.protocol.figure_book import FigureBook
 from tessera.protocol.figures import Figures, epoch_at
@@ -106,7 +106,7 @@ class Explorer(EventLists):
 
     def _advance(self, session: Session, last_block: int) -> FigureBook:
         """The book up to `last_block`: the new events only, or every event after a reorg."""
-        query = select(db.Event).where(db.Event.block_number <= last_block)
+        query = select(*RECORD_COLUMNS).where(db.Event.block_number <= last_block)
         book = self._book
         if book is not None and self._book_at is not None:
             at_block, at_hash = self._book_at
@@ -119,7 +119,8 @@ class Explorer(EventLists):
             book = FigureBook()
             self.rebuilds += 1
         self._book = None     # half-applied books are never kept
-        rows = session.scalars(query.order_by(db.Event.block_number, db.Event.log_index))
+        rows = session.execute(query.order_by(db.Event.block_number, db.Event.log_index)
+                               .execution_options(yield_per=10_000))
         book.apply(record_of(row) for row in rows)
         self._book = book
         return book
