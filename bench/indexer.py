@@ -151,7 +151,8 @@ def page_paths(engine, client: TestClient, rng: random.Random, samples: int) -> 
                           .order_by(db.Event.id).limit(1))
             if tx and tx not in txs:
                 txs.append(tx)
-    figures = client.get("/api/overview").json()
+    # The overview's figures and the first page of providers' (uptime, reliability, income...).
+    figures = [client.get("/api/overview").json(), client.get("/api/providers").json()]
     # Figures with transactions: a zero that nothing booked is drawn with a link too, but
     # /figure answers 404 for it (it is in no snapshot).
     names = sorted({(f["name"], f["key"]) for f in _figures_in(figures) if f.get("txs")})
@@ -161,8 +162,11 @@ def page_paths(engine, client: TestClient, rng: random.Random, samples: int) -> 
 
     lease_pages = max(1, -(-len(leases) // 50))
     pages = sorted({1, lease_pages, *(rng.randint(1, lease_pages) for _ in range(samples - 2))})
+    provider_pages = max(1, -(-len(providers) // 50))
+    listed = sorted({1, provider_pages, rng.randint(1, provider_pages)})
     kinds: dict[str, list[str]] = {
-        "overview": ["/"], "providers": ["/providers"], "leases": [f"/leases?page={n}" for n in pages],
+        "overview": ["/"], "providers": [f"/providers?page={n}" for n in listed],
+        "leases": [f"/leases?page={n}" for n in pages],
         "challenges": ["/challenges"], "validators": ["/validators"], "agents": ["/agents"],
         "provider": [f"/providers/{a}" for a in pick(providers)],
         "lease": [f"/leases/{i}" for i in pick(leases)],
