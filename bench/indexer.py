@@ -261,6 +261,9 @@ def measure(backend: str, chain: Chain, args, workdir: Path) -> dict:
         say(f"  pages: first {row['first_page_ms']:,} ms, p95 {row['page_ms_p95']} ms over "
             f"{row['requests']} requests, slowest kind {row['slowest_kind']}")
         if not args.skip_bid:
+            # A fresh tenant home per backend: the first call builds the tenant's index from the
+            # deploy block (cold), the second reads only what is new.
+            os.environ["TESSERA_HOME"] = str(workdir / f"tenant-{backend}")
             row.update(bid_reliability_ms(chain, engine, engine.url.render_as_string(hide_password=False)))
             say(f"  bid_reliability: {row['bid_reliability_ms']} ms "
                 f"({row['bid_reliability_providers']} providers scored)")
