@@ -110,7 +110,7 @@ def serve(
 
 
 def _build_figures(explorer) -> None:
-    """Fold every indexed event into the figures before listening (about 40 s at a million
+    """Fold every indexed event into the figures before listening (about 20 s at a million
     events on 2 cores), so that no visitor waits for it; later events are added as they come."""
     import time
 
