@@ -26,7 +26,7 @@ from eth_abi.grammar import BasicType, parse
 from eth_abi.registry import BaseEquals
 from eth_abi.registry import registry as _default_registry
 from eth_utils import to_checksum_address
-from web3._utils.events import get_event_data
+from web3._utils.events import get_event_abi_types_for_decoding, get_event_data
 
 
 class _LenientString(StringDecoder):
@@ -42,9 +42,6 @@ _registry = _default_registry.copy()
 _registry.unregister("string")
 _registry.register(BaseEquals("string"), encoding.TextStringEncoder, _LenientString, label="string")
 CODEC = ABICodec(_registry)
-
-DYNAMIC_INDEXED = "bytes32"   # an indexed string, bytes or dynamic array is logged as its keccak
-
 
 @lru_cache(maxsize=1 << 16)
 def checksummed(address: str) -> str:
@@ -69,10 +66,6 @@ def _normalizer(type_str: str):
     return fix
 
 
-def _is_dynamic(type_str: str) -> bool:
-    return type_str in ("string", "bytes") or type_str.endswith("[]")
-
-
 class EventShape:
     """One event's ABI, split once into what decoding each of its logs needs."""
 
@@ -89,7 +82,8 @@ class EventShape:
         indexed = [i for i in inputs if i.get("indexed")]
         plain = [i for i in inputs if not i.get("indexed")]
         self.topic_names = [i["name"] for i in indexed]
-        self.topic_types = [DYNAMIC_INDEXED if _is_dynamic(i["type"]) else i["type"] for i in indexed]
+        # web3's own rule: an indexed dynamic value (string, bytes, T[]...) is logged as its keccak
+        self.topic_types = list(get_event_abi_types_for_decoding(indexed))
         self.data_names = [i["name"] for i in plain]
         self.data_types = [i["type"] for i in plain]
         self.topic_fix = [_normalizer(t) for t in self.topic_types]

@@ -255,7 +255,6 @@ def _hold_rows(session: Session) -> None:
     read again, with a flush of every pending row before each read (half of indexing a
     market of a thousand providers went there)."""
     held: list = []
-    session.info["held"] = held
     event.listen(session, "loaded_as_persistent", lambda _s, row: held.append(row))
     event.listen(session, "pending_to_persistent", lambda _s, row: held.append(row))
 

@@ -64,9 +64,9 @@ def api_router(explorer: Explorer) -> APIRouter:
         """Registered providers in registration order (50 a page unless the server says
         otherwise): current offer, stake, earnings, lease counts, uptime and reliability."""
         snap = explorer.snapshot()
-        rows, total = explorer.providers_page(page)
-        return ProviderPage(page=page, pages=explorer.pages(total, page, "providers"), total=total,
-                            providers=[provider_out(snap, p) for p in rows])
+        found = explorer.providers_page(page)
+        return ProviderPage(page=page, pages=found.pages, total=found.total,
+                            providers=[provider_out(snap, p) for p in found.rows])
 
     @router.get("/api/providers/{address}", response_model=ProviderDetail,
                 responses={404: {"description": "unknown provider"}})

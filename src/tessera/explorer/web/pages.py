@@ -115,13 +115,13 @@ def overview_html(snap: Snapshot, providers: list[db.Provider], total: int) -> s
 
 
 
-def providers_html(snap: Snapshot, providers: list[db.Provider], page_no: int, pages: int,
-                   total: int) -> str:
+def providers_html(snap: Snapshot, providers: Paged) -> str:
     """One page of the providers (registration order): offers and stake, then the same
     providers' uptime, probes, outages and reliability."""
-    return (pager("/providers", page_no, pages, total, "providers", newest_first=False)
-            + _providers_tables(snap, providers, "Uptime, probes, outages and reliability")
-            + pager("/providers", page_no, pages, total, "providers", newest_first=False))
+    links = pager("/providers", providers.page, providers.pages, providers.total, "providers",
+                  newest_first=False)
+    return (links + _providers_tables(snap, providers.rows, "Uptime, probes, outages and reliability")
+            + links)
 
 
 def _providers_tables(snap: Snapshot, providers: list[db.Provider], scores_title: str) -> str:

@@ -36,15 +36,13 @@ def site_router(explorer: Explorer) -> APIRouter:
     @router.get("/")
     def home():
         snap = explorer.snapshot()
-        rows, total = explorer.providers_page(1)
-        return page("Overview", overview_html(snap, rows, total), snap)
+        first = explorer.providers_page(1)
+        return page("Overview", overview_html(snap, first.rows, first.total), snap)
 
     @router.get("/providers")
     def providers_page(page_no: int = Query(1, alias="page", ge=1, le=MAX_PAGE)):
         snap = explorer.snapshot()
-        rows, total = explorer.providers_page(page_no)
-        pages = explorer.pages(total, page_no, "providers")
-        return page("Providers", providers_html(snap, rows, page_no, pages, total), snap)
+        return page("Providers", providers_html(snap, explorer.providers_page(page_no)), snap)
 
     @router.get("/providers/{address}")
     def provider_page(address: str, leases_page: int = page_q("leases"),
