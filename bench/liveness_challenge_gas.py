@@ -16,7 +16,12 @@ Measured, approvals not counted, every beat a real EIP-712 signature from the pr
   write; that first call is a row of its own); and answering a whole challenge (n = 1, 256,
   4,096) in calls of 64, the last of which settles it;
 - resolve_challenge of a challenge naming n with every beat unanswered (slash) and with every
-  beat shown on another validator's challenge of the epoch (settled as answered).
+  beat shown on another validator's challenge of the epoch (settled as answered);
+- own answers: named providers each showing its own beat alone in the second half of the
+  answer window (Uptime.own_answer_from), paid the gas they used: the gas and what was paid,
+  for the challenge's first answer, a later one, one from a provider holding stake tokens
+  already, the one that settles the challenge, and one settling a griefer's challenge whose
+  challenger holds nothing beside the bond.
 
 The very first challenges of the chain (challenge_count and the contract's token balance written
 from zero) are the slash cases' challenges, made first and kept apart. Providers are registered
@@ -55,8 +60,9 @@ RESULTS = ROOT / "bench" / "results" / "liveness_challenge_gas.json"
 TSTK = 10**18
 EPOCH_LENGTH = 3600
 VALIDATOR_STAKE = 100 * TSTK
-FULL = {"challenge": [1, 64, 256, 1024, 4096], "answer": [1, 16, 64], "resolve": [1, 256, 4096]}
-QUICK = {"challenge": [1, 64, 256], "answer": [1, 16, 64], "resolve": [1, 256]}
+FULL = {"challenge": [1, 32, 64, 256, 1024, 4096], "answer": [1, 16, 64],
+        "resolve": [1, 32, 256, 4096]}
+QUICK = {"challenge": [1, 32, 64, 256], "answer": [1, 16, 64], "resolve": [1, 32, 256]}
 FIRST = "first challenge of the epoch (dispute words written from zero)"
 LATER = "second challenge of the epoch, same providers (dispute words already non-zero)"
 
@@ -97,6 +103,7 @@ class Bench:
         StakeToken(self.challenger.chain).ensure_allowance(self.challenger.address, 2**255)
         self.rows: list[dict] = []
         self.answered_in_full: list[dict] = []
+        self.own: list[dict] = []
 
     def advance_to(self, epoch: int) -> None:
         u = self.challenger
@@ -153,6 +160,64 @@ class Bench:
             "last_call_gas (settles)": gas[-1],
             "case": "the validator answers its own challenge in full (first beats of the epoch)"})
 
+    def own_answers(self, reporter: Uptime) -> None:
+        """Providers showing their own beats alone in the second half of the answer window
+        (Uptime.own_answer_from: paid their gas, not one fee), each case a row with what it
+        was paid beside what it cost: the challenge's first answer (its counters and the
+        epoch's proven word written from zero), a later one, one from a provider already
+        holding stake tokens (its balance not written from zero), and the one that completes
+        the challenge (it settles)."""
+        n = 4
+        epoch, words = self.reported_epoch([reporter], n)
+        cid = self.challenge(reporter, epoch, words, "context: the challenge the own answers answer")
+        u = self.challenger
+        provider = u.chain.w3.provider
+        moment = u.own_answer_from(epoch)
+        now = u.chain.block_timestamp()
+        provider.make_request("evm_increaseTime", [max(0, moment - now)])
+        provider.make_request("evm_mine", [])
+        fee, fee_gas = u.answer_fee(), u.chain.uptime.functions.ANSWER_FEE_GAS().call()
+        addresses, sigs = self.beats(epoch, range(n))
+        cases = ["the challenge's first answer, the epoch's first beat shown, the provider holding "
+                 "no stake token", "a later answer, the provider holding no stake token",
+                 "a later answer, the provider holding stake tokens already",
+                 "the last named beat (settles the challenge)"]
+        for i, case in enumerate(cases):
+            account = self.accounts[i]
+            provider.make_request("anvil_setBalance", [account.address, hex(10**20)])
+            if "holding stake tokens" in case:
+                StakeToken(self.challenger.chain).transfer(account.address, TSTK, "bench")
+            self.own_answer(cid, account, addresses[i], sigs[i], fee, fee_gas, case)
+        assert u.challenge(cid)["state"] == liveness.CHALLENGE_ANSWERED
+        # A griefer holding exactly one bond: the settlement writes its balance from zero.
+        griefer = Account.from_key(keccak(b"tessera bench liveness griefer"))
+        provider.make_request("anvil_setBalance", [griefer.address, hex(10**20)])
+        epoch, words = self.reported_epoch([reporter], n)
+        named = liveness.words_of([n - 1], len(self.accounts))
+        StakeToken(u.chain).transfer(griefer.address, u.challenge_bond_for(1), "bench")
+        own_griefer = Uptime(Chain(self.network, griefer))
+        StakeToken(own_griefer.chain).ensure_allowance(own_griefer.address, 2**255)
+        _, cid = own_griefer.challenge_inclusions(reporter.chain.address, epoch, words, named)
+        assert StakeToken(u.chain).balance_of(griefer.address) == 0
+        moment, now = u.own_answer_from(epoch), u.chain.block_timestamp()
+        provider.make_request("evm_increaseTime", [max(0, moment - now)])
+        provider.make_request("evm_mine", [])
+        addresses, sigs = self.beats(epoch, range(n - 1, n))
+        self.own_answer(cid, self.accounts[n - 1], addresses[0], sigs[0], fee, fee_gas,
+                        "the only named beat (the challenge's first answer, it settles), the "
+                        "challenger holding no stake token")
+        assert u.challenge(cid)["state"] == liveness.CHALLENGE_ANSWERED
+
+    def own_answer(self, cid: int, account, address: str, sig: bytes, fee: int, fee_gas: int,
+                   case: str) -> None:
+        own = Uptime(Chain(self.network, account))
+        receipt = own.answer_challenge(cid, [address], [sig])
+        (answer,) = own.answers_in(receipt)
+        paid, gas = answer["to_answerer"], receipt["gasUsed"]
+        self.own.append({"case": case, "gas": gas, "paid": paid, "paid_in_fees": round(paid / fee, 3),
+                         "paid_as_gas": paid * fee_gas // fee,
+                         "paid_over_gas": round(paid * fee_gas / fee / gas, 4)})
+
     def run(self, sizes: dict) -> dict:
         a, b, *slashed = self.uptimes
         # 1. The slash cases' challenges, the chain's first (kept apart as such).
@@ -192,6 +257,7 @@ class Bench:
             self.rows.append(row("answer_challenge", gas["gasUsed"], n, k, case))
             first += k
         assert b.challenge(cid)["state"] == liveness.CHALLENGE_OPEN
+        self.own_answers(b)
         # 4. Past every answer window: resolve.
         self.advance_to(self.challenger.current_epoch() + 3)
         validators = Validators(self.challenger.chain)
@@ -207,7 +273,8 @@ class Bench:
             assert self.challenger.challenge(cid)["state"] == liveness.CHALLENGE_ANSWERED
             self.rows.append(row("resolve_challenge", gas, n,
                                  case="all answered elsewhere (on another challenge): settled"))
-        return {"rows": self.rows, "answered_in_full": self.answered_in_full}
+        return {"rows": self.rows, "answered_in_full": self.answered_in_full,
+                "own_answers": self.own}
 
 
 def figures(result: dict, contract: dict) -> dict:
@@ -260,7 +327,17 @@ def figures(result: dict, contract: dict) -> dict:
         model["measured_check_note"] = (f"measured: a challenge naming {per_bond} answered in "
                                         f"full in {full[per_bond]['calls']} calls (the last "
                                         "settles; the epoch's first proven write included)")
-    return {"per_provider": per_provider, "model": model}
+    own = result["own_answers"]
+    own_answer = {
+        "gas_min": min(r["gas"] for r in own), "gas_max": max(r["gas"] for r in own),
+        "paid_over_gas_min": min(r["paid_over_gas"] for r in own),
+        "paid_over_gas_max": max(r["paid_over_gas"] for r in own),
+        "note": "a named provider showing its own beat alone from own_answer_from (the second "
+                "half of the answer window) is paid the gas it used at the fee's rate "
+                "(answer_fee / ANSWER_FEE_GAS); paid_over_gas = that pay in gas / the "
+                "receipt's gasUsed (>= 1: the provider loses nothing)",
+    }
+    return {"per_provider": per_provider, "model": model, "own_answer": own_answer}
 
 
 def main() -> None:
@@ -288,6 +365,10 @@ def main() -> None:
                     "NAMED_PER_BOND": fn.NAMED_PER_BOND().call(),
                     "MAX_ANSWERS": u.max_answers(),
                     "ANSWER_FEE_BPS": fn.ANSWER_FEE_BPS().call(),
+                    "ANSWER_FEE_GAS": fn.ANSWER_FEE_GAS().call(),
+                    "OWN_ANSWER_OVERHEAD_GAS": fn.OWN_ANSWER_OVERHEAD_GAS().call(),
+                    "OWN_ANSWER_SETTLE_GAS": fn.OWN_ANSWER_SETTLE_GAS().call(),
+                    "OWN_ANSWER_MAX_FEES": fn.OWN_ANSWER_MAX_FEES().call(),
                     "answer_fee": fn.answer_fee().call(),
                     "CHALLENGER_SHARE_BPS": fn.CHALLENGER_SHARE_BPS().call()}
     finally:
@@ -299,6 +380,9 @@ def main() -> None:
         table.add_row(r["call"], str(r["named"] or ""), str(r["answers"] or ""), f"{r['gas']:,}",
                       f"{r['gas_per_provider']:,}", r["case"])
     console.print(table)
+    for r in result["own_answers"]:
+        console.print(f"own answer: {r['gas']:,} gas, paid {r['paid_in_fees']} fees = "
+                      f"{r['paid_as_gas']:,} gas ({r['paid_over_gas']:.3f} of it): {r['case']}")
     derived = figures(result, contract)
     console.print(derived)
     report = {"quick": args.quick, "config": {"sizes": sizes, "providers": len(bench.accounts),

@@ -20,6 +20,14 @@ class TxRefused(ChainError):
     """The chain refused a transaction (a revert); nothing was sent or it changed nothing."""
 
 
+# raised in tessera.chain.client (Chain.wait_for)
+class TxDropped(ChainError):
+    """A transaction this process sent will never be mined: the account's nonce it was signed
+    on is used by another transaction (a node evicted it, and a later send took its nonce), and
+    no version of it has a receipt. Nothing it would have done was done: a caller may do it
+    again, on a new nonce."""
+
+
 # raised in tessera.chain.tokens
 class InsufficientFunds(ChainError):
     """Not enough tokens for what was asked; raised before any transaction is sent."""

@@ -154,7 +154,7 @@ def test_a_report_of_100k_providers_can_be_challenged_within_a_block(system, fac
     vals.set_slasher(up.address, True)
     v, ch = VALS[0].address, CHALLENGER.address
     system.stake.mint(v, 200 * TSTK)
-    system.stake.mint(ch, 100 * TSTK)
+    system.stake.mint(ch, up.challenge_bond_for(providers))   # one per 32 named: own answers
     system.stake.approve(vals.address, 2**256 - 1, sender=v)
     vals.register(200 * TSTK, sender=v)
     system.stake.approve(up.address, 2**256 - 1, sender=ch)

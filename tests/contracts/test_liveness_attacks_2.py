@@ -5,10 +5,9 @@ Fixed (these pass): an honest validator's answers to a challenge naming its whol
 the last block of the challenge window (the shown beats are read again before each batch);
 an inclusion_slash meant as 'all of it' (the product saturates); the answer window at scale
 (sized to the chain's gas at deploy: DeployParams, protocol.liveness.answer_epochs_for).
-Still open, marked xfail (strict: it fails the suite once fixed, so the marker goes): an
-honest provider answering its own inclusion alone pays several times the answer fee in gas
-(it now does so only when no validator answered in the first half of the window:
-provider/inclusion_answers.py).
+Fixed since (G2): an honest provider answering its own inclusion alone (only when no
+validator answered in the first half of the window: provider/inclusion_answers.py) is paid
+the gas it used, not one fee (Uptime's own answer).
 Attacks that fail (these pass): unbonding before or after the report, out of the slash; a
 late resolve strands nothing."""
 
@@ -284,7 +283,7 @@ def test_the_answer_window_holds_the_answers_of_a_full_report_at_scale():
     the model, above what the validator sends). A challenge in the last block of the challenge
     window naming a whole report needs every beat shown within answer_epochs epochs: for the
     largest report Uptime takes (131,072 providers) 2,048 answers of 64, more than every block
-    of ONE 10-minute epoch holds on an L1 (12 s blocks, 30 M gas: 1.5 G gas) at 16,743 gas a
+    of ONE 10-minute epoch holds on an L1 (12 s blocks, 30 M gas: 1.5 G gas) at 16,772 gas a
     beat (bench/results/liveness_challenge_gas.json). Told the chain's block gas limit and
     time (`tessera network deploy` reads or is told them), DeployParams raises answer_epochs
     until the validator alone, a group of answer_batches_per_group every BLOCKS_PER_GROUP
@@ -303,29 +302,76 @@ def test_the_answer_window_holds_the_answers_of_a_full_report_at_scale():
     assert largest * per_beat > 600 // BLOCK_S * BLOCK_GAS
 
 
-@pytest.mark.xfail(strict=True, reason="open (issue 15, session 25 note): a provider answering "
-                   "its own beat alone pays 2.8-5.5 answer fees of gas")
-def test_an_honest_providers_own_answer_costs_it_no_more_than_its_fee(system):
-    """FINDING (griefing honest providers). The answer fee is sized to one beat in a call of 64
-    (about 16,700 gas), but the provider daemon answers its own inclusion alone, one
-    transaction per challenge (provider/inclusion_answers.py), and providers answer first
-    (docs: "should"). A griefer naming an honest report's n inclusions pays n fees; each of
-    the n providers that answers pays a whole transaction: 47,619 gas here (titanoboa, real
-    registry, proven word already non-zero), 91,796 in the anvil bench: 2.8-5.5 x the fee,
-    every epoch the griefer cares to."""
+def own_answer_gas(u, cid: int, provider) -> int:
+    """The gas of the own answer just sent: the call's, plus the transaction's 21,000 and
+    calldata (titanoboa meters the call only)."""
+    data = u.answer_challenge.prepare_calldata(cid, [provider.address], [b"\x01" * 65])
+    return u._computation.get_gas_used() + 21_000 + sum(16 if b else 4 for b in data)
+
+
+def test_an_honest_providers_own_answer_is_paid_its_gas(system):
+    """FINDING G2, fixed (griefing honest providers through their validator). The answer fee
+    is sized to one beat in a call of 64 (ANSWER_FEE_GAS, 17,000 gas). A validator colluding
+    with a griefer (or one that is offline) leaves the griefer's challenge of its own honest
+    report unanswered, so that each named provider, to keep its epoch, shows its own beat
+    alone in the second half: 94,300-177,900 gas on anvil, up to 10.5 fees. It used to be paid
+    one fee.
+    Now an own answer (the named provider itself, its beat alone, from own_answer_from) is paid
+    the gas it used at the fee's rate, from the bond: the first answer of the challenge (its
+    counters and the epoch's proven word written from zero) and the one that completes it (it
+    settles) included. The colluding pair pays the provider's gas; the provider loses nothing.
+    (Titanoboa's metering; the same on anvil, with the receipts' gasUsed, in
+    bench/liveness_challenge_gas.py's own-answer rows, checked by its quick test.)"""
     net = setup_net(system)
     u, (p0, p1) = net.uptime, system.providers[:2]
     net.at(E + 1)
     words = liveness.words_of([0, 1], 4)
     net.report(VALS[1], E, words)
-    cid = net.challenge(VALS[1], E, [p0, p1], words)
-    net.answer(cid, [p0], by=p0)   # the word's first beat (a fresh proven word)
-    calldata = u.answer_challenge.prepare_calldata(cid, [p1.address], [net.beat(p1, E)])
-    net.answer(cid, [p1], by=p1)
-    gas = u._computation.get_gas_used() + 21_000 + sum(16 if b else 4 for b in calldata)
-    per_beat_in_64 = bench_gas("answer_challenge", 64) / 64
-    assert gas <= 2 * per_beat_in_64, (
-        f"a provider's own answer: {gas:,} gas for a fee sized to {per_beat_in_64:,.0f}")
+    system.stake.mint(GRIEFER.address, CHALLENGE_BOND)
+    system.stake.approve(u.address, CHALLENGE_BOND, sender=GRIEFER.address)
+    cid = net.challenge(VALS[1], E, [p0, p1], words, by=GRIEFER)
+    boa.env.time_travel(seconds=u.own_answer_from(E) - boa.env.timestamp, block_delta=1)
+    fee, rate = u.answer_fee(), u.ANSWER_FEE_GAS()
+    assert rate == liveness.ANSWER_GAS_PER_BEAT          # one number, the fee's gas
+    for p in (p0, p1):                              # the first answer, then the settling one
+        before = system.stake.balanceOf(p.address)
+        net.answer(cid, [p], by=p)
+        gas = own_answer_gas(u, cid, p)
+        (ans,) = events(u, "InclusionAnswered")
+        assert ans.answered_by == p.address and ans.to_answerer > fee
+        assert ans.to_answerer * rate // fee >= gas, (
+            f"a provider's own answer: {gas:,} gas, paid {ans.to_answerer * rate // fee:,}")
+        assert system.stake.balanceOf(p.address) == before + ans.to_answerer
+    assert u.challenges(cid).state == ANSWERED
+    assert system.stake.balanceOf(u.address) == 0
+
+
+def test_only_the_providers_own_lone_answer_in_the_second_half_is_paid_its_gas(system):
+    """The own answer's terms, each a way to draw more than one fee from a bond: (1) a
+    provider answering before own_answer_from (racing the validators, whose batches the fee
+    pays for) gets one fee; (2) anyone else showing the provider's beat alone in the second
+    half (a copier, the validator) gets one fee; (3) a provider showing its beat beside
+    another's gets one fee per beat (an own answer is one beat, so the gas it is paid is that
+    beat's). And own_answer_from is protocol.liveness.provider_answer_from, the moment the
+    provider daemon answers from."""
+    net = setup_net(system)
+    u, provs = net.uptime, system.providers
+    net.at(E + 1)
+    words = liveness.words_of(range(4), 4)
+    net.report(VALS[1], E, words)
+    cid = net.challenge(VALS[1], E, provs[:4], words)
+    fee, moment = u.answer_fee(), u.own_answer_from(E)
+    assert moment == liveness.provider_answer_from(E, u.report_delay(), u.answer_epochs(),
+                                                   u.genesis(), u.epoch_length())
+    net.at(E + 1 + REPORT_DELAY + 1)                # the answer-only epoch, before the moment
+    assert boa.env.timestamp < moment
+    net.answer(cid, [provs[0]], by=provs[0])        # (1)
+    boa.env.time_travel(seconds=moment - boa.env.timestamp, block_delta=1)
+    net.answer(cid, [provs[1]], by=CHALLENGER)      # (2)
+    net.answer(cid, [provs[2], provs[3]], by=provs[2])   # (3)
+    paid = [a.to_answerer for a in events(u, "InclusionAnswered")]
+    assert paid == [fee, fee]                       # the last call's two beats
+    assert u.challenges(cid).paid == 4 * fee and u.challenges(cid).state == ANSWERED
 
 
 def test_unbonding_before_and_after_the_report_keeps_the_stake_slashable(system, factories):

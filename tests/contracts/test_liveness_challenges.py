@@ -298,12 +298,16 @@ def test_challenge_refusals_change_nothing(net):
 
 def test_the_bond_grows_by_one_per_named_per_bond_providers(net):
     """A bond per NAMED_PER_BOND named providers: naming all of a large report costs one bond
-    per 256 (what the answers cost to send, whoever must send them), not one per provider."""
+    per 32, not one per provider; enough that every named beat could be shown by its own
+    provider alone and paid the most an own answer is paid (OWN_ANSWER_MAX_FEES fees), so
+    the fees never exceed the bond."""
     u = net.uptime
     per = u.NAMED_PER_BOND()
-    assert per == 256
-    for named, bonds in [(1, 1), (per, 1), (per + 1, 2), (2 * per, 2), (10_000, 40)]:
+    assert per == 32
+    for named, bonds in [(1, 1), (per, 1), (per + 1, 2), (2 * per, 2), (10_000, 313)]:
         assert u.challenge_bond_for(named) == bonds * CHALLENGE_BOND
+        assert named * u.answer_fee() * u.OWN_ANSWER_MAX_FEES() <= u.challenge_bond_for(named)
+    assert u.answer_fee() == CHALLENGE_BOND // 512     # one batched beat's gas, as before
 
 
 BITCOUNT = (Path(__file__).parents[2] / "src/tessera/contracts/bitcount.vy").read_text() + """
@@ -387,14 +391,18 @@ def test_a_challenge_locks_nothing(net):
 
 # (validator, the providers named as a 4-bit mask, epoch E + 0/1); (challenge, the providers
 # shown as a mask, with their real beats?, who answers: an outsider, the first provider shown,
-# the challenged validator, the challenger)
+# the challenged validator, the challenger; time moved to own_answer_from first?)
 challenge_step = st.tuples(st.just("challenge"), st.integers(0, 2), st.integers(1, 15),
                            st.integers(0, 1))
 answer_step = st.tuples(st.just("answer"), st.integers(0, 20), st.integers(1, 15),
-                        st.sampled_from([True, True, False]), st.integers(0, 3))
-step = st.one_of(challenge_step, challenge_step, answer_step, answer_step, answer_step,
+                        st.sampled_from([True, True, False]), st.integers(0, 3),
+                        st.sampled_from([False, False, True]))   # from own_answer_from first?
+# a provider (0 or 1: the two that signed) showing its own beat alone, on the latest challenges
+own_step = st.tuples(st.just("answer"), st.integers(0, 2), st.sampled_from([1, 2]), st.just(True),
+                     st.just(1), st.sampled_from([False, True]))
+step = st.one_of(challenge_step, challenge_step, answer_step, answer_step, own_step,
                  st.tuples(st.just("resolve"), st.integers(0, 20)),
-                 st.tuples(st.just("time"), st.integers(1, 2)))
+                 st.tuples(st.just("time"), st.integers(0, 2)))
 steps_strategy = st.builds(lambda first, rest: [first, *rest], challenge_step,
                            st.lists(step, min_size=5, max_size=30))
 
@@ -411,9 +419,11 @@ def test_bonds_are_always_held_for_open_challenges_only(system, steps):
     named), answered (by whom, how many at once, beats shown already among them: skipped),
     resolved and when, the Uptime holds exactly what is left of the open challenges' bonds,
     each challenge ends answered or resolved after its window, and every party's balance is
-    what the rules say: each beat shown pays its sender the answer fee; the rest of the bond
-    goes back to the challenger, with a fifth of the (capped) slash of inclusion_slash per
-    named provider never shown."""
+    what the rules say: each beat shown pays its sender the answer fee, except a provider's
+    own beat shown alone from own_answer_from on (paid its gas: at least one fee, at most
+    OWN_ANSWER_MAX_FEES); the rest of the bond goes back to the challenger, with a fifth of
+    the (capped) slash of inclusion_slash per named provider never shown. (Time moves by whole
+    epochs or, step ("time", 0), half of one, so that own answers happen.)"""
     with boa.env.anchor():
         net = setup_net(system)
         u, provs = net.uptime, system.providers
@@ -435,7 +445,7 @@ def test_bonds_are_always_held_for_open_challenges_only(system, steps):
         model: dict[int, dict] = {}
 
         def settle(cid: int, c: dict) -> None:
-            rest = CHALLENGE_BOND - c["paid"]
+            rest = c["bond"] - c["paid"]
             unanswered = len(bits(c["named"] & ~proven.get(c["epoch"], 0)))
             expected[CHALLENGER.address] += rest
             if unanswered == 0:
@@ -450,7 +460,10 @@ def test_bonds_are_always_held_for_open_challenges_only(system, steps):
         for s in steps:
             current = u.current_epoch()
             if s[0] == "time":
-                net.at(current + s[1])
+                if s[1]:
+                    net.at(current + s[1])
+                else:
+                    boa.env.time_travel(seconds=int(u.epoch_length()) // 2, block_delta=1)
                 continue
             if s[0] == "challenge":
                 _, vi, mask, de = s
@@ -464,7 +477,11 @@ def test_bonds_are_always_held_for_open_challenges_only(system, steps):
                 c = model.get(cid)
                 end = c and liveness.answer_end(c["epoch"], REPORT_DELAY, ANSWER_EPOCHS)
                 if s[0] == "answer":  # only providers 0 and 1 signed: others' beats are wrong
-                    _, _, mask, real, who = s
+                    _, _, mask, real, who, late = s
+                    if late and c and boa.env.timestamp < u.own_answer_from(c["epoch"]):
+                        boa.env.time_travel(seconds=u.own_answer_from(c["epoch"]) - boa.env.timestamp,
+                                            block_delta=1)
+                        current = u.current_epoch()
                     epoch = c["epoch"] if c else E
                     shown = bits(mask)
                     new = mask & ~proven.get(epoch, 0)   # beats shown already are skipped
@@ -488,20 +505,26 @@ def test_bonds_are_always_held_for_open_challenges_only(system, steps):
                 if s[0] == "challenge":
                     named = mask & ~taken.get((vi, E + de), 0)
                     model[result] = {"epoch": E + de, "named": named, "v": vi, "state": OPEN,
-                                     "paid": 0, "answered": 0}
+                                     "paid": 0, "answered": 0, "bond": CHALLENGE_BOND}
                     assert u.named_word(result, 0) == named
                     taken[(vi, E + de)] = taken.get((vi, E + de), 0) | named
                     expected[CHALLENGER.address] -= CHALLENGE_BOND
                 elif s[0] == "answer":
-                    expected[answerer] += fee * len(bits(new))
-                    c["paid"] += fee * len(bits(new))
+                    paid_each = [a.to_answerer for a in events(u, "InclusionAnswered")]
+                    own = len(shown) == 1 and answerer == provs[shown[0]].address and \
+                        boa.env.timestamp >= u.own_answer_from(c["epoch"])
+                    paid = paid_each[0] if own else fee * len(bits(new))
+                    assert sum(paid_each) == paid
+                    assert fee <= paid <= fee * u.OWN_ANSWER_MAX_FEES() if own else True
+                    expected[answerer] += paid
+                    c["paid"] += paid
                     c["answered"] |= new
                     proven[c["epoch"]] = proven.get(c["epoch"], 0) | new
                     if c["answered"] == c["named"]:
                         settle(cid, c)
                 else:
                     settle(cid, c)
-            held = sum(CHALLENGE_BOND - c["paid"] for c in model.values() if c["state"] == OPEN)
+            held = sum(c["bond"] - c["paid"] for c in model.values() if c["state"] == OPEN)
             assert net.stake.balanceOf(u.address) == held
             assert {a: net.stake.balanceOf(a) for a in parties} == expected, s
         # After every window: each open challenge resolves, and nothing is left behind.

@@ -107,8 +107,8 @@ def test_beats_receipts_reports_and_the_heartbeat_fallback(tmp_path, private_dev
             # and the receipted, unreported epoch is claimed in the last epoch a claim can be.
             validator.stop()
             # The stopped validator's second address challenges its report of `receipted` (the
-            # slash would go to itself): only the provider can answer, and its answer takes the
-            # fixed answer fee out of the bond (the griefer's pair pays the provider's gas).
+            # slash would go to itself): only the provider can answer, and its own answer takes
+            # its gas out of the bond (the griefer's pair pays the provider's gas).
             challenger = Chain(network, devnet_account(CHALLENGER))
             StakeToken(challenger).fund(uptime.address, 10 * 10**18, "challenge bond")
             [report] = reports(receipted)
@@ -144,7 +144,11 @@ def test_beats_receipts_reports_and_the_heartbeat_fallback(tmp_path, private_dev
             [answer] = wait_until(shown, timeout=30, what="the provider's answer to the challenge")
             assert (answer["args"]["provider"], answer["args"]["answered_by"]) == \
                 (node.address, node.address)
-            assert answer["args"]["to_answerer"] == uptime.answer_fee() > 0
+            # an own answer (its beat alone, from the moment): paid its gas at the fee's rate
+            paid, fee = answer["args"]["to_answerer"], uptime.answer_fee()
+            gas = w3.eth.get_transaction_receipt(answer["transactionHash"])["gasUsed"]
+            rate = chain.uptime.functions.ANSWER_FEE_GAS().call()
+            assert fee < paid <= uptime.most_paid_per_beat() and paid * rate // fee >= gas
             [settled] = chain.events("Uptime", "ChallengeResolved", network.deploy_block,
                                      argument_filters={"challenge_id": challenge_id})
             assert settled["args"]["unanswered"] == 0   # every named beat shown: settled at once

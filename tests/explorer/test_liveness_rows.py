@@ -65,7 +65,7 @@ def _transfer(n: int, log: int, sender: str, receiver: str, value: int) -> Event
     return _record(n, log, "Transfer", "StakeToken", sender=sender, receiver=receiver, value=value)
 
 
-FEE = BOND * 5_000 // 10_000 // 256         # Uptime.answer_fee(): fixed per beat shown
+FEE = BOND * 625 // 10_000 // 32            # Uptime.answer_fee(): per beat shown in a batch
 SLASH = 50 * TSTK
 RECORDS = [
     _registered(1, P), _registered(2, Q), _registered(3, R),     # registry indices 0, 1, 2

@@ -197,8 +197,10 @@ def test_a_challenge_naming_the_node_among_others_is_answered_for_the_node(world
                                                                          tmp_path):
     """One challenge names the whole report (the node and another provider): the node answers
     its own inclusion alone (its bit proven, the challenge still open for the other), and the
-    answer pays it the fixed answer fee (challenge_bond / 512). Adversary: a challenger hiding
-    the node among others, hoping it looks only for challenges of it alone."""
+    answer, an own answer (Uptime.own_answer_from on), pays it the gas it used at the answer
+    fee's rate (challenge_bond / 512 per ANSWER_FEE_GAS): this is the challenge's first answer,
+    the dearest, 9-10 fees. Adversary: a challenger hiding the node among others, hoping it
+    looks only for challenges of it alone."""
     home, devnet, network, epoch, signature, (words, _) = world_again
     chain = Chain(network, devnet_account(CHALLENGER))
     uptime = Uptime(chain)
@@ -212,7 +214,11 @@ def test_a_challenge_naming_the_node_among_others_is_answered_for_the_node(world
     [shown] = chain.events("Uptime", "InclusionAnswered", network.deploy_block,
                            argument_filters={"challenge_id": challenge_id})
     assert (shown["args"]["provider"], shown["args"]["answered_by"]) == (node.address,) * 2
-    assert shown["args"]["to_answerer"] == uptime.answer_fee() == 10 * 10**18 // 512
+    fee, paid = uptime.answer_fee(), shown["args"]["to_answerer"]
+    gas = chain.w3.eth.get_transaction_receipt(shown["transactionHash"])["gasUsed"]
+    rate = chain.uptime.functions.ANSWER_FEE_GAS().call()
+    assert fee == 10 * 10**18 // 512 and 8 * fee < paid < 11 * fee
+    assert gas <= paid * rate // fee <= 1.25 * gas        # its gas, at the fee's rate
     index = node.heartbeats.answers.registry_index()
     assert index == 1 and uptime.proven_word(epoch, 0) == 1 << index
     challenge = uptime.challenge(challenge_id)
@@ -222,14 +228,14 @@ def test_a_challenge_naming_the_node_among_others_is_answered_for_the_node(world
 
 
 def test_a_griefers_challenge_the_validator_answers_costs_the_node_nothing(world_again, tmp_path):
-    """The griefing (issue 15, tests/contracts/test_liveness_attacks_2.py's strict xfail: a lone
-    answer costs 2.8-5.5 answer fees of gas): a griefer names every inclusion of an honest
-    report. The validator, which holds the beats, shows them at once in one batch (done here
-    with its key, as validator/liveness_answers.py does); the node waits for its moment, reads
-    the challenge once, records `answered-by-another`, and sends no transaction: its nonce
-    does not move, whatever the griefer pays. Adversary: a challenge sent in the last epoch of
-    the challenge window gives the node the same moment (tests/provider/
-    test_inclusion_answer_timing.py for the last second)."""
+    """The griefing (issue 15: a lone answer costs 2.8-10.5 answer fees of gas, paid back since
+    as an own answer, tests/contracts/test_liveness_attacks_2.py): a griefer names every
+    inclusion of an honest report. The validator, which holds the beats, shows them at once in
+    one batch (done here with its key, as validator/liveness_answers.py does); the node waits
+    for its moment, reads the challenge once, records `answered-by-another`, and sends no
+    transaction: its nonce does not move, whatever the griefer pays. Adversary: a challenge
+    sent in the last epoch of the challenge window gives the node the same moment
+    (tests/provider/test_inclusion_answer_timing.py for the last second)."""
     home, devnet, network, epoch, signature, (words, _) = world_again
     chain = Chain(network, devnet_account(CHALLENGER))
     uptime = Uptime(chain)

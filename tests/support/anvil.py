@@ -7,7 +7,9 @@ from tessera.chain.client import Chain
 
 def rpc(chain: Chain, method: str, *params):
     """The result of one raw JSON-RPC call (anvil's evm_* and anvil_* methods)."""
-    return chain.w3.provider.make_request(method, list(params))["result"]
+    answer = chain.w3.provider.make_request(method, list(params))
+    assert "error" not in answer, answer
+    return answer["result"]
 
 
 def mine(chain: Chain, blocks: int) -> int:

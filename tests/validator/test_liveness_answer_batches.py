@@ -53,7 +53,7 @@ def test_a_group_reads_only_the_proven_words_it_spans(monkeypatch):
 
 def test_a_group_fills_half_a_block_and_no_more():
     """A group is as many full batches (64 beats at ANSWER_GAS_PER_BEAT, the model of the
-    measured 16,743 gas, bench/results/liveness_challenge_gas.json) as fill
+    measured 16,772 gas, bench/results/liveness_challenge_gas.json) as fill
     ANSWER_GAS_SHARE_BPS of the block gas limit: the share of the chain the answer window is
     sized to (DeployParams), so the validator alone keeps up with it. On a 30 M-gas block that
     is 13 batches, about 13.9 M gas used (under the 15 M EIP-1559 target: a group fits one

@@ -381,11 +381,12 @@ def test_c_junk_forged_beats_and_silence_are_no_beat(world):
 def test_d_the_budget_is_shared_and_a_short_bond_names_a_random_part(world, monkeypatch):
     """Many liars at once, or a report naming more than the budget covers, to drain the
     watcher's stake into bonds or fees: (1) two liars name the offline provider 1 and the
-    watcher's balance pays one bond (the budget, in answer fees, covers thousands): one report
+    watcher's balance pays one bond (the budget, in answer fees, covers hundreds): one report
     is named (which one: drawn at random), the other is 'capped' (logged once, tried again
     on later passes, never past the balance). (2) A report whose unproven set would risk more
-    fees than the budget has left names a random part of it: here the fee is taken to be
-    half a bond (the watcher's reading of answer_fee is replaced) and the budget one bond, so
+    fees than the budget has left names a random part of it: here the most a beat can cost is
+    taken to be half a bond (the watcher's reading of most_paid_per_beat is replaced) and the
+    budget one bond, so
     two of the four unproven inclusions are named, for one bond."""
     (l1, _), (l2, _) = world.new_liar(), world.new_liar()
     watch, log = make_watch(world, "w-d")
@@ -417,7 +418,7 @@ def test_d_the_budget_is_shared_and_a_short_bond_names_a_random_part(world, monk
 
     liar, _ = world.new_liar()
     second, log = make_watch(world, "w-d2", max_bonds_lost_per_day=1)
-    second.bonds.fee = bond // 2
+    second.bonds.most_per_beat = bond // 2
     epoch, _ = world.new_epoch()
     world.report_round(epoch, [1, 2, 4, 5], liar)
     world.jump(epoch + 2)
@@ -567,13 +568,13 @@ def test_f_a_griefer_takes_one_bond_and_is_still_watched(world):
 def test_g_the_daily_loss_budget(world):
     """Sybil griefers could each make the watcher pay answer fees: the daily budget stops the
     watcher once what the last day's epochs lost plus what the challenges out may still lose
-    (answer_fee per provider named: the rest of a bond always comes back) reach
-    `max_bonds_lost_per_day` bonds; a day of epochs later it challenges again. Also the
-    pruning: settled challenges of epochs long past go."""
+    (most_paid_per_beat per provider named, as if each showed its own beat alone: the rest of
+    a bond always comes back) reach `max_bonds_lost_per_day` bonds; a day of epochs later it
+    challenges again. Also the pruning: settled challenges of epochs long past go."""
     liar, endpoint = world.new_liar()
     watch, log = make_watch(world, "w-g", max_bonds_lost_per_day=2)
     bond, fee = watch.bond, watch.bonds.fee
-    per_bond = bond // fee                                   # 512 named lose a bond in fees
+    per_bond = bond // watch.bonds.most_per_beat             # 32 named may lose a bond
     epoch, _ = world.new_epoch()
     world.report_round(epoch, [1], liar)
     world.jump(epoch + 2)

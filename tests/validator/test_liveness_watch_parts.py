@@ -46,8 +46,11 @@ class FakeUptime:
     def answer_fee(self):
         return BOND // 512
 
+    def most_paid_per_beat(self):
+        return BOND // 32
+
     def named_per_bond(self):
-        return 256
+        return 32
 
     def epoch_length(self):
         return 3600
@@ -62,7 +65,7 @@ class FakeUptime:
         return 0
 
     def challenge_bond_for(self, n):
-        return BOND * -(-n // 256)
+        return BOND * -(-n // 32)
 
     def challenge_inclusions(self, validator, epoch, words, named):
         used = [j for j, w in enumerate(named) if w]

@@ -15,17 +15,30 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import (
     ContractCustomError,
     ContractLogicError,
-    TimeExhausted,
+    TransactionNotFound,
     Web3RPCError,
 )
 from web3.types import RPCEndpoint, RPCResponse, TxReceipt
 
 from tessera.chain.compiler import compile_contract
+from tessera.chain.fees import (
+    DROP_CONFIRM_S,
+    LEGACY,
+    MAX_FEE_FACTOR,
+    MAX_TRACKED,
+    REPLACE_AFTER_S,
+    Sent,
+    bump_fees,
+    fee_cap,
+    fee_market,
+    fees_of,
+)
 from tessera.chain.network import Network
-from tessera.errors import ChainError, RpcUnavailable, TxRefused
+from tessera.errors import ChainError, RpcUnavailable, TxDropped, TxRefused
 
 T = TypeVar("T")
 GAS_MARGIN = 150_000
+RECEIPT_POLL_S = 0.1   # as web3's wait_for_transaction_receipt
 
 
 def tx_hash(receipt) -> str:
@@ -65,15 +78,24 @@ class _ChainIdOnce(Web3.HTTPProvider):
 
 
 class Chain:
-    """A connection to one network, optionally with a signing account."""
+    """A connection to one network, optionally with a signing account. A transaction it sent
+    and waits for that is not mined after `replace_after_s` seconds is replaced with raised
+    fees (fees.py), up to `max_fee_factor` x its first fee cap and `max_fee_wei` if given."""
 
-    def __init__(self, network: Network, account: LocalAccount | None = None, timeout: float = 10):
+    def __init__(self, network: Network, account: LocalAccount | None = None, timeout: float = 10,
+                 *, replace_after_s: float = REPLACE_AFTER_S, max_fee_factor: int = MAX_FEE_FACTOR,
+                 max_fee_wei: int | None = None):
         self.network = network
         self.account = account
         self.w3 = Web3(_ChainIdOnce(network.rpc_url, request_kwargs={"timeout": timeout}))
         self._contracts: dict[str, Contract] = {}
         self._nonce_lock = threading.Lock()
         self._next_nonce: int | None = None
+        self.replace_after_s = replace_after_s
+        self.max_fee_factor = max_fee_factor
+        self.max_fee_wei = max_fee_wei
+        self._sent: dict[str, Sent] = {}   # tx hash first sent -> its versions; until mined
+        self._sent_lock = threading.Lock()
 
     # -- reading -------------------------------------------------------------------------
     def contract(self, name: str) -> Contract:
@@ -202,25 +224,132 @@ class Chain:
                 self._reset_nonce()
                 raise
             break
+        self._track(Web3.to_hex(sent), fn.fn_name, tx, signed.raw_transaction)
         if not wait:
             return {"transactionHash": sent}  # type: ignore[return-value]
         return self.wait_for(sent, fn.fn_name, timeout)
 
+    def _track(self, name: str, what: str, tx: dict, raw: bytes) -> None:
+        """Keep what a replacement of this transaction needs, until a wait sees it mined."""
+        fees = fees_of(tx)
+        record = Sent(what, dict(tx), raw, fee_cap(fees, self.max_fee_factor, self.max_fee_wei),
+                      time.monotonic(), [name], [fees])
+        with self._sent_lock:
+            self._sent[name] = record
+            while len(self._sent) > MAX_TRACKED:   # sent with wait=False, never waited for
+                del self._sent[next(iter(self._sent))]
+
     def wait_for(self, sent, what: str, timeout: float = 60) -> TxReceipt:
-        """The receipt of a transaction sent (its hash), once mined: ChainError if it is not
-        mined within `timeout` seconds, TxRefused if it reverted (`what`: the call, for the
-        messages)."""
+        """The receipt of a transaction sent (its first hash), once mined: ChainError if it is
+        not mined within `timeout` seconds, TxRefused if it reverted, TxDropped (at once) if
+        another transaction was mined on its nonce (`what`: the call, for the messages).
+
+        One this Chain sent costs one RPC call a poll (RECEIPT_POLL_S), however many versions
+        it has: the account's `latest` nonce; its versions' receipts are asked for only once
+        that has passed the transaction's nonce, and if none has one for DROP_CONFIRM_S (across
+        waits: a receipt may lag the nonce on a load-balanced RPC), it never will (TxDropped). Until
+        then, not mined `replace_after_s` after its last version, it is replaced
+        (_replace_due), in this wait or a later one for the same hash; whatever that sends
+        fails of, the wait goes on. The receipt is that of whichever version is mined (the
+        first may still win). Another hash (not sent here) is polled for its receipt alone."""
         name = Web3.to_hex(sent)
-        try:
-            receipt = self.rpc(
-                lambda: self.w3.eth.wait_for_transaction_receipt(sent, timeout=timeout),
-                what=f"{what} receipt",
-            )
-        except TimeExhausted:
-            raise ChainError(f"{what} ({name}) not mined within {timeout}s") from None
+        record = self._sent.get(name)
+        deadline = time.monotonic() + timeout
+        while True:
+            hashes = list(record.hashes) if record else [name]
+            used = None if record is None else self.rpc(
+                lambda: self.w3.eth.get_transaction_count(self.address, "latest"), what="nonce")
+            if used is None or used > record.nonce:
+                receipt = self._mined(hashes, what)
+                if receipt is not None:
+                    break
+                if used is not None:
+                    record.used_since = record.used_since or time.monotonic()
+                    if time.monotonic() - record.used_since >= DROP_CONFIRM_S:
+                        self._forget(name)
+                        raise TxDropped(
+                            f"{what} (nonce {record.nonce}; {', '.join(hashes)}) was dropped: "
+                            "another transaction was mined on its nonce; it was never mined")
+            now = time.monotonic()
+            if now >= deadline:
+                raise ChainError(f"{what} ({', '.join(hashes)}) not mined within {timeout}s")
+            if used is not None and used <= record.nonce \
+                    and now - record.sent_at >= self.replace_after_s:
+                try:
+                    self._replace_due(record, used)
+                except Exception as exc:   # the wait goes on, whatever failed
+                    record.replace_failed(exc)
+            time.sleep(max(min(RECEIPT_POLL_S, deadline - time.monotonic()), 0))
+        self._forget(name)
         if receipt["status"] != 1:
-            raise TxRefused(f"{what} reverted on chain in tx {name}")
+            raise TxRefused(f"{what} reverted on chain in tx {tx_hash(receipt)}")
         return receipt
+
+    def _forget(self, name: str) -> None:
+        with self._sent_lock:
+            self._sent.pop(name, None)
+
+    def _mined(self, hashes: list[str], what: str) -> TxReceipt | None:
+        for name in reversed(hashes):   # the newest version is the likeliest
+            try:
+                receipt = self.rpc(lambda n=name: self.w3.eth.get_transaction_receipt(n),
+                                   what=f"{what} receipt")
+            except TransactionNotFound:
+                continue
+            if receipt is not None and receipt["blockHash"] is not None:
+                return receipt
+        return None
+
+    def _replace_due(self, record: Sent, used: int) -> None:
+        """Replace `record` and, first, every transaction of this account on an earlier nonce
+        that is tracked and due too: a later one waits behind a stuck nonce whatever its own
+        fees. Those on a nonce the chain has used (`used`: the `latest` count) are mined, or
+        dropped (TxDropped): left alone."""
+        now = time.monotonic()
+        record.sent_at = now
+        with self._sent_lock:   # (`record` itself even if dropped beyond MAX_TRACKED)
+            tracked = {*self._sent.values(), record}
+        due = sorted((r for r in tracked if used <= r.nonce <= record.nonce
+                      and (r is record or now - r.sent_at >= self.replace_after_s)),
+                     key=lambda r: r.nonce)
+        for stuck in due:
+            self._replace(stuck)
+
+    def _replace(self, record: Sent) -> None:
+        """Sign the next version (fees.bump_fees), record it as sent (Sent.sending: its hash
+        is keccak of the signed bytes, known before the node answers), and send it; at the
+        cap, out of funds or mined already, send the newest version again instead (a node that
+        lost its pool takes it back; a refusal of that is of no interest). A node's refusal of
+        a new version takes it back (Sent.refused); a send with no answer (a timeout, an RPC
+        error) keeps it, since the node may have it (Sent.unanswered): never raised."""
+        if not record.lock.acquire(blocking=False):   # another thread is at it
+            return
+        try:
+            record.sent_at = time.monotonic()
+            new = None
+            if record.bumping:
+                new = bump_fees(fees_of(record.tx), **fee_market(self, LEGACY in record.tx),
+                                cap=record.cap)
+                if new is None:
+                    record.at_cap()
+            if new is not None:
+                tx = {**record.tx, **new}
+                raw = self.account.sign_transaction(tx).raw_transaction
+                record.sending(tx, raw, Web3.to_hex(Web3.keccak(raw)))
+            raw = record.raw
+            try:
+                self.rpc(lambda: self.w3.eth.send_raw_transaction(raw), what=record.what)
+            except (ValueError, Web3RPCError) as exc:   # the node's answer: not taken
+                if new is not None:
+                    record.refused(str(exc))
+                return
+            except Exception as exc:   # no answer: the node may have it
+                record.unanswered(exc)
+                return
+            if new is not None:
+                record.accepted()
+        finally:
+            record.lock.release()
 
     def events(
         self, contract: str, event: str, from_block: int, to_block: int | str = "latest",

@@ -105,11 +105,24 @@ class Uptime(ContractWrapper):
         return self._call("challenge_bond_for", named)
 
     def answer_fee(self) -> int:
-        """The fixed fee each beat shown on a challenge pays its shower (InclusionAnswered's
+        """The fee each beat shown on a challenge pays its shower (InclusionAnswered's
         to_answerer): challenge_bond * ANSWER_FEE_BPS / 10,000 / NAMED_PER_BOND, about one
-        batched answer's gas. A challenger loses at most this per named provider: the rest of
-        the bond always comes back to it."""
+        batched answer's gas. A provider's own lone answer in the second half is paid its gas
+        instead (`own_answer_from`, at most `most_paid_per_beat`); the rest of the bond always
+        comes back to the challenger."""
         return self._call("answer_fee")
+
+    def own_answer_from(self, epoch: int) -> int:
+        """The block timestamp from which a named provider showing its own beat of `epoch`
+        alone is paid the gas it used (an own answer) instead of one answer fee: the second
+        half of the answer-only epochs (protocol.liveness.provider_answer_from)."""
+        return self._call("own_answer_from", epoch)
+
+    def most_paid_per_beat(self) -> int:
+        """The most one beat shown can cost its challenge's bond: an own answer's cap,
+        answer_fee x Uptime.OWN_ANSWER_MAX_FEES (a challenger's worst case per named provider;
+        the bond covers it)."""
+        return self.answer_fee() * self._call("OWN_ANSWER_MAX_FEES")
 
     def named_per_bond(self) -> int:
         """Uptime.NAMED_PER_BOND: the providers one challenge_bond covers."""

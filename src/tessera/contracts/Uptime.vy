@@ -57,7 +57,8 @@ struct Challenge:
     # providers named (their registry bits: named_word), and how many of them were answered here
     named: uint256
     answered: uint256
-    # answer fees paid so far (ANSWER_FEE_BPS of challenge_bond / NAMED_PER_BOND per beat)
+    # answer fees paid so far (an answer fee per beat shown; an own answer, up to
+    # OWN_ANSWER_MAX_FEES of them)
     paid: uint256
     # registry words the named bitmap spans (named_word(id, j) for j < words)
     words: uint256
@@ -159,8 +160,9 @@ MAX_JAIL_AFTER: public(constant(uint256)) = 1_024
 # A liveness report covers registry indices 0 .. 256 * MAX_LIVENESS_WORDS - 1 (131,072).
 MAX_LIVENESS_WORDS: public(constant(uint256)) = 512
 # One challenge_bond buys a challenge naming up to this many providers (the bond grows by one
-# challenge_bond per further NAMED_PER_BOND), so that the bond always covers the answer fees.
-NAMED_PER_BOND: public(constant(uint256)) = 256
+# challenge_bond per further NAMED_PER_BOND), so that the bond always covers the answer fees,
+# own answers' included (OWN_ANSWER_MAX_FEES x ANSWER_FEE_BPS <= 10,000).
+NAMED_PER_BOND: public(constant(uint256)) = 32
 # Beats one answer_challenge call may show (a bound for its loop).
 MAX_ANSWERS: public(constant(uint256)) = 64
 BEAT_TYPEHASH: public(constant(bytes32)) = keccak256("Beat(address provider,uint256 epoch,bytes32 seed)")
@@ -172,11 +174,32 @@ BEAT_RECEIPT_TYPEHASH: public(constant(bytes32)) = keccak256(
 # loses most of the slash (basis points).
 CHALLENGER_SHARE_BPS: public(constant(uint256)) = 2_000
 # The answer fee: each beat shown on a challenge pays its shower challenge_bond *
-# ANSWER_FEE_BPS / 10_000 / NAMED_PER_BOND (at most half of any bond). Sized to one batched
-# answer's gas, not more: a validator (or its second address) answering beats it withheld
-# earns back its gas, so withholding them to drain challengers' bonds pays nothing; a
-# griefer naming an honest report's inclusions pays each answerer's gas (basis points).
-ANSWER_FEE_BPS: public(constant(uint256)) = 5_000
+# ANSWER_FEE_BPS / 10_000 / NAMED_PER_BOND (challenge_bond / 512). Sized to one batched
+# answer's gas (ANSWER_FEE_GAS), not more: a validator (or its second address) answering beats
+# it withheld earns back its gas, so withholding them to drain challengers' bonds pays nothing;
+# a griefer naming an honest report's inclusions pays each answerer's gas (basis points).
+ANSWER_FEE_BPS: public(constant(uint256)) = 625
+# The gas the answer fee is sized to: one beat in an answer of MAX_ANSWERS (16,772 measured,
+# bench/results/liveness_challenge_gas.json, rounded up; protocol.liveness.ANSWER_GAS_PER_BEAT).
+ANSWER_FEE_GAS: public(constant(uint256)) = 17_000
+# The own answer: a named provider showing its own beat alone (one beat, sent by the provider)
+# from own_answer_from(epoch) on, the second half of the answer-only epochs, when the
+# validators that hold its beat have not answered. That lone transaction costs 5.5-10.5 fees of
+# gas (94,300-177,900 on anvil), so it is paid the gas it used (measured in the call, plus
+# OWN_ANSWER_OVERHEAD_GAS for what the call cannot measure: the 21,000 of any transaction, its
+# calldata, the log and the fee's token transfer; OWN_ANSWER_SETTLE_GAS more when the answer
+# completes the challenge and so settles it; FRESH_BALANCE_GAS for each balance written from
+# zero) at the answer fee's rate, fee / ANSWER_FEE_GAS, at least one fee and at most
+# OWN_ANSWER_MAX_FEES: so a griefer's challenge costs an honest provider nothing, and a
+# provider colluding with a withholding validator earns its gas back from a watcher's bond, as
+# the validator would, no more. A sender with code is paid one fee (see answer_challenge).
+OWN_ANSWER_OVERHEAD_GAS: public(constant(uint256)) = 40_000
+OWN_ANSWER_SETTLE_GAS: public(constant(uint256)) = 14_000
+# What writing a token balance from zero costs beyond writing a non-zero one (EIP-2200/2929:
+# 20,000 + 2,100 against 2,900 + 2,100): added for each such balance the own answer's
+# transfers write (the provider holding none; the challenger holding none at the settlement).
+FRESH_BALANCE_GAS: public(constant(uint256)) = 17_100
+OWN_ANSWER_MAX_FEES: public(constant(uint256)) = 16
 # open_epoch stores seed = the previous block's hash with its low 64 bits replaced by the
 # number of the block it ran in (no second storage slot): claim_beat reads that block back.
 SEED_BLOCK_MASK: constant(uint256) = 2**64 - 1
@@ -394,6 +417,13 @@ def _answer_fee() -> uint256:
 
 
 @internal
+@view
+def _own_answer_from(epoch: uint256) -> uint256:
+    # The start of the epoch after the answer window, less half of the answer-only epochs.
+    return genesis + (self._answer_end(epoch) + 1) * epoch_length - answer_epochs * epoch_length // 2
+
+
+@internal
 def _pay(to: address, amount: uint256):
     if amount > 0:
         assert extcall IERC20(stake_token).transfer(to, amount, default_return_value=True), "uptime: bond transfer failed"
@@ -568,6 +598,20 @@ def answer_fee() -> uint256:
     @return uint256 challenge_bond * ANSWER_FEE_BPS / 10_000 / NAMED_PER_BOND (stake-token base units).
     """
     return self._answer_fee()
+
+
+@external
+@view
+def own_answer_from(epoch: uint256) -> uint256:
+    """
+    @notice From this block timestamp on, a named provider showing its own beat of `epoch`
+            alone is paid its gas (an own answer, OWN_ANSWER_MAX_FEES fees at most) instead of
+            one answer fee: the second half of the answer-only epochs, up to the end of epoch
+            epoch + report_delay + 1 + answer_epochs (protocol.liveness.provider_answer_from).
+    @param epoch The reported epoch.
+    @return uint256 A block timestamp.
+    """
+    return self._own_answer_from(epoch)
 
 
 @external
@@ -791,17 +835,28 @@ def answer_challenge(
             with named providers' beat signatures, in time. Each beat shown pays the caller
             the answer fee; a provider whose beat was shown already (on any challenge: one
             copied from this call's calldata and sent first, say) is skipped, unpaid, so that
-            nobody can void a batch. Once every named beat is shown here, the rest of the bond
-            goes back to the challenger.
+            nobody can void a batch. An own answer (a named provider without code showing its
+            own beat alone, from own_answer_from(epoch) on) is paid the gas it used at the
+            fee's rate instead, one to OWN_ANSWER_MAX_FEES fees. Once every named beat is shown
+            here, the rest of the bond goes back to the challenger.
     @param challenge_id The challenge.
     @param providers Named providers, at least one whose beat was not yet shown.
     @param beat_signatures Each provider's `Beat(provider, epoch, seed(epoch))`, in order.
     """
-    c: Challenge = self.challenges[challenge_id]
-    assert c.state == OPEN, "uptime: challenge not open"
-    assert self._current_epoch() <= self._answer_end(c.epoch), "uptime: answer too late"
+    start_gas: uint256 = msg.gas
+    # The state and the epoch first, the rest of the record once something will be shown: an
+    # answer that fails (its beats shown already, say by a griefer's batch just ahead of it)
+    # costs its sender as little as possible.
+    assert self.challenges[challenge_id].state == OPEN, "uptime: challenge not open"
+    epoch: uint256 = self.challenges[challenge_id].epoch
+    assert self._current_epoch() <= self._answer_end(epoch), "uptime: answer too late"
     assert len(providers) > 0, "uptime: no provider given"
     assert len(providers) == len(beat_signatures), "uptime: one signature per provider"
+    # An own answer: the named provider itself, its beat alone, in the second half, sent from
+    # an address without code (an EIP-7702-delegated provider could answer several challenges
+    # in one transaction, each paid a transaction's own 21,000: it is paid one fee a beat).
+    own: bool = len(providers) == 1 and providers[0] == msg.sender and not msg.sender.is_contract and block.timestamp >= self._own_answer_from(epoch)
+    validator: address = self.challenges[challenge_id].validator
     fee: uint256 = self._answer_fee()
     shown: uint256 = 0
     for i: uint256 in range(MAX_ANSWERS):
@@ -812,26 +867,55 @@ def answer_challenge(
         index: uint256 = staticcall IProviderRegistry(registry).index_of(provider)
         bit: uint256 = 1 << (index & 255)
         assert self._named[challenge_id][index >> 8] & bit != 0, "uptime: provider not named"
-        proven: uint256 = self._proven[c.epoch][index >> 8]
+        proven: uint256 = self._proven[epoch][index >> 8]
         if proven & bit != 0:
             continue
-        assert signature.recover(self._beat_digest(provider, c.epoch), beat_signatures[i]) == provider, "uptime: beat not signed by the provider"
-        self._proven[c.epoch][index >> 8] = proven | bit
-        log InclusionAnswered(
-            challenge_id=challenge_id,
-            validator=c.validator,
-            provider=provider,
-            epoch=c.epoch,
-            answered_by=msg.sender,
-            to_answerer=fee,
-        )
+        assert signature.recover(self._beat_digest(provider, epoch), beat_signatures[i]) == provider, "uptime: beat not signed by the provider"
+        self._proven[epoch][index >> 8] = proven | bit
+        if not own:
+            log InclusionAnswered(
+                challenge_id=challenge_id,
+                validator=validator,
+                provider=provider,
+                epoch=epoch,
+                answered_by=msg.sender,
+                to_answerer=fee,
+            )
         shown += 1
     assert shown > 0, "uptime: every beat given was shown already"
+    c: Challenge = self.challenges[challenge_id]
+    pay: uint256 = fee * shown
     c.answered += shown
-    c.paid += fee * shown
+    c.paid += pay
     self.challenges[challenge_id].answered = c.answered
     self.challenges[challenge_id].paid = c.paid
-    self._pay(msg.sender, fee * shown)
+    if own:
+        # The gas used so far (the first writes of a challenge's counters included) and what
+        # follows, which costs the same whatever the caller sends: the transaction's own
+        # 21,000 and calldata, the log, the transfer and, when this answer completes the
+        # challenge, the settlement. At the answer fee's rate.
+        tail: uint256 = OWN_ANSWER_OVERHEAD_GAS
+        # A balance written from zero costs FRESH_BALANCE_GAS more (read here, so that the
+        # transfers below find the slots warm: the constants assume it).
+        if staticcall IERC20(stake_token).balanceOf(msg.sender) == 0:
+            tail += FRESH_BALANCE_GAS
+        if c.answered == c.named:
+            tail += OWN_ANSWER_SETTLE_GAS
+            if c.bond > c.paid and staticcall IERC20(stake_token).balanceOf(c.challenger) == 0:
+                tail += FRESH_BALANCE_GAS
+        used: uint256 = start_gas - msg.gas + tail
+        pay = min(max(used * fee // ANSWER_FEE_GAS, fee), fee * OWN_ANSWER_MAX_FEES)
+        c.paid += pay - fee
+        self.challenges[challenge_id].paid = c.paid
+        log InclusionAnswered(
+            challenge_id=challenge_id,
+            validator=validator,
+            provider=msg.sender,
+            epoch=epoch,
+            answered_by=msg.sender,
+            to_answerer=pay,
+        )
+    self._pay(msg.sender, pay)
     if c.answered == c.named:
         self._settle_answered(challenge_id, c)
 

@@ -174,11 +174,12 @@ def provider_answer_from(epoch: int, report_delay: int, answer_epochs: int, gene
     """The chain time (a block timestamp) from which a provider answers a challenge of its own
     inclusion in a report of `epoch` (provider/inclusion_answers.py): the second half of the
     answer-only epochs, those after the last one a challenge is accepted in and up to
-    `answer_end`. The validators answer first, at once and 64 beats a transaction, which the
-    answer fee pays for; a provider's lone answer costs it several fees of gas, so it is sent
-    only if its beat is still unshown by then. From Uptime's immutables only: a restart, or a
-    challenge seen late, does not move it, and a challenge sent in the last block of the
-    challenge window still leaves the provider the whole second half,
+    `answer_end`; Uptime's `own_answer_from`, from which such a lone answer is paid its gas (a
+    test checks the two agree). The validators answer first, at once and 64 beats a
+    transaction, which the answer fee pays for; a provider's lone answer costs several fees of
+    gas, so it is sent only if its beat is still unshown by then. From Uptime's immutables
+    only: a restart, or a challenge seen late, does not move it, and a challenge sent in the
+    last block of the challenge window still leaves the provider the whole second half,
     `answer_epochs * epoch_length // 2` seconds (at least half of the answer-only time)."""
     end = epoch_start(answer_end(epoch, report_delay, answer_epochs) + 1, genesis, epoch_length)
     return end - answer_epochs * epoch_length // 2
@@ -193,7 +194,7 @@ def watched_epoch(current: int, report_delay: int) -> int:
 
 # What answering costs the chain and how fast a validator answers, to size the answer window
 # (Uptime's answer_epochs) to the chain deployed to. ANSWER_GAS_PER_BEAT is a model from
-# measured gas: 16,743 a beat in a call of 64 (bench/results/liveness_challenge_gas.json, anvil),
+# measured gas: 16,772 a beat in a call of 64 (bench/results/liveness_challenge_gas.json, anvil),
 # rounded up; tests/contracts/test_liveness_attacks_2.py checks it against the bench.
 ANSWER_GAS_PER_BEAT = 17_000
 MAX_ANSWERS = 64          # Uptime.MAX_ANSWERS: the beats one answer_challenge shows at most

@@ -12,46 +12,48 @@ this node's registry index (read once, and only once the node is registered: an 
 address reads as index 0, which is some other provider's) is stored at once (a restart keeps
 it: the watcher moves its last_block past the event only after this).
 
-When: validators first, the node in the second half. Showing a beat pays its sender the fixed
+When: validators first, the node in the second half. Showing a beat pays its sender
 `Uptime.answer_fee` (challenge_bond / 512) out of the bond, sized to one beat in a batch of 64
-(about 16,700 gas); a beat shown alone costs 47,600-91,800 gas. The validator that reported
-the node holds its beat and answers every challenge of its report at once, 64 beats a
-transaction (validator/liveness_answers.py), and so does every other validator that reported
-it, for its own report's providers. So the node waits: it answers a challenge only from
-`protocol.liveness.provider_answer_from` on, the second half of the answer-only epochs (after
-the last epoch a challenge is accepted in, up to the event's `answer_by_epoch`), and only if
-its beat is still unshown then. Before that moment it sends nothing and reads nothing for the
-challenge; the moment comes from Uptime's immutables (read once), so a restart does not move
-it. Chain time is judged from the latest head the liveness thread follows: the latest of its
-timestamp, that plus the time since this process first saw it (a chain that mines only when
-there are transactions stops at its last block), and the wall clock; every error of these
-clocks makes the node answer earlier, never later. From the moment on, the node answers for
-itself alone (`answer_challenge(id, [node], [signature])`) while the answer window is open,
-unless the chain says the challenge is no longer open or its beat of that epoch was already
-shown (`proven_word`: on this challenge or any other of the epoch, by anyone; it cannot be
-shown twice): then it sends nothing and records `answered-by-another`. Should another answer
-land between its read and its send, the chain skips the node's beat (unpaid) and refuses the
-call as "every beat given was shown already": answered by another, too. While such a challenge
-is open, the node's live bit of the epoch is gone; the receipt-claim check (heartbeats.py) asks
-`answering` (or, before the watcher has handed the challenge over, `disputed`) and claims
-nothing for it, since the answer brings the bit back.
+(about 16,700 gas). The validator that reported the node holds its beat and answers every
+challenge of its report at once, 64 beats a transaction (validator/liveness_answers.py), and so
+does every other validator that reported it, for its own report's providers. So the node
+waits: it answers a challenge only from `protocol.liveness.provider_answer_from` on, the second
+half of the answer-only epochs (after the last epoch a challenge is accepted in, up to the
+event's `answer_by_epoch`), and only if its beat is still unshown then. That moment is also
+Uptime's `own_answer_from`: from it on, the node's own lone answer (94,300-177,900 gas) is paid
+the gas it used at the fee's rate, not one fee (an own answer), so answering costs the node
+nothing. Before that moment it sends nothing and reads nothing for the challenge; the moment
+comes from Uptime's immutables (read once), so a restart does not move it. Chain time is
+judged from the latest head the liveness thread follows: the latest of its timestamp, that
+plus the time since this process first saw it (a chain that mines only when there are
+transactions stops at its last block), and the wall clock; every error of these clocks makes
+the node answer earlier, never later (a node whose clock runs ahead of the chain's may then
+land before `own_answer_from` and be paid one fee: its epoch comes first). From the moment
+on, the node answers for itself alone (`answer_challenge(id, [node], [signature])`) while the
+answer window is open, unless the chain says the challenge is no longer open or its beat of
+that epoch was already shown (`proven_word`: on this challenge or any other of the epoch, by
+anyone; it cannot be shown twice): then it sends nothing and records `answered-by-another`.
+Should another answer land between its read and its send, the chain skips the node's beat
+(unpaid) and refuses the call as "every beat given was shown already": answered by another,
+too. While such a challenge is open, the node's live bit of the epoch is gone; the
+receipt-claim check (heartbeats.py) asks `answering` (or, before the watcher has handed the
+challenge over, `disputed`) and claims nothing for it, since the answer brings the bit back.
 
 The griefing this removes: naming every inclusion of an honest report used to make each named
-provider pay a lone answer at once, 3-5 answer fees of gas, every epoch the griefer liked. Now
+provider pay a lone answer at once, 3-9 answer fees of gas, every epoch the griefer liked. Now
 the honest validator's batches show them all in the first half and the providers send nothing
 (tests/provider/test_inclusion_answer_timing.py). What remains (adversary notes):
 - A challenge sent in the last block of the challenge window: the moment is fixed by the
   epochs, not by the challenge, so the node still has `answer_epochs * epoch_length / 2`.
-- A validator that answers only in the second half: the providers answer first at the moment
-  and pay their lone answers. It gains nothing by it: its batch costs what the fees pay it,
-  now or later, and a late batch only risks its stake (less time for the beats it holds).
+- A validator that answers only in the second half: the providers answer first at the moment,
+  each paid its gas by the challenger's bond. The validator gains nothing by it.
 - A validator that never answers (offline, or lying: it challenges its own report from a
   second address, or leaves a griefer's challenge alone): every other validator that reported
-  the node answers for it in the first half; if none did, the node pays its own lone answer
-  (less the fee), which protects its epoch. All named beats shown, the challenge settles as
-  answered: the validator is not slashed and the challenger gets its bond less the fees. So
-  a validator colluding with a griefer can still cost the providers of its own report a few
-  fees of gas each, at one fee each plus the challenge's gas to itself (the node's
+  the node answers for it in the first half; if none did, the node sends its own answer, which
+  protects its epoch and is paid its gas (1.01-1.07 times, measured: bench/results/
+  liveness_challenge_gas.json). All named beats shown, the challenge settles as answered:
+  the validator is not slashed and the challenger gets its bond back less what was paid, so a
+  validator colluding with a griefer pays its providers' gas (the node's
   `inclusion-challenge-answered` lines name the validator).
 
 Repeats: the watcher hands over an event again when a reorg moved it to another block, or

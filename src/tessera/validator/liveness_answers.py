@@ -31,7 +31,9 @@ anyone. For every challenge of its own reports (its status in liveness.db's answ
   the node has it ends the group's sending, so no later nonce waits behind a gap. A reorg
   that drops one transaction of a group (and, by nonce, those after it, until the node
   includes them again) only makes its beats unshown again: the next scan's read shows them
-  so, and sends them again.
+  so, and sends them again. So does an answer that will never be mined because a node dropped
+  it and another transaction of the account took its nonce (`TxDropped`, at once): it is no
+  longer pending, as if never sent.
 - A named provider whose beat it does not hold (a lost database) is logged once as
   unanswerable; the others are still shown (the slash is per unshown provider).
 - Answered in full on this challenge, the challenge settles at once. A named beat shown on
@@ -59,14 +61,14 @@ import time
 from prometheus_client import CollectorRegistry, Counter
 
 from tessera.chain.client import tx_hash
-from tessera.errors import ChainError, RpcUnavailable, TxRefused
+from tessera.errors import ChainError, RpcUnavailable, TxDropped, TxRefused
 from tessera.protocol import liveness
 
 WAITING_CHECK_S = 30.0   # an open challenge with nothing left to show: read again this often
 # Answer transactions sent before any receipt is waited for (one group, consecutive nonces):
 # protocol.liveness.answer_batches_per_group, the rate the answer window is sized to
 # (DeployParams): as many full batches as fill half a block, at most MAX_GROUP_BATCHES. On a
-# 30 M-gas block: 13 batches of 64 beats, about 13.9 M gas used at 16,743 a beat, under the
+# 30 M-gas block: 13 batches of 64 beats, about 13.9 M gas used at 16,772 a beat, under the
 # 15 M EIP-1559 target, so a group fits one block beside other traffic; a 10,000-provider
 # report named in full (157 batches) takes 13 groups. (A test's knob: a lower cap.)
 PIPELINE_BATCHES = liveness.MAX_GROUP_BATCHES
@@ -286,13 +288,19 @@ class ChallengeAnswers:
                  timeout: float) -> tuple[int | None, str | None]:
         """An answer's outcome, waited for up to `timeout`: (beats shown, None) once mined;
         (0, None) reverted with all its beats shown now (a griefer front-ran it from the
-        mempool, or the providers showed them: done); (0, why) reverted otherwise; (None, why)
+        mempool, or the providers showed them: done); (0, why) reverted otherwise, or dropped
+        (another transaction took its nonce: it will never be mined, so, like a send that
+        never happened, it is not pending and its unshown beats are sent again); (None, why)
         not mined yet."""
         duty = self.duty
         try:
             receipt = duty.chain.wait_for(sent_hash, "answer_challenge", timeout)
         except TxRefused as exc:            # reverted on chain
             return 0, (str(exc) if unproven(self.duty.uptime, epoch, batch) else None)
+        except TxDropped as exc:            # never mined, and never will be
+            duty.log("liveness-answer-dropped", "warning", challenge_id=cid, epoch=epoch,
+                     providers=len(batch), error=str(exc), note="its beats are sent again")
+            return 0, str(exc)
         except RpcUnavailable:
             raise
         except ChainError as exc:           # not mined within the timeout: still pending
@@ -307,8 +315,9 @@ class ChallengeAnswers:
     def _still_pending(self, cid: int, epoch: int) -> tuple[set[int], int]:
         """Answers of this challenge sent but not mined when last waited for (a receipt
         timeout: a fee spike, a congested node): looked at again (PENDING_CHECK_S each), so that
-        their beats are not sent a second time behind them. (The indices still pending, the
-        beats shown by those mined since.)"""
+        their beats are not sent a second time behind them. One dropped since (TxDropped: its
+        nonce taken by another transaction) is pending no more: its beats go into this scan's
+        groups again. (The indices still pending, the beats shown by those mined since.)"""
         left, shown, pending = [], 0, set()
         for batch, sent_hash in self._pending.pop(cid, []):
             count, _ = self._receipt(cid, epoch, batch, sent_hash, 1, PENDING_CHECK_S)

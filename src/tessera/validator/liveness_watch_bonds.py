@@ -12,15 +12,17 @@ challenge while the lie stays unanswered, so the liar is slashed for the lie wha
 Inclusions already named by a challenge (anyone's: `challenged_word`) or whose beat was shown
 already (`proven_word`: the inclusion is true) are left out before anything is sent.
 
-What a challenge can lose: each beat shown on it pays its shower the fixed
-`Uptime.answer_fee` (challenge_bond / 512), and the rest of the bond always comes back; a
-resolved one also pays 20 % of the slash. So its loss is paid - to_challenger, never below
-zero: the fees of its answered beats, at most named x answer_fee (a fully answered one loses
-exactly that), never the bond. The budget: what settled challenges of the last day's reported
-epochs lost, plus that worst case of every challenge out now, stays within
-`max_lost_per_day` x challenge_bond (8 x 10 TSTK on the devnet: 80 TSTK / 0.01953125 TSTK =
-4,096 named inclusions a day whose beats are all answered). Posting a bond takes the whole of
-it from the balance for a few epochs, so the balance bounds the bonds out too.
+What a challenge can lose: each beat shown on it pays its shower `Uptime.answer_fee`
+(challenge_bond / 512), or, shown by its own provider alone in the second half of the window,
+that answer's gas (`most_paid_per_beat`, 16 fees, at most); the rest of the bond always comes
+back; a resolved one also pays 20 % of the slash. So its loss is paid - to_challenger, never
+below zero: the fees of its answered beats, at most named x most_paid_per_beat, never the
+bond. The budget: what settled challenges of the last day's reported epochs lost, plus that
+worst case of every challenge out now, stays within `max_lost_per_day` x challenge_bond (8 x
+10 TSTK on the devnet: 80 TSTK / 0.3125 TSTK = 256 named inclusions out at once; settled
+ones count what they really paid, one fee a beat a validator's batch showed). Posting a bond
+takes the whole of it from the balance for a few epochs, so the balance bounds the bonds out
+too.
 
 When an epoch's challenges need more than the budget (in named providers) or the balance (in
 bonds) leaves, `share_named` hands out one bond's worth (NAMED_PER_BOND named) at a time to
@@ -100,6 +102,7 @@ class WatchBonds:
         self.uptime, self.token = Uptime(chain), StakeToken(chain)
         self.max_lost_per_day = max_lost_per_day
         self.bond = self.slash = self.fee = self.report_delay = self.answer_epochs = 0
+        self.most_per_beat = 0                 # Uptime.most_paid_per_beat
         self.per_bond = 1                      # Uptime.NAMED_PER_BOND
         self.epochs_per_day = 1
         self.send_s = SEND_S                   # the slowest recent challenge transaction
@@ -121,6 +124,7 @@ class WatchBonds:
         self.report_delay, self.answer_epochs = self.uptime.liveness_rules()
         self.bond, self.slash = self.uptime.challenge_rules()
         self.fee, self.per_bond = self.uptime.answer_fee(), self.uptime.named_per_bond()
+        self.most_per_beat = self.uptime.most_paid_per_beat()
         self.epochs_per_day = max(1, -(-DAY_S // self.uptime.epoch_length()))
 
     # -- the budget --------------------------------------------------------------------------
@@ -133,18 +137,18 @@ class WatchBonds:
         return self.max_lost_per_day * self.bond
 
     def at_risk(self) -> int:
-        """Base units the challenges out now may still lose: answer_fee for every provider
-        they name (the worst case, every named beat answered; the rest of each bond comes
-        back, so the bonds themselves are not at risk)."""
-        return self.store.named_out() * self.fee
+        """Base units the challenges out now may still lose: most_paid_per_beat for every
+        provider they name (the worst case, every named beat shown by its own provider alone;
+        the rest of each bond comes back, so the bonds themselves are not at risk)."""
+        return self.store.named_out() * self.most_per_beat
 
     def room(self, epoch: int) -> int:
-        """Base units new challenges on `epoch` may put at risk (named x answer_fee): the
+        """Base units new challenges on `epoch` may put at risk (named x most_paid_per_beat): the
         budget less the day's losses and what the challenges out may still lose."""
         return self.budget - self.lost_today(epoch) - self.at_risk()
 
     def budget_spent(self, epoch: int) -> bool:
-        spent = self.room(epoch) < max(self.fee, 1)
+        spent = self.room(epoch) < max(self.most_per_beat, 1)
         if spent and self._budget_logged != epoch:
             self._budget_logged = epoch
             self.m_challenges.labels("budget-spent").inc()
@@ -192,7 +196,7 @@ class WatchBonds:
         order = list(plans)
         _RANDOM.shuffle(order)
         balance = self.token.balance_of(self.address)
-        slots = max(0, self.room(epoch)) // max(self.fee, 1)
+        slots = max(0, self.room(epoch)) // max(self.most_per_beat, 1)
         given = share_named([len(plans[u]) for u in order], slots, balance // self.bond,
                             self.per_bond)
         for (validator, part), share in zip(order, given, strict=True):
