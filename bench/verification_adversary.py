@@ -72,12 +72,13 @@ from tessera.compute.model import ByteGPT  # noqa: E402
 from tessera.compute.replay import CommittingWorker  # noqa: E402
 from tessera.compute.train import split  # noqa: E402
 from tessera.protocol.jobspec import JobSpec, VerificationSpec, parse_job_spec  # noqa: E402
-from tessera.protocol.lease import order_deposit  # noqa: E402
-from tessera.protocol.money import PAYMENT_DECIMALS, STAKE_DECIMALS  # noqa: E402
 from tessera.tenant.flow import load_dataset  # noqa: E402
 from tessera.tenant.multinode import diloco_config, worker_workload  # noqa: E402
 from tessera.tenant.verify import draw_spot_check, spot_check_seed  # noqa: E402
 from tessera.testing import cheats  # noqa: E402
+
+sys.path[:0] = [str(Path(__file__).resolve().parent)]
+from verification_economics import GOAL, SAVING_FLOOR, economics  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from verification_adversary_checks import (  # noqa: E402
@@ -96,7 +97,6 @@ HETERO = RESULTS / "verification_heterogeneous.json"
 BRIEF = ("skip-steps", "random-pseudo-gradient", "wrong-shard", "wrong-round", "copy-worker",
          "poisoned-payload", "jump", "jump-and-return", "fewer-threads", "stop-half-way",
          "fake-last-segment", "lower-precision", "half-batch", "free-ride", "fake-10-percent")
-SAVING_FLOOR, GOAL = 0.10, 0.99
 BIG_MODEL = {"n_layer": 6, "n_embd": 384, "n_head": 6, "block_size": 64, "batch_size": 16}
 
 
@@ -156,43 +156,6 @@ def play_for(name: str, job):
                                   copy_wait_s=0.0)
         return strategy(worker, start, r, process.k, ctx)
     return play
-
-
-def economics(spec: JobSpec, rows: list[dict]) -> dict:
-    """G = compute_saved x C_job - detect x (S_net v + pay withheld) per worker and job; v* where
-    G = 0 (TUSD per TSTK). Amounts in base units are exact; G and v* are expectations."""
-    from tessera.chain.verification import VerificationParams
-
-    vp = VerificationParams()
-    s_net = (vp.slash_amount - vp.voter_reward) * (10_000 - vp.challenger_bps) // 10_000
-    c_job = order_deposit(spec.order.max_price_per_gpu_hour, spec.order.min_gpus, 1,
-                          spec.order.duration)
-    withheld = c_job // spec.diloco.rounds
-    tusd, tstk = 10**PAYMENT_DECIMALS, 10**STAKE_DECIMALS
-    out = []
-    for row in rows:
-        saved, d = row["compute_saved"], row["detect_per_job"]
-        g0 = (saved * c_job - d * withheld) / tusd
-        v_star = g0 / (d * s_net / tstk) if d > 0 else None
-        out.append({"name": row["name"], "compute_saved": saved, "detect_per_job": d,
-                    "G_at_v0_tusd": round(g0, 6),
-                    "G_at_v1_tusd": round(g0 - d * s_net / tstk, 6),
-                    "break_even_v_tusd_per_tstk": round(v_star, 6) if v_star is not None else None,
-                    "loses_at_any_v": v_star is not None and v_star <= 0})
-    return {
-        "model": "per worker and job. C_job = max_price_per_gpu_hour x min_gpus x duration of "
-                 "examples/diloco.toml (the most one worker's lease can be paid; used as both "
-                 "its pay P_job and, as an upper bound, its compute cost); pay withheld = one "
-                 "round's pay C_job / rounds (a verified order refunds the proven round, h = 1; "
-                 "the lost pay of later rounds after the drop is left out, which favours the "
-                 "cheater); S_net = (slash - voter reward) x (1 - challenger share), the stake "
-                 "a cheater loses even when it is its own challenger's voters; v = TUSD per TSTK",
-        "C_job_base_units": c_job, "C_job_tusd": c_job / tusd,
-        "pay_withheld_base_units": withheld,
-        "S_net_base_units": s_net, "S_net_tstk": s_net / tstk,
-        "S_net_source": "chain.verification.VerificationParams defaults (docs/verification.md: "
-                        "71.25 TSTK)",
-        "strategies": out}
 
 
 def load_spec() -> JobSpec:
@@ -430,10 +393,11 @@ def overhead_only(quick: bool) -> None:
 
 
 def update(e2e_too: bool) -> None:
-    """Without re-measuring: refresh the copied heterogeneous figures and, with --e2e, the
-    e2e column of the existing JSON."""
+    """Without re-measuring: refresh the copied heterogeneous figures, the economics (a model of
+    the measured rows, recomputed) and, with --e2e, the e2e column of the existing JSON."""
     data = json.loads(OUT.read_text())
     data.update(hetero())
+    data["economics"] = economics(load_spec(), [r for r in data["strategies"] if "error" not in r])
     if e2e_too:
         result = e2e([r["name"] for r in data["strategies"]])
         for row in data["strategies"]:
@@ -448,7 +412,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, help="simulated jobs (default 20,000; --quick 2,000)")
     ap.add_argument("--e2e", action="store_true", help="also run tests/e2e/test_cheaters.py")
     ap.add_argument("--update", action="store_true", help="no re-measuring: refresh the copied "
-                    "heterogeneous figures (and with --e2e the e2e column) of the existing JSON")
+                    "heterogeneous figures, the economics (a model of the measured rows) and, "
+                    "with --e2e, the e2e column of the existing JSON")
     ap.add_argument("--only", nargs="*", help="(development) play only these strategies")
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--overhead-only", action="store_true", help="re-measure only "

@@ -343,7 +343,8 @@ def job_claim(lease_id: int, network: Path = NetworkOption, account: str = Accou
 
 @job_app.command("release")
 def job_release(lease_id: int, network: Path = NetworkOption, account: str = AccountOption):
-    """A verified lease: release its pay for final rounds; proven rounds are refunded to you."""
+    """A verified lease: release its pay for final rounds; proven rounds are refunded to you, and
+    once a cheat is proven for the lease, every round still held."""
     from tessera.tenant.flow import release_pay
 
     run_guarded(lambda: release_pay(lease_id, network, account, console))

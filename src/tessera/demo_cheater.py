@@ -156,7 +156,8 @@ def run_cheater_act(console: Console, chain: Chain, home: Path, procs: Daemons) 
     act["treasury_received"] = market.payment_token.balance_of(treasury) - treasury_before
     moneys = [lease_money(chain, w["lease_id"]) for w in summary["workers"]]
     console.print(job_cost_line(moneys) + " (its order's escrow less the unallocated part, "
-                  "each lease's refund at close and the cheater's proven round)",
+                  "each lease's refund at close and the cheater's refunded rounds: the proven "
+                  "one and every other one it forfeited)",
                   markup=False, highlight=False)
     ledger_cost = sum(m.tenant_cost for m in moneys)
     if ledger_cost != act["tenant_spent"]:   # the tenant's TUSD moved for something else too
@@ -169,7 +170,9 @@ def run_cheater_act(console: Console, chain: Chain, home: Path, procs: Daemons) 
 def settle_held_pay(console: Console, chain: Chain, job: dict, procs: Daemons) -> list[dict]:
     """Wait for the job's rounds to be final, release every lease's held pay (anyone may; the
     providers' own sweeps race for it, harmlessly), let the providers withdraw, and list per
-    lease what was released to the provider and what a proven round sent back to the tenant."""
+    lease what was released to the provider and what went back to the tenant: the pay of a
+    round proven to cheat and, once a cheat is proven for a lease, the pay of every other round
+    of it still held and of the time after the last root (`forfeited`, issue 11)."""
     market, verification = Market(chain), Verification(chain)
     order_id, since = job["order_id"], chain.network.deploy_block
     rounds = verification.rounds_posted(order_id)
@@ -208,21 +211,37 @@ def settle_held_pay(console: Console, chain: Chain, job: dict, procs: Daemons) -
         lease_filter = {"lease_id": w["lease_id"]}
         released = chain.events("Settlement", "PayReleased", since, argument_filters=lease_filter)
         refunded = chain.events("Settlement", "RoundRefunded", since, argument_filters=lease_filter)
+        forfeited = [e for e in refunded if e["args"]["forfeited"]]
         m = lease_money(chain, w["lease_id"])
         out.append({"lease_id": w["lease_id"], "provider": w["provider"],
                     "released": sum(e["args"]["amount"] for e in released),
                     "refunded_rounds": [e["args"]["round_index"] for e in refunded],
+                    "proven_rounds": [e["args"]["round_index"] for e in refunded
+                                      if not e["args"]["forfeited"]],
+                    "forfeited_rounds": [e["args"]["round_index"] for e in forfeited],
                     "refunded": sum(e["args"]["refund"] for e in refunded),
+                    "forfeited": sum(e["args"]["refund"] for e in forfeited),
                     "txs": sorted({tx_hash(e) for e in released + refunded}),
                     "money": money_json(m)})
-        line = (f"lease {w['lease_id']} ({w['provider']}): "
-                f"{money(out[-1]['released'])} released to the provider")
-        if refunded:
-            line += (f"; round(s) {out[-1]['refunded_rounds']} proven bad: "
-                     f"{money(out[-1]['refunded'])} back to the tenant")
-        console.print(line + f" (tx {', '.join(out[-1]['txs'])})")
+        console.print(_pay_line(out[-1], rounds), markup=False, highlight=False)
         console.print("  " + short_line(m), markup=False, highlight=False)
     return out
+
+
+def _pay_line(pay: dict, rounds: int) -> str:
+    """One lease's settled pay in words: released, proven rounds, forfeited ones (a round index
+    equal to the rounds posted is the time after the last root)."""
+    line = f"lease {pay['lease_id']} ({pay['provider']}): {money(pay['released'])} released to the provider"
+    if pay["proven_rounds"]:
+        line += f"; round(s) {pay['proven_rounds']} proven bad"
+    if pay["forfeited_rounds"]:
+        named = [str(r) for r in pay["forfeited_rounds"] if r < rounds]
+        named += ["the time after the last root"] * (rounds in pay["forfeited_rounds"])
+        line += (f"; forfeited, as a cheat was proven for the lease: {', '.join(named)} "
+                 f"({money(pay['forfeited'])})")
+    if pay["refunded_rounds"]:
+        line += f": {money(pay['refunded'])} back to the tenant"
+    return line + f" (tx {', '.join(pay['txs'])})"
 
 
 def _challenge_record(chain: Chain, verification: Verification, opened: dict,

@@ -144,6 +144,7 @@ def test_upheld_on_anvil(network, scene, providers):
     assert record["stake"] == stake_before - params.slash_amount
     assert record["jailed_until"] > chain.block_timestamp()
     assert ver.proven(order_id, 0, leases[1]) and not ver.proven(order_id, 0, leases[0])
+    assert ver.cheated(leases[1]) and not ver.cheated(leases[0])   # the lease, any round
 
     voter = Verification(Chain(network, validators[2]))
     got = stake_balance(chain, validators[2].address)

@@ -276,7 +276,13 @@ def test_release_refusals(system, ver):
     assert release(system, job.leases[0], 64).to_round == 64
 
 
-def test_proven_round_goes_back_to_the_tenant(system, ver):
+def test_a_proven_cheat_sends_back_every_round_still_held(system, ver):
+    """A cheat proven in round 1 costs the cheater all of its pay not yet released, not only
+    round 1's: round 0 (final, but not released when the verdict came) goes back to the tenant
+    too (RoundRefunded with `forfeited`), as does every later round and the time past the last
+    root (issue 11: a worker faking a tenth of its segments is caught in a third of jobs; losing
+    one round's pay then left it in profit, losing all it holds does not). The honest lease of
+    the same job is paid in full."""
     job = new_job(system, ver)
     cheat, honest = job.leases
     wait(HOUR)
@@ -289,23 +295,57 @@ def test_proven_round_goes_back_to_the_tenant(system, ver):
     wait(WINDOW)
     with boa.reverts("settlement: round not final"):  # the challenge is still open
         release(system, cheat, 2)
+    assert not ver.cheated(cheat)
     job.resolve(cid)
-    assert ver.proven(job.order_id, 1, cheat)
+    assert ver.proven(job.order_id, 1, cheat) and ver.cheated(cheat)
+    assert not ver.proven(job.order_id, 0, cheat) and not ver.cheated(honest)
     tenant_before = system.usd.balanceOf(system.tenant.address)
     refunds: list = []
     ev = release(system, cheat, 2, refunds)
-    round1 = accrued(system, cheat, t1) - accrued(system, cheat, t0)
-    (refunded,) = refunds
-    assert (refunded.lease_id, refunded.tenant, refunded.round_index, refunded.amount,
-            refunded.refund) == (cheat, system.tenant.address, 1, round1, round1)
-    assert (ev.amount, ev.withheld, ev.refund) == (accrued(system, cheat, t0), round1, round1)
-    assert system.usd.balanceOf(system.tenant.address) == tenant_before + round1
-    assert system.settlement.releases(cheat).proven == round1
-    assert system.market.withdrawable(cheat) == accrued(system, cheat, t0)  # round 0 only
-    assert withdraw(system, cheat) == net(accrued(system, cheat, t0))
+    round0, round1 = accrued(system, cheat, t0), accrued(system, cheat, t1) - accrued(system, cheat, t0)
+    assert [(r.lease_id, r.tenant, r.round_index, r.amount, r.refund, r.forfeited) for r in refunds] == [
+        (cheat, system.tenant.address, 0, round0, round0, True),
+        (cheat, system.tenant.address, 1, round1, round1, False)]
+    assert (ev.amount, ev.withheld, ev.refund) == (0, round0 + round1, round0 + round1)
+    assert system.usd.balanceOf(system.tenant.address) == tenant_before + round0 + round1
+    assert system.settlement.releases(cheat).proven == round0 + round1
+    assert system.market.withdrawable(cheat) == 0
     # the honest lease of the same job is paid both rounds
     assert release(system, honest, 2).amount == accrued(system, honest, t1)
     assert withdraw(system, honest) == net(accrued(system, honest, t1))
+    # the time after the last root, once the release delay has passed: back to the tenant too
+    wait(DELAY)
+    refunds = []
+    ev = release(system, cheat, 2, refunds)
+    (tail,) = refunds
+    assert (tail.round_index, tail.forfeited, ev.amount) == (2, True, 0) and tail.amount > 0
+    assert system.market.withdrawable(cheat) == 0
+    assert system.usd.balanceOf(system.market.address) == system.held()
+
+
+def test_pay_released_before_the_verdict_stays_the_providers(system, ver):
+    """What a cheater was paid before its cheat was proven stays paid (the released rounds were
+    final: their challenge windows closed clean); from the verdict on, nothing more. Here round
+    0 is released and withdrawn, round 1 proven later: only round 1 goes back."""
+    job = new_job(system, ver, nodes=1)
+    lease = job.leases[0]
+    wait(HOUR)
+    job.post_round()
+    t0 = boa.env.timestamp
+    wait(WINDOW + 1)
+    assert release(system, lease, 1).amount == accrued(system, lease, t0)
+    assert withdraw(system, lease) == net(accrued(system, lease, t0))
+    wait(HOUR)
+    job.post_round()
+    t1 = boa.env.timestamp
+    cid = job.challenge(1, 0, guilty=True)
+    wait(WINDOW)
+    job.resolve(cid)
+    refunds: list = []
+    ev = release(system, lease, 2, refunds)
+    assert [(r.round_index, r.forfeited) for r in refunds] == [(1, False)]
+    assert ev.withheld == accrued(system, lease, t1) - accrued(system, lease, t0)
+    assert system.market.withdrawable(lease) == 0
     assert system.usd.balanceOf(system.market.address) == system.held()
 
 
@@ -610,8 +650,10 @@ def test_payment_token_conserved_and_proven_rounds_never_paid(system, ver, steps
     is somewhere we can name (escrow in = paid to providers + treasury + refunds + still held),
     each lease's escrow covers the most its provider could still be paid, a provider's pay plus
     its proven rounds' pay never exceeds the pay for released time, each proven round's pay
-    goes back to the tenant up to what the lease holds; and once every round is final and the
-    leases are closed and released, nothing is left in escrow but the providers' withdrawals."""
+    (and, once a cheat is proven for the lease, every round's and the tail's: none of it is
+    released any more) goes back to the tenant up to what the lease holds; and once every
+    round is final and the leases are closed and released, nothing is left in escrow but the
+    providers' withdrawals."""
     with boa.env.anchor():
         _run(system, ver, steps)
 
@@ -748,9 +790,14 @@ def _release_checked(system, ver, lease_id: int, up_to: int, proven_refunds: dic
     lease = m.leases(lease_id)
     start = max(before.next_round, ver.first_round(lease.order_id))
     refunded: list = []
-    release(system, lease_id, up_to, refunded)
+    cheated = ver.cheated(lease_id)
+    released = release(system, lease_id, up_to, refunded)
+    if cheated:   # a cheat proven for the lease: none of its pay is released any more
+        assert released.amount == 0
     for ev in refunded:
         proven_refunds[lease_id] = proven_refunds.get(lease_id, 0) + ev.amount
+        assert ev.forfeited == (not ver.proven(lease.order_id, ev.round_index, lease_id))
+    refunded = [ev for ev in refunded if ev.round_index < up_to]   # (not the tail's)
     if up_to == start + 1 and refunded:  # one round walked: its interval is known
         (ev,) = refunded
         posted_at = ver.rounds(lease.order_id, ev.round_index).posted_at

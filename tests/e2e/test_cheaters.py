@@ -21,7 +21,8 @@ dropped nor challenged. Then the slash: three real `tessera validator run` proce
 themselves and vote it guilty; the cheater (a fresh staked account per strategy, since one
 proven fault takes a minimum stake) is slashed and jailed on chain. Last, the money: the
 job's order is verified, so once each round is final (a 20 s challenge window on this chain)
-every cheater's bad round is refunded to the tenant (`RoundRefunded`).
+every cheater's bad round is refunded to the tenant (`RoundRefunded`), and with it the rest of
+its pay, forfeited (issue 11): the cheater is paid nothing.
 
 Here: every strategy caught with certainty at p = 1 in a 2-round job, i.e. one that fails
 every training segment (random-pseudo-gradient, skip-steps, wrong-shard, wrong-round,
@@ -348,20 +349,41 @@ def assert_caught(cheat: str, cheater: ProviderProcess, bad: int, good: int, fir
 
 def test_the_tenant_gets_its_money_back_for_every_bad_round(world):
     """Runs after the strategies: once each job's rounds are final, releasing a cheater's lease
-    refunds its proven round 0 to the tenant (by the tenant here; the jailed cheater's own
-    sweep may come first, which changes nothing but the sender)."""
+    sends all of its pay back to the tenant (issue 11): its proven round 0, and the rest of its
+    pay up to its close, which falls in round 1 (`forfeited`: a cheat was proven for the lease in
+    another round), so the cheater is paid nothing (released by the tenant here; the jailed
+    cheater's own sweep may come first, which changes nothing but the sender).
+
+    The cheater's way round a one-round penalty, keeping the pay of a round it was not proven
+    to cheat in (here the time from round 0's root to its close), is what this checks: that
+    round goes back too, and nothing is released or withdrawable."""
     assert [cheat for cheat, _, _ in world["bad_rounds"]] == list(STRATEGIES)
     tenant = Tenant(Chain(world["network"], devnet_account(TENANT)))
     ver, settlement = Verification(tenant.chain), Settlement(tenant.chain)
+    since = tenant.chain.network.deploy_block
     for cheat, order_id, lease_id in world["bad_rounds"]:
         deadline = time.monotonic() + 3 * WINDOW + 30
-        while not ver.round_finalized(order_id, 0):
-            assert time.monotonic() < deadline, f"{cheat}: round 0 never became final"
+        while not all(ver.round_finalized(order_id, r) for r in range(ver.rounds_posted(order_id))):
+            assert time.monotonic() < deadline, f"{cheat}: the job's rounds never became final"
             tenant.chain.w3.provider.make_request("evm_mine", [])  # a block carries the time
             time.sleep(1)
         settlement.release_ready(lease_id, order_id)
-        [refund] = tenant.chain.events("Settlement", "RoundRefunded", tenant.chain.network.deploy_block,
+        lease = tenant.market.lease(lease_id)
+        refunds = [e["args"] for e in tenant.chain.events(
+            "Settlement", "RoundRefunded", since, argument_filters={"lease_id": lease_id})]
+        proven, *forfeited = refunds
+        assert (proven["round_index"], proven["forfeited"], proven["tenant"]) == (
+            0, False, tenant.chain.address), cheat
+        assert all(r["refund"] == r["amount"] > 0 for r in refunds), cheat
+        # the time from round 0's root to the close is round 1's: forfeited (none if the lease
+        # closed in round 0's root's second)
+        closed_after_root = lease.closed_at > ver.round(order_id, 0).posted_at
+        assert [(r["round_index"], r["forfeited"]) for r in forfeited] == (
+            [(1, True)] if closed_after_root else []), cheat
+        release = settlement.releases(lease_id)
+        assert release.until == lease.closed_at, cheat
+        assert release.proven == sum(r["amount"] for r in refunds), cheat
+        released = tenant.chain.events("Settlement", "PayReleased", since,
                                        argument_filters={"lease_id": lease_id})
-        assert refund["args"]["round_index"] == 0 and refund["args"]["tenant"] == tenant.chain.address
-        assert refund["args"]["refund"] == refund["args"]["amount"] > 0, cheat
-        assert settlement.releases(lease_id).proven == refund["args"]["amount"]
+        assert sum(e["args"]["amount"] for e in released) == 0, cheat
+        assert lease.paid == 0 and tenant.market.withdrawable(lease_id) == 0, cheat

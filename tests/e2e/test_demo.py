@@ -44,9 +44,15 @@ def test_demo_json_reports_a_verified_settled_rental(tmp_path):
     assert act["stake_after"] == act["stake_before"] - challenge["slashed"]
     assert act["jailed_until"] > 0
     # the verified job's pay waited for its rounds to be final: the cheater's bad round went
-    # back to the tenant, the honest worker was paid for its rounds
+    # back to the tenant, and with it all the rest of its pay (issue 11: a proven cheat
+    # forfeits every round still held, flagged `forfeited`), so it was paid nothing; the honest
+    # worker was paid for its rounds
     pay = {p["provider"]: p for p in act["pay"]}
-    assert pay[act["cheater"]]["refunded_rounds"] == [0] and pay[act["cheater"]]["refunded"] > 0
+    cheat = pay[act["cheater"]]
+    assert cheat["proven_rounds"] == [0] and cheat["released"] == 0 and cheat["refunded"] > 0
+    assert cheat["refunded_rounds"] == [0, *cheat["forfeited_rounds"]]
+    assert cheat["money"]["provider_paid"] == 0 and cheat["money"]["held_for_settlement"] == 0
+    assert cheat["money"]["round_forfeited"] == cheat["forfeited"]
     assert [(p["released"] > 0, p["refunded"]) for who, p in pay.items()
             if who != act["cheater"]] == [(True, 0)]
     workers = {w["provider"]: w for w in act["job"]["workers"]}

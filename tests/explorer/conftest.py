@@ -34,8 +34,10 @@ def chain(market_run) -> Chain:
 @pytest.fixture(scope="module")
 def verified_market_run(tmp_path_factory, private_devnet):
     """A devnet with the verified scenario (tessera.explorer.simulate_verified): validators,
-    round roots, an upheld, a rejected and an expired challenge, Settlement releases and a
-    refunded round, hardware reports slashed and cleared, every lease closed and withdrawn.
+    round roots, an upheld, a rejected and an expired challenge, Settlement releases, the
+    cheater's lease refunded in full (its proven round, and every other round and the tail as
+    forfeited), hardware reports slashed and cleared, every lease closed, the honest ones
+    withdrawn.
     Yields (home, devnet, network, workload, scenario); `scenario` names the leases, providers,
     challenges and validators (VerifiedScenario)."""
     from tessera.explorer.simulate_verified import VerifiedWorkload

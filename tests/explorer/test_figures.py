@@ -9,6 +9,7 @@ from tessera.protocol.figures import (
     compare,
     compute_figures,
     day_of,
+    figure_unit,
     nearest_rank,
     split_by_day,
 )
@@ -97,3 +98,44 @@ def test_verified_lease_release_and_proven_refund():
     assert v[("revenue.by_provider.provider_income", alice)] == 1170
     assert v[("revenue.total.tenant_paid", "all")] == 1200
     assert v[("leases.closed.refunds", "all")] == 5200
+    assert ("verified.total.forfeited_rounds", "all") not in v
+
+
+def test_forfeited_rounds_are_counted_apart_from_proven_ones():
+    """Issue 11: once a cheat is proven for a lease (round 1 here), Settlement releases none of
+    its pay: round 0 (final, not yet released) and the time after the last root (round_index =
+    the rounds posted, 2) go back to the tenant too, flagged `forfeited`. The proven figure
+    counts only the round proven to cheat, `forfeited_rounds` the others; every refund is in
+    `refunds`, every withheld unit in `withheld`, and nothing is released or paid.
+
+    A reader who took every RoundRefunded for a proven cheat would report three cheats for one:
+    the figures keep the two apart."""
+    bob = "0x" + "c" * 40
+    events = [
+        ev("LeaseCreated", D0, lease_id=1, order_id=1, tenant="0xt", provider=bob,
+           price_per_gpu_hour=3600, gpus=1, budget=7200, start=D0),
+        ev("LeaseClosed", D0 + 2500, lease_id=1, closed_by="0xt", provider_amount=0, fee=0,
+           refund=4700),
+        ev("RoundRefunded", D0 + 6000, "Settlement", lease_id=1, tenant="0xt", round_index=0,
+           amount=1200, refund=1200, forfeited=True),
+        ev("RoundRefunded", D0 + 6000, "Settlement", lease_id=1, tenant="0xt", round_index=1,
+           amount=800, refund=800, forfeited=False),
+        ev("PayReleased", D0 + 6000, "Settlement", lease_id=1, provider=bob, from_round=0,
+           to_round=2, released_until=D0 + 2000, amount=0, withheld=2000, refund=2000),
+        ev("RoundRefunded", D0 + 9000, "Settlement", lease_id=1, tenant="0xt", round_index=2,
+           amount=500, refund=500, forfeited=True),
+        ev("PayReleased", D0 + 9000, "Settlement", lease_id=1, provider=bob, from_round=2,
+           to_round=2, released_until=D0 + 2500, amount=0, withheld=500, refund=500),
+    ]
+    figs = compute_figures(events, as_of=D0 + 9500)
+    v = {k: f.value for k, f in figs.items()}
+    assert v[("verified.total.proven_rounds", "all")] == 1
+    assert v[("verified.total.forfeited_rounds", "all")] == 2
+    assert figs[("verified.total.forfeited_rounds", "all")].txs == tuple(sorted(
+        (events[2].tx_hash, events[5].tx_hash)))
+    assert v[("verified.total.refunds", "all")] == 2500
+    assert v[("verified.total.withheld", "all")] == 2500
+    assert v[("verified.total.released", "all")] == 0
+    assert not any(name.startswith("revenue.") and value for (name, _), value in v.items())
+    assert figure_unit("verified.total.forfeited_rounds") == "count"
+    assert figure_unit("verified.total.refunds") == "TUSD"

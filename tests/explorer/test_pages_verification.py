@@ -136,14 +136,21 @@ def test_every_lease_adds_up_to_its_budget_as_the_contracts_hold_it(verified):
             assert sum(parts) == lease.budget
             assert got["verified"] and got["status"] == "closed" and got["time_left_s"] is None
 
+        # The cheater's lease (issue 11): every round refunded, the proven one not forfeited, the
+        # others forfeited (a cheat proven in another round), then the time after the last root.
         cheat = client.get(f"/api/leases/{s.cheater_lease}").json()
         assert [r["round_index"] for r in cheat["rounds"]] == [str(i) for i in range(s.rounds)]
-        assert {r["round_index"]: r["settlement"] for r in cheat["rounds"]} == {
-            str(i): "refunded" if i == s.bad_round else "released" for i in range(s.rounds)}
+        assert [(r["settlement"], r["forfeited"]) for r in cheat["rounds"]] == [
+            ("refunded", i != s.bad_round) for i in range(s.rounds)]
         assert cheat["rounds"][s.bad_round]["challenge_ids"] == [s.upheld]
-        [refund] = [x for x in cheat["settlements"] if x["kind"] == "refund"]
-        assert refund["round_index"] == str(s.bad_round)
-        assert int(refund["refund_base_units"]) == int(cheat["ledger"]["round_refunded_base_units"]) > 0
+        refunds = [x for x in cheat["settlements"] if x["kind"] == "refund"]
+        assert [(x["round_index"], x["forfeited"], x["after_last_root"]) for x in refunds] == [
+            (str(i), i != s.bad_round, i == s.rounds) for i in range(s.rounds + 1)]
+        assert sum(int(x["refund_base_units"]) for x in refunds) == \
+            int(cheat["ledger"]["round_refunded_base_units"]) > 0
+        assert {x["amount_base_units"] for x in cheat["settlements"] if x["kind"] == "release"} == {"0"}
+        assert not any(x["forfeited"] or x["after_last_root"] for x in cheat["settlements"]
+                       if x["kind"] == "release")
         [challenge] = cheat["challenges"]
         assert challenge["challenge_id"] == s.upheld and challenge["status"] == "upheld"
         assert {v["validator"] for v in challenge["votes"]} <= set(s.validators)
@@ -151,6 +158,7 @@ def test_every_lease_adds_up_to_its_budget_as_the_contracts_hold_it(verified):
         assert all(e["arg_units"].get("amount") in (None, "TUSD", "TSTK") for e in cheat["events"])
         partner = client.get(f"/api/leases/{s.partner_lease}").json()
         assert {r["settlement"] for r in partner["rounds"]} == {"released"} and partner["challenges"] == []
+        assert not any(r["forfeited"] for r in partner["rounds"])
 
 
 def test_pages_show_people_numbers_and_junk_is_4xx(verified):
@@ -192,14 +200,23 @@ def test_follow_the_cheater_in_a_browser(verified, page):  # noqa: F811
     assert budget.get_attribute("title") == format_amount(lease.budget, 6, "TUSD")
     assert part("provider_paid") + part("fees") == lease.paid
     assert part("refunded") + part("round_refunded") == release.refunded and part("round_refunded") > 0
+    assert part("provider_paid") == 0 and release.proven == part("round_refunded")
+    forfeited = page.locator("table.ledger .forfeited .amt")
+    assert 0 < int(forfeited.get_attribute("data-base-units")) < part("round_refunded")
     assert page.locator("#adds-up").inner_text() == "adds up to the budget"
 
-    # Rounds: the bad one refunded, the others released; the challenge with its votes and verdict.
+    # Rounds: every one refunded (a cheat proven for the lease: none of its pay is released), the
+    # bad one as proven, the others as forfeited; the challenge with its votes and verdict.
     rows = page.locator("table.rounds tbody tr")
     assert rows.count() == s.rounds
-    assert rows.nth(s.bad_round).locator(".settled").inner_text() == "refunded"
-    assert [rows.nth(i).locator(".settled").inner_text() for i in range(s.rounds) if i != s.bad_round] == \
-        ["released"] * (s.rounds - 1)
+    assert [rows.nth(i).locator(".settled").inner_text() for i in range(s.rounds)] == ["refunded"] * s.rounds
+    assert [rows.nth(i).locator(".why").inner_text() for i in range(s.rounds)] == [
+        "(proven to cheat)" if i == s.bad_round else "(forfeited: a cheat proven in another round)"
+        for i in range(s.rounds)]
+    settled = page.locator("table.settlements tbody tr").all_inner_texts()
+    assert sum("proven to cheat" in row for row in settled) == 1
+    assert sum("forfeited (a cheat proven in another round)" in row for row in settled) == s.rounds
+    assert sum("the time after the last root forfeited" in row for row in settled) == 1
     record = Verification(chain).challenge(s.upheld)
     votes = page.locator("table.votes").first.locator("tbody tr")
     assert votes.count() == record.guilty_votes + record.innocent_votes

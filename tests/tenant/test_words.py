@@ -18,7 +18,7 @@ from tessera.protocol.reliability import Inputs, score
 from tessera.protocol.wire import LeaseStatus
 from tessera.tenant.bidding import device_text, reliability_text
 from tessera.tenant.escrow import duration_text
-from tessera.tenant.lease_money import UNITS, LeaseMoney, money_lines, short_line
+from tessera.tenant.lease_money import UNITS, LeaseMoney, money_json, money_lines, short_line
 from tessera.tenant.lease_views import job_lines, single_job_line
 
 TENANT, PROVIDER = "0x" + "aa" * 20, "0x" + "bb" * 20
@@ -109,6 +109,22 @@ def test_a_verified_leases_money_names_round_refunds_and_held_pay():
     short = verified_ledger(provider_paid=250, refunded=146_250)
     assert "does NOT add up" in money_lines(short)[-1] and "0.0035 TUSD unaccounted" in \
         money_lines(short)[-1]
+
+
+def test_a_cheaters_forfeited_rounds_are_named():
+    """Issue 11: once a cheat is proven for a lease, every round of its pay still held comes
+    back as well, flagged forfeited: the tenant's lines say how much of the rounds' refund that
+    is, and the sum still adds up (the forfeited part is in the rounds' refund, not beside it)."""
+    m = verified_ledger(refunded=146_000, round_refunded=4_000, forfeited_refunded=3_000)
+    lines = money_lines(m)
+    assert ("  refunded to you for rounds proven bad 0.004 TUSD (of it 0.003 TUSD forfeited: a "
+            "cheat was proven in another round, so none of the provider's pay still held is "
+            "released)") in lines
+    assert lines[-1] == "  = 0.15 TUSD: adds up to the budget"
+    assert "proven rounds refunded 0.004 TUSD (of it 0.003 TUSD forfeited)" in short_line(m)
+    assert money_json(m)["round_forfeited"] == 3_000 and money_json(m)["round_refunded"] == 4_000
+    assert "forfeited" not in " ".join(money_lines(verified_ledger(refunded=146_500,
+                                                                   round_refunded=3_500)))
 
 
 @pytest.mark.parametrize("seconds, text", [(0, "0s"), (45, "45s"), (750, "12m 30s"),

@@ -17,8 +17,9 @@ class Release:
     """A verified lease's release state (`Settlement.releases`; all zero before its first)."""
     next_round: int   # the next round of the job to walk (0: from the job's first round)
     until: int        # pay for [start, until) is released (0: nothing yet)
-    proven: int       # gross pay of rounds proven to cheat: never the provider's
-    refunded: int     # sent back to the tenant besides downtime (proven rounds, the close)
+    proven: int       # gross pay withheld: rounds proven to cheat, and every round (and the
+                      # time after the last root) walked once a cheat is proven for the lease
+    refunded: int     # sent back to the tenant besides downtime (withheld pay, the close)
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class PayRelease:
     to_round: int
     released_until: int
     amount: int     # gross pay newly payable to the provider
-    withheld: int   # gross pay of the proven rounds walked
+    withheld: int   # gross pay of the rounds walked that are proven or forfeited
     refund: int     # the part of it sent back to the tenant now
     tx: str
 

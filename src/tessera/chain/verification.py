@@ -219,6 +219,11 @@ class Verification(ContractWrapper):
     def proven(self, job: int, round_index: int, lease_id: int) -> bool:
         return self.chain.call(self.contract.functions.proven(job, round_index, lease_id))
 
+    def cheated(self, lease_id: int) -> bool:
+        """Whether a cheat was proven for the lease in any round: Settlement then releases none
+        of its pay still held (it all goes back to the tenant)."""
+        return self.chain.call(self.contract.functions.cheated(lease_id))
+
     def params(self) -> VerificationParams:
         fns = self.contract.functions
         return VerificationParams(**{name: self.chain.call(getattr(fns, name)())

@@ -40,12 +40,17 @@ event PayReleased:
     refund: uint256
 
 
+# A round's pay (or, with round_index = the rounds posted, the time after the last root) that
+# goes back to the tenant: the round was proven to cheat for the lease, or, `forfeited`, the
+# lease's provider was proven to cheat in another round (Verification.cheated) before this pay
+# was released.
 event RoundRefunded:
     lease_id: indexed(uint256)
     tenant: indexed(address)
     round_index: indexed(uint256)
     amount: uint256
     refund: uint256
+    forfeited: bool
 
 
 MAX_RELEASE_ROUNDS: public(constant(uint256)) = 64
@@ -108,6 +113,19 @@ def _excess(lease: IMarket.Lease, rel: ISettlement.Release) -> uint256:
     if horizon > rel.proven + lease.downtime + lease.paid:
         reserve = horizon - rel.proven - lease.downtime - lease.paid
     return lease.budget - lease.paid - lease.downtime_refunded - rel.refunded - reserve
+
+
+@internal
+@view
+def _withhold(lease: IMarket.Lease, rel: ISettlement.Release, amount: uint256) -> (ISettlement.Release, uint256):
+    # `amount` of the lease's pay is never the provider's: the release state with it withheld,
+    # and what goes back to the tenant now (capped by what the lease holds beyond the
+    # provider's claims).
+    out: ISettlement.Release = rel
+    out.proven += amount
+    back: uint256 = min(amount, self._excess(lease, out))
+    out.refunded += back
+    return out, back
 
 
 @external
@@ -180,6 +198,10 @@ def release(lease_id: uint256, up_to_round: uint256):
     released: uint256 = 0
     withheld: uint256 = 0
     refund: uint256 = 0
+    # A lease whose provider was proven to cheat (in any round) is paid nothing more: every
+    # round walked from then on goes back to the tenant, so a cheat caught costs the cheater
+    # all of its pay still held, not one round's.
+    cheated: bool = staticcall IVerification(verification).cheated(lease_id)
     for i: uint256 in range(MAX_RELEASE_ROUNDS):
         r: uint256 = first + i
         if r >= up_to_round:
@@ -188,13 +210,13 @@ def release(lease_id: uint256, up_to_round: uint256):
         if t > until:
             assert staticcall IVerification(verification).round_finalized(job, r), "settlement: round not final"
             amount: uint256 = lease_stream.accrued_at(lease, t) - lease_stream.accrued_at(lease, until)
-            if staticcall IVerification(verification).proven(job, r, lease_id):
-                rel.proven += amount
-                back: uint256 = min(amount, self._excess(lease, rel))
-                rel.refunded += back
+            proven: bool = staticcall IVerification(verification).proven(job, r, lease_id)
+            if proven or cheated:
+                back: uint256 = 0
+                rel, back = self._withhold(lease, rel, amount)
                 withheld += amount
                 refund += back
-                log RoundRefunded(lease_id=lease_id, tenant=lease.tenant, round_index=r, amount=amount, refund=back)
+                log RoundRefunded(lease_id=lease_id, tenant=lease.tenant, round_index=r, amount=amount, refund=back, forfeited=not proven)
             else:
                 released += amount
             until = t
@@ -202,7 +224,15 @@ def release(lease_id: uint256, up_to_round: uint256):
     if rel.next_round == posted and block.timestamp > release_delay:
         tail: uint256 = min(end, block.timestamp - release_delay)
         if tail > until:
-            released += lease_stream.accrued_at(lease, tail) - lease_stream.accrued_at(lease, until)
+            amount: uint256 = lease_stream.accrued_at(lease, tail) - lease_stream.accrued_at(lease, until)
+            if cheated:
+                back: uint256 = 0
+                rel, back = self._withhold(lease, rel, amount)
+                withheld += amount
+                refund += back
+                log RoundRefunded(lease_id=lease_id, tenant=lease.tenant, round_index=posted, amount=amount, refund=back, forfeited=True)
+            else:
+                released += amount
             until = tail
     rel.until = until
     assert rel.next_round > first or until > before, "settlement: nothing to release"

@@ -220,6 +220,9 @@ next_challenge_id: public(uint256)
 open_challenge_of: public(HashMap[uint256, HashMap[uint256, HashMap[uint256, uint256]]])
 # job -> round -> lease -> a cheat was proven
 proven: public(HashMap[uint256, HashMap[uint256, HashMap[uint256, bool]]])
+# lease -> a cheat was proven for it in some round: Settlement sends every round of its pay not
+# yet released back to the tenant, not only the proven one (docs/verification.md, "Economics")
+cheated: public(HashMap[uint256, bool])
 # challenge -> the winning weight whose reward was claimed so far (for exact rounding)
 claimed_weight: public(HashMap[uint256, uint256])
 votes: public(HashMap[uint256, HashMap[address, uint8]])
@@ -652,8 +655,9 @@ def resolve(challenge_id: uint256):
     """
     @notice Carry out a decided challenge (a verdict has its quorum, or the vote period is
             over). Anyone may call it: the outcome is fixed by the votes and the clock.
-            UPHELD: the provider is slashed and jailed, the round proven for its lease, the
-            bond returned; REJECTED: the bond, less the voters' reward, goes to the
+            UPHELD: the provider is slashed and jailed, the round proven for its lease (and the
+            lease marked `cheated`: none of its pay not yet released will be), the bond
+            returned; REJECTED: the bond, less the voters' reward, goes to the
             provider; EXPIRED: the bond is returned.
     @param challenge_id The open challenge.
     """
@@ -673,6 +677,7 @@ def resolve(challenge_id: uint256):
     bond_returned: uint256 = 0
     if outcome == UPHELD:
         self.proven[ch.job][ch.round_index][ch.lease_id] = True
+        self.cheated[ch.lease_id] = True
         # Neither call may block the verdict: if this contract lost the registry's slasher role
         # (a timelocked owner action), the round must still become final and the bond go back,
         # or the job's pay would wait on this challenge for good. Then nothing is slashed.

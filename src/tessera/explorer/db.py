@@ -237,7 +237,9 @@ class Vote(Base):
 
 class Settlement(Base):
     """One Settlement event of a verified lease: `PayReleased` (kind 'release': the rounds
-    [from_round, to_round) walked) or `RoundRefunded` (kind 'refund': one proven round)."""
+    [from_round, to_round) walked) or `RoundRefunded` (kind 'refund': one round's pay back to the
+    tenant, proven to cheat, or `forfeited`: a cheat was proven for the lease in another round;
+    round_index = the rounds then posted for the time after the last root)."""
 
     __tablename__ = "explorer_settlements"
     __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_settlement_tx_log"),
@@ -256,6 +258,7 @@ class Settlement(Base):
     amount: Mapped[int] = mapped_column(BigAmount)     # release: pay released; refund: the round's pay
     withheld: Mapped[int] = mapped_column(BigAmount, default=0)
     refund: Mapped[int] = mapped_column(BigAmount, default=0)
+    forfeited: Mapped[bool] = mapped_column(Boolean, default=False)   # refund: RoundRefunded.forfeited
 
 
 class Validator(Base):

@@ -394,7 +394,8 @@ def _settlement(session: Session, r: EventRecord, scope: Replay | None) -> None:
         from_round=a["from_round"] if release else None, to_round=a["to_round"] if release else None,
         round_index=None if release else a["round_index"],
         released_until=a["released_until"] if release else None, amount=a["amount"],
-        withheld=a["withheld"] if release else 0, refund=a["refund"]))
+        withheld=a["withheld"] if release else 0, refund=a["refund"],
+        forfeited=not release and bool(a.get("forfeited", False))))
 
 
 def _validators(session: Session, r: EventRecord, scope: Replay | None) -> None:

@@ -9,9 +9,11 @@ training (no training here: commitments carry random hashes), in about a second 
 - two verified orders (jobs) of two leases each; the tenant posts a round root per job for
   rounds 0..3 over the workers' EIP-712 commitments (signed with the providers' devnet keys);
 - an upheld challenge: validator V4 challenges the cheater's round 1, the cheater answers, V3
-  votes innocent, V1 and V2 guilty (quorum), resolve slashes and jails the cheater, V1 and V2
-  claim; Settlement later refunds the cheater's round 1 to the tenant (RoundRefunded) and
-  releases its good rounds (PayReleased);
+  votes innocent, V1 and V2 guilty (quorum), resolve slashes and jails the cheater and marks
+  its lease `cheated`, V1 and V2 claim. From the verdict on, Settlement releases none of that
+  lease's pay (issue 11): every round of it goes back to the tenant, round 1 as proven and
+  rounds 0, 2, 3 and the time after the last root (round_index 4) as `forfeited` (RoundRefunded
+  each; PayReleased with amount 0), and the cheater has nothing to withdraw;
 - a rejected (false) challenge: the tenant challenges an honest provider with a 20 TSTK bond, V3
   votes guilty, V1 and V2 innocent: the voters' reward comes out of the bond, the rest goes to
   the provider, nobody is slashed;
@@ -21,7 +23,8 @@ training (no training here: commitments carry random hashes), in about a second 
   clears it;
 - both orders cancelled (their unallocated deposit back to the tenant); every lease closed
   (one by its provider) before its rounds are final, its pay released in two steps (rounds,
-  then the tail after the release delay) and withdrawn;
+  then the tail after the release delay) and withdrawn (the honest ones: the cheater's lease
+  has nothing to withdraw);
 - V1 adds stake, V4 unbonds and withdraws, and the deployer, made a Validators slasher through
   the Timelock (devnet only, as `Workload.setup` does for the registry), slashes V3.
 
@@ -315,10 +318,13 @@ class VerifiedWorkload(Workload):
         return self.now
 
     def _release_and_withdraw(self, jobs: dict) -> None:
-        """Each provider releases its lease's final rounds and withdraws (same sender: in order)."""
+        """Each provider releases its lease's final rounds and withdraws (same sender: in order).
+        A lease with a proven cheat is released too (its pay goes back to the tenant), but its
+        provider has nothing to withdraw (`withdraw` would revert)."""
         for lease_id, p in (w for ws in jobs.values() for w in ws):
             self.send(p.address, self.settlement, "release", lease_id, ROUNDS)
-            self.send(p.address, self.market, "withdraw", lease_id)
+            if not self._call(self.verification, "cheated", lease_id):
+                self.send(p.address, self.market, "withdraw", lease_id)
         self.mine(60)
 
     def _validator_money(self) -> None:

@@ -263,11 +263,16 @@ class FigureBook:
             book.add("results.total.count", ALL, 1, tx)
         elif e.event == "PayReleased":
             # A verified lease's pay made withdrawable by final rounds (income counts only when
-            # withdrawn); `withheld`: pay of proven rounds, never the provider's.
+            # withdrawn); `withheld`: pay of proven and forfeited rounds, never the provider's.
             book.add("verified.total.released", ALL, a["amount"], tx)
             book.add("verified.total.withheld", ALL, a["withheld"], tx)
         elif e.event == "RoundRefunded":
-            book.add("verified.total.proven_rounds", ALL, 1, tx)
+            # One per round whose pay goes back to the tenant: proven to cheat itself, or
+            # `forfeited` (a cheat proven for the lease in another round: Settlement releases
+            # none of its pay any more; round_index = the rounds posted for the time after the
+            # last root). Records without the field (made by hand) count as proven.
+            kind = "forfeited_rounds" if a.get("forfeited", False) else "proven_rounds"
+            book.add(f"verified.total.{kind}", ALL, 1, tx)
             book.add("verified.total.refunds", ALL, a["refund"], tx)
         elif e.event == "DowntimeClaimed":
             # Pay for final epochs the provider was not up: a refund to the tenant, never provider income

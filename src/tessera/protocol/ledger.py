@@ -7,7 +7,9 @@ Market what to pay):
   in   tenant -> Market   OrderCreated.deposit (create_order), LeaseToppedUp.amount (top_up)
   out  Market -> tenant   OrderCancelled.refund (cancel_order), LeaseClosed.refund (close_lease),
                           DowntimeClaimed.refund (claim_downtime),
-                          RoundRefunded.refund (Settlement.release -> Market.refund_tenant)
+                          RoundRefunded.refund (Settlement.release -> Market.refund_tenant: a
+                          round proven to cheat, or `forfeited`, every round and the tail of a
+                          lease once a cheat is proven for it; several per lease)
        Market -> provider Withdrawn.amount_to_provider (withdraw), LeaseClosed.provider_amount
        Market -> treasury Withdrawn.fee, LeaseClosed.fee (the Market keeps no fees)
   An order's deposit moves to its leases' budgets at accept_bid (LeaseCreated.budget): no
@@ -90,13 +92,16 @@ class LeaseLedger:
     refunded: int = 0           # LeaseClosed.refund, to the tenant
     downtime_refunded: int = 0  # DowntimeClaimed.refund, to the tenant
     round_refunded: int = 0     # Settlement RoundRefunded.refund, to the tenant
+    forfeited_refunded: int = 0  # of round_refunded: the `forfeited` ones (a cheat proven in
+                                 # another round of the lease; not a part of the sum)
     held: int = 0               # verified: pay streamed, not paid, not proven: Settlement's to release
     escrow: int = 0             # open lease: the rest of its escrow in the Market
     closed: bool = False
     closed_at: int | None = None
     downtime: int = 0           # gross pay of claimed downtime epochs (DowntimeClaimed.amount)
     released: int = 0           # verified: gross pay released to the provider (PayReleased.amount)
-    proven: int = 0             # verified: gross pay of rounds proven to cheat (PayReleased.withheld)
+    proven: int = 0             # verified: gross pay withheld (PayReleased.withheld): rounds
+                                # proven to cheat or forfeited
     as_of: int = 0
     claims: list[Claim] = field(default_factory=list)
     txs: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -131,8 +136,8 @@ class LeaseLedger:
     def to_json(self) -> dict:
         """JSON-safe: every amount as {"amount": "0.15 TUSD", "base_units": 150000}."""
         parts = ("budget", "provider_paid", "fees", "refunded", "downtime_refunded",
-                 "round_refunded", "held", "escrow", "unaccounted", "downtime", "released",
-                 "proven")
+                 "round_refunded", "forfeited_refunded", "held", "escrow", "unaccounted",
+                 "downtime", "released", "proven")
         return {"lease_id": self.lease_id, "order_id": self.order_id, "tenant": self.tenant,
                 "provider": self.provider, "verified": self.verified, "closed": self.closed,
                 "closed_at": self.closed_at, "as_of": self.as_of, "adds_up": self.adds_up,
@@ -217,8 +222,10 @@ def lease_ledgers(records: Iterable[EventRecord], as_of: int | None = None) -> d
                 lease.released += int(a["amount"])
                 lease.proven += int(a["withheld"])
                 lease.txs["released"].append(r.tx_hash)
-            else:
+            else:   # one per round sent back (proven, or forfeited: a cheat proven elsewhere)
                 lease.round_refunded += int(a["refund"])
+                if a.get("forfeited", False):
+                    lease.forfeited_refunded += int(a["refund"])
                 lease.txs["round_refunded"].append(r.tx_hash)
     for lease in leases.values():
         _settle(lease, as_of)
@@ -243,7 +250,8 @@ def _settle(lease: LeaseLedger, as_of: int) -> None:
       refunds nothing);
     - verified: `held` is the pay streamed up to the close (or `as_of`) less paid, proven and
       claimed downtime: the provider's once released (Settlement.release, then
-      Market.withdraw), the tenant's if its round is proven to cheat. Open: the rest is escrow,
+      Market.withdraw), the tenant's if its round is proven to cheat, all of it once a cheat
+      is proven for the lease in any round (forfeited). Open: the rest is escrow,
       the tenant's at close_lease; closed: close_refund took the rest, so escrow is 0.
     """
     lease.as_of = as_of
@@ -272,7 +280,8 @@ def _settle(lease: LeaseLedger, as_of: int) -> None:
                             f"Market.withdraw({lid})"))
         claims.append(Claim("settlement hold", "tenant or provider", "", held - released,
                             f"Settlement.release({lid}, round), then Market.withdraw({lid}) "
-                            "(final rounds) or a refund (rounds proven to cheat)"))
+                            "(final rounds) or a refund (rounds proven to cheat; every round "
+                            "once a cheat is proven for the lease)"))
         if not lease.closed:
             claims.append(Claim("lease escrow", "tenant", tenant, lease.escrow,
                                 f"Market.close_lease({lid})"))

@@ -195,7 +195,8 @@ def fetch_and_check(lease_id: int, out: Path | None, network: Path | None, accou
 
 def release_pay(lease_id: int, network: Path | None, account: str, console: Console) -> None:
     """`tessera job release`: release a verified lease's pay as far as its rounds are final;
-    the pay of a round proven bad comes back to the tenant (anyone may send it)."""
+    the pay of a round proven bad comes back to the tenant, and once a cheat is proven for the
+    lease, all of its pay still held (forfeited; anyone may send it)."""
     tenant = tenant_for(network, account)
     market = tenant.market
     order_id = market.lease(lease_id).order_id
@@ -208,4 +209,4 @@ def release_pay(lease_id: int, network: Path | None, account: str, console: Cons
         return
     console.print(f"lease {lease_id}: rounds {released.from_round}..{released.to_round - 1} "
                   f"released (tx {released.tx}): {money(released.amount)} payable to the "
-                  f"provider, {money(released.refund)} of proven rounds refunded to the tenant")
+                  f"provider, {money(released.refund)} of proven or forfeited rounds refunded to the tenant")

@@ -3,8 +3,9 @@
 
 The split is protocol/ledger.lease_ledgers (the explorer's audit uses the same rule): the budget
 (escrowed at accept plus top-ups) equals what the provider was paid, the protocol fees, what came
-back to the tenant (at close, for downtime, for rounds proven bad), what a verified lease still
-holds for Settlement and what an open lease still has in escrow. Here only the lease's own
+back to the tenant (at close, for downtime, for rounds proven bad and, once a cheat is proven
+for the lease, for every other round of its pay still held: forfeited), what a verified lease
+still holds for Settlement and what an open lease still has in escrow. Here only the lease's own
 events are read (filtered by its id), not the chain's whole history.
 """
 
@@ -131,10 +132,14 @@ def money_lines(m: LeaseMoney) -> list[str]:
         lines.append(f"  refunded to you for epochs without a heartbeat "
                      f"{money(led.downtime_refunded)}")
     if led.round_refunded or led.verified:
-        lines.append(f"  refunded to you for rounds proven bad {money(led.round_refunded)}")
+        line = f"  refunded to you for rounds proven bad {money(led.round_refunded)}"
+        if led.forfeited_refunded:
+            line += (f" (of it {money(led.forfeited_refunded)} forfeited: a cheat was proven in "
+                     "another round, so none of the provider's pay still held is released)")
+        lines.append(line)
     if led.verified:
         lines.append(f"  held for Settlement {money(led.held)} (the provider's once its rounds "
-                     "are final, yours for a round proven bad)")
+                     "are final, yours for a round proven bad, all of it once a cheat is proven)")
     if not led.closed:
         whose = ("yours at the close" if led.verified else "the pay the provider earned and "
                  "has not withdrawn, and the rest, yours at the close")
@@ -157,6 +162,7 @@ def money_json(m: LeaseMoney) -> dict:
             "provider_withdrawn": m.withdrawn, "provider_paid_at_close":
             m.paid_at_close, "fees": led.fees, "refunded_at_close": led.refunded,
             "downtime_refunded": led.downtime_refunded, "round_refunded": led.round_refunded,
+            "round_forfeited": led.forfeited_refunded,
             "held_for_settlement": led.held, "escrow": led.escrow, "adds_up": led.adds_up,
             "tenant_cost": m.tenant_cost, "txs": led.all_txs}
 
@@ -167,7 +173,8 @@ def short_line(m: LeaseMoney) -> str:
     parts = [f"provider {money(led.provider_paid)}", f"fees {money(led.fees)}",
              f"refunded {money(led.refunded + led.downtime_refunded)}"]
     if led.verified or led.round_refunded:
-        parts.append(f"proven rounds refunded {money(led.round_refunded)}")
+        parts.append(f"proven rounds refunded {money(led.round_refunded)}" + (
+            f" (of it {money(led.forfeited_refunded)} forfeited)" if led.forfeited_refunded else ""))
     if led.held or led.verified:
         parts.append(f"held for Settlement {money(led.held)}")
     if not led.closed:
@@ -186,7 +193,8 @@ def job_cost_line(moneys: list[LeaseMoney]) -> str:
             f"{money(total('provider_paid'))} + fees {money(total('fees'))}")
     if total("held"):
         line += (f" + held for Settlement {money(total('held'))} (paid to the providers as "
-                 "rounds become final, refunded for rounds proven bad)")
+                 "rounds become final, refunded for rounds proven bad, or all of a lease's once "
+                 "a cheat is proven for it)")
     if total("escrow"):
         line += f" + still in escrow {money(total('escrow'))}"
     return line

@@ -28,9 +28,12 @@ class RoundOut(BaseModel):
     coordinator: str
     posted_at: int
     tx_hash: str
-    settlement: str = Field(description="for this lease: 'released', 'refunded' (proven to cheat) "
-                                        "or 'pending'")
+    settlement: str = Field(description="for this lease: 'released', 'refunded' (proven to cheat, "
+                                        "or forfeited) or 'pending'")
     settlement_tx: str | None
+    forfeited: bool = Field(False, description="refunded though not itself proven: a cheat was proven "
+                                               "for the lease in another round, so Settlement "
+                                               "releases none of its pay still held")
     challenge_ids: list[int]
 
 
@@ -43,13 +46,20 @@ class SettlementOut(BaseModel):
     timestamp: int
     from_round: str | None = Field(description="release: the first round walked")
     to_round: str | None = Field(description="release: the first round not walked")
-    round_index: str | None = Field(description="refund: the round proven to cheat")
+    round_index: str | None = Field(description="refund: the round whose pay went back to the tenant "
+                                                "(with `after_last_root`: the rounds then posted)")
     released_until: int | None
     token: str = PAYMENT_SYMBOL
     decimals: int = PAYMENT_DECIMALS
     amount_base_units: str = Field(description="release: gross pay released; refund: the round's gross pay")
     withheld_base_units: str
     refund_base_units: str = Field(description="sent back to the tenant now")
+    forfeited: bool = Field(False, description="refund: the round was not itself proven to cheat, but "
+                                               "a cheat was proven for the lease in another round "
+                                               "(Verification.cheated): none of its pay still held is "
+                                               "released; false for a proven round and a release")
+    after_last_root: bool = Field(False, description="refund: the pay for the time after the job's "
+                                                     "last root (always forfeited)")
 
 
 class ClaimOut(BaseModel):

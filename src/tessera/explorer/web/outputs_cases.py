@@ -42,35 +42,46 @@ def ledger_out(ledger: LeaseLedger) -> LedgerOut:
                          call=c.call) for c in ledger.claims])
 
 
-def round_settlement(view: LeaseView, round_index: int) -> tuple[str, str | None]:
-    """('refunded' | 'released' | 'pending', tx) for one round of the lease's job."""
+def after_last_root(s: db.Settlement, rounds: list[db.Round]) -> bool:
+    """Whether a refund is of the time after the job's last root (Settlement logs it with
+    round_index = the rounds then posted, forfeited): no root of that index was posted before it.
+    A round's own refund always comes after its root (the round must be final)."""
+    return s.kind == "refund" and not any(
+        r.round_index == s.round_index and r.block_number < s.block_number for r in rounds)
+
+
+def round_settlement(view: LeaseView, r: db.Round) -> tuple[str, str | None, bool]:
+    """('refunded' | 'released' | 'pending', tx, forfeited) for one round of the lease's job. A
+    refund of the time after the last root, logged before this round's root with its index, is
+    not this round's."""
     for s in view.settlements:
-        if s.kind == "refund" and s.round_index == round_index:
-            return "refunded", s.tx_hash
+        if s.kind == "refund" and s.round_index == r.round_index and s.block_number > r.block_number:
+            return "refunded", s.tx_hash, s.forfeited
     for s in view.settlements:
-        if s.kind == "release" and s.from_round is not None and s.from_round <= round_index < s.to_round:
-            return "released", s.tx_hash
-    return "pending", None
+        if s.kind == "release" and s.from_round is not None and s.from_round <= r.round_index < s.to_round:
+            return "released", s.tx_hash, False
+    return "pending", None, False
 
 
 def round_outs(view: LeaseView) -> list[RoundOut]:
     out = []
     for r in view.rounds:
-        state, tx = round_settlement(view, r.round_index)
+        state, tx, forfeited = round_settlement(view, r)
         out.append(RoundOut(
             round_index=str(r.round_index), root=r.root, n_leaves=str(r.n_leaves), coordinator=r.coordinator,
-            posted_at=r.posted_at, tx_hash=r.tx_hash, settlement=state, settlement_tx=tx,
+            posted_at=r.posted_at, tx_hash=r.tx_hash, settlement=state, settlement_tx=tx, forfeited=forfeited,
             challenge_ids=[c.challenge_id for c in view.challenges.rows if c.round_index == r.round_index]))
     return out
 
 
-def settlement_out(s: db.Settlement) -> SettlementOut:
+def settlement_out(s: db.Settlement, rounds: list[db.Round]) -> SettlementOut:
     return SettlementOut(
         kind=s.kind, tx_hash=s.tx_hash, log_index=s.log_index, timestamp=s.timestamp,
         from_round=None if s.from_round is None else str(s.from_round),
         to_round=None if s.to_round is None else str(s.to_round),
         round_index=None if s.round_index is None else str(s.round_index), released_until=s.released_until,
-        amount_base_units=str(s.amount), withheld_base_units=str(s.withheld), refund_base_units=str(s.refund))
+        amount_base_units=str(s.amount), withheld_base_units=str(s.withheld), refund_base_units=str(s.refund),
+        forfeited=s.forfeited, after_last_root=after_last_root(s, rounds))
 
 
 def vote_out(v: db.Vote) -> VoteOut:
@@ -129,7 +140,7 @@ def lease_detail(snap: Snapshot, view: LeaseView) -> LeaseDetail:
                   for c in view.challenges.rows]
     return LeaseDetail(**lease_out(snap, view.lease).model_dump(),
                        ledger=ledger_out(ledger) if ledger else None, rounds=round_outs(view),
-                       settlements=[settlement_out(s) for s in view.settlement_page.rows],
+                       settlements=[settlement_out(s, view.rounds) for s in view.settlement_page.rows],
                        settlements_paging=paging_out(view.settlement_page),
                        challenges=challenges, challenges_paging=paging_out(view.challenges),
                        events=[event_out(ev) for ev in view.events.rows],

@@ -77,7 +77,7 @@ def lease_html(snap: Snapshot, view: LeaseView) -> str:
                   "this lease's pay for each round (Settlement).</p>", rounds_table(view),
                   "<h2 id='settlements'>Settlement</h2>",
                   list_pager(path, view.settlement_page, "settlement events", "settlements"),
-                  settlements_table(view.settlement_page.rows),
+                  settlements_table(view.settlement_page.rows, view.rounds),
                   "<h2 id='challenges'>Challenges</h2>",
                   list_pager(path, view.challenges, "challenges", "challenges"),
                   challenges_table(view.challenges.rows, with_lease=False)]

@@ -24,7 +24,7 @@ from tessera.explorer.web.markup import (
     validator_link,
     when,
 )
-from tessera.explorer.web.outputs_cases import round_settlement
+from tessera.explorer.web.outputs_cases import after_last_root, round_settlement
 from tessera.explorer.web.queries import LeaseView
 from tessera.explorer.web.units import DECIMALS, PROVIDER_ARGS, VALIDATOR_ARGS, arg_unit
 from tessera.protocol.ledger import LeaseLedger
@@ -98,12 +98,16 @@ def events_table(events: list[db.Event], with_tx: bool = True) -> str:
 def rounds_table(view: LeaseView) -> str:
     rows = []
     for r in view.rounds:
-        state, tx = round_settlement(view, r.round_index)
+        state, tx, forfeited = round_settlement(view, r)
         cls = {"refunded": "bad", "released": "ok"}.get(state, "muted")
+        why = "" if state != "refunded" else (
+            ' <span class="muted why">(forfeited: a cheat proven in another round)</span>' if forfeited
+            else ' <span class="muted why">(proven to cheat)</span>')
         challenged = [c for c in view.challenges.rows if c.round_index == r.round_index]
         rows.append([e(r.round_index), short_hash(r.root), e(r.n_leaves), e(when(r.posted_at)),
                      tx_link(r.tx_hash),
-                     f'<span class="{cls} settled">{e(state)}</span>' + (f" in {tx_link(tx)}" if tx else ""),
+                     f'<span class="{cls} settled">{e(state)}</span>' + why
+                     + (f" in {tx_link(tx)}" if tx else ""),
                      " ".join(challenge_link(c.challenge_id) + f" ({e(VERDICTS[c.status])})"
                               if c.status in VERDICTS else challenge_link(c.challenge_id)
                               for c in challenged) or "-"])
@@ -111,14 +115,21 @@ def rounds_table(view: LeaseView) -> str:
                  "rounds")
 
 
-def settlements_table(settlements: list[db.Settlement]) -> str:
+def settlements_table(settlements: list[db.Settlement], rounds: list[db.Round]) -> str:
+    """Each Settlement event of the lease; a refund says why: its round was proven to cheat, or
+    it was forfeited (a cheat proven for the lease in another round: none of its pay still held
+    is released), the time after the last root included."""
     rows = []
     for s in settlements:
         if s.kind == "release":
             what = f"rounds {e(s.from_round)} to {e(s.to_round - 1)}" if s.to_round > s.from_round else "time"
             what += f", pay up to {e(when(s.released_until))}"
-        else:
+        elif not s.forfeited:
             what = f"round {e(s.round_index)} proven to cheat"
+        else:
+            tail = after_last_root(s, rounds)
+            what = ("the time after the last root" if tail else f"round {e(s.round_index)}") + \
+                " forfeited (a cheat proven in another round)"
         rows.append([e("released" if s.kind == "release" else "refunded"), what, tusd(s.amount),
                      tusd(s.withheld), tusd(s.refund), e(when(s.timestamp)), tx_link(s.tx_hash)])
     return table(["event", "what", "gross pay", "withheld", "refunded to tenant", "time", "tx"], rows,
@@ -194,7 +205,9 @@ LEDGER_PARTS = (
     ("fees", "protocol fees", "to the treasury"),
     ("refunded", "refunded at close", "LeaseClosed.refund"),
     ("downtime_refunded", "refunded for downtime", "DowntimeClaimed.refund"),
-    ("round_refunded", "refunded for rounds proven to cheat", "Settlement RoundRefunded.refund"),
+    ("round_refunded", "refunded for rounds proven to cheat or forfeited",
+     "Settlement RoundRefunded.refund (forfeited: once a cheat is proven for the lease, "
+     "every round's pay still held)"),
     ("held", "held for Settlement", "streamed pay not yet released or refunded"),
     ("escrow", "still in escrow", "the rest of an open lease's budget"),
 )
@@ -216,8 +229,10 @@ def ledger_html(ledger: LeaseLedger) -> str:
              _tx_links(ledger.txs.get("budget", []))]]
     for part, label, source in LEDGER_PARTS:
         value = getattr(ledger, part)
+        of_it = (f' <span class="muted forfeited">(of it {tusd(ledger.forfeited_refunded)} forfeited)</span>'
+                 if part == "round_refunded" and ledger.forfeited_refunded else "")
         rows.append([e(("= " if part == "provider_paid" else "+ ") + label),
-                     f'<span data-part="{part}">{tusd(value)}</span>', e(source),
+                     f'<span data-part="{part}">{tusd(value)}</span>' + of_it, e(source),
                      _tx_links(sorted(set(ledger.txs.get(part, []))))])
     verdict = ('<span class="ok" id="adds-up">adds up to the budget</span>' if ledger.adds_up else
                f'<span class="bad" id="adds-up">does not add up: {tusd(ledger.unaccounted)} '
