@@ -690,7 +690,10 @@ def accrued(lease_id: uint256) -> uint256:
 def earned(lease_id: uint256) -> uint256:
     """
     @notice Gross amount (fee included) the provider has earned for live time so far,
-            paid or not: the stream less claimed downtime and the pay of rounds proven to cheat.
+            paid or not: the stream less claimed downtime and the pay withheld so far (rounds
+            proven to cheat, and those walked once a cheat is proven for the lease). For a
+            lease with a proven cheat (Verification.cheated) its unreleased time still counts
+            here until Settlement walks it: it will be withheld too.
     @param lease_id The lease (an unknown one gives 0).
     @return uint256 The amount, in payment-token base units.
     """
