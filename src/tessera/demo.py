@@ -18,7 +18,7 @@ from tessera.chain.devnet import TREASURY, Devnet, free_port
 from tessera.daemons import spawn, stop, wait_healthy
 from tessera.demo_agent import run_agent_act
 from tessera.demo_bridge import CrossChainAct, devnet_options
-from tessera.demo_cheater import run_cheater_act, settle_held_pay
+from tessera.demo_cheater import run_cheater_act, settle_held_pay, start_validators
 from tessera.explorer.recap import index_and_audit
 from tessera.protocol.jobspec import JobSpec
 from tessera.tenant.bidding import device_text, money, reliability_text
@@ -30,6 +30,11 @@ TENANT = 5
 # The demo chain is deployed with a 30 s challenge window (default 1 h) so that a verified
 # round's held pay is released while you watch; providers sweep their held pay every 5 s.
 CHALLENGE_WINDOW_S, PAYOUT_SWEEP_S = 30, 5
+# Uptime epochs of 10 s (60 s on a plain devnet), and the validators started with the
+# providers: an epoch is final 3 epochs after it ends, so the providers' beats receipted and
+# reported by the validators turn into final uptime while you watch (the explorer's last lines:
+# "by validators' reports"), not only their fallback heartbeat transactions.
+DEMO_EPOCH_S = 10
 # Pay for a verified lease's time after its job's last root (up to the close) is released once
 # the challenge window plus this grace has passed (1 h by default): none on the demo chain, so
 # that the demo settles every verified lease in full before it shows the figures.
@@ -93,8 +98,9 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
     os.environ["TESSERA_HOME"] = str(home)
     devnet = Devnet(home / "devnet")
     console.print(f"[bold]Tessera demo[/] (state in {home})")
+    epochs = {"epoch_length": DEMO_EPOCH_S} if chains == 1 else {}
     network = devnet.up_anywhere(**devnet_options(chains), challenge_window=CHALLENGE_WINDOW_S,
-                        root_grace=ROOT_GRACE_S)
+                                 root_grace=ROOT_GRACE_S, **epochs)
     console.print(f"local chain {network.chain_id} at {network.rpc_url}; contracts deployed: "
                   + ", ".join(f"{k} {v}" for k, v in network.contracts.items()))
     procs: dict = {}
@@ -104,6 +110,13 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
         for p in PROVIDERS:
             procs[p.name] = start_provider(p, home, devnet.network_file)
             wait_healthy({p.name: procs[p.name]})
+        if chains == 1:
+            console.print("starting 3 validators (stake 100 TSTK each): they receipt the "
+                          "providers' beats and post one liveness report per epoch, and later "
+                          "replay challenged work and vote ...")
+            validators = start_validators(home, devnet.network_file)
+            procs.update(validators)
+            wait_healthy(validators)
         chain = Chain(network, devnet_account(TENANT))
         tenant = Tenant(chain)
         providers_table(console, tenant, procs)

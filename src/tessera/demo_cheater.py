@@ -110,10 +110,14 @@ def run_cheater_act(console: Console, chain: Chain, home: Path, procs: Daemons) 
     stops. Returns what happened, transactions included."""
     network_file = home / "devnet" / "network.json"
     console.rule("[bold]verification: a cheating provider")
-    console.print("starting 3 validators (stake 100 TSTK each, replay challenged work and vote) "
-                  f"and provider delta at {CHEATER_PRICE} TUSD/GPU-h, which [red]cheats[/]: it "
-                  "trains honestly but sends -10x its update, to poison the model ...")
-    new = {**start_validators(home, network_file), **start_cheater(home, network_file)}
+    running = any(name.startswith("validator-") for name in procs)   # started with the providers
+    console.print(("the 3 validators (stake 100 TSTK each) replay challenged work and vote; "
+                   if running else "starting 3 validators (stake 100 TSTK each, replay challenged "
+                   "work and vote) and ") + f"provider delta at {CHEATER_PRICE} TUSD/GPU-h, which "
+                  "[red]cheats[/]: it trains honestly but sends -10x its update, to poison the "
+                  "model ...")
+    new = {**({} if running else start_validators(home, network_file)),
+           **start_cheater(home, network_file)}
     procs.update(new)
     wait_healthy(new)
     tenant = Tenant(chain)
