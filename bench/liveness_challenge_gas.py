@@ -105,14 +105,17 @@ class Bench:
         self.answered_in_full: list[dict] = []
         self.own: list[dict] = []
 
+    def travel_to(self, timestamp: int) -> None:
+        """Mine a block at `timestamp` or later (never back in time)."""
+        chain = self.challenger.chain
+        now = chain.block_timestamp()
+        if timestamp > now:
+            chain.w3.provider.make_request("evm_increaseTime", [timestamp - now])
+        chain.w3.provider.make_request("evm_mine", [])
+
     def advance_to(self, epoch: int) -> None:
         u = self.challenger
-        now = u.chain.block_timestamp()
-        start = u.genesis() + epoch * u.epoch_length()
-        provider = u.chain.w3.provider
-        if start >= now:
-            provider.make_request("evm_increaseTime", [start - now + 1])
-        provider.make_request("evm_mine", [])
+        self.travel_to(u.genesis() + epoch * u.epoch_length() + 1)
         assert u.current_epoch() == epoch
 
     def finished_epoch(self) -> int:
@@ -172,10 +175,7 @@ class Bench:
         cid = self.challenge(reporter, epoch, words, "context: the challenge the own answers answer")
         u = self.challenger
         provider = u.chain.w3.provider
-        moment = u.own_answer_from(epoch)
-        now = u.chain.block_timestamp()
-        provider.make_request("evm_increaseTime", [max(0, moment - now)])
-        provider.make_request("evm_mine", [])
+        self.travel_to(u.own_answer_from(epoch))
         fee, fee_gas = u.answer_fee(), u.chain.uptime.functions.ANSWER_FEE_GAS().call()
         addresses, sigs = self.beats(epoch, range(n))
         cases = ["the challenge's first answer, the epoch's first beat shown, the provider holding "
@@ -199,9 +199,7 @@ class Bench:
         StakeToken(own_griefer.chain).ensure_allowance(own_griefer.address, 2**255)
         _, cid = own_griefer.challenge_inclusions(reporter.chain.address, epoch, words, named)
         assert StakeToken(u.chain).balance_of(griefer.address) == 0
-        moment, now = u.own_answer_from(epoch), u.chain.block_timestamp()
-        provider.make_request("evm_increaseTime", [max(0, moment - now)])
-        provider.make_request("evm_mine", [])
+        self.travel_to(u.own_answer_from(epoch))
         addresses, sigs = self.beats(epoch, range(n - 1, n))
         self.own_answer(cid, self.accounts[n - 1], addresses[0], sigs[0], fee, fee_gas,
                         "the only named beat (the challenge's first answer, it settles), the "

@@ -60,12 +60,18 @@ def network(tmp_path_factory, private_devnet):
         yield network
 
 
-@pytest.fixture
-def chain(network):
+def funded_chain(network) -> Chain:
     """A Chain with a fresh, funded account (its own nonces), replacing after 0.2 s."""
     account = Account.create()
     chain = Chain(network, account, replace_after_s=0.2)
     rpc(chain, "anvil_setBalance", account.address, hex(10**19))
+    return chain
+
+
+@pytest.fixture
+def chain(network):
+    """funded_chain, each transaction it sends kept in `records` with its versions."""
+    chain = funded_chain(network)
     chain.records = []                       # every transaction sent, with its versions
     track = chain._track
 

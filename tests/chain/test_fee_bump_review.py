@@ -18,7 +18,7 @@ import time
 
 import pytest
 import requests
-from eth_account import Account
+from tests.chain.test_fee_bump import funded_chain, network  # noqa: F401 (a fixture)
 from tests.support.anvil import rpc
 from web3 import Web3
 
@@ -29,19 +29,11 @@ from tessera.errors import ChainError, TxDropped
 SPENDER = "0x000000000000000000000000000000000000dEaD"
 
 
-@pytest.fixture(scope="module")
-def network(tmp_path_factory, private_devnet):
-    with private_devnet(tmp_path_factory.mktemp("feebumpreview")) as (_, network):
-        yield network
-
-
 @pytest.fixture
-def chain(network):
-    """A Chain with a fresh, funded account, replacing after 0.2 s; anvil does not mine until
-    told (evm_mine), so every version stays pending; automine again afterwards."""
-    account = Account.create()
-    chain = Chain(network, account, replace_after_s=0.2)
-    rpc(chain, "anvil_setBalance", account.address, hex(10**19))
+def chain(network):  # noqa: F811 (the imported fixture)
+    """test_fee_bump's funded_chain; anvil does not mine until told (evm_mine), so every
+    version stays pending; automine again afterwards."""
+    chain = funded_chain(network)
     rpc(chain, "evm_setAutomine", False)
     yield chain
     rpc(chain, "evm_setAutomine", True)

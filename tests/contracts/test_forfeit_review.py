@@ -28,6 +28,9 @@ from test_market_verified import (  # noqa: F401  (bare, ver: fixtures)
     wait,
     withdraw,
 )
+from test_market_verified import (
+    attempt as allowed_here,
+)
 
 from tessera.protocol import commitment as cm
 
@@ -418,12 +421,7 @@ def _run(system, ver, steps, early: bool):  # noqa: F811
     refunded: dict = {lid: [] for lid in job.leases}   # every RoundRefunded, per lease
 
     def attempt(action) -> None:
-        try:
-            action()
-        except BoaError as exc:
-            reason = str(getattr(exc.stack_trace.last_frame, "pretty_vm_reason",
-                                 exc.stack_trace.last_frame))
-            assert any(a in reason for a in ALLOWED + ("market: caller", "market: amount")), reason
+        allowed_here(action, ALLOWED + ("market: caller", "market: amount"))
 
     def checked_release(lid: int, up_to: int) -> None:
         t0 = usd.balanceOf(tenant)

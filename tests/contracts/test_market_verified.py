@@ -641,6 +641,18 @@ ALLOWED = ("settlement: nothing to release", "settlement: round not final", "mar
            "verification: ")
 
 
+def attempt(action, allowed: tuple[str, ...] = ALLOWED) -> None:
+    """Run a step of a property test; a revert must be one of the `allowed` reasons."""
+    try:
+        action()
+    except BoaError as exc:
+        # The revert reason alone: titanoboa's full description of some reverts (its call
+        # tree, decoding storage it traced) can fail to render.
+        reason = str(getattr(exc.stack_trace.last_frame, "pretty_vm_reason",
+                             exc.stack_trace.last_frame))
+        assert any(a in reason for a in allowed), reason
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(steps=ops)
@@ -679,16 +691,6 @@ def _run(system, ver, steps):
     leases: list[tuple[Job, int]] = []
     proven_refunds: dict[int, int] = {}
     challenges: list[int] = []
-
-    def attempt(action) -> None:
-        try:
-            action()
-        except BoaError as exc:
-            # The revert reason alone: titanoboa's full description of some reverts (its call
-            # tree, decoding storage it traced) can fail to render.
-            reason = str(getattr(exc.stack_trace.last_frame, "pretty_vm_reason",
-                                 exc.stack_trace.last_frame))
-            assert any(allowed in reason for allowed in ALLOWED), reason
 
     for step in steps:
         kind = step[0]

@@ -20,7 +20,6 @@ from tests.validator import test_liveness_pipeline as pipeline
 from web3.exceptions import TransactionNotFound
 
 from tessera.chain import client
-from tessera.errors import ChainError
 from tessera.protocol import liveness
 from tessera.validator import liveness_answers
 
@@ -52,12 +51,7 @@ def test_a_pending_answer_whose_nonce_was_taken_is_sent_again(world, challenged,
     monkeypatch.setattr(client, "DROP_CONFIRM_S", 0.5)     # (3 s by default, across scans)
     monkeypatch.setattr(liveness_answers, "PIPELINE_BATCHES", 1)
     given = pipeline.sends(duty, monkeypatch)
-    mining_wait_for = chain.wait_for
-
-    def congested(sent, what, timeout=60):
-        raise ChainError(f"{what} ({sent.hex()}) not mined within {timeout}s")
-
-    monkeypatch.setattr(chain, "wait_for", congested)
+    mining_wait_for = pipeline.congested(chain, monkeypatch)
     pipeline.answer(duty)                                  # one batch, pending
     assert len(given) == 1 and duty.answers._pending[cid]
     evicted = given[0][1].to_0x_hex()

@@ -29,7 +29,7 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.registry import ProviderRegistry
 from tessera.chain.uptime import Uptime
-from tessera.errors import RpcUnavailable
+from tessera.errors import ChainError, RpcUnavailable
 from tessera.protocol import liveness
 from tessera.validator import liveness_answers
 from tessera.validator.liveness import LivenessDuty
@@ -110,6 +110,18 @@ def sends(duty: LivenessDuty, monkeypatch) -> list[list]:
 
     monkeypatch.setattr(duty.uptime, "answer_challenge", recorded)
     return given
+
+
+def congested(chain: Chain, monkeypatch):
+    """From now on every receipt wait of `chain` ends as a congested node's would ("not mined
+    within"); returns the real wait_for, to put back once the congestion is over."""
+    real = chain.wait_for
+
+    def not_mined(sent, what, timeout=60):
+        raise ChainError(f"{what} ({sent.hex()}) not mined within {timeout}s")
+
+    monkeypatch.setattr(chain, "wait_for", not_mined)
+    return real
 
 
 def nonce(chain: Chain, block: str = "latest") -> int:

@@ -231,18 +231,11 @@ def test_a_receipt_timeout_does_not_resend_beats_still_pending(world, challenged
     next scan sends six (two of them copies, reverted).
     Fix: keep the hashes of a challenge's unconfirmed batches and wait on (or replace with a
     higher fee, same nonce) those before cutting new groups from their beats."""
-    from tessera.errors import ChainError
-
     _, _, chain = world
     duty, log, cid, _ = challenged
     monkeypatch.setattr(liveness_answers, "PIPELINE_BATCHES", 2)
     given = pipeline.sends(duty, monkeypatch)
-    mining_wait_for = chain.wait_for
-
-    def congested(sent, what, timeout=60):
-        raise ChainError(f"{what} ({sent.hex()}) not mined within {timeout}s")
-
-    monkeypatch.setattr(chain, "wait_for", congested)
+    mining_wait_for = pipeline.congested(chain, monkeypatch)
     pipeline.answer(duty)                          # two batches sent, neither mined in time
     assert len(given) == 2 and "not mined within" in log.getvalue()
     monkeypatch.setattr(chain, "wait_for", mining_wait_for)

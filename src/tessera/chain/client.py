@@ -241,14 +241,14 @@ class Chain:
 
     def wait_for(self, sent, what: str, timeout: float = 60) -> TxReceipt:
         """The receipt of a transaction sent (its first hash), once mined: ChainError if it is
-        not mined within `timeout` seconds, TxRefused if it reverted, TxDropped (at once) if
-        another transaction was mined on its nonce (`what`: the call, for the messages).
+        not mined within `timeout` seconds, TxRefused if it reverted, TxDropped if another
+        transaction was mined on its nonce (`what`: the call, for the messages).
 
         One this Chain sent costs one RPC call a poll (RECEIPT_POLL_S), however many versions
         it has: the account's `latest` nonce; its versions' receipts are asked for only once
         that has passed the transaction's nonce, and if none has one for DROP_CONFIRM_S (across
-        waits: a receipt may lag the nonce on a load-balanced RPC), it never will (TxDropped). Until
-        then, not mined `replace_after_s` after its last version, it is replaced
+        waits: a receipt may lag the nonce on a load-balanced RPC), it never will (TxDropped).
+        Until then, not mined `replace_after_s` after its last version, it is replaced
         (_replace_due), in this wait or a later one for the same hash; whatever that sends
         fails of, the wait goes on. The receipt is that of whichever version is mined (the
         first may still win). Another hash (not sent here) is polled for its receipt alone."""

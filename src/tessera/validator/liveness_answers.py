@@ -32,8 +32,8 @@ anyone. For every challenge of its own reports (its status in liveness.db's answ
   that drops one transaction of a group (and, by nonce, those after it, until the node
   includes them again) only makes its beats unshown again: the next scan's read shows them
   so, and sends them again. So does an answer that will never be mined because a node dropped
-  it and another transaction of the account took its nonce (`TxDropped`, at once): it is no
-  longer pending, as if never sent.
+  it and another transaction of the account took its nonce (`TxDropped`, once the nonce has
+  been used for 3 s with no receipt of ours): it is no longer pending, as if never sent.
 - A named provider whose beat it does not hold (a lost database) is logged once as
   unanswerable; the others are still shown (the slash is per unshown provider).
 - Answered in full on this challenge, the challenge settles at once. A named beat shown on
