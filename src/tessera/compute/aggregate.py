@@ -1,8 +1,12 @@
 """Aggregating pseudo-gradients from many workers: mean, coordinate-wise median, trimmed mean.
 
-Every rule sorts each coordinate's values across workers before reducing them, so the result is
-bitwise independent of the order in which contributions arrived (floating-point addition is not
-associative; a verifier replaying the outer step must get the same bits whatever the order).
+Every rule gives bitwise the same result whatever the order in which contributions arrived
+(floating-point addition is not associative; a resumed or replayed round must get the same bits).
+The mean sums exactly (`compute/exact_sum.py`), so it streams: `MeanStream` folds each
+contribution in as it arrives and holds a fixed 24-40 bytes per parameter, however many workers
+there are. The median and the trimmed mean need every value of a coordinate at once (order
+statistics): they sort each coordinate's values across workers, holding 4 bytes per parameter
+per worker, and do not stream.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import math
 from typing import Literal
 
 import torch
+
+from tessera.compute.exact_sum import ExactSum
 
 Method = Literal["mean", "median", "trimmed_mean"]
 
@@ -22,8 +28,12 @@ def _sorted(values: list[torch.Tensor]) -> torch.Tensor:
 
 
 def mean(values: list[torch.Tensor]) -> torch.Tensor:
-    s = _sorted(values)
-    return s.sum(dim=0) / s.shape[0]
+    if not values:
+        raise ValueError("nothing to aggregate")
+    total = ExactSum(values[0].shape)
+    for v in values:
+        total.add(v.to(torch.float32))
+    return total.value(len(values))
 
 
 def median(values: list[torch.Tensor]) -> torch.Tensor:
@@ -58,9 +68,56 @@ def aggregate(contributions: list[dict[str, torch.Tensor]], method: Method = "me
         if set(c) != set(keys):
             raise ValueError("contributions have different keys")
     if method == "mean":
-        return {k: mean([c[k] for c in contributions]) for k in keys}
+        stream = MeanStream(contributions[0])
+        for c in contributions:
+            stream.add(c)
+        return stream.value()
     if method == "median":
         return {k: median([c[k] for c in contributions]) for k in keys}
     if method == "trimmed_mean":
         return {k: trimmed_mean([c[k] for c in contributions], trim_fraction) for k in keys}
     raise ValueError(f"unknown aggregation {method!r}")
+
+
+class MeanStream:
+    """The mean of {name: tensor} contributions folded in one at a time, in any order, in a
+    fixed amount of memory; `subtract` takes one back out (a worker caught after it was added),
+    `merge` adds another stream's contributions (a tree of aggregators)."""
+
+    def __init__(self, reference: dict[str, torch.Tensor]):
+        self.sums = {name: ExactSum(t.shape) for name, t in reference.items()}
+        self.count = 0
+
+    def _check(self, contribution: dict[str, torch.Tensor]) -> None:
+        if set(contribution) != set(self.sums):
+            raise ValueError("contribution has other tensor names than the stream")
+
+    def add(self, contribution: dict[str, torch.Tensor]) -> None:
+        self._check(contribution)
+        for name, total in self.sums.items():
+            total.add(contribution[name])
+        self.count += 1
+
+    def subtract(self, contribution: dict[str, torch.Tensor]) -> None:
+        self._check(contribution)
+        if self.count == 0:
+            raise ValueError("nothing to subtract from")
+        for name, total in self.sums.items():
+            total.subtract(contribution[name])
+        self.count -= 1
+
+    def merge(self, other: MeanStream) -> None:
+        if set(other.sums) != set(self.sums):
+            raise ValueError("streams hold other tensor names")
+        for name, total in self.sums.items():
+            total.merge(other.sums[name])
+        self.count += other.count
+
+    def bytes(self) -> int:
+        """Memory the stream holds for its sums."""
+        return sum(total.bytes() for total in self.sums.values())
+
+    def value(self) -> dict[str, torch.Tensor]:
+        if self.count == 0:
+            raise ValueError("nothing to aggregate")
+        return {name: total.value(self.count) for name, total in self.sums.items()}

@@ -32,7 +32,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from tessera.compute.aggregate import aggregate
+from tessera.compute.aggregate import MeanStream, aggregate
 from tessera.compute.compress import (
     DEFAULT_CHUNK,
     ErrorFeedback,
@@ -320,6 +320,11 @@ class Coordinator:
         return decode_tensors(payload, self.published, self.config.compression, self.config.chunk,
                               "pseudo_gradient")
 
+    def stream(self) -> MeanStream | None:
+        """A round's running aggregate, to fold decoded pseudo-gradients into as they arrive,
+        when the job's rule streams (the mean); None for the median and the trimmed mean."""
+        return MeanStream(self.published) if self.config.aggregation == "mean" else None
+
     def apply(self, pseudo_grads: Sequence[State]) -> OuterUpdate:
         """Aggregate the round's pseudo-gradients, take the outer step, build the broadcast."""
         if not pseudo_grads:
@@ -328,7 +333,22 @@ class Coordinator:
             reason = validate_pseudo_gradient(pg, self.published)
             if reason:
                 raise ValueError(f"pseudo-gradient {i}: {reason}")
-        agg = aggregate(list(pseudo_grads), self.config.aggregation, self.config.trim_fraction)
+        stream = self.stream()
+        if stream is None:
+            agg = aggregate(list(pseudo_grads), self.config.aggregation, self.config.trim_fraction)
+            return self._step(agg, len(pseudo_grads))
+        for pg in pseudo_grads:
+            stream.add(pg)
+        return self.apply_stream(stream)
+
+    def apply_stream(self, stream: MeanStream) -> OuterUpdate:
+        """The outer step from a round's stream (of pseudo-gradients `decode` accepted): the
+        same bits as `apply` on the same contributions, in any order."""
+        if stream.count == 0:
+            raise ValueError("no pseudo-gradients to apply")
+        return self._step(stream.value(), stream.count)
+
+    def _step(self, agg: State, contributors: int) -> OuterUpdate:
         for name, p in self.model.named_parameters():
             p.grad = agg[name].to(p.device)
         self.optimizer.step()
@@ -345,7 +365,7 @@ class Coordinator:
         self.published = apply_broadcast(self.published, broadcast, self.config)
         norm = torch.sqrt(sum((a ** 2).sum() for a in agg.values())).item()
         self.round += 1
-        return OuterUpdate(self.round - 1, broadcast, len(pseudo_grads), norm)
+        return OuterUpdate(self.round - 1, broadcast, contributors, norm)
 
     def state_dict(self) -> dict:
         return {"config": self.config.model_dump(), "round": self.round,

@@ -82,7 +82,9 @@ def run_diloco(config: DilocoConfig, data: bytes, *, membership: Membership | No
     steps_total = 0
     for r in range(config.rounds):
         members = sorted(membership(r)) if membership else list(range(config.workers))
-        payloads, losses, round_compute, up_max = [], [], 0.0, 0
+        losses, round_compute, up_max = [], 0.0, 0
+        stream = coordinator.stream()   # the mean folds each answer in as it comes
+        accepted, refused = [], []
         for i in members:
             joiner = r > 0 and i not in seen
             seen.add(i)
@@ -105,19 +107,23 @@ def run_diloco(config: DilocoConfig, data: bytes, *, membership: Membership | No
             res.bytes_up += len(payload)
             res.bytes_up_analytic += analytic_bytes(n_params, config.compression)
             up_max = max(up_max, len(payload))
-            payloads.append((i, payload))
-        accepted, refused = [], []
-        for i, p in payloads:
             try:
-                accepted.append(coordinator.decode(p))
+                decoded = coordinator.decode(payload)
             except ValueError as e:  # refused contributions are left out of the aggregate
                 refused.append({"worker": i, "reason": str(e)})
-        record = {"round": r, "workers": len(members), "contributors": len(accepted),
+                continue
+            if stream is None:
+                accepted.append(decoded)
+            else:
+                stream.add(decoded)
+        contributors = stream.count if stream is not None else len(accepted)
+        record = {"round": r, "workers": len(members), "contributors": contributors,
                   "refused": refused,
                   "mean_inner_loss": sum(losses) / len(losses) if losses else None}
         res.compute_s += round_compute
-        if accepted:
-            update = coordinator.apply(accepted)
+        if contributors:
+            update = (coordinator.apply(accepted) if stream is None
+                      else coordinator.apply_stream(stream))
             receivers = len(members)
             res.bytes_down += receivers * len(update.broadcast)
             res.bytes_down_analytic += receivers * analytic_bytes(n_params, config.compression)

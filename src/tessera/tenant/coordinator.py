@@ -58,11 +58,13 @@ from tessera.files import write_atomic
 from tessera.logs import EventLog
 from tessera.tenant.client import Tenant
 from tessera.tenant.round_checks import RoundVerifier
+from tessera.tenant.round_intake import RoundIntake
 from tessera.tenant.verify import VerifyTerms
 from tessera.tenant.worker_rounds import RESULT_FAULTS, Answer, WorkerChannel, WorkerLease
 
 STATE_FILE = "job.json"
 STATE_VERSION = 1
+INTAKE_DIR = "intake"   # a round's accepted payloads, until its outer step (round_intake.py)
 PAYLOAD_SLACK_BYTES = 1 << 16   # headers and int8 scales on top of an fp32 pseudo-gradient
 
 
@@ -134,7 +136,9 @@ class DilocoCoordinator:
             self.train_tokens,
             max_state_bytes(sum(t.numel() for t in self.coordinator.published.values()))
         ) if verify else None
-        self.channel = WorkerChannel(tenant, self.http, self.coordinator.decode, self.max_payload,
+        self.intake = RoundIntake(self.coordinator, self.state_dir / INTAKE_DIR)
+        self.channel = WorkerChannel(tenant, self.http, lambda payload: self.intake.take(payload),
+                                     self.max_payload,
                                      round_timeout_s,
                                      self.verifier.check_commitment if self.verifier else None)
 
@@ -242,6 +246,7 @@ class DilocoCoordinator:
         bodies = {w.lease_id: self._body_for(w) for w in active}
         if self.verifier:
             self.verifier.begin_round(self.coordinator.published)
+        self.intake = RoundIntake(self.coordinator, self.state_dir / INTAKE_DIR)
         deadline = time.monotonic() + self.round_timeout_s
         results: dict[int, Answer] = {}
         faults: dict[int, WorkerFault] = {}
@@ -275,10 +280,11 @@ class DilocoCoordinator:
         pseudo_grads = [results[w.lease_id].pseudo_gradient for w in active
                         if w.lease_id in results]
         if not pseudo_grads:
+            self.intake.close()
             self.log("round-empty", "warning", round=round_index, dropped=dropped)
             self._save()
             return None
-        update = self.coordinator.apply(pseudo_grads)
+        update = self.intake.apply(pseudo_grads)
         self.broadcast = update.broadcast
         val = held_out_loss(self.coordinator.eval_model(), self.val_tokens, self.config.workload,
                             self.device)

@@ -57,7 +57,7 @@ class WorkerLease:
 class Answer:
     """A worker's round that passed every check."""
 
-    pseudo_gradient: dict
+    pseudo_gradient: object   # what the round's intake kept of it (tenant/round_intake.py)
     size: int
     compute_s: float
     result: RoundResult
@@ -71,7 +71,7 @@ CommitmentCheck = Callable[[WorkerLease, int, RoundResult], RoundCommitment]
 class WorkerChannel:
     """The tenant's HTTP side of a round with each worker."""
 
-    def __init__(self, tenant: Tenant, http: httpx.Client, decode: Callable[[bytes], dict],
+    def __init__(self, tenant: Tenant, http: httpx.Client, decode: Callable[[bytes], object],
                  max_payload: int, round_timeout_s: float,
                  check_commitment: CommitmentCheck | None = None):
         self.tenant, self.http, self.decode = tenant, http, decode

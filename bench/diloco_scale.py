@@ -1,0 +1,212 @@
+"""DiLoCo's coordinator at many workers: memory per parameter and time per round.
+
+Two measurements:
+
+  coordinator  One round as the tenant's coordinator takes it (`tenant/round_intake.py`): n int8
+               pseudo-gradients of a ~1 M-parameter model read one at a time (as they arrive),
+               decoded, validated and folded in, then the outer step. n = 4, 16, 100, for the
+               mean (streamed: an exact sum, `compute/exact_sum.py`) and the median (it needs
+               every answer at once, so it holds them). Each row runs twice, each time in a fresh
+               process, alone: `coordinator_bytes_per_param` is that process's peak resident
+               memory during the round minus its memory before it (the model, the outer
+               optimizer and the published parameters are already there), over the parameters:
+               measured, not counted, with glibc told to give freed pages back (else freed
+               tensors stay resident and hide what a round holds); the times come from the
+               other run, with the allocator a user gets. `round_s` is the coordinator's time
+               for the whole round (every answer and the outer step, as if all arrived at once:
+               an upper bound of its share of a round); `last_answer_to_step_s` is what
+               streaming leaves on the round's critical path (folding the last answer, the
+               outer step). The payloads are random int8
+               pseudo-gradients at a trained model's magnitudes (the coordinator's work does not
+               depend on what they hold beyond their range).
+  hundred      100 workers of the default small model trained with DiLoCo (int8, mean) on this
+               machine: the real `Worker` and `Coordinator` in one process (`run_diloco`), the
+               workers one after another, so the round's wall time here is their summed compute
+               and says nothing of a distributed round; what it shows is that the job learns at
+               100 workers and what the coordinator holds and spends per round.
+
+What is not here: the coordinator's single link still carries every worker's payload (n x ~1
+byte per parameter per round, each way); a tree of aggregators sharing that traffic is not built.
+
+    .venv/bin/python bench/diloco_scale.py           # ~6 min on 2 CPU cores
+    .venv/bin/python bench/diloco_scale.py --quick   # a smoke run (~1 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from tessera.compute.corpus import build_stdlib_corpus
+from tessera.compute.diloco import Coordinator, DilocoConfig, encode_tensors
+from tessera.compute.diloco_simulation import run_diloco
+from tessera.compute.train import configure_determinism, held_out_loss, split
+from tessera.protocol.workload import TrainingWorkload
+from tessera.tenant.round_intake import RoundIntake
+
+RESULTS = Path(__file__).parent / "results" / "diloco_scale.json"
+# ~1 M parameters: large enough that tensors, not the allocator, decide the resident memory
+COORDINATOR_MODEL = TrainingWorkload(n_layer=2, n_embd=192, n_head=4, block_size=64, threads=1)
+PSEUDO_GRADIENT_SCALE = 1e-3   # |pseudo-gradient| of the default model after 50 inner steps
+# glibc serves every allocation over 128 KiB with its own pages and gives them back when freed
+# (by default the threshold grows, and freed tensors stay resident, hiding what a round holds)
+FRESH_PAGES = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def peak_rss_bytes() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
+
+
+def reset_peak_rss() -> None:
+    Path("/proc/self/clear_refs").write_text("5")   # Linux: VmHWM := the current VmRSS
+
+
+def current_rss_bytes() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
+
+
+def write_payloads(config: DilocoConfig, folder: Path, n: int) -> list[Path]:
+    reference = Coordinator(config).published
+    paths = []
+    for i in range(n):
+        g = torch.Generator().manual_seed(i)
+        pg = {k: torch.randn(v.shape, generator=g) * PSEUDO_GRADIENT_SCALE
+              for k, v in reference.items()}
+        path = folder / f"worker-{i}.bin"
+        path.write_bytes(encode_tensors(pg, "int8", config.chunk,
+                                        {"kind": "pseudo_gradient", "round": 0, "worker": i}))
+        paths.append(path)
+    return paths
+
+
+def coordinator_round(aggregation: str, payloads: list[Path], spool: Path) -> dict:
+    """One round in this process (run in a fresh one per row)."""
+    torch.set_num_threads(1)
+    config = DilocoConfig(workload=COORDINATOR_MODEL, workers=len(payloads), compression="int8",
+                          aggregation=aggregation)
+    coordinator = Coordinator(config)
+    params = sum(t.numel() for t in coordinator.published.values())
+    intake = RoundIntake(coordinator, spool)
+    kept = [intake.take(payloads[0].read_bytes())]     # warm the allocator and the code paths
+    intake.apply(kept)
+    del kept
+    ctypes.CDLL("libc.so.6").malloc_trim(0)            # freed memory leaves the process
+    intake = RoundIntake(coordinator, spool)
+    before = current_rss_bytes()
+    reset_peak_rss()
+    started = time.perf_counter()
+    kept = [intake.take(p.read_bytes()) for p in payloads[:-1]]
+    last = time.perf_counter()
+    kept.append(intake.take(payloads[-1].read_bytes()))
+    update = intake.apply(kept)
+    ended = time.perf_counter()
+    held = peak_rss_bytes() - before
+    assert update.contributors == len(payloads)
+    return {"workers": len(payloads), "aggregation": aggregation,
+            "streamed": intake.stream is not None, "params": params,
+            "payload_bytes": payloads[0].stat().st_size,
+            "coordinator_bytes_per_param": round(held / params, 2),
+            "sum_bytes_per_param": (round(intake.stream.bytes() / params, 2)
+                                    if intake.stream is not None else None),
+            "round_s": round(ended - started, 3),
+            "last_answer_to_step_s": round(ended - last, 3)}
+
+
+MEMORY_FIELDS = ("coordinator_bytes_per_param", "sum_bytes_per_param")
+
+
+def one_round(spec: str, env: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one-round", spec], capture_output=True,
+                         text=True, check=True, env={**os.environ, **env})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def coordinator_rows(counts: list[int]) -> list[dict]:
+    config = DilocoConfig(workload=COORDINATOR_MODEL, workers=max(counts), compression="int8")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        paths = write_payloads(config, folder, max(counts))
+        for aggregation in ("mean", "median"):
+            for n in counts:
+                spec = json.dumps({"aggregation": aggregation, "payloads": [str(p) for p in paths[:n]],
+                                   "spool": str(folder / "spool")})
+                timed = one_round(spec, {})                     # the allocator a user gets
+                row = {**timed, **{k: v for k, v in one_round(spec, FRESH_PAGES).items()
+                                   if k in MEMORY_FIELDS}}
+                print(f"coordinator {aggregation:6} {n:4} workers: "
+                      f"{row['coordinator_bytes_per_param']:7.1f} B/param, "
+                      f"round {row['round_s']:.2f} s, last answer to step "
+                      f"{row['last_answer_to_step_s']:.3f} s", flush=True)
+                rows.append(row)
+    return rows
+
+
+def hundred_workers(workers: int, rounds: int, inner_steps: int) -> dict:
+    workload = TrainingWorkload(threads=1)
+    config = DilocoConfig(workload=workload, workers=workers, inner_steps=inner_steps,
+                          rounds=rounds, compression="int8")
+    data = build_stdlib_corpus(1 << 20)
+    history = []
+    started = time.perf_counter()
+
+    def on_round(record: dict) -> None:
+        record = {**record, "wall_s": round(time.perf_counter() - started, 1)}
+        history.append(record)
+        print(f"hundred: round {record['round']}: {record['contributors']} contributors, "
+              f"val loss {record.get('val_loss', float('nan')):.3f}, {record['wall_s']} s", flush=True)
+
+    device = configure_determinism(workload)
+    start_loss = held_out_loss(Coordinator(config, device).eval_model(), split(data, workload)[1],
+                               workload, device)
+    result = run_diloco(config, data, eval_every_rounds=1, on_round=on_round)
+    return {"val_loss_start": round(start_loss, 4), "workers": workers, "rounds": rounds,
+            "inner_steps": inner_steps,
+            "params": result.parameters, "compression": "int8", "aggregation": "mean",
+            "val_loss": [h["val_loss"] for h in history],
+            "contributors": [h["contributors"] for h in history],
+            "bytes_up_per_round": result.bytes_up // rounds,
+            "inner_step_s": round(result.inner_step_s, 4),
+            "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--coordinator-only", action="store_true", help="print the rows, write nothing")
+    ap.add_argument("--one-round", help=argparse.SUPPRESS)   # a row's own process
+    args = ap.parse_args()
+    if args.one_round:
+        spec = json.loads(args.one_round)
+        print(json.dumps(coordinator_round(spec["aggregation"], [Path(p) for p in spec["payloads"]],
+                                           Path(spec["spool"]))))
+        return
+    counts = [4, 16] if args.quick else [4, 16, 100]
+    rows = coordinator_rows(counts)
+    if args.coordinator_only:
+        return
+    hundred = hundred_workers(20 if args.quick else 100, 2 if args.quick else 3,
+                              5 if args.quick else 20)
+    out = {"about": __doc__.split("\n\n    .venv")[0], "quick": args.quick,
+           "machine": f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+           "coordinator": rows, "hundred": hundred}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
