@@ -81,3 +81,22 @@ _SLOW_FIRST = ("tests/e2e/", "tests/bench/")
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: not item.nodeid.startswith(_SLOW_FIRST))
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """The session's throwaway PostgreSQL cluster (tests/support/postgres.py), started on first use
+    and stopped at the session's end, also after failures. Without PostgreSQL the tests that need
+    it fail with how to get it, unless TESSERA_SKIP_POSTGRES=1 skips them."""
+    from tests.support.postgres import SKIP_ENV, Cluster, skip_requested, why_unavailable
+
+    if skip_requested():
+        pytest.skip(f"{SKIP_ENV}=1: the PostgreSQL variant is skipped")
+    problem = why_unavailable()
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    cluster = Cluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -188,6 +188,13 @@ def explore(console: Console, chain: Chain, home: Path) -> dict:
         console.print(f"uptime {short(address)}: {u['up']}/{u['epochs']} final epochs up "
                       f"({u['bps'] / 100:.2f} %; {u['heartbeats']} by heartbeat tx, {u['reported']} "
                       f"by validators' reports), {u['pending']} pending (not final yet)")
+    bridge = recap.get("bridge")
+    for line in bridge["lines"] if bridge else []:
+        console.print(line, markup=False)
+    for t in bridge["transfers"] if bridge else []:
+        console.print(f"  transfer {t['message_id'][:12]}… chain {t['source_chain']} -> "
+                      f"{t['destination_chain']}: {money(t['amount'])}, {t['state']}; sent in "
+                      f"{t['source_tx']}, delivered in {t['delivery_tx'] or '-'}", markup=False)
     console.print(f"browse this run: TESSERA_HOME={home} tessera explorer serve")
     return recap
 

@@ -65,6 +65,17 @@ def test_two_chain_demo_pays_a_lease_from_the_second_chain(tmp_path):
     explorer = summary["explorer"]
     assert explorer["audit_agrees"], explorer["audit_problems"]
     assert explorer["tenant_paid"] == summary["tenant_spent"]
+    # the explorer indexed both chains' bridges: each transfer with its transactions on both
+    # sides, and conservation per direction recomputed from the logs of both chains
+    bridge = explorer["bridge"]
+    assert bridge["problems"] == [] and bridge["transfers"]
+    indexed = {t["message_id"].lower(): t for t in bridge["transfers"]}
+    for t in (deposit, back):
+        row = indexed[t["message_id"].lower()]
+        assert (row["state"], row["amount"]) == ("delivered", t["amount"])
+        assert (row["source_tx"].lower(), row["delivery_tx"].lower()) == \
+            (t["source_tx"].lower(), t["delivery_tx"].lower())
+    assert len(bridge["directions"]) == 2 and all(d["adds_up"] for d in bridge["directions"])
 
 
 def test_demo_refuses_other_chain_counts_before_starting_anything():

@@ -15,6 +15,10 @@ independent reading. The AgentBudget must hold exactly its owners' unspent depos
 withdrawals and payments: each owner's way out is `withdraw`), and every agent payment must have
 moved what its event says (an `AgentPaid` its Transfer from the AgentBudget, an EIP-3009
 `AuthorizationUsed` its Transfer from the payer).
+
+Bridge (a network with peer chains, audit_bridge.py): every chain's bridge logs are read again,
+the cross-chain transfers recomputed and compared with the derived table, and conservation
+checked per direction (locked = received + in flight + refunded; no delivery without its send).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from tessera.chain.client import Chain
 from tessera.chain.events import EventReader
 from tessera.errors import IndexerError
 from tessera.explorer import db
+from tessera.explorer.audit_bridge import BridgeAudit, bridge_audit
 from tessera.explorer.indexer import database_figures, table_figures
 from tessera.protocol.events import EventRecord
 from tessera.protocol.figures import Figures, compare, compute_figures
@@ -51,6 +56,7 @@ class AuditReport:
     holdings: list[Holding] = field(default_factory=list)
     # (contract, token) -> the token's balanceOf(contract) at `to_block`
     balances: dict[tuple[str, str], int] = field(default_factory=dict)
+    bridge: BridgeAudit | None = None     # a network with peer chains (audit_bridge.py)
 
     @property
     def agrees(self) -> bool:
@@ -132,9 +138,12 @@ def audit(chain: Chain, engine: Engine,
     if stored != len(records):
         problems.append(f"event count: chain has {len(records)}, database has {stored}")
     problems += [f"money: {p}" for p in money]
+    bridge = bridge_audit(chain.network, engine) if chain.network.peers else None
+    problems += [f"bridge: {p}" for p in (bridge.problems if bridge else [])]
     return AuditReport(to_block=cursor.last_block, as_of=as_of, events=len(records),
                        figures=len(chain_figs), problems=problems, chain_seconds=elapsed,
-                       chain_figures=chain_figs, ledgers=ledgers, holdings=rows, balances=balances)
+                       chain_figures=chain_figs, ledgers=ledgers, holdings=rows, balances=balances,
+                       bridge=bridge)
 
 
 __all__ = ["AuditReport", "IndexerError", "audit", "money_audit"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import typer
@@ -55,15 +56,22 @@ def index(
     batch_blocks: int = typer.Option(500, "--batch-blocks", min=1, help="blocks per transaction"),
     follow: bool = typer.Option(False, "--follow", help="keep indexing new final blocks"),
     poll: float = typer.Option(2.0, "--poll", help="seconds between polls with --follow"),
+    chain_confirmations: list[str] = typer.Option(
+        [], "--chain-confirmations", metavar="CHAIN_ID=N",
+        help="a peer chain's own confirmations for its bridge events (default --confirmations)"),
 ) -> None:
-    """Copy final Market and ProviderRegistry events into the database (resumable, reorg-safe)."""
+    """Copy final events into the database (resumable, reorg-safe): the market's, and on a
+    network with peer chains every chain's bridge events, each chain with its own cursor."""
+    from tessera.explorer.bridge_index import bridge_indexers, parse_chain_confirmations, sync_bridge
     from tessera.explorer.db import make_engine
     from tessera.explorer.indexer import Indexer, SyncReport
 
     chain = _chain(network)
     try:
-        indexer = Indexer(chain, make_engine(database), confirmations=confirmations,
-                          batch_blocks=batch_blocks)
+        engine = make_engine(database)
+        indexer = Indexer(chain, engine, confirmations=confirmations, batch_blocks=batch_blocks)
+        per_chain = parse_chain_confirmations(chain_confirmations)
+        bridges = bridge_indexers(chain.network, engine, confirmations, batch_blocks, per_chain)
     except ValueError as exc:
         fail(str(exc))
 
@@ -77,16 +85,26 @@ def index(
         elif not follow:
             console.print(f"up to date (head {report.head}, final up to {report.safe_head})")
 
+    def once() -> int:
+        report = indexer.sync()
+        show(report)
+        done = sync_bridge(bridges, engine) if bridges else None
+        for line in done.lines(quiet=follow) if done else []:
+            console.print(line)
+        return report.batches + (sum(r.batches for r in done.reports.values()) if done else 0)
+
     try:
         if follow:
             stopping = {"now": False}
             signal.signal(signal.SIGTERM, lambda *_: stopping.update(now=True))
             try:
-                indexer.follow(poll=poll, on_sync=show, stop=lambda: stopping["now"])
+                while not stopping["now"]:
+                    if once() == 0:
+                        time.sleep(poll)
             except KeyboardInterrupt:
                 pass
         else:
-            show(indexer.sync())
+            once()
     except ChainError as exc:
         fail(str(exc))
 
@@ -171,6 +189,8 @@ def audit(
         console.print(f"agents: {count.value} payments to registered providers, "
                       f"{_money(amount.value)} (self-payments not excluded); every agent payment "
                       "is checked against its Transfer", soft_wrap=True)
+    for line in report.bridge.lines() if report.bridge else []:
+        console.print(line, markup=False, soft_wrap=True)
     for h in report.holdings:
         if h.held or h.owed:
             show = lambda amount, h=h: show_amount(amount, h.decimals, h.symbol)  # noqa: E731
@@ -227,6 +247,8 @@ def audit_json(report, with_figures: bool = False) -> dict:
            "holdings": [{**h.to_json(), "balance_of": _amount_json(
                report.balances.get((h.contract, h.token)), h.token)} for h in report.holdings],
            "lease_ledgers": [lease.to_json() for _, lease in sorted(report.ledgers.items())]}
+    if report.bridge is not None:
+        out["bridge"] = report.bridge.to_json()
     if with_figures:
         out["figure_values"] = [figure_json(f) for _, f in sorted(report.chain_figures.items())]
     return out

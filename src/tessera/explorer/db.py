@@ -10,7 +10,7 @@ The derived tables (`DERIVED`) are a pure function of the raw events in chain or
 transactions and rebuilds only the entity rows (`ENTITY_TABLES`) the removed events changed, from
 their own kept events, found through `Event.entity` and `Event.validator` (indexer._rollback).
 The base and column types are in db_base.py, Uptime's inclusion challenges' tables in
-db_liveness.py (both re-exported here).
+db_liveness.py, the bridge's (every chain of the network) in db_bridge.py (all re-exported here).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tessera.chain.accounts import tessera_home
 from tessera.errors import IndexerError
 from tessera.explorer.db_base import Base, BigAmount, ChainText
+from tessera.explorer.db_bridge import BridgeBlock, BridgeCursor, BridgeEvent, CrossChainTransfer
 from tessera.explorer.db_liveness import LivenessChallenge, LivenessNamed, RegistryIndex
 
 
@@ -416,6 +417,8 @@ PER_EVENT = (Payment, Settlement, Slash, HardwareEntry, AgentPayment, LivenessNa
 ENTITY_TABLES = {"provider": Provider, "order": Order, "lease": Lease, "round": Round, "challenge": Challenge,
                  "validator": Validator, "hardware": HardwareCase, "grant": AgentGrant,
                  "agent_owner": AgentOwner, "liveness": LivenessChallenge}
+# The bridge's tables, every chain's (db_bridge.py): apart from the market's cursor and events.
+BRIDGE_TABLES = (BridgeCursor, BridgeBlock, BridgeEvent, CrossChainTransfer)
 
 
 def default_url() -> str:

@@ -84,10 +84,13 @@ class Indexer:
         self.engine = engine
         self.confirmations = confirmations
         self.batch_blocks = batch_blocks
-        self.reader = EventReader(chain)
+        self.reader = self._reader(chain)
         # Test hook: called inside each batch's transaction just before commit.
         self.before_commit: Callable[[Session, int], None] | None = None
         self.last_rollback: RollbackStats | None = None
+
+    def _reader(self, chain: Chain) -> EventReader:
+        return EventReader(chain)
 
     # -- cursor ----------------------------------------------------------------------------
     def _cursor(self, session: Session) -> db.Cursor:
@@ -120,8 +123,7 @@ class Indexer:
             keep, keep_hash, keep_ts = cursor.first_block - 1, None, None
             below = cursor.last_block + 1
             while True:     # newest stored blocks first, 200 at a time
-                part = session.execute(select(db.Block.number, db.Block.hash).where(db.Block.number < below)
-                                       .order_by(db.Block.number.desc()).limit(200)).all()
+                part = self._stored_blocks(session, below)
                 if not part:
                     break
                 chain_blocks = self.reader.blocks(n for n, _ in part)
@@ -135,10 +137,32 @@ class Indexer:
 
     def _rollback(self, session: Session, cursor: db.Cursor, keep: int, keep_hash: str | None,
                   keep_ts: int | None) -> RollbackStats:
-        """Roll the database back to block `keep` (`rollback_to`) and point the cursor at it."""
-        self.last_rollback = rollback_to(session, keep)
+        """Roll the database back to block `keep` (`_rollback_rows`) and point the cursor at it."""
+        self.last_rollback = self._rollback_rows(session, keep)
         cursor.last_block, cursor.last_hash, cursor.last_timestamp = keep, keep_hash, keep_ts
         return self.last_rollback
+
+    # -- storage (what a subclass indexing other events of a chain replaces: bridge_index.py) --
+    def _stored_blocks(self, session: Session, below: int) -> list[tuple[int, str]]:
+        """The newest 200 stored (number, hash) below block `below`, newest first."""
+        return [tuple(row) for row in session.execute(
+            select(db.Block.number, db.Block.hash).where(db.Block.number < below)
+            .order_by(db.Block.number.desc()).limit(200)).all()]
+
+    def _rollback_rows(self, session: Session, keep: int) -> RollbackStats:
+        return rollback_to(session, keep)
+
+    def _store(self, session: Session, records: list[EventRecord]) -> None:
+        """Write one batch's events and the derived rows they change."""
+        for r in records:
+            session.add(db.Event(
+                block_number=r.block_number, block_hash=r.block_hash, timestamp=r.timestamp,
+                tx_hash=r.tx_hash, log_index=r.log_index, contract=r.contract,
+                event=r.event, args=args_json(r.args), **event_columns(session, r)))
+            apply_event(session, r)
+
+    def _put_blocks(self, session: Session, blocks: dict[int, tuple[str, int]]) -> None:
+        _put_blocks(session, blocks)
 
     # -- syncing ---------------------------------------------------------------------------
     def sync(self, max_batches: int | None = None,
@@ -171,15 +195,10 @@ class Indexer:
                 blocks = self.reader.blocks([end, *([cursor.last_block] if cursor.last_hash else [])])
                 if cursor.last_hash and blocks.get(cursor.last_block, (None,))[0] != cursor.last_hash:
                     break  # the chain moved below us: the next run's reorg check handles it
-                for r in records:
-                    session.add(db.Event(
-                        block_number=r.block_number, block_hash=r.block_hash, timestamp=r.timestamp,
-                        tx_hash=r.tx_hash, log_index=r.log_index, contract=r.contract,
-                        event=r.event, args=args_json(r.args), **event_columns(session, r)))
-                    apply_event(session, r)
+                self._store(session, records)
                 seen = {r.block_number: (r.block_hash, r.timestamp) for r in records}
                 seen[end] = blocks[end]
-                _put_blocks(session, seen)
+                self._put_blocks(session, seen)
                 cursor.last_block, (cursor.last_hash, cursor.last_timestamp) = end, blocks[end]
                 if self.before_commit:
                     self.before_commit(session, report.batches)
@@ -189,15 +208,6 @@ class Indexer:
             if progress:
                 progress(report)
         return report
-
-    def follow(self, poll: float = 2.0, on_sync: Callable[[SyncReport], None] | None = None,
-               stop: Callable[[], bool] = lambda: False) -> None:
-        while not stop():
-            report = self.sync()
-            if on_sync:
-                on_sync(report)
-            if report.batches == 0:
-                time.sleep(poll)
 
 
 def rollback_to(session: Session, keep: int) -> RollbackStats:
@@ -277,18 +287,20 @@ def _delete_rows(session: Session, kind: str, keys: list) -> None:
             session.execute(delete(db.Vote).where(db.Vote.challenge_id.in_(part)))
 
 
-def _put_blocks(session: Session, blocks: dict[int, tuple[str, int]]) -> None:
-    """A batch's block hashes in one INSERT .. ON CONFLICT statement (SQLite and PostgreSQL)."""
-    rows = [{"number": n, "hash": h, "timestamp": t} for n, (h, t) in sorted(blocks.items())]
+def _put_blocks(session: Session, blocks: dict[int, tuple[str, int]], table=db.Block,
+                **key: int) -> None:
+    """A batch's block hashes in one INSERT .. ON CONFLICT statement (SQLite and PostgreSQL);
+    `table` keyed by its `key` columns (a bridge block's chain id) and `number`."""
+    rows = [{**key, "number": n, "hash": h, "timestamp": t} for n, (h, t) in sorted(blocks.items())]
     dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(session.get_bind().dialect.name)
     if dialect is None:     # another backend: one merge a block
         for row in rows:
-            session.merge(db.Block(**row))
+            session.merge(table(**row))
         return
     for part in [rows[i:i + 5000] for i in range(0, len(rows), 5000)]:
-        stmt = dialect.insert(db.Block).values(part)
+        stmt = dialect.insert(table).values(part)
         session.execute(stmt.on_conflict_do_update(
-            index_elements=[db.Block.number],
+            index_elements=[*(getattr(table, k) for k in key), table.number],
             set_={"hash": stmt.excluded.hash, "timestamp": stmt.excluded.timestamp}))
 
 

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from tessera.chain.client import Chain
+from tessera.explorer import db
 from tessera.explorer.audit import audit
+from tessera.explorer.bridge_index import bridge_indexers, sync_bridge
 from tessera.explorer.db import make_engine
 from tessera.explorer.indexer import Indexer
 from tessera.protocol.figures import ALL, ratio
@@ -23,6 +28,8 @@ def index_and_audit(chain: Chain, database: Path) -> dict:
     wait for), audit it against the chain's logs, and return the headline figures."""
     engine = make_engine(f"sqlite:///{database}")
     sync = Indexer(chain, engine, confirmations=0).sync()
+    if chain.network.peers:   # every chain's bridge events, and the cross-chain transfers
+        sync_bridge(bridge_indexers(chain.network, engine, confirmations=0), engine)
     report = audit(chain, engine)
     figures = report.chain_figures
 
@@ -70,4 +77,17 @@ def index_and_audit(chain: Chain, database: Path) -> dict:
         "holdings": [h.to_json() for h in report.holdings if h.held or h.owed],
         "utilization": utilization,
         "uptime": uptime,
+        **({"bridge": {**report.bridge.to_json(), "lines": report.bridge.lines(),
+                       "transfers": cross_chain_transfers(engine)}} if report.bridge else {}),
     }
+
+
+def cross_chain_transfers(engine) -> list[dict]:
+    """Each cross-chain message as indexed: its route, amount (TUSD base units), state and the
+    transactions on both chains."""
+    columns = ("message_id", "source_chain", "destination_chain", "sender", "recipient", "amount",
+               "state", "source_tx", "delivery_chain", "delivery_tx", "bounce_tx", "refunded")
+    with Session(engine) as session:
+        rows = session.scalars(select(db.CrossChainTransfer)
+                               .order_by(db.CrossChainTransfer.source_timestamp))
+        return [{c: getattr(row, c) for c in columns} for row in rows]

@@ -20,7 +20,7 @@ from tessera.protocol.figures import Figure, format_time
 from tessera.protocol.money import format_amount, show_amount
 
 NAV = (("providers", "/providers"), ("leases", "/leases"), ("challenges", "/challenges"),
-       ("validators", "/validators"), ("agents", "/agents"))
+       ("validators", "/validators"), ("agents", "/agents"), ("bridge", "/bridge"))
 
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; script-src 'none'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")

@@ -1,0 +1,87 @@
+"""The explorer's tables of the bridge (docs/explorer.md, "The bridge"): every chain the network
+file names is indexed apart, with its own cursor and block hashes, into the same database.
+
+- `BridgeCursor`: one row per chain (its id, its outbox: a database indexes one deployment);
+- `BridgeBlock`: the hashes of a chain's indexed blocks that hold bridge events, and of each
+  batch's last block (the reorg check's checkpoints), keyed by (chain, number);
+- `BridgeEvent`: every event of the chain's BridgeOutbox, BridgeInbox and TokenBridge, with the
+  chain id and the message id it is about (a bounce's `TransferBounced` names the transfer it
+  refunds);
+- `CrossChainTransfer`: the derived table, one row per message id (derive_bridge.py), rebuilt
+  from the stored events after every run that changed them: anyone can recompute it from logs.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tessera.explorer.db_base import Base, BigAmount
+
+
+class BridgeCursor(Base):
+    __tablename__ = "explorer_bridge_cursors"
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    outbox: Mapped[str] = mapped_column(String(42))
+    first_block: Mapped[int] = mapped_column(BigInteger)
+    last_block: Mapped[int] = mapped_column(BigInteger)
+    last_hash: Mapped[str | None] = mapped_column(String(66))
+    last_timestamp: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class BridgeBlock(Base):
+    __tablename__ = "explorer_bridge_blocks"
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    number: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(66))
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+
+
+class BridgeEvent(Base):
+    __tablename__ = "explorer_bridge_events"
+    __table_args__ = (UniqueConstraint("chain_id", "tx_hash", "log_index", name="uq_bridge_event"),
+                      Index("ix_bridge_event_chain", "chain_id", "block_number", "log_index"),
+                      Index("ix_bridge_event_message", "message_id"),
+                      Index("ix_bridge_event_tx", "tx_hash"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(String(66))
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+    contract: Mapped[str] = mapped_column(String(32))
+    event: Mapped[str] = mapped_column(String(64))
+    args: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(66), nullable=True)
+
+
+class CrossChainTransfer(Base):
+    """One bridge message and what became of it on both chains (derive_bridge.TransferRow)."""
+
+    __tablename__ = "explorer_crosschain_transfers"
+    __table_args__ = (Index("ix_crosschain_sent", "source_timestamp", "message_id"),
+                      Index("ix_crosschain_state", "state", "source_timestamp"))
+    message_id: Mapped[str] = mapped_column(String(66), primary_key=True)
+    kind: Mapped[int] = mapped_column(BigAmount)
+    source_chain: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    destination_chain: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    nonce: Mapped[int | None] = mapped_column(BigAmount, nullable=True)
+    sender: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    recipient: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    amount: Mapped[int] = mapped_column(BigAmount, default=0)
+    state: Mapped[str] = mapped_column(String(10))
+    source_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    source_timestamp: Mapped[int] = mapped_column(BigInteger, default=0)
+    queued_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    release_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    delivery_chain: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    delivery_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    delivered_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    received: Mapped[int] = mapped_column(BigAmount, default=0)     # TransferReceived's amount
+    cancelled_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    bounce_id: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    bounce_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    refunded: Mapped[int] = mapped_column(BigAmount, default=0)     # TransferBounced's amount
+    bounce_of: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
