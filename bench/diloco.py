@@ -12,31 +12,21 @@ serialized bytes / rate, no overlap).
 
     .venv/bin/python bench/diloco.py            # the full run (~12 min on 2 CPU cores)
     .venv/bin/python bench/diloco.py --quick    # a smoke run (~1 min)
-    .venv/bin/python bench/diloco.py --network  # measured over real leases and paced links
+    .venv/bin/python bench/diloco.py --overlap  # the loss cost of overlap (~5 min)
+    .venv/bin/python bench/diloco.py --overlap-sweep  # overlap's outer lr and momentum (~6 min)
 
---network measures what the model above estimates: a local devnet, real provider processes, real
-leases, the tenant's coordinator talking HTTP to each worker through its own TCP proxy whose two
-directions are paced to --mbit (every byte waits for its transmission time on a link of that
-rate; no extra latency), against the same jobs over unpaced loopback, side by side. Workers'
-compute time is what each worker reports per round; the fraction is their total compute over
-(workers x the job's wall time from the first round's start to the last round's end), so round
-overheads (HTTP, polling, the coordinator's outer step, evaluation and checkpoint) count as
-waiting. It is written under "network" in bench/results/diloco.json, leaving the rest as it was.
+The bandwidth model is a calculation; the compute share measured on the real lease path, over
+shaped links, is bench/diloco_network.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import io
 import json
-import os
 import statistics
-import threading
 import time
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -44,11 +34,12 @@ from rich.table import Table
 from tessera.compute.corpus import build_stdlib_corpus, sha256_hex
 from tessera.compute.diloco import DilocoConfig
 from tessera.compute.diloco_simulation import run_diloco, run_sync_baseline
-from tessera.logs import EventLog
 from tessera.protocol.workload import TrainingWorkload
 
 RESULTS = Path(__file__).parent / "results" / "diloco.json"
 WORKERS = 4
+BASE_WORKLOAD = TrainingWorkload(n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=8,
+                                 learning_rate=3e-3, eval_batches=16, device="cpu", threads=1)
 
 
 def mean_sd(xs: list[float]) -> tuple[float, float]:
@@ -65,21 +56,23 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--mbit", type=float, default=100.0, help="per-worker link rate, Mbit/s")
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--network", action="store_true",
-                    help="measure the compute fraction over real leases and paced links")
-    ap.add_argument("--network-workers", type=int, default=WORKERS)
-    ap.add_argument("--network-rounds", type=int, default=6)
+    ap.add_argument("--overlap", action="store_true",
+                    help="the loss cost of the one-round-delayed outer update (overlap)")
+    ap.add_argument("--overlap-sweep", action="store_true",
+                    help="the outer lr and momentum sweep behind overlap's defaults")
     args = ap.parse_args()
-    if args.network:
-        network_main(args)
+    if args.overlap:
+        overlap_main(args)
+        return
+    if args.overlap_sweep:
+        overlap_sweep(args)
         return
 
     if args.quick:
         steps, hs, seeds, side_h = 300, [10, 30], args.seeds or 2, 30
     else:
         steps, hs, seeds, side_h = 2500, [10, 50, 100, 250], args.seeds or 3, 100
-    base = TrainingWorkload(n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=8,
-                            learning_rate=3e-3, eval_batches=16, device="cpu", threads=1)
+    base = BASE_WORKLOAD
     data = build_stdlib_corpus(1 << 20)
     rate = args.mbit * 1e6 / 8  # bytes per second
     console = Console(width=170)
@@ -209,185 +202,69 @@ def main() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# --network: the compute fraction measured over real leases, with paced links
+# --overlap: what the one-round-delayed outer update costs in loss
 
 
-class Pacer:
-    """One direction of a link: each chunk is released once the link, busy with the chunks before
-    it, would have finished transmitting it at `rate` bytes per second."""
-
-    def __init__(self, rate: float):
-        self.rate, self.free_at = rate, 0.0
-
-    async def send(self, size: int) -> None:
-        now = time.monotonic()
-        self.free_at = max(now, self.free_at) + size / self.rate
-        await asyncio.sleep(self.free_at - now)
-
-
-class PacedLink:
-    """A TCP proxy in front of one worker's endpoint, both directions paced: that worker's link."""
-
-    def __init__(self, target_port: int, rate: float):
-        self.target_port, self.down, self.up = target_port, Pacer(rate), Pacer(rate)
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
-        ready.wait()
-
-    def _serve(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.server = self.loop.run_until_complete(
-            asyncio.start_server(self._connection, "127.0.0.1", 0))
-        self.port = self.server.sockets[0].getsockname()[1]
-        ready.set()
-        self.loop.run_forever()
-
-    async def _connection(self, client_r, client_w) -> None:
-        try:
-            worker_r, worker_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-            await asyncio.gather(self._pump(client_r, worker_w, self.down),
-                                 self._pump(worker_r, client_w, self.up))
-        except asyncio.CancelledError:  # the link is shut down (end of the job)
-            client_w.close()
-
-    @staticmethod
-    async def _pump(reader, writer, pacer: Pacer) -> None:
-        try:
-            while data := await reader.read(16384):
-                await pacer.send(len(data))
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    async def _shutdown(self) -> None:
-        self.server.close()
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(timeout=30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
-def network_job(tenant, spec, dataset, rate: float | None, workdir: Path) -> dict:
-    """One DiLoCo job over real leases; links paced to `rate` bytes/s (None: plain loopback)."""
-    from rich.console import Console as QuietConsole
-
-    from tessera.tenant.bidding import lease_nodes
-    from tessera.tenant.coordinator import DilocoCoordinator, WorkerLease
-    from tessera.tenant.multinode import diloco_config, wait_started, worker_workload
-
-    leasing = lease_nodes(tenant, spec, QuietConsole(quiet=True))
-    leases = leasing.leases
-    if len(leases) != spec.order.nodes:
-        raise SystemExit(f"only {len(leases)} of {spec.order.nodes} providers bid")
-    workers, links = [], []
-    for index, (lease_id, verdict) in enumerate(leases):
-        tenant.send_manifest(lease_id, worker_workload(spec, index, len(leases)), dataset)
-        endpoint = verdict.offer.endpoint
-        if rate is not None:
-            links.append(PacedLink(int(endpoint.rsplit(":", 1)[1]), rate))
-            endpoint = f"http://127.0.0.1:{links[-1].port}"
-        workers.append(WorkerLease(lease_id, verdict.bid.provider, endpoint, index=index))
-    wait_started(tenant, [w.lease_id for w in workers])
-    for worker in workers:  # the worker process has loaded torch and its shard: not timed
-        while not any(e.get("event") == "start" for e in tenant.logs(worker.lease_id)):
-            time.sleep(0.1)
-    coordinator = DilocoCoordinator.start(tenant, diloco_config(spec, len(workers)), dataset,
-                                          workers, workdir, round_timeout_s=600,
-                                          log=EventLog("coordinator", stream=io.StringIO()))
-    t0 = time.perf_counter()
-    reports = coordinator.run()
-    wall = time.perf_counter() - t0
-    for link in links:
-        link.close()
-    for worker in workers:
-        tenant.close(worker.lease_id)
-    if any(r.contributors != len(workers) for r in reports):
-        raise SystemExit(f"a worker was dropped: {[r.dropped for r in reports]}")
-    compute = sum(r.worker_compute_s for r in reports)
-    return {"wall_s": wall, "worker_compute_s": compute,
-            "compute_fraction": compute / (len(workers) * wall),
-            "round_s": [r.seconds for r in reports],
-            "bytes": sum(r.bytes_up + r.bytes_down for r in reports),
-            "final_val_loss": reports[-1].val_loss}
-
-
-def network_main(args) -> None:
-    import tempfile
-
-    from tessera.chain.accounts import devnet_account
-    from tessera.chain.client import Chain
-    from tessera.chain.devnet import Devnet, free_port
-    from tessera.daemons import stop, wait_healthy
-    from tessera.demo import DemoProvider, start_provider
-    from tessera.protocol.jobspec import JobSpec
-    from tessera.tenant.client import Tenant
-    from tessera.tenant.flow import load_dataset
-
-    load_before = os.getloadavg()
-    home = Path(tempfile.mkdtemp(prefix="tessera-bench-diloco-"))
-    os.environ["TESSERA_HOME"] = str(home)
-    console = Console(width=150)
-    devnet = Devnet(home / "devnet")
-    network = devnet.up(port=free_port())
-    accounts = [2, 3, 4, 6, 7, 8, 9][:args.network_workers]
-    procs = {}
-    try:
-        for i, account in enumerate(accounts):
-            p = DemoProvider(f"w{i}", account, "1.00", 1)
-            procs[p.name] = start_provider(p, home, devnet.network_file)
-            wait_healthy({p.name: procs[p.name]})
-        tenant = Tenant(Chain(network, devnet_account(5)))
-        rate = args.mbit * 1e6 / 8
-        rows, results = [], {}
-        for h in (50, 250):
-            spec = JobSpec.model_validate({
-                "name": f"bench-h{h}", "mode": "diloco",
-                "order": {"max_price_per_gpu_hour": "3.00", "duration": "30m",
-                          "nodes": len(accounts), "bid_window": "3s"},
-                "dataset": {"source": "builtin:stdlib", "max_bytes": 1 << 20},
-                "workload": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32,
-                             "batch_size": 8, "learning_rate": 3e-3, "eval_batches": 16,
-                             "device": "cpu", "threads": 1, "seed": 1000},
-                "diloco": {"inner_steps": h, "rounds": args.network_rounds,
-                           "compression": "int8", "replace_dropped": False}})
-            dataset = load_dataset(spec.dataset)
-            for label, link in (("loopback", None), (f"{args.mbit:g} Mbit/s", rate)):
-                console.print(f"H={h}, {label} ...")
-                run = network_job(tenant, spec, dataset, link, home / f"h{h}-{label[:4]}")
-                results[f"H={h} int8, {label}"] = run
-                rows.append((f"H={h} int8", label, str(args.network_rounds),
-                             f"{run['wall_s']:.1f}", f"{run['worker_compute_s']:.1f}",
-                             f"{100 * run['compute_fraction']:.1f}%"))
-                while any(httpx.get(f"{url}/healthz").json()["active_leases"]
-                          for _, url in procs.values()):  # free for the next order
-                    time.sleep(0.2)
-    finally:
-        for proc, _ in procs.values():
-            stop(proc)
-        devnet.down()
-    load = {"before": load_before, "after": os.getloadavg()}
-    table = Table(title=f"compute fraction measured over real leases, {len(accounts)} workers "
-                        f"(1 thread each) on {os.cpu_count()} CPU cores; load average (1, 5, 15 "
-                        f"min) {load['before']} before, {load['after']} after")
-    for col in ("job", "links", "rounds", "wall s", "worker compute s (sum)", "compute fraction"):
-        table.add_column(col, justify="left" if col in ("job", "links") else "right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+def overlap_main(args) -> None:
+    """The main table's model, workers, steps and seeds, int8, each H with and without overlap
+    (round r + 1 starts from the parameters before round r's outer step), side by side.
+    Written under "overlap" in bench/results/diloco.json, leaving the rest as it was."""
+    steps, seeds = (300, args.seeds or 2) if args.quick else (2500, args.seeds or 3)
+    hs = [30] if args.quick else [50, 100]
+    data = build_stdlib_corpus(1 << 20)
+    rows: dict[str, dict] = {}
+    for h in hs:
+        losses: dict[bool, list[float]] = {False: [], True: []}
+        for seed in range(seeds):
+            w = BASE_WORKLOAD.model_copy(update={"seed": 1000 + seed})
+            for overlap in (False, True):
+                cfg = DilocoConfig(workload=w, workers=WORKERS, inner_steps=h, rounds=steps // h,
+                                   compression="int8", overlap=overlap)
+                losses[overlap].append(run_diloco(cfg, data).final_val_loss)
+                print(f"H={h} seed {seed} overlap={overlap}: {losses[overlap][-1]:.4f}", flush=True)
+        gaps = [100 * (b - a) / a for a, b in zip(losses[False], losses[True], strict=True)]
+        rows[f"H={h} int8"] = {"H": h, "seeds": [1000 + s for s in range(seeds)],
+                               "loss": losses[False], "loss_overlap": losses[True],
+                               "overlap_vs_in_step_pct": mean_sd(gaps)}
+        print(f"H={h}: overlap costs {fmt(*mean_sd(gaps), digits=2)} % in held-out loss",
+              flush=True)
     saved = json.loads(args.out.read_text()) if args.out.exists() else {}
-    saved["network"] = {"workers": len(accounts), "cpu_cores": os.cpu_count(),
-                        "link_mbit": args.mbit, "rounds": args.network_rounds,
-                        "load_average": load, "runs": results}
+    saved["overlap"] = {"workers": WORKERS, "steps_per_worker": steps, "quick": args.quick,
+                        "rows": rows}
     args.out.write_text(json.dumps(saved, indent=2))
-    console.print(f"wrote {args.out} (key \"network\")")
+    print(f"wrote {args.out} (key \"overlap\")")
+
+
+SWEEP = [(0.7, 0.9), (0.35, 0.9), (0.7, 0.5), (0.35, 0.5), (0.3, 0.6), (0.25, 0.7), (0.2, 0.8),
+         (1.0, 0.0), (0.6, 0.0), (0.5, 0.0), (0.4, 0.0), (0.5, 0.3)]
+
+
+def overlap_sweep(args) -> None:
+    """Overlap's outer lr and momentum: H = 50, int8, one seed (1000), the main table's model and
+    steps; the in-step run with the paper's (0.7, 0.9) beside them. Under "overlap_sweep"."""
+    data = build_stdlib_corpus(1 << 20)
+    w = BASE_WORKLOAD.model_copy(update={"seed": 1000})
+    steps, h = (300, 30) if args.quick else (2500, 50)
+
+    def loss(overlap: bool, lr: float, momentum: float) -> float:
+        cfg = DilocoConfig(workload=w, workers=WORKERS, inner_steps=h, rounds=steps // h,
+                           compression="int8", overlap=overlap, outer_lr=lr,
+                           outer_momentum=momentum, nesterov=momentum > 0)
+        return run_diloco(cfg, data).final_val_loss
+
+    in_step = loss(False, 0.7, 0.9)
+    rows = []
+    for lr, momentum in SWEEP:
+        value = loss(True, lr, momentum)
+        rows.append({"outer_lr": lr, "outer_momentum": momentum, "loss": value,
+                     "vs_in_step_pct": 100 * (value - in_step) / in_step})
+        print(f"overlap, lr {lr}, momentum {momentum}: {value:.4f} "
+              f"({rows[-1]['vs_in_step_pct']:+.1f} % against in-step {in_step:.4f})", flush=True)
+    saved = json.loads(args.out.read_text()) if args.out.exists() else {}
+    saved["overlap_sweep"] = {"H": h, "seed": 1000, "steps_per_worker": steps,
+                              "in_step_loss": in_step, "rows": rows, "quick": args.quick}
+    args.out.write_text(json.dumps(saved, indent=2))
+    print(f"wrote {args.out} (key \"overlap_sweep\")")
 
 
 if __name__ == "__main__":

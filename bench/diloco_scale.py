@@ -45,14 +45,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from tessera.compute import numerics
 
-from tessera.compute.corpus import build_stdlib_corpus
-from tessera.compute.diloco import Coordinator, DilocoConfig, encode_tensors
-from tessera.compute.diloco_simulation import run_diloco
-from tessera.compute.train import configure_determinism, held_out_loss, split
-from tessera.protocol.workload import TrainingWorkload
-from tessera.tenant.round_intake import RoundIntake
+numerics.pin()   # as `tessera` does (the tenant's process is pinned before any torch op)
+
+import torch  # noqa: E402
+
+from tessera.compute.corpus import build_stdlib_corpus  # noqa: E402
+from tessera.compute.diloco import Coordinator, DilocoConfig, encode_tensors  # noqa: E402
+from tessera.compute.diloco_simulation import run_diloco  # noqa: E402
+from tessera.compute.train import configure_determinism, held_out_loss, split  # noqa: E402
+from tessera.protocol.workload import TrainingWorkload  # noqa: E402
+from tessera.tenant.round_intake import RoundIntake  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "diloco_scale.json"
 # ~1 M parameters: large enough that tensors, not the allocator, decide the resident memory

@@ -124,6 +124,25 @@ def test_diloco_learns_and_counts_bytes(corpus):
     assert [h.get("val_loss") is not None for h in r.history] == [False, True, False, True]
 
 
+def test_overlap_delays_the_outer_update_by_one_round(corpus):
+    """With `overlap`, round r + 1 starts from the parameters before round r's outer step: one
+    round changes nothing (there is no later round to delay it to); from two rounds on the
+    result differs, and training still learns (the loss cost is measured in bench/diloco.py).
+    Overlap brings its own outer defaults (lr 0.5, momentum 0.3: the paper's diverge)."""
+    one = [run_diloco(config(rounds=1, overlap=o, outer_lr=0.7, outer_momentum=0.9), corpus)
+           for o in (False, True)]
+    assert all(torch.equal(one[0].global_state[k], one[1].global_state[k]) for k in
+               one[0].global_state)
+    plain, delayed = (run_diloco(config(rounds=4, overlap=o), corpus, eval_every_rounds=1)
+                      for o in (False, True))
+    assert any(not torch.equal(plain.global_state[k], delayed.global_state[k])
+               for k in plain.global_state)
+    losses = [h["val_loss"] for h in delayed.history]
+    assert losses[-1] < losses[0]
+    assert (config(overlap=True).outer_lr, config(overlap=True).outer_momentum) == (0.5, 0.3)
+    assert config(overlap=True, outer_lr=0.9).outer_lr == 0.9
+
+
 # --- aggregation --------------------------------------------------------------------------------
 
 

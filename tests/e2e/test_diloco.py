@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import tomli_w
@@ -50,9 +51,14 @@ def providers(tessera_home, devnet, provider) -> dict[str, ProviderProcess]:
         node.stop()
 
 
-def test_a_killed_worker_is_replaced_and_the_replacement_trains(network, providers, tmp_path):
+@pytest.mark.parametrize("overlap", [False, True], ids=["in-step", "overlap"])
+def test_a_killed_worker_is_replaced_and_the_replacement_trains(network, providers, tmp_path,
+                                                               overlap, request):
+    """With `overlap` (a one-round-delayed outer update) every round's parameters reach the
+    workers before the round before it is reported; the killed worker, the replacement (which
+    joins from the parameters the others start that round from) and the checks work the same."""
     tenant = Tenant(Chain(network, devnet_account(6)))
-    spec = JobSpec.model_validate(JOB)
+    spec = JobSpec.model_validate({**JOB, "diloco": {**JOB["diloco"], "overlap": overlap}})
     dataset = load_dataset(spec.dataset)
     out = io.StringIO()
     console = Console(file=out, width=250)
@@ -67,8 +73,13 @@ def test_a_killed_worker_is_replaced_and_the_replacement_trains(network, provide
                .values())
     dead = workers[0]
     victim = providers[dead.provider]
+    # the next test of this module needs all three providers again
+    request.addfinalizer(lambda: victim.proc.poll() is None or victim.start())
+
+    reported_at = []
 
     def kill_after_first_round(report) -> None:
+        reported_at.append(time.time())
         if report.round == 0:
             victim.kill()
 
@@ -95,6 +106,13 @@ def test_a_killed_worker_is_replaced_and_the_replacement_trains(network, provide
     assert next(e for e in logs if e["event"] == "start")["worker"] == dead.index
     assert [e["round"] for e in logs if e["event"] == "progress"] == [2, 3]
     assert reports[-1].val_loss < reports[0].val_loss
+    # with overlap, round r + 1's parameters were queued at the worker before round r was
+    # reported (the worker goes on from round r to r + 1 without waiting); without, after it
+    alive = workers[1]
+    rounds = providers[alive.provider].home / providers[alive.provider].name / "leases" / \
+        str(alive.lease_id) / "rounds"
+    queued = [(rounds / str(r) / "request.json").stat().st_mtime for r in range(4)]
+    assert [queued[r + 1] < reported_at[r] for r in range(3)] == [overlap] * 3
     # verified: every answer was checked (its payload, and at p = 1 one replayed segment); the
     # replacement's lease sits in its own order, whose rounds get their own root, so its work is
     # challengeable like the others'

@@ -3,10 +3,10 @@
 Every rule gives bitwise the same result whatever the order in which contributions arrived
 (floating-point addition is not associative; a resumed or replayed round must get the same bits).
 The mean sums exactly (`compute/exact_sum.py`), so it streams: `MeanStream` folds each
-contribution in as it arrives and holds a fixed 24-40 bytes per parameter, however many workers
-there are. The median and the trimmed mean need every value of a coordinate at once (order
-statistics): they sort each coordinate's values across workers, holding 4 bytes per parameter
-per worker, and do not stream.
+contribution in as it arrives and holds a fixed amount per parameter (16-24 bytes for
+pseudo-gradients, at most 80), however many workers there are. The median and the trimmed mean
+need every value of a coordinate at once (order statistics): they sort each coordinate's values
+across workers, holding 4 bytes per parameter per worker, and do not stream.
 """
 
 from __future__ import annotations

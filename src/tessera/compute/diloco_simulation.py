@@ -78,6 +78,7 @@ def run_diloco(config: DilocoConfig, data: bytes, *, membership: Membership | No
     full_state_bytes = len(encode_tensors(view, "none", config.chunk, {"kind": "state"}))
     seen: set[int] = set()
     history: list[dict] = []
+    delayed: bytes | None = None   # overlap: the broadcast workers apply one round late
     res = DilocoResult(0.0, {}, history, n_params, config.rounds, 0, 0, 0, 0, 0)
     steps_total = 0
     for r in range(config.rounds):
@@ -128,7 +129,12 @@ def run_diloco(config: DilocoConfig, data: bytes, *, membership: Membership | No
             res.bytes_down += receivers * len(update.broadcast)
             res.bytes_down_analytic += receivers * analytic_bytes(n_params, config.compression)
             res.round_bytes_per_worker.append(up_max + len(update.broadcast))
-            view = apply_broadcast(view, update.broadcast, config)
+            if config.overlap:   # round r + 1 starts from the state before this outer step
+                if delayed is not None:
+                    view = apply_broadcast(view, delayed, config)
+                delayed = update.broadcast
+            else:
+                view = apply_broadcast(view, update.broadcast, config)
             record["update_norm"] = update.update_norm
         else:  # nothing usable this round: the global model stays as it is
             res.round_bytes_per_worker.append(up_max)
@@ -137,6 +143,8 @@ def run_diloco(config: DilocoConfig, data: bytes, *, membership: Membership | No
         history.append(record)
         if on_round:
             on_round(record)
+    if delayed is not None:
+        view = apply_broadcast(view, delayed, config)
     assert all(torch.equal(view[k], coordinator.published[k]) for k in view)
     res.global_state = coordinator.global_state()
     res.final_val_loss = (history[-1]["val_loss"] if "val_loss" in history[-1]

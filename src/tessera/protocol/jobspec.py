@@ -145,6 +145,8 @@ class DilocoSpec(BaseModel):
     compression: Literal["none", "int8"] = "int8"
     aggregation: Literal["mean", "median", "trimmed_mean"] = "mean"
     round_timeout: Seconds = 600
+    overlap: bool = Field(False, description="one-round-delayed outer update: workers start "
+                          "round r + 1 before round r's exchange and checks end (docs/diloco.md)")
     replace_dropped: bool = Field(True, description="lease a replacement for a dropped worker")
     max_replacements: int | None = Field(None, ge=0, le=1024,
                                          description="replacements per job; default order.nodes")

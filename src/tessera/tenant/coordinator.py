@@ -28,6 +28,16 @@ evidence) beside them. Right after a challenge opens, its case (the job spec and
 signed manifest, kept in `manifests/` when it was sent) is pushed to every active validator,
 which replays the segment itself and votes (`validator.challenges`).
 
+Overlap (`[diloco] overlap = true`, a one-round-delayed outer update): round r + 1's
+parameters are sent with round r's (the published parameters before round r's outer step), so
+a worker goes from round r to r + 1 without waiting while round r is collected, checked and
+stepped; each round's start parameters (what commitments are checked against) are kept in
+`ahead_start`. A worker new to the job (round 0, a replacement, after a resume) gets the round's
+start parameters in full.
+
+Streaming: each accepted answer is folded into the round's aggregate as it arrives
+(`tenant/round_intake.py`).
+
 Commit: the outer optimizer's state goes to `coordinator-{round}.pt`, then `job.json` (workers,
 reports, the checkpoint's name) replaces the previous one atomically; a round is finished when
 its `job.json` is. `DilocoCoordinator.resume` reloads the last commit, and every worker gets the
@@ -127,6 +137,10 @@ class DilocoCoordinator:
         self.train_tokens, self.val_tokens = split(data, config.workload)
         self.http = httpx.Client(timeout=60, auth=ReadGrantAuth(tenant.chain))
         self.broadcast: bytes | None = None
+        # overlap: round parameters sent a round early (lease -> (round, body)), and what the
+        # next round starts from (round, parameters)
+        self.ahead: dict[int, tuple[int, bytes]] = {}
+        self.ahead_start: tuple[int, dict] | None = None
         self.reports: list[RoundReport] = []
         self.max_payload = len(encode_tensors(self.coordinator.published, "none",
                                               config.chunk, {})) + PAYLOAD_SLACK_BYTES
@@ -177,11 +191,35 @@ class DilocoCoordinator:
         return self
 
     # -- one worker, one round -----------------------------------------------------------
-    def _body_for(self, worker: WorkerLease) -> bytes:
-        if worker.synced and self.broadcast is not None:
-            return self.broadcast
-        return encode_tensors(self.coordinator.global_state(), "none", self.config.chunk,
+    def _full_state(self, state: dict) -> bytes:
+        return encode_tensors(state, "none", self.config.chunk,
                               {"kind": GLOBAL_STATE_KIND, "round": self.coordinator.round})
+
+    def _body_for(self, worker: WorkerLease, start: dict) -> bytes:
+        """What takes `worker` to the round's start parameters: the last broadcast if it holds
+        the parameters before it, else the full state."""
+        if worker.synced and self.broadcast is not None and start is self.coordinator.published:
+            return self.broadcast
+        return self._full_state(start)
+
+    def _round_start(self, round_index: int) -> dict:
+        """The parameters a round starts from: with overlap, the ones its parameters were sent
+        from during the round before (before that round's outer step)."""
+        if self.ahead_start is not None and self.ahead_start[0] == round_index:
+            return self.ahead_start[1]
+        return self.coordinator.published
+
+    def _send_ahead(self, round_index: int, start: dict, active: list) -> dict[int, bytes]:
+        """Overlap: round r + 1's parameters, sent with round r's (the worker queues them and
+        starts as soon as round r is done): the published parameters now, before round r's
+        outer step. {} without overlap or in the last round."""
+        if not self.config.overlap or round_index + 1 >= self.config.rounds:
+            return {}
+        published = self.coordinator.published
+        body = (self.broadcast if start is not published and self.broadcast is not None
+                else self._full_state(published))
+        self.ahead_start = (round_index + 1, published)
+        return {w.lease_id: body for w in active}
 
     def _drop(self, worker: WorkerLease, round_index: int, fault: WorkerFault) -> str:
         worker.active, worker.fault, worker.reason = False, fault.kind, str(fault)
@@ -243,9 +281,13 @@ class DilocoCoordinator:
         if not active:
             self._save()
             raise TenantError(f"round {round_index}: no worker left in the job")
-        bodies = {w.lease_id: self._body_for(w) for w in active}
+        start = self._round_start(round_index)
+        sent_ahead = {lease for lease, (r, _) in self.ahead.items() if r == round_index}
+        bodies = {w.lease_id: self.ahead[w.lease_id][1] if w.lease_id in sent_ahead
+                  else self._body_for(w, start) for w in active}
+        ahead = self._send_ahead(round_index, start, active)
         if self.verifier:
-            self.verifier.begin_round(self.coordinator.published)
+            self.verifier.begin_round(start)
         self.intake = RoundIntake(self.coordinator, self.state_dir / INTAKE_DIR)
         deadline = time.monotonic() + self.round_timeout_s
         results: dict[int, Answer] = {}
@@ -253,8 +295,12 @@ class DilocoCoordinator:
 
         def one(worker: WorkerLease) -> None:
             try:
-                self.channel.send(worker, round_index, bodies[worker.lease_id])
-                worker.synced = True
+                if worker.lease_id not in sent_ahead:
+                    self.channel.send(worker, round_index, bodies[worker.lease_id])
+                    worker.synced = True
+                if worker.lease_id in ahead:
+                    self.channel.send(worker, round_index + 1, ahead[worker.lease_id])
+                    self.ahead[worker.lease_id] = (round_index + 1, ahead[worker.lease_id])
                 results[worker.lease_id] = self.channel.collect(worker, round_index,
                                                                 bodies[worker.lease_id], deadline)
             except WorkerFault as fault:
@@ -290,7 +336,8 @@ class DilocoCoordinator:
                             self.device)
         report = RoundReport(round_index, len(active), len(pseudo_grads), val,
                              sum(a.size for a in results.values()),
-                             sum(len(b) for b in bodies.values()), time.monotonic() - started,
+                             sum(len(b) for lease, b in bodies.items() if lease not in sent_ahead)
+                             + sum(len(b) for b in ahead.values()), time.monotonic() - started,
                              dropped, replaced, sum(a.compute_s for a in results.values()),
                              **checked)
         self.reports.append(report)

@@ -44,7 +44,8 @@ DATASET_FILE, LOG_FILE, MODEL_FILE, SUMMARY_FILE = (
 def diloco_config(spec: JobSpec, workers: int) -> DilocoConfig:
     d = spec.diloco
     return DilocoConfig(workload=spec.workload, workers=workers, inner_steps=d.inner_steps,
-                        rounds=d.rounds, compression=d.compression, aggregation=d.aggregation)
+                        rounds=d.rounds, compression=d.compression, aggregation=d.aggregation,
+                        overlap=d.overlap)
 
 
 def worker_workload(spec: JobSpec, index: int, workers: int) -> DilocoWorkerWorkload:

@@ -4,7 +4,7 @@ With the mean (the default), each accepted pseudo-gradient is added to the round
 (`compute/exact_sum.py`) the moment it is decoded, and only its payload bytes are kept, on disk,
 to take it back out if the worker is caught by the round's checks afterwards (subtracting is
 exact: the aggregate is bitwise as if it had never been added). The coordinator's memory stays
-at the sum's 24-40 bytes per parameter plus one decoded answer, however many workers there are,
+at the sum's 16-24 bytes per parameter (at most 80) plus one decoded answer, however many workers there are,
 and the work of aggregating overlaps the wait for the slowest worker. The median and the trimmed
 mean need every value at once: their decoded answers are held, 4 bytes per parameter per worker.
 """
