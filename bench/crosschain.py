@@ -364,7 +364,8 @@ class GasBench:
         inbox = self.inbox(m.destination_chain)
         # in a later second than the route's last value delivery, as nearly always outside a
         # bench: in the same second the bucket's refill rewrites an unchanged timestamp (cheaper)
-        wait_for(lambda: inbox.chain.block_timestamp() > inbox.bucket(m.source_chain).updated_at,
+        wait_for(lambda: inbox.chain.block_timestamp()
+                 > inbox.bucket(m.source_chain, m.sender).updated_at,   # the TokenBridge's bucket
                  10, "the next block's second")
         epoch = inbox.epoch()
         signed = {a.address: sign_attestation(a, m.destination_chain, inbox.address, m.id, epoch)
@@ -455,16 +456,17 @@ def bucket_section(params: BridgeParams, network: Network) -> dict:
     deployed = {}
     for cid in (HOME, PEER):
         inbox, src = BridgeInbox(Chain(network.chain(cid))), other(cid)
-        b = inbox.bucket(src)
+        sender = network.chain(src).address("TokenBridge")   # the route's value sender
+        b = inbox.bucket(src, sender)
         deployed[f"inbox on {cid}, from {src}"] = {
-            "capacity": b.capacity, "refill_per_s": b.refill_per_s,
-            "large_threshold": inbox.large_threshold(src), "delay": inbox.delay(),
+            "sender": sender, "capacity": b.capacity, "refill_per_s": b.refill_per_s,
+            "large_threshold": inbox.large_threshold(src, sender), "delay": inbox.delay(),
             "max_transfer": TokenBridge(Chain(network.chain(src))).max_transfer(cid)}
     day = refill * 86_400
     return {
         "source": "tessera.chain.bridge_deploy.BridgeParams' defaults, read at run time; "
-                  "`deployed`: the same read back from the devnet's two inboxes (and max_transfer "
-                  "from the source TokenBridge)",
+                  "`deployed`: the same read back from the devnet's two inboxes, for the source "
+                  "TokenBridge's bucket (and max_transfer from that TokenBridge)",
         "units": "TUSD base units (6 decimals); delay in seconds",
         "capacity": cap, "refill_per_s": refill, "large_threshold": large, "delay": params.delay,
         "max_transfer": params.max_transfer, "threshold_bps": params.threshold_bps,

@@ -19,8 +19,10 @@ from tessera.daemons import spawn, stop, wait_healthy
 from tessera.demo_agent import run_agent_act
 from tessera.demo_bridge import CrossChainAct, devnet_options
 from tessera.demo_cheater import run_cheater_act, settle_held_pay, start_validators
+from tessera.explorer.derive_bridge import exact as token_amount
 from tessera.explorer.recap import index_and_audit
 from tessera.protocol.jobspec import JobSpec
+from tessera.protocol.money import STAKE_DECIMALS
 from tessera.tenant.bidding import device_text, money, reliability_text
 from tessera.tenant.client import Tenant
 from tessera.tenant.flow import load_dataset, run_rental
@@ -39,6 +41,7 @@ DEMO_EPOCH_S = 10
 # the challenge window plus this grace has passed (1 h by default): none on the demo chain, so
 # that the demo settles every verified lease in full before it shows the figures.
 ROOT_GRACE_S = 0
+DEMO_STAKE = 100 * 10**STAKE_DECIMALS   # each provider's (the minimum); bridged on two chains
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ DEMO_JOB = {
 def provider_config(p: DemoProvider, home: Path, network_file: Path, port: int) -> dict:
     return {
         "provider": {"account": f"devnet:{p.account}", "network": str(network_file),
-                     "port": port, "state_dir": str(home / f"provider-{p.name}"), "stake": "100"},
+                     "port": port, "state_dir": str(home / f"provider-{p.name}"),
+                     "stake": str(DEMO_STAKE // 10**STAKE_DECIMALS)},
         "pricing": {"price_per_gpu_hour": p.price},
         "limits": {"threads": p.threads, "memory_limit_mb": 4096, "max_job_seconds": 1800},
         "payouts": {"sweep_every": PAYOUT_SWEEP_S},
@@ -105,6 +109,10 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
                   + ", ".join(f"{k} {v}" for k, v in network.contracts.items()))
     procs: dict = {}
     try:
+        chain = Chain(network, devnet_account(TENANT))
+        bridge = CrossChainAct.start(console, chain, home, procs) if chains == 2 else None
+        if bridge:   # the bidding providers' stake comes from the second chain
+            bridge.stake_providers([devnet_account(p.account) for p in PROVIDERS[:2]], DEMO_STAKE)
         console.print("starting 3 provider processes, one after another so that each "
                       "measures its benchmark alone (detect hardware, stake, register) ...")
         for p in PROVIDERS:
@@ -117,10 +125,8 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
             validators = start_validators(home, devnet.network_file)
             procs.update(validators)
             wait_healthy(validators)
-        chain = Chain(network, devnet_account(TENANT))
         tenant = Tenant(chain)
         providers_table(console, tenant, procs)
-        bridge = CrossChainAct.start(console, chain, home, procs) if chains == 2 else None
         treasury = devnet_account(TREASURY).address
         treasury_before = tenant.market.payment_token.balance_of(treasury)
         if nodes > 1:
@@ -193,7 +199,8 @@ def explore(console: Console, chain: Chain, home: Path) -> dict:
         console.print(line, markup=False)
     for t in bridge["transfers"] if bridge else []:
         console.print(f"  transfer {t['message_id'][:12]}… chain {t['source_chain']} -> "
-                      f"{t['destination_chain']}: {money(t['amount'])}, {t['state']}; sent in "
+                      f"{t['destination_chain']}: {token_amount(t['amount'], t['token'])}, "
+                      f"{t['state']}; sent in "
                       f"{t['source_tx']}, delivered in {t['delivery_tx'] or '-'}", markup=False)
     console.print(f"browse this run: TESSERA_HOME={home} tessera explorer serve")
     return recap

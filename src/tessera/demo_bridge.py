@@ -1,6 +1,8 @@
-"""The demo's cross-chain act (`tessera demo --chains 2`): the tenant's TUSD is on the second
-chain; it bridges the job's deposit to the home chain, rents there exactly as the one-chain
-demo does (demo.py calls the same run_rental), and bridges what the lease did not cost back.
+"""The demo's cross-chain act (`tessera demo --chains 2`): the bidding providers' stake and the
+tenant's TUSD are on the second chain. Each provider locks its stake there (StakeBridge) and
+registers at home with what is minted for it; the tenant bridges the job's deposit to the home
+chain, rents there exactly as the one-chain demo does (demo.py calls the same run_rental), and
+bridges what the lease did not cost back.
 
 Real parts: the two-chain devnet (two anvil nodes; `Devnet.up(chains=2)` deploys the bridge and
 registers devnet accounts 7, 8, 9 as validators, the bridge's genesis committee); those three
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from eth_account.signers.local import LocalAccount
 from rich.console import Console
 from rich.table import Table
 
@@ -33,14 +36,15 @@ from tessera.chain.bridge_inbox import BridgeInbox, attestation_signer
 from tessera.chain.bridge_outbox import BridgeOutbox
 from tessera.chain.client import Chain, tx_hash
 from tessera.chain.devnet import TREASURY
-from tessera.chain.network import Network
-from tessera.chain.token_bridge import TokenBridge
-from tessera.chain.tokens import PaymentToken
+from tessera.chain.registry import ProviderRegistry
+from tessera.chain.token_bridge import StakeBridge, TokenBridge
+from tessera.chain.tokens import PaymentToken, StakeToken
 from tessera.daemons import Daemons, raise_if_exited, stop, wait_healthy
 from tessera.demo_cheater import VALIDATOR_ACCOUNTS, start_validators
 from tessera.errors import BridgeError
 from tessera.protocol.bridge import BPS, Message
 from tessera.protocol.ledger import exact_amount
+from tessera.protocol.money import STAKE_DECIMALS, STAKE_SYMBOL, format_amount
 from tessera.tenant.bidding import money
 
 # A block a second on both chains (transactions still mine at once): an attester waits for a
@@ -50,6 +54,12 @@ MARGIN = 250_000             # TUSD base units bridged beyond the order's escrow
 RELAYER_ACCOUNT = TREASURY   # sends nothing else in the demo; any account could relay
 CROSSING_TIMEOUT_S = 120.0
 UNITS = "integer base units of TUSD (10^-6 TUSD); *_s are seconds"
+STAKE_UNITS = "integer base units of TSTK (10^-18 TSTK)"
+
+
+
+def tstk(amount: int) -> str:
+    return format_amount(amount, STAKE_DECIMALS, STAKE_SYMBOL)
 
 
 def devnet_options(chains: int) -> dict:
@@ -76,17 +86,6 @@ def start_relayer(home: Path, network_file: Path) -> tuple[subprocess.Popen, str
     proc = subprocess.Popen(command, stdout=open(home / "relayer.log", "wb"),
                             stderr=subprocess.STDOUT, env={**os.environ, "TESSERA_HOME": str(home)})
     return proc, ""
-
-
-def stake_line(network: Network) -> dict:
-    """Cross-chain stake, where the network has a StakeBridge; else say it is not built."""
-    where = [n.chain_id for n in network.chains() if "StakeBridge" in n.contracts]
-    if not where:
-        return {"available": False, "note": "cross-chain stake is not in this build: no "
-                "StakeBridge on either chain, so providers stake on the home chain only"}
-    return {"available": True, "chains": where, "shown": False,
-            "note": f"chain(s) {', '.join(map(str, where))} have a StakeBridge; this demo does "
-                    "not yet run a provider staking through it"}
 
 
 @dataclass
@@ -122,6 +121,46 @@ class CrossChainAct:
                       "relayer": devnet_account(RELAYER_ACCOUNT).address,
                       "transfers": {}, "conservation": []}
         return act
+
+    def stake_providers(self, accounts: list[LocalAccount], amount: int) -> None:
+        """Each provider locks `amount` TSTK on the peer chain; StakeBridge mints it at home,
+        where the provider process then stakes it (registration). All sent, then each waited."""
+        peer_id = self.record["peer_chain"]
+        self.console.rule("[bold]stake from the second chain")
+        self.console.print(f"providers {', '.join(a.address for a in accounts)} stake from chain "
+                           f"{peer_id}: each locks {tstk(amount)} in StakeBridge there; "
+                           "the committee attests, the relayer delivers, and StakeBridge mints "
+                           "it at home, where the provider registers with it", highlight=False)
+        rows = []
+        for account in accounts:
+            home, peer = Chain(self.home.network, account), Chain(self.peer.network, account)
+            rows.append({"provider": account.address,
+                         "peer_before": StakeToken(peer).balance_of(account.address),
+                         "home_before": StakeToken(home).balance_of(account.address),
+                         "transfer": self._cross(peer, home, amount, "stake", StakeBridge)})
+        self.record["stake"] = {"amount": amount, "providers": rows, "units": STAKE_UNITS}
+
+    def stake_ledger(self) -> dict:
+        """After the lease: where each bridged stake is (locked on the peer, staked at home), and
+        the stake route's conservation (locked on the peer = minted at home, nothing in
+        flight)."""
+        s = self.record["stake"]
+        for row in s["providers"]:
+            who = row["provider"]
+            row["peer_after"] = StakeToken(self.peer).balance_of(who)
+            row["home_after"] = StakeToken(self.home).balance_of(who)
+            row["staked_at_home"] = ProviderRegistry(self.home).provider_record(who)["stake"]
+            row["adds_up"] = (row["peer_after"] == row["peer_before"] - s["amount"]
+                              and row["home_after"] == row["home_before"]
+                              and row["staked_at_home"] == s["amount"])
+        peer_bridge, home_bridge = StakeBridge(self.peer), StakeBridge(self.home)
+        s["locked_on_peer"] = StakeToken(self.peer).balance_of(peer_bridge.address)
+        s["minted_on_home"] = (home_bridge.total_received() + home_bridge.total_bounced()
+                               - home_bridge.total_sent())
+        s["in_flight"] = (self._in_flight(self.peer, self.home, StakeBridge)
+                          + self._in_flight(self.home, self.peer, StakeBridge))
+        s["conserved"] = s["locked_on_peer"] == s["minted_on_home"] + s["in_flight"]
+        return s
 
     def _balance(self, chain: Chain) -> int:
         return PaymentToken(chain).balance_of(chain.address)
@@ -164,8 +203,9 @@ class CrossChainAct:
                         and b["peer_after"] == b["peer_before"] - cost
                         and b["home_after"] == b["home_before"])
         r["amounts"] = {k: exact_amount(v) for k, v in {**r["ledger"], **b}.items()}
-        r["stake"] = stake_line(self.home.network)
+        self.stake_ledger()
         self.print_ledger()
+        self.print_stake()
         return r
 
     def release_validators(self, procs: Daemons) -> None:
@@ -175,18 +215,23 @@ class CrossChainAct:
             stop(procs.pop(name)[0])
             del self.parties[name]
 
-    def _cross(self, source: Chain, destination: Chain, amount: int, what: str) -> dict:
+    def _cross(self, source: Chain, destination: Chain, amount: int, what: str,
+               kind: type[TokenBridge] = TokenBridge) -> dict:
+        """Send `amount` with `kind` (TokenBridge: TUSD, StakeBridge: TSTK) from `source`'s
+        account to itself on `destination`, wait for the delivery, and record it."""
         src, dst = source.network.chain_id, destination.network.chain_id
+        show = kind.TOKEN(source).format
         inbox = BridgeInbox(destination)
         first = destination.block_number()
         started = time.monotonic()
-        message_id, receipts = TokenBridge(source).send(dst, source.address, amount)
+        message_id, receipts = kind(source).send(dst, source.address, amount)
         [sent] = BridgeOutbox(source).sent_in(receipts[-1])
-        verb = "burned" if TokenBridge(source).mint_mode() else "locked"
-        self.console.print(f"  {what}: {money(amount)} {verb} on chain {src}, tx "
+        verb = "burned" if kind(source).mint_mode() else "locked"
+        self.console.print(f"  {what}: {show(amount)} {verb} on chain {src}, tx "
                            f"{tx_hash(receipts[-1])}: message 0x{message_id.hex()} (nonce "
                            f"{sent.message.nonce})", highlight=False)
-        self.step(f"{what} sent ({src} -> {dst})")
+        if kind is TokenBridge:
+            self.step(f"{what} sent ({src} -> {dst})")
         deadline = started + CROSSING_TIMEOUT_S
         while not inbox.delivered(message_id) or inbox.pending(message_id):
             raise_if_exited(self.parties)
@@ -200,13 +245,14 @@ class CrossChainAct:
                                    argument_filters={"message_id": message_id})
         delivered_with = delivery_signers(inbox, tx_hash(log), sent.message)
         attested = self.attestations(sent.message)
-        bucket = inbox.bucket(src)
+        value_sender = source.network.address(kind.NAME)   # its bucket on this route
+        bucket = inbox.bucket(src, value_sender)
         t = {"direction": f"{src}->{dst}", "amount": amount, "message_id": "0x" + message_id.hex(),
              "nonce": sent.message.nonce, "source_tx": tx_hash(receipts[-1]),
              "source_txs": [tx_hash(x) for x in receipts], "attested_by": attested,
              "delivered_with": delivered_with, "delivery_tx": tx_hash(log), "delivered": True,
              "seconds": seconds, "bucket": {"left_after_delivery": bucket.tokens,
-                                            "available": inbox.available(src),
+                                            "available": inbox.available(src, value_sender),
                                             "capacity": bucket.capacity,
                                             "refill_per_s": bucket.refill_per_s}}
         epoch = inbox.epoch()
@@ -216,10 +262,11 @@ class CrossChainAct:
                            f"{', '.join(delivered_with)} ({share / 100:.2f} "
                            f"% of the weight, {self.record['threshold_bps'] / 100:.2f} % needed) "
                            f"on chain {dst}, tx {tx_hash(log)}", highlight=False)
-        self.console.print(f"  {seconds} s from sending to delivery; bucket {src} -> {dst}: "
-                           f"{money(bucket.tokens)} of {money(bucket.capacity)} left after it "
-                           f"(refills {money(bucket.refill_per_s)}/s)", highlight=False)
-        self.step(f"{what} delivered")
+        self.console.print(f"  {seconds} s from sending to delivery; {kind.NAME}'s bucket {src} "
+                           f"-> {dst}: {show(bucket.tokens)} of {show(bucket.capacity)} left after "
+                           f"it (refills {show(bucket.refill_per_s)}/s)", highlight=False)
+        if kind is TokenBridge:
+            self.step(f"{what} delivered")
         return t
 
     def attestations(self, m: Message, wait_s: float = 10.0) -> list[dict]:
@@ -247,7 +294,7 @@ class CrossChainAct:
         home_bridge, peer_bridge = TokenBridge(self.home), TokenBridge(self.peer)
         for _ in range(tries):
             blocks = self.home.block_number(), self.peer.block_number()
-            locked = peer_bridge.payment_token.balance_of(peer_bridge.address)
+            locked = peer_bridge.token_wrapper.balance_of(peer_bridge.address)
             minted = (home_bridge.total_received() + home_bridge.total_bounced()
                       - home_bridge.total_sent())
             flight = self._in_flight(self.peer, self.home) + self._in_flight(self.home, self.peer)
@@ -261,10 +308,10 @@ class CrossChainAct:
             "minted_on_home": minted, "in_flight": flight, "holds": locked == minted + flight})
 
     @staticmethod
-    def _in_flight(source: Chain, destination: Chain) -> int:
-        """Value TokenBridge sent from `source` that `destination`'s inbox has not delivered (or
+    def _in_flight(source: Chain, destination: Chain, kind: type[TokenBridge] = TokenBridge) -> int:
+        """Value `kind` sent from `source` that `destination`'s inbox has not delivered (or
         holds queued)."""
-        sender, inbox = TokenBridge(source).address, BridgeInbox(destination)
+        sender, inbox = kind(source).address, BridgeInbox(destination)
         return sum(s.message.amount for s in BridgeOutbox(source).messages(
                        source.network.deploy_block, destination_chain=destination.network.chain_id)
                    if s.message.sender.lower() == sender.lower()
@@ -294,4 +341,25 @@ class CrossChainAct:
             f"{len(r['conservation'])} steps: now {money(last['locked_on_peer'])} locked on "
             f"{peer} = {money(last['minted_on_home'])} minted on {home} and outstanding + "
             f"{money(last['in_flight'])} in flight", highlight=False)
-        self.console.print(r["stake"]["note"])
+
+    def print_stake(self) -> None:
+        s, peer, home = self.record["stake"], self.record["peer_chain"], self.record["home_chain"]
+        table = Table(title=f"the providers' stake, locked on chain {peer} and staked on {home}")
+        for column in ("provider", f"TSTK on {peer} before", "after", f"staked on {home}",
+                       f"own TSTK on {home} before", "after"):
+            table.add_column(column, justify="left" if column == "provider" else "right")
+        for row in s["providers"]:
+            table.add_row(row["provider"], tstk(row["peer_before"]),
+                          tstk(row["peer_after"]), tstk(row["staked_at_home"]),
+                          tstk(row["home_before"]), tstk(row["home_after"]))
+        self.console.print(table)
+        held = all(row["adds_up"] for row in s["providers"])
+        self.console.print(
+            f"{'[bold green]adds up[/]' if held else '[bold red]does NOT add up[/]'}: each "
+            f"provider's stake on {home} is what it locked on {peer}, its own TSTK on {home} "
+            f"untouched. StakeBridge on {peer} holds {tstk(s['locked_on_peer'])} = "
+            f"{tstk(s['minted_on_home'])} minted on {home} + "
+            f"{tstk(s['in_flight'])} in flight: "
+            f"{'conserved' if s['conserved'] else '[red]NOT conserved[/]'}. A slash on {home} "
+            f"pays the slashed TSTK to its recipient there, which redeems the stake locked on "
+            f"{peer} (docs/bridge.md)", highlight=False)

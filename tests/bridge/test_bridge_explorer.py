@@ -110,10 +110,12 @@ def test_transfers_both_ways_are_indexed_with_both_transactions(bridge, any_db):
 
     report = audit(Chain(bridge.network), engine)
     assert report.agrees, report.problems
-    sums = {(d.source, d.destination): d for d in report.bridge.directions}
-    assert (sums[(PEER, HOME)].locked, sums[(PEER, HOME)].received) == (5 * TUSD, 5 * TUSD)
-    assert (sums[(HOME, PEER)].locked, sums[(HOME, PEER)].received) == (2 * TUSD, 2 * TUSD)
+    sums = {(d.source, d.destination, d.token): d for d in report.bridge.directions}
+    assert set(sums) == {(s, d, t) for s, d in ((HOME, PEER), (PEER, HOME)) for t in ("TUSD", "TSTK")}
+    assert (sums[(PEER, HOME, "TUSD")].locked, sums[(PEER, HOME, "TUSD")].received) == (5 * TUSD, 5 * TUSD)
+    assert (sums[(HOME, PEER, "TUSD")].locked, sums[(HOME, PEER, "TUSD")].received) == (2 * TUSD, 2 * TUSD)
     assert all(d.in_flight == d.refunded == 0 for d in sums.values())
+    assert all(d.locked == 0 for (_, _, token), d in sums.items() if token == "TSTK")
 
     client = TestClient(create_app(engine))
     page = client.get("/bridge").text
@@ -156,7 +158,8 @@ def test_cancelled_large_transfer_bounces_and_every_step_adds_up(bridge, tmp_pat
     assert row.state == "queued" and row.queued_tx and row.release_at and row.delivery_tx is None
     report = audit(Chain(bridge.network), engine)
     assert report.agrees, report.problems
-    peer_home = next(d for d in report.bridge.directions if (d.source, d.destination) == (PEER, HOME))
+    peer_home = next(d for d in report.bridge.directions
+                     if (d.source, d.destination, d.token) == (PEER, HOME, "TUSD"))
     assert (peer_home.locked, peer_home.in_flight) == (LARGE, LARGE)
 
     sent = [s for s in bridge.outbox(PEER).messages(0, "latest") if s.message.id == mid][0]
@@ -179,7 +182,8 @@ def test_cancelled_large_transfer_bounces_and_every_step_adds_up(bridge, tmp_pat
     assert bounce.bounce_of == hexid(mid) and bounce.state == "delivered" and bounce.delivery_chain == PEER
     report = audit(Chain(bridge.network), engine)
     assert report.agrees, report.problems
-    peer_home = next(d for d in report.bridge.directions if (d.source, d.destination) == (PEER, HOME))
+    peer_home = next(d for d in report.bridge.directions
+                     if (d.source, d.destination, d.token) == (PEER, HOME, "TUSD"))
     assert (peer_home.locked, peer_home.received, peer_home.in_flight, peer_home.refunded) == (
         LARGE, 0, 0, LARGE)
     page = TestClient(create_app(engine)).get("/bridge", params={"state": "bounced"}).text

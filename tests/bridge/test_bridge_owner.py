@@ -73,8 +73,9 @@ def test_the_deployer_is_refused_and_the_guardian_pauses_at_once(bridge):
         chain = bridge.chain(cid, OWNER)
         peer_id = PEER if cid == HOME else HOME
         outbox, inbox, token_bridge = (chain.contract(n).functions for n in BRIDGE_CONTRACT_NAMES)
-        attempts = [inbox.register_source(peer_id, me, 10**30, 10**30, 10**30),
-                    inbox.set_value_sender(peer_id, me, True), inbox.set_guardian(me),
+        attempts = [inbox.register_source(peer_id, me),
+                    inbox.set_value_sender(peer_id, me, 10**30, 10**30, 10**30),
+                    inbox.set_guardian(me),
                     inbox.set_delay(0), inbox.unpause(), inbox.set_mailbox(me),
                     inbox.transfer_ownership(me), outbox.set_inbox(peer_id, me),
                     outbox.transfer_ownership(me), token_bridge.set_peer(peer_id, me, 10**30),

@@ -1,7 +1,7 @@
 """`tessera devnet up --chains 2`, then the bridge from the command line against it: three
 `tessera validator run` processes attest (their bridge duty), `tessera bridge relay` delivers,
-`tessera bridge send` moves TUSD and `tessera bridge status` shows it; bad input gets one
-readable line and exit code 1. TESSERA_HOME is a temporary folder and the ports are free ones.
+`tessera bridge send` moves TUSD and a provider's TSTK and `tessera bridge status` shows it; bad
+input gets one readable line and exit code 1. TESSERA_HOME is a temporary folder and the ports are free ones.
 The daemons are real processes; one-shot commands run in-process (CliRunner), which spares a
 2-core machine a Python start per command."""
 
@@ -76,6 +76,9 @@ def test_two_chain_devnet_from_the_command_line(tmp_path):
             (("--to-chain", str(HOME), "--amount", "5", "--recipient", "nope"), "not an address"),
             (("--to-chain", str(HOME), "--amount", "60000"), "over the route's limit"),
             (("--to-chain", str(HOME), "--amount", "5", "--from-chain", str(HOME)), "same chain"),
+            (("--to-chain", str(HOME), "--amount", "5", "--token", "DOGE"), "--token must be one of"),
+            (("--to-chain", str(HOME), "--amount", "600", "--token", "TSTK"), "over the route's limit"),
+            (("--to-chain", str(HOME), "--amount", "0.0000001", "--token", "TUSD"), "--amount"),
         ]:
             code, out, err = tessera(home, "bridge", "send", *args)
             assert code == 1 and said in err, (args, err)
@@ -88,15 +91,28 @@ def test_two_chain_devnet_from_the_command_line(tmp_path):
         inbox = BridgeInbox(Chain(network))
         wait_until(lambda: inbox.delivered(message_id), 60, "the transfer delivered", interval=0.05)
         print(f"source transaction to delivery: {time.monotonic() - mined:.2f} s")
+        # a provider's stake crosses the same way, through StakeBridge and its own bucket
+        code, out, err = tessera(home, "bridge", "send", "--token", "TSTK", "--to-chain",
+                                 str(HOME), "--amount", "100", "--account", "devnet:4")
+        assert code == 0 and "sent 100.00 TSTK" in out, err
+        stake_id = bytes.fromhex(re.search(r"message 0x([0-9a-f]{64})", out).group(1))
+        wait_until(lambda: inbox.delivered(stake_id), 60, "the stake delivered", interval=0.05)
 
         code, out, err = tessera(home, "bridge", "status", "--json")
         assert code == 0, err
         routes = {(r["source_chain"], r["destination_chain"]): r
                   for r in json.loads(out)["routes"]}
-        assert routes[(PEER, HOME)]["sent"] == 1 and routes[(PEER, HOME)]["delivered"] == 1
-        assert routes[(PEER, HOME)]["attested"] == 1 and routes[(HOME, PEER)]["sent"] == 0
+        assert routes[(PEER, HOME)]["sent"] == 2 and routes[(PEER, HOME)]["delivered"] == 2
+        assert routes[(PEER, HOME)]["attested"] == 2 and routes[(HOME, PEER)]["sent"] == 0
+        assert routes[(PEER, HOME)]["value_sent_by"] == {"TokenBridge": 5 * 10**6,
+                                                         "StakeBridge": 100 * 10**18}
+        buckets = routes[(PEER, HOME)]["buckets"]
+        taken = buckets["StakeBridge"]["capacity"] - buckets["StakeBridge"]["available"]
+        assert 99 * 10**18 < taken <= 100 * 10**18   # less what refilled since (0.0116 TSTK/s)
+        assert buckets["TokenBridge"]["capacity"] - buckets["TokenBridge"]["available"] <= 5 * 10**6
         code, out, err = tessera(home, "bridge", "status")
-        assert f"{PEER} -> {HOME}: sent 1" in out, err
+        assert f"{PEER} -> {HOME}: sent 2 (5.00 TUSD, 100.00 TSTK)" in " ".join(out.split()), err
+        assert "StakeBridge bucket" in out
     finally:
         if relay is not None:
             stop(relay)

@@ -116,9 +116,11 @@ def _deploy_dispatcher(side: Side) -> Contract:
 
 
 def _link(a: Side, b: Side) -> None:
-    """Route B -> A, with Hyperlane as a second transport into A's inbox."""
-    transact(a.w3, OWNER, a.inbox.functions.register_source(CHAIN_B, b.outbox.address, CAPACITY,
-                                                            REFILL, LARGE))
+    """Route B -> A, with Hyperlane as a second transport into A's inbox (B's TokenBridge the
+    value sender)."""
+    transact(a.w3, OWNER, a.inbox.functions.register_source(CHAIN_B, b.outbox.address))
+    transact(a.w3, OWNER, a.inbox.functions.set_value_sender(CHAIN_B, b.bridge.address, CAPACITY,
+                                                             REFILL, LARGE))
     transact(b.w3, OWNER, b.outbox.functions.set_inbox(CHAIN_A, a.inbox.address))
     transact(b.w3, OWNER, b.bridge.functions.set_peer(CHAIN_A, a.bridge.address, CAPACITY // 2))
     transact(a.w3, OWNER, a.bridge.functions.set_peer(CHAIN_B, b.bridge.address, CAPACITY // 2))

@@ -98,9 +98,10 @@ def test_refuses_what_it_cannot_sum_and_changes_nothing():
 
 def test_memory_does_not_grow_with_the_number_of_contributions():
     """Memory follows the range of magnitudes, not the count: pseudo-gradient-like values (a
-    few orders of magnitude, exact zeros) fill at most 3 limbs (24 bytes per parameter) and stay there
-    from 100 to 1,000 contributions; the whole float32 range fills at most 10 (80 bytes)."""
+    few orders of magnitude, exact zeros) fill at most 3 limbs (24 bytes per parameter), at 100
+    contributions as at 1,000; the whole float32 range fills at most 10 (80 bytes)."""
     torch.manual_seed(0)
+    random.seed(0)
     reference = {"w": torch.zeros(4096), "b": torch.zeros(64)}
 
     def contribution():
@@ -113,7 +114,9 @@ def test_memory_does_not_grow_with_the_number_of_contributions():
         stream.add(contribution())
         if i in (99, 999):
             sizes.append(stream.bytes() / 4160)
-    assert sizes[0] == sizes[1] <= 24
+    # a limb is added only when a sum first needs it, so a few may come after the 100th
+    # contribution; the bound is the magnitudes', whatever the count
+    assert sizes[0] <= sizes[1] <= 24
     extremes = ExactSum((4,))
     for v in ([2.0 ** -149, -F32_MAX, 1.0, 0.0], [F32_MAX, F32_MAX, -(2.0 ** -149), 1e-20]):
         extremes.add(torch.tensor(v))

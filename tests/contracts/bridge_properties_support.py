@@ -207,13 +207,16 @@ class Slots:
         return self.read(self.slot(*path))
 
     def entry(self, key, *path: str, fields: int = 1) -> list[int]:
-        """HashMap entry `key` (an address, an int or 32 bytes): keccak256(slot . key), then
-        `fields` consecutive slots for a struct."""
-        if isinstance(key, str):
-            key = bytes.fromhex(key[2:]).rjust(32, b"\0")
-        elif isinstance(key, int):
-            key = key.to_bytes(32, "big")
-        base = int.from_bytes(keccak(self.slot(*path).to_bytes(32, "big") + bytes(key)), "big")
+        """HashMap entry `key` (an address, an int or 32 bytes; a tuple of them for nested
+        HashMaps, outermost first): keccak256(slot . key) per level, then `fields` consecutive
+        slots for a struct."""
+        base = self.slot(*path)
+        for k in key if isinstance(key, tuple) else (key,):
+            if isinstance(k, str):
+                k = bytes.fromhex(k[2:]).rjust(32, b"\0")
+            elif isinstance(k, int):
+                k = k.to_bytes(32, "big")
+            base = int.from_bytes(keccak(base.to_bytes(32, "big") + bytes(k)), "big")
         return [self.read(base + i) for i in range(fields)]
 
     def mapping(self, key, *path: str) -> int:
@@ -229,7 +232,9 @@ def storage_readers(world) -> dict:
             assert raw[x]["token"].mapping(who, "erc20", "balanceOf") == c.token.balanceOf(who)
         assert raw[x]["token"].var("erc20", "totalSupply") == c.token.totalSupply()
         src = B if x == A else A
-        assert raw[x]["inbox"].entry(src, "bucket", fields=4) == list(c.inbox.bucket(src))
+        sender = (world.b if x == A else world.a).bridge.address   # the source's TokenBridge
+        assert raw[x]["inbox"].entry((src, sender), "bucket", fields=4) == list(
+            c.inbox.bucket(src, sender))
         assert raw[x]["inbox"].var("epoch") == c.inbox.epoch()
         assert raw[x]["outbox"].var("count") == c.outbox.count()
         assert raw[x]["bridge"].var("total_sent") == c.bridge.total_sent()
@@ -272,11 +277,13 @@ class BridgeModel:
         self.epoch = {x: 0 for x in (A, B, C)}
         self.inbox_paused = {x: False for x in (A, B)}
         self.bridge_paused = {x: False for x in (A, B)}
-        self.bucket = {(x, s): pb.Bucket(*self.ch[x].inbox.bucket(s))
-                       for x, s in ((A, B), (B, A), (C, A))}
+        # (inbox's chain, source chain, value sender) => its bucket and large threshold: the
+        # source's TokenBridge (listed by bridge_support.connect) and the stranger (not yet)
+        keys = [*((x, s, self.ch[s].bridge.address) for x, s in ((A, B), (B, A), (C, A))),
+                (A, B, STRANGER.address), (B, A, STRANGER.address)]
+        self.bucket = {k: pb.Bucket(*self.ch[k[0]].inbox.bucket(k[1], k[2])) for k in keys}
+        self.large = {k: self.ch[k[0]].inbox.large_threshold(k[1], k[2]) for k in keys}
         self.peer = {(A, B): w.b.bridge.address, (B, A): w.a.bridge.address}
-        self.large = {(x, s): self.ch[x].inbox.large_threshold(s) for x, s in self.bucket}
-        self.listed = False
         self.msgs: list[Sent] = []
         self.delivered_events: dict[bytes, list[int]] = collections.defaultdict(list)
         # A call on one chain's env cannot change another's: the invariants read again only
@@ -336,6 +343,21 @@ class BridgeModel:
         assert m.as_tuple() == expected.as_tuple() and p == payload
 
     # ------------------------------------------------------------ the model's rules
+
+    def tb_key(self, x: int, src: int) -> tuple[int, int, str]:
+        """The bucket key of `src`'s TokenBridge on x's inbox."""
+        return x, src, self.ch[src].bridge.address
+
+    def _set_value_sender(self, key: tuple, capacity: int, refill: int, large: int) -> None:
+        """BridgeInbox.set_value_sender: a new sender's bucket starts full, an update keeps
+        what is left (refilled to now at the old rate) up to the new capacity, 0 unlists."""
+        now = self.now(key[0])
+        old = self.bucket[key]
+        if capacity == 0:
+            self.bucket[key], self.large[key] = pb.Bucket(0, 0, 0, 0), 0
+            return
+        tokens = capacity if old.capacity == 0 else min(old.at(now).tokens, capacity)
+        self.bucket[key], self.large[key] = pb.Bucket(capacity, refill, tokens, now), large
 
     def _credit(self, x: int, who: str, amount: int) -> None:
         self.bal[x, who] += amount
@@ -472,10 +494,12 @@ class BridgeModel:
             obs["backing A<-B"] = raw["bridge"].mapping(B, "backing")
         else:
             obs["held", x] = raw["token"].mapping(c.bridge.address, "erc20", "balanceOf")
-        for dst, src in self.bucket:
+        for dst, src, sender in self.bucket:
             if dst == x:
-                obs["bucket", x, src] = pb.Bucket(*raw["inbox"].entry(src, "bucket", fields=4))
-                obs["available", x, src] = c.inbox.available(src)
+                obs["bucket", x, src, sender] = pb.Bucket(*raw["inbox"].entry(
+                    (src, sender), "bucket", fields=4))
+                obs["large", x, src, sender] = raw["inbox"].mapping((src, sender), "large_threshold")
+                obs["available", x, src, sender] = c.inbox.available(src, sender)
         return obs
 
     def observe(self) -> dict:
@@ -498,9 +522,10 @@ class BridgeModel:
         exp["backing A<-B"] = self.supply_a
         for x in (B, C):
             exp["held", x] = self.held[x]
-        for (x, s), bucket in self.bucket.items():
-            exp["bucket", x, s] = bucket
-            exp["available", x, s] = bucket.at(self.now(x)).tokens
+        for (x, s, sender), bucket in self.bucket.items():
+            exp["bucket", x, s, sender] = bucket
+            exp["large", x, s, sender] = self.large[x, s, sender]
+            exp["available", x, s, sender] = bucket.at(self.now(x)).tokens
         return exp
 
     def check_flags(self, rec: Sent, chains) -> None:

@@ -31,7 +31,7 @@ from tessera.protocol import bridge as pb
 
 CHAIN_A, CHAIN_B, CHAIN_C = 31337, 31338, 31339
 USD = 10**6
-CAPACITY = 10_000 * USD          # bucket capacity per source chain
+CAPACITY = 10_000 * USD          # bucket capacity of a value sender (a TokenBridge)
 REFILL = 2 * USD                 # per second
 LARGE = 1_000 * USD              # above this a transfer waits DELAY seconds
 DELAY = 3_600
@@ -120,12 +120,22 @@ def deploy_chain(chain_id: int, mint_mode: bool, who: int) -> Chain:
 
 def connect(src: Chain, dst: Chain, capacity=CAPACITY, refill=REFILL, large=LARGE,
             max_transfer=MAX_TRANSFER) -> None:
-    """Open the route src -> dst: dst's inbox trusts src's outbox, the bridges trust each other."""
+    """Open the route src -> dst: dst's inbox trusts src's outbox and lets src's TokenBridge
+    (only) carry value, within these limits; the bridges trust each other."""
     with src.prank(src.owner):
         src.outbox.set_inbox(dst.chain_id, dst.inbox.address)
         src.bridge.set_peer(dst.chain_id, dst.bridge.address, max_transfer)
     with dst.prank(dst.owner):
-        dst.inbox.register_source(src.chain_id, src.outbox.address, capacity, refill, large)
+        dst.inbox.register_source(src.chain_id, src.outbox.address)
+    list_sender(dst, src.chain_id, src.bridge.address, capacity, refill, large)
+
+
+def list_sender(dst: Chain, source_chain: int, sender, capacity=CAPACITY, refill=REFILL,
+                large=LARGE, inbox=None) -> None:
+    """dst's owner lets `sender` on `source_chain` carry value to dst (capacity 0: unlists)."""
+    sender = sender if isinstance(sender, str) else sender.address
+    with dst.prank(dst.owner):
+        (inbox or dst.inbox).set_value_sender(source_chain, sender, capacity, refill, large)
 
 
 @dataclass
@@ -248,6 +258,13 @@ def refused(reasons, call, *args, **kwargs) -> None:
 # ---------------------------------------------------------------- state snapshots
 
 
+def value_senders() -> list[str]:
+    """Whose buckets `state` compares: the people's, OUTSIDER's, and the shared world's
+    TokenBridges' (B's and C's have the same address)."""
+    bridges = [c.bridge.address for c in (_WORLD[0].a, _WORLD[0].b)] if _WORLD else []
+    return [ALICE.address, BOB.address, OUTSIDER.address, *bridges]
+
+
 def state(*chains: Chain, ids=(), people=(ALICE, BOB)) -> dict:
     """Balances and bridge state that a refused call must leave unchanged."""
     snap = {}
@@ -263,7 +280,9 @@ def state(*chains: Chain, ids=(), people=(ALICE, BOB)) -> dict:
         snap[k, "epoch"] = ch.inbox.epoch()
         snap[k, "paused"] = (ch.inbox.paused(), ch.bridge.paused())
         for src in (CHAIN_A, CHAIN_B, CHAIN_C):
-            snap[k, "bucket", src] = tuple(ch.inbox.bucket(src))
+            for sender in value_senders():
+                snap[k, "bucket", src, sender] = (tuple(ch.inbox.bucket(src, sender)),
+                                                  ch.inbox.large_threshold(src, sender))
         for mid in ids:
             snap[k, "id", bytes(mid)] = (ch.inbox.delivered(mid), ch.inbox.pending(mid),
                                          ch.inbox.cancelled(mid), tuple(ch.bridge.origins(mid)))

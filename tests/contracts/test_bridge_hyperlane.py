@@ -195,7 +195,7 @@ def test_a_deposit_crosses_through_the_dispatcher_and_the_mailbox(world, hl):
     assert a.inbox.delivered(m.id)
     [delivered] = [e for e in hl.mailbox_a.get_logs() if type(e).__name__ == "MessageDelivered"]
     assert (delivered.message_id, delivered.source_chain, delivered.amount) == (m.id, CHAIN_B, 100 * USD)
-    assert a.inbox.available(CHAIN_B) == CAPACITY - 100 * USD
+    assert a.inbox.available(CHAIN_B, b.bridge.address) == CAPACITY - 100 * USD
 
 
 def test_dispatch_hook_metadata_refunds_the_caller_and_value_pays_the_fee(world, hl):
@@ -335,17 +335,19 @@ def test_the_same_message_checks_as_deliver(world, hl):
 def test_the_bucket_applies_to_handle(world, hl):
     a, b = world.a, world.b
     null = deploy_null_receiver(a)
-    big, bp = send_raw(b, a, null.address, amount=CAPACITY + 1)
+    # messages as B's TokenBridge sends them (the test speaks for it): they spend its bucket
+    big, bp = send_raw(b, a, null.address, amount=CAPACITY + 1, sender=b.bridge.address)
     with unchanged(a, b, ids=[big.id]):
         refused("over capacity", relay, a, hl, hyperlane_body(big, bp))
     # empty the bucket through the committee, then the Mailbox finds it empty
-    full, fp = send_raw(b, a, null.address, amount=CAPACITY)
+    full, fp = send_raw(b, a, null.address, amount=CAPACITY, sender=b.bridge.address)
     deliver(a, full, fp)
-    assert a.inbox.available(CHAIN_B) == 0
+    assert a.inbox.available(CHAIN_B, b.bridge.address) == 0
     m, p = transfer_from_b(b, 100 * USD)
     with unchanged(a, b, ids=[m.id]):
         refused("rate limited", relay, a, hl, hyperlane_body(m, p))
-    a.env.time_travel(seconds=100 * USD // a.inbox.bucket(CHAIN_B)[1])   # refilled enough
+    refill = a.inbox.bucket(CHAIN_B, b.bridge.address)[1]
+    a.env.time_travel(seconds=100 * USD // refill)   # refilled enough
     relay(a, hl, hyperlane_body(m, p))
     assert a.inbox.delivered(m.id)
 
@@ -353,8 +355,6 @@ def test_the_bucket_applies_to_handle(world, hl):
 def test_value_senders_apply_to_handle(world, hl):
     a, b = world.a, world.b
     null = deploy_null_receiver(a)
-    with a.prank(a.owner):
-        a.inbox.set_value_sender(CHAIN_B, b.bridge.address, True)
     m, p = send_raw(b, a, null.address, amount=USD)   # from ALICE, not the TokenBridge
     with unchanged(a, b, ids=[m.id]):
         refused("not a value sender", relay, a, hl, hyperlane_body(m, p))
@@ -469,7 +469,8 @@ def test_handle_gas_against_deliver(world, hl, capsys):
     its delivery record to that)."""
     a, b = world.a, world.b
     null = deploy_null_receiver(a)
-    msgs = [send_raw(b, a, null.address, amount=USD, payload=bytes([i]) * 64) for i in range(3)]
+    msgs = [send_raw(b, a, null.address, amount=USD, payload=bytes([i]) * 64, sender=b.bridge.address)
+            for i in range(3)]
     (m1, p1), (m2, p2), (m3, p3) = msgs
     deliver(a, m1, p1)
     deliver_gas = a.inbox._computation.get_gas_used()

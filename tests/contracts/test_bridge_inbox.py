@@ -1,6 +1,7 @@
 """BridgeInbox: each check against the attack it stops, on two (three) titanoboa chains.
 
-Messages go from chain A's outbox (sent by an ordinary account) to a recording recipient on
+Messages go from chain A's outbox (sent by ALICE, an ordinary account that every test lists as
+a value sender of chain A on B and C, with bridge_support's limits) to a recording recipient on
 chain B; every refusal asserts that balances and bridge state are unchanged.
 """
 
@@ -8,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import boa
 import pytest
 from bridge_support import (
     ALICE,
+    BOB,
     CAPACITY,
     CHAIN_A,
     CHAIN_B,
@@ -22,7 +25,6 @@ from bridge_support import (
     NEXT_WEIGHTS,
     OUTSIDER,
     QUORUM,
-    REFILL,
     THRESHOLD,
     WEIGHTS,
     attest,
@@ -31,10 +33,13 @@ from bridge_support import (
     deploy_mock,
     deploy_null_receiver,
     isolated,
+    list_sender,
     refused,
     send_raw,
+    sent_messages,
     shared_world,
     sign_rotation,
+    state,
     unchanged,
 )
 from contracts_support import key_account, typed_digest
@@ -55,6 +60,8 @@ def world():
 @pytest.fixture(autouse=True)
 def _isolated(world):
     with isolated(world.envs):
+        for dst in (world.b, world.c):
+            list_sender(dst, CHAIN_A, ALICE)
         yield
 
 
@@ -81,7 +88,7 @@ def test_deliver_calls_the_recipient_once(world, mock):
     assert (event.message_id, event.source_chain, event.recipient, event.kind, event.amount) == (
         m.id, CHAIN_A, mock.address, 9, 7)
     assert b.inbox.delivered(m.id) and b.inbox.pending(m.id) == 0
-    assert b.inbox.available(CHAIN_A) == CAPACITY - 7
+    assert b.inbox.available(CHAIN_A, ALICE.address) == CAPACITY - 7
 
 
 def test_domain_and_digests_match_protocol(world):
@@ -134,7 +141,8 @@ def test_replay_on_a_second_inbox_of_the_same_chain_is_refused(world, mock):
     a, b = world.a, world.b
     second = deploy_inbox(b.env, b.owner)
     with b.prank(b.owner):
-        second.register_source(CHAIN_A, a.outbox.address, CAPACITY, REFILL, LARGE)
+        second.register_source(CHAIN_A, a.outbox.address)
+    list_sender(b, CHAIN_A, ALICE, inbox=second)
     m, payload = _send(world, mock, amount=3)
     sigs = attest(QUORUM, CHAIN_B, b.inbox.address, m.id)
     with unchanged(b, ids=[m.id]):
@@ -248,10 +256,9 @@ def test_bad_payload_for_the_right_hash_is_refused(world, mock):
 
 
 def test_bucket_emptied_then_refilled(world, mock):
-    a, b = world.a, world.b
-    with b.prank(b.owner):   # no queueing here: only the bucket
-        b.inbox.register_source(CHAIN_A, a.outbox.address, CAPACITY, REFILL, CAPACITY)
-    model = pb.Bucket(*b.inbox.bucket(CHAIN_A))
+    b = world.b
+    list_sender(b, CHAIN_A, ALICE, large=CAPACITY)   # no queueing here: only the bucket
+    model = pb.Bucket(*b.inbox.bucket(CHAIN_A, ALICE.address))
     assert model.tokens == CAPACITY
     m1, p1 = _send(world, mock, amount=6_000 * 10**6)
     deliver(b, m1, p1)
@@ -261,78 +268,194 @@ def test_bucket_emptied_then_refilled(world, mock):
     with unchanged(b, ids=[m2.id]):
         refused("rate limited", deliver, b, m2, p2)
     b.env.time_travel(seconds=499)     # 998 USD back: 4,998 < 5,000
-    assert b.inbox.available(CHAIN_A) == model.at(b.env.timestamp).tokens == 4_998 * 10**6
+    assert b.inbox.available(CHAIN_A, ALICE.address) == model.at(b.env.timestamp).tokens == 4_998 * 10**6
     refused("rate limited", deliver, b, m2, p2)
     b.env.time_travel(seconds=1)
     deliver(b, m2, p2)
     model = model.take(m2.amount, b.env.timestamp)
-    assert tuple(b.inbox.bucket(CHAIN_A)) == (model.capacity, model.refill_per_s, model.tokens,
-                                               model.updated_at)
+    assert tuple(b.inbox.bucket(CHAIN_A, ALICE.address)) == (
+        model.capacity, model.refill_per_s, model.tokens, model.updated_at)
     b.env.time_travel(seconds=10**9)   # refills to capacity, never above
-    assert b.inbox.available(CHAIN_A) == CAPACITY
+    assert b.inbox.available(CHAIN_A, ALICE.address) == CAPACITY
     m3, p3 = _send(world, mock, amount=CAPACITY + 1)
     with unchanged(b, ids=[m3.id]):
         refused("over capacity", deliver, b, m3, p3)
     assert mock.calls() == 2
 
 
-def test_listed_value_senders_stop_bucket_griefing(world, mock):
-    """Anyone can emit a message with any amount to a recipient of their own, and the committee
-    attests whatever was emitted: unlisted, such junk empties the source's bucket for everyone.
-    Once the owner lists the value senders of a source, others' value messages are refused."""
+# Value senders (two TokenBridges of one source: TUSD with 6 decimals, a stake token with 18)
+STAKE = 10**18
+STAKE_LIMITS = dict(capacity=1_000_000 * STAKE, refill=10 * STAKE, large=50_000 * STAKE)
+
+ROGUE_SENDER = """
+# pragma version ~=0.4.3
+# An attacker's own contract on the source chain: it sends through the real outbox.
+
+interface IOutbox:
+    def send(destination_chain: uint256, recipient: address, kind: uint8, amount: uint256,
+             payload: Bytes[512]) -> bytes32: nonpayable
+
+
+@external
+def drain(outbox: address, destination_chain: uint256, recipient: address, amount: uint256):
+    extcall IOutbox(outbox).send(destination_chain, recipient, 1, amount, b"")
+"""
+
+
+def test_value_senders_of_one_source_have_their_own_buckets_and_thresholds(world, mock):
+    """ALICE (TUSD-like limits) and BOB (a second bridge over an 18-decimal token: limits in
+    its own base units, a billion times larger) on the same source: an amount far over
+    ALICE's capacity is BOB's everyday transfer; the same amount queued for one is delivered
+    at once for the other; emptying one bucket leaves the other's untouched."""
     b = world.b
-    junk, jp = _send(world, mock, amount=CAPACITY, sender=OUTSIDER)
-    with b.env.anchor():
-        deliver(b, junk, jp)
-        assert b.inbox.available(CHAIN_A) == 0           # the griefing works while unlisted
-    with b.prank(OUTSIDER):
-        refused("not owner", b.inbox.set_value_sender, CHAIN_A, ALICE.address, True)
-    with b.prank(b.owner):
-        refused("zero sender", b.inbox.set_value_sender, CHAIN_A, ZERO, True)
-        b.inbox.set_value_sender(CHAIN_A, ALICE.address, True)
-        [e] = [e for e in b.inbox.get_logs() if type(e).__name__ == "ValueSenderSet"]
-        assert (e.source_chain, e.sender, e.allowed) == (CHAIN_A, ALICE.address, True)
-        b.inbox.set_value_sender(CHAIN_A, ALICE.address, True)    # idempotent
-    assert b.inbox.value_sender(CHAIN_A, ALICE.address) and b.inbox.value_sender_count(CHAIN_A) == 1
-    with unchanged(b, ids=[junk.id]):
-        refused("not a value sender", deliver, b, junk, jp)
-    free, fp = _send(world, mock, amount=0, sender=OUTSIDER)     # no value: anyone
-    deliver(b, free, fp)
-    paid, pp = _send(world, mock, amount=LARGE)                  # sent by ALICE, listed
-    deliver(b, paid, pp)
-    assert mock.calls() == 2 and b.inbox.available(CHAIN_A) == CAPACITY - LARGE
-    with b.prank(b.owner):
-        b.inbox.set_value_sender(CHAIN_A, ALICE.address, False)
-    assert b.inbox.value_sender_count(CHAIN_A) == 0              # open again
+    list_sender(b, CHAIN_A, BOB, **STAKE_LIMITS)
+    assert b.inbox.value_sender(CHAIN_A, ALICE.address) and b.inbox.value_sender(CHAIN_A, BOB.address)
+    assert b.inbox.large_threshold(CHAIN_A, BOB.address) == STAKE_LIMITS["large"]
+    assert b.inbox.large_threshold(CHAIN_A, ALICE.address) == LARGE
+    models = {who: pb.Bucket(*b.inbox.bucket(CHAIN_A, who.address)) for who in (ALICE, BOB)}
+
+    def send(who, amount) -> bool:
+        m, p = _send(world, mock, amount=amount, sender=who)
+        delivered = deliver(b, m, p)
+        models[who] = models[who].take(amount, b.env.timestamp)
+        for x in (ALICE, BOB):   # the one spent, and the other untouched
+            assert tuple(b.inbox.bucket(CHAIN_A, x.address)) == dataclasses.astuple(models[x])
+        return delivered
+
+    big = 20_000 * STAKE
+    assert pb.Bucket(*b.inbox.bucket(CHAIN_A, ALICE.address)).refusal(big, b.env.timestamp) == (
+        "over capacity")                                   # what one shared bucket would say
+    assert send(BOB, big) is True                          # delivered now, under BOB's threshold
+    assert b.inbox.available(CHAIN_A, ALICE.address) == CAPACITY
+    assert send(ALICE, 2 * LARGE) is False                 # over ALICE's threshold: queued
+    assert send(BOB, 2 * LARGE) is True                    # the same amount: delivered now
+    assert send(ALICE, CAPACITY - 2 * LARGE) is False      # ALICE's bucket is empty now
+    assert b.inbox.available(CHAIN_A, ALICE.address) == 0
+    m, p = _send(world, mock, amount=1)
+    with unchanged(b, ids=[m.id]):
+        refused("rate limited", deliver, b, m, p)
+    assert send(BOB, 1) is True                            # BOB's is not
+    assert send(BOB, STAKE_LIMITS["large"] + 1) is False   # over BOB's own threshold: queued
+    assert b.inbox.available(CHAIN_A, BOB.address) == (
+        STAKE_LIMITS["capacity"] - big - 2 * LARGE - 1 - STAKE_LIMITS["large"] - 1)
+    assert mock.calls() == 3 and b.inbox.available(CHAIN_A, world.a.bridge.address) == CAPACITY
 
 
-def test_register_source_update_keeps_what_is_left(world, mock):
+def test_an_attackers_own_contract_cannot_drain_the_token_bridges_bucket(world, mock):
+    """Attack: anyone can deploy a contract on the source chain and send value messages from it
+    through the real outbox (an amount is just a number there, nothing is locked), to a
+    recipient of their own that accepts anything. The committee attests whatever the outbox
+    emitted, so the messages are genuine; if their amounts counted against the TUSD bridge's
+    bucket, they would empty it and delay every real transfer (bucket griefing). The message's
+    sender is the attacker's contract (the outbox records msg.sender, and a message claiming
+    the TokenBridge as its sender was never emitted, so no honest quorum signs it), and the
+    inbox refuses value from any sender that is not listed: refused, nothing spent."""
     a, b = world.a, world.b
+    with a.prank(OUTSIDER):
+        rogue = boa.loads(ROGUE_SENDER, name="RogueSender", env=a.env)
+    for amount in (1, CAPACITY):
+        with a.prank(OUTSIDER):
+            rogue.drain(a.outbox.address, CHAIN_B, mock.address, amount)
+        [(m, p)] = sent_messages(rogue)
+        assert m.sender == rogue.address and m.amount == amount
+        with unchanged(b, ids=[m.id]):
+            refused("not a value sender", deliver, b, m, p)
+    assert b.inbox.available(CHAIN_A, a.bridge.address) == CAPACITY and mock.calls() == 0
+
+
+def test_an_unlisted_senders_value_is_refused_even_when_none_is_listed(world, mock):
+    """A source with no value sender listed at all is not open to everyone: its value messages
+    are all refused, whoever sent them; a message without value still passes."""
+    a, b = world.a, world.b
+    fresh = deploy_inbox(b.env, b.owner)
+    with b.prank(b.owner):
+        fresh.register_source(CHAIN_A, a.outbox.address)
+    m, p = _send(world, mock, amount=1)
+    for who in (ALICE, a.bridge):
+        assert not fresh.value_sender(CHAIN_A, who.address)
+    refused("not a value sender", deliver, b, m, p, inbox=fresh)
+    assert not fresh.delivered(m.id) and mock.calls() == 0
+    assert tuple(fresh.bucket(CHAIN_A, ALICE.address)) == (0, 0, 0, 0)
+    free, fp = _send(world, mock)
+    assert deliver(b, free, fp, inbox=fresh) is True and mock.calls() == 1
+
+
+def test_unlisting_refuses_value_afterwards(world, mock):
+    b = world.b
+    m, p = _send(world, mock, amount=LARGE)
+    deliver(b, m, p)
+    queued, qp = _send(world, mock, amount=LARGE + 1)
+    assert deliver(b, queued, qp) is False
+    list_sender(b, CHAIN_A, ALICE, capacity=0)
+    [e] = [e for e in b.inbox.get_logs() if type(e).__name__ == "ValueSenderSet"]
+    assert (e.source_chain, e.sender, e.capacity, e.refill_per_s, e.large_threshold) == (
+        CHAIN_A, ALICE.address, 0, 0, 0)
+    assert not b.inbox.value_sender(CHAIN_A, ALICE.address)
+    assert tuple(b.inbox.bucket(CHAIN_A, ALICE.address)) == (0, 0, 0, 0)
+    assert b.inbox.large_threshold(CHAIN_A, ALICE.address) == 0
+    assert b.inbox.available(CHAIN_A, ALICE.address) == 0
+    m2, p2 = _send(world, mock, amount=1)
+    with unchanged(b, ids=[m2.id]):
+        refused("not a value sender", deliver, b, m2, p2)
+    free, fp = _send(world, mock)                  # no value: still delivered
+    assert deliver(b, free, fp) is True
+    b.env.time_travel(seconds=DELAY)               # what was queued before is not touched
+    with b.prank(OUTSIDER):                        # (the guardian cancels it if need be)
+        b.inbox.execute(queued.as_tuple(), qp)
+    list_sender(b, CHAIN_A, ALICE)                 # listed again: a new, full bucket
+    assert b.inbox.available(CHAIN_A, ALICE.address) == CAPACITY
+    deliver(b, m2, p2)
+    assert mock.calls() == 4
+
+
+def test_a_zero_amount_message_from_an_unlisted_sender_takes_nothing(world, mock):
+    b = world.b
+    m, p = _send(world, mock, sender=OUTSIDER)
+    assert not b.inbox.value_sender(CHAIN_A, OUTSIDER.address)
+    before = state(b)
+    assert deliver(b, m, p) is True and mock.calls() == 1
+    after = state(b)
+    assert {k: v for k, v in after.items() if k[1] == "bucket"} == {
+        k: v for k, v in before.items() if k[1] == "bucket"}
+
+
+def test_set_value_sender_update_keeps_what_is_left(world, mock):
+    b = world.b
     m, p = _send(world, mock, amount=800 * 10**6)
     deliver(b, m, p)
     b.env.time_travel(seconds=100)
-    model = pb.Bucket(*b.inbox.bucket(CHAIN_A)).at(b.env.timestamp)   # refilled at the old rate
-    with b.prank(b.owner):
-        b.inbox.register_source(CHAIN_A, a.outbox.address, 5_000 * 10**6, 1, LARGE)
-    assert tuple(b.inbox.bucket(CHAIN_A)) == (5_000 * 10**6, 1, min(model.tokens, 5_000 * 10**6),
-                                               b.env.timestamp)
-    with b.prank(b.owner):
-        b.inbox.register_source(CHAIN_A, a.outbox.address, CAPACITY * 2, 1, LARGE)
-    assert b.inbox.available(CHAIN_A) == 5_000 * 10**6   # a raise does not mint tokens
+    model = pb.Bucket(*b.inbox.bucket(CHAIN_A, ALICE.address)).at(b.env.timestamp)  # old rate
+    list_sender(b, CHAIN_A, ALICE, capacity=5_000 * 10**6, refill=1)
+    assert tuple(b.inbox.bucket(CHAIN_A, ALICE.address)) == (
+        5_000 * 10**6, 1, min(model.tokens, 5_000 * 10**6), b.env.timestamp)
+    list_sender(b, CHAIN_A, ALICE, capacity=CAPACITY * 2, refill=1)
+    assert b.inbox.available(CHAIN_A, ALICE.address) == 5_000 * 10**6   # a raise mints nothing
 
 
 @pytest.mark.parametrize("who, args, reason", [
-    ("outsider", (CHAIN_C, OUTSIDER.address, 1, 1, 1), "not owner"),
-    ("guardian", (CHAIN_C, OUTSIDER.address, 1, 1, 1), "not owner"),
-    ("owner", (CHAIN_B, OUTSIDER.address, 1, 1, 1), "same chain"),
-    ("owner", (CHAIN_C, ZERO, 1, 1, 1), "zero outbox"),
-    ("owner", (CHAIN_C, OUTSIDER.address, 0, 1, 1), "zero capacity"),
+    ("outsider", (CHAIN_C, OUTSIDER.address), "not owner"),
+    ("guardian", (CHAIN_C, OUTSIDER.address), "not owner"),
+    ("owner", (CHAIN_B, OUTSIDER.address), "same chain"),
+    ("owner", (CHAIN_C, ZERO), "zero outbox"),
 ])
 def test_register_source_refusals(world, who, args, reason):
     b = world.b
     caller = {"outsider": OUTSIDER.address, "guardian": b.guardian, "owner": b.owner}[who]
     with unchanged(b), b.prank(caller):
         refused(reason, b.inbox.register_source, *args)
+
+
+@pytest.mark.parametrize("who, args, reason", [
+    ("outsider", (CHAIN_A, OUTSIDER.address, 1, 1, 1), "not owner"),
+    ("guardian", (CHAIN_A, OUTSIDER.address, 1, 1, 1), "not owner"),
+    ("owner", (CHAIN_B, OUTSIDER.address, 1, 1, 1), "same chain"),
+    ("owner", (CHAIN_A, ZERO, 1, 1, 1), "zero sender"),
+])
+def test_set_value_sender_refusals(world, who, args, reason):
+    b = world.b
+    caller = {"outsider": OUTSIDER.address, "guardian": b.guardian, "owner": b.owner}[who]
+    with unchanged(b), b.prank(caller):
+        refused(reason, b.inbox.set_value_sender, *args)
 
 
 def test_large_message_is_queued_then_executed_after_the_delay(world, mock):
@@ -343,7 +466,7 @@ def test_large_message_is_queued_then_executed_after_the_delay(world, mock):
     release = b.env.timestamp + DELAY
     assert (event.message_id, event.release_at) == (m.id, release)
     assert b.inbox.pending(m.id) == release and b.inbox.delivered(m.id) and mock.calls() == 0
-    assert b.inbox.available(CHAIN_A) == CAPACITY - m.amount    # taken when queued
+    assert b.inbox.available(CHAIN_A, ALICE.address) == CAPACITY - m.amount   # taken when queued
     refused("already delivered", deliver, b, m, p)
     b.env.time_travel(seconds=DELAY - 1)
     with unchanged(b, ids=[m.id]), b.prank(OUTSIDER):
@@ -371,7 +494,7 @@ def test_guardian_cancels_a_queued_message(world, mock):
         b.inbox.cancel(m.as_tuple(), p)
     assert b.inbox.cancelled(m.id) and b.inbox.pending(m.id) == 0 and b.inbox.delivered(m.id)
     assert (mock.cancels(), mock.calls(), mock.last_id(), mock.last_amount()) == (1, 0, m.id, m.amount)
-    assert b.inbox.available(CHAIN_A) == CAPACITY - m.amount   # the bucket is not refunded
+    assert b.inbox.available(CHAIN_A, ALICE.address) == CAPACITY - m.amount   # not refunded
     b.env.time_travel(seconds=DELAY)
     with unchanged(b, ids=[m.id]), b.prank(OUTSIDER):
         refused("not queued", b.inbox.execute, m.as_tuple(), p)
@@ -441,10 +564,13 @@ def _events(contract, name):
 def test_every_owner_and_guardian_action_is_logged(world):
     a, b = world.a, world.b
     with b.prank(b.owner):
-        b.inbox.register_source(CHAIN_C, OUTSIDER.address, 5, 1, 2)
+        b.inbox.register_source(CHAIN_C, OUTSIDER.address)
         [e] = _events(b.inbox, "SourceRegistered")
-        assert (e.source_chain, e.outbox, e.capacity, e.refill_per_s, e.large_threshold) == (
-            CHAIN_C, OUTSIDER.address, 5, 1, 2)
+        assert (e.source_chain, e.outbox) == (CHAIN_C, OUTSIDER.address)
+        b.inbox.set_value_sender(CHAIN_C, BOB.address, 5, 1, 2)
+        [e] = _events(b.inbox, "ValueSenderSet")
+        assert (e.source_chain, e.sender, e.capacity, e.refill_per_s, e.large_threshold) == (
+            CHAIN_C, BOB.address, 5, 1, 2)
         b.inbox.set_delay(7)
         assert [e.delay for e in _events(b.inbox, "DelaySet")] == [7]
         b.inbox.set_guardian(OUTSIDER.address)
@@ -506,7 +632,7 @@ def test_rotation_retires_the_old_committee(world, mock):
         # the new committee signing under the retired epoch
         refused(FOREIGN, deliver, b, m, p, signers=NEXT_COMMITTEE[:2], epoch=0)
     deliver(b, m, p, signers=NEXT_COMMITTEE[:2], epoch=1)    # 8 of 10
-    assert mock.calls() == 1 and b.inbox.available(CHAIN_A) == CAPACITY   # no value: no bucket
+    assert mock.calls() == 1 and b.inbox.available(CHAIN_A, ALICE.address) == CAPACITY   # no value
     # and only the new committee can rotate again
     with unchanged(b):
         refused(FOREIGN + ("no quorum",), _rotate, b, 2, COMMITTEE, WEIGHTS, COMMITTEE)
@@ -595,7 +721,7 @@ def test_reverting_recipient_leaves_the_message_retryable(world, mock):
         mock.set_fail(True)
     with unchanged(b, ids=[m.id]):
         refused("recipient refuses", deliver, b, m, p)
-    assert not b.inbox.delivered(m.id) and b.inbox.available(CHAIN_A) == CAPACITY
+    assert not b.inbox.delivered(m.id) and b.inbox.available(CHAIN_A, ALICE.address) == CAPACITY
     with b.prank(OUTSIDER):
         mock.set_fail(False)
     assert deliver(b, m, p) is True and mock.calls() == 1
@@ -643,7 +769,8 @@ def test_deliver_gas_by_signature_count(world, capsys):
         with a.env.anchor(), b.env.anchor():
             inbox = deploy_inbox(b.env, b.owner, committee=committee, weights=[1] * n)
             with b.prank(b.owner):
-                inbox.register_source(CHAIN_A, a.outbox.address, CAPACITY, REFILL, LARGE)
+                inbox.register_source(CHAIN_A, a.outbox.address)
+            list_sender(b, CHAIN_A, ALICE, inbox=inbox)
             m, p = send_raw(a, b, null.address, amount=10**6, payload=b"\x01" * 64)
             sigs = attest(committee, CHAIN_B, inbox.address, m.id)
             deliver(b, m, p, signatures=sigs, inbox=inbox)

@@ -199,3 +199,29 @@ def test_prove_forgery_refuses_malformed_signatures(world):
         for bad in (twin, compact, bad_v, zero_r, b""):
             refused("bad signature", a.outbox.prove_forgery, fake.as_tuple(), 0, bad)
     assert a.outbox.forgeries(COMMITTEE[2].address) == 0
+
+
+def test_forgery_sink_is_the_owners_to_name_and_gets_a_report_from_the_outbox_itself(world):
+    """The owner names where forgeries are reported; nobody else can (a sink of the attacker's
+    would swallow the reports). A proof with a sink on another chain emits the report as the
+    outbox's own message (sender = the outbox: the home ForgerySlasher trusts nothing else)."""
+    a, b = world.a, world.b
+    sink = BOB.address   # stands for the home ForgerySlasher on chain B
+    with unchanged(a), a.prank(OUTSIDER):
+        refused("not owner", a.outbox.set_forgery_sink, CHAIN_B, sink)
+    with unchanged(a), a.prank(a.owner):
+        refused("zero sink", a.outbox.set_forgery_sink, CHAIN_B, "0x" + "00" * 20)
+        refused("zero chain", a.outbox.set_forgery_sink, 0, sink)
+    with a.prank(a.owner):
+        a.outbox.set_forgery_sink(CHAIN_B, sink)
+    assert (a.outbox.forgery_sink_chain(), a.outbox.forgery_sink()) == (CHAIN_B, sink)
+    _, fake = _forged(world)
+    with a.prank(OUTSIDER):
+        a.outbox.prove_forgery(fake.as_tuple(), 0, _sign(COMMITTEE[2], CHAIN_B, b.inbox.address, fake))
+    (report, payload), = sent_messages(a.outbox)   # the proof's call: the report only
+    assert (report.sender, report.recipient, report.destination_chain) == (a.outbox.address, sink, CHAIN_B)
+    assert (report.kind, report.amount) == (1, 0)
+    from eth_abi import decode
+    signer, forged_id, epoch, prover = decode(["address", "bytes32", "uint256", "address"], payload)
+    assert (signer.lower(), forged_id, epoch, prover.lower()) == (
+        COMMITTEE[2].address.lower(), fake.id, 0, OUTSIDER.address.lower())

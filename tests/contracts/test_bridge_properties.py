@@ -6,7 +6,9 @@ stealing, where a message for B must never land. Users send both ways (any amoun
 without balance or allowance), a relayer delivers any message to any chain with good or bad
 signature sets, time jumps, queued messages are executed or cancelled (the bounce is then a
 message like any other), guardians pause and the owner unpauses, the committee rotates, and
-a stranger sends junk (value claims, forged bounces) through the outboxes. A Python model
+a stranger sends junk (value claims, forged bounces) through the outboxes, and the owners list
+the stranger as a second value sender with a bucket of its own, change limits and unlist it
+(value from an unlisted sender is always refused). A Python model
 (bridge_properties_support.BridgeModel) predicts every outcome: each call either does exactly
 what the model says or reverts with the reason the model names.
 
@@ -15,7 +17,8 @@ Checked after every step:
   TokenBridge(A)) + in flight B->A + in flight A->B, where a cancelled transfer is in flight
   until its bounce lands; both sides' running totals (total_sent / received / bounced /
   cancelled) give the same figures; A's `backing` for B equals its supply; C's pool never moves;
-- every balance, supply, total, bucket (protocol.bridge.Bucket, and the inbox's `available`),
+- every balance, supply, total, value sender's bucket (protocol.bridge.Bucket, the inbox's
+  `available`) and large threshold,
   pause flag, epoch and outbox count equals the model's, so a refused call changed nothing
   observed; no user holds more than they started with plus what others sent them;
 - each message id is delivered at most once (MessageDelivered events), and delivered /
@@ -99,6 +102,8 @@ JUMPS = st.sampled_from([1, 60, 499, DELAY - 1, DELAY, 5_000, 86_400, "edge", "e
 TO = st.sampled_from([*USERS, BOB.address, ALICE.address, "bridge"])
 SENDERS = st.sampled_from([ALICE.address] * 3 + [BOB.address] * 2 + [CAROL.address, STRANGER.address])
 QUEUED = st.sampled_from(["transfer", "transfer", "queued", "any"])
+# the stranger as a listed value sender: its own small bucket, every value message of its queued
+STRANGER_LIMITS = (2 * LARGE, REFILL, 0)
 
 
 def _pick(items: list, i: int):
@@ -124,8 +129,10 @@ class BridgeMachine(BridgeModel, RuleBasedStateMachine):
                 seed=st.sampled_from([0, 300 * USD, 2 * LARGE, MAX_TRANSFER]))
     def setup(self, carol_b, carol_allow, listed, seed):
         """Carol's balance and allowance on B; C's pool and its trust in A; each inbox listing
-        (or not) the peer TokenBridge as the only sender whose messages carry value; and `seed`
-        already bridged from Alice on B to Bob on A, so that A->B traffic starts at once."""
+        (or not) the stranger as a second value sender of the other chain, beside the peer
+        TokenBridge, with its own bucket (its junk then spends that bucket, never the
+        TokenBridge's); and `seed` already bridged from Alice on B to Bob on A, so that A->B
+        traffic starts at once."""
         a, b, c = self.ch[A], self.ch[B], self.ch[C]
         with self._on(B, b.owner):
             b.token.mint(CAROL.address, carol_b)
@@ -135,11 +142,10 @@ class BridgeMachine(BridgeModel, RuleBasedStateMachine):
             c.bridge.set_peer(A, a.bridge.address, MAX_TRANSFER)
             c.token.mint(c.bridge.address, C_POOL)
         if listed:
-            with self._on(A, a.owner):
-                a.inbox.set_value_sender(B, b.bridge.address, True)
-            with self._on(B, b.owner):
-                b.inbox.set_value_sender(A, a.bridge.address, True)
-        self.listed = listed
+            for x in (A, B):
+                with self._on(x, self.ch[x].owner):
+                    self.ch[x].inbox.set_value_sender(other(x), STRANGER.address, *STRANGER_LIMITS)
+                self._set_value_sender((x, other(x), STRANGER.address), *STRANGER_LIMITS)
         self.bal[B, CAROL.address] += carol_b
         self.start[CAROL.address] += carol_b
         self.allow[B, CAROL.address] = carol_allow
@@ -276,12 +282,13 @@ class BridgeMachine(BridgeModel, RuleBasedStateMachine):
             reason = "already delivered"
         else:
             reason = quorum_refusal([PEN.recover(digest, s) for s in sigs], weights_of(self.epoch[x]))
+        key = (x, src, m.sender)
         if reason is None and m.amount > 0:
-            if self.listed and m.sender != self.peer[x, src]:
+            if key not in self.bucket or self.bucket[key].capacity == 0:
                 reason = "not a value sender"
             else:
-                reason = self.bucket[x, src].refusal(m.amount, self.now(x))
-        queued = reason is None and m.amount > self.large[x, src]
+                reason = self.bucket[key].refusal(m.amount, self.now(x))
+        queued = reason is None and m.amount > self.large.get(key, 0)
         if reason is None and not queued:
             reason = self._recipient_refusal(x, rec, m)
         now = self.now(x)
@@ -293,7 +300,7 @@ class BridgeMachine(BridgeModel, RuleBasedStateMachine):
         assert m is rec.m, "a tampered message was delivered"
         self._record_events(x, inbox)
         if m.amount > 0:
-            self.bucket[x, src] = self.bucket[x, src].take(m.amount, now)
+            self.bucket[key] = self.bucket[key].take(m.amount, now)
         if queued:
             rec.status, rec.release_at = "queued", now + DELAY
         else:
@@ -326,29 +333,31 @@ class BridgeMachine(BridgeModel, RuleBasedStateMachine):
         for x in (A, B, C) if which == "all" or seconds == "edge" else (which,):
             jump = seconds
             if seconds == "edge":
-                b = self.bucket[x, other(x)]
+                b = self.bucket[self.tb_key(x, other(x))]
                 jump = b.updated_at + (b.capacity - b.tokens) // b.refill_per_s + offset - self.now(x)
                 OUTCOMES[f"edge jump {offset}: {'ahead' if jump > 0 else 'passed'}"] += 1
             self._travel(x, jump)
 
     @rule(chain=st.sampled_from([A, B]), refill=st.sampled_from([1, REFILL, 50 * REFILL]),
           large=st.sampled_from([0, LARGE, LARGE, CAPACITY]),
-          by=st.sampled_from(["owner", "owner", "guardian"]))
-    def owner_sets_limits(self, chain, refill, large, by):
-        """The owner re-registers the other chain as a source with another refill rate and
-        large threshold (capacity stays at the routes' max transfer: below it, a transfer
-        already sent could never be delivered). What is left in the bucket is kept, refilled
-        to now at the old rate."""
+          by=st.sampled_from(["owner", "owner", "guardian"]),
+          sender=st.sampled_from(["peer", "peer", "stranger"]),
+          capacity=st.sampled_from([0, LARGE, CAPACITY]))
+    def owner_sets_limits(self, chain, refill, large, by, sender, capacity):
+        """The owner sets the limits of a value sender of the other chain: the peer TokenBridge
+        (another refill rate and large threshold; its capacity stays at the routes' max
+        transfer: below it, a transfer already sent could never be delivered), or the stranger
+        (listed anew with a full bucket, updated, or unlisted with capacity 0). An update keeps
+        what is left in the bucket, refilled to now at the old rate."""
         x, src = self.ch[chain], other(chain)
         who = x.owner if by == "owner" else x.guardian
         reason = None if by == "owner" else "not owner"
-        self._expect("register_source", reason, who, chain, x.inbox.register_source, src,
-                     self.ch[src].outbox.address, CAPACITY, refill, large)
+        address = self.ch[src].bridge.address if sender == "peer" else STRANGER.address
+        capacity = CAPACITY if sender == "peer" else capacity
+        self._expect(f"set_value_sender {sender}", reason, who, chain, x.inbox.set_value_sender,
+                     src, address, capacity, refill, large)
         if reason is None:
-            now = self.now(chain)
-            left = self.bucket[chain, src].at(now)
-            self.bucket[chain, src] = pb.Bucket(CAPACITY, refill, min(left.tokens, CAPACITY), now)
-            self.large[chain, src] = large
+            self._set_value_sender((chain, src, address), capacity, refill, large)
 
     @rule(target_=st.sampled_from(["inbox", "bridge"]), chain=st.sampled_from([A, B]),
           action=st.sampled_from(["pause", "unpause", "unpause"]),
@@ -466,9 +475,10 @@ class BridgeMachine(BridgeModel, RuleBasedStateMachine):
         """Relay `rec` with a valid quorum, after waiting for the bucket if need be, then
         execute it after its delay if it was queued."""
         x = rec.dst
-        short = rec.amount - self.bucket[x, rec.src].at(self.now(x)).tokens
+        bucket = self.bucket[x, rec.src, rec.m.sender]   # the source TokenBridge's
+        short = rec.amount - bucket.at(self.now(x)).tokens
         if short > 0:
-            self._travel(x, math.ceil(short / self.bucket[x, rec.src].refill_per_s))
+            self._travel(x, math.ceil(short / bucket.refill_per_s))
         assert self._deliver(rec, x) is None
         txs["relayer"] += 1
         if rec.status == "queued":

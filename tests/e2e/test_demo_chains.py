@@ -1,7 +1,8 @@
 """`tessera demo --chains 2` as a user runs it (a separate process, JSON on stdout), lean: the
-verification and agent acts are skipped (test_demo.py covers them on one chain). The tenant's
-TUSD is on chain 31338; the deposit crosses to 31337 through real validator and relayer
-processes, the lease is paid there, and the unused part crosses back."""
+verification and agent acts are skipped (test_demo.py covers them on one chain). The bidding
+providers' stake and the tenant's TUSD are on chain 31338: the stake crosses to 31337 and is
+staked there, the deposit crosses through real validator and relayer processes, the lease is
+paid there, and the unused part crosses back."""
 
 import json
 import os
@@ -60,7 +61,19 @@ def test_two_chain_demo_pays_a_lease_from_the_second_chain(tmp_path):
     assert [s["in_flight"] for s in steps] == [0, deposit["amount"], 0, back["amount"], 0]
     assert steps[-1]["locked_on_peer"] == steps[-1]["minted_on_home"] == cost
     assert cc["units"].startswith("integer base units of TUSD")
-    assert cc["stake"]["note"]
+    # the bidding providers' stake is on chain B: locked there, minted at home and staked; the
+    # lease's provider is one of them
+    stake = cc["stake"]
+    assert len(stake["providers"]) == 2 and stake["conserved"] and stake["in_flight"] == 0
+    assert stake["locked_on_peer"] == stake["minted_on_home"] == 2 * stake["amount"] > 0
+    for row in stake["providers"]:
+        t = row["transfer"]
+        assert (t["direction"], t["amount"], t["delivered"]) == (f"{peer}->{home}", stake["amount"], True)
+        assert len(t["delivered_with"]) >= 2 and set(t["delivered_with"]) <= set(cc["committee"])
+        assert row["staked_at_home"] == stake["amount"]
+        assert row["peer_after"] == row["peer_before"] - stake["amount"]
+        assert row["home_after"] == row["home_before"] and row["adds_up"]
+    assert summary["winner"]["provider"].lower() in {r["provider"].lower() for r in stake["providers"]}
     # the home chain's own audit still agrees to the base unit with the bridge's mints on it
     explorer = summary["explorer"]
     assert explorer["audit_agrees"], explorer["audit_problems"]
@@ -70,12 +83,17 @@ def test_two_chain_demo_pays_a_lease_from_the_second_chain(tmp_path):
     bridge = explorer["bridge"]
     assert bridge["problems"] == [] and bridge["transfers"]
     indexed = {t["message_id"].lower(): t for t in bridge["transfers"]}
-    for t in (deposit, back):
+    moved = [(t, "TUSD") for t in (deposit, back)] + \
+        [(r["transfer"], "TSTK") for r in stake["providers"]]
+    for t, token in moved:
         row = indexed[t["message_id"].lower()]
-        assert (row["state"], row["amount"]) == ("delivered", t["amount"])
+        assert (row["state"], row["amount"], row["token"]) == ("delivered", t["amount"], token)
         assert (row["source_tx"].lower(), row["delivery_tx"].lower()) == \
             (t["source_tx"].lower(), t["delivery_tx"].lower())
-    assert len(bridge["directions"]) == 2 and all(d["adds_up"] for d in bridge["directions"])
+    # per direction and token: TUSD both ways, TSTK both ways (none back yet), each adding up
+    assert {(d["source"], d["destination"], d["token"]) for d in bridge["directions"]} == \
+        {(a, b, token) for a, b in ((peer, home), (home, peer)) for token in ("TUSD", "TSTK")}
+    assert all(d["adds_up"] for d in bridge["directions"])
 
 
 def test_demo_refuses_other_chain_counts_before_starting_anything():

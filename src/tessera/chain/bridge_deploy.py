@@ -4,10 +4,12 @@ market, and a peer chain, and describe both in one Network (`peers`).
 On each chain: BridgeOutbox, BridgeInbox (the genesis committee, the threshold, the delay, the
 guardian) and TokenBridge; the home's TokenBridge mints and burns the home's TUSD (mint mode:
 the deployer, who still owns the home PaymentToken, makes it a minter), the peer's locks a TUSD
-deployed there for it (with a StakeToken for stake on the peer, a later tranche). Then each
-inbox registers the other chain's outbox with the limits of `BridgeParams`, each outbox names
-the other chain's inbox (where forgery proofs are checked) and each TokenBridge names the
-other as its peer.
+deployed there for it. Where the peer has a StakeToken, a StakeBridge on each side does the same
+for TSTK (docs/bridge.md, "Stake on another chain"): the home StakeToken must still be the
+deployer's (`deploy_all(hand_over=False)`; `hand_home_to_timelock` after this). Then each inbox
+registers the other chain's outbox and lists the other chain's TokenBridge (and StakeBridge)
+as value senders with the limits of `BridgeParams`, each outbox names the other chain's inbox
+(where forgery proofs are checked) and each TokenBridge names the other as its peer.
 
 The genesis committee is the home chain's active validators weighted by stake (or an explicit
 one, `committee=`); on a fresh devnet none is registered yet, so `tessera devnet up --chains 2`
@@ -34,7 +36,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from tessera.chain.client import Chain
-from tessera.chain.compiler import BRIDGE_CONTRACT_NAMES
+from tessera.chain.compiler import BRIDGE_CONTRACT_NAMES, CONTRACT_ALIASES
 from tessera.chain.deploy import deploy_contract, deploy_timelock, owner_call
 from tessera.chain.network import Network, PeerChain
 from tessera.chain.timelock import OwnerCall, Timelock
@@ -51,7 +53,10 @@ from tessera.protocol.bridge import (
 from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, STAKE_DECIMALS, STAKE_SYMBOL
 
 TUSD = 10**PAYMENT_DECIMALS
+TSTK = 10**STAKE_DECIMALS
 DAY = 86_400
+STAKE_BRIDGE = "StakeBridge"
+assert CONTRACT_ALIASES[STAKE_BRIDGE] == "TokenBridge"
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,13 @@ class BridgeParams:
     - `max_transfer` (50,000 TUSD, half the capacity): at most the destination's capacity, or a
       transfer would be refused there for good; half, so one transfer cannot empty the bucket
       for everyone else.
+    - `forgery_reward_bps` (10 %): what the prover of a forgery gets of the forger's stake; a
+      fraction, since the forger itself may prove its own forgery first.
+
+    The stake route (StakeBridge, TSTK) has its own bucket and limits, `stake_*`: capacity 1,000
+    TSTK refilled in a day (ten providers' 100 TSTK minimum stake a day; minted TSTK is voting
+    stake too, so a deployment keeps it well below a third of its validators' stake), transfers
+    over 200 TSTK wait `delay`, at most 500 TSTK per transfer (docs/bridge.md).
     """
     guardian: str
     threshold_bps: int = DEFAULT_THRESHOLD_BPS
@@ -78,6 +90,12 @@ class BridgeParams:
     large_threshold: int = 10_000 * TUSD
     delay: int = 3_600
     max_transfer: int = 50_000 * TUSD
+    stake_capacity: int = 1_000 * TSTK
+    stake_refill_per_s: int = 1_000 * TSTK // DAY
+    stake_large_threshold: int = 200 * TSTK
+    stake_max_transfer: int = 500 * TSTK
+    # the prover's share of a forger's slashed stake (the rest to the treasury): ForgerySlasher
+    forgery_reward_bps: int = 1_000
 
     def __post_init__(self) -> None:
         if not MIN_THRESHOLD_BPS <= self.threshold_bps <= BPS:
@@ -85,11 +103,18 @@ class BridgeParams:
                              f"the committee's weight), got {self.threshold_bps}")
         if not 0 <= self.delay <= MAX_DELAY:
             raise ValueError(f"delay must be 0..{MAX_DELAY} s (30 days), got {self.delay}")
-        if self.max_transfer > self.capacity:
-            raise ValueError(f"max_transfer ({self.max_transfer}) must not exceed capacity "
-                             f"({self.capacity}): a larger transfer would be refused for good")
-        if self.capacity <= 0 or self.refill_per_s <= 0 or self.max_transfer <= 0:
-            raise ValueError("capacity, refill_per_s and max_transfer must be positive")
+        if not 0 <= self.forgery_reward_bps <= BPS // 2:
+            raise ValueError(f"forgery_reward_bps must be 0..{BPS // 2} (the forger may prove its "
+                             f"own forgery), got {self.forgery_reward_bps}")
+        for prefix in ("", "stake_"):
+            capacity, refill, most = (getattr(self, prefix + n)
+                                      for n in ("capacity", "refill_per_s", "max_transfer"))
+            if most > capacity:
+                raise ValueError(f"{prefix}max_transfer ({most}) must not exceed {prefix}capacity "
+                                 f"({capacity}): a larger transfer would be refused for good")
+            if capacity <= 0 or refill <= 0 or most <= 0:
+                raise ValueError(f"{prefix}capacity, {prefix}refill_per_s and {prefix}max_transfer "
+                                 "must be positive")
 
 
 Committee = tuple[list[str], list[int]]
@@ -119,35 +144,61 @@ def deploy_peer_tokens(w3: Web3, deployer: LocalAccount) -> tuple[dict[str, str]
 
 
 def deploy_bridge_side(w3: Web3, deployer: LocalAccount, token: str, mint_mode: bool,
-                       committee: Committee, params: BridgeParams) -> tuple[dict[str, str], int]:
+                       committee: Committee, params: BridgeParams,
+                       stake_token: str | None = None) -> tuple[dict[str, str], int]:
     """BridgeOutbox, BridgeInbox and TokenBridge on one chain (in that order: a chain given the
-    same deployer nonce gets the same addresses, which the replay test relies on)."""
+    same deployer nonce gets the same addresses, which the replay test relies on), then a
+    StakeBridge over `stake_token` if one is given."""
     members, weights = committee
+    guardian = Web3.to_checksum_address(params.guardian)
     outbox, first = deploy_contract(w3, deployer, "BridgeOutbox")
     inbox, _ = deploy_contract(w3, deployer, "BridgeInbox", members, weights, params.threshold_bps,
-                       params.delay, Web3.to_checksum_address(params.guardian))
-    token_bridge, _ = deploy_contract(w3, deployer, "TokenBridge", token, outbox, inbox, mint_mode,
-                              Web3.to_checksum_address(params.guardian))
-    return {"BridgeOutbox": outbox, "BridgeInbox": inbox, "TokenBridge": token_bridge}, first
+                       params.delay, guardian)
+    side = {"BridgeOutbox": outbox, "BridgeInbox": inbox}
+    side["TokenBridge"], _ = deploy_contract(w3, deployer, "TokenBridge", token, outbox, inbox,
+                                             mint_mode, guardian)
+    if stake_token:
+        side[STAKE_BRIDGE], _ = deploy_contract(w3, deployer, STAKE_BRIDGE, stake_token, outbox,
+                                                inbox, mint_mode, guardian)
+    return side, first
 
 
 def route_actions(peer_chain_id: int, peer: dict[str, str],
-                  params: BridgeParams) -> list[tuple[str, str, tuple]]:
+                  params: BridgeParams, stake: bool = False) -> list[tuple[str, str, tuple]]:
     """The owner actions, (contract, function, args), that open the route from `peer` on one
-    chain: accept messages from the peer's outbox with the limits, let only the peer's
-    TokenBridge carry value on that route (anyone else's value message could empty the bucket
-    for free), name the peer's inbox, trust the peer's TokenBridge up to `max_transfer`."""
+    chain: accept messages from the peer's outbox, let the peer's TokenBridge carry value on that
+    route with the limits (a value message from anyone else is refused: it could empty a bucket
+    for free), name the peer's inbox, trust the peer's TokenBridge up to `max_transfer`; with
+    `stake` (both sides have a StakeBridge), the same for the peer's StakeBridge with the
+    `stake_*` limits."""
     outbox, inbox, token_bridge = (Web3.to_checksum_address(peer[n]) for n in BRIDGE_CONTRACT_NAMES)
-    return [("BridgeInbox", "register_source", (peer_chain_id, outbox, params.capacity,
+    return [("BridgeInbox", "register_source", (peer_chain_id, outbox)),
+            ("BridgeInbox", "set_value_sender", (peer_chain_id, token_bridge, params.capacity,
                                                  params.refill_per_s, params.large_threshold)),
-            ("BridgeInbox", "set_value_sender", (peer_chain_id, token_bridge, True)),
             ("BridgeOutbox", "set_inbox", (peer_chain_id, inbox)),
-            ("TokenBridge", "set_peer", (peer_chain_id, token_bridge, params.max_transfer))]
+            ("TokenBridge", "set_peer", (peer_chain_id, token_bridge, params.max_transfer))
+            ] + (stake_route_actions(peer_chain_id, peer, params) if stake else [])
+
+
+def stake_route_actions(peer_chain_id: int, peer: dict[str, str],
+                        params: BridgeParams) -> list[tuple[str, str, tuple]]:
+    """The stake route's half of route_actions: the peer's StakeBridge, its own bucket."""
+    stake_bridge = Web3.to_checksum_address(peer[STAKE_BRIDGE])
+    return [("BridgeInbox", "set_value_sender", (peer_chain_id, stake_bridge, params.stake_capacity,
+                                                 params.stake_refill_per_s,
+                                                 params.stake_large_threshold)),
+            (STAKE_BRIDGE, "set_peer", (peer_chain_id, stake_bridge, params.stake_max_transfer))]
+
+
+def _stake_route(chain: Chain, peer: dict[str, str]) -> bool:
+    """Whether the route between `chain` and `peer` carries stake: both have a StakeBridge."""
+    return STAKE_BRIDGE in peer and STAKE_BRIDGE in chain.network.contracts
 
 
 def link_route(chain: Chain, peer_chain_id: int, peer: dict[str, str], params: BridgeParams) -> None:
     """On `chain`, whose bridge its account still owns (at deploy): open the route from `peer`."""
-    for name, function, args in route_actions(peer_chain_id, peer, params):
+    for name, function, args in route_actions(peer_chain_id, peer, params,
+                                              _stake_route(chain, peer)):
         chain.send(getattr(chain.contract(name).functions, function)(*args))
 
 
@@ -155,8 +206,8 @@ def route_calls(chain: Chain, peer_chain_id: int, peer: dict[str, str],
                 params: BridgeParams) -> list[OwnerCall]:
     """The route's owner actions as calls for `chain`'s Timelock to make."""
     timelock = Timelock(chain)
-    return [timelock.owner_call(name, function, *args)
-            for name, function, args in route_actions(peer_chain_id, peer, params)]
+    return [timelock.owner_call(name, function, *args) for name, function, args
+            in route_actions(peer_chain_id, peer, params, _stake_route(chain, peer))]
 
 
 def schedule_route(chain: Chain, peer_chain_id: int, peer: dict[str, str],
@@ -199,11 +250,13 @@ def _home_owned_by_timelock(chain: Chain, side: dict[str, str]) -> bool:
 
 def deploy_bridge(home: Network, remote: Network, deployer: LocalAccount, params: BridgeParams,
                   committee: Committee | None = None, peer_name: str = "peer",
-                  peer_supply: int = 0) -> Network:
+                  peer_supply: int = 0, peer_stake_supply: int = 0) -> Network:
     """Deploy the bridge between `home` (deployed by deploy_all, its PaymentToken still owned
     by `deployer`) and `remote` (a chain with nothing of Tessera's yet: its contracts may be
     empty; TUSD and TSTK are deployed there unless it names a PaymentToken, and `peer_supply`
-    of that TUSD is minted to the deployer). Hands every bridge contract, and the tokens
+    of that TUSD and `peer_stake_supply` of that TSTK are minted to the deployer). Where the
+    remote has a StakeToken, StakeBridges carry stake too: the home StakeToken must then still be
+    the deployer's, who makes the home StakeBridge its minter. Hands every bridge contract, and the tokens
     deployed on the peer, to its chain's Timelock. Returns `home` with its bridge contracts
     added and `remote` as a peer, naming its Timelock. If `home` already has a bridge owned by
     its Timelock (a second peer), the home half of the new route is only scheduled:
@@ -226,19 +279,26 @@ def deploy_bridge(home: Network, remote: Network, deployer: LocalAccount, params
     if "PaymentToken" not in remote_contracts:
         peer_tokens, first_remote = deploy_peer_tokens(remote_w3, deployer)
         remote_contracts.update(peer_tokens)
-    elif peer_supply:
-        raise BridgeError("peer_supply mints a TUSD deployed for the peer, but the remote chain "
-                          "names its own PaymentToken")
+    elif peer_supply or peer_stake_supply:
+        raise BridgeError("peer_supply and peer_stake_supply mint tokens deployed for the peer, "
+                          "but the remote chain names its own PaymentToken")
+    remote_stake = remote_contracts.get("StakeToken")
     reuse = all(name in home.contracts for name in BRIDGE_CONTRACT_NAMES)
     timelocked_home = False
     if reuse:   # a second peer: the home's bridge serves every route
         home_side = {n: home.contracts[n] for n in BRIDGE_CONTRACT_NAMES}
         timelocked_home = _home_owned_by_timelock(Chain(home, deployer), home_side)
+        if STAKE_BRIDGE in home.contracts:
+            home_side[STAKE_BRIDGE] = home.contracts[STAKE_BRIDGE]
     else:
+        _check_home_owner(Chain(home, deployer), ["Validators"] + (["StakeToken"] if remote_stake else []))
         home_side, _ = deploy_bridge_side(home_w3, deployer, home.address("PaymentToken"), True,
-                                          (members, list(weights)), params)
+                                          (members, list(weights)), params,
+                                          home.address("StakeToken") if remote_stake else None)
+    stake_route = bool(remote_stake) and STAKE_BRIDGE in home_side
     remote_side, first = deploy_bridge_side(remote_w3, deployer, remote_contracts["PaymentToken"],
-                                            False, (members, list(weights)), params)
+                                            False, (members, list(weights)), params,
+                                            remote_stake if stake_route else None)
     first_remote = first_remote or first
     home_net = home.model_copy(update={"contracts": {**home.contracts, **home_side}})
     remote_net = Network(name=peer_name, chain_id=remote.chain_id, rpc_url=remote.rpc_url,
@@ -249,11 +309,19 @@ def deploy_bridge(home: Network, remote: Network, deployer: LocalAccount, params
         link_route(Chain(home_net, deployer), remote.chain_id, remote_side, params)
     link_route(Chain(remote_net, deployer), home.chain_id, home_side, params)
     if not reuse:   # mint mode: the home TokenBridge mints what arrives, burns what leaves
+        home_net = _add_forgery_slasher(home_w3, deployer, home_net, params)
         owner_call(home_w3, deployer, "PaymentToken", home.address("PaymentToken"),
                     "set_minter", home_side["TokenBridge"], True)
-    if peer_supply:
-        owner_call(remote_w3, deployer, "PaymentToken", peer_tokens["PaymentToken"], "mint",
-                   deployer.address, peer_supply)
+        if stake_route:   # ... and the home StakeBridge the stake locked on the peer
+            owner_call(home_w3, deployer, "StakeToken", home.address("StakeToken"),
+                       "set_minter", home_side[STAKE_BRIDGE], True)
+    if "ForgerySlasher" in home_net.contracts:   # the peer's outbox reports forgeries home
+        owner_call(remote_w3, deployer, "BridgeOutbox", remote_side["BridgeOutbox"],
+                   "set_forgery_sink", home.chain_id, home_net.address("ForgerySlasher"))
+    for token, supply in (("PaymentToken", peer_supply), ("StakeToken", peer_stake_supply)):
+        if supply:
+            owner_call(remote_w3, deployer, token, peer_tokens[token], "mint", deployer.address,
+                       supply)
     if not timelocked_home:
         _hand_over(home_w3, deployer, home.address("Timelock"), home_side)
     peer_timelock = remote_contracts.get("Timelock") or deploy_timelock(
@@ -264,6 +332,35 @@ def deploy_bridge(home: Network, remote: Network, deployer: LocalAccount, params
                      deploy_block=first_remote)
     others = [p for p in home.peers if p.chain_id != remote.chain_id]
     return home_net.model_copy(update={"peers": [*others, peer]})
+
+
+def _check_home_owner(home: Chain, names: list[str]) -> None:
+    """A new bridge makes its StakeBridge a minter of the home StakeToken and its
+    ForgerySlasher a slasher of the Validators: refuse before deploying anything when the
+    deployer no longer owns them."""
+    for name in names:
+        owner = home.call(home.contract(name).functions.owner())
+        if owner.lower() != home.address.lower():
+            raise BridgeError(
+                f"the home {name} is owned by {owner}, not the deployer {home.address}: the "
+                "bridge could not be given its role there. Deploy the home chain with "
+                "deploy_all(hand_over=False) and hand it over after the bridge "
+                "(hand_home_to_timelock)")
+
+
+def _add_forgery_slasher(w3: Web3, deployer: LocalAccount, home: Network,
+                         params: BridgeParams) -> Network:
+    """The home ForgerySlasher: a slasher of the Validators, the home outbox's forgery sink, the
+    Market's treasury paid what the prover is not. Returns `home` naming it."""
+    chain = Chain(home, deployer)
+    treasury = chain.call(chain.contract("Market").functions.treasury())
+    slasher, _ = deploy_contract(w3, deployer, "ForgerySlasher", home.address("Validators"),
+                                 home.address("BridgeInbox"), home.address("BridgeOutbox"),
+                                 treasury, params.forgery_reward_bps)
+    owner_call(w3, deployer, "Validators", home.address("Validators"), "set_slasher", slasher, True)
+    owner_call(w3, deployer, "BridgeOutbox", home.address("BridgeOutbox"), "set_forgery_sink",
+               home.chain_id, slasher)
+    return home.model_copy(update={"contracts": {**home.contracts, "ForgerySlasher": slasher}})
 
 
 def committee_of(members: Sequence[str], weights: Sequence[int]) -> Committee:

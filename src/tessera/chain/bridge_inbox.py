@@ -1,6 +1,8 @@
 """BridgeInbox.vy: delivers a message once, for its own chain, from a registered source outbox,
-with a quorum of the committee's signatures; limits value per source chain (a token bucket),
-queues large transfers for a delay the guardian can cancel in, and pauses (docs/bridge.md).
+with a quorum of the committee's signatures; lets value come only from the senders the owner
+listed for a source chain (its TokenBridges), each limited by its own token bucket and large
+threshold, queues large transfers for a delay the guardian can cancel in, and pauses
+(docs/bridge.md).
 
 Refusals become BridgeError naming the message and the contract's reason (`refusal` reads the
 reason back, so that a relayer can tell "already delivered", which is done, from "rate
@@ -126,15 +128,19 @@ class BridgeInbox(ContractWrapper):
     def set_delay(self, delay: int) -> TxReceipt:
         return self._act("set_delay", "set_delay", delay)
 
-    def register_source(self, source_chain: int, outbox: str, capacity: int, refill_per_s: int,
-                        large_threshold: int) -> TxReceipt:
+    def register_source(self, source_chain: int, outbox: str) -> TxReceipt:
+        """Owner: the BridgeOutbox of `source_chain` (no limits: see set_value_sender)."""
         return self._act(f"register_source({source_chain})", "register_source", source_chain,
-                         Web3.to_checksum_address(outbox), capacity, refill_per_s, large_threshold)
+                         Web3.to_checksum_address(outbox))
 
-    def set_value_sender(self, source_chain: int, sender: str, allowed: bool) -> TxReceipt:
-        """Owner: only listed senders' messages from `source_chain` may carry value."""
-        return self._act(f"set_value_sender({source_chain})", "set_value_sender", source_chain,
-                         Web3.to_checksum_address(sender), allowed)
+    def set_value_sender(self, source_chain: int, sender: str, capacity: int, refill_per_s: int,
+                         large_threshold: int) -> TxReceipt:
+        """Owner: list `sender` on `source_chain` (a TokenBridge) as one whose messages may
+        carry value, with its own bucket and large threshold; capacity 0 unlists it. Messages
+        with value from a sender not listed are refused."""
+        return self._act(f"set_value_sender({source_chain}, {sender})", "set_value_sender",
+                         source_chain, Web3.to_checksum_address(sender), capacity, refill_per_s,
+                         large_threshold)
 
     # -- views ---------------------------------------------------------------------------
     def epoch(self) -> int:
@@ -168,8 +174,13 @@ class BridgeInbox(ContractWrapper):
     def outbox_of(self, chain_id: int) -> str:
         return self._call("outbox_of", chain_id)
 
-    def large_threshold(self, chain_id: int) -> int:
-        return self._call("large_threshold", chain_id)
+    def large_threshold(self, source_chain: int, sender: str) -> int:
+        """`sender`'s amounts from `source_chain` above this are queued for the delay."""
+        return self._call("large_threshold", source_chain, Web3.to_checksum_address(sender))
+
+    def value_sender(self, source_chain: int, sender: str) -> bool:
+        """Whether `sender` on `source_chain` is listed (its messages may carry value)."""
+        return bool(self._call("value_sender", source_chain, Web3.to_checksum_address(sender)))
 
     def weight_of(self, epoch: int, member: str) -> int:
         return self._call("weight_of", epoch, Web3.to_checksum_address(member))
@@ -186,17 +197,18 @@ class BridgeInbox(ContractWrapper):
         epoch = self.epoch() if epoch is None else epoch
         return {m: self.weight_of(epoch, m) for m in self.committee(epoch)}
 
-    def bucket(self, source_chain: int) -> Bucket:
-        """The token bucket that limits value delivered from `source_chain`."""
-        record = self._struct("bucket", source_chain)
+    def bucket(self, source_chain: int, sender: str) -> Bucket:
+        """The token bucket that limits value delivered from `sender` on `source_chain`
+        (all zero when it is not listed)."""
+        record = self._struct("bucket", source_chain, Web3.to_checksum_address(sender))
         names = ("capacity", "refill_per_s", "tokens", "updated_at")
         if all(n in record for n in names):
             return Bucket(**{n: record[n] for n in names})
         return Bucket(*record.values())
 
-    def available(self, source_chain: int) -> int:
-        """Value that could be delivered from `source_chain` now."""
-        return self._call("available", source_chain)
+    def available(self, source_chain: int, sender: str) -> int:
+        """Value that `sender` on `source_chain` could deliver now."""
+        return self._call("available", source_chain, Web3.to_checksum_address(sender))
 
     def domain_separator(self) -> bytes:
         return bytes(self._call("DOMAIN_SEPARATOR"))

@@ -119,7 +119,16 @@ class BridgeOutbox(ContractWrapper):
         """How many forged attestations have been proven against `signer`."""
         return self._call("forgeries", Web3.to_checksum_address(signer))
 
+    def forgery_sink(self) -> tuple[int, str]:
+        """(chain id, ForgerySlasher) where proven forgeries are reported ((0, zero): none)."""
+        return self._call("forgery_sink_chain"), self._call("forgery_sink")
+
     # -- owner and anyone ----------------------------------------------------------------
+    def set_forgery_sink(self, chain_id: int, sink: str) -> TxReceipt:
+        """Owner only: report proven forgeries to `sink` (the home ForgerySlasher) on `chain_id`."""
+        return self._send("set_forgery_sink", _uint("chain_id", chain_id),
+                          Web3.to_checksum_address(sink))
+
     def set_inbox(self, chain_id: int, inbox: str) -> TxReceipt:
         """Owner only: the inbox on `chain_id` whose domain attestations for that route use."""
         return self._send("set_inbox", _uint("chain_id", chain_id), Web3.to_checksum_address(inbox))
@@ -127,7 +136,13 @@ class BridgeOutbox(ContractWrapper):
     def prove_forgery(self, message: Message, epoch: int, signature: bytes) -> str:
         """Anyone: prove that `signature` attests a message this outbox never sent; returns the
         signer the contract recorded (TxRefused if the message was sent, or the signature is
-        not one)."""
+        not one). The outbox reports it to its forgery sink: the caller is the prover, paid a
+        share of the slash."""
+        return self.prove_forgery_receipt(message, epoch, signature)[0]
+
+    def prove_forgery_receipt(self, message: Message, epoch: int,
+                              signature: bytes) -> tuple[str, TxReceipt]:
+        """prove_forgery, with its receipt (the report message or the local slash is in it)."""
         receipt = self._send("prove_forgery", message.as_tuple(), _uint("epoch", epoch),
                              bytes(signature))
-        return self._event(receipt, "ForgeryProven")["signer"]
+        return self._event(receipt, "ForgeryProven")["signer"], receipt

@@ -26,9 +26,13 @@ CONTRACT_NAMES = ("StakeToken", "PaymentToken", "ProviderRegistry", "Market", "U
                   "Validators", "Probes", "Verification", "Settlement", "HardwareReports",
                   "Timelock", "AgentBudget")
 # The bridge's contracts (docs/bridge.md): deployed only where a network spans two chains; the
-# Hyperlane dispatcher only where a source sends through a Hyperlane Mailbox.
+# Hyperlane dispatcher only where a source sends through a Hyperlane Mailbox; the forgery slasher
+# on the home chain of bridges deployed since it existed.
 BRIDGE_CONTRACT_NAMES = ("BridgeOutbox", "BridgeInbox", "TokenBridge")
-OPTIONAL_CONTRACT_NAMES = ("HyperlaneDispatcher",)
+OPTIONAL_CONTRACT_NAMES = ("HyperlaneDispatcher", "ForgerySlasher")
+# Names in network files for a second instance of a contract: StakeBridge is a TokenBridge over
+# the stake token (docs/bridge.md, "Stake on another chain"); networks deployed before it lack it.
+CONTRACT_ALIASES = {"StakeBridge": "TokenBridge"}
 
 
 @dataclass(frozen=True)
@@ -61,17 +65,20 @@ def _sources_digest() -> str:
 
 
 def compile_contract(name: str) -> Artifact:
-    """Return the ABI and deploy bytecode of contract `name`, compiling only on a cache miss."""
-    known_names = CONTRACT_NAMES + BRIDGE_CONTRACT_NAMES + OPTIONAL_CONTRACT_NAMES
+    """Return the ABI and deploy bytecode of contract `name` (or of the contract an alias names),
+    compiling only on a cache miss."""
+    known_names = (CONTRACT_NAMES + BRIDGE_CONTRACT_NAMES + OPTIONAL_CONTRACT_NAMES
+                   + tuple(CONTRACT_ALIASES))
     if name not in known_names:
         known = ", ".join(known_names)
         raise ValueError(f"unknown contract {name!r}; known: {known}")
-    cache_file = _cache_dir() / _sources_digest() / f"{name}.json"
+    source = CONTRACT_ALIASES.get(name, name)
+    cache_file = _cache_dir() / _sources_digest() / f"{source}.json"
     if cache_file.exists():
         cached = json.loads(cache_file.read_text())
         return Artifact(name, cached["abi"], cached["bytecode"])
     bundle = FilesystemInputBundle([CONTRACTS_DIR, _snekmate_root()])
-    file_input = bundle.load_file(CONTRACTS_DIR / f"{name}.vy")
+    file_input = bundle.load_file(CONTRACTS_DIR / f"{source}.vy")
     out = compile_from_file_input(file_input, input_bundle=bundle, output_formats=["abi", "bytecode"])
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(cache_file, json.dumps({"abi": out["abi"], "bytecode": out["bytecode"]}))

@@ -193,25 +193,29 @@ def deploy_timelock(w3: Web3, deployer: LocalAccount, delay: int,
     return timelock
 
 
-def _hand_to_timelock(w3: Web3, deployer: LocalAccount, delay: int, registry: str,
-                      validators: str, market: str, stake: str, progress: Progress) -> str:
-    """Deploy the Timelock (the deployer proposes, cancels and executes; the timelock
-    administers itself) and make it the owner of the ProviderRegistry, the Validators, the
-    Market and the StakeToken (its mint role moves with the ownership), after every deploy-time
-    role grant and setting: from now on a slasher grant, a fee or treasury change, or a stake
-    mint waits `delay` seconds, in the open (CallScheduled). Returns its address."""
-    timelock = deploy_timelock(w3, deployer, delay, progress)
-    for name, address in (("ProviderRegistry", registry), ("Validators", validators),
-                          ("Market", market), ("StakeToken", stake)):
-        _owner_step(w3, deployer, name, address, "transfer_ownership", progress, timelock)
-    return timelock
+HOME_TIMELOCKED = ("ProviderRegistry", "Validators", "Market", "StakeToken")
+
+
+def hand_home_to_timelock(w3: Web3, deployer: LocalAccount, network: Network,
+                          progress: Progress = None) -> None:
+    """Make the network's Timelock the owner of the ProviderRegistry, the Validators, the Market
+    and the StakeToken (its mint role moves with the ownership), after every deploy-time role
+    grant and setting: from now on a slasher grant, a fee or treasury change, or a stake mint
+    waits the Timelock's delay, in the open (CallScheduled)."""
+    timelock = network.address("Timelock")
+    for name in HOME_TIMELOCKED:
+        _owner_step(w3, deployer, name, network.address(name), "transfer_ownership", progress,
+                    timelock)
 
 
 def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str,
-               progress: Progress = None) -> Network:
+               progress: Progress = None, hand_over: bool = True) -> Network:
     """Deploy every contract (the compiler's CONTRACT_NAMES), wire them, mint the stake supply to
-    the deployer and hand the owner powers to the Timelock. `progress`, if given, is called with
-    one line after each confirmed transaction (`tessera network deploy` prints them)."""
+    the deployer and hand the owner powers to the Timelock (the deployer proposes, cancels and
+    executes; the timelock administers itself). `progress`, if given, is called with one line
+    after each confirmed transaction (`tessera network deploy` prints them). `hand_over=False`
+    leaves the owner powers with the deployer, who must call `hand_home_to_timelock` once it has
+    made its last deploy-time grant (the devnet's bridge makes its StakeBridge a stake minter)."""
     def deploy(contract: str, *args) -> tuple[str, int]:
         return _deploy_step(w3, deployer, contract, progress, *args)
 
@@ -252,9 +256,8 @@ def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str
     own("StakeToken", stake, "mint", deployer.address, params.stake_supply)
     # Agents' budgets: no owner powers at all (docs/contracts.md, "AgentBudget").
     agent_budget, _ = deploy("AgentBudget", payment, registry, "Tessera AgentBudget", "1")
-    timelock = _hand_to_timelock(w3, deployer, params.timelock_delay, registry, validators, market,
-                                 stake, progress)
-    return Network(
+    timelock = deploy_timelock(w3, deployer, params.timelock_delay, progress)
+    network = Network(
         name=name,
         chain_id=w3.eth.chain_id,
         rpc_url=w3.provider.endpoint_uri,  # type: ignore[attr-defined]
@@ -265,3 +268,6 @@ def deploy_all(w3: Web3, deployer: LocalAccount, params: DeployParams, name: str
                    "AgentBudget": agent_budget},
         deploy_block=first_block,
     )
+    if hand_over:
+        hand_home_to_timelock(w3, deployer, network, progress)
+    return network

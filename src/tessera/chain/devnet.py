@@ -17,7 +17,7 @@ from web3 import Web3
 from tessera.chain.accounts import DEVNET_ACCOUNT_COUNT, devnet_account
 from tessera.chain.bridge_deploy import BridgeParams, deploy_bridge
 from tessera.chain.client import Chain
-from tessera.chain.deploy import DeployParams, deploy_all
+from tessera.chain.deploy import DeployParams, deploy_all, hand_home_to_timelock
 from tessera.chain.network import Network, devnet_network_file, save_network
 from tessera.chain.validators import Validators
 from tessera.errors import BridgeError, DevnetError, PortInUse
@@ -156,10 +156,12 @@ class Devnet:
         if root_grace is not None:
             params = replace(params, root_grace=root_grace)
         try:
-            network = deploy_all(w3, deployer, params, name="devnet")
+            # two chains: the bridge's StakeBridge becomes a stake minter before the hand-over
+            network = deploy_all(w3, deployer, params, name="devnet", hand_over=chains == 1)
             fund_devnet_accounts(Chain(network, deployer))
             if chains == 2:
                 network = self._add_peer(network, port + 1, block_time, bridge)
+                hand_home_to_timelock(w3, deployer, network)
         except BaseException:
             self.down()  # no anvil left running behind a failed deploy
             raise
@@ -200,8 +202,8 @@ class Devnet:
     def _add_peer(self, home: Network, port: int, block_time: int | None,
                   bridge: BridgeParams | None) -> Network:
         """The second chain: anvil, the validators that form the bridge's genesis committee,
-        the bridge, and the devnet accounts funded with the peer's TUSD (minted once to the
-        deployer: its mint role then goes to the peer's Timelock with the bridge)."""
+        the bridge, and the devnet accounts funded with the peer's TUSD and TSTK (minted once to
+        the deployer: their mint role then goes to the peer's Timelock with the bridge)."""
         w3 = self._start_anvil(port, PEER_CHAIN_ID, block_time, "anvil-peer.log", self.peer_pid_file)
         for index in BRIDGE_VALIDATORS:
             validators = Validators(Chain(home, devnet_account(index)))
@@ -213,12 +215,14 @@ class Devnet:
         params = bridge or BridgeParams(guardian=devnet_account(BRIDGE_GUARDIAN).address)
         network = deploy_bridge(home, remote, devnet_account(DEPLOYER), params,
                                 peer_name="devnet-peer",
-                                peer_supply=DEVNET_ACCOUNT_COUNT * FUND_PAYMENT)
+                                peer_supply=DEVNET_ACCOUNT_COUNT * FUND_PAYMENT,
+                                peer_stake_supply=DEVNET_ACCOUNT_COUNT * FUND_STAKE)
         peer = Chain(network.peer(PEER_CHAIN_ID), devnet_account(DEPLOYER))
         for index in range(DEVNET_ACCOUNT_COUNT):
             if index != DEPLOYER:
-                peer.send(peer.payment_token.functions.transfer(devnet_account(index).address,
-                                                                FUND_PAYMENT))
+                address = devnet_account(index).address
+                peer.send(peer.payment_token.functions.transfer(address, FUND_PAYMENT))
+                peer.send(peer.stake_token.functions.transfer(address, FUND_STAKE))
         return network
 
     def up_anywhere(self, chains: int = 1, tries: int = 3, **options) -> Network:

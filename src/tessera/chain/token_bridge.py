@@ -1,8 +1,10 @@
-"""TokenBridge.vy: TUSD across the bridge. *Lock* mode (a peer chain) holds the TUSD sent from
-it and releases it when TUSD comes back; *mint* mode (the home chain) mints what arrives and
-burns what leaves, CCTP-style (docs/bridge.md). `send` checks what the contract would refuse
-(no peer for the route, over the route's `max_transfer`, paused, not enough TUSD) before
-anything is sent, and approves the token first."""
+"""TokenBridge.vy: one token across the bridge (docs/bridge.md). *Lock* mode (a peer chain) holds
+what is sent from it and releases it when it comes back; *mint* mode (the home chain) mints what
+arrives and burns what leaves, CCTP-style. `TokenBridge` moves TUSD; `StakeBridge`, a second
+instance of the same contract, moves the stake token TSTK, so that a provider can stake on
+another chain. `send` checks what the contract would refuse (no peer for the route, over the
+route's `max_transfer`, paused, not enough tokens) before anything is sent, and approves the
+token first."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from web3 import Web3
 from web3.types import TxReceipt
 
 from tessera.chain.contract import ZERO_ADDRESS, ContractWrapper
-from tessera.chain.tokens import PaymentToken
+from tessera.chain.tokens import PaymentToken, StakeToken, Token
 from tessera.errors import BridgeError, TxRefused
 
 
@@ -28,13 +30,14 @@ class Origin:
 
 class TokenBridge(ContractWrapper):
     NAME = "TokenBridge"
+    TOKEN: type[Token] = PaymentToken   # what it moves (its `token()` on chain)
 
     def __init__(self, chain):
         super().__init__(chain)
-        self.payment_token = PaymentToken(chain)
+        self.token_wrapper = self.TOKEN(chain)
 
     def send(self, destination_chain: int, to: str, amount: int) -> tuple[bytes, list[TxReceipt]]:
-        """Move `amount` of this account's TUSD to `to` on `destination_chain`. Returns the
+        """Move `amount` of this account's tokens to `to` on `destination_chain`. Returns the
         message id and the receipts (an approval, if one was needed, then the send)."""
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise ValueError(f"amount must be a positive number of base units, got {amount!r}")
@@ -43,26 +46,27 @@ class TokenBridge(ContractWrapper):
             raise ValueError("the recipient cannot be the zero address")
         here = self.chain.network.chain_id
         if int(self.peer(destination_chain), 16) == 0:
-            raise BridgeError(f"TokenBridge on chain {here} has no peer on chain "
+            raise BridgeError(f"{self.NAME} on chain {here} has no peer on chain "
                               f"{destination_chain}: that route is not open")
         limit = self.max_transfer(destination_chain)
         if amount > limit:
-            fmt = self.payment_token.format
+            fmt = self.token_wrapper.format
             raise BridgeError(f"{fmt(amount)} is over the route's limit of {fmt(limit)} per "
                               f"transfer from chain {here} to chain {destination_chain}")
         if self.paused():
-            raise BridgeError(f"TokenBridge on chain {here} is paused: nothing can be sent")
+            raise BridgeError(f"{self.NAME} on chain {here} is paused: nothing can be sent")
         if self.mint_mode() and amount > self.backing(destination_chain):
-            fmt = self.payment_token.format
+            fmt = self.token_wrapper.format
             raise BridgeError(
                 f"only {fmt(self.backing(destination_chain))} on chain {here} came from chain "
-                f"{destination_chain} over the bridge: {fmt(amount)} cannot go back there (TUSD "
-                "minted any other way has nothing locked behind it on that chain)")
-        receipts = self.payment_token.fund(self.address, amount, "the bridge transfer")
+                f"{destination_chain} over the bridge: {fmt(amount)} cannot go back there "
+                f"({self.TOKEN.SYMBOL} minted any other way has nothing locked behind it on that "
+                "chain)")
+        receipts = self.token_wrapper.fund(self.address, amount, "the bridge transfer")
         try:
             receipt = self._send("send", destination_chain, to, amount)
         except TxRefused as exc:
-            raise BridgeError(f"TokenBridge on chain {here}: {exc}") from None
+            raise BridgeError(f"{self.NAME} on chain {here}: {exc}") from None
         return bytes(self._event(receipt, "TransferSent")["message_id"]), [*receipts, receipt]
 
     # -- owner and guardian --------------------------------------------------------------
@@ -121,3 +125,10 @@ class TokenBridge(ContractWrapper):
 
     def total_bounced(self) -> int:
         return self._call("total_bounced")
+
+
+class StakeBridge(TokenBridge):
+    """The TokenBridge instance that moves TSTK: a provider locks stake on a peer chain and
+    stakes what is minted for it on the home chain (docs/bridge.md, "Stake on another chain")."""
+    NAME = "StakeBridge"
+    TOKEN = StakeToken

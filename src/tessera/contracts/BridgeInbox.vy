@@ -4,13 +4,14 @@
 @license GNU Affero General Public License v3.0 or later
 @notice Delivers cross-chain messages (docs/bridge.md): once, only for this chain id, only
         from the registered outbox of the source chain, only with a quorum of the current
-        committee epoch's EIP-712 signatures in this inbox's domain, within the source's
-        token bucket; a message above the source's large threshold waits `delay` seconds,
-        during which the guardian (or owner) may cancel it.
+        committee epoch's EIP-712 signatures in this inbox's domain. A message carrying
+        value must come from a value sender the owner listed for its source (a TokenBridge)
+        and fit that sender's token bucket; one above that sender's large threshold waits
+        `delay` seconds, during which the guardian (or owner) may cancel it.
         The committee changes only by rotation, signed by the current committee; nobody,
         the owner included, can set it otherwise. The owner (a Timelock) registers
-        sources and their limits, sets the delay and the guardian, and unpauses; the
-        guardian pauses and cancels queued messages.
+        sources, lists value senders with their limits, sets the delay and the guardian,
+        and unpauses; the guardian pauses and cancels queued messages.
         A second transport, Hyperlane: the registered Mailbox may deliver a message
         (`handle`) that the registered HyperlaneDispatcher of its source dispatched, in
         place of the committee's signatures, the message passing every other check of
@@ -49,7 +50,7 @@ struct Message:
     payload_hash: bytes32
 
 
-# Value limit per source chain (protocol.bridge.Bucket).
+# Value limit of one value sender of one source chain (protocol.bridge.Bucket).
 struct Bucket:
     capacity: uint256
     refill_per_s: uint256
@@ -60,9 +61,6 @@ struct Bucket:
 event SourceRegistered:
     source_chain: indexed(uint256)
     outbox: address
-    capacity: uint256
-    refill_per_s: uint256
-    large_threshold: uint256
 
 
 event MessageDelivered:
@@ -93,7 +91,9 @@ event CommitteeRotated:
 event ValueSenderSet:
     source_chain: indexed(uint256)
     sender: indexed(address)
-    allowed: bool
+    capacity: uint256
+    refill_per_s: uint256
+    large_threshold: uint256
 
 
 event Paused:
@@ -152,14 +152,10 @@ cancelled: public(HashMap[bytes32, bool])
 pending: public(HashMap[bytes32, uint256])
 # source chain id => its registered BridgeOutbox
 outbox_of: public(HashMap[uint256, address])
-# source chain id => amounts above this wait `delay` seconds
-large_threshold: public(HashMap[uint256, uint256])
-# source chain id => its token bucket
-bucket: public(HashMap[uint256, Bucket])
-# source chain id => sender => may deliver value (amount > 0) here; see set_value_sender
-value_sender: public(HashMap[uint256, HashMap[address, bool]])
-# source chain id => how many senders are allowed (0: any sender may carry value)
-value_sender_count: public(HashMap[uint256, uint256])
+# source chain id => value sender => its amounts above this wait `delay` seconds
+large_threshold: public(HashMap[uint256, HashMap[address, uint256]])
+# source chain id => value sender => its token bucket (capacity 0: not listed, no value)
+bucket: public(HashMap[uint256, HashMap[address, Bucket]])
 # epoch => member => weight (0: not a member)
 weight_of: public(HashMap[uint256, HashMap[address, uint256]])
 # epoch => sum of the members' weights
@@ -303,9 +299,9 @@ def _message_id(m: Message) -> bytes32:
 
 @internal
 @view
-def _refilled(source_chain: uint256) -> Bucket:
+def _refilled(source_chain: uint256, sender: address) -> Bucket:
     # protocol.bridge.Bucket.at: min(capacity, tokens + elapsed * refill), without overflow.
-    b: Bucket = self.bucket[source_chain]
+    b: Bucket = self.bucket[source_chain][sender]
     if block.timestamp <= b.updated_at:
         return b
     elapsed: uint256 = block.timestamp - b.updated_at
@@ -350,18 +346,18 @@ def _accept(m: Message, payload: Bytes[MAX_PAYLOAD], message_id: bytes32) -> boo
     # once-only record, then the recipient now or the queue.
     if m.amount > 0:
         # bucket griefing: anyone can emit a message with any amount to a recipient of their
-        # own; once senders are listed for a source, only they can spend its bucket
-        if self.value_sender_count[m.source_chain] != 0:
-            assert self.value_sender[m.source_chain][m.sender], "not a value sender"
-        b: Bucket = self._refilled(m.source_chain)
+        # own; only a listed sender's messages carry value, each against its own bucket
+        b: Bucket = self._refilled(m.source_chain, m.sender)
+        assert b.capacity != 0, "not a value sender"
         assert m.amount <= b.capacity, "over capacity"
         assert m.amount <= b.tokens, "rate limited"
         b.tokens -= m.amount
-        self.bucket[m.source_chain] = b
+        self.bucket[m.source_chain][m.sender] = b
 
     # effects before the recipient's call: a reentrant deliver sees it delivered
     self.delivered[message_id] = True
-    if m.amount > self.large_threshold[m.source_chain]:
+    # (an amount of 0 is never above a threshold: never queued)
+    if m.amount > self.large_threshold[m.source_chain][m.sender]:
         release_at: uint256 = block.timestamp + self.delay
         self.pending[message_id] = release_at
         log MessageQueued(message_id=message_id, release_at=release_at)
@@ -375,8 +371,8 @@ def _accept(m: Message, payload: Bytes[MAX_PAYLOAD], message_id: bytes32) -> boo
 def deliver(m: Message, payload: Bytes[MAX_PAYLOAD], signatures: DynArray[Bytes[65], MAX_COMMITTEE]) -> bool:
     """
     @notice Anyone (a relayer) delivers message `m` with its payload and the current
-            committee's quorum of Attestation(id, epoch) signatures. A message within the
-            source's large threshold is passed to its recipient now; a larger one is queued
+            committee's quorum of Attestation(id, epoch) signatures. A message within its
+            sender's large threshold is passed to its recipient now; a larger one is queued
             for `delay` seconds (see `execute`, `cancel`). If the recipient reverts,
             the delivery reverts and can be retried.
     @param m The message, as the source outbox emitted it.
@@ -463,56 +459,49 @@ def cancel(m: Message, payload: Bytes[MAX_PAYLOAD]):
 
 
 @external
-def register_source(source_chain: uint256, outbox: address, capacity: uint256, refill_per_s: uint256, large_threshold: uint256):
+def register_source(source_chain: uint256, outbox: address):
     """
-    @notice The owner registers (or updates) the outbox of `source_chain` and its limits.
-            A new source's bucket starts full; an update keeps what is left (refilled to
-            now at the old rate), at most the new capacity.
+    @notice The owner registers (or updates) the outbox of `source_chain`. Its messages
+            carry value only from the senders listed with `set_value_sender`.
     @param source_chain The source chain id (not this chain).
     @param outbox Its BridgeOutbox.
-    @param capacity Most value the bucket holds (> 0), in base units.
-    @param refill_per_s Value the bucket regains per second.
-    @param large_threshold Amounts above this are queued for `delay` seconds.
     """
     assert msg.sender == ownable.owner, "not owner"
     assert source_chain != chain.id, "same chain"
     assert outbox != empty(address), "zero outbox"
-    assert capacity > 0, "zero capacity"
-    b: Bucket = empty(Bucket)
-    if self.bucket[source_chain].capacity == 0:
-        b.tokens = capacity
-    else:
-        b = self._refilled(source_chain)
-        b.tokens = min(b.tokens, capacity)
-    b.capacity = capacity
-    b.refill_per_s = refill_per_s
-    b.updated_at = block.timestamp
-    self.bucket[source_chain] = b
     self.outbox_of[source_chain] = outbox
-    self.large_threshold[source_chain] = large_threshold
-    log SourceRegistered(source_chain=source_chain, outbox=outbox, capacity=capacity, refill_per_s=refill_per_s, large_threshold=large_threshold)
+    log SourceRegistered(source_chain=source_chain, outbox=outbox)
 
 
 @external
-def set_value_sender(source_chain: uint256, sender: address, allowed: bool):
+def set_value_sender(source_chain: uint256, sender: address, capacity: uint256, refill_per_s: uint256, large_threshold: uint256):
     """
-    @notice The owner lists (or unlists) a contract on `source_chain` (its TokenBridge) whose
-            messages may carry value. While a source lists none, any sender's amount counts
-            against its bucket, so anyone could empty it with messages to a recipient of
-            their own; once one is listed, messages with amount > 0 from others are refused.
-    @param source_chain The source chain id.
+    @notice The owner lists (or updates, or unlists) a contract on `source_chain` (a
+            TokenBridge) whose messages may carry value, with its own limits: messages with
+            amount > 0 from any other sender are refused, so that nobody can empty a
+            bucket with messages to a recipient of their own. A newly listed sender's
+            bucket starts full; an update keeps what is left (refilled to now at the old
+            rate), at most the new capacity.
+    @param source_chain The source chain id (not this chain).
     @param sender The sending contract there.
-    @param allowed True to list it, False to unlist it.
+    @param capacity Most value its bucket holds, in its token's base units (0: unlist it).
+    @param refill_per_s Value its bucket regains per second.
+    @param large_threshold Its amounts above this are queued for `delay` seconds.
     """
     assert msg.sender == ownable.owner, "not owner"
+    assert source_chain != chain.id, "same chain"
     assert sender != empty(address), "zero sender"
-    if self.value_sender[source_chain][sender] != allowed:
-        self.value_sender[source_chain][sender] = allowed
-        if allowed:
-            self.value_sender_count[source_chain] += 1
-        else:
-            self.value_sender_count[source_chain] -= 1
-    log ValueSenderSet(source_chain=source_chain, sender=sender, allowed=allowed)
+    # unlisted (capacity 0): all zero, so that listing it again starts a full bucket
+    b: Bucket = empty(Bucket)
+    threshold: uint256 = 0
+    if capacity != 0:
+        b = Bucket(capacity=capacity, refill_per_s=refill_per_s, tokens=capacity, updated_at=block.timestamp)
+        if self.bucket[source_chain][sender].capacity != 0:
+            b.tokens = min(self._refilled(source_chain, sender).tokens, capacity)
+        threshold = large_threshold
+    self.bucket[source_chain][sender] = b
+    self.large_threshold[source_chain][sender] = threshold
+    log ValueSenderSet(source_chain=source_chain, sender=sender, capacity=capacity, refill_per_s=b.refill_per_s, large_threshold=threshold)
 
 
 @external
@@ -616,13 +605,27 @@ def committee(epoch: uint256) -> DynArray[address, MAX_COMMITTEE]:
 
 @external
 @view
-def available(source_chain: uint256) -> uint256:
+def value_sender(source_chain: uint256, sender: address) -> bool:
     """
-    @notice How much value a message from `source_chain` may carry now (the refilled bucket).
+    @notice Whether `sender` on `source_chain` is listed: its messages may carry value.
     @param source_chain The source chain id.
-    @return uint256 The amount, in base units.
+    @param sender The sending contract there.
+    @return bool True if listed (its bucket's capacity is not 0).
     """
-    return self._refilled(source_chain).tokens
+    return self.bucket[source_chain][sender].capacity != 0
+
+
+@external
+@view
+def available(source_chain: uint256, sender: address) -> uint256:
+    """
+    @notice How much value a message from `sender` on `source_chain` may carry now (its
+            refilled bucket; 0 when it is not listed).
+    @param source_chain The source chain id.
+    @param sender The sending contract there.
+    @return uint256 The amount, in its token's base units.
+    """
+    return self._refilled(source_chain, sender).tokens
 
 
 @external

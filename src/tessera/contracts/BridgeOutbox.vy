@@ -8,9 +8,11 @@
         signatures to the destination's BridgeInbox.
         The stored ids also make forgery provable: a committee member's signature on a
         message id that this outbox never emitted is evidence (`prove_forgery`), recorded
-        per signer for the slash on the home chain.
+        per signer and reported to the forgery sink, the home chain's ForgerySlasher: by a
+        call when it is on this chain, else by a message sent from this outbox itself.
         The owner only names each destination chain's inbox (the EIP-712 domain in which
-        forgery proofs are checked); it cannot send as anyone or change a sent message.
+        forgery proofs are checked) and the forgery sink; it cannot send as anyone or
+        change a sent message.
 @dev message_id = keccak256(abi_encode(version, source_chain, source_outbox, sender, nonce,
      destination_chain, recipient, kind, amount, keccak256(payload))), exactly as
      `tessera.protocol.bridge.message_id` and `BridgeInbox.message_id`.
@@ -66,7 +68,18 @@ event ForgeryProven:
     destination_chain: uint256
 
 
+event ForgerySinkSet:
+    chain_id: indexed(uint256)
+    sink: address
+
+
+interface IForgerySink:
+    def on_forgery(signer: address, message_id: bytes32, epoch: uint256, prover: address): nonpayable
+
+
 VERSION: constant(uint8) = 1
+# the kind of a forgery report (ForgerySlasher.KIND_FORGERY)
+KIND_FORGERY: constant(uint8) = 1
 MAX_PAYLOAD: constant(uint256) = 512
 _DOMAIN_TYPEHASH: constant(bytes32) = keccak256(
     "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
@@ -85,6 +98,9 @@ inbox_of: public(HashMap[uint256, address])
 forgeries: public(HashMap[address, uint256])
 # keccak256(abi_encode(signer, message id, epoch)) => proven (each counts once)
 _proven: HashMap[bytes32, bool]
+# where proven forgeries are reported: the home chain's ForgerySlasher (0: nowhere)
+forgery_sink_chain: public(uint256)
+forgery_sink: public(address)
 
 
 @deploy
@@ -113,6 +129,11 @@ def send(destination_chain: uint256, recipient: address, kind: uint8, amount: ui
     @param payload Up to 512 bytes for the recipient (the id commits to their keccak256).
     @return bytes32 The message id.
     """
+    return self._send(msg.sender, destination_chain, recipient, kind, amount, payload)
+
+
+@internal
+def _send(sender: address, destination_chain: uint256, recipient: address, kind: uint8, amount: uint256, payload: Bytes[MAX_PAYLOAD]) -> bytes32:
     assert destination_chain != 0, "zero destination"
     assert destination_chain != chain.id, "same chain"
     assert recipient != empty(address), "zero recipient"
@@ -121,7 +142,7 @@ def send(destination_chain: uint256, recipient: address, kind: uint8, amount: ui
         version=VERSION,
         source_chain=chain.id,
         source_outbox=self,
-        sender=msg.sender,
+        sender=sender,
         nonce=nonce,
         destination_chain=destination_chain,
         recipient=recipient,
@@ -136,7 +157,7 @@ def send(destination_chain: uint256, recipient: address, kind: uint8, amount: ui
         message_id=message_id,
         nonce=nonce,
         destination_chain=destination_chain,
-        sender=msg.sender,
+        sender=sender,
         recipient=recipient,
         kind=kind,
         amount=amount,
@@ -190,7 +211,8 @@ def prove_forgery(m: Message, epoch: uint256, signature: Bytes[65]) -> address:
     @notice Anyone proves that a committee member attested a message this outbox never
             emitted: `signature` is its EIP-712 Attestation(id, epoch) in the destination
             inbox's domain, and `sent[m.nonce]` is not `m`'s id. Counts once per (signer,
-            message, epoch).
+            message, epoch), and is reported to the forgery sink (the caller is the prover,
+            who gets the slash's reward).
     @param m The attested message (claimed to come from this outbox on this chain).
     @param epoch The committee epoch named in the attestation.
     @param signature The member's 65-byte (r, s, v) signature.
@@ -209,7 +231,30 @@ def prove_forgery(m: Message, epoch: uint256, signature: Bytes[65]) -> address:
     self._proven[key] = True
     self.forgeries[signer] += 1
     log ForgeryProven(signer=signer, message_id=message_id, epoch=epoch, destination_chain=m.destination_chain)
+    sink: address = self.forgery_sink
+    if sink != empty(address):
+        if self.forgery_sink_chain == chain.id:
+            extcall IForgerySink(sink).on_forgery(signer, message_id, epoch, msg.sender)
+        else:
+            # from this outbox itself: the home inbox checks the route, the sink the sender
+            self._send(self, self.forgery_sink_chain, sink, KIND_FORGERY, 0, abi_encode(signer, message_id, epoch, msg.sender))
     return signer
+
+
+@external
+def set_forgery_sink(chain_id: uint256, sink: address):
+    """
+    @notice The owner names where proven forgeries are reported: the ForgerySlasher of the
+            home chain (`chain_id`; this chain's id when it is the home chain).
+    @param chain_id The chain the sink is on.
+    @param sink The ForgerySlasher there.
+    """
+    assert msg.sender == ownable.owner, "not owner"
+    assert chain_id != 0, "zero chain"
+    assert sink != empty(address), "zero sink"
+    self.forgery_sink_chain = chain_id
+    self.forgery_sink = sink
+    log ForgerySinkSet(chain_id=chain_id, sink=sink)
 
 
 @external

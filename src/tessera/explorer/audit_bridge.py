@@ -5,12 +5,16 @@ block up to the block its cursor calls final, and from them alone:
 - the cross-chain transfers are recomputed (derive_bridge.transfers) and compared, row by row and
   column by column, with the database's derived table; the stored event count of each chain with
   the chain's;
-- every rule of derive_bridge.problems: per direction, locked = received + in flight + refunded;
-  no delivery without its send, none twice, none on another chain, none of another amount; every
-  refund for a cancelled transfer, of what was sent;
-- on a lock-mode TokenBridge, its PaymentToken `balanceOf` at the audited block (an independent
-  reading) must cover what its logs say it holds (sent - received - bounced): less is a shortfall;
-  more is tokens sent to it directly, outside the formula (docs/bridge.md), shown, not a problem.
+- every rule of derive_bridge.problems: per direction and token (TUSD by the TokenBridges, TSTK
+  by the StakeBridges), locked = received + in flight + refunded; no delivery without its send,
+  none twice, none on another chain, none of another amount; every refund for a cancelled
+  transfer, of what was sent; no value sent by a contract that is neither token bridge;
+- each token bridge moves the token the network file names for it (its `token()`: TokenBridge the
+  chain's PaymentToken, StakeBridge its StakeToken);
+- on each lock-mode token bridge, the `balanceOf` of its `token()` at the audited block (an
+  independent reading) must cover what its logs say it holds (sent - received - bounced): less is
+  a shortfall; more is tokens sent to it directly, outside the formula (docs/bridge.md), shown,
+  not a problem.
 """
 
 from __future__ import annotations
@@ -23,23 +27,42 @@ from sqlalchemy.orm import Session
 from web3 import Web3
 
 from tessera.chain.client import Chain
-from tessera.chain.compiler import BRIDGE_CONTRACT_NAMES
 from tessera.chain.events import EventReader
 from tessera.chain.network import Network
-from tessera.chain.token_bridge import TokenBridge
+from tessera.chain.token_bridge import StakeBridge, TokenBridge
 from tessera.explorer import db
-from tessera.explorer.bridge_index import bridge_chains, bridge_cursors
-from tessera.explorer.derive_bridge import COLUMNS, ChainEvent, Direction, directions, problems, transfers
-from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, show_amount
+from tessera.explorer.bridge_index import bridge_chains, bridge_contract_names, bridge_cursors, bridge_tokens
+from tessera.explorer.derive_bridge import (
+    BRIDGE_TOKENS,
+    COLUMNS,
+    TOKEN_DECIMALS,
+    ChainEvent,
+    Direction,
+    directions,
+    problems,
+    transfers,
+)
+from tessera.protocol.money import show_amount
 
 BALANCE_OF = "0x70a08231"   # ERC-20 balanceOf(address)
+WRAPPERS: dict[str, type[TokenBridge]] = {TokenBridge.NAME: TokenBridge, StakeBridge.NAME: StakeBridge}
+assert set(WRAPPERS) == set(BRIDGE_TOKENS)
+
+
+def show(value: int, token: str) -> str:
+    """An amount of `token` ("TUSD", "TSTK") for a person."""
+    return show_amount(value, TOKEN_DECIMALS[token], token)
 
 
 @dataclass
 class LockSide:
+    """A lock-mode token bridge: what its logs say it holds, and its token's balanceOf."""
+
     chain_id: int
     held_by_logs: int
     balance_of: int
+    bridge: str = TokenBridge.NAME      # "TokenBridge" or "StakeBridge"
+    token: str = TokenBridge.TOKEN.SYMBOL
 
 
 @dataclass
@@ -58,16 +81,16 @@ class BridgeAudit:
 
     def lines(self) -> list[str]:
         """The audit's bridge lines for a person."""
-        show = lambda v: show_amount(v, PAYMENT_DECIMALS, PAYMENT_SYMBOL)  # noqa: E731
         out = [f"bridge: {self.transfers} cross-chain messages from {self.events} events on chains "
                + ", ".join(f"{c} (block {b})" for c, b in sorted(self.blocks.items()))]
         for d in self.directions:
-            out.append(f"  {d.source} -> {d.destination}: locked {show(d.locked)} = received "
-                       f"{show(d.received)} + in flight {show(d.in_flight)} + refunded {show(d.refunded)}: "
-                       + ("adds up" if d.adds_up else "DOES NOT ADD UP"))
+            t = d.token
+            out.append(f"  {d.source} -> {d.destination} {t}: locked {show(d.locked, t)} = received "
+                       f"{show(d.received, t)} + in flight {show(d.in_flight, t)} + refunded "
+                       f"{show(d.refunded, t)}: " + ("adds up" if d.adds_up else "DOES NOT ADD UP"))
         for s in self.lock_sides:
-            out.append(f"  TokenBridge on {s.chain_id} holds {show(s.balance_of)} (balanceOf); its logs "
-                       f"say {show(s.held_by_logs)}")
+            out.append(f"  {s.bridge} on {s.chain_id} holds {show(s.balance_of, s.token)} (balanceOf); "
+                       f"its logs say {show(s.held_by_logs, s.token)}")
         return out
 
 
@@ -84,7 +107,9 @@ def bridge_audit(network: Network, engine: Engine) -> BridgeAudit:
     events: list[ChainEvent] = []
     outboxes: dict[int, str] = {}
     chains: dict[int, tuple[Chain, int]] = {}
-    for net in bridge_chains(network):
+    nets = bridge_chains(network)
+    bridges = bridge_tokens(nets)
+    for net in nets:
         cid = net.chain_id
         outboxes[cid] = Web3.to_checksum_address(net.address("BridgeOutbox"))
         cursor = cursors.get(cid)
@@ -92,7 +117,7 @@ def bridge_audit(network: Network, engine: Engine) -> BridgeAudit:
             out.problems.append(f"chain {cid}: its bridge is not indexed: run `tessera explorer index`")
             continue
         chain = Chain(net, timeout=60)
-        reader = EventReader(chain, contracts=BRIDGE_CONTRACT_NAMES)
+        reader = EventReader(chain, contracts=bridge_contract_names(net))
         block = reader.block(cursor.last_block)
         if block is None or block[0] != cursor.last_hash:
             out.problems.append(f"chain {cid}: block {cursor.last_block} is not the one the database "
@@ -107,38 +132,52 @@ def bridge_audit(network: Network, engine: Engine) -> BridgeAudit:
         if stored != len(records):
             out.problems.append(f"chain {cid}: {len(records)} bridge events on chain, {stored} in "
                                 "the database")
-    rows = transfers(events)
+    rows = transfers(events, bridges)
     out.events, out.transfers = len(events), len(rows)
     out.problems += [f"derived table vs logs: {p}" for p in _compare_rows(engine, rows)]
-    out.problems += problems(events, rows, outboxes)
-    out.directions = [d for _, d in sorted(directions(events, rows, outboxes).items())]
+    out.problems += problems(events, rows, outboxes, bridges)
+    out.directions = list(directions(events, rows, bridges).values())
     for cid, (chain, block) in sorted(chains.items()):
-        side = _lock_side(chain, cid, block, events)
-        if side is None:
-            continue
-        out.lock_sides.append(side)
-        if side.balance_of < side.held_by_logs:
-            out.problems.append(f"chain {cid}: TokenBridge holds {side.balance_of} base units at block "
-                                f"{block} but its logs say {side.held_by_logs}: "
-                                f"{side.held_by_logs - side.balance_of} missing")
+        for name in BRIDGE_TOKENS:
+            if name not in chain.network.contracts:
+                continue
+            side = _lock_side(chain, WRAPPERS[name], block, events, out.problems)
+            if side is None:
+                continue
+            out.lock_sides.append(side)
+            if side.balance_of < side.held_by_logs:
+                out.problems.append(f"chain {cid}: {name} holds {side.balance_of} {side.token} base units "
+                                    f"at block {block} but its logs say {side.held_by_logs}: "
+                                    f"{side.held_by_logs - side.balance_of} missing")
     return out
 
 
-def _lock_side(chain: Chain, cid: int, block: int, events: list[ChainEvent]) -> LockSide | None:
-    """A lock-mode TokenBridge's holding by its logs, and its balanceOf at `block` (None on the
-    mint side: it holds nothing)."""
-    bridge = TokenBridge(chain)
+def _lock_side(chain: Chain, kind: type[TokenBridge], block: int, events: list[ChainEvent],
+               problems_out: list[str]) -> LockSide | None:
+    """A lock-mode token bridge's (`kind`: TokenBridge or StakeBridge) holding by its logs, and
+    the balanceOf of its `token()` at `block` (None on the mint side: it holds nothing). A bridge
+    whose `token()` is not the token the network file names for it is a problem (its amounts
+    would be read in the wrong unit), and so is a network file that names no such token."""
+    cid, token = chain.network.chain_id, kind.TOKEN
+    if token.NAME not in chain.network.contracts:
+        problems_out.append(f"chain {cid}: the network file names a {kind.NAME} but no {token.NAME}: "
+                            "its lock cannot be checked")
+        return None
+    bridge = kind(chain)
+    moves = Web3.to_checksum_address(bridge.token())
+    if moves != Web3.to_checksum_address(bridge.token_wrapper.address):
+        problems_out.append(f"chain {cid}: {kind.NAME} moves the token at {moves}, not the network "
+                            f"file's {token.NAME} {bridge.token_wrapper.address}")
     if bridge.mint_mode():
         return None
     held = 0
     for item in events:
-        if item.chain_id != cid:
+        if item.chain_id != cid or item.record.contract != kind.NAME:
             continue
         name, amount = item.record.event, int(item.record.args.get("amount", 0))
         held += amount if name == "TransferSent" else -amount if name in (
             "TransferReceived", "TransferBounced") else 0
-    token = Web3.to_checksum_address(chain.network.address("PaymentToken"))
-    return LockSide(cid, held, _balance_of(chain, token, bridge.address, block))
+    return LockSide(cid, held, _balance_of(chain, moves, bridge.address, block), kind.NAME, token.SYMBOL)
 
 
 def _compare_rows(engine: Engine, rows: dict) -> list[str]:

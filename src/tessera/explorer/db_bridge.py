@@ -1,12 +1,13 @@
 """The explorer's tables of the bridge (docs/explorer.md, "The bridge"): every chain the network
 file names is indexed apart, with its own cursor and block hashes, into the same database.
 
-- `BridgeCursor`: one row per chain (its id, its outbox: a database indexes one deployment);
+- `BridgeCursor`: one row per chain (its id, its outbox: a database indexes one deployment; its
+  StakeBridge, or none where the network file names none);
 - `BridgeBlock`: the hashes of a chain's indexed blocks that hold bridge events, and of each
   batch's last block (the reorg check's checkpoints), keyed by (chain, number);
-- `BridgeEvent`: every event of the chain's BridgeOutbox, BridgeInbox and TokenBridge, with the
-  chain id and the message id it is about (a bounce's `TransferBounced` names the transfer it
-  refunds);
+- `BridgeEvent`: every event of the chain's BridgeOutbox, BridgeInbox, TokenBridge and StakeBridge
+  (where named), with the chain id and the message id it is about (a bounce's `TransferBounced`
+  names the transfer it refunds);
 - `CrossChainTransfer`: the derived table, one row per message id (derive_bridge.py), rebuilt
   from the stored events after every run that changed them: anyone can recompute it from logs.
 """
@@ -23,6 +24,7 @@ class BridgeCursor(Base):
     __tablename__ = "explorer_bridge_cursors"
     chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     outbox: Mapped[str] = mapped_column(String(42))
+    stake_bridge: Mapped[str | None] = mapped_column(String(42), nullable=True)
     first_block: Mapped[int] = mapped_column(BigInteger)
     last_block: Mapped[int] = mapped_column(BigInteger)
     last_hash: Mapped[str | None] = mapped_column(String(66))
@@ -61,7 +63,8 @@ class CrossChainTransfer(Base):
 
     __tablename__ = "explorer_crosschain_transfers"
     __table_args__ = (Index("ix_crosschain_sent", "source_timestamp", "message_id"),
-                      Index("ix_crosschain_state", "state", "source_timestamp"))
+                      Index("ix_crosschain_state", "state", "source_timestamp"),
+                      Index("ix_crosschain_token", "token", "source_timestamp"))
     message_id: Mapped[str] = mapped_column(String(66), primary_key=True)
     kind: Mapped[int] = mapped_column(BigAmount)
     source_chain: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -70,6 +73,8 @@ class CrossChainTransfer(Base):
     sender: Mapped[str | None] = mapped_column(String(42), nullable=True)
     recipient: Mapped[str | None] = mapped_column(String(42), nullable=True)
     amount: Mapped[int] = mapped_column(BigAmount, default=0)
+    # "TUSD" (sent by a TokenBridge) or "TSTK" (a StakeBridge); None: neither bridge sent it
+    token: Mapped[str | None] = mapped_column(String(8), nullable=True)
     state: Mapped[str] = mapped_column(String(10))
     source_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
     source_timestamp: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -12,11 +12,19 @@ nonce and destination, protocol/bridge.py, so it is one route once):
   refund of a transfer never cancelled leaves its state where it was, and breaks the sum).
 A bounce is itself a message (kind 2), listed with `bounce_of` its transfer.
 
-Conservation, per direction S -> D, from the logs alone: the tokens TransferSent locked or burned
-on S = TransferReceived on D from S + in flight (sent, queued or cancelled and not yet bounced)
-+ refunded on S by TransferBounced. Each delivery must have its send: a MessageDelivered whose id
-no MessageSent of its source chain carries is a message nobody sent (a stolen quorum, a bad
-outbox), and what it released has no lock behind it.
+Two token bridges may share the outbox and inbox (docs/bridge.md, "Stake on another chain"):
+TokenBridge moves TUSD, StakeBridge TSTK (`BRIDGE_TOKENS`). A message's `token` is the one whose
+bridge sent it: its MessageSent's `sender` is that bridge's address on the source chain (a
+delivery nobody sent: its recipient, the bridge it was delivered to). A message whose sender is
+neither bridge has no token (None); one of those that carries value is a problem once delivered
+(the inbox refuses it: only the bridges are value senders).
+
+Conservation, per direction S -> D and per token: the tokens TransferSent locked or burned on S
+= TransferReceived on D from S + in flight (sent, queued or cancelled and not yet bounced) +
+refunded on S by TransferBounced, each sum over that token's bridge's events (an event's token is
+the contract that emitted it). Each delivery must have its send: a MessageDelivered whose id no
+MessageSent of its source chain carries is a message nobody sent (a stolen quorum, a bad outbox),
+and what it released has no lock behind it.
 """
 
 from __future__ import annotations
@@ -28,11 +36,24 @@ from eth_utils import keccak
 
 from tessera.protocol.bridge import KIND_BOUNCE, KIND_TRANSFER, Message
 from tessera.protocol.events import EventRecord
+from tessera.protocol.money import (
+    PAYMENT_DECIMALS,
+    PAYMENT_SYMBOL,
+    STAKE_DECIMALS,
+    STAKE_SYMBOL,
+    format_amount,
+)
 
 STATES = ("sent", "queued", "delivered", "cancelled", "bounced")
 IN_FLIGHT = ("sent", "queued", "cancelled")
 BRIDGE_EVENTS = {"MessageSent", "TransferSent", "MessageQueued", "MessageDelivered",
                  "TransferReceived", "MessageCancelled", "TransferCancelled", "TransferBounced"}
+# The token bridges by their network-file name, and the token each moves (in this order).
+BRIDGE_TOKENS = {"TokenBridge": PAYMENT_SYMBOL, "StakeBridge": STAKE_SYMBOL}
+TOKEN_DECIMALS = {PAYMENT_SYMBOL: PAYMENT_DECIMALS, STAKE_SYMBOL: STAKE_DECIMALS}
+TOKEN_ORDER = tuple(BRIDGE_TOKENS.values())
+# chain id -> {token bridge address, lower-case: the token it moves} (bridge_index.bridge_tokens)
+Bridges = dict[int, dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -41,6 +62,19 @@ class ChainEvent:
 
     chain_id: int
     record: EventRecord
+
+
+def exact(value: int, token: str | None) -> str:
+    """An amount exactly, with its token's symbol ('5 TUSD'); 'N base units' with no token."""
+    return format_amount(value, TOKEN_DECIMALS[token], token) if token in TOKEN_DECIMALS else \
+        f"{value} base units"
+
+
+def token_of(bridges: Bridges, chain_id: int | None, address: object) -> str | None:
+    """The token of the token bridge at `address` on `chain_id` (None: neither bridge)."""
+    if chain_id is None or not isinstance(address, str):
+        return None
+    return bridges.get(chain_id, {}).get(address.lower())
 
 
 def message_of(record: EventRecord) -> str | None:
@@ -64,6 +98,7 @@ class TransferRow:
     sender: str | None = None
     recipient: str | None = None
     amount: int = 0
+    token: str | None = None       # "TUSD" or "TSTK": whose bridge sent it (None: neither)
     state: str = "sent"
     source_tx: str | None = None
     source_timestamp: int = 0
@@ -131,8 +166,9 @@ def _facts(events: Iterable[ChainEvent]) -> dict[str, _Facts]:
     return facts
 
 
-def transfers(events: Iterable[ChainEvent]) -> dict[str, TransferRow]:
-    """{message id: its row} from the bridge events of every indexed chain (any order)."""
+def transfers(events: Iterable[ChainEvent], bridges: Bridges) -> dict[str, TransferRow]:
+    """{message id: its row} from the bridge events of every indexed chain (any order);
+    `bridges` names each chain's token bridges (a row's `token`)."""
     rows: dict[str, TransferRow] = {}
     for mid, f in _facts(events).items():
         row = TransferRow(message_id=mid, bounce_id=f.bounce_id, bounce_of=f.bounce_of,
@@ -143,11 +179,13 @@ def transfers(events: Iterable[ChainEvent]) -> dict[str, TransferRow]:
             row.destination_chain, row.amount = a["destination_chain"], a["amount"]
             row.sender, row.recipient = a["sender"], a["recipient"]
             row.source_tx, row.source_timestamp = f.sent.record.tx_hash, f.sent.record.timestamp
+            row.token = token_of(bridges, f.sent.chain_id, a["sender"])
         elif f.delivered:      # delivered, never sent: what the delivery says
             a = f.delivered[0].record.args
             row.kind, row.source_chain, row.recipient, row.amount = (a["kind"], a["source_chain"],
                                                                      a["recipient"], a["amount"])
             row.destination_chain = f.delivered[0].chain_id
+            row.token = token_of(bridges, f.delivered[0].chain_id, a["recipient"])
         if f.transfer:         # a token transfer: the person who sent it and whom it is for
             row.sender, row.recipient = f.transfer.record.args["sender"], f.transfer.record.args["to"]
         elif f.received:
@@ -174,10 +212,11 @@ def transfers(events: Iterable[ChainEvent]) -> dict[str, TransferRow]:
 
 @dataclass
 class Direction:
-    """The conservation of one direction S -> D, in base units of the bridged token."""
+    """The conservation of one direction S -> D of one token, in that token's base units."""
 
     source: int
     destination: int
+    token: str = PAYMENT_SYMBOL
     locked: int = 0          # TransferSent on S toward D
     received: int = 0        # TransferReceived on D from S
     in_flight: int = 0       # transfers S -> D sent, queued or cancelled, not yet bounced
@@ -189,38 +228,52 @@ class Direction:
         return self.locked == self.received + self.in_flight + self.refunded
 
     def to_json(self) -> dict:
-        return {"source": self.source, "destination": self.destination, "locked": self.locked,
-                "received": self.received, "in_flight": self.in_flight, "refunded": self.refunded,
-                "transfers": self.transfers, "adds_up": self.adds_up}
+        return {"source": self.source, "destination": self.destination, "token": self.token,
+                "locked": self.locked, "received": self.received, "in_flight": self.in_flight,
+                "refunded": self.refunded, "transfers": self.transfers, "adds_up": self.adds_up}
+
+
+def _order(key: tuple[int, int, str]) -> tuple:
+    source, destination, token = key
+    return (source, destination, TOKEN_ORDER.index(token) if token in TOKEN_ORDER else len(TOKEN_ORDER),
+            token)
 
 
 def directions(events: list[ChainEvent], rows: dict[str, TransferRow],
-               chains: Iterable[int]) -> dict[tuple[int, int], Direction]:
-    """Each direction's sums: the locked, received and refunded sides straight from the events,
-    the in-flight part from the rows' states, so that a release with no send breaks the sum."""
-    chains = sorted(chains)
-    out = {(s, d): Direction(s, d) for s in chains for d in chains if s != d}
+               bridges: Bridges) -> dict[tuple[int, int, str], Direction]:
+    """Each direction's sums per token, keyed (source, destination, token) in that order (TUSD
+    before TSTK): one per pair of indexed chains and token bridge of the source, and any other
+    the logs name. The locked, received and refunded sides come straight from the events (an
+    event's token is its emitting bridge's), the in-flight part from the rows' states and tokens,
+    so that a release with no send, or a send released as the other token, breaks a sum."""
+    chains = sorted(bridges)
+    out = {(s, d, t): Direction(s, d, t) for s in chains for d in chains if s != d
+           for t in TOKEN_ORDER if t in bridges[s].values()}
 
-    def at(source, destination) -> Direction:
-        return out.setdefault((source, destination), Direction(source, destination))
+    def at(source, destination, token) -> Direction:
+        return out.setdefault((source, destination, token), Direction(source, destination, token))
 
     for item in events:
         r, a = item.record, item.record.args
+        token = BRIDGE_TOKENS.get(r.contract)
+        if token is None:
+            continue
         if r.event == "TransferSent":
-            at(item.chain_id, a["destination_chain"]).locked += int(a["amount"])
+            at(item.chain_id, a["destination_chain"], token).locked += int(a["amount"])
         elif r.event == "TransferReceived":
-            at(a["source_chain"], item.chain_id).received += int(a["amount"])
+            at(a["source_chain"], item.chain_id, token).received += int(a["amount"])
         elif r.event == "TransferBounced":
             row = rows.get(a["cancelled_id"])
             toward = row.destination_chain if row and row.destination_chain is not None else -1
-            at(item.chain_id, toward).refunded += int(a["amount"])
+            at(item.chain_id, toward, token).refunded += int(a["amount"])
     for row in rows.values():
-        if row.kind == KIND_TRANSFER and row.source_tx and row.source_chain is not None:
-            d = at(row.source_chain, row.destination_chain)
+        if (row.kind == KIND_TRANSFER and row.source_tx and row.source_chain is not None
+                and row.token is not None):
+            d = at(row.source_chain, row.destination_chain, row.token)
             d.transfers += 1
             if row.state in IN_FLIGHT:
                 d.in_flight += row.amount
-    return out
+    return dict(sorted(out.items(), key=lambda kv: _order(kv[0])))
 
 
 def _sent_checks(item: ChainEvent, outbox: str | None) -> list[str]:
@@ -238,9 +291,11 @@ def _sent_checks(item: ChainEvent, outbox: str | None) -> list[str]:
     return []
 
 
-def problems(events: list[ChainEvent], rows: dict[str, TransferRow], outboxes: dict[int, str]) -> list[str]:
+def problems(events: list[ChainEvent], rows: dict[str, TransferRow], outboxes: dict[int, str],
+             bridges: Bridges) -> list[str]:
     """Every break of the bridge's rules the logs of the indexed chains show (`outboxes`: chain id
-    -> its BridgeOutbox address; a chain not in it was not indexed)."""
+    -> its BridgeOutbox address; a chain not in it was not indexed; `bridges`: its token
+    bridges)."""
     out: list[str] = []
     for item in events:
         if item.record.event == "MessageSent":
@@ -260,11 +315,12 @@ def problems(events: list[ChainEvent], rows: dict[str, TransferRow], outboxes: d
         if f.transfer and f.sent and f.transfer.record.args["amount"] != f.sent.record.args["amount"]:
             out.append(f"message {mid}: TransferSent amount {f.transfer.record.args['amount']} differs from "
                        f"its MessageSent's {f.sent.record.args['amount']}")
-    for (source, destination), d in sorted(directions(events, rows, outboxes).items()):
+    for (source, destination, token), d in directions(events, rows, bridges).items():
         if not d.adds_up:
-            out.append(f"conservation {source} -> {destination}: locked {d.locked} != received "
-                       f"{d.received} + in flight {d.in_flight} + refunded {d.refunded} (base units; "
-                       f"{d.received + d.in_flight + d.refunded - d.locked:+} released without a lock)")
+            out.append(f"conservation {source} -> {destination} ({token}): locked {d.locked} != received "
+                       f"{d.received} + in flight {d.in_flight} + refunded {d.refunded} ({token} base "
+                       f"units; {d.received + d.in_flight + d.refunded - d.locked:+} released without a "
+                       "lock)")
     return out
 
 
@@ -289,4 +345,12 @@ def _row_problems(mid: str, row: TransferRow, outboxes: dict[int, str]) -> list[
                       else f"{row.amount} was sent"))
     if row.kind == KIND_BOUNCE and row.source_tx and row.bounce_of is None:
         out.append(f"message {mid}: a bounce no TransferCancelled sent")
+    # Anyone may emit a value message from a contract of their own; the inbox refuses to deliver
+    # it (not a value sender), so only a delivered one is a break (else one transaction's gas
+    # would make the audit disagree for ever).
+    if row.source_tx and row.amount and row.token is None and row.deliveries:
+        out.append(f"message {mid}: carries {row.amount} base units (tx {row.source_tx} on chain "
+                   f"{row.source_chain}) from {row.sender}, which is neither the TokenBridge nor the "
+                   f"StakeBridge there, and was delivered on chain {row.delivery_chain}: value no "
+                   "token bridge locked")
     return out

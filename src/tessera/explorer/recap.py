@@ -77,16 +77,19 @@ def index_and_audit(chain: Chain, database: Path) -> dict:
         "holdings": [h.to_json() for h in report.holdings if h.held or h.owed],
         "utilization": utilization,
         "uptime": uptime,
+        # every chain's bridge: the audit's JSON (directions per source, destination and token;
+        # lock sides per lock-mode token bridge), its lines, and each transfer with its token
         **({"bridge": {**report.bridge.to_json(), "lines": report.bridge.lines(),
                        "transfers": cross_chain_transfers(engine)}} if report.bridge else {}),
     }
 
 
 def cross_chain_transfers(engine) -> list[dict]:
-    """Each cross-chain message as indexed: its route, amount (TUSD base units), state and the
+    """Each cross-chain message as indexed: its route, token ("TUSD" by a TokenBridge, "TSTK" by
+    a StakeBridge, None: neither), amount and refunded (that token's base units), state and the
     transactions on both chains."""
-    columns = ("message_id", "source_chain", "destination_chain", "sender", "recipient", "amount",
-               "state", "source_tx", "delivery_chain", "delivery_tx", "bounce_tx", "refunded")
+    columns = ("message_id", "source_chain", "destination_chain", "sender", "recipient", "token",
+               "amount", "state", "source_tx", "delivery_chain", "delivery_tx", "bounce_tx", "refunded")
     with Session(engine) as session:
         rows = session.scalars(select(db.CrossChainTransfer)
                                .order_by(db.CrossChainTransfer.source_timestamp))

@@ -12,7 +12,8 @@ and the tests compute exactly what the contracts compute (docs/bridge.md):
   by the current one.
 - `quorum_reached`: signers strictly ascending (so none counts twice), all members, weight at
   least `threshold_bps` of the committee's total.
-- `Bucket`: the token bucket that limits value per source chain (refill per second, capacity).
+- `Bucket`: the token bucket that limits the value one sender of one source chain delivers
+  (refill per second, capacity).
 - `transfer_payload` / `bounce_payload`: what TokenBridge puts in a message's payload.
 
 Pure: no I/O.
@@ -195,9 +196,10 @@ def sort_signatures(signed: Mapping[str, bytes]) -> list[bytes]:
 
 @dataclass(frozen=True)
 class Bucket:
-    """BridgeInbox's token bucket for one source chain: `tokens` at `updated_at`, refilling at
-    `refill_per_s` up to `capacity`. A value message takes its amount out; one larger than the
-    capacity is refused for good, one larger than what is left waits for the refill."""
+    """BridgeInbox's token bucket for one value sender of one source chain: `tokens` at
+    `updated_at`, refilling at `refill_per_s` up to `capacity`. A value message takes its amount
+    out; one larger than the capacity is refused for good, one larger than what is left waits for
+    the refill."""
     capacity: int
     refill_per_s: int
     tokens: int

@@ -21,14 +21,23 @@ from tessera.chain.client import Chain, tx_hash
 from tessera.chain.devnet import bridge_confirmations
 from tessera.chain.network import Network, load_network
 from tessera.chain.timelock import Timelock
-from tessera.chain.token_bridge import TokenBridge
+from tessera.chain.token_bridge import StakeBridge, TokenBridge
 from tessera.command_errors import run_guarded
 from tessera.errors import BridgeError
 from tessera.protocol.bridge import DEFAULT_CONFIRMATIONS
-from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, format_amount, parse_payment
+from tessera.protocol.money import (
+    PAYMENT_DECIMALS,
+    PAYMENT_SYMBOL,
+    STAKE_DECIMALS,
+    STAKE_SYMBOL,
+    format_amount,
+    parse_amount,
+)
 
-bridge_app = typer.Typer(help="Move TUSD between the chains of a network, and relay the bridge's "
-                              "messages.", no_args_is_help=True)
+bridge_app = typer.Typer(help="Move TUSD or stake (TSTK) between the chains of a network, and "
+                              "relay the bridge's messages.", no_args_is_help=True)
+# --token: which bridge moves it
+BRIDGES = {"TUSD": TokenBridge, "TSTK": StakeBridge}
 console = Console()
 
 NetworkOption = typer.Option(None, "--network", help="network file (default: the devnet's)")
@@ -37,6 +46,10 @@ ChainOption = typer.Option(..., "--chain", min=1, help="chain id whose bridge co
 
 def _tusd(amount: int) -> str:
     return format_amount(amount, PAYMENT_DECIMALS, PAYMENT_SYMBOL)
+
+
+def _tstk(amount: int) -> str:
+    return format_amount(amount, STAKE_DECIMALS, STAKE_SYMBOL)
 
 
 def _connect(network: Network, chain_id: int, account: str | None) -> Chain:
@@ -93,7 +106,10 @@ def relay(account: str = typer.Option(..., "--account", help="pays the gas of de
 
 @bridge_app.command("send")
 def send(to_chain: int = typer.Option(..., "--to-chain", min=1, help="destination chain id"),
-         amount: str = typer.Option(..., "--amount", help=f"{PAYMENT_SYMBOL} to move, e.g. 12.50"),
+         amount: str = typer.Option(..., "--amount", help="how much to move, e.g. 12.50"),
+         token: str = typer.Option("TUSD", "--token", help="TUSD (payment; TokenBridge) or TSTK "
+                                   "(stake; StakeBridge): a provider stakes on another chain by "
+                                   "sending TSTK to the home chain"),
          recipient: str = typer.Option(None, "--recipient", help="who receives it there "
                                        "(default: the sending account)"),
          from_chain: int = typer.Option(None, "--from-chain", min=1, help="source chain id "
@@ -101,10 +117,17 @@ def send(to_chain: int = typer.Option(..., "--to-chain", min=1, help="destinatio
          network: Path = NetworkOption,
          account: str = typer.Option("devnet:5", "--account", help="devnet:N, keystore:NAME "
                                      "or a 0x key")) -> None:
-    """Move TUSD to another chain of the network (locked or burned here, released or minted
-    there once the committee has attested it and a relayer has delivered it)."""
+    """Move TUSD or TSTK to another chain of the network (locked or burned here, released or
+    minted there once the committee has attested it and a relayer has delivered it)."""
     def body():
-        units = parse_payment(amount, "--amount")
+        bridge_class = BRIDGES.get(token.upper())
+        if bridge_class is None:
+            raise ValueError(f"--token must be one of {', '.join(BRIDGES)}, got {token!r}")
+        symbol, decimals = bridge_class.TOKEN.SYMBOL, bridge_class.TOKEN.DECIMALS
+        try:
+            units = parse_amount(amount, decimals, symbol=symbol)
+        except ValueError as exc:
+            raise ValueError(f"--amount: {exc}") from None
         if units == 0:
             raise ValueError("--amount must be above zero")
         net = load_network(network)
@@ -123,13 +146,18 @@ def send(to_chain: int = typer.Option(..., "--to-chain", min=1, help="destinatio
         if source not in ids:
             raise BridgeError(f"--from-chain {source} is not a chain of network {net.name!r}")
         chain = _connect(net, source, account)
+        if bridge_class.NAME not in chain.network.contracts:
+            raise BridgeError(f"chain {source} has no {bridge_class.NAME}: {symbol} does not "
+                              "cross in this network")
         to = _address("--recipient", recipient) if recipient else chain.address
-        message_id, receipts = TokenBridge(chain).send(to_chain, to, units)
+        bridge = bridge_class(chain)
+        message_id, receipts = bridge.send(to_chain, to, units)
         sent = BridgeOutbox(chain).sent_in(receipts[-1])
-        return source, to, units, message_id, sent[0].message.nonce if sent else None, receipts[-1]
+        return (source, to, bridge.token_wrapper.format(units), message_id,
+                sent[0].message.nonce if sent else None, receipts[-1])
 
-    source, to, units, message_id, nonce, receipt = run_guarded(body)
-    console.print(f"sent {_tusd(units)} from chain {source} to {to} on chain {to_chain}")
+    source, to, moved, message_id, nonce, receipt = run_guarded(body)
+    console.print(f"sent {moved} from chain {source} to {to} on chain {to_chain}")
     console.print(f"  message 0x{message_id.hex()} (nonce {nonce}), tx {tx_hash(receipt)}")
     console.print("  it arrives once the committee has attested it and a relayer delivers it "
                   "(`tessera bridge status`)")
@@ -137,9 +165,10 @@ def send(to_chain: int = typer.Option(..., "--to-chain", min=1, help="destinatio
 
 @bridge_app.command("status")
 def status(network: Path = NetworkOption,
-           as_json: bool = typer.Option(False, "--json", help="as JSON (amounts in TUSD base "
-                                        "units)")) -> None:
-    """Each route's messages (sent, attested, delivered, queued, cancelled) and bucket."""
+           as_json: bool = typer.Option(False, "--json", help="as JSON (amounts in base units "
+                                        "of each bridge's token)")) -> None:
+    """Each route's messages (sent, attested, delivered, queued, cancelled) and the bucket of
+    each of its value senders (the source's TokenBridge and StakeBridge)."""
     from tessera.relayer.status import bridge_status
 
     doc = run_guarded(lambda: bridge_status(load_network(network)))
@@ -151,15 +180,18 @@ def status(network: Path = NetworkOption,
                                  ("token bridge paused", c["token_bridge_paused"])) if on]
         console.print(f"chain {c['chain_id']} ({c['name']}): block {c['block']}, committee epoch "
                       f"{c['epoch']}, {c['sent']} sent" + (f" [{', '.join(flags)}]" if flags else ""))
+    amount = {"TokenBridge": _tusd, "StakeBridge": _tstk}   # each value sender's token
     for r in doc["routes"]:
-        b = r["bucket"]
+        value = ", ".join(amount.get(n, str)(v) for n, v in r["value_sent_by"].items())
         console.print(f"{r['source_chain']} -> {r['destination_chain']}: sent {r['sent']} "
-                      f"({_tusd(r['value_sent'])}), attested {r['attested']}, delivered "
+                      f"({value}), attested {r['attested']}, delivered "
                       f"{r['delivered']}, queued {r['queued']}, cancelled {r['cancelled']}, "
                       f"waiting {r['waiting']}")
-        console.print(f"  bucket: {_tusd(b['available'])} of {_tusd(b['capacity'])} available, "
-                      f"refills {_tusd(b['refill_per_s'])}/s; over {_tusd(b['large_threshold'])} "
-                      "waits the delay")
+        for name, b in r["buckets"].items():
+            f = amount.get(name, str)
+            console.print(f"  {name} bucket: {f(b['available'])} of {f(b['capacity'])} available, "
+                          f"refills {f(b['refill_per_s'])}/s; over {f(b['large_threshold'])} "
+                          "waits the delay")
 
 
 @bridge_app.command("cancel")

@@ -1,6 +1,7 @@
 """`tessera bridge status`: every route's messages (sent, attested, delivered, queued,
-cancelled, waiting) and its destination bucket, read from the chains and the committee's
-validator endpoints; nothing here needs an account."""
+cancelled, waiting) and, on its destination inbox, the bucket of each value sender of its source
+(the source's TokenBridge and StakeBridge), read from the chains and the committee's validator
+endpoints; nothing here needs an account."""
 
 from __future__ import annotations
 
@@ -16,10 +17,16 @@ from tessera.errors import BridgeError
 from tessera.logs import EventLog
 from tessera.relayer.relay import Collector
 
+# The source side's contracts (network file names) whose messages carry value, each limited by
+# its own bucket in the destination's inbox; route["bucket"] is the first one's.
+VALUE_SENDERS = ("TokenBridge", "StakeBridge")
+
 
 def bridge_status(network: Network, timeout: float = 2.0) -> dict:
-    """{"chains": [...paused flags...], "routes": [...counts and bucket...]} (amounts in base
-    units of TUSD)."""
+    """{"chains": [...paused flags...], "routes": [...counts and buckets...]} (amounts in base
+    units of each sender's token: "value_sent" and "bucket" are TokenBridge's, in TUSD). A
+    route's "buckets" maps each value sender of VALUE_SENDERS that its source names to its
+    bucket and "value_sent_by" to what it sent; "bucket" is TokenBridge's."""
     if not network.peers:
         raise BridgeError(f"network {network.name!r} names no peer chain: it has no bridge")
     chains = {n.chain_id: Chain(n) for n in network.chains()}
@@ -50,11 +57,14 @@ def bridge_status(network: Network, timeout: float = 2.0) -> dict:
 def _route(src: int, dst: int, outbox: BridgeOutbox, inbox: BridgeInbox,
            collector: Collector) -> dict:
     counts = dict.fromkeys(("sent", "attested", "delivered", "queued", "cancelled", "waiting"), 0)
-    value = 0
+    source = outbox.chain.network.contracts
+    senders = {source[n].lower(): n for n in VALUE_SENDERS if n in source}
+    value = dict.fromkeys(senders.values(), 0)
     for sent in outbox.messages(outbox.chain.network.deploy_block, "latest", destination_chain=dst):
         m = sent.message
         counts["sent"] += 1
-        value += m.amount
+        if m.sender.lower() in senders:
+            value[senders[m.sender.lower()]] += m.amount
         if inbox.delivered(m.id):
             counts["attested"] += 1
             if inbox.cancelled(m.id):
@@ -67,8 +77,15 @@ def _route(src: int, dst: int, outbox: BridgeOutbox, inbox: BridgeInbox,
             counts["waiting"] += 1
             if collector.collect(m) is not None:
                 counts["attested"] += 1
-    bucket = inbox.bucket(src)
-    return {"source_chain": src, "destination_chain": dst, **counts, "value_sent": value,
-            "bucket": {"capacity": bucket.capacity, "refill_per_s": bucket.refill_per_s,
-                       "available": inbox.available(src),
-                       "large_threshold": inbox.large_threshold(src)}}
+    buckets = {name: _bucket(inbox, src, source[name]) for name in VALUE_SENDERS if name in source}
+    return {"source_chain": src, "destination_chain": dst, **counts,
+            "value_sent": value[VALUE_SENDERS[0]], "value_sent_by": value,
+            "bucket": buckets[VALUE_SENDERS[0]], "buckets": buckets}
+
+
+def _bucket(inbox: BridgeInbox, src: int, sender: str) -> dict:
+    """`sender`'s (on chain `src`) bucket in `inbox`."""
+    bucket = inbox.bucket(src, sender)
+    return {"sender": sender, "capacity": bucket.capacity, "refill_per_s": bucket.refill_per_s,
+            "available": inbox.available(src, sender),
+            "large_threshold": inbox.large_threshold(src, sender)}

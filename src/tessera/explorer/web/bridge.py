@@ -3,8 +3,10 @@ every bridge message of every indexed chain, newest first, with its state and th
 both sides (the send on the source, the queueing, delivery or cancellation on the destination,
 the refund back on the source); `/bridge/{message_id}` shows one with every event of it on both
 chains; `/bridge/tx/{hash}` the bridge events of one transaction; `/api/bridge/transfers` the
-list as JSON. Rows come from the derived table (db_bridge.CrossChainTransfer), events from the
-stored bridge events. A junk page, state, chain, id or hash is a 4xx, never a 500.
+list as JSON. Each message shows its token (TUSD by a TokenBridge, TSTK by a StakeBridge; none
+for a message neither sent) and its amounts in that token's decimals; `?token=` filters by it.
+Rows come from the derived table (db_bridge.CrossChainTransfer), events from the stored bridge
+events. A junk page, state, chain, token, id or hash is a 4xx, never a 500.
 """
 
 from __future__ import annotations
@@ -20,9 +22,16 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from tessera.explorer import db
-from tessera.explorer.derive_bridge import IN_FLIGHT, STATES
+from tessera.explorer.derive_bridge import (
+    BRIDGE_TOKENS,
+    IN_FLIGHT,
+    STATES,
+    TOKEN_DECIMALS,
+    exact,
+)
 from tessera.explorer.web.markup import (
     address_text,
+    amount,
     e,
     href,
     kv,
@@ -30,16 +39,17 @@ from tessera.explorer.web.markup import (
     page,
     short_hash,
     table,
-    tusd,
     when,
 )
 from tessera.explorer.web.queries import Explorer, Paged, parse_tx_hash
 from tessera.protocol.bridge import KIND_BOUNCE, KIND_TRANSFER
-from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL
+from tessera.protocol.money import PAYMENT_SYMBOL, STAKE_SYMBOL
 
 MAX_PAGE = 10**9
 MAX_CHAIN = 2**63 - 1          # a chain id the database's BIGINT holds
 State = Literal["sent", "queued", "delivered", "cancelled", "bounced"]
+Token = Literal["TUSD", "TSTK"]
+assert set(Token.__args__) == {PAYMENT_SYMBOL, STAKE_SYMBOL} == set(TOKEN_DECIMALS)
 STATE_WORDS = {"sent": "sent: waiting for the committee and a relayer",
                "queued": "queued: a large transfer waiting the delay (the guardian may cancel it)",
                "delivered": "delivered", "cancelled": "cancelled by the guardian: its refund is on the way",
@@ -48,7 +58,8 @@ KIND_WORDS = {KIND_TRANSFER: "transfer", KIND_BOUNCE: "refund (bounce)"}
 
 
 class TransferOut(BaseModel):
-    """One cross-chain message and what became of it (amounts in TUSD base units, decimal text)."""
+    """One cross-chain message and what became of it (amounts in its token's base units, decimal
+    text, and exact with the symbol)."""
 
     message_id: str
     kind: str = Field(description="transfer, refund (bounce), or the message kind's number")
@@ -57,8 +68,10 @@ class TransferOut(BaseModel):
     sender: str | None = Field(description="who sent it (a transfer: the person; else the contract)")
     recipient: str | None
     amount_base_units: str
-    token: str = PAYMENT_SYMBOL
-    decimals: int = PAYMENT_DECIMALS
+    amount: str = Field(description="exact, with the token's symbol ('5 TUSD'); base units if none")
+    token: str | None = Field(description="TUSD (sent by a TokenBridge) or TSTK (a StakeBridge); "
+                                          "null: neither bridge sent it")
+    decimals: int | None
     state: str = Field(description="sent | queued | delivered | cancelled | bounced")
     in_flight: bool
     source_tx: str | None = Field(description="the send on the source chain (None: never sent)")
@@ -82,12 +95,20 @@ class TransferPage(BaseModel):
     transfers: list[TransferOut]
 
 
+def shown(value: int | None, token: str | None) -> str:
+    """HTML: an amount in its token (rounded for a person, exact in the tooltip)."""
+    if value is not None and token not in TOKEN_DECIMALS:
+        return f'<span class="amt" data-base-units="{int(value)}">{e(value)} base units (no token)</span>'
+    return amount(value, token)
+
+
 def transfer_out(row: db.CrossChainTransfer) -> TransferOut:
     return TransferOut(
         message_id=row.message_id, kind=KIND_WORDS.get(row.kind, str(row.kind)),
         source_chain=row.source_chain, destination_chain=row.destination_chain, sender=row.sender,
-        recipient=row.recipient,
-        amount_base_units=str(row.amount), state=row.state, in_flight=row.state in IN_FLIGHT,
+        recipient=row.recipient, amount_base_units=str(row.amount), amount=exact(row.amount, row.token),
+        token=row.token, decimals=TOKEN_DECIMALS.get(row.token),
+        state=row.state, in_flight=row.state in IN_FLIGHT,
         source_tx=row.source_tx, sent_at=row.source_timestamp if row.source_tx else None,
         queued_tx=row.queued_tx, release_at=row.release_at, delivery_chain=row.delivery_chain,
         delivery_tx=row.delivery_tx, delivered_at=row.delivered_at, cancelled_tx=row.cancelled_tx,
@@ -104,11 +125,14 @@ def parse_message_id(text: str) -> str:
 
 
 # -- reads --------------------------------------------------------------------------------------
-def transfers_page(explorer: Explorer, page_no: int, state: str | None, chain: int | None) -> Paged:
+def transfers_page(explorer: Explorer, page_no: int, state: str | None, chain: int | None,
+                   token: str | None = None) -> Paged:
     t = db.CrossChainTransfer
     query = select(t)
     if state:
         query = query.where(t.state == state)
+    if token:
+        query = query.where(t.token == token)
     if chain is not None:
         query = query.where(or_(t.source_chain == chain, t.destination_chain == chain))
     query = query.order_by(t.source_timestamp.desc(), t.message_id.desc())
@@ -176,21 +200,26 @@ def _destination_tx(row: db.CrossChainTransfer) -> str:
     return chain_tx(row.destination_chain, row.cancelled_tx or row.queued_tx)
 
 
-def transfers_html(rows: Paged, chains: list[db.BridgeCursor], state: str | None, chain: int | None) -> str:
+def transfers_html(rows: Paged, chains: list[db.BridgeCursor], state: str | None, chain: int | None,
+                   token: str | None = None) -> str:
     indexed = ", ".join(f"chain {c.chain_id} up to block {c.last_block:,} ({when(c.last_timestamp)})"
                         for c in chains)
     filters = " ".join(f'<a href="{href("/bridge", state=s)}">{e(s)}</a>' for s in STATES)
+    tokens = " ".join(f'<a href="{href("/bridge", token=t)}">{e(t)}</a>' for t in BRIDGE_TOKENS.values())
     body = [f"<p>Indexed: {e(indexed)}.</p>",
-            f'<p>Every message the bridge carried between these chains, newest first. Show only: '
-            f'{filters} · <a href="{href("/bridge")}">all</a></p>']
+            f'<p>Every message the bridge carried between these chains, newest first: TUSD by the '
+            f'TokenBridges, TSTK (stake) by the StakeBridges. Show only: {filters} · {tokens} · '
+            f'<a href="{href("/bridge")}">all</a></p>']
     table_rows = [[when(r.source_timestamp) if r.source_tx else "-", message_link(r.message_id),
-                   e(KIND_WORDS.get(r.kind, str(r.kind))), _route(r), address_text(r.sender),
-                   address_text(r.recipient), tusd(r.amount), state_html(r),
+                   e(KIND_WORDS.get(r.kind, str(r.kind))), _route(r),
+                   f'<span class="token">{e(r.token or "-")}</span>', address_text(r.sender),
+                   address_text(r.recipient), shown(r.amount, r.token), state_html(r),
                    chain_tx(r.source_chain, r.source_tx), _destination_tx(r),
                    chain_tx(r.source_chain, r.bounce_tx)] for r in rows.rows]
-    body.append(table(["sent", "message", "kind", "route", "sender", "recipient", "amount", "state",
-                       "source tx", "destination tx", "refund tx"], table_rows, {6}, cls="transfers"))
-    query = {k: str(v) for k, v in (("state", state), ("chain", chain)) if v is not None}
+    body.append(table(["sent", "message", "kind", "route", "token", "sender", "recipient", "amount",
+                       "state", "source tx", "destination tx", "refund tx"], table_rows, {7},
+                      cls="transfers"))
+    query = {k: str(v) for k, v in (("state", state), ("chain", chain), ("token", token)) if v is not None}
     path = "/bridge" + ("?" + urlencode(query) if query else "")
     body.append(list_pager(path, rows, "transfers", newest_first=True))
     return "".join(body)
@@ -199,7 +228,10 @@ def transfers_html(rows: Paged, chains: list[db.BridgeCursor], state: str | None
 def transfer_html(row: db.CrossChainTransfer, events: list[db.BridgeEvent]) -> str:
     parts = [("message id", short_hash(row.message_id)), ("kind", e(KIND_WORDS.get(row.kind, str(row.kind)))),
              ("route", _route(row)), ("sender", address_text(row.sender)),
-             ("recipient", address_text(row.recipient)), ("amount", tusd(row.amount)),
+             ("recipient", address_text(row.recipient)),
+             ("token", e(row.token) if row.token else
+              '<span class="bad">none: neither TokenBridge nor StakeBridge sent it</span>'),
+             ("amount", shown(row.amount, row.token)),
              ("state", state_html(row) + f' <span class="muted">{e(STATE_WORDS.get(row.state, ""))}</span>'),
              ("sent", f"{chain_tx(row.source_chain, row.source_tx)} {e(when(row.source_timestamp))}"
               if row.source_tx else '<span class="bad">no MessageSent on an indexed chain</span>')]
@@ -215,20 +247,28 @@ def transfer_html(row: db.CrossChainTransfer, events: list[db.BridgeEvent]) -> s
     if row.bounce_id:
         parts.append(("refund message", message_link(row.bounce_id)))
     if row.bounce_tx:
-        parts.append(("refunded", f"{chain_tx(row.source_chain, row.bounce_tx)} {tusd(row.refunded)}"))
+        parts.append(("refunded", f"{chain_tx(row.source_chain, row.bounce_tx)} "
+                                  f"{shown(row.refunded, row.token)}"))
     if row.bounce_of:
         parts.append(("refund of", message_link(row.bounce_of)))
-    return kv(parts) + "<h2>Events on both chains</h2>" + events_table(events)
+    return kv(parts) + "<h2>Events on both chains</h2>" + events_table(events, row.token)
 
 
-def events_table(events: list[db.BridgeEvent]) -> str:
+def events_table(events: list[db.BridgeEvent], token: str | None = None) -> str:
+    """The events, an `amount` in the token of the bridge that emitted it (the outbox's and the
+    inbox's: in `token`, the message's; raw base units where unknown)."""
     rows = []
     for ev in events:
         args = json.loads(ev.args)
-        shown = "".join(f"<div><b>{e(k)}</b> {e(v)}</div>" for k, v in sorted(args.items()))
+        unit = BRIDGE_TOKENS.get(ev.contract, token)
+
+        def value(k, v, unit=unit):
+            return shown(v, unit) if k == "amount" and isinstance(v, int) and unit else e(v)
+
+        args_html = "".join(f"<div><b>{e(k)}</b> {value(k, v)}</div>" for k, v in sorted(args.items()))
         rows.append([e(ev.chain_id), f"{ev.block_number:,}", e(when(ev.timestamp)),
                      chain_tx(ev.chain_id, ev.tx_hash), e(f"{ev.contract}.{ev.event}"),
-                     f'<div class="args">{shown}</div>'])
+                     f'<div class="args">{args_html}</div>'])
     return table(["chain", "block", "time", "tx", "event", "args"], rows, cls="events")
 
 
@@ -240,14 +280,14 @@ def bridge_router(explorer: Explorer) -> APIRouter:
 
     @router.get("/bridge", response_class=HTMLResponse, include_in_schema=False)
     def bridge_page(page_no: int = Query(1, alias="page", ge=1, le=MAX_PAGE), state: State | None = None,
-                    chain: int | None = chain_q()):
+                    chain: int | None = chain_q(), token: Token | None = None):
         chains = cursors(explorer)
         if not chains:
             return page("Cross-chain transfers", "<p>No bridge is indexed: the network file names one "
                         "chain, or <code>tessera explorer index</code> has not run on a network with "
                         "peer chains.</p>")
-        rows = transfers_page(explorer, page_no, state, chain)
-        return page("Cross-chain transfers", transfers_html(rows, chains, state, chain))
+        rows = transfers_page(explorer, page_no, state, chain, token)
+        return page("Cross-chain transfers", transfers_html(rows, chains, state, chain, token))
 
     @router.get("/bridge/tx/{tx_hash}", response_class=HTMLResponse, include_in_schema=False)
     def bridge_tx_page(tx_hash: str):
@@ -273,9 +313,10 @@ def bridge_router(explorer: Explorer) -> APIRouter:
     @router.get("/api/bridge/transfers", response_model=TransferPage,
                 responses={404: {"description": "no such page"}})
     def api_transfers(page: int = Query(1, ge=1, le=MAX_PAGE), state: State | None = None,
-                      chain: int | None = chain_q()) -> TransferPage:
-        """Cross-chain messages of every indexed chain, newest first, with both sides' transactions."""
-        rows = transfers_page(explorer, page, state, chain)
+                      chain: int | None = chain_q(), token: Token | None = None) -> TransferPage:
+        """Cross-chain messages of every indexed chain, newest first, with their token and both
+        sides' transactions (`token`: only TUSD's or TSTK's)."""
+        rows = transfers_page(explorer, page, state, chain, token)
         return TransferPage(page=page, pages=rows.pages, total=rows.total,
                             transfers=[transfer_out(r) for r in rows.rows])
 
