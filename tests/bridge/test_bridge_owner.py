@@ -61,6 +61,19 @@ def test_each_chains_timelock_owns_its_bridge(bridge):
     # the devnet's peer TUSD was minted once, to fund its accounts, before the hand-over
     assert peer.call(peer.payment_token.functions.totalSupply()) == DEVNET_ACCOUNT_COUNT * FUND_PAYMENT
     assert bridge.tusd(PEER, devnet_account(SENDER).address) == FUND_PAYMENT
+    # at home: the tokens the bridge mints are the Timelock's too, their bridges the only other
+    # minters (so nobody mints home TUSD or TSTK that could be burned toward the peer's locks)
+    home = bridge.chain(HOME)
+    home_timelock = bridge.timelock(HOME).address
+    for name, minter in (("PaymentToken", "TokenBridge"), ("StakeToken", "StakeBridge"),
+                         ("Validators", None), ("ProviderRegistry", None)):
+        assert owner_of(home, name) == home_timelock, name
+        if minter:
+            token = home.contract(name)
+            assert home.call(token.functions.is_minter(home.network.address(minter)))
+            assert not home.call(token.functions.is_minter(deployer))
+    slasher = home.network.address("ForgerySlasher")
+    assert home.call(home.contract("Validators").functions.is_slasher(slasher))
 
 
 def test_the_deployer_is_refused_and_the_guardian_pauses_at_once(bridge):

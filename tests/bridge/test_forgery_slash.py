@@ -23,13 +23,14 @@ from eth_account import Account
 from tests.bridge.conftest import HOME, OTHER, PEER
 
 from tessera.chain.accounts import devnet_account
-from tessera.chain.bridge_inbox import sign_attestation
+from tessera.chain.bridge_inbox import sign_attestation, sign_rotation
 from tessera.chain.bridge_outbox import BridgeOutbox
+from tessera.chain.devnet import BRIDGE_VALIDATORS
 from tessera.chain.forgery_slasher import ForgerySlasher
 from tessera.chain.tokens import StakeToken
 from tessera.chain.validators import Validators
 from tessera.errors import TxRefused
-from tessera.protocol.bridge import Message
+from tessera.protocol.bridge import Message, sort_signatures
 
 PROVER = OTHER
 BPS = 10_000
@@ -137,3 +138,30 @@ def test_a_report_not_from_an_outbox_slashes_nobody(bridge):
         home.send(home.contract("ForgerySlasher").functions.on_bridge_message(
             PEER, bridge.outbox(PEER).address, 1, 0, payload, b"\x33" * 32))
     assert Validators(bridge.chain(HOME)).stake_of(honest) == stake
+
+
+def test_a_member_leaves_the_committee_by_rotation_then_withdraws(bridge):
+    """The withdraw guard holds a committee member's stake in reach of a forgery proof, not for
+    ever: once the committee rotates it out (the current members sign the new committee), it
+    withdraws as any validator does."""
+    leaver, stay = BRIDGE_VALIDATORS[0], BRIDGE_VALIDATORS[1:]
+    home = bridge.chain(HOME, leaver)
+    validators = Validators(home)
+    stake = validators.stake_of(home.address)
+    validators.request_unbond(stake)
+    bridge.warp(HOME, home.call(home.contract("Validators").functions.unbonding_period()) + 1)
+    with pytest.raises(TxRefused, match="a bridge committee member"):
+        validators.withdraw_unbonded()
+    assert not ForgerySlasher(home).may_withdraw(home.address)
+
+    inbox = bridge.inbox(HOME, OTHER)
+    members = sorted((devnet_account(i).address for i in stay), key=lambda a: int(a, 16))
+    weights = [1] * len(members)
+    signed = {devnet_account(i).address: sign_rotation(devnet_account(i), HOME, inbox.address,
+                                                       inbox.epoch() + 1, members, weights)
+              for i in BRIDGE_VALIDATORS}
+    inbox.rotate(inbox.epoch() + 1, members, weights, sort_signatures(signed))
+    assert ForgerySlasher(home).may_withdraw(home.address)
+    before = StakeToken(home).balance_of(home.address)
+    validators.withdraw_unbonded()
+    assert StakeToken(home).balance_of(home.address) == before + stake

@@ -350,14 +350,15 @@ def _check_home_owner(home: Chain, names: list[str]) -> None:
 
 def _add_forgery_slasher(w3: Web3, deployer: LocalAccount, home: Network,
                          params: BridgeParams) -> Network:
-    """The home ForgerySlasher: a slasher of the Validators, the home outbox's forgery sink, the
-    Market's treasury paid what the prover is not. Returns `home` naming it."""
-    chain = Chain(home, deployer)
-    treasury = chain.call(chain.contract("Market").functions.treasury())
+    """The home ForgerySlasher: a slasher of the Validators and their withdraw guard (a member
+    of the current committee cannot withdraw), the home outbox's forgery sink, the Market's
+    treasury paid what the prover is not. Returns `home` naming it."""
     slasher, _ = deploy_contract(w3, deployer, "ForgerySlasher", home.address("Validators"),
                                  home.address("BridgeInbox"), home.address("BridgeOutbox"),
-                                 treasury, params.forgery_reward_bps)
+                                 home.address("Market"), params.forgery_reward_bps)
     owner_call(w3, deployer, "Validators", home.address("Validators"), "set_slasher", slasher, True)
+    owner_call(w3, deployer, "Validators", home.address("Validators"), "set_withdraw_guard",
+               slasher)
     owner_call(w3, deployer, "BridgeOutbox", home.address("BridgeOutbox"), "set_forgery_sink",
                home.chain_id, slasher)
     return home.model_copy(update={"contracts": {**home.contracts, "ForgerySlasher": slasher}})

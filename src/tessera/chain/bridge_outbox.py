@@ -133,16 +133,18 @@ class BridgeOutbox(ContractWrapper):
         """Owner only: the inbox on `chain_id` whose domain attestations for that route use."""
         return self._send("set_inbox", _uint("chain_id", chain_id), Web3.to_checksum_address(inbox))
 
-    def prove_forgery(self, message: Message, epoch: int, signature: bytes) -> str:
+    def prove_forgery(self, message: Message, epoch: int, signature: bytes,
+                      reward_to: str | None = None) -> str:
         """Anyone: prove that `signature` attests a message this outbox never sent; returns the
         signer the contract recorded (TxRefused if the message was sent, or the signature is
-        not one). The outbox reports it to its forgery sink: the caller is the prover, paid a
-        share of the slash."""
-        return self.prove_forgery_receipt(message, epoch, signature)[0]
+        not one). The outbox reports it to its forgery sink, naming `reward_to` (default: this
+        account) for the prover's share of the slash on the home chain."""
+        return self.prove_forgery_receipt(message, epoch, signature, reward_to)[0]
 
-    def prove_forgery_receipt(self, message: Message, epoch: int,
-                              signature: bytes) -> tuple[str, TxReceipt]:
+    def prove_forgery_receipt(self, message: Message, epoch: int, signature: bytes,
+                              reward_to: str | None = None) -> tuple[str, TxReceipt]:
         """prove_forgery, with its receipt (the report message or the local slash is in it)."""
         receipt = self._send("prove_forgery", message.as_tuple(), _uint("epoch", epoch),
-                             bytes(signature))
+                             bytes(signature),
+                             Web3.to_checksum_address(reward_to or self.chain.address))
         return self._event(receipt, "ForgeryProven")["signer"], receipt

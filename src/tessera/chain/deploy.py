@@ -197,13 +197,15 @@ HOME_TIMELOCKED = ("ProviderRegistry", "Validators", "Market", "StakeToken")
 
 
 def hand_home_to_timelock(w3: Web3, deployer: LocalAccount, network: Network,
-                          progress: Progress = None) -> None:
+                          progress: Progress = None, payment: bool = False) -> None:
     """Make the network's Timelock the owner of the ProviderRegistry, the Validators, the Market
     and the StakeToken (its mint role moves with the ownership), after every deploy-time role
     grant and setting: from now on a slasher grant, a fee or treasury change, or a stake mint
-    waits the Timelock's delay, in the open (CallScheduled)."""
+    waits the Timelock's delay, in the open (CallScheduled). `payment`: the PaymentToken too (a
+    devnet whose TUSD is bridged: the deployer's mint would be TUSD with no lock behind it;
+    a one-chain devnet keeps minting its stand-in stablecoin at will)."""
     timelock = network.address("Timelock")
-    for name in HOME_TIMELOCKED:
+    for name in HOME_TIMELOCKED + (("PaymentToken",) if payment else ()):
         _owner_step(w3, deployer, name, network.address(name), "transfer_ownership", progress,
                     timelock)
 

@@ -161,7 +161,7 @@ class Devnet:
             fund_devnet_accounts(Chain(network, deployer))
             if chains == 2:
                 network = self._add_peer(network, port + 1, block_time, bridge)
-                hand_home_to_timelock(w3, deployer, network)
+                hand_home_to_timelock(w3, deployer, network, payment=True)
         except BaseException:
             self.down()  # no anvil left running behind a failed deploy
             raise

@@ -1,7 +1,8 @@
 """ForgerySlasher.vy: the home chain's end of a proven bridge forgery (docs/bridge.md, "A
 forger's slash"). A BridgeOutbox that proves a forgery reports it here (a call on the home
 chain, a bridge message from a peer chain); the forger's whole validator stake is taken, the
-prover's reward paid and the rest sent to the treasury. No owner."""
+prover's reward paid and the rest sent to the Market's treasury. It is also the Validators'
+withdraw guard: a member of the bridge's current committee cannot withdraw. No owner."""
 
 from __future__ import annotations
 
@@ -26,7 +27,12 @@ class ForgerySlasher(ContractWrapper):
         return self._call("reward_bps")
 
     def treasury(self) -> str:
-        return self._call("treasury")
+        """Where the slash less the reward goes: the Market's treasury now."""
+        return self.chain.call(self.chain.contract("Market").functions.treasury())
+
+    def may_withdraw(self, validator: str) -> bool:
+        """The Validators' withdraw guard: False for a member of the current bridge committee."""
+        return bool(self._call("may_withdraw", Web3.to_checksum_address(validator)))
 
     def slashed(self, source_chain: int, signer: str, message_id: bytes, epoch: int) -> bool:
         """Whether the forgery (proven on `source_chain`'s outbox) was carried out here."""

@@ -206,19 +206,22 @@ def _recover(digest: bytes32, signature: Bytes[65]) -> address:
 
 
 @external
-def prove_forgery(m: Message, epoch: uint256, signature: Bytes[65]) -> address:
+def prove_forgery(m: Message, epoch: uint256, signature: Bytes[65], reward_to: address = msg.sender) -> address:
     """
     @notice Anyone proves that a committee member attested a message this outbox never
             emitted: `signature` is its EIP-712 Attestation(id, epoch) in the destination
             inbox's domain, and `sent[m.nonce]` is not `m`'s id. Counts once per (signer,
-            message, epoch), and is reported to the forgery sink (the caller is the prover,
-            who gets the slash's reward).
+            message, epoch), and is reported to the forgery sink (with `reward_to`, who gets
+            the prover's share of the slash).
     @param m The attested message (claimed to come from this outbox on this chain).
     @param epoch The committee epoch named in the attestation.
     @param signature The member's 65-byte (r, s, v) signature.
+    @param reward_to Who receives the prover's reward on the home chain (default: the caller;
+           a contract prover names an address it controls there).
     @return address The signer, whose forgery count went up by one.
     """
     assert m.source_chain == chain.id and m.source_outbox == self, "not this outbox"
+    assert reward_to != empty(address), "zero reward_to"
     inbox: address = self.inbox_of[m.destination_chain]
     assert inbox != empty(address), "unknown destination"
     message_id: bytes32 = self._message_id(m)
@@ -234,10 +237,10 @@ def prove_forgery(m: Message, epoch: uint256, signature: Bytes[65]) -> address:
     sink: address = self.forgery_sink
     if sink != empty(address):
         if self.forgery_sink_chain == chain.id:
-            extcall IForgerySink(sink).on_forgery(signer, message_id, epoch, msg.sender)
+            extcall IForgerySink(sink).on_forgery(signer, message_id, epoch, reward_to)
         else:
             # from this outbox itself: the home inbox checks the route, the sink the sender
-            self._send(self, self.forgery_sink_chain, sink, KIND_FORGERY, 0, abi_encode(signer, message_id, epoch, msg.sender))
+            self._send(self, self.forgery_sink_chain, sink, KIND_FORGERY, 0, abi_encode(signer, message_id, epoch, reward_to))
     return signer
 
 

@@ -9,8 +9,10 @@
         source is the home chain, as a bridge message (kind 1, no value) from the source's
         outbox when it is a peer chain. The forger, if it is a registered validator, loses
         its whole stake (active and unbonding): `reward_bps` of it to the prover, the rest
-        to the treasury. A slashed validator has no weight, so the next committee rotation
-        leaves it out. No owner: nothing here can be changed after deployment.
+        to the Market's treasury. A slashed validator has no weight, so the next committee
+        rotation leaves it out. It is also the Validators' withdraw guard: a member of the
+        current committee cannot withdraw its stake. No owner: nothing here can be changed
+        after deployment.
 @dev The forger could prove its own forgery to take the prover's share: it still loses the
      rest, so the reward stays a fraction.
 """
@@ -25,6 +27,12 @@ implements: IBridgeReceiver
 
 interface IBridgeInbox:
     def outbox_of(source_chain: uint256) -> address: view
+    def epoch() -> uint256: view
+    def weight_of(epoch: uint256, member: address) -> uint256: view
+
+
+interface IMarket:
+    def treasury() -> address: view
 
 
 # Validators.Validator, field for field (its public `validators` getter)
@@ -59,29 +67,30 @@ validators: public(immutable(address))
 # this chain's BridgeInbox (delivers peer outboxes' reports) and BridgeOutbox (local reports)
 inbox: public(immutable(address))
 outbox: public(immutable(address))
-treasury: public(immutable(address))
+# its treasury (read at each slash: the owner may change it) receives the rest
+market: public(immutable(address))
 reward_bps: public(immutable(uint256))
 # keccak256(abi_encode(source chain, signer, message id, epoch)) => carried out
 slashed: public(HashMap[bytes32, bool])
 
 
 @deploy
-def __init__(validators_: address, inbox_: address, outbox_: address, treasury_: address, reward_bps_: uint256):
+def __init__(validators_: address, inbox_: address, outbox_: address, market_: address, reward_bps_: uint256):
     """
     @notice Needs the Validators contract's slasher role (granted by its owner).
     @param validators_ The Validators contract whose members form the bridge committee.
     @param inbox_ This chain's BridgeInbox.
     @param outbox_ This chain's BridgeOutbox.
-    @param treasury_ Who receives the slash less the prover's reward.
+    @param market_ The Market, whose treasury receives the slash less the prover's reward.
     @param reward_bps_ The prover's share of what is taken, in basis points (at most 5,000).
     """
     assert validators_ != empty(address) and inbox_ != empty(address) and outbox_ != empty(address), "zero address"
-    assert treasury_ != empty(address), "zero treasury"
+    assert market_ != empty(address), "zero market"
     assert reward_bps_ <= BPS // 2, "reward over half"
     validators = validators_
     inbox = inbox_
     outbox = outbox_
-    treasury = treasury_
+    market = market_
     reward_bps = reward_bps_
 
 
@@ -102,6 +111,7 @@ def _slash(source_chain: uint256, signer: address, message_id: bytes32, epoch: u
         if reward > 0:
             assert extcall IERC20(token).transfer(prover, reward, default_return_value=True), "transfer failed"
         if taken > reward:
+            treasury: address = staticcall IMarket(market).treasury()
             assert extcall IERC20(token).transfer(treasury, taken - reward, default_return_value=True), "transfer failed"
     log ForgerySlashed(signer=signer, message_id=message_id, epoch=epoch, source_chain=source_chain, taken=taken, prover=prover, reward=reward)
 
@@ -142,6 +152,20 @@ def on_bridge_message(source_chain: uint256, sender: address, kind: uint8, amoun
     prover: address = empty(address)
     signer, forged, epoch, prover = abi_decode(payload, (address, bytes32, uint256, address))
     self._slash(source_chain, signer, forged, epoch, prover)
+
+
+@external
+@view
+def may_withdraw(validator: address) -> bool:
+    """
+    @notice The Validators contract's withdraw guard: a member of this chain's bridge inbox's
+            current committee may not withdraw its validator stake, which must stay within
+            reach of a forgery proof while its attestations count (it leaves by rotation).
+    @param validator The validator asking to withdraw.
+    @return bool True when it is not a current committee member.
+    """
+    epoch: uint256 = staticcall IBridgeInbox(inbox).epoch()
+    return staticcall IBridgeInbox(inbox).weight_of(epoch, validator) == 0
 
 
 @external

@@ -17,7 +17,9 @@
         addresses never gives more weight than one address (below `min_stake`, less).
         Locks: a slasher may `lock` a voter's stake until the thing it voted on is decided;
         `withdraw_unbonded` waits for the lock, so a voter cannot vote and then take its
-        stake out of reach.
+        stake out of reach. Where a bridge is deployed, the owner names a withdraw guard (the
+        home ForgerySlasher): a member of the bridge's current committee cannot withdraw, so
+        its attestations stay backed by stake a forgery proof can take.
         A validator may publish an endpoint where it serves its probe receipts.
 """
 
@@ -25,6 +27,10 @@ from ethereum.ercs import IERC20
 
 from .interfaces import IValidators
 implements: IValidators
+
+
+interface IWithdrawGuard:
+    def may_withdraw(validator: address) -> bool: view
 
 from snekmate.auth import ownable
 initializes: ownable
@@ -39,6 +45,10 @@ struct Validator:
     registered_at: uint256
     slashed_total: uint256
     endpoint: String[256]
+
+
+event WithdrawGuardSet:
+    guard: indexed(address)
 
 
 event ValidatorRegistered:
@@ -114,6 +124,8 @@ checkpoint_count: public(HashMap[address, uint256])
 total_stake: public(uint256)
 # withdraw_unbonded waits for this time (a vote or report the stake backs is undecided)
 locked_until: public(HashMap[address, uint256])
+# asked by withdraw_unbonded whether the validator may leave (0: nobody is asked)
+withdraw_guard: public(address)
 
 
 @deploy
@@ -269,15 +281,19 @@ def request_unbond(amount: uint256):
 @nonreentrant
 def withdraw_unbonded():
     """
-    @notice Once the release time has passed, and no lock holds the stake (a vote or report
-            it backs is still undecided: `locked_until`), send the whole unbonding bucket back
-            to the caller. The validator stays registered.
+    @notice Once the release time has passed, no lock holds the stake (a vote or report it
+            backs is still undecided: `locked_until`) and the withdraw guard (if any) lets the
+            caller go (not a member of the bridge's current committee), send the whole
+            unbonding bucket back to the caller. The validator stays registered.
     """
     self._check_registered(msg.sender)
     amount: uint256 = self.validators[msg.sender].unbonding
     assert amount > 0, "validators: nothing to withdraw"
     assert block.timestamp >= self.validators[msg.sender].unbond_release, "validators: still unbonding"
     assert block.timestamp >= self.locked_until[msg.sender], "validators: stake locked by an undecided vote"
+    guard: address = self.withdraw_guard
+    if guard != empty(address):
+        assert staticcall IWithdrawGuard(guard).may_withdraw(msg.sender), "validators: a bridge committee member"
     self.validators[msg.sender].unbonding = 0
     self.validators[msg.sender].unbond_release = 0
     log ValidatorStakeWithdrawn(validator=msg.sender, amount=amount)
@@ -329,6 +345,19 @@ def lock(validator: address, until: uint256):
     locked: uint256 = max(self.locked_until[validator], until)
     self.locked_until[validator] = locked
     log ValidatorLocked(validator=validator, locked_until=locked, by=msg.sender)
+
+
+@external
+def set_withdraw_guard(guard: address):
+    """
+    @notice The owner names the contract asked before each withdrawal (the home ForgerySlasher,
+            which refuses members of the bridge's current committee); zero: none. After
+            deployment the owner is the Timelock: a change waits its delay.
+    @param guard The guard, or the zero address.
+    """
+    assert msg.sender == ownable.owner, "validators: caller is not the owner"
+    self.withdraw_guard = guard
+    log WithdrawGuardSet(guard=guard)
 
 
 @external
