@@ -13,7 +13,9 @@ home chain 31337, peer 31338, default BridgeParams, genesis committee devnet val
    direction, each after a random pause of up to a block time. A thread polls both heads every
    50 ms; a latency runs from the block that included the send to the block that included the
    delivery. The daemons' logs split it into confirmations, signing, relaying + delivery.
-2. `deliver_gas` (daemons stopped, same chains): both inboxes rotated to 1..32 fresh
+2. `stake_and_forgery_gas` (bench/crosschain_stake.py): StakeBridge's sends and deliveries, and
+   a forgery's proof and slash, with the genesis committee. `deliver_gas` (daemons stopped,
+   same chains): both inboxes rotated to 1..32 fresh
    equal-weight members, all signing; one transfer each way delivered at each size (gasUsed:
    21,000 + calldata + execution, the mint or unlock included); a queued transfer's deliver +
    execute; TokenBridge.send (lock, burn) and a bare BridgeOutbox.send; rotate at 4 and 32.
@@ -64,6 +66,9 @@ from tessera.daemons import spawn, stop
 from tessera.protocol.bridge import DEFAULT_CONFIRMATIONS, quorum_reached, sort_signatures
 from tessera.protocol.money import PAYMENT_DECIMALS
 from tessera.validator.config import BridgeSection
+
+sys.path.insert(0, str(Path(__file__).parent))
+from crosschain_stake import stake_and_forgery_gas  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "crosschain.json"
@@ -563,6 +568,8 @@ def main() -> None:
         say(f"  p50 {latency['p50']} s, p95 {latency['p95']} s, max {latency['max']} s")
         say("[2] deliver gas")
         t1 = time.monotonic()
+        stake_gas = stake_and_forgery_gas(network, devnet_account(PAYER))   # genesis committee
+        say(f"  stake: {stake_gas['stake']}; forgery: {stake_gas['forgery']}")
         gas = gas_section(network, QUICK_SIZES if args.quick else SIZES, params)
         bucket = bucket_section(params, network)
         phases.update(latency_s=round(wall, 1), gas_s=round(time.monotonic() - t1, 1))
@@ -585,13 +592,15 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                     "platform": platform.platform()},
         "contracts_sha256": {n: hashlib.sha256((CONTRACTS / f"{n}.vy").read_bytes()).hexdigest()[:16]
-                             for n in ("BridgeInbox", "BridgeOutbox", "TokenBridge", "PaymentToken")},
+                             for n in ("BridgeInbox", "BridgeOutbox", "TokenBridge", "PaymentToken",
+                                       "ForgerySlasher", "Validators")},
         "contended": contended,
         "load": {"note": CONTENTION_NOTE, "loadavg_before": [round(x, 2) for x in load_before],
                  "loadavg_end_of_latency": [round(x, 2) for x in load_latency],
                  "loadavg_after": [round(x, 2) for x in load_after],
                  "cpu_during_latency": use, "phases": phases},
         "deliver_gas": gas,
+        "stake_and_forgery_gas": stake_gas,
         "latency_s": latency,
         "bucket": bucket,
         "model": model_section(gas["rows"]),

@@ -49,6 +49,14 @@ def test_quick_bench_writes_the_figures(tmp_path):
     by_size = {r["members"]: r["gas"] for r in gas["rotate"]["rows"]}
     assert by_size[32] > by_size[4]
 
+    staking = doc["stake_and_forgery_gas"]
+    assert all(g > 21_000 for g in staking["stake"].values()), staking["stake"]
+    forgery = staking["forgery"]
+    assert forgery["taken_tstk"] == 100   # a devnet validator's whole stake
+    assert forgery["deliver the report on home, slash"] > 21_000
+    assert forgery["prove_forgery on peer, report sent"] > 21_000
+    assert forgery["prove_forgery on home, slash in the same tx"] > 21_000
+
     latency = doc["latency_s"]
     assert latency["config"]["confirmations"] == DEFAULT_CONFIRMATIONS
     assert latency["n"] == len(latency["transfers"]) >= 4
