@@ -75,6 +75,18 @@ def sign_rotation(account: LocalAccount, chain_id: int, inbox: str, epoch: int,
     return bytes(account.sign_typed_data(full_message=typed).signature)
 
 
+def rotation_signer(chain_id: int, inbox: str, epoch: int, members: Sequence[str],
+                    weights: Sequence[int], signature: bytes) -> str | None:
+    """Who signed this rotation (checksummed), or None when the inbox would refuse it."""
+    if signature_refusal(bytes(signature)) is not None:
+        return None
+    typed = rotation_typed_data(chain_id, inbox, epoch, members, weights)
+    try:
+        return Account.recover_message(encode_typed_data(full_message=typed), signature=signature)
+    except Exception:  # eth_keys raises several types for a malformed signature
+        return None
+
+
 class BridgeInbox(ContractWrapper):
     NAME = "BridgeInbox"
 

@@ -169,6 +169,24 @@ def choose_committee(weighted: Sequence[tuple[str, int]]) -> tuple[list[str], li
     return [m for m, _ in chosen], [w for _, w in chosen]
 
 
+# A rotation costs 0.3 M (4 members) to 1.8 M gas (32): weights that moved by less than this
+# share of their old value do not call for one; a member joining or leaving always does.
+ROTATION_WEIGHT_CHANGE_BPS = 1_000
+
+
+def rotation_due(current: Mapping[str, int], proposed: Mapping[str, int]) -> bool:
+    """Whether an inbox whose committee is `current` ({member: weight}) should hand over to
+    `proposed` (the home Validators' stake-weighted choice): another member set, or a weight
+    moved by at least ROTATION_WEIGHT_CHANGE_BPS of its old value. Never to an empty one."""
+    now = {to_checksum_address(k): w for k, w in current.items()}
+    new = {to_checksum_address(k): w for k, w in proposed.items()}
+    if not new:
+        return False
+    if set(now) != set(new):
+        return True
+    return any(abs(new[m] - w) * BPS >= w * ROTATION_WEIGHT_CHANGE_BPS for m, w in now.items())
+
+
 def quorum_reached(signers: Sequence[str], weights: Mapping[str, int], threshold_bps: int) -> bool:
     """True when `signers` (recovered, in submitted order) reach the threshold: each strictly
     above the previous one (so none counts twice) and a member; BridgeInbox reverts otherwise."""

@@ -32,7 +32,13 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from tessera.chain.accounts import tessera_home
-from tessera.chain.bridge_inbox import TRANSIENT, BridgeInbox, attestation_signer, refusal
+from tessera.chain.bridge_inbox import (
+    TRANSIENT,
+    BridgeInbox,
+    attestation_signer,
+    refusal,
+    rotation_signer,
+)
 from tessera.chain.bridge_outbox import BridgeOutbox
 from tessera.chain.client import Chain, tx_hash
 from tessera.chain.network import Network
@@ -40,7 +46,13 @@ from tessera.chain.validators import Validators
 from tessera.errors import BridgeError
 from tessera.files import write_atomic
 from tessera.logs import EventLog
-from tessera.protocol.bridge import DEFAULT_CONFIRMATIONS, Message, quorum_reached, sort_signatures
+from tessera.protocol.bridge import (
+    DEFAULT_CONFIRMATIONS,
+    Message,
+    committee_refusal,
+    quorum_reached,
+    sort_signatures,
+)
 
 STATE_VERSION = 1
 # After a refusal that time alone will not lift ("over capacity", "unknown peer", a recipient
@@ -136,6 +148,44 @@ class Collector:
             ordered = sorted(signed, key=lambda a: int(a, 16))
             if quorum_reached(ordered, committee.weights, committee.threshold_bps):
                 return sort_signatures(signed)
+        return None
+
+    def collect_rotation(self, chain_id: int) -> tuple[int, list[str], list[int], list[bytes]] | None:
+        """A hand-over of `chain_id`'s inbox to the next epoch that a quorum of its current
+        committee signed (validator/bridge_rotation.py): (epoch, members, weights, signatures
+        sorted by signer), or None. Each member's proposal is checked as the inbox would check
+        it; members proposing different committees count separately."""
+        committee = self.committee(chain_id)
+        inbox = self.inboxes[chain_id].address
+        proposals: dict[tuple, dict[str, bytes]] = {}
+        for member in sorted(committee.weights, key=lambda a: -committee.weights[a]):
+            endpoint = self.endpoint(member)
+            if not endpoint or endpoint in self._unreachable:
+                continue
+            body = self._get_bounded(f"{endpoint.rstrip('/')}/bridge/rotations", {"chain": chain_id})
+            if body is None:
+                self._unreachable.add(endpoint)
+                continue
+            try:
+                doc = pydantic_core.from_json(body) if body else {}
+                if not doc:
+                    continue
+                epoch, signature = int(doc["epoch"]), bytes.fromhex(str(doc["signature"])[2:])
+                members = [Web3.to_checksum_address(m) for m in doc["members"]]
+                weights = [int(w) for w in doc["weights"]]
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if epoch != committee.epoch + 1 or committee_refusal(members, weights):
+                continue
+            signer = rotation_signer(chain_id, inbox, epoch, members, weights, signature)
+            if signer is None or Web3.to_checksum_address(signer) != member:
+                self.log("bridge-bad-rotation", "warning", member=member, chain=chain_id)
+                continue
+            signed = proposals.setdefault((epoch, tuple(members), tuple(weights)), {})
+            signed[member] = signature
+            if quorum_reached(sorted(signed, key=lambda a: int(a, 16)), committee.weights,
+                              committee.threshold_bps):
+                return epoch, members, weights, sort_signatures(signed)
         return None
 
     def _fetch(self, member: str, m: Message, epoch: int) -> bytes | None:
@@ -247,6 +297,24 @@ class Relayer:
             self._scan(source)
         for key in sorted(self.state["open"], key=lambda k: tuple(map(int, k.split(":")))):
             self._advance(key)
+        for chain_id in self.chains:
+            self._rotate(chain_id)
+
+    def _rotate(self, chain_id: int) -> None:
+        """Carry a committee hand-over its current members signed to `chain_id`'s inbox."""
+        found = self.collector.collect_rotation(chain_id)
+        if found is None:
+            return
+        epoch, members, weights, signatures = found
+        try:
+            receipt = self.inboxes[chain_id].rotate(epoch, members, weights, signatures)
+        except BridgeError as exc:   # another relayer was first, or the committee moved on
+            self.log("bridge-rotation-refused", "warning", chain=chain_id, epoch=epoch,
+                     reason=str(exc))
+            return
+        self.collector.forget()   # a new committee: read it again
+        self.log("bridge-rotated", chain=chain_id, epoch=epoch, members=len(members),
+                 tx=tx_hash(receipt))
 
     def _scan(self, source: int) -> None:
         chain = self.chains[source]

@@ -13,7 +13,9 @@ moment a reorg removed it (`BridgeOutbox.prove_forgery`). The attester remembers
 the last block it read on each chain; when that block is no longer on the chain (a reorg
 deeper than `confirmations`) it withdraws every signature of a message whose id the outbox no
 longer stores, and reads the range again. When an inbox rotates to a new committee epoch, the
-messages not yet delivered there are signed again for the new epoch.
+messages not yet delivered there are signed again for the new epoch. Each poll also runs the
+rotation duty (validator/bridge_rotation.py): the hand-over of every inbox to the committee the
+home Validators' stake now chooses, served at `GET /bridge/rotations?chain=ID`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from tessera.chain.network import Network
 from tessera.http_limits import QueryInt
 from tessera.logs import EventLog
 from tessera.protocol.bridge import DEFAULT_CONFIRMATIONS
+from tessera.validator.bridge_rotation import RotationSigner
 
 REWIND_BLOCKS = 64   # how far back a deep reorg sends the reader (then every id is re-checked)
 
@@ -149,6 +152,8 @@ class BridgeAttester:
         self.inboxes = {cid: BridgeInbox(c) for cid, c in self.chains.items()}
         self.epochs: dict[int, int] = {}
         self.read_to: dict[int, int] = {}   # source chain -> last confirmed block read
+        self.rotation = RotationSigner(account, self.chains[network.chain_id], self.inboxes,
+                                       self.log)
 
     @property
     def address(self) -> str:
@@ -163,6 +168,7 @@ class BridgeAttester:
                 self._resign(destination, epoch)
         for source in self.chains:
             self._scan(source)
+        self.rotation.poll_once()
 
     def _scan(self, source: int) -> None:
         chain, outbox = self.chains[source], self.outboxes[source]
@@ -275,8 +281,20 @@ class BridgeAttester:
 
 
 def attestation_routes(attester: BridgeAttester) -> APIRouter:
-    """GET /bridge/attestations?source=CHAIN&nonce=N (404 until attested) and /bridge/status."""
+    """GET /bridge/attestations?source=CHAIN&nonce=N (404 until attested),
+    /bridge/rotations?chain=ID (404 while no rotation is due) and /bridge/status."""
     router = APIRouter()
+
+    @router.get("/bridge/rotations")
+    def rotations(chain: QueryInt) -> dict:
+        if chain not in attester.chains:
+            known = ", ".join(str(c) for c in attester.chains)
+            raise HTTPException(404, f"chain {chain} is not a chain of this network ({known})")
+        doc = attester.rotation.rotation(chain)
+        if doc is None:
+            raise HTTPException(404, f"no rotation of chain {chain}'s inbox is due (its "
+                                "committee is the one the home validators' stake chooses)")
+        return doc
 
     @router.get("/bridge/attestations")
     def attestations(source: QueryInt, nonce: QueryInt) -> dict:
