@@ -35,7 +35,8 @@ from tessera.protocol.messages import signature_refusal
 REASONS = ("paused", "bad version", "wrong chain", "unknown outbox", "bad payload",
            "already delivered", "bad signature", "not ascending", "not a member", "no quorum",
            "over capacity", "rate limited", "not queued", "delayed", "not guardian", "wrong epoch",
-           "not owner", "no committee", "not a value sender", "bad threshold")
+           "not owner", "no committee", "not a value sender", "bad threshold", "same chain",
+           "zero sender", "zero outbox")
 # Refusals that a later try may not meet (time passes, the owner unpauses, the bucket refills).
 TRANSIENT = ("paused", "rate limited", "delayed")
 
