@@ -73,7 +73,11 @@ def test_each_chains_timelock_owns_its_bridge(bridge):
             assert home.call(token.functions.is_minter(home.network.address(minter)))
             assert not home.call(token.functions.is_minter(deployer))
     slasher = home.network.address("ForgerySlasher")
-    assert home.call(home.contract("Validators").functions.is_slasher(slasher))
+    validators = home.contract("Validators")
+    assert home.call(validators.functions.is_slasher(slasher))
+    assert home.call(validators.functions.withdraw_guard()) == slasher
+    [guard_set] = validators.events.WithdrawGuardSet().get_logs(from_block=0)
+    assert guard_set["args"]["guard"] == slasher
 
 
 def test_the_deployer_is_refused_and_the_guardian_pauses_at_once(bridge):
