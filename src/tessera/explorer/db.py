@@ -25,7 +25,6 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
-    Text,
     UniqueConstraint,
     create_engine,
     event,
@@ -36,7 +35,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from tessera.chain.accounts import tessera_home
 from tessera.errors import IndexerError
-from tessera.explorer.db_base import Base, BigAmount, ChainText
+from tessera.explorer.db_base import Base, BigAmount, ChainText, LogColumns
 from tessera.explorer.db_bridge import BridgeBlock, BridgeCursor, BridgeEvent, CrossChainTransfer
 from tessera.explorer.db_liveness import LivenessChallenge, LivenessNamed, RegistryIndex
 
@@ -62,7 +61,7 @@ class Block(Base):
     timestamp: Mapped[int] = mapped_column(BigInteger)
 
 
-class Event(Base):
+class Event(LogColumns, Base):
     __tablename__ = "explorer_events"
     # Composite indexes serve the pages' paged queries in chain order without a sort (and the
     # equality lookups by their first column): a lease's events, a lease's money events by name,
@@ -74,15 +73,6 @@ class Event(Base):
                       Index("ix_event_entity_chain", "entity", "block_number", "log_index"),
                       Index("ix_event_provider_event", "provider", "event", "timestamp"),
                       Index("ix_event_validator_event", "validator", "event", "block_number", "log_index"))
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    block_number: Mapped[int] = mapped_column(BigInteger)
-    block_hash: Mapped[str] = mapped_column(String(66))
-    timestamp: Mapped[int] = mapped_column(BigInteger)
-    tx_hash: Mapped[str] = mapped_column(String(66))
-    log_index: Mapped[int] = mapped_column(Integer)
-    contract: Mapped[str] = mapped_column(String(32))
-    event: Mapped[str] = mapped_column(String(64))
-    args: Mapped[str] = mapped_column(Text)
     # The lease the event is about (its `lease_id` arg, or the lease of the challenge it names),
     # and the provider it names: a lease's or a provider's events are one indexed query.
     lease_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -14,10 +14,10 @@ file names is indexed apart, with its own cursor and block hashes, into the same
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tessera.explorer.db_base import Base, BigAmount
+from tessera.explorer.db_base import Base, BigAmount, LogColumns
 
 
 class BridgeCursor(Base):
@@ -39,22 +39,13 @@ class BridgeBlock(Base):
     timestamp: Mapped[int] = mapped_column(BigInteger)
 
 
-class BridgeEvent(Base):
+class BridgeEvent(LogColumns, Base):
     __tablename__ = "explorer_bridge_events"
     __table_args__ = (UniqueConstraint("chain_id", "tx_hash", "log_index", name="uq_bridge_event"),
                       Index("ix_bridge_event_chain", "chain_id", "block_number", "log_index"),
                       Index("ix_bridge_event_message", "message_id"),
                       Index("ix_bridge_event_tx", "tx_hash"))
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    chain_id: Mapped[int] = mapped_column(BigInteger)
-    block_number: Mapped[int] = mapped_column(BigInteger)
-    block_hash: Mapped[str] = mapped_column(String(66))
-    timestamp: Mapped[int] = mapped_column(BigInteger)
-    tx_hash: Mapped[str] = mapped_column(String(66))
-    log_index: Mapped[int] = mapped_column(Integer)
-    contract: Mapped[str] = mapped_column(String(32))
-    event: Mapped[str] = mapped_column(String(64))
-    args: Mapped[str] = mapped_column(Text)
+    chain_id: Mapped[int] = mapped_column(BigInteger, sort_order=-2)   # before the log columns
     message_id: Mapped[str | None] = mapped_column(String(66), nullable=True)
 
 

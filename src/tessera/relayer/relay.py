@@ -32,6 +32,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from tessera.chain.accounts import tessera_home
+from tessera.chain.bridge_committee import CommitteeWatch, DueRotation
 from tessera.chain.bridge_inbox import (
     TRANSIENT,
     BridgeInbox,
@@ -49,7 +50,6 @@ from tessera.logs import EventLog
 from tessera.protocol.bridge import (
     DEFAULT_CONFIRMATIONS,
     Message,
-    committee_refusal,
     quorum_reached,
     sort_signatures,
 )
@@ -150,61 +150,61 @@ class Collector:
                 return sort_signatures(signed)
         return None
 
-    def collect_rotation(self, chain_id: int) -> tuple[int, list[str], list[int], list[bytes]] | None:
-        """A hand-over of `chain_id`'s inbox to the next epoch that a quorum of its current
-        committee signed (validator/bridge_rotation.py): (epoch, members, weights, signatures
-        sorted by signer), or None. Each member's proposal is checked as the inbox would check
-        it; members proposing different committees count separately."""
+    def collect_rotation(self, chain_id: int, due: DueRotation) -> list[bytes] | None:
+        """Signatures of `chain_id`'s current committee for the hand-over `due`
+        (chain/bridge_committee.py), sorted by signer, once they reach the quorum; None before.
+        Each member's proposal (validator/bridge_rotation.py) is checked as the inbox would
+        check it, and must be exactly `due`."""
         committee = self.committee(chain_id)
+        if due.epoch != committee.epoch + 1:
+            return None
         inbox = self.inboxes[chain_id].address
-        proposals: dict[tuple, dict[str, bytes]] = {}
+        signed: dict[str, bytes] = {}
         for member in sorted(committee.weights, key=lambda a: -committee.weights[a]):
-            endpoint = self.endpoint(member)
-            if not endpoint or endpoint in self._unreachable:
-                continue
-            body = self._get_bounded(f"{endpoint.rstrip('/')}/bridge/rotations", {"chain": chain_id})
-            if body is None:
-                self._unreachable.add(endpoint)
-                continue
+            doc = self._ask(member, "/bridge/rotations", {"chain": chain_id})
             try:
-                doc = pydantic_core.from_json(body) if body else {}
-                if not doc:
-                    continue
-                epoch, signature = int(doc["epoch"]), bytes.fromhex(str(doc["signature"])[2:])
-                members = [Web3.to_checksum_address(m) for m in doc["members"]]
-                weights = [int(w) for w in doc["weights"]]
+                if (int(doc["epoch"]), [Web3.to_checksum_address(m) for m in doc["members"]],
+                        [int(w) for w in doc["weights"]]) != (due.epoch, due.members, due.weights):
+                    continue   # another committee (read at another moment), or none yet
+                signature = bytes.fromhex(str(doc["signature"]).removeprefix("0x"))
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
-            if epoch != committee.epoch + 1 or committee_refusal(members, weights):
-                continue
-            signer = rotation_signer(chain_id, inbox, epoch, members, weights, signature)
+            signer = rotation_signer(chain_id, inbox, due.epoch, due.members, due.weights,
+                                     signature)
             if signer is None or Web3.to_checksum_address(signer) != member:
                 self.log("bridge-bad-rotation", "warning", member=member, chain=chain_id)
                 continue
-            signed = proposals.setdefault((epoch, tuple(members), tuple(weights)), {})
             signed[member] = signature
             if quorum_reached(sorted(signed, key=lambda a: int(a, 16)), committee.weights,
                               committee.threshold_bps):
-                return epoch, members, weights, sort_signatures(signed)
+                return sort_signatures(signed)
         return None
 
     def _fetch(self, member: str, m: Message, epoch: int) -> bytes | None:
-        endpoint = self.endpoint(member)
-        if not endpoint or endpoint in self._unreachable:
-            return None
-        body = self._get_bounded(f"{endpoint.rstrip('/')}/bridge/attestations",
-                                 {"source": m.source_chain, "nonce": m.nonce})
-        if body is None:
-            self._unreachable.add(endpoint)
-            self.log("bridge-endpoint-refused", "warning", member=member, endpoint=endpoint)
-            return None
+        doc = self._ask(member, "/bridge/attestations", {"source": m.source_chain, "nonce": m.nonce})
         try:
-            doc = pydantic_core.from_json(body) if body else {}
             if doc.get("message_id") != "0x" + m.id.hex() or doc.get("epoch") != epoch:
                 return None   # not attested yet, or for another epoch (it signs again)
             return bytes.fromhex(str(doc["signature"]).removeprefix("0x"))
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
+
+    def _ask(self, member: str, path: str, params: dict) -> dict:
+        """`member`'s endpoint's JSON answer at `path` ({} for none: no endpoint, not found,
+        junk; an endpoint that is down, slow or too long is not asked again this poll)."""
+        endpoint = self.endpoint(member)
+        if not endpoint or endpoint in self._unreachable:
+            return {}
+        body = self._get_bounded(f"{endpoint.rstrip('/')}{path}", params)
+        if body is None:
+            self._unreachable.add(endpoint)
+            self.log("bridge-endpoint-refused", "warning", member=member, endpoint=endpoint)
+            return {}
+        try:
+            doc = pydantic_core.from_json(body) if body else {}
+        except ValueError:
+            return {}
+        return doc if isinstance(doc, dict) else {}
 
     def _get_bounded(self, url: str, params: dict) -> bytes | None:
         """The body of a 200 answer (b"" for any other status), or None when the endpoint is
@@ -245,6 +245,7 @@ class Relayer:
         self.validators = Validators(self.chains[network.chain_id])
         self.state_file = Path(state_file) if state_file else default_state_file(network)
         self.collector = Collector(self.inboxes, self.validators, self.log, timeout)
+        self.committees = CommitteeWatch(self.chains[network.chain_id], self.inboxes)
         self.state = self._load()
 
     # -- state -----------------------------------------------------------------------------
@@ -297,15 +298,15 @@ class Relayer:
             self._scan(source)
         for key in sorted(self.state["open"], key=lambda k: tuple(map(int, k.split(":")))):
             self._advance(key)
-        for chain_id in self.chains:
-            self._rotate(chain_id)
+        for chain_id, due in self.committees.due().items():   # asks members only while due
+            self._rotate(chain_id, due)
 
-    def _rotate(self, chain_id: int) -> None:
-        """Carry a committee hand-over its current members signed to `chain_id`'s inbox."""
-        found = self.collector.collect_rotation(chain_id)
-        if found is None:
+    def _rotate(self, chain_id: int, due: DueRotation) -> None:
+        """Carry the hand-over `due`, once its current members signed it, to the inbox."""
+        signatures = self.collector.collect_rotation(chain_id, due)
+        if signatures is None:
             return
-        epoch, members, weights, signatures = found
+        epoch, members, weights = due.epoch, due.members, due.weights
         try:
             receipt = self.inboxes[chain_id].rotate(epoch, members, weights, signatures)
         except BridgeError as exc:   # another relayer was first, or the committee moved on

@@ -1,9 +1,9 @@
 """The validator's rotation duty (docs/bridge.md, "Attestation and the committee"): keep every
 inbox's committee the one the home Validators' stake now chooses.
 
-Each poll reads the home Validators' active validators weighted by stake
-(`bridge_deploy.validator_committee`: at most 32, the heaviest). For each chain's inbox whose
-current committee differs from that choice (`protocol.bridge.rotation_due`: a member joining or
+Each poll asks `chain/bridge_committee.CommitteeWatch` which inboxes are due: those whose
+current committee differs from the home Validators' active validators weighted by stake (at
+most 32, the heaviest) (`protocol.bridge.rotation_due`: a member joining or
 leaving, or a weight moved by 10 %), a member of the current committee signs the hand-over to
 the next epoch and serves it at `GET /bridge/rotations?chain=ID`; a relayer gathers a quorum
 and calls `BridgeInbox.rotate` (relayer/relay.py). So a validator that unbonds leaves the
@@ -18,13 +18,10 @@ from __future__ import annotations
 
 from eth_account.signers.local import LocalAccount
 
-from tessera.chain.bridge_deploy import validator_committee
+from tessera.chain.bridge_committee import CommitteeWatch
 from tessera.chain.bridge_inbox import BridgeInbox, sign_rotation
 from tessera.chain.client import Chain
-from tessera.chain.validators import Validators
-from tessera.errors import BridgeError
 from tessera.logs import EventLog
-from tessera.protocol.bridge import rotation_due
 
 
 class RotationSigner:
@@ -32,48 +29,32 @@ class RotationSigner:
 
     def __init__(self, account: LocalAccount, home: Chain, inboxes: dict[int, BridgeInbox],
                  log: EventLog):
-        self.account, self.home, self.inboxes, self.log = account, home, inboxes, log
-        self.validators = Validators(home)
+        self.account, self.inboxes, self.log = account, inboxes, log
+        self.watch = CommitteeWatch(home, inboxes)
         self.signed: dict[int, dict] = {}   # chain id -> the rotation it serves
-        self._seen: tuple | None = None
 
     def poll_once(self) -> None:
-        # Reading every validator's weight costs a call each: only when the validator count,
-        # the total stake or an inbox's epoch moved since the last look
-        seen = (self.validators.count(), self.validators.total_stake(),
-                tuple((inbox.epoch(), inbox.paused()) for inbox in self.inboxes.values()))
-        if seen == self._seen:
-            return
-        self._seen = seen
-        try:
-            members, weights = validator_committee(self.home)
-        except BridgeError:      # no active validator at all: nothing to hand over to
-            return
-        proposed = dict(zip(members, weights, strict=True))
-        for chain_id, inbox in self.inboxes.items():
-            if inbox.paused():
-                # a paused inbox holds reports of forgeries; rotating a forger out now would
-                # let it withdraw before its report lands (a person may still rotate by hand)
-                self.signed.pop(chain_id, None)
-                continue
-            epoch = inbox.epoch()
-            current = inbox.weights(epoch)
+        due = self.watch.due()
+        for chain_id in [c for c in self.signed if c not in due]:
+            del self.signed[chain_id]          # done, or no longer due (paused, stake moved)
+        for chain_id, rotation in due.items():
             served = self.signed.get(chain_id)
-            if not rotation_due(current, proposed) or self.account.address not in current:
-                self.signed.pop(chain_id, None)   # nothing due, or our word would not count
-                continue
+            if self.account.address not in rotation.current:
+                continue                       # our word would not count
             if served and (served["epoch"], served["members"], served["weights"]) == (
-                    epoch + 1, members, weights):
+                    rotation.epoch, rotation.members, rotation.weights):
                 continue
-            signature = sign_rotation(self.account, chain_id, inbox.address, epoch + 1, members,
-                                      weights)
+            inbox = self.inboxes[chain_id]
+            signature = sign_rotation(self.account, chain_id, inbox.address, rotation.epoch,
+                                      rotation.members, rotation.weights)
             self.signed[chain_id] = {"chain_id": chain_id, "inbox": inbox.address,
-                                     "epoch": epoch + 1, "members": members, "weights": weights,
-                                     "signer": self.account.address,
+                                     "epoch": rotation.epoch, "members": rotation.members,
+                                     "weights": rotation.weights, "signer": self.account.address,
                                      "signature": "0x" + signature.hex()}
-            self.log("bridge-rotation-signed", chain=chain_id, epoch=epoch + 1,
-                     members=len(members), leaving=sorted(set(current) - set(proposed)),
-                     joining=sorted(set(proposed) - set(current)))
+            self.log("bridge-rotation-signed", chain=chain_id, epoch=rotation.epoch,
+                     members=len(rotation.members),
+                     leaving=sorted(set(rotation.current) - set(rotation.members)),
+                     joining=sorted(set(rotation.members) - set(rotation.current)))
 
     def rotation(self, chain_id: int) -> dict | None:
         """The rotation this validator signed for `chain_id`'s inbox (None: none is due)."""
