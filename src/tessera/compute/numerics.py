@@ -41,8 +41,10 @@ oneDNN), the same thread count and deterministic algorithms on
 (`train.configure_determinism`), a run under the profile takes the same kernels on any x86-64
 CPU with AVX2 and FMA, whatever the CPU would pick on its own. Measured on one AMD EPYC (AVX2,
 no AVX-512) by emulating other hosts' choices (ATen DEFAULT/AVX2, oneDNN SSE4.1/AVX2): pinned
-runs are bitwise equal whichever host was emulated. Not measured: a real AVX-512 CPU, an Intel
-CPU (MKL's COMPATIBLE branch is documented, not measured, to match across vendors).
+runs are bitwise equal whichever host was emulated; and on a second, real AMD EPYC with
+AVX-512, and under MKL's Intel dispatch (forced on AMD: bench/verification_vendors.py), the
+same bits again, where MKL's AVX2 and AVX512 branches give Intel other bits than AMD. Not
+measured: an Intel CPU itself.
 What it does not cover: another torch build, a CPU without AVX2 (the AVX2 kernels cannot run
 there; `active_profile` reports it), ARM, and GPUs (no GPU was available to measure a CUDA
 profile; a CPU replay of CUDA training is not bitwise, so verified jobs train on the CPU:
