@@ -17,9 +17,13 @@ wall time from the first round's start to the last round's end. The workers' own
 their compute time over the same wall time is beside it (`reported_share`: it also counts the
 worker's commitment hashing and checkpoint writes, which are not inner steps). The share's
 noise is that of one step's time, a few per cent: an overlapped job can read slightly above 1.
+Each row also has `phase_s`, per round, where the coordinator's time went (RoundReport.phase_s:
+exchange = sending and collecting, verify, outer_step, send_next = round r + 1's parameters
+sent right after the outer step when overlap is off, evaluate = the held-out loss, which the
+workers' next round then overlaps). Rounds: examples/diloco.toml's (10), the job a user gets.
 Written to bench/results/diloco_network.json (needs root: namespaces).
 
-    sudo .venv/bin/python bench/diloco_network.py           # ~6 min on 2 CPU cores
+    sudo .venv/bin/python bench/diloco_network.py           # ~9 min on 2 CPU cores
     sudo .venv/bin/python bench/diloco_network.py --quick   # ~2 min
 """
 
@@ -166,6 +170,8 @@ def timed_job(tenant, spec, dataset: bytes, workdir: Path) -> dict:
     return {"wall_s": round(wall, 2), "round_s": [round(r.seconds, 2) for r in reports],
             "worker_compute_s": round(sum(r.worker_compute_s for r in reports), 2),
             "spot_checks": sum(len(r.spot_checks) for r in reports),
+            "phase_s": {phase: [r.phase_s.get(phase) for r in reports]
+                        for phase in reports[0].phase_s},
             "final_val_loss": round(reports[-1].val_loss, 4)}
 
 
@@ -175,7 +181,8 @@ def main() -> None:
     ap.add_argument("--mbit", type=float, default=100.0)
     ap.add_argument("--rtt-ms", type=float, default=50.0)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="rounds per job (default: examples/diloco.toml's, the job a user gets)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -189,7 +196,8 @@ def main() -> None:
     from tessera.tenant.flow import load_dataset
 
     hs = [50] if args.quick else [50, 250]
-    rounds = 3 if args.quick else args.rounds
+    example_rounds = tomllib.loads((ROOT / "examples" / "diloco.toml").read_text())["diloco"]["rounds"]
+    rounds = 3 if args.quick else (args.rounds or example_rounds)
     first = job_spec(args.workers, hs[0], rounds, True, False)
     step_before = step_time(first.workload.model_dump_json(), 50)
     print(f"one inner step alone: {step_before * 1e3:.2f} ms", flush=True)

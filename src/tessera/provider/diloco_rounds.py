@@ -50,10 +50,18 @@ class Rounds:
         return record
 
     def authorize(self, lease_id: int, round_index: int, params_sha256: str, nonce: int,
-                  expiry: int, signature: str):
-        """The open lease, if its tenant signed this round's parameters (by their sha256),
-        the signature has not expired and the lease's DiLoCo worker is running; else Refused.
-        Cheap checks first, the chain last: the API calls it before reading the parameters."""
+                  expiry: int, signature: str) -> str:
+        """The lease's tenant, if it signed this round's parameters (by their sha256), the
+        signature has not expired and the lease's DiLoCo worker is running; else Refused.
+        The API calls it before reading the parameters.
+
+        No chain read: the tenant is this node's record of the lease (from its LeaseCreated
+        event, or from the chain when the manifest came first: manifests.py), and that the
+        lease is still open is the record's `running`, until the LeaseClosed event is followed
+        (node.py). Every round used to read the lease from the chain twice, two round trips to
+        the RPC endpoint on each round's critical path (issue 16). What a tenant gains from
+        the record's lag: a round sent after its own close, before this node follows the event
+        (the next head), starts, and the worker is stopped when the event is followed."""
         ctx = self.ctx
         record = self._diloco_record(lease_id)
         if record.status != "running":
@@ -64,12 +72,11 @@ class Rounds:
                                           lease_id, round_index, bytes.fromhex(params_sha256),
                                           nonce, expiry)
         signer = messages.signer_or_none(typed, signature)
-        lease = ctx.my_open_lease(lease_id)
-        if signer is None or signer.lower() != lease.tenant.lower():
+        if signer is None or signer.lower() != record.tenant.lower():
             ctx.metrics.refused.labels("round-signer").inc()
             raise Refused(403, f"round {round_index} of lease {lease_id} is not signed by its "
-                               f"tenant {lease.tenant}")
-        return lease
+                               f"tenant {record.tenant}")
+        return record.tenant
 
     def accept(self, lease_id: int, round_index: int, params: bytes, nonce: int,
                expiry: int, signature: str) -> dict:

@@ -96,6 +96,8 @@ class RoundReport:
     challenges: list[dict] = field(default_factory=list)    # lease, segment, challenge id, tx
     replacement_roots: list[dict] = field(default_factory=list)  # order, root, tx: one per
     #                                 replacement order (its lease is not in the job's order)
+    phase_s: dict[str, float] = field(default_factory=dict)   # where the round's time went:
+    #                                 exchange, verify, outer_step, evaluate (seconds)
 
 
 # (dropped worker, every worker of the job so far) -> a running replacement for its shard
@@ -221,6 +223,29 @@ class DilocoCoordinator:
         self.ahead_start = (round_index + 1, published)
         return {w.lease_id: body for w in active}
 
+    def _send_next(self, round_index: int) -> None:
+        """Without overlap: round r + 1's parameters (this outer step's broadcast) go to every
+        worker that took part, right after the outer step and before the held-out evaluation
+        and the commit, so that the workers compute while the coordinator evaluates and saves
+        (issue 16). Step r + 1 finds them in `ahead`; a worker they could not be sent to is
+        sent them there, as before."""
+        if self.config.overlap or round_index + 1 >= self.config.rounds or self.broadcast is None:
+            return
+        body, targets = self.broadcast, [w for w in self.workers if w.active and w.synced]
+
+        def one(worker: WorkerLease) -> None:
+            try:
+                self.channel.send(worker, round_index + 1, body)
+            except Exception as exc:  # step r + 1 sends again and handles the fault
+                self.log("send-ahead-failed", "warning", round=round_index + 1,
+                         lease_id=worker.lease_id, error=f"{type(exc).__name__}: {exc}")
+                return
+            self.ahead[worker.lease_id] = (round_index + 1, body)
+
+        if targets:
+            with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+                list(pool.map(one, targets))
+
     def _drop(self, worker: WorkerLease, round_index: int, fault: WorkerFault) -> str:
         worker.active, worker.fault, worker.reason = False, fault.kind, str(fault)
         closed = True
@@ -308,8 +333,18 @@ class DilocoCoordinator:
             except Exception as exc:  # anything else is this worker's problem, not the job's
                 faults[worker.lease_id] = WorkerFault("worker-error", f"{type(exc).__name__}: {exc}")
 
+        phase_s: dict[str, float] = {}
+        mark = time.monotonic()
+
+        def lap(phase: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            phase_s[phase] = round(now - mark, 4)
+            mark = now
+
         with ThreadPoolExecutor(max_workers=len(active)) as pool:
             list(pool.map(one, active))
+        lap("exchange")
         dropped = [self._drop(w, round_index, faults[w.lease_id])
                    for w in active if w.lease_id in faults]
         checked: dict = {"root": "", "root_tx": "", "spot_checks": [], "challenges": [],
@@ -323,6 +358,7 @@ class DilocoCoordinator:
                     self.verifier.previous[w.lease_id] = results[w.lease_id].commitment
                 else:
                     del results[w.lease_id]
+        lap("verify")
         pseudo_grads = [results[w.lease_id].pseudo_gradient for w in active
                         if w.lease_id in results]
         if not pseudo_grads:
@@ -332,14 +368,18 @@ class DilocoCoordinator:
             return None
         update = self.intake.apply(pseudo_grads)
         self.broadcast = update.broadcast
+        lap("outer_step")
+        self._send_next(round_index)
+        lap("send_next")
         val = held_out_loss(self.coordinator.eval_model(), self.val_tokens, self.config.workload,
                             self.device)
+        lap("evaluate")
         report = RoundReport(round_index, len(active), len(pseudo_grads), val,
                              sum(a.size for a in results.values()),
                              sum(len(b) for lease, b in bodies.items() if lease not in sent_ahead)
                              + sum(len(b) for b in ahead.values()), time.monotonic() - started,
                              dropped, replaced, sum(a.compute_s for a in results.values()),
-                             **checked)
+                             **checked, phase_s=phase_s)
         self.reports.append(report)
         self._save()
         self.log("round", **asdict(report))

@@ -1,0 +1,140 @@
+"""Who may queue a DiLoCo round at a provider, and what checking it costs (issue 16).
+
+`Rounds.authorize` (provider/diloco_rounds.py) runs before a round's parameters are read. It
+read the lease from the chain twice per round (once before the body, once under the lock): two
+round trips to the provider's RPC endpoint on every round's critical path, 0.1 s a round over a
+50 ms link. It now reads nothing: the tenant is the node's own record of the lease (from its
+LeaseCreated event) and the lease's openness is the record's status, which the node's watcher
+sets to closed when it follows the LeaseClosed event.
+
+In process against a real anvil: a real lease from a real signed bid, followed by the node's
+real watcher (`poll_once`); only the lease's DiLoCo manifest is written into the node's state
+directly (accepting a real one starts a worker process, which is not what is tested here).
+
+Adversary strategies, and what stops them:
+- a stranger (or another tenant) signs a round for the lease: 403, whoever signs;
+- the tenant replays a round signed for another lease or round: the signature covers both;
+- the tenant closes its lease (its escrow comes back) and goes on sending rounds for free
+  compute: refused from the head at which the node follows the close; before that (one head)
+  the round starts, and the worker is stopped when the close is followed.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+
+from tessera.chain.accounts import devnet_account
+from tessera.chain.client import Chain
+from tessera.chain.registry import ProviderRegistry
+from tessera.errors import Refused
+from tessera.logs import EventLog
+from tessera.protocol import messages
+from tessera.protocol.wire import BidMessage
+from tessera.provider.config import ProviderConfig
+from tessera.provider.node import ProviderNode
+from tessera.tenant.client import Tenant
+
+PROVIDER, TENANT, STRANGER = 3, 5, 6
+PRICE = 1_000_000
+PARAMS_SHA256 = "ab" * 32
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, private_devnet):
+    home = tmp_path_factory.mktemp("round-authorization")
+    with private_devnet(home, epoch_length=86_400) as (devnet, network):
+        registry = ProviderRegistry(Chain(network, devnet_account(PROVIDER)))
+        registry.register(registry.min_stake(), "cpu-x86_64", 1, 16_000, 1000,
+                          "http://127.0.0.1:9", PRICE)
+        config = ProviderConfig.model_validate({
+            "provider": {"account": f"devnet:{PROVIDER}", "network": str(devnet.network_file),
+                         "port": 9, "state_dir": str(home / "provider")},
+            "pricing": {"price_per_gpu_hour": "1.00"}})
+        node = ProviderNode(config, EventLog("provider", io.StringIO()))
+        node.chain_every_s = 0                                 # each poll reads the head
+        node.state.put("last_block", str(node.ctx.chain.block_number()))
+        yield network, node
+
+
+def lease_of(network, tenant: Tenant) -> int:
+    market, account = tenant.market, devnet_account(PROVIDER)
+    order_id, _ = market.create_order(b"\x01" * 32, "", 1, 0, PRICE, 3600, 1, PRICE)
+    expiry = tenant.chain.block_timestamp() + 3600
+    typed = messages.bid_typed_data(network.chain_id, market.address, order_id, account.address,
+                                    PRICE, order_id, expiry)
+    return market.accept_bid(BidMessage(order_id=order_id, provider=account.address,
+                                        price_per_gpu_hour=PRICE, nonce=order_id, expiry=expiry,
+                                        signature=messages.sign(account, typed)))[0]
+
+
+def signed(network, node: ProviderNode, signer: int, lease_id: int, round_index: int = 0):
+    """(nonce, expiry, signature) of a round request signed by devnet account `signer`."""
+    nonce, expiry = 7 + round_index, int(time.time()) + 600
+    typed = messages.round_typed_data(network.chain_id, node.ctx.market.address, lease_id,
+                                      round_index, bytes.fromhex(PARAMS_SHA256), nonce, expiry)
+    return nonce, expiry, messages.sign(devnet_account(signer), typed)
+
+
+class RpcCount:
+    """Counts the JSON-RPC requests a chain client sends (a spy on the real provider)."""
+
+    def __init__(self, chain: Chain):
+        self.provider, self.calls = chain.w3.provider, []
+        self.real = self.provider.make_request
+
+    def __enter__(self):
+        def counted(method, params):
+            self.calls.append(method)
+            return self.real(method, params)
+        self.provider.make_request = counted
+        return self
+
+    def __exit__(self, *exc):
+        self.provider.make_request = self.real
+
+
+def test_a_round_is_authorized_from_the_nodes_record_without_a_chain_read(world):
+    network, node = world
+    tenant = Tenant(Chain(network, devnet_account(TENANT)))
+    lease_id = lease_of(network, tenant)
+    node.poll_once()                                           # the node follows LeaseCreated
+    record = node.state.lease(lease_id)
+    assert record is not None and record.tenant.lower() == tenant.chain.address.lower()
+    # the manifest, as accepting a real one records it (without starting a worker process)
+    node.state.update_lease(lease_id, status="running",
+                            manifest={"workload": {"kind": "diloco-worker"}})
+    with RpcCount(node.ctx.chain) as rpc:
+        for r in range(3):
+            assert node.rounds.authorize(lease_id, r, PARAMS_SHA256,
+                                         *signed(network, node, TENANT, lease_id, r)) \
+                == record.tenant
+    assert rpc.calls == []
+    # a stranger's signature, and the tenant's for another round, are refused
+    with pytest.raises(Refused, match="not signed by its tenant") as refused:
+        node.rounds.authorize(lease_id, 3, PARAMS_SHA256, *signed(network, node, STRANGER,
+                                                                  lease_id, 3))
+    assert refused.value.status == 403
+    nonce, expiry, signature = signed(network, node, TENANT, lease_id, 4)
+    with pytest.raises(Refused, match="not signed by its tenant"):
+        node.rounds.authorize(lease_id, 5, PARAMS_SHA256, nonce, expiry, signature)
+
+
+def test_a_closed_lease_takes_no_round_once_the_node_follows_the_close(world):
+    network, node = world
+    tenant = Tenant(Chain(network, devnet_account(TENANT)))
+    lease_id = lease_of(network, tenant)
+    node.poll_once()
+    node.state.update_lease(lease_id, status="running",
+                            manifest={"workload": {"kind": "diloco-worker"}})
+    tenant.market.close_lease(lease_id)
+    # the documented lag: until the node follows the close, the round is still taken
+    node.rounds.authorize(lease_id, 0, PARAMS_SHA256, *signed(network, node, TENANT, lease_id))
+    node.poll_once()                                           # the node follows LeaseClosed
+    assert node.state.lease(lease_id).status == "closed"
+    with pytest.raises(Refused, match="is closed") as refused:
+        node.rounds.authorize(lease_id, 1, PARAMS_SHA256,
+                              *signed(network, node, TENANT, lease_id, 1))
+    assert refused.value.status == 409
