@@ -123,6 +123,7 @@ def test_a_killed_worker_is_replaced_and_the_replacement_trains(network, provide
     # challengeable like the others'
     assert [len(r.spot_checks) for r in reports] == [4, 2, 4, 4]   # payload + drawn segment
     assert all(c["ok"] for r in reports for c in r.spot_checks)
+    assert not any(r.stepped_again for r in reports)      # honest workers: one step a round
     ver = Verification(tenant.chain)
     assert ver.rounds_posted(leasing.order_id) == 4
     assert [[x["order_id"] for x in r.replacement_roots] for r in reports] == \

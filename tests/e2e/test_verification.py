@@ -18,13 +18,14 @@ import io
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from eth_utils import keccak
 from rich.console import Console
 from tests.support.jobs import VERIFIED_DILOCO_JOB as JOB
 from tests.support.jobs import VERIFIED_ROUNDS as ROUNDS
-from tests.support.processes import ProviderProcess
+from tests.support.processes import ProviderProcess, wait_until
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
@@ -40,6 +41,7 @@ from tessera.tenant.multinode import run_diloco_job
 pytestmark = pytest.mark.e2e
 
 TENANT, HONEST, CHEATER = 5, 1, 3
+RACER = 6   # a second releaser of the honest lease's pay (anyone may release it)
 VALIDATORS = (7, 8, 9)   # a challenge needs a quorum of 3 eligible validators to exist
 STAKE = 100 * 10**18
 
@@ -156,7 +158,27 @@ def test_cheater_is_caught_by_a_spot_check_and_challenged_on_chain(chain_home, n
     chain.w3.provider.make_request("evm_mine", [])
     assert ver.resolve(challenge["challenge_id"]).outcome == Outcome.EXPIRED
     assert ver.round_finalized(job, 0) and ver.round_finalized(job, 1)
-    # released by the tenant's command, or by the provider's own sweep if it wins the race
+    # two releases of the same lease in one block (its provider's sweep and anyone else's race
+    # for it): the second reverts on chain; `release_ready` then finds nothing left instead of
+    # raising (before, the demo died of it). Two senders, automine off, one block.
+    racers = [Settlement(Chain(network, devnet_account(a))) for a in (TENANT, RACER)]
+    chain.w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            raced = [pool.submit(s.release_ready, honest_lease, job) for s in racers]
+            wait_until(lambda: len(chain.w3.provider.make_request(
+                "txpool_content", [])["result"]["pending"]) >= 2, timeout=30,
+                what="both releases in the mempool")
+            chain.w3.provider.make_request("evm_mine", [])
+            outcomes = [f.result(timeout=60) for f in raced]
+    finally:
+        chain.w3.provider.make_request("evm_setAutomine", [True])
+    block = chain.w3.eth.get_block("latest", full_transactions=True)
+    statuses = sorted(chain.w3.eth.get_transaction_receipt(t["hash"])["status"]
+                      for t in block["transactions"])
+    assert statuses[0] == 0, statuses                 # the race happened: one reverted
+    assert sum(o is not None for o in outcomes) <= 1   # at most one released; nobody raised
+    # released by the race above (or the provider's own sweep); the command has nothing left
     done = release(honest_lease)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "released" in done.stdout or "nothing to release" in done.stdout, done.stdout

@@ -64,3 +64,37 @@ def test_memory_held_per_parameter_does_not_grow_with_answers(tmp_path):
         intake.take(payload)
         sizes.append(intake.stream.bytes() / n_params)
     assert sizes[3] == sizes[-1] <= 40
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "median"])
+def test_a_step_taken_again_without_a_caught_answer_has_the_bits_of_one_without_it(
+        tmp_path, aggregation):
+    """The coordinator takes the outer step while the round's replays run (issue 16) and, when
+    a replay then catches a worker, puts its state back and steps again without that answer
+    (tenant/coordinator.py `_step_again`): the result must be bitwise the step that never saw
+    it, published parameters, outer optimizer and broadcast alike (else the workers, who apply
+    the broadcast themselves, would drift from the coordinator)."""
+    speculative, plain = coordinator(aggregation=aggregation), coordinator(aggregation=aggregation)
+    payloads = answers(speculative.published, 4)
+    intake = RoundIntake(speculative, tmp_path / "intake")
+    kept = [intake.take(p) for p in payloads]
+    before = speculative.state_dict()
+    first = intake.apply(kept, keep=True)                 # every answer: the step taken at once
+    assert (tmp_path / "intake").exists() or aggregation == "median"
+    speculative.load_state_dict(before)                   # answer 1 caught by its replay
+    again = intake.apply([k for i, k in enumerate(kept) if i != 1], keep=True)
+    intake.close()
+    reference = plain.apply([plain.decode(p) for i, p in enumerate(payloads) if i != 1])
+    assert first.broadcast != reference.broadcast         # the caught answer did count at first
+    assert again.contributors == reference.contributors == 3
+    assert again.broadcast == reference.broadcast
+    assert all(torch.equal(speculative.published[k], plain.published[k]) for k in plain.published)
+    assert all(torch.equal(a, b) for a, b in zip(parameter_state(speculative.model).values(),
+                                                 parameter_state(plain.model).values(), strict=True))
+    assert speculative.state_dict()["optimizer"]["state"].keys() == \
+        plain.state_dict()["optimizer"]["state"].keys()
+    for key, state in plain.state_dict()["optimizer"]["state"].items():
+        assert torch.equal(speculative.state_dict()["optimizer"]["state"][key]["momentum_buffer"],
+                           state["momentum_buffer"])
+    assert speculative.round == plain.round == 1
+    assert not (tmp_path / "intake").exists()

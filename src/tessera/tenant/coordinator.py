@@ -19,12 +19,18 @@ signed commitment to its checkpoints, checked field by field (`tenant.verify`); 
 answers are in, ONE transaction posts the Merkle root over the accepted commitments of the job's
 own leases (`Verification.post_root`), plus one per replacement worker's one-node order; the
 hash of the block holding the last root decides, per worker, whether the tenant replays one
-committed segment (probability p); a worker whose segment does not replay is dropped before the
-outer step (its pseudo-gradient never counts), its lease closed, and an on-chain challenge with
-a bond opened against its leaf. The round's root transactions, spot checks and challenges are
-in its `RoundReport`; the signed commitments of each round in `verification/round-{r}.json`
-(a replacement order's in `round-{r}-order-{o}.json`), the replay reports (whose hash is the challenge's
-evidence) beside them. Right after a challenge opens, its case (the job spec and the lease's
+committed segment (probability p); a worker whose payload or segment does not check out is
+dropped (its pseudo-gradient never counts), its lease closed, and an on-chain challenge with a
+bond opened against its leaf. Without overlap (before the last round) the checks (the root,
+the payloads, the drawn replays) run on the verifier's thread while the outer step is taken and
+the next round's parameters are sent (off the round's critical path, issue 16); when they catch
+a worker, the coordinator's state is put back and the step taken again without its answer, the
+next round's parameters sent again (`_step_again`), so a caught answer never counts. With
+overlap, and in the last round, the checks finish before the step. The round's root
+transactions, spot checks and challenges are in its `RoundReport`; the signed commitments of
+each round in `verification/round-{r}.json` (a replacement order's in
+`round-{r}-order-{o}.json`), the replay reports (whose hash is the challenge's evidence) beside
+them. Right after a challenge opens, its case (the job spec and the lease's
 signed manifest, kept in `manifests/` when it was sent) is pushed to every active validator,
 which replays the segment itself and votes (`validator.challenges`).
 
@@ -97,7 +103,9 @@ class RoundReport:
     replacement_roots: list[dict] = field(default_factory=list)  # order, root, tx: one per
     #                                 replacement order (its lease is not in the job's order)
     phase_s: dict[str, float] = field(default_factory=dict)   # where the round's time went:
-    #                                 exchange, verify, outer_step, evaluate (seconds)
+    #                                 exchange, verify, outer_step, send_next, checks, evaluate
+    stepped_again: bool = False     # the outer step was taken again without a worker the
+    #                                 round's checks caught after it (coordinator._step_again)
 
 
 # (dropped worker, every worker of the job so far) -> a running replacement for its shard
@@ -222,6 +230,56 @@ class DilocoCoordinator:
                 else self._full_state(published))
         self.ahead_start = (round_index + 1, published)
         return {w.lease_id: body for w in active}
+
+    def _speculate(self, round_index: int) -> bool:
+        """Whether this round's checks (root, payloads, drawn replays) run while its outer step
+        is taken and the next round's parameters are sent (without overlap, before the last
+        round): the step is taken again, and the parameters sent again, without a worker they
+        then catch."""
+        return not self.config.overlap and round_index + 1 < self.config.rounds
+
+    def _kept(self, active: list[WorkerLease], results: dict[int, Answer]) -> list:
+        """The answers the outer step counts: those of the workers still in the job."""
+        return [results[w.lease_id].pseudo_gradient for w in active
+                if w.active and w.lease_id in results]
+
+    def _settle(self, checks, accepted: list[WorkerLease],
+                results: dict[int, Answer]) -> tuple[dict, list[str]]:
+        """The round's checks, finished: the report's fields and the drop lines; each accepted
+        worker's commitment is the one its next must link to, a dropped one's answer forgotten."""
+        checked, caught = self.verifier.settle(checks, results, self._drop)
+        for w in accepted:
+            if w.active:
+                self.verifier.previous[w.lease_id] = results[w.lease_id].commitment
+            else:
+                results.pop(w.lease_id, None)
+        return checked, caught
+
+    def _step_again(self, round_index: int, before: dict, active: list[WorkerLease],
+                    results: dict[int, Answer]) -> list:
+        """The checks caught a worker whose answer the outer step (taken while they ran)
+        counted: back to the state before it, and the step again without that answer, its
+        parameters sent again to the workers (a worker re-runs a round sent again with other
+        parameters: compute.diloco_worker). So a caught worker's answer never counts, as when
+        the checks finish before the step; the price is the honest workers' start on the
+        round, in the rare round that catches someone. [] when no answer is left."""
+        self.coordinator.load_state_dict(before["coordinator"])
+        self.broadcast = before["broadcast"]
+        self.ahead = {lease: sent for lease, sent in self.ahead.items()
+                      if sent[0] != round_index + 1}
+        kept = self._kept(active, results)
+        self.log("outer-step-again", "warning", round=round_index, answers=len(kept))
+        if kept:
+            self.broadcast = self.intake.apply(kept, keep=True).broadcast
+            self._send_next(round_index)
+        return kept
+
+    def _empty(self, round_index: int, dropped: list[str]) -> None:
+        """No answer of the round can be used: nothing is applied; the round runs again."""
+        self.intake.close()
+        self.log("round-empty", "warning", round=round_index, dropped=dropped)
+        self._save()
+        return None
 
     def _send_next(self, round_index: int) -> None:
         """Without overlap: round r + 1's parameters (this outer step's broadcast) go to every
@@ -350,27 +408,37 @@ class DilocoCoordinator:
         checked: dict = {"root": "", "root_tx": "", "spot_checks": [], "challenges": [],
                          "replacement_roots": []}
         accepted = [w for w in active if w.lease_id in results]
+        checks = None
         if self.verifier and accepted:
-            checked, caught = self.verifier.verify_round(round_index, accepted, results, self._drop)
-            dropped += caught
-            for w in accepted:
-                if w.active:
-                    self.verifier.previous[w.lease_id] = results[w.lease_id].commitment
-                else:
-                    del results[w.lease_id]
+            checks = self.verifier.verify_round(round_index, accepted, results,
+                                                background=self._speculate(round_index))
+            if checks.work is None:      # checked in full already: settled before the step
+                checked, caught = self._settle(checks, accepted, results)
+                dropped += caught
+                checks = None
         lap("verify")
-        pseudo_grads = [results[w.lease_id].pseudo_gradient for w in active
-                        if w.lease_id in results]
+        pseudo_grads = self._kept(active, results)
         if not pseudo_grads:
-            self.intake.close()
-            self.log("round-empty", "warning", round=round_index, dropped=dropped)
-            self._save()
-            return None
-        update = self.intake.apply(pseudo_grads)
+            return self._empty(round_index, dropped)
+        counted = [w for w in active if w.active and w.lease_id in results]
+        stepped_again = False
+        before = {"coordinator": self.coordinator.state_dict(),
+                  "broadcast": self.broadcast} if checks is not None else None
+        update = self.intake.apply(pseudo_grads, keep=before is not None)
         self.broadcast = update.broadcast
         lap("outer_step")
         self._send_next(round_index)
         lap("send_next")
+        if checks is not None:   # the checks ran while the step was taken and sent
+            checked, caught = self._settle(checks, accepted, results)
+            dropped += caught
+            stepped_again = not all(w.active for w in counted)
+            if stepped_again:
+                pseudo_grads = self._step_again(round_index, before, active, results)
+                if not pseudo_grads:
+                    return self._empty(round_index, dropped)
+            self.intake.close()
+            lap("checks")
         val = held_out_loss(self.coordinator.eval_model(), self.val_tokens, self.config.workload,
                             self.device)
         lap("evaluate")
@@ -379,7 +447,7 @@ class DilocoCoordinator:
                              sum(len(b) for lease, b in bodies.items() if lease not in sent_ahead)
                              + sum(len(b) for b in ahead.values()), time.monotonic() - started,
                              dropped, replaced, sum(a.compute_s for a in results.values()),
-                             **checked, phase_s=phase_s)
+                             **checked, phase_s=phase_s, stepped_again=stepped_again)
         self.reports.append(report)
         self._save()
         self.log("round", **asdict(report))

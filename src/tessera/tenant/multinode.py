@@ -162,6 +162,9 @@ def coordinator_options(tenant: Tenant, spec: JobSpec, dataset: bytes, workers: 
                           + ("" if check["ok"] else f" ({check['reason']})"))
         for line in report.dropped:
             console.print(f"  [yellow]dropped[/] {line}")
+        if report.stepped_again:
+            console.print("  outer step taken again without the dropped (the checks ran beside "
+                          "it); the next round's parameters sent again")
         for c in report.challenges:
             console.print(f"  [red]challenged[/] lease {c['lease_id']} on chain: "
                           + (f"challenge {c['challenge_id']} (tx {c['tx']})" if "tx" in c

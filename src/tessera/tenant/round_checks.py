@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -42,6 +43,20 @@ VERIFICATION_DIR = "verification"
 MANIFESTS_DIR = "manifests"     # the signed manifest of every lease, as sent (Tenant.send_manifest)
 
 
+@dataclass
+class RoundChecks:
+    """A round's verification under way (on the verifier's thread when `work` is set): its
+    roots' trees, the report's fields, each worker's last check made, the drop lines."""
+
+    round_index: int
+    trees: dict = field(default_factory=dict)
+    fields: dict = field(default_factory=lambda: {"root": "", "root_tx": "", "spot_checks": [],
+                                                  "challenges": [], "replacement_roots": []})
+    last: list = field(default_factory=list)      # (worker, its last SpotCheck)
+    dropped: list[str] = field(default_factory=list)
+    work: Future | None = None
+
+
 class RoundVerifier:
     """One job's verification state: its terms, the Verification contract, and each lease's
     last accepted commitment (the next one must link to it)."""
@@ -55,6 +70,7 @@ class RoundVerifier:
         self.previous: dict[int, RoundCommitment] = {}   # lease -> its last accepted commitment
         self._published: dict = {}                        # the round's start parameters
         self._start_hash, self._min_expiry = b"", 0       # the round's, for check_commitment
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replays")
 
     def begin_round(self, published: dict) -> None:
         """Every worker starts the round from the published parameters."""
@@ -77,61 +93,85 @@ class RoundVerifier:
         except CommitmentError as exc:
             raise WorkerFault("bad-commitment", str(exc)) from None
 
-    def verify_round(self, round_index: int, accepted: list[WorkerLease], answers: dict[int, Answer],
-                     drop: Callable[[WorkerLease, int, WorkerFault], str]) -> tuple[dict, list[str]]:
-        """Post the round's roots, spot-check, drop and challenge whoever fails. Returns the
-        report's verification fields and the drop lines."""
+    def verify_round(self, round_index: int, accepted: list[WorkerLease],
+                     answers: dict[int, Answer], background: bool = False) -> RoundChecks:
+        """Start the round's checks: ONE root per order over the accepted commitments, every
+        payload checked (what a worker sent derives from its committed last state), one
+        training segment per worker drawn (probability p) from the block that holds its
+        order's root and replayed. Run here, or with `background` on the verifier's own
+        thread, so that the caller can take the outer step and send the next round meanwhile
+        (and takes the step again if `settle` then drops a worker it counted). Nobody is
+        dropped or challenged before `settle`."""
+        checks = RoundChecks(round_index)
+        if background:
+            checks.work = self._pool.submit(self._run_checks, round_index, accepted, answers,
+                                            checks)
+        else:
+            self._run_checks(round_index, accepted, answers, checks)
+        return checks
+
+    def _run_checks(self, round_index: int, accepted: list[WorkerLease],
+                    answers: dict[int, Answer], checks: RoundChecks) -> None:
         orders = sorted({w.order_id for w in accepted}, key=lambda o: (o != self.verify.job, o))
-        trees, txs, blocks = {}, {}, {}
+        txs, blocks = {}, {}
         for order_id in orders:
-            trees[order_id], txs[order_id], posted_in = self._post_root(
+            checks.trees[order_id], txs[order_id], posted_in = self._post_root(
                 round_index, order_id, [w for w in accepted if w.order_id == order_id], answers)
             blocks[order_id] = posted_in or self._root_block(order_id, round_index)
-        checks, challenges, dropped = [], [], []
+        trees = checks.trees
+        job_tree = trees.get(self.verify.job)
+        checks.fields.update({
+            "root": "0x" + job_tree.root.hex() if job_tree else "",
+            "root_tx": txs.get(self.verify.job, ""),
+            "replacement_roots": [{"order_id": o, "root": "0x" + trees[o].root.hex(),
+                                   "tx": txs[o]} for o in orders
+                                  if o != self.verify.job and trees[o]]})
         for worker in accepted:
-            answer = answers[worker.lease_id]
-            check = self._check(round_index, worker, answer, blocks[worker.order_id], checks)
-            if check is None or check.ok is not False:
+            c = answers[worker.lease_id].commitment
+            check = self._check(round_index, worker, c, c.payload_segment, checks.fields)
+            segment = self._draw(round_index, worker, c, blocks[worker.order_id])
+            if check.ok is True and segment is not None:
+                check = self._check(round_index, worker, c, segment, checks.fields)
+            checks.last.append((worker, check))
+
+    def settle(self, checks: RoundChecks, answers: dict[int, Answer],
+               drop: Callable[[WorkerLease, int, WorkerFault], str]) -> tuple[dict, list[str]]:
+        """The round's checks, finished: whoever's payload or segment did not check out is
+        dropped and challenged. Returns the report's verification fields and the drop lines."""
+        if checks.work is not None:
+            checks.work.result()
+        r = checks.round_index
+        for worker, check in checks.last:
+            if check.ok is not False:
                 continue
             what = "payload" if check.kind == "payload" else f"segment {check.segment}"
-            dropped.append(drop(worker, round_index, WorkerFault(
+            checks.dropped.append(drop(worker, r, WorkerFault(
                 "spot-check", f"{what} did not check out: {check.reason}")))
-            challenges.append(self._challenge(round_index, worker, answer,
-                                              trees[worker.order_id], check))
-        job_tree = trees.get(self.verify.job)
-        return ({"root": "0x" + job_tree.root.hex() if job_tree else "",
-                 "root_tx": txs.get(self.verify.job, ""), "spot_checks": checks,
-                 "challenges": challenges,
-                 "replacement_roots": [{"order_id": o, "root": "0x" + trees[o].root.hex(),
-                                        "tx": txs[o]}
-                                       for o in orders if o != self.verify.job and trees[o]]},
-                dropped)
+            checks.fields["challenges"].append(self._challenge(
+                r, worker, answers[worker.lease_id], checks.trees[worker.order_id], check))
+        return checks.fields, checks.dropped
 
-    def _check(self, round_index: int, worker: WorkerLease, answer: Answer, block_hash: bytes,
-               checks: list[dict]) -> SpotCheck | None:
-        """Every round: the payload segment (what the worker sent derives from its committed
-        last state). Then, with probability p drawn from `block_hash` (the block that holds the
-        order's root), one training segment replayed. Returns the first check that did not pass
-        (None: all did); every check made is appended to `checks`."""
-        c = answer.commitment
-        segments = [c.payload_segment]
-        if block_hash:   # b"": no root of this order's round on chain, no segment is drawn
-            seed = spot_check_seed(block_hash, worker.order_id, round_index, worker.lease_id)
-            drawn = draw_spot_check(seed, self.verify.spot_check_probability, c.n_segments)
-            if drawn is not None:
-                segments.append(drawn)
-        for segment in segments:
-            check = spot_check(self.http, worker.endpoint, worker.lease_id, self.config,
-                               worker.index, c, segment, self.train_tokens, self.max_state,
-                               self.verify.replay_tolerance, start_params=self._published)
-            checks.append(asdict(check))
-            level = "info" if check.ok else "warning"
-            self.log("spot-check" if check.kind == "replay" else "payload-check", level,
-                     round=round_index, provider=worker.provider, worker=worker.index,
-                     **asdict(check))
-            if check.ok is not True:
-                return check
-        return None
+    def _draw(self, round_index: int, worker: WorkerLease, c: RoundCommitment,
+              block_hash: bytes) -> int | None:
+        """The training segment drawn for this worker's round (probability p) from `block_hash`,
+        the block that holds the order's root; None when none is (b"": no root on chain)."""
+        if not block_hash:
+            return None
+        seed = spot_check_seed(block_hash, worker.order_id, round_index, worker.lease_id)
+        return draw_spot_check(seed, self.verify.spot_check_probability, c.n_segments)
+
+    def _check(self, round_index: int, worker: WorkerLease, c: RoundCommitment, segment: int,
+               fields: dict) -> SpotCheck:
+        """One check of a worker's round (its payload segment, or a training segment replayed),
+        logged and added to `fields["spot_checks"]`."""
+        check = spot_check(self.http, worker.endpoint, worker.lease_id, self.config,
+                           worker.index, c, segment, self.train_tokens, self.max_state,
+                           self.verify.replay_tolerance, start_params=self._published)
+        fields.setdefault("spot_checks", []).append(asdict(check))
+        self.log("spot-check" if check.kind == "replay" else "payload-check",
+                 "info" if check.ok else "warning", round=round_index, provider=worker.provider,
+                 worker=worker.index, **asdict(check))
+        return check
 
     def _root_block(self, order_id: int, round_index: int) -> bytes:
         """The block that holds a root posted before a restart: the same randomness as the run

@@ -26,6 +26,7 @@ class RoundIntake:
         self.stream = coordinator.stream()
         self.lock = threading.Lock()
         self.taken: list[Path] = []
+        self.in_sum: set[Path] = set()    # the taken answers the sum holds now
         shutil.rmtree(self.spool, ignore_errors=True)   # a crashed round's leftovers
 
     def take(self, payload: bytes) -> State | Path:
@@ -41,18 +42,25 @@ class RoundIntake:
             path.write_bytes(payload)
             self.stream.add(pseudo_gradient)
             self.taken.append(path)
+            self.in_sum.add(path)
             return path
 
-    def apply(self, kept: list[State | Path]) -> OuterUpdate:
+    def apply(self, kept: list[State | Path], keep: bool = False) -> OuterUpdate:
         """The outer step from the answers that survived the round's checks (a subset of what
-        `take` returned); the others are taken back out of the sum first."""
+        `take` returned); the others are taken back out of the sum first. `keep`: the answers
+        stay (on disk) for another `apply` with fewer of them, after the coordinator's state is
+        put back (the coordinator's step taken again without a worker caught meanwhile);
+        `close` then."""
         if self.stream is None:
-            return self.coordinator.apply(kept)
-        with self.lock:
-            for path in set(self.taken) - set(kept):
-                self.stream.subtract(self.coordinator.decode(path.read_bytes()))
-            update = self.coordinator.apply_stream(self.stream)
-        self.close()
+            update = self.coordinator.apply(kept)
+        else:
+            with self.lock:
+                for path in self.in_sum - set(kept):
+                    self.stream.subtract(self.coordinator.decode(path.read_bytes()))
+                    self.in_sum.discard(path)
+                update = self.coordinator.apply_stream(self.stream)
+        if not keep:
+            self.close()
         return update
 
     def close(self) -> None:

@@ -77,10 +77,16 @@ class WorkerChannel:
         self.tenant, self.http, self.decode = tenant, http, decode
         self.max_payload, self.round_timeout_s = max_payload, round_timeout_s
         self.check_commitment = check_commitment
+        self._expiry: dict[tuple[int, int], int] = {}   # (lease, round) -> last signed expiry
 
     def send(self, worker: WorkerLease, round_index: int, body: bytes) -> None:
         chain = self.tenant.chain
-        nonce, expiry = secrets.randbits(63), int(time.time()) + ROUND_SIGNATURE_VALIDITY_S
+        # a round sent again (other parameters) must be signed to expire later than before:
+        # the provider keeps the later-expiring request (provider/diloco_rounds.py)
+        key = (worker.lease_id, round_index)
+        expiry = max(int(time.time()) + ROUND_SIGNATURE_VALIDITY_S, self._expiry.get(key, 0) + 1)
+        self._expiry[key] = expiry
+        nonce = secrets.randbits(63)
         typed = messages.round_typed_data(chain.network.chain_id, self.tenant.market.address,
                                           worker.lease_id, round_index,
                                           hashlib.sha256(body).digest(), nonce, expiry)
