@@ -18,12 +18,14 @@ their compute time over the same wall time is beside it (`reported_share`: it al
 worker's commitment hashing and checkpoint writes, which are not inner steps). The share's
 noise is that of one step's time, a few per cent: an overlapped job can read slightly above 1.
 Each row also has `phase_s`, per round, where the coordinator's time went (RoundReport.phase_s:
-exchange = sending and collecting, verify, outer_step, send_next = round r + 1's parameters
-sent right after the outer step when overlap is off, evaluate = the held-out loss, which the
-workers' next round then overlaps). Rounds: examples/diloco.toml's (10), the job a user gets.
+exchange = sending and collecting, verify = the checks when they finish before the step (or
+starting them), outer_step, send_next = round r + 1's parameters sent right after the outer step
+when overlap is off, checks = waiting for the checks that ran beside the step and the send,
+evaluate = the held-out loss; the last three overlap the workers' next round). Rounds:
+examples/diloco.toml's (10), the job a user gets.
 Written to bench/results/diloco_network.json (needs root: namespaces).
 
-    sudo .venv/bin/python bench/diloco_network.py           # ~9 min on 2 CPU cores
+    sudo .venv/bin/python bench/diloco_network.py           # ~6 min on 2 CPU cores
     sudo .venv/bin/python bench/diloco_network.py --quick   # ~2 min
 """
 

@@ -26,8 +26,10 @@ here with `cc`; without a C compiler the "intel" rows are skipped and say so.
    Distance = ||replay end - committed end||_2 / ||committed end - segment start||_2 over all
    parameters (relative to how far the segment moved), and the largest |difference|.
 
-Reproduce: .venv/bin/python bench/verification_vendors.py; writes
+Reproduce: .venv/bin/python bench/verification_vendors.py (~2 min); writes
 bench/results/verification_vendors.json (one row per host is kept across runs).
+`--model-10m` (~9 min) adds `distances_10m`: the same distances on the 10.8 M-parameter model
+(one round of H = 20).
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ KERNELS = {"compatible": ("amd", "COMPATIBLE"), "amd-auto": ("amd", "AVX2"),
            "intel-avx2": ("intel", "AVX2")}
 CHEATS = ("skip-last-step", "half-batch", "bf16-autocast", "threads-2-of-1")
 H, K, ROUNDS = 50, 5, 2
+# --model-10m: the 10.8 M-parameter model of bench/verification_adversary.py's overhead rows,
+# one shorter round (its steps take ~1-3 s each on one thread)
+MODEL_10M = {"n_layer": 6, "n_head": 6, "n_embd": 384}
+H_10M, ROUNDS_10M = 20, 1
 
 
 def build_interposer(tmp: Path) -> tuple[str | None, str | None]:
@@ -167,42 +173,59 @@ def seed_hosts() -> list[dict]:
                          "ATen and oneDNN AVX2, MKL AUTO)"}]
 
 
-def distances(tmp: Path, lib: str | None) -> dict:
+def distances(tmp: Path, lib: str | None, model: dict | None = None, h: int = H,
+              rounds: int = ROUNDS) -> dict:
     kernels = {name: kd for name, kd in KERNELS.items() if kd[0] == "amd" or lib}
+    shape = {"model": model, "h": h, "rounds": rounds}
     files = {}
     for name, (dispatch, branch) in kernels.items():
         files[name] = str(tmp / f"dist-{name}.pt")
-        run({"role": "dist-train", "cbwr": branch, "out": files[name]}, dispatch, lib,
+        run({"role": "dist-train", "out": files[name], **shape}, dispatch, lib,
             {"MKL_CBWR_SET": branch})
         print(f"distances: trained under {name}", flush=True)
     honest = []
     for replay_name, (dispatch, branch) in kernels.items():
-        answer = run({"role": "dist-replay", "files": files}, dispatch, lib,
+        answer = run({"role": "dist-replay", "files": files, **shape}, dispatch, lib,
                      {"MKL_CBWR_SET": branch})
         for train_name, d in answer["results"].items():
             honest.append({"train": train_name, "replay": replay_name, **d})
             print(json.dumps(honest[-1]), flush=True)
-    cheats = run({"role": "dist-cheat", "file": files["amd-auto"]}, "amd", lib,
+    cheats = run({"role": "dist-cheat", "file": files["amd-auto"], **shape}, "amd", lib,
                  {"MKL_CBWR_SET": "AVX2"})["results"]
     worst_honest = max(r["worst_rel_l2"] for r in honest)
     least_cheat = min(c["least_rel_l2"] for c in cheats.values() if c["saves_compute"])
     return {"honest": honest, "cheats": cheats, "worst_honest_rel_l2": worst_honest,
             "least_compute_saving_cheat_rel_l2": least_cheat,
             "margin": least_cheat / worst_honest if worst_honest else None,
-            "setup": {"workload": "examples/diloco.toml's model", "inner_steps": H, "k": K,
-                      "rounds": ROUNDS, "threads": 1, "worker": 1, "workers": 3,
+            "setup": {"workload": "examples/diloco.toml's model" + (
+                          f" with {model}" if model else ""), "inner_steps": h, "k": K,
+                      "rounds": rounds, "threads": 1, "worker": 1, "workers": 3,
                       "cheats_replayed_under": "amd-auto, against the amd-auto trace"}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--model-10m", action="store_true",
+                        help="only the distances, on the 10.8 M-parameter model (H = 20, one "
+                             "round), into the existing JSON's `distances_10m`")
     args = parser.parse_args()
     if args.child:
         from verification_vendors_child import child
 
         return child(json.loads(args.child))
     t0 = time.perf_counter()
+    if args.model_10m:
+        with tempfile.TemporaryDirectory() as tmp:
+            lib, _ = build_interposer(Path(tmp))
+            d = distances(Path(tmp), lib, MODEL_10M, H_10M, ROUNDS_10M)
+        result = json.loads(RESULT.read_text())
+        result["distances_10m"] = {**d, "wall_s": round(time.perf_counter() - t0, 1),
+                                   "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+        RESULT.write_text(json.dumps(result, indent=2))
+        print(json.dumps({"margin": d["margin"], "worst_honest": d["worst_honest_rel_l2"],
+                          "least_cheat": d["least_compute_saving_cheat_rel_l2"]}))
+        return
     this = host_key()
     previous = seed_hosts()
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,23 +18,23 @@ def child(spec: dict) -> None:
     os.environ["MKL_CBWR"] = os.environ.get("MKL_CBWR_SET", numerics.PROFILE_ENV["MKL_CBWR"])
     import json
 
-    from verification_vendors import ROUNDS, H, K
+    from verification_vendors import K
 
     role = spec["role"]
-    setup = _setup(H, ROUNDS)
+    setup = _setup(spec["h"], spec["rounds"], spec.get("model"))
     answer = {"dist-train": _train, "dist-replay": _replay, "dist-cheat": _cheat}[role](
         spec, *setup, K)
     print(json.dumps(answer))
 
 
-def _setup(h: int, rounds: int):
+def _setup(h: int, rounds: int, model: dict | None = None):
     from tessera.compute.corpus import build_stdlib_corpus
     from tessera.compute.diloco import DilocoConfig
     from tessera.compute.train import configure_determinism, split
     from tessera.protocol.jobspec import JobSpec
 
     wl = JobSpec.model_validate(tomllib.loads(EXAMPLE.read_text())).workload
-    wl = wl.model_copy(update={"device": "cpu", "threads": 1})
+    wl = wl.model_copy(update={"device": "cpu", "threads": 1, **(model or {})})
     configure_determinism(wl)
     tokens, _ = split(build_stdlib_corpus(1 << 20), wl)
     return DilocoConfig(workload=wl, workers=WORKERS, inner_steps=h, rounds=rounds), tokens

@@ -20,7 +20,7 @@ the provider signs the commitment and serves those files (docs/verification.md).
 A round is pending while its request has no result for exactly the requested parameters, so a
 round the tenant re-sends with other parameters (a restarted coordinator) is run again. Every
 round starts from the worker's state after the round before (`state/after-{r}.pt`: the
-parameters it holds, AdamW, the int8 residual; the last two are kept), so a re-run gives the
+parameters it holds, AdamW, the int8 residual; the last three are kept), so a re-run gives the
 answer a worker that only ever saw the new parameters would give, and a restarted worker
 carries on where it was.
 """
@@ -181,8 +181,8 @@ class WorkerProcess:
         torch.save({"held": held.params, "worker": held.worker.state_dict(), "round": held.round},
                    buffer)
         write_atomic(self.states / f"after-{held.round}.pt", buffer.getvalue())
-        for r in self.saved_rounds():
-            if r < held.round - 1:
+        for r in self.saved_rounds():   # three kept: round held.round - 1 may be run again
+            if r < held.round - 2:
                 (self.states / f"after-{r}.pt").unlink(missing_ok=True)
 
     def stored_before(self, round_index: int) -> Held:
@@ -232,7 +232,10 @@ class WorkerProcess:
 
     def serve(self, emit) -> None:
         while True:
-            r = pending_round(self.out, since=max(self.held.round, 0))
+            # a round re-sent with other parameters is run again, up to the one before the last
+            # answered: a tenant that stopped after sending round r + 1, before committing round
+            # r, re-sends round r when it resumes (tenant/coordinator.py `_send_next`)
+            r = pending_round(self.out, since=max(self.held.round - 1, 0))
             request = read_request(self.out / "rounds" / str(r)) if r is not None else None
             if request is None:
                 time.sleep(POLL_S)

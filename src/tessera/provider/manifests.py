@@ -52,6 +52,15 @@ class Manifests:
             if ctx.state.lease(lease_id) is None:  # the watcher has not seen the event yet
                 ctx.state.add_lease(lease_id, lease.order_id, lease.tenant)
             record = ctx.state.lease(lease_id)
+            if record.manifest is None and (record.tenant.lower(), record.order_id) != (
+                    lease.tenant.lower(), lease.order_id):
+                # a reorg gave the lease id to another order since the watcher recorded it: the
+                # chain's lease is the one the manifest is for, and the one whose tenant signs
+                # its rounds (diloco_rounds.authorize reads the record; review 8)
+                ctx.state.update_lease(lease_id, tenant=lease.tenant, order_id=lease.order_id)
+                ctx.log("lease-record-corrected", "warning", lease_id=lease_id,
+                        was=record.tenant, tenant=lease.tenant)
+                record = ctx.state.lease(lease_id)
             if record.manifest is not None:
                 if record.manifest == manifest.model_dump(mode="json"):
                     return {"lease_id": lease_id, "status": record.status,

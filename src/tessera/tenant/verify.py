@@ -135,8 +135,21 @@ def publish_case(chain: Chain, challenge_id: int, case: ChallengeCase,
     for endpoint in validator_endpoints(chain):
         try:
             response = http.post(f"{endpoint}/challenges/{challenge_id}/case", json=body)
-            answers[endpoint] = (response.json().get("status", "?") if response.status_code == 200
-                                 else f"{response.status_code}: {response.text[:300]}")
         except httpx.HTTPError as exc:
             answers[endpoint] = f"unreachable: {type(exc).__name__}"
+            continue
+        answers[endpoint] = (_status_of(response) if response.status_code == 200
+                             else f"{response.status_code}: {response.text[:300]}")
     return answers
+
+
+def _status_of(response: httpx.Response) -> str:
+    """A validator's 200 answer to a case push: its `status`, or what it sent instead (a
+    validator is anyone staked: its answer is data, never a reason for the tenant to stop)."""
+    try:
+        answer = response.json()
+    except ValueError:
+        return f"200 but not JSON: {response.text[:300]!r}"
+    if not isinstance(answer, dict):
+        return f"200 but not a JSON object: {response.text[:300]!r}"
+    return str(answer.get("status", "?"))

@@ -82,22 +82,31 @@ class WorkerChannel:
     def send(self, worker: WorkerLease, round_index: int, body: bytes) -> None:
         chain = self.tenant.chain
         # a round sent again (other parameters) must be signed to expire later than before:
-        # the provider keeps the later-expiring request (provider/diloco_rounds.py)
+        # the provider keeps the later-expiring request (provider/diloco_rounds.py). This
+        # process remembers its own; a resumed one may meet a request it signed in the same
+        # second before it stopped, which the provider refuses as "signed later": once more,
+        # a second later
         key = (worker.lease_id, round_index)
         expiry = max(int(time.time()) + ROUND_SIGNATURE_VALIDITY_S, self._expiry.get(key, 0) + 1)
-        self._expiry[key] = expiry
-        nonce = secrets.randbits(63)
-        typed = messages.round_typed_data(chain.network.chain_id, self.tenant.market.address,
-                                          worker.lease_id, round_index,
-                                          hashlib.sha256(body).digest(), nonce, expiry)
-        try:
-            response = self.http.put(
-                f"{worker.endpoint}/leases/{worker.lease_id}/rounds/{round_index}", content=body,
-                headers={"x-tessera-nonce": str(nonce), "x-tessera-expiry": str(expiry),
-                         "x-tessera-signature": messages.sign(chain.account, typed),
-                         "x-tessera-params-sha256": hashlib.sha256(body).hexdigest()})
-        except httpx.HTTPError as exc:
-            raise WorkerFault("unreachable", f"{type(exc).__name__}: {exc}") from None
+        for attempt in range(2):
+            self._expiry[key] = expiry
+            nonce = secrets.randbits(63)
+            typed = messages.round_typed_data(chain.network.chain_id, self.tenant.market.address,
+                                              worker.lease_id, round_index,
+                                              hashlib.sha256(body).digest(), nonce, expiry)
+            try:
+                response = self.http.put(
+                    f"{worker.endpoint}/leases/{worker.lease_id}/rounds/{round_index}",
+                    content=body,
+                    headers={"x-tessera-nonce": str(nonce), "x-tessera-expiry": str(expiry),
+                             "x-tessera-signature": messages.sign(chain.account, typed),
+                             "x-tessera-params-sha256": hashlib.sha256(body).hexdigest()})
+            except httpx.HTTPError as exc:
+                raise WorkerFault("unreachable", f"{type(exc).__name__}: {exc}") from None
+            if response.status_code == 409 and "signed later" in response.text and not attempt:
+                expiry += 1
+                continue
+            break
         if response.status_code != 200:
             raise WorkerFault("refused", f"provider refused round {round_index}: "
                                          f"{_detail(response)}")

@@ -1,0 +1,146 @@
+"""Review 8: a tenant that stops while a round's checks run beside its outer step.
+
+Without overlap, before the last round, the coordinator sends round r + 1's parameters to the
+workers right after the outer step (`_send_next`), and only then settles round r's checks,
+evaluates and commits (issue 16: the checks now run beside the step, so this window holds the
+root, every payload check and the drawn replays, and the challenges `settle` opens). A tenant
+process that dies in that window (a crash, Ctrl-C, a machine that reboots, an exception out of
+`settle`: tests/tenant/test_review8_case_push.py shows a validator can cause one) has committed
+round r - 1 only; `tessera job resume` runs round r again and sends every worker the full
+state for it. The honest workers have by then finished round r + 1 (the parameters were sent
+to them), and a worker only ever runs rounds from the one it last finished
+(`compute.diloco_worker.pending_round(since=held.round)`), so the re-sent round r is never run:
+the resumed coordinator waits out the round's timeout and drops every honest worker as late.
+Fixed: a worker runs a round re-sent with other parameters up to the one before the last it
+answered (`pending_round(since=held.round - 1)`), from the state it kept from before it (three
+kept now), so the resumed job goes on with both workers.
+
+Real parts: a private anvil, two real provider processes, real leases, real signed rounds,
+real roots and replays. The one fault injected: the tenant's death. It is simulated in process
+by replacing this coordinator object's `_settle` (in round r = 1; round 0 is committed) with
+one that waits until the checks are done and both workers have answered round r + 1, then
+raises (the object is then abandoned, as a dead process's state is); its committed state on
+disk is exactly what a killed process leaves. (Round 0 would not show it: it is sent as the
+full state both times, the same bytes, so the worker's answer still stands.)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+from rich.console import Console
+from tests.support.processes import ProviderProcess, wait_until
+
+from tessera.chain.accounts import devnet_account
+from tessera.chain.client import Chain
+from tessera.errors import TenantError
+from tessera.logs import EventLog
+from tessera.protocol.jobspec import JobSpec
+from tessera.tenant.bidding import lease_nodes
+from tessera.tenant.client import Tenant
+from tessera.tenant.coordinator import DilocoCoordinator, WorkerLease
+from tessera.tenant.flow import load_dataset
+from tessera.tenant.multinode import diloco_config, wait_started, worker_workload
+from tessera.tenant.verify import VerifyTerms
+
+pytestmark = pytest.mark.e2e
+
+TENANT = 5
+SPEC = {
+    "name": "review8-resume", "mode": "diloco",
+    "order": {"max_price_per_gpu_hour": "3.00", "duration": "10m", "nodes": 2,
+              "bid_window": "2s"},
+    "dataset": {"source": "builtin:stdlib", "max_bytes": 65536},
+    "workload": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
+                 "eval_batches": 2},
+    "diloco": {"inner_steps": 8, "rounds": 3, "compression": "int8", "round_timeout": "60s",
+               "replace_dropped": False},
+    "verification": {"checkpoint_every": 2, "spot_check_probability": 1.0},
+}
+RESUMED_TIMEOUT_S = 30
+
+
+class TenantDied(Exception):
+    """The simulated death of the tenant's process."""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, private_devnet):
+    home = tmp_path_factory.mktemp("review8-resume")
+    with private_devnet(home) as (devnet, network):
+        nodes = [ProviderProcess(home, devnet.network_file, account, price, name)
+                 for account, price, name in ((1, "0.60", "r8-one"), (3, "0.50", "r8-two"))]
+        try:
+            for node in nodes:
+                node.start()
+            yield network, {node.address: node for node in nodes}
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+def result_of(node: ProviderProcess, lease_id: int, round_index: int) -> dict | None:
+    path = node.home / node.name / "leases" / str(lease_id) / "rounds" / str(round_index) \
+        / "result.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def test_a_tenant_dead_while_checks_run_beside_the_step_resumes_with_its_workers(world, tmp_path):
+    network, nodes = world
+    tenant = Tenant(Chain(network, devnet_account(TENANT)))
+    spec = JobSpec.model_validate(SPEC)
+    dataset = load_dataset(spec.dataset)
+    leasing = lease_nodes(tenant, spec, Console(file=io.StringIO()))
+    workers = []
+    for index, (lease_id, verdict) in enumerate(leasing.leases):
+        tenant.send_manifest(lease_id, worker_workload(spec, index, 2), dataset)
+        workers.append(WorkerLease(lease_id, verdict.bid.provider, verdict.offer.endpoint,
+                                   index=index, order_id=leasing.order_id))
+    assert len(workers) == 2
+    assert all(s.status == "running"
+               for s in wait_started(tenant, [w.lease_id for w in workers]).values())
+    terms = VerifyTerms(job=leasing.order_id, checkpoint_every=2, spot_check_probability=1.0)
+    job_dir = tmp_path / "job"
+    first = DilocoCoordinator.start(tenant, diloco_config(spec, 2), dataset, workers, job_dir,
+                                    round_timeout_s=60, verify=terms,
+                                    log=EventLog("coordinator", stream=io.StringIO()))
+
+    def die(checks, accepted, results):
+        checks.work.result()                   # the round's checks are done...
+        wait_until(lambda: all(result_of(nodes[w.provider], w.lease_id, 2) for w in workers),
+                   timeout=60, what="both workers answered round 2")   # ...round 2 is too
+        raise TenantDied
+
+    assert first.step().contributors == 2      # round 0, committed
+    first._settle = die
+    with pytest.raises(TenantDied):
+        first.step()                           # round 1: stepped, round 2 sent, not committed
+    assert len(json.loads((job_dir / "job.json").read_text())["reports"]) == 1
+
+    # a restart takes seconds: the re-sent round's signature then expires later than the first
+    # (within the same second the provider refuses it, 409 "signed later": another way to lose
+    # the workers, which a supervisor restarting the tenant at once would meet)
+    time.sleep(2)
+    log = io.StringIO()
+    resumed = DilocoCoordinator.resume(tenant, job_dir, dataset, verify=terms,
+                                       round_timeout_s=RESUMED_TIMEOUT_S,
+                                       log=EventLog("coordinator", stream=log))
+    try:
+        reports = resumed.run()
+    except TenantError as exc:                 # every worker dropped
+        reports = exc
+    finally:
+        for w in workers:
+            if tenant.market.lease(w.lease_id).is_open:
+                tenant.close(w.lease_id)
+    dropped = [(e["lease_id"], e["kind"], e["round"], e["reason"]) for e in map(json.loads, log.getvalue()
+               .splitlines()) if e["event"] == "worker-dropped"]
+    # the hole: [(lease, "late", 1), (lease, "late", 1)]: both honest workers, and the job
+    assert dropped == [], dropped
+    assert [r.contributors for r in reports] == [2, 2, 2]   # rounds 0 (committed), 1, 2
