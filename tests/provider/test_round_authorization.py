@@ -21,24 +21,20 @@ Adversary strategies, and what stops them:
 
 from __future__ import annotations
 
-import io
 import time
 
 import pytest
+from tests.support import provider_node
+from tests.support.provider_node import registered_node
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
-from tessera.chain.registry import ProviderRegistry
 from tessera.errors import Refused
-from tessera.logs import EventLog
 from tessera.protocol import messages
-from tessera.protocol.wire import BidMessage
-from tessera.provider.config import ProviderConfig
 from tessera.provider.node import ProviderNode
 from tessera.tenant.client import Tenant
 
 PROVIDER, TENANT, STRANGER = 3, 5, 6
-PRICE = 1_000_000
 PARAMS_SHA256 = "ab" * 32
 
 
@@ -46,28 +42,11 @@ PARAMS_SHA256 = "ab" * 32
 def world(tmp_path_factory, private_devnet):
     home = tmp_path_factory.mktemp("round-authorization")
     with private_devnet(home, epoch_length=86_400) as (devnet, network):
-        registry = ProviderRegistry(Chain(network, devnet_account(PROVIDER)))
-        registry.register(registry.min_stake(), "cpu-x86_64", 1, 16_000, 1000,
-                          "http://127.0.0.1:9", PRICE)
-        config = ProviderConfig.model_validate({
-            "provider": {"account": f"devnet:{PROVIDER}", "network": str(devnet.network_file),
-                         "port": 9, "state_dir": str(home / "provider")},
-            "pricing": {"price_per_gpu_hour": "1.00"}})
-        node = ProviderNode(config, EventLog("provider", io.StringIO()))
-        node.chain_every_s = 0                                 # each poll reads the head
-        node.state.put("last_block", str(node.ctx.chain.block_number()))
-        yield network, node
+        yield network, registered_node(home, devnet, network, PROVIDER)
 
 
 def lease_of(network, tenant: Tenant) -> int:
-    market, account = tenant.market, devnet_account(PROVIDER)
-    order_id, _ = market.create_order(b"\x01" * 32, "", 1, 0, PRICE, 3600, 1, PRICE)
-    expiry = tenant.chain.block_timestamp() + 3600
-    typed = messages.bid_typed_data(network.chain_id, market.address, order_id, account.address,
-                                    PRICE, order_id, expiry)
-    return market.accept_bid(BidMessage(order_id=order_id, provider=account.address,
-                                        price_per_gpu_hour=PRICE, nonce=order_id, expiry=expiry,
-                                        signature=messages.sign(account, typed)))[0]
+    return provider_node.lease_of(network, tenant, PROVIDER)
 
 
 def signed(network, node: ProviderNode, signer: int, lease_id: int, round_index: int = 0):

@@ -19,27 +19,24 @@ real lease from a real signed bid, the node's real watcher, a real signed manife
 from __future__ import annotations
 
 import hashlib
-import io
 import secrets
 import time
 
 import pytest
+from tests.support import provider_node
+from tests.support.provider_node import registered_node
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
-from tessera.chain.registry import ProviderRegistry
 from tessera.errors import Refused
-from tessera.logs import EventLog
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
-from tessera.protocol.wire import BidMessage, Manifest, SignedManifest
-from tessera.provider.config import ProviderConfig
+from tessera.protocol.wire import Manifest, SignedManifest
 from tessera.provider.node import ProviderNode
 from tessera.tenant.client import Tenant
 from tessera.tenant.multinode import worker_workload
 
 PROVIDER, TENANT, OTHER = 3, 5, 6
-PRICE = 1_000_000
 SPEC = JobSpec.model_validate({
     "name": "review8-rounds", "mode": "diloco",
     "order": {"max_price_per_gpu_hour": "3.00", "duration": "10m", "nodes": 1,
@@ -54,29 +51,11 @@ SPEC = JobSpec.model_validate({
 def world(tmp_path_factory, private_devnet):
     home = tmp_path_factory.mktemp("review8-rounds")
     with private_devnet(home, epoch_length=86_400) as (devnet, network):
-        registry = ProviderRegistry(Chain(network, devnet_account(PROVIDER)))
-        registry.register(registry.min_stake(), "cpu-x86_64", 1, 16_000, 1000,
-                          "http://127.0.0.1:9", PRICE)
-        config = ProviderConfig.model_validate({
-            "provider": {"account": f"devnet:{PROVIDER}", "network": str(devnet.network_file),
-                         "port": 9, "state_dir": str(home / "provider")},
-            "pricing": {"price_per_gpu_hour": "1.00"}})
-        node = ProviderNode(config, EventLog("provider", io.StringIO()))
-        node.chain_every_s = 0
-        node.state.put("last_block", str(node.ctx.chain.block_number()))
-        yield network, node
+        yield network, registered_node(home, devnet, network, PROVIDER)
 
 
 def lease_of(network, tenant: Tenant) -> int:
-    market, account = tenant.market, devnet_account(PROVIDER)
-    order_id, _ = market.create_order(b"\x01" * 32, "", 1, 0, PRICE, 3600, 1, PRICE)
-    expiry = tenant.chain.block_timestamp() + 3600
-    nonce = secrets.randbits(63)
-    typed = messages.bid_typed_data(network.chain_id, market.address, order_id, account.address,
-                                    PRICE, nonce, expiry)
-    return market.accept_bid(BidMessage(order_id=order_id, provider=account.address,
-                                        price_per_gpu_hour=PRICE, nonce=nonce, expiry=expiry,
-                                        signature=messages.sign(account, typed)))[0]
+    return provider_node.lease_of(network, tenant, PROVIDER)
 
 
 def manifest_of(network, node: ProviderNode, tenant: Tenant, lease_id: int) -> SignedManifest:
