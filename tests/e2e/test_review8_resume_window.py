@@ -17,7 +17,7 @@ kept now), so the resumed job goes on with both workers.
 
 Real parts: a private anvil, two real provider processes, real leases, real signed rounds,
 real roots and replays. The one fault injected: the tenant's death. It is simulated in process
-by replacing this coordinator object's `_settle` (in round r = 1; round 0 is committed) with
+by replacing this coordinator's verifier's `settle` (in round r = 1; round 0 is committed) with
 one that waits until the checks are done and both workers have answered round r + 1, then
 raises (the object is then abandoned, as a dead process's state is); its committed state on
 disk is exactly what a killed process leaves. (Round 0 would not show it: it is sent as the
@@ -111,14 +111,14 @@ def test_a_tenant_dead_while_checks_run_beside_the_step_resumes_with_its_workers
                                     round_timeout_s=60, verify=terms,
                                     log=EventLog("coordinator", stream=io.StringIO()))
 
-    def die(checks, accepted, results):
+    def die(checks, accepted, answers, drop):
         checks.work.result()                   # the round's checks are done...
         wait_until(lambda: all(result_of(nodes[w.provider], w.lease_id, 2) for w in workers),
                    timeout=60, what="both workers answered round 2")   # ...round 2 is too
         raise TenantDied
 
     assert first.step().contributors == 2      # round 0, committed
-    first._settle = die
+    first.verifier.settle = die
     with pytest.raises(TenantDied):
         first.step()                           # round 1: stepped, round 2 sent, not committed
     assert len(json.loads((job_dir / "job.json").read_text())["reports"]) == 1

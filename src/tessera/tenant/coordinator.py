@@ -57,7 +57,6 @@ import io
 import json
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -108,8 +107,57 @@ class RoundReport:
     #                                 round's checks caught after it (coordinator._step_again)
 
 
+class PhaseClock:
+    """Where a round's time goes: `lap(phase)` records the seconds since the last lap."""
+
+    def __init__(self):
+        self.phase_s: dict[str, float] = {}
+        self.mark = time.monotonic()
+
+    def lap(self, phase: str) -> None:
+        now = time.monotonic()
+        self.phase_s[phase] = round(now - self.mark, 4)
+        self.mark = now
+
+
 # (dropped worker, every worker of the job so far) -> a running replacement for its shard
 Replacer = Callable[[WorkerLease, list[WorkerLease]], WorkerLease]
+
+
+class Replacements:
+    """A job's replacement leases: one for each dropped worker (`Replacer`), up to `cap`."""
+
+    def __init__(self, replace: Replacer | None, cap: int, log: EventLog):
+        self.replace, self.cap, self.log, self.used = replace, cap, log, 0
+
+    def take(self, workers: list[WorkerLease], joined: Callable[[WorkerLease], None]) -> list[str]:
+        """A replacement for each worker dropped and not yet replaced; `joined(new)` adds one
+        to the job (and commits it) as soon as it runs. Returns what happened, in lines."""
+        lines = []
+        for worker in [w for w in workers if not w.active and not w.replaced]:
+            worker.replaced = True
+            if self.replace is None:
+                continue
+            if self.used >= self.cap:
+                lines.append(f"lease {worker.lease_id} not replaced: the job's "
+                             f"{self.cap} replacement(s) are used up")
+                self.log("replacement-skipped", lease_id=worker.lease_id, reason="cap reached")
+                continue
+            try:
+                new = self.replace(worker, list(workers))
+            except Exception as exc:
+                lines.append(f"lease {worker.lease_id} not replaced: {exc}")
+                self.log("replacement-failed", "warning", lease_id=worker.lease_id,
+                         error=f"{type(exc).__name__}: {exc}")
+                continue
+            new.index, new.synced, new.active = worker.index, False, True
+            self.used += 1
+            lines.append(f"lease {worker.lease_id} replaced by lease {new.lease_id} "
+                         f"(provider {new.provider})")
+            self.log("worker-replaced", lease_id=worker.lease_id, replacement=new.lease_id,
+                     provider=new.provider, worker=new.index)
+            joined(new)
+        return lines
 
 
 def read_job_state(state_dir: Path) -> dict:
@@ -138,8 +186,8 @@ class DilocoCoordinator:
         self.round_timeout_s = round_timeout_s
         self.on_round = on_round or (lambda report: None)
         self.log = log or EventLog("coordinator")
-        self.replace, self.max_replacements = replace, max_replacements
-        self.replacements = 0
+        self.max_replacements = max_replacements
+        self._replacements = Replacements(replace, max_replacements, self.log)
         self.finished = False
         self.device = configure_determinism(config.workload)
         self.coordinator = Coordinator(config, self.device)
@@ -193,7 +241,7 @@ class DilocoCoordinator:
         checkpoint = torch.load(self.state_dir / saved["checkpoint"], weights_only=True)
         self.coordinator.load_state_dict(checkpoint)
         self.reports = [RoundReport(**r) for r in saved["reports"]]
-        self.replacements, self.finished = saved["replacements"], saved["finished"]
+        self._replacements.used, self.finished = saved["replacements"], saved["finished"]
         for worker in self.workers:  # what they hold after the crash is unknown: full state
             worker.synced = False
         self.log("resumed", round=self.coordinator.round,
@@ -243,18 +291,6 @@ class DilocoCoordinator:
         return [results[w.lease_id].pseudo_gradient for w in active
                 if w.active and w.lease_id in results]
 
-    def _settle(self, checks, accepted: list[WorkerLease],
-                results: dict[int, Answer]) -> tuple[dict, list[str]]:
-        """The round's checks, finished: the report's fields and the drop lines; each accepted
-        worker's commitment is the one its next must link to, a dropped one's answer forgotten."""
-        checked, caught = self.verifier.settle(checks, results, self._drop)
-        for w in accepted:
-            if w.active:
-                self.verifier.previous[w.lease_id] = results[w.lease_id].commitment
-            else:
-                results.pop(w.lease_id, None)
-        return checked, caught
-
     def _step_again(self, round_index: int, before: dict, active: list[WorkerLease],
                     results: dict[int, Answer]) -> list:
         """The checks caught a worker whose answer the outer step (taken while they ran)
@@ -289,20 +325,14 @@ class DilocoCoordinator:
         sent them there, as before."""
         if self.config.overlap or round_index + 1 >= self.config.rounds or self.broadcast is None:
             return
-        body, targets = self.broadcast, [w for w in self.workers if w.active and w.synced]
-
-        def one(worker: WorkerLease) -> None:
-            try:
-                self.channel.send(worker, round_index + 1, body)
-            except Exception as exc:  # step r + 1 sends again and handles the fault
-                self.log("send-ahead-failed", "warning", round=round_index + 1,
-                         lease_id=worker.lease_id, error=f"{type(exc).__name__}: {exc}")
-                return
-            self.ahead[worker.lease_id] = (round_index + 1, body)
-
-        if targets:
-            with ThreadPoolExecutor(max_workers=len(targets)) as pool:
-                list(pool.map(one, targets))
+        body = self.broadcast
+        targets = [w for w in self.workers if w.active and w.synced]
+        failed = self.channel.send_many(targets, round_index + 1, body)
+        for lease_id, error in failed.items():   # step r + 1 sends again and handles the fault
+            self.log("send-ahead-failed", "warning", round=round_index + 1, lease_id=lease_id,
+                     error=error)
+        self.ahead.update({w.lease_id: (round_index + 1, body) for w in targets
+                           if w.lease_id not in failed})
 
     def _drop(self, worker: WorkerLease, round_index: int, fault: WorkerFault) -> str:
         worker.active, worker.fault, worker.reason = False, fault.kind, str(fault)
@@ -321,32 +351,16 @@ class DilocoCoordinator:
     def _replace_dropped(self) -> list[str]:
         """Lease a replacement for each worker dropped since the last round (up to the cap);
         each is committed at once, so a crash right after does not forget its lease."""
-        lines = []
-        for worker in [w for w in self.workers if not w.active and not w.replaced]:
-            worker.replaced = True
-            if self.replace is None:
-                continue
-            if self.replacements >= self.max_replacements:
-                lines.append(f"lease {worker.lease_id} not replaced: the job's "
-                             f"{self.max_replacements} replacement(s) are used up")
-                self.log("replacement-skipped", lease_id=worker.lease_id, reason="cap reached")
-                continue
-            try:
-                new = self.replace(worker, list(self.workers))
-            except Exception as exc:
-                lines.append(f"lease {worker.lease_id} not replaced: {exc}")
-                self.log("replacement-failed", "warning", lease_id=worker.lease_id,
-                         error=f"{type(exc).__name__}: {exc}")
-                continue
-            new.index, new.synced, new.active = worker.index, False, True
+        def joined(new: WorkerLease) -> None:
             self.workers.append(new)
-            self.replacements += 1
-            lines.append(f"lease {worker.lease_id} replaced by lease {new.lease_id} "
-                         f"(provider {new.provider})")
-            self.log("worker-replaced", lease_id=worker.lease_id, replacement=new.lease_id,
-                     provider=new.provider, worker=new.index)
             self._save()
-        return lines
+
+        return self._replacements.take(self.workers, joined)
+
+    @property
+    def replacements(self) -> int:
+        """Replacement leases taken so far (at most `max_replacements`)."""
+        return self._replacements.used
 
     # -- the job ---------------------------------------------------------------------------
     def run(self) -> list[RoundReport]:
@@ -372,36 +386,12 @@ class DilocoCoordinator:
         if self.verifier:
             self.verifier.begin_round(start)
         self.intake = RoundIntake(self.coordinator, self.state_dir / INTAKE_DIR)
-        deadline = time.monotonic() + self.round_timeout_s
-        results: dict[int, Answer] = {}
-        faults: dict[int, WorkerFault] = {}
-
-        def one(worker: WorkerLease) -> None:
-            try:
-                if worker.lease_id not in sent_ahead:
-                    self.channel.send(worker, round_index, bodies[worker.lease_id])
-                    worker.synced = True
-                if worker.lease_id in ahead:
-                    self.channel.send(worker, round_index + 1, ahead[worker.lease_id])
-                    self.ahead[worker.lease_id] = (round_index + 1, ahead[worker.lease_id])
-                results[worker.lease_id] = self.channel.collect(worker, round_index,
-                                                                bodies[worker.lease_id], deadline)
-            except WorkerFault as fault:
-                faults[worker.lease_id] = fault
-            except Exception as exc:  # anything else is this worker's problem, not the job's
-                faults[worker.lease_id] = WorkerFault("worker-error", f"{type(exc).__name__}: {exc}")
-
-        phase_s: dict[str, float] = {}
-        mark = time.monotonic()
-
-        def lap(phase: str) -> None:
-            nonlocal mark
-            now = time.monotonic()
-            phase_s[phase] = round(now - mark, 4)
-            mark = now
-
-        with ThreadPoolExecutor(max_workers=len(active)) as pool:
-            list(pool.map(one, active))
+        clock = PhaseClock()
+        results, faults, sent_next = self.channel.exchange(
+            active, round_index, bodies, sent_ahead, ahead,
+            time.monotonic() + self.round_timeout_s)
+        self.ahead.update({lease: (round_index + 1, ahead[lease]) for lease in sent_next})
+        lap = clock.lap
         lap("exchange")
         dropped = [self._drop(w, round_index, faults[w.lease_id])
                    for w in active if w.lease_id in faults]
@@ -413,7 +403,7 @@ class DilocoCoordinator:
             checks = self.verifier.verify_round(round_index, accepted, results,
                                                 background=self._speculate(round_index))
             if checks.work is None:      # checked in full already: settled before the step
-                checked, caught = self._settle(checks, accepted, results)
+                checked, caught = self.verifier.settle(checks, accepted, results, self._drop)
                 dropped += caught
                 checks = None
         lap("verify")
@@ -430,7 +420,7 @@ class DilocoCoordinator:
         self._send_next(round_index)
         lap("send_next")
         if checks is not None:   # the checks ran while the step was taken and sent
-            checked, caught = self._settle(checks, accepted, results)
+            checked, caught = self.verifier.settle(checks, accepted, results, self._drop)
             dropped += caught
             stepped_again = not all(w.active for w in counted)
             if stepped_again:
@@ -447,7 +437,7 @@ class DilocoCoordinator:
                              sum(len(b) for lease, b in bodies.items() if lease not in sent_ahead)
                              + sum(len(b) for b in ahead.values()), time.monotonic() - started,
                              dropped, replaced, sum(a.compute_s for a in results.values()),
-                             **checked, phase_s=phase_s, stepped_again=stepped_again)
+                             **checked, phase_s=clock.phase_s, stepped_again=stepped_again)
         self.reports.append(report)
         self._save()
         self.log("round", **asdict(report))

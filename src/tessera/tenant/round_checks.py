@@ -134,10 +134,13 @@ class RoundVerifier:
                 check = self._check(round_index, worker, c, segment, checks.fields)
             checks.last.append((worker, check))
 
-    def settle(self, checks: RoundChecks, answers: dict[int, Answer],
+    def settle(self, checks: RoundChecks, accepted: list[WorkerLease],
+               answers: dict[int, Answer],
                drop: Callable[[WorkerLease, int, WorkerFault], str]) -> tuple[dict, list[str]]:
         """The round's checks, finished: whoever's payload or segment did not check out is
-        dropped and challenged. Returns the report's verification fields and the drop lines."""
+        dropped and challenged, and its answer taken out of `answers`; every other accepted
+        worker's commitment is the one its next must link to. Returns the report's
+        verification fields and the drop lines."""
         if checks.work is not None:
             checks.work.result()
         r = checks.round_index
@@ -149,6 +152,11 @@ class RoundVerifier:
                 "spot-check", f"{what} did not check out: {check.reason}")))
             checks.fields["challenges"].append(self._challenge(
                 r, worker, answers[worker.lease_id], checks.trees[worker.order_id], check))
+        for worker in accepted:
+            if worker.active:
+                self.previous[worker.lease_id] = answers[worker.lease_id].commitment
+            else:
+                answers.pop(worker.lease_id, None)
         return checks.fields, checks.dropped
 
     def _draw(self, round_index: int, worker: WorkerLease, c: RoundCommitment,

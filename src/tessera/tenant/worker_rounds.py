@@ -18,6 +18,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -110,6 +111,53 @@ class WorkerChannel:
         if response.status_code != 200:
             raise WorkerFault("refused", f"provider refused round {round_index}: "
                                          f"{_detail(response)}")
+
+    def exchange(self, workers: list[WorkerLease], round_index: int, bodies: dict[int, bytes],
+                 sent_ahead: set[int], ahead: dict[int, bytes], deadline: float
+                 ) -> tuple[dict[int, Answer], dict[int, WorkerFault], set[int]]:
+        """One round with every worker at once: send its parameters (unless they were sent
+        ahead), the next round's with them (`ahead`, overlap), and collect its answer by
+        `deadline`. Returns the answers and the faults by lease, and the leases the next
+        round's parameters reached."""
+        results: dict[int, Answer] = {}
+        faults: dict[int, WorkerFault] = {}
+        sent_next: set[int] = set()
+
+        def one(worker: WorkerLease) -> None:
+            lease = worker.lease_id
+            try:
+                if lease not in sent_ahead:
+                    self.send(worker, round_index, bodies[lease])
+                    worker.synced = True
+                if lease in ahead:
+                    self.send(worker, round_index + 1, ahead[lease])
+                    sent_next.add(lease)
+                results[lease] = self.collect(worker, round_index, bodies[lease], deadline)
+            except WorkerFault as fault:
+                faults[lease] = fault
+            except Exception as exc:  # anything else is this worker's problem, not the job's
+                faults[lease] = WorkerFault("worker-error", f"{type(exc).__name__}: {exc}")
+
+        with ThreadPoolExecutor(max_workers=max(1, len(workers))) as pool:
+            list(pool.map(one, workers))
+        return results, faults, sent_next
+
+    def send_many(self, workers: list[WorkerLease], round_index: int,
+                  body: bytes) -> dict[int, str]:
+        """`body` as round `round_index` to every worker at once; the leases it did not
+        reach, with why."""
+        failed: dict[int, str] = {}
+
+        def one(worker: WorkerLease) -> None:
+            try:
+                self.send(worker, round_index, body)
+            except Exception as exc:
+                failed[worker.lease_id] = f"{type(exc).__name__}: {exc}"
+
+        if workers:
+            with ThreadPoolExecutor(max_workers=len(workers)) as pool:
+                list(pool.map(one, workers))
+        return failed
 
     def collect(self, worker: WorkerLease, round_index: int, body: bytes,
                 deadline: float) -> Answer:
