@@ -13,6 +13,7 @@ import time
 import pytest
 import tomli_w
 from rich.console import Console
+from tests.support.jobs import leased_workers
 from tests.support.processes import ProviderProcess, wait_until
 
 from tessera.chain.accounts import devnet_account
@@ -20,11 +21,10 @@ from tessera.chain.client import Chain
 from tessera.chain.verification import Verification
 from tessera.logs import EventLog
 from tessera.protocol.jobspec import JobSpec
-from tessera.tenant.bidding import lease_nodes
 from tessera.tenant.client import Tenant
-from tessera.tenant.coordinator import DilocoCoordinator, WorkerLease
+from tessera.tenant.coordinator import DilocoCoordinator
 from tessera.tenant.flow import load_dataset
-from tessera.tenant.multinode import Replacer, diloco_config, wait_started, worker_workload
+from tessera.tenant.multinode import Replacer, diloco_config
 from tessera.tenant.verify import VerifyTerms
 
 pytestmark = pytest.mark.e2e
@@ -62,15 +62,7 @@ def test_a_killed_worker_is_replaced_and_the_replacement_trains(network, provide
     dataset = load_dataset(spec.dataset)
     out = io.StringIO()
     console = Console(file=out, width=250)
-    leasing = lease_nodes(tenant, spec, console)
-    workers = []
-    for index, (lease_id, verdict) in enumerate(leasing.leases):
-        tenant.send_manifest(lease_id, worker_workload(spec, index, 2), dataset)
-        workers.append(WorkerLease(lease_id, verdict.bid.provider, verdict.offer.endpoint,
-                                   index=index, order_id=leasing.order_id))
-    assert len(workers) == 2
-    assert all(s.status == "running" for s in wait_started(tenant, [w.lease_id for w in workers])
-               .values())
+    leasing, workers = leased_workers(tenant, spec, dataset, console)
     dead = workers[0]
     victim = providers[dead.provider]
     # the next test of this module needs all three providers again

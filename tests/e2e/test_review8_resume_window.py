@@ -32,6 +32,7 @@ import time
 
 import pytest
 from rich.console import Console
+from tests.support.jobs import VERIFIED_DILOCO_JOB, leased_workers
 from tests.support.processes import ProviderProcess, wait_until
 
 from tessera.chain.accounts import devnet_account
@@ -39,27 +40,17 @@ from tessera.chain.client import Chain
 from tessera.errors import TenantError
 from tessera.logs import EventLog
 from tessera.protocol.jobspec import JobSpec
-from tessera.tenant.bidding import lease_nodes
 from tessera.tenant.client import Tenant
-from tessera.tenant.coordinator import DilocoCoordinator, WorkerLease
+from tessera.tenant.coordinator import DilocoCoordinator
 from tessera.tenant.flow import load_dataset
-from tessera.tenant.multinode import diloco_config, wait_started, worker_workload
+from tessera.tenant.multinode import diloco_config
 from tessera.tenant.verify import VerifyTerms
 
 pytestmark = pytest.mark.e2e
 
 TENANT = 5
-SPEC = {
-    "name": "review8-resume", "mode": "diloco",
-    "order": {"max_price_per_gpu_hour": "3.00", "duration": "10m", "nodes": 2,
-              "bid_window": "2s"},
-    "dataset": {"source": "builtin:stdlib", "max_bytes": 65536},
-    "workload": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
-                 "eval_batches": 2},
-    "diloco": {"inner_steps": 8, "rounds": 3, "compression": "int8", "round_timeout": "60s",
-               "replace_dropped": False},
-    "verification": {"checkpoint_every": 2, "spot_check_probability": 1.0},
-}
+SPEC = {**VERIFIED_DILOCO_JOB, "name": "review8-resume",
+        "diloco": {**VERIFIED_DILOCO_JOB["diloco"], "rounds": 3}}   # round 1 is not the last
 RESUMED_TIMEOUT_S = 30
 
 
@@ -96,15 +87,7 @@ def test_a_tenant_dead_while_checks_run_beside_the_step_resumes_with_its_workers
     tenant = Tenant(Chain(network, devnet_account(TENANT)))
     spec = JobSpec.model_validate(SPEC)
     dataset = load_dataset(spec.dataset)
-    leasing = lease_nodes(tenant, spec, Console(file=io.StringIO()))
-    workers = []
-    for index, (lease_id, verdict) in enumerate(leasing.leases):
-        tenant.send_manifest(lease_id, worker_workload(spec, index, 2), dataset)
-        workers.append(WorkerLease(lease_id, verdict.bid.provider, verdict.offer.endpoint,
-                                   index=index, order_id=leasing.order_id))
-    assert len(workers) == 2
-    assert all(s.status == "running"
-               for s in wait_started(tenant, [w.lease_id for w in workers]).values())
+    leasing, workers = leased_workers(tenant, spec, dataset, Console(file=io.StringIO()))
     terms = VerifyTerms(job=leasing.order_id, checkpoint_every=2, spot_check_probability=1.0)
     job_dir = tmp_path / "job"
     first = DilocoCoordinator.start(tenant, diloco_config(spec, 2), dataset, workers, job_dir,

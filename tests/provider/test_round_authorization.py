@@ -25,7 +25,7 @@ import time
 
 import pytest
 from tests.support import provider_node
-from tests.support.provider_node import registered_node
+from tests.support.provider_node import provider_world
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
@@ -40,9 +40,9 @@ PARAMS_SHA256 = "ab" * 32
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, private_devnet):
-    home = tmp_path_factory.mktemp("round-authorization")
-    with private_devnet(home, epoch_length=86_400) as (devnet, network):
-        yield network, registered_node(home, devnet, network, PROVIDER)
+    with provider_world(tmp_path_factory.mktemp("round-authorization"), private_devnet,
+                        PROVIDER) as world:
+        yield world
 
 
 def lease_of(network, tenant: Tenant) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.console import Console
+
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.matching import rank
 from tessera.tenant.client import Tenant
@@ -38,3 +40,25 @@ def lease_for(tenant: Tenant, spec: JobSpec) -> int:
     lease_id, _ = tenant.accept(ranked[0])
     return lease_id
 
+
+
+def leased_workers(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console) -> tuple:
+    """A DiLoCo job's leases, as `tessera job submit` takes them: one per node, each sent its
+    worker's manifest and running (asserted) before the coordinator starts. Returns the
+    `Leasing` and the `WorkerLease`s. (The DiLoCo modules are imported here, not at the top:
+    most users of this module run no DiLoCo job.)"""
+    from tessera.tenant.bidding import lease_nodes
+    from tessera.tenant.multinode import wait_started, worker_workload
+    from tessera.tenant.worker_rounds import WorkerLease
+
+    leasing = lease_nodes(tenant, spec, console)
+    nodes = spec.order.nodes
+    workers = []
+    for index, (lease_id, verdict) in enumerate(leasing.leases):
+        tenant.send_manifest(lease_id, worker_workload(spec, index, nodes), dataset)
+        workers.append(WorkerLease(lease_id, verdict.bid.provider, verdict.offer.endpoint,
+                                   index=index, order_id=leasing.order_id))
+    assert len(workers) == nodes
+    assert all(s.status == "running"
+               for s in wait_started(tenant, [w.lease_id for w in workers]).values())
+    return leasing, workers

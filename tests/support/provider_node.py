@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tessera.chain.accounts import devnet_account
@@ -34,6 +36,14 @@ def registered_node(home: Path, devnet, network, account: int) -> ProviderNode:
     node.chain_every_s = 0                                 # each poll reads the head
     node.state.put("last_block", str(node.ctx.chain.block_number()))
     return node
+
+
+@contextmanager
+def provider_world(home: Path, private_devnet, account: int) -> Iterator[tuple]:
+    """(network, node) on a devnet of its own (day-long uptime epochs: nothing here sends
+    heartbeats) with `account`'s registered provider node."""
+    with private_devnet(home, epoch_length=86_400) as (devnet, network):
+        yield network, registered_node(home, devnet, network, account)
 
 
 def lease_of(network, tenant: Tenant, provider: int) -> int:

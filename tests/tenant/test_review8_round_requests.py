@@ -24,7 +24,8 @@ import time
 
 import pytest
 from tests.support import provider_node
-from tests.support.provider_node import registered_node
+from tests.support.jobs import VERIFIED_DILOCO_JOB
+from tests.support.provider_node import provider_world
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
@@ -37,21 +38,14 @@ from tessera.tenant.client import Tenant
 from tessera.tenant.multinode import worker_workload
 
 PROVIDER, TENANT, OTHER = 3, 5, 6
-SPEC = JobSpec.model_validate({
-    "name": "review8-rounds", "mode": "diloco",
-    "order": {"max_price_per_gpu_hour": "3.00", "duration": "10m", "nodes": 1,
-              "bid_window": "2s"},
-    "dataset": {"source": "builtin:stdlib", "max_bytes": 65536},
-    "workload": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
-                 "eval_batches": 2},
-    "diloco": {"inner_steps": 8, "rounds": 3, "compression": "int8", "round_timeout": "60s"}})
+SPEC = JobSpec.model_validate(VERIFIED_DILOCO_JOB)   # its manifests' workload
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, private_devnet):
-    home = tmp_path_factory.mktemp("review8-rounds")
-    with private_devnet(home, epoch_length=86_400) as (devnet, network):
-        yield network, registered_node(home, devnet, network, PROVIDER)
+    with provider_world(tmp_path_factory.mktemp("review8-rounds"), private_devnet,
+                        PROVIDER) as world:
+        yield world
 
 
 def lease_of(network, tenant: Tenant) -> int:

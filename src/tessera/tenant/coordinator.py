@@ -72,7 +72,7 @@ from tessera.errors import TenantError, WorkerFault
 from tessera.files import write_atomic
 from tessera.logs import EventLog
 from tessera.tenant.client import Tenant
-from tessera.tenant.round_checks import RoundVerifier
+from tessera.tenant.round_checks import RoundChecks, RoundVerifier
 from tessera.tenant.round_intake import RoundIntake
 from tessera.tenant.verify import VerifyTerms
 from tessera.tenant.worker_rounds import RESULT_FAULTS, Answer, WorkerChannel, WorkerLease
@@ -395,8 +395,7 @@ class DilocoCoordinator:
         lap("exchange")
         dropped = [self._drop(w, round_index, faults[w.lease_id])
                    for w in active if w.lease_id in faults]
-        checked: dict = {"root": "", "root_tx": "", "spot_checks": [], "challenges": [],
-                         "replacement_roots": []}
+        checked = RoundChecks(round_index).fields      # (no verification: the empty fields)
         accepted = [w for w in active if w.lease_id in results]
         checks = None
         if self.verifier and accepted:

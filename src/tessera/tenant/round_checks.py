@@ -46,14 +46,13 @@ MANIFESTS_DIR = "manifests"     # the signed manifest of every lease, as sent (T
 @dataclass
 class RoundChecks:
     """A round's verification under way (on the verifier's thread when `work` is set): its
-    roots' trees, the report's fields, each worker's last check made, the drop lines."""
+    roots' trees, the report's fields, and each worker's last check made."""
 
     round_index: int
     trees: dict = field(default_factory=dict)
     fields: dict = field(default_factory=lambda: {"root": "", "root_tx": "", "spot_checks": [],
                                                   "challenges": [], "replacement_roots": []})
     last: list = field(default_factory=list)      # (worker, its last SpotCheck)
-    dropped: list[str] = field(default_factory=list)
     work: Future | None = None
 
 
@@ -143,12 +142,12 @@ class RoundVerifier:
         verification fields and the drop lines."""
         if checks.work is not None:
             checks.work.result()
-        r = checks.round_index
+        r, dropped = checks.round_index, []
         for worker, check in checks.last:
             if check.ok is not False:
                 continue
             what = "payload" if check.kind == "payload" else f"segment {check.segment}"
-            checks.dropped.append(drop(worker, r, WorkerFault(
+            dropped.append(drop(worker, r, WorkerFault(
                 "spot-check", f"{what} did not check out: {check.reason}")))
             checks.fields["challenges"].append(self._challenge(
                 r, worker, answers[worker.lease_id], checks.trees[worker.order_id], check))
@@ -157,7 +156,7 @@ class RoundVerifier:
                 self.previous[worker.lease_id] = answers[worker.lease_id].commitment
             else:
                 answers.pop(worker.lease_id, None)
-        return checks.fields, checks.dropped
+        return checks.fields, dropped
 
     def _draw(self, round_index: int, worker: WorkerLease, c: RoundCommitment,
               block_hash: bytes) -> int | None:
@@ -175,7 +174,7 @@ class RoundVerifier:
         check = spot_check(self.http, worker.endpoint, worker.lease_id, self.config,
                            worker.index, c, segment, self.train_tokens, self.max_state,
                            self.verify.replay_tolerance, start_params=self._published)
-        fields.setdefault("spot_checks", []).append(asdict(check))
+        fields["spot_checks"].append(asdict(check))
         self.log("spot-check" if check.kind == "replay" else "payload-check",
                  "info" if check.ok else "warning", round=round_index, provider=worker.provider,
                  worker=worker.index, **asdict(check))
