@@ -234,7 +234,7 @@ def measure_overhead(spec: JobSpec, model, job, repeats: int = 1) -> dict:
         load_parameters(worker.model, theta)
         gen = torch.Generator().manual_seed(model.seed)
         inner_step(worker.model, worker.optimizer, *batch(worker.shard, model, gen, worker.device),
-                   model.max_grad_norm)
+                   model.max_grad_norm, model.learning_rate_at(0))
         worker.encode(pseudo_gradient_of(theta, parameter_state(worker.model)), 0)
         runs = [overhead_round(proc, theta, job, folder) for _ in range(repeats)]
     m = {key: statistics.median(run[key] for run in runs) for key in runs[0]}

@@ -114,7 +114,8 @@ def _cheat_segment(cfg, tokens, k: int, r: int, saved: dict, s: int, cheat: str)
         if cheat == "half-batch":
             x, y = x[: len(x) // 2], y[: len(y) // 2]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cheat == "bf16-autocast"):
-            inner_step(model, opt, x, y, w.max_grad_norm)
+            inner_step(model, opt, x, y, w.max_grad_norm,
+                       w.learning_rate_at(r * cfg.inner_steps + step))
     torch.set_num_threads(1)
     return parameter_state(model)
 

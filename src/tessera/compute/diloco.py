@@ -54,8 +54,9 @@ OVERLAP_OUTER_LR, OVERLAP_OUTER_MOMENTUM = 0.5, 0.3
 
 class DilocoConfig(BaseModel):
     """A DiLoCo job. Model and inner-optimizer hyperparameters come from `workload`
-    (its `steps`, `eval_every` and `checkpoint_every` are not used: a DiLoCo job runs
-    `rounds * inner_steps` inner steps per worker)."""
+    (its `eval_every` and `checkpoint_every` are not used; a DiLoCo job runs
+    `rounds * inner_steps` inner steps per worker, and `steps` is only the linear learning-rate
+    schedule's horizon, which a job spec sets to that product)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -264,9 +265,11 @@ class Worker:
         gen = torch.Generator().manual_seed(derive_seed(w.seed, round, self.worker))
         self.model.train()
         losses = []
-        for _ in range(self.config.inner_steps):
+        first = round * self.config.inner_steps
+        for step in range(first, first + self.config.inner_steps):
             x, y = batch(self.shard, w, gen, self.device)
-            losses.append(inner_step(self.model, self.optimizer, x, y, w.max_grad_norm))
+            losses.append(inner_step(self.model, self.optimizer, x, y, w.max_grad_norm,
+                                     w.learning_rate_at(step)))
         with torch.no_grad():
             pg = {name: (global_state[name].to(self.device) - p).to(torch.float32).cpu()
                   for name, p in self.model.named_parameters()}

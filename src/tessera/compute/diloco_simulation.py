@@ -188,7 +188,8 @@ def run_sync_baseline(config: DilocoConfig, data: bytes, steps: int | None = Non
     model.train()
     for s in range(steps):
         xs, ys = zip(*(batch(shards[i], w, gens[i], device) for i in range(config.workers)), strict=True)
-        loss = inner_step(model, optimizer, torch.cat(xs), torch.cat(ys), w.max_grad_norm)
+        loss = inner_step(model, optimizer, torch.cat(xs), torch.cat(ys), w.max_grad_norm,
+                          w.learning_rate_at(s))
         record = {"step": s, "train_loss": loss.item()}
         if eval_every and ((s + 1) % eval_every == 0 or s == steps - 1):
             record["val_loss"] = held_out_loss(model, val_tokens, w, device)

@@ -110,9 +110,11 @@ class CommittingWorker(Worker):
         checkpoints.append(self._checkpoint(0, names, keep(0), params, opts))
         commit_s += time.perf_counter() - t0
         next_cp = 1
+        first = round * self.config.inner_steps
         for step in range(self.config.inner_steps):
             x, y = batch(self.shard, w, gen, self.device)
-            losses.append(inner_step(self.model, self.optimizer, x, y, w.max_grad_norm))
+            losses.append(inner_step(self.model, self.optimizer, x, y, w.max_grad_norm,
+                                     w.learning_rate_at(first + step)))
             if step + 1 == bounds[next_cp]:
                 t0 = time.perf_counter()
                 checkpoints.append(self._checkpoint(step + 1, names, keep(next_cp), params, opts))
@@ -265,9 +267,10 @@ def replay_segment(config: DilocoConfig, worker: int, round: int, start_state: S
     for _ in range(start):  # skip the earlier steps' batches: the same draws as train.batch makes
         torch.randint(high, (w.batch_size,), generator=gen)
     model.train()
-    for _ in range(start, end):
+    first = round * config.inner_steps
+    for step in range(start, end):
         x, y = batch(shard, w, gen, device)
-        inner_step(model, optimizer, x, y, w.max_grad_norm)
+        inner_step(model, optimizer, x, y, w.max_grad_norm, w.learning_rate_at(first + step))
     with torch.no_grad():
         end_params = parameter_state(model)
     end_opt = clone_optimizer_state(optimizer.state_dict())

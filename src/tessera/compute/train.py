@@ -76,10 +76,13 @@ def batch(tokens: torch.Tensor, workload: TrainingWorkload, gen: torch.Generator
 
 
 def inner_step(model: ByteGPT, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               max_grad_norm: float) -> torch.Tensor:
+               max_grad_norm: float, lr: float) -> torch.Tensor:
     """One training step, the same in every loop (single-node training, DiLoCo workers, the
     synchronous baseline, a verifier's replay): forward, backward, the gradient's global L2 norm
-    clipped to `max_grad_norm`, AdamW. Returns the loss (detached)."""
+    clipped to `max_grad_norm`, AdamW at learning rate `lr` (the workload's
+    `learning_rate_at(step)`). Returns the loss (detached)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
     _, loss = model(x, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -138,7 +141,8 @@ def train(workload: TrainingWorkload, data: bytes, out_dir: Path,
     model.train()
     while step < workload.steps:
         x, y = batch(train_tokens, workload, gen, device)
-        loss = inner_step(model, optimizer, x, y, workload.max_grad_norm)
+        loss = inner_step(model, optimizer, x, y, workload.max_grad_norm,
+                          workload.learning_rate_at(step))
         step += 1
         steps_this_run += 1
         record = {"step": step, "train_loss": loss.item()}

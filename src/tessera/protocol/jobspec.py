@@ -247,6 +247,30 @@ class JobSpec(BaseModel):
     verification: VerificationSpec = VerificationSpec()
     escrow: EscrowSpec = EscrowSpec()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _diloco_schedule_horizon(cls, data: object) -> object:
+        """A DiLoCo job's learning-rate schedule runs over each worker's inner steps, so with
+        the linear schedule `workload.steps` is rounds x inner_steps (filled in here; another
+        value is refused, not silently replaced)."""
+        if not (isinstance(data, dict) and data.get("mode") == "diloco"):
+            return data
+        workload, diloco = data.get("workload"), data.get("diloco", {})
+        if not (isinstance(workload, dict) and workload.get("lr_schedule") == "linear"
+                and isinstance(diloco, dict)):
+            return data
+        rounds = diloco.get("rounds", DilocoSpec.model_fields["rounds"].default)
+        inner = diloco.get("inner_steps", DilocoSpec.model_fields["inner_steps"].default)
+        if not (type(rounds) is int and type(inner) is int):
+            return data   # the field validators name the problem
+        horizon = rounds * inner
+        if workload.get("steps", horizon) != horizon:
+            raise ValueError(f"workload.steps ({workload['steps']}) must be diloco.rounds x "
+                             f"diloco.inner_steps ({horizon}) in a DiLoCo job: the linear "
+                             "learning-rate schedule decays over each worker's inner steps "
+                             "(leave steps out and it is filled in)")
+        return {**data, "workload": {**workload, "steps": horizon}}
+
     @model_validator(mode="after")
     def _mode_fits_nodes(self) -> JobSpec:
         if self.mode == "single" and self.order.nodes != 1:

@@ -29,12 +29,38 @@ class TrainingWorkload(BaseModel):
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(1, ge=1, le=256, description="torch intra-op threads, fixed and recorded")
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "constant", description='"linear": warm up over `warmup_steps`, then decay linearly to '
+        "`final_lr_ratio` x learning_rate at step `steps` (a DiLoCo job's `steps` is its "
+        "rounds x inner_steps)")
+    warmup_steps: int = Field(0, ge=0, le=1_000_000, description="linear warm-up from "
+                              "learning_rate / warmup_steps (both schedules)")
+    final_lr_ratio: float = Field(0.1, ge=0, le=1.0, description='"linear": the learning rate '
+                                  "at the last step, as a fraction of learning_rate")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> TrainingWorkload:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         return self
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> TrainingWorkload:
+        if self.warmup_steps >= self.steps and self.lr_schedule == "linear":
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps "
+                             f"({self.steps}) for the linear schedule to decay")
+        return self
+
+    def learning_rate_at(self, step: int) -> float:
+        """The inner optimizer's learning rate for the step with 0-based index `step` (a DiLoCo
+        worker's step h of round r is step r x H + h). Only +, -, *, / on floats, so every
+        machine gets the same bits: a verifier's replay sets exactly the worker's rate."""
+        if step < self.warmup_steps:
+            return self.learning_rate * (step + 1) / self.warmup_steps
+        if self.lr_schedule == "constant":
+            return self.learning_rate
+        left = max(self.steps - step, 0) / (self.steps - self.warmup_steps)
+        return self.learning_rate * (self.final_lr_ratio + (1 - self.final_lr_ratio) * left)
 
     def min_dataset_bytes(self) -> int:
         """Both splits must hold at least one block plus its next-byte target."""

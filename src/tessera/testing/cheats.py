@@ -83,19 +83,20 @@ class CheatContext:
 Strategy = Callable[[CommittingWorker, State, int, int, CheatContext], RoundTrace]
 # A faked segment: (states so far, AdamW states so far, segment, its steps) -> its end state
 Fake = Callable[[list[State], list[dict], int, int], tuple[State, dict]]
-# One inner step as a cheater takes it: (worker, the round's data generator) -> loss or None
-Step = Callable[[CommittingWorker, torch.Generator], torch.Tensor | None]
+# One inner step as a cheater takes it: (worker, the round's data generator, the step's learning
+# rate) -> loss or None
+Step = Callable[[CommittingWorker, torch.Generator, float], torch.Tensor | None]
 
 
 # ---------------------------------------------------------------------------------------------
 # a round played segment by segment, some segments faked
 
 
-def honest_step(worker: CommittingWorker, gen: torch.Generator) -> torch.Tensor:
+def honest_step(worker: CommittingWorker, gen: torch.Generator, lr: float) -> torch.Tensor:
     """Exactly the inner step of `run_round_committed` (and of a verifier's replay)."""
     w = worker.config.workload
     x, y = batch(worker.shard, w, gen, worker.device)
-    return inner_step(worker.model, worker.optimizer, x, y, w.max_grad_norm)
+    return inner_step(worker.model, worker.optimizer, x, y, w.max_grad_norm, lr)
 
 
 def _skip_batches(worker: CommittingWorker, gen: torch.Generator, steps: int) -> None:
@@ -147,8 +148,9 @@ def played_round(worker: CommittingWorker, start: State, round_index: int, k: in
             load_parameters(worker.model, p)
             _load_optimizer(worker, o)
         else:
-            for _ in range(steps):
-                loss = step(worker, gen)
+            for i in range(bounds[s], bounds[s + 1]):
+                first = round_index * worker.config.inner_steps
+                loss = step(worker, gen, w.learning_rate_at(first + i))
                 if loss is not None:
                     losses.append(loss)
         params.append(parameter_state(worker.model))
@@ -214,9 +216,11 @@ def return_state(names: Sequence[str]) -> Fake:
     return fake
 
 
-def direct_step(worker: CommittingWorker, gen: torch.Generator) -> None:
+def direct_step(worker: CommittingWorker, gen: torch.Generator, lr: float) -> None:
     """AdamW's update without a forward or backward pass (a zero gradient): bitwise the honest
     step while the moments are degenerate (JUMP_*), since the real gradient would be absorbed."""
+    for group in worker.optimizer.param_groups:
+        group["lr"] = lr
     for p in worker.model.parameters():
         p.grad = torch.zeros_like(p)
     worker.optimizer.step()
@@ -398,9 +402,11 @@ def lower_precision_round(worker: CommittingWorker, start: State, round_index: i
                           ctx: CheatContext) -> RoundTrace:
     """"lower-precision": every forward pass under bf16 autocast (CPU). Saves what bf16 kernels
     save on the hardware (on a GPU, roughly half). Every segment's fp32 replay fails."""
-    def step(worker: CommittingWorker, gen: torch.Generator) -> torch.Tensor:
+    def step(worker: CommittingWorker, gen: torch.Generator, lr: float) -> torch.Tensor:
         w = worker.config.workload
         x, y = batch(worker.shard, w, gen, worker.device)
+        for group in worker.optimizer.param_groups:
+            group["lr"] = lr
         with torch.autocast(worker.device.type, dtype=torch.bfloat16):
             _, loss = worker.model(x, y)
         worker.optimizer.zero_grad(set_to_none=True)
@@ -418,9 +424,9 @@ def half_batch_round(worker: CommittingWorker, start: State, round_index: int, k
     half = worker.config.workload.model_copy(
         update={"batch_size": max(1, worker.config.workload.batch_size // 2)})
 
-    def step(worker: CommittingWorker, gen: torch.Generator) -> torch.Tensor:
+    def step(worker: CommittingWorker, gen: torch.Generator, lr: float) -> torch.Tensor:
         x, y = batch(worker.shard, half, gen, worker.device)
-        return inner_step(worker.model, worker.optimizer, x, y, half.max_grad_norm)
+        return inner_step(worker.model, worker.optimizer, x, y, half.max_grad_norm, lr)
     return played_round(worker, start, round_index, k, step=step)
 
 
