@@ -1,34 +1,40 @@
-"""DiLoCo against synchronous data parallelism, side by side, at equal training tokens.
+"""DiLoCo against synchronous data parallelism at equal training tokens, both sides tuned.
 
-Same corpus (builtin stdlib), same model, 4 workers, several seeds:
-  sync     gradients averaged every step, one AdamW state (true data parallelism)
-  DiLoCo   H inner AdamW steps per worker between syncs, outer Nesterov SGD (lr 0.7, m 0.9),
-           pseudo-gradients and broadcasts in fp32 or int8 (error feedback)
-Bytes are counted analytically (syncs x workers x parameters x bytes per element, up + down)
-and as serialized on the wire. Also: churn (a worker leaves at mid-run), a worker joining at
-mid-run with a zero first pseudo-gradient (against leaving it out of that round), and a
-bandwidth model (per-worker links at --mbit; compute time measured, communication time =
-serialized bytes / rate, no overlap).
+Same corpus (builtin stdlib, 1 MiB), same model, 4 workers, 2,400 steps per worker:
+  sync     each step, every worker's batch of 8 sequences; gradients averaged; ONE AdamW
+  DiLoCo   H inner AdamW steps per worker between syncs, outer Nesterov SGD, pseudo-gradients
+           and broadcasts int8 or int4 with error feedback (compute/compress.py)
+The comparison is made fair before it is made: the held-out loss is the mean over the WHOLE
+held-out split (104,832 bytes, every byte predicted once: train.whole_split_loss), not a few
+random batches; each side gets the same sweep budget (2 seeds per configuration): sync over
+learning rates x {constant, linear schedule}, each DiLoCo method over inner learning rates x
+outer (lr, momentum), all with the linear schedule (100 warm-up steps, decay to 0.1x); the best
+configuration of each (lowest mean over the tuning seeds) is then run on 3 FRESH seeds, so the
+reported figures are not the maxima of a noisy sweep. Bytes: DiLoCo's as serialized through the
+coordinator (up + down, every worker); sync's for a star (every worker sends its fp32 gradient
+and receives the mean) and for a ring all-reduce (each worker sends 2 (M-1)/M gradients' worth);
+the ratio a goal is judged by is against the ring, the smaller. No warm start: every run starts
+from the seed's random init (a warm start's synchronous steps would count in the bytes).
 
-    .venv/bin/python bench/diloco.py            # the full run (~12 min on 2 CPU cores)
-    .venv/bin/python bench/diloco.py --quick    # a smoke run (~1 min)
-    .venv/bin/python bench/diloco.py --overlap  # the loss cost of overlap (~5 min)
-    .venv/bin/python bench/diloco.py --overlap-sweep  # overlap's outer lr and momentum (~6 min)
+    .venv/bin/python bench/diloco.py            # the tuned comparison (~20 min on 2 CPU cores)
+    .venv/bin/python bench/diloco.py --quick    # a smoke run of the machinery (~30 s)
+    .venv/bin/python bench/diloco.py --churn    # workers leaving / joining at mid-run (~6 min)
+    .venv/bin/python bench/diloco.py --overlap  # overlap tuned, and its loss cost (~8 min)
 
-The bandwidth model is a calculation; the compute share measured on the real lease path, over
-shaped links, is bench/diloco_network.py.
+Runs go two at a time on separate processes of one torch thread each: these are losses, which
+do not depend on timing. The compute share over real, shaped links is bench/diloco_network.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from tessera.compute.corpus import build_stdlib_corpus, sha256_hex
@@ -38,8 +44,19 @@ from tessera.protocol.workload import TrainingWorkload
 
 RESULTS = Path(__file__).parent / "results" / "diloco.json"
 WORKERS = 4
+STEPS = 2400   # divisible by each H below
 BASE_WORKLOAD = TrainingWorkload(n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=8,
                                  learning_rate=3e-3, eval_batches=16, device="cpu", threads=1)
+SCHEDULE = {"lr_schedule": "linear", "warmup_steps": 100, "final_lr_ratio": 0.1}
+TUNE_SEEDS, REPORT_SEEDS = (1000, 1001), (2000, 2001, 2002)
+SYNC_GRID = [(lr, sched) for lr in (3e-3, 5e-3, 1e-2, 2e-2) for sched in ("constant", "linear")]
+INNER_LRS = (5e-3, 1e-2)
+OUTER_GRID = ((0.7, 0.9), (0.9, 0.7), (1.0, 0.5), (0.8, 0.3), (1.0, 0.0))   # (0.7, 0.9): the paper's
+# H = 150 and 400: the smallest H (dividing 2,400) at which int8 DiLoCo sends at least 400x and
+# 1,000x fewer bytes than sync's ring all-reduce; int4 gets there at H = 100 and 200
+METHODS = {"H=50 int8": (50, "int8"), "H=100 int8": (100, "int8"), "H=150 int8": (150, "int8"),
+           "H=400 int8": (400, "int8"), "H=100 int4": (100, "int4"), "H=200 int4": (200, "int4")}
+GOALS = ((400, 2.0), (1000, 3.0))        # (at least this many times fewer bytes, gap at most %)
 
 
 def mean_sd(xs: list[float]) -> tuple[float, float]:
@@ -50,221 +67,296 @@ def fmt(m: float, s: float, digits: int = 3) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+def workload_of(run: dict) -> TrainingWorkload:
+    """A run's workload: the base model, its seed, learning rate and schedule over its steps."""
+    update = {"seed": run["seed"], "learning_rate": run["lr"], "steps": run["steps"]}
+    if run["schedule"] == "linear":
+        update |= SCHEDULE
+    return BASE_WORKLOAD.model_copy(update=update)
+
+
+def run_one(run: dict) -> dict:
+    """One training run (in a pool process): its whole-split held-out loss and bytes."""
+    import torch
+
+    from tessera.compute.diloco import load_parameters, new_model
+    from tessera.compute.train import split, whole_split_loss
+
+    torch.set_num_threads(1)
+    w = workload_of(run)
+    data = build_stdlib_corpus(1 << 20)
+    started = time.perf_counter()
+    if run["H"] is None:
+        cfg = DilocoConfig(workload=w, workers=WORKERS, inner_steps=run["steps"], rounds=1)
+        r = run_sync_baseline(cfg, data, steps=run["steps"])
+        out = {"bytes": r.bytes_serialized, "bytes_analytic": r.bytes_analytic,
+               "bytes_ring": r.bytes_serialized * (WORKERS - 1) // WORKERS,
+               "syncs": run["steps"], "tokens": r.tokens}
+    else:
+        momentum = run["outer_momentum"]
+        cfg = DilocoConfig(workload=w, workers=WORKERS, inner_steps=run["H"],
+                           rounds=run["steps"] // run["H"],
+                           compression=run.get("compression", "int8"),
+                           outer_lr=run["outer_lr"], outer_momentum=momentum,
+                           nesterov=momentum > 0, **run.get("extra", {}))
+        r = run_diloco(cfg, data, **simulation_of(run, cfg.rounds))
+        out = {"bytes": r.bytes_up + r.bytes_down + r.bytes_join, "bytes_join": r.bytes_join,
+               "bytes_analytic": r.bytes_up_analytic + r.bytes_down_analytic,
+               "syncs": cfg.rounds, "tokens": r.tokens}
+    model = new_model(w)
+    load_parameters(model, r.global_state)
+    _, val = split(data, w)
+    out["loss"] = whole_split_loss(model, val, w, torch.device("cpu"))
+    out["held_out_tokens"] = (len(val) - 1) // w.block_size * w.block_size
+    return {**run, **out, "wall_s": time.perf_counter() - started}
+
+
+def simulation_of(run: dict, rounds: int) -> dict:
+    """run_diloco's membership for a churn run: "leave", a worker leaves at mid-run; "join-zero"
+    / "join-skip", a fourth worker joins at mid-run (a zero first pseudo-gradient, or left out of
+    its first round)."""
+    half, event = rounds // 2, run.get("event")
+    if event == "leave":
+        return {"membership": lambda r: range(WORKERS) if r < half else range(WORKERS - 1)}
+    if event in ("join-zero", "join-skip"):
+        return {"membership": lambda r: range(WORKERS - 1) if r < half else range(WORKERS),
+                "join_policy": event.removeprefix("join-")}
+    return {}
+
+
+def run_all(runs: list[dict], console: Console, label: str) -> list[dict]:
+    """`runs` two at a time; prints each as it ends."""
+    done = []
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        for i, r in enumerate(pool.imap_unordered(run_one, runs), 1):
+            done.append(r)
+            console.print(f"\\[{label} {i}/{len(runs)}] {r['method']} seed {r['seed']} lr {r['lr']:g} "
+                          f"{r['schedule']} outer {r.get('outer_lr', '-')}/"
+                          f"{r.get('outer_momentum', '-')}: loss {r['loss']:.4f} "
+                          f"({r['wall_s']:.0f} s)")
+    return done
+
+
+def config_key(r: dict) -> tuple:
+    return (r["method"], r["lr"], r["schedule"], r.get("outer_lr"), r.get("outer_momentum"))
+
+
+def sweep_runs(steps: int, methods: dict, tune_seeds: tuple, quick: bool = False) -> list[dict]:
+    """Every tuning run; `quick`: two configurations a side (a smoke run of the machinery)."""
+    sync_grid, inner_lrs, outer_grid = ((SYNC_GRID[::5], INNER_LRS[-1:], OUTER_GRID[:2]) if quick
+                                        else (SYNC_GRID, INNER_LRS, OUTER_GRID))
+    runs = [{"method": "sync", "H": None, "lr": lr, "schedule": sched, "seed": s, "steps": steps}
+            for lr, sched in sync_grid for s in tune_seeds]
+    runs += [{"method": m, "H": h, "compression": c, "lr": lr, "schedule": "linear",
+              "outer_lr": olr, "outer_momentum": om, "seed": s, "steps": steps}
+             for m, (h, c) in methods.items() for lr in inner_lrs for olr, om in outer_grid
+             for s in tune_seeds]
+    return runs
+
+
+def best_configs(sweep: list[dict]) -> dict[str, dict]:
+    """Per method, the configuration with the lowest mean loss over the tuning seeds."""
+    by_config: dict[tuple, list[dict]] = {}
+    for r in sweep:
+        by_config.setdefault(config_key(r), []).append(r)
+    best: dict[str, dict] = {}
+    for runs in by_config.values():
+        mean = statistics.fmean(r["loss"] for r in runs)
+        m = runs[0]["method"]
+        if m not in best or mean < best[m]["tuning_loss"]:
+            keys = ("method", "H", "compression", "lr", "schedule", "steps", "outer_lr",
+                    "outer_momentum")
+            best[m] = {k: runs[0][k] for k in keys if k in runs[0]} | {"tuning_loss": mean}
+    return best
+
+
+def rows_of(report: list[dict]) -> list[dict]:
+    """The issue's rows: method, bytes, loss, loss_gap (% against the tuned sync, per seed),
+    seeds, and the byte ratios against sync's star and ring."""
+    by_method: dict[str, dict[int, dict]] = {}
+    for r in report:
+        by_method.setdefault(r["method"], {})[r["seed"]] = r
+    sync = by_method["sync"]
+    seeds = sorted(sync)
+    rows = []
+    for method, runs in by_method.items():
+        losses = [runs[s]["loss"] for s in seeds]
+        gaps = [100 * (runs[s]["loss"] - sync[s]["loss"]) / sync[s]["loss"] for s in seeds]
+        first = runs[seeds[0]]
+        row = {"method": method, "bytes": first["bytes"], "loss": statistics.fmean(losses),
+               "loss_sd": mean_sd(losses)[1], "loss_gap": statistics.fmean(gaps),
+               "loss_gap_sd": mean_sd(gaps)[1], "loss_gap_max": max(gaps), "seeds": seeds,
+               "losses": losses, "syncs": first["syncs"], "tokens": first["tokens"],
+               "held_out_tokens": first["held_out_tokens"],
+               "config": {k: first[k] for k in ("H", "compression", "lr", "schedule", "outer_lr",
+                                                "outer_momentum", "extra") if k in first}}
+        if method == "sync":
+            row |= {"bytes_ring": first["bytes_ring"], "ratio_star": 1.0,
+                    "ratio_ring": 1.0}
+        else:
+            row |= {"ratio_star": sync[seeds[0]]["bytes"] / first["bytes"],
+                    "ratio_ring": sync[seeds[0]]["bytes_ring"] / first["bytes"]}
+        rows.append(row)
+    return rows
+
+
+def goals_of(rows: list[dict]) -> dict:
+    goals = {}
+    for ratio, gap in GOALS:
+        ok = [r["method"] for r in rows if r["method"] != "sync"
+              and min(r["ratio_star"], r["ratio_ring"]) >= ratio and r["loss_gap"] <= gap]
+        goals[f">={ratio}x fewer bytes (against the ring), gap <={gap:g}%"] = {
+            "met": bool(ok), "methods": ok}
+    return goals
+
+
+def save(out: Path, **keys) -> None:
+    """Write `keys` into the results file, keeping the other modes' keys."""
+    saved = json.loads(out.read_text()) if out.exists() else {}
+    for stale in ("summary", "goals", "runs", "link_mbit", "inner_step_s", "seeds"):
+        saved.pop(stale, None)   # the untuned, 4,096-token comparison this one replaced
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(saved | keys, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
-    ap.add_argument("--seeds", type=int, default=None)
-    ap.add_argument("--mbit", type=float, default=100.0, help="per-worker link rate, Mbit/s")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--churn", action="store_true", help="workers leaving and joining mid-run")
     ap.add_argument("--overlap", action="store_true",
                     help="the loss cost of the one-round-delayed outer update (overlap)")
-    ap.add_argument("--overlap-sweep", action="store_true",
-                    help="the outer lr and momentum sweep behind overlap's defaults")
     args = ap.parse_args()
+    if args.churn:
+        churn_main(args)
+        return
     if args.overlap:
         overlap_main(args)
         return
-    if args.overlap_sweep:
-        overlap_sweep(args)
-        return
-
-    if args.quick:
-        steps, hs, seeds, side_h = 300, [10, 30], args.seeds or 2, 30
-    else:
-        steps, hs, seeds, side_h = 2500, [10, 50, 100, 250], args.seeds or 3, 100
-    base = BASE_WORKLOAD
-    data = build_stdlib_corpus(1 << 20)
-    rate = args.mbit * 1e6 / 8  # bytes per second
     console = Console(width=170)
+    steps, methods, tune, report_seeds = STEPS, METHODS, TUNE_SEEDS, REPORT_SEEDS
+    if args.quick:
+        steps, methods, tune, report_seeds = 300, {"H=30 int8": (30, "int8")}, (1000,), (2000,)
+    started = time.perf_counter()
+    sweep = run_all(sweep_runs(steps, methods, tune, args.quick), console, "tune")
+    best = best_configs(sweep)
+    defaults = {"method": "H=100 int8, untuned defaults", "H": min(100, steps // 2),
+                "lr": BASE_WORKLOAD.learning_rate, "schedule": "constant", "outer_lr": 0.7,
+                "outer_momentum": 0.9, "steps": steps}
+    plan = [{**cfg, "seed": s} for cfg in [*best.values(), defaults] for s in report_seeds]
+    for run in plan:
+        run.pop("tuning_loss", None)
+    report = run_all(plan, console, "report")
+    rows = rows_of(report)
+    goals = goals_of(rows)
 
-    runs: dict[str, list[dict]] = {}
-    plan = [("sync", None, "none")] + [(f"H={h} {c}", h, c) for h in hs for c in ("fp32", "int8")]
-    side = [("churn", side_h, "int8"), ("join-zero", side_h, "int8"), ("join-skip", side_h, "int8")]
-    t_all = time.perf_counter()
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("runs", total=seeds * (len(plan) + len(side)))
-        for seed in range(seeds):
-            w = base.model_copy(update={"seed": 1000 + seed})
-            for name, h, comp in plan + side:
-                progress.update(task, description=f"seed {seed} {name}")
-                cfg = DilocoConfig(workload=w, workers=WORKERS, inner_steps=h or 1,
-                                   rounds=steps // (h or 1),
-                                   compression="int8" if comp == "int8" else "none")
-                t0 = time.perf_counter()
-                if h is None:
-                    r = run_sync_baseline(cfg, data, steps=steps)
-                    rec = {"loss": r.final_val_loss, "syncs": steps, "tokens": r.tokens,
-                           "bytes_analytic": r.bytes_analytic, "bytes_serialized": r.bytes_serialized,
-                           "per_sync_worker_bytes": r.bytes_serialized // (steps * WORKERS)}
-                else:
-                    half = cfg.rounds // 2
-                    kw = {}
-                    if name == "churn":
-                        kw["membership"] = lambda r_, half=half: range(4) if r_ < half else range(3)
-                    elif name.startswith("join"):
-                        kw["membership"] = lambda r_, half=half: range(3) if r_ < half else range(4)
-                        kw["join_policy"] = "zero" if name == "join-zero" else "skip"
-                    r = run_diloco(cfg, data, **kw)
-                    rec = {"loss": r.final_val_loss, "syncs": cfg.rounds, "tokens": r.tokens,
-                           "bytes_analytic": r.bytes_up_analytic + r.bytes_down_analytic,
-                           "bytes_serialized": r.bytes_up + r.bytes_down, "bytes_join": r.bytes_join,
-                           "compute_s": r.compute_s, "inner_step_s": r.inner_step_s,
-                           "comm_s": sum(r.round_bytes_per_worker) / rate}
-                rec["wall_s"] = time.perf_counter() - t0
-                runs.setdefault(name, []).append(rec)
-                progress.advance(task)
-    wall_all = time.perf_counter() - t_all
-
-    # bandwidth model for sync: per step, each worker computes one batch (the measured DiLoCo
-    # inner-step time, same model and batch) and sends + receives one fp32 gradient
-    step_s = statistics.fmean(x["inner_step_s"] for k, v in runs.items() if k.startswith("H=") for x in v)
-    sync_comm_step = 2 * runs["sync"][0]["per_sync_worker_bytes"] / rate
-    sync_fraction = step_s / (step_s + sync_comm_step)
-
-    sync_loss = [x["loss"] for x in runs["sync"]]
-    rows, summary = [], {}
-    for name, _, _ in plan:
-        v = runs[name]
-        losses = [x["loss"] for x in v]
-        gaps = [100 * (x["loss"] - s) / s for x, s in zip(v, sync_loss, strict=True)]
-        ba, bs = v[0]["bytes_analytic"], v[0]["bytes_serialized"]
-        ratio_a = runs["sync"][0]["bytes_analytic"] / ba
-        ratio_s = runs["sync"][0]["bytes_serialized"] / bs
-        frac = (sync_fraction if name == "sync" else
-                statistics.fmean(x["compute_s"] / (x["compute_s"] + x["comm_s"]) for x in v))
-        summary[name] = {"loss_mean": mean_sd(losses)[0], "loss_sd": mean_sd(losses)[1],
-                         "gap_pct_mean": mean_sd(gaps)[0], "gap_pct_sd": mean_sd(gaps)[1],
-                         "gap_pct_max": max(gaps), "syncs": v[0]["syncs"], "tokens": v[0]["tokens"],
-                         "bytes_analytic": ba, "bytes_serialized": bs, "ratio_analytic": ratio_a,
-                         "ratio_serialized": ratio_s, "compute_fraction": frac}
-        rows.append((name, str(v[0]["syncs"]), fmt(*mean_sd(losses)),
-                     "—" if name == "sync" else fmt(*mean_sd(gaps), digits=2),
-                     f"{ba / 1e6:,.2f}", f"{bs / 1e6:,.2f}",
-                     "1" if name == "sync" else f"{ratio_a:,.0f}",
-                     "1" if name == "sync" else f"{ratio_s:,.0f}", f"{100 * frac:.1f}%"))
-
-    table = Table(title=f"DiLoCo vs sync, {WORKERS} workers, {steps} steps/worker, {seeds} seeds, "
-                        f"links {args.mbit:g} Mbit/s")
-    for col in ("method", "syncs", "held-out loss", "gap vs sync %", "MB analytic", "MB serialized",
-                "sync/this analytic", "sync/this serialized", "compute fraction"):
-        table.add_column(col, justify="left" if col == "method" else "right")
-    for row in rows:
-        table.add_row(*row)
+    table = Table(title=f"DiLoCo vs sync, {WORKERS} workers, {steps} steps/worker, tuned on seeds "
+                        f"{list(tune)}, reported on {list(report_seeds)}; whole held-out split")
+    for col in ("method", "config (lr, schedule, outer lr/m)", "syncs", "held-out loss",
+                "gap vs sync %", "MB", "x fewer (star)", "x fewer (ring)"):
+        table.add_column(col, justify="left" if col.startswith(("method", "config")) else "right")
+    for r in rows:
+        c = r["config"]
+        table.add_row(r["method"], f"{c['lr']:g}, {c['schedule']}"
+                      + (f", {c['outer_lr']}/{c['outer_momentum']}" if "outer_lr" in c else ""),
+                      str(r["syncs"]), fmt(r["loss"], r["loss_sd"]),
+                      "—" if r["method"] == "sync" else fmt(r["loss_gap"], r["loss_gap_sd"], 2),
+                      f"{r['bytes'] / 1e6:,.2f}", f"{r['ratio_star']:,.0f}", f"{r['ratio_ring']:,.0f}")
     console.print(table)
-
-    ref = f"H={side_h} int8"
-    side_summary = {}
-    side_table = Table(title=f"workers leaving and joining at mid-run (H={side_h}, int8)")
-    for col in ("run", "held-out loss", "vs all 4 workers %", "join download MB"):
-        side_table.add_column(col, justify="left" if col == "run" else "right")
-    for name in [ref, "churn", "join-zero", "join-skip"]:
-        v = runs[name]
-        losses = [x["loss"] for x in v]
-        diffs = [100 * (x["loss"] - y["loss"]) / y["loss"] for x, y in zip(v, runs[ref], strict=True)]
-        side_summary[name] = {"loss_mean": mean_sd(losses)[0], "loss_sd": mean_sd(losses)[1],
-                              "vs_full_pct_mean": mean_sd(diffs)[0], "vs_full_pct_sd": mean_sd(diffs)[1],
-                              "bytes_join": v[0].get("bytes_join", 0)}
-        side_table.add_row(name if name != ref else f"{ref} (all 4, no churn)", fmt(*mean_sd(losses)),
-                           "—" if name == ref else fmt(*mean_sd(diffs), digits=2),
-                           f"{v[0].get('bytes_join', 0) / 1e6:.3f}")
-    console.print(side_table)
-    zero_vs_skip = [100 * (x["loss"] - y["loss"]) / y["loss"]
-                    for x, y in zip(runs["join-zero"], runs["join-skip"], strict=True)]
-    side_summary["join_zero_vs_skip_pct"] = mean_sd(zero_vs_skip)
-
-    def goal(min_ratio: float, max_gap: float) -> dict:
-        ok = [n for n, s in summary.items() if n != "sync" and s["ratio_serialized"] >= min_ratio
-              and s["gap_pct_mean"] <= max_gap]
-        ok_a = [n for n, s in summary.items() if n != "sync" and s["ratio_analytic"] >= min_ratio
-                and s["gap_pct_mean"] <= max_gap]
-        return {"met_serialized": bool(ok), "configs_serialized": ok, "met_analytic": bool(ok_a),
-                "configs_analytic": ok_a}
-
-    goals = {
-        ">=400x fewer bytes, gap <=2%": goal(400, 2.0),
-        ">=1000x fewer bytes, gap <=3%": goal(1000, 3.0),
-        "churn loss within 3%": {"met": abs(side_summary["churn"]["vs_full_pct_mean"]) <= 3.0},
-        f"compute fraction >=90% at {args.mbit:g} Mbit/s": {
-            "configs": [n for n, s in summary.items() if s["compute_fraction"] >= 0.9]},
-    }
     console.print_json(json.dumps(goals))
-    console.print(f"inner step {1e3 * step_s:.2f} ms/worker; sync compute fraction "
-                  f"{100 * sync_fraction:.1f}%; total wall {wall_all:.0f} s")
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "workload": base.model_dump(), "workers": WORKERS, "steps_per_worker": steps,
-        "seeds": [1000 + s for s in range(seeds)], "dataset_sha256": sha256_hex(data),
-        "link_mbit": args.mbit, "inner_step_s": step_s, "summary": summary,
-        "churn_and_join": side_summary, "goals": goals, "runs": runs, "wall_s": wall_all,
-        "quick": args.quick}, indent=2))
+    wall = time.perf_counter() - started
+    console.print(f"total wall {wall:.0f} s")
+    save(args.out, workload=BASE_WORKLOAD.model_dump(), schedule=SCHEDULE, workers=WORKERS,
+         steps_per_worker=steps, tune_seeds=list(tune), report_seeds=list(report_seeds),
+         dataset_sha256=sha256_hex(build_stdlib_corpus(1 << 20)), rows=rows, goals=goals,
+         tuning=[{k: v for k, v in r.items() if k != "extra"} for r in sweep],
+         best=best, wall_s=wall, quick=args.quick)
     console.print(f"wrote {args.out}")
+
+
+# ---------------------------------------------------------------------------------------------
+# --churn: workers leaving and joining at mid-run
+
+
+def churn_main(args) -> None:
+    """H = 100 int8 at the tuned configuration (the main run's "best", else the defaults), on
+    the report seeds: all four workers throughout, one leaving at mid-run, one joining at mid-run
+    (zero first pseudo-gradient, or skipped). Under "churn_and_join"."""
+    console = Console(width=170)
+    saved = json.loads(args.out.read_text()) if args.out.exists() else {}
+    steps, seeds = (300, (2000,)) if args.quick else (STEPS, REPORT_SEEDS)
+    cfg = saved.get("best", {}).get("H=100 int8") or {
+        "lr": BASE_WORKLOAD.learning_rate, "schedule": "constant", "outer_lr": 0.7,
+        "outer_momentum": 0.9}
+    base = {"method": "H=100 int8", "H": 100 if not args.quick else 30, "steps": steps,
+            **{k: cfg[k] for k in ("lr", "schedule", "outer_lr", "outer_momentum")}}
+    events = ("all", "leave", "join-zero", "join-skip")
+    runs = run_all([{**base, "method": e, "event": e, "seed": s} for e in events for s in seeds],
+                   console, "churn")
+    loss = {(r["event"], r["seed"]): r["loss"] for r in runs}
+    out = {"config": base, "seeds": list(seeds)}
+    for e in events:
+        diffs = [100 * (loss[e, s] - loss["all", s]) / loss["all", s] for s in seeds]
+        out[e] = {"loss": [loss[e, s] for s in seeds], "vs_all_pct": mean_sd(diffs),
+                  "bytes_join": next(r["bytes_join"] for r in runs if r["event"] == e)}
+        console.print(f"{e}: loss {fmt(*mean_sd(out[e]['loss']))}, against all four "
+                      f"{fmt(*mean_sd(diffs), digits=2)} %")
+    out["leave_within_3pct"] = abs(out["leave"]["vs_all_pct"][0]) <= 3.0
+    saved["churn_and_join"] = out
+    args.out.write_text(json.dumps(saved, indent=2))
+    console.print(f"wrote {args.out} (key \"churn_and_join\")")
 
 
 # ---------------------------------------------------------------------------------------------
 # --overlap: what the one-round-delayed outer update costs in loss
 
 
+OVERLAP_GRID = ((0.5, 0.3), (0.35, 0.5), (0.5, 0.0), (0.7, 0.0), (0.8, 0.3), (1.0, 0.0))
+OVERLAP_HS = (50, 100)
+
+
 def overlap_main(args) -> None:
-    """The main table's model, workers, steps and seeds, int8, each H with and without overlap
-    (round r + 1 starts from the parameters before round r's outer step), side by side.
-    Written under "overlap" in bench/results/diloco.json, leaving the rest as it was."""
-    steps, seeds = (300, args.seeds or 2) if args.quick else (2500, args.seeds or 3)
-    hs = [30] if args.quick else [50, 100]
-    data = build_stdlib_corpus(1 << 20)
-    rows: dict[str, dict] = {}
+    """What the one-round-delayed outer update (overlap) costs in held-out loss, measured the
+    way the main comparison is: for H = 50 and 100 (int8), the in-step run's tuned inner lr and
+    schedule (the main run's "best"), overlap's outer (lr, momentum) tuned over OVERLAP_GRID on
+    the tuning seeds, its best then run on the report seeds beside the main run's rows of the
+    same H and seeds. Under "overlap" in bench/results/diloco.json (run the main comparison
+    first)."""
+    console = Console(width=170)
+    saved = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if "best" not in saved or "rows" not in saved:
+        raise SystemExit(f"{args.out} has no tuned comparison: run bench/diloco.py first")
+    in_step = {r["method"]: r for r in saved["rows"]}
+    steps = saved["steps_per_worker"]
+    tune, report_seeds = tuple(saved["tune_seeds"]), tuple(saved["report_seeds"])
+    hs = [h for h in OVERLAP_HS if f"H={h} int8" in saved["best"]]
+    base = {h: {k: saved["best"][f"H={h} int8"][k] for k in ("lr", "schedule")} for h in hs}
+    sweep = run_all([{"method": f"H={h} int8 overlap", "H": h, "steps": steps, **base[h],
+                      "outer_lr": olr, "outer_momentum": om, "seed": s,
+                      "extra": {"overlap": True}}
+                     for h in hs for olr, om in OVERLAP_GRID for s in tune], console, "tune")
+    best = best_configs(sweep)
+    plan = [{**{k: v for k, v in best[f"H={h} int8 overlap"].items() if k != "tuning_loss"},
+             "extra": {"overlap": True}, "seed": s} for h in hs for s in report_seeds]
+    report = run_all(plan, console, "report")
+    rows = {}
     for h in hs:
-        losses: dict[bool, list[float]] = {False: [], True: []}
-        for seed in range(seeds):
-            w = BASE_WORKLOAD.model_copy(update={"seed": 1000 + seed})
-            for overlap in (False, True):
-                cfg = DilocoConfig(workload=w, workers=WORKERS, inner_steps=h, rounds=steps // h,
-                                   compression="int8", overlap=overlap)
-                losses[overlap].append(run_diloco(cfg, data).final_val_loss)
-                print(f"H={h} seed {seed} overlap={overlap}: {losses[overlap][-1]:.4f}", flush=True)
-        gaps = [100 * (b - a) / a for a, b in zip(losses[False], losses[True], strict=True)]
-        rows[f"H={h} int8"] = {"H": h, "seeds": [1000 + s for s in range(seeds)],
-                               "loss": losses[False], "loss_overlap": losses[True],
-                               "overlap_vs_in_step_pct": mean_sd(gaps)}
-        print(f"H={h}: overlap costs {fmt(*mean_sd(gaps), digits=2)} % in held-out loss",
-              flush=True)
-    saved = json.loads(args.out.read_text()) if args.out.exists() else {}
-    saved["overlap"] = {"workers": WORKERS, "steps_per_worker": steps, "quick": args.quick,
-                        "rows": rows}
+        ref = in_step[f"H={h} int8"]
+        losses = [next(r["loss"] for r in report if r["H"] == h and r["seed"] == s)
+                  for s in report_seeds]
+        costs = [100 * (a - b) / b for a, b in zip(losses, ref["losses"], strict=True)]
+        rows[f"H={h} int8"] = {"H": h, "seeds": list(report_seeds), "loss_in_step": ref["losses"],
+                               "loss_overlap": losses, "overlap_vs_in_step_pct": mean_sd(costs),
+                               "in_step_config": ref["config"],
+                               "overlap_config": best[f"H={h} int8 overlap"]}
+        console.print(f"H={h}: overlap costs {fmt(*mean_sd(costs), digits=2)} % in held-out loss "
+                      f"(outer {best[f'H={h} int8 overlap']['outer_lr']}/"
+                      f"{best[f'H={h} int8 overlap']['outer_momentum']})")
+    saved.pop("overlap_sweep", None)   # the untuned sweep this one replaced
+    saved["overlap"] = {"steps_per_worker": steps, "tune_seeds": list(tune), "rows": rows,
+                        "tuning": sweep}
     args.out.write_text(json.dumps(saved, indent=2))
-    print(f"wrote {args.out} (key \"overlap\")")
-
-
-SWEEP = [(0.7, 0.9), (0.35, 0.9), (0.7, 0.5), (0.35, 0.5), (0.3, 0.6), (0.25, 0.7), (0.2, 0.8),
-         (1.0, 0.0), (0.6, 0.0), (0.5, 0.0), (0.4, 0.0), (0.5, 0.3)]
-
-
-def overlap_sweep(args) -> None:
-    """Overlap's outer lr and momentum: H = 50, int8, one seed (1000), the main table's model and
-    steps; the in-step run with the paper's (0.7, 0.9) beside them. Under "overlap_sweep"."""
-    data = build_stdlib_corpus(1 << 20)
-    w = BASE_WORKLOAD.model_copy(update={"seed": 1000})
-    steps, h = (300, 30) if args.quick else (2500, 50)
-
-    def loss(overlap: bool, lr: float, momentum: float) -> float:
-        cfg = DilocoConfig(workload=w, workers=WORKERS, inner_steps=h, rounds=steps // h,
-                           compression="int8", overlap=overlap, outer_lr=lr,
-                           outer_momentum=momentum, nesterov=momentum > 0)
-        return run_diloco(cfg, data).final_val_loss
-
-    in_step = loss(False, 0.7, 0.9)
-    rows = []
-    for lr, momentum in SWEEP:
-        value = loss(True, lr, momentum)
-        rows.append({"outer_lr": lr, "outer_momentum": momentum, "loss": value,
-                     "vs_in_step_pct": 100 * (value - in_step) / in_step})
-        print(f"overlap, lr {lr}, momentum {momentum}: {value:.4f} "
-              f"({rows[-1]['vs_in_step_pct']:+.1f} % against in-step {in_step:.4f})", flush=True)
-    saved = json.loads(args.out.read_text()) if args.out.exists() else {}
-    saved["overlap_sweep"] = {"H": h, "seed": 1000, "steps_per_worker": steps,
-                              "in_step_loss": in_step, "rows": rows, "quick": args.quick}
-    args.out.write_text(json.dumps(saved, indent=2))
-    print(f"wrote {args.out} (key \"overlap_sweep\")")
+    console.print(f"wrote {args.out} (key \"overlap\")")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,20 @@ import pytest
 import torch
 from tests.support.compute import TINY
 
-from tessera.compute.diloco import DilocoConfig, Worker, new_model, parameter_state
+from tessera.compute.diloco import (
+    OVERLAP_OUTER_LR,
+    OVERLAP_OUTER_MOMENTUM,
+    DilocoConfig,
+    Worker,
+    new_model,
+    parameter_state,
+)
 from tessera.compute.replay import CommittingWorker, open_segment, verify_segment
 from tessera.compute.train import configure_determinism, split
 from tessera.errors import SpecError
 from tessera.protocol.jobspec import parse_job_spec
 from tessera.protocol.workload import TrainingWorkload
+from tessera.tenant.multinode import diloco_config
 from tessera.testing.cheats import honest_step, played_round
 
 H, K, WORKER, ROUNDS = 8, 4, 0, 2
@@ -102,3 +110,16 @@ def test_a_diloco_job_spec_sets_the_schedule_horizon_to_its_inner_steps():
     assert parse_job_spec(JOB.format(steps="steps = 200"), "job.toml").spec_hash() == spec.spec_hash()
     with pytest.raises(SpecError, match=r"rounds x diloco.inner_steps \(200\)"):
         parse_job_spec(JOB.format(steps="steps = 300"), "job.toml")
+
+
+def test_the_outer_optimizer_is_set_from_the_job_spec_or_left_to_its_defaults():
+    spec = parse_job_spec(JOB.format(steps="") + "outer_lr = 1.0\nouter_momentum = 0.5\n", "job.toml")
+    cfg = diloco_config(spec, 2)
+    assert (cfg.outer_lr, cfg.outer_momentum) == (1.0, 0.5)
+    assert cfg.workload.learning_rate_at(199) < cfg.workload.learning_rate
+    plain = diloco_config(parse_job_spec(JOB.format(steps=""), "job.toml"), 2)
+    assert (plain.outer_lr, plain.outer_momentum) == (0.7, 0.9)
+    overlap = diloco_config(parse_job_spec(JOB.format(steps="") + "overlap = true\n", "job.toml"), 2)
+    assert (overlap.outer_lr, overlap.outer_momentum) == (OVERLAP_OUTER_LR, OVERLAP_OUTER_MOMENTUM)
+    with pytest.raises(SpecError, match="outer_momentum"):
+        parse_job_spec(JOB.format(steps="") + "outer_momentum = 1.0\n", "job.toml")

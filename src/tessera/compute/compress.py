@@ -3,7 +3,10 @@
 int8 quantization: each tensor is flattened and cut into chunks of `chunk` elements (the last one
 may be shorter); each chunk gets a float32 scale = absmax / 127 and its values are sent as
 round(x / scale), clamped to [-127, 127]. The reconstruction error of every element is at most
-scale / 2. `ErrorFeedback` keeps what quantization lost (the residual) and adds it to the next
+scale / 2. int4 is the same with 7 levels a side (scale = absmax / 7, values in [-7, 7]), two
+values to a byte on the wire: value + 8 in each nibble, the first in the low nibble, an odd
+count padded with a zero value (nibble 8); nibble 0 (-8) is never sent and is refused.
+`ErrorFeedback` keeps what quantization lost (the residual) and adds it to the next
 tensor it compresses, so the cumulative sum of what was transmitted tracks the cumulative sum of
 the true values to within one step's quantization error.
 
@@ -56,8 +59,17 @@ def _chunk_index(numel: int, chunk: int) -> torch.Tensor:
     return torch.arange(numel) // chunk
 
 
+LEVELS = {"int8": 127, "int4": 7}   # the largest quantized magnitude of each compression
+
+
 def quantize_int8(x: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> Quantized:
     """Per-chunk absmax int8 quantization; |x - dequantize(q)| <= scale / 2 elementwise."""
+    return quantize(x, chunk, LEVELS["int8"])
+
+
+def quantize(x: torch.Tensor, chunk: int = DEFAULT_CHUNK, levels: int = LEVELS["int8"]) -> Quantized:
+    """Per-chunk absmax quantization to integers in [-levels, levels] (held as int8);
+    |x - dequantize(q)| <= scale / 2 elementwise, scale = absmax / levels."""
     if chunk < 1:
         raise ValueError("chunk must be >= 1")
     flat = x.detach().to(torch.float32).reshape(-1)
@@ -66,10 +78,10 @@ def quantize_int8(x: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> Quantized:
     padded = torch.zeros(n_chunks * chunk, dtype=torch.float32)
     padded[:n] = flat
     absmax = padded.view(n_chunks, chunk).abs().amax(dim=1)
-    scales = absmax / 127.0
+    scales = absmax / float(levels)
     safe = torch.where(scales > 0, scales, torch.ones_like(scales))
     idx = _chunk_index(n, chunk)
-    q = torch.round(flat / safe[idx]).clamp_(-127, 127).to(torch.int8)
+    q = torch.round(flat / safe[idx]).clamp_(-levels, levels).to(torch.int8)
     return Quantized(q.view(x.shape), scales, chunk)
 
 
@@ -81,8 +93,8 @@ def dequantize_int8(qt: Quantized) -> torch.Tensor:
 class ErrorFeedback:
     """Compress a stream of tensor dicts, carrying each step's quantization residual forward."""
 
-    def __init__(self, chunk: int = DEFAULT_CHUNK):
-        self.chunk = chunk
+    def __init__(self, chunk: int = DEFAULT_CHUNK, levels: int = LEVELS["int8"]):
+        self.chunk, self.levels = chunk, levels
         self.residual: dict[str, torch.Tensor] = {}
 
     def compress(self, tensors: dict[str, torch.Tensor]) -> dict[str, Quantized]:
@@ -91,7 +103,7 @@ class ErrorFeedback:
             x = t.detach().to(torch.float32)
             if name in self.residual:
                 x = x + self.residual[name]
-            qt = quantize_int8(x, self.chunk)
+            qt = quantize(x, self.chunk, self.levels)
             self.residual[name] = x - dequantize_int8(qt)
             out[name] = qt
         return out
@@ -111,6 +123,41 @@ def pack_int8(quantized: dict[str, Quantized]) -> dict[str, torch.Tensor]:
         out[name] = qt.q
         out[name + SCALE_SUFFIX] = qt.scales
     return out
+
+
+def pack_int4(quantized: dict[str, Quantized]) -> dict[str, torch.Tensor]:
+    """`pack_int8` with two values to a byte (module docstring): name -> int8 of ceil(n / 2)."""
+    out = {}
+    for name, qt in quantized.items():
+        nibbles = qt.q.reshape(-1).to(torch.int16) + 8
+        if nibbles.numel() % 2:
+            nibbles = torch.cat([nibbles, torch.tensor([8], dtype=torch.int16)])
+        pairs = nibbles.view(-1, 2)
+        out[name] = (pairs[:, 0] | (pairs[:, 1] << 4)).to(torch.uint8).view(torch.int8)
+        out[name + SCALE_SUFFIX] = qt.scales
+    return out
+
+
+def unpack_int4(tensors: dict[str, torch.Tensor], chunk: int,
+                numel: int) -> dict[str, torch.Tensor]:
+    """Inverse of `pack_int4` (each tensor holds `numel` values) followed by dequantization;
+    refuses a wrong length, a nibble of 0 or a padding that is not a zero value."""
+    values = {}
+    for name, t in tensors.items():
+        if name.endswith(SCALE_SUFFIX):
+            values[name] = t
+            continue
+        if t.dtype != torch.int8 or t.dim() != 1 or t.numel() != (numel + 1) // 2:
+            raise WireFormatError(f"{name!r}: expected int8 of shape ({(numel + 1) // 2},) "
+                                  f"holding {numel} int4 values, got {t.dtype} {tuple(t.shape)}")
+        b = t.view(torch.uint8).to(torch.int16)
+        nibbles = torch.stack([b & 15, b >> 4], dim=1).reshape(-1)
+        if (nibbles == 0).any():
+            raise WireFormatError(f"{name!r}: int4 value -8 is outside [-7, 7]")
+        if numel % 2 and nibbles[-1] != 8:
+            raise WireFormatError(f"{name!r}: the padding nibble must hold 0")
+        values[name] = (nibbles[:numel] - 8).to(torch.int8)
+    return unpack_int8(values, chunk)
 
 
 def unpack_int8(tensors: dict[str, torch.Tensor], chunk: int) -> dict[str, torch.Tensor]:
@@ -202,5 +249,5 @@ def deserialize(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def analytic_bytes(numel: int, compression: str, chunk: int = DEFAULT_CHUNK) -> int:
-    """Bytes of one payload counted as parameters x bytes per element (int8 scales excluded)."""
-    return numel * (1 if compression == "int8" else 4)
+    """Bytes of one payload counted as parameters x bytes per element (scales excluded)."""
+    return {"int8": numel, "int4": (numel + 1) // 2}.get(compression, 4 * numel)

@@ -8,7 +8,7 @@ pseudo-gradients (mean, or a robust rule) and takes one outer step with SGD + Ne
 
 Downlink: the coordinator keeps the outer optimizer's exact parameters (`shadow`) and the
 parameters every worker holds (`published`). After the outer step it broadcasts
-`delta = shadow - published` (int8-quantized when `compression="int8"`) and sets
+`delta = shadow - published` (quantized when `compression` is "int8" or "int4") and sets
 `published += dequantize(delta)`; workers apply the same broadcast with `apply_broadcast`, so
 every node holds bitwise the same `published` parameters and needs no outer-optimizer state.
 Whatever quantization lost stays in `shadow - published` and is sent next round (error feedback).
@@ -35,10 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tessera.compute.aggregate import MeanStream, aggregate
 from tessera.compute.compress import (
     DEFAULT_CHUNK,
+    LEVELS,
     ErrorFeedback,
     deserialize,
+    pack_int4,
     pack_int8,
     serialize,
+    unpack_int4,
     unpack_int8,
 )
 from tessera.compute.model import ByteGPT
@@ -49,7 +52,7 @@ from tessera.protocol.workload import TrainingWorkload
 State = dict[str, torch.Tensor]
 
 
-OVERLAP_OUTER_LR, OVERLAP_OUTER_MOMENTUM = 0.5, 0.3
+OVERLAP_OUTER_LR, OVERLAP_OUTER_MOMENTUM = 0.7, 0.0
 
 
 class DilocoConfig(BaseModel):
@@ -67,8 +70,8 @@ class DilocoConfig(BaseModel):
     outer_lr: float = Field(0.7, gt=0, le=10.0)
     outer_momentum: float = Field(0.9, ge=0, lt=1.0)
     nesterov: bool = True
-    compression: Literal["none", "int8"] = "none"
-    chunk: int = Field(DEFAULT_CHUNK, ge=1, le=1 << 24, description="int8: elements per scale")
+    compression: Literal["none", "int8", "int4"] = "none"
+    chunk: int = Field(DEFAULT_CHUNK, ge=1, le=1 << 24, description="int8/int4: elements per scale")
     aggregation: Literal["mean", "median", "trimmed_mean"] = "mean"
     trim_fraction: float = Field(0.25, ge=0, lt=0.5)
     overlap: bool = Field(False, description="one-round-delayed outer update: round r + 1 "
@@ -80,7 +83,8 @@ class DilocoConfig(BaseModel):
     def _overlap_outer_defaults(cls, data: object) -> object:
         """A delayed outer update diverges with the paper's lr 0.7 and momentum 0.9 (held-out
         loss 42-50 against 1.89, bench/results/diloco.json "overlap"): with overlap, the outer
-        optimizer's defaults are the best of a sweep (lr 0.5, momentum 0.3), unless given."""
+        optimizer's defaults are the best of a sweep (lr 0.7 without momentum: momentum hurts a
+        delayed update; bench/diloco.py --overlap), unless given."""
         if isinstance(data, dict) and data.get("overlap"):
             return {"outer_lr": OVERLAP_OUTER_LR, "outer_momentum": OVERLAP_OUTER_MOMENTUM,
                     **data}
@@ -163,12 +167,13 @@ def unflatten(flat: torch.Tensor, reference: State) -> State:
 
 def encode_tensors(tensors: State, compression: str, chunk: int, meta: dict,
                    feedback: ErrorFeedback | None = None) -> bytes:
-    """Serialize a tensor dict as ONE flat vector (int8-quantized with `feedback`'s residual
-    if asked); names and shapes are not sent, only `layout_id`, which the receiver checks."""
+    """Serialize a tensor dict as ONE flat vector (int8- or int4-quantized with `feedback`'s
+    residual if asked); names and shapes are not sent, only `layout_id`, which the receiver
+    checks."""
     flat = {"flat": flatten(tensors)}
-    if compression == "int8":
-        fb = feedback if feedback is not None else ErrorFeedback(chunk)
-        flat = pack_int8(fb.compress(flat))
+    if compression in LEVELS:
+        fb = feedback if feedback is not None else ErrorFeedback(chunk, LEVELS[compression])
+        flat = (pack_int8 if compression == "int8" else pack_int4)(fb.compress(flat))
     return serialize(flat, {**meta, "compression": compression, "chunk": chunk,
                             "layout": layout_id(tensors)})
 
@@ -184,9 +189,11 @@ def decode_tensors(payload: bytes, reference: State, compression: str, chunk: in
                               f"chunk={meta.get('chunk')!r}; the job uses {compression!r} {chunk}")
     if meta.get("layout") != layout_id(reference):
         raise WireFormatError("payload was made for a different set of tensor names/shapes")
+    numel = sum(t.numel() for t in reference.values())
     if compression == "int8":
         tensors = unpack_int8(tensors, chunk)
-    numel = sum(t.numel() for t in reference.values())
+    elif compression == "int4":
+        tensors = unpack_int4(tensors, chunk, numel)
     flat = tensors.get("flat")
     if set(tensors) != {"flat"} or flat is None:
         raise WireFormatError(f"expected one tensor 'flat', got {sorted(tensors)}")
@@ -202,13 +209,13 @@ def decode_tensors(payload: bytes, reference: State, compression: str, chunk: in
 
 def encode_pseudo_gradient(tensors: State, residual: State, config: DilocoConfig, round: int,
                            worker: int) -> tuple[bytes, State]:
-    """(the bytes a worker sends for a round's pseudo-gradient, the int8 residual it carries into
+    """(the bytes a worker sends for a round's pseudo-gradient, the residual it carries into
     the next round). A pure function of its arguments: whoever holds a worker's committed end
     parameters and incoming residual recomputes its payload bitwise, which is how a payload is
     bound to the work (docs/verification.md, "the payload segment")."""
     feedback = None
-    if config.compression == "int8":
-        feedback = ErrorFeedback(config.chunk)
+    if config.compression in LEVELS:
+        feedback = ErrorFeedback(config.chunk, LEVELS[config.compression])
         feedback.residual = {k: v.clone() for k, v in residual.items()}
     payload = encode_tensors(tensors, config.compression, config.chunk,
                              {"kind": "pseudo_gradient", "round": round, "worker": worker}, feedback)
@@ -256,7 +263,8 @@ class Worker:
         self.model = ByteGPT(w).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=w.learning_rate,
                                            weight_decay=w.weight_decay)
-        self.feedback = ErrorFeedback(config.chunk) if config.compression == "int8" else None
+        self.feedback = (ErrorFeedback(config.chunk, LEVELS[config.compression])
+                         if config.compression in LEVELS else None)
 
     def run_round(self, global_state: State, round: int) -> PseudoGradient:
         w = self.config.workload
@@ -280,11 +288,11 @@ class Worker:
                               time.perf_counter() - started)
 
     def residual(self) -> State:
-        """A copy of the int8 error-feedback residual this worker carries (empty for fp32)."""
+        """A copy of the error-feedback residual this worker carries (empty for fp32)."""
         return {k: v.clone() for k, v in self.feedback.residual.items()} if self.feedback else {}
 
     def encode(self, tensors: State, round: int) -> bytes:
-        """The bytes this worker sends: int8 with this worker's error feedback, or fp32; the
+        """The bytes this worker sends: int8 or int4 with this worker's error feedback, or fp32; the
         residual moves on to what `encode_pseudo_gradient` says."""
         payload, residual = encode_pseudo_gradient(tensors, self.residual(), self.config, round,
                                                    self.worker)
@@ -377,11 +385,8 @@ class Coordinator:
             delta = {name: p.detach() - self.published[name]
                      for name, p in self.model.named_parameters()}
         meta = {"kind": "outer_update", "round": self.round}
-        if self.config.compression == "int8":
-            # a fresh ErrorFeedback: the residual lives on as shadow - published
-            broadcast = encode_tensors(delta, "int8", self.config.chunk, meta)
-        else:
-            broadcast = encode_tensors(delta, "none", self.config.chunk, meta)
+        # quantized with a fresh ErrorFeedback: the residual lives on as shadow - published
+        broadcast = encode_tensors(delta, self.config.compression, self.config.chunk, meta)
         self.published = apply_broadcast(self.published, broadcast, self.config)
         norm = torch.sqrt(sum((a ** 2).sum() for a in agg.values())).item()
         self.round += 1

@@ -104,6 +104,26 @@ def held_out_loss(model: ByteGPT, val: torch.Tensor, workload: TrainingWorkload,
     return sum(losses) / len(losses)
 
 
+@torch.no_grad()
+def whole_split_loss(model: ByteGPT, val: torch.Tensor, workload: TrainingWorkload,
+                     device: torch.device, rows: int = 512) -> float:
+    """Mean next-byte loss over the whole held-out split, cut into consecutive blocks of
+    `block_size` (every byte predicted once; a tail shorter than a block is left out). No
+    sampling, so no evaluation noise: what comparisons of training methods use
+    (bench/diloco.py), where `held_out_loss`'s few random batches would be too noisy."""
+    was_training = model.training
+    model.eval()
+    n = (len(val) - 1) // workload.block_size
+    x = val[: n * workload.block_size].view(n, workload.block_size)
+    y = val[1: n * workload.block_size + 1].view(n, workload.block_size)
+    total = 0.0
+    for i in range(0, n, rows):
+        _, loss = model(x[i:i + rows].to(device), y[i:i + rows].to(device))
+        total += loss.item() * len(x[i:i + rows])
+    model.train(was_training)
+    return total / n
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)

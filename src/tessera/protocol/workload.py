@@ -78,7 +78,7 @@ class DilocoWorkerWorkload(BaseModel):
     inner_steps: int = Field(50, ge=1, le=100_000)
     worker: int = Field(ge=0)
     workers: int = Field(ge=1, le=64)
-    compression: Literal["none", "int8"] = "int8"
+    compression: Literal["none", "int8", "int4"] = "int8"
     checkpoint_every: int = Field(0, ge=0, le=100_000, description="commit to the worker's "
                                   "state every k inner steps (docs/verification.md); 0: never")
 

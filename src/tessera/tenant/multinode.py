@@ -43,9 +43,11 @@ DATASET_FILE, LOG_FILE, MODEL_FILE, SUMMARY_FILE = (
 
 def diloco_config(spec: JobSpec, workers: int) -> DilocoConfig:
     d = spec.diloco
+    outer = {k: v for k, v in (("outer_lr", d.outer_lr), ("outer_momentum", d.outer_momentum))
+             if v is not None}   # unset: DilocoConfig's defaults, which depend on overlap
     return DilocoConfig(workload=spec.workload, workers=workers, inner_steps=d.inner_steps,
                         rounds=d.rounds, compression=d.compression, aggregation=d.aggregation,
-                        overlap=d.overlap)
+                        overlap=d.overlap, **outer)
 
 
 def worker_workload(spec: JobSpec, index: int, workers: int) -> DilocoWorkerWorkload:
