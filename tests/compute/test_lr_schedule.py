@@ -2,6 +2,9 @@
 training loop follows, a verifier's replay included, so an honest scheduled worker replays
 bitwise and a worker that ignores the schedule is caught."""
 
+import hashlib
+import json
+
 import pytest
 import torch
 from tests.support.compute import TINY
@@ -123,3 +126,21 @@ def test_the_outer_optimizer_is_set_from_the_job_spec_or_left_to_its_defaults():
     assert (overlap.outer_lr, overlap.outer_momentum) == (OVERLAP_OUTER_LR, OVERLAP_OUTER_MOMENTUM)
     with pytest.raises(SpecError, match="outer_momentum"):
         parse_job_spec(JOB.format(steps="") + "outer_momentum = 1.0\n", "job.toml")
+
+
+def test_a_spec_that_does_not_use_the_new_fields_hashes_as_before():
+    """The order commits to spec_hash on chain; a spec without a schedule or outer settings must
+    hash as it did before those fields existed (what a party on the earlier version computes)."""
+    text = JOB.format(steps="").replace('lr_schedule = "linear"\nwarmup_steps = 20\n', "")
+    spec = parse_job_spec(text, "job.toml")
+    before = spec.model_dump(mode="json", exclude={"escrow"})
+    for name in ("lr_schedule", "warmup_steps", "final_lr_ratio"):
+        del before["workload"][name]
+    for name in ("outer_lr", "outer_momentum"):
+        del before["diloco"][name]
+    canonical = json.dumps(before, sort_keys=True, separators=(",", ":")).encode()
+    assert spec.spec_hash() == hashlib.sha256(canonical).digest()
+    # using any of them changes the hash
+    for old, new in (('kind = "train-charlm"\n', 'kind = "train-charlm"\nwarmup_steps = 5\n'),
+                     ("[diloco]\n", "[diloco]\nouter_lr = 1.0\n")):
+        assert parse_job_spec(text.replace(old, new), "job.toml").spec_hash() != spec.spec_hash()

@@ -304,10 +304,23 @@ class JobSpec(BaseModel):
     def spec_hash(self) -> bytes:
         """sha256 of the canonical JSON of the spec: what the order commits to on chain. The
         [escrow] section is left out: it is the tenant's policy, not the job, and a spec
-        without it hashes as it did before the section existed."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"escrow"}), sort_keys=True,
-                               separators=(",", ":"))
+        without it hashes as it did before the section existed. Likewise a field added later
+        (`ADDED_LATER`) is left out while it holds its default, so a spec that does not use it
+        hashes as before and parties on the earlier version still agree on the order."""
+        doc = self.model_dump(mode="json", exclude={"escrow"})
+        for section, names in ADDED_LATER.items():
+            model = getattr(self, section)
+            for name in names:
+                if getattr(model, name) == type(model).model_fields[name].default:
+                    del doc[section][name]
+        canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).digest()
+
+
+# Fields added to a job spec's sections after orders were first committed to by hash
+# (`JobSpec.spec_hash`): the learning-rate schedule and the outer optimizer (issue 16).
+ADDED_LATER = {"workload": ("lr_schedule", "warmup_steps", "final_lr_ratio"),
+               "diloco": ("outer_lr", "outer_momentum")}
 
 
 def _loc_part(part: object) -> str:
