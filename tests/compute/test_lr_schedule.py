@@ -7,18 +7,15 @@ import json
 
 import pytest
 import torch
-from tests.support.compute import TINY
+from tests.support.compute import TINY, committed_rounds
 
 from tessera.compute.diloco import (
     OVERLAP_OUTER_LR,
     OVERLAP_OUTER_MOMENTUM,
     DilocoConfig,
     Worker,
-    new_model,
-    parameter_state,
 )
 from tessera.compute.replay import CommittingWorker, open_segment, verify_segment
-from tessera.compute.train import configure_determinism, split
 from tessera.errors import SpecError
 from tessera.protocol.jobspec import parse_job_spec
 from tessera.protocol.workload import TrainingWorkload
@@ -51,11 +48,7 @@ def test_a_warmup_that_leaves_no_decay_is_refused():
 
 @pytest.fixture(scope="module")
 def rounds(corpus):
-    configure_determinism(SCHEDULED)
-    tokens, _ = split(corpus, SCHEDULED)
-    start = parameter_state(new_model(SCHEDULED))
-    worker = CommittingWorker(CFG, WORKER, tokens)
-    return tokens, start, [worker.run_round_committed(start, r, K) for r in range(ROUNDS)]
+    return committed_rounds(corpus, CFG, WORKER, K, ROUNDS)
 
 
 def test_a_scheduled_round_commits_what_the_plain_worker_computes_and_replays(rounds):

@@ -8,10 +8,10 @@ import hashlib
 
 import pytest
 import torch
-from tests.support.compute import TINY
+from tests.support.compute import TINY, committed_rounds
 
 from tessera.compute.checkpoints import PayloadLeaf, RoundCommitment, tensor_hash
-from tessera.compute.diloco import DilocoConfig, Worker, encode_pseudo_gradient, new_model, parameter_state
+from tessera.compute.diloco import DilocoConfig, Worker, encode_pseudo_gradient
 from tessera.compute.replay import (
     CommittingWorker,
     PayloadOpening,
@@ -19,7 +19,6 @@ from tessera.compute.replay import (
     open_payload,
     verify_payload,
 )
-from tessera.compute.train import configure_determinism, split
 
 H, K, WORKER = 8, 2, 1
 CFG = DilocoConfig(workload=TINY, workers=4, inner_steps=H, rounds=3, compression="int8")
@@ -27,12 +26,7 @@ CFG = DilocoConfig(workload=TINY, workers=4, inner_steps=H, rounds=3, compressio
 
 @pytest.fixture(scope="module")
 def setup(corpus):
-    configure_determinism(TINY)
-    tokens, _ = split(corpus, TINY)
-    start = parameter_state(new_model(TINY))
-    worker = CommittingWorker(CFG, WORKER, tokens)
-    traces = [worker.run_round_committed(start, r, K) for r in range(3)]
-    return tokens, start, traces
+    return committed_rounds(corpus, CFG, WORKER, K, 3)
 
 
 def check(trace, start, opening: PayloadOpening | None = None, commitment: RoundCommitment | None = None):
