@@ -108,6 +108,11 @@ class ErrorFeedback:
             out[name] = qt
         return out
 
+    @classmethod
+    def for_compression(cls, compression: str, chunk: int) -> ErrorFeedback | None:
+        """The error feedback a payload compressed this way carries (None: fp32, nothing lost)."""
+        return cls(chunk, LEVELS[compression]) if compression in LEVELS else None
+
     def state_dict(self) -> dict:
         return {"chunk": self.chunk, "residual": {k: v.clone() for k, v in self.residual.items()}}
 

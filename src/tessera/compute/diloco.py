@@ -172,7 +172,7 @@ def encode_tensors(tensors: State, compression: str, chunk: int, meta: dict,
     checks."""
     flat = {"flat": flatten(tensors)}
     if compression in LEVELS:
-        fb = feedback if feedback is not None else ErrorFeedback(chunk, LEVELS[compression])
+        fb = feedback if feedback is not None else ErrorFeedback.for_compression(compression, chunk)
         flat = (pack_int8 if compression == "int8" else pack_int4)(fb.compress(flat))
     return serialize(flat, {**meta, "compression": compression, "chunk": chunk,
                             "layout": layout_id(tensors)})
@@ -213,9 +213,8 @@ def encode_pseudo_gradient(tensors: State, residual: State, config: DilocoConfig
     the next round). A pure function of its arguments: whoever holds a worker's committed end
     parameters and incoming residual recomputes its payload bitwise, which is how a payload is
     bound to the work (docs/verification.md, "the payload segment")."""
-    feedback = None
-    if config.compression in LEVELS:
-        feedback = ErrorFeedback(config.chunk, LEVELS[config.compression])
+    feedback = ErrorFeedback.for_compression(config.compression, config.chunk)
+    if feedback is not None:
         feedback.residual = {k: v.clone() for k, v in residual.items()}
     payload = encode_tensors(tensors, config.compression, config.chunk,
                              {"kind": "pseudo_gradient", "round": round, "worker": worker}, feedback)
@@ -263,8 +262,7 @@ class Worker:
         self.model = ByteGPT(w).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=w.learning_rate,
                                            weight_decay=w.weight_decay)
-        self.feedback = (ErrorFeedback(config.chunk, LEVELS[config.compression])
-                         if config.compression in LEVELS else None)
+        self.feedback = ErrorFeedback.for_compression(config.compression, config.chunk)
 
     def run_round(self, global_state: State, round: int) -> PseudoGradient:
         w = self.config.workload
