@@ -7,9 +7,11 @@ results say which); the tenant's own process is the coordinator, as `tessera job
 with verification on at its defaults (k = 5, p = 0.4: a Merkle root on chain every round, every
 payload checked, spot-check replays) or off, and with the one-round-delayed outer update
 (`overlap`: workers start round r + 1 while round r is exchanged and checked) or without, side
-by side. One thread per worker, and one core kept for the coordinator (its outer step,
-evaluation and replays run while workers compute when `overlap` is on): by default as many
-workers as CPU cores minus one.
+by side. One thread per worker, and each worker process on a core of its own (pinned once it
+has started); everything else on the other cores: this process (the tenant's coordinator: its
+outer step, evaluation and replays), anvil, the delay lines (each a process of its own) and the
+providers' daemons, as on a provider's machine with a core to spare for its daemon. By default
+as many workers as CPU cores minus one.
 
 compute_share = rounds x H x (one inner step's time, measured alone in a fresh process under the
 numerics profile the workers train with, before and after the jobs: the faster) / the job's
@@ -21,7 +23,9 @@ Each row also has `phase_s`, per round, where the coordinator's time went (Round
 exchange = sending and collecting, verify = the checks when they finish before the step (or
 starting them), outer_step, send_next = round r + 1's parameters sent right after the outer step
 when overlap is off, checks = waiting for the checks that ran beside the step and the send,
-evaluate = the held-out loss; the last three overlap the workers' next round). Rounds:
+evaluate = the held-out loss; the last three overlap the workers' next round), and
+`overhead_s_per_round`: (wall time - the worker's own compute time) / rounds, what a round
+costs beyond the worker's work in it. Rounds:
 examples/diloco.toml's (10), the job a user gets.
 Written to bench/results/diloco_network.json (needs root: namespaces).
 
@@ -80,8 +84,19 @@ def step_time(workload_json: str, inner_steps: int) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def pin_children(pid: int, core: int) -> list[int]:
+    """Every thread of every child process of `pid` (a provider's workers) onto `core`."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    for child in children:
+        for tid in Path(f"/proc/{child}/task").iterdir():
+            os.sched_setaffinity(int(tid.name), {core})
+    return children
+
+
 def start_provider(host: ShapedHost, home: Path, network_file: Path, account: int,
-                   anvil_port: int) -> tuple[subprocess.Popen, str]:
+                   anvil_port: int, core: set[int]) -> tuple[subprocess.Popen, str]:
     from tessera.chain.network import load_network, save_network
 
     network = load_network(network_file)
@@ -98,7 +113,8 @@ def start_provider(host: ShapedHost, home: Path, network_file: Path, account: in
     config_file.write_text(tomli_w.dumps(config))
     proc = host.popen([sys.executable, "-m", "tessera.cli", "provider", "run", "--config",
                        str(config_file)], stdout=open(home / f"provider-w{host.index}.log", "wb"),
-                      stderr=subprocess.STDOUT, env={**os.environ, "TESSERA_HOME": str(home)})
+                      stderr=subprocess.STDOUT, env={**os.environ, "TESSERA_HOME": str(home)},
+                      preexec_fn=lambda: os.sched_setaffinity(0, core))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -125,7 +141,7 @@ def job_spec(workers: int, inner_steps: int, rounds: int, verification: bool, ov
     return JobSpec.model_validate(raw)
 
 
-def timed_job(tenant, spec, dataset: bytes, workdir: Path) -> dict:
+def timed_job(tenant, spec, dataset: bytes, workdir: Path, pin) -> dict:
     """`tessera job submit`'s DiLoCo path (tenant/multinode.py), timed from round 0's start."""
     from rich.console import Console
 
@@ -161,6 +177,7 @@ def timed_job(tenant, spec, dataset: bytes, workdir: Path) -> dict:
     for w in workers:   # the worker process has loaded torch and its shard: not timed
         while not any(e.get("event") == "start" for e in tenant.logs(w.lease_id)):
             time.sleep(0.1)
+    pin()       # each worker's process on a core of its own
     watch_escrow(tenant, spec, coordinator, quiet)
     started = time.perf_counter()
     reports = coordinator.run()
@@ -185,6 +202,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("--rounds", type=int, default=None,
                     help="rounds per job (default: examples/diloco.toml's, the job a user gets)")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="leave every process to the scheduler (for comparison)")
+    ap.add_argument("--h", type=int, action="append", help="only these H (repeatable)")
+    ap.add_argument("--verification-only", action="store_true",
+                    help="only the rows with verification on")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -197,7 +219,24 @@ def main() -> None:
     from tessera.tenant.client import Tenant
     from tessera.tenant.flow import load_dataset
 
-    hs = [50] if args.quick else [50, 250]
+    # a core for each worker process; the rest for everything else: this process (the tenant:
+    # coordinator, replays), anvil, the delay lines and the providers' daemons
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < args.workers + 1:
+        raise SystemExit(f"{args.workers} workers need {args.workers + 1} cores, "
+                         f"this process may use {len(cores)}")
+    tenant_cores, worker_cores = set(cores[:len(cores) - args.workers]), cores[-args.workers:]
+    if args.no_pin:
+        tenant_cores = set(cores)
+    os.sched_setaffinity(0, tenant_cores)
+
+    def pin() -> None:
+        if args.no_pin:
+            return
+        pinned = [pin_children(proc.pid, core) for (proc, _), core in zip(procs, worker_cores, strict=True)]
+        if not all(pinned):
+            raise SystemExit(f"a provider has no worker process to pin: {pinned}")
+    hs = args.h or ([50] if args.quick else [50, 250])
     example_rounds = tomllib.loads((ROOT / "examples" / "diloco.toml").read_text())["diloco"]["rounds"]
     rounds = 3 if args.quick else (args.rounds or example_rounds)
     first = job_spec(args.workers, hs[0], rounds, True, False)
@@ -212,15 +251,17 @@ def main() -> None:
     try:
         for i in range(args.workers):
             hosts.append(ShapedHost(i + 1, args.mbit, args.rtt_ms))
-            procs.append(start_provider(hosts[-1], home, devnet.network_file, 2 + i, anvil_port))
+            procs.append(start_provider(hosts[-1], home, devnet.network_file, 2 + i, anvil_port,
+                                        tenant_cores))
         print(f"{args.workers} providers up, links: {hosts[0].mode}", flush=True)
         tenant = Tenant(Chain(network, devnet_account(5)))
         plan = [(h, verification, overlap) for h in hs for overlap in (False, True)
-                for verification in ((True, False) if h == hs[0] else (True,))]
+                for verification in ((True, False) if h == hs[0] and not args.verification_only
+                                     else (True,))]
         for h, verification, overlap in plan:
             spec = job_spec(args.workers, h, rounds, verification, overlap)
             run = timed_job(tenant, spec, load_dataset(spec.dataset),
-                            home / f"job-h{h}-{verification}-{overlap}")
+                            home / f"job-h{h}-{verification}-{overlap}", pin)
             row = {"H": h, "workers": args.workers, "rounds": rounds,
                    "verification": ({"k": spec.verification.checkpoint_every,
                                      "p": spec.verification.spot_check_probability}
@@ -248,11 +289,17 @@ def main() -> None:
     for row in rows:
         row["inner_step_s_alone"] = round(step_s, 5)
         row["compute_share"] = round(rounds * row["H"] * step_s / row["wall_s"], 4)
+        # what a round costs beyond the worker's own time in it (the exchange's round trips,
+        # what the coordinator does on the critical path): the part no faster CPU removes
+        row["overhead_s_per_round"] = round(
+            (row["wall_s"] - row["worker_compute_s"] / row["workers"]) / rounds, 3)
         print(f"H={row['H']} verification={'on' if row['verification'] else 'off'} overlap="
               f"{'on' if row['overlap'] else 'off'}: compute share "
               f"{100 * row['compute_share']:.1f} %", flush=True)
     out = {"about": __doc__.split("\n\n    sudo")[0], "quick": args.quick,
            "links": hosts[0].mode if hosts else None, "cpu_cores": os.cpu_count(),
+           "cores": (None if args.no_pin else
+                     {"tenant": sorted(tenant_cores), "workers": worker_cores}),
            "load_average_after": os.getloadavg(), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import threading
 import time
 
@@ -91,6 +92,26 @@ class DelayLine:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
+class DelayLineProcess:
+    """A DelayLine in a process of its own (this file run as a script), so that its forwarding
+    never waits on the bench process's interpreter (the tenant's coordinator runs there, with
+    its replays) and it runs on whatever cores this process may use."""
+
+    def __init__(self, listen_host: str, target_host: str, target_port: int, delay_s: float):
+        self.proc = subprocess.Popen([sys.executable, __file__, listen_host, target_host,
+                                      str(target_port), repr(delay_s)],
+                                     stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.strip().isdigit():
+            self.proc.kill()
+            raise RuntimeError(f"delay line did not start: {line!r}")
+        self.port = int(line)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
 class ShapedHost:
     def __init__(self, index: int, mbit: float, rtt_ms: float):
         self.ns, self.index = f"tsr-bench-{index}", index
@@ -118,11 +139,11 @@ class ShapedHost:
             checked(*[a.format(dev=there_if) for a in tbf], ns=self.ns)
             self.mode = "tc tbf (rate) + a userspace delay line (delay): no netem in this kernel"
             self.delay_s = rtt_ms / 2000
-        self.lines: list[DelayLine] = []
+        self.lines: list[DelayLineProcess] = []
 
     def forward(self, target_port: int) -> int:
         """A port on 10.77.i.1 that reaches 127.0.0.1:target_port (over the shaped link)."""
-        line = DelayLine(self.here, "127.0.0.1", target_port, self.delay_s)
+        line = DelayLineProcess(self.here, "127.0.0.1", target_port, self.delay_s)
         self.lines.append(line)
         return line.port
 
@@ -130,7 +151,7 @@ class ShapedHost:
         """The URL this side uses for http://10.77.i.2:port inside the namespace."""
         if not self.delay_s:
             return f"http://{self.there}:{port}"
-        line = DelayLine("127.0.0.1", self.there, port, self.delay_s)
+        line = DelayLineProcess("127.0.0.1", self.there, port, self.delay_s)
         self.lines.append(line)
         return f"http://127.0.0.1:{line.port}"
 
@@ -141,3 +162,10 @@ class ShapedHost:
         for line in self.lines:
             line.close()
         ip("ip", "netns", "del", self.ns)
+
+
+if __name__ == "__main__":   # one delay line: LISTEN_HOST TARGET_HOST TARGET_PORT DELAY_S
+    listen, target, target_port, delay = sys.argv[1:5]
+    served = DelayLine(listen, target, int(target_port), float(delay))
+    print(served.port, flush=True)
+    threading.Event().wait()

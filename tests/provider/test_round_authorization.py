@@ -58,7 +58,9 @@ def signed(network, node: ProviderNode, signer: int, lease_id: int, round_index:
 
 
 class RpcCount:
-    """Counts the JSON-RPC requests a chain client sends (a spy on the real provider)."""
+    """Counts the JSON-RPC requests a chain client sends (a spy on the real provider). web3
+    builds its middleware chain around `make_request` once and keeps it: the chain is dropped
+    on the way in and out so that the spy is in it (without that, nothing was ever counted)."""
 
     def __init__(self, chain: Chain):
         self.provider, self.calls = chain.w3.provider, []
@@ -69,10 +71,20 @@ class RpcCount:
             self.calls.append(method)
             return self.real(method, params)
         self.provider.make_request = counted
+        self.provider._request_func_cache = (None, None)
         return self
 
     def __exit__(self, *exc):
-        self.provider.make_request = self.real
+        del self.provider.make_request
+        self.provider._request_func_cache = (None, None)
+
+
+def test_the_spy_counts(world):
+    """The spy the tests below rely on sees a read."""
+    _, node = world
+    with RpcCount(node.ctx.chain) as rpc:
+        node.ctx.chain.block_timestamp()
+    assert rpc.calls == ["eth_getBlockByNumber"], rpc.calls
 
 
 def test_a_round_is_authorized_from_the_nodes_record_without_a_chain_read(world):
@@ -117,3 +129,59 @@ def test_a_closed_lease_takes_no_round_once_the_node_follows_the_close(world):
         node.rounds.authorize(lease_id, 1, PARAMS_SHA256,
                               *signed(network, node, TENANT, lease_id, 1))
     assert refused.value.status == 409
+
+
+def test_a_rounds_commitment_is_signed_without_a_chain_read(world):
+    """With verification on, the answer's first look-up signs the round's Commitment. It read
+    the lease (for its order) and the chain's time (for its expiry) there: two more round trips
+    on every verified round's critical path. Now the order is the node's record and the time is
+    read beside the worker's steps, when the round is queued."""
+    import hashlib
+    import json
+
+    from tessera.chain.verification import Verification
+    from tessera.files import write_atomic
+    from tessera.protocol import commitment as cm
+
+    network, node = world
+    tenant = Tenant(Chain(network, devnet_account(TENANT)))
+    lease_id = lease_of(network, tenant)
+    node.poll_once()
+    node.state.update_lease(lease_id, status="running", manifest={
+        "workload": {"kind": "diloco-worker", "checkpoint_every": 5}})
+    params = b"round 0's global parameters"
+    sha = hashlib.sha256(params).hexdigest()
+    nonce, expiry = 11, int(time.time()) + 600
+    typed = messages.round_typed_data(network.chain_id, node.ctx.market.address, lease_id, 0,
+                                      bytes.fromhex(sha), nonce, expiry)
+    before = tenant.chain.block_timestamp()
+    node.rounds.accept(lease_id, 0, params, nonce, expiry,
+                       messages.sign(devnet_account(TENANT), typed))
+    deadline = time.monotonic() + 10
+    while (lease_id, 0) not in node.rounds._queued_at:     # read in the background
+        assert time.monotonic() < deadline, "the chain's time was not read when queued"
+        time.sleep(0.01)
+    queued_at = node.rounds._queued_at[(lease_id, 0)]
+    assert queued_at >= before
+    # the worker's answer, as compute/diloco_worker.py writes it (hashes made up: not checked)
+    folder = node.ctx.jobs.round_folder(lease_id, 0)
+    write_atomic(folder / "pseudo_gradient.bin", b"payload")
+    write_atomic(folder / "result.json", json.dumps({
+        "params_sha256": sha, "sha256": hashlib.sha256(b"payload").hexdigest(), "size": 7,
+        "inner_loss": 1.0, "compute_s": 0.1, "checkpoint_every": 5, "checkpoint_root": "cd" * 32,
+        "checkpoints": [{"step": 5, "params_hash": "01" * 32, "optimizer_hash": "02" * 32}],
+        "payload": {"residual_in_hash": "03" * 32, "residual_out_hash": "04" * 32,
+                    "threads": 1, "profile": "cpu-avx2-v1"}}).encode())
+    node.rounds._verification = Verification(node.ctx.chain)   # made once per node
+    with RpcCount(node.ctx.chain) as rpc:
+        answer = node.rounds.result(lease_id, 0)
+    assert rpc.calls == []
+    c = answer.commitment.commitment
+    assert c.job == tenant.market.lease(lease_id).order_id and c.lease_id == lease_id
+    assert c.expiry == queued_at + cm.VALIDITY_S
+    # a node that restarted since the round was queued reads the time then
+    (folder / "commitment.json").unlink()
+    node.rounds._queued_at.clear()
+    with RpcCount(node.ctx.chain) as rpc:
+        again = node.rounds.result(lease_id, 0).commitment.commitment
+    assert rpc.calls and again.expiry >= queued_at + cm.VALIDITY_S

@@ -11,6 +11,8 @@ Adversary strategies, and what stops them:
   disconnects (test_a_dropped_client_frees_its_slot);
 - keep the node from shutting down with 30 s waits: a waiter ends when the node stops;
 - wait on a lease that has no rounds here: refused (404/409) before a slot is taken;
+- hold the pseudo-gradient's long polls (`?wait=` there too, so the tenant has the payload
+  with the answer): only a reader with a read grant may, checked before a slot is taken;
 - junk `wait` values (negative, too long, NaN, exponents, text) to reach a 500: 400 naming
   the parameter.
 """
@@ -25,9 +27,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from tests.support.scripted_rounds import ScriptedNode
+from tests.support.scripted_rounds import PAYLOAD, TENANT, ScriptedNode, tenant_side
 from tests.support.uvicorn_server import serve
 
+from tessera.chain.accounts import devnet_account
+from tessera.chain.read_grant import ReadGrantAuth
 from tessera.errors import Refused
 from tessera.provider.api import create_app
 from tessera.provider.long_poll import MAX_WAITERS, MAX_WAITERS_PER_LEASE, WAIT_CHECK_S
@@ -219,3 +223,60 @@ def test_a_dropped_client_frees_its_slot(node_url):
     time.sleep(0.5)
     reply, took = get(url, lease=1, wait="1")
     assert reply.status_code == 202 and took >= 0.95, (reply.status_code, took)
+
+
+# -- the pseudo-gradient's own long poll: the tenant asks for it beside the answer -----------
+
+def payload(url: str, wait: str | None, reader=TENANT) -> tuple[httpx.Response, float]:
+    """GET of lease 1 round 0's pseudo-gradient with `reader`'s read grant (None: no grant),
+    and how long it took."""
+    auth = None
+    if reader is not None:
+        chain = tenant_side().chain
+        chain.account = reader
+        auth = ReadGrantAuth(chain)
+    start = time.monotonic()
+    reply = HTTP.get(f"{url}/leases/1/rounds/0/pseudo-gradient", auth=auth,
+                     params=None if wait is None else {"wait": wait})
+    return reply, time.monotonic() - start
+
+
+def test_the_payload_is_held_until_the_answer_exists(node_url):
+    """With `wait` the payload comes the moment the answer appears, not the 10 s asked for;
+    without it, 404 at once while the worker works (as before)."""
+    node, url = node_url
+    reply, took = payload(url, None)
+    assert reply.status_code == 404 and "no result yet" in reply.text and took < AT_ONCE_S
+    node.answer_at(1, 0, at=time.monotonic() + 0.6)
+    reply, took = payload(url, "10")
+    assert reply.status_code == 200 and reply.content == PAYLOAD
+    assert 0.55 <= took < 0.6 + AT_ONCE_S, took
+
+
+def test_a_payload_wait_with_no_answer_is_404_after_the_wait(node_url):
+    _, url = node_url
+    reply, took = payload(url, "2")
+    assert reply.status_code == 404 and "no result yet" in reply.text
+    assert 1.95 <= took < 2 + AT_ONCE_S, took
+
+
+def test_a_stranger_cannot_hold_a_payload_wait(node_url):
+    """The read grant is checked before a slot is taken: no grant is 401 and another key's
+    grant 403, both at once, and neither occupies one of the lease's slots."""
+    node, url = node_url
+    for reader, code in ((None, 401), (devnet_account(7), 403)):
+        reply, took = payload(url, "20", reader=reader)
+        assert reply.status_code == code and took < AT_ONCE_S, (reply.status_code, took)
+    node.answer_at(1, 0, at=0)
+    assert payload(url, "20")[0].status_code == 200
+
+
+def test_a_worker_that_refused_its_parameters_is_422_on_the_payload_too(node_url):
+    node, url = node_url
+
+    def refused():
+        raise Refused(422, "round 0 parameters refused: not a tensor file")
+
+    node.script[(1, 0)] = refused
+    reply, took = payload(url, "10")
+    assert reply.status_code == 422 and "parameters refused" in reply.text and took < AT_ONCE_S

@@ -51,6 +51,7 @@ class ScriptedNode:
             state=SimpleNamespace(lease=lambda lease_id: SimpleNamespace(
                 tenant=TENANT.address, order_id=1) if lease_id in LEASES else None),
             metrics=SimpleNamespace(refused=refused),
+            validators=SimpleNamespace(is_validator=lambda address: False),
             chain=SimpleNamespace(network=SimpleNamespace(chain_id=CHAIN_ID)),
             market=SimpleNamespace(address=MARKET))
 
@@ -71,8 +72,10 @@ class ScriptedNode:
         step = self.script.get((lease_id, round_index))
         return step() if step else None
 
-    def round_payload(self, lease_id: int, round_index: int) -> Path:
-        return self.payload
+    def round_payload(self, lease_id: int, round_index: int) -> Path | None:
+        """PAYLOAD once the round's answer exists (None before), as a provider serves it."""
+        step = self.script.get((lease_id, round_index))
+        return self.payload if step is not None and step() is not None else None
 
 
 def tenant_side() -> SimpleNamespace:

@@ -7,6 +7,10 @@ Before: one GET per POLL_S (plus its round trip) for the whole round, ~40-50 per
 After: one GET per LONG_POLL_S of round time, and the answer taken within a few of the
 provider's local checks of its appearance.
 
+The pseudo-gradient is asked for beside the answer (`EarlyPayload`, its own `?wait=` long
+poll), so it arrives with the answer instead of one round trip after it (issue 16's per-round
+overhead); against a provider from before, the payload is downloaded after the answer.
+
 Adversary strategies, and what stops them:
 - a stranger fills the lease's long-poll slots so that the tenant's wait is refused (429) and
   the worker is dropped as faulty: a 429 to a wait makes the tenant poll until Retry-After has
@@ -14,7 +18,10 @@ Adversary strategies, and what stops them:
 - a provider (or an old one) that ignores `wait` would turn each long poll into a busy loop:
   a 202 much sooner than the wait makes the tenant poll every POLL_S for the rest of the round;
 - a provider holding the request past the round's deadline: the wait asked for never passes
-  the deadline, and the read timeout is the wait plus a margin.
+  the deadline, and the read timeout is the wait plus a margin;
+- a provider whose early payload is not what it signed (or a round re-run meanwhile): bytes
+  that do not hash to the signed answer are never used; the payload is downloaded again and
+  judged against the signature as before (test_early_bytes_...).
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ def old_app(node: ScriptedNode) -> FastAPI:
 
     @app.get("/leases/{lease_id}/rounds/{round_index}/pseudo-gradient")
     def payload(lease_id: int, round_index: int) -> Response:
+        if node.round_payload(lease_id, round_index) is None:   # at once, whatever `wait` says
+            return JSONResponse(status_code=404, content={"detail": "no result yet"})
         return Response(PAYLOAD, media_type="application/octet-stream")
 
     return app
@@ -74,6 +83,7 @@ class Counted:
 
     def __init__(self, url: str, round_timeout_s: float = 60):
         self.gets = 0
+        self.payload_gets: list[float] = []     # when each GET of the pseudo-gradient was sent
         self.http = httpx.Client(timeout=1.0, auth=ReadGrantAuth(tenant_side().chain),
                                  event_hooks={"request": [self._count]})
         self.channel = WorkerChannel(tenant_side(), self.http, lambda b: {"bytes": bytes(b)},
@@ -83,6 +93,8 @@ class Counted:
     def _count(self, request: httpx.Request) -> None:
         if request.method == "GET" and ANSWER_PATH.search(request.url.path):
             self.gets += 1
+        if request.url.path.endswith("/pseudo-gradient"):
+            self.payload_gets.append(time.monotonic())
 
     def collect(self, deadline_in: float = 60):
         return self.channel.collect(self.worker, 0, PARAMS, time.monotonic() + deadline_in)
@@ -169,3 +181,52 @@ def test_a_stranger_holding_the_slots_does_not_fault_the_worker(providers):
     for thread in holders:
         thread.join(timeout=10)
     assert codes == [200] * MAX_WAITERS_PER_LEASE
+
+
+# -- the payload asked for beside the answer (EarlyPayload): one round trip less per round ---
+
+def test_the_payload_is_asked_for_beside_the_answer(providers):
+    """A 1.5 s round: the pseudo-gradient's one GET is sent before the answer appears (held by
+    the provider until then), so no GET of it follows the answer."""
+    tenant, after = _round(providers, "new", round_s := 1.5)
+    assert len(tenant.payload_gets) == 1, tenant.payload_gets
+    assert tenant.payload_gets[0] < time.monotonic() - after - 0.5 * round_s
+    assert after < PROMPT_S, after
+
+
+def test_an_old_provider_s_payload_is_downloaded_after_the_answer(providers):
+    """A provider from before `wait` answers the early GET 404 at once: the tenant does not
+    keep asking, and downloads the payload after the answer, as before."""
+    tenant, after = _round(providers, "old", round_s := 1.0)
+    assert len(tenant.payload_gets) == 2, tenant.payload_gets
+    first, second = tenant.payload_gets
+    assert second - first > 0.5 * round_s       # the early one failed, the second came after
+    assert after < PROMPT_S
+
+
+def test_early_bytes_that_are_not_the_signed_payload_are_not_used(providers, tmp_path):
+    """The early GET is answered with other bytes (the worker re-ran the round from other
+    parameters while it waited; here: a stale file): they are dropped, not counted as the
+    worker's fault, and the payload is downloaded again and checked against the signature."""
+    node, url = providers["new"]
+    node.reset()
+    stale = tmp_path / "stale.bin"
+    stale.write_bytes(b"an earlier answer's pseudo-gradient")
+    served = []
+    real = node.round_payload
+
+    def first_stale(lease_id: int, round_index: int):
+        path = real(lease_id, round_index)
+        if path is not None:
+            served.append(path)
+        return stale if path is not None and len(served) == 1 else path
+
+    node.round_payload = first_stale
+    try:
+        node.answer_at(1, 0, at=time.monotonic() + 1.0)
+        tenant = Counted(url)
+        answer = tenant.collect()
+    finally:
+        del node.round_payload
+    assert answer.pseudo_gradient == {"bytes": PAYLOAD}
+    assert len(tenant.payload_gets) == 2 and len(served) == 2

@@ -136,6 +136,23 @@ def create_app(node: ProviderNode) -> FastAPI:
 
     waiters = Waiters()
 
+    async def held(lookup, lease_id: int, wait_s: float, request: Request):
+        """(`await lookup()` every WAIT_CHECK_S until it gives something, `wait_s` passed or the
+        client left, None) in one of the lease's waiting slots (provider/long_poll.py); (None,
+        a 429 answer) when no slot is free."""
+        async def stop() -> bool:
+            return node.stop_event.is_set() or await request.is_disconnected()
+
+        busy = waiters.enter(lease_id)
+        if busy is not None:
+            return None, JSONResponse(status_code=429, headers={"Retry-After": str(RETRY_AFTER_S)},
+                                      content={"detail": busy + ": ask without wait, or again "
+                                                                "later"})
+        try:
+            return await wait_for(lookup, wait_s, stop), None
+        finally:
+            waiters.leave(lease_id)
+
     @app.get("/leases/{lease_id}/rounds/{round_index}")
     async def round_result(lease_id: PathInt, round_index: PathInt, request: Request,
                            wait: str | None = None):
@@ -146,20 +163,11 @@ def create_app(node: ProviderNode) -> FastAPI:
         async def lookup():
             return await run_in_threadpool(node.round_result, lease_id, round_index)
 
-        async def stop() -> bool:
-            return node.stop_event.is_set() or await request.is_disconnected()
-
         result = await lookup()     # refuses a lease with no rounds here before a slot is taken
         if result is None and wait_s > 0:
-            busy = waiters.enter(lease_id)
+            result, busy = await held(lookup, lease_id, wait_s, request)
             if busy is not None:
-                return JSONResponse(status_code=429, content={"detail": busy + ": ask without "
-                                                              "wait, or again later"},
-                                    headers={"Retry-After": str(RETRY_AFTER_S)})
-            try:
-                result = await wait_for(lookup, wait_s, stop)
-            finally:
-                waiters.leave(lease_id)
+                return busy
         if result is None:
             return JSONResponse(status_code=202, content={"status": "running"})
         return result
@@ -167,9 +175,24 @@ def create_app(node: ProviderNode) -> FastAPI:
     # A worker's result and states: only for the holder of a read grant that may read them
     # (provider/read_access.py); the lease and the file are looked up first (404/409).
     @app.get("/leases/{lease_id}/rounds/{round_index}/pseudo-gradient")
-    def round_payload(lease_id: PathInt, round_index: PathInt, request: Request) -> FileResponse:
-        path = node.round_payload(lease_id, round_index)
-        authorize_read(node.ctx, lease_id, round_index, request.headers)
+    async def round_payload(lease_id: PathInt, round_index: PathInt, request: Request,
+                            wait: str | None = None) -> FileResponse:
+        """The worker's pseudo-gradient (404 while it works). With `?wait=S`, held like the
+        answer's own route, so that the tenant asks for both at once and has the payload one
+        round trip sooner (issue 16); the read grant is checked before a slot is taken."""
+        wait_s = parse_wait(wait)
+
+        async def lookup():
+            return await run_in_threadpool(node.round_payload, lease_id, round_index)
+
+        path = await lookup()
+        await run_in_threadpool(authorize_read, node.ctx, lease_id, round_index, request.headers)
+        if path is None and wait_s > 0:
+            path, busy = await held(lookup, lease_id, wait_s, request)
+            if busy is not None:
+                return busy
+        if path is None:
+            raise Refused(404, f"round {round_index} of lease {lease_id} has no result yet")
         return FileResponse(path, media_type="application/octet-stream")
 
     @app.get("/leases/{lease_id}/rounds/{round_index}/checkpoints/{index}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +35,9 @@ class Rounds:
     def __init__(self, ctx: NodeContext):
         self.ctx = ctx
         self._verification: Verification | None = None
+        # (lease, round) -> the chain's time when the round was queued, for its commitment's
+        # expiry (`_commitment`), read beside the worker's steps instead of on the answer's path
+        self._queued_at: dict[tuple[int, int], int] = {}
 
     def _diloco_record(self, lease_id: int):
         """This node's record of a DiLoCo worker's lease; Refused for an unknown lease (404) or
@@ -101,7 +105,23 @@ class Rounds:
                 write_atomic(folder / ROUND_REQUEST_SIGNED,
                              json.dumps({"params_sha256": params_sha256, "nonce": nonce,
                                          "expiry": expiry, "signature": signature}))
+            if self._diloco_record(lease_id).manifest["workload"].get("checkpoint_every"):
+                threading.Thread(target=self._note_chain_time, args=(lease_id, round_index),
+                                 name="round-chain-time", daemon=True).start()
             return {"lease_id": lease_id, "round": round_index, "params_sha256": params_sha256}
+
+    def _note_chain_time(self, lease_id: int, round_index: int) -> None:
+        """The chain's time now, kept for the commitment of a round just queued. Read after the
+        tenant's own read at the round's start (tenant/round_checks.py), so an expiry counted
+        from it meets the tenant's minimum; a failed read leaves the commitment to read it."""
+        try:
+            now = self.ctx.chain.block_timestamp()
+        except Exception:
+            return
+        with self.ctx.lock:
+            self._queued_at = {key: t for key, t in self._queued_at.items()
+                               if key[0] != lease_id or key[1] >= round_index - 2}
+            self._queued_at[(lease_id, round_index)] = now
 
     def _current_result(self, lease_id: int, round_index: int) -> dict | None:
         """The worker's answer for the parameters now queued for the round (None while it works,
@@ -153,15 +173,19 @@ class Rounds:
                     return signed
             if self._verification is None:
                 self._verification = Verification(ctx.chain)
-            lease = ctx.market.lease(lease_id)
+            # no chain read on the answer's path (issue 16): the order is this node's record of
+            # the lease, and the chain's time was read when the round was queued
+            chain_time = self._queued_at.pop((lease_id, round_index), None)
+            if chain_time is None:     # the read failed, or this node restarted since
+                chain_time = ctx.chain.block_timestamp()
             commitment = cm.Commitment(
-                job=lease.order_id, round=round_index, lease_id=lease_id, provider=ctx.address,
-                result_hash=result_hash, checkpoint_root=root,
-                checkpoints=len(result["checkpoints"]) + 1,   # and the payload leaf
-                expiry=ctx.chain.block_timestamp() + cm.VALIDITY_S)
+                job=self._diloco_record(lease_id).order_id, round=round_index,
+                lease_id=lease_id, provider=ctx.address, result_hash=result_hash,
+                checkpoint_root=root, checkpoints=len(result["checkpoints"]) + 1,  # + payload leaf
+                expiry=chain_time + cm.VALIDITY_S)
             signed = self._verification.sign_commitment(ctx.account, commitment)
             write_atomic(path, signed.model_dump_json())
-            ctx.log("round-committed", lease_id=lease_id, round=round_index, job=lease.order_id,
+            ctx.log("round-committed", lease_id=lease_id, round=round_index, job=commitment.job,
                     checkpoint_root=root, checkpoints=commitment.checkpoints)
             return signed
 
@@ -179,8 +203,13 @@ class Rounds:
                                "is not kept (no such checkpoint, or past its retention)")
         return path
 
-    def payload(self, lease_id: int, round_index: int) -> Path:
+    def payload(self, lease_id: int, round_index: int) -> Path | None:
+        """The worker's pseudo-gradient for the round's current parameters; None while it
+        works; Refused (422) when the worker refused the parameters."""
         self._diloco_record(lease_id)
-        if self._current_result(lease_id, round_index) is None:
-            raise Refused(404, f"round {round_index} of lease {lease_id} has no result yet")
+        result = self._current_result(lease_id, round_index)
+        if result is None:
+            return None
+        if "error" in result:
+            raise Refused(422, result["error"])
         return self.ctx.jobs.round_payload(lease_id, round_index)

@@ -270,7 +270,7 @@ class ProviderNode:
     def round_checkpoint(self, lease_id: int, round_index: int, index: int) -> Path:
         return self.rounds.checkpoint(lease_id, round_index, index)
 
-    def round_payload(self, lease_id: int, round_index: int) -> Path:
+    def round_payload(self, lease_id: int, round_index: int) -> Path | None:
         return self.rounds.payload(lease_id, round_index)
 
     def lease_status(self, lease_id: int) -> LeaseStatus:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -162,7 +163,11 @@ class WorkerChannel:
     def collect(self, worker: WorkerLease, round_index: int, body: bytes,
                 deadline: float) -> Answer:
         url = f"{worker.endpoint}/leases/{worker.lease_id}/rounds/{round_index}"
-        response = self.answer(url, deadline)
+        early = EarlyPayload(self, f"{url}/pseudo-gradient", deadline)
+        try:
+            response = self.answer(url, deadline)
+        finally:
+            early.done.set()    # its request now is its last
         try:
             result = RoundResult.model_validate(response.json())
         except ValueError as exc:
@@ -179,7 +184,9 @@ class WorkerChannel:
         if signer is None or signer.lower() != worker.provider.lower():
             raise WorkerFault("bad-signature", f"answer is signed by {signer}, not by the lease's "
                                                f"provider {worker.provider}")
-        payload = self.download(f"{url}/pseudo-gradient")
+        payload = early.take(result.sha256, deadline)
+        if payload is None:    # not fetched beside the answer, or other bytes: fetch it now
+            payload = self.download(f"{url}/pseudo-gradient")
         if hashlib.sha256(payload).hexdigest() != result.sha256:
             raise WorkerFault("hash-mismatch", "pseudo-gradient does not match its signed hash "
                                                f"{result.sha256}")
@@ -232,12 +239,21 @@ class WorkerChannel:
 
     def download(self, url: str) -> bytes:
         """The body at `url`, refusing more than the largest pseudo-gradient this job can have."""
+        status, body = self.fetch(url)
+        if body is None:
+            raise WorkerFault("worker-error", f"pseudo-gradient download answered {status}")
+        return body
+
+    def fetch(self, url: str, wait_s: float = 0.0) -> tuple[int, bytes | None]:
+        """(status, the body when 200) of a GET of `url`, held up to `wait_s` when it is not 0;
+        WorkerFault for more bytes than the largest pseudo-gradient this job can have, or when
+        the provider cannot be reached."""
         chunks, size = [], 0
+        held = {"params": {"wait": f"{wait_s:.3f}"}, "timeout": self._held(wait_s)} if wait_s else {}
         try:
-            with self.http.stream("GET", url) as response:
+            with self.http.stream("GET", url, **held) as response:
                 if response.status_code != 200:
-                    raise WorkerFault("worker-error", f"pseudo-gradient download answered "
-                                                      f"{response.status_code}")
+                    return response.status_code, None
                 for chunk in response.iter_bytes():
                     size += len(chunk)
                     if size > self.max_payload:
@@ -246,7 +262,46 @@ class WorkerChannel:
                     chunks.append(chunk)
         except httpx.HTTPError as exc:
             raise WorkerFault("unreachable", f"{type(exc).__name__}: {exc}") from None
-        return b"".join(chunks)
+        return 200, b"".join(chunks)
+
+
+class EarlyPayload:
+    """A round's pseudo-gradient asked for beside its answer, in long polls of its own
+    (`?wait=`), so that it arrives with the answer instead of one round trip after it
+    (issue 16). Only a help: `take` gives None whenever it did not work (a provider from before
+    `wait` answers 404 at once, no slot to wait in, a fault), and the caller then downloads the
+    payload after the answer as before; bytes that are not the signed answer's are never used
+    (a round re-run from other parameters while it waited)."""
+
+    def __init__(self, channel: WorkerChannel, url: str, deadline: float):
+        self.channel, self.url, self.deadline = channel, url, deadline
+        self.done = threading.Event()       # set: no new request (the answer came, or failed)
+        self._body: bytes | None = None
+        self._thread = threading.Thread(target=self._run, name="early-payload", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            asked = time.monotonic()
+            wait_s = min(LONG_POLL_S, self.deadline - asked)
+            if wait_s < MIN_WAIT_S:
+                return
+            try:
+                status, body = self.channel.fetch(self.url, wait_s)
+            except Exception:   # WorkerFault or worse: the download after the answer says
+                return
+            if body is not None:
+                self._body = body
+                return
+            held = time.monotonic() - asked >= wait_s / 2
+            if status != 404 or not held or self.done.is_set():
+                return      # refused, or not held (a provider from before `wait`)
+
+    def take(self, sha256: str, deadline: float) -> bytes | None:
+        """The payload fetched beside the answer, if it hashes to `sha256`."""
+        self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        body = self._body
+        return body if body is not None and hashlib.sha256(body).hexdigest() == sha256 else None
 
 
 def _retry_after(response: httpx.Response) -> float:
