@@ -32,6 +32,12 @@ DOWNLOAD_ATTEMPTS = 4
 DOWNLOAD_BACKOFF_S = (0.5, 1.0, 2.0)   # between attempts: a slow or briefly unreachable honest
                                       # provider is not failed for one dropped connection
 STATE_SLACK_BYTES = 1 << 20   # the wire format's header (names, shapes) on top of 3 copies of θ
+# The slowest a provider may serve what it committed to: 2 Mbit/s, a fiftieth of the 100 Mbit/s
+# link DiLoCo is measured on, over the most a file may be, plus a grace for set-up. Without an
+# overall bound a provider sending a byte just inside every read timeout held the round's checks
+# (and so the job, every honest worker idle) for as long as it liked; now the file fails to open.
+MIN_SERVE_BYTES_PER_S = 256 * 1024
+DOWNLOAD_GRACE_S = 30.0
 OPEN_FAILURE = "could not open segment"   # how a failed check that never reached replay begins
 CANNOT_JUDGE = "cannot judge here"        # how a check this machine cannot make begins
 
@@ -58,11 +64,19 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def download_time_limit_s(limit: int) -> float:
+    """How long a file of at most `limit` bytes may take, every attempt together."""
+    return DOWNLOAD_GRACE_S + limit / MIN_SERVE_BYTES_PER_S
+
+
 def download(http: httpx.Client, url: str, limit: int) -> bytes:
     """A served file of at most `limit` bytes (`DOWNLOAD_ATTEMPTS` tries with backoff on
-    connection errors; an HTTP error status or an oversized file fails at once); raises
-    ValueError."""
+    connection errors; an HTTP error status or an oversized file fails at once), within
+    `download_time_limit_s(limit)` for all tries (checked as bytes arrive, so at most one read
+    timeout later); raises ValueError."""
     last: Exception | None = None
+    allowed = download_time_limit_s(limit)
+    deadline = time.monotonic() + allowed
     for attempt in range(DOWNLOAD_ATTEMPTS):
         if attempt:
             time.sleep(DOWNLOAD_BACKOFF_S[min(attempt, len(DOWNLOAD_BACKOFF_S)) - 1])
@@ -75,10 +89,17 @@ def download(http: httpx.Client, url: str, limit: int) -> bytes:
                     size += len(chunk)
                     if size > limit:
                         raise ValueError(f"{url} is larger than {limit} bytes")
+                    if time.monotonic() > deadline:
+                        break
                     chunks.append(chunk)
-            return b"".join(chunks)
+                else:
+                    return b"".join(chunks)
         except httpx.HTTPError as exc:
             last = exc
+        if time.monotonic() > deadline:
+            raise ValueError(f"{url} was not served within {allowed:.0f} s (a provider serves "
+                             f"what it committed to at {MIN_SERVE_BYTES_PER_S} bytes/s or faster "
+                             f"for files of up to {limit} bytes)")
     raise ValueError(f"{url}: {type(last).__name__}: {last}")
 
 

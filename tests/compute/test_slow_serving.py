@@ -1,0 +1,99 @@
+"""A provider that serves a committed state a few bytes at a time (issue 11/16 hardening).
+
+Adversary strategy: the round's checks download the states a worker committed to; a provider
+that sends one byte just inside every read timeout never trips it, and the tenant's `settle`
+(and so the whole job, every honest worker idle while the tenant pays their leases) waited for
+as long as it liked. Now a file must arrive within `download_time_limit_s` (a grace plus its
+largest size at MIN_SERVE_BYTES_PER_S, 2 Mbit/s) over all tries, or it fails to open, which a
+check counts as the provider's failure (docs/verification.md).
+
+A real HTTP exchange over a socket: the trickling server is a plain thread writing bytes."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from tessera.compute import segment_check
+
+
+class Trickle:
+    """Answers every GET with a 200 of `size` bytes, `chunk` bytes every `every_s` seconds."""
+
+    def __init__(self, size: int, chunk: int, every_s: float):
+        self.size, self.chunk, self.every_s = size, chunk, every_s
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/state"
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {self.size}\r\n"
+                         "Content-Type: application/octet-stream\r\n\r\n".encode())
+            sent = 0
+            try:
+                while sent < self.size and not self.stop.is_set():
+                    part = min(self.chunk, self.size - sent)
+                    conn.sendall(b"\0" * part)
+                    sent += part
+                    time.sleep(self.every_s)
+            except OSError:
+                return   # the client gave up
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.close()
+
+
+@pytest.fixture
+def quick_limit(monkeypatch):
+    """A 1 s grace and 64 kB/s: a 64 kB file may take 2 s."""
+    monkeypatch.setattr(segment_check, "DOWNLOAD_GRACE_S", 1.0)
+    monkeypatch.setattr(segment_check, "MIN_SERVE_BYTES_PER_S", 64 * 1024)
+
+
+def test_a_trickled_state_fails_to_open_at_the_time_limit(quick_limit):
+    """64 kB at 100 bytes per 50 ms would take 33 s, every read well inside the client's 5 s
+    read timeout: refused after the 2 s limit, naming the limit and the rate."""
+    server = Trickle(64 * 1024, 100, 0.05)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ValueError, match=r"not served within 2 s .* 65536 bytes/s"):
+            segment_check.download(httpx.Client(timeout=5), server.url, 64 * 1024)
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert 2.0 <= took < 4.0, took
+
+
+def test_a_state_served_at_the_minimum_rate_opens(quick_limit):
+    """The same file at about twice the minimum rate (16 kB every 0.125 s) arrives whole."""
+    server = Trickle(64 * 1024, 16 * 1024, 0.125)
+    try:
+        data = segment_check.download(httpx.Client(timeout=5), server.url, 64 * 1024)
+    finally:
+        server.close()
+    assert data == b"\0" * (64 * 1024)
+
+
+def test_the_default_limit_is_the_documented_rate():
+    """Defaults: the default model's largest state (3 fp32 copies of 120,576 parameters + 1 MiB)
+    in 30 s + its size at 256 KiB/s; a 10.8 M-parameter model's in about 9 minutes."""
+    small = segment_check.max_state_bytes(120_576)
+    assert segment_check.download_time_limit_s(small) == pytest.approx(30 + small / 262_144)
+    big = segment_check.download_time_limit_s(segment_check.max_state_bytes(10_770_432))
+    assert 480 < big < 540, big
