@@ -68,11 +68,13 @@ def fmt(m: float, s: float, digits: int = 3) -> str:
 
 
 def workload_of(run: dict) -> TrainingWorkload:
-    """A run's workload: the base model, its seed, learning rate and schedule over its steps."""
+    """A run's workload: the base model (BASE_WORKLOAD unless the run names another, as
+    bench/diloco_example.py does), its seed, learning rate and schedule over its steps."""
+    base = TrainingWorkload.model_validate(run["base"]) if "base" in run else BASE_WORKLOAD
     update = {"seed": run["seed"], "learning_rate": run["lr"], "steps": run["steps"]}
     if run["schedule"] == "linear":
-        update |= SCHEDULE
-    return BASE_WORKLOAD.model_copy(update=update)
+        update |= run.get("schedule_fields", SCHEDULE)
+    return base.model_copy(update=update)
 
 
 def run_one(run: dict) -> dict:
@@ -94,7 +96,7 @@ def run_one(run: dict) -> dict:
                "syncs": run["steps"], "tokens": r.tokens}
     else:
         momentum = run["outer_momentum"]
-        cfg = DilocoConfig(workload=w, workers=WORKERS, inner_steps=run["H"],
+        cfg = DilocoConfig(workload=w, workers=run.get("workers", WORKERS), inner_steps=run["H"],
                            rounds=run["steps"] // run["H"],
                            compression=run.get("compression", "int8"),
                            outer_lr=run["outer_lr"], outer_momentum=momentum,

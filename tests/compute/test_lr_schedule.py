@@ -114,7 +114,9 @@ def test_the_outer_optimizer_is_set_from_the_job_spec_or_left_to_its_defaults():
     assert (cfg.outer_lr, cfg.outer_momentum) == (1.0, 0.5)
     assert cfg.workload.learning_rate_at(199) < cfg.workload.learning_rate
     plain = diloco_config(parse_job_spec(JOB.format(steps=""), "job.toml"), 2)
-    assert (plain.outer_lr, plain.outer_momentum) == (0.7, 0.9)
+    fields = DilocoConfig.model_fields       # the one home of the in-step defaults
+    assert (plain.outer_lr, plain.outer_momentum) == (fields["outer_lr"].default,
+                                                      fields["outer_momentum"].default)
     overlap = diloco_config(parse_job_spec(JOB.format(steps="") + "overlap = true\n", "job.toml"), 2)
     assert (overlap.outer_lr, overlap.outer_momentum) == (OVERLAP_OUTER_LR, OVERLAP_OUTER_MOMENTUM)
     with pytest.raises(SpecError, match="outer_momentum"):
