@@ -21,7 +21,9 @@ Adversary strategies, and what stops them:
   the deadline, and the read timeout is the wait plus a margin;
 - a provider whose early payload is not what it signed (or a round re-run meanwhile): bytes
   that do not hash to the signed answer are never used; the payload is downloaded again and
-  judged against the signature as before (test_early_bytes_...).
+  judged against the signature as before (test_early_bytes_...);
+- a provider that answers at once and then sends its payload a byte per read timeout, holding
+  every worker's round: the download is held to the round's deadline (test_a_trickled_...).
 """
 
 from __future__ import annotations
@@ -230,3 +232,38 @@ def test_early_bytes_that_are_not_the_signed_payload_are_not_used(providers, tmp
         del node.round_payload
     assert answer.pseudo_gradient == {"bytes": PAYLOAD}
     assert len(tenant.payload_gets) == 2 and len(served) == 2
+
+
+def test_a_trickled_payload_is_late_at_the_deadline(tmp_path):
+    """A provider answers at once but sends its pseudo-gradient a few bytes at a time, each well
+    inside the client's read timeout: without a bound the round (every worker's) waited for as
+    long as it liked. The download is held to the round's deadline like the answer, and the
+    worker is dropped as late."""
+    import asyncio
+
+    from fastapi.responses import StreamingResponse
+
+    node = ScriptedNode(tmp_path)
+    node.answer_at(1, 0, at=0)
+    app = FastAPI()
+
+    @app.get("/leases/{lease_id}/rounds/{round_index}")
+    def round_result(lease_id: int, round_index: int):
+        return node.round_result(lease_id, round_index)
+
+    @app.get("/leases/{lease_id}/rounds/{round_index}/pseudo-gradient")
+    def payload(lease_id: int, round_index: int) -> StreamingResponse:
+        async def drip():
+            for byte in PAYLOAD:
+                yield bytes([byte])
+                await asyncio.sleep(0.1)
+        return StreamingResponse(drip(), media_type="application/octet-stream")
+
+    with serve(app) as url:
+        tenant = Counted(url, round_timeout_s=2.0)
+        started = time.monotonic()
+        with pytest.raises(WorkerFault) as fault:
+            tenant.collect(deadline_in=2.0)
+        took = time.monotonic() - started
+    assert fault.value.kind == "late" and "pseudo-gradient" in str(fault.value)
+    assert 2.0 <= took < 4.0, took       # not the 26 s the drip would take

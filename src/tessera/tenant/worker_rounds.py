@@ -186,7 +186,7 @@ class WorkerChannel:
                                                f"provider {worker.provider}")
         payload = early.take(result.sha256, deadline)
         if payload is None:    # not fetched beside the answer, or other bytes: fetch it now
-            payload = self.download(f"{url}/pseudo-gradient")
+            payload = self.download(f"{url}/pseudo-gradient", deadline)
         if hashlib.sha256(payload).hexdigest() != result.sha256:
             raise WorkerFault("hash-mismatch", "pseudo-gradient does not match its signed hash "
                                                f"{result.sha256}")
@@ -237,17 +237,20 @@ class WorkerChannel:
         return httpx.Timeout(base.connect, connect=base.connect, read=read, write=base.write,
                              pool=base.pool)
 
-    def download(self, url: str) -> bytes:
-        """The body at `url`, refusing more than the largest pseudo-gradient this job can have."""
-        status, body = self.fetch(url)
+    def download(self, url: str, deadline: float) -> bytes:
+        """The body at `url`, refusing more than the largest pseudo-gradient this job can have
+        and, like the answer, anything not in by the round's `deadline`."""
+        status, body = self.fetch(url, deadline)
         if body is None:
             raise WorkerFault("worker-error", f"pseudo-gradient download answered {status}")
         return body
 
-    def fetch(self, url: str, wait_s: float = 0.0) -> tuple[int, bytes | None]:
+    def fetch(self, url: str, deadline: float, wait_s: float = 0.0) -> tuple[int, bytes | None]:
         """(status, the body when 200) of a GET of `url`, held up to `wait_s` when it is not 0;
-        WorkerFault for more bytes than the largest pseudo-gradient this job can have, or when
-        the provider cannot be reached."""
+        WorkerFault for more bytes than the largest pseudo-gradient this job can have, for a
+        body still arriving at `deadline` (a provider sending a byte just inside every read
+        timeout held the whole round: checked as bytes arrive), or when the provider cannot be
+        reached."""
         chunks, size = [], 0
         held = {"params": {"wait": f"{wait_s:.3f}"}, "timeout": self._held(wait_s)} if wait_s else {}
         try:
@@ -255,6 +258,9 @@ class WorkerChannel:
                 if response.status_code != 200:
                     return response.status_code, None
                 for chunk in response.iter_bytes():
+                    if time.monotonic() > deadline:
+                        raise WorkerFault("late", f"pseudo-gradient not downloaded within "
+                                                  f"{self.round_timeout_s:.0f} s")
                     size += len(chunk)
                     if size > self.max_payload:
                         raise WorkerFault("bad-payload", f"pseudo-gradient is larger than "
@@ -287,7 +293,7 @@ class EarlyPayload:
             if wait_s < MIN_WAIT_S:
                 return
             try:
-                status, body = self.channel.fetch(self.url, wait_s)
+                status, body = self.channel.fetch(self.url, self.deadline, wait_s)
             except Exception:   # WorkerFault or worse: the download after the answer says
                 return
             if body is not None:
