@@ -96,7 +96,7 @@ def pin_children(pid: int, core: int) -> list[int]:
 
 
 def start_provider(host: ShapedHost, home: Path, network_file: Path, account: int,
-                   anvil_port: int, core: set[int]) -> tuple[subprocess.Popen, str]:
+                   anvil_port: int, cores: set[int]) -> tuple[subprocess.Popen, str]:
     from tessera.chain.network import load_network, save_network
 
     network = load_network(network_file)
@@ -114,7 +114,7 @@ def start_provider(host: ShapedHost, home: Path, network_file: Path, account: in
     proc = host.popen([sys.executable, "-m", "tessera.cli", "provider", "run", "--config",
                        str(config_file)], stdout=open(home / f"provider-w{host.index}.log", "wb"),
                       stderr=subprocess.STDOUT, env={**os.environ, "TESSERA_HOME": str(home)},
-                      preexec_fn=lambda: os.sched_setaffinity(0, core))
+                      preexec_fn=lambda: os.sched_setaffinity(0, cores))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -236,6 +236,7 @@ def main() -> None:
         pinned = [pin_children(proc.pid, core) for (proc, _), core in zip(procs, worker_cores, strict=True)]
         if not all(pinned):
             raise SystemExit(f"a provider has no worker process to pin: {pinned}")
+
     hs = args.h or ([50] if args.quick else [50, 250])
     example_rounds = tomllib.loads((ROOT / "examples" / "diloco.toml").read_text())["diloco"]["rounds"]
     rounds = 3 if args.quick else (args.rounds or example_rounds)

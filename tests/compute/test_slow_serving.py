@@ -12,34 +12,23 @@ A real HTTP exchange over a socket: the trickling server is a plain thread writi
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import httpx
 import pytest
+from tests.support.tcp_server import ScriptedTcpServer
 
 from tessera.compute import segment_check
 
 
-class Trickle:
+class Trickle(ScriptedTcpServer):
     """Answers every GET with a 200 of `size` bytes, `chunk` bytes every `every_s` seconds."""
 
     def __init__(self, size: int, chunk: int, every_s: float):
         self.size, self.chunk, self.every_s = size, chunk, every_s
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/state"
-        self.stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
+    def answer(self, conn: socket.socket) -> None:
         with conn:
             conn.recv(65536)
             conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {self.size}\r\n"
@@ -53,10 +42,6 @@ class Trickle:
                     time.sleep(self.every_s)
             except OSError:
                 return   # the client gave up
-
-    def close(self) -> None:
-        self.stop.set()
-        self.server.close()
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from types import SimpleNamespace
 
 import pytest
 from eth_account import Account
+from tests.support.tcp_server import ScriptedTcpServer
 
 from tessera.chain.devnet import liveness_confirmations
 from tessera.errors import TxRefused
@@ -42,29 +43,16 @@ EPOCH_LENGTH = 60
 TX = {"transactionHash": b"\x01" * 32, "gasUsed": 50_000}
 
 
-class SlowServer:
+class SlowServer(ScriptedTcpServer):
     """A TCP server answering every connection the way `mode` says: 'body' (headers, then one
     byte of body every `pace` s), 'headers' (one byte of the status line and headers every
     `pace` s) or 'silent' (reads the request, says nothing)."""
 
     def __init__(self, mode: str, pace: float = 0.1):
         self.mode, self.pace = mode, pace
-        self.connections = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def answer(self, conn: socket.socket) -> None:
         status = b"HTTP/1.1 200 OK\r\nX-Slow: "
         with conn:
             try:
@@ -79,10 +67,6 @@ class SlowServer:
                 self.stop.wait(30)
             except OSError:
                 return
-
-    def close(self) -> None:
-        self.stop.set()
-        self.sock.close()
 
 
 class HonestValidator:

@@ -136,6 +136,9 @@ def test_a_junk_wait_is_400_naming_it(node_url, wait):
         assert reply.status_code == 400, (wait, reply.status_code, reply.text)
         assert "wait must be a number of seconds from 0 to 30" in reply.json()["detail"]
         assert took < AT_ONCE_S
+    reply, took = payload(url, wait)        # the pseudo-gradient's long poll too
+    assert reply.status_code == 400 and "wait must be a number" in reply.json()["detail"]
+    assert took < AT_ONCE_S
 
 
 def test_a_lease_with_no_rounds_here_is_refused_before_any_wait(node_url):

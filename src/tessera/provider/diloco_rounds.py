@@ -137,7 +137,7 @@ class Rounds:
     def result(self, lease_id: int, round_index: int) -> RoundResult | None:
         """The signed answer for a round, or None while the worker is still on it."""
         ctx = self.ctx
-        self._diloco_record(lease_id)
+        record = self._diloco_record(lease_id)
         result = self._current_result(lease_id, round_index)
         if result is None:
             return None
@@ -152,12 +152,13 @@ class Rounds:
                              compute_s=result["compute_s"],
                              signature=messages.sign(ctx.account, typed))
         if "checkpoint_root" in result:  # verification on: the signed commitment goes with it
-            answer.commitment = self._commitment(lease_id, round_index, result)
+            answer.commitment = self._commitment(lease_id, record.order_id, round_index, result)
             answer.checkpoints = [CheckpointHashes(**c) for c in result["checkpoints"]]
             answer.payload = PayloadHashes(**result["payload"])
         return answer
 
-    def _commitment(self, lease_id: int, round_index: int, result: dict) -> cm.SignedCommitment:
+    def _commitment(self, lease_id: int, order_id: int, round_index: int,
+                    result: dict) -> cm.SignedCommitment:
         """The EIP-712 Commitment to the worker's answer (docs/verification.md), signed once and
         kept so that its expiry does not move; signed again only if the answer changed (a round
         re-run from other parameters)."""
@@ -179,13 +180,13 @@ class Rounds:
             if chain_time is None:     # the read failed, or this node restarted since
                 chain_time = ctx.chain.block_timestamp()
             commitment = cm.Commitment(
-                job=self._diloco_record(lease_id).order_id, round=round_index,
-                lease_id=lease_id, provider=ctx.address, result_hash=result_hash,
-                checkpoint_root=root, checkpoints=len(result["checkpoints"]) + 1,  # + payload leaf
+                job=order_id, round=round_index, lease_id=lease_id, provider=ctx.address,
+                result_hash=result_hash, checkpoint_root=root,
+                checkpoints=len(result["checkpoints"]) + 1,   # and the payload leaf
                 expiry=chain_time + cm.VALIDITY_S)
             signed = self._verification.sign_commitment(ctx.account, commitment)
             write_atomic(path, signed.model_dump_json())
-            ctx.log("round-committed", lease_id=lease_id, round=round_index, job=commitment.job,
+            ctx.log("round-committed", lease_id=lease_id, round=round_index, job=order_id,
                     checkpoint_root=root, checkpoints=commitment.checkpoints)
             return signed
 

@@ -184,7 +184,7 @@ class WorkerChannel:
         if signer is None or signer.lower() != worker.provider.lower():
             raise WorkerFault("bad-signature", f"answer is signed by {signer}, not by the lease's "
                                                f"provider {worker.provider}")
-        payload = early.take(result.sha256, deadline)
+        payload = early.take(result.sha256)
         if payload is None:    # not fetched beside the answer, or other bytes: fetch it now
             payload = self.download(f"{url}/pseudo-gradient", deadline)
         if hashlib.sha256(payload).hexdigest() != result.sha256:
@@ -303,9 +303,10 @@ class EarlyPayload:
             if status != 404 or not held or self.done.is_set():
                 return      # refused, or not held (a provider from before `wait`)
 
-    def take(self, sha256: str, deadline: float) -> bytes | None:
-        """The payload fetched beside the answer, if it hashes to `sha256`."""
-        self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    def take(self, sha256: str) -> bytes | None:
+        """The payload fetched beside the answer, if it hashes to `sha256` (waited for until
+        the round's deadline at most)."""
+        self._thread.join(timeout=max(0.0, self.deadline - time.monotonic()))
         body = self._body
         return body if body is not None and hashlib.sha256(body).hexdigest() == sha256 else None
 
