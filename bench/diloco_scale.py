@@ -25,10 +25,18 @@ Two measurements:
                and says nothing of a distributed round; what it shows is that the job learns at
                100 workers and what the coordinator holds and spends per round.
 
-What is not here: the coordinator's single link still carries every worker's payload (n x ~1
-byte per parameter per round, each way); a tree of aggregators sharing that traffic is not built.
+  tree         The same payloads through a tree of aggregators whose partial sums are checked
+               (`compute/aggregation_tree.py`, bench/diloco_tree.py): bytes into the root's link
+               against the flat coordinator's, each level's work and check, the root's round,
+               and how often a lying aggregator is caught per round (measured with fresh
+               sample seeds, next to the prediction). `hundred` is run a second time through
+               a tree of fan-in 10 (`hundred_tree`): the held-out loss with the partials'
+               re-quantization.
 
-    .venv/bin/python bench/diloco_scale.py           # ~6 min on 2 CPU cores
+What is not here: the tree runs in one process (no aggregator is a leased node yet, and the
+broadcast is not relayed down it: `down_*` fields are a model).
+
+    .venv/bin/python bench/diloco_scale.py           # ~10 min on 2 CPU cores
     .venv/bin/python bench/diloco_scale.py --quick   # a smoke run (~1 min)
 """
 
@@ -57,6 +65,9 @@ from tessera.compute.diloco_simulation import run_diloco  # noqa: E402
 from tessera.compute.train import configure_determinism, held_out_loss, split  # noqa: E402
 from tessera.protocol.workload import TrainingWorkload  # noqa: E402
 from tessera.tenant.round_intake import RoundIntake  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from diloco_tree import detection_rows, tree_round  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "diloco_scale.json"
 # ~1 M parameters: large enough that tensors, not the allocator, decide the resident memory
@@ -137,28 +148,45 @@ def one_round(spec: str, env: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def coordinator_rows(counts: list[int]) -> list[dict]:
-    config = DilocoConfig(workload=COORDINATOR_MODEL, workers=max(counts), compression="int8")
+def coordinator_rows(counts: list[int], paths: list[Path], folder: Path) -> list[dict]:
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        paths = write_payloads(config, folder, max(counts))
-        for aggregation in ("mean", "median"):
-            for n in counts:
-                spec = json.dumps({"aggregation": aggregation, "payloads": [str(p) for p in paths[:n]],
-                                   "spool": str(folder / "spool")})
-                timed = one_round(spec, {})                     # the allocator a user gets
-                row = {**timed, **{k: v for k, v in one_round(spec, FRESH_PAGES).items()
-                                   if k in MEMORY_FIELDS}}
-                print(f"coordinator {aggregation:6} {n:4} workers: "
-                      f"{row['coordinator_bytes_per_param']:7.1f} B/param, "
-                      f"round {row['round_s']:.2f} s, last answer to step "
-                      f"{row['last_answer_to_step_s']:.3f} s", flush=True)
-                rows.append(row)
+    for aggregation in ("mean", "median"):
+        for n in counts:
+            spec = json.dumps({"aggregation": aggregation, "payloads": [str(p) for p in paths[:n]],
+                               "spool": str(folder / "spool")})
+            timed = one_round(spec, {})                     # the allocator a user gets
+            row = {**timed, **{k: v for k, v in one_round(spec, FRESH_PAGES).items()
+                               if k in MEMORY_FIELDS}}
+            print(f"coordinator {aggregation:6} {n:4} workers: "
+                  f"{row['coordinator_bytes_per_param']:7.1f} B/param, "
+                  f"round {row['round_s']:.2f} s, last answer to step "
+                  f"{row['last_answer_to_step_s']:.3f} s", flush=True)
+            rows.append(row)
     return rows
 
 
-def hundred_workers(workers: int, rounds: int, inner_steps: int) -> dict:
+TREE_SAMPLES = 8
+
+
+def tree_rows(shapes: list[tuple[int, int]], config: DilocoConfig, paths: list[Path],
+              flat: list[dict], trials: int) -> dict:
+    payloads = [p.read_bytes() for p in paths]
+    flat_s = {r["workers"]: r["round_s"] for r in flat if r["aggregation"] == "mean"}
+    rows = []
+    for n, fanout in shapes:
+        row = tree_round(config, payloads[:n], fanout, TREE_SAMPLES, flat_s.get(n))
+        print(f"tree {n:4} workers, fan-in {fanout:3}: root link {row['root_link_in_bytes']:,} B "
+              f"({row['root_link_in_ratio']}x less than flat), root round {row['round_s']:.2f} s "
+              f"(flat {row['flat_round_s']})", flush=True)
+        rows.append(row)
+    detection = detection_rows(config, payloads, 10, TREE_SAMPLES, trials)
+    for d in detection:
+        print(f"tree lie {d['lie']:22}: caught {d['caught_per_round']:.3f} per round "
+              f"(predicted {d['predicted_per_round']:.3f})", flush=True)
+    return {"rows": rows, "detection": detection}
+
+
+def hundred_workers(workers: int, rounds: int, inner_steps: int, tree_fanout: int = 0) -> dict:
     workload = TrainingWorkload(threads=1)
     config = DilocoConfig(workload=workload, workers=workers, inner_steps=inner_steps,
                           rounds=rounds, compression="int8")
@@ -169,15 +197,17 @@ def hundred_workers(workers: int, rounds: int, inner_steps: int) -> dict:
     def on_round(record: dict) -> None:
         record = {**record, "wall_s": round(time.perf_counter() - started, 1)}
         history.append(record)
-        print(f"hundred: round {record['round']}: {record['contributors']} contributors, "
+        print(f"hundred{' tree' if tree_fanout else ''}: round {record['round']}: "
+              f"{record['contributors']} contributors, "
               f"val loss {record.get('val_loss', float('nan')):.3f}, {record['wall_s']} s", flush=True)
 
     device = configure_determinism(workload)
     start_loss = held_out_loss(Coordinator(config, device).eval_model(), split(data, workload)[1],
                                workload, device)
-    result = run_diloco(config, data, eval_every_rounds=1, on_round=on_round)
+    result = run_diloco(config, data, eval_every_rounds=1, on_round=on_round,
+                        tree_fanout=tree_fanout)
     return {"val_loss_start": round(start_loss, 4), "workers": workers, "rounds": rounds,
-            "inner_steps": inner_steps,
+            "inner_steps": inner_steps, "tree_fanout": tree_fanout or None,
             "params": result.parameters, "compression": "int8", "aggregation": "mean",
             "val_loss": [h["val_loss"] for h in history],
             "contributors": [h["contributors"] for h in history],
@@ -199,14 +229,20 @@ def main() -> None:
                                            Path(spec["spool"]))))
         return
     counts = [4, 16] if args.quick else [4, 16, 100]
-    rows = coordinator_rows(counts)
-    if args.coordinator_only:
-        return
-    hundred = hundred_workers(20 if args.quick else 100, 2 if args.quick else 3,
-                              5 if args.quick else 20)
+    config = DilocoConfig(workload=COORDINATOR_MODEL, workers=max(counts), compression="int8")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_payloads(config, Path(tmp), max(counts))
+        rows = coordinator_rows(counts, paths, Path(tmp))
+        if args.coordinator_only:
+            return
+        shapes = [(16, 4)] if args.quick else [(16, 4), (100, 10), (100, 4)]
+        tree = tree_rows(shapes, config, paths, rows, 50 if args.quick else 400)
+    sizes = (20, 2, 5) if args.quick else (100, 3, 20)
+    hundred = hundred_workers(*sizes)
+    hundred_tree = hundred_workers(*sizes, tree_fanout=10)
     out = {"about": __doc__.split("\n\n    .venv")[0], "quick": args.quick,
            "machine": f"{torch.get_num_threads()} threads, torch {torch.__version__}",
-           "coordinator": rows, "hundred": hundred}
+           "coordinator": rows, "tree": tree, "hundred": hundred, "hundred_tree": hundred_tree}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     print(f"wrote {args.out}")

@@ -92,11 +92,15 @@ class MeanStream:
         if set(contribution) != set(self.sums):
             raise ValueError("contribution has other tensor names than the stream")
 
-    def add(self, contribution: dict[str, torch.Tensor]) -> None:
+    def add(self, contribution: dict[str, torch.Tensor], count: int = 1) -> None:
+        """Fold in one contribution: one worker's answer, or the sum of `count` workers' answers
+        (a partial from a tree of aggregators, `compute/aggregation_tree.py`)."""
+        if count < 1:
+            raise ValueError("a contribution stands for at least one worker")
         self._check(contribution)
         for name, total in self.sums.items():
             total.add(contribution[name])
-        self.count += 1
+        self.count += count
 
     def subtract(self, contribution: dict[str, torch.Tensor]) -> None:
         self._check(contribution)

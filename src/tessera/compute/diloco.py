@@ -182,17 +182,24 @@ def encode_tensors(tensors: State, compression: str, chunk: int, meta: dict,
                             "layout": layout_id(tensors)})
 
 
-def decode_tensors(payload: bytes, reference: State, compression: str, chunk: int,
-                   kind: str) -> State:
-    """Inverse of `encode_tensors`, validated against `reference`; raises ValueError."""
-    tensors, meta = deserialize(payload)
-    if meta.get("kind") != kind:
-        raise WireFormatError(f"expected a {kind!r} payload, got {meta.get('kind')!r}")
+def check_meta(meta: dict, reference: State, compression: str, chunk: int,
+               kinds: tuple[str, ...]) -> None:
+    """Refuse (WireFormatError) a payload header not made for this job's tensors and format."""
+    if meta.get("kind") not in kinds:
+        raise WireFormatError(f"expected a {' or '.join(map(repr, kinds))} payload, "
+                              f"got {meta.get('kind')!r}")
     if meta.get("compression") != compression or meta.get("chunk") != chunk:
         raise WireFormatError(f"payload uses compression={meta.get('compression')!r} "
                               f"chunk={meta.get('chunk')!r}; the job uses {compression!r} {chunk}")
     if meta.get("layout") != layout_id(reference):
         raise WireFormatError("payload was made for a different set of tensor names/shapes")
+
+
+def decode_tensors(payload: bytes, reference: State, compression: str, chunk: int,
+                   kind: str) -> State:
+    """Inverse of `encode_tensors`, validated against `reference`; raises ValueError."""
+    tensors, meta = deserialize(payload)
+    check_meta(meta, reference, compression, chunk, (kind,))
     numel = sum(t.numel() for t in reference.values())
     if compression == "int8":
         tensors = unpack_int8(tensors, chunk)

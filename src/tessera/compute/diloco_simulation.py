@@ -15,6 +15,7 @@ from typing import Literal
 
 import torch
 
+from tessera.compute import aggregation_tree
 from tessera.compute.compress import analytic_bytes
 from tessera.compute.diloco import (
     Coordinator,
@@ -59,7 +60,7 @@ Tamper = Callable[[int, int, State], State]
 
 def run_diloco(config: DilocoConfig, data: bytes, *, membership: Membership | None = None,
                join_policy: Literal["zero", "skip"] = "zero", tamper: Tamper | None = None,
-               eval_every_rounds: int = 0,
+               eval_every_rounds: int = 0, tree_fanout: int = 0,
                on_round: Callable[[dict], None] | None = None) -> DilocoResult:
     """Simulate a DiLoCo job. `membership(round)` lists the workers taking part in a round
     (default: all). A worker taking part for the first time after round 0 is a joiner: it
@@ -67,7 +68,12 @@ def run_diloco(config: DilocoConfig, data: bytes, *, membership: Membership | No
     that round (the others do not wait for it); with "skip" it is left out of that round's
     aggregate. `tamper(worker, round, pg)` replaces what a worker sends (a lying worker).
     Payloads the coordinator refuses (wrong layout, NaN/inf, ...) are left out and recorded in
-    the round's history entry under "refused"."""
+    the round's history entry under "refused". `tree_fanout`: the accepted payloads reach the
+    coordinator through honest aggregators of that fan-in (`compute/aggregation_tree.py`):
+    the mean of int8 payloads only, each level re-quantizing its partial sums."""
+    if tree_fanout and (config.compression != aggregation_tree.COMPRESSION
+                        or config.aggregation != "mean"):
+        raise ValueError("a tree of aggregators takes int8 payloads and the mean")
     w = config.workload
     device = configure_determinism(w)
     train_tokens, val_tokens = split(data, w)
@@ -85,7 +91,7 @@ def run_diloco(config: DilocoConfig, data: bytes, *, membership: Membership | No
         members = sorted(membership(r)) if membership else list(range(config.workers))
         losses, round_compute, up_max = [], 0.0, 0
         stream = coordinator.stream()   # the mean folds each answer in as it comes
-        accepted, refused = [], []
+        accepted, refused, to_tree = [], [], []
         for i in members:
             joiner = r > 0 and i not in seen
             seen.add(i)
@@ -113,10 +119,16 @@ def run_diloco(config: DilocoConfig, data: bytes, *, membership: Membership | No
             except ValueError as e:  # refused contributions are left out of the aggregate
                 refused.append({"worker": i, "reason": str(e)})
                 continue
-            if stream is None:
+            if tree_fanout:
+                to_tree.append(payload)
+            elif stream is None:
                 accepted.append(decoded)
             else:
                 stream.add(decoded)
+        if tree_fanout:
+            reference = coordinator.published
+            for partial in aggregation_tree.reduce(to_tree, tree_fanout, reference, config.chunk):
+                stream.add(aggregation_tree.partial_state(partial, reference), partial.members)
         contributors = stream.count if stream is not None else len(accepted)
         record = {"round": r, "workers": len(members), "contributors": contributors,
                   "refused": refused,
