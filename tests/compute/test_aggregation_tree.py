@@ -47,7 +47,12 @@ def check(partial: tree.Opened, members: list[tree.Opened], sample=None, opened_
     sample = list(range(partial.chunks)) if sample is None else sample
     shown = [tree.open_chunks(m, sample) for m in (opened_from or members)]
     openings = {j: [s[j] for s in shown] for j in sample}
-    return tree.check_partial(partial, [tree.commit(m) for m in members], openings, sample)
+    return tree.check_partial(partial, *shown_and_signed(members), openings, sample)
+
+
+def shown_and_signed(members: list[tree.Opened]) -> tuple[list[tree.Commitment], list[bytes]]:
+    commitments = [tree.commit(m) for m in members]
+    return commitments, [c.root() for c in commitments]
 
 
 # --- honest aggregators are never faulted --------------------------------------------------------
@@ -71,11 +76,40 @@ def test_a_partial_of_partials_passes_and_counts_every_worker():
     assert check(root_partial, level1) == []
 
 
-def test_zero_and_tiny_members_pass():
+def test_zero_subnormal_and_huge_members_pass():
+    g = torch.Generator().manual_seed(2)
     zero = tree.open_payload(payload(torch.zeros(23)), REFERENCE, CHUNK)
     tiny = tree.open_payload(payload(torch.full((23,), 1e-38)), REFERENCE, CHUNK)
-    members = [zero, tiny, *group(1, 2, spread=30)]
+    subnormal = tree.open_payload(payload(torch.randn(23, generator=g) * 1e-40), REFERENCE, CHUNK)
+    assert (subnormal.scales < 1.2e-38).all() and (subnormal.scales > 0).all()
+    members = [zero, tiny, subnormal, *group(1, 2, spread=30)]
     assert check(aggregate(members), members) == []
+    # members at the largest scale allowed: their sum stays finite and passes
+    top = tree.MAX_SCALE_PER_MEMBER * 127
+    big = [tree.open_payload(payload(torch.full((23,), top * sign)), REFERENCE, CHUNK)
+           for sign in (1.0, 1.0, -1.0, 1.0)]
+    partial = aggregate(big)
+    assert torch.isfinite(partial.scales).all()
+    assert check(partial, big) == []
+
+
+def test_a_scale_no_tree_can_sum_is_refused():
+    too_big = payload(torch.full((23,), tree.MAX_SCALE_PER_MEMBER * 127 * 4))
+    with pytest.raises(WireFormatError, match="2\\^100"):
+        tree.open_payload(too_big, REFERENCE, CHUNK)
+
+
+def test_commitments_not_the_signed_ones_are_refused_first():
+    members = group(11, 3)
+    partial = aggregate(members)
+    shown, signed = shown_and_signed(members)
+    forged = [shown[0], shown[1], tree.commit(group(12, 1)[0])]
+    sample = [0]
+    openings = {0: [tree.open_chunks(m, sample)[0] for m in members]}
+    refused = ["the members' commitments shown are not the ones they signed"]
+    assert tree.check_partial(partial, forged, signed, openings, sample) == refused
+    assert tree.check_partial(partial, shown[:2], signed, openings, sample) == refused
+    assert tree.check_partial(partial, shown, signed, openings, sample) == []
 
 
 def test_the_tree_mean_is_the_flat_mean_to_within_one_rounding_per_level():
@@ -158,7 +192,7 @@ def test_a_member_count_lie_and_a_missing_opening_are_faults():
     inflated = tree.Opened(partial.q, partial.scales, CHUNK, 4)
     assert check(inflated, members, sample=[]) == ["the partial claims 4 members, its group has 3"]
     shown = [tree.open_chunks(m, [0]) for m in members]
-    faults = tree.check_partial(partial, [tree.commit(m) for m in members],
+    faults = tree.check_partial(partial, *shown_and_signed(members),
                                 {0: [s[0] for s in shown[:2]]}, [0, 1])
     assert faults == ["chunk 0: not opened for every member", "chunk 1: not opened for every member"]
 
@@ -176,7 +210,7 @@ def test_a_forged_path_or_truncated_values_are_refused():
     short = tree.ChunkOpening(good.values[:-1], good.path)
     other = tree.open_chunks(members[1], [1])[1]
     for bad in (forged, short):
-        faults = tree.check_partial(partial, [tree.commit(m) for m in members], {1: [bad, other]}, [1])
+        faults = tree.check_partial(partial, *shown_and_signed(members), {1: [bad, other]}, [1])
         assert faults == ["chunk 1: member 0's opening does not match its commitment"]
 
 
@@ -211,6 +245,7 @@ def test_sampling_is_reproducible_and_escape_odds_match_draws():
     (lambda: payload(torch.zeros(23), kind="partial_sum", members=0), "member count"),
     (lambda: payload(torch.zeros(23), kind="partial_sum", members=True), "member count"),
     (lambda: payload(torch.zeros(23), kind="partial_sum", members="3"), "member count"),
+    (lambda: payload(torch.zeros(23), kind="partial_sum", members=4097), "member count"),
     (lambda: encode_tensors({"a": torch.zeros(23)}, "int8", CHUNK, {"kind": "pseudo_gradient"}),
      "tensor names"),
 ])

@@ -185,3 +185,39 @@ def test_a_rounds_commitment_is_signed_without_a_chain_read(world):
     with RpcCount(node.ctx.chain) as rpc:
         again = node.rounds.result(lease_id, 0).commitment.commitment
     assert rpc.calls and again.expiry >= queued_at + cm.VALIDITY_S
+
+
+def test_queuing_rounds_downwards_keeps_a_bounded_number_of_chain_times(world):
+    """The chain time read for each queued verified round is kept until its commitment is
+    signed. A tenant queuing round numbers downwards (never signed: no answer yet) used to keep
+    every entry for the lease's life; a lease now keeps its QUEUED_TIMES_KEPT highest rounds."""
+    import hashlib
+
+    from tessera.provider.diloco_rounds import QUEUED_TIMES_KEPT
+
+    network, node = world
+    tenant = Tenant(Chain(network, devnet_account(TENANT)))
+    lease_id = lease_of(network, tenant)
+    node.poll_once()
+    node.state.update_lease(lease_id, status="running", manifest={
+        "workload": {"kind": "diloco-worker", "checkpoint_every": 5}})
+    rounds = list(range(12, 4, -1))
+    for r in rounds:
+        params = f"round {r}".encode()
+        nonce, expiry = r, int(time.time()) + 600
+        typed = messages.round_typed_data(network.chain_id, node.ctx.market.address, lease_id, r,
+                                          hashlib.sha256(params).digest(), nonce, expiry)
+        node.rounds.accept(lease_id, r, params, nonce, expiry,
+                           messages.sign(devnet_account(TENANT), typed))
+    want = sorted(rounds[:QUEUED_TIMES_KEPT])                 # the highest rounds, 3 of 8
+    deadline = time.monotonic() + 10
+
+    def kept() -> list[int]:
+        return sorted(r for lease, r in node.rounds._queued_at if lease == lease_id)
+
+    while kept() != want:                                     # read in background threads
+        assert len(kept()) <= QUEUED_TIMES_KEPT
+        assert time.monotonic() < deadline, f"kept {kept()}, not {want}"
+        time.sleep(0.01)
+    time.sleep(0.2)                                           # no late reader adds one back
+    assert kept() == want

@@ -23,7 +23,8 @@ a Merkle root with one leaf per chunk of values. One chunk is shown to belong to
 path of log2(chunks) hashes; the scales (4 bytes per chunk: a thousandth of an int8 payload at
 the default chunk) are shown in full.
 
-The check (`check_partial`), by whoever receives a partial and knows its members' commitments:
+The check (`check_partial`), by whoever receives a partial and knows the roots its members
+signed (each commitment shown must hash to its member's root):
   1. bound, on every chunk: a partial's scale is at most the sum of its members' scales (|sum| <=
      sum of |member values| <= 127 x sum of scales), so an aggregator cannot inflate a chunk
      beyond what its members sent, however rarely that chunk is sampled;
@@ -47,7 +48,7 @@ from dataclasses import dataclass
 import torch
 
 from tessera.compute.compress import LEVELS, SCALE_SUFFIX, deserialize, quantize
-from tessera.compute.diloco import State, check_meta, encode_tensors, unflatten
+from tessera.compute.diloco import MAX_WORKERS, State, check_meta, encode_tensors, unflatten
 from tessera.compute.exact_sum import ExactSum
 from tessera.errors import WireFormatError
 
@@ -61,6 +62,10 @@ DEFAULT_SAMPLES = 8            # chunks opened per partial and round
 # partial's scale exceeds its members' total by less than 2^-22 of it; the bound allows 2^-20
 BOUND_SLACK = 2.0 ** -20
 EMPTY = bytes(32)              # padding below a Merkle tree's power-of-two width
+# The largest scale per member a payload may have: a sum of MAX_WORKERS (2^12) answers at most
+# 127 x 2^100 each stays below 2^119, far inside float32 (2^128), so no member can make an
+# honest aggregator's partial overflow. (A pseudo-gradient element near 2^107 is no training.)
+MAX_SCALE_PER_MEMBER = 2.0 ** 100
 
 
 def _h(*parts: bytes) -> bytes:
@@ -123,8 +128,9 @@ def open_payload(payload: bytes, reference: State, chunk: int) -> Opened:
     tensors, meta = deserialize(payload)
     check_meta(meta, reference, COMPRESSION, chunk, KINDS)
     members = meta.get("members", 1) if meta["kind"] == PARTIAL_KIND else 1
-    if not isinstance(members, int) or isinstance(members, bool) or members < 1:
-        raise WireFormatError(f"a partial sum needs a positive member count, got {members!r}")
+    if not isinstance(members, int) or isinstance(members, bool) or not 1 <= members <= MAX_WORKERS:
+        raise WireFormatError(f"a partial sum needs a member count from 1 to {MAX_WORKERS}, "
+                              f"got {members!r}")
     numel = sum(t.numel() for t in reference.values())
     chunks = max(1, math.ceil(numel / chunk))
     q, scales = tensors.get("flat"), tensors.get("flat" + SCALE_SUFFIX)
@@ -139,6 +145,9 @@ def open_payload(payload: bytes, reference: State, chunk: int) -> Opened:
                               f"got {scales.dtype} {tuple(scales.shape)}")
     if not torch.isfinite(scales).all() or (scales < 0).any():
         raise WireFormatError(f"'flat{SCALE_SUFFIX}': scales must be finite and >= 0")
+    if (scales.to(torch.float64) > members * MAX_SCALE_PER_MEMBER).any():
+        raise WireFormatError(f"'flat{SCALE_SUFFIX}': a scale above {members} x 2^100 "
+                              "(a tree's sums of such values could overflow)")
     if (q == -128).any():
         raise WireFormatError(f"'flat': int8 values must be in [-{LEVEL}, {LEVEL}]")
     return Opened(q, scales, chunk, members)
@@ -226,10 +235,13 @@ def escape_probability(chunks: int, wrong: int, samples: int = DEFAULT_SAMPLES) 
     return math.comb(chunks - wrong, samples) / math.comb(chunks, samples)
 
 
-def check_partial(partial: Opened, members: Sequence[Commitment],
+def check_partial(partial: Opened, members: Sequence[Commitment], signed: Sequence[bytes],
                   openings: Mapping[int, Sequence[ChunkOpening]], sample: Sequence[int]) -> list[str]:
-    """Why `partial` is not the partial sum of the members committed to (empty: it passed).
-    `openings[j]` holds every member's opening of sampled chunk j, in the members' order."""
+    """Why `partial` is not the partial sum of its members (empty: it passed). `members`: the
+    commitments the aggregator shows, which must hash to `signed`, the roots the members
+    signed, in the same order; `openings[j]`: every member's opening of sampled chunk j."""
+    if [m.root() for m in members] != list(signed):
+        return ["the members' commitments shown are not the ones they signed"]
     faults = []
     count = sum(m.members for m in members)
     if partial.members != count:

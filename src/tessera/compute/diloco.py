@@ -53,6 +53,7 @@ State = dict[str, torch.Tensor]
 
 
 OVERLAP_OUTER_LR, OVERLAP_OUTER_MOMENTUM = 0.7, 0.0
+MAX_WORKERS = 4096
 
 
 class DilocoConfig(BaseModel):
@@ -64,7 +65,7 @@ class DilocoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     workload: TrainingWorkload
-    workers: int = Field(4, ge=1, le=4096)
+    workers: int = Field(4, ge=1, le=MAX_WORKERS)
     inner_steps: int = Field(50, ge=1, le=1_000_000, description="H: inner AdamW steps per round")
     rounds: int = Field(10, ge=1, le=1_000_000)
     # Not the DiLoCo paper's 0.7 / Nesterov 0.9: swept on the example's own job (default model,

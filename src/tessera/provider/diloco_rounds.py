@@ -22,6 +22,7 @@ from tessera.provider.context import NodeContext
 
 ROUND_REQUEST_SIGNED = "tenant_request.json"
 ROUND_COMMITMENT = "commitment.json"       # the provider's signed Commitment for the round
+QUEUED_TIMES_KEPT = 3                      # chain times of queued rounds kept per lease
 
 
 def _read_json(path: Path) -> dict | None:
@@ -55,8 +56,14 @@ class Rounds:
 
     def authorize(self, lease_id: int, round_index: int, params_sha256: str, nonce: int,
                   expiry: int, signature: str) -> str:
-        """The lease's tenant, if it signed this round's parameters (by their sha256), the
-        signature has not expired and the lease's DiLoCo worker is running; else Refused.
+        """The lease's tenant, if it signed this round (`_authorized`); else Refused."""
+        return self._authorized(lease_id, round_index, params_sha256, nonce, expiry,
+                                signature).tenant
+
+    def _authorized(self, lease_id: int, round_index: int, params_sha256: str, nonce: int,
+                    expiry: int, signature: str):
+        """The lease's record, if its tenant signed this round's parameters (by their sha256),
+        the signature has not expired and the lease's DiLoCo worker is running; else Refused.
         The API calls it before reading the parameters.
 
         No chain read: the tenant is this node's record of the lease (from its LeaseCreated
@@ -80,7 +87,7 @@ class Rounds:
             ctx.metrics.refused.labels("round-signer").inc()
             raise Refused(403, f"round {round_index} of lease {lease_id} is not signed by its "
                                f"tenant {record.tenant}")
-        return record.tenant
+        return record
 
     def accept(self, lease_id: int, round_index: int, params: bytes, nonce: int,
                expiry: int, signature: str) -> dict:
@@ -88,7 +95,8 @@ class Rounds:
         ctx, jobs = self.ctx, self.ctx.jobs
         with ctx.lock:
             params_sha256 = hashlib.sha256(params).hexdigest()
-            self.authorize(lease_id, round_index, params_sha256, nonce, expiry, signature)
+            record = self._authorized(lease_id, round_index, params_sha256, nonce, expiry,
+                                      signature)
             folder = jobs.round_folder(lease_id, round_index)
             queued = _read_json(folder / ROUND_REQUEST_SIGNED) or {}
             if not jobs.submit_round(lease_id, round_index, params, params_sha256):
@@ -105,7 +113,7 @@ class Rounds:
                 write_atomic(folder / ROUND_REQUEST_SIGNED,
                              json.dumps({"params_sha256": params_sha256, "nonce": nonce,
                                          "expiry": expiry, "signature": signature}))
-            if self._diloco_record(lease_id).manifest["workload"].get("checkpoint_every"):
+            if record.manifest["workload"].get("checkpoint_every"):
                 threading.Thread(target=self._note_chain_time, args=(lease_id, round_index),
                                  name="round-chain-time", daemon=True).start()
             return {"lease_id": lease_id, "round": round_index, "params_sha256": params_sha256}
@@ -119,9 +127,13 @@ class Rounds:
         except Exception:
             return
         with self.ctx.lock:
-            self._queued_at = {key: t for key, t in self._queued_at.items()
-                               if key[0] != lease_id or key[1] >= round_index - 2}
             self._queued_at[(lease_id, round_index)] = now
+            # a lease keeps the times of its QUEUED_TIMES_KEPT highest rounds (rounds go up; a
+            # tenant queuing them downwards cannot grow this: a dropped round's commitment
+            # reads the chain's time when it is signed, as after a restart)
+            rounds = sorted(r for lease, r in self._queued_at if lease == lease_id)
+            for r in rounds[:-QUEUED_TIMES_KEPT]:
+                del self._queued_at[(lease_id, r)]
 
     def _current_result(self, lease_id: int, round_index: int) -> dict | None:
         """The worker's answer for the parameters now queued for the round (None while it works,
