@@ -11,8 +11,8 @@ One round, in this process, every node in turn (nothing here is a distributed ti
     sample (the openings of `samples` chunks of every member);
   * each parent checks each child (the scale bound on every chunk, the sampled chunks
     recomputed); the root folds the partials into its exact sum and takes the outer step.
-Bytes are counted from what crosses: payloads as serialized, commitments (members, scales,
-value root, signed root) and openings (values + Merkle path) from their fields. The broadcast
+Bytes are what crosses, serialized: payloads (compress.py's wire format), commitments and
+openings (aggregation_tree_wire.py), each parsed back by its receiver before the check. The broadcast
 down the tree is a model (`down_*`): relaying it is not built.
 
 Detection: one aggregator of `fanout` members whose partial lies in a given way, checked with
@@ -27,6 +27,7 @@ import time
 import torch
 
 from tessera.compute import aggregation_tree as tree
+from tessera.compute import aggregation_tree_wire as wire
 from tessera.compute.diloco import Coordinator, DilocoConfig
 
 
@@ -59,10 +60,12 @@ def check_child(child: Aggregator, partial: tree.Opened, seed: bytes, samples: i
     partial itself). The parent knows the roots the child's members signed; the child shows
     the commitments' parts and the sampled openings."""
     sample = tree.sample_chunks(seed, partial.chunks, samples)
-    openings = child.answer(sample)
-    faults = tree.check_partial(partial, child.commitments, child.signed, openings, sample)
-    shown = sum(c.wire_bytes() for c in child.commitments)
-    shown += sum(o.wire_bytes() for row in openings.values() for o in row)
+    sent = [wire.commitment_to_bytes(c) for c in child.commitments]
+    sent.append(wire.openings_to_bytes(child.answer(sample)))
+    commitments = [wire.commitment_from_bytes(b, partial.chunks) for b in sent[:-1]]
+    openings = wire.openings_from_bytes(sent[-1], partial.chunks, partial.chunk, len(commitments))
+    faults = tree.check_partial(partial, commitments, child.signed, openings, sample)
+    shown = sum(len(b) for b in sent)
     return faults, shown
 
 

@@ -21,7 +21,7 @@ the workers, so a tree takes int8 payloads and the mean, nothing else.
 The commitment (`commit`): sha256(TAG || members || sha256(scales) || value root), the value root
 a Merkle root with one leaf per chunk of values. One chunk is shown to belong to a payload by a
 path of log2(chunks) hashes; the scales (4 bytes per chunk: a thousandth of an int8 payload at
-the default chunk) are shown in full.
+the default chunk) are shown in full. Their bytes: `aggregation_tree_wire.py`.
 
 The check (`check_partial`), by whoever receives a partial and knows the roots its members
 signed (each commitment shown must hash to its member's root):
@@ -166,10 +166,6 @@ class Commitment:
         return _h(TAG, self.members.to_bytes(4, "big"), _h(self.scales.numpy().tobytes()),
                   self.value_root)
 
-    def wire_bytes(self) -> int:
-        """Bytes this commitment takes to send: members, scales, value root, signed root."""
-        return 4 + self.scales.numel() * 4 + 32 + 32
-
 
 def commit(opened: Opened) -> Commitment:
     return Commitment(opened.members, opened.scales, _levels(opened.leaves())[-1][0])
@@ -181,9 +177,6 @@ class ChunkOpening:
 
     values: bytes
     path: tuple[bytes, ...]
-
-    def wire_bytes(self) -> int:
-        return len(self.values) + 32 * len(self.path)
 
 
 def open_chunks(opened: Opened, indexes: Sequence[int]) -> dict[int, ChunkOpening]:
