@@ -63,12 +63,15 @@ def _read_regular(fd: int, max_bytes: int) -> tuple[bytes, str]:
     return b"".join(chunks), ""
 
 
-def write_atomic(path: Path, data: bytes | str, *, durable: bool = False) -> None:
+def write_atomic(path: Path, data: bytes | str | list, *, durable: bool = False) -> None:
     """Write `data` to `<name>.tmp` beside `path`, then rename it over `path` (the folder must
-    exist). `durable`: fsync before the rename, for state a restart must find."""
+    exist). `durable`: fsync before the rename, for state a restart must find. A list of
+    bytes-like parts is written one after another, never joined (a checkpoint state of a
+    10 M-parameter model is 130 MB: joining it first costs a copy and twice the memory)."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
+        for part in data if isinstance(data, list) else [data]:
+            f.write(part.encode() if isinstance(part, str) else part)
         if durable:
             f.flush()
             os.fsync(f.fileno())

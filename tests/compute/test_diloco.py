@@ -230,6 +230,19 @@ def test_serialize_round_trips():
         serialize({"x": torch.zeros(2, dtype=torch.float64)})
 
 
+def test_serialized_parts_written_to_a_file_are_the_serialized_bytes(tmp_path):
+    """Checkpoint states are written part by part, the tensors' memory as views (no joined
+    copy): the file holds exactly `serialize`'s bytes, a non-contiguous tensor included."""
+    from tessera.compute.compress import serialized_parts
+    from tessera.files import write_atomic
+
+    tensors = {"a": torch.randn(4, 3).t(), "b": torch.tensor([1, -2, 127], dtype=torch.int8),
+               "empty": torch.zeros(0), "scalar": torch.tensor(2.5)}
+    write_atomic(tmp_path / "state.bin", serialized_parts(tensors, {"kind": "x"}))
+    assert (tmp_path / "state.bin").read_bytes() == serialize(tensors, {"kind": "x"})
+    assert not list(tmp_path.glob("*.tmp"))
+
+
 I8 = {"name": "a", "dtype": "int8", "shape": [1]}
 
 

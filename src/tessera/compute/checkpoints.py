@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import torch
 from eth_utils import keccak
 
-from tessera.compute.compress import deserialize, serialize
+from tessera.compute.compress import deserialize, serialize, serialized_parts
 from tessera.compute.diloco import State
 from tessera.protocol import merkle
 from tessera.protocol.wire import RoundResult
@@ -120,10 +120,16 @@ def encode_state(params: Mapping[str, torch.Tensor], optimizer_state: Mapping,
                  names: Sequence[str]) -> bytes:
     """A checkpoint's full state (parameters + AdamW per-parameter state) in the tensor wire
     format of `compute.compress` (no pickle: what a verifier downloads from a provider)."""
+    return b"".join(state_parts(params, optimizer_state, names))
+
+
+def state_parts(params: Mapping[str, torch.Tensor], optimizer_state: Mapping,
+                names: Sequence[str]) -> list:
+    """`encode_state`'s bytes in parts (views of the tensors), to write to a file."""
     tensors = {f"param/{name}": t for name, t in params.items()}
     tensors.update({f"adamw/{name}": t for name, t in
                     optimizer_tensors(optimizer_state, names).items()})
-    return serialize(tensors, {"kind": STATE_KIND})
+    return serialized_parts(tensors, {"kind": STATE_KIND})
 
 
 def decode_state(data: bytes, names: Sequence[str]) -> tuple[State, dict]:

@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from tessera.compute import numerics
-from tessera.compute.checkpoints import encode_residual, encode_state
+from tessera.compute.checkpoints import encode_residual, state_parts
 from tessera.compute.compress import deserialize
 from tessera.compute.corpus import sha256_hex
 from tessera.compute.diloco import (
@@ -218,7 +218,7 @@ class WorkerProcess:
         (folder / CHECKPOINT_DIR).mkdir(exist_ok=True)
         names = self.held.worker.parameter_names()
         for i, (params, opt) in enumerate(zip(trace.params, trace.optimizer_states, strict=True)):
-            write_atomic(checkpoint_path(folder, i), encode_state(params, opt, names))
+            write_atomic(checkpoint_path(folder, i), state_parts(params, opt, names))
         c = trace.commitment
         write_atomic(checkpoint_path(folder, c.payload_segment + 1), encode_residual(trace.residual_in))
         return {"checkpoint_every": c.k, "checkpoint_root": c.root.hex(),
