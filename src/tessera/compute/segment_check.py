@@ -27,6 +27,7 @@ from tessera.compute.replay import (
     verify_payload,
     verify_segment,
 )
+from tessera.http_deadline import within
 
 DOWNLOAD_ATTEMPTS = 4
 DOWNLOAD_BACKOFF_S = (0.5, 1.0, 2.0)   # between attempts: a slow or briefly unreachable honest
@@ -72,8 +73,9 @@ def download_time_limit_s(limit: int) -> float:
 def download(http: httpx.Client, url: str, limit: int) -> bytes:
     """A served file of at most `limit` bytes (`DOWNLOAD_ATTEMPTS` tries with backoff on
     connection errors; an HTTP error status or an oversized file fails at once), within
-    `download_time_limit_s(limit)` for all tries (checked as bytes arrive, so at most one read
-    timeout later); raises ValueError."""
+    `download_time_limit_s(limit)` for all tries, headers included when `http` is a
+    tessera.http_deadline.DeadlineClient (else checked as body bytes arrive); raises
+    ValueError."""
     last: Exception | None = None
     allowed = download_time_limit_s(limit)
     deadline = time.monotonic() + allowed
@@ -82,7 +84,7 @@ def download(http: httpx.Client, url: str, limit: int) -> bytes:
             time.sleep(DOWNLOAD_BACKOFF_S[min(attempt, len(DOWNLOAD_BACKOFF_S)) - 1])
         try:
             chunks, size = [], 0
-            with http.stream("GET", url) as response:
+            with within(deadline), http.stream("GET", url) as response:
                 if response.status_code != 200:
                     raise ValueError(f"{url} answered {response.status_code}")
                 for chunk in response.iter_bytes():

@@ -106,6 +106,8 @@ class PayloadHashes(BaseModel):
 
 
 MAX_CHECKPOINTS = 100_001  # H <= 100,000 inner steps, k >= 1
+# the most bytes a RoundResult's JSON takes (MAX_CHECKPOINTS entries of ~170 bytes, and room)
+MAX_ROUND_RESULT_BYTES = 32 << 20
 
 
 class RoundResult(BaseModel):

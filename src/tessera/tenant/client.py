@@ -19,6 +19,7 @@ from tessera.chain.network import load_network
 from tessera.chain.read_grant import ReadGrantAuth
 from tessera.errors import ProviderGone, ProviderUnreachable, TenantError, TxRefused
 from tessera.files import write_atomic
+from tessera.http_deadline import HTTP_TOTAL_S, DeadlineClient
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.matching import BidVerdict
@@ -71,7 +72,9 @@ class Tenant:
                  http_timeout: float = 30):
         self.chain = chain
         self.market = Market(chain)
-        self.http = httpx.Client(timeout=http_timeout, auth=ReadGrantAuth(chain))
+        # a provider dripping an answer holds no call longer than HTTP_TOTAL_S
+        self.http = DeadlineClient(timeout=http_timeout, auth=ReadGrantAuth(chain),
+                                   total_s=HTTP_TOTAL_S)
         self.emit = on_event or (lambda event, data: None)
         self._endpoints: dict[int, str] = {}   # lease -> its provider's endpoint (registry)
         self._offers: OfferIndex | None = None  # the registry's offers, kept between orders

@@ -60,7 +60,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import httpx
 import torch
 
 from tessera.chain.read_grant import ReadGrantAuth
@@ -70,6 +69,7 @@ from tessera.compute.segment_check import max_state_bytes
 from tessera.compute.train import configure_determinism, held_out_loss, split
 from tessera.errors import TenantError, WorkerFault
 from tessera.files import write_atomic
+from tessera.http_deadline import HTTP_TOTAL_S, DeadlineClient
 from tessera.logs import EventLog
 from tessera.tenant.client import Tenant
 from tessera.tenant.round_checks import RoundChecks, RoundVerifier
@@ -193,7 +193,10 @@ class DilocoCoordinator:
         self.coordinator = Coordinator(config, self.device)
         self.dataset_sha256 = hashlib.sha256(data).hexdigest()
         self.train_tokens, self.val_tokens = split(data, config.workload)
-        self.http = httpx.Client(timeout=60, auth=ReadGrantAuth(tenant.chain))
+        # every request to a provider ends by a deadline, headers and body included: the
+        # round's for the rounds' requests, HTTP_TOTAL_S for any other
+        self.http = DeadlineClient(timeout=60, auth=ReadGrantAuth(tenant.chain),
+                                   total_s=HTTP_TOTAL_S)
         self.broadcast: bytes | None = None
         # overlap: round parameters sent a round early (lease -> (round, body)), and what the
         # next round starts from (round, parameters)

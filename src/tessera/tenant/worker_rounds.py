@@ -14,6 +14,7 @@ drops it from the job."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import secrets
 import threading
@@ -26,11 +27,13 @@ import httpx
 
 from tessera.compute.checkpoints import RoundCommitment
 from tessera.errors import WorkerFault
+from tessera.http_deadline import past_deadline, read_at_most, within
 from tessera.protocol import messages
-from tessera.protocol.wire import RoundResult
+from tessera.protocol.wire import MAX_ROUND_RESULT_BYTES, RoundResult
 from tessera.tenant.client import Tenant
 
 ROUND_SIGNATURE_VALIDITY_S = 600
+MAX_DETAIL_BYTES = 64 << 10     # the most of a non-200 answer read (its error detail)
 POLL_S = 0.02           # how often a provider that does not hold requests is asked for the answer
 LONG_POLL_S = 10.0      # how long one request asks to be held (provider/long_poll.py: <= 30)
 LONG_POLL_MARGIN_S = 5.0    # the read timeout of a held request beyond its wait
@@ -81,7 +84,9 @@ class WorkerChannel:
         self.check_commitment = check_commitment
         self._expiry: dict[tuple[int, int], int] = {}   # (lease, round) -> last signed expiry
 
-    def send(self, worker: WorkerLease, round_index: int, body: bytes) -> None:
+    def send(self, worker: WorkerLease, round_index: int, body: bytes, deadline: float) -> None:
+        """PUT the round's parameters, signed; the whole exchange done by `deadline` (the
+        `http` client is a tessera.http_deadline.DeadlineClient)."""
         chain = self.tenant.chain
         # a round sent again (other parameters) must be signed to expire later than before:
         # the provider keeps the later-expiring request (provider/diloco_rounds.py). This
@@ -96,22 +101,25 @@ class WorkerChannel:
             typed = messages.round_typed_data(chain.network.chain_id, self.tenant.market.address,
                                               worker.lease_id, round_index,
                                               hashlib.sha256(body).digest(), nonce, expiry)
+            headers = {"x-tessera-nonce": str(nonce), "x-tessera-expiry": str(expiry),
+                       "x-tessera-signature": messages.sign(chain.account, typed),
+                       "x-tessera-params-sha256": hashlib.sha256(body).hexdigest()}
             try:
-                response = self.http.put(
-                    f"{worker.endpoint}/leases/{worker.lease_id}/rounds/{round_index}",
-                    content=body,
-                    headers={"x-tessera-nonce": str(nonce), "x-tessera-expiry": str(expiry),
-                             "x-tessera-signature": messages.sign(chain.account, typed),
-                             "x-tessera-params-sha256": hashlib.sha256(body).hexdigest()})
+                with within(deadline), self.http.stream(
+                        "PUT", f"{worker.endpoint}/leases/{worker.lease_id}/rounds/{round_index}",
+                        content=body, headers=headers) as response:
+                    answer = read_at_most(response, MAX_DETAIL_BYTES)
             except httpx.HTTPError as exc:
-                raise WorkerFault("unreachable", f"{type(exc).__name__}: {exc}") from None
-            if response.status_code == 409 and "signed later" in response.text and not attempt:
+                raise _unreachable_or_late(exc, deadline, "parameters not sent") from None
+            except ValueError as exc:
+                raise WorkerFault("refused", f"round {round_index}: {exc}") from None
+            if response.status_code == 409 and b"signed later" in answer and not attempt:
                 expiry += 1
                 continue
             break
         if response.status_code != 200:
             raise WorkerFault("refused", f"provider refused round {round_index}: "
-                                         f"{_detail(response)}")
+                                         f"{_detail_of(answer)}")
 
     def exchange(self, workers: list[WorkerLease], round_index: int, bodies: dict[int, bytes],
                  sent_ahead: set[int], ahead: dict[int, bytes], deadline: float
@@ -128,10 +136,10 @@ class WorkerChannel:
             lease = worker.lease_id
             try:
                 if lease not in sent_ahead:
-                    self.send(worker, round_index, bodies[lease])
+                    self.send(worker, round_index, bodies[lease], deadline)
                     worker.synced = True
                 if lease in ahead:
-                    self.send(worker, round_index + 1, ahead[lease])
+                    self.send(worker, round_index + 1, ahead[lease], deadline)
                     sent_next.add(lease)
                 results[lease] = self.collect(worker, round_index, bodies[lease], deadline)
             except WorkerFault as fault:
@@ -148,10 +156,11 @@ class WorkerChannel:
         """`body` as round `round_index` to every worker at once; the leases it did not
         reach, with why."""
         failed: dict[int, str] = {}
+        deadline = time.monotonic() + self.round_timeout_s
 
         def one(worker: WorkerLease) -> None:
             try:
-                self.send(worker, round_index, body)
+                self.send(worker, round_index, body, deadline)
             except Exception as exc:
                 failed[worker.lease_id] = f"{type(exc).__name__}: {exc}"
 
@@ -165,11 +174,11 @@ class WorkerChannel:
         url = f"{worker.endpoint}/leases/{worker.lease_id}/rounds/{round_index}"
         early = EarlyPayload(self, f"{url}/pseudo-gradient", deadline)
         try:
-            response = self.answer(url, deadline)
+            answer = self.answer(url, deadline)
         finally:
             early.done.set()    # its request now is its last
         try:
-            result = RoundResult.model_validate(response.json())
+            result = RoundResult.model_validate_json(answer)
         except ValueError as exc:
             raise WorkerFault("bad-answer", f"answer is not a RoundResult: {str(exc)[:300]}") from None
         if result.params_sha256 != hashlib.sha256(body).hexdigest():
@@ -198,31 +207,37 @@ class WorkerChannel:
             raise WorkerFault("bad-payload", f"pseudo-gradient refused: {exc}") from None
         return Answer(pg, len(payload), result.compute_s, result, commitment)
 
-    def answer(self, url: str, deadline: float) -> httpx.Response:
-        """The provider's 200 for the round's answer at `url`, asked for until `deadline` (then
-        WorkerFault "late"): long polls of at most LONG_POLL_S that never wait past the
-        deadline, or polls every POLL_S while the provider does not hold requests."""
+    def answer(self, url: str, deadline: float) -> bytes:
+        """The body of the provider's 200 for the round's answer at `url` (at most
+        MAX_ROUND_RESULT_BYTES), asked for until `deadline` (then WorkerFault "late"): long
+        polls of at most LONG_POLL_S that never wait past the deadline, or polls every POLL_S
+        while the provider does not hold requests. Every request, headers and body, ends by
+        the deadline however slowly the provider sends (tessera.http_deadline)."""
         long_poll_from = 0.0        # monotonic time from which requests ask to be held
         while True:
             asked = time.monotonic()
             wait_s = min(LONG_POLL_S, deadline - asked) if asked >= long_poll_from else 0.0
+            held = {}
+            if wait_s >= MIN_WAIT_S:
+                held = {"params": {"wait": f"{wait_s:.3f}"}, "timeout": self._held(wait_s)}
+            else:
+                wait_s = 0.0
             try:
-                if wait_s >= MIN_WAIT_S:
-                    response = self.http.get(url, params={"wait": f"{wait_s:.3f}"},
-                                             timeout=self._held(wait_s))
-                else:
-                    wait_s = 0.0
-                    response = self.http.get(url)
+                with within(deadline), self.http.stream("GET", url, **held) as response:
+                    body = read_at_most(response, MAX_ROUND_RESULT_BYTES
+                                        if response.status_code == 200 else MAX_DETAIL_BYTES)
             except httpx.HTTPError as exc:
-                raise WorkerFault("unreachable", f"{type(exc).__name__}: {exc}") from None
+                raise _unreachable_or_late(exc, deadline, "no answer") from None
+            except ValueError as exc:
+                raise WorkerFault("bad-answer", f"answer refused: {exc}") from None
             answered = time.monotonic()
             if response.status_code == 200:
-                return response
+                return body
             if response.status_code == 429 and wait_s:     # no slot to wait in: poll a while
                 long_poll_from = answered + _retry_after(response)
             elif response.status_code != 202:
                 raise WorkerFault("worker-error", f"worker answered {response.status_code}: "
-                                                  f"{_detail(response)}")
+                                                  f"{_detail_of(body)}")
             elif wait_s and answered - asked < wait_s / 2:  # not held: a provider from before
                 long_poll_from = math.inf
             if answered > deadline:
@@ -254,7 +269,7 @@ class WorkerChannel:
         chunks, size = [], 0
         held = {"params": {"wait": f"{wait_s:.3f}"}, "timeout": self._held(wait_s)} if wait_s else {}
         try:
-            with self.http.stream("GET", url, **held) as response:
+            with within(deadline), self.http.stream("GET", url, **held) as response:
                 if response.status_code != 200:
                     return response.status_code, None
                 for chunk in response.iter_bytes():
@@ -267,7 +282,7 @@ class WorkerChannel:
                                                          f"{self.max_payload} bytes")
                     chunks.append(chunk)
         except httpx.HTTPError as exc:
-            raise WorkerFault("unreachable", f"{type(exc).__name__}: {exc}") from None
+            raise _unreachable_or_late(exc, deadline, "pseudo-gradient not downloaded") from None
         return 200, b"".join(chunks)
 
 
@@ -311,6 +326,13 @@ class EarlyPayload:
         return body if body is not None and hashlib.sha256(body).hexdigest() == sha256 else None
 
 
+def _unreachable_or_late(exc: httpx.HTTPError, deadline: float, what: str) -> WorkerFault:
+    """A request that failed: "late" when the round's deadline cut it off, else "unreachable"."""
+    if time.monotonic() >= deadline or past_deadline():
+        return WorkerFault("late", f"{what} by the round's deadline ({type(exc).__name__})")
+    return WorkerFault("unreachable", f"{type(exc).__name__}: {exc}")
+
+
 def _retry_after(response: httpx.Response) -> float:
     """A 429's Retry-After in seconds, kept within POLL_S .. LONG_POLL_S."""
     try:
@@ -320,8 +342,9 @@ def _retry_after(response: httpx.Response) -> float:
     return min(max(seconds, POLL_S), LONG_POLL_S) if math.isfinite(seconds) else 1.0
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail_of(body: bytes) -> str:
+    """An error answer's `detail` (FastAPI's), or its first 300 characters."""
     try:
-        return str(response.json().get("detail"))[:300]
+        return str(json.loads(body).get("detail"))[:300]
     except (ValueError, AttributeError):
-        return response.text[:300]
+        return body[:300].decode("utf-8", "replace")

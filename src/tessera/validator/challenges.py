@@ -54,11 +54,12 @@ from tessera.compute.segment_check import OPEN_FAILURE, max_state_bytes, spot_ch
 from tessera.compute.train import configure_determinism, split
 from tessera.errors import CaseError, ChainError, TxRefused
 from tessera.files import write_atomic
+from tessera.http_deadline import HTTP_TOTAL_S, DeadlineClient, read_at_most, within
 from tessera.http_limits import PathInt
 from tessera.logs import EventLog
 from tessera.protocol import messages
 from tessera.protocol.jobspec import BUILTIN_CORPUS, JobSpec
-from tessera.protocol.wire import ChallengeCase, RoundResult, SignedManifest
+from tessera.protocol.wire import MAX_ROUND_RESULT_BYTES, ChallengeCase, RoundResult, SignedManifest
 from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
 
 NOT_VOTED, GUILTY, INNOCENT, CLAIMED = 0, 1, 2, 3   # Verification.votes(id, voter)
@@ -164,7 +165,9 @@ class ChallengeVoter:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.datasets_dir = datasets_dir
         self.open_grace_s = open_grace_s
-        self.http = httpx.Client(timeout=HTTP_TIMEOUT_S, auth=ReadGrantAuth(chain))
+        # a provider dripping an answer or a state holds no request past its limit
+        self.http = DeadlineClient(timeout=HTTP_TIMEOUT_S, auth=ReadGrantAuth(chain),
+                                   total_s=HTTP_TOTAL_S)
         self.tracked: dict[int, Tracked] = {}
         self.next_block = chain.network.deploy_block
         self._datasets: dict[str, bytes] = {}
@@ -377,13 +380,17 @@ class ChallengeVoter:
     def _round_result(self, endpoint: str, ev: dict) -> tuple[RoundResult | None, str]:
         url = f"{endpoint}/leases/{ev['lease_id']}/rounds/{ev['round_index']}"
         try:
-            response = self.http.get(url)
+            with within(time.monotonic() + HTTP_TOTAL_S), \
+                    self.http.stream("GET", url) as response:
+                body = read_at_most(response, MAX_ROUND_RESULT_BYTES)
         except httpx.HTTPError as exc:
             return None, f"{url}: {type(exc).__name__}"
+        except ValueError as exc:
+            return None, f"{url}: {exc}"
         if response.status_code != 200:
             return None, f"{url} answered {response.status_code}"
         try:
-            result = RoundResult.model_validate(response.json())
+            result = RoundResult.model_validate_json(body)
         except (ValidationError, ValueError) as exc:
             return None, f"{url} is not a round answer: {str(exc)[:200]}"
         c = result.commitment.commitment if result.commitment else None

@@ -1,0 +1,156 @@
+"""A wall-clock limit on a whole HTTP exchange with a node we do not trust: connecting, sending
+the request, the response's headers and its body.
+
+Why: httpx's timeouts are per socket operation. A provider that sends one byte just inside
+every read timeout holds a request for as long as it likes, in the body and in the headers
+alike (httpcore accepts ~100 KiB of headers), and a checked deadline between body chunks does
+not help while the headers are still coming. A request made inside `within(deadline)` (a
+context variable, so per thread) has every socket operation wait at most until `deadline`;
+once it has passed, the next one fails with httpx's timeout error and httpcore drops the
+connection, so nothing stays stuck holding it.
+
+How: an httpcore network backend whose streams shrink each operation's timeout to the time left
+(`DeadlineBackend`), installed in the connection pool of the transport httpx builds
+(`DeadlineClient`). A write goes out in sends each held to the deadline (one `write` call
+otherwise loops on partial sends for as long as a slow reader keeps taking bytes).
+`DeadlineClient(total_s=...)` also gives every request that is not streamed, and was not made
+inside `within`, a limit of its own: `send` reads the whole body before it returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import socket
+import ssl
+import time
+import typing
+from collections.abc import Iterator
+
+import httpcore
+import httpx
+
+HTTP_TOTAL_S = 120.0   # the longest a request to a node takes when nothing sets a deadline
+
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("http_deadline",
+                                                                        default=None)
+
+
+@contextlib.contextmanager
+def within(deadline: float) -> Iterator[None]:
+    """Requests made inside end by `deadline` (time.monotonic()); an enclosing earlier one wins."""
+    outer = _DEADLINE.get()
+    token = _DEADLINE.set(deadline if outer is None else min(outer, deadline))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def past_deadline() -> bool:
+    """Whether the deadline of the requests made here (if any) has passed."""
+    deadline = _DEADLINE.get()
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _left(timeout: float | None, error: type[Exception]) -> float | None:
+    """`timeout` shrunk to the time left before the deadline; `error` once none is left."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error("the request's deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _Stream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream):
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        sock = self._inner.get_extra_info("socket")
+        if _DEADLINE.get() is None or not isinstance(sock, socket.socket):
+            self._inner.write(buffer, timeout)
+            return
+        view = memoryview(buffer)
+        while view:
+            sock.settimeout(_left(timeout, httpcore.WriteTimeout))
+            try:
+                sent = sock.send(view)
+            except TimeoutError as exc:
+                raise httpcore.WriteTimeout(str(exc)) from exc
+            except (OSError, ssl.SSLError) as exc:
+                raise httpcore.WriteError(str(exc)) from exc
+            view = view[sent:]
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _Stream(self._inner.start_tls(ssl_context, server_hostname,
+                                             _left(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
+
+
+class DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's own backend, every operation held to the calling request's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkBackend | None = None):
+        self._inner = inner or httpcore.SyncBackend()
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: typing.Iterable | None = None) -> httpcore.NetworkStream:
+        return _Stream(self._inner.connect_tcp(host, port, _left(timeout, httpcore.ConnectTimeout),
+                                               local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: typing.Iterable | None = None) -> httpcore.NetworkStream:
+        return _Stream(self._inner.connect_unix_socket(
+            path, _left(timeout, httpcore.ConnectTimeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class DeadlineClient(httpx.Client):
+    """An httpx.Client whose requests obey `within`; `total_s`: the limit of a request that is
+    not streamed and not made inside `within` (None: only per-operation timeouts)."""
+
+    def __init__(self, *args, total_s: float | None = None, **kwargs):
+        if "transport" in kwargs:
+            raise TypeError("DeadlineClient builds its own transport")
+        super().__init__(*args, **kwargs)
+        for transport in [self._transport, *self._mounts.values()]:
+            if transport is None:
+                continue
+            pool = getattr(transport, "_pool", None)
+            if not isinstance(pool, httpcore.ConnectionPool):   # pragma: no cover - httpx changed
+                raise RuntimeError("httpx's transport no longer holds an httpcore pool in _pool: "
+                                   "tessera.http_deadline needs updating")
+            pool._network_backend = DeadlineBackend(pool._network_backend)
+        self.total_s = total_s
+
+    def send(self, request: httpx.Request, *, stream: bool = False, **kwargs) -> httpx.Response:
+        if stream or self.total_s is None or _DEADLINE.get() is not None:
+            return super().send(request, stream=stream, **kwargs)
+        with within(time.monotonic() + self.total_s):
+            return super().send(request, stream=stream, **kwargs)
+
+
+def read_at_most(response: httpx.Response, cap: int) -> bytes:
+    """A streamed response's body, refused (ValueError) as soon as it passes `cap` bytes."""
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > cap:
+            raise ValueError(f"the response is larger than {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

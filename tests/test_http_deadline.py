@@ -1,0 +1,116 @@
+"""A wall-clock limit on whole HTTP exchanges with untrusted nodes (tessera/http_deadline.py):
+a server dripping its headers or body a byte at a time inside every read timeout, or reading a
+request body a trickle at a time, is cut off at the deadline; an honest server is unaffected
+and its connection reused. Real sockets (a scripted raw TCP server)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+from tests.support.tcp_server import ScriptedTcpServer
+
+from tessera.http_deadline import DeadlineClient, past_deadline, read_at_most, within
+
+DRIP_S = 0.1          # far inside the client's 1 s read timeout
+
+
+class Server(ScriptedTcpServer):
+    """mode "headers": a status line, then a header a byte at a time; "body": full headers and
+    a Content-Length, then the body a byte at a time; "no-read": never reads the request;
+    "ok": answers every request on the connection at once (keep-alive)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        super().__init__()
+
+    def answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                if self.mode == "no-read":
+                    self.stop.wait(30)
+                    return
+                while not self.stop.is_set():
+                    if not conn.recv(65536):
+                        return
+                    if self.mode == "ok":
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        continue
+                    if self.mode == "headers":
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+                    else:
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                    while not self.stop.is_set():
+                        conn.sendall(b"a")
+                        time.sleep(DRIP_S)
+            except OSError:
+                return
+
+
+@pytest.fixture
+def server(request):
+    s = Server(request.param)
+    yield s
+    s.close()
+
+
+def timed(fn) -> tuple[float, BaseException | None]:
+    started = time.monotonic()
+    try:
+        fn()
+    except BaseException as exc:   # noqa: BLE001 - the test inspects it
+        return time.monotonic() - started, exc
+    return time.monotonic() - started, None
+
+
+@pytest.mark.parametrize("server", ["headers", "body"], indirect=True)
+def test_a_dripping_server_is_cut_off_at_the_deadline(server):
+    with DeadlineClient(timeout=1.0) as client:
+        def streamed():
+            with within(time.monotonic() + 1.0), client.stream("GET", server.url) as response:
+                read_at_most(response, 1 << 20)
+        took, error = timed(streamed)
+    assert isinstance(error, httpx.TimeoutException) and 0.9 < took < 2.0, (took, error)
+
+
+@pytest.mark.parametrize("server", ["headers", "body"], indirect=True)
+def test_total_s_bounds_a_request_made_outside_within(server):
+    with DeadlineClient(timeout=1.0, total_s=1.0) as client:
+        took, error = timed(lambda: client.get(server.url))
+    assert isinstance(error, httpx.TimeoutException) and 0.9 < took < 2.0, (took, error)
+
+
+@pytest.mark.parametrize("server", ["no-read"], indirect=True)
+def test_a_server_that_does_not_read_the_request_is_cut_off(server):
+    body = b"x" * (64 << 20)      # more than the kernel's buffers take without the peer reading
+    with DeadlineClient(timeout=1.0) as client, within(time.monotonic() + 1.0):
+        took, error = timed(lambda: client.put(server.url, content=body))
+    assert isinstance(error, httpx.TimeoutException) and 0.9 < took < 2.5, (took, error)
+
+
+@pytest.mark.parametrize("server", ["ok"], indirect=True)
+def test_an_honest_server_is_unaffected_and_its_connection_reused(server):
+    with DeadlineClient(timeout=1.0, total_s=5.0) as client:
+        for _ in range(3):
+            with within(time.monotonic() + 5.0):
+                assert client.get(server.url).text == "ok"
+        assert client.get(server.url).text == "ok"
+    assert server.connections == 1
+
+
+def test_within_nests_to_the_earlier_deadline():
+    now = time.monotonic()
+    assert not past_deadline()
+    with within(now + 100):
+        with within(now - 1):
+            assert past_deadline()
+        with within(now + 1000):
+            assert not past_deadline()
+    assert not past_deadline()
+
+
+def test_deadline_client_refuses_a_transport_of_its_own():
+    with pytest.raises(TypeError, match="its own transport"):
+        DeadlineClient(transport=httpx.HTTPTransport())
