@@ -40,13 +40,16 @@ def _timed(f, *args):
 class Aggregator:
     """One node of the tree: its members' opened payloads and commitments, its partial."""
 
-    def __init__(self, members: list[bytes], signed: list[bytes], reference, chunk: int):
-        self.opened = [tree.open_payload(p, reference, chunk) for p in members]
+    def __init__(self, members: list[bytes], signed: list[bytes], counts: list[int], reference,
+                 chunk: int):
+        self.counts = counts          # the parent's assignment: workers under each member
+        self.opened = [tree.open_payload(p, reference, chunk, n)
+                       for p, n in zip(members, counts, strict=True)]
         self.commitments = [tree.commit(o) for o in self.opened]
         if [c.root() for c in self.commitments] != signed:
             raise AssertionError("a member's payload does not match what it signed")
         self.payload = tree.partial_sum(self.opened, reference, chunk)
-        self.partial = tree.open_payload(self.payload, reference, chunk)
+        self.partial = tree.open_payload(self.payload, reference, chunk, sum(counts))
         self.commitment = tree.commit(self.partial)
         self.signed = signed
 
@@ -64,7 +67,8 @@ def check_child(child: Aggregator, partial: tree.Opened, seed: bytes, samples: i
     sent.append(wire.openings_to_bytes(child.answer(sample)))
     commitments = [wire.commitment_from_bytes(b, partial.chunks) for b in sent[:-1]]
     openings = wire.openings_from_bytes(sent[-1], partial.chunks, partial.chunk, len(commitments))
-    faults = tree.check_partial(partial, commitments, child.signed, openings, sample)
+    faults = tree.check_partial(partial, commitments, child.signed, child.counts, openings,
+                                sample)
     shown = sum(len(b) for b in sent)
     return faults, shown
 
@@ -75,14 +79,14 @@ def tree_round(config: DilocoConfig, payloads: list[bytes], fanout: int, samples
     coordinator = Coordinator(config)
     reference, chunk = coordinator.published, config.chunk
     signed = [tree.commit(tree.open_payload(p, reference, chunk)).root() for p in payloads]
-    level, levels = list(zip(payloads, signed, strict=True)), []
+    level, levels = [(p, s, 1) for p, s in zip(payloads, signed, strict=True)], []
     checked_by_parent = 0
     while len(level) > fanout:
         nodes, times = [], []
         for i in range(0, len(level), fanout):
             group = level[i:i + fanout]
-            node, seconds = _timed(Aggregator, [p for p, _ in group], [s for _, s in group],
-                                   reference, chunk)
+            node, seconds = _timed(Aggregator, [p for p, _, _ in group], [s for _, s, _ in group],
+                                   [n for _, _, n in group], reference, chunk)
             nodes.append(node)
             times.append(seconds)
         check_s, shown = [], []
@@ -97,18 +101,18 @@ def tree_round(config: DilocoConfig, payloads: list[bytes], fanout: int, samples
                        "check_s_per_child": round(statistics.median(check_s), 4),
                        "check_bytes_per_child": max(shown),
                        "partial_bytes": len(nodes[0].payload)})
-        level = [(n.payload, n.commitment.root()) for n in nodes]
+        level = [(n.payload, n.commitment.root(), n.partial.members) for n in nodes]
         checked_by_parent = sum(shown)
     started = time.perf_counter()
     stream = coordinator.stream()
-    for payload, _ in level:
-        opened = tree.open_payload(payload, reference, chunk)
+    for payload, _, count in level:
+        opened = tree.open_payload(payload, reference, chunk, count)
         stream.add(tree.partial_state(opened, reference), opened.members)
     update = coordinator.apply_stream(stream)
     root_s = time.perf_counter() - started
     assert update.contributors == len(payloads)
     top = levels[-1] if levels else None
-    root_in = sum(len(p) for p, _ in level) + (checked_by_parent if top else 0)
+    root_in = sum(len(p) for p, _, _ in level) + (checked_by_parent if top else 0)
     flat_in = sum(len(p) for p in payloads)
     params = sum(t.numel() for t in reference.values())
     root_check_s = (top["check_s_per_child"] * top["aggregators"]) if top else 0.0
@@ -142,7 +146,7 @@ def _lie(kind: str, node: Aggregator, reference, chunk: int, rng: torch.Generato
         return tree.Opened(q, p.scales, chunk, p.members)
     if kind == "drop-one-member":
         short = tree.partial_sum(node.opened[1:], reference, chunk)
-        o = tree.open_payload(short, reference, chunk)
+        o = tree.open_payload(short, reference, chunk, p.members - 1)
         return tree.Opened(o.q, o.scales, chunk, p.members)
     if kind == "scale-x100-one-chunk":
         scales = p.scales.clone()
@@ -159,7 +163,7 @@ def detection_rows(config: DilocoConfig, payloads: list[bytes], fanout: int, sam
     reference = Coordinator(config).published
     node = Aggregator(payloads[:fanout],
                       [tree.commit(tree.open_payload(p, reference, config.chunk)).root()
-                       for p in payloads[:fanout]], reference, config.chunk)
+                       for p in payloads[:fanout]], [1] * fanout, reference, config.chunk)
     chunks = node.partial.chunks
     predicted = {"one-chunk": 1 - tree.escape_probability(chunks, 1, samples),
                  "tenth-of-chunks": 1 - tree.escape_probability(chunks, max(1, chunks // 10), samples),

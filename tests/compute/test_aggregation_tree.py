@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tessera.compute import aggregation_tree as tree
 from tessera.compute.aggregate import MeanStream
+from tessera.compute.compress import deserialize, serialize
 from tessera.compute.corpus import build_stdlib_corpus
 from tessera.compute.diloco import DilocoConfig, decode_tensors, encode_tensors
 from tessera.compute.diloco_simulation import run_diloco
@@ -38,7 +39,8 @@ def group(seed: int, n: int, spread: float = 1.0) -> list[tree.Opened]:
 
 
 def aggregate(members: list[tree.Opened]) -> tree.Opened:
-    return tree.open_payload(tree.partial_sum(members, REFERENCE, CHUNK), REFERENCE, CHUNK)
+    return tree.open_payload(tree.partial_sum(members, REFERENCE, CHUNK), REFERENCE, CHUNK,
+                             sum(m.members for m in members))
 
 
 def check(partial: tree.Opened, members: list[tree.Opened], sample=None, opened_from=None) -> list[str]:
@@ -47,7 +49,13 @@ def check(partial: tree.Opened, members: list[tree.Opened], sample=None, opened_
     sample = list(range(partial.chunks)) if sample is None else sample
     shown = [tree.open_chunks(m, sample) for m in (opened_from or members)]
     openings = {j: [s[j] for s in shown] for j in sample}
-    return tree.check_partial(partial, *shown_and_signed(members), openings, sample)
+    return tree.check_partial(partial, *shown_and_signed(members), counts(members), openings,
+                              sample)
+
+
+def counts(members: list[tree.Opened]) -> list[int]:
+    """The checker's assignment: the workers under each member."""
+    return [m.members for m in members]
 
 
 def shown_and_signed(members: list[tree.Opened]) -> tuple[list[tree.Commitment], list[bytes]]:
@@ -107,9 +115,15 @@ def test_commitments_not_the_signed_ones_are_refused_first():
     sample = [0]
     openings = {0: [tree.open_chunks(m, sample)[0] for m in members]}
     refused = ["the members' commitments shown are not the ones they signed"]
-    assert tree.check_partial(partial, forged, signed, openings, sample) == refused
-    assert tree.check_partial(partial, shown[:2], signed, openings, sample) == refused
-    assert tree.check_partial(partial, shown, signed, openings, sample) == []
+    three = [1, 1, 1]
+    assert tree.check_partial(partial, forged, signed, three, openings, sample) == refused
+    assert tree.check_partial(partial, shown, signed[:2] + [bytes(32)], three, openings,
+                              sample) == refused
+    assert tree.check_partial(partial, shown, signed, three, openings, sample) == []
+    with pytest.raises(ValueError, match="every member"):
+        tree.check_partial(partial, shown[:2], signed, three, openings, sample)
+    with pytest.raises(ValueError, match="every member"):
+        tree.check_partial(partial, [], [], [], openings, sample)
 
 
 def test_the_tree_mean_is_the_flat_mean_to_within_one_rounding_per_level():
@@ -191,8 +205,11 @@ def test_a_member_count_lie_and_a_missing_opening_are_faults():
     partial = aggregate(members)
     inflated = tree.Opened(partial.q, partial.scales, CHUNK, 4)
     assert check(inflated, members, sample=[]) == ["the partial claims 4 members, its group has 3"]
+    shown, signed = shown_and_signed(members)
+    assert tree.check_partial(partial, shown, signed, [1, 1, 2], {}, []) == [
+        "member 2's commitment says 1 workers, 2 assigned"]
     shown = [tree.open_chunks(m, [0]) for m in members]
-    faults = tree.check_partial(partial, *shown_and_signed(members),
+    faults = tree.check_partial(partial, *shown_and_signed(members), counts(members),
                                 {0: [s[0] for s in shown[:2]]}, [0, 1])
     assert faults == ["chunk 0: not opened for every member", "chunk 1: not opened for every member"]
 
@@ -210,7 +227,8 @@ def test_a_forged_path_or_truncated_values_are_refused():
     short = tree.ChunkOpening(good.values[:-1], good.path)
     other = tree.open_chunks(members[1], [1])[1]
     for bad in (forged, short):
-        faults = tree.check_partial(partial, *shown_and_signed(members), {1: [bad, other]}, [1])
+        faults = tree.check_partial(partial, *shown_and_signed(members), counts(members),
+                                    {1: [bad, other]}, [1])
         assert faults == ["chunk 1: member 0's opening does not match its commitment"]
 
 
@@ -241,10 +259,11 @@ def test_sampling_is_reproducible_and_escape_odds_match_draws():
     (lambda: encode_tensors({"a": torch.zeros(5, 4), "b": torch.zeros(3)}, "int8", 8,
                             {"kind": "pseudo_gradient"}), "chunk"),
     (lambda: payload(torch.zeros(23), kind="outer_update"), "payload"),
-    (lambda: payload(torch.zeros(23), kind="partial_sum", members=0), "member count"),
-    (lambda: payload(torch.zeros(23), kind="partial_sum", members=True), "member count"),
-    (lambda: payload(torch.zeros(23), kind="partial_sum", members="3"), "member count"),
-    (lambda: payload(torch.zeros(23), kind="partial_sum", members=4097), "member count"),
+    (lambda: payload(torch.zeros(23), kind="partial_sum", members=0), "1 were assigned"),
+    (lambda: payload(torch.zeros(23), kind="partial_sum", members=True), "1 were assigned"),
+    (lambda: payload(torch.zeros(23), kind="partial_sum", members="3"), "1 were assigned"),
+    # review 10 finding 1: a worker claiming to be 4,000 workers (it would shrink the mean)
+    (lambda: payload(torch.zeros(23), kind="partial_sum", members=4000), "1 were assigned"),
     (lambda: encode_tensors({"a": torch.zeros(23)}, "int8", CHUNK, {"kind": "pseudo_gradient"}),
      "tensor names"),
 ])
@@ -270,3 +289,95 @@ def test_sampling_leaves_the_global_random_state_alone():
     before = random.getstate()
     tree.sample_chunks(b"seed", 100)
     assert random.getstate() == before
+
+
+def test_a_partial_is_opened_only_with_the_count_its_opener_assigned():
+    members = group(13, 3)
+    data = tree.partial_sum(members, REFERENCE, CHUNK)
+    assert tree.open_payload(data, REFERENCE, CHUNK, 3).members == 3
+    for wrong in (1, 2, 4):
+        with pytest.raises(WireFormatError, match="3 workers' answers, .* were assigned"):
+            tree.open_payload(data, REFERENCE, CHUNK, wrong)
+    with pytest.raises(ValueError, match="1 to 4096"):
+        tree.open_payload(data, REFERENCE, CHUNK, 4097)
+    big = [tree.Opened(m.q, m.scales, CHUNK, 2000) for m in members]
+    with pytest.raises(ValueError, match="at most 4096"):
+        tree.partial_sum(big, REFERENCE, CHUNK)
+
+
+def loose(values: torch.Tensor, chunk_index: int) -> bytes:
+    """A payload whose chunk's values are halved under the same scale: a scale twice what
+    they need (what honest quantization never sends)."""
+    tensors, meta = deserialize(payload(values))
+    q = tensors["flat"]
+    q[chunk_index * CHUNK:(chunk_index + 1) * CHUNK] //= 2
+    return serialize(tensors, meta)
+
+
+def test_loosely_quantized_payloads_are_refused():
+    """Review 10 finding 2: a zero payload with huge scales decodes to zeros yet let its
+    aggregator inflate any chunk under the scale bound."""
+    zero_with_scale = payload(torch.zeros(23))
+    tensors, meta = deserialize(zero_with_scale)
+    tensors["flat::scale"][:] = 2.0 ** 90
+    with pytest.raises(WireFormatError, match="chunk 0 is not tightly quantized"):
+        tree.open_payload(serialize(tensors, meta), REFERENCE, CHUNK)
+    with pytest.raises(WireFormatError, match="chunk 2 is not tightly quantized"):
+        tree.open_payload(loose(torch.randn(23), 2), REFERENCE, CHUNK)
+
+
+def test_a_loose_member_chunk_shown_in_a_check_is_a_fault():
+    """A member colluding with its aggregator signs a loose payload: where sampled, the
+    opening shows it."""
+    honest = group(14, 2)
+    scales = torch.zeros(CHUNKS)
+    scales[1] = 2.0 ** 50                                # zeros, chunk 1 under a huge scale
+    colluder = tree.Opened(torch.zeros(23, dtype=torch.int8), scales, CHUNK, 1)  # never opened
+    members = [*honest, colluder]
+    partial = aggregate(honest)
+    q, scales = partial.q.clone(), partial.scales.clone()
+    q[CHUNK:2 * CHUNK] = 127
+    scales[1] = 2.0 ** 50                                # within the bound, thanks to the colluder
+    forged = tree.Opened(q, scales, CHUNK, 3)
+    assert check(forged, members, sample=[0]) == []     # unsampled: it passes the bound
+    faults = check(forged, members, sample=[1])
+    assert faults == ["chunk 1: member 2's values are not a tight quantization under its scale"]
+
+
+def test_flushed_denormals_are_refused_not_computed_differently():
+    members = group(15, 2)
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        with pytest.raises(RuntimeError, match="flushed to zero"):
+            tree.partial_sum(members, REFERENCE, CHUNK)
+    finally:
+        torch.set_flush_denormal(False)
+    assert check(aggregate(members), members) == []
+
+
+def test_opening_a_chunk_out_of_range_is_refused():
+    member = group(16, 1)[0]
+    for bad in (-1, CHUNKS):
+        with pytest.raises(ValueError, match="from 0 to 3"):
+            tree.open_chunks(member, [bad])
+
+
+def test_a_commitment_out_of_range_is_a_fault_not_a_crash():
+    members = group(17, 2)
+    partial = aggregate(members)
+    shown, signed = shown_and_signed(members)
+    huge = tree.Commitment(1, torch.full_like(shown[0].scales, 2.0 ** 101), shown[0].value_root)
+    assert tree.check_partial(partial, [huge, shown[1]], signed, [1, 1], {}, []) == [
+        "member 0's commitment holds scales no payload of the job can have"]
+    overflow = tree.Commitment(1 << 33, shown[0].scales, shown[0].value_root)
+    assert tree.check_partial(partial, [overflow, shown[1]], signed, [1, 1], {}, []) == [
+        f"member 0's commitment says {1 << 33} workers, 1 assigned"]
+
+
+def test_the_sample_is_defined_here_not_by_pythons_random():
+    """Fixed values: a checker and the checked on other Python versions draw the same chunks."""
+    assert tree.sample_chunks(b"fixed", 233) == tree.sample_chunks(b"fixed", 233)
+    drawn = tree.sample_chunks(b"fixed", 233)
+    assert len(set(drawn)) == 8 and all(0 <= j < 233 for j in drawn)
+    assert tree.sample_chunks(b"fixed", 10**9, 3) != tree.sample_chunks(b"other", 10**9, 3)

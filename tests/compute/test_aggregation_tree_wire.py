@@ -35,14 +35,14 @@ def openings_bytes() -> bytes:
 
 
 def test_sent_and_parsed_back_the_check_still_passes():
-    partial = tree.open_payload(tree.partial_sum(MEMBERS, REFERENCE, CHUNK), REFERENCE, CHUNK)
+    partial = tree.open_payload(tree.partial_sum(MEMBERS, REFERENCE, CHUNK), REFERENCE, CHUNK, 3)
     commitments = [wire.commitment_from_bytes(wire.commitment_to_bytes(tree.commit(m)), CHUNKS)
                    for m in MEMBERS]
     assert [c.root() for c in commitments] == [tree.commit(m).root() for m in MEMBERS]
     openings = wire.openings_from_bytes(openings_bytes(), CHUNKS, CHUNK, len(MEMBERS))
     assert sorted(openings) == SAMPLE and len(openings[3][0].values) == 2
     signed = [tree.commit(m).root() for m in MEMBERS]
-    assert tree.check_partial(partial, commitments, signed, openings, SAMPLE) == []
+    assert tree.check_partial(partial, commitments, signed, [1, 1, 1], openings, SAMPLE) == []
     assert len(wire.commitment_to_bytes(commitments[0])) == 4 + 8 + 32 + 4 * CHUNKS
 
 

@@ -263,6 +263,10 @@ def _with_header(header: dict, body: bytes = b"") -> bytes:
     _with_header({"v": 1, "meta": {}, "tensors": [{"name": "a", "dtype": "int8", "shape": [True]}]}, b"\x00"),
     _with_header({"v": 1, "meta": {}, "tensors": [{"name": "a", "dtype": "int8", "shape": [1],
                                                    "code": "evil"}]}, b"\x00"),
+    # review 10: an unhashable dtype and a header nested past Python's stack raised TypeError
+    # and RecursionError
+    _with_header({"v": 1, "meta": {}, "tensors": [{"name": "a", "dtype": [], "shape": [1]}]}, b"\x00"),
+    MAGIC + struct.pack("<I", 200_002) + b"[" * 100_001 + b"]" * 100_001,
 ])
 def test_deserialize_refuses_malformed_bytes(bad):
     with pytest.raises(WireFormatError):

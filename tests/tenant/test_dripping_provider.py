@@ -12,14 +12,14 @@ import threading
 import time
 
 import pytest
+from tests.support.scripted_rounds import PARAMS, PROVIDER, signed_answer, tenant_side
+from tests.support.tcp_server import ScriptedTcpServer
 
 from tessera.chain.read_grant import ReadGrantAuth
 from tessera.compute import segment_check
 from tessera.errors import WorkerFault
 from tessera.http_deadline import DeadlineClient
 from tessera.tenant.worker_rounds import WorkerChannel, WorkerLease
-from tests.support.scripted_rounds import PARAMS, PROVIDER, signed_answer, tenant_side
-from tests.support.tcp_server import ScriptedTcpServer
 
 DRIP_S = 0.1           # far inside the client's 1 s read timeout
 DEADLINE_S = 1.5

@@ -33,7 +33,10 @@ signed (each commitment shown must hash to its member's root):
      partial, integer-exact, so with the same bits on every machine, and compares bitwise.
      A partial wrong in m of C chunks escapes s samples with probability
      C(C - m, s) / C(C, s) (`escape_probability`); a dropped, added or substituted member
-     changes every chunk its payload is not zero in, and is caught by any sample.
+     changes every chunk where it is not below the partial's rounding, and is caught by any
+     sample there (one below the rounding everywhere changes nothing: the same bits).
+How many workers a payload stands for is the checker's own assignment, never the payload's
+claim. The root binds neither job nor round: the message a member signs must.
 Pure torch and hashlib: no I/O.
 """
 
@@ -41,7 +44,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -66,6 +68,7 @@ EMPTY = bytes(32)              # padding below a Merkle tree's power-of-two widt
 # 127 x 2^100 each stays below 2^119, far inside float32 (2^128), so no member can make an
 # honest aggregator's partial overflow. (A pseudo-gradient element near 2^107 is no training.)
 MAX_SCALE_PER_MEMBER = 2.0 ** 100
+SMALLEST_NORMAL = 2.0 ** -126
 
 
 def _h(*parts: bytes) -> bytes:
@@ -122,15 +125,19 @@ class Opened:
         return [leaf_hash(self.values(j).numpy().tobytes()) for j in range(self.chunks)]
 
 
-def open_payload(payload: bytes, reference: State, chunk: int) -> Opened:
-    """A worker's pseudo-gradient or a partial, refused (WireFormatError) unless it is an int8
-    payload of the job's chunk for `reference`'s tensors."""
+def open_payload(payload: bytes, reference: State, chunk: int, members: int = 1) -> Opened:
+    """A worker's pseudo-gradient (`members` 1) or a partial of `members` workers, the count
+    the CALLER assigned (a payload's own claim is never trusted: one worker claiming to be
+    4,000 would shrink the mean 400-fold), refused (WireFormatError) unless it is a tightly
+    quantized int8 payload of the job's chunk for `reference`'s tensors."""
+    if not 1 <= members <= MAX_WORKERS:
+        raise ValueError(f"a payload stands for 1 to {MAX_WORKERS} workers, not {members}")
     tensors, meta = deserialize(payload)
-    check_meta(meta, reference, COMPRESSION, chunk, KINDS)
-    members = meta.get("members", 1) if meta["kind"] == PARTIAL_KIND else 1
-    if not isinstance(members, int) or isinstance(members, bool) or not 1 <= members <= MAX_WORKERS:
-        raise WireFormatError(f"a partial sum needs a member count from 1 to {MAX_WORKERS}, "
-                              f"got {members!r}")
+    check_meta(meta, reference, COMPRESSION, chunk, (PARTIAL_KIND,) if members > 1 else KINDS)
+    claimed = meta.get("members", 1) if meta["kind"] == PARTIAL_KIND else 1
+    if claimed != members or isinstance(claimed, bool):
+        raise WireFormatError(f"the payload sums {claimed!r} workers' answers, {members} were "
+                              "assigned to it")
     numel = sum(t.numel() for t in reference.values())
     chunks = max(1, math.ceil(numel / chunk))
     q, scales = tensors.get("flat"), tensors.get("flat" + SCALE_SUFFIX)
@@ -150,7 +157,25 @@ def open_payload(payload: bytes, reference: State, chunk: int) -> Opened:
                               "(a tree's sums of such values could overflow)")
     if (q == -128).any():
         raise WireFormatError(f"'flat': int8 values must be in [-{LEVEL}, {LEVEL}]")
+    loose = _loose_chunks(q, scales, chunk)
+    if loose:
+        raise WireFormatError(f"chunk {loose[0]} is not tightly quantized (its largest |value| "
+                              f"must be {LEVEL} under a normal scale, 0 under a zero scale)")
     return Opened(q, scales, chunk, members)
+
+
+def _loose_chunks(q: torch.Tensor, scales: torch.Tensor, chunk: int) -> list[int]:
+    """Chunks whose scale is larger than their values need: what honest quantization gives
+    (absmax / 127, so the largest |q| is 127; 0 when all is 0) is required, or a zero chunk
+    could carry a huge scale that lets its aggregator inflate a chunk past the scale bound.
+    Subnormal scales round too coarsely to pin the largest |q|: any is allowed."""
+    chunks = scales.numel()
+    padded = torch.zeros(chunks * chunk, dtype=torch.int16)
+    padded[:q.numel()] = q.to(torch.int16)
+    top = padded.view(chunks, chunk).abs().amax(dim=1)
+    normal = scales >= SMALLEST_NORMAL
+    bad = (normal & (top != LEVEL)) | ((scales == 0) & (top != 0))
+    return bad.nonzero().flatten().tolist()
 
 
 @dataclass(frozen=True)
@@ -181,6 +206,8 @@ class ChunkOpening:
 
 def open_chunks(opened: Opened, indexes: Sequence[int]) -> dict[int, ChunkOpening]:
     """The aggregator's answer to a sample, for one member."""
+    if any(not 0 <= j < opened.chunks for j in indexes):
+        raise ValueError(f"chunk indexes run from 0 to {opened.chunks - 1}")
     levels = _levels(opened.leaves())
     out = {}
     for j in indexes:
@@ -192,10 +219,22 @@ def open_chunks(opened: Opened, indexes: Sequence[int]) -> dict[int, ChunkOpenin
     return out
 
 
+def _require_subnormals() -> None:
+    """Refuse to compute while denormals are flushed to zero (a library may set FTZ/DAZ): a
+    sum that cancels into the subnormal range would round otherwise than on a checker that
+    keeps them, and an honest aggregator would fail its check."""
+    if (torch.tensor([SMALLEST_NORMAL], dtype=torch.float32) / 4).item() == 0.0:
+        raise RuntimeError("denormals are flushed to zero in this process "
+                           "(torch.set_flush_denormal(False) restores them)")
+
+
 def partial_sum(members: Sequence[Opened], reference: State, chunk: int) -> bytes:
     """An aggregator's result: its members' exact sum, rounded once, quantized afresh."""
     if not members:
         raise ValueError("a partial sum needs at least one member")
+    if sum(m.members for m in members) > MAX_WORKERS:
+        raise ValueError(f"a partial sums at most {MAX_WORKERS} workers' answers")
+    _require_subnormals()
     total = ExactSum((members[0].q.numel(),))
     for m in members:
         total.add(m.dequantized())
@@ -208,6 +247,7 @@ def expected_chunk(values: Sequence[torch.Tensor], scales: Sequence[torch.Tensor
     """(int8 values, float32 scale) of one chunk of the partial of members whose int8 values of
     that chunk and scales are given: the same bits `partial_sum` computes for it (every step is
     elementwise, the exact sum included, and a chunk is quantized on its own)."""
+    _require_subnormals()
     total = ExactSum((values[0].numel(),))
     for v, s in zip(values, scales, strict=True):
         total.add(v.to(torch.float32) * s)
@@ -218,8 +258,26 @@ def expected_chunk(values: Sequence[torch.Tensor], scales: Sequence[torch.Tensor
 def sample_chunks(seed: bytes, chunks: int, count: int = DEFAULT_SAMPLES) -> list[int]:
     """`count` distinct chunk indexes drawn from `seed` (all of them if fewer): a pure function,
     so that anyone can re-derive what was asked. The seed must be unknown to the aggregator
-    until its partial is committed (the checker's own randomness, or a later block's hash)."""
-    return sorted(random.Random(_h(b"sample", seed)).sample(range(chunks), min(count, chunks)))
+    until its partial is committed (the checker's own randomness, or a later block's hash).
+    A partial Fisher-Yates shuffle driven by sha256(seed, step, try) with rejection sampling:
+    defined here, not by a Python version's `random`."""
+    count = min(count, chunks)
+    swapped: dict[int, int] = {}
+    for i in range(count):
+        j = i + _uniform(seed, i, chunks - i)
+        swapped[i], swapped[j] = swapped.get(j, j), swapped.get(i, i)
+    return sorted(swapped[i] for i in range(count))
+
+
+def _uniform(seed: bytes, step: int, n: int) -> int:
+    """An integer in [0, n) from sha256(tag, seed, step, try), unbiased (rejection)."""
+    limit = (1 << 64) - (1 << 64) % n
+    for attempt in range(1 << 20):
+        value = int.from_bytes(_h(b"sample", seed, step.to_bytes(8, "big"),
+                                  attempt.to_bytes(4, "big"))[:8], "big")
+        if value < limit:
+            return value % n
+    raise RuntimeError("unreachable: 2^20 rejections")   # pragma: no cover
 
 
 def escape_probability(chunks: int, wrong: int, samples: int = DEFAULT_SAMPLES) -> float:
@@ -229,18 +287,27 @@ def escape_probability(chunks: int, wrong: int, samples: int = DEFAULT_SAMPLES) 
 
 
 def check_partial(partial: Opened, members: Sequence[Commitment], signed: Sequence[bytes],
-                  openings: Mapping[int, Sequence[ChunkOpening]], sample: Sequence[int]) -> list[str]:
+                  counts: Sequence[int], openings: Mapping[int, Sequence[ChunkOpening]],
+                  sample: Sequence[int]) -> list[str]:
     """Why `partial` is not the partial sum of its members (empty: it passed). `members`: the
     commitments the aggregator shows, which must hash to `signed`, the roots the members
-    signed, in the same order; `openings[j]`: every member's opening of sampled chunk j."""
+    signed, in the same order; `counts`: how many workers' answers the checker assigned to
+    each member (1 for a worker); `openings[j]`: every member's opening of sampled chunk j."""
+    if not members or len(counts) != len(members) or len(signed) != len(members):
+        raise ValueError("a check needs every member's signed root and assigned count")
+    for k, (m, count) in enumerate(zip(members, counts, strict=True)):
+        if m.members != count:
+            return [f"member {k}'s commitment says {m.members} workers, {count} assigned"]
+        if m.scales.dtype != torch.float32 or m.scales.dim() != 1 \
+                or m.scales.numel() != partial.chunks or not torch.isfinite(m.scales).all() \
+                or (m.scales < 0).any() \
+                or (m.scales.to(torch.float64) > count * MAX_SCALE_PER_MEMBER).any():
+            return [f"member {k}'s commitment holds scales no payload of the job can have"]
     if [m.root() for m in members] != list(signed):
         return ["the members' commitments shown are not the ones they signed"]
     faults = []
-    count = sum(m.members for m in members)
-    if partial.members != count:
-        faults.append(f"the partial claims {partial.members} members, its group has {count}")
-    if any(m.scales.numel() != partial.chunks for m in members):
-        return faults + ["a member's commitment has another number of chunks"]
+    if partial.members != sum(counts):
+        faults.append(f"the partial claims {partial.members} members, its group has {sum(counts)}")
     bound = torch.stack([m.scales.to(torch.float64) for m in members]).sum(0) * (1 + BOUND_SLACK)
     over = (partial.scales.to(torch.float64) > bound).nonzero().flatten().tolist()
     if over:
@@ -259,7 +326,12 @@ def check_partial(partial: Opened, members: Sequence[Commitment], signed: Sequen
                                                         leaf_hash(o.values), o.path):
                 faults.append(f"chunk {j}: member {k}'s opening does not match its commitment")
                 break
-            values.append(torch.frombuffer(bytearray(o.values), dtype=torch.int8))
+            v = torch.frombuffer(bytearray(o.values), dtype=torch.int8)
+            if (v == -128).any() or _loose_chunks(v, member.scales[j:j + 1], want):
+                faults.append(f"chunk {j}: member {k}'s values are not a tight quantization "
+                              "under its scale")
+                break
+            values.append(v)
         else:
             q, scale = expected_chunk(values, [m.scales[j] for m in members], partial.chunk)
             if not (torch.equal(q, partial.values(j))
@@ -280,6 +352,7 @@ def reduce(payloads: Sequence[bytes], fanout: int, reference: State, chunk: int)
         raise ValueError("a tree needs a fan-out of at least 2")
     nodes = [open_payload(p, reference, chunk) for p in payloads]
     while len(nodes) > fanout:
-        nodes = [open_payload(partial_sum(nodes[i:i + fanout], reference, chunk), reference, chunk)
-                 for i in range(0, len(nodes), fanout)]
+        groups = [nodes[i:i + fanout] for i in range(0, len(nodes), fanout)]
+        nodes = [open_payload(partial_sum(g, reference, chunk), reference, chunk,
+                              sum(m.members for m in g)) for g in groups]
     return nodes

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 import sys
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from tessera.errors import WireFormatError
@@ -36,6 +38,7 @@ from tessera.errors import WireFormatError
 MAGIC = b"TSRW"
 VERSION = 1
 MAX_HEADER_BYTES = 1 << 20
+MAX_HEADER_DEPTH = 32          # a header nests 4 levels (meta may hold small objects)
 MAX_TENSORS = 100_000
 DEFAULT_CHUNK = 4096
 SCALE_SUFFIX = "::scale"
@@ -224,9 +227,12 @@ def deserialize(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
     (hlen,) = struct.unpack("<I", data[4:8])
     if hlen > MAX_HEADER_BYTES or 8 + hlen > len(data):
         raise WireFormatError(f"header length {hlen} does not fit in {len(data)} bytes")
+    raw = data[8:8 + hlen]
+    if _nesting(raw) > MAX_HEADER_DEPTH:
+        raise WireFormatError(f"header nests deeper than {MAX_HEADER_DEPTH} levels")
     try:
-        header = json.loads(data[8:8 + hlen].decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        header = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise WireFormatError(f"header is not JSON: {e}") from None
     if not isinstance(header, dict) or header.get("v") != VERSION:
         raise WireFormatError(f"header must be an object with v={VERSION}")
@@ -241,7 +247,7 @@ def deserialize(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
         name, dtype, shape = e["name"], e["dtype"], e["shape"]
         if not isinstance(name, str) or name in out:
             raise WireFormatError(f"bad or duplicate tensor name {name!r}")
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise WireFormatError(f"{name!r}: unsupported dtype {dtype!r}")
         if (not isinstance(shape, list) or len(shape) > 16
                 or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40
@@ -258,6 +264,22 @@ def deserialize(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
     if pos != len(data):
         raise WireFormatError(f"{len(data) - pos} trailing bytes after the last tensor")
     return out, meta
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _nesting(raw: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets in strings not counted).
+    Checked before parsing: the JSON decoder recurses once per level, and a header nested
+    ~100,000 deep within MAX_HEADER_BYTES overflows the C stack of a process whose recursion
+    limit was raised (a crash, not an exception)."""
+    skeleton = np.frombuffer(_JSON_STRING.sub(b'""', raw), dtype=np.uint8)
+    if not skeleton.size:
+        return 0
+    step = (np.isin(skeleton, (ord("["), ord("{"))).astype(np.int64)
+            - np.isin(skeleton, (ord("]"), ord("}"))))
+    return int(np.cumsum(step).max())
 
 
 def analytic_bytes(numel: int, compression: str, chunk: int = DEFAULT_CHUNK) -> int:
