@@ -77,6 +77,14 @@ class CommitmentError(ValueError):
     """Why a worker's commitment is refused (the message names the field)."""
 
 
+class CommitmentExpiresEarly(CommitmentError):
+    """A commitment that expires too soon to post and challenge it (`expiry` says when)."""
+
+    def __init__(self, message: str, expiry: int):
+        super().__init__(message)
+        self.expiry = expiry
+
+
 # raised in tessera.validator.challenges
 class CaseError(ValueError):
     """Why a pushed case is refused (the message names the check that failed)."""

@@ -109,3 +109,16 @@ def test_missing_headers_are_named():
 ])
 def test_only_the_two_routes_need_a_grant(path, lease):
     assert read_grant.lease_of_path(path) == lease
+
+
+@pytest.mark.parametrize("path, query, lease", [
+    ("/leases/3/rounds/0", "wait=10", 3),          # a held answer needs a grant (review 9)
+    ("/leases/3/rounds/0", "wait=", 3),
+    ("/p/leases/4/rounds/2", "x=1&wait=2.5", 4),
+    ("/leases/3/rounds/0", "", None),              # asking without wait stays public
+    ("/leases/3/rounds/0", "waiting=1", None),
+    ("/leases/3/rounds/0/pseudo-gradient", "", 3),
+    ("/leases/3", "wait=1", None),
+])
+def test_a_grant_goes_with_the_protected_routes_and_held_answers(path, query, lease):
+    assert read_grant.lease_of_request(path, query) == lease

@@ -221,3 +221,55 @@ def test_queuing_rounds_downwards_keeps_a_bounded_number_of_chain_times(world):
         time.sleep(0.01)
     time.sleep(0.2)                                           # no late reader adds one back
     assert kept() == want
+
+
+def test_a_round_resent_hours_later_gets_a_fresh_commitment(world):
+    """Review 9, finding 2: a resumed tenant re-sends a round hours after its first send. The
+    commitment signed then (and the chain time queued then) would expire within the tenant's
+    minimum of its round's start, and an honest worker was dropped as "bad-commitment". A
+    commitment short of REUSE_MIN_LIFE_S that no posted root holds is signed again."""
+    import hashlib
+    import json
+
+    from tessera.chain.verification import Verification
+    from tessera.files import write_atomic
+    from tessera.provider.diloco_rounds import REUSE_MIN_LIFE_S
+
+    network, node = world
+    tenant = Tenant(Chain(network, devnet_account(TENANT)))
+    lease_id = lease_of(network, tenant)
+    node.poll_once()
+    node.state.update_lease(lease_id, status="running", manifest={
+        "workload": {"kind": "diloco-worker", "checkpoint_every": 5}})
+    params = b"the round's parameters"
+    sha = hashlib.sha256(params).hexdigest()
+
+    def send(nonce: int) -> None:
+        expiry = int(time.time()) + 600 + nonce
+        typed = messages.round_typed_data(network.chain_id, node.ctx.market.address, lease_id, 0,
+                                          bytes.fromhex(sha), nonce, expiry)
+        node.rounds.accept(lease_id, 0, params, nonce, expiry,
+                           messages.sign(devnet_account(TENANT), typed))
+
+    send(1)
+    folder = node.ctx.jobs.round_folder(lease_id, 0)
+    write_atomic(folder / "pseudo_gradient.bin", b"payload")
+    write_atomic(folder / "result.json", json.dumps({
+        "params_sha256": sha, "sha256": hashlib.sha256(b"payload").hexdigest(), "size": 7,
+        "inner_loss": 1.0, "compute_s": 0.1, "checkpoint_every": 5, "checkpoint_root": "cd" * 32,
+        "checkpoints": [{"step": 5, "params_hash": "01" * 32, "optimizer_hash": "02" * 32}],
+        "payload": {"residual_in_hash": "03" * 32, "residual_out_hash": "04" * 32,
+                    "threads": 1, "profile": "cpu-avx2-v1"}}).encode())
+    node.rounds._verification = Verification(node.ctx.chain)
+    first = node.rounds.result(lease_id, 0).commitment.commitment
+    assert node.rounds.result(lease_id, 0).commitment.commitment == first   # asked again: kept
+    chain = tenant.chain
+    chain.w3.provider.make_request("evm_increaseTime", [7000])               # hours pass
+    chain.w3.provider.make_request("evm_mine", [])
+    node.rounds._queued_at[(lease_id, 0)] = first.expiry - 7200   # as if still queued from then
+    send(2)                                                         # the resumed tenant's send
+    now = chain.block_timestamp()
+    again = node.rounds.result(lease_id, 0).commitment.commitment
+    assert first.expiry < now + REUSE_MIN_LIFE_S                   # the old one: too short
+    assert again.expiry >= now + REUSE_MIN_LIFE_S and again.result_hash == first.result_hash
+    assert node.rounds.result(lease_id, 0).commitment.commitment == again   # and kept

@@ -37,6 +37,7 @@ from tessera.provider.api import create_app
 from tessera.provider.long_poll import MAX_WAITERS, MAX_WAITERS_PER_LEASE, WAIT_CHECK_S
 
 HTTP = httpx.Client(timeout=40)
+TENANT_GRANTS = ReadGrantAuth(tenant_side().chain)    # a held answer needs the tenant's grant
 AT_ONCE_S = 1.5     # "at once", on a loaded machine (the waits tested are 2 s and more)
 
 
@@ -61,7 +62,8 @@ def get(url: str, lease: int = 1, round_index: int = 0,
     """The answer and how long it took."""
     params = None if wait is None else {"wait": wait}
     start = time.monotonic()
-    reply = HTTP.get(f"{url}/leases/{lease}/rounds/{round_index}", params=params)
+    reply = HTTP.get(f"{url}/leases/{lease}/rounds/{round_index}", params=params,
+                     auth=TENANT_GRANTS)
     return reply, time.monotonic() - start
 
 
@@ -149,7 +151,8 @@ def test_a_lease_with_no_rounds_here_is_refused_before_any_wait(node_url):
 
 async def _hold(url: str, leases: list[int], wait: str) -> list[int]:
     """Long polls on each of `leases` at once; their status codes."""
-    async with httpx.AsyncClient(timeout=40, limits=httpx.Limits(max_connections=200)) as http:
+    async with httpx.AsyncClient(timeout=40, limits=httpx.Limits(max_connections=200),
+                                 auth=TENANT_GRANTS) as http:
         replies = await asyncio.gather(*(
             http.get(f"{url}/leases/{lease}/rounds/0", params={"wait": wait})
             for lease in leases))
@@ -177,7 +180,7 @@ def _refused_when_full(node: ScriptedNode, url: str, lease: int, holders: int
 
 
 def test_the_waiter_caps_answer_429_and_a_plain_poll_still_works(node_url):
-    """A stranger holds 4 waits on lease 1: a 5th on lease 1 is 429 with Retry-After, while
+    """4 waits are held on lease 1: a 5th on lease 1 is 429 with Retry-After, while
     lease 2 may still wait and lease 1's tenant may still poll without `wait`. Filling every
     slot of the node (64 over 16 leases) makes any further wait 429. The held waits get the
     answer when it appears, and their slots are free again after."""
@@ -209,6 +212,25 @@ def test_the_waiter_caps_answer_429_and_a_plain_poll_still_works(node_url):
     assert get(url, lease=20, wait="0.2")[0].status_code == 202
 
 
+def test_a_stranger_may_ask_but_not_hold(node_url):
+    """Review 9, finding 4: waiting slots cost the node a look-up every WAIT_CHECK_S each; a
+    stranger filling them cost the node ~1,500 times what it cost the stranger. A wait without
+    the tenant's read grant is refused at once (401; 403 for another reader's grant), before a
+    slot is taken; asking without `wait`, and an answer already there, stay public."""
+    node, url = node_url
+    started = time.monotonic()
+    reply = HTTP.get(f"{url}/leases/1/rounds/0", params={"wait": "5"})
+    assert reply.status_code == 401 and "read grant" in reply.json()["detail"]
+    chain = tenant_side().chain
+    chain.account = devnet_account(7)
+    reply = HTTP.get(f"{url}/leases/1/rounds/0", params={"wait": "5"}, auth=ReadGrantAuth(chain))
+    assert reply.status_code == 403
+    assert time.monotonic() - started < 2 * AT_ONCE_S
+    assert HTTP.get(f"{url}/leases/1/rounds/0").status_code == 202
+    node.answer_at(1, 0, at=0)
+    assert HTTP.get(f"{url}/leases/1/rounds/0", params={"wait": "5"}).status_code == 200
+
+
 def test_a_dropped_client_frees_its_slot(node_url):
     """Clients that send 4 long polls of 30 s on lease 1 and close their sockets at once do
     not keep lease 1's slots: a wait there is accepted again within a few checks."""
@@ -217,7 +239,9 @@ def test_a_dropped_client_frees_its_slot(node_url):
     socks = []
     for _ in range(MAX_WAITERS_PER_LEASE):
         sock = socket.create_connection((host, port), timeout=5)
-        sock.sendall(f"GET /leases/1/rounds/0?wait=30 HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        grant = "".join(f"{k}: {v}\r\n" for k, v in TENANT_GRANTS.grant(1).headers().items())
+        sock.sendall(f"GET /leases/1/rounds/0?wait=30 HTTP/1.1\r\nHost: {host}\r\n{grant}\r\n"
+                     .encode())
         socks.append(sock)
     time.sleep(0.5)
     assert get(url, lease=1, wait="1")[0].status_code == 429   # all 4 slots held

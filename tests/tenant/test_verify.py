@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tessera.compute import numerics
 from tessera.compute.checkpoints import Checkpoint, PayloadLeaf, RoundCommitment
-from tessera.errors import CommitmentError
+from tessera.errors import CommitmentError, CommitmentExpiresEarly
 from tessera.protocol import commitment as cm
 from tessera.protocol.sampling import binomial_two_sided_pvalue
 from tessera.protocol.wire import CheckpointHashes, PayloadHashes, RoundResult
@@ -146,3 +146,39 @@ def test_spot_check_draw_is_deterministic_in_range_and_certain_at_the_ends(block
     assert draw_spot_check(seed, 1.0, n) is not None and draw_spot_check(seed, 0.0, n) is None
     with pytest.raises(ValueError, match="probability"):
         draw_spot_check(seed, 1.5, n)
+
+
+def test_a_short_lived_commitment_is_taken_only_for_a_round_posted_before_a_restart():
+    """Review 9, finding 2: a tenant resumed hours later meets, for a round whose root it posted
+    before stopping, the commitment that root holds (the provider serves it again: the leaf
+    must stay the one posted). It expires within the tenant's minimum of the new start, but it
+    only had to outlive the root's posting. For an unposted round it is still refused. The
+    chain read (the round's `posted_at`) is a stub here: the path to post a root is covered by
+    the e2e resume tests; the rule under test is the tenant's."""
+    from types import SimpleNamespace
+
+    from tessera.errors import WorkerFault
+    from tessera.tenant.round_checks import RoundVerifier
+    from tessera.tenant.worker_rounds import WorkerLease
+
+    result = answer(expiry=NOW + 60)             # expires 540 s before the tenant's minimum
+    with pytest.raises(CommitmentExpiresEarly) as early:
+        check(result)
+    assert early.value.expiry == NOW + 60
+    posted_at = {}
+    verifier = object.__new__(RoundVerifier)
+    verifier.tenant = SimpleNamespace(chain=SimpleNamespace(network=SimpleNamespace(chain_id=CHAIN_ID)))
+    verifier.verification = SimpleNamespace(
+        address=VERIFICATION, round=lambda job, r: SimpleNamespace(posted_at=posted_at.get((job, r), 0)))
+    verifier.config = SimpleNamespace(inner_steps=H, workload=SimpleNamespace(threads=THREADS))
+    verifier.verify = SimpleNamespace(checkpoint_every=K)
+    verifier.previous, verifier._start_hash, verifier._min_expiry = {}, START, NOW + 600
+    worker = WorkerLease(lease_id=LEASE, provider=PROVIDER.address, endpoint="", index=WORKER,
+                         order_id=JOB)
+    with pytest.raises(WorkerFault, match="expires at"):
+        verifier.check_commitment(worker, ROUND, result)         # not posted: refused
+    posted_at[(JOB, ROUND)] = NOW + 61
+    with pytest.raises(WorkerFault, match="expires at"):
+        verifier.check_commitment(worker, ROUND, result)         # posted after it expired
+    posted_at[(JOB, ROUND)] = NOW + 30
+    assert verifier.check_commitment(worker, ROUND, result).root == check(answer()).root

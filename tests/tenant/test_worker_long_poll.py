@@ -12,9 +12,10 @@ poll), so it arrives with the answer instead of one round trip after it (issue 1
 overhead); against a provider from before, the payload is downloaded after the answer.
 
 Adversary strategies, and what stops them:
-- a stranger fills the lease's long-poll slots so that the tenant's wait is refused (429) and
-  the worker is dropped as faulty: a 429 to a wait makes the tenant poll until Retry-After has
-  passed, and a poll without `wait` is never refused (test_a_stranger_holding_the_slots...);
+- the lease's long-poll slots are full (a stranger can no longer fill them: holding needs a
+  read grant) so that the tenant's wait is refused (429) and the worker is dropped as faulty:
+  a 429 to a wait makes the tenant poll until Retry-After has passed, and a poll without
+  `wait` is never refused (test_slots_held_by_others...);
 - a provider (or an old one) that ignores `wait` would turn each long poll into a busy loop:
   a 202 much sooner than the wait makes the tenant poll every POLL_S for the rest of the round;
 - a provider holding the request past the round's deadline: the wait asked for never passes
@@ -156,15 +157,18 @@ def test_a_late_round_is_late_at_its_deadline_not_after_a_wait(providers):
     assert tenant.gets <= 3, tenant.gets
 
 
-def test_a_stranger_holding_the_slots_does_not_fault_the_worker(providers):
-    """A stranger holds every long-poll slot of lease 1: the tenant's waits are refused (429),
-    so it polls while Retry-After lasts, and still takes the answer promptly."""
+def test_slots_held_by_others_do_not_fault_the_worker(providers):
+    """Every long-poll slot of lease 1 is held (a stranger no longer can: holding needs a read
+    grant, review 9; an earlier coordinator of the same tenant, or validators, can): the
+    tenant's waits are refused (429), so it polls while Retry-After lasts, and still takes the
+    answer promptly."""
     node, url = providers["new"]
     node.reset()
     codes: list[int] = []
+    grants = ReadGrantAuth(tenant_side().chain)
 
     def hold() -> None:
-        codes.append(httpx.get(f"{url}/leases/1/rounds/0", params={"wait": "20"},
+        codes.append(httpx.get(f"{url}/leases/1/rounds/0", params={"wait": "20"}, auth=grants,
                                timeout=30).status_code)
 
     holders = [threading.Thread(target=hold) for _ in range(MAX_WAITERS_PER_LEASE)]

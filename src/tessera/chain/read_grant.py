@@ -47,7 +47,8 @@ class ReadGrantAuth(httpx.Auth):
             return cached
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        lease_id = read_grant.lease_of_path(request.url.path)
+        lease_id = read_grant.lease_of_request(request.url.path,
+                                               request.url.query.decode("ascii", "replace"))
         if lease_id is not None and self.chain.account is not None:
             request.headers.update(self.grant(lease_id).headers())
         yield request

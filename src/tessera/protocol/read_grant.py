@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
@@ -48,6 +49,9 @@ DECIMAL = re.compile(r"^[0-9]{1,78}$")
 SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130}$")
 # The two routes a grant opens, matched at the end of a URL path (an endpoint may have a prefix).
 PROTECTED = re.compile(r"/leases/([0-9]+)/rounds/[0-9]+/(?:pseudo-gradient|checkpoints/[0-9]+)$")
+# A round's answer is public, but a request held for it (`?wait=`) takes one of the provider's
+# waiting slots and a look-up every few milliseconds: only a reader with a grant may hold one.
+ANSWER = re.compile(r"/leases/([0-9]+)/rounds/[0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,16 @@ def lease_of_path(path: str) -> int | None:
     """The lease id of a URL path that needs a grant, None for any other path."""
     match = PROTECTED.search(path)
     return int(match.group(1)) if match else None
+
+
+def lease_of_request(path: str, query: str) -> int | None:
+    """The lease id a request must carry a grant for: the two protected routes, and a round's
+    answer asked for with `wait` (a long poll); None for any other request."""
+    lease = lease_of_path(path)
+    if lease is None and "wait" in parse_qs(query, keep_blank_values=True):
+        match = ANSWER.search(path)
+        lease = int(match.group(1)) if match else None
+    return lease
 
 
 def typed_data(chain_id: int, market: str, lease_id: int, reader: str, expiry: int) -> dict:

@@ -157,7 +157,8 @@ def create_app(node: ProviderNode) -> FastAPI:
     async def round_result(lease_id: PathInt, round_index: PathInt, request: Request,
                            wait: str | None = None):
         """The worker's signed answer, or 202 while it works; with `?wait=S` the request is
-        held until the answer exists or S seconds have passed (provider/long_poll.py)."""
+        held until the answer exists or S seconds have passed (provider/long_poll.py), for the
+        holder of a read grant (401/403 otherwise; an answer already there needs none)."""
         wait_s = parse_wait(wait)
 
         async def lookup():
@@ -165,6 +166,10 @@ def create_app(node: ProviderNode) -> FastAPI:
 
         result = await lookup()     # refuses a lease with no rounds here before a slot is taken
         if result is None and wait_s > 0:
+            # holding a request takes a slot and a look-up every WAIT_CHECK_S: the lease's
+            # tenant (or a validator deciding its case) may, a stranger may only ask (review 9)
+            await run_in_threadpool(authorize_read, node.ctx, lease_id, round_index,
+                                    request.headers)
             result, busy = await held(lookup, lease_id, wait_s, request)
             if busy is not None:
                 return busy

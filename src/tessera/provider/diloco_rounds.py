@@ -23,6 +23,9 @@ from tessera.provider.context import NodeContext
 ROUND_REQUEST_SIGNED = "tenant_request.json"
 ROUND_COMMITMENT = "commitment.json"       # the provider's signed Commitment for the round
 QUEUED_TIMES_KEPT = 3                      # chain times of queued rounds kept per lease
+# a commitment signed before is served again as is while it has this long left (or once a
+# posted root holds it); else signed again with a fresh expiry (a round re-sent hours later)
+REUSE_MIN_LIFE_S = cm.VALIDITY_S // 2
 
 
 def _read_json(path: Path) -> dict | None:
@@ -113,6 +116,9 @@ class Rounds:
                 write_atomic(folder / ROUND_REQUEST_SIGNED,
                              json.dumps({"params_sha256": params_sha256, "nonce": nonce,
                                          "expiry": expiry, "signature": signature}))
+            # the time read when the round was first queued is stale now: a commitment signed
+            # before this send's own read lands reads the chain itself (review 9, finding 2)
+            self._queued_at.pop((lease_id, round_index), None)
             if record.manifest["workload"].get("checkpoint_every"):
                 threading.Thread(target=self._note_chain_time, args=(lease_id, round_index),
                                  name="round-chain-time", daemon=True).start()
@@ -130,10 +136,16 @@ class Rounds:
             self._queued_at[(lease_id, round_index)] = now
             # a lease keeps the times of its QUEUED_TIMES_KEPT highest rounds (rounds go up; a
             # tenant queuing them downwards cannot grow this: a dropped round's commitment
-            # reads the chain's time when it is signed, as after a restart)
+            # reads the chain's time when it is signed, as after a restart), and a lease whose
+            # worker no longer runs keeps none
             rounds = sorted(r for lease, r in self._queued_at if lease == lease_id)
             for r in rounds[:-QUEUED_TIMES_KEPT]:
                 del self._queued_at[(lease_id, r)]
+            for lease in {lease for lease, _ in self._queued_at}:
+                record = self.ctx.state.lease(lease)
+                if record is None or record.status != "running":
+                    for key in [key for key in self._queued_at if key[0] == lease]:
+                        del self._queued_at[key]
 
     def _current_result(self, lease_id: int, round_index: int) -> dict | None:
         """The worker's answer for the parameters now queued for the round (None while it works,
@@ -172,20 +184,22 @@ class Rounds:
     def _commitment(self, lease_id: int, order_id: int, round_index: int,
                     result: dict) -> cm.SignedCommitment:
         """The EIP-712 Commitment to the worker's answer (docs/verification.md), signed once and
-        kept so that its expiry does not move; signed again only if the answer changed (a round
-        re-run from other parameters)."""
+        kept, so that the leaf a posted root holds stays the one served; signed again if the
+        answer changed (a round re-run from other parameters), or if it is short of
+        REUSE_MIN_LIFE_S and no root holds it yet (a round re-sent hours later by a resumed
+        tenant, which refuses a commitment that expires too soon after its round starts)."""
         ctx = self.ctx
         path = ctx.jobs.round_folder(lease_id, round_index) / ROUND_COMMITMENT
         result_hash, root = "0x" + result["sha256"], "0x" + result["checkpoint_root"]
         with ctx.lock:
+            if self._verification is None:
+                self._verification = Verification(ctx.chain)
             saved = _read_json(path)
             if saved is not None:
                 signed = cm.SignedCommitment.model_validate(saved)
                 if (signed.commitment.result_hash, signed.commitment.checkpoint_root) == \
-                        (result_hash, root):
+                        (result_hash, root) and self._still_usable(signed.commitment):
                     return signed
-            if self._verification is None:
-                self._verification = Verification(ctx.chain)
             # no chain read on the answer's path (issue 16): the order is this node's record of
             # the lease, and the chain's time was read when the round was queued
             chain_time = self._queued_at.pop((lease_id, round_index), None)
@@ -201,6 +215,16 @@ class Rounds:
             ctx.log("round-committed", lease_id=lease_id, round=round_index, job=order_id,
                     checkpoint_root=root, checkpoints=commitment.checkpoints)
             return signed
+
+    def _still_usable(self, c: cm.Commitment) -> bool:
+        """Whether a commitment signed before is served again (see `_commitment`): one chain
+        read, only on this path (an answer asked for again)."""
+        try:
+            if c.expiry >= self.ctx.chain.block_timestamp() + REUSE_MIN_LIFE_S:
+                return True
+            return self._verification.round(c.job, c.round).posted_at != 0
+        except Exception:   # the chain cannot be read now: serve what was signed, as before
+            return True
 
     def checkpoint(self, lease_id: int, round_index: int, index: int) -> Path:
         """The full state (parameters + AdamW) behind checkpoint `index` of a committed round,

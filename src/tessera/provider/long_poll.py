@@ -4,7 +4,9 @@ without `wait`), instead of the tenant's coordinator asking every 20 ms for the 
 (tenant/worker_rounds.py). Without `wait`, or with `wait=0`, the route answers at once as before.
 
 The route is public (anyone may ask for a round's answer; it reveals nothing that saves work),
-so a stranger may hold long polls too. What one costs and what bounds them:
+but holding a request needs a read grant (the lease's tenant, or a validator deciding its
+case): 64 held slots cost the node ~3,000 look-ups a second, and a stranger holding them cost
+the node ~1,500 times what they cost the stranger (review 9). What one costs and what bounds them:
 - each waiter is one sleeping coroutine and one local look-up (a row and two small files, in
   the thread pool) every WAIT_CHECK_S: cheaper than the request it replaces;
 - at most MAX_WAITERS_PER_LEASE waiters per lease and MAX_WAITERS in all; beyond that 429 with

@@ -22,7 +22,7 @@ from tessera.chain.verification import Verification
 from tessera.compute.checkpoints import RoundCommitment, tensor_hash
 from tessera.compute.diloco import DilocoConfig
 from tessera.compute.segment_check import SpotCheck, spot_check
-from tessera.errors import ChainError, CommitmentError, WorkerFault
+from tessera.errors import ChainError, CommitmentError, CommitmentExpiresEarly, WorkerFault
 from tessera.files import write_atomic
 from tessera.logs import EventLog
 from tessera.protocol import commitment as cm
@@ -80,17 +80,32 @@ class RoundVerifier:
     def check_commitment(self, worker: WorkerLease, round_index: int,
                          result: RoundResult) -> RoundCommitment:
         chain = self.tenant.chain
+        fields = dict(chain_id=chain.network.chain_id, verification=self.verification.address,
+                      job=worker.order_id, round_index=round_index, lease_id=worker.lease_id,
+                      provider=worker.provider, worker=worker.index,
+                      inner_steps=self.config.inner_steps, k=self.verify.checkpoint_every,
+                      threads=self.config.workload.threads, start_params_hash=self._start_hash,
+                      previous=self.previous.get(worker.lease_id))
         try:
-            return check_commitment(
-                result, chain_id=chain.network.chain_id, verification=self.verification.address,
-                job=worker.order_id, round_index=round_index, lease_id=worker.lease_id,
-                provider=worker.provider, worker=worker.index,
-                inner_steps=self.config.inner_steps, k=self.verify.checkpoint_every,
-                threads=self.config.workload.threads, start_params_hash=self._start_hash,
-                min_expiry=self._min_expiry,
-                previous=self.previous.get(worker.lease_id))
+            try:
+                return check_commitment(result, min_expiry=self._min_expiry, **fields)
+            except CommitmentExpiresEarly as early:
+                # a round whose root this tenant posted before a restart: its leaf must stay
+                # the one posted (the provider serves it again), and it only had to be valid
+                # when the root was posted
+                posted_at = self._posted_at(worker.order_id, round_index)
+                if not posted_at or early.expiry < posted_at:
+                    raise
+                return check_commitment(result, min_expiry=posted_at, **fields)
         except CommitmentError as exc:
             raise WorkerFault("bad-commitment", str(exc)) from None
+
+    def _posted_at(self, order_id: int, round_index: int) -> int:
+        """When the order's root of the round was posted (0: not posted, or unreadable)."""
+        try:
+            return self.verification.round(order_id, round_index).posted_at
+        except ChainError:
+            return 0
 
     def verify_round(self, round_index: int, accepted: list[WorkerLease],
                      answers: dict[int, Answer], background: bool = False) -> RoundChecks:

@@ -34,7 +34,7 @@ from tessera.chain.client import Chain
 from tessera.chain.validators import Validators
 from tessera.compute import numerics
 from tessera.compute.checkpoints import RoundCommitment, commitment_from_answer, n_leaves_for
-from tessera.errors import CommitmentError
+from tessera.errors import CommitmentError, CommitmentExpiresEarly
 
 # The download-and-replay step is shared with the validator's challenge votes.
 from tessera.protocol import commitment as cm
@@ -82,8 +82,8 @@ def check_commitment(result: RoundResult, *, chain_id: int, verification: str, j
         if got != want:
             raise CommitmentError(f"commitment {name} is {got}, expected {want}")
     if c.expiry < min_expiry:
-        raise CommitmentError(f"commitment expires at {c.expiry}, before {min_expiry} "
-                              "(too soon to post and challenge it)")
+        raise CommitmentExpiresEarly(f"commitment expires at {c.expiry}, before {min_expiry} "
+                                     "(too soon to post and challenge it)", c.expiry)
     if len(result.checkpoints) + 1 != c.checkpoints:
         raise CommitmentError(f"answer lists {len(result.checkpoints)} checkpoints and a payload "
                               f"leaf, its commitment {c.checkpoints} leaves")
