@@ -46,6 +46,7 @@ from tessera.chain.network import Network
 from tessera.chain.validators import Validators
 from tessera.errors import BridgeError
 from tessera.files import write_atomic
+from tessera.http_deadline import DeadlineClient, within
 from tessera.logs import EventLog
 from tessera.protocol.bridge import (
     DEFAULT_CONFIRMATIONS,
@@ -104,7 +105,7 @@ class Collector:
     def __init__(self, inboxes: dict[int, BridgeInbox], validators: Validators,
                  log: EventLog, timeout: float = 2.0):
         self.inboxes, self.validators, self.log = inboxes, validators, log
-        self.http = httpx.Client(timeout=timeout)
+        self.http = DeadlineClient(timeout=timeout)   # every answer whole by its deadline
         self._committees: dict[int, Committee] = {}
         self._endpoints: dict[str, str] = {}
         self._unreachable: set[str] = set()   # endpoints that failed this poll: not asked again
@@ -208,11 +209,11 @@ class Collector:
 
     def _get_bounded(self, url: str, params: dict) -> bytes | None:
         """The body of a 200 answer (b"" for any other status), or None when the endpoint is
-        down, slower than ATTESTATION_DEADLINE_S for the whole answer, or longer than
-        ATTESTATION_BYTES."""
+        down, slower than ATTESTATION_DEADLINE_S for the whole answer (headers included: a
+        member dripping them held the relayer), or longer than ATTESTATION_BYTES."""
         deadline = time.monotonic() + ATTESTATION_DEADLINE_S
         try:
-            with self.http.stream("GET", url, params=params) as reply:
+            with within(deadline), self.http.stream("GET", url, params=params) as reply:
                 if reply.status_code != 200:
                     return b""
                 chunks, size = [], 0
