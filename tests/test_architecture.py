@@ -16,6 +16,7 @@ PACKAGE = SRC / "tessera"
 # Layer of each top-level part of the package, bottom (0) to top. docs/architecture.md.
 LAYERS = {
     "errors": 0, "command_errors": 0, "files": 0, "logs": 0, "contracts": 0, "http_limits": 0,
+    "http_deadline": 0,
     "protocol": 1,
     "chain": 2, "compute": 2,
     "provider": 3, "tenant": 3, "validator": 3, "explorer": 3, "facilitator": 3,

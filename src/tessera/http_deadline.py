@@ -31,6 +31,10 @@ import httpcore
 import httpx
 
 HTTP_TOTAL_S = 120.0   # the longest a request to a node takes when nothing sets a deadline
+# The slowest transfer with a node that is not a fault: 2 Mbit/s, a fiftieth of the 100 Mbit/s
+# link DiLoCo is measured on, after a grace for set-up (`transfer_time_s`).
+MIN_TRANSFER_BYTES_PER_S = 256 * 1024
+TRANSFER_GRACE_S = 30.0
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("http_deadline",
                                                                         default=None)
@@ -45,6 +49,11 @@ def within(deadline: float) -> Iterator[None]:
         yield
     finally:
         _DEADLINE.reset(token)
+
+
+def transfer_time_s(nbytes: int) -> float:
+    """How long moving `nbytes` to or from a node may take before it is given up."""
+    return TRANSFER_GRACE_S + nbytes / MIN_TRANSFER_BYTES_PER_S
 
 
 def past_deadline() -> bool:

@@ -27,18 +27,18 @@ from tessera.compute.replay import (
     verify_payload,
     verify_segment,
 )
-from tessera.http_deadline import within
+from tessera.http_deadline import MIN_TRANSFER_BYTES_PER_S, TRANSFER_GRACE_S, within
 
 DOWNLOAD_ATTEMPTS = 4
 DOWNLOAD_BACKOFF_S = (0.5, 1.0, 2.0)   # between attempts: a slow or briefly unreachable honest
                                       # provider is not failed for one dropped connection
 STATE_SLACK_BYTES = 1 << 20   # the wire format's header (names, shapes) on top of 3 copies of θ
-# The slowest a provider may serve what it committed to: 2 Mbit/s, a fiftieth of the 100 Mbit/s
-# link DiLoCo is measured on, over the most a file may be, plus a grace for set-up. Without an
-# overall bound a provider sending a byte just inside every read timeout held the round's checks
-# (and so the job, every honest worker idle) for as long as it liked; now the file fails to open.
-MIN_SERVE_BYTES_PER_S = 256 * 1024
-DOWNLOAD_GRACE_S = 30.0
+# The slowest a provider may serve what it committed to, and the grace for set-up: the bounds
+# of any transfer with a node (tessera/http_deadline.py). Without an overall bound a provider
+# sending a byte just inside every read timeout held the round's checks (and so the job, every
+# honest worker idle) for as long as it liked; now the file fails to open.
+MIN_SERVE_BYTES_PER_S = MIN_TRANSFER_BYTES_PER_S
+DOWNLOAD_GRACE_S = TRANSFER_GRACE_S
 OPEN_FAILURE = "could not open segment"   # how a failed check that never reached replay begins
 CANNOT_JUDGE = "cannot judge here"        # how a check this machine cannot make begins
 

@@ -19,7 +19,13 @@ from tessera.chain.network import load_network
 from tessera.chain.read_grant import ReadGrantAuth
 from tessera.errors import ProviderGone, ProviderUnreachable, TenantError, TxRefused
 from tessera.files import write_atomic
-from tessera.http_deadline import HTTP_TOTAL_S, DeadlineClient
+from tessera.http_deadline import (
+    HTTP_TOTAL_S,
+    DeadlineClient,
+    read_at_most,
+    transfer_time_s,
+    within,
+)
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.matching import BidVerdict
@@ -152,9 +158,11 @@ class Tenant:
         answer = self._request("POST", f"{endpoint}/leases/{lease_id}/manifest", lease_id,
                                json=signed.model_dump(mode="json"))
         if manifest.dataset_sha256 in answer.get("needs", []):
-            answer = self._request("PUT",
-                                   f"{endpoint}/leases/{lease_id}/blobs/{manifest.dataset_sha256}",
-                                   lease_id, content=dataset)
+            # a dataset may be large: its own limit, by size (HTTP_TOTAL_S is for the rest)
+            with within(time.monotonic() + transfer_time_s(len(dataset))):
+                answer = self._request(
+                    "PUT", f"{endpoint}/leases/{lease_id}/blobs/{manifest.dataset_sha256}",
+                    lease_id, content=dataset)
         self.emit("manifest-sent", {"lease_id": lease_id, "dataset": manifest.dataset_sha256,
                                     "bytes": len(dataset)})
         return answer
@@ -237,12 +245,18 @@ class Tenant:
             raise TenantError("artifact list does not hash to the committed result")
         directory.mkdir(parents=True, exist_ok=True)
         for name, meta in artifacts.items():
-            response = self.http.get(f"{endpoint}/artifacts/{meta['sha256']}")
+            size = int(meta.get("size", 0))
+            try:   # within a limit by its listed size, and never more bytes than that
+                with within(time.monotonic() + transfer_time_s(size)), \
+                        self.http.stream("GET", f"{endpoint}/artifacts/{meta['sha256']}") as response:
+                    content = read_at_most(response, size) if response.status_code == 200 else b""
+            except (httpx.HTTPError, ValueError) as exc:
+                raise TenantError(f"artifact {name} could not be downloaded: {exc}") from None
             if response.status_code != 200:
                 raise TenantError(f"artifact {name} could not be downloaded: {response.status_code}")
-            if hashlib.sha256(response.content).hexdigest() != meta["sha256"]:
+            if hashlib.sha256(content).hexdigest() != meta["sha256"]:
                 raise TenantError(f"artifact {name} does not match its sha256")
-            (directory / name).write_bytes(response.content)
+            (directory / name).write_bytes(content)
         checks.append(f"{len(artifacts)} artifacts downloaded, each matching its sha256")
         metrics = json.loads((directory / "metrics.json").read_text())
         history = json.loads((directory / "loss_history.json").read_text())
