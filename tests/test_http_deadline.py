@@ -114,3 +114,111 @@ def test_within_nests_to_the_earlier_deadline():
 def test_deadline_client_refuses_a_transport_of_its_own():
     with pytest.raises(TypeError, match="its own transport"):
         DeadlineClient(transport=httpx.HTTPTransport())
+
+
+class Once(ScriptedTcpServer):
+    """Answers each connection with `reply` and keeps the request it read."""
+
+    def __init__(self, reply: bytes):
+        self.reply, self.requests = reply, []
+        super().__init__()
+
+    def answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                self.requests.append(conn.recv(65536))
+                conn.sendall(self.reply)
+            except OSError:
+                return
+
+
+def test_a_compressed_body_is_refused_before_it_is_inflated():
+    """Review 11, finding 1: 825 bytes of gzip inside gzip inflated to 400 MB before any cap
+    could count them. The client asks for identity and refuses anything else, raw."""
+    import gzip
+
+    bomb = gzip.compress(gzip.compress(b"\0" * (64 << 20), 9), 9)
+    server = Once(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip, gzip\r\n"
+                  + f"Content-Length: {len(bomb)}\r\n\r\n".encode() + bomb)
+    try:
+        with DeadlineClient(timeout=5.0) as client:
+            with within(time.monotonic() + 5), client.stream("GET", server.url) as response:
+                with pytest.raises(ValueError, match="gzip, gzip-encoded; identity was asked"):
+                    read_at_most(response, 1 << 20)
+            with pytest.raises(httpx.DecodingError, match="identity was asked"):
+                client.get(server.url)
+        assert all(b"accept-encoding: identity" in r.lower() for r in server.requests)
+    finally:
+        server.close()
+
+
+def test_a_body_over_the_cap_of_a_plain_request_is_refused():
+    server = Once(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000)
+    try:
+        with DeadlineClient(timeout=5.0, max_body=4096) as client, \
+                pytest.raises(httpx.DecodingError, match="larger than 4096"):
+            client.get(server.url)
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("server", ["body"], indirect=True)
+def test_waiting_for_a_pooled_connection_ends_at_the_deadline(server):
+    """Review 11, finding 3: the wait for a free connection used httpx's pool timeout, not the
+    time left. One connection, held by a dripping answer: the next request ends on time."""
+    import threading
+
+    with DeadlineClient(timeout=5.0, limits=httpx.Limits(max_connections=1)) as client:
+        def hold() -> None:
+            with within(time.monotonic() + 4), client.stream("GET", server.url) as response:
+                try:
+                    read_at_most(response, 1 << 20)
+                except httpx.HTTPError:
+                    pass
+        holder = threading.Thread(target=hold)
+        holder.start()
+        time.sleep(0.3)
+        with within(time.monotonic() + 1.0):
+            took, error = timed(lambda: client.get(server.url))
+        holder.join()
+    assert isinstance(error, httpx.TimeoutException) and took < 2.0, (took, error)
+
+
+def test_a_name_with_many_dead_addresses_connects_within_the_deadline(monkeypatch):
+    """Review 11, finding 2: a name resolving to N unreachable addresses took N times the
+    deadline (each address got the whole time left). The DNS answer is faked (a provider's own
+    zone can answer this; we cannot run one here); the dead addresses are real listeners whose
+    accept queue is full, so their SYNs are dropped."""
+    holes, fill = [], []
+    for i in range(4):
+        listener = socket.socket()
+        listener.bind((f"127.0.0.{i + 2}", 0))
+        listener.listen(0)
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(listener.getsockname())
+            except BlockingIOError:
+                pass
+            fill.append(c)
+        holes.append(listener)
+    time.sleep(0.2)
+    real = socket.getaddrinfo
+    port = holes[0].getsockname()[1]
+
+    def dns(host, *args, **kwargs):
+        if host == "many.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (h.getsockname()[0], port))
+                    for h in holes]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    try:
+        with DeadlineClient(timeout=30.0) as client, within(time.monotonic() + 1.0):
+            took, error = timed(lambda: client.get(f"http://many.example:{port}/"))
+        assert isinstance(error, httpx.TimeoutException | httpx.ConnectError) and took < 1.8, \
+            (took, error)
+    finally:
+        for s in holes + fill:
+            s.close()

@@ -31,6 +31,8 @@ import httpcore
 import httpx
 
 HTTP_TOTAL_S = 120.0   # the longest a request to a node takes when nothing sets a deadline
+MAX_BODY_BYTES = 64 << 20   # the largest body a request that is not streamed reads
+WRITE_PIECE = 1 << 16       # a write through a stream that is not a plain socket, per call
 # The slowest transfer with a node that is not a fault: 2 Mbit/s, a fiftieth of the 100 Mbit/s
 # link DiLoCo is measured on, after a grace for set-up (`transfer_time_s`).
 MIN_TRANSFER_BYTES_PER_S = 256 * 1024
@@ -85,6 +87,13 @@ class _Stream(httpcore.NetworkStream):
         if _DEADLINE.get() is None or not isinstance(sock, socket.socket):
             self._inner.write(buffer, timeout)
             return
+        if type(self._inner).__name__ != "SyncStream":
+            # TLS inside TLS (an https proxy): the socket is the proxy's; write through the
+            # stream, a piece at a time, each held to the time left
+            for start in range(0, len(buffer), WRITE_PIECE):
+                self._inner.write(buffer[start:start + WRITE_PIECE],
+                                  _left(timeout, httpcore.WriteTimeout))
+            return
         view = memoryview(buffer)
         while view:
             sock.settimeout(_left(timeout, httpcore.WriteTimeout))
@@ -117,8 +126,25 @@ class DeadlineBackend(httpcore.NetworkBackend):
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None,
                     socket_options: typing.Iterable | None = None) -> httpcore.NetworkStream:
-        return _Stream(self._inner.connect_tcp(host, port, _left(timeout, httpcore.ConnectTimeout),
-                                               local_address, socket_options))
+        """Every address the name resolves to, one after another, each with the time left (a
+        name with many unreachable addresses took their number times the deadline)."""
+        if _DEADLINE.get() is None:
+            return _Stream(self._inner.connect_tcp(host, port, timeout, local_address,
+                                                   socket_options))
+        try:
+            addresses = list(dict.fromkeys(a[4][0] for a in socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM)))
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        last: Exception = httpcore.ConnectError(f"{host} resolves to no address")
+        for address in addresses:
+            try:
+                return _Stream(self._inner.connect_tcp(
+                    address, port, _left(timeout, httpcore.ConnectTimeout), local_address,
+                    socket_options))
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        raise last
 
     def connect_unix_socket(self, path: str, timeout: float | None = None,
                             socket_options: typing.Iterable | None = None) -> httpcore.NetworkStream:
@@ -131,9 +157,12 @@ class DeadlineBackend(httpcore.NetworkBackend):
 
 class DeadlineClient(httpx.Client):
     """An httpx.Client whose requests obey `within`; `total_s`: the limit of a request that is
-    not streamed and not made inside `within` (None: only per-operation timeouts)."""
+    not streamed and not made inside `within` (None: only per-operation timeouts); a body that
+    is not streamed is read up to `max_body` bytes (more: httpx.DecodingError). Bodies are
+    asked for and accepted unencoded only (`read_at_most`)."""
 
-    def __init__(self, *args, total_s: float | None = None, **kwargs):
+    def __init__(self, *args, total_s: float | None = None, max_body: int = MAX_BODY_BYTES,
+                 **kwargs):
         if "transport" in kwargs:
             raise TypeError("DeadlineClient builds its own transport")
         super().__init__(*args, **kwargs)
@@ -145,19 +174,46 @@ class DeadlineClient(httpx.Client):
                 raise RuntimeError("httpx's transport no longer holds an httpcore pool in _pool: "
                                    "tessera.http_deadline needs updating")
             pool._network_backend = DeadlineBackend(pool._network_backend)
-        self.total_s = total_s
+        self.total_s, self.max_body = total_s, max_body
+        self.headers["Accept-Encoding"] = "identity"   # no compressed body: no bomb to inflate
 
     def send(self, request: httpx.Request, *, stream: bool = False, **kwargs) -> httpx.Response:
-        if stream or self.total_s is None or _DEADLINE.get() is not None:
-            return super().send(request, stream=stream, **kwargs)
-        with within(time.monotonic() + self.total_s):
-            return super().send(request, stream=stream, **kwargs)
+        with contextlib.ExitStack() as scope:
+            if not stream and self.total_s is not None and _DEADLINE.get() is None:
+                scope.enter_context(within(time.monotonic() + self.total_s))
+            deadline = _DEADLINE.get()
+            if deadline is not None:   # waiting for a pooled connection counts too
+                timeout = dict(request.extensions.get("timeout", {}))
+                left = max(0.001, deadline - time.monotonic())
+                timeout["pool"] = left if timeout.get("pool") is None else min(timeout["pool"], left)
+                request.extensions["timeout"] = timeout
+            response = super().send(request, stream=True, **kwargs)
+            if stream:
+                return response
+            try:
+                body = read_at_most(response, self.max_body)
+            except ValueError as exc:
+                raise httpx.DecodingError(str(exc), request=request) from None
+            finally:
+                response.close()
+            return httpx.Response(response.status_code, headers=response.headers, content=body,
+                                  request=request, extensions=response.extensions)
+
+
+def raw_chunks(response: httpx.Response) -> typing.Iterator[bytes]:
+    """A streamed response's body as it arrives, refused (ValueError) if it is encoded: httpx
+    inflates each compressed piece whole before a caller can count it (825 bytes of stacked
+    gzip made 400 MB), so the clients ask for identity and take nothing else."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise ValueError(f"the response is {encoding[:40]}-encoded; identity was asked for")
+    yield from response.iter_raw()
 
 
 def read_at_most(response: httpx.Response, cap: int) -> bytes:
     """A streamed response's body, refused (ValueError) as soon as it passes `cap` bytes."""
     chunks, size = [], 0
-    for chunk in response.iter_bytes():
+    for chunk in raw_chunks(response):
         size += len(chunk)
         if size > cap:
             raise ValueError(f"the response is larger than {cap} bytes")

@@ -27,7 +27,12 @@ from tessera.compute.replay import (
     verify_payload,
     verify_segment,
 )
-from tessera.http_deadline import MIN_TRANSFER_BYTES_PER_S, TRANSFER_GRACE_S, within
+from tessera.http_deadline import (
+    MIN_TRANSFER_BYTES_PER_S,
+    TRANSFER_GRACE_S,
+    raw_chunks,
+    within,
+)
 
 DOWNLOAD_ATTEMPTS = 4
 DOWNLOAD_BACKOFF_S = (0.5, 1.0, 2.0)   # between attempts: a slow or briefly unreachable honest
@@ -87,7 +92,7 @@ def download(http: httpx.Client, url: str, limit: int) -> bytes:
             with within(deadline), http.stream("GET", url) as response:
                 if response.status_code != 200:
                     raise ValueError(f"{url} answered {response.status_code}")
-                for chunk in response.iter_bytes():
+                for chunk in raw_chunks(response):   # ValueError if encoded: a failure
                     size += len(chunk)
                     if size > limit:
                         raise ValueError(f"{url} is larger than {limit} bytes")

@@ -46,7 +46,7 @@ from tessera.chain.network import Network
 from tessera.chain.validators import Validators
 from tessera.errors import BridgeError
 from tessera.files import write_atomic
-from tessera.http_deadline import DeadlineClient, within
+from tessera.http_deadline import DeadlineClient, raw_chunks, within
 from tessera.logs import EventLog
 from tessera.protocol.bridge import (
     DEFAULT_CONFIRMATIONS,
@@ -217,13 +217,13 @@ class Collector:
                 if reply.status_code != 200:
                     return b""
                 chunks, size = [], 0
-                for chunk in reply.iter_bytes():
+                for chunk in raw_chunks(reply):
                     size += len(chunk)
                     if size > ATTESTATION_BYTES or time.monotonic() > deadline:
                         return None
                     chunks.append(chunk)
                 return b"".join(chunks)
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):    # ValueError: an encoded body
             return None
 
     def close(self) -> None:

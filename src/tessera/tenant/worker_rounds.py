@@ -27,7 +27,7 @@ import httpx
 
 from tessera.compute.checkpoints import RoundCommitment
 from tessera.errors import WorkerFault
-from tessera.http_deadline import past_deadline, read_at_most, within
+from tessera.http_deadline import past_deadline, raw_chunks, read_at_most, within
 from tessera.protocol import messages
 from tessera.protocol.wire import MAX_ROUND_RESULT_BYTES, RoundResult
 from tessera.tenant.client import Tenant
@@ -272,7 +272,7 @@ class WorkerChannel:
             with within(deadline), self.http.stream("GET", url, **held) as response:
                 if response.status_code != 200:
                     return response.status_code, None
-                for chunk in response.iter_bytes():
+                for chunk in raw_chunks(response):
                     if time.monotonic() > deadline:
                         raise WorkerFault("late", f"pseudo-gradient not downloaded within "
                                                   f"{self.round_timeout_s:.0f} s")
@@ -283,6 +283,8 @@ class WorkerChannel:
                     chunks.append(chunk)
         except httpx.HTTPError as exc:
             raise _unreachable_or_late(exc, deadline, "pseudo-gradient not downloaded") from None
+        except ValueError as exc:    # an encoded body (raw_chunks)
+            raise WorkerFault("bad-payload", f"pseudo-gradient refused: {exc}") from None
         return 200, b"".join(chunks)
 
 
