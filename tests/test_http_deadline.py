@@ -12,7 +12,7 @@ import httpx
 import pytest
 from tests.support.tcp_server import ScriptedTcpServer
 
-from tessera.http_deadline import DeadlineClient, past_deadline, read_at_most, within
+from tessera.http_deadline import DeadlineClient, _left, read_at_most, within
 
 DRIP_S = 0.1          # far inside the client's 1 s read timeout
 
@@ -42,9 +42,7 @@ class Server(ScriptedTcpServer):
                         conn.sendall(b"HTTP/1.1 200 OK\r\nX-Pad: ")
                     else:
                         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-                    while not self.stop.is_set():
-                        conn.sendall(b"a")
-                        time.sleep(DRIP_S)
+                    self.drip(conn, b"a" * 100_000, DRIP_S)
             except OSError:
                 return
 
@@ -101,14 +99,17 @@ def test_an_honest_server_is_unaffected_and_its_connection_reused(server):
 
 
 def test_within_nests_to_the_earlier_deadline():
+    def left() -> float | None:
+        return _left(None, TimeoutError)   # the time a socket operation may take here
+
     now = time.monotonic()
-    assert not past_deadline()
+    assert left() is None
     with within(now + 100):
-        with within(now - 1):
-            assert past_deadline()
+        with within(now - 1), pytest.raises(TimeoutError):
+            left()
         with within(now + 1000):
-            assert not past_deadline()
-    assert not past_deadline()
+            assert 99 < left() <= 100
+    assert left() is None
 
 
 def test_deadline_client_refuses_a_transport_of_its_own():

@@ -53,15 +53,10 @@ def within(deadline: float) -> Iterator[None]:
         _DEADLINE.reset(token)
 
 
-def transfer_time_s(nbytes: int) -> float:
+def transfer_time_s(nbytes: int, grace_s: float = TRANSFER_GRACE_S,
+                    bytes_per_s: float = MIN_TRANSFER_BYTES_PER_S) -> float:
     """How long moving `nbytes` to or from a node may take before it is given up."""
-    return TRANSFER_GRACE_S + nbytes / MIN_TRANSFER_BYTES_PER_S
-
-
-def past_deadline() -> bool:
-    """Whether the deadline of the requests made here (if any) has passed."""
-    deadline = _DEADLINE.get()
-    return deadline is not None and time.monotonic() >= deadline
+    return grace_s + nbytes / bytes_per_s
 
 
 def _left(timeout: float | None, error: type[Exception]) -> float | None:

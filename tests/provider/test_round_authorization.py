@@ -21,7 +21,10 @@ Adversary strategies, and what stops them:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from pathlib import Path
 
 import pytest
 from tests.support import provider_node
@@ -30,6 +33,7 @@ from tests.support.provider_node import provider_world
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.errors import Refused
+from tessera.files import write_atomic
 from tessera.protocol import messages
 from tessera.provider.node import ProviderNode
 from tessera.tenant.client import Tenant
@@ -55,6 +59,40 @@ def signed(network, node: ProviderNode, signer: int, lease_id: int, round_index:
     typed = messages.round_typed_data(network.chain_id, node.ctx.market.address, lease_id,
                                       round_index, bytes.fromhex(PARAMS_SHA256), nonce, expiry)
     return nonce, expiry, messages.sign(devnet_account(signer), typed)
+
+
+def verified_lease(network, node: ProviderNode) -> tuple[Tenant, int]:
+    """A lease of TENANT's that this node runs as a verified DiLoCo worker (k = 5)."""
+    tenant = Tenant(Chain(network, devnet_account(TENANT)))
+    lease_id = lease_of(network, tenant)
+    node.poll_once()
+    node.state.update_lease(lease_id, status="running", manifest={
+        "workload": {"kind": "diloco-worker", "checkpoint_every": 5}})
+    return tenant, lease_id
+
+
+def queue(network, node: ProviderNode, lease_id: int, round_index: int, params: bytes,
+          nonce: int, expiry: int) -> None:
+    """The tenant's signed round request, accepted by the node."""
+    typed = messages.round_typed_data(network.chain_id, node.ctx.market.address, lease_id,
+                                      round_index, hashlib.sha256(params).digest(), nonce, expiry)
+    node.rounds.accept(lease_id, round_index, params, nonce, expiry,
+                       messages.sign(devnet_account(TENANT), typed))
+
+
+def write_answer(node: ProviderNode, lease_id: int, params: bytes) -> Path:
+    """The worker's answer to round 0, as compute/diloco_worker.py writes it (hashes made up:
+    not checked here); the round's folder."""
+    folder = node.ctx.jobs.round_folder(lease_id, 0)
+    write_atomic(folder / "pseudo_gradient.bin", b"payload")
+    write_atomic(folder / "result.json", json.dumps({
+        "params_sha256": hashlib.sha256(params).hexdigest(),
+        "sha256": hashlib.sha256(b"payload").hexdigest(), "size": 7,
+        "inner_loss": 1.0, "compute_s": 0.1, "checkpoint_every": 5, "checkpoint_root": "cd" * 32,
+        "checkpoints": [{"step": 5, "params_hash": "01" * 32, "optimizer_hash": "02" * 32}],
+        "payload": {"residual_in_hash": "03" * 32, "residual_out_hash": "04" * 32,
+                    "threads": 1, "profile": "cpu-avx2-v1"}}).encode())
+    return folder
 
 
 class RpcCount:
@@ -136,42 +174,21 @@ def test_a_rounds_commitment_is_signed_without_a_chain_read(world):
     the lease (for its order) and the chain's time (for its expiry) there: two more round trips
     on every verified round's critical path. Now the order is the node's record and the time is
     read beside the worker's steps, when the round is queued."""
-    import hashlib
-    import json
-
     from tessera.chain.verification import Verification
-    from tessera.files import write_atomic
     from tessera.protocol import commitment as cm
 
     network, node = world
-    tenant = Tenant(Chain(network, devnet_account(TENANT)))
-    lease_id = lease_of(network, tenant)
-    node.poll_once()
-    node.state.update_lease(lease_id, status="running", manifest={
-        "workload": {"kind": "diloco-worker", "checkpoint_every": 5}})
+    tenant, lease_id = verified_lease(network, node)
     params = b"round 0's global parameters"
-    sha = hashlib.sha256(params).hexdigest()
-    nonce, expiry = 11, int(time.time()) + 600
-    typed = messages.round_typed_data(network.chain_id, node.ctx.market.address, lease_id, 0,
-                                      bytes.fromhex(sha), nonce, expiry)
     before = tenant.chain.block_timestamp()
-    node.rounds.accept(lease_id, 0, params, nonce, expiry,
-                       messages.sign(devnet_account(TENANT), typed))
+    queue(network, node, lease_id, 0, params, 11, int(time.time()) + 600)
     deadline = time.monotonic() + 10
     while (lease_id, 0) not in node.rounds._queued_at:     # read in the background
         assert time.monotonic() < deadline, "the chain's time was not read when queued"
         time.sleep(0.01)
     queued_at = node.rounds._queued_at[(lease_id, 0)]
     assert queued_at >= before
-    # the worker's answer, as compute/diloco_worker.py writes it (hashes made up: not checked)
-    folder = node.ctx.jobs.round_folder(lease_id, 0)
-    write_atomic(folder / "pseudo_gradient.bin", b"payload")
-    write_atomic(folder / "result.json", json.dumps({
-        "params_sha256": sha, "sha256": hashlib.sha256(b"payload").hexdigest(), "size": 7,
-        "inner_loss": 1.0, "compute_s": 0.1, "checkpoint_every": 5, "checkpoint_root": "cd" * 32,
-        "checkpoints": [{"step": 5, "params_hash": "01" * 32, "optimizer_hash": "02" * 32}],
-        "payload": {"residual_in_hash": "03" * 32, "residual_out_hash": "04" * 32,
-                    "threads": 1, "profile": "cpu-avx2-v1"}}).encode())
+    folder = write_answer(node, lease_id, params)
     node.rounds._verification = Verification(node.ctx.chain)   # made once per node
     with RpcCount(node.ctx.chain) as rpc:
         answer = node.rounds.result(lease_id, 0)
@@ -191,24 +208,13 @@ def test_queuing_rounds_downwards_keeps_a_bounded_number_of_chain_times(world):
     """The chain time read for each queued verified round is kept until its commitment is
     signed. A tenant queuing round numbers downwards (never signed: no answer yet) used to keep
     every entry for the lease's life; a lease now keeps its QUEUED_TIMES_KEPT highest rounds."""
-    import hashlib
-
     from tessera.provider.diloco_rounds import QUEUED_TIMES_KEPT
 
     network, node = world
-    tenant = Tenant(Chain(network, devnet_account(TENANT)))
-    lease_id = lease_of(network, tenant)
-    node.poll_once()
-    node.state.update_lease(lease_id, status="running", manifest={
-        "workload": {"kind": "diloco-worker", "checkpoint_every": 5}})
+    _, lease_id = verified_lease(network, node)
     rounds = list(range(12, 4, -1))
     for r in rounds:
-        params = f"round {r}".encode()
-        nonce, expiry = r, int(time.time()) + 600
-        typed = messages.round_typed_data(network.chain_id, node.ctx.market.address, lease_id, r,
-                                          hashlib.sha256(params).digest(), nonce, expiry)
-        node.rounds.accept(lease_id, r, params, nonce, expiry,
-                           messages.sign(devnet_account(TENANT), typed))
+        queue(network, node, lease_id, r, f"round {r}".encode(), r, int(time.time()) + 600)
     want = sorted(rounds[:QUEUED_TIMES_KEPT])                 # the highest rounds, 3 of 8
     deadline = time.monotonic() + 10
 
@@ -228,38 +234,18 @@ def test_a_round_resent_hours_later_gets_a_fresh_commitment(world):
     commitment signed then (and the chain time queued then) would expire within the tenant's
     minimum of its round's start, and an honest worker was dropped as "bad-commitment". A
     commitment short of REUSE_MIN_LIFE_S that no posted root holds is signed again."""
-    import hashlib
-    import json
-
     from tessera.chain.verification import Verification
-    from tessera.files import write_atomic
     from tessera.provider.diloco_rounds import REUSE_MIN_LIFE_S
 
     network, node = world
-    tenant = Tenant(Chain(network, devnet_account(TENANT)))
-    lease_id = lease_of(network, tenant)
-    node.poll_once()
-    node.state.update_lease(lease_id, status="running", manifest={
-        "workload": {"kind": "diloco-worker", "checkpoint_every": 5}})
+    tenant, lease_id = verified_lease(network, node)
     params = b"the round's parameters"
-    sha = hashlib.sha256(params).hexdigest()
 
-    def send(nonce: int) -> None:
-        expiry = int(time.time()) + 600 + nonce
-        typed = messages.round_typed_data(network.chain_id, node.ctx.market.address, lease_id, 0,
-                                          bytes.fromhex(sha), nonce, expiry)
-        node.rounds.accept(lease_id, 0, params, nonce, expiry,
-                           messages.sign(devnet_account(TENANT), typed))
+    def send(nonce: int) -> None:   # a later send is signed to expire later
+        queue(network, node, lease_id, 0, params, nonce, int(time.time()) + 600 + nonce)
 
     send(1)
-    folder = node.ctx.jobs.round_folder(lease_id, 0)
-    write_atomic(folder / "pseudo_gradient.bin", b"payload")
-    write_atomic(folder / "result.json", json.dumps({
-        "params_sha256": sha, "sha256": hashlib.sha256(b"payload").hexdigest(), "size": 7,
-        "inner_loss": 1.0, "compute_s": 0.1, "checkpoint_every": 5, "checkpoint_root": "cd" * 32,
-        "checkpoints": [{"step": 5, "params_hash": "01" * 32, "optimizer_hash": "02" * 32}],
-        "payload": {"residual_in_hash": "03" * 32, "residual_out_hash": "04" * 32,
-                    "threads": 1, "profile": "cpu-avx2-v1"}}).encode())
+    write_answer(node, lease_id, params)
     node.rounds._verification = Verification(node.ctx.chain)
     first = node.rounds.result(lease_id, 0).commitment.commitment
     assert node.rounds.result(lease_id, 0).commitment.commitment == first   # asked again: kept

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 
 class ScriptedTcpServer:
@@ -31,6 +32,14 @@ class ScriptedTcpServer:
 
     def answer(self, conn: socket.socket) -> None:
         raise NotImplementedError
+
+    def drip(self, conn: socket.socket, data: bytes, every_s: float) -> None:
+        """Send `data` a byte every `every_s` until it is all sent or the server closes."""
+        for i in range(len(data)):
+            if self.stop.is_set():
+                return
+            conn.sendall(data[i:i + 1])
+            time.sleep(every_s)
 
     def close(self) -> None:
         self.stop.set()

@@ -50,15 +50,10 @@ class Dripping(ScriptedTcpServer):
                     body = json.dumps(signed_answer(1, 0).model_dump()).encode()
                     conn.sendall(b"HTTP/1.1 200 OK\r\n"
                                  + f"Content-Length: {len(body)}\r\n\r\n".encode())
-                    drip = iter(body)
+                    self.drip(conn, body, DRIP_S)
                 else:
                     conn.sendall(b"HTTP/1.1 200 OK\r\nX-Pad: ")
-                    drip = iter(b"a" * 100_000)
-                for byte in drip:
-                    if self.stop.is_set():
-                        return
-                    conn.sendall(bytes([byte]))
-                    time.sleep(DRIP_S)
+                    self.drip(conn, b"a" * 100_000, DRIP_S)
             except OSError:
                 return
 

@@ -31,6 +31,7 @@ from tessera.http_deadline import (
     MIN_TRANSFER_BYTES_PER_S,
     TRANSFER_GRACE_S,
     raw_chunks,
+    transfer_time_s,
     within,
 )
 
@@ -72,7 +73,7 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 def download_time_limit_s(limit: int) -> float:
     """How long a file of at most `limit` bytes may take, every attempt together."""
-    return DOWNLOAD_GRACE_S + limit / MIN_SERVE_BYTES_PER_S
+    return transfer_time_s(limit, DOWNLOAD_GRACE_S, MIN_SERVE_BYTES_PER_S)
 
 
 def download(http: httpx.Client, url: str, limit: int) -> bytes:

@@ -27,7 +27,7 @@ import httpx
 
 from tessera.compute.checkpoints import RoundCommitment
 from tessera.errors import WorkerFault
-from tessera.http_deadline import past_deadline, raw_chunks, read_at_most, within
+from tessera.http_deadline import raw_chunks, read_at_most, within
 from tessera.protocol import messages
 from tessera.protocol.wire import MAX_ROUND_RESULT_BYTES, RoundResult
 from tessera.tenant.client import Tenant
@@ -330,7 +330,7 @@ class EarlyPayload:
 
 def _unreachable_or_late(exc: httpx.HTTPError, deadline: float, what: str) -> WorkerFault:
     """A request that failed: "late" when the round's deadline cut it off, else "unreachable"."""
-    if time.monotonic() >= deadline or past_deadline():
+    if time.monotonic() >= deadline:
         return WorkerFault("late", f"{what} by the round's deadline ({type(exc).__name__})")
     return WorkerFault("unreachable", f"{type(exc).__name__}: {exc}")
 
