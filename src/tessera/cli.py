@@ -253,12 +253,18 @@ def job_submit(spec: Path = typer.Argument(..., help="job.toml"), network: Path 
                    "5m", "--provider-grace",
                    help="while following: how long the provider may stay unreachable (retried "
                         "with backoff) before the lease is closed and its epochs without a "
-                        "heartbeat are claimed, e.g. 90s, 5m")):
+                        "heartbeat are claimed, e.g. 90s, 5m"),
+               pay_from_chain: int | None = typer.Option(
+                   None, "--pay-from-chain", min=1,
+                   help="a peer chain id of the network: the deposit is sent from this "
+                        "account's TUSD there and opens the order here in one bridge message; "
+                        "the order's refunds go back there (a relayer must run)")):
     """Post an order with escrow, collect bids, lease the best one, run the job."""
     from tessera.tenant.flow import submit_job
 
     run_guarded(lambda: submit_job(spec, network, account, follow=follow, close=close,
-                                   console=console, provider_grace=provider_grace))
+                                   console=console, provider_grace=provider_grace,
+                                   pay_from_chain=pay_from_chain))
 
 
 @job_app.command("resume")

@@ -148,7 +148,7 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
         spec = JobSpec.model_validate(job)
         dataset = load_dataset(spec.dataset)
         if bridge:
-            bridge.fund(spec.order.escrow)
+            bridge.pay_from_peer(tenant)
         summary = run_rental(tenant, spec, dataset, console, follow=True, close=True,
                              results_dir=home / "results")
         summary["treasury_received"] = tenant.market.payment_token.balance_of(treasury) - treasury_before

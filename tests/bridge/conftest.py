@@ -160,9 +160,10 @@ class Bridge:
             if only is None or index in only:
                 attester.poll_once()
 
-    def relayer(self, name: str = "relayer", confirmations: int = CONFIRMATIONS) -> Relayer:
+    def relayer(self, name: str = "relayer", confirmations: int = CONFIRMATIONS,
+                **options) -> Relayer:
         return Relayer(self.network, devnet_account(RELAYER), self.tmp / f"{name}.json",
-                       confirmations, log=EventLog("relayer"))
+                       confirmations, log=EventLog("relayer"), **options)
 
     def settle(self, relayer: Relayer | None = None, rounds: int = 4) -> Relayer:
         """Mine past the confirmations on both chains, attest, relay; a bounce or a second hop

@@ -18,7 +18,7 @@ CONTRACTS_DIR = ROOT / "src" / "tessera" / "contracts"
 CONTRACT_NAMES = ("PaymentToken", "StakeToken", "ProviderRegistry", "Market", "Uptime",
                   "Validators", "Probes", "Verification", "Settlement", "HardwareReports",
                   "Timelock", "AgentBudget", "BridgeOutbox", "BridgeInbox", "TokenBridge",
-                  "HyperlaneDispatcher", "ForgerySlasher")
+                  "HyperlaneDispatcher", "ForgerySlasher", "BridgeOrders")
 
 USD = 10**PAYMENT_DECIMALS
 TSTK = 10**STAKE_DECIMALS

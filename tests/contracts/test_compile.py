@@ -28,7 +28,8 @@ def test_compiles_with_plain_vyper(name, vyper_compile):
         "ProviderRegistry": {"register", "slash", "providers", "is_active", "provider_at",
                              "index_of"},
         "Market": {"create_order", "accept_bid", "bid_digest", "earned", "withdraw",
-                   "close_lease", "orders", "leases", "claim_downtime"},
+                   "close_lease", "orders", "leases", "claim_downtime", "create_order_for",
+                   "refund_to", "refunded", "OrderSponsored"},
         "Uptime": {"heartbeat", "beats", "current_epoch", "epoch_length", "genesis", "Heartbeat",
                    "report_outage", "open_epoch", "seed", "report_liveness", "claim_beat",
                    "challenge_inclusions", "answer_challenge", "resolve_challenge", "is_up",
@@ -63,8 +64,11 @@ def test_compiles_with_plain_vyper(name, vyper_compile):
                         "attestation_digest", "MessageDelivered", "MessageQueued", "handle",
                         "set_mailbox", "set_hyperlane_sender", "set_ism"},
         "HyperlaneDispatcher": {"dispatch", "quote", "outbox", "mailbox", "Dispatched"},
-        "TokenBridge": {"send", "on_bridge_message", "on_bridge_cancelled", "set_peer",
-                        "total_sent", "total_received", "TransferSent", "TransferReceived"},
+        "TokenBridge": {"send", "send_call", "on_bridge_message", "on_bridge_cancelled",
+                        "set_peer", "total_sent", "total_received", "TransferSent",
+                        "TransferReceived", "CallFailed", "MAX_CALL_DATA", "CALL_GAS"},
+        "BridgeOrders": {"on_bridged_tokens", "open_order", "owed", "send_back", "claim_here",
+                         "fundings", "OrderFunded", "OrderRefused", "Returned", "ORDER_GAS"},
     }.get(name, set())
     assert name in {"Timelock"} or expected, f"{name}: no expected functions listed here"
     assert expected <= names

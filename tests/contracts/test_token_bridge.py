@@ -231,10 +231,10 @@ def test_unknown_kinds_and_bad_bounces_are_refused(world):
     m, p = b_to_a(world, 100 * USD)
     peer = a.bridge.address
     with unchanged(a, b, ids=[m.id]):
-        for kind in (0, 3, 255):
+        for kind in (0, 4, 255):   # 1 transfer, 2 bounce, 3 transfer with a call
             refused("unknown kind", _as_inbox, b, b.bridge.on_bridge_message, CHAIN_A, peer, kind,
                     1, p, b"\2" * 32)
-        refused("unknown kind", _as_inbox, b, b.bridge.on_bridge_cancelled, CHAIN_A, peer, 3, 1, p,
+        refused("unknown kind", _as_inbox, b, b.bridge.on_bridge_cancelled, CHAIN_A, peer, 4, 1, p,
                 b"\2" * 32)
         # a bounce must name an open transfer sent from here, to that chain, for that amount
         refused("not open", _as_inbox, b, b.bridge.on_bridge_message, CHAIN_A, peer, 2, 100 * USD,

@@ -9,7 +9,9 @@ for TSTK (docs/bridge.md, "Stake on another chain"): the home StakeToken must st
 deployer's (`deploy_all(hand_over=False)`; `hand_home_to_timelock` after this). Then each inbox
 registers the other chain's outbox and lists the other chain's TokenBridge (and StakeBridge)
 as value senders with the limits of `BridgeParams`, each outbox names the other chain's inbox
-(where forgery proofs are checked) and each TokenBridge names the other as its peer.
+(where forgery proofs are checked) and each TokenBridge names the other as its peer. The home
+chain also gets BridgeOrders (no owner), which opens a Market order for a deposit sent from a
+peer chain with `TokenBridge.send_call` (docs/bridge.md, "An order funded in one message").
 
 The genesis committee is the home chain's active validators weighted by stake (or an explicit
 one, `committee=`); on a fresh devnet none is registered yet, so `tessera devnet up --chains 2`
@@ -310,6 +312,9 @@ def deploy_bridge(home: Network, remote: Network, deployer: LocalAccount, params
     link_route(Chain(remote_net, deployer), home.chain_id, home_side, params)
     if not reuse:   # mint mode: the home TokenBridge mints what arrives, burns what leaves
         home_net = _add_forgery_slasher(home_w3, deployer, home_net, params)
+        orders, _ = deploy_contract(home_w3, deployer, "BridgeOrders", home.address("PaymentToken"),
+                                    home.address("Market"), home_side["TokenBridge"])
+        home_net = home_net.model_copy(update={"contracts": {**home_net.contracts, "BridgeOrders": orders}})
         owner_call(home_w3, deployer, "PaymentToken", home.address("PaymentToken"),
                     "set_minter", home_side["TokenBridge"], True)
         if stake_route:   # ... and the home StakeBridge the stake locked on the peer

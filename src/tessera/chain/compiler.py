@@ -27,9 +27,10 @@ CONTRACT_NAMES = ("StakeToken", "PaymentToken", "ProviderRegistry", "Market", "U
                   "Timelock", "AgentBudget")
 # The bridge's contracts (docs/bridge.md): deployed only where a network spans two chains; the
 # Hyperlane dispatcher only where a source sends through a Hyperlane Mailbox; the forgery slasher
-# on the home chain of bridges deployed since it existed.
+# on the home chain of bridges deployed since it existed, and so is BridgeOrders (an order funded
+# from a peer chain in one message).
 BRIDGE_CONTRACT_NAMES = ("BridgeOutbox", "BridgeInbox", "TokenBridge")
-OPTIONAL_CONTRACT_NAMES = ("HyperlaneDispatcher", "ForgerySlasher")
+OPTIONAL_CONTRACT_NAMES = ("HyperlaneDispatcher", "ForgerySlasher", "BridgeOrders")
 # Names in network files for a second instance of a contract: StakeBridge is a TokenBridge over
 # the stake token (docs/bridge.md, "Stake on another chain"); networks deployed before it lack it.
 CONTRACT_ALIASES = {"StakeBridge": "TokenBridge"}

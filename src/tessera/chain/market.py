@@ -177,8 +177,34 @@ class Market(ContractWrapper):
         return self._send("cancel_order", order_id)
 
     def top_up(self, lease_id: int, amount: int) -> list[TxReceipt]:
+        payer = self.refund_to(self.lease(lease_id).order_id)
+        if payer != ZERO_ADDRESS:
+            raise ChainError(f"lease {lease_id}'s order was paid for by {payer} (for example from "
+                             "another chain), and its refunds go there: it cannot be topped up "
+                             "(fund a new order instead)")
         receipts = self.payment_token.fund(self.address, amount, "the top-up")
         return [*receipts, self._send("top_up", lease_id, amount)]
+
+    def create_order_for(self, tenant: str, spec_hash: bytes, gpu_model: str, min_gpus: int,
+                         min_gpu_memory_mb: int, max_price_per_gpu_hour: int, duration: int,
+                         nodes: int, deposit: int, *,
+                         verified: bool = False) -> tuple[int, list[TxReceipt]]:
+        """Post an order run by `tenant` and paid for by this account, to which every refund of
+        the order and its leases goes (`refund_to`)."""
+        receipts = self.payment_token.fund(self.address, deposit, "the order's escrow")
+        receipt = self._send("create_order_for", Web3.to_checksum_address(tenant), spec_hash,
+                             gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour,
+                             duration, nodes, deposit, verified)
+        return self._event(receipt, "OrderCreated")["order_id"], [*receipts, receipt]
+
+    def refund_to(self, order_id: int) -> str:
+        """Who paid the order's deposit and gets its refunds, when not its tenant (else the
+        zero address: the tenant)."""
+        return self._call("refund_to", order_id) or ZERO_ADDRESS
+
+    def refunded(self, order_id: int) -> int:
+        """All that went back to the order's payer (`refund_to`) so far."""
+        return self._call("refunded", order_id)
 
     def commit_result(self, lease_id: int, result_hash: bytes) -> TxReceipt:
         return self._send("commit_result", lease_id, result_hash)

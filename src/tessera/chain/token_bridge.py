@@ -16,6 +16,7 @@ from web3.types import TxReceipt
 from tessera.chain.contract import ZERO_ADDRESS, ContractWrapper
 from tessera.chain.tokens import PaymentToken, StakeToken, Token
 from tessera.errors import BridgeError, TxRefused
+from tessera.protocol.bridge import MAX_CALL_DATA
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,18 @@ class TokenBridge(ContractWrapper):
     def send(self, destination_chain: int, to: str, amount: int) -> tuple[bytes, list[TxReceipt]]:
         """Move `amount` of this account's tokens to `to` on `destination_chain`. Returns the
         message id and the receipts (an approval, if one was needed, then the send)."""
+        return self._transfer("send", destination_chain, to, amount)
+
+    def send_call(self, destination_chain: int, to: str, amount: int,
+                  data: bytes) -> tuple[bytes, list[TxReceipt]]:
+        """Move `amount` to the contract `to` on `destination_chain` and hand it `data` there
+        (`on_bridged_tokens`, e.g. BridgeOrders opening an order). Same checks as `send`."""
+        if len(data) > MAX_CALL_DATA:
+            raise ValueError(f"the call's data is {len(data)} bytes, over {MAX_CALL_DATA}")
+        return self._transfer("send_call", destination_chain, to, amount, bytes(data))
+
+    def _transfer(self, function: str, destination_chain: int, to: str, amount: int,
+                  *extra) -> tuple[bytes, list[TxReceipt]]:
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise ValueError(f"amount must be a positive number of base units, got {amount!r}")
         to = Web3.to_checksum_address(to)
@@ -64,7 +77,7 @@ class TokenBridge(ContractWrapper):
                 "chain)")
         receipts = self.token_wrapper.fund(self.address, amount, "the bridge transfer")
         try:
-            receipt = self._send("send", destination_chain, to, amount)
+            receipt = self._send(function, destination_chain, to, amount, *extra)
         except TxRefused as exc:
             raise BridgeError(f"{self.NAME} on chain {here}: {exc}") from None
         return bytes(self._event(receipt, "TransferSent")["message_id"]), [*receipts, receipt]

@@ -27,6 +27,9 @@ class Token(ContractWrapper):
     def balance_of(self, address: str) -> int:
         return self._call("balanceOf", address)
 
+    def total_supply(self) -> int:
+        return self._call("totalSupply")
+
     def allowance(self, owner: str, spender: str) -> int:
         return self._call("allowance", owner, spender)
 

@@ -6,7 +6,8 @@
         sign EIP-712 bids off chain; the tenant accepts one bid per node, which
         creates a lease whose budget streams to the provider by elapsed time.
         A protocol fee (basis points) goes to the treasury on every payout; the
-        unspent part of every order and lease always goes back to the tenant.
+        unspent part of every order and lease always goes back to the tenant (or to
+        whoever paid the order's deposit for it, `create_order_for`).
         The fee of a lease is fixed when it is created.
         Pay is for live time only: anyone may claim, for the tenant, the lease's pay
         for whole final epochs in which the provider was not up (`Uptime.is_up`: no
@@ -19,6 +20,9 @@
         for time whose training round is final in `Verification`: the `Settlement`
         contract walks the rounds and tells the Market what is released; the pay of a
         round proven to cheat goes back to the tenant (docs/verification.md).
+        An order may be paid for by someone other than its tenant (`create_order_for`: a
+        bridge adapter funding it from another chain); every refund of such an order goes
+        to that payer instead of the tenant, and `refunded` counts them per order.
 @dev Escrow invariant: payment_token.balanceOf(self) ==
         sum(order.deposit - order.allocated for open orders)
       + sum(lease.budget - lease.paid - lease.downtime_refunded for open unverified leases)
@@ -81,6 +85,13 @@ event OrderCreated:
     nodes: uint32
     deposit: uint256
     verified: bool
+
+
+# An order paid for by `payer` (`create_order_for`): its refunds go to the payer.
+event OrderSponsored:
+    order_id: indexed(uint256)
+    tenant: indexed(address)
+    payer: indexed(address)
 
 
 event OrderCancelled:
@@ -197,6 +208,10 @@ lease_of: public(HashMap[uint256, HashMap[address, uint256]])
 _claimed: HashMap[uint256, HashMap[uint256, uint256]]
 # order_id => the order's leases are paid by verified round (fixed at creation)
 verified: public(HashMap[uint256, bool])
+# order_id => who paid its deposit and receives its refunds, when not its tenant (else zero)
+refund_to: public(HashMap[uint256, address])
+# order_id => all that went back to `refund_to` for it (its leases' refunds included)
+refunded: public(HashMap[uint256, uint256])
 
 
 @deploy
@@ -302,12 +317,24 @@ def _push(to: address, amount: uint256):
         assert extcall IERC20(payment_token).transfer(to, amount, default_return_value=True), "market: transfer failed"
 
 
+@internal
+def _refund(order_id: uint256, tenant: address, amount: uint256):
+    # The one way escrow goes back: to whoever paid the order's deposit.
+    payer: address = self.refund_to[order_id]
+    if payer == empty(address):
+        self._push(tenant, amount)
+    else:
+        self.refunded[order_id] += amount
+        self._push(payer, amount)
+
+
 # ---------------------------------------------------------------- orders
 
 
 @internal
 def _create_order(
     tenant: address,
+    payer: address,
     spec_hash: bytes32,
     gpu_model: String[64],
     min_gpus: uint32,
@@ -347,6 +374,8 @@ def _create_order(
     )
     if verified:
         self.verified[order_id] = True
+    if payer != tenant:
+        self.refund_to[order_id] = payer
     log OrderCreated(
         order_id=order_id,
         tenant=tenant,
@@ -360,7 +389,9 @@ def _create_order(
         deposit=deposit,
         verified=verified,
     )
-    self._pull(tenant, deposit)
+    if payer != tenant:
+        log OrderSponsored(order_id=order_id, tenant=tenant, payer=payer)
+    self._pull(payer, deposit)
     return order_id
 
 
@@ -393,7 +424,7 @@ def create_order(
     @return uint256 The order id.
     """
     return self._create_order(
-        msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes, deposit,
+        msg.sender, msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes, deposit,
         verified
     )
 
@@ -446,8 +477,47 @@ def create_order_with_permit(
     )
     assert permitted or staticcall IERC20(payment_token).allowance(msg.sender, self) >= deposit, "market: permit failed and the allowance is too small"
     return self._create_order(
-        msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes, deposit,
+        msg.sender, msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes, deposit,
         verified
+    )
+
+
+@external
+@nonreentrant
+def create_order_for(
+    tenant: address,
+    spec_hash: bytes32,
+    gpu_model: String[64],
+    min_gpus: uint32,
+    min_gpu_memory_mb: uint32,
+    max_price_per_gpu_hour: uint256,
+    duration: uint256,
+    nodes: uint32,
+    deposit: uint256,
+    verified: bool,
+) -> uint256:
+    """
+    @notice Post an order whose tenant is `tenant`, paid for by the caller: the deposit is
+            pulled from the caller (approve first) and every refund of the order and of its
+            leases goes back to the caller (`refund_to`, counted in `refunded`). The tenant
+            runs it as its own (accepts bids, closes, cancels) but can take nothing out.
+            A bridge adapter uses it to fund an order from another chain in one message.
+    @param tenant Who runs the order (not the zero address).
+    @param spec_hash The hash of the job specification (not checked on chain).
+    @param gpu_model The GPU model required ("" for any).
+    @param min_gpus GPUs per node (more than zero); every lease pays for this many.
+    @param min_gpu_memory_mb The least memory per GPU, in MiB.
+    @param max_price_per_gpu_hour The highest bid price accepted (more than zero).
+    @param duration Seconds each lease's budget covers (more than zero).
+    @param nodes How many leases (providers) the order takes (more than zero).
+    @param deposit The escrow, at least max price * min_gpus * nodes * duration / 3600.
+    @param verified Whether leases are paid by verified round.
+    @return uint256 The order id.
+    """
+    assert tenant != empty(address), "market: zero tenant"
+    return self._create_order(
+        tenant, msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes,
+        deposit, verified
     )
 
 
@@ -467,7 +537,7 @@ def cancel_order(order_id: uint256):
     refund: uint256 = self.orders[order_id].deposit - self.orders[order_id].allocated
     self.orders[order_id].open = False
     log OrderCancelled(order_id=order_id, tenant=tenant, refund=refund)
-    self._push(tenant, refund)
+    self._refund(order_id, tenant, refund)
 
 
 # ---------------------------------------------------------------- bids
@@ -817,12 +887,15 @@ def withdraw(lease_id: uint256):
 def top_up(lease_id: uint256, amount: uint256):
     """
     @notice Tenant adds `amount` to an open, not yet exhausted lease's budget (pulled
-            with transferFrom: approve first).
+            with transferFrom: approve first). Not for an order someone else paid for
+            (`create_order_for`): its refunds go to that payer, so the tenant's top-up
+            would too.
     @param lease_id The open lease.
     @param amount The amount, more than zero, in payment-token base units.
     """
     lease: IMarket.Lease = self._lease(lease_id)
     assert msg.sender == lease.tenant, "market: caller is not the tenant"
+    assert self.refund_to[lease.order_id] == empty(address), "market: the order's refunds go to its payer"
     assert lease.closed_at == 0, "market: lease closed"
     assert amount > 0, "market: amount must be positive"
     assert self._accrued(lease) < lease.budget, "market: lease exhausted"
@@ -869,7 +942,7 @@ def close_lease(lease_id: uint256):
     log LeaseClosed(lease_id=lease_id, closed_by=msg.sender, provider_amount=owed - fee, fee=fee, refund=refund)
     extcall IProviderRegistry(registry).release_hold(lease.provider, block.timestamp + claim_window)
     self._pay_provider(lease, owed)
-    self._push(lease.tenant, refund)
+    self._refund(lease.order_id, lease.tenant, refund)
 
 
 @external
@@ -882,7 +955,7 @@ def refund_tenant(lease_id: uint256, amount: uint256):
     @param amount The amount, in payment-token base units.
     """
     assert msg.sender == self.settlement and msg.sender != empty(address), "market: caller is not the settlement"
-    self._push(self.leases[lease_id].tenant, amount)
+    self._refund(self.leases[lease_id].order_id, self.leases[lease_id].tenant, amount)
 
 
 @external
@@ -977,4 +1050,4 @@ def claim_downtime(lease_id: uint256, epochs: DynArray[uint256, MAX_CLAIM_EPOCHS
         stake_slashed=slashed,
         claimed_by=msg.sender,
     )
-    self._push(lease.tenant, refund)
+    self._refund(lease.order_id, lease.tenant, refund)

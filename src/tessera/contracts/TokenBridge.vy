@@ -8,6 +8,12 @@
         CCTP-style. It trusts one peer TokenBridge per chain, and only messages its inbox
         delivers. A transfer the destination's guardian cancels comes back as a bounce
         that refunds its sender here.
+        `send_call` also carries data for the recipient, which it is handed on arrival
+        (`IBridgeTokenReceiver.on_bridged_tokens`): the recipient gets the tokens first, and
+        its call is given a fixed gas allowance that the relayer cannot shrink. A failing
+        call does not block the delivery (the tokens stay with the recipient the sender
+        named; `CallFailed` says so): BridgeOrders, the recipient that funds a Market order,
+        never fails on any data.
         The owner (a Timelock) sets peers and per-route maximums, the guardian and
         unpauses; the guardian pauses. Nobody can move the held tokens otherwise.
 @dev Conservation: lock side holds total_sent - total_received - total_bounced (plus
@@ -64,6 +70,11 @@ event TransferReceived:
     amount: uint256
 
 
+event CallFailed:
+    message_id: indexed(bytes32)
+    to: indexed(address)
+
+
 event TransferCancelled:
     message_id: indexed(bytes32)
     bounce_id: bytes32
@@ -89,7 +100,12 @@ event GuardianSet:
 
 KIND_TRANSFER: constant(uint8) = 1
 KIND_BOUNCE: constant(uint8) = 2
+KIND_TRANSFER_CALL: constant(uint8) = 3
 MAX_PAYLOAD: constant(uint256) = 512
+# abi_encode(to, refund_to, data) fits MAX_PAYLOAD: 4 words of head, the data after them.
+MAX_CALL_DATA: public(constant(uint256)) = 384
+# Gas the recipient's `on_bridged_tokens` always gets (BridgeOrders uses about a third).
+CALL_GAS: public(constant(uint256)) = 1_500_000
 
 token: public(immutable(address))
 outbox: public(immutable(address))
@@ -148,18 +164,8 @@ def _release(to: address, amount: uint256):
         assert extcall IERC20(token).transfer(to, amount, default_return_value=True), "transfer failed"
 
 
-@external
-@nonreentrant
-def send(destination_chain: uint256, to: address, amount: uint256) -> bytes32:
-    """
-    @notice Send `amount` of the caller's tokens to `to` on `destination_chain` (approve
-            this contract first: lock mode pulls them, mint mode burns them).
-    @param destination_chain The chain id; its peer must be set.
-    @param to Who receives them there.
-    @param amount The amount, in base units (at most the route's max_transfer; in mint mode
-           also at most `backing[destination_chain]`, what was bridged in from there).
-    @return bytes32 The message id.
-    """
+@internal
+def _send(destination_chain: uint256, to: address, amount: uint256, kind: uint8, payload: Bytes[MAX_PAYLOAD]) -> bytes32:
     assert not self.paused, "paused"
     peer_: address = self.peer[destination_chain]
     assert peer_ != empty(address), "no route"
@@ -174,13 +180,44 @@ def send(destination_chain: uint256, to: address, amount: uint256) -> bytes32:
         extcall IMintBurn(token).burn_from(msg.sender, amount)
     else:
         assert extcall IERC20(token).transferFrom(msg.sender, self, amount, default_return_value=True), "transfer failed"
-    message_id: bytes32 = extcall IBridgeOutbox(outbox).send(
-        destination_chain, peer_, KIND_TRANSFER, amount, abi_encode(to, msg.sender)
-    )
+    message_id: bytes32 = extcall IBridgeOutbox(outbox).send(destination_chain, peer_, kind, amount, payload)
     self.origins[message_id] = Origin(sender=msg.sender, amount=amount, destination_chain=destination_chain, open=True)
     self.total_sent += amount
     log TransferSent(message_id=message_id, sender=msg.sender, destination_chain=destination_chain, to=to, amount=amount)
     return message_id
+
+
+@external
+@nonreentrant
+def send(destination_chain: uint256, to: address, amount: uint256) -> bytes32:
+    """
+    @notice Send `amount` of the caller's tokens to `to` on `destination_chain` (approve
+            this contract first: lock mode pulls them, mint mode burns them).
+    @param destination_chain The chain id; its peer must be set.
+    @param to Who receives them there.
+    @param amount The amount, in base units (at most the route's max_transfer; in mint mode
+           also at most `backing[destination_chain]`, what was bridged in from there).
+    @return bytes32 The message id.
+    """
+    return self._send(destination_chain, to, amount, KIND_TRANSFER, abi_encode(to, msg.sender))
+
+
+@external
+@nonreentrant
+def send_call(destination_chain: uint256, to: address, amount: uint256, data: Bytes[MAX_CALL_DATA]) -> bytes32:
+    """
+    @notice Send like `send`, and on arrival hand `data` to the recipient contract
+            (`on_bridged_tokens(source_chain, sender, amount, data, message_id)`, with
+            CALL_GAS) after it has the tokens: for example BridgeOrders, which funds a
+            Market order with them. The recipient must be such a contract: tokens sent to
+            one whose call fails stay with it.
+    @param destination_chain The chain id; its peer must be set.
+    @param to The receiving contract there.
+    @param amount The amount, in base units (limits as for `send`).
+    @param data What the recipient is told (at most MAX_CALL_DATA bytes).
+    @return bytes32 The message id.
+    """
+    return self._send(destination_chain, to, amount, KIND_TRANSFER_CALL, abi_encode(to, msg.sender, data))
 
 
 @internal
@@ -196,14 +233,16 @@ def _check_caller(source_chain: uint256, sender: address):
 @nonreentrant
 def on_bridge_message(source_chain: uint256, sender: address, kind: uint8, amount: uint256, payload: Bytes[MAX_PAYLOAD], message_id: bytes32):
     """
-    @notice The inbox delivers a transfer (kind 1: release `amount` to the payload's `to`)
-            or a bounce (kind 2: refund a transfer sent from here that the destination
-            cancelled) from the peer on `source_chain`.
+    @notice The inbox delivers a transfer (kind 1: release `amount` to the payload's `to`;
+            kind 3: the same, then hand the payload's data to `to`) or a bounce (kind 2:
+            refund a transfer sent from here that the destination cancelled) from the peer
+            on `source_chain`.
     @param source_chain The chain the message comes from.
     @param sender The contract that sent it there (must be the peer).
     @param kind 1 (transfer) or 2 (bounce).
     @param amount The amount, in base units.
-    @param payload abi_encode(to, refund_to) for a transfer, abi_encode(cancelled id) for a bounce.
+    @param payload abi_encode(to, refund_to) for a transfer, abi_encode(to, refund_to, data)
+           for a transfer with a call, abi_encode(cancelled id) for a bounce.
     @param message_id The message id.
     """
     self._check_caller(source_chain, sender)
@@ -217,6 +256,8 @@ def on_bridge_message(source_chain: uint256, sender: address, kind: uint8, amoun
             self.backing[source_chain] += amount
         log TransferReceived(message_id=message_id, source_chain=source_chain, to=to, amount=amount)
         self._release(to, amount)
+    elif kind == KIND_TRANSFER_CALL:
+        self._receive_call(source_chain, amount, payload, message_id)
     elif kind == KIND_BOUNCE:
         cancelled_id: bytes32 = abi_decode(payload, bytes32)
         o: Origin = self.origins[cancelled_id]
@@ -233,6 +274,33 @@ def on_bridge_message(source_chain: uint256, sender: address, kind: uint8, amoun
         raise "unknown kind"
 
 
+@internal
+def _receive_call(source_chain: uint256, amount: uint256, payload: Bytes[MAX_PAYLOAD], message_id: bytes32):
+    to: address = empty(address)
+    sender: address = empty(address)
+    data: Bytes[MAX_CALL_DATA] = b""
+    to, sender, data = abi_decode(payload, (address, address, Bytes[MAX_CALL_DATA]))
+    self.total_received += amount
+    if mint_mode:
+        self.backing[source_chain] += amount
+    log TransferReceived(message_id=message_id, source_chain=source_chain, to=to, amount=amount)
+    self._release(to, amount)
+    # The 63/64 rule: with this much left, the call gets all of CALL_GAS, so a relayer
+    # cannot make it fail by sending too little gas (the whole delivery reverts instead).
+    assert msg.gas >= CALL_GAS + CALL_GAS // 63 + 20_000, "too little gas for the call"
+    ok: bool = raw_call(
+        to,
+        abi_encode(
+            source_chain, sender, amount, data, message_id,
+            method_id=method_id("on_bridged_tokens(uint256,address,uint256,bytes,bytes32)"),
+        ),
+        gas=CALL_GAS,
+        revert_on_failure=False,
+    )
+    if not ok:
+        log CallFailed(message_id=message_id, to=to)
+
+
 @external
 @nonreentrant
 def on_bridge_cancelled(source_chain: uint256, sender: address, kind: uint8, amount: uint256, payload: Bytes[MAX_PAYLOAD], message_id: bytes32):
@@ -242,14 +310,14 @@ def on_bridge_cancelled(source_chain: uint256, sender: address, kind: uint8, amo
             to its sender there. A bounce itself cannot be cancelled (a refund must arrive).
     @param source_chain The chain the cancelled message came from.
     @param sender The contract that sent it there (must be the peer).
-    @param kind The cancelled message's kind (1).
+    @param kind The cancelled message's kind (1 or 3).
     @param amount Its amount, in base units.
     @param payload Its payload.
     @param message_id Its id (the bounce's payload).
     """
     self._check_caller(source_chain, sender)
     assert kind != KIND_BOUNCE, "bounce cannot be cancelled"
-    assert kind == KIND_TRANSFER, "unknown kind"
+    assert kind == KIND_TRANSFER or kind == KIND_TRANSFER_CALL, "unknown kind"
     bounce_id: bytes32 = extcall IBridgeOutbox(outbox).send(
         source_chain, sender, KIND_BOUNCE, amount, abi_encode(message_id)
     )

@@ -14,7 +14,10 @@ block up to the block its cursor calls final, and from them alone:
 - on each lock-mode token bridge, the `balanceOf` of its `token()` at the audited block (an
   independent reading) must cover what its logs say it holds (sent - received - bounced): less is
   a shortfall; more is tokens sent to it directly, outside the formula (docs/bridge.md), shown,
-  not a problem.
+  not a problem;
+- on each mint-mode token bridge, the home token's supply (audit_supply.py): its totalSupply
+  against its own mint and burn logs, every bridge receipt and send against its mint or burn,
+  and what was minted at home outside the bridge (shown).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from tessera.chain.events import EventReader
 from tessera.chain.network import Network
 from tessera.chain.token_bridge import StakeBridge, TokenBridge
 from tessera.explorer import db
+from tessera.explorer.audit_supply import Supply, read_supply
 from tessera.explorer.bridge_index import bridge_chains, bridge_contract_names, bridge_cursors, bridge_tokens
 from tessera.explorer.derive_bridge import (
     BRIDGE_TOKENS,
@@ -72,12 +76,14 @@ class BridgeAudit:
     transfers: int = 0
     directions: list[Direction] = field(default_factory=list)
     lock_sides: list[LockSide] = field(default_factory=list)
+    supplies: list[Supply] = field(default_factory=list)    # the home tokens (audit_supply.py)
     problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"blocks": {str(k): v for k, v in self.blocks.items()}, "events": self.events,
                 "transfers": self.transfers, "directions": [d.to_json() for d in self.directions],
-                "lock_sides": [vars(s) for s in self.lock_sides], "problems": self.problems}
+                "lock_sides": [vars(s) for s in self.lock_sides],
+                "supplies": [s.to_json() for s in self.supplies], "problems": self.problems}
 
     def lines(self) -> list[str]:
         """The audit's bridge lines for a person."""
@@ -91,6 +97,10 @@ class BridgeAudit:
         for s in self.lock_sides:
             out.append(f"  {s.bridge} on {s.chain_id} holds {show(s.balance_of, s.token)} (balanceOf); "
                        f"its logs say {show(s.held_by_logs, s.token)}")
+        for s in self.supplies:
+            out.append(f"  {s.token} supply on {s.chain_id}: {show(s.supply, s.token)} = "
+                       f"{show(s.bridged, s.token)} minted by {s.bridge} (locked on peers) + "
+                       f"{show(s.outside_bridge, s.token)} minted at home outside the bridge")
         return out
 
 
@@ -149,6 +159,12 @@ def bridge_audit(network: Network, engine: Engine) -> BridgeAudit:
                 out.problems.append(f"chain {cid}: {name} holds {side.balance_of} {side.token} base units "
                                     f"at block {block} but its logs say {side.held_by_logs}: "
                                     f"{side.held_by_logs - side.balance_of} missing")
+        here = [e.record for e in events if e.chain_id == cid]
+        for name in BRIDGE_TOKENS:
+            supply = read_supply(chain, WRAPPERS[name], block, here)
+            if supply is not None:
+                out.supplies.append(supply)
+                out.problems += supply.problems
     return out
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, fields
 
 from eth_utils import keccak
 
-from tessera.protocol.bridge import KIND_BOUNCE, KIND_TRANSFER, Message
+from tessera.protocol.bridge import KIND_BOUNCE, TRANSFER_KINDS, Message
 from tessera.protocol.events import EventRecord
 from tessera.protocol.money import (
     PAYMENT_DECIMALS,
@@ -267,7 +267,7 @@ def directions(events: list[ChainEvent], rows: dict[str, TransferRow],
             toward = row.destination_chain if row and row.destination_chain is not None else -1
             at(item.chain_id, toward, token).refunded += int(a["amount"])
     for row in rows.values():
-        if (row.kind == KIND_TRANSFER and row.source_tx and row.source_chain is not None
+        if (row.kind in TRANSFER_KINDS and row.source_tx and row.source_chain is not None
                 and row.token is not None):
             d = at(row.source_chain, row.destination_chain, row.token)
             d.transfers += 1

@@ -14,7 +14,8 @@ and the tests compute exactly what the contracts compute (docs/bridge.md):
   least `threshold_bps` of the committee's total.
 - `Bucket`: the token bucket that limits the value one sender of one source chain delivers
   (refill per second, capacity).
-- `transfer_payload` / `bounce_payload`: what TokenBridge puts in a message's payload.
+- `transfer_payload` / `bounce_payload` / `transfer_call_payload`: what TokenBridge puts in a
+  message's payload; `order_call_data`: the order terms BridgeOrders opens a Market order with.
 
 Pure: no I/O.
 """
@@ -47,6 +48,10 @@ DEFAULT_THRESHOLD_BPS = 6_666
 # What a message asks its recipient to do (TokenBridge reads them; the inbox does not).
 KIND_TRANSFER = 1   # amount crosses: unlock (lock side) or mint (mint side) to the payload's `to`
 KIND_BOUNCE = 2     # a transfer was cancelled at its destination: give it back to its sender
+KIND_TRANSFER_CALL = 3   # a transfer, then its data handed to the recipient contract (send_call)
+TRANSFER_KINDS = frozenset({KIND_TRANSFER, KIND_TRANSFER_CALL})   # the kinds that move value
+# TokenBridge.MAX_CALL_DATA: abi_encode(to, refund_to, data) fits MAX_PAYLOAD (4 head words)
+MAX_CALL_DATA = MAX_PAYLOAD - 4 * 32
 
 MESSAGE_TUPLE = "(uint8,uint256,address,address,uint256,uint256,address,uint8,uint256,bytes32)"
 MAX_BODY = 10 * 32 + 32 + 32 + MAX_PAYLOAD   # BridgeInbox.MAX_BODY: a Hyperlane body, 896 bytes
@@ -253,6 +258,70 @@ def transfer_payload(to: str, refund_to: str) -> bytes:
 def decode_transfer_payload(payload: bytes) -> tuple[str, str]:
     to, refund_to = decode(["address", "address"], payload)
     return to_checksum_address(to), to_checksum_address(refund_to)
+
+
+def transfer_call_payload(to: str, refund_to: str, data: bytes) -> bytes:
+    """TokenBridge's payload of a transfer with a call (`send_call`): the recipient contract,
+    the sender, and the data the recipient is handed on arrival."""
+    return encode(["address", "address", "bytes"],
+                  [to_checksum_address(to), to_checksum_address(refund_to), bytes(data)])
+
+
+_ORDER_TYPES = ["address", "bytes32", "string", "uint32", "uint32", "uint256", "uint256", "uint32",
+                "bool"]
+_UINT32 = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class OrderTerms:
+    """What `Market.create_order_for` takes besides the deposit (the bridged amount): the data
+    a tenant on a peer chain sends BridgeOrders with `TokenBridge.send_call`."""
+    tenant: str
+    spec_hash: bytes
+    gpu_model: str
+    min_gpus: int
+    min_gpu_memory_mb: int
+    max_price_per_gpu_hour: int
+    duration: int
+    nodes: int
+    verified: bool = False
+
+    def refusal(self) -> str | None:
+        """Why the Market or BridgeOrders would refuse these terms (None: they fit the types;
+        the deposit's size is checked against the amount separately)."""
+        if int(to_checksum_address(self.tenant), 16) == 0:
+            return "the tenant cannot be the zero address"
+        if len(self.spec_hash) != 32:
+            return "the spec hash must be 32 bytes"
+        if len(self.gpu_model.encode()) > 64:
+            return "the GPU model name is longer than 64 bytes"
+        for name in ("min_gpus", "min_gpu_memory_mb", "nodes"):
+            value = getattr(self, name)
+            if not 0 <= value <= _UINT32:
+                return f"{name} must fit in 32 bits, got {value}"
+        for name in ("min_gpus", "nodes", "max_price_per_gpu_hour", "duration"):
+            if getattr(self, name) <= 0:
+                return f"{name} must be positive, got {getattr(self, name)}"
+        return None
+
+
+def order_call_data(terms: OrderTerms) -> bytes:
+    """BridgeOrders' data: abi_encode of the terms, in `create_order_for`'s order."""
+    problem = terms.refusal()
+    if problem:
+        raise ValueError(problem)
+    data = encode(_ORDER_TYPES, [to_checksum_address(terms.tenant), bytes(terms.spec_hash),
+                                 terms.gpu_model, terms.min_gpus, terms.min_gpu_memory_mb,
+                                 terms.max_price_per_gpu_hour, terms.duration, terms.nodes,
+                                 bool(terms.verified)])
+    if len(data) > MAX_CALL_DATA:   # cannot happen with a 64-byte model name; kept as the rule
+        raise ValueError(f"the order's terms take {len(data)} bytes, over {MAX_CALL_DATA}")
+    return data
+
+
+def decode_order_call_data(data: bytes) -> OrderTerms:
+    tenant, spec_hash, *rest = decode(_ORDER_TYPES, data)
+    return OrderTerms(to_checksum_address(tenant), bytes(spec_hash), *rest)
 
 
 def bounce_payload(cancelled: bytes) -> bytes:

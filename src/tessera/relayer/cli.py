@@ -33,6 +33,7 @@ from tessera.protocol.money import (
     format_amount,
     parse_amount,
 )
+from tessera.relayer.order_refunds import CHECK_S
 
 bridge_app = typer.Typer(help="Move TUSD or stake (TSTK) between the chains of a network, and "
                               "relay the bridge's messages.", no_args_is_help=True)
@@ -76,9 +77,14 @@ def relay(account: str = typer.Option(..., "--account", help="pays the gas of de
                                             "source chain's finality (required off the devnet; "
                                             f"{DEFAULT_CONFIRMATIONS} on the devnet's chains)"),
           interval: float = typer.Option(0.5, min=0.05, max=60, help="seconds between polls"),
+          refund_check_s: float = typer.Option(
+              CHECK_S, "--refund-check-s", min=0.0, max=3_600,
+              help="seconds between reads of what BridgeOrders owes the senders of orders "
+                   "funded from a peer chain (each owed refund is sent back to that chain)"),
           once: bool = typer.Option(False, "--once", help="one poll, then exit")) -> None:
     """Carry every confirmed message, with a quorum of committee signatures, to its inbox;
-    execute queued ones after their delay. Restartable: nothing is lost or delivered twice."""
+    execute queued ones after their delay; send the refunds of orders funded from a peer chain
+    back there. Restartable: nothing is lost or delivered twice."""
     from tessera.relayer.relay import Relayer
 
     def build() -> Relayer:
@@ -86,7 +92,7 @@ def relay(account: str = typer.Option(..., "--account", help="pays the gas of de
         for chain_net in net.chains():
             Chain(chain_net).check_connected()
         return Relayer(net, resolve_account(account), state,
-                       bridge_confirmations(net, confirmations))
+                       bridge_confirmations(net, confirmations), refund_check_s=refund_check_s)
 
     relayer = run_guarded(build)
     stop = threading.Event()

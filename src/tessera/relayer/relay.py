@@ -11,6 +11,8 @@ One `poll_once`:
    contract publishes them) for their attestations, keep those that recover to a member for
    this message and the inbox's current epoch, and deliver once they reach the quorum
    (`protocol.bridge.quorum_reached`). A queued message is executed once its delay is over.
+3. On the home chain, what BridgeOrders owes the senders of bridged orders (their refunds) is
+   sent back to their chain (relayer/order_refunds.py).
 
 The state file (`$TESSERA_HOME/relayer/<network>-<chain>.json` by default) is written after
 every step, so a relayer killed at any point and restarted loses nothing (a message seen is in
@@ -54,6 +56,7 @@ from tessera.protocol.bridge import (
     quorum_reached,
     sort_signatures,
 )
+from tessera.relayer.order_refunds import CHECK_S, OrderRefunds
 
 STATE_VERSION = 1
 # After a refusal that time alone will not lift ("over capacity", "unknown peer", a recipient
@@ -233,7 +236,7 @@ class Collector:
 class Relayer:
     def __init__(self, network: Network, account: LocalAccount, state_file: Path | None = None,
                  confirmations: int = DEFAULT_CONFIRMATIONS, log: EventLog | None = None,
-                 timeout: float = 2.0):
+                 timeout: float = 2.0, refund_check_s: float = CHECK_S):
         if not network.peers:
             raise BridgeError(f"network {network.name!r} names no peer chain: there is no route "
                               "to relay (start one with `tessera devnet up --chains 2`)")
@@ -248,6 +251,10 @@ class Relayer:
         self.collector = Collector(self.inboxes, self.validators, self.log, timeout)
         self.committees = CommitteeWatch(self.chains[network.chain_id], self.inboxes)
         self.state = self._load()
+        home = self.chains[network.chain_id]
+        self.refunds = (OrderRefunds(home, self.state, self.save, self.log, refund_check_s,
+                                     confirmations)
+                        if "BridgeOrders" in network.contracts else None)
 
     # -- state -----------------------------------------------------------------------------
     def _load(self) -> dict:
@@ -301,6 +308,8 @@ class Relayer:
             self._advance(key)
         for chain_id, due in self.committees.due().items():   # asks members only while due
             self._rotate(chain_id, due)
+        if self.refunds:
+            self.refunds.poll()
 
     def _rotate(self, chain_id: int, due: DueRotation) -> None:
         """Carry the hand-over `due`, once its current members signed it, to the inbox."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from tessera.chain.accounts import resolve_account
+from tessera.chain.bridge_orders import BridgeOrders, fund_order
 from tessera.chain.client import Chain, tx_hash
 from tessera.chain.market import DowntimeClaim, Lease, Market
 from tessera.chain.network import load_network
@@ -27,6 +28,7 @@ from tessera.http_deadline import (
     within,
 )
 from tessera.protocol import messages
+from tessera.protocol.bridge import OrderTerms
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.matching import BidVerdict
 from tessera.protocol.wire import LeaseStatus, Manifest, SignedManifest
@@ -43,6 +45,9 @@ from tessera.tenant.follow import (
 from tessera.tenant.offer_index import OfferIndex
 
 MANIFEST_VALIDITY_S = 600
+# An order funded from a peer chain: its deposit's crossing (2 confirmations, the committee's
+# attestations, the relayer's delivery) takes seconds on a devnet; this bounds the wait.
+BRIDGED_ORDER_TIMEOUT_S = 180.0
 # transient provider failures: the follow loop retries them (tenant/follow.py)
 RETRY_STATUSES = (408, 429)
 
@@ -75,8 +80,11 @@ class Results:
 
 class Tenant:
     def __init__(self, chain: Chain, on_event: Callable[[str, dict], None] | None = None,
-                 http_timeout: float = 30):
+                 http_timeout: float = 30, pay_from: Chain | None = None):
+        """`pay_from`: this account on a peer chain, where its orders' deposits come from (each
+        order funded in one bridge message; its refunds go back there, docs/bridge.md)."""
         self.chain = chain
+        self.pay_from = pay_from
         self.market = Market(chain)
         # a provider dripping an answer holds no call longer than HTTP_TOTAL_S
         self.http = DeadlineClient(timeout=http_timeout, auth=ReadGrantAuth(chain),
@@ -95,12 +103,33 @@ class Tenant:
         index = self.offer_index()
         listed = index.offers()
         self.emit("offers-indexed", {"providers": len(listed), "events_read": index.events_read})
+        if self.pay_from is not None:
+            return self._post_order_from_peer(spec, verified)
         order_id, receipts = self.market.create_order(
             spec.spec_hash(), order.gpu_model, order.min_gpus, order.min_gpu_memory_mb,
             order.max_price_per_gpu_hour, order.duration, order.nodes, order.escrow,
             verified=verified)
         hashes = [tx_hash(r) for r in receipts]
         self.emit("order-posted", {"order_id": order_id, "escrow": order.escrow, "txs": hashes})
+        return order_id, hashes
+
+    def _post_order_from_peer(self, spec: JobSpec, verified: bool) -> tuple[int, list[str]]:
+        """The deposit leaves `pay_from` in one message to the home chain's BridgeOrders, whose
+        delivery opens the order with this account as its tenant; wait for that delivery."""
+        order, peer = spec.order, self.pay_from
+        terms = OrderTerms(self.chain.address, spec.spec_hash(), order.gpu_model, order.min_gpus,
+                           order.min_gpu_memory_mb, order.max_price_per_gpu_hour, order.duration,
+                           order.nodes, verified)
+        orders = BridgeOrders(self.chain)
+        message_id, receipts = fund_order(peer, self.chain.network.chain_id, orders.address,
+                                          terms, order.escrow)
+        hashes = [tx_hash(r) for r in receipts]
+        self.emit("order-funding-sent", {"message_id": "0x" + message_id.hex(),
+                                         "from_chain": peer.network.chain_id,
+                                         "escrow": order.escrow, "txs": hashes})
+        order_id = orders.funded_order(message_id, timeout_s=BRIDGED_ORDER_TIMEOUT_S)
+        self.emit("order-posted", {"order_id": order_id, "escrow": order.escrow, "txs": hashes,
+                                   "funded_by": "0x" + message_id.hex()})
         return order_id, hashes
 
     def collect_bids(self, order_id: int, window_s: float) -> list[BidVerdict]:
@@ -333,7 +362,18 @@ class Tenant:
         return lease
 
 
-def tenant_for(network: Path | None, account: str, on_event=None) -> Tenant:
-    chain = Chain(load_network(network), resolve_account(account))
+def tenant_for(network: Path | None, account: str, on_event=None,
+               pay_from_chain: int | None = None) -> Tenant:
+    """`pay_from_chain`: a peer chain of the network where this account's TUSD is; its orders
+    are funded from there in one message each (docs/bridge.md)."""
+    net, key = load_network(network), resolve_account(account)
+    chain = Chain(net, key)
     chain.check_connected()
-    return Tenant(chain, on_event=on_event)
+    pay_from = None
+    if pay_from_chain is not None:
+        if "BridgeOrders" not in net.contracts:
+            raise TenantError(f"network {net.name!r} has no BridgeOrders contract: orders cannot "
+                              "be funded from another chain there")
+        pay_from = Chain(net.peer(pay_from_chain), key)
+        pay_from.check_connected()
+    return Tenant(chain, on_event=on_event, pay_from=pay_from)

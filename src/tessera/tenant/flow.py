@@ -90,14 +90,20 @@ def parse_grace(text: str | int) -> int:
 
 
 def submit_job(spec_path: Path, network: Path | None, account: str, *, follow: bool, close: bool,
-               console: Console, provider_grace: str | int = int(DEFAULT_GRACE_S)) -> dict:
+               console: Console, provider_grace: str | int = int(DEFAULT_GRACE_S),
+               pay_from_chain: int | None = None) -> dict:
     """`provider_grace`: how long the provider may stay unreachable while the job is followed
-    before the lease is closed and its epochs without a heartbeat are claimed (single-node)."""
+    before the lease is closed and its epochs without a heartbeat are claimed (single-node).
+    `pay_from_chain`: the deposit comes from this peer chain in one bridge message, and the
+    order's refunds go back there (single-node jobs)."""
     # bad input fails here, before any connection or transaction
     grace_s = parse_grace(provider_grace)
     spec = parse_job_spec(read_text(spec_path, SpecError), spec_path)
     dataset = load_dataset(spec.dataset, relative_to=spec_path.parent)
-    tenant = tenant_for(network, account)
+    if pay_from_chain is not None and spec.mode == "diloco":
+        raise TenantError("--pay-from-chain funds single-node jobs only for now: a DiLoCo job's "
+                          "orders are posted at home (bridge the TUSD first: tessera bridge send)")
+    tenant = tenant_for(network, account, pay_from_chain=pay_from_chain)
     if spec.mode == "diloco":
         from tessera.tenant.multinode import run_diloco_job
 
@@ -175,6 +181,16 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
         summary["lease_money"] = money_json(m)
         end_balance = tenant.market.payment_token.balance_of(tenant.chain.address)
         summary["tenant_spent"] = start_balance - end_balance
+        if tenant.pay_from is not None:   # paid from the peer chain: what the order kept of it
+            order_id = tenant.market.lease(lease_id).order_id
+            refunded = tenant.market.refunded(order_id)
+            summary["tenant_spent"] = spec.order.escrow - refunded
+            summary["paid_from_chain"] = {"chain_id": tenant.pay_from.network.chain_id,
+                                          "order_id": order_id, "deposit": spec.order.escrow,
+                                          "refunded": refunded}
+            lines.append(f"the order's refunds ({money(refunded)} so far) go back to this "
+                         f"account on chain {tenant.pay_from.network.chain_id}, sent by the "
+                         "relayer (BridgeOrders.send_back)")
         for line in lines:
             console.print(line, markup=False, highlight=False)
     return summary

@@ -42,7 +42,7 @@ from tessera.explorer.web.markup import (
     when,
 )
 from tessera.explorer.web.queries import Explorer, Paged, parse_tx_hash
-from tessera.protocol.bridge import KIND_BOUNCE, KIND_TRANSFER
+from tessera.protocol.bridge import KIND_BOUNCE, KIND_TRANSFER, KIND_TRANSFER_CALL
 from tessera.protocol.money import PAYMENT_SYMBOL, STAKE_SYMBOL
 
 MAX_PAGE = 10**9
@@ -54,7 +54,8 @@ STATE_WORDS = {"sent": "sent: waiting for the committee and a relayer",
                "queued": "queued: a large transfer waiting the delay (the guardian may cancel it)",
                "delivered": "delivered", "cancelled": "cancelled by the guardian: its refund is on the way",
                "bounced": "refunded: the bounce gave it back to its sender"}
-KIND_WORDS = {KIND_TRANSFER: "transfer", KIND_BOUNCE: "refund (bounce)"}
+KIND_WORDS = {KIND_TRANSFER: "transfer", KIND_BOUNCE: "refund (bounce)",
+              KIND_TRANSFER_CALL: "transfer with a call (an order)"}
 
 
 class TransferOut(BaseModel):

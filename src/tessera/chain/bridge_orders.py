@@ -1,0 +1,104 @@
+"""BridgeOrders.vy: a Market order funded from a peer chain in one message (docs/bridge.md, "An
+order funded in one message"). The tenant's side is `fund_order` on the peer chain (a
+`TokenBridge.send_call` to the home chain's BridgeOrders with the order's terms); once the
+relayer delivers it, `funded_order` names the order opened for the tenant. The order's refunds
+collect in BridgeOrders, and anyone sends them back to the sender's chain (`send_back`; the
+relayer does it as a duty) or the sender takes them at home (`claim_here`)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from web3 import Web3
+from web3.types import TxReceipt
+
+from tessera.chain.client import Chain
+from tessera.chain.contract import ZERO_ADDRESS, ContractWrapper
+from tessera.chain.token_bridge import TokenBridge
+from tessera.errors import BridgeError, TxRefused
+from tessera.protocol.bridge import OrderTerms, order_call_data
+from tessera.protocol.lease import order_deposit
+
+
+@dataclass(frozen=True)
+class Funding:
+    """A deposit that came over the bridge, as BridgeOrders records it."""
+    sender: str          # on source_chain; every refund goes back to it
+    source_chain: int
+    amount: int
+    order_id: int        # 0: no order was opened (the whole amount is owed back)
+    returned: int
+
+
+def fund_order(peer: Chain, home_chain_id: int, bridge_orders: str, terms: OrderTerms,
+               deposit: int) -> tuple[bytes, list[TxReceipt]]:
+    """On the peer chain: send `deposit` to the home chain's BridgeOrders with the order's
+    terms, which opens the order on delivery. Refuses here what the Market would refuse there
+    (a deposit below the order's worst case), since a refused order only comes back after two
+    more bridge crossings. Returns the TokenBridge message id (it names the funding)."""
+    least = order_deposit(terms.max_price_per_gpu_hour, terms.min_gpus, terms.nodes, terms.duration)
+    if deposit < least:
+        raise ValueError(f"the deposit {deposit} is below the order's worst case {least} "
+                         "(max price x GPUs x nodes x duration / 3600)")
+    return TokenBridge(peer).send_call(home_chain_id, bridge_orders, deposit,
+                                       order_call_data(terms))
+
+
+class BridgeOrders(ContractWrapper):
+    NAME = "BridgeOrders"
+
+    def funding(self, message_id: bytes) -> Funding:
+        record = self._struct("fundings", bytes(message_id))
+        if record["sender"] == ZERO_ADDRESS:
+            raise BridgeError(f"no funding 0x{bytes(message_id).hex()} has arrived at BridgeOrders "
+                              f"on chain {self.chain.network.chain_id}")
+        return Funding(**{k: record[k] for k in Funding.__dataclass_fields__})
+
+    def owed(self, message_id: bytes) -> int:
+        """What the funding's sender is owed now (base units)."""
+        return self._call("owed", bytes(message_id))
+
+    def funded_order(self, message_id: bytes, timeout_s: float = 60.0, poll_s: float = 0.5) -> int:
+        """The order opened by the funding `message_id`, waiting up to `timeout_s` for its
+        delivery. Raises BridgeError if it arrived and the Market refused the terms (the deposit
+        is then owed back), or if it has not arrived in time."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            record = self._struct("fundings", bytes(message_id))
+            if record["sender"] != ZERO_ADDRESS:
+                if record["order_id"] == 0:
+                    raise BridgeError(
+                        f"the deposit 0x{bytes(message_id).hex()} arrived but the Market refused "
+                        f"its order: {record['amount']} base units are owed back to "
+                        f"{record['sender']} on chain {record['source_chain']} (send_back)")
+                return record["order_id"]
+            if time.monotonic() >= deadline:
+                raise BridgeError(f"the deposit 0x{bytes(message_id).hex()} has not been delivered "
+                                  f"to chain {self.chain.network.chain_id} after {timeout_s:.0f} s: "
+                                  "is a relayer running (tessera bridge relay)?")
+            time.sleep(poll_s)
+
+    def send_back(self, message_id: bytes) -> tuple[bytes, TxReceipt]:
+        """Send what the funding's sender is owed back to its chain (anyone may). Returns the
+        TokenBridge message id carrying it and the receipt."""
+        try:
+            receipt = self._send("send_back", bytes(message_id))
+        except TxRefused as exc:
+            raise BridgeError(f"BridgeOrders.send_back: {exc}") from None
+        return bytes(self._event(receipt, "Returned")["transfer_id"]), receipt
+
+    def claim_here(self, message_id: bytes, to: str | None = None) -> TxReceipt:
+        """The sender takes what it is owed on this chain (`to`: itself by default)."""
+        to = Web3.to_checksum_address(to or self.chain.address)
+        try:
+            return self._send("claim_here", bytes(message_id), to)
+        except TxRefused as exc:
+            raise BridgeError(f"BridgeOrders.claim_here: {exc}") from None
+
+    def owed_fundings(self, from_block: int) -> list[bytes]:
+        """Ids of the fundings seen since `from_block` whose sender is owed something now."""
+        ids = [bytes(e["args"]["message_id"])
+               for name in ("OrderFunded", "OrderRefused")
+               for e in self.chain.events(self.NAME, name, from_block)]
+        return [i for i in dict.fromkeys(ids) if self.owed(i) > 0]

@@ -1,0 +1,224 @@
+# pragma version ~=0.4.3
+"""
+@title Tessera bridge orders
+@license GNU Affero General Public License v3.0 or later
+@notice On the home chain: a tenant on a peer chain funds a Market order in one message
+        (docs/bridge.md, "An order funded in one message"). The tenant calls
+        `TokenBridge.send_call` there with this contract as the recipient and the order's
+        terms as the data; on delivery the TokenBridge here mints the deposit to this
+        contract and calls `on_bridged_tokens`, which opens the order for the tenant it
+        names (`Market.create_order_for`: the tenant runs it, this contract is its payer).
+        Every refund of the order and of its leases comes here (`Market.refunded` counts
+        them), and anyone can send what the tenant is owed back to its sender on the peer
+        chain (`send_back`); the sender can also take it here (`claim_here`), for when the
+        route back is paused, closed or over its limit. A deposit whose terms the Market
+        refuses (malformed data, a deposit too small) opens no order and is owed back whole.
+        No owner: nothing here can be changed after deployment.
+@dev Every token this contract holds is owed to one funding's sender:
+     balanceOf(self) == sum(owed(id)) (plus tokens sent here directly, which nobody can
+     take). The order is opened in a self-call with a fixed gas allowance, so data the
+     Market refuses (or that does not decode) never makes the delivery revert: the funding
+     is recorded before it, and stays owed back if it fails.
+"""
+
+from ethereum.ercs import IERC20
+
+
+interface IMarketOrders:
+    def create_order_for(tenant: address, spec_hash: bytes32, gpu_model: String[64], min_gpus: uint32, min_gpu_memory_mb: uint32, max_price_per_gpu_hour: uint256, duration: uint256, nodes: uint32, deposit: uint256, verified: bool) -> uint256: nonpayable
+    def refunded(order_id: uint256) -> uint256: view
+
+
+interface ITokenBridge:
+    def send(destination_chain: uint256, to: address, amount: uint256) -> bytes32: nonpayable
+
+
+# A deposit that came over the bridge, and what became of it.
+struct Funding:
+    sender: address          # who sent it, on source_chain: everything owed goes back to it
+    source_chain: uint256
+    amount: uint256          # the deposit, in base units
+    order_id: uint256        # the order it opened (0: none, the whole amount is owed back)
+    returned: uint256        # what went back (sent to the peer chain or claimed here)
+
+
+event OrderFunded:
+    message_id: indexed(bytes32)
+    order_id: indexed(uint256)
+    tenant: indexed(address)
+    sender: address
+    source_chain: uint256
+    amount: uint256
+
+
+event OrderRefused:
+    message_id: indexed(bytes32)
+    sender: indexed(address)
+    source_chain: uint256
+    amount: uint256
+
+
+event Returned:
+    message_id: indexed(bytes32)
+    order_id: indexed(uint256)
+    to: indexed(address)
+    amount: uint256
+    # the TokenBridge message that carries it back (zero: claimed on this chain)
+    transfer_id: bytes32
+
+
+# Gas the order's opening may use (create_order_for takes about 330,000); the rest of
+# TokenBridge.CALL_GAS records the funding and its outcome.
+ORDER_GAS: public(constant(uint256)) = 900_000
+MAX_CALL_DATA: constant(uint256) = 384
+
+token: public(immutable(address))
+market: public(immutable(address))
+token_bridge: public(immutable(address))
+
+# TokenBridge message id => the funding it carried
+fundings: public(HashMap[bytes32, Funding])
+
+
+@deploy
+def __init__(token_: address, market_: address, token_bridge_: address):
+    """
+    @notice Wire the adapter to the home chain's TUSD, Market and TUSD TokenBridge.
+    @param token_ The payment token (the TokenBridge's token).
+    @param market_ The Market it opens orders in.
+    @param token_bridge_ The TokenBridge it takes deliveries from and sends refunds back by.
+    """
+    assert token_ != empty(address) and market_ != empty(address) and token_bridge_ != empty(address), "zero address"
+    token = token_
+    market = market_
+    token_bridge = token_bridge_
+
+
+@internal
+@view
+def _owed(f: Funding) -> uint256:
+    total: uint256 = f.amount
+    if f.order_id != 0:
+        total = staticcall IMarketOrders(market).refunded(f.order_id)
+    return total - f.returned
+
+
+@external
+def on_bridged_tokens(source_chain: uint256, sender: address, amount: uint256, data: Bytes[MAX_CALL_DATA], message_id: bytes32):
+    """
+    @notice The TokenBridge hands over `amount` (already minted here) sent by `sender` on
+            `source_chain`, with the order's terms as `data`: opens the order, or records
+            the deposit as owed back if the Market refuses it.
+    @param source_chain The chain the tokens came from.
+    @param sender Who sent them there (gets every refund back there).
+    @param amount The deposit, in base units.
+    @param data abi_encode(tenant, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb,
+           max_price_per_gpu_hour, duration, nodes, verified): the terms of `create_order`,
+           the deposit being `amount`.
+    @param message_id The TokenBridge message id (names the funding).
+    """
+    assert msg.sender == token_bridge, "only the token bridge"
+    assert self.fundings[message_id].sender == empty(address), "funding seen"
+    assert sender != empty(address) and amount > 0, "empty funding"
+    self.fundings[message_id] = Funding(sender=sender, source_chain=source_chain, amount=amount, order_id=0, returned=0)
+    ok: bool = False
+    out: Bytes[64] = b""
+    ok, out = raw_call(
+        self,
+        abi_encode(amount, data, method_id=method_id("open_order(uint256,bytes)")),
+        max_outsize=64,
+        gas=ORDER_GAS,
+        revert_on_failure=False,
+    )
+    if ok:
+        order_id: uint256 = 0
+        tenant: address = empty(address)
+        order_id, tenant = abi_decode(out, (uint256, address))
+        self.fundings[message_id].order_id = order_id
+        log OrderFunded(message_id=message_id, order_id=order_id, tenant=tenant, sender=sender, source_chain=source_chain, amount=amount)
+    else:
+        log OrderRefused(message_id=message_id, sender=sender, source_chain=source_chain, amount=amount)
+
+
+@external
+def open_order(amount: uint256, data: Bytes[MAX_CALL_DATA]) -> (uint256, address):
+    """
+    @notice Internal step of `on_bridged_tokens`, callable only by this contract: decode
+            the terms and open the order with `amount` as its deposit (a revert here leaves
+            the funding owed back).
+    @param amount The deposit, in base units.
+    @param data The order's terms (see `on_bridged_tokens`).
+    @return uint256 The order id.
+    @return address Its tenant.
+    """
+    assert msg.sender == self, "only this contract"
+    tenant: address = empty(address)
+    spec_hash: bytes32 = empty(bytes32)
+    gpu_model: String[64] = ""
+    min_gpus: uint32 = 0
+    min_gpu_memory_mb: uint32 = 0
+    max_price: uint256 = 0
+    duration: uint256 = 0
+    nodes: uint32 = 0
+    verified: bool = False
+    tenant, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price, duration, nodes, verified = abi_decode(
+        data, (address, bytes32, String[64], uint32, uint32, uint256, uint256, uint32, bool)
+    )
+    assert extcall IERC20(token).approve(market, amount, default_return_value=True), "approve failed"
+    order_id: uint256 = extcall IMarketOrders(market).create_order_for(
+        tenant, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price, duration, nodes, amount, verified
+    )
+    return order_id, tenant
+
+
+@external
+@view
+def owed(message_id: bytes32) -> uint256:
+    """
+    @notice What the funding's sender is owed now: the whole deposit if it opened no
+            order, else the order's refunds so far, less what already went back.
+    @param message_id The funding's TokenBridge message id.
+    @return uint256 The amount, in base units.
+    """
+    return self._owed(self.fundings[message_id])
+
+
+@external
+@nonreentrant
+def send_back(message_id: bytes32) -> bytes32:
+    """
+    @notice Anyone sends what a funding's sender is owed back to it on its chain, through
+            the TokenBridge (whose route limits, pause and backing apply; when they refuse,
+            the sender can `claim_here`).
+    @param message_id The funding's TokenBridge message id.
+    @return bytes32 The TokenBridge message carrying it back.
+    """
+    f: Funding = self.fundings[message_id]
+    assert f.sender != empty(address), "unknown funding"
+    owed: uint256 = self._owed(f)
+    assert owed > 0, "nothing owed"
+    self.fundings[message_id].returned = f.returned + owed
+    assert extcall IERC20(token).approve(token_bridge, owed, default_return_value=True), "approve failed"
+    transfer_id: bytes32 = extcall ITokenBridge(token_bridge).send(f.source_chain, f.sender, owed)
+    log Returned(message_id=message_id, order_id=f.order_id, to=f.sender, amount=owed, transfer_id=transfer_id)
+    return transfer_id
+
+
+@external
+@nonreentrant
+def claim_here(message_id: bytes32, to: address):
+    """
+    @notice The funding's sender (the same address on this chain) takes what it is owed
+            here instead of on its chain.
+    @param message_id The funding's TokenBridge message id.
+    @param to Who receives it on this chain.
+    """
+    f: Funding = self.fundings[message_id]
+    assert f.sender != empty(address), "unknown funding"
+    assert msg.sender == f.sender, "not the sender"
+    assert to != empty(address), "zero recipient"
+    owed: uint256 = self._owed(f)
+    assert owed > 0, "nothing owed"
+    self.fundings[message_id].returned = f.returned + owed
+    assert extcall IERC20(token).transfer(to, owed, default_return_value=True), "transfer failed"
+    log Returned(message_id=message_id, order_id=f.order_id, to=to, amount=owed, transfer_id=empty(bytes32))

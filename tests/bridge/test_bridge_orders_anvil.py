@@ -1,0 +1,105 @@
+"""An order funded from the peer chain in one message, on two real anvil nodes: the tenant's TUSD
+is locked on chain B and the delivery itself opens its order on chain A's Market (no transaction
+of the tenant on A); the order's refund comes back to the tenant on B, sent by the relayer, not
+by the tenant's client. A deposit whose order the Market refuses comes back whole the same way.
+Conservation across the bridge holds at every step: locked on B = minted on A + in flight."""
+
+from __future__ import annotations
+
+from tessera.chain.accounts import devnet_account
+from tessera.chain.bridge_orders import BridgeOrders, fund_order
+from tessera.chain.market import Market
+from tessera.chain.token_bridge import TokenBridge
+from tessera.chain.tokens import PaymentToken
+from tessera.errors import BridgeError
+from tessera.protocol.bridge import MAX_CALL_DATA, OrderTerms, order_call_data
+
+from .conftest import HOME, PEER, SENDER, TUSD
+
+
+def _terms(tenant: str, nodes: int = 1) -> OrderTerms:
+    return OrderTerms(tenant, b"\x55" * 32, "", 1, 0, 2 * TUSD, 3600, nodes)
+
+
+def _bridge_books(bridge) -> tuple[int, int]:
+    """(TUSD locked in the peer's TokenBridge, TUSD the home TokenBridge minted for the peer and
+    not yet burned back), read from the chains."""
+    peer_bridge = TokenBridge(bridge.chain(PEER))
+    return (PaymentToken(bridge.chain(PEER)).balance_of(peer_bridge.address),
+            TokenBridge(bridge.chain(HOME)).backing(PEER))
+
+
+def test_an_order_funded_in_one_message_and_refunded_without_the_client(bridge):
+    sender = devnet_account(SENDER).address
+    peer_before = bridge.tusd(PEER, sender)
+    home_before = bridge.tusd(HOME, sender)
+    orders = BridgeOrders(bridge.chain(HOME))
+    books = _bridge_books(bridge)
+    message_id, _ = fund_order(bridge.chain(PEER, SENDER), HOME, orders.address,
+                               _terms(sender, nodes=2), 4 * TUSD)
+    assert bridge.tusd(PEER, sender) == peer_before - 4 * TUSD
+    relayer = bridge.relayer(refund_check_s=0)
+    bridge.settle(relayer)
+    locked, backing = _bridge_books(bridge)
+    assert (locked - books[0], backing - books[1]) == (4 * TUSD, 4 * TUSD)   # locked = minted
+    order_id = orders.funded_order(message_id, timeout_s=0)
+    market = Market(bridge.chain(HOME, SENDER))
+    order = market.order(order_id)
+    assert (order.tenant, order.deposit, order.nodes, order.open) == (sender, 4 * TUSD, 2, True)
+    assert market.refund_to(order_id) == orders.address
+    assert bridge.tusd(HOME, sender) == home_before       # nothing of the tenant's moved at home
+
+    market.cancel_order(order_id)                         # the tenant runs its order at home
+    assert orders.owed(message_id) == 4 * TUSD and bridge.tusd(HOME, sender) == home_before
+    bridge.settle(relayer)                                # the relayer sends it back ...
+    assert orders.owed(message_id) == 0 and relayer.state["done"]["delivered"] == 1
+    bridge.settle(relayer)                                # ... and carries it, once confirmed
+    assert orders.owed(message_id) == 0
+    assert bridge.tusd(PEER, sender) == peer_before       # whole again, on the chain it came from
+    assert PaymentToken(bridge.chain(HOME)).balance_of(orders.address) == 0
+    assert not relayer.state["open"]
+    locked, backing = _bridge_books(bridge)
+    assert (locked - books[0], backing - books[1]) == (0, 0)      # nothing left on either side
+
+
+def test_a_refused_order_comes_back_whole(bridge):
+    """Terms the Market refuses (here a deposit under the worst case, sent past the client's
+    own check) open nothing; the deposit is owed back and the relayer returns it."""
+    sender = devnet_account(SENDER).address
+    peer_before = bridge.tusd(PEER, sender)
+    orders = BridgeOrders(bridge.chain(HOME))
+    orders_before = Market(bridge.chain(HOME))._call("order_count")
+    try:
+        fund_order(bridge.chain(PEER, SENDER), HOME, orders.address, _terms(sender), TUSD)
+    except ValueError as exc:
+        assert "below the order's worst case" in str(exc)
+    else:
+        raise AssertionError("the client sent a deposit the Market refuses")
+    message_id, _ = TokenBridge(bridge.chain(PEER, SENDER)).send_call(
+        HOME, orders.address, TUSD, order_call_data(_terms(sender)))
+    relayer = bridge.relayer(refund_check_s=0)
+    bridge.settle(relayer)
+    try:
+        orders.funded_order(message_id, timeout_s=0)
+    except BridgeError as exc:
+        assert "refused its order" in str(exc)
+    else:
+        raise AssertionError("a refused order was reported as opened")
+    assert Market(bridge.chain(HOME))._call("order_count") == orders_before
+    bridge.settle(relayer)
+    bridge.settle(relayer)
+    assert bridge.tusd(PEER, sender) == peer_before and orders.owed(message_id) == 0
+
+
+def test_send_call_refuses_oversized_data_before_sending(bridge):
+    chain = bridge.chain(PEER, SENDER)
+    before = bridge.tusd(PEER, chain.address)
+    try:
+        TokenBridge(chain).send_call(HOME, BridgeOrders(bridge.chain(HOME)).address, TUSD,
+                                     b"\x00" * (MAX_CALL_DATA + 1))
+    except ValueError as exc:
+        assert str(MAX_CALL_DATA) in str(exc)
+    else:
+        raise AssertionError("oversized call data was sent")
+    assert bridge.tusd(PEER, chain.address) == before
+    assert TokenBridge(bridge.chain(PEER))._call("MAX_CALL_DATA") == MAX_CALL_DATA   # one rule

@@ -1,0 +1,298 @@
+"""BridgeOrders with the real Market and a real mint-mode TokenBridge (titanoboa): a deposit sent
+from a peer chain with `send_call` opens a Market order for its tenant in the delivery itself;
+every refund of the order and its leases is owed back to the sender; terms the Market refuses
+leave the deposit owed back whole; nobody else can take any of it.
+
+The inbox is an address the test speaks as (`prank`): its quorum checks are BridgeInbox's own
+tests; here the TokenBridge and BridgeOrders it calls are the subject. The anvil test
+(tests/bridge/test_bridge_orders_anvil.py) runs the whole path over two chains.
+
+The adversary, and what the tests below try:
+- a relayer sends just too little gas so that the order's opening fails inside the delivery
+  and the deposit is stranded (test_a_relayer_cannot_starve_the_call);
+- anyone calls the hook or the order step directly to mint an order or a claim
+  (test_only_the_token_bridge_and_itself_may_call);
+- the tenant (or anyone) takes refunds owed to the sender (claim_here by others, send_back
+  twice, a sponsored order's refunds to its tenant: test_refunds_go_to_the_payer_not_the_tenant);
+- junk or refused terms trap the deposit (test_terms_the_market_refuses_are_owed_back_whole);
+- any sequence of deliveries, leases, closes, cancels, top-ups, send_backs and claims leaves a
+  token the contract cannot account for (test_every_token_is_owed_for_any_sequence).
+"""
+
+from __future__ import annotations
+
+import boa
+import pytest
+from boa.contracts.base_evm_contract import BoaError
+from contracts_support import HOUR, USD, events, key_account
+from eth_abi import encode
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tessera.protocol.bridge import (
+    KIND_TRANSFER_CALL,
+    MAX_CALL_DATA,
+    OrderTerms,
+    order_call_data,
+    transfer_call_payload,
+)
+
+PEER_CHAIN = 31338
+MAX_TRANSFER = 10_000 * USD
+SENDER = key_account(70)     # the tenant's key: its address is the same on both chains
+
+
+class Home:
+    """The home chain's side: Market (from `system`), a mint-mode TokenBridge, BridgeOrders."""
+
+    def __init__(self, system, factories):
+        self.system = system
+        self.inbox = boa.env.generate_address("inbox")
+        self.peer_bridge = boa.env.generate_address("peer-token-bridge")
+        self.outbox = factories["BridgeOutbox"].deploy()
+        self.bridge = factories["TokenBridge"].deploy(system.usd.address, self.outbox.address,
+                                                      self.inbox, True, system.owner)
+        system.usd.set_minter(self.bridge.address, True)
+        self.bridge.set_peer(PEER_CHAIN, self.peer_bridge, MAX_TRANSFER)
+        self.orders = factories["BridgeOrders"].deploy(system.usd.address, system.market.address,
+                                                       self.bridge.address)
+        self.nonce = 0
+        with boa.env.prank(SENDER.address):
+            system.usd.approve(system.market.address, 2**256 - 1)   # for top-ups
+
+    def deliver(self, amount: int, data: bytes, sender: str = SENDER.address, **kw) -> bytes:
+        """The inbox delivers a send_call from `sender` on the peer chain; returns its id."""
+        self.nonce += 1
+        message_id = self.nonce.to_bytes(32, "big")
+        payload = transfer_call_payload(self.orders.address, sender, data)
+        with boa.env.prank(self.inbox):
+            self.bridge.on_bridge_message(PEER_CHAIN, self.peer_bridge, KIND_TRANSFER_CALL, amount,
+                                          payload, message_id, **kw)
+        return message_id
+
+    def owed_total(self, ids) -> int:
+        return sum(self.orders.owed(i) for i in ids)
+
+
+@pytest.fixture
+def home(system, factories) -> Home:
+    return Home(system, factories)
+
+
+def terms(tenant: str = SENDER.address, *, max_price=2 * USD, duration=HOUR, nodes=1,
+          min_gpus=1, model="") -> OrderTerms:
+    return OrderTerms(tenant, b"\x33" * 32, model, min_gpus, 0, max_price, duration, nodes)
+
+
+def test_a_delivered_deposit_opens_the_order_for_its_tenant(home):
+    m, usd = home.system.market, home.system.usd
+    t = terms(max_price=2 * USD, duration=3 * HOUR, nodes=2)
+    mid = home.deliver(12 * USD, order_call_data(t))
+    (funded,) = events(home.bridge, "OrderFunded")
+    oid = funded.order_id
+    assert (funded.message_id, funded.tenant, funded.sender, funded.amount) == (
+        mid, SENDER.address, SENDER.address, 12 * USD)
+    o = m.orders(oid)
+    assert (o.tenant, o.deposit, o.nodes, o.duration, o.open) == (SENDER.address, 12 * USD, 2,
+                                                                   3 * HOUR, True)
+    assert m.refund_to(oid) == home.orders.address and m.refunded(oid) == 0
+    assert home.orders.fundings(mid).order_id == oid and home.orders.owed(mid) == 0
+    assert usd.balanceOf(home.orders.address) == 0 and usd.balanceOf(m.address) == 12 * USD
+    assert home.bridge.backing(PEER_CHAIN) == 12 * USD
+    assert not events(home.bridge, "CallFailed")
+
+
+def test_refunds_go_to_the_payer_not_the_tenant(home):
+    """The order's tenant runs it (accepts, closes, cancels) but its refunds are the sender's:
+    collected in BridgeOrders, sent back by anyone, once."""
+    s, m, usd = home.system, home.system.market, home.system.usd
+    tenant = s.tenant2                       # another key runs the order the sender paid for
+    mid = home.deliver(20 * USD, order_call_data(terms(tenant.address, nodes=2, duration=5 * HOUR)))
+    oid = home.orders.fundings(mid).order_id
+    tenant_before = usd.balanceOf(tenant.address)
+    lease_id = s.accept(oid, s.providers[0], USD, tenant=tenant)   # 8 GPUs x 1 USD x 5 h = 40 > 20
+    boa.env.time_travel(seconds=HOUR // 2)
+    with boa.env.prank(tenant.address):
+        m.close_lease(lease_id)
+        m.cancel_order(oid)
+    assert usd.balanceOf(tenant.address) == tenant_before     # the tenant got nothing
+    refunded = m.refunded(oid)
+    lease = m.leases(lease_id)
+    assert refunded == 20 * USD - lease.paid > 0
+    assert home.orders.owed(mid) == refunded == usd.balanceOf(home.orders.address)
+    with boa.env.prank(s.outsider.address):                    # anyone may send it back
+        transfer_id = home.orders.send_back(mid)
+    (ret,) = events(home.orders, "Returned")
+    assert (ret.to, ret.amount, ret.transfer_id) == (SENDER.address, refunded, transfer_id)
+    origin = home.bridge.origins(transfer_id)
+    assert (origin.sender, origin.amount, origin.destination_chain) == (
+        home.orders.address, refunded, PEER_CHAIN)
+    (sent,) = events(home.orders, "MessageSent")
+    assert sent.destination_chain == PEER_CHAIN and sent.amount == refunded
+    assert usd.balanceOf(home.orders.address) == 0 and home.orders.owed(mid) == 0
+    with boa.reverts("nothing owed"):
+        home.orders.send_back(mid)
+    with boa.env.prank(SENDER.address), boa.reverts("nothing owed"):
+        home.orders.claim_here(mid, SENDER.address)
+
+
+def _raw_terms(**over) -> bytes:
+    values = {"tenant": SENDER.address, "spec": b"\x33" * 32, "model": "", "gpus": 1, "mem": 0,
+              "price": 2 * USD, "duration": HOUR, "nodes": 1, "verified": False, **over}
+    types = ["address", "bytes32", "string", "uint32", "uint32", "uint256", "uint256", "uint32",
+             "bool"]
+    return encode(types, list(values.values()))
+
+
+def _widen(data: bytes, word: int, value: int) -> bytes:
+    """Overwrite head word `word` of abi-encoded terms with `value` (a uint32 out of range)."""
+    return data[:32 * word] + value.to_bytes(32, "big") + data[32 * word + 32:]
+
+
+@pytest.mark.parametrize("case, amount, data", [
+    ("deposit too small", 2 * USD - 1, _raw_terms()),
+    ("zero nodes", 2 * USD, _raw_terms(nodes=0)),
+    ("zero tenant", 2 * USD, _raw_terms(tenant="0x" + "00" * 20)),
+    ("verified without settlement", 2 * USD, _raw_terms(verified=True)),
+    ("junk", 2 * USD, b"\x01" * 7),
+    ("empty", 2 * USD, b""),
+    ("uint32 overflow", 2 * USD, _widen(_raw_terms(), 3, 2**32)),
+    # the string's length word says 65 (a longer one would not fit what send_call carries)
+    ("model over 64 bytes", 2 * USD, _widen(_raw_terms(model="x" * 64), 9, 65)),
+    ("largest data", 2 * USD, b"\xff" * MAX_CALL_DATA),
+])
+def test_terms_the_market_refuses_are_owed_back_whole(home, case, amount, data):
+    s, usd = home.system, home.system.usd
+    mid = home.deliver(amount, data)
+    (refused,) = events(home.bridge, "OrderRefused")
+    assert (refused.message_id, refused.sender, refused.amount) == (mid, SENDER.address, amount)
+    assert home.orders.fundings(mid).order_id == 0 and s.market.next_order_id() == 1
+    assert home.orders.owed(mid) == amount == usd.balanceOf(home.orders.address)
+    with boa.env.prank(s.outsider.address), boa.reverts("not the sender"):
+        home.orders.claim_here(mid, s.outsider.address)
+    with boa.env.prank(SENDER.address):
+        home.orders.claim_here(mid, SENDER.address)
+    assert usd.balanceOf(SENDER.address) == amount and home.orders.owed(mid) == 0
+
+
+def test_only_the_token_bridge_and_itself_may_call(home):
+    s = home.system
+    data = order_call_data(terms())
+    s.usd.mint(home.orders.address, 5 * USD)    # tokens sent here directly: nobody's claim
+    with boa.env.prank(s.outsider.address):
+        with boa.reverts("only the token bridge"):
+            home.orders.on_bridged_tokens(PEER_CHAIN, s.outsider.address, 5 * USD, data, b"\x01" * 32)
+        with boa.reverts("only this contract"):
+            home.orders.open_order(5 * USD, data)
+        with boa.reverts("unknown funding"):
+            home.orders.send_back(b"\x01" * 32)
+    assert s.market.next_order_id() == 1
+    mid = home.deliver(2 * USD, data)
+    with boa.env.prank(home.bridge.address), boa.reverts("funding seen"):   # a replayed id
+        home.orders.on_bridged_tokens(PEER_CHAIN, SENDER.address, 2 * USD, data, mid)
+
+
+def test_a_relayer_cannot_starve_the_call(home):
+    """Whatever gas the delivery is sent with, it either reverts (and can be retried) or opens
+    the order: never a delivery whose call failed for lack of gas."""
+    data = order_call_data(terms())
+    outcomes = set()
+    for gas in range(150_000, 2_400_001, 75_000):
+        with boa.env.anchor():
+            try:
+                mid = home.deliver(2 * USD, data, gas=gas)
+            except BoaError:
+                outcomes.add("reverted")
+                continue
+            assert not events(home.bridge, "CallFailed"), gas
+            assert home.orders.fundings(mid).order_id == 1, gas
+            outcomes.add("opened")
+    assert outcomes == {"reverted", "opened"}
+
+
+# -- every token is owed to someone, for any sequence ----------------------------------------
+
+fund_op = st.tuples(st.just("fund"), st.booleans(), st.integers(1, 3), st.integers(1, 8),
+                    st.integers(0, 3 * USD))
+op = st.one_of(
+    fund_op,
+    fund_op,
+    st.tuples(st.just("accept"), st.integers(0, 20), st.integers(0, 3)),
+    st.tuples(st.just("accept"), st.integers(0, 20), st.integers(0, 3)),
+    st.tuples(st.just("time"), st.integers(0, 4 * HOUR)),
+    st.tuples(st.just("close"), st.integers(0, 20)),
+    st.tuples(st.just("cancel"), st.integers(0, 20)),
+    st.tuples(st.just("top_up"), st.integers(0, 20), st.integers(1, 5 * USD)),
+    st.tuples(st.just("send_back"), st.integers(0, 20)),
+    st.tuples(st.just("claim"), st.integers(0, 20)),
+)
+
+
+def _pick(ids: list, i: int):
+    return ids[-1 - i % len(ids)] if ids else None
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(op, min_size=5, max_size=30))
+def test_every_token_is_owed_for_any_sequence(home, ops):
+    s, m, usd, orders = home.system, home.system.market, home.system.usd, home.orders
+    with boa.env.anchor():
+        usd.mint(SENDER.address, 1_000 * USD)   # for top-ups
+        fundings, leases, nonce = [], [], 0
+        for step in ops:
+            kind = step[0]
+            try:
+                if kind == "fund":
+                    _, good, nodes, hours, extra = step
+                    deposit = 2 * USD * nodes * hours + extra
+                    data = order_call_data(terms(nodes=nodes, duration=hours * HOUR)) if good else b"\x00"
+                    fundings.append(home.deliver(deposit, data))
+                elif kind == "accept":
+                    mid = _pick(fundings, step[1])
+                    if mid is not None and orders.fundings(mid).order_id:
+                        nonce += 1
+                        leases.append(s.accept(orders.fundings(mid).order_id, s.providers[step[2]],
+                                               USD, nonce=nonce, tenant=SENDER))
+                elif kind == "time":
+                    boa.env.time_travel(seconds=step[1])
+                elif kind in ("close", "top_up"):
+                    lease_id = _pick(leases, step[1])
+                    if lease_id is not None:
+                        with boa.env.prank(SENDER.address):
+                            if kind == "close":
+                                m.close_lease(lease_id)
+                            else:   # refused: its refund would be the payer's
+                                with boa.reverts("market: the order's refunds go to its payer"):
+                                    m.top_up(lease_id, step[2])
+                elif kind == "cancel":
+                    mid = _pick(fundings, step[1])
+                    if mid is not None and orders.fundings(mid).order_id:
+                        with boa.env.prank(SENDER.address):
+                            m.cancel_order(orders.fundings(mid).order_id)
+                elif kind == "send_back":
+                    mid = _pick(fundings, step[1])
+                    if mid is not None:
+                        orders.send_back(mid)
+                elif kind == "claim":
+                    mid = _pick(fundings, step[1])
+                    if mid is not None:
+                        with boa.env.prank(SENDER.address):
+                            orders.claim_here(mid, SENDER.address)
+            except BoaError:
+                pass   # a refusal changes nothing: the invariants below still hold
+            assert usd.balanceOf(orders.address) == home.owed_total(fundings)
+            assert usd.balanceOf(m.address) == s.held()
+        # the way out, in a bounded number of transactions: close, cancel, send back
+        with boa.env.prank(SENDER.address):
+            for lease_id in leases:
+                if m.leases(lease_id).closed_at == 0:
+                    m.close_lease(lease_id)
+            for mid in fundings:
+                oid = orders.fundings(mid).order_id
+                if oid and m.orders(oid).open:
+                    m.cancel_order(oid)
+        for mid in fundings:
+            if orders.owed(mid):
+                orders.send_back(mid)
+        assert usd.balanceOf(orders.address) == 0
