@@ -18,7 +18,9 @@ home chain 31337, peer 31338, default BridgeParams, genesis committee devnet val
    same chains): both inboxes rotated to 1..32 fresh
    equal-weight members, all signing; one transfer each way delivered at each size (gasUsed:
    21,000 + calldata + execution, the mint or unlock included); a queued transfer's deliver +
-   execute; TokenBridge.send (lock, burn) and a bare BridgeOutbox.send; rotate at 4 and 32.
+   execute; TokenBridge.send (lock, burn) and a bare BridgeOutbox.send; rotate at 4 and 32;
+   `order_funding`: an order funded from the peer in one message (send_call, the delivery that
+   opens the order beside a plain one, BridgeOrders.send_back).
 3. `bucket`: BridgeParams' defaults (read back from both inboxes) and the reasoning.
 4. `model` (a model, not a measurement): deliver gas = a + b * signatures, and its price.
 """
@@ -48,6 +50,7 @@ from eth_utils import keccak
 from tessera.chain.accounts import devnet_account
 from tessera.chain.bridge_deploy import BridgeParams
 from tessera.chain.bridge_inbox import BridgeInbox, sign_attestation, sign_rotation
+from tessera.chain.bridge_orders import BridgeOrders, fund_order
 from tessera.chain.bridge_outbox import BridgeOutbox, SentMessage
 from tessera.chain.client import Chain
 from tessera.chain.devnet import (
@@ -58,10 +61,16 @@ from tessera.chain.devnet import (
     free_port,
     free_port_pair,
 )
+from tessera.chain.market import Market
 from tessera.chain.network import Network, load_network
 from tessera.chain.token_bridge import TokenBridge
 from tessera.daemons import spawn, stop
-from tessera.protocol.bridge import DEFAULT_CONFIRMATIONS, quorum_reached, sort_signatures
+from tessera.protocol.bridge import (
+    DEFAULT_CONFIRMATIONS,
+    OrderTerms,
+    quorum_reached,
+    sort_signatures,
+)
 from tessera.protocol.money import PAYMENT_DECIMALS
 from tessera.validator.config import BridgeSection
 
@@ -271,6 +280,30 @@ class GasBench:
         tx = inbox.chain.w3.eth.get_transaction(receipt["transactionHash"])
         return delivered, {"gas": receipt["gasUsed"], "calldata_bytes": len(bytes(tx["input"]))}
 
+    def order_funding(self) -> dict:
+        """An order funded from the peer in one message (docs/bridge.md): send_call's gas on the
+        peer, the delivery that opens the order at home, a plain 1-TUSD delivery beside it with
+        the same committee, and BridgeOrders.send_back after the order is cancelled."""
+        tenant_peer = self.chain(PEER, devnet_account(SENDER))
+        orders = BridgeOrders(self.chain(HOME, self.payer))
+        terms = OrderTerms(tenant_peer.address, b"\x42" * 32, "", 1, 0, TUSD, 3600, 1)
+        message_id, receipts = fund_order(tenant_peer, HOME, orders.address, terms, TUSD)
+        [sent] = BridgeOutbox(tenant_peer).sent_in(receipts[-1])
+        delivered, measured = self.deliver(sent)
+        assert delivered
+        order_id = orders.funded_order(message_id, timeout_s=0)
+        plain = self.deliver(self.send(PEER, TUSD))[1]["gas"]
+        self.sends["lock"].pop()
+        Market(self.chain(HOME, devnet_account(SENDER))).cancel_order(order_id)
+        _, back = orders.send_back(message_id)
+        assert self.deliver(BridgeOutbox(orders.chain).sent_in(back)[0])[0]   # nothing left in flight
+        return {"signatures": len(self.signers), "send_call_on_peer": receipts[-1]["gasUsed"],
+                "deliver_opening_the_order": measured["gas"], "deliver_plain_transfer": plain,
+                "send_back_on_home": back["gasUsed"],
+                "note": "1 TUSD deposit for a 1-node, 1-hour order at 1 TUSD/GPU-h; the delivery "
+                        "reserves TokenBridge.CALL_GAS (1.5 M) for the call but is charged what "
+                        "it uses; send_back: the cancelled order's whole deposit"}
+
     def queued(self, params: BridgeParams) -> dict:
         """A transfer just over the large threshold each way: deliver (queued), then execute
         once the destination's clock has passed the delay."""
@@ -299,6 +332,10 @@ def gas_section(network: Network, sizes: tuple[int, ...], params: BridgeParams) 
         assert bench.deliver(bench.send(source, amount))[0]
     bench.sends = {k: [] for k in bench.sends}
     rows, rotations, queued = [], [], {}
+    funding = bench.order_funding()   # with the genesis committee
+    say(f"  an order funded from {PEER} in one message: deliver "
+        f"{funding['deliver_opening_the_order']:,} gas (a plain transfer "
+        f"{funding['deliver_plain_transfer']:,})")
     for size in sizes:
         rotations.append(bench.rotate(size, f"size {size}"))
         row = {"signatures": size}
@@ -336,6 +373,7 @@ def gas_section(network: Network, sizes: tuple[int, ...], params: BridgeParams) 
                  "BridgeOutbox.send, no value, 64-byte payload": bare,
                  "note": f"TokenBridge: medians of the rows' {len(bench.sends['lock'])} lock and "
                          f"{len(bench.sends['burn'])} burn sends (1 TUSD each)"},
+        "order_funding": funding,
         "rotate": {"rows": [r for r in rotations if r["signatures"] == r["members"]],
                    "all": rotations,
                    "note": "every member of the current committee signing, a committee of fresh "

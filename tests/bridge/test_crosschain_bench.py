@@ -38,6 +38,9 @@ def test_quick_bench_writes_the_figures(tmp_path):
         values = [r[key] for r in rows]
         assert all(b > a for a, b in zip(values, values[1:], strict=False)), (key, values)
     assert rows[0]["gas"] > 21_000
+    funding = gas["order_funding"]   # an order opened by its deposit's delivery costs more
+    assert funding["deliver_opening_the_order"] > funding["deliver_plain_transfer"] > 21_000
+    assert funding["send_call_on_peer"] > 21_000 and funding["send_back_on_home"] > 21_000
     for route in ("31338->31337", "31337->31338"):
         queued = gas["queued"][route]
         assert queued["deliver"] > 21_000 and queued["execute"] > 21_000

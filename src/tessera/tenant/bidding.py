@@ -130,8 +130,13 @@ def lease_nodes(tenant: Tenant, spec: JobSpec, console: Console) -> Leasing:
     if len(order_txs) > 1:
         txs["approve"] = order_txs[0]
     txs["order"] = order_txs[-1]
-    console.print(f"order {order_id} posted with {money(spec.order.escrow)} in escrow "
-                  f"(tx {order_txs[-1]})")
+    if tenant.pay_from is None:
+        console.print(f"order {order_id} posted with {money(spec.order.escrow)} in escrow "
+                      f"(tx {order_txs[-1]})")
+    else:
+        console.print(f"order {order_id} opened on chain {tenant.chain.network.chain_id} by the "
+                      f"delivery of its {money(spec.order.escrow)} deposit, sent from chain "
+                      f"{tenant.pay_from.network.chain_id} (tx {order_txs[-1]} there)")
     console.print(f"collecting bids for {spec.order.bid_window} s ...")
     # concurrently, from the providers whose offer can match only (tenant/bid_collection.py)
     verdicts = collect_bids(tenant.market, order_id, spec.order.bid_window, emit=tenant.emit)
