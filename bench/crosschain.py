@@ -287,7 +287,7 @@ class GasBench:
         tenant_peer = self.chain(PEER, devnet_account(SENDER))
         orders = BridgeOrders(self.chain(HOME, self.payer))
         terms = OrderTerms(tenant_peer.address, b"\x42" * 32, "", 1, 0, TUSD, 3600, 1)
-        message_id, receipts = fund_order(tenant_peer, HOME, orders.address, terms, TUSD)
+        message_id, receipts = fund_order(tenant_peer, orders.chain, terms, TUSD)
         [sent] = BridgeOutbox(tenant_peer).sent_in(receipts[-1])
         delivered, measured = self.deliver(sent)
         assert delivered

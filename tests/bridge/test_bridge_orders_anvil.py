@@ -14,7 +14,7 @@ from tessera.chain.tokens import PaymentToken
 from tessera.errors import BridgeError
 from tessera.protocol.bridge import MAX_CALL_DATA, OrderTerms, order_call_data
 
-from .conftest import HOME, PEER, SENDER, TUSD
+from .conftest import GUARDIAN, HOME, OTHER, PEER, SENDER, TUSD
 
 
 def _terms(tenant: str, nodes: int = 1) -> OrderTerms:
@@ -35,7 +35,7 @@ def test_an_order_funded_in_one_message_and_refunded_without_the_client(bridge):
     home_before = bridge.tusd(HOME, sender)
     orders = BridgeOrders(bridge.chain(HOME))
     books = _bridge_books(bridge)
-    message_id, _ = fund_order(bridge.chain(PEER, SENDER), HOME, orders.address,
+    message_id, _ = fund_order(bridge.chain(PEER, SENDER), bridge.chain(HOME),
                                _terms(sender, nodes=2), 4 * TUSD)
     assert bridge.tusd(PEER, sender) == peer_before - 4 * TUSD
     relayer = bridge.relayer(refund_check_s=0)
@@ -70,7 +70,7 @@ def test_a_refused_order_comes_back_whole(bridge):
     orders = BridgeOrders(bridge.chain(HOME))
     orders_before = Market(bridge.chain(HOME))._call("order_count")
     try:
-        fund_order(bridge.chain(PEER, SENDER), HOME, orders.address, _terms(sender), TUSD)
+        fund_order(bridge.chain(PEER, SENDER), bridge.chain(HOME), _terms(sender), TUSD)
     except ValueError as exc:
         assert "below the order's worst case" in str(exc)
     else:
@@ -103,3 +103,79 @@ def test_send_call_refuses_oversized_data_before_sending(bridge):
         raise AssertionError("oversized call data was sent")
     assert bridge.tusd(PEER, chain.address) == before
     assert TokenBridge(bridge.chain(PEER))._call("MAX_CALL_DATA") == MAX_CALL_DATA   # one rule
+
+
+def test_a_send_back_the_peer_cancels_is_recovered_and_sent_again(bridge):
+    """The peer's inbox holds send-backs over 1 TUSD for its delay (its owner lowered the
+    threshold, through the peer's Timelock) and its guardian cancels one: the bounce lands in
+    BridgeOrders, the relayer recovers it (owed again) and sends it back again."""
+    sender = devnet_account(SENDER).address
+    home_bridge = TokenBridge(bridge.chain(HOME)).address
+    bridge.owner_action(PEER, "BridgeInbox", "set_value_sender", HOME, home_bridge,
+                        100_000 * TUSD, 100_000 * TUSD // 86_400, TUSD)
+    orders = BridgeOrders(bridge.chain(HOME))
+    message_id, _ = fund_order(bridge.chain(PEER, SENDER), bridge.chain(HOME), _terms(sender), 4 * TUSD)
+    relayer = bridge.relayer(refund_check_s=0)
+    bridge.settle(relayer)
+    BridgeOrders(bridge.chain(HOME, SENDER)).cancel_order(message_id)   # the sender, at home
+    bridge.settle(relayer)                         # the relayer sends it back ...
+    bridge.settle(relayer)                         # ... and carries it: held on the peer
+    [ret] = bridge.chain(HOME).events("BridgeOrders", "Returned", 0)
+    transfer_id = bytes(ret["args"]["transfer_id"])
+    peer_inbox = bridge.inbox(PEER)
+    [sent] = [s for s in bridge.outbox(HOME).messages(0, "latest") if s.message.id == transfer_id]
+    assert peer_inbox.delivered(transfer_id) and peer_inbox.pending(transfer_id)   # held
+    bridge.inbox(PEER, GUARDIAN).cancel(sent.message, sent.payload)
+    for _ in range(3):                             # the bounce crosses home, then is recovered
+        bridge.settle(relayer)
+    recovered = bridge.chain(HOME).events("BridgeOrders", "BounceRecovered", 0)
+    assert [bytes(e["args"]["transfer_id"]) for e in recovered] == [transfer_id]
+    returns = bridge.chain(HOME).events("BridgeOrders", "Returned", 0)
+    assert len(returns) == 2 and orders.owed(message_id) == 0   # sent back again
+    assert PaymentToken(bridge.chain(HOME)).balance_of(orders.address) == 0
+
+
+def test_the_relayer_carries_calls_to_bridge_orders_only(bridge):
+    """A transfer with a call to any other contract would make the relayer pay CALL_GAS (1.5 M)
+    for 1 base unit: it is not carried (the sender may deliver it itself); one to BridgeOrders
+    is."""
+    chain = bridge.chain(PEER, SENDER)
+    to_timelock, _ = TokenBridge(chain).send_call(HOME, bridge.net(HOME).address("Timelock"), 1,
+                                                  b"\x01")
+    relayer = bridge.relayer(refund_check_s=0)
+    bridge.settle(relayer)
+    assert not bridge.inbox(HOME).delivered(to_timelock)
+    [(key, reason)] = relayer.state["not_served"].items()
+    assert key.startswith(f"{PEER}:") and "not to BridgeOrders" in reason
+    message_id, _ = fund_order(chain, bridge.chain(HOME), _terms(chain.address), 2 * TUSD)
+    bridge.settle(relayer)
+    assert bridge.inbox(HOME).delivered(message_id)
+
+
+def test_the_order_commands(bridge):
+    """`tessera bridge order-status / order-cancel / order-claim` on a funded order: the status
+    in words, the sender's cancel and claim at home; junk ids and other accounts refused in words."""
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+
+    def tessera(*args):
+        result = CliRunner().invoke(app, [*args, "--network", str(bridge.env.devnet.network_file)])
+        return result.exit_code, " ".join((result.stdout + result.stderr).split())
+
+    sender = devnet_account(SENDER).address
+    message_id, _ = fund_order(bridge.chain(PEER, SENDER), bridge.chain(HOME), _terms(sender), 2 * TUSD)
+    bridge.settle(bridge.relayer(refund_check_s=3_600))     # delivered; no refund duty now
+    mid = "0x" + message_id.hex()
+    code, out = tessera("bridge", "order-status", mid)
+    assert code == 0 and "opened order" in out and "owed now 0.00 TUSD" in out, out
+    for args, said in ((("order-status", "0x12"), "32-byte message id"),
+                       (("order-cancel", mid, "--account", f"devnet:{OTHER}"), "not the sender"),
+                       (("order-claim", mid, "--account", f"devnet:{SENDER}"), "nothing owed")):
+        code, out = tessera("bridge", *args)
+        assert code == 1 and said in out and "Traceback" not in out, (args, out)
+    home_before = bridge.tusd(HOME, sender)
+    assert tessera("bridge", "order-cancel", mid, "--account", f"devnet:{SENDER}")[0] == 0
+    code, out = tessera("bridge", "order-claim", mid, "--account", f"devnet:{SENDER}")
+    assert code == 0 and "claimed 2.00 TUSD" in out, out
+    assert bridge.tusd(HOME, sender) == home_before + 2 * TUSD

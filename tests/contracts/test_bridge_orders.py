@@ -30,9 +30,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tessera.protocol.bridge import (
+    KIND_BOUNCE,
     KIND_TRANSFER_CALL,
     MAX_CALL_DATA,
     OrderTerms,
+    bounce_payload,
     order_call_data,
     transfer_call_payload,
 )
@@ -69,6 +71,13 @@ class Home:
             self.bridge.on_bridge_message(PEER_CHAIN, self.peer_bridge, KIND_TRANSFER_CALL, amount,
                                           payload, message_id, **kw)
         return message_id
+
+    def bounce(self, transfer_id: bytes, amount: int) -> None:
+        """The peer's guardian cancelled the send-back `transfer_id`: its bounce arrives."""
+        self.nonce += 1
+        with boa.env.prank(self.inbox):
+            self.bridge.on_bridge_message(PEER_CHAIN, self.peer_bridge, KIND_BOUNCE, amount,
+                                          bounce_payload(transfer_id), self.nonce.to_bytes(32, "big"))
 
     def owed_total(self, ids) -> int:
         return sum(self.orders.owed(i) for i in ids)
@@ -160,9 +169,12 @@ def _widen(data: bytes, word: int, value: int) -> bytes:
     # the string's length word says 65 (a longer one would not fit what send_call carries)
     ("model over 64 bytes", 2 * USD, _widen(_raw_terms(model="x" * 64), 9, 65)),
     ("largest data", 2 * USD, b"\xff" * MAX_CALL_DATA),
+    ("tenant is BridgeOrders", 2 * USD, None),
 ])
 def test_terms_the_market_refuses_are_owed_back_whole(home, case, amount, data):
     s, usd = home.system, home.system.usd
+    if data is None:   # a tenant that could never run or cancel the order
+        data = order_call_data(terms(home.orders.address))
     mid = home.deliver(amount, data)
     (refused,) = events(home.bridge, "OrderRefused")
     assert (refused.message_id, refused.sender, refused.amount) == (mid, SENDER.address, amount)
@@ -173,6 +185,60 @@ def test_terms_the_market_refuses_are_owed_back_whole(home, case, amount, data):
     with boa.env.prank(SENDER.address):
         home.orders.claim_here(mid, SENDER.address)
     assert usd.balanceOf(SENDER.address) == amount and home.orders.owed(mid) == 0
+
+
+def test_a_cancelled_send_back_is_owed_again(home):
+    """The peer's guardian cancels a send-back (say, a large one held for the delay): its bounce
+    refunds BridgeOrders, and anyone makes it owed again, once."""
+    s, usd, orders = home.system, home.system.usd, home.orders
+    mid = home.deliver(20 * USD, order_call_data(terms(nodes=2, duration=5 * HOUR)))
+    with boa.env.prank(SENDER.address):
+        orders.cancel_order(mid)                 # the sender cancels the order it paid for
+    transfer_id = orders.send_back(mid)
+    with boa.reverts("not bounced"):
+        orders.recover_bounce(transfer_id)
+    home.bounce(transfer_id, 20 * USD)
+    assert usd.balanceOf(orders.address) == 20 * USD and orders.owed(mid) == 0
+    with boa.env.prank(s.outsider.address):
+        orders.recover_bounce(transfer_id)
+    (ev,) = events(orders, "BounceRecovered")
+    assert (ev.message_id, ev.transfer_id, ev.amount) == (mid, transfer_id, 20 * USD)
+    assert orders.owed(mid) == 20 * USD == usd.balanceOf(orders.address)
+    with boa.reverts("no send-back to recover"):
+        orders.recover_bounce(transfer_id)
+    with boa.env.prank(SENDER.address):
+        orders.claim_here(mid, SENDER.address)
+    assert usd.balanceOf(SENDER.address) == 20 * USD and usd.balanceOf(orders.address) == 0
+
+
+def test_the_sender_cancels_an_order_its_tenant_never_runs(home):
+    s, m, orders = home.system, home.system.market, home.orders
+    mid = home.deliver(2 * USD, order_call_data(terms(s.tenant2.address)))
+    oid = orders.fundings(mid).order_id
+    for who in (s.outsider.address, s.tenant.address):
+        with boa.env.prank(who), boa.reverts("not the sender"):
+            orders.cancel_order(mid)
+    with boa.env.prank(s.outsider.address), boa.reverts("market: caller is not the tenant"):
+        m.cancel_order(oid)
+    with boa.env.prank(SENDER.address):
+        orders.cancel_order(mid)
+    assert not m.orders(oid).open and orders.owed(mid) == 2 * USD == m.refunded(oid)
+
+
+def test_send_back_takes_what_the_route_takes_and_leaves_the_rest_owed(home):
+    s, orders = home.system, home.orders
+    mid = home.deliver(20 * USD, order_call_data(terms(nodes=2, duration=5 * HOUR)))
+    with boa.env.prank(SENDER.address):
+        orders.cancel_order(mid)
+    home.bridge.set_peer(PEER_CHAIN, home.peer_bridge, 6 * USD)    # the owner lowers the limit
+    orders.send_back(mid)
+    assert orders.owed(mid) == 14 * USD
+    home.bridge.set_peer(PEER_CHAIN, home.peer_bridge, 0)          # the route closed
+    with boa.reverts("the route back takes nothing now"):
+        orders.send_back(mid)
+    with boa.env.prank(SENDER.address):
+        orders.claim_here(mid, SENDER.address)
+    assert orders.owed(mid) == 0 and s.usd.balanceOf(orders.address) == 0
 
 
 def test_only_the_token_bridge_and_itself_may_call(home):
@@ -225,6 +291,9 @@ op = st.one_of(
     st.tuples(st.just("top_up"), st.integers(0, 20), st.integers(1, 5 * USD)),
     st.tuples(st.just("send_back"), st.integers(0, 20)),
     st.tuples(st.just("claim"), st.integers(0, 20)),
+    st.tuples(st.just("bounce"), st.integers(0, 20)),
+    st.tuples(st.just("recover"), st.integers(0, 20)),
+    st.tuples(st.just("sender_cancel"), st.integers(0, 20)),
 )
 
 
@@ -239,7 +308,7 @@ def test_every_token_is_owed_for_any_sequence(home, ops):
     s, m, usd, orders = home.system, home.system.market, home.system.usd, home.orders
     with boa.env.anchor():
         usd.mint(SENDER.address, 1_000 * USD)   # for top-ups
-        fundings, leases, nonce = [], [], 0
+        fundings, leases, nonce, sent, bounced = [], [], 0, [], set()
         for step in ops:
             kind = step[0]
             try:
@@ -273,7 +342,21 @@ def test_every_token_is_owed_for_any_sequence(home, ops):
                 elif kind == "send_back":
                     mid = _pick(fundings, step[1])
                     if mid is not None:
-                        orders.send_back(mid)
+                        sent.append(orders.send_back(mid))
+                elif kind == "bounce":   # the peer cancels a send-back: its bounce arrives
+                    tid = _pick(sent, step[1])
+                    if tid is not None and tid not in bounced:
+                        home.bounce(tid, home.bridge.origins(tid).amount)
+                        bounced.add(tid)
+                elif kind == "recover":
+                    tid = _pick(sent, step[1])
+                    if tid is not None:
+                        orders.recover_bounce(tid)
+                elif kind == "sender_cancel":
+                    mid = _pick(fundings, step[1])
+                    if mid is not None:
+                        with boa.env.prank(SENDER.address):
+                            orders.cancel_order(mid)
                 elif kind == "claim":
                     mid = _pick(fundings, step[1])
                     if mid is not None:
@@ -281,9 +364,14 @@ def test_every_token_is_owed_for_any_sequence(home, ops):
                             orders.claim_here(mid, SENDER.address)
             except BoaError:
                 pass   # a refusal changes nothing: the invariants below still hold
-            assert usd.balanceOf(orders.address) == home.owed_total(fundings)
+            unrecovered = sum(orders.sent_back(t).amount for t in bounced)   # recover_bounce's
+            assert usd.balanceOf(orders.address) == home.owed_total(fundings) + unrecovered
             assert usd.balanceOf(m.address) == s.held()
-        # the way out, in a bounded number of transactions: close, cancel, send back
+        # the way out, in a bounded number of transactions: recover the bounces, close, cancel,
+        # send back
+        for tid in bounced:
+            if orders.sent_back(tid).amount:
+                orders.recover_bounce(tid)
         with boa.env.prank(SENDER.address):
             for lease_id in leases:
                 if m.leases(lease_id).closed_at == 0:

@@ -65,9 +65,25 @@ def test_refusals(system):
         m.create_order_for(ZERO, b"\x44" * 32, "", 1, 0, USD, HOUR, 1, USD, False)
     with boa.env.prank(system.outsider.address), boa.reverts("market: deposit too small"):
         m.create_order_for(system.tenant.address, b"\x44" * 32, "", 1, 0, USD, HOUR, 1, USD - 1, False)
-    # paying for one's own order is a plain order: no payer recorded, refunds to the tenant
+    # paying for an order one runs oneself still records the payer: its refunds are counted
     with boa.env.prank(system.tenant.address):
         oid = m.create_order_for(system.tenant.address, b"\x44" * 32, "", 1, 0, USD, HOUR, 1, USD, False)
-    assert m.refund_to(oid) == ZERO and not events(m, "OrderSponsored")
+    assert events(m, "OrderSponsored") and m.refund_to(oid) == system.tenant.address
+    with boa.env.prank(system.tenant2.address), boa.reverts("market: caller is not the tenant"):
+        m.cancel_order(sponsored(system))                        # neither tenant nor payer
+    # a plain order has no payer: only its tenant cancels it
+    plain = system.create_order()
+    assert m.refund_to(plain) == ZERO
     with boa.env.prank(system.outsider.address), boa.reverts("market: caller is not the tenant"):
-        m.cancel_order(sponsored(system))                        # the payer does not run it
+        m.cancel_order(plain)
+
+
+def test_the_payer_may_cancel_what_it_paid_for(system):
+    m, usd, payer = system.market, system.usd, system.outsider
+    oid = sponsored(system, deposit=10 * USD)
+    before = usd.balanceOf(payer.address)
+    with boa.env.prank(payer.address):
+        m.cancel_order(oid)
+    (ev,) = events(m, "Refunded")
+    assert (ev.order_id, ev.payer, ev.amount) == (oid, payer.address, 10 * USD)
+    assert usd.balanceOf(payer.address) == before + 10 * USD == before + m.refunded(oid)

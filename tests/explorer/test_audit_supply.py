@@ -1,6 +1,7 @@
-"""The audit's home-token supply rule (explorer/audit_supply.py, pure part): the token's supply
-against its own mint and burn logs, each bridge receipt and send against its mint or burn in the
-same transaction, and what was minted outside the bridge, shown but not a problem."""
+"""The audit's money rules that bridged orders touch (pure parts): the home-token supply
+(explorer/audit_supply.py: the token's supply against its own mint and burn logs, each bridge
+receipt and send against its mint or burn in the same transaction, and what was minted outside
+the bridge, shown but not a problem), and the holdings' claimant of a paid-for order."""
 
 from __future__ import annotations
 
@@ -64,3 +65,28 @@ def test_supply_that_moved_without_a_log_is_a_problem():
     s = check([], [mint("0x00", ALICE, 10)], [], 11)
     assert len(s.problems) == 1 and "supply moved without a log" in s.problems[0]
     assert s.outside_bridge == 11
+
+
+def test_a_paid_for_orders_deposit_is_claimed_by_its_payer():
+    """Holdings (protocol/holdings.py): an order opened by `create_order_for` names its payer,
+    not its tenant, as the one whose cancel refunds the deposit; a plain order its tenant."""
+    from tessera.protocol.holdings import holdings
+
+    market, payer, tenant = "0x" + "4d" * 20, "0x" + "9a" * 20, ALICE
+
+    def rec(i, event, **args):
+        return EventRecord(1, "0x", 0, f"0x{i:02x}", i, "Market", event, args)
+
+    def created(i, oid):
+        return rec(i, "OrderCreated", order_id=oid, tenant=tenant, deposit=300)
+
+    def token_in(i):
+        return EventRecord(1, "0x", 0, f"0x{i:02x}", 50 + i, "PaymentToken", "Transfer",
+                           {"sender": payer, "receiver": market, "value": 300})
+
+    records = [created(1, 1), rec(2, "OrderSponsored", order_id=1, tenant=tenant, payer=payer),
+               token_in(1), created(3, 2), token_in(3)]
+    [row] = [h for h in holdings(records, {"Market": market}) if h.token == "PaymentToken"]
+    claims = {c.call: (c.party, c.address, c.amount) for c in row.claims}
+    assert claims == {"Market.cancel_order(1)": ("payer", payer, 300),
+                      "Market.cancel_order(2)": ("tenant", tenant, 300)}

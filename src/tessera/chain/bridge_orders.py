@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from web3 import Web3
 from web3.types import TxReceipt
 
+from tessera.chain.bridge_inbox import BridgeInbox
 from tessera.chain.client import Chain
 from tessera.chain.contract import ZERO_ADDRESS, ContractWrapper
 from tessera.chain.token_bridge import TokenBridge
+from tessera.chain.tokens import PaymentToken
 from tessera.errors import BridgeError, TxRefused
 from tessera.protocol.bridge import OrderTerms, order_call_data
 from tessera.protocol.lease import order_deposit
@@ -31,17 +33,33 @@ class Funding:
     returned: int
 
 
-def fund_order(peer: Chain, home_chain_id: int, bridge_orders: str, terms: OrderTerms,
+def fund_order(peer: Chain, home: Chain, terms: OrderTerms,
                deposit: int) -> tuple[bytes, list[TxReceipt]]:
     """On the peer chain: send `deposit` to the home chain's BridgeOrders with the order's
-    terms, which opens the order on delivery. Refuses here what the Market would refuse there
-    (a deposit below the order's worst case), since a refused order only comes back after two
-    more bridge crossings. Returns the TokenBridge message id (it names the funding)."""
+    terms, which opens the order on delivery. Refuses here what would not open the order at
+    once (review 12): a deposit below the order's worst case (the Market would refuse it, and it
+    would come back only after two more crossings), or one the home inbox would hold for its
+    delay (over the route's large-transfer threshold) or could not take now (over what its
+    bucket has left). Returns the TokenBridge message id (it names the funding)."""
     least = order_deposit(terms.max_price_per_gpu_hour, terms.min_gpus, terms.nodes, terms.duration)
     if deposit < least:
         raise ValueError(f"the deposit {deposit} is below the order's worst case {least} "
                          "(max price x GPUs x nodes x duration / 3600)")
-    return TokenBridge(peer).send_call(home_chain_id, bridge_orders, deposit,
+    source, here = peer.network.chain_id, home.network.chain_id
+    sender, inbox = TokenBridge(peer).address, BridgeInbox(home)
+    fmt = PaymentToken(peer).format
+    held_over = inbox.large_threshold(source, sender)
+    if deposit > held_over:
+        raise BridgeError(f"a deposit of {fmt(deposit)} is over the {fmt(held_over)} that chain "
+                          f"{here}'s inbox delivers at once from chain {source}: it would be held "
+                          f"{inbox.delay()} s before the order opens. Bridge the TUSD first "
+                          "(tessera bridge send) and order at home")
+    room = inbox.available(source, sender)
+    if deposit > room:
+        raise BridgeError(f"chain {here}'s inbox takes {fmt(room)} from chain {source} now (its "
+                          f"bucket refills over time): a deposit of {fmt(deposit)} would wait; "
+                          "try again later or with less")
+    return TokenBridge(peer).send_call(here, BridgeOrders(home).address, deposit,
                                        order_call_data(terms))
 
 
@@ -62,7 +80,8 @@ class BridgeOrders(ContractWrapper):
     def funded_order(self, message_id: bytes, timeout_s: float = 60.0, poll_s: float = 0.5) -> int:
         """The order opened by the funding `message_id`, waiting up to `timeout_s` for its
         delivery. Raises BridgeError if it arrived and the Market refused the terms (the deposit
-        is then owed back), or if it has not arrived in time."""
+        is then owed back), or if it has not arrived in time (saying what happens when it does,
+        and how to cancel)."""
         deadline = time.monotonic() + timeout_s
         while True:
             record = self._struct("fundings", bytes(message_id))
@@ -74,9 +93,13 @@ class BridgeOrders(ContractWrapper):
                         f"{record['sender']} on chain {record['source_chain']} (send_back)")
                 return record["order_id"]
             if time.monotonic() >= deadline:
-                raise BridgeError(f"the deposit 0x{bytes(message_id).hex()} has not been delivered "
-                                  f"to chain {self.chain.network.chain_id} after {timeout_s:.0f} s: "
-                                  "is a relayer running (tessera bridge relay)?")
+                mid = "0x" + bytes(message_id).hex()
+                raise BridgeError(
+                    f"the deposit {mid} has not been delivered to chain "
+                    f"{self.chain.network.chain_id} after {timeout_s:.0f} s: is a relayer running "
+                    f"(tessera bridge relay)? When it is delivered it opens your order there: "
+                    f"`tessera bridge order-status {mid}` shows it, and `tessera bridge "
+                    f"order-cancel {mid}` cancels the order (its deposit comes back)")
             time.sleep(poll_s)
 
     def send_back(self, message_id: bytes) -> tuple[bytes, TxReceipt]:
@@ -96,9 +119,20 @@ class BridgeOrders(ContractWrapper):
         except TxRefused as exc:
             raise BridgeError(f"BridgeOrders.claim_here: {exc}") from None
 
-    def owed_fundings(self, from_block: int) -> list[bytes]:
-        """Ids of the fundings seen since `from_block` whose sender is owed something now."""
-        ids = [bytes(e["args"]["message_id"])
-               for name in ("OrderFunded", "OrderRefused")
-               for e in self.chain.events(self.NAME, name, from_block)]
-        return [i for i in dict.fromkeys(ids) if self.owed(i) > 0]
+    def sent_back(self, transfer_id: bytes) -> dict:
+        """The send-back `transfer_id`: {message_id, amount} (amount 0: none, or recovered)."""
+        return self._struct("sent_back", bytes(transfer_id))
+
+    def recover_bounce(self, transfer_id: bytes) -> TxReceipt:
+        """A send-back the peer chain cancelled (its bounce came back here): owed again."""
+        try:
+            return self._send("recover_bounce", bytes(transfer_id))
+        except TxRefused as exc:
+            raise BridgeError(f"BridgeOrders.recover_bounce: {exc}") from None
+
+    def cancel_order(self, message_id: bytes) -> TxReceipt:
+        """The funding's sender cancels the order it paid for (its unallocated deposit owed back)."""
+        try:
+            return self._send("cancel_order", bytes(message_id))
+        except TxRefused as exc:
+            raise BridgeError(f"BridgeOrders.cancel_order: {exc}") from None

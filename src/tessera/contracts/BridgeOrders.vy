@@ -10,10 +10,14 @@
         names (`Market.create_order_for`: the tenant runs it, this contract is its payer).
         Every refund of the order and of its leases comes here (`Market.refunded` counts
         them), and anyone can send what the tenant is owed back to its sender on the peer
-        chain (`send_back`); the sender can also take it here (`claim_here`), for when the
-        route back is paused, closed or over its limit. A deposit whose terms the Market
-        refuses (malformed data, a deposit too small) opens no order and is owed back whole.
-        No owner: nothing here can be changed after deployment.
+        chain (`send_back`, as much as the route back takes now); the sender can also take it
+        here (`claim_here`), for when the route back is paused, closed or over its limit. A
+        send-back the peer's guardian cancels bounces back here and is owed again
+        (`recover_bounce`). A deposit whose terms the Market refuses (malformed data, a
+        deposit too small, a tenant that cannot act) opens no order and is owed back whole;
+        the sender may cancel the order it paid for (`cancel_order`: a tenant it named that
+        never acts cannot hold the deposit). No owner: nothing here can be changed after
+        deployment.
 @dev Every token this contract holds is owed to one funding's sender:
      balanceOf(self) == sum(owed(id)) (plus tokens sent here directly, which nobody can
      take). The order is opened in a self-call with a fixed gas allowance, so data the
@@ -26,11 +30,23 @@ from ethereum.ercs import IERC20
 
 interface IMarketOrders:
     def create_order_for(tenant: address, spec_hash: bytes32, gpu_model: String[64], min_gpus: uint32, min_gpu_memory_mb: uint32, max_price_per_gpu_hour: uint256, duration: uint256, nodes: uint32, deposit: uint256, verified: bool) -> uint256: nonpayable
+    def cancel_order(order_id: uint256): nonpayable
     def refunded(order_id: uint256) -> uint256: view
+
+
+# TokenBridge.Origin, field for field (its public `origins` getter)
+struct BridgeOrigin:
+    sender: address
+    amount: uint256
+    destination_chain: uint256
+    open: bool
 
 
 interface ITokenBridge:
     def send(destination_chain: uint256, to: address, amount: uint256) -> bytes32: nonpayable
+    def origins(message_id: bytes32) -> BridgeOrigin: view
+    def max_transfer(chain_id: uint256) -> uint256: view
+    def backing(chain_id: uint256) -> uint256: view
 
 
 # A deposit that came over the bridge, and what became of it.
@@ -58,6 +74,13 @@ event OrderRefused:
     amount: uint256
 
 
+# A send-back the peer chain cancelled came back here: owed again.
+event BounceRecovered:
+    message_id: indexed(bytes32)
+    transfer_id: indexed(bytes32)
+    amount: uint256
+
+
 event Returned:
     message_id: indexed(bytes32)
     order_id: indexed(uint256)
@@ -78,6 +101,14 @@ token_bridge: public(immutable(address))
 
 # TokenBridge message id => the funding it carried
 fundings: public(HashMap[bytes32, Funding])
+# TokenBridge message id of a send-back => the funding it returned to, and how much (zeroed
+# once a bounce of it is recovered)
+struct SentBack:
+    message_id: bytes32
+    amount: uint256
+
+
+sent_back: public(HashMap[bytes32, SentBack])
 
 
 @deploy
@@ -164,6 +195,8 @@ def open_order(amount: uint256, data: Bytes[MAX_CALL_DATA]) -> (uint256, address
     tenant, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price, duration, nodes, verified = abi_decode(
         data, (address, bytes32, String[64], uint32, uint32, uint256, uint256, uint32, bool)
     )
+    # contracts of the bridge that could never run (or cancel) the order
+    assert tenant != self and tenant != market and tenant != token and tenant != token_bridge, "tenant cannot act"
     assert extcall IERC20(token).approve(market, amount, default_return_value=True), "approve failed"
     order_id: uint256 = extcall IMarketOrders(market).create_order_for(
         tenant, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price, duration, nodes, amount, verified
@@ -188,8 +221,9 @@ def owed(message_id: bytes32) -> uint256:
 def send_back(message_id: bytes32) -> bytes32:
     """
     @notice Anyone sends what a funding's sender is owed back to it on its chain, through
-            the TokenBridge (whose route limits, pause and backing apply; when they refuse,
-            the sender can `claim_here`).
+            the TokenBridge: as much as the route takes now (its max_transfer, and what was
+            bridged in from that chain and not sent back, `backing`); the rest stays owed.
+            While the TokenBridge refuses (paused), the sender can `claim_here`.
     @param message_id The funding's TokenBridge message id.
     @return bytes32 The TokenBridge message carrying it back.
     """
@@ -197,11 +231,47 @@ def send_back(message_id: bytes32) -> bytes32:
     assert f.sender != empty(address), "unknown funding"
     owed: uint256 = self._owed(f)
     assert owed > 0, "nothing owed"
-    self.fundings[message_id].returned = f.returned + owed
-    assert extcall IERC20(token).approve(token_bridge, owed, default_return_value=True), "approve failed"
-    transfer_id: bytes32 = extcall ITokenBridge(token_bridge).send(f.source_chain, f.sender, owed)
-    log Returned(message_id=message_id, order_id=f.order_id, to=f.sender, amount=owed, transfer_id=transfer_id)
+    amount: uint256 = min(owed, min(staticcall ITokenBridge(token_bridge).max_transfer(f.source_chain),
+                                    staticcall ITokenBridge(token_bridge).backing(f.source_chain)))
+    assert amount > 0, "the route back takes nothing now"
+    self.fundings[message_id].returned = f.returned + amount
+    assert extcall IERC20(token).approve(token_bridge, amount, default_return_value=True), "approve failed"
+    transfer_id: bytes32 = extcall ITokenBridge(token_bridge).send(f.source_chain, f.sender, amount)
+    self.sent_back[transfer_id] = SentBack(message_id=message_id, amount=amount)
+    log Returned(message_id=message_id, order_id=f.order_id, to=f.sender, amount=amount, transfer_id=transfer_id)
     return transfer_id
+
+
+@external
+@nonreentrant
+def recover_bounce(transfer_id: bytes32):
+    """
+    @notice Anyone makes a send-back that the peer chain cancelled owed again: its bounce
+            refunded the tokens here (the TokenBridge's `origins` entry is closed only by a
+            bounce), so they go back on the funding's account, for `send_back` or `claim_here`.
+    @param transfer_id The send-back's TokenBridge message id.
+    """
+    back: SentBack = self.sent_back[transfer_id]
+    assert back.amount > 0, "no send-back to recover"
+    assert not (staticcall ITokenBridge(token_bridge).origins(transfer_id)).open, "not bounced"
+    self.sent_back[transfer_id].amount = 0
+    self.fundings[back.message_id].returned -= back.amount
+    log BounceRecovered(message_id=back.message_id, transfer_id=transfer_id, amount=back.amount)
+
+
+@external
+@nonreentrant
+def cancel_order(message_id: bytes32):
+    """
+    @notice The funding's sender (the same address on this chain) cancels the order it paid
+            for: the unallocated deposit is refunded (owed back); its leases go on.
+    @param message_id The funding's TokenBridge message id.
+    """
+    f: Funding = self.fundings[message_id]
+    assert f.sender != empty(address), "unknown funding"
+    assert msg.sender == f.sender, "not the sender"
+    assert f.order_id != 0, "no order"
+    extcall IMarketOrders(market).cancel_order(f.order_id)
 
 
 @external

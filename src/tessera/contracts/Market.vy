@@ -94,6 +94,13 @@ event OrderSponsored:
     payer: indexed(address)
 
 
+# A refund of such an order (or of one of its leases) sent to its payer.
+event Refunded:
+    order_id: indexed(uint256)
+    payer: indexed(address)
+    amount: uint256
+
+
 event OrderCancelled:
     order_id: indexed(uint256)
     tenant: indexed(address)
@@ -323,8 +330,9 @@ def _refund(order_id: uint256, tenant: address, amount: uint256):
     payer: address = self.refund_to[order_id]
     if payer == empty(address):
         self._push(tenant, amount)
-    else:
+    elif amount > 0:
         self.refunded[order_id] += amount
+        log Refunded(order_id=order_id, payer=payer, amount=amount)
         self._push(payer, amount)
 
 
@@ -344,6 +352,7 @@ def _create_order(
     nodes: uint32,
     deposit: uint256,
     verified: bool,
+    sponsored: bool,
 ) -> uint256:
     assert nodes > 0, "market: nodes must be positive"
     assert duration > 0, "market: duration must be positive"
@@ -374,7 +383,7 @@ def _create_order(
     )
     if verified:
         self.verified[order_id] = True
-    if payer != tenant:
+    if sponsored:
         self.refund_to[order_id] = payer
     log OrderCreated(
         order_id=order_id,
@@ -389,7 +398,7 @@ def _create_order(
         deposit=deposit,
         verified=verified,
     )
-    if payer != tenant:
+    if sponsored:
         log OrderSponsored(order_id=order_id, tenant=tenant, payer=payer)
     self._pull(payer, deposit)
     return order_id
@@ -425,7 +434,7 @@ def create_order(
     """
     return self._create_order(
         msg.sender, msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes, deposit,
-        verified
+        verified, False
     )
 
 
@@ -478,7 +487,7 @@ def create_order_with_permit(
     assert permitted or staticcall IERC20(payment_token).allowance(msg.sender, self) >= deposit, "market: permit failed and the allowance is too small"
     return self._create_order(
         msg.sender, msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes, deposit,
-        verified
+        verified, False
     )
 
 
@@ -499,8 +508,9 @@ def create_order_for(
     """
     @notice Post an order whose tenant is `tenant`, paid for by the caller: the deposit is
             pulled from the caller (approve first) and every refund of the order and of its
-            leases goes back to the caller (`refund_to`, counted in `refunded`). The tenant
-            runs it as its own (accepts bids, closes, cancels) but can take nothing out.
+            leases goes back to the caller (`refund_to`, counted in `refunded`, each logged
+            as `Refunded`), even when the caller names itself. The tenant runs it as its own
+            (accepts bids, closes, cancels) but takes no refund; the payer may cancel it too.
             A bridge adapter uses it to fund an order from another chain in one message.
     @param tenant Who runs the order (not the zero address).
     @param spec_hash The hash of the job specification (not checked on chain).
@@ -517,7 +527,7 @@ def create_order_for(
     assert tenant != empty(address), "market: zero tenant"
     return self._create_order(
         tenant, msg.sender, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour, duration, nodes,
-        deposit, verified
+        deposit, verified, True
     )
 
 
@@ -526,13 +536,16 @@ def create_order_for(
 def cancel_order(order_id: uint256):
     """
     @notice Tenant closes the order for new bids and gets back the unallocated deposit.
-            Its leases go on.
+            Its leases go on. An order someone else paid for (`create_order_for`) may also
+            be cancelled by that payer (its refund is the payer's; a tenant that never acts
+            cannot hold it).
     @param order_id The open order.
     """
     # Field by field: the whole record would copy its gpu_model string for nothing.
     tenant: address = self.orders[order_id].tenant
     assert tenant != empty(address), "market: unknown order"
-    assert msg.sender == tenant, "market: caller is not the tenant"
+    payer: address = self.refund_to[order_id]
+    assert msg.sender == tenant or (payer != empty(address) and msg.sender == payer), "market: caller is not the tenant"
     assert self.orders[order_id].open, "market: order not open"
     refund: uint256 = self.orders[order_id].deposit - self.orders[order_id].allocated
     self.orders[order_id].open = False

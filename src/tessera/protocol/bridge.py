@@ -267,6 +267,15 @@ def transfer_call_payload(to: str, refund_to: str, data: bytes) -> bytes:
                   [to_checksum_address(to), to_checksum_address(refund_to), bytes(data)])
 
 
+def decode_transfer_call_payload(payload: bytes) -> tuple[str, str, bytes]:
+    """(to, refund_to, data) of a transfer with a call; ValueError if it does not decode."""
+    try:
+        to, refund_to, data = decode(["address", "address", "bytes"], bytes(payload))
+    except Exception as exc:   # eth_abi raises several decoding errors
+        raise ValueError(f"not a transfer-with-call payload: {exc}") from None
+    return to_checksum_address(to), to_checksum_address(refund_to), bytes(data)
+
+
 _ORDER_TYPES = ["address", "bytes32", "string", "uint32", "uint32", "uint256", "uint256", "uint32",
                 "bool"]
 _UINT32 = 2**32 - 1

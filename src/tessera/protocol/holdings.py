@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tessera.protocol.agent_payments import EXACT, agent_payments
 from tessera.protocol.events import EventRecord
@@ -120,6 +120,7 @@ def _claims(records: list[EventRecord],
             ledgers: dict[int, LeaseLedger]) -> dict[tuple[str, str], list[Claim]]:
     """Every claim on every contract, from its own events (Transfer logs not used)."""
     orders: dict[int, list] = {}                       # id -> [tenant, deposit, allocated, open]
+    payers: dict[int, str] = {}                        # order id -> who paid it (create_order_for)
     stakes = {"ProviderRegistry": defaultdict(lambda: [0, 0]),   # who -> [stake, unbonding]
               "Validators": defaultdict(lambda: [0, 0])}
     bonds: dict[int, tuple[str, int]] = {}             # open challenge -> (challenger, bond)
@@ -161,6 +162,8 @@ def _claims(records: list[EventRecord],
                 bucket[1] -= from_unbonding
         elif key == ("Market", "OrderCreated"):
             orders[int(a["order_id"])] = [a["tenant"], int(a["deposit"]), 0, True]
+        elif key == ("Market", "OrderSponsored"):   # its refunds go to the payer
+            payers[int(a["order_id"])] = a["payer"]
         elif key == ("Market", "LeaseCreated") and int(a["order_id"]) in orders:
             orders[int(a["order_id"])][2] += int(a["budget"])
         elif key == ("Market", "OrderCancelled") and int(a["order_id"]) in orders:
@@ -188,10 +191,13 @@ def _claims(records: list[EventRecord],
     market = out[("Market", "PaymentToken")]
     for oid, (tenant, deposit, allocated, is_open) in sorted(orders.items()):
         if is_open and deposit != allocated:
-            market.append(Claim("order deposit", "tenant", tenant, deposit - allocated,
+            party, who = ("payer", payers[oid]) if oid in payers else ("tenant", tenant)
+            market.append(Claim("order deposit", party, who, deposit - allocated,
                                 f"Market.cancel_order({oid})"))
     for lid in sorted(ledgers):
-        market.extend(ledgers[lid].claims)
+        payer = payers.get(ledgers[lid].order_id)
+        market.extend(replace(c, party="payer", address=payer) if payer and c.party == "tenant"
+                      else c for c in ledgers[lid].claims)
     for contract, who in (("ProviderRegistry", "provider"), ("Validators", "validator")):
         found = out[(contract, "StakeToken")]
         for address, (stake, unbonding) in sorted(stakes[contract].items()):

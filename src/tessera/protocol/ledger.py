@@ -13,7 +13,9 @@ Market what to pay):
        Market -> provider Withdrawn.amount_to_provider (withdraw), LeaseClosed.provider_amount
        Market -> treasury Withdrawn.fee, LeaseClosed.fee (the Market keeps no fees)
   An order's deposit moves to its leases' budgets at accept_bid (LeaseCreated.budget): no
-  transfer. PayReleased only moves pay from "held for Settlement" to "the provider's".
+  transfer. PayReleased only moves pay from "held for Settlement" to "the provider's". An order
+  paid by someone else (create_order_for, OrderSponsored) has its deposit from that payer and
+  every refund above goes to it (also logged as Refunded), not to the tenant.
 StakeToken (TSTK):
   ProviderRegistry  in: ProviderRegistered.stake, StakeAdded.amount; out: StakeWithdrawn.amount
                     (the unbonding bucket), Slashed.amount (to its recipient: the tenant for

@@ -16,6 +16,7 @@ from web3 import Web3
 
 from tessera.chain.accounts import resolve_account
 from tessera.chain.bridge_inbox import BridgeInbox
+from tessera.chain.bridge_orders import BridgeOrders
 from tessera.chain.bridge_outbox import BridgeOutbox
 from tessera.chain.client import Chain, tx_hash
 from tessera.chain.devnet import bridge_confirmations
@@ -220,6 +221,67 @@ def cancel(chain_id: int = ChainOption,
     sent, receipt = run_guarded(body)
     console.print(f"cancelled message 0x{sent.message.id.hex()} ({_tusd(sent.message.amount)}) on "
                   f"chain {chain_id}: tx {tx_hash(receipt)}; its bounce is a new message")
+
+
+def _funding_id(text: str) -> bytes:
+    value = text.removeprefix("0x")
+    if len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value):
+        raise ValueError(f"a funding is named by its 32-byte message id (0x + 64 hex digits), "
+                         f"not {text!r}")
+    return bytes.fromhex(value)
+
+
+def _orders(network: Path | None, account: str | None) -> BridgeOrders:
+    net = load_network(network)
+    if "BridgeOrders" not in net.contracts:
+        raise BridgeError(f"network {net.name!r} has no BridgeOrders: no order is funded from "
+                          "another chain there")
+    return BridgeOrders(_connect(net, net.chain_id, account))
+
+
+@bridge_app.command("order-status")
+def order_status(message_id: str = typer.Argument(..., help="the deposit's message id (0x...)"),
+                 network: Path = NetworkOption) -> None:
+    """An order funded from another chain (tessera job submit --pay-from-chain): whether its
+    deposit arrived, the order it opened, and what its sender is owed now."""
+    def body():
+        mid = _funding_id(message_id)
+        orders = _orders(network, None)
+        return orders.funding(mid), orders.owed(mid)
+
+    f, owed = run_guarded(body)
+    opened = f"opened order {f.order_id}" if f.order_id else "opened no order (the Market refused it)"
+    console.print(f"deposit {message_id}: {_tusd(f.amount)} from {f.sender} on chain "
+                  f"{f.source_chain}; {opened}; returned so far {_tusd(f.returned)}; owed now "
+                  f"{_tusd(owed)}")
+
+
+@bridge_app.command("order-cancel")
+def order_cancel(message_id: str = typer.Argument(..., help="the deposit's message id (0x...)"),
+                 network: Path = NetworkOption,
+                 account: str = typer.Option(..., "--account", help="the deposit's sender")) -> None:
+    """The sender cancels the order its deposit opened: the unallocated deposit is owed back
+    (the relayer sends it back; `order-claim` takes it here instead). Its leases go on."""
+    def body():
+        return _orders(network, account).cancel_order(_funding_id(message_id))
+
+    console.print(f"order cancelled: tx {tx_hash(run_guarded(body))}")
+
+
+@bridge_app.command("order-claim")
+def order_claim(message_id: str = typer.Argument(..., help="the deposit's message id (0x...)"),
+                network: Path = NetworkOption,
+                account: str = typer.Option(..., "--account", help="the deposit's sender")) -> None:
+    """The sender takes what it is owed on the home chain instead of on its own (for when the
+    way back is paused or closed)."""
+    def body():
+        orders = _orders(network, account)
+        mid = _funding_id(message_id)
+        owed = orders.owed(mid)
+        return owed, orders.claim_here(mid)
+
+    owed, receipt = run_guarded(body)
+    console.print(f"claimed {_tusd(owed)} on the home chain: tx {tx_hash(receipt)}")
 
 
 def _switch(chain_id: int, network: Path | None, account: str, pause: bool) -> None:

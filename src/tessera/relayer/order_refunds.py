@@ -1,18 +1,22 @@
 """The relayer's second duty: send back what BridgeOrders owes the senders of bridged orders
 (docs/bridge.md, "An order funded in one message"). An order funded from a peer chain gets its
-refunds (a cancelled order's deposit, a closed lease's unspent budget, a downtime claim, a
-verified round refunded) in BridgeOrders on the home chain; anyone may `send_back` them, and the
-relayer does so without the tenant's client, so that the refund arrives on the chain the money
-came from.
+refunds (the escrow no lease took, a cancelled order, a closed lease's unspent budget, a downtime
+claim, a verified round refunded) in BridgeOrders on the home chain; anyone may `send_back`
+them, and the relayer does so without the tenant's client, so that the refund arrives on the
+chain the money came from.
 
-The relayer keeps the fundings it has seen (`OrderFunded`, `OrderRefused`, read incrementally
-from a cursor in its state file) and asks BridgeOrders what each is owed at most every
-`check_s` seconds (one call each); an owed amount is sent back, which the relayer then carries
-like any other message. A funding whose order is no longer open and that owed nothing for
-`RETAIN_S` is forgotten (refunds of a verified lease can come well after its close; later ones
-can still be sent back by anyone, or claimed at home by the sender). A send back the contract
-refuses (the route back paused or over its limit) is logged and tried again at the next check;
-the sender can always `claim_here` instead.
+Driven by events, read from a cursor `confirmations` blocks behind the head, so that the work of
+a poll follows what happened since the last one, not how many orders exist (review 12):
+- `OrderFunded`: the order's id, remembered with its funding's id (one entry per bridged order);
+- `OrderRefused`: the whole deposit is owed back;
+- the Market's `Refunded` to BridgeOrders: that order's funding is owed something;
+- the TokenBridge's `TransferBounced` to BridgeOrders: a send-back the peer cancelled came back;
+  `recover_bounce` makes it owed again.
+Each funding found owed is sent back (as much as the route takes; the rest on a later poll),
+unless less than `min_return` is owed (left for `claim_here` or anyone's `send_back`: a dust
+refund must not cost a relayer a delivery), or the way back is paused (the sender can then
+`claim_here`; a send-back would only wait in flight). A refused send-back is tried again after
+a growing wait.
 """
 
 from __future__ import annotations
@@ -22,73 +26,96 @@ from collections.abc import Callable
 
 from tessera.chain.bridge_orders import BridgeOrders
 from tessera.chain.client import Chain, tx_hash
-from tessera.chain.market import Market
 from tessera.errors import BridgeError
 from tessera.logs import EventLog
 
-CHECK_S = 15.0            # how often the owed amounts are read
-RETAIN_S = 7 * 86_400     # a settled funding is forgotten after this long without a refund
+CHECK_S = 15.0        # how often the events are read
+MIN_RETURN = 10_000   # base units (0.01 TUSD): smaller amounts owed are not sent back by the relayer
+RETRY_S, MAX_RETRY_S = 30.0, 3_600.0
 
 
 class OrderRefunds:
     def __init__(self, home: Chain, state: dict, save: Callable[[], None], log: EventLog,
-                 check_s: float = CHECK_S, confirmations: int = 0):
+                 route_open: Callable[[int], bool], check_s: float = CHECK_S,
+                 confirmations: int = 0, min_return: int = MIN_RETURN):
         self.orders = BridgeOrders(home)
-        self.market = Market(home)
         self.chain = home
-        self.state = state.setdefault("fundings", {"scanned": home.network.deploy_block,
-                                                   "live": {}})
-        self.save = save
-        self.log = log
-        self.check_s = check_s
-        self.confirmations = confirmations   # a funding is tracked once buried this deep
+        self.state = state.setdefault("order_refunds", {
+            "scanned": home.network.deploy_block, "orders": {}, "owed": {}})
+        self.save, self.log, self.route_open = save, log, route_open
+        self.check_s, self.confirmations, self.min_return = check_s, confirmations, min_return
         self._checked_at = 0.0
 
     def poll(self) -> None:
-        self._scan()
         now = time.time()
         if now - self._checked_at < self.check_s:
             return
         self._checked_at = now
-        for key in list(self.state["live"]):
-            self._check(key, now)
+        self._scan()
+        for key in list(self.state["owed"]):
+            self._return(key, now)
+
+    def _events(self, contract: str, event: str, start: int, end: int, **filters) -> list:
+        return self.chain.events(contract, event, start, end, argument_filters=filters or None)
 
     def _scan(self) -> None:
-        head = self.chain.block_number() - self.confirmations
+        end = self.chain.block_number() - self.confirmations
         start = self.state["scanned"]
-        if start > head:
+        if start > end:
             return
-        found = [e for name in ("OrderFunded", "OrderRefused")
-                 for e in self.chain.events("BridgeOrders", name, start, head)]
-        for e in found:
-            key = "0x" + bytes(e["args"]["message_id"]).hex()
-            self.state["live"].setdefault(key, {"quiet_since": time.time()})
-        self.state["scanned"] = head + 1
-        if found:
-            self.save()
+        here, known = self.orders.address, self.state["orders"]
+        owed = self.state["owed"]
+        for e in self._events("BridgeOrders", "OrderFunded", start, end):
+            known[str(e["args"]["order_id"])] = "0x" + bytes(e["args"]["message_id"]).hex()
+        for e in self._events("BridgeOrders", "OrderRefused", start, end):
+            owed.setdefault("0x" + bytes(e["args"]["message_id"]).hex(), {"retry_at": 0.0})
+        for e in self._events("Market", "Refunded", start, end, payer=here):
+            key = known.get(str(e["args"]["order_id"]))
+            if key:
+                owed.setdefault(key, {"retry_at": 0.0})
+        for e in self._events("TokenBridge", "TransferBounced", start, end, to=here):
+            self._recover(bytes(e["args"]["cancelled_id"]))
+        self.state["scanned"] = end + 1
+        self.save()
 
-    def _check(self, key: str, now: float) -> None:
-        entry = self.state["live"][key]
+    def _recover(self, transfer_id: bytes) -> None:
+        back = self.orders.sent_back(transfer_id)
+        if back["amount"] == 0:      # recovered already (by anyone), or not a send-back
+            return
+        try:
+            receipt = self.orders.recover_bounce(transfer_id)
+        except BridgeError as exc:
+            self.log("order-refund-bounce", "warning", transfer_id="0x" + transfer_id.hex(),
+                     reason=str(exc))
+            return
+        key = "0x" + bytes(back["message_id"]).hex()
+        self.state["owed"].setdefault(key, {"retry_at": 0.0})
+        self.log("order-refund-bounced", message_id=key, amount=back["amount"], tx=tx_hash(receipt))
+
+    def _return(self, key: str, now: float) -> None:
+        entry = self.state["owed"][key]
+        if entry["retry_at"] > now:
+            return
         message_id = bytes.fromhex(key[2:])
         owed = self.orders.owed(message_id)
-        if owed == 0:
-            try:
-                funding = self.orders.funding(message_id)
-            except BridgeError:   # a reorg took the delivery away: the relayer delivers it again
-                del self.state["live"][key]
-                self.save()
-                return
-            finished = funding.order_id == 0 or not self.market.order(funding.order_id).open
-            if finished and now - entry["quiet_since"] > RETAIN_S:
-                del self.state["live"][key]
-                self.save()
+        if owed < self.min_return:   # nothing (a reorg took it, or anyone sent it), or dust
+            del self.state["owed"][key]
+            self.save()
             return
+        source = self.orders.funding(message_id).source_chain
+        if not self.route_open(source):
+            return   # paused on the way back: the sender may claim_here meanwhile
         try:
             transfer_id, receipt = self.orders.send_back(message_id)
         except BridgeError as exc:
+            tries = entry.get("tries", 0)
+            entry.update(tries=tries + 1, retry_at=now + min(RETRY_S * 2**tries, MAX_RETRY_S))
+            self.save()
             self.log("order-refund-refused", "warning", message_id=key, owed=owed, reason=str(exc))
             return
-        entry["quiet_since"] = now
+        left = self.orders.owed(message_id)
+        if left < self.min_return:
+            del self.state["owed"][key]
         self.save()
-        self.log("order-refund-sent", message_id=key, amount=owed,
+        self.log("order-refund-sent", message_id=key, amount=owed - left,
                  transfer_id="0x" + transfer_id.hex(), tx=tx_hash(receipt))

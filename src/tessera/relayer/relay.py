@@ -45,6 +45,7 @@ from tessera.chain.bridge_inbox import (
 from tessera.chain.bridge_outbox import BridgeOutbox
 from tessera.chain.client import Chain, tx_hash
 from tessera.chain.network import Network
+from tessera.chain.token_bridge import TokenBridge
 from tessera.chain.validators import Validators
 from tessera.errors import BridgeError
 from tessera.files import write_atomic
@@ -52,7 +53,9 @@ from tessera.http_deadline import DeadlineClient, raw_chunks, within
 from tessera.logs import EventLog
 from tessera.protocol.bridge import (
     DEFAULT_CONFIRMATIONS,
+    KIND_TRANSFER_CALL,
     Message,
+    decode_transfer_call_payload,
     quorum_reached,
     sort_signatures,
 )
@@ -252,8 +255,8 @@ class Relayer:
         self.committees = CommitteeWatch(self.chains[network.chain_id], self.inboxes)
         self.state = self._load()
         home = self.chains[network.chain_id]
-        self.refunds = (OrderRefunds(home, self.state, self.save, self.log, refund_check_s,
-                                     confirmations)
+        self.refunds = (OrderRefunds(home, self.state, self.save, self.log, self.route_open,
+                                     refund_check_s, confirmations)
                         if "BridgeOrders" in network.contracts else None)
 
     # -- state -----------------------------------------------------------------------------
@@ -270,6 +273,29 @@ class Relayer:
             raise BridgeError(f"relayer state {self.state_file} belongs to another network or "
                               "version: pass another --state")
         return state
+
+    def route_open(self, chain_id: int) -> bool:
+        """Whether value can arrive on `chain_id` now (its TokenBridge and inbox unpaused)."""
+        chain = self.chains.get(chain_id)
+        return (chain is not None and not self.inboxes[chain_id].paused()
+                and not TokenBridge(chain).paused())
+
+    def serves(self, m: Message, payload: bytes) -> str | None:
+        """Why this relayer does not carry `m` (None: it does). A transfer with a call is carried
+        only to the destination's BridgeOrders: its delivery must leave TokenBridge.CALL_GAS
+        (1.5 M) for the call, which anyone could otherwise make a relayer pay for 1 base unit
+        sent to a contract that burns it (review 12). The sender can deliver it itself."""
+        if m.kind != KIND_TRANSFER_CALL:
+            return None
+        destination = self.chains[m.destination_chain].network
+        known = destination.contracts.get("BridgeOrders")
+        try:
+            to, _, _ = decode_transfer_call_payload(payload)
+        except ValueError:
+            return "a transfer with a call whose payload does not decode"
+        if known is None or to.lower() != known.lower():
+            return f"a transfer with a call to {to}, not to BridgeOrders"
+        return None
 
     def save(self, durable: bool = True) -> None:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -341,6 +367,14 @@ class Relayer:
             if m.destination_chain not in self.inboxes:
                 continue
             key = f"{m.source_chain}:{m.nonce}"
+            reason = self.serves(m, sent.payload)
+            if reason is not None:
+                skipped = self.state.setdefault("not_served", {})   # source:nonce -> why
+                if key not in skipped:
+                    skipped[key] = reason
+                    self.log("bridge-not-served", "warning", key=key, reason=reason,
+                             message_id="0x" + m.id.hex())
+                continue
             if key not in self.state["open"]:
                 self.state["open"][key] = {"message": message_to_json(m),
                                            "payload": "0x" + sent.payload.hex(),

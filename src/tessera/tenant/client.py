@@ -121,8 +121,7 @@ class Tenant:
                            order.min_gpu_memory_mb, order.max_price_per_gpu_hour, order.duration,
                            order.nodes, verified)
         orders = BridgeOrders(self.chain)
-        message_id, receipts = fund_order(peer, self.chain.network.chain_id, orders.address,
-                                          terms, order.escrow)
+        message_id, receipts = fund_order(peer, self.chain, terms, order.escrow)
         hashes = [tx_hash(r) for r in receipts]
         self.emit("order-funding-sent", {"message_id": "0x" + message_id.hex(),
                                          "from_chain": peer.network.chain_id,

@@ -103,6 +103,10 @@ def submit_job(spec_path: Path, network: Path | None, account: str, *, follow: b
     if pay_from_chain is not None and spec.mode == "diloco":
         raise TenantError("--pay-from-chain funds single-node jobs only for now: a DiLoCo job's "
                           "orders are posted at home (bridge the TUSD first: tessera bridge send)")
+    if pay_from_chain is not None and spec.escrow.top_up is not None:
+        raise TenantError("--pay-from-chain and [escrow] top_up do not go together: an order paid "
+                          "from another chain cannot be topped up (its refunds go back there); "
+                          "size the order's escrow instead")
     tenant = tenant_for(network, account, pay_from_chain=pay_from_chain)
     if spec.mode == "diloco":
         from tessera.tenant.multinode import run_diloco_job
