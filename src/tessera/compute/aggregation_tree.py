@@ -46,6 +46,7 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -124,6 +125,12 @@ class Opened:
     def leaves(self) -> list[bytes]:
         return [leaf_hash(self.values(j).numpy().tobytes()) for j in range(self.chunks)]
 
+    @cached_property
+    def merkle_levels(self) -> list[list[bytes]]:
+        """The Merkle tree over the value chunks, built once: the commitment takes its root,
+        a sample's openings its paths (an opened payload is not changed after it is read)."""
+        return _levels(self.leaves())
+
 
 def open_payload(payload: bytes, reference: State, chunk: int, members: int = 1) -> Opened:
     """A worker's pseudo-gradient (`members` 1) or a partial of `members` workers, the count
@@ -193,7 +200,7 @@ class Commitment:
 
 
 def commit(opened: Opened) -> Commitment:
-    return Commitment(opened.members, opened.scales, _levels(opened.leaves())[-1][0])
+    return Commitment(opened.members, opened.scales, opened.merkle_levels[-1][0])
 
 
 @dataclass(frozen=True)
@@ -208,7 +215,7 @@ def open_chunks(opened: Opened, indexes: Sequence[int]) -> dict[int, ChunkOpenin
     """The aggregator's answer to a sample, for one member."""
     if any(not 0 <= j < opened.chunks for j in indexes):
         raise ValueError(f"chunk indexes run from 0 to {opened.chunks - 1}")
-    levels = _levels(opened.leaves())
+    levels = opened.merkle_levels
     out = {}
     for j in indexes:
         path, i = [], j
