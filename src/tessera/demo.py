@@ -265,7 +265,9 @@ def print_summary(console: Console, s: dict) -> None:
                 money(lm["provider_withdrawn"]))
     pay.add_row("provider: paid by the close", money(lm["provider_paid_at_close"]))
     pay.add_row("protocol fee -> treasury", money(lm["fees"]))
-    pay.add_row(f"refund at close -> tenant {s['tenant']}", money(lm["refunded_at_close"]))
+    back = s.get("paid_from_chain")   # refunds of an order paid from the peer chain
+    to = f"BridgeOrders, back to chain {back['chain_id']}" if back else f"tenant {s['tenant']}"
+    pay.add_row(f"refund at close -> {to}", money(lm["refunded_at_close"]))
     if lm["downtime_refunded"]:
         pay.add_row("downtime refund -> tenant", money(lm["downtime_refunded"]))
     pay.add_row("= the lease's budget" + ("" if lm["adds_up"] else " ([red]does NOT add up[/])"),

@@ -175,6 +175,8 @@ def lease_nodes(tenant: Tenant, spec: JobSpec, console: Console) -> Leasing:
         receipt = tenant.market.cancel_order(order_id)
         txs["refund"] = tx_hash(receipt)
         leasing.unallocated_refund = order.deposit - order.allocated
-        console.print(f"unallocated escrow {money(order.deposit - order.allocated)} refunded "
-                      f"(tx {txs['refund']})")
+        back = ("" if tenant.pay_from is None else
+                f" to BridgeOrders, which sends it back to chain {tenant.pay_from.network.chain_id}")
+        console.print(f"unallocated escrow {money(order.deposit - order.allocated)} refunded"
+                      f"{back} (tx {txs['refund']})")
     return leasing

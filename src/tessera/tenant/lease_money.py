@@ -113,9 +113,10 @@ def lease_money(chain: Chain, lease_id: int, as_of: int | None = None) -> LeaseM
                       sum(r.args["amount"] for r in records if r.event == "LeaseToppedUp"))
 
 
-def money_lines(m: LeaseMoney) -> list[str]:
+def money_lines(m: LeaseMoney, refunds_to: str = "you") -> list[str]:
     """The lease's money in words, every part of its budget named, ending with the check that
-    they add up to it. `job status` and `job close` both print exactly these."""
+    they add up to it. `job status` and `job close` both print exactly these. `refunds_to`:
+    who the refunds went to (an order paid by someone else: that payer)."""
     led = m.ledger
     lines = [f"budget {money(led.budget)}" + (f" (of it {money(m.topped_up)} topped up)"
                                               if m.topped_up else "")]
@@ -127,12 +128,12 @@ def money_lines(m: LeaseMoney) -> list[str]:
     lines.append(paid)
     lines.append(f"  protocol fee {money(led.fees)}")
     if led.closed:
-        lines.append(f"  refunded to you at the close {money(led.refunded)}")
+        lines.append(f"  refunded to {refunds_to} at the close {money(led.refunded)}")
     if led.downtime_refunded:
-        lines.append(f"  refunded to you for epochs without a heartbeat "
+        lines.append(f"  refunded to {refunds_to} for epochs without a heartbeat "
                      f"{money(led.downtime_refunded)}")
     if led.round_refunded or led.verified:
-        line = f"  refunded to you for rounds proven bad {money(led.round_refunded)}"
+        line = f"  refunded to {refunds_to} for rounds proven bad {money(led.round_refunded)}"
         if led.forfeited_refunded:
             line += (f" (of it {money(led.forfeited_refunded)} forfeited: a cheat was proven in "
                      "another round, so none of the provider's pay still held is released)")

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tessera.chain.accounts import tessera_home
+from tessera.chain.contract import ZERO_ADDRESS
 from tessera.chain.uptime import Uptime
 from tessera.errors import TenantError
 from tessera.protocol.figures import format_time
@@ -229,6 +230,10 @@ def close_lines(tenant: Tenant, settlement: LeaseClose) -> tuple[list[str], Leas
     money."""
     lease_id = settlement.lease_id
     lines = []
+    payer = tenant.market.refund_to(tenant.market.lease(lease_id).order_id)
+    whom = "you" if payer in (ZERO_ADDRESS, tenant.chain.address) else f"the order's payer {payer}"
+    if tenant.pay_from is not None:   # BridgeOrders: back to the chain the deposit came from
+        whom = f"BridgeOrders (for chain {tenant.pay_from.network.chain_id})"
     if settlement.downtime_epochs:
         lines.append(f"provider missed {len(settlement.downtime_epochs)} epoch(s) of the lease: "
                      f"downtime refund {money(settlement.downtime_refund)}, stake slashed to "
@@ -236,9 +241,9 @@ def close_lines(tenant: Tenant, settlement: LeaseClose) -> tuple[list[str], Leas
                      f"(tx {', '.join(settlement.downtime_txs)})")
     lines.append(f"lease {lease_id} closed (tx {settlement.tx}): the close paid the provider "
                  f"{money(settlement.provider_amount)}, fee {money(settlement.fee)}, refunded "
-                 f"you {money(settlement.refund)}; the lease's money in all:")
+                 f"{whom} {money(settlement.refund)}; the lease's money in all:")
     m = lease_money(tenant.chain, lease_id)
-    lines += money_lines(m)
+    lines += money_lines(m, whom)
     lines.append(pending_line(tenant, lease_id))
     if m.ledger.verified:
         lines.append("this lease is verified: what it accrued but is not released yet stays "
