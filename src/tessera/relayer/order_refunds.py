@@ -16,7 +16,9 @@ Each funding found owed is sent back (as much as the route takes; the rest on a 
 unless less than `min_return` is owed (left for `claim_here` or anyone's `send_back`: a dust
 refund must not cost a relayer a delivery), or the way back is paused (the sender can then
 `claim_here`; a send-back would only wait in flight). A refused send-back is tried again after
-a growing wait.
+a growing wait; a funding whose send-backs the peer cancelled MAX_BOUNCES times is left to the
+sender (`claim_here`) or anyone's `send_back`, so a guardian cancelling every one cannot make
+the relayer pay for the round trip for ever.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from tessera.logs import EventLog
 CHECK_S = 15.0        # how often the events are read
 MIN_RETURN = 10_000   # base units (0.01 TUSD): smaller amounts owed are not sent back by the relayer
 RETRY_S, MAX_RETRY_S = 30.0, 3_600.0
+MAX_BOUNCES = 2       # send-backs of one funding the peer may cancel before the relayer stops
 
 
 class OrderRefunds:
@@ -80,7 +83,13 @@ class OrderRefunds:
 
     def _recover(self, transfer_id: bytes) -> None:
         back = self.orders.sent_back(transfer_id)
-        if back["amount"] == 0:      # recovered already (by anyone), or not a send-back
+        if not any(bytes(back["message_id"])):   # not a send-back of BridgeOrders
+            return
+        key = "0x" + bytes(back["message_id"]).hex()
+        # owed again either way: recovered now, or already by anyone else (review 13)
+        entry = self.state["owed"].setdefault(key, {"retry_at": 0.0})
+        entry["bounces"] = entry.get("bounces", 0) + 1
+        if back["amount"] == 0:
             return
         try:
             receipt = self.orders.recover_bounce(transfer_id)
@@ -88,8 +97,6 @@ class OrderRefunds:
             self.log("order-refund-bounce", "warning", transfer_id="0x" + transfer_id.hex(),
                      reason=str(exc))
             return
-        key = "0x" + bytes(back["message_id"]).hex()
-        self.state["owed"].setdefault(key, {"retry_at": 0.0})
         self.log("order-refund-bounced", message_id=key, amount=back["amount"], tx=tx_hash(receipt))
 
     def _return(self, key: str, now: float) -> None:
@@ -101,6 +108,13 @@ class OrderRefunds:
         if owed < self.min_return:   # nothing (a reorg took it, or anyone sent it), or dust
             del self.state["owed"][key]
             self.save()
+            return
+        if entry.get("bounces", 0) >= MAX_BOUNCES:   # the way back keeps cancelling it
+            del self.state["owed"][key]
+            self.save()
+            self.log("order-refund-held", "warning", message_id=key, owed=owed,
+                     reason=f"cancelled {entry['bounces']} times on the way back: left for the "
+                            "sender's claim_here or anyone's send_back")
             return
         source = self.orders.funding(message_id).source_chain
         if not self.route_open(source):
