@@ -105,10 +105,11 @@ def test_send_call_refuses_oversized_data_before_sending(bridge):
     assert TokenBridge(bridge.chain(PEER))._call("MAX_CALL_DATA") == MAX_CALL_DATA   # one rule
 
 
-def test_a_send_back_the_peer_cancels_is_recovered_and_sent_again(bridge):
+def test_a_send_back_the_peer_cancels_is_owed_again_and_left_to_the_sender(bridge):
     """The peer's inbox holds send-backs over 1 TUSD for its delay (its owner lowered the
     threshold, through the peer's Timelock) and its guardian cancels one: the bounce lands in
-    BridgeOrders, the relayer recovers it (owed again) and sends it back again."""
+    BridgeOrders, the relayer recovers it (owed again) and does not undo the guardian's cancel
+    by sending it again (review 13); the sender takes it at home."""
     sender = devnet_account(SENDER).address
     home_bridge = TokenBridge(bridge.chain(HOME)).address
     bridge.owner_action(PEER, "BridgeInbox", "set_value_sender", HOME, home_bridge,
@@ -130,8 +131,12 @@ def test_a_send_back_the_peer_cancels_is_recovered_and_sent_again(bridge):
         bridge.settle(relayer)
     recovered = bridge.chain(HOME).events("BridgeOrders", "BounceRecovered", 0)
     assert [bytes(e["args"]["transfer_id"]) for e in recovered] == [transfer_id]
-    returns = bridge.chain(HOME).events("BridgeOrders", "Returned", 0)
-    assert len(returns) == 2 and orders.owed(message_id) == 0   # sent back again
+    assert len(bridge.chain(HOME).events("BridgeOrders", "Returned", 0)) == 1   # not sent again
+    assert orders.owed(message_id) == 4 * TUSD
+    assert relayer.state["order_refunds"]["owed"]["0x" + message_id.hex()]["held"]
+    home_before = bridge.tusd(HOME, sender)
+    BridgeOrders(bridge.chain(HOME, SENDER)).claim_here(message_id)
+    assert bridge.tusd(HOME, sender) == home_before + 4 * TUSD
     assert PaymentToken(bridge.chain(HOME)).balance_of(orders.address) == 0
 
 
@@ -145,7 +150,8 @@ def test_the_relayer_carries_calls_to_bridge_orders_only(bridge):
     relayer = bridge.relayer(refund_check_s=0)
     bridge.settle(relayer)
     assert not bridge.inbox(HOME).delivered(to_timelock)
-    [(key, reason)] = relayer.state["not_served"].items()
+    [(key, reason)] = relayer.state["not_served"]["latest"].items()
+    assert relayer.state["not_served"]["count"] == 1
     assert key.startswith(f"{PEER}:") and "not to BridgeOrders" in reason
     message_id, _ = fund_order(chain, bridge.chain(HOME), _terms(chain.address), 2 * TUSD)
     bridge.settle(relayer)

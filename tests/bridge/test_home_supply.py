@@ -42,4 +42,5 @@ def test_the_home_supply_is_split_by_who_minted_it(bridge, tmp_path):
     assert after.agrees, after.problems
     now = _tusd_supply(after)
     assert now.bridged == before.bridged and now.outside_bridge == before.outside_bridge + 7 * TUSD
+    assert now.outside_minted == before.outside_minted + 7 * TUSD
     assert now.supply == before.supply + 7 * TUSD

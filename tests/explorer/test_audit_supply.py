@@ -40,6 +40,17 @@ def test_bridge_mints_and_burns_match_and_the_rest_is_outside_the_bridge():
     s = check(events, mints, burns, 1_350)
     assert s.problems == []
     assert (s.minted, s.burned, s.bridged, s.outside_bridge) == (1_550, 200, 350, 1_000)
+    assert (s.outside_minted, s.outside_burned) == (1_000, 0)
+
+
+def test_a_holders_burn_does_not_hide_an_unbacked_mint():
+    """Review 13: 300 minted outside the bridge and 300 bridged TUSD burned by their holder net
+    to 0 outside the bridge; the split shows both."""
+    events = [ev("0x01", "TransferReceived", to=ALICE, amount=300)]
+    mints = [mint("0x01", ALICE, 300), mint("0x05", BOB, 300)]
+    s = check(events, mints, [burn("0x06", ALICE, 300)], 300)
+    assert s.problems == [] and s.outside_bridge == 0
+    assert (s.outside_minted, s.outside_burned, s.bridged) == (300, 300, 300)
 
 
 def test_a_bridge_receipt_without_its_mint_is_a_problem():

@@ -100,7 +100,8 @@ class BridgeAudit:
         for s in self.supplies:
             out.append(f"  {s.token} supply on {s.chain_id}: {show(s.supply, s.token)} = "
                        f"{show(s.bridged, s.token)} minted by {s.bridge} (locked on peers) + "
-                       f"{show(s.outside_bridge, s.token)} minted at home outside the bridge")
+                       f"{show(s.outside_minted, s.token)} minted at home outside the bridge - "
+                       f"{show(s.outside_burned, s.token)} burned outside it")
         return out
 
 

@@ -15,7 +15,8 @@ the zero address and its `totalSupply` at the audited block (independent reading
   its mint or burn is a problem: the bridge's books and the token disagree);
 - the rest of the supply was minted at home outside the bridge: shown, not a problem (it has no
   lock behind it on any peer, and the mint side's `backing` keeps it from being burned toward
-  one).
+  one), as what was minted and what was burned outside the bridge, each on its own (a holder's
+  own burn of bridged tokens must not hide an unbacked mint of the same amount: review 13).
 
 `supply_of` is pure: the readings are taken by `read_supply`.
 """
@@ -46,7 +47,9 @@ class Supply:
     minted: int                    # every Transfer from the zero address
     burned: int                    # every Transfer to the zero address
     bridged: int                   # net minted by the bridge (receipts - sends, by its logs)
-    outside_bridge: int            # supply - bridged: minted at home by others, not backed
+    outside_bridge: int            # supply - bridged = outside_minted - outside_burned
+    outside_minted: int = 0        # mints no bridge receipt accounts for (no lock behind them)
+    outside_burned: int = 0        # burns no bridge send accounts for (a holder's own `burn`)
     problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
@@ -86,6 +89,12 @@ def supply_of(chain_id: int, token: str, bridge: str, bridge_events: list[EventR
             continue
         pool[key] -= 1
         out.bridged += sign * amount
+        if sign > 0:
+            out.outside_minted -= amount
+        else:
+            out.outside_burned -= amount
+    out.outside_minted += minted
+    out.outside_burned += burned
     out.outside_bridge = supply - out.bridged
     return out
 

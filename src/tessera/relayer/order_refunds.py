@@ -7,18 +7,20 @@ chain the money came from.
 
 Driven by events, read from a cursor `confirmations` blocks behind the head, so that the work of
 a poll follows what happened since the last one, not how many orders exist (review 12):
-- `OrderFunded`: the order's id, remembered with its funding's id (one entry per bridged order);
+- `OrderFunded`: the order's id, remembered with its funding's id and source chain;
 - `OrderRefused`: the whole deposit is owed back;
-- the Market's `Refunded` to BridgeOrders: that order's funding is owed something;
+- the Market's `Refunded` to BridgeOrders: that order's funding is owed something (checked
+  against the chain's own record of the funding, in case a reorg moved the order id);
 - the TokenBridge's `TransferBounced` to BridgeOrders: a send-back the peer cancelled came back;
-  `recover_bounce` makes it owed again.
-Each funding found owed is sent back (as much as the route takes; the rest on a later poll),
-unless less than `min_return` is owed (left for `claim_here` or anyone's `send_back`: a dust
-refund must not cost a relayer a delivery), or the way back is paused (the sender can then
-`claim_here`; a send-back would only wait in flight). A refused send-back is tried again after
-a growing wait; a funding whose send-backs the peer cancelled MAX_BOUNCES times is left to the
-sender (`claim_here`) or anyone's `send_back`, so a guardian cancelling every one cannot make
-the relayer pay for the round trip for ever.
+  `recover_bounce` makes it owed again (or someone else already did).
+Each funding found owed is sent back (as much as the route takes), unless:
+- less than `min_return` is owed, or the route takes less than that now (dust must not cost a
+  relayer a delivery; it stays for `claim_here` or anyone's `send_back`);
+- the way back is paused (read once per chain per poll; the sender can `claim_here`);
+- the peer cancelled a send-back of it before: the relayer does not undo a guardian's cancel
+  (review 13), it leaves the funding to the sender or anyone's `send_back`.
+A refused send-back is tried again after a growing wait; at most `MAX_PER_POLL` fundings are
+tried in one poll, so the relaying thread is never held for long.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from collections.abc import Callable
 
 from tessera.chain.bridge_orders import BridgeOrders
 from tessera.chain.client import Chain, tx_hash
+from tessera.chain.token_bridge import TokenBridge
 from tessera.errors import BridgeError
 from tessera.logs import EventLog
 
 CHECK_S = 15.0        # how often the events are read
-MIN_RETURN = 10_000   # base units (0.01 TUSD): smaller amounts owed are not sent back by the relayer
+MIN_RETURN = 10_000   # base units (0.01 TUSD): the least the relayer sends back
 RETRY_S, MAX_RETRY_S = 30.0, 3_600.0
-MAX_BOUNCES = 2       # send-backs of one funding the peer may cancel before the relayer stops
+MAX_PER_POLL = 32     # fundings tried per poll
 
 
 class OrderRefunds:
@@ -42,6 +45,7 @@ class OrderRefunds:
                  route_open: Callable[[int], bool], check_s: float = CHECK_S,
                  confirmations: int = 0, min_return: int = MIN_RETURN):
         self.orders = BridgeOrders(home)
+        self.bridge = TokenBridge(home)
         self.chain = home
         self.state = state.setdefault("order_refunds", {
             "scanned": home.network.deploy_block, "orders": {}, "owed": {}})
@@ -55,11 +59,19 @@ class OrderRefunds:
             return
         self._checked_at = now
         self._scan()
-        for key in list(self.state["owed"]):
-            self._return(key, now)
+        owed = self.state["owed"]
+        due = sorted((k for k in owed if owed[k]["retry_at"] <= now and not owed[k].get("held")),
+                     key=lambda k: owed[k]["retry_at"])[:MAX_PER_POLL]
+        open_routes = {cid: self.route_open(cid) for cid in {owed[k]["source"] for k in due}}
+        for key in due:
+            if open_routes[owed[key]["source"]]:
+                self._return(key, now)
 
     def _events(self, contract: str, event: str, start: int, end: int, **filters) -> list:
         return self.chain.events(contract, event, start, end, argument_filters=filters or None)
+
+    def _owe(self, key: str, source: int) -> dict:
+        return self.state["owed"].setdefault(key, {"retry_at": 0.0, "source": source})
 
     def _scan(self) -> None:
         end = self.chain.block_number() - self.confirmations
@@ -67,15 +79,16 @@ class OrderRefunds:
         if start > end:
             return
         here, known = self.orders.address, self.state["orders"]
-        owed = self.state["owed"]
         for e in self._events("BridgeOrders", "OrderFunded", start, end):
-            known[str(e["args"]["order_id"])] = "0x" + bytes(e["args"]["message_id"]).hex()
+            a = e["args"]
+            known[str(a["order_id"])] = ["0x" + bytes(a["message_id"]).hex(), a["source_chain"]]
         for e in self._events("BridgeOrders", "OrderRefused", start, end):
-            owed.setdefault("0x" + bytes(e["args"]["message_id"]).hex(), {"retry_at": 0.0})
+            self._owe("0x" + bytes(e["args"]["message_id"]).hex(), e["args"]["source_chain"])
         for e in self._events("Market", "Refunded", start, end, payer=here):
-            key = known.get(str(e["args"]["order_id"]))
-            if key:
-                owed.setdefault(key, {"retry_at": 0.0})
+            order_id = e["args"]["order_id"]
+            key, source = known.get(str(order_id), (None, None))
+            if key and self.orders.funding(bytes.fromhex(key[2:])).order_id == order_id:
+                self._owe(key, source)
         for e in self._events("TokenBridge", "TransferBounced", start, end, to=here):
             self._recover(bytes(e["args"]["cancelled_id"]))
         self.state["scanned"] = end + 1
@@ -86,9 +99,10 @@ class OrderRefunds:
         if not any(bytes(back["message_id"])):   # not a send-back of BridgeOrders
             return
         key = "0x" + bytes(back["message_id"]).hex()
-        # owed again either way: recovered now, or already by anyone else (review 13)
-        entry = self.state["owed"].setdefault(key, {"retry_at": 0.0})
-        entry["bounces"] = entry.get("bounces", 0) + 1
+        source = self.orders.funding(bytes(back["message_id"])).source_chain
+        # owed again either way (recovered now, or already by anyone else), but not sent back
+        # again by the relayer: the peer's guardian cancelled it once (review 13)
+        self._owe(key, source)["held"] = "a send-back was cancelled on the way back"
         if back["amount"] == 0:
             return
         try:
@@ -97,34 +111,32 @@ class OrderRefunds:
             self.log("order-refund-bounce", "warning", transfer_id="0x" + transfer_id.hex(),
                      reason=str(exc))
             return
-        self.log("order-refund-bounced", message_id=key, amount=back["amount"], tx=tx_hash(receipt))
+        self.log("order-refund-bounced", message_id=key, amount=back["amount"], tx=tx_hash(receipt),
+                 note="owed again; left to the sender's claim_here or anyone's send_back")
+
+    def _back_off(self, key: str, now: float) -> None:
+        entry = self.state["owed"][key]
+        tries = entry.get("tries", 0)
+        entry.update(tries=tries + 1, retry_at=now + min(RETRY_S * 2**tries, MAX_RETRY_S))
+        self.save()
 
     def _return(self, key: str, now: float) -> None:
         entry = self.state["owed"][key]
-        if entry["retry_at"] > now:
-            return
         message_id = bytes.fromhex(key[2:])
         owed = self.orders.owed(message_id)
         if owed < self.min_return:   # nothing (a reorg took it, or anyone sent it), or dust
             del self.state["owed"][key]
             self.save()
             return
-        if entry.get("bounces", 0) >= MAX_BOUNCES:   # the way back keeps cancelling it
-            del self.state["owed"][key]
-            self.save()
-            self.log("order-refund-held", "warning", message_id=key, owed=owed,
-                     reason=f"cancelled {entry['bounces']} times on the way back: left for the "
-                            "sender's claim_here or anyone's send_back")
+        source = entry["source"]
+        room = min(self.bridge.max_transfer(source), self.bridge.backing(source))
+        if room < self.min_return:   # the route would carry only dust now
+            self._back_off(key, now)
             return
-        source = self.orders.funding(message_id).source_chain
-        if not self.route_open(source):
-            return   # paused on the way back: the sender may claim_here meanwhile
         try:
             transfer_id, receipt = self.orders.send_back(message_id)
         except BridgeError as exc:
-            tries = entry.get("tries", 0)
-            entry.update(tries=tries + 1, retry_at=now + min(RETRY_S * 2**tries, MAX_RETRY_S))
-            self.save()
+            self._back_off(key, now)
             self.log("order-refund-refused", "warning", message_id=key, owed=owed, reason=str(exc))
             return
         left = self.orders.owed(message_id)

@@ -72,6 +72,7 @@ MAX_RETRY_S = 3_600.0
 # has a deadline for the whole answer (a member trickling one byte a second, or answering with
 # a 100 kB `[[[[...` that would crash Python's JSON parser, must not stop the relayer).
 ATTESTATION_BYTES = 4_096
+NOT_SERVED_KEPT = 100   # messages not carried: the latest kept by id in the state, the rest counted
 ATTESTATION_DEADLINE_S = 3.0
 
 
@@ -281,14 +282,26 @@ class Relayer:
                 and not TokenBridge(chain).paused())
 
     def serves(self, m: Message, payload: bytes) -> str | None:
-        """Why this relayer does not carry `m` (None: it does). A transfer with a call is carried
-        only to the destination's BridgeOrders: its delivery must leave TokenBridge.CALL_GAS
-        (1.5 M) for the call, which anyone could otherwise make a relayer pay for 1 base unit
-        sent to a contract that burns it (review 12). The sender can deliver it itself."""
+        """Why this relayer does not carry `m` (None: it does). It carries the bridge's own
+        routes only: a TokenBridge (or StakeBridge) to its peer, and a peer outbox's forgery
+        report to the home ForgerySlasher; anyone can send any message through an outbox, and
+        its delivery's gas (a recipient may burn millions) would be the relayer's (review 13).
+        A transfer with a call goes to the destination's BridgeOrders only: its delivery leaves
+        TokenBridge.CALL_GAS (1.5 M) for the call (review 12). The sender of any other message
+        can deliver it itself."""
+        source = self.chains[m.source_chain].network.contracts
+        destination = self.chains[m.destination_chain].network.contracts
+        pairs = [(source.get(app), destination.get(app)) for app in ("TokenBridge", "StakeBridge")]
+        pairs.append((source.get("BridgeOutbox"), destination.get("ForgerySlasher")))
+        route = (m.sender.lower(), m.recipient.lower())
+        if not any(a and b and route == (a.lower(), b.lower()) for a, b in pairs):
+            return (f"a message from {m.sender} to {m.recipient}: not one of the bridge's own "
+                    "routes")
         if m.kind != KIND_TRANSFER_CALL:
             return None
-        destination = self.chains[m.destination_chain].network
-        known = destination.contracts.get("BridgeOrders")
+        if route[0] != (source.get("TokenBridge") or "").lower():
+            return "a transfer with a call from another app than the TokenBridge"
+        known = destination.get("BridgeOrders")
         try:
             to, _, _ = decode_transfer_call_payload(payload)
         except ValueError:
@@ -369,9 +382,13 @@ class Relayer:
             key = f"{m.source_chain}:{m.nonce}"
             reason = self.serves(m, sent.payload)
             if reason is not None:
-                skipped = self.state.setdefault("not_served", {})   # source:nonce -> why
-                if key not in skipped:
-                    skipped[key] = reason
+                # a count, and the latest few (anyone can send such messages for ~50k gas)
+                skipped = self.state.setdefault("not_served", {"count": 0, "latest": {}})
+                if key not in skipped["latest"]:
+                    skipped["count"] += 1
+                    skipped["latest"][key] = reason
+                    while len(skipped["latest"]) > NOT_SERVED_KEPT:
+                        skipped["latest"].pop(next(iter(skipped["latest"])))
                     self.log("bridge-not-served", "warning", key=key, reason=reason,
                              message_id="0x" + m.id.hex())
                 continue
