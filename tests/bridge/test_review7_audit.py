@@ -50,7 +50,7 @@ def test_a_strangers_bounce_kind_message_does_not_break_the_audit(bridge, tmp_pa
     receipt = stranger.send(stranger.contract("BridgeOutbox").functions.send(
         HOME, stranger.address, KIND_BOUNCE, 0, b""))
     [junk] = bridge.outbox(PEER).sent_in(receipt)
-    bridge.settle()   # attested; the relayer cannot deliver it to an account: it stays open
+    bridge.settle()   # attested; the relayer does not carry it (not one of the bridge's routes)
     index(bridge.network, engine)
     problems = audit(Chain(bridge.network), engine).problems
     assert not any(hexid(junk.message.id) in p for p in problems), problems
