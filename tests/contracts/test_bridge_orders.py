@@ -106,6 +106,7 @@ def test_a_delivered_deposit_opens_the_order_for_its_tenant(home):
                                                                    3 * HOUR, True)
     assert m.refund_to(oid) == home.orders.address and m.refunded(oid) == 0
     assert home.orders.fundings(mid).order_id == oid and home.orders.owed(mid) == 0
+    assert home.orders.funding_of(oid) == mid
     assert usd.balanceOf(home.orders.address) == 0 and usd.balanceOf(m.address) == 12 * USD
     assert home.bridge.backing(PEER_CHAIN) == 12 * USD
     assert not events(home.bridge, "CallFailed")

@@ -73,6 +73,10 @@ class BridgeOrders(ContractWrapper):
                               f"on chain {self.chain.network.chain_id}")
         return Funding(**{k: record[k] for k in Funding.__dataclass_fields__})
 
+    def funding_of(self, order_id: int) -> bytes:
+        """The funding that opened order `order_id` (32 zero bytes: none)."""
+        return bytes(self._call("funding_of", order_id))
+
     def owed(self, message_id: bytes) -> int:
         """What the funding's sender is owed now (base units)."""
         return self._call("owed", bytes(message_id))

@@ -101,6 +101,8 @@ token_bridge: public(immutable(address))
 
 # TokenBridge message id => the funding it carried
 fundings: public(HashMap[bytes32, Funding])
+# Market order id => the funding that opened it (how a refund finds its sender)
+funding_of: public(HashMap[uint256, bytes32])
 # TokenBridge message id of a send-back => the funding it returned to, and how much (zeroed
 # once a bounce of it is recovered)
 struct SentBack:
@@ -166,6 +168,7 @@ def on_bridged_tokens(source_chain: uint256, sender: address, amount: uint256, d
         tenant: address = empty(address)
         order_id, tenant = abi_decode(out, (uint256, address))
         self.fundings[message_id].order_id = order_id
+        self.funding_of[order_id] = message_id
         log OrderFunded(message_id=message_id, order_id=order_id, tenant=tenant, sender=sender, source_chain=source_chain, amount=amount)
     else:
         log OrderRefused(message_id=message_id, sender=sender, source_chain=source_chain, amount=amount)

@@ -7,10 +7,10 @@ chain the money came from.
 
 Driven by events, read from a cursor `confirmations` blocks behind the head, so that the work of
 a poll follows what happened since the last one, not how many orders exist (review 12):
-- `OrderFunded`: the order's id, remembered with its funding's id and source chain;
 - `OrderRefused`: the whole deposit is owed back;
-- the Market's `Refunded` to BridgeOrders: that order's funding is owed something (checked
-  against the chain's own record of the funding, in case a reorg moved the order id);
+- the Market's `Refunded` to BridgeOrders: that order's funding (`BridgeOrders.funding_of`, the
+  chain's own record, so nothing is remembered per order and a reorg cannot misdirect it) is
+  owed something;
 - the TokenBridge's `TransferBounced` to BridgeOrders: a send-back the peer cancelled came back;
   `recover_bounce` makes it owed again (or someone else already did).
 Each funding found owed is sent back (as much as the route takes), unless:
@@ -48,7 +48,7 @@ class OrderRefunds:
         self.bridge = TokenBridge(home)
         self.chain = home
         self.state = state.setdefault("order_refunds", {
-            "scanned": home.network.deploy_block, "orders": {}, "owed": {}})
+            "scanned": home.network.deploy_block, "owed": {}})
         self.save, self.log, self.route_open = save, log, route_open
         self.check_s, self.confirmations, self.min_return = check_s, confirmations, min_return
         self._checked_at = 0.0
@@ -78,17 +78,14 @@ class OrderRefunds:
         start = self.state["scanned"]
         if start > end:
             return
-        here, known = self.orders.address, self.state["orders"]
-        for e in self._events("BridgeOrders", "OrderFunded", start, end):
-            a = e["args"]
-            known[str(a["order_id"])] = ["0x" + bytes(a["message_id"]).hex(), a["source_chain"]]
+        here = self.orders.address
         for e in self._events("BridgeOrders", "OrderRefused", start, end):
             self._owe("0x" + bytes(e["args"]["message_id"]).hex(), e["args"]["source_chain"])
-        for e in self._events("Market", "Refunded", start, end, payer=here):
-            order_id = e["args"]["order_id"]
-            key, source = known.get(str(order_id), (None, None))
-            if key and self.orders.funding(bytes.fromhex(key[2:])).order_id == order_id:
-                self._owe(key, source)
+        for order_id in {e["args"]["order_id"] for e in self._events("Market", "Refunded", start,
+                                                                      end, payer=here)}:
+            message_id = self.orders.funding_of(order_id)
+            if any(message_id):
+                self._owe("0x" + message_id.hex(), self.orders.funding(message_id).source_chain)
         for e in self._events("TokenBridge", "TransferBounced", start, end, to=here):
             self._recover(bytes(e["args"]["cancelled_id"]))
         self.state["scanned"] = end + 1

@@ -119,6 +119,13 @@ class Leasing:
         return out
 
 
+def _refund_route(tenant: Tenant) -> str:
+    """Where an order's refund goes beyond the Market, in words ("" for the tenant itself)."""
+    if tenant.pay_from is None:
+        return ""
+    return f" to BridgeOrders, which sends it back to chain {tenant.pay_from.network.chain_id}"
+
+
 def lease_nodes(tenant: Tenant, spec: JobSpec, console: Console) -> Leasing:
     """Order with escrow, collect and judge bids, accept the best `order.nodes` of them (one per
     provider), and take back the escrow no lease needed."""
@@ -155,8 +162,9 @@ def lease_nodes(tenant: Tenant, spec: JobSpec, console: Console) -> Leasing:
                       f"{reliability_text(scores.get(v.bid.provider.lower()))}): {state}")
     if not ranked:
         cancel = tenant.market.cancel_order(order_id)
+        back = _refund_route(tenant)
         raise TenantError(f"no valid bid for order {order_id}; the order was cancelled and its "
-                          f"escrow refunded (tx {tx_hash(cancel)})")
+                          f"escrow refunded{back} (tx {tx_hash(cancel)})")
     chosen = ranked[:spec.order.nodes]
     if len(chosen) < spec.order.nodes:
         console.print(f"only {len(chosen)} valid bid(s) for {spec.order.nodes} node(s): "
@@ -175,8 +183,7 @@ def lease_nodes(tenant: Tenant, spec: JobSpec, console: Console) -> Leasing:
         receipt = tenant.market.cancel_order(order_id)
         txs["refund"] = tx_hash(receipt)
         leasing.unallocated_refund = order.deposit - order.allocated
-        back = ("" if tenant.pay_from is None else
-                f" to BridgeOrders, which sends it back to chain {tenant.pay_from.network.chain_id}")
+        back = _refund_route(tenant)
         console.print(f"unallocated escrow {money(order.deposit - order.allocated)} refunded"
                       f"{back} (tx {txs['refund']})")
     return leasing
