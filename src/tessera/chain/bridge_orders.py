@@ -106,22 +106,23 @@ class BridgeOrders(ContractWrapper):
                     f"order-cancel {mid}` cancels the order (its deposit comes back)")
             time.sleep(poll_s)
 
+    def _act(self, function: str, *args) -> TxReceipt:
+        """Send `function`; a refusal becomes a BridgeError naming it."""
+        try:
+            return self._send(function, *args)
+        except TxRefused as exc:
+            raise BridgeError(f"BridgeOrders.{function}: {exc}") from None
+
     def send_back(self, message_id: bytes) -> tuple[bytes, TxReceipt]:
         """Send what the funding's sender is owed back to its chain (anyone may). Returns the
         TokenBridge message id carrying it and the receipt."""
-        try:
-            receipt = self._send("send_back", bytes(message_id))
-        except TxRefused as exc:
-            raise BridgeError(f"BridgeOrders.send_back: {exc}") from None
+        receipt = self._act("send_back", bytes(message_id))
         return bytes(self._event(receipt, "Returned")["transfer_id"]), receipt
 
     def claim_here(self, message_id: bytes, to: str | None = None) -> TxReceipt:
         """The sender takes what it is owed on this chain (`to`: itself by default)."""
-        to = Web3.to_checksum_address(to or self.chain.address)
-        try:
-            return self._send("claim_here", bytes(message_id), to)
-        except TxRefused as exc:
-            raise BridgeError(f"BridgeOrders.claim_here: {exc}") from None
+        return self._act("claim_here", bytes(message_id),
+                         Web3.to_checksum_address(to or self.chain.address))
 
     def sent_back(self, transfer_id: bytes) -> dict:
         """The send-back `transfer_id`: {message_id, amount} (amount 0: none, or recovered)."""
@@ -129,14 +130,8 @@ class BridgeOrders(ContractWrapper):
 
     def recover_bounce(self, transfer_id: bytes) -> TxReceipt:
         """A send-back the peer chain cancelled (its bounce came back here): owed again."""
-        try:
-            return self._send("recover_bounce", bytes(transfer_id))
-        except TxRefused as exc:
-            raise BridgeError(f"BridgeOrders.recover_bounce: {exc}") from None
+        return self._act("recover_bounce", bytes(transfer_id))
 
     def cancel_order(self, message_id: bytes) -> TxReceipt:
         """The funding's sender cancels the order it paid for (its unallocated deposit owed back)."""
-        try:
-            return self._send("cancel_order", bytes(message_id))
-        except TxRefused as exc:
-            raise BridgeError(f"BridgeOrders.cancel_order: {exc}") from None
+        return self._act("cancel_order", bytes(message_id))

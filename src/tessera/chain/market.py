@@ -185,18 +185,6 @@ class Market(ContractWrapper):
         receipts = self.payment_token.fund(self.address, amount, "the top-up")
         return [*receipts, self._send("top_up", lease_id, amount)]
 
-    def create_order_for(self, tenant: str, spec_hash: bytes, gpu_model: str, min_gpus: int,
-                         min_gpu_memory_mb: int, max_price_per_gpu_hour: int, duration: int,
-                         nodes: int, deposit: int, *,
-                         verified: bool = False) -> tuple[int, list[TxReceipt]]:
-        """Post an order run by `tenant` and paid for by this account, to which every refund of
-        the order and its leases goes (`refund_to`)."""
-        receipts = self.payment_token.fund(self.address, deposit, "the order's escrow")
-        receipt = self._send("create_order_for", Web3.to_checksum_address(tenant), spec_hash,
-                             gpu_model, min_gpus, min_gpu_memory_mb, max_price_per_gpu_hour,
-                             duration, nodes, deposit, verified)
-        return self._event(receipt, "OrderCreated")["order_id"], [*receipts, receipt]
-
     def refund_to(self, order_id: int) -> str:
         """Who paid the order's deposit and gets its refunds, when not its tenant (else the
         zero address: the tenant)."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from tessera.chain.client import Chain
 from tessera.chain.contract import ZERO_ADDRESS
 from tessera.chain.token_bridge import TokenBridge
-from tessera.protocol.events import EventRecord
+from tessera.protocol.events import EventRecord, hex0x
 
 TOTAL_SUPPLY = "0x18160ddd"   # ERC-20 totalSupply()
 RECEIPTS = {"TransferReceived": "to", "TransferBounced": "to"}   # event -> who got the mint
@@ -121,7 +121,7 @@ def read_supply(chain: Chain, kind: type[TokenBridge], block: int,
 
 
 def _record(log) -> EventRecord:
-    return EventRecord(block_number=log["blockNumber"], block_hash="0x" + bytes(log["blockHash"]).hex(),
-                       timestamp=0, tx_hash="0x" + bytes(log["transactionHash"]).hex(),
+    return EventRecord(block_number=log["blockNumber"], block_hash=hex0x(log["blockHash"]),
+                       timestamp=0, tx_hash=hex0x(log["transactionHash"]),
                        log_index=log["logIndex"], contract="token", event="Transfer",
                        args=dict(log["args"]))

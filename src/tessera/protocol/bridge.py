@@ -328,11 +328,6 @@ def order_call_data(terms: OrderTerms) -> bytes:
     return data
 
 
-def decode_order_call_data(data: bytes) -> OrderTerms:
-    tenant, spec_hash, *rest = decode(_ORDER_TYPES, data)
-    return OrderTerms(to_checksum_address(tenant), bytes(spec_hash), *rest)
-
-
 def bounce_payload(cancelled: bytes) -> bytes:
     """TokenBridge's payload of a bounce: the id of the cancelled transfer."""
     return encode(["bytes32"], [cancelled])
