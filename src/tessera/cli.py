@@ -366,7 +366,8 @@ def demo(as_json: bool = typer.Option(False, "--json", help="print the summary a
          cheater: bool = typer.Option(True, "--cheater/--no-cheater",
                                       help="end with a cheating provider caught and slashed"),
          chains: int = typer.Option(1, "--chains", help="2: the tenant's TUSD is on a second "
-                                    "chain (31338) and crosses the bridge to pay for the lease"),
+                                    "chain (31338) and crosses the bridge to pay for the lease "
+                                    "(or, with --nodes, the DiLoCo job's leases)"),
          agent: bool = typer.Option(True, "--agent/--no-agent",
                                     help="show an agent buying inference from the trained model")):
     """A whole rental on a local chain: 3 providers bid, one trains a model, the lease settles.
@@ -374,13 +375,12 @@ def demo(as_json: bool = typer.Option(False, "--json", help="print the summary a
     cheating provider joins a verified job, is caught by a spot check, and three staked
     validators replay its work, vote and slash it (--no-cheater skips this act). An agent then
     buys inference from the trained model (--no-agent skips it). With
-    --chains 2 the tenant bridges the deposit from a second chain and the unused part back."""
+    --chains 2 the tenant's order (one lease, or the DiLoCo job's) is funded from a second
+    chain and the unused part goes back there."""
     from tessera.demo import run_demo
 
     if chains not in (1, 2):
         fail(f"--chains must be 1 or 2 (a home chain and at most one peer chain), not {chains}")
-    if chains == 2 and nodes > 1:
-        fail("--chains 2 shows one lease paid from the second chain: use it without --nodes")
     summary = run_guarded(lambda: run_demo(console=err if as_json else console, steps=steps,
                                            nodes=nodes, cheater=cheater, chains=chains,
                                            agent=agent))

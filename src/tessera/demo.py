@@ -26,7 +26,7 @@ from tessera.protocol.money import STAKE_DECIMALS
 from tessera.tenant.bidding import device_text, money, reliability_text
 from tessera.tenant.client import Tenant
 from tessera.tenant.flow import load_dataset, run_rental
-from tessera.tenant.multinode import run_diloco_job
+from tessera.tenant.multinode import paid_from_peer, run_diloco_job
 
 TENANT = 5
 # The demo chain is deployed with a 30 s challenge window (default 1 h) so that a verified
@@ -94,10 +94,8 @@ DILOCO_JOB = {
 
 def run_demo(console: Console, steps: int | None = None, home: Path | None = None,
              nodes: int = 1, cheater: bool = True, chains: int = 1, agent: bool = True) -> dict:
-    """`chains=2`: the tenant's TUSD is on a second chain and crosses the bridge (demo_bridge.py);
-    the one-lease rental only."""
-    if chains == 2 and nodes > 1:
-        raise ValueError("the two-chain demo pays for one lease from the second chain: nodes=1")
+    """`chains=2`: the tenant's TUSD is on a second chain and crosses the bridge (demo_bridge.py):
+    the order (one lease, or a DiLoCo job's `nodes`) is funded from there."""
     home = Path(home or tempfile.mkdtemp(prefix="tessera-demo-"))
     os.environ["TESSERA_HOME"] = str(home)
     devnet = Devnet(home / "devnet")
@@ -132,11 +130,20 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
         if nodes > 1:
             job = {**DILOCO_JOB, "order": {**DILOCO_JOB["order"], "nodes": nodes}}
             spec = JobSpec.model_validate(job)
+            if bridge:
+                bridge.pay_from_peer(tenant)
             summary = run_diloco_job(tenant, spec, load_dataset(spec.dataset), console,
                                      results_dir=home / "results")
             summary["pay"] = settle_held_pay(console, chain, summary, procs)
             summary["treasury_received"] = tenant.market.payment_token.balance_of(treasury) - treasury_before
+            if bridge:   # what the orders kept once the held pay is released
+                summary["paid_from_chain"] = paid_from_peer(
+                    tenant, [w["order_id"] for w in summary["workers"]])
+                summary["tenant_spent"] = summary["paid_from_chain"]["spent"]
+                summary["cross_chain"] = bridge.finish(summary)
             if cheater:
+                if bridge:
+                    bridge.release_validators(procs)
                 summary["verification"] = run_cheater_act(console, chain, home, procs)
             if agent:
                 summary["agent"] = run_agent_act(console, chain, home, procs, summary)

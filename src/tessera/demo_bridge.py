@@ -202,8 +202,9 @@ class CrossChainAct:
         tenant.emit = on_event
 
     def finish(self, lease: dict) -> dict:
-        """After the lease's close: the relayer sends the order's refunds back to the peer
-        chain; record both crossings and show the ledger."""
+        """After the order's leases closed (`lease`: the rental's summary, or the DiLoCo job's):
+        the relayer sends the order's refunds back to the peer chain; record both crossings
+        and show the ledger."""
         r, b = self.record, self.record["balances"]
         funding = self._funding
         message_id = bytes.fromhex(funding["message_id"][2:])
@@ -216,12 +217,13 @@ class CrossChainAct:
         cost = deposit - refunded
         self.console.rule("[bold]back to the peer chain")
         r["transfers"]["returns"] = []
+        leases = len(lease.get("workers", [])) or 1   # a DiLoCo job's summary lists its leases
         if refunded > 0:
-            self.console.print(f"the lease cost {money(cost)}; the order's refunds, "
-                               f"{money(refunded)} (the escrow no lease took, at once, then the "
-                               "lease's unspent budget at its close), went to BridgeOrders, and "
-                               f"the relayer sends each back to the tenant on chain "
-                               f"{r['peer_chain']} ...")
+            self.console.print(f"the {'lease' if leases == 1 else f'{leases} leases'} cost "
+                               f"{money(cost)}; the order's refunds, {money(refunded)} (the "
+                               "escrow no lease took, at once, then each lease's unspent "
+                               "budget at its close), went to BridgeOrders, and the relayer "
+                               f"sends each back to the tenant on chain {r['peer_chain']} ...")
             returns = self._returned(orders, message_id, refunded)
             self.step(f"return sent ({r['home_chain']} -> {r['peer_chain']})")
             for i, (transfer_id, tx) in enumerate(returns):

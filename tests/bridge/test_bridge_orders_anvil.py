@@ -185,3 +185,39 @@ def test_the_order_commands(bridge):
     code, out = tessera("bridge", "order-claim", mid, "--account", f"devnet:{SENDER}")
     assert code == 0 and "claimed 2.00 TUSD" in out, out
     assert bridge.tusd(HOME, sender) == home_before + 2 * TUSD
+
+
+def test_a_replacement_workers_order_is_funded_from_the_peer_like_the_jobs(bridge):
+    """A DiLoCo job paid from the peer chain posts a replacement worker's order the same way
+    (multinode.Replacer: `Tenant.post_order(..., nodes=1, escrow=one lease's budget)`): the
+    override reaches the order that the delivery opens, and nothing moves at home."""
+    import threading
+    from pathlib import Path
+
+    from tessera.protocol.jobspec import parse_job_spec
+    from tessera.protocol.lease import lease_budget
+    from tessera.tenant.client import Tenant
+
+    example = Path(__file__).parents[2] / "examples" / "diloco.toml"
+    spec = parse_job_spec(example.read_text(), example)
+    o = spec.order
+    budget = lease_budget(o.max_price_per_gpu_hour, o.min_gpus, o.duration)
+    assert o.nodes > 1 and budget < o.escrow
+    sender = devnet_account(SENDER).address
+    peer_before, home_before = bridge.tusd(PEER, sender), bridge.tusd(HOME, sender)
+    tenant = Tenant(bridge.chain(HOME, SENDER), pay_from=bridge.chain(PEER, SENDER))
+    posted: list = []
+    worker = threading.Thread(target=lambda: posted.append(
+        tenant.post_order(spec, verified=True, nodes=1, escrow=budget)))
+    worker.start()
+    relayer = bridge.relayer(refund_check_s=0)
+    while worker.is_alive():          # the client waits for the delivery the relayer makes
+        bridge.settle(relayer, rounds=1)
+        worker.join(0.2)
+    [(order_id, txs)] = posted
+    order = Market(bridge.chain(HOME)).order(order_id)
+    assert (order.tenant, order.nodes, order.deposit, order.verified, order.spec_hash) == \
+        (sender, 1, budget, True, spec.spec_hash())
+    assert Market(bridge.chain(HOME)).refund_to(order_id) == BridgeOrders(bridge.chain(HOME)).address
+    assert bridge.tusd(PEER, sender) == peer_before - budget and len(txs) >= 1
+    assert bridge.tusd(HOME, sender) == home_before

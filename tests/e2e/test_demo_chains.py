@@ -1,9 +1,10 @@
-"""`tessera demo --chains 2` as a user runs it (a separate process, JSON on stdout), lean: the
-verification and agent acts are skipped (test_demo.py covers them on one chain). The bidding
-providers' stake and the tenant's TUSD are on chain 31338: the stake crosses to 31337 and is
-staked there; the order is funded from 31338 in one message (its delivery, through real validator
-and relayer processes, opens the order at home), the lease is paid there, and the relayer sends
-the order's refunds back to 31338 with no transaction of the tenant's."""
+"""`tessera demo --chains 2` (and with `--nodes 3`) as a user runs it (a separate process, JSON
+on stdout), lean: the verification and agent acts are skipped (test_demo.py covers them on one
+chain). The bidding providers' stake and the tenant's TUSD are on chain 31338: the stake crosses
+to 31337 and is staked there; the order is funded from 31338 in one message (its delivery,
+through real validator and relayer processes, opens the order at home), the lease is paid
+there, and the relayer sends the order's refunds back to 31338 with no transaction of the
+tenant's."""
 
 import json
 import os
@@ -108,14 +109,50 @@ def test_two_chain_demo_pays_a_lease_from_the_second_chain(tmp_path):
     assert all(d["adds_up"] for d in bridge["directions"])
 
 
+def test_two_chain_demo_pays_a_diloco_job_from_the_second_chain(tmp_path):
+    """`--chains 2 --nodes 3`: the DiLoCo job's one order (three leases) is funded from 31338 in
+    one message; the escrow no lease took and each lease's unspent budget go back there; the
+    verified rounds' held pay is released at home; the tenant's TUSD on 31337 never moves."""
+    result = subprocess.run([sys.executable, "-m", "tessera.cli", "demo", "--chains", "2",
+                             "--nodes", "3", "--json", "--no-cheater", "--no-agent"],
+                            capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["mode"] == "diloco" and len(summary["workers"]) == 3
+    assert all(w["finished"] for w in summary["workers"])
+    assert summary["rounds"][-1]["val_loss"] < summary["rounds"][0]["val_loss"]
+    cc, paid = summary["cross_chain"], summary["paid_from_chain"]
+    order_id = cc["order"]["order_id"]
+    # one funding opened the job's one order, and every worker leased from it
+    assert {w["order_id"] for w in summary["workers"]} == {order_id} == {summary["order_id"]}
+    assert paid["chain_id"] == cc["peer_chain"] and [o["order_id"] for o in paid["orders"]] == [order_id]
+    deposit, returns = cc["transfers"]["deposit"], cc["transfers"]["returns"]
+    assert deposit["amount"] == paid["orders"][0]["deposit"] and deposit["delivered"]
+    assert cc["order"]["funding_message_id"] == deposit["message_id"]
+    # what came back is what the Market refunded: the unallocated escrow, then the leases' rest
+    assert summary["unallocated_refund"] > 0 and 2 <= len(returns) <= 4
+    assert all(t["delivered"] and t["direction"] == f"{cc['home_chain']}->{cc['peer_chain']}"
+               for t in returns)
+    assert sum(t["amount"] for t in returns) == paid["orders"][0]["refunded"]
+    # the job's cost, three ways: the order's books, the indexer's revenue, the tenant's balance
+    cost = paid["spent"]
+    assert cost == summary["tenant_spent"] == cc["ledger"]["paid_for_compute"] > 0
+    assert summary["explorer"]["tenant_paid"] == cost and summary["explorer"]["audit_agrees"]
+    assert sum(p["released"] for p in summary["pay"]) == cost   # all held pay released
+    balances = cc["balances"]
+    assert balances["peer_after"] == balances["peer_before"] - cost
+    assert balances["home_after"] == balances["home_before"]
+    assert cc["conserved"] and cc["adds_up"]
+
+
 def test_demo_refuses_other_chain_counts_before_starting_anything():
     from typer.testing import CliRunner
 
     from tessera.cli import app
 
     for args, said in ((["--chains", "3"], "--chains must be 1 or 2"),
-                       (["--chains", "0"], "--chains must be 1 or 2"),
-                       (["--chains", "2", "--nodes", "2"], "without --nodes")):
+                       (["--chains", "0"], "--chains must be 1 or 2")):
         result = CliRunner().invoke(app, ["demo", *args])
         assert result.exit_code == 1 and said in " ".join(result.stderr.split()), args
         assert "Traceback" not in result.stderr

@@ -175,3 +175,19 @@ def test_a_finished_jobs_closed_lease_reads_in_order():
         "job: stopped at step 7: its lease was closed on chain while it was running"
     assert single_job_line(LeaseStatus(lease_id=1, status="running", step=3, steps=10)) == \
         "job: running, step 3/10"
+
+
+def test_resume_refuses_a_pay_from_chain_that_is_not_a_chain_id(tmp_path):
+    """A job funded from a peer chain records the chain in job.json (its replacements are funded
+    from there after a resume too); anything else there is refused before any connection."""
+    import json
+
+    from tessera.errors import TenantError
+    from tessera.tenant.coordinator import STATE_FILE, STATE_VERSION
+    from tessera.tenant.multinode import resume_job
+
+    for bad in ("31338", -1, 0, True, 1.5):
+        (tmp_path / STATE_FILE).write_text(json.dumps(
+            {"version": STATE_VERSION, "finished": False, "job": {"pay_from_chain": bad}}))
+        with pytest.raises(TenantError, match="pay_from_chain is .* not a chain id"):
+            resume_job(tmp_path, tmp_path / "no-network.json", "devnet:5", Console())

@@ -94,40 +94,45 @@ class Tenant:
         self._offers: OfferIndex | None = None  # the registry's offers, kept between orders
 
     # -- ordering ------------------------------------------------------------------------
-    def post_order(self, spec: JobSpec, *, verified: bool = False) -> tuple[int, list[str]]:
-        """`verified`: providers are paid only for final Verification rounds (docs/verification.md)."""
+    def post_order(self, spec: JobSpec, *, verified: bool = False, nodes: int | None = None,
+                   escrow: int | None = None) -> tuple[int, list[str]]:
+        """Post the spec's order (funded from `pay_from` when set); `nodes` and `escrow` replace
+        the spec's (a DiLoCo job's replacement worker: one node, one lease's budget).
+        `verified`: providers are paid only for final Verification rounds (docs/verification.md)."""
         order = spec.order
+        nodes = order.nodes if nodes is None else nodes
+        escrow = order.escrow if escrow is None else escrow
         # Bring the offer index up to date before the order exists: a first build reads every
         # registry event (about 7 s at 10,000 providers, bench/results/scale.json), which would
         # otherwise eat the bid window; collect_bids then reads only the blocks since.
         index = self.offer_index()
         listed = index.offers()
         self.emit("offers-indexed", {"providers": len(listed), "events_read": index.events_read})
-        if self.pay_from is not None:
-            return self._post_order_from_peer(spec, verified)
-        order_id, receipts = self.market.create_order(
-            spec.spec_hash(), order.gpu_model, order.min_gpus, order.min_gpu_memory_mb,
-            order.max_price_per_gpu_hour, order.duration, order.nodes, order.escrow,
-            verified=verified)
-        hashes = [tx_hash(r) for r in receipts]
-        self.emit("order-posted", {"order_id": order_id, "escrow": order.escrow, "txs": hashes})
-        return order_id, hashes
-
-    def _post_order_from_peer(self, spec: JobSpec, verified: bool) -> tuple[int, list[str]]:
-        """The deposit leaves `pay_from` in one message to the home chain's BridgeOrders, whose
-        delivery opens the order with this account as its tenant; wait for that delivery."""
-        order, peer = spec.order, self.pay_from
         terms = OrderTerms(self.chain.address, spec.spec_hash(), order.gpu_model, order.min_gpus,
                            order.min_gpu_memory_mb, order.max_price_per_gpu_hour, order.duration,
-                           order.nodes, verified)
+                           nodes, verified)
+        if self.pay_from is not None:
+            return self._post_order_from_peer(terms, escrow)
+        order_id, receipts = self.market.create_order(
+            terms.spec_hash, terms.gpu_model, terms.min_gpus, terms.min_gpu_memory_mb,
+            terms.max_price_per_gpu_hour, terms.duration, terms.nodes, escrow,
+            verified=terms.verified)
+        hashes = [tx_hash(r) for r in receipts]
+        self.emit("order-posted", {"order_id": order_id, "escrow": escrow, "txs": hashes})
+        return order_id, hashes
+
+    def _post_order_from_peer(self, terms: OrderTerms, escrow: int) -> tuple[int, list[str]]:
+        """The deposit leaves `pay_from` in one message to the home chain's BridgeOrders, whose
+        delivery opens the order with this account as its tenant; wait for that delivery."""
+        peer = self.pay_from
         orders = BridgeOrders(self.chain)
-        message_id, receipts = fund_order(peer, self.chain, terms, order.escrow)
+        message_id, receipts = fund_order(peer, self.chain, terms, escrow)
         hashes = [tx_hash(r) for r in receipts]
         self.emit("order-funding-sent", {"message_id": "0x" + message_id.hex(),
                                          "from_chain": peer.network.chain_id,
-                                         "escrow": order.escrow, "txs": hashes})
+                                         "escrow": escrow, "txs": hashes})
         order_id = orders.funded_order(message_id, timeout_s=BRIDGED_ORDER_TIMEOUT_S)
-        self.emit("order-posted", {"order_id": order_id, "escrow": order.escrow, "txs": hashes,
+        self.emit("order-posted", {"order_id": order_id, "escrow": escrow, "txs": hashes,
                                    "funded_by": "0x" + message_id.hex()})
         return order_id, hashes
 

@@ -95,14 +95,11 @@ def submit_job(spec_path: Path, network: Path | None, account: str, *, follow: b
     """`provider_grace`: how long the provider may stay unreachable while the job is followed
     before the lease is closed and its epochs without a heartbeat are claimed (single-node).
     `pay_from_chain`: the deposit comes from this peer chain in one bridge message, and the
-    order's refunds go back there (single-node jobs)."""
+    order's refunds go back there (a DiLoCo job's replacement workers' orders too)."""
     # bad input fails here, before any connection or transaction
     grace_s = parse_grace(provider_grace)
     spec = parse_job_spec(read_text(spec_path, SpecError), spec_path)
     dataset = load_dataset(spec.dataset, relative_to=spec_path.parent)
-    if pay_from_chain is not None and spec.mode == "diloco":
-        raise TenantError("--pay-from-chain funds single-node jobs only for now: a DiLoCo job's "
-                          "orders are posted at home (bridge the TUSD first: tessera bridge send)")
     if pay_from_chain is not None and spec.escrow.top_up is not None:
         raise TenantError("--pay-from-chain and [escrow] top_up do not go together: an order paid "
                           "from another chain cannot be topped up (its refunds go back there); "

@@ -110,11 +110,10 @@ class Replacer:
         o, market = self.spec.order, self.tenant.market
         self.console.print(f"leasing a replacement for lease {dropped.lease_id} "
                            f"(worker {dropped.index}) ...")
-        order_id, _ = market.create_order(
-            self.spec.spec_hash(), o.gpu_model, o.min_gpus, o.min_gpu_memory_mb,
-            o.max_price_per_gpu_hour, o.duration, 1,
-            lease_budget(o.max_price_per_gpu_hour, o.min_gpus, o.duration),
-            verified=self.spec.verification.enabled)   # its rounds get roots of their own
+        # its rounds get roots of their own; funded from the peer chain when the job's are
+        order_id, _ = self.tenant.post_order(
+            self.spec, verified=self.spec.verification.enabled, nodes=1,
+            escrow=lease_budget(o.max_price_per_gpu_hour, o.min_gpus, o.duration))
         try:
             verdict = pick_replacement(self.tenant.collect_bids(order_id, o.bid_window), job)
             if verdict is None:
@@ -219,7 +218,8 @@ def run_diloco_job(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Conso
                            order_id=leasing.order_id)
                for index, (lease_id, verdict) in enumerate(leases)]
     job = {"spec": spec.model_dump(mode="json"), "summary": summary,
-           "balance_before": balance_before}
+           "balance_before": balance_before,
+           "pay_from_chain": tenant.pay_from.network.chain_id if tenant.pay_from else None}
     coordinator = DilocoCoordinator.start(  # committed before anything else can fail
         tenant, diloco_config(spec, len(workers)), dataset, workers, job_dir, job=job,
         **coordinator_options(tenant, spec, dataset, len(workers), job_dir, console,
@@ -272,8 +272,14 @@ def resume_diloco_job(tenant: Tenant, job_dir: Path, console: Console) -> dict:
 
 def resume_job(job_dir: Path, network: Path | None, account: str, console: Console) -> dict:
     """`tessera job resume DIR`: bad input is refused before any connection is made."""
-    read_job_state(job_dir)
-    return resume_diloco_job(tenant_for(network, account), job_dir, console)
+    saved = read_job_state(job_dir)
+    job = saved.get("job") if isinstance(saved.get("job"), dict) else {}
+    pay_from_chain = job.get("pay_from_chain")   # its replacements are funded from there too
+    if pay_from_chain is not None and (type(pay_from_chain) is not int or pay_from_chain <= 0):
+        raise TenantError(f"{job_dir}: job.json's pay_from_chain is {pay_from_chain!r}, not a "
+                          "chain id")
+    return resume_diloco_job(tenant_for(network, account, pay_from_chain=pay_from_chain),
+                             job_dir, console)
 
 
 def finish_job(tenant: Tenant, spec: JobSpec, dataset: bytes, coordinator: DilocoCoordinator,
@@ -306,6 +312,9 @@ def finish_job(tenant: Tenant, spec: JobSpec, dataset: bytes, coordinator: Diloc
         "tenant_spent": job["balance_before"]
         - tenant.market.payment_token.balance_of(tenant.chain.address)}}
     summary["transactions"]["close"] = [s["tx"] for s in settlements if "tx" in s]
+    if tenant.pay_from is not None:
+        summary["paid_from_chain"] = paid_from_peer(tenant, [w.order_id for w in coordinator.workers])
+        summary["tenant_spent"] = summary["paid_from_chain"]["spent"]
     moneys = [lease_money(tenant.chain, w.lease_id) for w in coordinator.workers]
     summary["lease_money"] = [money_json(m) for m in moneys]
     summary["escrow"] = watch.summary()
@@ -317,5 +326,23 @@ def finish_job(tenant: Tenant, spec: JobSpec, dataset: bytes, coordinator: Diloc
     for m in moneys:
         console.print(short_line(m), markup=False, highlight=False)
     console.print(job_cost_line(moneys), markup=False, highlight=False)
+    if tenant.pay_from is not None:
+        paid = summary["paid_from_chain"]
+        console.print(f"the job's {len(paid['orders'])} order(s) were funded from chain "
+                      f"{paid['chain_id']}; their refunds "
+                      f"({money(sum(o['refunded'] for o in paid['orders']))} so far) go back "
+                      "to this account there, sent by the relayer (BridgeOrders.send_back)",
+                      markup=False, highlight=False)
     return summary
+
+
+def paid_from_peer(tenant: Tenant, order_ids: list[int]) -> dict:
+    """A job paid from the peer chain: each of its orders' deposit (what its funding brought)
+    and what the Market has refunded of it so far (to BridgeOrders, which owes it back there);
+    `spent`: what the orders kept, the job's cost to the tenant's account on the peer chain."""
+    market = tenant.market
+    orders = [{"order_id": o, "deposit": market.order(o).deposit, "refunded": market.refunded(o)}
+              for o in sorted(set(order_ids))]
+    return {"chain_id": tenant.pay_from.network.chain_id, "orders": orders,
+            "spent": sum(o["deposit"] - o["refunded"] for o in orders)}
 
