@@ -305,11 +305,17 @@ def job_list(network: Path = NetworkOption, account: str = AccountOption,
 
 @job_app.command("top-up")
 def job_top_up(lease_id: int, amount: str = typer.Argument(..., help="TUSD to add, e.g. 0.50"),
-               network: Path = NetworkOption, account: str = AccountOption):
+               network: Path = NetworkOption, account: str = AccountOption,
+               pay_from_chain: int | None = typer.Option(
+                   None, "--pay-from-chain", min=1,
+                   help="for a lease of an order funded from that peer chain: the top-up is "
+                        "sent from this account's TUSD there in one bridge message (a relayer "
+                        "must run); what is left of it comes back there with the order's refunds")):
     """Add TUSD to an open lease's escrow so that it runs longer (not after it has run out)."""
     from tessera.tenant.lease_views import top_up_lease
 
-    run_guarded(lambda: top_up_lease(lease_id, amount, network, account, console))
+    run_guarded(lambda: top_up_lease(lease_id, amount, network, account, console,
+                                     pay_from_chain=pay_from_chain))
 
 
 @job_app.command("logs")

@@ -14,7 +14,7 @@ from tessera.chain.tokens import PaymentToken
 from tessera.errors import BridgeError
 from tessera.protocol.bridge import MAX_CALL_DATA, OrderTerms, order_call_data
 
-from .conftest import GUARDIAN, HOME, OTHER, PEER, SENDER, TUSD
+from .conftest import GUARDIAN, HOME, OTHER, OWNER, PEER, SENDER, TUSD
 
 
 def _terms(tenant: str, nodes: int = 1) -> OrderTerms:
@@ -221,3 +221,91 @@ def test_a_replacement_workers_order_is_funded_from_the_peer_like_the_jobs(bridg
     assert Market(bridge.chain(HOME)).refund_to(order_id) == BridgeOrders(bridge.chain(HOME)).address
     assert bridge.tusd(PEER, sender) == peer_before - budget and len(txs) >= 1
     assert bridge.tusd(HOME, sender) == home_before
+
+
+PROVIDER = 4
+
+
+def _leased(bridge, relayer) -> tuple[int, int]:
+    """An order funded from the peer by SENDER (one node, 2 TUSD an hour for 2 h), leased at
+    1 TUSD an hour by PROVIDER (registered at home): (order id, lease id)."""
+    import secrets
+    import time
+
+    from tessera.chain.registry import ProviderRegistry
+    from tessera.chain.tokens import StakeToken
+    from tessera.protocol import messages
+    from tessera.protocol.wire import BidMessage
+
+    home = bridge.chain(HOME)
+    provider = devnet_account(PROVIDER)
+    registry = ProviderRegistry(bridge.chain(HOME, PROVIDER))
+    if not registry.is_registered(provider.address):
+        StakeToken(bridge.chain(HOME, OWNER)).transfer(provider.address, 200 * 10**18, "stake")
+        registry.register(200 * 10**18, "cpu", 1, 1024, 1, "http://127.0.0.1:9", 1)
+    message_id, _ = fund_order(bridge.chain(PEER, SENDER), home,
+                               OrderTerms(devnet_account(SENDER).address, b"\x55" * 32, "", 1, 0,
+                                          2 * TUSD, 7200, 1), 4 * TUSD)
+    bridge.settle(relayer)
+    order_id = BridgeOrders(home).funded_order(message_id, timeout_s=0)
+    expiry = int(time.time()) + 600
+    nonce = secrets.randbits(64)
+    typed = messages.bid_typed_data(HOME, Market(home).address, order_id, provider.address,
+                                    TUSD, nonce, expiry)
+    bid = BidMessage(order_id=order_id, provider=provider.address, price_per_gpu_hour=TUSD,
+                     nonce=nonce, expiry=expiry, signature=messages.sign(provider, typed))
+    lease_id, _ = Market(bridge.chain(HOME, SENDER)).accept_bid(bid)
+    return order_id, lease_id
+
+
+def test_a_lease_paid_from_the_peer_is_topped_up_from_there(bridge):
+    """`tessera job top-up LEASE AMOUNT --pay-from-chain 31338` for a lease of an order funded
+    from 31338: one message adds to the lease's budget at home (nothing of the tenant's moves
+    there), and what the lease did not spend of it comes back to 31338 with the order's refunds.
+    Without the option the Market's refusal is said in words, and a top-up of a lease paid at
+    home is refused before anything is sent."""
+    import threading
+
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+
+    sender = devnet_account(SENDER).address
+    relayer = bridge.relayer(refund_check_s=0)
+    peer_before, home_before = bridge.tusd(PEER, sender), bridge.tusd(HOME, sender)
+    order_id, lease_id = _leased(bridge, relayer)
+    market = Market(bridge.chain(HOME))
+    budget = market.lease(lease_id).budget
+    network = str(bridge.env.devnet.network_file)
+    cli = ["job", "top-up", str(lease_id), "0.75", "--network", network, "--account",
+           f"devnet:{SENDER}"]
+    said = CliRunner().invoke(app, cli)          # at home: refused in words, nothing sent
+    assert said.exit_code == 1 and "only that payer tops it up" in " ".join(said.stderr.split())
+    assert market.lease(lease_id).budget == budget
+
+    stop = threading.Event()
+
+    def relay() -> None:                          # the relayer and the committee, meanwhile
+        while not stop.is_set():
+            bridge.settle(relayer, rounds=1)
+            stop.wait(0.2)
+
+    helper = threading.Thread(target=relay)
+    helper.start()
+    try:
+        done = CliRunner().invoke(app, [*cli, "--pay-from-chain", str(PEER)])
+    finally:
+        stop.set()
+        helper.join()
+    assert done.exit_code == 0, done.stderr
+    assert f"lease {lease_id} topped up by 0.75 TUSD" in " ".join(done.stdout.split())
+    assert market.lease(lease_id).budget == budget + 750_000
+    assert bridge.tusd(HOME, sender) == home_before            # nothing moved at home
+    Market(bridge.chain(HOME, SENDER)).close_lease(lease_id)
+    Market(bridge.chain(HOME, SENDER)).cancel_order(order_id)
+    spent = market.lease(lease_id).paid
+    bridge.settle(relayer)                                      # the refund duty sends it back
+    bridge.settle(relayer)
+    assert BridgeOrders(bridge.chain(HOME)).owed(BridgeOrders(bridge.chain(HOME)).funding_of(order_id)) == 0
+    assert bridge.tusd(PEER, sender) == peer_before - spent
+    assert PaymentToken(bridge.chain(HOME)).balance_of(BridgeOrders(bridge.chain(HOME)).address) == 0

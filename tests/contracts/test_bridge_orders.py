@@ -15,6 +15,9 @@ The adversary, and what the tests below try:
 - the tenant (or anyone) takes refunds owed to the sender (claim_here by others, send_back
   twice, a sponsored order's refunds to its tenant: test_refunds_go_to_the_payer_not_the_tenant);
 - junk or refused terms trap the deposit (test_terms_the_market_refuses_are_owed_back_whole);
+- a top-up from the peer lands in someone else's lease, or in a lease that has ended, or takes
+  a refund it did not pay for (test_a_top_up_from_the_peer_..., test_a_top_up_nobody_can_take_
+  is_owed_back_whole);
 - any sequence of deliveries, leases, closes, cancels, top-ups, send_backs and claims leaves a
   token the contract cannot account for (test_every_token_is_owed_for_any_sequence).
 """
@@ -33,9 +36,11 @@ from tessera.protocol.bridge import (
     KIND_BOUNCE,
     KIND_TRANSFER_CALL,
     MAX_CALL_DATA,
+    TOP_UP_SELECTOR,
     OrderTerms,
     bounce_payload,
     order_call_data,
+    top_up_call_data,
     transfer_call_payload,
 )
 
@@ -277,6 +282,98 @@ def test_a_relayer_cannot_starve_the_call(home):
     assert outcomes == {"reverted", "opened"}
 
 
+# -- top-ups from the peer chain ----------------------------------------------------------------
+
+def test_a_top_up_from_the_peer_adds_to_the_lease_and_its_rest_comes_back_with_the_order(home):
+    """The order's sender tops up one of its leases in one message: the tokens go into the
+    lease's budget (nothing stays in BridgeOrders, nothing is owed for the top-up itself), and
+    what the lease did not spend of them comes back with the order's refunds, to the sender."""
+    s, m, usd, orders = home.system, home.system.market, home.system.usd, home.orders
+    tenant = s.tenant2                      # the sender named another key as the tenant
+    mid = home.deliver(8 * USD, order_call_data(terms(tenant.address, duration=HOUR)))
+    oid = orders.fundings(mid).order_id
+    lease_id = s.accept(oid, s.providers[0], USD, tenant=tenant)
+    budget = m.leases(lease_id).budget                            # the rest stays in the order
+    boa.env.time_travel(seconds=HOUR // 4)
+    top = home.deliver(3 * USD, top_up_call_data(lease_id))
+    (ev,) = events(home.bridge, "TopUpFunded")
+    assert (ev.message_id, ev.funding, ev.lease_id, ev.amount) == (top, mid, lease_id, 3 * USD)
+    assert m.leases(lease_id).budget == budget + 3 * USD
+    f = orders.fundings(top)
+    assert (f.order_id, f.added_to, f.amount) == (oid, mid, 3 * USD) and orders.owed(top) == 0
+    assert usd.balanceOf(orders.address) == 0 and orders.owed(mid) == 0
+    with boa.env.prank(tenant.address):
+        m.close_lease(lease_id)
+    spent = m.leases(lease_id).paid
+    assert m.refunded(oid) == budget + 3 * USD - spent            # its rest, with the lease's
+    assert orders.owed(mid) == m.refunded(oid) == usd.balanceOf(orders.address)
+    orders.send_back(mid)
+    assert usd.balanceOf(orders.address) == 0 and orders.owed(mid) == 0
+    with boa.reverts("nothing owed"):
+        orders.send_back(top)
+
+
+def test_a_top_up_nobody_can_take_is_owed_back_whole(home):
+    """A top-up BridgeOrders refuses opens nothing and adds to nothing: another sender's order,
+    an order paid at home, a lease that closed or ran out, no such lease, data that is not a
+    top-up. Each is owed back whole to its sender, as a refused order is."""
+    s, m, usd, orders = home.system, home.system.market, home.system.usd, home.orders
+    other = key_account(71)
+    mid = home.deliver(8 * USD, order_call_data(terms(duration=HOUR)))
+    oid = orders.fundings(mid).order_id
+    lease_id = s.accept(oid, s.providers[0], USD, tenant=SENDER)
+    home_order = s.create_order(s.tenant)                        # paid at home by its tenant
+    home_lease = s.accept(home_order, s.providers[1], USD, nonce=2, tenant=s.tenant)
+    closed = s.accept(home.orders.fundings(home.deliver(8 * USD, order_call_data(terms(
+        duration=HOUR)))).order_id, s.providers[2], USD, nonce=3, tenant=SENDER)
+    with boa.env.prank(SENDER.address):
+        m.close_lease(closed)
+    budgets = {lid: m.leases(lid).budget for lid in (lease_id, home_lease, closed)}
+    cases = [("another sender's order", top_up_call_data(lease_id), other.address),
+             ("an order paid at home", top_up_call_data(home_lease), SENDER.address),
+             ("a closed lease", top_up_call_data(closed), SENDER.address),
+             ("no such lease", top_up_call_data(999), SENDER.address),
+             ("lease 0", TOP_UP_SELECTOR + bytes(32), SENDER.address),
+             ("another selector", b"\x00\x00\x00\x01" + top_up_call_data(lease_id)[4:], SENDER.address),
+             ("one byte short", top_up_call_data(lease_id)[:-1], SENDER.address),
+             ("one byte over", top_up_call_data(lease_id) + b"\x00", SENDER.address)]
+    held = usd.balanceOf(orders.address)
+    for case, data, sender in cases:
+        top = home.deliver(2 * USD, data, sender=sender)
+        assert not events(home.bridge, "TopUpFunded"), case
+        f = orders.fundings(top)
+        assert (f.order_id, f.added_to, orders.owed(top)) == (0, bytes(32), 2 * USD), case
+        held += 2 * USD
+        assert usd.balanceOf(orders.address) == held, case
+    boa.env.time_travel(seconds=2 * HOUR)                         # the lease ran out
+    top = home.deliver(2 * USD, top_up_call_data(lease_id))
+    assert orders.owed(top) == 2 * USD and orders.fundings(top).order_id == 0
+    # nothing was added anywhere
+    assert {lid: m.leases(lid).budget for lid in budgets} == budgets
+    with pytest.raises(ValueError):
+        top_up_call_data(0)
+
+
+def test_only_the_payer_tops_up_a_paid_for_lease_at_the_market(home):
+    """At the Market: a sponsored order's lease takes a top-up from its payer only (its refunds
+    go there); its tenant and strangers are refused, a home order's tenant is not."""
+    s, m = home.system, home.system.market
+    mid = home.deliver(8 * USD, order_call_data(terms(duration=HOUR)))
+    lease_id = s.accept(home.orders.fundings(mid).order_id, s.providers[0], USD, tenant=SENDER)
+    budget = m.leases(lease_id).budget
+    for who in (SENDER.address, s.outsider.address):
+        with boa.env.prank(who), boa.reverts("market: the order's refunds go to its payer"):
+            m.top_up(lease_id, USD)
+    home_lease = s.accept(s.create_order(s.tenant), s.providers[1], USD, nonce=2, tenant=s.tenant)
+    with boa.env.prank(s.outsider.address), boa.reverts("market: caller is not the tenant"):
+        m.top_up(home_lease, USD)
+    s.usd.mint(home.orders.address, USD)
+    with boa.env.prank(home.orders.address):       # the payer itself (its self-call does this)
+        s.usd.approve(m.address, USD)
+        m.top_up(lease_id, USD)
+    assert m.leases(lease_id).budget == budget + USD
+
+
 # -- every token is owed to someone, for any sequence ----------------------------------------
 
 fund_op = st.tuples(st.just("fund"), st.booleans(), st.integers(1, 3), st.integers(1, 8),
@@ -290,6 +387,8 @@ op = st.one_of(
     st.tuples(st.just("close"), st.integers(0, 20)),
     st.tuples(st.just("cancel"), st.integers(0, 20)),
     st.tuples(st.just("top_up"), st.integers(0, 20), st.integers(1, 5 * USD)),
+    st.tuples(st.just("bridged_top_up"), st.integers(0, 20), st.integers(1, 5 * USD),
+              st.booleans()),
     st.tuples(st.just("send_back"), st.integers(0, 20)),
     st.tuples(st.just("claim"), st.integers(0, 20)),
     st.tuples(st.just("bounce"), st.integers(0, 20)),
@@ -324,6 +423,12 @@ def test_every_token_is_owed_for_any_sequence(home, ops):
                         nonce += 1
                         leases.append(s.accept(orders.fundings(mid).order_id, s.providers[step[2]],
                                                USD, nonce=nonce, tenant=SENDER))
+                elif kind == "bridged_top_up":   # from the order's sender, or from another
+                    lease_id = _pick(leases, step[1])
+                    if lease_id is not None:
+                        sender = SENDER.address if step[3] else s.outsider.address
+                        fundings.append(home.deliver(step[2], top_up_call_data(lease_id),
+                                                     sender=sender))
                 elif kind == "time":
                     boa.env.time_travel(seconds=step[1])
                 elif kind in ("close", "top_up"):

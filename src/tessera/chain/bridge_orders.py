@@ -1,7 +1,8 @@
 """BridgeOrders.vy: a Market order funded from a peer chain in one message (docs/bridge.md, "An
 order funded in one message"). The tenant's side is `fund_order` on the peer chain (a
 `TokenBridge.send_call` to the home chain's BridgeOrders with the order's terms); once the
-relayer delivers it, `funded_order` names the order opened for the tenant. The order's refunds
+relayer delivers it, `funded_order` names the order opened for the tenant; `fund_top_up` adds to
+a lease of that order the same way (`topped_up` waits for it). The order's refunds
 collect in BridgeOrders, and anyone sends them back to the sender's chain (`send_back`; the
 relayer does it as a duty) or the sender takes them at home (`claim_here`)."""
 
@@ -16,10 +17,11 @@ from web3.types import TxReceipt
 from tessera.chain.bridge_inbox import BridgeInbox
 from tessera.chain.client import Chain
 from tessera.chain.contract import ZERO_ADDRESS, ContractWrapper
+from tessera.chain.market import Market
 from tessera.chain.token_bridge import TokenBridge
 from tessera.chain.tokens import PaymentToken
 from tessera.errors import BridgeError, TxRefused
-from tessera.protocol.bridge import OrderTerms, order_call_data
+from tessera.protocol.bridge import OrderTerms, order_call_data, top_up_call_data
 from tessera.protocol.lease import order_deposit
 
 
@@ -29,8 +31,9 @@ class Funding:
     sender: str          # on source_chain; every refund goes back to it
     source_chain: int
     amount: int
-    order_id: int        # 0: no order was opened (the whole amount is owed back)
+    order_id: int        # 0: no order was opened or topped up (the whole amount is owed back)
     returned: int
+    added_to: bytes      # a top-up: the funding of the order it added to (else 32 zero bytes)
 
 
 def fund_order(peer: Chain, home: Chain, terms: OrderTerms,
@@ -45,22 +48,51 @@ def fund_order(peer: Chain, home: Chain, terms: OrderTerms,
     if deposit < least:
         raise ValueError(f"the deposit {deposit} is below the order's worst case {least} "
                          "(max price x GPUs x nodes x duration / 3600)")
+    _check_route(peer, home, deposit, "the order opens")
+    return TokenBridge(peer).send_call(home.network.chain_id, BridgeOrders(home).address, deposit,
+                                       order_call_data(terms))
+
+
+def fund_top_up(peer: Chain, home: Chain, lease_id: int,
+                amount: int) -> tuple[bytes, list[TxReceipt]]:
+    """On the peer chain: send `amount` to the home chain's BridgeOrders to top up lease
+    `lease_id`, a lease of an order this account paid for from this chain (BridgeOrders refuses
+    any other, and the amount is then owed back whole: refused here first). What is left of it
+    at the lease's close comes back with the order's refunds. Returns the TokenBridge message id."""
+    if amount <= 0:
+        raise ValueError("a top-up must be above zero")
+    orders = BridgeOrders(home)
+    lease = Market(home).lease(lease_id)
+    funding_id = orders.funding_of(lease.order_id) if lease.order_id else bytes(32)
+    if funding_id == bytes(32):
+        raise BridgeError(f"lease {lease_id}'s order was not funded through BridgeOrders on chain "
+                          f"{home.network.chain_id}: top it up at home (tessera job top-up)")
+    funding = orders.funding(funding_id)
+    if (funding.sender.lower(), funding.source_chain) != (peer.address.lower(), peer.network.chain_id):
+        raise BridgeError(f"lease {lease_id}'s order was funded by {funding.sender} from chain "
+                          f"{funding.source_chain}: only that sender tops it up, from there")
+    _check_route(peer, home, amount, "the lease is topped up")
+    return TokenBridge(peer).send_call(home.network.chain_id, orders.address, amount,
+                                       top_up_call_data(lease_id))
+
+
+def _check_route(peer: Chain, home: Chain, amount: int, then: str) -> None:
+    """Refuse an amount the home inbox would hold for its delay (over the route's large-transfer
+    threshold) or could not take now (over what its bucket has left)."""
     source, here = peer.network.chain_id, home.network.chain_id
     sender, inbox = TokenBridge(peer).address, BridgeInbox(home)
     fmt = PaymentToken(peer).format
     held_over = inbox.large_threshold(source, sender)
-    if deposit > held_over:
-        raise BridgeError(f"a deposit of {fmt(deposit)} is over the {fmt(held_over)} that chain "
+    if amount > held_over:
+        raise BridgeError(f"a deposit of {fmt(amount)} is over the {fmt(held_over)} that chain "
                           f"{here}'s inbox delivers at once from chain {source}: it would be held "
-                          f"{inbox.delay()} s before the order opens. Bridge the TUSD first "
-                          "(tessera bridge send) and order at home")
+                          f"{inbox.delay()} s before {then}. Bridge the TUSD first "
+                          "(tessera bridge send) and pay at home")
     room = inbox.available(source, sender)
-    if deposit > room:
+    if amount > room:
         raise BridgeError(f"chain {here}'s inbox takes {fmt(room)} from chain {source} now (its "
-                          f"bucket refills over time): a deposit of {fmt(deposit)} would wait; "
+                          f"bucket refills over time): a deposit of {fmt(amount)} would wait; "
                           "try again later or with less")
-    return TokenBridge(peer).send_call(here, BridgeOrders(home).address, deposit,
-                                       order_call_data(terms))
 
 
 class BridgeOrders(ContractWrapper):
@@ -104,6 +136,29 @@ class BridgeOrders(ContractWrapper):
                     f"(tessera bridge relay)? When it is delivered it opens your order there: "
                     f"`tessera bridge order-status {mid}` shows it, and `tessera bridge "
                     f"order-cancel {mid}` cancels the order (its deposit comes back)")
+            time.sleep(poll_s)
+
+    def topped_up(self, message_id: bytes, timeout_s: float = 60.0, poll_s: float = 0.5) -> int:
+        """The order whose lease the top-up `message_id` added to, waiting up to `timeout_s` for
+        its delivery; BridgeError if BridgeOrders refused it (then owed back whole) or it has
+        not arrived in time."""
+        deadline = time.monotonic() + timeout_s
+        mid = "0x" + bytes(message_id).hex()
+        while True:
+            record = self._struct("fundings", bytes(message_id))
+            if record["sender"] != ZERO_ADDRESS:
+                if record["order_id"] == 0:
+                    raise BridgeError(
+                        f"the top-up {mid} arrived but was refused (the lease closed or ran out "
+                        f"meanwhile): {record['amount']} base units are owed back to "
+                        f"{record['sender']} on chain {record['source_chain']} (send_back)")
+                return record["order_id"]
+            if time.monotonic() >= deadline:
+                raise BridgeError(
+                    f"the top-up {mid} has not been delivered to chain "
+                    f"{self.chain.network.chain_id} after {timeout_s:.0f} s: is a relayer running "
+                    f"(tessera bridge relay)? When it is delivered it tops up the lease (or, if "
+                    f"the lease has ended, is owed back: `tessera bridge order-status {mid}`)")
             time.sleep(poll_s)
 
     def _act(self, function: str, *args) -> TxReceipt:

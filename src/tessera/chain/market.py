@@ -178,10 +178,10 @@ class Market(ContractWrapper):
 
     def top_up(self, lease_id: int, amount: int) -> list[TxReceipt]:
         payer = self.refund_to(self.lease(lease_id).order_id)
-        if payer != ZERO_ADDRESS:
-            raise ChainError(f"lease {lease_id}'s order was paid for by {payer} (for example from "
-                             "another chain), and its refunds go there: it cannot be topped up "
-                             "(fund a new order instead)")
+        if payer != ZERO_ADDRESS and payer.lower() != self.chain.address.lower():
+            raise ChainError(f"lease {lease_id}'s order was paid for by {payer} and its refunds "
+                             "go there: only that payer tops it up (an order funded from another "
+                             "chain: tessera job top-up LEASE AMOUNT --pay-from-chain ID)")
         receipts = self.payment_token.fund(self.address, amount, "the top-up")
         return [*receipts, self._send("top_up", lease_id, amount)]
 

@@ -13,8 +13,12 @@
         chain (`send_back`, as much as the route back takes now); the sender can also take it
         here (`claim_here`), for when the route back is paused, closed or over its limit. A
         send-back the peer's guardian cancels bounces back here and is owed again
-        (`recover_bounce`). A deposit whose terms the Market refuses (malformed data, a
-        deposit too small, a tenant that cannot act) opens no order and is owed back whole;
+        (`recover_bounce`). The same sender tops up a lease of the order it paid for the
+        same way (data: `top_up(uint256)`'s selector and the lease id): the tokens go into
+        the lease's budget, and what is left of them comes back with the order's refunds.
+        A deposit whose terms the Market refuses (malformed data, a deposit too small, a
+        tenant that cannot act, a lease not of the sender's order) opens no order and tops
+        up nothing: it is owed back whole;
         the sender may cancel the order it paid for (`cancel_order`: a tenant it named that
         never acts cannot hold the deposit). No owner: nothing here can be changed after
         deployment.
@@ -28,7 +32,11 @@
 from ethereum.ercs import IERC20
 
 
+from .interfaces import IMarket
+
+
 interface IMarketOrders:
+    def top_up(lease_id: uint256, amount: uint256): nonpayable
     def create_order_for(tenant: address, spec_hash: bytes32, gpu_model: String[64], min_gpus: uint32, min_gpu_memory_mb: uint32, max_price_per_gpu_hour: uint256, duration: uint256, nodes: uint32, deposit: uint256, verified: bool) -> uint256: nonpayable
     def cancel_order(order_id: uint256): nonpayable
     def refunded(order_id: uint256) -> uint256: view
@@ -54,8 +62,10 @@ struct Funding:
     sender: address          # who sent it, on source_chain: everything owed goes back to it
     source_chain: uint256
     amount: uint256          # the deposit, in base units
-    order_id: uint256        # the order it opened (0: none, the whole amount is owed back)
+    order_id: uint256        # the order it opened or topped up (0: none, all owed back)
     returned: uint256        # what went back (sent to the peer chain or claimed here)
+    added_to: bytes32        # a top-up: the funding of the order whose lease it topped up
+                             # (what is left of it is refunded to the order: owed to that one)
 
 
 event OrderFunded:
@@ -71,6 +81,14 @@ event OrderRefused:
     message_id: indexed(bytes32)
     sender: indexed(address)
     source_chain: uint256
+    amount: uint256
+
+
+# A funding that topped up a lease of the order `funding` opened (the same sender's).
+event TopUpFunded:
+    message_id: indexed(bytes32)
+    funding: indexed(bytes32)
+    lease_id: indexed(uint256)
     amount: uint256
 
 
@@ -94,6 +112,8 @@ event Returned:
 # TokenBridge.CALL_GAS records the funding and its outcome.
 ORDER_GAS: public(constant(uint256)) = 900_000
 MAX_CALL_DATA: constant(uint256) = 384
+# `data` that tops up a lease instead of opening an order: this selector, then the lease id
+TOP_UP: constant(Bytes[4]) = method_id("top_up(uint256)")
 
 token: public(immutable(address))
 market: public(immutable(address))
@@ -130,6 +150,8 @@ def __init__(token_: address, market_: address, token_bridge_: address):
 @internal
 @view
 def _owed(f: Funding) -> uint256:
+    if f.added_to != empty(bytes32):
+        return 0   # went into a lease: its rest is refunded to the order, owed to `added_to`
     total: uint256 = f.amount
     if f.order_id != 0:
         total = staticcall IMarketOrders(market).refunded(f.order_id)
@@ -140,22 +162,42 @@ def _owed(f: Funding) -> uint256:
 def on_bridged_tokens(source_chain: uint256, sender: address, amount: uint256, data: Bytes[MAX_CALL_DATA], message_id: bytes32):
     """
     @notice The TokenBridge hands over `amount` (already minted here) sent by `sender` on
-            `source_chain`, with the order's terms as `data`: opens the order, or records
-            the deposit as owed back if the Market refuses it.
+            `source_chain`, with the order's terms as `data`: opens the order (or, for
+            `data` = TOP_UP ++ lease id, tops up a lease of the order the same sender paid
+            for), or records the deposit as owed back if that is refused.
     @param source_chain The chain the tokens came from.
     @param sender Who sent them there (gets every refund back there).
     @param amount The deposit, in base units.
     @param data abi_encode(tenant, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb,
            max_price_per_gpu_hour, duration, nodes, verified): the terms of `create_order`,
-           the deposit being `amount`.
+           the deposit being `amount`; or a top-up: TOP_UP ++ uint256 lease id (36 bytes).
     @param message_id The TokenBridge message id (names the funding).
     """
     assert msg.sender == token_bridge, "only the token bridge"
     assert self.fundings[message_id].sender == empty(address), "funding seen"
     assert sender != empty(address) and amount > 0, "empty funding"
-    self.fundings[message_id] = Funding(sender=sender, source_chain=source_chain, amount=amount, order_id=0, returned=0)
+    self.fundings[message_id] = Funding(sender=sender, source_chain=source_chain, amount=amount, order_id=0, returned=0, added_to=empty(bytes32))
     ok: bool = False
     out: Bytes[64] = b""
+    if len(data) == 36 and slice(data, 0, 4) == TOP_UP:
+        lease_id: uint256 = extract32(data, 4, output_type=uint256)
+        ok, out = raw_call(
+            self,
+            abi_encode(amount, lease_id, sender, source_chain, method_id=method_id("top_up_lease(uint256,uint256,address,uint256)")),
+            max_outsize=64,
+            gas=ORDER_GAS,
+            revert_on_failure=False,
+        )
+        if ok:
+            funding: bytes32 = empty(bytes32)
+            order_id: uint256 = 0
+            funding, order_id = abi_decode(out, (bytes32, uint256))
+            self.fundings[message_id].order_id = order_id
+            self.fundings[message_id].added_to = funding
+            log TopUpFunded(message_id=message_id, funding=funding, lease_id=lease_id, amount=amount)
+        else:
+            log OrderRefused(message_id=message_id, sender=sender, source_chain=source_chain, amount=amount)
+        return
     ok, out = raw_call(
         self,
         abi_encode(amount, data, method_id=method_id("open_order(uint256,bytes)")),
@@ -205,6 +247,30 @@ def open_order(amount: uint256, data: Bytes[MAX_CALL_DATA]) -> (uint256, address
         tenant, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb, max_price, duration, nodes, amount, verified
     )
     return order_id, tenant
+
+
+@external
+def top_up_lease(amount: uint256, lease_id: uint256, sender: address, source_chain: uint256) -> (bytes32, uint256):
+    """
+    @notice Internal step of `on_bridged_tokens`, callable only by this contract: top up
+            a lease of an order that `sender` on `source_chain` paid for through this
+            contract (a revert here leaves the funding owed back).
+    @param amount The top-up, in base units.
+    @param lease_id The lease (open, not exhausted: the Market checks).
+    @param sender Who sent it, on `source_chain`.
+    @param source_chain The chain it came from.
+    @return bytes32 The funding that opened the lease's order.
+    @return uint256 The order id.
+    """
+    assert msg.sender == self, "only this contract"
+    order_id: uint256 = (staticcall IMarket(market).leases(lease_id)).order_id
+    funding: bytes32 = self.funding_of[order_id]
+    assert order_id != 0 and funding != empty(bytes32), "not a lease of a bridged order"
+    f: Funding = self.fundings[funding]
+    assert f.sender == sender and f.source_chain == source_chain, "not the order's sender"
+    assert extcall IERC20(token).approve(market, amount, default_return_value=True), "approve failed"
+    extcall IMarketOrders(market).top_up(lease_id, amount)
+    return funding, order_id
 
 
 @external

@@ -899,23 +899,26 @@ def withdraw(lease_id: uint256):
 @nonreentrant
 def top_up(lease_id: uint256, amount: uint256):
     """
-    @notice Tenant adds `amount` to an open, not yet exhausted lease's budget (pulled
-            with transferFrom: approve first). Not for an order someone else paid for
-            (`create_order_for`): its refunds go to that payer, so the tenant's top-up
-            would too.
+    @notice The tenant adds `amount` to an open, not yet exhausted lease's budget (pulled
+            from the caller with transferFrom: approve first). For an order someone else
+            paid for (`create_order_for`) only that payer tops up: every refund of it goes
+            to the payer, so the tenant's top-up would too.
     @param lease_id The open lease.
     @param amount The amount, more than zero, in payment-token base units.
     """
     lease: IMarket.Lease = self._lease(lease_id)
-    assert msg.sender == lease.tenant, "market: caller is not the tenant"
-    assert self.refund_to[lease.order_id] == empty(address), "market: the order's refunds go to its payer"
+    payer: address = self.refund_to[lease.order_id]
+    if payer == empty(address):
+        assert msg.sender == lease.tenant, "market: caller is not the tenant"
+    else:
+        assert msg.sender == payer, "market: the order's refunds go to its payer"
     assert lease.closed_at == 0, "market: lease closed"
     assert amount > 0, "market: amount must be positive"
     assert self._accrued(lease) < lease.budget, "market: lease exhausted"
     new_budget: uint256 = lease.budget + amount
     self.leases[lease_id].budget = new_budget
     log LeaseToppedUp(lease_id=lease_id, tenant=lease.tenant, amount=amount, budget=new_budget)
-    self._pull(lease.tenant, amount)
+    self._pull(msg.sender, amount)
 
 
 @external

@@ -328,6 +328,18 @@ def order_call_data(terms: OrderTerms) -> bytes:
     return data
 
 
+# BridgeOrders' data for a top-up instead of an order: this selector, then the lease id
+TOP_UP_SELECTOR = keccak(text="top_up(uint256)")[:4]
+
+
+def top_up_call_data(lease_id: int) -> bytes:
+    """BridgeOrders' data that tops up lease `lease_id` (of an order the same sender paid for
+    through BridgeOrders) with the transfer's amount: 36 bytes, never an order's terms."""
+    if not 0 < lease_id < 2**256:
+        raise ValueError(f"a lease id is a positive uint256, got {lease_id}")
+    return TOP_UP_SELECTOR + lease_id.to_bytes(32, "big")
+
+
 def bounce_payload(cancelled: bytes) -> bytes:
     """TokenBridge's payload of a bounce: the id of the cancelled transfer."""
     return encode(["bytes32"], [cancelled])

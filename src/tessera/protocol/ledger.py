@@ -4,7 +4,8 @@ Every token flow of Tessera's contracts (src/tessera/contracts/*.vy), and the ev
 
 PaymentToken (TUSD), all of it held by the Market (Settlement holds no tokens: it tells the
 Market what to pay):
-  in   tenant -> Market   OrderCreated.deposit (create_order), LeaseToppedUp.amount (top_up)
+  in   tenant -> Market   OrderCreated.deposit (create_order), LeaseToppedUp.amount (top_up;
+                          by the payer for an order paid by someone else)
   out  Market -> tenant   OrderCancelled.refund (cancel_order), LeaseClosed.refund (close_lease),
                           DowntimeClaimed.refund (claim_downtime),
                           RoundRefunded.refund (Settlement.release -> Market.refund_tenant: a

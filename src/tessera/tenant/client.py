@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from tessera.chain.accounts import resolve_account
-from tessera.chain.bridge_orders import BridgeOrders, fund_order
+from tessera.chain.bridge_orders import BridgeOrders, fund_order, fund_top_up
 from tessera.chain.client import Chain, tx_hash
 from tessera.chain.market import DowntimeClaim, Lease, Market
 from tessera.chain.network import load_network
@@ -135,6 +135,20 @@ class Tenant:
         self.emit("order-posted", {"order_id": order_id, "escrow": escrow, "txs": hashes,
                                    "funded_by": "0x" + message_id.hex()})
         return order_id, hashes
+
+    def top_up(self, lease_id: int, amount: int) -> list[str]:
+        """Add `amount` to the lease's budget: at home, or (with `pay_from`) in one message from
+        the peer chain to BridgeOrders, for a lease of an order paid from there; waits for the
+        delivery. The transactions' hashes (on the peer chain for a bridged top-up)."""
+        if self.pay_from is None:
+            return [tx_hash(r) for r in self.market.top_up(lease_id, amount)]
+        message_id, receipts = fund_top_up(self.pay_from, self.chain, lease_id, amount)
+        hashes = [tx_hash(r) for r in receipts]
+        self.emit("top-up-sent", {"message_id": "0x" + message_id.hex(), "lease_id": lease_id,
+                                  "from_chain": self.pay_from.network.chain_id,
+                                  "amount": amount, "txs": hashes})
+        BridgeOrders(self.chain).topped_up(message_id, timeout_s=BRIDGED_ORDER_TIMEOUT_S)
+        return hashes
 
     def collect_bids(self, order_id: int, window_s: float) -> list[BidVerdict]:
         """Ask the providers whose offers can match the order for their bids, all at once,

@@ -21,9 +21,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from tessera.chain.client import tx_hash
 from tessera.chain.market import Lease
-from tessera.errors import ChainError, TenantError
+from tessera.errors import BridgeError, ChainError, TenantError
 from tessera.protocol.figures import format_time
 from tessera.protocol.jobspec import EscrowSpec
 from tessera.protocol.lease import exhausted_at
@@ -191,7 +190,8 @@ class TopUp:
 
 
 def top_up(tenant: Tenant, lease_id: int, amount: int) -> TopUp:
-    """Add `amount` base units to an open lease's escrow. Refused before any transaction, with
+    """Add `amount` base units to an open lease's escrow (from the peer chain when the tenant
+    pays from one: `Tenant.top_up`). Refused before any transaction, with
     the reason, when the lease is not this account's, is closed or has run out, or the balance
     is short (`Market.top_up` would refuse the same; the token's approval is the only other
     transaction)."""
@@ -206,10 +206,10 @@ def top_up(tenant: Tenant, lease_id: int, amount: int) -> TopUp:
     if before.left_s == 0:
         raise TenantError(f"lease {lease_id}'s escrow ran out at {format_time(before.runs_out_at)}"
                           ": the Market takes no top-up after that; close it and lease again")
-    receipts = tenant.market.top_up(lease_id, amount)
+    txs = tenant.top_up(lease_id, amount)   # from the peer chain with `pay_from`
     lease = tenant.market.lease(lease_id)
     after = lease_time(lease, chain_now(tenant))
-    return TopUp(lease_id, amount, lease.budget, before, after, [tx_hash(r) for r in receipts])
+    return TopUp(lease_id, amount, lease.budget, before, after, txs)
 
 
 # -- the watch while a job is followed -----------------------------------------------------------
@@ -271,7 +271,7 @@ class EscrowWatch:
                                 f"by {money(already)}, the ceiling is {money(ceiling)}")
                 return t
             done = top_up(self.tenant, t.lease_id, amount)
-        except (ChainError, TenantError) as exc:
+        except (ChainError, TenantError, BridgeError) as exc:
             self.stopped.add(t.lease_id)
             self.notice(f"automatic top-up of lease {t.lease_id} failed, not retried: {exc}")
             return t

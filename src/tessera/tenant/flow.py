@@ -100,10 +100,6 @@ def submit_job(spec_path: Path, network: Path | None, account: str, *, follow: b
     grace_s = parse_grace(provider_grace)
     spec = parse_job_spec(read_text(spec_path, SpecError), spec_path)
     dataset = load_dataset(spec.dataset, relative_to=spec_path.parent)
-    if pay_from_chain is not None and spec.escrow.top_up is not None:
-        raise TenantError("--pay-from-chain and [escrow] top_up do not go together: an order paid "
-                          "from another chain cannot be topped up (its refunds go back there); "
-                          "size the order's escrow instead")
     tenant = tenant_for(network, account, pay_from_chain=pay_from_chain)
     if spec.mode == "diloco":
         from tessera.tenant.multinode import run_diloco_job

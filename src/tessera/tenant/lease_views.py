@@ -178,11 +178,11 @@ def list_leases(network: Path | None, account: str, console: Console,
 
 
 def top_up_lease(lease_id: int, amount: str, network: Path | None, account: str,
-                 console: Console) -> None:
-    """`tessera job top-up LEASE AMOUNT`: the amount is refused before any connection if it is
-    not an amount of TUSD above zero."""
+                 console: Console, pay_from_chain: int | None = None) -> None:
+    """`tessera job top-up LEASE AMOUNT [--pay-from-chain ID]`: the amount is refused before any
+    connection if it is not an amount of TUSD above zero."""
     units = parse_top_up(amount)
-    tenant = tenant_for(network, account)
+    tenant = tenant_for(network, account, pay_from_chain=pay_from_chain)
     done = top_up(tenant, lease_id, units)
     say(console, done.text())
 
