@@ -67,7 +67,7 @@ from tessera.protocol.workload import TrainingWorkload  # noqa: E402
 from tessera.tenant.round_intake import RoundIntake  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from diloco_tree import detection_rows, tree_round  # noqa: E402
+from diloco_tree import detection_rows, root_round, tree_round  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "diloco_scale.json"
 # ~1 M parameters: large enough that tensors, not the allocator, decide the resident memory
@@ -142,8 +142,28 @@ def coordinator_round(aggregation: str, payloads: list[Path], spool: Path) -> di
 MEMORY_FIELDS = ("coordinator_bytes_per_param", "sum_bytes_per_param")
 
 
-def one_round(spec: str, env: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--one-round", spec], capture_output=True,
+def tree_root_memory(spec_path: Path, workers: int) -> dict:
+    """The tree's root in this process (a fresh one per row): its resident memory while it
+    takes its children's partials (each checked, then folded into the exact sum) and the outer
+    step, measured as `coordinator_round` measures the flat coordinator's."""
+    torch.set_num_threads(1)
+    spec = json.loads(spec_path.read_text())
+    config = DilocoConfig(workload=COORDINATOR_MODEL, workers=workers, compression="int8")
+    coordinator = Coordinator(config)
+    params = sum(t.numel() for t in coordinator.published.values())
+    root_round(coordinator, {**spec, "children": spec["children"][:1]})   # warm the code paths
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    before = current_rss_bytes()
+    reset_peak_rss()
+    started = time.perf_counter()
+    assert root_round(coordinator, spec) == workers
+    ended = time.perf_counter()
+    return {"coordinator_bytes_per_param": round((peak_rss_bytes() - before) / params, 2),
+            "root_round_s": round(ended - started, 3)}
+
+
+def one_round(spec: str, env: dict, flag: str = "--one-round") -> dict:
+    out = subprocess.run([sys.executable, __file__, flag, spec], capture_output=True,
                          text=True, check=True, env={**os.environ, **env})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -169,15 +189,21 @@ TREE_SAMPLES = 8
 
 
 def tree_rows(shapes: list[tuple[int, int]], config: DilocoConfig, paths: list[Path],
-              flat: list[dict], trials: int) -> dict:
+              flat: list[dict], trials: int, folder: Path) -> dict:
     payloads = [p.read_bytes() for p in paths]
     flat_s = {r["workers"]: r["round_s"] for r in flat if r["aggregation"] == "mean"}
     rows = []
     for n, fanout in shapes:
-        row = tree_round(config, payloads[:n], fanout, TREE_SAMPLES, flat_s.get(n))
+        row = tree_round(config, payloads[:n], fanout, TREE_SAMPLES, flat_s.get(n),
+                         root_inputs=folder / f"root-{n}-{fanout}")
+        # the root's resident memory, in a fresh process, as the flat rows' is measured
+        spec = json.dumps({"spec": row.pop("root_spec"), "workers": n})
+        row["coordinator_bytes_per_param"] = one_round(
+            spec, FRESH_PAGES, "--one-tree-root")["coordinator_bytes_per_param"]
         print(f"tree {n:4} workers, fan-in {fanout:3}: root link {row['root_link_in_bytes']:,} B "
               f"({row['root_link_in_ratio']}x less than flat), root round {row['round_s']:.2f} s "
-              f"(flat {row['flat_round_s']})", flush=True)
+              f"(flat {row['flat_round_s']}), root memory {row['coordinator_bytes_per_param']} "
+              "B/param", flush=True)
         rows.append(row)
     detection = detection_rows(config, payloads, 10, TREE_SAMPLES, trials)
     for d in detection:
@@ -222,7 +248,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--coordinator-only", action="store_true", help="print the rows, write nothing")
     ap.add_argument("--one-round", help=argparse.SUPPRESS)   # a row's own process
+    ap.add_argument("--one-tree-root", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one_tree_root:
+        spec = json.loads(args.one_tree_root)
+        print(json.dumps(tree_root_memory(Path(spec["spec"]), spec["workers"])))
+        return
     if args.one_round:
         spec = json.loads(args.one_round)
         print(json.dumps(coordinator_round(spec["aggregation"], [Path(p) for p in spec["payloads"]],
@@ -236,7 +267,7 @@ def main() -> None:
         if args.coordinator_only:
             return
         shapes = [(16, 4)] if args.quick else [(16, 4), (100, 10), (100, 4)]
-        tree = tree_rows(shapes, config, paths, rows, 50 if args.quick else 400)
+        tree = tree_rows(shapes, config, paths, rows, 50 if args.quick else 400, Path(tmp))
     sizes = (20, 2, 5) if args.quick else (100, 3, 20)
     hundred = hundred_workers(*sizes)
     hundred_tree = hundred_workers(*sizes, tree_fanout=10)

@@ -21,8 +21,10 @@ fresh sample seeds; `caught` counts the checks that found a fault, next to the p
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -73,8 +75,59 @@ def check_child(child: Aggregator, partial: tree.Opened, seed: bytes, samples: i
     return faults, shown
 
 
+def save_root_inputs(folder: Path, nodes: list[Aggregator], samples: int) -> Path:
+    """What the root receives from each child, as files: the partial, then for its check the
+    members' commitments and the sampled openings, the roots its members signed and their counts.
+    Returns the spec file `root_round` reads (in a fresh process, for its resident memory)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    children = []
+    for k, node in enumerate(nodes):
+        seed = k.to_bytes(4, "big")
+        sample = tree.sample_chunks(seed, node.partial.chunks, samples)
+        (folder / f"child-{k}.bin").write_bytes(node.payload)
+        (folder / f"child-{k}.commitments").write_bytes(b"".join(
+            len(b).to_bytes(4, "big") + b for b in
+            (wire.commitment_to_bytes(c) for c in node.commitments)))
+        (folder / f"child-{k}.openings").write_bytes(wire.openings_to_bytes(node.answer(sample)))
+        children.append({"partial": str(folder / f"child-{k}.bin"),
+                         "commitments": str(folder / f"child-{k}.commitments"),
+                         "openings": str(folder / f"child-{k}.openings"), "seed": seed.hex(),
+                         "signed": [r.hex() for r in node.signed], "counts": node.counts})
+    spec = folder / "root.json"
+    spec.write_text(json.dumps({"samples": samples, "children": children}))
+    return spec
+
+
+def root_round(coordinator: Coordinator, spec: dict) -> int:
+    """The root's part of a round from the files `save_root_inputs` wrote, one child at a time
+    as they would arrive: read and parse its partial and check material, check it, fold it into
+    the exact sum; then the outer step. Returns the workers the update stands for."""
+    reference, chunk, samples = coordinator.published, coordinator.config.chunk, spec["samples"]
+    stream = coordinator.stream()
+    for child in spec["children"]:
+        partial = tree.open_payload(Path(child["partial"]).read_bytes(), reference, chunk,
+                                    sum(child["counts"]))
+        raw, commitments = Path(child["commitments"]).read_bytes(), []
+        while raw:
+            size = int.from_bytes(raw[:4], "big")
+            commitments.append(wire.commitment_from_bytes(raw[4:4 + size], partial.chunks))
+            raw = raw[4 + size:]
+        openings = wire.openings_from_bytes(Path(child["openings"]).read_bytes(), partial.chunks,
+                                            chunk, len(commitments))
+        sample = tree.sample_chunks(bytes.fromhex(child["seed"]), partial.chunks, samples)
+        faults = tree.check_partial(partial, commitments,
+                                    [bytes.fromhex(r) for r in child["signed"]], child["counts"],
+                                    openings, sample)
+        assert faults == [], faults
+        stream.add(tree.partial_state(partial, reference), partial.members)
+        del partial, commitments, openings
+    return coordinator.apply_stream(stream).contributors
+
+
 def tree_round(config: DilocoConfig, payloads: list[bytes], fanout: int, samples: int,
-               flat_round_s: float | None) -> dict:
+               flat_round_s: float | None, root_inputs: Path | None = None) -> dict:
+    """`root_inputs`: a folder where what the root receives is saved (`save_root_inputs`); the
+    row then names its spec file (`root_spec`) for a measurement of the root's memory."""
     torch.set_num_threads(1)
     coordinator = Coordinator(config)
     reference, chunk = coordinator.published, config.chunk
@@ -103,6 +156,7 @@ def tree_round(config: DilocoConfig, payloads: list[bytes], fanout: int, samples
                        "partial_bytes": len(nodes[0].payload)})
         level = [(n.payload, n.commitment.root(), n.partial.members) for n in nodes]
         checked_by_parent = sum(shown)
+        top_nodes = nodes
     started = time.perf_counter()
     stream = coordinator.stream()
     for payload, _, count in level:
@@ -128,7 +182,9 @@ def tree_round(config: DilocoConfig, payloads: list[bytes], fanout: int, samples
             "root_check_s": round(root_check_s, 3),
             "round_s": round(root_s + root_check_s, 3),
             "flat_round_s": flat_round_s,
-            "coordinator_sum_bytes_per_param": round(stream.bytes() / params, 2)}
+            "coordinator_sum_bytes_per_param": round(stream.bytes() / params, 2),
+            **({"root_spec": str(save_root_inputs(root_inputs, top_nodes, samples))}
+               if root_inputs is not None and levels else {})}
 
 
 def _lie(kind: str, node: Aggregator, reference, chunk: int, rng: torch.Generator) -> tree.Opened:

@@ -13,7 +13,7 @@ from tessera.compute.diloco import Coordinator, DilocoConfig, encode_tensors
 from tessera.protocol.workload import TrainingWorkload
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from diloco_tree import LIES, detection_rows, tree_round  # noqa: E402
+from diloco_tree import LIES, detection_rows, root_round, tree_round  # noqa: E402
 
 CONFIG = DilocoConfig(workload=TrainingWorkload(n_layer=1, n_embd=32, n_head=2, block_size=32,
                                                 threads=1),
@@ -39,6 +39,26 @@ def test_a_two_level_tree_round_measures_every_field():
     assert row["down_bytes_root_model"] * 9 == row["down_bytes_flat_model"]
     assert row["round_s"] > 0 and row["coordinator_sum_bytes_per_param"] > 0
     assert all(level["check_bytes_per_child"] > 0 for level in row["levels"])
+
+
+def test_the_root_round_from_saved_inputs_checks_and_folds_every_child(tmp_path):
+    """What the memory row's fresh process runs: the root's round from the files its children
+    sent. Every child checks out and the update stands for every worker; a child whose partial
+    was swapped for another's is refused (its check fails, or its claimed count does)."""
+    import json
+
+    import pytest
+
+    from tessera.errors import WireFormatError
+
+    row = tree_round(CONFIG, payloads(12), 3, 4, flat_round_s=None, root_inputs=tmp_path)
+    spec = json.loads(Path(row["root_spec"]).read_text())
+    assert len(spec["children"]) == row["root_children"] == 2   # 12 -> 4 -> 2 at fan-in 3
+    assert root_round(Coordinator(CONFIG), spec) == 12
+    first, second = spec["children"][:2]
+    Path(first["partial"]).write_bytes(Path(second["partial"]).read_bytes())
+    with pytest.raises((AssertionError, WireFormatError)):
+        root_round(Coordinator(CONFIG), spec)
 
 
 def test_every_lie_is_caught_near_its_prediction():
