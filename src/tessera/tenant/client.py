@@ -23,7 +23,6 @@ from tessera.files import write_atomic
 from tessera.http_deadline import (
     HTTP_TOTAL_S,
     DeadlineClient,
-    read_at_most,
     transfer_time_s,
     within,
 )
@@ -33,6 +32,7 @@ from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.matching import BidVerdict
 from tessera.protocol.wire import LeaseStatus, Manifest, SignedManifest
 from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
+from tessera.tenant.artifacts import check_listing, download
 from tessera.tenant.bid_collection import collect_bids
 from tessera.tenant.follow import (
     DEFAULT_GRACE_S,
@@ -276,41 +276,28 @@ class Tenant:
         """Download every artifact, check each against its sha256 and the result hash committed
         on chain, and recompute the model's held-out loss from the dataset when it is given."""
         from tessera.compute.evaluate import evaluate_model
-        from tessera.compute.train import result_hash_of
+        from tessera.compute.train import ARTIFACT_NAMES
 
         lease = self.market.lease(lease_id)
         endpoint = self.endpoint(lease_id, lease.provider)
         listing = self._request("GET", f"{endpoint}/leases/{lease_id}/artifacts", lease_id)
-        committed = "0x" + bytes(lease.result_hash).hex()
-        checks = []
-        if committed.removeprefix("0x") != listing["result_hash"]:
-            raise TenantError(f"provider reports result {listing['result_hash']} but committed "
-                              f"{committed} on chain")
-        checks.append(f"result hash matches the on-chain commitment {committed}")
-        artifacts = listing["artifacts"]
-        if result_hash_of(artifacts) != listing["result_hash"]:
-            raise TenantError("artifact list does not hash to the committed result")
+        committed = bytes(lease.result_hash).hex()
+        artifacts = check_listing(listing, committed, ARTIFACT_NAMES)   # before any byte is written
+        checks = [f"result hash matches the on-chain commitment 0x{committed}"]
         directory.mkdir(parents=True, exist_ok=True)
         for name, meta in artifacts.items():
-            size = int(meta.get("size", 0))
-            try:   # within a limit by its listed size, and never more bytes than that
-                with within(time.monotonic() + transfer_time_s(size)), \
-                        self.http.stream("GET", f"{endpoint}/artifacts/{meta['sha256']}") as response:
-                    content = read_at_most(response, size) if response.status_code == 200 else b""
-            except (httpx.HTTPError, ValueError) as exc:
-                raise TenantError(f"artifact {name} could not be downloaded: {exc}") from None
-            if response.status_code != 200:
-                raise TenantError(f"artifact {name} could not be downloaded: {response.status_code}")
-            if hashlib.sha256(content).hexdigest() != meta["sha256"]:
-                raise TenantError(f"artifact {name} does not match its sha256")
-            (directory / name).write_bytes(content)
+            download(self.http, endpoint, name, meta, directory)
         checks.append(f"{len(artifacts)} artifacts downloaded, each matching its sha256")
-        metrics = json.loads((directory / "metrics.json").read_text())
-        history = json.loads((directory / "loss_history.json").read_text())
+        try:
+            metrics = json.loads((directory / "metrics.json").read_text())
+            history = json.loads((directory / "loss_history.json").read_text())
+            reported = float(metrics["final_val_loss"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TenantError(f"the provider's metrics.json or loss_history.json does not read: "
+                              f"{type(exc).__name__}: {str(exc)[:120]}") from None
         recomputed = None
         if dataset is not None:
             recomputed = evaluate_model(directory / "model.pt", dataset)
-            reported = metrics["final_val_loss"]
             if abs(recomputed - reported) > 1e-3 * max(1.0, abs(reported)):
                 raise TenantError(f"reported held-out loss {reported:.4f} does not reproduce: "
                                   f"recomputed {recomputed:.4f}")
