@@ -301,6 +301,13 @@ def test_a_lease_paid_from_the_peer_is_topped_up_from_there(bridge):
     assert f"lease {lease_id} topped up by 0.75 TUSD" in " ".join(done.stdout.split())
     assert market.lease(lease_id).budget == budget + 750_000
     assert bridge.tusd(HOME, sender) == home_before            # nothing moved at home
+    home = bridge.chain(HOME)
+    [topped] = home.events("BridgeOrders", "TopUpFunded", home.network.deploy_block,
+                           argument_filters={"lease_id": lease_id})
+    top_id = "0x" + bytes(topped["args"]["message_id"]).hex()
+    status = CliRunner().invoke(app, ["bridge", "order-status", top_id, "--network", network])
+    assert status.exit_code == 0 and f"topped up a lease of order {order_id}" in \
+        " ".join(status.stdout.split())
     Market(bridge.chain(HOME, SENDER)).close_lease(lease_id)
     Market(bridge.chain(HOME, SENDER)).cancel_order(order_id)
     spent = market.lease(lease_id).paid

@@ -103,7 +103,8 @@ class BridgeOrders(ContractWrapper):
         if record["sender"] == ZERO_ADDRESS:
             raise BridgeError(f"no funding 0x{bytes(message_id).hex()} has arrived at BridgeOrders "
                               f"on chain {self.chain.network.chain_id}")
-        return Funding(**{k: record[k] for k in Funding.__dataclass_fields__})
+        return Funding(**{**{k: record[k] for k in Funding.__dataclass_fields__},
+                          "added_to": bytes(record["added_to"])})
 
     def funding_of(self, order_id: int) -> bytes:
         """The funding that opened order `order_id` (32 zero bytes: none)."""

@@ -250,7 +250,13 @@ def order_status(message_id: str = typer.Argument(..., help="the deposit's messa
         return orders.funding(mid), orders.owed(mid)
 
     f, owed = run_guarded(body)
-    opened = f"opened order {f.order_id}" if f.order_id else "opened no order (the Market refused it)"
+    if f.added_to != bytes(32):
+        opened = (f"topped up a lease of order {f.order_id} (its rest comes back with that "
+                  f"order's refunds, owed to deposit 0x{f.added_to.hex()})")
+    elif f.order_id:
+        opened = f"opened order {f.order_id}"
+    else:
+        opened = "opened no order and topped up nothing (refused): owed back whole"
     console.print(f"deposit {message_id}: {_tusd(f.amount)} from {f.sender} on chain "
                   f"{f.source_chain}; {opened}; returned so far {_tusd(f.returned)}; owed now "
                   f"{_tusd(owed)}")
