@@ -58,6 +58,8 @@ def _start() -> None:
 console = Console()
 
 NetworkOption = typer.Option(None, "--network", help="network file (default: the devnet's)")
+# a lease id is a uint256 above zero: anything else is refused before any connection
+LeaseArgument = typer.Argument(..., min=1, max=2**256 - 1, help="the lease id")
 AccountOption = typer.Option("devnet:5", "--account",
                              help="devnet:N (anvil's public test keys), keystore:NAME, or 0x key")
 
@@ -284,7 +286,7 @@ WarnWithinOption = typer.Option(
 
 
 @job_app.command("status")
-def job_status(lease_id: int, network: Path = NetworkOption, account: str = AccountOption,
+def job_status(lease_id: int = LeaseArgument, network: Path = NetworkOption, account: str = AccountOption,
                warn_within: str = WarnWithinOption):
     """A lease on chain (state, time left, its whole money) and its job's progress (rounds for DiLoCo)."""
     from tessera.tenant.lease_views import show_status
@@ -304,7 +306,8 @@ def job_list(network: Path = NetworkOption, account: str = AccountOption,
 
 
 @job_app.command("top-up")
-def job_top_up(lease_id: int, amount: str = typer.Argument(..., help="TUSD to add, e.g. 0.50"),
+def job_top_up(lease_id: int = LeaseArgument,
+               amount: str = typer.Argument(..., help="TUSD to add, e.g. 0.50"),
                network: Path = NetworkOption, account: str = AccountOption,
                pay_from_chain: int | None = typer.Option(
                    None, "--pay-from-chain", min=1,
@@ -319,7 +322,7 @@ def job_top_up(lease_id: int, amount: str = typer.Argument(..., help="TUSD to ad
 
 
 @job_app.command("logs")
-def job_logs(lease_id: int, network: Path = NetworkOption, account: str = AccountOption):
+def job_logs(lease_id: int = LeaseArgument, network: Path = NetworkOption, account: str = AccountOption):
     """The job's progress lines."""
     from tessera.tenant.client import tenant_for
 
@@ -329,7 +332,7 @@ def job_logs(lease_id: int, network: Path = NetworkOption, account: str = Accoun
 
 
 @job_app.command("results")
-def job_results(lease_id: int, out: Path = typer.Option(None, help="download folder"),
+def job_results(lease_id: int = LeaseArgument, out: Path = typer.Option(None, help="download folder"),
                 network: Path = NetworkOption, account: str = AccountOption):
     """Download the artifacts, check them by hash against the chain, recompute the loss."""
     from tessera.tenant.flow import fetch_and_check
@@ -338,7 +341,7 @@ def job_results(lease_id: int, out: Path = typer.Option(None, help="download fol
 
 
 @job_app.command("close")
-def job_close(lease_id: int, network: Path = NetworkOption, account: str = AccountOption):
+def job_close(lease_id: int = LeaseArgument, network: Path = NetworkOption, account: str = AccountOption):
     """Close the lease: pay the provider what it earned, refund the rest; show the lease's money."""
     from tessera.tenant.lease_views import close_lease
 
@@ -346,7 +349,7 @@ def job_close(lease_id: int, network: Path = NetworkOption, account: str = Accou
 
 
 @job_app.command("claim")
-def job_claim(lease_id: int, network: Path = NetworkOption, account: str = AccountOption):
+def job_claim(lease_id: int = LeaseArgument, network: Path = NetworkOption, account: str = AccountOption):
     """Claim back the pay of the lease's final epochs in which its provider was not up."""
     from tessera.tenant.lease_views import claim_downtime
 
@@ -354,7 +357,7 @@ def job_claim(lease_id: int, network: Path = NetworkOption, account: str = Accou
 
 
 @job_app.command("release")
-def job_release(lease_id: int, network: Path = NetworkOption, account: str = AccountOption):
+def job_release(lease_id: int = LeaseArgument, network: Path = NetworkOption, account: str = AccountOption):
     """A verified lease: release its pay for final rounds; proven rounds are refunded to you, and
     once a cheat is proven for the lease, every round still held."""
     from tessera.tenant.flow import release_pay

@@ -25,8 +25,9 @@ from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.money import STAKE_DECIMALS
 from tessera.tenant.bidding import device_text, money, reliability_text
 from tessera.tenant.client import Tenant
+from tessera.tenant.escrow import paid_from_peer
 from tessera.tenant.flow import load_dataset, run_rental
-from tessera.tenant.multinode import paid_from_peer, run_diloco_job
+from tessera.tenant.multinode import run_diloco_job
 
 TENANT = 5
 # The demo chain is deployed with a 30 s challenge window (default 1 h) so that a verified
@@ -138,7 +139,7 @@ def run_demo(console: Console, steps: int | None = None, home: Path | None = Non
             summary["treasury_received"] = tenant.market.payment_token.balance_of(treasury) - treasury_before
             if bridge:   # what the orders kept once the held pay is released
                 summary["paid_from_chain"] = paid_from_peer(
-                    tenant, [w["order_id"] for w in summary["workers"]])
+                    tenant, [(w["order_id"], w["lease_id"]) for w in summary["workers"]])
                 summary["tenant_spent"] = summary["paid_from_chain"]["spent"]
                 summary["cross_chain"] = bridge.finish(summary)
             if cheater:

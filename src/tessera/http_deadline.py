@@ -29,6 +29,7 @@ from collections.abc import Iterator
 
 import httpcore
 import httpx
+import pydantic_core
 
 HTTP_TOTAL_S = 120.0   # the longest a request to a node takes when nothing sets a deadline
 MAX_BODY_BYTES = 64 << 20   # the largest body a request that is not streamed reads
@@ -214,3 +215,12 @@ def read_at_most(response: httpx.Response, cap: int) -> bytes:
             raise ValueError(f"the response is larger than {cap} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def json_of(body: bytes | str) -> object:
+    """`body` (an answer from a node we do not trust) parsed as JSON; ValueError if it is not
+    JSON, nests deeper than about 200 levels, or holds NaN or an infinity. pydantic-core's parser
+    stops at a fixed depth; Python's `json` recurses once per level, and with the recursion limit
+    web3's py_ecc sets (100,000) a few hundred kB of `[[[[` overflowed the C stack and killed the
+    tenant, validator or agent that parsed it (review 15)."""
+    return pydantic_core.from_json(body, allow_inf_nan=False)

@@ -315,4 +315,84 @@ def test_a_lease_paid_from_the_peer_is_topped_up_from_there(bridge):
     bridge.settle(relayer)
     assert BridgeOrders(bridge.chain(HOME)).owed(BridgeOrders(bridge.chain(HOME)).funding_of(order_id)) == 0
     assert bridge.tusd(PEER, sender) == peer_before - spent
+    # the cost a job summary reports counts the top-up's way in as well as its rest's way back
+    from tessera.tenant.client import Tenant
+    from tessera.tenant.escrow import paid_from_peer
+
+    paid = paid_from_peer(Tenant(bridge.chain(HOME, SENDER), pay_from=bridge.chain(PEER, SENDER)),
+                          [(order_id, lease_id)])
+    [order] = paid["orders"]
+    assert (order["deposit"], order["topped_up"]) == (4 * TUSD, 750_000)
+    assert paid["spent"] == spent == peer_before - bridge.tusd(PEER, sender) > 0
     assert PaymentToken(bridge.chain(HOME)).balance_of(BridgeOrders(bridge.chain(HOME)).address) == 0
+
+
+def test_automatic_top_ups_from_the_peer_do_not_wait_and_keep_to_the_ceiling(bridge):
+    """`[escrow]` top-ups of a lease paid from the peer (review 14): the watch sends one and goes
+    on (no relayer is running: waiting would hold the job 180 s); while it is in flight it counts
+    against the ceiling and its lease gets no second one; once delivered the next one takes only
+    what is left under the ceiling, and then they stop."""
+    import time
+
+    from tessera.protocol.jobspec import EscrowSpec
+    from tessera.tenant.client import Tenant
+    from tessera.tenant.escrow import EscrowWatch
+
+    relayer = bridge.relayer(refund_check_s=0)
+    _, lease_id = _leased(bridge, relayer)
+    market = Market(bridge.chain(HOME))
+    budget = market.lease(lease_id).budget
+    tenant = Tenant(bridge.chain(HOME, SENDER), pay_from=bridge.chain(PEER, SENDER))
+    notices: list[str] = []
+    watch = EscrowWatch(tenant, EscrowSpec(top_up=500_000, top_up_ceiling=750_000,
+                                           top_up_when_left=3 * 3600), notices.append)
+    started = time.monotonic()
+    watch.check([lease_id], force=True)
+    assert time.monotonic() - started < 30
+    [sent] = watch.top_ups
+    assert (sent.amount, sent.in_flight_from) == (500_000, PEER) and "on its way" in notices[-1]
+    assert tenant.top_ups_in_flight() == {lease_id: 500_000}
+    watch.check([lease_id], force=True)                        # in flight: no second one
+    assert len(watch.top_ups) == 1 and market.lease(lease_id).budget == budget
+    bridge.settle(relayer)
+    assert tenant.top_ups_in_flight() == {} and market.lease(lease_id).budget == budget + 500_000
+    watch.check([lease_id], force=True)                        # only what the ceiling has left
+    assert [u.amount for u in watch.top_ups] == [500_000, 250_000]
+    bridge.settle(relayer)
+    watch.check([lease_id], force=True)
+    assert len(watch.top_ups) == 2 and "automatic top-ups stop" in notices[-1]
+    assert market.lease(lease_id).budget == budget + 750_000
+
+
+def test_an_order_funded_too_late_to_wait_for_is_cancelled_at_the_jobs_end(bridge, monkeypatch):
+    """A replacement worker's order whose delivery comes after the client stopped waiting
+    (review 14): the client keeps its funding, and the DiLoCo job's end cancels the order it
+    opened (`multinode.cancel_late_orders`), so its deposit goes back without a hand."""
+    from pathlib import Path
+
+    import pytest
+    from rich.console import Console
+
+    from tessera.protocol.jobspec import parse_job_spec
+    from tessera.tenant import client
+    from tessera.tenant.client import Tenant
+    from tessera.tenant.multinode import cancel_late_orders
+
+    monkeypatch.setattr(client, "BRIDGED_ORDER_TIMEOUT_S", 1.0)   # no relayer runs meanwhile
+    example = Path(__file__).parents[2] / "examples" / "diloco.toml"
+    spec = parse_job_spec(example.read_text(), example)
+    sender = devnet_account(SENDER).address
+    peer_before = bridge.tusd(PEER, sender)
+    tenant = Tenant(bridge.chain(HOME, SENDER), pay_from=bridge.chain(PEER, SENDER))
+    with pytest.raises(BridgeError, match="has not been delivered"):
+        tenant.post_order(spec, nodes=1, escrow=2 * TUSD)
+    [late] = tenant.late_fundings
+    relayer = bridge.relayer(refund_check_s=0)
+    bridge.settle(relayer)                                   # it opens its order now
+    order_id = BridgeOrders(bridge.chain(HOME)).funding(late).order_id
+    assert Market(bridge.chain(HOME)).order(order_id).open
+    assert cancel_late_orders(tenant, Console(quiet=True)) == [(order_id, 0)]
+    assert not Market(bridge.chain(HOME)).order(order_id).open
+    bridge.settle(relayer)
+    bridge.settle(relayer)
+    assert bridge.tusd(PEER, sender) == peer_before            # the deposit came back whole

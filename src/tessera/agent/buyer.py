@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,11 @@ from x402.schemas import NoMatchingRequirementsError
 from tessera.chain.network import Network
 from tessera.chain.x402_spend import budget_client
 from tessera.errors import PaymentError, PaymentRefused
+from tessera.http_deadline import DeadlineClient, json_of, within
 
 GENERATE, MODEL = "/v1/generate", "/v1/model"
 REFUSED_PREFIX = "payment refused before signing: "
+ANSWER_BYTES = 4 << 20   # the largest answer a model server may send (a completion and its price)
 
 
 class CountingSigner:
@@ -108,15 +111,17 @@ class InferenceBuyer:
 
     def describe(self, timeout: float = 5) -> dict:
         """The server's free GET /v1/model: model, prices, network, payee, schemes."""
-        try:
-            response = httpx.get(self.url + MODEL, timeout=timeout)
+        try:   # the whole exchange within `timeout`, a capped, unencoded body (review 15)
+            with DeadlineClient(timeout=timeout, max_body=ANSWER_BYTES) as http, \
+                    within(time.monotonic() + timeout):
+                response = http.get(self.url + MODEL)
         except httpx.HTTPError as exc:
             raise PaymentError(f"model server {self.url} unreachable: {type(exc).__name__}") \
                 from None
         if response.status_code != 200:
             raise PaymentError(f"model server {self.url}{MODEL} answered {response.status_code}")
         try:
-            self._terms = response.json()
+            self._terms = json_of(response.content)
             self._terms["model"]["model_sha256"]   # noqa: B018  (the shape we rely on)
         except (ValueError, KeyError, TypeError):
             raise PaymentError(f"{self.url}{MODEL} is not a Tessera model server") from None
@@ -131,9 +136,30 @@ class InferenceBuyer:
         except (KeyError, TypeError, ValueError):
             return None
 
-    async def _post(self, body: dict) -> httpx.Response:
-        async with x402HttpxClient(self.client, base_url=self.url, timeout=self.timeout) as http:
-            return await http.post(GENERATE, json=body)
+    async def _post(self, body: dict) -> tuple[httpx.Response, bytes]:
+        """The paid request (x402's client pays a 402 and retries) and its answer's body, read
+        unencoded and capped; the whole exchange within `timeout` (a server that drips its
+        answer, or sends a compressed one that inflates to gigabytes, is refused)."""
+        async def exchange() -> tuple[httpx.Response, bytes]:
+            async with x402HttpxClient(self.client, base_url=self.url, timeout=self.timeout) as http, \
+                    http.stream("POST", GENERATE, json=body,
+                                headers={"Accept-Encoding": "identity"}) as response:
+                encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise PaymentError(f"model server sent a {encoding[:40]}-encoded answer; "
+                                       "identity was asked for")
+                chunks, size = [], 0
+                async for chunk in response.aiter_raw():
+                    size += len(chunk)
+                    if size > ANSWER_BYTES:
+                        raise PaymentError(f"model server's answer is over {ANSWER_BYTES} bytes")
+                    chunks.append(chunk)
+                return response, b"".join(chunks)
+        try:
+            return await asyncio.wait_for(exchange(), self.timeout)
+        except TimeoutError:
+            raise PaymentError(f"model server {self.url} did not answer within "
+                               f"{self.timeout:g} s") from None
 
     def buy(self, prompt: str, max_tokens: int, temperature: float = 0.0,
             seed: int = 0) -> Purchase | Refusal:
@@ -144,7 +170,7 @@ class InferenceBuyer:
                 "seed": seed}
         signed_before = self.signer.calls
         try:
-            response = asyncio.run(self._post(body))
+            response, content = asyncio.run(self._post(body))
         except X402PaymentError as exc:
             cause = exc.__cause__
             if isinstance(cause, PaymentRefused | NoMatchingRequirementsError):
@@ -159,15 +185,21 @@ class InferenceBuyer:
                                f"{exc}") from None
         if response.status_code != 200:
             raise PaymentError(f"model server answered {response.status_code} to a paid "
-                               f"request: {_why(response)}")
-        settled = decode_payment_response_header(response.headers[PAYMENT_RESPONSE_HEADER])
-        answer = response.json()
-        return Purchase(prompt, max_tokens, answer["text"], int(answer["tokens"]),
-                        int(settled.amount or answer.get("price") or 0), settled.transaction,
-                        (self._terms or {}).get("pay_to", ""), answer.get("model_sha256", ""))
+                               f"request: {_why(response, content)}")
+        try:
+            settled = decode_payment_response_header(response.headers[PAYMENT_RESPONSE_HEADER])
+            answer = json_of(content)
+            return Purchase(prompt, max_tokens, str(answer["text"]), int(answer["tokens"]),
+                            int(settled.amount or answer.get("price") or 0), settled.transaction,
+                            (self._terms or {}).get("pay_to", ""),
+                            str(answer.get("model_sha256", "")))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise PaymentError(f"model server's answer to a paid request does not read "
+                               f"({type(exc).__name__}: {str(exc)[:120]}); "
+                               f"{len(content)} bytes") from None
 
 
-def _why(response: httpx.Response) -> str:
+def _why(response: httpx.Response, content: bytes) -> str:
     """What a non-200 answer to a paid request says: the paywall's error, or the body."""
     header = response.headers.get(PAYMENT_REQUIRED_HEADER)
     if header:
@@ -177,4 +209,4 @@ def _why(response: httpx.Response) -> str:
                 return error
         except Exception:   # a header we cannot read: fall back to the body
             pass
-    return response.text[:300]
+    return content[:300].decode("utf-8", "replace")

@@ -154,7 +154,8 @@ class Agent:
         self.carried += refund
         trained = {"attempt": attempt, "lease_id": summary["lease_id"],
                    "order_id": summary["order_id"], "provider": summary["winner"]["provider"],
-                   "val_loss": summary["metrics"]["final_val_loss"],
+                   # the loss recomputed here from the downloaded model, not the provider's
+                   "val_loss": summary["recomputed_val_loss"],
                    "result_hash": summary["result_hash"], "results_dir": summary["results_dir"],
                    "model_sha256": file_sha256(model), "checks": summary["checks"],
                    "tenant_spent": summary["tenant_spent"], "refund_to_wallet": refund,

@@ -106,6 +106,10 @@ class BridgeOrders(ContractWrapper):
         return Funding(**{**{k: record[k] for k in Funding.__dataclass_fields__},
                           "added_to": bytes(record["added_to"])})
 
+    def arrived(self, message_id: bytes) -> bool:
+        """Whether the funding `message_id` has been delivered here (whatever it did then)."""
+        return self._struct("fundings", bytes(message_id))["sender"] != ZERO_ADDRESS
+
     def funding_of(self, order_id: int) -> bytes:
         """The funding that opened order `order_id` (32 zero bytes: none)."""
         return bytes(self._call("funding_of", order_id))

@@ -68,3 +68,10 @@ class ByteGPT(nn.Module):
         if targets is None:
             return logits, None
         return logits, F.cross_entropy(logits.view(-1, VOCAB_SIZE), targets.view(-1))
+
+
+def parameter_count(workload: TrainingWorkload) -> int:
+    """How many parameters `workload`'s model has, counted on the meta device (no memory, no
+    random draws)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in ByteGPT(workload).parameters())

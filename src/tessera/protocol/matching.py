@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from tessera.protocol.wire import BidMessage
@@ -9,9 +10,31 @@ from tessera.protocol.wire import BidMessage
 SELECTION_RULE = (
     "cheapest valid bid; a bid is valid if its signature recovers to the bidding provider, it has "
     "not expired, its price is within the order's maximum and at or above the provider's floor, "
-    "and the provider is active (staked, not jailed) with hardware that meets the order; ties go "
-    "to the higher benchmark score, then the lower address"
+    "and the provider is active (staked, not jailed) with hardware that meets the order and a "
+    "plain http(s) endpoint; ties go to the higher benchmark score, then the lower address"
 )
+
+MAX_ENDPOINT_CHARS = 512
+# A provider's endpoint as clients append paths to it: a scheme, a host (a name, an IPv4 or a
+# bracketed IPv6 literal), an optional port and path, and nothing else. No query, fragment, user
+# info, percent-escape, backslash or space: the registry takes any string, and an endpoint
+# ending in `?x=` turned the path a client appended into a query, so that the tenant signed a
+# read grant for the lease the endpoint named, another worker's (review 15).
+ENDPOINT = re.compile(r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+                      r"(?:/[A-Za-z0-9._~/-]*)?$")
+
+
+def endpoint_problem(endpoint: str) -> str | None:
+    """Why a provider's (or validator's) registered endpoint is not one a client may call
+    (None: it may)."""
+    if not endpoint:
+        return "no endpoint published"
+    if len(endpoint) > MAX_ENDPOINT_CHARS:
+        return f"endpoint longer than {MAX_ENDPOINT_CHARS} characters"
+    if not ENDPOINT.match(endpoint):
+        return ("endpoint is not a plain http(s) URL (scheme, host, port, path; no query, "
+                "fragment, user info or escapes)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -93,6 +116,9 @@ def judge_bid(order: OrderRequirements, bid: BidMessage, offer: ProviderOffer | 
     if bid.price_per_gpu_hour < offer.price_floor:
         problems.append("price below the provider's registered floor")
     problems.extend(hardware_problems(order, offer))
+    endpoint = endpoint_problem(offer.endpoint)
+    if endpoint:
+        problems.append(endpoint)
     return verdict
 
 

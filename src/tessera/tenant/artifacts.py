@@ -4,7 +4,9 @@ Everything here comes from the provider, which also chose what it committed on c
 listing is checked before any byte is written: it must be the listing of exactly the artifacts a
 training job writes (`compute.train.ARTIFACT_NAMES`, plain file names: a name such as
 `../../.bashrc` would otherwise be a path out of the results folder), each with a lowercase
-sha256 and a size; and it must hash to the committed result. Each artifact is streamed to a
+sha256 and a size no larger than the job's model can make (`size_limit`: a size is the
+provider's word, and the download's limits follow it); and it must hash to the committed
+result. Each artifact is streamed to a
 `.part` file beside its place, hashed on the way, within a time limit by its listed size and never
 past that size, and renamed into place only when it matches: a refused download leaves nothing
 behind, whatever the provider sends.
@@ -13,6 +15,7 @@ behind, whatever the provider sends.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import time
@@ -21,15 +24,29 @@ from pathlib import Path
 import httpx
 
 from tessera.errors import TenantError
-from tessera.http_deadline import raw_chunks, transfer_time_s, within
+from tessera.http_deadline import json_of, raw_chunks, transfer_time_s, within
+from tessera.protocol.workload import TrainingWorkload
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# An artifact's most bytes per parameter: a checkpoint holds the parameters and AdamW's two
+# moments (12 bytes), with room for torch's framing; plus the loss history, per step, and slack.
+BYTES_PER_PARAMETER, BYTES_PER_STEP, SLACK_BYTES = 16, 128, 16 << 20
 
 
-def check_listing(listing: object, committed: str, names: tuple[str, ...]) -> dict[str, dict]:
+def size_limit(workload: TrainingWorkload) -> int:
+    """The most bytes one artifact of a job running `workload` can take (a bound, not a fit)."""
+    from tessera.compute.model import parameter_count
+
+    return BYTES_PER_PARAMETER * parameter_count(workload) + BYTES_PER_STEP * workload.steps \
+        + SLACK_BYTES
+
+
+def check_listing(listing: object, committed: str, names: tuple[str, ...],
+                  max_size: int) -> dict[str, dict]:
     """The artifacts of a provider's listing `{"result_hash", "artifacts": {name: {sha256,
-    size}}}` once it is the listing of exactly `names` and hashes to `committed` (the result
-    hash on chain, 64 hex digits); TenantError naming what is wrong otherwise."""
+    size}}}` once it is the listing of exactly `names`, each at most `max_size` bytes, and hashes
+    to `committed` (the result hash on chain, 64 hex digits); TenantError naming what is wrong
+    otherwise."""
     from tessera.compute.train import result_hash_of
 
     if not isinstance(listing, dict) or not isinstance(listing.get("artifacts"), dict):
@@ -48,7 +65,10 @@ def check_listing(listing: object, committed: str, names: tuple[str, ...]) -> di
             raise TenantError(f"artifact {name}: no lowercase sha256 in the provider's list")
         size = meta.get("size")
         if type(size) is not int or size < 0:
-            raise TenantError(f"artifact {name}: its size {size!r} is not a byte count")
+            raise TenantError(f"artifact {name}: its size {str(size)[:40]!r} is not a byte count")
+        if size > max_size:
+            raise TenantError(f"artifact {name}: {size:,} bytes listed, more than this job's "
+                              f"model can make ({max_size:,})")
     if listing.get("result_hash") != committed:
         raise TenantError(f"provider reports result {str(listing.get('result_hash'))[:80]} but "
                           f"committed 0x{committed} on chain")
@@ -87,3 +107,23 @@ def download(http: httpx.Client, endpoint: str, name: str, meta: dict, directory
                           + (f" ({size} of {cap} bytes)" if size != cap else ""))
     os.replace(part, path)
     return path
+
+
+def read_metrics(directory: Path) -> tuple[dict, list, float]:
+    """(metrics, loss history, the reported held-out loss) from downloaded artifacts; TenantError
+    if they do not read as a training job writes them, or the loss is not a finite number (a NaN
+    passed the recompute check, which compares with `>`: review 15)."""
+    try:
+        metrics = json_of((directory / "metrics.json").read_bytes())
+        history = json_of((directory / "loss_history.json").read_bytes())
+        reported = metrics["final_val_loss"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TenantError(f"the provider's metrics.json or loss_history.json does not read: "
+                          f"{type(exc).__name__}: {str(exc)[:120]}") from None
+    if not isinstance(metrics, dict) or not isinstance(history, list):
+        raise TenantError("the provider's metrics.json is not an object or its "
+                          "loss_history.json not a list")
+    if type(reported) not in (int, float) or not math.isfinite(reported):
+        raise TenantError(f"the provider's metrics.json reports a held-out loss of "
+                          f"{str(reported)[:40]!r}, not a finite number")
+    return metrics, history, float(reported)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import time
 from collections.abc import Callable
@@ -18,21 +17,22 @@ from tessera.chain.client import Chain, tx_hash
 from tessera.chain.market import DowntimeClaim, Lease, Market
 from tessera.chain.network import load_network
 from tessera.chain.read_grant import ReadGrantAuth
-from tessera.errors import ProviderGone, ProviderUnreachable, TenantError, TxRefused
+from tessera.errors import BridgeError, ProviderGone, ProviderUnreachable, TenantError, TxRefused
 from tessera.files import write_atomic
 from tessera.http_deadline import (
     HTTP_TOTAL_S,
     DeadlineClient,
+    json_of,
     transfer_time_s,
     within,
 )
 from tessera.protocol import messages
 from tessera.protocol.bridge import OrderTerms
 from tessera.protocol.jobspec import JobSpec
-from tessera.protocol.matching import BidVerdict
+from tessera.protocol.matching import BidVerdict, endpoint_problem
 from tessera.protocol.wire import LeaseStatus, Manifest, SignedManifest
 from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
-from tessera.tenant.artifacts import check_listing, download
+from tessera.tenant.artifacts import check_listing, download, read_metrics, size_limit
 from tessera.tenant.bid_collection import collect_bids
 from tessera.tenant.follow import (
     DEFAULT_GRACE_S,
@@ -92,6 +92,11 @@ class Tenant:
         self.emit = on_event or (lambda event, data: None)
         self._endpoints: dict[int, str] = {}   # lease -> its provider's endpoint (registry)
         self._offers: OfferIndex | None = None  # the registry's offers, kept between orders
+        # with `pay_from`: bridged top-ups sent and not yet seen delivered (message id -> (lease,
+        # amount)), and order fundings whose delivery came too late to wait for (each may still
+        # open an order: the DiLoCo job cancels those at its end)
+        self._in_flight: dict[bytes, tuple[int, int]] = {}
+        self.late_fundings: list[bytes] = []
 
     # -- ordering ------------------------------------------------------------------------
     def post_order(self, spec: JobSpec, *, verified: bool = False, nodes: int | None = None,
@@ -131,15 +136,21 @@ class Tenant:
         self.emit("order-funding-sent", {"message_id": "0x" + message_id.hex(),
                                          "from_chain": peer.network.chain_id,
                                          "escrow": escrow, "txs": hashes})
-        order_id = orders.funded_order(message_id, timeout_s=BRIDGED_ORDER_TIMEOUT_S)
+        try:
+            order_id = orders.funded_order(message_id, timeout_s=BRIDGED_ORDER_TIMEOUT_S)
+        except BridgeError:
+            if not orders.arrived(message_id):   # late, not refused: it may open an order later
+                self.late_fundings.append(message_id)
+            raise
         self.emit("order-posted", {"order_id": order_id, "escrow": escrow, "txs": hashes,
                                    "funded_by": "0x" + message_id.hex()})
         return order_id, hashes
 
-    def top_up(self, lease_id: int, amount: int) -> list[str]:
+    def top_up(self, lease_id: int, amount: int, wait: bool = True) -> list[str]:
         """Add `amount` to the lease's budget: at home, or (with `pay_from`) in one message from
-        the peer chain to BridgeOrders, for a lease of an order paid from there; waits for the
-        delivery. The transactions' hashes (on the peer chain for a bridged top-up)."""
+        the peer chain to BridgeOrders, for a lease of an order paid from there; `wait`: until
+        the delivery (else it is left in `top_ups_in_flight`). The transactions' hashes (on the
+        peer chain for a bridged top-up)."""
         if self.pay_from is None:
             return [tx_hash(r) for r in self.market.top_up(lease_id, amount)]
         message_id, receipts = fund_top_up(self.pay_from, self.chain, lease_id, amount)
@@ -147,8 +158,22 @@ class Tenant:
         self.emit("top-up-sent", {"message_id": "0x" + message_id.hex(), "lease_id": lease_id,
                                   "from_chain": self.pay_from.network.chain_id,
                                   "amount": amount, "txs": hashes})
-        BridgeOrders(self.chain).topped_up(message_id, timeout_s=BRIDGED_ORDER_TIMEOUT_S)
+        self._in_flight[message_id] = (lease_id, amount)
+        if wait:
+            BridgeOrders(self.chain).topped_up(message_id, timeout_s=BRIDGED_ORDER_TIMEOUT_S)
+            self._in_flight.pop(message_id, None)
         return hashes
+
+    def top_ups_in_flight(self) -> dict[int, int]:
+        """lease id -> the amount of this client's bridged top-ups sent and not yet delivered
+        (each delivered one, whether it topped the lease up or was refused, drops out)."""
+        orders, pending = BridgeOrders(self.chain), {}
+        for message_id, (lease_id, amount) in list(self._in_flight.items()):
+            if orders.arrived(message_id):
+                del self._in_flight[message_id]
+            else:
+                pending[lease_id] = pending.get(lease_id, 0) + amount
+        return pending
 
     def collect_bids(self, order_id: int, window_s: float) -> list[BidVerdict]:
         """Ask the providers whose offers can match the order for their bids, all at once,
@@ -180,6 +205,9 @@ class Tenant:
             if offer is None:
                 raise ProviderUnreachable("the registry",
                                           f"provider {provider} is no longer registered")
+            problem = endpoint_problem(offer.endpoint)   # e.g. one that would turn our paths
+            if problem:                                  # into its query (review 15)
+                raise ProviderUnreachable("the registry", f"provider {provider}: {problem}")
             self._endpoints[lease_id] = offer.endpoint
         return self._endpoints[lease_id]
 
@@ -214,10 +242,12 @@ class Tenant:
                                     "bytes": len(dataset)})
         return answer
 
-    def _request(self, method: str, url: str, lease_id: int, **kwargs) -> dict:
-        """One HTTP call to a lease's provider, its JSON answer. ProviderUnreachable for what may
-        pass (no connection, timeout, 5xx/408/429, an answer that is not JSON), TenantError for a
-        refusal (any other 4xx)."""
+    def _request(self, method: str, url: str, lease_id: int, expect: type = dict,
+                 **kwargs) -> dict | list:
+        """One HTTP call to a lease's provider, its JSON answer (an object; `expect=list`: a
+        list of objects). ProviderUnreachable for what may pass (no connection, timeout,
+        5xx/408/429, an answer that is not JSON), TenantError for a refusal (any other 4xx) or
+        an answer of another shape."""
         try:
             response = self.http.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
@@ -225,16 +255,22 @@ class Tenant:
             raise ProviderUnreachable(url, f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
         if response.status_code >= 400:
             try:
-                detail = response.json().get("detail")
+                detail = json_of(response.content).get("detail")
             except (ValueError, AttributeError):
                 detail = response.text[:200]
             if response.status_code >= 500 or response.status_code in RETRY_STATUSES:
                 raise ProviderUnreachable(url, f"HTTP {response.status_code}: {detail}")
             raise TenantError(f"provider refused {method} {url}: {detail}")
         try:
-            return response.json()
+            answer = json_of(response.content)
         except ValueError:
             raise ProviderUnreachable(url, "the answer is not JSON") from None
+        if not isinstance(answer, expect) or (
+                expect is list and not all(isinstance(item, dict) for item in answer)):
+            raise TenantError(f"provider answered {method} {url} with "
+                              f"{response.content[:80]!r}: not a JSON "
+                              f"{'list of objects' if expect is list else 'object'}")
+        return answer
 
     def status(self, lease_id: int, timeout: float | None = None) -> LeaseStatus:
         """The job's status as its provider reports it; `timeout`: seconds for this request
@@ -249,7 +285,7 @@ class Tenant:
 
     def logs(self, lease_id: int, since: int = 0) -> list[dict]:
         return self._request("GET", f"{self.endpoint(lease_id)}/leases/{lease_id}/logs", lease_id,
-                             params={"since": since})
+                             expect=list, params={"since": since})
 
     def follow(self, lease_id: int, on_progress: Callable[[LeaseStatus], None] | None = None,
                poll_s: float = 0.5, timeout_s: float = 3600, *,
@@ -272,9 +308,12 @@ class Tenant:
                             timeout_s=timeout_s, grace_s=grace_s, backoff=backoff)
 
     # -- results and settlement ----------------------------------------------------------
-    def fetch_results(self, lease_id: int, directory: Path, dataset: bytes | None) -> Results:
+    def fetch_results(self, lease_id: int, directory: Path, dataset: bytes | None,
+                      workload: TrainingWorkload | None = None) -> Results:
         """Download every artifact, check each against its sha256 and the result hash committed
-        on chain, and recompute the model's held-out loss from the dataset when it is given."""
+        on chain, and recompute the model's held-out loss from the dataset when it is given.
+        `workload`: the job's (bounds what an artifact may weigh; the default model's if not
+        given)."""
         from tessera.compute.evaluate import evaluate_model
         from tessera.compute.train import ARTIFACT_NAMES
 
@@ -282,19 +321,14 @@ class Tenant:
         endpoint = self.endpoint(lease_id, lease.provider)
         listing = self._request("GET", f"{endpoint}/leases/{lease_id}/artifacts", lease_id)
         committed = bytes(lease.result_hash).hex()
-        artifacts = check_listing(listing, committed, ARTIFACT_NAMES)   # before any byte is written
+        artifacts = check_listing(listing, committed, ARTIFACT_NAMES,   # before any byte is written
+                                  size_limit(workload or TrainingWorkload()))
         checks = [f"result hash matches the on-chain commitment 0x{committed}"]
         directory.mkdir(parents=True, exist_ok=True)
         for name, meta in artifacts.items():
             download(self.http, endpoint, name, meta, directory)
         checks.append(f"{len(artifacts)} artifacts downloaded, each matching its sha256")
-        try:
-            metrics = json.loads((directory / "metrics.json").read_text())
-            history = json.loads((directory / "loss_history.json").read_text())
-            reported = float(metrics["final_val_loss"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TenantError(f"the provider's metrics.json or loss_history.json does not read: "
-                              f"{type(exc).__name__}: {str(exc)[:120]}") from None
+        metrics, history, reported = read_metrics(directory)
         recomputed = None
         if dataset is not None:
             recomputed = evaluate_model(directory / "model.pt", dataset)

@@ -112,9 +112,11 @@ def left_text(t: LeaseTime) -> str:
     return f"{duration_text(t.left_s)} left (runs out at {format_time(t.runs_out_at)})"
 
 
-def warning_text(t: LeaseTime) -> str:
+def warning_text(t: LeaseTime, pay_from_chain: int | None = None) -> str:
+    """`pay_from_chain`: the lease's order was funded from that peer chain (its top-ups too)."""
+    peer = f" --pay-from-chain {pay_from_chain}" if pay_from_chain else ""
     return (f"lease {t.lease_id} runs out of escrow in {duration_text(t.left_s)} "
-            f"(at {format_time(t.runs_out_at)}): `tessera job top-up {t.lease_id} AMOUNT` "
+            f"(at {format_time(t.runs_out_at)}): `tessera job top-up {t.lease_id} AMOUNT{peer}` "
             f"adds to it ({money(t.rate)} buys an hour)")
 
 
@@ -159,12 +161,28 @@ def listing_order(times: list[LeaseTime]) -> list[LeaseTime]:
 
 
 def topped_up(tenant: Tenant, lease_ids: Iterable[int]) -> int:
-    """What the chain says this account has added to these leases by `top_up`, in total."""
+    """What the chain says these leases of this account's have been topped up by, in total (by
+    the account, or by the payer of an order it was paid for: then the payer only)."""
     wanted = set(lease_ids)
     chain = tenant.chain
     logs = chain.events("Market", "LeaseToppedUp", chain.network.deploy_block,
                         argument_filters={"tenant": chain.address})
     return sum(log["args"]["amount"] for log in logs if log["args"]["lease_id"] in wanted)
+
+
+def paid_from_peer(tenant: Tenant, leases: Iterable[tuple[int, int]]) -> dict:
+    """A job paid from the peer chain, from its (order id, lease id) pairs: each order's deposit
+    (what its funding brought), its leases' top-ups (each sent from the peer: only the payer
+    tops up a paid-for lease) and what the Market has refunded of both so far (to BridgeOrders,
+    which owes it back there); `spent`: what the job cost the account on the peer chain."""
+    market, by_order = tenant.market, {}
+    for order_id, lease_id in leases:
+        by_order.setdefault(order_id, set()).add(lease_id)
+    orders = [{"order_id": o, "deposit": market.order(o).deposit,
+               "topped_up": topped_up(tenant, ids), "refunded": market.refunded(o)}
+              for o, ids in sorted(by_order.items())]
+    return {"chain_id": tenant.pay_from.network.chain_id, "orders": orders,
+            "spent": sum(o["deposit"] + o["topped_up"] - o["refunded"] for o in orders)}
 
 
 # -- topping up ---------------------------------------------------------------------------------
@@ -176,8 +194,13 @@ class TopUp:
     before: LeaseTime
     after: LeaseTime
     txs: list[str]
+    in_flight_from: int | None = None   # a bridged top-up sent from this chain, not yet delivered
 
     def text(self) -> str:
+        if self.in_flight_from is not None:
+            return (f"lease {self.lease_id}: a top-up of {money(self.amount)} sent from chain "
+                    f"{self.in_flight_from} (tx {', '.join(self.txs)}), on its way; "
+                    f"{left_text(self.after)} until it lands")
         return (f"lease {self.lease_id} topped up by {money(self.amount)} (tx "
                 f"{', '.join(self.txs)}): budget {money(self.budget)}, "
                 f"{left_text(self.after)}")
@@ -186,19 +209,21 @@ class TopUp:
         return {"lease_id": self.lease_id, "amount_base_units": self.amount,
                 "budget_base_units": self.budget, "token": PAYMENT_SYMBOL,
                 "decimals": PAYMENT_DECIMALS, "runs_out_at_unix": self.after.runs_out_at,
-                "left_s": self.after.left_s, "txs": self.txs}
+                "left_s": self.after.left_s, "txs": self.txs,
+                "in_flight_from_chain": self.in_flight_from}
 
 
-def top_up(tenant: Tenant, lease_id: int, amount: int) -> TopUp:
+def top_up(tenant: Tenant, lease_id: int, amount: int, wait: bool = True) -> TopUp:
     """Add `amount` base units to an open lease's escrow (from the peer chain when the tenant
-    pays from one: `Tenant.top_up`). Refused before any transaction, with
-    the reason, when the lease is not this account's, is closed or has run out, or the balance
+    pays from one: `Tenant.top_up`; `wait`: for its delivery). Refused before any transaction,
+    with the reason, when the lease is not this account's (from a peer: when its order's
+    funding is not this account's, `fund_top_up`), is closed or has run out, or the balance
     is short (`Market.top_up` would refuse the same; the token's approval is the only other
     transaction)."""
     if amount <= 0:
         raise TenantError("a top-up must be above zero")
     lease = tenant.market.lease(lease_id)
-    if lease.tenant.lower() != tenant.chain.address.lower():
+    if tenant.pay_from is None and lease.tenant.lower() != tenant.chain.address.lower():
         raise TenantError(f"lease {lease_id} belongs to {lease.tenant}, not {tenant.chain.address}")
     before = lease_time(lease, chain_now(tenant))
     if not before.is_open:
@@ -206,10 +231,12 @@ def top_up(tenant: Tenant, lease_id: int, amount: int) -> TopUp:
     if before.left_s == 0:
         raise TenantError(f"lease {lease_id}'s escrow ran out at {format_time(before.runs_out_at)}"
                           ": the Market takes no top-up after that; close it and lease again")
-    txs = tenant.top_up(lease_id, amount)   # from the peer chain with `pay_from`
+    txs = tenant.top_up(lease_id, amount, wait)   # from the peer chain with `pay_from`
     lease = tenant.market.lease(lease_id)
     after = lease_time(lease, chain_now(tenant))
-    return TopUp(lease_id, amount, lease.budget, before, after, txs)
+    pending = tenant.pay_from is not None and not wait
+    return TopUp(lease_id, amount, lease.budget, before, after, txs,
+                 tenant.pay_from.network.chain_id if pending else None)
 
 
 # -- the watch while a job is followed -----------------------------------------------------------
@@ -254,15 +281,23 @@ class EscrowWatch:
             if t.runs_out_within(self.policy.warn_within) and \
                     self.warned.get(t.lease_id) != t.runs_out_at:
                 self.warned[t.lease_id] = t.runs_out_at
-                line = warning_text(t) if t.left_s else \
+                peer = self.tenant.pay_from
+                line = warning_text(t, peer.network.chain_id if peer else None) if t.left_s else \
                     f"lease {t.lease_id}: {left_text(t)}"
                 self.warnings.append(line)
                 self.notice(line)
 
     def _top_up(self, t: LeaseTime, job_leases: list[int]) -> LeaseTime:
+        """A top-up from a peer chain is sent without waiting for it (the job goes on); until
+        it lands it counts against the ceiling, and its lease gets no second one (review 14)."""
         ceiling = self.policy.top_up_ceiling
         try:
-            already = topped_up(self.tenant, job_leases)
+            in_flight = (self.tenant.top_ups_in_flight() if self.tenant.pay_from is not None
+                         else {})
+            if t.lease_id in in_flight:
+                return t
+            already = topped_up(self.tenant, job_leases) + sum(
+                amount for lease, amount in in_flight.items() if lease in job_leases)
             amount = min(self.policy.top_up, ceiling - already)
             if amount <= 0:
                 if not self.ceiling_told:
@@ -270,7 +305,7 @@ class EscrowWatch:
                     self.notice(f"automatic top-ups stop: the job's leases have been topped up "
                                 f"by {money(already)}, the ceiling is {money(ceiling)}")
                 return t
-            done = top_up(self.tenant, t.lease_id, amount)
+            done = top_up(self.tenant, t.lease_id, amount, wait=False)
         except (ChainError, TenantError, BridgeError) as exc:
             self.stopped.add(t.lease_id)
             self.notice(f"automatic top-up of lease {t.lease_id} failed, not retried: {exc}")

@@ -15,9 +15,10 @@ from tessera.files import read_text
 from tessera.protocol.jobspec import BUILTIN_CORPUS, DatasetSpec, JobSpec, parse_job_spec
 from tessera.protocol.money import parse_duration
 from tessera.protocol.wire import LeaseStatus
+from tessera.protocol.workload import TrainingWorkload
 from tessera.tenant.bidding import lease_nodes, money
 from tessera.tenant.client import Tenant, tenant_for
-from tessera.tenant.escrow import EscrowWatch
+from tessera.tenant.escrow import EscrowWatch, paid_from_peer
 from tessera.tenant.follow import DEFAULT_GRACE_S, MAX_GRACE_S
 from tessera.tenant.lease_money import UNITS, money_json
 from tessera.tenant.lease_views import close_lines
@@ -53,6 +54,16 @@ def remember_job(lease_id: int, spec: JobSpec, dataset: bytes) -> None:
     (folder / f"{sha}.data").write_bytes(dataset)
     (folder / f"lease-{lease_id}.json").write_text(json.dumps(
         {"spec": spec.model_dump(mode="json"), "dataset_sha256": sha}))
+
+
+def remembered_workload(lease_id: int) -> TrainingWorkload | None:
+    """The workload of the job this machine sent for `lease_id` (None: not remembered here)."""
+    record = jobs_dir() / f"lease-{lease_id}.json"
+    try:
+        workload = JobSpec.model_validate(json.loads(record.read_text())["spec"]).workload
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return workload if isinstance(workload, TrainingWorkload) else None
 
 
 def remembered_dataset(lease_id: int) -> bytes | None:
@@ -155,12 +166,14 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
     if final.status != "succeeded":
         raise TenantError(f"job on lease {lease_id} ended {final.status}: {final.detail}; "
                           f"`tessera job close {lease_id}` recovers the unspent escrow")
-    results = tenant.fetch_results(lease_id, results_dir / f"lease-{lease_id}", dataset)
+    results = tenant.fetch_results(lease_id, results_dir / f"lease-{lease_id}", dataset,
+                                   spec.workload)
     summary["result_hash"] = results.result_hash
     summary["artifacts"] = {name: meta["sha256"] for name, meta in results.artifacts.items()}
     summary["results_dir"] = str(results.directory)
     summary["loss_history"] = results.loss_history
     summary["metrics"] = results.metrics
+    summary["recomputed_val_loss"] = results.recomputed_val_loss   # from the downloaded model
     summary["checks"] = results.checks
     for check in results.checks:
         console.print(f"  [green]ok[/] {check}")
@@ -180,14 +193,13 @@ def run_rental(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console, 
         summary["tenant_spent"] = start_balance - end_balance
         if tenant.pay_from is not None:   # paid from the peer chain: what the order kept of it
             order_id = tenant.market.lease(lease_id).order_id
-            refunded = tenant.market.refunded(order_id)
-            summary["tenant_spent"] = spec.order.escrow - refunded
-            summary["paid_from_chain"] = {"chain_id": tenant.pay_from.network.chain_id,
-                                          "order_id": order_id, "deposit": spec.order.escrow,
-                                          "refunded": refunded}
-            lines.append(f"the order's refunds ({money(refunded)} so far) go back to this "
-                         f"account on chain {tenant.pay_from.network.chain_id}, sent by the "
-                         "relayer (BridgeOrders.send_back)")
+            paid = paid_from_peer(tenant, [(order_id, lease_id)])
+            [order] = paid["orders"]
+            summary["tenant_spent"] = paid["spent"]
+            summary["paid_from_chain"] = {"chain_id": paid["chain_id"], **order}
+            lines.append(f"the order's refunds ({money(order['refunded'])} so far) go back to "
+                         f"this account on chain {paid['chain_id']}, sent by the relayer "
+                         "(BridgeOrders.send_back)")
         for line in lines:
             console.print(line, markup=False, highlight=False)
     return summary
@@ -198,7 +210,7 @@ def fetch_and_check(lease_id: int, out: Path | None, network: Path | None, accou
     tenant = tenant_for(network, account)
     dataset = remembered_dataset(lease_id)
     results = tenant.fetch_results(lease_id, out or jobs_dir() / "results" / f"lease-{lease_id}",
-                                   dataset)
+                                   dataset, remembered_workload(lease_id))
     for check in results.checks:
         console.print(f"ok: {check}")
     if dataset is None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from tessera.chain.bridge_orders import BridgeOrders
 from tessera.compute.diloco import DilocoConfig
 from tessera.compute.evaluate import evaluate_model
 from tessera.errors import TenantError
@@ -32,7 +33,7 @@ from tessera.tenant.coordinator import (
     WorkerLease,
     read_job_state,
 )
-from tessera.tenant.escrow import EscrowWatch
+from tessera.tenant.escrow import EscrowWatch, paid_from_peer
 from tessera.tenant.lease_money import UNITS, job_cost_line, lease_money, money_json, short_line
 from tessera.tenant.round_checks import MANIFESTS_DIR
 from tessera.tenant.verify import VerifyTerms
@@ -298,6 +299,7 @@ def finish_job(tenant: Tenant, spec: JobSpec, dataset: bytes, coordinator: Diloc
                 settlements.append(tenant.close(worker.lease_id).__dict__)
             except Exception as exc:  # closed meanwhile (by its provider): nothing to refund
                 settlements.append({"lease_id": worker.lease_id, "error": str(exc)})
+    stray = cancel_late_orders(tenant, console)
     coordinator.finish()
     job = coordinator.job
     summary = {**job["summary"], **{
@@ -313,7 +315,8 @@ def finish_job(tenant: Tenant, spec: JobSpec, dataset: bytes, coordinator: Diloc
         - tenant.market.payment_token.balance_of(tenant.chain.address)}}
     summary["transactions"]["close"] = [s["tx"] for s in settlements if "tx" in s]
     if tenant.pay_from is not None:
-        summary["paid_from_chain"] = paid_from_peer(tenant, [w.order_id for w in coordinator.workers])
+        summary["paid_from_chain"] = paid_from_peer(tenant, [(w.order_id, w.lease_id)
+                                                             for w in coordinator.workers] + stray)
         summary["tenant_spent"] = summary["paid_from_chain"]["spent"]
     moneys = [lease_money(tenant.chain, w.lease_id) for w in coordinator.workers]
     summary["lease_money"] = [money_json(m) for m in moneys]
@@ -336,13 +339,23 @@ def finish_job(tenant: Tenant, spec: JobSpec, dataset: bytes, coordinator: Diloc
     return summary
 
 
-def paid_from_peer(tenant: Tenant, order_ids: list[int]) -> dict:
-    """A job paid from the peer chain: each of its orders' deposit (what its funding brought)
-    and what the Market has refunded of it so far (to BridgeOrders, which owes it back there);
-    `spent`: what the orders kept, the job's cost to the tenant's account on the peer chain."""
-    market = tenant.market
-    orders = [{"order_id": o, "deposit": market.order(o).deposit, "refunded": market.refunded(o)}
-              for o in sorted(set(order_ids))]
-    return {"chain_id": tenant.pay_from.network.chain_id, "orders": orders,
-            "spent": sum(o["deposit"] - o["refunded"] for o in orders)}
-
+def cancel_late_orders(tenant: Tenant, console: Console) -> list[tuple[int, int]]:
+    """Orders funded from the peer chain whose delivery came after the client stopped waiting
+    (a replacement's, say): each one delivered since is cancelled now, so that its deposit goes
+    back; those still not delivered are named. Returns (order id, 0) for each, for the job's
+    cost (review 14)."""
+    orders, found = BridgeOrders(tenant.chain), []
+    for message_id in tenant.late_fundings:
+        mid = "0x" + message_id.hex()
+        if not orders.arrived(message_id):
+            console.print(f"[yellow]order funding {mid} has still not arrived[/]: when it does, "
+                          f"`tessera bridge order-cancel {mid}` sends its deposit back")
+            continue
+        order_id = orders.funding(message_id).order_id
+        if order_id and tenant.market.order(order_id).open:
+            tenant.market.cancel_order(order_id)
+            console.print(f"order {order_id}, funded late by {mid}, cancelled: its deposit goes "
+                          "back to the peer chain")
+        if order_id:
+            found.append((order_id, 0))
+    return found

@@ -35,6 +35,7 @@ from tessera.chain.validators import Validators
 from tessera.compute import numerics
 from tessera.compute.checkpoints import RoundCommitment, commitment_from_answer, n_leaves_for
 from tessera.errors import CommitmentError, CommitmentExpiresEarly
+from tessera.http_deadline import json_of
 
 # The download-and-replay step is shared with the validator's challenge votes.
 from tessera.protocol import commitment as cm
@@ -147,7 +148,7 @@ def _status_of(response: httpx.Response) -> str:
     """A validator's 200 answer to a case push: its `status`, or what it sent instead (a
     validator is anyone staked: its answer is data, never a reason for the tenant to stop)."""
     try:
-        answer = response.json()
+        answer = json_of(response.content)
     except ValueError:
         return f"200 but not JSON: {response.text[:300]!r}"
     if not isinstance(answer, dict):

@@ -14,7 +14,6 @@ drops it from the job."""
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import secrets
 import threading
@@ -27,7 +26,7 @@ import httpx
 
 from tessera.compute.checkpoints import RoundCommitment
 from tessera.errors import WorkerFault
-from tessera.http_deadline import raw_chunks, read_at_most, within
+from tessera.http_deadline import json_of, raw_chunks, read_at_most, within
 from tessera.protocol import messages
 from tessera.protocol.wire import MAX_ROUND_RESULT_BYTES, RoundResult
 from tessera.tenant.client import Tenant
@@ -347,6 +346,6 @@ def _retry_after(response: httpx.Response) -> float:
 def _detail_of(body: bytes) -> str:
     """An error answer's `detail` (FastAPI's), or its first 300 characters."""
     try:
-        return str(json.loads(body).get("detail"))[:300]
+        return str(json_of(body).get("detail"))[:300]
     except (ValueError, AttributeError):
         return body[:300].decode("utf-8", "replace")

@@ -40,11 +40,10 @@ from concurrent.futures import Future
 import httpx
 from pydantic import ValidationError
 
-from tessera.protocol import liveness
+from tessera.protocol import liveness, matching
 
 FETCH_CONCURRENCY = 16         # GETs in flight at once
 MAX_BEAT_BYTES = 4 << 10       # a served beat is ~200 bytes of JSON
-MAX_ENDPOINT_CHARS = 512
 MAX_LOOKUPS = 32               # name lookups in flight at once, across passes
 DNS_FRESH_S = 60.0             # a name's answer is used this long without a new lookup
 DNS_STALE_S = 3_600.0          # and then, while a new lookup runs, this long
@@ -69,18 +68,13 @@ def _literal(host: str) -> bool:
 
 def endpoint_problem(endpoint: str, public_only: bool) -> str | None:
     """Why `endpoint` (a validator's on-chain endpoint) cannot be asked (None: it can)."""
-    if not endpoint:
-        return "no endpoint published"
-    if len(endpoint) > MAX_ENDPOINT_CHARS:
-        return f"endpoint longer than {MAX_ENDPOINT_CHARS} characters"
+    problem = matching.endpoint_problem(endpoint)   # the shape every client asks of an endpoint
+    if problem:
+        return problem
     try:
         url = httpx.URL(endpoint)
     except Exception as exc:   # httpx.InvalidURL, or anything its parser raises
         return f"endpoint is not a URL: {type(exc).__name__}"
-    if url.scheme not in ("http", "https") or not url.host:
-        return "endpoint is not an http(s) URL with a host"
-    if url.query or url.fragment or url.userinfo:
-        return "endpoint has a query, fragment or user info"
     if public_only:
         host = url.host.rstrip(".").lower()
         if host == "localhost" or host.endswith(".localhost"):

@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-import torch
 from fastapi import APIRouter, HTTPException
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
@@ -49,7 +48,7 @@ from tessera.chain.verification import Outcome, Verification
 from tessera.compute.checkpoints import commitment_from_answer, n_leaves_for
 from tessera.compute.corpus import build_stdlib_corpus
 from tessera.compute.diloco_worker import config_of
-from tessera.compute.model import ByteGPT
+from tessera.compute.model import parameter_count
 from tessera.compute.segment_check import OPEN_FAILURE, max_state_bytes, spot_check
 from tessera.compute.train import configure_determinism, split
 from tessera.errors import CaseError, ChainError, TxRefused
@@ -59,8 +58,9 @@ from tessera.http_limits import PathInt
 from tessera.logs import EventLog
 from tessera.protocol import messages
 from tessera.protocol.jobspec import BUILTIN_CORPUS, JobSpec
+from tessera.protocol.matching import endpoint_problem
 from tessera.protocol.wire import MAX_ROUND_RESULT_BYTES, ChallengeCase, RoundResult, SignedManifest
-from tessera.protocol.workload import DilocoWorkerWorkload, TrainingWorkload
+from tessera.protocol.workload import DilocoWorkerWorkload
 
 NOT_VOTED, GUILTY, INNOCENT, CLAIMED = 0, 1, 2, 3   # Verification.votes(id, voter)
 HTTP_TIMEOUT_S = 30.0
@@ -324,8 +324,9 @@ class ChallengeVoter:
             raise CaseError(f"the job's H = {steps}, k = {k} give {n_leaves_for(steps, k)} "
                             f"leaves, the commitment {ev['checkpoints']}")
         offer = self.market.registry.provider_offer(ev["provider"])
-        if offer is None or not offer.endpoint:
-            return None, "the provider publishes no endpoint", {}
+        if offer is None or endpoint_problem(offer.endpoint):
+            return None, (f"the provider's endpoint cannot be called: "
+                          f"{endpoint_problem(offer.endpoint) if offer else 'not registered'}"), {}
         self._check_provider_manifest(offer.endpoint, ev["lease_id"], case)
         result, why = self._round_result(offer.endpoint, ev)
         if result is None:
@@ -340,7 +341,7 @@ class ChallengeVoter:
         config = config_of(workload)
         configure_determinism(workload.model)
         train_tokens, _ = split(data, workload.model)
-        n_params = _param_count(workload.model)
+        n_params = parameter_count(workload.model)
         check = spot_check(self.http, offer.endpoint, ev["lease_id"], config, workload.worker,
                            commitment, ev["segment"], train_tokens,
                            max_state_bytes(n_params), case.spec.verification.replay_tolerance)
@@ -361,7 +362,7 @@ class ChallengeVoter:
         url = f"{endpoint}/leases/{lease_id}/manifest"
         try:
             response = self.http.get(url)
-            served = SignedManifest.model_validate(response.json()) \
+            served = SignedManifest.model_validate_json(response.content) \
                 if response.status_code == 200 else None
         except (httpx.HTTPError, ValidationError, ValueError):
             served = None
@@ -449,11 +450,6 @@ class ChallengeVoter:
 
     def close(self) -> None:
         self.http.close()
-
-
-def _param_count(workload: TrainingWorkload) -> int:
-    with torch.random.fork_rng(devices=[]):
-        return sum(p.numel() for p in ByteGPT(workload).parameters())
 
 
 def router(voter: ChallengeVoter) -> APIRouter:

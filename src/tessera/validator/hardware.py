@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
+import httpx
 from eth_account.signers.local import LocalAccount
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
@@ -37,6 +37,7 @@ from tessera.chain.probes import Probes
 from tessera.chain.registry import ProviderRegistry
 from tessera.compute.hardware_challenge import wrong_rows
 from tessera.errors import ChainError, TxRefused
+from tessera.http_deadline import DeadlineClient, json_of, within
 from tessera.logs import EventLog
 from tessera.protocol import hardware_challenge as hc
 from tessera.protocol import messages
@@ -127,11 +128,16 @@ def judge_answer(request: hc.HardwareChallengeRequest, plan: hc.ChallengePlan, p
     return "passed", f"{elapsed_s:.3f} s of {plan.deadline_s:.3f} s", answer.signature
 
 
-def challenge_provider(session: requests.Session, endpoint: str, provider: str,
+# The largest answer a provider may send: MAX_SIZE fingerprints of 16 hex digits, and the rest
+ANSWER_BYTES = 1 << 20
+
+
+def challenge_provider(http: httpx.Client, endpoint: str, provider: str,
                        validator: LocalAccount, benchmark_mflops: int, cfg: HardwareSection,
                        chain_id: int, probes: str, rng: random.Random) -> HardwareOutcome:
     """Send one challenge sized for `benchmark_mflops` and judge it. Never raises for the
-    provider's faults."""
+    provider's faults. `http`: a tessera.http_deadline.DeadlineClient, so that the whole
+    exchange ends at the challenge's deadline however slowly the provider sends (review 15)."""
     plan = hc.plan_challenge(benchmark_mflops, cfg.target_s, cfg.slack, cfg.allowance_s)
     seed = "0x" + secrets.token_hex(32)
 
@@ -149,11 +155,14 @@ def challenge_provider(session: requests.Session, endpoint: str, provider: str,
 
     start = time.monotonic()
     try:
-        reply = session.post(endpoint.rstrip("/") + "/hardware-challenge",
-                             json=request.model_dump(), timeout=plan.deadline_s + 1.0)
-    except requests.Timeout:
+        with within(start + plan.deadline_s + 1.0):
+            reply = http.post(endpoint.rstrip("/") + "/hardware-challenge",
+                              json=request.model_dump(), timeout=plan.deadline_s + 1.0)
+    except httpx.TimeoutException:
         return result("late", f"no answer within {plan.deadline_s + 1.0:.3f} s")
-    except requests.RequestException as exc:
+    except httpx.DecodingError as exc:
+        return result("no-answer", f"answer refused: {str(exc)[:200]}", time.monotonic() - start)
+    except httpx.HTTPError as exc:
         return result("no-answer", f"unreachable: {type(exc).__name__}")
     elapsed = time.monotonic() - start
     if reply.status_code == 408:  # the provider saw its deadline pass and gave up, unsigned
@@ -161,7 +170,7 @@ def challenge_provider(session: requests.Session, endpoint: str, provider: str,
     if reply.status_code != 200:
         return result("no-answer", f"HTTP {reply.status_code}: {reply.text[:200]}", elapsed)
     try:
-        body = reply.json()
+        body = json_of(reply.content)
     except ValueError:
         return result("no-answer", "answer is not JSON", elapsed)
     rows = rng.sample(range(plan.size), min(cfg.rows_checked, plan.size))
@@ -263,7 +272,7 @@ class HardwareChallenger:
         self.store = HardwareStore(store_path)
         self.checked_epoch: int | None = None
         self._rng = random.SystemRandom()
-        self._session = requests.Session()
+        self._http = DeadlineClient(max_body=ANSWER_BYTES)
         self.m_challenges = Counter("tessera_validator_hardware_challenges",
                                     "hardware challenges sent", ["outcome"], registry=metrics)
         for outcome in OUTCOMES:
@@ -318,7 +327,7 @@ class HardwareChallenger:
         wait of up to one of its deadlines (the other challenge is over by then)."""
         def once() -> HardwareOutcome:
             return challenge_provider(
-                self._session, offer.endpoint, offer.address, self.chain.account,
+                self._http, offer.endpoint, offer.address, self.chain.account,
                 offer.benchmark_score, self.cfg, self.chain.network.chain_id,
                 self.probes.address, self._rng)
 
