@@ -351,11 +351,12 @@ def test_automatic_top_ups_from_the_peer_do_not_wait_and_keep_to_the_ceiling(bri
     assert time.monotonic() - started < 30
     [sent] = watch.top_ups
     assert (sent.amount, sent.in_flight_from) == (500_000, PEER) and "on its way" in notices[-1]
-    assert tenant.top_ups_in_flight() == {lease_id: 500_000}
+    assert tenant.peer_payments().top_ups_in_flight() == {lease_id: 500_000}
     watch.check([lease_id], force=True)                        # in flight: no second one
     assert len(watch.top_ups) == 1 and market.lease(lease_id).budget == budget
     bridge.settle(relayer)
-    assert tenant.top_ups_in_flight() == {} and market.lease(lease_id).budget == budget + 500_000
+    assert tenant.peer_payments().top_ups_in_flight() == {}
+    assert market.lease(lease_id).budget == budget + 500_000
     watch.check([lease_id], force=True)                        # only what the ceiling has left
     assert [u.amount for u in watch.top_ups] == [500_000, 250_000]
     bridge.settle(relayer)
@@ -374,11 +375,11 @@ def test_an_order_funded_too_late_to_wait_for_is_cancelled_at_the_jobs_end(bridg
     from rich.console import Console
 
     from tessera.protocol.jobspec import parse_job_spec
-    from tessera.tenant import client
+    from tessera.tenant import peer_payments
     from tessera.tenant.client import Tenant
     from tessera.tenant.multinode import cancel_late_orders
 
-    monkeypatch.setattr(client, "BRIDGED_ORDER_TIMEOUT_S", 1.0)   # no relayer runs meanwhile
+    monkeypatch.setattr(peer_payments, "BRIDGED_ORDER_TIMEOUT_S", 1.0)   # no relayer meanwhile
     example = Path(__file__).parents[2] / "examples" / "diloco.toml"
     spec = parse_job_spec(example.read_text(), example)
     sender = devnet_account(SENDER).address
@@ -386,7 +387,7 @@ def test_an_order_funded_too_late_to_wait_for_is_cancelled_at_the_jobs_end(bridg
     tenant = Tenant(bridge.chain(HOME, SENDER), pay_from=bridge.chain(PEER, SENDER))
     with pytest.raises(BridgeError, match="has not been delivered"):
         tenant.post_order(spec, nodes=1, escrow=2 * TUSD)
-    [late] = tenant.late_fundings
+    [late] = tenant.peer_payments().late_fundings
     relayer = bridge.relayer(refund_check_s=0)
     bridge.settle(relayer)                                   # it opens its order now
     order_id = BridgeOrders(bridge.chain(HOME)).funding(late).order_id

@@ -21,6 +21,7 @@ from tessera.http_deadline import DeadlineClient
 from tessera.tenant.artifacts import check_listing, download
 
 BODY = {name: f"the bytes of {name}".encode() for name in ARTIFACT_NAMES}
+LIMIT = 1 << 20   # what the job's model could make (tenant.artifacts.size_limit)
 
 
 def meta(data: bytes) -> dict:
@@ -39,7 +40,7 @@ def honest() -> dict:
 
 def test_an_honest_listing_is_taken():
     listing, committed = listing_of(honest())
-    assert check_listing(listing, committed, ARTIFACT_NAMES) == honest()
+    assert check_listing(listing, committed, ARTIFACT_NAMES, LIMIT) == honest()
 
 
 @pytest.mark.parametrize("case, artifacts, says", [
@@ -58,19 +59,20 @@ def test_an_honest_listing_is_taken():
 def test_a_listing_a_training_job_would_not_write_is_refused_before_any_byte(case, artifacts, says):
     listing, committed = listing_of(artifacts)      # committed by the provider: hashes agree
     with pytest.raises(TenantError, match=says):
-        check_listing(listing, committed, ARTIFACT_NAMES)
+        check_listing(listing, committed, ARTIFACT_NAMES, LIMIT)
 
 
 def test_a_listing_that_is_not_the_committed_one_is_refused():
     listing, committed = listing_of(honest())
     for bad in ([], {"artifacts": []}, {"result_hash": committed}):
         with pytest.raises(TenantError, match="not {result_hash, artifacts}"):
-            check_listing(bad, committed, ARTIFACT_NAMES)
+            check_listing(bad, committed, ARTIFACT_NAMES, LIMIT)
     with pytest.raises(TenantError, match="but committed"):
-        check_listing(listing, "0" * 64, ARTIFACT_NAMES)
+        check_listing(listing, "0" * 64, ARTIFACT_NAMES, LIMIT)
     other = {**honest(), "model.pt": meta(b"another model")}
     with pytest.raises(TenantError, match="does not hash to the committed result"):
-        check_listing({"result_hash": committed, "artifacts": other}, committed, ARTIFACT_NAMES)
+        check_listing({"result_hash": committed, "artifacts": other}, committed, ARTIFACT_NAMES,
+                      LIMIT)
 
 
 MODES = {"exact": BODY["model.pt"], "wrong": b"x" * len(BODY["model.pt"]),

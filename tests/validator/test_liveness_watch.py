@@ -616,7 +616,7 @@ def test_h_a_bad_endpoint_is_no_beat_and_stops_nothing(world):
     assert challenge["indices"] == world.indices(1)
     assert watch.store.check(epoch, world.address(2))[0] == "beat"
     [detail] = watch.store._all("SELECT detail FROM checks WHERE outcome='unproven'")
-    assert "not a URL" in detail[0]
+    assert "not a plain http(s) URL" in detail[0]
 
     def broken(epoch, current):
         raise RuntimeError("examine broke")

@@ -12,12 +12,11 @@ from pathlib import Path
 import httpx
 
 from tessera.chain.accounts import resolve_account
-from tessera.chain.bridge_orders import BridgeOrders, fund_order, fund_top_up
 from tessera.chain.client import Chain, tx_hash
 from tessera.chain.market import DowntimeClaim, Lease, Market
 from tessera.chain.network import load_network
 from tessera.chain.read_grant import ReadGrantAuth
-from tessera.errors import BridgeError, ProviderGone, ProviderUnreachable, TenantError, TxRefused
+from tessera.errors import ProviderGone, ProviderUnreachable, TenantError, TxRefused
 from tessera.files import write_atomic
 from tessera.http_deadline import (
     HTTP_TOTAL_S,
@@ -43,11 +42,11 @@ from tessera.tenant.follow import (
     gone_lines,
 )
 from tessera.tenant.offer_index import OfferIndex
+from tessera.tenant.peer_payments import PeerPayments
 
 MANIFEST_VALIDITY_S = 600
 # An order funded from a peer chain: its deposit's crossing (2 confirmations, the committee's
 # attestations, the relayer's delivery) takes seconds on a devnet; this bounds the wait.
-BRIDGED_ORDER_TIMEOUT_S = 180.0
 # transient provider failures: the follow loop retries them (tenant/follow.py)
 RETRY_STATUSES = (408, 429)
 
@@ -92,11 +91,7 @@ class Tenant:
         self.emit = on_event or (lambda event, data: None)
         self._endpoints: dict[int, str] = {}   # lease -> its provider's endpoint (registry)
         self._offers: OfferIndex | None = None  # the registry's offers, kept between orders
-        # with `pay_from`: bridged top-ups sent and not yet seen delivered (message id -> (lease,
-        # amount)), and order fundings whose delivery came too late to wait for (each may still
-        # open an order: the DiLoCo job cancels those at its end)
-        self._in_flight: dict[bytes, tuple[int, int]] = {}
-        self.late_fundings: list[bytes] = []
+        self._peer: PeerPayments | None = None  # with `pay_from` (tenant/peer_payments.py)
 
     # -- ordering ------------------------------------------------------------------------
     def post_order(self, spec: JobSpec, *, verified: bool = False, nodes: int | None = None,
@@ -117,7 +112,7 @@ class Tenant:
                            order.min_gpu_memory_mb, order.max_price_per_gpu_hour, order.duration,
                            nodes, verified)
         if self.pay_from is not None:
-            return self._post_order_from_peer(terms, escrow)
+            return self.peer_payments().post_order(terms, escrow)
         order_id, receipts = self.market.create_order(
             terms.spec_hash, terms.gpu_model, terms.min_gpus, terms.min_gpu_memory_mb,
             terms.max_price_per_gpu_hour, terms.duration, terms.nodes, escrow,
@@ -126,54 +121,19 @@ class Tenant:
         self.emit("order-posted", {"order_id": order_id, "escrow": escrow, "txs": hashes})
         return order_id, hashes
 
-    def _post_order_from_peer(self, terms: OrderTerms, escrow: int) -> tuple[int, list[str]]:
-        """The deposit leaves `pay_from` in one message to the home chain's BridgeOrders, whose
-        delivery opens the order with this account as its tenant; wait for that delivery."""
-        peer = self.pay_from
-        orders = BridgeOrders(self.chain)
-        message_id, receipts = fund_order(peer, self.chain, terms, escrow)
-        hashes = [tx_hash(r) for r in receipts]
-        self.emit("order-funding-sent", {"message_id": "0x" + message_id.hex(),
-                                         "from_chain": peer.network.chain_id,
-                                         "escrow": escrow, "txs": hashes})
-        try:
-            order_id = orders.funded_order(message_id, timeout_s=BRIDGED_ORDER_TIMEOUT_S)
-        except BridgeError:
-            if not orders.arrived(message_id):   # late, not refused: it may open an order later
-                self.late_fundings.append(message_id)
-            raise
-        self.emit("order-posted", {"order_id": order_id, "escrow": escrow, "txs": hashes,
-                                   "funded_by": "0x" + message_id.hex()})
-        return order_id, hashes
-
     def top_up(self, lease_id: int, amount: int, wait: bool = True) -> list[str]:
         """Add `amount` to the lease's budget: at home, or (with `pay_from`) in one message from
-        the peer chain to BridgeOrders, for a lease of an order paid from there; `wait`: until
-        the delivery (else it is left in `top_ups_in_flight`). The transactions' hashes (on the
-        peer chain for a bridged top-up)."""
+        the peer chain, for a lease of an order paid from there (`wait`: for its delivery). The
+        transactions' hashes (on the peer chain for a bridged top-up)."""
         if self.pay_from is None:
             return [tx_hash(r) for r in self.market.top_up(lease_id, amount)]
-        message_id, receipts = fund_top_up(self.pay_from, self.chain, lease_id, amount)
-        hashes = [tx_hash(r) for r in receipts]
-        self.emit("top-up-sent", {"message_id": "0x" + message_id.hex(), "lease_id": lease_id,
-                                  "from_chain": self.pay_from.network.chain_id,
-                                  "amount": amount, "txs": hashes})
-        self._in_flight[message_id] = (lease_id, amount)
-        if wait:
-            BridgeOrders(self.chain).topped_up(message_id, timeout_s=BRIDGED_ORDER_TIMEOUT_S)
-            self._in_flight.pop(message_id, None)
-        return hashes
+        return self.peer_payments().top_up(lease_id, amount, wait)
 
-    def top_ups_in_flight(self) -> dict[int, int]:
-        """lease id -> the amount of this client's bridged top-ups sent and not yet delivered
-        (each delivered one, whether it topped the lease up or was refused, drops out)."""
-        orders, pending = BridgeOrders(self.chain), {}
-        for message_id, (lease_id, amount) in list(self._in_flight.items()):
-            if orders.arrived(message_id):
-                del self._in_flight[message_id]
-            else:
-                pending[lease_id] = pending.get(lease_id, 0) + amount
-        return pending
+    def peer_payments(self) -> PeerPayments:
+        """What this client keeps about its payments from `pay_from` (set it first)."""
+        if self._peer is None or self._peer.peer is not self.pay_from:
+            self._peer = PeerPayments(self.chain, self.pay_from, lambda e, d: self.emit(e, d))
+        return self._peer
 
     def collect_bids(self, order_id: int, window_s: float) -> list[BidVerdict]:
         """Ask the providers whose offers can match the order for their bids, all at once,

@@ -292,8 +292,8 @@ class EscrowWatch:
         it lands it counts against the ceiling, and its lease gets no second one (review 14)."""
         ceiling = self.policy.top_up_ceiling
         try:
-            in_flight = (self.tenant.top_ups_in_flight() if self.tenant.pay_from is not None
-                         else {})
+            in_flight = (self.tenant.peer_payments().top_ups_in_flight()
+                         if self.tenant.pay_from is not None else {})
             if t.lease_id in in_flight:
                 return t
             already = topped_up(self.tenant, job_leases) + sum(
