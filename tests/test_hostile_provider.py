@@ -58,7 +58,10 @@ def test_deeply_nested_json_is_refused_by_every_client_not_fatal():
     said = {line.split(":", 1)[0].removeprefix("ok "): line for line in run.stdout.splitlines()
             if line.startswith("ok ")}
     assert set(said) == {"tenant-status", "validator-manifest", "validator-hardware",
-                         "agent-describe", "worker-round-detail"}
+                         "agent-describe", "worker-round-detail", "agent-buy-402-body",
+                         "agent-buy-402-header"}
+    assert "PaymentError" in said["agent-buy-402-body"] and "not bounded JSON" in \
+        said["agent-buy-402-header"]
     assert "not JSON" in said["tenant-status"] and "no-answer" in said["validator-hardware"]
     assert "not a Tessera model server" in said["agent-describe"]
     assert "WorkerFault" in said["worker-round-detail"]
@@ -67,6 +70,9 @@ def test_deeply_nested_json_is_refused_by_every_client_not_fatal():
 @pytest.mark.parametrize("endpoint, ok", [
     ("http://provider.example:8000", True), ("https://10.0.0.7/tessera/v1", True),
     ("http://[::1]:9000", True), ("http://a.b/leases/7/rounds/0/pseudo-gradient?x=", False),
+    ("http://tessera_provider_1:7001", True), ("http://h:7001\n", False),
+    ("http://[:::::]:1", False), ("http://h:0", False), ("http://h:65536", False),
+    ("http://a..b", False),
     ("http://a.b/#", False), ("http://user@a.b", False), ("http://a.b/%3F", False),
     ("http://a.b\\@c", False), ("ftp://a.b", False), ("http://a.b/ x", False), ("", False),
     ("http://" + "a" * 600, False)])
@@ -194,26 +200,52 @@ def test_a_held_out_loss_that_is_not_a_finite_number_is_refused(tmp_path, loss):
 def test_an_artifact_larger_than_the_job_can_make_is_refused_before_any_byte():
     from tessera.compute.train import ARTIFACT_NAMES, result_hash_of
 
-    limit = size_limit(TrainingWorkload())
-    assert 16 * 120_576 < limit < 64 << 20     # the default model: a few MB, not 2**40
-    artifacts = {n: {"sha256": "ab" * 32, "size": 10} for n in ARTIFACT_NAMES}
-    artifacts["metrics.json"]["size"] = 2**40
-    committed = result_hash_of(artifacts)
-    with pytest.raises(TenantError, match="more than this job's model can make"):
-        check_listing({"result_hash": committed, "artifacts": artifacts}, committed,
-                      ARTIFACT_NAMES, limit)
+    w = TrainingWorkload()
+    assert 16 * 120_576 < size_limit(w, "model.pt") < 64 << 20   # a few MB, not 2**40
+    assert size_limit(w, "metrics.json") < 2 << 20               # JSON: by the steps only
+    for name, size in (("metrics.json", 2**40), ("loss_history.json", 16 << 20),
+                       ("checkpoint.pt", 2**33)):
+        artifacts = {n: {"sha256": "ab" * 32, "size": 10} for n in ARTIFACT_NAMES}
+        artifacts[name]["size"] = size
+        committed = result_hash_of(artifacts)
+        with pytest.raises(TenantError, match="more than this job's model can make"):
+            check_listing({"result_hash": committed, "artifacts": artifacts}, committed,
+                          ARTIFACT_NAMES, lambda n: size_limit(w, n))
 
 
-@pytest.mark.parametrize("answer", [[], "ok", 5, [1, "start"]])
-def test_an_answer_of_another_shape_is_a_clear_refusal(answer):
+def app_answering(answer) -> FastAPI:
     app = FastAPI()
 
     @app.api_route("/{p:path}", methods=["GET", "POST", "PUT"])
     def anything(p: str):
         return JSONResponse(answer)
+    return app
 
+
+def tenant_at(url: str) -> Tenant:
+    """A tenant client speaking to `url` for lease 1 (no chain: the calls below need none)."""
     account = Account.create()
-    with serve(app) as url:
+    tenant = Tenant.__new__(Tenant)
+    tenant.http = DeadlineClient(timeout=10, total_s=30)
+    tenant._endpoints = {1: url}
+    tenant.emit = lambda *_: None
+    tenant.chain = SimpleNamespace(account=account, address=account.address,
+                                   network=SimpleNamespace(chain_id=31337))
+    tenant.market = SimpleNamespace(address="0x" + "22" * 20, lease=lambda _i: SimpleNamespace(
+        tenant=account.address, is_open=True, provider="0x" + "33" * 20))
+    return tenant
+
+
+def test_a_manifest_answer_whose_needs_is_not_a_list_is_a_clear_refusal():
+    with serve(app_answering({"needs": 5})) as url:
+        with pytest.raises(TenantError, match="not a list of dataset hashes"):
+            tenant_at(url).send_manifest(1, TrainingWorkload(), b"x" * 100)
+
+
+@pytest.mark.parametrize("answer", [[], "ok", 5, [1, "start"]])
+def test_an_answer_of_another_shape_is_a_clear_refusal(answer):
+    account = Account.create()
+    with serve(app_answering(answer)) as url:
         tenant = Tenant.__new__(Tenant)
         tenant.http = DeadlineClient(timeout=10, total_s=30)
         tenant._endpoints = {1: url}

@@ -365,6 +365,28 @@ def test_automatic_top_ups_from_the_peer_do_not_wait_and_keep_to_the_ceiling(bri
     assert market.lease(lease_id).budget == budget + 750_000
 
 
+def test_a_restarted_tenant_still_counts_a_top_up_in_flight(bridge, tmp_path):
+    """A DiLoCo job keeps its in-flight top-ups in its folder (`PeerPayments.keep_in`): a tenant
+    process started again (`tessera job resume`) counts the one still crossing, so the ceiling
+    holds across the restart (review 16: it sent a second one and passed the ceiling)."""
+    from tessera.tenant.client import Tenant
+
+    relayer = bridge.relayer(refund_check_s=0)
+    _, lease_id = _leased(bridge, relayer)
+    kept = tmp_path / "peer_payments.json"
+    first = Tenant(bridge.chain(HOME, SENDER), pay_from=bridge.chain(PEER, SENDER))
+    first.peer_payments().keep_in(kept)
+    first.top_up(lease_id, 400_000, wait=False)
+    again = Tenant(bridge.chain(HOME, SENDER), pay_from=bridge.chain(PEER, SENDER))
+    again.peer_payments().keep_in(kept)                     # the resumed process
+    assert again.peer_payments().top_ups_in_flight() == {lease_id: 400_000}
+    bridge.settle(relayer)
+    assert again.peer_payments().top_ups_in_flight() == {}
+    third = Tenant(bridge.chain(HOME, SENDER), pay_from=bridge.chain(PEER, SENDER))
+    third.peer_payments().keep_in(kept)
+    assert third.peer_payments().in_flight == {}             # delivered ones are not kept
+
+
 def test_an_order_funded_too_late_to_wait_for_is_cancelled_at_the_jobs_end(bridge, monkeypatch):
     """A replacement worker's order whose delivery comes after the client stopped waiting
     (review 14): the client keeps its funding, and the DiLoCo job's end cancels the order it

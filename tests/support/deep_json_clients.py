@@ -5,6 +5,7 @@ limit web3's py_ecc sets); now each must print one `ok <mode>: <what it said>` l
 
 from __future__ import annotations
 
+import base64
 import random
 import sys
 import time
@@ -20,12 +21,13 @@ import tessera.tenant.client  # noqa: F401  (web3, py_ecc: the recursion limit a
 DEEP = b"[" * 200_000
 
 
-def app(body: bytes, status: int = 200) -> FastAPI:
+def app(body: bytes, status: int = 200, headers: dict | None = None) -> FastAPI:
     served = FastAPI()
 
     @served.api_route("/{path:path}", methods=["GET", "POST", "PUT"])
     async def anything(path: str, request: Request) -> Response:
-        return Response(body, status_code=status, media_type="application/json")
+        return Response(body, status_code=status, media_type="application/json",
+                        headers=headers or {})
     return served
 
 
@@ -69,6 +71,19 @@ def main() -> None:
             said = pool.submit(outcome, lambda: channel.answer(f"{url}/leases/1/rounds/0",
                                                                time.monotonic() + 20)).result()
         print("ok worker-round-detail:", said, flush=True)
+    # the agent's paid request: x402's transport parses a 402's body and header itself
+    from x402 import x402Client
+
+    from tessera.agent.buyer import CountingSigner
+
+    for mode, answer in (("agent-buy-402-body", app(DEEP, status=402)),
+                         ("agent-buy-402-header", app(b"{}", status=402, headers={
+                             "PAYMENT-REQUIRED": base64.b64encode(b"[" * 60_000).decode()}))):
+        with serve(answer) as url:
+            buyer = InferenceBuyer.__new__(InferenceBuyer)
+            buyer.url, buyer.timeout, buyer._terms = url, 30, {"pay_to": "0x"}
+            buyer.signer, buyer.client = CountingSigner(Account.create()), x402Client()
+            print(f"ok {mode}:", outcome(lambda b=buyer: b.buy("hello", 8)), flush=True)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ did not accept or settle) raises PaymentError naming what happened."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import time
 from dataclasses import asdict, dataclass
@@ -24,7 +25,7 @@ from x402.http import (
     decode_payment_response_header,
 )
 from x402.http.clients.httpx import PaymentError as X402PaymentError
-from x402.http.clients.httpx import x402HttpxClient
+from x402.http.clients.httpx import x402AsyncTransport
 from x402.mechanisms.evm.signers import EthAccountSigner
 from x402.schemas import NoMatchingRequirementsError
 
@@ -136,25 +137,23 @@ class InferenceBuyer:
         except (KeyError, TypeError, ValueError):
             return None
 
+    def _paying_client(self) -> httpx.AsyncClient:
+        """x402's paying client (it pays a 402 and retries) over a transport that reads every
+        answer capped and unencoded, and refuses a 402 whose body or payment header is not
+        depth-bounded JSON before x402's code parses it (review 16: a 200 kB `[[[[` body or a
+        93 kB header killed the agent, a gzip body took 1.3 GB)."""
+        return httpx.AsyncClient(transport=x402AsyncTransport(self.client, CappedTransport()),
+                                 base_url=self.url, timeout=self.timeout)
+
     async def _post(self, body: dict) -> tuple[httpx.Response, bytes]:
         """The paid request (x402's client pays a 402 and retries) and its answer's body, read
-        unencoded and capped; the whole exchange within `timeout` (a server that drips its
-        answer, or sends a compressed one that inflates to gigabytes, is refused)."""
+        unencoded and capped by the transport; the whole exchange within `timeout` (a server
+        that drips its answer, or sends one that inflates to gigabytes, is refused)."""
         async def exchange() -> tuple[httpx.Response, bytes]:
-            async with x402HttpxClient(self.client, base_url=self.url, timeout=self.timeout) as http, \
-                    http.stream("POST", GENERATE, json=body,
-                                headers={"Accept-Encoding": "identity"}) as response:
-                encoding = response.headers.get("content-encoding", "identity").strip().lower()
-                if encoding not in ("", "identity"):
-                    raise PaymentError(f"model server sent a {encoding[:40]}-encoded answer; "
-                                       "identity was asked for")
-                chunks, size = [], 0
-                async for chunk in response.aiter_raw():
-                    size += len(chunk)
-                    if size > ANSWER_BYTES:
-                        raise PaymentError(f"model server's answer is over {ANSWER_BYTES} bytes")
-                    chunks.append(chunk)
-                return response, b"".join(chunks)
+            async with self._paying_client() as http:
+                response = await http.post(GENERATE, json=body,
+                                           headers={"Accept-Encoding": "identity"})
+                return response, response.content
         try:
             return await asyncio.wait_for(exchange(), self.timeout)
         except TimeoutError:
@@ -187,7 +186,9 @@ class InferenceBuyer:
             raise PaymentError(f"model server answered {response.status_code} to a paid "
                                f"request: {_why(response, content)}")
         try:
-            settled = decode_payment_response_header(response.headers[PAYMENT_RESPONSE_HEADER])
+            header = response.headers[PAYMENT_RESPONSE_HEADER]
+            json_of(base64.b64decode(header))   # bounded first: x402 parses it with json
+            settled = decode_payment_response_header(header)
             answer = json_of(content)
             return Purchase(prompt, max_tokens, str(answer["text"]), int(answer["tokens"]),
                             int(settled.amount or answer.get("price") or 0), settled.transaction,
@@ -204,9 +205,51 @@ def _why(response: httpx.Response, content: bytes) -> str:
     header = response.headers.get(PAYMENT_REQUIRED_HEADER)
     if header:
         try:
+            json_of(base64.b64decode(header))   # bounded first: x402 parses it with json
             error = decode_payment_required_header(header).error
             if error:
                 return error
         except Exception:   # a header we cannot read: fall back to the body
             pass
     return content[:300].decode("utf-8", "replace")
+
+
+class CappedTransport(httpx.AsyncBaseTransport):
+    """httpx's transport, each answer read whole here: unencoded, at most ANSWER_BYTES, and a
+    402's body and PAYMENT-REQUIRED header checked as depth-bounded JSON (`json_of`) before the
+    x402 library parses them with Python's json. A refusal is an httpx.DecodingError."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        try:
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                raise httpx.DecodingError(f"a {encoding[:40]}-encoded answer; identity was asked for",
+                                          request=request)
+            chunks, size = [], 0
+            async for chunk in response.stream:
+                size += len(chunk)
+                if size > ANSWER_BYTES:
+                    raise httpx.DecodingError(f"an answer over {ANSWER_BYTES} bytes", request=request)
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        content = b"".join(chunks)
+        if response.status_code == 402:
+            header = response.headers.get(PAYMENT_REQUIRED_HEADER)
+            try:
+                if content.strip():
+                    json_of(content)
+                if header:
+                    json_of(base64.b64decode(header, validate=False))
+            except ValueError as exc:
+                raise httpx.DecodingError(f"a 402 answer that is not bounded JSON: "
+                                          f"{str(exc)[:120]}", request=request) from None
+        return httpx.Response(response.status_code, headers=response.headers, content=content,
+                              extensions=response.extensions, request=request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tessera.protocol.jobspec import LocalPath
+from tessera.protocol.matching import endpoint_problem
 from tessera.protocol.money import STAKE_DECIMALS, STAKE_SYMBOL, parse_amount
 
 # ProviderRegistry and Validators keep the endpoint as String[256]: bytes, not characters.
@@ -62,11 +63,16 @@ class DaemonSection(BaseModel):
         if len(self.endpoint.encode()) > MAX_ENDPOINT_BYTES:
             raise ValueError(f"endpoint (public_url, or http://host:port) is longer than "
                              f"{MAX_ENDPOINT_BYTES} bytes, the on-chain limit (String[256])")
+        problem = endpoint_problem(self.endpoint)   # what every client will ask of it
+        if problem:
+            raise ValueError(f"endpoint {self.endpoint!r} (public_url, or http://host:port): "
+                             f"{problem}; tenants and validators would never call it")
         return self
 
     @property
     def endpoint(self) -> str:
-        return self.public_url or f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host   # an IPv6 literal
+        return self.public_url or f"http://{host}:{self.port}"
 
     @property
     def stake_base_units(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -20,8 +21,8 @@ MAX_ENDPOINT_CHARS = 512
 # info, percent-escape, backslash or space: the registry takes any string, and an endpoint
 # ending in `?x=` turned the path a client appended into a query, so that the tenant signed a
 # read grant for the lease the endpoint named, another worker's (review 15).
-ENDPOINT = re.compile(r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
-                      r"(?:/[A-Za-z0-9._~/-]*)?$")
+ENDPOINT = re.compile(r"https?://(?:([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?)|\[([0-9A-Fa-f:.]+)\])"
+                      r"(?::([0-9]{1,5}))?(?:/[A-Za-z0-9._~/-]*)?")
 
 
 def endpoint_problem(endpoint: str) -> str | None:
@@ -31,7 +32,16 @@ def endpoint_problem(endpoint: str) -> str | None:
         return "no endpoint published"
     if len(endpoint) > MAX_ENDPOINT_CHARS:
         return f"endpoint longer than {MAX_ENDPOINT_CHARS} characters"
-    if not ENDPOINT.match(endpoint):
+    match = ENDPOINT.fullmatch(endpoint)   # the whole string: `$` would let a final newline by
+    bracketed = match and match.group(2)
+    if match and bracketed:
+        try:
+            ipaddress.IPv6Address(bracketed)
+        except ValueError:
+            match = None
+    if match and match.group(3) is not None and not 0 < int(match.group(3)) < 65536:
+        match = None
+    if not match:
         return ("endpoint is not a plain http(s) URL (scheme, host, port, path; no query, "
                 "fragment, user info or escapes)")
     return None

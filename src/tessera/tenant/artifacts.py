@@ -19,6 +19,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -33,20 +34,24 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 BYTES_PER_PARAMETER, BYTES_PER_STEP, SLACK_BYTES = 16, 128, 16 << 20
 
 
-def size_limit(workload: TrainingWorkload) -> int:
-    """The most bytes one artifact of a job running `workload` can take (a bound, not a fit)."""
+def size_limit(workload: TrainingWorkload, name: str) -> int:
+    """The most bytes artifact `name` of a job running `workload` can take (a bound, not a
+    fit): the JSON files by the steps (a loss history entry per step), the models by the
+    parameters too (review 16: a JSON file given the model's bound parsed into 12x its size)."""
+    json_bytes = BYTES_PER_STEP * workload.steps + (1 << 20)
+    if name.endswith(".json"):
+        return json_bytes
     from tessera.compute.model import parameter_count
 
-    return BYTES_PER_PARAMETER * parameter_count(workload) + BYTES_PER_STEP * workload.steps \
-        + SLACK_BYTES
+    return BYTES_PER_PARAMETER * parameter_count(workload) + json_bytes + SLACK_BYTES
 
 
 def check_listing(listing: object, committed: str, names: tuple[str, ...],
-                  max_size: int) -> dict[str, dict]:
+                  max_size: Callable[[str], int]) -> dict[str, dict]:
     """The artifacts of a provider's listing `{"result_hash", "artifacts": {name: {sha256,
-    size}}}` once it is the listing of exactly `names`, each at most `max_size` bytes, and hashes
-    to `committed` (the result hash on chain, 64 hex digits); TenantError naming what is wrong
-    otherwise."""
+    size}}}` once it is the listing of exactly `names`, each at most `max_size(name)` bytes, and
+    hashes to `committed` (the result hash on chain, 64 hex digits); TenantError naming what is
+    wrong otherwise."""
     from tessera.compute.train import result_hash_of
 
     if not isinstance(listing, dict) or not isinstance(listing.get("artifacts"), dict):
@@ -66,9 +71,9 @@ def check_listing(listing: object, committed: str, names: tuple[str, ...],
         size = meta.get("size")
         if type(size) is not int or size < 0:
             raise TenantError(f"artifact {name}: its size {str(size)[:40]!r} is not a byte count")
-        if size > max_size:
+        if size > max_size(name):
             raise TenantError(f"artifact {name}: {size:,} bytes listed, more than this job's "
-                              f"model can make ({max_size:,})")
+                              f"model can make ({max_size(name):,})")
     if listing.get("result_hash") != committed:
         raise TenantError(f"provider reports result {str(listing.get('result_hash'))[:80]} but "
                           f"committed 0x{committed} on chain")

@@ -192,7 +192,11 @@ class Tenant:
         endpoint = self.endpoint(lease_id, lease.provider)
         answer = self._request("POST", f"{endpoint}/leases/{lease_id}/manifest", lease_id,
                                json=signed.model_dump(mode="json"))
-        if manifest.dataset_sha256 in answer.get("needs", []):
+        needs = answer.get("needs", [])
+        if not isinstance(needs, list):
+            raise TenantError(f"provider answered the manifest with needs={str(needs)[:80]!r}, "
+                              "not a list of dataset hashes")
+        if manifest.dataset_sha256 in needs:
             # a dataset may be large: its own limit, by size (HTTP_TOTAL_S is for the rest)
             with within(time.monotonic() + transfer_time_s(len(dataset))):
                 answer = self._request(
@@ -210,7 +214,7 @@ class Tenant:
         an answer of another shape."""
         try:
             response = self.http.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             self._endpoints.pop(lease_id, None)   # look the endpoint up again next time
             raise ProviderUnreachable(url, f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
         if response.status_code >= 400:
@@ -281,8 +285,9 @@ class Tenant:
         endpoint = self.endpoint(lease_id, lease.provider)
         listing = self._request("GET", f"{endpoint}/leases/{lease_id}/artifacts", lease_id)
         committed = bytes(lease.result_hash).hex()
+        workload = workload or self.ordered_workload(lease_id, endpoint)
         artifacts = check_listing(listing, committed, ARTIFACT_NAMES,   # before any byte is written
-                                  size_limit(workload or TrainingWorkload()))
+                                  lambda name: size_limit(workload, name))
         checks = [f"result hash matches the on-chain commitment 0x{committed}"]
         directory.mkdir(parents=True, exist_ok=True)
         for name, meta in artifacts.items():
@@ -291,7 +296,11 @@ class Tenant:
         metrics, history, reported = read_metrics(directory)
         recomputed = None
         if dataset is not None:
-            recomputed = evaluate_model(directory / "model.pt", dataset)
+            try:   # with the ordered workload: never the one the provider saved (review 16)
+                recomputed = evaluate_model(directory / "model.pt", dataset, workload)
+            except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+                raise TenantError(f"the provider's model.pt is not the model ordered: "
+                                  f"{str(exc)[:200]}") from None
             if abs(recomputed - reported) > 1e-3 * max(1.0, abs(reported)):
                 raise TenantError(f"reported held-out loss {reported:.4f} does not reproduce: "
                                   f"recomputed {recomputed:.4f}")
@@ -300,6 +309,20 @@ class Tenant:
         self.emit("results-verified", {"lease_id": lease_id, "checks": checks})
         return Results(lease_id, listing["result_hash"], directory, artifacts, metrics, history,
                        recomputed, checks)
+
+    def ordered_workload(self, lease_id: int, endpoint: str) -> TrainingWorkload:
+        """The workload this account ordered for the lease, read from the manifest its provider
+        keeps, signed by this account (anything else is refused: the provider holds it)."""
+        served = SignedManifest.model_validate(
+            self._request("GET", f"{endpoint}/leases/{lease_id}/manifest", lease_id))
+        m = served.manifest
+        typed = messages.manifest_typed_data(self.chain.network.chain_id, self.market.address,
+                                             m.lease_id, m.digest(), served.nonce, served.expiry)
+        if m.lease_id != lease_id or not isinstance(m.workload, TrainingWorkload) or \
+                messages.recover(typed, served.signature).lower() != self.chain.address.lower():
+            raise TenantError(f"the manifest lease {lease_id}'s provider serves is not a training "
+                              "manifest this account signed for it")
+        return m.workload
 
     def claim_downtime(self, lease_id: int) -> list[DowntimeClaim]:
         """Claim every epoch of the lease so far in which its provider sent no heartbeat (one

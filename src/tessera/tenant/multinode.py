@@ -3,7 +3,9 @@ and what `tessera job resume DIR` runs to continue one whose tenant process stop
 
 The job's folder (printed at the start) holds `job.json` (the coordinator's committed state:
 leases, round reports, the spec), the coordinator checkpoint, a copy of the dataset, the
-coordinator's structured log (`coordinator.log`) and, at the end, `model.pt` and `summary.json`.
+coordinator's structured log (`coordinator.log`), for a job paid from a peer chain its top-ups
+in flight and late order fundings (`peer_payments.json`), and, at the end, `model.pt` and
+`summary.json`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from tessera.tenant.verify import VerifyTerms
 
 DATASET_FILE, LOG_FILE, MODEL_FILE, SUMMARY_FILE = (
     "dataset.bin", "coordinator.log", "model.pt", "summary.json")
+PEER_PAYMENTS_FILE = "peer_payments.json"   # a job paid from a peer chain: top-ups in flight
 
 
 def diloco_config(spec: JobSpec, workers: int) -> DilocoConfig:
@@ -215,6 +218,8 @@ def run_diloco_job(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Conso
         job_dir = job_dir.with_name(f"{job_dir.name}-{leasing.transactions['order'][2:10]}")
     job_dir.mkdir(parents=True)
     (job_dir / DATASET_FILE).write_bytes(dataset)
+    if tenant.pay_from is not None:   # what is in flight from the peer survives a resume
+        tenant.peer_payments().keep_in(job_dir / PEER_PAYMENTS_FILE)
     workers = [WorkerLease(lease_id, verdict.bid.provider, verdict.offer.endpoint, index=index,
                            order_id=leasing.order_id)
                for index, (lease_id, verdict) in enumerate(leases)]
@@ -258,6 +263,8 @@ def resume_diloco_job(tenant: Tenant, job_dir: Path, console: Console) -> dict:
         raise TenantError(f"{job_dir / DATASET_FILE} is missing: the job's dataset copy is needed")
     dataset = (job_dir / DATASET_FILE).read_bytes()
     workers = saved["config"]["workers"]
+    if tenant.pay_from is not None:   # top-ups in flight and late fundings of the earlier run
+        tenant.peer_payments().keep_in(job_dir / PEER_PAYMENTS_FILE)
     coordinator = DilocoCoordinator.resume(
         tenant, job_dir, dataset,
         **coordinator_options(tenant, spec, dataset, workers, job_dir, console,

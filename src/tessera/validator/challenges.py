@@ -364,7 +364,7 @@ class ChallengeVoter:
             response = self.http.get(url)
             served = SignedManifest.model_validate_json(response.content) \
                 if response.status_code == 200 else None
-        except (httpx.HTTPError, ValidationError, ValueError):
+        except (httpx.HTTPError, httpx.InvalidURL, ValidationError, ValueError):
             served = None
         if served is None or served.manifest.digest() == case.manifest.manifest.digest():
             return
@@ -384,7 +384,7 @@ class ChallengeVoter:
             with within(time.monotonic() + HTTP_TOTAL_S), \
                     self.http.stream("GET", url) as response:
                 body = read_at_most(response, MAX_ROUND_RESULT_BYTES)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return None, f"{url}: {type(exc).__name__}"
         except ValueError as exc:
             return None, f"{url}: {exc}"

@@ -162,7 +162,7 @@ def challenge_provider(http: httpx.Client, endpoint: str, provider: str,
         return result("late", f"no answer within {plan.deadline_s + 1.0:.3f} s")
     except httpx.DecodingError as exc:
         return result("no-answer", f"answer refused: {str(exc)[:200]}", time.monotonic() - start)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:   # (InvalidURL: its endpoint is no URL)
         return result("no-answer", f"unreachable: {type(exc).__name__}")
     elapsed = time.monotonic() - start
     if reply.status_code == 408:  # the provider saw its deadline pass and gave up, unsigned
