@@ -261,3 +261,34 @@ def test_an_answer_of_another_shape_is_a_clear_refusal(answer):
         else:
             with pytest.raises(TenantError, match="not a JSON list of objects"):
                 tenant.logs(1)
+
+
+def test_the_ordered_workload_comes_from_a_manifest_this_tenant_signed():
+    """`tessera job results` on a machine without the job's record: the workload that bounds
+    the artifacts and recomputes the loss is read from the manifest the provider keeps, and only
+    one this tenant signed for this lease counts (review 16)."""
+    from tessera.protocol import messages
+    from tessera.protocol.wire import Manifest, SignedManifest
+    from tessera.tenant.client import ordered_workload
+
+    def signed_by(account, lease_id: int, workload: TrainingWorkload) -> dict:
+        m = Manifest(lease_id=lease_id, workload=workload, dataset_sha256="ab" * 32,
+                     dataset_size=10)
+        typed = messages.manifest_typed_data(31337, "0x" + "22" * 20, lease_id, m.digest(), 1,
+                                             2**40)
+        return SignedManifest(manifest=m, nonce=1, expiry=2**40,
+                              signature=messages.sign(account, typed)).model_dump(mode="json")
+
+    big = TrainingWorkload(n_layer=4, n_embd=256, n_head=4)
+    with serve(app_answering(None)) as url:
+        tenant = tenant_at(url)
+    ours, stranger = tenant.chain.account, Account.create()
+    for manifest, ok in ((signed_by(ours, 1, big), True), (signed_by(stranger, 1, big), False),
+                         (signed_by(ours, 2, big), False)):
+        with serve(app_answering(manifest)) as url:
+            tenant._endpoints = {1: url}
+            if ok:
+                assert ordered_workload(tenant, 1, url) == big
+            else:
+                with pytest.raises(TenantError, match="not a training manifest this account"):
+                    ordered_workload(tenant, 1, url)

@@ -285,7 +285,7 @@ class Tenant:
         endpoint = self.endpoint(lease_id, lease.provider)
         listing = self._request("GET", f"{endpoint}/leases/{lease_id}/artifacts", lease_id)
         committed = bytes(lease.result_hash).hex()
-        workload = workload or self.ordered_workload(lease_id, endpoint)
+        workload = workload or ordered_workload(self, lease_id, endpoint)
         artifacts = check_listing(listing, committed, ARTIFACT_NAMES,   # before any byte is written
                                   lambda name: size_limit(workload, name))
         checks = [f"result hash matches the on-chain commitment 0x{committed}"]
@@ -309,20 +309,6 @@ class Tenant:
         self.emit("results-verified", {"lease_id": lease_id, "checks": checks})
         return Results(lease_id, listing["result_hash"], directory, artifacts, metrics, history,
                        recomputed, checks)
-
-    def ordered_workload(self, lease_id: int, endpoint: str) -> TrainingWorkload:
-        """The workload this account ordered for the lease, read from the manifest its provider
-        keeps, signed by this account (anything else is refused: the provider holds it)."""
-        served = SignedManifest.model_validate(
-            self._request("GET", f"{endpoint}/leases/{lease_id}/manifest", lease_id))
-        m = served.manifest
-        typed = messages.manifest_typed_data(self.chain.network.chain_id, self.market.address,
-                                             m.lease_id, m.digest(), served.nonce, served.expiry)
-        if m.lease_id != lease_id or not isinstance(m.workload, TrainingWorkload) or \
-                messages.recover(typed, served.signature).lower() != self.chain.address.lower():
-            raise TenantError(f"the manifest lease {lease_id}'s provider serves is not a training "
-                              "manifest this account signed for it")
-        return m.workload
 
     def claim_downtime(self, lease_id: int) -> list[DowntimeClaim]:
         """Claim every epoch of the lease so far in which its provider sent no heartbeat (one
@@ -382,6 +368,21 @@ class Tenant:
         if not lease.is_open and not closed_ok:
             raise TenantError(f"lease {lease_id} is already closed")
         return lease
+
+
+def ordered_workload(tenant: Tenant, lease_id: int, endpoint: str) -> TrainingWorkload:
+    """The workload `tenant` ordered for the lease, read from the manifest its provider keeps,
+    signed by the tenant's account (anything else is refused: the provider holds it)."""
+    served = SignedManifest.model_validate(
+        tenant._request("GET", f"{endpoint}/leases/{lease_id}/manifest", lease_id))
+    m = served.manifest
+    typed = messages.manifest_typed_data(tenant.chain.network.chain_id, tenant.market.address,
+                                         m.lease_id, m.digest(), served.nonce, served.expiry)
+    if m.lease_id != lease_id or not isinstance(m.workload, TrainingWorkload) or \
+            messages.recover(typed, served.signature).lower() != tenant.chain.address.lower():
+        raise TenantError(f"the manifest lease {lease_id}'s provider serves is not a training "
+                          "manifest this account signed for it")
+    return m.workload
 
 
 def tenant_for(network: Path | None, account: str, on_event=None,
