@@ -244,16 +244,8 @@ def test_a_manifest_answer_whose_needs_is_not_a_list_is_a_clear_refusal():
 
 @pytest.mark.parametrize("answer", [[], "ok", 5, [1, "start"]])
 def test_an_answer_of_another_shape_is_a_clear_refusal(answer):
-    account = Account.create()
     with serve(app_answering(answer)) as url:
-        tenant = Tenant.__new__(Tenant)
-        tenant.http = DeadlineClient(timeout=10, total_s=30)
-        tenant._endpoints = {1: url}
-        tenant.emit = lambda *_: None
-        tenant.chain = SimpleNamespace(account=account, address=account.address,
-                                       network=SimpleNamespace(chain_id=31337))
-        tenant.market = SimpleNamespace(address="0x" + "22" * 20, lease=lambda _i: SimpleNamespace(
-            tenant=account.address, is_open=True, provider="0x" + "33" * 20))
+        tenant = tenant_at(url)
         with pytest.raises(TenantError, match="not a JSON object"):
             tenant.send_manifest(1, TrainingWorkload(), b"x" * 100)
         if answer == []:

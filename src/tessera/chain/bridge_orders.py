@@ -123,47 +123,46 @@ class BridgeOrders(ContractWrapper):
         delivery. Raises BridgeError if it arrived and the Market refused the terms (the deposit
         is then owed back), or if it has not arrived in time (saying what happens when it does,
         and how to cancel)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            record = self._struct("fundings", bytes(message_id))
-            if record["sender"] != ZERO_ADDRESS:
-                if record["order_id"] == 0:
-                    raise BridgeError(
-                        f"the deposit 0x{bytes(message_id).hex()} arrived but the Market refused "
-                        f"its order: {record['amount']} base units are owed back to "
-                        f"{record['sender']} on chain {record['source_chain']} (send_back)")
-                return record["order_id"]
-            if time.monotonic() >= deadline:
-                mid = "0x" + bytes(message_id).hex()
-                raise BridgeError(
-                    f"the deposit {mid} has not been delivered to chain "
-                    f"{self.chain.network.chain_id} after {timeout_s:.0f} s: is a relayer running "
-                    f"(tessera bridge relay)? When it is delivered it opens your order there: "
-                    f"`tessera bridge order-status {mid}` shows it, and `tessera bridge "
-                    f"order-cancel {mid}` cancels the order (its deposit comes back)")
-            time.sleep(poll_s)
+        mid = "0x" + bytes(message_id).hex()
+        return self._delivered_order(
+            message_id, timeout_s, poll_s,
+            refused=f"the deposit {mid} arrived but the Market refused its order",
+            late=f"the deposit {mid} has not been delivered to chain {self.chain.network.chain_id} "
+                 f"after {timeout_s:.0f} s: is a relayer running (tessera bridge relay)? When it "
+                 f"is delivered it opens your order there: `tessera bridge order-status {mid}` "
+                 f"shows it, and `tessera bridge order-cancel {mid}` cancels the order (its "
+                 f"deposit comes back)")
 
     def topped_up(self, message_id: bytes, timeout_s: float = 60.0, poll_s: float = 0.5) -> int:
         """The order whose lease the top-up `message_id` added to, waiting up to `timeout_s` for
         its delivery; BridgeError if BridgeOrders refused it (then owed back whole) or it has
         not arrived in time."""
-        deadline = time.monotonic() + timeout_s
         mid = "0x" + bytes(message_id).hex()
+        return self._delivered_order(
+            message_id, timeout_s, poll_s,
+            refused=f"the top-up {mid} arrived but was refused (the lease closed or ran out "
+                    f"meanwhile)",
+            late=f"the top-up {mid} has not been delivered to chain {self.chain.network.chain_id} "
+                 f"after {timeout_s:.0f} s: is a relayer running (tessera bridge relay)? When it "
+                 f"is delivered it tops up the lease (or, if the lease has ended, is owed back: "
+                 f"`tessera bridge order-status {mid}`)")
+
+    def _delivered_order(self, message_id: bytes, timeout_s: float, poll_s: float, *,
+                         refused: str, late: str) -> int:
+        """The order id a funding's delivery recorded, polled for up to `timeout_s`;
+        BridgeError(`refused` + what is owed back) if it recorded none, BridgeError(`late`) if
+        it has not been delivered by then."""
+        deadline = time.monotonic() + timeout_s
         while True:
             record = self._struct("fundings", bytes(message_id))
             if record["sender"] != ZERO_ADDRESS:
                 if record["order_id"] == 0:
-                    raise BridgeError(
-                        f"the top-up {mid} arrived but was refused (the lease closed or ran out "
-                        f"meanwhile): {record['amount']} base units are owed back to "
-                        f"{record['sender']} on chain {record['source_chain']} (send_back)")
+                    raise BridgeError(f"{refused}: {record['amount']} base units are owed back "
+                                      f"to {record['sender']} on chain {record['source_chain']} "
+                                      "(send_back)")
                 return record["order_id"]
             if time.monotonic() >= deadline:
-                raise BridgeError(
-                    f"the top-up {mid} has not been delivered to chain "
-                    f"{self.chain.network.chain_id} after {timeout_s:.0f} s: is a relayer running "
-                    f"(tessera bridge relay)? When it is delivered it tops up the lease (or, if "
-                    f"the lease has ended, is owed back: `tessera bridge order-status {mid}`)")
+                raise BridgeError(late)
             time.sleep(poll_s)
 
     def _act(self, function: str, *args) -> TxReceipt:
