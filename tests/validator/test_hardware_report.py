@@ -3,15 +3,23 @@ commits to (validator/hardware.py, chain/hardware.py; docs/hardware.md, "On chai
 
 from __future__ import annotations
 
+import random
+import socket
+import struct
 from types import SimpleNamespace
 
 import pytest
+from eth_account import Account
+from tests.support.tcp_server import ScriptedTcpServer
 
 from tessera.chain.hardware import Failure, evidence_digest
 from tessera.errors import ChainError
+from tessera.http_deadline import DeadlineClient
 from tessera.protocol import hardware_challenge as hc
+from tessera.validator.config import HardwareSection
 from tessera.validator.hardware import (
     HardwareOutcome,
+    challenge_provider,
     evidence_record,
     is_busy,
     reportable,
@@ -86,3 +94,57 @@ def test_a_provider_serving_an_open_lease_is_not_reported(reason, expected):
     checked = serving_lease(outcome("no-answer", reason), Leases())
     assert checked.outcome == expected
     assert reportable(checked) is (expected != "leased")
+
+
+class BrokenReply(ScriptedTcpServer):
+    """A provider that takes the challenge and breaks its reply in one of several ways."""
+
+    def __init__(self, how: str):
+        self.how = how
+        super().__init__()
+
+    def answer(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)                  # the whole challenge (a few hundred bytes)
+            if self.how == "reset":           # RST instead of an answer
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            elif self.how == "garbage-status":
+                conn.sendall(b"HTTZ/9 two hundred\r\n\r\n")
+            elif self.how == "bad-chunk":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n")
+            elif self.how == "short-body":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{\"a\":")
+        except OSError:
+            pass
+        finally:
+            conn.close()                      # "close": nothing sent at all
+
+
+def _challenge(url: str):
+    return challenge_provider(DeadlineClient(), url, Account.create().address, Account.create(),
+                              1000, HardwareSection(target_s=0.1, slack=1.0, allowance_s=0.5),
+                              31337, "0x" + "11" * 20, random.Random(0))
+
+
+@pytest.mark.parametrize("how", ["close", "reset", "garbage-status", "bad-chunk", "short-body"])
+def test_a_provider_that_breaks_its_reply_after_the_challenge_is_reported(how):
+    # Review 16, F4: such a provider was "unreachable", never reported, so a node slower than
+    # its claim could break every answer; the connection was made, so the challenge was its.
+    server = BrokenReply(how)
+    try:
+        out = _challenge(server.url)
+    finally:
+        server.close()
+    assert server.connections == 1
+    assert out.outcome == "no-answer" and out.reason.startswith("broken answer"), out.reason
+    assert reportable(out)
+
+
+def test_a_provider_that_cannot_be_reached_is_not_reported():
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()                            # nothing listens there now: connection refused
+    for url in (f"http://127.0.0.1:{port}", "http://no-such-host.invalid:7001"):
+        out = _challenge(url)
+        assert out.outcome == "no-answer" and out.reason.startswith("unreachable"), out.reason
+        assert not reportable(out)

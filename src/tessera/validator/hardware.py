@@ -6,12 +6,13 @@ pick n from its registered MFLOP/s, POST a fresh seed to its /hardware-challenge
 with this process's clock, check the signature and `rows_checked` random rows of the product,
 and record the outcome (SQLite table `hardware_challenges` beside the probes, and /metrics).
 Outcomes: passed; late (after the deadline, or the provider gave up); wrong (a fingerprint,
-field or signature does not hold); no-answer (unreachable, HTTP error, not JSON). A provider busy
-with another validator's challenge (HTTP 429) is retried `busy_retries` times after a random
-wait before it counts as no-answer. A failure (but not an unreachable provider: `reportable`) is
-reported on chain (HardwareReports.report, once per provider per epoch, `[hardware] report`); a
-stake-weighted quorum of reports opens a dispute period. What follows (jury duty when a reported
-provider disputes, executing decided rounds, claiming rewards) is validator/hardware_rounds.py."""
+field or signature does not hold); no-answer (unreachable, HTTP error, not JSON, a reply broken
+after the connection was made). A provider busy with another validator's challenge (HTTP 429)
+is retried `busy_retries` times after a random wait before it counts as no-answer. A failure
+(but not a provider that could not be reached: `reportable`) is reported on chain
+(HardwareReports.report, once per provider per epoch, `[hardware] report`); a stake-weighted
+quorum of reports opens a dispute period. What follows (jury duty when a reported provider
+disputes, executing decided rounds, claiming rewards) is validator/hardware_rounds.py."""
 
 from __future__ import annotations
 
@@ -128,6 +129,14 @@ def judge_answer(request: hc.HardwareChallengeRequest, plan: hc.ChallengePlan, p
     return "passed", f"{elapsed_s:.3f} s of {plan.deadline_s:.3f} s", answer.signature
 
 
+# No connection was made: an outage (Uptime's and the probes' business), not a failed challenge.
+# Anything that breaks after the connection (a reset, a bad status line or body, a close before
+# the answer) is the provider's answer to a challenge it had, and is reported like a wrong one:
+# otherwise a provider too slow for its claim would break every answer and never be reported.
+# An honest node that crashed mid-answer disputes, and the jury's fresh challenges clear it.
+NOT_CONNECTED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                 httpx.UnsupportedProtocol, httpx.ProxyError, httpx.InvalidURL)
+
 # The largest answer a provider may send: MAX_SIZE fingerprints of 16 hex digits, and the rest
 ANSWER_BYTES = 1 << 20
 
@@ -158,12 +167,16 @@ def challenge_provider(http: httpx.Client, endpoint: str, provider: str,
         with within(start + plan.deadline_s + 1.0):
             reply = http.post(endpoint.rstrip("/") + "/hardware-challenge",
                               json=request.model_dump(), timeout=plan.deadline_s + 1.0)
+    except NOT_CONNECTED as exc:   # (InvalidURL: its endpoint is no URL)
+        return result("no-answer", f"unreachable: {type(exc).__name__}")
     except httpx.TimeoutException:
         return result("late", f"no answer within {plan.deadline_s + 1.0:.3f} s")
     except httpx.DecodingError as exc:
         return result("no-answer", f"answer refused: {str(exc)[:200]}", time.monotonic() - start)
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:   # (InvalidURL: its endpoint is no URL)
-        return result("no-answer", f"unreachable: {type(exc).__name__}")
+    except httpx.HTTPError as exc:
+        # connected, then the exchange broke: the provider had the challenge (review 16, F4)
+        return result("no-answer", f"broken answer: {type(exc).__name__}",
+                      time.monotonic() - start)
     elapsed = time.monotonic() - start
     if reply.status_code == 408:  # the provider saw its deadline pass and gave up, unsigned
         return result("late", f"provider gave up: {reply.text[:200]}", elapsed)
