@@ -235,7 +235,7 @@ def storage_readers(world) -> dict:
         sender = (world.b if x == A else world.a).bridge.address   # the source's TokenBridge
         assert raw[x]["inbox"].entry((src, sender), "bucket", fields=4) == list(
             c.inbox.bucket(src, sender))
-        assert raw[x]["inbox"].var("epoch") == c.inbox.epoch()
+        assert raw[x]["inbox"].var("bridge_committee", "epoch") == c.inbox.epoch()
         assert raw[x]["outbox"].var("count") == c.outbox.count()
         assert raw[x]["bridge"].var("total_sent") == c.bridge.total_sent()
         assert raw[x]["bridge"].mapping(src, "backing") == c.bridge.backing(src)
@@ -487,7 +487,7 @@ class BridgeModel:
             obs[x, "totals"] = [br.var(f"total_{t}") for t in ("sent", "received", "bounced",
                                                                  "cancelled")]
             obs[x, "paused"] = (bool(raw["inbox"].var("paused")), bool(br.var("paused")))
-            obs[x, "epoch"] = raw["inbox"].var("epoch")
+            obs[x, "epoch"] = raw["inbox"].var("bridge_committee", "epoch")
             obs[x, "count"] = raw["outbox"].var("count")
         if x == A:
             obs["supply A"] = raw["token"].var("erc20", "totalSupply")

@@ -220,6 +220,9 @@ def sign_rotation(signers: list[LocalAccount], chain: Chain, epoch: int, members
 
 
 QUORUM = [COMMITTEE[2], COMMITTEE[3]]   # weight 70 of 100
+# A signature made for another domain or epoch recovers to an arbitrary address: the first
+# such signer fails one of these two checks, depending on where that address falls.
+FOREIGN = ("not a member", "not ascending")
 
 
 def deliver(dst: Chain, m: pb.Message, payload: bytes, signers=None, epoch=0, signatures=None,

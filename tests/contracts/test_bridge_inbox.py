@@ -20,6 +20,7 @@ from bridge_support import (
     CHAIN_C,
     COMMITTEE,
     DELAY,
+    FOREIGN,
     LARGE,
     NEXT_COMMITTEE,
     NEXT_WEIGHTS,
@@ -47,9 +48,6 @@ from contracts_support import key_account, typed_digest
 from tessera.protocol import bridge as pb
 
 ZERO = "0x" + "00" * 20
-# A signature made for another domain or epoch recovers to an arbitrary address: the first
-# such signer fails one of these two checks, depending on where that address falls.
-FOREIGN = ("not a member", "not ascending")
 
 
 @pytest.fixture(scope="module")

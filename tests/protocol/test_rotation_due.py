@@ -31,3 +31,13 @@ def test_the_threshold_edges():
     assert not rotation_due({A: W}, {A: W + step - 1})
     assert rotation_due({A: W}, {A: W + step})
     assert rotation_due({A: W}, {A: W - step})
+
+
+def test_a_committee_is_renewed_a_third_into_the_stall_period():
+    from tessera.protocol.bridge import RENEWALS_PER_STALL_PERIOD, renewal_due
+
+    stall = 21 * 86_400
+    assert RENEWALS_PER_STALL_PERIOD == 3
+    assert not renewal_due(1_000, 1_000, stall)
+    assert not renewal_due(1_000, 1_000 + 7 * 86_400 - 1, stall)
+    assert renewal_due(1_000, 1_000 + 7 * 86_400, stall)

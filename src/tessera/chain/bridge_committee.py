@@ -1,22 +1,28 @@
 """Which bridge inboxes are due a committee rotation (docs/bridge.md, "Attestation and the
 committee"): those, not paused, whose current committee differs from the home Validators'
-stake-weighted choice (`protocol.bridge.rotation_due`). Read by the validators' rotation duty
+stake-weighted choice (`protocol.bridge.rotation_due`), or whose epoch is old enough to be
+renewed (`protocol.bridge.renewal_due`: the committee shows it can still sign, so the owner's
+`recover_committee` stays closed). Read by the validators' rotation duty
 (validator/bridge_rotation.py), which signs the hand-over, and by the relayer, which asks the
 members for their signatures only while one is due.
 
 Reading every validator's weight costs a call each, so the answer is computed again only when
-the validator count, the total stake, or an inbox's epoch or pause moved since the last look."""
+the validator count, the total stake, or an inbox's epoch, pause or renewal moved since the last
+look."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tessera.chain.bridge_deploy import validator_committee
+from web3 import Web3
+
+from tessera.chain.bridge_deploy import validator_weights
 from tessera.chain.bridge_inbox import BridgeInbox
 from tessera.chain.client import Chain
 from tessera.chain.validators import Validators
 from tessera.errors import BridgeError
-from tessera.protocol.bridge import rotation_due
+from tessera.protocol.bridge import choose_committee, renewal_due, rotation_due
 
 
 @dataclass(frozen=True)
@@ -35,29 +41,65 @@ class CommitteeWatch:
         self.validators = Validators(home)
         self._seen: tuple | None = None
         self._due: dict[int, DueRotation] = {}
+        self._stall_periods: dict[str, int] = {}
 
     def due(self) -> dict[int, DueRotation]:
         """{chain id: its due rotation} for every inbox that should hand over now. A paused
         inbox never is: it holds reports of forgeries, and rotating a forger out would let it
         withdraw before its report lands (people may still rotate it by hand)."""
         seen = (self.validators.count(), self.validators.total_stake(),
-                tuple((inbox.epoch(), inbox.paused()) for inbox in self.inboxes.values()))
+                tuple((inbox.epoch(), inbox.paused(), self._renewal_due(inbox))
+                      for inbox in self.inboxes.values()))
         if seen != self._seen:
             self._seen, self._due = seen, self._compute()
         return self._due
 
     def _compute(self) -> dict[int, DueRotation]:
-        try:
-            members, weights = validator_committee(self.home)
-        except BridgeError:      # no active validator at all: nothing to hand over to
-            return {}
-        proposed = dict(zip(members, weights, strict=True))
+        weighted = validator_weights(self.home)
         found = {}
         for chain_id, inbox in self.inboxes.items():
             if inbox.paused():
                 continue
+            # a member a recovery retired from this inbox (its key lost) is never proposed again
+            members, weights = choose_committee(
+                [(who, w) for who, w in weighted if w > 0 and not inbox.retired(who)])
+            if not members:      # no active validator at all: nothing to hand over to
+                continue
             epoch = inbox.epoch()
             current = inbox.weights(epoch)
-            if rotation_due(current, proposed):
+            proposed = dict(zip(members, weights, strict=True))
+            if rotation_due(current, proposed) or self._renewal_due(inbox):
                 found[chain_id] = DueRotation(epoch + 1, members, weights, current)
         return found
+
+    def _renewal_due(self, inbox: BridgeInbox) -> bool:
+        if inbox.address not in self._stall_periods:     # a constant of the contract
+            self._stall_periods[inbox.address] = inbox.stall_period()
+        return renewal_due(inbox.rotated_at(), inbox.chain.block_timestamp(),
+                           self._stall_periods[inbox.address])
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """An inbox's recovery (`BridgeInbox.recover_committee`, owner only, once stalled): epoch
+    `epoch`'s committee, and the stalled committee's members it leaves out (`retiring`)."""
+    epoch: int
+    members: list[str]
+    weights: list[int]
+    retiring: list[str]
+    stalled_since: int
+
+
+def plan_recovery(home: Chain, inbox: BridgeInbox, lost: Sequence[str]) -> Recovery:
+    """The home Validators' stake-weighted committee without the `lost` keys and the members
+    this inbox already retired. BridgeError when nobody would be left."""
+    lost_keys = {Web3.to_checksum_address(a) for a in lost}
+    members, weights = choose_committee(
+        [(who, w) for who, w in validator_weights(home)
+         if w > 0 and who not in lost_keys and not inbox.retired(who)])
+    if not members:
+        raise BridgeError("no active validator is left to form the committee once the lost "
+                          "keys are left out: register validators on the home chain first")
+    epoch = inbox.epoch()
+    retiring = [m for m in inbox.committee(epoch) if m not in members]
+    return Recovery(epoch + 1, members, weights, retiring, inbox.stalled_since())

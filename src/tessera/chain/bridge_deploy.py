@@ -122,13 +122,17 @@ class BridgeParams:
 Committee = tuple[list[str], list[int]]
 
 
+def validator_weights(chain: Chain) -> list[tuple[str, int]]:
+    """(validator, weight) of every address the home Validators ever registered (0: inactive)."""
+    validators = Validators(chain)
+    return [(Web3.to_checksum_address(who), validators.weight_of(who))
+            for who in validators.addresses()]
+
+
 def validator_committee(chain: Chain) -> Committee:
     """The home chain's active validators weighted by stake, ascending by address: the genesis
     committee. Over MAX_COMMITTEE validators, the most staked ones (ties: lower address)."""
-    validators = Validators(chain)
-    weighted = [(Web3.to_checksum_address(who), validators.weight_of(who))
-                for who in validators.addresses()]
-    members, weights = choose_committee(weighted)
+    members, weights = choose_committee(validator_weights(chain))
     if not members:
         raise BridgeError(f"chain {chain.network.chain_id} has no active validator to form the "
                           "bridge committee: register validators first, or pass a committee")

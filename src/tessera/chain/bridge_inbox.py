@@ -128,6 +128,17 @@ class BridgeInbox(ContractWrapper):
         return self._act(f"rotation to epoch {epoch}", "rotate", epoch, members, list(weights),
                          [bytes(s) for s in signatures])
 
+    def recover_committee(self, epoch: int, members: Sequence[str],
+                          weights: Sequence[int]) -> TxReceipt:
+        """Owner only (a Timelock in every deployment: see Timelock.advance): install epoch
+        `epoch`'s committee once the current one has not rotated for STALL_PERIOD."""
+        members = [Web3.to_checksum_address(m) for m in members]
+        problem = committee_refusal(members, list(weights))
+        if problem:
+            raise ValueError(f"committee refused before sending: {problem}")
+        return self._act(f"recovery to epoch {epoch}", "recover_committee", epoch, members,
+                         list(weights))
+
     # -- guardian and owner --------------------------------------------------------------
     def pause(self) -> TxReceipt:
         return self._act("pause", "pause")
@@ -158,6 +169,22 @@ class BridgeInbox(ContractWrapper):
     # -- views ---------------------------------------------------------------------------
     def epoch(self) -> int:
         return self._call("epoch")
+
+    def rotated_at(self) -> int:
+        """Chain time the current epoch began (deployment, rotation or recovery)."""
+        return self._call("rotated_at")
+
+    def retired(self, member: str) -> bool:
+        """Left out of this inbox's committee by a recovery: never a member again."""
+        return self._call("retired", Web3.to_checksum_address(member))
+
+    def stall_period(self) -> int:
+        """How long a committee may go without rotating before the owner may replace it."""
+        return self._call("STALL_PERIOD")
+
+    def stalled_since(self) -> int:
+        """Chain time from which `recover_committee` is allowed (if nothing rotates first)."""
+        return self.rotated_at() + self.stall_period()
 
     def threshold_bps(self) -> int:
         return self._call("threshold_bps")

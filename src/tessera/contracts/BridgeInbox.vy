@@ -8,8 +8,9 @@
         value must come from a value sender the owner listed for its source (a TokenBridge)
         and fit that sender's token bucket; one above that sender's large threshold waits
         `delay` seconds, during which the guardian (or owner) may cancel it.
-        The committee changes only by rotation, signed by the current committee; nobody,
-        the owner included, can set it otherwise. The owner (a Timelock) registers
+        The committee (bridge_committee.vy) changes by rotation, signed by the current
+        committee; the owner may replace it only once it has not rotated for STALL_PERIOD
+        (`recover_committee`: keys lost). The owner (a Timelock) registers
         sources, lists value senders with their limits, sets the delay and the guardian,
         and unpauses; the guardian pauses and cancels queued messages.
         A second transport, Hyperlane: the registered Mailbox may deliver a message
@@ -27,13 +28,30 @@ from .interfaces import IBridgeReceiver
 from snekmate.auth import ownable
 initializes: ownable
 
-from snekmate.utils import ecdsa
-
 from snekmate.utils import eip712_domain_separator
 initializes: eip712_domain_separator
 
+import bridge_committee
+initializes: bridge_committee[ownable := ownable, eip712_domain_separator := eip712_domain_separator]
+
 # No renounce_ownership: without an owner a paused inbox could never be unpaused.
-exports: (ownable.owner, ownable.transfer_ownership, eip712_domain_separator.eip712Domain)
+exports: (
+    ownable.owner,
+    ownable.transfer_ownership,
+    eip712_domain_separator.eip712Domain,
+    bridge_committee.threshold_bps,
+    bridge_committee.epoch,
+    bridge_committee.rotated_at,
+    bridge_committee.retired,
+    bridge_committee.STALL_PERIOD,
+    bridge_committee.weight_of,
+    bridge_committee.total_weight,
+    bridge_committee.rotate,
+    bridge_committee.recover_committee,
+    bridge_committee.committee,
+    bridge_committee.attestation_digest,
+    bridge_committee.rotation_digest,
+)
 
 
 # Field order = the id's abi_encode order (protocol.bridge.Message.as_tuple; BridgeOutbox.Message).
@@ -81,13 +99,6 @@ event MessageCancelled:
     by: indexed(address)
 
 
-event CommitteeRotated:
-    epoch: indexed(uint256)
-    committee: bytes32
-    total_weight: uint256
-    members: DynArray[address, MAX_COMMITTEE]
-
-
 event ValueSenderSet:
     source_chain: indexed(uint256)
     sender: indexed(address)
@@ -129,18 +140,10 @@ VERSION: constant(uint8) = 1
 MAX_PAYLOAD: constant(uint256) = 512
 # A Hyperlane body: abi_encode(Message (10 words), payload (offset, length, 512 bytes)).
 MAX_BODY: constant(uint256) = 896
-MAX_COMMITTEE: constant(uint256) = 32
-BPS: constant(uint256) = 10_000
-# Below a majority of the weight, two disjoint quorums could sign conflicting rotations.
-MIN_THRESHOLD_BPS: constant(uint256) = 5_001
 # So that block.timestamp + delay cannot overflow and a queued message cannot be locked for ever.
 MAX_DELAY: constant(uint256) = 30 * 86_400
-_ATTESTATION_TYPEHASH: constant(bytes32) = keccak256("Attestation(bytes32 messageId,uint256 epoch)")
-_ROTATION_TYPEHASH: constant(bytes32) = keccak256("Rotation(uint256 epoch,bytes32 committee)")
+MAX_COMMITTEE: constant(uint256) = bridge_committee.MAX_COMMITTEE
 
-threshold_bps: public(immutable(uint256))
-
-epoch: public(uint256)
 delay: public(uint256)
 guardian: public(address)
 paused: public(bool)
@@ -156,11 +159,6 @@ outbox_of: public(HashMap[uint256, address])
 large_threshold: public(HashMap[uint256, HashMap[address, uint256]])
 # source chain id => value sender => its token bucket (capacity 0: not listed, no value)
 bucket: public(HashMap[uint256, HashMap[address, Bucket]])
-# epoch => member => weight (0: not a member)
-weight_of: public(HashMap[uint256, HashMap[address, uint256]])
-# epoch => sum of the members' weights
-total_weight: public(HashMap[uint256, uint256])
-_members: HashMap[uint256, DynArray[address, MAX_COMMITTEE]]
 # the Hyperlane Mailbox allowed to call `handle` (0: Hyperlane delivery is off)
 mailbox: public(address)
 # Hyperlane origin domain (= the source chain id) => the only sender there whose messages
@@ -182,110 +180,14 @@ def __init__(members: DynArray[address, MAX_COMMITTEE], weights: DynArray[uint25
     @param delay_ Seconds a large message waits before it can be executed (at most 30 days).
     @param guardian_ Who may pause and cancel queued messages (besides the owner).
     """
-    assert threshold_bps_ >= MIN_THRESHOLD_BPS and threshold_bps_ <= BPS, "bad threshold"
     assert delay_ <= MAX_DELAY, "delay too long"
     ownable.__init__()
     eip712_domain_separator.__init__("Tessera Bridge", "1")
-    threshold_bps = threshold_bps_
+    bridge_committee.__init__(members, weights, threshold_bps_)
     self.delay = delay_
     self.guardian = guardian_
-    self._set_committee(0, members, weights)
     log DelaySet(delay=delay_)
     log GuardianSet(guardian=guardian_)
-
-
-# ---------------------------------------------------------------- committee
-
-
-@internal
-def _set_committee(epoch: uint256, members: DynArray[address, MAX_COMMITTEE], weights: DynArray[uint256, MAX_COMMITTEE]):
-    # protocol.bridge.committee_refusal, in the same order, plus an overflow bound.
-    assert len(members) > 0, "empty committee"
-    # (more than MAX_COMMITTEE cannot be abi-decoded into the DynArray: the call reverts)
-    assert len(members) == len(weights), "length mismatch"
-    total: uint256 = 0
-    for w: uint256 in weights:
-        assert w > 0, "zero weight"
-        total += w
-    previous: uint256 = 0
-    for member: address in members:
-        key: uint256 = convert(member, uint256)
-        # strictly ascending: no member twice; > 0: never the zero address
-        assert key > previous, "members not ascending"
-        previous = key
-    # quorum arithmetic (signed * BPS) can then never overflow
-    assert total <= max_value(uint256) // BPS, "total weight too large"
-    for i: uint256 in range(len(members), bound=MAX_COMMITTEE):
-        self.weight_of[epoch][members[i]] = weights[i]
-    self.total_weight[epoch] = total
-    self._members[epoch] = members
-    self.epoch = epoch
-    log CommitteeRotated(epoch=epoch, committee=keccak256(abi_encode(members, weights)), total_weight=total, members=members)
-
-
-@internal
-@pure
-def _recover(digest: bytes32, signature: Bytes[65]) -> address:
-    # 65 bytes only (no EIP-2098 short form), v in {27, 28}, low s (EIP-2), a nonzero
-    # signer: snekmate ecdsa's rules, with one reason for every malformed signature.
-    assert len(signature) == 65, "bad signature"
-    v: uint256 = convert(slice(signature, 64, 1), uint256)
-    s: uint256 = extract32(signature, 32, output_type=uint256)
-    assert (v == 27 or v == 28) and s <= ecdsa._MALLEABILITY_THRESHOLD, "bad signature"
-    signer: address = ecrecover(digest, v, extract32(signature, 0, output_type=uint256), s)
-    assert signer != empty(address), "bad signature"
-    return signer
-
-
-@internal
-@view
-def _check_quorum(digest: bytes32, signatures: DynArray[Bytes[65], MAX_COMMITTEE]):
-    # protocol.bridge.quorum_reached: the signers are recovered here (never taken from the
-    # caller), strictly ascending (none counts twice), members of the CURRENT epoch only.
-    current: uint256 = self.epoch
-    total: uint256 = self.total_weight[current]
-    # Nomad: an empty committee would make 0 >= 0 a quorum of nobody
-    assert total > 0, "no committee"
-    previous: uint256 = 0
-    signed: uint256 = 0
-    for signature: Bytes[65] in signatures:
-        signer: address = self._recover(digest, signature)
-        key: uint256 = convert(signer, uint256)
-        assert key > previous, "not ascending"
-        previous = key
-        weight: uint256 = self.weight_of[current][signer]
-        assert weight > 0, "not a member"
-        signed += weight
-    assert signed * BPS >= total * threshold_bps, "no quorum"
-
-
-@internal
-@view
-def _attestation_digest(message_id: bytes32, epoch: uint256) -> bytes32:
-    return eip712_domain_separator._hash_typed_data_v4(keccak256(abi_encode(_ATTESTATION_TYPEHASH, message_id, epoch)))
-
-
-@internal
-@view
-def _rotation_digest(epoch: uint256, committee: bytes32) -> bytes32:
-    return eip712_domain_separator._hash_typed_data_v4(keccak256(abi_encode(_ROTATION_TYPEHASH, epoch, committee)))
-
-
-@external
-@nonreentrant
-def rotate(epoch: uint256, members: DynArray[address, MAX_COMMITTEE], weights: DynArray[uint256, MAX_COMMITTEE], signatures: DynArray[Bytes[65], MAX_COMMITTEE]):
-    """
-    @notice Anyone submits the current committee's quorum signatures of Rotation(epoch,
-            keccak256(abi_encode(members, weights))) to hand this inbox to the next epoch's
-            committee. Works while paused, so that a compromised committee can be replaced.
-    @param epoch The new epoch: the current one plus one.
-    @param members The new committee, strictly ascending addresses, 1 to 32 of them.
-    @param weights Their weights (> 0), in the same order.
-    @param signatures The current committee's signatures, ordered by signer address.
-    """
-    assert epoch == self.epoch + 1, "wrong epoch"
-    self._check_quorum(self._rotation_digest(epoch, keccak256(abi_encode(members, weights))), signatures)
-    self._set_committee(epoch, members, weights)
 
 
 # ---------------------------------------------------------------- delivery
@@ -381,7 +283,7 @@ def deliver(m: Message, payload: Bytes[MAX_PAYLOAD], signatures: DynArray[Bytes[
     @return bool True if delivered now, False if queued.
     """
     message_id: bytes32 = self._checked_id(m, payload)
-    self._check_quorum(self._attestation_digest(message_id, self.epoch), signatures)
+    bridge_committee._check_attested(message_id, signatures)
     return self._accept(m, payload, message_id)
 
 
@@ -594,17 +496,6 @@ def set_delay(delay_: uint256):
 
 @external
 @view
-def committee(epoch: uint256) -> DynArray[address, MAX_COMMITTEE]:
-    """
-    @notice The members of an epoch's committee, ascending.
-    @param epoch The epoch.
-    @return DynArray The members (empty for an epoch that has not started).
-    """
-    return self._members[epoch]
-
-
-@external
-@view
 def value_sender(source_chain: uint256, sender: address) -> bool:
     """
     @notice Whether `sender` on `source_chain` is listed: its messages may carry value.
@@ -636,30 +527,6 @@ def DOMAIN_SEPARATOR() -> bytes32:
     @return bytes32 The domain separator.
     """
     return eip712_domain_separator._domain_separator_v4()
-
-
-@external
-@view
-def attestation_digest(message_id: bytes32, epoch: uint256) -> bytes32:
-    """
-    @notice The EIP-712 digest a member of `epoch`'s committee signs to attest a message.
-    @param message_id The message id.
-    @param epoch The committee epoch.
-    @return bytes32 The digest.
-    """
-    return self._attestation_digest(message_id, epoch)
-
-
-@external
-@view
-def rotation_digest(epoch: uint256, committee: bytes32) -> bytes32:
-    """
-    @notice The EIP-712 digest the current committee signs to hand over to `epoch`.
-    @param epoch The new epoch.
-    @param committee keccak256(abi_encode(members, weights)) of the new committee.
-    @return bytes32 The digest.
-    """
-    return self._rotation_digest(epoch, committee)
 
 
 @external

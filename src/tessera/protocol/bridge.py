@@ -192,6 +192,18 @@ def rotation_due(current: Mapping[str, int], proposed: Mapping[str, int]) -> boo
     return any(abs(new[m] - w) * BPS >= w * ROTATION_WEIGHT_CHANGE_BPS for m, w in now.items())
 
 
+# The rotation duty renews a committee (the same members, the next epoch) once its epoch is a
+# third of BridgeInbox.STALL_PERIOD old, so that only a committee that missed two renewals in a
+# row can be replaced by the owner (`recover_committee`).
+RENEWALS_PER_STALL_PERIOD = 3
+
+
+def renewal_due(rotated_at: int, now: int, stall_period: int) -> bool:
+    """Whether an inbox whose epoch began at `rotated_at` should be renewed at `now` (chain
+    times, s): its committee shows it can still sign before the owner may replace it."""
+    return now - rotated_at >= stall_period // RENEWALS_PER_STALL_PERIOD
+
+
 def quorum_reached(signers: Sequence[str], weights: Mapping[str, int], threshold_bps: int) -> bool:
     """True when `signers` (recovered, in submitted order) reach the threshold: each strictly
     above the previous one (so none counts twice) and a member; BridgeInbox reverts otherwise."""

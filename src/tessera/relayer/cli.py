@@ -15,6 +15,7 @@ from rich.console import Console
 from web3 import Web3
 
 from tessera.chain.accounts import resolve_account
+from tessera.chain.bridge_committee import plan_recovery
 from tessera.chain.bridge_inbox import BridgeInbox
 from tessera.chain.bridge_orders import BridgeOrders
 from tessera.chain.bridge_outbox import BridgeOutbox
@@ -330,6 +331,47 @@ def unpause(chain_id: int = ChainOption, network: Path = NetworkOption,
     """Owner only: resume delivery and sending on one chain. Where the owner is the chain's
     Timelock, the first run schedules the unpause and a run after its delay executes it."""
     _switch(chain_id, network, account, pause=False)
+
+
+@bridge_app.command("recover-committee")
+def recover_committee(chain_id: int = ChainOption, network: Path = NetworkOption,
+                      lost: list[str] = typer.Option([], "--lost", help="a member whose key is "
+                                                     "lost (repeat the option for each)"),
+                      account: str = typer.Option(..., "--account", help="the owner, or its "
+                                                  "Timelock's proposer and executor")) -> None:
+    """Owner only: replace a committee that can no longer sign (keys lost) once it has not
+    rotated for the inbox's STALL_PERIOD (21 days; the validators renew a live one every 7).
+    The new committee is the home validators' stake-weighted choice without the --lost keys;
+    the old members it leaves out are retired from this inbox for good. Where the owner is the
+    chain's Timelock, the first run schedules it and a run after the delay executes it."""
+    def body():
+        net = load_network(network)
+        chain = _connect(net, chain_id, account)
+        inbox = BridgeInbox(chain)
+        plan = plan_recovery(_connect(net, net.chain_id, None), inbox,
+                             [_address("--lost", a) for a in lost])
+        now = chain.block_timestamp()
+        timelocked = ("Timelock" in chain.network.contracts
+                      and inbox.owner() == Timelock(chain).address)
+        earliest = plan.stalled_since - (Timelock(chain).min_delay() if timelocked else 0)
+        if now < earliest:
+            raise BridgeError(
+                f"the committee of chain {chain_id} last rotated at {inbox.rotated_at()} (Unix "
+                f"s); recovery is allowed from {plan.stalled_since}, so it can be "
+                f"{'scheduled' if timelocked else 'sent'} from {earliest}")
+        args = (plan.epoch, plan.members, plan.weights)
+        if not timelocked:
+            return plan, ("executed", now, inbox.recover_committee(*args))
+        return plan, Timelock(chain).advance("BridgeInbox", "recover_committee", *args)
+
+    plan, (step, ready_at, receipt) = run_guarded(body)
+    tx = f": tx {tx_hash(receipt)}" if receipt else ""
+    what = (f"epoch {plan.epoch}'s committee on chain {chain_id} ({len(plan.members)} members; "
+            f"retiring {', '.join(plan.retiring) or 'nobody'})")
+    console.print({"scheduled": f"recovery to {what} scheduled through its Timelock, executable "
+                                f"from {ready_at} (Unix s): run the command again then{tx}",
+                   "waiting": f"recovery to {what} waits its Timelock until {ready_at} (Unix s)",
+                   "executed": f"recovered: {what}{tx}"}[step])
 
 
 def register_bridge(app: typer.Typer) -> None:
