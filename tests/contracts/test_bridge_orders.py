@@ -18,8 +18,10 @@ The adversary, and what the tests below try:
 - a top-up from the peer lands in someone else's lease, or in a lease that has ended, or takes
   a refund it did not pay for (test_a_top_up_from_the_peer_..., test_a_top_up_nobody_can_take_
   is_owed_back_whole);
-- any sequence of deliveries, leases, closes, cancels, top-ups, send_backs and claims leaves a
-  token the contract cannot account for (test_every_token_is_owed_for_any_sequence).
+- any sequence of deliveries, leases, closes, cancels (here and by message), top-ups,
+  send_backs and claims leaves a token the contract cannot account for
+  (test_every_token_is_owed_for_any_sequence); a contract sender's address taken here, and
+  cancels by message: tests/contracts/test_bridge_orders_contract_sender.py.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from tessera.protocol.bridge import (
     TOP_UP_SELECTOR,
     OrderTerms,
     bounce_payload,
+    cancel_call_data,
     order_call_data,
     top_up_call_data,
     transfer_call_payload,
@@ -394,6 +397,7 @@ op = st.one_of(
     st.tuples(st.just("bounce"), st.integers(0, 20)),
     st.tuples(st.just("recover"), st.integers(0, 20)),
     st.tuples(st.just("sender_cancel"), st.integers(0, 20)),
+    st.tuples(st.just("bridged_cancel"), st.integers(0, 20), st.booleans()),
 )
 
 
@@ -463,6 +467,11 @@ def test_every_token_is_owed_for_any_sequence(home, ops):
                     if mid is not None:
                         with boa.env.prank(SENDER.address):
                             orders.cancel_order(mid)
+                elif kind == "bridged_cancel":   # by message, from the sender or another
+                    mid = _pick(fundings, step[1])
+                    if mid is not None:
+                        sender = SENDER.address if step[2] else s.outsider.address
+                        fundings.append(home.deliver(1, cancel_call_data(mid), sender=sender))
                 elif kind == "claim":
                     mid = _pick(fundings, step[1])
                     if mid is not None:

@@ -21,7 +21,7 @@ from tessera.chain.market import Market
 from tessera.chain.token_bridge import TokenBridge
 from tessera.chain.tokens import PaymentToken
 from tessera.errors import BridgeError, TxRefused
-from tessera.protocol.bridge import OrderTerms, order_call_data, top_up_call_data
+from tessera.protocol.bridge import OrderTerms, cancel_call_data, order_call_data, top_up_call_data
 from tessera.protocol.lease import order_deposit
 
 
@@ -74,6 +74,31 @@ def fund_top_up(peer: Chain, home: Chain, lease_id: int,
     _check_route(peer, home, amount, "the lease is topped up")
     return TokenBridge(peer).send_call(home.network.chain_id, orders.address, amount,
                                        top_up_call_data(lease_id))
+
+
+CANCEL_CARRIER = 1   # base units a cancel message carries (a transfer moves something): owed back
+
+
+def fund_cancel(peer: Chain, home: Chain, funding_id: bytes) -> tuple[bytes, list[TxReceipt]]:
+    """On the peer chain: send BridgeOrders a message that cancels the order funding
+    `funding_id` opened, as `cancel_order` does at home (for a sender with no gas there, and
+    the one way for a sender that is a contract). Refused here first when BridgeOrders would
+    refuse it: the funding is not this account's from this chain, opened no order, or the order
+    is already closed. The message's own CANCEL_CARRIER base units are owed back. Returns the
+    TokenBridge message id."""
+    orders = BridgeOrders(home)
+    funding = orders.funding(funding_id)
+    if (funding.sender.lower(), funding.source_chain) != (peer.address.lower(), peer.network.chain_id):
+        raise BridgeError(f"deposit 0x{bytes(funding_id).hex()} was sent by {funding.sender} from "
+                          f"chain {funding.source_chain}: only that sender cancels its order, "
+                          "from there")
+    if funding.order_id == 0 or funding.added_to != bytes(32):
+        raise BridgeError(f"deposit 0x{bytes(funding_id).hex()} opened no order: nothing to cancel")
+    if not Market(home).order(funding.order_id).open:
+        raise BridgeError(f"order {funding.order_id} is already closed")
+    _check_route(peer, home, CANCEL_CARRIER, "the order is cancelled")
+    return TokenBridge(peer).send_call(home.network.chain_id, orders.address, CANCEL_CARRIER,
+                                       cancel_call_data(funding_id))
 
 
 def _check_route(peer: Chain, home: Chain, amount: int, then: str) -> None:

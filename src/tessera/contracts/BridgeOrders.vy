@@ -20,8 +20,13 @@
         tenant that cannot act, a lease not of the sender's order) opens no order and tops
         up nothing: it is owed back whole;
         the sender may cancel the order it paid for (`cancel_order`: a tenant it named that
-        never acts cannot hold the deposit). No owner: nothing here can be changed after
-        deployment.
+        never acts cannot hold the deposit), here or by a message from its chain (data:
+        `cancel_order(bytes32)`'s selector and the funding's id; the message's own tokens are
+        owed back whole). `claim_here` and `cancel_order` here take the sender's address on
+        this chain as the sender's only when it calls with its own key (`tx.origin`): a
+        sender that is a contract on its chain may be someone else's contract at the same
+        address here (the Wintermute loss), so it cancels by message and is paid back by
+        `send_back`. No owner: nothing here can be changed after deployment.
 @dev Every token this contract holds is owed to one funding's sender:
      balanceOf(self) == sum(owed(id)) (plus tokens sent here directly, which nobody can
      take). The order is opened in a self-call with a fixed gas allowance, so data the
@@ -93,6 +98,12 @@ event TopUpFunded:
 
 
 # A send-back the peer chain cancelled came back here: owed again.
+event CancelFunded:
+    message_id: indexed(bytes32)
+    funding: indexed(bytes32)
+    order_id: indexed(uint256)
+
+
 event BounceRecovered:
     message_id: indexed(bytes32)
     transfer_id: indexed(bytes32)
@@ -114,6 +125,8 @@ ORDER_GAS: public(constant(uint256)) = 900_000
 MAX_CALL_DATA: constant(uint256) = 384
 # `data` that tops up a lease instead of opening an order: this selector, then the lease id
 TOP_UP: constant(Bytes[4]) = method_id("top_up(uint256)")
+# `data` that cancels the order a funding of the same sender opened: this selector, then its id
+CANCEL: constant(Bytes[4]) = method_id("cancel_order(bytes32)")
 
 token: public(immutable(address))
 market: public(immutable(address))
@@ -170,7 +183,8 @@ def on_bridged_tokens(source_chain: uint256, sender: address, amount: uint256, d
     @param amount The deposit, in base units.
     @param data abi_encode(tenant, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb,
            max_price_per_gpu_hour, duration, nodes, verified): the terms of `create_order`,
-           the deposit being `amount`; or a top-up: TOP_UP ++ uint256 lease id (36 bytes).
+           the deposit being `amount`; or a top-up: TOP_UP ++ uint256 lease id (36 bytes);
+           or a cancel: CANCEL ++ the funding's id (36 bytes; `amount` is owed back whole).
     @param message_id The TokenBridge message id (names the funding).
     """
     assert msg.sender == token_bridge, "only the token bridge"
@@ -179,6 +193,20 @@ def on_bridged_tokens(source_chain: uint256, sender: address, amount: uint256, d
     self.fundings[message_id] = Funding(sender=sender, source_chain=source_chain, amount=amount, order_id=0, returned=0, added_to=empty(bytes32))
     ok: bool = False
     out: Bytes[64] = b""
+    if len(data) == 36 and slice(data, 0, 4) == CANCEL:
+        funding_id: bytes32 = extract32(data, 4)
+        ok, out = raw_call(
+            self,
+            abi_encode(funding_id, sender, source_chain, method_id=method_id("cancel_from_peer(bytes32,address,uint256)")),
+            max_outsize=32,
+            gas=ORDER_GAS,
+            revert_on_failure=False,
+        )
+        if ok:
+            log CancelFunded(message_id=message_id, funding=funding_id, order_id=abi_decode(out, uint256))
+        else:
+            log OrderRefused(message_id=message_id, sender=sender, source_chain=source_chain, amount=amount)
+        return
     if len(data) == 36 and slice(data, 0, 4) == TOP_UP:
         lease_id: uint256 = extract32(data, 4, output_type=uint256)
         ok, out = raw_call(
@@ -274,6 +302,25 @@ def top_up_lease(amount: uint256, lease_id: uint256, sender: address, source_cha
 
 
 @external
+def cancel_from_peer(funding: bytes32, sender: address, source_chain: uint256) -> uint256:
+    """
+    @notice Internal step of `on_bridged_tokens`, callable only by this contract: cancel
+            the order that `funding` opened, for its sender on `source_chain` (a revert here
+            cancels nothing; the message's tokens are owed back whole either way).
+    @param funding The funding that opened the order.
+    @param sender Who sent the cancel, on `source_chain`.
+    @param source_chain The chain it came from.
+    @return uint256 The order id.
+    """
+    assert msg.sender == self, "only this contract"
+    f: Funding = self.fundings[funding]
+    assert f.sender == sender and f.source_chain == source_chain, "not the order's sender"
+    assert f.order_id != 0 and f.added_to == empty(bytes32), "no order"
+    extcall IMarketOrders(market).cancel_order(f.order_id)
+    return f.order_id
+
+
+@external
 @view
 def owed(message_id: bytes32) -> uint256:
     """
@@ -332,13 +379,17 @@ def recover_bounce(transfer_id: bytes32):
 @nonreentrant
 def cancel_order(message_id: bytes32):
     """
-    @notice The funding's sender (the same address on this chain) cancels the order it paid
-            for: the unallocated deposit is refunded (owed back); its leases go on.
+    @notice The funding's sender (the same address on this chain, calling with its own
+            key) cancels the order it paid for: the unallocated deposit is refunded (owed
+            back); its leases go on. A sender that is a contract cancels by a message from
+            its chain instead (data CANCEL ++ id).
     @param message_id The funding's TokenBridge message id.
     """
     f: Funding = self.fundings[message_id]
     assert f.sender != empty(address), "unknown funding"
     assert msg.sender == f.sender, "not the sender"
+    # the address is the sender's here only if a key, the same on every chain, signed for it
+    assert msg.sender == tx.origin, "a contract sender cancels from its chain"
     assert f.order_id != 0, "no order"
     extcall IMarketOrders(market).cancel_order(f.order_id)
 
@@ -347,14 +398,17 @@ def cancel_order(message_id: bytes32):
 @nonreentrant
 def claim_here(message_id: bytes32, to: address):
     """
-    @notice The funding's sender (the same address on this chain) takes what it is owed
-            here instead of on its chain.
+    @notice The funding's sender (the same address on this chain, calling with its own
+            key) takes what it is owed here instead of on its chain. A sender that is a
+            contract is paid back on its chain only (`send_back`).
     @param message_id The funding's TokenBridge message id.
     @param to Who receives it on this chain.
     """
     f: Funding = self.fundings[message_id]
     assert f.sender != empty(address), "unknown funding"
     assert msg.sender == f.sender, "not the sender"
+    # the address is the sender's here only if a key, the same on every chain, signed for it
+    assert msg.sender == tx.origin, "a contract sender is paid back on its chain"
     assert to != empty(address), "zero recipient"
     owed: uint256 = self._owed(f)
     assert owed > 0, "nothing owed"

@@ -352,6 +352,18 @@ def top_up_call_data(lease_id: int) -> bytes:
     return TOP_UP_SELECTOR + lease_id.to_bytes(32, "big")
 
 
+CANCEL_SELECTOR = keccak(text="cancel_order(bytes32)")[:4]
+
+
+def cancel_call_data(funding_id: bytes) -> bytes:
+    """BridgeOrders' data that cancels the order funding `funding_id` opened (the message's
+    sender must be that funding's, on the same chain): 36 bytes; the message's own amount is
+    owed back whole. What a sender that is a contract (a Safe) sends to cancel."""
+    if len(funding_id) != 32 or funding_id == bytes(32):
+        raise ValueError("a funding is named by its 32-byte message id")
+    return CANCEL_SELECTOR + bytes(funding_id)
+
+
 def bounce_payload(cancelled: bytes) -> bytes:
     """TokenBridge's payload of a bounce: the id of the cancelled transfer."""
     return encode(["bytes32"], [cancelled])

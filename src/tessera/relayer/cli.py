@@ -17,10 +17,11 @@ from web3 import Web3
 from tessera.chain.accounts import resolve_account
 from tessera.chain.bridge_committee import plan_recovery
 from tessera.chain.bridge_inbox import BridgeInbox
-from tessera.chain.bridge_orders import BridgeOrders
+from tessera.chain.bridge_orders import BridgeOrders, fund_cancel
 from tessera.chain.bridge_outbox import BridgeOutbox
 from tessera.chain.client import Chain, tx_hash
 from tessera.chain.devnet import bridge_confirmations
+from tessera.chain.market import Market
 from tessera.chain.network import Network, load_network
 from tessera.chain.timelock import Timelock
 from tessera.chain.token_bridge import StakeBridge, TokenBridge
@@ -248,16 +249,21 @@ def order_status(message_id: str = typer.Argument(..., help="the deposit's messa
     def body():
         mid = _funding_id(message_id)
         orders = _orders(network, None)
-        return orders.funding(mid), orders.owed(mid)
+        f = orders.funding(mid)
+        state = ""
+        if f.order_id and f.added_to == bytes(32):
+            state = " (open)" if Market(orders.chain).order(f.order_id).open else " (closed)"
+        return f, orders.owed(mid), state
 
-    f, owed = run_guarded(body)
+    f, owed, state = run_guarded(body)
     if f.added_to != bytes(32):
         opened = (f"topped up a lease of order {f.order_id} (its rest comes back with that "
                   f"order's refunds, owed to deposit 0x{f.added_to.hex()})")
     elif f.order_id:
-        opened = f"opened order {f.order_id}"
+        opened = f"opened order {f.order_id}{state}"
     else:
-        opened = "opened no order and topped up nothing (refused): owed back whole"
+        opened = ("opened no order and topped up nothing (refused, or the carrier of a cancel): "
+                  "owed back whole")
     console.print(f"deposit {message_id}: {_tusd(f.amount)} from {f.sender} on chain "
                   f"{f.source_chain}; {opened}; returned so far {_tusd(f.returned)}; owed now "
                   f"{_tusd(owed)}")
@@ -266,13 +272,31 @@ def order_status(message_id: str = typer.Argument(..., help="the deposit's messa
 @bridge_app.command("order-cancel")
 def order_cancel(message_id: str = typer.Argument(..., help="the deposit's message id (0x...)"),
                  network: Path = NetworkOption,
-                 account: str = typer.Option(..., "--account", help="the deposit's sender")) -> None:
+                 account: str = typer.Option(..., "--account", help="the deposit's sender"),
+                 from_chain: int = typer.Option(None, "--from-chain", min=1, help="send the "
+                                                "cancel as a message from the chain the deposit "
+                                                "came from (no gas needed at home)")) -> None:
     """The sender cancels the order its deposit opened: the unallocated deposit is owed back
-    (the relayer sends it back; `order-claim` takes it here instead). Its leases go on."""
+    (the relayer sends it back; `order-claim` takes it here instead). Its leases go on. With
+    --from-chain the cancel travels as a bridge message (a relayer delivers it); a sender that
+    is a contract sends the same message itself (docs/bridge.md)."""
     def body():
-        return _orders(network, account).cancel_order(_funding_id(message_id))
+        mid = _funding_id(message_id)
+        if from_chain is None:
+            return None, _orders(network, account).cancel_order(mid)
+        net = load_network(network)
+        _orders(network, None)                          # refuses a network without BridgeOrders
+        cancel_id, _ = fund_cancel(_connect(net, from_chain, account),
+                                   _connect(net, net.chain_id, None), mid)
+        return cancel_id, None
 
-    console.print(f"order cancelled: tx {tx_hash(run_guarded(body))}")
+    cancel_id, receipt = run_guarded(body)
+    if receipt is not None:
+        console.print(f"order cancelled: tx {tx_hash(receipt)}")
+        return
+    console.print(f"cancel sent from chain {from_chain} as message 0x{cancel_id.hex()}: the order "
+                  f"closes when a relayer delivers it (`tessera bridge order-status "
+                  f"{message_id}` shows it)")
 
 
 @bridge_app.command("order-claim")
