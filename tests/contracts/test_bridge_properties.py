@@ -5,7 +5,8 @@ TUSD; chain C: a lock-mode double of B (same addresses) that trusts A and holds 
 stealing, where a message for B must never land. Users send both ways (any amount, with and
 without balance or allowance), a relayer delivers any message to any chain with good or bad
 signature sets, time jumps, queued messages are executed or cancelled (the bounce is then a
-message like any other), guardians pause and the owner unpauses, the committee rotates, and
+message like any other), guardians pause and the owner unpauses, the committee rotates (and,
+when its keys are lost, the owner recovers it once it has stalled), and
 a stranger sends junk (value claims, forged bounces) through the outboxes, and the owners list
 the stranger as a second value sender with a bucket of its own, change limits and unlist it
 (value from an unlisted sender is always refused). A Python model
@@ -126,13 +127,16 @@ class BridgeMachine(BridgeModel, RuleBasedStateMachine):
 
     @initialize(carol_b=st.sampled_from([0, 500 * USD, 20_000 * USD]),
                 carol_allow=st.sampled_from([0, 1_000 * USD, MAXU]), listed=st.booleans(),
-                seed=st.sampled_from([0, 300 * USD, 2 * LARGE, MAX_TRANSFER]))
-    def setup(self, carol_b, carol_allow, listed, seed):
+                seed=st.sampled_from([0, 300 * USD, 2 * LARGE, MAX_TRANSFER]),
+                keys_lost=st.booleans())
+    def setup(self, carol_b, carol_allow, listed, seed, keys_lost):
         """Carol's balance and allowance on B; C's pool and its trust in A; each inbox listing
         (or not) the stranger as a second value sender of the other chain, beside the peer
         TokenBridge, with its own bucket (its junk then spends that bucket, never the
         TokenBridge's); and `seed` already bridged from Alice on B to Bob on A, so that A->B
-        traffic starts at once."""
+        traffic starts at once. `keys_lost`: at the end, both committees have lost their keys
+        and the way out starts with the owner's recovery (BridgeInbox.recover_committee)."""
+        self.keys_lost = keys_lost
         a, b, c = self.ch[A], self.ch[B], self.ch[C]
         with self._on(B, b.owner):
             b.token.mint(CAROL.address, carol_b)
@@ -401,6 +405,20 @@ class BridgeMachine(BridgeModel, RuleBasedStateMachine):
 
     # ------------------------------------------------------------ a stranger
 
+    @rule(chain=st.sampled_from([A, B]), by=st.sampled_from(["owner", "owner", "guardian", "stranger"]))
+    def recover_too_early(self, chain, by):
+        """Anyone but the owner, or the owner while the committee still rotates within
+        STALL_PERIOD: refused, nothing changes. (Once stalled, the owner's recovery is the way
+        out below, not a step here: it retires the other test committee for good.)"""
+        x = self.ch[chain]
+        if by == "owner" and self.now(chain) >= x.inbox.rotated_at() + x.inbox.STALL_PERIOD():
+            return
+        who = {"owner": x.owner, "guardian": x.guardian, "stranger": STRANGER.address}[by]
+        members, weights = committee(self.epoch[chain] + 1)
+        self._expect(f"recover by {by}", "committee not stalled" if by == "owner" else "not owner",
+                     who, chain, x.inbox.recover_committee, self.epoch[chain] + 1,
+                     [m.address for m in members], weights)
+
     @rule(via=st.sampled_from([A, B]), kind=st.sampled_from([1, 2, 2, 7, "direct"]), pick=PICK,
           amount=st.sampled_from([0, 1, LARGE, LARGE + 1, CAPACITY, CAPACITY + 1, MAXU]),
           to=st.sampled_from(["bridge", "bridge", "eoa"]))
@@ -493,6 +511,14 @@ class BridgeMachine(BridgeModel, RuleBasedStateMachine):
                 if flags[x]:
                     self.pause_or_unpause(target_, x, "unpause", "owner")
                     txs["owner"] += 1
+            if self.keys_lost:   # nobody can sign: after STALL_PERIOD the owner recovers
+                inbox, e = self.ch[x].inbox, self.epoch[x]
+                self._travel(x, inbox.rotated_at() + inbox.STALL_PERIOD() - self.now(x))
+                members, weights = committee(e + 1)
+                self._expect("recover after keys lost", None, self.ch[x].owner, x,
+                             inbox.recover_committee, e + 1, [m.address for m in members], weights)
+                self.epoch[x] = e + 1
+                txs["owner"] += 1
         # 1. nothing left in flight, in at most two relayer transactions per message
         owed = [r for r in self.msgs if r.kind != "junk" and r.status in ("sent", "queued")]
         for rec in owed:
@@ -538,3 +564,4 @@ def test_conservation_and_a_way_out_under_any_order_of_calls():
         deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
     print("bridge calls by outcome:", dict(sorted(OUTCOMES.items())))
     assert OUTCOMES["deliver transfer valid: ok"] > 0 and OUTCOMES["way out: transactions"] > 0
+    assert OUTCOMES["recover after keys lost: ok"] > 0
