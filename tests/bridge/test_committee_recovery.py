@@ -7,7 +7,7 @@ retired keys again."""
 
 from __future__ import annotations
 
-from tests.bridge.conftest import HOME, OWNER, PEER, SENDER, TUSD
+from tests.bridge.conftest import GUARDIAN, HOME, OWNER, PEER, SENDER, TUSD
 from tests.bridge.test_rotation_duty import committees, rotate_round
 from typer.testing import CliRunner
 
@@ -85,5 +85,30 @@ def test_lost_keys_are_replaced_through_the_timelock_and_the_stuck_transfer_land
     before = committees(bridge)
     rotate_round(bridge, relayer)
     assert committees(bridge)[HOME] == before[HOME]    # the lost keys are not proposed again
-    code, said = recover(bridge, *LOST)
+    code, said = recover(bridge)
     assert code != 0 and "recovery is allowed from" in said   # the new committee is fresh
+    code, said = recover(bridge, *LOST)
+    assert code != 0 and "is not a member of chain" in said   # retired already
+
+
+def test_a_paused_inbox_is_renewed_with_the_same_members(bridge):
+    """Review 17, M1: a pause stopped the renewals, so three weeks of pause opened the owner's
+    recovery against a live committee. A paused inbox is renewed as any other (the same members:
+    a forger its held reports name stays one), so recovery stays closed."""
+    relayer = bridge.relayer()
+    home = bridge.inbox(HOME)
+    bridge.inbox(HOME, GUARDIAN).pause()
+    before = committees(bridge)[HOME]
+    period = home.stall_period()
+    for week in range(1, RENEWALS_PER_STALL_PERIOD + 1):
+        bridge.warp(HOME, period // RENEWALS_PER_STALL_PERIOD)
+        rotate_round(bridge, relayer)
+        assert committees(bridge)[HOME] == (before[0] + week, before[1]), week
+    assert home.paused() and bridge.chain(HOME).block_timestamp() < home.stalled_since()
+    code, said = recover(bridge, *LOST)
+    assert code != 0 and "recovery is allowed from" in said
+
+
+def test_only_a_member_s_key_can_be_named_lost(bridge):
+    code, said = recover(bridge, SENDER)
+    assert code != 0 and "is not a member of chain" in said and "Traceback" not in said

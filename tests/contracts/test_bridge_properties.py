@@ -417,7 +417,7 @@ class BridgeMachine(BridgeModel, RuleBasedStateMachine):
         members, weights = committee(self.epoch[chain] + 1)
         self._expect(f"recover by {by}", "committee not stalled" if by == "owner" else "not owner",
                      who, chain, x.inbox.recover_committee, self.epoch[chain] + 1,
-                     [m.address for m in members], weights)
+                     [m.address for m in members], weights, [])
 
     @rule(via=st.sampled_from([A, B]), kind=st.sampled_from([1, 2, 2, 7, "direct"]), pick=PICK,
           amount=st.sampled_from([0, 1, LARGE, LARGE + 1, CAPACITY, CAPACITY + 1, MAXU]),
@@ -515,8 +515,10 @@ class BridgeMachine(BridgeModel, RuleBasedStateMachine):
                 inbox, e = self.ch[x].inbox, self.epoch[x]
                 self._travel(x, inbox.rotated_at() + inbox.STALL_PERIOD() - self.now(x))
                 members, weights = committee(e + 1)
+                lost = [m.address for m in committee(e)[0]]
                 self._expect("recover after keys lost", None, self.ch[x].owner, x,
-                             inbox.recover_committee, e + 1, [m.address for m in members], weights)
+                             inbox.recover_committee, e + 1, [m.address for m in members],
+                             weights, lost)
                 self.epoch[x] = e + 1
                 txs["owner"] += 1
         # 1. nothing left in flight, in at most two relayer transactions per message

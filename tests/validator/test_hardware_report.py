@@ -19,6 +19,8 @@ from tessera.protocol import hardware_challenge as hc
 from tessera.validator.config import HardwareSection
 from tessera.validator.hardware import (
     HardwareOutcome,
+    busy_then,
+    challenge_client,
     challenge_provider,
     evidence_record,
     is_busy,
@@ -120,8 +122,8 @@ class BrokenReply(ScriptedTcpServer):
             conn.close()                      # "close": nothing sent at all
 
 
-def _challenge(url: str):
-    return challenge_provider(DeadlineClient(), url, Account.create().address, Account.create(),
+def _challenge(url: str, http=None):
+    return challenge_provider(http or DeadlineClient(), url, Account.create().address, Account.create(),
                               1000, HardwareSection(target_s=0.1, slack=1.0, allowance_s=0.5),
                               31337, "0x" + "11" * 20, random.Random(0))
 
@@ -148,3 +150,56 @@ def test_a_provider_that_cannot_be_reached_is_not_reported():
         out = _challenge(url)
         assert out.outcome == "no-answer" and out.reason.startswith("unreachable"), out.reason
         assert not reportable(out)
+
+
+class Busy(ScriptedTcpServer):
+    def answer(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 4\r\n\r\nbusy")
+        finally:
+            conn.close()
+
+
+def test_busy_then_unreachable_is_a_dodge_and_is_reported():
+    # Review 17, H1: a provider answers 429 to the signed challenge, then refuses the retry's
+    # connection: it had the challenge, so the retry's "unreachable" is no outage
+    server = Busy()
+    try:
+        first = _challenge(server.url)
+    finally:
+        server.close()
+    assert is_busy(first) and reportable(first)
+    refusing = socket.create_server(("127.0.0.1", 0))   # its connections now refused
+    url = f"http://127.0.0.1:{refusing.getsockname()[1]}"
+    refusing.close()
+    retry = busy_then(_challenge(url))
+    assert retry.reason.startswith("busy, then unreachable") and reportable(retry)
+    answered = busy_then(outcome("late", "answered in 3.1 s"))   # any other retry: as it is
+    assert answered.reason == "answered in 3.1 s"
+
+
+def test_a_proxy_in_the_environment_is_not_used_for_challenges(monkeypatch):
+    # Review 17, L1: through a proxy, a provider that is down became "HTTP 502", reported
+    proxy = Dripper502()
+    closed = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "")
+    try:
+        through_proxy = _challenge(url, DeadlineClient(max_body=1 << 20))
+        direct = _challenge(url, challenge_client())
+    finally:
+        proxy.close()
+    assert reportable(through_proxy) and proxy.connections == 1     # the hazard, shown
+    assert direct.reason.startswith("unreachable") and not reportable(direct)
+
+
+class Dripper502(ScriptedTcpServer):
+    def answer(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 7\r\n\r\nrefused")
+        finally:
+            conn.close()

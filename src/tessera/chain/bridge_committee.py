@@ -21,7 +21,7 @@ from tessera.chain.bridge_deploy import validator_weights
 from tessera.chain.bridge_inbox import BridgeInbox
 from tessera.chain.client import Chain
 from tessera.chain.validators import Validators
-from tessera.errors import BridgeError
+from tessera.errors import BridgeError, ChainError
 from tessera.protocol.bridge import choose_committee, renewal_due, rotation_due
 
 
@@ -41,7 +41,7 @@ class CommitteeWatch:
         self.validators = Validators(home)
         self._seen: tuple | None = None
         self._due: dict[int, DueRotation] = {}
-        self._stall_periods: dict[str, int] = {}
+        self._stall_periods: dict[str, int | None] = {}
 
     def due(self) -> dict[int, DueRotation]:
         """{chain id: its due rotation} for every inbox that should hand over now. A paused
@@ -59,6 +59,12 @@ class CommitteeWatch:
         found = {}
         for chain_id, inbox in self.inboxes.items():
             if inbox.paused():
+                # renewed all the same, with the same members (a forger its held reports name
+                # stays one), so that a pause cannot open the owner's recovery (review 17, M1)
+                if self._renewal_due(inbox):
+                    current = inbox.weights(inbox.epoch())
+                    found[chain_id] = DueRotation(inbox.epoch() + 1, list(current),
+                                                  list(current.values()), current)
                 continue
             # a member a recovery retired from this inbox (its key lost) is never proposed again
             members, weights = choose_committee(
@@ -73,33 +79,47 @@ class CommitteeWatch:
         return found
 
     def _renewal_due(self, inbox: BridgeInbox) -> bool:
+        """Never for an inbox deployed before recovery existed (no STALL_PERIOD: nothing to
+        keep closed), which must not stop the duty for the others (review 17, L3)."""
         if inbox.address not in self._stall_periods:     # a constant of the contract
-            self._stall_periods[inbox.address] = inbox.stall_period()
-        return renewal_due(inbox.rotated_at(), inbox.chain.block_timestamp(),
-                           self._stall_periods[inbox.address])
+            try:
+                self._stall_periods[inbox.address] = inbox.stall_period()
+            except ChainError:
+                self._stall_periods[inbox.address] = None
+        period = self._stall_periods[inbox.address]
+        return period is not None and renewal_due(inbox.rotated_at(),
+                                                  inbox.chain.block_timestamp(), period)
 
 
 @dataclass(frozen=True)
 class Recovery:
     """An inbox's recovery (`BridgeInbox.recover_committee`, owner only, once stalled): epoch
-    `epoch`'s committee, and the stalled committee's members it leaves out (`retiring`)."""
+    `epoch`'s committee, and the stalled committee's members it retires (`lost`)."""
     epoch: int
     members: list[str]
     weights: list[int]
-    retiring: list[str]
+    lost: list[str]
     stalled_since: int
 
 
 def plan_recovery(home: Chain, inbox: BridgeInbox, lost: Sequence[str]) -> Recovery:
     """The home Validators' stake-weighted committee without the `lost` keys and the members
-    this inbox already retired. BridgeError when nobody would be left."""
-    lost_keys = {Web3.to_checksum_address(a) for a in lost}
+    this inbox already retired; only the `lost` keys are retired (a member that merely leaves,
+    its stake below the minimum for now, may come back by rotation: review 17, M2).
+    BridgeError when a lost key is not a member of the current committee, or nobody would be
+    left."""
+    epoch = inbox.epoch()
+    current = inbox.committee(epoch)
+    lost_keys = list(dict.fromkeys(Web3.to_checksum_address(a) for a in lost))
+    strangers = [a for a in lost_keys if a not in current]
+    if strangers:
+        raise BridgeError(f"{', '.join(strangers)} is not a member of chain "
+                          f"{inbox.chain.network.chain_id}'s committee (epoch {epoch}: "
+                          f"{', '.join(current)}): only a member's lost key is retired")
     members, weights = choose_committee(
         [(who, w) for who, w in validator_weights(home)
          if w > 0 and who not in lost_keys and not inbox.retired(who)])
     if not members:
         raise BridgeError("no active validator is left to form the committee once the lost "
                           "keys are left out: register validators on the home chain first")
-    epoch = inbox.epoch()
-    retiring = [m for m in inbox.committee(epoch) if m not in members]
-    return Recovery(epoch + 1, members, weights, retiring, inbox.stalled_since())
+    return Recovery(epoch + 1, members, weights, lost_keys, inbox.stalled_since())

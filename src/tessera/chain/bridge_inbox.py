@@ -128,16 +128,17 @@ class BridgeInbox(ContractWrapper):
         return self._act(f"rotation to epoch {epoch}", "rotate", epoch, members, list(weights),
                          [bytes(s) for s in signatures])
 
-    def recover_committee(self, epoch: int, members: Sequence[str],
-                          weights: Sequence[int]) -> TxReceipt:
+    def recover_committee(self, epoch: int, members: Sequence[str], weights: Sequence[int],
+                          lost: Sequence[str]) -> TxReceipt:
         """Owner only (a Timelock in every deployment: see Timelock.advance): install epoch
-        `epoch`'s committee once the current one has not rotated for STALL_PERIOD."""
+        `epoch`'s committee once the current one has not rotated for STALL_PERIOD, retiring
+        the `lost` members for good."""
         members = [Web3.to_checksum_address(m) for m in members]
         problem = committee_refusal(members, list(weights))
         if problem:
             raise ValueError(f"committee refused before sending: {problem}")
         return self._act(f"recovery to epoch {epoch}", "recover_committee", epoch, members,
-                         list(weights))
+                         list(weights), [Web3.to_checksum_address(m) for m in lost])
 
     # -- guardian and owner --------------------------------------------------------------
     def pause(self) -> TxReceipt:
@@ -175,7 +176,7 @@ class BridgeInbox(ContractWrapper):
         return self._call("rotated_at")
 
     def retired(self, member: str) -> bool:
-        """Left out of this inbox's committee by a recovery: never a member again."""
+        """Named lost by a recovery of this inbox: never a member again."""
         return self._call("retired", Web3.to_checksum_address(member))
 
     def stall_period(self) -> int:

@@ -14,9 +14,9 @@
         can already deliver through a Mailbox it names (BridgeInbox.set_mailbox, the same
         Timelock), so this adds no power a live committee does not see coming: it can stop
         a recovery by rotating within the Timelock's delay. The stalled committee's members
-        that a recovery leaves out are retired from this inbox for good (their keys are
-        presumed lost): no later committee may include them, so a rotation cannot bring the
-        dead keys back.
+        that the recovery names as lost are retired from this inbox for good: no later
+        committee may include them, so a rotation cannot bring the dead keys back; the
+        members it only leaves out may come back by rotation.
 @dev Used by BridgeInbox (`initializes: committee[...]`); its external functions are
      exported there and keep their names.
 """
@@ -183,28 +183,28 @@ def rotate(epoch: uint256, members: DynArray[address, MAX_COMMITTEE], weights: D
 
 
 @external
-def recover_committee(epoch: uint256, members: DynArray[address, MAX_COMMITTEE], weights: DynArray[uint256, MAX_COMMITTEE]):
+def recover_committee(epoch: uint256, members: DynArray[address, MAX_COMMITTEE], weights: DynArray[uint256, MAX_COMMITTEE], lost: DynArray[address, MAX_COMMITTEE]):
     """
     @notice The owner (a Timelock) installs the next epoch's committee, only once the
             current one has not rotated for STALL_PERIOD: the way out when more than a
             third of its weight can no longer sign (keys lost), which no rotation can fix.
-            The stalled committee's members left out are retired (never members again);
-            signatures of the stalled epoch are refused afterwards. Works while paused.
+            The `lost` members are retired (never members again); signatures of the
+            stalled epoch are refused afterwards. Works while paused.
     @param epoch The new epoch: the current one plus one.
     @param members The new committee, strictly ascending addresses, 1 to 32 of them.
     @param weights Their weights (> 0), in the same order.
+    @param lost Members of the stalled committee whose keys are lost, none in `members`.
     """
     assert msg.sender == ownable.owner, "not owner"
     assert epoch == self.epoch + 1, "wrong epoch"
     stalled_since: uint256 = self.rotated_at + STALL_PERIOD
     assert block.timestamp >= stalled_since, "committee not stalled"
-    retired: DynArray[address, MAX_COMMITTEE] = []
-    for member: address in self._members[epoch - 1]:
-        if member not in members:
-            self.retired[member] = True
-            retired.append(member)
+    for member: address in lost:
+        assert self.weight_of[epoch - 1][member] > 0, "lost key not a member"
+        assert member not in members, "lost key kept"
+        self.retired[member] = True
     self._set_committee(epoch, members, weights)
-    log CommitteeRecovered(epoch=epoch, by=msg.sender, stalled_since=stalled_since, retired=retired)
+    log CommitteeRecovered(epoch=epoch, by=msg.sender, stalled_since=stalled_since, retired=lost)
 
 
 @external

@@ -383,7 +383,7 @@ def recover_committee(chain_id: int = ChainOption, network: Path = NetworkOption
                 f"the committee of chain {chain_id} last rotated at {inbox.rotated_at()} (Unix "
                 f"s); recovery is allowed from {plan.stalled_since}, so it can be "
                 f"{'scheduled' if timelocked else 'sent'} from {earliest}")
-        args = (plan.epoch, plan.members, plan.weights)
+        args = (plan.epoch, plan.members, plan.weights, plan.lost)
         if not timelocked:
             return plan, ("executed", now, inbox.recover_committee(*args))
         return plan, Timelock(chain).advance("BridgeInbox", "recover_committee", *args)
@@ -391,7 +391,7 @@ def recover_committee(chain_id: int = ChainOption, network: Path = NetworkOption
     plan, (step, ready_at, receipt) = run_guarded(body)
     tx = f": tx {tx_hash(receipt)}" if receipt else ""
     what = (f"epoch {plan.epoch}'s committee on chain {chain_id} ({len(plan.members)} members; "
-            f"retiring {', '.join(plan.retiring) or 'nobody'})")
+            f"retiring {', '.join(plan.lost) or 'nobody'})")
     console.print({"scheduled": f"recovery to {what} scheduled through its Timelock, executable "
                                 f"from {ready_at} (Unix s): run the command again then{tx}",
                    "waiting": f"recovery to {what} waits its Timelock until {ready_at} (Unix s)",

@@ -47,7 +47,7 @@ from tessera.chain.client import Chain, tx_hash
 from tessera.chain.network import Network
 from tessera.chain.token_bridge import TokenBridge
 from tessera.chain.validators import Validators
-from tessera.errors import BridgeError
+from tessera.errors import BridgeError, ChainError
 from tessera.files import write_atomic
 from tessera.http_deadline import DeadlineClient, raw_chunks, within
 from tessera.logs import EventLog
@@ -345,8 +345,13 @@ class Relayer:
             self._scan(source)
         for key in sorted(self.state["open"], key=lambda k: tuple(map(int, k.split(":")))):
             self._advance(key)
-        for chain_id, due in self.committees.due().items():   # asks members only while due
-            self._rotate(chain_id, due)
+        try:
+            due = self.committees.due()
+        except ChainError as exc:   # rotations wait; deliveries and refunds go on (review 17)
+            self.log("bridge-committee-error", "warning", error=str(exc))
+            due = {}
+        for chain_id, rotation in due.items():   # asks members only while due
+            self._rotate(chain_id, rotation)
         if self.refunds:
             self.refunds.poll()
 

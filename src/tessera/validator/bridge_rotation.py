@@ -11,7 +11,9 @@ committee without anyone's initiative, and then, no longer a member, may withdra
 Validators' withdraw guard) once its unbonding period is over: that period is the window in
 which a departed member's forgeries can still be proven and slashed. A slashed forger loses its
 seat the same way; a new validator gains one. A paused inbox is not rotated by this duty (its
-held reports must find the forgers still members).
+held reports must find the forgers still members), only renewed with the same members once its
+epoch is a third of STALL_PERIOD old, as every inbox is (so that the owner's committee recovery
+stays closed while the committee can sign: docs/bridge.md, "When the committee cannot sign").
 """
 
 from __future__ import annotations

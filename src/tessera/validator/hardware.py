@@ -207,6 +207,22 @@ def reportable(o: HardwareOutcome) -> bool:
     return o.outcome not in ("passed", "leased") and not o.reason.startswith("unreachable")
 
 
+def challenge_client() -> DeadlineClient:
+    """The client challenges go out by: no proxy from the environment (HTTP_PROXY and the
+    like), which would turn a provider's outage into an HTTP error or a broken answer, both
+    reported (review 17, L1)."""
+    return DeadlineClient(max_body=ANSWER_BYTES, trust_env=False)
+
+
+def busy_then(retry: HardwareOutcome) -> HardwareOutcome:
+    """A retry's outcome after the provider answered "busy" (429) to the same validator: it was
+    reachable then, and had the signed challenge, so an unreachable retry is no outage but a
+    dodge (review 17, H1: answer 429, then refuse the retry's connection); reported as such."""
+    if retry.outcome == "no-answer" and retry.reason.startswith("unreachable"):
+        return dataclasses.replace(retry, reason="busy, then " + retry.reason)
+    return retry
+
+
 LEASED = re.compile(r"serving lease (\d+)")
 
 
@@ -285,7 +301,7 @@ class HardwareChallenger:
         self.store = HardwareStore(store_path)
         self.checked_epoch: int | None = None
         self._rng = random.SystemRandom()
-        self._http = DeadlineClient(max_body=ANSWER_BYTES)
+        self._http = challenge_client()
         self.m_challenges = Counter("tessera_validator_hardware_challenges",
                                     "hardware challenges sent", ["outcome"], registry=metrics)
         for outcome in OUTCOMES:
@@ -349,7 +365,7 @@ class HardwareChallenger:
             if not is_busy(outcome):
                 break
             time.sleep(self._rng.uniform(0.25, 1.0) * (outcome.plan.deadline_s + 1.0))
-            outcome = once()
+            outcome = busy_then(once())
         return serving_lease(outcome, Market(self.chain))
 
     def report(self, epoch: int, o: HardwareOutcome) -> str:
