@@ -41,6 +41,47 @@ TRANSFER_GRACE_S = 30.0
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("http_deadline",
                                                                         default=None)
+# host -> the addresses it was resolved to before a timed exchange (`resolved_first`)
+_RESOLVED: contextvars.ContextVar[dict[str, list[str]] | None] = contextvars.ContextVar(
+    "http_resolved", default=None)
+
+
+def resolve(host: str, port: int, limit_s: float) -> list[str]:
+    """The addresses of `host`, looked up within `limit_s` (OSError otherwise: no name, or a
+    resolver too slow). The look-up runs in a thread of its own, which a hung resolver keeps
+    until it gives up; nothing waits for it past `limit_s`."""
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        found = pool.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        infos = found.result(timeout=limit_s)
+    except concurrent.futures.TimeoutError:
+        raise OSError(f"{host} not resolved within {limit_s:.1f} s") from None
+    finally:
+        pool.shutdown(wait=False)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def look_up(url: str, limit_s: float) -> dict[str, list[str]]:
+    """{`url`'s host: its addresses}, resolved within `limit_s` (OSError otherwise;
+    httpx.InvalidURL for no URL): for `connecting_to`, so that a timed exchange started after
+    it does not count the resolver's time (a hardware challenge times the provider, not the
+    challenger's DNS: review 17, L2)."""
+    parsed = httpx.URL(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return {parsed.host: resolve(parsed.host, port, limit_s)}
+
+
+@contextlib.contextmanager
+def connecting_to(addresses: dict[str, list[str]]) -> Iterator[None]:
+    """Requests made inside connect each host named in `addresses` (`look_up`) to those
+    addresses, one after another, without resolving it again; TLS still names the host."""
+    token = _RESOLVED.set({**(_RESOLVED.get() or {}), **addresses})
+    try:
+        yield
+    finally:
+        _RESOLVED.reset(token)
 
 
 @contextlib.contextmanager
@@ -124,12 +165,13 @@ class DeadlineBackend(httpcore.NetworkBackend):
                     socket_options: typing.Iterable | None = None) -> httpcore.NetworkStream:
         """Every address the name resolves to, one after another, each with the time left (a
         name with many unreachable addresses took their number times the deadline)."""
-        if _DEADLINE.get() is None:
+        known = (_RESOLVED.get() or {}).get(host)
+        if _DEADLINE.get() is None and known is None:
             return _Stream(self._inner.connect_tcp(host, port, timeout, local_address,
                                                    socket_options))
         try:
-            addresses = list(dict.fromkeys(a[4][0] for a in socket.getaddrinfo(
-                host, port, type=socket.SOCK_STREAM)))
+            addresses = known if known is not None else list(dict.fromkeys(
+                a[4][0] for a in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
         except OSError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
         last: Exception = httpcore.ConnectError(f"{host} resolves to no address")

@@ -3,9 +3,11 @@ commits to (validator/hardware.py, chain/hardware.py; docs/hardware.md, "On chai
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import struct
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -203,3 +205,68 @@ class Dripper502(ScriptedTcpServer):
             conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 7\r\n\r\nrefused")
         finally:
             conn.close()
+
+
+class Honest(ScriptedTcpServer):
+    """A provider that computes the product and answers at once, signed."""
+
+    def __init__(self, key):
+        self.key = key
+        super().__init__()
+
+    def answer(self, conn: socket.socket) -> None:
+        from tessera.compute.hardware_challenge import compute_fingerprints
+        from tessera.protocol import messages
+
+        try:
+            raw = b""
+            while b"\r\n\r\n" not in raw:
+                raw += conn.recv(65536)
+            head, body = raw.split(b"\r\n\r\n", 1)
+            length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+            while len(body) < length:
+                body += conn.recv(65536)
+            req = json.loads(body)
+            fp = hc.pack_fingerprints(int(v) for v in compute_fingerprints(req["seed"], req["size"]))
+            typed = hc.answer_typed_data(31337, "0x" + "11" * 20, self.key.address,
+                                         req["validator"], req["seed"], req["size"],
+                                         req["deadline_ms"], fp)
+            body = json.dumps(dict(
+                provider=self.key.address, validator=req["validator"], seed=req["seed"],
+                size=req["size"], deadline_ms=req["deadline_ms"], fingerprints=fp, device="cpu",
+                compute_ms=1.0, signature=messages.sign(self.key, typed))).encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        finally:
+            conn.close()
+
+
+def test_the_validators_slow_resolver_does_not_make_an_honest_node_late(monkeypatch):
+    # Review 17, L2: the name was resolved inside the timed exchange (and after the signed
+    # deadline was set), so a resolver taking seconds made an honest, fast node "late"
+    key = Account.create()
+    server = Honest(key)
+    url = server.url.replace("127.0.0.1", "localhost")
+    cfg = HardwareSection()
+    plan = hc.plan_challenge(20_000, cfg.target_s, cfg.slack, cfg.allowance_s)
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):   # a name takes seconds; an address none, as for real
+        if host == "localhost":
+            time.sleep(plan.deadline_s - 0.5 * plan.expected_s)
+        return real(host, *args, **kwargs)
+
+    def challenge():
+        return challenge_provider(DeadlineClient(max_body=1 << 20), url, key.address,
+                                  Account.create(), 20_000, cfg, 31337, "0x" + "11" * 20,
+                                  random.Random(0))
+
+    try:
+        monkeypatch.setattr(socket, "getaddrinfo", slow)
+        out = challenge()
+        assert out.outcome == "passed", out.reason
+        monkeypatch.setattr("tessera.validator.hardware.RESOLVE_S", 0.2)   # a resolver that hangs
+        out = challenge()
+    finally:
+        server.close()
+    assert out.reason.startswith("unreachable: name not resolved") and not reportable(out)

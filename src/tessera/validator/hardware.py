@@ -38,7 +38,7 @@ from tessera.chain.probes import Probes
 from tessera.chain.registry import ProviderRegistry
 from tessera.compute.hardware_challenge import wrong_rows
 from tessera.errors import ChainError, TxRefused
-from tessera.http_deadline import DeadlineClient, json_of, within
+from tessera.http_deadline import DeadlineClient, connecting_to, json_of, look_up, within
 from tessera.logs import EventLog
 from tessera.protocol import hardware_challenge as hc
 from tessera.protocol import messages
@@ -137,6 +137,8 @@ def judge_answer(request: hc.HardwareChallengeRequest, plan: hc.ChallengePlan, p
 NOT_CONNECTED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
                  httpx.UnsupportedProtocol, httpx.ProxyError, httpx.InvalidURL)
 
+RESOLVE_S = 5.0   # the most a provider's name may take to resolve (not timed against it)
+
 # The largest answer a provider may send: MAX_SIZE fingerprints of 16 hex digits, and the rest
 ANSWER_BYTES = 1 << 20
 
@@ -149,7 +151,21 @@ def challenge_provider(http: httpx.Client, endpoint: str, provider: str,
     exchange ends at the challenge's deadline however slowly the provider sends (review 15)."""
     plan = hc.plan_challenge(benchmark_mflops, cfg.target_s, cfg.slack, cfg.allowance_s)
     seed = "0x" + secrets.token_hex(32)
+    # the name first, outside the timed exchange and before the signed deadline is set
+    try:
+        addresses = look_up(endpoint, RESOLVE_S)
+    except (OSError, httpx.InvalidURL) as exc:   # an outage, or this validator's resolver
+        return HardwareOutcome(provider, benchmark_mflops, seed, plan, None, "no-answer",
+                               f"unreachable: name not resolved: {str(exc)[:160]}", "", "", 0)
+    with connecting_to(addresses):
+        return _timed_challenge(http, endpoint, provider, validator, benchmark_mflops, cfg,
+                                chain_id, probes, rng, plan, seed)
 
+
+def _timed_challenge(http: httpx.Client, endpoint: str, provider: str,
+                     validator: LocalAccount, benchmark_mflops: int, cfg: HardwareSection,
+                     chain_id: int, probes: str, rng: random.Random, plan: hc.ChallengePlan,
+                     seed: str) -> HardwareOutcome:
     deadline_ms = int(time.time() * 1000 + plan.deadline_s * 1000) + 1
     typed = hc.request_typed_data(chain_id, probes, provider, validator.address, seed, plan.size,
                                   deadline_ms)
