@@ -77,8 +77,8 @@ def served(folder: Path) -> httpx.Client:
         parts = request.url.path.strip("/").split("/")
         if len(parts) == 6 and parts[0::2] == ["leases", "rounds", "checkpoints"]:
             path = checkpoint_path(folder / "rounds" / parts[3], int(parts[5]))
-            if path.is_file():
-                return httpx.Response(200, content=path.read_bytes())
+            if path.is_file():   # a stream, as a real server's body is (download reads it raw)
+                return httpx.Response(200, stream=httpx.ByteStream(path.read_bytes()))
         return httpx.Response(404)
     return httpx.Client(transport=httpx.MockTransport(handler))
 
