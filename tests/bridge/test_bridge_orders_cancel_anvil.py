@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from tessera.chain.accounts import devnet_account
 from tessera.chain.bridge_orders import CANCEL_CARRIER, BridgeOrders, fund_order
 from tessera.chain.market import Market
+from tessera.chain.token_bridge import TokenBridge
 from tessera.cli import app
-from tessera.protocol.bridge import OrderTerms
+from tessera.protocol.bridge import OrderTerms, claim_call_data
 
 from .conftest import HOME, OTHER, PEER, SENDER, TUSD
 
@@ -63,3 +64,69 @@ def test_the_sender_cancels_its_order_from_its_own_chain(bridge):
     for _ in range(2):
         bridge.settle(relayer)
     assert bridge.tusd(PEER, sender) == peer_before and orders.owed(cancel_id) == 0
+
+
+def test_the_sender_claims_here_from_its_own_chain_and_the_carrier_comes_back(bridge):
+    """A refused deposit is owed back; the sender has it paid on the home chain by a message
+    from its own chain (`order-claim --from-chain --to`): for a contract sender when the route
+    back takes nothing. A carrier worth sending (0.02 TUSD, sent by hand as a Safe would) comes
+    back by the relayer's refund duty (review 18, L-1)."""
+    sender = devnet_account(SENDER).address
+    receiver = devnet_account(OTHER).address
+    peer = bridge.chain(PEER, SENDER)
+    refused_id, _ = TokenBridge(peer).send_call(HOME, BridgeOrders(bridge.chain(HOME)).address,
+                                                2 * TUSD, b"\x01")          # no order's terms
+    relayer = bridge.relayer(refund_check_s=3_600)      # the duty does not send it back first
+    bridge.settle(relayer)
+    orders = BridgeOrders(bridge.chain(HOME))
+    assert orders.owed(refused_id) == 2 * TUSD
+    before = bridge.tusd(HOME, receiver)
+    code, out = tessera(bridge, "bridge", "order-claim", "0x" + refused_id.hex(), "--from-chain",
+                        str(PEER), "--to", receiver, "--account", f"devnet:{SENDER}")
+    assert code == 0 and f"paid to {receiver}" in out, out
+    bridge.settle(relayer)
+    assert bridge.tusd(HOME, receiver) == before + 2 * TUSD and orders.owed(refused_id) == 0
+    code, out = tessera(bridge, "bridge", "order-claim", "0x" + refused_id.hex(), "--from-chain",
+                        str(PEER), "--account", f"devnet:{SENDER}")
+    assert code == 1 and "owed nothing now" in out, out
+
+    # a claim carrying 0.02 TUSD: the carrier is owed back and the relayer's duty returns it
+    refused_id, _ = TokenBridge(peer).send_call(HOME, orders.address, TUSD, b"\x01")
+    bridge.settle(relayer)
+    peer_before, home_before = bridge.tusd(PEER, sender), bridge.tusd(HOME, receiver)
+    carrier = TUSD // 50
+    claim_id, _ = TokenBridge(peer).send_call(HOME, orders.address, carrier,
+                                              claim_call_data(refused_id, receiver))
+    duty = bridge.relayer("refunds", refund_check_s=0)
+    for _ in range(4):
+        bridge.settle(duty)
+    assert orders.owed(claim_id) == 0 and orders.owed(refused_id) == 0
+    assert bridge.tusd(HOME, receiver) == home_before + TUSD   # the claim paid here
+    assert bridge.tusd(PEER, sender) == peer_before        # the carrier went out and came back
+
+
+def test_a_failing_committee_read_stops_neither_deliveries_nor_refunds(bridge, monkeypatch):
+    """Review 18, L-3: an error reading the committees (an RPC answering 503 after web3's
+    retries is an HTTPError, not a ChainError) aborted the relayer's poll before its refund
+    duty. A stand-in raises it (an RPC that fails on cue cannot be caused here otherwise)."""
+    import requests
+
+    relayer = bridge.relayer(refund_check_s=0)
+    polled = []
+
+    def failing():
+        raise requests.HTTPError("503 Server Error: Service Unavailable")
+
+    monkeypatch.setattr(relayer.committees, "due", failing)
+    monkeypatch.setattr(relayer.refunds, "poll", lambda: polled.append(True))
+    message_id = bridge.send(PEER, SENDER, TUSD)
+    bridge.mine(PEER)
+    bridge.mine(HOME)
+    bridge.attest()
+    relayer.poll_once()
+    assert polled                                                  # the poll went on
+    for _ in range(3):
+        bridge.mine(PEER)
+        bridge.attest()
+        relayer.poll_once()
+    assert bridge.inbox(HOME).delivered(message_id)

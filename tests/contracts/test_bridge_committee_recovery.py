@@ -125,6 +125,7 @@ def test_lost_keys_are_recovered_from_and_retired_for_good(world):
     with unchanged(b):
         refused("lost key not a member", _recover, b, 1, new, weights, lost=[OUTSIDER])
         refused("lost key kept", _recover, b, 1, new, weights, lost=[LIVE[0]])
+        refused("lost key twice", _recover, b, 1, new, weights, lost=[LOST[0], LOST[0]])
     _recover(b, 1, new, weights, lost=LOST)
     [event] = [e for e in b.inbox.get_logs() if type(e).__name__ == "CommitteeRecovered"]
     assert (event.epoch, event.by, event.stalled_since) == (1, b.owner, stalled_since)

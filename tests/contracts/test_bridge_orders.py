@@ -42,6 +42,7 @@ from tessera.protocol.bridge import (
     OrderTerms,
     bounce_payload,
     cancel_call_data,
+    claim_call_data,
     order_call_data,
     top_up_call_data,
     transfer_call_payload,
@@ -398,6 +399,7 @@ op = st.one_of(
     st.tuples(st.just("recover"), st.integers(0, 20)),
     st.tuples(st.just("sender_cancel"), st.integers(0, 20)),
     st.tuples(st.just("bridged_cancel"), st.integers(0, 20), st.booleans()),
+    st.tuples(st.just("bridged_claim"), st.integers(0, 20), st.booleans()),
 )
 
 
@@ -472,6 +474,12 @@ def test_every_token_is_owed_for_any_sequence(home, ops):
                     if mid is not None:
                         sender = SENDER.address if step[2] else s.outsider.address
                         fundings.append(home.deliver(1, cancel_call_data(mid), sender=sender))
+                elif kind == "bridged_claim":   # by message, to an account here
+                    mid = _pick(fundings, step[1])
+                    if mid is not None:
+                        sender = SENDER.address if step[2] else s.outsider.address
+                        fundings.append(home.deliver(1, claim_call_data(mid, SENDER.address),
+                                                     sender=sender))
                 elif kind == "claim":
                     mid = _pick(fundings, step[1])
                     if mid is not None:

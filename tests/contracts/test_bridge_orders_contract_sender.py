@@ -4,8 +4,11 @@ address deployed on another chain by whoever got there first). That contract mus
 what the funding is owed (`claim_here`) nor cancel its order (`cancel_order`): both now need
 the caller to be the key behind the address (`tx.origin`). The sender cancels by a message from
 its own chain instead (data: `cancel_order(bytes32)`'s selector and the funding's id), and is
-paid back there by `send_back`. Real Market and mint-mode TokenBridge, as in
-tests/contracts/test_bridge_orders.py (whose property test also sends cancels by message)."""
+paid back there by `send_back`, or here by a claim from its chain (data: the selector of
+`claim_here(bytes32,address)`, the funding's id, the recipient here) when the route back takes
+nothing (review 18: anyone bridging home TUSD out can drain the route's backing). Real Market
+and mint-mode TokenBridge, as in tests/contracts/test_bridge_orders.py (whose property test also
+sends cancels and claims by message)."""
 
 from __future__ import annotations
 
@@ -14,7 +17,13 @@ import pytest
 from contracts_support import USD, events, key_account
 from test_bridge_orders import SENDER, Home, terms
 
-from tessera.protocol.bridge import CANCEL_SELECTOR, cancel_call_data, order_call_data, top_up_call_data
+from tessera.protocol.bridge import (
+    CANCEL_SELECTOR,
+    cancel_call_data,
+    claim_call_data,
+    order_call_data,
+    top_up_call_data,
+)
 
 HIJACKER = key_account(72)
 
@@ -48,7 +57,7 @@ def test_a_contract_at_the_senders_address_here_takes_nothing(home):
     oid = orders.fundings(mid).order_id
     refused = home.deliver(3 * USD, b"\x00", sender=squatter.address)     # owed back whole
     with boa.env.prank(HIJACKER.address):
-        with boa.reverts("a contract sender is paid back on its chain"):
+        with boa.reverts("a contract sender claims from its chain"):
             squatter.claim(orders.address, refused, HIJACKER.address)
         with boa.reverts("a contract sender cancels from its chain"):
             squatter.cancel(orders.address, mid)
@@ -118,3 +127,42 @@ def test_a_cancel_nobody_may_send_cancels_nothing_and_is_owed_back(home):
         assert usd.balanceOf(orders.address) == held, case
     with pytest.raises(ValueError):
         cancel_call_data(bytes(32))
+
+
+def test_the_sender_claims_here_by_a_message_from_its_chain(home):
+    usd, orders = home.system.usd, home.orders
+    safe = boa.env.generate_address("a Safe on the peer chain")
+    treasury = boa.env.generate_address("the Safe's account here")
+    refused = home.deliver(3 * USD, b"\x00", sender=safe)              # owed back whole
+    claim = home.deliver(USD // 2, claim_call_data(refused, treasury), sender=safe)
+    (ev,) = events(home.bridge, "ClaimFunded")
+    assert (ev.message_id, ev.funding, ev.to, ev.amount) == (claim, refused, treasury, 3 * USD)
+    assert usd.balanceOf(treasury) == 3 * USD and orders.owed(refused) == 0
+    assert orders.owed(claim) == USD // 2 == usd.balanceOf(orders.address)   # the carrier
+    (ret,) = [e for e in events(home.bridge, "Returned")]
+    assert (ret.message_id, ret.to, ret.amount, ret.transfer_id) == (refused, treasury, 3 * USD,
+                                                                   bytes(32))
+
+
+def test_a_claim_nobody_may_send_pays_nothing_and_is_owed_back(home):
+    usd, orders = home.system.usd, home.orders
+    other = key_account(71)
+    to = boa.env.generate_address("somewhere")
+    refused = home.deliver(3 * USD, b"\x00")
+    mid = home.deliver(8 * USD, order_call_data(terms()))               # open: nothing owed yet
+    cases = [("another sender's funding", claim_call_data(refused, to), other.address),
+             ("nothing owed", claim_call_data(mid, to), SENDER.address),
+             ("an unknown funding", claim_call_data(b"\x07" * 32, to), SENDER.address),
+             ("the zero recipient", claim_call_data(refused, to)[:36] + bytes(32), SENDER.address),
+             ("one byte short", claim_call_data(refused, to)[:-1], SENDER.address),
+             ("one byte over", claim_call_data(refused, to) + b"\x00", SENDER.address)]
+    held = usd.balanceOf(orders.address)
+    for case, data, sender in cases:
+        message = home.deliver(2 * USD, data, sender=sender)
+        assert not events(home.bridge, "ClaimFunded"), case
+        assert orders.owed(refused) == 3 * USD and usd.balanceOf(to) == 0, case
+        assert orders.owed(message) == 2 * USD, case
+        held += 2 * USD
+        assert usd.balanceOf(orders.address) == held, case
+    with pytest.raises(ValueError):
+        claim_call_data(refused, "0x" + "00" * 20)

@@ -21,7 +21,7 @@ from tessera.chain.bridge_deploy import validator_weights
 from tessera.chain.bridge_inbox import BridgeInbox
 from tessera.chain.client import Chain
 from tessera.chain.validators import Validators
-from tessera.errors import BridgeError, ChainError
+from tessera.errors import BridgeError, TxRefused
 from tessera.protocol.bridge import choose_committee, renewal_due, rotation_due
 
 
@@ -84,7 +84,7 @@ class CommitteeWatch:
         if inbox.address not in self._stall_periods:     # a constant of the contract
             try:
                 self._stall_periods[inbox.address] = inbox.stall_period()
-            except ChainError:
+            except TxRefused:   # (an RPC that fails for now raises: asked again next poll)
                 self._stall_periods[inbox.address] = None
         period = self._stall_periods[inbox.address]
         return period is not None and renewal_due(inbox.rotated_at(),
@@ -111,15 +111,20 @@ def plan_recovery(home: Chain, inbox: BridgeInbox, lost: Sequence[str]) -> Recov
     epoch = inbox.epoch()
     current = inbox.committee(epoch)
     lost_keys = list(dict.fromkeys(Web3.to_checksum_address(a) for a in lost))
-    strangers = [a for a in lost_keys if a not in current]
+    weighted = validator_weights(home)
+    staked = {who for who, w in weighted if w > 0}
+    strangers = [a for a in lost_keys if a not in current and a not in staked]
     if strangers:
-        raise BridgeError(f"{', '.join(strangers)} is not a member of chain "
+        raise BridgeError(f"{', '.join(strangers)} is neither a member of chain "
                           f"{inbox.chain.network.chain_id}'s committee (epoch {epoch}: "
-                          f"{', '.join(current)}): only a member's lost key is retired")
+                          f"{', '.join(current)}) nor a validator with stake: a typo?")
     members, weights = choose_committee(
-        [(who, w) for who, w in validator_weights(home)
+        [(who, w) for who, w in weighted
          if w > 0 and who not in lost_keys and not inbox.retired(who)])
     if not members:
         raise BridgeError("no active validator is left to form the committee once the lost "
                           "keys are left out: register validators on the home chain first")
-    return Recovery(epoch + 1, members, weights, lost_keys, inbox.stalled_since())
+    # a lost key of a validator that is not a member is only left out (the contract retires
+    # members only): it cannot come back while its stake is not rotated in, and it signs nothing
+    return Recovery(epoch + 1, members, weights, [a for a in lost_keys if a in current],
+                    inbox.stalled_since())

@@ -21,7 +21,13 @@ from tessera.chain.market import Market
 from tessera.chain.token_bridge import TokenBridge
 from tessera.chain.tokens import PaymentToken
 from tessera.errors import BridgeError, TxRefused
-from tessera.protocol.bridge import OrderTerms, cancel_call_data, order_call_data, top_up_call_data
+from tessera.protocol.bridge import (
+    OrderTerms,
+    cancel_call_data,
+    claim_call_data,
+    order_call_data,
+    top_up_call_data,
+)
 from tessera.protocol.lease import order_deposit
 
 
@@ -76,7 +82,7 @@ def fund_top_up(peer: Chain, home: Chain, lease_id: int,
                                        top_up_call_data(lease_id))
 
 
-CANCEL_CARRIER = 1   # base units a cancel message carries (a transfer moves something): owed back
+CANCEL_CARRIER = 1   # base units a cancel or claim message carries (a transfer moves something)
 
 
 def fund_cancel(peer: Chain, home: Chain, funding_id: bytes) -> tuple[bytes, list[TxReceipt]]:
@@ -99,6 +105,25 @@ def fund_cancel(peer: Chain, home: Chain, funding_id: bytes) -> tuple[bytes, lis
     _check_route(peer, home, CANCEL_CARRIER, "the order is cancelled")
     return TokenBridge(peer).send_call(home.network.chain_id, orders.address, CANCEL_CARRIER,
                                        cancel_call_data(funding_id))
+
+
+def fund_claim(peer: Chain, home: Chain, funding_id: bytes,
+               to: str) -> tuple[bytes, list[TxReceipt]]:
+    """On the peer chain: send BridgeOrders a message that pays what funding `funding_id` is
+    owed to `to` on the home chain, as `claim_here` does there (for a sender with no gas there,
+    and the one way for a sender that is a contract when the route back takes nothing). Refused
+    here first when the funding is not this account's from this chain or nothing is owed. The
+    message's own CANCEL_CARRIER base units are owed back. Returns the TokenBridge message id."""
+    orders = BridgeOrders(home)
+    funding = orders.funding(funding_id)
+    if (funding.sender.lower(), funding.source_chain) != (peer.address.lower(), peer.network.chain_id):
+        raise BridgeError(f"deposit 0x{bytes(funding_id).hex()} was sent by {funding.sender} from "
+                          f"chain {funding.source_chain}: only that sender claims it, from there")
+    if orders.owed(funding_id) == 0:
+        raise BridgeError(f"deposit 0x{bytes(funding_id).hex()} is owed nothing now")
+    _check_route(peer, home, CANCEL_CARRIER, "the claim is paid")
+    return TokenBridge(peer).send_call(home.network.chain_id, orders.address, CANCEL_CARRIER,
+                                       claim_call_data(funding_id, Web3.to_checksum_address(to)))
 
 
 def _check_route(peer: Chain, home: Chain, amount: int, then: str) -> None:

@@ -25,8 +25,10 @@
         owed back whole). `claim_here` and `cancel_order` here take the sender's address on
         this chain as the sender's only when it calls with its own key (`tx.origin`): a
         sender that is a contract on its chain may be someone else's contract at the same
-        address here (the Wintermute loss), so it cancels by message and is paid back by
-        `send_back`. No owner: nothing here can be changed after deployment.
+        address here (the Wintermute loss), so it cancels and claims by message (data
+        `claim_here(bytes32,address)`'s selector, the funding's id and the recipient here),
+        or is paid back by `send_back`. No owner: nothing here can be changed after
+        deployment.
 @dev Every token this contract holds is owed to one funding's sender:
      balanceOf(self) == sum(owed(id)) (plus tokens sent here directly, which nobody can
      take). The order is opened in a self-call with a fixed gas allowance, so data the
@@ -97,13 +99,23 @@ event TopUpFunded:
     amount: uint256
 
 
-# A send-back the peer chain cancelled came back here: owed again.
+# A message from the funding's sender cancelled the order it opened (`message_id` carried it).
 event CancelFunded:
     message_id: indexed(bytes32)
     funding: indexed(bytes32)
     order_id: indexed(uint256)
 
 
+# A message from the funding's sender paid what it was owed to `to` here (`message_id`
+# carried it; its own tokens are owed back).
+event ClaimFunded:
+    message_id: indexed(bytes32)
+    funding: indexed(bytes32)
+    to: indexed(address)
+    amount: uint256
+
+
+# A send-back the peer chain cancelled came back here: owed again.
 event BounceRecovered:
     message_id: indexed(bytes32)
     transfer_id: indexed(bytes32)
@@ -127,6 +139,9 @@ MAX_CALL_DATA: constant(uint256) = 384
 TOP_UP: constant(Bytes[4]) = method_id("top_up(uint256)")
 # `data` that cancels the order a funding of the same sender opened: this selector, then its id
 CANCEL: constant(Bytes[4]) = method_id("cancel_order(bytes32)")
+# `data` that pays what a funding of the same sender is owed to an address here: this selector,
+# the funding's id, the recipient (a contract sender's `claim_here`)
+CLAIM: constant(Bytes[4]) = method_id("claim_here(bytes32,address)")
 
 token: public(immutable(address))
 market: public(immutable(address))
@@ -184,7 +199,8 @@ def on_bridged_tokens(source_chain: uint256, sender: address, amount: uint256, d
     @param data abi_encode(tenant, spec_hash, gpu_model, min_gpus, min_gpu_memory_mb,
            max_price_per_gpu_hour, duration, nodes, verified): the terms of `create_order`,
            the deposit being `amount`; or a top-up: TOP_UP ++ uint256 lease id (36 bytes);
-           or a cancel: CANCEL ++ the funding's id (36 bytes; `amount` is owed back whole).
+           or a cancel: CANCEL ++ the funding's id (36 bytes); or a claim: CLAIM ++ the
+           funding's id ++ the recipient here (68 bytes) (for both, `amount` is owed back whole).
     @param message_id The TokenBridge message id (names the funding).
     """
     assert msg.sender == token_bridge, "only the token bridge"
@@ -193,6 +209,19 @@ def on_bridged_tokens(source_chain: uint256, sender: address, amount: uint256, d
     self.fundings[message_id] = Funding(sender=sender, source_chain=source_chain, amount=amount, order_id=0, returned=0, added_to=empty(bytes32))
     ok: bool = False
     out: Bytes[64] = b""
+    if len(data) == 68 and slice(data, 0, 4) == CLAIM:
+        ok, out = raw_call(
+            self,
+            abi_encode(extract32(data, 4), extract32(data, 36, output_type=address), sender, source_chain, method_id=method_id("claim_from_peer(bytes32,address,address,uint256)")),
+            max_outsize=32,
+            gas=ORDER_GAS,
+            revert_on_failure=False,
+        )
+        if ok:
+            log ClaimFunded(message_id=message_id, funding=extract32(data, 4), to=extract32(data, 36, output_type=address), amount=abi_decode(out, uint256))
+        else:
+            log OrderRefused(message_id=message_id, sender=sender, source_chain=source_chain, amount=amount)
+        return
     if len(data) == 36 and slice(data, 0, 4) == CANCEL:
         funding_id: bytes32 = extract32(data, 4)
         ok, out = raw_call(
@@ -302,6 +331,35 @@ def top_up_lease(amount: uint256, lease_id: uint256, sender: address, source_cha
 
 
 @external
+def claim_from_peer(funding: bytes32, to: address, sender: address, source_chain: uint256) -> uint256:
+    """
+    @notice Internal step of `on_bridged_tokens`, callable only by this contract: pay what
+            `funding` is owed to `to` here, for its sender on `source_chain` (a revert here
+            pays nothing; the message's own tokens are owed back whole either way).
+    @param funding The funding whose owed amount is paid.
+    @param to Who receives it on this chain.
+    @param sender Who sent the claim, on `source_chain`.
+    @param source_chain The chain it came from.
+    @return uint256 The amount paid.
+    """
+    assert msg.sender == self, "only this contract"
+    f: Funding = self.fundings[funding]
+    assert f.sender == sender and f.source_chain == source_chain, "not the funding's sender"
+    return self._pay_here(funding, f, to)
+
+
+@internal
+def _pay_here(message_id: bytes32, f: Funding, to: address) -> uint256:
+    assert to != empty(address), "zero recipient"
+    owed: uint256 = self._owed(f)
+    assert owed > 0, "nothing owed"
+    self.fundings[message_id].returned = f.returned + owed
+    assert extcall IERC20(token).transfer(to, owed, default_return_value=True), "transfer failed"
+    log Returned(message_id=message_id, order_id=f.order_id, to=to, amount=owed, transfer_id=empty(bytes32))
+    return owed
+
+
+@external
 def cancel_from_peer(funding: bytes32, sender: address, source_chain: uint256) -> uint256:
     """
     @notice Internal step of `on_bridged_tokens`, callable only by this contract: cancel
@@ -400,7 +458,7 @@ def claim_here(message_id: bytes32, to: address):
     """
     @notice The funding's sender (the same address on this chain, calling with its own
             key) takes what it is owed here instead of on its chain. A sender that is a
-            contract is paid back on its chain only (`send_back`).
+            contract claims by a message from its chain instead (data CLAIM ++ id ++ to).
     @param message_id The funding's TokenBridge message id.
     @param to Who receives it on this chain.
     """
@@ -408,10 +466,5 @@ def claim_here(message_id: bytes32, to: address):
     assert f.sender != empty(address), "unknown funding"
     assert msg.sender == f.sender, "not the sender"
     # the address is the sender's here only if a key, the same on every chain, signed for it
-    assert msg.sender == tx.origin, "a contract sender is paid back on its chain"
-    assert to != empty(address), "zero recipient"
-    owed: uint256 = self._owed(f)
-    assert owed > 0, "nothing owed"
-    self.fundings[message_id].returned = f.returned + owed
-    assert extcall IERC20(token).transfer(to, owed, default_return_value=True), "transfer failed"
-    log Returned(message_id=message_id, order_id=f.order_id, to=to, amount=owed, transfer_id=empty(bytes32))
+    assert msg.sender == tx.origin, "a contract sender claims from its chain"
+    self._pay_here(message_id, f, to)

@@ -202,6 +202,7 @@ def recover_committee(epoch: uint256, members: DynArray[address, MAX_COMMITTEE],
     for member: address in lost:
         assert self.weight_of[epoch - 1][member] > 0, "lost key not a member"
         assert member not in members, "lost key kept"
+        assert not self.retired[member], "lost key twice"
         self.retired[member] = True
     self._set_committee(epoch, members, weights)
     log CommitteeRecovered(epoch=epoch, by=msg.sender, stalled_since=stalled_since, retired=lost)

@@ -364,6 +364,20 @@ def cancel_call_data(funding_id: bytes) -> bytes:
     return CANCEL_SELECTOR + bytes(funding_id)
 
 
+CLAIM_SELECTOR = keccak(text="claim_here(bytes32,address)")[:4]
+
+
+def claim_call_data(funding_id: bytes, to: str) -> bytes:
+    """BridgeOrders' data that pays what funding `funding_id` is owed to `to` on the home chain
+    (the message's sender must be that funding's, on the same chain): 68 bytes; the message's
+    own amount is owed back whole. A contract sender's `claim_here`."""
+    if len(funding_id) != 32 or funding_id == bytes(32):
+        raise ValueError("a funding is named by its 32-byte message id")
+    if int(to, 16) == 0:
+        raise ValueError("the recipient is the zero address")
+    return CLAIM_SELECTOR + bytes(funding_id) + bytes(12) + bytes.fromhex(to.removeprefix("0x"))
+
+
 def bounce_payload(cancelled: bytes) -> bytes:
     """TokenBridge's payload of a bounce: the id of the cancelled transfer."""
     return encode(["bytes32"], [cancelled])

@@ -17,7 +17,7 @@ from web3 import Web3
 from tessera.chain.accounts import resolve_account
 from tessera.chain.bridge_committee import plan_recovery
 from tessera.chain.bridge_inbox import BridgeInbox
-from tessera.chain.bridge_orders import BridgeOrders, fund_cancel
+from tessera.chain.bridge_orders import BridgeOrders, fund_cancel, fund_claim
 from tessera.chain.bridge_outbox import BridgeOutbox
 from tessera.chain.client import Chain, tx_hash
 from tessera.chain.devnet import bridge_confirmations
@@ -302,17 +302,39 @@ def order_cancel(message_id: str = typer.Argument(..., help="the deposit's messa
 @bridge_app.command("order-claim")
 def order_claim(message_id: str = typer.Argument(..., help="the deposit's message id (0x...)"),
                 network: Path = NetworkOption,
-                account: str = typer.Option(..., "--account", help="the deposit's sender")) -> None:
+                account: str = typer.Option(..., "--account", help="the deposit's sender"),
+                from_chain: int = typer.Option(None, "--from-chain", min=1, help="send the "
+                                               "claim as a message from the chain the deposit "
+                                               "came from (no gas needed at home)"),
+                to: str = typer.Option(None, "--to", help="who receives it on the home chain "
+                                       "(default: the sender's address there)")) -> None:
     """The sender takes what it is owed on the home chain instead of on its own (for when the
-    way back is paused or closed)."""
+    way back is paused, closed or drained). With --from-chain the claim travels as a bridge
+    message (a relayer delivers it); a sender that is a contract sends the same message itself."""
     def body():
-        orders = _orders(network, account)
         mid = _funding_id(message_id)
-        owed = orders.owed(mid)
-        return owed, orders.claim_here(mid)
+        if from_chain is None:
+            orders = _orders(network, account)
+            if to is not None:
+                raise ValueError("--to goes with --from-chain (at home, the sender's own "
+                                 "address receives it)")
+            owed = orders.owed(mid)
+            return owed, orders.claim_here(mid), None
+        net = load_network(network)
+        orders = _orders(network, None)
+        peer = _connect(net, from_chain, account)
+        recipient = _address("--to", to) if to is not None else peer.address
+        claim_id, _ = fund_claim(peer, orders.chain, mid, recipient)
+        return orders.owed(mid), None, (claim_id, recipient)
 
-    owed, receipt = run_guarded(body)
-    console.print(f"claimed {_tusd(owed)} on the home chain: tx {tx_hash(receipt)}")
+    owed, receipt, sent = run_guarded(body)
+    if receipt is not None:
+        console.print(f"claimed {_tusd(owed)} on the home chain: tx {tx_hash(receipt)}")
+        return
+    claim_id, recipient = sent
+    console.print(f"claim of {_tusd(owed)} sent from chain {from_chain} as message "
+                  f"0x{claim_id.hex()}: paid to {recipient} on the home chain when a relayer "
+                  "delivers it")
 
 
 def _switch(chain_id: int, network: Path | None, account: str, pause: bool) -> None:

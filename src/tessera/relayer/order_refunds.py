@@ -81,6 +81,10 @@ class OrderRefunds:
         here = self.orders.address
         for e in self._events("BridgeOrders", "OrderRefused", start, end):
             self._owe("0x" + bytes(e["args"]["message_id"]).hex(), e["args"]["source_chain"])
+        for name in ("CancelFunded", "ClaimFunded"):   # the carrier of a cancel or a claim
+            for e in self._events("BridgeOrders", name, start, end):
+                message_id = bytes(e["args"]["message_id"])
+                self._owe("0x" + message_id.hex(), self.orders.funding(message_id).source_chain)
         for order_id in {e["args"]["order_id"] for e in self._events("Market", "Refunded", start,
                                                                       end, payer=here)}:
             message_id = self.orders.funding_of(order_id)

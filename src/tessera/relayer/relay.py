@@ -47,7 +47,7 @@ from tessera.chain.client import Chain, tx_hash
 from tessera.chain.network import Network
 from tessera.chain.token_bridge import TokenBridge
 from tessera.chain.validators import Validators
-from tessera.errors import BridgeError, ChainError
+from tessera.errors import BridgeError
 from tessera.files import write_atomic
 from tessera.http_deadline import DeadlineClient, raw_chunks, within
 from tessera.logs import EventLog
@@ -347,8 +347,8 @@ class Relayer:
             self._advance(key)
         try:
             due = self.committees.due()
-        except ChainError as exc:   # rotations wait; deliveries and refunds go on (review 17)
-            self.log("bridge-committee-error", "warning", error=str(exc))
+        except Exception as exc:   # rotations wait; deliveries and refunds go on (reviews 17, 18)
+            self.log("bridge-committee-error", "warning", error=f"{type(exc).__name__}: {exc}")
             due = {}
         for chain_id, rotation in due.items():   # asks members only while due
             self._rotate(chain_id, rotation)
