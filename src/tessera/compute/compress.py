@@ -58,10 +58,6 @@ class Quantized:
     chunk: int
 
 
-def _chunk_index(numel: int, chunk: int) -> torch.Tensor:
-    return torch.arange(numel) // chunk
-
-
 LEVELS = {"int8": 127, "int4": 7}   # the largest quantized magnitude of each compression
 
 
@@ -77,20 +73,30 @@ def quantize(x: torch.Tensor, chunk: int = DEFAULT_CHUNK, levels: int = LEVELS["
         raise ValueError("chunk must be >= 1")
     flat = x.detach().to(torch.float32).reshape(-1)
     n = flat.numel()
-    n_chunks = max(1, math.ceil(n / chunk))
-    padded = torch.zeros(n_chunks * chunk, dtype=torch.float32)
-    padded[:n] = flat
-    absmax = padded.view(n_chunks, chunk).abs().amax(dim=1)
-    scales = absmax / float(levels)
+    rows = _rows(flat, chunk)   # one row per chunk, the last padded with zeros
+    scales = rows.abs().amax(dim=1) / float(levels)
     safe = torch.where(scales > 0, scales, torch.ones_like(scales))
-    idx = _chunk_index(n, chunk)
-    q = torch.round(flat / safe[idx]).clamp_(-levels, levels).to(torch.int8)
+    # each element divided by its own chunk's scale: the same float32 operations, element by
+    # element, as dividing by a gathered per-element scale, without building the gather
+    q = torch.round(rows / safe[:, None]).clamp_(-levels, levels).to(torch.int8).view(-1)[:n]
     return Quantized(q.view(x.shape), scales, chunk)
 
 
+def _rows(flat: torch.Tensor, chunk: int) -> torch.Tensor:
+    """`flat` as float32 rows of `chunk` elements (at least one row), zero-padded at the end."""
+    n = flat.numel()
+    n_chunks = max(1, math.ceil(n / chunk))
+    padded = torch.zeros(n_chunks * chunk, dtype=torch.float32)
+    padded[:n] = flat
+    return padded.view(n_chunks, chunk)
+
+
 def dequantize_int8(qt: Quantized) -> torch.Tensor:
-    flat = qt.q.reshape(-1).to(torch.float32)
-    return (flat * qt.scales[_chunk_index(flat.numel(), qt.chunk)]).view(qt.q.shape)
+    flat = qt.q.reshape(-1)
+    rows = _rows(flat, qt.chunk)
+    if qt.scales.shape != (rows.shape[0],):   # (never broadcast one scale over every chunk)
+        raise ValueError(f"{tuple(qt.scales.shape)} scales for {rows.shape[0]} chunks")
+    return (rows * qt.scales[:, None]).view(-1)[:flat.numel()].view(qt.q.shape)
 
 
 class ErrorFeedback:
