@@ -70,7 +70,10 @@ def look_up(url: str, limit_s: float) -> dict[str, list[str]]:
     challenger's DNS: review 17, L2)."""
     parsed = httpx.URL(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    return {parsed.host: resolve(parsed.host, port, limit_s)}
+    # the ASCII name httpx connects to (IDNA 2008), never its Unicode form, which the socket
+    # module would encode again by IDNA 2003: another name for some labels (review 19)
+    host = parsed.raw_host.decode("ascii").strip("[]")
+    return {host: resolve(host, port, limit_s)}
 
 
 @contextlib.contextmanager

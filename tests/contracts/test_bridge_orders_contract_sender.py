@@ -154,6 +154,11 @@ def test_a_claim_nobody_may_send_pays_nothing_and_is_owed_back(home):
              ("nothing owed", claim_call_data(mid, to), SENDER.address),
              ("an unknown funding", claim_call_data(b"\x07" * 32, to), SENDER.address),
              ("the zero recipient", claim_call_data(refused, to)[:36] + bytes(32), SENDER.address),
+             ("BridgeOrders itself", claim_call_data(refused, orders.address), SENDER.address),
+             # a recipient word wider than an address: refused, not a reverted delivery that
+             # strands the carrier (review 19)
+             ("a dirty recipient word", claim_call_data(refused, to)[:36] + b"\x01" * 12
+              + claim_call_data(refused, to)[48:], SENDER.address),
              ("one byte short", claim_call_data(refused, to)[:-1], SENDER.address),
              ("one byte over", claim_call_data(refused, to) + b"\x00", SENDER.address)]
     held = usd.balanceOf(orders.address)

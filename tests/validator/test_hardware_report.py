@@ -270,3 +270,21 @@ def test_the_validators_slow_resolver_does_not_make_an_honest_node_late(monkeypa
     finally:
         server.close()
     assert out.reason.startswith("unreachable: name not resolved") and not reportable(out)
+
+
+@pytest.mark.parametrize("endpoint", ["http://xn--mgb0j.example:8000",       # IDNA 2003 refuses it
+                                      "http://xn--strae-oqa.example:8000"])  # 2003: strasse
+def test_an_internationalised_name_is_looked_up_as_httpx_connects_to_it(endpoint, monkeypatch):
+    # Review 19: the Unicode form went to getaddrinfo, which encodes it by IDNA 2003: one name
+    # crashed every validator's challenge round (UnicodeError), another resolved a different
+    # name than the one httpx, the probes and tenants connect to (a dodge)
+    asked = []
+
+    def resolver(host, *args, **kwargs):
+        asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "unknown name")
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    out = _challenge(endpoint)
+    assert asked == [endpoint.removeprefix("http://").rsplit(":", 1)[0]]
+    assert out.reason.startswith("unreachable: name not resolved") and not reportable(out)

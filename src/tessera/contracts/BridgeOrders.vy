@@ -209,7 +209,9 @@ def on_bridged_tokens(source_chain: uint256, sender: address, amount: uint256, d
     self.fundings[message_id] = Funding(sender=sender, source_chain=source_chain, amount=amount, order_id=0, returned=0, added_to=empty(bytes32))
     ok: bool = False
     out: Bytes[64] = b""
-    if len(data) == 68 and slice(data, 0, 4) == CLAIM:
+    # (a recipient word wider than an address is refused here: decoding it would revert the
+    # whole delivery and strand the carrier, review 19)
+    if len(data) == 68 and slice(data, 0, 4) == CLAIM and extract32(data, 36, output_type=uint256) <= convert(max_value(uint160), uint256):
         ok, out = raw_call(
             self,
             abi_encode(extract32(data, 4), extract32(data, 36, output_type=address), sender, source_chain, method_id=method_id("claim_from_peer(bytes32,address,address,uint256)")),
@@ -350,7 +352,7 @@ def claim_from_peer(funding: bytes32, to: address, sender: address, source_chain
 
 @internal
 def _pay_here(message_id: bytes32, f: Funding, to: address) -> uint256:
-    assert to != empty(address), "zero recipient"
+    assert to != empty(address) and to != self, "bad recipient"
     owed: uint256 = self._owed(f)
     assert owed > 0, "nothing owed"
     self.fundings[message_id].returned = f.returned + owed

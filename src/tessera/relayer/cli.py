@@ -64,9 +64,14 @@ def _connect(network: Network, chain_id: int, account: str | None) -> Chain:
 
 def _address(what: str, value: str) -> str:
     try:
-        return Web3.to_checksum_address(value)
+        address = Web3.to_checksum_address(value)
     except (ValueError, TypeError):
         raise ValueError(f"{what} is not an address: {value!r}") from None
+    body = value.removeprefix("0x")
+    if body != body.lower() and body != body.upper() and address != value:
+        raise ValueError(f"{what} {value!r} has a wrong checksum (a mistyped character?): "
+                         f"check it, or write it in lower case")
+    return address
 
 
 @bridge_app.command("relay")

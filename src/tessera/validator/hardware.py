@@ -154,7 +154,7 @@ def challenge_provider(http: httpx.Client, endpoint: str, provider: str,
     # the name first, outside the timed exchange and before the signed deadline is set
     try:
         addresses = look_up(endpoint, RESOLVE_S)
-    except (OSError, httpx.InvalidURL) as exc:   # an outage, or this validator's resolver
+    except (OSError, ValueError, httpx.InvalidURL) as exc:   # (UnicodeError is a ValueError)
         return HardwareOutcome(provider, benchmark_mflops, seed, plan, None, "no-answer",
                                f"unreachable: name not resolved: {str(exc)[:160]}", "", "", 0)
     with connecting_to(addresses):
@@ -353,7 +353,12 @@ class HardwareChallenger:
         for offer in offers:
             if offer is None or not offer.active or offer.benchmark_score <= 0:
                 continue
-            outcome = self._challenge(offer)
+            try:
+                outcome = self._challenge(offer)
+            except Exception as exc:   # one provider's endpoint must not stop the round (review 19)
+                self.log("hardware-challenge-error", "error", epoch=epoch, provider=offer.address,
+                         error=f"{type(exc).__name__}: {exc}"[:300])
+                continue
             self.store.add(epoch, outcome, time.time())
             self.m_challenges.labels(outcome.outcome).inc()
             self.log("hardware-challenge", "info" if outcome.outcome == "passed" else "warning",
