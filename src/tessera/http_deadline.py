@@ -63,6 +63,13 @@ def resolve(host: str, port: int, limit_s: float) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
+def text_of(response: httpx.Response, limit: int = 200) -> str:
+    """The start of an untrusted answer's body as text for a message: UTF-8 whatever its
+    charset says (httpx's `.text` decodes by the declared charset, and `charset=hex` or
+    `base64` names a bytes codec that raises: review 20), at most `limit` characters."""
+    return response.content[:4 * limit].decode("utf-8", "replace")[:limit]
+
+
 def look_up(url: str, limit_s: float) -> dict[str, list[str]]:
     """{`url`'s host: its addresses}, resolved within `limit_s` (OSError otherwise;
     httpx.InvalidURL for no URL): for `connecting_to`, so that a timed exchange started after

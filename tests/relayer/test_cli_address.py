@@ -27,3 +27,9 @@ def test_a_mixed_case_address_with_a_wrong_checksum_is_refused(typo):
 def test_junk_is_not_an_address():
     with pytest.raises(ValueError, match="is not an address"):
         _address("--to", "0x1234")
+
+
+def test_valid_forms_without_a_lower_case_prefix_are_taken():
+    # Review 20: a checksummed address without 0x, and 0X with lower case, were refused
+    assert _address("--to", GOOD[2:]) == GOOD
+    assert _address("--to", "0X" + GOOD[2:].lower()) == GOOD

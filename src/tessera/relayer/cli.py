@@ -67,8 +67,8 @@ def _address(what: str, value: str) -> str:
         address = Web3.to_checksum_address(value)
     except (ValueError, TypeError):
         raise ValueError(f"{what} is not an address: {value!r}") from None
-    body = value.removeprefix("0x")
-    if body != body.lower() and body != body.upper() and address != value:
+    body = value[2:] if value[:2] in ("0x", "0X") else value
+    if body != body.lower() and body != body.upper() and body != address[2:]:
         raise ValueError(f"{what} {value!r} has a wrong checksum (a mistyped character?): "
                          f"check it, or write it in lower case")
     return address

@@ -22,6 +22,7 @@ from tessera.http_deadline import (
     HTTP_TOTAL_S,
     DeadlineClient,
     json_of,
+    text_of,
     transfer_time_s,
     within,
 )
@@ -221,7 +222,7 @@ class Tenant:
             try:
                 detail = json_of(response.content).get("detail")
             except (ValueError, AttributeError):
-                detail = response.text[:200]
+                detail = text_of(response)
             if response.status_code >= 500 or response.status_code in RETRY_STATUSES:
                 raise ProviderUnreachable(url, f"HTTP {response.status_code}: {detail}")
             raise TenantError(f"provider refused {method} {url}: {detail}")

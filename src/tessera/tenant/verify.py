@@ -35,7 +35,7 @@ from tessera.chain.validators import Validators
 from tessera.compute import numerics
 from tessera.compute.checkpoints import RoundCommitment, commitment_from_answer, n_leaves_for
 from tessera.errors import CommitmentError, CommitmentExpiresEarly
-from tessera.http_deadline import json_of
+from tessera.http_deadline import json_of, text_of
 
 # The download-and-replay step is shared with the validator's challenge votes.
 from tessera.protocol import commitment as cm
@@ -140,7 +140,7 @@ def publish_case(chain: Chain, challenge_id: int, case: ChallengeCase,
             answers[endpoint] = f"unreachable: {type(exc).__name__}"
             continue
         answers[endpoint] = (_status_of(response) if response.status_code == 200
-                             else f"{response.status_code}: {response.text[:300]}")
+                             else f"{response.status_code}: {text_of(response, 300)}")
     return answers
 
 
@@ -150,7 +150,7 @@ def _status_of(response: httpx.Response) -> str:
     try:
         answer = json_of(response.content)
     except ValueError:
-        return f"200 but not JSON: {response.text[:300]!r}"
+        return f"200 but not JSON: {text_of(response, 300)!r}"
     if not isinstance(answer, dict):
-        return f"200 but not a JSON object: {response.text[:300]!r}"
+        return f"200 but not a JSON object: {text_of(response, 300)!r}"
     return str(answer.get("status", "?"))

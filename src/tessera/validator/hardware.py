@@ -38,7 +38,14 @@ from tessera.chain.probes import Probes
 from tessera.chain.registry import ProviderRegistry
 from tessera.compute.hardware_challenge import wrong_rows
 from tessera.errors import ChainError, TxRefused
-from tessera.http_deadline import DeadlineClient, connecting_to, json_of, look_up, within
+from tessera.http_deadline import (
+    DeadlineClient,
+    connecting_to,
+    json_of,
+    look_up,
+    text_of,
+    within,
+)
 from tessera.logs import EventLog
 from tessera.protocol import hardware_challenge as hc
 from tessera.protocol import messages
@@ -189,15 +196,15 @@ def _timed_challenge(http: httpx.Client, endpoint: str, provider: str,
         return result("late", f"no answer within {plan.deadline_s + 1.0:.3f} s")
     except httpx.DecodingError as exc:
         return result("no-answer", f"answer refused: {str(exc)[:200]}", time.monotonic() - start)
-    except httpx.HTTPError as exc:
+    except Exception as exc:   # (anything else raised while its answer is read, review 20)
         # connected, then the exchange broke: the provider had the challenge (review 16, F4)
         return result("no-answer", f"broken answer: {type(exc).__name__}",
                       time.monotonic() - start)
     elapsed = time.monotonic() - start
     if reply.status_code == 408:  # the provider saw its deadline pass and gave up, unsigned
-        return result("late", f"provider gave up: {reply.text[:200]}", elapsed)
+        return result("late", f"provider gave up: {text_of(reply)}", elapsed)
     if reply.status_code != 200:
-        return result("no-answer", f"HTTP {reply.status_code}: {reply.text[:200]}", elapsed)
+        return result("no-answer", f"HTTP {reply.status_code}: {text_of(reply)}", elapsed)
     try:
         body = json_of(reply.content)
     except ValueError:

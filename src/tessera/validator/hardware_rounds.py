@@ -78,7 +78,12 @@ class HardwareRounds:
         offer = ProviderRegistry(self.chain).provider_offer(provider)
         if offer is None or offer.benchmark_score <= 0:
             return
-        outcome = self._challenge(offer)
+        try:
+            outcome = self._challenge(offer)
+        except Exception as exc:   # whatever it is, the round goes on (review 20): no pass
+            self.log("hardware-jury-error", "error", provider=provider, epoch=epoch,
+                     error=f"{type(exc).__name__}: {exc}"[:300])
+            return
         passed = outcome.outcome == "passed"
         try:
             receipt = self.reports.vote_dispute(provider, epoch, passed)
