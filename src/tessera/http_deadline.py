@@ -41,7 +41,7 @@ TRANSFER_GRACE_S = 30.0
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("http_deadline",
                                                                         default=None)
-# host -> the addresses it was resolved to before a timed exchange (`resolved_first`)
+# host -> the addresses it was resolved to before a timed exchange (`connecting_to`)
 _RESOLVED: contextvars.ContextVar[dict[str, list[str]] | None] = contextvars.ContextVar(
     "http_resolved", default=None)
 

@@ -145,37 +145,45 @@ def test_a_provider_that_breaks_its_reply_after_the_challenge_is_reported(how):
 
 
 def test_a_provider_that_cannot_be_reached_is_not_reported():
-    closed = socket.create_server(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()                            # nothing listens there now: connection refused
-    for url in (f"http://127.0.0.1:{port}", "http://no-such-host.invalid:7001"):
+    for url in (refused_url(), "http://no-such-host.invalid:7001"):
         out = _challenge(url)
         assert out.outcome == "no-answer" and out.reason.startswith("unreachable"), out.reason
         assert not reportable(out)
 
 
-class Busy(ScriptedTcpServer):
+class Replies(ScriptedTcpServer):
+    """A provider (or proxy) that reads the request and sends `raw`, whatever was asked."""
+
+    def __init__(self, raw: bytes):
+        self.raw = raw
+        super().__init__()
+
     def answer(self, conn: socket.socket) -> None:
         try:
             conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 4\r\n\r\nbusy")
+            conn.sendall(self.raw)
         finally:
             conn.close()
+
+
+def refused_url() -> str:
+    """A local address nothing listens on: its connections are refused."""
+    closed = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    return url
 
 
 def test_busy_then_unreachable_is_a_dodge_and_is_reported():
     # Review 17, H1: a provider answers 429 to the signed challenge, then refuses the retry's
     # connection: it had the challenge, so the retry's "unreachable" is no outage
-    server = Busy()
+    server = Replies(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 4\r\n\r\nbusy")
     try:
         first = _challenge(server.url)
     finally:
         server.close()
     assert is_busy(first) and reportable(first)
-    refusing = socket.create_server(("127.0.0.1", 0))   # its connections now refused
-    url = f"http://127.0.0.1:{refusing.getsockname()[1]}"
-    refusing.close()
-    retry = busy_then(_challenge(url))
+    retry = busy_then(_challenge(refused_url()))   # the retry's connection refused
     assert retry.reason.startswith("busy, then unreachable") and reportable(retry)
     answered = busy_then(outcome("late", "answered in 3.1 s"))   # any other retry: as it is
     assert answered.reason == "answered in 3.1 s"
@@ -183,10 +191,8 @@ def test_busy_then_unreachable_is_a_dodge_and_is_reported():
 
 def test_a_proxy_in_the_environment_is_not_used_for_challenges(monkeypatch):
     # Review 17, L1: through a proxy, a provider that is down became "HTTP 502", reported
-    proxy = Dripper502()
-    closed = socket.create_server(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{closed.getsockname()[1]}"
-    closed.close()
+    proxy = Replies(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 7\r\n\r\nrefused")
+    url = refused_url()
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
     monkeypatch.setenv("NO_PROXY", "")
     try:
@@ -196,15 +202,6 @@ def test_a_proxy_in_the_environment_is_not_used_for_challenges(monkeypatch):
         proxy.close()
     assert reportable(through_proxy) and proxy.connections == 1     # the hazard, shown
     assert direct.reason.startswith("unreachable") and not reportable(direct)
-
-
-class Dripper502(ScriptedTcpServer):
-    def answer(self, conn: socket.socket) -> None:
-        try:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 7\r\n\r\nrefused")
-        finally:
-            conn.close()
 
 
 class Honest(ScriptedTcpServer):
@@ -292,28 +289,13 @@ def test_an_internationalised_name_is_looked_up_as_httpx_connects_to_it(endpoint
     assert out.reason.startswith("unreachable: name not resolved") and not reportable(out)
 
 
-class CodecCharset(ScriptedTcpServer):
-    """A provider whose refusal declares a bytes codec as its charset (review 20)."""
-
-    def __init__(self, status: int, charset: str):
-        self.status, self.charset = status, charset
-        super().__init__()
-
-    def answer(self, conn: socket.socket) -> None:
-        try:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 %d X\r\nContent-Type: text/plain; charset=%s\r\n"
-                         b"Content-Length: 4\r\n\r\nbusy" % (self.status, self.charset.encode()))
-        finally:
-            conn.close()
-
-
 @pytest.mark.parametrize("status, charset", [(500, "hex"), (408, "base64"), (429, "rot13"),
                                              (503, "zlib")])
 def test_a_reply_whose_charset_cannot_decode_is_judged_not_raised(status, charset):
     # Review 20: `.text` decoded by the declared charset raised past every handler, and the
     # round skipped the provider: nothing stored, nothing reported, for any slow node
-    server = CodecCharset(status, charset)
+    server = Replies(b"HTTP/1.1 %d X\r\nContent-Type: text/plain; charset=%s\r\n"   # a bytes codec
+                     b"Content-Length: 4\r\n\r\nbusy" % (status, charset.encode()))
     try:
         out = _challenge(server.url)
     finally:

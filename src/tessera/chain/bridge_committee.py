@@ -12,7 +12,7 @@ look."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from web3 import Web3
@@ -47,34 +47,33 @@ class CommitteeWatch:
         """{chain id: its due rotation} for every inbox that should hand over now. A paused
         inbox never is: it holds reports of forgeries, and rotating a forger out would let it
         withdraw before its report lands (people may still rotate it by hand)."""
-        seen = (self.validators.count(), self.validators.total_stake(),
-                tuple((inbox.epoch(), inbox.paused(), self._renewal_due(inbox))
-                      for inbox in self.inboxes.values()))
+        states = {cid: (inbox.epoch(), inbox.paused(), self._renewal_due(inbox))
+                  for cid, inbox in self.inboxes.items()}
+        seen = (self.validators.count(), self.validators.total_stake(), tuple(states.values()))
         if seen != self._seen:
-            self._seen, self._due = seen, self._compute()
+            self._seen, self._due = seen, self._compute(states)
         return self._due
 
-    def _compute(self) -> dict[int, DueRotation]:
+    def _compute(self, states: dict[int, tuple[int, bool, bool]]) -> dict[int, DueRotation]:
+        """`states`: {chain id: (epoch, paused, renewal due)} of each inbox, as `due` read them."""
         weighted = validator_weights(self.home)
         found = {}
         for chain_id, inbox in self.inboxes.items():
-            if inbox.paused():
+            epoch, paused, renew = states[chain_id]
+            if paused:
                 # renewed all the same, with the same members (a forger its held reports name
                 # stays one), so that a pause cannot open the owner's recovery (review 17, M1)
-                if self._renewal_due(inbox):
-                    current = inbox.weights(inbox.epoch())
-                    found[chain_id] = DueRotation(inbox.epoch() + 1, list(current),
+                if renew:
+                    current = inbox.weights(epoch)
+                    found[chain_id] = DueRotation(epoch + 1, list(current),
                                                   list(current.values()), current)
                 continue
-            # a member a recovery retired from this inbox (its key lost) is never proposed again
-            members, weights = choose_committee(
-                [(who, w) for who, w in weighted if w > 0 and not inbox.retired(who)])
+            members, weights = choose_committee(eligible(weighted, inbox))
             if not members:      # no active validator at all: nothing to hand over to
                 continue
-            epoch = inbox.epoch()
             current = inbox.weights(epoch)
             proposed = dict(zip(members, weights, strict=True))
-            if rotation_due(current, proposed) or self._renewal_due(inbox):
+            if rotation_due(current, proposed) or renew:
                 found[chain_id] = DueRotation(epoch + 1, members, weights, current)
         return found
 
@@ -89,6 +88,14 @@ class CommitteeWatch:
         period = self._stall_periods[inbox.address]
         return period is not None and renewal_due(inbox.rotated_at(),
                                                   inbox.chain.block_timestamp(), period)
+
+
+def eligible(weighted: Sequence[tuple[str, int]], inbox: BridgeInbox,
+             left_out: Collection[str] = ()) -> list[tuple[str, int]]:
+    """The (validator, weight) pairs that may sit on `inbox`'s committee: with stake, not
+    `left_out`, and never a member a recovery retired from this inbox (its key lost)."""
+    return [(who, w) for who, w in weighted
+            if w > 0 and who not in left_out and not inbox.retired(who)]
 
 
 @dataclass(frozen=True)
@@ -118,9 +125,7 @@ def plan_recovery(home: Chain, inbox: BridgeInbox, lost: Sequence[str]) -> Recov
         raise BridgeError(f"{', '.join(strangers)} is neither a member of chain "
                           f"{inbox.chain.network.chain_id}'s committee (epoch {epoch}: "
                           f"{', '.join(current)}) nor a validator with stake: a typo?")
-    members, weights = choose_committee(
-        [(who, w) for who, w in weighted
-         if w > 0 and who not in lost_keys and not inbox.retired(who)])
+    members, weights = choose_committee(eligible(weighted, inbox, lost_keys))
     if not members:
         raise BridgeError("no active validator is left to form the committee once the lost "
                           "keys are left out: register validators on the home chain first")

@@ -73,10 +73,8 @@ def fund_top_up(peer: Chain, home: Chain, lease_id: int,
     if funding_id == bytes(32):
         raise BridgeError(f"lease {lease_id}'s order was not funded through BridgeOrders on chain "
                           f"{home.network.chain_id}: top it up at home (tessera job top-up)")
-    funding = orders.funding(funding_id)
-    if (funding.sender.lower(), funding.source_chain) != (peer.address.lower(), peer.network.chain_id):
-        raise BridgeError(f"lease {lease_id}'s order was funded by {funding.sender} from chain "
-                          f"{funding.source_chain}: only that sender tops it up, from there")
+    _senders_own(peer, orders.funding(funding_id), f"lease {lease_id}'s order was funded",
+                 "tops it up")
     _check_route(peer, home, amount, "the lease is topped up")
     return TokenBridge(peer).send_call(home.network.chain_id, orders.address, amount,
                                        top_up_call_data(lease_id))
@@ -94,10 +92,8 @@ def fund_cancel(peer: Chain, home: Chain, funding_id: bytes) -> tuple[bytes, lis
     TokenBridge message id."""
     orders = BridgeOrders(home)
     funding = orders.funding(funding_id)
-    if (funding.sender.lower(), funding.source_chain) != (peer.address.lower(), peer.network.chain_id):
-        raise BridgeError(f"deposit 0x{bytes(funding_id).hex()} was sent by {funding.sender} from "
-                          f"chain {funding.source_chain}: only that sender cancels its order, "
-                          "from there")
+    _senders_own(peer, funding, f"deposit 0x{bytes(funding_id).hex()} was sent",
+                 "cancels its order")
     if funding.order_id == 0 or funding.added_to != bytes(32):
         raise BridgeError(f"deposit 0x{bytes(funding_id).hex()} opened no order: nothing to cancel")
     if not Market(home).order(funding.order_id).open:
@@ -115,15 +111,22 @@ def fund_claim(peer: Chain, home: Chain, funding_id: bytes,
     here first when the funding is not this account's from this chain or nothing is owed. The
     message's own CANCEL_CARRIER base units are owed back. Returns the TokenBridge message id."""
     orders = BridgeOrders(home)
-    funding = orders.funding(funding_id)
-    if (funding.sender.lower(), funding.source_chain) != (peer.address.lower(), peer.network.chain_id):
-        raise BridgeError(f"deposit 0x{bytes(funding_id).hex()} was sent by {funding.sender} from "
-                          f"chain {funding.source_chain}: only that sender claims it, from there")
+    _senders_own(peer, orders.funding(funding_id), f"deposit 0x{bytes(funding_id).hex()} was sent",
+                 "claims it")
     if orders.owed(funding_id) == 0:
         raise BridgeError(f"deposit 0x{bytes(funding_id).hex()} is owed nothing now")
     _check_route(peer, home, CANCEL_CARRIER, "the claim is paid")
     return TokenBridge(peer).send_call(home.network.chain_id, orders.address, CANCEL_CARRIER,
                                        claim_call_data(funding_id, Web3.to_checksum_address(to)))
+
+
+def _senders_own(peer: Chain, funding: Funding, what: str, does: str) -> None:
+    """Refuse, before anything is sent, a message BridgeOrders would refuse because `funding`
+    is not this account's from this chain (BridgeOrders checks the message's sender and chain)."""
+    if (funding.sender.lower(), funding.source_chain) != (peer.address.lower(),
+                                                          peer.network.chain_id):
+        raise BridgeError(f"{what} by {funding.sender} from chain {funding.source_chain}: only "
+                          f"that sender {does}, from there")
 
 
 def _check_route(peer: Chain, home: Chain, amount: int, then: str) -> None:
