@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from eth_utils import keccak
 from fastapi import FastAPI
 from tests.support.uvicorn_server import serve
 from web3 import Web3
@@ -129,6 +130,18 @@ def rpc(network: Network, method: str, *params):
     if "error" in reply:
         raise RuntimeError(f"{method}: {reply['error']}")
     return reply["result"]
+
+
+def balance_slot(network: Network, token: str, holder: str, balance: int) -> int:
+    """The storage slot of `holder`'s balance in the ERC-20 at `token` (a Vyper HashMap: keccak of
+    the slot then the key, or the other way round), found by matching `balance`: the tests that
+    stand in for a drain overwrite it."""
+    key = bytes.fromhex(holder.removeprefix("0x").rjust(64, "0"))
+    for slot in range(64):
+        for where in (keccak(slot.to_bytes(32, "big") + key), keccak(key + slot.to_bytes(32, "big"))):
+            if int(rpc(network, "eth_getStorageAt", token, "0x" + where.hex(), "latest"), 16) == balance:
+                return int.from_bytes(where, "big")
+    raise AssertionError("no balance slot found")
 
 
 @dataclass

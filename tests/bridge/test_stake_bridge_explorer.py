@@ -21,7 +21,7 @@ from __future__ import annotations
 import pytest
 from eth_utils import keccak
 from fastapi.testclient import TestClient
-from tests.bridge.conftest import HOME, PEER, RELAYER, SENDER, TUSD, rpc
+from tests.bridge.conftest import HOME, PEER, RELAYER, SENDER, TUSD, balance_slot, rpc
 from tests.bridge.test_bridge_explorer import hexid, logs_of, rows
 
 from tessera.chain.accounts import devnet_account
@@ -119,19 +119,6 @@ def test_stake_and_tusd_transfers_are_indexed_with_their_token(bridge, tmp_path)
     assert recap[hexid(stake_out)]["token"] == "TSTK" and recap[hexid(stake_out)]["amount"] == 40 * TSTK
 
 
-def _balance_slot(bridge, token: str, holder: str) -> int:
-    """The storage slot of `holder`'s balance in an ERC-20 at `token` (a Vyper HashMap: keccak of
-    the slot then the key), found by matching its balance."""
-    net = bridge.net(PEER)
-    balance = StakeToken(bridge.chain(PEER)).balance_of(holder)
-    key = bytes.fromhex(holder.removeprefix("0x").rjust(64, "0"))
-    for slot in range(64):
-        for where in (keccak(slot.to_bytes(32, "big") + key), keccak(key + slot.to_bytes(32, "big"))):
-            if int(rpc(net, "eth_getStorageAt", token, "0x" + where.hex(), "latest"), 16) == balance:
-                return int.from_bytes(where, "big")
-    raise AssertionError("no balance slot found")
-
-
 def test_forged_stake_release_and_a_drained_stake_lock_are_caught(bridge, tmp_path):
     """Stake locked on the peer; TSTK sent straight to the peer StakeBridge (over-cover: fine).
     Then the committee's keys (a stolen quorum) release 30 TSTK of that lock with a stake transfer
@@ -169,7 +156,8 @@ def test_forged_stake_release_and_a_drained_stake_lock_are_caught(bridge, tmp_pa
     assert not any("(TUSD)" in p or "TokenBridge" in p for p in problems), problems
 
     # the lock drained under its logs (71 TSTK held, 70 by the logs): cut it to 60
-    slot = _balance_slot(bridge, peer_stake.token(), peer_stake.address)
+    slot = balance_slot(bridge.net(PEER), peer_stake.token(), peer_stake.address,
+                        StakeToken(bridge.chain(PEER)).balance_of(peer_stake.address))
     value = "0x" + (60 * TSTK).to_bytes(32, "big").hex()
     assert rpc(bridge.net(PEER), "anvil_setStorageAt", peer_stake.token(), hex(slot), value) is True
     bridge.mine(PEER, 1)

@@ -98,14 +98,14 @@ def test_quorum_of_validators_slashes_the_poser_not_the_honest(hw_devnet):
         stores = [HardwareStore(home / f"validator-{a}" / "validator.db") for a in VALIDATORS]
         wait_until(lambda: all(len(s.records(epoch)) == 2 for s in stores), timeout=90,
                    what=f"every validator's challenges of epoch {epoch}")
-        wait_until(lambda: sum(len(report_lines(home, a)) for a in VALIDATORS) >= 3, timeout=30,
+        wait_until(lambda: sum(len(report_lines(home, a)) for a in VALIDATORS) >= 3, timeout=90,
                    what="three hardware reports (or refusals)")
         records = [r for s in stores for r in s.records(epoch)]
         for s in stores:
             s.close()
         hw = HardwareReports(chain)
         wait_until(lambda: hw.round(poser.address, epoch).status == RoundStatus.DISPUTED,
-                   timeout=30, what="the poser's daemon disputing the quorum")
+                   timeout=90, what="the poser's daemon disputing the quorum")
         jurors = [a for a in VALIDATORS
                   if not hw.has_reported(devnet_account(a).address, poser.address, epoch)]
         wait_until(lambda: all(hw.has_voted(devnet_account(a).address, poser.address, epoch)
@@ -117,11 +117,11 @@ def test_quorum_of_validators_slashes_the_poser_not_the_honest(hw_devnet):
             after += EPOCH
         chain.w3.provider.make_request("evm_setNextBlockTimestamp", [after])
         chain.w3.provider.make_request("evm_mine", [])
-        wait_until(lambda: hw.slashed_in(poser.address, epoch), timeout=30,
+        wait_until(lambda: hw.slashed_in(poser.address, epoch), timeout=90,
                    what="a validator executing the slash")
         reporters = [a for a in VALIDATORS if a not in jurors]
         wait_until(lambda: len(claims(chain, network, poser.address)) == len(reporters),
-                   timeout=30, what="the reporters claiming their rewards")
+                   timeout=90, what="the reporters claiming their rewards")
         metrics = [httpx.get(f"{v.url}/metrics", timeout=5).text for v in validators]
     finally:
         for v in validators:

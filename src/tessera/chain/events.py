@@ -11,6 +11,10 @@ x402 "exact" payment (EIP-3009, protocol/agent_payments.py): for every PaymentTo
 transaction are read too (one more `eth_getLogs` per chunk that holds authorizations, filtered
 by the authorizers as the sender topic, kept only where transaction and sender match).
 
+A reader may also take single events of another contract that name one of its own contracts in
+an indexed address (`also`): the bridge's index reads the Market's `Refunded` events paid to
+BridgeOrders without reading the whole Market (one more `eth_getLogs` per such argument).
+
 One `eth_getLogs` per chunk for all of them (filtered by address), decoded by topic0 with the
 compiled ABIs (chain/log_decode.py: web3's values, without its per-log overhead), plus one
 JSON-RPC batch of `eth_getBlockByNumber` for the timestamps. Only standard JSON-RPC is used, so
@@ -53,9 +57,12 @@ def _range_refused(exc: Exception) -> bool:
 class EventReader:
     """Reads and decodes Tessera's events from one chain."""
 
-    def __init__(self, chain: Chain, chunk: int = 5_000, contracts: tuple[str, ...] = CONTRACTS):
+    def __init__(self, chain: Chain, chunk: int = 5_000, contracts: tuple[str, ...] = CONTRACTS,
+                 also: tuple[tuple[str, str], ...] = ()):
         """`contracts`: the ones to read (default every deployed one; a reader that needs a few,
-        such as the tenant's bid scores, reads only those and skips the tokens' transfers)."""
+        such as the tenant's bid scores, reads only those and skips the tokens' transfers).
+        `also`: (contract, event) pairs of other contracts, read only where one of `contracts`
+        is in an indexed address argument of the event."""
         self.chain = chain
         self.w3 = chain.w3
         self.chunk = chunk
@@ -71,6 +78,25 @@ class EventReader:
                     topic = event_abi_to_log_topic(abi)
                     self.topics[(name, abi["name"])] = topic
                     self.by_topic[(address.lower(), topic)] = (name, EventShape(abi))
+        self._also: list[dict] = []
+        for name, event in also:
+            self._also += self._naming_us(name, event)
+
+    def _naming_us(self, name: str, event: str) -> list[dict]:
+        """The queries for `event` of contract `name` where one of the reader's contracts is in
+        an indexed address argument (one query per such argument: topics AND across positions)."""
+        contract = self.chain.contract(name)
+        abi = next((a for a in contract.abi if a.get("type") == "event" and a["name"] == event), None)
+        if abi is None:
+            raise ValueError(f"{name} has no event {event}")
+        address = Web3.to_checksum_address(contract.address)
+        topic = event_abi_to_log_topic(abi)
+        self.topics[(name, event)] = topic
+        self.by_topic[(address.lower(), topic)] = (name, EventShape(abi))
+        parties = ["0x" + a.removeprefix("0x").rjust(64, "0") for a in self.addresses]
+        indexed = [i for i in abi["inputs"] if i.get("indexed")]
+        return [{"address": address, "topics": ["0x" + topic.hex()] + [None] * position + [parties]}
+                for position, arg in enumerate(indexed) if arg["type"] == "address"]
 
     def head(self) -> int:
         return self.chain.block_number()
@@ -127,7 +153,7 @@ class EventReader:
             queries.append({"address": token_addresses, "topics": [sorted(own)]})
             queries.append({"address": token_addresses, "topics": [sorted(holder), parties]})
             queries.append({"address": token_addresses, "topics": [sorted(holder), None, parties]})
-        return queries
+        return queries + self._also
 
     def logs(self, from_block: int, to_block: int) -> list:
         """Every log the reader wants in [from_block, to_block] (see `_queries`), in chain order,

@@ -17,7 +17,9 @@ block up to the block its cursor calls final, and from them alone:
   not a problem;
 - on each mint-mode token bridge, the home token's supply (audit_supply.py): its totalSupply
   against its own mint and burn logs, every bridge receipt and send against its mint or burn,
-  and what was minted at home outside the bridge (shown).
+  and what was minted at home outside the bridge (shown);
+- where the home chain has BridgeOrders, what it owes each funding's sender by the logs against
+  its `owed(id)` and its `balanceOf` (audit_orders.py).
 """
 
 from __future__ import annotations
@@ -30,18 +32,19 @@ from sqlalchemy.orm import Session
 from web3 import Web3
 
 from tessera.chain.client import Chain
-from tessera.chain.events import EventReader
 from tessera.chain.network import Network
 from tessera.chain.token_bridge import StakeBridge, TokenBridge
 from tessera.explorer import db
+from tessera.explorer.audit_orders import OrdersAudit, orders_audit
 from tessera.explorer.audit_supply import Supply, read_supply
-from tessera.explorer.bridge_index import bridge_chains, bridge_contract_names, bridge_cursors, bridge_tokens
+from tessera.explorer.bridge_index import book_of, bridge_chains, bridge_cursors, bridge_reader, bridge_tokens
 from tessera.explorer.derive_bridge import (
     BRIDGE_TOKENS,
     COLUMNS,
     TOKEN_DECIMALS,
     ChainEvent,
     Direction,
+    differences,
     directions,
     problems,
     transfers,
@@ -77,13 +80,15 @@ class BridgeAudit:
     directions: list[Direction] = field(default_factory=list)
     lock_sides: list[LockSide] = field(default_factory=list)
     supplies: list[Supply] = field(default_factory=list)    # the home tokens (audit_supply.py)
+    orders: OrdersAudit | None = None                        # BridgeOrders (audit_orders.py)
     problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"blocks": {str(k): v for k, v in self.blocks.items()}, "events": self.events,
                 "transfers": self.transfers, "directions": [d.to_json() for d in self.directions],
                 "lock_sides": [vars(s) for s in self.lock_sides],
-                "supplies": [s.to_json() for s in self.supplies], "problems": self.problems}
+                "supplies": [s.to_json() for s in self.supplies],
+                "orders": self.orders.to_json() if self.orders else None, "problems": self.problems}
 
     def lines(self) -> list[str]:
         """The audit's bridge lines for a person."""
@@ -102,6 +107,8 @@ class BridgeAudit:
                        f"{show(s.bridged, s.token)} minted by {s.bridge} (locked on peers) + "
                        f"{show(s.outside_minted, s.token)} minted at home outside the bridge - "
                        f"{show(s.outside_burned, s.token)} burned outside it")
+        if self.orders:
+            out.append(self.orders.line())
         return out
 
 
@@ -128,7 +135,7 @@ def bridge_audit(network: Network, engine: Engine) -> BridgeAudit:
             out.problems.append(f"chain {cid}: its bridge is not indexed: run `tessera explorer index`")
             continue
         chain = Chain(net, timeout=60)
-        reader = EventReader(chain, contracts=bridge_contract_names(net))
+        reader = bridge_reader(chain)
         block = reader.block(cursor.last_block)
         if block is None or block[0] != cursor.last_hash:
             out.problems.append(f"chain {cid}: block {cursor.last_block} is not the one the database "
@@ -166,6 +173,11 @@ def bridge_audit(network: Network, engine: Engine) -> BridgeAudit:
             if supply is not None:
                 out.supplies.append(supply)
                 out.problems += supply.problems
+    book = book_of([chain.network for chain, _ in chains.values()], events, rows)
+    home = next(((c, b) for c, b in chains.values() if "BridgeOrders" in c.network.contracts), None)
+    if book is not None and home is not None:
+        out.orders = orders_audit(home[0], home[1], book, engine)
+        out.problems += out.orders.problems
     return out
 
 
@@ -200,18 +212,4 @@ def _lock_side(chain: Chain, kind: type[TokenBridge], block: int, events: list[C
 def _compare_rows(engine: Engine, rows: dict) -> list[str]:
     with Session(engine) as session:
         stored = {r.message_id: r for r in session.scalars(select(db.CrossChainTransfer))}
-    out = []
-    for mid in sorted(set(rows) | set(stored)):
-        if mid not in stored:
-            out.append(f"message {mid}: in the logs, not in the database")
-            continue
-        if mid not in rows:
-            out.append(f"message {mid}: in the database, not in the logs")
-            continue
-        want = rows[mid].values()
-        for column in COLUMNS:
-            have = getattr(stored[mid], column)
-            if have != want[column]:
-                out.append(f"message {mid}: {column} is {have!r} in the database, {want[column]!r} "
-                           "by the logs")
-    return out
+    return differences("message", stored, rows, COLUMNS)

@@ -1,17 +1,20 @@
 """Indexing the bridge of every chain the network file names (docs/explorer.md, "The bridge").
 
 `BridgeIndexer` is the market's `Indexer` (same batches, confirmations, resumable cursor and
-reorg rollback) over one chain's BridgeOutbox, BridgeInbox and TokenBridge events, and its
-StakeBridge's where the network file names one (docs/bridge.md, "Stake on another chain"),
-written to the bridge's tables (db_bridge.py) with the chain id: one run per chain, each with its
-own cursor and confirmations. A cursor remembers the StakeBridge it indexed (or none): a network
-file that names another later is refused, since the events before would be missing.
+reorg rollback) over one chain's BridgeOutbox, BridgeInbox and TokenBridge events, its
+StakeBridge's where the network file names one (docs/bridge.md, "Stake on another chain"), and on
+the home chain BridgeOrders' with the Market's `Refunded` paid to it (docs/bridge.md, "An order
+funded in one message"), written to the bridge's tables (db_bridge.py) with the chain id: one run
+per chain, each with its own cursor and confirmations. A cursor remembers the StakeBridge and the
+BridgeOrders it indexed (or none): a network file that names another later is refused, since the
+events before would be missing.
 
-After the chains' runs, if any stored bridge event changed, the derived table of cross-chain
-transfers is rebuilt from the stored events of all chains (derive_bridge.py), each row with its
-token by the bridge that sent it (`bridge_tokens`: the network file's addresses): a transfer's
-row needs both chains' events, and the bridge's history is small beside the market's (every
-transfer costs gas and passes the bucket), so a whole rebuild is a few reads.
+After the chains' runs, if any stored bridge event changed, the derived tables are rebuilt from the
+stored events of all chains: the cross-chain transfers (derive_bridge.py), each row with its
+token by the bridge that sent it (`bridge_tokens`: the network file's addresses), and
+BridgeOrders' fundings (derive_orders.py): a transfer's row needs both chains' events, and the
+bridge's history is small beside the market's (every transfer costs gas and passes the bucket),
+so a whole rebuild is a few reads.
 """
 
 from __future__ import annotations
@@ -31,17 +34,33 @@ from tessera.chain.events import EventReader
 from tessera.chain.network import Network
 from tessera.errors import IndexerError
 from tessera.explorer import db
-from tessera.explorer.derive_bridge import BRIDGE_TOKENS, Bridges, ChainEvent, message_of, transfers
+from tessera.explorer.derive_bridge import (
+    BRIDGE_TOKENS,
+    Bridges,
+    ChainEvent,
+    TransferRow,
+    message_of,
+    transfers,
+)
+from tessera.explorer.derive_orders import ORDERS, OrdersBook, orders_book
 from tessera.explorer.indexer import Indexer, RollbackStats, SyncReport, _put_blocks
 from tessera.protocol.events import EventRecord, args_json
 
 STAKE_BRIDGE = "StakeBridge"
+# Optional contracts a cursor remembers (an index that missed one's past events is refused)
+REMEMBERED = {"stake_bridge": STAKE_BRIDGE, "bridge_orders": ORDERS}
 
 
 def bridge_contract_names(network: Network) -> tuple[str, ...]:
     """The bridge contracts of one chain whose events are indexed: the outbox, the inbox, the
-    TokenBridge, and the StakeBridge if the chain's network file names one."""
-    return BRIDGE_CONTRACT_NAMES + ((STAKE_BRIDGE,) if STAKE_BRIDGE in network.contracts else ())
+    TokenBridge, and the StakeBridge and BridgeOrders where the chain's network file names them."""
+    return BRIDGE_CONTRACT_NAMES + tuple(name for name in REMEMBERED.values() if name in network.contracts)
+
+
+def bridge_reader(chain: Chain) -> EventReader:
+    """The reader of one chain's bridge events (and the Market's refunds paid to BridgeOrders)."""
+    also = (("Market", "Refunded"),) if ORDERS in chain.network.contracts else ()
+    return EventReader(chain, contracts=bridge_contract_names(chain.network), also=also)
 
 
 def bridge_tokens(networks: list[Network]) -> Bridges:
@@ -50,8 +69,8 @@ def bridge_tokens(networks: list[Network]) -> Bridges:
                            if name in net.contracts} for net in networks}
 
 
-def _stake_bridge(network: Network) -> str | None:
-    address = network.contracts.get(STAKE_BRIDGE)
+def _named(network: Network, name: str) -> str | None:
+    address = network.contracts.get(name)
     return Web3.to_checksum_address(address) if address else None
 
 
@@ -59,7 +78,7 @@ class BridgeIndexer(Indexer):
     """The bridge events of one chain (`chain.network`: the home chain or a peer as a Network)."""
 
     def _reader(self, chain: Chain) -> EventReader:
-        return EventReader(chain, contracts=bridge_contract_names(chain.network))
+        return bridge_reader(chain)
 
     @property
     def chain_id(self) -> int:
@@ -68,25 +87,26 @@ class BridgeIndexer(Indexer):
     def _cursor(self, session: Session) -> db.BridgeCursor:
         cursor = session.get(db.BridgeCursor, self.chain_id)
         outbox = Web3.to_checksum_address(self.chain.network.address("BridgeOutbox"))
-        stake = _stake_bridge(self.chain.network)
+        named = {column: _named(self.chain.network, name) for column, name in REMEMBERED.items()}
         if cursor is None:
             first = self.chain.network.deploy_block
-            cursor = db.BridgeCursor(chain_id=self.chain_id, outbox=outbox, stake_bridge=stake,
-                                     first_block=first, last_block=first - 1, last_hash=None,
-                                     last_timestamp=None)
+            cursor = db.BridgeCursor(chain_id=self.chain_id, outbox=outbox, first_block=first,
+                                     last_block=first - 1, last_hash=None, last_timestamp=None,
+                                     **named)
             session.add(cursor)
             session.flush()
         elif cursor.outbox != outbox:
             raise IndexerError(
                 f"this database indexes the bridge with outbox {cursor.outbox} on chain {self.chain_id}, "
                 f"not {outbox}: use another --database")
-        elif cursor.stake_bridge != stake:
-            raise IndexerError(
-                f"this database indexes the bridge of chain {self.chain_id} with "
-                f"{'StakeBridge ' + cursor.stake_bridge if cursor.stake_bridge else 'no StakeBridge'}, "
-                f"and the network file names {'StakeBridge ' + stake if stake else 'none'}: the "
-                f"stake transfers up to block {cursor.last_block} would be missing or wrong; use "
-                "another --database")
+        for column, name in REMEMBERED.items():
+            have, want = getattr(cursor, column), named[column]
+            if have != want:
+                raise IndexerError(
+                    f"this database indexes the bridge of chain {self.chain_id} with "
+                    f"{f'{name} {have}' if have else f'no {name}'}, and the network file names "
+                    f"{f'{name} {want}' if want else 'none'}: its events up to block "
+                    f"{cursor.last_block} would be missing or wrong; use another --database")
         return cursor
 
     def _stored_blocks(self, session: Session, below: int) -> list[tuple[int, str]]:
@@ -192,7 +212,7 @@ def sync_bridge(indexers: list[BridgeIndexer], engine: Engine,
     with Session(engine) as session, session.begin():
         count = session.scalar(select(func.count()).select_from(db.CrossChainTransfer)) or 0
         if changed or (count == 0 and stored_bridge_events(session)):
-            count = rebuild_transfers(session, bridge_tokens([i.chain.network for i in indexers]))
+            count = rebuild_transfers(session, [i.chain.network for i in indexers])
             out.rebuilt = True
     out.transfers = count
     return out
@@ -207,14 +227,28 @@ def stored_bridge_events(session: Session) -> list[ChainEvent]:
         args=json.loads(row.args))) for row in rows]
 
 
-def rebuild_transfers(session: Session, bridges: Bridges) -> int:
-    """Replace the derived table by what the stored events give (`bridges`: each chain's token
-    bridges, bridge_tokens); returns its row count."""
-    rows = transfers(stored_bridge_events(session), bridges)
+def rebuild_transfers(session: Session, networks: list[Network]) -> int:
+    """Replace the derived tables (transfers and fundings) by what the stored events of
+    `networks`' chains give; returns the transfers' row count."""
+    events = stored_bridge_events(session)
+    rows = transfers(events, bridge_tokens(networks))
     session.execute(delete(db.CrossChainTransfer))
     session.add_all(db.CrossChainTransfer(**row.values()) for row in rows.values())
+    session.execute(delete(db.BridgeFunding))
+    book = book_of(networks, events, rows)
+    if book is not None:
+        session.add_all(db.BridgeFunding(**f.values()) for f in book.fundings.values())
     session.flush()
     return len(rows)
+
+
+def book_of(networks: list[Network], events: list[ChainEvent],
+            rows: dict[str, TransferRow]) -> OrdersBook | None:
+    """BridgeOrders' book from the events of the chain that names it (None: no chain does)."""
+    for net in networks:
+        if ORDERS in net.contracts:
+            return orders_book(events, net.chain_id, net.contracts[ORDERS], rows)
+    return None
 
 
 def bridge_cursors(engine: Engine) -> dict[int, db.BridgeCursor]:

@@ -36,7 +36,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tessera.chain.accounts import tessera_home
 from tessera.errors import IndexerError
 from tessera.explorer.db_base import Base, BigAmount, ChainText, LogColumns
-from tessera.explorer.db_bridge import BridgeBlock, BridgeCursor, BridgeEvent, CrossChainTransfer
+from tessera.explorer.db_bridge import (
+    BridgeBlock,
+    BridgeCursor,
+    BridgeEvent,
+    BridgeFunding,
+    CrossChainTransfer,
+)
 from tessera.explorer.db_liveness import LivenessChallenge, LivenessNamed, RegistryIndex
 
 
@@ -408,7 +414,7 @@ ENTITY_TABLES = {"provider": Provider, "order": Order, "lease": Lease, "round": 
                  "validator": Validator, "hardware": HardwareCase, "grant": AgentGrant,
                  "agent_owner": AgentOwner, "liveness": LivenessChallenge}
 # The bridge's tables, every chain's (db_bridge.py): apart from the market's cursor and events.
-BRIDGE_TABLES = (BridgeCursor, BridgeBlock, BridgeEvent, CrossChainTransfer)
+BRIDGE_TABLES = (BridgeCursor, BridgeBlock, BridgeEvent, CrossChainTransfer, BridgeFunding)
 
 
 def default_url() -> str:

@@ -2,14 +2,16 @@
 file names is indexed apart, with its own cursor and block hashes, into the same database.
 
 - `BridgeCursor`: one row per chain (its id, its outbox: a database indexes one deployment; its
-  StakeBridge, or none where the network file names none);
+  StakeBridge and its BridgeOrders, or none where the network file names none);
 - `BridgeBlock`: the hashes of a chain's indexed blocks that hold bridge events, and of each
   batch's last block (the reorg check's checkpoints), keyed by (chain, number);
-- `BridgeEvent`: every event of the chain's BridgeOutbox, BridgeInbox, TokenBridge and StakeBridge
-  (where named), with the chain id and the message id it is about (a bounce's `TransferBounced`
-  names the transfer it refunds);
+- `BridgeEvent`: every event of the chain's BridgeOutbox, BridgeInbox, TokenBridge, StakeBridge and
+  BridgeOrders (where named), and the Market's `Refunded` to BridgeOrders, with the chain id and
+  the message id it is about (a bounce's `TransferBounced` names the transfer it refunds);
 - `CrossChainTransfer`: the derived table, one row per message id (derive_bridge.py), rebuilt
-  from the stored events after every run that changed them: anyone can recompute it from logs.
+  from the stored events after every run that changed them: anyone can recompute it from logs;
+- `BridgeFunding`: the derived table of BridgeOrders' fundings, one row per funding message
+  (derive_orders.py), rebuilt with the transfers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class BridgeCursor(Base):
     chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     outbox: Mapped[str] = mapped_column(String(42))
     stake_bridge: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    bridge_orders: Mapped[str | None] = mapped_column(String(42), nullable=True)
     first_block: Mapped[int] = mapped_column(BigInteger)
     last_block: Mapped[int] = mapped_column(BigInteger)
     last_hash: Mapped[str | None] = mapped_column(String(66))
@@ -81,3 +84,26 @@ class CrossChainTransfer(Base):
     refunded: Mapped[int] = mapped_column(BigAmount, default=0)     # TransferBounced's amount
     bounce_of: Mapped[str | None] = mapped_column(String(66), nullable=True)
     deliveries: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BridgeFunding(Base):
+    """A message delivered to BridgeOrders and what it owes its sender (derive_orders.FundingRow)."""
+
+    __tablename__ = "explorer_bridge_fundings"
+    __table_args__ = (Index("ix_bridge_funding_delivered", "delivered_at", "message_id"),
+                      Index("ix_bridge_funding_order", "order_id"))
+    message_id: Mapped[str] = mapped_column(String(66), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    source_chain: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    sender: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    amount: Mapped[int] = mapped_column(BigAmount, default=0)
+    order_id: Mapped[int | None] = mapped_column(BigAmount, nullable=True)
+    tenant: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    lease_id: Mapped[int | None] = mapped_column(BigAmount, nullable=True)
+    target: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    refunded: Mapped[int] = mapped_column(BigAmount, default=0)
+    returned: Mapped[int] = mapped_column(BigAmount, default=0)
+    owed: Mapped[int] = mapped_column(BigAmount, default=0)
+    returns: Mapped[int] = mapped_column(Integer, default=0)
+    delivery_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    delivered_at: Mapped[int] = mapped_column(BigInteger, default=0)

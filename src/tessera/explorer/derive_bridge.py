@@ -356,3 +356,22 @@ def _row_problems(mid: str, row: TransferRow, outboxes: dict[int, str]) -> list[
                    f"StakeBridge there, and was delivered on chain {row.delivery_chain}: value no "
                    "token bridge locked")
     return out
+
+
+def differences(label: str, stored: dict, rows: dict, columns: tuple[str, ...]) -> list[str]:
+    """Each row of a derived table (`stored`, by key) that differs from the one recomputed from
+    the logs (`rows`: objects with `values()`), column by column; each missing on either side."""
+    out = []
+    for key in sorted(set(rows) | set(stored)):
+        if key not in stored or key not in rows:
+            where = ("in the logs, not in the database" if key not in stored else
+                     "in the database, not in the logs")
+            out.append(f"{label} {key}: {where}")
+            continue
+        want = rows[key].values()
+        for column in columns:
+            have = getattr(stored[key], column)
+            if have != want[column]:
+                out.append(f"{label} {key}: {column} is {have!r} in the database, {want[column]!r} "
+                           "by the logs")
+    return out

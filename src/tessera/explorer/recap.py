@@ -15,6 +15,7 @@ from tessera.explorer import db
 from tessera.explorer.audit import audit
 from tessera.explorer.bridge_index import bridge_indexers, sync_bridge
 from tessera.explorer.db import make_engine
+from tessera.explorer.derive_orders import FUNDING_COLUMNS
 from tessera.explorer.indexer import Indexer
 from tessera.protocol.figures import ALL, ratio
 from tessera.protocol.ledger import exact_amount
@@ -78,9 +79,11 @@ def index_and_audit(chain: Chain, database: Path) -> dict:
         "utilization": utilization,
         "uptime": uptime,
         # every chain's bridge: the audit's JSON (directions per source, destination and token;
-        # lock sides per lock-mode token bridge), its lines, and each transfer with its token
+        # lock sides per lock-mode token bridge; BridgeOrders' holding under "orders"), its lines,
+        # each transfer with its token, and each funding BridgeOrders recorded
         **({"bridge": {**report.bridge.to_json(), "lines": report.bridge.lines(),
-                       "transfers": cross_chain_transfers(engine)}} if report.bridge else {}),
+                       "transfers": cross_chain_transfers(engine),
+                       "fundings": bridge_fundings(engine)}} if report.bridge else {}),
     }
 
 
@@ -94,3 +97,12 @@ def cross_chain_transfers(engine) -> list[dict]:
         rows = session.scalars(select(db.CrossChainTransfer)
                                .order_by(db.CrossChainTransfer.source_timestamp))
         return [{c: getattr(row, c) for c in columns} for row in rows]
+
+
+def bridge_fundings(engine) -> list[dict]:
+    """Each message BridgeOrders recorded (derive_orders.FundingRow's columns: amounts in TUSD
+    base units), in delivery order."""
+    with Session(engine) as session:
+        rows = session.scalars(select(db.BridgeFunding).order_by(db.BridgeFunding.delivered_at,
+                                                                 db.BridgeFunding.message_id))
+        return [{c: getattr(row, c) for c in FUNDING_COLUMNS} for row in rows]

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tessera.explorer.web.api import api_router
 from tessera.explorer.web.bridge import bridge_router
+from tessera.explorer.web.bridge_orders import fundings_router
 from tessera.explorer.web.markup import e, page
 from tessera.explorer.web.queries import PAGE_SIZE, Explorer
 from tessera.explorer.web.site import site_router
@@ -26,6 +27,7 @@ def create_app(engine: Engine, page_size: int = PAGE_SIZE) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _errors)
     app.include_router(api_router(explorer))
     app.include_router(site_router(explorer))
+    app.include_router(fundings_router(explorer))      # before /bridge/{message_id}
     app.include_router(bridge_router(explorer))
     return app
 

@@ -29,23 +29,26 @@ from tessera.explorer.derive_bridge import (
     TOKEN_DECIMALS,
     exact,
 )
+from tessera.explorer.web.bridge_orders import funding_html, funding_of
 from tessera.explorer.web.markup import (
     address_text,
     amount,
+    chain_tx,
     e,
     href,
     kv,
     list_pager,
+    message_link,
     page,
     short_hash,
     table,
     when,
 )
 from tessera.explorer.web.queries import Explorer, Paged, parse_tx_hash
+from tessera.explorer.web.site import MAX_PAGE
 from tessera.protocol.bridge import KIND_BOUNCE, KIND_TRANSFER, KIND_TRANSFER_CALL
 from tessera.protocol.money import PAYMENT_SYMBOL, STAKE_SYMBOL
 
-MAX_PAGE = 10**9
 MAX_CHAIN = 2**63 - 1          # a chain id the database's BIGINT holds
 State = Literal["sent", "queued", "delivered", "cancelled", "bounced"]
 Token = Literal["TUSD", "TSTK"]
@@ -168,20 +171,6 @@ def tx_events(explorer: Explorer, tx: str) -> list[db.BridgeEvent]:
 
 
 # -- HTML ---------------------------------------------------------------------------------------
-def chain_tx(chain: int | None, tx: str | None) -> str:
-    """A transaction on a chain: its hash (linking to its bridge events) and the chain id."""
-    if not tx:
-        return "-"
-    return (f'<a class="tx mono" href="{href("/bridge/tx/" + tx)}" title="{e(tx)}">{e(tx[:10])}…'
-            f'{e(tx[-6:])}</a> <span class="muted">on {e(chain if chain is not None else "?")}</span>')
-
-
-def message_link(mid: str | None) -> str:
-    if not mid:
-        return "-"
-    return f'<a class="message mono" href="{href("/bridge/" + mid)}" title="{e(mid)}">{e(mid[:10])}…</a>'
-
-
 def state_html(row: db.CrossChainTransfer) -> str:
     if row.deliveries and not row.source_tx:
         return '<span class="bad">delivered, never sent</span>'
@@ -309,7 +298,11 @@ def bridge_router(explorer: Explorer) -> APIRouter:
                 raise HTTPException(404, f"no cross-chain message {mid}")
             session.expunge(row)
         ids = [i for i in (mid, row.bounce_id, row.bounce_of) if i]
-        return page(f"Cross-chain message {mid[:10]}…", transfer_html(row, message_events(explorer, ids)))
+        body = transfer_html(row, message_events(explorer, ids))
+        funding = funding_of(explorer, mid)
+        if funding is not None:
+            body += funding_html(funding, row.delivery_chain)
+        return page(f"Cross-chain message {mid[:10]}…", body)
 
     @router.get("/api/bridge/transfers", response_model=TransferPage,
                 responses={404: {"description": "no such page"}})

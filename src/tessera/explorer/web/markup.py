@@ -248,3 +248,16 @@ def kv(rows: list[tuple[str, str]]) -> str:
 def bps_text(value: int | str) -> str:
     return f"{int(value) / 100:.2f}%"
 
+
+def chain_tx(chain: int | None, tx: str | None) -> str:
+    """A transaction on a chain: its hash (linking to its bridge events) and the chain id."""
+    if not tx:
+        return "-"
+    return (f'<a class="tx mono" href="{href("/bridge/tx/" + tx)}" title="{e(tx)}">{e(tx[:10])}…'
+            f'{e(tx[-6:])}</a> <span class="muted">on {e(chain if chain is not None else "?")}</span>')
+
+
+def message_link(mid: str | None) -> str:
+    if not mid:
+        return "-"
+    return f'<a class="message mono" href="{href("/bridge/" + mid)}" title="{e(mid)}">{e(mid[:10])}…</a>'
