@@ -70,6 +70,7 @@ def test_fundings_are_indexed_and_audited_at_each_step(bridge, tmp_path):
     refused, _ = TokenBridge(bridge.chain(PEER, SENDER)).send_call(
         HOME, orders.address, TUSD, order_call_data(_terms(sender)))      # under the worst case
     plain = bridge.send(PEER, SENDER, TUSD, to=orders.address)              # no terms: nobody's
+    PaymentToken(bridge.chain(HOME, SENDER)).transfer(orders.address, 2, "a gift")   # nobody's either
     holding = bridge.relayer(refund_check_s=10**6)                          # sends nothing back yet
     bridge.settle(holding)
     engine = make_engine(f"sqlite:///{tmp_path / 'explorer.db'}")
@@ -83,7 +84,8 @@ def test_fundings_are_indexed_and_audited_at_each_step(bridge, tmp_path):
     r = rows[hexid(refused)]
     assert (r.kind, r.order_id, r.amount, r.owed) == ("refused", None, TUSD, TUSD)
     book = report.bridge.orders
-    assert (book.fundings, book.owed, book.stranded, book.balance_of) == (2, TUSD, TUSD, 2 * TUSD)
+    assert (book.fundings, book.owed, book.stranded, book.direct, book.balance_of) == (
+        2, TUSD, TUSD, 2, 2 * TUSD + 2)
     assert hexid(plain) not in rows
 
     Market(bridge.chain(HOME, SENDER)).cancel_order(order_id)              # the tenant, at home
@@ -110,7 +112,7 @@ def test_fundings_are_indexed_and_audited_at_each_step(bridge, tmp_path):
     assert [(rows[hexid(m)].returned, rows[hexid(m)].owed, rows[hexid(m)].returns)
             for m in (funded, refused)] == [(4 * TUSD, 0, 1), (TUSD, 0, 1)]
     book = report.bridge.orders
-    assert (book.owed, book.bounced, book.balance_of, book.stranded) == (0, 0, TUSD, TUSD)
+    assert (book.owed, book.bounced, book.balance_of, book.stranded) == (0, 0, TUSD + 2, TUSD)
     assert report.bridge.to_json()["orders"]["covered"] is True
     assert any("BridgeOrders on" in line and "funded nothing" in line for line in report.bridge.lines())
 
@@ -129,21 +131,28 @@ def test_fundings_are_indexed_and_audited_at_each_step(bridge, tmp_path):
 
 
 def test_a_drained_bridge_orders_is_caught(bridge, tmp_path):
+    """4 TUSD owed and 1 TUSD that funded nothing (a plain send): a drain of 1 TUSD is named
+    though the 1 TUSD nobody owns would cover what is owed (review 21), and so is one of 2."""
     sender = devnet_account(SENDER).address
     orders = BridgeOrders(bridge.chain(HOME))
     funded, _ = fund_order(bridge.chain(PEER, SENDER), bridge.chain(HOME), _terms(sender), 4 * TUSD)
+    bridge.send(PEER, SENDER, TUSD, to=orders.address)
     bridge.settle(bridge.relayer(refund_check_s=10**6))
     Market(bridge.chain(HOME, SENDER)).cancel_order(orders.funded_order(funded, timeout_s=0))
     engine = make_engine(f"sqlite:///{tmp_path / 'explorer.db'}")
     checked(bridge, engine)
     home = bridge.chain(HOME)
     token = PaymentToken(home).address
-    slot = balance_slot(home.network, token, orders.address, 4 * TUSD)
-    assert rpc(home.network, "anvil_setStorageAt", token, hex(slot),
-               "0x" + (3 * TUSD).to_bytes(32, "big").hex()) is True
-    bridge.mine(HOME, 1)
-    problems = audit(Chain(bridge.network), engine).problems
-    assert any("BridgeOrders holds 3.00 TUSD" in p and "1.00 TUSD missing" in p for p in problems), problems
+    slot = balance_slot(home.network, token, orders.address, 5 * TUSD)
+    for left, said in ((4 * TUSD, None), (3 * TUSD, "BridgeOrders holds 3.00 TUSD")):
+        assert rpc(home.network, "anvil_setStorageAt", token, hex(slot),
+                   "0x" + left.to_bytes(32, "big").hex()) is True
+        bridge.mine(HOME, 1)
+        index(bridge.network, engine)                    # the audit reads at the indexed block
+        problems = audit(Chain(bridge.network), engine).problems
+        moved = f"{(5 * TUSD - left) // TUSD}.00 TUSD moved without a log"
+        assert any("BridgeOrders' TUSD balanceOf" in p and moved in p for p in problems), problems
+        assert said is None or any(said in p and "1.00 TUSD missing" in p for p in problems), problems
 
 
 def test_the_rules_on_hand_made_logs():
@@ -192,8 +201,21 @@ def test_the_rules_on_hand_made_logs():
     assert f"message {mid(3)}: delivered 4 to BridgeOrders, whose call failed" in text
     assert book.stranded == {mid(3): 4, mid(4): 2}
     assert book.fundings[mid(1)].owed == -1 and book.fundings[mid(2)].owed == 7
-    honest = orders_book(events[:2] + events[-1:], 1, orders, {})
-    assert honest.problems == [] and honest.held_by_logs == 5 and honest.stranded == {mid(4): 2}
+    def moved(amount: int, tx: int, into: bool = True) -> ChainEvent:
+        return ev("PaymentToken", "Transfer", tx, sender="0x" + "00" * 20 if into else orders,
+                  receiver=orders if into else person, value=amount)
+
+    # a refused funding of 5, a plain send of 2, and 3 sent straight to it: the Transfer logs agree
+    honest = events[:2] + events[-1:] + [moved(5, 900), moved(2, 904), moved(3, 905)]
+    book = orders_book(honest, 1, orders, {})
+    assert book.problems == [] and book.held_by_logs == 5 and book.stranded == {mid(4): 2}
+    assert (book.held_by_transfers, book.direct) == (10, 3)
+    # 1 leaves BridgeOrders with no event of its own: named
+    leak = orders_book(honest + [moved(1, 906, into=False)], 1, orders, {})
+    assert any("-1 moved with no event of BridgeOrders" in p for p in leak.problems), leak.problems
+    # a delivery's transaction that also sends 4 straight to it: 4 nobody's, not a problem
+    ok = orders_book(honest + [received(5, 1, 907), moved(5, 907)], 1, orders, {})
+    assert ok.problems == [] and ok.direct == 7 and ok.stranded[mid(5)] == 1
 
 
 def test_cancels_claims_and_a_bounce_by_message_are_audited(bridge, tmp_path):
@@ -240,3 +262,23 @@ def test_cancels_claims_and_a_bounce_by_message_are_audited(bridge, tmp_path):
     assert report.bridge.orders.bounced == 0
     assert fundings(engine)[hexid(second)].owed == 4 * TUSD
     assert report.bridge.orders.owed == 4 * TUSD + 2 * CANCEL_CARRIER
+
+
+def test_the_client_refuses_a_plain_send_to_a_contract_of_the_network(bridge):
+    """`tessera bridge send --recipient` naming BridgeOrders (or any contract the network file
+    names on the destination) would leave the tokens nobody's: refused before sending (review 21)."""
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+
+    sender = devnet_account(SENDER).address
+    before = bridge.tusd(PEER, sender)
+    for name in ("BridgeOrders", "Market"):
+        to = bridge.net(HOME).contracts[name]
+        result = CliRunner().invoke(app, ["bridge", "send", "--to-chain", str(HOME), "--amount", "1",
+                                          "--recipient", to, "--account", f"devnet:{SENDER}",
+                                          "--network", str(bridge.env.devnet.network_file)])
+        out = " ".join(result.output.split())
+        assert result.exit_code == 1 and f"is {name} on chain {HOME}" in out, out
+        assert "Traceback" not in out
+    assert bridge.tusd(PEER, sender) == before

@@ -11,9 +11,10 @@ x402 "exact" payment (EIP-3009, protocol/agent_payments.py): for every PaymentTo
 transaction are read too (one more `eth_getLogs` per chunk that holds authorizations, filtered
 by the authorizers as the sender topic, kept only where transaction and sender match).
 
-A reader may also take single events of another contract that name one of its own contracts in
+A reader may also take single events of another contract that name some of its own contracts in
 an indexed address (`also`): the bridge's index reads the Market's `Refunded` events paid to
-BridgeOrders without reading the whole Market (one more `eth_getLogs` per such argument).
+BridgeOrders and the TUSD transfers in and out of it without reading the whole Market or token
+(one more `eth_getLogs` per such argument).
 
 One `eth_getLogs` per chunk for all of them (filtered by address), decoded by topic0 with the
 compiled ABIs (chain/log_decode.py: web3's values, without its per-log overhead), plus one
@@ -58,11 +59,11 @@ class EventReader:
     """Reads and decodes Tessera's events from one chain."""
 
     def __init__(self, chain: Chain, chunk: int = 5_000, contracts: tuple[str, ...] = CONTRACTS,
-                 also: tuple[tuple[str, str], ...] = ()):
+                 also: tuple[tuple[str, str, tuple[str, ...]], ...] = ()):
         """`contracts`: the ones to read (default every deployed one; a reader that needs a few,
         such as the tenant's bid scores, reads only those and skips the tokens' transfers).
-        `also`: (contract, event) pairs of other contracts, read only where one of `contracts`
-        is in an indexed address argument of the event."""
+        `also`: (contract, event, names) of other contracts, read only where one of `names` (of
+        `contracts`) is in an indexed address argument of the event."""
         self.chain = chain
         self.w3 = chain.w3
         self.chunk = chunk
@@ -79,12 +80,13 @@ class EventReader:
                     self.topics[(name, abi["name"])] = topic
                     self.by_topic[(address.lower(), topic)] = (name, EventShape(abi))
         self._also: list[dict] = []
-        for name, event in also:
-            self._also += self._naming_us(name, event)
+        for name, event, parties in also:
+            self._also += self._naming(name, event, parties)
 
-    def _naming_us(self, name: str, event: str) -> list[dict]:
-        """The queries for `event` of contract `name` where one of the reader's contracts is in
-        an indexed address argument (one query per such argument: topics AND across positions)."""
+    def _naming(self, name: str, event: str, parties: tuple[str, ...]) -> list[dict]:
+        """The queries for `event` of contract `name` where one of the reader's contracts named
+        `parties` is in an indexed address argument (one query per such argument: topics AND
+        across positions)."""
         contract = self.chain.contract(name)
         abi = next((a for a in contract.abi if a.get("type") == "event" and a["name"] == event), None)
         if abi is None:
@@ -93,9 +95,12 @@ class EventReader:
         topic = event_abi_to_log_topic(abi)
         self.topics[(name, event)] = topic
         self.by_topic[(address.lower(), topic)] = (name, EventShape(abi))
-        parties = ["0x" + a.removeprefix("0x").rjust(64, "0") for a in self.addresses]
+        wanted = ["0x" + a.removeprefix("0x").rjust(64, "0") for a, who in self.addresses.items()
+                  if who in parties]
+        if len(wanted) != len(parties):
+            raise ValueError(f"{name}.{event}: the reader does not read {', '.join(parties)}")
         indexed = [i for i in abi["inputs"] if i.get("indexed")]
-        return [{"address": address, "topics": ["0x" + topic.hex()] + [None] * position + [parties]}
+        return [{"address": address, "topics": ["0x" + topic.hex()] + [None] * position + [wanted]}
                 for position, arg in enumerate(indexed) if arg["type"] == "address"]
 
     def head(self) -> int:

@@ -30,8 +30,9 @@
         or is paid back by `send_back`. No owner: nothing here can be changed after
         deployment.
 @dev Every token this contract holds is owed to one funding's sender:
-     balanceOf(self) == sum(owed(id)) (plus tokens sent here directly, which nobody can
-     take). The order is opened in a self-call with a fixed gas allowance, so data the
+     balanceOf(self) == sum(owed(id)) + send-backs bounced back and not yet recovered
+     (`recover_bounce` makes them owed) (plus tokens sent here without an order's terms or
+     directly, which nobody can take; the audit checks all of it from logs). The order is opened in a self-call with a fixed gas allowance, so data the
      Market refuses (or that does not decode) never makes the delivery revert: the funding
      is recorded before it, and stays owed back if it fails.
 """

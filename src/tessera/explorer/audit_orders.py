@@ -6,9 +6,11 @@ contract's own `owed(id)` and its TUSD `balanceOf` at the audited block, two ind
 - every rule of derive_orders (a delivery behind each funding, none twice, none returned more
   than it was owed, no bounce recovered that never bounced);
 - for each funding, `BridgeOrders.owed(id)` at the audited block must equal `owed` by the logs;
-- BridgeOrders' TUSD `balanceOf` must cover every funding's `owed` and every send-back that
-  bounced back and is not yet recovered (each has a way out); more is tokens nobody funded with
-  (a plain `send` to it, a `transfer`): shown, not a problem.
+- its TUSD Transfer logs in and out must add up to what its events account for (every funding's
+  `owed`, every send-back that bounced back and is not yet recovered: each has a way out; and
+  tokens that funded nothing, a plain `send` to it or a holder's `transfer`: shown, not a
+  problem), and its `balanceOf` must equal what the Transfer logs leave it: a drain with no log
+  is named even where tokens that funded nothing would cover it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class OrdersAudit:
     owed: int = 0             # every funding's owed, by the logs
     bounced: int = 0          # send-backs bounced back, not yet recovered
     stranded: int = 0         # delivered with no funding: nobody's
+    direct: int = 0           # sent straight to it (a holder's transfer): nobody's
+    held_by_transfers: int = 0
     balance_of: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -53,11 +57,12 @@ class OrdersAudit:
     def to_json(self) -> dict:
         return {"chain_id": self.chain_id, "block": self.block, "fundings": self.fundings,
                 "owed": self.owed, "bounced": self.bounced, "stranded": self.stranded,
-                "held_by_logs": self.held_by_logs, "balance_of": self.balance_of,
+                "direct": self.direct, "held_by_logs": self.held_by_logs,
+                "held_by_transfers": self.held_by_transfers, "balance_of": self.balance_of,
                 "covered": self.balance_of >= self.held_by_logs}
 
     def line(self) -> str:
-        extra = self.balance_of - self.held_by_logs
+        extra = self.stranded + self.direct
         return (f"  BridgeOrders on {self.chain_id}: {self.fundings} fundings owe {show(self.owed)}"
                 f" + {show(self.bounced)} bounced back, not yet recovered; it holds "
                 f"{show(self.balance_of)} (balanceOf)"
@@ -68,7 +73,8 @@ def orders_audit(chain: Chain, block: int, book: OrdersBook, engine: Engine) -> 
     """Every check of BridgeOrders on `chain` (the home chain) at `block` against `book`, the
     book recomputed from the logs read again."""
     out = OrdersAudit(chain.network.chain_id, block, fundings=len(book.fundings), owed=book.owed,
-                      bounced=sum(book.bounced.values()), stranded=sum(book.stranded.values()))
+                      bounced=sum(book.bounced.values()), stranded=sum(book.stranded.values()),
+                      direct=book.direct, held_by_transfers=book.held_by_transfers)
     out.problems += [f"BridgeOrders: {p}" for p in book.problems]
     out.problems += _compare(engine, book)
     contract = chain.contract(ORDERS)
@@ -88,6 +94,10 @@ def orders_audit(chain: Chain, block: int, book: OrdersBook, engine: Engine) -> 
         short = out.held_by_logs - out.balance_of
         out.problems.append(f"BridgeOrders holds {show(out.balance_of)} at block {block} but owes "
                             f"{show(out.held_by_logs)} by its logs: {show(short)} missing")
+    if out.balance_of != out.held_by_transfers:
+        out.problems.append(f"BridgeOrders' TUSD balanceOf at block {block} is {show(out.balance_of)} but "
+                            f"its Transfer logs leave it {show(out.held_by_transfers)}: "
+                            f"{show(out.balance_of - out.held_by_transfers)} moved without a log")
     return out
 
 

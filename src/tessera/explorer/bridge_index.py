@@ -3,11 +3,11 @@
 `BridgeIndexer` is the market's `Indexer` (same batches, confirmations, resumable cursor and
 reorg rollback) over one chain's BridgeOutbox, BridgeInbox and TokenBridge events, its
 StakeBridge's where the network file names one (docs/bridge.md, "Stake on another chain"), and on
-the home chain BridgeOrders' with the Market's `Refunded` paid to it (docs/bridge.md, "An order
-funded in one message"), written to the bridge's tables (db_bridge.py) with the chain id: one run
-per chain, each with its own cursor and confirmations. A cursor remembers the StakeBridge and the
-BridgeOrders it indexed (or none): a network file that names another later is refused, since the
-events before would be missing.
+the home chain BridgeOrders' with the Market's `Refunded` paid to it and the TUSD `Transfer`s in
+and out of it (docs/bridge.md, "An order funded in one message"), written to the bridge's tables
+(db_bridge.py) with the chain id: one run per chain, each with its own cursor and confirmations.
+A cursor remembers the StakeBridge and the BridgeOrders it indexed (or none): a network file
+that names another later is refused, since the events before would be missing.
 
 After the chains' runs, if any stored bridge event changed, the derived tables are rebuilt from the
 stored events of all chains: the cross-chain transfers (derive_bridge.py), each row with its
@@ -58,8 +58,10 @@ def bridge_contract_names(network: Network) -> tuple[str, ...]:
 
 
 def bridge_reader(chain: Chain) -> EventReader:
-    """The reader of one chain's bridge events (and the Market's refunds paid to BridgeOrders)."""
-    also = (("Market", "Refunded"),) if ORDERS in chain.network.contracts else ()
+    """The reader of one chain's bridge events (and the Market's refunds paid to BridgeOrders,
+    and the TUSD transfers in and out of it)."""
+    also = ((("Market", "Refunded", (ORDERS,)), ("PaymentToken", "Transfer", (ORDERS,)))
+            if ORDERS in chain.network.contracts else ())
     return EventReader(chain, contracts=bridge_contract_names(chain.network), also=also)
 
 

@@ -13,11 +13,16 @@ is left of it comes back among its order's refunds. So from the logs alone, per 
          = its delivery's amount               for one refused, or a cancel's or claim's carrier
          = 0                                   for a top-up
 
-and BridgeOrders' TUSD must cover every funding's `owed` plus the send-backs that bounced back
-and are not yet recovered (`recover_bounce`, anyone): each of those has a way out. Tokens
-delivered to it without a funding (a plain `send`, not `send_call`) are nobody's: shown, not
-counted as owed. The audit reads `owed(id)` and `balanceOf` at its block against these
-(audit_bridge.py).
+and BridgeOrders' TUSD must be every funding's `owed` plus the send-backs that bounced back and
+are not yet recovered (`recover_bounce`, anyone): each of those has a way out. Tokens delivered
+to it without a funding (a plain `send`, not `send_call`) and tokens sent straight to it (a
+holder's `transfer`: a Transfer in whose transaction no delivery, refund or bounce to it explains
+it) are nobody's: shown, not owed. So, by its TUSD Transfer logs in and out:
+
+    held_by_transfers = owed + bounced + stranded + direct
+
+and the audit reads `owed(id)` and `balanceOf` (which must equal `held_by_transfers`) at its block
+(audit_orders.py).
 
 Each funding must have its delivery (the home TokenBridge's `TransferReceived` of the same message
 to BridgeOrders, in the same transaction, of the amount the funding event names), no funding
@@ -76,6 +81,10 @@ class OrdersBook:
     bounced: dict[str, int] = field(default_factory=dict)
     # deliveries to BridgeOrders that opened no funding: message id -> amount (nobody's)
     stranded: dict[str, int] = field(default_factory=dict)
+    # by the TUSD Transfer logs in and out of BridgeOrders: what it holds, and what came in with
+    # no event to explain it (a holder's `transfer`: nobody's)
+    held_by_transfers: int = 0
+    direct: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -101,17 +110,31 @@ def orders_book(events: list[ChainEvent], home: int, orders: str,
     refunds: dict[int, int] = defaultdict(int)
     sent_back: dict[str, str] = {}           # transfer id -> funding
     bounces: dict[str, int] = {}             # TokenBridge TransferBounced: transfer id -> amount
+    explained: dict[str, int] = defaultdict(int)   # tx -> tokens its events say came in
+    came_in: dict[str, int] = defaultdict(int)     # tx -> tokens its Transfer logs say came in
     for r in here:
         a = r.args
         if r.contract == "TokenBridge" and str(a.get("to", "")).lower() == orders:
             if r.event == "TransferReceived":
                 received[a["message_id"]] = (r.tx_hash, int(a["amount"]), a["source_chain"], r.timestamp)
+                explained[r.tx_hash] += int(a["amount"])
             elif r.event == "CallFailed":
                 failed.add(a["message_id"])
+            elif r.event == "TransferBounced":
+                explained[r.tx_hash] += int(a["amount"])
         if r.contract == "TokenBridge" and r.event == "TransferBounced":
             bounces[a["cancelled_id"]] = int(a["amount"])
         if r.contract == "Market" and r.event == "Refunded" and str(a["payer"]).lower() == orders:
             refunds[int(a["order_id"])] += int(a["amount"])
+            explained[r.tx_hash] += int(a["amount"])
+        if r.contract == "PaymentToken" and r.event == "Transfer":
+            value = int(a["value"])
+            if str(a["receiver"]).lower() == orders:
+                book.held_by_transfers += value
+                came_in[r.tx_hash] += value
+            if str(a["sender"]).lower() == orders:
+                book.held_by_transfers -= value
+    book.direct = sum(max(0, value - explained[tx]) for tx, value in came_in.items())
     for r in here:
         if r.contract != ORDERS:
             continue
@@ -154,6 +177,12 @@ def orders_book(events: list[ChainEvent], home: int, orders: str,
             if mid in failed and amount:
                 book.problems.append(f"message {mid}: delivered {amount} to BridgeOrders, whose call "
                                      "failed: recorded for nobody")
+    accounted = book.held_by_logs + sum(book.stranded.values())
+    if book.held_by_transfers - book.direct != accounted:
+        book.problems.append(
+            f"BridgeOrders' TUSD Transfer logs leave it {book.held_by_transfers} ({book.direct} of it sent "
+            f"straight to it), its own events account for {accounted}: "
+            f"{book.held_by_transfers - book.direct - accounted:+} moved with no event of BridgeOrders")
     return book
 
 

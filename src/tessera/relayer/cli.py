@@ -164,6 +164,7 @@ def send(to_chain: int = typer.Option(..., "--to-chain", min=1, help="destinatio
             raise BridgeError(f"chain {source} has no {bridge_class.NAME}: {symbol} does not "
                               "cross in this network")
         to = _address("--recipient", recipient) if recipient else chain.address
+        _not_a_contract_of(net.chain(to_chain), to)
         bridge = bridge_class(chain)
         message_id, receipts = bridge.send(to_chain, to, units)
         sent = BridgeOutbox(chain).sent_in(receipts[-1])
@@ -175,6 +176,18 @@ def send(to_chain: int = typer.Option(..., "--to-chain", min=1, help="destinatio
     console.print(f"  message 0x{message_id.hex()} (nonce {nonce}), tx {tx_hash(receipt)}")
     console.print("  it arrives once the committee has attested it and a relayer delivers it "
                   "(`tessera bridge status`)")
+
+
+def _not_a_contract_of(destination: Network, to: str) -> None:
+    """Refuse a plain transfer to a contract the network file names on the destination: none of
+    them can do anything with tokens sent that way (BridgeOrders takes a deposit only with an
+    order's terms: `tessera job submit --pay-from-chain`), so they would be nobody's for ever."""
+    for name, address in destination.contracts.items():
+        if address.lower() == to.lower():
+            hint = (": fund an order with `tessera job submit --pay-from-chain`" if name == "BridgeOrders"
+                    else "")
+            raise BridgeError(f"--recipient {to} is {name} on chain {destination.chain_id}: tokens sent "
+                              f"there would be stuck for ever{hint}")
 
 
 @bridge_app.command("status")

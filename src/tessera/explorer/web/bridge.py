@@ -199,7 +199,8 @@ def transfers_html(rows: Paged, chains: list[db.BridgeCursor], state: str | None
     body = [f"<p>Indexed: {e(indexed)}.</p>",
             f'<p>Every message the bridge carried between these chains, newest first: TUSD by the '
             f'TokenBridges, TSTK (stake) by the StakeBridges. Show only: {filters} · {tokens} · '
-            f'<a href="{href("/bridge")}">all</a></p>']
+            f'<a href="{href("/bridge")}">all</a> · orders funded from a peer chain: '
+            f'<a href="{href("/bridge/orders")}">BridgeOrders</a></p>']
     table_rows = [[when(r.source_timestamp) if r.source_tx else "-", message_link(r.message_id),
                    e(KIND_WORDS.get(r.kind, str(r.kind))), _route(r),
                    f'<span class="token">{e(r.token or "-")}</span>', address_text(r.sender),
