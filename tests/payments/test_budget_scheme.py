@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import httpx
@@ -213,6 +213,7 @@ class World:
     facilitator: TesseraFacilitator
     app: FastAPI
     payee: str
+    paid_by_relayer: list = field(default_factory=list)   # its `pay` transactions
 
     def grant(self, key, *, budget=10 * USD, cap=USD, period=DAY, start=None, expiry=None,
               payees=None) -> int:
@@ -384,7 +385,8 @@ def _over_period_budget(world, key):
 def _replay(world, key):
     grant_id = world.grant(key)
     payment = world.sign(key, grant_id)
-    world.relayer.pay(payment)
+    paid = world.relayer.pay(payment)
+    world.paid_by_relayer.append(paid.tx)
     return grant_id, payment
 
 
@@ -466,9 +468,14 @@ def test_a_hand_built_payment_is_refused_by_the_facilitator_and_the_contract(wor
     response = world.get(payment=payload)
     assert response.status_code == 402
     assert decode_payment_required_header(response.headers[PAYMENT_REQUIRED_HEADER]).error == reason
-    # the facilitator asked to settle anyway: refused before sending anything
+    # the facilitator asked to settle anyway: refused before sending anything (a payment that
+    # someone else already settled, the replay, is answered as settled by that transaction: the
+    # payee has been paid, review 22; the paywall's verify refused it before anything ran)
     settled = world.facilitator.settle(payload, offered)
-    assert (settled.success, settled.error_reason, settled.transaction) == (False, reason, "")
+    if reason == "nonce used":
+        assert settled.success and settled.transaction == world.paid_by_relayer[-1]
+    else:
+        assert (settled.success, settled.error_reason, settled.transaction) == (False, reason, "")
     # the contract, sent the payment directly
     with pytest.raises(TxRefused, match=f"pay refused: {reason}"):
         world.relayer.pay(payment)
@@ -476,8 +483,11 @@ def test_a_hand_built_payment_is_refused_by_the_facilitator_and_the_contract(wor
     blind = BudgetFacilitatorScheme(world.reader, world.facilitator.signer,
                                     simulate_in_settle=False)
     reverted = blind.settle(payload, offered)
-    assert not reverted.success and reverted.error_reason == "transaction_failed"
-    assert world.reader.chain.w3.eth.get_transaction_receipt(reverted.transaction)["status"] == 0
+    if reason == "nonce used":
+        assert reverted.success and reverted.transaction == world.paid_by_relayer[-1]
+    else:
+        assert not reverted.success and reverted.error_reason == "transaction_failed"
+        assert world.reader.chain.w3.eth.get_transaction_receipt(reverted.transaction)["status"] == 0
     assert world.snapshot(grant_id) == before
 
 

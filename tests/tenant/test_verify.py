@@ -15,7 +15,14 @@ from tessera.errors import CommitmentError, CommitmentExpiresEarly
 from tessera.protocol import commitment as cm
 from tessera.protocol.sampling import binomial_two_sided_pvalue
 from tessera.protocol.wire import CheckpointHashes, PayloadHashes, RoundResult
-from tessera.tenant.verify import check_commitment, draw_spot_check, spot_check_seed
+from tessera.tenant.verify import (
+    EMPTY,
+    FRESH,
+    RoundLink,
+    check_commitment,
+    draw_spot_check,
+    spot_check_seed,
+)
 
 CHAIN_ID, VERIFICATION = 31337, "0x" + "ab" * 20
 PROVIDER, STRANGER = Account.from_key(b"\x21" * 32), Account.from_key(b"\x22" * 32)  # test keys
@@ -25,6 +32,9 @@ PAYLOAD_SHA = "c" * 64
 NOW = 1_900_000_000
 RESIDUAL_IN, RESIDUAL_OUT = b"\x07" * 32, b"\x08" * 32
 THREADS = 2
+# a lease whose round ROUND - 1 was accepted and ended with the AdamW state and residual that
+# `answer()` starts from
+CONTINUING = RoundLink(ROUND - 1, b"\x05" * 32, RESIDUAL_IN)
 
 
 def payload_leaf(residual_in=RESIDUAL_IN, threads=THREADS, profile=numerics.PROFILE) -> PayloadLeaf:
@@ -63,12 +73,12 @@ def answer(*, signer=PROVIDER, cps: list[Checkpoint] | None = None, listed=None,
                                              threads=leaf.threads, profile=leaf.profile))
 
 
-def check(result: RoundResult, previous: RoundCommitment | None = None) -> RoundCommitment:
+def check(result: RoundResult, link: RoundLink | None = CONTINUING) -> RoundCommitment:
     return check_commitment(result, chain_id=CHAIN_ID, verification=VERIFICATION, job=JOB,
                             round_index=ROUND, lease_id=LEASE, provider=PROVIDER.address,
                             worker=WORKER, inner_steps=H, k=K, threads=THREADS,
                             start_params_hash=START,
-                            min_expiry=NOW + 600, previous=previous)
+                            min_expiry=NOW + 600, link=link)
 
 
 def test_an_honest_commitment_gives_the_checkpoint_tree():
@@ -77,7 +87,7 @@ def test_an_honest_commitment_gives_the_checkpoint_tree():
     carried = PayloadLeaf(b"\x09" * 32, b"\x00" * 32, RESIDUAL_IN, THREADS, numerics.PROFILE)
     previous = tree_of(checkpoints(first_opt=b"\x01" * 32)[:-1]
                        + [Checkpoint(H, b"\x02" * 32, b"\x05" * 32)], carried, ROUND - 1)
-    assert check(answer(), previous).root == commitment.root   # AdamW state, residual carried over
+    assert check(answer(), RoundLink.after(previous)).root == commitment.root   # carried over
 
 
 @pytest.mark.parametrize("result,words", [
@@ -119,12 +129,64 @@ def test_missing_commitment_and_broken_adamw_link_are_refused():
     previous = tree_of(checkpoints()[:-1] + [Checkpoint(H, b"\x02" * 32, b"\x06" * 32)],
                        round=ROUND - 1)
     with pytest.raises(CommitmentError, match="AdamW state at round start"):
-        check(answer(), previous)
+        check(answer(), RoundLink.after(previous))
     carried_other = PayloadLeaf(b"\x09" * 32, b"\x00" * 32, b"\x0a" * 32, THREADS, numerics.PROFILE)
     previous = tree_of(checkpoints()[:-1] + [Checkpoint(H, b"\x02" * 32, b"\x05" * 32)],
                        carried_other, ROUND - 1)
     with pytest.raises(CommitmentError, match="residual at round start"):
-        check(answer(), previous)
+        check(answer(), RoundLink.after(previous))
+
+
+def test_a_leases_first_round_starts_fresh():
+    """Review 23: in a lease's first round (round 0, a replacement's first) nothing links its
+    residual to anything, and a made-up one lets the payload decode to any update while every
+    segment and the payload check pass. So a first round must start from a fresh AdamW state and
+    no residual; a round that does not follow the lease's last accepted one is refused."""
+    fresh = answer(cps=checkpoints(first_opt=EMPTY), leaf=payload_leaf(residual_in=EMPTY))
+    assert check(fresh, FRESH).root == tree_of(checkpoints(first_opt=EMPTY),
+                                               payload_leaf(residual_in=EMPTY)).root
+    made_up = answer(cps=checkpoints(first_opt=EMPTY), leaf=payload_leaf(residual_in=b"\x66" * 32))
+    with pytest.raises(CommitmentError, match="residual at round start is not empty"):
+        check(made_up, FRESH)
+    with pytest.raises(CommitmentError, match="AdamW state at round start is not a fresh one"):
+        check(answer(), FRESH)
+    with pytest.raises(CommitmentError, match="does not follow the lease's last accepted round 0"):
+        check(answer(), RoundLink(ROUND - 2, b"\x05" * 32, RESIDUAL_IN))
+    assert check(made_up, None).root      # an older job folder: not checked (with a warning)
+
+
+def test_links_are_kept_for_a_resume(tmp_path):
+    """The verifier keeps each lease's last accepted rounds in verification/links.json; a verifier
+    over the same folder (`tessera job resume`) reads them back; a folder with rounds but no links
+    (an older version's) is resumed unchecked, with a warning."""
+    from types import SimpleNamespace
+
+    from tessera.tenant.round_checks import RoundVerifier
+    from tessera.tenant.worker_rounds import WorkerLease
+
+    def verifier() -> RoundVerifier:
+        v = object.__new__(RoundVerifier)
+        v.state_dir, v.log = tmp_path, lambda *a, **k: warnings.append(a)
+        v.links = v._load_links()
+        return v
+
+    warnings: list = []
+    first = verifier()
+    assert first.links == {} and first.link_for(LEASE, 0) == FRESH
+    worker = WorkerLease(lease_id=LEASE, provider=PROVIDER.address, endpoint="", index=WORKER,
+                         order_id=JOB)
+    for r in range(5):
+        c = tree_of(checkpoints(), round=r)
+        first._keep_links(r, [worker], {LEASE: SimpleNamespace(commitment=c)})
+    assert sorted(first.links[LEASE]) == [2, 3, 4]                 # the last three
+    again = verifier()
+    assert again.link_for(LEASE, 5) == RoundLink.after(tree_of(checkpoints(), round=4))
+    assert again.link_for(LEASE, 4) == RoundLink.after(tree_of(checkpoints(), round=3))  # a re-run
+    assert again.link_for(LEASE + 1, 5) == FRESH                  # a replacement's first round
+    (tmp_path / "verification" / "links.json").unlink()
+    (tmp_path / "verification" / "round-0.json").write_text("{}")
+    assert verifier().links is None and verifier().link_for(LEASE, 5) is None
+    assert any("round-links-unknown" in str(w) for w in warnings)
 
 
 def test_spot_check_rate_matches_p():
@@ -172,7 +234,8 @@ def test_a_short_lived_commitment_is_taken_only_for_a_round_posted_before_a_rest
         address=VERIFICATION, round=lambda job, r: SimpleNamespace(posted_at=posted_at.get((job, r), 0)))
     verifier.config = SimpleNamespace(inner_steps=H, workload=SimpleNamespace(threads=THREADS))
     verifier.verify = SimpleNamespace(checkpoint_every=K)
-    verifier.previous, verifier._start_hash, verifier._min_expiry = {}, START, NOW + 600
+    verifier.links, verifier._start_hash, verifier._min_expiry = ({LEASE: {ROUND - 1: CONTINUING}},
+                                                                  START, NOW + 600)
     worker = WorkerLease(lease_id=LEASE, provider=PROVIDER.address, endpoint="", index=WORKER,
                          order_id=JOB)
     with pytest.raises(WorkerFault, match="expires at"):

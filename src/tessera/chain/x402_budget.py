@@ -54,7 +54,15 @@ from x402.schemas import (
 
 from tessera.chain.agent_budget import AgentBudget, checksum
 from tessera.chain.client import revert_reason
-from tessera.chain.x402_facilitator import X402Network, asset_price, caip2, register_scheme
+from tessera.chain.x402_facilitator import (
+    SETTLED_LOOKBACK_BLOCKS,
+    X402Network,
+    asset_price,
+    caip2,
+    register_scheme,
+    same_address,
+    sent_by,
+)
 from tessera.errors import PaymentRefused
 from tessera.protocol import messages
 from tessera.protocol.agent_budget import (
@@ -85,15 +93,12 @@ TRANSACTION_FAILED = "transaction_failed"
 DEADLINE_TOO_SOON = "deadline_too_soon"
 # Seconds a payment's deadline must lie ahead at verify (the SDK's "exact" keeps 6 for EIP-3009).
 DEADLINE_MARGIN_S = 6
+NONCE_USED = "nonce used"              # AgentBudget.pay's revert when the payment already settled
 
 
 def budget_extra(address: str, name: str, version: str) -> dict[str, str]:
     """`PaymentRequirements.extra` of the scheme: the AgentBudget and its EIP-712 domain."""
     return {"budget": address, "name": name, "version": version}
-
-
-def _same(a: object, b: object) -> bool:
-    return isinstance(a, str) and isinstance(b, str) and a.lower() == b.lower()
 
 
 def requirements_problem(requirements: PaymentRequirements, network: str, budget: str,
@@ -105,10 +110,10 @@ def requirements_problem(requirements: PaymentRequirements, network: str, budget
         return f"{UNSUPPORTED_SCHEME}: scheme {requirements.scheme!r} is not {SCHEME!r}"
     if requirements.network != network:
         return f"{WRONG_NETWORK}: requirements name {requirements.network}, the budget is on {network}"
-    if not _same(extra.get("budget"), budget):
+    if not same_address(extra.get("budget"), budget):
         return (f"{WRONG_BUDGET}: requirements name budget contract {extra.get('budget')!r}, "
                 f"the grant is on {budget}")
-    if not _same(requirements.asset, token):
+    if not same_address(requirements.asset, token):
         return f"{WRONG_ASSET}: asset {requirements.asset} is not the budget's token {token}"
     if domain is not None and (extra.get("name"), extra.get("version")) != domain:
         return (f"{WRONG_BUDGET}: EIP-712 domain {extra.get('name')!r}/{extra.get('version')!r} "
@@ -193,7 +198,7 @@ class BudgetServerScheme:
                 or not _DIGITS.fullmatch(str(price)) or int(price) <= 0:
             raise ValueError(f"{SCHEME} price must be a positive amount in TUSD base units, "
                              f"got {price!r}")
-        if not _same(asset, self.token):
+        if not same_address(asset, self.token):
             raise ValueError(f"{SCHEME} pays in the budget's token {self.token}, not {asset}")
         return AssetAmount(amount=str(int(price)), asset=self.token, extra=dict(self.extra or {}))
 
@@ -206,7 +211,7 @@ class BudgetServerScheme:
         if not ours.get("budget"):
             raise ValueError(f"{SCHEME}: no AgentBudget address (none given, none in the "
                              "facilitator's supported kind)")
-        if offered.get("budget") and not _same(offered["budget"], ours["budget"]):
+        if offered.get("budget") and not same_address(offered["budget"], ours["budget"]):
             raise ValueError(f"{SCHEME}: this paywall names AgentBudget {ours['budget']}, its "
                              f"facilitator settles on {offered['budget']}")
         requirements.extra = {**(requirements.extra or {}), **ours}
@@ -274,7 +279,7 @@ class BudgetFacilitatorScheme:
             payment = parse_payment(payload.payload)
         except ValueError as exc:
             return invalid(INVALID_PAYLOAD, str(exc))
-        if not _same(payment.payee, requirements.pay_to):
+        if not same_address(payment.payee, requirements.pay_to):
             return invalid(WRONG_PAYEE, f"the payment pays {payment.payee}, the requirements "
                                         f"{requirements.pay_to}")
         if str(payment.amount) != str(requirements.amount):
@@ -288,7 +293,7 @@ class BudgetFacilitatorScheme:
                                    payment.grant, payment.payee, payment.amount, payment.nonce,
                                    payment.deadline, name, version)
         signer = messages.signer_or_none(typed, "0x" + payment.signature.hex())
-        if signer is None or not _same(signer, grant.key):
+        if signer is None or not same_address(signer, grant.key):
             return invalid(BAD_SIGNATURE, f"signed by {signer}, grant {payment.grant}'s key is "
                                           f"{grant.key}", grant.owner)
         if simulate:
@@ -324,6 +329,10 @@ class BudgetFacilitatorScheme:
             return self._await(payment, cached, network, None)
         verified, payment = self._verify(payload, requirements, simulate=self.simulate_in_settle)
         if not verified.is_valid or payment is None:
+            if verified.invalid_reason == NONCE_USED and payment is None:
+                settled = self._settled_by_someone(payload, network, verified.payer)
+                if settled is not None:
+                    return settled
             return SettleResponse(success=False, error_reason=verified.invalid_reason,
                                   error_message=verified.invalid_message, transaction="",
                                   network=network, payer=verified.payer)
@@ -337,8 +346,39 @@ class BudgetFacilitatorScheme:
             return SettleResponse(success=False, error_reason=TRANSACTION_FAILED,
                                   error_message=str(exc)[:500], transaction="", network=network,
                                   payer=verified.payer)
-        return self._await(payment, tx if tx.startswith("0x") else "0x" + tx, network,
-                           verified.payer)
+        response = self._await(payment, tx if tx.startswith("0x") else "0x" + tx, network,
+                               verified.payer)
+        if not response.success and response.error_reason == TRANSACTION_FAILED:
+            return self._settled_by_someone(payload, network, verified.payer) or response
+        return response
+
+    def _settled_by_someone(self, payload: PaymentPayload, network: str,
+                            payer: str | None) -> SettleResponse | None:
+        """The same payment settled by someone else's transaction (anyone may send `pay` with
+        the signed payment: a mempool copier), found by its AgentPaid in the recent blocks: the
+        payment HAS settled, so the resource is served with that transaction as the receipt, not
+        withheld from a client who paid (review 22). None if not found, or if this facilitator
+        sent it (the payment was settled, and served, once already). One payee's paywalls must
+        share one facilitator key: two with their own keys would each take the other's
+        settlement of one payment sent to both at once as a copier's."""
+        try:
+            payment = parse_payment(payload.payload)
+        except ValueError:
+            return None
+        chain = self.budget.chain
+        start = max(chain.network.deploy_block, chain.block_number() - SETTLED_LOOKBACK_BLOCKS)
+        for entry in chain.events(CONTRACT, "AgentPaid", start,
+                                  argument_filters={"grant_id": payment.grant,
+                                                    "payee": checksum("payee", payment.payee)}):
+            args = entry["args"]
+            if sent_by(chain, entry["transactionHash"], self.signer.get_addresses()):
+                continue   # our own settlement: this payment was already served once
+            if args["amount"] == payment.amount and bytes(args["nonce"]) == payment.nonce:
+                tx = "0x" + bytes(entry["transactionHash"]).hex()
+                log.info("%s settle: already settled by %s", SCHEME, tx)
+                return SettleResponse(success=True, transaction=tx, network=network, payer=payer,
+                                      amount=str(payment.amount))
+        return None
 
     def _await(self, payment: SignedPayment, tx: str, network: str,
                payer: str | None) -> SettleResponse:
@@ -358,10 +398,10 @@ class BudgetFacilitatorScheme:
 
     def _paid(self, logs: list, payment: SignedPayment) -> bool:
         event = self.budget.contract.events.AgentPaid()
-        ours = [entry for entry in logs if _same(entry.get("address"), self.budget.address)]
+        ours = [entry for entry in logs if same_address(entry.get("address"), self.budget.address)]
         for decoded in event.process_receipt({"logs": ours}, errors=DISCARD):
             args = decoded["args"]
-            if (args["grant_id"] == payment.grant and _same(args["payee"], payment.payee)
+            if (args["grant_id"] == payment.grant and same_address(args["payee"], payment.payee)
                     and args["amount"] == payment.amount and bytes(args["nonce"]) == payment.nonce):
                 return True
         return False

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import requests
 from web3 import Web3
+from web3.logs import DISCARD
 from x402 import x402FacilitatorSync
 from x402.http import PaymentOption
 from x402.interfaces import SchemeNetworkFacilitator, SchemeNetworkServer
@@ -70,6 +71,23 @@ CONFIRMATION_TIMEOUT_S = 30.0
 # mismatch`, pass through unchanged).
 WRONG_NETWORK, WRONG_ASSET, UNSUPPORTED_SCHEME = "wrong_network", "wrong_asset", "unsupported_scheme"
 NOT_POSITIVE, PAYEE_NOT_SERVED, BAD_TIMEOUT = "amount_not_positive", "payee_not_served", "bad_timeout"
+
+
+# how far back a payment settled by another transaction is looked for: a signed payment lives at
+# most an hour (x402_budget.MAX_DEADLINE_S; "exact": the route's maxTimeoutSeconds), so this covers
+# it on any chain with blocks of 0.4 s or more
+SETTLED_LOOKBACK_BLOCKS = 10_000
+
+
+def same_address(a: object, b: object) -> bool:
+    """Two 0x addresses, whatever their case."""
+    return isinstance(a, str) and isinstance(b, str) and a.lower() == b.lower()
+
+
+def sent_by(chain: Chain, tx_hash: Any, senders: list[str]) -> bool:
+    """Whether one of `senders` sent the transaction."""
+    tx = chain.rpc(lambda: chain.w3.eth.get_transaction(tx_hash), what="transaction")
+    return any(same_address(tx["from"], s) for s in senders)
 
 
 def caip2(chain_id: int) -> str:
@@ -325,11 +343,52 @@ class TesseraFacilitator:
                                   transaction="", network=requirements.network,
                                   payer=_payer(payload))
         try:
-            return self._guarded(lambda: self.sdk.settle(payload, requirements))
+            response = self._guarded(lambda: self.sdk.settle(payload, requirements))
         except PaymentAbortedError as exc:
             return SettleResponse(success=False, error_reason="aborted", error_message=str(exc),
                                   transaction="", network=requirements.network,
                                   payer=_payer(payload))
+        if not response.success and requirements.scheme == "exact":
+            return self._authorization_settled(payload, requirements) or response
+        return response
+
+    def _authorization_settled(self, payload: PaymentPayload,
+                               requirements: PaymentRequirements) -> SettleResponse | None:
+        """The same EIP-3009 authorization used by someone else's transaction (anyone holding
+        the signed header may send `transferWithAuthorization`: a mempool copier), with the
+        transfer it signed: the payment HAS settled, so the resource is served with that
+        transaction as the receipt (review 22). None if not found in the recent blocks, or if
+        this facilitator sent it (the payment was settled, and served, once already)."""
+        authorization = (payload.payload or {}).get("authorization") if isinstance(
+            payload.payload, dict) else None
+        if not isinstance(authorization, dict):
+            return None
+        chain = self.net.chain
+        try:
+            payer = Web3.to_checksum_address(str(authorization.get("from")))
+            nonce = bytes.fromhex(str(authorization.get("nonce")).removeprefix("0x"))
+            value = int(str(authorization.get("value")))
+        except ValueError:
+            return None
+        if len(nonce) != 32 or str(value) != str(requirements.amount):
+            return None
+        start = max(chain.network.deploy_block, chain.block_number() - SETTLED_LOOKBACK_BLOCKS)
+        used = chain.events("PaymentToken", "AuthorizationUsed", start,
+                            argument_filters={"authorizer": payer, "nonce": nonce})
+        for entry in used:
+            if sent_by(chain, entry["transactionHash"], self.signer.get_addresses()):
+                continue   # our own settlement: this payment was already served once
+            receipt = chain.rpc(lambda e=entry: chain.w3.eth.get_transaction_receipt(
+                e["transactionHash"]), what="receipt")
+            transfers = chain.contract("PaymentToken").events.Transfer().process_receipt(
+                receipt, errors=DISCARD)
+            if any(same_address(t["args"]["sender"], payer)
+                   and same_address(t["args"]["receiver"], requirements.pay_to)
+                   and t["args"]["value"] == value for t in transfers):
+                tx = "0x" + bytes(entry["transactionHash"]).hex()
+                return SettleResponse(success=True, transaction=tx, network=requirements.network,
+                                      payer=payer, amount=str(value))
+        return None
 
     def _guarded(self, action):
         try:

@@ -63,7 +63,8 @@ class OrdersAudit:
 
     def line(self) -> str:
         extra = self.stranded + self.direct
-        return (f"  BridgeOrders on {self.chain_id}: {self.fundings} fundings owe {show(self.owed)}"
+        fundings = f"{self.fundings} funding" + ("s owe" if self.fundings != 1 else " owes")
+        return (f"  BridgeOrders on {self.chain_id}: {fundings} {show(self.owed)}"
                 f" + {show(self.bounced)} bounced back, not yet recovered; it holds "
                 f"{show(self.balance_of)} (balanceOf)"
                 + (f", {show(extra)} of it funded nothing" if extra > 0 else ""))

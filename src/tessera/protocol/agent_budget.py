@@ -14,6 +14,7 @@ tests/contracts/test_agent_budget_properties.py, like protocol/lease.py against 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 DOMAIN_NAME = "Tessera AgentBudget"
@@ -163,12 +164,14 @@ class SignedPayment:
                 "signature": "0x" + self.signature.hex()}
 
 
-def _uint(payload: dict, field: str) -> int:
+def parse_uint(payload: dict, field: str) -> int:
+    """An unsigned integer field: a JSON integer or ASCII decimal digits, nothing else (one
+    spelling per value: a guard keyed on it cannot be dodged with " 5 " or full-width digits)."""
     value = payload.get(field)
-    if isinstance(value, str) and value.strip().isdigit():  # x402 amounts are often strings
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,78}", value):  # x402 amounts are strings
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**256:
-        raise ValueError(f"payment field {field!r} must be an unsigned integer, got {value!r}")
+        raise ValueError(f"payment field {field!r} must be an unsigned integer, got {str(value)[:80]!r}")
     return value
 
 
@@ -177,10 +180,9 @@ def _hex_bytes(payload: dict, field: str, sizes: tuple[int, ...]) -> bytes:
     if isinstance(value, bytes | bytearray):
         raw = bytes(value)
     elif isinstance(value, str):
-        try:
-            raw = bytes.fromhex(value.removeprefix("0x"))
-        except ValueError:
-            raise ValueError(f"payment field {field!r} is not hex: {value[:80]!r}") from None
+        if not re.fullmatch(r"0x(?:[0-9a-fA-F]{2})*", value):   # one spelling: 0x, even, no spaces
+            raise ValueError(f"payment field {field!r} is not 0x-hex: {value[:80]!r}")
+        raw = bytes.fromhex(value[2:])
     else:
         raise ValueError(f"payment field {field!r} must be a 0x-hex string, got {value!r}")
     if len(raw) not in sizes:
@@ -198,8 +200,8 @@ def parse_payment(payload: object) -> SignedPayment:
     payee = payload.get("payee")
     if not isinstance(payee, str) or len(_hex_bytes(payload, "payee", (20,))) != 20:
         raise ValueError(f"payment field 'payee' must be an address, got {payee!r}")
-    return SignedPayment(grant=_uint(payload, "grant"), payee=payee,
-                         amount=_uint(payload, "amount"),
+    return SignedPayment(grant=parse_uint(payload, "grant"), payee=payee,
+                         amount=parse_uint(payload, "amount"),
                          nonce=_hex_bytes(payload, "nonce", (32,)),
-                         deadline=_uint(payload, "deadline"),
+                         deadline=parse_uint(payload, "deadline"),
                          signature=_hex_bytes(payload, "signature", (65,)))

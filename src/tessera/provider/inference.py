@@ -70,6 +70,7 @@ from tessera.http_limits import (
     replaying,
     validation_error,
 )
+from tessera.protocol.agent_budget import parse_uint
 
 GENERATE_ROUTE, MODEL_ROUTE = "/v1/generate", "/v1/model"
 PAYMENT_TIMEOUT_S = 300   # how long a signed payment stays valid (the SDK's maxTimeoutSeconds)
@@ -132,10 +133,14 @@ _CURRENT: ContextVar[GenerateRequest | None] = ContextVar("tessera_generate_requ
 def payment_key(scope) -> tuple[str | None, str | None]:
     """(problem, key) of a request's PAYMENT-SIGNATURE header. `problem`: why it is refused
     outright (an x402 version 1 payment: the SDK's matching reads fields only version 2 has and
-    would answer 500). `key`: what names the payment whatever its encoding (the payer and the
-    authorization's nonce for "exact", the grant and nonce for "tessera-budget"), so that one
-    payment is used by one request at a time. (None, None) without a readable header: the
-    paywall answers 402 as for no payment."""
+    would answer 500; a payer that is not written the one way this server reads it). `key`: the
+    PAYER, parsed (the authorizer's address for "exact", the grant for "tessera-budget"), so that
+    one payer has one paid request in progress at a time. Keyed by the payment instead, the same
+    payment spelled N ways (a nonce without 0x or in capitals, a grant " 5 ") or N payments of a
+    budget that covers one were each verified against the same chain state and ran the model N
+    times for at most one settlement (review 22); keyed by the payer, the second waits for the
+    first to settle and is then verified against what it left. (None, None) without a readable
+    header: the paywall answers 402 as for no payment."""
     raw = next((v for k, v in scope["headers"] if k.lower() == b"payment-signature"), None)
     if raw is None:
         return None, None
@@ -148,9 +153,15 @@ def payment_key(scope) -> tuple[str | None, str | None]:
     inner = payment.payload if isinstance(payment.payload, dict) else {}
     authorization = inner.get("authorization")
     if isinstance(authorization, dict):
-        return None, f"exact:{str(authorization.get('from')).lower()}:{authorization.get('nonce')}"
+        payer = authorization.get("from")
+        if not (isinstance(payer, str) and re.fullmatch(r"0x[0-9a-fA-F]{40}", payer)):
+            return f"the payment's authorization.from is not a 0x address: {str(payer)[:80]!r}", None
+        return None, f"payer:{payer.lower()}"
     if "grant" in inner:
-        return None, f"budget:{inner.get('grant')}:{str(inner.get('nonce')).lower()}"
+        try:
+            return None, f"grant:{parse_uint(inner, 'grant')}"
+        except ValueError as exc:
+            return str(exc), None
     return None, "raw:" + hashlib.sha256(raw).hexdigest()
 
 
@@ -159,10 +170,11 @@ class _ValidateGenerate:
     GenerateRequest gets 422 naming the field before any payment logic runs; a valid one is
     published to the price hook (`_CURRENT`) and passed on unchanged.
 
-    It also holds the payments in use: the paywall verifies a payment, the model runs, and only
-    then is it settled, so the same payment sent N times at once would pass N verifications and
-    run the model N times for one settlement. A payment already in use by a request in progress
-    is answered 409 before anything runs."""
+    It also holds the payers in progress: the paywall verifies a payment, the model runs, and
+    only then is it settled, so payments verified side by side against the same chain state (the
+    same one sent N times, or N that the payer's budget or balance covers only once) would each
+    run the model for at most one settlement. A request whose payer (`payment_key`) has one in
+    progress is answered 409 before anything runs."""
 
     def __init__(self, app):
         self.app = app
@@ -198,8 +210,8 @@ class _ValidateGenerate:
             await refuse(scope, send, 400, problem, close=False)
             return
         if key is not None and key in self.in_use:
-            await refuse(scope, send, 409, "this payment is in use by a request in progress: one "
-                         "payment pays for one request", close=False)
+            await refuse(scope, send, 409, "a request paid by this payer is in progress: one at a "
+                         "time per payer (send the next when it is answered)", close=False)
             return
         if key is not None:
             self.in_use.add(key)
@@ -235,7 +247,7 @@ def _settlement_failed(_context, failure) -> HTTPResponseBody:
                  "time: the generated text is withheld; check the transaction before paying again")
     else:
         error = (f"payment did not settle ({failure.error_reason}): the generated text is "
-                 "withheld and no tokens moved")
+                 "withheld and this request moved no tokens")
     return HTTPResponseBody("application/json", {"error": error,
                                                  "transaction": failure.transaction or None})
 

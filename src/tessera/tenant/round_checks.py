@@ -30,6 +30,8 @@ from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.wire import ChallengeCase, RoundResult, SignedManifest
 from tessera.tenant.client import Tenant
 from tessera.tenant.verify import (
+    FRESH,
+    RoundLink,
     VerifyTerms,
     check_commitment,
     draw_spot_check,
@@ -40,6 +42,8 @@ from tessera.tenant.worker_rounds import Answer, WorkerLease
 
 MIN_COMMITMENT_LIFE_S = 600     # a commitment must stay postable this long after a round starts
 VERIFICATION_DIR = "verification"
+LINKS_FILE = "links.json"       # each lease's round links (RoundVerifier.links)
+LINK_ROUNDS = 3
 MANIFESTS_DIR = "manifests"     # the signed manifest of every lease, as sent (Tenant.send_manifest)
 
 
@@ -66,10 +70,54 @@ class RoundVerifier:
         self.state_dir, self.job, self.http, self.log = state_dir, job, http, log
         self.train_tokens, self.max_state = train_tokens, max_state
         self.verification = Verification(tenant.chain)
-        self.previous: dict[int, RoundCommitment] = {}   # lease -> its last accepted commitment
+        # lease -> {round: what its next round must start from}, the last LINK_ROUNDS accepted
+        # rounds (a round run again after a restart links to the one before it); kept in
+        # verification/links.json so that `tessera job resume` checks the links too. None: a job
+        # folder from before links were kept (resumed unchecked, with a warning).
+        self.links: dict[int, dict[int, RoundLink]] | None = self._load_links()
         self._published: dict = {}                        # the round's start parameters
         self._start_hash, self._min_expiry = b"", 0       # the round's, for check_commitment
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replays")
+
+    def _load_links(self) -> dict[int, dict[int, RoundLink]] | None:
+        path = self.state_dir / VERIFICATION_DIR / LINKS_FILE
+        if path.exists():
+            doc = json.loads(path.read_text())
+            return {int(lease): {int(r): RoundLink.from_json(link) for r, link in rounds.items()}
+                    for lease, rounds in doc.items()}
+        if any((self.state_dir / VERIFICATION_DIR).glob("round-*.json")):
+            self.log("round-links-unknown", "warning",
+                     reason="this job folder keeps no round links (an older version wrote it): "
+                            "the AdamW state and residual each worker starts from are not checked")
+            return None
+        return {}
+
+    def link_for(self, lease_id: int, round_index: int) -> RoundLink | None:
+        """What the lease's round `round_index` must start from (FRESH: its first round); None
+        where links are unknown (an older job folder)."""
+        if self.links is None:
+            return None
+        rounds = self.links.get(lease_id)
+        if not rounds:
+            return FRESH
+        # no accepted round before it: refused by name in check_commitment
+        return rounds.get(round_index - 1, RoundLink(max(rounds), b"", b""))
+
+    def _keep_links(self, round_index: int, accepted: list[WorkerLease],
+                    answers: dict[int, Answer]) -> None:
+        if self.links is None:
+            return
+        for worker in accepted:
+            if worker.active and worker.lease_id in answers:
+                rounds = self.links.setdefault(worker.lease_id, {})
+                rounds[round_index] = RoundLink.after(answers[worker.lease_id].commitment)
+                for old in sorted(rounds)[:-LINK_ROUNDS]:
+                    del rounds[old]
+        folder = self.state_dir / VERIFICATION_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        doc = {str(lease): {str(r): link.to_json() for r, link in rounds.items()}
+               for lease, rounds in self.links.items()}
+        write_atomic(folder / LINKS_FILE, json.dumps(doc, indent=1).encode(), durable=True)
 
     def begin_round(self, published: dict) -> None:
         """Every worker starts the round from the published parameters."""
@@ -85,7 +133,7 @@ class RoundVerifier:
                       provider=worker.provider, worker=worker.index,
                       inner_steps=self.config.inner_steps, k=self.verify.checkpoint_every,
                       threads=self.config.workload.threads, start_params_hash=self._start_hash,
-                      previous=self.previous.get(worker.lease_id))
+                      link=self.link_for(worker.lease_id, round_index))
         try:
             try:
                 return check_commitment(result, min_expiry=self._min_expiry, **fields)
@@ -166,10 +214,9 @@ class RoundVerifier:
                 "spot-check", f"{what} did not check out: {check.reason}")))
             checks.fields["challenges"].append(self._challenge(
                 r, worker, answers[worker.lease_id], checks.trees[worker.order_id], check))
+        self._keep_links(r, accepted, answers)
         for worker in accepted:
-            if worker.active:
-                self.previous[worker.lease_id] = answers[worker.lease_id].commitment
-            else:
+            if not worker.active:
                 answers.pop(worker.lease_id, None)
         return checks.fields, dropped
 

@@ -3,8 +3,11 @@
 1. `check_commitment`: the answer carries the provider's signed EIP-712 `Commitment` naming this
    job (the Market order), round, lease and provider, the payload's sha256 as its result hash,
    and a checkpoint root that the listed checkpoint hashes rebuild; the round starts from the
-   parameters the coordinator published (and, when known, from the AdamW state the worker's
-   previous round ended with). No replay: this is cheap and runs on every answer.
+   parameters the coordinator published, and from the AdamW state and int8 residual the lease's
+   previous accepted round ended with (`RoundLink`), or, in a lease's first round (round 0, a
+   replacement's first), from a fresh AdamW state and no residual: a residual made up in a first
+   round would let the payload decode to any update the worker likes while every segment and the
+   payload check pass (review 23). No replay: this is cheap and runs on every answer.
 2. The payload check, on every answer after the round's root is on chain
    (`compute.segment_check.spot_check` on the payload segment): what the worker sent must be
    what its committed last state and residual give; a poisoned or copied update fails it.
@@ -33,7 +36,7 @@ from eth_utils import keccak
 from tessera.chain.client import Chain
 from tessera.chain.validators import Validators
 from tessera.compute import numerics
-from tessera.compute.checkpoints import RoundCommitment, commitment_from_answer, n_leaves_for
+from tessera.compute.checkpoints import RoundCommitment, commitment_from_answer, n_leaves_for, tensor_hash
 from tessera.errors import CommitmentError, CommitmentExpiresEarly
 from tessera.http_deadline import json_of, text_of
 
@@ -56,14 +59,45 @@ class VerifyTerms:
     challenge: bool = True
 
 
+EMPTY = tensor_hash({})   # a fresh AdamW state's hash (no step taken yet), and no residual's
+
+
+@dataclass(frozen=True)
+class RoundLink:
+    """What a lease's next round must start from: the AdamW state and int8 residual its last
+    accepted round (`round`) ended with; FRESH (round -1) before its first."""
+
+    round: int
+    optimizer_hash: bytes
+    residual_hash: bytes
+
+    @classmethod
+    def after(cls, c: RoundCommitment) -> RoundLink:
+        return cls(c.round, c.checkpoints[-1].optimizer_hash, c.payload.residual_out_hash)
+
+    def to_json(self) -> dict:
+        return {"round": self.round, "optimizer_hash": self.optimizer_hash.hex(),
+                "residual_hash": self.residual_hash.hex()}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> RoundLink:
+        return cls(int(doc["round"]), bytes.fromhex(doc["optimizer_hash"]),
+                   bytes.fromhex(doc["residual_hash"]))
+
+
+FRESH = RoundLink(-1, EMPTY, EMPTY)
+
+
 def check_commitment(result: RoundResult, *, chain_id: int, verification: str, job: int,
                      round_index: int, lease_id: int, provider: str, worker: int,
                      inner_steps: int, k: int, threads: int, start_params_hash: bytes,
-                     min_expiry: int, previous: RoundCommitment | None = None) -> RoundCommitment:
+                     min_expiry: int, link: RoundLink | None = FRESH) -> RoundCommitment:
     """The worker's checkpoint commitment, once every field of its signed `Commitment` checks
     out; raises CommitmentError naming the first that does not. Also checks the payload leaf's
     signed facts: the thread count is the job's, the numerics profile the one verified jobs
-    train under, and the residual the round starts from is the one the previous round left."""
+    train under, and the AdamW state and residual the round starts from are `link`'s: the ones
+    the lease's previous accepted round left (FRESH in its first round; None: not checked, a job
+    folder from before links were kept)."""
     signed = result.commitment
     if signed is None or result.checkpoints is None or result.payload is None:
         raise CommitmentError("answer carries no commitment (verification is on for this job)")
@@ -96,13 +130,19 @@ def check_commitment(result: RoundResult, *, chain_id: int, verification: str, j
         raise CommitmentError("the listed checkpoints do not rebuild the committed checkpoint root")
     if commitment.checkpoints[0].params_hash != start_params_hash:
         raise CommitmentError("round does not start from the published global parameters")
-    if previous is not None and previous.round + 1 == round_index:
-        if commitment.checkpoints[0].optimizer_hash != previous.checkpoints[-1].optimizer_hash:
-            raise CommitmentError("AdamW state at round start is not the one its previous round "
-                                  "ended with")
-        if commitment.payload.residual_in_hash != previous.payload.residual_out_hash:
-            raise CommitmentError("residual at round start is not the one its previous round "
-                                  "carried on")
+    if link is not None:
+        first = link.round < 0
+        if not first and link.round + 1 != round_index:
+            raise CommitmentError(f"round {round_index} does not follow the lease's last accepted "
+                                  f"round {link.round}")
+        if commitment.checkpoints[0].optimizer_hash != link.optimizer_hash:
+            raise CommitmentError("AdamW state at round start is not " + (
+                "a fresh one (the lease's first round)" if first else
+                "the one its previous round ended with"))
+        if commitment.payload.residual_in_hash != link.residual_hash:
+            raise CommitmentError("residual at round start is not " + (
+                "empty (the lease's first round)" if first else
+                "the one its previous round carried on"))
     return commitment
 
 
