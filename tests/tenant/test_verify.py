@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tessera.compute import numerics
 from tessera.compute.checkpoints import Checkpoint, PayloadLeaf, RoundCommitment
-from tessera.errors import CommitmentError, CommitmentExpiresEarly
+from tessera.errors import CommitmentError, CommitmentExpiresEarly, WorkerFault
 from tessera.protocol import commitment as cm
 from tessera.protocol.sampling import binomial_two_sided_pvalue
 from tessera.protocol.wire import CheckpointHashes, PayloadHashes, RoundResult
@@ -219,7 +219,6 @@ def test_a_short_lived_commitment_is_taken_only_for_a_round_posted_before_a_rest
     the e2e resume tests; the rule under test is the tenant's."""
     from types import SimpleNamespace
 
-    from tessera.errors import WorkerFault
     from tessera.tenant.round_checks import RoundVerifier
     from tessera.tenant.worker_rounds import WorkerLease
 
@@ -245,3 +244,70 @@ def test_a_short_lived_commitment_is_taken_only_for_a_round_posted_before_a_rest
         verifier.check_commitment(worker, ROUND, result)         # posted after it expired
     posted_at[(JOB, ROUND)] = NOW + 30
     assert verifier.check_commitment(worker, ROUND, result).root == check(answer()).root
+
+
+def test_a_commitment_must_outlive_the_round_timeout():
+    """Review 23: a worker that signs its commitment to expire as early as the tenant allowed
+    (round start + 600 s) and answers late inside the round timeout makes the root postable only
+    after its commitment expired, when no challenge can be opened: the tenant now asks for the
+    round timeout on top, and a verified job's timeout is bounded so that an honest provider's
+    2-hour commitment always meets it."""
+    from types import SimpleNamespace
+
+    from tessera.protocol.commitment import (
+        MAX_VERIFIED_ROUND_TIMEOUT_S,
+        MIN_COMMITMENT_LIFE_S,
+        VALIDITY_S,
+    )
+    from tessera.protocol.jobspec import JobSpec
+    from tessera.tenant.round_checks import RoundVerifier
+    from tessera.tenant.worker_rounds import WorkerLease
+
+    verifier = object.__new__(RoundVerifier)
+    verifier.tenant = SimpleNamespace(chain=SimpleNamespace(network=SimpleNamespace(chain_id=CHAIN_ID),
+                                                            block_timestamp=lambda: NOW))
+    verifier.verification = SimpleNamespace(address=VERIFICATION,
+                                            round=lambda job, r: SimpleNamespace(posted_at=0))
+    verifier.config = SimpleNamespace(inner_steps=H, workload=SimpleNamespace(threads=THREADS))
+    verifier.verify = SimpleNamespace(checkpoint_every=K)
+    verifier.links, verifier.round_timeout_s = {LEASE: {ROUND - 1: CONTINUING}}, 600
+    verifier.begin_round({})
+    verifier._start_hash = START
+    worker = WorkerLease(lease_id=LEASE, provider=PROVIDER.address, endpoint="", index=WORKER,
+                         order_id=JOB)
+    with pytest.raises(WorkerFault, match="expires at"):      # start + 600 s: the old minimum
+        verifier.check_commitment(worker, ROUND, answer(expiry=NOW + MIN_COMMITMENT_LIFE_S + 1))
+    assert verifier.check_commitment(worker, ROUND, answer(expiry=NOW + 600 + MIN_COMMITMENT_LIFE_S))
+    # an honest provider signs VALIDITY_S from when it got the round, at worst a round early
+    assert VALIDITY_S - MAX_VERIFIED_ROUND_TIMEOUT_S >= (MAX_VERIFIED_ROUND_TIMEOUT_S
+                                                        + MIN_COMMITMENT_LIFE_S)
+    import tomllib
+    from pathlib import Path
+
+    spec = tomllib.loads(Path("examples/diloco.toml").read_text())
+    spec["diloco"]["round_timeout"] = f"{MAX_VERIFIED_ROUND_TIMEOUT_S + 1}s"
+    with pytest.raises(ValueError, match="longest a verified round may wait"):
+        JobSpec.model_validate(spec)
+    spec["verification"]["enabled"] = False                   # unverified: no bound
+    assert JobSpec.model_validate(spec).diloco.round_timeout == MAX_VERIFIED_ROUND_TIMEOUT_S + 1
+
+
+def test_a_tenant_that_cannot_replay_refuses_a_verified_job(monkeypatch):
+    """Review 23: a tenant off the numerics profile (another CPU, torch or environment) answers
+    every check "cannot judge here" and would aggregate a poisoned payload: such a machine
+    refuses a verified job before anything is leased; an unverified one runs as before."""
+    import tomllib
+    from pathlib import Path
+
+    from tessera.errors import TenantError
+    from tessera.protocol.jobspec import JobSpec
+    from tessera.tenant.multinode import ensure_can_verify
+
+    spec = JobSpec.model_validate(tomllib.loads(Path("examples/diloco.toml").read_text()))
+    ensure_can_verify(spec)                                   # this process is pinned
+    name = next(iter(numerics.PROFILE_ENV))
+    monkeypatch.setenv(name, "something else")
+    with pytest.raises(TenantError, match=f"cannot check a verified job's rounds: .*{name}"):
+        ensure_can_verify(spec)
+    ensure_can_verify(spec.model_copy(update={"verification": spec.verification.model_copy(
+        update={"enabled": False})}))

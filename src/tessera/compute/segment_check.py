@@ -81,7 +81,10 @@ def download(http: httpx.Client, url: str, limit: int) -> bytes:
     connection errors; an HTTP error status or an oversized file fails at once), within
     `download_time_limit_s(limit)` for all tries, headers included when `http` is a
     tessera.http_deadline.DeadlineClient (else checked as body bytes arrive); raises
-    ValueError."""
+    ValueError. After DOWNLOAD_GRACE_S the bytes must keep coming at MIN_SERVE_BYTES_PER_S on
+    average, whatever the file's size: the time limit is the largest file's, and a small one
+    (a residual) trickled at a byte a minute would otherwise hold the round's checks for as long
+    as the largest state takes (review 23)."""
     last: Exception | None = None
     allowed = download_time_limit_s(limit)
     deadline = time.monotonic() + allowed
@@ -89,7 +92,7 @@ def download(http: httpx.Client, url: str, limit: int) -> bytes:
         if attempt:
             time.sleep(DOWNLOAD_BACKOFF_S[min(attempt, len(DOWNLOAD_BACKOFF_S)) - 1])
         try:
-            chunks, size = [], 0
+            chunks, size, begun = [], 0, time.monotonic()
             with within(deadline), http.stream("GET", url) as response:
                 if response.status_code != 200:
                     raise ValueError(f"{url} answered {response.status_code}")
@@ -97,8 +100,14 @@ def download(http: httpx.Client, url: str, limit: int) -> bytes:
                     size += len(chunk)
                     if size > limit:
                         raise ValueError(f"{url} is larger than {limit} bytes")
-                    if time.monotonic() > deadline:
+                    now = time.monotonic()
+                    if now > deadline:
                         break
+                    late = now - begun - DOWNLOAD_GRACE_S
+                    if late > 0 and size < late * MIN_SERVE_BYTES_PER_S:
+                        raise ValueError(f"{url} was served at {size} bytes in {now - begun:.0f} s: "
+                                         f"slower than {MIN_SERVE_BYTES_PER_S} bytes/s after "
+                                         f"{DOWNLOAD_GRACE_S:.0f} s")
                     chunks.append(chunk)
                 else:
                     return b"".join(chunks)

@@ -31,6 +31,14 @@ from tessera.protocol import merkle
 # How long after signing a provider lets its commitment be posted in a round root (the
 # coordinator posts right after the round's last answer, so this covers the round timeout).
 VALIDITY_S = 2 * 3600
+# A commitment must stay postable this long after its round's answers are all in (the root is
+# posted then, and a challenge needs the root posted before the commitment expires)
+MIN_COMMITMENT_LIFE_S = 600
+# The longest round a verified job may wait for (its round_timeout): the tenant asks a round's
+# commitments to outlive its start by the timeout and MIN_COMMITMENT_LIFE_S, and an honest
+# provider signs for VALIDITY_S from when it got the round, which may be a whole round before its
+# start when it was sent ahead (docs/verification.md, review 23)
+MAX_VERIFIED_ROUND_TIMEOUT_S = (VALIDITY_S - MIN_COMMITMENT_LIFE_S) // 2
 
 DOMAIN_NAME = "TesseraVerification"
 DOMAIN_VERSION = "1"

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from tessera.errors import SpecError
+from tessera.protocol.commitment import MAX_VERIFIED_ROUND_TIMEOUT_S
 from tessera.protocol.lease import order_deposit
 from tessera.protocol.money import (
     MAX_PRICE_PER_GPU_HOUR,
@@ -300,6 +301,20 @@ class JobSpec(BaseModel):
                 "verification off ([verification] enabled = false)")
         if self.workload.device == "auto":
             self.workload = self.workload.model_copy(update={"device": "cpu"})
+        return self
+
+    @model_validator(mode="after")
+    def _verified_rounds_fit_a_commitment(self) -> JobSpec:
+        """A verified round's commitments must outlive its timeout, or a worker answering late
+        could make its root postable only after its commitment expired, when no challenge can
+        be opened against it (review 23)."""
+        if self.mode == "diloco" and self.verification.enabled and \
+                self.diloco.round_timeout > MAX_VERIFIED_ROUND_TIMEOUT_S:
+            raise ValueError(
+                f"diloco.round_timeout {self.diloco.round_timeout} s is over "
+                f"{MAX_VERIFIED_ROUND_TIMEOUT_S} s, the longest a verified round may wait: a "
+                "worker's signed commitment lives 2 hours from when it gets the round, and must "
+                "outlive the round's timeout to be challengeable")
         return self
 
     def spec_hash(self) -> bytes:

@@ -24,8 +24,9 @@ ROUND_REQUEST_SIGNED = "tenant_request.json"
 ROUND_COMMITMENT = "commitment.json"       # the provider's signed Commitment for the round
 QUEUED_TIMES_KEPT = 3                      # chain times of queued rounds kept per lease
 # a commitment signed before is served again as is while it has this long left (or once a
-# posted root holds it); else signed again with a fresh expiry (a round re-sent hours later)
-REUSE_MIN_LIFE_S = cm.VALIDITY_S // 2
+# posted root holds it); else signed again with a fresh expiry (a round re-sent hours later):
+# what a tenant asks of a round's commitments at the longest round timeout, and 5 minutes
+REUSE_MIN_LIFE_S = cm.MAX_VERIFIED_ROUND_TIMEOUT_S + cm.MIN_COMMITMENT_LIFE_S + 300
 
 
 def _read_json(path: Path) -> dict | None:

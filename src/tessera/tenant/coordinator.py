@@ -209,8 +209,8 @@ class DilocoCoordinator:
         self.verifier = RoundVerifier(
             tenant, config, verify, self.state_dir, self.job, self.http, self.log,
             self.train_tokens,
-            max_state_bytes(sum(t.numel() for t in self.coordinator.published.values()))
-        ) if verify else None
+            max_state_bytes(sum(t.numel() for t in self.coordinator.published.values())),
+            round_timeout_s) if verify else None
         self.intake = RoundIntake(self.coordinator, self.state_dir / INTAKE_DIR)
         self.channel = WorkerChannel(tenant, self.http, lambda payload: self.intake.take(payload),
                                      self.max_payload,

@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from tessera.chain.bridge_orders import BridgeOrders
+from tessera.compute import numerics
 from tessera.compute.diloco import DilocoConfig
 from tessera.compute.evaluate import evaluate_model
 from tessera.errors import TenantError
@@ -206,8 +207,26 @@ def watch_escrow(tenant: Tenant, spec: JobSpec, coordinator: DilocoCoordinator,
     return watch
 
 
+def ensure_can_verify(spec: JobSpec) -> None:
+    """Refuse, before anything is leased, a verified job on a machine that cannot replay its
+    rounds bitwise (not the numerics profile workers sign: another CPU, torch or environment):
+    there every check would answer "cannot judge here" and a poisoned or copied update would be
+    aggregated and paid (review 23)."""
+    if not spec.verification.enabled:
+        return
+    here = numerics.active_profile()
+    if here != numerics.PROFILE:
+        raise TenantError(
+            f"this machine cannot check a verified job's rounds: it runs {here!r}, and the "
+            f"rounds are replayed bitwise under {numerics.PROFILE!r} (an x86-64 CPU with AVX2, "
+            f"torch {numerics.TORCH_VERSION}, as `tessera` sets it up); run the tenant on such a "
+            "machine, or turn verification off ([verification] enabled = false) and rely on "
+            "the robust aggregation alone")
+
+
 def run_diloco_job(tenant: Tenant, spec: JobSpec, dataset: bytes, console: Console,
                    results_dir: Path) -> dict:
+    ensure_can_verify(spec)
     balance_before = tenant.market.payment_token.balance_of(tenant.chain.address)
     leasing = lease_nodes(tenant, spec, console)
     summary: dict = {"job": spec.name, "mode": "diloco", "tenant": tenant.chain.address,
@@ -259,6 +278,7 @@ def resume_diloco_job(tenant: Tenant, job_dir: Path, console: Console) -> dict:
     if "spec" not in saved["job"]:
         raise TenantError(f"the job in {job_dir} was not started by `tessera job submit`")
     spec = JobSpec.model_validate(saved["job"]["spec"])
+    ensure_can_verify(spec)
     if not (job_dir / DATASET_FILE).is_file():
         raise TenantError(f"{job_dir / DATASET_FILE} is missing: the job's dataset copy is needed")
     dataset = (job_dir / DATASET_FILE).read_bytes()

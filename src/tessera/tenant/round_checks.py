@@ -40,7 +40,6 @@ from tessera.tenant.verify import (
 )
 from tessera.tenant.worker_rounds import Answer, WorkerLease
 
-MIN_COMMITMENT_LIFE_S = 600     # a commitment must stay postable this long after a round starts
 VERIFICATION_DIR = "verification"
 LINKS_FILE = "links.json"       # each lease's round links (RoundVerifier.links)
 LINK_ROUNDS = 3
@@ -65,8 +64,10 @@ class RoundVerifier:
     last accepted commitment (the next one must link to it)."""
 
     def __init__(self, tenant: Tenant, config: DilocoConfig, verify: VerifyTerms, state_dir: Path,
-                 job: dict, http: httpx.Client, log: EventLog, train_tokens, max_state: int):
+                 job: dict, http: httpx.Client, log: EventLog, train_tokens, max_state: int,
+                 round_timeout_s: float = 600):
         self.tenant, self.config, self.verify = tenant, config, verify
+        self.round_timeout_s = round_timeout_s
         self.state_dir, self.job, self.http, self.log = state_dir, job, http, log
         self.train_tokens, self.max_state = train_tokens, max_state
         self.verification = Verification(tenant.chain)
@@ -123,7 +124,10 @@ class RoundVerifier:
         """Every worker starts the round from the published parameters."""
         self._published = published
         self._start_hash = tensor_hash(published)
-        self._min_expiry = self.tenant.chain.block_timestamp() + MIN_COMMITMENT_LIFE_S
+        # every answer comes before start + round timeout, and the root right after the last:
+        # a commitment that expired before then could never be challenged (review 23)
+        self._min_expiry = (self.tenant.chain.block_timestamp() + int(self.round_timeout_s)
+                            + cm.MIN_COMMITMENT_LIFE_S)
 
     def check_commitment(self, worker: WorkerLease, round_index: int,
                          result: RoundResult) -> RoundCommitment:
