@@ -22,7 +22,7 @@ import threading
 import pytest
 from eth_account import Account
 from web3 import Web3
-from x402.http import decode_payment_response_header
+from x402.http import decode_payment_response_header, encode_payment_signature_header
 from x402.schemas import PaymentPayload
 
 import tessera.chain.x402_budget  # noqa: F401  (registers "tessera-budget")
@@ -30,6 +30,8 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.agent_budget import AgentBudget
 from tessera.chain.client import Chain
 from tessera.chain.tokens import PaymentToken
+from tessera.chain.x402_facilitator import X402Network
+from tessera.provider.inference import payment_key, payment_signer
 
 from .conftest import generate_body, payment_required, send_paid, sign_exact
 
@@ -171,3 +173,91 @@ def test_a_payment_settled_by_someone_else_is_served(paid_inference_server, budg
     answer = send_paid(s, body, exact)
     assert answer.status_code == 200 and "text" in answer.json(), answer.text
     assert payer_before - token.balance_of(auth["from"]) == int(exact_option.amount)
+
+
+def test_a_payment_naming_a_victim_it_cannot_sign_does_not_hold_the_victims_turn(
+        paid_inference_server, held, payments_devnet):
+    """Review 24: keyed on the named payer alone, anyone could send payments signed by a stranger
+    that NAME a victim as their payer ("exact" authorization.from): each held the victim's turn
+    while the paywall verified it, and the victim's own paid requests got 409. The key is the
+    payer and who signed, so the forgeries take only their own turn (and are refused, 402)."""
+    s, body = paid_inference_server, generate_body(8)
+    runs, release = held
+    option = next(r for r in payment_required(s, body).accepts if r.scheme == "exact")
+    victim = Account.from_key(s.payer_key)
+    forged = sign_exact(Account.create().key.hex(), option)
+    forged.payload["authorization"]["from"] = victim.address
+    genuine = sign_exact(s.payer_key, option)
+
+    def key(payload):
+        scope = {"headers": [(b"payment-signature", encode_payment_signature_header(payload).encode())]}
+        return payment_key(scope, payment_signer(X402Network.read(Chain(payments_devnet))))
+    assert key(forged)[1] != key(genuine)[1]                  # the forgery takes another turn
+    assert key(genuine)[1] == key(sign_exact(s.payer_key, option))[1]   # the victim's: one turn
+    answers = fire(s, body, [forged, genuine], release)
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [200, 402], statuses                   # the victim served, the forgery not
+    assert len(runs) == 1
+
+
+FAKE_SETTLE = """# pragma version ~=0.4.3
+interface Token:
+    def transferWithAuthorization(_from: address, to: address, amount: uint256,
+                                  validAfter: uint256, validBefore: uint256, nonce: bytes32,
+                                  v: uint8, r: bytes32, s: bytes32): nonpayable
+
+event Transfer:
+    sender: indexed(address)
+    receiver: indexed(address)
+    value: uint256
+
+@external
+def go(token: address, _from: address, to: address, amount: uint256, va: uint256, vb: uint256,
+       nonce: bytes32, v: uint8, r: bytes32, s: bytes32, payee: address, fake: uint256):
+    extcall Token(token).transferWithAuthorization(_from, to, amount, va, vb, nonce, v, r, s)
+    log Transfer(sender=_from, receiver=payee, value=fake)
+"""
+
+
+def test_a_used_nonce_with_a_fake_transfer_log_is_not_a_settlement(paid_inference_server,
+                                                                  payments_devnet, tiny_model,
+                                                                  monkeypatch):
+    """Review 24: the payer uses its payment's nonce for a second authorization of 1 unit to
+    ITSELF, through a contract of its own that also logs a Transfer(payer -> payee, price) of
+    its own making: only the token's Transfer logged right after that AuthorizationUsed counts,
+    so the paywall does not take it for the payment settled by someone else (402, nothing
+    served; the payee was not paid)."""
+    import vyper
+    import x402.mechanisms.evm.utils as evm_utils
+
+    s, body = paid_inference_server, generate_body(8)
+    payer = Account.from_key(s.payer_key)
+    chain = Chain(payments_devnet, payer)
+    out = vyper.compile_code(FAKE_SETTLE, output_formats=["abi", "bytecode"])
+    w3 = chain.w3
+    tx = w3.eth.contract(abi=out["abi"], bytecode=out["bytecode"]).constructor().build_transaction(
+        {"from": payer.address, "nonce": w3.eth.get_transaction_count(payer.address)})
+    deployed = w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_raw_transaction(payer.sign_transaction(tx).raw_transaction))
+    fake = w3.eth.contract(address=deployed["contractAddress"], abi=out["abi"])
+    option = next(r for r in payment_required(s, body).accepts if r.scheme == "exact")
+    payment = sign_exact(s.payer_key, option)
+    nonce = payment.payload["authorization"]["nonce"]
+    monkeypatch.setattr(evm_utils, "create_nonce", lambda: nonce)
+    to_self = sign_exact(s.payer_key, option, to=payer.address, value=1)
+    a = to_self.payload["authorization"]
+    sig = bytes.fromhex(to_self.payload["signature"].removeprefix("0x"))
+    real = tiny_model.generate
+
+    def generate_then_spend_the_nonce(*args):
+        result = real(*args)
+        chain.send(fake.functions.go(option.asset, payer.address, payer.address, 1,
+                                     int(a["validAfter"]), int(a["validBefore"]),
+                                     bytes.fromhex(nonce[2:]), sig[64], sig[:32], sig[32:64],
+                                     Web3.to_checksum_address(s.pay_to), int(option.amount)))
+        return result
+    monkeypatch.setattr(tiny_model, "generate", generate_then_spend_the_nonce)
+    payee_before = s.balance(s.pay_to)
+    answer = send_paid(s, body, payment)
+    assert answer.status_code == 402 and "text" not in answer.json(), answer.text
+    assert s.balance(s.pay_to) == payee_before

@@ -173,6 +173,11 @@ def test_links_are_kept_for_a_resume(tmp_path):
     warnings: list = []
     first = verifier()
     assert first.links == {} and first.link_for(LEASE, 0) == FRESH
+    # written at once: a tenant stopped during round 0's checks (its round-0.json written, no
+    # link kept yet) resumes with the links checked, not as an older folder (review 24)
+    (tmp_path / "verification" / "round-0.json").write_text("{}")
+    assert verifier().links == {}
+    (tmp_path / "verification" / "round-0.json").unlink()
     worker = WorkerLease(lease_id=LEASE, provider=PROVIDER.address, endpoint="", index=WORKER,
                          order_id=JOB)
     for r in range(5):

@@ -375,13 +375,19 @@ class TesseraFacilitator:
         start = max(chain.network.deploy_block, chain.block_number() - SETTLED_LOOKBACK_BLOCKS)
         used = chain.events("PaymentToken", "AuthorizationUsed", start,
                             argument_filters={"authorizer": payer, "nonce": nonce})
+        token = chain.contract("PaymentToken")
         for entry in used:
             if sent_by(chain, entry["transactionHash"], self.signer.get_addresses()):
                 continue   # our own settlement: this payment was already served once
             receipt = chain.rpc(lambda e=entry: chain.w3.eth.get_transaction_receipt(
                 e["transactionHash"]), what="receipt")
-            transfers = chain.contract("PaymentToken").events.Transfer().process_receipt(
-                receipt, errors=DISCARD)
+            # the transfer THIS authorization made: the token logs it right after the
+            # AuthorizationUsed, from the token's own address (a log of another contract, or a
+            # transfer of another authorization in the same transaction, pays for nothing here:
+            # review 24)
+            after = [log for log in receipt["logs"] if int(log["logIndex"]) == int(entry["logIndex"]) + 1
+                     and same_address(log["address"], token.address)]
+            transfers = token.events.Transfer().process_receipt({"logs": after}, errors=DISCARD)
             if any(same_address(t["args"]["sender"], payer)
                    and same_address(t["args"]["receiver"], requirements.pay_to)
                    and t["args"]["value"] == value for t in transfers):

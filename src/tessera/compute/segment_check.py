@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -45,6 +45,7 @@ STATE_SLACK_BYTES = 1 << 20   # the wire format's header (names, shapes) on top 
 # honest worker idle) for as long as it liked; now the file fails to open.
 MIN_SERVE_BYTES_PER_S = MIN_TRANSFER_BYTES_PER_S
 DOWNLOAD_GRACE_S = TRANSFER_GRACE_S
+RATE_SLACK_BYTES = 64 * 1024   # how far ahead of the pace a read may be waited for
 OPEN_FAILURE = "could not open segment"   # how a failed check that never reached replay begins
 CANNOT_JUDGE = "cannot judge here"        # how a check this machine cannot make begins
 
@@ -81,36 +82,55 @@ def download(http: httpx.Client, url: str, limit: int) -> bytes:
     connection errors; an HTTP error status or an oversized file fails at once), within
     `download_time_limit_s(limit)` for all tries, headers included when `http` is a
     tessera.http_deadline.DeadlineClient (else checked as body bytes arrive); raises
-    ValueError. After DOWNLOAD_GRACE_S the bytes must keep coming at MIN_SERVE_BYTES_PER_S on
-    average, whatever the file's size: the time limit is the largest file's, and a small one
-    (a residual) trickled at a byte a minute would otherwise hold the round's checks for as long
-    as the largest state takes (review 23)."""
+    ValueError. The time limit is the largest file's, so the pace is held too (review 23, 24):
+    in each try the headers must come within DOWNLOAD_GRACE_S and every next piece of the body
+    by DOWNLOAD_GRACE_S + (bytes so far + RATE_SLACK_BYTES) / MIN_SERVE_BYTES_PER_S, so that a
+    small file (a residual), trickled or silent just inside a read timeout, cannot hold the
+    round's checks for as long as the largest state may take: at most DOWNLOAD_ATTEMPTS paces
+    of it (each try starts its pace afresh: an honest provider whose connection was reset is
+    not failed for it)."""
     last: Exception | None = None
     allowed = download_time_limit_s(limit)
-    deadline = time.monotonic() + allowed
+    begun = time.monotonic()
+    deadline = begun + allowed
+
+    def paced(size: int) -> float:
+        return min(deadline, begun + DOWNLOAD_GRACE_S + (size + RATE_SLACK_BYTES) / MIN_SERVE_BYTES_PER_S)
+
+    def too_slow(size: int) -> ValueError:
+        return ValueError(f"{url} was served at {size} bytes in {time.monotonic() - begun:.0f} s: "
+                          f"slower than {MIN_SERVE_BYTES_PER_S} bytes/s after "
+                          f"{DOWNLOAD_GRACE_S:.0f} s")
+
     for attempt in range(DOWNLOAD_ATTEMPTS):
         if attempt:
             time.sleep(DOWNLOAD_BACKOFF_S[min(attempt, len(DOWNLOAD_BACKOFF_S)) - 1])
+        chunks, size, begun = [], 0, time.monotonic()
         try:
-            chunks, size, begun = [], 0, time.monotonic()
-            with within(deadline), http.stream("GET", url) as response:
+            with within(deadline), ExitStack() as stack:
+                with within(paced(0)):
+                    response = stack.enter_context(http.stream("GET", url))
                 if response.status_code != 200:
                     raise ValueError(f"{url} answered {response.status_code}")
-                for chunk in raw_chunks(response):   # ValueError if encoded: a failure
+                pieces = iter(raw_chunks(response))   # ValueError if encoded: a failure
+                while True:
+                    with within(paced(size)):
+                        chunk = next(pieces, None)
+                    if chunk is None:
+                        return b"".join(chunks)
                     size += len(chunk)
                     if size > limit:
                         raise ValueError(f"{url} is larger than {limit} bytes")
                     now = time.monotonic()
                     if now > deadline:
                         break
-                    late = now - begun - DOWNLOAD_GRACE_S
-                    if late > 0 and size < late * MIN_SERVE_BYTES_PER_S:
-                        raise ValueError(f"{url} was served at {size} bytes in {now - begun:.0f} s: "
-                                         f"slower than {MIN_SERVE_BYTES_PER_S} bytes/s after "
-                                         f"{DOWNLOAD_GRACE_S:.0f} s")
+                    if now > paced(size):   # a client without deadlines: checked as bytes come
+                        raise too_slow(size)
                     chunks.append(chunk)
-                else:
-                    return b"".join(chunks)
+        except httpx.TimeoutException as exc:
+            if time.monotonic() >= paced(size) and time.monotonic() < deadline:
+                raise too_slow(size) from None
+            last = exc
         except httpx.HTTPError as exc:
             last = exc
         if time.monotonic() > deadline:

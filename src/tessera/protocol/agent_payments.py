@@ -149,3 +149,41 @@ def agent_payments(records: list[EventRecord]) -> list[AgentPayment]:
     """Every agent payment of `records` (chain order), to providers and to anyone else."""
     fold = AgentPayments()
     return [p for p in (fold.apply(r) for r in sorted(records, key=lambda r: r.order)) if p]
+
+
+# EIP-3009's signed message (the "exact" x402 scheme's authorization)
+AUTHORIZATION_TYPE = [
+    {"name": "from", "type": "address"},
+    {"name": "to", "type": "address"},
+    {"name": "value", "type": "uint256"},
+    {"name": "validAfter", "type": "uint256"},
+    {"name": "validBefore", "type": "uint256"},
+    {"name": "nonce", "type": "bytes32"},
+]
+
+
+def authorization_typed_data(chain_id: int, token: str, name: str, version: str,
+                             authorization: dict) -> dict:
+    """The full EIP-712 message of an EIP-3009 `transferWithAuthorization` (x402 "exact": the
+    payload's `authorization`, its fields as the SDK writes them); ValueError if one is not."""
+    fields = {}
+    for key in ("validAfter", "validBefore", "value"):
+        text = authorization.get(key)
+        if not (isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 78):
+            raise ValueError(f"authorization.{key} is not decimal digits: {str(text)[:80]!r}")
+        fields[key] = int(text)
+    nonce = authorization.get("nonce")
+    if not (isinstance(nonce, str) and len(nonce) == 66 and nonce[:2] == "0x"):
+        raise ValueError(f"authorization.nonce is not 0x and 32 bytes of hex: {str(nonce)[:80]!r}")
+    return {
+        "types": {"EIP712Domain": [{"name": "name", "type": "string"},
+                                   {"name": "version", "type": "string"},
+                                   {"name": "chainId", "type": "uint256"},
+                                   {"name": "verifyingContract", "type": "address"}],
+                  "TransferWithAuthorization": AUTHORIZATION_TYPE},
+        "primaryType": "TransferWithAuthorization",
+        "domain": {"name": name, "version": version, "chainId": chain_id,
+                   "verifyingContract": token},
+        "message": {"from": authorization.get("from"), "to": authorization.get("to"), **fields,
+                    "nonce": bytes.fromhex(nonce[2:])},
+    }

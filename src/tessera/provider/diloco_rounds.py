@@ -206,6 +206,10 @@ class Rounds:
             chain_time = self._queued_at.pop((lease_id, round_index), None)
             if chain_time is None:     # the read failed, or this node restarted since
                 chain_time = ctx.chain.block_timestamp()
+            # signed when the answer is first asked for: a round sent a whole round ahead
+            # (overlap) is answered after its round starts, and the tenant asks its commitment to
+            # outlive that start by the round timeout and 10 min (review 24)
+            chain_time = max(chain_time, int(time.time()))
             commitment = cm.Commitment(
                 job=order_id, round=round_index, lease_id=lease_id, provider=ctx.address,
                 result_hash=result_hash, checkpoint_root=root,

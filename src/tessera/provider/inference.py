@@ -44,6 +44,7 @@ import asyncio
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -130,7 +131,43 @@ class GenerateRequest(BaseModel):
 _CURRENT: ContextVar[GenerateRequest | None] = ContextVar("tessera_generate_request", default=None)
 
 
-def payment_key(scope) -> tuple[str | None, str | None]:
+# (the payload's inner dict) -> the address that signed it, or None (a signature that does not
+# recover): built per app from its network's token and AgentBudget domains (`payment_signer`)
+SignerOf = Callable[[dict], "str | None"]
+
+
+def payment_signer(net: X402Network) -> SignerOf:
+    """Who signed a payment's inner payload on `net`: the EIP-3009 authorization's signer
+    ("exact") or the AgentPayment's session key ("tessera-budget"); None if it does not recover
+    or is malformed."""
+    from tessera.chain.agent_budget import AgentBudget
+    from tessera.protocol import messages
+    from tessera.protocol.agent_budget import parse_payment, payment_typed_data
+    from tessera.protocol.agent_payments import authorization_typed_data
+
+    chain_id, token = net.chain.network.chain_id, net.token
+    budget = AgentBudget(net.chain) if "AgentBudget" in net.chain.network.contracts else None
+    budget_domain = budget.domain() if budget is not None else None
+
+    def signer(inner: dict) -> str | None:
+        try:
+            authorization = inner.get("authorization")
+            if isinstance(authorization, dict):
+                typed = authorization_typed_data(chain_id, token.address, token.name,
+                                                 token.version, authorization)
+                return messages.signer_or_none(typed, str(inner.get("signature")))
+            if budget is None:
+                return None
+            p = parse_payment(inner)
+            typed = payment_typed_data(chain_id, budget.address, p.grant, p.payee, p.amount,
+                                       p.nonce, p.deadline, *budget_domain)
+            return messages.signer_or_none(typed, "0x" + p.signature.hex())
+        except (ValueError, TypeError):
+            return None
+    return signer
+
+
+def payment_key(scope, signer_of: SignerOf | None = None) -> tuple[str | None, str | None]:
     """(problem, key) of a request's PAYMENT-SIGNATURE header. `problem`: why it is refused
     outright (an x402 version 1 payment: the SDK's matching reads fields only version 2 has and
     would answer 500; a payer that is not written the one way this server reads it). `key`: the
@@ -140,7 +177,9 @@ def payment_key(scope) -> tuple[str | None, str | None]:
     budget that covers one were each verified against the same chain state and ran the model N
     times for at most one settlement (review 22); keyed by the payer, the second waits for the
     first to settle and is then verified against what it left. (None, None) without a readable
-    header: the paywall answers 402 as for no payment."""
+    header: the paywall answers 402 as for no payment. With `signer_of`, the key is the payer
+    AND who signed: anyone can name a victim as the payer in a payment it cannot sign, and a
+    key of the payer alone let it hold the victim's slot with 409s (review 24)."""
     raw = next((v for k, v in scope["headers"] if k.lower() == b"payment-signature"), None)
     if raw is None:
         return None, None
@@ -156,13 +195,17 @@ def payment_key(scope) -> tuple[str | None, str | None]:
         payer = authorization.get("from")
         if not (isinstance(payer, str) and re.fullmatch(r"0x[0-9a-fA-F]{40}", payer)):
             return f"the payment's authorization.from is not a 0x address: {str(payer)[:80]!r}", None
-        return None, f"payer:{payer.lower()}"
-    if "grant" in inner:
+        key = f"payer:{payer.lower()}"
+    elif "grant" in inner:
         try:
-            return None, f"grant:{parse_uint(inner, 'grant')}"
+            key = f"grant:{parse_uint(inner, 'grant')}"
         except ValueError as exc:
             return str(exc), None
-    return None, "raw:" + hashlib.sha256(raw).hexdigest()
+    else:
+        return None, "raw:" + hashlib.sha256(raw).hexdigest()
+    if signer_of is not None:
+        key += f":signed-by:{str(signer_of(inner)).lower()}"
+    return None, key
 
 
 class _ValidateGenerate:
@@ -176,8 +219,8 @@ class _ValidateGenerate:
     run the model for at most one settlement. A request whose payer (`payment_key`) has one in
     progress is answered 409 before anything runs."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, signer_of: SignerOf | None = None):
+        self.app, self.signer_of = app, signer_of
         self.in_use: set[str] = set()
 
     async def __call__(self, scope, receive, send):
@@ -205,7 +248,7 @@ class _ValidateGenerate:
                 f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
             await refuse(scope, send, 422, f"not a generate request: {problem}", close=False)
             return
-        problem, key = payment_key(scope)
+        problem, key = payment_key(scope, self.signer_of)
         if problem is not None:
             await refuse(scope, send, 400, problem, close=False)
             return
@@ -325,6 +368,6 @@ def create_inference_app(model: TextModel, net: X402Network, pay_to: str, prices
 
     # added innermost first: RequestGuard -> _ValidateGenerate -> the paywall -> the routes
     app.add_middleware(PaymentMiddlewareASGI, routes=routes, server=server)
-    app.add_middleware(_ValidateGenerate)
+    app.add_middleware(_ValidateGenerate, signer_of=payment_signer(net))
     app.add_middleware(RequestGuard)
     return app

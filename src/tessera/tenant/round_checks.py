@@ -91,6 +91,11 @@ class RoundVerifier:
                      reason="this job folder keeps no round links (an older version wrote it): "
                             "the AdamW state and residual each worker starts from are not checked")
             return None
+        # written before round 0's root: a folder of this version always has it, so a tenant
+        # stopped during round 0's checks is not taken for an older one on resume (review 24)
+        folder = self.state_dir / VERIFICATION_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / LINKS_FILE, b"{}", durable=True)
         return {}
 
     def link_for(self, lease_id: int, round_index: int) -> RoundLink | None:
