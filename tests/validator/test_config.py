@@ -41,3 +41,24 @@ def test_state_dir_defaults_under_tessera_home(tmp_path, monkeypatch):
     path.write_text(EXAMPLE.read_text().replace("port = 7101\n", f"port = 7101\nstate_dir = "
                                                                  f'"{tmp_path / "mine"}"\n'))
     assert Path(load_validator_config(path).validator.state_dir) == tmp_path / "mine"
+
+
+def test_a_model_larger_than_the_validator_replays_is_abstained_on():
+    """Review 25: the model a case names comes from the tenant's own spec, and the largest the
+    schema accepts (48 layers, n_embd 4096, block 4096: ~9.7 G parameters, a 108 GiB state)
+    would have every validator download and replay it in memory. A case of a model over
+    `[challenges] max_params` (default 100 M) is abstained on before anything is downloaded."""
+    from types import SimpleNamespace
+
+    from tessera.errors import CaseError
+    from tessera.protocol.workload import TrainingWorkload
+    from tessera.validator.challenges import replayable_size
+    from tessera.validator.config import ChallengeSection
+
+    assert ChallengeSection().max_params == 100_000_000
+    small = TrainingWorkload()
+    assert replayable_size(SimpleNamespace(model=small), 100_000_000) < 1_000_000
+    huge = small.model_copy(update={"n_layer": 48, "n_embd": 4096, "n_head": 32,
+                                    "block_size": 4096})
+    with pytest.raises(CaseError, match="more than this validator replays"):
+        replayable_size(SimpleNamespace(model=huge), 100_000_000)

@@ -273,9 +273,10 @@ def report(provider: address, epoch: uint256, outcome: uint8, evidence: bytes32)
     @notice The caller, a validator, says `provider` failed its hardware challenge in
             `epoch`; `evidence` is the hash of its signed request and timing record. The
             report that brings the reported weight to the round's quorum opens the dispute
-            period and locks the provider's stake; reports still count (and share the
-            reward) until the provider disputes. The caller's own stake is locked until
-            the round can be decided.
+            period and locks the provider's stake; later reports are refused: the jury is
+            fixed when the quorum is reached, so copying a report that reached it (a share of
+            the reward without running the challenge) cannot empty the provider's jury
+            (review 25). The caller's own stake is locked until the round can be decided.
     @param provider The provider reported (registered, not the caller).
     @param epoch The Uptime epoch of the challenge: the current or the previous one.
     @param outcome How the challenge failed: LATE, WRONG or NO_ANSWER.
@@ -293,8 +294,8 @@ def report(provider: address, epoch: uint256, outcome: uint8, evidence: bytes32)
     r: Round = self.rounds[provider][epoch]
     assert r.status != SLASHED, "hardware: already slashed"
     assert r.status != CLEARED, "hardware: round cleared"
-    # reports may still come while the dispute period runs (their stake leaves the jury),
-    # not once the provider disputed: the jury is fixed then
+    # the jury (every validator that did not report) is fixed once the quorum is reached
+    assert r.status != PENDING, "hardware: quorum reached"
     assert r.status != DISPUTED, "hardware: round disputed"
     if r.status == 0:
         r.snapshot = block.number - 1

@@ -288,11 +288,12 @@ class VerifiedWorkload(Workload):
         return upheld, rejected, expired
 
     def _hardware_reports(self, slashed: str, cleared: str) -> int:
-        """V1 and V3 report `slashed`, V2 and V4 report `cleared` (each pair reaches the
-        quorum in any order); `cleared` disputes, V1 votes pass and V3 fail. Returns the epoch."""
+        """V1 and V3 report `slashed`, V2 and V4 report `cleared`, the smaller stake first (the
+        second report completes the quorum: a report after it is refused); `cleared` disputes,
+        V1 votes pass and V3 fail. Returns the epoch."""
         v1, v2, v3, v4 = self.validator_addresses
         epoch = self._call(self.uptime, "current_epoch")
-        for provider, reporters in ((slashed, (v1, v3)), (cleared, (v2, v4))):
+        for provider, reporters in ((slashed, (v3, v1)), (cleared, (v4, v2))):
             for v in reporters:
                 self.send(v, self.hardware, "report", provider, epoch, 1 + self.rng.randrange(3),
                           self.rng.randbytes(32))

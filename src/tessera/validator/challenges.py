@@ -152,12 +152,25 @@ def check_case(chain: Chain, market: Market, lease_id: int, job: int,
     return w
 
 
+def replayable_size(workload, max_params: int) -> int:
+    """The job's parameter count; CaseError (abstain, for good) above `max_params`: its state
+    alone is 12 bytes a parameter, and a tenant could name a model that exhausts every
+    validator's memory (review 25)."""
+    n_params = parameter_count(workload.model)
+    if n_params > max_params:
+        raise CaseError(f"the job's model has {n_params:,} parameters, more than this validator "
+                        f"replays ([challenges] max_params = {max_params:,})")
+    return n_params
+
+
 class ChallengeVoter:
     """The validator's challenge loop (`poll_once`) and its case intake (`submit_case`)."""
 
     def __init__(self, chain: Chain, log: EventLog, metrics: CollectorRegistry, state_dir: Path,
-                 *, datasets_dir: Path | None = None, open_grace_s: int = 600):
+                 *, datasets_dir: Path | None = None, open_grace_s: int = 600,
+                 max_params: int = 100_000_000):
         self.chain = chain
+        self.max_params = max_params
         self.log = log
         self.verification = Verification(chain)
         self.market = Market(chain)
@@ -318,6 +331,7 @@ class ChallengeVoter:
         commitment (which becomes guilty after the grace period)."""
         ev, case = t.event, t.case
         workload = check_case(self.chain, self.market, ev["lease_id"], ev["job"], case)
+        n_params = replayable_size(workload, self.max_params)   # before any download
         data = self._dataset(case)
         k, steps = workload.checkpoint_every, workload.inner_steps
         if n_leaves_for(steps, k) != ev["checkpoints"]:
@@ -341,7 +355,6 @@ class ChallengeVoter:
         config = config_of(workload)
         configure_determinism(workload.model)
         train_tokens, _ = split(data, workload.model)
-        n_params = parameter_count(workload.model)
         check = spot_check(self.http, offer.endpoint, ev["lease_id"], config, workload.worker,
                            commitment, ev["segment"], train_tokens,
                            max_state_bytes(n_params), case.spec.verification.replay_tolerance)

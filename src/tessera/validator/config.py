@@ -63,6 +63,11 @@ class ChallengeSection(BaseModel):
                               "unopened one is voted guilty")
     datasets_dir: LocalPath | None = Field(None, description="datasets named by sha256, for "
                                            "jobs whose data is not the built-in corpus")
+    max_params: int = Field(100_000_000, ge=1, le=10**12, description="the largest model (in "
+                            "parameters) this machine replays; a case of a larger one is "
+                            "abstained on (its state alone is 12 bytes a parameter: a tenant "
+                            "could otherwise name a model that exhausts every validator's "
+                            "memory, review 25)")
 
 
 class BridgeSection(BaseModel):

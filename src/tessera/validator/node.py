@@ -86,7 +86,8 @@ class ValidatorNode:
         c = config.challenges
         self.challenges = ChallengeVoter(
             self.chain, self.log, self.metrics, Path(config.validator.state_dir),
-            datasets_dir=c.datasets_dir, open_grace_s=c.open_grace_s) if c.vote else None
+            datasets_dir=c.datasets_dir, open_grace_s=c.open_grace_s,
+            max_params=c.max_params) if c.vote else None
         self.hardware = HardwareChallenger(self.chain, config.hardware,
                                            Path(config.validator.state_dir) / "validator.db",
                                            self.log, self.metrics)
