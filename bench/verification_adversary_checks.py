@@ -37,7 +37,7 @@ from tessera.protocol import commitment as cm
 from tessera.protocol.jobspec import JobSpec
 from tessera.protocol.wire import CheckpointHashes, PayloadHashes, RoundResult
 from tessera.tenant.multinode import diloco_config, worker_workload
-from tessera.tenant.verify import check_commitment
+from tessera.tenant.verify import FRESH, RoundLink, check_commitment
 
 CHEATER = 1                      # the played worker; worker 0 is the sibling copy-worker copies
 CHAIN_ID, VERIFICATION_ADDRESS = 31337, "0x" + "ab" * 20
@@ -92,7 +92,8 @@ def cheap_checks(job, trace, theta, r: int, previous) -> tuple[list[str], object
             signed_answer(trace, r), chain_id=CHAIN_ID, verification=VERIFICATION_ADDRESS,
             job=JOB_ID, round_index=r, lease_id=LEASE_ID, provider=KEY.address, worker=CHEATER,
             inner_steps=job.config.inner_steps, k=job.k, threads=job.spec.workload.threads,
-            start_params_hash=tensor_hash(theta), min_expiry=NOW + 600, previous=previous)
+            start_params_hash=tensor_hash(theta), min_expiry=NOW + 600,
+            link=FRESH if previous is None else RoundLink.after(previous))
     except (CommitmentError, ValueError) as exc:
         problems.append(f"commitment: {exc}"[:300])
     try:

@@ -52,21 +52,21 @@ def test_honest_watchers_fetch_the_beat_and_never_challenge(tmp_path, private_de
         node.start()
         try:
             first = jump(uptime)
-            wait_until(lambda: proven(node, first), timeout=30, what=f"epoch {first} receipted")
+            wait_until(lambda: proven(node, first), timeout=90, what=f"epoch {first} receipted")
             b.start()     # B never saw the provider's beat of `first`
             assert httpx.get(f"{b.url}/liveness/{first}/beats/{node.address}",
                              timeout=5).status_code == 404
             epoch = first
             for _ in range(4):   # `first` reported by A, then watched by B, then final
                 epoch = jump(uptime)
-                wait_until(lambda e=epoch: proven(node, e), timeout=30, what=f"epoch {epoch}")
-                wait_until(lambda e=epoch - 1: a.address in reported(e), timeout=30,
+                wait_until(lambda e=epoch: proven(node, e), timeout=90, what=f"epoch {epoch}")
+                wait_until(lambda e=epoch - 1: a.address in reported(e), timeout=90,
                            what=f"A's report of epoch {epoch - 1}")
             assert reported(first) == {a.address}          # B holds no beat of it: no report
             wait_until(lambda: (b.health() or {}).get("liveness_watch", {})
                        .get("examined_epoch") is not None
                        and b.health()["liveness_watch"]["examined_epoch"] >= first,
-                       timeout=30, what=f"B's watch through epoch {first}")
+                       timeout=90, what=f"B's watch through epoch {first}")
             # B asked A for the beat and found it good (the check behind "no challenge")
             assert checks(b, "beat") >= 1 and checks(b, "unproven") == 0
             assert chain.events("Uptime", "InclusionsChallenged", network.deploy_block) == []
