@@ -55,13 +55,12 @@ from x402.schemas import (
 from tessera.chain.agent_budget import AgentBudget, checksum
 from tessera.chain.client import revert_reason
 from tessera.chain.x402_facilitator import (
-    SETTLED_LOOKBACK_BLOCKS,
     X402Network,
     asset_price,
     caip2,
     register_scheme,
     same_address,
-    sent_by,
+    settled_by_others,
 )
 from tessera.errors import PaymentRefused
 from tessera.protocol import messages
@@ -365,14 +364,11 @@ class BudgetFacilitatorScheme:
             payment = parse_payment(payload.payload)
         except ValueError:
             return None
-        chain = self.budget.chain
-        start = max(chain.network.deploy_block, chain.block_number() - SETTLED_LOOKBACK_BLOCKS)
-        for entry in chain.events(CONTRACT, "AgentPaid", start,
-                                  argument_filters={"grant_id": payment.grant,
-                                                    "payee": checksum("payee", payment.payee)}):
+        for entry in settled_by_others(self.budget.chain, CONTRACT, "AgentPaid",
+                                       {"grant_id": payment.grant,
+                                        "payee": checksum("payee", payment.payee)},
+                                       self.signer.get_addresses()):
             args = entry["args"]
-            if sent_by(chain, entry["transactionHash"], self.signer.get_addresses()):
-                continue   # our own settlement: this payment was already served once
             if args["amount"] == payment.amount and bytes(args["nonce"]) == payment.nonce:
                 tx = "0x" + bytes(entry["transactionHash"]).hex()
                 log.info("%s settle: already settled by %s", SCHEME, tx)

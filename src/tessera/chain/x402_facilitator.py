@@ -84,10 +84,19 @@ def same_address(a: object, b: object) -> bool:
     return isinstance(a, str) and isinstance(b, str) and a.lower() == b.lower()
 
 
-def sent_by(chain: Chain, tx_hash: Any, senders: list[str]) -> bool:
-    """Whether one of `senders` sent the transaction."""
-    tx = chain.rpc(lambda: chain.w3.eth.get_transaction(tx_hash), what="transaction")
-    return any(same_address(tx["from"], s) for s in senders)
+def settled_by_others(chain: Chain, contract: str, event: str, filters: dict,
+                      own: list[str]) -> list:
+    """The `event`s of `contract` matching `filters` in the last SETTLED_LOOKBACK_BLOCKS, in
+    transactions none of `own` (this facilitator's keys) sent: a payment someone else settled.
+    One settled by `own` was served once already, and is not served again."""
+    start = max(chain.network.deploy_block, chain.block_number() - SETTLED_LOOKBACK_BLOCKS)
+    out = []
+    for entry in chain.events(contract, event, start, argument_filters=filters):
+        tx = chain.rpc(lambda e=entry: chain.w3.eth.get_transaction(e["transactionHash"]),
+                       what="transaction")
+        if not any(same_address(tx["from"], s) for s in own):
+            out.append(entry)
+    return out
 
 
 def caip2(chain_id: int) -> str:
@@ -372,13 +381,10 @@ class TesseraFacilitator:
             return None
         if len(nonce) != 32 or str(value) != str(requirements.amount):
             return None
-        start = max(chain.network.deploy_block, chain.block_number() - SETTLED_LOOKBACK_BLOCKS)
-        used = chain.events("PaymentToken", "AuthorizationUsed", start,
-                            argument_filters={"authorizer": payer, "nonce": nonce})
         token = chain.contract("PaymentToken")
-        for entry in used:
-            if sent_by(chain, entry["transactionHash"], self.signer.get_addresses()):
-                continue   # our own settlement: this payment was already served once
+        for entry in settled_by_others(chain, "PaymentToken", "AuthorizationUsed",
+                                       {"authorizer": payer, "nonce": nonce},
+                                       self.signer.get_addresses()):
             receipt = chain.rpc(lambda e=entry: chain.w3.eth.get_transaction_receipt(
                 e["transactionHash"]), what="receipt")
             # the transfer THIS authorization made: the token logs it right after the

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from web3 import Web3
 
 from tessera.chain.client import Chain
+from tessera.chain.eth_calls import balance_of_call, calls_at
 from tessera.chain.events import EventReader
 from tessera.errors import IndexerError
 from tessera.explorer import db
@@ -88,25 +89,11 @@ def money_audit(chain: Chain, reader: EventReader, records: list[EventRecord], b
     return ledgers, rows, balances, problems
 
 
-BALANCE_OF = "0x70a08231"   # the selector of ERC-20 balanceOf(address)
-
-
 def balances_at(chain: Chain, pairs: list[tuple[str, str]], block: int) -> dict[tuple[str, str], int]:
-    """{(token contract name, holder): token.balanceOf(holder) at `block`}, in one JSON-RPC batch
+    """{(token contract name, holder): token.balanceOf(holder) at `block`}, in JSON-RPC batches
     (eth_call at that block: an independent reading of what the logs add up to)."""
-    calls = [(token, holder, {"to": chain.contract(token).address,
-                              "data": BALANCE_OF + holder.lower().removeprefix("0x").rjust(64, "0")})
-             for token, holder in pairs]
-
-    def fetch():
-        with chain.w3.batch_requests() as batch:
-            for _, _, tx in calls:
-                batch.add(chain.w3.eth.call(tx, block))
-            return batch.execute()
-
-    results = chain.rpc(fetch, what="balanceOf") if calls else []
-    return {(token, holder): int.from_bytes(bytes(raw), "big")
-            for (token, holder, _), raw in zip(calls, results, strict=True)}
+    calls = [balance_of_call(chain.contract(token).address, holder) for token, holder in pairs]
+    return dict(zip(pairs, calls_at(chain, calls, block, what="balanceOf"), strict=True))
 
 
 def audit(chain: Chain, engine: Engine,

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from web3 import Web3
 
 from tessera.chain.client import Chain
+from tessera.chain.eth_calls import balance_of_call, calls_at
 from tessera.chain.network import Network
 from tessera.chain.token_bridge import StakeBridge, TokenBridge
 from tessera.explorer import db
@@ -51,7 +52,6 @@ from tessera.explorer.derive_bridge import (
 )
 from tessera.protocol.money import show_amount
 
-BALANCE_OF = "0x70a08231"   # ERC-20 balanceOf(address)
 WRAPPERS: dict[str, type[TokenBridge]] = {TokenBridge.NAME: TokenBridge, StakeBridge.NAME: StakeBridge}
 assert set(WRAPPERS) == set(BRIDGE_TOKENS)
 
@@ -110,12 +110,6 @@ class BridgeAudit:
         if self.orders:
             out.append(self.orders.line())
         return out
-
-
-def _balance_of(chain: Chain, token: str, holder: str, block: int) -> int:
-    data = BALANCE_OF + holder.lower().removeprefix("0x").rjust(64, "0")
-    raw = chain.rpc(lambda: chain.w3.eth.call({"to": token, "data": data}, block), what="balanceOf")
-    return int.from_bytes(bytes(raw), "big")
 
 
 def bridge_audit(network: Network, engine: Engine) -> BridgeAudit:
@@ -206,7 +200,8 @@ def _lock_side(chain: Chain, kind: type[TokenBridge], block: int, events: list[C
         name, amount = item.record.event, int(item.record.args.get("amount", 0))
         held += amount if name == "TransferSent" else -amount if name in (
             "TransferReceived", "TransferBounced") else 0
-    return LockSide(cid, held, _balance_of(chain, moves, bridge.address, block), kind.NAME, token.SYMBOL)
+    [balance] = calls_at(chain, [balance_of_call(moves, bridge.address)], block, "balanceOf")
+    return LockSide(cid, held, balance, kind.NAME, token.SYMBOL)
 
 
 def _compare_rows(engine: Engine, rows: dict) -> list[str]:

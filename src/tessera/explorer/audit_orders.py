@@ -22,13 +22,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from tessera.chain.client import Chain
+from tessera.chain.eth_calls import balance_of_call, calls_at
 from tessera.explorer import db
 from tessera.explorer.derive_bridge import differences
 from tessera.explorer.derive_orders import FUNDING_COLUMNS, ORDERS, OrdersBook
 from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, show_amount
-
-BALANCE_OF = "0x70a08231"   # ERC-20 balanceOf(address)
-CALLS_PER_BATCH = 200
 
 
 def show(value: int) -> str:
@@ -82,9 +80,8 @@ def orders_audit(chain: Chain, block: int, book: OrdersBook, engine: Engine) -> 
     ids = sorted(book.fundings)
     calls = [{"to": contract.address, "data": contract.encode_abi("owed", args=[bytes.fromhex(i[2:])])}
              for i in ids]
-    token = chain.contract("PaymentToken").address
-    calls.append({"to": token, "data": BALANCE_OF + contract.address.lower()[2:].rjust(64, "0")})
-    results = _call_all(chain, calls, block)
+    calls.append(balance_of_call(chain.contract("PaymentToken").address, contract.address))
+    results = calls_at(chain, calls, block, what="BridgeOrders reads")
     out.balance_of = results.pop()
     for mid, on_chain in zip(ids, results, strict=True):
         by_logs = book.fundings[mid].owed
@@ -99,22 +96,6 @@ def orders_audit(chain: Chain, block: int, book: OrdersBook, engine: Engine) -> 
         out.problems.append(f"BridgeOrders' TUSD balanceOf at block {block} is {show(out.balance_of)} but "
                             f"its Transfer logs leave it {show(out.held_by_transfers)}: "
                             f"{show(out.balance_of - out.held_by_transfers)} moved without a log")
-    return out
-
-
-def _call_all(chain: Chain, calls: list[dict], block: int) -> list[int]:
-    """Each eth_call at `block` as an integer, in JSON-RPC batches."""
-    out: list[int] = []
-    for i in range(0, len(calls), CALLS_PER_BATCH):
-        part = calls[i:i + CALLS_PER_BATCH]
-
-        def fetch(part=part):
-            with chain.w3.batch_requests() as batch:
-                for tx in part:
-                    batch.add(chain.w3.eth.call(tx, block))
-                return batch.execute()
-
-        out += [int.from_bytes(bytes(raw), "big") for raw in chain.rpc(fetch, what="BridgeOrders reads")]
     return out
 
 

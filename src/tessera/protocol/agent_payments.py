@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from tessera.protocol.events import EventRecord
 from tessera.protocol.figure_parts import ALL, day_of
+from tessera.protocol.messages import typed_data
 
 BUDGET, EXACT = "budget", "exact"
 SCHEMES = (BUDGET, EXACT)
@@ -175,15 +176,7 @@ def authorization_typed_data(chain_id: int, token: str, name: str, version: str,
     nonce = authorization.get("nonce")
     if not (isinstance(nonce, str) and len(nonce) == 66 and nonce[:2] == "0x"):
         raise ValueError(f"authorization.nonce is not 0x and 32 bytes of hex: {str(nonce)[:80]!r}")
-    return {
-        "types": {"EIP712Domain": [{"name": "name", "type": "string"},
-                                   {"name": "version", "type": "string"},
-                                   {"name": "chainId", "type": "uint256"},
-                                   {"name": "verifyingContract", "type": "address"}],
-                  "TransferWithAuthorization": AUTHORIZATION_TYPE},
-        "primaryType": "TransferWithAuthorization",
-        "domain": {"name": name, "version": version, "chainId": chain_id,
-                   "verifyingContract": token},
-        "message": {"from": authorization.get("from"), "to": authorization.get("to"), **fields,
-                    "nonce": bytes.fromhex(nonce[2:])},
-    }
+    message = {"from": authorization.get("from"), "to": authorization.get("to"), **fields,
+               "nonce": bytes.fromhex(nonce[2:])}
+    return typed_data("TransferWithAuthorization", AUTHORIZATION_TYPE, message, chain_id, token,
+                      domain_name=name, version=version)

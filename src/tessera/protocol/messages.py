@@ -54,12 +54,13 @@ READ_GRANT_TYPE = [
 
 
 def typed_data(primary: str, fields: list, message: dict, chain_id: int, contract: str,
-               domain_name: str = DOMAIN_NAME) -> dict:
-    """EIP-712 typed data of one message in the domain (name, "1", chain id, contract)."""
+               domain_name: str = DOMAIN_NAME, version: str = DOMAIN_VERSION) -> dict:
+    """EIP-712 typed data of one message in the domain (name, version: "1", chain id,
+    contract)."""
     return {
         "types": {"EIP712Domain": _DOMAIN_TYPE, primary: fields},
         "primaryType": primary,
-        "domain": {"name": domain_name, "version": DOMAIN_VERSION,
+        "domain": {"name": domain_name, "version": version,
                    "chainId": chain_id, "verifyingContract": contract},
         "message": message,
     }

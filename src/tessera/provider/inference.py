@@ -61,6 +61,7 @@ from x402.http import (
 from x402.http.middleware.fastapi import PaymentMiddlewareASGI
 from x402.schemas import PaymentPayload
 
+from tessera.chain.agent_budget import AgentBudget
 from tessera.chain.x402_facilitator import SchemeSupport, X402Network, schemes
 from tessera.compute.generate import MAX_PROMPT_BYTES, MAX_TEMPERATURE, MAX_TOKENS, TextModel
 from tessera.errors import PaymentError
@@ -71,7 +72,9 @@ from tessera.http_limits import (
     replaying,
     validation_error,
 )
-from tessera.protocol.agent_budget import parse_uint
+from tessera.protocol import messages
+from tessera.protocol.agent_budget import parse_payment, parse_uint, payment_typed_data
+from tessera.protocol.agent_payments import authorization_typed_data
 
 GENERATE_ROUTE, MODEL_ROUTE = "/v1/generate", "/v1/model"
 PAYMENT_TIMEOUT_S = 300   # how long a signed payment stays valid (the SDK's maxTimeoutSeconds)
@@ -140,11 +143,6 @@ def payment_signer(net: X402Network) -> SignerOf:
     """Who signed a payment's inner payload on `net`: the EIP-3009 authorization's signer
     ("exact") or the AgentPayment's session key ("tessera-budget"); None if it does not recover
     or is malformed."""
-    from tessera.chain.agent_budget import AgentBudget
-    from tessera.protocol import messages
-    from tessera.protocol.agent_budget import parse_payment, payment_typed_data
-    from tessera.protocol.agent_payments import authorization_typed_data
-
     chain_id, token = net.chain.network.chain_id, net.token
     budget = AgentBudget(net.chain) if "AgentBudget" in net.chain.network.contracts else None
     budget_domain = budget.domain() if budget is not None else None

@@ -93,9 +93,7 @@ class RoundVerifier:
             return None
         # written before round 0's root: a folder of this version always has it, so a tenant
         # stopped during round 0's checks is not taken for an older one on resume (review 24)
-        folder = self.state_dir / VERIFICATION_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder / LINKS_FILE, b"{}", durable=True)
+        self._save_links({})
         return {}
 
     def link_for(self, lease_id: int, round_index: int) -> RoundLink | None:
@@ -119,10 +117,13 @@ class RoundVerifier:
                 rounds[round_index] = RoundLink.after(answers[worker.lease_id].commitment)
                 for old in sorted(rounds)[:-LINK_ROUNDS]:
                     del rounds[old]
+        self._save_links(self.links)
+
+    def _save_links(self, links: dict[int, dict[int, RoundLink]]) -> None:
         folder = self.state_dir / VERIFICATION_DIR
         folder.mkdir(parents=True, exist_ok=True)
         doc = {str(lease): {str(r): link.to_json() for r, link in rounds.items()}
-               for lease, rounds in self.links.items()}
+               for lease, rounds in links.items()}
         write_atomic(folder / LINKS_FILE, json.dumps(doc, indent=1).encode(), durable=True)
 
     def begin_round(self, published: dict) -> None:
