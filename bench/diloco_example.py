@@ -11,6 +11,11 @@ Written under "example" in bench/results/diloco.json.
 
     .venv/bin/python bench/diloco_example.py            # ~25 min on 2 CPU cores
     .venv/bin/python bench/diloco_example.py --quick    # two configurations, one seed (~2 min)
+    .venv/bin/python bench/diloco_example.py --double-h # H and 2H, shipped settings (~7 min)
+
+`--double-h` asks what a default of twice the example's H would cost: the example as shipped at
+its H and at 2H (half the rounds' bytes per step), each for the example's number of inner steps
+and for twice as many, on the report seeds. Written under "example_double_h".
 """
 
 from __future__ import annotations
@@ -64,10 +69,14 @@ def example_job() -> tuple[dict, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--double-h", action="store_true", help="the example at H and 2H only")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     console = Console(width=170)
     job, shipped = example_job()
+    if args.double_h:
+        double_h(job, shipped, args.out, console)
+        return
     tune, report_seeds = ((1000,), (2000,)) if args.quick else (TUNE_SEEDS, REPORT_SEEDS)
     grid = ([(INNER_LRS[-1], "linear", *OUTER_GRID[1])] if args.quick else
             [(lr, s, *o) for lr in INNER_LRS for s in SCHEDULES for o in OUTER_GRID])
@@ -103,6 +112,35 @@ def main() -> None:
     saved["example"] = out
     args.out.write_text(json.dumps(saved, indent=2))
     console.print(f"wrote {args.out} (key \"example\")")
+
+
+def double_h(job: dict, shipped: dict, out: Path, console: Console) -> None:
+    """The example as shipped at H and 2H, for its steps and twice them (report seeds)."""
+    h, steps = job["H"], job["steps"]
+    shapes = [(hh, n) for n in (steps, 2 * steps) for hh in (h, 2 * h)]
+    runs = run_all([{**job, **shipped, "method": f"H={hh} steps={n}", "H": hh, "steps": n,
+                     "seed": seed} for hh, n in shapes for seed in REPORT_SEEDS],
+                   console, "double-h")
+    loss = {(r["H"], r["steps"], r["seed"]): r["loss"] for r in runs}
+    rows = []
+    for hh, n in shapes:
+        losses = [loss[hh, n, s] for s in REPORT_SEEDS]
+        row = {"H": hh, "steps": n, "rounds": n // hh, "seeds": list(REPORT_SEEDS),
+               "loss": losses, "loss_mean_sd": mean_sd(losses),
+               "bytes": next(r["bytes"] for r in runs if (r["H"], r["steps"]) == (hh, n))}
+        if hh != h:   # per seed against the same seed at the example's H and the same steps
+            row["loss_vs_example_h_pct"] = mean_sd(
+                [100 * (loss[hh, n, s] - loss[h, n, s]) / loss[h, n, s] for s in REPORT_SEEDS])
+        rows.append(row)
+        console.print(f"H={hh} steps={n}: held-out loss {fmt(*row['loss_mean_sd'])}, "
+                      f"{row['bytes']:,} bytes"
+                      + (f", {fmt(*row['loss_vs_example_h_pct'], digits=2)} % against H={h}"
+                         if hh != h else ""))
+    saved = json.loads(out.read_text()) if out.exists() else {}
+    saved["example_double_h"] = {"job": {k: v for k, v in job.items() if k != "method"},
+                                 "shipped": shipped, "rows": rows}
+    out.write_text(json.dumps(saved, indent=2))
+    console.print(f"wrote {out} (key \"example_double_h\")")
 
 
 if __name__ == "__main__":

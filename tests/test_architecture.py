@@ -197,3 +197,18 @@ def test_exceptions_live_in_one_module():
                  for node in ast.walk(ast.parse(p.read_text())) if isinstance(node, ast.ClassDef)
                  and any(isinstance(b, ast.Name) and b.id in roots for b in node.bases)]
     assert elsewhere == []
+
+
+def test_every_http_server_stops_within_its_graceful_shutdown():
+    """uvicorn waits for open connections for ever by default: one client that pipelined
+    requests and never read the answers kept a provider or the explorer from exiting on SIGTERM
+    (review 27). Every server this package starts passes `timeout_graceful_shutdown`."""
+    calls = []
+    for path in (SRC / "tessera").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    isinstance(node.func.value, ast.Name) and node.func.value.id == "uvicorn" and \
+                    node.func.attr in ("run", "Config"):
+                calls.append((path.name, {k.arg for k in node.keywords}))
+    assert len(calls) >= 5, calls            # provider, validator, explorer, inference, facilitator
+    assert [name for name, keywords in calls if "timeout_graceful_shutdown" not in keywords] == []

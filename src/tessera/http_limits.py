@@ -43,6 +43,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 JSON_BODY_BYTES = 256 << 10        # the largest JSON body any daemon route takes
+# Seconds a stopping server waits for requests in flight before it closes their connections:
+# uvicorn waits for ever by default, so one client that pipelined requests and never read the
+# answers kept a provider or the explorer from exiting on SIGTERM (review 27).
+GRACEFUL_SHUTDOWN_S = 5
 MAX_PATH_INT = 2**63 - 1           # SQLite INTEGER; every id and index a node stores fits
 
 PathInt = Annotated[int, Path(ge=0, le=MAX_PATH_INT)]

@@ -74,6 +74,7 @@ def test_claim_refunds_missed_epochs_and_slashes_stake(system):
     lease_id, k = new_lease(system)
     run_epochs(system, provider.address, k + 1, [True, True, False, False, True])
     usd_before, tstk_before = balances(system, tenant)
+    supply = system.stake.totalSupply()
     stake_before = system.registry.providers(provider.address).stake
     earned_before = m.earned(lease_id)
     ev = claim(system, lease_id, [k + 3, k + 4])
@@ -81,7 +82,9 @@ def test_claim_refunds_missed_epochs_and_slashes_stake(system):
             ev.overdrawn, ev.stake_slashed, ev.claimed_by) == (
         lease_id, tenant, provider.address, [k + 3, k + 4], 2 * PER_EPOCH, 2 * PER_EPOCH, 0,
         2 * DOWNTIME_SLASH, tenant)
-    assert balances(system, tenant) == (usd_before + 2 * PER_EPOCH, tstk_before + 2 * DOWNTIME_SLASH)
+    # the slash is burned, not the tenant's (review 26: tests/contracts/test_market_sybil_claims.py)
+    assert balances(system, tenant) == (usd_before + 2 * PER_EPOCH, tstk_before)
+    assert system.stake.totalSupply() == supply - 2 * DOWNTIME_SLASH
     assert system.registry.providers(provider.address).stake == stake_before - 2 * DOWNTIME_SLASH
     lease = m.leases(lease_id)
     assert (lease.downtime, lease.downtime_refunded) == (2 * PER_EPOCH, 2 * PER_EPOCH)
@@ -124,8 +127,7 @@ def test_anyone_may_claim_but_the_refund_goes_to_the_tenant(system):
     ev = claim(system, lease_id, [k + 1], caller=system.outsider)
     assert ev.claimed_by == outsider and ev.tenant == tenant
     assert balances(system, outsider) == out_before
-    assert balances(system, tenant) == (tenant_before[0] + PER_EPOCH,
-                                        tenant_before[1] + DOWNTIME_SLASH)
+    assert balances(system, tenant) == (tenant_before[0] + PER_EPOCH, tenant_before[1])
 
 
 @pytest.mark.parametrize("case, message", [
@@ -262,10 +264,12 @@ def test_claims_after_close(system):
     with boa.env.prank(tenant), boa.reverts("market: epoch not ended inside the lease"):
         m.claim_downtime(lease_id, [k + 4])  # ended after the close
     usd_before, tstk_before = balances(system, tenant)
+    supply = system.stake.totalSupply()
     ev = claim(system, lease_id, [k + 2])
     assert (ev.amount, ev.refund, ev.overdrawn, ev.stake_slashed) == (
         PER_EPOCH, 0, PER_EPOCH, DOWNTIME_SLASH)
-    assert balances(system, tenant) == (usd_before, tstk_before + DOWNTIME_SLASH)
+    assert balances(system, tenant) == (usd_before, tstk_before)
+    assert system.stake.totalSupply() == supply - DOWNTIME_SLASH
     assert m.leases(lease_id).paid == paid and m.shortfall(lease_id) == PER_EPOCH
     to_time(m.leases(lease_id).closed_at + CLAIM_WINDOW + 1)
     with boa.env.prank(tenant), boa.reverts("market: claim window over"):
@@ -378,10 +382,12 @@ def test_provider_cannot_unbond_out_of_a_downtime_slash(system):
     with boa.env.prank(provider.address), boa.reverts(
             "registry: stake locked by a claim window or challenge"):
         reg.withdraw_unbonded()
-    tstk = system.stake.balanceOf(system.tenant.address)
+    tstk, supply = system.stake.balanceOf(system.tenant.address), system.stake.totalSupply()
     ev = claim(system, lease_id, [k + 1, k + 2])
     assert ev.stake_slashed == 2 * DOWNTIME_SLASH  # taken from the unbonding bucket
-    assert system.stake.balanceOf(system.tenant.address) == tstk + 2 * DOWNTIME_SLASH
+    assert system.stake.totalSupply() == supply - 2 * DOWNTIME_SLASH   # burned (review 26)
+    assert system.stake.balanceOf(system.tenant.address) == tstk
+    assert system.stake.balanceOf(m.address) == 0
     to_time(closed_at + CLAIM_WINDOW)
     left = reg.providers(provider.address).unbonding
     before = system.stake.balanceOf(provider.address)

@@ -115,6 +115,7 @@ def test_stopped_provider_loses_exactly_the_missed_epochs(short_epoch_devnet, tm
         # The tenant closes from the command line: downtime claimed first, then the close.
         usd_before = tenant.market.payment_token.balance_of(chain.address)
         tstk_before = chain.call(chain.stake_token.functions.balanceOf(chain.address))
+        supply_before = chain.call(chain.stake_token.functions.totalSupply())
         def job(command: str) -> str:
             """`tessera job <command> <lease>` as the tenant; its output, unwrapped."""
             run = subprocess.run(
@@ -142,14 +143,17 @@ def test_stopped_provider_loses_exactly_the_missed_epochs(short_epoch_devnet, tm
         assert claim["stake_slashed"] == len(missed) * 10**18
         refund = closed["args"]["refund"]
         assert tenant.market.payment_token.balance_of(chain.address) - usd_before == pay + refund
-        assert chain.call(chain.stake_token.functions.balanceOf(chain.address)) - tstk_before \
+        # the slash is burned, not paid to the tenant (review 26: a sybil tenant's claims moved
+        # a provider's stake out of reach of a pending verdict)
+        assert chain.call(chain.stake_token.functions.balanceOf(chain.address)) == tstk_before
+        assert supply_before - chain.call(chain.stake_token.functions.totalSupply()) \
             == len(missed) * 10**18
         lease = tenant.market.lease(lease_id)
         assert lease.downtime == pay and lease.paid == stream(lease.closed_at) - pay
         assert lease.paid + pay + refund == lease.budget
 
         # Slashed below the minimum stake, the running node notices it cannot be leased.
-        wait_until(lambda: metric(node, "tessera_provider_registry_active") == 0, timeout=30,
+        wait_until(lambda: metric(node, "tessera_provider_registry_active") == 0, timeout=90,
                    what="the provider to see it is inactive")
         assert any(e["event"] == "inactive" for e in log_events(node))
     finally:
@@ -197,13 +201,13 @@ def test_long_outage_jails_the_provider_and_it_stops_bidding(short_epoch_devnet,
         assert not registry.functions.is_active(node.address).call()
 
         node.start()
-        wait_until(lambda: metric(node, "tessera_provider_jailed_until") == until, timeout=30,
+        wait_until(lambda: metric(node, "tessera_provider_jailed_until") == until, timeout=90,
                    what="the provider to export its jail")
         assert any(e["event"] == "jailed" and e["until"] == until for e in log_events(node))
         tenant = Tenant(Chain(network, devnet_account(TENANT)))
         order_id, _ = tenant.post_order(JobSpec.model_validate(JOB))
         wait_until(lambda: any(e["event"] == "no-bid" and e.get("order_id") == order_id
-                               for e in log_events(node)), timeout=30,
+                               for e in log_events(node)), timeout=90,
                    what="the jailed provider to pass on the order")
         [no_bid] = [e for e in log_events(node)
                     if e["event"] == "no-bid" and e.get("order_id") == order_id]

@@ -72,7 +72,7 @@ def test_an_honest_provider_disputes_a_false_report_and_is_not_slashed(dispute_d
         assert chain.call(chain.registry.functions.locked_until(honest.address)) > \
             chain.block_timestamp()                      # the provider cannot leave meanwhile
         wait_until(lambda: hw.round(honest.address, epoch).status == RoundStatus.DISPUTED,
-                   timeout=30, what="the honest provider's daemon disputing")
+                   timeout=90, what="the honest provider's daemon disputing")
         juror_address = devnet_account(JUROR).address
         wait_until(lambda: hw.has_voted(juror_address, honest.address, epoch), timeout=60,
                    what="the juror's vote")
@@ -80,7 +80,7 @@ def test_an_honest_provider_disputes_a_false_report_and_is_not_slashed(dispute_d
         chain.w3.provider.make_request("evm_setNextBlockTimestamp", [end + 1])
         chain.w3.provider.make_request("evm_mine", [])
         wait_until(lambda: hw.round(honest.address, epoch).status == RoundStatus.CLEARED,
-                   timeout=30, what="the juror executing the cleared round")
+                   timeout=90, what="the juror executing the cleared round")
     finally:
         if juror is not None:
             juror.stop()

@@ -73,17 +73,17 @@ def test_beats_receipts_reports_and_the_heartbeat_fallback(tmp_path, private_dev
             first = jump(uptime)
             epoch = first
             for _ in range(5):   # each epoch receipted, the one before it reported
-                wait_until(lambda e=epoch: proven(node, e), timeout=30, what=f"epoch {epoch}")
+                wait_until(lambda e=epoch: proven(node, e), timeout=90, what=f"epoch {epoch}")
                 assert proven(node, epoch) == "receipts"
                 if epoch > first:
-                    [report] = wait_until(lambda e=epoch - 1: reports(e), timeout=30,
+                    [report] = wait_until(lambda e=epoch - 1: reports(e), timeout=90,
                                           what=f"the report of epoch {epoch - 1}")
                     assert liveness.named(list(report["args"]["words"]), index)
                     assert report["args"]["validator"] == validator.address
                 epoch = jump(uptime)
             receipted = epoch - 1                          # receipted; its report comes now
-            wait_until(lambda: proven(node, epoch), timeout=30, what=f"epoch {epoch}")
-            wait_until(lambda: reports(receipted), timeout=30, what="the last report")
+            wait_until(lambda: proven(node, epoch), timeout=90, what=f"epoch {epoch}")
+            wait_until(lambda: reports(receipted), timeout=90, what="the last report")
             assert uptime.is_final(first) and uptime.is_up(node.address, first)
             assert not any(uptime.beats(node.address, e) for e in range(first, epoch + 1))
             assert chain.events("Uptime", "Heartbeat", network.deploy_block) == []
@@ -122,7 +122,7 @@ def test_beats_receipts_reports_and_the_heartbeat_fallback(tmp_path, private_dev
                                     argument_filters={"challenge_id": challenge_id})
 
             wait_until(lambda: "inclusion-challenged" in (tmp_path / "p-live.log").read_text(),
-                       timeout=30, what="the provider keeping the challenge")
+                       timeout=90, what="the provider keeping the challenge")
             for _ in range(2):
                 later = jump(uptime)
                 wait_until(lambda e=later: uptime.beats(node.address, e), timeout=40,
@@ -130,7 +130,7 @@ def test_beats_receipts_reports_and_the_heartbeat_fallback(tmp_path, private_dev
                 if later == epoch + 1:   # receipted's last claim epoch: its bit is disputed
                     assert shown() == []   # the validators' half of the answer time
             claims = wait_until(lambda: chain.events("Uptime", "BeatClaimed", network.deploy_block),
-                                timeout=30, what="the claim of the unreported epoch")
+                                timeout=90, what="the claim of the unreported epoch")
             # receipted is not claimed (its challenge is being answered): only the unreported one
             assert [(c["args"]["provider"], c["args"]["epoch"], c["args"]["validator"])
                     for c in claims] == [(node.address, epoch, validator.address)]
@@ -141,7 +141,7 @@ def test_beats_receipts_reports_and_the_heartbeat_fallback(tmp_path, private_dev
             if w3.eth.get_block("latest")["timestamp"] < moment:   # mid-epoch receipted + 3
                 w3.provider.make_request("evm_setNextBlockTimestamp", [moment])
                 w3.provider.make_request("evm_mine", [])
-            [answer] = wait_until(shown, timeout=30, what="the provider's answer to the challenge")
+            [answer] = wait_until(shown, timeout=90, what="the provider's answer to the challenge")
             assert (answer["args"]["provider"], answer["args"]["answered_by"]) == \
                 (node.address, node.address)
             # an own answer (its beat alone, from the moment): paid its gas at the fee's rate

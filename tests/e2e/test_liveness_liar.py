@@ -125,7 +125,7 @@ def test_a_liar_hiding_a_lie_among_decoys_is_slashed_by_a_real_watcher(tmp_path,
                 token.balance_of(liar.address)
 
             jump(uptime)                           # epoch + 2: the watch's epoch
-            [challenge] = wait_until(challenges, timeout=30,
+            [challenge] = wait_until(challenges, timeout=90,
                                      what=f"the honest watch's challenge of epoch {epoch}")
             cid, bond = challenge["challenge_id"], challenge["bond"]
             assert (challenge["validator"], challenge["challenger"], challenge["epoch"]) == \
@@ -153,7 +153,7 @@ def test_a_liar_hiding_a_lie_among_decoys_is_slashed_by_a_real_watcher(tmp_path,
 
             jump(uptime)                           # epoch + 3: the answer window's last
             jump(uptime)                           # epoch + 4: over; the watch resolves
-            [settled] = wait_until(lambda: resolved(cid), timeout=30,
+            [settled] = wait_until(lambda: resolved(cid), timeout=90,
                                    what=f"the honest watch resolving challenge {cid}")
             assert settled["unanswered"] == 1
             assert settled["slashed"] == slash

@@ -109,22 +109,22 @@ def test_validator_jails_a_stopped_provider(outage_devnet):
                    what=f"the provider to prove epoch {last_up}")
         provider.stop()
         jump_to_next_epoch(chain)
-        wait_until(lambda: reports(last_up), timeout=30, what=f"the report of epoch {last_up}")
+        wait_until(lambda: reports(last_up), timeout=90, what=f"the report of epoch {last_up}")
         # Until jail_after epochs after the last one up are final, each new epoch is checked
         # and holds nothing to report.
         while current(chain) < last_up + JAIL_AFTER + SETTLE:
             epoch = jump_to_next_epoch(chain)
-            wait_until(lambda e=epoch: validator.health()["outages_checked_epoch"] == e, timeout=30,
+            wait_until(lambda e=epoch: validator.health()["outages_checked_epoch"] == e, timeout=90,
                        what=f"the validator to check epoch {epoch}")
             assert outages() == []
         jump_to_next_epoch(chain)
-        first = wait_until(outages, timeout=30, what="the validator's outage report")
+        first = wait_until(outages, timeout=90, what="the validator's outage report")
         # Still down: the next stretch is reported too, extending the jail.
         while current(chain) < last_up + 2 * JAIL_AFTER + SETTLE + 1:
             jump_to_next_epoch(chain)
-        both = wait_until(lambda: [logs for logs in [outages()] if len(logs) == 2], timeout=30,
+        both = wait_until(lambda: [logs for logs in [outages()] if len(logs) == 2], timeout=90,
                           what="a second outage report")[0]
-        wait_until(lambda: metric(validator.url, SENT) == 2, timeout=30,
+        wait_until(lambda: metric(validator.url, SENT) == 2, timeout=90,
                    what="the daemon to count its second report")
         refused = metric(validator.url, REFUSED)
     finally:

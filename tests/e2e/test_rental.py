@@ -97,7 +97,7 @@ def test_provider_killed_mid_job_loses_no_money_and_remembers_its_lease(
         assert settlement.provider_amount + settlement.fee + settlement.refund + lease.paid \
             == lease.budget
         assert tenant.market.payment_token.balance_of(tenant.chain.address) - before == settlement.refund
-        wait_until(lambda: tenant.status(lease_id).status == "closed", timeout=30,
+        wait_until(lambda: tenant.status(lease_id).status == "closed", timeout=90,
                    what="provider to see the close")
         node.stop()  # SIGTERM: a clean shutdown
         assert node.proc.returncode == 0
@@ -123,7 +123,7 @@ def test_job_that_fails_is_closed_by_the_provider_and_refunded(provider, network
     tenant.send_manifest(lease_id, spec.workload, load_dataset(spec.dataset))
     final = tenant.follow(lease_id, poll_s=0.2, timeout_s=120)
     assert final.status == "failed" and "exit code" in final.detail
-    wait_until(lambda: not tenant.market.lease(lease_id).is_open, timeout=30,
+    wait_until(lambda: not tenant.market.lease(lease_id).is_open, timeout=90,
                what="the provider to close the failed lease")
     lease = tenant.market.lease(lease_id)
     refund = tenant.market.payment_token.balance_of(tenant.chain.address) - before

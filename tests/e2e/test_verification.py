@@ -172,7 +172,7 @@ def test_cheater_is_caught_by_a_spot_check_and_challenged_on_chain(chain_home, n
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
             raced = [pool.submit(s.release_ready, honest_lease, job) for s in racers]
-            wait_until(both_pending, timeout=30, what="both releases in the mempool")
+            wait_until(both_pending, timeout=90, what="both releases in the mempool")
             chain.w3.provider.make_request("evm_mine", [])
             block = chain.w3.eth.get_block("latest", full_transactions=True)
             outcomes = [f.result(timeout=60) for f in raced]

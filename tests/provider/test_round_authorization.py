@@ -204,29 +204,44 @@ def test_a_rounds_commitment_is_signed_without_a_chain_read(world):
     assert rpc.calls and again.expiry >= queued_at + cm.VALIDITY_S
 
 
-def test_queuing_rounds_downwards_keeps_a_bounded_number_of_chain_times(world):
-    """The chain time read for each queued verified round is kept until its commitment is
-    signed. A tenant queuing round numbers downwards (never signed: no answer yet) used to keep
-    every entry for the lease's life; a lease now keeps its QUEUED_TIMES_KEPT highest rounds."""
-    from tessera.provider.diloco_rounds import QUEUED_TIMES_KEPT
+def test_a_tenant_cannot_fill_the_providers_disk_with_rounds(world):
+    """Review 27, finding 2: rounds at any index (12 of 16 MiB, indices up to 2**63 - 1) were
+    all queued and kept for good. A new round must be the lease's first or the next after the
+    last queued, at most MAX_OPEN_ROUNDS wait for answers, the parameters of answered rounds
+    are deleted, and a round's PUT is capped at the model's full state. (Downward rounds were
+    also how a tenant grew the queued chain times without bound: refused now, so the
+    QUEUED_TIMES_KEPT bound is not reached this way.)"""
+    from tessera.compute.model import parameter_count
+    from tessera.compute.segment_check import max_state_bytes
+    from tessera.protocol.workload import TrainingWorkload
+    from tessera.provider.diloco_rounds import MAX_OPEN_ROUNDS, QUEUED_TIMES_KEPT
 
     network, node = world
     _, lease_id = verified_lease(network, node)
-    rounds = list(range(12, 4, -1))
-    for r in rounds:
-        queue(network, node, lease_id, r, f"round {r}".encode(), r, int(time.time()) + 600)
-    want = sorted(rounds[:QUEUED_TIMES_KEPT])                 # the highest rounds, 3 of 8
-    deadline = time.monotonic() + 10
-
-    def kept() -> list[int]:
-        return sorted(r for lease, r in node.rounds._queued_at if lease == lease_id)
-
-    while kept() != want:                                     # read in background threads
-        assert len(kept()) <= QUEUED_TIMES_KEPT
-        assert time.monotonic() < deadline, f"kept {kept()}, not {want}"
-        time.sleep(0.01)
-    time.sleep(0.2)                                           # no late reader adds one back
-    assert kept() == want
+    node.state.update_lease(lease_id, manifest={"workload": {
+        "kind": "diloco-worker", "checkpoint_every": 5,
+        "model": TrainingWorkload().model_dump(mode="json")}})
+    expiry = int(time.time()) + 600
+    queue(network, node, lease_id, 12, b"round 12", 12, expiry)        # a first round: any index
+    for r, why in ((11, "not the next one"), (14, "not the next one"), (2**63 - 1, "not the next")):
+        with pytest.raises(Refused, match=why) as refused:
+            queue(network, node, lease_id, r, f"round {r}".encode(), r, expiry)
+        assert refused.value.status == 409
+    queue(network, node, lease_id, 13, b"round 13", 13, expiry)
+    assert MAX_OPEN_ROUNDS == 2
+    with pytest.raises(Refused, match="2 rounds not yet answered") as refused:
+        queue(network, node, lease_id, 14, b"round 14", 14, expiry)
+    assert refused.value.status == 429
+    queue(network, node, lease_id, 12, b"round 12", 12, expiry)        # a re-send is fine
+    assert QUEUED_TIMES_KEPT >= MAX_OPEN_ROUNDS
+    # round 12 answered: 14 may come, and 12's parameters go
+    folder = node.ctx.jobs.round_folder(lease_id, 12)
+    sha = hashlib.sha256(b"round 12").hexdigest()
+    write_atomic(folder / "result.json", json.dumps({"params_sha256": sha}))
+    queue(network, node, lease_id, 14, b"round 14", 14, expiry)
+    assert not (folder / "params.bin").exists()
+    assert (node.ctx.jobs.round_folder(lease_id, 13) / "params.bin").exists()
+    assert node.rounds.round_bytes(lease_id) == max_state_bytes(parameter_count(TrainingWorkload()))
 
 
 def test_a_round_resent_hours_later_gets_a_fresh_commitment(world):

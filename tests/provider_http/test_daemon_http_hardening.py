@@ -302,18 +302,39 @@ def test_a_verified_worker_asking_more_threads_than_the_provider_gives_is_refuse
     signs a second manifest: the thread check comes before the one-manifest-per-lease rule.)"""
     from tessera.protocol.workload import DilocoWorkerWorkload
 
-    tenant_chain, network, lease_id = world["tenant_chain"], world["network"], world["lease_id"]
     model = JobSpec.model_validate(SMALL_JOB).workload.model_copy(update={"threads": 2})
     worker = DilocoWorkerWorkload(model=model, worker=0, workers=1, checkpoint_every=2)
-    manifest = Manifest(lease_id=lease_id, workload=worker,
+    reply = post_manifest(world, worker, len(DATASET))
+    assert reply.status_code == 409, reply.text
+    assert "trains with 2 threads" in reply.text and "at most 1" in reply.text
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"dataset_size": 1040, "workload": {"block_size": 4096}}, "needs at least"),
+    ({"workload": {"n_layer": 48, "n_embd": 4096, "n_head": 32}}, "[limits] memory_limit_mb"),
+])
+def test_a_job_that_cannot_run_here_is_refused_before_it_starts(world, change, said):
+    """Review 27, finding 1: a manifest whose job could only fail (a dataset too small for its
+    blocks, a model whose fp32 state alone passes the memory limit) was accepted, failed at
+    once, and the provider closed the lease itself: counted against its reliability, for a
+    thousandth of a TUSD of the tenant's rent. It is refused now, 422, naming the problem."""
+    workload = JobSpec.model_validate(SMALL_JOB).workload.model_copy(update=change["workload"])
+    reply = post_manifest(world, workload, change.get("dataset_size", len(DATASET)))
+    assert reply.status_code == 422, reply.text
+    assert said in reply.text, reply.text
+
+
+def post_manifest(world, workload, dataset_size: int) -> httpx.Response:
+    """A second manifest for the world's lease, signed by its tenant, posted to the provider
+    (its checks come before the one-manifest-per-lease rule)."""
+    tenant_chain, network, lease_id = world["tenant_chain"], world["network"], world["lease_id"]
+    manifest = Manifest(lease_id=lease_id, workload=workload,
                         dataset_sha256=hashlib.sha256(DATASET).hexdigest(),
-                        dataset_size=len(DATASET))
+                        dataset_size=dataset_size)
     nonce, expiry = 1, int(time.time()) + 3600
     typed = messages.manifest_typed_data(network.chain_id, tenant_chain.market.address, lease_id,
                                          manifest.digest(), nonce, expiry)
     signed = SignedManifest(manifest=manifest, nonce=nonce, expiry=expiry,
                             signature=messages.sign(tenant_chain.account, typed))
-    reply = httpx.post(f"{world['provider'].url}/leases/{lease_id}/manifest",
-                       json=signed.model_dump(mode="json"), timeout=30)
-    assert reply.status_code == 409, reply.text
-    assert "trains with 2 threads" in reply.text and "at most 1" in reply.text
+    return httpx.post(f"{world['provider'].url}/leases/{lease_id}/manifest",
+                      json=signed.model_dump(mode="json"), timeout=30)

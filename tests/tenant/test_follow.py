@@ -155,7 +155,7 @@ def test_what_giving_up_did_is_said_in_words():
         "lease 3 closed (tx 0x12): unspent budget 0.130833 TUSD refunded to you, provider paid "
         "0.010563 TUSD for its live time",
         "claimed 3 epoch(s) without a heartbeat (epochs 1, 2, 3): downtime refund 0.025 TUSD, "
-        "provider stake slashed to you 3.00 TSTK (tx 0x34)"]
+        "provider stake burned 3.00 TSTK (tx 0x34)"]
     lines = gone_lines(3, PROVIDER, outage, 4, Settled(tx=""))
     assert lines[1:] == ["lease 3 was already closed", "no whole uptime epoch of the lease "
                          "passed without a heartbeat, so no downtime was claimable"]

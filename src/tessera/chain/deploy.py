@@ -28,7 +28,7 @@ class DeployParams:
     epoch_length: int = 60  # seconds per uptime epoch (docs/uptime.md)
     jail_after: int = 10  # consecutive epochs without a heartbeat that anyone may report
     jail_period: int = 86_400  # seconds a reported outage jails the provider
-    downtime_slash: int = 1 * 10**STAKE_DECIMALS  # stake to the tenant per claimed missed epoch
+    downtime_slash: int = 1 * 10**STAKE_DECIMALS  # stake burned per claimed missed epoch
     claim_window: int = 86_400  # seconds after a lease closes during which downtime is claimable
     validator_min_stake: int = 100 * 10**STAKE_DECIMALS  # docs/validators.md
     probe_report_delay: int = 32  # epochs a validator has to post a probe report

@@ -65,7 +65,7 @@ class DowntimeClaim:
     epochs: list[int]
     amount: int          # the lease's pay for those epochs (gross)
     refund: int          # sent to the tenant now (the rest is netted at close)
-    stake_slashed: int   # stake-token base units slashed from the provider to the tenant
+    stake_slashed: int   # stake-token base units slashed from the provider and burned
     tx: str
 
 

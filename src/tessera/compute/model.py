@@ -75,3 +75,10 @@ def parameter_count(workload: TrainingWorkload) -> int:
     random draws)."""
     with torch.device("meta"):
         return sum(p.numel() for p in ByteGPT(workload).parameters())
+
+
+def training_state_floor(workload: TrainingWorkload) -> int:
+    """Bytes training `workload` holds at the least: fp32 parameters, gradients and the two
+    AdamW moments (activations and the framework come on top). A job over a provider's memory
+    limit by this floor alone cannot run there."""
+    return 16 * parameter_count(workload)

@@ -13,7 +13,7 @@
         for whole final epochs in which the provider was not up (`Uptime.is_up`: no
         heartbeat, no validator's liveness report) (`claim_downtime`); it is refunded from the provider's pay still in escrow (never
         from the tenant's unspent budget), the rest is netted against the provider's later
-        pay, and the provider's stake is slashed per epoch to the tenant (docs/uptime.md).
+        pay, and the provider's stake is slashed per epoch and burned (docs/uptime.md).
         While a lease is open the Market holds the provider's stake in the registry, and
         for `claim_window` after it closes, so that unbonding cannot dodge those slashes.
         A `verified` order's leases accrue the same way, but the provider is paid only
@@ -34,6 +34,7 @@ from ethereum.ercs import IERC20
 
 from .interfaces import IProviderRegistry
 from .interfaces import ISettlement
+from .interfaces import IStakeToken
 from .interfaces import IUptime
 
 from .interfaces import IMarket
@@ -213,6 +214,9 @@ bid_nonce_used: public(HashMap[address, HashMap[uint256, bool]])
 lease_of: public(HashMap[uint256, HashMap[address, uint256]])
 # lease_id => epoch // 256 => bitmap of the epochs whose downtime was claimed
 _claimed: HashMap[uint256, HashMap[uint256, uint256]]
+# lease -> whether its start took a hold on the provider's stake (only then does its close end
+# one: a lease started while the Market had no slasher role must not end another lease's hold)
+_holds_stake: HashMap[uint256, bool]
 # order_id => the order's leases are paid by verified round (fixed at creation)
 verified: public(HashMap[uint256, bool])
 # order_id => who paid its deposit and receives its refunds, when not its tenant (else zero)
@@ -241,7 +245,7 @@ def __init__(
     @param uptime_ The Uptime contract whose `is_up` decides downtime.
     @param treasury_ Where the protocol fee goes.
     @param fee_bps_ The protocol fee, in basis points of every payout (at most MAX_FEE_BPS).
-    @param downtime_slash_ Stake slashed to the tenant per claimed epoch of downtime.
+    @param downtime_slash_ Stake slashed (and burned) per claimed epoch of downtime.
     @param claim_window_ Seconds after a lease closes during which downtime can be claimed.
     """
     assert payment_token_ != empty(address), "market: zero payment token"
@@ -691,6 +695,7 @@ def accept_bid(
     )
     # The provider's stake cannot be withdrawn while the lease is open (close releases it).
     if staticcall IProviderRegistry(registry).is_slasher(self):
+        self._holds_stake[lease_id] = True
         extcall IProviderRegistry(registry).hold(provider)
     return lease_id
 
@@ -956,7 +961,8 @@ def close_lease(lease_id: uint256):
         refund = held - owed
     fee: uint256 = owed * lease.fee_bps // BPS
     log LeaseClosed(lease_id=lease_id, closed_by=msg.sender, provider_amount=owed - fee, fee=fee, refund=refund)
-    extcall IProviderRegistry(registry).release_hold(lease.provider, block.timestamp + claim_window)
+    if self._holds_stake[lease_id]:
+        extcall IProviderRegistry(registry).release_hold(lease.provider, block.timestamp + claim_window)
     self._pay_provider(lease, owed)
     self._refund(lease.order_id, lease.tenant, refund)
 
@@ -999,8 +1005,9 @@ def claim_downtime(lease_id: uint256, epochs: DynArray[uint256, MAX_CLAIM_EPOCHS
             provider's. It is refunded to the tenant now out of the provider's pay still in
             escrow (never out of the tenant's unspent budget); the rest is netted against the
             provider's later pay (`shortfall` if it cannot be). The provider's stake is slashed
-            by `downtime_slash` per epoch, to the tenant. A closed lease can be claimed on for
-            `claim_window` seconds.
+            by `downtime_slash` per epoch and burned: paid to the tenant, a provider's own sybil
+            tenant could move the whole stake out of reach of a pending verdict (review 26).
+            A closed lease can be claimed on for `claim_window` seconds.
     @param lease_id The lease.
     @param epochs The epochs the provider was down, strictly increasing (1 .. MAX_CLAIM_EPOCHS).
     """
@@ -1053,7 +1060,7 @@ def claim_downtime(lease_id: uint256, epochs: DynArray[uint256, MAX_CLAIM_EPOCHS
     slashed: uint256 = 0
     if downtime_slash > 0 and staticcall IProviderRegistry(registry).is_slasher(self):
         slashed = extcall IProviderRegistry(registry).slash(
-            lease.provider, len(epochs) * downtime_slash, lease.tenant
+            lease.provider, len(epochs) * downtime_slash, self
         )
     log DowntimeClaimed(
         lease_id=lease_id,
@@ -1067,3 +1074,5 @@ def claim_downtime(lease_id: uint256, epochs: DynArray[uint256, MAX_CLAIM_EPOCHS
         claimed_by=msg.sender,
     )
     self._refund(lease.order_id, lease.tenant, refund)
+    if slashed > 0:
+        extcall IStakeToken(staticcall IProviderRegistry(registry).stake_token()).burn(slashed)

@@ -19,6 +19,7 @@ from tessera.chain.client import Chain
 from tessera.chain.network import load_network
 from tessera.command_errors import fail
 from tessera.errors import ChainError, NetworkError
+from tessera.http_limits import GRACEFUL_SHUTDOWN_S
 from tessera.protocol.figures import ALL, Figures, figure_unit, ratio
 from tessera.protocol.money import (
     PAYMENT_DECIMALS,
@@ -124,7 +125,8 @@ def serve(
     app = create_app(make_engine(database))
     _build_figures(app.state.explorer)
     console.print(f"explorer: http://{host}:{port}/  (API: /api/overview, schema: /openapi.json)")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info",
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
 
 def _build_figures(explorer) -> None:

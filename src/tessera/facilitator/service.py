@@ -27,7 +27,7 @@ from x402.schemas import PaymentPayload, PaymentRequirements
 
 from tessera.chain.x402_facilitator import TesseraFacilitator
 from tessera.errors import PaymentError, RpcUnavailable
-from tessera.http_limits import RequestGuard, validation_error
+from tessera.http_limits import GRACEFUL_SHUTDOWN_S, RequestGuard, validation_error
 
 X402_VERSION = 2
 
@@ -114,4 +114,5 @@ def run_facilitator(facilitator: TesseraFacilitator, host: str, port: int) -> No
     """Serve until stopped (Ctrl-C or SIGTERM)."""
     import uvicorn
 
-    uvicorn.run(create_facilitator_app(facilitator), host=host, port=port, log_level="info")
+    uvicorn.run(create_facilitator_app(facilitator), host=host, port=port, log_level="info",
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)

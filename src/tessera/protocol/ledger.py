@@ -19,8 +19,9 @@ Market what to pay):
   every refund above goes to it (also logged as Refunded), not to the tenant.
 StakeToken (TSTK):
   ProviderRegistry  in: ProviderRegistered.stake, StakeAdded.amount; out: StakeWithdrawn.amount
-                    (the unbonding bucket), Slashed.amount (to its recipient: the tenant for
-                    downtime, Verification or HardwareReports, or whoever a slasher names).
+                    (the unbonding bucket), Slashed.amount (to its recipient: the Market for
+                    downtime, which burns it, Verification or HardwareReports, or whoever a
+                    slasher names).
   Validators        the same: ValidatorRegistered, ValidatorStakeAdded, ValidatorStakeWithdrawn,
                     ValidatorSlashed.
   Verification      in: ChallengeOpened.bond, the registry's slash of a guilty provider; out at

@@ -66,6 +66,14 @@ class TrainingWorkload(BaseModel):
         """Both splits must hold at least one block plus its next-byte target."""
         return int((self.block_size + 2) / self.val_fraction) + 1
 
+    def dataset_problem(self, size: int) -> str | None:
+        """Why a dataset of `size` bytes cannot train this workload (None: it can). A provider
+        refuses such a manifest before it starts anything: a job that fails on its tenant's
+        own input would be closed by the provider and counted against it (review 27)."""
+        if size < self.min_dataset_bytes():
+            return f"dataset has {size} bytes; this workload needs at least {self.min_dataset_bytes()}"
+        return None
+
 
 class DilocoWorkerWorkload(BaseModel):
     """One worker's share of a DiLoCo job: inner AdamW steps on its own shard, round by round,
@@ -87,3 +95,15 @@ class DilocoWorkerWorkload(BaseModel):
         if self.worker >= self.workers:
             raise ValueError(f"worker index {self.worker} must be below workers ({self.workers})")
         return self
+
+    def dataset_problem(self, size: int) -> str | None:
+        """As `TrainingWorkload.dataset_problem`, and every worker's shard of the training split
+        (`compute.diloco.shard_for`: the smallest is train // workers bytes) must hold one block
+        plus its next-byte target."""
+        if problem := self.model.dataset_problem(size):
+            return problem
+        shard = (size - int(size * self.model.val_fraction)) // self.workers
+        if shard < self.model.block_size + 2:
+            return (f"dataset has {size} bytes; split over {self.workers} workers a shard holds "
+                    f"{shard}, less than one block of {self.model.block_size} plus its target")
+        return None

@@ -128,7 +128,9 @@ def create_app(node: ProviderNode) -> FastAPI:
         nonce, expiry, signature, params_sha256 = round_headers(request)
         await run_in_threadpool(node.rounds.authorize, lease_id, round_index, params_sha256,
                                 nonce, expiry, signature)
-        body = await read_body(request, MAX_ROUND_BYTES, "the round's parameters")
+        most = await run_in_threadpool(node.rounds.round_bytes, lease_id)
+        body = await read_body(request, min(most, MAX_ROUND_BYTES), "the round's parameters "
+                                                                    "(the model's full state)")
         if hashlib.sha256(body).hexdigest() != params_sha256:
             raise Refused(400, "the round's parameters do not hash to X-Tessera-Params-Sha256")
         return await run_in_threadpool(node.accept_round, lease_id, round_index, body, nonce,

@@ -13,11 +13,14 @@ from pathlib import Path
 
 from tessera.chain.verification import Verification
 from tessera.compute.diloco_worker import checkpoint_path
+from tessera.compute.model import parameter_count
+from tessera.compute.segment_check import max_state_bytes
 from tessera.errors import Refused
 from tessera.files import write_atomic
 from tessera.protocol import commitment as cm
 from tessera.protocol import messages
 from tessera.protocol.wire import CheckpointHashes, PayloadHashes, RoundResult
+from tessera.protocol.workload import TrainingWorkload
 from tessera.provider.context import NodeContext
 
 ROUND_REQUEST_SIGNED = "tenant_request.json"
@@ -27,6 +30,12 @@ QUEUED_TIMES_KEPT = 3                      # chain times of queued rounds kept p
 # posted root holds it); else signed again with a fresh expiry (a round re-sent hours later):
 # what a tenant asks of a round's commitments at the longest round timeout, and 5 minutes
 REUSE_MIN_LIFE_S = cm.MAX_VERIFIED_ROUND_TIMEOUT_S + cm.MIN_COMMITMENT_LIFE_S + 300
+# rounds of one lease queued and not yet answered: the one running and, with overlap, the next.
+# With the rule that a new round is the next after the last queued one (`_check_new_round`) and
+# the parameters of answered rounds deleted, a tenant's round uploads take at most this many
+# times one round's parameters on the provider's disk (review 27: 12 rounds of 16 MiB at any
+# indices were all kept, and one may be 1 GiB)
+MAX_OPEN_ROUNDS = 2
 
 
 def _read_json(path: Path) -> dict | None:
@@ -43,6 +52,7 @@ class Rounds:
         # (lease, round) -> the chain's time when the round was queued, for its commitment's
         # expiry (`_commitment`), read beside the worker's steps instead of on the answer's path
         self._queued_at: dict[tuple[int, int], int] = {}
+        self._round_bytes: dict[int, int] = {}     # lease -> the most its round's PUT may hold
 
     def _diloco_record(self, lease_id: int):
         """This node's record of a DiLoCo worker's lease; Refused for an unknown lease (404) or
@@ -91,7 +101,50 @@ class Rounds:
             ctx.metrics.refused.labels("round-signer").inc()
             raise Refused(403, f"round {round_index} of lease {lease_id} is not signed by its "
                                f"tenant {record.tenant}")
+        self._check_new_round(lease_id, round_index)
         return record
+
+    def round_bytes(self, lease_id: int) -> int:
+        """The most a round's parameters may take for this lease's model: its full state in
+        fp32 (`segment_check.max_state_bytes`), far above what a round sends."""
+        if lease_id not in self._round_bytes:
+            model = self._diloco_record(lease_id).manifest["workload"]["model"]
+            self._round_bytes[lease_id] = max_state_bytes(
+                parameter_count(TrainingWorkload.model_validate(model)))
+        return self._round_bytes[lease_id]
+
+    def _queued_rounds(self, lease_id: int) -> list[int]:
+        folder = self.ctx.jobs.round_folder(lease_id, 0).parent
+        if not folder.exists():
+            return []
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdecimal())
+
+    def _answered(self, lease_id: int, round_index: int) -> bool:
+        folder = self.ctx.jobs.round_folder(lease_id, round_index)
+        request, result = _read_json(folder / "request.json"), _read_json(folder / "result.json")
+        return bool(request and result and
+                    result.get("params_sha256") == request.get("params_sha256"))
+
+    def _check_new_round(self, lease_id: int, round_index: int) -> None:
+        """A round not queued before must be the lease's first or the one after the last
+        queued, and at most MAX_OPEN_ROUNDS may wait for their answers (Refused 409 / 429)."""
+        queued = self._queued_rounds(lease_id)
+        if not queued or round_index in queued:
+            return
+        if round_index != queued[-1] + 1:
+            raise Refused(409, f"round {round_index} of lease {lease_id} is not the next one: "
+                               f"the last round queued is {queued[-1]}")
+        waiting = [r for r in queued if not self._answered(lease_id, r)]
+        if len(waiting) >= MAX_OPEN_ROUNDS:
+            raise Refused(429, f"lease {lease_id} has {len(waiting)} rounds not yet answered "
+                               f"({', '.join(map(str, waiting))}); send round {round_index} later")
+
+    def _drop_answered_params(self, lease_id: int) -> None:
+        """Delete the parameters of the lease's answered rounds: the worker read them, and a
+        round re-sent with other parameters writes its own."""
+        for r in self._queued_rounds(lease_id):
+            if self._answered(lease_id, r):
+                (self.ctx.jobs.round_folder(lease_id, r) / "params.bin").unlink(missing_ok=True)
 
     def accept(self, lease_id: int, round_index: int, params: bytes, nonce: int,
                expiry: int, signature: str) -> dict:
@@ -101,6 +154,7 @@ class Rounds:
             params_sha256 = hashlib.sha256(params).hexdigest()
             record = self._authorized(lease_id, round_index, params_sha256, nonce, expiry,
                                       signature)
+            self._drop_answered_params(lease_id)
             folder = jobs.round_folder(lease_id, round_index)
             queued = _read_json(folder / ROUND_REQUEST_SIGNED) or {}
             if not jobs.submit_round(lease_id, round_index, params, params_sha256):

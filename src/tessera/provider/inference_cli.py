@@ -16,6 +16,7 @@ from tessera.chain.accounts import resolve_account
 from tessera.chain.client import Chain
 from tessera.chain.network import load_network
 from tessera.command_errors import err, run_guarded
+from tessera.http_limits import GRACEFUL_SHUTDOWN_S
 from tessera.protocol.money import PAYMENT_DECIMALS, PAYMENT_SYMBOL, format_amount, parse_payment
 
 console = Console()
@@ -92,7 +93,8 @@ def serve_model(
         err.print(f"[yellow]note:[/] {pay_to} is not a registered provider on {net.caip2}: "
                   "agents paying only registered providers (tessera-budget, any_provider) "
                   "will not pay it")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info",
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
 
 def lease_result(chain: Chain, lease_id: int, state_dir: Path, provider: str) -> Path:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tessera.compute.model import training_state_floor
 from tessera.errors import Refused
 from tessera.files import write_atomic
 from tessera.protocol import messages
@@ -43,6 +44,7 @@ class Manifests:
             if signed.expiry < time.time():
                 raise Refused(400, "manifest signature has expired")
             workload, limit = manifest.workload, ctx.config.limits.threads
+            self._check_runnable(manifest)
             if workload.kind == "diloco-worker" and workload.checkpoint_every and \
                     workload.model.threads > limit:
                 raise Refused(409, f"lease {lease_id}'s verified job trains with "
@@ -76,6 +78,21 @@ class Manifests:
             record = ctx.state.lease(lease_id)
             return {"lease_id": lease_id, "status": record.status,
                     "needs": self._missing_inputs(manifest.dataset_sha256)}
+
+    def _check_runnable(self, manifest) -> None:
+        """Refused (422) when the job cannot run here on its own terms, before anything starts:
+        a job that failed on its tenant's input (a dataset too small for the model, a model
+        over `[limits] memory_limit_mb`) was closed by this node and counted against its
+        reliability, for a few seconds of the tenant's rent (review 27)."""
+        workload = manifest.workload
+        if problem := workload.dataset_problem(manifest.dataset_size):
+            raise Refused(422, f"lease {manifest.lease_id}'s job cannot run: {problem}")
+        model = workload.model if workload.kind == "diloco-worker" else workload
+        need, limit_mb = training_state_floor(model), self.ctx.config.limits.memory_limit_mb
+        if need > limit_mb << 20:
+            raise Refused(422, f"lease {manifest.lease_id}'s model needs at least {need >> 20} MB "
+                               f"(parameters, gradients and AdamW moments in fp32); this "
+                               f"provider gives a job {limit_mb} MB ([limits] memory_limit_mb)")
 
     def _signed_manifest_path(self, lease_id: int) -> Path:
         return self.ctx.state_dir / "manifests" / f"{lease_id}.json"

@@ -8,6 +8,7 @@ import threading
 
 import uvicorn
 
+from tessera.http_limits import GRACEFUL_SHUTDOWN_S
 from tessera.provider.api import create_app
 from tessera.provider.config import ProviderConfig
 from tessera.provider.node import ProviderNode
@@ -28,7 +29,8 @@ def run_provider(config: ProviderConfig, node: ProviderNode | None = None) -> No
     node.prepare()
     watcher = threading.Thread(target=node.watch, name="chain-watcher", daemon=True)
     server = _Server(uvicorn.Config(create_app(node), host=config.provider.host,
-                                    port=config.provider.port, log_level="warning", lifespan="off"))
+                                    port=config.provider.port, log_level="warning", lifespan="off",
+                                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
 
     def request_exit(signum, _frame):
         node.log("signal", name=signal.Signals(signum).name)

@@ -62,7 +62,7 @@ class LeaseClose:
     tx: str
     downtime_epochs: list[int] = field(default_factory=list)  # claimed just before the close
     downtime_refund: int = 0   # back to the tenant by those claims (payment token)
-    stake_slashed: int = 0     # provider stake sent to the tenant by those claims (stake token)
+    stake_slashed: int = 0     # provider stake those claims slashed and burned (stake token)
     downtime_txs: list[str] = field(default_factory=list)
 
 

@@ -150,7 +150,7 @@ def gone_lines(lease_id: int, provider: str, outage: Outage, grace_s: float,
     if settlement.downtime_epochs:
         lines.append(f"claimed {len(settlement.downtime_epochs)} epoch(s) without a heartbeat "
                      f"({_span(settlement.downtime_epochs)}): downtime refund "
-                     f"{_money(settlement.downtime_refund)}, provider stake slashed to you "
+                     f"{_money(settlement.downtime_refund)}, provider stake burned "
                      f"{show_amount(settlement.stake_slashed, STAKE_DECIMALS, STAKE_SYMBOL)} "
                      f"(tx {', '.join(settlement.downtime_txs)})")
     else:

@@ -204,7 +204,7 @@ def claim_downtime(lease_id: int, network: Path | None, account: str, console: C
     claims = tenant.claim_downtime(lease_id)
     for claim in claims:
         say(console, f"claimed {len(claim.epochs)} epoch(s) the provider was down: refund "
-                     f"{money(claim.refund)}, stake slashed to you {tstk(claim.stake_slashed)} "
+                     f"{money(claim.refund)}, provider stake burned {tstk(claim.stake_slashed)} "
                      f"(tx {claim.tx})")
     if not claims:
         say(console, f"lease {lease_id}: no final epoch without the provider up is left to claim")
@@ -236,8 +236,8 @@ def close_lines(tenant: Tenant, settlement: LeaseClose) -> tuple[list[str], Leas
         whom = f"BridgeOrders (for chain {tenant.pay_from.network.chain_id})"
     if settlement.downtime_epochs:
         lines.append(f"provider missed {len(settlement.downtime_epochs)} epoch(s) of the lease: "
-                     f"downtime refund {money(settlement.downtime_refund)}, stake slashed to "
-                     f"you {tstk(settlement.stake_slashed)} "
+                     f"downtime refund {money(settlement.downtime_refund)}, provider stake "
+                     f"burned {tstk(settlement.stake_slashed)} "
                      f"(tx {', '.join(settlement.downtime_txs)})")
     lines.append(f"lease {lease_id} closed (tx {settlement.tx}): the close paid the provider "
                  f"{money(settlement.provider_amount)}, fee {money(settlement.fee)}, refunded "

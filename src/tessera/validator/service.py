@@ -10,6 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from tessera.chain.devnet import bridge_confirmations
+from tessera.http_limits import GRACEFUL_SHUTDOWN_S
 from tessera.validator.api import create_app
 from tessera.validator.bridge_attester import BridgeAttester, attestation_routes
 from tessera.validator.challenges import router as challenge_routes
@@ -63,7 +64,7 @@ def run_validator(config: ValidatorConfig) -> None:
         app.include_router(challenge_routes(node.challenges))
     server = _Server(uvicorn.Config(app, host=config.validator.host,
                                     port=config.validator.port, log_level="warning",
-                                    lifespan="off"))
+                                    lifespan="off", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
 
     def request_exit(signum, _frame):
         node.log("signal", name=signal.Signals(signum).name)
