@@ -132,7 +132,11 @@ def test_quorum_of_validators_slashes_the_poser_not_the_honest(hw_devnet):
 
     outcomes = {p: sorted(r.outcome for r in records if r.provider == p)
                 for p in (honest.address, poser.address)}
-    assert outcomes == {honest.address: ["passed"] * 3, poser.address: ["late"] * 3}, outcomes
+    # the poser fails every challenge: late, or (on a loaded test machine, where its slow
+    # product can run past the answer's deadline) no answer at all; both are reported
+    assert outcomes[honest.address] == ["passed"] * 3, outcomes
+    assert len(outcomes[poser.address]) == 3, outcomes
+    assert set(outcomes[poser.address]) <= {"late", "no-answer"}, outcomes
 
     tstk = 10**18
     params = hw.params()

@@ -77,8 +77,10 @@ def parameter_count(workload: TrainingWorkload) -> int:
         return sum(p.numel() for p in ByteGPT(workload).parameters())
 
 
-def training_state_floor(workload: TrainingWorkload) -> int:
+def training_memory_floor(workload: TrainingWorkload) -> int:
     """Bytes training `workload` holds at the least: fp32 parameters, gradients and the two
-    AdamW moments (activations and the framework come on top). A job over a provider's memory
-    limit by this floor alone cannot run there."""
-    return 16 * parameter_count(workload)
+    AdamW moments, and one batch's embeddings (batch x block x width in fp32; every other
+    activation and the framework come on top). A job over a provider's memory limit by this
+    floor alone cannot run there."""
+    return 16 * parameter_count(workload) + 4 * workload.batch_size * workload.block_size * \
+        workload.n_embd

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tessera.compute.model import training_state_floor
+from tessera.compute.model import training_memory_floor
 from tessera.errors import Refused
 from tessera.files import write_atomic
 from tessera.protocol import messages
@@ -83,16 +83,19 @@ class Manifests:
         """Refused (422) when the job cannot run here on its own terms, before anything starts:
         a job that failed on its tenant's input (a dataset too small for the model, a model
         over `[limits] memory_limit_mb`) was closed by this node and counted against its
-        reliability, for a few seconds of the tenant's rent (review 27)."""
+        reliability, for a few seconds of the tenant's rent (review 27). Both checks are floors:
+        a job that passes them may still fail (memory beyond the floor, time), and is then
+        closed as failed like any other."""
         workload = manifest.workload
         if problem := workload.dataset_problem(manifest.dataset_size):
             raise Refused(422, f"lease {manifest.lease_id}'s job cannot run: {problem}")
         model = workload.model if workload.kind == "diloco-worker" else workload
-        need, limit_mb = training_state_floor(model), self.ctx.config.limits.memory_limit_mb
+        need, limit_mb = training_memory_floor(model), self.ctx.config.limits.memory_limit_mb
         if need > limit_mb << 20:
-            raise Refused(422, f"lease {manifest.lease_id}'s model needs at least {need >> 20} MB "
-                               f"(parameters, gradients and AdamW moments in fp32); this "
-                               f"provider gives a job {limit_mb} MB ([limits] memory_limit_mb)")
+            raise Refused(422, f"lease {manifest.lease_id}'s job needs at least {need >> 20} MB "
+                               f"(parameters, gradients, AdamW moments and one batch's "
+                               f"embeddings in fp32); this provider gives a job {limit_mb} MB "
+                               f"([limits] memory_limit_mb)")
 
     def _signed_manifest_path(self, lease_id: int) -> Path:
         return self.ctx.state_dir / "manifests" / f"{lease_id}.json"
