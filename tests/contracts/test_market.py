@@ -54,6 +54,8 @@ def test_fee_and_treasury_owner_only(system):
         m.set_fee_bps(1001)
     with boa.reverts("market: zero treasury"):
         m.set_treasury("0x" + "00" * 20)
+    with boa.reverts("market: the Market cannot be its own treasury"):   # review 29: its fees
+        m.set_treasury(m.address)                                         # would be nobody's
     m.set_fee_bps(1000)
     (ev,) = events(m, "FeeChanged")
     assert (ev.old_fee_bps, ev.new_fee_bps) == (FEE_BPS, 1000)

@@ -193,7 +193,7 @@ uptime: public(immutable(address))
 # Uptime's epoch clock, copied at deploy (both immutable there too).
 epoch_genesis: public(immutable(uint256))
 epoch_length: public(immutable(uint256))
-# Stake (stake-token base units) slashed to the tenant per claimed epoch of downtime.
+# Stake (stake-token base units) slashed, and burned, per claimed epoch of downtime.
 downtime_slash: public(immutable(uint256))
 # Seconds after a lease closes during which its downtime can still be claimed.
 claim_window: public(immutable(uint256))
@@ -291,10 +291,12 @@ def set_fee_bps(new_fee_bps: uint256):
 def set_treasury(new_treasury: address):
     """
     @notice The owner sets where the protocol fee goes.
-    @param new_treasury The treasury (not the zero address).
+    @param new_treasury The treasury (not the zero address, not this contract: fees sent here
+           would be nobody's).
     """
     assert msg.sender == ownable.owner, "market: caller is not the owner"
     assert new_treasury != empty(address), "market: zero treasury"
+    assert new_treasury != self, "market: the Market cannot be its own treasury"
     log TreasuryChanged(old_treasury=self.treasury, new_treasury=new_treasury)
     self.treasury = new_treasury
 
@@ -813,7 +815,7 @@ def shortfall(lease_id: uint256) -> uint256:
     @notice What the provider was paid beyond its pay for live time: downtime claimed after
             the provider had withdrawn that time. While the lease is open the future stream
             nets it; once closed it is final (it is not taken from other leases' escrow, nor
-            from the tenant's; the stake slash per epoch is the tenant's compensation).
+            from the tenant's; the stake slash per epoch is burned, the provider's penalty).
     @param lease_id The lease.
     @return uint256 The amount overpaid, in payment-token base units.
     """
