@@ -226,6 +226,53 @@ def test_peer_is_per_chain(world):
     assert b.balance(OUTSIDER) == 10 * USD
 
 
+@pytest.mark.parametrize("moved", ["destination", "origin"])
+def test_a_transfer_in_flight_when_the_route_moves_still_bounces_home(world, moved):
+    """Review 29: the owner (a Timelock) re-pointed a route while a transfer was in flight,
+    and its way back was shut: the destination's guardian could not cancel a transfer from a
+    former peer, and the origin refused a bounce from the peer its transfer was sent to. A
+    cancel now accepts any peer the route ever had, and a bounce must come from the peer its
+    transfer went to (`origin_peer`), whatever the route is now."""
+    a, b = world.a, world.b
+    elsewhere = "0x000000000000000000000000000000000000dEaD"
+    with a.prank(a.owner):     # everything queues on A; B delivers bounces at once
+        a.inbox.set_value_sender(CHAIN_B, b.bridge.address, CAPACITY, 1, 0)
+    m, p = b_to_a(world, 5 * USD)
+    assert b.bridge.origin_peer(m.id) == a.bridge.address
+    assert deliver(a, m, p) is False
+    chain, route = (a, CHAIN_B) if moved == "destination" else (b, CHAIN_A)
+    with chain.prank(chain.owner):
+        chain.bridge.set_peer(route, elsewhere, MAX_TRANSFER)
+    if moved == "destination":   # the former peer's transfer itself is not delivered
+        with unchanged(a, b, ids=[m.id]):
+            refused("unknown peer", _as_inbox, a, a.bridge.on_bridge_message, CHAIN_B,
+                    b.bridge.address, pb.KIND_TRANSFER, 5 * USD, p, m.id)
+    with a.prank(a.guardian):
+        a.inbox.cancel(m.as_tuple(), p)
+    [(bounce, bp)] = sent_messages(a.inbox)
+    assert deliver(b, bounce, bp) is True
+    assert b.balance(ALICE) == START_BALANCE and not b.bridge.origins(m.id).open
+    conserved(world, 0)
+
+
+def test_a_former_peer_cannot_bounce_its_successors_transfers(world):
+    """The other side of `origin_peer`: after the route moved, a transfer sent to the new peer
+    may be bounced only by it, never by the peer before (which would refund a transfer the new
+    peer delivers: paid twice)."""
+    a, b = world.a, world.b
+    successor = "0x000000000000000000000000000000000000bEEF"
+    with b.prank(b.owner):
+        b.bridge.set_peer(CHAIN_A, successor, MAX_TRANSFER)
+    m, p = b_to_a(world, 5 * USD)
+    assert b.bridge.origin_peer(m.id) == successor
+    with unchanged(a, b, ids=[m.id]):
+        refused("unknown peer", _as_inbox, b, b.bridge.on_bridge_message, CHAIN_A,
+                a.bridge.address, pb.KIND_BOUNCE, 5 * USD, pb.bounce_payload(m.id), b"\2" * 32)
+    _as_inbox(b, b.bridge.on_bridge_message, CHAIN_A, successor, pb.KIND_BOUNCE, 5 * USD,
+              pb.bounce_payload(m.id), b"\2" * 32)
+    assert b.balance(ALICE) == START_BALANCE and not b.bridge.origins(m.id).open
+
+
 def test_unknown_kinds_and_bad_bounces_are_refused(world):
     a, b = world.a, world.b
     m, p = b_to_a(world, 100 * USD)

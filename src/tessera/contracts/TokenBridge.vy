@@ -120,6 +120,13 @@ peer: public(HashMap[uint256, address])
 max_transfer: public(HashMap[uint256, uint256])
 # message id => a transfer sent from here
 origins: public(HashMap[bytes32, Origin])
+# message id => the peer it was sent to: the only contract whose bounce may refund it, whatever
+# the route's peer is by then (a peer changed while a transfer was in flight stranded its
+# bounce; and a former peer must not bounce a transfer sent to its successor: review 29)
+origin_peer: public(HashMap[bytes32, address])
+# chain id => address => ever this route's peer: a transfer it sent that this chain's guardian
+# cancels is bounced back to it after the route moved on
+was_peer: public(HashMap[uint256, HashMap[address, bool]])
 # running totals, in base units (conservation audit)
 total_sent: public(uint256)
 total_received: public(uint256)
@@ -182,6 +189,7 @@ def _send(destination_chain: uint256, to: address, amount: uint256, kind: uint8,
         assert extcall IERC20(token).transferFrom(msg.sender, self, amount, default_return_value=True), "transfer failed"
     message_id: bytes32 = extcall IBridgeOutbox(outbox).send(destination_chain, peer_, kind, amount, payload)
     self.origins[message_id] = Origin(sender=msg.sender, amount=amount, destination_chain=destination_chain, open=True)
+    self.origin_peer[message_id] = peer_
     self.total_sent += amount
     log TransferSent(message_id=message_id, sender=msg.sender, destination_chain=destination_chain, to=to, amount=amount)
     return message_id
@@ -236,16 +244,20 @@ def on_bridge_message(source_chain: uint256, sender: address, kind: uint8, amoun
     @notice The inbox delivers a transfer (kind 1: release `amount` to the payload's `to`;
             kind 3: the same, then hand the payload's data to `to`) or a bounce (kind 2:
             refund a transfer sent from here that the destination cancelled) from the peer
-            on `source_chain`.
+            on `source_chain`. A transfer must come from the route's peer; a bounce from the
+            peer its transfer was sent to (`origin_peer`), even if the route has moved since.
     @param source_chain The chain the message comes from.
-    @param sender The contract that sent it there (must be the peer).
+    @param sender The contract that sent it there (see above).
     @param kind 1 (transfer) or 2 (bounce).
     @param amount The amount, in base units.
     @param payload abi_encode(to, refund_to) for a transfer, abi_encode(to, refund_to, data)
            for a transfer with a call, abi_encode(cancelled id) for a bounce.
     @param message_id The message id.
     """
-    self._check_caller(source_chain, sender)
+    if kind == KIND_BOUNCE:
+        assert msg.sender == inbox, "only inbox"
+    else:
+        self._check_caller(source_chain, sender)
     assert not self.paused, "paused"
     if kind == KIND_TRANSFER:
         to: address = empty(address)
@@ -263,6 +275,7 @@ def on_bridge_message(source_chain: uint256, sender: address, kind: uint8, amoun
         o: Origin = self.origins[cancelled_id]
         assert o.open, "not open"
         # the peer bounces what it was sent, from where it was sent
+        assert sender == self.origin_peer[cancelled_id], "unknown peer"
         assert o.destination_chain == source_chain and o.amount == amount, "bounce mismatch"
         self.origins[cancelled_id].open = False
         self.total_bounced += amount
@@ -306,16 +319,19 @@ def _receive_call(source_chain: uint256, amount: uint256, payload: Bytes[MAX_PAY
 def on_bridge_cancelled(source_chain: uint256, sender: address, kind: uint8, amount: uint256, payload: Bytes[MAX_PAYLOAD], message_id: bytes32):
     """
     @notice The inbox's guardian cancelled a queued transfer from the peer on
-            `source_chain`: nothing was released here, so a bounce carries the amount back
-            to its sender there. A bounce itself cannot be cancelled (a refund must arrive).
+            `source_chain` (or from a former peer: a transfer it sent before the route moved
+            could not be delivered, and its bounce is its only way back): nothing was released
+            here, so a bounce carries the amount back to its sender there. A bounce itself
+            cannot be cancelled (a refund must arrive).
     @param source_chain The chain the cancelled message came from.
-    @param sender The contract that sent it there (must be the peer).
+    @param sender The contract that sent it there (the peer, now or before).
     @param kind The cancelled message's kind (1 or 3).
     @param amount Its amount, in base units.
     @param payload Its payload.
     @param message_id Its id (the bounce's payload).
     """
-    self._check_caller(source_chain, sender)
+    assert msg.sender == inbox, "only inbox"
+    assert self.was_peer[source_chain][sender], "unknown peer"
     assert kind != KIND_BOUNCE, "bounce cannot be cancelled"
     assert kind == KIND_TRANSFER or kind == KIND_TRANSFER_CALL, "unknown kind"
     bounce_id: bytes32 = extcall IBridgeOutbox(outbox).send(
@@ -339,6 +355,7 @@ def set_peer(chain_id: uint256, peer_: address, max_transfer_: uint256):
     assert chain_id != 0 and chain_id != chain.id, "same chain"
     assert peer_ != empty(address), "zero peer"
     self.peer[chain_id] = peer_
+    self.was_peer[chain_id][peer_] = True
     self.max_transfer[chain_id] = max_transfer_
     log PeerSet(chain_id=chain_id, peer=peer_, max_transfer=max_transfer_)
 
