@@ -32,7 +32,9 @@ def economics(spec: JobSpec, rows: list[dict]) -> dict:
     """G = compute_saved x C_job - detect x (S_net v + pay forfeited) per worker and job; v*
     where G = 0 (TUSD per TSTK). Amounts in base units are exact; G and v* are expectations."""
     vp = VerificationParams()
-    s_net = (vp.slash_amount - vp.voter_reward) * (10_000 - vp.challenger_bps) // 10_000
+    # what a cheater cannot win back: its sybil may be the challenger and the tenant too
+    s_net = (vp.slash_amount - vp.voter_reward) * (10_000 - vp.challenger_bps - vp.tenant_bps) \
+        // 10_000
     c_job = order_deposit(spec.order.max_price_per_gpu_hour, spec.order.min_gpus, 1,
                           spec.order.duration)
     held = min(1.0, vp.challenge_window / spec.order.duration)   # held at a prompt verdict

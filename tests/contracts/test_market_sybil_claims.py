@@ -130,3 +130,17 @@ def test_closing_a_lease_that_took_no_hold_ends_no_other_hold(system):
     with boa.env.prank(p.address):
         m.close_lease(held)                     # its own hold ends with it
     assert reg.holds(p.address) == 0
+
+
+def test_a_cheaters_own_sybil_wins_back_at_most_the_challenger_share():
+    """Review 28: a cheater leasing itself through a sybil tenant that challenges it, and
+    resolving first, took back the challenger and tenant shares of its own slash (75 % at the
+    earlier defaults) and left a pending honest verdict nothing to slash. At the deployed
+    defaults the tenant's share is 0: the sybil wins back the challenger share, a quarter of
+    what the voters leave, and the cheater loses S_net = 71.25 TSTK (docs/verification.md)."""
+    from tessera.chain.verification import VerificationParams
+
+    p = VerificationParams()
+    assert p.tenant_bps == 0 and p.challenger_bps <= 2_500
+    won_back = (p.slash_amount - p.voter_reward) * (p.challenger_bps + p.tenant_bps) // 10_000
+    assert p.slash_amount - won_back - p.voter_reward == 71_250_000_000_000_000_000

@@ -247,6 +247,13 @@ def test_a_tenant_cannot_fill_the_providers_disk_with_rounds(world):
     assert not (folder / "params.bin").exists()
     assert (node.ctx.jobs.round_folder(lease_id, 13) / "params.bin").exists()
     assert node.rounds.round_bytes(lease_id) == max_state_bytes(parameter_count(TrainingWorkload()))
+    # Review 28: an old round re-sent with other parameters is never run again by the worker
+    # (never answered, never deleted): only the last two may be; the same parameters are fine
+    queue(network, node, lease_id, 12, b"round 12", 12, expiry)
+    with pytest.raises(Refused, match="too old to run again") as refused:
+        queue(network, node, lease_id, 12, b"round 12, other parameters", 21, expiry + 1)
+    assert refused.value.status == 409
+    queue(network, node, lease_id, 13, b"round 13, other parameters", 22, expiry + 1)
 
 
 def test_a_round_resent_hours_later_gets_a_fresh_commitment(world):

@@ -31,7 +31,11 @@ class VerificationParams:
     min_bond: int = 10 * TSTK           # challenger's bond, in stake-token base units
     slash_amount: int = 100 * TSTK      # taken from a provider proven to cheat (= registry min stake)
     challenger_bps: int = 2_500         # of the slash after voter rewards, to the challenger
-    tenant_bps: int = 5_000             # ... to the tenant; the rest is burned
+    # ... to the tenant; the rest is burned. 0: a cheater leasing itself through a sybil tenant
+    # that challenges it took back challenger and tenant shares (75 %) of its own slash, and so
+    # left a pending honest verdict nothing to slash for 29 TSTK (review 28). The tenant gets
+    # the round's pay back in TUSD; its challenge is paid by the challenger share.
+    tenant_bps: int = 0
     voter_reward: int = 5 * TSTK        # shared by stake by the voters who made the verdict
     quorum_bps: int = 6_667             # of the eligible validator stake (must be a majority)
     jail_period: int = 7 * DAY

@@ -97,13 +97,13 @@ class DilocoWorkerWorkload(BaseModel):
         return self
 
     def dataset_problem(self, size: int) -> str | None:
-        """As `TrainingWorkload.dataset_problem`, and every worker's shard of the training split
-        (`compute.diloco.shard_for`: the smallest is train // workers bytes) must hold one block
-        plus its next-byte target."""
+        """As `TrainingWorkload.dataset_problem`, and this worker's shard of the training split
+        (`compute.diloco.shard_for`) must hold one block plus its next-byte target."""
         if problem := self.model.dataset_problem(size):
             return problem
-        shard = (size - int(size * self.model.val_fraction)) // self.workers
+        train, w, n = size - int(size * self.model.val_fraction), self.worker, self.workers
+        shard = train * (w + 1) // n - train * w // n
         if shard < self.model.block_size + 2:
-            return (f"dataset has {size} bytes; split over {self.workers} workers a shard holds "
-                    f"{shard}, less than one block of {self.model.block_size} plus its target")
+            return (f"dataset has {size} bytes; worker {w}'s shard of {n} holds {shard}, less "
+                    f"than one block of {self.model.block_size} plus its target")
         return None

@@ -31,7 +31,7 @@ QUEUED_TIMES_KEPT = 3                      # chain times of queued rounds kept p
 # what a tenant asks of a round's commitments at the longest round timeout, and 5 minutes
 REUSE_MIN_LIFE_S = cm.MAX_VERIFIED_ROUND_TIMEOUT_S + cm.MIN_COMMITMENT_LIFE_S + 300
 # rounds of one lease queued and not yet answered: the one running and, with overlap, the next.
-# With the rule that a new round is the next after the last queued one (`_check_new_round`) and
+# With the rule that a new round is the next after the last queued one (`_check_round`) and
 # the parameters of answered rounds deleted, a tenant's round uploads take at most this many
 # times one round's parameters on the provider's disk (review 27: 12 rounds of 16 MiB at any
 # indices were all kept, and one may be 1 GiB)
@@ -101,7 +101,7 @@ class Rounds:
             ctx.metrics.refused.labels("round-signer").inc()
             raise Refused(403, f"round {round_index} of lease {lease_id} is not signed by its "
                                f"tenant {record.tenant}")
-        self._check_new_round(lease_id, round_index)
+        self._check_round(lease_id, round_index, params_sha256)
         return record
 
     def round_bytes(self, lease_id: int) -> int:
@@ -125,11 +125,22 @@ class Rounds:
         return bool(request and result and
                     result.get("params_sha256") == request.get("params_sha256"))
 
-    def _check_new_round(self, lease_id: int, round_index: int) -> None:
+    def _check_round(self, lease_id: int, round_index: int, params_sha256: str) -> None:
         """A round not queued before must be the lease's first or the one after the last
-        queued, and at most MAX_OPEN_ROUNDS may wait for their answers (Refused 409 / 429)."""
+        queued, and at most MAX_OPEN_ROUNDS may wait for their answers (Refused 409 / 429).
+        One queued before may be sent again with other parameters only if it is one of the
+        last two (the worker runs nothing older again: review 28, whose re-sent old rounds
+        were never run, never answered and never deleted)."""
         queued = self._queued_rounds(lease_id)
-        if not queued or round_index in queued:
+        if not queued:
+            return
+        if round_index in queued:
+            request = _read_json(self.ctx.jobs.round_folder(lease_id, round_index)
+                                 / "request.json") or {}
+            if round_index < queued[-1] - 1 and request.get("params_sha256") != params_sha256:
+                raise Refused(409, f"round {round_index} of lease {lease_id} is too old to run "
+                                   f"again with other parameters (the last queued is "
+                                   f"{queued[-1]})")
             return
         if round_index != queued[-1] + 1:
             raise Refused(409, f"round {round_index} of lease {lease_id} is not the next one: "

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from tessera.compute.model import training_memory_floor
 from tessera.errors import Refused
 from tessera.files import write_atomic
@@ -89,7 +91,15 @@ class Manifests:
         workload = manifest.workload
         if problem := workload.dataset_problem(manifest.dataset_size):
             raise Refused(422, f"lease {manifest.lease_id}'s job cannot run: {problem}")
+        blob = self._blob_path(manifest.dataset_sha256)   # already here for another lease
+        if blob.exists() and blob.stat().st_size != manifest.dataset_size:
+            raise Refused(422, f"lease {manifest.lease_id}'s manifest gives dataset_size "
+                               f"{manifest.dataset_size}, but its dataset has "
+                               f"{blob.stat().st_size} bytes")
         model = workload.model if workload.kind == "diloco-worker" else workload
+        if model.device == "cuda" and not torch.cuda.is_available():
+            raise Refused(422, f"lease {manifest.lease_id}'s job asks for device cuda; this "
+                               "provider has no CUDA device")
         need, limit_mb = training_memory_floor(model), self.ctx.config.limits.memory_limit_mb
         if need > limit_mb << 20:
             raise Refused(422, f"lease {manifest.lease_id}'s job needs at least {need >> 20} MB "
@@ -126,6 +136,9 @@ class Manifests:
                 raise Refused(403, f"blob {sha256} is not named by lease {lease_id}'s manifest")
             if hashlib.sha256(body).hexdigest() != sha256:
                 raise Refused(400, "blob content does not hash to its name")
+            if len(body) != record.manifest["dataset_size"]:   # what _check_runnable judged
+                raise Refused(400, f"blob has {len(body)} bytes; lease {lease_id}'s manifest "
+                                   f"gives dataset_size {record.manifest['dataset_size']}")
             path = self._blob_path(sha256)
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, body)
