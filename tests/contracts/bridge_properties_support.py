@@ -433,15 +433,31 @@ class BridgeModel:
         """What the recipient (TokenBridge on x) answers when the inbox calls it."""
         if m.recipient != self.ch[x].bridge.address:
             return "*"                       # an account without code: the extcall reverts
+        if m.kind == pb.KIND_BOUNCE:
+            return self._bounce_refusal(x, rec, m)
         if m.sender != self.peer.get((x, m.source_chain)):
             return "unknown peer"
         if self.bridge_paused.get(x, False):
             return "paused"
         if rec.kind == "transfer":
             return None
-        if rec.kind == "bounce":
-            return None if rec.cancelled.status == "cancelled" else "not open"
         return "unknown kind"
+
+    def _bounce_refusal(self, x: int, rec: Sent, m: pb.Message) -> str | None:
+        """A bounce is judged by the transfer it names (review 29): open (not bounced yet),
+        sent from x, and bounced by the peer it was sent to (`origin_peer`: this model never
+        re-points a route, so the route's peer), for its chain and amount."""
+        if self.bridge_paused.get(x, False):
+            return "paused"
+        named = rec.payload[:32]
+        [t] = [r for r in self.msgs if r.kind == "transfer" and r.m.id == named] or [None]
+        if t is None or t.src != x or (t.bounce is not None and t.bounce.status == "done"):
+            return "not open"
+        if m.sender != self.peer.get((x, t.dst)):
+            return "unknown peer"
+        if (t.dst, t.amount) != (m.source_chain, m.amount):
+            return "bounce mismatch"
+        return None
 
     def in_flight(self, src: int) -> int:
         return sum(r.amount for r in self.msgs if r.src == src and r.in_flight())
