@@ -374,25 +374,34 @@ def hetero() -> dict:
                                                    else "")}
 
 
-def overhead_only(quick: bool) -> None:
-    """Re-measure only overhead_total (and the profile's cost) into the existing JSON, with
-    nothing else running: the strategy rows take long and their figures do not depend on
-    timing."""
-    data = json.loads(OUT.read_text())
-    spec = load_spec()
-    job = Job(spec)
+def overheads(spec, job: Job, quick: bool, log=print) -> dict:
+    """overhead_total: what verification costs on the default model and (not `quick`) the
+    10 M one, each with the numerics profile's cost, and when it was measured. One home for a
+    full run and `--overhead-only`."""
     load = [round(x, 2) for x in os.getloadavg()]
+    log("overhead: default model")
     overhead = {"default_model": measure_overhead(spec, spec.workload, job, repeats=3)}
     overhead["default_model"]["numerics_profile_cost"] = profile_cost(
         spec.workload, spec.diloco.inner_steps)
+    overhead["model_10m"] = None
     if not quick:
+        log("overhead: 10 M model")
         big = spec.workload.model_copy(update=BIG_MODEL)
         overhead["model_10m"] = measure_overhead(spec, big, job, repeats=BIG_REPEATS)
         overhead["model_10m"]["numerics_profile_cost"] = profile_cost(big, 5, repeats=1)
     overhead["measured_at"] = {"when": time.strftime("%Y-%m-%d %H:%M:%S"),
                                "load_average_start": load,
                                "load_average_end": [round(x, 2) for x in os.getloadavg()]}
-    data["overhead_total"] = overhead
+    return overhead
+
+
+def overhead_only(quick: bool) -> None:
+    """Re-measure only overhead_total (and the profile's cost) into the existing JSON, with
+    nothing else running: the strategy rows take long and their figures do not depend on
+    timing."""
+    data = json.loads(OUT.read_text())
+    spec = load_spec()
+    data["overhead_total"] = overheads(spec, Job(spec), quick)
     OUT.write_text(json.dumps(data, indent=1))
 
 
@@ -460,14 +469,7 @@ def main() -> None:
         e2e_summary = result["_summary"]
     eligible = [r for r in rows[1:] if "error" not in r and r["compute_saved"] >= SAVING_FLOOR]
     worst = min(eligible, key=lambda r: r["detect_per_job"]) if eligible else None
-    log("overhead: default model")
-    overhead = {"default_model": measure_overhead(spec, spec.workload, job, repeats=3)}
-    if not args.quick:
-        log("overhead: 10 M model")
-        overhead["model_10m"] = measure_overhead(
-            spec, spec.workload.model_copy(update=BIG_MODEL), job, repeats=BIG_REPEATS)
-    else:
-        overhead["model_10m"] = None
+    overhead = overheads(spec, job, args.quick, log)
     result = {
         "bench": "verification_adversary", "quick": args.quick,
         "when": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": None, "cpu_s": None,

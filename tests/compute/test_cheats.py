@@ -39,6 +39,7 @@ from tessera.compute.segment_check import torch_threads
 from tessera.compute.train import configure_determinism, split
 from tessera.errors import SpecError
 from tessera.provider.config import load_provider_config
+from tessera.tenant.verify import FRESH
 from tessera.testing.cheating_provider import build_parser
 from tessera.testing.cheats import CHEATS, CheatContext, played_round
 from tessera.testing.copying import copied_round, fetch_sibling_round
@@ -57,6 +58,7 @@ EXPECTED = {
     "wrong-round": (ALL, False),
     "copy-worker": (ALL, False),
     "poisoned-payload": ([], True),
+    "made-up-residual": ([], False),   # every replay passes: only round 0's link fails
     "jump": (ALL, True),               # 0: replay; 1..3 and the last state: out of bounds
     "jump-and-return": (ALL, False),   # 0, 3: replay; 1..3: start out of bounds
     "fewer-threads": (ALL, False),
@@ -67,6 +69,8 @@ EXPECTED = {
     "free-ride": (ALL, False),
     "fake-10-percent": ([2], False),   # ⌈0.1·4⌉ = 1 faked: segment ⌊0.5·4⌋ = 2
 }
+# strategy -> the rounds whose cheap link check fails (every other round's passes)
+LINK_FAILS = {"made-up-residual": {0}}
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +112,14 @@ def check(cfg: DilocoConfig, trace: RoundTrace, start, previous, tokens) -> dict
             failed.append(s)
     payload = verify_payload(cfg, WORKER, c.round, c.root, c.n_leaves, K, c.payload.result_hash,
                              start, open_payload(trace))
+    links = check_round_links(c, start, previous)
+    # the lease's first round starts from a fresh AdamW state and no residual: the tenant's
+    # link (`verify.FRESH`), which check_round_links cannot know without a previous round
+    if previous is None and (c.checkpoints[0].optimizer_hash, c.payload.residual_in_hash) != \
+            (FRESH.optimizer_hash, FRESH.residual_hash):
+        links.append("not fresh")
     return {"segments": failed, "payload_fails": not payload.ok, "payload": payload.reason,
-            "links": check_round_links(c, start, previous)}
+            "links": links}
 
 
 def failure_pattern(strategy: str, tokens, start, folder: Path) -> list[dict]:
@@ -172,7 +182,8 @@ def test_the_failure_pattern_of_every_strategy(strategy, tokens, theta, tmp_path
     segments, payload_fails = EXPECTED[strategy]
     rounds = failure_pattern(strategy, tokens, theta, tmp_path / "sibling")
     for r, got in enumerate(rounds):
-        assert got["links"] == [], (r, got)                 # the cheap checks always pass
+        # the cheap checks pass, but for a made-up first residual
+        assert bool(got["links"]) == (r in LINK_FAILS.get(strategy, ())), (r, got)
         assert (got["segments"], got["payload_fails"]) == (segments, payload_fails), (r, got)
 
 
@@ -351,3 +362,22 @@ def test_the_worker_process_plays_the_cheat_its_folder_names(tmp_path, corpus, t
         reference.encode(reference.run_round(coord.global_state(), 0).tensors, 0)
     [fallback] = [e for e in jobs.progress(1) if e.get("event") == "cheat-copy-fallback"]
     assert fallback["round"] == 0 and "trains honestly" in fallback["reason"]
+
+
+def test_a_made_up_first_residual_sends_any_update_and_only_the_link_tells(tokens, theta):
+    """Review 23's attack, as the made-up-residual cheat plays it: the payload of its first
+    round decodes to about −10 × its honest pseudo-gradient (a poisoning), and the residual it
+    carries out is the one the payload check recomputes (so later rounds link); what gives it
+    away is only that round 0 did not start from an empty residual."""
+    from tessera.compute.diloco import decode_tensors
+
+    honest = CommittingWorker(CFG, WORKER, tokens).run_round_committed(theta, 0, K)
+    cheat = CHEATS["made-up-residual"](CommittingWorker(CFG, WORKER, tokens), theta, 0, K,
+                                       CheatContext(tokens))
+    sent = decode_tensors(cheat.payload, theta, "int8", CFG.chunk, "pseudo_gradient")
+    delta = torch.cat([t.flatten() for t in honest.pseudo_gradient.tensors.values()])
+    got = torch.cat([sent[n].flatten() for n in honest.pseudo_gradient.tensors])
+    assert torch.allclose(got, -10 * delta, atol=float(delta.abs().max()) * 0.1)
+    assert cheat.commitment.root != honest.commitment.root     # the payload leaf differs ...
+    assert cheat.commitment.checkpoints == honest.commitment.checkpoints   # ... no state does
+    assert cheat.commitment.payload.residual_in_hash != FRESH.residual_hash

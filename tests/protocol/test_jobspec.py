@@ -83,6 +83,7 @@ def test_verification_is_on_by_default_and_its_table_is_checked(tmp_path):
     for bad, field in (("checkpoint_every = 0", "verification.checkpoint_every"),
                        ("spot_check_probability = 1.5", "verification.spot_check_probability"),
                        ("replay_tolerance = -1", "verification.replay_tolerance"),
+                       ("replay_tolerance = 1e-6", "only 0 (a bitwise replay) is offered"),
                        ("sample = 3", "verification.sample")):
         with pytest.raises(SpecError) as info:
             load_job_spec(write(tmp_path, GOOD + f"\n[verification]\n{bad}\n"))

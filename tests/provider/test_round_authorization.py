@@ -32,6 +32,7 @@ from tests.support.provider_node import provider_world
 
 from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
+from tessera.compute import diloco_worker
 from tessera.errors import Refused
 from tessera.files import write_atomic
 from tessera.protocol import messages
@@ -286,3 +287,85 @@ def test_a_round_resent_hours_later_gets_a_fresh_commitment(world):
     assert first.expiry < now + REUSE_MIN_LIFE_S                   # the old one: too short
     assert again.expiry >= now + REUSE_MIN_LIFE_S and again.result_hash == first.result_hash
     assert node.rounds.result(lease_id, 0).commitment.commitment == again   # and kept
+
+
+def test_a_round_put_reads_only_the_rounds_not_yet_settled(world, monkeypatch):
+    """Every round PUT looked at every earlier round's request.json and result.json three
+    times (authorize, accept, dropping answered parameters): its cost grew with the job's
+    length. A round seen answered, its parameters deleted, is settled in memory and not read
+    again; a settled round re-sent with other parameters waits again (and counts towards
+    MAX_OPEN_ROUNDS); a stopped lease's memory is dropped."""
+    from tessera.compute import diloco_worker
+    from tessera.provider import diloco_rounds
+
+    network, node = world
+    _, lease_id = verified_lease(network, node)
+    expiry = int(time.time()) + 600
+    reads = []
+    real = diloco_worker.round_answered
+    monkeypatch.setattr(diloco_rounds, "round_answered",
+                        lambda folder: reads.append(folder.name) or real(folder))
+    per_put = []
+    for r in range(12):
+        params = f"round {r}".encode()
+        before = len(reads)
+        queue(network, node, lease_id, r, params, r, expiry)
+        per_put.append(len(reads) - before)
+        write_atomic(node.ctx.jobs.round_folder(lease_id, r) / "result.json",
+                     json.dumps({"params_sha256": hashlib.sha256(params).hexdigest()}))
+    # each PUT reads the round answered since the previous one (twice: before and after its
+    # parameters go) and no other: the same count at round 11 as at round 1
+    assert per_put[1:] == [per_put[1]] * 11 and per_put[1] <= 3, per_put
+    assert node.rounds._settled[lease_id] == set(range(11))
+    # round 11 re-sent with other parameters waits again: with round 12 queued, two wait
+    queue(network, node, lease_id, 11, b"round 11 again", 40, expiry + 1)
+    assert 11 not in node.rounds._settled[lease_id]
+    queue(network, node, lease_id, 12, b"round 12", 12, expiry)
+    with pytest.raises(Refused, match=r"2 rounds not yet answered \(11, 12\)"):
+        queue(network, node, lease_id, 13, b"round 13", 13, expiry)
+    # the lease stops: the next PUT (any lease's) drops what was kept for it
+    node.state.update_lease(lease_id, status="closed")
+    _, other = verified_lease(network, node)
+    queue(network, node, other, 0, b"round 0", 0, expiry)
+    assert lease_id not in node.rounds._settled and lease_id not in node.rounds._round_bytes
+
+
+def test_answered_rounds_reopened_count_as_waiting(world):
+    """Review 30, finding 5: answered rounds sent again with other parameters were not counted
+    against MAX_OPEN_ROUNDS (only a new round was checked): answer 0-2, re-open 1, send 3,
+    re-open 2 left three rounds' parameters waiting on disk. Re-opening counts now."""
+    network, node = world
+    _, lease_id = verified_lease(network, node)
+    expiry = int(time.time()) + 600
+    for r in range(3):
+        queue(network, node, lease_id, r, f"round {r}".encode(), r, expiry)
+        write_atomic(node.ctx.jobs.round_folder(lease_id, r) / "result.json", json.dumps(
+            {"params_sha256": hashlib.sha256(f"round {r}".encode()).hexdigest()}))
+    queue(network, node, lease_id, 1, b"round 1 again", 11, expiry + 1)
+    queue(network, node, lease_id, 3, b"round 3", 3, expiry)
+    with pytest.raises(Refused, match=r"2 rounds not yet answered \(1, 3\)") as refused:
+        queue(network, node, lease_id, 2, b"round 2 again", 12, expiry + 1)
+    assert refused.value.status == 429
+    waiting = [r for r in range(4) if (node.ctx.jobs.round_folder(lease_id, r) / "params.bin")
+               .exists()]
+    assert waiting == [1, 3]
+
+
+def test_a_round_sent_back_to_its_first_parameters_is_run_again(world):
+    """Review 30, finding 4: round r answered from A, re-sent with B, then with A again while
+    the worker trained B. The old answer to A still matched the request, so the node counted
+    the round answered, while the worker, its B run superseded, had gone back to the state
+    before r and never ran r again: its next round started from a stale AdamW state and the
+    honest worker was dropped. A re-send with other parameters now removes the old answer."""
+    network, node = world
+    _, lease_id = verified_lease(network, node)
+    expiry = int(time.time()) + 600
+    folder = node.ctx.jobs.round_folder(lease_id, 0)
+    queue(network, node, lease_id, 0, b"A", 1, expiry)
+    write_atomic(folder / "result.json", json.dumps(
+        {"params_sha256": hashlib.sha256(b"A").hexdigest()}))
+    assert diloco_worker.round_answered(folder) is True
+    queue(network, node, lease_id, 0, b"B", 2, expiry + 1)
+    queue(network, node, lease_id, 0, b"A", 3, expiry + 2)
+    assert diloco_worker.round_answered(folder) is False       # waits: the worker runs it
+    assert diloco_worker.pending_round(node.ctx.jobs.folder(lease_id)) == 0

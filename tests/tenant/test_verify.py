@@ -215,33 +215,40 @@ def test_spot_check_draw_is_deterministic_in_range_and_certain_at_the_ends(block
         draw_spot_check(seed, 1.5, n)
 
 
-def test_a_short_lived_commitment_is_taken_only_for_a_round_posted_before_a_restart():
+def restarted_verifier(tmp_path, posted_at: dict):
+    """A tenant's RoundVerifier as `check_commitment` uses it (the chain's `posted_at` of each
+    (job, round) read from `posted_at`), and the worker of lease LEASE, continuing a round."""
+    from types import SimpleNamespace
+
+    from tessera.tenant.round_checks import RoundVerifier
+    from tessera.tenant.worker_rounds import WorkerLease
+
+    verifier = object.__new__(RoundVerifier)
+    verifier.tenant = SimpleNamespace(chain=SimpleNamespace(network=SimpleNamespace(chain_id=CHAIN_ID)))
+    verifier.verification = SimpleNamespace(
+        address=VERIFICATION, round=lambda job, r: SimpleNamespace(posted_at=posted_at.get((job, r), 0)))
+    verifier.config = SimpleNamespace(inner_steps=H, workload=SimpleNamespace(threads=THREADS))
+    verifier.verify = SimpleNamespace(checkpoint_every=K, job=JOB)
+    verifier.links, verifier._start_hash, verifier._min_expiry = ({LEASE: {ROUND - 1: CONTINUING}},
+                                                                  START, NOW + 600)
+    verifier.state_dir, verifier._posted_records = tmp_path, {}
+    return verifier, WorkerLease(lease_id=LEASE, provider=PROVIDER.address, endpoint="",
+                                 index=WORKER, order_id=JOB)
+
+
+def test_a_short_lived_commitment_is_taken_only_for_a_round_posted_before_a_restart(tmp_path):
     """Review 9, finding 2: a tenant resumed hours later meets, for a round whose root it posted
     before stopping, the commitment that root holds (the provider serves it again: the leaf
     must stay the one posted). It expires within the tenant's minimum of the new start, but it
     only had to outlive the root's posting. For an unposted round it is still refused. The
     chain read (the round's `posted_at`) is a stub here: the path to post a root is covered by
     the e2e resume tests; the rule under test is the tenant's."""
-    from types import SimpleNamespace
-
-    from tessera.tenant.round_checks import RoundVerifier
-    from tessera.tenant.worker_rounds import WorkerLease
-
     result = answer(expiry=NOW + 60)             # expires 540 s before the tenant's minimum
     with pytest.raises(CommitmentExpiresEarly) as early:
         check(result)
     assert early.value.expiry == NOW + 60
     posted_at = {}
-    verifier = object.__new__(RoundVerifier)
-    verifier.tenant = SimpleNamespace(chain=SimpleNamespace(network=SimpleNamespace(chain_id=CHAIN_ID)))
-    verifier.verification = SimpleNamespace(
-        address=VERIFICATION, round=lambda job, r: SimpleNamespace(posted_at=posted_at.get((job, r), 0)))
-    verifier.config = SimpleNamespace(inner_steps=H, workload=SimpleNamespace(threads=THREADS))
-    verifier.verify = SimpleNamespace(checkpoint_every=K)
-    verifier.links, verifier._start_hash, verifier._min_expiry = ({LEASE: {ROUND - 1: CONTINUING}},
-                                                                  START, NOW + 600)
-    worker = WorkerLease(lease_id=LEASE, provider=PROVIDER.address, endpoint="", index=WORKER,
-                         order_id=JOB)
+    verifier, worker = restarted_verifier(tmp_path, posted_at)
     with pytest.raises(WorkerFault, match="expires at"):
         verifier.check_commitment(worker, ROUND, result)         # not posted: refused
     posted_at[(JOB, ROUND)] = NOW + 61
@@ -251,7 +258,35 @@ def test_a_short_lived_commitment_is_taken_only_for_a_round_posted_before_a_rest
     assert verifier.check_commitment(worker, ROUND, result).root == check(answer()).root
 
 
-def test_a_commitment_must_outlive_the_round_timeout():
+def test_after_a_restart_only_the_posted_commitment_is_taken(tmp_path):
+    """Review 30, finding 3: a tenant restarted after posting a round's root re-runs the round,
+    and its spot checks are drawn from the block that holds that root, public since. A worker
+    answering with a new commitment knows the drawn segment and fakes every other one (the
+    tree no longer matched the posted one, so nothing could be challenged either). Only the
+    commitment the posted root holds (the round's record, written before the root was sent)
+    is taken now; while no root is on chain, a record changes nothing."""
+    import json
+
+    from tessera.tenant.round_checks import VERIFICATION_DIR
+
+    posted = answer()
+    other = answer(cps=checkpoints()[:-1] + [Checkpoint(H, keccak(b"made up"), keccak(b"o"))])
+    assert other.commitment != posted.commitment and check(other) and check(posted)
+    posted_at = {}
+    verifier, worker = restarted_verifier(tmp_path, posted_at)
+    (tmp_path / VERIFICATION_DIR).mkdir()
+    (tmp_path / VERIFICATION_DIR / f"round-{ROUND}.json").write_text(json.dumps(
+        {"commitments": [posted.commitment.model_dump()]}))
+    verifier._posted_records = {}
+    assert verifier.check_commitment(worker, ROUND, other)        # recorded, not on chain
+    posted_at[(JOB, ROUND)] = NOW
+    verifier._posted_records = {}                                  # the next round's start
+    with pytest.raises(WorkerFault, match="only the commitment it holds is accepted"):
+        verifier.check_commitment(worker, ROUND, other)
+    assert verifier.check_commitment(worker, ROUND, posted).root == check(posted).root
+
+
+def test_a_commitment_must_outlive_the_round_timeout(tmp_path):
     """Review 23: a worker that signs its commitment to expire as early as the tenant allowed
     (round start + 600 s) and answers late inside the round timeout makes the root postable only
     after its commitment expired, when no challenge can be opened: the tenant now asks for the
@@ -274,8 +309,9 @@ def test_a_commitment_must_outlive_the_round_timeout():
     verifier.verification = SimpleNamespace(address=VERIFICATION,
                                             round=lambda job, r: SimpleNamespace(posted_at=0))
     verifier.config = SimpleNamespace(inner_steps=H, workload=SimpleNamespace(threads=THREADS))
-    verifier.verify = SimpleNamespace(checkpoint_every=K)
+    verifier.verify = SimpleNamespace(checkpoint_every=K, job=JOB)
     verifier.links, verifier.round_timeout_s = {LEASE: {ROUND - 1: CONTINUING}}, 600
+    verifier.state_dir = tmp_path
     verifier.begin_round({})
     verifier._start_hash = START
     worker = WorkerLease(lease_id=LEASE, provider=PROVIDER.address, endpoint="", index=WORKER,

@@ -72,11 +72,23 @@ def config_of(workload: DilocoWorkerWorkload) -> DilocoConfig:
                         inner_steps=workload.inner_steps, compression=workload.compression)
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
+    """A JSON file's object; None while it is missing or half written."""
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def round_answered(folder: Path) -> bool | None:
+    """Whether a round's `result.json` answers exactly the parameters its `request.json` names;
+    None while no request is queued there. The one test of an answer, for the worker
+    (`pending_round`) and the provider serving the rounds (provider/diloco_rounds.py)."""
+    request = read_json(folder / "request.json")
+    if request is None:
+        return None
+    result = read_json(folder / "result.json")
+    return result is not None and result.get("params_sha256") == request.get("params_sha256")
 
 
 def pending_round(out: Path, since: int = 0) -> int | None:
@@ -84,23 +96,16 @@ def pending_round(out: Path, since: int = 0) -> int | None:
     rounds = out / "rounds"
     if not rounds.exists():
         return None
-    waiting = []
-    for folder in rounds.iterdir():
-        if not folder.name.isdigit() or int(folder.name) < since:
-            continue
-        request = _read_json(folder / "request.json")
-        if request is None:
-            continue
-        result = _read_json(folder / "result.json")
-        if result is None or result.get("params_sha256") != request.get("params_sha256"):
-            waiting.append(int(folder.name))
+    waiting = [int(folder.name) for folder in rounds.iterdir()
+               if folder.name.isdigit() and int(folder.name) >= since
+               and round_answered(folder) is False]
     return min(waiting) if waiting else None
 
 
 def read_request(folder: Path) -> tuple[str, bytes] | None:
     """(params_sha256, params) when the request and the parameters on disk agree; None while
     the provider is replacing them (the caller polls again)."""
-    request = _read_json(folder / "request.json")
+    request = read_json(folder / "request.json")
     try:
         params = (folder / "params.bin").read_bytes()
     except FileNotFoundError:
@@ -257,7 +262,7 @@ class WorkerProcess:
             else:
                 trace, pg = None, base.worker.run_round(start, r)
                 payload = base.worker.encode(pg.tensors, r)
-            current = _read_json(folder / "request.json")
+            current = read_json(folder / "request.json")
             if current is None or current.get("params_sha256") != params_sha256:
                 # re-sent with other parameters while we computed: forget this answer
                 emit({"event": "round-superseded", "round": r})

@@ -182,9 +182,22 @@ class VerificationSpec(BaseModel):
     spot_check_probability: float = Field(0.4, ge=0.0, le=1.0, description="p: chance that "
                                           "the tenant replays one segment of a worker's round")
     replay_tolerance: float = Field(0.0, ge=0.0, le=1.0, description="max |parameter "
-                                    "difference| accepted in a replay; 0: bitwise (CPU)")
+                                    "difference| accepted in a replay; 0: bitwise (CPU), the "
+                                    "only value offered")
     challenge: bool = Field(True, description="open an on-chain challenge (with a bond) "
                             "against a commitment that fails a spot check")
+
+    @field_validator("replay_tolerance")
+    @classmethod
+    def _bitwise_only(cls, value: float) -> float:
+        # review 30: with a tolerance a replay compares only the parameters, never the AdamW
+        # state, so a worker could set its moments at each segment's end (within the state
+        # bounds) and steer the model while every segment passed; kept in the format for a
+        # cross-device profile that also bounds the optimizer state
+        if value != 0:
+            raise ValueError("only 0 (a bitwise replay) is offered: a tolerance would not check "
+                             "the AdamW state a worker commits to (docs/verification.md)")
+        return value
 
 
 # How soon before a lease's escrow runs out the tenant is warned (job spec [escrow] warn_within,

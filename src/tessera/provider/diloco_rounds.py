@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tessera.chain.verification import Verification
-from tessera.compute.diloco_worker import checkpoint_path
+from tessera.compute.diloco_worker import checkpoint_path, read_json, round_answered
 from tessera.compute.model import parameter_count
 from tessera.compute.segment_check import max_state_bytes
 from tessera.errors import Refused
@@ -38,13 +38,6 @@ REUSE_MIN_LIFE_S = cm.MAX_VERIFIED_ROUND_TIMEOUT_S + cm.MIN_COMMITMENT_LIFE_S + 
 MAX_OPEN_ROUNDS = 2
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 class Rounds:
     def __init__(self, ctx: NodeContext):
         self.ctx = ctx
@@ -53,6 +46,10 @@ class Rounds:
         # expiry (`_commitment`), read beside the worker's steps instead of on the answer's path
         self._queued_at: dict[tuple[int, int], int] = {}
         self._round_bytes: dict[int, int] = {}     # lease -> the most its round's PUT may hold
+        # lease -> rounds seen answered whose parameters are deleted: each round PUT looks at
+        # the others' files only until then, so its cost does not grow with the job's length
+        # (a round re-sent with other parameters leaves the set: `accept`)
+        self._settled: dict[int, set[int]] = {}
 
     def _diloco_record(self, lease_id: int):
         """This node's record of a DiLoCo worker's lease; Refused for an unknown lease (404) or
@@ -120,31 +117,35 @@ class Rounds:
         return sorted(int(p.name) for p in folder.iterdir() if p.name.isdecimal())
 
     def _answered(self, lease_id: int, round_index: int) -> bool:
-        folder = self.ctx.jobs.round_folder(lease_id, round_index)
-        request, result = _read_json(folder / "request.json"), _read_json(folder / "result.json")
-        return bool(request and result and
-                    result.get("params_sha256") == request.get("params_sha256"))
+        return round_index in self._settled.get(lease_id, ()) or \
+            round_answered(self.ctx.jobs.round_folder(lease_id, round_index)) is True
 
     def _check_round(self, lease_id: int, round_index: int, params_sha256: str) -> None:
         """A round not queued before must be the lease's first or the one after the last
         queued, and at most MAX_OPEN_ROUNDS may wait for their answers (Refused 409 / 429).
         One queued before may be sent again with other parameters only if it is one of the
         last two (the worker runs nothing older again: review 28, whose re-sent old rounds
-        were never run, never answered and never deleted)."""
+        were never run, never answered and never deleted), and, if it was answered, only while
+        fewer than MAX_OPEN_ROUNDS wait (review 30)."""
         queued = self._queued_rounds(lease_id)
         if not queued:
             return
         if round_index in queued:
-            request = _read_json(self.ctx.jobs.round_folder(lease_id, round_index)
-                                 / "request.json") or {}
-            if round_index < queued[-1] - 1 and request.get("params_sha256") != params_sha256:
+            folder = self.ctx.jobs.round_folder(lease_id, round_index)
+            request = read_json(folder / "request.json") or {}
+            if request.get("params_sha256") == params_sha256:
+                return          # the same round again: nothing changes
+            if round_index < queued[-1] - 1:
                 raise Refused(409, f"round {round_index} of lease {lease_id} is too old to run "
                                    f"again with other parameters (the last queued is "
                                    f"{queued[-1]})")
-            return
-        if round_index != queued[-1] + 1:
+            if not self._answered(lease_id, round_index):
+                return          # waiting already: counted
+        elif round_index != queued[-1] + 1:
             raise Refused(409, f"round {round_index} of lease {lease_id} is not the next one: "
                                f"the last round queued is {queued[-1]}")
+        # a new round, or an answered one sent again to be run again (review 30: re-opening
+        # answered rounds uncounted kept three rounds' parameters waiting)
         waiting = [r for r in queued if not self._answered(lease_id, r)]
         if len(waiting) >= MAX_OPEN_ROUNDS:
             raise Refused(429, f"lease {lease_id} has {len(waiting)} rounds not yet answered "
@@ -153,9 +154,23 @@ class Rounds:
     def _drop_answered_params(self, lease_id: int) -> None:
         """Delete the parameters of the lease's answered rounds: the worker read them, and a
         round re-sent with other parameters writes its own."""
+        settled = self._settled.setdefault(lease_id, set())
         for r in self._queued_rounds(lease_id):
-            if self._answered(lease_id, r):
+            if r not in settled and self._answered(lease_id, r):
                 (self.ctx.jobs.round_folder(lease_id, r) / "params.bin").unlink(missing_ok=True)
+                settled.add(r)
+
+    def _forget_stopped_leases(self) -> None:
+        """Drop what is kept in memory for leases whose worker no longer runs (called with the
+        node's lock held)."""
+        for lease in {lease for lease, _ in self._queued_at} | set(self._round_bytes) \
+                | set(self._settled):
+            record = self.ctx.state.lease(lease)
+            if record is None or record.status != "running":
+                for key in [key for key in self._queued_at if key[0] == lease]:
+                    del self._queued_at[key]
+                self._round_bytes.pop(lease, None)
+                self._settled.pop(lease, None)
 
     def accept(self, lease_id: int, round_index: int, params: bytes, nonce: int,
                expiry: int, signature: str) -> dict:
@@ -165,9 +180,10 @@ class Rounds:
             params_sha256 = hashlib.sha256(params).hexdigest()
             record = self._authorized(lease_id, round_index, params_sha256, nonce, expiry,
                                       signature)
+            self._forget_stopped_leases()
             self._drop_answered_params(lease_id)
             folder = jobs.round_folder(lease_id, round_index)
-            queued = _read_json(folder / ROUND_REQUEST_SIGNED) or {}
+            queued = read_json(folder / ROUND_REQUEST_SIGNED) or {}
             if not jobs.submit_round(lease_id, round_index, params, params_sha256):
                 # The tenant re-sent the round with other parameters (its coordinator restarted):
                 # the newer signed request wins and the worker runs the round again from it.
@@ -175,6 +191,11 @@ class Rounds:
                     raise Refused(409, f"round {round_index} of lease {lease_id} already runs from "
                                        "other parameters signed later")
                 (folder / "request.json").unlink(missing_ok=True)
+                # and the answer to the old parameters goes: sent again later (A, B, then A),
+                # it would count as the answer to A while the worker, its B run superseded,
+                # had gone back to the state before the round (review 30)
+                (folder / "result.json").unlink(missing_ok=True)
+                self._settled.get(lease_id, set()).discard(round_index)
                 jobs.submit_round(lease_id, round_index, params, params_sha256)
                 ctx.log("round-restarted", lease_id=lease_id, round=round_index,
                         params_sha256=params_sha256)
@@ -207,18 +228,14 @@ class Rounds:
             rounds = sorted(r for lease, r in self._queued_at if lease == lease_id)
             for r in rounds[:-QUEUED_TIMES_KEPT]:
                 del self._queued_at[(lease_id, r)]
-            for lease in {lease for lease, _ in self._queued_at}:
-                record = self.ctx.state.lease(lease)
-                if record is None or record.status != "running":
-                    for key in [key for key in self._queued_at if key[0] == lease]:
-                        del self._queued_at[key]
+            self._forget_stopped_leases()
 
     def _current_result(self, lease_id: int, round_index: int) -> dict | None:
         """The worker's answer for the parameters now queued for the round (None while it works,
         or while an answer to parameters the tenant has since replaced is all there is)."""
         jobs = self.ctx.jobs
         result = jobs.round_result(lease_id, round_index)
-        request = _read_json(jobs.round_folder(lease_id, round_index) / "request.json")
+        request = read_json(jobs.round_folder(lease_id, round_index) / "request.json")
         if result is None or request is None or \
                 result.get("params_sha256") != request.get("params_sha256"):
             return None
@@ -260,7 +277,7 @@ class Rounds:
         with ctx.lock:
             if self._verification is None:
                 self._verification = Verification(ctx.chain)
-            saved = _read_json(path)
+            saved = read_json(path)
             if saved is not None:
                 signed = cm.SignedCommitment.model_validate(saved)
                 if (signed.commitment.result_hash, signed.commitment.checkpoint_root) == \

@@ -78,6 +78,8 @@ class RoundVerifier:
         self.links: dict[int, dict[int, RoundLink]] | None = self._load_links()
         self._published: dict = {}                        # the round's start parameters
         self._start_hash, self._min_expiry = b"", 0       # the round's, for check_commitment
+        # (order, round) -> the commitments of a root posted before a restart (None: none)
+        self._posted_records: dict[tuple[int, int], list[dict] | None] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replays")
 
     def _load_links(self) -> dict[int, dict[int, RoundLink]] | None:
@@ -130,6 +132,7 @@ class RoundVerifier:
         """Every worker starts the round from the published parameters."""
         self._published = published
         self._start_hash = tensor_hash(published)
+        self._posted_records = {}
         # every answer comes before start + round timeout, and the root right after the last:
         # a commitment that expired before then could never be challenged (review 23)
         self._min_expiry = (self.tenant.chain.block_timestamp() + int(self.round_timeout_s)
@@ -146,7 +149,7 @@ class RoundVerifier:
                       link=self.link_for(worker.lease_id, round_index))
         try:
             try:
-                return check_commitment(result, min_expiry=self._min_expiry, **fields)
+                commitment = check_commitment(result, min_expiry=self._min_expiry, **fields)
             except CommitmentExpiresEarly as early:
                 # a round whose root this tenant posted before a restart: its leaf must stay
                 # the one posted (the provider serves it again), and it only had to be valid
@@ -154,9 +157,36 @@ class RoundVerifier:
                 posted_at = self._posted_at(worker.order_id, round_index)
                 if not posted_at or early.expiry < posted_at:
                     raise
-                return check_commitment(result, min_expiry=posted_at, **fields)
+                commitment = check_commitment(result, min_expiry=posted_at, **fields)
         except CommitmentError as exc:
             raise WorkerFault("bad-commitment", str(exc)) from None
+        posted = self._posted_commitments(worker.order_id, round_index)
+        if posted is not None and result.commitment.model_dump() not in posted:
+            # review 30: the spot checks of a round whose root is on chain are drawn from the
+            # block that holds it, known to all since; a worker answering with a new commitment
+            # after a restart would know which segment is drawn and fake every other one
+            raise WorkerFault("bad-commitment", "this round's root was posted before this "
+                                                "tenant restarted, without this commitment: "
+                                                "only the commitment it holds is accepted")
+        return commitment
+
+    def _record_path(self, order_id: int, round_index: int) -> Path:
+        """Where the round's root record (its commitments, the root, its transaction) is kept."""
+        name = f"round-{round_index}.json" if order_id == self.verify.job else \
+            f"round-{round_index}-order-{order_id}.json"
+        return self.state_dir / VERIFICATION_DIR / name
+
+    def _posted_commitments(self, order_id: int, round_index: int) -> list[dict] | None:
+        """The signed commitments of the order's root of the round, when this tenant posted it
+        before a restart (its record is written before the root is sent, and the chain holds
+        the root); None otherwise. The chain is read only where a record exists, once a round."""
+        key = (order_id, round_index)
+        if key not in self._posted_records:
+            path, posted = self._record_path(order_id, round_index), None
+            if path.exists() and self._posted_at(order_id, round_index):
+                posted = json.loads(path.read_text())["commitments"]
+            self._posted_records[key] = posted
+        return self._posted_records[key]
 
     def _posted_at(self, order_id: int, round_index: int) -> int:
         """When the order's root of the round was posted (0: not posted, or unreadable)."""
@@ -272,14 +302,18 @@ class RoundVerifier:
         and the hash of the block that holds it ("" and b"" when not sent by this call)."""
         signed = [answers[w.lease_id].result.commitment for w in workers]
         tree = self.verification.round_tree(signed)
-        tx, block_hash = "", b""
+        tx, block_hash, posted_before = "", b"", False
         try:
-            if self.verification.rounds_posted(order_id) > round_index:  # before a restart
+            posted_before = self.verification.rounds_posted(order_id) > round_index
+            if posted_before:   # by this tenant, before a restart: its record is kept as is
                 if self.verification.round(order_id, round_index).tree != tree.tree_hash:
                     self.log("root-differs", "warning", round=round_index, job=order_id,
                              reason="this round's root was posted before with other commitments")
                     tree = None
             else:
+                # written before the chain hears of it: a restart finds which commitments the
+                # posted root holds (`_posted_commitments`)
+                self._write_record(order_id, round_index, tree, "", signed)
                 receipt = self.verification.post_root(order_id, round_index, tree)
                 tx, block_hash = tx_hash(receipt), bytes(receipt["blockHash"])
                 self.log("root-posted", round=round_index, job=order_id,
@@ -288,16 +322,19 @@ class RoundVerifier:
         except ChainError as exc:
             self.log("root-not-posted", "warning", round=round_index, job=order_id, error=str(exc))
             tree = None
-        folder = self.state_dir / VERIFICATION_DIR
-        folder.mkdir(parents=True, exist_ok=True)
+        if not posted_before or not self._record_path(order_id, round_index).exists():
+            self._write_record(order_id, round_index, tree, tx, signed)
+        return tree, tx, block_hash
+
+    def _write_record(self, order_id: int, round_index: int, tree: cm.RoundTree | None,
+                      tx: str, signed: list) -> None:
+        path = self._record_path(order_id, round_index)
+        path.parent.mkdir(parents=True, exist_ok=True)
         record = {"job": order_id, "round": round_index, "root_tx": tx,
                   "root": "0x" + tree.root.hex() if tree else None,
                   "n_leaves": tree.n_leaves if tree else 0,
                   "commitments": [s.model_dump() for s in signed]}
-        name = f"round-{round_index}.json" if order_id == self.verify.job else \
-            f"round-{round_index}-order-{order_id}.json"
-        write_atomic(folder / name, json.dumps(record, indent=1).encode(), durable=True)
-        return tree, tx, block_hash
+        write_atomic(path, json.dumps(record, indent=1).encode(), durable=True)
 
     def _challenge(self, round_index: int, worker: WorkerLease, answer: Answer,
                    tree: cm.RoundTree | None, check: SpotCheck) -> dict:

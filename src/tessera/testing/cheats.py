@@ -15,10 +15,11 @@ The trace keeps every checkpoint's full state (a worker process serves them) and
 with the worker's residual, like `run_round_committed`'s. The workload's determinism settings
 (`train.configure_determinism`) are the caller's, as for an honest round.
 
-What each saves and what catches it: the docstring of each function. Every strategy passes the
-cheap checks (`replay.check_round_links`: leaf 0 is θ and the AdamW state and residual the
-round should start from); what fails is the replay of some training segments and/or the payload
-check (tests/compute/test_cheats.py measures the pattern per strategy).
+What each saves and what catches it: the docstring of each function. Every strategy but
+made-up-residual passes the cheap checks (`replay.check_round_links`: leaf 0 is θ and the AdamW
+state and residual the round should start from); what fails is the replay of some training
+segments and/or the payload check (tests/compute/test_cheats.py measures the pattern per
+strategy). made-up-residual passes every replay and fails only the first round's link.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from tessera.compute.diloco import (
     PseudoGradient,
     State,
     derive_seed,
+    flatten,
     load_parameters,
     parameter_state,
     shard_for,
@@ -323,6 +325,27 @@ def poisoned_payload_round(worker: CommittingWorker, start: State, round_index: 
     return _resealed(worker, round_index, k, trace, residual, pg)
 
 
+def made_up_residual_round(worker: CommittingWorker, start: State, round_index: int, k: int,
+                           ctx: CheatContext, factor: float = -10.0) -> RoundTrace:
+    """"made-up-residual" (review 23): train honestly, and in the lease's first round (no
+    residual carried in yet) start the int8 error feedback from a made-up residual
+    R = (`factor` − 1) × Δ, so the payload Q(Δ + R) decodes to `factor` (−10) × the honest
+    update. Every state is honest and the payload derives from the last state and the residual
+    the payload leaf names, so every segment and the payload check pass. Saves nothing; the
+    gain is the damage. Caught by the cheap link check alone: a lease's first round must start
+    from no residual (`tenant.verify.FRESH`). Later rounds are honest (their incoming residual
+    must be the one the previous round carried out, which the payload check binds)."""
+    residual = worker.residual()
+    trace = worker.run_round_committed(start, round_index, k)
+    if worker.feedback is None:
+        raise ValueError("the made-up-residual cheat needs a compressed payload (int8 or int4)")
+    if any(t.numel() for t in residual.values()):
+        return trace          # not the lease's first round: the link would catch it
+    # the residual is kept as the payload is sent: one flat vector (`diloco.encode_tensors`)
+    made_up = {"flat": (factor - 1.0) * flatten(trace.pseudo_gradient.tensors)}
+    return _resealed(worker, round_index, k, trace, made_up)
+
+
 def jump_round(worker: CommittingWorker, start: State, round_index: int, k: int,
                ctx: CheatContext) -> RoundTrace:
     """"jump": fake segment 0 by jumping to a degenerate AdamW state (exp_avg = ±1e15 with the
@@ -472,6 +495,7 @@ CHEATS: dict[str, Strategy] = {
     "wrong-round": wrong_round_round,
     "copy-worker": copy_worker_round,
     "poisoned-payload": poisoned_payload_round,
+    "made-up-residual": made_up_residual_round,
     "jump": jump_round,
     "jump-and-return": jump_and_return_round,
     "fewer-threads": fewer_threads_round,
