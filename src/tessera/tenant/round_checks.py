@@ -46,6 +46,32 @@ LINK_ROUNDS = 3
 MANIFESTS_DIR = "manifests"     # the signed manifest of every lease, as sent (Tenant.send_manifest)
 
 
+def record_path(state_dir: Path, job: int, order_id: int, round_index: int) -> Path:
+    """Where a round's root record (its commitments, the root, its transaction) is kept: the
+    job's own order's, or a replacement's one-node order's."""
+    name = f"round-{round_index}.json" if order_id == job else \
+        f"round-{round_index}-order-{order_id}.json"
+    return state_dir / VERIFICATION_DIR / name
+
+
+def write_record(path: Path, order_id: int, round_index: int, tree: cm.RoundTree | None,
+                 tx: str, signed: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"job": order_id, "round": round_index, "root_tx": tx,
+              "root": "0x" + tree.root.hex() if tree else None,
+              "n_leaves": tree.n_leaves if tree else 0,
+              "commitments": [s.model_dump() for s in signed]}
+    write_atomic(path, json.dumps(record, indent=1).encode(), durable=True)
+
+
+def save_links(path: Path, links: dict[int, dict[int, RoundLink]]) -> None:
+    """Each lease's round links (`RoundVerifier.links`), durably, for `tessera job resume`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {str(lease): {str(r): link.to_json() for r, link in rounds.items()}
+           for lease, rounds in links.items()}
+    write_atomic(path, json.dumps(doc, indent=1).encode(), durable=True)
+
+
 @dataclass
 class RoundChecks:
     """A round's verification under way (on the verifier's thread when `work` is set): its
@@ -122,11 +148,7 @@ class RoundVerifier:
         self._save_links(self.links)
 
     def _save_links(self, links: dict[int, dict[int, RoundLink]]) -> None:
-        folder = self.state_dir / VERIFICATION_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        doc = {str(lease): {str(r): link.to_json() for r, link in rounds.items()}
-               for lease, rounds in links.items()}
-        write_atomic(folder / LINKS_FILE, json.dumps(doc, indent=1).encode(), durable=True)
+        save_links(self.state_dir / VERIFICATION_DIR / LINKS_FILE, links)
 
     def begin_round(self, published: dict) -> None:
         """Every worker starts the round from the published parameters."""
@@ -162,27 +184,19 @@ class RoundVerifier:
             raise WorkerFault("bad-commitment", str(exc)) from None
         posted = self._posted_commitments(worker.order_id, round_index)
         if posted is not None and result.commitment.model_dump() not in posted:
-            # review 30: the spot checks of a round whose root is on chain are drawn from the
-            # block that holds it, known to all since; a worker answering with a new commitment
-            # after a restart would know which segment is drawn and fake every other one
+            # review 30: its spot checks are drawn from the block of the posted root, public:
+            # a new commitment would know the drawn segment and fake every other one
             raise WorkerFault("bad-commitment", "this round's root was posted before this "
                                                 "tenant restarted, without this commitment: "
                                                 "only the commitment it holds is accepted")
         return commitment
 
-    def _record_path(self, order_id: int, round_index: int) -> Path:
-        """Where the round's root record (its commitments, the root, its transaction) is kept."""
-        name = f"round-{round_index}.json" if order_id == self.verify.job else \
-            f"round-{round_index}-order-{order_id}.json"
-        return self.state_dir / VERIFICATION_DIR / name
-
     def _posted_commitments(self, order_id: int, round_index: int) -> list[dict] | None:
-        """The signed commitments of the order's root of the round, when this tenant posted it
-        before a restart (its record is written before the root is sent, and the chain holds
-        the root); None otherwise. The chain is read only where a record exists, once a round."""
+        """The commitments of the order's root of the round that this tenant posted before a
+        restart (its record, when the chain holds the root); None otherwise. Read once."""
         key = (order_id, round_index)
         if key not in self._posted_records:
-            path, posted = self._record_path(order_id, round_index), None
+            path, posted = record_path(self.state_dir, self.verify.job, order_id, round_index), None
             if path.exists() and self._posted_at(order_id, round_index):
                 posted = json.loads(path.read_text())["commitments"]
             self._posted_records[key] = posted
@@ -303,6 +317,7 @@ class RoundVerifier:
         signed = [answers[w.lease_id].result.commitment for w in workers]
         tree = self.verification.round_tree(signed)
         tx, block_hash, posted_before = "", b"", False
+        path = record_path(self.state_dir, self.verify.job, order_id, round_index)
         try:
             posted_before = self.verification.rounds_posted(order_id) > round_index
             if posted_before:   # by this tenant, before a restart: its record is kept as is
@@ -311,9 +326,8 @@ class RoundVerifier:
                              reason="this round's root was posted before with other commitments")
                     tree = None
             else:
-                # written before the chain hears of it: a restart finds which commitments the
-                # posted root holds (`_posted_commitments`)
-                self._write_record(order_id, round_index, tree, "", signed)
+                # before the chain hears of it: what a restart takes (`_posted_commitments`)
+                write_record(path, order_id, round_index, tree, "", signed)
                 receipt = self.verification.post_root(order_id, round_index, tree)
                 tx, block_hash = tx_hash(receipt), bytes(receipt["blockHash"])
                 self.log("root-posted", round=round_index, job=order_id,
@@ -322,19 +336,9 @@ class RoundVerifier:
         except ChainError as exc:
             self.log("root-not-posted", "warning", round=round_index, job=order_id, error=str(exc))
             tree = None
-        if not posted_before or not self._record_path(order_id, round_index).exists():
-            self._write_record(order_id, round_index, tree, tx, signed)
+        if not posted_before or not path.exists():
+            write_record(path, order_id, round_index, tree, tx, signed)
         return tree, tx, block_hash
-
-    def _write_record(self, order_id: int, round_index: int, tree: cm.RoundTree | None,
-                      tx: str, signed: list) -> None:
-        path = self._record_path(order_id, round_index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"job": order_id, "round": round_index, "root_tx": tx,
-                  "root": "0x" + tree.root.hex() if tree else None,
-                  "n_leaves": tree.n_leaves if tree else 0,
-                  "commitments": [s.model_dump() for s in signed]}
-        write_atomic(path, json.dumps(record, indent=1).encode(), durable=True)
 
     def _challenge(self, round_index: int, worker: WorkerLease, answer: Answer,
                    tree: cm.RoundTree | None, check: SpotCheck) -> dict:

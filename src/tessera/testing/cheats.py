@@ -16,10 +16,9 @@ with the worker's residual, like `run_round_committed`'s. The workload's determi
 (`train.configure_determinism`) are the caller's, as for an honest round.
 
 What each saves and what catches it: the docstring of each function. Every strategy but
-made-up-residual passes the cheap checks (`replay.check_round_links`: leaf 0 is θ and the AdamW
-state and residual the round should start from); what fails is the replay of some training
-segments and/or the payload check (tests/compute/test_cheats.py measures the pattern per
-strategy). made-up-residual passes every replay and fails only the first round's link.
+made-up-residual (only its first round's link fails) passes the cheap checks
+(`replay.check_round_links`); what fails is the replay of some training segments and/or the
+payload check (tests/compute/test_cheats.py measures the pattern per strategy).
 """
 
 from __future__ import annotations
@@ -53,14 +52,12 @@ from tessera.testing.copying import copied_round, fetch_sibling_round
 
 # Written into a lease's job folder by the cheating provider, read by the cheating worker.
 TESTING_FILE = "testing.json"
-# How long the copy-worker cheat waits for a sibling's answer: a sibling's first round
-# includes its worker's start, slow on a loaded machine; a copier answers as soon as its
-# sibling has, so the wait only has to stay inside the job's round_timeout
+# How long copy-worker waits for a sibling's answer (a first round includes the worker's start,
+# slow on a loaded machine; the wait only has to stay inside the job's round_timeout)
 COPY_WAIT_S = 120.0
 UNTRAINED_LOSS = math.log(256)   # what a byte-level model reports before training: ln(vocab)
-# The jump cheat's AdamW moments: any clipped gradient (|g| <= max_grad_norm) is absorbed in
-# fp32 next to them (ulp(1e15) = 2^26, ulp(1e30) = 2^76), so AdamW's update no longer depends on
-# the data and can be applied without a forward or backward pass.
+# The jump cheat's AdamW moments: any clipped gradient is absorbed in fp32 next to them (ulp(1e15)
+# = 2^26, ulp(1e30) = 2^76), so AdamW's update no longer depends on the data (no passes needed).
 JUMP_EXP_AVG, JUMP_EXP_AVG_SQ = 1e15, 1e30
 
 
@@ -314,10 +311,9 @@ def wrong_round_round(worker: CommittingWorker, start: State, round_index: int, 
 
 def poisoned_payload_round(worker: CommittingWorker, start: State, round_index: int, k: int,
                            ctx: CheatContext, factor: float = -10.0) -> RoundTrace:
-    """"poisoned-payload": train honestly (every state honest, every segment replays), send
-    `factor` (−10) × the pseudo-gradient, sealed honestly otherwise (the payload leaf names what
-    was sent). Saves nothing; the gain is the damage to the model. The payload check (every
-    worker, every round) fails: the payload is not what the committed last state gives."""
+    """"poisoned-payload": train honestly (every segment replays), send `factor` (−10) × the
+    pseudo-gradient, sealed honestly otherwise. Saves nothing; the gain is the damage. The
+    payload check (every round) fails: the payload is not what the committed last state gives."""
     residual = worker.residual()
     trace = worker.run_round_committed(start, round_index, k)
     honest = trace.pseudo_gradient
@@ -327,21 +323,17 @@ def poisoned_payload_round(worker: CommittingWorker, start: State, round_index: 
 
 def made_up_residual_round(worker: CommittingWorker, start: State, round_index: int, k: int,
                            ctx: CheatContext, factor: float = -10.0) -> RoundTrace:
-    """"made-up-residual" (review 23): train honestly, and in the lease's first round (no
-    residual carried in yet) start the int8 error feedback from a made-up residual
-    R = (`factor` − 1) × Δ, so the payload Q(Δ + R) decodes to `factor` (−10) × the honest
-    update. Every state is honest and the payload derives from the last state and the residual
-    the payload leaf names, so every segment and the payload check pass. Saves nothing; the
-    gain is the damage. Caught by the cheap link check alone: a lease's first round must start
-    from no residual (`tenant.verify.FRESH`). Later rounds are honest (their incoming residual
-    must be the one the previous round carried out, which the payload check binds)."""
+    """"made-up-residual" (review 23): train honestly; in the lease's first round start the
+    error feedback from R = (`factor` − 1) × Δ (one flat vector, as the feedback keeps it), so
+    the payload decodes to `factor` (−10) × Δ while every segment and the payload check pass.
+    Saves nothing. Caught by the cheap link alone: a first round starts from no residual
+    (`tenant.verify.FRESH`); later rounds are honest (their links bind them)."""
     residual = worker.residual()
     trace = worker.run_round_committed(start, round_index, k)
     if worker.feedback is None:
         raise ValueError("the made-up-residual cheat needs a compressed payload (int8 or int4)")
     if any(t.numel() for t in residual.values()):
         return trace          # not the lease's first round: the link would catch it
-    # the residual is kept as the payload is sent: one flat vector (`diloco.encode_tensors`)
     made_up = {"flat": (factor - 1.0) * flatten(trace.pseudo_gradient.tensors)}
     return _resealed(worker, round_index, k, trace, made_up)
 
@@ -394,8 +386,7 @@ def fewer_threads_round(worker: CommittingWorker, start: State, round_index: int
 def stop_half_way_round(worker: CommittingWorker, start: State, round_index: int, k: int,
                         ctx: CheatContext) -> RoundTrace:
     """"stop-half-way": the first ⌊n/2⌋ segments honest, then the same state repeated. Saves
-    ~50%. Caught: the replay of a segment in the second half (a sampled check draws one with
-    probability ~1/2); the payload derives from the (repeated) last state."""
+    ~50%. Caught: the replay of a segment in the second half (drawn with probability ~1/2)."""
     n = len(segment_bounds(worker.config.inner_steps, k)) - 1
     fakes = {s: repeat_state for s in range(n // 2, n)}
     return played_round(worker, start, round_index, k, fakes=fakes)
