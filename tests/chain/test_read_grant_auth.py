@@ -70,3 +70,16 @@ def test_no_account_signs_nothing():
 def test_a_validity_the_provider_would_refuse_is_refused_here(validity):
     with pytest.raises(ValueError, match="validity_s"):
         ReadGrantAuth(fake_chain(), validity_s=validity)
+
+
+def test_a_checkpoint_root_query_keeps_the_grant_and_anything_else_in_it_drops_it():
+    """The verifiers ask for the states of a committed answer by root (`?root=0x…`,
+    provider/superseded_answers.py): the grant goes with it. A `root` that is not a checkpoint
+    root is an endpoint's appended path (review 15's `?x=`): no grant."""
+    seen: list[httpx.Request] = []
+    root = "0x" + "ab" * 32
+    with client(ReadGrantAuth(fake_chain()), seen) as http:
+        http.get(f"/leases/9/rounds/2/checkpoints/3?root={root}")
+        http.get("/leases/9/rounds/2/checkpoints/3?root=/leases/5/rounds/0/checkpoints/0")
+    assert read_grant.from_headers(seen[0].headers, 9).reader == ACCOUNT.address
+    assert read_grant.missing_headers(seen[1].headers) == list(read_grant.HEADERS)

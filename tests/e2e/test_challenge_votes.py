@@ -16,17 +16,14 @@ them all.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import secrets
-import time
 from types import SimpleNamespace
 
 import httpx
 import pytest
 from rich.console import Console
-from tests.support.challenges import decided_and_claimed
+from tests.support.challenges import decided_and_claimed, signed_manifest
 from tests.support.jobs import VERIFIED_DILOCO_JOB as JOB
 from tests.support.processes import ProviderProcess, VotingValidator, wait_until
 
@@ -39,10 +36,10 @@ from tessera.chain.verification import Outcome, Verification
 from tessera.protocol import commitment as cm
 from tessera.protocol import messages
 from tessera.protocol.jobspec import JobSpec
-from tessera.protocol.wire import ChallengeCase, Manifest, SignedManifest
+from tessera.protocol.wire import ChallengeCase, SignedManifest
 from tessera.tenant.client import Tenant
 from tessera.tenant.flow import load_dataset
-from tessera.tenant.multinode import run_diloco_job, worker_workload
+from tessera.tenant.multinode import run_diloco_job
 from tessera.tenant.verify import publish_case
 from tessera.validator.challenges import why_not_vote
 from tessera.validator.config import ValidatorConfig
@@ -88,23 +85,6 @@ def world(tmp_path_factory, private_devnet):
         finally:
             for process in reversed(started):
                 process.stop()
-
-
-def signed_manifest(tenant: Tenant, spec: JobSpec, lease_id: int, worker: int,
-                    workers: int) -> SignedManifest:
-    """The manifest the tenant sent for `lease_id` when `worker` is the lease's worker index,
-    signed again by the tenant's key (the same content, so the same digest, as
-    `Tenant.send_manifest` signed); another index makes a second, different manifest."""
-    dataset = load_dataset(spec.dataset)
-    manifest = Manifest(lease_id=lease_id, workload=worker_workload(spec, worker, workers),
-                        dataset_sha256=hashlib.sha256(dataset).hexdigest(),
-                        dataset_size=len(dataset))
-    nonce, expiry = secrets.randbits(64), int(time.time()) + 600
-    chain = tenant.chain
-    typed = messages.manifest_typed_data(chain.network.chain_id, tenant.market.address,
-                                         lease_id, manifest.digest(), nonce, expiry)
-    return SignedManifest(manifest=manifest, nonce=nonce, expiry=expiry,
-                          signature=messages.sign(chain.account, typed))
 
 
 def case_for(world, provider: str) -> ChallengeCase:

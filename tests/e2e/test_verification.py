@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from eth_utils import keccak
 from rich.console import Console
+from tests.support.challenges import register_validators
 from tests.support.jobs import VERIFIED_DILOCO_JOB as JOB
 from tests.support.jobs import VERIFIED_ROUNDS as ROUNDS
 from tests.support.processes import ProviderProcess, wait_until
@@ -31,7 +32,6 @@ from tessera.chain.accounts import devnet_account
 from tessera.chain.client import Chain
 from tessera.chain.network import load_network
 from tessera.chain.settlement import Settlement
-from tessera.chain.tokens import StakeToken
 from tessera.chain.verification import Outcome, Verification
 from tessera.protocol.jobspec import JobSpec
 from tessera.tenant.client import Tenant
@@ -43,7 +43,6 @@ pytestmark = pytest.mark.e2e
 TENANT, HONEST, CHEATER = 5, 1, 3
 RACER = 6   # a second releaser of the honest lease's pay (anyone may release it)
 VALIDATORS = (7, 8, 9)   # a challenge needs a quorum of 3 eligible validators to exist
-STAKE = 100 * 10**18
 
 
 @pytest.fixture(scope="module")
@@ -67,18 +66,11 @@ def nodes(chain_home):
         node.stop()
 
 
-def register_validators(network) -> None:
-    for account in VALIDATORS:
-        chain = Chain(network, devnet_account(account))
-        StakeToken(chain).ensure_allowance(chain.validators.address, STAKE)
-        chain.send(chain.validators.functions.register(STAKE))
-
-
 def test_cheater_is_caught_by_a_spot_check_and_challenged_on_chain(chain_home, nodes, tmp_path):
     devnet, _ = chain_home
     honest, cheater = nodes
     network = load_network(devnet.network_file)
-    register_validators(network)
+    register_validators(network, VALIDATORS)
     tenant = Tenant(Chain(network, devnet_account(TENANT)))
     spec = JobSpec.model_validate(JOB)
     out = io.StringIO()

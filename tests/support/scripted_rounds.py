@@ -65,7 +65,8 @@ class ScriptedNode:
         answer = signed_answer(lease_id, round_index)
         self.script[(lease_id, round_index)] = lambda: answer if time.monotonic() >= at else None
 
-    def round_result(self, lease_id: int, round_index: int) -> RoundResult | None:
+    def round_result(self, lease_id: int, round_index: int,
+                     root: str | None = None) -> RoundResult | None:
         self.lookups += 1
         if lease_id not in LEASES:
             raise Refused(404, f"lease {lease_id} is unknown to this provider")

@@ -56,7 +56,7 @@ def old_app(node: ScriptedNode) -> FastAPI:
     app = FastAPI()
 
     @app.get("/leases/{lease_id}/rounds/{round_index}")
-    def round_result(lease_id: int, round_index: int):
+    def round_result(lease_id: int, round_index: int, root: str | None = None):
         result = node.round_result(lease_id, round_index)
         return JSONResponse(status_code=202, content={"status": "running"}) if result is None \
             else result
@@ -252,7 +252,7 @@ def test_a_trickled_payload_is_late_at_the_deadline(tmp_path):
     app = FastAPI()
 
     @app.get("/leases/{lease_id}/rounds/{round_index}")
-    def round_result(lease_id: int, round_index: int):
+    def round_result(lease_id: int, round_index: int, root: str | None = None):
         return node.round_result(lease_id, round_index)
 
     @app.get("/leases/{lease_id}/rounds/{round_index}/pseudo-gradient")

@@ -9,6 +9,7 @@ the validator (its challenge replays) sign them, and signing needs the account a
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Generator
@@ -19,6 +20,7 @@ import httpx
 from tessera.chain.client import Chain
 from tessera.protocol import read_grant
 
+CHECKPOINT_ROOT = re.compile(r"0x[0-9a-f]{64}")   # `?root=` as our verifiers send it
 RENEW_BEFORE_S = 60   # a cached grant is signed again once it has less than this left
 
 
@@ -50,9 +52,12 @@ class ReadGrantAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         query = request.url.query.decode("ascii", "replace")
         lease_id = read_grant.lease_of_request(request.url.path, query)
-        # Our requests carry no query but `wait`: any other means the path is not ours (an
-        # endpoint that ends in `?x=` makes the path we append its query; review 15)
-        if set(parse_qs(query, keep_blank_values=True)) - {"wait"}:
+        # Our requests carry no query but `wait` and a checkpoint `root`: any other means the
+        # path is not ours (an endpoint that ends in `?x=` makes the path we append its query;
+        # review 15)
+        asked = parse_qs(query, keep_blank_values=True)
+        if set(asked) - {"wait", "root"} or \
+                not all(CHECKPOINT_ROOT.fullmatch(v) for v in asked.get("root", [])):
             lease_id = None
         if lease_id is not None and self.chain.account is not None:
             request.headers.update(self.grant(lease_id).headers())

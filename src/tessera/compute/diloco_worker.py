@@ -59,6 +59,9 @@ from tessera.protocol.workload import DilocoWorkerWorkload
 
 STATE_DIR = "state"
 CHECKPOINT_DIR = "checkpoints"
+# answers the provider committed to, set aside under their roots when the tenant re-sent the
+# round (provider/superseded_answers.py): `rounds/r/superseded/{root}/checkpoints/`
+SUPERSEDED_DIR = "superseded"
 GLOBAL_STATE_KIND = "global_state"
 POLL_S = 0.02
 # How long a round's checkpoint states are kept: a commitment may be posted up to 2 h after it
@@ -121,14 +124,19 @@ def checkpoint_path(round_folder: Path, index: int) -> Path:
 
 
 def prune_checkpoints(out: Path, retain_s: float = RETAIN_S) -> None:
-    """Drop the checkpoint states of rounds answered more than `retain_s` ago."""
+    """Drop the checkpoint states of rounds answered more than `retain_s` ago (answers set
+    aside by the provider too: their result.json keeps its time)."""
     cutoff = time.time() - retain_s
-    for folder in (out / "rounds").glob(f"*/{CHECKPOINT_DIR}"):
-        result = folder.parent / "result.json"
-        if result.exists() and result.stat().st_mtime < cutoff:
-            for f in folder.iterdir():
-                f.unlink(missing_ok=True)
-            folder.rmdir()
+    rounds = out / "rounds"
+    for folder in [*rounds.glob(f"*/{CHECKPOINT_DIR}"),
+                   *rounds.glob(f"*/{SUPERSEDED_DIR}/*/{CHECKPOINT_DIR}")]:
+        try:   # (the provider may be setting an answer aside meanwhile: it moves folders)
+            if (folder.parent / "result.json").stat().st_mtime < cutoff:
+                for f in folder.iterdir():
+                    f.unlink(missing_ok=True)
+                folder.rmdir()
+        except FileNotFoundError:
+            continue
 
 
 Emit = Callable[[dict], None]   # writes one event to the worker's progress log

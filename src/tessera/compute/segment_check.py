@@ -170,14 +170,17 @@ def spot_check(http: httpx.Client, endpoint: str, lease_id: int, config: DilocoC
                          f"{CANNOT_JUDGE}: the worker signed numerics profile {signed!r}, this "
                          f"machine runs {numerics.active_profile()!r}", 0.0, 0)
     base = f"{endpoint}/leases/{lease_id}/rounds/{commitment.round}/checkpoints"
+    # the states of the answer committed to this root, also after the tenant re-sent the round
+    # (provider/superseded_answers.py)
+    of_root = f"?root=0x{commitment.root.hex()}"
     moved, names = 0, parameter_names(config)
     try:
         if kind == "payload":
             if start_params is None:
-                start_params, _, size = download_state(http, f"{base}/0", limit, names)
+                start_params, _, size = download_state(http, f"{base}/0{of_root}", limit, names)
                 moved += size
-            params, optimizer, size = download_state(http, f"{base}/{segment}", limit, names)
-            residual_bytes = download(http, f"{base}/{segment + 1}", limit)
+            params, optimizer, size = download_state(http, f"{base}/{segment}{of_root}", limit, names)
+            residual_bytes = download(http, f"{base}/{segment + 1}{of_root}", limit)
             moved += size + len(residual_bytes)
             try:
                 residual = decode_residual(residual_bytes)
@@ -190,11 +193,11 @@ def spot_check(http: httpx.Client, endpoint: str, lease_id: int, config: DilocoC
                                      commitment.n_leaves, commitment.k,
                                      commitment.payload.result_hash, start_params, opening)
         else:
-            params, optimizer, size = download_state(http, f"{base}/{segment}", limit, names)
+            params, optimizer, size = download_state(http, f"{base}/{segment}{of_root}", limit, names)
             moved += size
             end_params = None
             if tolerance > 0:
-                end_params, _, size = download_state(http, f"{base}/{segment + 1}", limit, names)
+                end_params, _, size = download_state(http, f"{base}/{segment + 1}{of_root}", limit, names)
                 moved += size
             opening = SegmentOpening(segment, params, optimizer, commitment.proof(segment),
                                      commitment.checkpoints[segment + 1],

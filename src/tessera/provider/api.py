@@ -26,6 +26,7 @@ from tessera.protocol.wire import BidMessage, LeaseStatus, SignedManifest
 from tessera.provider.long_poll import RETRY_AFTER_S, Waiters, parse_wait, wait_for
 from tessera.provider.node import ProviderNode
 from tessera.provider.read_access import authorize_read
+from tessera.provider.superseded_answers import parse_root
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_BLOB_BYTES = 1 << 30       # a manifest's dataset_size is at most this (protocol/wire.py)
@@ -157,14 +158,18 @@ def create_app(node: ProviderNode) -> FastAPI:
 
     @app.get("/leases/{lease_id}/rounds/{round_index}")
     async def round_result(lease_id: PathInt, round_index: PathInt, request: Request,
-                           wait: str | None = None):
+                           wait: str | None = None, root: str | None = None):
         """The worker's signed answer, or 202 while it works; with `?wait=S` the request is
         held until the answer exists or S seconds have passed (provider/long_poll.py), for the
-        holder of a read grant (401/403 otherwise; an answer already there needs none)."""
+        holder of a read grant (401/403 otherwise; an answer already there needs none). With
+        `?root=0x…`, the answer committed to that checkpoint root, also one a re-send of the
+        round set aside (provider/superseded_answers.py; 404 when none is kept)."""
         wait_s = parse_wait(wait)
+        checkpoint_root = None if root is None else parse_root(root)
 
         async def lookup():
-            return await run_in_threadpool(node.round_result, lease_id, round_index)
+            return await run_in_threadpool(node.round_result, lease_id, round_index,
+                                           checkpoint_root)
 
         result = await lookup()     # refuses a lease with no rounds here before a slot is taken
         if result is None and wait_s > 0:
@@ -204,8 +209,10 @@ def create_app(node: ProviderNode) -> FastAPI:
 
     @app.get("/leases/{lease_id}/rounds/{round_index}/checkpoints/{index}")
     def round_checkpoint(lease_id: PathInt, round_index: PathInt, index: PathInt,
-                         request: Request) -> FileResponse:
-        path = node.round_checkpoint(lease_id, round_index, index)
+                         request: Request, root: str | None = None) -> FileResponse:
+        """A checkpoint's full state; with `?root=0x…`, of the answer committed to that root."""
+        path = node.round_checkpoint(lease_id, round_index, index,
+                                     None if root is None else parse_root(root))
         authorize_read(node.ctx, lease_id, round_index, request.headers)
         return FileResponse(path, media_type="application/octet-stream")
 

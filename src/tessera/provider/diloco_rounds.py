@@ -22,9 +22,9 @@ from tessera.protocol import messages
 from tessera.protocol.wire import CheckpointHashes, PayloadHashes, RoundResult
 from tessera.protocol.workload import TrainingWorkload
 from tessera.provider.context import NodeContext
+from tessera.provider.superseded_answers import ROUND_COMMITMENT, answer_folder, kept_answer, set_aside
 
 ROUND_REQUEST_SIGNED = "tenant_request.json"
-ROUND_COMMITMENT = "commitment.json"       # the provider's signed Commitment for the round
 QUEUED_TIMES_KEPT = 3                      # chain times of queued rounds kept per lease
 # a commitment signed before is served again as is while it has this long left (or once a
 # posted root holds it); else signed again with a fresh expiry (a round re-sent hours later):
@@ -190,6 +190,7 @@ class Rounds:
                 if expiry <= queued.get("expiry", 0):
                     raise Refused(409, f"round {round_index} of lease {lease_id} already runs from "
                                        "other parameters signed later")
+                set_aside(folder)    # a commitment handed out stays openable (review 30)
                 (folder / "request.json").unlink(missing_ok=True)
                 # and the answer to the old parameters goes: sent again later (A, B, then A),
                 # it would count as the answer to A while the worker, its B run superseded,
@@ -241,28 +242,28 @@ class Rounds:
             return None
         return result
 
-    def result(self, lease_id: int, round_index: int) -> RoundResult | None:
-        """The signed answer for a round, or None while the worker is still on it."""
+    def result(self, lease_id: int, round_index: int, root: str | None = None) \
+            -> RoundResult | None:
+        """The signed answer for a round, or None while the worker is still on it; with `root`,
+        the answer committed to that checkpoint root, also when set aside by a re-send
+        (provider/superseded_answers.py; Refused 404 when none is kept)."""
         ctx = self.ctx
         record = self._diloco_record(lease_id)
         result = self._current_result(lease_id, round_index)
+        if root is not None and (result is None or result.get("checkpoint_root") != root):
+            kept = kept_answer(ctx.jobs.round_folder(lease_id, round_index), root)
+            if kept is not None:
+                return signed_answer(ctx, lease_id, round_index, *kept)
+            if result is not None:
+                raise Refused(404, f"round {round_index} of lease {lease_id} keeps no answer "
+                                   f"committed to root 0x{root}")
         if result is None:
             return None
         if "error" in result:
             raise Refused(422, result["error"])
-        typed = messages.round_result_typed_data(
-            ctx.chain.network.chain_id, ctx.market.address, lease_id, round_index,
-            bytes.fromhex(result["params_sha256"]), bytes.fromhex(result["sha256"]))
-        answer = RoundResult(lease_id=lease_id, round=round_index,
-                             params_sha256=result["params_sha256"], sha256=result["sha256"],
-                             size=result["size"], inner_loss=result["inner_loss"],
-                             compute_s=result["compute_s"],
-                             signature=messages.sign(ctx.account, typed))
-        if "checkpoint_root" in result:  # verification on: the signed commitment goes with it
-            answer.commitment = self._commitment(lease_id, record.order_id, round_index, result)
-            answer.checkpoints = [CheckpointHashes(**c) for c in result["checkpoints"]]
-            answer.payload = PayloadHashes(**result["payload"])
-        return answer
+        signed = self._commitment(lease_id, record.order_id, round_index, result) \
+            if "checkpoint_root" in result else None
+        return signed_answer(ctx, lease_id, round_index, result, signed)
 
     def _commitment(self, lease_id: int, order_id: int, round_index: int,
                     result: dict) -> cm.SignedCommitment:
@@ -281,7 +282,7 @@ class Rounds:
             if saved is not None:
                 signed = cm.SignedCommitment.model_validate(saved)
                 if (signed.commitment.result_hash, signed.commitment.checkpoint_root) == \
-                        (result_hash, root) and self._still_usable(signed.commitment):
+                        (result_hash, root) and still_usable(self._verification, signed.commitment):
                     return signed
             # no chain read on the answer's path (issue 16): the order is this node's record of
             # the lease, and the chain's time was read when the round was queued
@@ -303,24 +304,21 @@ class Rounds:
                     checkpoint_root=root, checkpoints=commitment.checkpoints)
             return signed
 
-    def _still_usable(self, c: cm.Commitment) -> bool:
-        """Whether a commitment signed before is served again (see `_commitment`): one chain
-        read, only on this path (an answer asked for again)."""
-        try:
-            if c.expiry >= self.ctx.chain.block_timestamp() + REUSE_MIN_LIFE_S:
-                return True
-            return self._verification.round(c.job, c.round).posted_at != 0
-        except Exception:   # the chain cannot be read now: serve what was signed, as before
-            return True
-
-    def checkpoint(self, lease_id: int, round_index: int, index: int) -> Path:
-        """The full state (parameters + AdamW) behind checkpoint `index` of a committed round,
-        served to whoever verifies it (the tenant, validators) while it is kept, against a read
-        grant (provider/read_access.py); the verifier checks it against the signed commitment."""
+    def checkpoint(self, lease_id: int, round_index: int, index: int,
+                   root: str | None = None) -> Path:
+        """The full state (parameters + AdamW) behind checkpoint `index` of a committed round
+        (of its answer committed to `root` when given, also one set aside), served to whoever
+        verifies it (the tenant, validators) while it is kept, against a read grant
+        (provider/read_access.py); the verifier checks it against the signed commitment."""
         self._diloco_record(lease_id)
         folder = self.ctx.jobs.round_folder(lease_id, round_index)
         if not (folder / ROUND_COMMITMENT).exists():
             raise Refused(404, f"round {round_index} of lease {lease_id} has no commitment")
+        if root is not None:
+            folder = answer_folder(folder, root)
+            if folder is None:
+                raise Refused(404, f"round {round_index} of lease {lease_id} keeps no answer "
+                                   f"committed to root 0x{root}")
         path = checkpoint_path(folder, index)
         if index < 0 or not path.is_file():
             raise Refused(404, f"checkpoint {index} of round {round_index} of lease {lease_id} "
@@ -337,3 +335,32 @@ class Rounds:
         if "error" in result:
             raise Refused(422, result["error"])
         return self.ctx.jobs.round_payload(lease_id, round_index)
+
+
+def still_usable(verification: Verification, c: cm.Commitment) -> bool:
+    """Whether a commitment signed before is served again (`Rounds._commitment`): one chain
+    read, only on this path (an answer asked for again)."""
+    try:
+        if c.expiry >= verification.chain.block_timestamp() + REUSE_MIN_LIFE_S:
+            return True
+        return verification.round(c.job, c.round).posted_at != 0
+    except Exception:   # the chain cannot be read now: serve what was signed, as before
+        return True
+
+
+def signed_answer(ctx: NodeContext, lease_id: int, round_index: int, result: dict,
+                  signed: cm.SignedCommitment | None) -> RoundResult:
+    """The worker's `result` as the node's signed answer, with the commitment to it
+    (verification on)."""
+    typed = messages.round_result_typed_data(
+        ctx.chain.network.chain_id, ctx.market.address, lease_id, round_index,
+        bytes.fromhex(result["params_sha256"]), bytes.fromhex(result["sha256"]))
+    answer = RoundResult(lease_id=lease_id, round=round_index,
+                         params_sha256=result["params_sha256"], sha256=result["sha256"],
+                         size=result["size"], inner_loss=result["inner_loss"],
+                         compute_s=result["compute_s"], signature=messages.sign(ctx.account, typed))
+    if signed is not None:  # verification on: the signed commitment goes with it
+        answer.commitment = signed
+        answer.checkpoints = [CheckpointHashes(**c) for c in result["checkpoints"]]
+        answer.payload = PayloadHashes(**result["payload"])
+    return answer

@@ -264,11 +264,13 @@ class ProviderNode:
                      expiry: int, signature: str) -> dict:
         return self.rounds.accept(lease_id, round_index, params, nonce, expiry, signature)
 
-    def round_result(self, lease_id: int, round_index: int) -> RoundResult | None:
-        return self.rounds.result(lease_id, round_index)
+    def round_result(self, lease_id: int, round_index: int,
+                     root: str | None = None) -> RoundResult | None:
+        return self.rounds.result(lease_id, round_index, root)
 
-    def round_checkpoint(self, lease_id: int, round_index: int, index: int) -> Path:
-        return self.rounds.checkpoint(lease_id, round_index, index)
+    def round_checkpoint(self, lease_id: int, round_index: int, index: int,
+                         root: str | None = None) -> Path:
+        return self.rounds.checkpoint(lease_id, round_index, index, root)
 
     def round_payload(self, lease_id: int, round_index: int) -> Path | None:
         return self.rounds.payload(lease_id, round_index)

@@ -392,7 +392,8 @@ class ChallengeVoter:
                             f"…), not the case's ({case.manifest.manifest.digest().hex()[:16]}…)")
 
     def _round_result(self, endpoint: str, ev: dict) -> tuple[RoundResult | None, str]:
-        url = f"{endpoint}/leases/{ev['lease_id']}/rounds/{ev['round_index']}"
+        root = "0x" + bytes(ev["checkpoint_root"]).hex()  # also one set aside (review 30, F1)
+        url = f"{endpoint}/leases/{ev['lease_id']}/rounds/{ev['round_index']}?root={root}"
         try:
             with within(time.monotonic() + HTTP_TOTAL_S), \
                     self.http.stream("GET", url) as response:
@@ -412,9 +413,8 @@ class ChallengeVoter:
             return None, f"{url} carries no commitment"
         served = (c.lease_id, c.round, c.checkpoint_root.lower(), c.result_hash.lower(),
                   c.checkpoints, c.provider.lower())
-        challenged = (ev["lease_id"], ev["round_index"], "0x" + bytes(ev["checkpoint_root"]).hex(),
-                      "0x" + bytes(ev["result_hash"]).hex(), ev["checkpoints"],
-                      ev["provider"].lower())
+        challenged = (ev["lease_id"], ev["round_index"], root, "0x" + bytes(ev["result_hash"]).hex(),
+                      ev["checkpoints"], ev["provider"].lower())
         if served != challenged:
             return None, f"{url} serves another commitment than the challenged one"
         return result, ""
