@@ -55,6 +55,7 @@ from tessera.compute.job import PROGRESS_FILE
 from tessera.compute.replay import CommittingWorker, RoundTrace
 from tessera.compute.train import configure_determinism, split
 from tessera.files import write_atomic
+from tessera.protocol.commitment import VALIDITY_S
 from tessera.protocol.workload import DilocoWorkerWorkload
 
 STATE_DIR = "state"
@@ -67,6 +68,9 @@ POLL_S = 0.02
 # How long a round's checkpoint states are kept: a commitment may be posted up to 2 h after it
 # is signed (provider), then challenged for 1 h and voted on for 1 h (Verification defaults).
 RETAIN_S = 8 * 3600
+# ... and at least this long past the expiry of the commitment to them: the provider signs a
+# commitment again, for VALIDITY_S more, when a tenant asks hours later (review 31, finding 2)
+RETAIN_AFTER_EXPIRY_S = RETAIN_S - VALIDITY_S
 
 
 def config_of(workload: DilocoWorkerWorkload) -> DilocoConfig:
@@ -83,15 +87,24 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def round_answered(folder: Path) -> bool | None:
-    """Whether a round's `result.json` answers exactly the parameters its `request.json` names;
-    None while no request is queued there. The one test of an answer, for the worker
-    (`pending_round`) and the provider serving the rounds (provider/diloco_rounds.py)."""
+def current_answer(folder: Path) -> dict | None:
+    """A round's `result.json` if it answers exactly the parameters its `request.json` names
+    (None while the worker works, or while only an answer to replaced parameters is there).
+    The one test of an answer, for the worker (`pending_round`) and the provider serving the
+    rounds (provider/diloco_rounds.py)."""
     request = read_json(folder / "request.json")
-    if request is None:
-        return None
     result = read_json(folder / "result.json")
-    return result is not None and result.get("params_sha256") == request.get("params_sha256")
+    if request is None or result is None or \
+            result.get("params_sha256") != request.get("params_sha256"):
+        return None
+    return result
+
+
+def round_answered(folder: Path) -> bool | None:
+    """Whether a round is answered (`current_answer`); None while no request is queued there."""
+    if read_json(folder / "request.json") is None:
+        return None
+    return current_answer(folder) is not None
 
 
 def pending_round(out: Path, since: int = 0) -> int | None:
@@ -123,15 +136,24 @@ def checkpoint_path(round_folder: Path, index: int) -> Path:
     return round_folder / CHECKPOINT_DIR / f"{index}.bin"
 
 
+def committed_until(answer_folder: Path) -> int:
+    """The expiry of the commitment the provider signed to the folder's answer (0: none)."""
+    signed = read_json(answer_folder / "commitment.json") or {}
+    expiry = signed.get("commitment", {}).get("expiry", 0) if isinstance(signed, dict) else 0
+    return expiry if isinstance(expiry, int) else 0
+
+
 def prune_checkpoints(out: Path, retain_s: float = RETAIN_S) -> None:
-    """Drop the checkpoint states of rounds answered more than `retain_s` ago (answers set
-    aside by the provider too: their result.json keeps its time)."""
-    cutoff = time.time() - retain_s
+    """Drop the checkpoint states of rounds answered more than `retain_s` ago whose commitment
+    (if any) expired more than RETAIN_AFTER_EXPIRY_S ago (answers set aside by the provider
+    too: their result.json and commitment.json go with them)."""
+    now = time.time()
     rounds = out / "rounds"
     for folder in [*rounds.glob(f"*/{CHECKPOINT_DIR}"),
                    *rounds.glob(f"*/{SUPERSEDED_DIR}/*/{CHECKPOINT_DIR}")]:
         try:   # (the provider may be setting an answer aside meanwhile: it moves folders)
-            if (folder.parent / "result.json").stat().st_mtime < cutoff:
+            if (folder.parent / "result.json").stat().st_mtime < now - retain_s and \
+                    committed_until(folder.parent) < now - RETAIN_AFTER_EXPIRY_S:
                 for f in folder.iterdir():
                     f.unlink(missing_ok=True)
                 folder.rmdir()

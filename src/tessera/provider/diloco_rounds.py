@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tessera.chain.verification import Verification
-from tessera.compute.diloco_worker import checkpoint_path, read_json, round_answered
+from tessera.compute.diloco_worker import checkpoint_path, current_answer, read_json, round_answered
 from tessera.compute.model import parameter_count
 from tessera.compute.segment_check import max_state_bytes
 from tessera.errors import Refused
@@ -231,17 +231,6 @@ class Rounds:
                 del self._queued_at[(lease_id, r)]
             self._forget_stopped_leases()
 
-    def _current_result(self, lease_id: int, round_index: int) -> dict | None:
-        """The worker's answer for the parameters now queued for the round (None while it works,
-        or while an answer to parameters the tenant has since replaced is all there is)."""
-        jobs = self.ctx.jobs
-        result = jobs.round_result(lease_id, round_index)
-        request = read_json(jobs.round_folder(lease_id, round_index) / "request.json")
-        if result is None or request is None or \
-                result.get("params_sha256") != request.get("params_sha256"):
-            return None
-        return result
-
     def result(self, lease_id: int, round_index: int, root: str | None = None) \
             -> RoundResult | None:
         """The signed answer for a round, or None while the worker is still on it; with `root`,
@@ -249,7 +238,7 @@ class Rounds:
         (provider/superseded_answers.py; Refused 404 when none is kept)."""
         ctx = self.ctx
         record = self._diloco_record(lease_id)
-        result = self._current_result(lease_id, round_index)
+        result = current_answer(self.ctx.jobs.round_folder(lease_id, round_index))
         if root is not None and (result is None or result.get("checkpoint_root") != root):
             kept = kept_answer(ctx.jobs.round_folder(lease_id, round_index), root)
             if kept is not None:
@@ -261,21 +250,28 @@ class Rounds:
             return None
         if "error" in result:
             raise Refused(422, result["error"])
-        signed = self._commitment(lease_id, record.order_id, round_index, result) \
-            if "checkpoint_root" in result else None
+        signed = None
+        if "checkpoint_root" in result:
+            signed = self._commitment(lease_id, record.order_id, round_index, result)
+            if signed is None:    # re-sent meanwhile: the worker runs it again
+                return None
         return signed_answer(ctx, lease_id, round_index, result, signed)
 
     def _commitment(self, lease_id: int, order_id: int, round_index: int,
-                    result: dict) -> cm.SignedCommitment:
+                    result: dict) -> cm.SignedCommitment | None:
         """The EIP-712 Commitment to the worker's answer (docs/verification.md), signed once and
         kept, so that the leaf a posted root holds stays the one served; signed again if the
         answer changed (a round re-run from other parameters), or if it is short of
         REUSE_MIN_LIFE_S and no root holds it yet (a round re-sent hours later by a resumed
-        tenant, which refuses a commitment that expires too soon after its round starts)."""
+        tenant, which refuses a commitment that expires too soon after its round starts).
+        None when the round was re-sent since `result` was read: a commitment signed then would
+        be to an answer nothing keeps (review 31, finding 1: a GET racing the re-send)."""
         ctx = self.ctx
         path = ctx.jobs.round_folder(lease_id, round_index) / ROUND_COMMITMENT
         result_hash, root = "0x" + result["sha256"], "0x" + result["checkpoint_root"]
-        with ctx.lock:
+        with ctx.lock:    # (a re-send replaces the answer under it: `accept`)
+            if current_answer(self.ctx.jobs.round_folder(lease_id, round_index)) != result:
+                return None
             if self._verification is None:
                 self._verification = Verification(ctx.chain)
             saved = read_json(path)
@@ -329,7 +325,7 @@ class Rounds:
         """The worker's pseudo-gradient for the round's current parameters; None while it
         works; Refused (422) when the worker refused the parameters."""
         self._diloco_record(lease_id)
-        result = self._current_result(lease_id, round_index)
+        result = current_answer(self.ctx.jobs.round_folder(lease_id, round_index))
         if result is None:
             return None
         if "error" in result:

@@ -12,18 +12,22 @@ challenged root, the tenant's spot checks for the root it drew from.
 
 Disk: a round keeps at most MAX_SUPERSEDED_ANSWERS answers set aside (one per root: a resumed
 tenant that re-sends the same start gets the same root and takes no new place); a re-send past
-that is refused (409) and changes nothing. Their checkpoint states are pruned with the round's
-own, RETAIN_S after the answer (`compute.diloco_worker.prune_checkpoints`).
+that is refused (409) and changes nothing (the count stays after their states are pruned: a
+round re-sent from four different starts takes no more). Their checkpoint states are pruned
+like the round's own (`compute.diloco_worker.prune_checkpoints`: RETAIN_S after the answer and
+RETAIN_AFTER_EXPIRY_S after the latest commitment to it expired).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
 
 from tessera.compute.diloco_worker import CHECKPOINT_DIR, SUPERSEDED_DIR, read_json
 from tessera.errors import Refused
+from tessera.files import write_atomic
 from tessera.protocol.commitment import SignedCommitment
 
 ROUND_COMMITMENT = "commitment.json"   # the provider's signed Commitment for the round
@@ -31,13 +35,13 @@ RESULT = "result.json"                 # the worker's answer (compute/diloco_wor
 # distinct commitments of one round kept after re-sends; a tenant restarts seldom, and each
 # keeps a round's checkpoint states until they are pruned
 MAX_SUPERSEDED_ANSWERS = 3
-ROOT = re.compile(r"^(0x)?([0-9a-fA-F]{64})$")
+ROOT = re.compile(r"(0x)?([0-9a-fA-F]{64})")
 
 
 def parse_root(root: str) -> str:
     """A checkpoint root from a query: 64 hex digits (an 0x prefix is optional), returned in
     lowercase without the prefix; Refused (400) for anything else."""
-    match = ROOT.match(root)
+    match = ROOT.fullmatch(root)
     if match is None:
         raise Refused(400, "root must be a checkpoint root: 0x and 64 hex digits")
     return match.group(2).lower()
@@ -63,7 +67,12 @@ def set_aside(folder: Path) -> None:
         return
     kept = folder / SUPERSEDED_DIR
     target = kept / root
-    if not target.exists():  # (it does for a resumed tenant's re-send of the same start)
+    if target.exists():      # a resumed tenant's re-send of the same start (the same root):
+        # the latest commitment to it and its answer's time go with the states, which are
+        # kept by them (`compute.diloco_worker.prune_checkpoints`; review 31, finding 3)
+        for name in (ROUND_COMMITMENT, RESULT):
+            copy_atomic(folder / name, target / name)
+    else:
         if kept.is_dir() and sum(not p.name.startswith(".") for p in kept.iterdir()) \
                 >= MAX_SUPERSEDED_ANSWERS:
             raise Refused(409, f"round {folder.name} keeps {MAX_SUPERSEDED_ANSWERS} answers "
@@ -72,13 +81,20 @@ def set_aside(folder: Path) -> None:
         partial = kept / f".{root}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        shutil.copy2(folder / ROUND_COMMITMENT, partial / ROUND_COMMITMENT)
-        shutil.copy2(folder / RESULT, partial / RESULT)
+        for name in (ROUND_COMMITMENT, RESULT):
+            shutil.copy2(folder / name, partial / name)
         partial.rename(target)
     # the states last, by one rename: a crash before it leaves them in the round's folder,
     # where the next re-send finds and moves them
     if not (target / CHECKPOINT_DIR).exists() and (folder / CHECKPOINT_DIR).is_dir():
         (folder / CHECKPOINT_DIR).rename(target / CHECKPOINT_DIR)
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    """`source` over `target`, whole or not at all, with `source`'s modification time."""
+    write_atomic(target, source.read_bytes())
+    stat = source.stat()
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def answer_folder(folder: Path, root: str) -> Path | None:
