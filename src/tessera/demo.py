@@ -38,10 +38,14 @@ CHALLENGE_WINDOW_S, PAYOUT_SWEEP_S = 30, 5
 # reported by the validators turn into final uptime while you watch (the explorer's last lines:
 # "by validators' reports"), not only their fallback heartbeat transactions.
 DEMO_EPOCH_S = 10
-# Pay for a verified lease's time after its job's last root (up to the close) is released once
-# the challenge window plus this grace has passed (1 h by default): none on the demo chain, so
-# that the demo settles every verified lease in full before it shows the figures.
-ROOT_GRACE_S = 0
+# Pay for a verified lease's time that no root covers yet is released once the challenge
+# window plus this grace has passed (1 h by default): short on the demo chain, so that the demo
+# settles every verified lease in full (the time after the last root) before it shows the
+# figures, but not nought: time is protected only while its root comes within window + grace,
+# and the demo's first root comes 10-40 s after its leases start (workers starting, on a loaded
+# machine). With no grace a full test run once paid the cheater for its first 2 s before round
+# 0's root was posted (docs/verification.md, "A tenant who stops posting roots").
+ROOT_GRACE_S = 30
 DEMO_STAKE = 100 * 10**STAKE_DECIMALS   # each provider's (the minimum); bridged on two chains
 
 
