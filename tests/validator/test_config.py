@@ -52,7 +52,7 @@ def test_a_model_larger_than_the_validator_replays_is_abstained_on():
 
     from tessera.errors import CaseError
     from tessera.protocol.workload import TrainingWorkload
-    from tessera.validator.challenges import replayable_size
+    from tessera.validator.challenge_replay import replayable_size
     from tessera.validator.config import ChallengeSection
 
     assert ChallengeSection().max_params == 100_000_000

@@ -45,12 +45,7 @@ from tessera.chain.market import Market
 from tessera.chain.read_grant import ReadGrantAuth
 from tessera.chain.tokens import StakeToken
 from tessera.chain.verification import Outcome, Verification
-from tessera.compute.checkpoints import commitment_from_answer, n_leaves_for
 from tessera.compute.corpus import build_stdlib_corpus
-from tessera.compute.diloco_worker import config_of
-from tessera.compute.model import parameter_count
-from tessera.compute.segment_check import OPEN_FAILURE, max_state_bytes, spot_check
-from tessera.compute.train import configure_determinism, split
 from tessera.errors import CaseError, ChainError, TxRefused
 from tessera.files import write_atomic
 from tessera.http_deadline import HTTP_TOTAL_S, DeadlineClient, read_at_most, within
@@ -150,17 +145,6 @@ def check_case(chain: Chain, market: Market, lease_id: int, job: int,
     if not spec.verification.enabled or w.checkpoint_every < 1:
         raise CaseError("the job has no checkpoint commitments to replay")
     return w
-
-
-def replayable_size(workload, max_params: int) -> int:
-    """The job's parameter count; CaseError (abstain, for good) above `max_params`: its state
-    alone is 12 bytes a parameter, and a tenant could name a model that exhausts every
-    validator's memory (review 25)."""
-    n_params = parameter_count(workload.model)
-    if n_params > max_params:
-        raise CaseError(f"the job's model has {n_params:,} parameters, more than this validator "
-                        f"replays ([challenges] max_params = {max_params:,})")
-    return n_params
 
 
 class ChallengeVoter:
@@ -331,11 +315,14 @@ class ChallengeVoter:
         commitment (which becomes guilty after the grace period)."""
         ev, case = t.event, t.case
         workload = check_case(self.chain, self.market, ev["lease_id"], ev["job"], case)
-        n_params = replayable_size(workload, self.max_params)   # before any download
+        # PyTorch only now: a validator that never judges a case never loads it
+        from tessera.validator import challenge_replay as replay
+
+        n_params = replay.replayable_size(workload, self.max_params)   # before any download
         data = self._dataset(case)
         k, steps = workload.checkpoint_every, workload.inner_steps
-        if n_leaves_for(steps, k) != ev["checkpoints"]:
-            raise CaseError(f"the job's H = {steps}, k = {k} give {n_leaves_for(steps, k)} "
+        if replay.n_leaves_for(steps, k) != ev["checkpoints"]:
+            raise CaseError(f"the job's H = {steps}, k = {k} give {replay.n_leaves_for(steps, k)} "
                             f"leaves, the commitment {ev['checkpoints']}")
         offer = self.market.registry.provider_offer(ev["provider"])
         if offer is None or endpoint_problem(offer.endpoint):
@@ -345,27 +332,12 @@ class ChallengeVoter:
         result, why = self._round_result(offer.endpoint, ev)
         if result is None:
             return None, why, {}
-        try:
-            commitment = commitment_from_answer(result, ev["round_index"], workload.worker,
-                                                steps, k)
-        except ValueError as exc:
-            return None, f"the served answer does not fit the job: {exc}", {}
-        if commitment.root != bytes(ev["checkpoint_root"]):
-            return None, "the served checkpoint hashes do not rebuild the challenged root", {}
-        config = config_of(workload)
-        configure_determinism(workload.model)
-        train_tokens, _ = split(data, workload.model)
-        check = spot_check(self.http, offer.endpoint, ev["lease_id"], config, workload.worker,
-                           commitment, ev["segment"], train_tokens,
-                           max_state_bytes(n_params), case.spec.verification.replay_tolerance)
-        self.m_replay.observe(check.seconds)
-        detail = {"segment": check.segment, "replay_s": round(check.seconds, 4),
-                  "bytes": check.bytes}
-        if check.ok is None:   # another numerics profile: this machine abstains, for good
-            raise CaseError(check.reason)
-        if not check.ok and check.reason.startswith(OPEN_FAILURE):
-            return None, check.reason, detail
-        return (not check.ok), check.reason, detail
+        guilty, reason, detail = replay.replay_challenged(self.http, offer.endpoint, ev, workload, data,
+                                                   n_params, result,
+                                                   case.spec.verification.replay_tolerance)
+        if "replay_s" in detail:
+            self.m_replay.observe(detail["replay_s"])
+        return guilty, reason, detail
 
     def _check_provider_manifest(self, endpoint: str, lease_id: int, case: ChallengeCase) -> None:
         """Raise CaseError (abstain) when the provider serves a tenant-signed manifest for the

@@ -36,7 +36,6 @@ from tessera.chain.hardware import HardwareReports, evidence_digest
 from tessera.chain.market import Market
 from tessera.chain.probes import Probes
 from tessera.chain.registry import ProviderRegistry
-from tessera.compute.hardware_challenge import wrong_rows
 from tessera.errors import ChainError, TxRefused
 from tessera.http_deadline import (
     DeadlineClient,
@@ -126,6 +125,8 @@ def judge_answer(request: hc.HardwareChallengeRequest, plan: hc.ChallengePlan, p
     signer = hc.answer_signer(answer, chain_id, probes)
     if signer is None or signer.lower() != provider.lower():
         return "wrong", f"answer signed by {signer}, not by the provider", ""
+    from tessera.compute.hardware_challenge import wrong_rows  # torch, only when judging
+
     bad = wrong_rows(request.seed, request.size, answer.fingerprint_values(), rows)
     if bad:
         return "wrong", f"rows {bad} of the product are wrong", answer.signature
