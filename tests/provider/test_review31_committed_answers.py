@@ -146,3 +146,30 @@ def test_states_moved_aside_again_keep_the_latest_commitments_time(world):
     answer_b(folder, b"B")
     prune_checkpoints(out)                                   # the worker's next answer
     assert openable(node, lease_id, ROOT_A)
+
+
+def test_an_old_rounds_commitment_is_not_signed_again(world):
+    """The other side of finding 2's fix: states are kept past the latest commitment's
+    expiry, so a tenant asking for every old round's answer every hour would keep every
+    round's states for good. Only one of the last two rounds (what a resumed tenant re-sends)
+    is signed again; an older one keeps its commitment, and its states go in time."""
+    network, node = world
+    _, lease_id = verified_lease(network, node)
+    expiry = int(time.time()) + 600
+    queue(network, node, lease_id, 0, b"A", 41, expiry)
+    folder = answer_a(node, lease_id, b"A")
+    first = node.rounds.result(lease_id, 0).commitment
+    for r in (1, 2):                                  # the job goes on
+        queue(network, node, lease_id, r, f"round {r}".encode(), 41 + r, expiry)
+        write_atomic(node.ctx.jobs.round_folder(lease_id, r) / "result.json", json.dumps(
+            {"params_sha256": hashlib.sha256(f"round {r}".encode()).hexdigest()}))
+    chain = node.ctx.chain
+    chain.w3.provider.make_request("evm_increaseTime", [7 * 3600])
+    chain.w3.provider.make_request("evm_mine", [])
+    assert node.rounds.result(lease_id, 0).commitment == first     # not signed again
+    aged(folder / "result.json", RETAIN_S + 1)
+    os.utime(folder / "commitment.json")
+    (folder / "commitment.json").write_text(first.model_copy(update={"commitment": first.commitment
+        .model_copy(update={"expiry": int(time.time()) - RETAIN_S})}).model_dump_json())
+    prune_checkpoints(node.ctx.jobs.folder(lease_id))
+    assert not (folder / CHECKPOINT_DIR).exists()

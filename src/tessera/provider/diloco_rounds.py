@@ -262,9 +262,9 @@ class Rounds:
         """The EIP-712 Commitment to the worker's answer (docs/verification.md), signed once and
         kept, so that the leaf a posted root holds stays the one served; signed again if the
         answer changed (a round re-run from other parameters), or if it is short of
-        REUSE_MIN_LIFE_S and no root holds it yet (a round re-sent hours later by a resumed
-        tenant, which refuses a commitment that expires too soon after its round starts).
-        None when the round was re-sent since `result` was read: a commitment signed then would
+        REUSE_MIN_LIFE_S, no root holds it yet and the round is one of the last two (a round
+        re-sent hours later by a resumed tenant, which refuses a commitment that expires too
+        soon after its round starts). None when the round was re-sent since `result` was read: a commitment signed then would
         be to an answer nothing keeps (review 31, finding 1: a GET racing the re-send)."""
         ctx = self.ctx
         path = ctx.jobs.round_folder(lease_id, round_index) / ROUND_COMMITMENT
@@ -277,8 +277,13 @@ class Rounds:
             saved = read_json(path)
             if saved is not None:
                 signed = cm.SignedCommitment.model_validate(saved)
+                # only one of the last two rounds (which a resumed tenant re-sends) is signed
+                # again: each keeps its states past its commitment's expiry, and a tenant asking
+                # for every old round would keep them all (review 31, finding 2's fix)
                 if (signed.commitment.result_hash, signed.commitment.checkpoint_root) == \
-                        (result_hash, root) and still_usable(self._verification, signed.commitment):
+                        (result_hash, root) and (round_index < self._queued_rounds(lease_id)[-1] - 1
+                                                 or still_usable(self._verification,
+                                                                 signed.commitment)):
                     return signed
             # no chain read on the answer's path (issue 16): the order is this node's record of
             # the lease, and the chain's time was read when the round was queued
