@@ -1,4 +1,4 @@
-"""Review 31: three ways a tenant still got its honest provider voted guilty after answers
+"""Reviews 31 and 32: ways a tenant still got its honest provider voted guilty after answers
 were set aside by root (provider/superseded_answers.py). In each, the provider answered 404
 to a validator's `?root=` for a commitment it had signed.
 
@@ -21,9 +21,16 @@ import pytest
 from tests.provider.test_round_authorization import PROVIDER, queue, verified_lease, write_answer
 from tests.support.provider_node import provider_world
 
-from tessera.compute.diloco_worker import CHECKPOINT_DIR, RETAIN_S, SUPERSEDED_DIR, prune_checkpoints
+from tessera.compute.diloco_worker import (
+    CHECKPOINT_DIR,
+    RETAIN_AFTER_EXPIRY_S,
+    RETAIN_S,
+    SUPERSEDED_DIR,
+    prune_checkpoints,
+)
 from tessera.errors import Refused
 from tessera.files import write_atomic
+from tessera.provider.diloco_rounds import SIGN_MARGIN_S
 
 ROOT_A, ROOT_B = "cd" * 32, "ef" * 32     # write_answer's root, and the re-run's
 
@@ -173,3 +180,57 @@ def test_an_old_rounds_commitment_is_not_signed_again(world):
         .model_copy(update={"expiry": int(time.time()) - RETAIN_S})}).model_dump_json())
     prune_checkpoints(node.ctx.jobs.folder(lease_id))
     assert not (folder / CHECKPOINT_DIR).exists()
+
+
+def later_round(network, node, lease_id: int, r: int, nonce: int) -> None:
+    """The job goes on: round r queued and answered."""
+    params = f"round {r}".encode()
+    queue(network, node, lease_id, r, params, nonce, int(time.time()) + 600)
+    write_atomic(node.ctx.jobs.round_folder(lease_id, r) / "result.json", json.dumps(
+        {"params_sha256": hashlib.sha256(params).hexdigest()}).encode())
+
+
+def pruned_410(node, lease_id: int) -> None:
+    with pytest.raises(Refused, match="past their retention") as refused:
+        node.rounds.result(lease_id, 0)
+    assert refused.value.status == 410
+
+
+def test_no_commitment_is_signed_to_states_already_pruned(world):
+    """Review 32, finding 1a (high): a tenant that never asked for round 0's answer asks for
+    it once the worker has pruned its states (8 h): it was signed a fresh commitment it could
+    post and challenge, and nothing could open it. Now 410, nothing signed; and the same
+    within SIGN_MARGIN_S of the states going (the worker prunes without the node's lock)."""
+    network, node = world
+    _, lease_id = verified_lease(network, node)
+    queue(network, node, lease_id, 0, b"A", 101, int(time.time()) + 600)
+    folder = answer_a(node, lease_id, b"A")            # answered; the tenant stays silent
+    aged(folder / "result.json", RETAIN_S - SIGN_MARGIN_S + 5)   # about to go
+    pruned_410(node, lease_id)
+    aged(folder / "result.json", RETAIN_S + 1)         # 8 h pass
+    later_round(network, node, lease_id, 1, 102)       # round 1 answered: the worker prunes
+    prune_checkpoints(node.ctx.jobs.folder(lease_id))
+    assert not (folder / CHECKPOINT_DIR).exists()
+    pruned_410(node, lease_id)
+    assert not (folder / "commitment.json").exists()
+
+
+def test_no_commitment_is_signed_again_to_states_already_pruned(world):
+    """Review 32, finding 1b: asked at t0 (expiry t0 + 2 h, states kept to t0 + 8 h), asked
+    again after that: it was signed again for 2 h more, to pruned states. Now 410."""
+    network, node = world
+    _, lease_id = verified_lease(network, node)
+    queue(network, node, lease_id, 0, b"A", 111, int(time.time()) + 600)
+    folder = answer_a(node, lease_id, b"A")
+    first = node.rounds.result(lease_id, 0).commitment
+    chain = node.ctx.chain
+    chain.w3.provider.make_request("evm_increaseTime", [8 * 3600 + 120])
+    chain.w3.provider.make_request("evm_mine", [])
+    aged(folder / "result.json", RETAIN_S + 120)       # 8 h as the worker sees them
+    expired = int(time.time()) - RETAIN_AFTER_EXPIRY_S - 60
+    (folder / "commitment.json").write_text(first.model_copy(update={
+        "commitment": first.commitment.model_copy(update={"expiry": expired})}).model_dump_json())
+    later_round(network, node, lease_id, 1, 112)        # answered: the worker prunes
+    prune_checkpoints(node.ctx.jobs.folder(lease_id))
+    assert not (folder / CHECKPOINT_DIR).exists()
+    pruned_410(node, lease_id)

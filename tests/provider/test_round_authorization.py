@@ -82,9 +82,12 @@ def queue(network, node: ProviderNode, lease_id: int, round_index: int, params: 
 
 
 def write_answer(node: ProviderNode, lease_id: int, params: bytes) -> Path:
-    """The worker's answer to round 0, as compute/diloco_worker.py writes it (hashes made up:
-    not checked here); the round's folder."""
+    """The worker's answer to round 0, as compute/diloco_worker.py writes it, its states first
+    (hashes and states made up: not checked here); the round's folder."""
     folder = node.ctx.jobs.round_folder(lease_id, 0)
+    (folder / diloco_worker.CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+    for i in range(2):      # checkpoint 0 and the residual: a commitment needs them kept
+        write_atomic(diloco_worker.checkpoint_path(folder, i), b"state %d" % i)
     write_atomic(folder / "pseudo_gradient.bin", b"payload")
     write_atomic(folder / "result.json", json.dumps({
         "params_sha256": hashlib.sha256(params).hexdigest(),

@@ -143,17 +143,23 @@ def committed_until(answer_folder: Path) -> int:
     return expiry if isinstance(expiry, int) else 0
 
 
+def states_kept_until(answer_folder: Path, retain_s: float = RETAIN_S) -> float:
+    """When the checkpoint states of the folder's answer may go: `retain_s` after the answer
+    and RETAIN_AFTER_EXPIRY_S after the latest commitment to it expired, whichever is later
+    (the provider signs no commitment to states this close to going: review 32)."""
+    answered = (answer_folder / "result.json").stat().st_mtime
+    return max(answered + retain_s, committed_until(answer_folder) + RETAIN_AFTER_EXPIRY_S)
+
+
 def prune_checkpoints(out: Path, retain_s: float = RETAIN_S) -> None:
-    """Drop the checkpoint states of rounds answered more than `retain_s` ago whose commitment
-    (if any) expired more than RETAIN_AFTER_EXPIRY_S ago (answers set aside by the provider
-    too: their result.json and commitment.json go with them)."""
+    """Drop the checkpoint states of answers past `states_kept_until` (answers set aside by
+    the provider too: their result.json and commitment.json go with them)."""
     now = time.time()
     rounds = out / "rounds"
     for folder in [*rounds.glob(f"*/{CHECKPOINT_DIR}"),
                    *rounds.glob(f"*/{SUPERSEDED_DIR}/*/{CHECKPOINT_DIR}")]:
         try:   # (the provider may be setting an answer aside meanwhile: it moves folders)
-            if (folder.parent / "result.json").stat().st_mtime < now - retain_s and \
-                    committed_until(folder.parent) < now - RETAIN_AFTER_EXPIRY_S:
+            if states_kept_until(folder.parent, retain_s) < now:
                 for f in folder.iterdir():
                     f.unlink(missing_ok=True)
                 folder.rmdir()

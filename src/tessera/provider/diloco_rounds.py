@@ -12,7 +12,13 @@ import time
 from pathlib import Path
 
 from tessera.chain.verification import Verification
-from tessera.compute.diloco_worker import checkpoint_path, current_answer, read_json, round_answered
+from tessera.compute.diloco_worker import (
+    checkpoint_path,
+    current_answer,
+    read_json,
+    round_answered,
+    states_kept_until,
+)
 from tessera.compute.model import parameter_count
 from tessera.compute.segment_check import max_state_bytes
 from tessera.errors import Refused
@@ -36,6 +42,9 @@ REUSE_MIN_LIFE_S = cm.MAX_VERIFIED_ROUND_TIMEOUT_S + cm.MIN_COMMITMENT_LIFE_S + 
 # times one round's parameters on the provider's disk (review 27: 12 rounds of 16 MiB at any
 # indices were all kept, and one may be 1 GiB)
 MAX_OPEN_ROUNDS = 2
+# a commitment is signed only to states kept at least this much longer (the worker prunes
+# without the node's lock: a commitment signed as it prunes would protect nothing)
+SIGN_MARGIN_S = 600
 
 
 class Rounds:
@@ -264,22 +273,24 @@ class Rounds:
         answer changed (a round re-run from other parameters), or if it is short of
         REUSE_MIN_LIFE_S, no root holds it yet and the round is one of the last two (a round
         re-sent hours later by a resumed tenant, which refuses a commitment that expires too
-        soon after its round starts). None when the round was re-sent since `result` was read: a commitment signed then would
-        be to an answer nothing keeps (review 31, finding 1: a GET racing the re-send)."""
+        soon after its round starts). None when the round was re-sent since `result` was read:
+        a commitment signed then would be to an answer nothing keeps (review 31, finding 1: a
+        GET racing the re-send); Refused (410) when its states are past their retention."""
         ctx = self.ctx
         path = ctx.jobs.round_folder(lease_id, round_index) / ROUND_COMMITMENT
         result_hash, root = "0x" + result["sha256"], "0x" + result["checkpoint_root"]
         with ctx.lock:    # (a re-send replaces the answer under it: `accept`)
-            if current_answer(self.ctx.jobs.round_folder(lease_id, round_index)) != result:
+            folder = ctx.jobs.round_folder(lease_id, round_index)
+            if current_answer(folder) != result:
                 return None
+            check_states_kept(folder, result)
             if self._verification is None:
                 self._verification = Verification(ctx.chain)
             saved = read_json(path)
             if saved is not None:
                 signed = cm.SignedCommitment.model_validate(saved)
-                # only one of the last two rounds (which a resumed tenant re-sends) is signed
-                # again: each keeps its states past its commitment's expiry, and a tenant asking
-                # for every old round would keep them all (review 31, finding 2's fix)
+                # only the last two rounds (a resumed tenant's) are signed again: a tenant asking
+                # for every old round would keep all their states (review 31, finding 2's fix)
                 if (signed.commitment.result_hash, signed.commitment.checkpoint_root) == \
                         (result_hash, root) and (round_index < self._queued_rounds(lease_id)[-1] - 1
                                                  or still_usable(self._verification,
@@ -336,6 +347,21 @@ class Rounds:
         if "error" in result:
             raise Refused(422, result["error"])
         return self.ctx.jobs.round_payload(lease_id, round_index)
+
+
+def check_states_kept(folder: Path, result: dict) -> None:
+    """Refused (410) when the states behind the folder's answer are gone, or may go within
+    SIGN_MARGIN_S: a commitment signed to them could never be opened, and a tenant could post
+    and challenge it (review 32: a round first asked for, or asked again, after the worker
+    pruned its states). A commitment signed now keeps them past its own expiry."""
+    states = [checkpoint_path(folder, i) for i in range(len(result["checkpoints"]) + 1)]
+    try:
+        until = states_kept_until(folder)
+    except FileNotFoundError:
+        until = 0
+    if until < time.time() + SIGN_MARGIN_S or not all(p.is_file() for p in states):
+        raise Refused(410, f"round {folder.name}'s checkpoint states are past their retention "
+                           "(RETAIN_S after the answer): its answer can no longer be committed to")
 
 
 def still_usable(verification: Verification, c: cm.Commitment) -> bool:
