@@ -47,6 +47,7 @@ from tessera.provider.metrics import ProviderMetrics
 from tessera.provider.payouts import Payouts
 from tessera.provider.probes import answer_probe
 from tessera.provider.registration import register_or_update_offer, registered_offer
+from tessera.provider.retention import StoppedLeaseStates
 from tessera.provider.runner import JobSupervisor
 from tessera.provider.standing import Standing
 from tessera.provider.state import ACTIVE_STATUSES, ProviderState
@@ -100,6 +101,7 @@ class ProviderNode:
         self.leases = Leases(ctx, self.payouts)
         self.manifests = Manifests(ctx, prepare_job)
         self.rounds = Rounds(ctx)
+        self.stopped_states = StoppedLeaseStates(ctx)
         self.hardware_challenges = HardwareChallenges(ctx)
         self.feed = LogFeed(self.chain, WATCHED)
         self.stream = HeadStream(self.chain.network.rpc_url, self.log)
@@ -159,9 +161,9 @@ class ProviderNode:
             self.stop_event.wait(delay)
 
     def poll_once(self) -> None:
-        """Settle ended jobs and sweep held pay; on a new head (pushed, or read every
-        `chain_every_s`), apply the events of the blocks since the last one handled, then
-        hand the head to the liveness thread (heartbeats.py)."""
+        """Settle ended jobs, sweep held pay and stopped leases' states; on a new head
+        (pushed, or read every `chain_every_s`), apply the events of the blocks since the last
+        one handled, then hand the head to the liveness thread (heartbeats.py)."""
         meters = self.ctx.metrics
         head = self.stream.take()
         if head is not None and head["number"] < self._head_number:
@@ -179,6 +181,7 @@ class ProviderNode:
                 self.leases.advance_jobs()
                 self.payouts.sweep()
                 meters.active.set(len(self.state.leases(ACTIVE_STATUSES)))
+            self.stopped_states.sweep()     # outside the lock: it deletes files
         finally:   # an event that cannot be applied must not cost an epoch's liveness
             if head is not None:
                 self.heartbeats.on_head(head)
