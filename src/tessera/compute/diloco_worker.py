@@ -151,13 +151,19 @@ def states_kept_until(answer_folder: Path, retain_s: float = RETAIN_S) -> float:
     return max(answered + retain_s, committed_until(answer_folder) + RETAIN_AFTER_EXPIRY_S)
 
 
+def checkpoint_folders(out: Path) -> list[Path]:
+    """Every folder of checkpoint states under a lease's `out`: its rounds' own, and those of
+    answers the provider set aside."""
+    rounds = out / "rounds"
+    return [*rounds.glob(f"*/{CHECKPOINT_DIR}"),
+            *rounds.glob(f"*/{SUPERSEDED_DIR}/*/{CHECKPOINT_DIR}")]
+
+
 def prune_checkpoints(out: Path, retain_s: float = RETAIN_S) -> None:
     """Drop the checkpoint states of answers past `states_kept_until` (answers set aside by
     the provider too: their result.json and commitment.json go with them)."""
     now = time.time()
-    rounds = out / "rounds"
-    for folder in [*rounds.glob(f"*/{CHECKPOINT_DIR}"),
-                   *rounds.glob(f"*/{SUPERSEDED_DIR}/*/{CHECKPOINT_DIR}")]:
+    for folder in checkpoint_folders(out):
         try:   # (the provider may be setting an answer aside meanwhile: it moves folders)
             if states_kept_until(folder.parent, retain_s) < now:
                 for f in folder.iterdir():

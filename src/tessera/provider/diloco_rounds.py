@@ -247,9 +247,10 @@ class Rounds:
         (provider/superseded_answers.py; Refused 404 when none is kept)."""
         ctx = self.ctx
         record = self._diloco_record(lease_id)
-        result = current_answer(self.ctx.jobs.round_folder(lease_id, round_index))
+        folder = ctx.jobs.round_folder(lease_id, round_index)
+        result = current_answer(folder)
         if root is not None and (result is None or result.get("checkpoint_root") != root):
-            kept = kept_answer(ctx.jobs.round_folder(lease_id, round_index), root)
+            kept = kept_answer(folder, root)
             if kept is not None:
                 return signed_answer(ctx, lease_id, round_index, *kept)
             if result is not None:
@@ -277,16 +278,15 @@ class Rounds:
         a commitment signed then would be to an answer nothing keeps (review 31, finding 1: a
         GET racing the re-send); Refused (410) when its states are past their retention."""
         ctx = self.ctx
-        path = ctx.jobs.round_folder(lease_id, round_index) / ROUND_COMMITMENT
+        folder = ctx.jobs.round_folder(lease_id, round_index)
         result_hash, root = "0x" + result["sha256"], "0x" + result["checkpoint_root"]
         with ctx.lock:    # (a re-send replaces the answer under it: `accept`)
-            folder = ctx.jobs.round_folder(lease_id, round_index)
             if current_answer(folder) != result:
                 return None
             check_states_kept(folder, result)
             if self._verification is None:
                 self._verification = Verification(ctx.chain)
-            saved = read_json(path)
+            saved = read_json(folder / ROUND_COMMITMENT)
             if saved is not None:
                 signed = cm.SignedCommitment.model_validate(saved)
                 # only the last two rounds (a resumed tenant's) are signed again: a tenant asking
@@ -311,7 +311,7 @@ class Rounds:
                 checkpoints=len(result["checkpoints"]) + 1,   # and the payload leaf
                 expiry=chain_time + cm.VALIDITY_S)
             signed = self._verification.sign_commitment(ctx.account, commitment)
-            write_atomic(path, signed.model_dump_json())
+            write_atomic(folder / ROUND_COMMITMENT, signed.model_dump_json())
             ctx.log("round-committed", lease_id=lease_id, round=round_index, job=order_id,
                     checkpoint_root=root, checkpoints=commitment.checkpoints)
             return signed

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from tessera.compute.diloco_worker import CHECKPOINT_DIR, SUPERSEDED_DIR, prune_checkpoints
+from tessera.compute.diloco_worker import checkpoint_folders, prune_checkpoints
 from tessera.provider.context import NodeContext
 from tessera.provider.state import ACTIVE_STATUSES
 
@@ -38,7 +38,5 @@ class StoppedLeaseStates:
                 continue
             out = self.ctx.jobs.folder(record.lease_id)
             prune_checkpoints(out)
-            rounds = out / "rounds"
-            if not any(rounds.glob(f"*/{CHECKPOINT_DIR}")) and \
-                    not any(rounds.glob(f"*/{SUPERSEDED_DIR}/*/{CHECKPOINT_DIR}")):
+            if not checkpoint_folders(out):
                 self._done.add(record.lease_id)
